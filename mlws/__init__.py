@@ -1,0 +1,29 @@
+"""mlws: the Azure Machine Learning v1 workspace model, local-first."""
+
+from .errors import (
+    ActivityFailedException,
+    ComputeTargetException,
+    MlwsError,
+    RunNotFound,
+    UserErrorException,
+)
+from .experiments import Experiment
+from .runconfig import RunConfiguration, ScriptRunConfig
+from .runs import Run
+from .workspace import Workspace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityFailedException",
+    "ComputeTargetException",
+    "Experiment",
+    "MlwsError",
+    "Run",
+    "RunConfiguration",
+    "RunNotFound",
+    "ScriptRunConfig",
+    "UserErrorException",
+    "Workspace",
+    "__version__",
+]

@@ -1,0 +1,319 @@
+"""Content-addressed blob store and manifests.
+
+A blob is stored once under ``blobs/sha256/ab/cd/<hex>`` by the sha256 of its bytes, written to a
+temp file in the same folder, fsynced, renamed into place and made read-only. Hashes carry their
+algorithm: ``sha256:<hex>``.
+
+A **manifest** describes a tree of files. Its canonical form (a contract: its hash names it) is
+the JSON array of ``{"hash", "mode", "path", "size"}`` objects sorted by ``path``, serialised with
+sorted keys, ``(",", ":")`` separators and UTF-8, no trailing newline. ``path`` is relative,
+POSIX-style, without ``.``/``..`` components; ``mode`` is ``0o755`` for executables, else
+``0o644``. The manifest is itself stored as a blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from .errors import BlobCorrupted, BlobNotFound, UnsafePath
+
+ALGORITHM = "sha256"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of a manifest."""
+
+    path: str
+    hash: str
+    size: int
+    mode: int = 0o644
+
+    def as_dict(self) -> dict[str, object]:
+        return {"hash": self.hash, "mode": self.mode, "path": self.path, "size": self.size}
+
+
+def check_relpath(path: str) -> str:
+    """Return ``path`` if it is a safe relative POSIX path, else raise :class:`UnsafePath`."""
+    if not isinstance(path, str) or not path:
+        raise UnsafePath(f"manifest path must be a non-empty string, got {path!r}")
+    if "\x00" in path or "\\" in path:
+        raise UnsafePath(f"manifest path {path!r} contains a NUL or a backslash")
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        raise UnsafePath(f"manifest path {path!r} is absolute; paths must be relative")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise UnsafePath(f"manifest path {path!r} has an empty, '.' or '..' component")
+    return path
+
+
+def check_hash(value: str) -> str:
+    algo, _, hexdigest = value.partition(":")
+    if algo != ALGORITHM or len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+        raise UnsafePath(f"not a valid blob hash: {value!r} (expected 'sha256:<64 hex>')")
+    return value
+
+
+def canonical_manifest(entries: Iterable[Entry]) -> bytes:
+    items = sorted(entries, key=lambda e: e.path)
+    seen: set[str] = set()
+    for e in items:
+        check_relpath(e.path)
+        check_hash(e.hash)
+        if e.path in seen:
+            raise UnsafePath(f"manifest lists {e.path!r} twice")
+        seen.add(e.path)
+    return json.dumps(
+        [e.as_dict() for e in items], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
+def parse_manifest(data: bytes) -> list[Entry]:
+    """Parse and validate a manifest; raises :class:`UnsafePath` on any bad entry."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UnsafePath(f"manifest is not valid JSON: {e}") from None
+    if not isinstance(raw, list):
+        raise UnsafePath("manifest must be a JSON array")
+    entries = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != {"hash", "mode", "path", "size"}:
+            raise UnsafePath(f"manifest entry must have exactly hash, mode, path, size: {item!r}")
+        entries.append(
+            Entry(check_relpath(item["path"]), check_hash(item["hash"]), int(item["size"]), int(item["mode"]))
+        )
+    return entries
+
+
+def hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """``(sha256:<hex>, size)`` of a file's bytes."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return f"{ALGORITHM}:{h.hexdigest()}", size
+
+
+def file_mode(st_mode: int) -> int:
+    return 0o755 if st_mode & stat.S_IXUSR else 0o644
+
+
+class BlobStore:
+    """The blob folder of one workspace."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._dir = self.root / ALGORITHM
+
+    def path(self, digest: str) -> Path:
+        hexdigest = check_hash(digest).partition(":")[2]
+        return self._dir / hexdigest[:2] / hexdigest[2:4] / hexdigest
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).exists()
+
+    # -- writing ----------------------------------------------------------------------------
+    def _install(self, tmp: str, digest: str) -> None:
+        final = self.path(digest)
+        if final.exists():
+            os.unlink(tmp)
+            return
+        os.chmod(tmp, 0o444)
+        # os.replace is atomic: a reader sees either no blob or the whole blob.
+        os.replace(tmp, final)
+
+    def _tempfile(self, digest_hint: str | None = None) -> tuple[int, str]:
+        folder = self.path(digest_hint).parent if digest_hint else self._dir
+        folder.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(dir=folder, prefix=".tmp-")
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = f"{ALGORITHM}:{hashlib.sha256(data).hexdigest()}"
+        if self.has(digest):
+            return digest
+        fd, tmp = self._tempfile(digest)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            self._install(tmp, digest)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        return digest
+
+    def put_file(self, src: str | os.PathLike[str], known: str | None = None) -> tuple[str, int, bool]:
+        """Store a file; returns ``(hash, size, stored_new_bytes)``.
+
+        ``known`` is a trusted hash of the file (from the snapshot stat cache); when that blob is
+        present already the file is not read at all.
+        """
+        if known is not None and self.has(known):
+            return known, os.stat(src).st_size, False
+        # Hash while copying to a temp file: one read of the source whatever happens.
+        fd, tmp = self._tempfile()
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                while chunk := fin.read(_CHUNK):
+                    h.update(chunk)
+                    fout.write(chunk)
+                    size += len(chunk)
+                digest = f"{ALGORITHM}:{h.hexdigest()}"
+                if self.has(digest):
+                    fout.close()
+                    os.unlink(tmp)
+                    return digest, size, False
+                fout.flush()
+                os.fsync(fout.fileno())
+            self.path(digest).parent.mkdir(parents=True, exist_ok=True)
+            self._install(tmp, digest)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        return digest, size, True
+
+    def put_stream(self, stream: IO[bytes]) -> tuple[str, int]:
+        fd, tmp = self._tempfile()
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as fout:
+                while chunk := stream.read(_CHUNK):
+                    h.update(chunk)
+                    fout.write(chunk)
+                    size += len(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            digest = f"{ALGORITHM}:{h.hexdigest()}"
+            self.path(digest).parent.mkdir(parents=True, exist_ok=True)
+            self._install(tmp, digest)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+        return digest, size
+
+    def put_manifest(self, entries: Iterable[Entry]) -> str:
+        return self.put_bytes(canonical_manifest(entries))
+
+    # -- reading ----------------------------------------------------------------------------
+    def read_bytes(self, digest: str) -> bytes:
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {digest} is missing from {self.root}; run 'mlws fsck'") from None
+
+    def read_manifest(self, digest: str) -> list[Entry]:
+        return parse_manifest(self.read_bytes(digest))
+
+    def verify(self, digest: str) -> bool:
+        """True when the blob exists and its bytes hash to its name."""
+        p = self.path(digest)
+        if not p.exists():
+            return False
+        return hash_file(p)[0] == digest
+
+    def check(self, digest: str) -> None:
+        """Raise :class:`BlobNotFound` / :class:`BlobCorrupted` unless the blob is sound."""
+        p = self.path(digest)
+        if not p.exists():
+            raise BlobNotFound(f"blob {digest} is missing from {self.root}; run 'mlws fsck'")
+        actual = hash_file(p)[0]
+        if actual != digest:
+            raise BlobCorrupted(f"blob {digest} is corrupted (its bytes hash to {actual}); run 'mlws fsck'")
+
+    def iter_hashes(self) -> Iterator[str]:
+        if not self._dir.exists():
+            return
+        for d1 in sorted(self._dir.iterdir()):
+            if not d1.is_dir():
+                continue
+            for d2 in sorted(d1.iterdir()):
+                if not d2.is_dir():
+                    continue
+                for f in sorted(d2.iterdir()):
+                    if not f.name.startswith("."):
+                        yield f"{ALGORITHM}:{f.name}"
+
+    def iter_temp_files(self) -> Iterator[Path]:
+        if self._dir.exists():
+            yield from self._dir.rglob(".tmp-*")
+
+    # -- materializing -----------------------------------------------------------------------
+    def materialize(
+        self,
+        entries: Iterable[Entry],
+        target: str | os.PathLike[str],
+        *,
+        link: bool = False,
+        verify: bool = False,
+    ) -> int:
+        """Write the files of a manifest under ``target``; returns the number of files.
+
+        Copies by default, because a hard link would let a script that edits a file in place
+        change the stored blob for every run that shares it. ``link=True`` hard-links (falling
+        back to a copy across filesystems) for read-only consumers. No path may escape
+        ``target``: every entry is validated before anything is written.
+        """
+        entries = list(entries)
+        root = Path(target)
+        root.mkdir(parents=True, exist_ok=True)
+        real_root = os.path.realpath(root)
+        planned = []
+        for e in entries:
+            check_relpath(e.path)
+            dest = root / PurePosixPath(e.path)
+            planned.append((e, dest))
+        for e, dest in planned:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            # A symlink already inside target could redirect the write outside it.
+            real_parent = os.path.realpath(dest.parent)
+            if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
+                raise UnsafePath(f"{e.path!r} would be written outside {root}")
+            src = self.path(e.hash)
+            if not src.exists():
+                raise BlobNotFound(f"blob {e.hash} for {e.path!r} is missing; run 'mlws fsck'")
+            if verify:
+                self.check(e.hash)
+            if dest.is_symlink() or dest.exists():
+                dest.unlink()
+            if link:
+                try:
+                    os.link(src, dest)
+                    continue
+                except OSError:
+                    pass
+            shutil.copyfile(src, dest)
+            os.chmod(dest, e.mode)
+        return len(planned)
+
+    def remove(self, digest: str) -> int:
+        p = self.path(digest)
+        try:
+            size = p.stat().st_size
+            p.unlink()
+            return size
+        except FileNotFoundError:
+            return 0
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

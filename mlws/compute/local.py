@@ -1,0 +1,66 @@
+"""The ``local`` compute target: subprocesses on this machine, limited by run slots.
+
+A slot is an exclusive file lock, so no daemon is needed and a crashed supervisor frees its slot
+(the OS drops its locks). Slot files live in the per-machine cache, not in the workspace: on a
+shared folder, each machine's ``local`` target has its own slots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from ..errors import UserErrorException
+from . import target_config
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
+
+
+def max_concurrent_runs(ws: Workspace) -> int:
+    _, config = target_config(ws, "local")
+    value = config.get("max_concurrent_runs")
+    return int(value) if value else max(1, os.cpu_count() or 1)
+
+
+def configure(ws: Workspace, max_concurrent_runs: int) -> None:
+    """Set how many runs the ``local`` target runs at once (others wait ``Queued``)."""
+    if not isinstance(max_concurrent_runs, int) or max_concurrent_runs < 1:
+        raise UserErrorException(f"max_concurrent_runs must be a whole number >= 1, got {max_concurrent_runs!r}")
+    _, config = target_config(ws, "local")
+    config["max_concurrent_runs"] = max_concurrent_runs
+    with ws.catalog.write() as conn:
+        conn.execute("UPDATE compute_targets SET config = ? WHERE name = 'local'", (json.dumps(config),))
+
+
+@contextlib.contextmanager
+def slot(ws: Workspace, keep_waiting: Callable[[], bool], poll_s: float = 0.1) -> Iterator[int | None]:
+    """Hold one of the target's slots; yields its index, or ``None`` if ``keep_waiting()``
+    returned false (e.g. the run was canceled while queued)."""
+    from filelock import FileLock, Timeout
+
+    from ..workspace import user_cache_dir
+
+    folder = user_cache_dir() / "locks" / ws.id
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        n = max_concurrent_runs(ws)
+        for i in range(n):
+            lock = FileLock(str(folder / f"local-{i}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                yield i
+            finally:
+                lock.release()
+            return
+        if not keep_waiting():
+            yield None
+            return
+        time.sleep(poll_s)

@@ -1,0 +1,76 @@
+"""One error hierarchy for mlws.
+
+Every error a user can cause is an :class:`MlwsError`; its message says what was expected, what
+was found and how to fix it, in one line. The CLI prints it as ``Error: <message>`` and exits 1;
+anything else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MlwsError(Exception):
+    """Base class of every error mlws raises on purpose."""
+
+
+class UserErrorException(MlwsError, ValueError):
+    """Bad input from the caller (Azure ML v1's name for it)."""
+
+
+class InvalidName(UserErrorException):
+    """A name (experiment, tag, ...) does not follow the naming rules."""
+
+
+class WorkspaceNotFound(MlwsError):
+    """No workspace at the given path, and none could be discovered."""
+
+
+class WorkspaceExists(MlwsError):
+    """``Workspace.create`` on a path that already holds a workspace."""
+
+
+class InvalidWorkspace(MlwsError):
+    """The path exists but is not a usable workspace (a file, a foreign folder, a newer schema)."""
+
+
+class ExperimentNotFound(MlwsError):
+    """No experiment of that name."""
+
+
+class RunNotFound(MlwsError):
+    """No run with that id."""
+
+
+class RunStateError(MlwsError):
+    """The run is in a state that does not allow the operation (e.g. logging to a finished run)."""
+
+
+class PropertyConflict(UserErrorException):
+    """Properties are add-only: a key already set cannot take another value."""
+
+
+class ActivityFailedException(MlwsError):
+    """A run waited on ended ``Failed`` (v1 raises this from ``wait_for_completion``)."""
+
+
+class BlobNotFound(MlwsError):
+    """A blob named by a manifest or run file is missing from the blob store."""
+
+
+class BlobCorrupted(MlwsError):
+    """A blob's bytes no longer hash to its name."""
+
+
+class UnsafePath(UserErrorException):
+    """A manifest or file path that is absolute, contains ``..`` or would escape its folder."""
+
+
+class SnapshotError(UserErrorException):
+    """The source directory cannot be snapshotted (missing, not a folder, unreadable)."""
+
+
+class RunConfigError(UserErrorException):
+    """A run configuration that cannot run: missing script, script outside the source folder, ..."""
+
+
+class ComputeTargetException(MlwsError):
+    """A compute target is missing or unusable (v1 scripts catch this name)."""

@@ -1,0 +1,209 @@
+"""Experiments: named groups of runs, created on first use."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .errors import ExperimentNotFound, InvalidName, UserErrorException
+
+if TYPE_CHECKING:
+    from .runs import Run
+    from .workspace import Workspace
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+
+
+def check_experiment_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidName(
+            f"invalid experiment name {name!r}: use 1-255 letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _as_filter(value: Any) -> dict[str, str | None]:
+    """v1 accepts a key, a list of keys, or a dict (a None value meaning "has the key")."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {value: None}
+    if isinstance(value, dict):
+        return {str(k): None if v is None else str(v) for k, v in value.items()}
+    return {str(k): None for k in value}
+
+
+def filter_clauses(
+    tags: Any = None, properties: Any = None, run_type: str | None = None, status: str | None = None
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions on ``runs r`` for tag/property/type/status filters."""
+    where: list[str] = []
+    params: list[Any] = []
+    for table, flt in (("run_tags", _as_filter(tags)), ("run_properties", _as_filter(properties))):
+        for k, v in flt.items():
+            if v is None:
+                where.append(f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = ?)")
+                params.append(k)
+            else:
+                where.append(f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = ? AND x.value = ?)")
+                params += [k, v]
+    if run_type is not None:
+        where.append("r.type = ?")
+        params.append(run_type)
+    if status is not None:
+        where.append("r.status = ?")
+        params.append(status)
+    return where, params
+
+
+def query_runs(
+    ws: Workspace,
+    *,
+    experiment: str | None = None,
+    tags: Any = None,
+    properties: Any = None,
+    run_type: str | None = None,
+    status: str | None = None,
+    include_children: bool = False,
+    sort_by: str | None = None,
+    ascending: bool = False,
+    limit: int | None = None,
+) -> list[Any]:
+    """Run rows matching the filters, newest first or sorted by ``metric:<name>`` / a column.
+
+    Reads ``metric_summary`` (one row per run and metric) so sorting by a metric does not touch
+    the metrics table.
+    """
+    where, params = filter_clauses(tags, properties, run_type, status)
+    if experiment is not None:
+        where.insert(0, "r.experiment = ?")
+        params.insert(0, experiment)
+    if not include_children:
+        where.append("r.parent_id IS NULL")
+    join = ""
+    direction = "ASC" if ascending else "DESC"
+    if sort_by and sort_by.startswith("metric:"):
+        metric = sort_by[len("metric:") :]
+        if not metric:
+            raise UserErrorException("--sort-by metric: needs a metric name, e.g. metric:accuracy")
+        join = " LEFT JOIN metric_summary ms ON ms.run_id = r.id AND ms.name = ?"
+        params.insert(0, metric)
+        order = f"ms.last_value IS NULL, ms.last_value {direction}, r.created DESC"
+    elif sort_by in (None, "", "created", "start_time", "end_time", "number", "status", "id"):
+        col = sort_by or "created"
+        order = f"r.{col} {direction}, r.rowid {direction}" if col != "id" else f"r.id {direction}"
+    else:
+        raise UserErrorException(
+            f"cannot sort by {sort_by!r}: use created, start_time, end_time, number, status, id or metric:<name>"
+        )
+    sql = "SELECT r.* FROM runs r" + join
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY " + order
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    return ws.catalog.query(sql, params)
+
+
+class Experiment:
+    """A named group of runs in a workspace; created on first use.
+
+    :raises InvalidName: the name breaks the naming rules (letters, digits, ``_``, ``-``).
+    """
+
+    def __init__(self, workspace: Workspace, name: str, _create: bool = True, **_azure_kwargs: Any) -> None:
+        self.workspace = workspace
+        self.name = check_experiment_name(name)
+        row = workspace.catalog.one("SELECT id FROM experiments WHERE name = ?", (name,))
+        if row is None:
+            if not _create:
+                raise ExperimentNotFound(f"no experiment named {name!r} in workspace {workspace.name!r}")
+            with workspace.catalog.write() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO experiments (name, id, created) VALUES (?, ?, ?)",
+                    (name, str(uuid.uuid4()), time.time()),
+                )
+            row = workspace.catalog.one("SELECT id FROM experiments WHERE name = ?", (name,))
+        self.id: str = row["id"]  # type: ignore[index]
+
+    def __repr__(self) -> str:
+        return f"Experiment(name={self.name!r}, workspace={self.workspace.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Experiment) and other.name == self.name and other.workspace.path == self.workspace.path
+
+    def __hash__(self) -> int:
+        return hash((self.name, str(self.workspace.path)))
+
+    @classmethod
+    def list(cls, workspace: Workspace, experiment_name: str | None = None, **_kwargs: Any) -> list[Experiment]:
+        rows = workspace.catalog.query("SELECT name FROM experiments ORDER BY name")
+        return [cls(workspace, r[0], _create=False) for r in rows if experiment_name in (None, r[0])]
+
+    def submit(self, config: Any, tags: dict[str, Any] | None = None, **kwargs: Any) -> Run:
+        """Submit a run configuration (``ScriptRunConfig``); returns the run at once while it
+        goes on in the background, surviving this process."""
+        submit = getattr(config, "_submit", None)
+        if submit is None:
+            raise UserErrorException(f"cannot submit a {type(config).__name__}; pass a ScriptRunConfig")
+        return submit(self, tags=tags, **kwargs)
+
+    def start_logging(
+        self,
+        *args: Any,
+        outputs: str | None = None,
+        snapshot_directory: str | None = None,
+        display_name: str | None = None,
+        tags: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Run:
+        """Start an interactive run (Running) owned by this process; use it as a context manager
+        to end it Completed, or Failed on an exception."""
+        import os
+
+        from .runs import INTERACTIVE, Run, insert_run, process_start_time
+
+        fields: dict[str, Any] = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid())}
+        props: dict[str, Any] = {}
+        if snapshot_directory is not None:
+            from .snapshots import git_properties, take_snapshot
+
+            fields["snapshot"] = take_snapshot(self.workspace.blobs, snapshot_directory).manifest
+            props.update(git_properties(snapshot_directory))
+        row = insert_run(
+            self.workspace,
+            self.name,
+            run_type=INTERACTIVE,
+            status="Running",
+            display_name=display_name,
+            fields=fields,
+            tags=tags,
+            properties=props,
+        )
+        return Run(self, row["id"], _row=row)
+
+    def get_runs(
+        self,
+        type: str | None = None,
+        tags: Any = None,
+        properties: Any = None,
+        include_children: bool = False,
+    ) -> Iterator[Run]:
+        """Runs of this experiment, newest first (a generator, as in v1)."""
+        from .runs import Run, reconcile
+
+        rows = query_runs(
+            self.workspace,
+            experiment=self.name,
+            tags=tags,
+            properties=properties,
+            run_type=type,
+            include_children=include_children,
+        )
+        for r in rows:
+            yield Run(self, r["id"], _row=reconcile(self.workspace, r))

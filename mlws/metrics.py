@@ -1,0 +1,261 @@
+"""Metrics: batched background writes, and reads in Azure ML v1's shapes.
+
+Logging only appends to an in-memory buffer (a few hundred nanoseconds), so a training loop can
+log 100k values a second. One daemon thread per process flushes every buffer at least once a
+second, in one ``BEGIN IMMEDIATE`` transaction per run; ``flush()``, ``complete()`` and
+interpreter exit flush too.
+
+Storage: one row per logged value (``metrics``), plus one row per (run, name) in
+``metric_summary`` with the latest value and the count, which listing and sorting runs read.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+SCALAR = "scalar"
+LIST = "list"
+ROW = "row"
+TABLE = "table"
+IMAGE = "image"
+#: The JSON-shaped kinds of v1 (confusion matrix, accuracy table, residuals, predictions).
+JSON_KINDS = ("confusion_matrix", "accuracy_table", "residuals", "predictions")
+
+FLUSH_INTERVAL_S = 1.0
+
+
+def to_python(value: Any) -> Any:
+    """numpy scalars and 0-d arrays become Python numbers, without importing numpy."""
+    t = type(value)
+    if t in (int, float, str, bool) or value is None:
+        return value
+    if t.__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    if t.__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [to_python(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_python(v) for k, v in value.items()}
+    return value
+
+
+def encode(value: Any) -> tuple[Any, str | None]:
+    """``(value column, data column)``: numbers and strings go in ``value`` as themselves; NaN,
+    infinities, bools and structures go in ``data`` as JSON (SQLite would turn NaN into NULL)."""
+    value = to_python(value)
+    t = type(value)
+    if t is int or t is str:
+        return value, None
+    if t is float:
+        if math.isfinite(value):
+            return value, None
+        return None, json.dumps(value)
+    return None, json.dumps(value, default=str)
+
+
+def decode(value: Any, data: str | None) -> Any:
+    if data is not None:
+        return json.loads(data)
+    return value
+
+
+class MetricWriter:
+    """The buffer of one run in one process."""
+
+    def __init__(self, catalog: Catalog, run_id: str) -> None:
+        self.catalog = catalog
+        self.run_id = run_id
+        self._buf: list[tuple[str, str, Any, str | None, float, int | None]] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        _register(self)
+
+    def add(self, name: str, kind: str, value: Any, step: int | None = None) -> None:
+        v, d = encode(value)
+        item = (name, kind, v, d, time.time(), step)
+        with self._lock:
+            self._buf.append(item)
+
+    def add_scalar(self, name: str, value: Any, step: int | None = None) -> None:
+        # The hot path of run.log: skip encode() for plain finite numbers and strings.
+        t = type(value)
+        if (t is float and math.isfinite(value)) or t is int or t is str:
+            item = (name, SCALAR, value, None, time.time(), step)
+        else:
+            v, d = encode(value)
+            item = (name, SCALAR, v, d, time.time(), step)
+        with self._lock:
+            self._buf.append(item)
+
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def flush(self) -> int:
+        """Write everything buffered; returns the number of values written."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buf = self._buf, []
+            if not batch:
+                return 0
+            try:
+                self._write(batch)
+            except BaseException:
+                with self._lock:  # keep the values for the next attempt
+                    self._buf[:0] = batch
+                raise
+            return len(batch)
+
+    def _write(self, batch: list[tuple[str, str, Any, str | None, float, int | None]]) -> None:
+        run_id = self.run_id
+        with self.catalog.write() as conn:
+            next_step: dict[str, int] = {}
+            rows = []
+            summary: dict[str, list[Any]] = {}
+            for name, kind, v, d, t, step in batch:
+                if step is None:
+                    if name not in next_step:
+                        # Read inside the write transaction, so two processes logging to the
+                        # same run and name never hand out the same step.
+                        cur = conn.execute(
+                            "SELECT max(step) FROM metrics WHERE run_id = ? AND name = ?", (run_id, name)
+                        ).fetchone()[0]
+                        next_step[name] = -1 if cur is None else cur
+                    next_step[name] += 1
+                    step = next_step[name]
+                elif name in next_step:
+                    next_step[name] = max(next_step[name], step)
+                rows.append((run_id, name, step, kind, v, d, t))
+                s = summary.get(name)
+                if s is None:
+                    summary[name] = [kind, v, 1]
+                else:
+                    s[0], s[1] = kind, v
+                    s[2] += 1
+            conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO metric_summary (run_id, name, kind, last_value, count) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(run_id, name) DO UPDATE SET kind = excluded.kind,"
+                " last_value = excluded.last_value, count = count + excluded.count",
+                [(run_id, name, s[0], s[1], s[2]) for name, s in summary.items()],
+            )
+
+
+# -- the per-process flusher ------------------------------------------------------------------
+_writers: list[MetricWriter] = []
+_writers_lock = threading.Lock()
+_flusher: threading.Thread | None = None
+_wake = threading.Event()
+
+
+def _register(writer: MetricWriter) -> None:
+    global _flusher
+    with _writers_lock:
+        _writers.append(writer)
+        if _flusher is None or not _flusher.is_alive():
+            _flusher = threading.Thread(target=_flush_loop, name="mlws-metrics", daemon=True)
+            _flusher.start()
+
+
+def unregister(writer: MetricWriter) -> None:
+    with _writers_lock:
+        if writer in _writers:
+            _writers.remove(writer)
+
+
+def _flush_loop() -> None:
+    while True:
+        _wake.wait(FLUSH_INTERVAL_S)
+        _wake.clear()
+        flush_all(quiet=True)
+
+
+def flush_all(quiet: bool = False) -> None:
+    with _writers_lock:
+        writers = list(_writers)
+    for w in writers:
+        if not w.pending():
+            continue
+        try:
+            w.flush()
+        except Exception:
+            if not quiet:
+                raise
+            # The values stay buffered and the next tick retries; a closed catalog (the run's
+            # workspace was closed) ends that writer.
+            import sqlite3
+
+            try:
+                w.catalog.conn.execute("SELECT 1")
+            except sqlite3.ProgrammingError:
+                unregister(w)
+
+
+atexit.register(flush_all, True)
+
+
+# -- reading in v1 shapes -----------------------------------------------------------------------
+def _columns(rows: list[dict[str, Any]], scalars_if_single: bool) -> dict[str, Any]:
+    cols: dict[str, list[Any]] = {}
+    for r in rows:
+        for k, v in r.items():
+            cols.setdefault(k, []).append(v)
+    if scalars_if_single and len(rows) == 1:
+        return {k: v[0] for k, v in cols.items()}
+    return cols
+
+
+def shape(kind: str, values: list[Any]) -> Any:
+    """v1 shapes: a scalar logged once is a scalar, repeatedly a list; ``log_list`` a list;
+    ``log_row`` rows become a dict of columns (scalars for a single row, as v1 does);
+    ``log_table`` a dict of column lists; images and JSON kinds their last value."""
+    if kind == SCALAR:
+        return values[0] if len(values) == 1 else values
+    if kind == LIST:
+        out: list[Any] = []
+        for v in values:
+            out.extend(v if isinstance(v, list) else [v])
+        return out
+    if kind == ROW:
+        return _columns(values, scalars_if_single=True)
+    if kind == TABLE:
+        cols: dict[str, list[Any]] = {}
+        for table in values:
+            for k, col in table.items():
+                cols.setdefault(k, []).extend(col if isinstance(col, list) else [col])
+        return cols
+    return values[-1]
+
+
+def read_metrics(catalog: Catalog, run_ids: list[str], name: str | None = None) -> dict[str, dict[str, Any]]:
+    """``{run_id: {metric name: v1-shaped value}}`` for the given runs."""
+    out: dict[str, dict[str, Any]] = {rid: {} for rid in run_ids}
+    if not run_ids:
+        return out
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT run_id, name, kind, value, data FROM metrics WHERE run_id IN ({marks})"
+        params: list[Any] = list(chunk)
+        if name is not None:
+            sql += " AND name = ?"
+            params.append(name)
+        sql += " ORDER BY run_id, name, step"
+        groups: dict[tuple[str, str], tuple[str, list[Any]]] = {}
+        for r in catalog.query(sql, params):
+            key = (r[0], r[1])
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = (r[2], [])
+            g[1].append(decode(r[3], r[4]))
+        for (rid, mname), (kind, values) in groups.items():
+            out[rid][mname] = shape(kind, values)
+    return out

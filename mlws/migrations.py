@@ -1,0 +1,129 @@
+"""Schema migrations for the catalog, through ``sqlite_utils.Migrations("mlws")``.
+
+Rules: a migration, once landed, is never edited; add ``0002_...`` instead and bump
+``catalog.SCHEMA_VERSION``. Statements run one by one through ``db.execute`` (never
+``executescript``, which would commit the migration's transaction half-way).
+Times are REAL unix epochs (sortable, compact); JSON lives in TEXT columns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlite_utils import Migrations
+
+migrations = Migrations("mlws")
+
+_INITIAL = [
+    """CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT
+    )""",
+    """CREATE TABLE compute_targets (
+        name TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        config TEXT NOT NULL DEFAULT '{}',
+        created REAL NOT NULL
+    )""",
+    """CREATE TABLE experiments (
+        name TEXT PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        description TEXT,
+        archived INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        experiment TEXT NOT NULL REFERENCES experiments(name),
+        parent_id TEXT REFERENCES runs(id),
+        root_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        child_count INTEGER NOT NULL DEFAULT 0,
+        display_name TEXT,
+        description TEXT,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        requested_status TEXT,
+        created REAL NOT NULL,
+        start_time REAL,
+        end_time REAL,
+        target TEXT,
+        environment TEXT,
+        snapshot TEXT,
+        definition TEXT,
+        submitter_user TEXT,
+        submitter_host TEXT,
+        host TEXT,
+        supervisor_pid INTEGER,
+        supervisor_start REAL,
+        pid INTEGER,
+        pid_start REAL,
+        working_dir TEXT,
+        error TEXT
+    )""",
+    "CREATE UNIQUE INDEX runs_experiment_number ON runs(experiment, number)",
+    "CREATE INDEX runs_experiment_created ON runs(experiment, created)",
+    "CREATE INDEX runs_parent ON runs(parent_id)",
+    "CREATE INDEX runs_status ON runs(status)",
+    "CREATE INDEX runs_created ON runs(created)",
+    """CREATE TABLE run_tags (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        key TEXT NOT NULL,
+        value TEXT,
+        PRIMARY KEY (run_id, key)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX run_tags_key_value ON run_tags(key, value)",
+    """CREATE TABLE run_properties (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        key TEXT NOT NULL,
+        value TEXT,
+        PRIMARY KEY (run_id, key)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX run_properties_key_value ON run_properties(key, value)",
+    # value has no declared type (BLOB affinity), so ints, floats and strings keep their type;
+    # anything else (bools, lists, dicts, None) is JSON in data.
+    """CREATE TABLE metrics (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        name TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        value,
+        data TEXT,
+        time REAL NOT NULL,
+        PRIMARY KEY (run_id, name, step)
+    ) WITHOUT ROWID""",
+    # One row per (run, metric name): the latest value and the count. Listing and sorting runs by
+    # a metric reads this, never the (possibly 10M-row) metrics table.
+    """CREATE TABLE metric_summary (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        last_value,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX metric_summary_name_value ON metric_summary(name, last_value)",
+    """CREATE TABLE run_files (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        path TEXT NOT NULL,
+        blob TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mode INTEGER NOT NULL DEFAULT 420,
+        created REAL NOT NULL,
+        PRIMARY KEY (run_id, path)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX run_files_blob ON run_files(blob)",
+    """INSERT INTO compute_targets (name, type, config, created)
+       VALUES ('local', 'local', '{}', strftime('%s','now'))""",
+]
+
+
+@migrations(name="0001_initial")
+def m0001_initial(db: Any) -> None:
+    for statement in _INITIAL:
+        db.execute(statement)
+
+
+def apply(db: Any) -> None:
+    """Apply every pending migration (the caller holds the migration lock)."""
+    migrations.apply(db)

@@ -1,0 +1,206 @@
+"""Run configurations: ``ScriptRunConfig`` and ``RunConfiguration`` (saved as YAML)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
+
+from .errors import RunConfigError
+
+if TYPE_CHECKING:
+    from .experiments import Experiment
+    from .runs import Run
+
+DEFAULT_MAX_RUN_DURATION_S = 2592000  # 30 days, as in v1
+
+
+class HistoryConfiguration:
+    def __init__(self, output_collection: bool = True) -> None:
+        self.output_collection = output_collection
+
+
+class RunConfiguration:
+    """How to run a script: target, environment, arguments, limits. ``save``/``load`` as YAML,
+    to ``.mlws/<name>.yml`` (loads ``.azureml/<name>.runconfig`` too, v1's place)."""
+
+    def __init__(
+        self,
+        script: str | None = None,
+        arguments: list[Any] | None = None,
+        framework: str = "Python",
+        communicator: str = "None",
+        command: list[str] | str | None = None,
+        **_azure_kwargs: Any,
+    ) -> None:
+        self.script = script
+        self.arguments: list[Any] = list(arguments or [])
+        self.target: str = "local"
+        self.framework = framework
+        self.communicator = communicator
+        self.node_count = 1
+        self.max_run_duration_seconds: int | None = None
+        self.environment: Any = None
+        self.environment_variables: dict[str, str] = {}
+        self.command = command
+        self.history = HistoryConfiguration()
+
+    # -- (de)serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        env = self.environment
+        if env is not None and not isinstance(env, (str, dict)):
+            env = env.to_dict() if hasattr(env, "to_dict") else {"name": getattr(env, "name", None)}
+        return {
+            "script": self.script,
+            "arguments": [str(a) for a in self.arguments],
+            "command": self.command,
+            "target": self.target,
+            "framework": self.framework,
+            "communicator": self.communicator,
+            "nodeCount": self.node_count,
+            "maxRunDurationSeconds": self.max_run_duration_seconds,
+            "environment": env,
+            "environmentVariables": dict(self.environment_variables),
+            "history": {"outputCollection": self.history.output_collection},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfiguration:
+        if not isinstance(data, dict):
+            raise RunConfigError("a run configuration must be a mapping")
+        rc = cls(script=data.get("script"), arguments=data.get("arguments") or [], command=data.get("command"))
+        rc.target = data.get("target") or "local"
+        rc.framework = data.get("framework") or "Python"
+        rc.communicator = data.get("communicator") or "None"
+        rc.node_count = int(data.get("nodeCount") or 1)
+        rc.max_run_duration_seconds = data.get("maxRunDurationSeconds")
+        rc.environment = data.get("environment")
+        rc.environment_variables = dict(data.get("environmentVariables") or {})
+        rc.history = HistoryConfiguration(bool((data.get("history") or {}).get("outputCollection", True)))
+        return rc
+
+    def save(self, path: str | os.PathLike[str] | None = None, name: str | None = None, separate_environment_yaml: bool = False) -> Path:
+        """Write YAML to ``path`` (a ``.yml``/``.yaml``/``.runconfig`` file), or to
+        ``<path or cwd>/.mlws/<name>.yml``."""
+        import yaml
+
+        target = _config_path(path, name, for_save=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, name: str | None = None) -> RunConfiguration:
+        """Read a run configuration saved by :meth:`save` (or v1's ``.azureml/<name>.runconfig``)."""
+        import yaml
+
+        target = _config_path(path, name, for_save=False)
+        try:
+            data = yaml.safe_load(target.read_text())
+        except OSError as e:
+            raise RunConfigError(f"cannot read run configuration {target}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise RunConfigError(f"run configuration {target} is not valid YAML: {e}") from None
+        return cls.from_dict(data)
+
+
+def _config_path(path: str | os.PathLike[str] | None, name: str | None, for_save: bool) -> Path:
+    p = Path(path) if path is not None else Path.cwd()
+    if p.suffix in (".yml", ".yaml", ".runconfig") and not p.is_dir():
+        return p
+    if not name:
+        raise RunConfigError("give a file path ending in .yml/.runconfig, or a folder and a name")
+    candidates = [p / ".mlws" / f"{name}.yml", p / ".azureml" / f"{name}.runconfig", p / f"{name}.runconfig"]
+    if for_save:
+        return candidates[0]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise RunConfigError(f"no run configuration named {name!r} under {p} (looked for .mlws/{name}.yml, .azureml/{name}.runconfig)")
+
+
+class ScriptRunConfig:
+    """What to run (a script with arguments, or a command) from which source folder, where.
+
+    :raises RunConfigError: the script path is absolute or escapes ``source_directory``.
+    """
+
+    def __init__(
+        self,
+        source_directory: str | os.PathLike[str] = ".",
+        script: str | None = None,
+        arguments: list[Any] | None = None,
+        run_config: RunConfiguration | None = None,
+        compute_target: Any = None,
+        environment: Any = None,
+        max_run_duration_seconds: int | None = DEFAULT_MAX_RUN_DURATION_S,
+        command: list[str] | str | None = None,
+        **_azure_kwargs: Any,
+    ) -> None:
+        self.source_directory = str(source_directory)
+        self.run_config = run_config or RunConfiguration()
+        if script is not None:
+            self.run_config.script = script
+        if arguments is not None:
+            self.run_config.arguments = list(arguments)
+        if command is not None:
+            self.run_config.command = command
+        if compute_target is not None:
+            self.run_config.target = compute_target if isinstance(compute_target, str) else getattr(compute_target, "name", str(compute_target))
+        if environment is not None:
+            self.run_config.environment = environment
+        if max_run_duration_seconds is not None:
+            self.run_config.max_run_duration_seconds = max_run_duration_seconds
+        if self.script is None and self.command is None:
+            raise RunConfigError("ScriptRunConfig needs a script or a command")
+        if self.script is not None:
+            check_script_path(self.source_directory, self.script)
+
+    @property
+    def script(self) -> str | None:
+        return self.run_config.script
+
+    @property
+    def arguments(self) -> list[Any]:
+        return self.run_config.arguments
+
+    @property
+    def command(self) -> list[str] | str | None:
+        return self.run_config.command
+
+    @property
+    def compute_target(self) -> str:
+        return self.run_config.target
+
+    @property
+    def environment(self) -> Any:
+        return self.run_config.environment
+
+    def _submit(self, experiment: Experiment, tags: dict[str, Any] | None = None, **kwargs: Any) -> Run:
+        from .runner import submit_script
+
+        return submit_script(experiment, self, tags=tags)
+
+
+def check_script_path(source_directory: str, script: str) -> Path:
+    """The script's path inside the source folder; refuses absolute paths and escapes."""
+    src = Path(source_directory).absolute()
+    sp = PurePath(script)
+    if sp.is_absolute():
+        try:
+            rel = Path(os.path.realpath(sp)).relative_to(os.path.realpath(src))
+        except ValueError:
+            raise RunConfigError(
+                f"script {script} is outside the source directory {src}; move it there or pass a "
+                "source_directory that contains it"
+            ) from None
+        return rel
+    full = os.path.realpath(src / sp)
+    if full != os.path.realpath(src) and not full.startswith(os.path.realpath(src) + os.sep):
+        raise RunConfigError(
+            f"script {script} is outside the source directory {src}; move it there or pass a "
+            "source_directory that contains it"
+        )
+    return Path(os.path.relpath(full, os.path.realpath(src)))

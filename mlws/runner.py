@@ -1,0 +1,374 @@
+"""Submitting and supervising script runs on the ``local`` target.
+
+``submit_script`` snapshots the source folder, records the run and starts a detached
+*supervising process* (``python -m mlws.runner <workspace> <run id>``) in a new session, so the
+run survives the submitting process. The supervisor waits for a slot (``Queued``), materializes
+the snapshot into a fresh working folder, runs the script in its own process group with output
+captured to ``logs/driver.log``, watches for cancel and the time limit, collects ``outputs/`` and
+``logs/`` into the blob store, and records the outcome. Its own pid and start time are in the
+catalog, so if it is killed the run is reconciled to ``Failed`` on the next read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import MlwsError, RunConfigError
+
+if TYPE_CHECKING:
+    from .experiments import Experiment
+    from .runconfig import ScriptRunConfig
+    from .runs import Run
+    from .workspace import Workspace
+
+CANCEL_GRACE_S = float(os.environ.get("MLWS_CANCEL_GRACE_S", "10"))
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+def _python_path(existing: str | None) -> str:
+    """PYTHONPATH with mlws importable first, so the supervisor and scripts see this mlws."""
+    parts = [_PACKAGE_PARENT] + [p for p in (existing or "").split(os.pathsep) if p and p != _PACKAGE_PARENT]
+    return os.pathsep.join(parts)
+
+
+def _resolve_environment(env: Any) -> dict[str, Any]:
+    """Issue-2 scope: the current interpreter, or a user-managed one by path."""
+    if env is None:
+        return {"name": None, "interpreter": sys.executable, "variables": {}}
+    if isinstance(env, str):
+        raise RunConfigError(
+            f"environment {env!r}: registered environments are not supported yet; pass None to use "
+            "the current interpreter"
+        )
+    python = getattr(env, "python", None)
+    if isinstance(env, dict):
+        py = env.get("python") or {}
+        user_managed = py.get("userManagedDependencies", True)
+        interpreter = py.get("interpreterPath")
+        variables = env.get("environmentVariables") or {}
+        name = env.get("name")
+    else:
+        user_managed = getattr(python, "user_managed_dependencies", True)
+        interpreter = getattr(python, "interpreter_path", None)
+        variables = getattr(env, "environment_variables", None) or {}
+        name = getattr(env, "name", None)
+    if not user_managed:
+        raise RunConfigError(
+            f"environment {name!r} asks mlws to manage its packages, which is not supported yet; "
+            "set python.user_managed_dependencies = True"
+        )
+    if interpreter and interpreter != "python":
+        if not (os.path.isfile(interpreter) and os.access(interpreter, os.X_OK)):
+            raise RunConfigError(f"environment {name!r}: interpreter {interpreter} is not an executable file")
+    else:
+        interpreter = sys.executable
+    return {"name": name, "interpreter": interpreter, "variables": {str(k): str(v) for k, v in variables.items()}}
+
+
+def submit_script(experiment: Experiment, config: ScriptRunConfig, tags: dict[str, Any] | None = None) -> Run:
+    """Snapshot, record and start a script run; returns it at once (status ``Queued``)."""
+    from .compute import target_config
+    from .runconfig import check_script_path
+    from .runs import SCRIPT_RUN, Run, insert_run, process_start_time, set_status
+    from .snapshots import git_properties, take_snapshot
+
+    ws = experiment.workspace
+    rc = config.run_config
+    target_type, _ = target_config(ws, rc.target)
+    if target_type != "local":
+        raise RunConfigError(f"compute target {rc.target!r} of type {target_type!r} cannot run scripts yet")
+    src = Path(config.source_directory).absolute()
+    if not src.is_dir():
+        raise RunConfigError(f"source directory {src} does not exist or is not a folder")
+    script = None
+    if config.script is not None:
+        script = check_script_path(str(src), config.script).as_posix()
+        if not (src / script).is_file():
+            raise RunConfigError(f"script {script} not found in source directory {src}")
+    env = _resolve_environment(rc.environment)
+    snap = take_snapshot(ws.blobs, src)
+    for w in snap.warnings:
+        print(f"Warning: {w}", file=sys.stderr)
+    definition = {
+        "script": script,
+        "arguments": [str(a) for a in rc.arguments],
+        "command": rc.command,
+        "target": rc.target,
+        "sourceDirectory": str(src),
+        "environment": env,
+        "environmentVariables": {str(k): str(v) for k, v in rc.environment_variables.items()},
+        "maxRunDurationSeconds": rc.max_run_duration_seconds,
+        "outputCollection": rc.history.output_collection,
+        "snapshot": {"files": snap.files, "bytes": snap.bytes, "newBytes": snap.new_bytes},
+    }
+    row = insert_run(
+        ws,
+        experiment.name,
+        run_type=SCRIPT_RUN,
+        status="NotStarted",
+        fields={
+            "snapshot": snap.manifest,
+            "definition": json.dumps(definition),
+            "target": rc.target,
+            "environment": env["name"],
+        },
+        tags=tags,
+        properties={"azureml.runsource": "experiment", "ContentSnapshotId": snap.manifest, **git_properties(src)},
+    )
+    run_id = row["id"]
+    penv = dict(os.environ)
+    penv["PYTHONPATH"] = _python_path(penv.get("PYTHONPATH"))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlws.runner", str(ws.path), run_id],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=penv,
+            close_fds=True,
+        )
+    except OSError as e:
+        set_status(ws, run_id, "Failed", error={"code": "SystemError", "message": f"could not start the run: {e}"})
+        raise MlwsError(f"could not start the supervising process: {e}") from None
+    # The supervisor may already have moved on (Queued/Running): only fill in what is missing.
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "UPDATE runs SET supervisor_pid = ?, supervisor_start = ?,"
+            " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
+            (proc.pid, process_start_time(proc.pid), run_id),
+        )
+    # Reap the supervisor if this process outlives it (else it lingers as a zombie); if this
+    # process exits first, init adopts and reaps it.
+    threading.Thread(target=proc.wait, name=f"mlws-reap-{proc.pid}", daemon=True).start()
+    row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+    return Run(experiment, run_id, _row=row)
+
+
+# -- the supervising process ----------------------------------------------------------------------
+class _Supervisor:
+    def __init__(self, ws: Workspace, run_id: str) -> None:
+        from .runs import process_start_time
+
+        self.ws = ws
+        self.run_id = run_id
+        row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row is None:
+            raise MlwsError(f"no run {run_id}")
+        self.row = row
+        self.definition = json.loads(row["definition"])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.workdir: Path | None = None
+        me = os.getpid()
+        with ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET supervisor_pid = ?, supervisor_start = ?,"
+                " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
+                (me, process_start_time(me), run_id),
+            )
+
+    def status(self) -> str:
+        return str(self.ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (self.run_id,)))
+
+    def run(self) -> None:
+        from .compute import local
+        from .runs import set_status
+
+        def keep_waiting() -> bool:
+            return self.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
+
+        try:
+            with local.slot(self.ws, keep_waiting) as slot:
+                if slot is None:
+                    set_status(self.ws, self.run_id, "Canceled")
+                    return
+                self._execute()
+        except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
+            self._kill_group(signal.SIGKILL)
+            msg = str(e) if isinstance(e, MlwsError) else f"{type(e).__name__}: {e}"
+            set_status(self.ws, self.run_id, "Failed", error={"code": "SystemError", "message": f"mlws could not run the script: {msg}", "trace": traceback.format_exc()})
+        finally:
+            if self.workdir is not None and not os.environ.get("MLWS_KEEP_WORKDIR"):
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _execute(self) -> None:
+        from .runs import process_start_time, set_status
+        from .workspace import user_cache_dir
+
+        ws, d = self.ws, self.definition
+        if not set_status(ws, self.run_id, "Preparing"):
+            return
+        workdir = user_cache_dir() / "runs" / self.run_id
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        self.workdir = workdir
+        ws.blobs.materialize(ws.blobs.read_manifest(self.row["snapshot"]), workdir)
+        (workdir / "logs").mkdir(exist_ok=True)
+        (workdir / "outputs").mkdir(exist_ok=True)
+        if not set_status(ws, self.run_id, "Starting", working_dir=str(workdir)):
+            return
+        env = dict(os.environ)
+        env.update(d["environment"].get("variables") or {})
+        env.update(d.get("environmentVariables") or {})
+        env.update(
+            {
+                "MLWS_WORKSPACE": str(ws.path),
+                "MLWS_RUN_ID": self.run_id,
+                "AZUREML_RUN_ID": self.run_id,
+                "AZUREML_ARM_WORKSPACE_NAME": ws.name,
+                "AZUREML_ARM_PROJECT_NAME": self.row["experiment"],
+                "AZUREML_EXPERIMENT_NAME": self.row["experiment"],
+                "AZUREML_RUN_TOKEN": "",
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": _python_path(os.environ.get("PYTHONPATH")),
+            }
+        )
+        if d.get("command"):
+            cmd = d["command"]
+            argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
+        else:
+            argv = [d["environment"]["interpreter"], d["script"], *d["arguments"]]
+        log = open(workdir / "logs" / "driver.log", "ab")  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(
+                argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as e:
+            log.close()
+            raise MlwsError(f"cannot start {argv[0]}: {e.strerror}") from None
+        log.close()
+        set_status(ws, self.run_id, "Running", pid=self.proc.pid, pid_start=process_start_time(self.proc.pid))
+        outcome = self._watch()
+        self._kill_group(signal.SIGKILL)  # leftovers the script started and left behind
+        if outcome[0] != "Canceled":
+            set_status(ws, self.run_id, "Finalizing")
+        self._collect(workdir)
+        self._finish(outcome)
+
+    def _watch(self) -> tuple[str, dict[str, Any] | None]:
+        assert self.proc is not None
+        limit = self.definition.get("maxRunDurationSeconds")
+        started = time.monotonic()
+        delay = 0.005
+        cancel_at: float | None = None
+        while True:
+            try:
+                rc = self.proc.wait(timeout=delay)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            delay = min(delay * 2, 0.25)
+            now = time.monotonic()
+            if cancel_at is None and self.status() == "CancelRequested":
+                cancel_at = now
+                self._kill_group(signal.SIGTERM)
+            if cancel_at is not None and now - cancel_at > CANCEL_GRACE_S:
+                self._kill_group(signal.SIGKILL)
+            if limit and now - started > float(limit) and cancel_at is None:
+                self._kill_group(signal.SIGKILL)
+                self.proc.wait()
+                return "Failed", {"code": "RunTimeout", "message": f"the run exceeded max_run_duration_seconds={limit} and was killed"}
+        if cancel_at is not None or self.status() == "CancelRequested":
+            return "Canceled", None
+        requested = self.ws.catalog.scalar("SELECT requested_status FROM runs WHERE id = ?", (self.run_id,))
+        if requested == "Failed":
+            return "Failed", None  # the script called run.fail(); its error is recorded
+        if rc == 0:
+            return "Completed", None
+        if rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
+            return "Failed", {"code": "ProcessKilled", "message": f"the script was killed by signal {-rc} ({name})"}
+        return "Failed", {"code": "UserError", "message": f"the script exited with code {rc}{self._last_error_line()}"}
+
+    def _last_error_line(self) -> str:
+        try:
+            assert self.workdir is not None
+            with open(self.workdir / "logs" / "driver.log", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 8192))
+                lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+            return f": {lines[-1]}" if lines else ""
+        except OSError:
+            return ""
+
+    def _kill_group(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except OSError:
+            pass
+
+    def _collect(self, workdir: Path) -> None:
+        """Store ``outputs/`` and ``logs/`` of the working folder as run files."""
+        items = []
+        for sub in ("outputs", "logs"):
+            if sub == "outputs" and not self.definition.get("outputCollection", True):
+                continue
+            base = workdir / sub
+            if not base.is_dir():
+                continue
+            for f in sorted(base.rglob("*")):
+                if f.is_file() and not f.is_symlink():
+                    digest, size, _ = self.ws.blobs.put_file(f)
+                    mode = 0o755 if os.access(f, os.X_OK) else 0o644
+                    items.append((self.run_id, f.relative_to(workdir).as_posix(), digest, size, mode, time.time()))
+        with self.ws.catalog.write() as conn:
+            conn.executemany("INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?, ?, ?)", items)
+
+    def _finish(self, outcome: tuple[str, dict[str, Any] | None]) -> None:
+        from .runs import TERMINAL, set_status
+
+        status, error = outcome
+        set_status(self.ws, self.run_id, status, error=error)
+        # Children the script started and never ended share the parent's outcome.
+        for r in self.ws.catalog.query(
+            "WITH RECURSIVE tree(id) AS (SELECT id FROM runs WHERE parent_id = ?"
+            " UNION ALL SELECT r.id FROM runs r JOIN tree t ON r.parent_id = t.id)"
+            " SELECT runs.id, runs.status FROM runs JOIN tree USING (id)",
+            (self.run_id,),
+        ):
+            if r["status"] not in TERMINAL:
+                set_status(self.ws, r["id"], status, error=None if status == "Completed" else {"code": "ParentEnded", "message": f"the parent run ended {status}"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .runs import set_status
+    from .workspace import Workspace
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m mlws.runner WORKSPACE RUN_ID", file=sys.stderr)
+        return 2
+    ws = Workspace(args[0])
+    sup = _Supervisor(ws, args[1])
+
+    def on_term(signum: int, _frame: Any) -> None:
+        # Stopped from outside (shutdown, kill): take the script down too and say why.
+        sup._kill_group(signal.SIGKILL)
+        set_status(ws, args[1], "Failed", error={"code": "SupervisorStopped", "message": f"the supervising process got signal {signum}"})
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    sup.run()
+    ws.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

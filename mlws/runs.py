@@ -1,0 +1,853 @@
+"""Runs: identity, status lifecycle, tags, properties, metrics, files and children.
+
+A run's status is derived from facts: a non-terminal run on this host whose process (pid +
+process start time, checked with psutil) is gone is reconciled to ``Failed`` with the reason on
+the next read, so no run stays ``Running`` forever.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import json
+import os
+import secrets
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from . import metrics as _metrics
+from .blobs import check_relpath
+from .errors import (
+    ActivityFailedException,
+    PropertyConflict,
+    RunNotFound,
+    RunStateError,
+    UserErrorException,
+)
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from .experiments import Experiment
+    from .workspace import Workspace
+
+TERMINAL = ("Completed", "Failed", "Canceled")
+ACTIVE = ("NotStarted", "Queued", "Preparing", "Starting", "Running", "Finalizing", "CancelRequested")
+INTERACTIVE = "interactive"
+SCRIPT_RUN = "azureml.scriptrun"
+#: A submitted run with no supervising process for this long was never started.
+START_GRACE_S = 60.0
+
+
+def new_run_id(experiment: str) -> str:
+    return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
+
+
+def process_start_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return None
+
+
+def process_alive(pid: int | None, start: float | None) -> bool:
+    """True when ``pid`` runs and is the same process that started at ``start`` (not a reuse)."""
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        if start is not None and abs(p.create_time() - start) > 1.0:
+            return False
+        return p.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, OSError):
+        return False
+
+
+def insert_run(
+    ws: Workspace,
+    experiment: str,
+    *,
+    run_type: str,
+    status: str,
+    parent_id: str | None = None,
+    run_id: str | None = None,
+    display_name: str | None = None,
+    fields: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    properties: dict[str, Any] | None = None,
+) -> sqlite3.Row:
+    """Create a run row (and its tags and properties) in one transaction; returns the row."""
+    now = time.time()
+    with ws.catalog.write() as conn:
+        root_id = None
+        if parent_id is not None:
+            parent = conn.execute("SELECT root_id, child_count FROM runs WHERE id = ?", (parent_id,)).fetchone()
+            if parent is None:
+                raise RunNotFound(f"no run with id {parent_id!r}")
+            root_id = parent[0]
+            if run_id is None:
+                run_id = f"{parent_id}_{parent[1]}"
+            conn.execute("UPDATE runs SET child_count = child_count + 1 WHERE id = ?", (parent_id,))
+        if run_id is None:
+            run_id = new_run_id(experiment)
+        if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+            raise UserErrorException(f"a run with id {run_id!r} already exists; choose another run_id")
+        number = conn.execute(
+            "SELECT coalesce(max(number), 0) + 1 FROM runs WHERE experiment = ?", (experiment,)
+        ).fetchone()[0]
+        row = {
+            "id": run_id,
+            "experiment": experiment,
+            "parent_id": parent_id,
+            "root_id": root_id or run_id,
+            "number": number,
+            "display_name": display_name,
+            "type": run_type,
+            "status": status,
+            "created": now,
+            "start_time": now if status == "Running" else None,
+            "submitter_user": _user(),
+            "submitter_host": socket.gethostname(),
+            "host": socket.gethostname(),
+        }
+        row.update(fields or {})
+        cols = ",".join(row)
+        conn.execute(f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(row))})", list(row.values()))
+        if tags:
+            conn.executemany(
+                "INSERT INTO run_tags VALUES (?, ?, ?)", [(run_id, str(k), _str(v)) for k, v in tags.items()]
+            )
+        if properties:
+            conn.executemany(
+                "INSERT INTO run_properties VALUES (?, ?, ?)",
+                [(run_id, str(k), _str(v)) for k, v in properties.items()],
+            )
+        return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+
+
+def _user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:
+        return str(os.getuid())
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def set_status(
+    ws: Workspace, run_id: str, status: str, *, error: dict[str, Any] | None = None, **fields: Any
+) -> bool:
+    """Move a run to ``status`` unless it is terminal already (terminal states never change).
+
+    Returns whether the row changed.
+    """
+    now = time.time()
+    sets = ["status = ?"]
+    params: list[Any] = [status]
+    if status == "Running":
+        sets.append("start_time = coalesce(start_time, ?)")
+        params.append(now)
+    if status in TERMINAL:
+        sets.append("end_time = ?")
+        params.append(now)
+    if error is not None:
+        sets.append("error = ?")
+        params.append(json.dumps(error))
+    for k, v in fields.items():
+        sets.append(f"{k} = ?")
+        params.append(v)
+    params.append(run_id)
+    with ws.catalog.write() as conn:
+        cur = conn.execute(
+            f"UPDATE runs SET {', '.join(sets)} WHERE id = ? AND status NOT IN ('Completed','Failed','Canceled')",
+            params,
+        )
+        return cur.rowcount > 0
+
+
+def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
+    """Check a non-terminal run against its process; mark it Failed if that process is gone."""
+    if row["status"] in TERMINAL or row["host"] != socket.gethostname():
+        return row
+    reason = None
+    if row["type"] == SCRIPT_RUN and row["parent_id"] is None or row["supervisor_pid"]:
+        if row["supervisor_pid"]:
+            if not process_alive(row["supervisor_pid"], row["supervisor_start"]):
+                reason = (
+                    f"the supervising process (pid {row['supervisor_pid']}) of this run died without "
+                    "recording an outcome (killed, or the machine restarted)"
+                )
+                _kill_orphan(row)
+        elif time.time() - row["created"] > START_GRACE_S:
+            reason = "the run was never started: no supervising process was recorded"
+    elif row["pid"]:
+        if not process_alive(row["pid"], row["pid_start"]):
+            reason = (
+                f"the process that was running this run (pid {row['pid']}) exited without completing it"
+            )
+    if reason is None:
+        return row
+    set_status(ws, row["id"], "Failed", error={"code": "ProcessDied", "message": reason})
+    return ws.catalog.one("SELECT * FROM runs WHERE id = ?", (row["id"],)) or row
+
+
+def _kill_orphan(row: sqlite3.Row) -> None:
+    """The supervisor is gone but its script may still run: stop it, nobody would collect it."""
+    if row["pid"] and process_alive(row["pid"], row["pid_start"]):
+        import signal
+
+        try:
+            os.killpg(row["pid"], signal.SIGKILL)
+        except OSError:
+            pass
+
+
+class Run:
+    """A run of an experiment. Get one from ``exp.submit``, ``exp.start_logging``,
+    ``Run.get_context()``, ``ws.get_run(id)`` or ``Run(experiment, run_id)``.
+    """
+
+    _context: Run | None = None
+
+    def __init__(self, experiment: Experiment, run_id: str, _row: sqlite3.Row | None = None) -> None:
+        self.experiment = experiment
+        self.workspace: Workspace = experiment.workspace
+        self.id = run_id
+        if _row is None:
+            _row = self.workspace.catalog.one(
+                "SELECT * FROM runs WHERE id = ? AND experiment = ?", (run_id, experiment.name)
+            )
+            if _row is None:
+                raise RunNotFound(f"no run {run_id!r} in experiment {experiment.name!r}")
+        self._row = _row
+        self._writer: _metrics.MetricWriter | None = None
+        self._in_context = False
+
+    @classmethod
+    def _from_row(cls, ws: Workspace, row: sqlite3.Row) -> Run:
+        from .experiments import Experiment
+
+        return cls(Experiment(ws, row["experiment"], _create=False), row["id"], _row=row)
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def number(self) -> int:
+        return int(self._row["number"])
+
+    @property
+    def type(self) -> str:
+        return str(self._row["type"])
+
+    @property
+    def display_name(self) -> str:
+        return self._row["display_name"] or self.id
+
+    @display_name.setter
+    def display_name(self, value: str) -> None:
+        with self.workspace.catalog.write() as conn:
+            conn.execute("UPDATE runs SET display_name = ? WHERE id = ?", (value, self.id))
+        self._refresh()
+
+    name = display_name
+
+    @property
+    def description(self) -> str | None:
+        return self._row["description"]
+
+    @property
+    def parent(self) -> Run | None:
+        pid = self._row["parent_id"]
+        return None if pid is None else self.workspace.get_run(pid)
+
+    @property
+    def status(self) -> str:
+        return self.get_status()
+
+    def __repr__(self) -> str:
+        return f"Run(experiment={self.experiment.name!r}, id={self.id!r}, status={self._row['status']!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.id == self.id and other.workspace.path == self.workspace.path
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _refresh(self) -> sqlite3.Row:
+        row = self.workspace.catalog.one("SELECT * FROM runs WHERE id = ?", (self.id,))
+        if row is None:
+            raise RunNotFound(f"run {self.id!r} no longer exists")
+        self._row = reconcile(self.workspace, row)
+        return self._row
+
+    # -- context ----------------------------------------------------------------------------
+    @classmethod
+    def get_context(cls, allow_offline: bool = True, **_kwargs: Any) -> Run:
+        """The current run inside a submitted run; outside one, an offline run that records
+        (experiment ``offline`` of the discovered workspace) and completes at interpreter exit."""
+        if cls._context is not None:
+            return cls._context
+        run_id = os.environ.get("MLWS_RUN_ID") or os.environ.get("AZUREML_RUN_ID")
+        ws_path = os.environ.get("MLWS_WORKSPACE")
+        from .workspace import Workspace
+
+        if run_id and ws_path:
+            ws = Workspace(ws_path)
+            run = ws.get_run(run_id)
+            run._in_context = True
+            cls._context = run
+            return run
+        if not allow_offline:
+            raise RunStateError("not inside a submitted run (MLWS_RUN_ID is not set) and allow_offline=False")
+        from .experiments import Experiment
+
+        ws = Workspace.from_config()
+        run = Experiment(ws, "offline").start_logging(display_name=Path(sys.argv[0] or "python").name)
+        _finish_at_exit(run)
+        cls._context = run
+        return run
+
+    # -- status -----------------------------------------------------------------------------
+    def get_status(self) -> str:
+        return str(self._refresh()["status"])
+
+    def get_details(self) -> dict[str, Any]:
+        """v1-shaped details: runId, status, times, properties, runDefinition, logFiles, error."""
+        row = self._refresh()
+        details: dict[str, Any] = {
+            "runId": self.id,
+            "runUuid": self.id,
+            "parentRunId": row["parent_id"],
+            "rootRunId": row["root_id"],
+            "experimentName": row["experiment"],
+            "number": row["number"],
+            "displayName": self.display_name,
+            "runType": row["type"],
+            "target": row["target"] or ("local" if row["type"] == SCRIPT_RUN else None),
+            "status": row["status"],
+            "createdTimeUtc": _iso(row["created"]),
+            "startTimeUtc": _iso(row["start_time"]),
+            "endTimeUtc": _iso(row["end_time"]),
+            "properties": self.get_properties(),
+            "tags": self.get_tags(),
+            "inputDatasets": [],
+            "outputDatasets": [],
+            "runDefinition": json.loads(row["definition"]) if row["definition"] else {},
+            "snapshotId": row["snapshot"],
+            "logFiles": {p: p for p in self.get_file_names() if p.startswith("logs/")},
+            "submittedBy": row["submitter_user"],
+            "host": row["host"],
+        }
+        if row["error"]:
+            details["error"] = {"error": json.loads(row["error"])}
+        return details
+
+    def get_details_with_logs(self) -> dict[str, Any]:
+        details = self.get_details()
+        details["logFiles"] = {p: self._read_file_text(p) for p in details["logFiles"]}
+        return details
+
+    def start(self) -> None:
+        set_status(self.workspace, self.id, "Running")
+        self._refresh()
+
+    def complete(self, _set_status: bool = True) -> None:
+        """Flush metrics and mark the run Completed. Inside a submitted run it only flushes:
+        the supervising process sets the outcome once outputs are collected."""
+        self.flush()
+        if self._in_context and self._row["type"] == SCRIPT_RUN:
+            return
+        if _set_status:
+            set_status(self.workspace, self.id, "Completed")
+        self._refresh()
+
+    def fail(self, error_details: Any = None, error_code: str | None = None, _set_status: bool = True) -> None:
+        """Flush metrics and mark the run Failed, recording ``error_details``."""
+        self.flush()
+        err = {"code": error_code or "UserError", "message": str(error_details or "the run called fail()")}
+        if self._in_context and self._row["type"] == SCRIPT_RUN:
+            with self.workspace.catalog.write() as conn:
+                conn.execute(
+                    "UPDATE runs SET requested_status = 'Failed', error = ? WHERE id = ?", (json.dumps(err), self.id)
+                )
+            return
+        if _set_status:
+            set_status(self.workspace, self.id, "Failed", error=err)
+        self._refresh()
+
+    def cancel(self) -> None:
+        """Cancel the run: a submitted run's process group gets SIGTERM, then SIGKILL after a
+        grace period (by its supervising process); an interactive run is marked Canceled."""
+        row = self._refresh()
+        if row["status"] in TERMINAL:
+            return
+        if row["supervisor_pid"]:
+            set_status(self.workspace, self.id, "CancelRequested")
+            if row["pid"] and row["host"] == socket.gethostname() and process_alive(row["pid"], row["pid_start"]):
+                import signal
+
+                try:
+                    os.killpg(row["pid"], signal.SIGTERM)
+                except OSError:
+                    pass
+        else:
+            self.flush()
+            set_status(self.workspace, self.id, "Canceled")
+        self._refresh()
+
+    def wait_for_completion(
+        self,
+        show_output: bool = False,
+        wait_post_processing: bool = False,
+        raise_on_error: bool = True,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Block until the run is terminal; stream its driver log when ``show_output``.
+
+        :raises ActivityFailedException: the run Failed and ``raise_on_error``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if show_output:
+            for chunk in self.iter_log(follow=True, timeout=timeout):
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        delay = 0.01
+        while self.get_status() not in TERMINAL:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.id} is still {self._row['status']} after {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+        details = self.get_details()
+        if show_output:
+            print(f"\nRun {self.id}: {details['status']}")
+        if raise_on_error and details["status"] == "Failed":
+            msg = details.get("error", {}).get("error", {}).get("message", "no reason recorded")
+            raise ActivityFailedException(f"run {self.id} failed: {msg}")
+        return details
+
+    # -- tags and properties ------------------------------------------------------------------
+    def tag(self, key: str, value: Any = None) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        with self.workspace.catalog.write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)", [(self.id, str(k), _str(v)) for k, v in tags.items()]
+            )
+
+    def remove_tags(self, tags: list[str] | str) -> None:
+        keys = [tags] if isinstance(tags, str) else list(tags)
+        with self.workspace.catalog.write() as conn:
+            conn.executemany("DELETE FROM run_tags WHERE run_id = ? AND key = ?", [(self.id, k) for k in keys])
+
+    def get_tags(self) -> dict[str, str | None]:
+        rows = self.workspace.catalog.query("SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key", (self.id,))
+        return {r[0]: r[1] for r in rows}
+
+    @property
+    def tags(self) -> dict[str, str | None]:
+        return self.get_tags()
+
+    def add_properties(self, properties: dict[str, Any]) -> None:
+        """Add properties. They are add-only: re-adding a key with the same value is a no-op, with
+        another value raises :class:`PropertyConflict` and changes nothing."""
+        new = {str(k): _str(v) for k, v in properties.items()}
+        with self.workspace.catalog.write() as conn:
+            for k, v in new.items():
+                old = conn.execute("SELECT value FROM run_properties WHERE run_id = ? AND key = ?", (self.id, k)).fetchone()
+                if old is not None and old[0] != v:
+                    raise PropertyConflict(
+                        f"property {k!r} of run {self.id} is already {old[0]!r}; properties are add-only, "
+                        "use a tag for values that change"
+                    )
+            conn.executemany("INSERT OR IGNORE INTO run_properties VALUES (?, ?, ?)", [(self.id, k, v) for k, v in new.items()])
+
+    def get_properties(self) -> dict[str, str | None]:
+        rows = self.workspace.catalog.query(
+            "SELECT key, value FROM run_properties WHERE run_id = ? ORDER BY key", (self.id,)
+        )
+        return {r[0]: r[1] for r in rows}
+
+    @property
+    def properties(self) -> dict[str, str | None]:
+        return self.get_properties()
+
+    # -- metrics ----------------------------------------------------------------------------
+    @property
+    def _metric_writer(self) -> _metrics.MetricWriter:
+        if self._writer is None:
+            self._writer = _metrics.MetricWriter(self.workspace.catalog, self.id)
+        return self._writer
+
+    def log(self, name: str, value: Any, description: str = "", step: int | None = None) -> None:
+        """Log a scalar. Logging a name again extends it into a series (step 0, 1, ...)."""
+        self._metric_writer.add_scalar(name, value, step)
+
+    def log_list(self, name: str, value: list[Any], description: str = "") -> None:
+        self._metric_writer.add(name, _metrics.LIST, list(value))
+
+    def log_row(self, name: str, description: str | None = None, **kwargs: Any) -> None:
+        self._metric_writer.add(name, _metrics.ROW, dict(kwargs))
+
+    def log_table(self, name: str, value: dict[str, list[Any]], description: str = "") -> None:
+        self._metric_writer.add(name, _metrics.TABLE, {k: list(v) for k, v in value.items()})
+
+    def _log_json(self, kind: str, name: str, value: Any) -> None:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise UserErrorException(f"{kind} metric {name!r} must be a dict or a JSON string") from None
+        self._metric_writer.add(name, kind, value)
+
+    def log_confusion_matrix(self, name: str, value: Any, description: str = "") -> None:
+        self._log_json("confusion_matrix", name, value)
+
+    def log_accuracy_table(self, name: str, value: Any, description: str = "") -> None:
+        self._log_json("accuracy_table", name, value)
+
+    def log_residuals(self, name: str, value: Any, description: str = "") -> None:
+        self._log_json("residuals", name, value)
+
+    def log_predictions(self, name: str, value: Any, description: str = "") -> None:
+        self._log_json("predictions", name, value)
+
+    def log_image(self, name: str, path: str | None = None, plot: Any = None, description: str = "") -> None:
+        """Log a PNG file (``path``) or a matplotlib figure / pyplot (``plot``) as an image metric;
+        the image is stored as the run file ``images/<name>[_<n>].png``."""
+        if (path is None) == (plot is None):
+            raise UserErrorException("log_image needs exactly one of path= or plot=")
+        if plot is not None:
+            buf = io.BytesIO()
+            plot.savefig(buf, format="png")
+            data = buf.getvalue()
+        else:
+            try:
+                data = Path(path).read_bytes()  # type: ignore[arg-type]
+            except OSError as e:
+                raise UserErrorException(f"cannot read image {path}: {e.strerror}") from None
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "image"
+        existing = set(self.get_file_names())
+        fname, n = f"images/{safe}.png", 1
+        while fname in existing:
+            fname, n = f"images/{safe}_{n}.png", n + 1
+        self.upload_file(fname, io.BytesIO(data))
+        self._metric_writer.add(name, _metrics.IMAGE, fname)
+
+    def flush(self) -> None:
+        """Write buffered metrics now (they are flushed at least every second anyway)."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def get_metrics(
+        self, name: str | None = None, recursive: bool = False, run_type: str | None = None, populate: bool = False
+    ) -> dict[str, Any]:
+        """Metrics in v1 shapes; with ``recursive``, ``{run_id: metrics}`` for this run and its
+        descendants (optionally only those of ``run_type``)."""
+        self.flush()
+        if not recursive:
+            return _metrics.read_metrics(self.workspace.catalog, [self.id], name)[self.id]
+        runs = [self, *self.get_children(recursive=True)]
+        ids = [r.id for r in runs if run_type is None or r.type == run_type]
+        return _metrics.read_metrics(self.workspace.catalog, ids, name)
+
+    # -- children ---------------------------------------------------------------------------
+    def child_run(self, name: str | None = None, run_id: str | None = None, outputs: str | None = None) -> Run:
+        """Create and start a child run (Running), recorded against this process."""
+        from .experiments import Experiment
+
+        row = insert_run(
+            self.workspace,
+            self.experiment.name,
+            run_type=INTERACTIVE if self.type == INTERACTIVE else self.type,
+            status="Running",
+            parent_id=self.id,
+            run_id=run_id,
+            display_name=name,
+            fields={"pid": os.getpid(), "pid_start": process_start_time(os.getpid())},
+        )
+        return Run(Experiment(self.workspace, self.experiment.name, _create=False), row["id"], _row=row)
+
+    def create_children(
+        self, count: int | None = None, tag_key: str | None = None, tag_values: list[Any] | None = None
+    ) -> list[Run]:
+        """Create ``count`` children, or one per ``tag_values`` item tagged ``tag_key=value``."""
+        if tag_values is not None:
+            if tag_key is None:
+                raise UserErrorException("create_children: tag_values needs tag_key")
+            children = []
+            for v in tag_values:
+                child = self.child_run()
+                child.tag(tag_key, v)
+                children.append(child)
+            return children
+        if count is None or count < 0:
+            raise UserErrorException("create_children needs count >= 0 or tag_key + tag_values")
+        return [self.child_run() for _ in range(count)]
+
+    def get_children(
+        self,
+        recursive: bool = False,
+        tags: Any = None,
+        properties: Any = None,
+        type: str | None = None,
+        status: str | None = None,
+        _rehydrate_runs: bool = True,
+    ) -> list[Run]:
+        """Children of this run (all descendants with ``recursive``), oldest first."""
+        from .experiments import filter_clauses
+
+        where, params = filter_clauses(tags=tags, properties=properties, run_type=type, status=status)
+        if recursive:
+            sql = (
+                "WITH RECURSIVE tree(id) AS (SELECT id FROM runs WHERE parent_id = ?"
+                " UNION ALL SELECT r.id FROM runs r JOIN tree t ON r.parent_id = t.id)"
+                " SELECT r.* FROM runs r JOIN tree USING (id)"
+            )
+        else:
+            sql = "SELECT r.* FROM runs r WHERE r.parent_id = ?"
+        if where:
+            sql += (" AND " if not recursive else " WHERE ") + " AND ".join(where)
+        sql += " ORDER BY r.created, r.number"
+        rows = self.workspace.catalog.query(sql, [self.id, *params])
+        return [Run._from_row(self.workspace, reconcile(self.workspace, r)) for r in rows]
+
+    # -- files ------------------------------------------------------------------------------
+    def _live_dir(self) -> Path | None:
+        row = self._row
+        wd = row["working_dir"]
+        if wd and row["status"] not in TERMINAL and row["host"] == socket.gethostname():
+            p = Path(wd)
+            return p if p.is_dir() else None
+        return None
+
+    def _live_files(self) -> dict[str, Path]:
+        wd = self._live_dir()
+        out: dict[str, Path] = {}
+        if wd is None:
+            return out
+        for sub in ("logs", "outputs"):
+            base = wd / sub
+            if base.is_dir():
+                for p in base.rglob("*"):
+                    if p.is_file():
+                        out[p.relative_to(wd).as_posix()] = p
+        return out
+
+    def get_file_names(self) -> list[str]:
+        """Files of the run: uploaded, collected outputs and logs, plus live ``logs/`` and
+        ``outputs/`` while the run runs on this machine."""
+        self._refresh()
+        stored = {r[0] for r in self.workspace.catalog.query("SELECT path FROM run_files WHERE run_id = ?", (self.id,))}
+        return sorted(stored | set(self._live_files()))
+
+    def _stored_blob(self, name: str) -> str | None:
+        return self.workspace.catalog.scalar("SELECT blob FROM run_files WHERE run_id = ? AND path = ?", (self.id, name))
+
+    def _read_file_text(self, name: str) -> str:
+        blob = self._stored_blob(name)
+        if blob is not None:
+            return self.workspace.blobs.read_bytes(blob).decode("utf-8", errors="replace")
+        live = self._live_files().get(name)
+        if live is None:
+            raise UserErrorException(f"run {self.id} has no file {name!r}; see run.get_file_names()")
+        return live.read_text(errors="replace")
+
+    def upload_file(self, name: str, path_or_stream: str | os.PathLike[str] | IO[bytes], datastore_name: str | None = None) -> dict[str, Any]:
+        """Store a file (path or binary stream) as run file ``name``."""
+        check_relpath(name)
+        blobs = self.workspace.blobs
+        if isinstance(path_or_stream, (str, os.PathLike)):
+            src = Path(path_or_stream)
+            if not src.is_file():
+                raise UserErrorException(f"cannot upload {src}: not a file")
+            digest, size, _ = blobs.put_file(src)
+            mode = 0o755 if os.access(src, os.X_OK) else 0o644
+        else:
+            digest, size = blobs.put_stream(path_or_stream)
+            mode = 0o644
+        self._add_files([(name, digest, size, mode)])
+        return {"name": name, "hash": digest, "size": size}
+
+    def upload_files(self, names: list[str], paths: list[str], **_kwargs: Any) -> None:
+        if len(names) != len(paths):
+            raise UserErrorException("upload_files: names and paths must have the same length")
+        for n, p in zip(names, paths):
+            self.upload_file(n, p)
+
+    def upload_folder(self, name: str, path: str | os.PathLike[str], datastore_name: str | None = None) -> list[str]:
+        """Store every file under ``path`` as run files ``name/<relative path>``."""
+        src = Path(path)
+        if not src.is_dir():
+            raise UserErrorException(f"cannot upload {src}: not a folder")
+        prefix = name.strip("/")
+        if prefix:
+            check_relpath(prefix)
+        items = []
+        for f in sorted(p for p in src.rglob("*") if p.is_file()):
+            rel = f.relative_to(src).as_posix()
+            digest, size, _ = self.workspace.blobs.put_file(f)
+            items.append((f"{prefix}/{rel}" if prefix else rel, digest, size, 0o755 if os.access(f, os.X_OK) else 0o644))
+        self._add_files(items)
+        return [i[0] for i in items]
+
+    def _add_files(self, items: list[tuple[str, str, int, int]]) -> None:
+        now = time.time()
+        with self.workspace.catalog.write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?, ?, ?)",
+                [(self.id, n, d, s, m, now) for n, d, s, m in items],
+            )
+
+    def download_file(self, name: str, output_file_path: str | os.PathLike[str] | None = None, _validate_checksum: bool = False) -> Path:
+        """Copy run file ``name`` to ``output_file_path`` (a file or folder; default: cwd)."""
+        check_relpath(name)
+        out = Path(output_file_path) if output_file_path is not None else Path(Path(name).name)
+        if out.is_dir():
+            out = out / Path(name).name
+        blob = self._stored_blob(name)
+        if blob is not None:
+            if _validate_checksum:
+                self.workspace.blobs.check(blob)
+            src = self.workspace.blobs.path(blob)
+        else:
+            live = self._live_files().get(name)
+            if live is None:
+                raise UserErrorException(f"run {self.id} has no file {name!r}; see run.get_file_names()")
+            src = live
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.mlws-tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, out)
+        return out
+
+    def download_files(
+        self,
+        prefix: str | None = None,
+        output_directory: str | os.PathLike[str] | None = None,
+        output_paths: list[str] | None = None,
+        batch_size: int = 100,
+        append_prefix: bool = True,
+    ) -> list[Path]:
+        """Copy every run file under ``prefix`` into ``output_directory`` keeping relative paths
+        (without the prefix when ``append_prefix`` is false)."""
+        target = Path(output_directory or ".")
+        names = [n for n in self.get_file_names() if prefix is None or n == prefix or n.startswith(prefix.rstrip("/") + "/")]
+        out = []
+        for n in names:
+            rel = n
+            if prefix and not append_prefix:
+                rel = n[len(prefix.rstrip("/")) :].lstrip("/") or Path(n).name
+            dest = target / rel
+            self.download_file(n, dest)
+            out.append(dest)
+        return out
+
+    def restore_snapshot(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the run's source snapshot into ``path`` (default: ``./<run id>-snapshot``)."""
+        snap = self._row["snapshot"]
+        if not snap:
+            raise UserErrorException(f"run {self.id} has no snapshot")
+        target = Path(path or f"{self.id}-snapshot")
+        self.workspace.blobs.materialize(self.workspace.blobs.read_manifest(snap), target)
+        return target
+
+    # -- logs -------------------------------------------------------------------------------
+    def iter_log(self, name: str = "logs/driver.log", follow: bool = False, timeout: float | None = None) -> Iterator[str]:
+        """Yield the text of a log file; with ``follow``, keep yielding as it grows until the run
+        is terminal (the open file survives the working folder's removal at the end)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        offset = 0
+        handle = None
+        delay = 0.02
+        try:
+            while True:
+                row = self._refresh()
+                terminal = row["status"] in TERMINAL
+                if handle is None and not terminal:
+                    live = self._live_files().get(name)
+                    if live is not None:
+                        try:
+                            handle = open(live, "rb")  # noqa: SIM115
+                        except OSError:
+                            handle = None
+                if handle is not None:
+                    data = handle.read()
+                    if data:
+                        offset += len(data)
+                        yield data.decode("utf-8", errors="replace")
+                        delay = 0.02
+                if terminal:
+                    if handle is None or offset == 0:
+                        blob = self._stored_blob(name)
+                        if blob is not None:
+                            data = self.workspace.blobs.read_bytes(blob)[offset:]
+                            if data:
+                                yield data.decode("utf-8", errors="replace")
+                    return
+                if not follow:
+                    if handle is None:
+                        blob = self._stored_blob(name)
+                        if blob is not None:
+                            yield self.workspace.blobs.read_bytes(blob).decode("utf-8", errors="replace")
+                    return
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.2)
+        finally:
+            if handle is not None:
+                handle.close()
+
+    # -- context manager (interactive runs) ---------------------------------------------------
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.complete()
+        else:
+            self.fail(error_details=f"{exc_type.__name__}: {exc}", error_code="UserError")
+
+
+def _finish_at_exit(run: Run) -> None:
+    """An offline run completes when the interpreter exits, or fails on an uncaught exception."""
+    state: dict[str, Any] = {}
+    previous = sys.excepthook
+
+    def hook(exc_type: Any, exc: BaseException, tb: Any) -> None:
+        state["error"] = f"{exc_type.__name__}: {exc}"
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = hook
+
+    def finish() -> None:
+        try:
+            if run.get_status() in TERMINAL:
+                return
+            if "error" in state:
+                run.fail(error_details=state["error"])
+            else:
+                run.complete()
+        except Exception:
+            pass
+
+    atexit.register(finish)

@@ -1,0 +1,223 @@
+"""Snapshots: the source folder of a run, captured as a manifest of blobs.
+
+Only the top-level ``.amlignore`` is read, else the top-level ``.gitignore`` (gitwildmatch
+semantics via :mod:`pathspec`); ``.git`` is never captured (git info is recorded as run
+properties instead). Ignored folders are pruned, not walked.
+
+A per-machine hash cache (``~/.cache/mlws/hashcache.db``) keyed by (path, size, mtime_ns, inode)
+means an unchanged tree is not read again: a re-snapshot is a walk, a stat per file and a stat per
+blob. There is no size or file-count limit; large snapshots only warn.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .blobs import BlobStore, Entry, file_mode
+from .errors import SnapshotError
+
+WARN_BYTES = 300 * 1024 * 1024
+WARN_FILES = 2000
+ALWAYS_EXCLUDED = {".git"}
+
+
+@dataclass
+class Snapshot:
+    """The result of capturing a folder."""
+
+    manifest: str
+    files: int
+    bytes: int
+    new_files: int
+    new_bytes: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _ignore_spec(root: Path) -> Any:
+    for name in (".amlignore", ".gitignore"):
+        f = root / name
+        if f.is_file():
+            import pathspec
+
+            lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
+            return pathspec.GitIgnoreSpec.from_lines(lines)
+    return None
+
+
+def iter_files(root: Path) -> Iterator[tuple[str, os.stat_result, str]]:
+    """Yield ``(relative posix path, stat, absolute path)`` for every file kept in a snapshot."""
+    spec = _ignore_spec(root)
+    stack = [("", str(root))]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        try:
+            it = os.scandir(abs_dir)
+        except OSError as e:
+            raise SnapshotError(f"cannot read folder {abs_dir}: {e.strerror}") from None
+        with it:
+            entries = sorted(it, key=lambda d: d.name)
+        for d in entries:
+            rel = f"{rel_dir}{d.name}"
+            if d.is_dir(follow_symlinks=False):
+                if d.name in ALWAYS_EXCLUDED and not rel_dir:
+                    continue
+                if spec is not None and spec.match_file(rel + "/"):
+                    continue  # pruned: an ignored folder is never walked
+                stack.append((rel + "/", d.path))
+                continue
+            if spec is not None and spec.match_file(rel):
+                continue
+            try:
+                st = d.stat(follow_symlinks=True)
+            except OSError:
+                continue  # a dangling symlink has no content to capture
+            if stat.S_ISREG(st.st_mode):
+                yield rel, st, d.path
+
+
+class HashCache:
+    """Per-machine (path, size, mtime_ns, inode) -> hash cache in its own small SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
+            " inode INTEGER, hash TEXT) WITHOUT ROWID"
+        )
+        self._lock = threading.Lock()
+
+    def load(self, root: str) -> dict[str, tuple[int, int, int, str]]:
+        prefix = root.rstrip("/") + "/"
+        # A range scan on the primary key: every cached path under root, in one query.
+        rows = self.conn.execute(
+            "SELECT path, size, mtime_ns, inode, hash FROM files WHERE path >= ? AND path < ?",
+            (prefix, prefix[:-1] + "0"),
+        ).fetchall()
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+    def store(self, rows: list[tuple[str, int, int, int, str]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", rows)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def default_cache_path() -> Path:
+    from .workspace import user_cache_dir
+
+    return user_cache_dir() / "hashcache.db"
+
+
+def take_snapshot(blobs: BlobStore, source_dir: str | os.PathLike[str], cache_path: Path | None = None) -> Snapshot:
+    """Capture ``source_dir`` into ``blobs``; returns the manifest hash and counts.
+
+    :raises SnapshotError: the folder is missing or unreadable.
+    """
+    root = Path(source_dir).absolute()
+    if not root.is_dir():
+        raise SnapshotError(f"source directory {root} does not exist or is not a folder")
+    real_root = os.path.realpath(root)
+    cache = HashCache(cache_path or default_cache_path())
+    try:
+        known = cache.load(real_root)
+        entries: list[Entry] = []
+        updates: list[tuple[str, int, int, int, str]] = []
+        total = new_files = new_bytes = 0
+        for rel, st, abspath in iter_files(root):
+            key = f"{real_root}/{rel}"
+            cached = known.get(key)
+            hint = None
+            if cached is not None and cached[0] == st.st_size and cached[1] == st.st_mtime_ns and cached[2] == st.st_ino:
+                hint = cached[3]
+            try:
+                digest, size, stored = blobs.put_file(abspath, known=hint)
+            except OSError as e:
+                raise SnapshotError(f"cannot read {abspath}: {e.strerror}") from None
+            if hint is None:
+                updates.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
+            if stored:
+                new_files += 1
+                new_bytes += size
+            total += size
+            entries.append(Entry(rel, digest, size, file_mode(st.st_mode)))
+        cache.store(updates)
+    finally:
+        cache.close()
+    manifest = blobs.put_manifest(entries)
+    warnings = []
+    if total > WARN_BYTES or len(entries) > WARN_FILES:
+        warnings.append(
+            f"snapshot of {root} is large ({len(entries)} files, {total / 1e6:.0f} MB); "
+            "add an .amlignore to leave out data and outputs"
+        )
+    return Snapshot(manifest, len(entries), total, new_files, new_bytes, warnings)
+
+
+# -- git ---------------------------------------------------------------------------------------
+_GIT_ENV = {
+    "azureml.git.repository_uri": "AZUREML_GIT_REPOSITORY_URI",
+    "azureml.git.branch": "AZUREML_GIT_BRANCH",
+    "azureml.git.commit": "AZUREML_GIT_COMMIT",
+    "azureml.git.dirty": "AZUREML_GIT_DIRTY",
+}
+_MLFLOW_ALIASES = {
+    "azureml.git.repository_uri": "mlflow.source.git.repoURL",
+    "azureml.git.branch": "mlflow.source.git.branch",
+    "azureml.git.commit": "mlflow.source.git.commit",
+}
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_properties(source_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Git facts about ``source_dir`` as v1 run properties (``AZUREML_GIT_*`` env vars win)."""
+    folder = Path(source_dir).absolute()
+    props: dict[str, str] = {}
+    in_repo = any((p / ".git").exists() for p in (folder, *folder.parents))
+    if in_repo:
+        head = _git(folder, "rev-parse", "--abbrev-ref", "HEAD", "HEAD")
+        if head:
+            lines = head.splitlines()
+            if len(lines) == 2:
+                props["azureml.git.branch"] = lines[0]
+                props["azureml.git.commit"] = lines[1]
+        remote = _git(folder, "config", "--get", "remote.origin.url")
+        props["azureml.git.repository_uri"] = remote or str(folder)
+        status = _git(folder, "status", "--porcelain", "--untracked-files=no")
+        if status is not None:
+            props["azureml.git.dirty"] = str(bool(status))
+    for prop, var in _GIT_ENV.items():
+        if os.environ.get(var):
+            props[prop] = os.environ[var]
+    for prop, alias in _MLFLOW_ALIASES.items():
+        if prop in props:
+            props[alias] = props[prop]
+    return props

@@ -1,0 +1,306 @@
+"""The workspace: one directory holding the catalog, the blob store and the default datastore.
+
+Finding it (:func:`find_workspace_path`, used by the CLI and :meth:`Workspace.from_config`):
+``--workspace/-w`` > ``MLWS_WORKSPACE`` > ``.mlws/config.json`` or ``.azureml/config.json`` in the
+current folder or a parent > the per-user default workspace ``~/.local/share/mlws/default``,
+created on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .blobs import BlobStore
+from .catalog import SCHEMA_VERSION, Catalog
+from .errors import InvalidWorkspace, RunNotFound, WorkspaceExists, WorkspaceNotFound
+
+if TYPE_CHECKING:
+    from .experiments import Experiment
+    from .runs import Run
+
+IDENTITY_FILE = "mlws.json"
+CATALOG_FILE = "mlws.db"
+CONFIG_DIRS = (".mlws", ".azureml")
+
+
+def user_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mlws"
+
+
+def user_config_dir() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "mlws"
+
+
+def user_cache_dir() -> Path:
+    """Per-machine state: built environments, run working dirs, the snapshot hash cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlws"
+
+
+def default_workspace_path() -> Path:
+    return user_data_dir() / "default"
+
+
+def _find_config_file(start: Path) -> Path | None:
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        for d in CONFIG_DIRS:
+            candidate = folder / d / "config.json"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _named_workspaces_file() -> Path:
+    return user_config_dir() / "workspaces.json"
+
+
+def named_workspaces() -> dict[str, str]:
+    try:
+        data = json.loads(_named_workspaces_file().read_text())
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(name: str, path: Path) -> None:
+    """Record name -> path in the user's list, so ``Workspace.get(name)`` finds it."""
+    names = named_workspaces()
+    if names.get(name) == str(path):
+        return
+    names[name] = str(path)
+    target = _named_workspaces_file()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target, json.dumps(names, indent=2, sort_keys=True).encode())
+
+
+def _config_workspace_path(config_file: Path) -> Path:
+    try:
+        cfg = json.loads(config_file.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidWorkspace(f"cannot read {config_file}: {e}") from None
+    if not isinstance(cfg, dict):
+        raise InvalidWorkspace(f"{config_file} must hold a JSON object")
+    for key in ("workspace_path", "path"):
+        if cfg.get(key):
+            p = Path(os.path.expanduser(str(cfg[key])))
+            return p if p.is_absolute() else (config_file.parent.parent / p)
+    name = cfg.get("workspace_name")
+    if name:
+        known = named_workspaces()
+        if name in known:
+            return Path(known[name])
+        # An Azure config for a workspace never seen here: give it a local home by that name.
+        return user_data_dir() / "workspaces" / str(name)
+    raise InvalidWorkspace(f"{config_file} names no workspace: expected 'workspace_path' or 'workspace_name'")
+
+
+def find_workspace_path(path: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
+    """Return ``(workspace path, create_if_missing)`` following the discovery order."""
+    if path is not None:
+        return Path(path), False
+    env = os.environ.get("MLWS_WORKSPACE")
+    if env:
+        return Path(env), True
+    cfg = _find_config_file(Path.cwd())
+    if cfg is not None:
+        return _config_workspace_path(cfg), True
+    return default_workspace_path(), True
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class Workspace:
+    """A workspace directory. Open with ``Workspace(path)``; close with ``close()`` or ``with``.
+
+    :raises WorkspaceNotFound: no workspace at ``path``.
+    :raises InvalidWorkspace: ``path`` is a file, or its identity file is unreadable.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser().absolute()
+        if self.path.exists() and not self.path.is_dir():
+            raise InvalidWorkspace(f"{self.path} is a file, not a workspace folder")
+        identity = self.path / IDENTITY_FILE
+        if not identity.is_file():
+            raise WorkspaceNotFound(
+                f"no workspace at {self.path} (no {IDENTITY_FILE}); create one with "
+                f"'mlws workspace create {self.path}'"
+            )
+        try:
+            info = json.loads(identity.read_text())
+            self.id: str = str(info["id"])
+            self.name: str = str(info["name"])
+            self.created: float = float(info.get("created", 0))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InvalidWorkspace(f"{identity} is not a valid workspace identity file: {e}") from None
+        (self.path / "locks").mkdir(exist_ok=True)
+        self.catalog = Catalog(self.path / CATALOG_FILE, lock_path=self.path / "locks" / "catalog.lock")
+        try:
+            self.catalog.migrate()
+        except BaseException:
+            self.catalog.close()
+            raise
+        self.blobs = BlobStore(self.path / "blobs")
+        self._closed = False
+
+    # -- creation and discovery -------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike[str], name: str | None = None, exist_ok: bool = False
+    ) -> Workspace:
+        """Create a workspace folder at ``path`` (its parents too) and open it.
+
+        :raises WorkspaceExists: a workspace is there already and ``exist_ok`` is false.
+        :raises InvalidWorkspace: ``path`` is a file.
+        """
+        p = Path(path).expanduser().absolute()
+        if p.exists() and not p.is_dir():
+            raise InvalidWorkspace(f"{p} is a file, not a folder; choose another path")
+        identity = p / IDENTITY_FILE
+        if identity.exists():
+            if not exist_ok:
+                raise WorkspaceExists(f"a workspace already exists at {p}; open it with Workspace({str(p)!r})")
+            return cls(p)
+        p.mkdir(parents=True, exist_ok=True)
+        for sub in ("blobs", "locks", "services", "datastores/workspaceblobstore"):
+            (p / sub).mkdir(parents=True, exist_ok=True)
+        info = {
+            "id": str(uuid.uuid4()),
+            "name": name or p.name,
+            "schema": SCHEMA_VERSION,
+            "created": time.time(),
+        }
+        fd, tmp = tempfile.mkstemp(dir=p, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(info, f, indent=2)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                # link() fails if the file exists: of many concurrent creators exactly one wins,
+                # and the identity file is never seen half-written.
+                os.link(tmp, identity)
+            except FileExistsError:
+                if not exist_ok:
+                    raise WorkspaceExists(f"a workspace already exists at {p}") from None
+        finally:
+            os.unlink(tmp)
+        ws = cls(p)
+        try:
+            _remember(ws.name, ws.path)
+        except OSError:
+            pass  # the name list is a convenience; a read-only home must not stop creation
+        return ws
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None, _file_name: str | None = None) -> Workspace:
+        """Find and open the workspace (see module docstring for the order).
+
+        ``path`` may be a workspace folder, a ``config.json`` file or a folder to search for one,
+        as in Azure ML v1. With no path, the default workspace is created on first use.
+        """
+        if path is not None:
+            p = Path(path).expanduser()
+            if p.is_file() and p.name.endswith(".json"):
+                return cls._open_or_create(_config_workspace_path(p))
+            if (p / IDENTITY_FILE).is_file():
+                return cls(p)
+            cfg = _find_config_file(p) if p.is_dir() else None
+            if cfg is None:
+                raise WorkspaceNotFound(
+                    f"no workspace or .mlws/config.json at or above {p}; run 'mlws workspace create'"
+                )
+            return cls._open_or_create(_config_workspace_path(cfg))
+        found, create = find_workspace_path(None)
+        return cls._open_or_create(found) if create else cls(found)
+
+    @classmethod
+    def _open_or_create(cls, path: Path) -> Workspace:
+        if (path / IDENTITY_FILE).is_file():
+            return cls(path)
+        return cls.create(path, exist_ok=True)
+
+    @classmethod
+    def get(cls, name: str, **_azure_args: Any) -> Workspace:
+        """Open a workspace by the name it was created with on this machine (v1 ``Workspace.get``)."""
+        known = named_workspaces()
+        if name not in known:
+            raise WorkspaceNotFound(
+                f"no workspace named {name!r} on this machine; known: {', '.join(sorted(known)) or 'none'}"
+            )
+        return cls(known[name])
+
+    def write_config(self, path: str | os.PathLike[str] = ".", file_name: str | None = None) -> Path:
+        """Write ``<path>/.mlws/config.json`` naming this workspace, so scripts and the CLI run
+        from that folder find it."""
+        folder = Path(path) / ".mlws"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / (file_name or "config.json")
+        _write_atomic(target, (json.dumps({"workspace_path": str(self.path), "workspace_name": self.name}, indent=2) + "\n").encode())
+        return target
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.catalog.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Workspace(name={self.name!r}, path={str(self.path)!r})"
+
+    # -- navigation --------------------------------------------------------------------------
+    @property
+    def experiments(self) -> dict[str, Experiment]:
+        from .experiments import Experiment
+
+        rows = self.catalog.query("SELECT name FROM experiments ORDER BY name")
+        return {r["name"]: Experiment(self, r["name"], _create=False) for r in rows}
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with that id, in any experiment. :raises RunNotFound:"""
+        from .runs import Run
+
+        row = self.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row is None:
+            raise RunNotFound(f"no run with id {run_id!r} in workspace {self.name!r}; see 'mlws run list'")
+        return Run._from_row(self, row)
+
+    def get_details(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "path": str(self.path),
+            "created": self.created,
+            "schemaVersion": self.catalog.user_version(),
+            "journalMode": self.catalog.scalar("PRAGMA journal_mode"),
+            "networkFilesystem": self.catalog.network,
+            "experiments": self.catalog.scalar("SELECT count(*) FROM experiments"),
+            "runs": self.catalog.scalar("SELECT count(*) FROM runs"),
+            "host": socket.gethostname(),
+        }
