@@ -125,6 +125,16 @@ class BlobStore:
     def has(self, digest: str) -> bool:
         return self.path(digest).exists()
 
+    def _touch(self, digest: str) -> bool:
+        """Mark a blob as just used (gc spares recent blobs); False when it is missing."""
+        try:
+            os.utime(self.path(digest))
+            return True
+        except FileNotFoundError:
+            return False
+        except PermissionError:  # another user's blob on a shared folder: present is enough
+            return self.has(digest)
+
     # -- writing ----------------------------------------------------------------------------
     def _install(self, tmp: str, digest: str) -> None:
         final = self.path(digest)
@@ -142,7 +152,7 @@ class BlobStore:
 
     def put_bytes(self, data: bytes) -> str:
         digest = f"{ALGORITHM}:{hashlib.sha256(data).hexdigest()}"
-        if self.has(digest):
+        if self._touch(digest):
             return digest
         fd, tmp = self._tempfile(digest)
         try:
@@ -162,7 +172,7 @@ class BlobStore:
         ``known`` is a trusted hash of the file (from the snapshot stat cache); when that blob is
         present already the file is not read at all.
         """
-        if known is not None and self.has(known):
+        if known is not None and self._touch(known):
             return known, os.stat(src).st_size, False
         # Hash while copying to a temp file: one read of the source whatever happens.
         fd, tmp = self._tempfile()
@@ -175,7 +185,7 @@ class BlobStore:
                     fout.write(chunk)
                     size += len(chunk)
                 digest = f"{ALGORITHM}:{h.hexdigest()}"
-                if self.has(digest):
+                if self._touch(digest):
                     fout.close()
                     os.unlink(tmp)
                     return digest, size, False

@@ -1,0 +1,499 @@
+"""The ``mlws`` command line: a thin layer over the library.
+
+Each command finds the workspace, calls one library function and renders the result (a table, or
+JSON with ``--json``). Library errors (:class:`mlws.errors.MlwsError`) become one ``Error: ...``
+line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import MlwsError
+
+
+class _Group(click.Group):
+    """Turns every library error raised below into a one-line ``Error:`` and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MlwsError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def _open(ctx: click.Context) -> Any:
+    from .workspace import Workspace, find_workspace_path
+
+    obj = ctx.find_root().obj or {}
+    path, create = find_workspace_path(obj.get("workspace"))
+    ws = Workspace._open_or_create(path) if create else Workspace(path)
+    ctx.call_on_close(ws.close)
+    return ws
+
+
+def _when(t: float | None) -> str:
+    return "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _duration(start: float | None, end: float | None) -> str:
+    if start is None:
+        return ""
+    secs = (end or time.time()) - start
+    if secs < 60:
+        return f"{secs:.1f}s"
+    m, s = divmod(int(secs), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _table(rows: list[list[Any]], headers: list[str]) -> None:
+    from tabulate import tabulate
+
+    click.echo(tabulate(rows, headers=headers, tablefmt="simple", floatfmt=".4g") if rows else "(none)")
+
+
+def _json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _kv(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise click.BadParameter(f"expected key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k] = v
+    return out
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="mlws")
+@click.option("-w", "--workspace", type=click.Path(), envvar=None, help="Workspace folder (default: discovered, see README).")
+@click.pass_context
+def cli(ctx: click.Context, workspace: str | None) -> None:
+    """mlws: the Azure ML v1 workspace on your own disk.
+
+    \b
+    Example:
+      mlws run submit train.py -e demo -- --alpha 0.5
+      mlws run list -e demo --sort-by metric:r2
+    """
+    ctx.obj = {"workspace": workspace}
+
+
+# -- workspace -----------------------------------------------------------------------------------
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def workspace() -> None:
+    """Create and inspect workspaces."""
+
+
+@workspace.command("create")
+@click.argument("path", type=click.Path())
+@click.option("--name", help="Workspace name (default: the folder name).")
+@click.option("--exist-ok", is_flag=True, help="Open it if it already exists.")
+@click.option("--write-config", is_flag=True, help="Also write .mlws/config.json here, naming it.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def workspace_create(path: str, name: str | None, exist_ok: bool, write_config: bool, as_json: bool) -> None:
+    """Create a workspace folder at PATH.
+
+    \b
+    Example:
+      mlws workspace create ~/ml/team-ws --name team --write-config
+    """
+    from .workspace import Workspace
+
+    with Workspace.create(path, name=name, exist_ok=exist_ok) as ws:
+        if write_config:
+            ws.write_config(".")
+        if as_json:
+            _json(ws.get_details())
+        else:
+            click.echo(f"Created workspace {ws.name!r} at {ws.path}")
+
+
+@workspace.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def workspace_show(ctx: click.Context, as_json: bool) -> None:
+    """Show the workspace in use (after discovery).
+
+    \b
+    Example:
+      mlws -w ./ws workspace show --json
+    """
+    ws = _open(ctx)
+    details = ws.get_details()
+    if as_json:
+        _json(details)
+    else:
+        _table([[k, v] for k, v in details.items()], ["field", "value"])
+
+
+# -- experiments -----------------------------------------------------------------------------------
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def experiment() -> None:
+    """List experiments."""
+
+
+@experiment.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def experiment_list(ctx: click.Context, as_json: bool) -> None:
+    """List experiments with their run counts.
+
+    \b
+    Example:
+      mlws experiment list
+    """
+    ws = _open(ctx)
+    rows = ws.catalog.query(
+        "SELECT e.name, e.id, e.created, count(r.id) AS runs, max(r.created) AS last_run FROM experiments e"
+        " LEFT JOIN runs r ON r.experiment = e.name AND r.parent_id IS NULL GROUP BY e.name ORDER BY e.name"
+    )
+    if as_json:
+        _json([dict(r) for r in rows])
+    else:
+        _table([[r["name"], r["runs"], _when(r["last_run"]), _when(r["created"])] for r in rows], ["experiment", "runs", "last run", "created"])
+
+
+# -- runs ------------------------------------------------------------------------------------------
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def run() -> None:
+    """Submit, watch and query runs."""
+
+
+@run.command("submit", context_settings={"ignore_unknown_options": True, **CONTEXT})
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-e", "--experiment", "exp_name", default="default", show_default=True, help="Experiment name.")
+@click.option("-d", "--source-directory", default=".", show_default=True, help="Folder captured as the run's snapshot.")
+@click.option("-t", "--target", default="local", show_default=True, help="Compute target.")
+@click.option("--tag", "tags", multiple=True, help="Tag key=value (repeatable).")
+@click.option("--wait", is_flag=True, help="Stream the output and wait for the run to end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.pass_context
+def run_submit(ctx: click.Context, script: str, args: tuple[str, ...], exp_name: str, source_directory: str, target: str, tags: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """Submit SCRIPT (relative to the source directory) with ARGS after '--'.
+
+    Returns at once; the run goes on in the background.
+
+    \b
+    Example:
+      mlws run submit train.py -e demo -- --alpha 0.5
+      mlws run submit train.py -e demo --wait -- --alpha 0.1
+    """
+    from .experiments import Experiment
+    from .runconfig import ScriptRunConfig
+
+    ws = _open(ctx)
+    cfg = ScriptRunConfig(source_directory=source_directory, script=script, arguments=list(args), compute_target=target)
+    r = Experiment(ws, exp_name).submit(cfg, tags=_kv(tags) or None)
+    if as_json:
+        _json({"id": r.id, "experiment": exp_name, "number": r.number, "status": r.get_status()})
+    else:
+        click.echo(f"Submitted run {r.id} (experiment {exp_name}, number {r.number})")
+    if wait:
+        details = r.wait_for_completion(show_output=not as_json, raise_on_error=False)
+        if details["status"] != "Completed":
+            msg = details.get("error", {}).get("error", {}).get("message", "")
+            raise click.ClickException(f"run {r.id} ended {details['status']}: {msg}")
+
+
+def _run_dict(ws: Any, row: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "experiment": row["experiment"],
+        "number": row["number"],
+        "display_name": row["display_name"],
+        "type": row["type"],
+        "status": row["status"],
+        "parent_id": row["parent_id"],
+        "created": row["created"],
+        "start_time": row["start_time"],
+        "end_time": row["end_time"],
+        "metrics": metrics,
+    }
+
+
+@run.command("list")
+@click.option("-e", "--experiment", "exp_name", help="Only runs of this experiment.")
+@click.option("--status", help="Only runs in this status (e.g. Completed, Failed, Running).")
+@click.option("--tag", "tags", multiple=True, help="Only runs with tag key=value (or just key); repeatable.")
+@click.option("--sort-by", default=None, help="created (default), number, status, end_time, or metric:NAME.")
+@click.option("--ascending", is_flag=True, help="Sort ascending (default: descending).")
+@click.option("--include-children", is_flag=True, help="List child runs too.")
+@click.option("--limit", type=int, default=None, help="At most this many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def run_list(ctx: click.Context, exp_name: str | None, status: str | None, tags: tuple[str, ...], sort_by: str | None, ascending: bool, include_children: bool, limit: int | None, as_json: bool) -> None:
+    """List runs with their latest metric values.
+
+    \b
+    Example:
+      mlws run list -e demo --sort-by metric:r2
+      mlws run list --status Failed --json
+    """
+    from .experiments import check_experiment_name, query_runs
+    from .runs import reconcile
+
+    ws = _open(ctx)
+    if exp_name is not None:
+        check_experiment_name(exp_name)
+    tag_filter: dict[str, str | None] = {}
+    for t in tags:
+        k, sep, v = t.partition("=")
+        tag_filter[k] = v if sep else None
+    rows = query_runs(ws, experiment=exp_name, tags=tag_filter or None, status=status, include_children=include_children, sort_by=sort_by, ascending=ascending, limit=limit)
+    rows = [reconcile(ws, r) if r["status"] not in ("Completed", "Failed", "Canceled") else r for r in rows]
+    summary: dict[str, dict[str, Any]] = {r["id"]: {} for r in rows}
+    ids = list(summary)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for m in ws.catalog.query(
+            f"SELECT run_id, name, last_value FROM metric_summary WHERE run_id IN ({','.join('?' * len(chunk))}) AND kind = 'scalar' ORDER BY name",
+            chunk,
+        ):
+            summary[m[0]][m[1]] = m[2]
+    if as_json:
+        _json([_run_dict(ws, r, summary[r["id"]]) for r in rows])
+        return
+    names: list[str] = []
+    if sort_by and sort_by.startswith("metric:"):
+        names.append(sort_by[len("metric:") :])
+    for r in rows:
+        for n in summary[r["id"]]:
+            if n not in names and len(names) < 4:
+                names.append(n)
+    table = [
+        [r["id"], r["experiment"], r["number"], r["status"], _when(r["created"]), _duration(r["start_time"], r["end_time"])]
+        + [summary[r["id"]].get(n, "") for n in names]
+        for r in rows
+    ]
+    _table(table, ["run id", "experiment", "#", "status", "created", "duration", *names])
+
+
+@run.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (v1 get_details() shape).")
+@click.pass_context
+def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show a run: status, times, definition, tags, properties, metrics, files.
+
+    \b
+    Example:
+      mlws run show demo_1764000000_ab12cd34
+    """
+    ws = _open(ctx)
+    r = ws.get_run(run_id)
+    d = r.get_details()
+    if as_json:
+        d["metrics"] = r.get_metrics()
+        d["files"] = r.get_file_names()
+        _json(d)
+        return
+    rows = [["run id", d["runId"]], ["experiment", d["experimentName"]], ["number", d["number"]], ["type", d["runType"]], ["status", d["status"]], ["target", d["target"]], ["created", d["createdTimeUtc"]], ["started", d["startTimeUtc"]], ["ended", d["endTimeUtc"]]]
+    rd = d["runDefinition"]
+    if rd.get("script") or rd.get("command"):
+        rows.append(["command", " ".join([rd.get("script") or str(rd.get("command")), *rd.get("arguments", [])])])
+    if d.get("error"):
+        rows.append(["error", d["error"]["error"].get("message")])
+    for k, v in d["tags"].items():
+        rows.append([f"tag {k}", v])
+    for k, v in d["properties"].items():
+        rows.append([f"property {k}", v])
+    for k, v in r.get_metrics().items():
+        text = json.dumps(v, default=str)
+        rows.append([f"metric {k}", text if len(text) < 80 else text[:77] + "..."])
+    for f in r.get_file_names():
+        rows.append(["file", f])
+    _table(rows, ["field", "value"])
+
+
+@run.command("logs")
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming until the run ends.")
+@click.option("--file", "name", default="logs/driver.log", show_default=True, help="Which log file.")
+@click.pass_context
+def run_logs(ctx: click.Context, run_id: str, follow: bool, name: str) -> None:
+    """Print a run's output (stdout and stderr of its script).
+
+    \b
+    Example:
+      mlws run logs -f demo_1764000000_ab12cd34
+    """
+    ws = _open(ctx)
+    r = ws.get_run(run_id)
+    for chunk in r.iter_log(name, follow=follow):
+        click.echo(chunk, nl=False)
+        sys.stdout.flush()
+
+
+@run.command("metrics")
+@click.argument("run_id")
+@click.option("--name", help="Only this metric.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (v1 get_metrics() shape).")
+@click.pass_context
+def run_metrics(ctx: click.Context, run_id: str, name: str | None, as_json: bool) -> None:
+    """Print a run's metrics.
+
+    \b
+    Example:
+      mlws run metrics demo_1764000000_ab12cd34 --json
+    """
+    ws = _open(ctx)
+    m = ws.get_run(run_id).get_metrics(name=name)
+    if as_json:
+        _json(m)
+        return
+    _table([[k, json.dumps(v, default=str) if not isinstance(v, (int, float, str)) else v] for k, v in m.items()], ["metric", "value"])
+
+
+@run.command("cancel")
+@click.argument("run_id")
+@click.pass_context
+def run_cancel(ctx: click.Context, run_id: str) -> None:
+    """Cancel a run (its processes get SIGTERM, then SIGKILL).
+
+    \b
+    Example:
+      mlws run cancel demo_1764000000_ab12cd34
+    """
+    ws = _open(ctx)
+    r = ws.get_run(run_id)
+    r.cancel()
+    click.echo(f"Run {run_id}: {r.get_status()}")
+
+
+@run.command("download")
+@click.argument("run_id")
+@click.option("--outputs", "what", flag_value="outputs", help="Only outputs/.")
+@click.option("--snapshot", "what", flag_value="snapshot", help="The source snapshot instead of run files.")
+@click.option("--zip", "as_zip", is_flag=True, help="Write a .zip file instead of a folder.")
+@click.option("-o", "--output", "output", type=click.Path(), default=None, help="Target folder (default: ./<run id>).")
+@click.pass_context
+def run_download(ctx: click.Context, run_id: str, what: str | None, as_zip: bool, output: str | None) -> None:
+    """Download a run's files, outputs or snapshot (each file checked against its hash).
+
+    \b
+    Example:
+      mlws run download demo_1764000000_ab12cd34 --outputs -o ./model
+      mlws run download demo_1764000000_ab12cd34 --snapshot --zip
+    """
+    import shutil
+    import tempfile
+
+    ws = _open(ctx)
+    r = ws.get_run(run_id)
+    target = Path(output or (f"{run_id}-snapshot" if what == "snapshot" else run_id))
+    staging = Path(tempfile.mkdtemp(prefix=".mlws-download-", dir=target.parent if target.parent.exists() else None))
+    try:
+        if what == "snapshot":
+            r.restore_snapshot(staging)
+            count = sum(1 for p in staging.rglob("*") if p.is_file())
+        else:
+            count = 0
+            for n in r.get_file_names():
+                if what == "outputs" and not n.startswith("outputs/"):
+                    continue
+                r.download_file(n, staging / n, _validate_checksum=True)
+                count += 1
+        if as_zip:
+            dest = Path(shutil.make_archive(str(target), "zip", staging))
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            for p in sorted(staging.rglob("*")):
+                if p.is_file():
+                    d = target / p.relative_to(staging)
+                    d.parent.mkdir(parents=True, exist_ok=True)
+                    import os
+
+                    os.replace(p, d)
+            dest = target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    click.echo(f"Downloaded {count} file(s) to {dest}")
+
+
+@run.command("tag")
+@click.argument("run_id")
+@click.argument("pairs", nargs=-1, required=True)
+@click.pass_context
+def run_tag(ctx: click.Context, run_id: str, pairs: tuple[str, ...]) -> None:
+    """Set tags (key=value) on a run.
+
+    \b
+    Example:
+      mlws run tag demo_1764000000_ab12cd34 stage=best owner=ana
+    """
+    tags = _kv(pairs)
+    ws = _open(ctx)
+    ws.get_run(run_id).set_tags(tags)
+    click.echo(f"Tagged {run_id}: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
+
+
+# -- upkeep ----------------------------------------------------------------------------------------
+@cli.command("fsck")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def fsck_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Check the catalog, re-hash every blob and check every manifest. Exit 1 on problems.
+
+    \b
+    Example:
+      mlws fsck
+    """
+    from .maintenance import fsck
+
+    ws = _open(ctx)
+    rep = fsck(ws)
+    if as_json:
+        _json(rep.as_dict())
+    else:
+        click.echo(f"catalog: {'ok' if not rep.catalog_problems else '; '.join(rep.catalog_problems)}")
+        click.echo(f"blobs checked: {rep.blobs_checked}, corrupted: {len(rep.corrupted)}, missing: {len(rep.missing)}, unreadable manifests: {len(rep.bad_manifests)}")
+        for d in rep.corrupted:
+            click.echo(f"  corrupted {d}")
+        for d in rep.missing:
+            click.echo(f"  missing {d}")
+        for d in rep.bad_manifests:
+            click.echo(f"  bad manifest {d}")
+    if not rep.ok:
+        raise click.ClickException("workspace has problems (see above)")
+
+
+@cli.command("gc")
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@click.option("--grace", type=float, default=3600.0, show_default=True, help="Keep unreferenced blobs younger than this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, as_json: bool) -> None:
+    """Remove blobs that no run, snapshot or file references.
+
+    \b
+    Example:
+      mlws gc --dry-run
+    """
+    from .maintenance import gc
+
+    ws = _open(ctx)
+    rep = gc(ws, dry_run=dry_run, grace_s=grace)
+    if as_json:
+        _json(rep.as_dict())
+    else:
+        verb = "would remove" if dry_run else "removed"
+        click.echo(f"{verb} {rep.removed} blob(s), {rep.bytes_freed / 1e6:.1f} MB; kept {rep.kept_recent} recent unreferenced blob(s)")
+
+
+if __name__ == "__main__":
+    cli()

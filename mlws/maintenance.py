@@ -1,0 +1,145 @@
+"""Workspace upkeep: ``fsck`` (is everything sound?) and ``gc`` (drop unreferenced blobs)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import BlobNotFound, UnsafePath
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+#: Catalog columns that hold blob hashes: (SQL, is_manifest). Later tables (models, datasets)
+#: add their queries here, and both fsck and gc follow.
+BLOB_ROOTS: list[tuple[str, bool]] = [
+    ("SELECT DISTINCT snapshot FROM runs WHERE snapshot IS NOT NULL", True),
+    ("SELECT DISTINCT blob FROM run_files", False),
+]
+
+#: gc keeps unreferenced blobs younger than this: a submit in progress may have stored them
+#: before recording the run that references them.
+GC_GRACE_S = 3600.0
+
+
+@dataclass
+class FsckReport:
+    catalog_problems: list[str] = field(default_factory=list)
+    blobs_checked: int = 0
+    corrupted: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    bad_manifests: list[str] = field(default_factory=list)
+    temp_files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.catalog_problems or self.corrupted or self.missing or self.bad_manifests)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "catalog_problems": self.catalog_problems,
+            "blobs_checked": self.blobs_checked,
+            "corrupted": self.corrupted,
+            "missing": self.missing,
+            "bad_manifests": self.bad_manifests,
+            "temp_files": self.temp_files,
+        }
+
+
+def _referenced(ws: Workspace, report: FsckReport | None = None) -> Iterator[tuple[str, str]]:
+    """Yield ``(hash, where)`` for every blob the catalog references, manifests expanded."""
+    for sql, is_manifest in BLOB_ROOTS:
+        for (digest,) in ws.catalog.query(sql):
+            yield digest, sql
+            if not is_manifest:
+                continue
+            try:
+                entries = ws.blobs.read_manifest(digest)
+            except (BlobNotFound, UnsafePath) as e:
+                if report is not None and digest not in report.bad_manifests:
+                    report.bad_manifests.append(f"{digest}: {e}")
+                continue
+            for e in entries:
+                yield e.hash, f"manifest {digest}"
+
+
+def fsck(ws: Workspace, progress: Any = None) -> FsckReport:
+    """Check the catalog (SQLite integrity), re-hash every blob, and check that every manifest
+    parses, holds only safe paths, and names blobs that exist."""
+    report = FsckReport()
+    report.catalog_problems = ws.catalog.integrity_check()
+    for digest in ws.blobs.iter_hashes():
+        report.blobs_checked += 1
+        if not ws.blobs.verify(digest):
+            report.corrupted.append(digest)
+        if progress is not None:
+            progress(digest)
+    seen: set[str] = set()
+    for digest, _where in _referenced(ws, report):
+        if digest in seen:
+            continue
+        seen.add(digest)
+        if not ws.blobs.has(digest):
+            report.missing.append(digest)
+    report.temp_files = sum(1 for _ in ws.blobs.iter_temp_files())
+    return report
+
+
+@dataclass
+class GcReport:
+    removed: int = 0
+    bytes_freed: int = 0
+    kept_recent: int = 0
+    temp_removed: int = 0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcReport:
+    """Remove blobs no catalog row or manifest references (and stale temp files), keeping any
+    younger than ``grace_s``. Refuses to run when a manifest cannot be read, since its blobs
+    would look unreferenced."""
+    from filelock import FileLock
+
+    report = GcReport(dry_run=dry_run)
+    with FileLock(str(ws.path / "locks" / "gc.lock"), timeout=60):
+        check = FsckReport()
+        referenced = {d for d, _ in _referenced(ws, check)}
+        if check.bad_manifests:
+            from .errors import MlwsError
+
+            raise MlwsError(
+                f"gc refused: {len(check.bad_manifests)} manifest(s) cannot be read "
+                f"({check.bad_manifests[0]}); run 'mlws fsck' and repair first"
+            )
+        cutoff = time.time() - grace_s
+        for digest in ws.blobs.iter_hashes():
+            if digest in referenced:
+                continue
+            p = ws.blobs.path(digest)
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            if st.st_mtime > cutoff:
+                report.kept_recent += 1
+                continue
+            report.removed += 1
+            report.bytes_freed += st.st_size
+            if not dry_run:
+                ws.blobs.remove(digest)
+        for tmp in ws.blobs.iter_temp_files():
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    report.temp_removed += 1
+                    if not dry_run:
+                        os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+    return report

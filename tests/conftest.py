@@ -1,0 +1,46 @@
+"""Every test gets its own HOME and workspace, so none touches the real home or another test."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# A hung test dies with a traceback of every thread instead of silently eating CI time.
+faulthandler.enable()
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "MLWS_RUN_ID", "AZUREML_RUN_ID", "MLWS_NETWORK_FS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLWS_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("MLWS_CANCEL_GRACE_S", "2")
+    # Subprocesses (supervisors, scripts) must import this checkout's mlws.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    from mlws.runs import Run
+
+    monkeypatch.setattr(Run, "_context", None)
+    return home
+
+
+@pytest.fixture
+def ws(tmp_path: Path):
+    from mlws import Workspace
+
+    w = Workspace.create(tmp_path / "ws")
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable
