@@ -562,7 +562,8 @@ class Run:
     ) -> dict[str, Any]:
         """Metrics in v1 shapes; with ``recursive``, ``{run_id: metrics}`` for this run and its
         descendants (optionally only those of ``run_type``)."""
-        self.flush()
+        # Values logged in this process (to this run or its children) are read back.
+        _metrics.flush_all()
         if not recursive:
             return _metrics.read_metrics(self.workspace.catalog, [self.id], name)[self.id]
         runs = [self, *self.get_children(recursive=True)]

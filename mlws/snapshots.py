@@ -203,12 +203,13 @@ def git_properties(source_dir: str | os.PathLike[str]) -> dict[str, str]:
     props: dict[str, str] = {}
     in_repo = any((p / ".git").exists() for p in (folder, *folder.parents))
     if in_repo:
-        head = _git(folder, "rev-parse", "--abbrev-ref", "HEAD", "HEAD")
+        # Options apply to the revisions after them: the full sha, then the branch name.
+        head = _git(folder, "rev-parse", "HEAD", "--abbrev-ref", "HEAD")
         if head:
             lines = head.splitlines()
             if len(lines) == 2:
-                props["azureml.git.branch"] = lines[0]
-                props["azureml.git.commit"] = lines[1]
+                props["azureml.git.commit"] = lines[0]
+                props["azureml.git.branch"] = lines[1]
         remote = _git(folder, "config", "--get", "remote.origin.url")
         props["azureml.git.repository_uri"] = remote or str(folder)
         status = _git(folder, "status", "--porcelain", "--untracked-files=no")
