@@ -181,9 +181,10 @@ def run() -> None:
 @click.option("-t", "--target", default="local", show_default=True, help="Compute target.")
 @click.option("--tag", "tags", multiple=True, help="Tag key=value (repeatable).")
 @click.option("--wait", is_flag=True, help="Stream the output and wait for the run to end.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the run id (for scripts: ID=$(mlws run submit -q ...)).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.pass_context
-def run_submit(ctx: click.Context, script: str, args: tuple[str, ...], exp_name: str, source_directory: str, target: str, tags: tuple[str, ...], wait: bool, as_json: bool) -> None:
+def run_submit(ctx: click.Context, script: str, args: tuple[str, ...], exp_name: str, source_directory: str, target: str, tags: tuple[str, ...], wait: bool, quiet: bool, as_json: bool) -> None:
     """Submit SCRIPT (relative to the source directory) with ARGS after '--'.
 
     Returns at once; the run goes on in the background.
@@ -193,18 +194,25 @@ def run_submit(ctx: click.Context, script: str, args: tuple[str, ...], exp_name:
       mlws run submit train.py -e demo -- --alpha 0.5
       mlws run submit train.py -e demo --wait -- --alpha 0.1
     """
-    from .experiments import Experiment
+    from .compute import target_config
+    from .experiments import Experiment, check_experiment_name
     from .runconfig import ScriptRunConfig
 
     ws = _open(ctx)
     cfg = ScriptRunConfig(source_directory=source_directory, script=script, arguments=list(args), compute_target=target)
+    # Check everything before the experiment is created: bad input changes nothing.
+    cfg.validate()
+    check_experiment_name(exp_name)
+    target_config(ws, target)
     r = Experiment(ws, exp_name).submit(cfg, tags=_kv(tags) or None)
-    if as_json:
+    if quiet:
+        click.echo(r.id)
+    elif as_json:
         _json({"id": r.id, "experiment": exp_name, "number": r.number, "status": r.get_status()})
     else:
         click.echo(f"Submitted run {r.id} (experiment {exp_name}, number {r.number})")
     if wait:
-        details = r.wait_for_completion(show_output=not as_json, raise_on_error=False)
+        details = r.wait_for_completion(show_output=not (as_json or quiet), raise_on_error=False)
         if details["status"] != "Completed":
             msg = details.get("error", {}).get("error", {}).get("message", "")
             raise click.ClickException(f"run {r.id} ended {details['status']}: {msg}")

@@ -178,6 +178,19 @@ class ScriptRunConfig:
     def environment(self) -> Any:
         return self.run_config.environment
 
+    def validate(self) -> tuple[Path, str | None]:
+        """``(absolute source folder, script path inside it)``; raises :class:`RunConfigError`
+        when the folder or the script is missing, or the script lies outside the folder."""
+        src = Path(self.source_directory).absolute()
+        if not src.is_dir():
+            raise RunConfigError(f"source directory {src} does not exist or is not a folder")
+        if self.script is None:
+            return src, None
+        script = check_script_path(str(src), self.script).as_posix()
+        if not (src / script).is_file():
+            raise RunConfigError(f"script {script} not found in source directory {src}")
+        return src, script
+
     def _submit(self, experiment: Experiment, tags: dict[str, Any] | None = None, **kwargs: Any) -> Run:
         from .runner import submit_script
 

@@ -78,7 +78,6 @@ def _resolve_environment(env: Any) -> dict[str, Any]:
 def submit_script(experiment: Experiment, config: ScriptRunConfig, tags: dict[str, Any] | None = None) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``)."""
     from .compute import target_config
-    from .runconfig import check_script_path
     from .runs import SCRIPT_RUN, Run, insert_run, process_start_time, set_status
     from .snapshots import git_properties, take_snapshot
 
@@ -87,14 +86,7 @@ def submit_script(experiment: Experiment, config: ScriptRunConfig, tags: dict[st
     target_type, _ = target_config(ws, rc.target)
     if target_type != "local":
         raise RunConfigError(f"compute target {rc.target!r} of type {target_type!r} cannot run scripts yet")
-    src = Path(config.source_directory).absolute()
-    if not src.is_dir():
-        raise RunConfigError(f"source directory {src} does not exist or is not a folder")
-    script = None
-    if config.script is not None:
-        script = check_script_path(str(src), config.script).as_posix()
-        if not (src / script).is_file():
-            raise RunConfigError(f"script {script} not found in source directory {src}")
+    src, script = config.validate()
     env = _resolve_environment(rc.environment)
     snap = take_snapshot(ws.blobs, src)
     for w in snap.warnings:
