@@ -59,7 +59,11 @@ def check_relpath(path: str) -> str:
 
 def check_hash(value: str) -> str:
     algo, _, hexdigest = value.partition(":")
-    if algo != ALGORITHM or len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+    if (
+        algo != ALGORITHM
+        or len(hexdigest) != 64
+        or any(c not in "0123456789abcdef" for c in hexdigest)
+    ):
         raise UnsafePath(f"not a valid blob hash: {value!r} (expected 'sha256:<64 hex>')")
     return value
 
@@ -91,7 +95,12 @@ def parse_manifest(data: bytes) -> list[Entry]:
         if not isinstance(item, dict) or set(item) != {"hash", "mode", "path", "size"}:
             raise UnsafePath(f"manifest entry must have exactly hash, mode, path, size: {item!r}")
         entries.append(
-            Entry(check_relpath(item["path"]), check_hash(item["hash"]), int(item["size"]), int(item["mode"]))
+            Entry(
+                check_relpath(item["path"]),
+                check_hash(item["hash"]),
+                int(item["size"]),
+                int(item["mode"]),
+            )
         )
     return entries
 
@@ -166,7 +175,9 @@ class BlobStore:
             raise
         return digest
 
-    def put_file(self, src: str | os.PathLike[str], known: str | None = None) -> tuple[str, int, bool]:
+    def put_file(
+        self, src: str | os.PathLike[str], known: str | None = None
+    ) -> tuple[str, int, bool]:
         """Store a file; returns ``(hash, size, stored_new_bytes)``.
 
         ``known`` is a trusted hash of the file (from the snapshot stat cache); when that blob is
@@ -226,7 +237,9 @@ class BlobStore:
         try:
             return self.path(digest).read_bytes()
         except FileNotFoundError:
-            raise BlobNotFound(f"blob {digest} is missing from {self.root}; run 'mlws fsck'") from None
+            raise BlobNotFound(
+                f"blob {digest} is missing from {self.root}; run 'mlws fsck'"
+            ) from None
 
     def read_manifest(self, digest: str) -> list[Entry]:
         return parse_manifest(self.read_bytes(digest))
@@ -245,7 +258,9 @@ class BlobStore:
             raise BlobNotFound(f"blob {digest} is missing from {self.root}; run 'mlws fsck'")
         actual = hash_file(p)[0]
         if actual != digest:
-            raise BlobCorrupted(f"blob {digest} is corrupted (its bytes hash to {actual}); run 'mlws fsck'")
+            raise BlobCorrupted(
+                f"blob {digest} is corrupted (its bytes hash to {actual}); run 'mlws fsck'"
+            )
 
     def iter_hashes(self) -> Iterator[str]:
         if not self._dir.exists():

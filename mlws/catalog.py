@@ -30,7 +30,18 @@ SCHEMA_VERSION = 1
 
 BUSY_TIMEOUT_S = 30.0
 
-NETWORK_FS_TYPES = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre"}
+NETWORK_FS_TYPES = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "9p",
+    "afs",
+    "ceph",
+    "glusterfs",
+    "lustre",
+}
 
 
 def is_network_filesystem(path: str | os.PathLike[str]) -> bool:
@@ -51,7 +62,9 @@ def is_network_filesystem(path: str | os.PathLike[str]) -> bool:
                 if len(parts) < 3:
                     continue
                 mnt = parts[1].replace("\\040", " ")
-                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(
+                    best
+                ):
                     best, best_type = mnt, parts[2]
     except OSError:
         return False
@@ -183,7 +196,8 @@ class Catalog:
         rows = self.query("PRAGMA integrity_check")
         problems = [r[0] for r in rows if r[0] != "ok"]
         problems += [
-            f"foreign key violation in {r[0]} row {r[1]}" for r in self.query("PRAGMA foreign_key_check")
+            f"foreign key violation in {r[0]} row {r[1]}"
+            for r in self.query("PRAGMA foreign_key_check")
         ]
         return problems
 

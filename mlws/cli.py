@@ -57,7 +57,9 @@ def _duration(start: float | None, end: float | None) -> str:
 def _table(rows: list[list[Any]], headers: list[str]) -> None:
     from tabulate import tabulate
 
-    click.echo(tabulate(rows, headers=headers, tablefmt="simple", floatfmt=".4g") if rows else "(none)")
+    click.echo(
+        tabulate(rows, headers=headers, tablefmt="simple", floatfmt=".4g") if rows else "(none)"
+    )
 
 
 def _json(data: Any) -> None:
@@ -79,7 +81,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="mlws")
-@click.option("-w", "--workspace", type=click.Path(), envvar=None, help="Workspace folder (default: discovered, see README).")
+@click.option(
+    "-w",
+    "--workspace",
+    type=click.Path(),
+    envvar=None,
+    help="Workspace folder (default: discovered, see README).",
+)
 @click.pass_context
 def cli(ctx: click.Context, workspace: str | None) -> None:
     """mlws: the Azure ML v1 workspace on your own disk.
@@ -104,7 +112,9 @@ def workspace() -> None:
 @click.option("--exist-ok", is_flag=True, help="Open it if it already exists.")
 @click.option("--write-config", is_flag=True, help="Also write .mlws/config.json here, naming it.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def workspace_create(path: str, name: str | None, exist_ok: bool, write_config: bool, as_json: bool) -> None:
+def workspace_create(
+    path: str, name: str | None, exist_ok: bool, write_config: bool, as_json: bool
+) -> None:
     """Create a workspace folder at PATH.
 
     \b
@@ -164,7 +174,10 @@ def experiment_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _json([dict(r) for r in rows])
     else:
-        _table([[r["name"], r["runs"], _when(r["last_run"]), _when(r["created"])] for r in rows], ["experiment", "runs", "last run", "created"])
+        _table(
+            [[r["name"], r["runs"], _when(r["last_run"]), _when(r["created"])] for r in rows],
+            ["experiment", "runs", "last run", "created"],
+        )
 
 
 # -- runs ------------------------------------------------------------------------------------------
@@ -176,15 +189,39 @@ def run() -> None:
 @run.command("submit", context_settings={"ignore_unknown_options": True, **CONTEXT})
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option("-e", "--experiment", "exp_name", default="default", show_default=True, help="Experiment name.")
-@click.option("-d", "--source-directory", default=".", show_default=True, help="Folder captured as the run's snapshot.")
+@click.option(
+    "-e", "--experiment", "exp_name", default="default", show_default=True, help="Experiment name."
+)
+@click.option(
+    "-d",
+    "--source-directory",
+    default=".",
+    show_default=True,
+    help="Folder captured as the run's snapshot.",
+)
 @click.option("-t", "--target", default="local", show_default=True, help="Compute target.")
 @click.option("--tag", "tags", multiple=True, help="Tag key=value (repeatable).")
 @click.option("--wait", is_flag=True, help="Stream the output and wait for the run to end.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the run id (for scripts: ID=$(mlws run submit -q ...)).")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only the run id (for scripts: ID=$(mlws run submit -q ...)).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.pass_context
-def run_submit(ctx: click.Context, script: str, args: tuple[str, ...], exp_name: str, source_directory: str, target: str, tags: tuple[str, ...], wait: bool, quiet: bool, as_json: bool) -> None:
+def run_submit(
+    ctx: click.Context,
+    script: str,
+    args: tuple[str, ...],
+    exp_name: str,
+    source_directory: str,
+    target: str,
+    tags: tuple[str, ...],
+    wait: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Submit SCRIPT (relative to the source directory) with ARGS after '--'.
 
     Returns at once; the run goes on in the background.
@@ -199,7 +236,12 @@ def run_submit(ctx: click.Context, script: str, args: tuple[str, ...], exp_name:
     from .runconfig import ScriptRunConfig
 
     ws = _open(ctx)
-    cfg = ScriptRunConfig(source_directory=source_directory, script=script, arguments=list(args), compute_target=target)
+    cfg = ScriptRunConfig(
+        source_directory=source_directory,
+        script=script,
+        arguments=list(args),
+        compute_target=target,
+    )
     # Check everything before the experiment is created: bad input changes nothing.
     cfg.validate()
     check_experiment_name(exp_name)
@@ -237,14 +279,28 @@ def _run_dict(ws: Any, row: Any, metrics: dict[str, Any]) -> dict[str, Any]:
 @run.command("list")
 @click.option("-e", "--experiment", "exp_name", help="Only runs of this experiment.")
 @click.option("--status", help="Only runs in this status (e.g. Completed, Failed, Running).")
-@click.option("--tag", "tags", multiple=True, help="Only runs with tag key=value (or just key); repeatable.")
-@click.option("--sort-by", default=None, help="created (default), number, status, end_time, or metric:NAME.")
+@click.option(
+    "--tag", "tags", multiple=True, help="Only runs with tag key=value (or just key); repeatable."
+)
+@click.option(
+    "--sort-by", default=None, help="created (default), number, status, end_time, or metric:NAME."
+)
 @click.option("--ascending", is_flag=True, help="Sort ascending (default: descending).")
 @click.option("--include-children", is_flag=True, help="List child runs too.")
 @click.option("--limit", type=int, default=None, help="At most this many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def run_list(ctx: click.Context, exp_name: str | None, status: str | None, tags: tuple[str, ...], sort_by: str | None, ascending: bool, include_children: bool, limit: int | None, as_json: bool) -> None:
+def run_list(
+    ctx: click.Context,
+    exp_name: str | None,
+    status: str | None,
+    tags: tuple[str, ...],
+    sort_by: str | None,
+    ascending: bool,
+    include_children: bool,
+    limit: int | None,
+    as_json: bool,
+) -> None:
     """List runs with their latest metric values.
 
     \b
@@ -262,8 +318,20 @@ def run_list(ctx: click.Context, exp_name: str | None, status: str | None, tags:
     for t in tags:
         k, sep, v = t.partition("=")
         tag_filter[k] = v if sep else None
-    rows = query_runs(ws, experiment=exp_name, tags=tag_filter or None, status=status, include_children=include_children, sort_by=sort_by, ascending=ascending, limit=limit)
-    rows = [reconcile(ws, r) if r["status"] not in ("Completed", "Failed", "Canceled") else r for r in rows]
+    rows = query_runs(
+        ws,
+        experiment=exp_name,
+        tags=tag_filter or None,
+        status=status,
+        include_children=include_children,
+        sort_by=sort_by,
+        ascending=ascending,
+        limit=limit,
+    )
+    rows = [
+        reconcile(ws, r) if r["status"] not in ("Completed", "Failed", "Canceled") else r
+        for r in rows
+    ]
     summary: dict[str, dict[str, Any]] = {r["id"]: {} for r in rows}
     ids = list(summary)
     for start in range(0, len(ids), 500):
@@ -284,7 +352,14 @@ def run_list(ctx: click.Context, exp_name: str | None, status: str | None, tags:
             if n not in names and len(names) < 4:
                 names.append(n)
     table = [
-        [r["id"], r["experiment"], r["number"], r["status"], _when(r["created"]), _duration(r["start_time"], r["end_time"])]
+        [
+            r["id"],
+            r["experiment"],
+            r["number"],
+            r["status"],
+            _when(r["created"]),
+            _duration(r["start_time"], r["end_time"]),
+        ]
         + [summary[r["id"]].get(n, "") for n in names]
         for r in rows
     ]
@@ -310,10 +385,25 @@ def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         d["files"] = r.get_file_names()
         _json(d)
         return
-    rows = [["run id", d["runId"]], ["experiment", d["experimentName"]], ["number", d["number"]], ["type", d["runType"]], ["status", d["status"]], ["target", d["target"]], ["created", d["createdTimeUtc"]], ["started", d["startTimeUtc"]], ["ended", d["endTimeUtc"]]]
+    rows = [
+        ["run id", d["runId"]],
+        ["experiment", d["experimentName"]],
+        ["number", d["number"]],
+        ["type", d["runType"]],
+        ["status", d["status"]],
+        ["target", d["target"]],
+        ["created", d["createdTimeUtc"]],
+        ["started", d["startTimeUtc"]],
+        ["ended", d["endTimeUtc"]],
+    ]
     rd = d["runDefinition"]
     if rd.get("script") or rd.get("command"):
-        rows.append(["command", " ".join([rd.get("script") or str(rd.get("command")), *rd.get("arguments", [])])])
+        rows.append(
+            [
+                "command",
+                " ".join([rd.get("script") or str(rd.get("command")), *rd.get("arguments", [])]),
+            ]
+        )
     if d.get("error"):
         rows.append(["error", d["error"]["error"].get("message")])
     for k, v in d["tags"].items():
@@ -331,7 +421,9 @@ def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @run.command("logs")
 @click.argument("run_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming until the run ends.")
-@click.option("--file", "name", default="logs/driver.log", show_default=True, help="Which log file.")
+@click.option(
+    "--file", "name", default="logs/driver.log", show_default=True, help="Which log file."
+)
 @click.pass_context
 def run_logs(ctx: click.Context, run_id: str, follow: bool, name: str) -> None:
     """Print a run's output (stdout and stderr of its script).
@@ -364,7 +456,13 @@ def run_metrics(ctx: click.Context, run_id: str, name: str | None, as_json: bool
     if as_json:
         _json(m)
         return
-    _table([[k, json.dumps(v, default=str) if not isinstance(v, (int, float, str)) else v] for k, v in m.items()], ["metric", "value"])
+    _table(
+        [
+            [k, json.dumps(v, default=str) if not isinstance(v, (int, float, str)) else v]
+            for k, v in m.items()
+        ],
+        ["metric", "value"],
+    )
 
 
 @run.command("cancel")
@@ -386,11 +484,22 @@ def run_cancel(ctx: click.Context, run_id: str) -> None:
 @run.command("download")
 @click.argument("run_id")
 @click.option("--outputs", "what", flag_value="outputs", help="Only outputs/.")
-@click.option("--snapshot", "what", flag_value="snapshot", help="The source snapshot instead of run files.")
+@click.option(
+    "--snapshot", "what", flag_value="snapshot", help="The source snapshot instead of run files."
+)
 @click.option("--zip", "as_zip", is_flag=True, help="Write a .zip file instead of a folder.")
-@click.option("-o", "--output", "output", type=click.Path(), default=None, help="Target folder (default: ./<run id>).")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(),
+    default=None,
+    help="Target folder (default: ./<run id>).",
+)
 @click.pass_context
-def run_download(ctx: click.Context, run_id: str, what: str | None, as_zip: bool, output: str | None) -> None:
+def run_download(
+    ctx: click.Context, run_id: str, what: str | None, as_zip: bool, output: str | None
+) -> None:
     """Download a run's files, outputs or snapshot (each file checked against its hash).
 
     \b
@@ -404,7 +513,11 @@ def run_download(ctx: click.Context, run_id: str, what: str | None, as_zip: bool
     ws = _open(ctx)
     r = ws.get_run(run_id)
     target = Path(output or (f"{run_id}-snapshot" if what == "snapshot" else run_id))
-    staging = Path(tempfile.mkdtemp(prefix=".mlws-download-", dir=target.parent if target.parent.exists() else None))
+    staging = Path(
+        tempfile.mkdtemp(
+            prefix=".mlws-download-", dir=target.parent if target.parent.exists() else None
+        )
+    )
     try:
         if what == "snapshot":
             r.restore_snapshot(staging)
@@ -468,8 +581,12 @@ def fsck_cmd(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _json(rep.as_dict())
     else:
-        click.echo(f"catalog: {'ok' if not rep.catalog_problems else '; '.join(rep.catalog_problems)}")
-        click.echo(f"blobs checked: {rep.blobs_checked}, corrupted: {len(rep.corrupted)}, missing: {len(rep.missing)}, unreadable manifests: {len(rep.bad_manifests)}")
+        click.echo(
+            f"catalog: {'ok' if not rep.catalog_problems else '; '.join(rep.catalog_problems)}"
+        )
+        click.echo(
+            f"blobs checked: {rep.blobs_checked}, corrupted: {len(rep.corrupted)}, missing: {len(rep.missing)}, unreadable manifests: {len(rep.bad_manifests)}"
+        )
         for d in rep.corrupted:
             click.echo(f"  corrupted {d}")
         for d in rep.missing:
@@ -482,7 +599,13 @@ def fsck_cmd(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command("gc")
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
-@click.option("--grace", type=float, default=3600.0, show_default=True, help="Keep unreferenced blobs younger than this many seconds.")
+@click.option(
+    "--grace",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Keep unreferenced blobs younger than this many seconds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, as_json: bool) -> None:
@@ -500,7 +623,9 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, as_json: bool) -> No
         _json(rep.as_dict())
     else:
         verb = "would remove" if dry_run else "removed"
-        click.echo(f"{verb} {rep.removed} blob(s), {rep.bytes_freed / 1e6:.1f} MB; kept {rep.kept_recent} recent unreferenced blob(s)")
+        click.echo(
+            f"{verb} {rep.removed} blob(s), {rep.bytes_freed / 1e6:.1f} MB; kept {rep.kept_recent} recent unreferenced blob(s)"
+        )
 
 
 if __name__ == "__main__":

@@ -46,10 +46,14 @@ def filter_clauses(
     for table, flt in (("run_tags", _as_filter(tags)), ("run_properties", _as_filter(properties))):
         for k, v in flt.items():
             if v is None:
-                where.append(f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = ?)")
+                where.append(
+                    f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = ?)"
+                )
                 params.append(k)
             else:
-                where.append(f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = ? AND x.value = ?)")
+                where.append(
+                    f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = ? AND x.value = ?)"
+                )
                 params += [k, v]
     if run_type is not None:
         where.append("r.type = ?")
@@ -116,13 +120,17 @@ class Experiment:
     :raises InvalidName: the name breaks the naming rules (letters, digits, ``_``, ``-``).
     """
 
-    def __init__(self, workspace: Workspace, name: str, _create: bool = True, **_azure_kwargs: Any) -> None:
+    def __init__(
+        self, workspace: Workspace, name: str, _create: bool = True, **_azure_kwargs: Any
+    ) -> None:
         self.workspace = workspace
         self.name = check_experiment_name(name)
         row = workspace.catalog.one("SELECT id FROM experiments WHERE name = ?", (name,))
         if row is None:
             if not _create:
-                raise ExperimentNotFound(f"no experiment named {name!r} in workspace {workspace.name!r}")
+                raise ExperimentNotFound(
+                    f"no experiment named {name!r} in workspace {workspace.name!r}"
+                )
             with workspace.catalog.write() as conn:
                 conn.execute(
                     "INSERT OR IGNORE INTO experiments (name, id, created) VALUES (?, ?, ?)",
@@ -135,22 +143,32 @@ class Experiment:
         return f"Experiment(name={self.name!r}, workspace={self.workspace.name!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Experiment) and other.name == self.name and other.workspace.path == self.workspace.path
+        return (
+            isinstance(other, Experiment)
+            and other.name == self.name
+            and other.workspace.path == self.workspace.path
+        )
 
     def __hash__(self) -> int:
         return hash((self.name, str(self.workspace.path)))
 
     @classmethod
-    def list(cls, workspace: Workspace, experiment_name: str | None = None, **_kwargs: Any) -> list[Experiment]:
+    def list(
+        cls, workspace: Workspace, experiment_name: str | None = None, **_kwargs: Any
+    ) -> list[Experiment]:
         rows = workspace.catalog.query("SELECT name FROM experiments ORDER BY name")
-        return [cls(workspace, r[0], _create=False) for r in rows if experiment_name in (None, r[0])]
+        return [
+            cls(workspace, r[0], _create=False) for r in rows if experiment_name in (None, r[0])
+        ]
 
     def submit(self, config: Any, tags: dict[str, Any] | None = None, **kwargs: Any) -> Run:
         """Submit a run configuration (``ScriptRunConfig``); returns the run at once while it
         goes on in the background, surviving this process."""
         submit = getattr(config, "_submit", None)
         if submit is None:
-            raise UserErrorException(f"cannot submit a {type(config).__name__}; pass a ScriptRunConfig")
+            raise UserErrorException(
+                f"cannot submit a {type(config).__name__}; pass a ScriptRunConfig"
+            )
         return submit(self, tags=tags, **kwargs)
 
     def start_logging(

@@ -126,7 +126,8 @@ class MetricWriter:
                         # Read inside the write transaction, so two processes logging to the
                         # same run and name never hand out the same step.
                         cur = conn.execute(
-                            "SELECT max(step) FROM metrics WHERE run_id = ? AND name = ?", (run_id, name)
+                            "SELECT max(step) FROM metrics WHERE run_id = ? AND name = ?",
+                            (run_id, name),
                         ).fetchone()[0]
                         next_step[name] = -1 if cur is None else cur
                     next_step[name] += 1
@@ -235,7 +236,9 @@ def shape(kind: str, values: list[Any]) -> Any:
     return values[-1]
 
 
-def read_metrics(catalog: Catalog, run_ids: list[str], name: str | None = None) -> dict[str, dict[str, Any]]:
+def read_metrics(
+    catalog: Catalog, run_ids: list[str], name: str | None = None
+) -> dict[str, dict[str, Any]]:
     """``{run_id: {metric name: v1-shaped value}}`` for the given runs."""
     out: dict[str, dict[str, Any]] = {rid: {} for rid in run_ids}
     if not run_ids:

@@ -68,7 +68,11 @@ class RunConfiguration:
     def from_dict(cls, data: dict[str, Any]) -> RunConfiguration:
         if not isinstance(data, dict):
             raise RunConfigError("a run configuration must be a mapping")
-        rc = cls(script=data.get("script"), arguments=data.get("arguments") or [], command=data.get("command"))
+        rc = cls(
+            script=data.get("script"),
+            arguments=data.get("arguments") or [],
+            command=data.get("command"),
+        )
         rc.target = data.get("target") or "local"
         rc.framework = data.get("framework") or "Python"
         rc.communicator = data.get("communicator") or "None"
@@ -76,10 +80,17 @@ class RunConfiguration:
         rc.max_run_duration_seconds = data.get("maxRunDurationSeconds")
         rc.environment = data.get("environment")
         rc.environment_variables = dict(data.get("environmentVariables") or {})
-        rc.history = HistoryConfiguration(bool((data.get("history") or {}).get("outputCollection", True)))
+        rc.history = HistoryConfiguration(
+            bool((data.get("history") or {}).get("outputCollection", True))
+        )
         return rc
 
-    def save(self, path: str | os.PathLike[str] | None = None, name: str | None = None, separate_environment_yaml: bool = False) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        separate_environment_yaml: bool = False,
+    ) -> Path:
         """Write YAML to ``path`` (a ``.yml``/``.yaml``/``.runconfig`` file), or to
         ``<path or cwd>/.mlws/<name>.yml``."""
         import yaml
@@ -92,7 +103,9 @@ class RunConfiguration:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None, name: str | None = None) -> RunConfiguration:
+    def load(
+        cls, path: str | os.PathLike[str] | None = None, name: str | None = None
+    ) -> RunConfiguration:
         """Read a run configuration saved by :meth:`save` (or v1's ``.azureml/<name>.runconfig``)."""
         import yaml
 
@@ -112,13 +125,19 @@ def _config_path(path: str | os.PathLike[str] | None, name: str | None, for_save
         return p
     if not name:
         raise RunConfigError("give a file path ending in .yml/.runconfig, or a folder and a name")
-    candidates = [p / ".mlws" / f"{name}.yml", p / ".azureml" / f"{name}.runconfig", p / f"{name}.runconfig"]
+    candidates = [
+        p / ".mlws" / f"{name}.yml",
+        p / ".azureml" / f"{name}.runconfig",
+        p / f"{name}.runconfig",
+    ]
     if for_save:
         return candidates[0]
     for c in candidates:
         if c.is_file():
             return c
-    raise RunConfigError(f"no run configuration named {name!r} under {p} (looked for .mlws/{name}.yml, .azureml/{name}.runconfig)")
+    raise RunConfigError(
+        f"no run configuration named {name!r} under {p} (looked for .mlws/{name}.yml, .azureml/{name}.runconfig)"
+    )
 
 
 class ScriptRunConfig:
@@ -148,7 +167,11 @@ class ScriptRunConfig:
         if command is not None:
             self.run_config.command = command
         if compute_target is not None:
-            self.run_config.target = compute_target if isinstance(compute_target, str) else getattr(compute_target, "name", str(compute_target))
+            self.run_config.target = (
+                compute_target
+                if isinstance(compute_target, str)
+                else getattr(compute_target, "name", str(compute_target))
+            )
         if environment is not None:
             self.run_config.environment = environment
         if max_run_duration_seconds is not None:
@@ -191,7 +214,9 @@ class ScriptRunConfig:
             raise RunConfigError(f"script {script} not found in source directory {src}")
         return src, script
 
-    def _submit(self, experiment: Experiment, tags: dict[str, Any] | None = None, **kwargs: Any) -> Run:
+    def _submit(
+        self, experiment: Experiment, tags: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Run:
         from .runner import submit_script
 
         return submit_script(experiment, self, tags=tags)

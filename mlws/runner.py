@@ -37,7 +37,9 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 def _python_path(existing: str | None) -> str:
     """PYTHONPATH with mlws importable first, so the supervisor and scripts see this mlws."""
-    parts = [_PACKAGE_PARENT] + [p for p in (existing or "").split(os.pathsep) if p and p != _PACKAGE_PARENT]
+    parts = [_PACKAGE_PARENT] + [
+        p for p in (existing or "").split(os.pathsep) if p and p != _PACKAGE_PARENT
+    ]
     return os.pathsep.join(parts)
 
 
@@ -69,13 +71,21 @@ def _resolve_environment(env: Any) -> dict[str, Any]:
         )
     if interpreter and interpreter != "python":
         if not (os.path.isfile(interpreter) and os.access(interpreter, os.X_OK)):
-            raise RunConfigError(f"environment {name!r}: interpreter {interpreter} is not an executable file")
+            raise RunConfigError(
+                f"environment {name!r}: interpreter {interpreter} is not an executable file"
+            )
     else:
         interpreter = sys.executable
-    return {"name": name, "interpreter": interpreter, "variables": {str(k): str(v) for k, v in variables.items()}}
+    return {
+        "name": name,
+        "interpreter": interpreter,
+        "variables": {str(k): str(v) for k, v in variables.items()},
+    }
 
 
-def submit_script(experiment: Experiment, config: ScriptRunConfig, tags: dict[str, Any] | None = None) -> Run:
+def submit_script(
+    experiment: Experiment, config: ScriptRunConfig, tags: dict[str, Any] | None = None
+) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``)."""
     from .compute import target_config
     from .runs import SCRIPT_RUN, Run, insert_run, process_start_time, set_status
@@ -85,7 +95,9 @@ def submit_script(experiment: Experiment, config: ScriptRunConfig, tags: dict[st
     rc = config.run_config
     target_type, _ = target_config(ws, rc.target)
     if target_type != "local":
-        raise RunConfigError(f"compute target {rc.target!r} of type {target_type!r} cannot run scripts yet")
+        raise RunConfigError(
+            f"compute target {rc.target!r} of type {target_type!r} cannot run scripts yet"
+        )
     src, script = config.validate()
     env = _resolve_environment(rc.environment)
     snap = take_snapshot(ws.blobs, src)
@@ -115,7 +127,11 @@ def submit_script(experiment: Experiment, config: ScriptRunConfig, tags: dict[st
             "environment": env["name"],
         },
         tags=tags,
-        properties={"azureml.runsource": "experiment", "ContentSnapshotId": snap.manifest, **git_properties(src)},
+        properties={
+            "azureml.runsource": "experiment",
+            "ContentSnapshotId": snap.manifest,
+            **git_properties(src),
+        },
     )
     run_id = row["id"]
     penv = dict(os.environ)
@@ -131,7 +147,12 @@ def submit_script(experiment: Experiment, config: ScriptRunConfig, tags: dict[st
             close_fds=True,
         )
     except OSError as e:
-        set_status(ws, run_id, "Failed", error={"code": "SystemError", "message": f"could not start the run: {e}"})
+        set_status(
+            ws,
+            run_id,
+            "Failed",
+            error={"code": "SystemError", "message": f"could not start the run: {e}"},
+        )
         raise MlwsError(f"could not start the supervising process: {e}") from None
     # The supervisor may already have moved on (Queued/Running): only fill in what is missing.
     with ws.catalog.write() as conn:
@@ -188,7 +209,16 @@ class _Supervisor:
         except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
             self._kill_group(signal.SIGKILL)
             msg = str(e) if isinstance(e, MlwsError) else f"{type(e).__name__}: {e}"
-            set_status(self.ws, self.run_id, "Failed", error={"code": "SystemError", "message": f"mlws could not run the script: {msg}", "trace": traceback.format_exc()})
+            set_status(
+                self.ws,
+                self.run_id,
+                "Failed",
+                error={
+                    "code": "SystemError",
+                    "message": f"mlws could not run the script: {msg}",
+                    "trace": traceback.format_exc(),
+                },
+            )
         finally:
             if self.workdir is not None and not os.environ.get("MLWS_KEEP_WORKDIR"):
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -233,14 +263,25 @@ class _Supervisor:
         log = open(workdir / "logs" / "driver.log", "ab")  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
-                argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv,
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as e:
             log.close()
             raise MlwsError(f"cannot start {argv[0]}: {e.strerror}") from None
         log.close()
-        set_status(ws, self.run_id, "Running", pid=self.proc.pid, pid_start=process_start_time(self.proc.pid))
+        set_status(
+            ws,
+            self.run_id,
+            "Running",
+            pid=self.proc.pid,
+            pid_start=process_start_time(self.proc.pid),
+        )
         outcome = self._watch()
         self._kill_group(signal.SIGKILL)  # leftovers the script started and left behind
         if outcome[0] != "Canceled":
@@ -270,10 +311,15 @@ class _Supervisor:
             if limit and now - started > float(limit) and cancel_at is None:
                 self._kill_group(signal.SIGKILL)
                 self.proc.wait()
-                return "Failed", {"code": "RunTimeout", "message": f"the run exceeded max_run_duration_seconds={limit} and was killed"}
+                return "Failed", {
+                    "code": "RunTimeout",
+                    "message": f"the run exceeded max_run_duration_seconds={limit} and was killed",
+                }
         if cancel_at is not None or self.status() == "CancelRequested":
             return "Canceled", None
-        requested = self.ws.catalog.scalar("SELECT requested_status FROM runs WHERE id = ?", (self.run_id,))
+        requested = self.ws.catalog.scalar(
+            "SELECT requested_status FROM runs WHERE id = ?", (self.run_id,)
+        )
         if requested == "Failed":
             return "Failed", None  # the script called run.fail(); its error is recorded
         if rc == 0:
@@ -283,8 +329,14 @@ class _Supervisor:
                 name = signal.Signals(-rc).name
             except ValueError:
                 name = f"signal {-rc}"
-            return "Failed", {"code": "ProcessKilled", "message": f"the script was killed by signal {-rc} ({name})"}
-        return "Failed", {"code": "UserError", "message": f"the script exited with code {rc}{self._last_error_line()}"}
+            return "Failed", {
+                "code": "ProcessKilled",
+                "message": f"the script was killed by signal {-rc} ({name})",
+            }
+        return "Failed", {
+            "code": "UserError",
+            "message": f"the script exited with code {rc}{self._last_error_line()}",
+        }
 
     def _last_error_line(self) -> str:
         try:
@@ -292,7 +344,11 @@ class _Supervisor:
             with open(self.workdir / "logs" / "driver.log", "rb") as f:
                 f.seek(0, os.SEEK_END)
                 f.seek(max(0, f.tell() - 8192))
-                lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+                lines = [
+                    ln.strip()
+                    for ln in f.read().decode("utf-8", "replace").splitlines()
+                    if ln.strip()
+                ]
             return f": {lines[-1]}" if lines else ""
         except OSError:
             return ""
@@ -318,7 +374,16 @@ class _Supervisor:
                 if f.is_file() and not f.is_symlink():
                     digest, size, _ = self.ws.blobs.put_file(f)
                     mode = 0o755 if os.access(f, os.X_OK) else 0o644
-                    items.append((self.run_id, f.relative_to(workdir).as_posix(), digest, size, mode, time.time()))
+                    items.append(
+                        (
+                            self.run_id,
+                            f.relative_to(workdir).as_posix(),
+                            digest,
+                            size,
+                            mode,
+                            time.time(),
+                        )
+                    )
         with self.ws.catalog.write() as conn:
             conn.executemany("INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?, ?, ?)", items)
 
@@ -335,7 +400,14 @@ class _Supervisor:
             (self.run_id,),
         ):
             if r["status"] not in TERMINAL:
-                set_status(self.ws, r["id"], status, error=None if status == "Completed" else {"code": "ParentEnded", "message": f"the parent run ended {status}"})
+                set_status(
+                    self.ws,
+                    r["id"],
+                    status,
+                    error=None
+                    if status == "Completed"
+                    else {"code": "ParentEnded", "message": f"the parent run ended {status}"},
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,7 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, _frame: Any) -> None:
         # Stopped from outside (shutdown, kill): take the script down too and say why.
         sup._kill_group(signal.SIGKILL)
-        set_status(ws, args[1], "Failed", error={"code": "SupervisorStopped", "message": f"the supervising process got signal {signum}"})
+        set_status(
+            ws,
+            args[1],
+            "Failed",
+            error={
+                "code": "SupervisorStopped",
+                "message": f"the supervising process got signal {signum}",
+            },
+        )
         os._exit(1)
 
     signal.signal(signal.SIGTERM, on_term)

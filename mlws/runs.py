@@ -37,7 +37,15 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 TERMINAL = ("Completed", "Failed", "Canceled")
-ACTIVE = ("NotStarted", "Queued", "Preparing", "Starting", "Running", "Finalizing", "CancelRequested")
+ACTIVE = (
+    "NotStarted",
+    "Queued",
+    "Preparing",
+    "Starting",
+    "Running",
+    "Finalizing",
+    "CancelRequested",
+)
 INTERACTIVE = "interactive"
 SCRIPT_RUN = "azureml.scriptrun"
 #: A submitted run with no supervising process for this long was never started.
@@ -96,7 +104,9 @@ def insert_run(
     with ws.catalog.write() as conn:
         root_id = None
         if parent_id is not None:
-            parent = conn.execute("SELECT root_id, child_count FROM runs WHERE id = ?", (parent_id,)).fetchone()
+            parent = conn.execute(
+                "SELECT root_id, child_count FROM runs WHERE id = ?", (parent_id,)
+            ).fetchone()
             if parent is None:
                 raise RunNotFound(f"no run with id {parent_id!r}")
             root_id = parent[0]
@@ -106,7 +116,9 @@ def insert_run(
         if run_id is None:
             run_id = new_run_id(experiment)
         if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
-            raise UserErrorException(f"a run with id {run_id!r} already exists; choose another run_id")
+            raise UserErrorException(
+                f"a run with id {run_id!r} already exists; choose another run_id"
+            )
         number = conn.execute(
             "SELECT coalesce(max(number), 0) + 1 FROM runs WHERE experiment = ?", (experiment,)
         ).fetchone()[0]
@@ -127,10 +139,13 @@ def insert_run(
         }
         row.update(fields or {})
         cols = ",".join(row)
-        conn.execute(f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(row))})", list(row.values()))
+        conn.execute(
+            f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(row))})", list(row.values())
+        )
         if tags:
             conn.executemany(
-                "INSERT INTO run_tags VALUES (?, ?, ?)", [(run_id, str(k), _str(v)) for k, v in tags.items()]
+                "INSERT INTO run_tags VALUES (?, ?, ?)",
+                [(run_id, str(k), _str(v)) for k, v in tags.items()],
             )
         if properties:
             conn.executemany(
@@ -201,9 +216,7 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
             reason = "the run was never started: no supervising process was recorded"
     elif row["pid"]:
         if not process_alive(row["pid"], row["pid_start"]):
-            reason = (
-                f"the process that was running this run (pid {row['pid']}) exited without completing it"
-            )
+            reason = f"the process that was running this run (pid {row['pid']}) exited without completing it"
     if reason is None:
         return row
     set_status(ws, row["id"], "Failed", error={"code": "ProcessDied", "message": reason})
@@ -228,7 +241,9 @@ class Run:
 
     _context: Run | None = None
 
-    def __init__(self, experiment: Experiment, run_id: str, _row: sqlite3.Row | None = None) -> None:
+    def __init__(
+        self, experiment: Experiment, run_id: str, _row: sqlite3.Row | None = None
+    ) -> None:
         self.experiment = experiment
         self.workspace: Workspace = experiment.workspace
         self.id = run_id
@@ -286,7 +301,11 @@ class Run:
         return f"Run(experiment={self.experiment.name!r}, id={self.id!r}, status={self._row['status']!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Run) and other.id == self.id and other.workspace.path == self.workspace.path
+        return (
+            isinstance(other, Run)
+            and other.id == self.id
+            and other.workspace.path == self.workspace.path
+        )
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -316,11 +335,15 @@ class Run:
             cls._context = run
             return run
         if not allow_offline:
-            raise RunStateError("not inside a submitted run (MLWS_RUN_ID is not set) and allow_offline=False")
+            raise RunStateError(
+                "not inside a submitted run (MLWS_RUN_ID is not set) and allow_offline=False"
+            )
         from .experiments import Experiment
 
         ws = Workspace.from_config()
-        run = Experiment(ws, "offline").start_logging(display_name=Path(sys.argv[0] or "python").name)
+        run = Experiment(ws, "offline").start_logging(
+            display_name=Path(sys.argv[0] or "python").name
+        )
         _finish_at_exit(run)
         cls._context = run
         return run
@@ -379,14 +402,20 @@ class Run:
             set_status(self.workspace, self.id, "Completed")
         self._refresh()
 
-    def fail(self, error_details: Any = None, error_code: str | None = None, _set_status: bool = True) -> None:
+    def fail(
+        self, error_details: Any = None, error_code: str | None = None, _set_status: bool = True
+    ) -> None:
         """Flush metrics and mark the run Failed, recording ``error_details``."""
         self.flush()
-        err = {"code": error_code or "UserError", "message": str(error_details or "the run called fail()")}
+        err = {
+            "code": error_code or "UserError",
+            "message": str(error_details or "the run called fail()"),
+        }
         if self._in_context and self._row["type"] == SCRIPT_RUN:
             with self.workspace.catalog.write() as conn:
                 conn.execute(
-                    "UPDATE runs SET requested_status = 'Failed', error = ? WHERE id = ?", (json.dumps(err), self.id)
+                    "UPDATE runs SET requested_status = 'Failed', error = ? WHERE id = ?",
+                    (json.dumps(err), self.id),
                 )
             return
         if _set_status:
@@ -401,7 +430,11 @@ class Run:
             return
         if row["supervisor_pid"]:
             set_status(self.workspace, self.id, "CancelRequested")
-            if row["pid"] and row["host"] == socket.gethostname() and process_alive(row["pid"], row["pid_start"]):
+            if (
+                row["pid"]
+                and row["host"] == socket.gethostname()
+                and process_alive(row["pid"], row["pid_start"])
+            ):
                 import signal
 
                 try:
@@ -432,7 +465,9 @@ class Run:
         delay = 0.01
         while self.get_status() not in TERMINAL:
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"run {self.id} is still {self._row['status']} after {timeout} s")
+                raise TimeoutError(
+                    f"run {self.id} is still {self._row['status']} after {timeout} s"
+                )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.25)
         details = self.get_details()
@@ -450,16 +485,21 @@ class Run:
     def set_tags(self, tags: dict[str, Any]) -> None:
         with self.workspace.catalog.write() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)", [(self.id, str(k), _str(v)) for k, v in tags.items()]
+                "INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)",
+                [(self.id, str(k), _str(v)) for k, v in tags.items()],
             )
 
     def remove_tags(self, tags: list[str] | str) -> None:
         keys = [tags] if isinstance(tags, str) else list(tags)
         with self.workspace.catalog.write() as conn:
-            conn.executemany("DELETE FROM run_tags WHERE run_id = ? AND key = ?", [(self.id, k) for k in keys])
+            conn.executemany(
+                "DELETE FROM run_tags WHERE run_id = ? AND key = ?", [(self.id, k) for k in keys]
+            )
 
     def get_tags(self) -> dict[str, str | None]:
-        rows = self.workspace.catalog.query("SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key", (self.id,))
+        rows = self.workspace.catalog.query(
+            "SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key", (self.id,)
+        )
         return {r[0]: r[1] for r in rows}
 
     @property
@@ -472,13 +512,18 @@ class Run:
         new = {str(k): _str(v) for k, v in properties.items()}
         with self.workspace.catalog.write() as conn:
             for k, v in new.items():
-                old = conn.execute("SELECT value FROM run_properties WHERE run_id = ? AND key = ?", (self.id, k)).fetchone()
+                old = conn.execute(
+                    "SELECT value FROM run_properties WHERE run_id = ? AND key = ?", (self.id, k)
+                ).fetchone()
                 if old is not None and old[0] != v:
                     raise PropertyConflict(
                         f"property {k!r} of run {self.id} is already {old[0]!r}; properties are add-only, "
                         "use a tag for values that change"
                     )
-            conn.executemany("INSERT OR IGNORE INTO run_properties VALUES (?, ?, ?)", [(self.id, k, v) for k, v in new.items()])
+            conn.executemany(
+                "INSERT OR IGNORE INTO run_properties VALUES (?, ?, ?)",
+                [(self.id, k, v) for k, v in new.items()],
+            )
 
     def get_properties(self) -> dict[str, str | None]:
         rows = self.workspace.catalog.query(
@@ -515,7 +560,9 @@ class Run:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
-                raise UserErrorException(f"{kind} metric {name!r} must be a dict or a JSON string") from None
+                raise UserErrorException(
+                    f"{kind} metric {name!r} must be a dict or a JSON string"
+                ) from None
         self._metric_writer.add(name, kind, value)
 
     def log_confusion_matrix(self, name: str, value: Any, description: str = "") -> None:
@@ -530,7 +577,9 @@ class Run:
     def log_predictions(self, name: str, value: Any, description: str = "") -> None:
         self._log_json("predictions", name, value)
 
-    def log_image(self, name: str, path: str | None = None, plot: Any = None, description: str = "") -> None:
+    def log_image(
+        self, name: str, path: str | None = None, plot: Any = None, description: str = ""
+    ) -> None:
         """Log a PNG file (``path``) or a matplotlib figure / pyplot (``plot``) as an image metric;
         the image is stored as the run file ``images/<name>[_<n>].png``."""
         if (path is None) == (plot is None):
@@ -558,7 +607,11 @@ class Run:
             self._writer.flush()
 
     def get_metrics(
-        self, name: str | None = None, recursive: bool = False, run_type: str | None = None, populate: bool = False
+        self,
+        name: str | None = None,
+        recursive: bool = False,
+        run_type: str | None = None,
+        populate: bool = False,
     ) -> dict[str, Any]:
         """Metrics in v1 shapes; with ``recursive``, ``{run_id: metrics}`` for this run and its
         descendants (optionally only those of ``run_type``)."""
@@ -571,7 +624,9 @@ class Run:
         return _metrics.read_metrics(self.workspace.catalog, ids, name)
 
     # -- children ---------------------------------------------------------------------------
-    def child_run(self, name: str | None = None, run_id: str | None = None, outputs: str | None = None) -> Run:
+    def child_run(
+        self, name: str | None = None, run_id: str | None = None, outputs: str | None = None
+    ) -> Run:
         """Create and start a child run (Running), recorded against this process."""
         from .experiments import Experiment
 
@@ -585,10 +640,15 @@ class Run:
             display_name=name,
             fields={"pid": os.getpid(), "pid_start": process_start_time(os.getpid())},
         )
-        return Run(Experiment(self.workspace, self.experiment.name, _create=False), row["id"], _row=row)
+        return Run(
+            Experiment(self.workspace, self.experiment.name, _create=False), row["id"], _row=row
+        )
 
     def create_children(
-        self, count: int | None = None, tag_key: str | None = None, tag_values: list[Any] | None = None
+        self,
+        count: int | None = None,
+        tag_key: str | None = None,
+        tag_values: list[Any] | None = None,
     ) -> list[Run]:
         """Create ``count`` children, or one per ``tag_values`` item tagged ``tag_key=value``."""
         if tag_values is not None:
@@ -616,7 +676,9 @@ class Run:
         """Children of this run (all descendants with ``recursive``), oldest first."""
         from .experiments import filter_clauses
 
-        where, params = filter_clauses(tags=tags, properties=properties, run_type=type, status=status)
+        where, params = filter_clauses(
+            tags=tags, properties=properties, run_type=type, status=status
+        )
         if recursive:
             sql = (
                 "WITH RECURSIVE tree(id) AS (SELECT id FROM runs WHERE parent_id = ?"
@@ -657,11 +719,18 @@ class Run:
         """Files of the run: uploaded, collected outputs and logs, plus live ``logs/`` and
         ``outputs/`` while the run runs on this machine."""
         self._refresh()
-        stored = {r[0] for r in self.workspace.catalog.query("SELECT path FROM run_files WHERE run_id = ?", (self.id,))}
+        stored = {
+            r[0]
+            for r in self.workspace.catalog.query(
+                "SELECT path FROM run_files WHERE run_id = ?", (self.id,)
+            )
+        }
         return sorted(stored | set(self._live_files()))
 
     def _stored_blob(self, name: str) -> str | None:
-        return self.workspace.catalog.scalar("SELECT blob FROM run_files WHERE run_id = ? AND path = ?", (self.id, name))
+        return self.workspace.catalog.scalar(
+            "SELECT blob FROM run_files WHERE run_id = ? AND path = ?", (self.id, name)
+        )
 
     def _read_file_text(self, name: str) -> str:
         blob = self._stored_blob(name)
@@ -669,10 +738,17 @@ class Run:
             return self.workspace.blobs.read_bytes(blob).decode("utf-8", errors="replace")
         live = self._live_files().get(name)
         if live is None:
-            raise UserErrorException(f"run {self.id} has no file {name!r}; see run.get_file_names()")
+            raise UserErrorException(
+                f"run {self.id} has no file {name!r}; see run.get_file_names()"
+            )
         return live.read_text(errors="replace")
 
-    def upload_file(self, name: str, path_or_stream: str | os.PathLike[str] | IO[bytes], datastore_name: str | None = None) -> dict[str, Any]:
+    def upload_file(
+        self,
+        name: str,
+        path_or_stream: str | os.PathLike[str] | IO[bytes],
+        datastore_name: str | None = None,
+    ) -> dict[str, Any]:
         """Store a file (path or binary stream) as run file ``name``."""
         check_relpath(name)
         blobs = self.workspace.blobs
@@ -691,10 +767,12 @@ class Run:
     def upload_files(self, names: list[str], paths: list[str], **_kwargs: Any) -> None:
         if len(names) != len(paths):
             raise UserErrorException("upload_files: names and paths must have the same length")
-        for n, p in zip(names, paths):
+        for n, p in zip(names, paths, strict=True):
             self.upload_file(n, p)
 
-    def upload_folder(self, name: str, path: str | os.PathLike[str], datastore_name: str | None = None) -> list[str]:
+    def upload_folder(
+        self, name: str, path: str | os.PathLike[str], datastore_name: str | None = None
+    ) -> list[str]:
         """Store every file under ``path`` as run files ``name/<relative path>``."""
         src = Path(path)
         if not src.is_dir():
@@ -706,7 +784,14 @@ class Run:
         for f in sorted(p for p in src.rglob("*") if p.is_file()):
             rel = f.relative_to(src).as_posix()
             digest, size, _ = self.workspace.blobs.put_file(f)
-            items.append((f"{prefix}/{rel}" if prefix else rel, digest, size, 0o755 if os.access(f, os.X_OK) else 0o644))
+            items.append(
+                (
+                    f"{prefix}/{rel}" if prefix else rel,
+                    digest,
+                    size,
+                    0o755 if os.access(f, os.X_OK) else 0o644,
+                )
+            )
         self._add_files(items)
         return [i[0] for i in items]
 
@@ -718,7 +803,12 @@ class Run:
                 [(self.id, n, d, s, m, now) for n, d, s, m in items],
             )
 
-    def download_file(self, name: str, output_file_path: str | os.PathLike[str] | None = None, _validate_checksum: bool = False) -> Path:
+    def download_file(
+        self,
+        name: str,
+        output_file_path: str | os.PathLike[str] | None = None,
+        _validate_checksum: bool = False,
+    ) -> Path:
         """Copy run file ``name`` to ``output_file_path`` (a file or folder; default: cwd)."""
         check_relpath(name)
         out = Path(output_file_path) if output_file_path is not None else Path(Path(name).name)
@@ -732,7 +822,9 @@ class Run:
         else:
             live = self._live_files().get(name)
             if live is None:
-                raise UserErrorException(f"run {self.id} has no file {name!r}; see run.get_file_names()")
+                raise UserErrorException(
+                    f"run {self.id} has no file {name!r}; see run.get_file_names()"
+                )
             src = live
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.mlws-tmp")
@@ -751,7 +843,11 @@ class Run:
         """Copy every run file under ``prefix`` into ``output_directory`` keeping relative paths
         (without the prefix when ``append_prefix`` is false)."""
         target = Path(output_directory or ".")
-        names = [n for n in self.get_file_names() if prefix is None or n == prefix or n.startswith(prefix.rstrip("/") + "/")]
+        names = [
+            n
+            for n in self.get_file_names()
+            if prefix is None or n == prefix or n.startswith(prefix.rstrip("/") + "/")
+        ]
         out = []
         for n in names:
             rel = n
@@ -772,7 +868,9 @@ class Run:
         return target
 
     # -- logs -------------------------------------------------------------------------------
-    def iter_log(self, name: str = "logs/driver.log", follow: bool = False, timeout: float | None = None) -> Iterator[str]:
+    def iter_log(
+        self, name: str = "logs/driver.log", follow: bool = False, timeout: float | None = None
+    ) -> Iterator[str]:
         """Yield the text of a log file; with ``follow``, keep yielding as it grows until the run
         is terminal (the open file survives the working folder's removal at the end)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -808,7 +906,9 @@ class Run:
                     if handle is None:
                         blob = self._stored_blob(name)
                         if blob is not None:
-                            yield self.workspace.blobs.read_bytes(blob).decode("utf-8", errors="replace")
+                            yield self.workspace.blobs.read_bytes(blob).decode(
+                                "utf-8", errors="replace"
+                            )
                     return
                 if deadline is not None and time.monotonic() > deadline:
                     return

@@ -88,7 +88,9 @@ class HashCache:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn = sqlite3.connect(
+            str(path), timeout=30, isolation_level=None, check_same_thread=False
+        )
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute(
@@ -128,7 +130,9 @@ def default_cache_path() -> Path:
     return user_cache_dir() / "hashcache.db"
 
 
-def take_snapshot(blobs: BlobStore, source_dir: str | os.PathLike[str], cache_path: Path | None = None) -> Snapshot:
+def take_snapshot(
+    blobs: BlobStore, source_dir: str | os.PathLike[str], cache_path: Path | None = None
+) -> Snapshot:
     """Capture ``source_dir`` into ``blobs``; returns the manifest hash and counts.
 
     :raises SnapshotError: the folder is missing or unreadable.
@@ -147,7 +151,12 @@ def take_snapshot(blobs: BlobStore, source_dir: str | os.PathLike[str], cache_pa
             key = f"{real_root}/{rel}"
             cached = known.get(key)
             hint = None
-            if cached is not None and cached[0] == st.st_size and cached[1] == st.st_mtime_ns and cached[2] == st.st_ino:
+            if (
+                cached is not None
+                and cached[0] == st.st_size
+                and cached[1] == st.st_mtime_ns
+                and cached[2] == st.st_ino
+            ):
                 hint = cached[3]
             try:
                 digest, size, stored = blobs.put_file(abspath, known=hint)
@@ -190,7 +199,11 @@ _MLFLOW_ALIASES = {
 def _git(folder: Path, *args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10, check=False
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -98,7 +98,9 @@ def _config_workspace_path(config_file: Path) -> Path:
             return Path(known[name])
         # An Azure config for a workspace never seen here: give it a local home by that name.
         return user_data_dir() / "workspaces" / str(name)
-    raise InvalidWorkspace(f"{config_file} names no workspace: expected 'workspace_path' or 'workspace_name'")
+    raise InvalidWorkspace(
+        f"{config_file} names no workspace: expected 'workspace_path' or 'workspace_name'"
+    )
 
 
 def find_workspace_path(path: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
@@ -151,9 +153,13 @@ class Workspace:
             self.name: str = str(info["name"])
             self.created: float = float(info.get("created", 0))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InvalidWorkspace(f"{identity} is not a valid workspace identity file: {e}") from None
+            raise InvalidWorkspace(
+                f"{identity} is not a valid workspace identity file: {e}"
+            ) from None
         (self.path / "locks").mkdir(exist_ok=True)
-        self.catalog = Catalog(self.path / CATALOG_FILE, lock_path=self.path / "locks" / "catalog.lock")
+        self.catalog = Catalog(
+            self.path / CATALOG_FILE, lock_path=self.path / "locks" / "catalog.lock"
+        )
         try:
             self.catalog.migrate()
         except BaseException:
@@ -178,7 +184,9 @@ class Workspace:
         identity = p / IDENTITY_FILE
         if identity.exists():
             if not exist_ok:
-                raise WorkspaceExists(f"a workspace already exists at {p}; open it with Workspace({str(p)!r})")
+                raise WorkspaceExists(
+                    f"a workspace already exists at {p}; open it with Workspace({str(p)!r})"
+                )
             return cls(p)
         p.mkdir(parents=True, exist_ok=True)
         for sub in ("blobs", "locks", "services", "datastores/workspaceblobstore"):
@@ -213,7 +221,9 @@ class Workspace:
         return ws
 
     @classmethod
-    def from_config(cls, path: str | os.PathLike[str] | None = None, _file_name: str | None = None) -> Workspace:
+    def from_config(
+        cls, path: str | os.PathLike[str] | None = None, _file_name: str | None = None
+    ) -> Workspace:
         """Find and open the workspace (see module docstring for the order).
 
         ``path`` may be a workspace folder, a ``config.json`` file or a folder to search for one,
@@ -250,13 +260,23 @@ class Workspace:
             )
         return cls(known[name])
 
-    def write_config(self, path: str | os.PathLike[str] = ".", file_name: str | None = None) -> Path:
+    def write_config(
+        self, path: str | os.PathLike[str] = ".", file_name: str | None = None
+    ) -> Path:
         """Write ``<path>/.mlws/config.json`` naming this workspace, so scripts and the CLI run
         from that folder find it."""
         folder = Path(path) / ".mlws"
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / (file_name or "config.json")
-        _write_atomic(target, (json.dumps({"workspace_path": str(self.path), "workspace_name": self.name}, indent=2) + "\n").encode())
+        _write_atomic(
+            target,
+            (
+                json.dumps(
+                    {"workspace_path": str(self.path), "workspace_name": self.name}, indent=2
+                )
+                + "\n"
+            ).encode(),
+        )
         return target
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -288,7 +308,9 @@ class Workspace:
 
         row = self.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
         if row is None:
-            raise RunNotFound(f"no run with id {run_id!r} in workspace {self.name!r}; see 'mlws run list'")
+            raise RunNotFound(
+                f"no run with id {run_id!r} in workspace {self.name!r}; see 'mlws run list'"
+            )
         return Run._from_row(self, row)
 
     def get_details(self) -> dict[str, Any]:

@@ -20,12 +20,22 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "MLWS_RUN_ID", "AZUREML_RUN_ID", "MLWS_NETWORK_FS"):
+    for var in (
+        "XDG_DATA_HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_CACHE_HOME",
+        "MLWS_RUN_ID",
+        "AZUREML_RUN_ID",
+        "MLWS_NETWORK_FS",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLWS_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setenv("MLWS_CANCEL_GRACE_S", "2")
     # Subprocesses (supervisors, scripts) must import this checkout's mlws.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
     from mlws.runs import Run
 
     monkeypatch.setattr(Run, "_context", None)

@@ -2,7 +2,14 @@ import os
 
 import pytest
 
-from mlws.blobs import BlobStore, Entry, canonical_manifest, check_relpath, hash_file, parse_manifest
+from mlws.blobs import (
+    BlobStore,
+    Entry,
+    canonical_manifest,
+    check_relpath,
+    hash_file,
+    parse_manifest,
+)
 from mlws.errors import BlobCorrupted, BlobNotFound, UnsafePath
 
 
@@ -67,7 +74,9 @@ def test_verify_and_check_detect_corruption(store):
         store.read_bytes(missing)
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/../../x", "/etc/passwd", "", "a//b", "./a", "a\\b", "C:x", "a/./b"])
+@pytest.mark.parametrize(
+    "bad", ["../x", "a/../../x", "/etc/passwd", "", "a//b", "./a", "a\\b", "C:x", "a/./b"]
+)
 def test_unsafe_paths_are_refused(bad):
     with pytest.raises(UnsafePath):
         check_relpath(bad)

@@ -32,7 +32,10 @@ def one_error_line(result):
 def state(ws_path):
     """Everything a failed command must leave untouched."""
     with Workspace(ws_path) as ws:
-        tables = {t: ws.catalog.scalar(f"SELECT count(*) FROM {t}") for t in ("experiments", "runs", "run_files", "metrics", "run_properties", "run_tags")}
+        tables = {
+            t: ws.catalog.scalar(f"SELECT count(*) FROM {t}")
+            for t in ("experiments", "runs", "run_files", "metrics", "run_properties", "run_tags")
+        }
         return tables, sorted(ws.blobs.iter_hashes())
 
 
@@ -52,11 +55,28 @@ def test_submit_wait_list_show_metrics_download(ws, src, tmp_path):
     r = invoke("run", "submit", "train.py", "-e", "demo", "--wait", "--", "--alpha", "0.7", cwd=src)
     assert r.exit_code == 0, r.output
     assert "args ['--alpha', '0.7']" in r.output and "Completed" in r.output
-    invoke("run", "submit", "train.py", "-e", "demo", "--wait", "--tag", "k=v", "--", "--alpha", "0.9", cwd=src)
+    invoke(
+        "run",
+        "submit",
+        "train.py",
+        "-e",
+        "demo",
+        "--wait",
+        "--tag",
+        "k=v",
+        "--",
+        "--alpha",
+        "0.9",
+        cwd=src,
+    )
     rows = json.loads(invoke("run", "list", "-e", "demo", "--json").output)
     assert [row["metrics"]["acc"] for row in rows] == [0.9, 0.7]
     assert all(row["status"] == "Completed" for row in rows)
-    best = json.loads(invoke("run", "list", "-e", "demo", "--sort-by", "metric:acc", "--ascending", "--json").output)
+    best = json.loads(
+        invoke(
+            "run", "list", "-e", "demo", "--sort-by", "metric:acc", "--ascending", "--json"
+        ).output
+    )
     assert [row["metrics"]["acc"] for row in best] == [0.7, 0.9]
     tagged = json.loads(invoke("run", "list", "--tag", "k=v", "--json").output)
     assert len(tagged) == 1 and tagged[0]["metrics"]["acc"] == 0.9
@@ -95,15 +115,23 @@ def test_workspace_create_and_show(tmp_path):
 
 def test_unknown_run_id(ws):
     before = state(ws.path)
-    for cmd in (["run", "show", "nope_1_00000000"], ["run", "logs", "nope_1_00000000"], ["run", "cancel", "nope_1_00000000"],
-                ["run", "metrics", "nope_1_00000000"], ["run", "tag", "nope_1_00000000", "a=b"], ["run", "download", "nope_1_00000000"]):
+    for cmd in (
+        ["run", "show", "nope_1_00000000"],
+        ["run", "logs", "nope_1_00000000"],
+        ["run", "cancel", "nope_1_00000000"],
+        ["run", "metrics", "nope_1_00000000"],
+        ["run", "tag", "nope_1_00000000", "a=b"],
+        ["run", "download", "nope_1_00000000"],
+    ):
         assert "no run with id" in one_error_line(invoke(*cmd))
     assert state(ws.path) == before
 
 
 def test_invalid_experiment_name(ws, src):
     before = state(ws.path)
-    assert "invalid experiment name" in one_error_line(invoke("run", "submit", "train.py", "-e", "bad name!", cwd=src))
+    assert "invalid experiment name" in one_error_line(
+        invoke("run", "submit", "train.py", "-e", "bad name!", cwd=src)
+    )
     assert "invalid experiment name" in one_error_line(invoke("run", "list", "-e", "bad/name"))
     assert state(ws.path) == before
 
@@ -111,8 +139,12 @@ def test_invalid_experiment_name(ws, src):
 def test_script_outside_source_directory(ws, src, tmp_path):
     (tmp_path / "outside.py").write_text("print(1)")
     before = state(ws.path)
-    assert "outside the source directory" in one_error_line(invoke("run", "submit", "../outside.py", cwd=src))
-    assert "outside the source directory" in one_error_line(invoke("run", "submit", str(tmp_path / "outside.py"), cwd=src))
+    assert "outside the source directory" in one_error_line(
+        invoke("run", "submit", "../outside.py", cwd=src)
+    )
+    assert "outside the source directory" in one_error_line(
+        invoke("run", "submit", str(tmp_path / "outside.py"), cwd=src)
+    )
     assert "not found" in one_error_line(invoke("run", "submit", "missing.py", cwd=src))
     assert state(ws.path) == before
 
@@ -123,7 +155,9 @@ def test_workspace_path_that_is_a_file(tmp_path):
     assert "is a file" in one_error_line(invoke("-w", str(f), "run", "list"))
     assert "is a file" in one_error_line(invoke("workspace", "create", str(f)))
     assert f.read_text() == "keep me"
-    assert "no workspace at" in one_error_line(invoke("-w", str(tmp_path / "missing"), "run", "list"))
+    assert "no workspace at" in one_error_line(
+        invoke("-w", str(tmp_path / "missing"), "run", "list")
+    )
     assert not (tmp_path / "missing").exists()
 
 
@@ -139,14 +173,20 @@ def test_manifest_with_escaping_paths(ws, src, tmp_path):
     run = _finished_run(ws, src)
     good = ws.blobs.put_bytes(b"x")
     for bad_path in ("../evil.txt", "/tmp/evil.txt"):
-        bad = ws.blobs.put_bytes(json.dumps([{"hash": good, "mode": 420, "path": bad_path, "size": 1}]).encode())
+        bad = ws.blobs.put_bytes(
+            json.dumps([{"hash": good, "mode": 420, "path": bad_path, "size": 1}]).encode()
+        )
         with ws.catalog.write() as conn:
             conn.execute("UPDATE runs SET snapshot = ? WHERE id = ?", (bad, run.id))
         before = state(ws.path)
         out = tmp_path / "restore"
         msg = one_error_line(invoke("run", "download", run.id, "--snapshot", "-o", str(out)))
         assert "manifest path" in msg
-        assert not out.exists() and not (tmp_path / "evil.txt").exists() and not os.path.exists("/tmp/evil.txt")
+        assert (
+            not out.exists()
+            and not (tmp_path / "evil.txt").exists()
+            and not os.path.exists("/tmp/evil.txt")
+        )
         assert state(ws.path) == before
         fsck = invoke("fsck")
         assert fsck.exit_code == 1 and "bad manifest" in fsck.output
@@ -161,11 +201,15 @@ def test_corrupted_blob(ws, src, tmp_path):
     os.chmod(p, 0o644)
     p.write_bytes(b"tampered")
     before = state(ws.path)
-    msg = one_error_line(invoke("run", "download", run.id, "--outputs", "-o", str(tmp_path / "out")))
+    msg = one_error_line(
+        invoke("run", "download", run.id, "--outputs", "-o", str(tmp_path / "out"))
+    )
     assert "corrupted" in msg
     assert not (tmp_path / "out").exists()
     fsck = invoke("fsck", "--json")
-    assert fsck.exit_code == 1 and json.loads(fsck.output.split("\nError")[0])["corrupted"] == [blob]
+    assert fsck.exit_code == 1 and json.loads(fsck.output.split("\nError")[0])["corrupted"] == [
+        blob
+    ]
     assert state(ws.path) == before
 
 
@@ -179,7 +223,10 @@ def test_gc_removes_only_unreferenced(ws, src):
     assert not ws.blobs.has(orphan)
     assert run.get_metrics() == {"acc": 0.5}
     assert invoke("fsck").exit_code == 0
-    assert invoke("run", "download", run.id, "--snapshot", "-o", str(ws.path.parent / "s")).exit_code == 0
+    assert (
+        invoke("run", "download", run.id, "--snapshot", "-o", str(ws.path.parent / "s")).exit_code
+        == 0
+    )
 
 
 def test_bad_tag_syntax_is_a_usage_error(ws):

@@ -26,8 +26,12 @@ def test_metric_shapes_match_v1(ws):
         run.log_row("rows", epoch=1, loss=0.5)
         run.log_row("rows", epoch=2, loss=0.4)
         run.log_table("tbl", {"a": [1, 2], "b": [3, 4]})
-        run.log_confusion_matrix("cm", {"schema_type": "confusion_matrix", "data": {"matrix": [[1, 0], [0, 1]]}})
-        run.log_predictions("pred", json.dumps({"schema_type": "predictions", "data": {"bin_averages": [1]}}))
+        run.log_confusion_matrix(
+            "cm", {"schema_type": "confusion_matrix", "data": {"matrix": [[1, 0], [0, 1]]}}
+        )
+        run.log_predictions(
+            "pred", json.dumps({"schema_type": "predictions", "data": {"bin_averages": [1]}})
+        )
     m = run.get_metrics()
     assert m["once"] == 0.5
     assert m["series"] == [0.0, 1.5, 3.0]
@@ -117,7 +121,11 @@ def test_ids_numbers_and_children(ws):
     kids[1].log("acc", 0.9)
     grandchild.log("acc", 0.8)
     rec = parent.get_metrics(recursive=True)
-    assert rec[kids[1].id] == {"acc": 0.9} and rec[grandchild.id] == {"acc": 0.8} and rec[parent.id] == {}
+    assert (
+        rec[kids[1].id] == {"acc": 0.9}
+        and rec[grandchild.id] == {"acc": 0.8}
+        and rec[parent.id] == {}
+    )
     with pytest.raises(UserErrorException, match="already exists"):
         parent.child_run(run_id=kids[0].id)
 
@@ -184,8 +192,12 @@ def test_offline_run_records(tmp_path, monkeypatch):
     import sys
 
     script = tmp_path / "offline.py"
-    script.write_text("from mlws import Run\nrun = Run.get_context()\nrun.log('acc', 0.75)\nprint(run.id)\n")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True)
+    script.write_text(
+        "from mlws import Run\nrun = Run.get_context()\nrun.log('acc', 0.75)\nprint(run.id)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    )
     from mlws import Workspace
 
     with Workspace.from_config() as ws:
@@ -194,8 +206,12 @@ def test_offline_run_records(tmp_path, monkeypatch):
         assert run.get_status() == "Completed"
         assert run.get_metrics() == {"acc": 0.75}
     failing = tmp_path / "failing.py"
-    failing.write_text("from mlws import Run\nrun = Run.get_context()\nprint(run.id, flush=True)\nraise SystemExit('x') if False else ValueError('bad')\n")
-    failing.write_text("from mlws import Run\nrun = Run.get_context()\nprint(run.id, flush=True)\nraise ValueError('bad')\n")
+    failing.write_text(
+        "from mlws import Run\nrun = Run.get_context()\nprint(run.id, flush=True)\nraise SystemExit('x') if False else ValueError('bad')\n"
+    )
+    failing.write_text(
+        "from mlws import Run\nrun = Run.get_context()\nprint(run.id, flush=True)\nraise ValueError('bad')\n"
+    )
     out = subprocess.run([sys.executable, str(failing)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     with Workspace.from_config() as ws:

@@ -21,7 +21,16 @@ def paths(root):
 
 def test_amlignore_beats_gitignore_and_prunes_folders(tmp_path, monkeypatch):
     src = tmp_path / "src"
-    _tree(src, {"a.py": "1", "data/big.csv": "2", "logs/x.log": "3", ".gitignore": "a.py\n", ".amlignore": "data/\n*.log\n"})
+    _tree(
+        src,
+        {
+            "a.py": "1",
+            "data/big.csv": "2",
+            "logs/x.log": "3",
+            ".gitignore": "a.py\n",
+            ".amlignore": "data/\n*.log\n",
+        },
+    )
     assert paths(src) == [".amlignore", ".gitignore", "a.py"]
     # the ignored folder is never walked: scandir is not called on it
     import mlws.snapshots as snapshots
@@ -107,8 +116,17 @@ def test_large_snapshot_warns_not_refuses(tmp_path, monkeypatch):
 def test_git_properties(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    for cmd in (["init", "-q", "-b", "main"], ["remote", "add", "origin", "https://example.invalid/r.git"]):
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for cmd in (
+        ["init", "-q", "-b", "main"],
+        ["remote", "add", "origin", "https://example.invalid/r.git"],
+    ):
         subprocess.run(["git", "-C", str(repo), *cmd], check=True, env=env)
     (repo / "a.py").write_text("x")
     subprocess.run(["git", "-C", str(repo), "add", "."], check=True, env=env)

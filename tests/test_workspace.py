@@ -104,7 +104,9 @@ def test_network_detection_from_proc_mounts(tmp_path, monkeypatch):
     from mlws import catalog
 
     mounts = tmp_path / "mounts"
-    mounts.write_text("server:/x /mnt/shared nfs4 rw 0 0\n/dev/sda1 / ext4 rw 0 0\nfoo /mnt/f fuse.sshfs rw 0 0\n")
+    mounts.write_text(
+        "server:/x /mnt/shared nfs4 rw 0 0\n/dev/sda1 / ext4 rw 0 0\nfoo /mnt/f fuse.sshfs rw 0 0\n"
+    )
     real_open = open
 
     def fake_open(path, *a, **kw):
@@ -122,6 +124,8 @@ def test_every_list_filter_has_an_index(ws):
         "EXPLAIN QUERY PLAN SELECT * FROM runs WHERE experiment = ? ORDER BY created DESC", ("e",)
     )
     assert any("INDEX" in r[3] for r in plan)
-    plan = ws.catalog.query("EXPLAIN QUERY PLAN SELECT * FROM metric_summary WHERE name = ? ORDER BY last_value", ("m",))
+    plan = ws.catalog.query(
+        "EXPLAIN QUERY PLAN SELECT * FROM metric_summary WHERE name = ? ORDER BY last_value", ("m",)
+    )
     assert any("INDEX" in r[3] for r in plan)
     assert os.path.exists(ws.path / "datastores" / "workspaceblobstore")

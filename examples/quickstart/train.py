@@ -31,7 +31,7 @@ pred = model.predict(X_test)
 run.log("alpha", args.alpha)
 run.log("r2", r2_score(y_test, pred))  # a numpy float: stored as a plain number
 run.log("rmse", mean_squared_error(y_test, pred) ** 0.5)
-for i, coef in enumerate(model.coef_):
+for coef in model.coef_:
     run.log("coef", coef)  # logged repeatedly: a series, get_metrics() returns a list
 run.log_row("prediction sample", actual=float(y_test[0]), predicted=float(pred[0]))
 

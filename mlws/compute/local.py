@@ -30,15 +30,21 @@ def max_concurrent_runs(ws: Workspace) -> int:
 def configure(ws: Workspace, max_concurrent_runs: int) -> None:
     """Set how many runs the ``local`` target runs at once (others wait ``Queued``)."""
     if not isinstance(max_concurrent_runs, int) or max_concurrent_runs < 1:
-        raise UserErrorException(f"max_concurrent_runs must be a whole number >= 1, got {max_concurrent_runs!r}")
+        raise UserErrorException(
+            f"max_concurrent_runs must be a whole number >= 1, got {max_concurrent_runs!r}"
+        )
     _, config = target_config(ws, "local")
     config["max_concurrent_runs"] = max_concurrent_runs
     with ws.catalog.write() as conn:
-        conn.execute("UPDATE compute_targets SET config = ? WHERE name = 'local'", (json.dumps(config),))
+        conn.execute(
+            "UPDATE compute_targets SET config = ? WHERE name = 'local'", (json.dumps(config),)
+        )
 
 
 @contextlib.contextmanager
-def slot(ws: Workspace, keep_waiting: Callable[[], bool], poll_s: float = 0.1) -> Iterator[int | None]:
+def slot(
+    ws: Workspace, keep_waiting: Callable[[], bool], poll_s: float = 0.1
+) -> Iterator[int | None]:
     """Hold one of the target's slots; yields its index, or ``None`` if ``keep_waiting()``
     returned false (e.g. the run was canceled while queued)."""
     from filelock import FileLock, Timeout

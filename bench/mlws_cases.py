@@ -1,0 +1,387 @@
+"""The mlws side of the benchmarks. Run by ``bench/run.py`` with the project's interpreter:
+
+    python bench/mlws_cases.py CASE WORKDIR [JSON PARAMS]
+
+Each case prints progress lines and ends with one ``@@RESULT {json}`` line that ``run.py`` reads.
+Everything a case writes stays under WORKDIR; ``run.py`` sets HOME (and so ``~/.cache/mlws``) to
+a folder under ``bench/.work`` too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from common import disk_usage, emit, median_ms, progress
+
+N_LOG = 100_000
+METRIC_NAMES = [f"m{i}" for i in range(10)]
+
+LOG_SCRIPT = textwrap.dedent(
+    """
+    import json, os, time
+    from mlws import Run
+
+    run = Run.get_context()
+    names = [f"m{i}" for i in range(10)]
+    n = NUMBER
+    t0 = time.perf_counter()
+    for i in range(n):
+        run.log(names[i % 10], i * 0.5)
+    t1 = time.perf_counter()
+    run.flush()
+    t2 = time.perf_counter()
+    result = {"n": n, "log_s": t1 - t0, "flush_s": t2 - t1, "total_s": t2 - t0}
+    os.makedirs("outputs", exist_ok=True)
+    with open("outputs/bench.json", "w") as f:
+        json.dump(result, f)
+    print(json.dumps(result))
+    """
+).replace("NUMBER", str(N_LOG))
+
+
+def _ws(path: Path) -> Any:
+    from mlws import Workspace
+
+    return Workspace.create(path, exist_ok=True)
+
+
+# -- 1. run.log inside a submitted script ------------------------------------------------------
+def case_log(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    from mlws import Experiment, ScriptRunConfig
+
+    ws = _ws(work / "ws-log")
+    src = work / "src-log"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "log.py").write_text(LOG_SCRIPT)
+    exp = Experiment(ws, "bench-log")
+    progress(f"submitting a script that logs {N_LOG:,} scalars (10 names x {N_LOG // 10:,} steps)")
+    t0 = time.perf_counter()
+    run = exp.submit(ScriptRunConfig(source_directory=str(src), script="log.py"))
+    details = run.wait_for_completion(raise_on_error=False)
+    wall = time.perf_counter() - t0
+    if details["status"] != "Completed":
+        raise RuntimeError(f"log script ended {details['status']}: {details.get('error')}")
+    out = work / "log-bench.json"
+    run.download_file("outputs/bench.json", out)
+    inside = json.loads(out.read_text())
+    metrics = run.get_metrics()
+    stored = sum(len(v) if isinstance(v, list) else 1 for v in metrics.values())
+    if stored != N_LOG:
+        raise RuntimeError(f"expected {N_LOG} stored values, found {stored}")
+    rate = inside["n"] / inside["total_s"]
+    progress(
+        f"log loop {inside['log_s'] * 1e3:.0f} ms + flush {inside['flush_s'] * 1e3:.0f} ms -> "
+        f"{rate:,.0f} metrics/s; {stored:,} values stored; submit->Completed {wall:.2f} s"
+    )
+    ws.close()
+    return {
+        "rate": rate,
+        "log_s": inside["log_s"],
+        "flush_s": inside["flush_s"],
+        "log_only_rate": inside["n"] / inside["log_s"],
+        "stored": stored,
+        "wall_s": wall,
+    }
+
+
+# -- 2. 1,000 runs, each 5 properties, 3 metrics, 2 tags -------------------------------------------
+def case_runs(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    from mlws import Experiment
+
+    n = int(params.get("n", 1000))
+    ws = _ws(work / "ws-runs")
+    exp = Experiment(ws, "bench-runs")
+    rnd = random.Random(42)
+    progress(f"creating {n:,} interactive runs (5 properties, 3 metrics, 2 tags each)")
+    t0 = time.perf_counter()
+    for i in range(n):
+        run = exp.start_logging()
+        run.add_properties({f"p{j}": f"value{j}" for j in range(5)})
+        run.log("acc", rnd.random())
+        run.log("loss", rnd.random())
+        run.log("f1", rnd.random())
+        run.set_tags({"k": "v" if i % 10 == 0 else "w", "team": f"t{i % 7}"})
+        run.complete()
+    elapsed = time.perf_counter() - t0
+    count = ws.catalog.scalar("SELECT count(*) FROM runs WHERE experiment = ?", (exp.name,))
+    done = ws.catalog.scalar(
+        "SELECT count(*) FROM runs WHERE experiment = ? AND status = 'Completed'", (exp.name,)
+    )
+    values = ws.catalog.scalar(
+        "SELECT count(*) FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.experiment = ?",
+        (exp.name,),
+    )
+    if count != n or done != n or values != 3 * n:
+        raise RuntimeError(f"expected {n} completed runs and {3 * n} metric values, got {count}/{done}/{values}")
+    progress(f"{n:,} runs in {elapsed:.3f} s ({n / elapsed:,.0f} runs/s)")
+    ws.close()
+    return {"seconds": elapsed, "n": n}
+
+
+# -- 3. filter by a tag + sort by a metric -------------------------------------------------------
+def _time_query(ws: Any, reps: int, **kwargs: Any) -> tuple[list[float], list[Any]]:
+    from mlws.experiments import query_runs
+
+    times, rows = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        rows = query_runs(ws, **kwargs)
+        times.append(time.perf_counter() - t0)
+    return times, rows
+
+
+def _check_sorted(ws: Any, rows: list[Any], metric: str) -> None:
+    ids = [r["id"] for r in rows]
+    values: dict[str, float] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for rid, v in ws.catalog.query(
+            f"SELECT run_id, last_value FROM metric_summary WHERE name = ? AND run_id IN ({marks})",
+            [metric, *chunk],
+        ):
+            values[rid] = v
+    seq = [values[i] for i in ids]
+    if any(a < b for a, b in zip(seq, seq[1:])):
+        raise RuntimeError("query_runs did not return runs sorted by the metric, descending")
+
+
+def case_query_1k(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Over the 1,000 runs made through the API by ``case_runs``."""
+    from mlws import Workspace
+
+    ws = Workspace(work / "ws-runs")
+    kwargs = {"experiment": "bench-runs", "tags": {"k": "v"}, "sort_by": "metric:acc"}
+    times, rows = _time_query(ws, 21, **kwargs)
+    if len(rows) != 100:
+        raise RuntimeError(f"expected 100 matching runs, got {len(rows)}")
+    _check_sorted(ws, rows, "acc")
+    progress(f"1k runs, tag k=v (10%): {len(rows)} rows, median {median_ms(times[1:]):.2f} ms (first {times[0] * 1e3:.2f} ms)")
+    ws.close()
+    return {"ms": median_ms(times[1:]), "first_ms": times[0] * 1e3, "rows": len(rows)}
+
+
+def populate_direct(ws: Any, experiment: str, n: int, seed: int = 7) -> float:
+    """Insert ``n`` completed runs straight into the catalog tables (what ``case_runs`` makes
+    through the API: 5 properties, 3 metrics, 2 tags each, plus a 50% tag ``half=yes``)."""
+    from mlws import Experiment
+
+    Experiment(ws, experiment)  # the experiments row the runs refer to
+    rnd = random.Random(seed)
+    host = socket.gethostname()
+    user = os.environ.get("USER") or "bench"
+    base = time.time() - n
+    t0 = time.perf_counter()
+    runs, tags, props, summary, metrics = [], [], [], [], []
+    for i in range(n):
+        created = base + i
+        rid = f"{experiment}_{int(created)}_{rnd.getrandbits(32):08x}"
+        runs.append((rid, experiment, rid, i + 1, "interactive", "Completed", created, created, created + 0.5, user, host, host))
+        tags.append((rid, "k", "v" if i % 10 == 0 else "w"))
+        tags.append((rid, "team", f"t{i % 7}"))
+        tags.append((rid, "half", "yes" if i % 2 == 0 else "no"))
+        props.extend((rid, f"p{j}", f"value{j}") for j in range(5))
+        for name in ("acc", "loss", "f1"):
+            v = rnd.random()
+            summary.append((rid, name, "scalar", v, 1))
+            metrics.append((rid, name, 0, "scalar", v, None, created))
+    with ws.catalog.write() as conn:
+        conn.executemany(
+            "INSERT INTO runs (id, experiment, root_id, number, type, status, created, start_time,"
+            " end_time, submitter_user, submitter_host, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            runs,
+        )
+        conn.executemany("INSERT INTO run_tags (run_id, key, value) VALUES (?,?,?)", tags)
+        conn.executemany("INSERT INTO run_properties (run_id, key, value) VALUES (?,?,?)", props)
+        conn.executemany(
+            "INSERT INTO metric_summary (run_id, name, kind, last_value, count) VALUES (?,?,?,?,?)", summary
+        )
+        conn.executemany(
+            "INSERT INTO metrics (run_id, name, step, kind, value, data, time) VALUES (?,?,?,?,?,?,?)", metrics
+        )
+    return time.perf_counter() - t0
+
+
+def case_query_100k(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    from mlws import Workspace
+
+    n = int(params.get("n", 100_000))
+    path = work / "ws-query"
+    ws = _ws(path)
+    progress(f"populating {n:,} runs by direct SQL inserts into the catalog")
+    fill = populate_direct(ws, "bench-query", n)
+    ws.close()
+    progress(f"populated in {fill:.1f} s; reopening the workspace")
+    ws = Workspace(path)  # a fresh connection, as a new CLI/UI process would have
+    out: dict[str, Any] = {"populate_s": fill, "n": n}
+    variants = {
+        "tag10": ({"tags": {"k": "v"}}, n // 10),
+        "tag50": ({"tags": {"half": "yes"}}, n // 2),
+        "tag10_top100": ({"tags": {"k": "v"}, "limit": 100}, 100),
+    }
+    for key, (extra, expect) in variants.items():
+        times, rows = _time_query(ws, 6, experiment="bench-query", sort_by="metric:acc", **extra)
+        if len(rows) != expect:
+            raise RuntimeError(f"{key}: expected {expect} rows, got {len(rows)}")
+        _check_sorted(ws, rows, "acc")
+        out[key] = {"ms": median_ms(times[1:]), "first_ms": times[0] * 1e3, "rows": len(rows)}
+        progress(f"{key}: {len(rows):,} rows, median {median_ms(times[1:]):.1f} ms (first {times[0] * 1e3:.1f} ms)")
+    ws.close()
+    return out
+
+
+# -- 4. start-up ---------------------------------------------------------------------------------
+STARTUP_CODE = textwrap.dedent(
+    """
+    import sys, mlws
+    ws = mlws.Workspace(sys.argv[1])
+    exp = mlws.Experiment(ws, "bench-startup")
+    run = exp.start_logging()
+    run.log("m", 1)
+    run.complete()
+    """
+)
+
+
+def _wall(argv: list[str], reps: int = 5, cwd: Path | None = None) -> tuple[float, list[float]]:
+    subprocess.run(argv, cwd=cwd, check=True, capture_output=True)  # warm-up: pyc, page cache
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        subprocess.run(argv, cwd=cwd, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def case_startup(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    from mlws import Workspace
+
+    path = work / "ws-startup"
+    Workspace.create(path, exist_ok=True).close()
+    py = sys.executable
+    run_s, run_all = _wall([py, "-c", STARTUP_CODE, str(path)], cwd=work)
+    stored = Workspace(path)
+    n = stored.catalog.scalar(
+        "SELECT count(*) FROM runs r JOIN metric_summary m ON m.run_id = r.id"
+        " WHERE r.experiment = 'bench-startup' AND r.status = 'Completed'"
+    )
+    stored.close()
+    if n != 6:
+        raise RuntimeError(f"expected 6 completed runs with a metric, found {n}")
+    progress(f"fresh process -> run with one metric: median {run_s * 1e3:.0f} ms {[round(t * 1e3) for t in run_all]}")
+    cli = Path(py).parent / "mlws"
+    help_s = help_all = None
+    help_error = None
+    try:
+        help_s, help_all = _wall([str(cli), "--help"], cwd=work)
+        progress(f"mlws --help: median {help_s * 1e3:.0f} ms")
+    except (OSError, subprocess.CalledProcessError) as e:
+        err = getattr(e, "stderr", b"") or b""
+        help_error = (err.decode(errors="replace").strip().splitlines() or [str(e)])[-1]
+        progress(f"mlws --help failed: {help_error}")
+    import_s, _ = _wall([py, "-c", "import mlws"], cwd=work)
+    bare_s, _ = _wall([py, "-c", "pass"], cwd=work)
+    progress(f"python -c 'import mlws': {import_s * 1e3:.0f} ms (bare interpreter {bare_s * 1e3:.0f} ms)")
+    return {
+        "run_s": run_s,
+        "run_all": run_all,
+        "help_s": help_s,
+        "help_error": help_error,
+        "import_s": import_s,
+        "bare_s": bare_s,
+    }
+
+
+# -- 5. submit -> Completed -----------------------------------------------------------------------
+def case_submit(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    from mlws import Experiment, ScriptRunConfig
+
+    ws = _ws(work / "ws-submit")
+    src = work / "src-submit"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "t.py").write_text("print('hello')\n")
+    exp = Experiment(ws, "bench-submit")
+    times, submit_only = [], []
+    for i in range(6):
+        t0 = time.perf_counter()
+        run = exp.submit(ScriptRunConfig(source_directory=str(src), script="t.py"))
+        t1 = time.perf_counter()
+        details = run.wait_for_completion()
+        t2 = time.perf_counter()
+        if details["status"] != "Completed":
+            raise RuntimeError(f"trivial run ended {details['status']}")
+        if i:  # the first is a warm-up
+            times.append(t2 - t0)
+            submit_only.append(t1 - t0)
+    progress(f"submit -> Completed: median {statistics.median(times) * 1e3:.0f} ms {[round(t * 1e3) for t in times]}")
+    ws.close()
+    return {"s": statistics.median(times), "all": times, "submit_call_s": statistics.median(submit_only)}
+
+
+# -- 6. snapshots and artifact dedup ----------------------------------------------------------------
+def case_snapshot(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    from mlws.snapshots import take_snapshot
+
+    data = Path(params["data"])
+    ws = _ws(work / "ws-snapshot")
+    out: dict[str, Any] = {}
+    for label in ("first", "unchanged", "unchanged2"):
+        t0 = time.perf_counter()
+        snap = take_snapshot(ws.blobs, data)
+        dt = time.perf_counter() - t0
+        out[label] = {"s": dt, "files": snap.files, "bytes": snap.bytes, "new_files": snap.new_files, "new_bytes": snap.new_bytes}
+        progress(f"snapshot {label}: {dt:.3f} s, {snap.files:,} files, {snap.bytes / 1e6:.0f} MB, new {snap.new_bytes / 1e6:.1f} MB")
+    ws.close()
+    return out
+
+
+def case_artifacts(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    from mlws import Experiment
+
+    data = Path(params["data"])
+    path = work / "ws-artifacts"
+    ws = _ws(path)
+    exp = Experiment(ws, "bench-artifacts")
+    base = disk_usage(path)
+    out: dict[str, Any] = {"empty_bytes": base}
+    for i in (1, 2):
+        run = exp.start_logging()
+        t0 = time.perf_counter()
+        run.upload_folder("data", str(data))
+        dt = time.perf_counter() - t0
+        run.complete()
+        ws.catalog.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        du = disk_usage(path)
+        out[f"run{i}"] = {"s": dt, "disk_bytes": du}
+        progress(f"run {i}: upload_folder {dt:.2f} s, workspace on disk {du / 1e6:.1f} MB")
+    ws.close()
+    return out
+
+
+CASES = {
+    "log": case_log,
+    "runs": case_runs,
+    "query_1k": case_query_1k,
+    "query_100k": case_query_100k,
+    "startup": case_startup,
+    "submit": case_submit,
+    "snapshot": case_snapshot,
+    "artifacts": case_artifacts,
+}
+
+
+if __name__ == "__main__":
+    name, workdir = sys.argv[1], Path(sys.argv[2])
+    args = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+    workdir.mkdir(parents=True, exist_ok=True)
+    emit(CASES[name](workdir, args))
