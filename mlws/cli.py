@@ -309,7 +309,6 @@ def run_list(
       mlws run list --status Failed --json
     """
     from .experiments import check_experiment_name, query_runs
-    from .runs import reconcile
 
     ws = _open(ctx)
     if exp_name is not None:
@@ -328,19 +327,16 @@ def run_list(
         ascending=ascending,
         limit=limit,
     )
-    rows = [
-        reconcile(ws, r) if r["status"] not in ("Completed", "Failed", "Canceled") else r
-        for r in rows
-    ]
     summary: dict[str, dict[str, Any]] = {r["id"]: {} for r in rows}
-    ids = list(summary)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
+    by_seq = {r["seq"]: r["id"] for r in rows}
+    seqs = list(by_seq)
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
         for m in ws.catalog.query(
-            f"SELECT run_id, name, last_value FROM metric_summary WHERE run_id IN ({','.join('?' * len(chunk))}) AND kind = 'scalar' ORDER BY name",
+            f"SELECT run_seq, name, last_value FROM metric_summary WHERE run_seq IN ({','.join('?' * len(chunk))}) AND kind = 'scalar' ORDER BY name",
             chunk,
         ):
-            summary[m[0]][m[1]] = m[2]
+            summary[by_seq[m[0]]][m[1]] = m[2]
     if as_json:
         _json([_run_dict(ws, r, summary[r["id"]]) for r in rows])
         return

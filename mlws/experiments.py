@@ -47,12 +47,12 @@ def filter_clauses(
         for k, v in flt.items():
             if v is None:
                 where.append(
-                    f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = ?)"
+                    f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_seq = r.seq AND x.key = ?)"
                 )
                 params.append(k)
             else:
                 where.append(
-                    f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = ? AND x.value = ?)"
+                    f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_seq = r.seq AND x.key = ? AND x.value = ?)"
                 )
                 params += [k, v]
     if run_type is not None:
@@ -62,6 +62,23 @@ def filter_clauses(
         where.append("r.status = ?")
         params.append(status)
     return where, params
+
+
+#: The columns of a run that listings need.
+LIST_COLUMNS = (
+    "seq",
+    "id",
+    "experiment",
+    "parent_id",
+    "number",
+    "display_name",
+    "type",
+    "status",
+    "created",
+    "start_time",
+    "end_time",
+    "target",
+)
 
 
 def query_runs(
@@ -76,12 +93,19 @@ def query_runs(
     sort_by: str | None = None,
     ascending: bool = False,
     limit: int | None = None,
+    columns: str = "list",
 ) -> list[Any]:
     """Run rows matching the filters, newest first or sorted by ``metric:<name>`` / a column.
 
-    Reads ``metric_summary`` (one row per run and metric) so sorting by a metric does not touch
-    the metrics table.
+    Active runs on this machine are reconciled with their processes first, so a listing never
+    shows a dead run as Running. Sorting by a metric reads ``metric_summary`` (one row per run
+    and metric), never the metrics table. ``columns="list"`` returns :data:`LIST_COLUMNS`
+    (what listings show; the width of the sorted rows dominates the cost at 100k runs),
+    ``"all"`` every column.
     """
+    from .lifecycle import reconcile_active
+
+    reconcile_active(ws)
     where, params = filter_clauses(tags, properties, run_type, status)
     if experiment is not None:
         where.insert(0, "r.experiment = ?")
@@ -94,7 +118,7 @@ def query_runs(
         metric = sort_by[len("metric:") :]
         if not metric:
             raise UserErrorException("--sort-by metric: needs a metric name, e.g. metric:accuracy")
-        join = " LEFT JOIN metric_summary ms ON ms.run_id = r.id AND ms.name = ?"
+        join = " LEFT JOIN metric_summary ms ON ms.run_seq = r.seq AND ms.name = ?"
         params.insert(0, metric)
         order = f"ms.last_value IS NULL, ms.last_value {direction}, r.created DESC"
     elif sort_by in (None, "", "created", "start_time", "end_time", "number", "status", "id"):
@@ -104,7 +128,8 @@ def query_runs(
         raise UserErrorException(
             f"cannot sort by {sort_by!r}: use created, start_time, end_time, number, status, id or metric:<name>"
         )
-    sql = "SELECT r.* FROM runs r" + join
+    selected = "r.*" if columns == "all" else ", ".join(f"r.{c}" for c in LIST_COLUMNS)
+    sql = f"SELECT {selected} FROM runs r" + join
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY " + order
@@ -213,7 +238,7 @@ class Experiment:
         include_children: bool = False,
     ) -> Iterator[Run]:
         """Runs of this experiment, newest first (a generator, as in v1)."""
-        from .runs import Run, reconcile
+        from .runs import Run
 
         rows = query_runs(
             self.workspace,
@@ -222,6 +247,7 @@ class Experiment:
             properties=properties,
             run_type=type,
             include_children=include_children,
+            columns="all",
         )
         for r in rows:
-            yield Run(self, r["id"], _row=reconcile(self.workspace, r))
+            yield Run(self, r["id"], _row=r)

@@ -125,18 +125,18 @@ def insert_run(
         }
         row.update(fields or {})
         cols = ",".join(row)
-        conn.execute(
+        seq = conn.execute(
             f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(row))})", list(row.values())
-        )
+        ).lastrowid
         if tags:
             conn.executemany(
                 "INSERT INTO run_tags VALUES (?, ?, ?)",
-                [(run_id, str(k), _str(v)) for k, v in tags.items()],
+                [(seq, str(k), _str(v)) for k, v in tags.items()],
             )
         if properties:
             conn.executemany(
                 "INSERT INTO run_properties VALUES (?, ?, ?)",
-                [(run_id, str(k), _str(v)) for k, v in properties.items()],
+                [(seq, str(k), _str(v)) for k, v in properties.items()],
             )
         return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
 
@@ -218,3 +218,17 @@ def _kill_orphan(row: sqlite3.Row) -> None:
             os.killpg(row["pid"], signal.SIGKILL)
         except OSError:
             pass
+
+
+def reconcile_active(ws: Workspace) -> int:
+    """Reconcile every non-terminal run of this machine; returns how many changed."""
+    marks = ",".join("?" * len(ACTIVE))
+    rows = ws.catalog.query(
+        f"SELECT * FROM runs WHERE status IN ({marks}) AND host = ?",
+        (*ACTIVE, socket.gethostname()),
+    )
+    changed = 0
+    for row in rows:
+        if reconcile(ws, row)["status"] != row["status"]:
+            changed += 1
+    return changed

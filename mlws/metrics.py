@@ -71,9 +71,9 @@ def decode(value: Any, data: str | None) -> Any:
 class MetricWriter:
     """The buffer of one run in one process."""
 
-    def __init__(self, catalog: Catalog, run_id: str) -> None:
+    def __init__(self, catalog: Catalog, run_seq: int) -> None:
         self.catalog = catalog
-        self.run_id = run_id
+        self.run_seq = run_seq
         self._buf: list[tuple[str, str, Any, str | None, float, int | None]] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -115,7 +115,7 @@ class MetricWriter:
             return len(batch)
 
     def _write(self, batch: list[tuple[str, str, Any, str | None, float, int | None]]) -> None:
-        run_id = self.run_id
+        run_seq = self.run_seq
         with self.catalog.write() as conn:
             next_step: dict[str, int] = {}
             rows = []
@@ -126,15 +126,15 @@ class MetricWriter:
                         # Read inside the write transaction, so two processes logging to the
                         # same run and name never hand out the same step.
                         cur = conn.execute(
-                            "SELECT max(step) FROM metrics WHERE run_id = ? AND name = ?",
-                            (run_id, name),
+                            "SELECT max(step) FROM metrics WHERE run_seq = ? AND name = ?",
+                            (run_seq, name),
                         ).fetchone()[0]
                         next_step[name] = -1 if cur is None else cur
                     next_step[name] += 1
                     step = next_step[name]
                 elif name in next_step:
                     next_step[name] = max(next_step[name], step)
-                rows.append((run_id, name, step, kind, v, d, t))
+                rows.append((run_seq, name, step, kind, v, d, t))
                 s = summary.get(name)
                 if s is None:
                     summary[name] = [kind, v, 1]
@@ -143,10 +143,10 @@ class MetricWriter:
                     s[2] += 1
             conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             conn.executemany(
-                "INSERT INTO metric_summary (run_id, name, kind, last_value, count) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT(run_id, name) DO UPDATE SET kind = excluded.kind,"
+                "INSERT INTO metric_summary (run_seq, name, kind, last_value, count) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(run_seq, name) DO UPDATE SET kind = excluded.kind,"
                 " last_value = excluded.last_value, count = count + excluded.count",
-                [(run_id, name, s[0], s[1], s[2]) for name, s in summary.items()],
+                [(run_seq, name, s[0], s[1], s[2]) for name, s in summary.items()],
             )
 
 
@@ -237,28 +237,27 @@ def shape(kind: str, values: list[Any]) -> Any:
 
 
 def read_metrics(
-    catalog: Catalog, run_ids: list[str], name: str | None = None
+    catalog: Catalog, runs: dict[int, str], name: str | None = None
 ) -> dict[str, dict[str, Any]]:
-    """``{run_id: {metric name: v1-shaped value}}`` for the given runs."""
-    out: dict[str, dict[str, Any]] = {rid: {} for rid in run_ids}
-    if not run_ids:
-        return out
-    for start in range(0, len(run_ids), 500):
-        chunk = run_ids[start : start + 500]
+    """``{run_id: {metric name: v1-shaped value}}`` for ``runs`` (``{seq: run id}``)."""
+    out: dict[str, dict[str, Any]] = {rid: {} for rid in runs.values()}
+    seqs = list(runs)
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        sql = f"SELECT run_id, name, kind, value, data FROM metrics WHERE run_id IN ({marks})"
+        sql = f"SELECT run_seq, name, kind, value, data FROM metrics WHERE run_seq IN ({marks})"
         params: list[Any] = list(chunk)
         if name is not None:
             sql += " AND name = ?"
             params.append(name)
-        sql += " ORDER BY run_id, name, step"
-        groups: dict[tuple[str, str], tuple[str, list[Any]]] = {}
+        sql += " ORDER BY run_seq, name, step"
+        groups: dict[tuple[int, str], tuple[str, list[Any]]] = {}
         for r in catalog.query(sql, params):
             key = (r[0], r[1])
             g = groups.get(key)
             if g is None:
                 g = groups[key] = (r[2], [])
             g[1].append(decode(r[3], r[4]))
-        for (rid, mname), (kind, values) in groups.items():
-            out[rid][mname] = shape(kind, values)
+        for (seq, mname), (kind, values) in groups.items():
+            out[runs[seq]][mname] = shape(kind, values)
     return out

@@ -32,8 +32,11 @@ _INITIAL = [
         description TEXT,
         archived INTEGER NOT NULL DEFAULT 0
     )""",
+    # seq is the rowid: child tables key on this integer, not the ~30-byte text id, which keeps
+    # the metrics table small at 10M rows and makes joins over 100k runs several times faster.
     """CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
         experiment TEXT NOT NULL REFERENCES experiments(name),
         parent_id TEXT REFERENCES runs(id),
         root_id TEXT NOT NULL,
@@ -67,50 +70,50 @@ _INITIAL = [
     "CREATE INDEX runs_status ON runs(status)",
     "CREATE INDEX runs_created ON runs(created)",
     """CREATE TABLE run_tags (
-        run_id TEXT NOT NULL REFERENCES runs(id),
+        run_seq INTEGER NOT NULL REFERENCES runs(seq),
         key TEXT NOT NULL,
         value TEXT,
-        PRIMARY KEY (run_id, key)
+        PRIMARY KEY (run_seq, key)
     ) WITHOUT ROWID""",
     "CREATE INDEX run_tags_key_value ON run_tags(key, value)",
     """CREATE TABLE run_properties (
-        run_id TEXT NOT NULL REFERENCES runs(id),
+        run_seq INTEGER NOT NULL REFERENCES runs(seq),
         key TEXT NOT NULL,
         value TEXT,
-        PRIMARY KEY (run_id, key)
+        PRIMARY KEY (run_seq, key)
     ) WITHOUT ROWID""",
     "CREATE INDEX run_properties_key_value ON run_properties(key, value)",
     # value has no declared type (BLOB affinity), so ints, floats and strings keep their type;
     # anything else (bools, lists, dicts, None) is JSON in data.
     """CREATE TABLE metrics (
-        run_id TEXT NOT NULL REFERENCES runs(id),
+        run_seq INTEGER NOT NULL REFERENCES runs(seq),
         name TEXT NOT NULL,
         step INTEGER NOT NULL,
         kind TEXT NOT NULL,
         value,
         data TEXT,
         time REAL NOT NULL,
-        PRIMARY KEY (run_id, name, step)
+        PRIMARY KEY (run_seq, name, step)
     ) WITHOUT ROWID""",
     # One row per (run, metric name): the latest value and the count. Listing and sorting runs by
     # a metric reads this, never the (possibly 10M-row) metrics table.
     """CREATE TABLE metric_summary (
-        run_id TEXT NOT NULL REFERENCES runs(id),
+        run_seq INTEGER NOT NULL REFERENCES runs(seq),
         name TEXT NOT NULL,
         kind TEXT NOT NULL,
         last_value,
         count INTEGER NOT NULL,
-        PRIMARY KEY (run_id, name)
+        PRIMARY KEY (run_seq, name)
     ) WITHOUT ROWID""",
     "CREATE INDEX metric_summary_name_value ON metric_summary(name, last_value)",
     """CREATE TABLE run_files (
-        run_id TEXT NOT NULL REFERENCES runs(id),
+        run_seq INTEGER NOT NULL REFERENCES runs(seq),
         path TEXT NOT NULL,
         blob TEXT NOT NULL,
         size INTEGER NOT NULL,
         mode INTEGER NOT NULL DEFAULT 420,
         created REAL NOT NULL,
-        PRIMARY KEY (run_id, path)
+        PRIMARY KEY (run_seq, path)
     ) WITHOUT ROWID""",
     "CREATE INDEX run_files_blob ON run_files(blob)",
     """INSERT INTO compute_targets (name, type, config, created)

@@ -376,7 +376,7 @@ class _Supervisor:
                     mode = 0o755 if os.access(f, os.X_OK) else 0o644
                     items.append(
                         (
-                            self.run_id,
+                            self.row["seq"],
                             f.relative_to(workdir).as_posix(),
                             digest,
                             size,

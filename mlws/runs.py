@@ -68,6 +68,7 @@ class Run:
             if _row is None:
                 raise RunNotFound(f"no run {run_id!r} in experiment {experiment.name!r}")
         self._row = _row
+        self.seq: int = _row["seq"]
         self._writer: _metrics.MetricWriter | None = None
         self._in_context = False
 
@@ -300,19 +301,19 @@ class Run:
         with self.workspace.catalog.write() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)",
-                [(self.id, str(k), _str(v)) for k, v in tags.items()],
+                [(self.seq, str(k), _str(v)) for k, v in tags.items()],
             )
 
     def remove_tags(self, tags: list[str] | str) -> None:
         keys = [tags] if isinstance(tags, str) else list(tags)
         with self.workspace.catalog.write() as conn:
             conn.executemany(
-                "DELETE FROM run_tags WHERE run_id = ? AND key = ?", [(self.id, k) for k in keys]
+                "DELETE FROM run_tags WHERE run_seq = ? AND key = ?", [(self.seq, k) for k in keys]
             )
 
     def get_tags(self) -> dict[str, str | None]:
         rows = self.workspace.catalog.query(
-            "SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key", (self.id,)
+            "SELECT key, value FROM run_tags WHERE run_seq = ? ORDER BY key", (self.seq,)
         )
         return {r[0]: r[1] for r in rows}
 
@@ -327,7 +328,7 @@ class Run:
         with self.workspace.catalog.write() as conn:
             for k, v in new.items():
                 old = conn.execute(
-                    "SELECT value FROM run_properties WHERE run_id = ? AND key = ?", (self.id, k)
+                    "SELECT value FROM run_properties WHERE run_seq = ? AND key = ?", (self.seq, k)
                 ).fetchone()
                 if old is not None and old[0] != v:
                     raise PropertyConflict(
@@ -336,12 +337,12 @@ class Run:
                     )
             conn.executemany(
                 "INSERT OR IGNORE INTO run_properties VALUES (?, ?, ?)",
-                [(self.id, k, v) for k, v in new.items()],
+                [(self.seq, k, v) for k, v in new.items()],
             )
 
     def get_properties(self) -> dict[str, str | None]:
         rows = self.workspace.catalog.query(
-            "SELECT key, value FROM run_properties WHERE run_id = ? ORDER BY key", (self.id,)
+            "SELECT key, value FROM run_properties WHERE run_seq = ? ORDER BY key", (self.seq,)
         )
         return {r[0]: r[1] for r in rows}
 
@@ -353,7 +354,7 @@ class Run:
     @property
     def _metric_writer(self) -> _metrics.MetricWriter:
         if self._writer is None:
-            self._writer = _metrics.MetricWriter(self.workspace.catalog, self.id)
+            self._writer = _metrics.MetricWriter(self.workspace.catalog, self.seq)
         return self._writer
 
     def log(self, name: str, value: Any, description: str = "", step: int | None = None) -> None:
@@ -432,10 +433,10 @@ class Run:
         # Values logged in this process (to this run or its children) are read back.
         _metrics.flush_all()
         if not recursive:
-            return _metrics.read_metrics(self.workspace.catalog, [self.id], name)[self.id]
+            return _metrics.read_metrics(self.workspace.catalog, {self.seq: self.id}, name)[self.id]
         runs = [self, *self.get_children(recursive=True)]
-        ids = [r.id for r in runs if run_type is None or r.type == run_type]
-        return _metrics.read_metrics(self.workspace.catalog, ids, name)
+        wanted = {r.seq: r.id for r in runs if run_type is None or r.type == run_type}
+        return _metrics.read_metrics(self.workspace.catalog, wanted, name)
 
     # -- children ---------------------------------------------------------------------------
     def child_run(
@@ -536,14 +537,14 @@ class Run:
         stored = {
             r[0]
             for r in self.workspace.catalog.query(
-                "SELECT path FROM run_files WHERE run_id = ?", (self.id,)
+                "SELECT path FROM run_files WHERE run_seq = ?", (self.seq,)
             )
         }
         return sorted(stored | set(self._live_files()))
 
     def _stored_blob(self, name: str) -> str | None:
         return self.workspace.catalog.scalar(
-            "SELECT blob FROM run_files WHERE run_id = ? AND path = ?", (self.id, name)
+            "SELECT blob FROM run_files WHERE run_seq = ? AND path = ?", (self.seq, name)
         )
 
     def _read_file_text(self, name: str) -> str:
@@ -614,7 +615,7 @@ class Run:
         with self.workspace.catalog.write() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?, ?, ?)",
-                [(self.id, n, d, s, m, now) for n, d, s, m in items],
+                [(self.seq, n, d, s, m, now) for n, d, s, m in items],
             )
 
     def download_file(

@@ -231,8 +231,8 @@ def test_flush_happens_in_background(ws):
     other = Catalog(ws.path / "mlws.db", lock_path=ws.path / "locks" / "catalog.lock")
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if other.scalar("SELECT count(*) FROM metrics WHERE run_id = ?", (run.id,)) == 1:
+        if other.scalar("SELECT count(*) FROM metrics WHERE run_seq = ?", (run.seq,)) == 1:
             break
         time.sleep(0.05)
-    assert other.scalar("SELECT count(*) FROM metrics WHERE run_id = ?", (run.id,)) == 1
+    assert other.scalar("SELECT count(*) FROM metrics WHERE run_seq = ?", (run.seq,)) == 1
     other.close()
