@@ -185,13 +185,18 @@ class BlobStore:
         """
         if known is not None and self._touch(known):
             return known, os.stat(src).st_size, False
+        with open(src, "rb") as fin:
+            return self.put_stream(fin)
+
+    def put_stream(self, stream: IO[bytes]) -> tuple[str, int, bool]:
+        """Store a binary stream; returns ``(hash, size, stored_new_bytes)``."""
         # Hash while copying to a temp file: one read of the source whatever happens.
         fd, tmp = self._tempfile()
         h = hashlib.sha256()
         size = 0
         try:
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                while chunk := fin.read(_CHUNK):
+            with os.fdopen(fd, "wb") as fout:
+                while chunk := stream.read(_CHUNK):
                     h.update(chunk)
                     fout.write(chunk)
                     size += len(chunk)
@@ -208,26 +213,6 @@ class BlobStore:
             _unlink_quiet(tmp)
             raise
         return digest, size, True
-
-    def put_stream(self, stream: IO[bytes]) -> tuple[str, int]:
-        fd, tmp = self._tempfile()
-        h = hashlib.sha256()
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as fout:
-                while chunk := stream.read(_CHUNK):
-                    h.update(chunk)
-                    fout.write(chunk)
-                    size += len(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
-            digest = f"{ALGORITHM}:{h.hexdigest()}"
-            self.path(digest).parent.mkdir(parents=True, exist_ok=True)
-            self._install(tmp, digest)
-        except BaseException:
-            _unlink_quiet(tmp)
-            raise
-        return digest, size
 
     def put_manifest(self, entries: Iterable[Entry]) -> str:
         return self.put_bytes(canonical_manifest(entries))

@@ -574,7 +574,7 @@ class Run:
             digest, size, _ = blobs.put_file(src)
             mode = 0o755 if os.access(src, os.X_OK) else 0o644
         else:
-            digest, size = blobs.put_stream(path_or_stream)
+            digest, size, _ = blobs.put_stream(path_or_stream)
             mode = 0o644
         self._add_files([(name, digest, size, mode)])
         return {"name": name, "hash": digest, "size": size}
