@@ -32,6 +32,8 @@ ACTIVE = (
     "Finalizing",
     "CancelRequested",
 )
+#: The supervisor's forward steps; none of them may replace ``CancelRequested``.
+PROGRESS = ("Preparing", "Starting", "Running", "Finalizing")
 INTERACTIVE = "interactive"
 SCRIPT_RUN = "azureml.scriptrun"
 #: A submitted run with no supervising process for this long was never started.
@@ -177,11 +179,12 @@ def set_status(
         sets.append(f"{k} = ?")
         params.append(v)
     params.append(run_id)
+    guard = "status NOT IN ('Completed','Failed','Canceled')"
+    if status in PROGRESS:
+        # A cancel requested before the supervisor moves on must not be overwritten by it.
+        guard += " AND status != 'CancelRequested'"
     with ws.catalog.write() as conn:
-        cur = conn.execute(
-            f"UPDATE runs SET {', '.join(sets)} WHERE id = ? AND status NOT IN ('Completed','Failed','Canceled')",
-            params,
-        )
+        cur = conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ? AND {guard}", params)
         return cur.rowcount > 0
 
 
@@ -201,12 +204,23 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
         elif time.time() - row["created"] > START_GRACE_S:
             reason = "the run was never started: no supervising process was recorded"
     elif row["pid"]:
-        if not process_alive(row["pid"], row["pid_start"]):
+        if not process_alive(row["pid"], row["pid_start"]) and not _root_supervised(ws, row):
             reason = f"the process that was running this run (pid {row['pid']}) exited without completing it"
     if reason is None:
         return row
     set_status(ws, row["id"], "Failed", error={"code": "ProcessDied", "message": reason})
     return ws.catalog.one("SELECT * FROM runs WHERE id = ?", (row["id"],)) or row
+
+
+def _root_supervised(ws: Workspace, row: sqlite3.Row) -> bool:
+    """True while the supervisor of this child's root run lives: it ends open children with the
+    root's outcome once the script has exited, so their dead pid is not a failure yet."""
+    if row["parent_id"] is None:
+        return False
+    root = ws.catalog.one(
+        "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (row["root_id"],)
+    )
+    return bool(root and root[0]) and process_alive(root[0], root[1])
 
 
 def _kill_orphan(row: sqlite3.Row) -> None:

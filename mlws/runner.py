@@ -201,7 +201,7 @@ class _Supervisor:
             return self.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
 
         try:
-            with local.slot(self.ws, keep_waiting) as slot:
+            with local.slot(self.ws, keep_waiting, may_start=self._first_in_line) as slot:
                 if slot is None:
                     set_status(self.ws, self.run_id, "Canceled")
                     return
@@ -229,6 +229,7 @@ class _Supervisor:
 
         ws, d = self.ws, self.definition
         if not set_status(ws, self.run_id, "Preparing"):
+            self._cancel_if_requested()
             return
         workdir = user_cache_dir() / "runs" / self.run_id
         if workdir.exists():
@@ -238,6 +239,7 @@ class _Supervisor:
         (workdir / "logs").mkdir(exist_ok=True)
         (workdir / "outputs").mkdir(exist_ok=True)
         if not set_status(ws, self.run_id, "Starting", working_dir=str(workdir)):
+            self._cancel_if_requested()
             return
         env = dict(os.environ)
         env.update(d["environment"].get("variables") or {})
@@ -275,19 +277,37 @@ class _Supervisor:
             log.close()
             raise MlwsError(f"cannot start {argv[0]}: {e.strerror}") from None
         log.close()
-        set_status(
-            ws,
-            self.run_id,
-            "Running",
-            pid=self.proc.pid,
-            pid_start=process_start_time(self.proc.pid),
-        )
+        with ws.catalog.write() as conn:  # recorded even if a cancel is pending: _watch acts on it
+            conn.execute(
+                "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",
+                (self.proc.pid, process_start_time(self.proc.pid), self.run_id),
+            )
+        set_status(ws, self.run_id, "Running")
         outcome = self._watch()
         self._kill_group(signal.SIGKILL)  # leftovers the script started and left behind
         if outcome[0] != "Canceled":
             set_status(ws, self.run_id, "Finalizing")
         self._collect(workdir)
         self._finish(outcome)
+
+    def _cancel_if_requested(self) -> None:
+        from .runs import set_status
+
+        if self.status() == "CancelRequested":
+            set_status(self.ws, self.run_id, "Canceled")
+
+    def _first_in_line(self) -> bool:
+        """No older run of this workspace is queued for this machine's local slots."""
+        import socket
+
+        from .runs import process_alive
+
+        older = self.ws.catalog.query(
+            "SELECT supervisor_pid, supervisor_start FROM runs WHERE status = 'Queued'"
+            " AND target = ? AND host = ? AND seq < ?",
+            (self.row["target"], socket.gethostname(), self.row["seq"]),
+        )
+        return not any(process_alive(r[0], r[1]) for r in older)
 
     def _watch(self) -> tuple[str, dict[str, Any] | None]:
         assert self.proc is not None
@@ -391,8 +411,8 @@ class _Supervisor:
         from .runs import TERMINAL, set_status
 
         status, error = outcome
-        set_status(self.ws, self.run_id, status, error=error)
-        # Children the script started and never ended share the parent's outcome.
+        # Children the script started and never ended share the parent's outcome. They are
+        # ended first, so whoever sees the parent ended sees its children ended too.
         for r in self.ws.catalog.query(
             "WITH RECURSIVE tree(id) AS (SELECT id FROM runs WHERE parent_id = ?"
             " UNION ALL SELECT r.id FROM runs r JOIN tree t ON r.parent_id = t.id)"
@@ -408,6 +428,7 @@ class _Supervisor:
                     if status == "Completed"
                     else {"code": "ParentEnded", "message": f"the parent run ended {status}"},
                 )
+        set_status(self.ws, self.run_id, status, error=error)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,10 @@ def configure(ws: Workspace, max_concurrent_runs: int) -> None:
 
 @contextlib.contextmanager
 def slot(
-    ws: Workspace, keep_waiting: Callable[[], bool], poll_s: float = 0.1
+    ws: Workspace,
+    keep_waiting: Callable[[], bool],
+    poll_s: float = 0.1,
+    may_start: Callable[[], bool] = lambda: True,
 ) -> Iterator[int | None]:
     """Hold one of the target's slots; yields its index, or ``None`` if ``keep_waiting()``
     returned false (e.g. the run was canceled while queued)."""
@@ -54,7 +57,8 @@ def slot(
     folder = user_cache_dir() / "locks" / ws.id
     folder.mkdir(parents=True, exist_ok=True)
     while True:
-        n = max_concurrent_runs(ws)
+        # may_start keeps queued runs in submission order: only the oldest waiter takes a slot.
+        n = max_concurrent_runs(ws) if may_start() else 0
         for i in range(n):
             lock = FileLock(str(folder / f"local-{i}.lock"))
             try:
