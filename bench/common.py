@@ -43,7 +43,9 @@ def disk_usage(path: str | os.PathLike[str]) -> int:
     return total
 
 
-def make_dataset(folder: Path, files: int = 10_000, size: int = 10_000, per_dir: int = 100) -> tuple[int, int]:
+def make_dataset(
+    folder: Path, files: int = 10_000, size: int = 10_000, per_dir: int = 100
+) -> tuple[int, int]:
     """``files`` files of ``size`` random bytes in folders of ``per_dir``; returns (files, bytes)."""
     folder.mkdir(parents=True, exist_ok=True)
     n = 0

@@ -35,7 +35,9 @@ def _store(folder: Path, experiment: str) -> str:
     if found is not None:
         exp_id = found.experiment_id
     else:
-        exp_id = mlflow.create_experiment(experiment, artifact_location=(folder / "artifacts").as_uri())
+        exp_id = mlflow.create_experiment(
+            experiment, artifact_location=(folder / "artifacts").as_uri()
+        )
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -53,18 +55,23 @@ def case_log(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         for i in range(calls):
             mlflow.log_metric(METRIC_NAMES[i % 10], i * 0.5, step=i // 10)
         dt_calls = time.perf_counter() - t0
-        progress(f"log_metric: {calls:,} calls in {dt_calls:.2f} s -> {calls / dt_calls:,.0f} calls/s")
+        progress(
+            f"log_metric: {calls:,} calls in {dt_calls:.2f} s -> {calls / dt_calls:,.0f} calls/s"
+        )
         client = mlflow.MlflowClient()
         ts = int(time.time() * 1000)
         t0 = time.perf_counter()
         for b in range(batch_total // batch_size):
             base = b * batch_size
             batch = [
-                Metric(METRIC_NAMES[i % 10], (base + i) * 0.5, ts, (base + i) // 10 + calls) for i in range(batch_size)
+                Metric(METRIC_NAMES[i % 10], (base + i) * 0.5, ts, (base + i) // 10 + calls)
+                for i in range(batch_size)
             ]
             client.log_batch(run.info.run_id, metrics=batch)
         dt_batch = time.perf_counter() - t0
-        progress(f"log_batch: {batch_total:,} metrics in {dt_batch:.2f} s -> {batch_total / dt_batch:,.0f} metrics/s")
+        progress(
+            f"log_batch: {batch_total:,} metrics in {dt_batch:.2f} s -> {batch_total / dt_batch:,.0f} metrics/s"
+        )
     stored = sum(len(client.get_metric_history(run.info.run_id, m)) for m in METRIC_NAMES)
     if stored != calls + batch_total:
         raise RuntimeError(f"expected {calls + batch_total} stored values, found {stored}")
@@ -105,7 +112,11 @@ def case_query_1k(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     import mlflow
 
     exp_id = _store(work / "mlflow-runs", "bench-runs")
-    kwargs = {"experiment_ids": [exp_id], "filter_string": "tags.k = 'v'", "order_by": ["metrics.acc DESC"]}
+    kwargs = {
+        "experiment_ids": [exp_id],
+        "filter_string": "tags.k = 'v'",
+        "order_by": ["metrics.acc DESC"],
+    }
     times, df = [], None
     for _ in range(11):
         t0 = time.perf_counter()
@@ -121,13 +132,20 @@ def case_query_1k(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     ctimes = []
     for _ in range(11):
         t0 = time.perf_counter()
-        runs = client.search_runs([exp_id], filter_string="tags.k = 'v'", order_by=["metrics.acc DESC"], max_results=1000)
+        runs = client.search_runs(
+            [exp_id], filter_string="tags.k = 'v'", order_by=["metrics.acc DESC"], max_results=1000
+        )
         ctimes.append(time.perf_counter() - t0)
     progress(
         f"search_runs (DataFrame): median {median_ms(times[1:]):.1f} ms (first {times[0] * 1e3:.0f} ms); "
         f"MlflowClient.search_runs: median {median_ms(ctimes[1:]):.1f} ms, {len(runs)} runs"
     )
-    return {"ms": median_ms(times[1:]), "first_ms": times[0] * 1e3, "client_ms": median_ms(ctimes[1:]), "rows": len(df)}
+    return {
+        "ms": median_ms(times[1:]),
+        "first_ms": times[0] * 1e3,
+        "client_ms": median_ms(ctimes[1:]),
+        "rows": len(df),
+    }
 
 
 # -- 4. start-up ---------------------------------------------------------------------------------
@@ -159,13 +177,23 @@ def case_startup(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     # The warm-up run of _wall creates the schema and the experiment, so the timed runs open an
     # existing store, like the mlws case.
     run_s, run_all = _wall([py, "-c", STARTUP_CODE, str(folder)], cwd=folder)
-    progress(f"fresh process -> run with one metric: median {run_s * 1e3:.0f} ms {[round(t * 1e3) for t in run_all]}")
+    progress(
+        f"fresh process -> run with one metric: median {run_s * 1e3:.0f} ms {[round(t * 1e3) for t in run_all]}"
+    )
     help_s, _ = _wall([str(Path(py).parent / "mlflow"), "--help"], cwd=folder)
     progress(f"mlflow --help: median {help_s * 1e3:.0f} ms")
     import_s, _ = _wall([py, "-c", "import mlflow"], cwd=folder)
     bare_s, _ = _wall([py, "-c", "pass"], cwd=folder)
-    progress(f"python -c 'import mlflow': {import_s * 1e3:.0f} ms (bare interpreter {bare_s * 1e3:.0f} ms)")
-    return {"run_s": run_s, "run_all": run_all, "help_s": help_s, "import_s": import_s, "bare_s": bare_s}
+    progress(
+        f"python -c 'import mlflow': {import_s * 1e3:.0f} ms (bare interpreter {bare_s * 1e3:.0f} ms)"
+    )
+    return {
+        "run_s": run_s,
+        "run_all": run_all,
+        "help_s": help_s,
+        "import_s": import_s,
+        "bare_s": bare_s,
+    }
 
 
 # -- 5. a trivial project run -------------------------------------------------------------------
@@ -182,13 +210,21 @@ def case_submit(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     times = []
     for i in range(6):
         t0 = time.perf_counter()
-        sub = mlflow.projects.run(uri=str(proj), entry_point="main", env_manager="local", experiment_id=exp_id, synchronous=True)
+        sub = mlflow.projects.run(
+            uri=str(proj),
+            entry_point="main",
+            env_manager="local",
+            experiment_id=exp_id,
+            synchronous=True,
+        )
         dt = time.perf_counter() - t0
         if sub.get_status() != "FINISHED":
             raise RuntimeError(f"project run ended {sub.get_status()}")
         if i:
             times.append(dt)
-    progress(f"mlflow.projects.run (local) -> FINISHED: median {statistics.median(times) * 1e3:.0f} ms")
+    progress(
+        f"mlflow.projects.run (local) -> FINISHED: median {statistics.median(times) * 1e3:.0f} ms"
+    )
     return {"s": statistics.median(times), "all": times}
 
 

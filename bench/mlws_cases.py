@@ -117,12 +117,15 @@ def case_runs(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     done = ws.catalog.scalar(
         "SELECT count(*) FROM runs WHERE experiment = ? AND status = 'Completed'", (exp.name,)
     )
+    pk, fk = run_keys(ws)
     values = ws.catalog.scalar(
-        "SELECT count(*) FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.experiment = ?",
+        f"SELECT count(*) FROM metrics m JOIN runs r ON r.{pk} = m.{fk} WHERE r.experiment = ?",
         (exp.name,),
     )
     if count != n or done != n or values != 3 * n:
-        raise RuntimeError(f"expected {n} completed runs and {3 * n} metric values, got {count}/{done}/{values}")
+        raise RuntimeError(
+            f"expected {n} completed runs and {3 * n} metric values, got {count}/{done}/{values}"
+        )
     progress(f"{n:,} runs in {elapsed:.3f} s ({n / elapsed:,.0f} runs/s)")
     ws.close()
     return {"seconds": elapsed, "n": n}
@@ -140,19 +143,24 @@ def _time_query(ws: Any, reps: int, **kwargs: Any) -> tuple[list[float], list[An
     return times, rows
 
 
-def _check_sorted(ws: Any, rows: list[Any], metric: str) -> None:
-    ids = [r["id"] for r in rows]
-    values: dict[str, float] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for rid, v in ws.catalog.query(
-            f"SELECT run_id, last_value FROM metric_summary WHERE name = ? AND run_id IN ({marks})",
-            [metric, *chunk],
-        ):
-            values[rid] = v
-    seq = [values[i] for i in ids]
-    if any(a < b for a, b in zip(seq, seq[1:])):
+def run_keys(ws: Any) -> tuple[str, str]:
+    """``(column of runs, column of the child tables)`` that link a run to its tags, metrics...:
+    ``("seq", "run_seq")`` in the integer-keyed schema, ``("id", "run_id")`` in the first one."""
+    cols = {r[1] for r in ws.catalog.query("PRAGMA table_info(run_tags)")}
+    return ("seq", "run_seq") if "run_seq" in cols else ("id", "run_id")
+
+
+def _check_sorted(ws: Any, rows: list[Any], experiment: str, metric: str) -> None:
+    pk, fk = run_keys(ws)
+    values = dict(
+        ws.catalog.query(
+            f"SELECT r.id, ms.last_value FROM runs r JOIN metric_summary ms ON ms.{fk} = r.{pk}"
+            " AND ms.name = ? WHERE r.experiment = ?",
+            (metric, experiment),
+        )
+    )
+    seq = [values[r["id"]] for r in rows]
+    if any(a < b for a, b in zip(seq, seq[1:], strict=False)):
         raise RuntimeError("query_runs did not return runs sorted by the metric, descending")
 
 
@@ -165,8 +173,10 @@ def case_query_1k(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     times, rows = _time_query(ws, 21, **kwargs)
     if len(rows) != 100:
         raise RuntimeError(f"expected 100 matching runs, got {len(rows)}")
-    _check_sorted(ws, rows, "acc")
-    progress(f"1k runs, tag k=v (10%): {len(rows)} rows, median {median_ms(times[1:]):.2f} ms (first {times[0] * 1e3:.2f} ms)")
+    _check_sorted(ws, rows, "bench-runs", "acc")
+    progress(
+        f"1k runs, tag k=v (10%): {len(rows)} rows, median {median_ms(times[1:]):.2f} ms (first {times[0] * 1e3:.2f} ms)"
+    )
     ws.close()
     return {"ms": median_ms(times[1:]), "first_ms": times[0] * 1e3, "rows": len(rows)}
 
@@ -177,6 +187,8 @@ def populate_direct(ws: Any, experiment: str, n: int, seed: int = 7) -> float:
     from mlws import Experiment
 
     Experiment(ws, experiment)  # the experiments row the runs refer to
+    pk, fk = run_keys(ws)
+    first_seq = (ws.catalog.scalar("SELECT max(rowid) FROM runs") or 0) + 1
     rnd = random.Random(seed)
     host = socket.gethostname()
     user = os.environ.get("USER") or "bench"
@@ -186,28 +198,47 @@ def populate_direct(ws: Any, experiment: str, n: int, seed: int = 7) -> float:
     for i in range(n):
         created = base + i
         rid = f"{experiment}_{int(created)}_{rnd.getrandbits(32):08x}"
-        runs.append((rid, experiment, rid, i + 1, "interactive", "Completed", created, created, created + 0.5, user, host, host))
-        tags.append((rid, "k", "v" if i % 10 == 0 else "w"))
-        tags.append((rid, "team", f"t{i % 7}"))
-        tags.append((rid, "half", "yes" if i % 2 == 0 else "no"))
-        props.extend((rid, f"p{j}", f"value{j}") for j in range(5))
+        key: Any = first_seq + i if pk == "seq" else rid
+        runs.append(
+            (
+                key,
+                rid,
+                experiment,
+                rid,
+                i + 1,
+                "interactive",
+                "Completed",
+                created,
+                created,
+                created + 0.5,
+                user,
+                host,
+                host,
+            )
+        )
+        tags.append((key, "k", "v" if i % 10 == 0 else "w"))
+        tags.append((key, "team", f"t{i % 7}"))
+        tags.append((key, "half", "yes" if i % 2 == 0 else "no"))
+        props.extend((key, f"p{j}", f"value{j}") for j in range(5))
         for name in ("acc", "loss", "f1"):
             v = rnd.random()
-            summary.append((rid, name, "scalar", v, 1))
-            metrics.append((rid, name, 0, "scalar", v, None, created))
+            summary.append((key, name, "scalar", v, 1))
+            metrics.append((key, name, 0, "scalar", v, None, created))
     with ws.catalog.write() as conn:
         conn.executemany(
-            "INSERT INTO runs (id, experiment, root_id, number, type, status, created, start_time,"
-            " end_time, submitter_user, submitter_host, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            runs,
+            "INSERT INTO runs (rowid, id, experiment, root_id, number, type, status, created, start_time,"
+            " end_time, submitter_user, submitter_host, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(first_seq + i, *r[1:]) for i, r in enumerate(runs)],
         )
-        conn.executemany("INSERT INTO run_tags (run_id, key, value) VALUES (?,?,?)", tags)
-        conn.executemany("INSERT INTO run_properties (run_id, key, value) VALUES (?,?,?)", props)
+        conn.executemany(f"INSERT INTO run_tags ({fk}, key, value) VALUES (?,?,?)", tags)
+        conn.executemany(f"INSERT INTO run_properties ({fk}, key, value) VALUES (?,?,?)", props)
         conn.executemany(
-            "INSERT INTO metric_summary (run_id, name, kind, last_value, count) VALUES (?,?,?,?,?)", summary
+            f"INSERT INTO metric_summary ({fk}, name, kind, last_value, count) VALUES (?,?,?,?,?)",
+            summary,
         )
         conn.executemany(
-            "INSERT INTO metrics (run_id, name, step, kind, value, data, time) VALUES (?,?,?,?,?,?,?)", metrics
+            f"INSERT INTO metrics ({fk}, name, step, kind, value, data, time) VALUES (?,?,?,?,?,?,?)",
+            metrics,
         )
     return time.perf_counter() - t0
 
@@ -233,9 +264,11 @@ def case_query_100k(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         times, rows = _time_query(ws, 6, experiment="bench-query", sort_by="metric:acc", **extra)
         if len(rows) != expect:
             raise RuntimeError(f"{key}: expected {expect} rows, got {len(rows)}")
-        _check_sorted(ws, rows, "acc")
+        _check_sorted(ws, rows, "bench-query", "acc")
         out[key] = {"ms": median_ms(times[1:]), "first_ms": times[0] * 1e3, "rows": len(rows)}
-        progress(f"{key}: {len(rows):,} rows, median {median_ms(times[1:]):.1f} ms (first {times[0] * 1e3:.1f} ms)")
+        progress(
+            f"{key}: {len(rows):,} rows, median {median_ms(times[1:]):.1f} ms (first {times[0] * 1e3:.1f} ms)"
+        )
     ws.close()
     return out
 
@@ -271,14 +304,17 @@ def case_startup(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     py = sys.executable
     run_s, run_all = _wall([py, "-c", STARTUP_CODE, str(path)], cwd=work)
     stored = Workspace(path)
+    pk, fk = run_keys(stored)
     n = stored.catalog.scalar(
-        "SELECT count(*) FROM runs r JOIN metric_summary m ON m.run_id = r.id"
+        f"SELECT count(*) FROM runs r JOIN metric_summary m ON m.{fk} = r.{pk}"
         " WHERE r.experiment = 'bench-startup' AND r.status = 'Completed'"
     )
     stored.close()
     if n != 6:
         raise RuntimeError(f"expected 6 completed runs with a metric, found {n}")
-    progress(f"fresh process -> run with one metric: median {run_s * 1e3:.0f} ms {[round(t * 1e3) for t in run_all]}")
+    progress(
+        f"fresh process -> run with one metric: median {run_s * 1e3:.0f} ms {[round(t * 1e3) for t in run_all]}"
+    )
     cli = Path(py).parent / "mlws"
     help_s = help_all = None
     help_error = None
@@ -291,7 +327,9 @@ def case_startup(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         progress(f"mlws --help failed: {help_error}")
     import_s, _ = _wall([py, "-c", "import mlws"], cwd=work)
     bare_s, _ = _wall([py, "-c", "pass"], cwd=work)
-    progress(f"python -c 'import mlws': {import_s * 1e3:.0f} ms (bare interpreter {bare_s * 1e3:.0f} ms)")
+    progress(
+        f"python -c 'import mlws': {import_s * 1e3:.0f} ms (bare interpreter {bare_s * 1e3:.0f} ms)"
+    )
     return {
         "run_s": run_s,
         "run_all": run_all,
@@ -323,26 +361,47 @@ def case_submit(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         if i:  # the first is a warm-up
             times.append(t2 - t0)
             submit_only.append(t1 - t0)
-    progress(f"submit -> Completed: median {statistics.median(times) * 1e3:.0f} ms {[round(t * 1e3) for t in times]}")
+    progress(
+        f"submit -> Completed: median {statistics.median(times) * 1e3:.0f} ms {[round(t * 1e3) for t in times]}"
+    )
     ws.close()
-    return {"s": statistics.median(times), "all": times, "submit_call_s": statistics.median(submit_only)}
+    return {
+        "s": statistics.median(times),
+        "all": times,
+        "submit_call_s": statistics.median(submit_only),
+    }
 
 
 # -- 6. snapshots and artifact dedup ----------------------------------------------------------------
 def case_snapshot(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The first snapshot of the data set, then three unchanged ones (the median is reported)."""
     from mlws.snapshots import take_snapshot
 
     data = Path(params["data"])
     ws = _ws(work / "ws-snapshot")
-    out: dict[str, Any] = {}
-    for label in ("first", "unchanged", "unchanged2"):
+    runs = []
+    for label in ("first", "unchanged", "unchanged", "unchanged"):
         t0 = time.perf_counter()
         snap = take_snapshot(ws.blobs, data)
         dt = time.perf_counter() - t0
-        out[label] = {"s": dt, "files": snap.files, "bytes": snap.bytes, "new_files": snap.new_files, "new_bytes": snap.new_bytes}
-        progress(f"snapshot {label}: {dt:.3f} s, {snap.files:,} files, {snap.bytes / 1e6:.0f} MB, new {snap.new_bytes / 1e6:.1f} MB")
+        runs.append(
+            {
+                "s": dt,
+                "files": snap.files,
+                "bytes": snap.bytes,
+                "new_files": snap.new_files,
+                "new_bytes": snap.new_bytes,
+            }
+        )
+        progress(
+            f"snapshot {label}: {dt:.3f} s, {snap.files:,} files, {snap.bytes / 1e6:.0f} MB, new {snap.new_bytes / 1e6:.1f} MB"
+        )
     ws.close()
-    return out
+    again = sorted(runs[1:], key=lambda r: r["s"])
+    median = dict(again[1])
+    median["new_bytes"] = max(r["new_bytes"] for r in again)  # any new byte fails the check
+    median["all_s"] = [r["s"] for r in runs[1:]]
+    return {"first": runs[0], "unchanged": median}
 
 
 def case_artifacts(work: Path, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,761 @@
+"""The benchmark suite: mlws against its peer, MLflow 3.x with a SQLite store, in one run.
+
+    make bench            # = .venv/bin/python bench/run.py
+    .venv/bin/python bench/run.py --only 1,3 --keep
+
+1. Makes sure ``bench/.mlflow-venv`` exists with ``mlflow`` and ``scikit-learn`` (``pip install``,
+   about a minute the first time).
+2. Runs each benchmark for mlws (``bench/mlws_cases.py`` with this interpreter) and then for
+   MLflow (``bench/mlflow_cases.py`` with the MLflow venv's interpreter), each case in its own
+   process, with HOME and every work folder under ``bench/.work/`` (removed at the end unless
+   ``--keep``).
+3. Writes ``bench/RESULTS.md``: a table of both figures, their ratio, the target and pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+MLFLOW_VENV = BENCH / ".mlflow-venv"
+MLFLOW_PY = MLFLOW_VENV / "bin" / "python"
+WORK = BENCH / ".work"
+RESULT_MARK = "@@RESULT "
+CASE_TIMEOUT_S = 600
+
+sys.path.insert(0, str(BENCH))
+from common import make_dataset  # noqa: E402
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- the peer's venv -------------------------------------------------------------------------------
+def mlflow_version() -> str | None:
+    if not MLFLOW_PY.exists():
+        return None
+    r = subprocess.run(
+        [str(MLFLOW_PY), "-c", "import mlflow, sklearn; print(mlflow.__version__)"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+    )
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def ensure_mlflow_venv() -> str:
+    version = mlflow_version()
+    if version:
+        say(f"MLflow {version} is installed in {MLFLOW_VENV.relative_to(ROOT)}")
+        return version
+    say(
+        f"Creating {MLFLOW_VENV.relative_to(ROOT)} and installing mlflow + scikit-learn (about a minute)..."
+    )
+    t0 = time.perf_counter()
+    if not MLFLOW_PY.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(MLFLOW_VENV)], check=True)
+    subprocess.run(
+        [str(MLFLOW_PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True
+    )
+    subprocess.run(
+        [str(MLFLOW_PY), "-m", "pip", "install", "--quiet", "mlflow", "scikit-learn"], check=True
+    )
+    version = mlflow_version()
+    if not version:
+        raise SystemExit(f"mlflow does not import in {MLFLOW_VENV} after installing it")
+    say(f"MLflow {version} installed in {time.perf_counter() - t0:.0f} s")
+    return version
+
+
+# -- running cases ---------------------------------------------------------------------------------
+def _clean_env() -> dict[str, str]:
+    """The environment of every case: nothing of the user's home, workspace or tracking server."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "MLWS_", "AZUREML_", "MLFLOW_", "PYTHON"))
+        and k != "VIRTUAL_ENV"
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["DO_NOT_TRACK"] = "true"
+    return env
+
+
+class Runner:
+    def __init__(self, work: Path, with_mlflow: bool) -> None:
+        self.work = work
+        self.with_mlflow = with_mlflow
+        self.home = work / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs = work / "logs"
+        self.logs.mkdir(exist_ok=True)
+
+    def env(self, side: str) -> dict[str, str]:
+        env = _clean_env()
+        env["HOME"] = str(self.home)
+        env["TMPDIR"] = str(self.work / "tmp")
+        (self.work / "tmp").mkdir(exist_ok=True)
+        if side == "mlws":
+            # Any workspace discovery lands here, never in the real home.
+            env["MLWS_WORKSPACE"] = str(self.work / "mlws" / "default-ws")
+            # The editable install has no compiled .pyc; let Python write them under .work, as a
+            # normal install would have them (the timed start-ups follow a warm-up run).
+            env["PYTHONPYCACHEPREFIX"] = str(self.work / "pycache")
+        else:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"  # pip compiled MLflow; keep bench/ free of caches
+        return env
+
+    def run(self, side: str, case: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        if side == "mlflow" and not self.with_mlflow:
+            return {"error": "skipped (--no-mlflow)"}
+        py = sys.executable if side == "mlws" else str(MLFLOW_PY)
+        script = BENCH / f"{side}_cases.py"
+        folder = self.work / side
+        argv = [py, str(script), case, str(folder), json.dumps(params or {})]
+        say(f"  [{side}] {case}")
+        t0 = time.perf_counter()
+        result: dict[str, Any] | None = None
+        log = self.logs / f"{side}-{case}.log"
+        with open(log, "ab") as err:
+            proc = subprocess.Popen(
+                argv,
+                cwd=folder if folder.exists() else self.work,
+                env=self.env(side),
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+            assert proc.stdout is not None
+            try:
+                for line in proc.stdout:
+                    if line.startswith(RESULT_MARK):
+                        result = json.loads(line[len(RESULT_MARK) :])
+                    else:
+                        print(line, end="", flush=True)
+                proc.wait(timeout=CASE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        elapsed = time.perf_counter() - t0
+        if proc.returncode != 0 or result is None:
+            tail = _tail(log)
+            say(f"  [{side}] {case} FAILED (exit {proc.returncode}):\n{tail}")
+            return {"error": (tail.strip().splitlines() or ["no output"])[-1]}
+        say(f"  [{side}] {case} done in {elapsed:.1f} s")
+        return result
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("      " + ln for ln in text[-lines:])
+
+
+# -- the benchmarks ----------------------------------------------------------------------------------
+# Each returns rows: (id, benchmark, mlws value, MLflow value, unit, better, target, target check).
+Row = dict[str, Any]
+
+
+def row(
+    id_: str,
+    name: str,
+    mlws: Any,
+    peer: Any,
+    unit: str,
+    better: str,
+    target: str = "—",
+    ok: Callable[[float], bool] | None = None,
+    peer_note: str = "",
+) -> Row:
+    return {
+        "id": id_,
+        "name": name,
+        "mlws": mlws,
+        "peer": peer,
+        "unit": unit,
+        "better": better,
+        "target": target,
+        "ok": ok,
+        "peer_note": peer_note,
+    }
+
+
+def _get(d: Any, *keys: str) -> Any:
+    """A figure from a case result, or the case's error as a string."""
+    if isinstance(d, dict) and "error" in d:
+        return f"error: {d['error']}"
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def bench_log(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    m = r.run("mlws", "log")
+    f = r.run("mlflow", "log", {"calls": 2000})
+    ctx["log"] = (m, f)
+    return [
+        row(
+            "1a",
+            "`run.log` in a submitted script, 100k scalars (log + flush) vs MLflow `log_metric`",
+            _get(m, "rate"),
+            _get(f, "log_metric_rate"),
+            "metrics/s",
+            "high",
+            "≥ 100,000/s",
+            lambda v: v >= 100_000,
+        ),
+        row(
+            "1b",
+            "same mlws figure vs MLflow `log_batch` (100k in batches of 1,000)",
+            _get(m, "rate"),
+            _get(f, "log_batch_rate"),
+            "metrics/s",
+            "high",
+            "≥ 100,000/s",
+            lambda v: v >= 100_000,
+        ),
+    ]
+
+
+def bench_runs(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    m = r.run("mlws", "runs", {"n": 1000})
+    f = r.run("mlflow", "runs", {"n": 1000})
+    ctx["runs"] = (m, f)
+    return [
+        row(
+            "2",
+            "1,000 runs, each 5 properties + 3 metrics + 2 tags",
+            _get(m, "seconds"),
+            _get(f, "seconds"),
+            "s",
+            "low",
+            "≤ 2 s",
+            lambda v: v <= 2.0,
+        )
+    ]
+
+
+def bench_query(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    rows = []
+    if "runs" not in ctx:  # the 1k query reads the runs of benchmark 2
+        bench_runs(r, ctx)
+    m1 = r.run("mlws", "query_1k")
+    f1 = r.run("mlflow", "query_1k")
+    m100 = r.run("mlws", "query_100k", {"n": 100_000})
+    ctx["query"] = (m1, f1, m100)
+    na = "not measured¹"
+    rows.append(
+        row(
+            "3a",
+            "filter (tag k=v, 10% match) + sort by metric, 1,000 runs: all 100 matches",
+            _get(m1, "ms"),
+            _get(f1, "ms"),
+            "ms",
+            "low",
+            "≤ 20 ms",
+            lambda v: v <= 20,
+        )
+    )
+    rows.append(
+        row(
+            "3b",
+            "same, 100,000 runs: all 10,000 matches",
+            _get(m100, "tag10", "ms"),
+            na,
+            "ms",
+            "low",
+            "≤ 200 ms",
+            lambda v: v <= 200,
+        )
+    )
+    rows.append(
+        row(
+            "3c",
+            "stress: 100,000 runs, tag matching 50%: all 50,000 matches",
+            _get(m100, "tag50", "ms"),
+            na,
+            "ms",
+            "low",
+            "≤ 200 ms",
+            lambda v: v <= 200,
+        )
+    )
+    rows.append(
+        row(
+            "3d",
+            "100,000 runs, tag k=v (10%), top 100 (`limit=100`)",
+            _get(m100, "tag10_top100", "ms"),
+            na,
+            "ms",
+            "low",
+            "≤ 200 ms",
+            lambda v: v <= 200,
+        )
+    )
+    return rows
+
+
+def bench_startup(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    m = r.run("mlws", "startup")
+    f = r.run("mlflow", "startup")
+    ctx["startup"] = (m, f)
+    help_m = _get(m, "help_s")
+    if help_m is None and isinstance(m, dict) and m.get("help_error"):
+        help_m = f"failed: {m['help_error']}"
+    return [
+        row(
+            "4a",
+            "fresh process → open workspace, one run, one metric, complete (median of 5)",
+            _get(m, "run_s"),
+            _get(f, "run_s"),
+            "s",
+            "low",
+            "≤ 0.3 s",
+            lambda v: v <= 0.3,
+        ),
+        row(
+            "4b",
+            "`mlws --help` vs `mlflow --help` (median of 5)",
+            help_m,
+            _get(f, "help_s"),
+            "s",
+            "low",
+            "≤ 0.3 s",
+            lambda v: v <= 0.3,
+        ),
+        row(
+            "4c",
+            "`python -c 'import mlws'` vs `import mlflow` (median of 5)",
+            _get(m, "import_s"),
+            _get(f, "import_s"),
+            "s",
+            "low",
+        ),
+    ]
+
+
+def bench_submit(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    m = r.run("mlws", "submit")
+    f = r.run("mlflow", "submit")
+    ctx["submit"] = (m, f)
+    return [
+        row(
+            "5",
+            "submit → Completed, trivial script on `local` (median of 5) vs `mlflow.projects.run` (local env)",
+            _get(m, "s"),
+            _get(f, "s"),
+            "s",
+            "low",
+            "≤ 1 s",
+            lambda v: v <= 1.0,
+        )
+    ]
+
+
+def bench_snapshot(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    data = r.work / "data"
+    if not data.exists():
+        say("  making the data set: 10,000 files of 10 kB random bytes (100 MB)")
+        t0 = time.perf_counter()
+        make_dataset(data)
+        say(f"  made in {time.perf_counter() - t0:.1f} s")
+    m = r.run("mlws", "snapshot", {"data": str(data)})
+    ma = r.run("mlws", "artifacts", {"data": str(data)})
+    fa = r.run("mlflow", "artifacts", {"data": str(data)})
+    ctx["snapshot"] = (m, ma, fa)
+    na = "no equivalent²"
+    rows = [
+        row(
+            "6a",
+            "snapshot of 10,000 files / 100 MB, first time",
+            _get(m, "first", "s"),
+            na,
+            "s",
+            "low",
+        ),
+        row(
+            "6b",
+            "same snapshot again, unchanged (median of 3)",
+            _get(m, "unchanged", "s"),
+            na,
+            "s",
+            "low",
+            "≤ 0.2 s",
+            lambda v: v <= 0.2,
+        ),
+        row(
+            "6c",
+            "new bytes stored by the unchanged snapshot",
+            _get(m, "unchanged", "new_bytes"),
+            na,
+            "bytes",
+            "low",
+            "0 bytes",
+            lambda v: v == 0,
+        ),
+    ]
+    m2, f2 = _get(ma, "run2", "disk_bytes"), _get(fa, "run2", "disk_bytes")
+    rows.append(
+        row(
+            "6d",
+            "disk used after storing the same 100 MB as artifacts of two runs (`upload_folder` vs `log_artifacts`)",
+            _mb(m2),
+            _mb(f2),
+            "MB",
+            "low",
+            "stored once (< 1.1× one copy)",
+            _stored_once(ma),
+        )
+    )
+    rows.append(
+        row(
+            "6e",
+            "time to store those 100 MB / 10,000 files for the first run (`upload_folder` vs `log_artifacts`)",
+            _get(ma, "run1", "s"),
+            _get(fa, "run1", "s"),
+            "s",
+            "low",
+        )
+    )
+    return rows
+
+
+def _mb(v: Any) -> Any:
+    return v / 1e6 if isinstance(v, (int, float)) else v
+
+
+def _stored_once(result: Any) -> Callable[[float], bool]:
+    def check(_: float) -> bool:
+        one = result["run1"]["disk_bytes"] - result["empty_bytes"]
+        two = result["run2"]["disk_bytes"] - result["empty_bytes"]
+        return two < 1.1 * one
+
+    return check
+
+
+BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]] = {
+    "1": ("metric logging throughput", bench_log),
+    "2": ("creating 1,000 runs", bench_runs),
+    "3": ("filter + sort runs", bench_query),
+    "4": ("start-up", bench_startup),
+    "5": ("submit to Completed", bench_submit),
+    "6": ("snapshots and artifact dedup", bench_snapshot),
+}
+
+
+# -- the report ----------------------------------------------------------------------------------
+def fmt(v: Any, unit: str) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    if unit == "metrics/s":
+        return f"{v:,.0f}/s"
+    if unit == "ms":
+        return f"{v:.1f} ms" if v < 100 else f"{v:.0f} ms"
+    if unit == "s":
+        return f"{v * 1e3:.0f} ms" if v < 1 else f"{v:.2f} s"
+    if unit == "MB":
+        return f"{v:,.1f} MB"
+    if unit == "bytes":
+        return f"{v:,.0f}"
+    return f"{v:.3g} {unit}"
+
+
+def advantage(rw: Row) -> str:
+    a, b = rw["mlws"], rw["peer"]
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or a <= 0 or b <= 0:
+        return "—"
+    ratio = a / b if rw["better"] == "high" else b / a
+    if ratio >= 1:
+        return f"**{ratio:,.1f}×** better" if ratio < 100 else f"**{ratio:,.0f}×** better"
+    return f"{1 / ratio:,.1f}× worse"
+
+
+def verdict(rw: Row) -> str:
+    if rw["ok"] is None:
+        return "info"
+    v = rw["mlws"]
+    if not isinstance(v, (int, float)):
+        return "**FAIL** (error)"
+    try:
+        return "pass" if rw["ok"](v) else "**FAIL**"
+    except Exception as e:  # noqa: BLE001 - a broken result is a failed check, not a crash
+        return f"**FAIL** ({e})"
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+LOAD_AT_START = _load()
+
+
+def machine_info(mlflow_ver: str | None, started: dt.datetime, wall: float) -> list[str]:
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "mlws"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        commit, dirty = "?", ""
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return [
+        f"- Date: {started.strftime('%Y-%m-%d %H:%M:%S %Z').strip()} (whole run {wall / 60:.1f} min)",
+        f"- Machine: {os.cpu_count()} CPUs ({cpu}), {mem} RAM, {platform.platform()}",
+        f"- Python {platform.python_version()} ({sys.executable}); SQLite {sqlite3.sqlite_version}",
+        f"- mlws {_mlws_version()} at commit {commit}{' + uncommitted changes in mlws/' if dirty else ''}",
+        f"- Load average (1/5/15 min) at start {LOAD_AT_START}, at end {_load()}: other work on the machine"
+        " during the run slows both sides and makes single figures noisy",
+        f"- MLflow {mlflow_ver or 'not run'} (SQLite tracking store, `sqlite:///<dir>/mlflow.db`), in `bench/.mlflow-venv`",
+    ]
+
+
+def _mlws_version() -> str:
+    try:
+        import mlws
+
+        return mlws.__version__
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def details(ctx: dict[str, Any]) -> list[str]:
+    out = []
+
+    def g(d: Any, *keys: str) -> Any:
+        for k in keys:
+            if not isinstance(d, dict) or k not in d:
+                return None
+            d = d[k]
+        return d
+
+    def n(v: Any, spec: str) -> str:
+        return format(v, spec) if isinstance(v, (int, float)) else "—"
+
+    if "log" in ctx:
+        m, f = ctx["log"]
+        out.append(
+            f"- **1.** Inside the script: the `run.log` loop took {n(g(m, 'log_s'), '.3f')} s "
+            f"({n(g(m, 'log_only_rate'), ',.0f')} calls/s, buffering only) and `run.flush()` "
+            f"{n(g(m, 'flush_s'), '.3f')} s; {n(g(m, 'stored'), ',')} values read back with `get_metrics()`. "
+            f"Whole submit → Completed of that script: {n(g(m, 'wall_s'), '.2f')} s. MLflow: {n(g(f, 'log_metric_s'), '.2f')} s "
+            f"for 2,000 `log_metric` calls, {n(g(f, 'log_batch_s'), '.2f')} s for 100 `log_batch` calls of 1,000."
+        )
+    if "query" in ctx:
+        m1, f1, m100 = ctx["query"]
+        out.append(
+            f"- **3.** The 1,000 runs are those made through the API in benchmark 2 (10% tagged `k=v`). "
+            f"First query in the process: mlws {n(g(m1, 'first_ms'), '.1f')} ms, MLflow {n(g(f1, 'first_ms'), '.0f')} ms; "
+            f"the table shows the median of the next 20 (mlws) / 10 (MLflow). `MlflowClient.search_runs` "
+            f"(no DataFrame) took {n(g(f1, 'client_ms'), '.1f')} ms. The 100,000 runs were inserted straight into "
+            f"the catalog tables (`runs`, `run_tags`, `run_properties`, `metric_summary`, `metrics`) in "
+            f"{n(g(m100, 'populate_s'), '.1f')} s, not through the API; then the workspace is reopened and "
+            f"each query timed 6 times (median of the last 5). Every result is checked: row count, and "
+            f"the order by `acc` descending."
+        )
+    if "submit" in ctx:
+        m, _ = ctx["submit"]
+        out.append(
+            f"- **5.** mlws: `exp.submit(...)` itself (snapshot, catalog row, start the supervisor) took "
+            f"{n(g(m, 'submit_call_s'), '.3f')} s of it; the source folder sits in a git repository, so git "
+            f"properties are collected. One warm-up run before the five timed ones, on both sides."
+        )
+    if "snapshot" in ctx:
+        m, ma, fa = ctx["snapshot"]
+        out.append(
+            f"- **6.** Snapshots go through `mlws.snapshots.take_snapshot(ws.blobs, folder)`; 6b is the median "
+            f"of three unchanged re-snapshots ({', '.join(n(x, '.3f') for x in g(m, 'unchanged', 'all_s') or [])} s) "
+            f"and 6c the most new bytes any of them stored. Artifacts: mlws "
+            f"`upload_folder` took {n(g(ma, 'run1', 's'), '.2f')} s then {n(g(ma, 'run2', 's'), '.2f')} s, the "
+            f"workspace grew to {n(_mb(g(ma, 'run1', 'disk_bytes')), ',.1f')} MB then "
+            f"{n(_mb(g(ma, 'run2', 'disk_bytes')), ',.1f')} MB; MLflow `log_artifacts` took "
+            f"{n(g(fa, 'run1', 's'), '.2f')} s then {n(g(fa, 'run2', 's'), '.2f')} s, its store grew to "
+            f"{n(_mb(g(fa, 'run1', 'disk_bytes')), ',.1f')} MB then {n(_mb(g(fa, 'run2', 'disk_bytes')), ',.1f')} MB "
+            f"(disk use counts allocated blocks, like `du`; 10,000 files of 10 kB take ~123 MB)."
+        )
+    return out
+
+
+def _runs_rate(ctx: dict[str, Any]) -> str:
+    f = ctx.get("runs", (None, None))[1]
+    secs = f.get("seconds") if isinstance(f, dict) else None
+    if not isinstance(secs, (int, float)):
+        return "a few dozen runs/s"  # benchmark 2 was not run
+    rate = f["n"] / secs
+    return f"{rate:,.0f} runs/s ({100_000 / rate / 60:,.0f} minutes for 100,000 runs)"
+
+
+def write_report(
+    path: Path,
+    rows: list[Row],
+    ctx: dict[str, Any],
+    mlflow_ver: str | None,
+    started: dt.datetime,
+    wall: float,
+) -> None:
+    lines = [
+        "# Benchmarks: mlws vs MLflow",
+        "",
+        "Written by `make bench` (`.venv/bin/python bench/run.py`); do not edit by hand. Both sides run in the",
+        "same `make bench` run on the same machine: figures from different runs or machines do not compare.",
+        "",
+        "| # | benchmark | mlws | MLflow | mlws vs MLflow | target (mlws) | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rw in rows:
+        peer = fmt(rw["peer"], rw["unit"])
+        lines.append(
+            f"| {rw['id']} | {rw['name']} | {fmt(rw['mlws'], rw['unit'])} | {peer} | {advantage(rw)} | {rw['target']} | {verdict(rw)} |"
+        )
+    lines += [
+        "",
+        f"¹ MLflow's 100,000-run case is not measured: its API filled its store at {_runs_rate(ctx)} in",
+        "benchmark 2, and writing rows into its schema by hand would not test MLflow. Compare at 1,000 runs (3a).",
+        "",
+        "² MLflow does not snapshot source folders (MLflow Projects run the folder in place).",
+        "",
+        "## Machine",
+        "",
+        *machine_info(mlflow_ver, started, wall),
+        "",
+        "## How it is measured",
+        "",
+        "- Every case runs in its own process: `bench/mlws_cases.py` with the project's `.venv` Python,",
+        "  `bench/mlflow_cases.py` with `bench/.mlflow-venv`'s Python. HOME, TMPDIR, the workspaces, the MLflow",
+        "  stores and the data set live under `bench/.work/` (git-ignored), removed at the end.",
+        "  `MLWS_WORKSPACE` points there too, so nothing touches the real home. MLflow's telemetry is off.",
+        '- "mlws vs MLflow" is how many times better mlws is (higher rate, or lower time or size).',
+        "- 1: a script submitted with `ScriptRunConfig` to `local` logs 100,000 scalars (10 names × 10,000",
+        "  steps) with `run.log`, then `run.flush()`; it times that itself and writes the figure to",
+        "  `outputs/bench.json`, read back with `run.download_file`. MLflow, in one process with an active run:",
+        "  2,000 timed `log_metric` calls, and 100,000 metrics through `MlflowClient.log_batch` in batches of 1,000.",
+        "- 2: mlws `exp.start_logging()`, `add_properties` (5), `log` × 3, `set_tags` (2), `complete()`; MLflow",
+        "  `start_run`, `log_params` (5), `log_metric` × 3, `set_tags` (2), `end_run`. Same process, timed loop.",
+        "- 3: `mlws.experiments.query_runs(ws, experiment=..., tags={'k': 'v'}, sort_by='metric:acc')`, which",
+        "  returns every matching run row; MLflow `mlflow.search_runs(experiment_ids=[...],",
+        "  filter_string=\"tags.k = 'v'\", order_by=['metrics.acc DESC'])` (a pandas DataFrame).",
+        "- 4: wall time of `python -c ...` (imports, open an existing workspace/store, start a run, log one",
+        "  metric, complete) as a child process; median of 5 after one warm-up run. mlws is an editable install",
+        "  without `.pyc` files, so its children write them under `bench/.work/pycache` (`PYTHONPYCACHEPREFIX`)",
+        "  during the warm-up, as a regular install would have them.",
+        "- 5: `exp.submit(ScriptRunConfig(source_directory=d, script='t.py'))` + `run.wait_for_completion()`",
+        "  for a one-line `print`; MLflow `mlflow.projects.run(uri=d, env_manager='local', synchronous=True)`",
+        "  for the same script. Median of 5 after one warm-up.",
+        "- 6: a data set of 10,000 files × 10 kB of random bytes in 100 folders (100 MB).",
+        "",
+        "## Details",
+        "",
+        *details(ctx),
+        "",
+        "## Running it",
+        "",
+        "```",
+        "make bench                                   # everything, ~5-10 min; rewrites bench/RESULTS.md",
+        ".venv/bin/python bench/run.py --only 3,4     # some benchmarks (writes the table for those only)",
+        ".venv/bin/python bench/run.py --keep         # keep bench/.work/ to look at the workspaces",
+        ".venv/bin/python bench/run.py --no-mlflow    # mlws only, no peer (no ratios)",
+        "```",
+        "",
+        "The first run creates `bench/.mlflow-venv` (`pip install mlflow scikit-learn`, about a minute).",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", help="comma-separated benchmark numbers (1-6)")
+    parser.add_argument("--keep", action="store_true", help="keep bench/.work/ afterwards")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow peer")
+    parser.add_argument("--output", type=Path, default=BENCH / "RESULTS.md")
+    args = parser.parse_args(argv)
+    chosen = args.only.split(",") if args.only else list(BENCHMARKS)
+    unknown = [c for c in chosen if c not in BENCHMARKS]
+    if unknown:
+        parser.error(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
+        )
+
+    started = dt.datetime.now().astimezone()
+    t0 = time.perf_counter()
+    mlflow_ver = None if args.no_mlflow else ensure_mlflow_venv()
+    work = WORK / started.strftime("%Y%m%d-%H%M%S")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    runner = Runner(work, with_mlflow=not args.no_mlflow)
+    rows: list[Row] = []
+    ctx: dict[str, Any] = {}
+    try:
+        for key in chosen:
+            title, fn = BENCHMARKS[key]
+            say(f"\n== {key}. {title}")
+            rows += fn(runner, ctx)
+    finally:
+        if args.keep:
+            say(f"\nKept the work folder {work}")
+        else:
+            _remove(work)
+    wall = time.perf_counter() - t0
+    write_report(args.output, rows, ctx, mlflow_ver, started, wall)
+    say(f"\nWrote {args.output} ({wall / 60:.1f} min)\n")
+    width = max(len(r["id"]) for r in rows) if rows else 2
+    for rw in rows:
+        say(
+            f"  {rw['id']:<{width}}  {verdict(rw):<10}  mlws {fmt(rw['mlws'], rw['unit']):>14}  MLflow {fmt(rw['peer'], rw['unit']):>14}  {rw['target']}"
+        )
+    return 0
+
+
+def _remove(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        WORK.rmdir()  # only if empty: another run may be using it
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
