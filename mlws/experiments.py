@@ -43,17 +43,15 @@ def filter_clauses(
     """SQL conditions on ``runs r`` for tag/property/type/status filters."""
     where: list[str] = []
     params: list[Any] = []
+    # "seq IN (subquery)" lets SQLite answer the filter from the (key, value) index alone,
+    # instead of one correlated lookup per run.
     for table, flt in (("run_tags", _as_filter(tags)), ("run_properties", _as_filter(properties))):
         for k, v in flt.items():
             if v is None:
-                where.append(
-                    f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_seq = r.seq AND x.key = ?)"
-                )
+                where.append(f"r.seq IN (SELECT run_seq FROM {table} WHERE key = ?)")
                 params.append(k)
             else:
-                where.append(
-                    f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_seq = r.seq AND x.key = ? AND x.value = ?)"
-                )
+                where.append(f"r.seq IN (SELECT run_seq FROM {table} WHERE key = ? AND value = ?)")
                 params += [k, v]
     if run_type is not None:
         where.append("r.type = ?")

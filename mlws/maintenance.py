@@ -21,8 +21,10 @@ BLOB_ROOTS: list[tuple[str, bool]] = [
 ]
 
 #: gc keeps unreferenced blobs younger than this: a submit in progress may have stored them
-#: before recording the run that references them.
+#: before recording the run that references them. A young blob that is a manifest also keeps
+#: every blob it lists, however old: a snapshot re-uses old blobs without touching them.
 GC_GRACE_S = 3600.0
+_MANIFEST_START = b'[{"hash":"sha256:'
 
 
 @dataclass
@@ -119,6 +121,7 @@ def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcR
                 f"({check.bad_manifests[0]}); run 'mlws fsck' and repair first"
             )
         cutoff = time.time() - grace_s
+        old: list[tuple[str, int]] = []
         for digest in ws.blobs.iter_hashes():
             if digest in referenced:
                 continue
@@ -127,11 +130,16 @@ def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcR
                 st = p.stat()
             except FileNotFoundError:
                 continue
-            if st.st_mtime > cutoff:
-                report.kept_recent += 1
+            if st.st_mtime <= cutoff:
+                old.append((digest, st.st_size))
                 continue
+            report.kept_recent += 1
+            referenced.update(_young_manifest_entries(ws, digest))
+        for digest, size in old:
+            if digest in referenced:
+                continue  # listed by a young manifest: a submit in progress uses it
             report.removed += 1
-            report.bytes_freed += st.st_size
+            report.bytes_freed += size
             if not dry_run:
                 ws.blobs.remove(digest)
         for tmp in ws.blobs.iter_temp_files():
@@ -143,3 +151,14 @@ def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcR
             except FileNotFoundError:
                 pass
     return report
+
+
+def _young_manifest_entries(ws: Workspace, digest: str) -> list[str]:
+    """The blobs listed by ``digest`` if it is a manifest, else nothing."""
+    try:
+        with open(ws.blobs.path(digest), "rb") as f:
+            if f.read(len(_MANIFEST_START)) != _MANIFEST_START:
+                return []
+        return [e.hash for e in ws.blobs.read_manifest(digest)]
+    except (OSError, UnsafePath, BlobNotFound):
+        return []

@@ -172,6 +172,15 @@ def unregister(writer: MetricWriter) -> None:
             _writers.remove(writer)
 
 
+def close_catalog(catalog: Catalog) -> None:
+    """Flush and forget every writer on ``catalog`` (its workspace is closing)."""
+    with _writers_lock:
+        mine = [w for w in _writers if w.catalog is catalog]
+    for w in mine:
+        w.flush()
+        unregister(w)
+
+
 def _flush_loop() -> None:
     while True:
         _wake.wait(FLUSH_INTERVAL_S)

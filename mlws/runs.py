@@ -210,7 +210,7 @@ class Run:
     def complete(self, _set_status: bool = True) -> None:
         """Flush metrics and mark the run Completed. Inside a submitted run it only flushes:
         the supervising process sets the outcome once outputs are collected."""
-        self.flush()
+        self._close_writer()
         if self._in_context and self._row["type"] == SCRIPT_RUN:
             return
         if _set_status:
@@ -221,7 +221,7 @@ class Run:
         self, error_details: Any = None, error_code: str | None = None, _set_status: bool = True
     ) -> None:
         """Flush metrics and mark the run Failed, recording ``error_details``."""
-        self.flush()
+        self._close_writer()
         err = {
             "code": error_code or "UserError",
             "message": str(error_details or "the run called fail()"),
@@ -257,7 +257,7 @@ class Run:
                 except OSError:
                     pass
         else:
-            self.flush()
+            self._close_writer()
             set_status(self.workspace, self.id, "Canceled")
         self._refresh()
 
@@ -420,6 +420,14 @@ class Run:
         """Write buffered metrics now (they are flushed at least every second anyway)."""
         if self._writer is not None:
             self._writer.flush()
+
+    def _close_writer(self) -> None:
+        """Flush and drop this run's metric buffer (a later log() opens a new one), so a process
+        that creates thousands of runs does not keep a writer per finished run."""
+        if self._writer is not None:
+            self._writer.flush()
+            _metrics.unregister(self._writer)
+            self._writer = None
 
     def get_metrics(
         self,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .blobs import BlobStore, Entry, file_mode
+from .blobs import BlobStore, Entry, canonical_manifest, file_mode
 from .errors import SnapshotError
 
 WARN_BYTES = 300 * 1024 * 1024
@@ -159,7 +159,7 @@ def take_snapshot(
             ):
                 hint = cached[3]
             try:
-                digest, size, stored = blobs.put_file(abspath, known=hint)
+                digest, size, stored = blobs.put_file(abspath, known=hint, size=st.st_size)
             except OSError as e:
                 raise SnapshotError(f"cannot read {abspath}: {e.strerror}") from None
             if hint is None:
@@ -172,7 +172,7 @@ def take_snapshot(
         cache.store(updates)
     finally:
         cache.close()
-    manifest = blobs.put_manifest(entries)
+    manifest = blobs.put_bytes(canonical_manifest(entries, trusted=True))
     warnings = []
     if total > WARN_BYTES or len(entries) > WARN_FILES:
         warnings.append(

@@ -283,6 +283,9 @@ class Workspace:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            from .metrics import close_catalog
+
+            close_catalog(self.catalog)
             self.catalog.close()
 
     def __enter__(self) -> Workspace:

@@ -236,3 +236,21 @@ def test_flush_happens_in_background(ws):
         time.sleep(0.05)
     assert other.scalar("SELECT count(*) FROM metrics WHERE run_seq = ?", (run.seq,)) == 1
     other.close()
+
+
+def test_finished_runs_release_their_metric_buffers(tmp_path):
+    from mlws import Workspace, metrics
+
+    ws = Workspace.create(tmp_path / "leak")
+    before = len(metrics._writers)
+    for _ in range(50):
+        with Experiment(ws, "many").start_logging() as run:
+            run.log("m", 1)
+    assert len(metrics._writers) == before
+    open_run = Experiment(ws, "many").start_logging()
+    open_run.log("m", 2)
+    assert len(metrics._writers) == before + 1
+    ws.close()  # flushes and forgets the writers of its catalog
+    assert len(metrics._writers) == before
+    with Workspace(tmp_path / "leak") as again:
+        assert again.get_run(open_run.id).get_metrics() == {"m": 2}
