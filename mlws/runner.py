@@ -384,26 +384,27 @@ class _Supervisor:
     def _collect(self, workdir: Path) -> None:
         """Store ``outputs/`` and ``logs/`` of the working folder as run files."""
         items = []
-        for sub in ("outputs", "logs"):
-            if sub == "outputs" and not self.definition.get("outputCollection", True):
-                continue
-            base = workdir / sub
-            if not base.is_dir():
-                continue
-            for f in sorted(base.rglob("*")):
-                if f.is_file() and not f.is_symlink():
-                    digest, size, _ = self.ws.blobs.put_file(f)
-                    mode = 0o755 if os.access(f, os.X_OK) else 0o644
-                    items.append(
-                        (
-                            self.row["seq"],
-                            f.relative_to(workdir).as_posix(),
-                            digest,
-                            size,
-                            mode,
-                            time.time(),
+        with self.ws.blobs.batch():
+            for sub in ("outputs", "logs"):
+                if sub == "outputs" and not self.definition.get("outputCollection", True):
+                    continue
+                base = workdir / sub
+                if not base.is_dir():
+                    continue
+                for f in sorted(base.rglob("*")):
+                    if f.is_file() and not f.is_symlink():
+                        digest, size, _ = self.ws.blobs.put_file(f)
+                        mode = 0o755 if os.access(f, os.X_OK) else 0o644
+                        items.append(
+                            (
+                                self.row["seq"],
+                                f.relative_to(workdir).as_posix(),
+                                digest,
+                                size,
+                                mode,
+                                time.time(),
+                            )
                         )
-                    )
         with self.ws.catalog.write() as conn:
             conn.executemany("INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?, ?, ?)", items)
 

@@ -604,17 +604,18 @@ class Run:
         if prefix:
             check_relpath(prefix)
         items = []
-        for f in sorted(p for p in src.rglob("*") if p.is_file()):
-            rel = f.relative_to(src).as_posix()
-            digest, size, _ = self.workspace.blobs.put_file(f)
-            items.append(
-                (
-                    f"{prefix}/{rel}" if prefix else rel,
-                    digest,
-                    size,
-                    0o755 if os.access(f, os.X_OK) else 0o644,
+        with self.workspace.blobs.batch():
+            for f in sorted(p for p in src.rglob("*") if p.is_file()):
+                rel = f.relative_to(src).as_posix()
+                digest, size, _ = self.workspace.blobs.put_file(f)
+                items.append(
+                    (
+                        f"{prefix}/{rel}" if prefix else rel,
+                        digest,
+                        size,
+                        0o755 if os.access(f, os.X_OK) else 0o644,
+                    )
                 )
-            )
         self._add_files(items)
         return [i[0] for i in items]
 

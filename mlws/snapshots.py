@@ -147,28 +147,29 @@ def take_snapshot(
         entries: list[Entry] = []
         updates: list[tuple[str, int, int, int, str]] = []
         total = new_files = new_bytes = 0
-        for rel, st, abspath in iter_files(root):
-            key = f"{real_root}/{rel}"
-            cached = known.get(key)
-            hint = None
-            if (
-                cached is not None
-                and cached[0] == st.st_size
-                and cached[1] == st.st_mtime_ns
-                and cached[2] == st.st_ino
-            ):
-                hint = cached[3]
-            try:
-                digest, size, stored = blobs.put_file(abspath, known=hint, size=st.st_size)
-            except OSError as e:
-                raise SnapshotError(f"cannot read {abspath}: {e.strerror}") from None
-            if hint is None:
-                updates.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
-            if stored:
-                new_files += 1
-                new_bytes += size
-            total += size
-            entries.append(Entry(rel, digest, size, file_mode(st.st_mode)))
+        with blobs.batch():
+            for rel, st, abspath in iter_files(root):
+                key = f"{real_root}/{rel}"
+                cached = known.get(key)
+                hint = None
+                if (
+                    cached is not None
+                    and cached[0] == st.st_size
+                    and cached[1] == st.st_mtime_ns
+                    and cached[2] == st.st_ino
+                ):
+                    hint = cached[3]
+                try:
+                    digest, size, stored = blobs.put_file(abspath, known=hint, size=st.st_size)
+                except OSError as e:
+                    raise SnapshotError(f"cannot read {abspath}: {e.strerror}") from None
+                if hint is None:
+                    updates.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
+                if stored:
+                    new_files += 1
+                    new_bytes += size
+                total += size
+                entries.append(Entry(rel, digest, size, file_mode(st.st_mode)))
         cache.store(updates)
     finally:
         cache.close()

@@ -133,3 +133,29 @@ def test_materialize_link_mode(store, tmp_path):
     d = store.put_bytes(b"shared")
     store.materialize([Entry("a", d, 6)], tmp_path / "t", link=True)
     assert (tmp_path / "t" / "a").stat().st_ino == store.path(d).stat().st_ino
+
+
+def test_batch_installs_at_the_end_and_dedups(store, tmp_path):
+    a = tmp_path / "a"
+    a.write_bytes(b"same")
+    b = tmp_path / "b"
+    b.write_bytes(b"same")
+    with store.batch():
+        d1, _, new1 = store.put_file(a)
+        d2, _, new2 = store.put_file(b)
+        assert (new1, new2) == (True, False) and d1 == d2
+        assert store.has(d1)  # pending blobs count as present inside the batch
+        assert not store.path(d1).exists()  # ...but are installed only at the end
+    assert store.path(d1).read_bytes() == b"same" and store.verify(d1)
+    assert not list(store.iter_temp_files())
+
+
+def test_batch_error_leaves_nothing(store, tmp_path):
+    a = tmp_path / "a"
+    a.write_bytes(b"data")
+    with pytest.raises(RuntimeError):
+        with store.batch():
+            digest, _, _ = store.put_file(a)
+            raise RuntimeError("stop")
+    assert not store.path(digest).exists()
+    assert not list(store.iter_temp_files()) and not list(store.iter_hashes())
