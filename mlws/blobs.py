@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from .errors import BlobCorrupted, BlobNotFound, UnsafePath
 
@@ -73,6 +73,15 @@ def canonical_manifest(entries: Iterable[Entry], *, trusted: bool = False) -> by
     """The canonical bytes of a manifest. ``trusted`` skips re-validating entries that the
     caller built itself from a folder walk and stored hashes (paths unique and safe)."""
     items = sorted(entries, key=lambda e: e.path)
+    if trusted:
+        # The same bytes as the json.dumps below (a test checks), built directly: sorted keys
+        # are hash, mode, path, size; only the path needs escaping.
+        dumps = json.dumps
+        body = ",".join(
+            f'{{"hash":"{e.hash}","mode":{e.mode},"path":{dumps(e.path, ensure_ascii=False)},"size":{e.size}}}'
+            for e in items
+        )
+        return f"[{body}]".encode()
     if not trusted:
         seen: set[str] = set()
         for e in items:
@@ -141,6 +150,42 @@ class BlobStore:
         # Strings, not pathlib: this runs once per file of every snapshot.
         hexdigest = check_hash(digest)[7:]
         return f"{self._prefix}{hexdigest[:2]}/{hexdigest}"
+
+    # -- coordination with gc ---------------------------------------------------------------------
+    def _rwlock(self) -> Any:
+        from filelock import ReadWriteLock
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        # One instance per hold (not a per-path singleton), so threads wait on each other too.
+        return ReadWriteLock(str(self.root / ".gc.lock"), timeout=600, is_singleton=False)
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        """Held by writers that re-use existing blobs (snapshots): gc waits for them."""
+        lock = self._rwlock()
+        with lock.read_lock():
+            yield
+        lock.close()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held by gc while it deletes blobs; bumps the gc generation first."""
+        lock = self._rwlock()
+        with lock.write_lock():
+            gen = self.gc_generation() + 1
+            target = self.root / "gc-generation"
+            tmp = self.root / ".gc-generation.tmp"
+            tmp.write_text(f"{gen}\n")
+            os.replace(tmp, target)
+            yield
+        lock.close()
+
+    def gc_generation(self) -> int:
+        """How many times gc has run on this store; blobs seen present since are still there."""
+        try:
+            return int((self.root / "gc-generation").read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
 
     def has(self, digest: str) -> bool:
         if self._pending is not None and digest in self._pending:

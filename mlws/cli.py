@@ -559,6 +559,115 @@ def run_tag(ctx: click.Context, run_id: str, pairs: tuple[str, ...]) -> None:
     click.echo(f"Tagged {run_id}: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
 
 
+# -- secrets ---------------------------------------------------------------------------------------
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def secret() -> None:
+    """Manage the workspace key vault (values encrypted; the key stays outside the workspace)."""
+
+
+@secret.command("set")
+@click.argument("name")
+@click.option(
+    "--value",
+    help="The value (default: read from standard input, so it stays out of shell history).",
+)
+@click.pass_context
+def secret_set(ctx: click.Context, name: str, value: str | None) -> None:
+    """Store or replace secret NAME.
+
+    \b
+    Example:
+      printf %s "$DB_PASSWORD" | mlws secret set db-password
+    """
+    if value is None:
+        value = sys.stdin.read().rstrip("\n")
+    _open(ctx).get_default_keyvault().set_secret(name, value)
+    click.echo(f"Secret {name!r} stored")
+
+
+@secret.command("get")
+@click.argument("name")
+@click.pass_context
+def secret_get(ctx: click.Context, name: str) -> None:
+    """Print the value of secret NAME.
+
+    \b
+    Example:
+      mlws secret get db-password
+    """
+    click.echo(_open(ctx).get_default_keyvault().get_secret(name))
+
+
+@secret.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def secret_list(ctx: click.Context, as_json: bool) -> None:
+    """List secret names (never values).
+
+    \b
+    Example:
+      mlws secret list
+    """
+    names = _open(ctx).get_default_keyvault().list_secrets()
+    if as_json:
+        _json(names)
+    else:
+        _table([[n["name"]] for n in names], ["secret"])
+
+
+@secret.command("delete")
+@click.argument("name")
+@click.pass_context
+def secret_delete(ctx: click.Context, name: str) -> None:
+    """Delete secret NAME.
+
+    \b
+    Example:
+      mlws secret delete db-password
+    """
+    _open(ctx).get_default_keyvault().delete_secret(name)
+    click.echo(f"Secret {name!r} deleted")
+
+
+@secret.command("export-key")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(),
+    help="Write the key to this file (mode 0600) instead of printing it.",
+)
+@click.pass_context
+def secret_export_key(ctx: click.Context, output: str | None) -> None:
+    """Export the workspace's key, to share the secrets with a teammate deliberately.
+
+    \b
+    Example:
+      mlws secret export-key -o team.key
+    """
+    key = _open(ctx).get_default_keyvault().export_key()
+    if output:
+        from .keyvault import _write_private
+
+        _write_private(Path(output).absolute(), key.encode() + b"\n")
+        click.echo(f"Key written to {output}")
+    else:
+        click.echo(key)
+
+
+@secret.command("import-key")
+@click.argument("key_file", type=click.File("r"))
+@click.pass_context
+def secret_import_key(ctx: click.Context, key_file: Any) -> None:
+    """Install the workspace's key from KEY_FILE ('-' for standard input).
+
+    \b
+    Example:
+      mlws secret import-key team.key
+    """
+    _open(ctx).get_default_keyvault().import_key(key_file.read())
+    click.echo("Key imported")
+
+
 # -- upkeep ----------------------------------------------------------------------------------------
 @cli.command("fsck")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

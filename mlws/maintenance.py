@@ -110,7 +110,8 @@ def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcR
     from filelock import FileLock
 
     report = GcReport(dry_run=dry_run)
-    with FileLock(str(ws.path / "locks" / "gc.lock"), timeout=60):
+    # FileLock: one gc at a time; exclusive(): no snapshot re-using blobs meanwhile.
+    with FileLock(str(ws.path / "locks" / "gc.lock"), timeout=60), ws.blobs.exclusive():
         check = FsckReport()
         referenced = {d for d, _ in _referenced(ws, check)}
         if check.bad_manifests:

@@ -130,3 +130,16 @@ def m0001_initial(db: Any) -> None:
 def apply(db: Any) -> None:
     """Apply every pending migration (the caller holds the migration lock)."""
     migrations.apply(db)
+
+
+@migrations(name="0002_secrets")
+def m0002_secrets(db: Any) -> None:
+    # Fernet tokens only; the key is never in the workspace (see mlws.keyvault).
+    db.execute(
+        """CREATE TABLE secrets (
+            name TEXT PRIMARY KEY,
+            value BLOB NOT NULL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        )"""
+    )

@@ -350,6 +350,14 @@ class Run:
     def properties(self) -> dict[str, str | None]:
         return self.get_properties()
 
+    # -- secrets ----------------------------------------------------------------------------
+    def get_secret(self, name: str) -> str:
+        """A secret from the workspace key vault (v1: ``run.get_secret``)."""
+        return self.workspace.get_default_keyvault().get_secret(name)
+
+    def get_secrets(self, secrets: list[str]) -> dict[str, str]:
+        return self.workspace.get_default_keyvault().get_secrets(secrets)
+
     # -- metrics ----------------------------------------------------------------------------
     @property
     def _metric_writer(self) -> _metrics.MetricWriter:

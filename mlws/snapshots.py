@@ -93,28 +93,32 @@ class HashCache:
         )
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        # seen: "<blob store>#<gc generation>" in which the blob was last seen present; while no
+        # gc has run since, the blob is still there and need not be stat-ed again.
         self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
-            " inode INTEGER, hash TEXT) WITHOUT ROWID"
+            "CREATE TABLE IF NOT EXISTS files_v2 (path TEXT PRIMARY KEY, size INTEGER,"
+            " mtime_ns INTEGER, inode INTEGER, hash TEXT, seen TEXT) WITHOUT ROWID"
         )
         self._lock = threading.Lock()
 
-    def load(self, root: str) -> dict[str, tuple[int, int, int, str]]:
+    def load(self, root: str) -> dict[str, tuple[int, int, int, str, str]]:
         prefix = root.rstrip("/") + "/"
         # A range scan on the primary key: every cached path under root, in one query.
         rows = self.conn.execute(
-            "SELECT path, size, mtime_ns, inode, hash FROM files WHERE path >= ? AND path < ?",
+            "SELECT path, size, mtime_ns, inode, hash, seen FROM files_v2 WHERE path >= ? AND path < ?",
             (prefix, prefix[:-1] + "0"),
         ).fetchall()
-        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+        return {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
-    def store(self, rows: list[tuple[str, int, int, int, str]]) -> None:
+    def store(self, rows: list[tuple[str, int, int, int, str, str]]) -> None:
         if not rows:
             return
         with self._lock:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                self.conn.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", rows)
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO files_v2 VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
@@ -142,38 +146,51 @@ def take_snapshot(
         raise SnapshotError(f"source directory {root} does not exist or is not a folder")
     real_root = os.path.realpath(root)
     cache = HashCache(cache_path or default_cache_path())
-    try:
-        known = cache.load(real_root)
-        entries: list[Entry] = []
-        updates: list[tuple[str, int, int, int, str]] = []
-        total = new_files = new_bytes = 0
-        with blobs.batch():
-            for rel, st, abspath in iter_files(root):
-                key = f"{real_root}/{rel}"
-                cached = known.get(key)
-                hint = None
-                if (
-                    cached is not None
-                    and cached[0] == st.st_size
-                    and cached[1] == st.st_mtime_ns
-                    and cached[2] == st.st_ino
-                ):
-                    hint = cached[3]
-                try:
-                    digest, size, stored = blobs.put_file(abspath, known=hint, size=st.st_size)
-                except OSError as e:
-                    raise SnapshotError(f"cannot read {abspath}: {e.strerror}") from None
-                if hint is None:
-                    updates.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
-                if stored:
-                    new_files += 1
-                    new_bytes += size
-                total += size
-                entries.append(Entry(rel, digest, size, file_mode(st.st_mode)))
-        cache.store(updates)
-    finally:
-        cache.close()
-    manifest = blobs.put_bytes(canonical_manifest(entries, trusted=True))
+    # Shared hold on the blob store: gc (exclusive) cannot delete a blob this snapshot re-uses
+    # until the manifest naming it exists, and the gc generation cannot change under us.
+    with blobs.shared():
+        seen_token = f"{blobs.root}#{blobs.gc_generation()}"
+        try:
+            known = cache.load(real_root)
+            entries: list[Entry] = []
+            updates: list[tuple[str, int, int, int, str, str]] = []
+            total = new_files = new_bytes = 0
+            with blobs.batch():
+                for rel, st, abspath in iter_files(root):
+                    key = f"{real_root}/{rel}"
+                    c = known.get(key)
+                    size = st.st_size
+                    if (
+                        c is not None
+                        and c[0] == size
+                        and c[1] == st.st_mtime_ns
+                        and c[2] == st.st_ino
+                        and c[4] == seen_token
+                    ):
+                        # unchanged, and its blob seen since the last gc: nothing to read or stat
+                        digest, stored = c[3], False
+                    else:
+                        hint = (
+                            c[3]
+                            if c is not None and c[:3] == (size, st.st_mtime_ns, st.st_ino)
+                            else None
+                        )
+                        try:
+                            digest, size, stored = blobs.put_file(abspath, known=hint, size=size)
+                        except OSError as e:
+                            raise SnapshotError(f"cannot read {abspath}: {e.strerror}") from None
+                        updates.append(
+                            (key, st.st_size, st.st_mtime_ns, st.st_ino, digest, seen_token)
+                        )
+                    if stored:
+                        new_files += 1
+                        new_bytes += size
+                    total += size
+                    entries.append(Entry(rel, digest, size, file_mode(st.st_mode)))
+            cache.store(updates)
+        finally:
+            cache.close()
+        manifest = blobs.put_bytes(canonical_manifest(entries, trusted=True))
     warnings = []
     if total > WARN_BYTES or len(entries) > WARN_FILES:
         warnings.append(

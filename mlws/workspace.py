@@ -23,6 +23,7 @@ from .errors import InvalidWorkspace, RunNotFound, WorkspaceExists, WorkspaceNot
 
 if TYPE_CHECKING:
     from .experiments import Experiment
+    from .keyvault import Keyvault
     from .runs import Run
 
 IDENTITY_FILE = "mlws.json"
@@ -315,6 +316,12 @@ class Workspace:
                 f"no run with id {run_id!r} in workspace {self.name!r}; see 'mlws run list'"
             )
         return Run._from_row(self, row)
+
+    def get_default_keyvault(self) -> Keyvault:
+        """The workspace's key vault (secrets encrypted with a key kept outside the folder)."""
+        from .keyvault import Keyvault
+
+        return Keyvault(self)
 
     def get_details(self) -> dict[str, Any]:
         return {

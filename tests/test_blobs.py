@@ -159,3 +159,10 @@ def test_batch_error_leaves_nothing(store, tmp_path):
             raise RuntimeError("stop")
     assert not store.path(digest).exists()
     assert not list(store.iter_temp_files()) and not list(store.iter_hashes())
+
+
+def test_trusted_manifest_bytes_equal_the_checked_ones(store):
+    d = store.put_bytes(b"1")
+    entries = [Entry('we"ird/päth\t/ü.txt', d, 1, 0o755), Entry("a", d, 1)]
+    assert canonical_manifest(entries, trusted=True) == canonical_manifest(entries)
+    assert canonical_manifest([], trusted=True) == canonical_manifest([]) == b"[]"

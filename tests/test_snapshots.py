@@ -144,3 +144,17 @@ def test_git_properties(tmp_path, monkeypatch):
     plain = tmp_path / "plain"
     plain.mkdir()
     assert "azureml.git.commit" not in git_properties(plain)
+
+
+def test_blob_removed_by_gc_is_stored_again(tmp_path):
+    src = tmp_path / "src"
+    _tree(src, {"a.txt": "content"})
+    store = BlobStore(tmp_path / "blobs")
+    first = take_snapshot(store, src, cache_path=tmp_path / "c.db")
+    (entry,) = store.read_manifest(first.manifest)
+    # gc removes the blob (the snapshot's run was deleted, say): the cache's "seen" mark is stale
+    with store.exclusive():
+        store.remove(entry.hash)
+    again = take_snapshot(store, src, cache_path=tmp_path / "c.db")
+    assert again.new_files == 1 and store.has(entry.hash)
+    assert store.gc_generation() == 1

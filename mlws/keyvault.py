@@ -1,0 +1,227 @@
+"""The workspace key vault: secrets encrypted at rest, with the key kept outside the workspace.
+
+Values are Fernet tokens (AES-128-CBC + HMAC-SHA256, from ``cryptography``) in the catalog's
+``secrets`` table. The key is per workspace and lives in ``~/.config/mlws/keys/<workspace id>``
+(mode 0600), or comes from ``MLWS_KEYVAULT_KEY``; it is never written inside the workspace
+folder, so a copied or shared folder does not leak secrets. A team shares the key deliberately:
+``mlws secret export-key`` / ``import-key``. A sentinel row encrypted with the key lets a wrong
+key be told apart from a damaged value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import MlwsError, UserErrorException
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,126}$")
+_SENTINEL = "__mlws_key_check__"
+ENV_KEY = "MLWS_KEYVAULT_KEY"
+
+
+class SecretNotFound(MlwsError):
+    """No secret of that name in the workspace key vault."""
+
+
+class KeyvaultKeyError(MlwsError):
+    """The key that encrypts this workspace's secrets is missing or is not the right one."""
+
+
+def check_secret_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or name == _SENTINEL:
+        raise UserErrorException(
+            f"invalid secret name {name!r}: use 1-127 letters, digits or '-', starting with a "
+            "letter or digit (as Azure Key Vault does)"
+        )
+    return name
+
+
+def key_path(workspace_id: str) -> Path:
+    from .workspace import user_config_dir
+
+    return user_config_dir() / "keys" / workspace_id
+
+
+class Keyvault:
+    """The key vault of a workspace (v1: ``ws.get_default_keyvault()``)."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self._fernet: Any = None
+
+    # -- the key ------------------------------------------------------------------------------
+    def _has_secrets(self) -> bool:
+        return bool(self.workspace.catalog.scalar("SELECT count(*) FROM secrets"))
+
+    def _load_key(self) -> bytes | None:
+        env = os.environ.get(ENV_KEY)
+        if env:
+            return env.strip().encode()
+        try:
+            return key_path(self.workspace.id).read_bytes().strip()
+        except FileNotFoundError:
+            return None
+
+    def _cipher(self, create: bool) -> Any:
+        if self._fernet is not None:
+            return self._fernet
+        from cryptography.fernet import Fernet, InvalidToken
+
+        key = self._load_key()
+        if key is None:
+            if not create or self._has_secrets():
+                raise KeyvaultKeyError(
+                    f"the key for workspace {self.workspace.name!r} (id {self.workspace.id}) is not on "
+                    f"this machine ({key_path(self.workspace.id)}); get it from whoever shared the "
+                    "workspace ('mlws secret export-key') and run 'mlws secret import-key FILE'"
+                )
+            key = Fernet.generate_key()
+            _write_private(key_path(self.workspace.id), key, private_folder=True)
+        try:
+            fernet = Fernet(key)
+        except (ValueError, TypeError):
+            raise KeyvaultKeyError(
+                f"the key vault key for workspace {self.workspace.name!r} is malformed"
+            ) from None
+        sentinel = self.workspace.catalog.scalar(
+            "SELECT value FROM secrets WHERE name = ?", (_SENTINEL,)
+        )
+        if sentinel is None:
+            with self.workspace.catalog.write() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO secrets (name, value, created, updated) VALUES (?, ?, ?, ?)",
+                    (_SENTINEL, fernet.encrypt(b"ok"), time.time(), time.time()),
+                )
+        else:
+            try:
+                fernet.decrypt(sentinel)
+            except InvalidToken:
+                raise KeyvaultKeyError(
+                    f"the key on this machine does not open the secrets of workspace "
+                    f"{self.workspace.name!r}; import the right one with 'mlws secret import-key FILE'"
+                ) from None
+        self._fernet = fernet
+        return fernet
+
+    def export_key(self) -> str:
+        """The key, to hand to a teammate over a safe channel."""
+        self._cipher(create=True)
+        key = self._load_key()
+        assert key is not None
+        return key.decode()
+
+    def import_key(self, key: str) -> None:
+        """Install ``key`` for this workspace on this machine; refuses a key that does not open
+        the existing secrets, and changes nothing then."""
+        from cryptography.fernet import Fernet, InvalidToken
+
+        raw = key.strip().encode()
+        try:
+            fernet = Fernet(raw)
+        except (ValueError, TypeError):
+            raise UserErrorException(
+                "not a key vault key (expected 44 url-safe base64 characters)"
+            ) from None
+        sentinel = self.workspace.catalog.scalar(
+            "SELECT value FROM secrets WHERE name = ?", (_SENTINEL,)
+        )
+        if sentinel is not None:
+            try:
+                fernet.decrypt(sentinel)
+            except InvalidToken:
+                raise KeyvaultKeyError(
+                    f"that key does not open the secrets of workspace {self.workspace.name!r}"
+                ) from None
+        _write_private(key_path(self.workspace.id), raw, private_folder=True)
+        self._fernet = None
+
+    # -- secrets ------------------------------------------------------------------------------
+    def set_secret(self, name: str, value: str) -> None:
+        """Store or replace a secret."""
+        self.set_secrets({name: value})
+
+    def set_secrets(self, secrets_batch: dict[str, str]) -> None:
+        for name, value in secrets_batch.items():
+            check_secret_name(name)
+            if not isinstance(value, str):
+                raise UserErrorException(f"secret {name!r}: the value must be a string")
+        fernet = self._cipher(create=True)
+        now = time.time()
+        rows = [(n, fernet.encrypt(v.encode()), now, now) for n, v in secrets_batch.items()]
+        with self.workspace.catalog.write() as conn:
+            conn.executemany(
+                "INSERT INTO secrets (name, value, created, updated) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+                rows,
+            )
+
+    def get_secret(self, name: str) -> str:
+        """The value of a secret. :raises SecretNotFound:"""
+        return self.get_secrets([name])[name]
+
+    def get_secrets(self, secrets: list[str]) -> dict[str, str]:
+        from cryptography.fernet import InvalidToken
+
+        names = [check_secret_name(n) for n in secrets]
+        if not names:
+            return {}
+        rows = self.workspace.catalog.query(
+            f"SELECT name, value FROM secrets WHERE name IN ({','.join('?' * len(names))})", names
+        )
+        found = {r[0]: r[1] for r in rows}
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise SecretNotFound(
+                f"no secret named {missing[0]!r} in the key vault of workspace {self.workspace.name!r}"
+            )
+        fernet = self._cipher(create=False)
+        out = {}
+        for n in names:
+            try:
+                out[n] = fernet.decrypt(found[n]).decode()
+            except InvalidToken:
+                raise KeyvaultKeyError(f"secret {n!r} cannot be decrypted: it is damaged") from None
+        return out
+
+    def list_secrets(self) -> list[dict[str, str]]:
+        """Names only, as v1: ``[{"name": ...}, ...]``."""
+        rows = self.workspace.catalog.query(
+            "SELECT name FROM secrets WHERE name != ? ORDER BY name", (_SENTINEL,)
+        )
+        return [{"name": r[0]} for r in rows]
+
+    def delete_secret(self, name: str) -> None:
+        """:raises SecretNotFound:"""
+        check_secret_name(name)
+        with self.workspace.catalog.write() as conn:
+            cur = conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
+        if cur.rowcount == 0:
+            raise SecretNotFound(f"no secret named {name!r} in workspace {self.workspace.name!r}")
+
+
+def _write_private(path: Path, data: bytes, private_folder: bool = False) -> None:
+    """Write a 0600 file atomically (never readable by others, not even for a moment);
+    ``private_folder`` also makes its folder 0700 (the per-user keys folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if private_folder:
+        os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
