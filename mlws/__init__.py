@@ -1,5 +1,6 @@
 """mlws: the Azure Machine Learning v1 workspace model, local-first."""
 
+from .environments import CondaDependencies, Environment
 from .errors import (
     ActivityFailedException,
     ComputeTargetException,
@@ -17,6 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivityFailedException",
     "ComputeTargetException",
+    "CondaDependencies",
+    "Environment",
     "Experiment",
     "MlwsError",
     "Run",

@@ -200,6 +200,9 @@ def run() -> None:
     help="Folder captured as the run's snapshot.",
 )
 @click.option("-t", "--target", default="local", show_default=True, help="Compute target.")
+@click.option(
+    "--environment", "env_name", help="A registered environment (default: the current interpreter)."
+)
 @click.option("--tag", "tags", multiple=True, help="Tag key=value (repeatable).")
 @click.option("--wait", is_flag=True, help="Stream the output and wait for the run to end.")
 @click.option(
@@ -217,6 +220,7 @@ def run_submit(
     exp_name: str,
     source_directory: str,
     target: str,
+    env_name: str | None,
     tags: tuple[str, ...],
     wait: bool,
     quiet: bool,
@@ -230,6 +234,7 @@ def run_submit(
     Example:
       mlws run submit train.py -e demo -- --alpha 0.5
       mlws run submit train.py -e demo --wait -- --alpha 0.1
+      mlws run submit train.py --environment sklearn -- --alpha 0.1
     """
     from .compute import target_config
     from .experiments import Experiment, check_experiment_name
@@ -242,6 +247,10 @@ def run_submit(
         arguments=list(args),
         compute_target=target,
     )
+    if env_name:
+        from .environments import Environment
+
+        cfg.run_config.environment = Environment.get(ws, env_name)
     # Check everything before the experiment is created: bad input changes nothing.
     cfg.validate()
     check_experiment_name(exp_name)
@@ -557,6 +566,170 @@ def run_tag(ctx: click.Context, run_id: str, pairs: tuple[str, ...]) -> None:
     ws = _open(ctx)
     ws.get_run(run_id).set_tags(tags)
     click.echo(f"Tagged {run_id}: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
+
+
+# -- environments ----------------------------------------------------------------------------------
+@cli.group(cls=_Group, context_settings=CONTEXT)
+def environment() -> None:
+    """Register, inspect and build environments."""
+
+
+@environment.command("create")
+@click.argument("name")
+@click.option(
+    "-r", "--requirements", type=click.Path(), help="A pip requirements file (managed environment)."
+)
+@click.option(
+    "--conda-file", type=click.Path(), help="A conda environment.yml; its pip part is installed."
+)
+@click.option(
+    "--pip",
+    "pip_packages",
+    multiple=True,
+    help="A pip requirement (repeatable; managed environment).",
+)
+@click.option(
+    "--python-version", help="Python version of a managed environment (needs pythonX.Y on PATH)."
+)
+@click.option(
+    "--interpreter", type=click.Path(), help="Use this interpreter as it is (user-managed)."
+)
+@click.option(
+    "--env",
+    "variables",
+    multiple=True,
+    help="Environment variable KEY=VALUE for runs (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def environment_create(
+    ctx: click.Context,
+    name: str,
+    requirements: str | None,
+    conda_file: str | None,
+    pip_packages: tuple[str, ...],
+    python_version: str | None,
+    interpreter: str | None,
+    variables: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Register environment NAME (a new version when its definition changed).
+
+    \b
+    Example:
+      mlws environment create sklearn -r requirements.txt
+      mlws environment create tab --pip tabulate --pip six
+    """
+    from .environments import CondaDependencies, Environment
+
+    if requirements and conda_file:
+        raise click.UsageError("give --requirements or --conda-file, not both")
+    if requirements:
+        env = Environment.from_pip_requirements(name, requirements)
+    elif conda_file:
+        env = Environment.from_conda_specification(name, conda_file)
+    else:
+        env = Environment(name)
+    if pip_packages or python_version:
+        env.python.user_managed_dependencies = False
+        deps = (
+            env.python.conda_dependencies if (requirements or conda_file) else CondaDependencies()
+        )
+        for p in pip_packages:
+            deps.add_pip_package(p)
+        if python_version:
+            deps.python_version = python_version
+        env.python.conda_dependencies = deps
+    if interpreter:
+        if env.managed:
+            raise click.UsageError(
+                "--interpreter is for user-managed environments; drop the package options"
+            )
+        env.python.interpreter_path = str(Path(interpreter).absolute())
+    env.environment_variables = _kv(variables)
+    env.register(_open(ctx))
+    if as_json:
+        _json(env.to_dict())
+    else:
+        kind = "managed" if env.managed else "user-managed"
+        click.echo(f"Registered environment {env.name!r} version {env.version} ({kind})")
+
+
+@environment.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def environment_list(ctx: click.Context, as_json: bool) -> None:
+    """List registered environments (latest versions).
+
+    \b
+    Example:
+      mlws environment list
+    """
+    from .environments import Environment
+
+    envs = Environment.list(_open(ctx))
+    if as_json:
+        _json([e.to_dict() for e in envs.values()])
+        return
+    rows = []
+    for e in envs.values():
+        deps = e.python.conda_dependencies
+        what = (
+            ", ".join(deps.pip_packages)
+            if e.managed
+            else (e.python.interpreter_path or "current interpreter")
+        )
+        rows.append([e.name, e.version, "managed" if e.managed else "user-managed", what])
+    _table(rows, ["environment", "version", "kind", "packages / interpreter"])
+
+
+@environment.command("show")
+@click.argument("name")
+@click.option("--version", "version", help="A version (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def environment_show(ctx: click.Context, name: str, version: str | None, as_json: bool) -> None:
+    """Show an environment's definition and where it is built on this machine.
+
+    \b
+    Example:
+      mlws environment show sklearn --json
+    """
+    from .environments import Environment, envs_dir
+
+    ws = _open(ctx)
+    env = Environment.get(ws, name, version)
+    data = env.to_dict()
+    if env.managed:
+        built = envs_dir() / env.spec_hash()
+        data["build"] = {
+            "specHash": env.spec_hash(),
+            "path": str(built),
+            "built": (built / ".mlws-complete").exists(),
+        }
+    if as_json:
+        _json(data)
+    else:
+        click.echo(json.dumps(data, indent=2))
+
+
+@environment.command("build")
+@click.argument("name")
+@click.option("--version", "version", help="A version (default: the latest).")
+@click.pass_context
+def environment_build(ctx: click.Context, name: str, version: str | None) -> None:
+    """Build environment NAME on this machine now (runs reuse it), printing its interpreter.
+
+    \b
+    Example:
+      mlws environment build sklearn
+    """
+    from .environments import Environment
+
+    ws = _open(ctx)
+    env = Environment.get(ws, name, version)
+    python = env.build(ws, log=sys.stderr)
+    click.echo(f"Environment {name!r} version {env.version}: {python}")
 
 
 # -- secrets ---------------------------------------------------------------------------------------

@@ -143,3 +143,31 @@ def m0002_secrets(db: Any) -> None:
             updated REAL NOT NULL
         )"""
     )
+
+
+@migrations(name="0003_environments")
+def m0003_environments(db: Any) -> None:
+    db.execute(
+        """CREATE TABLE environments (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            spec TEXT NOT NULL,
+            spec_hash TEXT,
+            created REAL NOT NULL,
+            PRIMARY KEY (name, version)
+        )"""
+    )
+    # One row per (spec, machine): where it was built and what pip resolved.
+    db.execute(
+        """CREATE TABLE environment_builds (
+            spec_hash TEXT NOT NULL,
+            host TEXT NOT NULL,
+            path TEXT NOT NULL,
+            python TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            freeze TEXT,
+            seconds REAL,
+            created REAL NOT NULL,
+            PRIMARY KEY (spec_hash, host)
+        )"""
+    )

@@ -43,44 +43,40 @@ def _python_path(existing: str | None) -> str:
     return os.pathsep.join(parts)
 
 
-def _resolve_environment(env: Any) -> dict[str, Any]:
-    """Issue-2 scope: the current interpreter, or a user-managed one by path."""
+def _environment_definition(ws: Workspace, env: Any) -> dict[str, Any]:
+    """The run definition's environment: the spec, plus the interpreter when it is known now
+    (user-managed); a managed one is built by the supervisor, while the run shows Preparing."""
+    from .environments import Environment, resolve
+
     if env is None:
-        return {"name": None, "interpreter": sys.executable, "variables": {}}
-    if isinstance(env, str):
-        raise RunConfigError(
-            f"environment {env!r}: registered environments are not supported yet; pass None to use "
-            "the current interpreter"
+        env = Environment("default")
+    elif isinstance(env, str):
+        env = Environment.get(ws, env)
+    elif isinstance(env, dict):
+        env = Environment.from_dict(env)
+    elif not isinstance(env, Environment):
+        # duck-typed (an azureml Environment or a look-alike): read the attributes v1 has
+        python = getattr(env, "python", None)
+        converted = Environment(str(getattr(env, "name", None) or "custom"))
+        converted.python.user_managed_dependencies = bool(
+            getattr(python, "user_managed_dependencies", True)
         )
-    python = getattr(env, "python", None)
-    if isinstance(env, dict):
-        py = env.get("python") or {}
-        user_managed = py.get("userManagedDependencies", True)
-        interpreter = py.get("interpreterPath")
-        variables = env.get("environmentVariables") or {}
-        name = env.get("name")
-    else:
-        user_managed = getattr(python, "user_managed_dependencies", True)
-        interpreter = getattr(python, "interpreter_path", None)
-        variables = getattr(env, "environment_variables", None) or {}
-        name = getattr(env, "name", None)
-    if not user_managed:
-        raise RunConfigError(
-            f"environment {name!r} asks mlws to manage its packages, which is not supported yet; "
-            "set python.user_managed_dependencies = True"
-        )
-    if interpreter and interpreter != "python":
-        if not (os.path.isfile(interpreter) and os.access(interpreter, os.X_OK)):
-            raise RunConfigError(
-                f"environment {name!r}: interpreter {interpreter} is not an executable file"
-            )
-    else:
-        interpreter = sys.executable
-    return {
-        "name": name,
-        "interpreter": interpreter,
-        "variables": {str(k): str(v) for k, v in variables.items()},
-    }
+        converted.python.interpreter_path = getattr(python, "interpreter_path", None)
+        deps = getattr(python, "conda_dependencies", None)
+        if deps is not None:
+            for p in getattr(deps, "pip_packages", None) or []:
+                converted.python.conda_dependencies.add_pip_package(str(p))
+        converted.environment_variables = dict(getattr(env, "environment_variables", None) or {})
+        env = converted
+    spec = env.to_dict()
+    try:
+        spec["interpreter"] = None if env.managed else resolve(env)
+    except MlwsError as e:
+        raise RunConfigError(str(e)) from None
+    spec["variables"] = {str(k): str(v) for k, v in env.environment_variables.items()}
+    spec["managed"] = env.managed
+    spec["specHash"] = env.spec_hash() if env.managed else None
+    return spec
 
 
 def submit_script(
@@ -99,7 +95,7 @@ def submit_script(
             f"compute target {rc.target!r} of type {target_type!r} cannot run scripts yet"
         )
     src, script = config.validate()
-    env = _resolve_environment(rc.environment)
+    env = _environment_definition(ws, rc.environment)
     snap = take_snapshot(ws.blobs, src)
     for w in snap.warnings:
         print(f"Warning: {w}", file=sys.stderr)
@@ -124,7 +120,7 @@ def submit_script(
             "snapshot": snap.manifest,
             "definition": json.dumps(definition),
             "target": rc.target,
-            "environment": env["name"],
+            "environment": env["name"] if env["name"] != "default" else None,
         },
         tags=tags,
         properties={
@@ -208,6 +204,11 @@ class _Supervisor:
                 self._execute()
         except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
             self._kill_group(signal.SIGKILL)
+            if self.workdir is not None and self.workdir.exists():
+                try:
+                    self._collect(self.workdir)  # keep the logs that say what went wrong
+                except Exception:  # noqa: BLE001
+                    pass
             msg = str(e) if isinstance(e, MlwsError) else f"{type(e).__name__}: {e}"
             set_status(
                 self.ws,
@@ -238,6 +239,8 @@ class _Supervisor:
         ws.blobs.materialize(ws.blobs.read_manifest(self.row["snapshot"]), workdir)
         (workdir / "logs").mkdir(exist_ok=True)
         (workdir / "outputs").mkdir(exist_ok=True)
+        if d["environment"].get("managed"):
+            d["environment"]["interpreter"] = self._prepare_environment(workdir)
         if not set_status(ws, self.run_id, "Starting", working_dir=str(workdir)):
             self._cancel_if_requested()
             return
@@ -289,6 +292,25 @@ class _Supervisor:
             set_status(ws, self.run_id, "Finalizing")
         self._collect(workdir)
         self._finish(outcome)
+
+    def _prepare_environment(self, workdir: Path) -> str:
+        """Build (once per machine) or reuse the run's managed environment, logging to
+        ``logs/environment.log``; records the interpreter in the run definition."""
+        from .environments import Environment, resolve
+
+        spec = self.definition["environment"]
+        with open(workdir / "logs" / "environment.log", "a") as log:
+            log.write(f"Environment {spec['name']!r} (spec {spec['specHash']})\n")
+            log.flush()
+            python = resolve(Environment.from_dict(spec), self.ws, log=log)
+            log.write(f"Ready: {python}\n")
+        self.definition["environment"]["interpreter"] = python
+        with self.ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET definition = ? WHERE id = ?",
+                (json.dumps(self.definition), self.run_id),
+            )
+        return python
 
     def _cancel_if_requested(self) -> None:
         from .runs import set_status

@@ -72,15 +72,10 @@ def test_command_runs_and_env_vars_reach_the_script(ws, tmp_path):
     assert run.get_details()["runDefinition"]["environment"]["interpreter"] == sys.executable
 
 
-def test_managed_environments_are_refused_clearly(ws, tmp_path):
-    class Python:
-        user_managed_dependencies = False
-
-    class Env:
-        name = "managed"
-        python = Python()
+def test_unknown_registered_environment_changes_nothing(ws, tmp_path):
+    from mlws.environments import EnvironmentNotFound
 
     (tmp_path / "t.py").write_text("")
-    with pytest.raises(RunConfigError, match="not supported yet"):
-        Experiment(ws, "m").submit(ScriptRunConfig(tmp_path, "t.py", environment=Env()))
+    with pytest.raises(EnvironmentNotFound):
+        Experiment(ws, "m").submit(ScriptRunConfig(tmp_path, "t.py", environment="missing"))
     assert ws.catalog.scalar("SELECT count(*) FROM runs") == 0

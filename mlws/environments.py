@@ -1,0 +1,481 @@
+"""Environments: which Python a run uses, and which packages it needs.
+
+A *user-managed* environment (the default: fast and offline) uses an existing interpreter as it
+is. A *managed* one lists pip packages (directly, from a requirements file, or from the pip part
+of a conda specification) and is built once per machine into a virtualenv under
+``~/.cache/mlws/envs/<spec hash>`` — with uv when it is installed, else ``venv`` + pip — under a
+file lock, so two runs that need the same new environment build it once. The cache is the local
+stand-in for v1's container registry; each build's ``pip freeze`` is recorded in the catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from .errors import MlwsError, UserErrorException
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+#: What the mlws API needs inside a run (v1's azureml-defaults): added to every managed
+#: environment so Run.get_context(), child runs and run.get_secret() work there.
+RUNTIME_PACKAGES = ("psutil", "cryptography")
+#: Conda packages that mean "a Python with pip", which every virtualenv has.
+_IMPLICIT_CONDA = re.compile(r"^(python|pip|setuptools|wheel)([=<>!~ ].*)?$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+
+
+class EnvironmentBuildError(MlwsError):
+    """Building a managed environment failed (pip's error is in the message and the log)."""
+
+
+class EnvironmentNotFound(MlwsError):
+    """No registered environment of that name (and version)."""
+
+
+class CondaDependencies:
+    """The package list of a managed environment (v1 name and API)."""
+
+    def __init__(self) -> None:
+        self.pip_packages: list[str] = []
+        self.conda_packages: list[str] = []
+        self.python_version: str | None = None
+        self.pip_options: list[str] = []
+
+    @classmethod
+    def create(
+        cls,
+        pip_packages: list[str] | None = None,
+        conda_packages: list[str] | None = None,
+        python_version: str | None = None,
+        pip_indexurl: str | None = None,
+        **_azure_kwargs: Any,
+    ) -> CondaDependencies:
+        deps = cls()
+        for p in pip_packages or []:
+            deps.add_pip_package(p)
+        for p in conda_packages or []:
+            deps.add_conda_package(p)
+        deps.python_version = python_version
+        if pip_indexurl:
+            deps.pip_options.append(f"--index-url={pip_indexurl}")
+        return deps
+
+    def add_pip_package(self, package: str) -> None:
+        if not isinstance(package, str) or not package.strip() or package.strip().startswith("-"):
+            raise UserErrorException(f"not a pip requirement: {package!r}")
+        if package.strip() not in self.pip_packages:
+            self.pip_packages.append(package.strip())
+
+    def add_conda_package(self, package: str) -> None:
+        package = package.strip()
+        m = re.match(r"^python\s*=+\s*([0-9.]+)", package)
+        if m:
+            self.python_version = m.group(1)
+            return
+        if package and package not in self.conda_packages:
+            self.conda_packages.append(package)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pip": list(self.pip_packages),
+            "conda": list(self.conda_packages),
+            "python": self.python_version,
+            "pipOptions": list(self.pip_options),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CondaDependencies:
+        deps = cls()
+        deps.pip_packages = list(data.get("pip") or [])
+        deps.conda_packages = list(data.get("conda") or [])
+        deps.python_version = data.get("python")
+        deps.pip_options = list(data.get("pipOptions") or [])
+        return deps
+
+    @classmethod
+    def _from_conda_yaml(cls, path: str | os.PathLike[str]) -> CondaDependencies:
+        import yaml
+
+        try:
+            spec = yaml.safe_load(Path(path).read_text())
+        except OSError as e:
+            raise UserErrorException(
+                f"cannot read conda specification {path}: {e.strerror}"
+            ) from None
+        except yaml.YAMLError as e:
+            raise UserErrorException(f"conda specification {path} is not valid YAML: {e}") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("dependencies", []), list):
+            raise UserErrorException(f"conda specification {path} has no 'dependencies' list")
+        deps = cls()
+        for item in spec.get("dependencies") or []:
+            if isinstance(item, dict) and "pip" in item:
+                for p in item["pip"] or []:
+                    if str(p).startswith("-"):
+                        deps.pip_options.append(str(p))
+                    else:
+                        deps.add_pip_package(str(p))
+            elif isinstance(item, str):
+                deps.add_conda_package(item)
+        return deps
+
+    def serialize_to_string(self) -> str:
+        import yaml
+
+        deps: list[Any] = []
+        if self.python_version:
+            deps.append(f"python={self.python_version}")
+        deps += self.conda_packages + ["pip", {"pip": self.pip_options + self.pip_packages}]
+        return yaml.safe_dump(
+            {"name": "project_environment", "dependencies": deps}, sort_keys=False
+        )
+
+
+class PythonSection:
+    """``env.python``: the interpreter and packages."""
+
+    def __init__(self) -> None:
+        #: True: use ``interpreter_path`` (or the current Python) as it is. False: build a
+        #: virtualenv with ``conda_dependencies``' pip packages.
+        self.user_managed_dependencies = True
+        self.interpreter_path: str | None = None
+        self.conda_dependencies: CondaDependencies = CondaDependencies()
+        #: Managed environments see the base interpreter's packages only when asked.
+        self.system_site_packages = False
+
+
+class Environment:
+    """A named, versioned description of a run's Python (v1 ``Environment``)."""
+
+    def __init__(self, name: str, **_azure_kwargs: Any) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise UserErrorException(
+                f"invalid environment name {name!r}: use letters, digits, '.', '_' or '-'"
+            )
+        self.name = name
+        self.version: str | None = None
+        self.python = PythonSection()
+        self.environment_variables: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"Environment(name={self.name!r}, version={self.version!r}, managed={self.managed})"
+
+    @property
+    def managed(self) -> bool:
+        return not self.python.user_managed_dependencies
+
+    # -- constructors -------------------------------------------------------------------------
+    @classmethod
+    def from_pip_requirements(
+        cls, name: str, file_path: str | os.PathLike[str], **_: Any
+    ) -> Environment:
+        """A managed environment with the packages of a requirements file."""
+        try:
+            lines = Path(file_path).read_text().splitlines()
+        except OSError as e:
+            raise UserErrorException(
+                f"cannot read requirements file {file_path}: {e.strerror}"
+            ) from None
+        env = cls(name)
+        env.python.user_managed_dependencies = False
+        for line in lines:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            if line.startswith("-"):
+                env.python.conda_dependencies.pip_options.append(line)
+            else:
+                env.python.conda_dependencies.add_pip_package(line)
+        return env
+
+    @classmethod
+    def from_conda_specification(cls, name: str, file_path: str | os.PathLike[str]) -> Environment:
+        """A managed environment from a conda ``environment.yml``: its pip part is installed;
+        other conda packages need a conda on the machine (the build says so clearly)."""
+        env = cls(name)
+        env.python.user_managed_dependencies = False
+        env.python.conda_dependencies = CondaDependencies._from_conda_yaml(file_path)
+        return env
+
+    # -- (de)serialisation -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "python": {
+                "userManagedDependencies": self.python.user_managed_dependencies,
+                "interpreterPath": self.python.interpreter_path,
+                "condaDependencies": self.python.conda_dependencies.to_dict(),
+                "systemSitePackages": self.python.system_site_packages,
+            },
+            "environmentVariables": dict(self.environment_variables),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Environment:
+        env = cls(data.get("name") or "unnamed")
+        env.version = data.get("version")
+        py = data.get("python") or {}
+        env.python.user_managed_dependencies = bool(py.get("userManagedDependencies", True))
+        env.python.interpreter_path = py.get("interpreterPath")
+        env.python.conda_dependencies = CondaDependencies.from_dict(
+            py.get("condaDependencies") or {}
+        )
+        env.python.system_site_packages = bool(py.get("systemSitePackages", False))
+        env.environment_variables = {
+            str(k): str(v) for k, v in (data.get("environmentVariables") or {}).items()
+        }
+        return env
+
+    def spec_hash(self) -> str:
+        """Hash of what the built environment contains (not its name or variables)."""
+        deps = self.python.conda_dependencies
+        spec = {
+            "pip": sorted(deps.pip_packages),
+            "pipOptions": deps.pip_options,
+            "conda": sorted(deps.conda_packages),
+            "python": deps.python_version,
+            "systemSitePackages": self.python.system_site_packages,
+            "runtime": list(RUNTIME_PACKAGES),
+        }
+        data = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(data).hexdigest()[:32]
+
+    # -- registry -----------------------------------------------------------------------------
+    def register(self, workspace: Workspace) -> Environment:
+        """Register in the workspace: a new version when the definition changed, else the
+        existing version (as v1)."""
+        body = self.to_dict()
+        body["version"] = None
+        text = json.dumps(body, sort_keys=True)
+        with workspace.catalog.write() as conn:
+            last = conn.execute(
+                "SELECT version, spec FROM environments WHERE name = ? ORDER BY version DESC LIMIT 1",
+                (self.name,),
+            ).fetchone()
+            if last is not None and last[1] == text:
+                version = last[0]
+            else:
+                version = (last[0] + 1) if last is not None else 1
+                conn.execute(
+                    "INSERT INTO environments (name, version, spec, spec_hash, created) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        self.name,
+                        version,
+                        text,
+                        self.spec_hash() if self.managed else None,
+                        time.time(),
+                    ),
+                )
+        self.version = str(version)
+        return self
+
+    @staticmethod
+    def get(
+        workspace: Workspace, name: str, version: str | int | None = None, label: Any = None
+    ) -> Environment:
+        """A registered environment (the latest version when ``version`` is None).
+
+        :raises EnvironmentNotFound:
+        """
+        if version is None:
+            row = workspace.catalog.one(
+                "SELECT version, spec FROM environments WHERE name = ? ORDER BY version DESC LIMIT 1",
+                (name,),
+            )
+        else:
+            row = workspace.catalog.one(
+                "SELECT version, spec FROM environments WHERE name = ? AND version = ?",
+                (name, int(version)),
+            )
+        if row is None:
+            what = name if version is None else f"{name} version {version}"
+            raise EnvironmentNotFound(
+                f"no environment {what} in workspace {workspace.name!r}; see 'mlws environment list'"
+            )
+        env = Environment.from_dict(json.loads(row[1]))
+        env.version = str(row[0])
+        return env
+
+    @staticmethod
+    def list(workspace: Workspace) -> dict[str, Environment]:
+        """The latest version of every registered environment, by name (v1 returns a dict)."""
+        rows = workspace.catalog.query(
+            "SELECT name, max(version) AS version FROM environments GROUP BY name ORDER BY name"
+        )
+        return {r[0]: Environment.get(workspace, r[0], r[1]) for r in rows}
+
+    def build(self, workspace: Workspace | None = None, log: IO[str] | None = None) -> str:
+        """Build (or reuse) this environment on this machine; returns its interpreter."""
+        return resolve(self, workspace=workspace, log=log)
+
+
+# -- building --------------------------------------------------------------------------------------
+def envs_dir() -> Path:
+    from .workspace import user_cache_dir
+
+    return user_cache_dir() / "envs"
+
+
+def _base_python(version: str | None) -> str:
+    if not version or sys.version.startswith(f"{version}.") or sys.version.split()[0] == version:
+        return sys.executable
+    major_minor = ".".join(version.split(".")[:2])
+    found = shutil.which(f"python{major_minor}")
+    if found is None:
+        raise EnvironmentBuildError(
+            f"python_version={version} asked for, but no python{major_minor} is on this machine's PATH "
+            f"(this one is {sys.version.split()[0]}); install it or drop python_version"
+        )
+    return found
+
+
+def _run_logged(argv: list[str], log: IO[str] | None) -> None:
+    if log is not None:
+        log.write(f"$ {' '.join(argv)}\n")
+        log.flush()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if log is not None:
+        log.write(proc.stdout + proc.stderr)
+        log.flush()
+    if proc.returncode != 0:
+        raise EnvironmentBuildError(
+            f"building the environment failed ({Path(argv[0]).name} exited {proc.returncode}): "
+            + _error_summary(proc.stderr or proc.stdout)
+        )
+
+
+def _error_summary(output: str, limit: int = 600) -> str:
+    """pip's or uv's error on one line: from the first line that says "error" on, as they
+    put the reason (e.g. which requirement cannot be found) just after it."""
+    lines = [ln.strip(" ×╰─▶│|") for ln in output.splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if "error" in ln.lower()), max(0, len(lines) - 3))
+    text = " ".join(ln for ln in lines[start : start + 4] if ln)
+    return (text[: limit - 3] + "...") if len(text) > limit else (text or "no output")
+
+
+def resolve(
+    env: Environment | None, workspace: Workspace | None = None, log: IO[str] | None = None
+) -> str:
+    """The interpreter for ``env``: as is when user-managed; built once per machine when managed
+    (later calls return at once, without running pip)."""
+    if env is None:
+        return sys.executable
+    if not env.managed:
+        path = env.python.interpreter_path
+        if path and path != "python":
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                raise UserErrorException(
+                    f"environment {env.name!r}: interpreter {path} is not an executable file"
+                )
+            return path
+        return sys.executable
+    deps = env.python.conda_dependencies
+    extra_conda = [p for p in deps.conda_packages if not _IMPLICIT_CONDA.match(p)]
+    if extra_conda and shutil.which("conda") is None:
+        raise EnvironmentBuildError(
+            f"environment {env.name!r} needs conda packages ({', '.join(extra_conda)}) but there is no "
+            "conda on this machine; install conda, or move them to the pip section"
+        )
+    if extra_conda:
+        raise EnvironmentBuildError(
+            f"environment {env.name!r}: conda packages ({', '.join(extra_conda)}) are not supported yet; "
+            "move them to the pip section"
+        )
+    target = envs_dir() / env.spec_hash()
+    python = target / "bin" / "python"
+    done = target / ".mlws-complete"
+    if done.exists():
+        return str(python)
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock", timeout=3600):
+        if done.exists():  # another process built it while we waited
+            if log is not None:
+                log.write(f"Environment {env.spec_hash()} was built by another run; reusing it\n")
+            return str(python)
+        if target.exists():
+            shutil.rmtree(target)  # a build that died half-way
+        started = time.time()
+        base = _base_python(deps.python_version)
+        uv = None if os.environ.get("MLWS_NO_UV") else (shutil.which("uv") or _venv_uv())
+        packages = [*deps.pip_packages, *RUNTIME_PACKAGES]
+        try:
+            if uv:
+                venv = [uv, "venv", "--quiet", "--python", base, str(target)]
+                if env.python.system_site_packages:
+                    venv.insert(2, "--system-site-packages")
+                _run_logged(venv, log)
+                _run_logged(
+                    [uv, "pip", "install", "--python", str(python), *deps.pip_options, *packages],
+                    log,
+                )
+            else:
+                venv = [base, "-m", "venv", str(target)]
+                if env.python.system_site_packages:
+                    venv.insert(3, "--system-site-packages")
+                _run_logged(venv, log)
+                _run_logged(
+                    [
+                        str(python),
+                        "-m",
+                        "pip",
+                        "install",
+                        "--disable-pip-version-check",
+                        *deps.pip_options,
+                        *packages,
+                    ],
+                    log,
+                )
+            freeze = subprocess.run(
+                [uv, "pip", "freeze", "--python", str(python)]
+                if uv
+                else [str(python), "-m", "pip", "freeze"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        (target / "mlws-environment.json").write_text(json.dumps(env.to_dict(), indent=2))
+        (target / "requirements.freeze.txt").write_text(freeze)
+        done.write_text(f"{time.time()}\n")
+        if workspace is not None:
+            with workspace.catalog.write() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO environment_builds (spec_hash, host, path, python, tool, freeze, seconds, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        env.spec_hash(),
+                        socket.gethostname(),
+                        str(target),
+                        str(python),
+                        "uv" if uv else "pip",
+                        freeze,
+                        time.time() - started,
+                        time.time(),
+                    ),
+                )
+        if log is not None:
+            log.write(
+                f"Environment built in {time.time() - started:.1f} s with {'uv' if uv else 'venv + pip'}\n"
+            )
+        return str(python)
+
+
+def _venv_uv() -> str | None:
+    """uv installed next to this Python (pip install uv), which is not always on PATH."""
+    candidate = Path(sys.executable).parent / "uv"
+    return str(candidate) if candidate.is_file() and os.access(candidate, os.X_OK) else None
