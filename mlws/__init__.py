@@ -9,6 +9,7 @@ from .errors import (
     UserErrorException,
 )
 from .experiments import Experiment
+from .functions import FunctionRunConfig, get_result, run_parallel
 from .runconfig import RunConfiguration, ScriptRunConfig
 from .runs import Run
 from .workspace import Workspace
@@ -21,6 +22,7 @@ __all__ = [
     "CondaDependencies",
     "Environment",
     "Experiment",
+    "FunctionRunConfig",
     "MlwsError",
     "Run",
     "RunConfiguration",
@@ -28,5 +30,7 @@ __all__ = [
     "ScriptRunConfig",
     "UserErrorException",
     "Workspace",
+    "get_result",
+    "run_parallel",
     "__version__",
 ]

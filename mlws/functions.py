@@ -1,0 +1,231 @@
+"""Runs that are Python callables: one submitted like a script, or many fanned out on joblib.
+
+``FunctionRunConfig(func, args, kwargs)`` pickles the call (cloudpickle, which joblib uses too) into
+a tiny source folder and submits it through the same runner as a script, so status, logs,
+outputs, cancel and time limits behave exactly the same; the return value is stored as the run
+file ``outputs/result.pkl`` (:func:`get_result`).
+
+:func:`run_parallel` fans one callable out over many inputs as child runs of one parent, at most
+``max_concurrent`` at a time, on joblib workers (loky processes locally). Inside each call,
+``Run.get_context()`` is that child run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import sysconfig
+import tempfile
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import UserErrorException
+
+if TYPE_CHECKING:
+    from .experiments import Experiment
+    from .runs import Run
+
+FUNCTION_RUN = "mlws.function"
+PAYLOAD = "_mlws_call.pkl"
+DRIVER = "_mlws_call.py"
+RESULT = "outputs/result.pkl"
+
+_DRIVER_SOURCE = """\
+# Written by mlws: runs the pickled call in _mlws_call.pkl and stores its result.
+from mlws.functions import _call_from_payload
+
+_call_from_payload()
+"""
+
+
+def _dumps(obj: Any) -> bytes:
+    import cloudpickle
+
+    func = obj[0] if isinstance(obj, tuple) and obj else obj
+    module = sys.modules.get(getattr(func, "__module__", "") or "")
+    # A function from the user's own code (a script, a notebook, a test file) may not be
+    # importable where it runs: send it by value. Library functions go by reference.
+    if module is not None and module.__name__ != "__main__":
+        path = getattr(module, "__file__", None) or ""
+        stdlib = sysconfig.get_paths()["stdlib"]
+        if path and "site-packages" not in path and not path.startswith(stdlib):
+            cloudpickle.register_pickle_by_value(module)
+    return cloudpickle.dumps(obj)
+
+
+class FunctionRunConfig:
+    """A call of ``func(*args, **kwargs)`` to submit as a run (``exp.submit(config)``)."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        compute_target: str = "local",
+        environment: Any = None,
+        max_run_duration_seconds: int | None = None,
+    ) -> None:
+        if not callable(func):
+            raise UserErrorException(
+                f"FunctionRunConfig needs a callable, got {type(func).__name__}"
+            )
+        self.func = func
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.compute_target = compute_target
+        self.environment = environment
+        self.max_run_duration_seconds = max_run_duration_seconds
+
+    def _submit(self, experiment: Experiment, tags: dict[str, Any] | None = None, **_: Any) -> Run:
+        from .runconfig import ScriptRunConfig
+
+        payload = _dumps((self.func, self.args, self.kwargs))
+        with tempfile.TemporaryDirectory(prefix="mlws-call-") as src:
+            Path(src, PAYLOAD).write_bytes(payload)
+            Path(src, DRIVER).write_text(_DRIVER_SOURCE)
+            config = ScriptRunConfig(
+                src,
+                DRIVER,
+                compute_target=self.compute_target,
+                environment=self.environment,
+                max_run_duration_seconds=self.max_run_duration_seconds,
+            )
+            run = experiment.submit(config, tags=tags)
+        run.add_properties({"mlws.function": _qualname(self.func)})
+        return run
+
+
+def _qualname(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def _call_from_payload() -> None:
+    """Inside a submitted function run: load the call, run it, store the result."""
+    with open(PAYLOAD, "rb") as f:
+        func, args, kwargs = pickle.load(f)
+    result = func(*args, **kwargs)
+    os.makedirs("outputs", exist_ok=True)
+    with open(RESULT, "wb") as f:
+        f.write(_dumps(result))
+
+
+def get_result(run: Run) -> Any:
+    """The return value of a function run (or of a :func:`run_parallel` child)."""
+    if RESULT not in run.get_file_names():
+        raise UserErrorException(f"run {run.id} has no result (status {run.get_status()})")
+    blob = run._stored_blob(RESULT)
+    data = (
+        run.workspace.blobs.read_bytes(blob)
+        if blob
+        else Path(run._live_files()[RESULT]).read_bytes()
+    )
+    return pickle.loads(data)
+
+
+# -- fan-out on joblib workers ------------------------------------------------------------------
+def run_parallel(
+    experiment: Experiment,
+    func: Callable[[Any], Any],
+    inputs: Iterable[Any],
+    *,
+    max_concurrent: int | None = None,
+    backend: str = "loky",
+    tags: dict[str, Any] | None = None,
+    display_name: str | None = None,
+) -> Run:
+    """Call ``func(item)`` for every item, each as a tracked child run of one parent run,
+    ``max_concurrent`` at a time on joblib workers. Returns the parent once all have ended:
+    ``Completed`` when every child completed, else ``Failed`` saying how many did not.
+
+    Inside ``func``, ``Run.get_context()`` is the child run (log metrics to it); what it
+    returns is kept as the child's ``outputs/result.pkl`` (:func:`get_result`).
+    """
+    import joblib
+
+    from .lifecycle import insert_run, process_start_time
+
+    items = list(inputs)
+    ws = experiment.workspace
+    parent = experiment.start_logging(display_name=display_name or _qualname(func), tags=tags)
+    parent.add_properties({"mlws.function": _qualname(func), "mlws.children": str(len(items))})
+    me, my_start = os.getpid(), process_start_time(os.getpid())
+    child_ids = []
+    for i in range(len(items)):
+        # Queued under this process: if it dies before a worker takes a child, the child is
+        # reconciled to Failed instead of waiting forever.
+        row = insert_run(
+            ws,
+            experiment.name,
+            run_type=FUNCTION_RUN,
+            status="Queued",
+            parent_id=parent.id,
+            fields={"pid": me, "pid_start": my_start},
+            tags={"mlws.index": i},
+        )
+        child_ids.append(row["id"])
+    payload = _dumps(func)
+    n_jobs = max_concurrent or os.cpu_count() or 1
+    statuses = joblib.Parallel(n_jobs=n_jobs, backend=backend)(
+        joblib.delayed(_run_child)(str(ws.path), cid, payload, item)
+        for cid, item in zip(child_ids, items, strict=True)
+    )
+    failed = sum(1 for s in statuses if s != "Completed")
+    if failed:
+        parent.fail(
+            f"{failed} of {len(items)} child runs did not complete", error_code="ChildRunsFailed"
+        )
+    else:
+        parent.complete()
+    return parent
+
+
+_worker_workspaces: dict[str, Any] = {}
+
+
+def _run_child(ws_path: str, run_id: str, payload: bytes, item: Any) -> str:
+    """In a joblib worker: run one call as the child run ``run_id``."""
+    from .lifecycle import TERMINAL, process_start_time, set_status
+    from .runs import Run
+    from .workspace import Workspace
+
+    ws = _worker_workspaces.get(ws_path)
+    if ws is None:
+        ws = _worker_workspaces[ws_path] = Workspace(ws_path)
+    row = ws.catalog.one("SELECT status FROM runs WHERE id = ?", (run_id,))
+    if row is None or row[0] in TERMINAL:
+        return row[0] if row else "Failed"  # canceled while queued
+    me = os.getpid()
+    if not set_status(ws, run_id, "Running", pid=me, pid_start=process_start_time(me)):
+        return "Canceled"
+    run = ws.get_run(run_id)
+    previous = Run._context
+    Run._context = run
+    cwd = os.getcwd()
+    workdir = tempfile.mkdtemp(prefix=f"mlws-{run_id}-")
+    try:
+        os.chdir(workdir)
+        func = pickle.loads(payload)
+        result = func(item)
+        os.makedirs("outputs", exist_ok=True)
+        Path(RESULT).write_bytes(_dumps(result))
+        run.upload_folder("outputs", "outputs")
+        run.complete()
+    except Exception as e:  # noqa: BLE001 - the child fails with the reason; the fan-out goes on
+        run.upload_file("logs/traceback.txt", _bytes_io(traceback.format_exc()))
+        run.fail(f"{type(e).__name__}: {e}", error_code="UserError")
+    finally:
+        Run._context = previous
+        os.chdir(cwd)
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    return run.get_status()
+
+
+def _bytes_io(text: str) -> Any:
+    import io
+
+    return io.BytesIO(text.encode())
