@@ -568,6 +568,24 @@ def run_tag(ctx: click.Context, run_id: str, pairs: tuple[str, ...]) -> None:
     click.echo(f"Tagged {run_id}: " + ", ".join(f"{k}={v}" for k, v in tags.items()))
 
 
+@run.command("property")
+@click.argument("run_id")
+@click.argument("pairs", nargs=-1, required=True)
+@click.pass_context
+def run_property(ctx: click.Context, run_id: str, pairs: tuple[str, ...]) -> None:
+    """Add properties (key=value) to a run. Properties are add-only: a key that is already set
+    cannot take another value (use a tag for values that change).
+
+    \b
+    Example:
+      mlws run property demo_1764000000_ab12cd34 dataset=v3
+    """
+    props = _kv(pairs)
+    ws = _open(ctx)
+    ws.get_run(run_id).add_properties(props)
+    click.echo(f"Added properties to {run_id}: " + ", ".join(f"{k}={v}" for k, v in props.items()))
+
+
 # -- environments ----------------------------------------------------------------------------------
 @cli.group(cls=_Group, context_settings=CONTEXT)
 def environment() -> None:

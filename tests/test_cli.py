@@ -238,3 +238,14 @@ def test_version_and_help():
     assert "mlws" in invoke("--version").output
     for group in ("workspace", "experiment", "run"):
         assert "Usage" in invoke(group, "--help").output
+
+
+def test_properties_are_add_only_from_the_cli(ws):
+    run = Experiment(ws, "p").start_logging()
+    assert invoke("run", "property", run.id, "dataset=v3").exit_code == 0
+    assert invoke("run", "property", run.id, "dataset=v3").exit_code == 0  # same value: fine
+    before = state(ws.path)
+    msg = one_error_line(invoke("run", "property", run.id, "dataset=v4", "other=x"))
+    assert "add-only" in msg
+    assert state(ws.path) == before
+    assert run.get_properties() == {"dataset": "v3"}
