@@ -427,6 +427,146 @@ def case_artifacts(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- 7. environment cache hit ----------------------------------------------------------------------
+def _bench_env() -> Any:
+    from mlws import CondaDependencies, Environment
+
+    env = Environment("bench-env")
+    env.python.user_managed_dependencies = False
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=["six"])
+    return env
+
+
+def case_env(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Build a managed environment once (not timed against the target), then resolve it again:
+    a cache hit must return the same interpreter without building."""
+    from mlws import Environment
+    from mlws.environments import envs_dir, resolve
+
+    reps = int(params.get("reps", 20))
+    ws = _ws(work / "ws-env")
+    env = _bench_env()
+    target = envs_dir() / env.spec_hash()
+    if target.exists():
+        raise RuntimeError(f"{target} exists before the first build: the cache is not fresh")
+    progress(f"building the managed environment (six + runtime packages) into {target}")
+    t0 = time.perf_counter()
+    python = resolve(env)
+    build_s = time.perf_counter() - t0
+    marker = target / ".mlws-complete"
+    if Path(python) != target / "bin" / "python" or not marker.exists():
+        raise RuntimeError(f"resolve returned {python}, not a completed build in {target}")
+    subprocess.run([python, "-c", "import six, psutil, cryptography"], check=True)
+    progress(f"built in {build_s:.2f} s; `import six` works in {python}")
+    built = (marker.stat().st_mtime_ns, target.stat().st_ino, sorted(os.listdir(envs_dir())))
+
+    def unchanged() -> bool:
+        now = (marker.stat().st_mtime_ns, target.stat().st_ino, sorted(os.listdir(envs_dir())))
+        return now == built
+
+    times = []
+    for _ in range(reps + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        again = resolve(env)
+        times.append(time.perf_counter() - t0)
+        if again != python:
+            raise RuntimeError(f"resolve returned {again} on a cache hit, not {python}")
+    if max(times) > 1.0 or not unchanged():
+        raise RuntimeError(f"a cache hit rebuilt the environment (slowest {max(times):.2f} s)")
+    hit_ms = median_ms(times[1:])
+    progress(f"cache hit: median {hit_ms:.3f} ms (first {times[0] * 1e3:.3f} ms)")
+
+    env.register(ws)
+    get_times = []
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        found = resolve(Environment.get(ws, "bench-env"))
+        get_times.append(time.perf_counter() - t0)
+        if found != python:
+            raise RuntimeError(f"Environment.get + resolve returned {found}, not {python}")
+    if not unchanged():
+        raise RuntimeError("resolving the registered environment rebuilt it")
+    get_ms = median_ms(get_times[1:])
+    progress(
+        f"Environment.get + resolve: median {get_ms:.3f} ms (first {get_times[0] * 1e3:.3f} ms)"
+    )
+    ws.close()
+    return {
+        "build_s": build_s,
+        "hit_ms": hit_ms,
+        "hit_first_ms": times[0] * 1e3,
+        "get_ms": get_ms,
+        "get_first_ms": get_times[0] * 1e3,
+        "reps": reps,
+    }
+
+
+# -- 8. callables fanned out as child runs ---------------------------------------------------------
+def fan_square(x: int) -> int:
+    """The tiny callable of case 8 (sent to the workers by value: this module is ``__main__``)."""
+    from mlws import Run
+
+    Run.get_context().log("x", x)
+    return x * x
+
+
+FAN_WARMUP = textwrap.dedent(
+    """
+    import sys
+    from mlws import Experiment, Run, Workspace, run_parallel
+
+    def f(x):
+        Run.get_context().log("x", x)
+        return x
+
+    ws = Workspace.create(sys.argv[1], exist_ok=True)
+    parent = run_parallel(Experiment(ws, "warm-up"), f, range(4), max_concurrent=int(sys.argv[2]))
+    assert parent.get_status() == "Completed", parent.get_status()
+    """
+)
+
+
+def case_fan(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """One ``run_parallel`` call, timed whole in this fresh process (so it starts its workers),
+    after a warm-up in another process that writes the ``.pyc`` of joblib, loky, cloudpickle."""
+    from mlws import Experiment, get_result, run_parallel
+
+    n = int(params.get("n", 200))
+    workers = int(params.get("workers", 2))
+    subprocess.run(
+        [sys.executable, "-c", FAN_WARMUP, str(work / "ws-fan-warm-up"), str(workers)],
+        check=True,
+        cwd=work,
+    )
+    ws = _ws(work / f"ws-fan-{workers}")
+    progress(f"run_parallel: {n} callables as child runs, max_concurrent={workers}")
+    t0 = time.perf_counter()
+    parent = run_parallel(Experiment(ws, "fan"), fan_square, range(n), max_concurrent=workers)
+    elapsed = time.perf_counter() - t0
+    status = parent.get_status()
+    children = parent.get_children()
+    done = sum(1 for c in children if c.get_status() == "Completed")
+    if status != "Completed" or len(children) != n or done != n:
+        raise RuntimeError(
+            f"parent {status}, {len(children)} children of which {done} Completed (expected {n})"
+        )
+    metrics = parent.get_metrics(recursive=True)
+    xs = sorted(m["x"] for rid, m in metrics.items() if rid != parent.id)
+    if xs != list(range(n)):
+        raise RuntimeError("the children did not log x = 0..n-1, one each")
+    by_index = {int(c.get_tags()["mlws.index"]): c for c in children}
+    if get_result(by_index[n - 1]) != (n - 1) ** 2:
+        raise RuntimeError("the last child's result is not x*x")
+    pids = ws.catalog.scalar(
+        "SELECT count(DISTINCT pid) FROM runs WHERE parent_id = ?", (parent.id,)
+    )
+    progress(
+        f"{n} child runs in {elapsed:.2f} s ({n / elapsed:,.1f} runs/s) on {pids} worker processes"
+    )
+    ws.close()
+    return {"seconds": elapsed, "n": n, "workers": workers, "rate": n / elapsed, "pids": pids}
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -436,6 +576,8 @@ CASES = {
     "submit": case_submit,
     "snapshot": case_snapshot,
     "artifacts": case_artifacts,
+    "env": case_env,
+    "fan": case_fan,
 }
 
 

@@ -395,13 +395,13 @@ def resolve(
     target = envs_dir() / env.spec_hash()
     python = target / "bin" / "python"
     done = target / ".mlws-complete"
-    if done.exists():
+    if done.exists() and python.exists():
         return str(python)
     from filelock import FileLock
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock", timeout=3600):
-        if done.exists():  # another process built it while we waited
+        if done.exists() and python.exists():  # another process built it while we waited
             if log is not None:
                 log.write(f"Environment {env.spec_hash()} was built by another run; reusing it\n")
             return str(python)
