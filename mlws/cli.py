@@ -296,7 +296,14 @@ def _run_dict(ws: Any, row: Any, metrics: dict[str, Any]) -> dict[str, Any]:
 )
 @click.option("--ascending", is_flag=True, help="Sort ascending (default: descending).")
 @click.option("--include-children", is_flag=True, help="List child runs too.")
-@click.option("--limit", type=int, default=None, help="At most this many runs.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="At most this many runs.",
+)
+@click.option("--all", "show_all", is_flag=True, help="Every matching run (no limit).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def run_list(
@@ -307,10 +314,11 @@ def run_list(
     sort_by: str | None,
     ascending: bool,
     include_children: bool,
-    limit: int | None,
+    limit: int,
+    show_all: bool,
     as_json: bool,
 ) -> None:
-    """List runs with their latest metric values.
+    """List runs with their latest metric values (the first 100 unless --limit or --all).
 
     \b
     Example:
@@ -334,8 +342,10 @@ def run_list(
         include_children=include_children,
         sort_by=sort_by,
         ascending=ascending,
-        limit=limit,
+        limit=None if show_all else limit + 1,
     )
+    truncated = not show_all and len(rows) > limit
+    rows = rows if show_all else rows[:limit]
     summary: dict[str, dict[str, Any]] = {r["id"]: {} for r in rows}
     by_seq = {r["seq"]: r["id"] for r in rows}
     seqs = list(by_seq)
@@ -369,6 +379,8 @@ def run_list(
         for r in rows
     ]
     _table(table, ["run id", "experiment", "#", "status", "created", "duration", *names])
+    if truncated:
+        click.echo(f"(first {limit} runs shown; --limit N or --all for more)", err=True)
 
 
 @run.command("show")

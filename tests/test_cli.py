@@ -249,3 +249,20 @@ def test_properties_are_add_only_from_the_cli(ws):
     assert "add-only" in msg
     assert state(ws.path) == before
     assert run.get_properties() == {"dataset": "v3"}
+
+
+def test_run_list_is_paged_by_default(ws):
+    exp = Experiment(ws, "many")
+    for i in range(5):
+        with exp.start_logging() as run:
+            run.log("i", i)
+    rows = json.loads(invoke("run", "list", "--limit", "3", "--json").output)
+    assert len(rows) == 3
+    assert len(json.loads(invoke("run", "list", "--limit", "3", "--all", "--json").output)) == 5
+    r = CliRunner().invoke(cli, ["run", "list", "--limit", "2"])
+    assert r.exit_code == 0 and "--all for more" in r.stderr
+    best = json.loads(
+        invoke("run", "list", "--sort-by", "metric:i", "--limit", "1", "--json").output
+    )
+    assert best[0]["metrics"]["i"] == 4
+    assert CliRunner().invoke(cli, ["run", "list", "--limit", "0"]).exit_code == 2
