@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,20 +207,11 @@ class Keyvault:
 
 
 def _write_private(path: Path, data: bytes, private_folder: bool = False) -> None:
-    """Write a 0600 file atomically (never readable by others, not even for a moment);
-    ``private_folder`` also makes its folder 0700 (the per-user keys folder)."""
+    """Write a 0600 file atomically; ``private_folder`` also makes its folder 0700 (the
+    per-user keys folder)."""
+    from .workspace import _write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if private_folder:
         os.chmod(path.parent, 0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _write_atomic(path, data, mode=0o600)

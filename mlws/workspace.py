@@ -117,9 +117,12 @@ def find_workspace_path(path: str | os.PathLike[str] | None = None) -> tuple[Pat
     return default_workspace_path(), True
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
+def _write_atomic(target: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a small file whole or not at all (temp file, fsync, rename), with ``mode`` from the
+    start: a 0600 file is never readable by others, not even for a moment."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
