@@ -330,6 +330,31 @@ class BlobStore:
                 _unlink_quiet(tmp)
             raise
 
+    def put_folder(
+        self, src: Path, prefix: str = "", *, skip_symlinks: bool = False
+    ) -> list[Entry]:
+        """Store every file under ``src`` (in one batch); returns entries named
+        ``<prefix>/<relative path>``. ``skip_symlinks`` leaves out links, e.g. in a run's
+        outputs, where one could point at any file on the machine."""
+        entries = []
+        with self.batch():
+            for f in sorted(src.rglob("*")):
+                if skip_symlinks and f.is_symlink():
+                    continue
+                if not f.is_file():
+                    continue
+                rel = f.relative_to(src).as_posix()
+                digest, size, _ = self.put_file(f)
+                entries.append(
+                    Entry(
+                        f"{prefix}/{rel}" if prefix else rel,
+                        digest,
+                        size,
+                        file_mode(f.stat().st_mode),
+                    )
+                )
+        return entries
+
     def put_manifest(self, entries: Iterable[Entry]) -> str:
         return self.put_bytes(canonical_manifest(entries))
 

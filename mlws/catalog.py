@@ -21,6 +21,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ class Catalog:
                 except sqlite3.OperationalError:
                     if attempt == 49:
                         raise
-                    threading.Event().wait(0.05)
+                    time.sleep(0.05)
             self.conn.execute("PRAGMA synchronous=NORMAL")
         self._db: Any = None
 

@@ -8,6 +8,7 @@ line and exit status 1.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -166,11 +167,9 @@ def experiment_list(ctx: click.Context, as_json: bool) -> None:
     Example:
       mlws experiment list
     """
-    ws = _open(ctx)
-    rows = ws.catalog.query(
-        "SELECT e.name, e.id, e.created, count(r.id) AS runs, max(r.created) AS last_run FROM experiments e"
-        " LEFT JOIN runs r ON r.experiment = e.name AND r.parent_id IS NULL GROUP BY e.name ORDER BY e.name"
-    )
+    from .experiments import experiment_summaries
+
+    rows = experiment_summaries(_open(ctx))
     if as_json:
         _json([dict(r) for r in rows])
     else:
@@ -250,6 +249,7 @@ def run_submit(
     if env_name:
         from .environments import Environment
 
+        # looked up now, before the experiment is created: an unknown name changes nothing
         cfg.run_config.environment = Environment.get(ws, env_name)
     # Check everything before the experiment is created: bad input changes nothing.
     cfg.validate()
@@ -269,7 +269,7 @@ def run_submit(
             raise click.ClickException(f"run {r.id} ended {details['status']}: {msg}")
 
 
-def _run_dict(ws: Any, row: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+def _run_dict(row: Any, metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
         "experiment": row["experiment"],
@@ -326,6 +326,7 @@ def run_list(
       mlws run list --status Failed --json
     """
     from .experiments import check_experiment_name, query_runs
+    from .metrics import latest_scalars
 
     ws = _open(ctx)
     if exp_name is not None:
@@ -346,18 +347,9 @@ def run_list(
     )
     truncated = not show_all and len(rows) > limit
     rows = rows if show_all else rows[:limit]
-    summary: dict[str, dict[str, Any]] = {r["id"]: {} for r in rows}
-    by_seq = {r["seq"]: r["id"] for r in rows}
-    seqs = list(by_seq)
-    for start in range(0, len(seqs), 500):
-        chunk = seqs[start : start + 500]
-        for m in ws.catalog.query(
-            f"SELECT run_seq, name, last_value FROM metric_summary WHERE run_seq IN ({','.join('?' * len(chunk))}) AND kind = 'scalar' ORDER BY name",
-            chunk,
-        ):
-            summary[by_seq[m[0]]][m[1]] = m[2]
+    summary = latest_scalars(ws.catalog, {r["seq"]: r["id"] for r in rows})
     if as_json:
-        _json([_run_dict(ws, r, summary[r["id"]]) for r in rows])
+        _json([_run_dict(r, summary[r["id"]]) for r in rows])
         return
     names: list[str] = []
     if sort_by and sort_by.startswith("metric:"):
@@ -554,8 +546,6 @@ def run_download(
                 if p.is_file():
                     d = target / p.relative_to(staging)
                     d.parent.mkdir(parents=True, exist_ok=True)
-                    import os
-
                     os.replace(p, d)
             dest = target
     finally:

@@ -320,6 +320,31 @@ class Environment:
         return resolve(self, workspace=workspace, log=log)
 
 
+def as_environment(workspace: Workspace, env: Any) -> Environment:
+    """What a run configuration may hold as its environment, as an :class:`Environment`:
+    None (the current interpreter), a registered name, a dict, an ``Environment``, or an
+    object with v1's attributes (``python.user_managed_dependencies``, ...)."""
+    if env is None:
+        return Environment("default")
+    if isinstance(env, Environment):
+        return env
+    if isinstance(env, str):
+        return Environment.get(workspace, env)
+    if isinstance(env, dict):
+        return Environment.from_dict(env)
+    python = getattr(env, "python", None)
+    converted = Environment(str(getattr(env, "name", None) or "custom"))
+    converted.python.user_managed_dependencies = bool(
+        getattr(python, "user_managed_dependencies", True)
+    )
+    converted.python.interpreter_path = getattr(python, "interpreter_path", None)
+    deps = getattr(python, "conda_dependencies", None)
+    for p in getattr(deps, "pip_packages", None) or []:
+        converted.python.conda_dependencies.add_pip_package(str(p))
+    converted.environment_variables = dict(getattr(env, "environment_variables", None) or {})
+    return converted
+
+
 # -- building --------------------------------------------------------------------------------------
 def envs_dir() -> Path:
     from .workspace import user_cache_dir

@@ -62,6 +62,15 @@ def filter_clauses(
     return where, params
 
 
+def experiment_summaries(ws: Workspace) -> list[Any]:
+    """Every experiment with its number of top-level runs and the time of the latest."""
+    return ws.catalog.query(
+        "SELECT e.name, e.id, e.created, count(r.seq) AS runs, max(r.created) AS last_run"
+        " FROM experiments e LEFT JOIN runs r ON r.experiment = e.name AND r.parent_id IS NULL"
+        " GROUP BY e.name ORDER BY e.name"
+    )
+
+
 #: The columns of a run that listings need.
 LIST_COLUMNS = (
     "seq",

@@ -118,9 +118,7 @@ def get_result(run: Run) -> Any:
         raise UserErrorException(f"run {run.id} has no result (status {run.get_status()})")
     blob = run._stored_blob(RESULT)
     data = (
-        run.workspace.blobs.read_bytes(blob)
-        if blob
-        else Path(run._live_files()[RESULT]).read_bytes()
+        run.workspace.blobs.read_bytes(blob) if blob else Path(run._live_file(RESULT)).read_bytes()  # type: ignore[arg-type]
     )
     return pickle.loads(data)
 

@@ -193,7 +193,8 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
     if row["status"] in TERMINAL or row["host"] != socket.gethostname():
         return row
     reason = None
-    if row["type"] == SCRIPT_RUN and row["parent_id"] is None or row["supervisor_pid"]:
+    supervised = (row["type"] == SCRIPT_RUN and row["parent_id"] is None) or row["supervisor_pid"]
+    if supervised:
         if row["supervisor_pid"]:
             if not process_alive(row["supervisor_pid"], row["supervisor_start"]):
                 reason = (

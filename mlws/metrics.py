@@ -245,15 +245,33 @@ def shape(kind: str, values: list[Any]) -> Any:
     return values[-1]
 
 
+def _chunks(seqs: list[int], size: int = 500) -> Any:
+    """Slices of run keys small enough for one ``IN (...)`` (SQLite caps bound parameters)."""
+    for start in range(0, len(seqs), size):
+        chunk = seqs[start : start + size]
+        yield chunk, ",".join("?" * len(chunk))
+
+
+def latest_scalars(catalog: Catalog, runs: dict[int, str]) -> dict[str, dict[str, Any]]:
+    """``{run_id: {metric: latest value}}`` of the scalar metrics of ``runs`` (``{seq: id}``),
+    from ``metric_summary`` (one row per run and metric, never the metrics table)."""
+    out: dict[str, dict[str, Any]] = {rid: {} for rid in runs.values()}
+    for chunk, marks in _chunks(list(runs)):
+        for r in catalog.query(
+            f"SELECT run_seq, name, last_value FROM metric_summary WHERE run_seq IN ({marks})"
+            " AND kind = 'scalar' ORDER BY name",
+            chunk,
+        ):
+            out[runs[r[0]]][r[1]] = r[2]
+    return out
+
+
 def read_metrics(
     catalog: Catalog, runs: dict[int, str], name: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """``{run_id: {metric name: v1-shaped value}}`` for ``runs`` (``{seq: run id}``)."""
     out: dict[str, dict[str, Any]] = {rid: {} for rid in runs.values()}
-    seqs = list(runs)
-    for start in range(0, len(seqs), 500):
-        chunk = seqs[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in _chunks(list(runs)):
         sql = f"SELECT run_seq, name, kind, value, data FROM metrics WHERE run_seq IN ({marks})"
         params: list[Any] = list(chunk)
         if name is not None:

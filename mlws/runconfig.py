@@ -225,10 +225,11 @@ class ScriptRunConfig:
 def check_script_path(source_directory: str, script: str) -> Path:
     """The script's path inside the source folder; refuses absolute paths and escapes."""
     src = Path(source_directory).absolute()
+    real_src = os.path.realpath(src)
     sp = PurePath(script)
     if sp.is_absolute():
         try:
-            rel = Path(os.path.realpath(sp)).relative_to(os.path.realpath(src))
+            rel = Path(os.path.realpath(sp)).relative_to(real_src)
         except ValueError:
             raise RunConfigError(
                 f"script {script} is outside the source directory {src}; move it there or pass a "
@@ -236,9 +237,9 @@ def check_script_path(source_directory: str, script: str) -> Path:
             ) from None
         return rel
     full = os.path.realpath(src / sp)
-    if full != os.path.realpath(src) and not full.startswith(os.path.realpath(src) + os.sep):
+    if full != real_src and not full.startswith(real_src + os.sep):
         raise RunConfigError(
             f"script {script} is outside the source directory {src}; move it there or pass a "
             "source_directory that contains it"
         )
-    return Path(os.path.relpath(full, os.path.realpath(src)))
+    return Path(os.path.relpath(full, real_src))

@@ -46,28 +46,9 @@ def _python_path(existing: str | None) -> str:
 def _environment_definition(ws: Workspace, env: Any) -> dict[str, Any]:
     """The run definition's environment: the spec, plus the interpreter when it is known now
     (user-managed); a managed one is built by the supervisor, while the run shows Preparing."""
-    from .environments import Environment, resolve
+    from .environments import as_environment, resolve
 
-    if env is None:
-        env = Environment("default")
-    elif isinstance(env, str):
-        env = Environment.get(ws, env)
-    elif isinstance(env, dict):
-        env = Environment.from_dict(env)
-    elif not isinstance(env, Environment):
-        # duck-typed (an azureml Environment or a look-alike): read the attributes v1 has
-        python = getattr(env, "python", None)
-        converted = Environment(str(getattr(env, "name", None) or "custom"))
-        converted.python.user_managed_dependencies = bool(
-            getattr(python, "user_managed_dependencies", True)
-        )
-        converted.python.interpreter_path = getattr(python, "interpreter_path", None)
-        deps = getattr(python, "conda_dependencies", None)
-        if deps is not None:
-            for p in getattr(deps, "pip_packages", None) or []:
-                converted.python.conda_dependencies.add_pip_package(str(p))
-        converted.environment_variables = dict(getattr(env, "environment_variables", None) or {})
-        env = converted
+    env = as_environment(ws, env)
     spec = env.to_dict()
     try:
         spec["interpreter"] = None if env.managed else resolve(env)
@@ -405,30 +386,16 @@ class _Supervisor:
 
     def _collect(self, workdir: Path) -> None:
         """Store ``outputs/`` and ``logs/`` of the working folder as run files."""
-        items = []
+        from .runs import add_run_files
+
+        entries = []
         with self.ws.blobs.batch():
             for sub in ("outputs", "logs"):
                 if sub == "outputs" and not self.definition.get("outputCollection", True):
                     continue
-                base = workdir / sub
-                if not base.is_dir():
-                    continue
-                for f in sorted(base.rglob("*")):
-                    if f.is_file() and not f.is_symlink():
-                        digest, size, _ = self.ws.blobs.put_file(f)
-                        mode = 0o755 if os.access(f, os.X_OK) else 0o644
-                        items.append(
-                            (
-                                self.row["seq"],
-                                f.relative_to(workdir).as_posix(),
-                                digest,
-                                size,
-                                mode,
-                                time.time(),
-                            )
-                        )
-        with self.ws.catalog.write() as conn:
-            conn.executemany("INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?, ?, ?)", items)
+                if (workdir / sub).is_dir():
+                    entries += self.ws.blobs.put_folder(workdir / sub, sub, skip_symlinks=True)
+        add_run_files(self.ws, self.row["seq"], entries)
 
     def _finish(self, outcome: tuple[str, dict[str, Any] | None]) -> None:
         from .runs import TERMINAL, set_status

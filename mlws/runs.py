@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import metrics as _metrics
-from .blobs import check_relpath
+from .blobs import Entry, check_relpath, file_mode
 from .errors import (
     ActivityFailedException,
     PropertyConflict,
@@ -190,7 +190,7 @@ class Run:
             "outputDatasets": [],
             "runDefinition": json.loads(row["definition"]) if row["definition"] else {},
             "snapshotId": row["snapshot"],
-            "logFiles": {p: p for p in self.get_file_names() if p.startswith("logs/")},
+            "logFiles": {p: p for p in self._file_names() if p.startswith("logs/")},
             "submittedBy": row["submitter_user"],
             "host": row["host"],
         }
@@ -459,8 +459,6 @@ class Run:
         self, name: str | None = None, run_id: str | None = None, outputs: str | None = None
     ) -> Run:
         """Create and start a child run (Running), recorded against this process."""
-        from .experiments import Experiment
-
         row = insert_run(
             self.workspace,
             self.experiment.name,
@@ -471,9 +469,7 @@ class Run:
             display_name=name,
             fields={"pid": os.getpid(), "pid_start": process_start_time(os.getpid())},
         )
-        return Run(
-            Experiment(self.workspace, self.experiment.name, _create=False), row["id"], _row=row
-        )
+        return Run(self.experiment, row["id"], _row=row)
 
     def create_children(
         self,
@@ -522,7 +518,8 @@ class Run:
             sql += (" AND " if not recursive else " WHERE ") + " AND ".join(where)
         sql += " ORDER BY r.created, r.number"
         rows = self.workspace.catalog.query(sql, [self.id, *params])
-        return [Run._from_row(self.workspace, reconcile(self.workspace, r)) for r in rows]
+        # Descendants share this run's experiment: no need to look it up again per run.
+        return [Run(self.experiment, r["id"], _row=reconcile(self.workspace, r)) for r in rows]
 
     # -- files ------------------------------------------------------------------------------
     def _live_dir(self) -> Path | None:
@@ -546,10 +543,23 @@ class Run:
                         out[p.relative_to(wd).as_posix()] = p
         return out
 
+    def _live_file(self, name: str) -> Path | None:
+        """One file of the live working folder (``logs/...`` or ``outputs/...``), found by its
+        path rather than by walking the folders, which can be large."""
+        check_relpath(name)
+        wd = self._live_dir()
+        if wd is None or name.split("/", 1)[0] not in ("logs", "outputs"):
+            return None
+        p = wd / name
+        return p if p.is_file() else None
+
     def get_file_names(self) -> list[str]:
         """Files of the run: uploaded, collected outputs and logs, plus live ``logs/`` and
         ``outputs/`` while the run runs on this machine."""
         self._refresh()
+        return self._file_names()
+
+    def _file_names(self) -> list[str]:
         stored = {
             r[0]
             for r in self.workspace.catalog.query(
@@ -567,7 +577,7 @@ class Run:
         blob = self._stored_blob(name)
         if blob is not None:
             return self.workspace.blobs.read_bytes(blob).decode("utf-8", errors="replace")
-        live = self._live_files().get(name)
+        live = self._live_file(name)
         if live is None:
             raise UserErrorException(
                 f"run {self.id} has no file {name!r}; see run.get_file_names()"
@@ -588,11 +598,11 @@ class Run:
             if not src.is_file():
                 raise UserErrorException(f"cannot upload {src}: not a file")
             digest, size, _ = blobs.put_file(src)
-            mode = 0o755 if os.access(src, os.X_OK) else 0o644
+            mode = file_mode(src.stat().st_mode)
         else:
             digest, size, _ = blobs.put_stream(path_or_stream)
             mode = 0o644
-        self._add_files([(name, digest, size, mode)])
+        add_run_files(self.workspace, self.seq, [Entry(name, digest, size, mode)])
         return {"name": name, "hash": digest, "size": size}
 
     def upload_files(self, names: list[str], paths: list[str], **_kwargs: Any) -> None:
@@ -611,29 +621,9 @@ class Run:
         prefix = name.strip("/")
         if prefix:
             check_relpath(prefix)
-        items = []
-        with self.workspace.blobs.batch():
-            for f in sorted(p for p in src.rglob("*") if p.is_file()):
-                rel = f.relative_to(src).as_posix()
-                digest, size, _ = self.workspace.blobs.put_file(f)
-                items.append(
-                    (
-                        f"{prefix}/{rel}" if prefix else rel,
-                        digest,
-                        size,
-                        0o755 if os.access(f, os.X_OK) else 0o644,
-                    )
-                )
-        self._add_files(items)
-        return [i[0] for i in items]
-
-    def _add_files(self, items: list[tuple[str, str, int, int]]) -> None:
-        now = time.time()
-        with self.workspace.catalog.write() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?, ?, ?)",
-                [(self.seq, n, d, s, m, now) for n, d, s, m in items],
-            )
+        entries = self.workspace.blobs.put_folder(src, prefix)
+        add_run_files(self.workspace, self.seq, entries)
+        return [e.path for e in entries]
 
     def download_file(
         self,
@@ -652,7 +642,7 @@ class Run:
                 self.workspace.blobs.check(blob)
             src = self.workspace.blobs.path(blob)
         else:
-            live = self._live_files().get(name)
+            live = self._live_file(name)
             if live is None:
                 raise UserErrorException(
                     f"run {self.id} has no file {name!r}; see run.get_file_names()"
@@ -714,7 +704,7 @@ class Run:
                 row = self._refresh()
                 terminal = row["status"] in TERMINAL
                 if handle is None and not terminal:
-                    live = self._live_files().get(name)
+                    live = self._live_file(name)
                     if live is not None:
                         try:
                             handle = open(live, "rb")  # noqa: SIM115
@@ -759,6 +749,16 @@ class Run:
             self.complete()
         else:
             self.fail(error_details=f"{exc_type.__name__}: {exc}", error_code="UserError")
+
+
+def add_run_files(ws: Workspace, run_seq: int, entries: list[Entry]) -> None:
+    """Record stored blobs as files of a run (replacing files of the same path)."""
+    now = time.time()
+    with ws.catalog.write() as conn:
+        conn.executemany(
+            "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?, ?, ?)",
+            [(run_seq, e.path, e.hash, e.size, e.mode, now) for e in entries],
+        )
 
 
 def _finish_at_exit(run: Run) -> None:

@@ -63,7 +63,7 @@ def iter_files(root: Path) -> Iterator[tuple[str, os.stat_result, str]]:
         except OSError as e:
             raise SnapshotError(f"cannot read folder {abs_dir}: {e.strerror}") from None
         with it:
-            entries = sorted(it, key=lambda d: d.name)
+            entries = list(it)  # no sort: the manifest is put in canonical order anyway
         for d in entries:
             rel = f"{rel_dir}{d.name}"
             if d.is_dir(follow_symlinks=False):
