@@ -11,10 +11,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from mlws import Workspace
 from mlws.maintenance import fsck
@@ -44,18 +44,6 @@ WORKER = textwrap.dedent(
     ws.close()
     """
 )
-
-
-def wait_until(cond, timeout: float = 15.0, what: str = ""):  # type: ignore[no-untyped-def]
-    """Poll ``cond`` until it returns something truthy (returned) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize(

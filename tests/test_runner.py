@@ -17,18 +17,17 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
+from helpers import wait_until
 
 from mlws import ActivityFailedException, Experiment, ScriptRunConfig, Workspace
 from mlws.compute import local
 from mlws.runs import TERMINAL, Run, process_alive
-
-T = TypeVar("T")
 
 MLWS = Path(sys.executable).with_name("mlws")
 ACTIVE_NOT_TERMINAL = ("NotStarted", "Queued", "Preparing", "Starting", "Running")
@@ -47,20 +46,6 @@ def wait_gate(path):
             sys.exit(9)
         time.sleep(0.01)
 """
-
-
-def wait_until(cond: Callable[[], T], timeout: float = 15.0, what: str = "") -> T:
-    """Poll ``cond`` until it returns something truthy (returned) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 def pid_gone(pid: int) -> bool:
