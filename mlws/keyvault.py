@@ -110,6 +110,21 @@ class Keyvault:
         self._fernet = fernet
         return fernet
 
+    def export_rows(self) -> list[list[Any]]:
+        """The encrypted secret rows (base64), for a run's replica on a remote host."""
+        import base64
+
+        rows = self.workspace.catalog.query("SELECT name, value, created, updated FROM secrets")
+        return [[r[0], base64.b64encode(r[1]).decode(), r[2], r[3]] for r in rows]
+
+    def key_for_run(self) -> str | None:
+        """The key, for a remote run's environment only; ``None`` when there are no secrets or
+        the key is not on this machine (the run's ``get_secret`` then says so)."""
+        if not self._has_secrets():
+            return None
+        key = self._load_key()
+        return key.decode() if key else None
+
     def export_key(self) -> str:
         """The key, to hand to a teammate over a safe channel."""
         self._cipher(create=True)

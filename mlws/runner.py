@@ -43,15 +43,18 @@ def _python_path(existing: str | None) -> str:
     return os.pathsep.join(parts)
 
 
-def _environment_definition(ws: Workspace, env: Any) -> dict[str, Any]:
+def _environment_definition(
+    ws: Workspace, env: Any, on_this_machine: bool = True
+) -> dict[str, Any]:
     """The run definition's environment: the spec, plus the interpreter when it is known now
-    (user-managed); a managed one is built by the supervisor, while the run shows Preparing."""
+    (user-managed, run on this machine); a managed one is built where the run runs, while the
+    run shows Preparing."""
     from .environments import as_environment, resolve
 
     env = as_environment(ws, env)
     spec = env.to_dict()
     try:
-        spec["interpreter"] = None if env.managed else resolve(env)
+        spec["interpreter"] = None if env.managed or not on_this_machine else resolve(env)
     except MlwsError as e:
         raise RunConfigError(str(e)) from None
     spec["variables"] = {str(k): str(v) for k, v in env.environment_variables.items()}
@@ -71,12 +74,9 @@ def submit_script(
     ws = experiment.workspace
     rc = config.run_config
     target_type, _ = target_config(ws, rc.target)
-    if target_type != "local":
-        raise RunConfigError(
-            f"compute target {rc.target!r} of type {target_type!r} cannot run scripts yet"
-        )
     src, script = config.validate()
-    env = _environment_definition(ws, rc.environment)
+    # An ssh host has its own interpreters: the environment is resolved there.
+    env = _environment_definition(ws, rc.environment, on_this_machine=target_type != "ssh")
     snap = take_snapshot(ws.blobs, src)
     for w in snap.warnings:
         print(f"Warning: {w}", file=sys.stderr)
@@ -145,9 +145,96 @@ def submit_script(
     return Run(experiment, run_id, _row=row)
 
 
+def _die_with_parent() -> None:
+    """In a child before exec: be killed when the parent dies (Linux PR_SET_PDEATHSIG), so a
+    script never outlives the Dask worker or ssh session that owns it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))
+    except Exception:  # noqa: BLE001 - best effort outside Linux
+        pass
+
+
+def script_env(
+    base: dict[str, str],
+    definition: dict[str, Any],
+    ws_path: str | os.PathLike[str],
+    ws_name: str,
+    run_id: str,
+    experiment: str,
+) -> dict[str, str]:
+    """The environment a run's script sees (locally, on an ``ssh`` host, on a Dask worker)."""
+    env = dict(base)
+    env.update(definition["environment"].get("variables") or {})
+    env.update(definition.get("environmentVariables") or {})
+    env.update(
+        {
+            "MLWS_WORKSPACE": str(ws_path),
+            "MLWS_RUN_ID": run_id,
+            "AZUREML_RUN_ID": run_id,
+            "AZUREML_ARM_WORKSPACE_NAME": ws_name,
+            "AZUREML_ARM_PROJECT_NAME": experiment,
+            "AZUREML_EXPERIMENT_NAME": experiment,
+            "AZUREML_RUN_TOKEN": "",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": _python_path(base.get("PYTHONPATH")),
+        }
+    )
+    return env
+
+
+def script_argv(definition: dict[str, Any]) -> list[str]:
+    """The run's command line: its ``command``, or the interpreter, script and arguments."""
+    cmd = definition.get("command")
+    if cmd:
+        return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
+    return [
+        definition["environment"]["interpreter"],
+        definition["script"],
+        *definition["arguments"],
+    ]
+
+
+def exit_outcome(rc: int, log_file: Path | None) -> tuple[str, dict[str, Any] | None]:
+    """A script's exit code as the run's outcome, with the reason when it failed."""
+    if rc == 0:
+        return "Completed", None
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return "Failed", {
+            "code": "ProcessKilled",
+            "message": f"the script was killed by signal {-rc} ({name})",
+        }
+    return "Failed", {
+        "code": "UserError",
+        "message": f"the script exited with code {rc}{_last_error_line(log_file)}",
+    }
+
+
+def _last_error_line(log_file: Path | None) -> str:
+    if log_file is None:
+        return ""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            lines = [
+                ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()
+            ]
+        return f": {lines[-1]}" if lines else ""
+    except OSError:
+        return ""
+
+
 # -- the supervising process ----------------------------------------------------------------------
 class _Supervisor:
-    def __init__(self, ws: Workspace, run_id: str) -> None:
+    def __init__(self, ws: Workspace, run_id: str, claim: bool = True) -> None:
+        """``claim``: this process supervises the run (records its pid); a Dask task executing
+        the run for a supervisor elsewhere does not."""
         from .runs import process_start_time
 
         self.ws = ws
@@ -159,6 +246,10 @@ class _Supervisor:
         self.definition = json.loads(row["definition"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
+        self._die_with_parent = False
+        self._note: str | None = None
+        if not claim:
+            return
         me = os.getpid()
         with ws.catalog.write() as conn:
             conn.execute(
@@ -171,81 +262,110 @@ class _Supervisor:
         return str(self.ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (self.run_id,)))
 
     def run(self) -> None:
-        from .compute import local
+        from .compute import local, target_config
         from .runs import set_status
 
         def keep_waiting() -> bool:
             return self.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
 
         try:
+            kind, config = target_config(self.ws, self.row["target"] or "local")
+            if kind == "ssh":
+                from .compute import ssh
+
+                ssh.execute(self, self.row["target"], config)
+                return
+            if kind == "dask":
+                from .compute import dask
+
+                dask.execute(self, self.row["target"], config)
+                return
             with local.slot(self.ws, keep_waiting, may_start=self._first_in_line) as slot:
                 if slot is None:
                     set_status(self.ws, self.run_id, "Canceled")
                     return
                 self._execute()
         except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
-            self._kill_group(signal.SIGKILL)
-            if self.workdir is not None and self.workdir.exists():
-                try:
-                    self._collect(self.workdir)  # keep the logs that say what went wrong
-                except Exception:  # noqa: BLE001
-                    pass
-            msg = str(e) if isinstance(e, MlwsError) else f"{type(e).__name__}: {e}"
-            set_status(
-                self.ws,
-                self.run_id,
-                "Failed",
-                error={
-                    "code": "SystemError",
-                    "message": f"mlws could not run the script: {msg}",
-                    "trace": traceback.format_exc(),
-                },
-            )
+            self._fail_with(e)
         finally:
-            if self.workdir is not None and not os.environ.get("MLWS_KEEP_WORKDIR"):
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            self._remove_workdir()
+
+    def execute_guarded(self, die_with_parent: bool = False) -> None:
+        """Run the script here, now (a Dask task does this for the run's supervisor).
+
+        ``die_with_parent``: the script is killed when this process dies (a Dask worker). When
+        an earlier attempt got as far as starting (its worker died), its leftovers are killed
+        and the run starts over, with a note in its log.
+        """
+        from .lifecycle import PROGRESS
+
+        self._die_with_parent = die_with_parent
+        if self.status() in PROGRESS:
+            self._kill_recorded_script()
+            self._note = "mlws: the worker running this run died; this is a second attempt\n"
+            with self.ws.catalog.write() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO run_properties VALUES (?, 'mlws.retried', 'worker died')",
+                    (self.row["seq"],),
+                )
+        try:
+            self._execute()
+        except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
+            self._fail_with(e)
+        finally:
+            self._remove_workdir()
+
+    def _fail_with(self, e: BaseException) -> None:
+        from .runs import set_status
+
+        self._kill_group(signal.SIGKILL)
+        if self.workdir is not None and self.workdir.exists():
+            try:
+                self._collect(self.workdir)  # keep the logs that say what went wrong
+            except Exception:  # noqa: BLE001
+                pass
+        msg = str(e) if isinstance(e, MlwsError) else f"{type(e).__name__}: {e}"
+        set_status(
+            self.ws,
+            self.run_id,
+            "Failed",
+            error={
+                "code": "SystemError",
+                "message": f"mlws could not run the script: {msg}",
+                "trace": traceback.format_exc(),
+            },
+        )
+
+    def _remove_workdir(self) -> None:
+        if self.workdir is not None and not os.environ.get("MLWS_KEEP_WORKDIR"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _kill_recorded_script(self) -> None:
+        """Kill the script's process group recorded in the catalog, if it still runs here."""
+        from .runs import process_alive
+
+        row = self.ws.catalog.one("SELECT pid, pid_start FROM runs WHERE id = ?", (self.run_id,))
+        if row and row[0] and process_alive(row[0], row[1]):
+            try:
+                os.killpg(row[0], signal.SIGKILL)
+            except OSError:
+                pass
 
     def _execute(self) -> None:
         from .runs import process_start_time, set_status
-        from .workspace import user_cache_dir
 
         ws, d = self.ws, self.definition
         if not set_status(ws, self.run_id, "Preparing"):
             self._cancel_if_requested()
             return
-        workdir = user_cache_dir() / "runs" / self.run_id
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        self.workdir = workdir
-        ws.blobs.materialize(ws.blobs.read_manifest(self.row["snapshot"]), workdir)
-        (workdir / "logs").mkdir(exist_ok=True)
-        (workdir / "outputs").mkdir(exist_ok=True)
+        workdir = self._prepare_workdir()
         if d["environment"].get("managed"):
             d["environment"]["interpreter"] = self._prepare_environment(workdir)
         if not set_status(ws, self.run_id, "Starting", working_dir=str(workdir)):
             self._cancel_if_requested()
             return
-        env = dict(os.environ)
-        env.update(d["environment"].get("variables") or {})
-        env.update(d.get("environmentVariables") or {})
-        env.update(
-            {
-                "MLWS_WORKSPACE": str(ws.path),
-                "MLWS_RUN_ID": self.run_id,
-                "AZUREML_RUN_ID": self.run_id,
-                "AZUREML_ARM_WORKSPACE_NAME": ws.name,
-                "AZUREML_ARM_PROJECT_NAME": self.row["experiment"],
-                "AZUREML_EXPERIMENT_NAME": self.row["experiment"],
-                "AZUREML_RUN_TOKEN": "",
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": _python_path(os.environ.get("PYTHONPATH")),
-            }
-        )
-        if d.get("command"):
-            cmd = d["command"]
-            argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
-        else:
-            argv = [d["environment"]["interpreter"], d["script"], *d["arguments"]]
+        env = script_env(dict(os.environ), d, ws.path, ws.name, self.run_id, self.row["experiment"])
+        argv = script_argv(d)
         log = open(workdir / "logs" / "driver.log", "ab")  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
@@ -256,6 +376,7 @@ class _Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if self._die_with_parent else None,
             )
         except OSError as e:
             log.close()
@@ -273,6 +394,21 @@ class _Supervisor:
             set_status(ws, self.run_id, "Finalizing")
         self._collect(workdir)
         self._finish(outcome)
+
+    def _prepare_workdir(self) -> Path:
+        """A fresh working folder holding the run's snapshot, ``logs/`` and ``outputs/``."""
+        from .workspace import user_cache_dir
+
+        workdir = user_cache_dir() / "runs" / self.run_id
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        self.workdir = workdir
+        self.ws.blobs.materialize(self.ws.blobs.read_manifest(self.row["snapshot"]), workdir)
+        (workdir / "logs").mkdir(exist_ok=True)
+        (workdir / "outputs").mkdir(exist_ok=True)
+        if self._note:
+            (workdir / "logs" / "driver.log").write_text(self._note)
+        return workdir
 
     def _prepare_environment(self, workdir: Path) -> str:
         """Build (once per machine) or reuse the run's managed environment, logging to
@@ -345,36 +481,7 @@ class _Supervisor:
         )
         if requested == "Failed":
             return "Failed", None  # the script called run.fail(); its error is recorded
-        if rc == 0:
-            return "Completed", None
-        if rc < 0:
-            try:
-                name = signal.Signals(-rc).name
-            except ValueError:
-                name = f"signal {-rc}"
-            return "Failed", {
-                "code": "ProcessKilled",
-                "message": f"the script was killed by signal {-rc} ({name})",
-            }
-        return "Failed", {
-            "code": "UserError",
-            "message": f"the script exited with code {rc}{self._last_error_line()}",
-        }
-
-    def _last_error_line(self) -> str:
-        try:
-            assert self.workdir is not None
-            with open(self.workdir / "logs" / "driver.log", "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 8192))
-                lines = [
-                    ln.strip()
-                    for ln in f.read().decode("utf-8", "replace").splitlines()
-                    if ln.strip()
-                ]
-            return f": {lines[-1]}" if lines else ""
-        except OSError:
-            return ""
+        return exit_outcome(rc, self.workdir / "logs" / "driver.log" if self.workdir else None)
 
     def _kill_group(self, sig: int) -> None:
         if self.proc is None:

@@ -175,7 +175,12 @@ class Workspace:
     # -- creation and discovery -------------------------------------------------------------
     @classmethod
     def create(
-        cls, path: str | os.PathLike[str], name: str | None = None, exist_ok: bool = False
+        cls,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        exist_ok: bool = False,
+        *,
+        _remember_name: bool = True,
     ) -> Workspace:
         """Create a workspace folder at ``path`` (its parents too) and open it.
 
@@ -218,6 +223,8 @@ class Workspace:
         finally:
             os.unlink(tmp)
         ws = cls(p)
+        if not _remember_name:  # a run's replica on a remote host is not the user's workspace
+            return ws
         try:
             _remember(ws.name, ws.path)
         except OSError:

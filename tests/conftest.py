@@ -14,6 +14,8 @@ faulthandler.enable()
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["sshd"]  # real sshd servers for the ssh target (tests/sshd.py)
+
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

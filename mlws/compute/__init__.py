@@ -1,14 +1,27 @@
-"""Compute targets. Issue-2 scope: the built-in ``local`` target and its run slots."""
+"""Compute targets: named records with a type and settings, used by name from run configs.
+
+Types (a plain dict registry, like joblib's backends): ``local`` (always exists; subprocesses on
+this machine), ``ssh`` (Azure's RemoteCompute: one or more hosts reached with the system OpenSSH
+client) and ``dask`` (Azure's AmlCompute: a local adaptive Dask cluster, or an existing
+scheduler). As in Azure ML v1, ``ComputeTarget(ws, name)`` returns the concrete class
+(``RemoteCompute``, ``AmlCompute``, ...) and raises :class:`ComputeTargetException` when the
+workspace has no such target.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ComputeTargetException
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,31}$")
 
 
 def target_config(ws: Workspace, name: str) -> tuple[str, dict[str, Any]]:
@@ -20,3 +33,211 @@ def target_config(ws: Workspace, name: str) -> tuple[str, dict[str, Any]]:
             f"no compute target named {name!r} in workspace {ws.name!r}; known targets: {', '.join(known)}"
         )
     return row[0], json.loads(row[1] or "{}")
+
+
+@dataclass
+class ComputeConfiguration:
+    """What ``ComputeTarget.create``/``attach`` records: a type and its settings. Built by
+    ``AmlCompute.provisioning_configuration``, ``RemoteCompute.attach_configuration``, ...;
+    secrets (SSH keys) travel separately and go to the workspace key vault."""
+
+    type: str
+    config: dict[str, Any]
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def validate(self, ws: Workspace, name: str) -> None:
+        _CLASSES[self.type]._validate(ws, name, self)
+
+
+class ComputeTarget:
+    """A named compute target of a workspace.
+
+    ``ComputeTarget(ws, "name")`` loads it (as its concrete class); ``create``/``attach`` add one;
+    ``list`` lists them; ``delete``/``detach`` remove one.
+    """
+
+    _type: ClassVar[str] = ""
+
+    def __new__(cls, workspace: Workspace | None = None, name: str | None = None, **_kw: Any):
+        if workspace is None or name is None:
+            return super().__new__(cls)
+        kind, _ = target_config(workspace, name)
+        sub = _CLASSES.get(kind, ComputeTarget)
+        if cls is not ComputeTarget and not issubclass(sub, cls):
+            raise ComputeTargetException(
+                f"compute target {name!r} is of type {kind!r}, not a {cls.__name__}"
+            )
+        return super().__new__(sub)
+
+    def __init__(self, workspace: Workspace, name: str, **_kw: Any) -> None:
+        self.workspace = workspace
+        self.name = name
+        kind, config = target_config(workspace, name)
+        row = workspace.catalog.one("SELECT created FROM compute_targets WHERE name = ?", (name,))
+        self.type = kind
+        self.config = config
+        self.created = row[0] if row else None
+        self.provisioning_state = "Succeeded"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(workspace={self.workspace.name!r}, name={self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ComputeTarget)
+            and other.name == self.name
+            and other.workspace.path == self.workspace.path
+        )
+
+    def __hash__(self) -> int:
+        return hash((str(self.workspace.path), self.name))
+
+    # -- v1 surface ------------------------------------------------------------------------
+    def get_status(self) -> str:
+        return self.provisioning_state
+
+    def wait_for_completion(self, show_output: bool = False, **_kw: Any) -> None:
+        """Nothing to wait for: local targets are ready when recorded (a Dask cluster starts
+        on the first run that needs it)."""
+        if show_output:
+            print(f"{self.name}: {self.provisioning_state}")
+
+    def serialize(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "config": self.config}
+
+    def nodes(self) -> list[str]:
+        """Where runs of this target go (hosts for ``ssh``)."""
+        return []
+
+    @staticmethod
+    def create(
+        workspace: Workspace, name: str, provisioning_configuration: ComputeConfiguration
+    ) -> ComputeTarget:
+        """Record a new target (``AmlCompute.provisioning_configuration(...)``).
+
+        :raises ComputeTargetException: bad name, name taken, or invalid configuration.
+        """
+        return _add(workspace, name, provisioning_configuration)
+
+    @staticmethod
+    def attach(
+        workspace: Workspace, name: str, attach_configuration: ComputeConfiguration
+    ) -> ComputeTarget:
+        """Record an existing machine or cluster (``RemoteCompute.attach_configuration(...)``,
+        ``DaskCompute.attach_configuration(...)``); the hosts are checked first."""
+        return _add(workspace, name, attach_configuration)
+
+    @staticmethod
+    def list(workspace: Workspace) -> list[ComputeTarget]:
+        names = [
+            r[0] for r in workspace.catalog.query("SELECT name FROM compute_targets ORDER BY name")
+        ]
+        return [ComputeTarget(workspace, n) for n in names]
+
+    def delete(self) -> None:
+        """Remove the target (its stored credentials too). Refused for ``local`` and while
+        runs on it are active.
+
+        :raises ComputeTargetException: ``local``, or active runs use it.
+        """
+        from ..lifecycle import ACTIVE
+
+        if self.name == "local":
+            raise ComputeTargetException("the built-in 'local' compute target cannot be deleted")
+        marks = ",".join("?" * len(ACTIVE))
+        active = self.workspace.catalog.scalar(
+            f"SELECT count(*) FROM runs WHERE target = ? AND status IN ({marks})",
+            (self.name, *ACTIVE),
+        )
+        if active:
+            raise ComputeTargetException(
+                f"compute target {self.name!r} has {active} active run(s); cancel them or wait, then delete"
+            )
+        self._release()
+        with self.workspace.catalog.write() as conn:
+            conn.execute("DELETE FROM compute_targets WHERE name = ?", (self.name,))
+            conn.execute(
+                "DELETE FROM secrets WHERE name LIKE ?", (f"{_secret_prefix(self.name)}%",)
+            )
+
+    def detach(self) -> None:
+        """Azure's name for removing an attached target: the same as :meth:`delete`."""
+        self.delete()
+
+    # -- per type --------------------------------------------------------------------------
+    @classmethod
+    def _validate(cls, ws: Workspace, name: str, config: ComputeConfiguration) -> None:
+        """Check a configuration before it is recorded (types override)."""
+
+    def _release(self) -> None:
+        """Free what the target holds on this machine before it is deleted (types override)."""
+
+
+class LocalCompute(ComputeTarget):
+    """The built-in ``local`` target: subprocesses on this machine (see ``compute.local``)."""
+
+    _type = "local"
+
+    def nodes(self) -> list[str]:
+        import socket
+
+        return [socket.gethostname()]
+
+
+def _secret_prefix(target: str) -> str:
+    return f"compute-{target}-"
+
+
+def secret_name(target: str, what: str) -> str:
+    """The key-vault name of a target's credential (``compute-<target>-<what>``)."""
+    return f"{_secret_prefix(target)}{what}"
+
+
+def _add(ws: Workspace, name: str, configuration: ComputeConfiguration) -> ComputeTarget:
+    import sqlite3
+
+    if not isinstance(configuration, ComputeConfiguration):
+        raise ComputeTargetException(
+            "expected a configuration from AmlCompute.provisioning_configuration(...),"
+            f" RemoteCompute.attach_configuration(...) or DaskCompute.attach_configuration(...),"
+            f" got {type(configuration).__name__}"
+        )
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ComputeTargetException(
+            f"invalid compute target name {name!r}: 2-32 letters, digits or '-', starting with a letter (as Azure ML does)"
+        )
+    if ws.catalog.one("SELECT 1 FROM compute_targets WHERE name = ?", (name,)):
+        raise ComputeTargetException(
+            f"a compute target named {name!r} already exists; delete it first or pick another name"
+        )
+    configuration.validate(ws, name)
+    # Secrets first: if the key vault cannot take them (no key), nothing is recorded.
+    if configuration.secrets:
+        ws.get_default_keyvault().set_secrets(
+            {secret_name(name, k): v for k, v in configuration.secrets.items()}
+        )
+    try:
+        with ws.catalog.write() as conn:
+            conn.execute(
+                "INSERT INTO compute_targets (name, type, config, created) VALUES (?, ?, ?, ?)",
+                (name, configuration.type, json.dumps(configuration.config), time.time()),
+            )
+    except sqlite3.IntegrityError:
+        raise ComputeTargetException(f"a compute target named {name!r} already exists") from None
+    return ComputeTarget(ws, name)
+
+
+_CLASSES: dict[str, type[ComputeTarget]] = {"local": LocalCompute}
+
+
+def register_type(kind: str, cls: type[ComputeTarget]) -> None:
+    _CLASSES[kind] = cls
+
+
+def _load_types() -> None:
+    # The type modules register themselves; importing them is cheap (no ssh, no dask at import).
+    from . import dask as _dask  # noqa: F401
+    from . import ssh as _ssh  # noqa: F401
+
+
+_load_types()

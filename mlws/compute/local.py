@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserErrorException
@@ -50,23 +51,43 @@ def slot(
 ) -> Iterator[int | None]:
     """Hold one of the target's slots; yields its index, or ``None`` if ``keep_waiting()``
     returned false (e.g. the run was canceled while queued)."""
-    from filelock import FileLock, Timeout
-
     from ..workspace import user_cache_dir
 
     folder = user_cache_dir() / "locks" / ws.id
+    with hold_slot(
+        folder,
+        lambda: [f"local-{i}" for i in range(max_concurrent_runs(ws))],
+        keep_waiting,
+        poll_s,
+        may_start,
+    ) as name:
+        yield None if name is None else int(name.rsplit("-", 1)[1])
+
+
+@contextlib.contextmanager
+def hold_slot(
+    folder: Path,
+    names: Callable[[], list[str]],
+    keep_waiting: Callable[[], bool],
+    poll_s: float = 0.1,
+    may_start: Callable[[], bool] = lambda: True,
+) -> Iterator[str | None]:
+    """Hold the first free one of the lock files ``folder/<name>.lock`` (``names()`` is asked
+    again on every poll, so a changed limit applies at once); yields its name, or ``None`` once
+    ``keep_waiting()`` is false. Shared by every target type that has slots."""
+    from filelock import FileLock, Timeout
+
     folder.mkdir(parents=True, exist_ok=True)
     while True:
         # may_start keeps queued runs in submission order: only the oldest waiter takes a slot.
-        n = max_concurrent_runs(ws) if may_start() else 0
-        for i in range(n):
-            lock = FileLock(str(folder / f"local-{i}.lock"))
+        for name in names() if may_start() else []:
+            lock = FileLock(str(folder / f"{name}.lock"))
             try:
                 lock.acquire(timeout=0)
             except Timeout:
                 continue
             try:
-                yield i
+                yield name
             finally:
                 lock.release()
             return

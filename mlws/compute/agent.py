@@ -1,0 +1,247 @@
+"""The remote end of an ``ssh`` run: ``python -m mlws.compute.agent RUN_DIR``.
+
+The supervising process starts it over ssh in the run's folder (rsync'd there already) and writes
+one JSON line of instructions to its stdin: the run's catalog rows, its definition, the key-vault
+rows and key (so ``run.get_secret`` works on the host; the key travels over the ssh channel and
+lives only in the script's environment). The agent makes the run's replica workspace
+(``compute.replica``), builds the managed environment if there is one, starts the script in its
+own process group and streams JSON lines on stdout:
+
+    {"t": "status", "status": "Starting"}      the environment is ready
+    {"t": "started", "pid": 123, "host": "h"}   the script runs
+    {"t": "log", "data": "..."}                 new driver-log text
+    {"t": "changes", "changes": [...]}          replica changes (metrics, tags, child runs, ...)
+    {"t": "exit", "rc": 0}                      the script ended (rc < 0: killed by a signal)
+    {"t": "error", "message": "..."}            the agent could not run the script
+
+Lines on stdin: ``cancel`` (SIGTERM to the group, SIGKILL after the grace period), ``kill``.
+End of stdin means the supervisor or the connection is gone: the script's group is killed, so
+nothing runs on the host that nobody will collect.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPLICA = ".mlws-replica"
+#: What a run on a host imports (mlws imports most of these lazily, so check them up front).
+REQUIRED = ("sqlite_utils", "filelock", "psutil", "cryptography.fernet", "yaml", "pathspec")
+
+
+def check() -> None:
+    """Import everything a run needs here; raises ImportError naming what is missing."""
+    import importlib
+
+    for name in REQUIRED:
+        importlib.import_module(name)
+
+
+class _Out:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def send(self, **msg: Any) -> None:
+        data = (json.dumps(msg, default=str) + "\n").encode()
+        with self._lock:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+
+def _make_replica(run_dir: Path, spec: dict[str, Any]) -> Any:
+    from ..workspace import Workspace
+    from . import replica
+
+    ws = Workspace.create(run_dir / REPLICA, name=spec["workspaceName"], _remember_name=False)
+    me = os.getpid()
+    from ..lifecycle import process_start_time
+
+    with ws.catalog.write() as conn:
+        exp = spec["experiment"]
+        conn.execute(
+            f"INSERT OR IGNORE INTO experiments ({', '.join(exp)}) VALUES ({','.join('?' * len(exp))})",
+            list(exp.values()),
+        )
+        rows = [*spec["ancestors"], spec["run"]]
+        for row in rows:
+            row = dict(row)
+            if row["id"] == spec["run"]["id"]:
+                row.update(
+                    status="Running",
+                    host=socket.gethostname(),
+                    supervisor_pid=me,
+                    supervisor_start=process_start_time(me),
+                    pid=None,
+                    pid_start=None,
+                    working_dir=str(run_dir),
+                )
+            conn.execute(
+                f"INSERT INTO runs ({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
+                list(row.values()),
+            )
+        for table in ("run_tags", "run_properties"):
+            for r in spec.get(table, []):
+                conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", r)
+        for name, value, created, updated in spec.get("secrets", []):
+            conn.execute(
+                "INSERT INTO secrets VALUES (?, ?, ?, ?)",
+                (name, base64.b64decode(value), created, updated),
+            )
+        replica.install_capture(conn)
+    return ws
+
+
+def _pump(
+    out: _Out, ws: Any, log_path: Path, state: dict[str, Any], decoder: codecs.IncrementalDecoder
+) -> None:
+    """Send new driver-log text and new replica changes."""
+    from . import replica
+
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(state["log_offset"])
+            data = f.read(1 << 20)
+    except OSError:
+        data = b""
+    if data:
+        state["log_offset"] += len(data)
+        text = decoder.decode(data)
+        if text:
+            out.send(t="log", data=text)
+    while True:
+        last, changes = replica.read_changes(ws.catalog.conn, state["change_id"])
+        if not changes:
+            break
+        state["change_id"] = last
+        out.send(t="changes", changes=changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m mlws.compute.agent RUN_DIR", file=sys.stderr)
+        return 2
+    out = _Out()
+    run_dir = Path(args[0]).resolve()
+    line = sys.stdin.readline()
+    if not line:
+        return 1
+    spec = json.loads(line)
+    try:
+        return _run(out, run_dir, spec)
+    except Exception as e:  # noqa: BLE001 - the supervisor records the reason
+        import traceback
+
+        out.send(t="error", message=f"{type(e).__name__}: {e}", trace=traceback.format_exc())
+        return 1
+
+
+def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
+    from ..lifecycle import process_start_time
+    from ..runner import script_argv, script_env
+
+    os.chdir(run_dir)
+    (run_dir / "logs").mkdir(exist_ok=True)
+    (run_dir / "outputs").mkdir(exist_ok=True)
+    ws = _make_replica(run_dir, spec)
+    d = spec["definition"]
+    run_id = spec["run"]["id"]
+
+    flags = {"cancel": False, "kill": False, "eof": False}
+
+    def read_commands() -> None:
+        for cmd in sys.stdin:
+            cmd = cmd.strip()
+            if cmd in ("cancel", "kill"):
+                flags[cmd] = True
+        flags["eof"] = True
+
+    threading.Thread(target=read_commands, name="mlws-agent-stdin", daemon=True).start()
+
+    if d["environment"].get("managed"):
+        from ..environments import Environment, resolve
+
+        with open(run_dir / "logs" / "environment.log", "a") as log:
+            log.write(f"Environment {d['environment']['name']!r} on {socket.gethostname()}\n")
+            log.flush()
+            d["environment"]["interpreter"] = resolve(
+                Environment.from_dict(d["environment"]), ws, log=log
+            )
+            log.write(f"Ready: {d['environment']['interpreter']}\n")
+        out.send(t="interpreter", path=d["environment"]["interpreter"])
+        if flags["eof"] or flags["cancel"] or flags["kill"]:
+            out.send(t="exit", rc=-int(signal.SIGTERM))
+            return 0
+    env = script_env(
+        dict(os.environ), d, ws.path, spec["workspaceName"], run_id, spec["run"]["experiment"]
+    )
+    if spec.get("key"):
+        env["MLWS_KEYVAULT_KEY"] = spec["key"]
+    log_path = run_dir / "logs" / "driver.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            script_argv(d),
+            cwd=run_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",
+            (proc.pid, process_start_time(proc.pid), run_id),
+        )
+    out.send(t="started", pid=proc.pid, host=socket.gethostname())
+
+    def kill(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            pass
+
+    state = {"log_offset": 0, "change_id": 0}
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    grace = float(spec.get("cancelGraceS", 10))
+    cancel_at: float | None = None
+    delay = 0.02
+    while True:
+        try:
+            rc = proc.wait(timeout=delay)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        delay = min(delay * 2, 0.25)
+        if flags["eof"]:
+            # Nobody is listening any more: leave nothing running on the host.
+            kill(signal.SIGKILL)
+            proc.wait()
+            return 1
+        if flags["kill"]:
+            kill(signal.SIGKILL)
+        if flags["cancel"] and cancel_at is None:
+            cancel_at = time.monotonic()
+            kill(signal.SIGTERM)
+        if cancel_at is not None and time.monotonic() - cancel_at > grace:
+            kill(signal.SIGKILL)
+        _pump(out, ws, log_path, state, decoder)
+    kill(signal.SIGKILL)  # what the script started and left behind
+    _pump(out, ws, log_path, state, decoder)
+    ws.close()
+    out.send(t="exit", rc=rc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

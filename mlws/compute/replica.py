@@ -1,0 +1,220 @@
+"""A run's *replica* catalog on a remote host, and how its changes come home.
+
+A script on an ``ssh`` host uses the full ``Run`` API against a small workspace made for it in
+the run's remote folder (the replica): the run's row is copied there with the same id. SQLite
+triggers record every change the script makes (tags, properties, metrics, child runs, files) in
+a ``_changes`` table; the agent streams them as JSON lines and the supervising process applies
+them to the real catalog, mapping rows by run *id* (the integer ``seq`` differs between the two
+databases). Uploaded files' blobs come back with the run's outputs, so ``run_files`` changes are
+applied last (:func:`apply_files`).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from ..workspace import Workspace
+
+#: The tables a run writes, with their primary key columns (``run_seq`` maps by run id).
+TABLES: dict[str, tuple[str, ...]] = {
+    "runs": ("id",),
+    "run_tags": ("run_seq", "key"),
+    "run_properties": ("run_seq", "key"),
+    "metrics": ("run_seq", "name", "step"),
+    "metric_summary": ("run_seq", "name"),
+    "run_files": ("run_seq", "path"),
+}
+#: Columns of the submitted run itself that the script may change; status and process facts
+#: stay with the supervising process.
+ROOT_COLUMNS = ("display_name", "description", "requested_status", "error", "child_count")
+#: Columns of child runs that the script created remotely.
+CHILD_COLUMNS = (
+    "display_name",
+    "description",
+    "status",
+    "requested_status",
+    "start_time",
+    "end_time",
+    "error",
+    "child_count",
+    "definition",
+)
+#: Columns never copied from a replica: they describe processes on the remote host, or are
+#: numbered by the catalog that holds the row.
+_LOCAL_ONLY = (
+    "seq",
+    "number",
+    "supervisor_pid",
+    "supervisor_start",
+    "pid",
+    "pid_start",
+    "working_dir",
+)
+
+
+# -- the remote half ------------------------------------------------------------------------------
+def install_capture(conn: sqlite3.Connection) -> None:
+    """Create ``_changes`` and the triggers that fill it (in the replica)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _changes (id INTEGER PRIMARY KEY, tbl TEXT NOT NULL,"
+        " op TEXT NOT NULL, run_id TEXT, row TEXT NOT NULL)"
+    )
+    for table in TABLES:
+        cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+        for op, ref in (("insert", "NEW"), ("update", "NEW"), ("delete", "OLD")):
+            row = "json_object(" + ", ".join(f"'{c}', {ref}.{c}" for c in cols) + ")"
+            run_id = (
+                f"{ref}.id"
+                if table == "runs"
+                else f"(SELECT id FROM runs WHERE seq = {ref}.run_seq)"
+            )
+            conn.execute(
+                f"CREATE TRIGGER IF NOT EXISTS _capture_{table}_{op} AFTER {op.upper()} ON {table}"
+                f" BEGIN INSERT INTO _changes (tbl, op, run_id, row)"
+                f" VALUES ('{table}', '{op}', {run_id}, {row}); END"
+            )
+
+
+def read_changes(
+    conn: sqlite3.Connection, after: int, limit: int = 5000
+) -> tuple[int, list[dict[str, Any]]]:
+    """Changes with id > ``after``; returns the last id seen and the changes."""
+    rows = conn.execute(
+        "SELECT id, tbl, op, run_id, row FROM _changes WHERE id > ? ORDER BY id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    if not rows:
+        return after, []
+    return rows[-1][0], [
+        {"table": r[1], "op": r[2], "run_id": r[3], "row": json.loads(r[4])} for r in rows
+    ]
+
+
+# -- the home half --------------------------------------------------------------------------------
+def apply_changes(
+    ws: Workspace, root_id: str, changes: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Apply a batch of replica changes to the catalog in one transaction.
+
+    Returns the ``run_files`` changes, which wait for their blobs (:func:`apply_files`).
+    """
+    from ..lifecycle import TERMINAL
+
+    deferred: list[dict[str, Any]] = []
+    if not changes:
+        return deferred
+    seqs: dict[str, int | None] = {}
+    with ws.catalog.write() as conn:
+
+        def seq_of(run_id: str | None) -> int | None:
+            if run_id is None:
+                return None
+            if run_id not in seqs:
+                r = conn.execute("SELECT seq FROM runs WHERE id = ?", (run_id,)).fetchone()
+                seqs[run_id] = r[0] if r else None
+            return seqs[run_id]
+
+        for c in changes:
+            table, op, row = c["table"], c["op"], c["row"]
+            if table not in TABLES:
+                continue
+            if table == "runs":
+                if op == "delete":
+                    continue
+                if seq_of(row["id"]) is None:
+                    _insert_child(conn, row)
+                    seqs.pop(row["id"], None)
+                    continue
+                cols = ROOT_COLUMNS if row["id"] == root_id else CHILD_COLUMNS
+                marks = ",".join("?" * len(TERMINAL))
+                conn.execute(
+                    f"UPDATE runs SET {', '.join(f'{k} = ?' for k in cols)}"
+                    f" WHERE id = ? AND status NOT IN ({marks})",
+                    [row.get(k) for k in cols] + [row["id"], *TERMINAL],
+                )
+                continue
+            if table == "run_files":
+                deferred.append(c)
+                continue
+            seq = seq_of(c["run_id"])
+            if seq is None:
+                continue
+            row = {**row, "run_seq": seq}
+            if op == "delete":
+                keys = TABLES[table]
+                conn.execute(
+                    f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = ?' for k in keys)}",
+                    [row[k] for k in keys],
+                )
+            else:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO {table} ({', '.join(row)})"
+                    f" VALUES ({','.join('?' * len(row))})",
+                    list(row.values()),
+                )
+    return deferred
+
+
+def _insert_child(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+    """A run the script created on the host (a child run): numbered here, in this catalog."""
+    values = {k: v for k, v in row.items() if k not in _LOCAL_ONLY}
+    values["number"] = conn.execute(
+        "SELECT coalesce(max(number), 0) + 1 FROM runs WHERE experiment = ?", (row["experiment"],)
+    ).fetchone()[0]
+    # The remote host's processes are not checkable from here; the supervising process ends
+    # children the script left open with the run's outcome.
+    values["host"] = socket.gethostname()
+    conn.execute(
+        f"INSERT INTO runs ({', '.join(values)}) VALUES ({','.join('?' * len(values))})",
+        list(values.values()),
+    )
+
+
+def apply_files(ws: Workspace, changes: list[dict[str, Any]], blob_root: Path) -> list[str]:
+    """Apply deferred ``run_files`` changes, storing each blob from ``blob_root`` (the replica's
+    ``blobs`` folder, copied home) after checking its hash. Returns warnings."""
+    from ..blobs import BlobStore, check_relpath
+
+    warnings: list[str] = []
+    remote = BlobStore(blob_root) if blob_root.is_dir() else None
+    rows: list[tuple[str, str, dict[str, Any]]] = []
+    with ws.blobs.batch():
+        for c in changes:
+            row = c["row"]
+            try:
+                check_relpath(row["path"])
+            except Exception as e:  # noqa: BLE001 - a bad path from a host is skipped, not fatal
+                warnings.append(f"skipped run file {row.get('path')!r}: {e}")
+                continue
+            if c["op"] != "delete" and not ws.blobs.has(row["blob"]):
+                src = remote.path(row["blob"]) if remote else None
+                if src is None or not src.is_file():
+                    warnings.append(f"run file {row['path']!r}: its content did not come back")
+                    continue
+                digest, _, _ = ws.blobs.put_file(src)
+                if digest != row["blob"]:
+                    warnings.append(f"run file {row['path']!r}: content does not match its hash")
+                    continue
+            rows.append((c["op"], c["run_id"], row))
+    with ws.catalog.write() as conn:
+        for op, run_id, row in rows:
+            r = conn.execute("SELECT seq FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if r is None:
+                continue
+            if op == "delete":
+                conn.execute(
+                    "DELETE FROM run_files WHERE run_seq = ? AND path = ?", (r[0], row["path"])
+                )
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO run_files (run_seq, path, blob, size, mode, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (r[0], row["path"], row["blob"], row["size"], row["mode"], row["created"]),
+                )
+    return warnings

@@ -1,0 +1,725 @@
+"""The ``ssh`` compute target (Azure's RemoteCompute): runs on one or more hosts over OpenSSH.
+
+Design choices, and why:
+
+- The **system OpenSSH client** in ``BatchMode`` (never a prompt), so ``~/.ssh/config``, agents
+  and jump hosts work as they do for the user. One ControlMaster connection per host is opened
+  explicitly (``-fN``) and shared by every command of a run, which makes each later command a
+  local socket hop instead of a new handshake.
+- **rsync** moves the snapshot there and ``outputs/``, ``logs/`` and uploaded files back.
+- **mlws is shipped** to the host (into ``<work_dir>/lib/mlws-<version>-<source hash>``, with its
+  dependencies when the host lacks them) unless that host's Python already imports the same mlws.
+- On the host, ``python -m mlws.compute.agent`` runs the script against a replica of the run's
+  catalog rows and streams log text and catalog changes back over the ssh channel while the run
+  runs (``compute.agent``, ``compute.replica``).
+- A node is a host; a list of hosts acts as a small cluster, each with ``max_concurrent_runs``
+  slots (lock files in the workspace's ``locks/``, as the hosts are shared by everyone who
+  shares the workspace).
+- The SSH key is stored in the workspace key vault, never as a path in the catalog; it is
+  written to a 0600 file in a 0700 per-user folder only while it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import re
+import shlex
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ..errors import ComputeTargetException, MlwsError
+from . import ComputeConfiguration, ComputeTarget, register_type, secret_name
+
+if TYPE_CHECKING:
+    from ..runner import _Supervisor
+    from ..workspace import Workspace
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+_HOST = re.compile(
+    r"^(?:(?P<user>[^@\s:]+)@)?(?P<host>[^@\s:]+|\[[0-9A-Fa-f:]+\])(?::(?P<port>\d+))?$"
+)
+#: Python on the host must find these for the agent to run (mlws's runtime dependencies).
+_KEY_SECRET = "private-key"
+
+
+@dataclass(frozen=True)
+class Node:
+    host: str
+    port: int
+    user: str | None
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def __str__(self) -> str:
+        return f"{self.destination}:{self.port}"
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9.-]", "_", str(self))
+
+
+class RemoteCompute(ComputeTarget):
+    """An ``ssh`` target: one host, or a list of hosts used as nodes of a small cluster."""
+
+    _type = "ssh"
+
+    @staticmethod
+    def attach_configuration(
+        address: str | None = None,
+        ssh_port: int = 22,
+        username: str | None = None,
+        password: str | None = None,
+        private_key_file: str | os.PathLike[str] | None = None,
+        private_key_passphrase: str | None = None,
+        resource_id: str | None = None,
+        *,
+        hosts: list[str] | None = None,
+        python_path: str = "/usr/bin/python3",
+        work_dir: str = ".mlws",
+        max_concurrent_runs: int = 1,
+        ssh_options: list[str] | None = None,
+        check: bool = True,
+    ) -> ComputeConfiguration:
+        """Describe hosts to attach (Azure v1 signature, plus mlws options).
+
+        :param address: the host (``address`` or ``hosts``, or both).
+        :param hosts: more hosts, as ``host``, ``host:port`` or ``user@host:port``; each is a node.
+        :param private_key_file: the key to log in with; its content goes to the key vault
+            (decrypted with ``private_key_passphrase`` first, so no prompt is ever needed).
+            Without it, ssh uses the user's own keys, agent and ``~/.ssh/config``.
+        :param python_path: the Python on the hosts, by absolute path (a non-interactive ssh
+            session has a bare PATH).
+        :param work_dir: where runs live on the hosts (relative paths are under the login's home).
+        :param max_concurrent_runs: runs at once per host.
+        :param ssh_options: extra ``-o`` options, e.g. ``["UserKnownHostsFile=/path"]``.
+        :param check: connect to every host before recording the target.
+        :raises ComputeTargetException: bad arguments, unreadable key, password login.
+        """
+        if password is not None:
+            raise ComputeTargetException(
+                "password login is not supported: mlws uses OpenSSH in BatchMode, which never "
+                "prompts; attach with private_key_file (or leave it out to use your ssh agent)"
+            )
+        del resource_id  # an Azure resource; nothing to point at here
+        specs = ([address] if address else []) + list(hosts or [])
+        if not specs:
+            raise ComputeTargetException("give the host: address='host' or hosts=['h1', 'h2:2222']")
+        nodes = []
+        for spec in specs:
+            m = _HOST.match(str(spec).strip())
+            if not m:
+                raise ComputeTargetException(
+                    f"invalid host {spec!r}: expected host, host:port or user@host:port"
+                )
+            nodes.append(
+                {
+                    "host": m["host"],
+                    "port": int(m["port"] or ssh_port),
+                    "user": m["user"] or username,
+                }
+            )
+        if len({(n["host"], n["port"], n["user"]) for n in nodes}) != len(nodes):
+            raise ComputeTargetException(f"the same host is listed twice: {specs}")
+        if not str(python_path).startswith("/"):
+            raise ComputeTargetException(
+                f"python_path must be an absolute path on the hosts, got {python_path!r}"
+            )
+        if not isinstance(max_concurrent_runs, int) or max_concurrent_runs < 1:
+            raise ComputeTargetException(
+                f"max_concurrent_runs must be a whole number >= 1, got {max_concurrent_runs!r}"
+            )
+        secrets = {}
+        if private_key_file is not None:
+            secrets[_KEY_SECRET] = _read_key(Path(private_key_file), private_key_passphrase)
+        return ComputeConfiguration(
+            "ssh",
+            {
+                "nodes": nodes,
+                "python": str(python_path),
+                "workDir": str(work_dir).rstrip("/") or ".",
+                "maxConcurrentRunsPerNode": max_concurrent_runs,
+                "sshOptions": [str(o) for o in ssh_options or []],
+                "key": bool(secrets),
+                "check": check,
+            },
+            secrets,
+        )
+
+    def nodes(self) -> list[str]:
+        return [str(n) for n in _nodes(self.config)]
+
+    @classmethod
+    def _validate(cls, ws: Workspace, name: str, config: ComputeConfiguration) -> None:
+        if not config.config.get("check", True):
+            return
+        key = config.secrets.get(_KEY_SECRET)
+        for node in _nodes(config.config):
+            conn = Connection(ws, name, config.config, node, key_text=key)
+            try:
+                conn.open()
+                python = config.config["python"]
+                r = conn.run(
+                    f"test -x {shlex.quote(python)} && {shlex.quote(python)} -c 'import sys; print(sys.version_info[:2] >= (3, 8))'"
+                )
+                if r.returncode != 0 or r.stdout.strip() != "True":
+                    raise ComputeTargetException(
+                        f"host {node}: no Python 3.8+ at {python}; pass python_path= with the "
+                        "absolute path of the host's python"
+                    )
+            finally:
+                conn.close()
+
+    def _release(self) -> None:
+        for node in _nodes(self.config):
+            Connection(self.workspace, self.name, self.config, node).close()
+        key = _key_dir() / f"{self.workspace.id}-{self.name}.key"
+        key.unlink(missing_ok=True)
+
+
+register_type("ssh", RemoteCompute)
+
+
+def _nodes(config: dict[str, Any]) -> list[Node]:
+    return [Node(n["host"], int(n["port"]), n.get("user")) for n in config["nodes"]]
+
+
+def _read_key(path: Path, passphrase: str | None) -> str:
+    try:
+        data = path.expanduser().read_bytes()
+    except OSError as e:
+        raise ComputeTargetException(f"cannot read private_key_file {path}: {e.strerror}") from None
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_ssh_private_key(data, passphrase.encode() if passphrase else None)
+    except ValueError:
+        try:
+            key = serialization.load_pem_private_key(
+                data, passphrase.encode() if passphrase else None
+            )
+        except (ValueError, TypeError) as e:
+            raise ComputeTargetException(
+                f"{path} is not a private key ssh can use, or the passphrase is wrong: {e}"
+            ) from None
+    except TypeError as e:  # a passphrase given for a plain key, or missing for an encrypted one
+        raise ComputeTargetException(f"{path}: {e}") from None
+    # Stored decrypted (the key vault encrypts it at rest): BatchMode ssh cannot ask for a
+    # passphrase, and the passphrase need not be kept anywhere.
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _key_dir() -> Path:
+    # Short and per user: a ControlPath socket must fit in 108 bytes, and keys must not be
+    # readable by others (0700 folder, 0600 files).
+    d = Path(tempfile.gettempdir()) / f"mlws-ssh-{os.getuid()}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    if d.stat().st_uid != os.getuid() or d.stat().st_mode & 0o077:
+        raise MlwsError(f"{d} must be a private folder of this user (mode 0700)")
+    return d
+
+
+# -- one host --------------------------------------------------------------------------------------
+class Connection:
+    """Commands and file transfers to one node, over one ControlMaster connection."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        target: str,
+        config: dict[str, Any],
+        node: Node,
+        key_text: str | None = None,
+    ) -> None:
+        self.ws = ws
+        self.target = target
+        self.config = config
+        self.node = node
+        self._key_text = key_text
+        self._key_file: Path | None = None
+
+    def key_file(self) -> Path | None:
+        if self._key_file is not None:
+            return self._key_file
+        text = self._key_text
+        if text is None and self.config.get("key"):
+            text = self.ws.get_default_keyvault().get_secret(secret_name(self.target, _KEY_SECRET))
+        if text is None:
+            return None
+        from ..workspace import _write_atomic
+
+        ident = self.ws.id if self._key_text is None else f"check-{os.getpid()}"
+        path = _key_dir() / f"{ident}-{self.target}.key"
+        if not path.exists() or path.read_text() != text:
+            _write_atomic(path, text.encode(), 0o600)
+        self._key_file = path
+        return path
+
+    def options(self) -> list[str]:
+        opts = [
+            "-o", "BatchMode=yes",
+            "-o", f"ControlPath={_key_dir()}/cm-%C",
+            "-o", "ConnectTimeout=10",
+            "-o", "ServerAliveInterval=5",
+            "-o", "ServerAliveCountMax=3",
+            "-o", "StrictHostKeyChecking=accept-new",
+            "-p", str(self.node.port),
+        ]  # fmt: skip
+        key = self.key_file()
+        if key is not None:
+            opts += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
+        for o in self.config.get("sshOptions", []):
+            opts += ["-o", o]
+        return opts
+
+    def ssh_command(self, remote: str) -> list[str]:
+        return ["ssh", *self.options(), "-o", "ControlMaster=no", self.node.destination, remote]
+
+    def open(self) -> None:
+        """Start the shared connection unless it runs already. :raises ComputeTargetException:"""
+        base = ["ssh", *self.options()]
+        if (
+            subprocess.run(
+                [*base, "-O", "check", self.node.destination], capture_output=True
+            ).returncode
+            == 0
+        ):
+            return
+        # -f: ssh goes to the background once logged in; its stdio must not be our pipes, or
+        # reading them would wait for the master to exit (ControlPersist keeps it alive).
+        with tempfile.TemporaryFile() as err:
+            rc = subprocess.run(
+                [*base, "-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-fN",
+                 self.node.destination],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                timeout=60,
+            ).returncode  # fmt: skip
+            if rc != 0:
+                err.seek(0)
+                raise ComputeTargetException(
+                    f"cannot connect to {self.node}: {_last_line(err.read())}"
+                )
+
+    def close(self) -> None:
+        subprocess.run(
+            ["ssh", *self.options(), "-O", "exit", self.node.destination],
+            capture_output=True,
+        )
+        if self._key_text is not None and self._key_file is not None:
+            self._key_file.unlink(missing_ok=True)
+
+    def run(
+        self, remote: str, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                self.ssh_command(remote),
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise ComputeTargetException(f"{self.node}: no answer within {timeout} s") from None
+
+    def check(self, remote: str, what: str, input: str | None = None) -> str:
+        r = self.run(remote, input=input)
+        if r.returncode != 0:
+            raise ComputeTargetException(f"{self.node}: {what} failed: {_last_line(r.stderr)}")
+        return r.stdout
+
+    def rsync(self, src: str, dst: str, *extra: str, files_from: str | None = None) -> None:
+        """rsync with this connection (paths of the host written ``:path``)."""
+        shell = shlex.join(["ssh", *self.options(), "-o", "ControlMaster=no"])
+        dest = self.node.destination
+
+        def side(p: str) -> str:
+            return f"{dest}:{p[1:]}" if p.startswith(":") else p
+
+        argv = ["rsync", "-a", "-e", shell, *extra]
+        if files_from is not None:
+            argv.append("--files-from=-")
+        argv += [side(src), side(dst)]
+        r = subprocess.run(argv, input=files_from, capture_output=True, text=True, timeout=3600)
+        if r.returncode != 0:
+            raise ComputeTargetException(
+                f"{self.node}: copying {src} to {dst} failed: {_last_line(r.stderr)}"
+            )
+
+    # -- mlws on the host --------------------------------------------------------------------
+    def ensure_mlws(self, log: IO[str]) -> str:
+        """Make ``mlws.compute.agent`` importable by the host's Python; returns the PYTHONPATH
+        to use there (the shipped copy, which wins over any other mlws on the host)."""
+        from .. import __version__
+
+        python = self.config["python"]
+        lib = f"{self.config['workDir']}/lib/mlws-{__version__}-{_source_hash()}"
+        probe = (
+            "import sys, json, sysconfig\n"
+            "r = {'py': list(sys.version_info[:2]), 'platform': sysconfig.get_platform()}\n"
+            "try:\n"
+            "    import mlws, mlws.compute.agent\n"
+            "    mlws.compute.agent.check()\n"
+            "    r['mlws'] = mlws.__version__; r['file'] = mlws.__file__\n"
+            "except Exception as e:\n"
+            "    r['error'] = f'{type(e).__name__}: {e}'\n"
+            "print(json.dumps(r))\n"
+        )
+        cmd = f"PYTHONPATH={shlex.quote(lib)} {shlex.quote(python)} -"
+
+        def ask() -> dict[str, Any]:
+            out = self.check(cmd, "checking Python", input=probe)
+            try:
+                return json.loads(out.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                raise ComputeTargetException(
+                    f"{self.node}: unexpected answer from {python}: {out!r}"
+                ) from None
+
+        info = ask()
+        if info.get("mlws") == __version__:
+            where = info.get("file", "")
+            if f"/lib/mlws-{__version__}-" not in where:
+                log.write(f"{self.node}: using mlws {__version__} installed there ({where})\n")
+            return lib
+        log.write(
+            f"{self.node}: shipping mlws {__version__} to {lib}"
+            f" ({info.get('error') or 'mlws ' + str(info.get('mlws'))} there)\n"
+        )
+        self.check(f"mkdir -p {shlex.quote(lib)}", "creating the mlws folder")
+        self.rsync(str(_PACKAGE_DIR) + "/", f":{lib}/mlws/", "--delete", "--exclude=__pycache__")
+        info = ask()
+        if "error" in info:
+            # Something mlws needs is missing there: ship its dependencies too (pure-Python ones
+            # work anywhere; compiled ones only on the same Python version and platform).
+            log.write(f"{self.node}: {info['error']}; shipping mlws's dependencies too\n")
+            for base, names in _dependency_files().items():
+                self.rsync(base + "/", f":{lib}/", files_from="\n".join(names) + "\n")
+            info = ask()
+        if "error" in info:
+            raise ComputeTargetException(
+                f"{self.node}: {python} cannot run mlws even after shipping it ({info['error']});"
+                f" install mlws's dependencies there: {python} -m pip install {_requirements()}"
+            )
+        return lib
+
+
+_SOURCE_HASH: str | None = None
+
+
+def _source_hash() -> str:
+    """A hash of this mlws's source files: a changed checkout ships again."""
+    global _SOURCE_HASH
+    if _SOURCE_HASH is None:
+        h = hashlib.sha256()
+        for p in sorted(_PACKAGE_DIR.rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                h.update(p.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0")
+                h.update(p.read_bytes())
+        _SOURCE_HASH = h.hexdigest()[:12]
+    return _SOURCE_HASH
+
+
+def _requirements() -> str:
+    from importlib import metadata
+
+    try:
+        reqs = metadata.requires("mlws") or []
+    except metadata.PackageNotFoundError:
+        return "mlws"
+    return " ".join(shlex.quote(r.split(";")[0].strip()) for r in reqs if "extra ==" not in r)
+
+
+def _dependency_files() -> dict[str, list[str]]:
+    """The installed files of mlws's runtime dependencies (recursively), by site folder."""
+    from importlib import metadata
+
+    out: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    todo = ["mlws"]
+    while todo:
+        name = todo.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for req in dist.requires or []:
+            if "extra ==" not in req:
+                m = re.match(r"[A-Za-z0-9._-]+", req)
+                if m:
+                    todo.append(m.group())
+        if key == "mlws":
+            continue  # shipped from its source folder
+        base = str(dist.locate_file(""))
+        for f in dist.files or []:
+            if f.parts and f.parts[0] != ".." and "__pycache__" not in f.parts:
+                out.setdefault(base.rstrip("/"), []).append(f.as_posix())
+    return out
+
+
+def _last_line(err: bytes | str) -> str:
+    text = err.decode("utf-8", "replace") if isinstance(err, bytes) else err
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"
+
+
+# -- a run on a node -------------------------------------------------------------------------------
+def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
+    """Run ``sup``'s run on a free node of an ``ssh`` target (waits ``Queued`` for one)."""
+    from ..runs import set_status
+    from .local import hold_slot
+
+    nodes = _nodes(config)
+    per_node = int(config.get("maxConcurrentRunsPerNode", 1))
+    slots = [f"{n.slug}-{i}" for i in range(per_node) for n in nodes]
+    by_slot = {f"{n.slug}-{i}": n for i in range(per_node) for n in nodes}
+
+    def keep_waiting() -> bool:
+        return sup.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
+
+    folder = sup.ws.path / "locks" / "compute" / target
+    with hold_slot(folder, lambda: slots, keep_waiting, may_start=sup._first_in_line) as name:
+        if name is None:
+            set_status(sup.ws, sup.run_id, "Canceled")
+            return
+        _SshRun(sup, target, config, by_slot[name]).run()
+
+
+class _SshRun:
+    def __init__(self, sup: _Supervisor, target: str, config: dict[str, Any], node: Node) -> None:
+        self.sup = sup
+        self.ws = sup.ws
+        self.run_id = sup.run_id
+        self.config = config
+        self.node = node
+        self.conn = Connection(sup.ws, target, config, node)
+        self.remote_dir = f"{config['workDir']}/runs/{sup.run_id}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def run(self) -> None:
+        from .. import keyvault
+        from ..runner import _die_with_parent
+        from ..runs import process_start_time, set_status
+        from . import replica
+
+        sup, ws, d = self.sup, self.ws, self.sup.definition
+        if not set_status(ws, self.run_id, "Preparing"):
+            sup._cancel_if_requested()
+            return
+        with ws.catalog.write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO run_properties VALUES (?, 'mlws.node', ?)",
+                (sup.row["seq"], str(self.node)),
+            )
+        workdir = sup._prepare_workdir()
+        with open(workdir / "logs" / "remote.log", "a") as log:
+            log.write(f"Run {self.run_id} on {self.node} ({self.remote_dir})\n")
+            self.conn.open()
+            pythonpath = self.conn.ensure_mlws(log)
+        self.conn.check(f"mkdir -p {shlex.quote(self.remote_dir)}", "creating the run folder")
+        self.conn.rsync(str(workdir) + "/", f":{self.remote_dir}/")
+        if not d["environment"].get("managed"):
+            # A user-managed environment names the host's interpreter, or means the target's.
+            explicit = (d["environment"].get("python") or {}).get("interpreterPath")
+            use = explicit if explicit and explicit != "python" else self.config["python"]
+            d["environment"]["interpreter"] = use
+        vault = keyvault.Keyvault(ws)
+        spec = {
+            "workspaceName": ws.name,
+            "run": dict(sup.row),
+            "ancestors": _ancestors(ws, sup.row),
+            "experiment": dict(ws.catalog.one("SELECT * FROM experiments WHERE name = ?", (sup.row["experiment"],))),
+            "run_tags": [list(r) for r in ws.catalog.query("SELECT * FROM run_tags WHERE run_seq = ?", (sup.row["seq"],))],
+            "run_properties": [list(r) for r in ws.catalog.query("SELECT * FROM run_properties WHERE run_seq = ?", (sup.row["seq"],))],
+            "secrets": vault.export_rows(),
+            "key": vault.key_for_run(),
+            "definition": d,
+            "cancelGraceS": _cancel_grace(),
+        }  # fmt: skip
+        python = self.config["python"]
+        remote = (
+            f"cd {shlex.quote(self.remote_dir)} && PYTHONPATH={shlex.quote(pythonpath)}"
+            f" exec {shlex.quote(python)} -u -m mlws.compute.agent ."
+        )
+        err_path = workdir / "logs" / "remote.log"
+        with open(err_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                self.conn.ssh_command(remote),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        # pid is the ssh client's: killing its group (reconcile of a dead supervisor) ends the
+        # session, and the agent then kills the script on the host.
+        with ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",
+                (self.proc.pid, process_start_time(self.proc.pid), self.run_id),
+            )
+        sup.proc = self.proc
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write((json.dumps(spec, default=str) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # the session died at once: the reader sees the end and says so
+        events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=_read_events, args=(self.proc.stdout, events), daemon=True).start()
+        outcome, deferred = self._follow(events, workdir)
+        lost = outcome[1] is not None and outcome[1].get("code") == "ConnectionLost"
+        if outcome[0] != "Canceled":
+            set_status(ws, self.run_id, "Finalizing")
+        warnings: list[str] = []
+        if not lost:
+            try:
+                self.conn.rsync(f":{self.remote_dir}/outputs/", str(workdir / "outputs") + "/")
+                self.conn.rsync(
+                    f":{self.remote_dir}/logs/", str(workdir / "logs") + "/", "--exclude=remote.log"
+                )
+                if deferred:
+                    self.conn.rsync(
+                        f":{self.remote_dir}/.mlws-replica/blobs/",
+                        str(workdir / ".replica-blobs") + "/",
+                    )
+            except MlwsError as e:
+                warnings.append(str(e))
+        if deferred:
+            warnings += replica.apply_files(ws, deferred, workdir / ".replica-blobs")
+        if warnings:
+            with open(err_path, "a") as log:
+                log.writelines(f"Warning: {w}\n" for w in warnings)
+        sup._collect(workdir)
+        sup._finish(outcome)
+        if not lost and not os.environ.get("MLWS_KEEP_WORKDIR"):
+            self.conn.run(f"rm -rf {shlex.quote(self.remote_dir)}", timeout=60)
+
+    def _follow(
+        self, events: queue.Queue[dict[str, Any] | None], workdir: Path
+    ) -> tuple[tuple[str, dict[str, Any] | None], list[dict[str, Any]]]:
+        from ..runner import exit_outcome
+        from ..runs import set_status
+        from . import replica
+
+        assert self.proc is not None and self.proc.stdin is not None
+        sup, ws = self.sup, self.ws
+        limit = sup.definition.get("maxRunDurationSeconds")
+        started = time.monotonic()
+        deferred: list[dict[str, Any]] = []
+        canceled = timed_out = False
+        log = open(workdir / "logs" / "driver.log", "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            while True:
+                try:
+                    ev = events.get(timeout=0.25)
+                except queue.Empty:
+                    ev = {"t": "tick"}
+                if ev is None:
+                    self.proc.wait()
+                    return (
+                        "Failed",
+                        {
+                            "code": "ConnectionLost",
+                            "message": f"lost the connection to {self.node} while the run was running"
+                            f" (ssh exit {self.proc.returncode}: {_last_line((workdir / 'logs' / 'remote.log').read_bytes()[-4096:])})",
+                        },
+                    ), deferred
+                kind = ev.get("t")
+                if kind == "log":
+                    log.write(ev["data"])
+                    log.flush()
+                elif kind == "changes":
+                    deferred += replica.apply_changes(ws, self.run_id, ev["changes"])
+                elif kind == "interpreter":
+                    set_status(ws, self.run_id, "Starting")
+                elif kind == "started":
+                    set_status(ws, self.run_id, "Running")
+                elif kind == "error":
+                    raise MlwsError(f"on {self.node}: {ev.get('message')}")
+                elif kind == "exit":
+                    rc = int(ev["rc"])
+                    break
+                if not canceled and sup.status() == "CancelRequested":
+                    canceled = True
+                    self._send("cancel")
+                if limit and not timed_out and time.monotonic() - started > float(limit):
+                    timed_out = True
+                    self._send("kill")
+        finally:
+            log.close()
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if canceled or sup.status() == "CancelRequested":
+            return ("Canceled", None), deferred
+        if timed_out:
+            return (
+                "Failed",
+                {
+                    "code": "RunTimeout",
+                    "message": f"the run exceeded max_run_duration_seconds={limit} and was killed",
+                },
+            ), deferred
+        requested = ws.catalog.scalar(
+            "SELECT requested_status FROM runs WHERE id = ?", (self.run_id,)
+        )
+        if requested == "Failed":
+            return ("Failed", None), deferred
+        return exit_outcome(rc, workdir / "logs" / "driver.log"), deferred
+
+    def _send(self, command: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(f"{command}\n".encode())
+            self.proc.stdin.flush()
+        except OSError:
+            pass
+
+
+def _read_events(stream: IO[bytes], events: queue.Queue[dict[str, Any] | None]) -> None:
+    for line in stream:
+        try:
+            events.put(json.loads(line))
+        except ValueError:
+            continue  # not ours (a login banner); the agent only writes JSON lines
+    events.put(None)
+
+
+def _ancestors(ws: Workspace, row: Any) -> list[dict[str, Any]]:
+    out = []
+    parent = row["parent_id"]
+    while parent:
+        r = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (parent,))
+        if r is None:
+            break
+        out.insert(0, dict(r))
+        parent = r["parent_id"]
+    return out
+
+
+def _cancel_grace() -> float:
+    from ..runner import CANCEL_GRACE_S
+
+    return CANCEL_GRACE_S
