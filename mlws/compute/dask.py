@@ -307,7 +307,7 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
     from ..runs import TERMINAL, set_status
 
     try:
-        from distributed import Client, wait
+        from distributed import Client
         from distributed.client import FutureCancelledError
     except ImportError:
         raise MlwsError("the dask compute target needs Dask: pip install 'mlws[dask]'") from None
@@ -323,12 +323,10 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
         future = client.submit(
             run_task, str(ws.path), sup.run_id, key=f"mlws-run-{sup.run_id}", pure=False
         )
-        while True:
-            try:
-                wait(future, timeout=0.25)
-                break
-            except TimeoutError:
-                pass
+        delay = 0.01
+        while not future.done():
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
             status = sup.status()
             if status == "CancelRequested" and _still_queued(ws, sup.run_id):
                 future.cancel()
