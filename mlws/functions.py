@@ -133,9 +133,11 @@ def run_parallel(
     backend: str = "loky",
     tags: dict[str, Any] | None = None,
     display_name: str | None = None,
+    compute_target: str | None = None,
 ) -> Run:
     """Call ``func(item)`` for every item, each as a tracked child run of one parent run,
-    ``max_concurrent`` at a time on joblib workers. Returns the parent once all have ended:
+    ``max_concurrent`` at a time on joblib workers (``backend``), or as Dask tasks when
+    ``compute_target`` names a ``dask`` target. Returns the parent once all have ended:
     ``Completed`` when every child completed, else ``Failed`` saying how many did not.
 
     Inside ``func``, ``Run.get_context()`` is the child run (log metrics to it); what it
@@ -147,6 +149,16 @@ def run_parallel(
 
     items = list(inputs)
     ws = experiment.workspace
+    dask_config = None
+    if compute_target is not None and compute_target != "local":
+        from .compute import target_config
+
+        kind, dask_config = target_config(ws, str(compute_target))
+        if kind != "dask":
+            raise UserErrorException(
+                f"run_parallel runs callables locally or on a dask target; {compute_target!r}"
+                f" is a {kind!r} target (submit a FunctionRunConfig to it instead)"
+            )
     parent = experiment.start_logging(display_name=display_name or _qualname(func), tags=tags)
     parent.add_properties({"mlws.function": _qualname(func), "mlws.children": str(len(items))})
     me, my_start = os.getpid(), process_start_time(os.getpid())
@@ -166,10 +178,13 @@ def run_parallel(
         child_ids.append(row["id"])
     payload = _dumps(func)
     n_jobs = max_concurrent or os.cpu_count() or 1
-    statuses = joblib.Parallel(n_jobs=n_jobs, backend=backend)(
-        joblib.delayed(_run_child)(str(ws.path), cid, payload, item)
-        for cid, item in zip(child_ids, items, strict=True)
-    )
+    if dask_config is not None:
+        statuses = _on_dask(ws, str(compute_target), dask_config, payload, child_ids, items, n_jobs)
+    else:
+        statuses = joblib.Parallel(n_jobs=n_jobs, backend=backend)(
+            joblib.delayed(_run_child)(str(ws.path), cid, payload, item)
+            for cid, item in zip(child_ids, items, strict=True)
+        )
     failed = sum(1 for s in statuses if s != "Completed")
     if failed:
         parent.fail(
@@ -178,6 +193,60 @@ def run_parallel(
     else:
         parent.complete()
     return parent
+
+
+def _on_dask(
+    ws: Any,
+    target: str,
+    config: dict[str, Any],
+    payload: bytes,
+    child_ids: list[str],
+    items: list[Any],
+    max_concurrent: int,
+) -> list[str]:
+    """The children as Dask tasks, at most ``max_concurrent`` submitted at a time."""
+    from distributed import Client, as_completed
+
+    from .compute.dask import scheduler_address
+    from .lifecycle import set_status
+
+    address = scheduler_address(ws, target, config)
+    pending = iter(zip(child_ids, items, strict=True))
+    statuses: list[str] = []
+    with Client(address, timeout=30, set_as_default=False) as client:
+
+        def submit_next() -> Any:
+            for cid, item in pending:
+                fut = client.submit(
+                    _run_child,
+                    str(ws.path),
+                    cid,
+                    payload,
+                    item,
+                    key=f"mlws-child-{cid}",
+                    pure=False,
+                )
+                fut.run_id = cid  # type: ignore[attr-defined]
+                return fut
+            return None
+
+        first = [f for f in (submit_next() for _ in range(max(1, max_concurrent))) if f]
+        queue = as_completed(first, loop=client.loop)
+        for fut in queue:
+            try:
+                statuses.append(fut.result())
+            except Exception as e:  # noqa: BLE001 - a lost task fails its child, the rest go on
+                set_status(
+                    ws,
+                    fut.run_id,
+                    "Failed",
+                    error={"code": "SystemError", "message": f"the Dask task failed: {e}"},
+                )
+                statuses.append("Failed")
+            nxt = submit_next()
+            if nxt is not None:
+                queue.add(nxt)
+    return statuses
 
 
 _worker_workspaces: dict[str, Any] = {}
