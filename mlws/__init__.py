@@ -1,5 +1,6 @@
 """mlws: the Azure Machine Learning v1 workspace model, local-first."""
 
+from .compute import ComputeTarget
 from .environments import CondaDependencies, Environment
 from .errors import (
     ActivityFailedException,
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivityFailedException",
+    "ComputeTarget",
     "ComputeTargetException",
     "CondaDependencies",
     "Environment",

@@ -21,3 +21,11 @@ def wait_until(cond: Callable[[], T], timeout: float = 15.0, what: str = "") -> 
             raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def one_error_line(result) -> str:  # noqa: ANN001 - a click.testing.Result
+    """A CLI failure must be exactly one ``Error: ...`` line with exit status 1."""
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]

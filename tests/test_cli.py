@@ -5,6 +5,7 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from helpers import one_error_line
 
 from mlws import Experiment, Workspace
 from mlws.cli import cli
@@ -20,13 +21,6 @@ def invoke(*args, cwd=None):
     finally:
         if cwd is not None:
             os.chdir(old)
-
-
-def one_error_line(result):
-    assert result.exit_code == 1, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 def state(ws_path):

@@ -234,10 +234,16 @@ def register_type(kind: str, cls: type[ComputeTarget]) -> None:
     _CLASSES[kind] = cls
 
 
-def _load_types() -> None:
-    # The type modules register themselves; importing them is cheap (no ssh, no dask at import).
-    from . import dask as _dask  # noqa: F401
-    from . import ssh as _ssh  # noqa: F401
+# The type modules register themselves; importing them is cheap (no ssh, no dask at import).
+from .dask import AmlCompute, DaskCompute  # noqa: E402
+from .ssh import RemoteCompute  # noqa: E402
 
-
-_load_types()
+__all__ = [
+    "AmlCompute",
+    "ComputeConfiguration",
+    "ComputeTarget",
+    "DaskCompute",
+    "LocalCompute",
+    "RemoteCompute",
+    "target_config",
+]

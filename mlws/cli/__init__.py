@@ -16,8 +16,8 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .errors import MlwsError
+from .. import __version__
+from ..errors import MlwsError
 
 
 class _Group(click.Group):
@@ -31,7 +31,7 @@ class _Group(click.Group):
 
 
 def _open(ctx: click.Context) -> Any:
-    from .workspace import Workspace, find_workspace_path
+    from ..workspace import Workspace, find_workspace_path
 
     obj = ctx.find_root().obj or {}
     path, create = find_workspace_path(obj.get("workspace"))
@@ -122,7 +122,7 @@ def workspace_create(
     Example:
       mlws workspace create ~/ml/team-ws --name team --write-config
     """
-    from .workspace import Workspace
+    from ..workspace import Workspace
 
     with Workspace.create(path, name=name, exist_ok=exist_ok) as ws:
         if write_config:
@@ -167,7 +167,7 @@ def experiment_list(ctx: click.Context, as_json: bool) -> None:
     Example:
       mlws experiment list
     """
-    from .experiments import experiment_summaries
+    from ..experiments import experiment_summaries
 
     rows = experiment_summaries(_open(ctx))
     if as_json:
@@ -235,9 +235,9 @@ def run_submit(
       mlws run submit train.py -e demo --wait -- --alpha 0.1
       mlws run submit train.py --environment sklearn -- --alpha 0.1
     """
-    from .compute import target_config
-    from .experiments import Experiment, check_experiment_name
-    from .runconfig import ScriptRunConfig
+    from ..compute import target_config
+    from ..experiments import Experiment, check_experiment_name
+    from ..runconfig import ScriptRunConfig
 
     ws = _open(ctx)
     cfg = ScriptRunConfig(
@@ -247,7 +247,7 @@ def run_submit(
         compute_target=target,
     )
     if env_name:
-        from .environments import Environment
+        from ..environments import Environment
 
         # looked up now, before the experiment is created: an unknown name changes nothing
         cfg.run_config.environment = Environment.get(ws, env_name)
@@ -325,8 +325,8 @@ def run_list(
       mlws run list -e demo --sort-by metric:r2
       mlws run list --status Failed --json
     """
-    from .experiments import check_experiment_name, query_runs
-    from .metrics import latest_scalars
+    from ..experiments import check_experiment_name, query_runs
+    from ..metrics import latest_scalars
 
     ws = _open(ctx)
     if exp_name is not None:
@@ -640,7 +640,7 @@ def environment_create(
       mlws environment create sklearn -r requirements.txt
       mlws environment create tab --pip tabulate --pip six
     """
-    from .environments import CondaDependencies, Environment
+    from ..environments import CondaDependencies, Environment
 
     if requirements and conda_file:
         raise click.UsageError("give --requirements or --conda-file, not both")
@@ -685,7 +685,7 @@ def environment_list(ctx: click.Context, as_json: bool) -> None:
     Example:
       mlws environment list
     """
-    from .environments import Environment
+    from ..environments import Environment
 
     envs = Environment.list(_open(ctx))
     if as_json:
@@ -715,7 +715,7 @@ def environment_show(ctx: click.Context, name: str, version: str | None, as_json
     Example:
       mlws environment show sklearn --json
     """
-    from .environments import Environment, envs_dir
+    from ..environments import Environment, envs_dir
 
     ws = _open(ctx)
     env = Environment.get(ws, name, version)
@@ -744,7 +744,7 @@ def environment_build(ctx: click.Context, name: str, version: str | None) -> Non
     Example:
       mlws environment build sklearn
     """
-    from .environments import Environment
+    from ..environments import Environment
 
     ws = _open(ctx)
     env = Environment.get(ws, name, version)
@@ -839,7 +839,7 @@ def secret_export_key(ctx: click.Context, output: str | None) -> None:
     """
     key = _open(ctx).get_default_keyvault().export_key()
     if output:
-        from .keyvault import _write_private
+        from ..keyvault import _write_private
 
         _write_private(Path(output).absolute(), key.encode() + b"\n")
         click.echo(f"Key written to {output}")
@@ -872,7 +872,7 @@ def fsck_cmd(ctx: click.Context, as_json: bool) -> None:
     Example:
       mlws fsck
     """
-    from .maintenance import fsck
+    from ..maintenance import fsck
 
     ws = _open(ctx)
     rep = fsck(ws)
@@ -913,7 +913,7 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, as_json: bool) -> No
     Example:
       mlws gc --dry-run
     """
-    from .maintenance import gc
+    from ..maintenance import gc
 
     ws = _open(ctx)
     rep = gc(ws, dry_run=dry_run, grace_s=grace)
@@ -926,5 +926,5 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, as_json: bool) -> No
         )
 
 
-if __name__ == "__main__":
-    cli()
+# Command groups kept in their own modules register themselves on import.
+from . import compute as _compute  # noqa: E402, F401
