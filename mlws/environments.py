@@ -365,11 +365,22 @@ def _base_python(version: str | None) -> str:
     return found
 
 
+def _installer_env() -> dict[str, str]:
+    """The environment for pip/uv: without PYTHONPATH (and friends), or packages that the
+    calling process sees (a shipped mlws's dependencies on an ssh host, a checkout) would count
+    as "already satisfied" and never be installed into the environment."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONNOUSERSITE")
+    }
+
+
 def _run_logged(argv: list[str], log: IO[str] | None) -> None:
     if log is not None:
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=_installer_env())
     if log is not None:
         log.write(proc.stdout + proc.stderr)
         log.flush()
@@ -470,6 +481,7 @@ def resolve(
                 capture_output=True,
                 text=True,
                 check=False,
+                env=_installer_env(),
             ).stdout
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)

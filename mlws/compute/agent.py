@@ -36,7 +36,15 @@ from typing import Any
 
 REPLICA = ".mlws-replica"
 #: What a run on a host imports (mlws imports most of these lazily, so check them up front).
-REQUIRED = ("sqlite_utils", "filelock", "psutil", "cryptography.fernet", "yaml", "pathspec")
+REQUIRED = (
+    "sqlite_utils",
+    "filelock",
+    "psutil",
+    "cryptography.fernet",
+    "yaml",
+    "pathspec",
+    "cloudpickle",
+)
 
 
 def check() -> None:

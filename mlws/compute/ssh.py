@@ -89,6 +89,7 @@ class RemoteCompute(ComputeTarget):
         max_concurrent_runs: int = 1,
         ssh_options: list[str] | None = None,
         check: bool = True,
+        cache_dir: str | None = None,
     ) -> ComputeConfiguration:
         """Describe hosts to attach (Azure v1 signature, plus mlws options).
 
@@ -103,6 +104,7 @@ class RemoteCompute(ComputeTarget):
         :param max_concurrent_runs: runs at once per host.
         :param ssh_options: extra ``-o`` options, e.g. ``["UserKnownHostsFile=/path"]``.
         :param check: connect to every host before recording the target.
+        :param cache_dir: where the hosts keep built environments (default ``~/.cache/mlws``).
         :raises ComputeTargetException: bad arguments, unreadable key, password login.
         """
         if password is not None:
@@ -138,6 +140,10 @@ class RemoteCompute(ComputeTarget):
             raise ComputeTargetException(
                 f"max_concurrent_runs must be a whole number >= 1, got {max_concurrent_runs!r}"
             )
+        if cache_dir is not None and not str(cache_dir).startswith("/"):
+            raise ComputeTargetException(
+                f"cache_dir must be an absolute path on the hosts, got {cache_dir!r}"
+            )
         secrets = {}
         if private_key_file is not None:
             secrets[_KEY_SECRET] = _read_key(Path(private_key_file), private_key_passphrase)
@@ -151,6 +157,7 @@ class RemoteCompute(ComputeTarget):
                 "sshOptions": [str(o) for o in ssh_options or []],
                 "key": bool(secrets),
                 "check": check,
+                "cacheDir": cache_dir,
             },
             secrets,
         )
@@ -556,9 +563,11 @@ class _SshRun:
             "cancelGraceS": _cancel_grace(),
         }  # fmt: skip
         python = self.config["python"]
+        cache = self.config.get("cacheDir")
         remote = (
             f"cd {shlex.quote(self.remote_dir)} && PYTHONPATH={shlex.quote(pythonpath)}"
-            f" exec {shlex.quote(python)} -u -m mlws.compute.agent ."
+            + (f" XDG_CACHE_HOME={shlex.quote(cache)}" if cache else "")
+            + f" exec {shlex.quote(python)} -u -m mlws.compute.agent ."
         )
         err_path = workdir / "logs" / "remote.log"
         with open(err_path, "ab") as err:
