@@ -196,6 +196,27 @@ def script_argv(definition: dict[str, Any]) -> list[str]:
     ]
 
 
+def start_script(
+    argv: list[str], workdir: Path, env: dict[str, str], die_with_parent: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start a run's script in its own process group (so cancel reaches everything it
+    starts), its output appended to ``logs/driver.log``."""
+    with open(workdir / "logs" / "driver.log", "ab") as log:
+        try:
+            return subprocess.Popen(
+                argv,
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
+            )
+        except OSError as e:
+            raise MlwsError(f"cannot start {argv[0]}: {e.strerror}") from None
+
+
 def exit_outcome(rc: int, log_file: Path | None) -> tuple[str, dict[str, Any] | None]:
     """A script's exit code as the run's outcome, with the reason when it failed."""
     if rc == 0:
@@ -365,23 +386,7 @@ class _Supervisor:
             self._cancel_if_requested()
             return
         env = script_env(dict(os.environ), d, ws.path, ws.name, self.run_id, self.row["experiment"])
-        argv = script_argv(d)
-        log = open(workdir / "logs" / "driver.log", "ab")  # noqa: SIM115
-        try:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if self._die_with_parent else None,
-            )
-        except OSError as e:
-            log.close()
-            raise MlwsError(f"cannot start {argv[0]}: {e.strerror}") from None
-        log.close()
+        self.proc = start_script(script_argv(d), workdir, env, self._die_with_parent)
         with ws.catalog.write() as conn:  # recorded even if a cancel is pending: _watch acts on it
             conn.execute(
                 "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
     from ..lifecycle import process_start_time
-    from ..runner import script_argv, script_env
+    from ..runner import script_argv, script_env, start_script
 
     os.chdir(run_dir)
     (run_dir / "logs").mkdir(exist_ok=True)
@@ -196,16 +196,8 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
     if spec.get("key"):
         env["MLWS_KEYVAULT_KEY"] = spec["key"]
     log_path = run_dir / "logs" / "driver.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            script_argv(d),
-            cwd=run_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    # Killed with the agent even if the agent cannot kill it itself (SIGKILL of the agent).
+    proc = start_script(script_argv(d), run_dir, env, die_with_parent=True)
     with ws.catalog.write() as conn:
         conn.execute(
             "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",
