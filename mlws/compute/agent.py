@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 REPLICA = ".mlws-replica"
+#: The agent's protocol with the supervising process; a host whose mlws speaks another one gets
+#: this mlws shipped.
+PROTOCOL = 1
 #: What a run on a host imports (mlws imports most of these lazily, so check them up front).
 REQUIRED = (
     "sqlite_utils",

@@ -383,6 +383,7 @@ class Connection:
             "    import mlws, mlws.compute.agent\n"
             "    mlws.compute.agent.check()\n"
             "    r['mlws'] = mlws.__version__; r['file'] = mlws.__file__\n"
+            "    r['protocol'] = mlws.compute.agent.PROTOCOL\n"
             "except Exception as e:\n"
             "    r['error'] = f'{type(e).__name__}: {e}'\n"
             "print(json.dumps(r))\n"
@@ -398,8 +399,10 @@ class Connection:
                     f"{self.node}: unexpected answer from {python}: {out!r}"
                 ) from None
 
+        from .agent import PROTOCOL
+
         info = ask()
-        if info.get("mlws") == __version__:
+        if info.get("mlws") == __version__ and info.get("protocol") == PROTOCOL:
             where = info.get("file", "")
             if f"/lib/mlws-{__version__}-" not in where:
                 log.write(f"{self.node}: using mlws {__version__} installed there ({where})\n")
@@ -525,7 +528,7 @@ class _SshRun:
     def run(self) -> None:
         from .. import keyvault
         from ..runner import _die_with_parent
-        from ..runs import process_start_time, set_status
+        from ..runs import set_status
         from . import replica
 
         sup, ws, d = self.sup, self.ws, self.sup.definition
@@ -579,13 +582,9 @@ class _SshRun:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        # pid is the ssh client's: killing its group (reconcile of a dead supervisor) ends the
-        # session, and the agent then kills the script on the host.
-        with ws.catalog.write() as conn:
-            conn.execute(
-                "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",
-                (self.proc.pid, process_start_time(self.proc.pid), self.run_id),
-            )
+        # No pid is recorded: the script's pid is on the host, and signalling the ssh client
+        # would cut the session instead of cancelling gracefully. The client dies with this
+        # process (PR_SET_PDEATHSIG), and the agent then kills the script on the host.
         sup.proc = self.proc
         assert self.proc.stdin is not None and self.proc.stdout is not None
         try:
@@ -645,6 +644,8 @@ class _SshRun:
                     ev = {"t": "tick"}
                 if ev is None:
                     self.proc.wait()
+                    if canceled or sup.status() == "CancelRequested":
+                        return ("Canceled", None), deferred
                     return (
                         "Failed",
                         {
