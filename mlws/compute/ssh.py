@@ -541,6 +541,11 @@ class _SshRun:
                 (sup.row["seq"], str(self.node)),
             )
         workdir = sup._prepare_workdir()
+        # The local working folder holds the streamed log: `mlws run logs -f` reads it live.
+        with ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET working_dir = ? WHERE id = ?", (str(workdir), self.run_id)
+            )
         with open(workdir / "logs" / "remote.log", "a") as log:
             log.write(f"Run {self.run_id} on {self.node} ({self.remote_dir})\n")
             self.conn.open()
