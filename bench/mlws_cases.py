@@ -9,13 +9,16 @@ a folder under ``bench/.work`` too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -567,6 +570,169 @@ def case_fan(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": elapsed, "n": n, "workers": workers, "rate": n / elapsed, "pids": pids}
 
 
+# -- 9. submit -> Completed per compute target ---------------------------------------------------
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+COMPUTE_MARK = "mlws-bench-9: hello"
+
+
+def _sshd_module() -> Any:
+    """``tests/sshd.py`` (the test suite's throwaway OpenSSH server), loaded by path: it is a
+    pytest plugin, but :class:`SshServer` and its helpers work outside pytest."""
+    import importlib.util
+
+    name = "mlws_tests_sshd"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, TESTS / "sshd.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before exec: dataclasses looks the module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def start_sshd(folder: Path) -> Any:
+    """One running ``SshServer`` on a free port of 127.0.0.1, as ``tests/sshd.py``'s fixture
+    makes it (throwaway host and client keys under ``folder``); stop it with ``kill_all()``."""
+    import pwd
+
+    sshd = _sshd_module()
+    missing = sshd._missing_tools()
+    if missing:
+        raise RuntimeError(
+            f"sshd not installed (missing {', '.join(missing)}): make install puts"
+            " openssh-server and rsync there"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    client = folder / "client"
+    sshd._keygen(client)
+    sshd._keygen(folder / "host")
+    authorized = folder / "authorized_keys"
+    authorized.write_bytes((folder / "client.pub").read_bytes())
+    authorized.chmod(0o600)
+    username = pwd.getpwuid(os.getuid()).pw_name
+    for attempt in range(3):  # a free port can be taken before sshd binds it
+        port = sshd._free_ports(1)[0]
+        server = sshd.SshServer("127.0.0.1", port, username, str(client), folder)
+        try:
+            server.start()
+            return server
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _submit_wait(exp: Any, src: Path, target: str) -> tuple[float, Any]:
+    """Submit the trivial script to ``target`` and wait: ``(seconds, run)``, checked Completed
+    with the script's line in ``logs/driver.log`` (checked after the clock stops)."""
+    from mlws import ScriptRunConfig
+
+    t0 = time.perf_counter()
+    run = exp.submit(
+        ScriptRunConfig(source_directory=str(src), script="t.py", compute_target=target)
+    )
+    details = run.wait_for_completion(raise_on_error=False, timeout=300)
+    elapsed = time.perf_counter() - t0
+    if details["status"] != "Completed":
+        raise RuntimeError(
+            f"run {run.id} on {target!r} ended {details['status']}: {details.get('error')}"
+        )
+    logs = run.get_details_with_logs()["logFiles"]
+    if COMPUTE_MARK not in (logs.get("logs/driver.log") or ""):
+        raise RuntimeError(
+            f"run {run.id} on {target!r}: {COMPUTE_MARK!r} is not in logs/driver.log"
+            f" (log files: {sorted(logs)})"
+        )
+    return elapsed, run
+
+
+def _stop_sshd(server: Any) -> None:
+    server.kill_all()  # SIGKILL to the listener's pid and to its connections' processes
+    progress(f"sshd (pid {server.proc.pid}) stopped")
+
+
+def _delete_target(ws: Any, name: str) -> None:
+    from mlws.compute import ComputeTarget
+
+    ComputeTarget(ws, name).delete()  # for ssh: closes the ControlMaster connection
+
+
+def _stop_cluster(ws: Any, name: str) -> None:
+    from mlws.compute import ComputeTarget
+
+    stopped = ComputeTarget(ws, name).stop()
+    progress(f"dask cluster of {name!r} stopped" if stopped else f"no dask cluster of {name!r} ran")
+
+
+def case_compute(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The trivial script of case 5 on ``local``, on an ``ssh`` target (a loopback sshd started
+    here) and on a ``dask`` target (a local cluster of one worker), in this one process: per
+    target one cold run, then ``reps`` timed ones."""
+    from mlws import Experiment
+    from mlws.compute import AmlCompute, ComputeTarget, RemoteCompute
+
+    reps = int(params.get("reps", 5))
+    # The ssh target puts its ControlMaster socket under TMPDIR (``<tmp>/mlws-ssh-<uid>/cm-<40
+    # hex>``, plus 17 characters while ssh creates it), and a Unix socket path has at most 107
+    # bytes: bench/.work/<stamp>/tmp is too long for it. So this case's TMPDIR (inherited by the
+    # supervisors, which run ssh) is a private folder in /tmp, removed at the end.
+    short_tmp = tempfile.mkdtemp(prefix="mlws-b9-", dir="/tmp")
+    os.environ["TMPDIR"] = short_tmp
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    ws = _ws(work / "ws-compute")
+    src = work / "src-compute"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "t.py").write_text(f"print({COMPUTE_MARK!r})\n")
+    exp = Experiment(ws, "bench-compute")
+    out: dict[str, Any] = {"reps": reps}
+    # Undone in reverse order, each even when an earlier one fails: the cluster, the ssh
+    # target's connection, the sshd (by its pid), the workspace, the short TMPDIR.
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, short_tmp, ignore_errors=True)
+        cleanup.callback(ws.close)
+        server = start_sshd(work / "sshd")
+        cleanup.callback(_stop_sshd, server)
+        progress(f"sshd (pid {server.proc.pid}) listening on 127.0.0.1:{server.port}")
+        ComputeTarget.attach(
+            ws,
+            "lab",
+            RemoteCompute.attach_configuration(
+                hosts=[f"{server.address}:{server.port}"],
+                username=server.username,
+                private_key_file=server.private_key_file,
+                python_path="/usr/bin/python3",
+                work_dir=str(work / "remote"),
+                ssh_options=[
+                    "StrictHostKeyChecking=no",
+                    f"UserKnownHostsFile={work / 'sshd' / 'known_hosts'}",
+                ],
+            ),
+        )
+        cleanup.callback(_delete_target, ws, "lab")
+        ComputeTarget.create(
+            ws, "cpu", AmlCompute.provisioning_configuration(min_nodes=1, max_nodes=1)
+        )
+        cleanup.callback(_stop_cluster, ws, "cpu")
+        for key, target in (("local", "local"), ("ssh", "lab"), ("dask", "cpu")):
+            cold, run = _submit_wait(exp, src, target)
+            figures: dict[str, Any] = {"cold_ms": cold * 1e3}
+            if key == "ssh":
+                remote_log = run.get_details_with_logs()["logFiles"].get("logs/remote.log", "")
+                figures["shipped_mlws"] = "shipping mlws" in remote_log
+                figures["shipped_deps"] = "dependencies too" in remote_log
+            times = [_submit_wait(exp, src, target)[0] for _ in range(reps)]
+            figures["ms"] = median_ms(times)
+            figures["all_ms"] = [t * 1e3 for t in times]
+            out[key] = figures
+            progress(
+                f"{key}: cold {cold * 1e3:.0f} ms, then median {figures['ms']:.0f} ms"
+                f" {[round(t * 1e3) for t in times]}"
+            )
+    for key in ("ssh", "dask"):
+        out[key]["ratio"] = out[key]["ms"] / out["local"]["ms"]
+    return out
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -578,6 +744,7 @@ CASES = {
     "artifacts": case_artifacts,
     "env": case_env,
     "fan": case_fan,
+    "compute": case_compute,
 }
 
 

@@ -10,6 +10,8 @@
    process, with HOME and every work folder under ``bench/.work/`` (removed at the end unless
    ``--keep``).
 3. Writes ``bench/RESULTS.md``: a table of both figures, their ratio, the target and pass/fail.
+   With ``--only N --merge`` it updates just benchmark N's rows, method note and details in the
+   existing file and says in its machine section when N was re-run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -187,6 +190,7 @@ def row(
     target: str = "—",
     ok: Callable[[float], bool] | None = None,
     peer_note: str = "",
+    mlws_note: str = "",
 ) -> Row:
     return {
         "id": id_,
@@ -198,6 +202,7 @@ def row(
         "target": target,
         "ok": ok,
         "peer_note": peer_note,
+        "mlws_note": mlws_note,
     }
 
 
@@ -517,6 +522,45 @@ def bench_fan(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     ]
 
 
+def bench_compute(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    m = r.run("mlws", "compute", {"reps": 5})
+    ctx["compute"] = m
+    local = _get(m, "local", "ms")
+
+    def vs_local(key: str) -> str:
+        ratio = _get(m, key, "ratio")
+        return f"{ratio:.1f}× local" if isinstance(ratio, (int, float)) else ""
+
+    return [
+        row(
+            "9a",
+            "submit → Completed, trivial script, per compute target (median of 5, one process): `local`",
+            local,
+            None,
+            "ms",
+            "low",
+        ),
+        row(
+            "9b",
+            "same on `ssh`: one host, a loopback sshd on 127.0.0.1",
+            _get(m, "ssh", "ms"),
+            None,
+            "ms",
+            "low",
+            mlws_note=vs_local("ssh"),
+        ),
+        row(
+            "9c",
+            "same on `dask`: local cluster, `min_nodes=1, max_nodes=1`",
+            _get(m, "dask", "ms"),
+            None,
+            "ms",
+            "low",
+            mlws_note=vs_local("dask"),
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]] = {
     "1": ("metric logging throughput", bench_log),
     "2": ("creating 1,000 runs", bench_runs),
@@ -526,6 +570,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]]
     "6": ("snapshots and artifact dedup", bench_snapshot),
     "7": ("environment cache hit", bench_env),
     "8": ("callables fanned out as child runs", bench_fan),
+    "9": ("submit to Completed per compute target", bench_compute),
 }
 
 
@@ -550,6 +595,12 @@ def fmt(v: Any, unit: str) -> str:
     return f"{v:.3g} {unit}"
 
 
+def mlws_cell(rw: Row) -> str:
+    """The mlws figure, with its note (e.g. a ratio to another mlws row) when it has one."""
+    text = fmt(rw["mlws"], rw["unit"])
+    return f"{text} ({rw['mlws_note']})" if rw.get("mlws_note") else text
+
+
 def advantage(rw: Row) -> str:
     a, b = rw["mlws"], rw["peer"]
     if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or a <= 0 or b <= 0:
@@ -561,9 +612,9 @@ def advantage(rw: Row) -> str:
 
 
 def verdict(rw: Row) -> str:
-    if rw["ok"] is None:
-        return "info"
     v = rw["mlws"]
+    if rw["ok"] is None:
+        return "**FAIL** (error)" if isinstance(v, str) and v.startswith("error:") else "info"
     if not isinstance(v, (int, float)):
         return "**FAIL** (error)"
     try:
@@ -582,7 +633,8 @@ def _load() -> str:
 LOAD_AT_START = _load()
 
 
-def machine_info(mlflow_ver: str | None, started: dt.datetime, wall: float) -> list[str]:
+def _mlws_commit() -> str:
+    """``mlws <version> at commit <sha>`` (+ a note when mlws/ has uncommitted changes)."""
     try:
         commit = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -594,6 +646,10 @@ def machine_info(mlflow_ver: str | None, started: dt.datetime, wall: float) -> l
         ).stdout.strip()
     except OSError:
         commit, dirty = "?", ""
+    return f"mlws {_mlws_version()} at commit {commit}{' + uncommitted changes in mlws/' if dirty else ''}"
+
+
+def machine_info(mlflow_ver: str | None, started: dt.datetime, wall: float) -> list[str]:
     cpu = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -612,7 +668,7 @@ def machine_info(mlflow_ver: str | None, started: dt.datetime, wall: float) -> l
         f"- Date: {started.strftime('%Y-%m-%d %H:%M:%S %Z').strip()} (whole run {wall / 60:.1f} min)",
         f"- Machine: {os.cpu_count()} CPUs ({cpu}), {mem} RAM, {platform.platform()}",
         f"- Python {platform.python_version()} ({sys.executable}); SQLite {sqlite3.sqlite_version}",
-        f"- mlws {_mlws_version()} at commit {commit}{' + uncommitted changes in mlws/' if dirty else ''}",
+        f"- {_mlws_commit()}",
         f"- Load average (1/5/15 min) at start {LOAD_AT_START}, at end {_load()}: other work on the machine"
         " during the run slows both sides and makes single figures noisy",
         f"- MLflow {mlflow_ver or 'not run'} (SQLite tracking store, `sqlite:///<dir>/mlflow.db`), in `bench/.mlflow-venv`",
@@ -698,6 +754,27 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f"{n(g(m4, 'seconds'), '.2f')} s on {n(g(m4, 'pids'), 'd')} (`max_concurrent=4`), on "
             f"{os.cpu_count()} CPUs."
         )
+    if "compute" in ctx:
+        m = ctx["compute"]
+
+        def ms_list(key: str) -> str:
+            return ", ".join(n(x, ".0f") for x in g(m, key, "all_ms") or [])
+
+        shipped = (
+            "mlws and its dependencies"
+            if g(m, "ssh", "shipped_deps")
+            else "mlws"
+            if g(m, "ssh", "shipped_mlws")
+            else "nothing (mlws was already there)"
+        )
+        out.append(
+            f"- **9.** First (cold) runs, not in the table: `local` {n(g(m, 'local', 'cold_ms'), '.0f')} ms; "
+            f"`ssh` {n(g(m, 'ssh', 'cold_ms'), '.0f')} ms (it shipped {shipped} to the host's "
+            f"`<work_dir>/lib/`); `dask` {n(g(m, 'dask', 'cold_ms'), '.0f')} ms (it started the local "
+            f"cluster: scheduler and one worker process). The timed runs: `local` {ms_list('local')} ms; "
+            f"`ssh` {ms_list('ssh')} ms; `dask` {ms_list('dask')} ms. Medians as a ratio to `local`: "
+            f"`ssh` {n(g(m, 'ssh', 'ratio'), '.1f')}×, `dask` {n(g(m, 'dask', 'ratio'), '.1f')}×."
+        )
     return out
 
 
@@ -710,14 +787,13 @@ def _runs_rate(ctx: dict[str, Any]) -> str:
     return f"{rate:,.0f} runs/s ({100_000 / rate / 60:,.0f} minutes for 100,000 runs)"
 
 
-def write_report(
-    path: Path,
+def render_report(
     rows: list[Row],
     ctx: dict[str, Any],
     mlflow_ver: str | None,
     started: dt.datetime,
     wall: float,
-) -> None:
+) -> str:
     lines = [
         "# Benchmarks: mlws vs MLflow",
         "",
@@ -730,7 +806,7 @@ def write_report(
     for rw in rows:
         peer = fmt(rw["peer"], rw["unit"])
         lines.append(
-            f"| {rw['id']} | {rw['name']} | {fmt(rw['mlws'], rw['unit'])} | {peer} | {advantage(rw)} | {rw['target']} | {verdict(rw)} |"
+            f"| {rw['id']} | {rw['name']} | {mlws_cell(rw)} | {peer} | {advantage(rw)} | {rw['target']} | {verdict(rw)} |"
         )
     lines += [
         "",
@@ -785,6 +861,18 @@ def write_report(
         "  loky worker processes, in a fresh process (after a 4-call warm-up in another process, which writes",
         "  the `.pyc` of joblib, loky and cloudpickle as in 4). Checked: parent Completed, 200 Completed",
         "  children, each `x` logged once, the last child's result.",
+        "- 9: the script of 5 (one `print`) submitted with `ScriptRunConfig(..., compute_target=...)` from",
+        "  one process to `local`, to an `ssh` target and to a `dask` target. `ssh`: one host, a throwaway",
+        "  OpenSSH server on 127.0.0.1 that the case starts (`tests/sshd.py`'s `SshServer`, key login),",
+        "  `RemoteCompute.attach_configuration(python_path='/usr/bin/python3', work_dir=<under bench/.work>)`;",
+        "  the case's TMPDIR is a short folder in /tmp, as ssh's ControlMaster socket path must fit in 107",
+        "  bytes. `dask`: `AmlCompute.provisioning_configuration(min_nodes=1, max_nodes=1)`, a local cluster.",
+        "  Per target one cold run first (the first `ssh` run ships mlws and its dependencies to the host,",
+        "  the first `dask` run starts the cluster; in the details), then 5 timed runs, median; each must end",
+        "  `Completed` with the script's line in `logs/driver.log`. The cluster and the sshd (by pid) are",
+        "  stopped at the end. `wait_for_completion` polls the status with a growing delay of up to 0.25 s,",
+        "  so single runs differ in steps of up to a quarter second. No MLflow figure: MLflow Projects run",
+        "  locally, on Databricks or on Kubernetes, with no ssh or Dask backend of their own.",
         "",
         "## Details",
         "",
@@ -795,6 +883,8 @@ def write_report(
         "```",
         "make bench                                   # everything, ~5-10 min; rewrites bench/RESULTS.md",
         ".venv/bin/python bench/run.py --only 3,4     # some benchmarks (writes the table for those only)",
+        ".venv/bin/python bench/run.py --only 9 --merge  # re-run some, then update just their rows,",
+        "                                                # notes and details in bench/RESULTS.md",
         ".venv/bin/python bench/run.py --keep         # keep bench/.work/ to look at the workspaces",
         ".venv/bin/python bench/run.py --no-mlflow    # mlws only, no peer (no ratios)",
         "```",
@@ -802,14 +892,143 @@ def write_report(
         "The first run creates `bench/.mlflow-venv` (`pip install mlflow scikit-learn`, about a minute).",
         "",
     ]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+# -- --merge: re-run some benchmarks, keep the rest of RESULTS.md ----------------------------------
+_ROW_KEY = re.compile(r"^\| (\d+)[a-z]? \|")
+_ITEM_KEY = re.compile(r"^- (?:\*\*)?(\d+)[a-z]?[.:]")
+_MERGE_NOTE = re.compile(r"^- Benchmarks? ([\d, ]+) re-run alone on ")
+
+
+def _sections(text: str) -> list[list[str]]:
+    """The lines of ``text`` cut before every ``## `` heading (the first part has none)."""
+    out: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.startswith("## "):
+            out.append([])
+        out[-1].append(line)
+    return out
+
+
+def _merge_table(old: list[str], new: list[str], chosen: set[str]) -> list[str]:
+    """The old table with the rows of ``chosen`` benchmarks replaced by the new ones."""
+    is_row = _ROW_KEY.match
+    rows = [ln for ln in old if is_row(ln) and is_row(ln)[1] not in chosen]  # type: ignore[index]
+    rows += [ln for ln in new if is_row(ln) and is_row(ln)[1] in chosen]  # type: ignore[index]
+    rows.sort(key=lambda ln: int(is_row(ln)[1]))  # type: ignore[index]  # stable within a benchmark
+    at = next((i for i, ln in enumerate(old) if is_row(ln)), None)
+    if at is None:
+        raise ValueError("no results table")
+    rest = [ln for ln in old if not is_row(ln)]
+    return rest[:at] + rows + rest[at:]
+
+
+def _items(lines: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
+    """A section's lines as (lines before its bullets, the bullets with their continuation
+    lines, the lines after them)."""
+    head: list[str] = []
+    items: list[list[str]] = []
+    tail: list[str] = []
+    for ln in lines:
+        if tail or (items and not ln.strip()):
+            tail.append(ln)
+        elif ln.startswith("- "):
+            items.append([ln])
+        elif items:
+            items[-1].append(ln)
+        else:
+            head.append(ln)
+    return head, items, tail
+
+
+def _merge_items(old: list[str], new: list[str], chosen: set[str]) -> list[str]:
+    """The old section with the bullets of ``chosen`` benchmarks (``- 9:``, ``- **9.**``)
+    replaced by the new section's; bullets of no benchmark stay first, as they were."""
+
+    def key(item: list[str]) -> str | None:
+        m = _ITEM_KEY.match(item[0])
+        return m[1] if m else None
+
+    head, old_items, tail = _items(old)
+    _, new_items, _ = _items(new)
+    keyed = [it for it in old_items if key(it) is not None and key(it) not in chosen]
+    keyed += [it for it in new_items if key(it) in chosen]
+    keyed.sort(key=lambda it: int(key(it)))  # type: ignore[arg-type]
+    plain = [it for it in old_items if key(it) is None]
+    return head + [ln for it in plain + keyed for ln in it] + tail
+
+
+def _merge_machine(old: list[str], chosen: set[str], note: str) -> list[str]:
+    """The old machine lines, with ``note`` (when and how ``chosen`` were re-run) after them;
+    an earlier note loses the benchmarks re-run now (and goes when none is left)."""
+    head, items, tail = _items(old)
+    kept = []
+    for it in items:
+        m = _MERGE_NOTE.match(it[0])
+        if m:
+            left = [k for k in re.findall(r"\d+", m[1]) if k not in chosen]
+            if not left:
+                continue
+            it = [_MERGE_NOTE.sub(f"- {_benchmarks(left)} re-run alone on ", it[0]), *it[1:]]
+        kept.append(it)
+    kept.append([note])
+    return head + [ln for it in kept for ln in it] + tail
+
+
+def _benchmarks(keys: list[str]) -> str:
+    return f"Benchmark{'s' if len(keys) > 1 else ''} {', '.join(keys)}"
+
+
+def merge_report(old: str, new: str, chosen: list[str], note: str) -> str:
+    """``old`` (a whole RESULTS.md) with the table rows, method notes and details of the
+    ``chosen`` benchmarks taken from ``new`` (a report of those only), ``note`` added to the
+    machine section, and the "Running it" section of ``new``. Everything else stays as it was.
+
+    :raises ValueError: ``old`` is not a report this script wrote.
+    """
+    keys = set(chosen)
+    old_parts = {(p[0] if p and p[0].startswith("## ") else ""): p for p in _sections(old)}
+    new_parts = {(p[0] if p and p[0].startswith("## ") else ""): p for p in _sections(new)}
+    for name in ("", "## Machine", "## How it is measured", "## Details"):
+        if name not in old_parts:
+            raise ValueError(f"no {name or 'table'} section")
+    out = []
+    for name, part in old_parts.items():
+        if name == "":
+            part = _merge_table(part, new_parts[""], keys)
+        elif name == "## Machine":
+            part = _merge_machine(part, keys, note)
+        elif name in ("## How it is measured", "## Details"):
+            part = _merge_items(part, new_parts.get(name, []), keys)
+        elif name in new_parts:
+            part = new_parts[name]
+        out += part
+    return "\n".join(out) + "\n"
+
+
+def merge_note(chosen: list[str], argv: list[str], started: dt.datetime, wall: float) -> str:
+    return (
+        f"- {_benchmarks(chosen)} re-run alone on {started.strftime('%Y-%m-%d %H:%M:%S %Z').strip()}"
+        f" (`bench/run.py {' '.join(argv)}`, {wall / 60:.1f} min; {_mlws_commit()}; load average"
+        f" at start {LOAD_AT_START}, at end {_load()}): {'their' if len(chosen) > 1 else 'its'}"
+        " rows, method notes and details replace those of the run above; the rest is from that run"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", help="comma-separated benchmark numbers (1-8)")
+    parser.add_argument(
+        "--only", help=f"comma-separated benchmark numbers (1-{max(BENCHMARKS, key=int)})"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: update just those benchmarks' rows, method notes and details in the"
+        " existing output file (and say when they were re-run) instead of rewriting it",
+    )
     parser.add_argument("--keep", action="store_true", help="keep bench/.work/ afterwards")
     parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow peer")
     parser.add_argument("--output", type=Path, default=BENCH / "RESULTS.md")
@@ -842,12 +1061,26 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _remove(work)
     wall = time.perf_counter() - t0
-    write_report(args.output, rows, ctx, mlflow_ver, started, wall)
+    text = render_report(rows, ctx, mlflow_ver, started, wall)
+    partial = set(chosen) != set(BENCHMARKS)
+    if args.merge and partial and args.output.exists():
+        argv_used = sys.argv[1:] if argv is None else argv
+        try:
+            text = merge_report(
+                args.output.read_text(), text, chosen, merge_note(chosen, argv_used, started, wall)
+            )
+            say(f"\nMerged benchmark(s) {', '.join(chosen)} into {args.output}")
+        except ValueError as e:
+            say(f"\n{args.output} is not a report to merge into ({e}): writing it anew")
+        skipped = [rw["id"] for rw in rows if str(rw["peer"]).startswith("error: skipped")]
+        if skipped:
+            say(f"Note: rows {', '.join(skipped)} now show no MLflow figure (--no-mlflow)")
+    args.output.write_text(text)
     say(f"\nWrote {args.output} ({wall / 60:.1f} min)\n")
     width = max(len(r["id"]) for r in rows) if rows else 2
     for rw in rows:
         say(
-            f"  {rw['id']:<{width}}  {verdict(rw):<10}  mlws {fmt(rw['mlws'], rw['unit']):>14}  MLflow {fmt(rw['peer'], rw['unit']):>14}  {rw['target']}"
+            f"  {rw['id']:<{width}}  {verdict(rw):<10}  mlws {mlws_cell(rw):>14}  MLflow {fmt(rw['peer'], rw['unit']):>14}  {rw['target']}"
         )
     return 0
 
