@@ -25,6 +25,7 @@ import base64
 import codecs
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,11 +52,13 @@ REQUIRED = (
 
 
 def check() -> None:
-    """Import everything a run needs here; raises ImportError naming what is missing."""
-    import importlib
+    """Find everything a run needs here (without importing it: the agent's start is on every
+    run's path); raises ImportError naming what is missing."""
+    import importlib.util
 
     for name in REQUIRED:
-        importlib.import_module(name)
+        if importlib.util.find_spec(name.split(".")[0]) is None:
+            raise ModuleNotFoundError(f"No module named {name.split('.')[0]!r}")
 
 
 class _Out:
@@ -144,6 +147,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = _Out()
     run_dir = Path(args[0]).resolve()
+    # Say who answers first: the supervising process ships another mlws when this one cannot
+    # run the script (an older version, a missing dependency).
+    import mlws
+
+    hello: dict[str, Any] = {
+        "protocol": PROTOCOL,
+        "version": mlws.__version__,
+        "file": mlws.__file__,
+    }
+    try:
+        check()
+    except ImportError as e:
+        out.send(t="hello", missing=f"{type(e).__name__}: {e}", **hello)
+        return 0
+    out.send(t="hello", **hello)
     line = sys.stdin.readline()
     if not line:
         return 1
@@ -168,12 +186,12 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
     d = spec["definition"]
     run_id = spec["run"]["id"]
 
-    flags = {"cancel": False, "kill": False, "eof": False}
+    flags = {"cancel": False, "kill": False, "done": False, "eof": False}
 
     def read_commands() -> None:
         for cmd in sys.stdin:
             cmd = cmd.strip()
-            if cmd in ("cancel", "kill"):
+            if cmd in flags:
                 flags[cmd] = True
         flags["eof"] = True
 
@@ -243,6 +261,13 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
     _pump(out, ws, log_path, state, decoder)
     ws.close()
     out.send(t="exit", rc=rc)
+    # The supervising process copies outputs, logs and files home, then says "done"; the run's
+    # folder goes then (or when the supervisor is gone: nobody would come for it).
+    while not (flags["done"] or flags["eof"]):
+        time.sleep(0.02)
+    if not spec.get("keep"):
+        os.chdir(run_dir.parent)
+        shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 
 

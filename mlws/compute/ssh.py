@@ -350,32 +350,48 @@ class Connection:
             raise ComputeTargetException(f"{self.node}: {what} failed: {_last_line(r.stderr)}")
         return r.stdout
 
-    def rsync(self, src: str, dst: str, *extra: str, files_from: str | None = None) -> None:
-        """rsync with this connection (paths of the host written ``:path``)."""
+    def rsync(
+        self,
+        *paths: str,
+        options: tuple[str, ...] = (),
+        files_from: str | None = None,
+        make_dest: str | None = None,
+    ) -> None:
+        """rsync sources to a destination (the last path) over this connection; paths on the
+        host are written ``:path``. ``make_dest``: a folder on the host to create first (in
+        the same round trip)."""
         shell = shlex.join(["ssh", *self.options(), "-o", "ControlMaster=no"])
         dest = self.node.destination
 
         def side(p: str) -> str:
             return f"{dest}:{p[1:]}" if p.startswith(":") else p
 
-        argv = ["rsync", "-a", "-e", shell, *extra]
+        argv = ["rsync", "-a", "-e", shell, *options]
+        if make_dest is not None:
+            argv.append(f"--rsync-path=mkdir -p {shlex.quote(make_dest)} && rsync")
         if files_from is not None:
             argv.append("--files-from=-")
-        argv += [side(src), side(dst)]
+        argv += [side(p) for p in paths]
         r = subprocess.run(argv, input=files_from, capture_output=True, text=True, timeout=3600)
         if r.returncode != 0:
             raise ComputeTargetException(
-                f"{self.node}: copying {src} to {dst} failed: {_last_line(r.stderr)}"
+                f"{self.node}: copying {' '.join(paths[:-1])} to {paths[-1]} failed: {_last_line(r.stderr)}"
             )
 
     # -- mlws on the host --------------------------------------------------------------------
+    def lib_path(self) -> str:
+        """Where this very mlws lives on the host once shipped (version and source hash)."""
+        from .. import __version__
+
+        return f"{self.config['workDir']}/lib/mlws-{__version__}-{_source_hash()}"
+
     def ensure_mlws(self, log: IO[str]) -> str:
         """Make ``mlws.compute.agent`` importable by the host's Python; returns the PYTHONPATH
         to use there (the shipped copy, which wins over any other mlws on the host)."""
         from .. import __version__
 
         python = self.config["python"]
-        lib = f"{self.config['workDir']}/lib/mlws-{__version__}-{_source_hash()}"
+        lib = self.lib_path()
         probe = (
             "import sys, json, sysconfig\n"
             "r = {'py': list(sys.version_info[:2]), 'platform': sysconfig.get_platform()}\n"
@@ -411,8 +427,12 @@ class Connection:
             f"{self.node}: shipping mlws {__version__} to {lib}"
             f" ({info.get('error') or 'mlws ' + str(info.get('mlws'))} there)\n"
         )
-        self.check(f"mkdir -p {shlex.quote(lib)}", "creating the mlws folder")
-        self.rsync(str(_PACKAGE_DIR) + "/", f":{lib}/mlws/", "--delete", "--exclude=__pycache__")
+        self.rsync(
+            str(_PACKAGE_DIR) + "/",
+            f":{lib}/mlws/",
+            options=("--delete", "--exclude=__pycache__"),
+            make_dest=lib,
+        )
         info = ask()
         if "error" in info:
             # Something mlws needs is missing there: ship its dependencies too (pure-Python ones
@@ -524,10 +544,10 @@ class _SshRun:
         self.conn = Connection(sup.ws, target, config, node)
         self.remote_dir = f"{config['workDir']}/runs/{sup.run_id}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._t0 = time.monotonic()
 
     def run(self) -> None:
         from .. import keyvault
-        from ..runner import _die_with_parent
         from ..runs import set_status
         from . import replica
 
@@ -546,12 +566,16 @@ class _SshRun:
             conn.execute(
                 "UPDATE runs SET working_dir = ? WHERE id = ?", (str(workdir), self.run_id)
             )
-        with open(workdir / "logs" / "remote.log", "a") as log:
-            log.write(f"Run {self.run_id} on {self.node} ({self.remote_dir})\n")
-            self.conn.open()
-            pythonpath = self.conn.ensure_mlws(log)
-        self.conn.check(f"mkdir -p {shlex.quote(self.remote_dir)}", "creating the run folder")
-        self.conn.rsync(str(workdir) + "/", f":{self.remote_dir}/")
+        err_path = workdir / "logs" / "remote.log"
+        self._t0 = time.monotonic()
+        self._note(err_path, f"run {self.run_id} on {self.node} ({self.remote_dir})")
+        self.conn.open()
+        self._note(err_path, "connected")
+        # The agent starts (Python, imports: the slow part on a host) while the snapshot is
+        # copied; it waits for its instructions, which are sent once the copy is complete.
+        events = self._start_agent(err_path)
+        self.conn.rsync(str(workdir) + "/", f":{self.remote_dir}/", make_dest=self.remote_dir)
+        self._note(err_path, "snapshot copied")
         if not d["environment"].get("managed"):
             # A user-managed environment names the host's interpreter, or means the target's.
             explicit = (d["environment"].get("python") or {}).get("interpreterPath")
@@ -569,15 +593,76 @@ class _SshRun:
             "key": vault.key_for_run(),
             "definition": d,
             "cancelGraceS": _cancel_grace(),
+            "keep": bool(os.environ.get("MLWS_KEEP_WORKDIR")),
         }  # fmt: skip
+        # Optimistic: start the agent with the shipped copy's path; only when it answers that
+        # it cannot run (absent, another version, a missing dependency) is mlws shipped.
+        refusal = self._hello(events, err_path)
+        if refusal is not None:
+            with open(err_path, "a") as log:
+                log.write(f"{self.node}: {refusal}\n")
+                self.conn.ensure_mlws(log)
+            events = self._start_agent(err_path)
+            refusal = self._hello(events, err_path)
+            if refusal is not None:
+                raise MlwsError(f"{self.node}: the mlws agent cannot run there: {refusal}")
+        self._note(err_path, "agent ready")
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(spec, default=str) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # the session died at once: the reader sees the end and says so
+        outcome, deferred = self._follow(events, workdir)
+        lost = outcome[1] is not None and outcome[1].get("code") == "ConnectionLost"
+        if outcome[0] != "Canceled":
+            set_status(ws, self.run_id, "Finalizing")
+        self._note(err_path, f"script ended: {outcome[0]}")
+        warnings: list[str] = []
+        if not lost:
+            # One round trip brings outputs, logs and the blobs of uploaded files home.
+            sources = [f":{self.remote_dir}/outputs", f":{self.remote_dir}/logs"]
+            if deferred:
+                sources.append(f":{self.remote_dir}/.mlws-replica/blobs")
+            try:
+                self.conn.rsync(
+                    *sources, str(workdir) + "/", options=("--exclude=/logs/remote.log",)
+                )
+            except MlwsError as e:
+                warnings.append(str(e))
+        self._note(err_path, "outputs and logs copied home")
+        self._send("done")  # the agent removes the run's folder on the host and exits
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.close()
+        if deferred:
+            warnings += replica.apply_files(ws, deferred, workdir / "blobs")
+        if warnings:
+            with open(err_path, "a") as log:
+                log.writelines(f"Warning: {w}\n" for w in warnings)
+        sup._collect(workdir)
+        sup._finish(outcome)
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def _note(self, path: Path, what: str) -> None:
+        """A timed line in ``logs/remote.log``: where a remote run's time goes."""
+        with open(path, "a") as log:
+            log.write(f"[{time.monotonic() - self._t0:7.3f} s] {what}\n")
+
+    def _start_agent(self, err_path: Path) -> queue.Queue[dict[str, Any] | None]:
+        from ..runner import _die_with_parent
+
         python = self.config["python"]
         cache = self.config.get("cacheDir")
+        folder = shlex.quote(self.remote_dir)
         remote = (
-            f"cd {shlex.quote(self.remote_dir)} && PYTHONPATH={shlex.quote(pythonpath)}"
+            f"mkdir -p {folder} && cd {folder} && PYTHONPATH={shlex.quote(self.conn.lib_path())}"
             + (f" XDG_CACHE_HOME={shlex.quote(cache)}" if cache else "")
             + f" exec {shlex.quote(python)} -u -m mlws.compute.agent ."
         )
-        err_path = workdir / "logs" / "remote.log"
         with open(err_path, "ab") as err:
             self.proc = subprocess.Popen(
                 self.conn.ssh_command(remote),
@@ -590,42 +675,31 @@ class _SshRun:
         # No pid is recorded: the script's pid is on the host, and signalling the ssh client
         # would cut the session instead of cancelling gracefully. The client dies with this
         # process (PR_SET_PDEATHSIG), and the agent then kills the script on the host.
-        sup.proc = self.proc
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        try:
-            self.proc.stdin.write((json.dumps(spec, default=str) + "\n").encode())
-            self.proc.stdin.flush()
-        except OSError:
-            pass  # the session died at once: the reader sees the end and says so
+        self.sup.proc = self.proc
         events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        assert self.proc.stdout is not None
         threading.Thread(target=_read_events, args=(self.proc.stdout, events), daemon=True).start()
-        outcome, deferred = self._follow(events, workdir)
-        lost = outcome[1] is not None and outcome[1].get("code") == "ConnectionLost"
-        if outcome[0] != "Canceled":
-            set_status(ws, self.run_id, "Finalizing")
-        warnings: list[str] = []
-        if not lost:
-            try:
-                self.conn.rsync(f":{self.remote_dir}/outputs/", str(workdir / "outputs") + "/")
-                self.conn.rsync(
-                    f":{self.remote_dir}/logs/", str(workdir / "logs") + "/", "--exclude=remote.log"
-                )
-                if deferred:
-                    self.conn.rsync(
-                        f":{self.remote_dir}/.mlws-replica/blobs/",
-                        str(workdir / ".replica-blobs") + "/",
-                    )
-            except MlwsError as e:
-                warnings.append(str(e))
-        if deferred:
-            warnings += replica.apply_files(ws, deferred, workdir / ".replica-blobs")
-        if warnings:
-            with open(err_path, "a") as log:
-                log.writelines(f"Warning: {w}\n" for w in warnings)
-        sup._collect(workdir)
-        sup._finish(outcome)
-        if not lost and not os.environ.get("MLWS_KEEP_WORKDIR"):
-            self.conn.run(f"rm -rf {shlex.quote(self.remote_dir)}", timeout=60)
+        return events
+
+    def _hello(self, events: queue.Queue[dict[str, Any] | None], err_path: Path) -> str | None:
+        """Wait for the agent's first line; ``None`` when it can run this run, else why not."""
+        from .. import __version__
+        from .agent import PROTOCOL
+
+        assert self.proc is not None
+        try:
+            ev = events.get(timeout=120)
+        except queue.Empty:
+            ev = None
+        if ev is None or ev.get("t") != "hello":
+            self.proc.kill()
+            self.proc.wait()
+            return f"no mlws agent answered ({_last_line(err_path.read_bytes()[-2048:])})"
+        if ev.get("missing") or ev.get("protocol") != PROTOCOL or ev.get("version") != __version__:
+            self.proc.kill()  # an agent of another version waits for instructions: end it
+            self.proc.wait()
+            return ev.get("missing") or f"mlws {ev.get('version')} there, not {__version__}"
+        return None
 
     def _follow(
         self, events: queue.Queue[dict[str, Any] | None], workdir: Path
@@ -682,11 +756,6 @@ class _SshRun:
                     self._send("kill")
         finally:
             log.close()
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
         if canceled or sup.status() == "CancelRequested":
             return ("Canceled", None), deferred
         if timed_out:
@@ -709,8 +778,8 @@ class _SshRun:
         try:
             self.proc.stdin.write(f"{command}\n".encode())
             self.proc.stdin.flush()
-        except OSError:
-            pass
+        except (OSError, ValueError):
+            pass  # the session is gone
 
 
 def _read_events(stream: IO[bytes], events: queue.Queue[dict[str, Any] | None]) -> None:
