@@ -17,6 +17,7 @@ import pickle
 import sys
 import sysconfig
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -172,7 +173,8 @@ def run_parallel(
             run_type=FUNCTION_RUN,
             status="Queued",
             parent_id=parent.id,
-            fields={"pid": me, "pid_start": my_start},
+            # The target too: a Dask cluster stays up while it has active runs.
+            fields={"pid": me, "pid_start": my_start, "target": compute_target},
             tags={"mlws.index": i},
         )
         child_ids.append(row["id"])
@@ -250,10 +252,19 @@ def _on_dask(
 
 
 _worker_workspaces: dict[str, Any] = {}
+# One call at a time per process: a call's run context (``Run.get_context()``) and its working
+# folder (the process's cwd, holding ``outputs/``) are process-wide. Threads of one worker
+# (a Dask worker with threads_per_worker > 1) take turns.
+_CHILD_LOCK = threading.Lock()
 
 
 def _run_child(ws_path: str, run_id: str, payload: bytes, item: Any) -> str:
-    """In a joblib worker: run one call as the child run ``run_id``."""
+    """In a joblib worker or Dask task: run one call as the child run ``run_id``."""
+    with _CHILD_LOCK:
+        return _run_child_locked(ws_path, run_id, payload, item)
+
+
+def _run_child_locked(ws_path: str, run_id: str, payload: bytes, item: Any) -> str:
     from .lifecycle import TERMINAL, process_start_time, set_status
     from .runs import Run
     from .workspace import Workspace

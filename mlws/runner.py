@@ -467,7 +467,9 @@ class _Supervisor:
                 pass
             delay = min(delay * 2, 0.25)
             now = time.monotonic()
-            if cancel_at is None and self.status() == "CancelRequested":
+            # "Canceled" too: a Dask run canceled in the moment before its script started was
+            # ended by its supervisor already, and must not run on unsupervised.
+            if cancel_at is None and self.status() in ("CancelRequested", "Canceled"):
                 cancel_at = now
                 self._kill_group(signal.SIGTERM)
             if cancel_at is not None and now - cancel_at > CANCEL_GRACE_S:

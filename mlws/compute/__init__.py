@@ -140,19 +140,9 @@ class ComputeTarget:
 
         :raises ComputeTargetException: ``local``, or active runs use it.
         """
-        from ..lifecycle import ACTIVE
-
         if self.name == "local":
             raise ComputeTargetException("the built-in 'local' compute target cannot be deleted")
-        marks = ",".join("?" * len(ACTIVE))
-        active = self.workspace.catalog.scalar(
-            f"SELECT count(*) FROM runs WHERE target = ? AND status IN ({marks})",
-            (self.name, *ACTIVE),
-        )
-        if active:
-            raise ComputeTargetException(
-                f"compute target {self.name!r} has {active} active run(s); cancel them or wait, then delete"
-            )
+        self._refuse_while_active("delete it")
         self._release()
         with self.workspace.catalog.write() as conn:
             conn.execute("DELETE FROM compute_targets WHERE name = ?", (self.name,))
@@ -163,6 +153,20 @@ class ComputeTarget:
     def detach(self) -> None:
         """Azure's name for removing an attached target: the same as :meth:`delete`."""
         self.delete()
+
+    def _refuse_while_active(self, what: str) -> None:
+        from ..lifecycle import ACTIVE
+
+        marks = ",".join("?" * len(ACTIVE))
+        active = self.workspace.catalog.scalar(
+            f"SELECT count(*) FROM runs WHERE target = ? AND status IN ({marks})",
+            (self.name, *ACTIVE),
+        )
+        if active:
+            raise ComputeTargetException(
+                f"compute target {self.name!r} has {active} active run(s); cancel them or wait,"
+                f" then {what}"
+            )
 
     # -- per type --------------------------------------------------------------------------
     @classmethod

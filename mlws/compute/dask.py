@@ -93,11 +93,19 @@ class AmlCompute(ComputeTarget):
     @classmethod
     def _validate(cls, ws: Workspace, name: str, config: ComputeConfiguration) -> None:
         try:
-            import distributed  # noqa: F401
+            from distributed import Client
         except ImportError:
             raise ComputeTargetException(
                 "the dask compute target needs Dask: pip install 'mlws[dask]'"
             ) from None
+        address = config.config.get("scheduler")
+        if address:  # attached: the scheduler must answer now, not when the first run waits 30 s
+            try:
+                Client(address, timeout=5, set_as_default=False).close()
+            except (OSError, TimeoutError, ValueError) as e:
+                raise ComputeTargetException(
+                    f"no Dask scheduler answers at {address}: {e}"
+                ) from None
 
     def nodes(self) -> list[str]:
         info = cluster_info(self.workspace, self.name, self.config)
@@ -117,11 +125,15 @@ class AmlCompute(ComputeTarget):
 
     def stop(self) -> bool:
         """Stop this machine's local cluster of the target (it starts again on the next run).
-        Returns whether one was running."""
+        Returns whether one was running.
+
+        :raises ComputeTargetException: runs on the target are active.
+        """
+        self._refuse_while_active("stop its cluster")
         return stop_cluster(self.workspace, self.name)
 
     def _release(self) -> None:
-        self.stop()
+        stop_cluster(self.workspace, self.name)
 
 
 DaskCompute = AmlCompute
@@ -337,9 +349,23 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
         try:
             future.result()
         except FutureCancelledError:
-            set_status(ws, sup.run_id, "Canceled")
+            if sup.status() == "CancelRequested":
+                set_status(ws, sup.run_id, "Canceled")
+            else:
+                _keep_logs(sup)
+                set_status(
+                    ws,
+                    sup.run_id,
+                    "Failed",
+                    error={
+                        "code": "ClusterLost",
+                        "message": f"the Dask cluster at {address} dropped the run's task"
+                        " (stopped or restarted while the run was active)",
+                    },
+                )
         except Exception as e:  # noqa: BLE001 - every way a task can fail ends the run, with why
             sup._kill_recorded_script()
+            _keep_logs(sup)
             name = type(e).__name__
             if name == "KilledWorker":
                 message = (
@@ -360,6 +386,24 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
             "Failed",
             error={"code": "SystemError", "message": "the Dask task ended without an outcome"},
         )
+
+
+def _keep_logs(sup: _Supervisor) -> None:
+    """The task died with its worker: store what its working folder on this machine holds
+    (the log says how far the script got), then remove the folder."""
+    import shutil
+
+    from ..workspace import user_cache_dir
+
+    workdir = user_cache_dir() / "runs" / sup.run_id
+    if not workdir.is_dir():
+        return
+    try:
+        sup._collect(workdir)
+    except Exception:  # noqa: BLE001 - the run fails with its reason either way
+        pass
+    if not os.environ.get("MLWS_KEEP_WORKDIR"):
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _still_queued(ws: Workspace, run_id: str) -> bool:
