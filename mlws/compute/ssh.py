@@ -48,6 +48,8 @@ _HOST = re.compile(
 )
 #: Python on the host must find these for the agent to run (mlws's runtime dependencies).
 _KEY_SECRET = "private-key"
+#: Logs written on this side of a run (mlws's notes, the ssh client's stderr): never copied over.
+_LOCAL_LOGS = ("--exclude=/logs/remote.log", "--exclude=/logs/ssh.log")
 
 
 @dataclass(frozen=True)
@@ -187,10 +189,11 @@ class RemoteCompute(ComputeTarget):
                 conn.close()
 
     def _release(self) -> None:
+        # No run of this target is active (delete checks): its master connections can go.
         for node in _nodes(self.config):
             Connection(self.workspace, self.name, self.config, node).close()
-        key = _key_dir() / f"{self.workspace.id}-{self.name}.key"
-        key.unlink(missing_ok=True)
+        for leftover in _key_dir().glob(f"{self.workspace.id[:8]}-{self.name}-*.key"):
+            leftover.unlink(missing_ok=True)
 
 
 register_type("ssh", RemoteCompute)
@@ -230,9 +233,10 @@ def _read_key(path: Path, passphrase: str | None) -> str:
 
 
 def _key_dir() -> Path:
-    # Short and per user: a ControlPath socket must fit in 108 bytes, and keys must not be
-    # readable by others (0700 folder, 0600 files).
-    d = Path(tempfile.gettempdir()) / f"mlws-ssh-{os.getuid()}"
+    # Short and per user: a ControlPath socket must fit in 108 bytes (so /tmp, not a possibly
+    # long TMPDIR), and keys must not be readable by others (0700 folder, 0600 files).
+    base = Path("/tmp") if os.access("/tmp", os.W_OK) else Path(tempfile.gettempdir())
+    d = base / f"mlws-ssh-{os.getuid()}"
     d.mkdir(mode=0o700, exist_ok=True)
     if d.stat().st_uid != os.getuid() or d.stat().st_mode & 0o077:
         raise MlwsError(f"{d} must be a private folder of this user (mode 0700)")
@@ -251,12 +255,22 @@ class Connection:
         node: Node,
         key_text: str | None = None,
     ) -> None:
+        """``key_text``: check a key that is not in the key vault yet (attach); such a
+        connection gets a master connection of its own, so it proves this key works and
+        closing it cuts nobody else's session."""
         self.ws = ws
         self.target = target
         self.config = config
         self.node = node
         self._key_text = key_text
         self._key_file: Path | None = None
+        # One master connection per (workspace, target, host): another target on the same
+        # host (another key, another user) never rides on, or closes, this target's sessions.
+        if key_text is None:
+            ident = hashlib.sha256(f"{ws.id}\0{target}".encode()).hexdigest()[:10]
+        else:
+            ident = f"check{os.getpid()}"
+        self._control = f"{ident}-%C"
 
     def key_file(self) -> Path | None:
         if self._key_file is not None:
@@ -268,17 +282,22 @@ class Connection:
             return None
         from ..workspace import _write_atomic
 
-        ident = self.ws.id if self._key_text is None else f"check-{os.getpid()}"
-        path = _key_dir() / f"{ident}-{self.target}.key"
-        if not path.exists() or path.read_text() != text:
-            _write_atomic(path, text.encode(), 0o600)
+        # Per process, removed when the run (or check) is done (forget_key).
+        path = _key_dir() / f"{self.ws.id[:8]}-{self.target}-{os.getpid()}.key"
+        _write_atomic(path, text.encode(), 0o600)
         self._key_file = path
         return path
+
+    def forget_key(self) -> None:
+        """Remove this process's copy of the key (an open master connection does not need it)."""
+        if self._key_file is not None:
+            self._key_file.unlink(missing_ok=True)
+            self._key_file = None
 
     def options(self) -> list[str]:
         opts = [
             "-o", "BatchMode=yes",
-            "-o", f"ControlPath={_key_dir()}/cm-%C",
+            "-o", f"ControlPath={_key_dir()}/{self._control}",
             "-o", "ConnectTimeout=10",
             "-o", "ServerAliveInterval=5",
             "-o", "ServerAliveCountMax=3",
@@ -323,12 +342,12 @@ class Connection:
                 )
 
     def close(self) -> None:
+        """End this connection's master (and so every session on it) and forget the key."""
         subprocess.run(
             ["ssh", *self.options(), "-O", "exit", self.node.destination],
             capture_output=True,
         )
-        if self._key_text is not None and self._key_file is not None:
-            self._key_file.unlink(missing_ok=True)
+        self.forget_key()
 
     def run(
         self, remote: str, input: str | None = None, timeout: float = 120
@@ -506,6 +525,16 @@ def _dependency_files() -> dict[str, list[str]]:
     return out
 
 
+def _ssh_said(path: Path) -> str:
+    """The last thing the ssh client wrote to stderr, or what its silence means."""
+    try:
+        text = path.read_bytes()[-4096:]
+    except OSError:
+        text = b""
+    line = _last_line(text)
+    return line if line != "no message" else "the host or its sshd went away"
+
+
 def _last_line(err: bytes | str) -> str:
     text = err.decode("utf-8", "replace") if isinstance(err, bytes) else err
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -531,7 +560,11 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
         if name is None:
             set_status(sup.ws, sup.run_id, "Canceled")
             return
-        _SshRun(sup, target, config, by_slot[name]).run()
+        run = _SshRun(sup, target, config, by_slot[name])
+        try:
+            run.run()
+        finally:
+            run.conn.forget_key()
 
 
 class _SshRun:
@@ -573,8 +606,14 @@ class _SshRun:
         self._note(err_path, "connected")
         # The agent starts (Python, imports: the slow part on a host) while the snapshot is
         # copied; it waits for its instructions, which are sent once the copy is complete.
-        events = self._start_agent(err_path)
-        self.conn.rsync(str(workdir) + "/", f":{self.remote_dir}/", make_dest=self.remote_dir)
+        ssh_err = workdir / "logs" / "ssh.log"
+        events = self._start_agent(ssh_err)
+        self.conn.rsync(
+            str(workdir) + "/",
+            f":{self.remote_dir}/",
+            options=_LOCAL_LOGS,
+            make_dest=self.remote_dir,
+        )
         self._note(err_path, "snapshot copied")
         if not d["environment"].get("managed"):
             # A user-managed environment names the host's interpreter, or means the target's.
@@ -597,13 +636,13 @@ class _SshRun:
         }  # fmt: skip
         # Optimistic: start the agent with the shipped copy's path; only when it answers that
         # it cannot run (absent, another version, a missing dependency) is mlws shipped.
-        refusal = self._hello(events, err_path)
+        refusal = self._hello(events, ssh_err)
         if refusal is not None:
             with open(err_path, "a") as log:
                 log.write(f"{self.node}: {refusal}\n")
                 self.conn.ensure_mlws(log)
-            events = self._start_agent(err_path)
-            refusal = self._hello(events, err_path)
+            events = self._start_agent(ssh_err)
+            refusal = self._hello(events, ssh_err)
             if refusal is not None:
                 raise MlwsError(f"{self.node}: the mlws agent cannot run there: {refusal}")
         self._note(err_path, "agent ready")
@@ -625,15 +664,16 @@ class _SshRun:
             if deferred:
                 sources.append(f":{self.remote_dir}/.mlws-replica/blobs")
             try:
-                self.conn.rsync(
-                    *sources, str(workdir) + "/", options=("--exclude=/logs/remote.log",)
-                )
+                self.conn.rsync(*sources, str(workdir) + "/", options=_LOCAL_LOGS)
             except MlwsError as e:
                 warnings.append(str(e))
         self._note(err_path, "outputs and logs copied home")
         self._send("done")  # the agent removes the run's folder on the host and exits
         assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass  # the session is gone (and "done" with it)
         if deferred:
             warnings += replica.apply_files(ws, deferred, workdir / "blobs")
         if warnings:
@@ -694,7 +734,7 @@ class _SshRun:
         if ev is None or ev.get("t") != "hello":
             self.proc.kill()
             self.proc.wait()
-            return f"no mlws agent answered ({_last_line(err_path.read_bytes()[-2048:])})"
+            return f"no mlws agent answered ({_ssh_said(err_path)})"
         if ev.get("missing") or ev.get("protocol") != PROTOCOL or ev.get("version") != __version__:
             self.proc.kill()  # an agent of another version waits for instructions: end it
             self.proc.wait()
@@ -730,7 +770,7 @@ class _SshRun:
                         {
                             "code": "ConnectionLost",
                             "message": f"lost the connection to {self.node} while the run was running"
-                            f" (ssh exit {self.proc.returncode}: {_last_line((workdir / 'logs' / 'remote.log').read_bytes()[-4096:])})",
+                            f" (ssh exit {self.proc.returncode}: {_ssh_said(workdir / 'logs' / 'ssh.log')})",
                         },
                     ), deferred
                 kind = ev.get("t")
