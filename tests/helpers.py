@@ -29,3 +29,51 @@ def one_error_line(result) -> str:  # noqa: ANN001 - a click.testing.Result
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     return lines[0]
+
+
+#: A script waiting on a gate file exits with code 9 after this long; far above any deadline.
+SCRIPT_GIVE_UP_S = 45
+
+#: Prepended to test scripts: ``wait_gate(path)`` blocks until the test creates ``path``;
+#: ``write_pid(path, pid=None)`` publishes a pid atomically for the test to read.
+SCRIPT_PRELUDE = f"""\
+import os, sys, time
+
+def wait_gate(path):
+    deadline = time.monotonic() + {SCRIPT_GIVE_UP_S}
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            print("gate never opened", flush=True)
+            sys.exit(9)
+        time.sleep(0.01)
+
+def write_pid(path, pid=None):
+    tmp = f"{{path}}.{{os.getpid()}}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid or os.getpid()))
+    os.replace(tmp, path)
+"""
+
+
+def kill_run_processes(ws) -> None:  # noqa: ANN001 - a Workspace
+    """Kill the supervisors, then the script process groups, that a test's runs left running
+    (supervisors first, so none records anything after its script is killed)."""
+    import os
+    import signal
+
+    from mlws.runs import process_alive
+
+    me = os.getpid()
+    rows = ws.catalog.query("SELECT supervisor_pid, supervisor_start, pid, pid_start FROM runs")
+    for r in rows:
+        if r["supervisor_pid"] and process_alive(r["supervisor_pid"], r["supervisor_start"]):
+            try:
+                os.kill(r["supervisor_pid"], signal.SIGKILL)
+            except OSError:
+                pass
+    for r in rows:
+        if r["pid"] and r["pid"] != me and process_alive(r["pid"], r["pid_start"]):
+            try:
+                os.killpg(r["pid"], signal.SIGKILL)
+            except OSError:
+                pass

@@ -20,52 +20,36 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import wait_until
+from helpers import SCRIPT_PRELUDE, kill_run_processes, wait_until
 
 from mlws import Experiment, ScriptRunConfig, Workspace, get_result, run_parallel
 from mlws.compute import ComputeTarget
 from mlws.compute.dask import AmlCompute, DaskCompute
 from mlws.errors import ComputeTargetException
-from mlws.lifecycle import ACTIVE, TERMINAL, process_alive, reconcile_active
+from mlws.lifecycle import ACTIVE, process_alive, reconcile_active
 from mlws.maintenance import fsck
 from mlws.runs import Run
 
-#: A script waiting on a gate exits with code 9 after this long; far above any test's deadline.
-SCRIPT_GIVE_UP_S = 45
-
 # Prepended to every script.
-PRELUDE = f"""\
-import os, sys, time
-
-def wait_gate(path):
-    deadline = time.monotonic() + {SCRIPT_GIVE_UP_S}
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            print("gate never opened", flush=True)
-            sys.exit(9)
-        time.sleep(0.01)
-
-def write_pid(path, pid=None):
-    tmp = f"{{path}}.{{os.getpid()}}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(pid or os.getpid()))
-    os.replace(tmp, path)
-
+PRELUDE = (
+    SCRIPT_PRELUDE
+    + """
 def claim_attempt(folder):
     # Atomically creates folder/attempt-N (holding this pid) for the first free N; returns N.
-    tmp = os.path.join(folder, f".{{os.getpid()}}.tmp")
+    tmp = os.path.join(folder, f".{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         f.write(str(os.getpid()))
     n = 1
     while True:
         try:
-            os.link(tmp, os.path.join(folder, f"attempt-{{n}}"))
+            os.link(tmp, os.path.join(folder, f"attempt-{n}"))
             break
         except FileExistsError:
             n += 1
     os.unlink(tmp)
     return n
 """
+)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -148,29 +132,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def kill_run_processes(ws: Workspace) -> None:
-    """Kill the supervisors of unfinished runs, then every recorded script process group still
-    alive (only ever needed when a test failed half-way, or a bug left a script running)."""
-    me = os.getpid()
-    rows = ws.catalog.query(
-        "SELECT status, supervisor_pid, supervisor_start, pid, pid_start FROM runs"
-    )
-    for r in rows:
-        if r["status"] not in TERMINAL and process_alive(
-            r["supervisor_pid"], r["supervisor_start"]
-        ):
-            try:
-                os.kill(r["supervisor_pid"], signal.SIGKILL)
-            except OSError:
-                pass
-    for r in rows:
-        if r["pid"] and r["pid"] != me and process_alive(r["pid"], r["pid_start"]):
-            try:
-                os.killpg(r["pid"], signal.SIGKILL)
-            except OSError:
-                pass
 
 
 def processes_of_test(home: Path) -> list[psutil.Process]:

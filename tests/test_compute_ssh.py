@@ -30,36 +30,18 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import wait_until
+from helpers import SCRIPT_PRELUDE, kill_run_processes, wait_until
 from sshd import SshServer
 
 from mlws import ComputeTargetException, Experiment, ScriptRunConfig, Workspace
 from mlws.compute import ComputeTarget
 from mlws.compute.ssh import RemoteCompute
 from mlws.maintenance import fsck
-from mlws.runs import Run, process_alive
+from mlws.runs import Run
 
-#: A script waiting on a gate exits with code 9 after this long; far above any test's deadline.
-SCRIPT_GIVE_UP_S = 45
 SECRET_NAME = "db-password"
 SECRET_VALUE = "s3cret"
-
-PRELUDE = f"""\
-import os, sys, time
-
-def wait_gate(path):
-    deadline = time.monotonic() + {SCRIPT_GIVE_UP_S}
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            print("gate never opened", flush=True)
-            sys.exit(9)
-        time.sleep(0.01)
-
-def write_pid(path):
-    with open(path + ".tmp", "w") as f:
-        f.write(str(os.getpid()))
-    os.replace(path + ".tmp", path)
-"""
+PRELUDE = SCRIPT_PRELUDE
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -174,20 +156,7 @@ def kill_leftovers(ws: Workspace, tmp_path: Path) -> Iterator[None]:
     """After each test, kill what it left running: supervisors and recorded script pids (from
     the catalog), then remote scripts (from the pid files they wrote)."""
     yield
-    me = os.getpid()
-    rows = ws.catalog.query("SELECT supervisor_pid, supervisor_start, pid, pid_start FROM runs")
-    for r in rows:
-        if r["supervisor_pid"] and process_alive(r["supervisor_pid"], r["supervisor_start"]):
-            try:
-                os.kill(r["supervisor_pid"], signal.SIGKILL)
-            except OSError:
-                pass
-    for r in rows:
-        if r["pid"] and r["pid"] != me and process_alive(r["pid"], r["pid_start"]):
-            try:
-                os.killpg(r["pid"], signal.SIGKILL)
-            except OSError:
-                pass
+    kill_run_processes(ws)
     for pid_file in tmp_path.glob("*.pid"):
         try:
             p = psutil.Process(int(pid_file.read_text()))

@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import wait_until
+from helpers import SCRIPT_GIVE_UP_S, SCRIPT_PRELUDE, kill_run_processes, wait_until
 
 from mlws import ActivityFailedException, Experiment, ScriptRunConfig, Workspace
 from mlws.compute import local
@@ -31,21 +31,8 @@ from mlws.runs import TERMINAL, Run, process_alive
 
 MLWS = Path(sys.executable).with_name("mlws")
 ACTIVE_NOT_TERMINAL = ("NotStarted", "Queued", "Preparing", "Starting", "Running")
-#: A script waiting on a gate exits with code 9 after this long; far above any test's deadline.
-SCRIPT_GIVE_UP_S = 45
-
 # Prepended to every script: wait_gate(path) blocks until the test creates ``path``.
-GATE_PRELUDE = f"""\
-import os, sys, time
-
-def wait_gate(path):
-    deadline = time.monotonic() + {SCRIPT_GIVE_UP_S}
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            print("gate never opened", flush=True)
-            sys.exit(9)
-        time.sleep(0.01)
-"""
+GATE_PRELUDE = SCRIPT_PRELUDE
 
 
 def pid_gone(pid: int) -> bool:
@@ -101,20 +88,7 @@ def wait_status(run: Run, statuses: tuple[str, ...] | str, timeout: float = 15.0
 def kill_leftovers(ws: Workspace) -> Iterator[None]:
     """After each test, kill the supervisors and script process groups it left running."""
     yield
-    me = os.getpid()
-    rows = ws.catalog.query("SELECT supervisor_pid, supervisor_start, pid, pid_start FROM runs")
-    for r in rows:  # supervisors first, so none records anything after its script is killed
-        if r["supervisor_pid"] and process_alive(r["supervisor_pid"], r["supervisor_start"]):
-            try:
-                os.kill(r["supervisor_pid"], signal.SIGKILL)
-            except OSError:
-                pass
-    for r in rows:
-        if r["pid"] and r["pid"] != me and process_alive(r["pid"], r["pid_start"]):
-            try:
-                os.killpg(r["pid"], signal.SIGKILL)
-            except OSError:
-                pass
+    kill_run_processes(ws)
 
 
 # -- 1. submit, metrics, outputs, logs -------------------------------------------------------------
