@@ -120,3 +120,18 @@ def test_create_and_stop_dask_cluster(ws, tmp_path):
     assert "Stopped the cluster of 'cpu'" in r.output
     assert json.loads(invoke("compute", "show", "cpu", "--json").output)["status"] == "Stopped"
     assert "No cluster" in invoke("compute", "stop", "cpu").output
+
+
+def test_delete_works_without_the_key_vault_key(ws, tmp_path, ssh_server):
+    # A teammate on a shared folder who never imported the key can still remove a target.
+    assert invoke("compute", "attach", "lab", *ssh_args(ssh_server, tmp_path)).exit_code == 0
+    from mlws.keyvault import key_path
+
+    key_path(ws.id).unlink()
+    line = one_error_line(invoke("secret", "get", "compute-lab-private-key"))
+    assert "key" in line
+    r = invoke("compute", "delete", "lab")
+    assert r.exit_code == 0, r.output
+    rows, secrets = targets(ws.path)
+    assert [r[0] for r in rows] == ["local"]
+    assert secrets <= 1  # only the key check's sentinel row is left

@@ -343,10 +343,13 @@ class Connection:
 
     def close(self) -> None:
         """End this connection's master (and so every session on it) and forget the key."""
+        # Only the socket is needed to talk to the master: no key (which may not be readable
+        # on this machine: deleting a target must work without it).
         subprocess.run(
-            ["ssh", *self.options(), "-O", "exit", self.node.destination],
+            ["ssh", "-o", f"ControlPath={_key_dir()}/{self._control}", "-p", str(self.node.port),
+             "-O", "exit", self.node.destination],
             capture_output=True,
-        )
+        )  # fmt: skip
         self.forget_key()
 
     def run(
