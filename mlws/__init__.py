@@ -11,6 +11,7 @@ from .errors import (
 )
 from .experiments import Experiment
 from .functions import FunctionRunConfig, get_result, run_parallel
+from .models import Model
 from .runconfig import RunConfiguration, ScriptRunConfig
 from .runs import Run
 from .workspace import Workspace
@@ -26,6 +27,7 @@ __all__ = [
     "Experiment",
     "FunctionRunConfig",
     "MlwsError",
+    "Model",
     "Run",
     "RunConfiguration",
     "RunNotFound",

@@ -74,3 +74,11 @@ class RunConfigError(UserErrorException):
 
 class ComputeTargetException(MlwsError):
     """A compute target is missing or unusable (v1 scripts catch this name)."""
+
+
+class ModelNotFound(MlwsError):
+    """No registered model of that name (and version)."""
+
+
+class ModelInUse(MlwsError):
+    """The model is used by a live service and cannot be deleted."""

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 BLOB_ROOTS: list[tuple[str, bool]] = [
     ("SELECT DISTINCT snapshot FROM runs WHERE snapshot IS NOT NULL", True),
     ("SELECT DISTINCT blob FROM run_files", False),
+    ("SELECT DISTINCT manifest FROM models", True),
 ]
 
 #: gc keeps unreferenced blobs younger than this: a submit in progress may have stored them

@@ -171,3 +171,30 @@ def m0003_environments(db: Any) -> None:
             PRIMARY KEY (spec_hash, host)
         )"""
     )
+
+
+@migrations(name="0004_models")
+def m0004_models(db: Any) -> None:
+    # One row per model version. The files are a manifest blob (identical files are shared
+    # across versions); tags, properties and dataset lineage are JSON (a registry holds
+    # hundreds of versions, not millions).
+    db.execute(
+        """CREATE TABLE models (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            manifest TEXT NOT NULL,
+            path TEXT NOT NULL,
+            description TEXT,
+            framework TEXT,
+            framework_version TEXT,
+            tags TEXT NOT NULL DEFAULT '{}',
+            properties TEXT NOT NULL DEFAULT '{}',
+            datasets TEXT NOT NULL DEFAULT '[]',
+            run_id TEXT,
+            experiment TEXT,
+            created REAL NOT NULL,
+            created_by TEXT,
+            PRIMARY KEY (name, version)
+        )"""
+    )
+    db.execute("CREATE INDEX models_run ON models(run_id)")

@@ -521,6 +521,35 @@ class Run:
         # Descendants share this run's experiment: no need to look it up again per run.
         return [Run(self.experiment, r["id"], _row=reconcile(self.workspace, r)) for r in rows]
 
+    # -- models -----------------------------------------------------------------------------
+    def register_model(
+        self,
+        model_name: str,
+        model_path: str = "outputs/model.pkl",
+        tags: dict[str, Any] | None = None,
+        properties: dict[str, Any] | None = None,
+        model_framework: str | None = None,
+        model_framework_version: str | None = None,
+        description: str | None = None,
+        datasets: list[Any] | None = None,
+        **_kwargs: Any,
+    ) -> Any:
+        """Register one of the run's files or folders (``./outputs/...`` works too) as the
+        next version of ``model_name``; the model records this run as its origin."""
+        from .models import register_from_run
+
+        return register_from_run(
+            self,
+            model_name,
+            model_path,
+            tags=tags,
+            properties=properties,
+            description=description,
+            datasets=datasets,
+            model_framework=model_framework,
+            model_framework_version=model_framework_version,
+        )
+
     # -- files ------------------------------------------------------------------------------
     def _live_dir(self) -> Path | None:
         row = self._row

@@ -29,7 +29,10 @@ TABLES: dict[str, tuple[str, ...]] = {
     "metrics": ("run_seq", "name", "step"),
     "metric_summary": ("run_seq", "name"),
     "run_files": ("run_seq", "path"),
+    "models": ("name", "version"),
 }
+#: Tables whose changes wait for their blobs, which come home with the run's outputs.
+_WITH_BLOBS = ("run_files", "models")
 #: Columns of the submitted run itself that the script may change; status and process facts
 #: stay with the supervising process.
 ROOT_COLUMNS = ("display_name", "description", "requested_status", "error", "child_count")
@@ -69,11 +72,12 @@ def install_capture(conn: sqlite3.Connection) -> None:
         cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
         for op, ref in (("insert", "NEW"), ("update", "NEW"), ("delete", "OLD")):
             row = "json_object(" + ", ".join(f"'{c}', {ref}.{c}" for c in cols) + ")"
-            run_id = (
-                f"{ref}.id"
-                if table == "runs"
-                else f"(SELECT id FROM runs WHERE seq = {ref}.run_seq)"
-            )
+            if table == "runs":
+                run_id = f"{ref}.id"
+            elif table == "models":
+                run_id = f"{ref}.run_id"
+            else:
+                run_id = f"(SELECT id FROM runs WHERE seq = {ref}.run_seq)"
             conn.execute(
                 f"CREATE TRIGGER IF NOT EXISTS _capture_{table}_{op} AFTER {op.upper()} ON {table}"
                 f" BEGIN INSERT INTO _changes (tbl, op, run_id, row)"
@@ -139,7 +143,7 @@ def apply_changes(
                     [row.get(k) for k in cols] + [row["id"], *TERMINAL],
                 )
                 continue
-            if table == "run_files":
+            if table in _WITH_BLOBS:
                 deferred.append(c)
                 continue
             seq = seq_of(c["run_id"])
@@ -177,15 +181,19 @@ def _insert_child(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
 
 
 def apply_files(ws: Workspace, changes: list[dict[str, Any]], blob_root: Path) -> list[str]:
-    """Apply deferred ``run_files`` changes, storing each blob from ``blob_root`` (the replica's
-    ``blobs`` folder, copied home) after checking its hash. Returns warnings."""
+    """Apply deferred ``run_files`` and ``models`` changes, storing each blob from
+    ``blob_root`` (the replica's ``blobs`` folder, copied home) after checking its hash.
+    Returns warnings."""
     from ..blobs import BlobStore, check_relpath
 
     warnings: list[str] = []
     remote = BlobStore(blob_root) if blob_root.is_dir() else None
+    warnings += _apply_models(ws, [c for c in changes if c["table"] == "models"], remote)
     rows: list[tuple[str, str, dict[str, Any]]] = []
     with ws.blobs.batch():
         for c in changes:
+            if c["table"] != "run_files":
+                continue
             row = c["row"]
             try:
                 check_relpath(row["path"])
@@ -216,5 +224,62 @@ def apply_files(ws: Workspace, changes: list[dict[str, Any]], blob_root: Path) -
                     "INSERT OR REPLACE INTO run_files (run_seq, path, blob, size, mode, created)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     (r[0], row["path"], row["blob"], row["size"], row["mode"], row["created"]),
+                )
+    return warnings
+
+
+def _bring_blob(ws: Workspace, remote: Any, digest: str) -> bool:
+    """Store a blob from the replica's store here (hash checked); whether it is here now."""
+    if ws.blobs.has(digest):
+        return True
+    src = remote.path(digest) if remote is not None else None
+    if src is None or not src.is_file():
+        return False
+    return ws.blobs.put_file(src)[0] == digest
+
+
+def _apply_models(ws: Workspace, changes: list[dict[str, Any]], remote: Any) -> list[str]:
+    """Models the script registered on the host: registered here as the next versions, their
+    manifests and files brought home first. Tag, property and description changes follow a
+    model to its version here."""
+    from ..blobs import parse_manifest
+
+    warnings: list[str] = []
+    versions: dict[tuple[str, int], int] = {}  # (name, version there) -> version here
+    for c in changes:
+        row = dict(c["row"])
+        key = (row["name"], int(row["version"]))
+        if c["op"] == "insert":
+            manifest = row["manifest"]
+            try:
+                ok = _bring_blob(ws, remote, manifest) and all(
+                    _bring_blob(ws, remote, e.hash)
+                    for e in parse_manifest(ws.blobs.read_bytes(manifest))
+                )
+            except Exception as e:  # noqa: BLE001 - a bad manifest from a host is skipped
+                ok, why = False, str(e)
+            else:
+                why = "its files did not come back"
+            if not ok:
+                warnings.append(
+                    f"model {row['name']}:{row['version']} registered on the host: {why}"
+                )
+                continue
+            with ws.catalog.write() as conn:
+                row["version"] = conn.execute(
+                    "SELECT coalesce(max(version), 0) + 1 FROM models WHERE name = ?",
+                    (row["name"],),
+                ).fetchone()[0]
+                conn.execute(
+                    f"INSERT INTO models ({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
+                    list(row.values()),
+                )
+            versions[key] = row["version"]
+        elif c["op"] == "update" and key in versions:
+            with ws.catalog.write() as conn:
+                conn.execute(
+                    "UPDATE models SET tags = ?, properties = ?, description = ?"
+                    " WHERE name = ? AND version = ?",
+                    (row["tags"], row["properties"], row["description"], key[0], versions[key]),
                 )
     return warnings

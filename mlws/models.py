@@ -1,0 +1,605 @@
+"""The model registry: named, versioned models with their files, tags, properties and lineage.
+
+``Model.register(ws, model_path, model_name)`` stores a file or a folder (from disk) and
+``run.register_model(model_name, model_path="outputs/model.pkl")`` one of a run's files or
+folders; each registration of a name is the next version (1, 2, ...), numbered inside the
+transaction that records it, so concurrent registrations never share a number. A version's files
+are a manifest in the blob store: a file identical across versions (or with the run that made
+it) is stored once. As in Azure ML v1 the registered file or folder keeps its name inside the
+model: ``outputs/model.pkl`` becomes ``model.pkl``, a folder ``outputs/model`` becomes
+``model/...``; ``Model.get_model_path`` and ``download`` return that path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .blobs import Entry, check_relpath, file_mode
+from .errors import ModelInUse, ModelNotFound, PropertyConflict, UserErrorException
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from .runs import Run
+    from .workspace import Workspace
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+
+
+def check_model_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise UserErrorException(
+            f"invalid model name {name!r}: 1-255 letters, digits, '-', '_' or '.', starting with"
+            " a letter or digit"
+        )
+    return name
+
+
+def _parse_id(model_id: str) -> tuple[str, int]:
+    name, sep, version = str(model_id).rpartition(":")
+    if not sep or not version.isdigit():
+        raise UserErrorException(f"invalid model id {model_id!r}: expected 'name:version'")
+    return check_model_name(name), int(version)
+
+
+def _str_dict(values: dict[str, Any] | None, what: str) -> dict[str, str]:
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserErrorException(f"{what} must be a dict, got {type(values).__name__}")
+    return {str(k): "" if v is None else str(v) for k, v in values.items()}
+
+
+def _dataset_refs(datasets: Any) -> list[dict[str, Any]]:
+    """v1's ``datasets=[("training data", dataset), ...]`` as JSON-able lineage records."""
+    out = []
+    for item in datasets or []:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise UserErrorException(
+                f"datasets must be a list of (scenario, dataset) pairs, got {item!r}"
+            )
+        scenario, ds = item
+        out.append(
+            {
+                "scenario": str(scenario),
+                "name": getattr(ds, "name", None) or str(ds),
+                "version": getattr(ds, "version", None),
+                "id": getattr(ds, "id", None),
+            }
+        )
+    return out
+
+
+def _filter(values: dict[str, str], wanted: list[Any] | dict[str, Any] | None, what: str) -> bool:
+    """v1 filters: ``["key"]`` (has the key) or ``[["key", "value"]]`` (has that value)."""
+    if not wanted:
+        return True
+    items = list(wanted.items()) if isinstance(wanted, dict) else list(wanted)
+    for item in items:
+        if isinstance(item, str):
+            if item not in values:
+                return False
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            if values.get(str(item[0])) != str(item[1]):
+                return False
+        else:
+            raise UserErrorException(
+                f"{what} filters are 'key' or ['key', 'value'] items, got {item!r}"
+            )
+    return True
+
+
+class Model:
+    """A registered model version (v1: ``azureml.core.Model``).
+
+    ``Model(ws, "name")`` is the latest version, ``Model(ws, "name", version=2)`` or
+    ``Model(ws, id="name:2")`` a given one; ``tags``/``properties``/``run_id`` narrow the search.
+
+    :raises ModelNotFound: no such model.
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        name: str | None = None,
+        id: str | None = None,  # noqa: A002 - v1's argument name
+        tags: list[Any] | dict[str, Any] | None = None,
+        properties: list[Any] | dict[str, Any] | None = None,
+        version: int | None = None,
+        run_id: str | None = None,
+        model_framework: str | None = None,
+        **_kwargs: Any,
+    ) -> None:
+        self.workspace = workspace
+        if id is not None:
+            name, version = _parse_id(id)
+        if name is None:
+            raise UserErrorException("give the model's name (or id='name:version')")
+        check_model_name(name)
+        found = Model.list(
+            workspace,
+            name=name,
+            tags=tags,
+            properties=properties,
+            run_id=run_id,
+            model_framework=model_framework,
+        )
+        if version is not None:
+            found = [m for m in found if m.version == int(version)]
+        if not found:
+            known = workspace.catalog.query(
+                "SELECT version FROM models WHERE name = ? ORDER BY version", (name,)
+            )
+            which = f"{name}:{version}" if version is not None else name
+            hint = (
+                f"; versions: {', '.join(str(r[0]) for r in known)}"
+                if known
+                else "; see 'mlws model list'"
+            )
+            raise ModelNotFound(f"no model {which!r} in workspace {workspace.name!r}{hint}")
+        self._load(found[0]._row)
+
+    @classmethod
+    def _from_row(cls, workspace: Workspace, row: sqlite3.Row) -> Model:
+        m = cls.__new__(cls)
+        m.workspace = workspace
+        m._load(row)
+        return m
+
+    def _load(self, row: sqlite3.Row) -> None:
+        self._row = row
+        self.name: str = row["name"]
+        self.version: int = row["version"]
+        self.id = f"{self.name}:{self.version}"
+        self.description: str | None = row["description"]
+        self.model_framework: str | None = row["framework"]
+        self.model_framework_version: str | None = row["framework_version"]
+        self.tags: dict[str, str] = json.loads(row["tags"])
+        self.properties: dict[str, str] = json.loads(row["properties"])
+        self.run_id: str | None = row["run_id"]
+        self.experiment_name: str | None = row["experiment"]
+        self.created_time: float = row["created"]
+        self.created_by: str | None = row["created_by"]
+        self.path: str = row["path"]  # the registered file or folder, inside the model
+        self.url = f"mlws://models/{self.name}/{self.version}/{self.path}"
+        self._datasets: list[dict[str, Any]] = json.loads(row["datasets"])
+
+    @property
+    def framework(self) -> str | None:
+        return self.model_framework
+
+    @property
+    def datasets(self) -> dict[str, list[dict[str, Any]]]:
+        """Lineage: datasets by scenario (v1 shape)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for d in self._datasets:
+            out.setdefault(d["scenario"], []).append(d)
+        return out
+
+    @property
+    def run(self) -> Run | None:
+        """The run that produced the model (``run.register_model``), if any."""
+        return self.workspace.get_run(self.run_id) if self.run_id else None
+
+    def __repr__(self) -> str:
+        return (
+            f"Model(workspace={self.workspace.name!r}, name={self.name!r}, version={self.version})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Model)
+            and other.id == self.id
+            and other.workspace.path == self.workspace.path
+        )
+
+    def __hash__(self) -> int:
+        return hash((str(self.workspace.path), self.id))
+
+    # -- files -------------------------------------------------------------------------------
+    def _entries(self) -> list[Entry]:
+        return self.workspace.blobs.read_manifest(self._row["manifest"])
+
+    def get_file_names(self) -> list[str]:
+        return [e.path for e in self._entries()]
+
+    def download(
+        self,
+        target_dir: str | os.PathLike[str] = ".",
+        exist_ok: bool = False,
+        exists_ok: bool | None = None,
+    ) -> str:
+        """Copy the model's files under ``target_dir``; returns the path of the registered
+        file or folder there.
+
+        :raises UserErrorException: a file is there already and not ``exist_ok``.
+        """
+        if exists_ok is not None:  # v1's older spelling
+            exist_ok = exists_ok
+        target = Path(target_dir)
+        entries = self._entries()
+        if not exist_ok:
+            clash = [e.path for e in entries if (target / e.path).exists()]
+            if clash:
+                raise UserErrorException(
+                    f"{target / clash[0]} exists already; pass exist_ok=True (--exist-ok) to overwrite"
+                )
+        target.mkdir(parents=True, exist_ok=True)
+        self.workspace.blobs.materialize(entries, target)
+        return str(target / self.path)
+
+    # -- metadata ----------------------------------------------------------------------------
+    def _update(self, **columns: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in columns)
+        with self.workspace.catalog.write() as conn:
+            conn.execute(
+                f"UPDATE models SET {sets} WHERE name = ? AND version = ?",
+                [*columns.values(), self.name, self.version],
+            )
+            row = conn.execute(
+                "SELECT * FROM models WHERE name = ? AND version = ?", (self.name, self.version)
+            ).fetchone()
+        self._load(row)
+
+    def add_tags(self, tags: dict[str, Any]) -> None:
+        self._update(tags=json.dumps({**self.tags, **_str_dict(tags, "tags")}))
+
+    def remove_tags(self, tags: list[str] | str) -> None:
+        keys = [tags] if isinstance(tags, str) else list(tags)
+        self._update(tags=json.dumps({k: v for k, v in self.tags.items() if k not in keys}))
+
+    def add_properties(self, properties: dict[str, Any]) -> None:
+        """Add properties; like a run's, they are add-only.
+
+        :raises PropertyConflict: a key is set already to another value.
+        """
+        new = _str_dict(properties, "properties")
+        for k, v in new.items():
+            if k in self.properties and self.properties[k] != v:
+                raise PropertyConflict(
+                    f"model property {k!r} is {self.properties[k]!r} already; properties are add-only"
+                )
+        self._update(properties=json.dumps({**self.properties, **new}))
+
+    def update(
+        self, tags: dict[str, Any] | None = None, description: str | None = None, **_kwargs: Any
+    ) -> None:
+        """Replace the tags and/or the description."""
+        if tags is not None:
+            self._update(tags=json.dumps(_str_dict(tags, "tags")))
+        if description is not None:
+            self._update(description=str(description))
+
+    def delete(self) -> None:
+        """Delete this version (its files stay in the blob store until ``mlws gc``).
+
+        :raises ModelInUse: a service that is not deleted uses it.
+        """
+        users = services_using(self.workspace, self.name, self.version)
+        if users:
+            raise ModelInUse(
+                f"model {self.id} is used by service(s) {', '.join(users)}; delete or update them first"
+            )
+        with self.workspace.catalog.write() as conn:
+            conn.execute(
+                "DELETE FROM models WHERE name = ? AND version = ?", (self.name, self.version)
+            )
+
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "tags": self.tags,
+            "properties": self.properties,
+            "framework": self.model_framework,
+            "frameworkVersion": self.model_framework_version,
+            "runId": self.run_id,
+            "experimentName": self.experiment_name,
+            "datasets": self._datasets,
+            "createdTime": self.created_time,
+            "createdBy": self.created_by,
+            "path": self.path,
+            "url": self.url,
+        }
+
+    # -- registry ----------------------------------------------------------------------------
+    @staticmethod
+    def register(
+        workspace: Workspace,
+        model_path: str | os.PathLike[str],
+        model_name: str,
+        tags: dict[str, Any] | None = None,
+        properties: dict[str, Any] | None = None,
+        description: str | None = None,
+        datasets: list[Any] | None = None,
+        model_framework: str | None = None,
+        model_framework_version: str | None = None,
+        child_paths: list[str] | None = None,
+        **_kwargs: Any,
+    ) -> Model:
+        """Register a file or folder from disk as the next version of ``model_name``.
+
+        ``child_paths``: only these files (relative to the folder ``model_path``).
+
+        :raises UserErrorException: bad name, missing path, an empty folder.
+        """
+        check_model_name(model_name)
+        src = Path(model_path)
+        if not src.exists():
+            raise UserErrorException(f"model_path {src} does not exist")
+        top = src.resolve().name
+        blobs = workspace.blobs
+        if src.is_file():
+            if child_paths:
+                raise UserErrorException("child_paths needs model_path to be a folder")
+            digest, size, _ = blobs.put_file(src)
+            entries = [Entry(top, digest, size, file_mode(src.stat().st_mode))]
+        else:
+            if child_paths:
+                entries = []
+                with blobs.batch():
+                    for rel in child_paths:
+                        f = src / check_relpath(Path(rel).as_posix())
+                        if not f.is_file():
+                            raise UserErrorException(f"child path {f} is not a file")
+                        digest, size, _ = blobs.put_file(f)
+                        entries.append(
+                            Entry(
+                                f"{top}/{Path(rel).as_posix()}",
+                                digest,
+                                size,
+                                file_mode(f.stat().st_mode),
+                            )
+                        )
+            else:
+                entries = blobs.put_folder(src, top, skip_symlinks=True)
+            if not entries:
+                raise UserErrorException(f"model folder {src} holds no files")
+        return _record(
+            workspace,
+            model_name,
+            entries,
+            top,
+            tags=tags,
+            properties=properties,
+            description=description,
+            datasets=datasets,
+            framework=model_framework,
+            framework_version=model_framework_version,
+        )
+
+    @staticmethod
+    def list(
+        workspace: Workspace,
+        name: str | None = None,
+        tags: list[Any] | dict[str, Any] | None = None,
+        properties: list[Any] | dict[str, Any] | None = None,
+        run_id: str | None = None,
+        latest: bool = False,
+        model_framework: str | None = None,
+        **_kwargs: Any,
+    ) -> list[Model]:
+        """Registered models, newest version first within a name; ``latest``: only each
+        name's newest version (after the filters)."""
+        where, params = [], []
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        if run_id is not None:
+            where.append("run_id = ?")
+            params.append(run_id)
+        if model_framework is not None:
+            where.append("framework = ?")
+            params.append(model_framework)
+        sql = "SELECT * FROM models"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = workspace.catalog.query(sql + " ORDER BY name, version DESC", params)
+        out, seen = [], set()
+        for r in rows:
+            if not _filter(json.loads(r["tags"]), tags, "tags"):
+                continue
+            if not _filter(json.loads(r["properties"]), properties, "properties"):
+                continue
+            if latest and r["name"] in seen:
+                continue
+            seen.add(r["name"])
+            out.append(Model._from_row(workspace, r))
+        return out
+
+    @staticmethod
+    def get_model_path(
+        model_name: str, version: int | None = None, _workspace: Workspace | None = None
+    ) -> str:
+        """Where a model's registered file or folder is: inside a deployment, under
+        ``AZUREML_MODEL_DIR``; else under ``./azureml-models/<name>/<version>``, downloaded
+        there from the workspace (``_workspace``, or the current run's) when missing.
+
+        :raises ModelNotFound: found nowhere.
+        """
+        check_model_name(model_name)
+        model_dir = os.environ.get("AZUREML_MODEL_DIR")
+        roots = []
+        if model_dir:
+            roots.append(Path(model_dir))
+        roots.append(Path("azureml-models"))
+        for root in roots:
+            found = _find_in(root, model_name, version)
+            if found is not None:
+                return str(found)
+        ws = _workspace
+        if ws is None and os.environ.get("MLWS_RUN_ID"):
+            from .runs import Run
+
+            ws = Run.get_context().workspace
+        if ws is None:
+            raise ModelNotFound(
+                f"model {model_name!r} is not under {' or '.join(str(r) for r in roots)};"
+                " pass _workspace= to download it"
+            )
+        model = Model(ws, model_name, version=version)
+        return model.download(
+            Path("azureml-models") / model.name / str(model.version), exist_ok=True
+        )
+
+
+def _find_in(root: Path, name: str, version: int | None) -> Path | None:
+    """A deployed or downloaded model: ``root/<name>/<version>/<path>`` (several models), or
+    ``root`` itself when it is ``.../<name>/<version>`` (a single model's folder)."""
+    candidates = []
+    if root.name.isdigit() and root.parent.name == name:
+        if version is None or int(root.name) == int(version):
+            candidates.append(root)
+    base = root / name
+    if base.is_dir():
+        versions = sorted((int(p.name) for p in base.iterdir() if p.name.isdigit()), reverse=True)
+        if version is not None:
+            versions = [v for v in versions if v == int(version)]
+        candidates += [base / str(v) for v in versions[:1]]
+    for folder in candidates:
+        items = (
+            [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
+        )
+        if len(items) == 1:
+            return items[0]
+        if items:
+            return folder
+    return None
+
+
+def _record(
+    ws: Workspace,
+    name: str,
+    entries: list[Entry],
+    top: str,
+    *,
+    tags: dict[str, Any] | None = None,
+    properties: dict[str, Any] | None = None,
+    description: str | None = None,
+    datasets: list[Any] | None = None,
+    framework: str | None = None,
+    framework_version: str | None = None,
+    run_id: str | None = None,
+    experiment: str | None = None,
+) -> Model:
+    from .lifecycle import _user
+
+    row_tags = json.dumps(_str_dict(tags, "tags"))
+    row_props = json.dumps(_str_dict(properties, "properties"))
+    refs = json.dumps(_dataset_refs(datasets))
+    manifest = ws.blobs.put_manifest(entries)
+    with ws.catalog.write() as conn:
+        version = conn.execute(
+            "SELECT coalesce(max(version), 0) + 1 FROM models WHERE name = ?", (name,)
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO models (name, version, manifest, path, description, framework,"
+            " framework_version, tags, properties, datasets, run_id, experiment, created,"
+            " created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                version,
+                manifest,
+                top,
+                description,
+                framework,
+                framework_version,
+                row_tags,
+                row_props,
+                refs,
+                run_id,
+                experiment,
+                time.time(),
+                _user(),
+            ),
+        )
+        row = conn.execute(
+            "SELECT * FROM models WHERE name = ? AND version = ?", (name, version)
+        ).fetchone()
+    return Model._from_row(ws, row)
+
+
+def register_from_run(
+    run: Run,
+    model_name: str,
+    model_path: str,
+    tags: dict[str, Any] | None = None,
+    properties: dict[str, Any] | None = None,
+    description: str | None = None,
+    datasets: list[Any] | None = None,
+    model_framework: str | None = None,
+    model_framework_version: str | None = None,
+) -> Model:
+    """``run.register_model``: a run file or folder (stored, or live in a running run's
+    working folder) as the next version of ``model_name``, with the run as lineage."""
+    check_model_name(model_name)
+    rel = str(model_path).strip()
+    while rel.startswith("./"):
+        rel = rel[2:]
+    rel = rel.rstrip("/")
+    check_relpath(rel)
+    names = run.get_file_names()
+    if rel in names:
+        chosen = [rel]
+        top = rel.rsplit("/", 1)[-1]
+        strip = len(rel) - len(top)
+    else:
+        chosen = [n for n in names if n.startswith(rel + "/")]
+        top = rel.rsplit("/", 1)[-1]
+        strip = len(rel) - len(top)
+    if not chosen:
+        raise UserErrorException(
+            f"run {run.id} has no file or folder {rel!r}; its files: {', '.join(names[:10]) or 'none'}"
+        )
+    entries = []
+    blobs = run.workspace.blobs
+    with blobs.batch():
+        for name in chosen:
+            digest = run._stored_blob(name)
+            if digest is not None:
+                size, mode = run.workspace.catalog.one(
+                    "SELECT size, mode FROM run_files WHERE run_seq = ? AND path = ?",
+                    (run.seq, name),
+                )
+            else:  # a running run's live output: store it now
+                live = run._live_file(name)
+                assert live is not None
+                digest, size, _ = blobs.put_file(live)
+                mode = file_mode(live.stat().st_mode)
+            entries.append(Entry(name[strip:], digest, size, mode))
+    return _record(
+        run.workspace,
+        model_name,
+        entries,
+        top,
+        tags=tags,
+        properties=properties,
+        description=description,
+        datasets=datasets,
+        framework=model_framework,
+        framework_version=model_framework_version,
+        run_id=run.id,
+        experiment=run.experiment.name,
+    )
+
+
+def services_using(ws: Workspace, name: str, version: int) -> list[str]:
+    """Names of live services deployed with this model version (none before serving exists)."""
+    has_services = ws.catalog.scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'services'"
+    )
+    if not has_services:
+        return []
+    rows = ws.catalog.query(
+        "SELECT s.name FROM services s, json_each(s.models) m"
+        " WHERE m.value = ? AND s.state NOT IN ('Deleted')",
+        (f"{name}:{version}",),
+    )
+    return sorted({r[0] for r in rows})
