@@ -64,7 +64,7 @@ _HASH = re.compile(r"sha256:[0-9a-f]{64}\Z")
 
 
 def check_hash(value: str) -> str:
-    if not isinstance(value, str) or _HASH.match(value) is None:
+    if not isinstance(value, str) or _HASH.fullmatch(value) is None:
         raise UnsafePath(f"not a valid blob hash: {value!r} (expected 'sha256:<64 hex>')")
     return value
 

@@ -158,7 +158,7 @@ class Environment:
     """A named, versioned description of a run's Python (v1 ``Environment``)."""
 
     def __init__(self, name: str, **_azure_kwargs: Any) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise UserErrorException(
                 f"invalid environment name {name!r}: use letters, digits, '.', '_' or '-'"
             )

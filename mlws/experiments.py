@@ -18,7 +18,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 
 
 def check_experiment_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidName(
             f"invalid experiment name {name!r}: use 1-255 letters, digits, '_' or '-', "
             "starting with a letter or digit"

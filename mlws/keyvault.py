@@ -35,7 +35,7 @@ class KeyvaultKeyError(MlwsError):
 
 
 def check_secret_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or name == _SENTINEL:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name == _SENTINEL:
         raise UserErrorException(
             f"invalid secret name {name!r}: use 1-127 letters, digits or '-', starting with a "
             "letter or digit (as Azure Key Vault does)"

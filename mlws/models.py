@@ -32,7 +32,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
 def check_model_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UserErrorException(
             f"invalid model name {name!r}: 1-255 letters, digits, '-', '_' or '.', starting with"
             " a letter or digit"
@@ -222,6 +222,8 @@ class Model:
         if exists_ok is not None:  # v1's older spelling
             exist_ok = exists_ok
         target = Path(target_dir)
+        if target.exists() and not target.is_dir():
+            raise UserErrorException(f"cannot download into {target}: it is a file, not a folder")
         entries = self._entries()
         if not exist_ok:
             clash = [e.path for e in entries if (target / e.path).exists()]
@@ -234,24 +236,43 @@ class Model:
         return str(target / self.path)
 
     # -- metadata ----------------------------------------------------------------------------
-    def _update(self, **columns: Any) -> None:
-        sets = ", ".join(f"{k} = ?" for k in columns)
+    def _update(self, change: Any) -> None:
+        """Read the row, let ``change(row)`` return the columns to set, write them: all in one
+        transaction, so a change made meanwhile through another object is never lost.
+
+        :raises ModelNotFound: the version was deleted.
+        """
         with self.workspace.catalog.write() as conn:
-            conn.execute(
-                f"UPDATE models SET {sets} WHERE name = ? AND version = ?",
-                [*columns.values(), self.name, self.version],
+            where = (
+                "SELECT * FROM models WHERE name = ? AND version = ?",
+                (self.name, self.version),
             )
-            row = conn.execute(
-                "SELECT * FROM models WHERE name = ? AND version = ?", (self.name, self.version)
-            ).fetchone()
+            row = conn.execute(*where).fetchone()
+            if row is None:
+                raise ModelNotFound(f"model {self.id} no longer exists")
+            columns = change(row)
+            if columns:
+                conn.execute(
+                    f"UPDATE models SET {', '.join(f'{k} = ?' for k in columns)}"
+                    " WHERE name = ? AND version = ?",
+                    [*columns.values(), self.name, self.version],
+                )
+                row = conn.execute(*where).fetchone()
         self._load(row)
 
     def add_tags(self, tags: dict[str, Any]) -> None:
-        self._update(tags=json.dumps({**self.tags, **_str_dict(tags, "tags")}))
+        new = _str_dict(tags, "tags")
+        self._update(lambda row: {"tags": json.dumps({**json.loads(row["tags"]), **new})})
 
     def remove_tags(self, tags: list[str] | str) -> None:
-        keys = [tags] if isinstance(tags, str) else list(tags)
-        self._update(tags=json.dumps({k: v for k, v in self.tags.items() if k not in keys}))
+        keys = {tags} if isinstance(tags, str) else set(tags)
+        self._update(
+            lambda row: {
+                "tags": json.dumps(
+                    {k: v for k, v in json.loads(row["tags"]).items() if k not in keys}
+                )
+            }
+        )
 
     def add_properties(self, properties: dict[str, Any]) -> None:
         """Add properties; like a run's, they are add-only.
@@ -259,21 +280,28 @@ class Model:
         :raises PropertyConflict: a key is set already to another value.
         """
         new = _str_dict(properties, "properties")
-        for k, v in new.items():
-            if k in self.properties and self.properties[k] != v:
-                raise PropertyConflict(
-                    f"model property {k!r} is {self.properties[k]!r} already; properties are add-only"
-                )
-        self._update(properties=json.dumps({**self.properties, **new}))
+
+        def change(row: Any) -> dict[str, Any]:
+            current = json.loads(row["properties"])
+            for k, v in new.items():
+                if k in current and current[k] != v:
+                    raise PropertyConflict(
+                        f"model property {k!r} is {current[k]!r} already; properties are add-only"
+                    )
+            return {"properties": json.dumps({**current, **new})}
+
+        self._update(change)
 
     def update(
         self, tags: dict[str, Any] | None = None, description: str | None = None, **_kwargs: Any
     ) -> None:
         """Replace the tags and/or the description."""
+        columns: dict[str, Any] = {}
         if tags is not None:
-            self._update(tags=json.dumps(_str_dict(tags, "tags")))
+            columns["tags"] = json.dumps(_str_dict(tags, "tags"))
         if description is not None:
-            self._update(description=str(description))
+            columns["description"] = str(description)
+        self._update(lambda _row: columns)
 
     def delete(self) -> None:
         """Delete this version (its files stay in the blob store until ``mlws gc``).
@@ -286,9 +314,11 @@ class Model:
                 f"model {self.id} is used by service(s) {', '.join(users)}; delete or update them first"
             )
         with self.workspace.catalog.write() as conn:
-            conn.execute(
+            cur = conn.execute(
                 "DELETE FROM models WHERE name = ? AND version = ?", (self.name, self.version)
             )
+        if cur.rowcount == 0:
+            raise ModelNotFound(f"model {self.id} no longer exists")
 
     def serialize(self) -> dict[str, Any]:
         return {
@@ -331,10 +361,14 @@ class Model:
         :raises UserErrorException: bad name, missing path, an empty folder.
         """
         check_model_name(model_name)
+        _str_dict(tags, "tags")  # bad arguments fail before anything is stored
+        _str_dict(properties, "properties")
+        _dataset_refs(datasets)
         src = Path(model_path)
         if not src.exists():
             raise UserErrorException(f"model_path {src} does not exist")
-        top = src.resolve().name
+        # The name the user gave (a symlink keeps its own name, not its target's).
+        top = Path(os.path.abspath(src)).name
         blobs = workspace.blobs
         if src.is_file():
             if child_paths:
@@ -343,12 +377,16 @@ class Model:
             entries = [Entry(top, digest, size, file_mode(src.stat().st_mode))]
         else:
             if child_paths:
+                rels = [check_relpath(Path(rel).as_posix()) for rel in child_paths]
+                if len(set(rels)) != len(rels):
+                    raise UserErrorException(f"child_paths lists a file twice: {child_paths}")
+                for rel in rels:
+                    if not (src / rel).is_file():
+                        raise UserErrorException(f"child path {src / rel} is not a file")
                 entries = []
                 with blobs.batch():
-                    for rel in child_paths:
-                        f = src / check_relpath(Path(rel).as_posix())
-                        if not f.is_file():
-                            raise UserErrorException(f"child path {f} is not a file")
+                    for rel in rels:
+                        f = src / rel
                         digest, size, _ = blobs.put_file(f)
                         entries.append(
                             Entry(
@@ -540,10 +578,17 @@ def register_from_run(
     """``run.register_model``: a run file or folder (stored, or live in a running run's
     working folder) as the next version of ``model_name``, with the run as lineage."""
     check_model_name(model_name)
+    _str_dict(tags, "tags")
+    _str_dict(properties, "properties")
+    _dataset_refs(datasets)
     rel = str(model_path).strip()
     while rel.startswith("./"):
         rel = rel[2:]
     rel = rel.rstrip("/")
+    if rel in ("", "."):
+        raise UserErrorException(
+            "model_path must name a file or folder of the run, e.g. outputs/model.pkl"
+        )
     check_relpath(rel)
     names = run.get_file_names()
     if rel in names:

@@ -206,7 +206,7 @@ def _add(ws: Workspace, name: str, configuration: ComputeConfiguration) -> Compu
             f" RemoteCompute.attach_configuration(...) or DaskCompute.attach_configuration(...),"
             f" got {type(configuration).__name__}"
         )
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ComputeTargetException(
             f"invalid compute target name {name!r}: 2-32 letters, digits or '-', starting with a letter (as Azure ML does)"
         )

@@ -275,6 +275,11 @@ def _apply_models(ws: Workspace, changes: list[dict[str, Any]], remote: Any) -> 
                     list(row.values()),
                 )
             versions[key] = row["version"]
+        elif c["op"] == "delete" and key in versions:
+            with ws.catalog.write() as conn:
+                conn.execute(
+                    "DELETE FROM models WHERE name = ? AND version = ?", (key[0], versions[key])
+                )
         elif c["op"] == "update" and key in versions:
             with ws.catalog.write() as conn:
                 conn.execute(
