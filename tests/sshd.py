@@ -240,3 +240,21 @@ def ssh_server(ssh_servers: list[SshServer]) -> SshServer:
     server = ssh_servers[0]
     server.start()
     return server
+
+
+def attach_ssh_target(ws, name: str, servers, tmp_path: Path, **kwargs):  # noqa: ANN001, ANN201
+    """Attach ``servers`` as the ssh compute target ``name``, with everything a test needs kept
+    under ``tmp_path`` (the hosts' work and environment folders, known_hosts)."""
+    from mlws.compute import ComputeTarget
+    from mlws.compute.ssh import RemoteCompute
+
+    options = {
+        "hosts": [f"{s.address}:{s.port}" for s in servers],
+        "username": servers[0].username,
+        "private_key_file": servers[0].private_key_file,
+        "work_dir": str(tmp_path / "remote"),
+        "cache_dir": str(tmp_path / "remote-cache"),
+        "ssh_options": ["StrictHostKeyChecking=no", f"UserKnownHostsFile={tmp_path}/known_hosts"],
+    }
+    options.update(kwargs)
+    return ComputeTarget.attach(ws, name, RemoteCompute.attach_configuration(**options))

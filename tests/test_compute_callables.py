@@ -2,6 +2,7 @@
 ssh host and on a Dask cluster, and a managed environment is built on the host, once."""
 
 import pytest
+from sshd import attach_ssh_target
 
 from mlws import (
     CondaDependencies,
@@ -11,7 +12,7 @@ from mlws import (
     ScriptRunConfig,
     get_result,
 )
-from mlws.compute import AmlCompute, ComputeTarget, RemoteCompute
+from mlws.compute import AmlCompute, ComputeTarget
 
 
 def multiply(a, b):
@@ -23,15 +24,7 @@ def multiply(a, b):
 
 @pytest.fixture
 def lab(ws, tmp_path, ssh_server):
-    config = RemoteCompute.attach_configuration(
-        hosts=[f"127.0.0.1:{ssh_server.port}"],
-        username=ssh_server.username,
-        private_key_file=ssh_server.private_key_file,
-        work_dir=str(tmp_path / "remote"),
-        cache_dir=str(tmp_path / "remote-cache"),
-        ssh_options=["StrictHostKeyChecking=no", f"UserKnownHostsFile={tmp_path}/known_hosts"],
-    )
-    return ComputeTarget.attach(ws, "lab", config)
+    return attach_ssh_target(ws, "lab", [ssh_server], tmp_path)
 
 
 @pytest.mark.timeout(180)

@@ -265,18 +265,9 @@ print("registered", m.id, flush=True)
 def test_model_registered_on_an_ssh_host_comes_home(
     ws: Workspace, tmp_path: Path, ssh_server
 ) -> None:
-    from mlws.compute import ComputeTarget
-    from mlws.compute.ssh import RemoteCompute
+    from sshd import attach_ssh_target
 
-    cfg = RemoteCompute.attach_configuration(
-        hosts=[f"127.0.0.1:{ssh_server.port}"],
-        username=ssh_server.username,
-        private_key_file=ssh_server.private_key_file,
-        work_dir=str(tmp_path / "remote"),
-        cache_dir=str(tmp_path / "remote-cache"),
-        ssh_options=["StrictHostKeyChecking=no", f"UserKnownHostsFile={tmp_path}/known_hosts"],
-    )
-    ComputeTarget.attach(ws, "lab", cfg)
+    attach_ssh_target(ws, "lab", [ssh_server], tmp_path)
     # "pre" exists here already: what the host registers is numbered here, after it
     pre = Model.register(ws, write(tmp_path / "pre.pkl", b"local"), "pre", tags={"at": "home"})
     assert pre.version == 1
