@@ -336,10 +336,12 @@ class BlobStore:
         """Store every file under ``src`` (in one batch); returns entries named
         ``<prefix>/<relative path>``. ``skip_symlinks`` leaves out links, e.g. in a run's
         outputs, where one could point at any file on the machine."""
+        if skip_symlinks and src.is_symlink():
+            return []  # the folder itself is a link (rglob would follow it): nothing of ours
         entries = []
         with self.batch():
             for f in sorted(src.rglob("*")):
-                if skip_symlinks and f.is_symlink():
+                if skip_symlinks and (f.is_symlink() or _under_link(f, src)):
                     continue
                 if not f.is_file():
                     continue
@@ -458,6 +460,16 @@ class BlobStore:
             return size
         except FileNotFoundError:
             return 0
+
+
+def _under_link(path: Path, root: Path) -> bool:
+    """Whether a folder between ``root`` and ``path`` is a symlink (rglob follows them)."""
+    for parent in path.parents:
+        if parent == root:
+            return False
+        if parent.is_symlink():
+            return True
+    return False
 
 
 def _unlink_quiet(path: str) -> None:

@@ -145,15 +145,26 @@ def submit_script(
     return Run(experiment, run_id, _row=row)
 
 
-def _die_with_parent() -> None:
-    """In a child before exec: be killed when the parent dies (Linux PR_SET_PDEATHSIG), so a
-    script never outlives the Dask worker or ssh session that owns it."""
+def _load_prctl() -> Any:
+    # Looked up once, here: a child between fork and exec must not import or dlopen anything
+    # (in a multi-threaded parent that can deadlock on a lock held by another thread).
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))
-    except Exception:  # noqa: BLE001 - best effort outside Linux
-        pass
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: the child is killed when its parent dies (Linux PR_SET_PDEATHSIG), so a
+    script never outlives the Dask worker, ssh agent or supervisor that owns it."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def script_env(
@@ -197,7 +208,11 @@ def script_argv(definition: dict[str, Any]) -> list[str]:
 
 
 def start_script(
-    argv: list[str], workdir: Path, env: dict[str, str], die_with_parent: bool = False
+    argv: list[str],
+    workdir: Path,
+    env: dict[str, str],
+    tie_to_parent: bool = False,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Start a run's script in its own process group (so cancel reaches everything it
     starts), its output appended to ``logs/driver.log``."""
@@ -211,7 +226,8 @@ def start_script(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if die_with_parent else None,
+                preexec_fn=die_with_parent if tie_to_parent else None,
+                pass_fds=pass_fds,
             )
         except OSError as e:
             raise MlwsError(f"cannot start {argv[0]}: {e.strerror}") from None
@@ -267,7 +283,7 @@ class _Supervisor:
         self.definition = json.loads(row["definition"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
-        self._die_with_parent = False
+        self._tie_to_parent = False
         self._note: str | None = None
         if not claim:
             return
@@ -301,28 +317,28 @@ class _Supervisor:
 
                 dask.execute(self, self.row["target"], config)
                 return
-            with local.slot(self.ws, keep_waiting, may_start=self._first_in_line) as slot:
+            with local.slot(self.ws, keep_waiting, may_start=self.first_in_line) as slot:
                 if slot is None:
                     set_status(self.ws, self.run_id, "Canceled")
                     return
                 self._execute()
         except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
-            self._fail_with(e)
+            self.fail_with(e)
         finally:
             self._remove_workdir()
 
-    def execute_guarded(self, die_with_parent: bool = False) -> None:
+    def execute_guarded(self, tie_to_parent: bool = False) -> None:
         """Run the script here, now (a Dask task does this for the run's supervisor).
 
-        ``die_with_parent``: the script is killed when this process dies (a Dask worker). When
+        ``tie_to_parent``: the script is killed when this process dies (a Dask worker). When
         an earlier attempt got as far as starting (its worker died), its leftovers are killed
         and the run starts over, with a note in its log.
         """
         from .lifecycle import PROGRESS
 
-        self._die_with_parent = die_with_parent
+        self._tie_to_parent = tie_to_parent
         if self.status() in PROGRESS:
-            self._kill_recorded_script()
+            self.kill_recorded_script()
             self._note = "mlws: the worker running this run died; this is a second attempt\n"
             with self.ws.catalog.write() as conn:
                 conn.execute(
@@ -332,36 +348,36 @@ class _Supervisor:
         try:
             self._execute()
         except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
-            self._fail_with(e)
+            self.fail_with(e)
         finally:
             self._remove_workdir()
 
-    def _fail_with(self, e: BaseException) -> None:
-        from .runs import set_status
+    def fail_with(self, e: BaseException) -> None:
 
         self._kill_group(signal.SIGKILL)
         if self.workdir is not None and self.workdir.exists():
             try:
-                self._collect(self.workdir)  # keep the logs that say what went wrong
+                self.collect(self.workdir)  # keep the logs that say what went wrong
             except Exception:  # noqa: BLE001
                 pass
         msg = str(e) if isinstance(e, MlwsError) else f"{type(e).__name__}: {e}"
-        set_status(
-            self.ws,
-            self.run_id,
-            "Failed",
-            error={
-                "code": "SystemError",
-                "message": f"mlws could not run the script: {msg}",
-                "trace": traceback.format_exc(),
-            },
+        # finish() ends the run's open descendants too, then the run itself.
+        self.finish(
+            (
+                "Failed",
+                {
+                    "code": "SystemError",
+                    "message": f"mlws could not run the script: {msg}",
+                    "trace": getattr(e, "remote_trace", None) or traceback.format_exc(),
+                },
+            )
         )
 
     def _remove_workdir(self) -> None:
         if self.workdir is not None and not os.environ.get("MLWS_KEEP_WORKDIR"):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def _kill_recorded_script(self) -> None:
+    def kill_recorded_script(self) -> None:
         """Kill the script's process group recorded in the catalog, if it still runs here."""
         from .runs import process_alive
 
@@ -377,16 +393,16 @@ class _Supervisor:
 
         ws, d = self.ws, self.definition
         if not set_status(ws, self.run_id, "Preparing"):
-            self._cancel_if_requested()
+            self.cancel_if_requested()
             return
-        workdir = self._prepare_workdir()
+        workdir = self.prepare_workdir()
         if d["environment"].get("managed"):
             d["environment"]["interpreter"] = self._prepare_environment(workdir)
         if not set_status(ws, self.run_id, "Starting", working_dir=str(workdir)):
-            self._cancel_if_requested()
+            self.cancel_if_requested()
             return
         env = script_env(dict(os.environ), d, ws.path, ws.name, self.run_id, self.row["experiment"])
-        self.proc = start_script(script_argv(d), workdir, env, self._die_with_parent)
+        self.proc = start_script(script_argv(d), workdir, env, self._tie_to_parent)
         with ws.catalog.write() as conn:  # recorded even if a cancel is pending: _watch acts on it
             conn.execute(
                 "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",
@@ -397,10 +413,10 @@ class _Supervisor:
         self._kill_group(signal.SIGKILL)  # leftovers the script started and left behind
         if outcome[0] != "Canceled":
             set_status(ws, self.run_id, "Finalizing")
-        self._collect(workdir)
-        self._finish(outcome)
+        self.collect(workdir)
+        self.finish(outcome)
 
-    def _prepare_workdir(self) -> Path:
+    def prepare_workdir(self) -> Path:
         """A fresh working folder holding the run's snapshot, ``logs/`` and ``outputs/``."""
         from .workspace import user_cache_dir
 
@@ -434,13 +450,13 @@ class _Supervisor:
             )
         return python
 
-    def _cancel_if_requested(self) -> None:
+    def cancel_if_requested(self) -> None:
         from .runs import set_status
 
         if self.status() == "CancelRequested":
             set_status(self.ws, self.run_id, "Canceled")
 
-    def _first_in_line(self) -> bool:
+    def first_in_line(self) -> bool:
         """No older run of this workspace is queued for this machine's local slots."""
         import socket
 
@@ -498,7 +514,7 @@ class _Supervisor:
         except OSError:
             pass
 
-    def _collect(self, workdir: Path) -> None:
+    def collect(self, workdir: Path) -> None:
         """Store ``outputs/`` and ``logs/`` of the working folder as run files."""
         from .runs import add_run_files
 
@@ -511,7 +527,7 @@ class _Supervisor:
                     entries += self.ws.blobs.put_folder(workdir / sub, sub, skip_symlinks=True)
         add_run_files(self.ws, self.row["seq"], entries)
 
-    def _finish(self, outcome: tuple[str, dict[str, Any] | None]) -> None:
+    def finish(self, outcome: tuple[str, dict[str, Any] | None]) -> None:
         from .runs import TERMINAL, set_status
 
         status, error = outcome

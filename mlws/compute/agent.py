@@ -1,30 +1,35 @@
 """The remote end of an ``ssh`` run: ``python -m mlws.compute.agent RUN_DIR``.
 
 The supervising process starts it over ssh in the run's folder (rsync'd there already) and writes
-one JSON line of instructions to its stdin: the run's catalog rows, its definition, the key-vault
-rows and key (so ``run.get_secret`` works on the host; the key travels over the ssh channel and
-lives only in the script's environment). The agent makes the run's replica workspace
-(``compute.replica``), builds the managed environment if there is one, starts the script in its
-own process group and streams JSON lines on stdout:
+one JSON line of instructions to its stdin: the run's catalog rows and its definition. The agent
+makes the run's replica workspace (``compute.replica``), builds the managed environment if there
+is one, starts the script in its own process group and streams JSON lines on stdout:
 
-    {"t": "status", "status": "Starting"}      the environment is ready
+    {"t": "hello", "protocol": 1, "version": ..}  first, before the instructions are read
+                                                (with "missing": "..." when it cannot run)
+    {"t": "interpreter", "path": ".."}          the environment is ready
     {"t": "started", "pid": 123, "host": "h"}   the script runs
     {"t": "log", "data": "..."}                 new driver-log text
     {"t": "changes", "changes": [...]}          replica changes (metrics, tags, child runs, ...)
+    {"t": "secrets", "id": 1, "names": [..]}    the script asks for key-vault secrets
     {"t": "exit", "rc": 0}                      the script ended (rc < 0: killed by a signal)
-    {"t": "error", "message": "..."}            the agent could not run the script
+    {"t": "error", "message": "...", "trace": ".."}  the agent could not run the script
 
-Lines on stdin: ``cancel`` (SIGTERM to the group, SIGKILL after the grace period), ``kill``.
+Lines on stdin: ``cancel`` (SIGTERM to the group, SIGKILL after the grace period), ``kill``,
+``done`` (outputs are home: remove the run's folder), and ``{"id": 1, "values": {..}}`` /
+``{"id": 1, "error": ".."}`` answering a secrets request. Secrets never rest on the host: the
+script's ``get_secret`` asks through a pipe pair (``MLWS_SECRETS_FDS``), the agent asks home.
 End of stdin means the supervisor or the connection is gone: the script's group is killed, so
-nothing runs on the host that nobody will collect.
+nothing runs on the host that nobody will collect; the run folder is kept (outputs may still be
+fetched) unless ``done`` came.
 """
 
 from __future__ import annotations
 
-import base64
 import codecs
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -106,13 +111,35 @@ def _make_replica(run_dir: Path, spec: dict[str, Any]) -> Any:
         for table in ("run_tags", "run_properties"):
             for r in spec.get(table, []):
                 conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", r)
-        for name, value, created, updated in spec.get("secrets", []):
-            conn.execute(
-                "INSERT INTO secrets VALUES (?, ?, ?, ?)",
-                (name, base64.b64decode(value), created, updated),
-            )
         replica.install_capture(conn)
     return ws
+
+
+def _serve_secrets(out: _Out, answers: dict[int, queue.Queue[dict[str, Any]]]) -> tuple[int, int]:
+    """The script's way to the key vault at home: a pipe pair (its ends are returned, to pass to
+    the script). Each request goes home as a ``secrets`` event and waits for its answer."""
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+
+    def serve() -> None:
+        n = 0
+        with os.fdopen(req_r, "rb") as requests, os.fdopen(resp_w, "wb") as responses:
+            for line in requests:
+                n += 1
+                answers[n] = queue.Queue()
+                try:
+                    names = [str(x) for x in json.loads(line)["names"]]
+                except (ValueError, KeyError, TypeError):
+                    names = []
+                out.send(t="secrets", id=n, names=names)
+                msg = answers[n].get()
+                answers.pop(n, None)
+                msg.pop("id", None)
+                responses.write((json.dumps(msg) + "\n").encode())
+                responses.flush()
+
+    threading.Thread(target=serve, name="mlws-agent-secrets", daemon=True).start()
+    return req_w, resp_r
 
 
 def _pump(
@@ -176,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
+    from ..keyvault import CHANNEL_ENV
     from ..lifecycle import process_start_time
     from ..runner import script_argv, script_env, start_script
 
@@ -188,14 +216,25 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
 
     flags = {"cancel": False, "kill": False, "done": False, "eof": False}
 
+    answers: dict[int, queue.Queue[dict[str, Any]]] = {}
+
     def read_commands() -> None:
         for cmd in sys.stdin:
             cmd = cmd.strip()
-            if cmd in flags:
+            if cmd.startswith("{"):  # the answer to a secrets request
+                try:
+                    msg = json.loads(cmd)
+                    answers[int(msg["id"])].put(msg)
+                except (ValueError, KeyError, TypeError):
+                    pass
+            elif cmd in flags:
                 flags[cmd] = True
         flags["eof"] = True
+        for q in answers.values():
+            q.put({"error": "the run's supervising process is gone"})
 
     threading.Thread(target=read_commands, name="mlws-agent-stdin", daemon=True).start()
+    secrets_fds = _serve_secrets(out, answers)
 
     if d["environment"].get("managed"):
         from ..environments import Environment, resolve
@@ -214,11 +253,12 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
     env = script_env(
         dict(os.environ), d, ws.path, spec["workspaceName"], run_id, spec["run"]["experiment"]
     )
-    if spec.get("key"):
-        env["MLWS_KEYVAULT_KEY"] = spec["key"]
+    env[CHANNEL_ENV] = f"{secrets_fds[0]},{secrets_fds[1]}"
     log_path = run_dir / "logs" / "driver.log"
     # Killed with the agent even if the agent cannot kill it itself (SIGKILL of the agent).
-    proc = start_script(script_argv(d), run_dir, env, die_with_parent=True)
+    proc = start_script(script_argv(d), run_dir, env, tie_to_parent=True, pass_fds=secrets_fds)
+    for fd in secrets_fds:  # the script's ends
+        os.close(fd)
     with ws.catalog.write() as conn:
         conn.execute(
             "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",
@@ -265,7 +305,9 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
     # folder goes then (or when the supervisor is gone: nobody would come for it).
     while not (flags["done"] or flags["eof"]):
         time.sleep(0.02)
-    if not spec.get("keep"):
+    # Only on "done" are the outputs safely home; after a lost connection the folder stays,
+    # so nothing the script made is lost (remove it by hand, or re-fetch it).
+    if flags["done"] and not spec.get("keep"):
         os.chdir(run_dir.parent)
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0

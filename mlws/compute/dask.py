@@ -308,7 +308,7 @@ def run_task(ws_path: str, run_id: str) -> str:
     ws = Workspace(ws_path)
     try:
         sup = _Supervisor(ws, run_id, claim=False)
-        sup.execute_guarded(die_with_parent=True)
+        sup.execute_guarded(tie_to_parent=True)
         return str(sup.status())
     finally:
         ws.close()
@@ -364,7 +364,7 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
                     },
                 )
         except Exception as e:  # noqa: BLE001 - every way a task can fail ends the run, with why
-            sup._kill_recorded_script()
+            sup.kill_recorded_script()
             _keep_logs(sup)
             name = type(e).__name__
             if name == "KilledWorker":
@@ -399,7 +399,7 @@ def _keep_logs(sup: _Supervisor) -> None:
     if not workdir.is_dir():
         return
     try:
-        sup._collect(workdir)
+        sup.collect(workdir)
     except Exception:  # noqa: BLE001 - the run fails with its reason either way
         pass
     if not os.environ.get("MLWS_KEEP_WORKDIR"):

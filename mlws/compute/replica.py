@@ -35,7 +35,7 @@ TABLES: dict[str, tuple[str, ...]] = {
 _WITH_BLOBS = ("run_files", "models")
 #: Columns of the submitted run itself that the script may change; status and process facts
 #: stay with the supervising process.
-ROOT_COLUMNS = ("display_name", "description", "requested_status", "error", "child_count")
+ROOT_COLUMNS = ("display_name", "description", "requested_status", "error")
 #: Columns of child runs that the script created remotely.
 CHILD_COLUMNS = (
     "display_name",
@@ -45,8 +45,6 @@ CHILD_COLUMNS = (
     "start_time",
     "end_time",
     "error",
-    "child_count",
-    "definition",
 )
 #: Columns never copied from a replica: they describe processes on the remote host, or are
 #: numbered by the catalog that holds the row.
@@ -101,12 +99,42 @@ def read_changes(
 
 
 # -- the home half --------------------------------------------------------------------------------
-def apply_changes(
-    ws: Workspace, root_id: str, changes: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+class Home:
+    """What a run's replica may change at home, and what it has changed.
+
+    The host is not trusted with the catalog: a change applies only to the submitted run and
+    to runs the replica itself created (never to an existing run, an ancestor, or another
+    experiment), only to the columns the home table has (names are never taken from the host
+    as SQL), and remote child runs are tied to this supervising process so they are reconciled
+    if it dies.
+    """
+
+    def __init__(
+        self, ws: Workspace, root: Any, supervisor_pid: int, supervisor_start: float | None
+    ) -> None:
+        self.ws = ws
+        self.root_id: str = root["id"]
+        self.root = dict(root)
+        self.allowed: set[str] = {self.root_id}
+        self.supervisor = (supervisor_pid, supervisor_start)
+        self.warnings: list[str] = []
+        self._columns: dict[str, set[str]] = {}
+
+    def columns(self, conn: sqlite3.Connection, table: str) -> set[str]:
+        if table not in self._columns:
+            self._columns[table] = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        return self._columns[table]
+
+    def warn(self, message: str) -> None:
+        if len(self.warnings) < 100:
+            self.warnings.append(message)
+
+
+def apply_changes(home: Home, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Apply a batch of replica changes to the catalog in one transaction.
 
-    Returns the ``run_files`` changes, which wait for their blobs (:func:`apply_files`).
+    Returns the ``run_files`` and ``models`` changes, which wait for their blobs
+    (:func:`apply_files`).
     """
     from ..lifecycle import TERMINAL
 
@@ -114,44 +142,62 @@ def apply_changes(
     if not changes:
         return deferred
     seqs: dict[str, int | None] = {}
-    with ws.catalog.write() as conn:
+    with home.ws.catalog.write() as conn:
 
-        def seq_of(run_id: str | None) -> int | None:
-            if run_id is None:
-                return None
+        def seq_of(run_id: str) -> int | None:
             if run_id not in seqs:
                 r = conn.execute("SELECT seq FROM runs WHERE id = ?", (run_id,)).fetchone()
                 seqs[run_id] = r[0] if r else None
             return seqs[run_id]
 
         for c in changes:
-            table, op, row = c["table"], c["op"], c["row"]
-            if table not in TABLES:
+            if not isinstance(c, dict) or not isinstance(c.get("row"), dict):
+                continue
+            table, op, row = c.get("table"), c.get("op"), c["row"]
+            if table not in TABLES or op not in ("insert", "update", "delete"):
                 continue
             if table == "runs":
+                run_id = str(row.get("id"))
                 if op == "delete":
                     continue
-                if seq_of(row["id"]) is None:
-                    _insert_child(conn, row)
-                    seqs.pop(row["id"], None)
+                if run_id not in home.allowed:
+                    if op == "insert" and seq_of(run_id) is None:
+                        _insert_child(conn, home, row)
+                        seqs.pop(run_id, None)
+                    else:
+                        home.warn(
+                            f"ignored a change to run {run_id} made on the host (not this run's)"
+                        )
                     continue
-                cols = ROOT_COLUMNS if row["id"] == root_id else CHILD_COLUMNS
+                cols = ROOT_COLUMNS if run_id == home.root_id else CHILD_COLUMNS
                 marks = ",".join("?" * len(TERMINAL))
                 conn.execute(
-                    f"UPDATE runs SET {', '.join(f'{k} = ?' for k in cols)}"
+                    f"UPDATE runs SET {', '.join(f'{k} = ?' for k in cols)},"
+                    " child_count = max(child_count, ?)"
                     f" WHERE id = ? AND status NOT IN ({marks})",
-                    [row.get(k) for k in cols] + [row["id"], *TERMINAL],
+                    [row.get(k) for k in cols]
+                    + [int(row.get("child_count") or 0), run_id, *TERMINAL],
                 )
                 continue
+            if c.get("run_id") not in home.allowed:
+                if table != "models" or c.get("run_id") is not None:
+                    home.warn(
+                        f"ignored a change to {table} of run {c.get('run_id')} (not this run's)"
+                    )
+                    continue
             if table in _WITH_BLOBS:
                 deferred.append(c)
                 continue
-            seq = seq_of(c["run_id"])
+            seq = seq_of(str(c["run_id"]))
             if seq is None:
                 continue
-            row = {**row, "run_seq": seq}
+            known = home.columns(conn, table)
+            row = {k: v for k, v in row.items() if k in known}
+            row["run_seq"] = seq
+            keys = TABLES[table]
+            if any(k not in row for k in keys):
+                continue
             if op == "delete":
-                keys = TABLES[table]
                 conn.execute(
                     f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = ?' for k in keys)}",
                     [row[k] for k in keys],
@@ -165,30 +211,48 @@ def apply_changes(
     return deferred
 
 
-def _insert_child(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
-    """A run the script created on the host (a child run): numbered here, in this catalog."""
-    values = {k: v for k, v in row.items() if k not in _LOCAL_ONLY}
+def _insert_child(conn: sqlite3.Connection, home: Home, row: dict[str, Any]) -> None:
+    """A run the script created on the host: a descendant of this run, numbered here."""
+    parent = row.get("parent_id")
+    if parent not in home.allowed:
+        home.warn(f"ignored run {row.get('id')} created on the host: its parent is not this run's")
+        return
+    known = home.columns(conn, "runs")
+    values = {k: v for k, v in row.items() if k in known and k not in _LOCAL_ONLY}
+    values.update(
+        id=str(row["id"]),
+        parent_id=parent,
+        experiment=home.root["experiment"],
+        root_id=home.root["root_id"],
+        target=home.root["target"],
+        definition=None,
+        snapshot=None,
+        host=socket.gethostname(),
+        # Tied to this supervising process: if it dies, reconcile ends the child too.
+        supervisor_pid=home.supervisor[0],
+        supervisor_start=home.supervisor[1],
+    )
     values["number"] = conn.execute(
-        "SELECT coalesce(max(number), 0) + 1 FROM runs WHERE experiment = ?", (row["experiment"],)
+        "SELECT coalesce(max(number), 0) + 1 FROM runs WHERE experiment = ?",
+        (values["experiment"],),
     ).fetchone()[0]
-    # The remote host's processes are not checkable from here; the supervising process ends
-    # children the script left open with the run's outcome.
-    values["host"] = socket.gethostname()
     conn.execute(
         f"INSERT INTO runs ({', '.join(values)}) VALUES ({','.join('?' * len(values))})",
         list(values.values()),
     )
+    home.allowed.add(values["id"])
 
 
-def apply_files(ws: Workspace, changes: list[dict[str, Any]], blob_root: Path) -> list[str]:
+def apply_files(home: Home, changes: list[dict[str, Any]], blob_root: Path) -> list[str]:
     """Apply deferred ``run_files`` and ``models`` changes, storing each blob from
     ``blob_root`` (the replica's ``blobs`` folder, copied home) after checking its hash.
     Returns warnings."""
     from ..blobs import BlobStore, check_relpath
 
+    ws = home.ws
     warnings: list[str] = []
     remote = BlobStore(blob_root) if blob_root.is_dir() else None
-    warnings += _apply_models(ws, [c for c in changes if c["table"] == "models"], remote)
+    warnings += _apply_models(home, [c for c in changes if c["table"] == "models"], remote)
     rows: list[tuple[str, str, dict[str, Any]]] = []
     with ws.blobs.batch():
         for c in changes:
@@ -238,16 +302,26 @@ def _bring_blob(ws: Workspace, remote: Any, digest: str) -> bool:
     return ws.blobs.put_file(src)[0] == digest
 
 
-def _apply_models(ws: Workspace, changes: list[dict[str, Any]], remote: Any) -> list[str]:
+def _apply_models(home: Home, changes: list[dict[str, Any]], remote: Any) -> list[str]:
     """Models the script registered on the host: registered here as the next versions, their
     manifests and files brought home first. Tag, property and description changes follow a
     model to its version here."""
     from ..blobs import parse_manifest
+    from ..models import check_model_name
 
+    ws = home.ws
+    known = {r[1] for r in ws.catalog.query("PRAGMA table_info(models)")}
     warnings: list[str] = []
     versions: dict[tuple[str, int], int] = {}  # (name, version there) -> version here
     for c in changes:
-        row = dict(c["row"])
+        row = {k: v for k, v in c["row"].items() if k in known}
+        try:
+            check_model_name(row.get("name"))
+            int(row.get("version"))
+        except (TypeError, ValueError, Exception):  # noqa: BLE001 - a bad row from a host
+            continue
+        if row.get("run_id") not in home.allowed:
+            row["run_id"] = home.root_id  # registered by this run, whatever the host says
         key = (row["name"], int(row["version"]))
         if c["op"] == "insert":
             manifest = row["manifest"]

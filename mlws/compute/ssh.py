@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import ComputeTargetException, MlwsError
-from . import ComputeConfiguration, ComputeTarget, register_type, secret_name
+from . import ComputeConfiguration, ComputeTarget, register_type, replica, secret_name
 
 if TYPE_CHECKING:
     from ..runner import _Supervisor
@@ -388,7 +388,15 @@ class Connection:
         def side(p: str) -> str:
             return f"{dest}:{p[1:]}" if p.startswith(":") else p
 
-        argv = ["rsync", "-a", "-e", shell, *options]
+        # To the host: -a. Home from the host: what the host sends is not trusted, so no links
+        # (one could point at any file here), devices, owners or modes; plain files and folders.
+        remote_source = any(p.startswith(":") for p in paths[:-1])
+        flags = (
+            ["-rt", "--no-links", "--no-devices", "--no-specials", "--chmod=D755,F644"]
+            if remote_source
+            else ["-a"]
+        )
+        argv = ["rsync", *flags, "--protect-args", "-e", shell, *options]
         if make_dest is not None:
             argv.append(f"--rsync-path=mkdir -p {shlex.quote(make_dest)} && rsync")
         if files_from is not None:
@@ -559,7 +567,7 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
         return sup.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
 
     folder = sup.ws.path / "locks" / "compute" / target
-    with hold_slot(folder, lambda: slots, keep_waiting, may_start=sup._first_in_line) as name:
+    with hold_slot(folder, lambda: slots, keep_waiting, may_start=sup.first_in_line) as name:
         if name is None:
             set_status(sup.ws, sup.run_id, "Canceled")
             return
@@ -581,22 +589,27 @@ class _SshRun:
         self.remote_dir = f"{config['workDir']}/runs/{sup.run_id}"
         self.proc: subprocess.Popen[bytes] | None = None
         self._t0 = time.monotonic()
+        me = sup.ws.catalog.one(
+            "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (sup.run_id,)
+        )
+        self.home = replica.Home(
+            sup.ws, sup.row, me[0] if me else os.getpid(), me[1] if me else None
+        )
 
     def run(self) -> None:
-        from .. import keyvault
         from ..runs import set_status
         from . import replica
 
         sup, ws, d = self.sup, self.ws, self.sup.definition
         if not set_status(ws, self.run_id, "Preparing"):
-            sup._cancel_if_requested()
+            sup.cancel_if_requested()
             return
         with ws.catalog.write() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO run_properties VALUES (?, 'mlws.node', ?)",
                 (sup.row["seq"], str(self.node)),
             )
-        workdir = sup._prepare_workdir()
+        workdir = sup.prepare_workdir()
         # The local working folder holds the streamed log: `mlws run logs -f` reads it live.
         with ws.catalog.write() as conn:
             conn.execute(
@@ -623,7 +636,6 @@ class _SshRun:
             explicit = (d["environment"].get("python") or {}).get("interpreterPath")
             use = explicit if explicit and explicit != "python" else self.config["python"]
             d["environment"]["interpreter"] = use
-        vault = keyvault.Keyvault(ws)
         spec = {
             "workspaceName": ws.name,
             "run": dict(sup.row),
@@ -631,8 +643,6 @@ class _SshRun:
             "experiment": dict(ws.catalog.one("SELECT * FROM experiments WHERE name = ?", (sup.row["experiment"],))),
             "run_tags": [list(r) for r in ws.catalog.query("SELECT * FROM run_tags WHERE run_seq = ?", (sup.row["seq"],))],
             "run_properties": [list(r) for r in ws.catalog.query("SELECT * FROM run_properties WHERE run_seq = ?", (sup.row["seq"],))],
-            "secrets": vault.export_rows(),
-            "key": vault.key_for_run(),
             "definition": d,
             "cancelGraceS": _cancel_grace(),
             "keep": bool(os.environ.get("MLWS_KEEP_WORKDIR")),
@@ -668,22 +678,43 @@ class _SshRun:
                 sources.append(f":{self.remote_dir}/.mlws-replica/blobs")
             try:
                 self.conn.rsync(*sources, str(workdir) + "/", options=_LOCAL_LOGS)
-            except MlwsError as e:
-                warnings.append(str(e))
-        self._note(err_path, "outputs and logs copied home")
-        self._send("done")  # the agent removes the run's folder on the host and exits
+            except MlwsError:
+                try:  # once more, over a new connection if the master went away
+                    self.conn.open()
+                    self.conn.rsync(*sources, str(workdir) + "/", options=_LOCAL_LOGS)
+                except MlwsError as e:
+                    copied = False
+                    warnings.append(str(e))
+                    if outcome[0] == "Completed":
+                        outcome = (
+                            "Failed",
+                            {
+                                "code": "OutputsLost",
+                                "message": f"the script completed, but its outputs could not be"
+                                f" copied home from {self.node}:{self.remote_dir} ({e});"
+                                " they are still there",
+                            },
+                        )
+                else:
+                    copied = True
+            else:
+                copied = True
+            if copied:
+                self._note(err_path, "outputs and logs copied home")
+                self._send("done")  # the agent removes the run's folder on the host and exits
         assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.close()
         except OSError:
             pass  # the session is gone (and "done" with it)
         if deferred:
-            warnings += replica.apply_files(ws, deferred, workdir / "blobs")
+            warnings += replica.apply_files(self.home, deferred, workdir / "blobs")
+        warnings += self.home.warnings
         if warnings:
             with open(err_path, "a") as log:
                 log.writelines(f"Warning: {w}\n" for w in warnings)
-        sup._collect(workdir)
-        sup._finish(outcome)
+        sup.collect(workdir)
+        sup.finish(outcome)
         assert self.proc is not None
         try:
             self.proc.wait(timeout=30)
@@ -696,7 +727,7 @@ class _SshRun:
             log.write(f"[{time.monotonic() - self._t0:7.3f} s] {what}\n")
 
     def _start_agent(self, err_path: Path) -> queue.Queue[dict[str, Any] | None]:
-        from ..runner import _die_with_parent
+        from ..runner import die_with_parent
 
         python = self.config["python"]
         cache = self.config.get("cacheDir")
@@ -713,7 +744,7 @@ class _SshRun:
                 stdout=subprocess.PIPE,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         # No pid is recorded: the script's pid is on the host, and signalling the ssh client
         # would cut the session instead of cancelling gracefully. The client dies with this
@@ -781,13 +812,17 @@ class _SshRun:
                     log.write(ev["data"])
                     log.flush()
                 elif kind == "changes":
-                    deferred += replica.apply_changes(ws, self.run_id, ev["changes"])
+                    deferred += replica.apply_changes(self.home, ev["changes"])
                 elif kind == "interpreter":
                     set_status(ws, self.run_id, "Starting")
                 elif kind == "started":
                     set_status(ws, self.run_id, "Running")
+                elif kind == "secrets":
+                    self._answer_secrets(ev)
                 elif kind == "error":
-                    raise MlwsError(f"on {self.node}: {ev.get('message')}")
+                    err = MlwsError(f"on {self.node}: {ev.get('message')}")
+                    err.remote_trace = ev.get("trace")  # type: ignore[attr-defined]
+                    raise err
                 elif kind == "exit":
                     rc = int(ev["rc"])
                     break
@@ -816,6 +851,16 @@ class _SshRun:
             return ("Failed", None), deferred
         return exit_outcome(rc, workdir / "logs" / "driver.log"), deferred
 
+    def _answer_secrets(self, ev: dict[str, Any]) -> None:
+        """The script asked for secrets: decrypt here, send only those values."""
+        try:
+            names = [str(n) for n in ev.get("names") or []]
+            values = self.ws.get_default_keyvault().get_secrets(names)
+            answer: dict[str, Any] = {"id": ev.get("id"), "values": values}
+        except MlwsError as e:
+            answer = {"id": ev.get("id"), "error": str(e)}
+        self._send(json.dumps(answer))
+
     def _send(self, command: str) -> None:
         assert self.proc is not None and self.proc.stdin is not None
         try:
@@ -828,9 +873,11 @@ class _SshRun:
 def _read_events(stream: IO[bytes], events: queue.Queue[dict[str, Any] | None]) -> None:
     for line in stream:
         try:
-            events.put(json.loads(line))
+            ev = json.loads(line)
         except ValueError:
-            continue  # not ours (a login banner); the agent only writes JSON lines
+            continue  # not ours (a login banner); the agent only writes JSON objects
+        if isinstance(ev, dict):
+            events.put(ev)
     events.put(None)
 
 
