@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 import sys
 import sysconfig
 import tempfile
@@ -276,7 +277,10 @@ def _run_child_locked(ws_path: str, run_id: str, payload: bytes, item: Any) -> s
     if row is None or row[0] in TERMINAL:
         return row[0] if row else "Failed"  # canceled while queued
     me = os.getpid()
-    if not set_status(ws, run_id, "Running", pid=me, pid_start=process_start_time(me)):
+    # The host with the pid: a worker on another machine is not reconciled from this one.
+    if not set_status(
+        ws, run_id, "Running", pid=me, pid_start=process_start_time(me), host=socket.gethostname()
+    ):
         return "Canceled"
     run = ws.get_run(run_id)
     previous = Run._context

@@ -308,9 +308,9 @@ class _Supervisor:
         try:
             kind, config = target_config(self.ws, self.row["target"] or "local")
             if kind == "ssh":
-                from .compute import ssh
+                from .compute import sshrun
 
-                ssh.execute(self, self.row["target"], config)
+                sshrun.execute(self, self.row["target"], config)
                 return
             if kind == "dask":
                 from .compute import dask
@@ -470,6 +470,8 @@ class _Supervisor:
         return not any(process_alive(r[0], r[1]) for r in older)
 
     def _watch(self) -> tuple[str, dict[str, Any] | None]:
+        from .lifecycle import TERMINAL
+
         assert self.proc is not None
         limit = self.definition.get("maxRunDurationSeconds")
         started = time.monotonic()
@@ -483,9 +485,9 @@ class _Supervisor:
                 pass
             delay = min(delay * 2, 0.25)
             now = time.monotonic()
-            # "Canceled" too: a Dask run canceled in the moment before its script started was
-            # ended by its supervisor already, and must not run on unsupervised.
-            if cancel_at is None and self.status() in ("CancelRequested", "Canceled"):
+            # A final status too: a Dask run canceled in the moment before its script started,
+            # or failed by its supervisor elsewhere, must not run on unsupervised.
+            if cancel_at is None and self.status() in ("CancelRequested", *TERMINAL):
                 cancel_at = now
                 self._kill_group(signal.SIGTERM)
             if cancel_at is not None and now - cancel_at > CANCEL_GRACE_S:

@@ -54,7 +54,10 @@ def test_attach_show_submit_delete_ssh(ws, tmp_path, ssh_server):
     shown = json.loads(invoke("compute", "show", "lab", "--json").output)
     assert shown["type"] == "ssh"
     assert shown["nodes"] == [f"root@127.0.0.1:{ssh_server.port}"]
-    assert "private" not in json.dumps(shown).lower()  # the key stays in the key vault
+    # the key stays in the key vault: neither its content nor its file is recorded
+    assert "PRIVATE KEY" not in json.dumps(shown)
+    assert ssh_server.private_key_file not in json.dumps(shown)
+    assert shown["config"]["secrets"] == ["compute-lab-private-key"]
 
     src = tmp_path / "src"
     src.mkdir()

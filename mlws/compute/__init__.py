@@ -46,7 +46,16 @@ class ComputeConfiguration:
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def validate(self, ws: Workspace, name: str) -> None:
-        _CLASSES[self.type]._validate(ws, name, self)
+        """Check the settings (the type's own checks, e.g. connecting to ssh hosts).
+
+        :raises ComputeTargetException: an unknown type or bad settings.
+        """
+        cls = _CLASSES.get(self.type)
+        if cls is None:
+            raise ComputeTargetException(
+                f"unknown compute target type {self.type!r}; known: {', '.join(sorted(_CLASSES))}"
+            )
+        cls._validate(ws, name, self)
 
 
 class ComputeTarget:
@@ -106,7 +115,8 @@ class ComputeTarget:
         return {"name": self.name, "type": self.type, "config": self.config}
 
     def nodes(self) -> list[str]:
-        """Where runs of this target go (hosts for ``ssh``)."""
+        """Where runs of this target go: hosts of an ``ssh`` target, workers of a running Dask
+        cluster, this machine for ``local``."""
         return []
 
     @staticmethod
@@ -146,9 +156,8 @@ class ComputeTarget:
         self._release()
         with self.workspace.catalog.write() as conn:
             conn.execute("DELETE FROM compute_targets WHERE name = ?", (self.name,))
-            conn.execute(
-                "DELETE FROM secrets WHERE name LIKE ?", (f"{_secret_prefix(self.name)}%",)
-            )
+            names = list(self.config.get("secrets") or [])
+            conn.execute(f"DELETE FROM secrets WHERE name IN ({','.join('?' * len(names))})", names)
 
     def detach(self) -> None:
         """Azure's name for removing an attached target: the same as :meth:`delete`."""
@@ -188,13 +197,9 @@ class LocalCompute(ComputeTarget):
         return [socket.gethostname()]
 
 
-def _secret_prefix(target: str) -> str:
-    return f"compute-{target}-"
-
-
 def secret_name(target: str, what: str) -> str:
     """The key-vault name of a target's credential (``compute-<target>-<what>``)."""
-    return f"{_secret_prefix(target)}{what}"
+    return f"compute-{target}-{what}"
 
 
 def _add(ws: Workspace, name: str, configuration: ComputeConfiguration) -> ComputeTarget:
@@ -215,19 +220,25 @@ def _add(ws: Workspace, name: str, configuration: ComputeConfiguration) -> Compu
             f"a compute target named {name!r} already exists; delete it first or pick another name"
         )
     configuration.validate(ws, name)
-    # Secrets first: if the key vault cannot take them (no key), nothing is recorded.
-    if configuration.secrets:
-        ws.get_default_keyvault().set_secrets(
-            {secret_name(name, k): v for k, v in configuration.secrets.items()}
-        )
+    stored = {secret_name(name, k): v for k, v in configuration.secrets.items()}
+    config = {**configuration.config, "secrets": sorted(stored)}
+    # The row first: of two concurrent attaches of one name, the loser stops here, before it
+    # could overwrite the winner's key.
     try:
         with ws.catalog.write() as conn:
             conn.execute(
                 "INSERT INTO compute_targets (name, type, config, created) VALUES (?, ?, ?, ?)",
-                (name, configuration.type, json.dumps(configuration.config), time.time()),
+                (name, configuration.type, json.dumps(config), time.time()),
             )
     except sqlite3.IntegrityError:
         raise ComputeTargetException(f"a compute target named {name!r} already exists") from None
+    if stored:
+        try:
+            ws.get_default_keyvault().set_secrets(stored)
+        except BaseException:
+            with ws.catalog.write() as conn:
+                conn.execute("DELETE FROM compute_targets WHERE name = ?", (name,))
+            raise
     return ComputeTarget(ws, name)
 
 
@@ -235,6 +246,7 @@ _CLASSES: dict[str, type[ComputeTarget]] = {"local": LocalCompute}
 
 
 def register_type(kind: str, cls: type[ComputeTarget]) -> None:
+    """Make ``kind`` a compute target type, loaded as ``cls`` (the type modules call this)."""
     _CLASSES[kind] = cls
 
 

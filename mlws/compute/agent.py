@@ -189,20 +189,26 @@ def main(argv: list[str] | None = None) -> int:
         out.send(t="hello", missing=f"{type(e).__name__}: {e}", **hello)
         return 0
     out.send(t="hello", **hello)
-    line = sys.stdin.readline()
-    if not line:
-        return 1
-    spec = json.loads(line)
+    state = {"started": False}
     try:
-        return _run(out, run_dir, spec)
-    except Exception as e:  # noqa: BLE001 - the supervisor records the reason
-        import traceback
+        line = sys.stdin.readline()
+        if not line:
+            return 1  # the supervisor went away (or canceled) before the run began
+        spec = json.loads(line)
+        try:
+            return _run(out, run_dir, spec, state)
+        except Exception as e:  # noqa: BLE001 - the supervisor records the reason
+            import traceback
 
-        out.send(t="error", message=f"{type(e).__name__}: {e}", trace=traceback.format_exc())
-        return 1
+            out.send(t="error", message=f"{type(e).__name__}: {e}", trace=traceback.format_exc())
+            return 1
+    finally:
+        if not state["started"]:  # nothing of the script's to keep: leave no folder behind
+            os.chdir(run_dir.parent)
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
+def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool]) -> int:
     from ..keyvault import CHANNEL_ENV
     from ..lifecycle import process_start_time
     from ..runner import script_argv, script_env, start_script
@@ -257,6 +263,7 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
     log_path = run_dir / "logs" / "driver.log"
     # Killed with the agent even if the agent cannot kill it itself (SIGKILL of the agent).
     proc = start_script(script_argv(d), run_dir, env, tie_to_parent=True, pass_fds=secrets_fds)
+    state["started"] = True
     for fd in secrets_fds:  # the script's ends
         os.close(fd)
     with ws.catalog.write() as conn:
@@ -272,7 +279,7 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
         except OSError:
             pass
 
-    state = {"log_offset": 0, "change_id": 0}
+    pumped = {"log_offset": 0, "change_id": 0}
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     grace = float(spec.get("cancelGraceS", 10))
     cancel_at: float | None = None
@@ -296,9 +303,9 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any]) -> int:
             kill(signal.SIGTERM)
         if cancel_at is not None and time.monotonic() - cancel_at > grace:
             kill(signal.SIGKILL)
-        _pump(out, ws, log_path, state, decoder)
+        _pump(out, ws, log_path, pumped, decoder)
     kill(signal.SIGKILL)  # what the script started and left behind
-    _pump(out, ws, log_path, state, decoder)
+    _pump(out, ws, log_path, pumped, decoder)
     ws.close()
     out.send(t="exit", rc=rc)
     # The supervising process copies outputs, logs and files home, then says "done"; the run's

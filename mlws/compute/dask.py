@@ -194,8 +194,8 @@ def scheduler_address(ws: Workspace, target: str, config: dict[str, Any]) -> str
             if proc.poll() is not None:
                 break
             time.sleep(0.05)
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # its workers too: the cluster process leads its own group
+            os.killpg(proc.pid, signal.SIGKILL)
         tail = log_path.read_text(errors="replace")[-2000:].strip().splitlines()
         raise ComputeTargetException(
             f"the local Dask cluster of {target!r} did not start: {tail[-1] if tail else 'no output'}"

@@ -1,0 +1,395 @@
+"""A run on a node of an ``ssh`` target: the supervising process's side (see
+``compute.ssh`` for the design, ``compute.agent`` for the host's side)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ..errors import MlwsError
+from . import replica
+from .ssh import nodes_of
+from .sshconn import Connection, Node, ssh_said
+
+if TYPE_CHECKING:
+    from ..runner import _Supervisor
+    from ..workspace import Workspace
+
+#: Logs written on this side of a run (mlws's notes, the ssh client's stderr): never copied over.
+_LOCAL_LOGS = ("--exclude=/logs/remote.log", "--exclude=/logs/ssh.log")
+
+
+# -- a run on a node -------------------------------------------------------------------------------
+def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
+    """Run ``sup``'s run on a free node of an ``ssh`` target (waits ``Queued`` for one)."""
+    from ..runs import set_status
+    from .local import hold_slot
+
+    nodes = nodes_of(config)
+    per_node = int(config.get("maxConcurrentRunsPerNode", 1))
+    slots = [f"{n.slug}-{i}" for i in range(per_node) for n in nodes]
+    by_slot = {f"{n.slug}-{i}": n for i in range(per_node) for n in nodes}
+
+    def keep_waiting() -> bool:
+        return sup.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
+
+    folder = sup.ws.path / "locks" / "compute" / target
+    with hold_slot(folder, lambda: slots, keep_waiting, may_start=sup.first_in_line) as name:
+        if name is None:
+            set_status(sup.ws, sup.run_id, "Canceled")
+            return
+        run = _SshRun(sup, target, config, by_slot[name])
+        try:
+            run.run()
+        finally:
+            run.conn.forget_key()
+
+
+class _SshRun:
+    def __init__(self, sup: _Supervisor, target: str, config: dict[str, Any], node: Node) -> None:
+        self.sup = sup
+        self.ws = sup.ws
+        self.run_id = sup.run_id
+        self.config = config
+        self.node = node
+        self.conn = Connection(sup.ws, target, config, node)
+        self.remote_dir = f"{config['workDir']}/runs/{sup.run_id}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._t0 = time.monotonic()
+        me = sup.ws.catalog.one(
+            "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (sup.run_id,)
+        )
+        self.home = replica.Home(
+            sup.ws, sup.row, me[0] if me else os.getpid(), me[1] if me else None
+        )
+
+    def run(self) -> None:
+        from ..runs import set_status
+        from . import replica
+
+        sup, ws, d = self.sup, self.ws, self.sup.definition
+        if not set_status(ws, self.run_id, "Preparing"):
+            sup.cancel_if_requested()
+            return
+        with ws.catalog.write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO run_properties VALUES (?, 'mlws.node', ?)",
+                (sup.row["seq"], str(self.node)),
+            )
+        workdir = sup.prepare_workdir()
+        # The local working folder holds the streamed log: `mlws run logs -f` reads it live.
+        with ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET working_dir = ? WHERE id = ?", (str(workdir), self.run_id)
+            )
+        err_path = workdir / "logs" / "remote.log"
+        self._t0 = time.monotonic()
+        self._note(err_path, f"run {self.run_id} on {self.node} ({self.remote_dir})")
+        self.conn.open()
+        self._note(err_path, "connected")
+        # The agent starts (Python, imports: the slow part on a host) while the snapshot is
+        # copied; it waits for its instructions, which are sent once the copy is complete.
+        ssh_err = workdir / "logs" / "ssh.log"
+        events = self._start_agent(ssh_err)
+        self.conn.rsync(
+            str(workdir) + "/",
+            f":{self.remote_dir}/",
+            options=_LOCAL_LOGS,
+            make_dest=self.remote_dir,
+        )
+        self._note(err_path, "snapshot copied")
+        if self._stop_if_canceled(workdir):
+            return
+        if not d["environment"].get("managed"):
+            # A user-managed environment names the host's interpreter, or means the target's.
+            explicit = (d["environment"].get("python") or {}).get("interpreterPath")
+            use = explicit if explicit and explicit != "python" else self.config["python"]
+            d["environment"]["interpreter"] = use
+        spec = {
+            "workspaceName": ws.name,
+            "run": dict(sup.row),
+            "ancestors": _ancestors(ws, sup.row),
+            "experiment": dict(ws.catalog.one("SELECT * FROM experiments WHERE name = ?", (sup.row["experiment"],))),
+            "run_tags": [list(r) for r in ws.catalog.query("SELECT * FROM run_tags WHERE run_seq = ?", (sup.row["seq"],))],
+            "run_properties": [list(r) for r in ws.catalog.query("SELECT * FROM run_properties WHERE run_seq = ?", (sup.row["seq"],))],
+            "definition": d,
+            "cancelGraceS": _cancel_grace(),
+            "keep": bool(os.environ.get("MLWS_KEEP_WORKDIR")),
+        }  # fmt: skip
+        # Optimistic: start the agent with the shipped copy's path; only when it answers that
+        # it cannot run (absent, another version, a missing dependency) is mlws shipped.
+        refusal = self._hello(events, ssh_err)
+        if refusal is not None:
+            from filelock import FileLock
+
+            # Runs of this workspace ship to a host one at a time (rsync --delete into one
+            # folder from two runs would break both).
+            lock = ws.path / "locks" / "compute" / self.conn.target / f"ship-{self.node.slug}.lock"
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(lock)), open(err_path, "a") as log:
+                log.write(f"{self.node}: {refusal}\n")
+                self.conn.ensure_mlws(log)
+            events = self._start_agent(ssh_err)
+            refusal = self._hello(events, ssh_err)
+            if refusal is not None:
+                raise MlwsError(f"{self.node}: the mlws agent cannot run there: {refusal}")
+        self._note(err_path, "agent ready")
+        if self._stop_if_canceled(workdir):
+            return
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(spec, default=str) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # the session died at once: the reader sees the end and says so
+        outcome, deferred = self._follow(events, workdir)
+        lost = outcome[1] is not None and outcome[1].get("code") == "ConnectionLost"
+        if outcome[0] != "Canceled":
+            set_status(ws, self.run_id, "Finalizing")
+        self._note(err_path, f"script ended: {outcome[0]}")
+        warnings: list[str] = []
+        if not lost:
+            # One round trip brings outputs, logs and the blobs of uploaded files home.
+            sources = [f":{self.remote_dir}/outputs", f":{self.remote_dir}/logs"]
+            if deferred:
+                sources.append(f":{self.remote_dir}/.mlws-replica/blobs")
+            try:
+                self.conn.rsync(*sources, str(workdir) + "/", options=_LOCAL_LOGS)
+            except MlwsError:
+                try:  # once more, over a new connection if the master went away
+                    self.conn.open()
+                    self.conn.rsync(*sources, str(workdir) + "/", options=_LOCAL_LOGS)
+                except MlwsError as e:
+                    copied = False
+                    warnings.append(str(e))
+                    if outcome[0] == "Completed":
+                        outcome = (
+                            "Failed",
+                            {
+                                "code": "OutputsLost",
+                                "message": f"the script completed, but its outputs could not be"
+                                f" copied home from {self.node}:{self.remote_dir} ({e});"
+                                " they are still there",
+                            },
+                        )
+                else:
+                    copied = True
+            else:
+                copied = True
+            if copied:
+                self._note(err_path, "outputs and logs copied home")
+                self._send("done")  # the agent removes the run's folder on the host and exits
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass  # the session is gone (and "done" with it)
+        if deferred:
+            warnings += replica.apply_files(self.home, deferred, workdir / "blobs")
+        warnings += self.home.warnings
+        if warnings:
+            with open(err_path, "a") as log:
+                log.writelines(f"Warning: {w}\n" for w in warnings)
+        sup.collect(workdir)
+        sup.finish(outcome)
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def _stop_if_canceled(self, workdir: Path) -> bool:
+        """Canceled while preparing: end the agent before it starts the script (it removes the
+        run's folder on the host) and end the run."""
+        if self.sup.status() != "CancelRequested":
+            return False
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        self.sup.collect(workdir)
+        self.sup.finish(("Canceled", None))
+        return True
+
+    def _note(self, path: Path, what: str) -> None:
+        """A timed line in ``logs/remote.log``: where a remote run's time goes."""
+        with open(path, "a") as log:
+            log.write(f"[{time.monotonic() - self._t0:7.3f} s] {what}\n")
+
+    def _start_agent(self, err_path: Path) -> queue.Queue[dict[str, Any] | None]:
+        from ..runner import die_with_parent
+
+        python = self.config["python"]
+        cache = self.config.get("cacheDir")
+        folder = shlex.quote(self.remote_dir)
+        remote = (
+            f"mkdir -p {folder} && cd {folder} && PYTHONPATH={shlex.quote(self.conn.lib_path())}"
+            + (f" XDG_CACHE_HOME={shlex.quote(cache)}" if cache else "")
+            + f" exec {shlex.quote(python)} -u -m mlws.compute.agent ."
+        )
+        with open(err_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                self.conn.ssh_command(remote),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        # No pid is recorded: the script's pid is on the host, and signalling the ssh client
+        # would cut the session instead of cancelling gracefully. The client dies with this
+        # process (PR_SET_PDEATHSIG), and the agent then kills the script on the host.
+        self.sup.proc = self.proc
+        events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        assert self.proc.stdout is not None
+        threading.Thread(target=_read_events, args=(self.proc.stdout, events), daemon=True).start()
+        return events
+
+    def _hello(self, events: queue.Queue[dict[str, Any] | None], err_path: Path) -> str | None:
+        """Wait for the agent's first line; ``None`` when it can run this run, else why not."""
+        from .. import __version__
+        from .agent import PROTOCOL
+
+        assert self.proc is not None
+        try:
+            ev = events.get(timeout=120)
+        except queue.Empty:
+            ev = None
+        if ev is None or ev.get("t") != "hello":
+            self.proc.kill()
+            self.proc.wait()
+            return f"no mlws agent answered ({ssh_said(err_path)})"
+        if ev.get("missing") or ev.get("protocol") != PROTOCOL or ev.get("version") != __version__:
+            self.proc.kill()  # an agent of another version waits for instructions: end it
+            self.proc.wait()
+            return ev.get("missing") or f"mlws {ev.get('version')} there, not {__version__}"
+        return None
+
+    def _follow(
+        self, events: queue.Queue[dict[str, Any] | None], workdir: Path
+    ) -> tuple[tuple[str, dict[str, Any] | None], list[dict[str, Any]]]:
+        from ..runner import exit_outcome
+        from ..runs import set_status
+        from . import replica
+
+        assert self.proc is not None and self.proc.stdin is not None
+        sup, ws = self.sup, self.ws
+        limit = sup.definition.get("maxRunDurationSeconds")
+        started = time.monotonic()
+        deferred: list[dict[str, Any]] = []
+        canceled = timed_out = False
+        log = open(workdir / "logs" / "driver.log", "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            while True:
+                try:
+                    ev = events.get(timeout=0.25)
+                except queue.Empty:
+                    ev = {"t": "tick"}
+                if ev is None:
+                    self.proc.wait()
+                    if canceled or sup.status() == "CancelRequested":
+                        return ("Canceled", None), deferred
+                    return (
+                        "Failed",
+                        {
+                            "code": "ConnectionLost",
+                            "message": f"lost the connection to {self.node} while the run was running"
+                            f" (ssh exit {self.proc.returncode}: {ssh_said(workdir / 'logs' / 'ssh.log')})",
+                        },
+                    ), deferred
+                kind = ev.get("t")
+                if kind == "log":
+                    log.write(ev["data"])
+                    log.flush()
+                elif kind == "changes":
+                    deferred += replica.apply_changes(self.home, ev["changes"])
+                elif kind == "interpreter":
+                    set_status(ws, self.run_id, "Starting")
+                elif kind == "started":
+                    set_status(ws, self.run_id, "Running")
+                elif kind == "secrets":
+                    self._answer_secrets(ev)
+                elif kind == "error":
+                    err = MlwsError(f"on {self.node}: {ev.get('message')}")
+                    err.remote_trace = ev.get("trace")  # type: ignore[attr-defined]
+                    raise err
+                elif kind == "exit":
+                    rc = int(ev["rc"])
+                    break
+                if not canceled and sup.status() == "CancelRequested":
+                    canceled = True
+                    self._send("cancel")
+                if limit and not timed_out and time.monotonic() - started > float(limit):
+                    timed_out = True
+                    self._send("kill")
+        finally:
+            log.close()
+        if canceled or sup.status() == "CancelRequested":
+            return ("Canceled", None), deferred
+        if timed_out:
+            return (
+                "Failed",
+                {
+                    "code": "RunTimeout",
+                    "message": f"the run exceeded max_run_duration_seconds={limit} and was killed",
+                },
+            ), deferred
+        requested = ws.catalog.scalar(
+            "SELECT requested_status FROM runs WHERE id = ?", (self.run_id,)
+        )
+        if requested == "Failed":
+            return ("Failed", None), deferred
+        return exit_outcome(rc, workdir / "logs" / "driver.log"), deferred
+
+    def _answer_secrets(self, ev: dict[str, Any]) -> None:
+        """The script asked for secrets: decrypt here, send only those values."""
+        try:
+            names = [str(n) for n in ev.get("names") or []]
+            values = self.ws.get_default_keyvault().get_secrets(names)
+            answer: dict[str, Any] = {"id": ev.get("id"), "values": values}
+        except MlwsError as e:
+            answer = {"id": ev.get("id"), "error": str(e)}
+        self._send(json.dumps(answer))
+
+    def _send(self, command: str) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(f"{command}\n".encode())
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the session is gone
+
+
+def _read_events(stream: IO[bytes], events: queue.Queue[dict[str, Any] | None]) -> None:
+    for line in stream:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # not ours (a login banner); the agent only writes JSON objects
+        if isinstance(ev, dict):
+            events.put(ev)
+    events.put(None)
+
+
+def _ancestors(ws: Workspace, row: Any) -> list[dict[str, Any]]:
+    out = []
+    parent = row["parent_id"]
+    while parent:
+        r = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (parent,))
+        if r is None:
+            break
+        out.insert(0, dict(r))
+        parent = r["parent_id"]
+    return out
+
+
+def _cancel_grace() -> float:
+    from ..runner import CANCEL_GRACE_S
+
+    return CANCEL_GRACE_S
