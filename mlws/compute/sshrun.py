@@ -351,6 +351,13 @@ class _SshRun:
         """The script asked for secrets: decrypt here, send only those values."""
         try:
             names = [str(n) for n in ev.get("names") or []]
+            # A host could ask for anything by name: compute targets' credentials (keys that
+            # open other hosts) are never given to a run.
+            kept = [n for n in names if n.startswith("compute-")]
+            if kept:
+                raise MlwsError(
+                    f"secret {kept[0]!r} holds a compute target's credentials; runs cannot read it"
+                )
             values = self.ws.get_default_keyvault().get_secrets(names)
             answer: dict[str, Any] = {"id": ev.get("id"), "values": values}
         except MlwsError as e:
