@@ -82,3 +82,7 @@ class ModelNotFound(MlwsError):
 
 class ModelInUse(MlwsError):
     """The model is used by a live service and cannot be deleted."""
+
+
+class WebserviceException(MlwsError):
+    """A service cannot be deployed, found or used (v1's name)."""

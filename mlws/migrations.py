@@ -198,3 +198,44 @@ def m0004_models(db: Any) -> None:
         )"""
     )
     db.execute("CREATE INDEX models_run ON models(run_id)")
+
+
+@migrations(name="0005_services")
+def m0005_services(db: Any) -> None:
+    # A deployed service: its definition (models, inference and deployment configuration), its
+    # live facts (supervising process, port, state) and a generation counter that an update
+    # bumps (the supervisor rolls replicas to it). Keys live in the key vault.
+    db.execute(
+        """CREATE TABLE services (
+            name TEXT PRIMARY KEY,
+            models TEXT NOT NULL,
+            config TEXT NOT NULL,
+            state TEXT NOT NULL,
+            host TEXT NOT NULL,
+            port INTEGER,
+            generation INTEGER NOT NULL DEFAULT 1,
+            machine TEXT NOT NULL,
+            supervisor_pid INTEGER,
+            supervisor_start REAL,
+            error TEXT,
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        )"""
+    )
+    # Request telemetry (App Insights' part), written in batches by the supervisor.
+    db.execute(
+        """CREATE TABLE service_requests (
+            service TEXT NOT NULL,
+            time REAL NOT NULL,
+            path TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            latency_ms REAL NOT NULL,
+            request_bytes INTEGER NOT NULL,
+            response_bytes INTEGER NOT NULL,
+            request_id TEXT,
+            replica INTEGER,
+            input TEXT,
+            output TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX service_requests_service_time ON service_requests(service, time)")

@@ -320,6 +320,23 @@ class Model:
         if cur.rowcount == 0:
             raise ModelNotFound(f"model {self.id} no longer exists")
 
+    @staticmethod
+    def deploy(
+        workspace: Workspace,
+        name: str,
+        models: list[Model],
+        inference_config: Any = None,
+        deployment_config: Any = None,
+        deployment_target: Any = None,
+        overwrite: bool = False,
+        **_kwargs: Any,
+    ) -> Any:
+        """Serve ``models`` as the local HTTP service ``name`` (see :mod:`mlws.serving`);
+        returns its ``Webservice`` at once (``wait_for_deployment()`` waits until it answers)."""
+        from .serving import deploy
+
+        return deploy(workspace, name, models, inference_config, deployment_config, overwrite)
+
     def serialize(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -1,0 +1,323 @@
+"""One replica of a scoring service: ``python -m mlws.serving.replica CONFIG``.
+
+Started by the service's supervisor with the listening socket inherited (every replica accepts
+on the same port; the kernel spreads connections). It imports the entry script, calls
+``init()`` once, says ``ready`` on stdout, then serves Azure ML's scoring protocol on uvicorn
+(httptools + uvloop) with a plain ASGI app, since every microsecond on the request path shows
+in p99:
+
+    GET  /              health ("Healthy")
+    GET  /swagger.json  the API description
+    POST /score         run(raw_data): 200 with run()'s result as JSON; 400 malformed JSON;
+                        401 without a valid key; 413 too large; 500 run() raised (the message
+                        in one JSON error shape); 504 run() exceeded the scoring timeout
+
+``run()`` is called on the event loop's thread, one request at a time (scoring scripts are
+rarely thread-safe; Azure's server does the same); the timeout is a SIGALRM that interrupts it.
+Telemetry rows and events go to the supervisor as JSON lines on stdout, in batches; commands
+(new keys, stop) come on stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+_OUT = sys.stdout.buffer
+
+
+def _send(**msg: Any) -> None:
+    _OUT.write((json.dumps(msg, default=str) + "\n").encode())
+    _OUT.flush()
+
+
+class ScoringTimeout(Exception):
+    pass
+
+
+def _on_alarm(_signum: int, _frame: Any) -> None:
+    raise ScoringTimeout()
+
+
+def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
+    return status, json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+class App:
+    """The ASGI app of one replica."""
+
+    def __init__(self, config: dict[str, Any], run: Any, swagger: dict[str, Any]) -> None:
+        self.run = run
+        self.keys = {k.encode() for k in config.get("keys") or []}
+        self.auth = bool(config.get("authEnabled", True))
+        self.max_body = int(config.get("maxRequestBytes", 5 * 1024 * 1024))
+        self.timeout_s = float(config.get("scoringTimeoutMs", 60_000)) / 1000.0
+        self.collect = bool(config.get("collectModelData", False))
+        self.replica = int(config.get("replica", 0))
+        self.swagger = json.dumps(swagger).encode()
+        self.telemetry: list[list[Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        t0 = time.time()
+        path, method = scope["path"], scope["method"]
+        headers = dict(scope["headers"])
+        request_id = (
+            headers.get(b"x-ms-client-request-id") or headers.get(b"x-request-id") or b""
+        ).decode("latin-1") or str(uuid.uuid4())
+        body = b""
+        data_in = data_out = None
+        if path == "/score":
+            if method != "POST":
+                status, payload = _error(405, "MethodNotAllowed", "use POST /score")
+            elif self.auth and not self._authorized(headers.get(b"authorization")):
+                status, payload = _error(
+                    401, "Unauthorized", "missing or wrong key (Authorization: Bearer <key>)"
+                )
+            else:
+                body, too_large = await self._read_body(receive, headers)
+                if too_large:
+                    status, payload = _error(
+                        413, "PayloadTooLarge", f"the request is over {self.max_body} bytes"
+                    )
+                else:
+                    status, payload = self._score(body)
+                    if self.collect:
+                        data_in, data_out = body.decode("utf-8", "replace"), payload.decode()
+        elif path in ("/", "/swagger.json"):
+            if method not in ("GET", "HEAD"):
+                status, payload = _error(405, "MethodNotAllowed", f"use GET {path}")
+            elif path == "/":
+                status, payload = 200, b"Healthy"
+            else:
+                status, payload = 200, self.swagger
+        else:
+            status, payload = _error(
+                404, "NotFound", f"no {path}; POST /score, GET /, GET /swagger.json"
+            )
+        content_type = b"text/plain" if path == "/" and status == 200 else b"application/json"
+        out_headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(payload)).encode()),
+            (b"x-ms-request-id", request_id.encode("latin-1", "replace")),
+            (b"x-ms-run-function-failed", b"True" if status == 500 else b"False"),
+        ]
+        if status == 401:
+            out_headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        await send({"type": "http.response.body", "body": payload if method != "HEAD" else b""})
+        self.telemetry.append(
+            [
+                t0,
+                path,
+                status,
+                (time.perf_counter() - started) * 1000.0,
+                len(body),
+                len(payload),
+                request_id,
+                self.replica,
+                data_in,
+                data_out,
+            ]
+        )
+
+    def _authorized(self, header: bytes | None) -> bool:
+        if not header or not header.lower().startswith(b"bearer "):
+            return False
+        given = header[7:].strip()
+        # Constant-time: a timing difference must not tell how much of a key was right.
+        return any(hmac.compare_digest(given, k) for k in self.keys)
+
+    async def _read_body(self, receive: Any, headers: dict[bytes, bytes]) -> tuple[bytes, bool]:
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            return b"", True
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return b"", True
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks), False
+
+    def _score(self, body: bytes) -> tuple[int, bytes]:
+        try:
+            text = body.decode("utf-8")
+            if text.strip():
+                json.loads(text)
+        except (UnicodeDecodeError, ValueError) as e:
+            return _error(400, "BadRequest", f"the body is not valid JSON: {e}")
+        signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
+        try:
+            result = self.run(text)
+        except ScoringTimeout:
+            return _error(
+                504, "ScoringTimeout", f"run() did not return within {self.timeout_s * 1000:.0f} ms"
+            )
+        except Exception as e:  # noqa: BLE001 - the scoring script's error, returned as JSON
+            print(traceback.format_exc(), file=sys.stderr, flush=True)
+            return _error(500, "ScoringError", f"run() raised {type(e).__name__}: {e}")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        try:
+            return 200, json.dumps(result).encode()
+        except (TypeError, ValueError) as e:
+            return _error(
+                500, "ScoringError", f"run() returned something not JSON-serializable: {e}"
+            )
+
+
+def _load_entry(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location("score", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["score"] = module
+    spec.loader.exec_module(module)
+    for fn in ("init", "run"):
+        if not callable(getattr(module, fn, None)):
+            raise AttributeError(f"the entry script {path.name} has no {fn}() function")
+    return module
+
+
+def _swagger(name: str, run: Any) -> dict[str, Any]:
+    """The API description; the inference_schema decorators' schema when the script has them."""
+    doc: dict[str, Any] = {
+        "swagger": "2.0",
+        "info": {"title": name, "description": f"mlws scoring service {name}", "version": "1.0"},
+        "schemes": ["http"],
+        "consumes": ["application/json"],
+        "produces": ["application/json"],
+        "paths": {
+            "/": {
+                "get": {
+                    "description": "health check",
+                    "responses": {"200": {"description": "Healthy"}},
+                }
+            },
+            "/score": {
+                "post": {
+                    "description": "run the model",
+                    "security": [{"Bearer": []}],
+                    "responses": {"200": {"description": "the result of run()"}},
+                }
+            },
+        },
+        "securityDefinitions": {
+            "Bearer": {"type": "apiKey", "name": "Authorization", "in": "header"}
+        },
+    }
+    schema = getattr(run, "_input_schema", None) or getattr(run, "__input_schema__", None)
+    if schema is not None:
+        try:
+            from inference_schema.schema_util import get_input_schema, get_output_schema  # type: ignore
+
+            doc["definitions"] = {
+                "ServiceInput": get_input_schema(run),
+                "ServiceOutput": get_output_schema(run),
+            }
+        except Exception:  # noqa: BLE001 - the plain description is still right
+            pass
+    return doc
+
+
+async def _flush_telemetry(app: App) -> None:
+    while True:
+        await asyncio.sleep(0.5)
+        if app.telemetry:
+            rows, app.telemetry = app.telemetry, []
+            _send(t="telemetry", rows=rows)
+
+
+async def _read_commands(app: App, server: Any) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:  # the supervisor is gone: stop serving
+            server.should_exit = True
+            return
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if "keys" in msg:
+            app.keys = {k.encode() for k in msg["keys"]}
+        if msg.get("stop"):
+            server.should_exit = True
+
+
+def main() -> int:
+    import socket
+
+    import uvicorn
+
+    config = json.loads(Path(sys.argv[1]).read_text())
+    fd = int(config["fd"])
+    source = Path(config["sourceDirectory"])
+    os.chdir(source)
+    sys.path.insert(0, str(source))
+    try:
+        module = _load_entry(source / config["entryScript"])
+        module.init()
+    except BaseException as e:  # noqa: BLE001 - the deployment fails with the script's reason
+        _send(
+            t="failed",
+            error=f"init() failed: {type(e).__name__}: {e}",
+            trace=traceback.format_exc(),
+        )
+        return 1
+    app = App(config, module.run, _swagger(config["service"], module.run))
+    signal.signal(signal.SIGALRM, _on_alarm)
+    sock = socket.socket(fileno=fd)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            loop="uvloop",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=10,
+        )
+    )
+
+    async def serve() -> None:
+        tasks = [
+            asyncio.ensure_future(_flush_telemetry(app)),
+            asyncio.ensure_future(_read_commands(app, server)),
+        ]
+        _send(t="ready", pid=os.getpid())
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            for t in tasks:
+                t.cancel()
+            if app.telemetry:
+                _send(t="telemetry", rows=app.telemetry)
+
+    import uvloop
+
+    uvloop.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

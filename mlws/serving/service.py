@@ -1,0 +1,534 @@
+"""Deployed services: ``Model.deploy`` and the ``Webservice`` object (Azure ML v1's shapes).
+
+A service is a catalog row plus a detached supervising process on this machine
+(``serving.supervisor``) that runs its replicas. Keys are two random tokens in the workspace key
+vault (``service-<name>-primary`` / ``-secondary``); the row only counts their versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MlwsError, UserErrorException, WebserviceException
+
+if TYPE_CHECKING:
+    from ..models import Model
+    from ..workspace import Workspace
+
+_NAME = re.compile(r"[a-z][a-z0-9-]{1,30}[a-z0-9]")
+LIVE = ("Transitioning", "Healthy", "Unhealthy")
+
+
+def service_dir(ws: Workspace, name: str) -> Path:
+    """The service's live state in the workspace (replica logs, configuration files)."""
+    return ws.path / "services" / name
+
+
+@dataclass
+class InferenceConfig:
+    """How to score: ``entry_script`` (with ``init()`` and ``run(raw_data)``) in
+    ``source_directory``, run by ``environment`` (default: this interpreter)."""
+
+    entry_script: str
+    source_directory: str | None = None
+    environment: Any = None
+    runtime: str | None = None
+    conda_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.entry_script or not isinstance(self.entry_script, str):
+            raise UserErrorException("InferenceConfig needs entry_script, e.g. 'score.py'")
+
+
+@dataclass
+class DeployConfiguration:
+    """``LocalWebservice.deploy_configuration(...)``."""
+
+    port: int | None = None
+    replicas: int | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    auth_enabled: bool = True
+    host: str = "127.0.0.1"
+    collect_model_data: bool = False
+    scoring_timeout_ms: int = 60_000
+    max_request_bytes: int = 5 * 1024 * 1024
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.port is not None and not (isinstance(self.port, int) and 0 < self.port < 65536):
+            raise UserErrorException(f"port must be 1-65535, got {self.port!r}")
+        for label, v in (
+            ("replicas", self.replicas),
+            ("min_replicas", self.min_replicas),
+            ("max_replicas", self.max_replicas),
+        ):
+            if v is not None and (not isinstance(v, int) or v < 1 or v > 64):
+                raise UserErrorException(f"{label} must be a whole number from 1 to 64, got {v!r}")
+        if not isinstance(self.scoring_timeout_ms, int) or self.scoring_timeout_ms < 1:
+            raise UserErrorException(
+                f"scoring_timeout_ms must be a positive whole number, got {self.scoring_timeout_ms!r}"
+            )
+        try:
+            socket.getaddrinfo(self.host, None)
+        except OSError:
+            raise UserErrorException(
+                f"host {self.host!r} is not an address of this machine"
+            ) from None
+
+    @property
+    def replica_count(self) -> int:
+        return self.replicas or self.min_replicas or 1
+
+
+class LocalWebservice:
+    """v1's local deployment target: a service on this machine."""
+
+    @staticmethod
+    def deploy_configuration(
+        port: int | None = None,
+        *,
+        replicas: int | None = None,
+        min_replicas: int | None = None,
+        max_replicas: int | None = None,
+        auth_enabled: bool = True,
+        host: str = "127.0.0.1",
+        collect_model_data: bool = False,
+        scoring_timeout_ms: int = 60_000,
+        max_request_bytes: int = 5 * 1024 * 1024,
+        **extra: Any,
+    ) -> DeployConfiguration:
+        """Where and how to serve; ``port=None`` picks a free one. Keys are on by default
+        (``auth_enabled``); the service binds 127.0.0.1 unless ``host`` says otherwise."""
+        config = DeployConfiguration(
+            port=port,
+            replicas=replicas,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            auth_enabled=auth_enabled,
+            host=host,
+            collect_model_data=collect_model_data,
+            scoring_timeout_ms=scoring_timeout_ms,
+            max_request_bytes=max_request_bytes,
+            extra=extra,
+        )
+        config.validate()
+        return config
+
+
+# -- keys ------------------------------------------------------------------------------------------
+def _key_names(name: str) -> dict[str, str]:
+    return {"Primary": f"service-{name}-primary", "Secondary": f"service-{name}-secondary"}
+
+
+def current_keys(ws: Workspace, name: str, config: dict[str, Any]) -> list[str]:
+    if not config.get("authEnabled", True):
+        return []
+    values = ws.get_default_keyvault().get_secrets(list(_key_names(name).values()))
+    return list(values.values())
+
+
+# -- deploy ----------------------------------------------------------------------------------------
+def deploy(
+    workspace: Workspace,
+    name: str,
+    models: list[Model],
+    inference_config: InferenceConfig,
+    deployment_config: DeployConfiguration | None = None,
+    overwrite: bool = False,
+) -> Webservice:
+    """Start service ``name`` serving ``models`` with ``inference_config``; returns at once
+    (``wait_for_deployment()`` waits until it answers).
+
+    :raises WebserviceException: bad name, the name is taken (without ``overwrite``), a bad
+        entry script or model.
+    """
+    from ..environments import as_environment
+    from ..models import Model
+    from ..snapshots import take_snapshot
+
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise WebserviceException(
+            f"invalid service name {name!r}: 3-32 lowercase letters, digits or '-', starting"
+            " with a letter and not ending with '-' (as Azure ML does)"
+        )
+    config = deployment_config or LocalWebservice.deploy_configuration()
+    config.validate()
+    if not isinstance(inference_config, InferenceConfig):
+        raise WebserviceException("inference_config must be an InferenceConfig(entry_script=...)")
+    models = list(models or [])
+    if not models or not all(isinstance(m, Model) for m in models):
+        raise WebserviceException("models must be a non-empty list of Model objects")
+    source = Path(inference_config.source_directory or ".")
+    entry = source / inference_config.entry_script
+    if not entry.is_file():
+        raise WebserviceException(f"entry script {entry} not found")
+    existing = workspace.catalog.one("SELECT state FROM services WHERE name = ?", (name,))
+    if existing is not None:
+        if not overwrite:
+            raise WebserviceException(
+                f"a service named {name!r} exists; pass overwrite=True, update() it, or delete it"
+            )
+        Webservice(workspace, name).delete()
+    env = as_environment(workspace, inference_config.environment)
+    snap = take_snapshot(workspace.blobs, source)
+    stored = {
+        "snapshot": snap.manifest,
+        "entryScript": Path(inference_config.entry_script).as_posix(),
+        "environment": env.to_dict() if inference_config.environment is not None else None,
+        "replicas": config.replica_count,
+        "minReplicas": config.min_replicas or config.replica_count,
+        "maxReplicas": config.max_replicas or config.replica_count,
+        "authEnabled": config.auth_enabled,
+        "collectModelData": config.collect_model_data,
+        "scoringTimeoutMs": config.scoring_timeout_ms,
+        "maxRequestBytes": config.max_request_bytes,
+        "keysVersion": 1,
+    }
+    if config.auth_enabled:
+        workspace.get_default_keyvault().set_secrets(
+            {n: secrets.token_urlsafe(32) for n in _key_names(name).values()}
+        )
+    now = time.time()
+    with workspace.catalog.write() as conn:
+        conn.execute(
+            "INSERT INTO services (name, models, config, state, host, port, generation, machine,"
+            " created, updated) VALUES (?, ?, ?, 'Transitioning', ?, ?, 1, ?, ?, ?)",
+            (
+                name,
+                json.dumps([m.id for m in models]),
+                json.dumps(stored),
+                config.host,
+                config.port,
+                socket.gethostname(),
+                now,
+                now,
+            ),
+        )
+    _start_supervisor(workspace, name)
+    return Webservice(workspace, name)
+
+
+def _start_supervisor(ws: Workspace, name: str) -> None:
+    from ..lifecycle import process_start_time
+    from ..runner import _python_path
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = _python_path(env.get("PYTHONPATH"))
+    logs = service_dir(ws, name) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "supervisor.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlws.serving.supervisor", str(ws.path), name],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+        )
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "UPDATE services SET supervisor_pid = ?, supervisor_start = ? WHERE name = ?",
+            (proc.pid, process_start_time(proc.pid), name),
+        )
+    threading.Thread(target=proc.wait, daemon=True).start()  # reap it if we outlive it
+
+
+# -- the service object ----------------------------------------------------------------------------
+class Webservice:
+    """A deployed service (v1: ``LocalWebservice`` / ``Webservice``).
+
+    :raises WebserviceException: no such service.
+    """
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._refresh()
+
+    def _refresh(self) -> dict[str, Any]:
+        from ..lifecycle import process_alive
+
+        row = self.workspace.catalog.one("SELECT * FROM services WHERE name = ?", (self.name,))
+        if row is None:
+            raise WebserviceException(
+                f"no service named {self.name!r} in workspace {self.workspace.name!r}; see 'mlws service list'"
+            )
+        row = dict(row)
+        # Status from facts: a live state with a dead supervisor on this machine is Failed.
+        if (
+            row["state"] in LIVE
+            and row["machine"] == socket.gethostname()
+            and not process_alive(row["supervisor_pid"], row["supervisor_start"])
+            and time.time() - row["created"] > 5
+        ):
+            with self.workspace.catalog.write() as conn:
+                conn.execute(
+                    "UPDATE services SET state = 'Failed', error = ? WHERE name = ? AND state = ?",
+                    (
+                        json.dumps({"message": "the service's supervising process is gone"}),
+                        self.name,
+                        row["state"],
+                    ),
+                )
+            row["state"] = "Failed"
+        self._row = row
+        self.config = json.loads(row["config"])
+        return row
+
+    def __repr__(self) -> str:
+        return f"Webservice(workspace={self.workspace.name!r}, name={self.name!r}, state={self.state!r})"
+
+    @property
+    def state(self) -> str:
+        return str(self._refresh()["state"])
+
+    @property
+    def port(self) -> int | None:
+        return self._refresh()["port"]
+
+    @property
+    def scoring_uri(self) -> str | None:
+        row = self._refresh()
+        if not row["port"]:
+            return None
+        host = row["host"]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{row['port']}/score"
+
+    @property
+    def swagger_uri(self) -> str | None:
+        uri = self.scoring_uri
+        return uri[: -len("/score")] + "/swagger.json" if uri else None
+
+    @property
+    def models(self) -> list[Model]:
+        from ..models import Model
+
+        return [Model(self.workspace, id=ref) for ref in json.loads(self._refresh()["models"])]
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        err = self._refresh()["error"]
+        return json.loads(err) if err else None
+
+    @staticmethod
+    def list(workspace: Workspace) -> list[Webservice]:
+        names = [r[0] for r in workspace.catalog.query("SELECT name FROM services ORDER BY name")]
+        return [Webservice(workspace, n) for n in names]
+
+    def wait_for_deployment(self, show_output: bool = False, timeout_sec: float = 300) -> None:
+        """Wait until every replica answers (``Healthy``).
+
+        :raises WebserviceException: the deployment failed (with ``init()``'s error), or took
+            longer than ``timeout_sec``.
+        """
+        deadline = time.monotonic() + timeout_sec
+        delay = 0.01
+        while True:
+            state = self.state
+            if state == "Healthy":
+                if show_output:
+                    print(f"Service {self.name}: Healthy at {self.scoring_uri}")
+                return
+            if state == "Failed":
+                err = self.error or {}
+                raise WebserviceException(
+                    f"service {self.name!r} failed to deploy: {err.get('message', 'no reason recorded')}"
+                    f" (logs: mlws service logs {self.name})"
+                )
+            if time.monotonic() > deadline:
+                raise WebserviceException(
+                    f"service {self.name!r} is still {state} after {timeout_sec} s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+
+    def run(self, input_data: Any) -> Any:
+        """Score ``input_data`` (a JSON string, or anything JSON-serializable) and return the
+        decoded answer, as v1's ``service.run``.
+
+        :raises WebserviceException: the service answered with an error.
+        """
+        import urllib.error
+        import urllib.request
+
+        uri = self.scoring_uri
+        if uri is None or self.state not in ("Healthy", "Unhealthy"):
+            raise WebserviceException(f"service {self.name!r} is {self.state}, not serving")
+        body = input_data if isinstance(input_data, (str, bytes)) else json.dumps(input_data)
+        data = body.encode() if isinstance(body, str) else body
+        headers = {"Content-Type": "application/json"}
+        keys = self.get_keys()
+        if keys[0]:
+            headers["Authorization"] = f"Bearer {keys[0]}"
+        req = urllib.request.Request(uri, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(
+                req, timeout=self.config.get("scoringTimeoutMs", 60000) / 1000 + 10
+            ) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode("utf-8", "replace")
+            try:
+                detail = json.loads(detail)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise WebserviceException(
+                f"service {self.name!r} answered {e.code}: {detail}"
+            ) from None
+        except OSError as e:
+            raise WebserviceException(f"cannot reach service {self.name!r} at {uri}: {e}") from None
+
+    def get_keys(self) -> tuple[str | None, str | None]:
+        """``(primary, secondary)``; ``(None, None)`` when auth is off."""
+        self._refresh()
+        if not self.config.get("authEnabled", True):
+            return None, None
+        names = _key_names(self.name)
+        values = self.workspace.get_default_keyvault().get_secrets(list(names.values()))
+        return values[names["Primary"]], values[names["Secondary"]]
+
+    def regen_key(self, key: str, set_key: str | None = None) -> None:
+        """Replace the ``Primary`` or ``Secondary`` key (with ``set_key``, or a new random one);
+        the old one stops working within a moment."""
+        names = _key_names(self.name)
+        if key not in names:
+            raise UserErrorException(f"key must be 'Primary' or 'Secondary', got {key!r}")
+        if not self.config.get("authEnabled", True):
+            raise WebserviceException(f"service {self.name!r} has auth disabled: it has no keys")
+        value = set_key or secrets.token_urlsafe(32)
+        self.workspace.get_default_keyvault().set_secret(names[key], value)
+        self._update_config(keysVersion=int(self.config.get("keysVersion", 1)) + 1)
+
+    def _update_config(self, **changes: Any) -> None:
+        with self.workspace.catalog.write() as conn:
+            row = conn.execute(
+                "SELECT config FROM services WHERE name = ?", (self.name,)
+            ).fetchone()
+            config = {**json.loads(row[0]), **changes}
+            conn.execute(
+                "UPDATE services SET config = ?, updated = ? WHERE name = ?",
+                (json.dumps(config), time.time(), self.name),
+            )
+        self._refresh()
+
+    def get_logs(self, num_lines: int = 5000) -> str:
+        """The last lines of the supervisor's and replicas' logs."""
+        logs = service_dir(self.workspace, self.name) / "logs"
+        parts = []
+        for f in sorted(logs.glob("*.log")) if logs.is_dir() else []:
+            lines = f.read_text(errors="replace").splitlines()[-num_lines:]
+            parts.append(f"==> {f.name} <==\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def reload(self) -> None:
+        self._refresh()
+
+    def delete(self) -> None:
+        """Stop the service (in-flight requests finish) and remove it, with its keys."""
+        from ..lifecycle import process_alive
+
+        row = self._refresh()
+        with self.workspace.catalog.write() as conn:
+            conn.execute("UPDATE services SET state = 'Deleting' WHERE name = ?", (self.name,))
+        pid, start = row["supervisor_pid"], row["supervisor_start"]
+        if row["machine"] == socket.gethostname() and process_alive(pid, start):
+            try:
+                os.kill(pid, 15)
+            except OSError:
+                pass
+            deadline = time.monotonic() + 30
+            while process_alive(pid, start) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if process_alive(pid, start):
+                os.killpg(pid, 9)
+        names = list(_key_names(self.name).values())
+        with self.workspace.catalog.write() as conn:
+            conn.execute("DELETE FROM services WHERE name = ?", (self.name,))
+            conn.execute(f"DELETE FROM secrets WHERE name IN ({','.join('?' * len(names))})", names)
+
+    def get_telemetry(self, since: float | None = None) -> dict[str, Any]:
+        """Requests since ``since`` (a unix time; default: all): count, rate, latency
+        percentiles, error rate, by status."""
+        rows = self.workspace.catalog.query(
+            "SELECT time, status, latency_ms FROM service_requests WHERE service = ? AND time >= ?"
+            " ORDER BY time",
+            (self.name, since or 0.0),
+        )
+        return summarize(rows)
+
+    def serialize(self) -> dict[str, Any]:
+        row = self._refresh()
+        return {
+            "name": self.name,
+            "state": row["state"],
+            "scoringUri": self.scoring_uri,
+            "swaggerUri": self.swagger_uri,
+            "port": row["port"],
+            "models": json.loads(row["models"]),
+            "replicas": self.config.get("replicas"),
+            "authEnabled": self.config.get("authEnabled", True),
+            "error": self.error,
+            "createdTime": row["created"],
+        }
+
+
+def summarize(rows: list[Any]) -> dict[str, Any]:
+    """Telemetry rows (time, status, latency_ms) as counts and percentiles."""
+    n = len(rows)
+    if not n:
+        return {
+            "requests": 0,
+            "errors": 0,
+            "errorRate": 0.0,
+            "ratePerSecond": 0.0,
+            "latencyMs": {},
+            "byStatus": {},
+        }
+    lat = sorted(r[2] for r in rows)
+
+    def pct(p: float) -> float:
+        return round(lat[min(n - 1, int(round(p * (n - 1))))], 3)
+
+    by_status: dict[str, int] = {}
+    for r in rows:
+        by_status[str(r[1])] = by_status.get(str(r[1]), 0) + 1
+    errors = sum(1 for r in rows if r[1] >= 500)
+    span = rows[-1][0] - rows[0][0]
+    return {
+        "requests": n,
+        "errors": errors,
+        "errorRate": round(errors / n, 6),
+        "ratePerSecond": round(n / span, 1) if span > 0 else None,
+        "latencyMs": {
+            "p50": pct(0.5),
+            "p95": pct(0.95),
+            "p99": pct(0.99),
+            "max": round(lat[-1], 3),
+        },
+        "byStatus": by_status,
+    }
+
+
+def check_deployable(ws: Workspace) -> None:
+    """Fail early when the serving dependencies are missing."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise MlwsError(
+            f"serving needs uvicorn and starlette ({e}); pip install mlws again"
+        ) from None

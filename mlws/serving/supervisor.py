@@ -1,0 +1,294 @@
+"""The supervising process of a service: ``python -m mlws.serving.supervisor WORKSPACE NAME``.
+
+Detached from whoever deployed the service (it survives them). It lays out the models and the
+source folder of the service's generation, binds the port once (TCP_NODELAY on the listening
+socket, which accepted sockets inherit on Linux: no Nagle delay behind keep-alive clients),
+starts the replicas with that socket, and then:
+
+- restarts a replica that died (kill -9, an out-of-memory kill) at once;
+- collects the replicas' telemetry and writes it to the catalog in batches;
+- follows the catalog row: new keys go to the replicas; ``Deleting`` stops everything.
+
+Its state is the service row: ``Transitioning`` while starting, ``Healthy`` when every replica
+is up, ``Unhealthy`` while one is being replaced, ``Failed`` (with the reason) when ``init()``
+fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import MlwsError
+
+
+class Replica:
+    def __init__(self, index: int, proc: subprocess.Popen[bytes], events: queue.Queue[Any]) -> None:
+        self.index = index
+        self.proc = proc
+        self.ready = False
+        self.started = time.monotonic()
+        threading.Thread(target=self._read, args=(events,), daemon=True).start()
+
+    def _read(self, events: queue.Queue[Any]) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(msg, dict):
+                events.put((self, msg))
+        events.put((self, {"t": "gone"}))
+
+    def send(self, **msg: Any) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+
+class Supervisor:
+    def __init__(self, ws: Any, name: str) -> None:
+        from . import service
+
+        self.ws = ws
+        self.name = name
+        self.service = service
+        self.row = dict(ws.catalog.one("SELECT * FROM services WHERE name = ?", (name,)))
+        self.config = json.loads(self.row["config"])
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.replicas: dict[int, Replica] = {}
+        self.telemetry: list[list[Any]] = []
+        self.stopping = False
+        self.logs = service.service_dir(ws, name) / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    # -- setting up ----------------------------------------------------------------------------
+    def _layout(self) -> tuple[Path, Path]:
+        """The generation's folder: ``source/`` and ``azureml-models/<name>/<version>/``;
+        returns (source folder, AZUREML_MODEL_DIR)."""
+        import shutil
+
+        from ..models import Model
+        from ..workspace import user_cache_dir
+
+        gen = self.row["generation"]
+        root = user_cache_dir() / "services" / self.ws.id / self.name / f"g{gen}"
+        if root.exists():
+            shutil.rmtree(root)
+        source = root / "source"
+        self.ws.blobs.materialize(self.ws.blobs.read_manifest(self.config["snapshot"]), source)
+        models_root = root / "azureml-models"
+        model_dirs = []
+        for ref in json.loads(self.row["models"]):
+            m = Model(self.ws, id=ref)
+            d = models_root / m.name / str(m.version)
+            # Read-only consumers: hard links (a replica that writes to its model is a bug).
+            self.ws.blobs.materialize(m._entries(), d, link=True)
+            model_dirs.append(d)
+        model_dir = model_dirs[0] if len(model_dirs) == 1 else models_root
+        return source, model_dir
+
+    def _bind(self) -> socket.socket:
+        host = self.row["host"]
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.bind((host, int(self.row["port"] or 0)))
+        except OSError as e:
+            raise MlwsError(f"cannot listen on {host}:{self.row['port']}: {e.strerror}") from None
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        return sock
+
+    def _start_replica(self, index: int) -> Replica:
+        from ..runner import _python_path, die_with_parent
+
+        cfg = {
+            **self.replica_config,
+            "replica": index,
+            "keys": self.service.current_keys(self.ws, self.name, self.config),
+        }
+        path = self.logs.parent / f"replica-{index}.json"
+        from ..workspace import _write_atomic
+
+        _write_atomic(path, json.dumps(cfg).encode(), 0o600)  # holds the keys
+        env = dict(os.environ)
+        env["AZUREML_MODEL_DIR"] = str(self.model_dir)
+        env["PYTHONPATH"] = _python_path(env.get("PYTHONPATH"))
+        env["PYTHONUNBUFFERED"] = "1"
+        log = open(self.logs / f"replica-{index}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [self.python, "-m", "mlws.serving.replica", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            pass_fds=(self.sock.fileno(),),
+            env=env,
+            cwd=str(self.source),
+            preexec_fn=die_with_parent,
+        )
+        log.close()
+        return Replica(index, proc, self.events)
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self) -> None:
+        from ..environments import as_environment, resolve
+
+        self.source, self.model_dir = self._layout()
+        self.python = resolve(as_environment(self.ws, self.config.get("environment")), self.ws)
+        self.sock = self._bind()
+        port = self.sock.getsockname()[1]
+        self.replica_config = {
+            "fd": self.sock.fileno(),
+            "service": self.name,
+            "sourceDirectory": str(self.source),
+            "entryScript": self.config["entryScript"],
+            "authEnabled": self.config.get("authEnabled", True),
+            "maxRequestBytes": self.config.get("maxRequestBytes", 5 * 1024 * 1024),
+            "scoringTimeoutMs": self.config.get("scoringTimeoutMs", 60_000),
+            "collectModelData": self.config.get("collectModelData", False),
+        }
+        self._set(port=port)
+        count = int(self.config.get("replicas", 1))
+        for i in range(count):
+            self.replicas[i] = self._start_replica(i)
+        last_flush = last_check = time.monotonic()
+        while not self.stopping:
+            try:
+                replica, msg = self.events.get(timeout=0.2)
+                self._on_event(replica, msg)
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            if now - last_flush > 1.0:
+                self._flush_telemetry()
+                last_flush = now
+            if now - last_check > 0.25:
+                self._follow_row()
+                last_check = now
+        self._stop_all()
+
+    def _on_event(self, replica: Replica, msg: dict[str, Any]) -> None:
+        kind = msg.get("t")
+        if kind == "ready":
+            replica.ready = True
+            if all(r.ready for r in self.replicas.values()):
+                self._set(state="Healthy", error=None)
+        elif kind == "telemetry":
+            self.telemetry.extend(msg.get("rows") or [])
+        elif kind == "failed":
+            # init() failed: the deployment failed (restarting would fail the same way).
+            self._set(
+                state="Failed",
+                error=json.dumps({"message": msg.get("error"), "trace": msg.get("trace")}),
+            )
+            self.stopping = True
+        elif kind == "gone":
+            if self.stopping or self.replicas.get(replica.index) is not replica:
+                return
+            replica.proc.wait()
+            # A replica died (killed, crashed): replace it at once; others keep serving.
+            self._set(state="Unhealthy")
+            print(
+                f"replica {replica.index} (pid {replica.proc.pid}) exited with"
+                f" {replica.proc.returncode}; starting a new one",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.replicas[replica.index] = self._start_replica(replica.index)
+
+    def _follow_row(self) -> None:
+        row = self.ws.catalog.one("SELECT state, config FROM services WHERE name = ?", (self.name,))
+        if row is None or row["state"] in ("Deleting", "Deleted"):
+            self.stopping = True
+            return
+        config = json.loads(row["config"])
+        if config.get("keysVersion") != self.config.get("keysVersion"):
+            self.config = config
+            keys = self.service.current_keys(self.ws, self.name, config)
+            for r in self.replicas.values():
+                r.send(keys=keys)
+
+    def _flush_telemetry(self) -> None:
+        if not self.telemetry:
+            return
+        rows, self.telemetry = self.telemetry, []
+        with self.ws.catalog.write() as conn:
+            conn.executemany(
+                "INSERT INTO service_requests (service, time, path, status, latency_ms,"
+                " request_bytes, response_bytes, request_id, replica, input, output)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(self.name, *r[:10]) for r in rows if isinstance(r, list) and len(r) >= 10],
+            )
+
+    def _stop_all(self) -> None:
+        for r in self.replicas.values():
+            if r.proc.poll() is None:
+                r.proc.send_signal(signal.SIGTERM)  # uvicorn: finish in-flight requests, exit
+        deadline = time.monotonic() + 15
+        for r in self.replicas.values():
+            try:
+                r.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+        while not self.events.empty():
+            replica, msg = self.events.get_nowait()
+            if msg.get("t") == "telemetry":
+                self.telemetry.extend(msg.get("rows") or [])
+        self._flush_telemetry()
+
+    def _set(self, **fields: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.ws.catalog.write() as conn:
+            # Never resurrect a service being deleted.
+            conn.execute(
+                f"UPDATE services SET {sets}, updated = ? WHERE name = ? AND state NOT IN ('Deleting', 'Deleted')",
+                [*fields.values(), time.time(), self.name],
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import traceback
+
+    from ..workspace import Workspace
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m mlws.serving.supervisor WORKSPACE NAME", file=sys.stderr)
+        return 2
+    ws = Workspace(args[0])
+    sup = Supervisor(ws, args[1])
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        sup.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        sup.run()
+    except Exception as e:  # noqa: BLE001 - the service fails with the reason
+        msg = str(e) if isinstance(e, MlwsError) else f"{type(e).__name__}: {e}"
+        sup._set(
+            state="Failed", error=json.dumps({"message": msg, "trace": traceback.format_exc()})
+        )
+        sup._stop_all()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
