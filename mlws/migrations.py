@@ -214,6 +214,7 @@ def m0005_services(db: Any) -> None:
             host TEXT NOT NULL,
             port INTEGER,
             generation INTEGER NOT NULL DEFAULT 1,
+            applied_generation INTEGER NOT NULL DEFAULT 0,
             machine TEXT NOT NULL,
             supervisor_pid INTEGER,
             supervisor_start REAL,

@@ -66,6 +66,7 @@ class App:
         self.replica = int(config.get("replica", 0))
         self.swagger = json.dumps(swagger).encode()
         self.telemetry: list[list[Any]] = []
+        self.draining = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -116,6 +117,8 @@ class App:
         ]
         if status == 401:
             out_headers.append((b"www-authenticate", b"Bearer"))
+        if self.draining:  # uvicorn closes the connection after this response
+            out_headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": out_headers})
         await send({"type": "http.response.body", "body": payload if method != "HEAD" else b""})
         self.telemetry.append(
@@ -261,6 +264,21 @@ async def _read_commands(app: App, server: Any) -> None:
             app.keys = {k.encode() for k in msg["keys"]}
         if msg.get("stop"):
             server.should_exit = True
+        if msg.get("drain"):
+            asyncio.ensure_future(_drain(app, server))
+
+
+async def _drain(app: App, server: Any) -> None:
+    """Hand over to newer replicas without failing a request: stop accepting, answer what
+    comes on open connections with ``Connection: close`` (clients reconnect, to the new
+    replicas), and exit once no connection is left (or after a few seconds)."""
+    app.draining = True
+    for s in getattr(server, "servers", []):
+        s.close()
+    deadline = time.monotonic() + 5.0
+    while server.server_state.connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    server.should_exit = True
 
 
 def main() -> int:

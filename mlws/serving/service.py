@@ -339,7 +339,11 @@ class Webservice:
         delay = 0.01
         while True:
             state = self.state
-            if state == "Healthy":
+            row = self._row
+            if state == "Healthy" and row["applied_generation"] >= row["generation"]:
+                err = self.error
+                if err and "update failed" in str(err.get("message")):
+                    raise WebserviceException(f"service {self.name!r}: {err['message']}")
                 if show_output:
                     print(f"Service {self.name}: Healthy at {self.scoring_uri}")
                 return
@@ -424,6 +428,71 @@ class Webservice:
                 (json.dumps(config), time.time(), self.name),
             )
         self._refresh()
+
+    def update(
+        self,
+        models: list[Model] | None = None,
+        inference_config: InferenceConfig | None = None,
+        deployment_config: DeployConfiguration | None = None,
+        wait: bool = True,
+        **_kwargs: Any,
+    ) -> None:
+        """Change the models, the scoring code or the replica settings, as a rolling update:
+        new replicas start while the old ones serve, then the old ones drain; no request is
+        dropped. Waits until the update is applied unless ``wait=False``.
+
+        :raises WebserviceException: the new version failed to start (the old one still serves).
+        """
+        from ..models import Model
+        from ..snapshots import take_snapshot
+
+        changes: dict[str, Any] = {}
+        refs = None
+        if models is not None:
+            if not models or not all(isinstance(m, Model) for m in models):
+                raise WebserviceException("models must be a non-empty list of Model objects")
+            refs = json.dumps([m.id for m in models])
+        if inference_config is not None:
+            source = Path(inference_config.source_directory or ".")
+            if not (source / inference_config.entry_script).is_file():
+                raise WebserviceException(
+                    f"entry script {source / inference_config.entry_script} not found"
+                )
+            changes["snapshot"] = take_snapshot(self.workspace.blobs, source).manifest
+            changes["entryScript"] = Path(inference_config.entry_script).as_posix()
+            if inference_config.environment is not None:
+                from ..environments import as_environment
+
+                changes["environment"] = as_environment(
+                    self.workspace, inference_config.environment
+                ).to_dict()
+        if deployment_config is not None:
+            deployment_config.validate()
+            changes.update(
+                replicas=deployment_config.replica_count,
+                minReplicas=deployment_config.min_replicas or deployment_config.replica_count,
+                maxReplicas=deployment_config.max_replicas or deployment_config.replica_count,
+                scoringTimeoutMs=deployment_config.scoring_timeout_ms,
+                maxRequestBytes=deployment_config.max_request_bytes,
+                collectModelData=deployment_config.collect_model_data,
+            )
+        if self.state not in LIVE:
+            raise WebserviceException(
+                f"service {self.name!r} is {self.state}: delete and deploy it again"
+            )
+        with self.workspace.catalog.write() as conn:
+            row = conn.execute(
+                "SELECT config FROM services WHERE name = ?", (self.name,)
+            ).fetchone()
+            config = {**json.loads(row[0]), **changes}
+            conn.execute(
+                "UPDATE services SET config = ?, models = coalesce(?, models),"
+                " generation = generation + 1, error = NULL, updated = ? WHERE name = ?",
+                (json.dumps(config), refs, time.time(), self.name),
+            )
+        self._refresh()
+        if wait:
+            self.wait_for_deployment()
 
     def get_logs(self, num_lines: int = 5000) -> str:
         """The last lines of the supervisor's and replicas' logs."""

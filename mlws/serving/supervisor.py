@@ -155,12 +155,7 @@ class Supervisor:
         self.replica_config = {
             "fd": self.sock.fileno(),
             "service": self.name,
-            "sourceDirectory": str(self.source),
-            "entryScript": self.config["entryScript"],
-            "authEnabled": self.config.get("authEnabled", True),
-            "maxRequestBytes": self.config.get("maxRequestBytes", 5 * 1024 * 1024),
-            "scoringTimeoutMs": self.config.get("scoringTimeoutMs", 60_000),
-            "collectModelData": self.config.get("collectModelData", False),
+            **self._replica_settings(),
         }
         self._set(port=port)
         count = int(self.config.get("replicas", 1))
@@ -187,7 +182,7 @@ class Supervisor:
         if kind == "ready":
             replica.ready = True
             if all(r.ready for r in self.replicas.values()):
-                self._set(state="Healthy", error=None)
+                self._set(state="Healthy", error=None, applied=self.row["generation"])
         elif kind == "telemetry":
             self.telemetry.extend(msg.get("rows") or [])
         elif kind == "failed":
@@ -212,9 +207,12 @@ class Supervisor:
             self.replicas[replica.index] = self._start_replica(replica.index)
 
     def _follow_row(self) -> None:
-        row = self.ws.catalog.one("SELECT state, config FROM services WHERE name = ?", (self.name,))
+        row = self.ws.catalog.one("SELECT * FROM services WHERE name = ?", (self.name,))
         if row is None or row["state"] in ("Deleting", "Deleted"):
             self.stopping = True
+            return
+        if row["generation"] != self.row["generation"]:
+            self._roll(dict(row))
             return
         config = json.loads(row["config"])
         if config.get("keysVersion") != self.config.get("keysVersion"):
@@ -222,6 +220,77 @@ class Supervisor:
             keys = self.service.current_keys(self.ws, self.name, config)
             for r in self.replicas.values():
                 r.send(keys=keys)
+
+    def _roll(self, row: dict[str, Any]) -> None:
+        """A rolling update to the row's generation: new replicas start (on the same socket)
+        while the old ones serve; once every new one is ready the old ones drain and exit, so
+        no request is dropped. If a new one fails, the old ones go on and the error says why."""
+        from ..environments import as_environment, resolve
+
+        old_row, old_config = self.row, self.config
+        self.row, self.config = row, json.loads(row["config"])
+        gen = row["generation"]
+        new: dict[int, Replica] = {}
+        failure = None
+        try:
+            source, model_dir = self._layout()
+            python = resolve(as_environment(self.ws, self.config.get("environment")), self.ws)
+        except Exception as e:  # noqa: BLE001 - the update fails, the service goes on
+            failure = f"{type(e).__name__}: {e}"
+        else:
+            self.source, self.model_dir, self.python = source, model_dir, python
+            self.replica_config.update(self._replica_settings())
+            base = max(self.replicas, default=-1) + 1
+            for i in range(int(self.config.get("replicas", 1))):
+                new[base + i] = self._start_replica(base + i)
+            deadline = time.monotonic() + 300
+            while failure is None and not all(r.ready for r in new.values()):
+                if time.monotonic() > deadline or self.stopping:
+                    failure = "the new replicas did not become ready"
+                    break
+                try:
+                    replica, msg = self.events.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if replica in new.values():
+                    if msg.get("t") == "ready":
+                        replica.ready = True
+                    elif msg.get("t") == "failed":
+                        failure = str(msg.get("error"))
+                    elif msg.get("t") == "gone":
+                        failure = "a new replica exited while starting"
+                    elif msg.get("t") == "telemetry":
+                        self.telemetry.extend(msg.get("rows") or [])
+                else:
+                    self._on_event(replica, msg)
+        if failure is not None:
+            for r in new.values():
+                r.proc.kill()
+                r.proc.wait()
+            self.row, self.config = {**old_row, "generation": gen}, old_config
+            self._set(
+                state="Healthy",
+                applied=gen,
+                error=json.dumps(
+                    {"message": f"update failed, still serving the previous version: {failure}"}
+                ),
+            )
+            return
+        old = list(self.replicas.values())
+        self.replicas = new
+        for r in old:
+            r.send(drain=True)
+        self._set(state="Healthy", error=None, applied=gen)
+
+    def _replica_settings(self) -> dict[str, Any]:
+        return {
+            "sourceDirectory": str(self.source),
+            "entryScript": self.config["entryScript"],
+            "authEnabled": self.config.get("authEnabled", True),
+            "maxRequestBytes": self.config.get("maxRequestBytes", 5 * 1024 * 1024),
+            "scoringTimeoutMs": self.config.get("scoringTimeoutMs", 60_000),
+            "collectModelData": self.config.get("collectModelData", False),
+        }
 
     def _flush_telemetry(self) -> None:
         if not self.telemetry:
@@ -252,6 +321,8 @@ class Supervisor:
         self._flush_telemetry()
 
     def _set(self, **fields: Any) -> None:
+        if "applied" in fields:
+            fields["applied_generation"] = fields.pop("applied")
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.ws.catalog.write() as conn:
             # Never resurrect a service being deleted.
