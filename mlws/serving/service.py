@@ -64,6 +64,8 @@ class DeployConfiguration:
     collect_model_data: bool = False
     scoring_timeout_ms: int = 60_000
     max_request_bytes: int = 5 * 1024 * 1024
+    autoscale_target_utilization: int = 70
+    idle_seconds_before_scaledown: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -76,6 +78,13 @@ class DeployConfiguration:
         ):
             if v is not None and (not isinstance(v, int) or v < 1 or v > 64):
                 raise UserErrorException(f"{label} must be a whole number from 1 to 64, got {v!r}")
+        lo, hi = self.min_replicas, self.max_replicas
+        if lo is not None and hi is not None and lo > hi:
+            raise UserErrorException(f"min_replicas ({lo}) is above max_replicas ({hi})")
+        if not 1 <= int(self.autoscale_target_utilization) <= 100:
+            raise UserErrorException(
+                f"autoscale_target_utilization is a CPU percentage, 1-100, got {self.autoscale_target_utilization!r}"
+            )
         if not isinstance(self.scoring_timeout_ms, int) or self.scoring_timeout_ms < 1:
             raise UserErrorException(
                 f"scoring_timeout_ms must be a positive whole number, got {self.scoring_timeout_ms!r}"
@@ -107,10 +116,17 @@ class LocalWebservice:
         collect_model_data: bool = False,
         scoring_timeout_ms: int = 60_000,
         max_request_bytes: int = 5 * 1024 * 1024,
+        autoscale_target_utilization: int = 70,
+        idle_seconds_before_scaledown: float = 30.0,
         **extra: Any,
     ) -> DeployConfiguration:
         """Where and how to serve; ``port=None`` picks a free one. Keys are on by default
-        (``auth_enabled``); the service binds 127.0.0.1 unless ``host`` says otherwise."""
+        (``auth_enabled``); the service binds 127.0.0.1 unless ``host`` says otherwise.
+
+        ``replicas``: a fixed number of replica processes; or ``min_replicas``/``max_replicas``:
+        one is added while the replicas' CPU use is above ``autoscale_target_utilization`` (%),
+        and one removed (drained: no request dropped) after ``idle_seconds_before_scaledown``
+        of near-idle."""
         config = DeployConfiguration(
             port=port,
             replicas=replicas,
@@ -121,6 +137,8 @@ class LocalWebservice:
             collect_model_data=collect_model_data,
             scoring_timeout_ms=scoring_timeout_ms,
             max_request_bytes=max_request_bytes,
+            autoscale_target_utilization=autoscale_target_utilization,
+            idle_seconds_before_scaledown=idle_seconds_before_scaledown,
             extra=extra,
         )
         config.validate()
@@ -189,7 +207,9 @@ def deploy(
         "environment": env.to_dict() if inference_config.environment is not None else None,
         "replicas": config.replica_count,
         "minReplicas": config.min_replicas or config.replica_count,
-        "maxReplicas": config.max_replicas or config.replica_count,
+        "maxReplicas": max(config.max_replicas or 1, config.replica_count),
+        "targetUtilization": config.autoscale_target_utilization,
+        "idleSecondsBeforeScaledown": config.idle_seconds_before_scaledown,
         "authEnabled": config.auth_enabled,
         "collectModelData": config.collect_model_data,
         "scoringTimeoutMs": config.scoring_timeout_ms,
@@ -471,7 +491,11 @@ class Webservice:
             changes.update(
                 replicas=deployment_config.replica_count,
                 minReplicas=deployment_config.min_replicas or deployment_config.replica_count,
-                maxReplicas=deployment_config.max_replicas or deployment_config.replica_count,
+                maxReplicas=max(
+                    deployment_config.max_replicas or 1, deployment_config.replica_count
+                ),
+                targetUtilization=deployment_config.autoscale_target_utilization,
+                idleSecondsBeforeScaledown=deployment_config.idle_seconds_before_scaledown,
                 scoringTimeoutMs=deployment_config.scoring_timeout_ms,
                 maxRequestBytes=deployment_config.max_request_bytes,
                 collectModelData=deployment_config.collect_model_data,

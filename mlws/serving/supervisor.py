@@ -37,6 +37,7 @@ class Replica:
         self.proc = proc
         self.ready = False
         self.started = time.monotonic()
+        self.cpu: Any = None  # psutil.Process, for autoscaling
         threading.Thread(target=self._read, args=(events,), daemon=True).start()
 
     def _read(self, events: queue.Queue[Any]) -> None:
@@ -72,6 +73,8 @@ class Supervisor:
         self.replicas: dict[int, Replica] = {}
         self.telemetry: list[list[Any]] = []
         self.stopping = False
+        self.quiet_since: float | None = None
+        self.last_scaled = 0.0
         self.logs = service.service_dir(ws, name) / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
 
@@ -161,7 +164,7 @@ class Supervisor:
         count = int(self.config.get("replicas", 1))
         for i in range(count):
             self.replicas[i] = self._start_replica(i)
-        last_flush = last_check = time.monotonic()
+        last_flush = last_check = last_scale_check = time.monotonic()
         while not self.stopping:
             try:
                 replica, msg = self.events.get(timeout=0.2)
@@ -175,6 +178,9 @@ class Supervisor:
             if now - last_check > 0.25:
                 self._follow_row()
                 last_check = now
+            if now - last_scale_check > 1.0:
+                self._autoscale(now)
+                last_scale_check = now
         self._stop_all()
 
     def _on_event(self, replica: Replica, msg: dict[str, Any]) -> None:
@@ -220,6 +226,55 @@ class Supervisor:
             keys = self.service.current_keys(self.ws, self.name, config)
             for r in self.replicas.values():
                 r.send(keys=keys)
+
+    def _autoscale(self, now: float) -> None:
+        """Between min and max replicas on CPU use: one more while the replicas are busier
+        than the target (every 2 s at most), one fewer (drained) after a quiet spell."""
+        import psutil
+
+        lo = int(self.config.get("minReplicas") or self.config.get("replicas", 1))
+        hi = int(self.config.get("maxReplicas") or lo)
+        if hi <= lo:
+            return
+        busy = []
+        for r in self.replicas.values():
+            if not r.ready:
+                return  # one is starting: judge once it serves
+            try:
+                if r.cpu is None:
+                    r.cpu = psutil.Process(r.proc.pid)
+                    r.cpu.cpu_percent(None)  # the first reading only starts the clock
+                    return
+                busy.append(r.cpu.cpu_percent(None))
+            except psutil.Error:
+                return
+        if not busy:
+            return
+        load = sum(busy) / len(busy)
+        target = float(self.config.get("targetUtilization", 70))
+        if load > target:
+            self.quiet_since = None
+            if len(self.replicas) < hi and now - self.last_scaled > 2.0:
+                index = max(self.replicas) + 1
+                self.replicas[index] = self._start_replica(index)
+                self.last_scaled = now
+                print(
+                    f"load {load:.0f}% > {target:.0f}%: replica {index} added",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        elif load < target / 5:
+            if self.quiet_since is None:
+                self.quiet_since = now
+            idle = float(self.config.get("idleSecondsBeforeScaledown", 30))
+            if len(self.replicas) > lo and now - self.quiet_since > idle:
+                index = max(self.replicas)
+                self.replicas.pop(index).send(drain=True)
+                self.quiet_since = now
+                self.last_scaled = now
+                print(f"load {load:.0f}%: replica {index} removed", file=sys.stderr, flush=True)
+        else:
+            self.quiet_since = None
 
     def _roll(self, row: dict[str, Any]) -> None:
         """A rolling update to the row's generation: new replicas start (on the same socket)
