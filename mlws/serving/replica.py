@@ -58,6 +58,9 @@ class App:
 
     def __init__(self, config: dict[str, Any], run: Any, swagger: dict[str, Any]) -> None:
         self.run = run
+        # inference_schema's decorators: run() takes the body's fields as keyword arguments
+        # (the decorators turn them into numpy arrays or DataFrames), as Azure's server does.
+        self.by_fields = _schema_decorated(run)
         self.keys = {k.encode() for k in config.get("keys") or []}
         self.auth = bool(config.get("authEnabled", True))
         self.max_body = int(config.get("maxRequestBytes", 5 * 1024 * 1024))
@@ -161,13 +164,14 @@ class App:
     def _score(self, body: bytes) -> tuple[int, bytes]:
         try:
             text = body.decode("utf-8")
-            if text.strip():
-                json.loads(text)
+            parsed = json.loads(text) if text.strip() else None
         except (UnicodeDecodeError, ValueError) as e:
             return _error(400, "BadRequest", f"the body is not valid JSON: {e}")
+        if self.by_fields and not isinstance(parsed, dict):
+            return _error(400, "BadRequest", "expected a JSON object of run()'s parameters")
         signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
         try:
-            result = self.run(text)
+            result = self.run(**parsed) if self.by_fields else self.run(text)
         except ScoringTimeout:
             return _error(
                 504, "ScoringTimeout", f"run() did not return within {self.timeout_s * 1000:.0f} ms"
@@ -225,18 +229,38 @@ def _swagger(name: str, run: Any) -> dict[str, Any]:
             "Bearer": {"type": "apiKey", "name": "Authorization", "in": "header"}
         },
     }
-    schema = getattr(run, "_input_schema", None) or getattr(run, "__input_schema__", None)
-    if schema is not None:
+    if _schema_decorated(run):
         try:
-            from inference_schema.schema_util import get_input_schema, get_output_schema  # type: ignore
+            from inference_schema.schema_util import get_input_schema, get_output_schema
 
             doc["definitions"] = {
                 "ServiceInput": get_input_schema(run),
                 "ServiceOutput": get_output_schema(run),
             }
+            post = doc["paths"]["/score"]["post"]
+            post["parameters"] = [
+                {
+                    "name": "body",
+                    "in": "body",
+                    "required": True,
+                    "schema": {"$ref": "#/definitions/ServiceInput"},
+                }
+            ]
+            post["responses"]["200"]["schema"] = {"$ref": "#/definitions/ServiceOutput"}
         except Exception:  # noqa: BLE001 - the plain description is still right
             pass
     return doc
+
+
+def _schema_decorated(run: Any) -> bool:
+    try:
+        from inference_schema.schema_util import is_schema_decorated
+    except ImportError:
+        return False
+    try:
+        return bool(is_schema_decorated(run))
+    except Exception:  # noqa: BLE001
+        return False
 
 
 async def _flush_telemetry(app: App) -> None:
