@@ -183,14 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         "version": mlws.__version__,
         "file": mlws.__file__,
     }
-    try:
-        check()
-    except ImportError as e:
-        out.send(t="hello", missing=f"{type(e).__name__}: {e}", **hello)
-        return 0
-    out.send(t="hello", **hello)
     state = {"started": False}
     try:
+        # Inside the try: if the session is gone already (canceled at once), the folder the
+        # snapshot was copied into still goes.
+        try:
+            check()
+        except ImportError as e:
+            out.send(t="hello", missing=f"{type(e).__name__}: {e}", **hello)
+            return 0
+        out.send(t="hello", **hello)
         line = sys.stdin.readline()
         if not line:
             return 1  # the supervisor went away (or canceled) before the run began

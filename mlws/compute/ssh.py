@@ -100,7 +100,11 @@ class RemoteCompute(ComputeTarget):
             user = m["user"] or username
             if user is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", str(user)):
                 raise ComputeTargetException(f"invalid username {user!r}")
-            if m["host"].startswith("-") or (user and str(user).startswith("-")):
+            if user is not None and str(user).startswith("-"):
+                raise ComputeTargetException(
+                    f"invalid username {user!r}: it may not start with '-'"
+                )
+            if m["host"].startswith("-"):
                 raise ComputeTargetException(f"invalid host {spec!r}: it may not start with '-'")
             port = m["port"] or ssh_port
             nodes.append(

@@ -186,6 +186,11 @@ class _SshRun:
             if copied:
                 self._note(err_path, "outputs and logs copied home")
                 self._send("done")  # the agent removes the run's folder on the host and exits
+                if self.proc is not None and self.proc.poll() is not None:
+                    # The agent's session dropped (the copy needed a new connection): "done"
+                    # cannot reach it, so remove the folder ourselves.
+                    if not os.environ.get("MLWS_KEEP_WORKDIR"):
+                        self.conn.run(f"rm -rf {shlex.quote(self.remote_dir)}", timeout=60)
         assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.close()
