@@ -9,6 +9,7 @@ under the same folder. Like the mlws cases, each ends with one ``@@RESULT {json}
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import statistics
@@ -247,6 +248,207 @@ def case_artifacts(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- 10. mlflow models serve ---------------------------------------------------------------------
+EXPECT = b'"predictions": [0]'
+
+
+def _serve(uri: str, workers: int, env: dict[str, str], log: Path) -> tuple[Any, int, float]:
+    """Start ``mlflow models serve`` in a new process group; returns (process, port, the
+    ``perf_counter()`` just before starting it)."""
+    from common import free_port
+
+    port = free_port()
+    argv = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri]
+    argv += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)]
+    with open(log, "ab") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,  # uvicorn logs every request: a file, never an undrained pipe
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc, port, t0
+
+
+def _stop(proc: Any) -> None:
+    """Stop the server's whole process group (the CLI, uvicorn and its workers) by its id."""
+    import os
+    import signal
+
+    pgid = proc.pid  # start_new_session: the CLI leads its own group
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=15)
+    while time.monotonic() < deadline:  # uvicorn may outlive the CLI for a moment
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def _started(uri: str, workers: int, env: dict[str, str], log: Path) -> dict[str, Any]:
+    """Start a server and wait for its first 200 on /invocations."""
+    from common import IRIS_ROW, wait_first_ok
+
+    proc, port, t0 = _serve(uri, workers, env, log)
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited with {proc.returncode}; see {log}")
+
+    url = f"http://127.0.0.1:{port}/invocations"
+    body = json.dumps({"inputs": [IRIS_ROW]}).encode()
+    try:
+        t_listen, t_first = wait_first_ok(url, body, {}, EXPECT, timeout_s=120, check=alive)
+    except BaseException:
+        _stop(proc)
+        raise
+    return {
+        "proc": proc,
+        "url": url,
+        "body": body,
+        "listen_s": t_listen - t0,
+        "first_s": t_first - t0,
+    }
+
+
+def _load(python: str, s: dict[str, Any], body: bytes | None = None, **kw: Any) -> dict[str, Any]:
+    from common import run_loadgen, tree
+
+    pids = tree(s["proc"].pid)  # the CLI (idle while it waits), uvicorn and its workers
+    r = run_loadgen(python, s["url"], body or s["body"], {}, EXPECT, server_pids=pids, **kw)
+    progress(
+        f"  {r['clients']} {'threads' if r['mode'] == 'thread' else 'processes'}:"
+        f" {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms;"
+        f" CPU per request: server {r['server_cpu_us_per_req']:.0f} us,"
+        f" clients {r['client_cpu_us_per_req']:.0f} us"
+    )
+    return r
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _processes(proc: Any) -> dict[str, Any]:
+    """Memory of the server's processes: the CLI, uvicorn, and uvicorn's workers (with
+    ``-w 1`` uvicorn serves in its own process and has none)."""
+    from common import children, memory
+
+    found = children(proc.pid)
+    if len(found) != 1:
+        raise RuntimeError(f"expected one uvicorn process under the CLI (pid {proc.pid}): {found}")
+    # uvicorn's workers, not multiprocessing's resource tracker (also a child of it).
+    workers = [p for p in children(found[0]) if b"resource_tracker" not in _cmdline(p)]
+    return {
+        "cli": memory(proc.pid),
+        "uvicorn": memory(found[0]),
+        "workers": [memory(p) for p in workers] or [memory(found[0])],
+    }
+
+
+def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The model trained by mlws_cases' ``serving_model``, logged with ``mlflow.sklearn`` and
+    served by ``mlflow models serve``; loaded with the same ``bench/loadgen.py``."""
+    import os
+
+    import joblib
+    import mlflow
+    import numpy as np
+    from common import IRIS_ROW
+    from mlflow.models import infer_signature
+
+    python = params["loadgen_python"]
+    rounds = int(params.get("rounds", 3))
+    deploys = int(params.get("deploys", 3))
+    load = {
+        "clients": int(params.get("clients", 4)),
+        "warmup": float(params.get("warmup", 1.0)),
+        "duration": float(params.get("duration", 5.0)),
+    }
+    folder = work / "mlflow-serving"
+    _store(folder, "bench-serving")
+    model = joblib.load(Path(params["model_dir"]) / "model.pkl")
+    X = np.array([IRIS_ROW])
+    t0 = time.perf_counter()
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model, name="model", signature=infer_signature(X, model.predict(X))
+        )
+    out: dict[str, Any] = {"log_model_s": time.perf_counter() - t0, "uri": info.model_uri}
+    progress(f"logged the model as {info.model_uri} in {out['log_model_s']:.1f} s")
+    # What a worker must do whatever the server: a fresh interpreter that imports the scoring
+    # server's module and loads the model (from a local copy, as the CLI hands it over).
+    local = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(work / "model-copy"))
+    code = "import sys, mlflow.pyfunc.scoring_server as s; s.init(s.load_model(sys.argv[1]))"
+    out["load_s"], _ = _wall([sys.executable, "-c", code, local], reps=3, cwd=work)
+    out["bare_s"], _ = _wall([sys.executable, "-c", "pass"], reps=3, cwd=work)
+    progress(
+        f"fresh interpreter + import the scoring server + load_model: {out['load_s'] * 1e3:.0f} ms"
+        f" (bare interpreter {out['bare_s'] * 1e3:.0f} ms)"
+    )
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"  # to resolve models:/...
+    # The CLI starts `bash -c "exec uvicorn ..."`: uvicorn must be on PATH, as in an active venv.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    log = work / "mlflow-serve.log"
+
+    # Start -> first 200, -w 1: one cold start, then `deploys` timed (median).
+    timings = []
+    server = None  # the server up now, stopped in the finally whatever happens
+    try:
+        for i in range(deploys + 1):
+            if server is not None:
+                _stop(server["proc"])
+            server = _started(info.model_uri, 1, env, log)
+            timings.append({k: server[k] for k in ("listen_s", "first_s")})
+            progress(
+                f"start {'(cold)' if i == 0 else i}:"
+                f" port listening {server['listen_s'] * 1e3:.0f} ms, first 200 {server['first_s'] * 1e3:.0f} ms"
+            )
+        assert server is not None
+        out["deploy_cold"] = timings[0]
+        out["deploy"] = timings[1:]
+        out["deploy_first_s"] = statistics.median(t["first_s"] for t in timings[1:])
+        out["deploy_listen_s"] = statistics.median(t["listen_s"] for t in timings[1:])
+
+        progress(f"-w 1, {rounds} rounds of {load['duration']:.0f} s, {{'inputs': [[...]]}}")
+        tested = [_load(python, server, **load) for _ in range(rounds)]
+        keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req", "client_cpu_us_per_req")
+        out["w1"] = {k: statistics.median(r[k] for r in tested) for k in keys}
+        out["w1"]["rounds"] = tested
+        split = {"dataframe_split": {"columns": ["0", "1", "2", "3"], "data": [IRIS_ROW]}}
+        progress("-w 1, {'dataframe_split': ...}")
+        out["w1_split"] = _load(python, server, json.dumps(split).encode(), **load)
+        out["memory_w1"] = _processes(server["proc"])
+        out["rss_per_worker"] = out["memory_w1"]["uvicorn"]["rss"]
+        out["pss_per_worker"] = out["memory_w1"]["uvicorn"]["pss"]
+        _stop(server["proc"])
+        server = None
+
+        server = _started(info.model_uri, 2, env, log)
+        out["deploy_w2_s"] = server["first_s"]
+        progress(f"-w 2: first 200 after {server['first_s'] * 1e3:.0f} ms")
+        out["w2"] = _load(python, server, **load)
+        out["memory_w2"] = _processes(server["proc"])
+    finally:
+        if server is not None:
+            _stop(server["proc"])
+    return out
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -254,6 +456,7 @@ CASES = {
     "startup": case_startup,
     "submit": case_submit,
     "artifacts": case_artifacts,
+    "serving": case_serving,
 }
 
 

@@ -289,12 +289,14 @@ STARTUP_CODE = textwrap.dedent(
 )
 
 
-def _wall(argv: list[str], reps: int = 5, cwd: Path | None = None) -> tuple[float, list[float]]:
-    subprocess.run(argv, cwd=cwd, check=True, capture_output=True)  # warm-up: pyc, page cache
+def _wall(
+    argv: list[str], reps: int = 5, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, list[float]]:
+    subprocess.run(argv, cwd=cwd, env=env, check=True, capture_output=True)  # warm-up: pyc, cache
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        subprocess.run(argv, cwd=cwd, check=True, capture_output=True)
+        subprocess.run(argv, cwd=cwd, env=env, check=True, capture_output=True)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
 
@@ -733,6 +735,230 @@ def case_compute(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- 10. serving a model -------------------------------------------------------------------------
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TRIVIAL_SCORE = textwrap.dedent(
+    """
+    def init():
+        pass
+
+
+    def run(raw_data):
+        return [0]  # no parsing, no model: what is left is the server's own cost
+    """
+)
+
+
+def case_serving_model(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Train the model both servers serve, once: LogisticRegression on iris, fixed seed."""
+    import joblib
+    import sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=1000, random_state=0).fit(X, y)
+    folder = Path(params["model_dir"])
+    folder.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, folder / "model.pkl")
+    accuracy = float(model.score(X, y))
+    progress(f"iris LogisticRegression: training accuracy {accuracy:.3f}, saved to {folder}")
+    return {"accuracy": accuracy, "sklearn": sklearn.__version__}
+
+
+def _service_pids(ws: Any, name: str) -> tuple[int, list[int]]:
+    """(the supervisor's pid, its replicas' pids): the processes whose CPU time the load costs
+    (the supervisor writes the request log)."""
+    from common import children
+
+    pid = ws.catalog.scalar("SELECT supervisor_pid FROM services WHERE name = ?", (name,))
+    return int(pid), children(int(pid))
+
+
+def _deploy_timed(ws: Any, model: Any, src: Path, entry: str, replicas: int) -> dict[str, Any]:
+    """Deploy ``entry`` as service "bench-svc" on a free port; time the ``Model.deploy`` call,
+    the first 200 on /score and ``wait_for_deployment`` (every replica up), all from the call."""
+    from common import IRIS_ROW, free_port, wait_first_ok
+
+    from mlws import Model
+    from mlws.serving import InferenceConfig, LocalWebservice
+
+    port = free_port()
+    body = json.dumps({"data": [IRIS_ROW]}).encode()
+    t0 = time.perf_counter()
+    service = Model.deploy(
+        ws,
+        "bench-svc",
+        [model],
+        InferenceConfig(entry_script=entry, source_directory=str(src)),
+        LocalWebservice.deploy_configuration(port=port, replicas=replicas),
+    )
+    t_call = time.perf_counter()
+    try:
+        # The key exists once deploy() returns and the port is known: the same poll as MLflow's.
+        key = service.get_keys()[0]
+        url = f"http://127.0.0.1:{port}/score"
+        headers = {"Authorization": f"Bearer {key}"}
+        t_listen, t_first = wait_first_ok(url, body, headers, b"[0]", timeout_s=60)
+        service.wait_for_deployment(timeout_sec=60)
+        t_all = time.perf_counter()
+    except BaseException:
+        service.delete()
+        raise
+    return {
+        "service": service,
+        "url": url,
+        "headers": headers,
+        "body": body,
+        "call_s": t_call - t0,
+        "listen_s": t_listen - t0,
+        "first_s": t_first - t0,
+        "all_s": t_all - t0,
+    }
+
+
+def _load(python: str, d: dict[str, Any], server_pids: list[int], **kw: Any) -> dict[str, Any]:
+    from common import run_loadgen
+
+    r = run_loadgen(
+        python, d["url"], d["body"], d["headers"], b"[0]", server_pids=server_pids, **kw
+    )
+    progress(
+        f"  {r['clients']} {'threads' if r['mode'] == 'thread' else 'processes'}:"
+        f" {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; CPU per request: server {r['server_cpu_us_per_req']:.0f} us,"
+        f" clients {r['client_cpu_us_per_req']:.0f} us"
+    )
+    return r
+
+
+def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of several load rounds: the median of each, with every round kept."""
+    keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req", "client_cpu_us_per_req")
+    out = {k: statistics.median(r[k] for r in rounds) for k in keys}
+    out["rounds"] = rounds
+    return out
+
+
+def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Deploy the iris model as a local service and load it with ``bench/loadgen.py``."""
+    from common import IRIS_ROW, memory, time_calls
+
+    from mlws import Model
+
+    python = params["loadgen_python"]
+    rounds = int(params.get("rounds", 3))
+    deploys = int(params.get("deploys", 3))
+    load = {
+        "clients": int(params.get("clients", 4)),
+        "warmup": float(params.get("warmup", 1.0)),
+        "duration": float(params.get("duration", 5.0)),
+    }
+    model_dir = Path(params["model_dir"])
+    ws = _ws(work / "ws-serving")
+    model = Model.register(
+        ws,
+        model_path=str(model_dir / "model.pkl"),
+        model_name="iris",
+        model_framework="ScikitLearn",
+    )
+    src = work / "src-serving"
+    src.mkdir(parents=True, exist_ok=True)
+    shutil.copy(EXAMPLES / "deploy" / "score.py", src / "score.py")  # the example's entry script
+    (src / "trivial.py").write_text(TRIVIAL_SCORE)
+    out: dict[str, Any] = {"load": load, "rounds_n": rounds}
+
+    # What run() costs without any server: the entry script called in this process.
+    os.environ["AZUREML_MODEL_DIR"] = str(model_dir)
+    sys.path.insert(0, str(src))
+    import score  # the copy of examples/deploy/score.py
+
+    score.init()
+    payload = json.dumps({"data": [IRIS_ROW]})
+    row = [IRIS_ROW]
+    out["run_us"] = time_calls(lambda: score.run(payload))
+    out["predict_us"] = time_calls(lambda: score.model.predict(row))
+    progress(
+        f"in-process: score.run {out['run_us']:.0f} us"
+        f" (of which model.predict {out['predict_us']:.0f} us)"
+    )
+    # What a replica must do whatever the server: a fresh interpreter that imports the entry
+    # script and calls init() (which unpickles the model, importing scikit-learn).
+    init_env = {**os.environ, "AZUREML_MODEL_DIR": str(model_dir)}
+    out["init_s"], _ = _wall(
+        [sys.executable, "-c", "import score; score.init()"], reps=3, cwd=src, env=init_env
+    )
+    out["bare_s"], _ = _wall([sys.executable, "-c", "pass"], reps=3, cwd=src)
+    progress(
+        f"fresh interpreter + import score + init(): {out['init_s'] * 1e3:.0f} ms"
+        f" (bare interpreter {out['bare_s'] * 1e3:.0f} ms)"
+    )
+
+    # Deploy -> first 200, replicas=2: one cold deploy (writes the .pyc), then `deploys` timed.
+    timings = []
+    main = None  # the service up now, deleted in the finally whatever happens
+    try:
+        for i in range(deploys + 1):
+            if main is not None:
+                main["service"].delete()
+            main = _deploy_timed(ws, model, src, "score.py", replicas=2)
+            timings.append({k: main[k] for k in ("call_s", "listen_s", "first_s", "all_s")})
+            progress(
+                f"deploy {'(cold)' if i == 0 else i}: Model.deploy {main['call_s'] * 1e3:.0f} ms,"
+                f" port listening {main['listen_s'] * 1e3:.0f} ms,"
+                f" first 200 {main['first_s'] * 1e3:.0f} ms,"
+                f" every replica up {main['all_s'] * 1e3:.0f} ms"
+            )
+        assert main is not None
+        out["deploy_cold"] = timings[0]
+        out["deploy"] = timings[1:]
+        out["deploy_first_s"] = statistics.median(t["first_s"] for t in timings[1:])
+        out["deploy_all_s"] = statistics.median(t["all_s"] for t in timings[1:])
+        out["deploy_call_s"] = statistics.median(t["call_s"] for t in timings[1:])
+        out["deploy_listen_s"] = statistics.median(t["listen_s"] for t in timings[1:])
+
+        # Load: 2 replicas, `rounds` times; then once with thread clients for comparison.
+        sup, reps = _service_pids(ws, "bench-svc")
+        if len(reps) != 2:
+            raise RuntimeError(f"expected 2 replica processes under pid {sup}, found {reps}")
+        progress(f"2 replicas (pids {reps}), {rounds} rounds of {load['duration']:.0f} s")
+        since = time.time()
+        tested = [_load(python, main, [sup, *reps], **load) for _ in range(rounds)]
+        for r in tested:
+            r["supervisor_cpu_us_per_req"] = r["server_cpu_us_per_req_by_pid"][str(sup)]
+        out["r2"] = _median_round(tested)
+        time.sleep(1.5)  # the replicas and the supervisor write telemetry in batches
+        tel = main["service"].get_telemetry(since=since)
+        out["r2"]["server_latency_ms"] = tel.get("latencyMs")
+        out["r2_threads"] = _load(python, main, [sup, *reps], mode="thread", **load)
+        out["memory"] = {"supervisor": memory(sup), "replicas": [memory(p) for p in reps]}
+        out["rss_per_replica"] = statistics.mean(m["rss"] for m in out["memory"]["replicas"])
+        out["pss_per_replica"] = statistics.mean(m["pss"] for m in out["memory"]["replicas"])
+        progress(
+            "memory: replicas RSS "
+            + ", ".join(f"{m['rss'] / 1e6:.0f} MB" for m in out["memory"]["replicas"])
+            + f", supervisor {out['memory']['supervisor']['rss'] / 1e6:.0f} MB"
+        )
+        main["service"].delete()
+        main = None
+
+        # 1 replica; then run() doing nothing on 2 replicas (the server's own cost).
+        for key, entry, replicas in (("r1", "score.py", 1), ("trivial", "trivial.py", 2)):
+            main = _deploy_timed(ws, model, src, entry, replicas=replicas)
+            sup, reps = _service_pids(ws, "bench-svc")
+            progress(f"{key}: {replicas} replica(s), {entry}")
+            out[key] = _load(python, main, [sup, *reps], **load)
+            out[key]["deploy_first_s"] = main["first_s"]
+            by_pid = out[key]["server_cpu_us_per_req_by_pid"]
+            out[key]["supervisor_cpu_us_per_req"] = by_pid[str(sup)]
+            main["service"].delete()
+            main = None
+    finally:
+        if main is not None:
+            main["service"].delete()
+        ws.close()
+    return out
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -745,6 +971,8 @@ CASES = {
     "env": case_env,
     "fan": case_fan,
     "compute": case_compute,
+    "serving_model": case_serving_model,
+    "serving": case_serving,
 }
 
 

@@ -561,6 +561,97 @@ def bench_compute(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     ]
 
 
+SERVING_RATIO = 5  # the target of 10a: mlws at least this many times MLflow's requests/s
+
+
+def bench_serving(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    # One model for both servers, trained once; one load generator (bench/loadgen.py, run by
+    # this interpreter) for both.
+    params = {
+        "model_dir": str(r.work / "serving-model"),
+        "loadgen_python": sys.executable,
+        "clients": 4,
+        "warmup": 1.0,
+        "duration": 5.0,
+        "rounds": 3,
+        "deploys": 3,
+    }
+    model = r.run("mlws", "serving_model", params)
+    if "error" in model:
+        m = f = model
+    else:
+        m = r.run("mlws", "serving", params)
+        f = r.run("mlflow", "serving", params)
+    ctx["serving"] = (model, m, f)
+    peer_rps = _get(f, "w1", "rps")
+
+    def five_times(v: float) -> bool:
+        if not isinstance(peer_rps, (int, float)):
+            raise ValueError("no MLflow figure to compare with")
+        return v >= SERVING_RATIO * peer_rps
+
+    split = _get(f, "w1_split", "rps")
+    return [
+        row(
+            "10a",
+            "requests/s, iris LogisticRegression, 4 keep-alive clients: mlws 2 replicas vs"
+            ' `mlflow models serve` 1 worker (`{"inputs": [[...]]}`, its fastest payload)',
+            _get(m, "r2", "rps"),
+            peer_rps,
+            "req/s",
+            "high",
+            f"≥ {SERVING_RATIO}× MLflow"
+            + (
+                f" (≥ {SERVING_RATIO * peer_rps:,.0f} req/s)"
+                if isinstance(peer_rps, (int, float))
+                else ""
+            ),
+            five_times,
+            peer_note=f"{split:,.0f} req/s with `dataframe_split`"
+            if isinstance(split, (int, float))
+            else "",
+        ),
+        row(
+            "10b",
+            "p99 latency, same load (median of 3 rounds)",
+            _get(m, "r2", "p99_ms"),
+            _get(f, "w1", "p99_ms"),
+            "ms",
+            "low",
+            "≤ 5 ms",
+            lambda v: v <= 5.0,
+        ),
+        row(
+            "10c",
+            "p50 latency, same load",
+            _get(m, "r2", "p50_ms"),
+            _get(f, "w1", "p50_ms"),
+            "ms",
+            "low",
+        ),
+        row(
+            "10d",
+            "deploy → first 200 from the scoring URI: `Model.deploy` (2 replicas) vs starting"
+            " `mlflow models serve` (median of 3)",
+            _get(m, "deploy_first_s"),
+            _get(f, "deploy_first_s"),
+            "s",
+            "low",
+            "≤ 1.5 s",
+            lambda v: v <= 1.5,
+        ),
+        row(
+            "10e",
+            "memory per replica (mlws) / serving process (MLflow, uvicorn): RSS after the load",
+            _mb(_get(m, "rss_per_replica")),
+            _mb(_get(f, "rss_per_worker")),
+            "MB",
+            "low",
+            "report",
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]] = {
     "1": ("metric logging throughput", bench_log),
     "2": ("creating 1,000 runs", bench_runs),
@@ -571,6 +662,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]]
     "7": ("environment cache hit", bench_env),
     "8": ("callables fanned out as child runs", bench_fan),
     "9": ("submit to Completed per compute target", bench_compute),
+    "10": ("serving a model over HTTP", bench_serving),
 }
 
 
@@ -584,6 +676,8 @@ def fmt(v: Any, unit: str) -> str:
         return f"{v:,.0f}/s"
     if unit == "runs/s":
         return f"{v:,.1f} runs/s"
+    if unit == "req/s":
+        return f"{v:,.0f} req/s"
     if unit == "ms":
         return f"{v:.1f} ms" if v < 100 else f"{v:.0f} ms"
     if unit == "s":
@@ -599,6 +693,12 @@ def mlws_cell(rw: Row) -> str:
     """The mlws figure, with its note (e.g. a ratio to another mlws row) when it has one."""
     text = fmt(rw["mlws"], rw["unit"])
     return f"{text} ({rw['mlws_note']})" if rw.get("mlws_note") else text
+
+
+def peer_cell(rw: Row) -> str:
+    """The MLflow figure, with its note (e.g. the same figure another way) when it has one."""
+    text = fmt(rw["peer"], rw["unit"])
+    return f"{text} ({rw['peer_note']})" if rw.get("peer_note") else text
 
 
 def advantage(rw: Row) -> str:
@@ -775,7 +875,95 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f"`ssh` {ms_list('ssh')} ms; `dask` {ms_list('dask')} ms. Medians as a ratio to `local`: "
             f"`ssh` {n(g(m, 'ssh', 'ratio'), '.1f')}×, `dask` {n(g(m, 'dask', 'ratio'), '.1f')}×."
         )
+    if "serving" in ctx:
+        out.append(_serving_details(ctx["serving"], n))
     return out
+
+
+def _serving_details(results: tuple[Any, Any, Any], n: Callable[[Any, str], str]) -> str:
+    model, m, f = results
+
+    def g(d: Any, *keys: Any) -> Any:
+        for k in keys:
+            if isinstance(d, dict) and k in d:
+                d = d[k]
+            elif isinstance(d, list) and isinstance(k, int) and -len(d) <= k < len(d):
+                d = d[k]
+            else:
+                return None
+        return d
+
+    def ms(v: Any) -> str:
+        return n(v * 1e3 if isinstance(v, (int, float)) else v, ".0f")
+
+    def mb(v: Any) -> str:
+        return n(v / 1e6 if isinstance(v, (int, float)) else v, ".0f")
+
+    def load(r: Any) -> str:
+        return (
+            f"{n(g(r, 'rps'), ',.0f')} req/s, p50 {n(g(r, 'p50_ms'), '.2f')} ms,"
+            f" p99 {n(g(r, 'p99_ms'), '.2f')} ms"
+        )
+
+    def cpu(r: Any) -> str:
+        return (
+            f"CPU per request: server {n(g(r, 'server_cpu_us_per_req'), '.0f')} µs,"
+            f" clients {n(g(r, 'client_cpu_us_per_req'), '.0f')} µs"
+        )
+
+    def rounds(r: Any) -> str:
+        return "; ".join(load(x) for x in g(r, "rounds") or []) or "—"
+
+    def mem(x: Any) -> str:
+        return f"{mb(g(x, 'rss'))} / {mb(g(x, 'pss'))}"
+
+    def ratio(a: Any, b: Any) -> str:
+        ok = all(isinstance(v, (int, float)) and v > 0 for v in (a, b))
+        return n(a / b if ok else None, ".1f")
+
+    errors = [f"{side}: {x['error']}" for side, x in (("mlws", m), ("MLflow", f)) if "error" in x]
+    tel = g(m, "r2", "server_latency_ms") or {}
+    sup_cpu = [g(x, "supervisor_cpu_us_per_req") for x in g(m, "r2", "rounds") or []]
+    parts = [
+        f"- **10.** {'Errors: ' + '; '.join(errors) + '. ' if errors else ''}"
+        f"The model: training accuracy {n(g(model, 'accuracy'), '.3f')}, scikit-learn"
+        f" {g(model, 'sklearn') or '—'}.",
+        f"**Load**, 4 client processes, each round: mlws 2 replicas {rounds(g(m, 'r2'))}"
+        f" (median round's {cpu(g(m, 'r2'))}; the supervisor's share"
+        f" {', '.join(n(x, '.0f') for x in sup_cpu) or '—'} µs; latency inside the replicas, from the"
+        f" service's request log: p50 {n(tel.get('p50'), '.2f')} ms, p99 {n(tel.get('p99'), '.2f')} ms);"
+        f" MLflow `-w 1` {rounds(g(f, 'w1'))} ({cpu(g(f, 'w1'))}). mlws vs MLflow `-w 1`:"
+        f" {ratio(g(m, 'r2', 'rps'), g(f, 'w1', 'rps'))}× the requests/s with `inputs`,"
+        f" {ratio(g(m, 'r2', 'rps'), g(f, 'w1_split', 'rps'))}× with `dataframe_split`.",
+        f"Single rounds: mlws 1 replica {load(g(m, 'r1'))} ({cpu(g(m, 'r1'))}); 2 replicas with 4"
+        f" client threads instead of processes {load(g(m, 'r2_threads'))}; 2 replicas whose `run()`"
+        f" returns `[0]` without parsing or predicting {load(g(m, 'trivial'))} ({cpu(g(m, 'trivial'))}).",
+        f"MLflow `-w 1` with `dataframe_split` {load(g(f, 'w1_split'))} ({cpu(g(f, 'w1_split'))});"
+        f" `-w 2` {load(g(f, 'w2'))} ({cpu(g(f, 'w2'))}).",
+        f"Called in-process, `score.run` takes {n(g(m, 'run_us'), '.0f')} µs, of which"
+        f" `model.predict` {n(g(m, 'predict_us'), '.0f')} µs.",
+        f"**Deploy → first 200**: mlws"
+        f" {', '.join(ms(g(t, 'first_s')) for t in g(m, 'deploy') or []) or '—'} ms (cold, not"
+        f" counted: {ms(g(m, 'deploy_cold', 'first_s'))} ms); medians: the `Model.deploy` call"
+        f" {ms(g(m, 'deploy_call_s'))} ms, the port listening after {ms(g(m, 'deploy_listen_s'))} ms,"
+        f" every replica up after {ms(g(m, 'deploy_all_s'))} ms; with 1 replica the first 200 came"
+        f" after {ms(g(m, 'r1', 'deploy_first_s'))} ms. A fresh interpreter that imports `score.py`"
+        f" and calls `init()` (unpickling the model imports scikit-learn) takes"
+        f" {ms(g(m, 'init_s'))} ms by itself. MLflow"
+        f" {', '.join(ms(g(t, 'first_s')) for t in g(f, 'deploy') or []) or '—'} ms (cold"
+        f" {ms(g(f, 'deploy_cold', 'first_s'))} ms; port listening after"
+        f" {ms(g(f, 'deploy_listen_s'))} ms; `-w 2`: {ms(g(f, 'deploy_w2_s'))} ms); a fresh"
+        f" interpreter that imports its scoring server and loads the model takes"
+        f" {ms(g(f, 'load_s'))} ms. `log_model` took {n(g(f, 'log_model_s'), '.1f')} s.",
+        f"**Memory** after the load, RSS / PSS in MB: mlws replicas"
+        f" {', '.join(mem(x) for x in g(m, 'memory', 'replicas') or []) or '—'}, supervisor"
+        f" {mem(g(m, 'memory', 'supervisor'))}; MLflow `-w 1` uvicorn"
+        f" {mem(g(f, 'memory_w1', 'uvicorn'))} and the `mlflow models serve` process that waits for"
+        f" it {mem(g(f, 'memory_w1', 'cli'))}; `-w 2` workers"
+        f" {', '.join(mem(x) for x in g(f, 'memory_w2', 'workers') or []) or '—'}, their uvicorn"
+        f" parent {mem(g(f, 'memory_w2', 'uvicorn'))}.",
+    ]
+    return " ".join(parts)
 
 
 def _runs_rate(ctx: dict[str, Any]) -> str:
@@ -804,7 +992,7 @@ def render_report(
         "|---|---|---|---|---|---|---|",
     ]
     for rw in rows:
-        peer = fmt(rw["peer"], rw["unit"])
+        peer = peer_cell(rw)
         lines.append(
             f"| {rw['id']} | {rw['name']} | {mlws_cell(rw)} | {peer} | {advantage(rw)} | {rw['target']} | {verdict(rw)} |"
         )
@@ -873,6 +1061,28 @@ def render_report(
         "  stopped at the end. `wait_for_completion` polls the status with a growing delay of up to 0.25 s,",
         "  so single runs differ in steps of up to a quarter second. No MLflow figure: MLflow Projects run",
         "  locally, on Databricks or on Kubernetes, with no ssh or Dask backend of their own.",
+        "- 10: one model for both: `LogisticRegression(max_iter=1000, random_state=0)` fitted on scikit-learn's",
+        "  iris, pickled with joblib (the same scikit-learn version in both venvs). mlws registers that file",
+        "  (`Model.register`) and deploys it with `examples/deploy/score.py` (`init()` unpickles it, `run()`",
+        '  parses `{"data": [[...]]}` and returns `model.predict(...).tolist()`), keys on; MLflow logs the',
+        "  unpickled model with `mlflow.sklearn.log_model(..., signature=infer_signature(X, y))` in its venv and",
+        "  serves it with `mlflow models serve -m models:/<id> --env-manager local -h 127.0.0.1 -p <port> -w N`",
+        "  (its venv's `bin` first on PATH, as when activated: the CLI runs `uvicorn` from PATH), started in",
+        "  its own process group and stopped by killing that group. Both listen on 127.0.0.1, on a free port",
+        "  picked beforehand. One load generator for both, `bench/loadgen.py` run by `.venv`'s Python: 4",
+        "  client processes (processes rather than threads, so no client waits on another's GIL and the",
+        "  clients can use both CPUs; threads were measured once for comparison), each one keep-alive",
+        "  `http.client.HTTPConnection` (TCP_NODELAY) posting the same one-row payload back to back; requests",
+        "  started in the first second are not counted, those of the next 5 s are, each with its latency",
+        "  (send → whole response read); any non-200 answer or a wrong prediction fails the case. 10a-10c:",
+        '  the median of 3 such rounds on each side. MLflow\'s payload is `{"inputs": [[...]]}`, its fastest;',
+        '  `{"dataframe_split": ...}` is measured once too. 10d: from just before the `Model.deploy` call /',
+        "  `Popen` of the CLI to the first 200 from the scoring URI (a POST every 5 ms, each on a new",
+        "  connection), after one cold deploy/start that is not counted; median of 3. 10e: VmRSS (what",
+        "  psutil reports as RSS) from `/proc/<pid>/status` of each mlws replica and of MLflow's uvicorn",
+        "  process after the load; the details add PSS and the other processes. CPU per request is the",
+        "  user + system time of the server's processes (mlws: supervisor and replicas; MLflow: the CLI,",
+        "  uvicorn and its workers) and of the clients during a round, over the requests of that round.",
         "",
         "## Details",
         "",
