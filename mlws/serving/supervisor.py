@@ -200,6 +200,7 @@ class Supervisor:
             self.stopping = True
         elif kind == "gone":
             if self.stopping or self.replicas.get(replica.index) is not replica:
+                replica.proc.wait()  # a drained replica: reap it (no zombie)
                 return
             replica.proc.wait()
             # A replica died (killed, crashed): replace it at once; others keep serving.
