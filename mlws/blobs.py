@@ -180,6 +180,28 @@ class BlobStore:
             yield
         lock.close()
 
+    def identity(self) -> str:
+        """A random id of this store, made on first use: a store re-created at the same path
+        is another store (the snapshot stat cache's "seen here" marks must not carry over)."""
+        path = self.root / "store-id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        import uuid
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            f.write(uuid.uuid4().hex)
+        try:
+            os.link(tmp, path)  # of concurrent first users, exactly one id wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        return path.read_text().strip()
+
     def gc_generation(self) -> int:
         """How many times gc has run on this store; blobs seen present since are still there."""
         try:

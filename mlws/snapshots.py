@@ -149,7 +149,7 @@ def take_snapshot(
     # Shared hold on the blob store: gc (exclusive) cannot delete a blob this snapshot re-uses
     # until the manifest naming it exists, and the gc generation cannot change under us.
     with blobs.shared():
-        seen_token = f"{blobs.root}#{blobs.gc_generation()}"
+        seen_token = f"{blobs.root}#{blobs.identity()}#{blobs.gc_generation()}"
         try:
             known = cache.load(real_root)
             entries: list[Entry] = []

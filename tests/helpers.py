@@ -77,3 +77,25 @@ def kill_run_processes(ws) -> None:  # noqa: ANN001 - a Workspace
                 os.killpg(r["pid"], signal.SIGKILL)
             except OSError:
                 pass
+
+
+def processes_of_test(home) -> list:  # noqa: ANN001 - a Path
+    """Live processes (other than pytest's own helpers) whose environment has this test's HOME:
+    supervisors, clusters, workers, replicas and scripts all inherit it."""
+    import os
+
+    import psutil
+
+    me = os.getpid()
+    found = []
+    for p in psutil.process_iter(["pid", "ppid", "status", "environ", "cmdline"]):
+        info = p.info
+        if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if (info["environ"] or {}).get("HOME") != str(home):
+            continue
+        cmd = " ".join(info["cmdline"] or [])
+        if info["ppid"] == me and ("resource_tracker" in cmd or "loky" in cmd):
+            continue  # pytest's own multiprocessing helpers, shared by every test
+        found.append(p)
+    return found

@@ -20,7 +20,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import SCRIPT_PRELUDE, kill_run_processes, wait_until
+from helpers import SCRIPT_PRELUDE, kill_run_processes, processes_of_test, wait_until
 
 from mlws import Experiment, ScriptRunConfig, Workspace, get_result, run_parallel
 from mlws.compute import ComputeTarget
@@ -132,24 +132,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def processes_of_test(home: Path) -> list[psutil.Process]:
-    """Live processes (other than pytest's own helpers) whose environment has this test's HOME:
-    supervisors, cluster processes, workers and scripts all inherit it."""
-    me = os.getpid()
-    found = []
-    for p in psutil.process_iter(["pid", "ppid", "status", "environ", "cmdline"]):
-        info = p.info
-        if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if (info["environ"] or {}).get("HOME") != str(home):
-            continue
-        cmd = " ".join(info["cmdline"] or [])
-        if info["ppid"] == me and ("resource_tracker" in cmd or "loky" in cmd):
-            continue  # pytest's own multiprocessing helpers, shared by every test
-        found.append(p)
-    return found
 
 
 # -- fixtures --------------------------------------------------------------------------------------

@@ -33,7 +33,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-_OUT = sys.stdout.buffer
+# The protocol to the supervisor is the process's original stdout; main() points fd 1 at stderr,
+# so what the scoring script prints lands in the replica's log and never among the events.
+_OUT: Any = None
 
 
 def _send(**msg: Any) -> None:
@@ -310,6 +312,10 @@ def main() -> int:
 
     import uvicorn
 
+    global _OUT
+    _OUT = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     config = json.loads(Path(sys.argv[1]).read_text())
     fd = int(config["fd"])
     source = Path(config["sourceDirectory"])
@@ -319,14 +325,15 @@ def main() -> int:
         module = _load_entry(source / config["entryScript"])
         module.init()
     except BaseException as e:  # noqa: BLE001 - the deployment fails with the script's reason
-        _send(
-            t="failed",
-            error=f"init() failed: {type(e).__name__}: {e}",
-            trace=traceback.format_exc(),
-        )
+        trace = traceback.format_exc()
+        print(trace, file=sys.stderr, flush=True)  # in the replica's log too
+        _send(t="failed", error=f"init() failed: {type(e).__name__}: {e}", trace=trace)
         return 1
     app = App(config, module.run, _swagger(config["service"], module.run))
     signal.signal(signal.SIGALRM, _on_alarm)
+    # uvicorn handles SIGTERM (a graceful stop) and afterwards re-raises it to the handler that
+    # was there before: a no-op one here, so the last telemetry is still sent (see serve()).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     sock = socket.socket(fileno=fd)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -85,6 +85,14 @@ class DeployConfiguration:
             raise UserErrorException(
                 f"autoscale_target_utilization is a CPU percentage, 1-100, got {self.autoscale_target_utilization!r}"
             )
+        if (
+            not isinstance(self.max_request_bytes, int)
+            or isinstance(self.max_request_bytes, bool)
+            or self.max_request_bytes < 1
+        ):
+            raise UserErrorException(
+                f"max_request_bytes must be a positive whole number, got {self.max_request_bytes!r}"
+            )
         if not isinstance(self.scoring_timeout_ms, int) or self.scoring_timeout_ms < 1:
             raise UserErrorException(
                 f"scoring_timeout_ms must be a positive whole number, got {self.scoring_timeout_ms!r}"
@@ -559,7 +567,8 @@ class Webservice:
         rows = self.workspace.catalog.query(
             "SELECT time, status, latency_ms FROM service_requests WHERE service = ? AND time >= ?"
             " ORDER BY time",
-            (self.name, since or 0.0),
+            # A service deployed again under an old name starts from zero (rows are kept).
+            (self.name, max(since or 0.0, self._refresh()["created"])),
         )
         return summarize(rows)
 

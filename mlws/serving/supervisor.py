@@ -38,7 +38,8 @@ class Replica:
         self.ready = False
         self.started = time.monotonic()
         self.cpu: Any = None  # psutil.Process, for autoscaling
-        threading.Thread(target=self._read, args=(events,), daemon=True).start()
+        self.reader = threading.Thread(target=self._read, args=(events,), daemon=True)
+        self.reader.start()
 
     def _read(self, events: queue.Queue[Any]) -> None:
         assert self.proc.stdout is not None
@@ -185,6 +186,8 @@ class Supervisor:
 
     def _on_event(self, replica: Replica, msg: dict[str, Any]) -> None:
         kind = msg.get("t")
+        if kind in ("ready", "failed") and self.replicas.get(replica.index) is not replica:
+            return  # from a replica of an update that was given up, or one being drained
         if kind == "ready":
             replica.ready = True
             if all(r.ready for r in self.replicas.values()):
@@ -284,6 +287,7 @@ class Supervisor:
         from ..environments import as_environment, resolve
 
         old_row, old_config = self.row, self.config
+        old_layout = (self.source, self.model_dir, self.python, dict(self.replica_config))
         self.row, self.config = row, json.loads(row["config"])
         gen = row["generation"]
         new: dict[int, Replica] = {}
@@ -323,7 +327,11 @@ class Supervisor:
             for r in new.values():
                 r.proc.kill()
                 r.proc.wait()
+            # Everything back as it was, the row too: a replica restarted later is the version
+            # that serves, and the models it uses stay recorded (and protected from delete).
+            self.source, self.model_dir, self.python, self.replica_config = old_layout
             self.row, self.config = {**old_row, "generation": gen}, old_config
+            self._set(models=old_row["models"], config=old_row["config"])
             self._set(
                 state="Healthy",
                 applied=gen,
@@ -370,6 +378,8 @@ class Supervisor:
                 r.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 r.proc.kill()
+        for r in self.replicas.values():  # their last telemetry is queued once the readers end
+            r.reader.join(timeout=5)
         while not self.events.empty():
             replica, msg = self.events.get_nowait()
             if msg.get("t") == "telemetry":
