@@ -1,6 +1,7 @@
 """mlws: the Azure Machine Learning v1 workspace model, local-first."""
 
 from .compute import ComputeTarget
+from .datastores import Datastore
 from .environments import CondaDependencies, Environment
 from .errors import (
     ActivityFailedException,
@@ -23,6 +24,7 @@ __all__ = [
     "ComputeTarget",
     "ComputeTargetException",
     "CondaDependencies",
+    "Datastore",
     "Environment",
     "Experiment",
     "FunctionRunConfig",

@@ -86,3 +86,7 @@ class ModelInUse(MlwsError):
 
 class WebserviceException(MlwsError):
     """A service cannot be deployed, found or used (v1's name)."""
+
+
+class DatastoreNotFound(MlwsError):
+    """No datastore of that name in the workspace."""

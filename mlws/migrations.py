@@ -240,3 +240,22 @@ def m0005_services(db: Any) -> None:
         )"""
     )
     db.execute("CREATE INDEX service_requests_service_time ON service_requests(service, time)")
+
+
+@migrations(name="0006_datastores")
+def m0006_datastores(db: Any) -> None:
+    # Named places where data lives. The default ``workspaceblobstore`` is the workspace's own
+    # ``datastores/workspaceblobstore`` folder; a ``local`` one is a folder of this machine.
+    db.execute(
+        """CREATE TABLE datastores (
+            name TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            config TEXT NOT NULL DEFAULT '{}',
+            is_default INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """INSERT INTO datastores (name, type, config, is_default, created)
+           VALUES ('workspaceblobstore', 'workspace', '{}', 1, strftime('%s','now'))"""
+    )

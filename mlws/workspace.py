@@ -316,6 +316,18 @@ class Workspace:
         rows = self.catalog.query("SELECT name FROM experiments ORDER BY name")
         return {r["name"]: Experiment(self, r["name"], _create=False) for r in rows}
 
+    @property
+    def datastores(self) -> dict[str, Any]:
+        """Registered datastores by name (v1: ``ws.datastores``)."""
+        from .datastores import Datastore
+
+        return {d.name: d for d in Datastore.list(self)}
+
+    def get_default_datastore(self) -> Any:
+        from .datastores import Datastore
+
+        return Datastore.get_default(self)
+
     def get_run(self, run_id: str) -> Run:
         """The run with that id, in any experiment. :raises RunNotFound:"""
         from .runs import Run

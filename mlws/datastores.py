@@ -1,0 +1,385 @@
+"""Datastores: named places where data lives (Azure ML v1's ``Datastore``).
+
+``workspaceblobstore`` (the default) is the workspace's own ``datastores/workspaceblobstore``
+folder, so it travels with the workspace; ``Datastore.register_local(ws, name, path)`` names a
+folder of this machine. ``upload``/``download`` copy files in and out; a path on a datastore is
+always relative, and nothing is ever written outside the folder it is meant for: ``..``,
+absolute paths and symlinks that lead out are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .blobs import check_relpath
+from .errors import DatastoreNotFound, UnsafePath, UserErrorException
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+DEFAULT = "workspaceblobstore"
+_NAME = re.compile(r"[A-Za-z0-9_]{1,255}")
+
+
+def check_datastore_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UserErrorException(
+            f"invalid datastore name {name!r}: letters, digits and '_' only (as Azure ML)"
+        )
+    return name
+
+
+def _clean(path: str | None) -> str:
+    """A path on a datastore: relative, '/'-separated, no '..'; '' for the root."""
+    if path is None:
+        return ""
+    p = str(path).replace("\\", "/").strip()
+    while p.startswith("./"):
+        p = p[2:]
+    p = p.strip("/") if not p.startswith("/") else p
+    if p in ("", "."):
+        return ""
+    try:
+        return check_relpath(p)
+    except UnsafePath:
+        raise UnsafePath(
+            f"path {path!r} on a datastore must be relative, without '..' (e.g. 'data/iris')"
+        ) from None
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` (symlinks followed) stays under ``root``."""
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
+        return True
+    except ValueError:
+        return False
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    """Whole or not at all: a temp file beside the target, then rename."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.mlws-tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+class DataReference:
+    """A path on a datastore (v1: ``datastore.path("folder")``); runs receive it as a real path."""
+
+    def __init__(
+        self, datastore: Datastore, path_on_datastore: str = "", mode: str = "mount"
+    ) -> None:
+        self.datastore = datastore
+        self.path_on_datastore = _clean(path_on_datastore)
+        self.mode = mode
+
+    @property
+    def local_path(self) -> Path:
+        return (
+            self.datastore.root / self.path_on_datastore
+            if self.path_on_datastore
+            else self.datastore.root
+        )
+
+    def as_mount(self) -> DataReference:
+        return DataReference(self.datastore, self.path_on_datastore, "mount")
+
+    def as_download(self) -> DataReference:
+        return DataReference(self.datastore, self.path_on_datastore, "download")
+
+    def __str__(self) -> str:
+        return str(self.local_path)
+
+    def __repr__(self) -> str:
+        return f"DataReference(datastore={self.datastore.name!r}, path={self.path_on_datastore!r}, mode={self.mode!r})"
+
+
+class Datastore:
+    """A registered datastore. ``Datastore(ws, name)`` loads one (``Datastore.get`` too).
+
+    :raises DatastoreNotFound: no such datastore.
+    """
+
+    def __init__(self, workspace: Workspace, name: str | None = None) -> None:
+        self.workspace = workspace
+        if name is None:
+            row = workspace.catalog.one("SELECT * FROM datastores WHERE is_default = 1")
+        else:
+            row = workspace.catalog.one("SELECT * FROM datastores WHERE name = ?", (name,))
+        if row is None:
+            known = [
+                r[0] for r in workspace.catalog.query("SELECT name FROM datastores ORDER BY name")
+            ]
+            raise DatastoreNotFound(
+                f"no datastore named {name!r} in workspace {workspace.name!r}; known: {', '.join(known)}"
+            )
+        self.name: str = row["name"]
+        self.datastore_type: str = row["type"]
+        self.config: dict[str, Any] = json.loads(row["config"])
+        self.is_default = bool(row["is_default"])
+
+    def __repr__(self) -> str:
+        return (
+            f"Datastore(name={self.name!r}, type={self.datastore_type!r}, root={str(self.root)!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Datastore)
+            and other.name == self.name
+            and other.workspace.path == self.workspace.path
+        )
+
+    def __hash__(self) -> int:
+        return hash((str(self.workspace.path), self.name))
+
+    @property
+    def root(self) -> Path:
+        """The folder holding the datastore's files."""
+        if self.datastore_type == "workspace":
+            return self.workspace.path / "datastores" / self.name
+        return Path(self.config["path"])
+
+    # -- registry ----------------------------------------------------------------------------
+    @staticmethod
+    def get(workspace: Workspace, datastore_name: str) -> Datastore:
+        return Datastore(workspace, datastore_name)
+
+    @staticmethod
+    def get_default(workspace: Workspace) -> Datastore:
+        return Datastore(workspace)
+
+    @staticmethod
+    def list(workspace: Workspace) -> list[Datastore]:
+        rows = workspace.catalog.query("SELECT name FROM datastores ORDER BY name")
+        return [Datastore(workspace, r[0]) for r in rows]
+
+    @staticmethod
+    def register_local(
+        workspace: Workspace,
+        datastore_name: str,
+        path: str | os.PathLike[str],
+        overwrite: bool = False,
+    ) -> Datastore:
+        """Name a folder of this machine (created if missing) as a datastore.
+
+        :raises UserErrorException: bad name, the name is taken (without ``overwrite``), the
+            path is a file or the workspace's own datastores folder.
+        """
+        check_datastore_name(datastore_name)
+        folder = Path(path).expanduser().absolute()
+        if folder.exists() and not folder.is_dir():
+            raise UserErrorException(f"{folder} is a file, not a folder")
+        if datastore_name == DEFAULT:
+            raise UserErrorException(
+                f"{DEFAULT!r} is the workspace's own datastore; pick another name"
+            )
+        now = time.time()
+        with workspace.catalog.write() as conn:
+            exists = conn.execute(
+                "SELECT type FROM datastores WHERE name = ?", (datastore_name,)
+            ).fetchone()
+            if exists and not overwrite:
+                raise UserErrorException(
+                    f"a datastore named {datastore_name!r} exists; pass overwrite=True to replace it"
+                )
+            folder.mkdir(parents=True, exist_ok=True)
+            conn.execute(
+                "INSERT INTO datastores (name, type, config, is_default, created) VALUES (?, 'local', ?, 0, ?)"
+                " ON CONFLICT(name) DO UPDATE SET type = 'local', config = excluded.config",
+                (datastore_name, json.dumps({"path": str(folder)}), now),
+            )
+        return Datastore(workspace, datastore_name)
+
+    def set_as_default(self) -> None:
+        with self.workspace.catalog.write() as conn:
+            conn.execute("UPDATE datastores SET is_default = (name = ?)", (self.name,))
+        self.is_default = True
+
+    def unregister(self) -> None:
+        """Forget the datastore (its files stay where they are).
+
+        :raises UserErrorException: it is the workspace's own or the default datastore.
+        """
+        if self.datastore_type == "workspace":
+            raise UserErrorException(
+                f"{self.name!r} is the workspace's own datastore; it cannot be unregistered"
+            )
+        if Datastore(self.workspace, self.name).is_default:  # now, not when this was loaded
+            raise UserErrorException(
+                f"{self.name!r} is the default datastore; make another one the default first"
+            )
+        with self.workspace.catalog.write() as conn:
+            conn.execute("DELETE FROM datastores WHERE name = ?", (self.name,))
+
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.datastore_type,
+            "root": str(self.root),
+            "default": self.is_default,
+        }
+
+    # -- files -------------------------------------------------------------------------------
+    def path(
+        self, path: str | None = None, data_reference_name: str | None = None
+    ) -> DataReference:
+        return DataReference(self, path or "")
+
+    def _target(self, target_path: str | None) -> Path:
+        rel = _clean(target_path)
+        dest = self.root / rel if rel else self.root
+        if not _inside(self.root, dest):
+            raise UnsafePath(
+                f"{target_path!r} leads outside datastore {self.name!r} (through a symlink)"
+            )
+        return dest
+
+    def upload(
+        self,
+        src_dir: str | os.PathLike[str],
+        target_path: str | None = None,
+        overwrite: bool = False,
+        show_progress: bool = True,
+    ) -> DataReference:
+        """Copy the files under ``src_dir`` to ``target_path`` on the datastore. Files that are
+        there already are kept unless ``overwrite``; links in ``src_dir`` are skipped.
+
+        :raises UserErrorException: ``src_dir`` is not a folder, or a path leads outside.
+        """
+        src = Path(src_dir)
+        if not src.is_dir():
+            raise UserErrorException(f"cannot upload {src}: not a folder")
+        files = [f for f in sorted(src.rglob("*")) if f.is_file() and not f.is_symlink()]
+        self._put(
+            [(f, f.relative_to(src).as_posix()) for f in files],
+            target_path,
+            overwrite,
+            show_progress,
+        )
+        return DataReference(self, target_path or "")
+
+    def upload_files(
+        self,
+        files: Iterable[str | os.PathLike[str]],
+        relative_root: str | os.PathLike[str] | None = None,
+        target_path: str | None = None,
+        overwrite: bool = False,
+        show_progress: bool = True,
+    ) -> DataReference:
+        """Copy ``files`` to ``target_path``, keeping their paths relative to
+        ``relative_root`` (default: just the file names).
+
+        :raises UserErrorException: a file is missing or not under ``relative_root``.
+        """
+        pairs = []
+        root = Path(relative_root).absolute() if relative_root is not None else None
+        for f in files:
+            p = Path(f).absolute()
+            if not p.is_file():
+                raise UserErrorException(f"cannot upload {f}: not a file")
+            if root is not None:
+                try:
+                    rel = p.relative_to(root).as_posix()
+                except ValueError:
+                    raise UserErrorException(
+                        f"{f} is not under relative_root {relative_root}"
+                    ) from None
+            else:
+                rel = p.name
+            pairs.append((p, rel))
+        self._put(pairs, target_path, overwrite, show_progress)
+        return DataReference(self, target_path or "")
+
+    def _put(
+        self,
+        pairs: list[tuple[Path, str]],
+        target_path: str | None,
+        overwrite: bool,
+        show_progress: bool,
+    ) -> None:
+        dest = self._target(target_path)
+        plan = []
+        for src, rel in pairs:  # every path checked before anything is written
+            out = dest / _clean(rel)
+            if not _inside(self.root, out.parent if out.parent.exists() else dest):
+                raise UnsafePath(f"{rel!r} leads outside datastore {self.name!r}")
+            if out.is_symlink():
+                raise UnsafePath(
+                    f"{out} is a symlink on the datastore; refusing to write through it"
+                )
+            plan.append((src, out))
+        copied = skipped = 0
+        for i, (src, out) in enumerate(plan, 1):
+            if out.exists() and not overwrite:
+                skipped += 1
+                continue
+            _copy_file(src, out)
+            copied += 1
+            if show_progress and sys.stderr.isatty() and (i % 100 == 0 or i == len(plan)):
+                print(f"\ruploaded {i}/{len(plan)}", end="", file=sys.stderr, flush=True)
+        if show_progress and sys.stderr.isatty() and plan:
+            print(file=sys.stderr)
+        self.last_upload = {"copied": copied, "skipped": skipped}
+
+    def download(
+        self,
+        target_path: str | os.PathLike[str],
+        prefix: str | None = None,
+        overwrite: bool = False,
+        show_progress: bool = True,
+    ) -> int:
+        """Copy the datastore's files (under ``prefix``) into ``target_path``, keeping their
+        paths; returns how many were copied. Existing files are kept unless ``overwrite``.
+        Links on the datastore that lead outside it are skipped.
+        """
+        target = Path(target_path)
+        if target.exists() and not target.is_dir():
+            raise UserErrorException(f"cannot download into {target}: it is a file")
+        rel_prefix = _clean(prefix)
+        base = self._target(None)
+        start = base / rel_prefix if rel_prefix else base
+        if start.is_file():
+            items = [start]
+        elif start.is_dir():
+            items = [f for f in sorted(start.rglob("*")) if f.is_file()]
+        else:
+            parent = start.parent
+            items = (
+                [f for f in sorted(parent.glob(start.name + "*")) if f.is_file()]
+                if parent.is_dir()
+                else []
+            )
+            items += [
+                g
+                for d in sorted(parent.glob(start.name + "*"))
+                if d.is_dir()
+                for g in sorted(d.rglob("*"))
+                if g.is_file()
+            ]
+        count = 0
+        for f in items:
+            if not _inside(base, f):
+                continue  # a link out of the datastore: never copied
+            out = target / f.relative_to(base).as_posix()
+            if (
+                not _inside(
+                    target.absolute(), out.parent if out.parent.exists() else target.absolute()
+                )
+                or out.is_symlink()
+            ):
+                continue
+            if out.exists() and not overwrite:
+                continue
+            _copy_file(f, out)
+            count += 1
+        return count
