@@ -179,6 +179,10 @@ class Datastore:
         folder = Path(path).expanduser().absolute()
         if folder.exists() and not folder.is_dir():
             raise UserErrorException(f"{folder} is a file, not a folder")
+        if _inside(workspace.path / "datastores", folder) or _inside(folder, workspace.path):
+            raise UserErrorException(
+                f"{folder} overlaps the workspace's own folder; register a folder outside it"
+            )
         if datastore_name == DEFAULT:
             raise UserErrorException(
                 f"{DEFAULT!r} is the workspace's own datastore; pick another name"
@@ -202,7 +206,14 @@ class Datastore:
 
     def set_as_default(self) -> None:
         with self.workspace.catalog.write() as conn:
-            conn.execute("UPDATE datastores SET is_default = (name = ?)", (self.name,))
+            # Only if it is still registered: else the workspace would be left with no default.
+            cur = conn.execute(
+                "UPDATE datastores SET is_default = (name = ?)"
+                " WHERE EXISTS (SELECT 1 FROM datastores WHERE name = ?)",
+                (self.name, self.name),
+            )
+            if cur.rowcount == 0:
+                raise DatastoreNotFound(f"datastore {self.name!r} is no longer registered")
         self.is_default = True
 
     def unregister(self) -> None:
@@ -311,7 +322,9 @@ class Datastore:
         plan = []
         for src, rel in pairs:  # every path checked before anything is written
             out = dest / _clean(rel)
-            if not _inside(self.root, out.parent if out.parent.exists() else dest):
+            # realpath resolves links in the part of the path that exists: a link on the
+            # datastore cannot carry the new file outside, even into folders made for it.
+            if not _inside(self.root, out):
                 raise UnsafePath(f"{rel!r} leads outside datastore {self.name!r}")
             if out.is_symlink():
                 raise UnsafePath(
@@ -371,12 +384,7 @@ class Datastore:
             if not _inside(base, f):
                 continue  # a link out of the datastore: never copied
             out = target / f.relative_to(base).as_posix()
-            if (
-                not _inside(
-                    target.absolute(), out.parent if out.parent.exists() else target.absolute()
-                )
-                or out.is_symlink()
-            ):
+            if not _inside(target.absolute(), out) or out.is_symlink():
                 continue
             if out.exists() and not overwrite:
                 continue
