@@ -179,9 +179,9 @@ class Datastore:
         folder = Path(path).expanduser().absolute()
         if folder.exists() and not folder.is_dir():
             raise UserErrorException(f"{folder} is a file, not a folder")
-        if _inside(workspace.path / "datastores", folder) or _inside(folder, workspace.path):
+        if _inside(workspace.path / "datastores", folder):
             raise UserErrorException(
-                f"{folder} overlaps the workspace's own folder; register a folder outside it"
+                f"{folder} is inside the workspace's own datastores; register a folder outside it"
             )
         if datastore_name == DEFAULT:
             raise UserErrorException(
