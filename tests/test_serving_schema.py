@@ -1,4 +1,4 @@
-"""Scoring scripts decorated with inference_schema: typed inputs and the swagger schema."""
+"""Serving details: scripts decorated with inference_schema (typed inputs, swagger schema), and what a rolling update() cannot change."""
 
 import json
 import pickle
@@ -47,3 +47,25 @@ def test_decorated_run_gets_typed_fields_and_swagger_has_the_schema(ws, tmp_path
     finally:
         for s in Webservice.list(ws):
             s.delete()
+
+
+def test_update_refuses_what_a_rolling_update_cannot_change(ws, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return 1\n")
+    pickle.dump(1, open(tmp_path / "model.pkl", "wb"))
+    model = Model.register(ws, tmp_path / "model.pkl", "m")
+    svc = Model.deploy(ws, "fixed", [model], InferenceConfig("score.py", str(src)))
+    try:
+        svc.wait_for_deployment()
+        generation = svc._row["generation"]
+        for change in ({"auth_enabled": False}, {"host": "0.0.0.0"}, {"port": svc.port + 1}):
+            with pytest.raises(WebserviceException, match="cannot change"):
+                svc.update(deployment_config=LocalWebservice.deploy_configuration(**change))
+        assert svc._refresh()["generation"] == generation  # nothing was started
+        svc.update(
+            deployment_config=LocalWebservice.deploy_configuration(port=svc.port, replicas=2)
+        )
+        assert svc.config["replicas"] == 2 and svc.run("{}") == 1
+    finally:
+        svc.delete()

@@ -496,6 +496,21 @@ class Webservice:
                 ).to_dict()
         if deployment_config is not None:
             deployment_config.validate()
+            row = self._refresh()
+            fixed = {
+                "auth_enabled": (
+                    deployment_config.auth_enabled,
+                    self.config.get("authEnabled", True),
+                ),
+                "host": (deployment_config.host, row["host"]),
+                "port": (deployment_config.port, deployment_config.port and row["port"]),
+            }
+            differ = [k for k, (new, old) in fixed.items() if new != old]
+            if differ:  # the port is bound once, and keys exist or not: not a rolling change
+                raise WebserviceException(
+                    f"update() cannot change {', '.join(differ)} of service {self.name!r};"
+                    " delete it and deploy again"
+                )
             changes.update(
                 replicas=deployment_config.replica_count,
                 minReplicas=deployment_config.min_replicas or deployment_config.replica_count,
