@@ -1,6 +1,7 @@
 """mlws: the Azure Machine Learning v1 workspace model, local-first."""
 
 from .compute import ComputeTarget
+from .datasets import Dataset
 from .datastores import Datastore
 from .environments import CondaDependencies, Environment
 from .errors import (
@@ -24,6 +25,7 @@ __all__ = [
     "ComputeTarget",
     "ComputeTargetException",
     "CondaDependencies",
+    "Dataset",
     "Datastore",
     "Environment",
     "Experiment",

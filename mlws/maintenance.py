@@ -19,6 +19,8 @@ BLOB_ROOTS: list[tuple[str, bool]] = [
     ("SELECT DISTINCT snapshot FROM runs WHERE snapshot IS NOT NULL", True),
     ("SELECT DISTINCT blob FROM run_files", False),
     ("SELECT DISTINCT manifest FROM models", True),
+    # A dataset's fingerprint lists hashes of files that live on datastores, not blobs.
+    ("SELECT DISTINCT fingerprint FROM datasets", False),
 ]
 
 #: gc keeps unreferenced blobs younger than this: a submit in progress may have stored them

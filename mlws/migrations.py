@@ -259,3 +259,21 @@ def m0006_datastores(db: Any) -> None:
         """INSERT INTO datastores (name, type, config, is_default, created)
            VALUES ('workspaceblobstore', 'workspace', '{}', 1, strftime('%s','now'))"""
     )
+
+
+@migrations(name="0007_datasets")
+def m0007_datasets(db: Any) -> None:
+    # A version's definition (where its data is) and its fingerprint: a manifest blob of the
+    # file hashes at registration (the files themselves are not copied into the blob store).
+    db.execute(
+        """CREATE TABLE datasets (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            definition TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            description TEXT,
+            tags TEXT NOT NULL DEFAULT '{}',
+            created REAL NOT NULL,
+            PRIMARY KEY (name, version)
+        )"""
+    )

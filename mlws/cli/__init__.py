@@ -928,6 +928,7 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, as_json: bool) -> No
 
 # Command groups kept in their own modules register themselves on import.
 from . import compute as _compute  # noqa: E402, F401
+from . import datasets as _datasets  # noqa: E402, F401
 from . import datastores as _datastores  # noqa: E402, F401
 from . import models as _models  # noqa: E402, F401
 from . import services as _services  # noqa: E402, F401

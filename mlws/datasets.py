@@ -1,0 +1,357 @@
+"""Datasets: named, versioned definitions of data, with a fingerprint of its content.
+
+``Dataset.File.from_files(path)`` defines a file dataset over datastore paths (``(datastore,
+"glob")`` tuples, ``datastore.path(...)`` references) or local paths, globs allowed. Every
+registered version records its definition **and** a fingerprint: a manifest of every file's
+hash, computed through the per-machine stat cache, so an unchanged 10,000-file dataset is
+re-checked without reading a file. ``has_changed()`` / ``mlws dataset diff`` say whether the data
+under a version changed since it was registered, and which files.
+
+(Tabular datasets and datasets as run inputs come next.)
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .blobs import Entry, canonical_manifest, check_relpath, hash_file, parse_manifest
+from .errors import MlwsError, UserErrorException
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+
+
+class DatasetNotFound(MlwsError):
+    """No registered dataset of that name (and version)."""
+
+
+def check_dataset_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UserErrorException(
+            f"invalid dataset name {name!r}: 1-255 letters, digits, '-', '_' or '.', starting with"
+            " a letter or digit"
+        )
+    return name
+
+
+def _sources(ws: Workspace | None, path: Any) -> list[dict[str, str]]:
+    """The definition's sources: ``{"datastore": name, "path": glob}`` or ``{"local": glob}``."""
+    from .datastores import DataReference, Datastore, _clean
+
+    items = path if isinstance(path, list) else [path]
+    out = []
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], Datastore):
+            out.append({"datastore": item[0].name, "path": _clean(item[1])})
+        elif isinstance(item, DataReference):
+            out.append({"datastore": item.datastore.name, "path": item.path_on_datastore})
+        elif isinstance(item, (str, os.PathLike)):
+            out.append({"local": os.path.abspath(os.fspath(item))})
+        else:
+            raise UserErrorException(
+                f"a dataset path is (datastore, 'path/glob'), datastore.path(...) or a local path;"
+                f" got {item!r}"
+            )
+    if not out:
+        raise UserErrorException("from_files needs at least one path")
+    return out
+
+
+def _resolve(ws: Workspace, sources: list[dict[str, str]]) -> dict[str, Path]:
+    """Every file the definition names now: ``{name in the dataset: absolute path}``.
+
+    :raises UserErrorException: a path or glob that matches no file.
+    """
+    from .datastores import Datastore, _inside
+
+    files: dict[str, Path] = {}
+    for src in sources:
+        if "datastore" in src:
+            root = Datastore(ws, src["datastore"]).root
+            pattern = str(root / src["path"]) if src["path"] else str(root)
+            shown = f"({src['datastore']!r}, {src['path']!r})"
+        else:
+            pattern, root, shown = src["local"], None, repr(src["local"])
+        matches = sorted(glob.glob(pattern, recursive=True))
+        found = 0
+        for m in matches:
+            p = Path(m)
+            candidates = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+            base = root if root is not None else (p.parent if p.is_file() else p)
+            if root is None and not p.is_file():
+                base = p.parent  # a folder keeps its own name inside the dataset
+            for f in candidates:
+                if root is not None and not _inside(root, f):
+                    continue  # a link out of the datastore is not its data
+                files[f.relative_to(base).as_posix()] = f
+                found += 1
+        if not found:
+            raise UserErrorException(f"the dataset path {shown} matches no file")
+    return files
+
+
+def fingerprint(files: dict[str, Path]) -> list[Entry]:
+    """Hash every file, through the per-machine stat cache (a file whose size, mtime and inode
+    are unchanged is not read again)."""
+    from .snapshots import HashCache, default_cache_path
+
+    cache = HashCache(default_cache_path())
+    try:
+        entries, updates = [], []
+        known: dict[str, tuple[int, int, int, str, str]] = {}
+        for prefix in {str(p.parent) for p in files.values()}:
+            known.update(cache.load(prefix))
+        for name in sorted(files):
+            p = files[name]
+            key = os.path.realpath(p)
+            st = os.stat(key)
+            hit = known.get(key)
+            if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] == st.st_ino:
+                digest = hit[3]
+            else:
+                digest, _ = hash_file(key)
+                updates.append(
+                    (key, st.st_size, st.st_mtime_ns, st.st_ino, digest, hit[4] if hit else "")
+                )
+            entries.append(Entry(check_relpath(name), digest, st.st_size))
+        cache.store(updates)
+        return entries
+    finally:
+        cache.close()
+
+
+@dataclass
+class Changes:
+    """What differs between a dataset version's registered fingerprint and its data now."""
+
+    added: list[str]
+    removed: list[str]
+    modified: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.modified)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"added": self.added, "removed": self.removed, "modified": self.modified}
+
+
+class FileDataset:
+    """A file dataset: its definition, and once registered its name, version and fingerprint."""
+
+    def __init__(self, sources: list[dict[str, str]], workspace: Workspace | None = None) -> None:
+        self._sources = sources
+        self.workspace = workspace
+        self.name: str | None = None
+        self.version: int | None = None
+        self.description: str | None = None
+        self.tags: dict[str, str] = {}
+        self._fingerprint: str | None = None
+        self.created_time: float | None = None
+
+    def __repr__(self) -> str:
+        if self.name:
+            return f"FileDataset(name={self.name!r}, version={self.version})"
+        return f"FileDataset({self._sources!r})"
+
+    @property
+    def id(self) -> str | None:
+        return f"{self.name}:{self.version}" if self.name else None
+
+    @property
+    def definition(self) -> dict[str, Any]:
+        return {"type": "file", "sources": self._sources}
+
+    def _ws(self, workspace: Workspace | None = None) -> Workspace:
+        ws = workspace or self.workspace
+        if ws is None:
+            from .workspace import Workspace
+
+            ws = Workspace.from_config()
+        return ws
+
+    def to_path(self) -> list[str]:
+        """The dataset's files, as paths inside it (v1 shape: a leading '/')."""
+        return ["/" + n for n in sorted(_resolve(self._ws(), self._sources))]
+
+    def download(self, target_path: str | os.PathLike[str], overwrite: bool = False) -> list[str]:
+        """Copy the files into ``target_path``; returns their paths there.
+
+        :raises UserErrorException: a file is there already and not ``overwrite``.
+        """
+        from .datastores import _copy_file, _inside
+
+        target = Path(target_path).absolute()
+        files = _resolve(self._ws(), self._sources)
+        outs = []
+        for name, src in sorted(files.items()):
+            out = target / name
+            if not _inside(target, out):
+                raise UserErrorException(f"{name!r} would be written outside {target}")
+            if out.exists() and not overwrite:
+                raise UserErrorException(f"{out} exists; pass overwrite=True")
+            outs.append((src, out))
+        for src, out in outs:
+            _copy_file(src, out)
+        return [str(o) for _, o in outs]
+
+    # -- registry ----------------------------------------------------------------------------
+    def register(
+        self,
+        workspace: Workspace,
+        name: str,
+        description: str | None = None,
+        tags: dict[str, Any] | None = None,
+        create_new_version: bool = False,
+    ) -> FileDataset:
+        """Record the definition and a fingerprint of the data now as version 1 of ``name``,
+        or the next version with ``create_new_version``.
+
+        :raises UserErrorException: the name exists and ``create_new_version`` is false (as v1).
+        """
+        check_dataset_name(name)
+        tag_values = {str(k): "" if v is None else str(v) for k, v in (tags or {}).items()}
+        entries = fingerprint(_resolve(workspace, self._sources))
+        manifest = workspace.blobs.put_bytes(canonical_manifest(entries))
+        with workspace.catalog.write() as conn:
+            latest = conn.execute(
+                "SELECT max(version) FROM datasets WHERE name = ?", (name,)
+            ).fetchone()[0]
+            if latest is not None and not create_new_version:
+                raise UserErrorException(
+                    f"a dataset named {name!r} exists (version {latest}); pass"
+                    " create_new_version=True to register a new version"
+                )
+            version = (latest or 0) + 1
+            conn.execute(
+                "INSERT INTO datasets (name, version, definition, fingerprint, description, tags,"
+                " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    version,
+                    json.dumps(self.definition),
+                    manifest,
+                    description,
+                    json.dumps(tag_values),
+                    time.time(),
+                ),
+            )
+        return Dataset.get_by_name(workspace, name, version)
+
+    def _entries(self) -> list[Entry]:
+        assert self.workspace is not None and self._fingerprint is not None
+        return parse_manifest(self.workspace.blobs.read_bytes(self._fingerprint))
+
+    def changes(self) -> Changes:
+        """How the data under this registered version differs from when it was registered."""
+        if self._fingerprint is None:
+            raise UserErrorException("only a registered dataset has a fingerprint to compare")
+        then = {e.path: e.hash for e in self._entries()}
+        try:
+            files = _resolve(self._ws(), self._sources)
+        except UserErrorException:
+            files = {}  # nothing matches any more: everything was removed
+        now = {e.path: e.hash for e in fingerprint(files)}
+        return Changes(
+            added=sorted(set(now) - set(then)),
+            removed=sorted(set(then) - set(now)),
+            modified=sorted(p for p in set(now) & set(then) if now[p] != then[p]),
+        )
+
+    def has_changed(self) -> bool:
+        return bool(self.changes())
+
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "tags": self.tags,
+            "definition": self.definition,
+            "fingerprint": self._fingerprint,
+            "files": len(self._entries()) if self._fingerprint else None,
+            "createdTime": self.created_time,
+        }
+
+
+class _FileFactory:
+    @staticmethod
+    def from_files(path: Any, validate: bool = True) -> FileDataset:
+        """A file dataset over ``path``: ``(datastore, "path/glob")`` tuples, ``datastore.path(...)``,
+        local paths, or a list of them. ``validate``: check now that every path matches files.
+
+        :raises UserErrorException: a path that matches nothing (with ``validate``).
+        """
+        ds = FileDataset(_sources(None, path))
+        if validate:
+            from .workspace import Workspace
+
+            ws = None
+            for src in ds._sources:
+                if "datastore" in src:
+                    ws = ws or _workspace_of(path)
+            _resolve(ws or Workspace.from_config(), ds._sources)
+            ds.workspace = ws
+        return ds
+
+
+def _workspace_of(path: Any) -> Workspace | None:
+    from .datastores import DataReference
+
+    for item in path if isinstance(path, list) else [path]:
+        if isinstance(item, tuple):
+            return item[0].workspace
+        if isinstance(item, DataReference):
+            return item.datastore.workspace
+    return None
+
+
+class Dataset:
+    """v1's ``Dataset``: ``Dataset.File.from_files(...)``, ``Dataset.get_by_name``, ``get_all``."""
+
+    File = _FileFactory
+
+    @staticmethod
+    def get_by_name(workspace: Workspace, name: str, version: int | str = "latest") -> FileDataset:
+        """A registered version (the latest by default). :raises DatasetNotFound:"""
+        check_dataset_name(name)
+        if version == "latest":
+            row = workspace.catalog.one(
+                "SELECT * FROM datasets WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+            )
+        else:
+            row = workspace.catalog.one(
+                "SELECT * FROM datasets WHERE name = ? AND version = ?", (name, int(version))
+            )
+        if row is None:
+            raise DatasetNotFound(
+                f"no dataset {name!r}"
+                + ("" if version == "latest" else f" version {version}")
+                + f" in workspace {workspace.name!r}; see 'mlws dataset list'"
+            )
+        return _from_row(workspace, row)
+
+    @staticmethod
+    def get_all(workspace: Workspace) -> dict[str, FileDataset]:
+        """The latest version of every registered dataset, by name."""
+        rows = workspace.catalog.query(
+            "SELECT * FROM datasets d WHERE version = (SELECT max(version) FROM datasets WHERE"
+            " name = d.name) ORDER BY name"
+        )
+        return {r["name"]: _from_row(workspace, r) for r in rows}
+
+
+def _from_row(ws: Workspace, row: Any) -> FileDataset:
+    ds = FileDataset(json.loads(row["definition"])["sources"], ws)
+    ds.name, ds.version = row["name"], row["version"]
+    ds.description, ds.tags = row["description"], json.loads(row["tags"])
+    ds._fingerprint, ds.created_time = row["fingerprint"], row["created"]
+    return ds
