@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import disk_usage, emit, median_ms, progress
+from common import disk_usage, emit, make_dataset, median_ms, progress
 
 N_LOG = 100_000
 METRIC_NAMES = [f"m{i}" for i in range(10)]
@@ -959,6 +959,75 @@ def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- 11. file dataset fingerprint --------------------------------------------------------------------
+def case_dataset(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Register a 10,000-file / 1 GB local folder as a file dataset (first fingerprint: every file
+    hashed), re-check it unchanged three times (the stat cache: no file read), then change one
+    byte of one file (same size, new mtime) and check that exactly that file is reported."""
+    from mlws import Dataset
+
+    files, size = int(params.get("files", 10_000)), int(params.get("size", 100_000))
+    data = work / "data-1g"
+    if data.exists():
+        shutil.rmtree(data)
+    ws = _ws(work / "ws-dataset")
+    out: dict[str, Any] = {}
+    try:
+        t0 = time.perf_counter()
+        n, nbytes = make_dataset(data, files=files, size=size)
+        out["make_s"] = time.perf_counter() - t0
+        out["files"], out["bytes"] = n, nbytes
+        progress(f"made {n:,} files / {nbytes / 1e9:.2f} GB in {out['make_s']:.1f} s")
+
+        ds = Dataset.File.from_files(str(data))
+        t0 = time.perf_counter()
+        reg = ds.register(ws, "big")
+        dt = time.perf_counter() - t0
+        listed = reg.to_path()  # paths inside the dataset: "/data-1g/d000/f000.bin", ...
+        if len(listed) != n:
+            raise RuntimeError(f"the registered dataset lists {len(listed)} files, not {n}")
+        out["first"] = {"s": dt, "mb_s": nbytes / 1e6 / dt}
+        progress(f"register (first fingerprint): {dt:.2f} s, {nbytes / 1e6 / dt:,.0f} MB/s")
+
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            changed = reg.has_changed()
+            times.append(time.perf_counter() - t0)
+            if changed is not False:
+                raise RuntimeError(f"has_changed() of the untouched dataset returned {changed!r}")
+        out["unchanged"] = {"s": statistics.median(times), "all_s": times}
+        progress(f"has_changed() unchanged: {', '.join(f'{x:.3f}' for x in times)} s")
+
+        name = "d042/f017.bin"
+        target = data / name
+        before = target.stat()
+        with open(target, "r+b") as f:
+            f.seek(size // 2)
+            b = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([b[0] ^ 0xFF]))
+        after = target.stat()
+        if after.st_size != before.st_size:
+            raise RuntimeError("the one-byte change altered the file's size")
+        if after.st_mtime_ns == before.st_mtime_ns:  # a coarse clock: make the change visible
+            os.utime(target, ns=(after.st_atime_ns, before.st_mtime_ns + 1_000_000))
+        t0 = time.perf_counter()
+        ch = reg.changes()
+        dt = time.perf_counter() - t0
+        got = ch.as_dict()
+        shown = next(p.lstrip("/") for p in listed if p.endswith("/" + name))
+        want = {"added": [], "removed": [], "modified": [shown]}
+        if got != want:
+            raise RuntimeError(f"changes() after changing {shown}: {got}, expected {want}")
+        out["one_change"] = {"s": dt, "modified": ch.modified}
+        progress(f"changes() after one modified file: {dt:.3f} s -> {ch.modified}")
+    finally:
+        ws.close()
+        shutil.rmtree(data, ignore_errors=True)
+    return out
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -973,6 +1042,7 @@ CASES = {
     "compute": case_compute,
     "serving_model": case_serving_model,
     "serving": case_serving,
+    "dataset": case_dataset,
 }
 
 

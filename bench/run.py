@@ -652,6 +652,43 @@ def bench_serving(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     ]
 
 
+def bench_dataset(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    # The case makes its own 10,000 files × 100 kB (1 GB) under its work folder and removes them.
+    m = r.run("mlws", "dataset", {"files": 10_000, "size": 100_000})
+    ctx["dataset"] = m
+    na = "no equivalent"
+    mb_s = _get(m, "first", "mb_s")
+    return [
+        row(
+            "11a",
+            "register a file dataset of 10,000 files / 1 GB: first fingerprint (every file hashed)",
+            _get(m, "first", "s"),
+            na,
+            "s",
+            "low",
+            mlws_note=f"{mb_s:,.0f} MB/s" if isinstance(mb_s, (int, float)) else "",
+        ),
+        row(
+            "11b",
+            "same dataset, no change: `has_changed()` → False (stat cache, no file read; median of 3)",
+            _get(m, "unchanged", "s"),
+            na,
+            "s",
+            "low",
+            "≤ 0.3 s",
+            lambda v: v <= 0.3,
+        ),
+        row(
+            "11c",
+            "one byte of one file changed (same size, new mtime): `changes()` names just that file",
+            _get(m, "one_change", "s"),
+            na,
+            "s",
+            "low",
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]] = {
     "1": ("metric logging throughput", bench_log),
     "2": ("creating 1,000 runs", bench_runs),
@@ -663,6 +700,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]]
     "8": ("callables fanned out as child runs", bench_fan),
     "9": ("submit to Completed per compute target", bench_compute),
     "10": ("serving a model over HTTP", bench_serving),
+    "11": ("file dataset fingerprint", bench_dataset),
 }
 
 
@@ -877,6 +915,16 @@ def details(ctx: dict[str, Any]) -> list[str]:
         )
     if "serving" in ctx:
         out.append(_serving_details(ctx["serving"], n))
+    if "dataset" in ctx:
+        m = ctx["dataset"]
+        out.append(
+            f"- **11.** Making the {n(g(m, 'files'), ',')} files ({n(_mb(g(m, 'bytes')), ',.0f')} MB) took "
+            f"{n(g(m, 'make_s'), '.1f')} s (not timed). `register` took {n(g(m, 'first', 's'), '.2f')} s "
+            f"({n(g(m, 'first', 'mb_s'), ',.0f')} MB/s); the unchanged re-checks "
+            f"{', '.join(n(x, '.3f') for x in g(m, 'unchanged', 'all_s') or [])} s; after the one-byte "
+            f"change `changes()` took {n(g(m, 'one_change', 's'), '.3f')} s and reported "
+            f"{', '.join(f'`{x}`' for x in g(m, 'one_change', 'modified') or []) or '—'} as modified."
+        )
     return out
 
 
@@ -1083,6 +1131,15 @@ def render_report(
         "  process after the load; the details add PSS and the other processes. CPU per request is the",
         "  user + system time of the server's processes (mlws: supervisor and replicas; MLflow: the CLI,",
         "  uvicorn and its workers) and of the clients during a round, over the requests of that round.",
+        "- 11: `Dataset.File.from_files(folder).register(ws, 'big')` over a local folder of 10,000 files ×",
+        "  100 kB of random bytes in 100 folders (1 GB), made by the case under its work folder just before",
+        "  (so in the page cache: 11a times sha256 hashing, not a cold disk) and removed after it; HOME, and",
+        "  so the stat cache `~/.cache/mlws/hashcache.db`, is under `bench/.work/`. 11b: `has_changed()` three",
+        "  times on the untouched folder (median), each must be False. 11c: one byte in the middle of one",
+        "  file flipped in place (size kept, mtime changes), then `changes()`, which must report exactly that",
+        "  file as modified and nothing added or removed. No MLflow figure: `mlflow.data` datasets record a",
+        "  digest of data given to them (e.g. a DataFrame) for a run's inputs; there is no registered",
+        "  dataset over a folder of files to re-check for changes.",
         "",
         "## Details",
         "",
