@@ -484,6 +484,15 @@ class BlobStore:
             return 0
 
 
+def copy_file(src: str | os.PathLike[str], dst: Path) -> None:
+    """Copy a file out (downloads): whole or not at all, a temp file beside the target renamed
+    over it, so a reader never sees half a file."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.mlws-tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
 def _under_link(path: Path, root: Path) -> bool:
     """Whether a folder between ``root`` and ``path`` is a symlink (rglob follows them)."""
     for parent in path.parents:

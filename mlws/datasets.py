@@ -211,7 +211,8 @@ class FileDataset:
 
         :raises UserErrorException: a file is there already and not ``overwrite``.
         """
-        from .datastores import _copy_file, _inside
+        from .blobs import copy_file
+        from .datastores import _inside
 
         target = Path(target_path).absolute()
         files = _resolve(self._ws(), self._sources)
@@ -224,7 +225,7 @@ class FileDataset:
                 raise UserErrorException(f"{out} exists; pass overwrite=True")
             outs.append((src, out))
         for src, out in outs:
-            _copy_file(Path(src), out)
+            copy_file(src, out)
         return [str(o) for _, o in outs]
 
     # -- registry ----------------------------------------------------------------------------

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .blobs import check_relpath
+from .blobs import check_relpath, copy_file
 from .errors import DatastoreNotFound, UnsafePath, UserErrorException
 
 if TYPE_CHECKING:
@@ -62,14 +61,6 @@ def _inside(root: Path, path: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _copy_file(src: Path, dst: Path) -> None:
-    """Whole or not at all: a temp file beside the target, then rename."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.mlws-tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 class DataReference:
@@ -336,7 +327,7 @@ class Datastore:
             if out.exists() and not overwrite:
                 skipped += 1
                 continue
-            _copy_file(src, out)
+            copy_file(src, out)
             copied += 1
             if show_progress and sys.stderr.isatty() and (i % 100 == 0 or i == len(plan)):
                 print(f"\ruploaded {i}/{len(plan)}", end="", file=sys.stderr, flush=True)
@@ -388,6 +379,6 @@ class Datastore:
                 continue
             if out.exists() and not overwrite:
                 continue
-            _copy_file(f, out)
+            copy_file(f, out)
             count += 1
         return count

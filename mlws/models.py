@@ -75,6 +75,13 @@ def _dataset_refs(datasets: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _check_metadata(tags: Any, properties: Any, datasets: Any) -> None:
+    """Bad arguments fail before any file is stored (no orphan blobs)."""
+    _str_dict(tags, "tags")
+    _str_dict(properties, "properties")
+    _dataset_refs(datasets)
+
+
 def _filter(values: dict[str, str], wanted: list[Any] | dict[str, Any] | None, what: str) -> bool:
     """v1 filters: ``["key"]`` (has the key) or ``[["key", "value"]]`` (has that value)."""
     if not wanted:
@@ -378,9 +385,7 @@ class Model:
         :raises UserErrorException: bad name, missing path, an empty folder.
         """
         check_model_name(model_name)
-        _str_dict(tags, "tags")  # bad arguments fail before anything is stored
-        _str_dict(properties, "properties")
-        _dataset_refs(datasets)
+        _check_metadata(tags, properties, datasets)
         src = Path(model_path)
         if not src.exists():
             raise UserErrorException(f"model_path {src} does not exist")
@@ -595,9 +600,7 @@ def register_from_run(
     """``run.register_model``: a run file or folder (stored, or live in a running run's
     working folder) as the next version of ``model_name``, with the run as lineage."""
     check_model_name(model_name)
-    _str_dict(tags, "tags")
-    _str_dict(properties, "properties")
-    _dataset_refs(datasets)
+    _check_metadata(tags, properties, datasets)
     rel = str(model_path).strip()
     while rel.startswith("./"):
         rel = rel[2:]
@@ -608,14 +611,10 @@ def register_from_run(
         )
     check_relpath(rel)
     names = run.get_file_names()
-    if rel in names:
-        chosen = [rel]
-        top = rel.rsplit("/", 1)[-1]
-        strip = len(rel) - len(top)
-    else:
-        chosen = [n for n in names if n.startswith(rel + "/")]
-        top = rel.rsplit("/", 1)[-1]
-        strip = len(rel) - len(top)
+    # A file, or a folder (every file under it); either keeps its own name inside the model.
+    chosen = [rel] if rel in names else [n for n in names if n.startswith(rel + "/")]
+    top = rel.rsplit("/", 1)[-1]
+    strip = len(rel) - len(top)
     if not chosen:
         raise UserErrorException(
             f"run {run.id} has no file or folder {rel!r}; its files: {', '.join(names[:10]) or 'none'}"

@@ -9,7 +9,6 @@ import atexit
 import io
 import json
 import os
-import shutil
 import socket
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import metrics as _metrics
-from .blobs import Entry, check_relpath, file_mode
+from .blobs import Entry, check_relpath, copy_file, file_mode
 from .errors import (
     ActivityFailedException,
     PropertyConflict,
@@ -677,10 +676,7 @@ class Run:
                     f"run {self.id} has no file {name!r}; see run.get_file_names()"
                 )
             src = live
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.mlws-tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, out)
+        copy_file(src, out)
         return out
 
     def download_files(
