@@ -168,11 +168,24 @@ class Changes:
         return {"added": self.added, "removed": self.removed, "modified": self.modified}
 
 
-class FileDataset:
-    """A file dataset: its definition, and once registered its name, version and fingerprint."""
+class AbstractDataset:
+    """What every dataset kind shares (v1's ``AbstractDataset``): a definition over files
+    (``sources``), and once registered a name, version, tags and fingerprint.
 
-    def __init__(self, sources: list[dict[str, str]], workspace: Workspace | None = None) -> None:
+    A kind subclasses this, sets ``kind`` (the definition's ``type``) and puts its own part of
+    the definition in ``_extra``; ``_KINDS`` maps a stored definition back to its class.
+    """
+
+    kind = ""
+
+    def __init__(
+        self,
+        sources: list[dict[str, str]],
+        workspace: Workspace | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self._sources = sources
+        self._extra: dict[str, Any] = dict(extra or {})
         self.workspace = workspace
         self.name: str | None = None
         self.version: int | None = None
@@ -181,10 +194,15 @@ class FileDataset:
         self._fingerprint: str | None = None
         self.created_time: float | None = None
 
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.kind:
+            _KINDS[cls.kind] = cls
+
     def __repr__(self) -> str:
         if self.name:
-            return f"FileDataset(name={self.name!r}, version={self.version})"
-        return f"FileDataset({self._sources!r})"
+            return f"{type(self).__name__}(name={self.name!r}, version={self.version})"
+        return f"{type(self).__name__}({self._sources!r})"
 
     @property
     def id(self) -> str | None:
@@ -192,7 +210,12 @@ class FileDataset:
 
     @property
     def definition(self) -> dict[str, Any]:
-        return {"type": "file", "sources": self._sources}
+        return {"type": self.kind, "sources": self._sources, **self._extra}
+
+    def _derive(self, **extra: Any) -> AbstractDataset:
+        """A new unregistered dataset of this kind over the same sources (v1: every transform
+        returns a new dataset; the registered one is unchanged)."""
+        return type(self)(self._sources, self.workspace, {**self._extra, **extra})
 
     def _ws(self, workspace: Workspace | None = None) -> Workspace:
         ws = workspace or self.workspace
@@ -202,31 +225,9 @@ class FileDataset:
             ws = Workspace.from_config()
         return ws
 
-    def to_path(self) -> list[str]:
-        """The dataset's files, as paths inside it (v1 shape: a leading '/')."""
-        return ["/" + n for n in sorted(_resolve(self._ws(), self._sources))]
-
-    def download(self, target_path: str | os.PathLike[str], overwrite: bool = False) -> list[str]:
-        """Copy the files into ``target_path``; returns their paths there.
-
-        :raises UserErrorException: a file is there already and not ``overwrite``.
-        """
-        from .blobs import copy_file
-        from .datastores import _inside
-
-        target = Path(target_path).absolute()
-        files = _resolve(self._ws(), self._sources)
-        outs = []
-        for name, (src, _st) in sorted(files.items()):
-            out = target / name
-            if not _inside(target, out):
-                raise UserErrorException(f"{name!r} would be written outside {target}")
-            if out.exists() and not overwrite:
-                raise UserErrorException(f"{out} exists; pass overwrite=True")
-            outs.append((src, out))
-        for src, out in outs:
-            copy_file(src, out)
-        return [str(o) for _, o in outs]
+    def _files(self) -> dict[str, tuple[str, os.stat_result]]:
+        """Every file the definition names now (see ``_resolve``)."""
+        return _resolve(self._ws(), self._sources)
 
     # -- registry ----------------------------------------------------------------------------
     def register(
@@ -236,7 +237,7 @@ class FileDataset:
         description: str | None = None,
         tags: dict[str, Any] | None = None,
         create_new_version: bool = False,
-    ) -> FileDataset:
+    ) -> AbstractDataset:
         """Record the definition and a fingerprint of the data now as version 1 of ``name``,
         or the next version with ``create_new_version``.
 
@@ -281,7 +282,7 @@ class FileDataset:
             raise UserErrorException("only a registered dataset has a fingerprint to compare")
         then = {e.path: e.hash for e in self._entries()}
         try:
-            files = _resolve(self._ws(), self._sources)
+            files = self._files()
         except UserErrorException:
             files = {}  # nothing matches any more: everything was removed
         now = {e.path: e.hash for e in fingerprint(files)}
@@ -305,6 +306,41 @@ class FileDataset:
             "files": len(self._entries()) if self._fingerprint else None,
             "createdTime": self.created_time,
         }
+
+
+_KINDS: dict[str, type[AbstractDataset]] = {}
+
+
+class FileDataset(AbstractDataset):
+    """A file dataset: a set of files on datastores or local paths."""
+
+    kind = "file"
+
+    def to_path(self) -> list[str]:
+        """The dataset's files, as paths inside it (v1 shape: a leading '/')."""
+        return ["/" + n for n in sorted(self._files())]
+
+    def download(self, target_path: str | os.PathLike[str], overwrite: bool = False) -> list[str]:
+        """Copy the files into ``target_path``; returns their paths there.
+
+        :raises UserErrorException: a file is there already and not ``overwrite``.
+        """
+        from .blobs import copy_file
+        from .datastores import _inside
+
+        target = Path(target_path).absolute()
+        files = self._files()
+        outs = []
+        for name, (src, _st) in sorted(files.items()):
+            out = target / name
+            if not _inside(target, out):
+                raise UserErrorException(f"{name!r} would be written outside {target}")
+            if out.exists() and not overwrite:
+                raise UserErrorException(f"{out} exists; pass overwrite=True")
+            outs.append((src, out))
+        for src, out in outs:
+            copy_file(src, out)
+        return [str(o) for _, o in outs]
 
 
 class _FileFactory:
@@ -345,7 +381,9 @@ class Dataset:
     File = _FileFactory
 
     @staticmethod
-    def get_by_name(workspace: Workspace, name: str, version: int | str = "latest") -> FileDataset:
+    def get_by_name(
+        workspace: Workspace, name: str, version: int | str = "latest"
+    ) -> AbstractDataset:
         """A registered version (the latest by default). :raises DatasetNotFound:"""
         check_dataset_name(name)
         if version == "latest":
@@ -365,7 +403,7 @@ class Dataset:
         return _from_row(workspace, row)
 
     @staticmethod
-    def get_all(workspace: Workspace) -> dict[str, FileDataset]:
+    def get_all(workspace: Workspace) -> dict[str, AbstractDataset]:
         """The latest version of every registered dataset, by name."""
         rows = workspace.catalog.query(
             "SELECT * FROM datasets d WHERE version = (SELECT max(version) FROM datasets WHERE"
@@ -374,8 +412,10 @@ class Dataset:
         return {r["name"]: _from_row(workspace, r) for r in rows}
 
 
-def _from_row(ws: Workspace, row: Any) -> FileDataset:
-    ds = FileDataset(json.loads(row["definition"])["sources"], ws)
+def _from_row(ws: Workspace, row: Any) -> AbstractDataset:
+    definition = json.loads(row["definition"])
+    kind, sources = definition.pop("type"), definition.pop("sources")
+    ds = _KINDS[kind](sources, ws, definition)
     ds.name, ds.version = row["name"], row["version"]
     ds.description, ds.tags = row["description"], json.loads(row["tags"])
     ds._fingerprint, ds.created_time = row["fingerprint"], row["created"]
