@@ -15,6 +15,7 @@ from .experiments import Experiment
 from .functions import FunctionRunConfig, get_result, run_parallel
 from .models import Model
 from .runconfig import RunConfiguration, ScriptRunConfig
+from .rundata import DatasetConsumptionConfig, OutputFileDatasetConfig
 from .runs import Run
 from .workspace import Workspace
 
@@ -26,12 +27,14 @@ __all__ = [
     "ComputeTargetException",
     "CondaDependencies",
     "Dataset",
+    "DatasetConsumptionConfig",
     "Datastore",
     "Environment",
     "Experiment",
     "FunctionRunConfig",
     "MlwsError",
     "Model",
+    "OutputFileDatasetConfig",
     "Run",
     "RunConfiguration",
     "RunNotFound",

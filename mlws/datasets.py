@@ -25,6 +25,7 @@ from .blobs import Entry, canonical_manifest, check_relpath, hash_file, parse_ma
 from .errors import MlwsError, UserErrorException
 
 if TYPE_CHECKING:
+    from .rundata import DatasetConsumptionConfig, MountContext
     from .workspace import Workspace
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
@@ -295,6 +296,23 @@ class AbstractDataset:
     def has_changed(self) -> bool:
         return bool(self.changes())
 
+    # -- as a run's input --------------------------------------------------------------------
+    def as_named_input(self, name: str) -> DatasetConsumptionConfig:
+        """This dataset as input ``name`` of a run: put it (or its ``.as_mount()`` /
+        ``.as_download()``) in ``ScriptRunConfig.arguments``; the script finds it in
+        ``run.input_datasets[name]``."""
+        from .rundata import DatasetConsumptionConfig
+
+        return DatasetConsumptionConfig(name, self)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """The runs that used this registered version as input, or produced it as output."""
+        from .rundata import runs_of_dataset
+
+        if self.name is None or self.version is None:
+            return []
+        return runs_of_dataset(self._ws(), self.name, self.version)
+
     def serialize(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -305,6 +323,7 @@ class AbstractDataset:
             "fingerprint": self._fingerprint,
             "files": len(self._entries()) if self._fingerprint else None,
             "createdTime": self.created_time,
+            "runs": self.runs(),
         }
 
 
@@ -341,6 +360,25 @@ class FileDataset(AbstractDataset):
         for src, out in outs:
             copy_file(src, out)
         return [str(o) for _, o in outs]
+
+    def as_mount(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
+        """As a run's input, read-only and not copied (where the machine allows it)."""
+        from .rundata import _default_name
+
+        return self.as_named_input(_default_name(self)).as_mount(path_on_compute)
+
+    def as_download(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
+        """As a run's input, a copy of the files the script may change."""
+        from .rundata import _default_name
+
+        return self.as_named_input(_default_name(self)).as_download(path_on_compute)
+
+    def mount(self, mount_point: str | os.PathLike[str] | None = None) -> MountContext:
+        """The files under ``mount_point`` (a new temporary folder by default), read-only, while
+        the returned context is started (``with ds.mount() as m: m.mount_point``)."""
+        from .rundata import MountContext
+
+        return MountContext(self, mount_point)
 
 
 class _FileFactory:

@@ -21,6 +21,8 @@ BLOB_ROOTS: list[tuple[str, bool]] = [
     ("SELECT DISTINCT manifest FROM models", True),
     # A dataset's fingerprint lists hashes of files that live on datastores, not blobs.
     ("SELECT DISTINCT fingerprint FROM datasets", False),
+    # So is the fingerprint of the data a run read or wrote.
+    ("SELECT DISTINCT content FROM run_datasets WHERE content IS NOT NULL", False),
 ]
 
 #: gc keeps unreferenced blobs younger than this: a submit in progress may have stored them

@@ -277,3 +277,28 @@ def m0007_datasets(db: Any) -> None:
             PRIMARY KEY (name, version)
         )"""
     )
+
+
+@migrations(name="0008_run_datasets")
+def m0008_run_datasets(db: Any) -> None:
+    # Lineage both ways: which dataset versions a run read and wrote. ``content`` is the
+    # fingerprint (a manifest blob) of the data the run actually got, ``changed`` whether it
+    # differed from the version's registered fingerprint; ``definition`` keeps an unregistered
+    # dataset's definition.
+    db.execute(
+        """CREATE TABLE run_datasets (
+            run_seq INTEGER NOT NULL REFERENCES runs(seq),
+            direction TEXT NOT NULL CHECK (direction IN ('input', 'output')),
+            name TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            dataset_name TEXT,
+            dataset_version INTEGER,
+            definition TEXT NOT NULL,
+            content TEXT,
+            changed INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_seq, direction, name)
+        )"""
+    )
+    db.execute(
+        "CREATE INDEX run_datasets_by_dataset ON run_datasets (dataset_name, dataset_version)"
+    )

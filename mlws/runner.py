@@ -68,6 +68,7 @@ def submit_script(
 ) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``)."""
     from .compute import target_config
+    from .rundata import encode_arguments
     from .runs import SCRIPT_RUN, Run, insert_run, process_start_time, set_status
     from .snapshots import git_properties, take_snapshot
 
@@ -75,6 +76,7 @@ def submit_script(
     rc = config.run_config
     target_type, _ = target_config(ws, rc.target)
     src, script = config.validate()
+    arguments, inputs, outputs = encode_arguments(ws, rc.arguments)
     # An ssh host has its own interpreters: the environment is resolved there.
     env = _environment_definition(ws, rc.environment, on_this_machine=target_type != "ssh")
     snap = take_snapshot(ws.blobs, src)
@@ -82,7 +84,9 @@ def submit_script(
         print(f"Warning: {w}", file=sys.stderr)
     definition = {
         "script": script,
-        "arguments": [str(a) for a in rc.arguments],
+        "arguments": arguments,
+        "inputs": inputs,
+        "outputs": outputs,
         "command": rc.command,
         "target": rc.target,
         "sourceDirectory": str(src),
@@ -174,9 +178,15 @@ def script_env(
     ws_name: str,
     run_id: str,
     experiment: str,
+    run_dir: str | os.PathLike[str],
 ) -> dict[str, str]:
     """The environment a run's script sees (locally, on an ``ssh`` host, on a Dask worker)."""
+    from .rundata import PATHS_ENV, absolute_paths
+
     env = dict(base)
+    env.pop(PATHS_ENV, None)  # a script that submits runs must not hand its own paths on
+    if definition.get("dataPaths"):
+        env[PATHS_ENV] = json.dumps(absolute_paths(definition, run_dir))
     env.update(definition["environment"].get("variables") or {})
     env.update(definition.get("environmentVariables") or {})
     env.update(
@@ -195,15 +205,18 @@ def script_env(
     return env
 
 
-def script_argv(definition: dict[str, Any]) -> list[str]:
-    """The run's command line: its ``command``, or the interpreter, script and arguments."""
+def script_argv(definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> list[str]:
+    """The run's command line: its ``command``, or the interpreter, script and arguments (data
+    placeholders made paths inside ``run_dir``)."""
+    from .rundata import expand_argument
+
     cmd = definition.get("command")
     if cmd:
         return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
     return [
         definition["environment"]["interpreter"],
         definition["script"],
-        *definition["arguments"],
+        *(expand_argument(a, definition, run_dir) for a in definition["arguments"]),
     ]
 
 
@@ -213,9 +226,26 @@ def start_script(
     env: dict[str, str],
     tie_to_parent: bool = False,
     pass_fds: tuple[int, ...] = (),
+    read_only: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a run's script in its own process group (so cancel reaches everything it
-    starts), its output appended to ``logs/driver.log``."""
+    starts), its output appended to ``logs/driver.log``. ``read_only``: folders of
+    ``workdir`` (mounted inputs) the script must not change."""
+    from . import readonly
+
+    preexec = die_with_parent if tie_to_parent else None
+    if read_only:
+        folders = [workdir / f for f in read_only]
+        if readonly.available():
+            binds = readonly.preexec(folders)
+
+            def preexec() -> None:
+                if tie_to_parent:
+                    die_with_parent()
+                binds()
+        else:
+            for f in folders:  # copies (see rundata.prepare): no longer writable
+                readonly.strip_write_bits(f)
     with open(workdir / "logs" / "driver.log", "ab") as log:
         try:
             return subprocess.Popen(
@@ -226,7 +256,7 @@ def start_script(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent if tie_to_parent else None,
+                preexec_fn=preexec,
                 pass_fds=pass_fds,
             )
         except OSError as e:
@@ -265,6 +295,15 @@ def _last_error_line(log_file: Path | None) -> str:
         return f": {lines[-1]}" if lines else ""
     except OSError:
         return ""
+
+
+def remove_run_folder(folder: Path) -> None:
+    """Remove a run's working folder, read-only input copies included."""
+    from . import readonly
+    from .rundata import DATA_DIR
+
+    readonly.restore_write_bits(folder / DATA_DIR)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- the supervising process ----------------------------------------------------------------------
@@ -375,7 +414,7 @@ class _Supervisor:
 
     def _remove_workdir(self) -> None:
         if self.workdir is not None and not os.environ.get("MLWS_KEEP_WORKDIR"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            remove_run_folder(self.workdir)
 
     def kill_recorded_script(self) -> None:
         """Kill the script's process group recorded in the catalog, if it still runs here."""
@@ -401,8 +440,12 @@ class _Supervisor:
         if not set_status(ws, self.run_id, "Starting", working_dir=str(workdir)):
             self.cancel_if_requested()
             return
-        env = script_env(dict(os.environ), d, ws.path, ws.name, self.run_id, self.row["experiment"])
-        self.proc = start_script(script_argv(d), workdir, env, self._tie_to_parent)
+        env = script_env(
+            dict(os.environ), d, ws.path, ws.name, self.run_id, self.row["experiment"], workdir
+        )
+        self.proc = start_script(
+            script_argv(d, workdir), workdir, env, self._tie_to_parent, read_only=d.get("readOnly")
+        )
         with ws.catalog.write() as conn:  # recorded even if a cancel is pending: _watch acts on it
             conn.execute(
                 "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",
@@ -413,23 +456,68 @@ class _Supervisor:
         self._kill_group(signal.SIGKILL)  # leftovers the script started and left behind
         if outcome[0] != "Canceled":
             set_status(ws, self.run_id, "Finalizing")
+        outcome = self.publish_outputs(workdir, outcome)
         self.collect(workdir)
         self.finish(outcome)
 
-    def prepare_workdir(self) -> Path:
-        """A fresh working folder holding the run's snapshot, ``logs/`` and ``outputs/``."""
+    def prepare_workdir(self, remote: bool = False) -> Path:
+        """A fresh working folder holding the run's snapshot, ``logs/``, ``outputs/`` and its
+        data (``rundata.prepare``; ``remote``: the folder is copied to an ``ssh`` host)."""
+        from . import readonly, rundata
         from .workspace import user_cache_dir
 
         workdir = user_cache_dir() / "runs" / self.run_id
         if workdir.exists():
-            shutil.rmtree(workdir)
+            remove_run_folder(workdir)
         self.workdir = workdir
         self.ws.blobs.materialize(self.ws.blobs.read_manifest(self.row["snapshot"]), workdir)
         (workdir / "logs").mkdir(exist_ok=True)
         (workdir / "outputs").mkdir(exist_ok=True)
-        if self._note:
-            (workdir / "logs" / "driver.log").write_text(self._note)
+        notes = [self._note.rstrip("\n")] if self._note else []
+        d = self.definition
+        if d.get("inputs") or d.get("outputs"):
+            # Mounted inputs are hard links to the data only where the script can be given them
+            # read-only; a host gets copies (rsync) and makes them read-only itself.
+            notes += rundata.prepare(
+                self.ws,
+                self.row["seq"],
+                d,
+                workdir,
+                links_ok=remote or readonly.available(),
+                remote=remote,
+            )
+            self._save_definition()
+        if notes:
+            (workdir / "logs" / "driver.log").write_text("".join(n + "\n" for n in notes))
         return workdir
+
+    def _save_definition(self) -> None:
+        with self.ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET definition = ? WHERE id = ?",
+                (json.dumps(self.definition), self.run_id),
+            )
+
+    def publish_outputs(
+        self, workdir: Path, outcome: tuple[str, dict[str, Any] | None]
+    ) -> tuple[str, dict[str, Any] | None]:
+        """A completed run's output folders go to their datastores (and are registered); a run
+        whose outputs cannot be delivered has failed."""
+        from . import rundata
+
+        if outcome[0] != "Completed" or not self.definition.get("outputs"):
+            return outcome
+        try:
+            notes = rundata.publish(self.ws, self.run_id, self.row["seq"], self.definition, workdir)
+        except MlwsError as e:
+            return "Failed", {
+                "code": "OutputUploadFailed",
+                "message": f"the script completed, but its outputs could not be delivered: {e}",
+            }
+        if notes:
+            with open(workdir / "logs" / "driver.log", "a") as log:
+                log.writelines(n + "\n" for n in notes)
+        return outcome
 
     def _prepare_environment(self, workdir: Path) -> str:
         """Build (once per machine) or reuse the run's managed environment, logging to
@@ -443,11 +531,7 @@ class _Supervisor:
             python = resolve(Environment.from_dict(spec), self.ws, log=log)
             log.write(f"Ready: {python}\n")
         self.definition["environment"]["interpreter"] = python
-        with self.ws.catalog.write() as conn:
-            conn.execute(
-                "UPDATE runs SET definition = ? WHERE id = ?",
-                (json.dumps(self.definition), self.run_id),
-            )
+        self._save_definition()
         return python
 
     def cancel_if_requested(self) -> None:

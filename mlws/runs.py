@@ -185,17 +185,34 @@ class Run:
             "endTimeUtc": _iso(row["end_time"]),
             "properties": self.get_properties(),
             "tags": self.get_tags(),
-            "inputDatasets": [],
-            "outputDatasets": [],
             "runDefinition": json.loads(row["definition"]) if row["definition"] else {},
             "snapshotId": row["snapshot"],
             "logFiles": {p: p for p in self._file_names() if p.startswith("logs/")},
             "submittedBy": row["submitter_user"],
             "host": row["host"],
         }
+        from .rundata import lineage_of_run
+
+        details.update(lineage_of_run(self.experiment.workspace, row["seq"]))
         if row["error"]:
             details["error"] = {"error": json.loads(row["error"])}
         return details
+
+    @property
+    def input_datasets(self) -> dict[str, Any]:
+        """The run's named inputs. In the run's own script: the path of each mounted or
+        downloaded input, the dataset of each direct one; elsewhere, the datasets."""
+        from .rundata import run_data
+
+        return run_data(self, "input")
+
+    @property
+    def output_datasets(self) -> dict[str, Any]:
+        """The run's outputs. In the run's own script: the folder to write each to; once the
+        run has completed, the dataset each became."""
+        from .rundata import run_data
+
+        return run_data(self, "output")
 
     def get_details_with_logs(self) -> dict[str, Any]:
         details = self.get_details()

@@ -30,7 +30,6 @@ import codecs
 import json
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
@@ -206,8 +205,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     finally:
         if not state["started"]:  # nothing of the script's to keep: leave no folder behind
-            os.chdir(run_dir.parent)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _remove_run_folder(run_dir)
+
+
+def _remove_run_folder(run_dir: Path) -> None:
+    from ..runner import remove_run_folder
+
+    os.chdir(run_dir.parent)
+    remove_run_folder(run_dir)
 
 
 def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool]) -> int:
@@ -259,12 +264,25 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool])
             out.send(t="exit", rc=-int(signal.SIGTERM))
             return 0
     env = script_env(
-        dict(os.environ), d, ws.path, spec["workspaceName"], run_id, spec["run"]["experiment"]
+        dict(os.environ),
+        d,
+        ws.path,
+        spec["workspaceName"],
+        run_id,
+        spec["run"]["experiment"],
+        run_dir,
     )
     env[CHANNEL_ENV] = f"{secrets_fds[0]},{secrets_fds[1]}"
     log_path = run_dir / "logs" / "driver.log"
     # Killed with the agent even if the agent cannot kill it itself (SIGKILL of the agent).
-    proc = start_script(script_argv(d), run_dir, env, tie_to_parent=True, pass_fds=secrets_fds)
+    proc = start_script(
+        script_argv(d, run_dir),
+        run_dir,
+        env,
+        tie_to_parent=True,
+        pass_fds=secrets_fds,
+        read_only=d.get("readOnly"),
+    )
     state["started"] = True
     for fd in secrets_fds:  # the script's ends
         os.close(fd)
@@ -317,8 +335,7 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool])
     # Only on "done" are the outputs safely home; after a lost connection the folder stays,
     # so nothing the script made is lost (remove it by hand, or re-fetch it).
     if flags["done"] and not spec.get("keep"):
-        os.chdir(run_dir.parent)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        _remove_run_folder(run_dir)
     return 0
 
 

@@ -83,7 +83,7 @@ class _SshRun:
                 "INSERT OR IGNORE INTO run_properties VALUES (?, 'mlws.node', ?)",
                 (sup.row["seq"], str(self.node)),
             )
-        workdir = sup.prepare_workdir()
+        workdir = sup.prepare_workdir(remote=True)
         # The local working folder holds the streamed log: `mlws run logs -f` reads it live.
         with ws.catalog.write() as conn:
             conn.execute(
@@ -161,11 +161,11 @@ class _SshRun:
             if deferred:
                 sources.append(f":{self.remote_dir}/.mlws-replica/blobs")
             try:
-                self.conn.rsync(*sources, str(workdir) + "/", options=_LOCAL_LOGS)
+                self._copy_home(sources, workdir)
             except MlwsError:
                 try:  # once more, over a new connection if the master went away
                     self.conn.open()
-                    self.conn.rsync(*sources, str(workdir) + "/", options=_LOCAL_LOGS)
+                    self._copy_home(sources, workdir)
                 except MlwsError as e:
                     copied = False
                     warnings.append(str(e))
@@ -202,6 +202,7 @@ class _SshRun:
         if warnings:
             with open(err_path, "a") as log:
                 log.writelines(f"Warning: {w}\n" for w in warnings)
+        outcome = sup.publish_outputs(workdir, outcome)
         sup.collect(workdir)
         sup.finish(outcome)
         assert self.proc is not None
@@ -209,6 +210,17 @@ class _SshRun:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+    def _copy_home(self, sources: list[str], workdir: Path) -> None:
+        self.conn.rsync(*sources, str(workdir) + "/", options=_LOCAL_LOGS)
+        if self.sup.definition.get("outputs"):
+            # Output datasets: the folders the script wrote (only those: inputs stay there).
+            folders = self.sup.definition["dataPaths"]["outputs"].values()
+            self.conn.rsync(
+                *(f":{self.remote_dir}/./{f}" for f in folders),
+                str(workdir) + "/",
+                options=("--relative",),
+            )
 
     def _stop_if_canceled(self, workdir: Path) -> bool:
         """Canceled while preparing: end the agent before it starts the script (it removes the

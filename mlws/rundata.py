@@ -1,0 +1,598 @@
+"""Data a run consumes and produces.
+
+Inputs are datasets named in a run's arguments: ``ds.as_named_input("iris").as_mount()`` (a
+read-only view, no copy, where the kernel allows it), ``.as_download()`` (a private copy) or the
+plain ``as_named_input`` (direct: the script gets the dataset itself from
+``run.input_datasets``). Outputs are ``OutputFileDatasetConfig`` folders the script writes;
+when the run completes they are uploaded to their datastore destination (``{run-id}`` and
+``{output-name}`` filled in) and, with ``register_on_complete``, registered as the next version
+of a dataset.
+
+How a run carries them: at submit, each such argument becomes a placeholder
+(``{"mlwsInput": name}`` / ``{"mlwsOutput": name}``) and the definition gains ``inputs`` and
+``outputs``. Where the run is prepared (``prepare``, in its working folder), inputs are
+materialized under ``.mlws-data/in/<name>`` and output folders made under
+``.mlws-data/out/<name>``; the definition records those paths relative to the run's folder
+(``dataPaths``), so the same definition works in the folder an ``ssh`` host receives, and
+``script_argv`` puts absolute paths in their place. Every input also records, in
+``run_datasets``, the dataset version *and* a fingerprint of the data the run actually got,
+so a run's lineage says whether the data under a version had changed when it ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import UserErrorException
+
+if TYPE_CHECKING:
+    from .datasets import AbstractDataset
+    from .datastores import Datastore
+    from .workspace import Workspace
+
+DATA_DIR = ".mlws-data"
+#: The data paths of the current run's script (``{"inputs": {name: path}, "outputs": ...}``).
+PATHS_ENV = "MLWS_DATA_PATHS"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+_MODES = ("direct", "mount", "download")
+
+
+def check_data_name(name: Any, what: str = "input") -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UserErrorException(
+            f"invalid {what} name {name!r}: letters, digits and '_', not starting with a digit"
+            " (as Azure ML)"
+        )
+    return name
+
+
+def _relative(path: str | None, what: str) -> str | None:
+    """A ``path_on_compute``: relative to the run's folder, never out of it."""
+    if path is None:
+        return None
+    from .blobs import check_relpath
+    from .errors import UnsafePath
+
+    try:
+        return check_relpath(str(path).replace("\\", "/").strip("/"))
+    except UnsafePath:
+        raise UserErrorException(
+            f"{what} {path!r} must be a relative path inside the run's folder, without '..'"
+        ) from None
+
+
+class DatasetConsumptionConfig:
+    """How a run gets a dataset (v1's ``DatasetConsumptionConfig``): ``mode`` is ``direct``
+    (the script gets the dataset object), ``mount`` or ``download``; put it in
+    ``ScriptRunConfig.arguments`` and the script gets a path (or the dataset's id) there."""
+
+    def __init__(
+        self,
+        name: str,
+        dataset: AbstractDataset,
+        mode: str = "direct",
+        path_on_compute: str | None = None,
+    ) -> None:
+        self.name = check_data_name(name)
+        if mode not in _MODES:
+            raise UserErrorException(f"mode must be one of {', '.join(_MODES)}; got {mode!r}")
+        self.dataset = dataset
+        self.mode = mode
+        self.path_on_compute = _relative(path_on_compute, "path_on_compute")
+
+    def __repr__(self) -> str:
+        return f"DatasetConsumptionConfig(name={self.name!r}, mode={self.mode!r}, dataset={self.dataset!r})"
+
+    def as_mount(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
+        """Read-only, without copying the files (where the machine allows it)."""
+        return DatasetConsumptionConfig(self.name, self.dataset, "mount", path_on_compute)
+
+    def as_download(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
+        """A copy of the files the script may change."""
+        return DatasetConsumptionConfig(self.name, self.dataset, "download", path_on_compute)
+
+
+class OutputFileDatasetConfig:
+    """A folder a run writes, uploaded to a datastore when the run completes (v1's
+    ``OutputFileDatasetConfig``). ``destination`` is ``(datastore, "path")``, where
+    ``{run-id}`` and ``{output-name}`` are filled in; by default the workspace's default
+    datastore at ``dataset/{run-id}/{output-name}`` (as v1).
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        destination: tuple[Datastore, str] | None = None,
+        source: str | None = None,
+        partition_format: str | None = None,
+    ) -> None:
+        if partition_format is not None:
+            raise UserErrorException("partition_format is not supported for outputs")
+        self.name = check_data_name(name, "output") if name is not None else None
+        if destination is not None:
+            from .datastores import Datastore
+
+            if not (
+                isinstance(destination, tuple)
+                and len(destination) == 2
+                and isinstance(destination[0], Datastore)
+                and isinstance(destination[1], str)
+            ):
+                raise UserErrorException(
+                    f"destination is (datastore, 'path/{{run-id}}'); got {destination!r}"
+                )
+            _destination_path(destination[1], "run", self.name or "output")  # checked now
+        self.destination = destination
+        self.source = _relative(source, "source")
+        self._register: dict[str, Any] | None = None
+        self._overwrite = False
+
+    def __repr__(self) -> str:
+        return f"OutputFileDatasetConfig(name={self.name!r}, destination={self.destination!r})"
+
+    def _copy(self) -> OutputFileDatasetConfig:
+        other = OutputFileDatasetConfig.__new__(OutputFileDatasetConfig)
+        other.__dict__.update(self.__dict__)
+        return other
+
+    def register_on_complete(
+        self, name: str, description: str | None = None, tags: dict[str, Any] | None = None
+    ) -> OutputFileDatasetConfig:
+        """Register what the run wrote as the next version of dataset ``name``."""
+        from .datasets import check_dataset_name
+
+        other = self._copy()
+        other._register = {
+            "name": check_dataset_name(name),
+            "description": description,
+            "tags": {str(k): "" if v is None else str(v) for k, v in (tags or {}).items()},
+        }
+        return other
+
+    def as_upload(
+        self, overwrite: bool = False, source_globs: list[str] | None = None
+    ) -> OutputFileDatasetConfig:
+        """Upload when the run completes (the only mode here); ``overwrite`` replaces files
+        already at the destination."""
+        if source_globs is not None:
+            raise UserErrorException("source_globs is not supported; write only what to upload")
+        other = self._copy()
+        other._overwrite = bool(overwrite)
+        return other
+
+    def as_mount(self) -> OutputFileDatasetConfig:
+        """v1 writes through to the datastore; here the folder is uploaded when the run
+        completes, which gives the same files at the destination."""
+        return self._copy()
+
+
+def _destination_path(template: str, run_id: str, name: str) -> str:
+    from .datastores import _clean
+
+    return _clean(template.replace("{run-id}", run_id).replace("{output-name}", name))
+
+
+# -- at submit --------------------------------------------------------------------------------------
+def encode_arguments(
+    ws: Workspace, arguments: list[Any]
+) -> tuple[list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A run definition's arguments (placeholders for data), its inputs and its outputs.
+
+    :raises UserErrorException: two inputs or outputs of one name, a dataset that matches no
+        file now, an unknown datastore.
+    """
+    from .datasets import AbstractDataset
+    from .datastores import DataReference, Datastore
+
+    args: list[Any] = []
+    inputs: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    for a in arguments:
+        if isinstance(a, AbstractDataset):
+            a = a.as_named_input(_default_name(a))
+        elif isinstance(a, DataReference):
+            from .datasets import Dataset
+
+            a = DatasetConsumptionConfig(
+                _default_name(a),
+                Dataset.File.from_files(a, validate=False),
+                "download" if a.mode == "download" else "mount",
+            )
+        if isinstance(a, DatasetConsumptionConfig):
+            spec = {
+                "name": a.name,
+                "mode": a.mode,
+                "pathOnCompute": a.path_on_compute,
+                "dataset": dataset_spec(a.dataset),
+            }
+            if a.name in inputs and inputs[a.name] != spec:
+                raise UserErrorException(f"two different inputs are named {a.name!r}")
+            # Resolved now, so a dataset over nothing fails the submit, not the run.
+            _rebuild(ws, spec["dataset"])._files()
+            inputs[a.name] = spec
+            args.append({"mlwsInput": a.name})
+        elif isinstance(a, OutputFileDatasetConfig):
+            name = a.name or f"output_{len(outputs) + 1}"
+            store = a.destination[0] if a.destination else Datastore.get_default(ws)
+            Datastore(ws, store.name)  # still registered
+            spec = {
+                "name": name,
+                "datastore": store.name,
+                "path": a.destination[1] if a.destination else "dataset/{run-id}/{output-name}",
+                "source": a.source,
+                "overwrite": a._overwrite,
+                "register": a._register,
+            }
+            if name in outputs and outputs[name] != spec:
+                raise UserErrorException(f"two different outputs are named {name!r}")
+            outputs[name] = spec
+            args.append({"mlwsOutput": name})
+        else:
+            args.append(str(a))
+    clash = set(inputs) & set(outputs)
+    if clash:
+        raise UserErrorException(f"{sorted(clash)[0]!r} names both an input and an output")
+    return args, list(inputs.values()), list(outputs.values())
+
+
+def _default_name(item: Any) -> str:
+    """An input's name when the script did not give one: the dataset's, else one derived from
+    its definition (the same data gets the same name)."""
+    name = getattr(item, "name", None)
+    if isinstance(name, str) and _NAME.fullmatch(name.replace("-", "_").replace(".", "_")):
+        return name.replace("-", "_").replace(".", "_")
+    key = json.dumps(getattr(item, "definition", None) or repr(item), sort_keys=True, default=str)
+    return "input_" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def dataset_spec(ds: AbstractDataset) -> dict[str, Any]:
+    return {
+        "name": ds.name,
+        "version": ds.version,
+        "definition": ds.definition,
+        "fingerprint": ds._fingerprint,
+    }
+
+
+def _rebuild(ws: Workspace, spec: dict[str, Any]) -> AbstractDataset:
+    """The dataset a run's input names, as it was defined when the run was submitted."""
+    from .datasets import _KINDS
+
+    definition = dict(spec["definition"])
+    kind, sources = definition.pop("type"), definition.pop("sources")
+    ds = _KINDS[kind](sources, ws, definition)
+    ds.name, ds.version, ds._fingerprint = (
+        spec.get("name"),
+        spec.get("version"),
+        spec.get("fingerprint"),
+    )
+    return ds
+
+
+# -- where the run is prepared ------------------------------------------------------------------
+def prepare(
+    ws: Workspace,
+    run_seq: int,
+    definition: dict[str, Any],
+    workdir: Path,
+    links_ok: bool,
+    remote: bool = False,
+) -> list[str]:
+    """Materialize the run's inputs and make its output folders in ``workdir``; records the
+    paths in ``definition`` and the inputs' lineage in the catalog. ``links_ok``: mounted
+    inputs may be hard links to the data (the script will get them read-only); otherwise they
+    are copies. ``remote``: the folder goes to another machine, so direct inputs are copied
+    too (the data is not there). Returns notes for the run's log (data changed since it was
+    registered).
+
+    :raises UserErrorException: an input matches no file any more.
+    """
+    from .blobs import canonical_manifest
+    from .datasets import fingerprint
+
+    inputs, outputs = definition.get("inputs") or [], definition.get("outputs") or []
+    if not inputs and not outputs:
+        return []
+    notes: list[str] = []
+    paths: dict[str, dict[str, str]] = {"inputs": {}, "outputs": {}}
+    read_only: list[str] = []
+    rows = []
+    for spec in inputs:
+        ds = _rebuild(ws, spec["dataset"])
+        files = ds._files()
+        content = ws.blobs.put_bytes(canonical_manifest(fingerprint(files)))
+        registered = spec["dataset"].get("fingerprint")
+        changed = bool(registered) and registered != content
+        if changed:
+            notes.append(
+                f"mlws: the data of dataset {ds.id} (input {spec['name']!r}) changed since it was"
+                " registered; this run uses the data as it is now (see 'mlws dataset diff')"
+            )
+        rows.append((spec, ds, content, changed))
+        if spec["mode"] == "direct" and not remote:
+            continue  # the script reads the dataset where it is
+        rel = spec["pathOnCompute"] or f"{DATA_DIR}/in/{spec['name']}"
+        folder = workdir / rel
+        _fresh_folder(workdir, folder)
+        link = spec["mode"] == "mount" and links_ok
+        for name, (src, _st) in files.items():
+            _place(src, folder / name, link)
+        if spec["mode"] == "mount":
+            read_only.append(rel)
+        paths["inputs"][spec["name"]] = _entry_path(rel, list(files))
+    for spec in outputs:
+        rel = spec["source"] or f"{DATA_DIR}/out/{spec['name']}"
+        (workdir / rel).mkdir(parents=True, exist_ok=True)
+        paths["outputs"][spec["name"]] = rel
+    definition["dataPaths"] = paths
+    definition["readOnly"] = read_only
+    with ws.catalog.write() as conn:
+        for spec, ds, content, changed in rows:
+            conn.execute(
+                "INSERT OR REPLACE INTO run_datasets (run_seq, direction, name, mode,"
+                " dataset_name, dataset_version, definition, content, changed)"
+                " VALUES (?, 'input', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_seq,
+                    spec["name"],
+                    spec["mode"],
+                    ds.name,
+                    ds.version,
+                    json.dumps(ds.definition),
+                    content,
+                    int(changed),
+                ),
+            )
+    return notes
+
+
+def _fresh_folder(workdir: Path, folder: Path) -> None:
+    from .datastores import _inside
+
+    if not _inside(workdir, folder):
+        raise UserErrorException(f"{folder} is outside the run's folder")
+    if folder.exists():
+        raise UserErrorException(
+            f"path_on_compute {os.path.relpath(folder, workdir)!r} exists in the run's snapshot;"
+            " choose another"
+        )
+    folder.mkdir(parents=True)
+
+
+def _place(src: str, dest: Path, link: bool) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(src, dest)
+            return
+        except OSError:
+            pass  # another filesystem, or not allowed: a copy (read-only all the same)
+    shutil.copyfile(src, dest)
+
+
+def _entry_path(rel: str, names: list[str]) -> str:
+    """What the script is given: the file, for a single file; else the deepest folder that
+    holds every file (a dataset over ``iris/**/*.csv`` gives the ``iris`` folder)."""
+    if len(names) == 1:
+        return f"{rel}/{names[0]}"
+    common = os.path.commonpath(["/" + n for n in names]).strip("/")
+    return f"{rel}/{common}" if common else rel
+
+
+def absolute_paths(definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    paths = definition.get("dataPaths") or {}
+    return {
+        kind: {k: os.path.join(run_dir, v) for k, v in (paths.get(kind) or {}).items()}
+        for kind in ("inputs", "outputs")
+    }
+
+
+def expand_argument(a: Any, definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> str:
+    """One argument of the script's command line: data placeholders become paths (or, for a
+    direct input, the dataset's id)."""
+    if not isinstance(a, dict):
+        return str(a)
+    paths = absolute_paths(definition, run_dir)
+    if "mlwsInput" in a:
+        name = a["mlwsInput"]
+        if name in paths["inputs"]:
+            return str(paths["inputs"][name])
+        spec = next(i for i in definition["inputs"] if i["name"] == name)
+        d = spec["dataset"]
+        return f"{d['name']}:{d['version']}" if d.get("name") else name
+    return str(paths["outputs"][a["mlwsOutput"]])
+
+
+# -- when the run has completed ------------------------------------------------------------------
+def publish(
+    ws: Workspace, run_id: str, run_seq: int, definition: dict[str, Any], workdir: Path
+) -> list[str]:
+    """Upload every output folder to its destination and register those that ask for it;
+    returns notes for the run's log.
+
+    :raises MlwsError: an upload failed (files already at the destination, without overwrite).
+    """
+    from .datasets import Dataset
+    from .datastores import Datastore
+
+    notes: list[str] = []
+    for spec in definition.get("outputs") or []:
+        src = workdir / definition["dataPaths"]["outputs"][spec["name"]]
+        store = Datastore(ws, spec["datastore"])
+        dest = _destination_path(spec["path"], run_id, spec["name"])
+        if not src.is_dir() or not any(p.is_file() for p in src.rglob("*")):
+            notes.append(f"mlws: output {spec['name']!r} is empty: nothing uploaded")
+            continue
+        store.upload(str(src), dest, overwrite=spec["overwrite"], show_progress=False)
+        ds = Dataset.File.from_files((store, dest), validate=False)
+        if spec["register"]:
+            r = spec["register"]
+            ds = ds.register(
+                ws, r["name"], description=r["description"], tags=r["tags"], create_new_version=True
+            )
+            notes.append(f"mlws: output {spec['name']!r} registered as dataset {ds.id}")
+        with ws.catalog.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO run_datasets (run_seq, direction, name, mode,"
+                " dataset_name, dataset_version, definition, content, changed)"
+                " VALUES (?, 'output', ?, 'upload', ?, ?, ?, ?, 0)",
+                (
+                    run_seq,
+                    spec["name"],
+                    ds.name,
+                    ds.version,
+                    json.dumps(ds.definition),
+                    ds._fingerprint,
+                ),
+            )
+    return notes
+
+
+# -- what a run and a dataset know of each other ----------------------------------------------------
+def run_data(run: Any, direction: str) -> dict[str, Any]:
+    """``run.input_datasets`` / ``run.output_datasets``: inside the run's own script, the
+    paths it reads and writes (direct inputs: the dataset); elsewhere the datasets."""
+    from .datasets import Dataset
+
+    ws = run.experiment.workspace
+    definition = json.loads(run._refresh()["definition"] or "{}")
+    here = os.environ.get("MLWS_RUN_ID") == run.id and os.environ.get(PATHS_ENV)
+    paths = json.loads(os.environ[PATHS_ENV]).get(f"{direction}s", {}) if here else {}
+    out: dict[str, Any] = {}
+    if direction == "input":
+        for spec in definition.get("inputs") or []:
+            if spec["name"] in paths and spec["mode"] != "direct":
+                out[spec["name"]] = paths[spec["name"]]
+            elif spec["name"] in paths:
+                # A direct input on a host: the dataset over the copy the host received.
+                d = dict(spec["dataset"])
+                d["definition"] = {**d["definition"], "sources": [{"local": paths[spec["name"]]}]}
+                out[spec["name"]] = _rebuild(ws, d)
+            else:
+                out[spec["name"]] = _rebuild(ws, spec["dataset"])
+        return out
+    recorded = {
+        r["name"]: r
+        for r in ws.catalog.query(
+            "SELECT * FROM run_datasets WHERE run_seq = ? AND direction = 'output'",
+            (run._refresh()["seq"],),
+        )
+    }
+    for spec in definition.get("outputs") or []:
+        name = spec["name"]
+        if name in paths:
+            out[name] = paths[name]
+        elif name in recorded and recorded[name]["dataset_name"]:
+            r = recorded[name]
+            out[name] = Dataset.get_by_name(ws, r["dataset_name"], r["dataset_version"])
+        elif name in recorded:
+            out[name] = _rebuild(ws, {"definition": json.loads(recorded[name]["definition"])})
+    return out
+
+
+def lineage_of_run(ws: Workspace, run_seq: int) -> dict[str, list[dict[str, Any]]]:
+    """v1-shaped ``inputDatasets`` / ``outputDatasets`` of ``get_details()``."""
+    out: dict[str, list[dict[str, Any]]] = {"inputDatasets": [], "outputDatasets": []}
+    for r in ws.catalog.query(
+        "SELECT * FROM run_datasets WHERE run_seq = ? ORDER BY direction, name", (run_seq,)
+    ):
+        ident = {
+            "name": r["dataset_name"],
+            "version": r["dataset_version"],
+            "id": f"{r['dataset_name']}:{r['dataset_version']}" if r["dataset_name"] else None,
+            "content": r["content"],
+        }
+        if r["direction"] == "input":
+            ident["changedSinceRegistered"] = bool(r["changed"])
+            out["inputDatasets"].append(
+                {
+                    "dataset": ident,
+                    "consumptionDetails": {
+                        "type": "RunInput",
+                        "inputName": r["name"],
+                        "mechanism": r["mode"].capitalize(),
+                    },
+                }
+            )
+        else:
+            out["outputDatasets"].append(
+                {
+                    "dataset": ident,
+                    "outputType": "RunOutput",
+                    "outputDetails": {"outputName": r["name"]},
+                }
+            )
+    return out
+
+
+def runs_of_dataset(ws: Workspace, name: str, version: int) -> list[dict[str, Any]]:
+    """The runs that used (``input``) or produced (``output``) a dataset version."""
+    return [
+        {"run": r["id"], "direction": r["direction"], "as": r["name"], "status": r["status"]}
+        for r in ws.catalog.query(
+            "SELECT runs.id, runs.status, d.direction, d.name FROM run_datasets d"
+            " JOIN runs ON runs.seq = d.run_seq WHERE d.dataset_name = ? AND d.dataset_version = ?"
+            " ORDER BY runs.seq",
+            (name, version),
+        )
+    ]
+
+
+class MountContext:
+    """``FileDataset.mount()``: the dataset's files under ``mount_point`` while it is started,
+    read-only (v1's MountContext). A process cannot make a mount for itself alone, so outside
+    a run this is a read-only copy; runs get true mounts with ``as_mount()``."""
+
+    def __init__(
+        self, dataset: AbstractDataset, mount_point: str | os.PathLike[str] | None
+    ) -> None:
+        self.dataset = dataset
+        self._given = mount_point is not None
+        self.mount_point = str(mount_point) if mount_point is not None else None
+        self._started = False
+
+    def start(self) -> None:
+        import tempfile
+
+        from . import readonly
+
+        if self._started:
+            return
+        files = self.dataset._files()
+        if self.mount_point is None:
+            self.mount_point = tempfile.mkdtemp(prefix="mlws-mount-")
+        root = Path(self.mount_point)
+        if root.exists() and any(root.iterdir()):
+            raise UserErrorException(f"mount point {root} is not empty")
+        root.mkdir(parents=True, exist_ok=True)
+        for name, (src, _st) in files.items():
+            _place(src, root / name, link=False)
+        readonly.strip_write_bits(root)
+        self._started = True
+
+    def stop(self) -> None:
+        from . import readonly
+
+        if not self._started or self.mount_point is None:
+            return
+        readonly.restore_write_bits(self.mount_point)
+        root = Path(self.mount_point)
+        if self._given:  # the folder was empty before: empty it again, and leave it
+            for p in root.iterdir():
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        else:
+            shutil.rmtree(root)
+        self._started = False
+
+    def __enter__(self) -> MountContext:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.stop()
