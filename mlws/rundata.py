@@ -429,6 +429,13 @@ def publish(
         if not src.is_dir() or not any(p.is_file() for p in src.rglob("*")):
             notes.append(f"mlws: output {spec['name']!r} is empty: nothing uploaded")
             continue
+        there = store._target(dest)
+        if not spec["overwrite"] and there.exists() and any(there.iterdir()):
+            # Keeping what is there would register another run's files as this run's output.
+            raise UserErrorException(
+                f"output {spec['name']!r}: {dest!r} on datastore {store.name!r} exists already"
+                " (put '{run-id}' in the destination, or use .as_upload(overwrite=True))"
+            )
         store.upload(str(src), dest, overwrite=spec["overwrite"], show_progress=False)
         ds = Dataset.File.from_files((store, dest), validate=False)
         if spec["register"]:

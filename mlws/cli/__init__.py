@@ -203,6 +203,29 @@ def run() -> None:
     "--environment", "env_name", help="A registered environment (default: the current interpreter)."
 )
 @click.option("--tag", "tags", multiple=True, help="Tag key=value (repeatable).")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="NAME=DATASET[:VERSION][@MODE]",
+    help="A registered dataset as input NAME (MODE mount, the default, download or direct);"
+    " '{input:NAME}' in ARGS becomes its path (repeatable).",
+)
+@click.option(
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="NAME[=DATASTORE:PATH]",
+    help="An output folder, uploaded to PATH on DATASTORE when the run completes ('{run-id}'"
+    " is filled in); '{output:NAME}' in ARGS becomes its path (repeatable).",
+)
+@click.option(
+    "--register-output",
+    "registers",
+    multiple=True,
+    metavar="NAME=DATASET",
+    help="Register output NAME as the next version of DATASET when the run completes.",
+)
 @click.option("--wait", is_flag=True, help="Stream the output and wait for the run to end.")
 @click.option(
     "-q",
@@ -221,6 +244,9 @@ def run_submit(
     target: str,
     env_name: str | None,
     tags: tuple[str, ...],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    registers: tuple[str, ...],
     wait: bool,
     quiet: bool,
     as_json: bool,
@@ -234,16 +260,19 @@ def run_submit(
       mlws run submit train.py -e demo -- --alpha 0.5
       mlws run submit train.py -e demo --wait -- --alpha 0.1
       mlws run submit train.py --environment sklearn -- --alpha 0.1
+      mlws run submit prep.py --input raw=iris:1 --output clean \\
+          --register-output clean=iris_clean -- --data {input:raw} --out {output:clean}
     """
     from ..compute import target_config
     from ..experiments import Experiment, check_experiment_name
     from ..runconfig import ScriptRunConfig
+    from .datasets import data_arguments
 
     ws = _open(ctx)
     cfg = ScriptRunConfig(
         source_directory=source_directory,
         script=script,
-        arguments=list(args),
+        arguments=data_arguments(ws, args, inputs, outputs, registers),
         compute_target=target,
     )
     if env_name:

@@ -14,6 +14,58 @@ def dataset() -> None:
     """Register datasets, and see whether their data changed."""
 
 
+def data_arguments(
+    ws: Any,
+    args: tuple[str, ...],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    registers: tuple[str, ...],
+) -> list[Any]:
+    """``mlws run submit``'s ARGS with ``{input:NAME}`` / ``{output:NAME}`` made the inputs and
+    outputs that ``--input``, ``--output`` and ``--register-output`` describe."""
+    from ..datastores import Datastore
+    from ..rundata import OutputFileDatasetConfig
+
+    made: dict[str, Any] = {}
+    for item in inputs:
+        name, eq, ref = item.partition("=")
+        ref, at, mode = ref.partition("@")
+        if not eq or not ref:
+            raise click.ClickException(f"--input takes NAME=DATASET[:VERSION][@MODE], got {item!r}")
+        config = _get(ws, ref).as_named_input(name)
+        if mode not in ("", "mount", "download", "direct"):
+            raise click.ClickException(f"--input {item!r}: MODE is mount, download or direct")
+        made[f"{{input:{name}}}"] = (
+            config.as_download()
+            if mode == "download"
+            else (config if mode == "direct" else config.as_mount())
+        )
+    registered = _kv(registers)
+    for item in outputs:
+        name, eq, where = item.partition("=")
+        destination = None
+        if eq:
+            store, colon, path = where.partition(":")
+            if not colon:
+                raise click.ClickException(f"--output takes NAME[=DATASTORE:PATH], got {item!r}")
+            destination = (Datastore(ws, store), path)
+        config = OutputFileDatasetConfig(name, destination=destination)
+        if name in registered:
+            config = config.register_on_complete(registered.pop(name))
+        made[f"{{output:{name}}}"] = config
+    if registered:
+        raise click.ClickException(
+            f"--register-output names no --output {next(iter(registered))!r}"
+        )
+    out: list[Any] = []
+    for a in args:
+        if a.startswith(("{input:", "{output:")) and a.endswith("}") and a not in made:
+            kind, _, name = a[1:-1].partition(":")
+            raise click.ClickException(f"{a}: there is no --{kind} named {name!r}")
+        out.append(made.get(a, a))
+    return out
+
+
 def _get(ws: Any, ref: str) -> Any:
     from ..datasets import Dataset
 
