@@ -3,6 +3,7 @@
 from .compute import ComputeTarget
 from .datasets import Dataset
 from .datastores import Datastore
+from .datatypes import DataType
 from .environments import CondaDependencies, Environment
 from .errors import (
     ActivityFailedException,
@@ -16,6 +17,7 @@ from .functions import FunctionRunConfig, get_result, run_parallel
 from .models import Model
 from .runconfig import RunConfiguration, ScriptRunConfig
 from .runs import Run
+from .tabular import TabularDataset
 from .workspace import Workspace
 
 __version__ = "0.1.0"
@@ -25,6 +27,7 @@ __all__ = [
     "ComputeTarget",
     "ComputeTargetException",
     "CondaDependencies",
+    "DataType",
     "Dataset",
     "Datastore",
     "Environment",
@@ -36,6 +39,7 @@ __all__ = [
     "RunConfiguration",
     "RunNotFound",
     "ScriptRunConfig",
+    "TabularDataset",
     "UserErrorException",
     "Workspace",
     "get_result",
