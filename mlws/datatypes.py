@@ -11,6 +11,7 @@ pyarrow and pandas are imported inside the functions that convert: ``import mlws
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .errors import UserErrorException
@@ -241,7 +242,10 @@ def _parse_datetimes(col: Any, formats: list[str] | None) -> Any:
     s = pd.Series(col.to_pandas(), dtype=object)
     out = None
     for fmt in formats or ["ISO8601"]:
-        parsed = pd.to_datetime(s, format=fmt, errors="coerce")
+        try:
+            parsed = pd.to_datetime(s, format=fmt, errors="coerce")
+        except ValueError:  # offsets that differ between values: one column needs one zone
+            parsed = pd.to_datetime(s, format=fmt, errors="coerce", utc=True)
         out = parsed if out is None else out.fillna(parsed)
     assert out is not None
     return pa.Array.from_pandas(out)
@@ -257,6 +261,7 @@ def first_bad(before: Any, after: Any) -> int | None:
     return int(pc.index(bad, True).as_py())
 
 
+@functools.lru_cache(maxsize=1)
 def pandas_datetime_unit() -> str:
     """The resolution pandas itself gives parsed datetimes ("ns" in pandas 2, "us" in 3)."""
     import pandas as pd

@@ -348,7 +348,7 @@ class TableReader:
         # pandas metadata would rebuild an index; a tabular dataset's frames have a RangeIndex
         # and any named index is an ordinary column.
         t = t.replace_schema_metadata(None)
-        return t.drop([c for c in t.column_names if _INDEX.fullmatch(c)])
+        return t.drop_columns([c for c in t.column_names if _INDEX.fullmatch(c)])
 
     def _read_json(self, path: str, name: str, rows: int | None) -> Any:
         pa = self.pa

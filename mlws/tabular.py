@@ -248,8 +248,8 @@ class TabularDataset(AbstractDataset):
 
     def keep_columns(self, columns: str | list[str], validate: bool = False) -> TabularDataset:
         """Only ``columns`` (in the dataset's order). Names are checked now against the files'
-        headers (Parquet: schemas; JSON Lines: when read); ``validate`` is v1's and changes
-        nothing here.
+        headers (Parquet: schemas; JSON Lines: when read), whatever ``validate`` (v1's
+        argument, kept for its callers) says.
 
         :raises UserErrorException: a name that is not a column.
         """

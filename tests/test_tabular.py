@@ -218,6 +218,30 @@ def test_headers(tmp_path):
     ].tolist() == [2]
 
 
+def test_delimited_options(tmp_path):
+    multi = tmp_path / "m.csv"
+    multi.write_text('a,b\n1,"two\nlines"\n2,x\n')
+    ds = Dataset.Tabular.from_delimited_files(str(multi), support_multi_line=True)
+    assert ds.to_pandas_dataframe()["b"].tolist() == ["two\nlines", "x"]
+    empty = tmp_path / "e.csv"
+    empty.write_text("a,b\n1,\n,y\n")
+    kept = Dataset.Tabular.from_delimited_files(str(empty), empty_as_string=True)
+    df = kept.to_pandas_dataframe()
+    assert df["b"].tolist() == ["", "y"] and pd.isna(df["a"][1])  # numbers stay numbers
+    latin = tmp_path / "l.csv"
+    latin.write_bytes("city;n\nMálaga;1\n".encode("latin-1"))
+    with pytest.raises(UserErrorException, match="encoding='latin1'"):
+        Dataset.Tabular.from_delimited_files(str(latin), separator=";")
+    ds = Dataset.Tabular.from_delimited_files(str(latin), separator=";", encoding="latin1")
+    assert ds.to_pandas_dataframe().to_dict("list") == {"city": ["Málaga"], "n": [1]}
+    (tmp_path / "only-header.csv").write_text("a,b\n")
+    (tmp_path / "zero.csv").write_text("")
+    none = Dataset.Tabular.from_delimited_files(
+        [str(tmp_path / "only-header.csv"), str(tmp_path / "zero.csv")]
+    ).to_pandas_dataframe()
+    assert none.columns.tolist() == ["a", "b"] and len(none) == 0
+
+
 def test_types_that_differ_between_files(tmp_path):
     (tmp_path / "1.csv").write_text("k,v\n1,1\n2,2\n")
     (tmp_path / "2.csv").write_text("k,v\n01,2.5\nx,3\n")

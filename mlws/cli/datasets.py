@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..tabular import FORMATS
 from . import CONTEXT, _Group, _json, _kv, _open, _table, cli
 
 
@@ -40,7 +41,7 @@ def _get(ws: Any, ref: str) -> Any:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["delimited", "parquet", "json_lines"]),
+    type=click.Choice(FORMATS),
     help="Tabular file format (default: from the first path's extension, else delimited).",
 )
 @click.option("--separator", help="Delimited: the one-character separator ('\\t' for tab).")
