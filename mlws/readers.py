@@ -242,8 +242,8 @@ class TableReader:
         hint = ""
         if "utf8" in text.lower() or "utf-8" in text.lower():
             hint = "; pass the files' encoding, e.g. encoding='latin1'"
-        elif self.fmt == "delimited" and not self.opts.get("support_multi_line"):
-            hint = " (quoted values with line breaks need support_multi_line=True)"
+        elif "Expected" in text and not self.opts.get("support_multi_line"):
+            hint = "; if a quoted value holds a line break, pass support_multi_line=True"
         return UserErrorException(f"cannot read {name} as {_LABELS[self.fmt]}: {text}{hint}")
 
     # -- one file ----------------------------------------------------------------------------
@@ -256,6 +256,8 @@ class TableReader:
                 return self._read_parquet(path, rows)
             return self._read_json(path, name, rows)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:
+            raise self._unreadable(name, e) from None
+        except csv.Error as e:  # the header peek: e.g. a field past csv's size limit
             raise self._unreadable(name, e) from None
         except UnicodeDecodeError as e:
             raise self._unreadable(
