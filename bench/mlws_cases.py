@@ -1078,19 +1078,24 @@ def case_tabular(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         pd.read_csv(csv)
         out["pandas_first_s"] = time.perf_counter() - t0
-        mlws_s, pandas_s = [], []
+        mlws_s, pandas_s, mlws_cpu, pandas_cpu = [], [], [], []
         for _ in range(3):  # alternated, so a burst of other load hits both sides alike
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             ours = ds.to_pandas_dataframe()
             mlws_s.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            mlws_cpu.append(time.process_time() - c0)
+            t0, c0 = time.perf_counter(), time.process_time()
             theirs = pd.read_csv(csv)
             pandas_s.append(time.perf_counter() - t0)
+            pandas_cpu.append(time.process_time() - c0)
         pd.testing.assert_frame_equal(ours, theirs)  # same columns, dtypes and values
         out["equal"] = True
         out["dtypes"] = {c: str(t) for c, t in ours.dtypes.items()}
-        out["mlws"] = {"s": statistics.median(mlws_s), "all_s": mlws_s}
-        out["pandas"] = {"s": statistics.median(pandas_s), "all_s": pandas_s}
+        out["mlws"] = {"s": statistics.median(mlws_s), "all_s": mlws_s, "cpu_s": mlws_cpu}
+        out["pandas"] = {"s": statistics.median(pandas_s), "all_s": pandas_s, "cpu_s": pandas_cpu}
+        # Whether this pandas' read_csv parses in threads of its own (pandas 2's does not).
+        readers = sys.modules.get("pandas.io.parsers.readers")
+        out["pandas_parallel"] = hasattr(readers, "_read_csv_parallel")
         out["ratio"] = out["pandas"]["s"] / out["mlws"]["s"]
         out["versions"] = {"pandas": pd.__version__, "pyarrow": __import__("pyarrow").__version__}
         progress(

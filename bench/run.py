@@ -972,9 +972,16 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f" `pandas.read_csv` {', '.join(n(x, '.3f') for x in g(m, 'pandas', 'all_s') or [])} s"
         )
         versions = g(m, "versions") or {}
+        cpu = (
+            f"{', '.join(n(x, '.3f') for x in g(m, 'mlws', 'cpu_s') or [])} s and"
+            f" {', '.join(n(x, '.3f') for x in g(m, 'pandas', 'cpu_s') or [])} s"
+        )
+        parallel = {True: "parses in threads of its own too", False: "parses in one thread"}
         out.append(
             f"- **12.** The CSV is {n(_mb(g(m, 'bytes')), ',.0f')} MB, written in"
-            f" {n(g(m, 'make_s'), '.1f')} s (not timed). Timed calls: {times}; the first, untimed"
+            f" {n(g(m, 'make_s'), '.1f')} s (not timed). Timed calls: {times}; CPU time of the same"
+            f" calls (all threads): {cpu}. This pandas' `read_csv`"
+            f" {parallel.get(g(m, 'pandas_parallel'), '—')}. The first, untimed"
             f" calls took {n(g(m, 'mlws_first_s'), '.3f')} s and {n(g(m, 'pandas_first_s'), '.3f')} s."
             f" Frames equal: {'yes' if g(m, 'equal') else '—'}; dtypes"
             f" {', '.join(f'{k} {v}' for k, v in (g(m, 'dtypes') or {}).items()) or '—'}."
