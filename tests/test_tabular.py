@@ -136,6 +136,15 @@ def test_json_lines(tmp_path):
     expected = pd.read_json(f, lines=True)
     assert df[["a", "b"]].equals(expected[["a", "b"]])
     assert df["c"].tolist()[1] is True and df["a"].dtype == "int64"
+    # a field can first appear in any line: names are checked when the data is read
+    lazy = Dataset.Tabular.from_json_lines_files(str(f)).keep_columns(["a", "zz"])
+    with pytest.raises(UserErrorException, match="keep_columns names 'zz'"):
+        lazy.to_pandas_dataframe()
+    typed = Dataset.Tabular.from_json_lines_files(
+        str(f), set_column_types={"zz": DataType.to_long()}
+    )
+    with pytest.raises(UserErrorException, match="set_column_types names 'zz'"):
+        typed.to_pandas_dataframe()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"a": 1}\nnot json\n{"a": "text"}\n')
     with pytest.raises(UserErrorException, match="line 2 of /bad.jsonl is not a JSON object"):
@@ -401,6 +410,9 @@ def test_cli(ws, store):
     assert data["definition"]["format"] == "delimited" and data["files"] == 2
     listed = invoke("dataset", "list").output
     assert "tabular" in listed
+    Dataset.get_by_name(ws, "people").skip(1).take(2).register(ws, "two")
+    shown = invoke("dataset", "show", "two").output
+    assert "transforms: skip(count=1) -> take(count=2)" in shown
     tsv = store.root / "people" / "t.tsv"
     tsv.write_text("0\t1\n1\t2\n")
     r = invoke("dataset", "register", "tsv", str(tsv), "--separator", "\\t", "--no-header")
