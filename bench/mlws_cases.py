@@ -1028,6 +1028,86 @@ def case_dataset(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- 12. tabular dataset vs pandas.read_csv --------------------------------------------------------
+def make_csv(path: Path, rows: int) -> None:
+    """``rows`` rows of 8 columns: 3 ints, 3 floats, a short string, a bool (seeded)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(12)
+    pd.DataFrame(
+        {
+            "id": np.arange(rows),
+            "count": rng.integers(-1000, 1000, rows),
+            "bucket": rng.integers(0, 100, rows),
+            "x": rng.random(rows),
+            "y": rng.normal(size=rows),
+            "price": np.round(rng.random(rows) * 1000, 2),
+            "label": rng.choice(["red", "green", "blue", "cyan"], rows),
+            "flag": rng.random(rows) < 0.5,
+        }
+    ).to_csv(path, index=False)
+
+
+def case_tabular(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Register a 1,000,000-row CSV as a tabular dataset, then read it with
+    ``to_pandas_dataframe()`` and with ``pandas.read_csv``, alternately, in this one process; the
+    two frames must be equal."""
+    import pandas as pd
+
+    from mlws import Dataset
+
+    rows = int(params.get("rows", 1_000_000))
+    csv = work / "big.csv"
+    ws = _ws(work / "ws-tabular")
+    out: dict[str, Any] = {"rows": rows}
+    try:
+        t0 = time.perf_counter()
+        make_csv(csv, rows)
+        out["make_s"], out["bytes"] = time.perf_counter() - t0, csv.stat().st_size
+        progress(f"made {rows:,} rows, {out['bytes'] / 1e6:.0f} MB in {out['make_s']:.1f} s")
+        t0 = time.perf_counter()
+        Dataset.Tabular.from_delimited_files(str(csv)).register(ws, "big")
+        out["register_s"] = time.perf_counter() - t0
+        ds = Dataset.get_by_name(ws, "big")
+        # The first call of each imports and warms up (pyarrow's thread pool): not timed in
+        # the medians, reported on its own.
+        t0 = time.perf_counter()
+        ds.to_pandas_dataframe()
+        out["mlws_first_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pd.read_csv(csv)
+        out["pandas_first_s"] = time.perf_counter() - t0
+        mlws_s, pandas_s, mlws_cpu, pandas_cpu = [], [], [], []
+        for _ in range(3):  # alternated, so a burst of other load hits both sides alike
+            t0, c0 = time.perf_counter(), time.process_time()
+            ours = ds.to_pandas_dataframe()
+            mlws_s.append(time.perf_counter() - t0)
+            mlws_cpu.append(time.process_time() - c0)
+            t0, c0 = time.perf_counter(), time.process_time()
+            theirs = pd.read_csv(csv)
+            pandas_s.append(time.perf_counter() - t0)
+            pandas_cpu.append(time.process_time() - c0)
+        pd.testing.assert_frame_equal(ours, theirs)  # same columns, dtypes and values
+        out["equal"] = True
+        out["dtypes"] = {c: str(t) for c, t in ours.dtypes.items()}
+        out["mlws"] = {"s": statistics.median(mlws_s), "all_s": mlws_s, "cpu_s": mlws_cpu}
+        out["pandas"] = {"s": statistics.median(pandas_s), "all_s": pandas_s, "cpu_s": pandas_cpu}
+        # Whether this pandas' read_csv parses in threads of its own (pandas 2's does not).
+        readers = sys.modules.get("pandas.io.parsers.readers")
+        out["pandas_parallel"] = hasattr(readers, "_read_csv_parallel")
+        out["ratio"] = out["pandas"]["s"] / out["mlws"]["s"]
+        out["versions"] = {"pandas": pd.__version__, "pyarrow": __import__("pyarrow").__version__}
+        progress(
+            f"to_pandas_dataframe {', '.join(f'{x:.3f}' for x in mlws_s)} s; pandas.read_csv"
+            f" {', '.join(f'{x:.3f}' for x in pandas_s)} s; ratio {out['ratio']:.2f}; equal"
+        )
+    finally:
+        ws.close()
+        csv.unlink(missing_ok=True)
+    return out
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -1043,6 +1123,7 @@ CASES = {
     "serving_model": case_serving_model,
     "serving": case_serving,
     "dataset": case_dataset,
+    "tabular": case_tabular,
 }
 
 

@@ -3,6 +3,7 @@
 from .compute import ComputeTarget
 from .datasets import Dataset
 from .datastores import Datastore
+from .datatypes import DataType
 from .environments import CondaDependencies, Environment
 from .errors import (
     ActivityFailedException,
@@ -17,6 +18,7 @@ from .models import Model
 from .runconfig import RunConfiguration, ScriptRunConfig
 from .rundata import DatasetConsumptionConfig, OutputFileDatasetConfig
 from .runs import Run
+from .tabular import TabularDataset
 from .workspace import Workspace
 
 __version__ = "0.1.0"
@@ -26,6 +28,7 @@ __all__ = [
     "ComputeTarget",
     "ComputeTargetException",
     "CondaDependencies",
+    "DataType",
     "Dataset",
     "DatasetConsumptionConfig",
     "Datastore",
@@ -39,6 +42,7 @@ __all__ = [
     "RunConfiguration",
     "RunNotFound",
     "ScriptRunConfig",
+    "TabularDataset",
     "UserErrorException",
     "Workspace",
     "get_result",

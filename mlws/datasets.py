@@ -7,7 +7,8 @@ hash, computed through the per-machine stat cache, so an unchanged 10,000-file d
 re-checked without reading a file. ``has_changed()`` / ``mlws dataset diff`` say whether the data
 under a version changed since it was registered, and which files.
 
-(Tabular datasets and datasets as run inputs come next.)
+``Dataset.Tabular.from_delimited_files / from_parquet_files / from_json_lines_files`` define
+tabular datasets (``mlws.tabular``) on the same registry. (Datasets as run inputs come next.)
 """
 
 from __future__ import annotations
@@ -414,9 +415,11 @@ def _workspace_of(path: Any) -> Workspace | None:
 
 
 class Dataset:
-    """v1's ``Dataset``: ``Dataset.File.from_files(...)``, ``Dataset.get_by_name``, ``get_all``."""
+    """v1's ``Dataset``: ``Dataset.File.from_files(...)``, ``Dataset.Tabular.from_*(...)``,
+    ``Dataset.get_by_name``, ``get_all``."""
 
     File = _FileFactory
+    Tabular: type[TabularDatasetFactory]  # set below, once tabular.py can import this module
 
     @staticmethod
     def get_by_name(
@@ -458,3 +461,9 @@ def _from_row(ws: Workspace, row: Any) -> AbstractDataset:
     ds.description, ds.tags = row["description"], json.loads(row["tags"])
     ds._fingerprint, ds.created_time = row["fingerprint"], row["created"]
     return ds
+
+
+# At the bottom: tabular.py subclasses AbstractDataset (which puts "tabular" in _KINDS).
+from .tabular import TabularDataset, TabularDatasetFactory  # noqa: E402, F401
+
+Dataset.Tabular = TabularDatasetFactory

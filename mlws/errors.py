@@ -90,3 +90,7 @@ class WebserviceException(MlwsError):
 
 class DatastoreNotFound(MlwsError):
     """No datastore of that name in the workspace."""
+
+
+class ExtraNotInstalled(MlwsError):
+    """An optional extra the call needs is missing; the message names it (``pip install 'mlws[tabular]'``)."""

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import pytest
 
 from mlws.cli import cli
 
@@ -38,10 +39,13 @@ def test_first_screen_shape():
 _VOLATILE = re.compile(r"\d{4}-\d\d-\d\d|_\d{10}_[0-9a-f]{8}|r2=|^\s*-+(\s+-+)*\s*$")
 
 
-def test_readme_console_block_runs(tmp_path):
-    block = re.search(r"```console\n(.*?)```", README, re.S).group(1)
+@pytest.mark.parametrize("block", range(len(re.findall(r"```console\n", README))))
+def test_readme_console_block_runs(tmp_path, block):
+    """Each ```console block of the README, run from the repository's root in a new workspace,
+    prints what the README shows."""
+    text = re.findall(r"```console\n(.*?)```", README, re.S)[block]
     commands, expected = [], []
-    for line in block.splitlines():
+    for line in text.splitlines():
         if line.startswith("$ "):
             commands.append(line[2:])
         else:

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-HEAVY = ("joblib", "numpy", "pandas", "starlette", "sqlite_utils", "dask", "yaml")
+HEAVY = ("joblib", "numpy", "pandas", "pyarrow", "starlette", "sqlite_utils", "dask", "yaml")
 
 
 def _loaded(code: str) -> list[str]:

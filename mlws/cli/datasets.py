@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import click
 
+from ..tabular import FORMATS
 from . import CONTEXT, _Group, _json, _kv, _open, _table, cli
 
 
@@ -82,6 +85,27 @@ def _get(ws: Any, ref: str) -> Any:
 @click.option("--new-version", is_flag=True, help="Register the next version of an existing NAME.")
 @click.option("--description", help="What the data is.")
 @click.option("--tag", "tags", multiple=True, help="Tag key=value (repeatable).")
+@click.option(
+    "--tabular",
+    is_flag=True,
+    help="A tabular dataset (read as a table); implied by the options below.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="Tabular file format (default: from the first path's extension, else delimited).",
+)
+@click.option("--separator", help="Delimited: the one-character separator ('\\t' for tab).")
+@click.option("--no-header", is_flag=True, help="Delimited: no header line (Column1, ...).")
+@click.option("--include-path", is_flag=True, help="Tabular: add each row's file as column Path.")
+@click.option(
+    "--column-type",
+    "column_types",
+    multiple=True,
+    metavar="COL=TYPE",
+    help="Tabular: read COL as string, long, float, bool or datetime (repeatable).",
+)
 @click.pass_context
 def dataset_register(
     ctx: click.Context,
@@ -91,13 +115,22 @@ def dataset_register(
     new_version: bool,
     description: str | None,
     tags: tuple[str, ...],
+    tabular: bool,
+    fmt: str | None,
+    separator: str | None,
+    no_header: bool,
+    include_path: bool,
+    column_types: tuple[str, ...],
 ) -> None:
-    """Register a file dataset over PATHS (globs allowed), with a fingerprint of its files.
+    """Register a dataset over PATHS (globs allowed), with a fingerprint of its files: a file
+    dataset, or with --tabular a table of delimited, Parquet or JSON Lines files.
 
     \b
     Example:
       mlws dataset register iris 'iris/**/*.csv' --datastore workspaceblobstore
       mlws dataset register raw ./data --new-version
+      mlws dataset register weather weather.csv --tabular --column-type temp_c=float
+      mlws dataset register events 'logs/*.jsonl' --format json_lines
     """
     from ..datasets import Dataset
     from ..datastores import Datastore
@@ -108,12 +141,58 @@ def dataset_register(
         sources: Any = [(store, p) for p in paths]
     else:
         sources = list(paths)
-    ds = Dataset.File.from_files(sources, validate=False)
+    tabular = tabular or bool(fmt or separator or no_header or include_path or column_types)
+    if tabular:
+        ds = _tabular(sources, paths[0], fmt, separator, no_header, include_path, column_types)
+    else:
+        ds = Dataset.File.from_files(sources, validate=False)
     ds = ds.register(
         ws, name, description=description, tags=_kv(tags), create_new_version=new_version
     )
-    click.echo(
-        f"Registered dataset {ds.name} version {ds.version} ({ds.serialize()['files']} files)"
+    files = ds.serialize()["files"]
+    if tabular:
+        fmt = ds.definition["format"]
+        click.echo(
+            f"Registered tabular dataset {ds.name} version {ds.version} ({files} files, {fmt})"
+        )
+    else:
+        click.echo(f"Registered dataset {ds.name} version {ds.version} ({files} files)")
+
+
+_EXTENSIONS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "json_lines"}
+_EXTENSIONS.update({".ndjson": "json_lines", ".json": "json_lines"})
+
+
+def _tabular(
+    sources: Any,
+    first: str,
+    fmt: str | None,
+    separator: str | None,
+    no_header: bool,
+    include_path: bool,
+    column_types: tuple[str, ...],
+) -> Any:
+    from ..datasets import Dataset
+    from ..datatypes import DataType
+    from ..errors import UserErrorException
+
+    if fmt is None:
+        fmt = _EXTENSIONS.get(os.path.splitext(first)[1].lower(), "delimited")
+    if fmt != "delimited" and (separator or no_header):
+        raise UserErrorException("--separator and --no-header are for --format delimited")
+    types = {k: DataType.from_name(v) for k, v in _kv(column_types).items()}
+    common: dict[str, Any] = {
+        "validate": True,
+        "include_path": include_path,
+        "set_column_types": types,
+    }
+    if fmt == "parquet":
+        return Dataset.Tabular.from_parquet_files(sources, **common)
+    if fmt == "json_lines":
+        return Dataset.Tabular.from_json_lines_files(sources, **common)
+    sep = {"\\t": "\t", "tab": "\t"}.get(separator or ",", separator or ",")
+    return Dataset.Tabular.from_delimited_files(
+        sources, separator=sep, header=not no_header, **common
     )
 
 
@@ -134,8 +213,8 @@ def dataset_list(ctx: click.Context, as_json: bool) -> None:
         _json([d.serialize() for d in items])
         return
     _table(
-        [[d.name, d.version, d.serialize()["files"], d.description or ""] for d in items],
-        ["dataset", "version", "files", "description"],
+        [[d.name, d.version, d.kind, d.serialize()["files"], d.description or ""] for d in items],
+        ["dataset", "version", "kind", "files", "description"],
     )
 
 
@@ -144,7 +223,8 @@ def dataset_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def dataset_show(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Show a dataset version: definition, files, tags.
+    """Show a dataset version: definition (a table's format, column types and transforms),
+    files, tags.
 
     \b
     Example:
@@ -154,9 +234,37 @@ def dataset_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         _json(data)
         return
+    definition = data["definition"]
     for k, v in data.items():
-        if v is not None:
+        if k == "definition" and definition["type"] == "tabular":
+            for line in _describe(definition):
+                click.echo(line)
+        elif v is not None:
             click.echo(f"{k}: {v}")
+
+
+def _describe(definition: dict[str, Any]) -> list[str]:
+    """A tabular definition as lines: kind, sources, format and options, types, transforms."""
+    from ..tabular import PromoteHeadersBehavior
+
+    options = dict(definition.get("options", {}))
+    if "header" in options:
+        options["header"] = PromoteHeadersBehavior(options["header"]).name
+    opts = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    types = definition.get("set_column_types") or {}
+    steps = []
+    for step in definition.get("transforms", []):
+        args = ", ".join(f"{k}={v!r}" for k, v in step.items() if k != "op")
+        steps.append(f"{step['op']}({args})")
+    return [
+        "kind: tabular",
+        f"sources: {definition['sources']}",
+        f"format: {definition['format']}" + (f" ({opts})" if opts else ""),
+        "column types: "
+        + (", ".join(f"{c}={t['type']}" for c, t in types.items()) or "(inferred)"),
+        f"include_path: {bool(definition.get('include_path'))}",
+        "transforms: " + (" -> ".join(steps) or "(none)"),
+    ]
 
 
 @dataset.command("diff")
@@ -197,3 +305,33 @@ def dataset_download(ctx: click.Context, ref: str, target: str, overwrite: bool)
     """
     paths = _get(_open(ctx), ref).download(target, overwrite=overwrite)
     click.echo(f"Downloaded {len(paths)} file(s) to {target}")
+
+
+@dataset.command("head")
+@click.argument("ref", metavar="NAME[:VERSION]")
+@click.option("-n", "rows", default=10, show_default=True, help="How many rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per row).")
+@click.pass_context
+def dataset_head(ctx: click.Context, ref: str, rows: int, as_json: bool) -> None:
+    """Print the first rows of a tabular dataset (its transforms applied).
+
+    \b
+    Example:
+      mlws dataset head weather -n 5
+      mlws dataset head weather:2 --json
+    """
+    from ..errors import UserErrorException
+    from ..tabular import TabularDataset
+
+    ds = _get(_open(ctx), ref)
+    if not isinstance(ds, TabularDataset):
+        raise UserErrorException(
+            f"{ds.id} is a {ds.kind} dataset; head shows tabular ones (see 'mlws dataset show')"
+        )
+    frame = ds.take(rows).to_pandas_dataframe()
+    if as_json:
+        # pandas' own JSON: NaN as null, datetimes in ISO 8601
+        _json(json.loads(frame.to_json(orient="records", date_format="iso")))
+        return
+    shown = frame.astype(object).where(frame.notna(), "")
+    _table(shown.values.tolist(), [str(c) for c in frame.columns])
