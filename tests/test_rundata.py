@@ -399,3 +399,20 @@ def test_dask_run_consumes_and_produces(ws, src, store):
         assert (store.root / "dask" / run.id / "result.txt").read_text() == "rows=3"
     finally:
         target.stop()
+
+
+def test_tabular_dataset_direct_and_mounted(ws, tmp_path, store):
+    pytest.importorskip("pyarrow")
+    table = Dataset.Tabular.from_delimited_files((store, "iris/**/*.csv")).register(ws, "t")
+    d = tmp_path / "tab"
+    d.mkdir()
+    (d / "use.py").write_text(
+        "import json, os, sys\nfrom mlws import Run\n"
+        "run = Run.get_context()\n"
+        "df = run.input_datasets['t'].to_pandas_dataframe()\n"
+        "json.dump({'rows': len(df), 'cols': list(df.columns),"
+        " 'mounted': sorted(os.listdir(sys.argv[2]))}, open('outputs/seen.json', 'w'))\n"
+    )
+    run = submit(ws, d, table.as_named_input("t"), table.as_named_input("m").as_mount())
+    assert run.get_status() == "Completed", log(run)
+    assert seen(run) == {"rows": 3, "cols": ["a", "b"], "mounted": ["iris.csv", "sub"]}
