@@ -26,6 +26,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)
+	@# Benchmark 10 loads both servers with wrk.
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends wrk >/dev/null)
 	$(BIN)/python bench/run.py
 
 lint: $(STAMP)

@@ -117,6 +117,15 @@ def wait_first_ok(
     raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f} s (last: {last})")
 
 
+def run_load(generator: str, python: str, *args: Any, **kw: Any) -> dict[str, Any]:
+    """One load test with ``wrk`` or ``python`` (``bench/loadgen.py``); the same keys either way."""
+    if generator == "wrk":
+        return run_wrk(*args, **kw)
+    r = run_loadgen(python, *args, **kw)
+    r["generator"] = "python"
+    return r
+
+
 def run_loadgen(
     python: str,
     url: str,
@@ -157,6 +166,123 @@ def run_loadgen(
     result["server_cpu_us_per_req_by_pid"] = {str(p): c / total * 1e6 for p, c in by_pid.items()}
     result["client_cpu_us_per_req"] = result["client_cpu_s"] / total * 1e6
     return result
+
+
+# wrk's Lua hooks: POST the body with the headers; a response that is not 200 or lacks the
+# expected text counts as an error; done() prints one JSON line (latencies in microseconds).
+_WRK_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) errors = 0; first_error = nil end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, EXPECT, 1, true) then
+    errors = errors + 1
+    if first_error == nil then first_error = status .. ": " .. string.sub(body, 1, 200) end
+  end
+end
+function done(summary, latency, requests)
+  local errs, first = 0, nil
+  for _, t in ipairs(threads) do
+    errs = errs + t:get("errors")
+    first = first or t:get("first_error")
+  end
+  io.write(string.format(
+    '@@WRK {"requests": %d, "duration_us": %d, "errors": %d, "socket_errors": %d,'
+    .. ' "p50_us": %d, "p90_us": %d, "p99_us": %d, "p999_us": %d, "max_us": %d, "mean_us": %f,'
+    .. ' "first_error": %q}\\n',
+    summary.requests, summary.duration, errs,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max, latency.mean, first or ""))
+end
+"""
+
+
+def run_wrk(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    expect: bytes,
+    clients: int = 4,
+    warmup: float = 1.0,
+    duration: float = 5.0,
+    server_pids: list[int] | None = None,
+    **_ignored: Any,
+) -> dict[str, Any]:
+    """One load test with wrk (C, epoll): ``clients`` keep-alive connections, one thread each,
+    one request in flight per connection. A ``warmup`` run first (not counted), then the
+    measured one; adds the CPU wrk and the server processes ``server_pids`` used meanwhile.
+    The result has the keys of ``run_loadgen``'s."""
+    import resource
+    import subprocess
+    import tempfile
+
+    lua = "\n".join(
+        [
+            'wrk.method = "POST"',
+            f"wrk.body = {json.dumps(body.decode())}",
+            'wrk.headers["Content-Type"] = "application/json"',
+            *(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()),
+            f"EXPECT = {json.dumps(expect.decode())}",
+            _WRK_LUA,
+        ]
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(lua)
+        script = f.name
+    try:
+
+        def wrk(seconds: float) -> subprocess.CompletedProcess[str]:
+            argv = ["wrk", f"-t{clients}", f"-c{clients}", f"-d{max(1, round(seconds))}s"]
+            argv += ["--timeout", "10s", "-s", script, url]
+            return subprocess.run(
+                argv, capture_output=True, text=True, timeout=seconds + 60, check=False
+            )
+
+        if warmup > 0:
+            wrk(warmup)
+        pids = server_pids or []
+        cpu0 = {p: cpu_seconds([p]) for p in pids}
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = wrk(duration)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        by_pid = {p: cpu_seconds([p]) - cpu0[p] for p in pids}
+    finally:
+        os.unlink(script)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("@@WRK ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(
+            f"wrk failed ({done.returncode}): {(done.stderr or done.stdout)[-2000:]}"
+        )
+    w = json.loads(line[len("@@WRK ") :])
+    errors = w["errors"] + w["socket_errors"]
+    if errors or not w["requests"]:
+        raise RuntimeError(
+            f"{errors} failed requests of {w['requests']} to {url}; first: {w['first_error']}"
+        )
+    total = w["requests"]
+    client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    server_cpu = sum(by_pid.values())
+    return {
+        "generator": "wrk",
+        "clients": clients,
+        "mode": "wrk",
+        "requests": total,
+        "requests_total": total,
+        "rps": total / (w["duration_us"] / 1e6),
+        "p50_ms": w["p50_us"] / 1e3,
+        "p90_ms": w["p90_us"] / 1e3,
+        "p99_ms": w["p99_us"] / 1e3,
+        "p999_ms": w["p999_us"] / 1e3,
+        "max_ms": w["max_us"] / 1e3,
+        "mean_ms": w["mean_us"] / 1e3,
+        "errors": 0,
+        "client_cpu_s": client_cpu,
+        "server_cpu_s": server_cpu,
+        "server_cpu_us_per_req": server_cpu / total * 1e6,
+        "server_cpu_us_per_req_by_pid": {str(p): c / total * 1e6 for p, c in by_pid.items()},
+        "client_cpu_us_per_req": client_cpu / total * 1e6,
+    }
 
 
 def _proc_stat(pid: int) -> list[str] | None:

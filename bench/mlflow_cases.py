@@ -321,13 +321,19 @@ def _started(uri: str, workers: int, env: dict[str, str], log: Path) -> dict[str
     }
 
 
-def _load(python: str, s: dict[str, Any], body: bytes | None = None, **kw: Any) -> dict[str, Any]:
-    from common import run_loadgen, tree
+def _load(
+    python: str,
+    s: dict[str, Any],
+    body: bytes | None = None,
+    generator: str = "wrk",
+    **kw: Any,
+) -> dict[str, Any]:
+    from common import run_load, tree
 
     pids = tree(s["proc"].pid)  # the CLI (idle while it waits), uvicorn and its workers
-    r = run_loadgen(python, s["url"], body or s["body"], {}, EXPECT, server_pids=pids, **kw)
+    r = run_load(generator, python, s["url"], body or s["body"], {}, EXPECT, server_pids=pids, **kw)
     progress(
-        f"  {r['clients']} {'threads' if r['mode'] == 'thread' else 'processes'}:"
+        f"  {r['generator']}, {r['clients']} clients:"
         f" {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms;"
         f" CPU per request: server {r['server_cpu_us_per_req']:.0f} us,"
         f" clients {r['client_cpu_us_per_req']:.0f} us"
@@ -361,7 +367,7 @@ def _processes(proc: Any) -> dict[str, Any]:
 
 def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     """The model trained by mlws_cases' ``serving_model``, logged with ``mlflow.sklearn`` and
-    served by ``mlflow models serve``; loaded with the same ``bench/loadgen.py``."""
+    served by ``mlflow models serve``; loaded with the same wrk (and ``bench/loadgen.py``)."""
     import os
 
     import joblib
@@ -429,6 +435,7 @@ def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req", "client_cpu_us_per_req")
         out["w1"] = {k: statistics.median(r[k] for r in tested) for k in keys}
         out["w1"]["rounds"] = tested
+        out["w1_python"] = _load(python, server, generator="python", **load)
         split = {"dataframe_split": {"columns": ["0", "1", "2", "3"], "data": [IRIS_ROW]}}
         progress("-w 1, {'dataframe_split': ...}")
         out["w1_split"] = _load(python, server, json.dumps(split).encode(), **load)

@@ -817,14 +817,16 @@ def _deploy_timed(ws: Any, model: Any, src: Path, entry: str, replicas: int) -> 
     }
 
 
-def _load(python: str, d: dict[str, Any], server_pids: list[int], **kw: Any) -> dict[str, Any]:
-    from common import run_loadgen
+def _load(
+    python: str, d: dict[str, Any], server_pids: list[int], generator: str = "wrk", **kw: Any
+) -> dict[str, Any]:
+    from common import run_load
 
-    r = run_loadgen(
-        python, d["url"], d["body"], d["headers"], b"[0]", server_pids=server_pids, **kw
+    r = run_load(
+        generator, python, d["url"], d["body"], d["headers"], b"[0]", server_pids=server_pids, **kw
     )
     progress(
-        f"  {r['clients']} {'threads' if r['mode'] == 'thread' else 'processes'}:"
+        f"  {r['generator']}, {r['clients']} clients:"
         f" {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; CPU per request: server {r['server_cpu_us_per_req']:.0f} us,"
         f" clients {r['client_cpu_us_per_req']:.0f} us"
     )
@@ -840,7 +842,8 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
-    """Deploy the iris model as a local service and load it with ``bench/loadgen.py``."""
+    """Deploy the iris model as a local service and load it with wrk (and once with
+    ``bench/loadgen.py``)."""
     from common import IRIS_ROW, memory, time_calls
 
     from mlws import Model
@@ -929,7 +932,7 @@ def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         time.sleep(1.5)  # the replicas and the supervisor write telemetry in batches
         tel = main["service"].get_telemetry(since=since)
         out["r2"]["server_latency_ms"] = tel.get("latencyMs")
-        out["r2_threads"] = _load(python, main, [sup, *reps], mode="thread", **load)
+        out["r2_python"] = _load(python, main, [sup, *reps], generator="python", **load)
         out["memory"] = {"supervisor": memory(sup), "replicas": [memory(p) for p in reps]}
         out["rss_per_replica"] = statistics.mean(m["rss"] for m in out["memory"]["replicas"])
         out["pss_per_replica"] = statistics.mean(m["pss"] for m in out["memory"]["replicas"])

@@ -565,8 +565,8 @@ SERVING_RATIO = 5  # the target of 10a: mlws at least this many times MLflow's r
 
 
 def bench_serving(r: Runner, ctx: dict[str, Any]) -> list[Row]:
-    # One model for both servers, trained once; one load generator (bench/loadgen.py, run by
-    # this interpreter) for both.
+    # One model for both servers, trained once; the same load generators for both: wrk (the
+    # figures of 10a-10c) and bench/loadgen.py run by this interpreter (10f).
     params = {
         "model_dir": str(r.work / "serving-model"),
         "loadgen_python": sys.executable,
@@ -594,7 +594,7 @@ def bench_serving(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     return [
         row(
             "10a",
-            "requests/s, iris LogisticRegression, 4 keep-alive clients: mlws 2 replicas vs"
+            "requests/s, iris LogisticRegression, 4 keep-alive clients (wrk): mlws 2 replicas vs"
             ' `mlflow models serve` 1 worker (`{"inputs": [[...]]}`, its fastest payload)',
             _get(m, "r2", "rps"),
             peer_rps,
@@ -648,6 +648,15 @@ def bench_serving(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             "MB",
             "low",
             "report",
+        ),
+        row(
+            "10f",
+            "as 10a with the Python load generator (`bench/loadgen.py`: 4 client processes, each"
+            " an `http.client` connection; one round), whose clients use 4-5× the CPU of wrk's",
+            _get(m, "r2_python", "rps"),
+            _get(f, "w1_python", "rps"),
+            "req/s",
+            "high",
         ),
     ]
 
@@ -1039,16 +1048,19 @@ def _serving_details(results: tuple[Any, Any, Any], n: Callable[[Any, str], str]
         f"- **10.** {'Errors: ' + '; '.join(errors) + '. ' if errors else ''}"
         f"The model: training accuracy {n(g(model, 'accuracy'), '.3f')}, scikit-learn"
         f" {g(model, 'sklearn') or '—'}.",
-        f"**Load**, 4 client processes, each round: mlws 2 replicas {rounds(g(m, 'r2'))}"
+        f"**Load**, wrk with 4 connections, each round: mlws 2 replicas {rounds(g(m, 'r2'))}"
         f" (median round's {cpu(g(m, 'r2'))}; the supervisor's share"
         f" {', '.join(n(x, '.0f') for x in sup_cpu) or '—'} µs; latency inside the replicas, from the"
         f" service's request log: p50 {n(tel.get('p50'), '.2f')} ms, p99 {n(tel.get('p99'), '.2f')} ms);"
         f" MLflow `-w 1` {rounds(g(f, 'w1'))} ({cpu(g(f, 'w1'))}). mlws vs MLflow `-w 1`:"
         f" {ratio(g(m, 'r2', 'rps'), g(f, 'w1', 'rps'))}× the requests/s with `inputs`,"
         f" {ratio(g(m, 'r2', 'rps'), g(f, 'w1_split', 'rps'))}× with `dataframe_split`.",
-        f"Single rounds: mlws 1 replica {load(g(m, 'r1'))} ({cpu(g(m, 'r1'))}); 2 replicas with 4"
-        f" client threads instead of processes {load(g(m, 'r2_threads'))}; 2 replicas whose `run()`"
-        f" returns `[0]` without parsing or predicting {load(g(m, 'trivial'))} ({cpu(g(m, 'trivial'))}).",
+        f"Single rounds: mlws 1 replica {load(g(m, 'r1'))} ({cpu(g(m, 'r1'))}); 2 replicas whose"
+        f" `run()` returns `[0]` without parsing or predicting {load(g(m, 'trivial'))}"
+        f" ({cpu(g(m, 'trivial'))}). With the Python load generator (4 client processes): mlws 2"
+        f" replicas {load(g(m, 'r2_python'))} ({cpu(g(m, 'r2_python'))}), MLflow `-w 1`"
+        f" {load(g(f, 'w1_python'))} ({cpu(g(f, 'w1_python'))}):"
+        f" {ratio(g(m, 'r2_python', 'rps'), g(f, 'w1_python', 'rps'))}×.",
         f"MLflow `-w 1` with `dataframe_split` {load(g(f, 'w1_split'))} ({cpu(g(f, 'w1_split'))});"
         f" `-w 2` {load(g(f, 'w2'))} ({cpu(g(f, 'w2'))}).",
         f"Called in-process, `score.run` takes {n(g(m, 'run_us'), '.0f')} µs, of which"
@@ -1180,13 +1192,17 @@ def render_report(
         "  serves it with `mlflow models serve -m models:/<id> --env-manager local -h 127.0.0.1 -p <port> -w N`",
         "  (its venv's `bin` first on PATH, as when activated: the CLI runs `uvicorn` from PATH), started in",
         "  its own process group and stopped by killing that group. Both listen on 127.0.0.1, on a free port",
-        "  picked beforehand. One load generator for both, `bench/loadgen.py` run by `.venv`'s Python: 4",
-        "  client processes (processes rather than threads, so no client waits on another's GIL and the",
-        "  clients can use both CPUs; threads were measured once for comparison), each one keep-alive",
-        "  `http.client.HTTPConnection` (TCP_NODELAY) posting the same one-row payload back to back; requests",
-        "  started in the first second are not counted, those of the next 5 s are, each with its latency",
-        "  (send → whole response read); any non-200 answer or a wrong prediction fails the case. 10a-10c:",
-        '  the median of 3 such rounds on each side. MLflow\'s payload is `{"inputs": [[...]]}`, its fastest;',
+        "  picked beforehand. The same load generators for both. 10a-10c: wrk (Debian's, C and epoll),",
+        "  `-t4 -c4`: 4 keep-alive connections, one thread each, one request in flight per connection, the",
+        "  same one-row POST back to back (a Lua hook checks every answer: any non-200 answer or a wrong",
+        "  prediction fails the case); a 1 s run first, not counted, then 5 s measured, with wrk's",
+        "  latencies (request sent → response parsed); the median of 3 such rounds on each side. 10f: once",
+        "  with `bench/loadgen.py` run by `.venv`'s Python, 4 client processes, each one keep-alive",
+        "  `http.client.HTTPConnection` (TCP_NODELAY) posting back to back, the first second not counted.",
+        "  Why wrk leads: on 2 CPUs the clients share the machine with the server, and the Python clients",
+        "  take 110-160 µs of CPU per request (wrk: about 30), which caps a server that needs about 200 µs",
+        "  (mlws) and not one that needs 1,100 (MLflow, on one worker). MLflow's payload is",
+        '  `{"inputs": [[...]]}`, its fastest;',
         '  `{"dataframe_split": ...}` is measured once too. 10d: from just before the `Model.deploy` call /',
         "  `Popen` of the CLI to the first 200 from the scoring URI (a POST every 5 ms, each on a new",
         "  connection), after one cold deploy/start that is not counted; median of 3. 10e: VmRSS (what",
