@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 #: What the mlws API needs inside a run (v1's azureml-defaults): added to every managed
 #: environment so Run.get_context(), child runs and run.get_secret() work there.
 RUNTIME_PACKAGES = ("psutil", "cryptography")
+#: What a scoring service's replica needs on top (uvicorn with its fast loop and parser).
+SERVING_PACKAGES = ("uvicorn>=0.30", "uvloop", "httptools")
 #: Conda packages that mean "a Python with pip", which every virtualenv has.
 _IMPLICIT_CONDA = re.compile(r"^(python|pip|setuptools|wheel)([=<>!~ ].*)?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -401,10 +403,14 @@ def _error_summary(output: str, limit: int = 600) -> str:
 
 
 def resolve(
-    env: Environment | None, workspace: Workspace | None = None, log: IO[str] | None = None
+    env: Environment | None,
+    workspace: Workspace | None = None,
+    log: IO[str] | None = None,
+    extra_packages: tuple[str, ...] = (),
 ) -> str:
     """The interpreter for ``env``: as is when user-managed; built once per machine when managed
-    (later calls return at once, without running pip)."""
+    (later calls return at once, without running pip). ``extra_packages`` go into a managed
+    build too (a build of its own: e.g. ``SERVING_PACKAGES`` for a service's replicas)."""
     if env is None:
         return sys.executable
     if not env.managed:
@@ -428,7 +434,10 @@ def resolve(
             f"environment {env.name!r}: conda packages ({', '.join(extra_conda)}) are not supported yet; "
             "move them to the pip section"
         )
-    target = envs_dir() / env.spec_hash()
+    build_id = env.spec_hash()
+    if extra_packages:
+        build_id += "-" + hashlib.sha256("\0".join(extra_packages).encode()).hexdigest()[:8]
+    target = envs_dir() / build_id
     python = target / "bin" / "python"
     done = target / ".mlws-complete"
     if done.exists() and python.exists():
@@ -439,14 +448,14 @@ def resolve(
     with FileLock(str(target) + ".lock", timeout=3600):
         if done.exists() and python.exists():  # another process built it while we waited
             if log is not None:
-                log.write(f"Environment {env.spec_hash()} was built by another run; reusing it\n")
+                log.write(f"Environment {build_id} was built by another run; reusing it\n")
             return str(python)
         if target.exists():
             shutil.rmtree(target)  # a build that died half-way
         started = time.time()
         base = _base_python(deps.python_version)
         uv = None if os.environ.get("MLWS_NO_UV") else (shutil.which("uv") or _venv_uv())
-        packages = [*deps.pip_packages, *RUNTIME_PACKAGES]
+        packages = [*deps.pip_packages, *RUNTIME_PACKAGES, *extra_packages]
         try:
             if uv:
                 venv = [uv, "venv", "--quiet", "--python", base, str(target)]
@@ -495,7 +504,7 @@ def resolve(
                     "INSERT OR REPLACE INTO environment_builds (spec_hash, host, path, python, tool, freeze, seconds, created)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        env.spec_hash(),
+                        build_id,
                         socket.gethostname(),
                         str(target),
                         str(python),

@@ -1031,3 +1031,43 @@ def test_deploy_into_a_workspace_recreated_at_the_same_path(tmp_path: Path, serv
             finally:
                 svc.delete()
         shutil.rmtree(path)
+
+
+# -- managed environments ---------------------------------------------------------------------------
+ENV_SCORE = """\
+import json, sys
+import six  # only the managed environment has it
+
+def init():
+    pass
+
+def run(raw_data):
+    return {"python": sys.executable, "six": six.__name__}
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_managed_environment_gets_what_replicas_need(
+    ws: Workspace, tmp_path: Path, model: Model, services: None, tmp_path_factory, monkeypatch
+) -> None:
+    """A service in a managed environment: the build has the scoring script's packages and what
+    a replica needs (uvicorn), which the script's author never lists."""
+    from mlws import CondaDependencies, Environment
+
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "uv-cache"))
+    env = Environment("serve-env")
+    env.python.user_managed_dependencies = False
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=["six"])
+    svc = Model.deploy(
+        ws,
+        "managed",
+        [model],
+        InferenceConfig("score.py", str(write_source(tmp_path, ENV_SCORE)), environment=env),
+        LocalWebservice.deploy_configuration(auth_enabled=False),
+    )
+    svc.wait_for_deployment(timeout_sec=240)
+    status, _, body = call(svc.port, body={})
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["six"] == "six" and "/envs/" in answer["python"]
+    assert answer["python"] != sys.executable

@@ -148,12 +148,18 @@ class Supervisor:
         log.close()
         return Replica(index, proc, self.events)
 
+    def _interpreter(self) -> str:
+        """The replicas' Python: the environment's, a managed one built with what a replica
+        needs (uvicorn) on top of the scoring script's packages."""
+        from ..environments import SERVING_PACKAGES, as_environment, resolve
+
+        env = as_environment(self.ws, self.config.get("environment"))
+        return resolve(env, self.ws, extra_packages=SERVING_PACKAGES)
+
     # -- running -------------------------------------------------------------------------------
     def run(self) -> None:
-        from ..environments import as_environment, resolve
-
         self.source, self.model_dir = self._layout()
-        self.python = resolve(as_environment(self.ws, self.config.get("environment")), self.ws)
+        self.python = self._interpreter()
         self.sock = self._bind()
         port = self.sock.getsockname()[1]
         self.replica_config = {
@@ -284,8 +290,6 @@ class Supervisor:
         """A rolling update to the row's generation: new replicas start (on the same socket)
         while the old ones serve; once every new one is ready the old ones drain and exit, so
         no request is dropped. If a new one fails, the old ones go on and the error says why."""
-        from ..environments import as_environment, resolve
-
         old_row, old_config = self.row, self.config
         old_layout = (self.source, self.model_dir, self.python, dict(self.replica_config))
         self.row, self.config = row, json.loads(row["config"])
@@ -294,7 +298,7 @@ class Supervisor:
         failure = None
         try:
             source, model_dir = self._layout()
-            python = resolve(as_environment(self.ws, self.config.get("environment")), self.ws)
+            python = self._interpreter()
         except Exception as e:  # noqa: BLE001 - the update fails, the service goes on
             failure = f"{type(e).__name__}: {e}"
         else:
