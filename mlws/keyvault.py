@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,126}$")
 _SENTINEL = "__mlws_key_check__"
 ENV_KEY = "MLWS_KEYVAULT_KEY"
+#: Prefixes of the names mlws keeps credentials under (ssh keys of compute targets and
+#: datastores): a run on a host never gets them (``compute.sshrun``).
+CREDENTIALS = ("compute-", "datastore-")
 
 
 class SecretNotFound(MlwsError):

@@ -25,7 +25,14 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from .datasets import AbstractDataset, _resolve, _sources, _workspace_of, check_dataset_name
+from .datasets import (
+    AbstractDataset,
+    _resolve,
+    _sources,
+    _workspace_of,
+    check_dataset_name,
+    on_this_machine,
+)
 from .datatypes import DataType, check_column_types
 from .errors import UserErrorException
 from .readers import PATH_COLUMN, PromoteHeadersBehavior, TableReader, arrow, unknown_columns
@@ -288,12 +295,14 @@ class TabularDataset(AbstractDataset):
         ws = workspace or self.workspace
         if ws is None and any("datastore" in s for s in self._sources):
             ws = self._ws()
-        found: dict[str, str] = {}
+        found: dict[str, tuple[str, Any]] = {}
         for src in self._sources:
             # Local paths need no workspace: _resolve only opens datastores.
-            for name, (path, _st) in sorted(_resolve(ws, [src]).items()):  # type: ignore[arg-type]
-                found.setdefault(name, path)
-        return [("/" + n, p) for n, p in found.items()]
+            for name, file in sorted(_resolve(ws, [src]).items()):  # type: ignore[arg-type]
+                found.setdefault(name, file)
+        # Files on an ssh datastore are read from this machine's copy (fetched when changed).
+        here = on_this_machine(found)
+        return [("/" + n, here[n][0]) for n in found]
 
 
 def _pick(cols: list[str], step: dict[str, Any]) -> list[str]:
