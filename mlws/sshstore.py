@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import stat
 import tempfile
 import time
@@ -43,6 +44,7 @@ from .datastores import DEFAULT, Datastore, check_datastore_name, record
 from .errors import (
     ComputeTargetException,
     DatastoreUnavailable,
+    MlwsError,
     UnsafePath,
     UserErrorException,
 )
@@ -167,8 +169,6 @@ class SshDatastore(Datastore):
         for leftover in key_dir().iterdir():
             if mine.fullmatch(leftover.name):
                 leftover.unlink(missing_ok=True)
-        import shutil
-
         shutil.rmtree(self._mirror(), ignore_errors=True)
 
     # -- what a datastore does ----------------------------------------------------------------
@@ -242,9 +242,21 @@ class SshDatastore(Datastore):
     def _occupied(self, path: str) -> bool:
         return bool(self._call("occupied", root=self.config["path"], path=path).get("occupied"))
 
-    def _remove(self, names: list[str]) -> None:
-        """Remove files an upload of this process wrote (and the folders left empty)."""
-        self._call("remove", root=self.config["path"], names=names)
+    def _write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
+        with tempfile.TemporaryDirectory(prefix="mlws-new-") as tmp:
+            local = Path(tmp) / path.rsplit("/", 1)[-1]
+            write(local)
+            self._put([(local, path)], None, overwrite=False, show_progress=False)
+        if self.last_upload["copied"] != 1:
+            raise UserErrorException(f"{path!r} exists on datastore {self.name!r} already")
+
+        def undo() -> None:
+            try:
+                self._call("remove", root=self.config["path"], names=[path])
+            except MlwsError:
+                pass  # best effort: the error that made us undo is the one to report
+
+        return undo
 
     # -- what datasets over it need ----------------------------------------------------------
     def _fingerprint(self, group: dict[str, HostStat]) -> list[Entry]:

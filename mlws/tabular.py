@@ -19,10 +19,8 @@ imported only when data is read.
 from __future__ import annotations
 
 import codecs
-import os
 import secrets
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from .datasets import (
@@ -512,26 +510,12 @@ class TabularDatasetFactory:
                 f"cannot store the DataFrame as Parquet: {' '.join(str(e).split())}"
             ) from None
         rel = "/".join(p for p in (folder, uuid.uuid4().hex, "data.parquet") if p)
-        dest = store._target(rel)
-        made = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
-        dest.parent.mkdir(parents=True)
+        undo = store._write_new(rel, lambda tmp: pq.write_table(table, tmp))
         try:
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-            pq.write_table(table, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)  # readers see the whole file or none
             ds = TabularDatasetFactory.from_parquet_files((store, rel), validate=False)
             return ds.register(store.workspace, name, description, tags, create_new_version=True)
         except BaseException:
-            # Nothing left behind: the file, its temp and the folders made for it.
-            for p in (dest, dest.with_name(f".{dest.name}.{os.getpid()}.tmp")):
-                Path(p).unlink(missing_ok=True)
-            for d in made:
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
+            undo()  # nothing left behind: the file and the folders made for it
             raise
 
 
