@@ -94,8 +94,7 @@ def _resolve(ws: Workspace, sources: list[dict[str, str]]) -> dict[str, tuple[st
             found, shown = fileops.match(None, src["local"]), repr(src["local"])
         if not found:
             raise UserErrorException(f"the dataset path {shown} matches no file")
-        for name, path, st in found:
-            files[name] = (path, st)
+        files.update(found)
     return files
 
 

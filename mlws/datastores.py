@@ -475,8 +475,8 @@ class Datastore:
             raise
         return undo
 
-    def _match(self, patterns: list[str]) -> list[list[tuple[str, str, Any]]]:
-        """For each dataset path (a glob), ``(name, path, stat)`` of the files it names now."""
+    def _match(self, patterns: list[str]) -> list[dict[str, tuple[str, Any]]]:
+        """For each dataset path (a glob), ``{name: (path, stat)}`` of the files it names now."""
         root = os.path.realpath(self.root)
         return [fileops.match(root, p) for p in patterns]
 

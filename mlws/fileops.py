@@ -79,15 +79,15 @@ def walk(folder: str, links: bool = False) -> list[tuple[str, os.stat_result, st
     return out
 
 
-def match(root: str | None, pattern: str) -> list[tuple[str, str, os.stat_result]]:
-    """``(name, path, stat)`` of every file a dataset path names: ``pattern`` (a glob, ``**``
+def match(root: str | None, pattern: str) -> dict[str, tuple[str, os.stat_result]]:
+    """``{name: (path, stat)}`` of every file a dataset path names: ``pattern`` (a glob, ``**``
     allowed) relative to ``root`` (a datastore folder, a realpath), or with ``root`` None an
     absolute local pattern. A matched folder gives every file under it. Names are relative to
     ``root`` (by the real path: a match through a link inside is named by where it leads);
     without a root, a matched file or folder keeps its own name."""
     if root is not None:
         pattern = os.path.join(glob.escape(root), pattern) if pattern else glob.escape(root)
-    out = []
+    out = {}
     for m in sorted(glob.glob(pattern, recursive=True)):
         real = os.path.realpath(m)
         if root is not None and not inside(root, real):
@@ -99,10 +99,10 @@ def match(root: str | None, pattern: str) -> list[tuple[str, str, os.stat_result
         except OSError:
             continue
         if stat.S_ISREG(st.st_mode):
-            out.append((prefix, real, st))
+            out[prefix] = (real, st)
         elif stat.S_ISDIR(st.st_mode):
             for rel, fst, path in walk(real):
-                out.append((f"{prefix}/{rel}" if prefix != "." else rel, path, fst))
+                out[f"{prefix}/{rel}" if prefix != "." else rel] = (path, fst)
     return out
 
 
@@ -194,7 +194,7 @@ def op_check(root: str) -> dict:
 
 def op_match(root: str, patterns: list) -> dict:
     real = _root(root)
-    found = [_text([_stat_row(n, st) for n, _p, st in match(real, p)]) for p in patterns]
+    found = [_text([_stat_row(n, st) for n, (_p, st) in match(real, p).items()]) for p in patterns]
     return {"real": real, "found": found}
 
 

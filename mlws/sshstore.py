@@ -228,14 +228,14 @@ class SshDatastore(Datastore):
         fetched = self._fetch(group)
         return [(n, fetched[n][0]) for n in sorted(group)]
 
-    def _match(self, patterns: list[str]) -> list[list[tuple[str, str, Any]]]:
+    def _match(self, patterns: list[str]) -> list[dict[str, tuple[str, Any]]]:
         answer = self._call("match", root=self.config["path"], patterns=patterns)
         real, found = _text(answer, "real"), answer.get("found")
         if not isinstance(found, list) or len(found) != len(patterns):
             raise self._odd("match")
         base = self._address(real)
         return [
-            [(name, f"{base}/{name}", st) for name, st in self._stats(rows, real, "match")]
+            {name: (f"{base}/{name}", st) for name, st in self._stats(rows, real, "match")}
             for rows in found
         ]
 
