@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 _PREFIX, _SUFFIX = "datastore-", "-private-key"
-#: A long call: hashing or copying much data on the host.
+#: A long call: hashing much data on the host.
 _LONG_S = 6 * 3600
 
 
@@ -140,7 +140,8 @@ class SshDatastore(Datastore):
             key_secret=secret_name(self.name),
         )
 
-    def _call(self, op: str, timeout: float = 120, **args: Any) -> dict[str, Any]:
+    def _call(self, op: str, timeout: float = 3600, **args: Any) -> dict[str, Any]:
+        # Long: listing a large tree takes a while; a dead host is noticed by ssh's keepalives.
         conn = self._conn()
         with _reaching(self.name):
             try:
@@ -169,7 +170,10 @@ class SshDatastore(Datastore):
         for leftover in key_dir().iterdir():
             if mine.fullmatch(leftover.name):
                 leftover.unlink(missing_ok=True)
-        shutil.rmtree(self._mirror(), ignore_errors=True)
+        mirror = self._mirror()
+        shutil.rmtree(mirror, ignore_errors=True)
+        for extra in (".db", ".db-wal", ".db-shm", ".lock"):
+            Path(str(mirror) + extra).unlink(missing_ok=True)
 
     # -- what a datastore does ----------------------------------------------------------------
     def _put(
@@ -312,32 +316,29 @@ class SshDatastore(Datastore):
 
     def _fetch(self, group: dict[str, HostStat]) -> dict[str, tuple[str, HostStat]]:
         """``{name: (path here, stat there)}``: ``group``'s files in the mirror, fetched (one
-        rsync) unless the mirror's copy has the size and mtime the host listed.
+        rsync) unless the mirror holds the very file the host lists: its index says which
+        host file (size, mtime_ns, inode) each copy is, whatever timestamps this machine's
+        filesystem keeps.
 
-        :raises DatastoreUnavailable: a file changed on the host while it was copied.
+        :raises DatastoreUnavailable: a file changed size on the host while it was copied.
         """
         from filelock import FileLock
 
         mirror = self._mirror()
         out: dict[str, tuple[str, HostStat]] = {}
         for real, files in _by_folder(group).items():
-            need = [n for n, st in files.items() if not _same(mirror / n, st)]
-            if need:
-                mirror.mkdir(parents=True, exist_ok=True)
-                # One fetcher at a time per mirror; readers need no lock (rsync renames
-                # whole files into place: a reader has the old file or the new one).
-                with FileLock(str(mirror) + ".lock"):
-                    need = [n for n in need if not _same(mirror / n, files[n])]
-                    if need:
-                        self._rsync(
-                            f":{real}/", f"{mirror}/", options=("--ignore-times",), names=need
-                        )
-                moved = [n for n in need if not _same(mirror / n, files[n])]
-                if moved:
-                    raise DatastoreUnavailable(
-                        f"datastore {self.name!r}: {moved[0]!r} changed on {self.node} while it was"
-                        " copied (or could not be copied); try again"
-                    )
+            with _MirrorIndex(mirror) as index:
+                need = index.stale(files)
+                if need:
+                    # One fetcher at a time per mirror; readers need no lock (rsync renames
+                    # whole files into place: a reader has the old file or the new one).
+                    with FileLock(str(mirror) + ".lock"):
+                        need = index.stale({n: files[n] for n in need})
+                        if need:
+                            self._rsync(
+                                f":{real}/", f"{mirror}/", options=("--ignore-times",), names=need
+                            )
+                            index.record({n: files[n] for n in need})
             out.update({n: (str(mirror / n), st) for n, st in files.items()})
         return out
 
@@ -356,16 +357,60 @@ class SshDatastore(Datastore):
         )
 
 
-def _same(local: Path, st: HostStat) -> bool:
-    try:
-        mine = os.lstat(local)
-    except OSError:
-        return False
-    return (
-        stat.S_ISREG(mine.st_mode)
-        and mine.st_size == st.st_size
-        and mine.st_mtime_ns == st.st_mtime_ns
-    )
+class _MirrorIndex:
+    """Which host file each copy in a mirror is: ``name -> (host size, mtime_ns, inode)`` and
+    the copy's own (size, mtime_ns, inode) here, in a small SQLite file beside the mirror."""
+
+    def __init__(self, mirror: Path) -> None:
+        import sqlite3
+
+        mirror.mkdir(parents=True, exist_ok=True)
+        self.mirror = mirror
+        self.conn = sqlite3.connect(str(mirror) + ".db", timeout=30, isolation_level=None)
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS copies (name TEXT PRIMARY KEY, host TEXT, here TEXT)"
+            " WITHOUT ROWID"
+        )
+
+    def __enter__(self) -> _MirrorIndex:
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.conn.close()
+
+    def _here(self, name: str) -> str | None:
+        try:
+            st = os.lstat(self.mirror / name)
+        except OSError:
+            return None
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}" if stat.S_ISREG(st.st_mode) else None
+
+    def stale(self, files: dict[str, HostStat]) -> list[str]:
+        """The names whose copy is missing, changed here, or of another host file."""
+        rows = self.conn.execute("SELECT name, host, here FROM copies")
+        known = {r[0]: (r[1], r[2]) for r in rows}
+        need = []
+        for name, st in files.items():
+            rec = known.get(name)
+            there = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+            if rec is None or rec[0] != there or rec[1] != self._here(name):
+                need.append(name)
+        return need
+
+    def record(self, files: dict[str, HostStat]) -> None:
+        """Just fetched: the copies are of these host files. :raises DatastoreUnavailable:
+        a copy's size is not the listed one (the file changed on the host meanwhile)."""
+        rows = []
+        for name, st in files.items():
+            here = self._here(name)
+            if here is None or int(here.split(":")[0]) != st.st_size:
+                raise DatastoreUnavailable(
+                    f"{name!r} changed on the host while it was copied; try again"
+                )
+            rows.append((name, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}", here))
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany("INSERT OR REPLACE INTO copies VALUES (?, ?, ?)", rows)
+        self.conn.execute("COMMIT")
 
 
 def _by_folder(group: dict[str, HostStat]) -> dict[str, dict[str, HostStat]]:

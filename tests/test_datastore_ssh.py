@@ -112,7 +112,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     seen: list[tuple[str, dict[str, Any]]] = []
     call, rsync = SshDatastore._call, SshDatastore._rsync
 
-    def spy_call(self: Any, op: str, timeout: float = 120, **args: Any) -> Any:
+    def spy_call(self: Any, op: str, timeout: float = 3600, **args: Any) -> Any:
         seen.append((op, args))
         return call(self, op, timeout, **args)
 
@@ -123,6 +123,23 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     monkeypatch.setattr(SshDatastore, "_call", spy_call)
     monkeypatch.setattr(SshDatastore, "_rsync", spy_rsync)
     return seen
+
+
+def test_fileops_runs_on_a_python_3_8_host_with_only_the_standard_library() -> None:
+    """Its source is what an ssh datastore's host runs: 3.8 grammar, stdlib imports only."""
+    import ast
+    import sys
+
+    from mlws import fileops
+
+    tree_ = ast.parse(Path(fileops.__file__).read_text(), feature_version=(3, 8))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree_) if isinstance(n, ast.Import)
+                for a in n.names}  # fmt: skip
+    for n in ast.walk(tree_):
+        if isinstance(n, ast.ImportFrom):
+            assert n.level == 0 and n.module is not None
+            imported.add(n.module.split(".")[0])
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
 
 
 # -- registering -------------------------------------------------------------------------------------
@@ -290,6 +307,31 @@ def test_unreachable_host_wrong_key_or_unusable_folder_is_one_line_and_records_n
         Dataset.File.from_files((late, "*"))
 
 
+def test_a_host_that_goes_away_is_one_line_and_changes_nothing_until_it_is_back(
+    ws: Workspace, ssh_server: SshServer, store: Any, src: Path, host: Path, tmp_path: Path
+) -> None:
+    store.upload(src, "iris")
+    reg = Dataset.File.from_files((store, "iris/**/*.csv")).register(ws, "iris")
+    datasets = ws.catalog.scalar("SELECT count(*) FROM datasets")
+    runs = ws.catalog.scalar("SELECT count(*) FROM runs")
+    ssh_server.kill_all()  # the host goes away, and the master connection with it
+    for attempt in (
+        lambda: store.upload(src, "more"),
+        lambda: store.download(tmp_path / "dl"),
+        lambda: reg.has_changed(),
+        lambda: Dataset.File.from_files((store, "iris/*.csv")).register(ws, "again"),
+        lambda: submit(ws, tmp_path / "s", reg.as_named_input("iris").as_mount()),
+    ):
+        with pytest.raises(DatastoreUnavailable, match="datastore 'lab'") as e:
+            attempt()
+        assert "\n" not in str(e.value)
+    assert ws.catalog.scalar("SELECT count(*) FROM datasets") == datasets
+    assert ws.catalog.scalar("SELECT count(*) FROM runs") == runs  # the submit was refused
+    assert not (tmp_path / "dl").exists() and not (host / "more").exists()
+    ssh_server.start()  # back: a new master connection, as if nothing happened
+    assert reg.has_changed() is False and store.download(tmp_path / "dl") == 3
+
+
 # -- files in and out --------------------------------------------------------------------------------
 def test_upload_and_download_round_trip(
     ws: Workspace, store: Any, src: Path, host: Path, tmp_path: Path
@@ -315,6 +357,16 @@ def test_upload_and_download_round_trip(
     assert store.download(tmp_path / "none", prefix="nothing-here") == 0
     f = tmp_path / "all" / "iris" / "a.csv"
     assert stat.S_IMODE(f.stat().st_mode) == 0o644 and not f.is_symlink()
+    # Names travel NUL-separated and as JSON: spaces, quotes, newlines, non-ASCII survive.
+    odd = tmp_path / "odd"
+    for name in ("with space.csv", 'quote\'d "x".csv', "new\nline.csv", "ünïcode.csv", "-dash.csv"):
+        write(odd / "d" / name, name)
+    store.upload(odd, "odd")
+    assert tree(host / "odd") == tree(odd)
+    assert store.download(tmp_path / "odd-back", prefix="odd") == 5
+    assert tree(tmp_path / "odd-back" / "odd") == tree(odd)
+    reg = Dataset.File.from_files((store, "odd/**")).register(ws, "odd")
+    assert len(reg.to_path()) == 5 and not reg.has_changed()
     # Whole files only: no temp file left on either side.
     assert not [n for n in tree(host) | tree(tmp_path / "all") if "/." in "/" + n]
 
@@ -479,6 +531,18 @@ def test_tabular_dataset_is_read_from_a_local_copy_refreshed_when_the_host_chang
     assert reg.to_pandas_dataframe()["city"].tolist() == ["Oslo", "Lisbon", "Rome", "Paris"]
     assert [a["names"] for op, a in calls if op == "rsync"] == [["weather/2025.csv"]]
     assert reg.has_changed()
+    # Another file of the same size and mtime (a new inode) is another file; so is a copy
+    # someone changed here.
+    f = host / "weather" / "2024.csv"
+    old = f.stat()
+    write(host / "weather" / "new", "city,temp\nOslo,-9.5\nLisbon,11.5\n")
+    os.replace(host / "weather" / "new", f)
+    os.utime(f, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert (f.stat().st_size, f.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    assert reg.to_pandas_dataframe()["temp"].tolist()[:2] == [-9.5, 11.5]
+    (copy,) = store._mirror().rglob("2025.csv")
+    copy.write_text("city,temp\nNowhere,0\n")
+    assert reg.to_pandas_dataframe()["city"].tolist() == ["Oslo", "Lisbon", "Rome", "Paris"]
 
     frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
     saved = Dataset.Tabular.register_pandas_dataframe(frame, (store, "frames"), "frame")
