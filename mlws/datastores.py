@@ -245,8 +245,10 @@ class Datastore:
         and hashes files there. ``ssh_options``: extra ``-o`` options. ``check``: connect and
         make sure the folder is usable (created if missing) before anything is recorded.
 
-        :raises UserErrorException: a bad name, host, path or key; the name is taken
-            (without ``overwrite``); the host cannot be reached or the folder is unusable.
+        :raises UserErrorException: a bad name, host, path, key or passphrase; the name is
+            taken (without ``overwrite``).
+        :raises DatastoreUnavailable: the host cannot be reached, refuses the key, or its
+            folder is not a writable folder (then nothing is recorded).
         """
         from .sshstore import register
 

@@ -302,4 +302,6 @@ def main(request: str) -> None:
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         answer = {"error": f"{where}{e.strerror or e}", "refused": False}
+    except Exception as e:  # a bug: said in one line rather than as a traceback nobody reads
+        answer = {"error": f"{type(e).__name__}: {e}", "refused": False}
     sys.stdout.write(json.dumps(answer) + "\n")

@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,126}$")
 _SENTINEL = "__mlws_key_check__"
 ENV_KEY = "MLWS_KEYVAULT_KEY"
-#: Prefixes of the names mlws keeps credentials under (ssh keys of compute targets and
-#: datastores): a run on a host never gets them (``compute.sshrun``).
-CREDENTIALS = ("compute-", "datastore-")
 
 
 class SecretNotFound(MlwsError):
@@ -46,6 +43,14 @@ def check_secret_name(name: str) -> str:
             "letter or digit (as Azure Key Vault does)"
         )
     return name
+
+
+def is_credential(name: str) -> bool:
+    """Whether ``name`` is where mlws keeps an ssh key: a compute target's (``compute-...``) or
+    a datastore's (``datastore-...-private-key``). A run on a host never gets one."""
+    return name.startswith("compute-") or (
+        name.startswith("datastore-") and name.endswith("-private-key")
+    )
 
 
 def key_path(workspace_id: str) -> Path:

@@ -19,8 +19,10 @@ Design choices, and why:
   this machine has not seen (the per-machine stat cache, keyed ``ssh://user@host:port/path``)
   are hashed there, in a second call. An unchanged re-check is one round trip and reads no file.
 - **Reading here** (tabular datasets, downloads, run inputs): files are fetched into this
-  machine's mirror of the datastore (``~/.cache/mlws/sshstores/<id>/``), refreshed by size and
-  mtime as rsync decides; runs get hard links to it, made read-only as for local data.
+  machine's mirror of the datastore (``~/.cache/mlws/sshstores/<id>/``), whose index says
+  which host file (size, mtime_ns, inode) each copy is: a copy is fetched again only when the
+  host's file is another one (or the copy was changed here). Runs get hard links to it, made
+  read-only as for local data.
 """
 
 from __future__ import annotations

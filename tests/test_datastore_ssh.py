@@ -25,6 +25,7 @@ from mlws import Dataset, Datastore, Experiment, OutputFileDatasetConfig, Script
 from mlws.cli import cli
 from mlws.datastores import DataReference
 from mlws.errors import DatastoreUnavailable, UnsafePath, UserErrorException
+from mlws.keyvault import is_credential
 from mlws.maintenance import fsck
 from mlws.sshstore import SshDatastore, secret_name
 
@@ -167,6 +168,7 @@ def test_register_keeps_the_key_in_the_key_vault_and_unregister_removes_exactly_
         "datastore-lab-2-private-key",
     }
     assert kv.get_secret("datastore-lab-private-key").startswith(KEY_HEADER)
+    assert is_credential("datastore-lab-2-private-key") and not is_credential("datastore-token")
     assert KEY_HEADER not in catalog_text(ws) and "PRIVATE" not in catalog_text(ws)
     where = f"ssh://{ssh_server.username}@127.0.0.1:{ssh_server.port}{host}"
     assert lab.location == where == str(lab.path(""))

@@ -370,9 +370,9 @@ class _SshRun:
             names = [str(n) for n in ev.get("names") or []]
             # A host could ask for anything by name: the credentials of compute targets and
             # datastores (keys that open other hosts) are never given to a run.
-            from ..keyvault import CREDENTIALS
+            from ..keyvault import is_credential
 
-            kept = [n for n in names if n.startswith(CREDENTIALS)]
+            kept = [n for n in names if is_credential(n)]
             if kept:
                 whose = "a compute target's" if kept[0].startswith("compute-") else "a datastore's"
                 raise MlwsError(
