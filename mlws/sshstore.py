@@ -157,9 +157,12 @@ class SshDatastore(Datastore):
         with _reaching(self.name):
             try:
                 conn.open()
-                # NUL-separated: a name may hold a newline.
+                # NUL-separated: a name may hold a newline. Whole files only, said explicitly
+                # (a popt alias cannot turn on --partial or --inplace behind our back).
                 conn.rsync(
-                    *paths, options=("--from0", *options), files_from="\0".join(names) + "\0"
+                    *paths,
+                    options=("--from0", "--no-partial", "--no-inplace", *options),
+                    files_from="\0".join(names) + "\0",
                 )
             finally:
                 conn.forget_key()

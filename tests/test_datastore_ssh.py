@@ -439,6 +439,10 @@ def test_symlinks_on_the_host_never_carry_files_out_of_the_folder(
     assert "TOP SECRET" not in got.values() and not any(v.startswith("->") for v in got.values())
     assert not any(n.startswith(("evil", "trap", "alias")) for n in got)
     assert store.download(tmp_path / "dl2", prefix="evil") == 0
+    # Nor does a download go out of its target through a link there.
+    mine = tmp_path / "mine"
+    os.symlink(mine, write(tmp_path / "dl4" / "keep", "k").parent / "real")
+    assert store.download(tmp_path / "dl4") == 0 and not mine.exists()
     assert store.download(tmp_path / "dl3", prefix="alias") == 0  # on a host no link is followed
     names = Dataset.File.from_files((store, "")).to_path()
     assert "/real/r.txt" in names and not any("secret" in n or "trap" in n for n in names)
