@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from .errors import BlobCorrupted, BlobNotFound, UnsafePath
+from .fileops import ALGORITHM, hash_file  # noqa: F401 - one hash, here and on ssh hosts
 
-ALGORITHM = "sha256"
 _CHUNK = 1 << 20
 
 
@@ -116,17 +116,6 @@ def parse_manifest(data: bytes) -> list[Entry]:
             )
         )
     return entries
-
-
-def hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """``(sha256:<hex>, size)`` of a file's bytes."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return f"{ALGORITHM}:{h.hexdigest()}", size
 
 
 def file_mode(st_mode: int) -> int:

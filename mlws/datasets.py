@@ -13,7 +13,6 @@ tabular datasets (``mlws.tabular``) on the same registry. (Datasets as run input
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import fileops
 from .blobs import Entry, canonical_manifest, check_relpath, hash_file, parse_manifest
 from .errors import MlwsError, UserErrorException
 
@@ -68,71 +68,70 @@ def _sources(ws: Workspace | None, path: Any) -> list[dict[str, str]]:
     return out
 
 
-def _walk(folder: str) -> list[tuple[str, os.stat_result, str]]:
-    """``(relative path, stat, path)`` of every file under ``folder``, links left out (one
-    could lead anywhere), with os.scandir: no per-file path objects or realpath calls, which
-    dominate re-checking 10,000 unchanged files."""
-    out = []
-    stack = [("", folder)]
-    while stack:
-        rel_dir, abs_dir = stack.pop()
-        try:
-            entries = list(os.scandir(abs_dir))
-        except OSError:
-            continue
-        for e in entries:
-            if e.is_symlink():
-                continue
-            rel = f"{rel_dir}{e.name}"
-            if e.is_dir(follow_symlinks=False):
-                stack.append((rel + "/", e.path))
-            elif e.is_file(follow_symlinks=False):
-                out.append((rel, e.stat(follow_symlinks=False), e.path))
-    return out
-
-
-def _resolve(ws: Workspace, sources: list[dict[str, str]]) -> dict[str, tuple[str, os.stat_result]]:
-    """Every file the definition names now: ``{name in the dataset: (real path, stat)}``.
+def _resolve(ws: Workspace, sources: list[dict[str, str]]) -> dict[str, tuple[str, Any]]:
+    """Every file the definition names now: ``{name in the dataset: (path, stat)}``, found by
+    ``fileops.match``. A file on an ``ssh`` datastore has its ``ssh://`` address for a path
+    and a ``sshstore.HostStat``, which knows its datastore: ``fingerprint`` hashes it on its
+    host, ``on_this_machine`` fetches it here.
 
     :raises UserErrorException: a path or glob that matches no file.
     """
-    from .datastores import Datastore, _inside
+    from .datastores import Datastore
 
-    files: dict[str, tuple[str, os.stat_result]] = {}
+    # Each datastore answers for all of its paths at once: an ssh one in one round trip.
+    paths: dict[str, list[str]] = {}
     for src in sources:
         if "datastore" in src:
-            root: str | None = os.path.realpath(Datastore(ws, src["datastore"]).root)
-            pattern = os.path.join(root, src["path"]) if src["path"] else root
+            paths.setdefault(src["datastore"], []).append(src["path"])
+    matched = {name: Datastore(ws, name)._match(p) for name, p in paths.items()}
+    files: dict[str, tuple[str, Any]] = {}
+    for src in sources:
+        if "datastore" in src:
+            found = matched[src["datastore"]].pop(0)
             shown = f"({src['datastore']!r}, {src['path']!r})"
         else:
-            pattern, root, shown = src["local"], None, repr(src["local"])
-        found = 0
-        for m in sorted(glob.glob(pattern, recursive=True)):
-            real = os.path.realpath(m)
-            if root is not None and not _inside(Path(root), Path(real)):
-                continue  # a link out of the datastore is not its data
-            # Names: relative to the datastore's root; for local paths a folder keeps its name.
-            base = root if root is not None else os.path.dirname(real)
-            prefix = os.path.relpath(real, base).replace(os.sep, "/")
-            if os.path.isfile(real):
-                files[prefix] = (real, os.stat(real))
-                found += 1
-            elif os.path.isdir(real):
-                for rel, st, path in _walk(real):
-                    files[f"{prefix}/{rel}" if prefix != "." else rel] = (path, st)
-                    found += 1
+            # Names: for local paths a folder keeps its name.
+            found, shown = fileops.match(None, src["local"]), repr(src["local"])
         if not found:
             raise UserErrorException(f"the dataset path {shown} matches no file")
+        files.update(found)
     return files
 
 
-def fingerprint(files: dict[str, tuple[str, os.stat_result]]) -> list[Entry]:
+def by_host(files: dict[str, tuple[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """``{ssh datastore: {name: HostStat}}`` of the files that are on hosts (none: ``{}``)."""
+    out: dict[Any, dict[str, Any]] = {}
+    for name, (_path, st) in files.items():
+        if type(st) is not os.stat_result:
+            out.setdefault(st.store, {})[name] = st
+    return out
+
+
+def on_this_machine(files: dict[str, tuple[str, Any]]) -> dict[str, tuple[str, Any]]:
+    """``files`` with those on ssh datastores fetched here first (into the datastore's mirror
+    in the per-machine cache, ``sshstore``), so every path is a file of this machine."""
+    hosted = by_host(files)
+    if not hosted:
+        return files
+    out = dict(files)
+    for store, group in hosted.items():
+        out.update(store._fetch(group))
+    return out
+
+
+def fingerprint(files: dict[str, tuple[str, Any]]) -> list[Entry]:
     """Hash every file, through the per-machine stat cache (a file whose size, mtime and inode
-    are unchanged is not read again)."""
+    are unchanged is not read again); files on ssh datastores are hashed on their hosts."""
     from .snapshots import HashCache, default_cache_path
 
+    hosted = by_host(files)
+    remote: list[Entry] = []
+    for store, group in hosted.items():
+        remote += store._fingerprint(group)
+    if hosted:
+        files = {n: v for n, v in files.items() if type(v[1]) is os.stat_result}
     if not files:
-        return []
+        return sorted(remote, key=lambda e: e.path)
     cache = HashCache(default_cache_path())
     try:
         common = os.path.commonpath([p for p, _ in files.values()])
@@ -150,7 +149,7 @@ def fingerprint(files: dict[str, tuple[str, os.stat_result]]) -> list[Entry]:
                 )
             entries.append(Entry(check_relpath(name), digest, st.st_size))
         cache.store(updates)
-        return entries
+        return sorted(entries + remote, key=lambda e: e.path) if remote else entries
     finally:
         cache.close()
 
@@ -227,7 +226,7 @@ class AbstractDataset:
             ws = Workspace.from_config()
         return ws
 
-    def _files(self) -> dict[str, tuple[str, os.stat_result]]:
+    def _files(self) -> dict[str, tuple[str, Any]]:
         """Every file the definition names now (see ``_resolve``)."""
         return _resolve(self._ws(), self._sources)
 
@@ -350,14 +349,14 @@ class FileDataset(AbstractDataset):
 
         target = Path(target_path).absolute()
         files = self._files()
-        outs = []
-        for name, (src, _st) in sorted(files.items()):
+        for name in files:  # every name checked before anything is fetched or written
             out = target / name
             if not _inside(target, out):
                 raise UserErrorException(f"{name!r} would be written outside {target}")
             if out.exists() and not overwrite:
                 raise UserErrorException(f"{out} exists; pass overwrite=True")
-            outs.append((src, out))
+        here = on_this_machine(files)
+        outs = [(here[name][0], target / name) for name in sorted(files)]
         for src, out in outs:
             copy_file(src, out)
         return [str(o) for _, o in outs]

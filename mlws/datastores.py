@@ -2,9 +2,11 @@
 
 ``workspaceblobstore`` (the default) is the workspace's own ``datastores/workspaceblobstore``
 folder, so it travels with the workspace; ``Datastore.register_local(ws, name, path)`` names a
-folder of this machine. ``upload``/``download`` copy files in and out; a path on a datastore is
-always relative, and nothing is ever written outside the folder it is meant for: ``..``,
-absolute paths and symlinks that lead out are refused.
+folder of this machine, ``Datastore.register_ssh(ws, name, host, path)`` a folder on another
+machine (``mlws.sshstore``; ``Datastore(ws, name)`` returns an ``SshDatastore`` then, as v1
+returns the concrete class). ``upload``/``download`` copy files in and out; a path on a
+datastore is always relative, and nothing is ever written outside the folder it is meant for:
+``..``, absolute paths and symlinks that lead out are refused.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import fileops
 from .blobs import check_relpath, copy_file
 from .errors import DatastoreNotFound, UnsafePath, UserErrorException
 
@@ -88,7 +91,7 @@ class DataReference:
         return DataReference(self.datastore, self.path_on_datastore, "download")
 
     def __str__(self) -> str:
-        return str(self.local_path)
+        return self.datastore._where(self.path_on_datastore)
 
     def __repr__(self) -> str:
         return f"DataReference(datastore={self.datastore.name!r}, path={self.path_on_datastore!r}, mode={self.mode!r})"
@@ -99,6 +102,20 @@ class Datastore:
 
     :raises DatastoreNotFound: no such datastore.
     """
+
+    def __new__(cls, workspace: Workspace | None = None, name: str | None = None) -> Datastore:
+        # As v1 (AzureBlobDatastore, ...): Datastore(ws, name) is of its kind's class.
+        if cls is Datastore and workspace is not None:
+            row = (
+                workspace.catalog.one("SELECT type FROM datastores WHERE is_default = 1")
+                if name is None
+                else workspace.catalog.one("SELECT type FROM datastores WHERE name = ?", (name,))
+            )
+            if row is not None and row[0] == "ssh":
+                from .sshstore import SshDatastore
+
+                return super().__new__(SshDatastore)
+        return super().__new__(cls)
 
     def __init__(self, workspace: Workspace, name: str | None = None) -> None:
         self.workspace = workspace
@@ -140,6 +157,14 @@ class Datastore:
             return self.workspace.path / "datastores" / self.name
         return Path(self.config["path"])
 
+    @property
+    def location(self) -> str:
+        """Where the files are: a folder of this machine, or ``ssh://user@host:port/path``."""
+        return self._where("")
+
+    def _where(self, path: str) -> str:
+        return str(self.root / path if path else self.root)
+
     # -- registry ----------------------------------------------------------------------------
     @staticmethod
     def get(workspace: Workspace, datastore_name: str) -> Datastore:
@@ -179,6 +204,11 @@ class Datastore:
                 f"{DEFAULT!r} is the workspace's own datastore; pick another name"
             )
         now = time.time()
+        replaced = workspace.catalog.one(
+            "SELECT type FROM datastores WHERE name = ?", (datastore_name,)
+        )
+        if replaced is not None and replaced[0] == "ssh" and overwrite:
+            Datastore(workspace, datastore_name)._release()  # its connection and mirror here
         with workspace.catalog.write() as conn:
             exists = conn.execute(
                 "SELECT type FROM datastores WHERE name = ?", (datastore_name,)
@@ -188,12 +218,54 @@ class Datastore:
                     f"a datastore named {datastore_name!r} exists; pass overwrite=True to replace it"
                 )
             folder.mkdir(parents=True, exist_ok=True)
-            conn.execute(
-                "INSERT INTO datastores (name, type, config, is_default, created) VALUES (?, 'local', ?, 0, ?)"
-                " ON CONFLICT(name) DO UPDATE SET type = 'local', config = excluded.config",
-                (datastore_name, json.dumps({"path": str(folder)}), now),
-            )
+            record(conn, datastore_name, "local", {"path": str(folder)}, now)
         return Datastore(workspace, datastore_name)
+
+    @staticmethod
+    def register_ssh(
+        workspace: Workspace,
+        datastore_name: str,
+        host: str,
+        path: str,
+        username: str | None = None,
+        port: int | None = 22,
+        private_key_file: str | os.PathLike[str] | None = None,
+        private_key_passphrase: str | None = None,
+        *,
+        python_path: str = "/usr/bin/python3",
+        ssh_options: list[str] | None = None,
+        overwrite: bool = False,
+        check: bool = True,
+    ) -> Datastore:
+        """Name a folder on another machine, reached with OpenSSH, as a datastore (see
+        ``mlws.sshstore``). ``host`` is ``host``, ``host:port`` or ``user@host:port``;
+        ``path`` the folder there (relative: under the login's home). The key goes to the
+        key vault, decrypted with ``private_key_passphrase`` (without a key, ssh uses your
+        agent and ``~/.ssh/config``). ``python_path``: the host's Python 3.8+, which lists
+        and hashes files there. ``ssh_options``: extra ``-o`` options. ``check``: connect and
+        make sure the folder is usable (created if missing) before anything is recorded.
+
+        :raises UserErrorException: a bad name, host, path, key or passphrase; the name is
+            taken (without ``overwrite``).
+        :raises DatastoreUnavailable: the host cannot be reached, refuses the key, or its
+            folder is not a writable folder (then nothing is recorded).
+        """
+        from .sshstore import register
+
+        return register(
+            workspace,
+            datastore_name,
+            host,
+            path,
+            username=username,
+            port=port,
+            private_key_file=private_key_file,
+            private_key_passphrase=private_key_passphrase,
+            python_path=python_path,
+            ssh_options=ssh_options,
+            overwrite=overwrite,
+            check=check,
+        )
 
     def set_as_default(self) -> None:
         with self.workspace.catalog.write() as conn:
@@ -221,7 +293,16 @@ class Datastore:
                 f"{self.name!r} is the default datastore; make another one the default first"
             )
         with self.workspace.catalog.write() as conn:
+            row = conn.execute(
+                "SELECT config FROM datastores WHERE name = ?", (self.name,)
+            ).fetchone()
+            if row is not None:
+                _forget_secrets(conn, json.loads(row[0]))
             conn.execute("DELETE FROM datastores WHERE name = ?", (self.name,))
+        self._release()
+
+    def _release(self) -> None:
+        """Free what the datastore holds on this machine once unregistered (kinds override)."""
 
     def serialize(self) -> dict[str, Any]:
         return {
@@ -349,36 +430,79 @@ class Datastore:
         target = Path(target_path)
         if target.exists() and not target.is_dir():
             raise UserErrorException(f"cannot download into {target}: it is a file")
-        rel_prefix = _clean(prefix)
-        base = self._target(None)
-        start = base / rel_prefix if rel_prefix else base
-        if start.is_file():
-            items = [start]
-        elif start.is_dir():
-            items = [f for f in sorted(start.rglob("*")) if f.is_file()]
-        else:
-            parent = start.parent
-            items = (
-                [f for f in sorted(parent.glob(start.name + "*")) if f.is_file()]
-                if parent.is_dir()
-                else []
-            )
-            items += [
-                g
-                for d in sorted(parent.glob(start.name + "*"))
-                if d.is_dir()
-                for g in sorted(d.rglob("*"))
-                if g.is_file()
-            ]
+        here = target.absolute()
+
+        def wanted(name: str) -> bool:
+            out = here / name
+            # Never through a link in the target; what is there stays unless overwrite.
+            return _inside(here, out) and not out.is_symlink() and (overwrite or not out.exists())
+
         count = 0
-        for f in items:
-            if not _inside(base, f):
-                continue  # a link out of the datastore: never copied
-            out = target / f.relative_to(base).as_posix()
-            if not _inside(target.absolute(), out) or out.is_symlink():
-                continue
-            if out.exists() and not overwrite:
-                continue
-            copy_file(f, out)
+        for name, src in self._fetch_under(_clean(prefix), wanted):
+            copy_file(src, here / name)
             count += 1
         return count
+
+    # -- what the kinds do differently (``sshstore.SshDatastore`` overrides these) -----------
+    def _fetch_under(self, prefix: str, wanted: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """``(name, path here)`` of the files ``download`` copies (``fileops.select``), only
+        those ``wanted``; links that lead out of the datastore left out."""
+        root = str(self._target(None))
+        return [(n, p) for n, p, _st in fileops.select(root, prefix, links=True) if wanted(n)]
+
+    def _write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
+        """A new file at ``path``, whole or not at all (``write`` fills a temp file, renamed
+        into place); returns what undoes it: the file and the folders made for it go."""
+        dest = self._target(path)
+        made = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+
+        def undo() -> None:
+            for p in (dest, tmp):
+                p.unlink(missing_ok=True)
+            for d in made:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+
+        try:
+            write(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)  # readers see the whole file or none
+        except BaseException:
+            undo()
+            raise
+        return undo
+
+    def _match(self, patterns: list[str]) -> list[dict[str, tuple[str, Any]]]:
+        """For each dataset path (a glob), ``{name: (path, stat)}`` of the files it names now."""
+        root = os.path.realpath(self.root)
+        return [fileops.match(root, p) for p in patterns]
+
+    def _occupied(self, path: str) -> bool:
+        """Whether anything (a file, a folder with entries) is at ``path`` already."""
+        there = self._target(path)
+        return there.exists() and (not there.is_dir() or any(there.iterdir()))
+
+
+def record(conn: Any, name: str, kind: str, config: dict[str, Any], now: float) -> None:
+    """Insert or replace datastore ``name`` in the open write transaction ``conn``; the
+    credentials of the datastore it replaces go (those ``config`` keeps stay)."""
+    old = conn.execute("SELECT config FROM datastores WHERE name = ?", (name,)).fetchone()
+    if old is not None:
+        _forget_secrets(conn, json.loads(old[0]), keep=config.get("secrets") or [])
+    conn.execute(
+        "INSERT INTO datastores (name, type, config, is_default, created) VALUES (?, ?, ?, 0, ?)"
+        " ON CONFLICT(name) DO UPDATE SET type = excluded.type, config = excluded.config",
+        (name, kind, json.dumps(config), now),
+    )
+
+
+def _forget_secrets(conn: Any, config: dict[str, Any], keep: Iterable[str] = ()) -> None:
+    kept = set(keep)
+    names = [n for n in config.get("secrets") or [] if n not in kept]
+    if names:
+        conn.execute(f"DELETE FROM secrets WHERE name IN ({','.join('?' * len(names))})", names)

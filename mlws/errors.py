@@ -94,3 +94,7 @@ class DatastoreNotFound(MlwsError):
 
 class ExtraNotInstalled(MlwsError):
     """An optional extra the call needs is missing; the message names it (``pip install 'mlws[tabular]'``)."""
+
+
+class DatastoreUnavailable(MlwsError):
+    """An ``ssh`` datastore's host cannot be reached, or its folder cannot be used."""

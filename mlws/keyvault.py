@@ -45,6 +45,14 @@ def check_secret_name(name: str) -> str:
     return name
 
 
+def is_credential(name: str) -> bool:
+    """Whether ``name`` is where mlws keeps an ssh key: a compute target's (``compute-...``) or
+    a datastore's (``datastore-...-private-key``). A run on a host never gets one."""
+    return name.startswith("compute-") or (
+        name.startswith("datastore-") and name.endswith("-private-key")
+    )
+
+
 def key_path(workspace_id: str) -> Path:
     from .workspace import user_config_dir
 

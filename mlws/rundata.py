@@ -294,7 +294,7 @@ def prepare(
     :raises UserErrorException: an input matches no file any more.
     """
     from .blobs import canonical_manifest
-    from .datasets import fingerprint
+    from .datasets import by_host, fingerprint, on_this_machine
 
     inputs, outputs = definition.get("inputs") or [], definition.get("outputs") or []
     if not inputs and not outputs:
@@ -315,13 +315,14 @@ def prepare(
                 " registered; this run uses the data as it is now (see 'mlws dataset diff')"
             )
         rows.append((spec, ds, content, changed))
-        if spec["mode"] == "direct" and not remote:
+        if spec["mode"] == "direct" and not remote and not by_host(files):
             continue  # the script reads the dataset where it is
+        # (Data on an ssh datastore is not where the script runs either: it gets a copy.)
         rel = spec["pathOnCompute"] or f"{DATA_DIR}/in/{spec['name']}"
         folder = workdir / rel
         _fresh_folder(workdir, folder)
         link = spec["mode"] == "mount" and links_ok
-        for name, (src, _st) in files.items():
+        for name, (src, _st) in on_this_machine(files).items():
             _place(src, folder / name, link)
         if spec["mode"] == "mount":
             read_only.append(rel)
@@ -429,8 +430,7 @@ def publish(
         if not src.is_dir() or not any(p.is_file() for p in src.rglob("*")):
             notes.append(f"mlws: output {spec['name']!r} is empty: nothing uploaded")
             continue
-        there = store._target(dest)
-        if not spec["overwrite"] and there.exists() and any(there.iterdir()):
+        if not spec["overwrite"] and store._occupied(dest):
             # Keeping what is there would register another run's files as this run's output.
             raise UserErrorException(
                 f"output {spec['name']!r}: {dest!r} on datastore {store.name!r} exists already"
@@ -571,7 +571,9 @@ class MountContext:
 
         if self._started:
             return
-        files = self.dataset._files()
+        from .datasets import on_this_machine
+
+        files = on_this_machine(self.dataset._files())
         if self.mount_point is None:
             self.mount_point = tempfile.mkdtemp(prefix="mlws-mount-")
         root = Path(self.mount_point)

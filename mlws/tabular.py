@@ -19,13 +19,18 @@ imported only when data is read.
 from __future__ import annotations
 
 import codecs
-import os
 import secrets
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from .datasets import AbstractDataset, _resolve, _sources, _workspace_of, check_dataset_name
+from .datasets import (
+    AbstractDataset,
+    _resolve,
+    _sources,
+    _workspace_of,
+    check_dataset_name,
+    on_this_machine,
+)
 from .datatypes import DataType, check_column_types
 from .errors import UserErrorException
 from .readers import PATH_COLUMN, PromoteHeadersBehavior, TableReader, arrow, unknown_columns
@@ -288,12 +293,14 @@ class TabularDataset(AbstractDataset):
         ws = workspace or self.workspace
         if ws is None and any("datastore" in s for s in self._sources):
             ws = self._ws()
-        found: dict[str, str] = {}
+        found: dict[str, tuple[str, Any]] = {}
         for src in self._sources:
             # Local paths need no workspace: _resolve only opens datastores.
-            for name, (path, _st) in sorted(_resolve(ws, [src]).items()):  # type: ignore[arg-type]
-                found.setdefault(name, path)
-        return [("/" + n, p) for n, p in found.items()]
+            for name, file in sorted(_resolve(ws, [src]).items()):  # type: ignore[arg-type]
+                found.setdefault(name, file)
+        # Files on an ssh datastore are read from this machine's copy (fetched when changed).
+        here = on_this_machine(found)
+        return [("/" + n, here[n][0]) for n in found]
 
 
 def _pick(cols: list[str], step: dict[str, Any]) -> list[str]:
@@ -503,26 +510,12 @@ class TabularDatasetFactory:
                 f"cannot store the DataFrame as Parquet: {' '.join(str(e).split())}"
             ) from None
         rel = "/".join(p for p in (folder, uuid.uuid4().hex, "data.parquet") if p)
-        dest = store._target(rel)
-        made = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
-        dest.parent.mkdir(parents=True)
+        undo = store._write_new(rel, lambda tmp: pq.write_table(table, tmp))
         try:
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-            pq.write_table(table, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)  # readers see the whole file or none
             ds = TabularDatasetFactory.from_parquet_files((store, rel), validate=False)
             return ds.register(store.workspace, name, description, tags, create_new_version=True)
         except BaseException:
-            # Nothing left behind: the file, its temp and the folders made for it.
-            for p in (dest, dest.with_name(f".{dest.name}.{os.getpid()}.tmp")):
-                Path(p).unlink(missing_ok=True)
-            for d in made:
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
+            undo()  # nothing left behind: the file and the folders made for it
             raise
 
 

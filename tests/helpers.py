@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -99,3 +101,30 @@ def processes_of_test(home) -> list:  # noqa: ANN001 - a Path
             continue  # pytest's own multiprocessing helpers, shared by every test
         found.append(p)
     return found
+
+
+def write(path: Path, data: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data)
+    return path
+
+
+def tree(root: Path, prune: Path | None = None) -> dict[str, str]:
+    """Every file and link under ``root`` (links not followed): relative path -> content;
+    ``prune``, a folder under ``root``, is left out."""
+    out: dict[str, str] = {}
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        if prune is not None and Path(dirpath) == prune.parent:
+            dirnames[:] = [d for d in dirnames if d != prune.name]
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                out[rel] = "-> " + os.readlink(p)
+            elif p.is_file():
+                out[rel] = p.read_text()
+            else:
+                out[rel] = "<dir>"
+    return out

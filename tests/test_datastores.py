@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers import one_error_line
+from helpers import one_error_line, tree, write
 
 from mlws import Datastore, Workspace
 from mlws.cli import cli
@@ -23,33 +23,6 @@ from mlws.errors import DatastoreNotFound, MlwsError, UnsafePath, UserErrorExcep
 # -- helpers -----------------------------------------------------------------------------------------
 def invoke(*args: str) -> Any:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def write(path: Path, data: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(data)
-    return path
-
-
-def tree(root: Path, prune: Path | None = None) -> dict[str, str]:
-    """Every file and link under ``root`` (links not followed): relative path -> content;
-    ``prune``, a folder under ``root``, is left out."""
-    out: dict[str, str] = {}
-    if not root.exists():
-        return out
-    for dirpath, dirnames, filenames in os.walk(root):
-        if prune is not None and Path(dirpath) == prune.parent:
-            dirnames[:] = [d for d in dirnames if d != prune.name]
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = p.relative_to(root).as_posix()
-            if p.is_symlink():
-                out[rel] = "-> " + os.readlink(p)
-            elif p.is_file():
-                out[rel] = p.read_text()
-            else:
-                out[rel] = "<dir>"
-    return out
 
 
 def outside_state(ws: Workspace) -> dict[str, dict[str, str]]:

@@ -27,7 +27,65 @@ def datastore_register(ctx: click.Context, name: str, path: str, overwrite: bool
     from ..datastores import Datastore
 
     d = Datastore.register_local(_open(ctx), name, path, overwrite=overwrite)
-    click.echo(f"Registered datastore {d.name!r} at {d.root}")
+    click.echo(f"Registered datastore {d.name!r} at {d.location}")
+
+
+@datastore.command("register-ssh")
+@click.argument("name")
+@click.argument("host")
+@click.argument("path")
+@click.option("--user", help="Login name (else the one in HOST, or ~/.ssh/config's).")
+@click.option("--port", default=22, show_default=True, help="ssh port (else the one in HOST).")
+@click.option(
+    "--key", "key_file", type=click.Path(), help="Private key file (stored in the key vault)."
+)
+@click.option("--ask-passphrase", is_flag=True, help="Prompt for the key's passphrase.")
+@click.option("--python", "python_path", default="/usr/bin/python3", show_default=True,
+              help="Python 3.8+ on the host, by absolute path.")  # fmt: skip
+@click.option("-o", "--ssh-option", "ssh_options", multiple=True, help="Extra ssh -o option.")
+@click.option("--overwrite", is_flag=True, help="Replace a datastore of that name.")
+@click.option("--no-check", is_flag=True, help="Do not connect to the host first.")
+@click.pass_context
+def datastore_register_ssh(
+    ctx: click.Context,
+    name: str,
+    host: str,
+    path: str,
+    user: str | None,
+    port: int,
+    key_file: str | None,
+    ask_passphrase: bool,
+    python_path: str,
+    ssh_options: tuple[str, ...],
+    overwrite: bool,
+    no_check: bool,
+) -> None:
+    """Register folder PATH on HOST (host, host:port or user@host:port), reached over ssh, as
+    datastore NAME. The folder is created if missing; a relative PATH is under the login's home.
+
+    \b
+    Example:
+      mlws datastore register-ssh lab_data me@gpu1 /data/lab --key ~/.ssh/id_ed25519
+      mlws datastore upload lab_data ./iris -t iris
+    """
+    from ..datastores import Datastore
+
+    passphrase = click.prompt("Passphrase", hide_input=True) if ask_passphrase else None
+    d = Datastore.register_ssh(
+        _open(ctx),
+        name,
+        host,
+        path,
+        username=user,
+        port=port,
+        private_key_file=key_file,
+        private_key_passphrase=passphrase,
+        python_path=python_path,
+        ssh_options=list(ssh_options),
+        overwrite=overwrite,
+        check=not no_check,
+    )
+    click.echo(f"Registered datastore {d.name!r} at {d.location}")
 
 
 @datastore.command("list")
@@ -47,7 +105,7 @@ def datastore_list(ctx: click.Context, as_json: bool) -> None:
         _json([d.serialize() for d in stores])
         return
     _table(
-        [[d.name, d.datastore_type, str(d.root), "yes" if d.is_default else ""] for d in stores],
+        [[d.name, d.datastore_type, d.location, "yes" if d.is_default else ""] for d in stores],
         ["datastore", "type", "folder", "default"],
     )
 
@@ -57,7 +115,7 @@ def datastore_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def datastore_show(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Show a datastore: type, folder, whether it is the default.
+    """Show a datastore: type, folder (on a host: its ssh address), whether it is the default.
 
     \b
     Example:

@@ -27,7 +27,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ComputeTargetException
+from ..errors import ComputeTargetException, MlwsError
 from . import ComputeConfiguration, ComputeTarget, register_type
 from .sshconn import Connection, Node, key_dir
 
@@ -90,55 +90,22 @@ class RemoteCompute(ComputeTarget):
         specs = ([address] if address else []) + list(hosts or [])
         if not specs:
             raise ComputeTargetException("give the host: address='host' or hosts=['h1', 'h2:2222']")
-        nodes = []
-        for spec in specs:
-            m = _HOST.fullmatch(str(spec).strip())
-            if not m:
-                raise ComputeTargetException(
-                    f"invalid host {spec!r}: expected host, host:port or user@host:port"
-                )
-            user = m["user"] or username
-            if user is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", str(user)):
-                raise ComputeTargetException(f"invalid username {user!r}")
-            if user is not None and str(user).startswith("-"):
-                raise ComputeTargetException(
-                    f"invalid username {user!r}: it may not start with '-'"
-                )
-            if m["host"].startswith("-"):
-                raise ComputeTargetException(f"invalid host {spec!r}: it may not start with '-'")
-            port = m["port"] or ssh_port
-            nodes.append(
-                {
-                    "host": m["host"],
-                    "port": None if port is None else int(port),
-                    "user": user,
-                }
-            )
+        nodes = [parse_host(spec, username, ssh_port) for spec in specs]
         if len({(n["host"], n["port"], n["user"]) for n in nodes}) != len(nodes):
             raise ComputeTargetException(f"the same host is listed twice: {specs}")
-        if not str(python_path).startswith("/") or not _SAFE_PATH.fullmatch(str(python_path)):
-            raise ComputeTargetException(
-                f"python_path must be an absolute path on the hosts, got {python_path!r}"
-            )
+        check_host_path(python_path, "python_path", absolute=True)
         # These reach the hosts' shell and rsync: plain path characters only (no '~', spaces
         # or quotes; a relative work_dir is under the login's home).
-        if not _SAFE_PATH.fullmatch(str(work_dir)) or str(work_dir).startswith("-"):
-            raise ComputeTargetException(
-                f"work_dir must be a plain path (letters, digits, '.', '_', '-', '/'), got {work_dir!r}"
-            )
+        check_host_path(work_dir, "work_dir")
         if not isinstance(max_concurrent_runs, int) or max_concurrent_runs < 1:
             raise ComputeTargetException(
                 f"max_concurrent_runs must be a whole number >= 1, got {max_concurrent_runs!r}"
             )
-        if cache_dir is not None and not (
-            str(cache_dir).startswith("/") and _SAFE_PATH.fullmatch(str(cache_dir))
-        ):
-            raise ComputeTargetException(
-                f"cache_dir must be an absolute path on the hosts, got {cache_dir!r}"
-            )
+        if cache_dir is not None:
+            check_host_path(cache_dir, "cache_dir", absolute=True)
         secrets = {}
         if private_key_file is not None:
-            secrets[KEY_SECRET] = _read_key(Path(private_key_file), private_key_passphrase)
+            secrets[KEY_SECRET] = read_key(Path(private_key_file), private_key_passphrase)
         return ComputeConfiguration(
             "ssh",
             {
@@ -198,11 +165,52 @@ def nodes_of(config: dict[str, Any]) -> list[Node]:
     ]
 
 
-def _read_key(path: Path, passphrase: str | None) -> str:
+def parse_host(
+    spec: str,
+    username: str | None,
+    port: int | None,
+    error: type[MlwsError] = ComputeTargetException,
+) -> dict[str, Any]:
+    """``{"host", "port", "user"}`` of ``host``, ``host:port`` or ``user@host:port`` (user and
+    port default to ``username`` and ``port``). :raises error: anything ssh could misread."""
+    m = _HOST.fullmatch(str(spec).strip())
+    if not m:
+        raise error(f"invalid host {spec!r}: expected host, host:port or user@host:port")
+    user = m["user"] or username
+    if user is not None and not re.fullmatch(r"[A-Za-z0-9._-]+", str(user)):
+        raise error(f"invalid username {user!r}")
+    if user is not None and str(user).startswith("-"):
+        raise error(f"invalid username {user!r}: it may not start with '-'")
+    if m["host"].startswith("-"):
+        raise error(f"invalid host {spec!r}: it may not start with '-'")
+    port = m["port"] or port
+    return {"host": m["host"], "port": None if port is None else int(port), "user": user}
+
+
+def check_host_path(
+    value: Any, what: str, absolute: bool = False, error: type[MlwsError] = ComputeTargetException
+) -> str:
+    """A path for a host's shell and rsync: plain characters only (no '~', spaces or quotes),
+    never an option; ``absolute``: from the root. :raises error:"""
+    text = str(value)
+    if absolute and not (text.startswith("/") and _SAFE_PATH.fullmatch(text)):
+        raise error(f"{what} must be an absolute path on the hosts, got {value!r}")
+    if not _SAFE_PATH.fullmatch(text) or text.startswith("-"):
+        raise error(
+            f"{what} must be a plain path (letters, digits, '.', '_', '-', '/'), got {value!r}"
+        )
+    return text
+
+
+def read_key(
+    path: Path, passphrase: str | None, error: type[MlwsError] = ComputeTargetException
+) -> str:
+    """The private key in ``path``, decrypted with ``passphrase``, as OpenSSH PEM text.
+    :raises error: unreadable, not a key, a wrong passphrase, a kind ssh cannot use here."""
     try:
         data = path.expanduser().read_bytes()
     except OSError as e:
-        raise ComputeTargetException(f"cannot read private_key_file {path}: {e.strerror}") from None
+        raise error(f"cannot read private_key_file {path}: {e.strerror}") from None
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
@@ -214,13 +222,13 @@ def _read_key(path: Path, passphrase: str | None) -> str:
                 data, passphrase.encode() if passphrase else None
             )
         except (ValueError, TypeError) as e:
-            raise ComputeTargetException(
+            raise error(
                 f"{path} is not a private key ssh can use, or the passphrase is wrong: {e}"
             ) from None
     except TypeError as e:  # a passphrase given for a plain key, or missing for an encrypted one
-        raise ComputeTargetException(f"{path}: {e}") from None
+        raise error(f"{path}: {e}") from None
     except UnsupportedAlgorithm as e:  # e.g. a security-key (-sk) key: needs its device
-        raise ComputeTargetException(
+        raise error(
             f"{path}: this kind of key cannot be used by mlws ({e}); use an ed25519 or RSA key"
         ) from None
     # Stored decrypted (the key vault encrypts it at rest): BatchMode ssh cannot ask for a

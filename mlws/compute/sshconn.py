@@ -64,12 +64,17 @@ class Connection:
         config: dict[str, Any],
         node: Node,
         key_text: str | None = None,
+        key_secret: str | None = None,
     ) -> None:
-        """``key_text``: check a key that is not in the key vault yet (attach); such a
+        """``target``: the name the connection's socket and key files go by (a compute
+        target's; an ssh datastore's is ``ds_<name>``, which no target name can be).
+        ``key_text``: check a key that is not in the key vault yet (attach); such a
         connection gets a master connection of its own, so it proves this key works and
-        closing it cuts nobody else's session."""
+        closing it cuts nobody else's session. ``key_secret``: the key vault name of the key
+        when ``config["key"]`` says there is one (default: the compute target's)."""
         self.ws = ws
         self.target = target
+        self.key_secret = key_secret or secret_name(target, "private-key")
         self.config = config
         self.node = node
         self._key_text = key_text
@@ -88,9 +93,7 @@ class Connection:
             return self._key_file
         text = self._key_text
         if text is None and self.config.get("key"):
-            text = self.ws.get_default_keyvault().get_secret(
-                secret_name(self.target, "private-key")
-            )
+            text = self.ws.get_default_keyvault().get_secret(self.key_secret)
         if text is None:
             return None
         from ..workspace import _write_atomic

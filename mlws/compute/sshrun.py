@@ -368,12 +368,15 @@ class _SshRun:
         """The script asked for secrets: decrypt here, send only those values."""
         try:
             names = [str(n) for n in ev.get("names") or []]
-            # A host could ask for anything by name: compute targets' credentials (keys that
-            # open other hosts) are never given to a run.
-            kept = [n for n in names if n.startswith("compute-")]
+            # A host could ask for anything by name: the credentials of compute targets and
+            # datastores (keys that open other hosts) are never given to a run.
+            from ..keyvault import is_credential
+
+            kept = [n for n in names if is_credential(n)]
             if kept:
+                whose = "a compute target's" if kept[0].startswith("compute-") else "a datastore's"
                 raise MlwsError(
-                    f"secret {kept[0]!r} holds a compute target's credentials; runs cannot read it"
+                    f"secret {kept[0]!r} holds {whose} credentials; runs cannot read it"
                 )
             values = self.ws.get_default_keyvault().get_secrets(names)
             answer: dict[str, Any] = {"id": ev.get("id"), "values": values}
