@@ -736,6 +736,28 @@ def test_telemetry_counts_latency_and_cli(deploy, ws: Workspace) -> None:
     assert tuple(stored[0]) == (1000, 0, 0, 1000)
 
 
+def _nice(pid: int, tid: int) -> int:
+    # /proc/<pid>/task/<tid>/stat: field 19 is the nice value (after the parenthesised name).
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.timeout(60)
+def test_bookkeeping_runs_at_background_priority_and_replicas_do_not(deploy) -> None:
+    """The supervisor parses and stores telemetry in threads at nice 10, so a burst of it never
+    preempts a replica mid-request; the replicas, which it starts, keep the normal priority."""
+    svc = deploy(replicas=2)
+    sup = psutil.Process(svc._row["supervisor_pid"])
+    nice = {t.id: _nice(sup.pid, t.id) for t in sup.threads()}
+    assert nice[sup.pid] == 0  # the main thread, which starts replicas
+    assert [v for k, v in nice.items() if k != sup.pid].count(10) >= 3  # 2 readers, the writer
+    replicas = children(svc)
+    assert len(replicas) == 2 and all(p.nice() == 0 for p in replicas)
+    for i in range(50):
+        assert svc.run({"data": [i]}) == {"result": [2 * i]}
+    wait_until(lambda: svc.get_telemetry()["requests"] == 50, 15, "the 50 requests recorded")
+
+
 @pytest.mark.timeout(60)
 def test_collect_model_data_stores_inputs_and_outputs(deploy, ws: Workspace) -> None:
     svc = deploy(name="collecting", collect_model_data=True)

@@ -43,6 +43,15 @@ def _send(**msg: Any) -> None:
     _OUT.flush()
 
 
+_encode = json.JSONEncoder(default=str).encode
+
+
+def _send_telemetry(rows: list[bytes]) -> None:
+    """One line ``{"t": "telemetry", "rows": [...]}`` of rows encoded already."""
+    _OUT.write(b'{"t": "telemetry", "rows": [' + b",".join(rows) + b"]}\n")
+    _OUT.flush()
+
+
 class ScoringTimeout(Exception):
     pass
 
@@ -70,7 +79,10 @@ class App:
         self.collect = bool(config.get("collectModelData", False))
         self.replica = int(config.get("replica", 0))
         self.swagger = json.dumps(swagger).encode()
-        self.telemetry: list[list[Any]] = []
+        # Each request's row, JSON-encoded when it is recorded: a flush then only joins bytes,
+        # where encoding half a second of rows at once stalled the event loop for milliseconds
+        # (seen in p99).
+        self.telemetry: list[bytes] = []
         self.draining = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -127,18 +139,20 @@ class App:
         await send({"type": "http.response.start", "status": status, "headers": out_headers})
         await send({"type": "http.response.body", "body": payload if method != "HEAD" else b""})
         self.telemetry.append(
-            [
-                t0,
-                path,
-                status,
-                (time.perf_counter() - started) * 1000.0,
-                len(body),
-                len(payload),
-                request_id,
-                self.replica,
-                data_in,
-                data_out,
-            ]
+            _encode(
+                [
+                    t0,
+                    path,
+                    status,
+                    (time.perf_counter() - started) * 1000.0,
+                    len(body),
+                    len(payload),
+                    request_id,
+                    self.replica,
+                    data_in,
+                    data_out,
+                ]
+            ).encode()
         )
 
     def _authorized(self, header: bytes | None) -> bool:
@@ -267,10 +281,10 @@ def _schema_decorated(run: Any) -> bool:
 
 async def _flush_telemetry(app: App) -> None:
     while True:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.25)
         if app.telemetry:
             rows, app.telemetry = app.telemetry, []
-            _send(t="telemetry", rows=rows)
+            _send_telemetry(rows)
 
 
 async def _read_commands(app: App, server: Any) -> None:
@@ -360,7 +374,7 @@ def main() -> int:
             for t in tasks:
                 t.cancel()
             if app.telemetry:
-                _send(t="telemetry", rows=app.telemetry)
+                _send_telemetry(app.telemetry)
 
     import uvloop
 

@@ -31,9 +31,63 @@ from typing import Any
 from ..errors import MlwsError
 
 
+def background_priority() -> None:
+    """Lower this thread's scheduling priority (nice 10; Linux sets it per thread). The
+    supervisor's bookkeeping (parsing and storing telemetry) comes in bursts; at the default
+    priority the kernel lets such a burst preempt a replica mid-request, which showed as
+    milliseconds in p99 under load. Only threads that never start replicas may call this:
+    a child inherits its parent thread's niceness and could not get it back."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
+class TelemetryWriter(threading.Thread):
+    """Stores the replicas' telemetry rows in the catalog, in batches, every quarter second,
+    at background priority."""
+
+    def __init__(self, ws: Any, name: str) -> None:
+        super().__init__(name=f"mlws-telemetry-{name}", daemon=True)
+        self.ws = ws
+        self.service = name
+        self.rows: list[list[Any]] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def add(self, rows: list[Any]) -> None:
+        with self.lock:
+            self.rows.extend(rows)
+
+    def run(self) -> None:
+        background_priority()
+        while not self.stop.wait(0.25):
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            rows, self.rows = self.rows, []
+        if not rows:
+            return
+        with self.ws.catalog.write() as conn:
+            conn.executemany(
+                "INSERT INTO service_requests (service, time, path, status, latency_ms,"
+                " request_bytes, response_bytes, request_id, replica, input, output)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(self.service, *r[:10]) for r in rows if isinstance(r, list) and len(r) >= 10],
+            )
+
+
 class Replica:
-    def __init__(self, index: int, proc: subprocess.Popen[bytes], events: queue.Queue[Any]) -> None:
+    def __init__(
+        self,
+        index: int,
+        proc: subprocess.Popen[bytes],
+        events: queue.Queue[Any],
+        telemetry: TelemetryWriter,
+    ) -> None:
         self.index = index
+        self.telemetry = telemetry
         self.proc = proc
         self.ready = False
         self.started = time.monotonic()
@@ -43,12 +97,15 @@ class Replica:
 
     def _read(self, events: queue.Queue[Any]) -> None:
         assert self.proc.stdout is not None
+        background_priority()  # parsing telemetry must not take a CPU from a replica
         for line in self.proc.stdout:
             try:
                 msg = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(msg, dict):
+            if isinstance(msg, dict) and msg.get("t") == "telemetry":
+                self.telemetry.add(msg.get("rows") or [])
+            elif isinstance(msg, dict):
                 events.put((self, msg))
         events.put((self, {"t": "gone"}))
 
@@ -72,7 +129,7 @@ class Supervisor:
         self.config = json.loads(self.row["config"])
         self.events: queue.Queue[Any] = queue.Queue()
         self.replicas: dict[int, Replica] = {}
-        self.telemetry: list[list[Any]] = []
+        self.telemetry = TelemetryWriter(ws, name)
         self.stopping = False
         self.quiet_since: float | None = None
         self.last_scaled = 0.0
@@ -146,7 +203,7 @@ class Supervisor:
             preexec_fn=die_with_parent,
         )
         log.close()
-        return Replica(index, proc, self.events)
+        return Replica(index, proc, self.events, self.telemetry)
 
     def _interpreter(self) -> str:
         """The replicas' Python: the environment's, a managed one built with what a replica
@@ -168,10 +225,11 @@ class Supervisor:
             **self._replica_settings(),
         }
         self._set(port=port)
+        self.telemetry.start()
         count = int(self.config.get("replicas", 1))
         for i in range(count):
             self.replicas[i] = self._start_replica(i)
-        last_flush = last_check = last_scale_check = time.monotonic()
+        last_check = last_scale_check = time.monotonic()
         while not self.stopping:
             try:
                 replica, msg = self.events.get(timeout=0.2)
@@ -179,9 +237,6 @@ class Supervisor:
             except queue.Empty:
                 pass
             now = time.monotonic()
-            if now - last_flush > 1.0:
-                self._flush_telemetry()
-                last_flush = now
             if now - last_check > 0.25:
                 self._follow_row()
                 last_check = now
@@ -198,8 +253,6 @@ class Supervisor:
             replica.ready = True
             if all(r.ready for r in self.replicas.values()):
                 self._set(state="Healthy", error=None, applied=self.row["generation"])
-        elif kind == "telemetry":
-            self.telemetry.extend(msg.get("rows") or [])
         elif kind == "failed":
             # init() failed: the deployment failed (restarting would fail the same way).
             self._set(
@@ -323,8 +376,6 @@ class Supervisor:
                         failure = str(msg.get("error"))
                     elif msg.get("t") == "gone":
                         failure = "a new replica exited while starting"
-                    elif msg.get("t") == "telemetry":
-                        self.telemetry.extend(msg.get("rows") or [])
                 else:
                     self._on_event(replica, msg)
         if failure is not None:
@@ -360,18 +411,6 @@ class Supervisor:
             "collectModelData": self.config.get("collectModelData", False),
         }
 
-    def _flush_telemetry(self) -> None:
-        if not self.telemetry:
-            return
-        rows, self.telemetry = self.telemetry, []
-        with self.ws.catalog.write() as conn:
-            conn.executemany(
-                "INSERT INTO service_requests (service, time, path, status, latency_ms,"
-                " request_bytes, response_bytes, request_id, replica, input, output)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(self.name, *r[:10]) for r in rows if isinstance(r, list) and len(r) >= 10],
-            )
-
     def _stop_all(self) -> None:
         for r in self.replicas.values():
             if r.proc.poll() is None:
@@ -382,13 +421,12 @@ class Supervisor:
                 r.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 r.proc.kill()
-        for r in self.replicas.values():  # their last telemetry is queued once the readers end
+        for r in self.replicas.values():  # their last telemetry is in once the readers end
             r.reader.join(timeout=5)
-        while not self.events.empty():
-            replica, msg = self.events.get_nowait()
-            if msg.get("t") == "telemetry":
-                self.telemetry.extend(msg.get("rows") or [])
-        self._flush_telemetry()
+        self.telemetry.stop.set()
+        if self.telemetry.is_alive():
+            self.telemetry.join(timeout=10)  # a batch it is storing now is not cut off
+        self.telemetry.flush()
 
     def _set(self, **fields: Any) -> None:
         if "applied" in fields:
