@@ -27,6 +27,7 @@ from .errors import MlwsError, UserErrorException
 
 if TYPE_CHECKING:
     from .rundata import DatasetConsumptionConfig, MountContext
+    from .tabular import TabularDatasetFactory
     from .workspace import Workspace
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
@@ -418,7 +419,7 @@ class Dataset:
     ``Dataset.get_by_name``, ``get_all``."""
 
     File = _FileFactory
-    Tabular: type[TabularDatasetFactory]  # set below, once tabular.py can import this module
+    Tabular: type[TabularDatasetFactory]  # set by tabular.py, once it can import this module
 
     @staticmethod
     def get_by_name(
@@ -462,7 +463,6 @@ def _from_row(ws: Workspace, row: Any) -> AbstractDataset:
     return ds
 
 
-# At the bottom: tabular.py subclasses AbstractDataset (which puts "tabular" in _KINDS).
-from .tabular import TabularDataset, TabularDatasetFactory  # noqa: E402, F401
-
-Dataset.Tabular = TabularDatasetFactory
+# At the bottom: tabular.py subclasses AbstractDataset (which puts "tabular" in _KINDS) and sets
+# Dataset.Tabular. Whichever of the two modules is imported first, both end up complete.
+from . import tabular  # noqa: E402, F401

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .datasets import (
     AbstractDataset,
+    Dataset,
     _resolve,
     _sources,
     _workspace_of,
@@ -534,3 +535,6 @@ def _store_folder(target: Any) -> tuple[Any, str]:
     raise UserErrorException(
         f"target is (datastore, 'folder') or datastore.path('folder'); got {target!r}"
     )
+
+
+Dataset.Tabular = TabularDatasetFactory
