@@ -46,6 +46,11 @@ class Entry:
         return {"hash": self.hash, "mode": self.mode, "path": self.path, "size": self.size}
 
 
+def hash_bytes(data: bytes) -> str:
+    """The algorithm-tagged hash of ``data``: its blob's name."""
+    return f"{ALGORITHM}:{hashlib.sha256(data).hexdigest()}"
+
+
 def check_relpath(path: str) -> str:
     """Return ``path`` if it is a safe relative POSIX path, else raise :class:`UnsafePath`."""
     if not isinstance(path, str) or not path:
@@ -54,8 +59,10 @@ def check_relpath(path: str) -> str:
         raise UnsafePath(f"manifest path {path!r} contains a NUL or a backslash")
     if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
         raise UnsafePath(f"manifest path {path!r} is absolute; paths must be relative")
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
+    # Substring tests instead of splitting: this runs for every file of a 10,000-file dataset
+    # on every re-check.
+    framed = f"/{path}/"
+    if "//" in framed or "/./" in framed or "/../" in framed:
         raise UnsafePath(f"manifest path {path!r} has an empty, '.' or '..' component")
     return path
 
@@ -69,6 +76,10 @@ def check_hash(value: str) -> str:
     return value
 
 
+#: A string JSON writes as it is, between quotes (no quote, backslash or control character).
+_PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f]*')
+
+
 def canonical_manifest(entries: Iterable[Entry], *, trusted: bool = False) -> bytes:
     """The canonical bytes of a manifest. ``trusted`` skips re-validating entries that the
     caller built itself from a folder walk and stored hashes (paths unique and safe)."""
@@ -76,9 +87,13 @@ def canonical_manifest(entries: Iterable[Entry], *, trusted: bool = False) -> by
     if trusted:
         # The same bytes as the json.dumps below (a test checks), built directly: sorted keys
         # are hash, mode, path, size; only the path needs escaping.
-        dumps = json.dumps
+        dumps, plain = json.dumps, _PLAIN.fullmatch
+
+        def text(path: str) -> str:
+            return f'"{path}"' if plain(path) else dumps(path, ensure_ascii=False)
+
         body = ",".join(
-            f'{{"hash":"{e.hash}","mode":{e.mode},"path":{dumps(e.path, ensure_ascii=False)},"size":{e.size}}}'
+            f'{{"hash":"{e.hash}","mode":{e.mode},"path":{text(e.path)},"size":{e.size}}}'
             for e in items
         )
         return f"[{body}]".encode()
@@ -231,7 +246,7 @@ class BlobStore:
         return tempfile.mkstemp(dir=folder, prefix=".tmp-")
 
     def put_bytes(self, data: bytes) -> str:
-        digest = f"{ALGORITHM}:{hashlib.sha256(data).hexdigest()}"
+        digest = hash_bytes(data)
         if self._touch(digest):
             return digest
         fd, tmp = self._tempfile(digest)
