@@ -152,6 +152,18 @@ def children(service: Webservice) -> list[psutil.Process]:
     return alive
 
 
+def refused(port: int) -> bool:
+    """Nothing listens on ``port`` (a connection refused). A connection reset is "not yet": the
+    kernel may still be tearing down the listening socket of a process that just died."""
+    try:
+        status, _, _ = call(port, "GET", "/")
+    except ConnectionRefusedError:
+        return True
+    except ConnectionResetError:
+        return False
+    raise AssertionError(f"port {port} still answers ({status})")
+
+
 def call(
     port: int,
     method: str = "POST",
@@ -640,8 +652,7 @@ def test_killed_supervisor_takes_its_replicas_along(deploy) -> None:
     assert len(replicas) == 2
     psutil.Process(svc._row["supervisor_pid"]).kill()
     wait_until(lambda: not any(alive(p) for p in replicas), 5, "the replicas to die with it")
-    with pytest.raises(ConnectionRefusedError):
-        call(port, "GET", "/")
+    wait_until(lambda: refused(port), 5, "the port to be closed")
     wait_until(lambda: svc.state == "Failed", 10, "the service to be Failed")
     assert "supervising process is gone" in svc.error["message"]
     with pytest.raises(WebserviceException, match="Failed"):
@@ -889,8 +900,7 @@ def test_cli_deploy_and_service_commands(
     assert r.exit_code == 0 and "Deleted service svc" in r.output, r.output
     assert service_names(ws) == [] and service_secrets(ws) == 0
     assert json.loads(invoke("service", "list", "--json").output) == []
-    with pytest.raises(ConnectionRefusedError):
-        call(port, "GET", "/")
+    wait_until(lambda: refused(port), 5, "the port to be closed")
 
 
 @pytest.mark.timeout(90)
