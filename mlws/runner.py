@@ -617,6 +617,8 @@ class _Supervisor:
         from .runs import TERMINAL, set_status
 
         status, error = outcome
+        # Its files are stored by now: the working folder goes before the run is seen ended.
+        self._remove_workdir()
         # Children the script started and never ended share the parent's outcome. They are
         # ended first, so whoever sees the parent ended sees its children ended too.
         for r in self.ws.catalog.query(
