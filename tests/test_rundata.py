@@ -313,14 +313,13 @@ def test_empty_output_and_failed_script_register_nothing(ws, tmp_path, store):
     d.mkdir()
     (d / "use.py").write_text("import sys\nsys.exit(int(sys.argv[2]))\n")
     out = OutputFileDatasetConfig("o").register_on_complete("never")
-    ds = Dataset.File.from_files((store, "iris/iris.csv"))
     ok = submit(ws, d, out, "0")
     assert ok.get_status() == "Completed"
     assert "output 'o' is empty" in log(ok)
     failed = submit(ws, d, out, "3")
     assert failed.get_status() == "Failed"
     assert not Dataset.get_all(ws).get("never")
-    assert ds.as_named_input("x").dataset is ds
+    assert not (store.root / "dataset").exists()  # nothing uploaded, for either run
 
 
 def test_cli_submit_with_inputs_and_outputs(ws, src, store):
