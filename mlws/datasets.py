@@ -461,10 +461,15 @@ class Dataset:
         return {r["name"]: _from_row(workspace, r) for r in rows}
 
 
+def from_definition(ws: Workspace | None, definition: dict[str, Any]) -> AbstractDataset:
+    """An unregistered dataset of the kind a stored definition names."""
+    extra = dict(definition)
+    kind, sources = extra.pop("type"), extra.pop("sources")
+    return _KINDS[kind](sources, ws, extra)
+
+
 def _from_row(ws: Workspace, row: Any) -> AbstractDataset:
-    definition = json.loads(row["definition"])
-    kind, sources = definition.pop("type"), definition.pop("sources")
-    ds = _KINDS[kind](sources, ws, definition)
+    ds = from_definition(ws, json.loads(row["definition"]))
     ds.name, ds.version = row["name"], row["version"]
     ds.description, ds.tags = row["description"], json.loads(row["tags"])
     ds._fingerprint, ds.created_time = row["fingerprint"], row["created"]

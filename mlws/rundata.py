@@ -262,11 +262,9 @@ def dataset_spec(ds: AbstractDataset) -> dict[str, Any]:
 
 def _rebuild(ws: Workspace, spec: dict[str, Any]) -> AbstractDataset:
     """The dataset a run's input names, as it was defined when the run was submitted."""
-    from .datasets import _KINDS
+    from .datasets import from_definition
 
-    definition = dict(spec["definition"])
-    kind, sources = definition.pop("type"), definition.pop("sources")
-    ds = _KINDS[kind](sources, ws, definition)
+    ds = from_definition(ws, spec["definition"])
     ds.name, ds.version, ds._fingerprint = (
         spec.get("name"),
         spec.get("version"),
@@ -333,24 +331,27 @@ def prepare(
         paths["outputs"][spec["name"]] = rel
     definition["dataPaths"] = paths
     definition["readOnly"] = read_only
-    with ws.catalog.write() as conn:
-        for spec, ds, content, changed in rows:
-            conn.execute(
-                "INSERT OR REPLACE INTO run_datasets (run_seq, direction, name, mode,"
-                " dataset_name, dataset_version, definition, content, changed)"
-                " VALUES (?, 'input', ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_seq,
-                    spec["name"],
-                    spec["mode"],
-                    ds.name,
-                    ds.version,
-                    json.dumps(ds.definition),
-                    content,
-                    int(changed),
-                ),
-            )
+    _record(
+        ws,
+        [(run_seq, "input", spec["name"], spec["mode"], ds, content, changed)
+         for spec, ds, content, changed in rows],
+    )  # fmt: skip
     return notes
+
+
+def _record(ws: Workspace, rows: list[tuple[int, str, str, str, Any, str | None, bool]]) -> None:
+    """Lineage rows: ``(run seq, direction, name in the run, mode, dataset, content, changed)``."""
+    with ws.catalog.write() as conn:
+        conn.executemany(
+            "INSERT OR REPLACE INTO run_datasets (run_seq, direction, name, mode,"
+            " dataset_name, dataset_version, definition, content, changed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (seq, direction, name, mode, ds.name, ds.version, json.dumps(ds.definition),
+                 content, int(changed))
+                for seq, direction, name, mode, ds, content, changed in rows
+            ],
+        )  # fmt: skip
 
 
 def _fresh_folder(workdir: Path, folder: Path) -> None:
@@ -444,20 +445,7 @@ def publish(
                 ws, r["name"], description=r["description"], tags=r["tags"], create_new_version=True
             )
             notes.append(f"mlws: output {spec['name']!r} registered as dataset {ds.id}")
-        with ws.catalog.write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO run_datasets (run_seq, direction, name, mode,"
-                " dataset_name, dataset_version, definition, content, changed)"
-                " VALUES (?, 'output', ?, 'upload', ?, ?, ?, ?, 0)",
-                (
-                    run_seq,
-                    spec["name"],
-                    ds.name,
-                    ds.version,
-                    json.dumps(ds.definition),
-                    ds._fingerprint,
-                ),
-            )
+        _record(ws, [(run_seq, "output", spec["name"], "upload", ds, ds._fingerprint, False)])
     return notes
 
 
@@ -465,7 +453,7 @@ def publish(
 def run_data(run: Any, direction: str) -> dict[str, Any]:
     """``run.input_datasets`` / ``run.output_datasets``: inside the run's own script, the
     paths it reads and writes (direct inputs: the dataset); elsewhere the datasets."""
-    from .datasets import Dataset
+    from .datasets import Dataset, from_definition
 
     ws = run.experiment.workspace
     definition = json.loads(run._refresh()["definition"] or "{}")
@@ -499,7 +487,7 @@ def run_data(run: Any, direction: str) -> dict[str, Any]:
             r = recorded[name]
             out[name] = Dataset.get_by_name(ws, r["dataset_name"], r["dataset_version"])
         elif name in recorded:
-            out[name] = _rebuild(ws, {"definition": json.loads(recorded[name]["definition"])})
+            out[name] = from_definition(ws, json.loads(recorded[name]["definition"]))
     return out
 
 
