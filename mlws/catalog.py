@@ -20,11 +20,20 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from .errors import (
+    CatalogDamaged,
+    CatalogMissing,
+    InvalidWorkspace,
+    MlwsError,
+    WorkspaceReadOnly,
+)
 
 #: The number of migrations in :mod:`mlws.migrations`; a test keeps them in step.
 SCHEMA_VERSION = 8
@@ -77,47 +86,201 @@ class Catalog:
 
     One instance per process and workspace; safe to share between threads (a lock serialises
     use of the single connection, which is opened with ``check_same_thread=False``).
+
+    Three ways to open, chosen from facts about the folder:
+
+    - a local, writable folder: read-write, WAL;
+    - a folder this process cannot write (a read-only mount, no permission): a connection that
+      cannot write (``mode=ro``, else ``immutable=1`` for a WAL catalog whose ``-shm`` cannot be
+      made); reads work, writes raise :class:`WorkspaceReadOnly`;
+    - a network folder: read-only until the first write, which takes the writer lease
+      (:mod:`mlws.lease`) and only then opens read-write with ``journal_mode=DELETE``. A reader
+      on another machine thus never writes, and never rolls back the writer's live journal
+      (which SQLite would take for a crashed one, since locks do not cross the mounts).
     """
 
-    def __init__(self, path: Path, *, lock_path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lock_path: Path,
+        name: str = "",
+        create: bool = False,
+        ignore_damage_mark: bool = False,
+    ) -> None:
         self.path = Path(path)
+        self.name = name
         self.network = is_network_filesystem(self.path.parent)
         self._lock_path = lock_path
         self._tlock = threading.RLock()
         self._filelock: Any = None
+        self._db: Any = None
+        self._keys: list[tuple[int, int]] = []  # files this instance counts in _open_files
+        self.lease: Any = None
+        if self.network:
+            from .lease import WriterLease
+
+            self.lease = WriterLease(self._lock_path.parent, name)
+        if not create:
+            self._check_file()
+            if not ignore_damage_mark:
+                mark = self.damage_mark()
+                if mark is not None:
+                    raise CatalogDamaged(
+                        f"the catalog {self.path} was found damaged ({mark}); nothing more was "
+                        "written to it. Run 'mlws fsck' to check it (restore mlws.db from a backup "
+                        "if fsck confirms the damage)"
+                    )
+        #: Why this process cannot write the catalog, or None.
+        self.readonly_reason: str | None = None
+        if not _writable(self.path):
+            self.readonly_reason = f"the workspace folder {self.path.parent} is read-only here"
+        self.writer = False
+        if self.readonly_reason is not None and create:
+            raise WorkspaceReadOnly(f"cannot create a workspace: {self.readonly_reason}")
+        if self.network and create:
+            self.lease.acquire()  # creating is writing
+        if self.readonly_reason is not None or (self.network and not create):
+            self.conn = self._connect_readonly()
+        else:
+            self.conn = self._connect_writer()
+
+    def _check_file(self) -> None:
+        """Refuse a catalog that is not there or is plainly not a sound SQLite file, before
+        SQLite (which would re-create a missing file, and report damage only when it reads a
+        damaged page) sees it."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise CatalogMissing(_missing_message(self.path)) from None
+        except OSError as e:
+            raise CatalogDamaged(f"cannot read the catalog {self.path}: {e.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise CatalogDamaged(f"the catalog {self.path} is not a file; restore mlws.db")
+        if st.st_size == 0:
+            raise CatalogMissing(_missing_message(self.path, empty=True))
+        # Closing any descriptor of the file drops every POSIX lock this process holds on it,
+        # including those of an open SQLite connection (SQLite's documented way to corrupt a
+        # database): read the header ourselves only while this process has no connection to it.
+        key = (st.st_dev, st.st_ino)
+        with _open_lock:
+            problem = None if _open_files.get(key) else _header_problem(self.path, st.st_size)
+        if problem is not None:
+            raise CatalogDamaged(
+                f"the catalog {self.path} is damaged ({problem}); restore mlws.db from a "
+                "backup ('mlws fsck' reports what else is affected)"
+            )
+
+    def _connect(self, uri: str | None) -> sqlite3.Connection:
         # isolation_level=None: the driver never opens transactions behind our back, so the only
         # transactions are the explicit BEGIN IMMEDIATE ones in write().
-        self.conn = sqlite3.connect(
-            str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        conn = sqlite3.connect(
+            uri or str(self.path),
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=uri is not None,
         )
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        if self.network:
-            self.conn.execute("PRAGMA journal_mode=DELETE")
-            self.conn.execute("PRAGMA synchronous=FULL")
-        else:
-            # Changing journal mode needs a moment of exclusivity; under a crowd of new openers
-            # it can report "locked" despite the busy timeout, so retry a few times.
-            for attempt in range(50):
-                try:
-                    self.conn.execute("PRAGMA journal_mode=WAL")
-                    break
-                except sqlite3.OperationalError:
-                    if attempt == 49:
-                        raise
-                    time.sleep(0.05)
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-        self._db: Any = None
+        try:
+            if self._keys:
+                raise FileExistsError  # counted once per instance, whatever reconnects
+            st = os.stat(self.path)
+            with _open_lock:
+                _open_files[(st.st_dev, st.st_ino)] = _open_files.get((st.st_dev, st.st_ino), 0) + 1
+            self._keys.append((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        from urllib.parse import quote
+
+        base = "file:" + quote(str(self.path.absolute()))
+        try:
+            conn = self._connect(base + "?mode=ro")
+            conn.execute("PRAGMA user_version").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            if self.network:
+                raise
+        # A WAL catalog in a folder we cannot write: SQLite cannot make its -shm file, so read
+        # it as immutable (no locks; nobody can write this folder through this mount anyway).
+        return self._connect(base + "?immutable=1")
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect(None)
+        try:
+            if self.network:
+                conn.execute("PRAGMA journal_mode=DELETE")
+                conn.execute("PRAGMA synchronous=FULL")
+            else:
+                # Changing journal mode needs a moment of exclusivity; under a crowd of new
+                # openers it can report "locked" despite the busy timeout, so retry a few times.
+                for attempt in range(50):
+                    try:
+                        conn.execute("PRAGMA journal_mode=WAL")
+                        break
+                    except sqlite3.OperationalError:
+                        if attempt == 49:
+                            raise
+                        time.sleep(0.05)
+                conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise self._translate(e) from None
+        self.writer = True
+        return conn
+
+    def _become_writer(self) -> None:
+        """Before the first write: refuse on a read-only folder; on a network folder take the
+        writer lease, then reopen read-write (a fresh open also drops pages this machine's
+        client cached while another machine wrote)."""
+        if self.writer:
+            return
+        if self.readonly_reason is not None:
+            raise WorkspaceReadOnly(
+                f"cannot write to workspace {self.name or self.path.parent}: "
+                f"{self.readonly_reason}; reading works"
+            )
+        if self.lease is not None:
+            self.lease.acquire()
+        old, self.conn = self.conn, self._connect_writer()
+        old.close()
+
+    def require_writer(self) -> None:
+        """Raise unless this process may write the workspace (folder writable, writer lease
+        held on a shared folder): for writers outside the catalog, such as gc."""
+        with self._tlock:
+            self._become_writer()
+            if self.lease is not None:
+                self.lease.check()
 
     # -- schema ---------------------------------------------------------------------------
     def user_version(self) -> int:
-        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        return int(self._read(lambda c: c.execute("PRAGMA user_version").fetchone())[0])
 
     def migrate(self) -> None:
         """Apply pending migrations once, under an exclusive file lock."""
-        if self.user_version() == SCHEMA_VERSION:
+        current = self.user_version()
+        if current == SCHEMA_VERSION:
             return
+        if current > SCHEMA_VERSION:
+            raise InvalidWorkspace(
+                f"workspace schema version {current} is newer than this mlws understands "
+                f"({SCHEMA_VERSION}); upgrade mlws"
+            )
+        with self._tlock:
+            if not self.writer:
+                try:
+                    self._become_writer()
+                except WorkspaceReadOnly as e:
+                    raise WorkspaceReadOnly(
+                        f"{e} - and this mlws must first upgrade the catalog's schema "
+                        f"(version {current} to {SCHEMA_VERSION}), which needs writing"
+                    ) from None
         from filelock import FileLock
 
         from . import migrations
@@ -126,20 +289,18 @@ class Catalog:
             current = self.user_version()
             if current == SCHEMA_VERSION:
                 return
-            if current > SCHEMA_VERSION:
-                from .errors import InvalidWorkspace
-
-                raise InvalidWorkspace(
-                    f"workspace schema version {current} is newer than this mlws understands "
-                    f"({SCHEMA_VERSION}); upgrade mlws"
-                )
-            migrations.apply(self.db)
-            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if self.lease is not None:
+                self.lease.check()
+            try:
+                migrations.apply(self.db)
+                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            except sqlite3.DatabaseError as e:
+                raise self._translate(e) from None
 
     @property
     def db(self) -> Any:
         """A :class:`sqlite_utils.Database` on the same connection (imported on first use)."""
-        if self._db is None:
+        if self._db is None or self._db.conn is not self.conn:
             import sqlite_utils
 
             self._db = sqlite_utils.Database(self.conn)
@@ -150,22 +311,47 @@ class Catalog:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A short ``BEGIN IMMEDIATE`` transaction; commit on success, roll back on error.
 
-        Never run user code inside it: other writers wait on it (up to the busy timeout).
+        Never run user code inside it: other writers wait on it (up to the busy timeout). On a
+        shared folder the writer lease is checked just before ``COMMIT``.
         """
         with self._tlock:
+            self._become_writer()
             flock = self._network_lock()
             if flock is not None:
-                flock.acquire()
+                from filelock import Timeout
+
+                try:
+                    flock.acquire()
+                except Timeout:
+                    raise MlwsError(
+                        f"timed out after {BUSY_TIMEOUT_S * 4:.0f} s waiting for another writer "
+                        f"of {self.path} on this machine ({self._lock_path})"
+                    ) from None
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.DatabaseError as e:
+                    raise self._translate(e) from None
                 try:
                     yield self.conn
-                except BaseException:
+                    if self.lease is not None:
+                        self.lease.check()
+                except BaseException as e:
                     if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
+                        try:
+                            self.conn.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass
+                    if isinstance(e, sqlite3.DatabaseError) and _is_damage(e):
+                        raise self._translate(e) from None
+                    if isinstance(e, sqlite3.DatabaseError) and _is_readonly(e):
+                        raise self._translate(e) from None
                     raise
                 else:
-                    self.conn.execute("COMMIT")
+                    try:
+                        self.conn.execute("COMMIT")
+                    except sqlite3.DatabaseError as e:
+                        raise self._translate(e) from None
             finally:
                 if flock is not None:
                     flock.release()
@@ -179,28 +365,107 @@ class Catalog:
             self._filelock = FileLock(str(self._lock_path), timeout=BUSY_TIMEOUT_S * 4)
         return self._filelock
 
+    # -- errors -------------------------------------------------------------------------------
+    def _translate(self, e: sqlite3.Error) -> MlwsError:
+        """One-line errors for what SQLite reports about the file itself."""
+        if _is_readonly(e):
+            self.readonly_reason = self.readonly_reason or "the catalog file is read-only here"
+            return WorkspaceReadOnly(
+                f"cannot write to workspace {self.name or self.path.parent}: "
+                f"{self.readonly_reason} ({e}); reading works"
+            )
+        if _is_damage(e):
+            # A reader on a network folder may see a torn page while another machine writes:
+            # only a writer (or a local reader) may conclude that the file itself is damaged.
+            if self.writer or not self.network:
+                self.mark_damaged(str(e))
+            return CatalogDamaged(
+                f"the catalog {self.path} is damaged ({e}); nothing more will be written to it. "
+                "Run 'mlws fsck' (restore mlws.db from a backup if it confirms the damage)"
+            )
+        return MlwsError(f"the catalog {self.path} cannot be used: {e}")
+
+    def _damage_file(self) -> Path:
+        return self._lock_path.with_name("catalog-damaged")
+
+    def damage_mark(self) -> str | None:
+        """Why the catalog was found damaged (and writes refused since), or None."""
+        try:
+            return self._damage_file().read_text(errors="replace").strip() or "damaged"
+        except OSError:
+            return None
+
+    def mark_damaged(self, reason: str) -> None:
+        try:
+            self._damage_file().write_text(
+                f"{reason} (seen {time.strftime('%Y-%m-%d %H:%M:%S')})\n"
+            )
+        except OSError:
+            pass
+
+    def clear_damage_mark(self) -> None:
+        try:
+            self._damage_file().unlink()
+        except OSError:
+            pass
+
     # -- reads ------------------------------------------------------------------------------
-    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+    def _read(self, fn: Any) -> Any:
+        """Run a read. A reader on a network folder (not the writer) may catch the writer's
+        journal mid-commit: SQLite then reports a hot journal it may not roll back, or a torn
+        page. Such reads are retried for a few seconds on a fresh connection."""
         with self._tlock:
-            return self.conn.execute(sql, params).fetchall()
+            try:
+                return fn(self.conn)
+            except sqlite3.DatabaseError as e:
+                if not (self.network and not self.writer and _is_transient_for_reader(e)):
+                    raise self._translate(e) from None
+            deadline = time.monotonic() + READER_RETRY_S
+            delay = 0.02
+            while True:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+                try:
+                    self.conn.close()
+                    self.conn = self._connect_readonly()
+                    return fn(self.conn)
+                except sqlite3.DatabaseError as e:
+                    if time.monotonic() > deadline or not _is_transient_for_reader(e):
+                        raise self._translate(e) from None
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        return self._read(lambda c: c.execute(sql, params).fetchall())
 
     def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
-        with self._tlock:
-            return self.conn.execute(sql, params).fetchone()
+        return self._read(lambda c: c.execute(sql, params).fetchone())
 
     def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         row = self.one(sql, params)
         return None if row is None else row[0]
 
     def integrity_check(self) -> list[str]:
-        """SQLite's own ``PRAGMA integrity_check``: ``[]`` when the file is sound."""
-        rows = self.query("PRAGMA integrity_check")
-        problems = [r[0] for r in rows if r[0] != "ok"]
-        problems += [
-            f"foreign key violation in {r[0]} row {r[1]}"
-            for r in self.query("PRAGMA foreign_key_check")
-        ]
+        """SQLite's own ``PRAGMA integrity_check``: ``[]`` when the file is sound. Damage is
+        reported, never raised."""
+        try:
+            with self._tlock:
+                rows = self.conn.execute("PRAGMA integrity_check").fetchall()
+                problems = [r[0] for r in rows if r[0] != "ok"]
+                problems += [
+                    f"foreign key violation in {r[0]} row {r[1]}"
+                    for r in self.conn.execute("PRAGMA foreign_key_check").fetchall()
+                ]
+        except sqlite3.DatabaseError as e:
+            return [f"the catalog cannot be read: {e}"]
         return problems
+
+    def quick_check(self) -> list[str]:
+        """``PRAGMA quick_check`` (integrity without the index cross-checks): ``[]`` when sound."""
+        try:
+            with self._tlock:
+                rows = self.conn.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as e:
+            return [f"the catalog cannot be read: {e}"]
+        return [r[0] for r in rows if r[0] != "ok"]
 
     def close(self) -> None:
         with self._tlock:
@@ -208,3 +473,86 @@ class Catalog:
                 self.conn.close()
             except sqlite3.Error:
                 pass
+            with _open_lock:
+                for key in self._keys:
+                    _open_files[key] -= 1
+                    if not _open_files[key]:
+                        del _open_files[key]
+            self._keys = []
+
+
+#: How many connections this process has open per catalog file (dev, inode); see _check_file.
+_open_files: dict[tuple[int, int], int] = {}
+_open_lock = threading.Lock()
+
+
+#: How long a reader on a network folder retries a read that met the writer mid-commit.
+READER_RETRY_S = 10.0
+
+
+def _missing_message(path: Path, empty: bool = False) -> str:
+    what = "is empty" if empty else "is missing"
+    return (
+        f"the catalog {path} {what}, but {path.parent / 'mlws.json'} says a workspace is here: "
+        "its runs, models and datasets are lost unless you restore mlws.db from a backup. "
+        "Nothing was changed (gc and every other command refuse until the catalog is back)"
+    )
+
+
+def _writable(db: Path) -> bool:
+    """Whether this process can write the catalog and create files beside it (journal, WAL)."""
+    return os.access(db.parent, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+
+
+_MAGIC = b"SQLite format 3\x00"
+
+
+def _header_problem(path: Path, size: int) -> str | None:
+    """What is plainly wrong with the file's SQLite header, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError as e:
+        return f"cannot read it: {e.strerror}"
+    if len(head) < 100 or head[:16] != _MAGIC:
+        return "it is not an SQLite database file"
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        return f"its header holds an invalid page size ({page_size})"
+    pages = int.from_bytes(head[28:32], "big")
+    change_counter, valid_for = head[24:28], head[92:96]
+    if size % page_size:
+        return f"its size ({size} bytes) is not a whole number of {page_size}-byte pages"
+    if pages and change_counter == valid_for and size < pages * page_size:
+        return f"it is truncated: {size} bytes where its header says {pages * page_size}"
+    return None
+
+
+def _code(e: sqlite3.Error) -> str:
+    return str(getattr(e, "sqlite_errorname", "") or "")
+
+
+def _is_readonly(e: sqlite3.Error) -> bool:
+    return _code(e).startswith("SQLITE_READONLY") or "readonly database" in str(e)
+
+
+def _is_damage(e: sqlite3.Error) -> bool:
+    code = _code(e)
+    if code:
+        return code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    text = str(e)
+    return "malformed" in text or "not a database" in text
+
+
+def _is_transient_for_reader(e: sqlite3.Error) -> bool:
+    code = _code(e)
+    return _is_damage(e) or code.startswith(
+        (
+            "SQLITE_READONLY_ROLLBACK",
+            "SQLITE_READONLY_RECOVERY",
+            "SQLITE_BUSY",
+            "SQLITE_IOERR",
+            "SQLITE_PROTOCOL",
+        )
+    )

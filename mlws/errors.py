@@ -98,3 +98,23 @@ class ExtraNotInstalled(MlwsError):
 
 class DatastoreUnavailable(MlwsError):
     """An ``ssh`` datastore's host cannot be reached, or its folder cannot be used."""
+
+
+class WorkspaceReadOnly(MlwsError):
+    """The workspace folder (or its catalog) cannot be written here: reads work, writes don't."""
+
+
+class WriterLeaseHeld(WorkspaceReadOnly):
+    """A workspace in a shared folder is being written by another machine (see :mod:`mlws.lease`)."""
+
+
+class LeaseLost(WorkspaceReadOnly):
+    """Another machine took over writing to a shared workspace while this one was silent."""
+
+
+class CatalogDamaged(InvalidWorkspace):
+    """``mlws.db`` is not a sound SQLite catalog (truncated, overwritten, not a file)."""
+
+
+class CatalogMissing(InvalidWorkspace):
+    """``mlws.json`` is there but ``mlws.db`` is missing or empty: the catalog was lost."""

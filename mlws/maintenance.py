@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BlobNotFound, UnsafePath
+from .errors import BlobNotFound, MlwsError, UnsafePath
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -79,6 +79,10 @@ def fsck(ws: Workspace, progress: Any = None) -> FsckReport:
     parses, holds only safe paths, and names blobs that exist."""
     report = FsckReport()
     report.catalog_problems = ws.catalog.integrity_check()
+    if report.catalog_problems:
+        ws.catalog.mark_damaged(report.catalog_problems[0])
+    else:
+        ws.catalog.clear_damage_mark()  # sound again (e.g. restored from a backup)
     for digest in ws.blobs.iter_hashes():
         report.blobs_checked += 1
         if not ws.blobs.verify(digest):
@@ -86,12 +90,15 @@ def fsck(ws: Workspace, progress: Any = None) -> FsckReport:
         if progress is not None:
             progress(digest)
     seen: set[str] = set()
-    for digest, _where in _referenced(ws, report):
-        if digest in seen:
-            continue
-        seen.add(digest)
-        if not ws.blobs.has(digest):
-            report.missing.append(digest)
+    try:
+        for digest, _where in _referenced(ws, report):
+            if digest in seen:
+                continue
+            seen.add(digest)
+            if not ws.blobs.has(digest):
+                report.missing.append(digest)
+    except MlwsError as e:  # a damaged catalog: report it, whatever else could not be read
+        report.catalog_problems.append(str(e))
     report.temp_files = sum(1 for _ in ws.blobs.iter_temp_files())
     return report
 
@@ -115,13 +122,22 @@ def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcR
     from filelock import FileLock
 
     report = GcReport(dry_run=dry_run)
+    # gc decides from the catalog which blobs are garbage: it must be this workspace's sound,
+    # writable catalog (a lost, replaced or damaged one would make every blob look unused).
+    ws.catalog.require_writer()
+    mismatch = ws.blob_store_matches()
+    if mismatch is not None:
+        raise MlwsError(f"gc refused: {mismatch}; nothing was removed")
+    problems = ws.catalog.quick_check()
+    if problems:
+        raise MlwsError(
+            f"gc refused: the catalog is damaged ({problems[0]}); run 'mlws fsck'; nothing was removed"
+        )
     # FileLock: one gc at a time; exclusive(): no snapshot re-using blobs meanwhile.
     with FileLock(str(ws.path / "locks" / "gc.lock"), timeout=60), ws.blobs.exclusive():
         check = FsckReport()
         referenced = {d for d, _ in _referenced(ws, check)}
         if check.bad_manifests:
-            from .errors import MlwsError
-
             raise MlwsError(
                 f"gc refused: {len(check.bad_manifests)} manifest(s) cannot be read "
                 f"({check.bad_manifests[0]}); run 'mlws fsck' and repair first"

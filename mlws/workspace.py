@@ -141,7 +141,7 @@ class Workspace:
     :raises InvalidWorkspace: ``path`` is a file, or its identity file is unreadable.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, _checking: bool = False) -> None:
         self.path = Path(path).expanduser().absolute()
         if self.path.exists() and not self.path.is_dir():
             raise InvalidWorkspace(f"{self.path} is a file, not a workspace folder")
@@ -160,9 +160,16 @@ class Workspace:
             raise InvalidWorkspace(
                 f"{identity} is not a valid workspace identity file: {e}"
             ) from None
-        (self.path / "locks").mkdir(exist_ok=True)
+        try:
+            (self.path / "locks").mkdir(exist_ok=True)
+        except OSError:
+            pass  # a read-only folder: reading needs no locks folder (the catalog says so)
+        # _checking (fsck): open a catalog that an earlier command found damaged, to check it.
         self.catalog = Catalog(
-            self.path / CATALOG_FILE, lock_path=self.path / "locks" / "catalog.lock"
+            self.path / CATALOG_FILE,
+            lock_path=self.path / "locks" / "catalog.lock",
+            name=self.name,
+            ignore_damage_mark=_checking,
         )
         try:
             self.catalog.migrate()
@@ -171,6 +178,31 @@ class Workspace:
             raise
         self.blobs = BlobStore(self.path / "blobs")
         self._closed = False
+
+    def blob_store_matches(self) -> str | None:
+        """None when the catalog and the blob store belong together, else why not.
+
+        The catalog records the id of its blob store (made at creation, or at the first
+        write of an older workspace); a catalog restored from another workspace, or a blob
+        folder swapped under it, then no longer matches, and gc must not judge which blobs
+        are referenced.
+        """
+        recorded = self.catalog.scalar("SELECT value FROM settings WHERE key = 'blob_store_id'")
+        actual = self.blobs.identity()
+        if recorded is None:
+            with self.catalog.write() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO settings (key, value) VALUES ('blob_store_id', ?)",
+                    (actual,),
+                )
+            recorded = self.catalog.scalar("SELECT value FROM settings WHERE key = 'blob_store_id'")
+        if recorded != actual:
+            return (
+                f"the catalog {self.catalog.path} belongs to blob store {recorded}, but "
+                f"{self.blobs.root} is blob store {actual}: the catalog or the blobs were "
+                "replaced by another workspace's"
+            )
+        return None
 
     # -- creation and discovery -------------------------------------------------------------
     @classmethod
@@ -200,6 +232,18 @@ class Workspace:
         p.mkdir(parents=True, exist_ok=True)
         for sub in ("blobs", "locks", "services", "datastores/workspaceblobstore"):
             (p / sub).mkdir(parents=True, exist_ok=True)
+        # The catalog first, the identity file last: a workspace whose mlws.json is there and
+        # whose mlws.db is not has lost its catalog (an error), never one being created.
+        catalog = Catalog(p / CATALOG_FILE, lock_path=p / "locks" / "catalog.lock", create=True)
+        try:
+            catalog.migrate()
+            with catalog.write() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO settings (key, value) VALUES ('blob_store_id', ?)",
+                    (BlobStore(p / "blobs").identity(),),
+                )
+        finally:
+            catalog.close()
         info = {
             "id": str(uuid.uuid4()),
             "name": name or p.name,

@@ -901,9 +901,20 @@ def fsck_cmd(ctx: click.Context, as_json: bool) -> None:
     Example:
       mlws fsck
     """
+    from ..errors import CatalogDamaged, CatalogMissing
     from ..maintenance import fsck
+    from ..workspace import Workspace, find_workspace_path
 
-    ws = _open(ctx)
+    path, _create = find_workspace_path((ctx.find_root().obj or {}).get("workspace"))
+    try:
+        ws = Workspace(path, _checking=True)
+    except (CatalogDamaged, CatalogMissing) as e:
+        if as_json:
+            _json({"ok": False, "catalog_problems": [str(e)]})
+        else:
+            click.echo(f"catalog: {e}")
+        raise click.ClickException("workspace has problems (see above)") from None
+    ctx.call_on_close(ws.close)
     rep = fsck(ws)
     if as_json:
         _json(rep.as_dict())
