@@ -201,6 +201,9 @@ class Experiment:
             raise UserErrorException(
                 f"cannot submit a {type(config).__name__}; pass a ScriptRunConfig"
             )
+        # Before the snapshot goes into the blob store: a read-only workspace (or a shared one
+        # that another machine writes) refuses here, not half-way through.
+        self.workspace.catalog.require_writer()
         return submit(self, tags=tags, **kwargs)
 
     def start_logging(

@@ -391,6 +391,7 @@ class Model:
             raise UserErrorException(f"model_path {src} does not exist")
         # The name the user gave (a symlink keeps its own name, not its target's).
         top = Path(os.path.abspath(src)).name
+        workspace.catalog.require_writer()  # before any blob is stored
         blobs = workspace.blobs
         if src.is_file():
             if child_paths:

@@ -7,6 +7,7 @@ line and exit status 1.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -28,6 +29,13 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MlwsError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:
+            # A folder the user cannot write (a read-only share, another user's files) is the
+            # user's situation, not a bug: say which file, in one line.
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+                raise
+            where = f": {e.filename}" if e.filename else ""
+            raise click.ClickException(f"{e.strerror}{where}") from None
 
 
 def _open(ctx: click.Context) -> Any:
