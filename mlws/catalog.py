@@ -7,7 +7,7 @@ Why it looks like this:
   1,200 transactions failed with 4 writers), because SQLite cannot upgrade a read lock while
   another connection has written.
 - WAL + ``synchronous=NORMAL`` on local disks. WAL relies on shared memory, which network
-  filesystems do not provide, so there we use ``journal_mode=DELETE`` and serialise writers with
+  filesystems do not provide, so there we use a rollback journal and serialise writers with
   an exclusive :mod:`filelock` as well.
 - Schema changes go through ``sqlite_utils.Migrations`` (:mod:`mlws.migrations`), applied under
   an exclusive file lock because creating the schema from several processes at once is its own
@@ -94,7 +94,7 @@ class Catalog:
       cannot write (``mode=ro``, else ``immutable=1`` for a WAL catalog whose ``-shm`` cannot be
       made); reads work, writes raise :class:`WorkspaceReadOnly`;
     - a network folder: read-only until the first write, which takes the writer lease
-      (:mod:`mlws.lease`) and only then opens read-write with ``journal_mode=DELETE``. A reader
+      (:mod:`mlws.lease`) and only then opens read-write with ``journal_mode=PERSIST``. A reader
       on another machine thus never writes, and never rolls back the writer's live journal
       (which SQLite would take for a crashed one, since locks do not cross the mounts).
     """
@@ -164,7 +164,12 @@ class Catalog:
         # database): read the header ourselves only while this process has no connection to it.
         key = (st.st_dev, st.st_ino)
         with _open_lock:
-            problem = None if _open_files.get(key) else _header_problem(self.path, st.st_size)
+            problem = (
+                None
+                if _open_files.get(key)
+                # A network client's cached size may lag the file another machine grows.
+                else _header_problem(self.path, None if self.network else st.st_size)
+            )
         if problem is not None:
             raise CatalogDamaged(
                 f"the catalog {self.path} is damaged ({problem}); restore mlws.db from a "
@@ -199,13 +204,14 @@ class Catalog:
         from urllib.parse import quote
 
         base = "file:" + quote(str(self.path.absolute()))
+        conn = self._connect(base + "?mode=ro")
+        if self.network:
+            return conn  # its reads retry while they meet the writer mid-commit (_read)
         try:
-            conn = self._connect(base + "?mode=ro")
             conn.execute("PRAGMA user_version").fetchone()
             return conn
         except sqlite3.OperationalError:
-            if self.network:
-                raise
+            conn.close()
         # A WAL catalog in a folder we cannot write: SQLite cannot make its -shm file, so read
         # it as immutable (no locks; nobody can write this folder through this mount anyway).
         return self._connect(base + "?immutable=1")
@@ -214,7 +220,11 @@ class Catalog:
         conn = self._connect(None)
         try:
             if self.network:
-                conn.execute("PRAGMA journal_mode=DELETE")
+                # PERSIST, not DELETE: a rollback journal created and deleted at every commit
+                # meets the other machines' cached look-ups ("it exists" after it was deleted,
+                # then "unable to open database file" when SQLite opens it to write). A persistent
+                # journal is there all along; a zeroed header (read fresh) says it is not hot.
+                conn.execute("PRAGMA journal_mode=PERSIST")
                 conn.execute("PRAGMA synchronous=FULL")
             else:
                 # Changing journal mode needs a moment of exclusivity; under a crowd of new
@@ -238,6 +248,10 @@ class Catalog:
         """Before the first write: refuse on a read-only folder; on a network folder take the
         writer lease, then reopen read-write (a fresh open also drops pages this machine's
         client cached while another machine wrote)."""
+        if self.writer and self.lease is not None and self.lease.generation is None:
+            # The lease was released or lost: read again until this machine holds it anew,
+            # through a fresh connection (whatever this process cached may be stale).
+            self.writer = False
         if self.writer:
             return
         if self.readonly_reason is not None:
@@ -249,6 +263,20 @@ class Catalog:
             self.lease.acquire()
         old, self.conn = self.conn, self._connect_writer()
         old.close()
+
+    def release_lease(self) -> bool:
+        """On a shared folder, give up writing now so that another machine may write at once
+        (instead of :data:`mlws.lease.STALE_S` after this machine's last write). Returns False
+        when this machine did not hold the lease (or the folder is not shared)."""
+        if self.lease is None:
+            return False
+        with self._tlock:
+            released = self.lease.release()
+            if self.writer:
+                self.writer = False
+                old, self.conn = self.conn, self._connect_readonly()
+                old.close()
+            return released
 
     def require_writer(self) -> None:
         """Raise unless this process may write the workspace (folder writable, writer lease
@@ -507,7 +535,7 @@ def _writable(db: Path) -> bool:
 _MAGIC = b"SQLite format 3\x00"
 
 
-def _header_problem(path: Path, size: int) -> str | None:
+def _header_problem(path: Path, size: int | None) -> str | None:
     """What is plainly wrong with the file's SQLite header, or None."""
     try:
         with open(path, "rb") as f:
@@ -522,6 +550,8 @@ def _header_problem(path: Path, size: int) -> str | None:
         return f"its header holds an invalid page size ({page_size})"
     pages = int.from_bytes(head[28:32], "big")
     change_counter, valid_for = head[24:28], head[92:96]
+    if size is None:
+        return None
     if size % page_size:
         return f"its size ({size} bytes) is not a whole number of {page_size}-byte pages"
     if pages and change_counter == valid_for and size < pages * page_size:

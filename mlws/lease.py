@@ -54,6 +54,8 @@ def _env_float(name: str, default: float) -> float:
 STALE_S = _env_float("MLWS_LEASE_STALE_S", 60.0)
 #: How often a writing process of the holder refreshes the heartbeat.
 HEARTBEAT_S = _env_float("MLWS_LEASE_HEARTBEAT_S", min(10.0, STALE_S / 4))
+#: How long a machine that takes the lease over from another waits before its first write.
+SETTLE_S = _env_float("MLWS_LEASE_SETTLE_S", 2.0)
 _WIDTH = 12
 
 
@@ -206,6 +208,11 @@ class WriterLease:
                 if self._write_atomic(
                     self._record(gen + 1), json.dumps(record).encode(), exclusive=True
                 ):
+                    if gen and not h.machine.same_machine(me):
+                        # A process of the old holder may have passed its check() just before
+                        # the takeover and be committing now; its commit takes milliseconds.
+                        # Its next check() sees this generation and refuses.
+                        time.sleep(SETTLE_S)
                     self._hold(gen + 1)
                     self._write_atomic(
                         self.dir / "current", f"{gen + 1}\n".encode(), exclusive=False

@@ -401,4 +401,21 @@ class Workspace:
             "experiments": self.catalog.scalar("SELECT count(*) FROM experiments"),
             "runs": self.catalog.scalar("SELECT count(*) FROM runs"),
             "host": socket.gethostname(),
+            "readOnly": self.catalog.readonly_reason,
+            "writingMachine": self.writing_machine(),
         }
+
+    def writing_machine(self) -> str | None:
+        """On a shared (network) folder: which machine writes it (see :mod:`mlws.lease`), or
+        None when it is not shared or no machine has written yet."""
+        lease = self.catalog.lease
+        holder = lease.holder() if lease is not None else None
+        if holder is None:
+            return None
+        state = " (released)" if holder.released else ""
+        return holder.describe() + state
+
+    def release_writer_lease(self) -> bool:
+        """Stop writing to a shared workspace from this machine now, so that another machine
+        may write at once. Returns False when this machine was not its writer."""
+        return self.catalog.release_lease()

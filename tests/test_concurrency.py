@@ -103,6 +103,7 @@ def test_processes_create_workspace_and_log_concurrently(
     with Workspace(ws_path) as ws:
         assert ws.id in ws_ids
         mode = ws.catalog.scalar("PRAGMA journal_mode")
+        # A network workspace opened for reading: the rollback journal (persist when writing).
         assert mode == ("delete" if network_fs else "wal")
         numbers = sorted(
             r[0] for r in ws.catalog.query("SELECT number FROM runs WHERE experiment = 'conc'")

@@ -88,15 +88,20 @@ def test_newer_schema_is_refused(tmp_path):
         Workspace(tmp_path / "a")
 
 
-def test_network_filesystem_uses_delete_journal(tmp_path, monkeypatch):
+def test_network_filesystem_uses_a_rollback_journal_and_reads_until_it_writes(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("MLWS_NETWORK_FS", "1")
-    with Workspace.create(tmp_path / "nfs") as ws:
+    Workspace.create(tmp_path / "nfs").close()
+    with Workspace(tmp_path / "nfs") as ws:
         assert ws.catalog.network
-        assert ws.catalog.scalar("PRAGMA journal_mode") == "delete"
+        assert not ws.catalog.writer  # a reader until its first write takes the lease
         from mlws import Experiment
 
         with Experiment(ws, "e").start_logging() as run:
             run.log("m", 1)
+        assert ws.catalog.writer
+        assert ws.catalog.scalar("PRAGMA journal_mode") == "persist"
         assert run.get_metrics() == {"m": 1}
 
 

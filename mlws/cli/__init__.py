@@ -159,6 +159,26 @@ def workspace_show(ctx: click.Context, as_json: bool) -> None:
         _table([[k, v] for k, v in details.items()], ["field", "value"])
 
 
+@workspace.command("release")
+@click.pass_context
+def workspace_release(ctx: click.Context) -> None:
+    """Stop writing to a shared-folder workspace from this machine, so another may write now.
+
+    A workspace in a network folder has one writing machine at a time; its lease otherwise
+    lapses a minute after that machine's last write. Run it when this machine's work is done
+    (no run or service of this machine may still be writing).
+
+    \b
+    Example:
+      mlws -w /mnt/team/ws workspace release
+    """
+    ws = _open(ctx)
+    if ws.release_writer_lease():
+        click.echo(f"This machine no longer writes workspace {ws.name!r}")
+    else:
+        click.echo(f"This machine was not writing workspace {ws.name!r}; nothing to release")
+
+
 # -- experiments -----------------------------------------------------------------------------------
 @cli.group(cls=_Group, context_settings=CONTEXT)
 def experiment() -> None:
