@@ -86,14 +86,18 @@ class Keyvault:
 
         key = self._load_key()
         if key is None:
-            if not create or self._has_secrets():
+            # Another process may be creating the key right now: it links the key file before
+            # it stores the sentinel, so once secrets are seen the key file is there too.
+            has_secrets = self._has_secrets()
+            key = self._load_key()
+            if key is None and (not create or has_secrets):
                 raise KeyvaultKeyError(
                     f"the key for workspace {self.workspace.name!r} (id {self.workspace.id}) is not on "
                     f"this machine ({key_path(self.workspace.id)}); get it from whoever shared the "
                     "workspace ('mlws secret export-key') and run 'mlws secret import-key FILE'"
                 )
-            key = Fernet.generate_key()
-            _write_private(key_path(self.workspace.id), key, private_folder=True)
+            if key is None:
+                key = _create_key(key_path(self.workspace.id))
         try:
             fernet = Fernet(key)
         except (ValueError, TypeError):
@@ -105,18 +109,24 @@ class Keyvault:
         )
         if sentinel is None:
             with self.workspace.catalog.write() as conn:
+                # The first to store the sentinel sets it; everyone checks the one stored (read
+                # back in the same transaction), so a key that does not open it is refused
+                # before it encrypts anything.
                 conn.execute(
-                    "INSERT OR IGNORE INTO secrets (name, value, created, updated) VALUES (?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO secrets (name, value, created, updated)"
+                    " VALUES (?, ?, ?, ?)",
                     (_SENTINEL, fernet.encrypt(b"ok"), time.time(), time.time()),
                 )
-        else:
-            try:
-                fernet.decrypt(sentinel)
-            except InvalidToken:
-                raise KeyvaultKeyError(
-                    f"the key on this machine does not open the secrets of workspace "
-                    f"{self.workspace.name!r}; import the right one with 'mlws secret import-key FILE'"
-                ) from None
+                sentinel = conn.execute(
+                    "SELECT value FROM secrets WHERE name = ?", (_SENTINEL,)
+                ).fetchone()[0]
+        try:
+            fernet.decrypt(sentinel)
+        except InvalidToken:
+            raise KeyvaultKeyError(
+                f"the key on this machine does not open the secrets of workspace "
+                f"{self.workspace.name!r}; import the right one with 'mlws secret import-key FILE'"
+            ) from None
         self._fernet = fernet
         return fernet
 
@@ -253,6 +263,34 @@ def _ask_home(names: list[str]) -> dict[str, str]:
     if "error" in answer:
         raise SecretNotFound(answer["error"])
     return {n: answer["values"][n] for n in names}
+
+
+def _create_key(path: Path) -> bytes:
+    """Create the workspace's key at ``path`` exactly once, whoever else tries at the same
+    moment, and return the key that won. The key is written whole to a temp file and then
+    hard-linked to its name: ``link`` fails when the name exists, so of many creators one wins
+    and the others read its key (with a plain write-then-rename the last writer would win,
+    after the first had already encrypted with its own key)."""
+    import tempfile
+
+    from cryptography.fernet import Fernet
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-key-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(Fernet.generate_key())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won: use its key
+    finally:
+        os.unlink(tmp)
+    return path.read_bytes().strip()
 
 
 def _write_private(path: Path, data: bytes, private_folder: bool = False) -> None:
