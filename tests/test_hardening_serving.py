@@ -4,8 +4,12 @@ through the fixtures of ``test_serving``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import test_serving
+from test_serving import call, error_of, invoke
 
 from mlws import Workspace
 from mlws.maintenance import fsck, gc
@@ -32,3 +36,46 @@ def test_gc_keeps_a_live_services_snapshot_and_fsck_checks_it(deploy, ws: Worksp
     # fsck follows the service's snapshot too: losing it is reported.
     ws.blobs.remove(snapshot)
     assert snapshot in fsck(ws).missing
+
+
+# -- scoring input -----------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_deeply_nested_json_is_a_json_400(deploy) -> None:
+    svc = deploy()
+    key = svc.get_keys()[0]
+    depth = 100_000
+    for body in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
+        status, headers, data = call(svc.port, body=body, key=key)
+        assert status == 400, data[:200]
+        assert headers["content-type"] == "application/json"
+        assert "nested" in error_of(data)["message"]
+    assert svc.run({"data": [3]}) == {"result": [6]}  # and the replica goes on
+
+
+@pytest.mark.timeout(60)
+def test_empty_body_is_a_json_400(deploy) -> None:
+    svc = deploy()
+    key = svc.get_keys()[0]
+    for body in (b"", b"  \n"):
+        status, headers, data = call(svc.port, body=body, key=key)
+        assert status == 400, data
+        assert headers["content-type"] == "application/json"
+        assert error_of(data)["code"] == "BadRequest"
+    assert svc.run({"data": [3]}) == {"result": [6]}
+
+
+@pytest.mark.timeout(120)
+def test_cli_update_replicas_of_a_service_deployed_with_host(
+    deploy, ws: Workspace, tmp_path: Path
+) -> None:
+    svc = deploy(host="localhost", autoscale_target_utilization=50, scoring_timeout_ms=7000)
+    result = invoke("service", "update", svc.name, "--replicas", "2")
+    assert result.exit_code == 0, result.output
+    svc.reload()
+    assert svc.config["replicas"] == 2
+    # What --replicas does not name stays as deployed.
+    assert svc.config["targetUtilization"] == 50
+    assert svc.config["scoringTimeoutMs"] == 7000
+    assert svc._row["host"] == "localhost"
+    assert svc.run({"data": [1]}) == {"result": [2]}
+    assert json.loads(invoke("service", "show", svc.name, "--json").output)["replicas"] == 2

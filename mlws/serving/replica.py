@@ -8,7 +8,8 @@ in p99:
 
     GET  /              health ("Healthy")
     GET  /swagger.json  the API description
-    POST /score         run(raw_data): 200 with run()'s result as JSON; 400 malformed JSON;
+    POST /score         run(raw_data): 200 with run()'s result as JSON; 400 malformed, empty or
+                        too deeply nested JSON;
                         401 without a valid key; 413 too large; 500 run() raised (the message
                         in one JSON error shape); 504 run() exceeded the scoring timeout
 
@@ -180,9 +181,15 @@ class App:
     def _score(self, body: bytes) -> tuple[int, bytes]:
         try:
             text = body.decode("utf-8")
-            parsed = json.loads(text) if text.strip() else None
+            parsed = json.loads(text)
         except (UnicodeDecodeError, ValueError) as e:
+            if not body.strip():
+                return _error(400, "BadRequest", "the body is empty: send the input as JSON")
             return _error(400, "BadRequest", f"the body is not valid JSON: {e}")
+        except RecursionError:
+            # json's decoder recurses once per level: a body of 100,000 '[' is otherwise an
+            # uncaught error (a plain-text 500 from uvicorn). run() itself would parse it again.
+            return _error(400, "BadRequest", "the body is not valid JSON: it is nested too deeply")
         if self.by_fields and not isinstance(parsed, dict):
             return _error(400, "BadRequest", "expected a JSON object of run()'s parameters")
         signal.setitimer(signal.ITIMER_REAL, self.timeout_s)

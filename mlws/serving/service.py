@@ -324,6 +324,11 @@ class Webservice:
         return str(self._refresh()["state"])
 
     @property
+    def host(self) -> str:
+        """The address the service binds (``deploy_configuration(host=...)``)."""
+        return str(self._refresh()["host"])
+
+    @property
     def port(self) -> int | None:
         return self._refresh()["port"]
 
