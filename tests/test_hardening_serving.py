@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psutil
 import pytest
 import test_serving
+from helpers import wait_until
 from test_serving import call, error_of, invoke
 
 from mlws import Workspace
@@ -79,3 +81,51 @@ def test_cli_update_replicas_of_a_service_deployed_with_host(
     assert svc._row["host"] == "localhost"
     assert svc.run({"data": [1]}) == {"result": [2]}
     assert json.loads(invoke("service", "show", svc.name, "--json").output)["replicas"] == 2
+
+
+# -- service keys never rest in the workspace ---------------------------------------------------------
+def _files_holding(roots: list[Path], secrets: set[str]) -> list[str]:
+    """Every file under ``roots`` whose bytes contain one of ``secrets``."""
+    found = []
+    for root in roots:
+        for f in root.rglob("*"):
+            try:
+                data = f.read_bytes() if f.is_file() else b""
+            except OSError:
+                continue
+            found += [f"{f}: {s[:6]}..." for s in secrets if s.encode() in data]
+    return found
+
+
+def _replica_processes(svc) -> list[psutil.Process]:  # noqa: ANN001 - a Webservice
+    return test_serving.children(svc)
+
+
+@pytest.mark.timeout(120)
+def test_service_keys_never_rest_in_the_workspace_or_the_cache(
+    deploy, ws: Workspace, isolated_home: Path
+) -> None:
+    roots = [ws.path, isolated_home]  # the workspace; the per-user config and cache
+    svc = deploy()
+    seen = set(svc.get_keys())
+    assert svc.run({"data": [1]}) == {"result": [2]}
+    assert not _files_holding(roots, seen), "after deploy"
+    for p in _replica_processes(svc):  # nor in a replica's command line or environment
+        assert not [k for k in seen if k in " ".join(p.cmdline()) or k in str(p.environ())]
+
+    svc.regen_key("Primary")
+    primary = svc.get_keys()[0]
+    seen.add(primary)
+    wait_until(lambda: call(svc.port, body={"data": [1]}, key=primary)[0] == 200, 10, "new key")
+    assert not _files_holding(roots, seen), "after regen_key"
+
+    svc.update(deployment_config=LocalWebservice.deploy_configuration(replicas=3))
+    assert svc.run({"data": [1]}) == {"result": [2]}
+    assert len(_replica_processes(svc)) >= 3
+    assert not _files_holding(roots, seen), "after scale up"
+    assert not list((ws.path / "services").rglob("replica-*.json"))
+
+    svc.delete()
+    assert not _files_holding(roots, seen), "after delete"
+    assert not (ws.path / "services" / svc.name).exists()
+    assert not list(isolated_home.rglob(f"services/{ws.id}/{svc.name}"))

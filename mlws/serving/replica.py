@@ -1,4 +1,4 @@
-"""One replica of a scoring service: ``python -m mlws.serving.replica CONFIG``.
+"""One replica of a scoring service: ``python -m mlws.serving.replica SERVICE INDEX``.
 
 Started by the service's supervisor with the listening socket inherited (every replica accepts
 on the same port; the kernel spreads connections). It imports the entry script, calls
@@ -16,7 +16,7 @@ in p99:
 ``run()`` is called on the event loop's thread, one request at a time (scoring scripts are
 rarely thread-safe; Azure's server does the same); the timeout is a SIGALRM that interrupts it.
 Telemetry rows and events go to the supervisor as JSON lines on stdout, in batches; commands
-(new keys, stop) come on stdin.
+(new keys, stop) come on stdin, after the first line: the replica's configuration, keys included.
 """
 
 from __future__ import annotations
@@ -328,6 +328,18 @@ async def _drain(app: App, server: Any) -> None:
     server.should_exit = True
 
 
+def _read_config() -> dict[str, Any]:
+    """The first line on stdin: the supervisor's configuration, keys included (they never rest
+    in a file). Read byte by byte so nothing after it is taken from the command pipe."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        b = os.read(0, 1)
+        if not b:
+            raise SystemExit("mlws replica: no configuration on stdin (the supervisor starts it)")
+        line += b
+    return json.loads(line)
+
+
 def main() -> int:
     import socket
 
@@ -337,7 +349,7 @@ def main() -> int:
     _OUT = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    config = json.loads(Path(sys.argv[1]).read_text())
+    config = _read_config()
     fd = int(config["fd"])
     source = Path(config["sourceDirectory"])
     os.chdir(source)

@@ -274,6 +274,15 @@ def _start_supervisor(ws: Workspace, name: str) -> None:
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it if we outlive it
 
 
+def _remove_state(ws: Workspace, name: str) -> None:
+    import shutil
+
+    from ..workspace import user_cache_dir
+
+    shutil.rmtree(service_dir(ws, name), ignore_errors=True)
+    shutil.rmtree(user_cache_dir() / "services" / ws.id / name, ignore_errors=True)
+
+
 # -- the service object ----------------------------------------------------------------------------
 class Webservice:
     """A deployed service (v1: ``LocalWebservice`` / ``Webservice``).
@@ -580,6 +589,9 @@ class Webservice:
         with self.workspace.catalog.write() as conn:
             conn.execute("DELETE FROM services WHERE name = ?", (self.name,))
             conn.execute(f"DELETE FROM secrets WHERE name IN ({','.join('?' * len(names))})", names)
+        # Its state goes with it: logs and (from earlier versions) replica files in the
+        # workspace, the laid-out code and models in this machine's cache.
+        _remove_state(self.workspace, self.name)
 
     def get_telemetry(self, since: float | None = None) -> dict[str, Any]:
         """Requests since ``since`` (a unix time; default: all): count, rate, latency
