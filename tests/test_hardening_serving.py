@@ -5,13 +5,15 @@ through the fixtures of ``test_serving``."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 import test_serving
 from helpers import wait_until
-from test_serving import call, error_of, invoke
+from test_serving import HOST, call, error_of, invoke
 
 from mlws import Workspace
 from mlws.maintenance import fsck, gc
@@ -129,3 +131,67 @@ def test_service_keys_never_rest_in_the_workspace_or_the_cache(
     assert not _files_holding(roots, seen), "after delete"
     assert not (ws.path / "services" / svc.name).exists()
     assert not list(isolated_home.rglob(f"services/{ws.id}/{svc.name}"))
+
+
+# -- slow clients ("slowloris") ---------------------------------------------------------------------
+def _closed_by_server(sock: socket.socket, deadline: float) -> bytes | None:
+    """What the server sent before closing ``sock``, or None if it was still open at the deadline."""
+    got = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(4096)
+        except (ConnectionResetError, BrokenPipeError):
+            return got
+        except TimeoutError:
+            return None
+        if not chunk:
+            return got
+        got += chunk
+
+
+@pytest.mark.timeout(90)
+def test_slow_clients_are_cut_off_and_others_are_served(deploy) -> None:
+    svc = deploy(client_timeout_ms=1000)
+    key = svc.get_keys()[0]
+    head = f"POST /score HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {key}\r\n"
+    slow: dict[str, list[socket.socket]] = {"silent": [], "headers": [], "body": []}
+    try:
+        for i in range(200):
+            s = socket.create_connection((HOST, svc.port), timeout=10)
+            kind = ("silent", "headers", "body")[i % 3]
+            if kind == "headers":
+                s.sendall(head.encode())  # and never the blank line
+            elif kind == "body":
+                s.sendall((head + "Content-Length: 100\r\n\r\n" + '{"data": [').encode())
+            slow[kind].append(s)
+        # A normal client is served meanwhile, on new connections.
+        for _ in range(3):
+            status, _, data = call(svc.port, body={"data": [1]}, key=key)
+            assert (status, json.loads(data)) == (200, {"result": [2]})
+        deadline = time.monotonic() + 20
+        answers = {k: [_closed_by_server(s, deadline) for s in socks] for k, socks in slow.items()}
+        still_open = {k: sum(a is None for a in v) for k, v in answers.items()}
+        assert not any(still_open.values()), still_open
+        # Part of the headers: one JSON 408; nothing sent, or mid-body: just closed.
+        for a in answers["headers"]:
+            if a:  # a reset may swallow the answer
+                status_line, _, rest = a.partition(b"\r\n")
+                assert status_line == b"HTTP/1.1 408 Request Timeout", a
+                assert error_of(rest.partition(b"\r\n\r\n")[2])["code"] == "RequestTimeout"
+        assert sum(1 for a in answers["headers"] if a) > 0
+    finally:
+        for socks in slow.values():
+            for s in socks:
+                s.close()
+    # No partial body was scored: those requests are recorded as 408, none as 200 or 400.
+    wait_until(
+        lambda: svc.get_telemetry()["byStatus"].get("408") == len(slow["body"]),
+        10,
+        "the cut-off bodies in the telemetry",
+    )
+    assert set(svc.get_telemetry()["byStatus"]) == {"200", "408"}
+    assert svc.run({"data": [2]}) == {"result": [4]}

@@ -233,6 +233,7 @@ def service_update(
             idle_seconds_before_scaledown=c.get("idleSecondsBeforeScaledown", 30.0),
             scoring_timeout_ms=c.get("scoringTimeoutMs", 60_000),
             max_request_bytes=c.get("maxRequestBytes", 5 * 1024 * 1024),
+            client_timeout_ms=c.get("clientTimeoutMs", 5_000),
             collect_model_data=c.get("collectModelData", False),
         )
     svc.update(models=models, inference_config=inference, deployment_config=deployment)

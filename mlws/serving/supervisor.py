@@ -418,6 +418,7 @@ class Supervisor:
             "authEnabled": self.config.get("authEnabled", True),
             "maxRequestBytes": self.config.get("maxRequestBytes", 5 * 1024 * 1024),
             "scoringTimeoutMs": self.config.get("scoringTimeoutMs", 60_000),
+            "clientTimeoutMs": self.config.get("clientTimeoutMs", 5_000),
             "collectModelData": self.config.get("collectModelData", False),
         }
 
