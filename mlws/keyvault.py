@@ -187,8 +187,8 @@ class Keyvault:
         return self.get_secrets([name])[name]
 
     def get_secrets(self, secrets: list[str]) -> dict[str, str]:
-        from cryptography.fernet import InvalidToken
-
+        """Several secrets at once; in a run, asked of the run's supervisor (see
+        ``secrets_for_run``). :raises SecretNotFound:"""
         names = [check_secret_name(n) for n in secrets]
         if not names:
             return {}
@@ -196,6 +196,11 @@ class Keyvault:
             "MLWS_WORKSPACE"
         ):
             return _ask_home(names)
+        return self._decrypt(names)
+
+    def _decrypt(self, names: list[str]) -> dict[str, str]:
+        from cryptography.fernet import InvalidToken
+
         rows = self.workspace.catalog.query(
             f"SELECT name, value FROM secrets WHERE name IN ({','.join('?' * len(names))})", names
         )
@@ -230,11 +235,55 @@ class Keyvault:
             raise SecretNotFound(f"no secret named {name!r} in workspace {self.workspace.name!r}")
 
 
-#: In a run on an ssh host: "<write fd>,<read fd>" of the pipe pair to the agent, which asks
-#: the supervising process at home. Neither the key nor any other secret goes to the host; a
-#: run gets the values it asks for, when it asks.
+#: In a run: "<write fd>,<read fd>" of the pipe pair to whoever answers for the key vault: the
+#: run's supervising process (a local or Dask run), or on an ssh host the agent, which asks the
+#: supervising process at home. The key never goes to the run; a run gets the values it asks
+#: for, when it asks, and never a credential (``secrets_for_run``).
 CHANNEL_ENV = "MLWS_SECRETS_FDS"
 _channel_lock = threading.Lock()
+
+
+def secrets_for_run(workspace: Workspace, names: list[str]) -> dict[str, str]:
+    """What a run's script may read: any secret but credentials (``is_credential``: the ssh
+    keys of compute targets and datastores, which open other hosts).
+
+    :raises MlwsError: a credential was asked for; :raises SecretNotFound:"""
+    names = [check_secret_name(str(n)) for n in names]
+    kept = [n for n in names if is_credential(n)]
+    if kept:
+        whose = "a compute target's" if kept[0].startswith("compute-") else "a datastore's"
+        raise MlwsError(f"secret {kept[0]!r} holds {whose} credentials; runs cannot read it")
+    # Read here, never through a channel this process may itself have inherited.
+    return workspace.get_default_keyvault()._decrypt(names) if names else {}
+
+
+def serve_run_channel(workspace: Workspace) -> tuple[int, int]:
+    """Answer a run's script's secret requests (``secrets_for_run``) from a thread of this
+    process; returns the script's ends of the pipe pair ``(write, read)``, to pass to it (as
+    ``CHANNEL_ENV``) and then close here. The thread ends when the script closes its end."""
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+
+    def serve() -> None:
+        with os.fdopen(req_r, "rb") as requests, os.fdopen(resp_w, "wb") as responses:
+            for line in requests:
+                try:
+                    names = json.loads(line)["names"]
+                    if not isinstance(names, list):
+                        raise TypeError
+                    answer: dict[str, Any] = {"values": secrets_for_run(workspace, names)}
+                except MlwsError as e:
+                    answer = {"error": str(e)}
+                except (ValueError, KeyError, TypeError):
+                    answer = {"error": "malformed request"}
+                try:
+                    responses.write((json.dumps(answer) + "\n").encode())
+                    responses.flush()
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, name="mlws-run-secrets", daemon=True).start()
+    return req_w, resp_r
 
 
 def _ask_home(names: list[str]) -> dict[str, str]:

@@ -3,6 +3,7 @@ services can read."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import subprocess
@@ -94,3 +95,64 @@ def test_concurrent_first_use_from_the_cli(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _no_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLWS_KEYVAULT_KEY", raising=False)
+
+
+# -- what a run can read ----------------------------------------------------------------------------
+RUN_SCRIPT = """\
+import json, os
+from mlws import Run
+from mlws.errors import MlwsError
+
+run = Run.get_context()
+seen = {"key_in_env": "MLWS_KEYVAULT_KEY" in os.environ}
+seen["plain"] = run.get_secret("db-password") == "hunter2"
+seen["both"] = run.get_secrets(["db-password", "api-token"]) == {
+    "db-password": "hunter2", "api-token": "t0k"}
+for name in ("datastore-box-private-key", "compute-gpu-private-key"):
+    try:
+        run.get_secret(name)
+        seen[name] = "read"
+    except MlwsError as e:
+        seen[name] = str(e)
+try:
+    run.get_secret("no-such")
+except MlwsError as e:
+    seen["missing"] = str(e)
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/seen.json", "w") as f:
+    json.dump(seen, f)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_local_run_gets_no_key_and_no_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from mlws import Experiment, ScriptRunConfig
+
+    monkeypatch.setenv("MLWS_KEYVAULT_KEY", Fernet.generate_key().decode())
+    with Workspace.create(tmp_path / "ws") as ws:
+        ws.get_default_keyvault().set_secrets(
+            {
+                "db-password": "hunter2",
+                "api-token": "t0k",
+                "datastore-box-private-key": "PRIVATE-KEY-1",
+                "compute-gpu-private-key": "PRIVATE-KEY-2",
+            }
+        )
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "probe.py").write_text(RUN_SCRIPT)
+        run = Experiment(ws, "kv").submit(ScriptRunConfig(str(src), "probe.py"))
+        run.wait_for_completion(timeout=60)
+        assert run.get_status() == "Completed", "".join(run.iter_log())
+        out = tmp_path / "seen"
+        run.download_file("outputs/seen.json", str(out))
+        seen = json.loads(out.read_text())
+    assert seen["key_in_env"] is False
+    assert seen["plain"] is True and seen["both"] is True
+    assert "credentials" in seen["datastore-box-private-key"]
+    assert "credentials" in seen["compute-gpu-private-key"]
+    assert "no-such" in seen["missing"]

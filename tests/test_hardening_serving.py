@@ -195,3 +195,24 @@ def test_slow_clients_are_cut_off_and_others_are_served(deploy) -> None:
     )
     assert set(svc.get_telemetry()["byStatus"]) == {"200", "408"}
     assert svc.run({"data": [2]}) == {"result": [4]}
+
+
+# -- what a scoring script can read -----------------------------------------------------------------
+ENV_PROBE = """\
+import json, os
+
+def init():
+    pass
+
+def run(raw_data):
+    return {"key": "MLWS_KEYVAULT_KEY" in os.environ, "fds": "MLWS_SECRETS_FDS" in os.environ}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_replicas_do_not_get_the_key_vault_key(deploy, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("MLWS_KEYVAULT_KEY", Fernet.generate_key().decode())
+    svc = deploy(script=ENV_PROBE)  # the supervisor has the key: it reads the service's keys
+    assert svc.run("{}") == {"key": False, "fds": False}

@@ -186,7 +186,12 @@ class Supervisor:
             "replica": index,
             "keys": self.service.current_keys(self.ws, self.name, self.config),
         }
+        from ..keyvault import CHANNEL_ENV, ENV_KEY
+
         env = dict(os.environ)
+        # The scoring script gets no key vault key: the supervisor hands the replica its keys.
+        env.pop(ENV_KEY, None)
+        env.pop(CHANNEL_ENV, None)
         env["AZUREML_MODEL_DIR"] = str(self.model_dir)
         env["PYTHONPATH"] = _python_path(env.get("PYTHONPATH"))
         env["PYTHONUNBUFFERED"] = "1"
