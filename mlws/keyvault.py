@@ -86,14 +86,18 @@ class Keyvault:
 
         key = self._load_key()
         if key is None:
-            if not create or self._has_secrets():
+            # Another process may be creating the key right now: it links the key file before
+            # it stores the sentinel, so once secrets are seen the key file is there too.
+            has_secrets = self._has_secrets()
+            key = self._load_key()
+            if key is None and (not create or has_secrets):
                 raise KeyvaultKeyError(
                     f"the key for workspace {self.workspace.name!r} (id {self.workspace.id}) is not on "
                     f"this machine ({key_path(self.workspace.id)}); get it from whoever shared the "
                     "workspace ('mlws secret export-key') and run 'mlws secret import-key FILE'"
                 )
-            key = Fernet.generate_key()
-            _write_private(key_path(self.workspace.id), key, private_folder=True)
+            if key is None:
+                key = _create_key(key_path(self.workspace.id))
         try:
             fernet = Fernet(key)
         except (ValueError, TypeError):
@@ -105,18 +109,24 @@ class Keyvault:
         )
         if sentinel is None:
             with self.workspace.catalog.write() as conn:
+                # The first to store the sentinel sets it; everyone checks the one stored (read
+                # back in the same transaction), so a key that does not open it is refused
+                # before it encrypts anything.
                 conn.execute(
-                    "INSERT OR IGNORE INTO secrets (name, value, created, updated) VALUES (?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO secrets (name, value, created, updated)"
+                    " VALUES (?, ?, ?, ?)",
                     (_SENTINEL, fernet.encrypt(b"ok"), time.time(), time.time()),
                 )
-        else:
-            try:
-                fernet.decrypt(sentinel)
-            except InvalidToken:
-                raise KeyvaultKeyError(
-                    f"the key on this machine does not open the secrets of workspace "
-                    f"{self.workspace.name!r}; import the right one with 'mlws secret import-key FILE'"
-                ) from None
+                sentinel = conn.execute(
+                    "SELECT value FROM secrets WHERE name = ?", (_SENTINEL,)
+                ).fetchone()[0]
+        try:
+            fernet.decrypt(sentinel)
+        except InvalidToken:
+            raise KeyvaultKeyError(
+                f"the key on this machine does not open the secrets of workspace "
+                f"{self.workspace.name!r}; import the right one with 'mlws secret import-key FILE'"
+            ) from None
         self._fernet = fernet
         return fernet
 
@@ -177,8 +187,8 @@ class Keyvault:
         return self.get_secrets([name])[name]
 
     def get_secrets(self, secrets: list[str]) -> dict[str, str]:
-        from cryptography.fernet import InvalidToken
-
+        """Several secrets at once; in a run, asked of the run's supervisor (see
+        ``secrets_for_run``). :raises SecretNotFound:"""
         names = [check_secret_name(n) for n in secrets]
         if not names:
             return {}
@@ -186,6 +196,11 @@ class Keyvault:
             "MLWS_WORKSPACE"
         ):
             return _ask_home(names)
+        return self._decrypt(names)
+
+    def _decrypt(self, names: list[str]) -> dict[str, str]:
+        from cryptography.fernet import InvalidToken
+
         rows = self.workspace.catalog.query(
             f"SELECT name, value FROM secrets WHERE name IN ({','.join('?' * len(names))})", names
         )
@@ -220,11 +235,55 @@ class Keyvault:
             raise SecretNotFound(f"no secret named {name!r} in workspace {self.workspace.name!r}")
 
 
-#: In a run on an ssh host: "<write fd>,<read fd>" of the pipe pair to the agent, which asks
-#: the supervising process at home. Neither the key nor any other secret goes to the host; a
-#: run gets the values it asks for, when it asks.
+#: In a run: "<write fd>,<read fd>" of the pipe pair to whoever answers for the key vault: the
+#: run's supervising process (a local or Dask run), or on an ssh host the agent, which asks the
+#: supervising process at home. The key never goes to the run; a run gets the values it asks
+#: for, when it asks, and never a credential (``secrets_for_run``).
 CHANNEL_ENV = "MLWS_SECRETS_FDS"
 _channel_lock = threading.Lock()
+
+
+def secrets_for_run(workspace: Workspace, names: list[str]) -> dict[str, str]:
+    """What a run's script may read: any secret but credentials (``is_credential``: the ssh
+    keys of compute targets and datastores, which open other hosts).
+
+    :raises MlwsError: a credential was asked for; :raises SecretNotFound:"""
+    names = [check_secret_name(str(n)) for n in names]
+    kept = [n for n in names if is_credential(n)]
+    if kept:
+        whose = "a compute target's" if kept[0].startswith("compute-") else "a datastore's"
+        raise MlwsError(f"secret {kept[0]!r} holds {whose} credentials; runs cannot read it")
+    # Read here, never through a channel this process may itself have inherited.
+    return workspace.get_default_keyvault()._decrypt(names) if names else {}
+
+
+def serve_run_channel(workspace: Workspace) -> tuple[int, int]:
+    """Answer a run's script's secret requests (``secrets_for_run``) from a thread of this
+    process; returns the script's ends of the pipe pair ``(write, read)``, to pass to it (as
+    ``CHANNEL_ENV``) and then close here. The thread ends when the script closes its end."""
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+
+    def serve() -> None:
+        with os.fdopen(req_r, "rb") as requests, os.fdopen(resp_w, "wb") as responses:
+            for line in requests:
+                try:
+                    names = json.loads(line)["names"]
+                    if not isinstance(names, list):
+                        raise TypeError
+                    answer: dict[str, Any] = {"values": secrets_for_run(workspace, names)}
+                except MlwsError as e:
+                    answer = {"error": str(e)}
+                except (ValueError, KeyError, TypeError):
+                    answer = {"error": "malformed request"}
+                try:
+                    responses.write((json.dumps(answer) + "\n").encode())
+                    responses.flush()
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, name="mlws-run-secrets", daemon=True).start()
+    return req_w, resp_r
 
 
 def _ask_home(names: list[str]) -> dict[str, str]:
@@ -253,6 +312,34 @@ def _ask_home(names: list[str]) -> dict[str, str]:
     if "error" in answer:
         raise SecretNotFound(answer["error"])
     return {n: answer["values"][n] for n in names}
+
+
+def _create_key(path: Path) -> bytes:
+    """Create the workspace's key at ``path`` exactly once, whoever else tries at the same
+    moment, and return the key that won. The key is written whole to a temp file and then
+    hard-linked to its name: ``link`` fails when the name exists, so of many creators one wins
+    and the others read its key (with a plain write-then-rename the last writer would win,
+    after the first had already encrypted with its own key)."""
+    import tempfile
+
+    from cryptography.fernet import Fernet
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-key-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(Fernet.generate_key())
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won: use its key
+    finally:
+        os.unlink(tmp)
+    return path.read_bytes().strip()
 
 
 def _write_private(path: Path, data: bytes, private_folder: bool = False) -> None:

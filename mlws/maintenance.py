@@ -23,6 +23,13 @@ BLOB_ROOTS: list[tuple[str, bool]] = [
     ("SELECT DISTINCT fingerprint FROM datasets", False),
     # So is the fingerprint of the data a run read or wrote.
     ("SELECT DISTINCT content FROM run_datasets WHERE content IS NOT NULL", False),
+    # A service's scoring snapshot, whatever its state: a replica restarted or an update rolled
+    # back lays it out again, and a row that still exists can still be updated or restarted.
+    (
+        "SELECT DISTINCT json_extract(config, '$.snapshot') FROM services"
+        " WHERE json_extract(config, '$.snapshot') IS NOT NULL",
+        True,
+    ),
 ]
 
 #: gc keeps unreferenced blobs younger than this: a submit in progress may have stored them

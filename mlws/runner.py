@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import MlwsError, RunConfigError
+from .keyvault import CHANNEL_ENV, ENV_KEY, serve_run_channel
 
 if TYPE_CHECKING:
     from .experiments import Experiment
@@ -117,6 +118,7 @@ def submit_script(
     run_id = row["id"]
     penv = dict(os.environ)
     penv["PYTHONPATH"] = _python_path(penv.get("PYTHONPATH"))
+    penv.pop(CHANNEL_ENV, None)  # a run submitted from a run: not its parent's pipes
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlws.runner", str(ws.path), run_id],
@@ -185,6 +187,7 @@ def script_env(
 
     env = dict(base)
     env.pop(PATHS_ENV, None)  # a script that submits runs must not hand its own paths on
+    env.pop(ENV_KEY, None)  # a run asks for secrets through its channel, never with the key
     if definition.get("dataPaths"):
         env[PATHS_ENV] = json.dumps(absolute_paths(definition, run_dir))
     env.update(definition["environment"].get("variables") or {})
@@ -443,9 +446,20 @@ class _Supervisor:
         env = script_env(
             dict(os.environ), d, ws.path, ws.name, self.run_id, self.row["experiment"], workdir
         )
-        self.proc = start_script(
-            script_argv(d, workdir), workdir, env, self._tie_to_parent, read_only=d.get("readOnly")
-        )
+        channel = serve_run_channel(ws)  # run.get_secret() asks here; never a credential
+        env[CHANNEL_ENV] = f"{channel[0]},{channel[1]}"
+        try:
+            self.proc = start_script(
+                script_argv(d, workdir),
+                workdir,
+                env,
+                self._tie_to_parent,
+                pass_fds=channel,
+                read_only=d.get("readOnly"),
+            )
+        finally:
+            for fd in channel:  # the script's ends
+                os.close(fd)
         with ws.catalog.write() as conn:  # recorded even if a cancel is pending: _watch acts on it
             conn.execute(
                 "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",

@@ -224,11 +224,16 @@ def service_update(
     deployment = None
     if replicas:
         c = svc.config
+        # Everything but the replica count stays as deployed (the host and port cannot change).
         deployment = LocalWebservice.deploy_configuration(
             replicas=replicas,
+            host=svc.host,
             auth_enabled=c.get("authEnabled", True),
+            autoscale_target_utilization=c.get("targetUtilization", 70),
+            idle_seconds_before_scaledown=c.get("idleSecondsBeforeScaledown", 30.0),
             scoring_timeout_ms=c.get("scoringTimeoutMs", 60_000),
             max_request_bytes=c.get("maxRequestBytes", 5 * 1024 * 1024),
+            client_timeout_ms=c.get("clientTimeoutMs", 5_000),
             collect_model_data=c.get("collectModelData", False),
         )
     svc.update(models=models, inference_config=inference, deployment_config=deployment)

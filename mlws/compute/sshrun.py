@@ -370,15 +370,9 @@ class _SshRun:
             names = [str(n) for n in ev.get("names") or []]
             # A host could ask for anything by name: the credentials of compute targets and
             # datastores (keys that open other hosts) are never given to a run.
-            from ..keyvault import is_credential
+            from ..keyvault import secrets_for_run
 
-            kept = [n for n in names if is_credential(n)]
-            if kept:
-                whose = "a compute target's" if kept[0].startswith("compute-") else "a datastore's"
-                raise MlwsError(
-                    f"secret {kept[0]!r} holds {whose} credentials; runs cannot read it"
-                )
-            values = self.ws.get_default_keyvault().get_secrets(names)
+            values = secrets_for_run(self.ws, names)
             answer: dict[str, Any] = {"id": ev.get("id"), "values": values}
         except MlwsError as e:
             answer = {"id": ev.get("id"), "error": str(e)}

@@ -1,4 +1,4 @@
-"""One replica of a scoring service: ``python -m mlws.serving.replica CONFIG``.
+"""One replica of a scoring service: ``python -m mlws.serving.replica SERVICE INDEX``.
 
 Started by the service's supervisor with the listening socket inherited (every replica accepts
 on the same port; the kernel spreads connections). It imports the entry script, calls
@@ -8,14 +8,16 @@ in p99:
 
     GET  /              health ("Healthy")
     GET  /swagger.json  the API description
-    POST /score         run(raw_data): 200 with run()'s result as JSON; 400 malformed JSON;
-                        401 without a valid key; 413 too large; 500 run() raised (the message
+    POST /score         run(raw_data): 200 with run()'s result as JSON; 400 malformed, empty or
+                        too deeply nested JSON;
+                        401 without a valid key; 408 headers or body slower than the
+                        client timeout; 413 too large; 500 run() raised (the message
                         in one JSON error shape); 504 run() exceeded the scoring timeout
 
 ``run()`` is called on the event loop's thread, one request at a time (scoring scripts are
 rarely thread-safe; Azure's server does the same); the timeout is a SIGALRM that interrupts it.
 Telemetry rows and events go to the supervisor as JSON lines on stdout, in batches; commands
-(new keys, stop) come on stdin.
+(new keys, stop) come on stdin, after the first line: the replica's configuration, keys included.
 """
 
 from __future__ import annotations
@@ -105,10 +107,14 @@ class App:
                     401, "Unauthorized", "missing or wrong key (Authorization: Bearer <key>)"
                 )
             else:
-                body, too_large = await self._read_body(receive, headers)
-                if too_large:
+                body, problem = await self._read_body(receive, headers)
+                if problem == "too large":
                     status, payload = _error(
                         413, "PayloadTooLarge", f"the request is over {self.max_body} bytes"
+                    )
+                elif problem == "gone":  # the client left (or was cut off) mid-body
+                    status, payload = _error(
+                        408, "RequestTimeout", "the body did not arrive whole; nothing was scored"
                     )
                 else:
                     status, payload = self._score(body)
@@ -162,27 +168,39 @@ class App:
         # Constant-time: a timing difference must not tell how much of a key was right.
         return any(hmac.compare_digest(given, k) for k in self.keys)
 
-    async def _read_body(self, receive: Any, headers: dict[bytes, bytes]) -> tuple[bytes, bool]:
+    async def _read_body(
+        self, receive: Any, headers: dict[bytes, bytes]
+    ) -> tuple[bytes, str | None]:
+        """The body, or a problem: ``"too large"``, or ``"gone"`` when the connection closed
+        before the body was whole (a partial body must never be scored)."""
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            return b"", True
+            return b"", "too large"
         chunks, size = [], 0
         while True:
             message = await receive()
+            if message.get("type") == "http.disconnect":
+                return b"", "gone"
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                return b"", True
+                return b"", "too large"
             chunks.append(chunk)
             if not message.get("more_body"):
-                return b"".join(chunks), False
+                return b"".join(chunks), None
 
     def _score(self, body: bytes) -> tuple[int, bytes]:
         try:
             text = body.decode("utf-8")
-            parsed = json.loads(text) if text.strip() else None
+            parsed = json.loads(text)
         except (UnicodeDecodeError, ValueError) as e:
+            if not body.strip():
+                return _error(400, "BadRequest", "the body is empty: send the input as JSON")
             return _error(400, "BadRequest", f"the body is not valid JSON: {e}")
+        except RecursionError:
+            # json's decoder recurses once per level: a body of 100,000 '[' is otherwise an
+            # uncaught error (a plain-text 500 from uvicorn). run() itself would parse it again.
+            return _error(400, "BadRequest", "the body is not valid JSON: it is nested too deeply")
         if self.by_fields and not isinstance(parsed, dict):
             return _error(400, "BadRequest", "expected a JSON object of run()'s parameters")
         signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
@@ -321,6 +339,118 @@ async def _drain(app: App, server: Any) -> None:
     server.should_exit = True
 
 
+#: Connections still sending their request (or not yet sending anything) a replica keeps at
+#: most; past that the oldest is dropped. Below the open-files limit (see _protocol_class), so
+#: slow clients can never take the file descriptors a new client needs.
+MAX_WAITING = 1024
+
+
+def _protocol_class(timeout_s: float) -> Any:
+    """uvicorn's httptools protocol with what it lacks against slow clients ("slowloris"):
+    a request must arrive whole, headers and body, within ``timeout_s`` of the connection
+    being made (or, on a kept-alive connection, of its first byte); a client slower than that
+    gets 408 (or, mid-body, is disconnected). At most ``MAX_WAITING`` such connections wait;
+    a new one pushes out the oldest. uvicorn's own ``timeout_keep_alive`` bounds the time
+    between requests."""
+    import resource
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    try:  # every waiting connection is a file descriptor: take what the hard limit allows
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    except (ValueError, OSError):
+        soft = 1024
+    cap = MAX_WAITING if soft == resource.RLIM_INFINITY else max(16, min(MAX_WAITING, soft // 2))
+    waiting: dict[Any, None] = {}  # insertion order: the oldest first
+
+    class Protocol(HttpToolsProtocol):  # type: ignore[misc]
+        _deadline: Any = None
+        _due = 0.0
+        _partial = False  # some of a request has arrived, not all of it
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            while len(waiting) >= cap:
+                next(iter(waiting))._give_up()
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._partial = True
+            if self._deadline is None:
+                self._arm()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._partial = False
+            self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.timeout_keep_alive_task is not None:  # idle, kept alive: counts as waiting
+                waiting.pop(self, None)
+                waiting[self] = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self, delay: float = timeout_s) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._due = self.loop.time() + delay
+            self._deadline = self.loop.call_later(delay, self._timed_out)
+            waiting.pop(self, None)  # to the end: the newest
+            waiting[self] = None
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            waiting.pop(self, None)
+
+        def _timed_out(self) -> None:
+            self._deadline = None
+            if self.loop.time() - self._due > 1.0:
+                # The loop was busy (run() holds it): bytes may be waiting unread. One more
+                # second to read them before the client is judged slow.
+                self._arm(1.0)
+                return
+            self._give_up()
+
+        def _give_up(self) -> None:
+            self._disarm()
+            if self.transport.is_closing():
+                return
+            if self._partial and (self.cycle is None or self.cycle.response_complete):
+                # Part of the headers came: one JSON 408, then close. (A connection that sent
+                # nothing, or is idle between requests, is just closed.)
+                body = _error(408, "RequestTimeout", f"the request took over {timeout_s:g} s")[1]
+                self.transport.write(
+                    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                    b"content-length: " + str(len(body)).encode() + b"\r\n"
+                    b"connection: close\r\n\r\n" + body
+                )
+            self.transport.close()  # mid-body: the app sees the client gone, scores nothing
+
+    return Protocol
+
+
+def _read_config() -> dict[str, Any]:
+    """The first line on stdin: the supervisor's configuration, keys included (they never rest
+    in a file). Read byte by byte so nothing after it is taken from the command pipe."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        b = os.read(0, 1)
+        if not b:
+            raise SystemExit("mlws replica: no configuration on stdin (the supervisor starts it)")
+        line += b
+    return json.loads(line)
+
+
 def main() -> int:
     import socket
 
@@ -330,7 +460,7 @@ def main() -> int:
     _OUT = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    config = json.loads(Path(sys.argv[1]).read_text())
+    config = _read_config()
     fd = int(config["fd"])
     source = Path(config["sourceDirectory"])
     os.chdir(source)
@@ -353,11 +483,11 @@ def main() -> int:
         uvicorn.Config(
             app,
             loop="uvloop",
-            http="httptools",
+            http=_protocol_class(float(config.get("clientTimeoutMs", 5_000)) / 1000.0),
             lifespan="off",
             access_log=False,
             log_level="warning",
-            timeout_keep_alive=30,
+            timeout_keep_alive=30,  # between requests; within one, the client timeout
             timeout_graceful_shutdown=10,
         )
     )

@@ -64,6 +64,7 @@ class DeployConfiguration:
     collect_model_data: bool = False
     scoring_timeout_ms: int = 60_000
     max_request_bytes: int = 5 * 1024 * 1024
+    client_timeout_ms: int = 5_000
     autoscale_target_utilization: int = 70
     idle_seconds_before_scaledown: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +98,14 @@ class DeployConfiguration:
             raise UserErrorException(
                 f"scoring_timeout_ms must be a positive whole number, got {self.scoring_timeout_ms!r}"
             )
+        if (
+            not isinstance(self.client_timeout_ms, int)
+            or isinstance(self.client_timeout_ms, bool)
+            or self.client_timeout_ms < 1
+        ):
+            raise UserErrorException(
+                f"client_timeout_ms must be a positive whole number, got {self.client_timeout_ms!r}"
+            )
         try:
             socket.getaddrinfo(self.host, None)
         except OSError:
@@ -126,6 +135,7 @@ class LocalWebservice:
         max_request_bytes: int = 5 * 1024 * 1024,
         autoscale_target_utilization: int = 70,
         idle_seconds_before_scaledown: float = 30.0,
+        client_timeout_ms: int = 5_000,
         **extra: Any,
     ) -> DeployConfiguration:
         """Where and how to serve; ``port=None`` picks a free one. Keys are on by default
@@ -134,7 +144,11 @@ class LocalWebservice:
         ``replicas``: a fixed number of replica processes; or ``min_replicas``/``max_replicas``:
         one is added while the replicas' CPU use is above ``autoscale_target_utilization`` (%),
         and one removed (drained: no request dropped) after ``idle_seconds_before_scaledown``
-        of near-idle."""
+        of near-idle.
+
+        ``client_timeout_ms``: how long a client may take to send a request's headers and body
+        (from connecting, or from the first byte of a request on a kept-alive connection);
+        a slower one gets 408 or is disconnected, so slow clients cannot hold the replicas."""
         config = DeployConfiguration(
             port=port,
             replicas=replicas,
@@ -145,6 +159,7 @@ class LocalWebservice:
             collect_model_data=collect_model_data,
             scoring_timeout_ms=scoring_timeout_ms,
             max_request_bytes=max_request_bytes,
+            client_timeout_ms=client_timeout_ms,
             autoscale_target_utilization=autoscale_target_utilization,
             idle_seconds_before_scaledown=idle_seconds_before_scaledown,
             extra=extra,
@@ -222,6 +237,7 @@ def deploy(
         "collectModelData": config.collect_model_data,
         "scoringTimeoutMs": config.scoring_timeout_ms,
         "maxRequestBytes": config.max_request_bytes,
+        "clientTimeoutMs": config.client_timeout_ms,
         "keysVersion": 1,
     }
     if config.auth_enabled:
@@ -274,6 +290,15 @@ def _start_supervisor(ws: Workspace, name: str) -> None:
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it if we outlive it
 
 
+def _remove_state(ws: Workspace, name: str) -> None:
+    import shutil
+
+    from ..workspace import user_cache_dir
+
+    shutil.rmtree(service_dir(ws, name), ignore_errors=True)
+    shutil.rmtree(user_cache_dir() / "services" / ws.id / name, ignore_errors=True)
+
+
 # -- the service object ----------------------------------------------------------------------------
 class Webservice:
     """A deployed service (v1: ``LocalWebservice`` / ``Webservice``).
@@ -322,6 +347,11 @@ class Webservice:
     @property
     def state(self) -> str:
         return str(self._refresh()["state"])
+
+    @property
+    def host(self) -> str:
+        """The address the service binds (``deploy_configuration(host=...)``)."""
+        return str(self._refresh()["host"])
 
     @property
     def port(self) -> int | None:
@@ -521,6 +551,7 @@ class Webservice:
                 idleSecondsBeforeScaledown=deployment_config.idle_seconds_before_scaledown,
                 scoringTimeoutMs=deployment_config.scoring_timeout_ms,
                 maxRequestBytes=deployment_config.max_request_bytes,
+                clientTimeoutMs=deployment_config.client_timeout_ms,
                 collectModelData=deployment_config.collect_model_data,
             )
         if self.state not in LIVE:
@@ -575,6 +606,9 @@ class Webservice:
         with self.workspace.catalog.write() as conn:
             conn.execute("DELETE FROM services WHERE name = ?", (self.name,))
             conn.execute(f"DELETE FROM secrets WHERE name IN ({','.join('?' * len(names))})", names)
+        # Its state goes with it: logs and (from earlier versions) replica files in the
+        # workspace, the laid-out code and models in this machine's cache.
+        _remove_state(self.workspace, self.name)
 
     def get_telemetry(self, since: float | None = None) -> dict[str, Any]:
         """Requests since ``since`` (a unix time; default: all): count, rate, latency

@@ -9,6 +9,9 @@ starts the replicas with that socket, and then:
 - collects the replicas' telemetry and writes it to the catalog in batches;
 - follows the catalog row: new keys go to the replicas; ``Deleting`` stops everything.
 
+A replica gets its configuration, keys included, as the first line on its stdin, and new keys
+later on the same pipe: the keys never rest in the workspace or the per-user cache.
+
 Its state is the service row: ``Transitioning`` while starting, ``Healthy`` when every replica
 is up, ``Unhealthy`` while one is being replaced, ``Failed`` (with the reason) when ``init()``
 fails.
@@ -183,17 +186,20 @@ class Supervisor:
             "replica": index,
             "keys": self.service.current_keys(self.ws, self.name, self.config),
         }
-        path = self.logs.parent / f"replica-{index}.json"
-        from ..workspace import _write_atomic
+        from ..keyvault import CHANNEL_ENV, ENV_KEY
 
-        _write_atomic(path, json.dumps(cfg).encode(), 0o600)  # holds the keys
         env = dict(os.environ)
+        # The scoring script gets no key vault key: the supervisor hands the replica its keys.
+        env.pop(ENV_KEY, None)
+        env.pop(CHANNEL_ENV, None)
         env["AZUREML_MODEL_DIR"] = str(self.model_dir)
         env["PYTHONPATH"] = _python_path(env.get("PYTHONPATH"))
         env["PYTHONUNBUFFERED"] = "1"
         log = open(self.logs / f"replica-{index}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            [self.python, "-m", "mlws.serving.replica", str(path)],
+            # The service and index only name the process for ps; the configuration, keys
+            # included, is the first line on stdin: never in a file, argv or the environment.
+            [self.python, "-m", "mlws.serving.replica", self.name, str(index)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -202,6 +208,12 @@ class Supervisor:
             cwd=str(self.source),
             preexec_fn=die_with_parent,
         )
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps(cfg) + "\n").encode())
+            proc.stdin.flush()
+        except OSError:
+            pass  # it died at once: its reader reports it gone and it is replaced
         log.close()
         return Replica(index, proc, self.events, self.telemetry)
 
@@ -215,6 +227,9 @@ class Supervisor:
 
     # -- running -------------------------------------------------------------------------------
     def run(self) -> None:
+        # Earlier versions left a configuration file per replica here, keys in plain text.
+        for stale in self.logs.parent.glob("replica-*.json"):
+            stale.unlink(missing_ok=True)
         self.source, self.model_dir = self._layout()
         self.python = self._interpreter()
         self.sock = self._bind()
@@ -408,6 +423,7 @@ class Supervisor:
             "authEnabled": self.config.get("authEnabled", True),
             "maxRequestBytes": self.config.get("maxRequestBytes", 5 * 1024 * 1024),
             "scoringTimeoutMs": self.config.get("scoringTimeoutMs", 60_000),
+            "clientTimeoutMs": self.config.get("clientTimeoutMs", 5_000),
             "collectModelData": self.config.get("collectModelData", False),
         }
 
