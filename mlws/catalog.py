@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 #: The number of migrations in :mod:`mlws.migrations`; a test keeps them in step.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 BUSY_TIMEOUT_S = 30.0
 

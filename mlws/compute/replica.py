@@ -307,7 +307,7 @@ def _apply_models(home: Home, changes: list[dict[str, Any]], remote: Any) -> lis
     manifests and files brought home first. Tag, property and description changes follow a
     model to its version here."""
     from ..blobs import parse_manifest
-    from ..models import check_model_name
+    from ..models import check_model_name, next_version
 
     ws = home.ws
     known = {r[1] for r in ws.catalog.query("PRAGMA table_info(models)")}
@@ -340,10 +340,7 @@ def _apply_models(home: Home, changes: list[dict[str, Any]], remote: Any) -> lis
                 )
                 continue
             with ws.catalog.write() as conn:
-                row["version"] = conn.execute(
-                    "SELECT coalesce(max(version), 0) + 1 FROM models WHERE name = ?",
-                    (row["name"],),
-                ).fetchone()[0]
+                row["version"] = next_version(conn, row["name"])
                 conn.execute(
                     f"INSERT INTO models ({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
                     list(row.values()),
