@@ -22,6 +22,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -165,11 +166,38 @@ class BlobStore:
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        """Held by writers that re-use existing blobs (snapshots): gc waits for them."""
+        """Held by every writer while it stores or re-uses blobs (each ``put_*``, a whole
+        ``batch()``, a snapshot): gc (exclusive) waits for them, and they for gc.
+
+        Why this is enough: a blob re-used under this hold is touched (its mtime made now) or,
+        in a snapshot, named by a manifest written under it, so once the hold ends gc's grace
+        keeps it until the catalog row that references it is committed -- the same protection
+        a freshly written blob has. Without the hold, gc could see the blob old, the writer
+        touch and re-use it, and gc delete it (a re-registered model lost its file).
+
+        Re-entrant per thread: a nested hold (a put inside a batch inside a snapshot) only
+        counts, because a second read lock on the same file would queue behind a waiting gc
+        that itself waits for the outer hold.
+        """
+        holds = _thread_holds()
+        key = f"{os.getpid()}:{self.root}"  # a forked child holds nothing of its parent's
+        if holds.get(key, 0) > 0:
+            holds[key] += 1
+            try:
+                yield
+            finally:
+                holds[key] -= 1
+            return
         lock = self._rwlock()
-        with lock.read_lock():
-            yield
-        lock.close()
+        try:
+            with lock.read_lock():
+                holds[key] = 1
+                try:
+                    yield
+                finally:
+                    holds.pop(key, None)
+        finally:
+            lock.close()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -218,6 +246,13 @@ class BlobStore:
             return True
         return os.path.exists(self._str_path(digest))
 
+    def reuse(self, digest: str) -> bool:
+        """Whether the blob is here, marking it as just used so that gc spares it until the
+        caller has recorded the catalog row that references it (see :meth:`shared`). Use this,
+        not :meth:`has`, before recording a reference to a blob that is already stored."""
+        with self.shared():
+            return self._touch(digest)
+
     def _touch(self, digest: str) -> bool:
         """Mark a blob as just used (gc spares recent blobs); False when it is missing."""
         if self._pending is not None and digest in self._pending:
@@ -246,6 +281,10 @@ class BlobStore:
         return tempfile.mkstemp(dir=folder, prefix=".tmp-")
 
     def put_bytes(self, data: bytes) -> str:
+        with self.shared():
+            return self._put_bytes(data)
+
+    def _put_bytes(self, data: bytes) -> str:
         digest = hash_bytes(data)
         if self._touch(digest):
             return digest
@@ -270,13 +309,18 @@ class BlobStore:
         size: when that blob is present already the file is not opened at all. (The blob is not
         touched either: the snapshot's new manifest protects it from gc, see maintenance.gc.)
         """
-        if known is not None and self.has(known):
-            return known, os.stat(src).st_size if size is None else size, False
-        with open(src, "rb") as fin:
-            return self.put_stream(fin)
+        with self.shared():
+            if known is not None and self.has(known):
+                return known, os.stat(src).st_size if size is None else size, False
+            with open(src, "rb") as fin:
+                return self._put_stream(fin)
 
     def put_stream(self, stream: IO[bytes]) -> tuple[str, int, bool]:
         """Store a binary stream; returns ``(hash, size, stored_new_bytes)``."""
+        with self.shared():
+            return self._put_stream(stream)
+
+    def _put_stream(self, stream: IO[bytes]) -> tuple[str, int, bool]:
         # Hash while copying to a temp file: one read of the source whatever happens.
         fd, tmp = self._tempfile()
         h = hashlib.sha256()
@@ -317,16 +361,19 @@ class BlobStore:
         if self._pending is not None:
             yield  # nested: the outer batch installs
             return
-        self._pending = {}
-        try:
-            yield
-        except BaseException:
-            for tmp in self._pending.values():
-                _unlink_quiet(tmp)
-            self._pending = None
-            raise
-        pending, self._pending = self._pending, None
-        self._install_many(pending)
+        # One gc hold for the whole batch: its blobs are re-used (touched) as they come and
+        # installed at the end, and one lock instead of one per file.
+        with self.shared():
+            self._pending = {}
+            try:
+                yield
+            except BaseException:
+                for tmp in self._pending.values():
+                    _unlink_quiet(tmp)
+                self._pending = None
+                raise
+            pending, self._pending = self._pending, None
+            self._install_many(pending)
 
     def _install_many(self, pending: dict[str, str]) -> None:
         if not pending:
@@ -486,6 +533,18 @@ class BlobStore:
             return size
         except FileNotFoundError:
             return 0
+
+
+_holds = threading.local()
+
+
+def _thread_holds() -> dict[str, int]:
+    """This thread's shared gc holds: store root -> depth."""
+    try:
+        return _holds.by_root  # type: ignore[no-any-return]
+    except AttributeError:
+        _holds.by_root = {}
+        return _holds.by_root  # type: ignore[no-any-return]
 
 
 def copy_file(src: str | os.PathLike[str], dst: Path) -> None:

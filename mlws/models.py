@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .blobs import Entry, check_relpath, file_mode
-from .errors import ModelInUse, ModelNotFound, PropertyConflict, UserErrorException
+from .errors import BlobNotFound, ModelInUse, ModelNotFound, PropertyConflict, UserErrorException
 
 if TYPE_CHECKING:
     import sqlite3
@@ -644,6 +644,10 @@ def register_from_run(
         for name in chosen:
             digest = run._stored_blob(name)
             if digest is not None:
+                if not blobs.reuse(digest):  # touched: gc spares it until _record commits
+                    raise BlobNotFound(
+                        f"blob {digest} of run {run.id}'s file {name!r} is missing; run 'mlws fsck'"
+                    )
                 size, mode = run.workspace.catalog.one(
                     "SELECT size, mode FROM run_files WHERE run_seq = ? AND path = ?",
                     (run.seq, name),

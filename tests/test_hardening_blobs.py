@@ -11,6 +11,8 @@ Races use real processes; workers wait for a gate file the test creates, never a
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from helpers import SCRIPT_PRELUDE
 
 from mlws import Model, Workspace
 from mlws.catalog import SCHEMA_VERSION
-from mlws.maintenance import fsck
+from mlws.maintenance import GC_GRACE_S, fsck
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -55,6 +57,88 @@ def run_workers(
                 p.kill()
                 p.wait()
     return outs
+
+
+# -- 1. gc and writers that re-use blobs ------------------------------------------------------------
+def _race_worker(role: str, ws_path: str, src: str, barrier, conn) -> None:  # noqa: ANN001
+    """A process that, on each "go", runs gc (``role`` "gc") or registers ``src`` as model
+    "m" once gc has started (it has bumped the gc generation, holding its lock: the moment
+    that lets a registration land between gc looking at a blob and deleting it); it answers
+    ``(ok, value)``."""
+    import time
+
+    from mlws import Model, Workspace
+    from mlws.maintenance import gc
+
+    ws = Workspace(ws_path)
+    try:
+        while conn.recv() == "go":
+            try:
+                generation = ws.blobs.gc_generation()
+                barrier.wait(timeout=30)
+                if role == "gc":
+                    conn.send((True, gc(ws).removed))
+                    continue
+                deadline = time.monotonic() + 30
+                while ws.blobs.gc_generation() == generation:
+                    assert time.monotonic() < deadline, "gc never started"
+                conn.send((True, Model.register(ws, src, "m").version))
+            except Exception as e:  # noqa: BLE001 - reported to the test, which fails on it
+                conn.send((False, f"{type(e).__name__}: {e}"))
+    finally:
+        ws.close()
+
+
+def _age_blobs(ws: Workspace) -> None:
+    """Make every blob older than gc's grace (as if registered long ago)."""
+    old = os.path.getmtime(ws.path / "mlws.db") - 2 * GC_GRACE_S
+    for d in (ws.blobs.root / "sha256").iterdir():
+        for f in d.iterdir():
+            os.utime(f, (old, old))
+
+
+def test_gc_never_deletes_the_blobs_of_a_model_being_registered_again(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    # A folder of many files: gc has real work between looking at a blob and deleting it.
+    src = tmp_path / "model"
+    for i in range(40):
+        write(src / f"part-{i:03}.bin", f"the same weights every time {i}".encode() * 50)
+    Model.register(ws, src, "m").delete()  # its file and manifest are now unreferenced
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    workers = []
+    for role in ("gc", "register"):
+        here, there = ctx.Pipe()
+        p = ctx.Process(target=_race_worker, args=(role, str(ws.path), str(src), barrier, there))
+        p.start()
+        workers.append((p, here))
+    try:
+        for _round in range(20):
+            _age_blobs(ws)
+            for _, conn in workers:
+                conn.send("go")
+            answers = []
+            for _, conn in workers:
+                assert conn.poll(60), "a worker did not answer"
+                answers.append(conn.recv())
+            assert all(ok for ok, _ in answers), answers
+            version = answers[1][1]
+            m = Model(ws, "m", version=version)
+            assert ws.blobs.has(m._row["manifest"]), f"round {_round}: manifest of m:{version} lost"
+            for e in m._entries():
+                assert ws.blobs.verify(e.hash), f"round {_round}: file of m:{version} lost"
+            m.delete()
+        Model.register(ws, src, "m")
+        assert fsck(ws).ok
+    finally:
+        for p, conn in workers:
+            if p.is_alive():
+                conn.send("stop")
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
 
 
 # -- 3. model versions only count up ------------------------------------------------------------

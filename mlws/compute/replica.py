@@ -264,7 +264,7 @@ def apply_files(home: Home, changes: list[dict[str, Any]], blob_root: Path) -> l
             except Exception as e:  # noqa: BLE001 - a bad path from a host is skipped, not fatal
                 warnings.append(f"skipped run file {row.get('path')!r}: {e}")
                 continue
-            if c["op"] != "delete" and not ws.blobs.has(row["blob"]):
+            if c["op"] != "delete" and not ws.blobs.reuse(row["blob"]):
                 src = remote.path(row["blob"]) if remote else None
                 if src is None or not src.is_file():
                     warnings.append(f"run file {row['path']!r}: its content did not come back")
@@ -294,7 +294,7 @@ def apply_files(home: Home, changes: list[dict[str, Any]], blob_root: Path) -> l
 
 def _bring_blob(ws: Workspace, remote: Any, digest: str) -> bool:
     """Store a blob from the replica's store here (hash checked); whether it is here now."""
-    if ws.blobs.has(digest):
+    if ws.blobs.reuse(digest):  # touched: gc spares it until the row naming it is written
         return True
     src = remote.path(digest) if remote is not None else None
     if src is None or not src.is_file():
