@@ -435,15 +435,40 @@ class BlobStore:
 
     # -- reading ----------------------------------------------------------------------------
     def read_bytes(self, digest: str) -> bytes:
+        """The blob's bytes, checked against its hash (a corrupted blob is never handed out).
+
+        :raises BlobNotFound: it is missing. :raises BlobCorrupted: its bytes changed.
+        """
         try:
-            return self.path(digest).read_bytes()
+            data = self.path(digest).read_bytes()
         except FileNotFoundError:
             raise BlobNotFound(
                 f"blob {digest} is missing from {self.root}; run 'mlws fsck'"
             ) from None
+        actual = hash_bytes(data)
+        if actual != digest:
+            raise _corrupted(digest, actual)
+        return data
 
     def read_manifest(self, digest: str) -> list[Entry]:
         return parse_manifest(self.read_bytes(digest))
+
+    def copy_out(self, digest: str, dst: str | os.PathLike[str]) -> None:
+        """Copy a blob to ``dst`` (a download): checked against its hash while copying, whole
+        or not at all (a temp file beside ``dst`` renamed over it, removed on any error).
+
+        :raises BlobNotFound: it is missing. :raises BlobCorrupted: its bytes changed.
+        """
+        dst = Path(dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.mlws-tmp-")
+        try:
+            _copy_verified(self._str_path(digest), fd, digest)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dst)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
 
     def verify(self, digest: str) -> bool:
         """True when the blob exists and its bytes hash to its name."""
@@ -459,9 +484,7 @@ class BlobStore:
             raise BlobNotFound(f"blob {digest} is missing from {self.root}; run 'mlws fsck'")
         actual = hash_file(p)[0]
         if actual != digest:
-            raise BlobCorrupted(
-                f"blob {digest} is corrupted (its bytes hash to {actual}); run 'mlws fsck'"
-            )
+            raise _corrupted(digest, actual)
 
     def iter_hashes(self) -> Iterator[str]:
         if not self._dir.exists():
@@ -478,51 +501,52 @@ class BlobStore:
             yield from self._dir.rglob(".tmp-*")
 
     # -- materializing -----------------------------------------------------------------------
-    def materialize(
-        self,
-        entries: Iterable[Entry],
-        target: str | os.PathLike[str],
-        *,
-        link: bool = False,
-        verify: bool = False,
-    ) -> int:
+    def materialize(self, entries: Iterable[Entry], target: str | os.PathLike[str]) -> int:
         """Write the files of a manifest under ``target``; returns the number of files.
 
-        Copies by default, because a hard link would let a script that edits a file in place
-        change the stored blob for every run that shares it. ``link=True`` hard-links (falling
-        back to a copy across filesystems) for read-only consumers. No path may escape
-        ``target``: every entry is validated before anything is written.
+        Every file is a copy of its own (a reflink where the filesystem has them), never a hard
+        link: these files go to user code (a run's working folder, a service's model folder, a
+        download), and a process that writes to a hard-linked file changes the blob for every
+        user -- read-only modes do not stop root. Every file is checked against its hash while
+        it is copied; files go to temp names and are renamed into place only when all are
+        sound, so a missing or corrupted blob raises and leaves ``target`` as it was. No path
+        may escape ``target``: every entry is validated before anything is written.
+
+        :raises BlobNotFound: a blob is missing. :raises BlobCorrupted: a blob's bytes changed.
+        :raises UnsafePath: a path would leave ``target``.
         """
         entries = list(entries)
         root = Path(target)
-        root.mkdir(parents=True, exist_ok=True)
-        real_root = os.path.realpath(root)
         planned = []
         for e in entries:
             check_relpath(e.path)
-            dest = root / PurePosixPath(e.path)
-            planned.append((e, dest))
-        for e, dest in planned:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            # A symlink already inside target could redirect the write outside it.
-            real_parent = os.path.realpath(dest.parent)
-            if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
-                raise UnsafePath(f"{e.path!r} would be written outside {root}")
-            src = self.path(e.hash)
-            if not src.exists():
-                raise BlobNotFound(f"blob {e.hash} for {e.path!r} is missing; run 'mlws fsck'")
-            if verify:
-                self.check(e.hash)
-            if dest.is_symlink() or dest.exists():
-                dest.unlink()
-            if link:
+            planned.append((e, root / PurePosixPath(e.path)))
+        created: list[Path] = []
+        temps: list[tuple[str, Path]] = []
+        try:
+            _makedirs(root, created)
+            real_root = os.path.realpath(root)
+            for e, dest in planned:
+                _makedirs(dest.parent, created)
+                # A symlink already inside target could redirect the write outside it.
+                real_parent = os.path.realpath(dest.parent)
+                if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
+                    raise UnsafePath(f"{e.path!r} would be written outside {root}")
+                fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".mlws-tmp-")
+                temps.append((tmp, dest))
+                _copy_verified(self._str_path(e.hash), fd, e.hash, e.path)
+                os.chmod(tmp, e.mode)
+            for tmp, dest in temps:
+                os.replace(tmp, dest)  # over an old file or symlink (never through it)
+        except BaseException:
+            for tmp, _dest in temps:
+                _unlink_quiet(tmp)
+            for folder in reversed(created):
                 try:
-                    os.link(src, dest)
-                    continue
+                    folder.rmdir()
                 except OSError:
                     pass
-            shutil.copyfile(src, dest)
-            os.chmod(dest, e.mode)
+            raise
         return len(planned)
 
     def remove(self, digest: str) -> int:
@@ -533,6 +557,62 @@ class BlobStore:
             return size
         except FileNotFoundError:
             return 0
+
+
+#: Linux's ioctl that makes ``dst`` share ``src``'s extents copy-on-write (btrfs, xfs, ...).
+_FICLONE = 0x40049409
+
+
+def _copy_verified(src: str, fd: int, digest: str, name: str | None = None) -> None:
+    """Copy blob file ``src`` into the open file ``fd`` (closed here) as a reflink where the
+    filesystem can make one, else by bytes; either way the copy is hashed and compared with
+    ``digest``, so the caller never publishes bytes that do not match their name."""
+    what = f" for {name!r}" if name else ""
+    with os.fdopen(fd, "r+b") as fout:
+        try:
+            fin = open(src, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {digest}{what} is missing; run 'mlws fsck'") from None
+        with fin:
+            h = hashlib.sha256()
+            try:
+                import fcntl
+
+                fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+            except (ImportError, OSError):  # no reflinks here: copy the bytes, hashing them
+                while chunk := fin.read(_CHUNK):
+                    h.update(chunk)
+                    fout.write(chunk)
+            else:  # the clone shares the blob's extents: hash what the copy holds
+                while chunk := fout.read(_CHUNK):
+                    h.update(chunk)
+        actual = f"{ALGORITHM}:{h.hexdigest()}"
+        if actual != digest:
+            raise _corrupted(digest, actual, what)
+
+
+def _corrupted(digest: str, actual: str, what: str = "") -> BlobCorrupted:
+    return BlobCorrupted(
+        f"blob {digest}{what} is corrupted (its bytes hash to {actual}); nothing was handed"
+        " out; run 'mlws fsck' and restore or re-create it"
+    )
+
+
+def _makedirs(folder: Path, created: list[Path]) -> None:
+    """``mkdir -p``, remembering the folders made (removed again if materializing fails)."""
+    missing = []
+    p = folder
+    while not p.exists() and not p.is_symlink():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+            created.append(d)
+        except FileExistsError:
+            pass
 
 
 _holds = threading.local()

@@ -239,7 +239,7 @@ class Model:
                 raise UserErrorException(
                     f"{target / clash[0]} exists already; pass exist_ok=True (--exist-ok) to overwrite"
                 )
-        target.mkdir(parents=True, exist_ok=True)
+        # materialize makes target (and removes what it made if a blob is missing or corrupted)
         self.workspace.blobs.materialize(entries, target)
         return str(target / self.path)
 

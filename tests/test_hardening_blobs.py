@@ -19,10 +19,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from helpers import SCRIPT_PRELUDE
+import pytest
+from click.testing import CliRunner
+from helpers import SCRIPT_PRELUDE, one_error_line, processes_of_test, wait_until
 
-from mlws import Model, Workspace
+from mlws import Experiment, Model, Workspace
 from mlws.catalog import SCHEMA_VERSION
+from mlws.cli import cli
+from mlws.errors import BlobCorrupted
 from mlws.maintenance import GC_GRACE_S, fsck
 
 
@@ -141,6 +145,117 @@ def test_gc_never_deletes_the_blobs_of_a_model_being_registered_again(
                 p.join()
 
 
+# -- 2. blobs handed out are copies, and checked ---------------------------------------------------
+#: A scoring script that overwrites its model file in init() and reports what it then reads.
+VANDAL = """\
+import os
+from mlws import Model
+
+def init():
+    global seen
+    path = Model.get_model_path("m")
+    with open(path, "r+b") as f:  # root: the file's read-only mode would not stop this
+        f.write(b"VANDALISED")
+    with open(path, "rb") as f:
+        seen = f.read().decode()
+
+def run(raw_data):
+    return {"seen": seen, "uid": os.getuid()}
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_scoring_script_writing_its_model_file_cannot_change_the_registered_model(
+    ws: Workspace, tmp_path: Path, isolated_home: Path
+) -> None:
+    from mlws.serving import InferenceConfig, LocalWebservice
+
+    weights = b"original weights " * 100
+    model = Model.register(ws, write(tmp_path / "models" / "m.bin", weights), "m")
+    (blob,) = [e.hash for e in model._entries()]
+    src = write(tmp_path / "src" / "score.py", VANDAL.encode()).parent
+    svc = Model.deploy(
+        ws,
+        "svc",
+        [model],
+        InferenceConfig(entry_script="score.py", source_directory=str(src)),
+        LocalWebservice.deploy_configuration(),
+    )
+    try:
+        svc.wait_for_deployment(timeout_sec=60)
+        answer = svc.run("{}")
+        assert answer["seen"].startswith("VANDALISED")  # the replica changed its own copy
+    finally:
+        svc.delete()
+        wait_until(lambda: not processes_of_test(isolated_home), 20, "the service to stop")
+    assert ws.blobs.verify(blob)  # ...and nothing else
+    report = fsck(ws)
+    assert report.ok and not report.corrupted
+    out = Path(model.download(tmp_path / "dl"))
+    assert out.read_bytes() == weights
+
+
+def corrupt(ws: Workspace, digest: str) -> None:
+    """Change a blob's bytes on disk, as a stray writer would."""
+    p = ws.blobs.path(digest)
+    p.chmod(0o644)
+    with open(p, "r+b") as f:
+        f.write(b"X")
+
+
+def test_a_corrupted_model_is_never_downloaded(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "model"
+    write(folder / "a.bin", b"first file")
+    write(folder / "b.bin", b"second file, to be corrupted")
+    model = Model.register(ws, folder, "m")
+    bad = next(e.hash for e in model._entries() if e.path == "model/b.bin")
+    corrupt(ws, bad)
+
+    target = tmp_path / "out"
+    with pytest.raises(BlobCorrupted, match="corrupted"):
+        model.download(target)
+    assert not target.exists()  # nothing half-written is left behind
+    # over an earlier good download (--exist-ok): the good files stay as they were
+    good = write(target / "model" / "b.bin", b"second file, to be corrupted")
+    res = CliRunner().invoke(
+        cli, ["model", "download", "m:1", "-o", str(target), "--exist-ok"], catch_exceptions=False
+    )
+    line = one_error_line(res)
+    assert "corrupted" in line and bad in line
+    assert good.read_bytes() == b"second file, to be corrupted"
+    assert sorted(p.name for p in target.rglob("*")) == ["b.bin", "model"]
+    # get_model_path downloads too
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BlobCorrupted):
+        Model.get_model_path("m", _workspace=ws)
+    assert not list((tmp_path / "azureml-models").rglob("*.bin"))
+    assert not fsck(ws).ok
+
+
+def test_corrupted_run_files_and_logs_are_refused_in_one_line(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    run = Experiment(ws, "e").start_logging()
+    run.upload_file("logs/driver.log", write(tmp_path / "driver.log", b"hello from the run\n"))
+    run.upload_file("outputs/result.txt", write(tmp_path / "result.txt", b"the result"))
+    run.complete()
+    assert "".join(run.iter_log()) == "hello from the run\n"
+    for name in ("logs/driver.log", "outputs/result.txt"):
+        corrupt(ws, run._stored_blob(name))
+
+    res = CliRunner().invoke(cli, ["run", "logs", run.id], catch_exceptions=False)
+    assert "corrupted" in one_error_line(res)
+    assert "hello" not in res.output
+    out = tmp_path / "got.txt"
+    with pytest.raises(BlobCorrupted):
+        run.download_file("outputs/result.txt", out)
+    assert not out.exists() and not list(tmp_path.glob(".got.txt*"))
+    with pytest.raises(BlobCorrupted):
+        run.get_details_with_logs()
+
+
 # -- 3. model versions only count up ------------------------------------------------------------
 def test_a_deleted_latest_versions_number_is_never_given_again(
     ws: Workspace, tmp_path: Path
@@ -163,7 +278,9 @@ def test_a_deleted_latest_versions_number_is_never_given_again(
 WORKER = SCRIPT_PRELUDE + textwrap.dedent(
     """
     from pathlib import Path
-    from mlws import Model, Workspace
+    from mlws import Experiment, Model, Workspace
+from mlws.cli import cli
+from mlws.errors import BlobCorrupted
     ws_path, gate, who, folder = sys.argv[1:5]
     wait_gate(gate)
     ws = Workspace(ws_path)
