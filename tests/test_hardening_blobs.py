@@ -256,6 +256,25 @@ def test_corrupted_run_files_and_logs_are_refused_in_one_line(
         run.get_details_with_logs()
 
 
+def test_a_corrupted_manifest_is_reported_by_fsck_and_stops_gc(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    model = Model.register(ws, write(tmp_path / "m.bin", b"weights"), "m")
+    # Still valid JSON, but naming another blob: trusted, it would let gc delete the real file.
+    p = ws.blobs.path(model._row["manifest"])
+    text = p.read_text()
+    i = text.index("sha256:") + 7
+    p.chmod(0o644)
+    p.write_text(text[:i] + ("0" if text[i] != "0" else "1") + text[i + 1 :])
+    report = fsck(ws)  # reports it, does not raise
+    assert not report.ok and model._row["manifest"] in report.corrupted
+    assert any("corrupted" in b for b in report.bad_manifests)
+    before = sorted(ws.blobs.iter_hashes())
+    res = CliRunner().invoke(cli, ["gc", "--grace", "0"], catch_exceptions=False)
+    assert "manifest" in one_error_line(res)
+    assert sorted(ws.blobs.iter_hashes()) == before  # gc deleted nothing
+
+
 # -- 3. model versions only count up ------------------------------------------------------------
 def test_a_deleted_latest_versions_number_is_never_given_again(
     ws: Workspace, tmp_path: Path
