@@ -297,9 +297,7 @@ def test_a_deleted_latest_versions_number_is_never_given_again(
 WORKER = SCRIPT_PRELUDE + textwrap.dedent(
     """
     from pathlib import Path
-    from mlws import Experiment, Model, Workspace
-from mlws.cli import cli
-from mlws.errors import BlobCorrupted
+    from mlws import Model, Workspace
     ws_path, gate, who, folder = sys.argv[1:5]
     wait_gate(gate)
     ws = Workspace(ws_path)
