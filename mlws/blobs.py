@@ -307,21 +307,19 @@ class BlobStore:
 
         ``known`` is a trusted hash of the file (from the snapshot stat cache) and ``size`` its
         size: when that blob is present already the file is not opened at all. (The blob is not
-        touched either: the snapshot's new manifest protects it from gc, see maintenance.gc.)
+        touched either: the snapshot's new manifest protects it from gc, see maintenance.gc; so
+        a caller passing ``known`` holds :meth:`shared` until that manifest is stored.)
         """
-        with self.shared():
-            if known is not None and self.has(known):
-                return known, os.stat(src).st_size if size is None else size, False
-            with open(src, "rb") as fin:
-                return self._put_stream(fin)
+        if known is not None and self.has(known):
+            return known, os.stat(src).st_size if size is None else size, False
+        with open(src, "rb") as fin:
+            return self.put_stream(fin)
 
     def put_stream(self, stream: IO[bytes]) -> tuple[str, int, bool]:
         """Store a binary stream; returns ``(hash, size, stored_new_bytes)``."""
-        with self.shared():
-            return self._put_stream(stream)
-
-    def _put_stream(self, stream: IO[bytes]) -> tuple[str, int, bool]:
-        # Hash while copying to a temp file: one read of the source whatever happens.
+        # Hash while copying to a temp file: one read of the source whatever happens. The gc
+        # hold covers only re-using or installing the blob, so a long upload never holds gc up
+        # (a temp file is young: gc leaves it alone).
         fd, tmp = self._tempfile()
         h = hashlib.sha256()
         size = 0
@@ -332,17 +330,19 @@ class BlobStore:
                     fout.write(chunk)
                     size += len(chunk)
                 digest = f"{ALGORITHM}:{h.hexdigest()}"
-                if self._touch(digest):
+                with self.shared():
+                    if self._touch(digest):
+                        fout.close()
+                        os.unlink(tmp)
+                        return digest, size, False
+                    if self._pending is not None:
+                        self._pending[digest] = tmp  # fsynced and installed when the batch ends
+                        return digest, size, True
+                    fout.flush()
+                    os.fsync(fout.fileno())
                     fout.close()
-                    os.unlink(tmp)
-                    return digest, size, False
-                if self._pending is not None:
-                    self._pending[digest] = tmp  # fsynced and installed when the batch ends
-                    return digest, size, True
-                fout.flush()
-                os.fsync(fout.fileno())
-            self.path(digest).parent.mkdir(parents=True, exist_ok=True)
-            self._install(tmp, digest)
+                    self.path(digest).parent.mkdir(parents=True, exist_ok=True)
+                    self._install(tmp, digest)
         except BaseException:
             _unlink_quiet(tmp)
             raise
