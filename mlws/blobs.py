@@ -22,6 +22,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -165,11 +166,38 @@ class BlobStore:
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        """Held by writers that re-use existing blobs (snapshots): gc waits for them."""
+        """Held by every writer while it stores or re-uses blobs (each ``put_*``, a whole
+        ``batch()``, a snapshot): gc (exclusive) waits for them, and they for gc.
+
+        Why this is enough: a blob re-used under this hold is touched (its mtime made now) or,
+        in a snapshot, named by a manifest written under it, so once the hold ends gc's grace
+        keeps it until the catalog row that references it is committed -- the same protection
+        a freshly written blob has. Without the hold, gc could see the blob old, the writer
+        touch and re-use it, and gc delete it (a re-registered model lost its file).
+
+        Re-entrant per thread: a nested hold (a put inside a batch inside a snapshot) only
+        counts, because a second read lock on the same file would queue behind a waiting gc
+        that itself waits for the outer hold.
+        """
+        holds = _thread_holds()
+        key = f"{os.getpid()}:{self.root}"  # a forked child holds nothing of its parent's
+        if holds.get(key, 0) > 0:
+            holds[key] += 1
+            try:
+                yield
+            finally:
+                holds[key] -= 1
+            return
         lock = self._rwlock()
-        with lock.read_lock():
-            yield
-        lock.close()
+        try:
+            with lock.read_lock():
+                holds[key] = 1
+                try:
+                    yield
+                finally:
+                    holds.pop(key, None)
+        finally:
+            lock.close()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -218,6 +246,13 @@ class BlobStore:
             return True
         return os.path.exists(self._str_path(digest))
 
+    def reuse(self, digest: str) -> bool:
+        """Whether the blob is here, marking it as just used so that gc spares it until the
+        caller has recorded the catalog row that references it (see :meth:`shared`). Use this,
+        not :meth:`has`, before recording a reference to a blob that is already stored."""
+        with self.shared():
+            return self._touch(digest)
+
     def _touch(self, digest: str) -> bool:
         """Mark a blob as just used (gc spares recent blobs); False when it is missing."""
         if self._pending is not None and digest in self._pending:
@@ -246,6 +281,10 @@ class BlobStore:
         return tempfile.mkstemp(dir=folder, prefix=".tmp-")
 
     def put_bytes(self, data: bytes) -> str:
+        with self.shared():
+            return self._put_bytes(data)
+
+    def _put_bytes(self, data: bytes) -> str:
         digest = hash_bytes(data)
         if self._touch(digest):
             return digest
@@ -268,7 +307,8 @@ class BlobStore:
 
         ``known`` is a trusted hash of the file (from the snapshot stat cache) and ``size`` its
         size: when that blob is present already the file is not opened at all. (The blob is not
-        touched either: the snapshot's new manifest protects it from gc, see maintenance.gc.)
+        touched either: the snapshot's new manifest protects it from gc, see maintenance.gc; so
+        a caller passing ``known`` holds :meth:`shared` until that manifest is stored.)
         """
         if known is not None and self.has(known):
             return known, os.stat(src).st_size if size is None else size, False
@@ -277,7 +317,9 @@ class BlobStore:
 
     def put_stream(self, stream: IO[bytes]) -> tuple[str, int, bool]:
         """Store a binary stream; returns ``(hash, size, stored_new_bytes)``."""
-        # Hash while copying to a temp file: one read of the source whatever happens.
+        # Hash while copying to a temp file: one read of the source whatever happens. The gc
+        # hold covers only re-using or installing the blob, so a long upload never holds gc up
+        # (a temp file is young: gc leaves it alone).
         fd, tmp = self._tempfile()
         h = hashlib.sha256()
         size = 0
@@ -288,17 +330,19 @@ class BlobStore:
                     fout.write(chunk)
                     size += len(chunk)
                 digest = f"{ALGORITHM}:{h.hexdigest()}"
-                if self._touch(digest):
+                with self.shared():
+                    if self._touch(digest):
+                        fout.close()
+                        os.unlink(tmp)
+                        return digest, size, False
+                    if self._pending is not None:
+                        self._pending[digest] = tmp  # fsynced and installed when the batch ends
+                        return digest, size, True
+                    fout.flush()
+                    os.fsync(fout.fileno())
                     fout.close()
-                    os.unlink(tmp)
-                    return digest, size, False
-                if self._pending is not None:
-                    self._pending[digest] = tmp  # fsynced and installed when the batch ends
-                    return digest, size, True
-                fout.flush()
-                os.fsync(fout.fileno())
-            self.path(digest).parent.mkdir(parents=True, exist_ok=True)
-            self._install(tmp, digest)
+                    self.path(digest).parent.mkdir(parents=True, exist_ok=True)
+                    self._install(tmp, digest)
         except BaseException:
             _unlink_quiet(tmp)
             raise
@@ -317,16 +361,19 @@ class BlobStore:
         if self._pending is not None:
             yield  # nested: the outer batch installs
             return
-        self._pending = {}
-        try:
-            yield
-        except BaseException:
-            for tmp in self._pending.values():
-                _unlink_quiet(tmp)
-            self._pending = None
-            raise
-        pending, self._pending = self._pending, None
-        self._install_many(pending)
+        # One gc hold for the whole batch: its blobs are re-used (touched) as they come and
+        # installed at the end, and one lock instead of one per file.
+        with self.shared():
+            self._pending = {}
+            try:
+                yield
+            except BaseException:
+                for tmp in self._pending.values():
+                    _unlink_quiet(tmp)
+                self._pending = None
+                raise
+            pending, self._pending = self._pending, None
+            self._install_many(pending)
 
     def _install_many(self, pending: dict[str, str]) -> None:
         if not pending:
@@ -388,15 +435,40 @@ class BlobStore:
 
     # -- reading ----------------------------------------------------------------------------
     def read_bytes(self, digest: str) -> bytes:
+        """The blob's bytes, checked against its hash (a corrupted blob is never handed out).
+
+        :raises BlobNotFound: it is missing. :raises BlobCorrupted: its bytes changed.
+        """
         try:
-            return self.path(digest).read_bytes()
+            data = self.path(digest).read_bytes()
         except FileNotFoundError:
             raise BlobNotFound(
                 f"blob {digest} is missing from {self.root}; run 'mlws fsck'"
             ) from None
+        actual = hash_bytes(data)
+        if actual != digest:
+            raise _corrupted(digest, actual)
+        return data
 
     def read_manifest(self, digest: str) -> list[Entry]:
         return parse_manifest(self.read_bytes(digest))
+
+    def copy_out(self, digest: str, dst: str | os.PathLike[str]) -> None:
+        """Copy a blob to ``dst`` (a download): checked against its hash while copying, whole
+        or not at all (a temp file beside ``dst`` renamed over it, removed on any error).
+
+        :raises BlobNotFound: it is missing. :raises BlobCorrupted: its bytes changed.
+        """
+        dst = Path(dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.mlws-tmp-")
+        try:
+            _copy_verified(self._str_path(digest), fd, digest)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dst)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
 
     def verify(self, digest: str) -> bool:
         """True when the blob exists and its bytes hash to its name."""
@@ -412,9 +484,7 @@ class BlobStore:
             raise BlobNotFound(f"blob {digest} is missing from {self.root}; run 'mlws fsck'")
         actual = hash_file(p)[0]
         if actual != digest:
-            raise BlobCorrupted(
-                f"blob {digest} is corrupted (its bytes hash to {actual}); run 'mlws fsck'"
-            )
+            raise _corrupted(digest, actual)
 
     def iter_hashes(self) -> Iterator[str]:
         if not self._dir.exists():
@@ -431,51 +501,52 @@ class BlobStore:
             yield from self._dir.rglob(".tmp-*")
 
     # -- materializing -----------------------------------------------------------------------
-    def materialize(
-        self,
-        entries: Iterable[Entry],
-        target: str | os.PathLike[str],
-        *,
-        link: bool = False,
-        verify: bool = False,
-    ) -> int:
+    def materialize(self, entries: Iterable[Entry], target: str | os.PathLike[str]) -> int:
         """Write the files of a manifest under ``target``; returns the number of files.
 
-        Copies by default, because a hard link would let a script that edits a file in place
-        change the stored blob for every run that shares it. ``link=True`` hard-links (falling
-        back to a copy across filesystems) for read-only consumers. No path may escape
-        ``target``: every entry is validated before anything is written.
+        Every file is a copy of its own (a reflink where the filesystem has them), never a hard
+        link: these files go to user code (a run's working folder, a service's model folder, a
+        download), and a process that writes to a hard-linked file changes the blob for every
+        user -- read-only modes do not stop root. Every file is checked against its hash while
+        it is copied; files go to temp names and are renamed into place only when all are
+        sound, so a missing or corrupted blob raises and leaves ``target`` as it was. No path
+        may escape ``target``: every entry is validated before anything is written.
+
+        :raises BlobNotFound: a blob is missing. :raises BlobCorrupted: a blob's bytes changed.
+        :raises UnsafePath: a path would leave ``target``.
         """
         entries = list(entries)
         root = Path(target)
-        root.mkdir(parents=True, exist_ok=True)
-        real_root = os.path.realpath(root)
         planned = []
         for e in entries:
             check_relpath(e.path)
-            dest = root / PurePosixPath(e.path)
-            planned.append((e, dest))
-        for e, dest in planned:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            # A symlink already inside target could redirect the write outside it.
-            real_parent = os.path.realpath(dest.parent)
-            if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
-                raise UnsafePath(f"{e.path!r} would be written outside {root}")
-            src = self.path(e.hash)
-            if not src.exists():
-                raise BlobNotFound(f"blob {e.hash} for {e.path!r} is missing; run 'mlws fsck'")
-            if verify:
-                self.check(e.hash)
-            if dest.is_symlink() or dest.exists():
-                dest.unlink()
-            if link:
+            planned.append((e, root / PurePosixPath(e.path)))
+        created: list[Path] = []
+        temps: list[tuple[str, Path]] = []
+        try:
+            _makedirs(root, created)
+            real_root = os.path.realpath(root)
+            for e, dest in planned:
+                _makedirs(dest.parent, created)
+                # A symlink already inside target could redirect the write outside it.
+                real_parent = os.path.realpath(dest.parent)
+                if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
+                    raise UnsafePath(f"{e.path!r} would be written outside {root}")
+                fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".mlws-tmp-")
+                temps.append((tmp, dest))
+                _copy_verified(self._str_path(e.hash), fd, e.hash, e.path)
+                os.chmod(tmp, e.mode)
+            for tmp, dest in temps:
+                os.replace(tmp, dest)  # over an old file or symlink (never through it)
+        except BaseException:
+            for tmp, _dest in temps:
+                _unlink_quiet(tmp)
+            for folder in reversed(created):
                 try:
-                    os.link(src, dest)
-                    continue
+                    folder.rmdir()
                 except OSError:
                     pass
-            shutil.copyfile(src, dest)
-            os.chmod(dest, e.mode)
+            raise
         return len(planned)
 
     def remove(self, digest: str) -> int:
@@ -486,6 +557,74 @@ class BlobStore:
             return size
         except FileNotFoundError:
             return 0
+
+
+#: Linux's ioctl that makes ``dst`` share ``src``'s extents copy-on-write (btrfs, xfs, ...).
+_FICLONE = 0x40049409
+
+
+def _copy_verified(src: str, fd: int, digest: str, name: str | None = None) -> None:
+    """Copy blob file ``src`` into the open file ``fd`` (closed here) as a reflink where the
+    filesystem can make one, else by bytes; either way the copy is hashed and compared with
+    ``digest``, so the caller never publishes bytes that do not match their name."""
+    what = f" for {name!r}" if name else ""
+    with os.fdopen(fd, "r+b") as fout:
+        try:
+            fin = open(src, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise BlobNotFound(f"blob {digest}{what} is missing; run 'mlws fsck'") from None
+        with fin:
+            h = hashlib.sha256()
+            try:
+                import fcntl
+
+                fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+            except (ImportError, OSError):  # no reflinks here: copy the bytes, hashing them
+                while chunk := fin.read(_CHUNK):
+                    h.update(chunk)
+                    fout.write(chunk)
+            else:  # the clone shares the blob's extents: hash what the copy holds
+                while chunk := fout.read(_CHUNK):
+                    h.update(chunk)
+        actual = f"{ALGORITHM}:{h.hexdigest()}"
+        if actual != digest:
+            raise _corrupted(digest, actual, what)
+
+
+def _corrupted(digest: str, actual: str, what: str = "") -> BlobCorrupted:
+    return BlobCorrupted(
+        f"blob {digest}{what} is corrupted (its bytes hash to {actual}); nothing was handed"
+        " out; run 'mlws fsck' and restore or re-create it"
+    )
+
+
+def _makedirs(folder: Path, created: list[Path]) -> None:
+    """``mkdir -p``, remembering the folders made (removed again if materializing fails)."""
+    missing = []
+    p = folder
+    while not p.exists() and not p.is_symlink():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+            created.append(d)
+        except FileExistsError:
+            pass
+
+
+_holds = threading.local()
+
+
+def _thread_holds() -> dict[str, int]:
+    """This thread's shared gc holds: store root -> depth."""
+    try:
+        return _holds.by_root  # type: ignore[no-any-return]
+    except AttributeError:
+        _holds.by_root = {}
+        return _holds.by_root  # type: ignore[no-any-return]
 
 
 def copy_file(src: str | os.PathLike[str], dst: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BlobNotFound, MlwsError, UnsafePath
+from .errors import BlobCorrupted, BlobNotFound, MlwsError, UnsafePath
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -73,7 +73,7 @@ def _referenced(ws: Workspace, report: FsckReport | None = None) -> Iterator[tup
                 continue
             try:
                 entries = ws.blobs.read_manifest(digest)
-            except (BlobNotFound, UnsafePath) as e:
+            except (BlobNotFound, BlobCorrupted, UnsafePath) as e:  # read_bytes checks hashes
                 if report is not None and digest not in report.bad_manifests:
                     report.bad_manifests.append(f"{digest}: {e}")
                 continue
@@ -189,5 +189,5 @@ def _young_manifest_entries(ws: Workspace, digest: str) -> list[str]:
             if f.read(len(_MANIFEST_START)) != _MANIFEST_START:
                 return []
         return [e.hash for e in ws.blobs.read_manifest(digest)]
-    except (OSError, UnsafePath, BlobNotFound):
+    except (OSError, UnsafePath, BlobNotFound, BlobCorrupted):
         return []

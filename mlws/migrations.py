@@ -302,3 +302,19 @@ def m0008_run_datasets(db: Any) -> None:
     db.execute(
         "CREATE INDEX run_datasets_by_dataset ON run_datasets (dataset_name, dataset_version)"
     )
+
+
+@migrations(name="0009_model_versions")
+def m0009_model_versions(db: Any) -> None:
+    # The highest version ever given to each model name. Deleting the latest version must not
+    # free its number (v1: versions only count up), so the next version cannot be derived from
+    # the rows that are left. Seeded from the registry as it is.
+    db.execute(
+        """CREATE TABLE model_versions (
+            name TEXT PRIMARY KEY,
+            last INTEGER NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute(
+        "INSERT INTO model_versions (name, last) SELECT name, max(version) FROM models GROUP BY name"
+    )

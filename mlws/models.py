@@ -3,7 +3,8 @@
 ``Model.register(ws, model_path, model_name)`` stores a file or a folder (from disk) and
 ``run.register_model(model_name, model_path="outputs/model.pkl")`` one of a run's files or
 folders; each registration of a name is the next version (1, 2, ...), numbered inside the
-transaction that records it, so concurrent registrations never share a number. A version's files
+transaction that records it, so concurrent registrations never share a number, and never
+re-used: deleting a version, the latest included, does not free its number (v1). A version's files
 are a manifest in the blob store: a file identical across versions (or with the run that made
 it) is stored once. As in Azure ML v1 the registered file or folder keeps its name inside the
 model: ``outputs/model.pkl`` becomes ``model.pkl``, a folder ``outputs/model`` becomes
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .blobs import Entry, check_relpath, file_mode
-from .errors import ModelInUse, ModelNotFound, PropertyConflict, UserErrorException
+from .errors import BlobNotFound, ModelInUse, ModelNotFound, PropertyConflict, UserErrorException
 
 if TYPE_CHECKING:
     import sqlite3
@@ -238,7 +239,7 @@ class Model:
                 raise UserErrorException(
                     f"{target / clash[0]} exists already; pass exist_ok=True (--exist-ok) to overwrite"
                 )
-        target.mkdir(parents=True, exist_ok=True)
+        # materialize makes target (and removes what it made if a blob is missing or corrupted)
         self.workspace.blobs.materialize(entries, target)
         return str(target / self.path)
 
@@ -557,9 +558,7 @@ def _record(
     refs = json.dumps(_dataset_refs(datasets))
     manifest = ws.blobs.put_manifest(entries)
     with ws.catalog.write() as conn:
-        version = conn.execute(
-            "SELECT coalesce(max(version), 0) + 1 FROM models WHERE name = ?", (name,)
-        ).fetchone()[0]
+        version = next_version(conn, name)
         conn.execute(
             "INSERT INTO models (name, version, manifest, path, description, framework,"
             " framework_version, tags, properties, datasets, run_id, experiment, created,"
@@ -585,6 +584,26 @@ def _record(
             "SELECT * FROM models WHERE name = ? AND version = ?", (name, version)
         ).fetchone()
     return Model._from_row(ws, row)
+
+
+def next_version(conn: sqlite3.Connection, name: str) -> int:
+    """Take the next version number of model ``name`` inside the caller's write transaction.
+
+    Numbers only count up: the highest ever given is kept in ``model_versions`` and survives
+    deleting any version, the latest included (v1). The rows still present are a floor too, in
+    case a row was written without the counter (a host's catalog copied in by hand).
+    """
+    version = conn.execute(
+        "SELECT max(coalesce((SELECT last FROM model_versions WHERE name = ?), 0),"
+        " coalesce((SELECT max(version) FROM models WHERE name = ?), 0)) + 1",
+        (name, name),
+    ).fetchone()[0]
+    conn.execute(
+        "INSERT INTO model_versions (name, last) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET last = excluded.last",
+        (name, version),
+    )
+    return int(version)
 
 
 def register_from_run(
@@ -626,6 +645,10 @@ def register_from_run(
         for name in chosen:
             digest = run._stored_blob(name)
             if digest is not None:
+                if not blobs.reuse(digest):  # touched: gc spares it until _record commits
+                    raise BlobNotFound(
+                        f"blob {digest} of run {run.id}'s file {name!r} is missing; run 'mlws fsck'"
+                    )
                 size, mode = run.workspace.catalog.one(
                     "SELECT size, mode FROM run_files WHERE run_seq = ? AND path = ?",
                     (run.seq, name),

@@ -683,17 +683,15 @@ class Run:
             out = out / Path(name).name
         blob = self._stored_blob(name)
         if blob is not None:
-            if _validate_checksum:
-                self.workspace.blobs.check(blob)
-            src = self.workspace.blobs.path(blob)
-        else:
-            live = self._live_file(name)
-            if live is None:
-                raise UserErrorException(
-                    f"run {self.id} has no file {name!r}; see run.get_file_names()"
-                )
-            src = live
-        copy_file(src, out)
+            # Always checked against its hash while copying (_validate_checksum is implied).
+            self.workspace.blobs.copy_out(blob, out)
+            return out
+        live = self._live_file(name)
+        if live is None:
+            raise UserErrorException(
+                f"run {self.id} has no file {name!r}; see run.get_file_names()"
+            )
+        copy_file(live, out)
         return out
 
     def download_files(

@@ -129,10 +129,13 @@ def test_materialize_copies_and_refuses_escape(store, tmp_path):
     assert not (outside / "z.txt").exists()
 
 
-def test_materialize_link_mode(store, tmp_path):
+def test_materialize_never_hard_links(store, tmp_path):
+    # Materialized files go to user code; a hard link would let a writer (root ignores the
+    # blob's read-only mode) change the blob itself.
     d = store.put_bytes(b"shared")
-    store.materialize([Entry("a", d, 6)], tmp_path / "t", link=True)
-    assert (tmp_path / "t" / "a").stat().st_ino == store.path(d).stat().st_ino
+    store.materialize([Entry("a", d, 6)], tmp_path / "t")
+    assert (tmp_path / "t" / "a").stat().st_ino != store.path(d).stat().st_ino
+    assert store.path(d).stat().st_nlink == 1
 
 
 def test_batch_installs_at_the_end_and_dedups(store, tmp_path):

@@ -264,7 +264,7 @@ def apply_files(home: Home, changes: list[dict[str, Any]], blob_root: Path) -> l
             except Exception as e:  # noqa: BLE001 - a bad path from a host is skipped, not fatal
                 warnings.append(f"skipped run file {row.get('path')!r}: {e}")
                 continue
-            if c["op"] != "delete" and not ws.blobs.has(row["blob"]):
+            if c["op"] != "delete" and not ws.blobs.reuse(row["blob"]):
                 src = remote.path(row["blob"]) if remote else None
                 if src is None or not src.is_file():
                     warnings.append(f"run file {row['path']!r}: its content did not come back")
@@ -294,7 +294,7 @@ def apply_files(home: Home, changes: list[dict[str, Any]], blob_root: Path) -> l
 
 def _bring_blob(ws: Workspace, remote: Any, digest: str) -> bool:
     """Store a blob from the replica's store here (hash checked); whether it is here now."""
-    if ws.blobs.has(digest):
+    if ws.blobs.reuse(digest):  # touched: gc spares it until the row naming it is written
         return True
     src = remote.path(digest) if remote is not None else None
     if src is None or not src.is_file():
@@ -307,7 +307,7 @@ def _apply_models(home: Home, changes: list[dict[str, Any]], remote: Any) -> lis
     manifests and files brought home first. Tag, property and description changes follow a
     model to its version here."""
     from ..blobs import parse_manifest
-    from ..models import check_model_name
+    from ..models import check_model_name, next_version
 
     ws = home.ws
     known = {r[1] for r in ws.catalog.query("PRAGMA table_info(models)")}
@@ -340,10 +340,7 @@ def _apply_models(home: Home, changes: list[dict[str, Any]], remote: Any) -> lis
                 )
                 continue
             with ws.catalog.write() as conn:
-                row["version"] = conn.execute(
-                    "SELECT coalesce(max(version), 0) + 1 FROM models WHERE name = ?",
-                    (row["name"],),
-                ).fetchone()[0]
+                row["version"] = next_version(conn, row["name"])
                 conn.execute(
                     f"INSERT INTO models ({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
                     list(row.values()),

@@ -159,8 +159,9 @@ class Supervisor:
         for ref in json.loads(self.row["models"]):
             m = Model(self.ws, id=ref)
             d = models_root / m.name / str(m.version)
-            # Read-only consumers: hard links (a replica that writes to its model is a bug).
-            self.ws.blobs.materialize(m._entries(), d, link=True)
+            # Copies (reflinks where possible), hash-checked: a scoring script that writes to
+            # its model file, as root too, changes only this service's copy, never the blob.
+            self.ws.blobs.materialize(m._entries(), d)
             model_dirs.append(d)
         model_dir = model_dirs[0] if len(model_dirs) == 1 else models_root
         return source, model_dir
