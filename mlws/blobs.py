@@ -27,8 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from .errors import BlobCorrupted, BlobNotFound, UnsafePath
-from .fileops import ALGORITHM, hash_file  # noqa: F401 - one hash, here and on ssh hosts
+from .errors import BlobCorrupted, BlobNotFound, UnsafePath, UserErrorException
+from .fileops import (  # noqa: F401 - hash_file: one hash, here and on ssh hosts
+    ALGORITHM,
+    gather,
+    hash_file,
+    name_problem,
+    skipped_warning,
+)
 
 _CHUNK = 1 << 20
 
@@ -357,29 +363,44 @@ class BlobStore:
             raise
 
     def put_folder(
-        self, src: Path, prefix: str = "", *, skip_symlinks: bool = False
+        self,
+        src: Path,
+        prefix: str = "",
+        *,
+        root_may_link: bool = True,
+        skipped: list[str] | None = None,
+        skip_bad_names: bool = False,
     ) -> list[Entry]:
         """Store every file under ``src`` (in one batch); returns entries named
-        ``<prefix>/<relative path>``. ``skip_symlinks`` leaves out links, e.g. in a run's
-        outputs, where one could point at any file on the machine."""
-        if skip_symlinks and src.is_symlink():
-            return []  # the folder itself is a link (rglob would follow it): nothing of ours
+        ``<prefix>/<relative path>``. Files are found by :func:`fileops.gather` (its one rule
+        for symlinks); the links it skips, and the names skipped, go to ``skipped`` for the
+        caller to warn about. ``root_may_link=False``: ``src`` itself a link gives nothing (a
+        run's outputs, where it could point at any folder on the machine).
+
+        :raises UnsafePath: a file's name cannot be stored (unless ``skip_bad_names``), before
+            anything is stored.
+        """
+        try:
+            found, links = gather(str(src), root_may_link=root_may_link)
+        except OSError as e:
+            raise UserErrorException(f"cannot read {e.filename or src}: {e.strerror}") from None
+        if skipped is not None and links:
+            skipped.append(skipped_warning(str(src), links))
+        found.sort()
+        bad = bad_names(str(src), [rel for rel, _st, _p in found], skip=skip_bad_names)
+        if skipped is not None and bad:
+            skipped.append(bad)
         entries = []
         with self.batch():
-            for f in sorted(src.rglob("*")):
-                if skip_symlinks and (f.is_symlink() or _under_link(f, src)):
+            for rel, st, path in found:
+                if skip_bad_names and name_problem(rel) is not None:
                     continue
-                if not f.is_file():
-                    continue
-                rel = f.relative_to(src).as_posix()
-                digest, size, _ = self.put_file(f)
+                try:
+                    digest, size, _ = self.put_file(path)
+                except OSError as e:
+                    raise UserErrorException(f"cannot read {path}: {e.strerror}") from None
                 entries.append(
-                    Entry(
-                        f"{prefix}/{rel}" if prefix else rel,
-                        digest,
-                        size,
-                        file_mode(f.stat().st_mode),
-                    )
+                    Entry(f"{prefix}/{rel}" if prefix else rel, digest, size, file_mode(st.st_mode))
                 )
         return entries
 
@@ -497,14 +518,32 @@ def copy_file(src: str | os.PathLike[str], dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _under_link(path: Path, root: Path) -> bool:
-    """Whether a folder between ``root`` and ``path`` is a symlink (rglob follows them)."""
-    for parent in path.parents:
-        if parent == root:
-            return False
-        if parent.is_symlink():
-            return True
-    return False
+def bad_names(folder: str, names: Iterable[str], *, skip: bool = False) -> str | None:
+    """Check the names of files about to be stored from ``folder``: raises :class:`UnsafePath`
+    naming the first bad one and what to do, or with ``skip`` returns a warning naming them
+    (None when every name is fine)."""
+    bad = [(n, why) for n in names if (why := name_problem(n)) is not None]
+    if not bad:
+        return None
+    name, why = bad[0]
+    if not skip:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UnsafePath(
+            f"{_show(os.path.join(folder, name))} {why}{more}, which mlws cannot store; rename it "
+            "(or, in a snapshot, list it in .amlignore)"
+        )
+    shown = ", ".join(_show(n) for n, _ in bad[:5])
+    return f"skipped {len(bad)} file(s) in {folder} whose names mlws cannot store: {shown}"
+
+
+def _show(name: str) -> str:
+    """A file name for a message: as it is (a backslash shown once, not escaped), or escaped
+    when it is not text."""
+    try:
+        name.encode("utf-8")
+        return f"'{name}'"
+    except UnicodeEncodeError:
+        return ascii(name)
 
 
 def _unlink_quiet(path: str) -> None:

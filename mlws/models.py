@@ -384,6 +384,12 @@ class Model:
 
         :raises UserErrorException: bad name, missing path, an empty folder.
         """
+        import sys
+
+        from . import fileops
+        from .blobs import bad_names
+        from .errors import UnsafePath
+
         check_model_name(model_name)
         _check_metadata(tags, properties, datasets)
         src = Path(model_path)
@@ -391,6 +397,7 @@ class Model:
             raise UserErrorException(f"model_path {src} does not exist")
         # The name the user gave (a symlink keeps its own name, not its target's).
         top = Path(os.path.abspath(src)).name
+        bad_names(str(src.parent), [top])
         blobs = workspace.blobs
         if src.is_file():
             if child_paths:
@@ -405,6 +412,12 @@ class Model:
                 for rel in rels:
                     if not (src / rel).is_file():
                         raise UserErrorException(f"child path {src / rel} is not a file")
+                    # Named by the user, so refused rather than skipped: a link out of the
+                    # folder is never stored (the one rule of fileops.gather).
+                    if not fileops.inside(os.path.realpath(src), str(src / rel)):
+                        raise UnsafePath(
+                            f"child path {src / rel} is a symlink that leads outside {src}"
+                        )
                 entries = []
                 with blobs.batch():
                     for rel in rels:
@@ -419,7 +432,10 @@ class Model:
                             )
                         )
             else:
-                entries = blobs.put_folder(src, top, skip_symlinks=True)
+                skipped: list[str] = []
+                entries = blobs.put_folder(src, top, skipped=skipped)
+                for w in skipped:
+                    print(f"Warning: {w}", file=sys.stderr)
             if not entries:
                 raise UserErrorException(f"model folder {src} holds no files")
         return _record(

@@ -277,6 +277,18 @@ class Run:
             set_status(self.workspace, self.id, "Canceled")
         self._refresh()
 
+    def delete(self) -> list[str]:
+        """Delete this run and its children, with their tags, properties, metrics, files and
+        dataset lineage (blobs go at the next ``gc``); returns the ids deleted. Not in v1:
+        the way to remove a run whose records are broken, after which fsck and gc work.
+
+        :raises RunStateError: the run or a child has not ended, or a model was registered
+            from one of them.
+        """
+        from .lifecycle import delete_run
+
+        return delete_run(self.workspace, self.id)
+
     def wait_for_completion(
         self,
         show_output: bool = False,
@@ -659,14 +671,23 @@ class Run:
     def upload_folder(
         self, name: str, path: str | os.PathLike[str], datastore_name: str | None = None
     ) -> list[str]:
-        """Store every file under ``path`` as run files ``name/<relative path>``."""
+        """Store every file under ``path`` as run files ``name/<relative path>``. A symlink is
+        stored only when it leads to a file inside ``path`` (as that file); others are skipped
+        with a warning on stderr.
+
+        :raises UnsafePath: a file's name cannot be stored (a backslash, not UTF-8); nothing
+            is recorded then.
+        """
         src = Path(path)
         if not src.is_dir():
             raise UserErrorException(f"cannot upload {src}: not a folder")
         prefix = name.strip("/")
         if prefix:
             check_relpath(prefix)
-        entries = self.workspace.blobs.put_folder(src, prefix)
+        skipped: list[str] = []
+        entries = self.workspace.blobs.put_folder(src, prefix, skipped=skipped)
+        for w in skipped:
+            print(f"Warning: {w}", file=sys.stderr)
         add_run_files(self.workspace, self.seq, entries)
         return [e.path for e in entries]
 

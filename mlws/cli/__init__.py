@@ -582,6 +582,21 @@ def run_download(
     click.echo(f"Downloaded {count} file(s) to {dest}")
 
 
+@run.command("delete")
+@click.argument("run_id")
+@click.pass_context
+def run_delete(ctx: click.Context, run_id: str) -> None:
+    """Delete an ended run and its children: their metrics, files, tags and properties
+    (blobs no longer used go at the next 'mlws gc'). Refused for a run that has not ended.
+
+    \b
+    Example:
+      mlws run delete demo_1764000000_ab12cd34
+    """
+    ids = _open(ctx).get_run(run_id).delete()
+    click.echo(f"Deleted {len(ids)} run(s): {', '.join(ids)}")
+
+
 @run.command("tag")
 @click.argument("run_id")
 @click.argument("pairs", nargs=-1, required=True)

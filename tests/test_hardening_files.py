@@ -1,0 +1,205 @@
+"""Issue 10, "nothing lost, nothing leaked": files entering and leaving the workspace.
+
+Names no manifest can hold (a backslash, not UTF-8) are refused where files enter the store
+(or skipped and said, for a run's outputs); ``run delete`` recovers a workspace that already
+holds such a run; downloads never overwrite or write through a link unless asked; and one rule
+for symlinks in every folder mlws stores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from helpers import one_error_line, write
+
+from mlws import Experiment, ScriptRunConfig, Workspace
+from mlws.cli import cli
+from mlws.errors import RunStateError, SnapshotError, UnsafePath
+from mlws.lifecycle import set_status
+from mlws.maintenance import fsck, gc
+
+BAD = "we\\ird.txt"  # one backslash in the name
+
+
+def invoke(*args: str, cwd: Path | None = None):  # noqa: ANN201 - a click Result
+    old = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def counts(ws: Workspace) -> dict[str, int]:
+    tables = ("runs", "run_files", "metrics", "run_tags", "run_properties", "models")
+    return {t: ws.catalog.scalar(f"SELECT count(*) FROM {t}") for t in tables}
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    d = tmp_path / "src"
+    write(d / "train.py", "print('hi')\n")
+    return d
+
+
+# -- 1. names no manifest can hold ---------------------------------------------------------------
+def test_snapshot_refuses_a_backslash_name_before_anything_is_recorded(
+    ws: Workspace, src: Path
+) -> None:
+    (src / BAD).write_text("x")
+    before = counts(ws)
+    line = one_error_line(invoke("run", "submit", "train.py", "-d", str(src)))
+    assert BAD in line and "backslash" in line and ".amlignore" in line
+    assert counts(ws) == before
+    assert fsck(ws).ok
+
+
+def test_snapshot_of_an_ignored_bad_name_works(ws: Workspace, src: Path) -> None:
+    (src / BAD).write_text("x")
+    (src / ".amlignore").write_text("we*\n")
+    run = Experiment(ws, "e").start_logging(snapshot_directory=str(src))
+    run.complete()
+    entries = ws.blobs.read_manifest(run._row["snapshot"])
+    assert [e.path for e in entries] == [".amlignore", "train.py"]
+    assert fsck(ws).ok
+
+
+def test_snapshot_refuses_a_name_that_is_not_utf8(ws: Workspace, src: Path) -> None:
+    fd = os.open(os.fsencode(src) + b"/bad\xff.txt", os.O_CREAT | os.O_WRONLY, 0o644)
+    os.close(fd)
+    with pytest.raises(SnapshotError, match="not valid UTF-8"):
+        Experiment(ws, "e").start_logging(snapshot_directory=str(src))
+    assert counts(ws)["runs"] == 0
+
+
+def test_upload_folder_refuses_a_backslash_name(ws: Workspace, tmp_path: Path) -> None:
+    folder = tmp_path / "up"
+    write(folder / "ok.txt", "ok")
+    write(folder / "sub" / BAD, "x")
+    run = Experiment(ws, "e").start_logging()
+    with pytest.raises(UnsafePath, match=r"backslash.*rename"):
+        run.upload_folder("up", str(folder))
+    assert run.get_file_names() == []
+    run.complete()
+
+
+def test_model_register_refuses_a_backslash_name(ws: Workspace, tmp_path: Path) -> None:
+    from mlws import Model
+
+    folder = tmp_path / "model"
+    write(folder / "w.bin", "w")
+    write(folder / BAD, "x")
+    with pytest.raises(UnsafePath, match="backslash"):
+        Model.register(ws, str(folder), "m")
+    lone = write(tmp_path / "m\\1.pkl", "x")
+    with pytest.raises(UnsafePath, match="backslash"):
+        Model.register(ws, str(lone), "m")
+    assert counts(ws)["models"] == 0
+    assert fsck(ws).ok
+
+
+def test_datastore_upload_refuses_a_backslash_name(ws: Workspace, tmp_path: Path) -> None:
+    from mlws import Datastore
+
+    folder = tmp_path / "up"
+    write(folder / "ok.txt", "ok")
+    write(folder / BAD, "x")
+    ds = Datastore.get_default(ws)
+    with pytest.raises(UnsafePath, match="backslash"):
+        ds.upload(str(folder), "data")
+    with pytest.raises(UnsafePath, match="backslash"):
+        ds.upload_files([str(folder / BAD)], target_path="data")
+    assert not (ds.root / "data").exists()
+
+
+def test_outputs_with_a_backslash_name_are_skipped_and_said_in_the_log(
+    ws: Workspace, src: Path
+) -> None:
+    write(
+        src / "train.py",
+        "import os\nos.makedirs('outputs', exist_ok=True)\n"
+        "open('outputs/ok.txt', 'w').write('ok')\n"
+        f"open('outputs/{BAD}'.replace('\\\\\\\\', chr(92)), 'w').write('x')\n",
+    )
+    run = Experiment(ws, "e").submit(ScriptRunConfig(source_directory=str(src), script="train.py"))
+    run.wait_for_completion(timeout=60)
+    assert run.get_status() == "Completed"
+    names = run.get_file_names()
+    assert "outputs/ok.txt" in names and not any("\\" in n for n in names)
+    log = "".join(run.iter_log())
+    assert "Warning: skipped 1 file(s)" in log and BAD in log
+    assert fsck(ws).ok
+
+
+# -- 1b. recovering a workspace that holds such a run -------------------------------------------
+def _bad_manifest(ws: Workspace) -> str:
+    """A snapshot manifest with a backslash path, as code before the fix stored it."""
+    blob = ws.blobs.put_bytes(b"x")
+    entry = {"hash": blob, "mode": 0o644, "path": BAD, "size": 1}
+    return ws.blobs.put_bytes(json.dumps([entry], separators=(",", ":")).encode())
+
+
+def test_run_delete_recovers_fsck_and_gc(ws: Workspace, tmp_path: Path) -> None:
+    keep = Experiment(ws, "e").start_logging()
+    keep.log("acc", 1)
+    keep.upload_file("outputs/keep.txt", str(write(tmp_path / "k.txt", "keep")))
+    keep.complete()
+    run = Experiment(ws, "e").start_logging()
+    child = run.child_run()
+    child.log("loss", 0.5)
+    child.complete()
+    run.log("acc", 0.9)
+    run.tag("k", "v")
+    run.upload_file("outputs/a.txt", str(write(tmp_path / "a.txt", "only here")))
+    run.complete()
+    manifest = _bad_manifest(ws)
+    with ws.catalog.write() as conn:
+        conn.execute("UPDATE runs SET snapshot = ? WHERE id = ?", (manifest, run.id))
+    assert not fsck(ws).ok
+    with pytest.raises(Exception, match="gc refused"):
+        gc(ws)
+
+    result = invoke("run", "delete", run.id)
+    assert result.exit_code == 0, result.output
+    assert run.id in result.output and child.id in result.output
+    assert fsck(ws).ok
+    report = gc(ws, grace_s=0)
+    assert report.removed >= 3  # the bad manifest, its blob, the run's file
+    assert not ws.blobs.has(manifest)
+    left = counts(ws)
+    assert left["runs"] == 1 and left["run_files"] == 1 and left["run_tags"] == 0
+    assert ws.get_run(keep.id).get_metrics() == {"acc": 1}
+    assert fsck(ws).ok
+
+
+def test_run_delete_refuses_an_active_run_and_changes_nothing(ws: Workspace) -> None:
+    run = Experiment(ws, "e").start_logging()  # Running, owned by this live process
+    run.log("acc", 1)
+    before = counts(ws)
+    with pytest.raises(RunStateError, match="Running.*cancel"):
+        run.delete()
+    assert "cancel" in one_error_line(invoke("run", "delete", run.id))
+    parent = Experiment(ws, "e").start_logging()
+    parent.child_run()  # never ended
+    set_status(ws, parent.id, "Completed")
+    with pytest.raises(RunStateError, match="child"):
+        parent.delete()
+    assert counts(ws)["metrics"] == before["metrics"]
+    assert ws.get_run(run.id).get_status() == "Running"
+    assert "no run" in one_error_line(invoke("run", "delete", "nope_1_ab")).lower()
+    run.complete()
+
+
+def test_run_delete_refuses_while_a_model_comes_from_it(ws: Workspace, tmp_path: Path) -> None:
+    run = Experiment(ws, "e").start_logging()
+    run.upload_file("outputs/m.pkl", str(write(tmp_path / "m.pkl", "m")))
+    run.complete()
+    run.register_model("m", "outputs/m.pkl")
+    line = one_error_line(invoke("run", "delete", run.id))
+    assert "model delete m:1" in line
+    assert counts(ws)["runs"] == 1
