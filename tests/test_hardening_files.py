@@ -203,3 +203,102 @@ def test_run_delete_refuses_while_a_model_comes_from_it(ws: Workspace, tmp_path:
     line = one_error_line(invoke("run", "delete", run.id))
     assert "model delete m:1" in line
     assert counts(ws)["runs"] == 1
+
+
+# -- 3. one rule for symlinks, at every entry point ------------------------------------------------
+SECRET = "PRIVATE-KEY-0123456789"
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Path:
+    """A folder with a plain file, a link to it, a link out to a secret, a link to a folder,
+    a dangling link and a loop."""
+    secret = write(tmp_path / "outside" / "id_ed25519", SECRET)
+    d = tmp_path / "linked"
+    write(d / "data" / "real.txt", "real")
+    (d / "alias.txt").symlink_to("data/real.txt")
+    (d / "leak.txt").symlink_to(secret)
+    (d / "data" / "dirlink").symlink_to(tmp_path / "outside")
+    (d / "gone.txt").symlink_to(tmp_path / "nowhere")
+    (d / "loop.txt").symlink_to("loop.txt")
+    return d
+
+
+def assert_rule(names: list[str], warning: str, prefix: str = "") -> None:
+    """The link inside stored as its file; every other link left out and named."""
+    assert sorted(names) == [f"{prefix}alias.txt", f"{prefix}data/real.txt"]
+    for name in ("leak.txt", "data/dirlink", "gone.txt", "loop.txt"):
+        assert name in warning, warning
+    assert "outside" in warning
+
+
+def secret_stored(ws: Workspace) -> bool:
+    return any(SECRET.encode() in ws.blobs.read_bytes(h) for h in ws.blobs.iter_hashes())
+
+
+def test_snapshot_follows_only_links_inside(ws: Workspace, linked: Path, capsys) -> None:  # noqa: ANN001
+    run = Experiment(ws, "e").start_logging(snapshot_directory=str(linked))
+    run.complete()
+    entries = ws.blobs.read_manifest(run._row["snapshot"])
+    assert_rule([e.path for e in entries], capsys.readouterr().err)
+    alias = next(e for e in entries if e.path == "alias.txt")
+    assert ws.blobs.read_bytes(alias.hash) == b"real"
+    assert not secret_stored(ws)
+
+
+def test_submit_warns_about_skipped_links(ws: Workspace, linked: Path) -> None:
+    write(linked / "train.py", "print('hi')\n")
+    result = invoke("run", "submit", "train.py", "-d", str(linked))
+    assert result.exit_code == 0, result.output
+    assert "Warning: skipped 4 symlink(s)" in result.output and "leak.txt" in result.output
+    assert not secret_stored(ws)
+
+
+def test_upload_folder_follows_only_links_inside(ws: Workspace, linked: Path, capsys) -> None:  # noqa: ANN001
+    run = Experiment(ws, "e").start_logging()
+    names = run.upload_folder("up", str(linked))
+    run.complete()
+    assert_rule(names, capsys.readouterr().err, "up/")
+    assert not secret_stored(ws)
+
+
+def test_model_register_follows_only_links_inside(ws: Workspace, linked: Path, capsys) -> None:  # noqa: ANN001
+    from mlws import Model
+
+    m = Model.register(ws, str(linked), "m")
+    assert_rule(m.get_file_names(), capsys.readouterr().err, "linked/")
+    assert not secret_stored(ws)
+    with pytest.raises(UnsafePath, match="outside"):
+        Model.register(ws, str(linked), "m", child_paths=["data/real.txt", "leak.txt"])
+
+
+def test_datastore_upload_follows_only_links_inside(ws: Workspace, linked: Path, capsys) -> None:  # noqa: ANN001
+    from mlws import Datastore
+    from mlws.fileops import walk
+
+    ds = Datastore.get_default(ws)
+    ds.upload(str(linked), "data")
+    copied = [rel for rel, _st, _p in walk(str(ds.root / "data"))]
+    assert_rule(copied, capsys.readouterr().err)
+    assert (ds.root / "data" / "alias.txt").read_text() == "real"
+    assert not (ds.root / "data" / "alias.txt").is_symlink()
+
+
+def test_outputs_follow_only_links_inside_and_say_so_in_the_log(
+    ws: Workspace, src: Path, tmp_path: Path
+) -> None:
+    secret = write(tmp_path / "outside" / "id_ed25519", SECRET)
+    write(
+        src / "train.py",
+        "import os\nos.makedirs('outputs/data', exist_ok=True)\n"
+        "open('outputs/data/real.txt', 'w').write('real')\n"
+        "os.symlink('data/real.txt', 'outputs/alias.txt')\n"
+        f"os.symlink({str(secret)!r}, 'outputs/leak.txt')\n",
+    )
+    run = Experiment(ws, "e").submit(ScriptRunConfig(source_directory=str(src), script="train.py"))
+    run.wait_for_completion(timeout=60)
+    outputs = [n for n in run.get_file_names() if n.startswith("outputs/")]
+    assert outputs == ["outputs/alias.txt", "outputs/data/real.txt"]
+    log = "".join(run.iter_log())
+    assert "Warning: skipped 1 symlink(s)" in log and "leak.txt (leads outside" in log
+    assert not secret_stored(ws)
