@@ -24,7 +24,7 @@ import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
 from .errors import BlobCorrupted, BlobNotFound, UnsafePath, UserErrorException
@@ -459,36 +459,38 @@ class BlobStore:
         *,
         link: bool = False,
         verify: bool = False,
+        overwrite: bool = True,
+        flag: str = "overwrite=True",
     ) -> int:
         """Write the files of a manifest under ``target``; returns the number of files.
 
         Copies by default, because a hard link would let a script that edits a file in place
         change the stored blob for every run that shares it. ``link=True`` hard-links (falling
-        back to a copy across filesystems) for read-only consumers. No path may escape
-        ``target``: every entry is validated before anything is written.
+        back to a copy across filesystems) for read-only consumers. Every entry is checked by
+        :func:`plan_writes` before anything is written or any folder made: no path escapes
+        ``target``, through a symlink either, and without ``overwrite`` nothing there is
+        replaced (``flag`` names the option that allows it in the message).
         """
         entries = list(entries)
         root = Path(target)
-        root.mkdir(parents=True, exist_ok=True)
-        real_root = os.path.realpath(root)
-        planned = []
-        for e in entries:
-            check_relpath(e.path)
-            dest = root / PurePosixPath(e.path)
-            planned.append((e, dest))
-        for e, dest in planned:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            # A symlink already inside target could redirect the write outside it.
-            real_parent = os.path.realpath(dest.parent)
-            if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
-                raise UnsafePath(f"{e.path!r} would be written outside {root}")
-            src = self.path(e.hash)
-            if not src.exists():
+        planned = list(
+            zip(
+                entries,
+                plan_writes(root, [e.path for e in entries], overwrite=overwrite, flag=flag),
+                strict=True,
+            )
+        )
+        for e, _dest in planned:
+            if not self.has(e.hash):
                 raise BlobNotFound(f"blob {e.hash} for {e.path!r} is missing; run 'mlws fsck'")
             if verify:
                 self.check(e.hash)
+        root.mkdir(parents=True, exist_ok=True)
+        for e, dest in planned:
+            src = self.path(e.hash)
+            dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.is_symlink() or dest.exists():
-                dest.unlink()
+                dest.unlink()  # a link is replaced, never written through
             if link:
                 try:
                     os.link(src, dest)
@@ -511,11 +513,59 @@ class BlobStore:
 
 def copy_file(src: str | os.PathLike[str], dst: Path) -> None:
     """Copy a file out (downloads): whole or not at all, a temp file beside the target renamed
-    over it, so a reader never sees half a file."""
+    over it, so a reader never sees half a file (and a link at ``dst`` is replaced, not
+    written through). The temp file is new (O_EXCL): a link planted at a guessable name
+    cannot redirect the copy."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.mlws-tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".mlws-tmp")
+    try:
+        with os.fdopen(fd, "wb") as fout, open(src, "rb") as fin:
+            shutil.copyfileobj(fin, fout, _CHUNK)
+        os.replace(tmp, dst)
+    except BaseException:
+        _unlink_quiet(tmp)
+        raise
+
+
+def plan_writes(
+    target: Path, names: Iterable[str], *, overwrite: bool, flag: str = "overwrite=True"
+) -> list[Path]:
+    """Where each relative ``name`` goes under ``target`` (downloads, restores), every one
+    checked before anything is written: a safe relative path; no symlink on the way that leads
+    out of ``target`` (``target`` itself may be one: the caller named it); not onto a folder or
+    under a file; and, unless ``overwrite``, nothing there yet (``flag``: the option to name).
+    A link at a file's own place is replaced by the file, never written through.
+
+    :raises UserErrorException: ``target`` is a file, or a file is in the way.
+    :raises UnsafePath: a name is unsafe or would be written outside ``target``.
+    """
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise UserErrorException(f"cannot write into {target}: it is a file, not a folder")
+    real_root = os.path.realpath(target)
+    checked: dict[str, None] = {}  # parent folders already checked
+    out = []
+    for name in names:
+        check_relpath(name)
+        dest = Path(target, *name.split("/"))
+        parent = str(dest.parent)
+        if parent not in checked:
+            # realpath resolves links in the part that exists: a link in target cannot carry
+            # the file, or the folders made for it, outside.
+            real = os.path.realpath(parent)
+            if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+                raise UnsafePath(f"{name!r} would be written outside {target} (through a symlink)")
+            p = os.path.abspath(parent)  # a relative path would end in "" and never exist
+            while not os.path.lexists(p):
+                p = os.path.dirname(p)
+            if not os.path.isdir(p):
+                raise UserErrorException(f"cannot write {dest}: {p} is a file, not a folder")
+            checked[parent] = None
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            raise UserErrorException(f"cannot write {dest}: a folder is there")
+        if not overwrite and os.path.lexists(dest):
+            raise UserErrorException(f"{dest} exists already; pass {flag} to replace it")
+        out.append(dest)
+    return out
 
 
 def bad_names(folder: str, names: Iterable[str], *, skip: bool = False) -> str | None:

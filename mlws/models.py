@@ -231,15 +231,11 @@ class Model:
         target = Path(target_dir)
         if target.exists() and not target.is_dir():
             raise UserErrorException(f"cannot download into {target}: it is a file, not a folder")
-        entries = self._entries()
-        if not exist_ok:
-            clash = [e.path for e in entries if (target / e.path).exists()]
-            if clash:
-                raise UserErrorException(
-                    f"{target / clash[0]} exists already; pass exist_ok=True (--exist-ok) to overwrite"
-                )
-        target.mkdir(parents=True, exist_ok=True)
-        self.workspace.blobs.materialize(entries, target)
+        # Every path checked before any folder is made: exist_ok replaces files, but never
+        # writes (or makes folders) through a link out of target.
+        self.workspace.blobs.materialize(
+            self._entries(), target, overwrite=exist_ok, flag="exist_ok=True (--exist-ok)"
+        )
         return str(target / self.path)
 
     # -- metadata ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import metrics as _metrics
-from .blobs import Entry, check_relpath, copy_file, file_mode
+from .blobs import Entry, check_relpath, copy_file, file_mode, plan_writes
 from .errors import (
     ActivityFailedException,
     PropertyConflict,
@@ -691,6 +691,22 @@ class Run:
         add_run_files(self.workspace, self.seq, entries)
         return [e.path for e in entries]
 
+    def _source(self, name: str, validate: bool) -> Path:
+        """Where run file ``name``'s bytes are: its blob (checked with ``validate``), or the
+        live working folder's file."""
+        check_relpath(name)
+        blob = self._stored_blob(name)
+        if blob is not None:
+            if validate:
+                self.workspace.blobs.check(blob)
+            return self.workspace.blobs.path(blob)
+        live = self._live_file(name)
+        if live is None:
+            raise UserErrorException(
+                f"run {self.id} has no file {name!r}; see run.get_file_names()"
+            )
+        return live
+
     def download_file(
         self,
         name: str,
@@ -698,22 +714,10 @@ class Run:
         _validate_checksum: bool = False,
     ) -> Path:
         """Copy run file ``name`` to ``output_file_path`` (a file or folder; default: cwd)."""
-        check_relpath(name)
+        src = self._source(name, _validate_checksum)
         out = Path(output_file_path) if output_file_path is not None else Path(Path(name).name)
         if out.is_dir():
             out = out / Path(name).name
-        blob = self._stored_blob(name)
-        if blob is not None:
-            if _validate_checksum:
-                self.workspace.blobs.check(blob)
-            src = self.workspace.blobs.path(blob)
-        else:
-            live = self._live_file(name)
-            if live is None:
-                raise UserErrorException(
-                    f"run {self.id} has no file {name!r}; see run.get_file_names()"
-                )
-            src = live
         copy_file(src, out)
         return out
 
@@ -724,32 +728,55 @@ class Run:
         output_paths: list[str] | None = None,
         batch_size: int = 100,
         append_prefix: bool = True,
+        overwrite: bool = False,
+        _validate_checksum: bool = False,
     ) -> list[Path]:
         """Copy every run file under ``prefix`` into ``output_directory`` keeping relative paths
-        (without the prefix when ``append_prefix`` is false)."""
+        (without the prefix when ``append_prefix`` is false).
+
+        Every file is checked before any is written: a file already there is refused unless
+        ``overwrite``, and nothing is ever written through a symlink that leads out of
+        ``output_directory`` (``overwrite`` or not).
+
+        :raises UserErrorException: a file is there (and not ``overwrite``), or
+            ``output_directory`` is a file.
+        :raises UnsafePath: a file would be written outside ``output_directory``.
+        """
         target = Path(output_directory or ".")
         names = [
             n
             for n in self.get_file_names()
             if prefix is None or n == prefix or n.startswith(prefix.rstrip("/") + "/")
         ]
-        out = []
+        rels = []
         for n in names:
             rel = n
             if prefix and not append_prefix:
                 rel = n[len(prefix.rstrip("/")) :].lstrip("/") or Path(n).name
-            dest = target / rel
-            self.download_file(n, dest)
-            out.append(dest)
-        return out
+            rels.append(rel)
+        dests = plan_writes(target, rels, overwrite=overwrite, flag="overwrite=True (--overwrite)")
+        sources = [self._source(n, _validate_checksum) for n in names]
+        for src, dest in zip(sources, dests, strict=True):
+            copy_file(src, dest)
+        return dests
 
-    def restore_snapshot(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write the run's source snapshot into ``path`` (default: ``./<run id>-snapshot``)."""
+    def restore_snapshot(
+        self, path: str | os.PathLike[str] | None = None, overwrite: bool = False
+    ) -> Path:
+        """Write the run's source snapshot into ``path`` (default: ``./<run id>-snapshot``);
+        files there already are refused unless ``overwrite``, and nothing is written through a
+        symlink out of ``path``."""
         snap = self._row["snapshot"]
         if not snap:
             raise UserErrorException(f"run {self.id} has no snapshot")
         target = Path(path or f"{self.id}-snapshot")
-        self.workspace.blobs.materialize(self.workspace.blobs.read_manifest(snap), target)
+        self.workspace.blobs.materialize(
+            self.workspace.blobs.read_manifest(snap),
+            target,
+            verify=True,
+            overwrite=overwrite,
+            flag="overwrite=True (--overwrite)",
+        )
         return target
 
     # -- logs -------------------------------------------------------------------------------

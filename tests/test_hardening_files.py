@@ -302,3 +302,103 @@ def test_outputs_follow_only_links_inside_and_say_so_in_the_log(
     log = "".join(run.iter_log())
     assert "Warning: skipped 1 symlink(s)" in log and "leak.txt (leads outside" in log
     assert not secret_stored(ws)
+
+
+# -- 2. downloads: nothing overwritten unless asked, nothing written through a link out ---------
+@pytest.fixture
+def done(ws: Workspace, tmp_path: Path):  # noqa: ANN201 - a Run
+    """An ended run with a snapshot and two output files."""
+    source = tmp_path / "snapsrc"
+    write(source / "train.py", "print('hi')\n")
+    run = Experiment(ws, "e").start_logging(snapshot_directory=str(source))
+    run.upload_file("outputs/a.txt", str(write(tmp_path / "a.txt", "from the run")))
+    run.upload_file("outputs/sub/b.txt", str(write(tmp_path / "b.txt", "b")))
+    run.complete()
+    return run
+
+
+def test_run_download_refuses_to_overwrite_unless_asked(done, tmp_path: Path) -> None:  # noqa: ANN001
+    target = tmp_path / "dl"
+    mine = write(target / "outputs" / "a.txt", "mine")
+    line = one_error_line(invoke("run", "download", done.id, "-o", str(target)))
+    assert "exists already" in line and "--overwrite" in line
+    assert mine.read_text() == "mine" and not (target / "outputs" / "sub").exists()
+    with pytest.raises(Exception, match="exists already"):
+        done.download_files(output_directory=str(target))
+    assert mine.read_text() == "mine"
+    result = invoke("run", "download", done.id, "-o", str(target), "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert mine.read_text() == "from the run"
+    assert (target / "outputs" / "sub" / "b.txt").read_text() == "b"
+
+
+def test_run_download_never_writes_through_a_link_out(done, tmp_path: Path) -> None:  # noqa: ANN001
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "dl"
+    target.mkdir()
+    (target / "outputs").symlink_to(outside)
+    for extra in ([], ["--overwrite"]):
+        line = one_error_line(invoke("run", "download", done.id, "-o", str(target), *extra))
+        assert "outside" in line
+    with pytest.raises(UnsafePath):
+        done.download_files(output_directory=str(target), overwrite=True)
+    assert list(outside.iterdir()) == []
+    # a link at a file's own place is replaced by the file, never written through
+    (target / "outputs").unlink()
+    secret = write(outside / "secret.txt", "keep")
+    write(target / "outputs" / "sub" / "b.txt", "old")
+    (target / "outputs" / "a.txt").symlink_to(secret)
+    assert invoke("run", "download", done.id, "-o", str(target), "--overwrite").exit_code == 0
+    assert secret.read_text() == "keep"
+    assert not (target / "outputs" / "a.txt").is_symlink()
+    assert (target / "outputs" / "a.txt").read_text() == "from the run"
+
+
+def test_run_download_into_a_file_is_one_line(done, tmp_path: Path) -> None:  # noqa: ANN001
+    f = write(tmp_path / "afile", "x")
+    for what in ([], ["--outputs"], ["--snapshot"]):
+        line = one_error_line(invoke("run", "download", done.id, "-o", str(f), *what))
+        assert "is a file" in line
+    assert f.read_text() == "x"
+
+
+def test_snapshot_and_zip_downloads_refuse_to_overwrite(done, tmp_path: Path) -> None:  # noqa: ANN001
+    snap = tmp_path / "snap"
+    mine = write(snap / "train.py", "mine")
+    assert "--overwrite" in one_error_line(
+        invoke("run", "download", done.id, "--snapshot", "-o", str(snap))
+    )
+    assert mine.read_text() == "mine"
+    assert (
+        invoke("run", "download", done.id, "--snapshot", "-o", str(snap), "--overwrite").exit_code
+        == 0
+    )
+    assert mine.read_text() == "print('hi')\n"
+    # --zip: an existing archive is kept unless --overwrite; a link there is replaced
+    outside = write(tmp_path / "outside" / "keep.txt", "keep")
+    (tmp_path / "z.zip").symlink_to(outside)
+    assert "--overwrite" in one_error_line(
+        invoke("run", "download", done.id, "--zip", "-o", str(tmp_path / "z"))
+    )
+    result = invoke("run", "download", done.id, "--zip", "-o", str(tmp_path / "z"), "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert outside.read_text() == "keep" and not (tmp_path / "z.zip").is_symlink()
+    import zipfile
+
+    assert "outputs/a.txt" in zipfile.ZipFile(tmp_path / "z.zip").namelist()
+
+
+def test_model_download_exist_ok_makes_no_folder_outside(ws: Workspace, tmp_path: Path) -> None:
+    from mlws import Model
+
+    write(tmp_path / "m" / "deep" / "er" / "w.bin", "w")
+    Model.register(ws, str(tmp_path / "m"), "m")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "dl"
+    target.mkdir()
+    (target / "m").symlink_to(outside)
+    line = one_error_line(invoke("model", "download", "m", "-o", str(target), "--exist-ok"))
+    assert "outside" in line
+    assert list(outside.iterdir()) == []
