@@ -369,39 +369,50 @@ class BlobStore:
         *,
         root_may_link: bool = True,
         skipped: list[str] | None = None,
-        skip_bad_names: bool = False,
+        lenient: bool = False,
     ) -> list[Entry]:
         """Store every file under ``src`` (in one batch); returns entries named
         ``<prefix>/<relative path>``. Files are found by :func:`fileops.gather` (its one rule
-        for symlinks); the links it skips, and the names skipped, go to ``skipped`` for the
-        caller to warn about. ``root_may_link=False``: ``src`` itself a link gives nothing (a
-        run's outputs, where it could point at any folder on the machine).
+        for symlinks); what is skipped goes to ``skipped``, one line per kind, for the caller
+        to warn about. ``root_may_link=False``: ``src`` itself a link gives nothing (a run's
+        outputs, where it could point at any folder on the machine). ``lenient`` (a run's
+        outputs, after the run: refusing would lose them all): a name that cannot be stored,
+        a folder or file that cannot be read, is skipped rather than refused.
 
-        :raises UnsafePath: a file's name cannot be stored (unless ``skip_bad_names``), before
+        :raises UnsafePath: a file's name cannot be stored (unless ``lenient``), before
             anything is stored.
+        :raises UserErrorException: a folder or file cannot be read (unless ``lenient``).
         """
+        unreadable: list[str] | None = [] if lenient else None
         try:
-            found, links = gather(str(src), root_may_link=root_may_link)
+            found, links = gather(str(src), root_may_link=root_may_link, unreadable=unreadable)
         except OSError as e:
             raise UserErrorException(f"cannot read {e.filename or src}: {e.strerror}") from None
-        if skipped is not None and links:
-            skipped.append(skipped_warning(str(src), links))
         found.sort()
-        bad = bad_names(str(src), [rel for rel, _st, _p in found], skip=skip_bad_names)
-        if skipped is not None and bad:
-            skipped.append(bad)
+        bad = bad_names(str(src), [rel for rel, _st, _p in found], skip=lenient)
         entries = []
         with self.batch():
             for rel, st, path in found:
-                if skip_bad_names and name_problem(rel) is not None:
+                if lenient and name_problem(rel) is not None:
                     continue
                 try:
                     digest, size, _ = self.put_file(path)
                 except OSError as e:
-                    raise UserErrorException(f"cannot read {path}: {e.strerror}") from None
+                    if unreadable is None:
+                        raise UserErrorException(f"cannot read {path}: {e.strerror}") from None
+                    unreadable.append(f"{rel} ({e.strerror})")
+                    continue
                 entries.append(
                     Entry(f"{prefix}/{rel}" if prefix else rel, digest, size, file_mode(st.st_mode))
                 )
+        if skipped is not None:
+            if links:
+                skipped.append(skipped_warning(str(src), links))
+            if bad:
+                skipped.append(bad)
+            if unreadable:
+                shown = ", ".join(unreadable[:5])
+                skipped.append(f"skipped {len(unreadable)} unreadable item(s) in {src}: {shown}")
         return entries
 
     def put_manifest(self, entries: Iterable[Entry]) -> str:

@@ -85,6 +85,7 @@ def gather(
     folder: str,
     prune: Any = None,
     root_may_link: bool = True,
+    unreadable: list[str] | None = None,
 ) -> tuple[list[tuple[str, os.stat_result, str]], list[str]]:
     """The files mlws stores from a folder (snapshots, run uploads and outputs, model
     register, datastore upload): ``([(relative path, stat, path to read)], [skipped])``.
@@ -94,7 +95,8 @@ def gather(
     folder, dangling or looping) is skipped and named in ``skipped`` as ``"name (why)"``, for
     the caller to warn about. ``prune(rel, is_dir)`` leaves out ignored names (never walked,
     never warned about). ``root_may_link=False`` (a run's outputs, named by mlws rather than
-    the user): a ``folder`` that is itself a link gives nothing."""
+    the user): a ``folder`` that is itself a link gives nothing. A folder that cannot be read
+    raises OSError, or with ``unreadable`` (a list) is named there and left out."""
     if os.path.islink(folder) and not root_may_link:
         return [], [f"{os.path.basename(folder)} (the folder itself is a symlink)"]
     root_real = os.path.realpath(folder)
@@ -103,8 +105,14 @@ def gather(
     stack = [("", folder)]
     while stack:
         rel_dir, abs_dir = stack.pop()
-        with os.scandir(abs_dir) as it:
-            entries = list(it)  # no sort: callers put names in order
+        try:
+            with os.scandir(abs_dir) as it:
+                entries = list(it)  # no sort: callers put names in order
+        except OSError as e:
+            if unreadable is None or not rel_dir:
+                raise
+            unreadable.append(f"{rel_dir} ({e.strerror})")
+            continue
         for e in entries:
             rel = f"{rel_dir}{e.name}"
             if e.is_symlink():

@@ -621,7 +621,7 @@ class _Supervisor:
                         sub,
                         root_may_link=False,
                         skipped=skipped,
-                        skip_bad_names=True,
+                        lenient=True,
                     )
                 except UserErrorException as e:
                     skipped.append(f"{sub}/ not stored: {e}")
