@@ -63,6 +63,11 @@ def check_relpath(path: str) -> str:
         raise UnsafePath(f"manifest path must be a non-empty string, got {path!r}")
     if "\x00" in path or "\\" in path:
         raise UnsafePath(f"manifest path {path!r} contains a NUL or a backslash")
+    if not path.isascii():
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnsafePath(f"manifest path {ascii(path)} is not valid UTF-8") from None
     if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
         raise UnsafePath(f"manifest path {path!r} is absolute; paths must be relative")
     # Substring tests instead of splitting: this runs for every file of a 10,000-file dataset

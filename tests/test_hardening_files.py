@@ -84,6 +84,10 @@ def test_upload_folder_refuses_a_backslash_name(ws: Workspace, tmp_path: Path) -
     run = Experiment(ws, "e").start_logging()
     with pytest.raises(UnsafePath, match=r"backslash.*rename"):
         run.upload_folder("up", str(folder))
+    with pytest.raises(UnsafePath, match="backslash"):
+        run.upload_file(BAD, str(folder / "ok.txt"))
+    with pytest.raises(UnsafePath, match="UTF-8"):
+        run.upload_file("bad\udcff.txt", str(folder / "ok.txt"))
     assert run.get_file_names() == []
     run.complete()
 
