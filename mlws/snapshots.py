@@ -2,7 +2,10 @@
 
 Only the top-level ``.amlignore`` is read, else the top-level ``.gitignore`` (gitwildmatch
 semantics via :mod:`pathspec`); ``.git`` is never captured (git info is recorded as run
-properties instead). Ignored folders are pruned, not walked.
+properties instead). Ignored folders are pruned, not walked. Files are found by
+:func:`fileops.gather`, the walk of every folder mlws stores: a symlink to a file inside the
+folder is captured as that file, other links are skipped with a warning. A name no manifest
+can hold (a backslash, not UTF-8) refuses the snapshot before anything is stored.
 
 A per-machine hash cache (``~/.cache/mlws/hashcache.db``) keyed by (path, size, mtime_ns, inode)
 means an unchanged tree is not read again: a re-snapshot is a walk, a stat per file and a stat per
