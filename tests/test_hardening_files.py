@@ -406,3 +406,67 @@ def test_model_download_exist_ok_makes_no_folder_outside(ws: Workspace, tmp_path
     line = one_error_line(invoke("model", "download", "m", "-o", str(target), "--exist-ok"))
     assert "outside" in line
     assert list(outside.iterdir()) == []
+
+
+ADD_CHILDREN = """
+import sys
+from mlws import Workspace
+from mlws.errors import RunNotFound
+
+ws = Workspace(sys.argv[1])
+print("ready", flush=True)
+for line in sys.stdin:  # one parent id per round, sent just as the test deletes it
+    try:
+        child = ws.get_run(line.strip()).child_run()
+        child.log("x", 1)
+        child.complete()
+        print("child", flush=True)
+    except RunNotFound:
+        print("gone", flush=True)
+"""
+
+
+def test_run_delete_racing_a_process_adding_children_leaves_no_orphans(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """Each round the other process adds a child to a parent as this one deletes it: either
+    the child is refused (parent gone) or the delete waits for it to end and takes it too."""
+    import subprocess
+    import sys
+    import time
+
+    parents = []
+    for _ in range(20):
+        r = Experiment(ws, "e").start_logging()
+        r.complete()
+        parents.append(r.id)
+    script = write(tmp_path / "add.py", ADD_CHILDREN)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(ws.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    outcomes = []
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        for pid in parents:
+            proc.stdin.write(pid + "\n")
+            proc.stdin.flush()
+            deadline = time.monotonic() + 30
+            while True:  # refused while the other process's child runs; it ends it at once
+                try:
+                    ws.get_run(pid).delete()
+                    break
+                except RunStateError:
+                    assert time.monotonic() < deadline, f"{pid} never became deletable"
+            outcomes.append(proc.stdout.readline().strip())
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    assert set(outcomes) <= {"child", "gone"} and len(outcomes) == 20
+    assert counts(ws)["runs"] == 0
+    for table in ("run_tags", "run_properties", "metrics", "metric_summary", "run_files"):
+        assert ws.catalog.scalar(f"SELECT count(*) FROM {table}") == 0
+    assert fsck(ws).ok
