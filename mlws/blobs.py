@@ -25,11 +25,17 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
-from .errors import BlobCorrupted, BlobNotFound, UnsafePath
-from .fileops import ALGORITHM, hash_file  # noqa: F401 - one hash, here and on ssh hosts
+from .errors import BlobCorrupted, BlobNotFound, UnsafePath, UserErrorException
+from .fileops import (  # noqa: F401 - hash_file: one hash, here and on ssh hosts
+    ALGORITHM,
+    gather,
+    hash_file,
+    name_problem,
+    skipped_warning,
+)
 
 _CHUNK = 1 << 20
 
@@ -58,6 +64,11 @@ def check_relpath(path: str) -> str:
         raise UnsafePath(f"manifest path must be a non-empty string, got {path!r}")
     if "\x00" in path or "\\" in path:
         raise UnsafePath(f"manifest path {path!r} contains a NUL or a backslash")
+    if not path.isascii():
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnsafePath(f"manifest path {ascii(path)} is not valid UTF-8") from None
     if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
         raise UnsafePath(f"manifest path {path!r} is absolute; paths must be relative")
     # Substring tests instead of splitting: this runs for every file of a 10,000-file dataset
@@ -404,30 +415,56 @@ class BlobStore:
             raise
 
     def put_folder(
-        self, src: Path, prefix: str = "", *, skip_symlinks: bool = False
+        self,
+        src: Path,
+        prefix: str = "",
+        *,
+        root_may_link: bool = True,
+        skipped: list[str] | None = None,
+        lenient: bool = False,
     ) -> list[Entry]:
         """Store every file under ``src`` (in one batch); returns entries named
-        ``<prefix>/<relative path>``. ``skip_symlinks`` leaves out links, e.g. in a run's
-        outputs, where one could point at any file on the machine."""
-        if skip_symlinks and src.is_symlink():
-            return []  # the folder itself is a link (rglob would follow it): nothing of ours
+        ``<prefix>/<relative path>``. Files are found by :func:`fileops.gather` (its one rule
+        for symlinks); what is skipped goes to ``skipped``, one line per kind, for the caller
+        to warn about. ``root_may_link=False``: ``src`` itself a link gives nothing (a run's
+        outputs, where it could point at any folder on the machine). ``lenient`` (a run's
+        outputs, after the run: refusing would lose them all): a name that cannot be stored,
+        a folder or file that cannot be read, is skipped rather than refused.
+
+        :raises UnsafePath: a file's name cannot be stored (unless ``lenient``), before
+            anything is stored.
+        :raises UserErrorException: a folder or file cannot be read (unless ``lenient``).
+        """
+        unreadable: list[str] | None = [] if lenient else None
+        try:
+            found, links = gather(str(src), root_may_link=root_may_link, unreadable=unreadable)
+        except OSError as e:
+            raise UserErrorException(f"cannot read {e.filename or src}: {e.strerror}") from None
+        found.sort()
+        bad = bad_names(str(src), [rel for rel, _st, _p in found], skip=lenient)
         entries = []
         with self.batch():
-            for f in sorted(src.rglob("*")):
-                if skip_symlinks and (f.is_symlink() or _under_link(f, src)):
+            for rel, st, path in found:
+                if lenient and name_problem(rel) is not None:
                     continue
-                if not f.is_file():
+                try:
+                    digest, size, _ = self.put_file(path)
+                except OSError as e:
+                    if unreadable is None:
+                        raise UserErrorException(f"cannot read {path}: {e.strerror}") from None
+                    unreadable.append(f"{rel} ({e.strerror})")
                     continue
-                rel = f.relative_to(src).as_posix()
-                digest, size, _ = self.put_file(f)
                 entries.append(
-                    Entry(
-                        f"{prefix}/{rel}" if prefix else rel,
-                        digest,
-                        size,
-                        file_mode(f.stat().st_mode),
-                    )
+                    Entry(f"{prefix}/{rel}" if prefix else rel, digest, size, file_mode(st.st_mode))
                 )
+        if skipped is not None:
+            if links:
+                skipped.append(skipped_warning(str(src), links))
+            if bad:
+                skipped.append(bad)
+            if unreadable:
+                shown = ", ".join(unreadable[:5])
+                skipped.append(f"skipped {len(unreadable)} unreadable item(s) in {src}: {shown}")
         return entries
 
     def put_manifest(self, entries: Iterable[Entry]) -> str:
@@ -501,7 +538,14 @@ class BlobStore:
             yield from self._dir.rglob(".tmp-*")
 
     # -- materializing -----------------------------------------------------------------------
-    def materialize(self, entries: Iterable[Entry], target: str | os.PathLike[str]) -> int:
+    def materialize(
+        self,
+        entries: Iterable[Entry],
+        target: str | os.PathLike[str],
+        *,
+        overwrite: bool = True,
+        flag: str = "overwrite=True",
+    ) -> int:
         """Write the files of a manifest under ``target``; returns the number of files.
 
         Every file is a copy of its own (a reflink where the filesystem has them), never a hard
@@ -509,18 +553,24 @@ class BlobStore:
         download), and a process that writes to a hard-linked file changes the blob for every
         user -- read-only modes do not stop root. Every file is checked against its hash while
         it is copied; files go to temp names and are renamed into place only when all are
-        sound, so a missing or corrupted blob raises and leaves ``target`` as it was. No path
-        may escape ``target``: every entry is validated before anything is written.
+        sound, so a missing or corrupted blob raises and leaves ``target`` as it was.
+
+        Every entry is checked by :func:`plan_writes` before anything is written or any folder
+        made: no path escapes ``target``, through a symlink either, and without ``overwrite``
+        nothing there is replaced (``flag`` names the option that allows it in the message).
 
         :raises BlobNotFound: a blob is missing. :raises BlobCorrupted: a blob's bytes changed.
         :raises UnsafePath: a path would leave ``target``.
         """
         entries = list(entries)
         root = Path(target)
-        planned = []
-        for e in entries:
-            check_relpath(e.path)
-            planned.append((e, root / PurePosixPath(e.path)))
+        planned = list(
+            zip(
+                entries,
+                plan_writes(root, [e.path for e in entries], overwrite=overwrite, flag=flag),
+                strict=True,
+            )
+        )
         created: list[Path] = []
         temps: list[tuple[str, Path]] = []
         try:
@@ -528,7 +578,7 @@ class BlobStore:
             real_root = os.path.realpath(root)
             for e, dest in planned:
                 _makedirs(dest.parent, created)
-                # A symlink already inside target could redirect the write outside it.
+                # A symlink made inside target since plan_writes could redirect the write.
                 real_parent = os.path.realpath(dest.parent)
                 if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
                     raise UnsafePath(f"{e.path!r} would be written outside {root}")
@@ -629,21 +679,87 @@ def _thread_holds() -> dict[str, int]:
 
 def copy_file(src: str | os.PathLike[str], dst: Path) -> None:
     """Copy a file out (downloads): whole or not at all, a temp file beside the target renamed
-    over it, so a reader never sees half a file."""
+    over it, so a reader never sees half a file (and a link at ``dst`` is replaced, not
+    written through). The temp file is new (O_EXCL): a link planted at a guessable name
+    cannot redirect the copy."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.mlws-tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".mlws-tmp")
+    try:
+        with os.fdopen(fd, "wb") as fout, open(src, "rb") as fin:
+            shutil.copyfileobj(fin, fout, _CHUNK)
+        os.replace(tmp, dst)
+    except BaseException:
+        _unlink_quiet(tmp)
+        raise
 
 
-def _under_link(path: Path, root: Path) -> bool:
-    """Whether a folder between ``root`` and ``path`` is a symlink (rglob follows them)."""
-    for parent in path.parents:
-        if parent == root:
-            return False
-        if parent.is_symlink():
-            return True
-    return False
+def plan_writes(
+    target: Path, names: Iterable[str], *, overwrite: bool, flag: str = "overwrite=True"
+) -> list[Path]:
+    """Where each relative ``name`` goes under ``target`` (downloads, restores), every one
+    checked before anything is written: a safe relative path; no symlink on the way that leads
+    out of ``target`` (``target`` itself may be one: the caller named it); not onto a folder or
+    under a file; and, unless ``overwrite``, nothing there yet (``flag``: the option to name).
+    A link at a file's own place is replaced by the file, never written through.
+
+    :raises UserErrorException: ``target`` is a file, or a file is in the way.
+    :raises UnsafePath: a name is unsafe or would be written outside ``target``.
+    """
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise UserErrorException(f"cannot write into {target}: it is a file, not a folder")
+    real_root = os.path.realpath(target)
+    checked: dict[str, None] = {}  # parent folders already checked
+    out = []
+    for name in names:
+        check_relpath(name)
+        dest = Path(target, *name.split("/"))
+        parent = str(dest.parent)
+        if parent not in checked:
+            # realpath resolves links in the part that exists: a link in target cannot carry
+            # the file, or the folders made for it, outside.
+            real = os.path.realpath(parent)
+            if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+                raise UnsafePath(f"{name!r} would be written outside {target} (through a symlink)")
+            p = os.path.abspath(parent)  # a relative path would end in "" and never exist
+            while not os.path.lexists(p):
+                p = os.path.dirname(p)
+            if not os.path.isdir(p):
+                raise UserErrorException(f"cannot write {dest}: {p} is a file, not a folder")
+            checked[parent] = None
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            raise UserErrorException(f"cannot write {dest}: a folder is there")
+        if not overwrite and os.path.lexists(dest):
+            raise UserErrorException(f"{dest} exists already; pass {flag} to replace it")
+        out.append(dest)
+    return out
+
+
+def bad_names(folder: str, names: Iterable[str], *, skip: bool = False) -> str | None:
+    """Check the names of files about to be stored from ``folder``: raises :class:`UnsafePath`
+    naming the first bad one and what to do, or with ``skip`` returns a warning naming them
+    (None when every name is fine)."""
+    bad = [(n, why) for n in names if (why := name_problem(n)) is not None]
+    if not bad:
+        return None
+    name, why = bad[0]
+    if not skip:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UnsafePath(
+            f"{_show(os.path.join(folder, name))} {why}{more}, which mlws cannot store; rename it "
+            "(or, in a snapshot, list it in .amlignore)"
+        )
+    shown = ", ".join(_show(n) for n, _ in bad[:5])
+    return f"skipped {len(bad)} file(s) in {folder} whose names mlws cannot store: {shown}"
+
+
+def _show(name: str) -> str:
+    """A file name for a message: as it is (a backslash shown once, not escaped), or escaped
+    when it is not text."""
+    try:
+        name.encode("utf-8")
+        return f"'{name}'"
+    except UnicodeEncodeError:
+        return ascii(name)
 
 
 def _unlink_quiet(path: str) -> None:

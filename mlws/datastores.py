@@ -335,16 +335,28 @@ class Datastore:
         show_progress: bool = True,
     ) -> DataReference:
         """Copy the files under ``src_dir`` to ``target_path`` on the datastore. Files that are
-        there already are kept unless ``overwrite``; links in ``src_dir`` are skipped.
+        there already are kept unless ``overwrite``. A symlink in ``src_dir`` is copied only
+        when it leads to a file inside ``src_dir`` (as that file); others are skipped with a
+        warning on stderr (``fileops.gather``, the rule of every upload).
 
-        :raises UserErrorException: ``src_dir`` is not a folder, or a path leads outside.
+        :raises UserErrorException: ``src_dir`` is not a folder, a path leads outside, or a
+            file's name cannot be stored (a backslash, not UTF-8); nothing is copied then.
         """
+        from .blobs import bad_names
+
         src = Path(src_dir)
         if not src.is_dir():
             raise UserErrorException(f"cannot upload {src}: not a folder")
-        files = [f for f in sorted(src.rglob("*")) if f.is_file() and not f.is_symlink()]
+        try:
+            found, links = fileops.gather(str(src))
+        except OSError as e:
+            raise UserErrorException(f"cannot read {e.filename or src}: {e.strerror}") from None
+        found.sort()
+        bad_names(str(src), [rel for rel, _st, _p in found])
+        if links:
+            print(f"Warning: {fileops.skipped_warning(str(src), links)}", file=sys.stderr)
         self._put(
-            [(f, f.relative_to(src).as_posix()) for f in files],
+            [(Path(path), rel) for rel, _st, path in found],
             target_path,
             overwrite,
             show_progress,
@@ -380,6 +392,9 @@ class Datastore:
             else:
                 rel = p.name
             pairs.append((p, rel))
+        from .blobs import bad_names
+
+        bad_names(str(root or "."), [rel for _p, rel in pairs])
         self._put(pairs, target_path, overwrite, show_progress)
         return DataReference(self, target_path or "")
 

@@ -218,6 +218,7 @@ class Experiment:
         """Start an interactive run (Running) owned by this process; use it as a context manager
         to end it Completed, or Failed on an exception."""
         import os
+        import sys
 
         from .runs import INTERACTIVE, Run, insert_run, process_start_time
 
@@ -226,7 +227,10 @@ class Experiment:
         if snapshot_directory is not None:
             from .snapshots import git_properties, take_snapshot
 
-            fields["snapshot"] = take_snapshot(self.workspace.blobs, snapshot_directory).manifest
+            snap = take_snapshot(self.workspace.blobs, snapshot_directory)
+            for w in snap.warnings:
+                print(f"Warning: {w}", file=sys.stderr)
+            fields["snapshot"] = snap.manifest
             props.update(git_properties(snapshot_directory))
         row = insert_run(
             self.workspace,

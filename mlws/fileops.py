@@ -7,6 +7,8 @@ names on an ssh datastore are found by exactly the code that finds a local datas
 
 Names are relative, ``/``-separated paths under the folder. A symlink that leads out of the
 folder never contributes a file; on a host no symlink is followed at all (``links=False``).
+:func:`gather` is the one walk of every folder whose files mlws stores, and holds the one rule
+for the symlinks in it.
 """
 
 from __future__ import annotations
@@ -77,6 +79,89 @@ def walk(folder: str, links: bool = False) -> list[tuple[str, os.stat_result, st
             elif e.is_file(follow_symlinks=False):
                 out.append((rel, e.stat(follow_symlinks=False), e.path))
     return out
+
+
+def gather(
+    folder: str,
+    prune: Any = None,
+    root_may_link: bool = True,
+    unreadable: list[str] | None = None,
+) -> tuple[list[tuple[str, os.stat_result, str]], list[str]]:
+    """The files mlws stores from a folder (snapshots, run uploads and outputs, model
+    register, datastore upload): ``([(relative path, stat, path to read)], [skipped])``.
+
+    One rule for symlinks, here only: a link to a file inside ``folder`` (by its real path)
+    is taken as that file, under the link's name; any other link (to a folder, out of the
+    folder, dangling or looping) is skipped and named in ``skipped`` as ``"name (why)"``, for
+    the caller to warn about. ``prune(rel, is_dir)`` leaves out ignored names (never walked,
+    never warned about). ``root_may_link=False`` (a run's outputs, named by mlws rather than
+    the user): a ``folder`` that is itself a link gives nothing. A folder that cannot be read
+    raises OSError, or with ``unreadable`` (a list) is named there and left out."""
+    if os.path.islink(folder) and not root_may_link:
+        return [], [f"{os.path.basename(folder)} (the folder itself is a symlink)"]
+    root_real = os.path.realpath(folder)
+    files = []
+    skipped = []
+    stack = [("", folder)]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        try:
+            with os.scandir(abs_dir) as it:
+                entries = list(it)  # no sort: callers put names in order
+        except OSError as e:
+            if unreadable is None or not rel_dir:
+                raise
+            unreadable.append(f"{rel_dir} ({e.strerror})")
+            continue
+        for e in entries:
+            rel = f"{rel_dir}{e.name}"
+            if e.is_symlink():
+                try:
+                    st = os.stat(e.path)
+                except OSError:
+                    if prune is None or not prune(rel, False):
+                        skipped.append(f"{rel} (dangles or loops)")
+                    continue
+                is_dir = stat.S_ISDIR(st.st_mode)
+                if prune is not None and prune(rel, is_dir):
+                    continue
+                real = os.path.realpath(e.path)
+                if not (real == root_real or real.startswith(root_real.rstrip("/") + "/")):
+                    skipped.append(f"{rel} (leads outside the folder)")
+                elif is_dir:
+                    skipped.append(f"{rel} (a link to a folder)")
+                elif stat.S_ISREG(st.st_mode):
+                    files.append((rel, st, real))
+                continue
+            if e.is_dir(follow_symlinks=False):
+                if prune is None or not prune(rel, True):
+                    stack.append((rel + "/", e.path))
+            elif e.is_file(follow_symlinks=False):
+                if prune is None or not prune(rel, False):
+                    files.append((rel, e.stat(follow_symlinks=False), e.path))
+    return files, skipped
+
+
+def skipped_warning(folder: str, skipped: list[str]) -> str:
+    """One line naming the links :func:`gather` skipped (the first few, then a count)."""
+    shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    return (
+        f"skipped {len(skipped)} symlink(s) in {folder}: {shown}; only a link to a file inside "
+        "the folder is stored (as that file)"
+    )
+
+
+def name_problem(rel: str) -> str | None:
+    """Why ``rel`` cannot be a stored file's name (a manifest path), or None. Stored names are
+    ``/``-separated UTF-8: a backslash would read as a separator on Windows and is refused
+    by every manifest reader, a name that is not UTF-8 cannot be written in one."""
+    if "\\" in rel:
+        return "has a backslash in its name"
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "has a name that is not valid UTF-8"
+    return None
 
 
 def match(root: str | None, pattern: str) -> dict[str, tuple[str, os.stat_result]]:

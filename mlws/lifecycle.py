@@ -247,3 +247,67 @@ def reconcile_active(ws: Workspace) -> int:
         if reconcile(ws, row)["status"] != row["status"]:
             changed += 1
     return changed
+
+
+#: Tables whose rows belong to one run (by ``run_seq``): deleted with it.
+RUN_TABLES = (
+    "run_tags",
+    "run_properties",
+    "metrics",
+    "metric_summary",
+    "run_files",
+    "run_datasets",
+)
+
+_TREE = (
+    "WITH RECURSIVE tree(id) AS (SELECT ? UNION ALL"
+    " SELECT r.id FROM runs r JOIN tree t ON r.parent_id = t.id)"
+    " SELECT runs.* FROM runs JOIN tree USING (id)"
+)
+
+
+def delete_run(ws: Workspace, run_id: str) -> list[str]:
+    """Delete a run and its children, with their tags, properties, metrics, files and dataset
+    lineage; returns the ids deleted. Their blobs stay until ``gc`` finds them unreferenced.
+    The way out for a run whose records cannot be read (e.g. a snapshot manifest that fsck
+    reports and gc refuses on).
+
+    :raises RunNotFound: no such run.
+    :raises RunStateError: the run or a child has not ended (cancel it first), or a model
+        was registered from one of them (delete the model first); nothing is deleted then.
+    """
+    from .errors import RunStateError
+
+    # Statuses from facts first: a run whose process died is Failed, hence deletable.
+    rows = ws.catalog.query(_TREE, (run_id,))
+    if not rows:
+        raise RunNotFound(f"no run with id {run_id!r}; see 'mlws run list'")
+    for row in rows:
+        reconcile(ws, row)
+    with ws.catalog.write() as conn:
+        # Again inside the transaction: a child may have been added meanwhile.
+        rows = conn.execute(_TREE, (run_id,)).fetchall()
+        if not rows:
+            raise RunNotFound(f"no run with id {run_id!r}; see 'mlws run list'")
+        for row in rows:
+            if row["status"] not in TERMINAL:
+                which = "it" if row["id"] == run_id else f"its child {row['id']}"
+                raise RunStateError(
+                    f"cannot delete run {run_id}: {which} is {row['status']}; "
+                    f"cancel it ('mlws run cancel {row['id']}') and wait for it to end first"
+                )
+        ids = [row["id"] for row in rows]
+        marks = ",".join("?" * len(ids))
+        model = conn.execute(
+            f"SELECT name, version, run_id FROM models WHERE run_id IN ({marks}) LIMIT 1", ids
+        ).fetchone()
+        if model is not None:
+            raise RunStateError(
+                f"cannot delete run {run_id}: model {model[0]}:{model[1]} was registered from "
+                f"run {model[2]}; delete the model first ('mlws model delete {model[0]}:{model[1]}')"
+            )
+        seqs = [row["seq"] for row in rows]
+        for table in RUN_TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE run_seq IN ({marks})", seqs)
+        conn.execute(f"DELETE FROM runs WHERE seq IN ({marks})", seqs)
+    return ids

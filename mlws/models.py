@@ -232,15 +232,11 @@ class Model:
         target = Path(target_dir)
         if target.exists() and not target.is_dir():
             raise UserErrorException(f"cannot download into {target}: it is a file, not a folder")
-        entries = self._entries()
-        if not exist_ok:
-            clash = [e.path for e in entries if (target / e.path).exists()]
-            if clash:
-                raise UserErrorException(
-                    f"{target / clash[0]} exists already; pass exist_ok=True (--exist-ok) to overwrite"
-                )
-        # materialize makes target (and removes what it made if a blob is missing or corrupted)
-        self.workspace.blobs.materialize(entries, target)
+        # Every path checked before any folder is made: exist_ok replaces files, but never
+        # writes (or makes folders) through a link out of target.
+        self.workspace.blobs.materialize(
+            self._entries(), target, overwrite=exist_ok, flag="exist_ok=True (--exist-ok)"
+        )
         return str(target / self.path)
 
     # -- metadata ----------------------------------------------------------------------------
@@ -385,6 +381,12 @@ class Model:
 
         :raises UserErrorException: bad name, missing path, an empty folder.
         """
+        import sys
+
+        from . import fileops
+        from .blobs import bad_names
+        from .errors import UnsafePath
+
         check_model_name(model_name)
         _check_metadata(tags, properties, datasets)
         src = Path(model_path)
@@ -392,6 +394,7 @@ class Model:
             raise UserErrorException(f"model_path {src} does not exist")
         # The name the user gave (a symlink keeps its own name, not its target's).
         top = Path(os.path.abspath(src)).name
+        bad_names(str(src.parent), [top])
         workspace.catalog.require_writer()  # before any blob is stored
         blobs = workspace.blobs
         if src.is_file():
@@ -407,6 +410,12 @@ class Model:
                 for rel in rels:
                     if not (src / rel).is_file():
                         raise UserErrorException(f"child path {src / rel} is not a file")
+                    # Named by the user, so refused rather than skipped: a link out of the
+                    # folder is never stored (the one rule of fileops.gather).
+                    if not fileops.inside(os.path.realpath(src), str(src / rel)):
+                        raise UnsafePath(
+                            f"child path {src / rel} is a symlink that leads outside {src}"
+                        )
                 entries = []
                 with blobs.batch():
                     for rel in rels:
@@ -421,7 +430,10 @@ class Model:
                             )
                         )
             else:
-                entries = blobs.put_folder(src, top, skip_symlinks=True)
+                skipped: list[str] = []
+                entries = blobs.put_folder(src, top, skipped=skipped)
+                for w in skipped:
+                    print(f"Warning: {w}", file=sys.stderr)
             if not entries:
                 raise UserErrorException(f"model folder {src} holds no files")
         return _record(

@@ -616,6 +616,7 @@ class _Supervisor:
 
     def collect(self, workdir: Path) -> None:
         """Store ``outputs/`` and ``logs/`` of the working folder as run files."""
+        from .errors import UserErrorException
         from .runs import add_run_files
 
         entries = []
@@ -623,8 +624,35 @@ class _Supervisor:
             for sub in ("outputs", "logs"):
                 if sub == "outputs" and not self.definition.get("outputCollection", True):
                     continue
-                if (workdir / sub).is_dir():
-                    entries += self.ws.blobs.put_folder(workdir / sub, sub, skip_symlinks=True)
+                if not (workdir / sub).is_dir():
+                    continue
+                # The run has ended: what cannot be stored (links out of the folder, names no
+                # manifest accepts) is skipped, and said in the run's log, not refused.
+                skipped: list[str] = []
+                try:
+                    entries += self.ws.blobs.put_folder(
+                        workdir / sub,
+                        sub,
+                        root_may_link=False,
+                        skipped=skipped,
+                        lenient=True,
+                    )
+                except UserErrorException as e:
+                    skipped.append(f"{sub}/ not stored: {e}")
+                if skipped:
+                    # Outputs first, so the warning is in the driver log stored next.
+                    # O_NOFOLLOW: the script may have left a link in place of its log.
+                    try:
+                        (workdir / "logs").mkdir(exist_ok=True)
+                        fd = os.open(
+                            workdir / "logs" / "driver.log",
+                            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                            0o644,
+                        )
+                    except OSError:
+                        continue  # no log to tell: the files are skipped all the same
+                    with os.fdopen(fd, "a") as log:
+                        log.writelines(f"Warning: {w}\n" for w in skipped)
         add_run_files(self.ws, self.row["seq"], entries)
 
     def finish(self, outcome: tuple[str, dict[str, Any] | None]) -> None:

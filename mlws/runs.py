@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import metrics as _metrics
-from .blobs import Entry, check_relpath, copy_file, file_mode
+from .blobs import Entry, check_relpath, copy_file, file_mode, plan_writes
 from .errors import (
     ActivityFailedException,
     PropertyConflict,
@@ -276,6 +276,18 @@ class Run:
             self._close_writer()
             set_status(self.workspace, self.id, "Canceled")
         self._refresh()
+
+    def delete(self) -> list[str]:
+        """Delete this run and its children, with their tags, properties, metrics, files and
+        dataset lineage (blobs go at the next ``gc``); returns the ids deleted. Not in v1:
+        the way to remove a run whose records are broken, after which fsck and gc work.
+
+        :raises RunStateError: the run or a child has not ended, or a model was registered
+            from one of them.
+        """
+        from .lifecycle import delete_run
+
+        return delete_run(self.workspace, self.id)
 
     def wait_for_completion(
         self,
@@ -659,16 +671,41 @@ class Run:
     def upload_folder(
         self, name: str, path: str | os.PathLike[str], datastore_name: str | None = None
     ) -> list[str]:
-        """Store every file under ``path`` as run files ``name/<relative path>``."""
+        """Store every file under ``path`` as run files ``name/<relative path>``. A symlink is
+        stored only when it leads to a file inside ``path`` (as that file); others are skipped
+        with a warning on stderr.
+
+        :raises UnsafePath: a file's name cannot be stored (a backslash, not UTF-8); nothing
+            is recorded then.
+        """
         src = Path(path)
         if not src.is_dir():
             raise UserErrorException(f"cannot upload {src}: not a folder")
         prefix = name.strip("/")
         if prefix:
             check_relpath(prefix)
-        entries = self.workspace.blobs.put_folder(src, prefix)
+        skipped: list[str] = []
+        entries = self.workspace.blobs.put_folder(src, prefix, skipped=skipped)
+        for w in skipped:
+            print(f"Warning: {w}", file=sys.stderr)
         add_run_files(self.workspace, self.seq, entries)
         return [e.path for e in entries]
+
+    def _copy_out(self, name: str, out: Path) -> None:
+        """Copy run file ``name`` to ``out``: a stored file is checked against its hash while
+        it is copied (a corrupted blob is never handed out); a live one comes from the working
+        folder."""
+        check_relpath(name)
+        blob = self._stored_blob(name)
+        if blob is not None:
+            self.workspace.blobs.copy_out(blob, out)
+            return
+        live = self._live_file(name)
+        if live is None:
+            raise UserErrorException(
+                f"run {self.id} has no file {name!r}; see run.get_file_names()"
+            )
+        copy_file(live, out)
 
     def download_file(
         self,
@@ -677,21 +714,11 @@ class Run:
         _validate_checksum: bool = False,
     ) -> Path:
         """Copy run file ``name`` to ``output_file_path`` (a file or folder; default: cwd)."""
-        check_relpath(name)
         out = Path(output_file_path) if output_file_path is not None else Path(Path(name).name)
         if out.is_dir():
             out = out / Path(name).name
-        blob = self._stored_blob(name)
-        if blob is not None:
-            # Always checked against its hash while copying (_validate_checksum is implied).
-            self.workspace.blobs.copy_out(blob, out)
-            return out
-        live = self._live_file(name)
-        if live is None:
-            raise UserErrorException(
-                f"run {self.id} has no file {name!r}; see run.get_file_names()"
-            )
-        copy_file(live, out)
+        # Always checked against its hash while copying (_validate_checksum is implied).
+        self._copy_out(name, out)
         return out
 
     def download_files(
@@ -701,32 +728,53 @@ class Run:
         output_paths: list[str] | None = None,
         batch_size: int = 100,
         append_prefix: bool = True,
+        overwrite: bool = False,
+        _validate_checksum: bool = False,
     ) -> list[Path]:
         """Copy every run file under ``prefix`` into ``output_directory`` keeping relative paths
-        (without the prefix when ``append_prefix`` is false)."""
+        (without the prefix when ``append_prefix`` is false).
+
+        Every file is checked before any is written: a file already there is refused unless
+        ``overwrite``, and nothing is ever written through a symlink that leads out of
+        ``output_directory`` (``overwrite`` or not).
+
+        :raises UserErrorException: a file is there (and not ``overwrite``), or
+            ``output_directory`` is a file.
+        :raises UnsafePath: a file would be written outside ``output_directory``.
+        """
         target = Path(output_directory or ".")
         names = [
             n
             for n in self.get_file_names()
             if prefix is None or n == prefix or n.startswith(prefix.rstrip("/") + "/")
         ]
-        out = []
+        rels = []
         for n in names:
             rel = n
             if prefix and not append_prefix:
                 rel = n[len(prefix.rstrip("/")) :].lstrip("/") or Path(n).name
-            dest = target / rel
-            self.download_file(n, dest)
-            out.append(dest)
-        return out
+            rels.append(rel)
+        dests = plan_writes(target, rels, overwrite=overwrite, flag="overwrite=True (--overwrite)")
+        for name, dest in zip(names, dests, strict=True):
+            self._copy_out(name, dest)  # stored files checked against their hash
+        return dests
 
-    def restore_snapshot(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write the run's source snapshot into ``path`` (default: ``./<run id>-snapshot``)."""
+    def restore_snapshot(
+        self, path: str | os.PathLike[str] | None = None, overwrite: bool = False
+    ) -> Path:
+        """Write the run's source snapshot into ``path`` (default: ``./<run id>-snapshot``);
+        files there already are refused unless ``overwrite``, and nothing is written through a
+        symlink out of ``path``."""
         snap = self._row["snapshot"]
         if not snap:
             raise UserErrorException(f"run {self.id} has no snapshot")
         target = Path(path or f"{self.id}-snapshot")
-        self.workspace.blobs.materialize(self.workspace.blobs.read_manifest(snap), target)
+        self.workspace.blobs.materialize(
+            self.workspace.blobs.read_manifest(snap),
+            target,
+            overwrite=overwrite,
+            flag="overwrite=True (--overwrite)",
+        )
         return target
 
     # -- logs -------------------------------------------------------------------------------

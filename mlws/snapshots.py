@@ -2,7 +2,10 @@
 
 Only the top-level ``.amlignore`` is read, else the top-level ``.gitignore`` (gitwildmatch
 semantics via :mod:`pathspec`); ``.git`` is never captured (git info is recorded as run
-properties instead). Ignored folders are pruned, not walked.
+properties instead). Ignored folders are pruned, not walked. Files are found by
+:func:`fileops.gather`, the walk of every folder mlws stores: a symlink to a file inside the
+folder is captured as that file, other links are skipped with a warning. A name no manifest
+can hold (a backslash, not UTF-8) refuses the snapshot before anything is stored.
 
 A per-machine hash cache (``~/.cache/mlws/hashcache.db``) keyed by (path, size, mtime_ns, inode)
 means an unchanged tree is not read again: a re-snapshot is a walk, a stat per file and a stat per
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import stat
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -21,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .blobs import BlobStore, Entry, canonical_manifest, file_mode
-from .errors import SnapshotError
+from .blobs import BlobStore, Entry, bad_names, canonical_manifest, file_mode
+from .errors import SnapshotError, UnsafePath
+from .fileops import gather, skipped_warning
 
 WARN_BYTES = 300 * 1024 * 1024
 WARN_FILES = 2000
@@ -52,35 +55,30 @@ def _ignore_spec(root: Path) -> Any:
     return None
 
 
-def iter_files(root: Path) -> Iterator[tuple[str, os.stat_result, str]]:
-    """Yield ``(relative posix path, stat, absolute path)`` for every file kept in a snapshot."""
+def iter_files(
+    root: Path, skipped: list[str] | None = None
+) -> Iterator[tuple[str, os.stat_result, str]]:
+    """Yield ``(relative posix path, stat, path to read)`` for every file kept in a snapshot:
+    :func:`fileops.gather` (its one rule for symlinks) less ignored names. Links it skips are
+    appended to ``skipped``.
+
+    :raises SnapshotError: a folder cannot be read.
+    """
     spec = _ignore_spec(root)
-    stack = [("", str(root))]
-    while stack:
-        rel_dir, abs_dir = stack.pop()
-        try:
-            it = os.scandir(abs_dir)
-        except OSError as e:
-            raise SnapshotError(f"cannot read folder {abs_dir}: {e.strerror}") from None
-        with it:
-            entries = list(it)  # no sort: the manifest is put in canonical order anyway
-        for d in entries:
-            rel = f"{rel_dir}{d.name}"
-            if d.is_dir(follow_symlinks=False):
-                if d.name in ALWAYS_EXCLUDED and not rel_dir:
-                    continue
-                if spec is not None and spec.match_file(rel + "/"):
-                    continue  # pruned: an ignored folder is never walked
-                stack.append((rel + "/", d.path))
-                continue
-            if spec is not None and spec.match_file(rel):
-                continue
-            try:
-                st = d.stat(follow_symlinks=True)
-            except OSError:
-                continue  # a dangling symlink has no content to capture
-            if stat.S_ISREG(st.st_mode):
-                yield rel, st, d.path
+
+    def prune(rel: str, is_dir: bool) -> bool:
+        if is_dir and rel in ALWAYS_EXCLUDED:
+            return True
+        # An ignored folder is pruned, never walked.
+        return spec is not None and bool(spec.match_file(rel + "/" if is_dir else rel))
+
+    try:
+        files, links = gather(str(root), prune=prune)
+    except OSError as e:
+        raise SnapshotError(f"cannot read folder {e.filename}: {e.strerror}") from None
+    if skipped is not None:
+        skipped += links
+    yield from files
 
 
 class HashCache:
@@ -139,12 +137,21 @@ def take_snapshot(
 ) -> Snapshot:
     """Capture ``source_dir`` into ``blobs``; returns the manifest hash and counts.
 
-    :raises SnapshotError: the folder is missing or unreadable.
+    :raises SnapshotError: the folder is missing or unreadable, or a file's name cannot be
+        stored (a backslash, not UTF-8): nothing is stored then.
     """
     root = Path(source_dir).absolute()
     if not root.is_dir():
         raise SnapshotError(f"source directory {root} does not exist or is not a folder")
     real_root = os.path.realpath(root)
+    links: list[str] = []
+    files = list(iter_files(root, links))
+    try:
+        # Every name checked before anything is stored or recorded: a name no manifest reader
+        # accepts would make the run fail, and then fsck and gc, for good.
+        bad_names(str(root), [rel for rel, _st, _p in files])
+    except UnsafePath as e:
+        raise SnapshotError(f"cannot snapshot {root}: {e}") from None
     cache = HashCache(cache_path or default_cache_path())
     # Shared hold on the blob store: gc (exclusive) cannot delete a blob this snapshot re-uses
     # until the manifest naming it exists, and the gc generation cannot change under us.
@@ -156,7 +163,7 @@ def take_snapshot(
             updates: list[tuple[str, int, int, int, str, str]] = []
             total = new_files = new_bytes = 0
             with blobs.batch():
-                for rel, st, abspath in iter_files(root):
+                for rel, st, abspath in files:
                     key = f"{real_root}/{rel}"
                     c = known.get(key)
                     size = st.st_size
@@ -191,7 +198,7 @@ def take_snapshot(
         finally:
             cache.close()
         manifest = blobs.put_bytes(canonical_manifest(entries, trusted=True))
-    warnings = []
+    warnings = [skipped_warning(str(root), links)] if links else []
     if total > WARN_BYTES or len(entries) > WARN_FILES:
         warnings.append(
             f"snapshot of {root} is large ({len(entries)} files, {total / 1e6:.0f} MB); "

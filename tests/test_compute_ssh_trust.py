@@ -228,13 +228,13 @@ def test_collecting_outputs_skips_links_even_if_they_reach_home(
     (secret / "id_ed25519").write_text("PRIVATE")
     linked = tmp_path / "linked"
     linked.symlink_to(secret)
-    assert ws.blobs.put_folder(linked, "outputs", skip_symlinks=True) == []
+    assert ws.blobs.put_folder(linked, "outputs", root_may_link=False) == []
     outputs = tmp_path / "outputs"
     (outputs / "sub").mkdir(parents=True)
     (outputs / "ok.txt").write_text("fine")
     (outputs / "dir-link").symlink_to(secret)
     (outputs / "sub" / "file-link").symlink_to(secret / "id_ed25519")
-    entries = ws.blobs.put_folder(outputs, "outputs", skip_symlinks=True)
+    entries = ws.blobs.put_folder(outputs, "outputs", root_may_link=False)
     assert [e.path for e in entries] == ["outputs/ok.txt"]
 
 

@@ -562,11 +562,20 @@ def run_cancel(ctx: click.Context, run_id: str) -> None:
     default=None,
     help="Target folder (default: ./<run id>).",
 )
+@click.option("--overwrite", is_flag=True, help="Replace files that are there already.")
 @click.pass_context
 def run_download(
-    ctx: click.Context, run_id: str, what: str | None, as_zip: bool, output: str | None
+    ctx: click.Context,
+    run_id: str,
+    what: str | None,
+    as_zip: bool,
+    output: str | None,
+    overwrite: bool,
 ) -> None:
     """Download a run's files, outputs or snapshot (each file checked against its hash).
+
+    Files already there are refused unless --overwrite; nothing is written through a symlink
+    that leads out of the target.
 
     \b
     Example:
@@ -576,38 +585,50 @@ def run_download(
     import shutil
     import tempfile
 
+    from ..blobs import copy_file, plan_writes
+
     ws = _open(ctx)
     r = ws.get_run(run_id)
     target = Path(output or (f"{run_id}-snapshot" if what == "snapshot" else run_id))
-    staging = Path(
-        tempfile.mkdtemp(
-            prefix=".mlws-download-", dir=target.parent if target.parent.exists() else None
-        )
-    )
-    try:
+
+    def fetch(into: Path, replace: bool) -> int:
         if what == "snapshot":
-            r.restore_snapshot(staging)
-            count = sum(1 for p in staging.rglob("*") if p.is_file())
-        else:
-            count = 0
-            for n in r.get_file_names():
-                if what == "outputs" and not n.startswith("outputs/"):
-                    continue
-                r.download_file(n, staging / n, _validate_checksum=True)
-                count += 1
-        if as_zip:
-            dest = Path(shutil.make_archive(str(target), "zip", staging))
-        else:
-            target.mkdir(parents=True, exist_ok=True)
-            for p in sorted(staging.rglob("*")):
-                if p.is_file():
-                    d = target / p.relative_to(staging)
-                    d.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(p, d)
-            dest = target
+            r.restore_snapshot(into, overwrite=replace)
+            return sum(1 for p in into.rglob("*") if p.is_file())
+        prefix = "outputs" if what == "outputs" else None
+        files = r.download_files(prefix, into, overwrite=replace, _validate_checksum=True)
+        return len(files)
+
+    if not as_zip:
+        count = fetch(target, overwrite)
+        click.echo(f"Downloaded {count} file(s) to {target}")
+        return
+    whole = Path(os.path.abspath(target))  # "-o ." names the current folder
+    dest = whole.with_name(whole.name + ".zip")
+    [dest] = plan_writes(dest.parent, [dest.name], overwrite=overwrite, flag="--overwrite")
+    staging = Path(tempfile.mkdtemp(prefix=".mlws-download-"))
+    try:
+        count = fetch(staging / "files", False)
+        archive = shutil.make_archive(str(staging / "archive"), "zip", staging / "files")
+        copy_file(archive, dest)  # a link at dest is replaced, never written through
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     click.echo(f"Downloaded {count} file(s) to {dest}")
+
+
+@run.command("delete")
+@click.argument("run_id")
+@click.pass_context
+def run_delete(ctx: click.Context, run_id: str) -> None:
+    """Delete an ended run and its children: their metrics, files, tags and properties
+    (blobs no longer used go at the next 'mlws gc'). Refused for a run that has not ended.
+
+    \b
+    Example:
+      mlws run delete demo_1764000000_ab12cd34
+    """
+    ids = _open(ctx).get_run(run_id).delete()
+    click.echo(f"Deleted {len(ids)} run(s): {', '.join(ids)}")
 
 
 @run.command("tag")

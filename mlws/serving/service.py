@@ -224,6 +224,8 @@ def deploy(
         Webservice(workspace, name).delete()
     env = as_environment(workspace, inference_config.environment)
     snap = take_snapshot(workspace.blobs, source)
+    for w in snap.warnings:
+        print(f"Warning: {w}", file=sys.stderr)
     stored = {
         "snapshot": snap.manifest,
         "entryScript": Path(inference_config.entry_script).as_posix(),
@@ -516,7 +518,10 @@ class Webservice:
                 raise WebserviceException(
                     f"entry script {source / inference_config.entry_script} not found"
                 )
-            changes["snapshot"] = take_snapshot(self.workspace.blobs, source).manifest
+            snap = take_snapshot(self.workspace.blobs, source)
+            for w in snap.warnings:
+                print(f"Warning: {w}", file=sys.stderr)
+            changes["snapshot"] = snap.manifest
             changes["entryScript"] = Path(inference_config.entry_script).as_posix()
             if inference_config.environment is not None:
                 from ..environments import as_environment
