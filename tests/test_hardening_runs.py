@@ -1,0 +1,102 @@
+"""Hardening of run supervision, metrics, process identity and slots (issue 10, "Nothing lost,
+nothing leaked"): real supervisors, real ``kill -9``, real copies of a workspace, real HOMEs.
+
+Scripts wait for gate files (``helpers.SCRIPT_PRELUDE``), never for a fixed time; the test side
+polls with a deadline. Everything a test starts is killed at teardown if still alive.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import SCRIPT_PRELUDE, kill_run_processes, wait_until
+
+from mlws import Experiment, ScriptRunConfig, Workspace
+from mlws.compute import local
+from mlws.runs import Run
+
+
+def row(ws: Workspace, run_id: str) -> Any:
+    return ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+
+
+def make_source(tmp_path: Path, body: str, name: str = "src") -> Path:
+    src = tmp_path / name
+    src.mkdir()
+    (src / "train.py").write_text(SCRIPT_PRELUDE + textwrap.dedent(body))
+    return src
+
+
+def submit(ws: Workspace, src: Path, *args: Any, exp: str = "exp") -> Run:
+    cfg = ScriptRunConfig(source_directory=src, script="train.py", arguments=[str(a) for a in args])
+    return Experiment(ws, exp).submit(cfg)
+
+
+@pytest.fixture(autouse=True)
+def kill_leftovers(ws: Workspace) -> Iterator[None]:
+    yield
+    kill_run_processes(ws)
+
+
+# -- 4. run slots are per machine and workspace, not per HOME ------------------------------------
+SUBMIT_AS = """
+import sys
+from mlws import Experiment, ScriptRunConfig, Workspace
+ws = Workspace(sys.argv[1])
+for _ in range(int(sys.argv[3])):
+    cfg = ScriptRunConfig(source_directory=sys.argv[2], script="train.py", arguments=[sys.argv[4]])
+    print(Experiment(ws, "slots").submit(cfg).id, flush=True)
+"""
+
+
+def test_two_homes_share_the_local_slots(ws: Workspace, tmp_path: Path) -> None:
+    """Two users (two HOMEs, so two per-user caches) submitting to one workspace with
+    max_concurrent_runs=1: their runs never overlap."""
+    local.configure(ws, 1)
+    inside = tmp_path / "inside"
+    # A run that finds another one inside says so (exit 3): overlap is seen directly, not only
+    # from the recorded times.
+    src = make_source(
+        tmp_path,
+        """
+        try:
+            fd = os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            sys.exit(3)
+        os.close(fd)
+        time.sleep(0.3)  # a run long enough for an overlap to happen if slots allowed it
+        os.unlink(sys.argv[1])
+        """,
+    )
+    procs = []
+    for user in ("alice", "bob"):
+        home = tmp_path / user
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home)}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", SUBMIT_AS, str(ws.path), str(src), "2", str(inside)],
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    ids = []
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0
+        ids += out.split()
+    assert len(ids) == 4
+    for rid in ids:
+        wait_until(lambda rid=rid: row(ws, rid)["status"] in ("Completed", "Failed"), 60, rid)
+    rows = sorted((row(ws, rid) for rid in ids), key=lambda r: r["start_time"])
+    assert [r["status"] for r in rows] == ["Completed"] * 4, [dict(r) for r in rows]
+    for a, b in zip(rows, rows[1:]):
+        assert b["start_time"] >= a["end_time"], "two runs held the single slot at once"
