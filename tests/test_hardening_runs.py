@@ -98,5 +98,66 @@ def test_two_homes_share_the_local_slots(ws: Workspace, tmp_path: Path) -> None:
         wait_until(lambda rid=rid: row(ws, rid)["status"] in ("Completed", "Failed"), 60, rid)
     rows = sorted((row(ws, rid) for rid in ids), key=lambda r: r["start_time"])
     assert [r["status"] for r in rows] == ["Completed"] * 4, [dict(r) for r in rows]
-    for a, b in zip(rows, rows[1:]):
+    for a, b in zip(rows, rows[1:], strict=False):
         assert b["start_time"] >= a["end_time"], "two runs held the single slot at once"
+
+
+# -- 2. what a kill -9 can lose of the logged metrics is bounded --------------------------------
+LOG_FAST = """
+import sys
+from mlws import Experiment, Workspace
+ws = Workspace(sys.argv[1])
+run = Experiment(ws, "metrics").start_logging()
+print("run", run.id, flush=True)
+i = 0
+while True:
+    for _ in range(500):
+        i += 1
+        run.log("x", i)
+    print(i, flush=True)  # values 1..i are acknowledged: run.log returned for each of them
+"""
+
+
+def test_kill_9_loses_at_most_the_metric_bound(ws: Workspace) -> None:
+    """A script logging as fast as it can is killed with SIGKILL at a random moment; of the values
+    whose run.log had returned, at most ``metrics.MAX_PENDING`` are missing (the count bound;
+    the time bound, ``FLUSH_INTERVAL_S``, only ever flushes earlier)."""
+    import random
+    import signal
+
+    from mlws import metrics
+
+    rnd = random.Random()
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LOG_FAST, str(ws.path)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout is not None
+            run_id = proc.stdout.readline().split()[1]
+            kill_after = rnd.randrange(1_000, 30_000)
+            acknowledged = 0
+            for line in proc.stdout:
+                acknowledged = int(line)
+                if acknowledged >= kill_after:
+                    break
+            os.kill(proc.pid, signal.SIGKILL)
+            # Lines printed before it died were acknowledged too: the check uses the last one.
+            for line in proc.stdout:
+                acknowledged = int(line)
+        finally:
+            proc.kill()
+            proc.wait()
+        seq = row(ws, run_id)["seq"]
+        stored = ws.catalog.scalar(
+            "SELECT count(*) FROM metrics WHERE run_seq = ? AND value <= ?", (seq, acknowledged)
+        )
+        lost = acknowledged - stored
+        assert lost <= metrics.MAX_PENDING, (
+            f"killed after value {acknowledged}: {lost} acknowledged values lost, "
+            f"more than the bound of {metrics.MAX_PENDING}"
+        )
+        # What was stored is a prefix: values are committed in the order they were logged.
+        assert ws.catalog.scalar(
+            "SELECT max(value) FROM metrics WHERE run_seq = ? AND value <= ?", (seq, acknowledged)
+        ) in (stored, None)
