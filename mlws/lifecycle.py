@@ -197,11 +197,15 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
     if supervised:
         if row["supervisor_pid"]:
             if not process_alive(row["supervisor_pid"], row["supervisor_start"]):
+                from .runner import abandon
+
                 reason = (
                     f"the supervising process (pid {row['supervisor_pid']}) of this run died without "
                     "recording an outcome (killed, or the machine restarted)"
                 )
-                _kill_orphan(row)
+                # Kills the orphaned script, keeps the working folder's logs, marks it Failed.
+                abandon(ws, row["id"], {"code": "ProcessDied", "message": reason})
+                return ws.catalog.one("SELECT * FROM runs WHERE id = ?", (row["id"],)) or row
         elif time.time() - row["created"] > START_GRACE_S:
             reason = "the run was never started: no supervising process was recorded"
     elif row["pid"]:
@@ -224,7 +228,7 @@ def _root_supervised(ws: Workspace, row: sqlite3.Row) -> bool:
     return bool(root and root[0]) and process_alive(root[0], root[1])
 
 
-def _kill_orphan(row: sqlite3.Row) -> None:
+def kill_orphan(ws: Workspace, row: sqlite3.Row) -> None:
     """The supervisor is gone but its script may still run: stop it, nobody would collect it."""
     if row["pid"] and process_alive(row["pid"], row["pid_start"]):
         import signal

@@ -161,3 +161,80 @@ def test_kill_9_loses_at_most_the_metric_bound(ws: Workspace) -> None:
         assert ws.catalog.scalar(
             "SELECT max(value) FROM metrics WHERE run_seq = ? AND value <= ?", (seq, acknowledged)
         ) in (stored, None)
+
+
+# -- 1. a killed supervisor's run keeps its logs and outputs -------------------------------------
+RECONCILE = """
+import os, sys, time
+from mlws import Workspace
+ws = Workspace(sys.argv[1])
+deadline = time.monotonic() + 30
+while not os.path.exists(sys.argv[3]) and time.monotonic() < deadline:
+    time.sleep(0.001)
+print(ws.get_run(sys.argv[2]).get_status(), flush=True)
+"""
+
+
+def test_kill_9_supervisor_attaches_logs_and_outputs_once(ws: Workspace, tmp_path: Path) -> None:
+    """``kill -9`` the supervisor of a running run; several processes then read the run at once.
+    The run ends Failed with the script's driver.log and outputs/ as run files (collected by
+    exactly one of them: the note the collector adds is there once), and no working folder is
+    left in the per-user cache."""
+    import signal
+
+    src = make_source(
+        tmp_path,
+        """
+        os.makedirs("outputs", exist_ok=True)
+        with open("outputs/partial.txt", "w") as f:
+            f.write("epoch 1")
+        print("training started", flush=True)
+        wait_gate(sys.argv[1])
+        """,
+    )
+    for round_ in range(3):
+        gate, go = tmp_path / f"gate{round_}", tmp_path / f"go{round_}"
+        run = submit(ws, src, gate)
+        r = wait_until(
+            lambda run=run: (
+                (x := row(ws, run.id))["status"] == "Running" and x["working_dir"] and x
+            ),
+            30,
+            "the run to be Running",
+        )
+        workdir = Path(r["working_dir"])
+        wait_until(
+            lambda w=workdir: b"training started" in (w / "logs" / "driver.log").read_bytes(), 30
+        )
+        os.kill(r["supervisor_pid"], signal.SIGKILL)
+        readers = [
+            subprocess.Popen(
+                [sys.executable, "-c", RECONCILE, str(ws.path), run.id, str(go)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        go.touch()
+        outs = [p.communicate(timeout=60)[0].strip() for p in readers]
+        assert outs == ["Failed"] * 3, outs
+        assert run.get_status() == "Failed"
+        assert "supervising process" in run.get_details()["error"]["error"]["message"]
+        names = set(run.get_file_names())
+        assert {"logs/driver.log", "outputs/partial.txt"} <= names, names
+        log = run.get_details_with_logs()["logFiles"]["logs/driver.log"]
+        assert "training started" in log
+        assert log.count("the supervising process died") == 1, log
+        assert not workdir.exists(), "the working folder was left in the cache"
+        wait_until(lambda r=r: not _alive(r["pid"]), 10, "the orphaned script to be killed")
+    runs_cache = Path(os.environ["HOME"]) / ".cache" / "mlws" / "runs"
+    assert [p for p in runs_cache.rglob("*") if p.is_file()] == []
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -9,7 +9,6 @@ own slots), while on a shared folder each machine's ``local`` target still has i
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserErrorException
+from ..locks import try_lock
 from . import target_config
 
 if TYPE_CHECKING:
@@ -77,27 +77,6 @@ def machine_id() -> str:
     return "host-" + "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())
 
 
-def _try_lock(path: Path) -> int | None:
-    """An fd holding an exclusive ``flock`` on ``path``, or ``None`` if another process holds it.
-
-    Every user of the workspace must be able to take the lock whoever created the file, so it is
-    created as writable as the umask allows (0666 before it), and
-    opened read-only when it is not writable for us: ``flock`` does not need write access."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except PermissionError:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 @contextlib.contextmanager
 def hold_slot(
     folder: Path,
@@ -113,7 +92,7 @@ def hold_slot(
     while True:
         # may_start keeps queued runs in submission order: only the oldest waiter takes a slot.
         for name in names() if may_start() else []:
-            fd = _try_lock(folder / f"{name}.lock")
+            fd = try_lock(folder / f"{name}.lock")
             if fd is None:
                 continue
             try:
