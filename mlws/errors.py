@@ -98,3 +98,8 @@ class ExtraNotInstalled(MlwsError):
 
 class DatastoreUnavailable(MlwsError):
     """An ``ssh`` datastore's host cannot be reached, or its folder cannot be used."""
+
+
+class ProcessNotOurs(MlwsError):
+    """A process recorded in this workspace's catalog runs, but for another workspace folder
+    (this one is a copy of it): mlws never signals it from here."""

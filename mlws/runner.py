@@ -485,10 +485,10 @@ class _Supervisor:
 
     def kill_recorded_script(self) -> None:
         """Kill the script's process group recorded in the catalog, if it still runs here."""
-        from .runs import process_alive
+        from .lifecycle import owned_process
 
         row = self.ws.catalog.one("SELECT pid, pid_start FROM runs WHERE id = ?", (self.run_id,))
-        if row and row[0] and process_alive(row[0], row[1]):
+        if row and owned_process(self.ws, row[0], row[1]):
             try:
                 os.killpg(row[0], signal.SIGKILL)
             except OSError:
@@ -616,14 +616,16 @@ class _Supervisor:
         """No older run of this workspace is queued for this machine's local slots."""
         import socket
 
-        from .runs import process_alive
+        from .lifecycle import owned_process
 
         older = self.ws.catalog.query(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE status = 'Queued'"
             " AND target = ? AND host = ? AND seq < ?",
             (self.row["target"], socket.gethostname(), self.row["seq"]),
         )
-        return not any(process_alive(r[0], r[1]) for r in older)
+        # Only this folder's waiters: a copy of the workspace carries the original's queued
+        # rows, whose (live) supervisors wait for the original's slots, not ours.
+        return not any(owned_process(self.ws, r[0], r[1]) for r in older)
 
     def _watch(self) -> tuple[str, dict[str, Any] | None]:
         from .lifecycle import TERMINAL

@@ -238,3 +238,87 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+# -- 3. a copied workspace never acts on the original's processes --------------------------------
+SCORE = """\
+def init():
+    pass
+
+def run(raw_data):
+    return {"ok": raw_data}
+"""
+
+
+def _score(port: int) -> int:
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        c.request(
+            "POST", "/score", body='{"data": 1}', headers={"Content-Type": "application/json"}
+        )
+        return c.getresponse().status
+    finally:
+        c.close()
+
+
+def test_copy_of_a_workspace_never_signals_the_originals_processes(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """``cp -a`` a workspace while a run and a service run in it. In the copy, ``run cancel``
+    refuses with one line and ``service delete`` removes only the copy's record: the original's
+    run goes on to complete and its service keeps answering."""
+    from click.testing import CliRunner
+    from helpers import one_error_line
+
+    from mlws import Model
+    from mlws.cli import cli
+    from mlws.serving import InferenceConfig, LocalWebservice, Webservice
+
+    gate = tmp_path / "gate"
+    src = make_source(tmp_path, "print('up', flush=True)\nwait_gate(sys.argv[1])\nprint('done')\n")
+    run = submit(ws, src, gate)
+    wait_until(lambda: run.get_status() == "Running", 30, "the run to be Running")
+    (tmp_path / "m.txt").write_text("2")
+    model = Model.register(ws, tmp_path / "m.txt", "m")
+    score_src = tmp_path / "score"
+    score_src.mkdir()
+    (score_src / "score.py").write_text(SCORE)
+    svc = Model.deploy(
+        ws,
+        "svc",
+        [model],
+        InferenceConfig(entry_script="score.py", source_directory=str(score_src)),
+        LocalWebservice.deploy_configuration(auth_enabled=False),
+    )
+    try:
+        svc.wait_for_deployment(timeout_sec=60)
+        port = svc.port
+        assert _score(port) == 200
+        copy = tmp_path / "copy"
+        subprocess.run(["cp", "-a", str(ws.path), str(copy)], check=True)
+        r = row(ws, run.id)
+
+        cli_runner = CliRunner()
+        line = one_error_line(cli_runner.invoke(cli, ["-w", str(copy), "run", "cancel", run.id]))
+        assert str(ws.path) in line, line
+        out = cli_runner.invoke(cli, ["-w", str(copy), "service", "delete", "svc"])
+        assert out.exit_code == 0, out.output
+        with Workspace(copy) as c:
+            assert [s.name for s in Webservice.list(c)] == []
+            # In the copy nothing runs the run: it is Failed there, and says why.
+            copied = c.get_run(run.id)
+            assert copied.get_status() == "Failed"
+            assert str(ws.path) in copied.get_details()["error"]["error"]["message"]
+
+        # The originals are untouched: the same processes, still working.
+        assert _alive(r["supervisor_pid"]) and _alive(r["pid"])
+        assert run.get_status() == "Running"
+        assert svc.state == "Healthy" and _score(port) == 200
+        gate.touch()
+        assert run.wait_for_completion(timeout=60)["status"] == "Completed"
+        log = run.get_details_with_logs()["logFiles"]["logs/driver.log"]
+        assert "done" in log
+    finally:
+        svc.delete()
