@@ -47,7 +47,8 @@ def kill_leftovers(ws: Workspace) -> Iterator[None]:
 
 # -- 4. run slots are per machine and workspace, not per HOME ------------------------------------
 SUBMIT_AS = """
-import sys
+import os, sys
+os.umask(0)  # the workspace is shared by two users: what either creates, both may write
 from mlws import Experiment, ScriptRunConfig, Workspace
 ws = Workspace(sys.argv[1])
 for _ in range(int(sys.argv[3])):
@@ -55,34 +56,36 @@ for _ in range(int(sys.argv[3])):
     print(Experiment(ws, "slots").submit(cfg).id, flush=True)
 """
 
+#: A run that finds another one inside says so (exit 3): an overlap is seen directly, not only
+#: from the recorded times.
+ONE_AT_A_TIME = """
+try:
+    fd = os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+except FileExistsError:
+    sys.exit(3)
+os.close(fd)
+time.sleep(0.3)  # a run long enough for an overlap to happen if slots allowed it
+os.unlink(sys.argv[1])
+"""
 
-def test_two_homes_share_the_local_slots(ws: Workspace, tmp_path: Path) -> None:
-    """Two users (two HOMEs, so two per-user caches) submitting to one workspace with
-    max_concurrent_runs=1: their runs never overlap."""
+
+def _submit_as_two_users(ws: Workspace, base: Path, users: list[list[str]]) -> None:
+    """Each of ``users`` (a command starting Python, as that user) submits two runs to ``ws`` at
+    once, each with its own HOME, with max_concurrent_runs=1; all four complete, never overlapping."""
+    import sysconfig
+
     local.configure(ws, 1)
-    inside = tmp_path / "inside"
-    # A run that finds another one inside says so (exit 3): overlap is seen directly, not only
-    # from the recorded times.
-    src = make_source(
-        tmp_path,
-        """
-        try:
-            fd = os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            sys.exit(3)
-        os.close(fd)
-        time.sleep(0.3)  # a run long enough for an overlap to happen if slots allowed it
-        os.unlink(sys.argv[1])
-        """,
-    )
+    inside = base / "inside"
+    src = make_source(base, ONE_AT_A_TIME)
     procs = []
-    for user in ("alice", "bob"):
-        home = tmp_path / user
-        home.mkdir()
-        env = {**os.environ, "HOME": str(home)}
+    for i, prefix in enumerate(users):
+        home = base / f"home{i}"
+        # The venv's packages for a Python that is not the venv's (another uid may not run it).
+        path = os.pathsep.join([os.environ["PYTHONPATH"], sysconfig.get_paths()["purelib"]])
+        env = {**os.environ, "HOME": str(home), "PYTHONPATH": path}
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-c", SUBMIT_AS, str(ws.path), str(src), "2", str(inside)],
+                [*prefix, "-c", SUBMIT_AS, str(ws.path), str(src), "2", str(inside)],
                 env=env,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -98,8 +101,64 @@ def test_two_homes_share_the_local_slots(ws: Workspace, tmp_path: Path) -> None:
         wait_until(lambda rid=rid: row(ws, rid)["status"] in ("Completed", "Failed"), 60, rid)
     rows = sorted((row(ws, rid) for rid in ids), key=lambda r: r["start_time"])
     assert [r["status"] for r in rows] == ["Completed"] * 4, [dict(r) for r in rows]
+    assert len({r["submitter_user"] for r in rows}) == len({tuple(u) for u in users})
     for a, b in zip(rows, rows[1:], strict=False):
         assert b["start_time"] >= a["end_time"], "two runs held the single slot at once"
+
+
+def test_two_homes_share_the_local_slots(ws: Workspace, tmp_path: Path) -> None:
+    """Two users (two HOMEs, so two per-user caches) submitting to one workspace with
+    max_concurrent_runs=1: their runs never overlap."""
+    for i in range(2):
+        (tmp_path / f"home{i}").mkdir()
+    _submit_as_two_users(ws, tmp_path, [[sys.executable], [sys.executable]])
+
+
+def _system_python_like_ours() -> bool:
+    """/usr/bin/python3 is this Python's version (so it can use the venv's packages)."""
+    try:
+        out = subprocess.run(
+            ["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except OSError:
+        return False
+    return out == str(sys.version_info[:2])
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists() or not _system_python_like_ours(),
+    reason="needs root, setpriv and a system Python of this version",
+)
+def test_two_real_users_share_the_local_slots(tmp_path: Path) -> None:
+    """The same with two real uids (root and nobody) on one workspace both may write."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="mlws-two-users-"))  # outside root's private tmp_path
+    try:
+        base.chmod(0o777)
+        old = os.umask(0)
+        try:
+            shared = Workspace.create(base / "ws", _remember_name=False)
+        finally:
+            os.umask(old)
+        for f in shared.path.rglob("*"):
+            f.chmod(0o777 if f.is_dir() else 0o666)
+        for i in range(2):
+            (base / f"home{i}").mkdir()
+        os.chown(base / "home1", 65534, 65534)
+        # This Python may live where nobody cannot run it (e.g. /root/.pyenv): the system one.
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3"]
+        try:
+            _submit_as_two_users(shared, base, [[sys.executable], nobody])
+        finally:
+            kill_run_processes(shared)
+            shared.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- 2. what a kill -9 can lose of the logged metrics is bounded --------------------------------
