@@ -354,11 +354,18 @@ def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
                 if (workdir / "logs").is_dir():
                     with open(workdir / "logs" / "driver.log", "a") as log:
                         log.write(
-                            f"\nmlws: the supervising process died ({error['message']}); "
-                            f"this folder was collected by process {os.getpid()}\n"
+                            f"\nmlws: {error['message']}; the supervising process died, and "
+                            f"process {os.getpid()} stored this run's files\n"
                         )
                 collect_run_files(ws, row["seq"], json.loads(row["definition"] or "{}"), workdir)
-            finally:
+            except (OSError, MlwsError) as e:
+                # Not removed, so nothing is lost; the reason says where the files are.
+                error = {
+                    **error,
+                    "message": f"{error['message']}; its working folder {workdir} could not be"
+                    f" stored ({e}) and was left in place",
+                }
+            else:
                 if not os.environ.get("MLWS_KEEP_WORKDIR"):
                     remove_run_folder(workdir)
         set_status(ws, run_id, "Failed", error=error)
