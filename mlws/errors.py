@@ -118,3 +118,8 @@ class CatalogDamaged(InvalidWorkspace):
 
 class CatalogMissing(InvalidWorkspace):
     """``mlws.json`` is there but ``mlws.db`` is missing or empty: the catalog was lost."""
+
+
+class ProcessNotOurs(MlwsError):
+    """A process recorded in this workspace's catalog runs, but for another workspace folder
+    (this one is a copy of it): mlws never signals it from here."""

@@ -74,6 +74,59 @@ def process_alive(pid: int | None, start: float | None) -> bool:
         return False
 
 
+#: ``python -m <module> <workspace path> ...``: the processes mlws starts for a workspace.
+_WORKSPACE_MODULES = ("mlws.runner", "mlws.serving.supervisor")
+
+
+def process_workspace(pid: int) -> str | None:
+    """The workspace folder a live process works for, as the process itself says: the workspace
+    argument of an mlws supervisor's command line, else ``MLWS_WORKSPACE`` in its environment
+    (every run's script has it). ``None`` when it names none (or is not readable)."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        args = p.cmdline()
+        if "-m" in args:
+            i = args.index("-m")
+            if args[i + 1 : i + 2] and args[i + 1] in _WORKSPACE_MODULES and len(args) > i + 2:
+                return args[i + 2]
+        return p.environ().get("MLWS_WORKSPACE") or None
+    except (psutil.Error, OSError):
+        return None
+
+
+def owned_process(ws: Workspace, pid: int | None, start: float | None) -> bool:
+    """True when ``pid`` (started at ``start``) runs *and* works for this workspace folder.
+
+    A catalog row carries a pid, but a copy of the workspace (``cp -a``, a restored backup)
+    carries the same rows while the processes belong to the original: only a process whose
+    command line or environment names this folder may be signalled or adopted from here. The
+    folder, not the ``mlws.json`` id, is the identity: a copy keeps the id (its key-vault key is
+    found by it), never the original's path."""
+    if not pid or not process_alive(pid, start):
+        return False
+    named = process_workspace(pid)
+    return named is not None and _same_folder(named, ws.path)
+
+
+def _same_folder(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def foreign_process_message(ws: Workspace, what: str, pid: int) -> str:
+    """One line saying that ``pid`` (``what``) belongs to another workspace folder."""
+    other = process_workspace(pid)
+    where = f"the workspace at {other}" if other else "another workspace"
+    return (
+        f"{what} (pid {pid}) belongs to {where}, not to this one at {ws.path} (a copy of it?); "
+        "nothing was signalled"
+    )
+
+
 def insert_run(
     ws: Workspace,
     experiment: str,
@@ -197,11 +250,21 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
     if supervised:
         if row["supervisor_pid"]:
             if not process_alive(row["supervisor_pid"], row["supervisor_start"]):
+                from .runner import abandon
+
                 reason = (
                     f"the supervising process (pid {row['supervisor_pid']}) of this run died without "
                     "recording an outcome (killed, or the machine restarted)"
                 )
-                _kill_orphan(row)
+                # Kills the orphaned script, keeps the working folder's logs, marks it Failed.
+                abandon(ws, row["id"], {"code": "ProcessDied", "message": reason})
+                return ws.catalog.one("SELECT * FROM runs WHERE id = ?", (row["id"],)) or row
+            if not owned_process(ws, row["supervisor_pid"], row["supervisor_start"]):
+                # A copy of the workspace: nothing here runs this run, and the process that does
+                # (with its working folder and script) is the original's: never touched.
+                reason = foreign_process_message(
+                    ws, "the supervising process of this run", row["supervisor_pid"]
+                )
         elif time.time() - row["created"] > START_GRACE_S:
             reason = "the run was never started: no supervising process was recorded"
     elif row["pid"]:
@@ -224,9 +287,10 @@ def _root_supervised(ws: Workspace, row: sqlite3.Row) -> bool:
     return bool(root and root[0]) and process_alive(root[0], root[1])
 
 
-def _kill_orphan(row: sqlite3.Row) -> None:
-    """The supervisor is gone but its script may still run: stop it, nobody would collect it."""
-    if row["pid"] and process_alive(row["pid"], row["pid_start"]):
+def kill_orphan(ws: Workspace, row: sqlite3.Row) -> None:
+    """The supervisor is gone but its script may still run: stop it, nobody would collect it
+    (unless it is another workspace's: see :func:`owned_process`)."""
+    if owned_process(ws, row["pid"], row["pid_start"]):
         import signal
 
         try:

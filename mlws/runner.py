@@ -300,6 +300,105 @@ def _last_error_line(log_file: Path | None) -> str:
         return ""
 
 
+def workspace_key(ws: Workspace) -> str:
+    """A short key of the workspace *folder* (its real path): two copies of a workspace share
+    their id and their run ids, never their key, so neither takes the other's run folders."""
+    import hashlib
+
+    return hashlib.sha256(os.path.realpath(ws.path).encode()).hexdigest()[:16]
+
+
+def run_folder(ws: Workspace, run_id: str) -> Path:
+    """Where a run of ``ws`` works on this machine: ``~/.cache/mlws/runs/<key>/<run id>``."""
+    from .workspace import user_cache_dir
+
+    return user_cache_dir() / "runs" / workspace_key(ws) / run_id
+
+
+def collect_run_files(
+    ws: Workspace, run_seq: int, definition: dict[str, Any], workdir: Path
+) -> None:
+    """Store ``outputs/`` (unless output collection is off) and ``logs/`` of a run's working
+    folder as its run files (storing the same file again replaces it).
+
+    The run has ended: what cannot be stored (links out of the folder, names no manifest
+    accepts, unreadable files) is skipped and said in the run's log, not refused."""
+    from .errors import UserErrorException
+    from .runs import add_run_files
+
+    entries = []
+    with ws.blobs.batch():
+        for sub in ("outputs", "logs"):
+            if sub == "outputs" and not definition.get("outputCollection", True):
+                continue
+            if not (workdir / sub).is_dir():
+                continue
+            skipped: list[str] = []
+            try:
+                entries += ws.blobs.put_folder(
+                    workdir / sub, sub, root_may_link=False, skipped=skipped, lenient=True
+                )
+            except UserErrorException as e:
+                skipped.append(f"{sub}/ not stored: {e}")
+            if skipped:
+                # Outputs first, so the warning is in the driver log stored next.
+                # O_NOFOLLOW: the script may have left a link in place of its log.
+                try:
+                    (workdir / "logs").mkdir(exist_ok=True)
+                    fd = os.open(
+                        workdir / "logs" / "driver.log",
+                        os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                        0o644,
+                    )
+                except OSError:
+                    continue  # no log to tell: the files are skipped all the same
+                with os.fdopen(fd, "a") as log:
+                    log.writelines(f"Warning: {w}\n" for w in skipped)
+    add_run_files(ws, run_seq, entries)
+
+
+def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
+    """End a run whose supervisor is gone (or going): stop its orphaned script, keep what its
+    working folder holds (``logs/`` and ``outputs/``, as a failed run's supervisor would have:
+    they say what went wrong and how far it got; outputs are not published to datastores),
+    remove the folder, and mark the run ``Failed`` with ``error``.
+
+    Several processes may find the same dead supervisor at once: a lock per run in the
+    workspace's ``locks/`` makes exactly one of them do it; the others find the run ended.
+    The run is marked Failed last, so whoever sees it ended sees its files."""
+    from .lifecycle import TERMINAL, kill_orphan, set_status
+    from .locks import locked
+
+    with locked(ws.path / "locks" / "runs" / f"{run_id}.lock"):
+        row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row is None or row["status"] in TERMINAL:
+            return
+        kill_orphan(ws, row)
+        workdir = Path(row["working_dir"]) if row["working_dir"] else None
+        # Only this workspace's own folder: a copy of the workspace has the same run ids and
+        # recorded paths, and must never take (or delete) the original's files.
+        if workdir is not None and workdir.parent.name == workspace_key(ws) and workdir.is_dir():
+            try:
+                if (workdir / "logs").is_dir():
+                    with open(workdir / "logs" / "driver.log", "a") as log:
+                        log.write(
+                            f"\nmlws: {error['message']}; the supervising process died, and "
+                            f"process {os.getpid()} stored this run's files\n"
+                        )
+                collect_run_files(ws, row["seq"], json.loads(row["definition"] or "{}"), workdir)
+            except (OSError, MlwsError) as e:
+                # Not removed, so nothing is lost; the reason says where the files are.
+                error = {
+                    **error,
+                    "message": f"{error['message']}; its working folder {workdir} could not be"
+                    f" stored ({e}) and was left in place",
+                }
+            else:
+                if not os.environ.get("MLWS_KEEP_WORKDIR"):
+                    remove_run_folder(workdir)
+        set_status(ws, run_id, "Failed", error=error)
+
+
 def remove_run_folder(folder: Path) -> None:
     """Remove a run's working folder, read-only input copies included."""
     from . import readonly
@@ -421,10 +520,10 @@ class _Supervisor:
 
     def kill_recorded_script(self) -> None:
         """Kill the script's process group recorded in the catalog, if it still runs here."""
-        from .runs import process_alive
+        from .lifecycle import owned_process
 
         row = self.ws.catalog.one("SELECT pid, pid_start FROM runs WHERE id = ?", (self.run_id,))
-        if row and row[0] and process_alive(row[0], row[1]):
+        if row and owned_process(self.ws, row[0], row[1]):
             try:
                 os.killpg(row[0], signal.SIGKILL)
             except OSError:
@@ -478,12 +577,17 @@ class _Supervisor:
         """A fresh working folder holding the run's snapshot, ``logs/``, ``outputs/`` and its
         data (``rundata.prepare``; ``remote``: the folder is copied to an ``ssh`` host)."""
         from . import readonly, rundata
-        from .workspace import user_cache_dir
 
-        workdir = user_cache_dir() / "runs" / self.run_id
+        workdir = run_folder(self.ws, self.run_id)
         if workdir.exists():
             remove_run_folder(workdir)
         self.workdir = workdir
+        # Recorded before anything is in it: if this process dies, whoever reconciles the run
+        # finds the folder, keeps its logs and removes it (abandon()).
+        with self.ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET working_dir = ? WHERE id = ?", (str(workdir), self.run_id)
+            )
         self.ws.blobs.materialize(self.ws.blobs.read_manifest(self.row["snapshot"]), workdir)
         (workdir / "logs").mkdir(exist_ok=True)
         (workdir / "outputs").mkdir(exist_ok=True)
@@ -558,14 +662,16 @@ class _Supervisor:
         """No older run of this workspace is queued for this machine's local slots."""
         import socket
 
-        from .runs import process_alive
+        from .lifecycle import owned_process
 
         older = self.ws.catalog.query(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE status = 'Queued'"
             " AND target = ? AND host = ? AND seq < ?",
             (self.row["target"], socket.gethostname(), self.row["seq"]),
         )
-        return not any(process_alive(r[0], r[1]) for r in older)
+        # Only this folder's waiters: a copy of the workspace carries the original's queued
+        # rows, whose (live) supervisors wait for the original's slots, not ours.
+        return not any(owned_process(self.ws, r[0], r[1]) for r in older)
 
     def _watch(self) -> tuple[str, dict[str, Any] | None]:
         from .lifecycle import TERMINAL
@@ -616,44 +722,7 @@ class _Supervisor:
 
     def collect(self, workdir: Path) -> None:
         """Store ``outputs/`` and ``logs/`` of the working folder as run files."""
-        from .errors import UserErrorException
-        from .runs import add_run_files
-
-        entries = []
-        with self.ws.blobs.batch():
-            for sub in ("outputs", "logs"):
-                if sub == "outputs" and not self.definition.get("outputCollection", True):
-                    continue
-                if not (workdir / sub).is_dir():
-                    continue
-                # The run has ended: what cannot be stored (links out of the folder, names no
-                # manifest accepts) is skipped, and said in the run's log, not refused.
-                skipped: list[str] = []
-                try:
-                    entries += self.ws.blobs.put_folder(
-                        workdir / sub,
-                        sub,
-                        root_may_link=False,
-                        skipped=skipped,
-                        lenient=True,
-                    )
-                except UserErrorException as e:
-                    skipped.append(f"{sub}/ not stored: {e}")
-                if skipped:
-                    # Outputs first, so the warning is in the driver log stored next.
-                    # O_NOFOLLOW: the script may have left a link in place of its log.
-                    try:
-                        (workdir / "logs").mkdir(exist_ok=True)
-                        fd = os.open(
-                            workdir / "logs" / "driver.log",
-                            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
-                            0o644,
-                        )
-                    except OSError:
-                        continue  # no log to tell: the files are skipped all the same
-                    with os.fdopen(fd, "a") as log:
-                        log.writelines(f"Warning: {w}\n" for w in skipped)
-        add_run_files(self.ws, self.row["seq"], entries)
+        collect_run_files(self.ws, self.row["seq"], self.definition, workdir)
 
     def finish(self, outcome: tuple[str, dict[str, Any] | None]) -> None:
         from .runs import TERMINAL, set_status
@@ -682,7 +751,6 @@ class _Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .runs import set_status
     from .workspace import Workspace
 
     args = sys.argv[1:] if argv is None else argv
@@ -693,13 +761,13 @@ def main(argv: list[str] | None = None) -> int:
     sup = _Supervisor(ws, args[1])
 
     def on_term(signum: int, _frame: Any) -> None:
-        # Stopped from outside (shutdown, kill): take the script down too and say why.
+        # Stopped from outside (shutdown, kill): take the script down too, keep its logs and
+        # say why.
         sup._kill_group(signal.SIGKILL)
-        set_status(
+        abandon(
             ws,
             args[1],
-            "Failed",
-            error={
+            {
                 "code": "SupervisorStopped",
                 "message": f"the supervising process got signal {signum}",
             },

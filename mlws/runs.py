@@ -20,6 +20,7 @@ from . import metrics as _metrics
 from .blobs import Entry, check_relpath, copy_file, file_mode, plan_writes
 from .errors import (
     ActivityFailedException,
+    ProcessNotOurs,
     PropertyConflict,
     RunNotFound,
     RunStateError,
@@ -32,8 +33,10 @@ from .lifecycle import (  # noqa: F401 - re-exported for callers of mlws.runs
     TERMINAL,
     _iso,
     _str,
+    foreign_process_message,
     insert_run,
     new_run_id,
+    owned_process,
     process_alive,
     process_start_time,
     reconcile,
@@ -256,15 +259,28 @@ class Run:
     def cancel(self) -> None:
         """Cancel the run: a submitted run's process group gets SIGTERM, then SIGKILL after a
         grace period (by its supervising process); an interactive run is marked Canceled."""
-        row = self._refresh()
+        raw = self.workspace.catalog.one("SELECT * FROM runs WHERE id = ?", (self.id,))
+        foreign = (
+            raw is not None
+            and raw["status"] not in TERMINAL
+            and raw["host"] == socket.gethostname()
+            and process_alive(raw["supervisor_pid"], raw["supervisor_start"])
+            and not owned_process(self.workspace, raw["supervisor_pid"], raw["supervisor_start"])
+        )
+        row = self._refresh()  # reconciled: a copy's run whose process is foreign is Failed here
+        if foreign:
+            raise ProcessNotOurs(
+                f"cannot cancel run {self.id}: "
+                + foreign_process_message(
+                    self.workspace, "its supervising process", raw["supervisor_pid"]
+                )
+            )
         if row["status"] in TERMINAL:
             return
         if row["supervisor_pid"]:
             set_status(self.workspace, self.id, "CancelRequested")
-            if (
-                row["pid"]
-                and row["host"] == socket.gethostname()
-                and process_alive(row["pid"], row["pid_start"])
+            if row["host"] == socket.gethostname() and owned_process(
+                self.workspace, row["pid"], row["pid_start"]
             ):
                 import signal
 

@@ -156,7 +156,11 @@ def test_mounted_input_is_read_only_and_lineage_goes_both_ways(ws, src, store):
     # gc keeps what lineage references, fsck accepts it, the working folders are gone.
     gc(ws, grace_s=0)
     assert fsck(ws).ok
-    assert not (Path(os.environ["HOME"]) / ".cache" / "mlws" / "runs" / run.id).exists()
+    from mlws.runner import run_folder
+
+    assert not run_folder(ws, run.id).exists() and run_folder(ws, run.id).is_relative_to(
+        Path(os.environ["HOME"]) / ".cache" / "mlws" / "runs"
+    )
 
 
 def test_mounted_folder_is_the_common_folder_and_hard_links_when_read_only(ws, src, store):

@@ -1,8 +1,9 @@
 """The ``local`` compute target: subprocesses on this machine, limited by run slots.
 
 A slot is an exclusive file lock, so no daemon is needed and a crashed supervisor frees its slot
-(the OS drops its locks). Slot files live in the per-machine cache, not in the workspace: on a
-shared folder, each machine's ``local`` target has its own slots.
+(the OS drops its locks). Slot files live in the workspace's ``locks/slots/<machine id>/``: every
+user of the workspace on one machine shares the limit (a per-user folder would give each HOME its
+own slots), while on a shared folder each machine's ``local`` target still has its own.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserErrorException
+from ..locks import try_lock
 from . import target_config
 
 if TYPE_CHECKING:
@@ -51,9 +54,7 @@ def slot(
 ) -> Iterator[int | None]:
     """Hold one of the target's slots; yields its index, or ``None`` if ``keep_waiting()``
     returned false (e.g. the run was canceled while queued)."""
-    from ..workspace import user_cache_dir
-
-    folder = user_cache_dir() / "locks" / ws.id
+    folder = ws.path / "locks" / "slots" / machine_id()
     with hold_slot(
         folder,
         lambda: [f"local-{i}" for i in range(max_concurrent_runs(ws))],
@@ -62,6 +63,18 @@ def slot(
         may_start,
     ) as name:
         yield None if name is None else int(name.rsplit("-", 1)[1])
+
+
+def machine_id() -> str:
+    """This machine's stable id (systemd's ``/etc/machine-id``), or its host name without one."""
+    for f in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            value = Path(f).read_text().strip()
+        except OSError:
+            continue
+        if value.isalnum():
+            return value
+    return "host-" + "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())
 
 
 @contextlib.contextmanager
@@ -75,21 +88,17 @@ def hold_slot(
     """Hold the first free one of the lock files ``folder/<name>.lock`` (``names()`` is asked
     again on every poll, so a changed limit applies at once); yields its name, or ``None`` once
     ``keep_waiting()`` is false. Shared by every target type that has slots."""
-    from filelock import FileLock, Timeout
-
     folder.mkdir(parents=True, exist_ok=True)
     while True:
         # may_start keeps queued runs in submission order: only the oldest waiter takes a slot.
         for name in names() if may_start() else []:
-            lock = FileLock(str(folder / f"{name}.lock"))
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
+            fd = try_lock(folder / f"{name}.lock")
+            if fd is None:
                 continue
             try:
                 yield name
             finally:
-                lock.release()
+                os.close(fd)  # drops the lock
             return
         if not keep_waiting():
             yield None

@@ -314,7 +314,7 @@ class Webservice:
         self._refresh()
 
     def _refresh(self) -> dict[str, Any]:
-        from ..lifecycle import process_alive
+        from ..lifecycle import foreign_process_message, owned_process, process_alive
 
         row = self.workspace.catalog.one("SELECT * FROM services WHERE name = ?", (self.name,))
         if row is None:
@@ -322,21 +322,23 @@ class Webservice:
                 f"no service named {self.name!r} in workspace {self.workspace.name!r}; see 'mlws service list'"
             )
         row = dict(row)
-        # Status from facts: a live state with a dead supervisor on this machine is Failed.
-        if (
-            row["state"] in LIVE
-            and row["machine"] == socket.gethostname()
-            and not process_alive(row["supervisor_pid"], row["supervisor_start"])
-            and time.time() - row["created"] > 5
-        ):
+        # Status from facts: a live state with a dead supervisor on this machine is Failed, and
+        # so is one whose supervisor serves another workspace folder (this one is a copy).
+        error = None
+        if row["state"] in LIVE and row["machine"] == socket.gethostname():
+            pid, start = row["supervisor_pid"], row["supervisor_start"]
+            if not process_alive(pid, start):
+                if time.time() - row["created"] > 5:
+                    error = "the service's supervising process is gone"
+            elif not owned_process(self.workspace, pid, start):
+                error = foreign_process_message(
+                    self.workspace, "the service's supervising process", pid
+                )
+        if error is not None:
             with self.workspace.catalog.write() as conn:
                 conn.execute(
                     "UPDATE services SET state = 'Failed', error = ? WHERE name = ? AND state = ?",
-                    (
-                        json.dumps({"message": "the service's supervising process is gone"}),
-                        self.name,
-                        row["state"],
-                    ),
+                    (json.dumps({"message": error}), self.name, row["state"]),
                 )
             row["state"] = "Failed"
         self._row = row
@@ -590,22 +592,25 @@ class Webservice:
         self._refresh()
 
     def delete(self) -> None:
-        """Stop the service (in-flight requests finish) and remove it, with its keys."""
-        from ..lifecycle import process_alive
+        """Stop the service (in-flight requests finish) and remove it, with its keys.
+
+        In a copy of the workspace, the copied service's supervisor is the original's: only the
+        copy's record is removed, and that process is never signalled."""
+        from ..lifecycle import owned_process
 
         row = self._refresh()
         with self.workspace.catalog.write() as conn:
             conn.execute("UPDATE services SET state = 'Deleting' WHERE name = ?", (self.name,))
         pid, start = row["supervisor_pid"], row["supervisor_start"]
-        if row["machine"] == socket.gethostname() and process_alive(pid, start):
+        if row["machine"] == socket.gethostname() and owned_process(self.workspace, pid, start):
             try:
                 os.kill(pid, 15)
             except OSError:
                 pass
             deadline = time.monotonic() + 30
-            while process_alive(pid, start) and time.monotonic() < deadline:
+            while owned_process(self.workspace, pid, start) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if process_alive(pid, start):
+            if owned_process(self.workspace, pid, start):
                 os.killpg(pid, 9)
         names = list(_key_names(self.name).values())
         with self.workspace.catalog.write() as conn:
