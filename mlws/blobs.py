@@ -15,6 +15,7 @@ POSIX-style, without ``.``/``..`` components; ``mode`` is ``0o755`` for executab
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -507,6 +508,13 @@ class BlobStore:
             _unlink_quiet(tmp)
             raise
 
+    def copy_into(self, digest: str, fd: int, name: str | None = None) -> None:
+        """Copy a blob into the open file ``fd`` (closed here), checked against its hash.
+
+        :raises BlobNotFound: it is missing. :raises BlobCorrupted: its bytes changed.
+        """
+        _copy_verified(self._str_path(digest), fd, digest, name)
+
     def verify(self, digest: str) -> bool:
         """True when the blob exists and its bytes hash to its name."""
         p = self.path(digest)
@@ -571,32 +579,13 @@ class BlobStore:
                 strict=True,
             )
         )
-        created: list[Path] = []
-        temps: list[tuple[str, Path]] = []
-        try:
-            _makedirs(root, created)
-            real_root = os.path.realpath(root)
-            for e, dest in planned:
-                _makedirs(dest.parent, created)
-                # A symlink made inside target since plan_writes could redirect the write.
-                real_parent = os.path.realpath(dest.parent)
-                if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
-                    raise UnsafePath(f"{e.path!r} would be written outside {root}")
-                fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".mlws-tmp-")
-                temps.append((tmp, dest))
-                _copy_verified(self._str_path(e.hash), fd, e.hash, e.path)
-                os.chmod(tmp, e.mode)
-            for tmp, dest in temps:
-                os.replace(tmp, dest)  # over an old file or symlink (never through it)
-        except BaseException:
-            for tmp, _dest in temps:
-                _unlink_quiet(tmp)
-            for folder in reversed(created):
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass
-            raise
+        write_all(
+            root,
+            [
+                (dest, functools.partial(self.copy_into, e.hash, name=e.path), e.mode)
+                for e, dest in planned
+            ],
+        )
         return len(planned)
 
     def remove(self, digest: str) -> int:
@@ -607,6 +596,40 @@ class BlobStore:
             return size
         except FileNotFoundError:
             return 0
+
+
+def write_all(root: Path, files: list[tuple[Path, Callable[[int], None], int]]) -> None:
+    """Write ``files`` under ``root`` whole or not at all: each ``(dest, fill, mode)`` is filled
+    by ``fill(fd)`` (which closes ``fd``) into a new temp file beside ``dest``, and all are
+    renamed into place only when every one is written. On any error nothing is left behind:
+    the temp files and the folders made for them are removed, and files already at the
+    destinations are untouched. A folder on the way that resolves outside ``root`` (a link
+    made since the caller checked) stops it."""
+    created: list[Path] = []
+    temps: list[tuple[str, Path]] = []
+    try:
+        _makedirs(root, created)
+        real_root = os.path.realpath(root)
+        for dest, fill, mode in files:
+            _makedirs(dest.parent, created)
+            real_parent = os.path.realpath(dest.parent)
+            if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
+                raise UnsafePath(f"{dest} would be written outside {root}")
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".mlws-tmp-")
+            temps.append((tmp, dest))
+            fill(fd)
+            os.chmod(tmp, mode)
+        for tmp, dest in temps:
+            os.replace(tmp, dest)  # over an old file or symlink (never through it)
+    except BaseException:
+        for tmp, _dest in temps:
+            _unlink_quiet(tmp)
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
 
 
 #: Linux's ioctl that makes ``dst`` share ``src``'s extents copy-on-write (btrfs, xfs, ...).

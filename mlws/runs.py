@@ -6,9 +6,11 @@ Creating rows and moving status lives in :mod:`mlws.lifecycle`; its names are re
 from __future__ import annotations
 
 import atexit
+import functools
 import io
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from . import metrics as _metrics
-from .blobs import Entry, check_relpath, copy_file, file_mode, plan_writes
+from .blobs import Entry, check_relpath, copy_file, file_mode, plan_writes, write_all
 from .errors import (
     ActivityFailedException,
     ProcessNotOurs,
@@ -707,6 +709,23 @@ class Run:
         add_run_files(self.workspace, self.seq, entries)
         return [e.path for e in entries]
 
+    def _copy_into(self, name: str, fd: int) -> None:
+        """Write run file ``name`` into the open file ``fd`` (closed here); a stored file is
+        checked against its hash."""
+        check_relpath(name)
+        blob = self._stored_blob(name)
+        if blob is not None:
+            self.workspace.blobs.copy_into(blob, fd, name)
+            return
+        live = self._live_file(name)
+        if live is None:
+            os.close(fd)
+            raise UserErrorException(
+                f"run {self.id} has no file {name!r}; see run.get_file_names()"
+            )
+        with os.fdopen(fd, "wb") as fout, open(live, "rb") as fin:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+
     def _copy_out(self, name: str, out: Path) -> None:
         """Copy run file ``name`` to ``out``: a stored file is checked against its hash while
         it is copied (a corrupted blob is never handed out); a live one comes from the working
@@ -771,8 +790,14 @@ class Run:
                 rel = n[len(prefix.rstrip("/")) :].lstrip("/") or Path(n).name
             rels.append(rel)
         dests = plan_writes(target, rels, overwrite=overwrite, flag="overwrite=True (--overwrite)")
-        for name, dest in zip(names, dests, strict=True):
-            self._copy_out(name, dest)  # stored files checked against their hash
+        # All or nothing: a corrupted (or vanished) file leaves the target as it was.
+        write_all(
+            target,
+            [
+                (dest, functools.partial(self._copy_into, name), 0o644)
+                for name, dest in zip(names, dests, strict=True)
+            ],
+        )
         return dests
 
     def restore_snapshot(
