@@ -404,6 +404,18 @@ def run_list(
         click.echo(f"(first {limit} runs shown; --limit N or --all for more)", err=True)
 
 
+def _argument_text(a: Any) -> str:
+    """One stored run argument as ``mlws run submit`` takes it: data placeholders
+    (``{"mlwsInput": name}``) as ``{input:name}``."""
+    if isinstance(a, dict):
+        if "mlwsInput" in a:
+            return f"{{input:{a['mlwsInput']}}}"
+        if "mlwsOutput" in a:
+            return f"{{output:{a['mlwsOutput']}}}"
+        return json.dumps(a, sort_keys=True)
+    return str(a)
+
+
 @run.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (v1 get_details() shape).")
@@ -436,12 +448,9 @@ def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     ]
     rd = d["runDefinition"]
     if rd.get("script") or rd.get("command"):
-        rows.append(
-            [
-                "command",
-                " ".join([rd.get("script") or str(rd.get("command")), *rd.get("arguments", [])]),
-            ]
-        )
+        words = [rd.get("script") or str(rd.get("command"))]
+        words += [_argument_text(a) for a in rd.get("arguments") or []]
+        rows.append(["command", " ".join(words)])
     if d.get("error"):
         rows.append(["error", d["error"]["error"].get("message")])
     for k, v in d["tags"].items():
@@ -866,18 +875,26 @@ def secret_export_key(ctx: click.Context, output: str | None) -> None:
     Example:
       mlws secret export-key -o team.key
     """
+    target = Path(output).absolute() if output else None
+    # Checked before export_key(), which makes a key when there is none: a bad -o changes nothing.
+    if target is not None and target.is_dir():
+        raise click.ClickException(f"{output} is a folder; give a file name such as team.key")
+    if target is not None and not target.parent.is_dir():
+        raise click.ClickException(
+            f"folder {target.parent} does not exist; create it first or give another -o"
+        )
     key = _open(ctx).get_default_keyvault().export_key()
-    if output:
+    if target is not None:
         from ..keyvault import _write_private
 
-        _write_private(Path(output).absolute(), key.encode() + b"\n")
+        _write_private(target, key.encode() + b"\n")
         click.echo(f"Key written to {output}")
     else:
         click.echo(key)
 
 
 @secret.command("import-key")
-@click.argument("key_file", type=click.File("r"))
+@click.argument("key_file", type=click.File("rb"))
 @click.pass_context
 def secret_import_key(ctx: click.Context, key_file: Any) -> None:
     """Install the workspace's key from KEY_FILE ('-' for standard input).
@@ -886,7 +903,14 @@ def secret_import_key(ctx: click.Context, key_file: Any) -> None:
     Example:
       mlws secret import-key team.key
     """
-    _open(ctx).get_default_keyvault().import_key(key_file.read())
+    # Bytes, decoded here: a binary file is a wrong key, not a UnicodeDecodeError.
+    try:
+        text = key_file.read().decode("ascii")
+    except UnicodeDecodeError:
+        raise click.ClickException(
+            f"{key_file.name} is not a key file (a key is 44 url-safe base64 characters)"
+        ) from None
+    _open(ctx).get_default_keyvault().import_key(text)
     click.echo("Key imported")
 
 

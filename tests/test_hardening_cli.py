@@ -1,0 +1,105 @@
+"""Issue 10, "nothing lost, nothing leaked": bad input at the CLI (and in the library below it)
+gives one clear line, exit 1, and changes nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from helpers import one_error_line, workspace_fingerprint
+
+from mlws import Experiment
+from mlws.cli import cli
+from mlws.errors import UserErrorException
+
+
+def invoke(*args: str, cwd: Path | None = None, input: str | None = None):
+    old = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False, input=input)
+    finally:
+        os.chdir(old)
+
+
+def refused(ws_path: Path, *args: str, cwd: Path | None = None) -> str:
+    """Run a command that must fail with one ``Error:`` line and leave the workspace as it was."""
+    before = workspace_fingerprint(ws_path)
+    line = one_error_line(invoke(*args, cwd=cwd))
+    assert workspace_fingerprint(ws_path) == before, f"{args} changed the workspace"
+    return line
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    d = tmp_path / "src"
+    d.mkdir()
+    (d / "train.py").write_text("print('hello')\n")
+    (d / "t.csv").write_text("a,b\n1,2\n3,4\n")
+    return d
+
+
+@pytest.fixture
+def tabular(ws, src):
+    from mlws import Dataset
+
+    return Dataset.Tabular.from_delimited_files([str(src / "t.csv")]).register(ws, "tab")
+
+
+def test_environment_show_non_numeric_version(ws):
+    from mlws import Environment
+
+    Environment("e1").register(ws)
+    line = refused(ws.path, "environment", "show", "e1", "--version", "abc")
+    assert "version" in line and "'abc'" in line
+    refused(ws.path, "environment", "build", "e1", "--version", "1.5")
+    with pytest.raises(UserErrorException, match="version"):
+        Environment.get(ws, "e1", "abc")
+    assert Environment.get(ws, "e1", "1").version == "1"
+
+
+def test_dataset_head_huge_row_count(ws, tabular):
+    line = refused(ws.path, "dataset", "head", "tab", "-n", "99999999999999999999")
+    assert "99999999999999999999" in line
+    refused(ws.path, "dataset", "head", "tab", "-n", "-1")
+    with pytest.raises(UserErrorException):
+        tabular.take(10**20)
+    assert invoke("dataset", "head", "tab", "-n", "1").exit_code == 0
+
+
+def test_secret_import_key_binary_file(ws, tmp_path):
+    ws.get_default_keyvault().set_secret("s", "v")
+    binary = tmp_path / "bin.key"
+    binary.write_bytes(bytes(range(256)))
+    line = refused(ws.path, "secret", "import-key", str(binary))
+    assert "key" in line
+    assert ws.get_default_keyvault().get_secret("s") == "v"
+
+
+def test_secret_export_key_to_a_folder(ws, tmp_path):
+    ws.get_default_keyvault().set_secret("s", "v")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    line = refused(ws.path, "secret", "export-key", "-o", str(folder))
+    assert "folder" in line
+    assert list(folder.iterdir()) == [] and not list(tmp_path.glob(".tmp-*"))
+    refused(ws.path, "secret", "export-key", "-o", str(tmp_path / "missing" / "k.key"))
+
+
+def test_run_show_with_dataset_arguments(ws, src, tabular):
+    from mlws import ScriptRunConfig
+    from mlws.rundata import OutputFileDatasetConfig
+
+    cfg = ScriptRunConfig(
+        source_directory=str(src),
+        script="train.py",
+        arguments=["--data", tabular.as_named_input("d"), "--out", OutputFileDatasetConfig("o")],
+    )
+    r = Experiment(ws, "demo").submit(cfg)
+    r.wait_for_completion(timeout=60)
+    result = invoke("run", "show", r.id)
+    assert result.exit_code == 0, result.output
+    assert "train.py --data {input:d} --out {output:o}" in result.output
