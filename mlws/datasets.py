@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import fileops
 from .blobs import Entry, canonical_manifest, check_relpath, hash_bytes, hash_file, parse_manifest
-from .errors import MlwsError, UserErrorException
+from .errors import InvalidName, MlwsError, UserErrorException
 
 if TYPE_CHECKING:
     from .rundata import DatasetConsumptionConfig, MountContext
@@ -250,6 +250,8 @@ class AbstractDataset:
         """
         check_dataset_name(name)
         tag_values = {str(k): "" if v is None else str(v) for k, v in (tags or {}).items()}
+        if any(not k.strip() for k in tag_values):
+            raise InvalidName(f"dataset tag keys must not be empty, got {tags!r}")
         entries = fingerprint(_resolve(workspace, self._sources))
         manifest = workspace.blobs.put_bytes(canonical_manifest(entries))
         with workspace.catalog.write() as conn:

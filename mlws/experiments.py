@@ -216,8 +216,9 @@ class Experiment:
         to end it Completed, or Failed on an exception."""
         import os
 
-        from .runs import INTERACTIVE, Run, insert_run, process_start_time
+        from .runs import INTERACTIVE, Run, insert_run, key_values, process_start_time
 
+        tags = key_values(tags, "tag")  # checked before the snapshot stores anything
         fields: dict[str, Any] = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid())}
         props: dict[str, Any] = {}
         if snapshot_directory is not None:

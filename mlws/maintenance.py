@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BlobNotFound, UnsafePath
+from .errors import BlobNotFound, UnsafePath, UserErrorException
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -114,6 +115,12 @@ def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcR
     would look unreferenced."""
     from filelock import FileLock
 
+    if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)):
+        raise UserErrorException(f"grace_s is a number of seconds, got {grace_s!r}")
+    if not math.isfinite(grace_s) or grace_s < 0:
+        # A negative grace puts the cutoff in the future: blobs a submit is writing right now
+        # would look old and unreferenced. NaN compares false and would keep everything.
+        raise UserErrorException(f"the gc grace is a number of seconds >= 0, got {grace_s!r}")
     report = GcReport(dry_run=dry_run)
     # FileLock: one gc at a time; exclusive(): no snapshot re-using blobs meanwhile.
     with FileLock(str(ws.path / "locks" / "gc.lock"), timeout=60), ws.blobs.exclusive():

@@ -187,6 +187,9 @@ class Workspace:
         :raises WorkspaceExists: a workspace is there already and ``exist_ok`` is false.
         :raises InvalidWorkspace: ``path`` is a file.
         """
+        if not os.fspath(path).strip():
+            # Path("") is the current folder: an empty name must not make it a workspace.
+            raise InvalidWorkspace("the workspace path is empty; give a folder such as ./ws")
         p = Path(path).expanduser().absolute()
         if p.exists() and not p.is_dir():
             raise InvalidWorkspace(f"{p} is a file, not a folder; choose another path")

@@ -3,6 +3,7 @@ gives one clear line, exit 1, and changes nothing."""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import one_error_line, workspace_fingerprint
 
-from mlws import Experiment
+from mlws import Experiment, Workspace
 from mlws.cli import cli
-from mlws.errors import UserErrorException
+from mlws.errors import MlwsError, UserErrorException
 
 
 def invoke(*args: str, cwd: Path | None = None, input: str | None = None):
@@ -103,3 +104,81 @@ def test_run_show_with_dataset_arguments(ws, src, tabular):
     result = invoke("run", "show", r.id)
     assert result.exit_code == 0, result.output
     assert "train.py --data {input:d} --out {output:o}" in result.output
+
+
+def test_run_submit_tag_without_equals_creates_nothing(ws, src):
+    refused_usage = invoke("run", "submit", "train.py", "-e", "fresh", "--tag", "noequals", cwd=src)
+    assert refused_usage.exit_code == 2 and "key=value" in refused_usage.output
+    assert ws.catalog.scalar("SELECT count(*) FROM experiments WHERE name = 'fresh'") == 0
+    before = workspace_fingerprint(ws.path)
+    r = invoke("run", "submit", "train.py", "-e", "fresh", "--tag", "=v", cwd=src)
+    assert r.exit_code == 2 and "non-empty key" in r.output
+    assert workspace_fingerprint(ws.path) == before
+
+
+def test_empty_tag_and_property_keys_refused(ws, src):
+    from mlws import Model, ScriptRunConfig
+    from mlws.errors import InvalidName
+
+    run = Experiment(ws, "e").start_logging()
+    run.complete()
+    before = workspace_fingerprint(ws.path)
+    for call in (
+        lambda: run.tag("", "v"),
+        lambda: run.tag("  "),
+        lambda: run.set_tags({"ok": 1, "": 2}),
+        lambda: run.add_properties({"": "x"}),
+        lambda: Experiment(ws, "e").start_logging(tags={"": "x"}),
+        lambda: Experiment(ws, "e").submit(
+            ScriptRunConfig(source_directory=str(src), script="train.py"), tags={"": "x"}
+        ),
+        lambda: Model.register(ws, str(src / "t.csv"), "m", tags={"": "x"}),
+    ):
+        with pytest.raises(InvalidName, match="empty"):
+            call()
+    assert workspace_fingerprint(ws.path) == before
+    for args in (("run", "tag", run.id, "=v"), ("run", "property", run.id, "=v")):
+        r = invoke(*args)
+        assert r.exit_code == 2 and "non-empty key" in r.output
+    assert workspace_fingerprint(ws.path) == before
+    run.tag("k", "v")
+    assert run.get_tags() == {"k": "v"}
+
+
+def test_workspace_create_empty_path(tmp_path):
+    here = tmp_path / "here"
+    here.mkdir()
+    r = invoke("workspace", "create", "", cwd=here)
+    assert "empty" in one_error_line(r)
+    r = invoke("workspace", "create", "  ", cwd=here)
+    assert "empty" in one_error_line(r)
+    assert list(here.iterdir()) == []
+    with pytest.raises(MlwsError, match="empty"):
+        Workspace.create("")
+
+
+def test_run_logs_refuses_paths_outside_the_run(ws):
+    run = Experiment(ws, "e").start_logging()
+    run.upload_file("logs/extra.log", io.BytesIO(b"hello\n"))
+    run.complete()
+    for name in ("../../etc/passwd", "/etc/passwd", "logs/../../x", "logs/nope.log", "mlws.db"):
+        line = refused(ws.path, "run", "logs", run.id, "--file", name)
+        assert repr(name) in line
+    with pytest.raises(UserErrorException):
+        list(run.iter_log("../../etc/passwd"))
+    with pytest.raises(UserErrorException):
+        list(run.iter_log("x", follow=True))
+    r = invoke("run", "logs", run.id, "--file", "logs/extra.log")
+    assert r.exit_code == 0 and r.output == "hello\n"
+
+
+@pytest.mark.parametrize("grace", ["-5", "nan", "inf", "-inf"])
+def test_gc_grace_must_be_seconds(ws, grace):
+    from mlws.maintenance import gc
+
+    orphan = ws.blobs.put_bytes(b"unreferenced")
+    line = refused(ws.path, "gc", "--grace", grace)
+    assert "grace" in line
+    with pytest.raises(UserErrorException, match="grace"):
+        gc(ws, grace_s=float(grace))
+    assert ws.blobs.path(orphan).exists()

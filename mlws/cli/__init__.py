@@ -73,6 +73,8 @@ def _kv(pairs: tuple[str, ...]) -> dict[str, str]:
         if "=" not in p:
             raise click.BadParameter(f"expected key=value, got {p!r}")
         k, v = p.split("=", 1)
+        if not k.strip():
+            raise click.BadParameter(f"expected key=value with a non-empty key, got {p!r}")
         out[k] = v
     return out
 
@@ -268,6 +270,7 @@ def run_submit(
     from ..runconfig import ScriptRunConfig
     from .datasets import data_arguments
 
+    tag_values = _kv(tags)  # before anything is opened or created: a bad --tag changes nothing
     ws = _open(ctx)
     cfg = ScriptRunConfig(
         source_directory=source_directory,
@@ -284,7 +287,7 @@ def run_submit(
     cfg.validate()
     check_experiment_name(exp_name)
     target_config(ws, target)
-    r = Experiment(ws, exp_name).submit(cfg, tags=_kv(tags) or None)
+    r = Experiment(ws, exp_name).submit(cfg, tags=tag_values or None)
     if quiet:
         click.echo(r.id)
     elif as_json:
