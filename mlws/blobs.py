@@ -22,12 +22,12 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from .errors import BlobCorrupted, BlobNotFound, UnsafePath
+from .errors import BlobCorrupted, BlobNotFound, LockTimeout, UnsafePath
 from .fileops import ALGORITHM, hash_file  # noqa: F401 - one hash, here and on ssh hosts
 
 _CHUNK = 1 << 20
@@ -137,6 +137,35 @@ def file_mode(st_mode: int) -> int:
     return 0o755 if st_mode & stat.S_IXUSR else 0o644
 
 
+#: How long a snapshot waits for a gc, and a gc for snapshots in progress, in seconds.
+GC_WAIT_S = 600.0
+
+
+def wait_for_lock(
+    acquire: Callable[..., Any],
+    waiting: Callable[[], str],
+    timed_out: Callable[[], str],
+    timeout: float | None = None,
+) -> None:
+    """Take a lock with ``acquire(timeout=...)``: at once if it is free; else say ``waiting()``
+    once on stderr (a silent ten-minute wait looks like a hang) and wait up to ``timeout``
+    seconds (default :data:`GC_WAIT_S`), then raise :class:`LockTimeout` with ``timed_out()``."""
+    import sys
+
+    from filelock import Timeout
+
+    try:
+        acquire(timeout=0)
+        return
+    except Timeout:
+        pass
+    print(waiting(), file=sys.stderr, flush=True)
+    try:
+        acquire(timeout=GC_WAIT_S if timeout is None else timeout)
+    except Timeout:
+        raise LockTimeout(timed_out()) from None
+
+
 class BlobStore:
     """The blob folder of one workspace."""
 
@@ -165,24 +194,67 @@ class BlobStore:
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        """Held by writers that re-use existing blobs (snapshots): gc waits for them."""
+        """Held by writers that re-use existing blobs (snapshots): gc waits for them.
+
+        :raises LockTimeout: a gc held the store for over :data:`GC_WAIT_S` seconds.
+        """
         lock = self._rwlock()
-        with lock.read_lock():
+        wait_for_lock(
+            lock.acquire_read,
+            lambda: f"waiting for gc{self.gc_holder()}...",
+            lambda: (
+                f"gc{self.gc_holder()} has held the blob store of {self.root.parent} for"
+                f" over {GC_WAIT_S:.0f} s; try again when it has ended"
+            ),
+        )
+        try:
             yield
-        lock.close()
+        finally:
+            lock.release()
+            lock.close()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Held by gc while it deletes blobs; bumps the gc generation first."""
+        """Held by gc while it deletes blobs; bumps the gc generation first, and names its
+        process in ``.gc-owner`` for whoever waits (see :meth:`gc_holder`).
+
+        :raises LockTimeout: snapshots held the store for over :data:`GC_WAIT_S` seconds.
+        """
         lock = self._rwlock()
-        with lock.write_lock():
+        wait_for_lock(
+            lock.acquire_write,
+            lambda: "gc: waiting for snapshots in progress...",
+            lambda: (
+                f"gc waited over {GC_WAIT_S:.0f} s for snapshots in progress in"
+                f" {self.root.parent}; try again when they have ended"
+            ),
+        )
+        owner = self.root / ".gc-owner"
+        try:
+            import socket
+
             gen = self.gc_generation() + 1
             target = self.root / "gc-generation"
             tmp = self.root / ".gc-generation.tmp"
             tmp.write_text(f"{gen}\n")
             os.replace(tmp, target)
+            tmp = self.root / ".gc-owner.tmp"
+            tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+            os.replace(tmp, owner)
             yield
-        lock.close()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                owner.unlink()
+            lock.release()
+            lock.close()
+
+    def gc_holder(self) -> str:
+        """`` (pid N on HOST)`` of the gc holding the store, or ``""`` when not known."""
+        try:
+            owner = json.loads((self.root / ".gc-owner").read_text())
+            return f" (pid {int(owner['pid'])} on {owner['host']})"
+        except (OSError, ValueError, TypeError, KeyError):
+            return ""
 
     def identity(self) -> str:
         """A random id of this store, made on first use: a store re-created at the same path

@@ -230,3 +230,79 @@ def test_concurrent_workspace_create_keeps_every_name(tmp_path, monkeypatch):
         shutil.rmtree(scratch, ignore_errors=True)
     want = {f"r{i}-w{w}": str(base / f"r{i}-w{w}") for i in range(rounds) for w in range(workers)}
     assert {k: names.get(k) for k in want} == want
+
+
+def _hold_gc(ws_path: Path, tmp_path: Path):
+    """A real process holding the workspace as a gc does (its lock and the blob store,
+    exclusively) until the test creates ``tmp_path/gate``; returns it once it holds them."""
+    import subprocess
+    import sys
+
+    from helpers import SCRIPT_PRELUDE, wait_until
+
+    script = tmp_path / "hold_gc.py"
+    script.write_text(
+        SCRIPT_PRELUDE
+        + f"""
+from filelock import FileLock
+from mlws import Workspace
+ws = Workspace({str(ws_path)!r})
+with FileLock({str(ws_path / "locks" / "gc.lock")!r}), ws.blobs.exclusive():
+    open({str(tmp_path / "holding")!r}, "w").close()
+    wait_gate({str(tmp_path / "gate")!r})
+"""
+    )
+    proc = subprocess.Popen([sys.executable, str(script)])
+    wait_until(lambda: (tmp_path / "holding").exists() or proc.poll() is not None, what="holder")
+    assert proc.poll() is None, "the gc holder died"
+    return proc
+
+
+def test_submit_waiting_for_gc_says_so_once_then_goes_on(ws, src, tmp_path):
+    import subprocess
+    import sys
+
+    holder = _hold_gc(ws.path, tmp_path)
+    try:
+        submit = subprocess.Popen(
+            [sys.executable, "-m", "mlws.cli", "-w", str(ws.path), "run", "submit", "train.py"]
+            + ["-e", "demo", "-q"],
+            cwd=src,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        first = submit.stderr.readline()  # ends: printed, or the holder gave up and it went on
+        (tmp_path / "gate").touch()
+        out, rest = submit.communicate(timeout=60)
+    finally:
+        (tmp_path / "gate").touch()
+        holder.wait(timeout=60)
+    assert first.startswith(f"waiting for gc (pid {holder.pid} on "), first
+    assert "waiting" not in rest and submit.returncode == 0, rest
+    assert ws.get_run(out.strip()).wait_for_completion(timeout=60)["status"] == "Completed"
+
+
+def test_gc_lock_timeouts_are_one_line(ws, src, tmp_path, monkeypatch):
+    import mlws.blobs
+    import mlws.maintenance
+
+    monkeypatch.setattr(mlws.blobs, "GC_WAIT_S", 0.2)
+    monkeypatch.setattr(mlws.maintenance, "GC_LOCK_WAIT_S", 0.2)
+    Experiment(ws, "demo")
+    holder = _hold_gc(ws.path, tmp_path)
+    try:
+        before = workspace_fingerprint(ws.path)
+        for args, says in (
+            (("run", "submit", "train.py", "-d", str(src), "-e", "demo"), "gc (pid"),
+            (("gc",), "another gc (pid"),
+        ):
+            r = CliRunner().invoke(cli, ["-w", str(ws.path), *args], catch_exceptions=False)
+            lines = r.stderr.splitlines()
+            assert r.exit_code == 1 and len(lines) == 2, r.output
+            assert lines[0].startswith(f"waiting for {says.split(' (')[0]} (pid {holder.pid} ")
+            assert lines[1].startswith(f"Error: {says} {holder.pid} on ") and "s; try" in lines[1]
+            assert workspace_fingerprint(ws.path) == before
+    finally:
+        (tmp_path / "gate").touch()
+        holder.wait(timeout=60)
