@@ -37,6 +37,14 @@ class DatasetNotFound(MlwsError):
     """No registered dataset of that name (and version)."""
 
 
+def _refuse_existing(name: str, latest: int | None) -> None:
+    if latest is not None:
+        raise UserErrorException(
+            f"a dataset named {name!r} exists (version {latest}); pass"
+            " create_new_version=True to register a new version"
+        )
+
+
 def check_dataset_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UserErrorException(
@@ -252,17 +260,17 @@ class AbstractDataset:
         tag_values = {str(k): "" if v is None else str(v) for k, v in (tags or {}).items()}
         if any(not k.strip() for k in tag_values):
             raise InvalidName(f"dataset tag keys must not be empty, got {tags!r}")
+        latest_sql = "SELECT max(version) FROM datasets WHERE name = ?"
+        if not create_new_version:
+            # Checked before the manifest blob is stored too, so a refusal leaves no blob
+            # behind (and is quick); again in the transaction, for a concurrent register.
+            _refuse_existing(name, workspace.catalog.scalar(latest_sql, (name,)))
         entries = fingerprint(_resolve(workspace, self._sources))
         manifest = workspace.blobs.put_bytes(canonical_manifest(entries))
         with workspace.catalog.write() as conn:
-            latest = conn.execute(
-                "SELECT max(version) FROM datasets WHERE name = ?", (name,)
-            ).fetchone()[0]
-            if latest is not None and not create_new_version:
-                raise UserErrorException(
-                    f"a dataset named {name!r} exists (version {latest}); pass"
-                    " create_new_version=True to register a new version"
-                )
+            latest = conn.execute(latest_sql, (name,)).fetchone()[0]
+            if not create_new_version:
+                _refuse_existing(name, latest)
             version = (latest or 0) + 1
             conn.execute(
                 "INSERT INTO datasets (name, version, definition, fingerprint, description, tags,"

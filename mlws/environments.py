@@ -123,6 +123,8 @@ class CondaDependencies:
 
         try:
             spec = yaml.safe_load(Path(path).read_text())
+        except UnicodeDecodeError:
+            raise UserErrorException(f"conda specification {path} is not UTF-8 text") from None
         except OSError as e:
             raise UserErrorException(
                 f"cannot read conda specification {path}: {e.strerror}"
@@ -196,6 +198,8 @@ class Environment:
         """A managed environment with the packages of a requirements file."""
         try:
             lines = Path(file_path).read_text().splitlines()
+        except UnicodeDecodeError:
+            raise UserErrorException(f"requirements file {file_path} is not UTF-8 text") from None
         except OSError as e:
             raise UserErrorException(
                 f"cannot read requirements file {file_path}: {e.strerror}"

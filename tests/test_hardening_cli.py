@@ -306,3 +306,22 @@ def test_gc_lock_timeouts_are_one_line(ws, src, tmp_path, monkeypatch):
     finally:
         (tmp_path / "gate").touch()
         holder.wait(timeout=60)
+
+
+def test_fuzz_finds_dataset_download_tabular_and_register_existing(ws, tabular, src):
+    refused(ws.path, "dataset", "download", "tab", str(src / "out"))
+    assert not (src / "out").exists()
+    # the name exists: refused before the manifest blob is stored
+    line = refused(ws.path, "dataset", "register", "tab", str(src / "train.py"))
+    assert "exists" in line
+
+
+def test_fuzz_finds_unreadable_environment_files_and_long_paths(ws, tmp_path):
+    binary = tmp_path / "bin.yml"
+    binary.write_bytes(bytes(range(256)))
+    assert "UTF-8" in refused(ws.path, "environment", "create", "e", "--conda-file", str(binary))
+    assert "UTF-8" in refused(ws.path, "environment", "create", "e", "-r", str(binary))
+    huge = "x" * 100_000
+    line = refused(ws.path, "model", "register", "m", huge)
+    assert "File name too long" in line and "(100000 characters)" in line and len(line) < 200
+    refused(ws.path, "datastore", "upload", "workspaceblobstore", huge)

@@ -28,6 +28,21 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MlwsError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:
+            # A path the user gave that the system refuses (too long, not a folder, no
+            # permission): their input, not a bug. An OSError about no path keeps its traceback.
+            if e.filename is None:
+                raise
+            raise click.ClickException(_os_error_line(e)) from None
+
+
+def _os_error_line(e: OSError) -> str:
+    def shown(name: Any) -> str:
+        text = os.fsdecode(name) if isinstance(name, (str, bytes)) else str(name)
+        return repr(text) if len(text) <= 80 else f"{text[:60]!r}... ({len(text)} characters)"
+
+    where = shown(e.filename) + (f" -> {shown(e.filename2)}" if e.filename2 else "")
+    return f"{e.strerror or type(e).__name__}: {where}"
 
 
 def _open(ctx: click.Context) -> Any:
