@@ -229,7 +229,11 @@ def test_cli_fuzz(command: str, template: dict[str, Any], tmp_path: Path, isolat
     base = _baseline(command, template)
     params = _params(cmd)
     required = {p.name: base.get(p.name, "x") for p in params if p.required}
-    cases: list[tuple[str, str, str | None]] = [("(none)", "(baseline)", None)]
+    # The baseline, then the baseline with binary standard input (secret set, service run, ...)
+    cases: list[tuple[str, str, str | None]] = [
+        ("(none)", "(baseline)", None),
+        ("(stdin)", "binary-file", None),
+    ]
     for p in params:
         names = random.Random(f"{command}/{p.name}").sample(sorted(HOSTILE), PER_PARAM)
         cases += [(p.name, v, HOSTILE[v]) for v in names]
@@ -245,7 +249,8 @@ def test_cli_fuzz(command: str, template: dict[str, Any], tmp_path: Path, isolat
                 values[param] = value
             argv = ["-w", str(attempts.ws), *command.split()]
             argv += _argv(cmd, values, ALWAYS.get(command, []))
-            result = CliRunner().invoke(cli, argv, input="")
+            stdin = (cwd / "binfile").read_bytes() if param == "(stdin)" else b""
+            result = CliRunner().invoke(cli, argv, input=stdin)
             shown = f"mlws {command} {param}={value_name}"
             exc = result.exception
             crashed = (exc is not None and not isinstance(exc, SystemExit)) or (

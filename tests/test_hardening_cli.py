@@ -325,3 +325,13 @@ def test_fuzz_finds_unreadable_environment_files_and_long_paths(ws, tmp_path):
     line = refused(ws.path, "model", "register", "m", huge)
     assert "File name too long" in line and "(100000 characters)" in line and len(line) < 200
     refused(ws.path, "datastore", "upload", "workspaceblobstore", huge)
+
+
+def test_fuzz_finds_binary_standard_input(ws):
+    before = workspace_fingerprint(ws.path)
+    for args in (("secret", "set", "s"), ("service", "run", "svc")):
+        r = CliRunner().invoke(cli, list(args), input=bytes(range(256)), catch_exceptions=False)
+        assert "not UTF-8" in one_error_line(r)
+    assert workspace_fingerprint(ws.path) == before
+    r = CliRunner().invoke(cli, ["secret", "set", "s"], input="ünï\n", catch_exceptions=False)
+    assert r.exit_code == 0 and ws.get_default_keyvault().get_secret("s") == "ünï"

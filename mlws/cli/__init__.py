@@ -82,6 +82,19 @@ def _json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def _stdin_text(what: str) -> str:
+    """Standard input as UTF-8 text; anything else is one ``Error:`` line, not a
+    UnicodeDecodeError (or a value that cannot be stored)."""
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # a text stream put in place by the caller
+        return sys.stdin.read()
+    data = binary.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{what} on standard input is not UTF-8 text") from None
+
+
 def _kv(pairs: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for p in pairs:
@@ -829,7 +842,7 @@ def secret_set(ctx: click.Context, name: str, value: str | None) -> None:
       printf %s "$DB_PASSWORD" | mlws secret set db-password
     """
     if value is None:
-        value = sys.stdin.read().rstrip("\n")
+        value = _stdin_text("the secret's value").rstrip("\n")
     _open(ctx).get_default_keyvault().set_secret(name, value)
     click.echo(f"Secret {name!r} stored")
 
