@@ -82,6 +82,23 @@ def _commands() -> list[tuple[str, click.Command]]:
 COMMANDS = _commands()
 
 
+#: Flags left off in the all-flags case, and why.
+NO_FLAGS = {
+    "--wait": "waits for the run to end (the fuzz must not wait on runs)",
+    "--follow": "follows a log until the run ends",
+}
+
+
+def _flags(cmd: click.Command) -> list[str]:
+    out = []
+    for p in cmd.params:
+        if isinstance(p, click.Option) and p.is_flag and p.name != "help":
+            name = next((o for o in p.opts if o.startswith("--")), p.opts[0])
+            if name not in NO_FLAGS:
+                out.append(name)
+    return out
+
+
 def _params(cmd: click.Command) -> list[click.Parameter]:
     """Parameters that take a value (flags and --help are left as they are)."""
     return [
@@ -233,6 +250,7 @@ def test_cli_fuzz(command: str, template: dict[str, Any], tmp_path: Path, isolat
     cases: list[tuple[str, str, str | None]] = [
         ("(none)", "(baseline)", None),
         ("(stdin)", "binary-file", None),
+        ("(flags)", "all", None),
     ]
     for p in params:
         names = random.Random(f"{command}/{p.name}").sample(sorted(HOSTILE), PER_PARAM)
@@ -248,7 +266,10 @@ def test_cli_fuzz(command: str, template: dict[str, Any], tmp_path: Path, isolat
             if value is not None:
                 values[param] = value
             argv = ["-w", str(attempts.ws), *command.split()]
-            argv += _argv(cmd, values, ALWAYS.get(command, []))
+            extra = ALWAYS.get(command, [])
+            if param == "(flags)":  # the baseline with every flag on, together
+                extra = [*extra, *_flags(cmd)]
+            argv += _argv(cmd, values, extra)
             stdin = (cwd / "binfile").read_bytes() if param == "(stdin)" else b""
             result = CliRunner().invoke(cli, argv, input=stdin)
             shown = f"mlws {command} {param}={value_name}"
