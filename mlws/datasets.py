@@ -443,15 +443,30 @@ class Dataset:
     def get_by_name(
         workspace: Workspace, name: str, version: int | str = "latest"
     ) -> AbstractDataset:
-        """A registered version (the latest by default). :raises DatasetNotFound:"""
+        """A registered version (the latest by default).
+
+        :raises DatasetNotFound: no such name or version.
+        :raises UserErrorException: ``version`` is not a whole number (or "latest").
+        """
         check_dataset_name(name)
         if version == "latest":
             row = workspace.catalog.one(
                 "SELECT * FROM datasets WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
             )
         else:
-            row = workspace.catalog.one(
-                "SELECT * FROM datasets WHERE name = ? AND version = ?", (name, int(version))
+            try:
+                number = int(version)
+            except (TypeError, ValueError):
+                raise UserErrorException(
+                    f"a dataset version is a whole number or 'latest', got {version!r}"
+                ) from None
+            # SQLite integers are 64-bit: a larger number names no version (not an overflow).
+            row = (
+                workspace.catalog.one(
+                    "SELECT * FROM datasets WHERE name = ? AND version = ?", (name, number)
+                )
+                if 0 < number < 2**63
+                else None
             )
         if row is None:
             raise DatasetNotFound(

@@ -44,6 +44,8 @@ HOSTILE: dict[str, str] = {
     "a-folder": "afolder",
     "binary-file": "binfile",
 }
+#: Tried on every number-typed parameter besides the sampled values.
+NUMERIC = ["bignum", "negative", "nan", "word", "float", "empty"]
 #: Values tried per parameter, drawn deterministically (seeded by command and parameter) so
 #: the run stays well under a minute; every value still meets every command several times.
 PER_PARAM = 5
@@ -252,9 +254,17 @@ def test_cli_fuzz(command: str, template: dict[str, Any], tmp_path: Path, isolat
         ("(stdin)", "binary-file", None),
         ("(flags)", "all", None),
     ]
+    values_of = dict(HOSTILE)
     for p in params:
         names = random.Random(f"{command}/{p.name}").sample(sorted(HOSTILE), PER_PARAM)
-        cases += [(p.name, v, HOSTILE[v]) for v in names]
+        if isinstance(p.type, (click.types.IntParamType, click.types.FloatParamType)):
+            # numbers always meet the numbers that break them
+            names += [n for n in NUMERIC if n not in names]
+        if p.name in base:  # a valid NAME with a 20-digit :VERSION, and with a '..' part
+            values_of["big-version"] = f"{base[p.name]}:99999999999999999999"
+            values_of["dotdot-part"] = f"{base[p.name]}/../.."
+            names += ["big-version", "dotdot-part"]
+        cases += [(p.name, v, values_of[v]) for v in names]
     attempts = _Attempts(template, tmp_path)
     problems: list[str] = []
     still_known: set[tuple[str, str, str]] = set()

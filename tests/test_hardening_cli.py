@@ -4,6 +4,7 @@ gives one clear line, exit 1, and changes nothing."""
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -335,3 +336,39 @@ def test_fuzz_finds_binary_standard_input(ws):
     assert workspace_fingerprint(ws.path) == before
     r = CliRunner().invoke(cli, ["secret", "set", "s"], input="ünï\n", catch_exceptions=False)
     assert r.exit_code == 0 and ws.get_default_keyvault().get_secret("s") == "ünï"
+
+
+@pytest.mark.parametrize("port", ["99999999999999999999", "0", "70000", "-1"])
+def test_ssh_ports_out_of_range_refused(ws, port):
+    from mlws.compute.ssh import RemoteCompute
+    from mlws.errors import ComputeTargetException
+
+    for args in (
+        ("compute", "attach", "lab", "--host", "h", "--no-check", "--port", port),
+        ("compute", "attach", "lab", "--host", f"h:{port}", "--no-check"),
+        ("datastore", "register-ssh", "far", "h", "/data", "--no-check", "--port", port),
+    ):
+        before = workspace_fingerprint(ws.path)
+        line = one_error_line(invoke("-w", str(ws.path), *args))
+        assert "port" in line or "invalid host 'h:-1'" in line  # h:-1 is no host:port at all
+        assert workspace_fingerprint(ws.path) == before
+    with pytest.raises(ComputeTargetException, match="port"):
+        RemoteCompute.attach_configuration(hosts=["h"], ssh_port=int(port), check=False)
+
+
+def test_run_list_and_dataset_versions_beyond_64_bits(ws, tabular):
+    from mlws import Dataset
+    from mlws.datasets import DatasetNotFound
+    from mlws.experiments import query_runs
+
+    Experiment(ws, "e").start_logging().complete()
+    r = invoke("run", "list", "--limit", "99999999999999999999", "--json")
+    assert r.exit_code == 0 and len(json.loads(r.output)) == 1
+    assert len(query_runs(ws, limit=10**30)) == 1
+    with pytest.raises(UserErrorException, match="limit"):
+        query_runs(ws, limit=-1)
+    refused(ws.path, "dataset", "show", "tab:99999999999999999999")
+    with pytest.raises(DatasetNotFound):
+        Dataset.get_by_name(ws, "tab", 10**30)
+    with pytest.raises(UserErrorException, match="version"):
+        Dataset.get_by_name(ws, "tab", "abc")
