@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import BlobCorrupted, BlobNotFound, UnsafePath, UserErrorException
+from .errors import BlobCorrupted, BlobNotFound, LockTimeout, UnsafePath, UserErrorException
 from .fileops import (  # noqa: F401 - hash_file: one hash, here and on ssh hosts
     ALGORITHM,
     gather,
@@ -150,6 +150,35 @@ def file_mode(st_mode: int) -> int:
     return 0o755 if st_mode & stat.S_IXUSR else 0o644
 
 
+#: How long a snapshot waits for a gc, and a gc for snapshots in progress, in seconds.
+GC_WAIT_S = 600.0
+
+
+def wait_for_lock(
+    acquire: Callable[..., Any],
+    waiting: Callable[[], str],
+    timed_out: Callable[[], str],
+    timeout: float | None = None,
+) -> None:
+    """Take a lock with ``acquire(timeout=...)``: at once if it is free; else say ``waiting()``
+    once on stderr (a silent ten-minute wait looks like a hang) and wait up to ``timeout``
+    seconds (default :data:`GC_WAIT_S`), then raise :class:`LockTimeout` with ``timed_out()``."""
+    import sys
+
+    from filelock import Timeout
+
+    try:
+        acquire(timeout=0)
+        return
+    except Timeout:
+        pass
+    print(waiting(), file=sys.stderr, flush=True)
+    try:
+        acquire(timeout=GC_WAIT_S if timeout is None else timeout)
+    except Timeout:
+        raise LockTimeout(timed_out()) from None
+
+
 class BlobStore:
     """The blob folder of one workspace."""
 
@@ -190,6 +219,8 @@ class BlobStore:
         Re-entrant per thread: a nested hold (a put inside a batch inside a snapshot) only
         counts, because a second read lock on the same file would queue behind a waiting gc
         that itself waits for the outer hold.
+
+        :raises LockTimeout: a gc held the store for over :data:`GC_WAIT_S` seconds.
         """
         holds = _thread_holds()
         key = f"{os.getpid()}:{self.root}"  # a forked child holds nothing of its parent's
@@ -201,28 +232,66 @@ class BlobStore:
                 holds[key] -= 1
             return
         lock = self._rwlock()
+        wait_for_lock(
+            lock.acquire_read,
+            lambda: f"waiting for gc{self.gc_holder()}...",
+            lambda: (
+                f"gc{self.gc_holder()} has held the blob store of {self.root.parent} for"
+                f" over {GC_WAIT_S:.0f} s; try again when it has ended"
+            ),
+        )
         try:
-            with lock.read_lock():
-                holds[key] = 1
-                try:
-                    yield
-                finally:
-                    holds.pop(key, None)
+            holds[key] = 1
+            try:
+                yield
+            finally:
+                holds.pop(key, None)
+                lock.release()
         finally:
             lock.close()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Held by gc while it deletes blobs; bumps the gc generation first."""
+        """Held by gc while it deletes blobs; bumps the gc generation first, and names its
+        process in ``.gc-owner`` for whoever waits (see :meth:`gc_holder`).
+
+        :raises LockTimeout: snapshots held the store for over :data:`GC_WAIT_S` seconds.
+        """
         lock = self._rwlock()
-        with lock.write_lock():
+        wait_for_lock(
+            lock.acquire_write,
+            lambda: "gc: waiting for snapshots in progress...",
+            lambda: (
+                f"gc waited over {GC_WAIT_S:.0f} s for snapshots in progress in"
+                f" {self.root.parent}; try again when they have ended"
+            ),
+        )
+        owner = self.root / ".gc-owner"
+        try:
+            import socket
+
             gen = self.gc_generation() + 1
             target = self.root / "gc-generation"
             tmp = self.root / ".gc-generation.tmp"
             tmp.write_text(f"{gen}\n")
             os.replace(tmp, target)
+            tmp = self.root / ".gc-owner.tmp"
+            tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+            os.replace(tmp, owner)
             yield
-        lock.close()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                owner.unlink()
+            lock.release()
+            lock.close()
+
+    def gc_holder(self) -> str:
+        """`` (pid N on HOST)`` of the gc holding the store, or ``""`` when not known."""
+        try:
+            owner = json.loads((self.root / ".gc-owner").read_text())
+            return f" (pid {int(owner['pid'])} on {owner['host']})"
+        except (OSError, ValueError, TypeError, KeyError):
+            return ""
 
     def identity(self) -> str:
         """A random id of this store, made on first use: a store re-created at the same path

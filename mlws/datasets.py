@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import fileops
 from .blobs import Entry, canonical_manifest, check_relpath, hash_bytes, hash_file, parse_manifest
-from .errors import MlwsError, UserErrorException
+from .errors import InvalidName, MlwsError, UserErrorException
 
 if TYPE_CHECKING:
     from .rundata import DatasetConsumptionConfig, MountContext
@@ -35,6 +35,14 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
 class DatasetNotFound(MlwsError):
     """No registered dataset of that name (and version)."""
+
+
+def _refuse_existing(name: str, latest: int | None) -> None:
+    if latest is not None:
+        raise UserErrorException(
+            f"a dataset named {name!r} exists (version {latest}); pass"
+            " create_new_version=True to register a new version"
+        )
 
 
 def check_dataset_name(name: Any) -> str:
@@ -250,17 +258,19 @@ class AbstractDataset:
         """
         check_dataset_name(name)
         tag_values = {str(k): "" if v is None else str(v) for k, v in (tags or {}).items()}
+        if any(not k.strip() for k in tag_values):
+            raise InvalidName(f"dataset tag keys must not be empty, got {tags!r}")
+        latest_sql = "SELECT max(version) FROM datasets WHERE name = ?"
+        if not create_new_version:
+            # Checked before the manifest blob is stored too, so a refusal leaves no blob
+            # behind (and is quick); again in the transaction, for a concurrent register.
+            _refuse_existing(name, workspace.catalog.scalar(latest_sql, (name,)))
         entries = fingerprint(_resolve(workspace, self._sources))
         manifest = workspace.blobs.put_bytes(canonical_manifest(entries))
         with workspace.catalog.write() as conn:
-            latest = conn.execute(
-                "SELECT max(version) FROM datasets WHERE name = ?", (name,)
-            ).fetchone()[0]
-            if latest is not None and not create_new_version:
-                raise UserErrorException(
-                    f"a dataset named {name!r} exists (version {latest}); pass"
-                    " create_new_version=True to register a new version"
-                )
+            latest = conn.execute(latest_sql, (name,)).fetchone()[0]
+            if not create_new_version:
+                _refuse_existing(name, latest)
             version = (latest or 0) + 1
             conn.execute(
                 "INSERT INTO datasets (name, version, definition, fingerprint, description, tags,"
@@ -433,15 +443,30 @@ class Dataset:
     def get_by_name(
         workspace: Workspace, name: str, version: int | str = "latest"
     ) -> AbstractDataset:
-        """A registered version (the latest by default). :raises DatasetNotFound:"""
+        """A registered version (the latest by default).
+
+        :raises DatasetNotFound: no such name or version.
+        :raises UserErrorException: ``version`` is not a whole number (or "latest").
+        """
         check_dataset_name(name)
         if version == "latest":
             row = workspace.catalog.one(
                 "SELECT * FROM datasets WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
             )
         else:
-            row = workspace.catalog.one(
-                "SELECT * FROM datasets WHERE name = ? AND version = ?", (name, int(version))
+            try:
+                number = int(version)
+            except (TypeError, ValueError):
+                raise UserErrorException(
+                    f"a dataset version is a whole number or 'latest', got {version!r}"
+                ) from None
+            # SQLite integers are 64-bit: a larger number names no version (not an overflow).
+            row = (
+                workspace.catalog.one(
+                    "SELECT * FROM datasets WHERE name = ? AND version = ?", (name, number)
+                )
+                if 0 < number < 2**63
+                else None
             )
         if row is None:
             raise DatasetNotFound(

@@ -37,6 +37,18 @@ _IMPLICIT_CONDA = re.compile(r"^(python|pip|setuptools|wheel)([=<>!~ ].*)?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
+def _version_number(version: str | int) -> int:
+    """An environment version as given (``3``, ``"3"``): a whole number >= 1, else a clear error
+    rather than ``int()``'s ValueError (or a SQLite overflow for a 30-digit one)."""
+    text = str(version).strip()
+    if isinstance(version, bool) or not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise UserErrorException(
+            f"an environment version is a whole number such as 1 or 2, got {version!r};"
+            " see 'mlws environment list'"
+        )
+    return int(text)
+
+
 class EnvironmentBuildError(MlwsError):
     """Building a managed environment failed (pip's error is in the message and the log)."""
 
@@ -111,6 +123,8 @@ class CondaDependencies:
 
         try:
             spec = yaml.safe_load(Path(path).read_text())
+        except UnicodeDecodeError:
+            raise UserErrorException(f"conda specification {path} is not UTF-8 text") from None
         except OSError as e:
             raise UserErrorException(
                 f"cannot read conda specification {path}: {e.strerror}"
@@ -184,6 +198,8 @@ class Environment:
         """A managed environment with the packages of a requirements file."""
         try:
             lines = Path(file_path).read_text().splitlines()
+        except UnicodeDecodeError:
+            raise UserErrorException(f"requirements file {file_path} is not UTF-8 text") from None
         except OSError as e:
             raise UserErrorException(
                 f"cannot read requirements file {file_path}: {e.strerror}"
@@ -289,7 +305,10 @@ class Environment:
         """A registered environment (the latest version when ``version`` is None).
 
         :raises EnvironmentNotFound:
+        :raises UserErrorException: ``version`` is not a whole number.
         """
+        if version is not None:
+            version = _version_number(version)
         if version is None:
             row = workspace.catalog.one(
                 "SELECT version, spec FROM environments WHERE name = ? ORDER BY version DESC LIMIT 1",
@@ -298,7 +317,7 @@ class Environment:
         else:
             row = workspace.catalog.one(
                 "SELECT version, spec FROM environments WHERE name = ? AND version = ?",
-                (name, int(version)),
+                (name, version),
             )
         if row is None:
             what = name if version is None else f"{name} version {version}"

@@ -96,6 +96,10 @@ class ExtraNotInstalled(MlwsError):
     """An optional extra the call needs is missing; the message names it (``pip install 'mlws[tabular]'``)."""
 
 
+class LockTimeout(MlwsError):
+    """Another process (a gc, a snapshot) held a workspace lock for longer than we wait."""
+
+
 class DatastoreUnavailable(MlwsError):
     """An ``ssh`` datastore's host cannot be reached, or its folder cannot be used."""
 

@@ -141,8 +141,11 @@ def query_runs(
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY " + order
     if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise UserErrorException(f"limit is a whole number of runs >= 0, got {limit!r}")
         sql += " LIMIT ?"
-        params.append(int(limit))
+        # SQLite integers are 64-bit; any larger limit means the same: every row.
+        params.append(min(limit, 2**63 - 1))
     return ws.catalog.query(sql, params)
 
 
@@ -220,8 +223,9 @@ class Experiment:
         import os
         import sys
 
-        from .runs import INTERACTIVE, Run, insert_run, process_start_time
+        from .runs import INTERACTIVE, Run, insert_run, key_values, process_start_time
 
+        tags = key_values(tags, "tag")  # checked before the snapshot stores anything
         fields: dict[str, Any] = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid())}
         props: dict[str, Any] = {}
         if snapshot_directory is not None:

@@ -15,7 +15,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from .errors import RunNotFound, UserErrorException
+from .errors import InvalidName, RunNotFound, UserErrorException
 
 if TYPE_CHECKING:
     import sqlite3
@@ -140,7 +140,12 @@ def insert_run(
     tags: dict[str, Any] | None = None,
     properties: dict[str, Any] | None = None,
 ) -> sqlite3.Row:
-    """Create a run row (and its tags and properties) in one transaction; returns the row."""
+    """Create a run row (and its tags and properties) in one transaction; returns the row.
+
+    :raises InvalidName: an empty tag or property key (checked before anything is written).
+    """
+    tag_values = key_values(tags, "tag")
+    property_values = key_values(properties, "property")
     now = time.time()
     with ws.catalog.write() as conn:
         root_id = None
@@ -183,16 +188,13 @@ def insert_run(
         seq = conn.execute(
             f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(row))})", list(row.values())
         ).lastrowid
-        if tags:
-            conn.executemany(
-                "INSERT INTO run_tags VALUES (?, ?, ?)",
-                [(seq, str(k), _str(v)) for k, v in tags.items()],
-            )
-        if properties:
-            conn.executemany(
-                "INSERT INTO run_properties VALUES (?, ?, ?)",
-                [(seq, str(k), _str(v)) for k, v in properties.items()],
-            )
+        conn.executemany(
+            "INSERT INTO run_tags VALUES (?, ?, ?)", [(seq, k, v) for k, v in tag_values.items()]
+        )
+        conn.executemany(
+            "INSERT INTO run_properties VALUES (?, ?, ?)",
+            [(seq, k, v) for k, v in property_values.items()],
+        )
         return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
 
 
@@ -207,6 +209,27 @@ def _user() -> str:
 
 def _str(v: Any) -> str | None:
     return None if v is None else str(v)
+
+
+def key_values(values: dict[str, Any] | None, what: str) -> dict[str, str | None]:
+    """Tags or properties as stored: string keys (each non-empty, else :class:`InvalidName`,
+    since an empty key cannot be set, filtered on or shown back) and string-or-None values.
+
+    :raises UserErrorException: ``values`` is not a dict.
+    """
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserErrorException(
+            f"{what} must be a dict of key -> value, got {type(values).__name__}"
+        )
+    out = {}
+    for k, v in values.items():
+        key = str(k)
+        if not key.strip():
+            raise InvalidName(f"{what} keys must not be empty, got {key!r} (= {_str(v)!r})")
+        out[key] = _str(v)
+    return out
 
 
 def set_status(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BlobCorrupted, BlobNotFound, MlwsError, UnsafePath
+from .errors import BlobCorrupted, BlobNotFound, MlwsError, UnsafePath, UserErrorException
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -36,6 +38,8 @@ BLOB_ROOTS: list[tuple[str, bool]] = [
 #: before recording the run that references them. A young blob that is a manifest also keeps
 #: every blob it lists, however old: a snapshot re-uses old blobs without touching them.
 GC_GRACE_S = 3600.0
+#: How long a gc waits for another one to end, in seconds.
+GC_LOCK_WAIT_S = 60.0
 _MANIFEST_START = b'[{"hash":"sha256:'
 
 
@@ -122,12 +126,42 @@ class GcReport:
         return dict(self.__dict__)
 
 
+@contextlib.contextmanager
+def _one_gc(ws: Workspace) -> Iterator[None]:
+    """Hold the workspace's gc lock, saying once on stderr when another gc has it.
+
+    :raises LockTimeout: another gc held it for over :data:`GC_LOCK_WAIT_S` seconds.
+    """
+    from filelock import FileLock
+
+    from .blobs import wait_for_lock
+
+    lock = FileLock(str(ws.path / "locks" / "gc.lock"))
+    wait_for_lock(
+        lock.acquire,
+        lambda: f"waiting for another gc{ws.blobs.gc_holder()}...",
+        lambda: (
+            f"another gc{ws.blobs.gc_holder()} has run in {ws.path} for over"
+            f" {GC_LOCK_WAIT_S:.0f} s; try again when it has ended"
+        ),
+        GC_LOCK_WAIT_S,
+    )
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcReport:
     """Remove blobs no catalog row or manifest references (and stale temp files), keeping any
     younger than ``grace_s``. Refuses to run when a manifest cannot be read, since its blobs
     would look unreferenced."""
-    from filelock import FileLock
-
+    if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)):
+        raise UserErrorException(f"grace_s is a number of seconds, got {grace_s!r}")
+    if not math.isfinite(grace_s) or grace_s < 0:
+        # A negative grace puts the cutoff in the future: blobs a submit is writing right now
+        # would look old and unreferenced. NaN compares false and would keep everything.
+        raise UserErrorException(f"the gc grace is a number of seconds >= 0, got {grace_s!r}")
     report = GcReport(dry_run=dry_run)
     # gc decides from the catalog which blobs are garbage: it must be this workspace's sound,
     # writable catalog (a lost, replaced or damaged one would make every blob look unused).
@@ -140,8 +174,8 @@ def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcR
         raise MlwsError(
             f"gc refused: the catalog is damaged ({problems[0]}); run 'mlws fsck'; nothing was removed"
         )
-    # FileLock: one gc at a time; exclusive(): no snapshot re-using blobs meanwhile.
-    with FileLock(str(ws.path / "locks" / "gc.lock"), timeout=60), ws.blobs.exclusive():
+    # _one_gc(): one gc at a time; exclusive(): no snapshot re-using blobs meanwhile.
+    with _one_gc(ws), ws.blobs.exclusive():
         check = FsckReport()
         referenced = {d for d, _ in _referenced(ws, check)}
         if check.bad_manifests:

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .blobs import Entry, check_relpath, file_mode
-from .errors import BlobNotFound, ModelInUse, ModelNotFound, PropertyConflict, UserErrorException
+from .errors import (
+    BlobNotFound,
+    InvalidName,
+    ModelInUse,
+    ModelNotFound,
+    PropertyConflict,
+    UserErrorException,
+)
 
 if TYPE_CHECKING:
     import sqlite3
@@ -53,7 +60,10 @@ def _str_dict(values: dict[str, Any] | None, what: str) -> dict[str, str]:
         return {}
     if not isinstance(values, dict):
         raise UserErrorException(f"{what} must be a dict, got {type(values).__name__}")
-    return {str(k): "" if v is None else str(v) for k, v in values.items()}
+    out = {str(k): "" if v is None else str(v) for k, v in values.items()}
+    if any(not k.strip() for k in out):
+        raise InvalidName(f"{what} keys must not be empty, got {values!r}")
+    return out
 
 
 def _dataset_refs(datasets: Any) -> list[dict[str, Any]]:

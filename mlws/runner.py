@@ -70,11 +70,12 @@ def submit_script(
     """Snapshot, record and start a script run; returns it at once (status ``Queued``)."""
     from .compute import target_config
     from .rundata import encode_arguments
-    from .runs import SCRIPT_RUN, Run, insert_run, process_start_time, set_status
+    from .runs import SCRIPT_RUN, Run, insert_run, key_values, process_start_time, set_status
     from .snapshots import git_properties, take_snapshot
 
     ws = experiment.workspace
     rc = config.run_config
+    tags = key_values(tags, "tag")  # checked before the snapshot stores anything
     target_type, _ = target_config(ws, rc.target)
     src, script = config.validate()
     arguments, inputs, outputs = encode_arguments(ws, rc.arguments)

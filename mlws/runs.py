@@ -37,6 +37,7 @@ from .lifecycle import (  # noqa: F401 - re-exported for callers of mlws.runs
     _str,
     foreign_process_message,
     insert_run,
+    key_values,
     new_run_id,
     owned_process,
     process_alive,
@@ -341,13 +342,16 @@ class Run:
 
     # -- tags and properties ------------------------------------------------------------------
     def tag(self, key: str, value: Any = None) -> None:
+        """Set one tag. :raises InvalidName: ``key`` is empty."""
         self.set_tags({key: value})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set tags (replacing values). :raises InvalidName: a key is empty (nothing is set)."""
+        values = key_values(tags, "tag")
         with self.workspace.catalog.write() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)",
-                [(self.seq, str(k), _str(v)) for k, v in tags.items()],
+                [(self.seq, k, v) for k, v in values.items()],
             )
 
     def remove_tags(self, tags: list[str] | str) -> None:
@@ -370,7 +374,7 @@ class Run:
     def add_properties(self, properties: dict[str, Any]) -> None:
         """Add properties. They are add-only: re-adding a key with the same value is a no-op, with
         another value raises :class:`PropertyConflict` and changes nothing."""
-        new = {str(k): _str(v) for k, v in properties.items()}
+        new = key_values(properties, "property")
         with self.workspace.catalog.write() as conn:
             for k, v in new.items():
                 old = conn.execute(
@@ -648,15 +652,16 @@ class Run:
             "SELECT blob FROM run_files WHERE run_seq = ? AND path = ?", (self.seq, name)
         )
 
+    def _no_file(self, name: str) -> UserErrorException:
+        return UserErrorException(f"run {self.id} has no file {name!r}; see run.get_file_names()")
+
     def _read_file_text(self, name: str) -> str:
         blob = self._stored_blob(name)
         if blob is not None:
             return self.workspace.blobs.read_bytes(blob).decode("utf-8", errors="replace")
         live = self._live_file(name)
         if live is None:
-            raise UserErrorException(
-                f"run {self.id} has no file {name!r}; see run.get_file_names()"
-            )
+            raise self._no_file(name)
         return live.read_text(errors="replace")
 
     def upload_file(
@@ -823,7 +828,15 @@ class Run:
         self, name: str = "logs/driver.log", follow: bool = False, timeout: float | None = None
     ) -> Iterator[str]:
         """Yield the text of a log file; with ``follow``, keep yielding as it grows until the run
-        is terminal (the open file survives the working folder's removal at the end)."""
+        is terminal (the open file survives the working folder's removal at the end).
+
+        :raises UnsafePath: ``name`` is absolute or has a ``..`` component.
+        :raises UserErrorException: the run has ended and has no file ``name``, or ``name`` can
+            never be one of its files (not stored, and not under ``logs/`` or ``outputs/``).
+        """
+        check_relpath(name)
+        if name.split("/", 1)[0] not in ("logs", "outputs") and self._stored_blob(name) is None:
+            raise self._no_file(name)
         deadline = None if timeout is None else time.monotonic() + timeout
         offset = 0
         handle = None
@@ -848,6 +861,10 @@ class Run:
                 if terminal:
                     if handle is None or offset == 0:
                         blob = self._stored_blob(name)
+                        # Asked of an ended run, a name it does not have is an error; followed
+                        # (wait_for_completion(show_output=True)), a log never written is empty.
+                        if blob is None and handle is None and not follow:
+                            raise self._no_file(name)
                         if blob is not None:
                             data = self.workspace.blobs.read_bytes(blob)[offset:]
                             if data:

@@ -74,9 +74,15 @@ def _flag(label: str, value: Any) -> bool:
     return value
 
 
+#: Row counts are 64-bit in pyarrow; a larger one used to surface as its OverflowError.
+_MAX_ROWS = 2**63 - 1
+
+
 def _count(label: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise UserErrorException(f"{label} needs a whole number of rows >= 0; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_ROWS:
+        raise UserErrorException(
+            f"{label} needs a whole number of rows from 0 to {_MAX_ROWS}; got {value!r}"
+        )
     return value
 
 

@@ -72,13 +72,20 @@ def named_workspaces() -> dict[str, str]:
 
 def _remember(name: str, path: Path) -> None:
     """Record name -> path in the user's list, so ``Workspace.get(name)`` finds it."""
-    names = named_workspaces()
-    if names.get(name) == str(path):
-        return
-    names[name] = str(path)
+    if named_workspaces().get(name) == str(path):
+        return  # the common case (re-opening) takes no lock
+    from filelock import FileLock
+
     target = _named_workspaces_file()
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(target, json.dumps(names, indent=2, sort_keys=True).encode())
+    # Read-modify-write under a lock: without it, of 8 concurrent creates one name was lost
+    # about once in 20 rounds (two read the same list, the later rename drops the other's name).
+    with FileLock(str(target) + ".lock", timeout=30):
+        names = named_workspaces()
+        if names.get(name) == str(path):
+            return
+        names[name] = str(path)
+        _write_atomic(target, json.dumps(names, indent=2, sort_keys=True).encode())
 
 
 def _config_workspace_path(config_file: Path) -> Path:
@@ -219,6 +226,9 @@ class Workspace:
         :raises WorkspaceExists: a workspace is there already and ``exist_ok`` is false.
         :raises InvalidWorkspace: ``path`` is a file.
         """
+        if not os.fspath(path).strip():
+            # Path("") is the current folder: an empty name must not make it a workspace.
+            raise InvalidWorkspace("the workspace path is empty; give a folder such as ./ws")
         p = Path(path).expanduser().absolute()
         if p.exists() and not p.is_dir():
             raise InvalidWorkspace(f"{p} is a file, not a folder; choose another path")

@@ -128,3 +128,35 @@ def tree(root: Path, prune: Path | None = None) -> dict[str, str]:
             else:
                 out[rel] = "<dir>"
     return out
+
+
+def workspace_fingerprint(ws_path: Path) -> tuple[dict[str, str], list[tuple[str, int]]]:
+    """What a failed command must leave untouched: a hash of every catalog table's rows, and the
+    workspace's file tree (paths and sizes; the SQLite journal files excluded, since reads touch
+    them). Read with plain sqlite3, so taking it changes nothing and runs no migration."""
+    import hashlib
+    import sqlite3
+
+    ws_path = Path(ws_path)
+    conn = sqlite3.connect(f"file:{ws_path / 'mlws.db'}?mode=ro", uri=True)
+    try:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        digests = {}
+        for t in tables:
+            h = hashlib.sha256()
+            for row in conn.execute(f'SELECT * FROM "{t}" ORDER BY 1'):
+                h.update(repr(tuple(row)).encode())
+            digests[t] = h.hexdigest()
+    finally:
+        conn.close()
+    files = sorted(
+        (p.relative_to(ws_path).as_posix(), p.stat().st_size if p.is_file() else -1)
+        for p in ws_path.rglob("*")
+        if not p.name.startswith("mlws.db") and p.name != "catalog.lock"
+    )
+    return digests, files

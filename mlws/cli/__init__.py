@@ -30,12 +30,24 @@ class _Group(click.Group):
         except MlwsError as e:
             raise click.ClickException(str(e)) from None
         except OSError as e:
-            # A folder the user cannot write (a read-only share, another user's files) is the
-            # user's situation, not a bug: say which file, in one line.
-            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+            # A path the user gave that the system refuses (too long, not a folder, no
+            # permission, a read-only share, a full disk): their situation, not a bug. An
+            # OSError about no path, of another kind, keeps its traceback.
+            user_side = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
+            if e.filename is None and e.errno not in user_side:
                 raise
-            where = f": {e.filename}" if e.filename else ""
-            raise click.ClickException(f"{e.strerror}{where}") from None
+            raise click.ClickException(_os_error_line(e)) from None
+
+
+def _os_error_line(e: OSError) -> str:
+    def shown(name: Any) -> str:
+        text = os.fsdecode(name) if isinstance(name, (str, bytes)) else str(name)
+        return repr(text) if len(text) <= 80 else f"{text[:60]!r}... ({len(text)} characters)"
+
+    if e.filename is None:
+        return e.strerror or type(e).__name__
+    where = shown(e.filename) + (f" -> {shown(e.filename2)}" if e.filename2 else "")
+    return f"{e.strerror or type(e).__name__}: {where}"
 
 
 def _open(ctx: click.Context) -> Any:
@@ -75,12 +87,27 @@ def _json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def _stdin_text(what: str) -> str:
+    """Standard input as UTF-8 text; anything else is one ``Error:`` line, not a
+    UnicodeDecodeError (or a value that cannot be stored)."""
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # a text stream put in place by the caller
+        return sys.stdin.read()
+    data = binary.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{what} on standard input is not UTF-8 text") from None
+
+
 def _kv(pairs: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for p in pairs:
         if "=" not in p:
             raise click.BadParameter(f"expected key=value, got {p!r}")
         k, v = p.split("=", 1)
+        if not k.strip():
+            raise click.BadParameter(f"expected key=value with a non-empty key, got {p!r}")
         out[k] = v
     return out
 
@@ -296,6 +323,7 @@ def run_submit(
     from ..runconfig import ScriptRunConfig
     from .datasets import data_arguments
 
+    tag_values = _kv(tags)  # before anything is opened or created: a bad --tag changes nothing
     ws = _open(ctx)
     cfg = ScriptRunConfig(
         source_directory=source_directory,
@@ -312,7 +340,7 @@ def run_submit(
     cfg.validate()
     check_experiment_name(exp_name)
     target_config(ws, target)
-    r = Experiment(ws, exp_name).submit(cfg, tags=_kv(tags) or None)
+    r = Experiment(ws, exp_name).submit(cfg, tags=tag_values or None)
     if quiet:
         click.echo(r.id)
     elif as_json:
@@ -432,6 +460,18 @@ def run_list(
         click.echo(f"(first {limit} runs shown; --limit N or --all for more)", err=True)
 
 
+def _argument_text(a: Any) -> str:
+    """One stored run argument as ``mlws run submit`` takes it: data placeholders
+    (``{"mlwsInput": name}``) as ``{input:name}``."""
+    if isinstance(a, dict):
+        if "mlwsInput" in a:
+            return f"{{input:{a['mlwsInput']}}}"
+        if "mlwsOutput" in a:
+            return f"{{output:{a['mlwsOutput']}}}"
+        return json.dumps(a, sort_keys=True)
+    return str(a)
+
+
 @run.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (v1 get_details() shape).")
@@ -464,12 +504,9 @@ def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     ]
     rd = d["runDefinition"]
     if rd.get("script") or rd.get("command"):
-        rows.append(
-            [
-                "command",
-                " ".join([rd.get("script") or str(rd.get("command")), *rd.get("arguments", [])]),
-            ]
-        )
+        words = [rd.get("script") or str(rd.get("command"))]
+        words += [_argument_text(a) for a in rd.get("arguments") or []]
+        rows.append(["command", " ".join(words)])
     if d.get("error"):
         rows.append(["error", d["error"]["error"].get("message")])
     for k, v in d["tags"].items():
@@ -851,7 +888,7 @@ def secret_set(ctx: click.Context, name: str, value: str | None) -> None:
       printf %s "$DB_PASSWORD" | mlws secret set db-password
     """
     if value is None:
-        value = sys.stdin.read().rstrip("\n")
+        value = _stdin_text("the secret's value").rstrip("\n")
     _open(ctx).get_default_keyvault().set_secret(name, value)
     click.echo(f"Secret {name!r} stored")
 
@@ -915,18 +952,26 @@ def secret_export_key(ctx: click.Context, output: str | None) -> None:
     Example:
       mlws secret export-key -o team.key
     """
+    target = Path(output).absolute() if output else None
+    # Checked before export_key(), which makes a key when there is none: a bad -o changes nothing.
+    if target is not None and target.is_dir():
+        raise click.ClickException(f"{output} is a folder; give a file name such as team.key")
+    if target is not None and not target.parent.is_dir():
+        raise click.ClickException(
+            f"folder {target.parent} does not exist; create it first or give another -o"
+        )
     key = _open(ctx).get_default_keyvault().export_key()
-    if output:
+    if target is not None:
         from ..keyvault import _write_private
 
-        _write_private(Path(output).absolute(), key.encode() + b"\n")
+        _write_private(target, key.encode() + b"\n")
         click.echo(f"Key written to {output}")
     else:
         click.echo(key)
 
 
 @secret.command("import-key")
-@click.argument("key_file", type=click.File("r"))
+@click.argument("key_file", type=click.File("rb"))
 @click.pass_context
 def secret_import_key(ctx: click.Context, key_file: Any) -> None:
     """Install the workspace's key from KEY_FILE ('-' for standard input).
@@ -935,7 +980,14 @@ def secret_import_key(ctx: click.Context, key_file: Any) -> None:
     Example:
       mlws secret import-key team.key
     """
-    _open(ctx).get_default_keyvault().import_key(key_file.read())
+    # Bytes, decoded here: a binary file is a wrong key, not a UnicodeDecodeError.
+    try:
+        text = key_file.read().decode("ascii")
+    except UnicodeDecodeError:
+        raise click.ClickException(
+            f"{key_file.name} is not a key file (a key is 44 url-safe base64 characters)"
+        ) from None
+    _open(ctx).get_default_keyvault().import_key(text)
     click.echo("Key imported")
 
 

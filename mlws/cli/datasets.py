@@ -303,7 +303,16 @@ def dataset_download(ctx: click.Context, ref: str, target: str, overwrite: bool)
     Example:
       mlws dataset download iris ./data
     """
-    paths = _get(_open(ctx), ref).download(target, overwrite=overwrite)
+    from ..errors import UserErrorException
+    from ..tabular import TabularDataset
+
+    ds = _get(_open(ctx), ref)
+    if isinstance(ds, TabularDataset):
+        raise UserErrorException(
+            f"{ds.id} is a tabular dataset; download copies a file dataset's files"
+            " (see 'mlws dataset head', or its sources in 'mlws dataset show')"
+        )
+    paths = ds.download(target, overwrite=overwrite)
     click.echo(f"Downloaded {len(paths)} file(s) to {target}")
 
 

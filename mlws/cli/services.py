@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
-from . import CONTEXT, _Group, _json, _open, _table, cli
+from . import CONTEXT, _Group, _json, _open, _stdin_text, _table, cli
 from .models import _get, model
 
 
@@ -162,7 +161,7 @@ def service_run(ctx: click.Context, name: str, data: str | None) -> None:
     Example:
       mlws service run iris-svc '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
     """
-    body = data if data is not None else sys.stdin.read()
+    body = data if data is not None else _stdin_text("the data to score")
     click.echo(json.dumps(_svc(ctx, name).run(body)))
 
 

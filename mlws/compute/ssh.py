@@ -184,6 +184,9 @@ def parse_host(
     if m["host"].startswith("-"):
         raise error(f"invalid host {spec!r}: it may not start with '-'")
     port = m["port"] or port
+    if port is not None and not (str(port).isdigit() and 1 <= int(port) <= 65535):
+        # Checked here, or a 20-digit port is stored and fails every connection later.
+        raise error(f"invalid port {port!r} for host {spec!r}: a TCP port is 1 to 65535")
     return {"host": m["host"], "port": None if port is None else int(port), "user": user}
 
 
