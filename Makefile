@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,dask,tabular]'
 	@# The ssh compute target's tests start real sshd instances on 127.0.0.1; runs use rsync.
-	@command -v git >/dev/null && command -v rsync >/dev/null && test -x /usr/sbin/sshd || \
+	@# The shared-folder tests mount one folder twice with sshfs (FUSE) over such an sshd.
+	@command -v git >/dev/null && command -v rsync >/dev/null && test -x /usr/sbin/sshd && \
+		command -v sshfs >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-		--no-install-recommends git rsync openssh-server openssh-client >/dev/null)
+		--no-install-recommends git rsync openssh-server openssh-client sshfs >/dev/null)
 	touch $(STAMP)
 
 demo: $(STAMP)

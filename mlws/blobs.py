@@ -769,6 +769,19 @@ def _thread_holds() -> dict[str, int]:
         return _holds.by_root  # type: ignore[no-any-return]
 
 
+def new_file_mode() -> int:
+    """The mode a new file gets here (0666 less the umask), read without changing the umask
+    (``os.umask`` sets it, a race with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
 def copy_file(src: str | os.PathLike[str], dst: Path) -> None:
     """Copy a file out (downloads): whole or not at all, a temp file beside the target renamed
     over it, so a reader never sees half a file (and a link at ``dst`` is replaced, not
@@ -777,6 +790,7 @@ def copy_file(src: str | os.PathLike[str], dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".mlws-tmp")
     try:
+        os.fchmod(fd, new_file_mode())  # as a plain new file would be (mkstemp makes 0600)
         with os.fdopen(fd, "wb") as fout, open(src, "rb") as fin:
             shutil.copyfileobj(fin, fout, _CHUNK)
         os.replace(tmp, dst)

@@ -74,8 +74,14 @@ def process_alive(pid: int | None, start: float | None) -> bool:
         return False
 
 
-#: ``python -m <module> <workspace path> ...``: the processes mlws starts for a workspace.
-_WORKSPACE_MODULES = ("mlws.runner", "mlws.serving.supervisor")
+#: ``python -m <module> <folder> ...``: the processes mlws starts for a workspace, and where
+#: their workspace is under that folder: an ssh host's agent is given its run folder and works
+#: for the run's replica workspace in it (``compute.agent.REPLICA``).
+_WORKSPACE_MODULES = {
+    "mlws.runner": "",
+    "mlws.serving.supervisor": "",
+    "mlws.compute.agent": ".mlws-replica",
+}
 
 
 def process_workspace(pid: int) -> str | None:
@@ -90,7 +96,10 @@ def process_workspace(pid: int) -> str | None:
         if "-m" in args:
             i = args.index("-m")
             if args[i + 1 : i + 2] and args[i + 1] in _WORKSPACE_MODULES and len(args) > i + 2:
-                return args[i + 2]
+                sub = _WORKSPACE_MODULES[args[i + 1]]
+                # A relative folder is the process's own cwd's, not ours.
+                folder = os.path.join(p.cwd(), args[i + 2])
+                return os.path.join(folder, sub) if sub else folder
         return p.environ().get("MLWS_WORKSPACE") or None
     except (psutil.Error, OSError):
         return None
