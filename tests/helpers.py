@@ -160,3 +160,19 @@ def workspace_fingerprint(ws_path: Path) -> tuple[dict[str, str], list[tuple[str
         if not p.name.startswith("mlws.db") and p.name != "catalog.lock"
     )
     return digests, files
+
+
+def invoke(*args: str, cwd: Path | None = None, input: str | bytes | None = None):  # noqa: ANN201, A002 - a click Result
+    """``mlws ARGS`` in-process (click's CliRunner), from folder ``cwd`` if given; exceptions
+    other than click's propagate, so a traceback fails the test."""
+    from click.testing import CliRunner
+
+    from mlws.cli import cli
+
+    old = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False, input=input)
+    finally:
+        os.chdir(old)

@@ -17,23 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import invoke
 
 from mlws import Workspace
-from mlws.cli import cli
 from mlws.errors import CatalogDamaged, CatalogMissing
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def invoke(*args: str, cwd: Path | None = None):
-    old = os.getcwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def one_line(result) -> str:  # noqa: ANN001

@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import one_error_line, workspace_fingerprint
+from helpers import invoke, one_error_line, workspace_fingerprint
 
 from mlws import Experiment, Workspace
 from mlws.cli import cli
 from mlws.errors import MlwsError, UserErrorException
-
-
-def invoke(*args: str, cwd: Path | None = None, input: str | None = None):
-    old = os.getcwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False, input=input)
-    finally:
-        os.chdir(old)
 
 
 def refused(ws_path: Path, *args: str, cwd: Path | None = None) -> str:

@@ -13,26 +13,14 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from helpers import one_error_line, write
+from helpers import invoke, one_error_line, write
 
 from mlws import Experiment, ScriptRunConfig, Workspace
-from mlws.cli import cli
 from mlws.errors import RunStateError, SnapshotError, UnsafePath
 from mlws.lifecycle import set_status
 from mlws.maintenance import fsck, gc
 
 BAD = "we\\ird.txt"  # one backslash in the name
-
-
-def invoke(*args: str, cwd: Path | None = None):  # noqa: ANN201 - a click Result
-    old = os.getcwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def counts(ws: Workspace) -> dict[str, int]:

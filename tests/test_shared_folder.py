@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -379,29 +380,25 @@ def test_lease_is_taken_over_only_when_stale_and_a_frozen_writer_cannot_write(mo
     )
     frozen = start("a", mounts, [sys.executable, "-c", code], W, MLWS_LEASE_STALE_S="3")
     assert frozen.stdout.readline().strip() == "ready"
+    frozen_at = time.monotonic()  # its last heartbeat was at most this recent
+
+    def write_from_b() -> tuple[int, str]:
+        argv = [sys.executable, "-m", "mlws.cli", "secret", "set", "k", "--value", "v"]
+        rc, _out, err = finish(start("b", mounts, argv, W, MLWS_LEASE_STALE_S="3"))
+        return rc, err
+
     # While its heartbeat is fresh, the other machine is refused at once, with the holder named.
-    p = start(
-        "b",
-        mounts,
-        [sys.executable, "-m", "mlws.cli", "secret", "set", "k", "--value", "v"],
-        W,
-        MLWS_LEASE_STALE_S="3",
-    )
-    rc, _out, err = finish(p)
+    rc, err = write_from_b()
     assert rc == 1 and "writing machine is" in _loser_line(err)
-    # Stale after 3 s without a heartbeat: the other machine takes over and writes.
-    time.sleep(3.5)
-    p = start(
-        "b",
-        mounts,
-        [sys.executable, "-m", "mlws.cli", "secret", "set", "k", "--value", "v"],
-        W,
-        MLWS_LEASE_STALE_S="3",
-    )
-    rc, _out, err = finish(p)
-    assert rc == 0, err
-    os.kill(frozen.pid, 19 + 0)  # SIGSTOP again is harmless; resume below
-    os.kill(frozen.pid, 18)  # SIGCONT: it wakes up and tries to write
+    # The other machine keeps trying: it gets through once the holder has been silent for the
+    # stale time (3 s here), never before.
+    deadline = time.monotonic() + 30
+    while rc != 0:
+        assert "writing machine is" in _loser_line(err)
+        assert time.monotonic() < deadline, "the stale lease was never taken over"
+        rc, err = write_from_b()
+    assert time.monotonic() - frozen_at >= 3.0
+    os.kill(frozen.pid, signal.SIGCONT)  # it wakes up and tries to write
     rc, _out, err = finish(frozen)
     assert rc == 1 and "took over" in _loser_line(err)
     con = sqlite3.connect(export / W / "mlws.db")
