@@ -156,3 +156,32 @@ def test_a_local_run_gets_no_key_and_no_credentials(
     assert "credentials" in seen["datastore-box-private-key"]
     assert "credentials" in seen["compute-gpu-private-key"]
     assert "no-such" in seen["missing"]
+
+
+def _sees_the_key(_item: object) -> bool:
+    import os
+
+    return "MLWS_KEYVAULT_KEY" in os.environ
+
+
+def test_callables_on_a_dask_cluster_get_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_parallel's children run inside the Dask workers of a cluster mlws started: they
+    never see the key either (the cluster process is started without it)."""
+    from cryptography.fernet import Fernet
+
+    from mlws import Experiment
+    from mlws.compute import AmlCompute, ComputeTarget
+    from mlws.functions import get_result, run_parallel
+
+    monkeypatch.setenv("MLWS_KEYVAULT_KEY", Fernet.generate_key().decode())
+    with Workspace.create(tmp_path / "ws") as ws:
+        cpu = ComputeTarget.create(ws, "cpu", AmlCompute.provisioning_configuration(max_nodes=1))
+        try:
+            parent = run_parallel(Experiment(ws, "kv"), _sees_the_key, [1], compute_target="cpu")
+            assert parent.get_status() == "Completed"
+            (child,) = parent.get_children()
+            assert get_result(child) is False
+        finally:
+            cpu.stop()

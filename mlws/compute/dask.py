@@ -176,6 +176,10 @@ def scheduler_address(ws: Workspace, target: str, config: dict[str, Any]) -> str
 
         env = dict(os.environ)
         env["PYTHONPATH"] = _python_path(env.get("PYTHONPATH"))
+        # Callables run inside the workers: like a run's script, they never get the key.
+        from ..keyvault import ENV_KEY
+
+        env.pop(ENV_KEY, None)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mlws.compute.dask", str(ws.path), target],
