@@ -43,11 +43,13 @@ def digest_tree(root: Path) -> dict[str, str]:
     return out
 
 
-@pytest.fixture
-def populated(tmp_path: Path) -> Path:
-    """A closed workspace with a completed run (snapshot + outputs) and a registered model."""
+@pytest.fixture(scope="module")
+def _template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A closed workspace with a completed run (snapshot + outputs) and a registered model,
+    made once per module (each test gets a copy: a run costs a second)."""
     from mlws import Experiment, Model, ScriptRunConfig
 
+    tmp_path = tmp_path_factory.mktemp("template")
     src = tmp_path / "src"
     src.mkdir()
     (src / "train.py").write_text(
@@ -55,11 +57,23 @@ def populated(tmp_path: Path) -> Path:
         "os.makedirs('outputs', exist_ok=True)\nopen('outputs/m.txt', 'w').write('m')\n"
     )
     (tmp_path / "model.txt").write_text("weights")
-    with Workspace.create(tmp_path / "ws") as ws:
-        run = Experiment(ws, "exp").submit(ScriptRunConfig(str(src), "train.py"))
-        run.wait_for_completion()
-        assert run.get_status() == "Completed"
-        Model.register(ws, str(tmp_path / "model.txt"), "m")
+    old = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp_path)  # its run's per-user folders stay in the template
+    try:
+        with Workspace.create(tmp_path / "ws") as ws:
+            run = Experiment(ws, "exp").submit(ScriptRunConfig(str(src), "train.py"))
+            run.wait_for_completion()
+            assert run.get_status() == "Completed"
+            Model.register(ws, str(tmp_path / "model.txt"), "m")
+    finally:
+        if old is not None:
+            os.environ["HOME"] = old
+    return tmp_path / "ws"
+
+
+@pytest.fixture
+def populated(_template: Path, tmp_path: Path) -> Path:
+    shutil.copytree(_template, tmp_path / "ws", symlinks=True)
     return tmp_path / "ws"
 
 
