@@ -197,13 +197,51 @@ class BlobStore:
         hexdigest = check_hash(digest)[7:]
         return f"{self._prefix}{hexdigest[:2]}/{hexdigest}"
 
+    def _mkdir(self, folder: Path) -> None:
+        """``mkdir -p`` inside the store, each new folder as open as the store's root: users
+        sharing a workspace (a group-writable ``blobs/``) must all be able to add blobs to a
+        folder that any one of them made first, whatever that one's umask."""
+        if folder.is_dir():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)  # the store's own root: as the user makes it
+        mode = None
+        missing = []
+        p = folder
+        while not p.exists() and p != self.root and p.parent != p:
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue
+            if mode is None:
+                mode = stat.S_IMODE(os.stat(self.root).st_mode)
+            try:
+                os.chmod(d, mode)
+            except OSError:
+                pass
+
     # -- coordination with gc ---------------------------------------------------------------------
     def _rwlock(self) -> Any:
         from filelock import ReadWriteLock
 
         self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".gc.lock"
+        if not path.exists():
+            # Every user of a shared workspace takes this lock (it is an SQLite file, opened for
+            # writing; its journals get its mode): as writable as the blob folder, whoever's
+            # umask made it first. filelock itself would make it 0600, locking others out.
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                try:
+                    os.fchmod(fd, stat.S_IMODE(os.stat(self.root).st_mode) & 0o666)
+                finally:
+                    os.close(fd)
+            except FileExistsError:
+                pass
         # One instance per hold (not a per-path singleton), so threads wait on each other too.
-        return ReadWriteLock(str(self.root / ".gc.lock"), timeout=600, is_singleton=False)
+        return ReadWriteLock(str(path), timeout=600, is_singleton=False)
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
@@ -358,7 +396,7 @@ class BlobStore:
 
     def _tempfile(self, digest_hint: str | None = None) -> tuple[int, str]:
         folder = self.path(digest_hint).parent if digest_hint else self._dir
-        folder.mkdir(parents=True, exist_ok=True)
+        self._mkdir(folder)
         return tempfile.mkstemp(dir=folder, prefix=".tmp-")
 
     def put_bytes(self, data: bytes) -> str:
@@ -422,7 +460,7 @@ class BlobStore:
                     fout.flush()
                     os.fsync(fout.fileno())
                     fout.close()
-                    self.path(digest).parent.mkdir(parents=True, exist_ok=True)
+                    self._mkdir(self.path(digest).parent)
                     self._install(tmp, digest)
         except BaseException:
             _unlink_quiet(tmp)
@@ -474,7 +512,7 @@ class BlobStore:
             folders = set()
             for digest, tmp in pending.items():
                 final = self.path(digest)
-                final.parent.mkdir(parents=True, exist_ok=True)
+                self._mkdir(final.parent)
                 self._install(tmp, digest)
                 folders.add(str(final.parent))
             with ThreadPoolExecutor(max_workers=16) as pool:

@@ -302,11 +302,8 @@ def _last_error_line(log_file: Path | None) -> str:
 
 
 def workspace_key(ws: Workspace) -> str:
-    """A short key of the workspace *folder* (its real path): two copies of a workspace share
-    their id and their run ids, never their key, so neither takes the other's run folders."""
-    import hashlib
-
-    return hashlib.sha256(os.path.realpath(ws.path).encode()).hexdigest()[:16]
+    """The key of the workspace folder for run folders (:attr:`Workspace.folder_key`)."""
+    return ws.folder_key
 
 
 def run_folder(ws: Workspace, run_id: str) -> Path:

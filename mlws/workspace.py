@@ -186,6 +186,16 @@ class Workspace:
         self.blobs = BlobStore(self.path / "blobs")
         self._closed = False
 
+    @property
+    def folder_key(self) -> str:
+        """A short key of the workspace *folder* (its real path), for this machine's per-user
+        state of it (run folders, service folders, local Dask clusters). A copy of a workspace
+        shares its id (and its run ids and service names) with the original, never this key,
+        so neither touches the other's state."""
+        import hashlib
+
+        return hashlib.sha256(os.path.realpath(self.path).encode()).hexdigest()[:16]
+
     def blob_store_matches(self) -> str | None:
         """None when the catalog and the blob store belong together, else why not.
 

@@ -102,8 +102,9 @@ def error_of(run: Run) -> dict[str, Any]:
 
 
 def state_file(home: Path, ws: Workspace, target: str) -> Path:
-    """Where the brief says a local cluster's state lives."""
-    return home / ".cache" / "mlws" / "dask" / f"{ws.id}-{target}.json"
+    """Where a local cluster's state lives: keyed by the workspace folder (a copy of the
+    workspace shares its id, never its folder)."""
+    return home / ".cache" / "mlws" / "dask" / f"{ws.folder_key}-{target}.json"
 
 
 def cluster_pid(home: Path, ws: Workspace, target: str) -> int:

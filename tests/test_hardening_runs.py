@@ -147,6 +147,8 @@ def test_two_real_users_share_the_local_slots(tmp_path: Path) -> None:
             os.umask(old)
         for f in shared.path.rglob("*"):
             f.chmod(0o777 if f.is_dir() else 0o666)
+        # Root (umask 022) stores a blob first: the gc lock it makes must still open for nobody.
+        shared.blobs.put_bytes(b"root was here first")
         for i in range(2):
             (base / f"home{i}").mkdir()
         os.chown(base / "home1", 65534, 65534)
@@ -362,8 +364,13 @@ def test_copy_of_a_workspace_never_signals_the_originals_processes(
         cli_runner = CliRunner()
         line = one_error_line(cli_runner.invoke(cli, ["-w", str(copy), "run", "cancel", run.id]))
         assert str(ws.path) in line, line
+        from mlws.workspace import user_cache_dir
+
+        live = user_cache_dir() / "services" / ws.folder_key / "svc"
+        assert live.is_dir()  # the original's replica folder (model and scoring code)
         out = cli_runner.invoke(cli, ["-w", str(copy), "service", "delete", "svc"])
         assert out.exit_code == 0, out.output
+        assert live.is_dir(), "deleting the copy's service removed the original's files"
         with Workspace(copy) as c:
             assert [s.name for s in Webservice.list(c)] == []
             # In the copy nothing runs the run: it is Failed there, and says why.

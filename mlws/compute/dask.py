@@ -144,7 +144,9 @@ register_type("dask", AmlCompute)
 def _state_file(ws: Workspace, target: str) -> Path:
     from ..workspace import user_cache_dir
 
-    return user_cache_dir() / "dask" / f"{ws.id}-{target}.json"
+    # Keyed by the workspace folder: a copy of the workspace (same id) must neither use nor
+    # stop the original's cluster.
+    return user_cache_dir() / "dask" / f"{ws.folder_key}-{target}.json"
 
 
 def _read_state(ws: Workspace, target: str) -> dict[str, Any] | None:

@@ -298,7 +298,9 @@ def _remove_state(ws: Workspace, name: str) -> None:
     from ..workspace import user_cache_dir
 
     shutil.rmtree(service_dir(ws, name), ignore_errors=True)
-    shutil.rmtree(user_cache_dir() / "services" / ws.id / name, ignore_errors=True)
+    # The folder of this workspace folder's service: a copy of the workspace (same id, same
+    # service names) must never remove the original's live replica folders.
+    shutil.rmtree(user_cache_dir() / "services" / ws.folder_key / name, ignore_errors=True)
 
 
 # -- the service object ----------------------------------------------------------------------------

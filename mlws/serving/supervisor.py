@@ -149,7 +149,7 @@ class Supervisor:
         from ..workspace import user_cache_dir
 
         gen = self.row["generation"]
-        root = user_cache_dir() / "services" / self.ws.id / self.name / f"g{gen}"
+        root = user_cache_dir() / "services" / self.ws.folder_key / self.name / f"g{gen}"
         if root.exists():
             shutil.rmtree(root)
         source = root / "source"
