@@ -40,3 +40,22 @@ def test_opening_a_workspace_and_logging_is_light(tmp_path):
         "run = mlws.Experiment(ws, 'e').start_logging()\nrun.log('m', 1)\nrun.complete()"
     )
     assert _loaded(code_open_only) == []
+
+
+def test_python_dash_m_mlws_is_the_cli(tmp_path):
+    """``python -m mlws`` works like the ``mlws`` command (a new user's first try, issue 11)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "mlws", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("mlws")
+    bad = subprocess.run(
+        [sys.executable, "-m", "mlws", "-w", str(tmp_path / "nope"), "workspace", "show"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: "), bad.stderr
