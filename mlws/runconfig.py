@@ -158,6 +158,13 @@ class ScriptRunConfig:
         command: list[str] | str | None = None,
         **_azure_kwargs: Any,
     ) -> None:
+        if _azure_kwargs.get("distributed_job_config") is not None:
+            # Silently dropping it would run a multi-node job as one process.
+            kind = type(_azure_kwargs["distributed_job_config"]).__name__
+            raise RunConfigError(
+                f"distributed_job_config ({kind}) is not supported yet: the script would run as "
+                "one process, not as a distributed job; leave it out to run it as one process"
+            )
         self.source_directory = str(source_directory)
         self.run_config = run_config or RunConfiguration()
         if script is not None:

@@ -79,3 +79,16 @@ def test_unknown_registered_environment_changes_nothing(ws, tmp_path):
     with pytest.raises(EnvironmentNotFound):
         Experiment(ws, "m").submit(ScriptRunConfig(tmp_path, "t.py", environment="missing"))
     assert ws.catalog.scalar("SELECT count(*) FROM runs") == 0
+
+
+def test_distributed_job_config_is_refused_not_dropped(tmp_path):
+    """A v1 distributed job (PyTorchConfiguration, MpiConfiguration, ...) must not silently run
+    as one process (issue 11)."""
+    (tmp_path / "train.py").write_text("print(1)\n")
+
+    class PyTorchConfiguration:  # the v1 class's name is what the message shows
+        node_count = 2
+
+    with pytest.raises(RunConfigError, match="distributed_job_config .PyTorchConfiguration."):
+        ScriptRunConfig(str(tmp_path), "train.py", distributed_job_config=PyTorchConfiguration())
+    assert ScriptRunConfig(str(tmp_path), "train.py", distributed_job_config=None).script
