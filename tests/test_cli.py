@@ -260,3 +260,13 @@ def test_run_list_is_paged_by_default(ws):
     )
     assert best[0]["metrics"]["i"] == 4
     assert CliRunner().invoke(cli, ["run", "list", "--limit", "0"]).exit_code == 2
+
+
+def test_workspace_show_prints_its_creation_time_as_a_date(ws):
+    """Not a raw epoch number (issue 11); --json keeps the number."""
+    import re
+
+    out = invoke("workspace", "show").output
+    created = next(ln for ln in out.splitlines() if ln.startswith("created"))
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created), created
+    assert isinstance(json.loads(invoke("workspace", "show", "--json").output)["created"], float)

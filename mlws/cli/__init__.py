@@ -183,7 +183,8 @@ def workspace_show(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _json(details)
     else:
-        _table([[k, v] for k, v in details.items()], ["field", "value"])
+        shown = {**details, "created": _when(details["created"])}
+        _table([[k, v] for k, v in shown.items()], ["field", "value"])
 
 
 @workspace.command("release")
