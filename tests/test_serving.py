@@ -36,6 +36,9 @@ from mlws.cli import cli
 from mlws.errors import ModelInUse, UserErrorException, WebserviceException
 from mlws.serving import InferenceConfig, LocalWebservice, Webservice
 
+# Asserts throughput and load: runs alone, after the parallel part of `make test`.
+pytestmark = pytest.mark.serial
+
 HOST = "127.0.0.1"
 
 #: The scoring script: the model is a pickled number that ``run`` multiplies the data by.

@@ -12,6 +12,9 @@ from helpers import wait_until
 from mlws import Model
 from mlws.serving import InferenceConfig, LocalWebservice, Webservice
 
+# Asserts throughput and load: runs alone, after the parallel part of `make test`.
+pytestmark = pytest.mark.serial
+
 SCORE = """\
 def init():
     pass
