@@ -36,9 +36,6 @@ from mlws.cli import cli
 from mlws.errors import ModelInUse, UserErrorException, WebserviceException
 from mlws.serving import InferenceConfig, LocalWebservice, Webservice
 
-# Asserts throughput and load: runs alone, after the parallel part of `make test`.
-pytestmark = pytest.mark.serial
-
 HOST = "127.0.0.1"
 
 #: The scoring script: the model is a pickled number that ``run`` multiplies the data by.
@@ -522,6 +519,7 @@ def test_scoring_script_output_reaches_the_logs(deploy) -> None:
 
 
 # -- 4. resilience: a killed replica, rolling updates -----------------------------------------------
+@pytest.mark.serial  # asserts throughput or latency: runs alone in make test
 @pytest.mark.timeout(60)
 def test_killed_replica_is_replaced_under_load(deploy) -> None:
     svc = deploy(replicas=2)
@@ -553,6 +551,7 @@ def test_killed_replica_is_replaced_under_load(deploy) -> None:
     assert all(svc.run({"data": [2]}) == {"result": [4]} for _ in range(6))
 
 
+@pytest.mark.serial  # asserts throughput or latency: runs alone in make test
 @pytest.mark.timeout(60)
 def test_update_under_load_drops_no_request(deploy, ws: Workspace, tmp_path: Path) -> None:
     svc = deploy(replicas=2)
@@ -821,6 +820,7 @@ def test_a_new_service_of_the_same_name_starts_with_no_telemetry(deploy) -> None
 
 
 # -- 8. latency --------------------------------------------------------------------------------------
+@pytest.mark.serial  # asserts throughput or latency: runs alone in make test
 @pytest.mark.timeout(60)
 def test_keep_alive_latency_has_no_nagle_stall(deploy) -> None:
     svc = deploy(replicas=2)
