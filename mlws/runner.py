@@ -301,16 +301,11 @@ def _last_error_line(log_file: Path | None) -> str:
         return ""
 
 
-def workspace_key(ws: Workspace) -> str:
-    """The key of the workspace folder for run folders (:attr:`Workspace.folder_key`)."""
-    return ws.folder_key
-
-
 def run_folder(ws: Workspace, run_id: str) -> Path:
     """Where a run of ``ws`` works on this machine: ``~/.cache/mlws/runs/<key>/<run id>``."""
     from .workspace import user_cache_dir
 
-    return user_cache_dir() / "runs" / workspace_key(ws) / run_id
+    return user_cache_dir() / "runs" / ws.folder_key / run_id
 
 
 def collect_run_files(
@@ -375,7 +370,7 @@ def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
         workdir = Path(row["working_dir"]) if row["working_dir"] else None
         # Only this workspace's own folder: a copy of the workspace has the same run ids and
         # recorded paths, and must never take (or delete) the original's files.
-        if workdir is not None and workdir.parent.name == workspace_key(ws) and workdir.is_dir():
+        if workdir is not None and workdir.parent.name == ws.folder_key and workdir.is_dir():
             try:
                 if (workdir / "logs").is_dir():
                     with open(workdir / "logs" / "driver.log", "a") as log:
