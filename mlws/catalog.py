@@ -370,9 +370,7 @@ class Catalog:
                             self.conn.execute("ROLLBACK")
                         except sqlite3.Error:
                             pass
-                    if isinstance(e, sqlite3.DatabaseError) and _is_damage(e):
-                        raise self._translate(e) from None
-                    if isinstance(e, sqlite3.DatabaseError) and _is_readonly(e):
+                    if isinstance(e, sqlite3.DatabaseError) and (_is_damage(e) or _is_readonly(e)):
                         raise self._translate(e) from None
                     raise
                 else:
