@@ -128,9 +128,20 @@ def _system_python_like_ours() -> bool:
     return out == str(sys.version_info[:2])
 
 
+def _others_can_reach(path: Path) -> bool:
+    """Whether another user (nobody) can get to ``path``: a checkout under a 0700 folder
+    (``mktemp -d``) cannot be imported by nobody."""
+    import stat
+
+    return all(os.stat(p).st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
 @pytest.mark.skipif(
-    os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists() or not _system_python_like_ours(),
-    reason="needs root, setpriv and a system Python of this version",
+    os.geteuid() != 0
+    or not Path("/usr/bin/setpriv").exists()
+    or not _system_python_like_ours()
+    or not _others_can_reach(Path(__file__).resolve().parent.parent),
+    reason="needs root, setpriv, a system Python of this version and a checkout others can read",
 )
 def test_two_real_users_share_the_local_slots(tmp_path: Path) -> None:
     """The same with two real uids (root and nobody) on one workspace both may write."""

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import psutil
+import pytest
 from sshd import SshServer, is_alive
 
 
@@ -54,6 +55,7 @@ def test_rsync_round_trip(ssh_server: SshServer, tmp_path: Path) -> None:
     assert (back / "sub" / "b.bin").read_bytes() == bytes(range(256))
 
 
+@pytest.mark.serial  # counts sshd processes machine-wide: runs alone in make test
 def test_kill_all_drops_connections_and_start_restores(ssh_server: SshServer) -> None:
     client = subprocess.Popen(
         ["ssh", *ssh_server.ssh_args(), ssh_server.target, "echo ready; exec sleep 30"],
