@@ -84,6 +84,10 @@ _WORKSPACE_MODULES = {
 }
 
 
+#: How long a process with no command line (mid-exec or exiting) is given to show one.
+_SETTLE_S = 2.0
+
+
 def process_workspace(pid: int) -> str | None:
     """The workspace folder a live process works for, as the process itself says: the workspace
     argument of an mlws supervisor's command line, else ``MLWS_WORKSPACE`` in its environment
@@ -93,6 +97,13 @@ def process_workspace(pid: int) -> str | None:
     try:
         p = psutil.Process(pid)
         args = p.cmdline()
+        # An empty command line is a process between states, not an answer: one just past
+        # execve() whose new arguments are not mapped yet (its starter already has its pid and
+        # may have recorded it), or one exiting. Ask again until it settles.
+        deadline = time.monotonic() + _SETTLE_S
+        while not args and time.monotonic() < deadline:
+            time.sleep(0.005)
+            args = p.cmdline()
         if "-m" in args:
             i = args.index("-m")
             if args[i + 1 : i + 2] and args[i + 1] in _WORKSPACE_MODULES and len(args) > i + 2:
@@ -281,7 +292,10 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
     supervised = (row["type"] == SCRIPT_RUN and row["parent_id"] is None) or row["supervisor_pid"]
     if supervised:
         if row["supervisor_pid"]:
-            if not process_alive(row["supervisor_pid"], row["supervisor_start"]):
+            pid, start = row["supervisor_pid"], row["supervisor_start"]
+            owned = owned_process(ws, pid, start)
+            # Not ours but dead by now (it exited while we asked): a death, not a copy.
+            if not owned and not process_alive(pid, start):
                 from .runner import abandon
 
                 reason = (
@@ -291,7 +305,7 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
                 # Kills the orphaned script, keeps the working folder's logs, marks it Failed.
                 abandon(ws, row["id"], {"code": "ProcessDied", "message": reason})
                 return ws.catalog.one("SELECT * FROM runs WHERE id = ?", (row["id"],)) or row
-            if not owned_process(ws, row["supervisor_pid"], row["supervisor_start"]):
+            if not owned:
                 # A copy of the workspace: nothing here runs this run, and the process that does
                 # (with its working folder and script) is the original's: never touched.
                 reason = foreign_process_message(

@@ -601,7 +601,10 @@ def seen(run: Any) -> dict[str, Any]:
 
 
 def log(run: Any) -> str:
-    return run._read_file_text("logs/driver.log")
+    """The run's driver log, or (where the run failed before it had one) its error and files."""
+    if "logs/driver.log" in run.get_file_names():
+        return run._read_file_text("logs/driver.log")
+    return json.dumps({"error": run.get_details().get("error"), "files": run.get_file_names()})
 
 
 def test_local_run_mounts_an_ssh_input_read_only_and_uploads_its_output_there(

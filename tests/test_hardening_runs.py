@@ -399,3 +399,38 @@ def test_copy_of_a_workspace_never_signals_the_originals_processes(
         assert "done" in log
     finally:
         svc.delete()
+
+
+def test_a_supervisor_caught_mid_exec_is_not_taken_for_another_workspaces(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Just past execve() a process's command line and environment read empty for a moment, and
+    its starter may already have recorded its pid: a status read then must not call the run's
+    live supervisor foreign and fail the run (seen in CI: runs Failed at once, "ProcessDied")."""
+    import psutil
+
+    from mlws.lifecycle import owned_process, process_start_time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**os.environ, "MLWS_WORKSPACE": str(ws.path)},
+    )
+    try:
+        wait_until(lambda: "-c" in psutil.Process(proc.pid).cmdline(), 10)
+        real_cmdline, real_environ = psutil.Process.cmdline, psutil.Process.environ
+        reads = {"n": 0}
+
+        def mid_exec_cmdline(self: psutil.Process) -> list[str]:
+            reads["n"] += 1
+            return [] if reads["n"] <= 3 else real_cmdline(self)
+
+        def mid_exec_environ(self: psutil.Process) -> dict[str, str]:
+            return {} if reads["n"] <= 3 else real_environ(self)
+
+        monkeypatch.setattr(psutil.Process, "cmdline", mid_exec_cmdline)
+        monkeypatch.setattr(psutil.Process, "environ", mid_exec_environ)
+        assert owned_process(ws, proc.pid, process_start_time(proc.pid))
+        assert reads["n"] > 3
+    finally:
+        proc.kill()
+        proc.wait()

@@ -99,7 +99,10 @@ def seen(run) -> dict:
 
 
 def log(run) -> str:
-    return run._read_file_text("logs/driver.log")
+    """The run's driver log, or (where the run failed before it had one) its error and files."""
+    if "logs/driver.log" in run.get_file_names():
+        return run._read_file_text("logs/driver.log")
+    return json.dumps({"error": run.get_details().get("error"), "files": run.get_file_names()})
 
 
 def runs_count(ws) -> int:
