@@ -81,6 +81,8 @@ _WORKSPACE_MODULES = {
     "mlws.runner": "",
     "mlws.serving.supervisor": "",
     "mlws.compute.agent": ".mlws-replica",
+    # A supervisor forked by the workspace's warm launcher keeps the launcher's command line.
+    "mlws.compute.launcher": "",
 }
 
 

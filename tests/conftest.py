@@ -33,6 +33,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLWS_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setenv("MLWS_CANCEL_GRACE_S", "2")
+    # Warm launchers (compute/launcher.py) of the many short-lived test workspaces end soon.
+    monkeypatch.setenv("MLWS_LAUNCHER_IDLE_S", "3")
     # Subprocesses (supervisors, scripts) must import this checkout's mlws.
     monkeypatch.setenv(
         "PYTHONPATH",
@@ -51,6 +53,9 @@ def ws(tmp_path: Path):
     w = Workspace.create(tmp_path / "ws")
     yield w
     w.close()
+    from mlws.compute import launcher
+
+    launcher.stop(w.path)
 
 
 @pytest.fixture

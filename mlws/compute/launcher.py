@@ -1,0 +1,314 @@
+"""A warm launcher: run supervisors forked from a process that has mlws imported already.
+
+Starting ``python -m <supervisor module>`` costs a fresh interpreter plus mlws's imports, most
+of a trivial run's submit-to-Completed time. So the first submission to a workspace also starts,
+detached, one launcher per user, workspace folder and code version: a single-threaded process
+that imports the supervisor and its dependencies once, listens on a Unix socket in a folder
+only its user can enter, and for each request forks a child that becomes a new session and runs
+the supervisor's ``main`` there. Later submissions ask it and get the child's pid back in about
+a millisecond; when no launcher answers, the submitter starts the supervisor itself, as before.
+
+Why it is safe:
+
+- The launcher's command line names its workspace folder (``python -m mlws.compute.launcher
+  FOLDER SOCKET``) and a forked child keeps it, so ``lifecycle.process_workspace`` ties every
+  supervisor it starts to that folder, exactly as for a directly started one.
+- A child gets the requester's environment, working folder and umask; module-level settings read
+  from the environment at import time are the same because the launcher's key includes every
+  ``MLWS_*`` variable, ``PYTHONPATH``, the interpreter and the mlws sources' modification times
+  (an upgraded or edited mlws gets a new launcher; the old one idles out).
+- It never opens the catalog or starts a thread, so a fork copies no SQLite connection or lock.
+- The socket folder is ``0700`` and checked to be the user's own; the launcher accepts only
+  connections from its own uid (``SO_PEERCRED``).
+- It exits after :data:`IDLE_S` seconds without a request or when its workspace folder is gone;
+  the supervisors it started are their own sessions and live on (init reaps them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+#: A launcher with nothing to do for this long exits (``MLWS_LAUNCHER_IDLE_S``).
+IDLE_S = float(os.environ.get("MLWS_LAUNCHER_IDLE_S", "300"))
+#: The module whose ``main(argv)`` a launched child runs.
+SUPERVISOR = "mlws.runner"
+#: Imported by the launcher before its first fork: what a supervisor of a local run needs.
+WARM = (
+    "mlws.runner",
+    "mlws.runs",
+    "mlws.lifecycle",
+    "mlws.catalog",
+    "mlws.blobs",
+    "mlws.snapshots",
+    "mlws.workspace",
+    "mlws.keyvault",
+    "mlws.compute.local",
+    "psutil",
+    "sqlite_utils",
+)
+
+
+def enabled() -> bool:
+    """The launcher is used unless ``MLWS_LAUNCHER=0`` (e.g. to debug a supervisor)."""
+    return os.environ.get("MLWS_LAUNCHER", "1") != "0" and hasattr(os, "fork")
+
+
+def socket_folder() -> Path:
+    """The user's folder for launcher sockets: made ``0700``; refused unless it is ours."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    folder = Path(base) / f"mlws-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = folder.lstat()
+    import stat as st_
+
+    if not st_.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError(f"{folder} is not a private folder of this user")
+    return folder
+
+
+def _code_stamp() -> str:
+    """The mlws sources' newest modification time: an edited or upgraded mlws gets a new key."""
+    root = Path(__file__).resolve().parent.parent
+    newest = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            if f.endswith(".py"):
+                newest = max(newest, os.stat(os.path.join(dirpath, f)).st_mtime_ns)
+    return f"{root}:{newest}"
+
+
+def key(workspace: str | os.PathLike[str], env: dict[str, str]) -> str:
+    """What a launcher is for: the workspace folder, this interpreter, mlws's code and every
+    setting a supervisor reads from its environment at import time."""
+    settings = sorted((k, v) for k, v in env.items() if k.startswith("MLWS_") or k == "PYTHONPATH")
+    raw = json.dumps(
+        [os.path.realpath(workspace), sys.executable, _code_stamp(), settings, os.getuid()]
+    )
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def socket_path(workspace: str | os.PathLike[str], env: dict[str, str]) -> Path:
+    return socket_folder() / f"l-{key(workspace, env)}.sock"
+
+
+# -- the submitter's side ---------------------------------------------------------------------------
+def launch(
+    workspace: str | os.PathLike[str], args: list[str], env: dict[str, str], warm_up: bool
+) -> int | None:
+    """Start ``SUPERVISOR``'s ``main(args)`` through this workspace's launcher; its pid, or
+    ``None`` when no launcher answered: the caller starts this supervisor itself, and, with
+    ``warm_up``, a launcher is started for the next submissions."""
+    if not enabled():
+        return None
+    try:
+        path = socket_path(workspace, env)
+    except OSError:
+        return None
+    request = {"args": args, "env": env, "cwd": os.getcwd(), "umask": _umask()}
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(path))
+            s.sendall(json.dumps(request).encode() + b"\n")
+            answer = json.loads(_read_line(s))
+        return int(answer["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        if warm_up:
+            _start_launcher(workspace, path, env)
+        return None
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def _read_line(s: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            raise OSError("the launcher closed the connection")
+        data += chunk
+    return data
+
+
+def _start_launcher(workspace: str | os.PathLike[str], path: Path, env: dict[str, str]) -> None:
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlws.compute.launcher", str(workspace), str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+            cwd="/",  # holds no folder of the caller's; sys.path[0] is "/" (nothing to shadow)
+        )
+    except OSError:
+        return
+    import threading
+
+    # Reaped if this process outlives it; else init adopts it.
+    threading.Thread(target=proc.wait, name="mlws-launcher-reap", daemon=True).start()
+
+
+# -- the launcher ----------------------------------------------------------------------------------
+def serve(workspace: str, path: str) -> int:
+    import importlib
+
+    for module in WARM:
+        importlib.import_module(module)
+    supervisor_main = importlib.import_module(SUPERVISOR).main
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # Bound under a temporary name, then renamed: a submitter never meets a socket that is not
+    # listening yet, and of two launchers started at once the last to rename serves.
+    tmp = f"{path}.{os.getpid()}"
+    sock.bind(tmp)
+    sock.listen(64)
+    os.replace(tmp, path)
+    mine = os.stat(path).st_ino
+    # Who serves this socket, for stop(): the children share the launcher's command line, so
+    # only this record tells the launcher apart from the supervisors it forked.
+    import psutil
+
+    record = Path(path).with_suffix(".json")
+    record.write_text(
+        json.dumps(
+            {"pid": os.getpid(), "start": psutil.Process().create_time(), "workspace": workspace}
+        )
+    )
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # through the finally below
+    last = time.monotonic()
+    try:
+        while True:
+            _reap()
+            ready, _, _ = select.select([sock], [], [], 1.0)
+            if not ready:
+                if time.monotonic() - last > IDLE_S or not _still_serving(workspace, path, mine):
+                    return 0
+                continue
+            conn, _ = sock.accept()
+            last = time.monotonic()
+            with conn:
+                try:
+                    pid = _serve_one(conn, sock, supervisor_main)
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+                if pid == 0:  # the child, after its supervisor returned
+                    os._exit(0)
+    finally:
+        try:
+            if os.stat(path).st_ino == mine:
+                os.unlink(path)
+                record.unlink()
+        except OSError:
+            pass
+
+
+def _still_serving(workspace: str, path: str, mine: int) -> bool:
+    try:
+        return os.stat(path).st_ino == mine and os.path.exists(os.path.join(workspace, "mlws.json"))
+    except OSError:
+        return False
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _serve_one(conn: socket.socket, listener: socket.socket, supervisor_main: Any) -> int:
+    conn.settimeout(5)
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    if uid != os.getuid():
+        return -1
+    request = json.loads(_read_line(conn))
+    args = [str(a) for a in request["args"]]
+    env = {str(k): str(v) for k, v in request["env"].items()}
+    pid = os.fork()
+    if pid:
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        return pid
+    # The child: a supervisor as if started by the requester, in its own session.
+    code = 1
+    try:
+        conn.close()
+        listener.close()
+        os.setsid()
+        os.umask(int(request["umask"]))
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            os.chdir(request["cwd"])
+        except OSError:
+            os.chdir("/")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        import signal
+
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        sys.argv = [SUPERVISOR, *args]
+        code = supervisor_main(args) or 0
+    except BaseException:  # noqa: BLE001 - a child must never return into the launcher's loop
+        code = 1
+    finally:
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        print("usage: python -m mlws.compute.launcher WORKSPACE SOCKET", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(serve(sys.argv[1], sys.argv[2]))
+
+
+def stop(workspace: str | os.PathLike[str]) -> list[int]:
+    """End this user's launchers of ``workspace`` (any code version or settings); their pids.
+    The supervisors they started are their own sessions and are not touched."""
+    import signal
+
+    import psutil
+
+    ended = []
+    try:
+        folder = socket_folder()
+    except OSError:
+        return ended
+    for record in folder.glob("l-*.json"):
+        try:
+            info = json.loads(record.read_text())
+            if not os.path.samefile(info["workspace"], workspace):
+                continue
+            p = psutil.Process(int(info["pid"]))
+            if abs(p.create_time() - float(info["start"])) > 1.0:
+                continue  # the pid is another process's now
+            p.send_signal(signal.SIGTERM)
+            ended.append(p.pid)
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            continue
+    return ended
