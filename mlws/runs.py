@@ -324,14 +324,16 @@ class Run:
             for chunk in self.iter_log(follow=True, timeout=timeout):
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
-        delay = 0.01
+        # A status read is ~0.1 ms: poll finely at first, when a short run's end is near, and
+        # back off for long ones.
+        delay = 0.002
         while self.get_status() not in TERMINAL:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(
                     f"run {self.id} is still {self._row['status']} after {timeout} s"
                 )
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)  # a status read is ~0.1 ms: answer promptly
+            delay = min(delay * 1.25, 0.05)
         details = self.get_details()
         if show_output:
             print(f"\nRun {self.id}: {details['status']}")
