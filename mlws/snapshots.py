@@ -221,18 +221,37 @@ _MLFLOW_ALIASES = {
 }
 
 
-def _git(folder: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(folder), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+def _git_all(folder: Path, *commands: tuple[str, ...]) -> list[str | None]:
+    """Each git command's output (``None`` where it failed), the commands run at once: a
+    submission waits for the slowest, not for their sum."""
+    procs: list[subprocess.Popen[str] | None] = []
+    for args in commands:
+        try:
+            procs.append(
+                subprocess.Popen(
+                    ["git", "-C", str(folder), *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
+        except OSError:
+            procs.append(None)
+    outs: list[str | None] = []
+    for p in procs:
+        if p is None:
+            outs.append(None)
+            continue
+        try:
+            out, _ = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            outs.append(None)
+            continue
+        outs.append(out.strip() if p.returncode == 0 else None)
+    return outs
 
 
 def git_properties(source_dir: str | os.PathLike[str]) -> dict[str, str]:
@@ -241,16 +260,19 @@ def git_properties(source_dir: str | os.PathLike[str]) -> dict[str, str]:
     props: dict[str, str] = {}
     in_repo = any((p / ".git").exists() for p in (folder, *folder.parents))
     if in_repo:
-        # Options apply to the revisions after them: the full sha, then the branch name.
-        head = _git(folder, "rev-parse", "HEAD", "--abbrev-ref", "HEAD")
+        head, remote, status = _git_all(
+            folder,
+            # Options apply to the revisions after them: the full sha, then the branch name.
+            ("rev-parse", "HEAD", "--abbrev-ref", "HEAD"),
+            ("config", "--get", "remote.origin.url"),
+            ("status", "--porcelain", "--untracked-files=no"),
+        )
         if head:
             lines = head.splitlines()
             if len(lines) == 2:
                 props["azureml.git.commit"] = lines[0]
                 props["azureml.git.branch"] = lines[1]
-        remote = _git(folder, "config", "--get", "remote.origin.url")
         props["azureml.git.repository_uri"] = remote or str(folder)
-        status = _git(folder, "status", "--porcelain", "--untracked-files=no")
         if status is not None:
             props["azureml.git.dirty"] = str(bool(status))
     for prop, var in _GIT_ENV.items():
