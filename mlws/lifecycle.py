@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidName, RunNotFound, UserErrorException
 
+# process_start_time is re-exported: the lifecycle's callers have always found it here.
+from .processes import process_alive, process_start_time  # noqa: F401
+
 if TYPE_CHECKING:
     import sqlite3
 
@@ -48,30 +51,6 @@ def _iso(t: float | None) -> str | None:
     if t is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
-
-
-def process_start_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.Error, OSError):
-        return None
-
-
-def process_alive(pid: int | None, start: float | None) -> bool:
-    """True when ``pid`` runs and is the same process that started at ``start`` (not a reuse)."""
-    if not pid:
-        return False
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        if start is not None and abs(p.create_time() - start) > 1.0:
-            return False
-        return p.status() != psutil.STATUS_ZOMBIE
-    except (psutil.Error, OSError):
-        return False
 
 
 #: ``python -m <module> <folder> ...``: the processes mlws starts for a workspace, and where

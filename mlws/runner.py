@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import MlwsError, RunConfigError
 from .keyvault import CHANNEL_ENV, ENV_KEY, serve_run_channel
+from .processes import die_with_parent, python_path, start_detached
 
 if TYPE_CHECKING:
     from .experiments import Experiment
@@ -33,15 +33,6 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 CANCEL_GRACE_S = float(os.environ.get("MLWS_CANCEL_GRACE_S", "10"))
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-
-
-def _python_path(existing: str | None) -> str:
-    """PYTHONPATH with mlws importable first, so the supervisor and scripts see this mlws."""
-    parts = [_PACKAGE_PARENT] + [
-        p for p in (existing or "").split(os.pathsep) if p and p != _PACKAGE_PARENT
-    ]
-    return os.pathsep.join(parts)
 
 
 def _environment_definition(
@@ -118,18 +109,9 @@ def submit_script(
     )
     run_id = row["id"]
     penv = dict(os.environ)
-    penv["PYTHONPATH"] = _python_path(penv.get("PYTHONPATH"))
     penv.pop(CHANNEL_ENV, None)  # a run submitted from a run: not its parent's pipes
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlws.runner", str(ws.path), run_id],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=penv,
-            close_fds=True,
-        )
+        proc = start_detached("mlws.runner", str(ws.path), run_id, env=penv)
     except OSError as e:
         set_status(
             ws,
@@ -145,33 +127,8 @@ def submit_script(
             " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
             (proc.pid, process_start_time(proc.pid), run_id),
         )
-    # Reap the supervisor if this process outlives it (else it lingers as a zombie); if this
-    # process exits first, init adopts and reaps it.
-    threading.Thread(target=proc.wait, name=f"mlws-reap-{proc.pid}", daemon=True).start()
     row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
     return Run(experiment, run_id, _row=row)
-
-
-def _load_prctl() -> Any:
-    # Looked up once, here: a child between fork and exec must not import or dlopen anything
-    # (in a multi-threaded parent that can deadlock on a lock held by another thread).
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """``preexec_fn``: the child is killed when its parent dies (Linux PR_SET_PDEATHSIG), so a
-    script never outlives the Dask worker, ssh agent or supervisor that owns it."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def script_env(
@@ -203,7 +160,7 @@ def script_env(
             "AZUREML_EXPERIMENT_NAME": experiment,
             "AZUREML_RUN_TOKEN": "",
             "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": _python_path(base.get("PYTHONPATH")),
+            "PYTHONPATH": python_path(base.get("PYTHONPATH")),
         }
     )
     return env

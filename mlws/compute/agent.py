@@ -82,7 +82,7 @@ def _make_replica(run_dir: Path, spec: dict[str, Any]) -> Any:
 
     ws = Workspace.create(run_dir / REPLICA, name=spec["workspaceName"], _remember_name=False)
     me = os.getpid()
-    from ..lifecycle import process_start_time
+    from ..processes import process_start_time
 
     with ws.catalog.write() as conn:
         exp = spec["experiment"]
@@ -217,7 +217,7 @@ def _remove_run_folder(run_dir: Path) -> None:
 
 def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool]) -> int:
     from ..keyvault import CHANNEL_ENV
-    from ..lifecycle import process_start_time
+    from ..processes import process_start_time
     from ..runner import script_argv, script_env, start_script
 
     os.chdir(run_dir)
