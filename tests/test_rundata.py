@@ -232,7 +232,8 @@ def test_changed_data_is_noted_in_the_log_and_lineage(ws, src, store):
 def test_fallback_without_mounts_copies_and_strips_write_bits(ws, tmp_path, store, monkeypatch):
     """Where no read-only mount can be made, a mounted input is a copy the script cannot
     change (for everyone but root): never links, whose mode bits would be the data's."""
-    from mlws.runner import remove_run_folder, start_script
+    from mlws.compute.script import start_script
+    from mlws.runner import remove_run_folder
 
     monkeypatch.setattr(readonly, "_available", False)
     ds = Dataset.File.from_files((store, "iris/**/*.csv"))

@@ -218,7 +218,7 @@ def _remove_run_folder(run_dir: Path) -> None:
 def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool]) -> int:
     from ..keyvault import CHANNEL_ENV
     from ..processes import process_start_time
-    from ..runner import script_argv, script_env, start_script
+    from .script import script_argv, script_env, start_script
 
     os.chdir(run_dir)
     (run_dir / "logs").mkdir(exist_ok=True)

@@ -240,7 +240,7 @@ class _SshRun:
             log.write(f"[{time.monotonic() - self._t0:7.3f} s] {what}\n")
 
     def _start_agent(self, err_path: Path) -> queue.Queue[dict[str, Any] | None]:
-        from ..runner import die_with_parent
+        from ..processes import die_with_parent
 
         python = self.config["python"]
         cache = self.config.get("cacheDir")
@@ -291,9 +291,9 @@ class _SshRun:
     def _follow(
         self, events: queue.Queue[dict[str, Any] | None], workdir: Path
     ) -> tuple[tuple[str, dict[str, Any] | None], list[dict[str, Any]]]:
-        from ..runner import exit_outcome
         from ..runs import set_status
         from . import replica
+        from .script import exit_outcome
 
         assert self.proc is not None and self.proc.stdin is not None
         sup, ws = self.sup, self.ws
@@ -411,6 +411,6 @@ def _ancestors(ws: Workspace, row: Any) -> list[dict[str, Any]]:
 
 
 def _cancel_grace() -> float:
-    from ..runner import CANCEL_GRACE_S
+    from .script import CANCEL_GRACE_S
 
     return CANCEL_GRACE_S
