@@ -57,7 +57,7 @@ def _iso(t: float | None) -> str | None:
 #: their workspace is under that folder: an ssh host's agent is given its run folder and works
 #: for the run's replica workspace in it (``compute.agent.REPLICA``).
 _WORKSPACE_MODULES = {
-    "mlws.runner": "",
+    "mlws.compute.supervisor": "",
     "mlws.serving.supervisor": "",
     "mlws.compute.agent": ".mlws-replica",
 }
@@ -275,7 +275,7 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
             owned = owned_process(ws, pid, start)
             # Not ours but dead by now (it exited while we asked): a death, not a copy.
             if not owned and not process_alive(pid, start):
-                from .runner import abandon
+                from .compute.supervisor import abandon
 
                 reason = (
                     f"the supervising process (pid {row['supervisor_pid']}) of this run died without "

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _remove_run_folder(run_dir: Path) -> None:
-    from ..runner import remove_run_folder
+    from .runfolder import remove_run_folder
 
     os.chdir(run_dir.parent)
     remove_run_folder(run_dir)

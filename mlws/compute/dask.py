@@ -28,8 +28,8 @@ from ..errors import ComputeTargetException, MlwsError
 from . import ComputeConfiguration, ComputeTarget, register_type
 
 if TYPE_CHECKING:
-    from ..runner import _Supervisor
     from ..workspace import Workspace
+    from .supervisor import RunSupervisor
 
 START_TIMEOUT_S = 60.0
 
@@ -136,7 +136,7 @@ class AmlCompute(ComputeTarget):
 
 
 DaskCompute = AmlCompute
-register_type("dask", AmlCompute)
+register_type("dask", AmlCompute, executor="mlws.compute.dask")
 
 
 # -- the local cluster ----------------------------------------------------------------------------
@@ -299,19 +299,20 @@ def serve(ws_path: str, target: str) -> int:
 # -- runs as tasks --------------------------------------------------------------------------------
 def run_task(ws_path: str, run_id: str) -> str:
     """On a Dask worker: run the script of ``run_id`` to its end; returns the final status."""
-    from ..runner import _Supervisor
     from ..workspace import Workspace
+    from . import local
+    from .supervisor import RunSupervisor
 
     ws = Workspace(ws_path)
     try:
-        sup = _Supervisor(ws, run_id, claim=False)
-        sup.execute_guarded(tie_to_parent=True)
+        sup = RunSupervisor(ws, run_id, claim=False)
+        local.execute_here(sup, tie_to_parent=True)
         return str(sup.status())
     finally:
         ws.close()
 
 
-def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
+def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
     """In the supervising process: send the run to the cluster and wait for its task."""
     from ..runs import TERMINAL, set_status
 
@@ -385,7 +386,7 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
         )
 
 
-def _keep_logs(sup: _Supervisor) -> None:
+def _keep_logs(sup: RunSupervisor) -> None:
     """The task died with its worker: store what its working folder on this machine holds
     (the log says how far the script got), then remove the folder."""
     import shutil

@@ -155,7 +155,7 @@ class RemoteCompute(ComputeTarget):
                 leftover.unlink(missing_ok=True)
 
 
-register_type("ssh", RemoteCompute)
+register_type("ssh", RemoteCompute, executor="mlws.compute.sshrun")
 
 
 def nodes_of(config: dict[str, Any]) -> list[Node]:

@@ -19,15 +19,15 @@ from .ssh import nodes_of
 from .sshconn import Connection, Node, ssh_said
 
 if TYPE_CHECKING:
-    from ..runner import _Supervisor
     from ..workspace import Workspace
+    from .supervisor import RunSupervisor
 
 #: Logs written on this side of a run (mlws's notes, the ssh client's stderr): never copied over.
 _LOCAL_LOGS = ("--exclude=/logs/remote.log", "--exclude=/logs/ssh.log")
 
 
 # -- a run on a node -------------------------------------------------------------------------------
-def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
+def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
     """Run ``sup``'s run on a free node of an ``ssh`` target (waits ``Queued`` for one)."""
     from ..runs import set_status
     from .local import hold_slot
@@ -53,7 +53,7 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
 
 
 class _SshRun:
-    def __init__(self, sup: _Supervisor, target: str, config: dict[str, Any], node: Node) -> None:
+    def __init__(self, sup: RunSupervisor, target: str, config: dict[str, Any], node: Node) -> None:
         self.sup = sup
         self.ws = sup.ws
         self.run_id = sup.run_id
