@@ -58,6 +58,9 @@ def _iso(t: float | None) -> str | None:
 #: for the run's replica workspace in it (``compute.agent.REPLICA``).
 _WORKSPACE_MODULES = {
     "mlws.compute.supervisor": "",
+    # The run supervisor's module up to 0.1.0: a run submitted before an upgrade
+    # is still supervised by one, and must still be recognised as this workspace's.
+    "mlws.runner": "",
     "mlws.serving.supervisor": "",
     "mlws.compute.agent": ".mlws-replica",
 }
