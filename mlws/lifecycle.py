@@ -55,7 +55,7 @@ def _iso(t: float | None) -> str | None:
 
 #: ``python -m <module> <folder> ...``: the processes mlws starts for a workspace, and where
 #: their workspace is under that folder: an ssh host's agent is given its run folder and works
-#: for the run's replica workspace in it (``compute.agent.REPLICA``).
+#: for the run's remote catalog in it (``compute.agent.REPLICA``).
 _WORKSPACE_MODULES = {
     "mlws.compute.supervisor": "",
     # The run supervisor's module up to 0.1.0: a run submitted before an upgrade

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import MlwsError
-from . import replica
+from . import remote_catalog
 from .ssh import nodes_of
 from .sshconn import Connection, Node, ssh_said
 
@@ -66,13 +66,13 @@ class _SshRun:
         me = sup.ws.catalog.one(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (sup.run_id,)
         )
-        self.home = replica.Home(
+        self.home = remote_catalog.Home(
             sup.ws, sup.row, me[0] if me else os.getpid(), me[1] if me else None
         )
 
     def run(self) -> None:
         from ..runs import set_status
-        from . import replica
+        from . import remote_catalog
 
         sup, ws, d = self.sup, self.ws, self.sup.definition
         if not set_status(ws, self.run_id, "Preparing"):
@@ -197,7 +197,7 @@ class _SshRun:
         except OSError:
             pass  # the session is gone (and "done" with it)
         if deferred:
-            warnings += replica.apply_files(self.home, deferred, workdir / "blobs")
+            warnings += remote_catalog.apply_files(self.home, deferred, workdir / "blobs")
         warnings += self.home.warnings
         if warnings:
             with open(err_path, "a") as log:
@@ -292,7 +292,7 @@ class _SshRun:
         self, events: queue.Queue[dict[str, Any] | None], workdir: Path
     ) -> tuple[tuple[str, dict[str, Any] | None], list[dict[str, Any]]]:
         from ..runs import set_status
-        from . import replica
+        from . import remote_catalog
         from .script import exit_outcome
 
         assert self.proc is not None and self.proc.stdin is not None
@@ -325,7 +325,7 @@ class _SshRun:
                     log.write(ev["data"])
                     log.flush()
                 elif kind == "changes":
-                    deferred += replica.apply_changes(self.home, ev["changes"])
+                    deferred += remote_catalog.apply_changes(self.home, ev["changes"])
                 elif kind == "interpreter":
                     set_status(ws, self.run_id, "Starting")
                 elif kind == "started":
