@@ -47,7 +47,8 @@ def new_run_id(experiment: str) -> str:
     return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
 
 
-def _iso(t: float | None) -> str | None:
+def iso_utc(t: float | None) -> str | None:
+    """Seconds since the epoch as Azure's UTC timestamp (``2026-12-04T19:11:57.123456Z``)."""
     if t is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
@@ -181,7 +182,7 @@ def insert_run(
             "status": status,
             "created": now,
             "start_time": now if status == "Running" else None,
-            "submitter_user": _user(),
+            "submitter_user": current_user(),
             "submitter_host": socket.gethostname(),
             "host": socket.gethostname(),
         }
@@ -200,7 +201,8 @@ def insert_run(
         return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
 
 
-def _user() -> str:
+def current_user() -> str:
+    """The user name this process runs as (the uid when it has none), recorded as submitter."""
     try:
         import getpass
 
@@ -209,7 +211,8 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def _str(v: Any) -> str | None:
+def text_or_none(v: Any) -> str | None:
+    """A tag or property value as stored: its text, or ``None``."""
     return None if v is None else str(v)
 
 
@@ -229,8 +232,8 @@ def key_values(values: dict[str, Any] | None, what: str) -> dict[str, str | None
     for k, v in values.items():
         key = str(k)
         if not key.strip():
-            raise InvalidName(f"{what} keys must not be empty, got {key!r} (= {_str(v)!r})")
-        out[key] = _str(v)
+            raise InvalidName(f"{what} keys must not be empty, got {key!r} (= {text_or_none(v)!r})")
+        out[key] = text_or_none(v)
     return out
 
 
