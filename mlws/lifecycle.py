@@ -17,8 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidName, RunNotFound, UserErrorException
 
-# process_start_time is re-exported: the lifecycle's callers have always found it here.
-from .processes import process_alive, process_start_time  # noqa: F401
+# Re-exported: the lifecycle's callers have always found them here.
+from .processes import (  # noqa: F401
+    foreign_process_message,
+    owned_process,
+    process_alive,
+    process_start_time,
+    process_workspace,
+)
 
 if TYPE_CHECKING:
     import sqlite3
@@ -52,82 +58,6 @@ def iso_utc(t: float | None) -> str | None:
     if t is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
-
-
-#: ``python -m <module> <folder> ...``: the processes mlws starts for a workspace, and where
-#: their workspace is under that folder: an ssh host's agent is given its run folder and works
-#: for the run's remote catalog in it (``compute.agent.REPLICA``).
-_WORKSPACE_MODULES = {
-    "mlws.compute.supervisor": "",
-    # The run supervisor's module up to 0.1.0: a run submitted before an upgrade
-    # is still supervised by one, and must still be recognised as this workspace's.
-    "mlws.runner": "",
-    "mlws.serving.supervisor": "",
-    "mlws.compute.agent": ".mlws-replica",
-}
-
-
-#: How long a process with no command line (mid-exec or exiting) is given to show one.
-_SETTLE_S = 2.0
-
-
-def process_workspace(pid: int) -> str | None:
-    """The workspace folder a live process works for, as the process itself says: the workspace
-    argument of an mlws supervisor's command line, else ``MLWS_WORKSPACE`` in its environment
-    (every run's script has it). ``None`` when it names none (or is not readable)."""
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        args = p.cmdline()
-        # An empty command line is a process between states, not an answer: one just past
-        # execve() whose new arguments are not mapped yet (its starter already has its pid and
-        # may have recorded it), or one exiting. Ask again until it settles.
-        deadline = time.monotonic() + _SETTLE_S
-        while not args and time.monotonic() < deadline:
-            time.sleep(0.005)
-            args = p.cmdline()
-        if "-m" in args:
-            i = args.index("-m")
-            if args[i + 1 : i + 2] and args[i + 1] in _WORKSPACE_MODULES and len(args) > i + 2:
-                sub = _WORKSPACE_MODULES[args[i + 1]]
-                # A relative folder is the process's own cwd's, not ours.
-                folder = os.path.join(p.cwd(), args[i + 2])
-                return os.path.join(folder, sub) if sub else folder
-        return p.environ().get("MLWS_WORKSPACE") or None
-    except (psutil.Error, OSError):
-        return None
-
-
-def owned_process(ws: Workspace, pid: int | None, start: float | None) -> bool:
-    """True when ``pid`` (started at ``start``) runs *and* works for this workspace folder.
-
-    A catalog row carries a pid, but a copy of the workspace (``cp -a``, a restored backup)
-    carries the same rows while the processes belong to the original: only a process whose
-    command line or environment names this folder may be signalled or adopted from here. The
-    folder, not the ``mlws.json`` id, is the identity: a copy keeps the id (its key-vault key is
-    found by it), never the original's path."""
-    if not pid or not process_alive(pid, start):
-        return False
-    named = process_workspace(pid)
-    return named is not None and _same_folder(named, ws.path)
-
-
-def _same_folder(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
-def foreign_process_message(ws: Workspace, what: str, pid: int) -> str:
-    """One line saying that ``pid`` (``what``) belongs to another workspace folder."""
-    other = process_workspace(pid)
-    where = f"the workspace at {other}" if other else "another workspace"
-    return (
-        f"{what} (pid {pid}) belongs to {where}, not to this one at {ws.path} (a copy of it?); "
-        "nothing was signalled"
-    )
 
 
 def insert_run(

@@ -181,7 +181,7 @@ class RunSupervisor:
 
     def kill_recorded_script(self) -> None:
         """Kill the script's process group recorded in the catalog, if it still runs here."""
-        from ..lifecycle import owned_process
+        from ..processes import owned_process
 
         row = self.ws.catalog.one("SELECT pid, pid_start FROM runs WHERE id = ?", (self.run_id,))
         if row and owned_process(self.ws, row[0], row[1]):
@@ -281,7 +281,7 @@ class RunSupervisor:
         """No older run of this workspace is queued for this machine's local slots."""
         import socket
 
-        from ..lifecycle import owned_process
+        from ..processes import owned_process
 
         older = self.ws.catalog.query(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE status = 'Queued'"

@@ -302,8 +302,7 @@ class Webservice:
         self._refresh()
 
     def _refresh(self) -> dict[str, Any]:
-        from ..lifecycle import foreign_process_message, owned_process
-        from ..processes import process_alive
+        from ..processes import foreign_process_message, owned_process, process_alive
 
         row = self.workspace.catalog.one("SELECT * FROM services WHERE name = ?", (self.name,))
         if row is None:
@@ -585,7 +584,7 @@ class Webservice:
 
         In a copy of the workspace, the copied service's supervisor is the original's: only the
         copy's record is removed, and that process is never signalled."""
-        from ..lifecycle import owned_process
+        from ..processes import owned_process
 
         row = self._refresh()
         with self.workspace.catalog.write() as conn:
