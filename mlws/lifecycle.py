@@ -17,6 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidName, RunNotFound, UserErrorException
 
+# Re-exported: the lifecycle's callers have always found them here.
+from .processes import (  # noqa: F401
+    foreign_process_message,
+    owned_process,
+    process_alive,
+    process_start_time,
+    process_workspace,
+)
+
 if TYPE_CHECKING:
     import sqlite3
 
@@ -44,109 +53,11 @@ def new_run_id(experiment: str) -> str:
     return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
 
 
-def _iso(t: float | None) -> str | None:
+def iso_utc(t: float | None) -> str | None:
+    """Seconds since the epoch as Azure's UTC timestamp (``2026-12-04T19:11:57.123456Z``)."""
     if t is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
-
-
-def process_start_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.Error, OSError):
-        return None
-
-
-def process_alive(pid: int | None, start: float | None) -> bool:
-    """True when ``pid`` runs and is the same process that started at ``start`` (not a reuse)."""
-    if not pid:
-        return False
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        if start is not None and abs(p.create_time() - start) > 1.0:
-            return False
-        return p.status() != psutil.STATUS_ZOMBIE
-    except (psutil.Error, OSError):
-        return False
-
-
-#: ``python -m <module> <folder> ...``: the processes mlws starts for a workspace, and where
-#: their workspace is under that folder: an ssh host's agent is given its run folder and works
-#: for the run's replica workspace in it (``compute.agent.REPLICA``).
-_WORKSPACE_MODULES = {
-    "mlws.runner": "",
-    "mlws.serving.supervisor": "",
-    "mlws.compute.agent": ".mlws-replica",
-    # A supervisor forked by the workspace's warm launcher keeps the launcher's command line.
-    "mlws.compute.launcher": "",
-}
-
-
-#: How long a process with no command line (mid-exec or exiting) is given to show one.
-_SETTLE_S = 2.0
-
-
-def process_workspace(pid: int) -> str | None:
-    """The workspace folder a live process works for, as the process itself says: the workspace
-    argument of an mlws supervisor's command line, else ``MLWS_WORKSPACE`` in its environment
-    (every run's script has it). ``None`` when it names none (or is not readable)."""
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        args = p.cmdline()
-        # An empty command line is a process between states, not an answer: one just past
-        # execve() whose new arguments are not mapped yet (its starter already has its pid and
-        # may have recorded it), or one exiting. Ask again until it settles.
-        deadline = time.monotonic() + _SETTLE_S
-        while not args and time.monotonic() < deadline:
-            time.sleep(0.005)
-            args = p.cmdline()
-        if "-m" in args:
-            i = args.index("-m")
-            if args[i + 1 : i + 2] and args[i + 1] in _WORKSPACE_MODULES and len(args) > i + 2:
-                sub = _WORKSPACE_MODULES[args[i + 1]]
-                # A relative folder is the process's own cwd's, not ours.
-                folder = os.path.join(p.cwd(), args[i + 2])
-                return os.path.join(folder, sub) if sub else folder
-        return p.environ().get("MLWS_WORKSPACE") or None
-    except (psutil.Error, OSError):
-        return None
-
-
-def owned_process(ws: Workspace, pid: int | None, start: float | None) -> bool:
-    """True when ``pid`` (started at ``start``) runs *and* works for this workspace folder.
-
-    A catalog row carries a pid, but a copy of the workspace (``cp -a``, a restored backup)
-    carries the same rows while the processes belong to the original: only a process whose
-    command line or environment names this folder may be signalled or adopted from here. The
-    folder, not the ``mlws.json`` id, is the identity: a copy keeps the id (its key-vault key is
-    found by it), never the original's path."""
-    if not pid or not process_alive(pid, start):
-        return False
-    named = process_workspace(pid)
-    return named is not None and _same_folder(named, ws.path)
-
-
-def _same_folder(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
-def foreign_process_message(ws: Workspace, what: str, pid: int) -> str:
-    """One line saying that ``pid`` (``what``) belongs to another workspace folder."""
-    other = process_workspace(pid)
-    where = f"the workspace at {other}" if other else "another workspace"
-    return (
-        f"{what} (pid {pid}) belongs to {where}, not to this one at {ws.path} (a copy of it?); "
-        "nothing was signalled"
-    )
 
 
 def insert_run(
@@ -201,7 +112,7 @@ def insert_run(
             "status": status,
             "created": now,
             "start_time": now if status == "Running" else None,
-            "submitter_user": _user(),
+            "submitter_user": current_user(),
             "submitter_host": socket.gethostname(),
             "host": socket.gethostname(),
         }
@@ -220,7 +131,8 @@ def insert_run(
         return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
 
 
-def _user() -> str:
+def current_user() -> str:
+    """The user name this process runs as (the uid when it has none), recorded as submitter."""
     try:
         import getpass
 
@@ -229,7 +141,8 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def _str(v: Any) -> str | None:
+def text_or_none(v: Any) -> str | None:
+    """A tag or property value as stored: its text, or ``None``."""
     return None if v is None else str(v)
 
 
@@ -249,8 +162,8 @@ def key_values(values: dict[str, Any] | None, what: str) -> dict[str, str | None
     for k, v in values.items():
         key = str(k)
         if not key.strip():
-            raise InvalidName(f"{what} keys must not be empty, got {key!r} (= {_str(v)!r})")
-        out[key] = _str(v)
+            raise InvalidName(f"{what} keys must not be empty, got {key!r} (= {text_or_none(v)!r})")
+        out[key] = text_or_none(v)
     return out
 
 
@@ -298,7 +211,7 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
             owned = owned_process(ws, pid, start)
             # Not ours but dead by now (it exited while we asked): a death, not a copy.
             if not owned and not process_alive(pid, start):
-                from .runner import abandon
+                from .compute.supervisor import abandon
 
                 reason = (
                     f"the supervising process (pid {row['supervisor_pid']}) of this run died without "

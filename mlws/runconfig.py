@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ from .errors import RunConfigError
 if TYPE_CHECKING:
     from .experiments import Experiment
     from .runs import Run
+    from .workspace import Workspace
 
 DEFAULT_MAX_RUN_DURATION_S = 2592000  # 30 days, as in v1
 
@@ -224,8 +226,6 @@ class ScriptRunConfig:
     def _submit(
         self, experiment: Experiment, tags: dict[str, Any] | None = None, **kwargs: Any
     ) -> Run:
-        from .runner import submit_script
-
         return submit_script(experiment, self, tags=tags)
 
 
@@ -250,3 +250,128 @@ def check_script_path(source_directory: str, script: str) -> Path:
             "source_directory that contains it"
         )
     return Path(os.path.relpath(full, real_src))
+
+
+def environment_definition(ws: Workspace, env: Any, on_this_machine: bool = True) -> dict[str, Any]:
+    """The run definition's environment: the spec, plus the interpreter when it is known now
+    (user-managed, run on this machine); a managed one is built where the run runs, while the
+    run shows Preparing."""
+    from .environments import as_environment, resolve
+    from .errors import MlwsError
+
+    env = as_environment(ws, env)
+    spec = env.to_dict()
+    try:
+        spec["interpreter"] = None if env.managed or not on_this_machine else resolve(env)
+    except MlwsError as e:
+        raise RunConfigError(str(e)) from None
+    spec["variables"] = {str(k): str(v) for k, v in env.environment_variables.items()}
+    spec["managed"] = env.managed
+    spec["specHash"] = env.spec_hash() if env.managed else None
+    return spec
+
+
+def submit_script(
+    experiment: Experiment, config: ScriptRunConfig, tags: dict[str, Any] | None = None
+) -> Run:
+    """Snapshot, record and start a script run; returns it at once (status ``Queued``).
+
+    The run is driven by a detached supervising process (``python -m mlws.compute.supervisor``,
+    see :mod:`mlws.compute.supervisor`) in a new session, so it survives the submitter.
+
+    :raises RunConfigError: a bad configuration (nothing is stored then).
+    :raises MlwsError: the supervising process could not be started (the run is Failed).
+    """
+    import json
+    import sys
+
+    from .compute import target_config
+    from .errors import MlwsError
+    from .keyvault import CHANNEL_ENV
+    from .processes import process_start_time, start_detached
+    from .rundata import encode_arguments
+    from .runs import SCRIPT_RUN, Run, insert_run, key_values, set_status
+    from .snapshots import git_properties, take_snapshot
+
+    ws = experiment.workspace
+    rc = config.run_config
+    tags = key_values(tags, "tag")  # checked before the snapshot stores anything
+    target_type, _ = target_config(ws, rc.target)
+    src, script = config.validate()
+    arguments, inputs, outputs = encode_arguments(ws, rc.arguments)
+    # An ssh host has its own interpreters: the environment is resolved there.
+    env = environment_definition(ws, rc.environment, on_this_machine=target_type != "ssh")
+    snap = take_snapshot(ws.blobs, src)
+    for w in snap.warnings:
+        print(f"Warning: {w}", file=sys.stderr)
+    definition = {
+        "script": script,
+        "arguments": arguments,
+        "inputs": inputs,
+        "outputs": outputs,
+        "command": rc.command,
+        "target": rc.target,
+        "sourceDirectory": str(src),
+        "environment": env,
+        "environmentVariables": {str(k): str(v) for k, v in rc.environment_variables.items()},
+        "maxRunDurationSeconds": rc.max_run_duration_seconds,
+        "outputCollection": rc.history.output_collection,
+        "snapshot": {"files": snap.files, "bytes": snap.bytes, "newBytes": snap.new_bytes},
+    }
+    row = insert_run(
+        ws,
+        experiment.name,
+        run_type=SCRIPT_RUN,
+        status="NotStarted",
+        fields={
+            "snapshot": snap.manifest,
+            "definition": json.dumps(definition),
+            "target": rc.target,
+            "environment": env["name"] if env["name"] != "default" else None,
+        },
+        tags=tags,
+        properties={
+            "azureml.runsource": "experiment",
+            "ContentSnapshotId": snap.manifest,
+            **git_properties(src),
+        },
+    )
+    run_id = row["id"]
+    penv = dict(os.environ)
+    penv.pop(CHANNEL_ENV, None)  # a run submitted from a run: not its parent's pipes
+    from .compute import launcher
+
+    # A launcher is worth its start only to a workspace that gets submissions in a row: warm
+    # one at the second submission within a minute (a lone `mlws run submit` starts none).
+    recent = ws.catalog.scalar(
+        "SELECT COUNT(*) FROM runs WHERE type = ? AND created > ?", (SCRIPT_RUN, time.time() - 60)
+    )
+    pid = launcher.launch(ws.path, [str(ws.path), run_id], penv, warm_up=recent >= 2)
+    if pid is not None:
+        with ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET supervisor_pid = ?, supervisor_start = ?,"
+                " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
+                (pid, process_start_time(pid), run_id),
+            )
+        row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return Run(experiment, run_id, _row=row)
+    try:
+        proc = start_detached("mlws.compute.supervisor", str(ws.path), run_id, env=penv)
+    except OSError as e:
+        set_status(
+            ws,
+            run_id,
+            "Failed",
+            error={"code": "SystemError", "message": f"could not start the run: {e}"},
+        )
+        raise MlwsError(f"could not start the supervising process: {e}") from None
+    # The supervisor may already have moved on (Queued/Running): only fill in what is missing.
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "UPDATE runs SET supervisor_pid = ?, supervisor_start = ?,"
+            " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
+            (proc.pid, process_start_time(proc.pid), run_id),
+        )
+    row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+    return Run(experiment, run_id, _row=row)

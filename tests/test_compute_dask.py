@@ -480,9 +480,9 @@ def test_cancel_just_before_the_script_starts_still_stops_it(
         import os
         import time
 
-        import mlws.runner
+        import mlws.compute.script
 
-        original = mlws.runner.script_env
+        original = mlws.compute.script.script_env
 
         def paused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             open(window, "w").close()
@@ -491,7 +491,7 @@ def test_cancel_just_before_the_script_starts_still_stops_it(
                 time.sleep(0.01)
             return original(*args, **kwargs)
 
-        mlws.runner.script_env = paused
+        mlws.compute.script.script_env = paused
         return True
 
     with Client(own_cluster.scheduler_address, set_as_default=False) as client:

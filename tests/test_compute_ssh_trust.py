@@ -33,7 +33,7 @@ from helpers import SCRIPT_PRELUDE, kill_run_processes, wait_until
 from sshd import SshServer, attach_ssh_target, is_alive
 
 from mlws import ComputeTargetException, Experiment, ScriptRunConfig, Workspace
-from mlws.compute import ComputeTarget, replica
+from mlws.compute import ComputeTarget, remote_catalog
 from mlws.compute.ssh import RemoteCompute, nodes_of
 from mlws.compute.sshconn import Connection, key_dir
 from mlws.keyvault import key_path
@@ -394,11 +394,11 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def _home_for(ws: Workspace, run: Run, supervisor_pid: int) -> replica.Home:
+def _home_for(ws: Workspace, run: Run, supervisor_pid: int) -> remote_catalog.Home:
     """What the supervising process ``supervisor_pid`` applies ``run``'s changes with. (Not
     this process: the teardown kills the supervisors of runs left active.)"""
     row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run.id,))
-    return replica.Home(ws, row, supervisor_pid, None)
+    return remote_catalog.Home(ws, row, supervisor_pid, None)
 
 
 def _rows_of(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
@@ -461,7 +461,7 @@ def test_a_forged_change_stream_touches_no_other_run_and_runs_no_sql(
     kid.flush()
     grandkid = kid.child_run(name="inner")
     grandkid.tag("depth", "2")
-    _, genuine = replica.read_changes(rws.catalog.conn, 0)
+    _, genuine = remote_catalog.read_changes(rws.catalog.conn, 0)
     rws.close()
     metric = next(c for c in genuine if c["table"] == "metrics")
     child = next(c for c in genuine if c["table"] == "runs" and c["op"] == "insert")
@@ -507,7 +507,7 @@ def test_a_forged_change_stream_touches_no_other_run_and_runs_no_sql(
     me_before = dict(ws.catalog.one("SELECT * FROM runs WHERE id = ?", (me.id,)))
 
     home = _home_for(ws, me, _dead_pid())
-    deferred = replica.apply_changes(home, genuine + forged)
+    deferred = remote_catalog.apply_changes(home, genuine + forged)
 
     assert deferred == []
     assert _rows_of(ws, [parent.id, victim.id]) == before
@@ -548,7 +548,7 @@ def test_runs_created_on_the_host_are_tied_to_the_supervisor_not_to_a_forged_pid
     me = Experiment(ws, "e").start_logging()
     rws = _replica_for(ws, me, tmp_path / "host")
     rws.get_run(me.id).child_run(name="fold-0")  # left Running by the script
-    _, changes = replica.read_changes(rws.catalog.conn, 0)
+    _, changes = remote_catalog.read_changes(rws.catalog.conn, 0)
     rws.close()
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)  # a local process
     try:
@@ -559,7 +559,7 @@ def test_runs_created_on_the_host_are_tied_to_the_supervisor_not_to_a_forged_pid
             for c in changes
         ]
         dead = _dead_pid()  # the supervising process, which then dies (SIGKILL, OOM, reboot)
-        replica.apply_changes(_home_for(ws, me, dead), forged)
+        remote_catalog.apply_changes(_home_for(ws, me, dead), forged)
         (row,) = ws.catalog.query("SELECT * FROM runs WHERE parent_id = ?", (me.id,))
         assert (row["supervisor_pid"], row["pid"], row["status"]) == (dead, None, "Running")
         reconcile_active(ws)

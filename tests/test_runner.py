@@ -1,4 +1,4 @@
-"""Process-level tests of submitted runs (``mlws.runner``): real supervisors, real scripts.
+"""Process-level tests of submitted runs (``mlws.compute.supervisor``, ``mlws.compute.local``): real supervisors, real scripts.
 
 Scripts never sleep for a fixed time: they wait for a *gate file* the test creates, and give up on
 their own after ``SCRIPT_GIVE_UP_S`` so nothing outlives a broken test for long. The test side

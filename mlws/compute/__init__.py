@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,6 +21,7 @@ from ..errors import ComputeTargetException
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
+    from .supervisor import RunSupervisor
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,31}$")
 
@@ -243,11 +245,38 @@ def _add(ws: Workspace, name: str, configuration: ComputeConfiguration) -> Compu
 
 
 _CLASSES: dict[str, type[ComputeTarget]] = {"local": LocalCompute}
+#: Per type, the module whose ``execute(sup, target, config)`` runs a run on that type's
+#: targets: a name, imported on first use (a supervisor imports only its own target's).
+_EXECUTORS: dict[str, str] = {"local": "mlws.compute.local"}
 
 
-def register_type(kind: str, cls: type[ComputeTarget]) -> None:
-    """Make ``kind`` a compute target type, loaded as ``cls`` (the type modules call this)."""
+def register_type(kind: str, cls: type[ComputeTarget], executor: str | None = None) -> None:
+    """Make ``kind`` a compute target type, loaded as ``cls`` (the type modules call this).
+
+    ``executor``: the module (``"mlws.compute.sshrun"``) whose ``execute(sup, target, config)``
+    runs a submitted run on a target of this type for its supervisor
+    (:class:`mlws.compute.supervisor.RunSupervisor`)."""
     _CLASSES[kind] = cls
+    if executor is not None:
+        _EXECUTORS[kind] = executor
+
+
+def executor(kind: str) -> Callable[[RunSupervisor, str, dict[str, Any]], None]:
+    """The ``execute`` function that runs runs on targets of type ``kind`` (its module imported
+    now, on first use).
+
+    :raises ComputeTargetException: the type runs no scripts (or is unknown)."""
+    import importlib
+
+    module = _EXECUTORS.get(kind)
+    if module is None:
+        raise ComputeTargetException(
+            f"compute target type {kind!r} cannot run scripts; types that can:"
+            f" {', '.join(sorted(_EXECUTORS))}"
+        )
+    execute: Callable[[RunSupervisor, str, dict[str, Any]], None]
+    execute = importlib.import_module(module).execute
+    return execute
 
 
 # The type modules register themselves; importing them is cheap (no ssh, no dask at import).
@@ -261,5 +290,7 @@ __all__ = [
     "DaskCompute",
     "LocalCompute",
     "RemoteCompute",
+    "executor",
+    "register_type",
     "target_config",
 ]

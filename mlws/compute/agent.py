@@ -2,7 +2,7 @@
 
 The supervising process starts it over ssh in the run's folder (rsync'd there already) and writes
 one JSON line of instructions to its stdin: the run's catalog rows and its definition. The agent
-makes the run's replica workspace (``compute.replica``), builds the managed environment if there
+makes the run's remote catalog (``compute.remote_catalog``), builds the managed environment if there
 is one, starts the script in its own process group and streams JSON lines on stdout:
 
     {"t": "hello", "protocol": 1, "version": ..}  first, before the instructions are read
@@ -10,7 +10,7 @@ is one, starts the script in its own process group and streams JSON lines on std
     {"t": "interpreter", "path": ".."}          the environment is ready
     {"t": "started", "pid": 123, "host": "h"}   the script runs
     {"t": "log", "data": "..."}                 new driver-log text
-    {"t": "changes", "changes": [...]}          replica changes (metrics, tags, child runs, ...)
+    {"t": "changes", "changes": [...]}          remote-catalog changes (metrics, tags, child runs, ...)
     {"t": "secrets", "id": 1, "names": [..]}    the script asks for key-vault secrets
     {"t": "exit", "rc": 0}                      the script ended (rc < 0: killed by a signal)
     {"t": "error", "message": "...", "trace": ".."}  the agent could not run the script
@@ -78,11 +78,11 @@ class _Out:
 
 def _make_replica(run_dir: Path, spec: dict[str, Any]) -> Any:
     from ..workspace import Workspace
-    from . import replica
+    from . import remote_catalog
 
     ws = Workspace.create(run_dir / REPLICA, name=spec["workspaceName"], _remember_name=False)
     me = os.getpid()
-    from ..lifecycle import process_start_time
+    from ..processes import process_start_time
 
     with ws.catalog.write() as conn:
         exp = spec["experiment"]
@@ -110,7 +110,7 @@ def _make_replica(run_dir: Path, spec: dict[str, Any]) -> Any:
         for table in ("run_tags", "run_properties"):
             for r in spec.get(table, []):
                 conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", r)
-        replica.install_capture(conn)
+        remote_catalog.install_capture(conn)
     return ws
 
 
@@ -144,8 +144,8 @@ def _serve_secrets(out: _Out, answers: dict[int, queue.Queue[dict[str, Any]]]) -
 def _pump(
     out: _Out, ws: Any, log_path: Path, state: dict[str, Any], decoder: codecs.IncrementalDecoder
 ) -> None:
-    """Send new driver-log text and new replica changes."""
-    from . import replica
+    """Send new driver-log text and new remote-catalog changes."""
+    from . import remote_catalog
 
     try:
         with open(log_path, "rb") as f:
@@ -159,7 +159,7 @@ def _pump(
         if text:
             out.send(t="log", data=text)
     while True:
-        last, changes = replica.read_changes(ws.catalog.conn, state["change_id"])
+        last, changes = remote_catalog.read_changes(ws.catalog.conn, state["change_id"])
         if not changes:
             break
         state["change_id"] = last
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _remove_run_folder(run_dir: Path) -> None:
-    from ..runner import remove_run_folder
+    from .runfolder import remove_run_folder
 
     os.chdir(run_dir.parent)
     remove_run_folder(run_dir)
@@ -217,8 +217,8 @@ def _remove_run_folder(run_dir: Path) -> None:
 
 def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool]) -> int:
     from ..keyvault import CHANNEL_ENV
-    from ..lifecycle import process_start_time
-    from ..runner import script_argv, script_env, start_script
+    from ..processes import process_start_time
+    from .script import script_argv, script_env, start_script
 
     os.chdir(run_dir)
     (run_dir / "logs").mkdir(exist_ok=True)

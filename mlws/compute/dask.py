@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ from ..errors import ComputeTargetException, MlwsError
 from . import ComputeConfiguration, ComputeTarget, register_type
 
 if TYPE_CHECKING:
-    from ..runner import _Supervisor
     from ..workspace import Workspace
+    from .supervisor import RunSupervisor
 
 START_TIMEOUT_S = 60.0
 
@@ -137,7 +136,7 @@ class AmlCompute(ComputeTarget):
 
 
 DaskCompute = AmlCompute
-register_type("dask", AmlCompute)
+register_type("dask", AmlCompute, executor="mlws.compute.dask")
 
 
 # -- the local cluster ----------------------------------------------------------------------------
@@ -151,7 +150,7 @@ def _state_file(ws: Workspace, target: str) -> Path:
 
 def _read_state(ws: Workspace, target: str) -> dict[str, Any] | None:
     """The running cluster's state, or ``None`` when there is none (a stale file is ignored)."""
-    from ..lifecycle import process_alive
+    from ..processes import process_alive
 
     try:
         state = json.loads(_state_file(ws, target).read_text())
@@ -174,24 +173,15 @@ def scheduler_address(ws: Workspace, target: str, config: dict[str, Any]) -> str
             return str(state["address"])
         state_file.unlink(missing_ok=True)
         log_path = state_file.with_suffix(".log")
-        from ..runner import _python_path
+        from ..keyvault import ENV_KEY
+        from ..processes import start_detached
 
         env = dict(os.environ)
-        env["PYTHONPATH"] = _python_path(env.get("PYTHONPATH"))
         # Callables run inside the workers: like a run's script, they never get the key.
-        from ..keyvault import ENV_KEY
-
         env.pop(ENV_KEY, None)
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mlws.compute.dask", str(ws.path), target],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-                close_fds=True,
-            )
+            # Not reaped by a thread: the loop below polls it.
+            proc = start_detached("mlws.compute.dask", str(ws.path), target, log=log, reap=False)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             state = _read_state(ws, target)
@@ -213,7 +203,7 @@ def stop_cluster(ws: Workspace, target: str) -> bool:
     state = _read_state(ws, target)
     if not state:
         return False
-    from ..lifecycle import process_alive
+    from ..processes import process_alive
 
     try:
         os.kill(state["pid"], signal.SIGTERM)
@@ -248,7 +238,8 @@ def serve(ws_path: str, target: str) -> int:
     import dask
     from distributed import LocalCluster
 
-    from ..lifecycle import ACTIVE, process_start_time
+    from ..lifecycle import ACTIVE
+    from ..processes import process_start_time
     from ..workspace import Workspace, _write_atomic
     from . import target_config
 
@@ -308,19 +299,20 @@ def serve(ws_path: str, target: str) -> int:
 # -- runs as tasks --------------------------------------------------------------------------------
 def run_task(ws_path: str, run_id: str) -> str:
     """On a Dask worker: run the script of ``run_id`` to its end; returns the final status."""
-    from ..runner import _Supervisor
     from ..workspace import Workspace
+    from . import local
+    from .supervisor import RunSupervisor
 
     ws = Workspace(ws_path)
     try:
-        sup = _Supervisor(ws, run_id, claim=False)
-        sup.execute_guarded(tie_to_parent=True)
+        sup = RunSupervisor(ws, run_id, claim=False)
+        local.execute_here(sup, tie_to_parent=True)
         return str(sup.status())
     finally:
         ws.close()
 
 
-def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
+def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
     """In the supervising process: send the run to the cluster and wait for its task."""
     from ..runs import TERMINAL, set_status
 
@@ -394,7 +386,7 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
         )
 
 
-def _keep_logs(sup: _Supervisor) -> None:
+def _keep_logs(sup: RunSupervisor) -> None:
     """The task died with its worker: store what its working folder on this machine holds
     (the log says how far the script got), then remove the folder."""
     import shutil

@@ -32,7 +32,6 @@ import os
 import select
 import socket
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,10 +40,12 @@ from typing import Any
 #: A launcher with nothing to do for this long exits (``MLWS_LAUNCHER_IDLE_S``).
 IDLE_S = float(os.environ.get("MLWS_LAUNCHER_IDLE_S", "300"))
 #: The module whose ``main(argv)`` a launched child runs.
-SUPERVISOR = "mlws.runner"
+SUPERVISOR = "mlws.compute.supervisor"
 #: Imported by the launcher before its first fork: what a supervisor of a local run needs.
 WARM = (
-    "mlws.runner",
+    "mlws.compute.supervisor",
+    "mlws.compute.script",
+    "mlws.processes",
     "mlws.runs",
     "mlws.lifecycle",
     "mlws.catalog",
@@ -148,23 +149,13 @@ def _read_line(s: socket.socket) -> bytes:
 
 
 def _start_launcher(workspace: str | os.PathLike[str], path: Path, env: dict[str, str]) -> None:
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlws.compute.launcher", str(workspace), str(path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-            close_fds=True,
-            cwd="/",  # holds no folder of the caller's; sys.path[0] is "/" (nothing to shadow)
-        )
-    except OSError:
-        return
-    import threading
+    from ..processes import start_detached
 
-    # Reaped if this process outlives it; else init adopts it.
-    threading.Thread(target=proc.wait, name="mlws-launcher-reap", daemon=True).start()
+    try:
+        # In "/": it holds no folder of the caller's, and sys.path[0] shadows nothing.
+        start_detached("mlws.compute.launcher", str(workspace), str(path), env=env, cwd="/")
+    except OSError:
+        pass
 
 
 # -- the launcher ----------------------------------------------------------------------------------

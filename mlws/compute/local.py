@@ -1,5 +1,10 @@
 """The ``local`` compute target: subprocesses on this machine, limited by run slots.
 
+``execute(sup, target, config)`` is the target's entry point for the run supervisor
+(``compute.supervisor``), the same shape as ``compute.sshrun.execute`` and
+``compute.dask.execute``: wait ``Queued`` for a slot, then :func:`run_script` here. A Dask task
+runs the script on its worker the same way (:func:`execute_here`).
+
 A slot is an exclusive file lock, so no daemon is needed and a crashed supervisor frees its slot
 (the OS drops its locks). Slot files live in the workspace's ``locks/slots/<machine id>/``: every
 user of the workspace on one machine shares the limit (a per-user folder would give each HOME its
@@ -11,18 +16,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserErrorException
 from ..locks import try_lock
-from . import target_config
+from . import script, target_config
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
+    from .supervisor import RunSupervisor
 
 
 def max_concurrent_runs(ws: Workspace) -> int:
@@ -104,3 +112,137 @@ def hold_slot(
             yield None
             return
         time.sleep(poll_s)
+
+
+# -- running a script here ------------------------------------------------------------------------
+def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
+    """The supervisor's entry point: hold one of this machine's slots (``Queued`` meanwhile, in
+    submission order), then run the script here. A run canceled while queued ends ``Canceled``."""
+    from ..lifecycle import set_status
+
+    def keep_waiting() -> bool:
+        return sup.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
+
+    with slot(sup.ws, keep_waiting, may_start=sup.first_in_line) as index:
+        if index is None:
+            set_status(sup.ws, sup.run_id, "Canceled")
+            return
+        run_script(sup)
+
+
+def execute_here(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
+    """Run the script here, now, to the run's end (a Dask task does this for the run's
+    supervisor); any failure ends the run ``Failed`` with its reason.
+
+    ``tie_to_parent``: the script is killed when this process dies (a Dask worker). When
+    an earlier attempt got as far as starting (its worker died), its leftovers are killed
+    and the run starts over, with a note in its log.
+    """
+    from ..lifecycle import PROGRESS
+
+    if sup.status() in PROGRESS:
+        sup.kill_recorded_script()
+        sup.note = "mlws: the worker running this run died; this is a second attempt\n"
+        with sup.ws.catalog.write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO run_properties VALUES (?, 'mlws.retried', 'worker died')",
+                (sup.row["seq"],),
+            )
+    try:
+        run_script(sup, tie_to_parent)
+    except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
+        sup.fail_with(e)
+    finally:
+        sup.remove_workdir()
+
+
+def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
+    """Preparing, Starting, Running, Finalizing on this machine: the working folder and
+    environment, the script (as ``compute.script`` starts it, with the run's secret channel),
+    :func:`watch`, then publish, collect and finish through the supervisor."""
+    from ..keyvault import CHANNEL_ENV, serve_run_channel
+    from ..lifecycle import set_status
+    from ..processes import process_start_time
+
+    ws, d = sup.ws, sup.definition
+    if not set_status(ws, sup.run_id, "Preparing"):
+        sup.cancel_if_requested()
+        return
+    workdir = sup.prepare_workdir()
+    if d["environment"].get("managed"):
+        d["environment"]["interpreter"] = sup.prepare_environment(workdir)
+    if not set_status(ws, sup.run_id, "Starting", working_dir=str(workdir)):
+        sup.cancel_if_requested()
+        return
+    env = script.script_env(
+        dict(os.environ), d, ws.path, ws.name, sup.run_id, sup.row["experiment"], workdir
+    )
+    channel = serve_run_channel(ws)  # run.get_secret() asks here; never a credential
+    env[CHANNEL_ENV] = f"{channel[0]},{channel[1]}"
+    try:
+        sup.proc = script.start_script(
+            script.script_argv(d, workdir),
+            workdir,
+            env,
+            tie_to_parent,
+            pass_fds=channel,
+            read_only=d.get("readOnly"),
+        )
+    finally:
+        for fd in channel:  # the script's ends
+            os.close(fd)
+    with ws.catalog.write() as conn:  # recorded even if a cancel is pending: watch acts on it
+        conn.execute(
+            "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",
+            (sup.proc.pid, process_start_time(sup.proc.pid), sup.run_id),
+        )
+    set_status(ws, sup.run_id, "Running")
+    outcome = watch(sup)
+    sup.kill_script(signal.SIGKILL)  # leftovers the script started and left behind
+    if outcome[0] != "Canceled":
+        set_status(ws, sup.run_id, "Finalizing")
+    outcome = sup.publish_outputs(workdir, outcome)
+    sup.collect(workdir)
+    sup.finish(outcome)
+
+
+def watch(sup: RunSupervisor) -> tuple[str, dict[str, Any] | None]:
+    """Wait for the script (``sup.proc``) to end, acting on a cancel (SIGTERM, SIGKILL after
+    the grace) and on the time limit; its outcome ``(status, error)``."""
+    from ..lifecycle import TERMINAL
+
+    assert sup.proc is not None
+    limit = sup.definition.get("maxRunDurationSeconds")
+    started = time.monotonic()
+    delay = 0.005
+    cancel_at: float | None = None
+    while True:
+        try:
+            rc = sup.proc.wait(timeout=delay)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        delay = min(delay * 2, 0.25)
+        now = time.monotonic()
+        # A final status too: a Dask run canceled in the moment before its script started,
+        # or failed by its supervisor elsewhere, must not run on unsupervised.
+        if cancel_at is None and sup.status() in ("CancelRequested", *TERMINAL):
+            cancel_at = now
+            sup.kill_script(signal.SIGTERM)
+        if cancel_at is not None and now - cancel_at > script.CANCEL_GRACE_S:
+            sup.kill_script(signal.SIGKILL)
+        if limit and now - started > float(limit) and cancel_at is None:
+            sup.kill_script(signal.SIGKILL)
+            sup.proc.wait()
+            return "Failed", {
+                "code": "RunTimeout",
+                "message": f"the run exceeded max_run_duration_seconds={limit} and was killed",
+            }
+    if cancel_at is not None or sup.status() == "CancelRequested":
+        return "Canceled", None
+    requested = sup.ws.catalog.scalar(
+        "SELECT requested_status FROM runs WHERE id = ?", (sup.run_id,)
+    )
+    if requested == "Failed":
+        return "Failed", None  # the script called run.fail(); its error is recorded
+    return script.exit_outcome(rc, sup.workdir / "logs" / "driver.log" if sup.workdir else None)

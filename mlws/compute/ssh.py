@@ -9,9 +9,9 @@ Design choices, and why:
 - **rsync** moves the snapshot there and ``outputs/``, ``logs/`` and uploaded files back.
 - **mlws is shipped** to the host (into ``<work_dir>/lib/mlws-<version>-<source hash>``, with its
   dependencies when the host lacks them) unless that host's Python already imports the same mlws.
-- On the host, ``python -m mlws.compute.agent`` runs the script against a replica of the run's
+- On the host, ``python -m mlws.compute.agent`` runs the script against a copy of the run's
   catalog rows and streams log text and catalog changes back over the ssh channel while the run
-  runs (``compute.agent``, ``compute.replica``).
+  runs (``compute.agent``, ``compute.remote_catalog``).
 - A node is a host; a list of hosts acts as a small cluster, each with ``max_concurrent_runs``
   slots (lock files in the workspace's ``locks/``, as the hosts are shared by everyone who
   shares the workspace).
@@ -155,7 +155,7 @@ class RemoteCompute(ComputeTarget):
                 leftover.unlink(missing_ok=True)
 
 
-register_type("ssh", RemoteCompute)
+register_type("ssh", RemoteCompute, executor="mlws.compute.sshrun")
 
 
 def nodes_of(config: dict[str, Any]) -> list[Node]:

@@ -14,20 +14,20 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import MlwsError
-from . import replica
+from . import remote_catalog
 from .ssh import nodes_of
 from .sshconn import Connection, Node, ssh_said
 
 if TYPE_CHECKING:
-    from ..runner import _Supervisor
     from ..workspace import Workspace
+    from .supervisor import RunSupervisor
 
 #: Logs written on this side of a run (mlws's notes, the ssh client's stderr): never copied over.
 _LOCAL_LOGS = ("--exclude=/logs/remote.log", "--exclude=/logs/ssh.log")
 
 
 # -- a run on a node -------------------------------------------------------------------------------
-def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
+def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
     """Run ``sup``'s run on a free node of an ``ssh`` target (waits ``Queued`` for one)."""
     from ..runs import set_status
     from .local import hold_slot
@@ -53,7 +53,7 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
 
 
 class _SshRun:
-    def __init__(self, sup: _Supervisor, target: str, config: dict[str, Any], node: Node) -> None:
+    def __init__(self, sup: RunSupervisor, target: str, config: dict[str, Any], node: Node) -> None:
         self.sup = sup
         self.ws = sup.ws
         self.run_id = sup.run_id
@@ -66,13 +66,13 @@ class _SshRun:
         me = sup.ws.catalog.one(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (sup.run_id,)
         )
-        self.home = replica.Home(
+        self.home = remote_catalog.Home(
             sup.ws, sup.row, me[0] if me else os.getpid(), me[1] if me else None
         )
 
     def run(self) -> None:
         from ..runs import set_status
-        from . import replica
+        from . import remote_catalog
 
         sup, ws, d = self.sup, self.ws, self.sup.definition
         if not set_status(ws, self.run_id, "Preparing"):
@@ -197,7 +197,7 @@ class _SshRun:
         except OSError:
             pass  # the session is gone (and "done" with it)
         if deferred:
-            warnings += replica.apply_files(self.home, deferred, workdir / "blobs")
+            warnings += remote_catalog.apply_files(self.home, deferred, workdir / "blobs")
         warnings += self.home.warnings
         if warnings:
             with open(err_path, "a") as log:
@@ -240,7 +240,7 @@ class _SshRun:
             log.write(f"[{time.monotonic() - self._t0:7.3f} s] {what}\n")
 
     def _start_agent(self, err_path: Path) -> queue.Queue[dict[str, Any] | None]:
-        from ..runner import die_with_parent
+        from ..processes import die_with_parent
 
         python = self.config["python"]
         cache = self.config.get("cacheDir")
@@ -291,9 +291,9 @@ class _SshRun:
     def _follow(
         self, events: queue.Queue[dict[str, Any] | None], workdir: Path
     ) -> tuple[tuple[str, dict[str, Any] | None], list[dict[str, Any]]]:
-        from ..runner import exit_outcome
         from ..runs import set_status
-        from . import replica
+        from . import remote_catalog
+        from .script import exit_outcome
 
         assert self.proc is not None and self.proc.stdin is not None
         sup, ws = self.sup, self.ws
@@ -325,7 +325,7 @@ class _SshRun:
                     log.write(ev["data"])
                     log.flush()
                 elif kind == "changes":
-                    deferred += replica.apply_changes(self.home, ev["changes"])
+                    deferred += remote_catalog.apply_changes(self.home, ev["changes"])
                 elif kind == "interpreter":
                     set_status(ws, self.run_id, "Starting")
                 elif kind == "started":
@@ -411,6 +411,6 @@ def _ancestors(ws: Workspace, row: Any) -> list[dict[str, Any]]:
 
 
 def _cancel_grace() -> float:
-    from ..runner import CANCEL_GRACE_S
+    from .script import CANCEL_GRACE_S
 
     return CANCEL_GRACE_S

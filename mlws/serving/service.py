@@ -12,9 +12,7 @@ import os
 import re
 import secrets
 import socket
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,29 +265,17 @@ def deploy(
 
 
 def _start_supervisor(ws: Workspace, name: str) -> None:
-    from ..lifecycle import process_start_time
-    from ..runner import _python_path
+    from ..processes import process_start_time, start_detached
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = _python_path(env.get("PYTHONPATH"))
     logs = service_dir(ws, name) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "supervisor.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlws.serving.supervisor", str(ws.path), name],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env=env,
-            close_fds=True,
-        )
+        proc = start_detached("mlws.serving.supervisor", str(ws.path), name, log=log)
     with ws.catalog.write() as conn:
         conn.execute(
             "UPDATE services SET supervisor_pid = ?, supervisor_start = ? WHERE name = ?",
             (proc.pid, process_start_time(proc.pid), name),
         )
-    threading.Thread(target=proc.wait, daemon=True).start()  # reap it if we outlive it
 
 
 def _remove_state(ws: Workspace, name: str) -> None:
@@ -316,7 +302,7 @@ class Webservice:
         self._refresh()
 
     def _refresh(self) -> dict[str, Any]:
-        from ..lifecycle import foreign_process_message, owned_process, process_alive
+        from ..processes import foreign_process_message, owned_process, process_alive
 
         row = self.workspace.catalog.one("SELECT * FROM services WHERE name = ?", (self.name,))
         if row is None:
@@ -598,7 +584,7 @@ class Webservice:
 
         In a copy of the workspace, the copied service's supervisor is the original's: only the
         copy's record is removed, and that process is never signalled."""
-        from ..lifecycle import owned_process
+        from ..processes import owned_process
 
         row = self._refresh()
         with self.workspace.catalog.write() as conn:

@@ -180,7 +180,7 @@ class Supervisor:
         return sock
 
     def _start_replica(self, index: int) -> Replica:
-        from ..runner import _python_path, die_with_parent
+        from ..processes import die_with_parent, python_path
 
         cfg = {
             **self.replica_config,
@@ -194,7 +194,7 @@ class Supervisor:
         env.pop(ENV_KEY, None)
         env.pop(CHANNEL_ENV, None)
         env["AZUREML_MODEL_DIR"] = str(self.model_dir)
-        env["PYTHONPATH"] = _python_path(env.get("PYTHONPATH"))
+        env["PYTHONPATH"] = python_path(env.get("PYTHONPATH"))
         env["PYTHONUNBUFFERED"] = "1"
         log = open(self.logs / f"replica-{index}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(

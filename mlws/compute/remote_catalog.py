@@ -1,7 +1,8 @@
-"""A run's *replica* catalog on a remote host, and how its changes come home.
+"""A run's *remote catalog* on an ``ssh`` host, and how its changes come home.
 
 A script on an ``ssh`` host uses the full ``Run`` API against a small workspace made for it in
-the run's remote folder (the replica): the run's row is copied there with the same id. SQLite
+the run's remote folder (its remote catalog; the folder is ``.mlws-replica`` on the host, a
+name kept so hosts set up by earlier versions clean up alike): the run's row is copied there with the same id. SQLite
 triggers record every change the script makes (tags, properties, metrics, child runs, files) in
 a ``_changes`` table; the agent streams them as JSON lines and the supervising process applies
 them to the real catalog, mapping rows by run *id* (the integer ``seq`` differs between the two
@@ -46,7 +47,7 @@ CHILD_COLUMNS = (
     "end_time",
     "error",
 )
-#: Columns never copied from a replica: they describe processes on the remote host, or are
+#: Columns never copied from a remote catalog: they describe processes on the remote host, or are
 #: numbered by the catalog that holds the row.
 _LOCAL_ONLY = (
     "seq",
@@ -61,7 +62,7 @@ _LOCAL_ONLY = (
 
 # -- the remote half ------------------------------------------------------------------------------
 def install_capture(conn: sqlite3.Connection) -> None:
-    """Create ``_changes`` and the triggers that fill it (in the replica)."""
+    """Create ``_changes`` and the triggers that fill it (in the remote catalog)."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS _changes (id INTEGER PRIMARY KEY, tbl TEXT NOT NULL,"
         " op TEXT NOT NULL, run_id TEXT, row TEXT NOT NULL)"
@@ -100,10 +101,10 @@ def read_changes(
 
 # -- the home half --------------------------------------------------------------------------------
 class Home:
-    """What a run's replica may change at home, and what it has changed.
+    """What a run's remote catalog may change at home, and what it has changed.
 
     The host is not trusted with the catalog: a change applies only to the submitted run and
-    to runs the replica itself created (never to an existing run, an ancestor, or another
+    to runs the remote catalog itself created (never to an existing run, an ancestor, or another
     experiment), only to the columns the home table has (names are never taken from the host
     as SQL), and remote child runs are tied to this supervising process so they are reconciled
     if it dies.
@@ -131,7 +132,7 @@ class Home:
 
 
 def apply_changes(home: Home, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Apply a batch of replica changes to the catalog in one transaction.
+    """Apply a batch of remote-catalog changes to the catalog in one transaction.
 
     Returns the ``run_files`` and ``models`` changes, which wait for their blobs
     (:func:`apply_files`).
@@ -245,7 +246,7 @@ def _insert_child(conn: sqlite3.Connection, home: Home, row: dict[str, Any]) -> 
 
 def apply_files(home: Home, changes: list[dict[str, Any]], blob_root: Path) -> list[str]:
     """Apply deferred ``run_files`` and ``models`` changes, storing each blob from
-    ``blob_root`` (the replica's ``blobs`` folder, copied home) after checking its hash.
+    ``blob_root`` (the remote catalog's ``blobs`` folder, copied home) after checking its hash.
     Returns warnings."""
     from ..blobs import BlobStore, check_relpath
 
@@ -293,7 +294,7 @@ def apply_files(home: Home, changes: list[dict[str, Any]], blob_root: Path) -> l
 
 
 def _bring_blob(ws: Workspace, remote: Any, digest: str) -> bool:
-    """Store a blob from the replica's store here (hash checked); whether it is here now."""
+    """Store a blob from the remote catalog's store here (hash checked); whether it is here now."""
     if ws.blobs.reuse(digest):  # touched: gc spares it until the row naming it is written
         return True
     src = remote.path(digest) if remote is not None else None

@@ -1,0 +1,159 @@
+"""How a run's script is started, on any target: the same environment, command line, process
+group and outcome whether the script runs here under the run's supervisor (``compute.local``), on
+a Dask worker (``compute.dask``) or on an ``ssh`` host under the agent (``compute.agent``).
+
+- ``script_env``: the variables a script sees (Azure's ``AZUREML_*``, the workspace and run id,
+  data paths, the environment's and the run's variables; never the key-vault key);
+- ``script_argv``: its command line (the ``command``, or interpreter, script and arguments);
+- ``start_script``: started in its own process group (cancel reaches all it starts), output
+  appended to ``logs/driver.log``, mounted inputs read-only, optionally tied to its parent;
+- ``exit_outcome``: the exit code as the run's outcome, with the log's last line on failure;
+- ``CANCEL_GRACE_S``: how long a canceled script has between SIGTERM and SIGKILL.
+
+The cleanup of the working folder is ``compute.runfolder``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ..errors import MlwsError
+from ..keyvault import ENV_KEY
+from ..processes import die_with_parent, python_path
+
+#: Seconds a canceled script has to end after SIGTERM before its process group is killed.
+CANCEL_GRACE_S = float(os.environ.get("MLWS_CANCEL_GRACE_S", "10"))
+
+
+def script_env(
+    base: dict[str, str],
+    definition: dict[str, Any],
+    ws_path: str | os.PathLike[str],
+    ws_name: str,
+    run_id: str,
+    experiment: str,
+    run_dir: str | os.PathLike[str],
+) -> dict[str, str]:
+    """The environment a run's script sees (locally, on an ``ssh`` host, on a Dask worker)."""
+    from ..rundata import PATHS_ENV, absolute_paths
+
+    env = dict(base)
+    env.pop(PATHS_ENV, None)  # a script that submits runs must not hand its own paths on
+    env.pop(ENV_KEY, None)  # a run asks for secrets through its channel, never with the key
+    if definition.get("dataPaths"):
+        env[PATHS_ENV] = json.dumps(absolute_paths(definition, run_dir))
+    env.update(definition["environment"].get("variables") or {})
+    env.update(definition.get("environmentVariables") or {})
+    env.update(
+        {
+            "MLWS_WORKSPACE": str(ws_path),
+            "MLWS_RUN_ID": run_id,
+            "AZUREML_RUN_ID": run_id,
+            "AZUREML_ARM_WORKSPACE_NAME": ws_name,
+            "AZUREML_ARM_PROJECT_NAME": experiment,
+            "AZUREML_EXPERIMENT_NAME": experiment,
+            "AZUREML_RUN_TOKEN": "",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": python_path(base.get("PYTHONPATH")),
+        }
+    )
+    return env
+
+
+def script_argv(definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> list[str]:
+    """The run's command line: its ``command``, or the interpreter, script and arguments (data
+    placeholders made paths inside ``run_dir``)."""
+    from ..rundata import expand_argument
+
+    cmd = definition.get("command")
+    if cmd:
+        return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
+    return [
+        definition["environment"]["interpreter"],
+        definition["script"],
+        *(expand_argument(a, definition, run_dir) for a in definition["arguments"]),
+    ]
+
+
+def start_script(
+    argv: list[str],
+    workdir: Path,
+    env: dict[str, str],
+    tie_to_parent: bool = False,
+    pass_fds: tuple[int, ...] = (),
+    read_only: list[str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a run's script in its own process group (so cancel reaches everything it
+    starts), its output appended to ``logs/driver.log``. ``read_only``: folders of
+    ``workdir`` (mounted inputs) the script must not change."""
+    from .. import readonly
+
+    preexec = die_with_parent if tie_to_parent else None
+    if read_only:
+        folders = [workdir / f for f in read_only]
+        if readonly.available():
+            binds = readonly.preexec(folders)
+
+            def preexec() -> None:
+                if tie_to_parent:
+                    die_with_parent()
+                binds()
+        else:
+            for f in folders:  # copies (see rundata.prepare): no longer writable
+                readonly.strip_write_bits(f)
+    with open(workdir / "logs" / "driver.log", "ab") as log:
+        try:
+            return subprocess.Popen(
+                argv,
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=preexec,
+                pass_fds=pass_fds,
+            )
+        except OSError as e:
+            raise MlwsError(f"cannot start {argv[0]}: {e.strerror}") from None
+
+
+def exit_outcome(rc: int, log_file: Path | None) -> tuple[str, dict[str, Any] | None]:
+    """A script's exit code as the run's outcome, with the reason when it failed."""
+    if rc == 0:
+        return "Completed", None
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return "Failed", {
+            "code": "ProcessKilled",
+            "message": f"the script was killed by signal {-rc} ({name})",
+        }
+    return "Failed", {
+        "code": "UserError",
+        "message": f"the script exited with code {rc}{last_error_line(log_file)}",
+    }
+
+
+def last_error_line(log_file: Path | None) -> str:
+    """The last non-blank line of a script's log (its last 8 KiB), as ``": <line>"`` to end a
+    failure message with; ``""`` when there is none."""
+    if log_file is None:
+        return ""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            lines = [
+                ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()
+            ]
+        return f": {lines[-1]}" if lines else ""
+    except OSError:
+        return ""

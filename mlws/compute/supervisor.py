@@ -1,0 +1,370 @@
+"""The run supervisor: the one process that drives a submitted run to its end, on any target.
+
+``runconfig.submit_script`` records the run (``NotStarted``) and starts
+``python -m mlws.compute.supervisor <workspace> <run id>`` detached (``processes.start_detached``,
+a new session), so the run survives its submitter. The protocol, in order:
+
+1. **Claim.** :class:`RunSupervisor` records its own pid and start time on the run and moves
+   ``NotStarted`` to ``Queued``. From then on the run's status is reconciled against this process
+   (``lifecycle.reconcile``): if it dies, the next reader abandons the run (:func:`abandon`: the
+   orphaned script is killed, the working folder's logs and outputs are stored, the run is
+   ``Failed``). ``SIGTERM``/``SIGHUP`` do the same at once.
+2. **Execute on the target.** :meth:`RunSupervisor.run` looks the target's type up in the compute
+   type registry (``compute.executor``) and calls that type's ``execute(sup, target, config)``:
+   ``compute.local`` (a slot on this machine), ``compute.sshrun`` (a slot on a host, the agent
+   over ssh), ``compute.dask`` (a task on a Dask cluster). Each waits ``Queued`` for a slot, in
+   submission order (:meth:`first_in_line`), then moves the run through the statuses
+   ``Preparing`` (working folder: :meth:`prepare_workdir`; managed environment:
+   :meth:`prepare_environment`), ``Starting``, ``Running`` (the script, started as
+   ``compute.script`` says), ``Finalizing``. Status moves are conditional: none replaces a
+   ``CancelRequested``, none changes a final status.
+3. **Watch.** While the script runs the target watches the catalog: ``CancelRequested`` (or a
+   final status set elsewhere) sends SIGTERM to the script's process group
+   (:meth:`kill_script`), SIGKILL after ``compute.script.CANCEL_GRACE_S``; past
+   ``maxRunDurationSeconds`` the group is killed and the run fails ``RunTimeout``. The exit code
+   becomes the outcome (``compute.script.exit_outcome``); ``run.fail()`` from the script wins.
+4. **Collect.** Outputs of a completed run go to their datastores (:meth:`publish_outputs`; a
+   run whose outputs cannot be delivered has failed), then ``outputs/`` and ``logs/`` are stored
+   as run files (:meth:`collect`).
+5. **Finish.** :meth:`finish` removes the working folder, ends the run's open child runs with
+   the parent's outcome, then records the outcome. Any exception on the way ends the run
+   ``Failed`` with its reason and the logs kept (:meth:`fail_with`).
+
+Targets call into the supervisor through these public methods only; the supervisor knows no
+target by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MlwsError
+from .runfolder import collect_run_files, remove_run_folder, run_folder
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
+
+
+def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
+    """End a run whose supervisor is gone (or going): stop its orphaned script, keep what its
+    working folder holds (``logs/`` and ``outputs/``, as a failed run's supervisor would have:
+    they say what went wrong and how far it got; outputs are not published to datastores),
+    remove the folder, and mark the run ``Failed`` with ``error``.
+
+    Several processes may find the same dead supervisor at once: a lock per run in the
+    workspace's ``locks/`` makes exactly one of them do it; the others find the run ended.
+    The run is marked Failed last, so whoever sees it ended sees its files."""
+    from ..lifecycle import TERMINAL, kill_orphan, set_status
+    from ..locks import locked
+
+    with locked(ws.path / "locks" / "runs" / f"{run_id}.lock"):
+        row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row is None or row["status"] in TERMINAL:
+            return
+        kill_orphan(ws, row)
+        workdir = Path(row["working_dir"]) if row["working_dir"] else None
+        # Only this workspace's own folder: a copy of the workspace has the same run ids and
+        # recorded paths, and must never take (or delete) the original's files.
+        if workdir is not None and workdir.parent.name == ws.folder_key and workdir.is_dir():
+            try:
+                if (workdir / "logs").is_dir():
+                    with open(workdir / "logs" / "driver.log", "a") as log:
+                        log.write(
+                            f"\nmlws: {error['message']}; the supervising process died, and "
+                            f"process {os.getpid()} stored this run's files\n"
+                        )
+                collect_run_files(ws, row["seq"], json.loads(row["definition"] or "{}"), workdir)
+            except (OSError, MlwsError) as e:
+                # Not removed, so nothing is lost; the reason says where the files are.
+                error = {
+                    **error,
+                    "message": f"{error['message']}; its working folder {workdir} could not be"
+                    f" stored ({e}) and was left in place",
+                }
+            else:
+                if not os.environ.get("MLWS_KEEP_WORKDIR"):
+                    remove_run_folder(workdir)
+        set_status(ws, run_id, "Failed", error=error)
+
+
+# -- the supervising process ----------------------------------------------------------------------
+class RunSupervisor:
+    """Drives one submitted run to its end (see the module docstring for the protocol).
+
+    :param ws: the run's workspace.
+    :param run_id: the run.
+    :param claim: this process supervises the run: its pid and start time are recorded (a Dask
+        task executing the run for a supervisor elsewhere does not claim it).
+    :raises MlwsError: no such run.
+
+    Attributes a target's ``execute`` uses: :attr:`ws`, :attr:`run_id`, :attr:`row` (the run's
+    catalog row when claimed), :attr:`definition` (the run definition, a dict),
+    :attr:`workdir` (its working folder, once made), :attr:`proc` (the process whose group
+    :meth:`kill_script` signals) and :attr:`note` (a line to start the run's log with).
+    """
+
+    def __init__(self, ws: Workspace, run_id: str, claim: bool = True) -> None:
+        from ..processes import process_start_time
+
+        self.ws = ws
+        self.run_id = run_id
+        row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row is None:
+            raise MlwsError(f"no run {run_id}")
+        self.row = row
+        self.definition = json.loads(row["definition"])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.workdir: Path | None = None
+        self.note: str | None = None
+        if not claim:
+            return
+        me = os.getpid()
+        with ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET supervisor_pid = ?, supervisor_start = ?,"
+                " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
+                (me, process_start_time(me), run_id),
+            )
+
+    def status(self) -> str:
+        """The run's status in the catalog now."""
+        return str(self.ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (self.run_id,)))
+
+    def run(self) -> None:
+        """Run the run on its target, to its end: the target type's ``execute(self, target,
+        config)`` from the compute type registry (imported on first use). Any failure ends the
+        run ``Failed`` with its reason; the working folder is removed in every case."""
+        from . import executor, target_config
+
+        target = self.row["target"] or "local"
+        try:
+            kind, config = target_config(self.ws, target)
+            executor(kind)(self, target, config)
+        except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
+            self.fail_with(e)
+        finally:
+            self.remove_workdir()
+
+    def fail_with(self, e: BaseException) -> None:
+        """End the run ``Failed`` because mlws could not run it (``e``): the script is killed,
+        the logs that say what went wrong are kept, open child runs end with it."""
+        self.kill_script(signal.SIGKILL)
+        if self.workdir is not None and self.workdir.exists():
+            try:
+                self.collect(self.workdir)  # keep the logs that say what went wrong
+            except Exception:  # noqa: BLE001
+                pass
+        msg = str(e) if isinstance(e, MlwsError) else f"{type(e).__name__}: {e}"
+        # finish() ends the run's open descendants too, then the run itself.
+        self.finish(
+            (
+                "Failed",
+                {
+                    "code": "SystemError",
+                    "message": f"mlws could not run the script: {msg}",
+                    "trace": getattr(e, "remote_trace", None) or traceback.format_exc(),
+                },
+            )
+        )
+
+    def remove_workdir(self) -> None:
+        """Remove the run's working folder (kept with ``MLWS_KEEP_WORKDIR`` set, for debugging)."""
+        if self.workdir is not None and not os.environ.get("MLWS_KEEP_WORKDIR"):
+            remove_run_folder(self.workdir)
+
+    def kill_recorded_script(self) -> None:
+        """Kill the script's process group recorded in the catalog, if it still runs here."""
+        from ..processes import owned_process
+
+        row = self.ws.catalog.one("SELECT pid, pid_start FROM runs WHERE id = ?", (self.run_id,))
+        if row and owned_process(self.ws, row[0], row[1]):
+            try:
+                os.killpg(row[0], signal.SIGKILL)
+            except OSError:
+                pass
+
+    def prepare_workdir(self, remote: bool = False) -> Path:
+        """A fresh working folder holding the run's snapshot, ``logs/``, ``outputs/`` and its
+        data (``rundata.prepare``; ``remote``: the folder is copied to an ``ssh`` host)."""
+        from .. import readonly, rundata
+
+        workdir = run_folder(self.ws, self.run_id)
+        if workdir.exists():
+            remove_run_folder(workdir)
+        self.workdir = workdir
+        # Recorded before anything is in it: if this process dies, whoever reconciles the run
+        # finds the folder, keeps its logs and removes it (abandon()).
+        with self.ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET working_dir = ? WHERE id = ?", (str(workdir), self.run_id)
+            )
+        self.ws.blobs.materialize(self.ws.blobs.read_manifest(self.row["snapshot"]), workdir)
+        (workdir / "logs").mkdir(exist_ok=True)
+        (workdir / "outputs").mkdir(exist_ok=True)
+        notes = [self.note.rstrip("\n")] if self.note else []
+        d = self.definition
+        if d.get("inputs") or d.get("outputs"):
+            # Mounted inputs are hard links to the data only where the script can be given them
+            # read-only; a host gets copies (rsync) and makes them read-only itself.
+            notes += rundata.prepare(
+                self.ws,
+                self.row["seq"],
+                d,
+                workdir,
+                links_ok=remote or readonly.available(),
+                remote=remote,
+            )
+            self.save_definition()
+        if notes:
+            (workdir / "logs" / "driver.log").write_text("".join(n + "\n" for n in notes))
+        return workdir
+
+    def save_definition(self) -> None:
+        """Record :attr:`definition` as changed here (data paths, the built interpreter)."""
+        with self.ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET definition = ? WHERE id = ?",
+                (json.dumps(self.definition), self.run_id),
+            )
+
+    def publish_outputs(
+        self, workdir: Path, outcome: tuple[str, dict[str, Any] | None]
+    ) -> tuple[str, dict[str, Any] | None]:
+        """A completed run's output folders go to their datastores (and are registered); a run
+        whose outputs cannot be delivered has failed."""
+        from .. import rundata
+
+        if outcome[0] != "Completed" or not self.definition.get("outputs"):
+            return outcome
+        try:
+            notes = rundata.publish(self.ws, self.run_id, self.row["seq"], self.definition, workdir)
+        except MlwsError as e:
+            return "Failed", {
+                "code": "OutputUploadFailed",
+                "message": f"the script completed, but its outputs could not be delivered: {e}",
+            }
+        if notes:
+            with open(workdir / "logs" / "driver.log", "a") as log:
+                log.writelines(n + "\n" for n in notes)
+        return outcome
+
+    def prepare_environment(self, workdir: Path) -> str:
+        """Build (once per machine) or reuse the run's managed environment, logging to
+        ``logs/environment.log``; records the interpreter in the run definition."""
+        from ..environments import Environment, resolve
+
+        spec = self.definition["environment"]
+        with open(workdir / "logs" / "environment.log", "a") as log:
+            log.write(f"Environment {spec['name']!r} (spec {spec['specHash']})\n")
+            log.flush()
+            python = resolve(Environment.from_dict(spec), self.ws, log=log)
+            log.write(f"Ready: {python}\n")
+        self.definition["environment"]["interpreter"] = python
+        self.save_definition()
+        return python
+
+    def cancel_if_requested(self) -> None:
+        """A step found the run no longer moving forward: a pending cancel becomes ``Canceled``."""
+        from ..runs import set_status
+
+        if self.status() == "CancelRequested":
+            set_status(self.ws, self.run_id, "Canceled")
+
+    def first_in_line(self) -> bool:
+        """No older run of this workspace is queued for this machine's local slots."""
+        import socket
+
+        from ..processes import owned_process
+
+        older = self.ws.catalog.query(
+            "SELECT supervisor_pid, supervisor_start FROM runs WHERE status = 'Queued'"
+            " AND target = ? AND host = ? AND seq < ?",
+            (self.row["target"], socket.gethostname(), self.row["seq"]),
+        )
+        # Only this folder's waiters: a copy of the workspace carries the original's queued
+        # rows, whose (live) supervisors wait for the original's slots, not ours.
+        return not any(owned_process(self.ws, r[0], r[1]) for r in older)
+
+    def kill_script(self, sig: int) -> None:
+        """Send ``sig`` to the process group of :attr:`proc` (the script, or the ``ssh`` session
+        of the agent running it), if one was started."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except OSError:
+            pass
+
+    def collect(self, workdir: Path) -> None:
+        """Store ``outputs/`` and ``logs/`` of the working folder as run files."""
+        collect_run_files(self.ws, self.row["seq"], self.definition, workdir)
+
+    def finish(self, outcome: tuple[str, dict[str, Any] | None]) -> None:
+        """Record the outcome ``(status, error)``: the working folder goes first, then the run's
+        open descendants end, then the run itself (so whoever sees it ended sees them ended)."""
+        from ..runs import TERMINAL, set_status
+
+        status, error = outcome
+        # Its files are stored by now: the working folder goes before the run is seen ended.
+        self.remove_workdir()
+        # Children the script started and never ended share the parent's outcome. They are
+        # ended first, so whoever sees the parent ended sees its children ended too.
+        for r in self.ws.catalog.query(
+            "WITH RECURSIVE tree(id) AS (SELECT id FROM runs WHERE parent_id = ?"
+            " UNION ALL SELECT r.id FROM runs r JOIN tree t ON r.parent_id = t.id)"
+            " SELECT runs.id, runs.status FROM runs JOIN tree USING (id)",
+            (self.run_id,),
+        ):
+            if r["status"] not in TERMINAL:
+                set_status(
+                    self.ws,
+                    r["id"],
+                    status,
+                    error=None
+                    if status == "Completed"
+                    else {"code": "ParentEnded", "message": f"the parent run ended {status}"},
+                )
+        set_status(self.ws, self.run_id, status, error=error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mlws.compute.supervisor WORKSPACE RUN_ID``: supervise the run to its end."""
+    from ..workspace import Workspace
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m mlws.compute.supervisor WORKSPACE RUN_ID", file=sys.stderr)
+        return 2
+    ws = Workspace(args[0])
+    sup = RunSupervisor(ws, args[1])
+
+    def on_term(signum: int, _frame: Any) -> None:
+        # Stopped from outside (shutdown, kill): take the script down too, keep its logs and
+        # say why.
+        sup.kill_script(signal.SIGKILL)
+        abandon(
+            ws,
+            args[1],
+            {
+                "code": "SupervisorStopped",
+                "message": f"the supervising process got signal {signum}",
+            },
+        )
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    sup.run()
+    ws.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

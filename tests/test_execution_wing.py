@@ -1,0 +1,102 @@
+"""The execution wing's shape (issue 11): targets found through the registry, a ground floor
+for process plumbing, serving apart from run execution, no private names across modules."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlws.compute import ComputeTarget, executor, register_type
+from mlws.errors import ComputeTargetException
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mlws"
+WING = [
+    *sorted((PACKAGE / "compute").glob("*.py")),
+    *sorted((PACKAGE / "serving").glob("*.py")),
+    PACKAGE / "lifecycle.py",
+    PACKAGE / "processes.py",
+    PACKAGE / "runconfig.py",
+]
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """``(absolute module, imported names)`` of every mlws import in ``path``."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            out.append((module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+    return [(m, names) for m, names in out if m == "mlws" or m.startswith("mlws.")]
+
+
+def test_each_target_type_is_executed_through_the_registry() -> None:
+    from mlws.compute import dask, local, sshrun
+
+    assert executor("local") is local.execute
+    assert executor("ssh") is sshrun.execute
+    assert executor("dask") is dask.execute
+
+
+def test_a_type_without_an_executor_cannot_run_scripts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlws.compute as compute
+
+    class Odd(ComputeTarget):
+        _type = "odd-test-type"
+
+    # Registered for this test only: the registry is process-wide.
+    monkeypatch.setattr(compute, "_CLASSES", dict(compute._CLASSES))
+    register_type("odd-test-type", Odd)
+    with pytest.raises(ComputeTargetException, match="'odd-test-type' cannot run scripts"):
+        executor("odd-test-type")
+
+
+def test_the_supervisor_imports_only_its_own_targets_executor(tmp_path: Path) -> None:
+    """Executors are imported on first use: a local run's supervisor loads no ssh runner."""
+    code = (
+        "import sys\nfrom mlws.compute import executor\nexecutor('local')\n"
+        "print('sshrun' if 'mlws.compute.sshrun' in sys.modules else 'none')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "none"
+
+
+def test_processes_is_a_ground_floor() -> None:
+    assert _imports(PACKAGE / "processes.py") == []
+
+
+def test_serving_imports_nothing_of_run_execution() -> None:
+    execution = ("mlws.compute", "mlws.runconfig", "mlws.lifecycle", "mlws.runs")
+    for path in sorted((PACKAGE / "serving").glob("*.py")):
+        for module, _ in _imports(path):
+            assert not module.startswith(execution), f"{path.name} imports {module}"
+
+
+def test_no_module_of_the_wing_imports_a_private_name_of_another() -> None:
+    # Left to the ground-floor work (one write_atomic in mlws/dirs.py, issue 11): these two.
+    known = {("dask.py", "_write_atomic"), ("sshconn.py", "_write_atomic")}
+    found = []
+    for path in WING:
+        for module, names in _imports(path):
+            for name in names:
+                if name.startswith("_") and not name.startswith("__"):
+                    if (path.name, name) not in known:
+                        found.append(f"{path.name}: from {module} import {name}")
+    assert found == []
+
+
+def test_no_module_of_the_wing_is_over_800_lines() -> None:
+    for path in WING:
+        assert len(path.read_text().splitlines()) <= 800, path.name
