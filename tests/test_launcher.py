@@ -32,6 +32,9 @@ SCRIPT = textwrap.dedent(
 def no_workspace_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     # A launcher's environment then names no workspace: its command line must.
     monkeypatch.delenv("MLWS_WORKSPACE")
+    # Not the suite's short idle time: a loaded machine must not end a launcher mid-test (the
+    # ws fixture stops them).
+    monkeypatch.setenv("MLWS_LAUNCHER_IDLE_S", "120")
 
 
 def source(tmp_path: Path) -> Path:
