@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import fileops
 from .blobs import check_relpath, copy_file
+from .dirs import replacing
 from .errors import DatastoreNotFound, UnsafePath, UserErrorException
 
 if TYPE_CHECKING:
@@ -465,17 +466,15 @@ class Datastore:
         root = str(self._target(None))
         return [(n, p) for n, p, _st in fileops.select(root, prefix, links=True) if wanted(n)]
 
-    def _write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
+    def write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
         """A new file at ``path``, whole or not at all (``write`` fills a temp file, renamed
         into place); returns what undoes it: the file and the folders made for it go."""
         dest = self._target(path)
         made = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
 
         def undo() -> None:
-            for p in (dest, tmp):
-                p.unlink(missing_ok=True)
+            dest.unlink(missing_ok=True)
             for d in made:
                 try:
                     d.rmdir()
@@ -483,10 +482,8 @@ class Datastore:
                     break
 
         try:
-            write(tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)  # readers see the whole file or none
+            with replacing(dest) as tmp:  # readers see the whole file or none
+                write(tmp)
         except BaseException:
             undo()
             raise

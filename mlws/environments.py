@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .dirs import user_cache_dir, write_atomic
 from .errors import MlwsError, UserErrorException
 
 if TYPE_CHECKING:
@@ -368,8 +369,6 @@ def as_environment(workspace: Workspace, env: Any) -> Environment:
 
 # -- building --------------------------------------------------------------------------------------
 def envs_dir() -> Path:
-    from .workspace import user_cache_dir
-
     return user_cache_dir() / "envs"
 
 
@@ -516,7 +515,7 @@ def resolve(
             raise
         (target / "mlws-environment.json").write_text(json.dumps(env.to_dict(), indent=2))
         (target / "requirements.freeze.txt").write_text(freeze)
-        done.write_text(f"{time.time()}\n")
+        write_atomic(done, f"{time.time()}\n")  # the mark last, on disk for sure
         if workspace is not None:
             with workspace.catalog.write() as conn:
                 conn.execute(

@@ -251,7 +251,7 @@ class SshDatastore(Datastore):
     def _occupied(self, path: str) -> bool:
         return bool(self._call("occupied", root=self.config["path"], path=path).get("occupied"))
 
-    def _write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
+    def write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
         with tempfile.TemporaryDirectory(prefix="mlws-new-") as tmp:
             local = Path(tmp) / path.rsplit("/", 1)[-1]
             write(local)
@@ -314,7 +314,7 @@ class SshDatastore(Datastore):
 
     def _mirror(self) -> Path:
         """This machine's copy of the datastore's files (a cache: safe to delete)."""
-        from .workspace import user_cache_dir
+        from .dirs import user_cache_dir
 
         ident = hashlib.sha256(self.location.encode()).hexdigest()[:16]
         return user_cache_dir() / "sshstores" / ident

@@ -517,7 +517,7 @@ class TabularDatasetFactory:
                 f"cannot store the DataFrame as Parquet: {' '.join(str(e).split())}"
             ) from None
         rel = "/".join(p for p in (folder, uuid.uuid4().hex, "data.parquet") if p)
-        undo = store._write_new(rel, lambda tmp: pq.write_table(table, tmp))
+        undo = store.write_new(rel, lambda tmp: pq.write_table(table, tmp))
         try:
             ds = TabularDatasetFactory.from_parquet_files((store, rel), validate=False)
             return ds.register(store.workspace, name, description, tags, create_new_version=True)
