@@ -511,8 +511,8 @@ def register(
 ) -> Datastore:
     """``Datastore.register_ssh`` (see there): everything checked, then (``check``) the
     folder made usable on the host, and only then the datastore and its key recorded."""
-    from .compute.ssh import check_host_path, parse_host, read_key
     from .compute.sshconn import Connection, Node
+    from .sshhost import check_host_path, parse_host, read_key
 
     check_datastore_name(datastore_name)
     if datastore_name == DEFAULT:
