@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import fileops
 from .blobs import Entry, canonical_manifest, check_relpath, hash_bytes, hash_file, parse_manifest
-from .errors import InvalidName, MlwsError, UserErrorException
+from .errors import DatasetNotFound, InvalidName, UserErrorException
 
 if TYPE_CHECKING:
     from .rundata import DatasetConsumptionConfig, MountContext
@@ -31,10 +31,6 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
-
-
-class DatasetNotFound(MlwsError):
-    """No registered dataset of that name (and version)."""
 
 
 def _refuse_existing(name: str, latest: int | None) -> None:

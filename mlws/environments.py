@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .dirs import user_cache_dir, write_atomic
-from .errors import MlwsError, UserErrorException
+from .errors import EnvironmentBuildError, EnvironmentNotFound, UserErrorException
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -48,14 +48,6 @@ def _version_number(version: str | int) -> int:
             " see 'mlws environment list'"
         )
     return int(text)
-
-
-class EnvironmentBuildError(MlwsError):
-    """Building a managed environment failed (pip's error is in the message and the log)."""
-
-
-class EnvironmentNotFound(MlwsError):
-    """No registered environment of that name (and version)."""
 
 
 class CondaDependencies:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .dirs import user_config_dir, write_atomic
-from .errors import MlwsError, UserErrorException
+from .errors import KeyvaultKeyError, MlwsError, SecretNotFound, UserErrorException
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -27,14 +27,6 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,126}$")
 _SENTINEL = "__mlws_key_check__"
 ENV_KEY = "MLWS_KEYVAULT_KEY"
-
-
-class SecretNotFound(MlwsError):
-    """No secret of that name in the workspace key vault."""
-
-
-class KeyvaultKeyError(MlwsError):
-    """The key that encrypts this workspace's secrets is missing or is not the right one."""
 
 
 def check_secret_name(name: str) -> str:
