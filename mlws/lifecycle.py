@@ -44,7 +44,8 @@ def new_run_id(experiment: str) -> str:
     return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
 
 
-def _iso(t: float | None) -> str | None:
+def iso_time(t: float | None) -> str | None:
+    """An epoch time as v1's ISO 8601 UTC text with microseconds (``...T12:00:00.000000Z``)."""
     if t is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
@@ -199,7 +200,7 @@ def insert_run(
             "status": status,
             "created": now,
             "start_time": now if status == "Running" else None,
-            "submitter_user": _user(),
+            "submitter_user": submitter_user(),
             "submitter_host": socket.gethostname(),
             "host": socket.gethostname(),
         }
@@ -218,7 +219,8 @@ def insert_run(
         return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
 
 
-def _user() -> str:
+def submitter_user() -> str:
+    """The user recorded as a run's or model's submitter (the login name, else the uid)."""
     try:
         import getpass
 

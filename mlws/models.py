@@ -573,7 +573,7 @@ def _record(
     run_id: str | None = None,
     experiment: str | None = None,
 ) -> Model:
-    from .lifecycle import _user
+    from .lifecycle import submitter_user
 
     row_tags = json.dumps(_str_dict(tags, "tags"))
     row_props = json.dumps(_str_dict(properties, "properties"))
@@ -599,7 +599,7 @@ def _record(
                 run_id,
                 experiment,
                 time.time(),
-                _user(),
+                submitter_user(),
             ),
         )
         row = conn.execute(

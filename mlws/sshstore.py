@@ -74,7 +74,7 @@ def secret_name(datastore: str) -> str:
 
 
 class HostStat(NamedTuple):
-    """A file's stat on an ssh datastore's host: what ``datasets._resolve`` holds for it."""
+    """A file's stat on an ssh datastore's host: what ``datasets.resolve_sources`` holds for it."""
 
     store: SshDatastore
     real: str  # the datastore folder's realpath on the host; names are relative to it
@@ -188,10 +188,10 @@ class SshDatastore(Datastore):
         overwrite: bool,
         show_progress: bool,
     ) -> None:
-        from .datastores import _clean
+        from .datastores import clean_path
 
-        dest = _clean(target_path)
-        names = [f"{dest}/{_clean(rel)}" if dest else _clean(rel) for _src, rel in pairs]
+        dest = clean_path(target_path)
+        names = [f"{dest}/{clean_path(rel)}" if dest else clean_path(rel) for _src, rel in pairs]
         if not names:
             self.last_upload = {"copied": 0, "skipped": 0}
             return
