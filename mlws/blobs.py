@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from .dirs import write_atomic
 from .errors import BlobCorrupted, BlobNotFound, LockTimeout, UnsafePath, UserErrorException
 from .fileops import (  # noqa: F401 - hash_file: one hash, here and on ssh hosts
     ALGORITHM,
@@ -309,13 +310,8 @@ class BlobStore:
             import socket
 
             gen = self.gc_generation() + 1
-            target = self.root / "gc-generation"
-            tmp = self.root / ".gc-generation.tmp"
-            tmp.write_text(f"{gen}\n")
-            os.replace(tmp, target)
-            tmp = self.root / ".gc-owner.tmp"
-            tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-            os.replace(tmp, owner)
+            write_atomic(self.root / "gc-generation", f"{gen}\n")
+            write_atomic(owner, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
             yield
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import fileops
 from .blobs import Entry, canonical_manifest, check_relpath, hash_bytes, hash_file, parse_manifest
-from .errors import InvalidName, MlwsError, UserErrorException
+from .errors import DatasetNotFound, InvalidName, UserErrorException
 
 if TYPE_CHECKING:
     from .rundata import DatasetConsumptionConfig, MountContext
@@ -31,10 +31,6 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
-
-
-class DatasetNotFound(MlwsError):
-    """No registered dataset of that name (and version)."""
 
 
 def _refuse_existing(name: str, latest: int | None) -> None:
@@ -54,15 +50,15 @@ def check_dataset_name(name: Any) -> str:
     return name
 
 
-def _sources(ws: Workspace | None, path: Any) -> list[dict[str, str]]:
+def sources_of(ws: Workspace | None, path: Any) -> list[dict[str, str]]:
     """The definition's sources: ``{"datastore": name, "path": glob}`` or ``{"local": glob}``."""
-    from .datastores import DataReference, Datastore, _clean
+    from .datastores import DataReference, Datastore, clean_path
 
     items = path if isinstance(path, list) else [path]
     out = []
     for item in items:
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], Datastore):
-            out.append({"datastore": item[0].name, "path": _clean(item[1])})
+            out.append({"datastore": item[0].name, "path": clean_path(item[1])})
         elif isinstance(item, DataReference):
             out.append({"datastore": item.datastore.name, "path": item.path_on_datastore})
         elif isinstance(item, (str, os.PathLike)):
@@ -77,7 +73,7 @@ def _sources(ws: Workspace | None, path: Any) -> list[dict[str, str]]:
     return out
 
 
-def _resolve(ws: Workspace, sources: list[dict[str, str]]) -> dict[str, tuple[str, Any]]:
+def resolve_sources(ws: Workspace, sources: list[dict[str, str]]) -> dict[str, tuple[str, Any]]:
     """Every file the definition names now: ``{name in the dataset: (path, stat)}``, found by
     ``fileops.match``. A file on an ``ssh`` datastore has its ``ssh://`` address for a path
     and a ``sshstore.HostStat``, which knows its datastore: ``fingerprint`` hashes it on its
@@ -239,8 +235,8 @@ class AbstractDataset:
         return ws
 
     def _files(self) -> dict[str, tuple[str, Any]]:
-        """Every file the definition names now (see ``_resolve``)."""
-        return _resolve(self._ws(), self._sources)
+        """Every file the definition names now (see ``resolve_sources``)."""
+        return resolve_sources(self._ws(), self._sources)
 
     # -- registry ----------------------------------------------------------------------------
     def register(
@@ -265,7 +261,7 @@ class AbstractDataset:
             # Checked before the manifest blob is stored too, so a refusal leaves no blob
             # behind (and is quick); again in the transaction, for a concurrent register.
             _refuse_existing(name, workspace.catalog.scalar(latest_sql, (name,)))
-        entries = fingerprint(_resolve(workspace, self._sources))
+        entries = fingerprint(resolve_sources(workspace, self._sources))
         manifest = workspace.blobs.put_bytes(canonical_manifest(entries))
         with workspace.catalog.write() as conn:
             latest = conn.execute(latest_sql, (name,)).fetchone()[0]
@@ -364,13 +360,13 @@ class FileDataset(AbstractDataset):
         :raises UserErrorException: a file is there already and not ``overwrite``.
         """
         from .blobs import copy_file
-        from .datastores import _inside
+        from .datastores import is_inside
 
         target = Path(target_path).absolute()
         files = self._files()
         for name in files:  # every name checked before anything is fetched or written
             out = target / name
-            if not _inside(target, out):
+            if not is_inside(target, out):
                 raise UserErrorException(f"{name!r} would be written outside {target}")
             if out.exists() and not overwrite:
                 raise UserErrorException(f"{out} exists; pass overwrite=True")
@@ -382,15 +378,15 @@ class FileDataset(AbstractDataset):
 
     def as_mount(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
         """As a run's input, read-only and not copied (where the machine allows it)."""
-        from .rundata import _default_name
+        from .rundata import default_input_name
 
-        return self.as_named_input(_default_name(self)).as_mount(path_on_compute)
+        return self.as_named_input(default_input_name(self)).as_mount(path_on_compute)
 
     def as_download(self, path_on_compute: str | None = None) -> DatasetConsumptionConfig:
         """As a run's input, a copy of the files the script may change."""
-        from .rundata import _default_name
+        from .rundata import default_input_name
 
-        return self.as_named_input(_default_name(self)).as_download(path_on_compute)
+        return self.as_named_input(default_input_name(self)).as_download(path_on_compute)
 
     def mount(self, mount_point: str | os.PathLike[str] | None = None) -> MountContext:
         """The files under ``mount_point`` (a new temporary folder by default), read-only, while
@@ -408,20 +404,21 @@ class _FileFactory:
 
         :raises UserErrorException: a path that matches nothing (with ``validate``).
         """
-        ds = FileDataset(_sources(None, path))
+        ds = FileDataset(sources_of(None, path))
         if validate:
             from .workspace import Workspace
 
             ws = None
             for src in ds._sources:
                 if "datastore" in src:
-                    ws = ws or _workspace_of(path)
-            _resolve(ws or Workspace.from_config(), ds._sources)
+                    ws = ws or workspace_of(path)
+            resolve_sources(ws or Workspace.from_config(), ds._sources)
             ds.workspace = ws
         return ds
 
 
-def _workspace_of(path: Any) -> Workspace | None:
+def workspace_of(path: Any) -> Workspace | None:
+    """The workspace of the first datastore among a dataset's paths, or None."""
     from .datastores import DataReference
 
     for item in path if isinstance(path, list) else [path]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import fileops
 from .blobs import check_relpath, copy_file
+from .dirs import replacing
 from .errors import DatastoreNotFound, UnsafePath, UserErrorException
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def check_datastore_name(name: Any) -> str:
     return name
 
 
-def _clean(path: str | None) -> str:
+def clean_path(path: str | None) -> str:
     """A path on a datastore: relative, '/'-separated, no '..'; '' for the root."""
     if path is None:
         return ""
@@ -57,7 +58,7 @@ def _clean(path: str | None) -> str:
         ) from None
 
 
-def _inside(root: Path, path: Path) -> bool:
+def is_inside(root: Path, path: Path) -> bool:
     """Whether ``path`` (symlinks followed) stays under ``root``."""
     try:
         Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
@@ -73,7 +74,7 @@ class DataReference:
         self, datastore: Datastore, path_on_datastore: str = "", mode: str = "mount"
     ) -> None:
         self.datastore = datastore
-        self.path_on_datastore = _clean(path_on_datastore)
+        self.path_on_datastore = clean_path(path_on_datastore)
         self.mode = mode
 
     @property
@@ -195,7 +196,7 @@ class Datastore:
         folder = Path(path).expanduser().absolute()
         if folder.exists() and not folder.is_dir():
             raise UserErrorException(f"{folder} is a file, not a folder")
-        if _inside(workspace.path / "datastores", folder):
+        if is_inside(workspace.path / "datastores", folder):
             raise UserErrorException(
                 f"{folder} is inside the workspace's own datastores; register a folder outside it"
             )
@@ -319,9 +320,9 @@ class Datastore:
         return DataReference(self, path or "")
 
     def _target(self, target_path: str | None) -> Path:
-        rel = _clean(target_path)
+        rel = clean_path(target_path)
         dest = self.root / rel if rel else self.root
-        if not _inside(self.root, dest):
+        if not is_inside(self.root, dest):
             raise UnsafePath(
                 f"{target_path!r} leads outside datastore {self.name!r} (through a symlink)"
             )
@@ -408,10 +409,10 @@ class Datastore:
         dest = self._target(target_path)
         plan = []
         for src, rel in pairs:  # every path checked before anything is written
-            out = dest / _clean(rel)
+            out = dest / clean_path(rel)
             # realpath resolves links in the part of the path that exists: a link on the
             # datastore cannot carry the new file outside, even into folders made for it.
-            if not _inside(self.root, out):
+            if not is_inside(self.root, out):
                 raise UnsafePath(f"{rel!r} leads outside datastore {self.name!r}")
             if out.is_symlink():
                 raise UnsafePath(
@@ -450,10 +451,10 @@ class Datastore:
         def wanted(name: str) -> bool:
             out = here / name
             # Never through a link in the target; what is there stays unless overwrite.
-            return _inside(here, out) and not out.is_symlink() and (overwrite or not out.exists())
+            return is_inside(here, out) and not out.is_symlink() and (overwrite or not out.exists())
 
         count = 0
-        for name, src in self._fetch_under(_clean(prefix), wanted):
+        for name, src in self._fetch_under(clean_path(prefix), wanted):
             copy_file(src, here / name)
             count += 1
         return count
@@ -465,17 +466,15 @@ class Datastore:
         root = str(self._target(None))
         return [(n, p) for n, p, _st in fileops.select(root, prefix, links=True) if wanted(n)]
 
-    def _write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
+    def write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
         """A new file at ``path``, whole or not at all (``write`` fills a temp file, renamed
         into place); returns what undoes it: the file and the folders made for it go."""
         dest = self._target(path)
         made = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
 
         def undo() -> None:
-            for p in (dest, tmp):
-                p.unlink(missing_ok=True)
+            dest.unlink(missing_ok=True)
             for d in made:
                 try:
                     d.rmdir()
@@ -483,10 +482,8 @@ class Datastore:
                     break
 
         try:
-            write(tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)  # readers see the whole file or none
+            with replacing(dest) as tmp:  # readers see the whole file or none
+                write(tmp)
         except BaseException:
             undo()
             raise

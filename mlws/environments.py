@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import MlwsError, UserErrorException
+from .dirs import user_cache_dir, write_atomic
+from .errors import EnvironmentBuildError, EnvironmentNotFound, UserErrorException
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -47,14 +48,6 @@ def _version_number(version: str | int) -> int:
             " see 'mlws environment list'"
         )
     return int(text)
-
-
-class EnvironmentBuildError(MlwsError):
-    """Building a managed environment failed (pip's error is in the message and the log)."""
-
-
-class EnvironmentNotFound(MlwsError):
-    """No registered environment of that name (and version)."""
 
 
 class CondaDependencies:
@@ -368,8 +361,6 @@ def as_environment(workspace: Workspace, env: Any) -> Environment:
 
 # -- building --------------------------------------------------------------------------------------
 def envs_dir() -> Path:
-    from .workspace import user_cache_dir
-
     return user_cache_dir() / "envs"
 
 
@@ -516,7 +507,7 @@ def resolve(
             raise
         (target / "mlws-environment.json").write_text(json.dumps(env.to_dict(), indent=2))
         (target / "requirements.freeze.txt").write_text(freeze)
-        done.write_text(f"{time.time()}\n")
+        write_atomic(done, f"{time.time()}\n")  # the mark last, on disk for sure
         if workspace is not None:
             with workspace.catalog.write() as conn:
                 conn.execute(

@@ -127,3 +127,23 @@ class CatalogMissing(InvalidWorkspace):
 class ProcessNotOurs(MlwsError):
     """A process recorded in this workspace's catalog runs, but for another workspace folder
     (this one is a copy of it): mlws never signals it from here."""
+
+
+class DatasetNotFound(MlwsError):
+    """No registered dataset of that name (and version)."""
+
+
+class SecretNotFound(MlwsError):
+    """No secret of that name in the workspace key vault."""
+
+
+class KeyvaultKeyError(MlwsError):
+    """The key that encrypts this workspace's secrets is missing or is not the right one."""
+
+
+class EnvironmentBuildError(MlwsError):
+    """Building a managed environment failed (pip's error is in the message and the log)."""
+
+
+class EnvironmentNotFound(MlwsError):
+    """No registered environment of that name (and version)."""

@@ -3,7 +3,7 @@
 Standard library only, in Python 3.8 syntax: ``sshstore`` sends this file's source to the
 Python of an ``ssh`` datastore's host and calls :func:`main` there. So the files a dataset
 names on an ssh datastore are found by exactly the code that finds a local datastore's
-(``datasets._resolve``), and every symlink is judged on the machine where it is.
+(``datasets.resolve_sources``), and every symlink is judged on the machine where it is.
 
 Names are relative, ``/``-separated paths under the folder. A symlink that leads out of the
 folder never contributes a file; on a host no symlink is followed at all (``links=False``).

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MlwsError, UserErrorException
+from .dirs import user_config_dir, write_atomic
+from .errors import KeyvaultKeyError, MlwsError, SecretNotFound, UserErrorException
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -26,14 +27,6 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,126}$")
 _SENTINEL = "__mlws_key_check__"
 ENV_KEY = "MLWS_KEYVAULT_KEY"
-
-
-class SecretNotFound(MlwsError):
-    """No secret of that name in the workspace key vault."""
-
-
-class KeyvaultKeyError(MlwsError):
-    """The key that encrypts this workspace's secrets is missing or is not the right one."""
 
 
 def check_secret_name(name: str) -> str:
@@ -54,8 +47,6 @@ def is_credential(name: str) -> bool:
 
 
 def key_path(workspace_id: str) -> Path:
-    from .workspace import user_config_dir
-
     return user_config_dir() / "keys" / workspace_id
 
 
@@ -159,7 +150,7 @@ class Keyvault:
                 raise KeyvaultKeyError(
                     f"that key does not open the secrets of workspace {self.workspace.name!r}"
                 ) from None
-        _write_private(key_path(self.workspace.id), raw, private_folder=True)
+        write_private(key_path(self.workspace.id), raw, private_folder=True)
         self._fernet = None
 
     # -- secrets ------------------------------------------------------------------------------
@@ -320,34 +311,18 @@ def _create_key(path: Path) -> bytes:
     hard-linked to its name: ``link`` fails when the name exists, so of many creators one wins
     and the others read its key (with a plain write-then-rename the last writer would win,
     after the first had already encrypted with its own key)."""
-    import tempfile
-
     from cryptography.fernet import Fernet
 
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-key-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(Fernet.generate_key())
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won: use its key
-    finally:
-        os.unlink(tmp)
+    write_atomic(path, Fernet.generate_key(), 0o600, exclusive=True)  # False: another won
     return path.read_bytes().strip()
 
 
-def _write_private(path: Path, data: bytes, private_folder: bool = False) -> None:
-    """Write a 0600 file atomically; ``private_folder`` also makes its folder 0700 (the
-    per-user keys folder)."""
-    from .workspace import _write_atomic
-
+def write_private(path: Path, data: bytes, private_folder: bool = False) -> None:
+    """Write a 0600 file atomically (never readable by others, not even for a moment);
+    ``private_folder`` also makes its folder 0700 (the per-user keys folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if private_folder:
         os.chmod(path.parent, 0o700)
-    _write_atomic(path, data, mode=0o600)
+    write_atomic(path, data, mode=0o600)

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .dirs import write_atomic
 from .errors import LeaseLost, WriterLeaseHeld
 from .machine import Machine, process_user, this_machine
 
@@ -150,31 +150,6 @@ class WriterLease:
         last = h.beat if h.beat is not None else h.since
         return time.time() - last > STALE_S
 
-    def _write_atomic(self, path: Path, data: bytes, *, exclusive: bool) -> bool:
-        """Write ``data`` to ``path`` whole; with ``exclusive``, only if nobody created it
-        first (``os.link`` is atomic across the mounts). Returns False when someone did."""
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            if exclusive:
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    return False
-            else:
-                os.replace(tmp, path)
-                tmp = ""
-            return True
-        finally:
-            if tmp:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-
     # -- taking and keeping -------------------------------------------------------------------
     def acquire(self) -> int:
         """Hold the lease for this machine (a no-op while it does); returns the generation.
@@ -205,18 +180,14 @@ class WriterLease:
                     "pid": os.getpid(),
                     "since": time.time(),
                 }
-                if self._write_atomic(
-                    self._record(gen + 1), json.dumps(record).encode(), exclusive=True
-                ):
+                if _write_lease(self._record(gen + 1), json.dumps(record).encode(), exclusive=True):
                     if gen and not h.machine.same_machine(me):
                         # A process of the old holder may have passed its check() just before
                         # the takeover and be committing now; its commit takes milliseconds.
                         # Its next check() sees this generation and refuses.
                         time.sleep(SETTLE_S)
                     self._hold(gen + 1)
-                    self._write_atomic(
-                        self.dir / "current", f"{gen + 1}\n".encode(), exclusive=False
-                    )
+                    _write_lease(self.dir / "current", f"{gen + 1}\n".encode(), exclusive=False)
                     self._forget_old(gen + 1)
                     return gen + 1
                 # Another machine (or process) took gen + 1 first: look at it again.
@@ -261,7 +232,7 @@ class WriterLease:
         if not force and now - self._last_beat < HEARTBEAT_S / 2:
             return
         self._last_beat = now
-        self._write_atomic(
+        _write_lease(
             self._beat_file(gen),
             json.dumps({"time": now, "pid": os.getpid()}).encode(),
             exclusive=False,
@@ -297,7 +268,7 @@ class WriterLease:
             h = self.holder()
             if h is None or not h.machine.same_boot(this_machine()) or h.released:
                 return False
-            self._write_atomic(
+            _write_lease(
                 self._beat_file(h.generation),
                 json.dumps({"time": time.time(), "released": True}).encode(),
                 exclusive=False,
@@ -313,3 +284,9 @@ class WriterLease:
                     p.unlink()
                 except OSError:
                     pass
+
+
+def _write_lease(path: Path, data: bytes, *, exclusive: bool) -> bool:
+    """Write a lease file whole; with ``exclusive``, only if nobody created it first (``os.link``
+    is atomic across the mounts): False when someone did. 0600, as the lease files always were."""
+    return write_atomic(path, data, 0o600, exclusive=exclusive)

@@ -61,13 +61,6 @@ def this_machine() -> Machine:
     return _cached()
 
 
-def machine_key() -> str:
-    """A short stable name of this machine for file names: safe characters only."""
-    m = this_machine()
-    raw = f"{m.hostname}-{m.machine_id[:12]}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)
-
-
 def process_user() -> str:
     try:
         import pwd

@@ -7,6 +7,7 @@ import time
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
+from .dirs import write_atomic
 from .errors import RunConfigError
 
 if TYPE_CHECKING:
@@ -99,9 +100,7 @@ class RunConfiguration:
 
         target = _config_path(path, name, for_save=True)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        os.replace(tmp, target)
+        write_atomic(target, yaml.safe_dump(self.to_dict(), sort_keys=False))
         return target
 
     @classmethod

@@ -173,9 +173,9 @@ class OutputFileDatasetConfig:
 
 
 def _destination_path(template: str, run_id: str, name: str) -> str:
-    from .datastores import _clean
+    from .datastores import clean_path
 
-    return _clean(template.replace("{run-id}", run_id).replace("{output-name}", name))
+    return clean_path(template.replace("{run-id}", run_id).replace("{output-name}", name))
 
 
 # -- at submit --------------------------------------------------------------------------------------
@@ -195,12 +195,12 @@ def encode_arguments(
     outputs: dict[str, dict[str, Any]] = {}
     for a in arguments:
         if isinstance(a, AbstractDataset):
-            a = a.as_named_input(_default_name(a))
+            a = a.as_named_input(default_input_name(a))
         elif isinstance(a, DataReference):
             from .datasets import Dataset
 
             a = DatasetConsumptionConfig(
-                _default_name(a),
+                default_input_name(a),
                 Dataset.File.from_files(a, validate=False),
                 "download" if a.mode == "download" else "mount",
             )
@@ -241,7 +241,7 @@ def encode_arguments(
     return args, list(inputs.values()), list(outputs.values())
 
 
-def _default_name(item: Any) -> str:
+def default_input_name(item: Any) -> str:
     """An input's name when the script did not give one: the dataset's, else one derived from
     its definition (the same data gets the same name)."""
     name = getattr(item, "name", None)
@@ -355,9 +355,9 @@ def _record(ws: Workspace, rows: list[tuple[int, str, str, str, Any, str | None,
 
 
 def _fresh_folder(workdir: Path, folder: Path) -> None:
-    from .datastores import _inside
+    from .datastores import is_inside
 
-    if not _inside(workdir, folder):
+    if not is_inside(workdir, folder):
         raise UserErrorException(f"{folder} is outside the run's folder")
     if folder.exists():
         raise UserErrorException(

@@ -127,7 +127,7 @@ class HashCache:
 
 
 def default_cache_path() -> Path:
-    from .workspace import user_cache_dir
+    from .dirs import user_cache_dir
 
     return user_cache_dir() / "hashcache.db"
 

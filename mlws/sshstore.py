@@ -74,7 +74,7 @@ def secret_name(datastore: str) -> str:
 
 
 class HostStat(NamedTuple):
-    """A file's stat on an ssh datastore's host: what ``datasets._resolve`` holds for it."""
+    """A file's stat on an ssh datastore's host: what ``datasets.resolve_sources`` holds for it."""
 
     store: SshDatastore
     real: str  # the datastore folder's realpath on the host; names are relative to it
@@ -188,10 +188,10 @@ class SshDatastore(Datastore):
         overwrite: bool,
         show_progress: bool,
     ) -> None:
-        from .datastores import _clean
+        from .datastores import clean_path
 
-        dest = _clean(target_path)
-        names = [f"{dest}/{_clean(rel)}" if dest else _clean(rel) for _src, rel in pairs]
+        dest = clean_path(target_path)
+        names = [f"{dest}/{clean_path(rel)}" if dest else clean_path(rel) for _src, rel in pairs]
         if not names:
             self.last_upload = {"copied": 0, "skipped": 0}
             return
@@ -251,7 +251,7 @@ class SshDatastore(Datastore):
     def _occupied(self, path: str) -> bool:
         return bool(self._call("occupied", root=self.config["path"], path=path).get("occupied"))
 
-    def _write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
+    def write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
         with tempfile.TemporaryDirectory(prefix="mlws-new-") as tmp:
             local = Path(tmp) / path.rsplit("/", 1)[-1]
             write(local)
@@ -314,7 +314,7 @@ class SshDatastore(Datastore):
 
     def _mirror(self) -> Path:
         """This machine's copy of the datastore's files (a cache: safe to delete)."""
-        from .workspace import user_cache_dir
+        from .dirs import user_cache_dir
 
         ident = hashlib.sha256(self.location.encode()).hexdigest()[:16]
         return user_cache_dir() / "sshstores" / ident
@@ -511,8 +511,8 @@ def register(
 ) -> Datastore:
     """``Datastore.register_ssh`` (see there): everything checked, then (``check``) the
     folder made usable on the host, and only then the datastore and its key recorded."""
-    from .compute.ssh import check_host_path, parse_host, read_key
     from .compute.sshconn import Connection, Node
+    from .sshhost import check_host_path, parse_host, read_key
 
     check_datastore_name(datastore_name)
     if datastore_name == DEFAULT:

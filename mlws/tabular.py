@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any, cast
 from .datasets import (
     AbstractDataset,
     Dataset,
-    _resolve,
-    _sources,
-    _workspace_of,
     check_dataset_name,
     on_this_machine,
+    resolve_sources,
+    sources_of,
+    workspace_of,
 )
 from .datatypes import DataType, check_column_types
 from .errors import UserErrorException
@@ -302,8 +302,8 @@ class TabularDataset(AbstractDataset):
             ws = self._ws()
         found: dict[str, tuple[str, Any]] = {}
         for src in self._sources:
-            # Local paths need no workspace: _resolve only opens datastores.
-            for name, file in sorted(_resolve(ws, [src]).items()):  # type: ignore[arg-type]
+            # Local paths need no workspace: resolve_sources only opens datastores.
+            for name, file in sorted(resolve_sources(ws, [src]).items()):  # type: ignore[arg-type]
                 found.setdefault(name, file)
         # Files on an ssh datastore are read from this machine's copy (fetched when changed).
         here = on_this_machine(found)
@@ -389,7 +389,7 @@ def _define(
         "include_path": _flag("include_path", include_path),
         "transforms": [],
     }
-    ds = TabularDataset(_sources(None, path), _workspace_of(path), extra)
+    ds = TabularDataset(sources_of(None, path), workspace_of(path), extra)
     if _flag("validate", validate):
         ds._validate()
     return ds
@@ -517,7 +517,7 @@ class TabularDatasetFactory:
                 f"cannot store the DataFrame as Parquet: {' '.join(str(e).split())}"
             ) from None
         rel = "/".join(p for p in (folder, uuid.uuid4().hex, "data.parquet") if p)
-        undo = store._write_new(rel, lambda tmp: pq.write_table(table, tmp))
+        undo = store.write_new(rel, lambda tmp: pq.write_table(table, tmp))
         try:
             ds = TabularDatasetFactory.from_parquet_files((store, rel), validate=False)
             return ds.register(store.workspace, name, description, tags, create_new_version=True)
@@ -527,7 +527,7 @@ class TabularDatasetFactory:
 
 
 def _store_folder(target: Any) -> tuple[Any, str]:
-    from .datastores import DataReference, Datastore, _clean
+    from .datastores import DataReference, Datastore, clean_path
 
     if (
         isinstance(target, tuple)
@@ -535,7 +535,7 @@ def _store_folder(target: Any) -> tuple[Any, str]:
         and isinstance(target[0], Datastore)
         and isinstance(target[1], str)
     ):
-        return target[0], _clean(target[1])
+        return target[0], clean_path(target[1])
     if isinstance(target, DataReference):
         return target.datastore, target.path_on_datastore
     raise UserErrorException(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from .blobs import BlobStore
 from .catalog import SCHEMA_VERSION, Catalog
+from .dirs import user_cache_dir as user_cache_dir  # re-exported (the execution wing's imports)
+from .dirs import user_config_dir, user_data_dir, write_atomic
 from .errors import InvalidWorkspace, RunNotFound, WorkspaceExists, WorkspaceNotFound
 
 if TYPE_CHECKING:
@@ -29,19 +30,6 @@ if TYPE_CHECKING:
 IDENTITY_FILE = "mlws.json"
 CATALOG_FILE = "mlws.db"
 CONFIG_DIRS = (".mlws", ".azureml")
-
-
-def user_data_dir() -> Path:
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mlws"
-
-
-def user_config_dir() -> Path:
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "mlws"
-
-
-def user_cache_dir() -> Path:
-    """Per-machine state: built environments, run working dirs, the snapshot hash cache."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlws"
 
 
 def default_workspace_path() -> Path:
@@ -85,7 +73,7 @@ def _remember(name: str, path: Path) -> None:
         if names.get(name) == str(path):
             return
         names[name] = str(path)
-        _write_atomic(target, json.dumps(names, indent=2, sort_keys=True).encode())
+        write_atomic(target, json.dumps(names, indent=2, sort_keys=True), 0o644)
 
 
 def _config_workspace_path(config_file: Path) -> Path:
@@ -124,21 +112,10 @@ def find_workspace_path(path: str | os.PathLike[str] | None = None) -> tuple[Pat
     return default_workspace_path(), True
 
 
+# Compatibility for callers in the execution wing (compute/sshconn.py, compute/dask.py) until
+# they import mlws.dirs.write_atomic themselves; the default mode stays 0644 for them.
 def _write_atomic(target: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a small file whole or not at all (temp file, fsync, rename), with ``mode`` from the
-    start: a 0600 file is never readable by others, not even for a moment."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(target, data, mode)
 
 
 class Workspace:
@@ -270,22 +247,11 @@ class Workspace:
             "schema": SCHEMA_VERSION,
             "created": time.time(),
         }
-        fd, tmp = tempfile.mkstemp(dir=p, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(info, f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                # link() fails if the file exists: of many concurrent creators exactly one wins,
-                # and the identity file is never seen half-written.
-                os.link(tmp, identity)
-            except FileExistsError:
-                if not exist_ok:
-                    raise WorkspaceExists(f"a workspace already exists at {p}") from None
-        finally:
-            os.unlink(tmp)
+        # Exclusive (link): of many concurrent creators exactly one wins, and the identity
+        # file is never seen half-written. 0600 as it has always been.
+        data = json.dumps(info, indent=2) + "\n"
+        if not write_atomic(identity, data, 0o600, exclusive=True) and not exist_ok:
+            raise WorkspaceExists(f"a workspace already exists at {p}")
         ws = cls(p)
         if not _remember_name:  # a run's replica on a remote host is not the user's workspace
             return ws
@@ -343,14 +309,15 @@ class Workspace:
         folder = Path(path) / ".mlws"
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / (file_name or "config.json")
-        _write_atomic(
+        write_atomic(
             target,
             (
                 json.dumps(
                     {"workspace_path": str(self.path), "workspace_name": self.name}, indent=2
                 )
                 + "\n"
-            ).encode(),
+            ),
+            0o644,
         )
         return target
 

@@ -14,7 +14,8 @@ faulthandler.enable()
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["sshd"]  # real sshd servers for the ssh target (tests/sshd.py)
+# Real sshd servers for the ssh target (tests/sshd.py); real scoring services (serving_helpers.py).
+pytest_plugins = ["sshd", "serving_helpers"]
 
 
 @pytest.fixture(autouse=True)

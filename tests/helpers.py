@@ -176,3 +176,47 @@ def invoke(*args: str, cwd: Path | None = None, input: str | bytes | None = None
         return CliRunner().invoke(cli, list(args), catch_exceptions=False, input=input)
     finally:
         os.chdir(old)
+
+
+# -- runs ------------------------------------------------------------------------------------------
+def make_source(
+    tmp_path: Path, body: str, name: str = "src", prelude: str = SCRIPT_PRELUDE
+) -> Path:
+    """A source folder ``tmp_path/name`` holding ``train.py``: ``prelude`` (``wait_gate``,
+    ``write_pid``) then the dedented ``body``."""
+    import textwrap
+
+    src = tmp_path / name
+    src.mkdir()
+    (src / "train.py").write_text(prelude + textwrap.dedent(body))
+    return src
+
+
+def submit(ws, src: Path, *args: object, exp: str = "exp", target: str | None = None, **kwargs):  # noqa: ANN001, ANN201 - a Workspace in, a Run out
+    """Submit ``src/train.py`` with ``args`` (as strings) to experiment ``exp``; ``target``:
+    a compute target (default: local); ``kwargs`` go to ``ScriptRunConfig``."""
+    from mlws import Experiment, ScriptRunConfig
+
+    if target is not None:
+        kwargs["compute_target"] = target
+    cfg = ScriptRunConfig(
+        source_directory=str(src), script="train.py", arguments=[str(a) for a in args], **kwargs
+    )
+    return Experiment(ws, exp).submit(cfg)
+
+
+def wait_status(run, statuses: tuple[str, ...] | str, timeout: float = 20.0) -> str:  # noqa: ANN001 - a Run
+    """Wait until ``run`` reaches one of ``statuses``; returns the status reached."""
+    wanted = (statuses,) if isinstance(statuses, str) else statuses
+    return wait_until(
+        lambda: (s := run.get_status()) in wanted and s, timeout, f"run {run.id} to reach {wanted}"
+    )
+
+
+def driver_log(run) -> str:  # noqa: ANN001 - a Run
+    """The run's driver log, or (where the run failed before it had one) its error and files."""
+    import json
+
+    if "logs/driver.log" in run.get_file_names():
+        return run._read_file_text("logs/driver.log")
+    return json.dumps({"error": run.get_details().get("error"), "files": run.get_file_names()})

@@ -3,15 +3,9 @@
 import json
 
 import pytest
-from click.testing import CliRunner
-from helpers import one_error_line
+from helpers import invoke, one_error_line
 
 from mlws import Workspace
-from mlws.cli import cli
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def targets(ws_path):

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from helpers import one_error_line, tree, write
+from helpers import driver_log as log
+from helpers import invoke, one_error_line, tree, write
 from sshd import SshServer, _free_ports, _keygen
 
 from mlws import Dataset, Datastore, Experiment, OutputFileDatasetConfig, ScriptRunConfig, Workspace
-from mlws.cli import cli
 from mlws.datastores import DataReference
 from mlws.errors import DatastoreUnavailable, UnsafePath, UserErrorException
 from mlws.keyvault import is_credential
@@ -66,10 +65,6 @@ def change_one_byte(path: Path) -> None:
     assert after.st_size == before.st_size
     if after.st_mtime_ns == before.st_mtime_ns:  # a coarse clock: make the change visible
         os.utime(path, ns=(after.st_atime_ns, after.st_mtime_ns + 1))
-
-
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def secrets(ws: Workspace) -> set[str]:
@@ -598,13 +593,6 @@ def submit(ws: Workspace, folder: Path, *args: Any, target: str = "local") -> An
 
 def seen(run: Any) -> dict[str, Any]:
     return json.loads(run._read_file_text("outputs/seen.json"))
-
-
-def log(run: Any) -> str:
-    """The run's driver log, or (where the run failed before it had one) its error and files."""
-    if "logs/driver.log" in run.get_file_names():
-        return run._read_file_text("logs/driver.log")
-    return json.dumps({"error": run.get_details().get("error"), "files": run.get_file_names()})
 
 
 def test_local_run_mounts_an_ssh_input_read_only_and_uploads_its_output_there(

@@ -11,20 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from helpers import one_error_line, tree, write
+from helpers import invoke, one_error_line, tree, write
 
 from mlws import Datastore, Workspace
-from mlws.cli import cli
 from mlws.datastores import DataReference
 from mlws.errors import DatastoreNotFound, MlwsError, UnsafePath, UserErrorException
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
 def outside_state(ws: Workspace) -> dict[str, dict[str, str]]:
     """All files beside the workspace and in its datastores (the catalog itself is left out)."""
     return {

@@ -10,33 +10,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SCRIPT_PRELUDE, kill_run_processes, wait_until
+from helpers import kill_run_processes, make_source, submit, wait_until
 
-from mlws import Experiment, ScriptRunConfig, Workspace
+from mlws import Workspace
 from mlws.compute import local
-from mlws.runs import Run
 
 
 def row(ws: Workspace, run_id: str) -> Any:
     return ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
-
-
-def make_source(tmp_path: Path, body: str, name: str = "src") -> Path:
-    src = tmp_path / name
-    src.mkdir()
-    (src / "train.py").write_text(SCRIPT_PRELUDE + textwrap.dedent(body))
-    return src
-
-
-def submit(ws: Workspace, src: Path, *args: Any, exp: str = "exp") -> Run:
-    cfg = ScriptRunConfig(source_directory=src, script="train.py", arguments=[str(a) for a in args])
-    return Experiment(ws, exp).submit(cfg)
 
 
 @pytest.fixture(autouse=True)

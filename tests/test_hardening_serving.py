@@ -11,18 +11,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-import test_serving
-from helpers import wait_until
-from test_serving import HOST, call, error_of, invoke
+from helpers import invoke, wait_until
+from serving_helpers import HOST, call, children, error_of
 
 from mlws import Workspace
 from mlws.maintenance import fsck, gc
 from mlws.serving import LocalWebservice
-
-# The serving tests' fixtures: a real detached service per test, every process gone at teardown.
-services = test_serving.services
-model = test_serving.model
-deploy = test_serving.deploy
 
 
 # -- a live service's scoring snapshot is a gc root ------------------------------------------------
@@ -100,7 +94,7 @@ def _files_holding(roots: list[Path], secrets: set[str]) -> list[str]:
 
 
 def _replica_processes(svc) -> list[psutil.Process]:  # noqa: ANN001 - a Webservice
-    return test_serving.children(svc)
+    return children(svc)
 
 
 @pytest.mark.timeout(120)

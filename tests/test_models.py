@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from helpers import SCRIPT_PRELUDE, kill_run_processes, one_error_line
+from helpers import SCRIPT_PRELUDE, invoke, kill_run_processes, make_source, one_error_line
 
 from mlws import Experiment, Model, ScriptRunConfig, Workspace
-from mlws.cli import cli
 from mlws.errors import (
     MlwsError,
     ModelNotFound,
@@ -81,13 +79,6 @@ def write(path: Path, data: bytes | str) -> Path:
     return path
 
 
-def make_source(tmp_path: Path, body: str, name: str = "src") -> Path:
-    src = tmp_path / name
-    src.mkdir()
-    (src / "train.py").write_text(SCRIPT_PRELUDE + textwrap.dedent(body))
-    return src
-
-
 def submit_and_wait(
     ws: Workspace, src: Path, target: str | None = None, timeout: float = 60
 ) -> Run:
@@ -106,10 +97,6 @@ def logged_run(ws: Workspace, files: dict[str, bytes]) -> Run:
         run.upload_file(name, io.BytesIO(data))
     run.complete()
     return run
-
-
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import driver_log as log
 from helpers import one_error_line
 
 from mlws import (
@@ -96,13 +97,6 @@ def submit(ws, src: Path, *args, target: str = "local", wait: bool = True):
 
 def seen(run) -> dict:
     return json.loads(run._read_file_text("outputs/seen.json"))
-
-
-def log(run) -> str:
-    """The run's driver log, or (where the run failed before it had one) its error and files."""
-    if "logs/driver.log" in run.get_file_names():
-        return run._read_file_text("logs/driver.log")
-    return json.dumps({"error": run.get_details().get("error"), "files": run.get_file_names()})
 
 
 def runs_count(ws) -> int:

@@ -963,9 +963,9 @@ def secret_export_key(ctx: click.Context, output: str | None) -> None:
         )
     key = _open(ctx).get_default_keyvault().export_key()
     if target is not None:
-        from ..keyvault import _write_private
+        from ..keyvault import write_private
 
-        _write_private(target, key.encode() + b"\n")
+        write_private(target, key.encode() + b"\n")
         click.echo(f"Key written to {output}")
     else:
         click.echo(key)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MlwsError, UserErrorException, WebserviceException
+from ..errors import UserErrorException, WebserviceException
 
 if TYPE_CHECKING:
     from ..models import Model
@@ -670,14 +670,3 @@ def summarize(rows: list[Any]) -> dict[str, Any]:
         },
         "byStatus": by_status,
     }
-
-
-def check_deployable(ws: Workspace) -> None:
-    """Fail early when the serving dependencies are missing."""
-    try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as e:
-        raise MlwsError(
-            f"serving needs uvicorn and starlette ({e}); pip install mlws again"
-        ) from None
