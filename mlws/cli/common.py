@@ -1,0 +1,82 @@
+"""What every ``mlws`` command module shares: opening the workspace, rendering tables and JSON,
+parsing ``key=value`` arguments. Imports nothing heavy: ``mlws --help`` loads it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+#: -h as well as --help, on every group and command.
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def open_workspace(ctx: click.Context) -> Any:
+    """The workspace of this invocation (``-w`` or discovered), closed when the command ends."""
+    from ..workspace import Workspace, find_workspace_path
+
+    obj = ctx.find_root().obj or {}
+    path, create = find_workspace_path(obj.get("workspace"))
+    ws = Workspace._open_or_create(path) if create else Workspace(path)
+    ctx.call_on_close(ws.close)
+    return ws
+
+
+def when(t: float | None) -> str:
+    """An epoch time as local ``YYYY-MM-DD HH:MM:SS`` ("" for none)."""
+    return "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def duration(start: float | None, end: float | None) -> str:
+    """How long from START to END (or to now, while it goes on), short and human."""
+    if start is None:
+        return ""
+    secs = (end or time.time()) - start
+    if secs < 60:
+        return f"{secs:.1f}s"
+    m, s = divmod(int(secs), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def table(rows: list[list[Any]], headers: list[str]) -> None:
+    """Print ROWS as a plain text table, or ``(none)``."""
+    from tabulate import tabulate
+
+    click.echo(
+        tabulate(rows, headers=headers, tablefmt="simple", floatfmt=".4g") if rows else "(none)"
+    )
+
+
+def print_json(data: Any) -> None:
+    """Print DATA as indented JSON (what ``--json`` prints)."""
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def stdin_text(what: str) -> str:
+    """Standard input as UTF-8 text; anything else is one ``Error:`` line, not a
+    UnicodeDecodeError (or a value that cannot be stored)."""
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # a text stream put in place by the caller
+        return sys.stdin.read()
+    data = binary.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{what} on standard input is not UTF-8 text") from None
+
+
+def key_values(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``key=value`` arguments as a dict; a pair without ``=`` or key is a usage error."""
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise click.BadParameter(f"expected key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        if not k.strip():
+            raise click.BadParameter(f"expected key=value with a non-empty key, got {p!r}")
+        out[k] = v
+    return out
