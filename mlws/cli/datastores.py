@@ -140,16 +140,23 @@ def datastore_show(ctx: click.Context, name: str, as_json: bool) -> None:
 def datastore_upload(
     ctx: click.Context, name: str, src: str, target_path: str | None, overwrite: bool
 ) -> None:
-    """Copy the files under SRC to a datastore.
+    """Copy SRC to a datastore: a folder's files keeping their paths, or one file, into
+    --target-path.
 
     \b
     Example:
       mlws datastore upload workspaceblobstore ./data -t iris
+      mlws datastore upload workspaceblobstore ./iris.csv -t iris/v2
     """
+    import os
+
     from ..datastores import Datastore
 
     d = Datastore(open_workspace(ctx), name)
-    d.upload(src, target_path, overwrite=overwrite)
+    if os.path.isfile(src):
+        d.upload_files([src], target_path=target_path, overwrite=overwrite)
+    else:  # a folder, or nothing there ("not a folder", one line)
+        d.upload(src, target_path, overwrite=overwrite)
     done = d.last_upload
     click.echo(f"Uploaded {done['copied']} file(s), kept {done['skipped']} already there")
 

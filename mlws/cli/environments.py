@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -131,10 +131,12 @@ def environment_list(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def environment_show(ctx: click.Context, name: str, version: str | None, as_json: bool) -> None:
-    """Show an environment's definition and where it is built on this machine.
+    """Show an environment's definition and where it is built on this machine (a table;
+    its stored JSON form with --json).
 
     \b
     Example:
+      mlws environment show sklearn
       mlws environment show sklearn --json
     """
     from ..environments import Environment, envs_dir
@@ -151,8 +153,28 @@ def environment_show(ctx: click.Context, name: str, version: str | None, as_json
         }
     if as_json:
         print_json(data)
+        return
+    python = data["python"]
+    deps = python["condaDependencies"]
+    rows: list[list[Any]] = [
+        ["name", data["name"]],
+        ["version", data["version"]],
+        ["kind", "managed" if env.managed else "user-managed"],
+    ]
+    if env.managed:
+        rows.append(["python", deps["python"] or "the current interpreter's"])
+        rows += [["pip", p] for p in deps["pip"]]
+        rows += [["conda", p] for p in deps["conda"]]
+        rows += [["pip option", o] for o in deps["pipOptions"]]
+        if python["systemSitePackages"]:
+            rows.append(["system site packages", "yes"])
     else:
-        click.echo(json.dumps(data, indent=2))
+        rows.append(["interpreter", python["interpreterPath"] or "the current interpreter"])
+    rows += [[f"env {k}", v] for k, v in data["environmentVariables"].items()]
+    if "build" in data:
+        rows.append(["built", "yes" if data["build"]["built"] else "no (mlws environment build)"])
+        rows.append(["build path", data["build"]["path"]])
+    table(rows, ["field", "value"])
 
 
 @environment.command("build")
