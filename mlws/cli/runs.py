@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -401,38 +399,11 @@ def run_download(
       mlws run download demo_1764000000_ab12cd34 --outputs -o ./model
       mlws run download demo_1764000000_ab12cd34 --snapshot --zip
     """
-    import shutil
-    import tempfile
+    from ..rundownload import download_run
 
-    from ..blobs import copy_file, plan_writes
-
-    ws = open_workspace(ctx)
-    r = ws.get_run(run_id)
-    target = Path(output or (f"{run_id}-snapshot" if what == "snapshot" else run_id))
-
-    def fetch(into: Path, replace: bool) -> int:
-        if what == "snapshot":
-            r.restore_snapshot(into, overwrite=replace)
-            return sum(1 for p in into.rglob("*") if p.is_file())
-        prefix = "outputs" if what == "outputs" else None
-        files = r.download_files(prefix, into, overwrite=replace, _validate_checksum=True)
-        return len(files)
-
-    if not as_zip:
-        count = fetch(target, overwrite)
-        click.echo(f"Downloaded {count} file(s) to {target}")
-        return
-    whole = Path(os.path.abspath(target))  # "-o ." names the current folder
-    dest = whole.with_name(whole.name + ".zip")
-    [dest] = plan_writes(dest.parent, [dest.name], overwrite=overwrite, flag="--overwrite")
-    staging = Path(tempfile.mkdtemp(prefix=".mlws-download-"))
-    try:
-        count = fetch(staging / "files", False)
-        archive = shutil.make_archive(str(staging / "archive"), "zip", staging / "files")
-        copy_file(archive, dest)  # a link at dest is replaced, never written through
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    click.echo(f"Downloaded {count} file(s) to {dest}")
+    r = open_workspace(ctx).get_run(run_id)
+    done = download_run(r, output, what=what, as_zip=as_zip, overwrite=overwrite)
+    click.echo(f"Downloaded {done.count} file(s) to {done.path}")
 
 
 @run.command("delete")
