@@ -3,9 +3,11 @@ parsing ``key=value`` arguments. Imports nothing heavy: ``mlws --help`` loads it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -80,3 +82,39 @@ def key_values(pairs: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"expected key=value with a non-empty key, got {p!r}")
         out[k] = v
     return out
+
+
+#: What the library's long functions take as ``progress``: called with (done, total).
+Progress = Callable[[int, int], None]
+
+
+def on_terminal() -> bool:
+    """Whether a person is watching: standard output and standard error are both terminals
+    (a pipe, a file or ``$(...)`` gets no progress bar, so nothing to strip)."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, *, as_json: bool = False) -> Iterator[Progress | None]:
+    """A ``progress`` callback drawing a bar on standard error while the block runs, or None
+    (no bar) with ``--json`` or when not :func:`on_terminal`. The bar appears at the first call,
+    so work that turns out to be empty draws nothing, and ends its line when the block ends."""
+    if as_json or not on_terminal():
+        yield None
+        return
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.length = max(total, 1)  # a total may grow as work is found
+        if done > bar.pos:
+            bar.update(done - bar.pos)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)

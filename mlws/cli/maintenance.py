@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import open_workspace, print_json
+from .common import open_workspace, print_json, progress_bar
 
 
 @click.command("fsck")
@@ -31,7 +31,8 @@ def fsck_cmd(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"catalog: {e}")
         raise click.ClickException("workspace has problems (see above)") from None
     ctx.call_on_close(ws.close)
-    rep = fsck(ws)
+    with progress_bar("Checking blobs", as_json=as_json) as progress:
+        rep = fsck(ws, progress=progress)
     if as_json:
         print_json(rep.as_dict())
     else:
@@ -72,7 +73,8 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, as_json: bool) -> No
     from ..maintenance import gc
 
     ws = open_workspace(ctx)
-    rep = gc(ws, dry_run=dry_run, grace_s=grace)
+    with progress_bar("Removing blobs", as_json=as_json or dry_run) as progress:
+        rep = gc(ws, dry_run=dry_run, grace_s=grace, progress=progress)
     if as_json:
         print_json(rep.as_dict())
     else:
