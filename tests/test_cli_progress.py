@@ -77,3 +77,51 @@ def test_fsck_draws_a_bar_on_a_terminal_only(ws_path: str) -> None:
     as_json = in_terminal("-w", ws_path, "fsck", "--json")
     assert "Checking blobs" not in as_json
     assert json.loads(as_json[as_json.index("{") :])["ok"] is True
+
+
+def test_datastore_upload_and_download_bars(tmp_path: Path, ws_path: str) -> None:
+    src = tmp_path / "data"
+    for i in range(20):
+        write(src / f"d{i // 5}" / f"{i}.csv", f"{i}\n")
+    store = tmp_path / "store"
+    store.mkdir()
+    assert in_pipe("-w", ws_path, "datastore", "register", "lab", str(store)).returncode == 0
+
+    shown = in_terminal("-w", ws_path, "datastore", "upload", "lab", str(src), "-t", "a")
+    assert "Uploading" in shown and "100%" in shown, shown
+    assert "Uploaded 20 file(s)" in shown
+    shown = in_terminal("-w", ws_path, "datastore", "download", "lab", str(tmp_path / "back"))
+    assert "Downloading" in shown and "100%" in shown, shown
+    assert len(list((tmp_path / "back" / "a").rglob("*.csv"))) == 20
+
+    piped = in_pipe("-w", ws_path, "datastore", "upload", "lab", str(src), "-t", "b")
+    assert piped.returncode == 0 and "Uploaded 20 file(s)" in piped.stdout
+    assert piped.stderr == ""
+
+
+def test_library_progress_callbacks(tmp_path: Path, ws_path: str) -> None:
+    from mlws.datastores import Datastore
+
+    ws = mlws.Workspace(ws_path)
+    try:
+        store = tmp_path / "store"
+        store.mkdir()
+        d = Datastore.register_local(ws, "lab", str(store))
+        for i in range(3):
+            write(tmp_path / "src" / f"{i}.txt", "x")
+        seen: list[tuple[int, int]] = []
+        d.upload(
+            str(tmp_path / "src"), "t", progress=lambda done, total: seen.append((done, total))
+        )
+        assert seen[-1] == (3, 3) and all(total == 3 for _, total in seen)
+        seen.clear()
+        d.download(str(tmp_path / "back"), progress=lambda done, total: seen.append((done, total)))
+        assert seen == [(1, 3), (2, 3), (3, 3)]
+
+        from mlws.maintenance import fsck
+
+        seen.clear()
+        report = fsck(ws, progress=lambda done, total: seen.append((done, total)))
+        assert report.ok and seen[-1] == (report.blobs_checked, report.blobs_checked)
+    finally:
+        ws.close()

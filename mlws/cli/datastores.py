@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import CONTEXT, open_workspace, print_json, table
+from .common import CONTEXT, open_workspace, print_json, progress_bar, table
 
 
 @click.group(context_settings=CONTEXT)
@@ -153,10 +153,18 @@ def datastore_upload(
     from ..datastores import Datastore
 
     d = Datastore(open_workspace(ctx), name)
-    if os.path.isfile(src):
-        d.upload_files([src], target_path=target_path, overwrite=overwrite)
-    else:  # a folder, or nothing there ("not a folder", one line)
-        d.upload(src, target_path, overwrite=overwrite)
+    # show_progress=False: the library's own progress line would show in a pipe's stderr too.
+    with progress_bar("Uploading") as progress:
+        if os.path.isfile(src):
+            d.upload_files(
+                [src],
+                target_path=target_path,
+                overwrite=overwrite,
+                show_progress=False,
+                progress=progress,
+            )
+        else:  # a folder, or nothing there ("not a folder", one line)
+            d.upload(src, target_path, overwrite=overwrite, show_progress=False, progress=progress)
     done = d.last_upload
     click.echo(f"Uploaded {done['copied']} file(s), kept {done['skipped']} already there")
 
@@ -178,7 +186,11 @@ def datastore_download(
     """
     from ..datastores import Datastore
 
-    n = Datastore(open_workspace(ctx), name).download(target, prefix=prefix, overwrite=overwrite)
+    d = Datastore(open_workspace(ctx), name)
+    with progress_bar("Downloading") as progress:
+        n = d.download(
+            target, prefix=prefix, overwrite=overwrite, show_progress=False, progress=progress
+        )
     click.echo(f"Downloaded {n} file(s) to {target}")
 
 
