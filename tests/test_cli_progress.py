@@ -125,3 +125,17 @@ def test_library_progress_callbacks(tmp_path: Path, ws_path: str) -> None:
         assert report.ok and seen[-1] == (report.blobs_checked, report.blobs_checked)
     finally:
         ws.close()
+
+
+def test_dataset_register_and_diff_bars(tmp_path: Path, ws_path: str) -> None:
+    for i in range(10):
+        write(tmp_path / "data" / f"{i}.csv", f"a\n{i}\n")
+    pattern = str(tmp_path / "data" / "*.csv")
+    shown = in_terminal("-w", ws_path, "dataset", "register", "nums", pattern)
+    assert "Fingerprinting" in shown and "100%" in shown, shown
+    shown = in_terminal("-w", ws_path, "dataset", "diff", "nums")
+    assert "Fingerprinting" in shown and "unchanged" in shown, shown
+    as_json = in_terminal("-w", ws_path, "dataset", "diff", "nums", "--json")
+    assert "Fingerprinting" not in as_json and '"changed": false' in as_json
+    piped = in_pipe("-w", ws_path, "dataset", "diff", "nums")
+    assert piped.stdout.strip() == "unchanged" and piped.stderr == ""

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import CONTEXT, key_values, open_workspace, print_json, table
+from .common import CONTEXT, key_values, open_workspace, print_json, progress_bar, table
 
 #: mlws.tabular.FORMATS, spelled out: importing mlws.tabular here (for a click.Choice) cost every
 #: ``mlws --help`` 150 ms; tests/test_cli_split.py checks that the two agree.
@@ -149,9 +149,15 @@ def dataset_register(
         ds = _tabular(sources, paths[0], fmt, separator, no_header, include_path, column_types)
     else:
         ds = Dataset.File.from_files(sources, validate=False)
-    ds = ds.register(
-        ws, name, description=description, tags=key_values(tags), create_new_version=new_version
-    )
+    with progress_bar("Fingerprinting") as progress:
+        ds = ds.register(
+            ws,
+            name,
+            description=description,
+            tags=key_values(tags),
+            create_new_version=new_version,
+            progress=progress,
+        )
     files = ds.serialize()["files"]
     if tabular:
         fmt = ds.definition["format"]
@@ -282,7 +288,9 @@ def dataset_diff(ctx: click.Context, ref: str, as_json: bool) -> None:
     Example:
       mlws dataset diff iris
     """
-    changes = _get(open_workspace(ctx), ref).changes()
+    ds = _get(open_workspace(ctx), ref)
+    with progress_bar("Fingerprinting", as_json=as_json) as progress:
+        changes = ds.changes(progress=progress)
     if as_json:
         print_json({"changed": bool(changes), **changes.as_dict()})
     elif not changes:
