@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -43,10 +44,12 @@ def download_run(
     what: str | None = None,
     as_zip: bool = False,
     overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Downloaded:
     """Download ``run``'s files (``what=None``), its ``outputs/`` or its source snapshot into
     folder ``target`` (default: :func:`default_target`), or with ``as_zip`` into the file
     ``<target>.zip``, made whole in a temporary folder first so a failure leaves no half archive.
+    ``progress(done, total)`` is called as run files are copied (not for the snapshot).
 
     :raises UserErrorException: ``what`` is unknown, the run has no snapshot, or a file is in
         the way and not ``overwrite``.
@@ -63,7 +66,10 @@ def download_run(
             run.restore_snapshot(into, overwrite=replace)
             return sum(1 for p in into.rglob("*") if p.is_file())
         prefix = "outputs" if what == "outputs" else None
-        return len(run.download_files(prefix, into, overwrite=replace, _validate_checksum=True))
+        files = run.download_files(
+            prefix, into, overwrite=replace, _validate_checksum=True, progress=progress
+        )
+        return len(files)
 
     if not as_zip:
         return Downloaded(fetch(dest, overwrite), dest)

@@ -139,3 +139,19 @@ def test_dataset_register_and_diff_bars(tmp_path: Path, ws_path: str) -> None:
     assert "Fingerprinting" not in as_json and '"changed": false' in as_json
     piped = in_pipe("-w", ws_path, "dataset", "diff", "nums")
     assert piped.stdout.strip() == "unchanged" and piped.stderr == ""
+
+
+def test_run_download_bar(tmp_path: Path, ws_path: str) -> None:
+    ws = mlws.Workspace(ws_path)
+    try:
+        [run] = list(mlws.Experiment(ws, "e").get_runs())
+        run_id = run.id
+        seen: list[tuple[int, int]] = []
+        run.download_files("outputs", tmp_path / "lib", progress=lambda d, t: seen.append((d, t)))
+        assert seen == [(i, 5) for i in range(1, 6)]
+    finally:
+        ws.close()
+    shown = in_terminal("-w", ws_path, "run", "download", run_id, "-o", str(tmp_path / "t"))
+    assert "Downloading" in shown and "100%" in shown and "Downloaded 5 file(s)" in shown, shown
+    piped = in_pipe("-w", ws_path, "run", "download", run_id, "--zip", "-o", str(tmp_path / "p"))
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr

@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from .common import CONTEXT, duration, key_values, open_workspace, print_json, table, when
+from .common import (
+    CONTEXT,
+    duration,
+    key_values,
+    open_workspace,
+    print_json,
+    progress_bar,
+    table,
+    when,
+)
 
 
 @click.group(context_settings=CONTEXT)
@@ -402,7 +411,10 @@ def run_download(
     from ..rundownload import download_run
 
     r = open_workspace(ctx).get_run(run_id)
-    done = download_run(r, output, what=what, as_zip=as_zip, overwrite=overwrite)
+    with progress_bar("Downloading") as progress:
+        done = download_run(
+            r, output, what=what, as_zip=as_zip, overwrite=overwrite, progress=progress
+        )
     click.echo(f"Downloaded {done.count} file(s) to {done.path}")
 
 
