@@ -155,3 +155,13 @@ def test_run_download_bar(tmp_path: Path, ws_path: str) -> None:
     assert "Downloading" in shown and "100%" in shown and "Downloaded 5 file(s)" in shown, shown
     piped = in_pipe("-w", ws_path, "run", "download", run_id, "--zip", "-o", str(tmp_path / "p"))
     assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+
+
+def test_environment_build_spinner(ws_path: str) -> None:
+    made = in_pipe("-w", ws_path, "environment", "create", "plain", "--interpreter", sys.executable)
+    assert made.returncode == 0, made.stderr
+    shown = in_terminal("-w", ws_path, "environment", "build", "plain")
+    assert "Building environment 'plain' version 1" in shown, shown
+    assert f"Environment 'plain' version 1: {sys.executable}" in shown
+    piped = in_pipe("-w", ws_path, "environment", "build", "plain")
+    assert piped.returncode == 0 and "Building" not in piped.stderr + piped.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -118,3 +119,65 @@ def progress_bar(label: str, *, as_json: bool = False) -> Iterator[Progress | No
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+
+
+class _SpinnerLog:
+    """A text stream for a library's ``log`` (e.g. an environment build's commands and pip's
+    output) that shares standard error with a spinner line: each write first clears the line,
+    and the spinner redraws below it."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = time.monotonic()
+        self.frame = 0
+        self.lock = threading.Lock()
+
+    def draw(self) -> None:
+        with self.lock:
+            elapsed = time.monotonic() - self.started
+            char = self.FRAMES[self.frame % len(self.FRAMES)]
+            sys.stderr.write(f"\r\x1b[K{char} {self.label} ({elapsed:.0f} s)")
+            sys.stderr.flush()
+            self.frame += 1
+
+    def clear(self) -> None:
+        with self.lock:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            sys.stderr.write("\r\x1b[K" + text)
+            sys.stderr.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def spinner(label: str) -> Iterator[Any]:
+    """A spinner line with the time so far on standard error while the block runs (work with
+    phases but no count, such as an environment build), on a terminal only; yields the stream
+    to give the library as its ``log`` (standard error itself when there is no spinner)."""
+    if not on_terminal():
+        yield sys.stderr
+        return
+    log = _SpinnerLog(label)
+    log.draw()  # at once: a build that is already there returns before the first tick
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.wait(0.2):
+            log.draw()
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        yield log
+    finally:
+        stop.set()
+        thread.join()
+        log.clear()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .common import CONTEXT, key_values, open_workspace, print_json, table
+from .common import CONTEXT, key_values, open_workspace, print_json, spinner, table
 
 
 @click.group(context_settings=CONTEXT)
@@ -192,5 +191,6 @@ def environment_build(ctx: click.Context, name: str, version: str | None) -> Non
 
     ws = open_workspace(ctx)
     env = Environment.get(ws, name, version)
-    python = env.build(ws, log=sys.stderr)
+    with spinner(f"Building environment {name!r} version {env.version}") as log:
+        python = env.build(ws, log=log)
     click.echo(f"Environment {name!r} version {env.version}: {python}")
