@@ -833,6 +833,49 @@ def _load(
     return r
 
 
+def _sequential_latency(d: dict[str, Any], calls: int = 200, warmup: int = 20) -> dict[str, Any]:
+    """One keep-alive client calling in turn (each call waits for the last answer): the latency a
+    caller sees without load. A Nagle / delayed-ACK stall (a response written in two segments)
+    shows here as ~40 ms per call; under wrk's pipelined load it hides. Was an assertion in
+    tests/test_serving.py (p50 < 5 ms); a timing belongs in the bench (issue 11)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(d["url"])
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=20)
+    headers = {**d["headers"], "Content-Type": "application/json"}
+
+    def call() -> None:
+        conn.request("POST", url.path, body=d["body"], headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"sequential call answered {resp.status}")
+
+    try:
+        for _ in range(warmup):
+            call()
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t) * 1000)
+    finally:
+        conn.close()
+    times.sort()
+    out = {
+        "calls": calls,
+        "p50_ms": times[len(times) // 2],
+        "p90_ms": times[len(times) * 9 // 10],
+        "max_ms": times[-1],
+    }
+    progress(
+        f"  one keep-alive client, {calls} calls in turn: p50 {out['p50_ms']:.2f} ms,"
+        f" p90 {out['p90_ms']:.2f} ms, max {out['max_ms']:.2f} ms"
+    )
+    return out
+
+
 def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures of several load rounds: the median of each, with every round kept."""
     keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req", "client_cpu_us_per_req")
@@ -933,6 +976,7 @@ def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         tel = main["service"].get_telemetry(since=since)
         out["r2"]["server_latency_ms"] = tel.get("latencyMs")
         out["r2_python"] = _load(python, main, [sup, *reps], generator="python", **load)
+        out["r2_sequential"] = _sequential_latency(main)
         out["memory"] = {"supervisor": memory(sup), "replicas": [memory(p) for p in reps]}
         out["rss_per_replica"] = statistics.mean(m["rss"] for m in out["memory"]["replicas"])
         out["pss_per_replica"] = statistics.mean(m["pss"] for m in out["memory"]["replicas"])

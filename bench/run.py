@@ -658,6 +658,17 @@ def bench_serving(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             "req/s",
             "high",
         ),
+        row(
+            "10g",
+            "p50 latency, one keep-alive client calling in turn (200 calls, 2 replicas; a Nagle /"
+            " delayed-ACK stall would show as ~40 ms)",
+            _get(m, "r2_sequential", "p50_ms"),
+            "not measured",
+            "ms",
+            "low",
+            "< 5 ms",
+            lambda v: v < 5.0,
+        ),
     ]
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,9 +125,12 @@ def on_this_machine(files: dict[str, tuple[str, Any]]) -> dict[str, tuple[str, A
     return out
 
 
-def fingerprint(files: dict[str, tuple[str, Any]]) -> list[Entry]:
+def fingerprint(
+    files: dict[str, tuple[str, Any]], progress: Callable[[int, int], None] | None = None
+) -> list[Entry]:
     """Hash every file, through the per-machine stat cache (a file whose size, mtime and inode
-    are unchanged is not read again); files on ssh datastores are hashed on their hosts."""
+    are unchanged is not read again); files on ssh datastores are hashed on their hosts.
+    ``progress(done, total)`` is called after each file of this machine."""
     from .snapshots import HashCache, default_cache_path
 
     hosted = by_host(files)
@@ -156,6 +160,8 @@ def fingerprint(files: dict[str, tuple[str, Any]]) -> list[Entry]:
                     (path, st.st_size, st.st_mtime_ns, st.st_ino, digest, hit[4] if hit else "")
                 )
             entries.append(Entry(check_relpath(name), digest, st.st_size))
+            if progress is not None:
+                progress(len(entries), len(files))
         cache.store(updates)
         return sorted(entries + remote, key=lambda e: e.path) if remote else entries
     finally:
@@ -246,9 +252,11 @@ class AbstractDataset:
         description: str | None = None,
         tags: dict[str, Any] | None = None,
         create_new_version: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> AbstractDataset:
         """Record the definition and a fingerprint of the data now as version 1 of ``name``,
-        or the next version with ``create_new_version``.
+        or the next version with ``create_new_version``; ``progress(done, total)`` is called
+        as files are hashed.
 
         :raises UserErrorException: the name exists and ``create_new_version`` is false (as v1).
         """
@@ -261,7 +269,7 @@ class AbstractDataset:
             # Checked before the manifest blob is stored too, so a refusal leaves no blob
             # behind (and is quick); again in the transaction, for a concurrent register.
             _refuse_existing(name, workspace.catalog.scalar(latest_sql, (name,)))
-        entries = fingerprint(resolve_sources(workspace, self._sources))
+        entries = fingerprint(resolve_sources(workspace, self._sources), progress)
         manifest = workspace.blobs.put_bytes(canonical_manifest(entries))
         with workspace.catalog.write() as conn:
             latest = conn.execute(latest_sql, (name,)).fetchone()[0]
@@ -287,15 +295,16 @@ class AbstractDataset:
         assert self.workspace is not None and self._fingerprint is not None
         return parse_manifest(self.workspace.blobs.read_bytes(self._fingerprint))
 
-    def changes(self) -> Changes:
-        """How the data under this registered version differs from when it was registered."""
+    def changes(self, progress: Callable[[int, int], None] | None = None) -> Changes:
+        """How the data under this registered version differs from when it was registered;
+        ``progress(done, total)`` is called as files are hashed."""
         if self._fingerprint is None:
             raise UserErrorException("only a registered dataset has a fingerprint to compare")
         try:
             files = self._files()
         except UserErrorException:
             files = {}  # nothing matches any more: everything was removed
-        entries = fingerprint(files)
+        entries = fingerprint(files, progress)
         # The fingerprint is the hash of a canonical manifest: the same data gives the same
         # hash, so an unchanged dataset needs no per-file comparison (nor parsing the stored one).
         if hash_bytes(canonical_manifest(entries, trusted=True)) == self._fingerprint:

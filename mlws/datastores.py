@@ -334,9 +334,11 @@ class Datastore:
         target_path: str | None = None,
         overwrite: bool = False,
         show_progress: bool = True,
+        progress: Callable[[int, int], None] | None = None,
     ) -> DataReference:
         """Copy the files under ``src_dir`` to ``target_path`` on the datastore. Files that are
-        there already are kept unless ``overwrite``. A symlink in ``src_dir`` is copied only
+        there already are kept unless ``overwrite``. ``progress(done, total)``, if given, is
+        called as files are done, instead of the line ``show_progress`` prints on a terminal. A symlink in ``src_dir`` is copied only
         when it leads to a file inside ``src_dir`` (as that file); others are skipped with a
         warning on stderr (``fileops.gather``, the rule of every upload).
 
@@ -361,6 +363,7 @@ class Datastore:
             target_path,
             overwrite,
             show_progress,
+            progress,
         )
         return DataReference(self, target_path or "")
 
@@ -371,9 +374,10 @@ class Datastore:
         target_path: str | None = None,
         overwrite: bool = False,
         show_progress: bool = True,
+        progress: Callable[[int, int], None] | None = None,
     ) -> DataReference:
         """Copy ``files`` to ``target_path``, keeping their paths relative to
-        ``relative_root`` (default: just the file names).
+        ``relative_root`` (default: just the file names); ``progress`` as for :meth:`upload`.
 
         :raises UserErrorException: a file is missing or not under ``relative_root``.
         """
@@ -396,7 +400,7 @@ class Datastore:
         from .blobs import bad_names
 
         bad_names(str(root or "."), [rel for _p, rel in pairs])
-        self._put(pairs, target_path, overwrite, show_progress)
+        self._put(pairs, target_path, overwrite, show_progress, progress)
         return DataReference(self, target_path or "")
 
     def _put(
@@ -405,6 +409,7 @@ class Datastore:
         target_path: str | None,
         overwrite: bool,
         show_progress: bool,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         dest = self._target(target_path)
         plan = []
@@ -420,7 +425,11 @@ class Datastore:
                 )
             plan.append((src, out))
         copied = skipped = 0
+        if progress is not None:
+            show_progress = False  # the caller draws
         for i, (src, out) in enumerate(plan, 1):
+            if progress is not None:
+                progress(i - 1, len(plan))
             if out.exists() and not overwrite:
                 skipped += 1
                 continue
@@ -430,6 +439,8 @@ class Datastore:
                 print(f"\ruploaded {i}/{len(plan)}", end="", file=sys.stderr, flush=True)
         if show_progress and sys.stderr.isatty() and plan:
             print(file=sys.stderr)
+        if progress is not None and plan:
+            progress(len(plan), len(plan))
         self.last_upload = {"copied": copied, "skipped": skipped}
 
     def download(
@@ -438,10 +449,12 @@ class Datastore:
         prefix: str | None = None,
         overwrite: bool = False,
         show_progress: bool = True,
+        progress: Callable[[int, int], None] | None = None,
     ) -> int:
         """Copy the datastore's files (under ``prefix``) into ``target_path``, keeping their
         paths; returns how many were copied. Existing files are kept unless ``overwrite``.
-        Links on the datastore that lead outside it are skipped.
+        Links on the datastore that lead outside it are skipped. ``progress(done, total)``, if
+        given, is called after each file.
         """
         target = Path(target_path)
         if target.exists() and not target.is_dir():
@@ -454,9 +467,12 @@ class Datastore:
             return is_inside(here, out) and not out.is_symlink() and (overwrite or not out.exists())
 
         count = 0
-        for name, src in self._fetch_under(clean_path(prefix), wanted):
+        found = self._fetch_under(clean_path(prefix), wanted)
+        for name, src in found:
             copy_file(src, here / name)
             count += 1
+            if progress is not None:
+                progress(count, len(found))
         return count
 
     # -- what the kinds do differently (``sshstore.SshDatastore`` overrides these) -----------

@@ -6,7 +6,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -85,21 +85,23 @@ def _referenced(ws: Workspace, report: FsckReport | None = None) -> Iterator[tup
                 yield e.hash, f"manifest {digest}"
 
 
-def fsck(ws: Workspace, progress: Any = None) -> FsckReport:
+def fsck(ws: Workspace, progress: Callable[[int, int], None] | None = None) -> FsckReport:
     """Check the catalog (SQLite integrity), re-hash every blob, and check that every manifest
-    parses, holds only safe paths, and names blobs that exist."""
+    parses, holds only safe paths, and names blobs that exist. ``progress(done, total)`` is
+    called after each blob is re-hashed (the long part)."""
     report = FsckReport()
     report.catalog_problems = ws.catalog.integrity_check()
     if report.catalog_problems:
         ws.catalog.mark_damaged(report.catalog_problems[0])
     else:
         ws.catalog.clear_damage_mark()  # sound again (e.g. restored from a backup)
-    for digest in ws.blobs.iter_hashes():
+    digests = list(ws.blobs.iter_hashes())  # listed first: a progress bar needs the total
+    for digest in digests:
         report.blobs_checked += 1
         if not ws.blobs.verify(digest):
             report.corrupted.append(digest)
         if progress is not None:
-            progress(digest)
+            progress(report.blobs_checked, len(digests))
     seen: set[str] = set()
     try:
         for digest, _where in _referenced(ws, report):
@@ -152,10 +154,16 @@ def _one_gc(ws: Workspace) -> Iterator[None]:
         lock.release()
 
 
-def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcReport:
+def gc(
+    ws: Workspace,
+    dry_run: bool = False,
+    grace_s: float = GC_GRACE_S,
+    progress: Callable[[int, int], None] | None = None,
+) -> GcReport:
     """Remove blobs no catalog row or manifest references (and stale temp files), keeping any
     younger than ``grace_s``. Refuses to run when a manifest cannot be read, since its blobs
-    would look unreferenced."""
+    would look unreferenced. ``progress(done, total)`` is called as old unreferenced blobs are
+    removed."""
     if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)):
         raise UserErrorException(f"grace_s is a number of seconds, got {grace_s!r}")
     if not math.isfinite(grace_s) or grace_s < 0:
@@ -198,7 +206,9 @@ def gc(ws: Workspace, dry_run: bool = False, grace_s: float = GC_GRACE_S) -> GcR
                 continue
             report.kept_recent += 1
             referenced.update(_young_manifest_entries(ws, digest))
-        for digest, size in old:
+        for i, (digest, size) in enumerate(old, 1):
+            if progress is not None:
+                progress(i, len(old))
             if digest in referenced:
                 continue  # listed by a young manifest: a submit in progress uses it
             report.removed += 1

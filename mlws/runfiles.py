@@ -14,7 +14,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -211,9 +211,11 @@ class RunFiles:
         append_prefix: bool = True,
         overwrite: bool = False,
         _validate_checksum: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[Path]:
         """Copy every run file under ``prefix`` into ``output_directory`` keeping relative paths
-        (without the prefix when ``append_prefix`` is false).
+        (without the prefix when ``append_prefix`` is false); ``progress(done, total)`` is
+        called after each file is copied (before all are renamed into place).
 
         Every file is checked before any is written: a file already there is refused unless
         ``overwrite``, and nothing is ever written through a symlink that leads out of
@@ -236,12 +238,17 @@ class RunFiles:
                 rel = n[len(prefix.rstrip("/")) :].lstrip("/") or Path(n).name
             rels.append(rel)
         dests = plan_writes(target, rels, overwrite=overwrite, flag="overwrite=True (--overwrite)")
+
+        def fill(name: str, done: int, fd: int) -> None:
+            self._copy_into(name, fd)
+            if progress is not None:
+                progress(done, len(names))
         # All or nothing: a corrupted (or vanished) file leaves the target as it was.
         write_all(
             target,
             [
-                (dest, functools.partial(self._copy_into, name), 0o644)
-                for name, dest in zip(names, dests, strict=True)
+                (dest, functools.partial(fill, name, i), 0o644)
+                for i, (name, dest) in enumerate(zip(names, dests, strict=True), 1)
             ],
         )
         return dests

@@ -187,6 +187,7 @@ class SshDatastore(Datastore):
         target_path: str | None,
         overwrite: bool,
         show_progress: bool,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         from .datastores import clean_path
 
@@ -224,6 +225,8 @@ class SshDatastore(Datastore):
                     options=("-L", "--no-owner", "--no-group", *keep),
                     names=list(staged),
                 )
+        if progress is not None:  # one rsync sends them all: done when it returns
+            progress(len(pairs), len(pairs))
         self.last_upload = {"copied": len(staged), "skipped": skipped}
 
     def _fetch_under(self, prefix: str, wanted: Callable[[str], bool]) -> list[tuple[str, str]]:

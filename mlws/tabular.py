@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import secrets
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from .datasets import (
@@ -284,6 +285,7 @@ class TabularDataset(AbstractDataset):
         description: str | None = None,
         tags: dict[str, Any] | None = None,
         create_new_version: bool = False,
+        progress: Callable[[int, int], None] | None = None,
     ) -> TabularDataset:
         """As ``AbstractDataset.register``; a definition that names a column its data lacks is
         refused (nothing is recorded)."""
@@ -291,7 +293,7 @@ class TabularDataset(AbstractDataset):
         self._columns(workspace)
         return cast(
             TabularDataset,
-            super().register(workspace, name, description, tags, create_new_version),
+            super().register(workspace, name, description, tags, create_new_version, progress),
         )
 
     def _file_list(self, workspace: Workspace | None = None) -> list[tuple[str, str]]:

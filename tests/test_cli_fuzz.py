@@ -71,7 +71,10 @@ def _commands() -> list[tuple[str, click.Command]]:
     found = []
 
     def walk(group: click.Group, path: list[str]) -> None:
-        for name, cmd in sorted(group.commands.items()):
+        # list_commands/get_command: the root group imports each noun's module on first use
+        ctx = click.Context(group)
+        for name in sorted(group.list_commands(ctx)):
+            cmd = group.get_command(ctx, name)
             if isinstance(cmd, click.Group):
                 walk(cmd, [*path, name])
             else:

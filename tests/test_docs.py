@@ -16,7 +16,10 @@ README = (ROOT / "README.md").read_text()
 
 
 def _commands(group: click.Group, prefix: str = "mlws"):
-    for name, cmd in group.commands.items():
+    # list_commands/get_command: the root group imports each noun's module on first use
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
         full = f"{prefix} {name}"
         if isinstance(cmd, click.Group):
             yield from _commands(cmd, full)

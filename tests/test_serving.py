@@ -647,25 +647,8 @@ def test_a_new_service_of_the_same_name_starts_with_no_telemetry(deploy) -> None
 
 
 # -- 8. latency --------------------------------------------------------------------------------------
-@pytest.mark.serial  # asserts throughput or latency: runs alone in make test
-@pytest.mark.timeout(60)
-def test_keep_alive_latency_has_no_nagle_stall(deploy) -> None:
-    svc = deploy(replicas=2)
-    key = svc.get_keys()[0]
-    conn = http.client.HTTPConnection(HOST, svc.port, timeout=20)
-    try:
-        for _ in range(20):
-            assert call(svc.port, body={"data": [1]}, key=key, conn=conn)[0] == 200
-        times = []
-        for _ in range(200):
-            t = time.perf_counter()
-            status, _, _ = call(svc.port, body={"data": [1]}, key=key, conn=conn)
-            times.append((time.perf_counter() - t) * 1000)
-            assert status == 200
-    finally:
-        conn.close()
-    times.sort()
-    assert times[100] < 5.0, f"p50 {times[100]:.2f} ms, p90 {times[180]:.2f} ms"
+# The keep-alive p50 (a Nagle / delayed-ACK stall shows as ~40 ms) is measured by the bench, row
+# 10g (bench/mlws_cases.py, _sequential_latency): a timing assertion has no place here (issue 11).
 
 
 # -- 9. the CLI --------------------------------------------------------------------------------------

@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from . import CONTEXT, _Group, _json, _open, _table, cli
+from .common import CONTEXT, open_workspace, print_json, table
 
 
-@cli.group(cls=_Group, context_settings=CONTEXT)
+@click.group(context_settings=CONTEXT)
 def compute() -> None:
     """Create, attach, inspect and delete compute targets."""
 
@@ -46,11 +46,11 @@ def compute_list(ctx: click.Context, as_json: bool) -> None:
     """
     from ..compute import ComputeTarget
 
-    targets = ComputeTarget.list(_open(ctx))
+    targets = ComputeTarget.list(open_workspace(ctx))
     if as_json:
-        _json([t.serialize() for t in targets])
+        print_json([t.serialize() for t in targets])
         return
-    _table([[t.name, t.type, _summary(t)] for t in targets], ["target", "type", "settings"])
+    table([[t.name, t.type, _summary(t)] for t in targets], ["target", "type", "settings"])
 
 
 @compute.command("show")
@@ -66,10 +66,10 @@ def compute_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """
     from ..compute import ComputeTarget
 
-    t = ComputeTarget(_open(ctx), name)
+    t = ComputeTarget(open_workspace(ctx), name)
     data = _as_dict(t)
     if as_json:
-        _json(data)
+        print_json(data)
         return
     click.echo(f"{t.name} ({t.type}): {t.get_status()}")
     click.echo(f"  {_summary(t)}")
@@ -114,7 +114,7 @@ def compute_create(
         idle_seconds_before_scaledown=idle_seconds,
         threads_per_worker=threads_per_worker,
     )
-    t = ComputeTarget.create(_open(ctx), name, config)
+    t = ComputeTarget.create(open_workspace(ctx), name, config)
     click.echo(f"Created compute target {t.name!r} (dask: {_summary(t)})")
 
 
@@ -186,7 +186,7 @@ def compute_attach(
             ssh_options=list(ssh_options),
             check=not no_check,
         )
-    t = ComputeTarget.attach(_open(ctx), name, config)
+    t = ComputeTarget.attach(open_workspace(ctx), name, config)
     click.echo(f"Attached compute target {t.name!r} ({t.type}: {_summary(t)})")
 
 
@@ -203,7 +203,7 @@ def compute_delete(ctx: click.Context, name: str) -> None:
     """
     from ..compute import ComputeTarget
 
-    ComputeTarget(_open(ctx), name).delete()
+    ComputeTarget(open_workspace(ctx), name).delete()
     click.echo(f"Deleted compute target {name!r}")
 
 
@@ -219,7 +219,7 @@ def compute_stop(ctx: click.Context, name: str) -> None:
     """
     from ..compute.dask import AmlCompute
 
-    stopped = AmlCompute(_open(ctx), name).stop()
+    stopped = AmlCompute(open_workspace(ctx), name).stop()
     click.echo(
         f"Stopped the cluster of {name!r}" if stopped else f"No cluster of {name!r} is running"
     )

@@ -8,11 +8,14 @@ from typing import Any
 
 import click
 
-from ..tabular import FORMATS
-from . import CONTEXT, _Group, _json, _kv, _open, _table, cli
+from .common import CONTEXT, key_values, open_workspace, print_json, progress_bar, table
+
+#: mlws.tabular.FORMATS, spelled out: importing mlws.tabular here (for a click.Choice) cost every
+#: ``mlws --help`` 150 ms; tests/test_cli_split.py checks that the two agree.
+FORMATS = ("delimited", "parquet", "json_lines")
 
 
-@cli.group(cls=_Group, context_settings=CONTEXT)
+@click.group(context_settings=CONTEXT)
 def dataset() -> None:
     """Register datasets, and see whether their data changed."""
 
@@ -43,7 +46,7 @@ def data_arguments(
             if mode == "download"
             else (config if mode == "direct" else config.as_mount())
         )
-    registered = _kv(registers)
+    registered = key_values(registers)
     for item in outputs:
         name, eq, where = item.partition("=")
         destination = None
@@ -135,7 +138,7 @@ def dataset_register(
     from ..datasets import Dataset
     from ..datastores import Datastore
 
-    ws = _open(ctx)
+    ws = open_workspace(ctx)
     if datastore:
         store = Datastore(ws, datastore)
         sources: Any = [(store, p) for p in paths]
@@ -146,9 +149,15 @@ def dataset_register(
         ds = _tabular(sources, paths[0], fmt, separator, no_header, include_path, column_types)
     else:
         ds = Dataset.File.from_files(sources, validate=False)
-    ds = ds.register(
-        ws, name, description=description, tags=_kv(tags), create_new_version=new_version
-    )
+    with progress_bar("Fingerprinting") as progress:
+        ds = ds.register(
+            ws,
+            name,
+            description=description,
+            tags=key_values(tags),
+            create_new_version=new_version,
+            progress=progress,
+        )
     files = ds.serialize()["files"]
     if tabular:
         fmt = ds.definition["format"]
@@ -180,7 +189,7 @@ def _tabular(
         fmt = _EXTENSIONS.get(os.path.splitext(first)[1].lower(), "delimited")
     if fmt != "delimited" and (separator or no_header):
         raise UserErrorException("--separator and --no-header are for --format delimited")
-    types = {k: DataType.from_name(v) for k, v in _kv(column_types).items()}
+    types = {k: DataType.from_name(v) for k, v in key_values(column_types).items()}
     common: dict[str, Any] = {
         "validate": True,
         "include_path": include_path,
@@ -208,11 +217,11 @@ def dataset_list(ctx: click.Context, as_json: bool) -> None:
     """
     from ..datasets import Dataset
 
-    items = Dataset.get_all(_open(ctx)).values()
+    items = Dataset.get_all(open_workspace(ctx)).values()
     if as_json:
-        _json([d.serialize() for d in items])
+        print_json([d.serialize() for d in items])
         return
-    _table(
+    table(
         [[d.name, d.version, d.kind, d.serialize()["files"], d.description or ""] for d in items],
         ["dataset", "version", "kind", "files", "description"],
     )
@@ -230,9 +239,9 @@ def dataset_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     Example:
       mlws dataset show iris:1
     """
-    data = _get(_open(ctx), ref).serialize()
+    data = _get(open_workspace(ctx), ref).serialize()
     if as_json:
-        _json(data)
+        print_json(data)
         return
     definition = data["definition"]
     for k, v in data.items():
@@ -279,9 +288,11 @@ def dataset_diff(ctx: click.Context, ref: str, as_json: bool) -> None:
     Example:
       mlws dataset diff iris
     """
-    changes = _get(_open(ctx), ref).changes()
+    ds = _get(open_workspace(ctx), ref)
+    with progress_bar("Fingerprinting", as_json=as_json) as progress:
+        changes = ds.changes(progress=progress)
     if as_json:
-        _json({"changed": bool(changes), **changes.as_dict()})
+        print_json({"changed": bool(changes), **changes.as_dict()})
     elif not changes:
         click.echo("unchanged")
     else:
@@ -306,7 +317,7 @@ def dataset_download(ctx: click.Context, ref: str, target: str, overwrite: bool)
     from ..errors import UserErrorException
     from ..tabular import TabularDataset
 
-    ds = _get(_open(ctx), ref)
+    ds = _get(open_workspace(ctx), ref)
     if isinstance(ds, TabularDataset):
         raise UserErrorException(
             f"{ds.id} is a tabular dataset; download copies a file dataset's files"
@@ -332,7 +343,7 @@ def dataset_head(ctx: click.Context, ref: str, rows: int, as_json: bool) -> None
     from ..errors import UserErrorException
     from ..tabular import TabularDataset
 
-    ds = _get(_open(ctx), ref)
+    ds = _get(open_workspace(ctx), ref)
     if not isinstance(ds, TabularDataset):
         raise UserErrorException(
             f"{ds.id} is a {ds.kind} dataset; head shows tabular ones (see 'mlws dataset show')"
@@ -340,7 +351,7 @@ def dataset_head(ctx: click.Context, ref: str, rows: int, as_json: bool) -> None
     frame = ds.take(rows).to_pandas_dataframe()
     if as_json:
         # pandas' own JSON: NaN as null, datetimes in ISO 8601
-        _json(json.loads(frame.to_json(orient="records", date_format="iso")))
+        print_json(json.loads(frame.to_json(orient="records", date_format="iso")))
         return
     shown = frame.astype(object).where(frame.notna(), "")
-    _table(shown.values.tolist(), [str(c) for c in frame.columns])
+    table(shown.values.tolist(), [str(c) for c in frame.columns])

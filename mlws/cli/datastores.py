@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from . import CONTEXT, _Group, _json, _open, _table, cli
+from .common import CONTEXT, open_workspace, print_json, progress_bar, table
 
 
-@cli.group(cls=_Group, context_settings=CONTEXT)
+@click.group(context_settings=CONTEXT)
 def datastore() -> None:
     """Register datastores and move files in and out of them."""
 
@@ -26,7 +26,7 @@ def datastore_register(ctx: click.Context, name: str, path: str, overwrite: bool
     """
     from ..datastores import Datastore
 
-    d = Datastore.register_local(_open(ctx), name, path, overwrite=overwrite)
+    d = Datastore.register_local(open_workspace(ctx), name, path, overwrite=overwrite)
     click.echo(f"Registered datastore {d.name!r} at {d.location}")
 
 
@@ -72,7 +72,7 @@ def datastore_register_ssh(
 
     passphrase = click.prompt("Passphrase", hide_input=True) if ask_passphrase else None
     d = Datastore.register_ssh(
-        _open(ctx),
+        open_workspace(ctx),
         name,
         host,
         path,
@@ -100,11 +100,11 @@ def datastore_list(ctx: click.Context, as_json: bool) -> None:
     """
     from ..datastores import Datastore
 
-    stores = Datastore.list(_open(ctx))
+    stores = Datastore.list(open_workspace(ctx))
     if as_json:
-        _json([d.serialize() for d in stores])
+        print_json([d.serialize() for d in stores])
         return
-    _table(
+    table(
         [[d.name, d.datastore_type, d.location, "yes" if d.is_default else ""] for d in stores],
         ["datastore", "type", "folder", "default"],
     )
@@ -123,9 +123,9 @@ def datastore_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """
     from ..datastores import Datastore
 
-    data = Datastore(_open(ctx), name).serialize()
+    data = Datastore(open_workspace(ctx), name).serialize()
     if as_json:
-        _json(data)
+        print_json(data)
         return
     for k, v in data.items():
         click.echo(f"{k}: {v}")
@@ -140,16 +140,31 @@ def datastore_show(ctx: click.Context, name: str, as_json: bool) -> None:
 def datastore_upload(
     ctx: click.Context, name: str, src: str, target_path: str | None, overwrite: bool
 ) -> None:
-    """Copy the files under SRC to a datastore.
+    """Copy SRC to a datastore: a folder's files keeping their paths, or one file, into
+    --target-path.
 
     \b
     Example:
       mlws datastore upload workspaceblobstore ./data -t iris
+      mlws datastore upload workspaceblobstore ./iris.csv -t iris/v2
     """
+    import os
+
     from ..datastores import Datastore
 
-    d = Datastore(_open(ctx), name)
-    d.upload(src, target_path, overwrite=overwrite)
+    d = Datastore(open_workspace(ctx), name)
+    # show_progress=False: the library's own progress line would show in a pipe's stderr too.
+    with progress_bar("Uploading") as progress:
+        if os.path.isfile(src):
+            d.upload_files(
+                [src],
+                target_path=target_path,
+                overwrite=overwrite,
+                show_progress=False,
+                progress=progress,
+            )
+        else:  # a folder, or nothing there ("not a folder", one line)
+            d.upload(src, target_path, overwrite=overwrite, show_progress=False, progress=progress)
     done = d.last_upload
     click.echo(f"Uploaded {done['copied']} file(s), kept {done['skipped']} already there")
 
@@ -171,7 +186,11 @@ def datastore_download(
     """
     from ..datastores import Datastore
 
-    n = Datastore(_open(ctx), name).download(target, prefix=prefix, overwrite=overwrite)
+    d = Datastore(open_workspace(ctx), name)
+    with progress_bar("Downloading") as progress:
+        n = d.download(
+            target, prefix=prefix, overwrite=overwrite, show_progress=False, progress=progress
+        )
     click.echo(f"Downloaded {n} file(s) to {target}")
 
 
@@ -187,7 +206,7 @@ def datastore_set_default(ctx: click.Context, name: str) -> None:
     """
     from ..datastores import Datastore
 
-    Datastore(_open(ctx), name).set_as_default()
+    Datastore(open_workspace(ctx), name).set_as_default()
     click.echo(f"{name!r} is the default datastore")
 
 
@@ -203,5 +222,5 @@ def datastore_unregister(ctx: click.Context, name: str) -> None:
     """
     from ..datastores import Datastore
 
-    Datastore(_open(ctx), name).unregister()
+    Datastore(open_workspace(ctx), name).unregister()
     click.echo(f"Unregistered datastore {name!r}")

@@ -7,15 +7,15 @@ from typing import Any
 
 import click
 
-from . import CONTEXT, _Group, _json, _kv, _open, _table, cli
+from .common import CONTEXT, key_values, open_workspace, print_json, table
 
 
-@cli.group(cls=_Group, context_settings=CONTEXT)
+@click.group(context_settings=CONTEXT)
 def model() -> None:
     """Register, list, inspect, download and delete models."""
 
 
-def _get(ws: Any, ref: str, version: int | None) -> Any:
+def get_model(ws: Any, ref: str, version: int | None) -> Any:
     """NAME, NAME:VERSION, or NAME with --version."""
     from ..models import Model
 
@@ -62,10 +62,10 @@ def model_register(
     """
     from ..models import Model
 
-    ws = _open(ctx)
+    ws = open_workspace(ctx)
     kwargs = {
-        "tags": _kv(tags),
-        "properties": _kv(properties),
+        "tags": key_values(tags),
+        "properties": key_values(properties),
         "description": description,
         "model_framework": framework,
         "model_framework_version": framework_version,
@@ -77,7 +77,7 @@ def model_register(
             raise click.UsageError("give PATH (a file or folder), or --run RUN_ID")
         m = Model.register(ws, path, name, **kwargs)
     if as_json:
-        _json(m.serialize())
+        print_json(m.serialize())
     else:
         click.echo(f"Registered model {m.name} version {m.version} ({m.path})")
 
@@ -107,9 +107,9 @@ def model_list(
     from ..models import Model
 
     wanted = [t.split("=", 1) if "=" in t else t for t in tags]
-    models = Model.list(_open(ctx), name=name, tags=wanted, run_id=run_id, latest=latest)
+    models = Model.list(open_workspace(ctx), name=name, tags=wanted, run_id=run_id, latest=latest)
     if as_json:
-        _json([m.serialize() for m in models])
+        print_json([m.serialize() for m in models])
         return
     rows = [
         [
@@ -122,7 +122,7 @@ def model_list(
         ]
         for m in models
     ]
-    _table(rows, ["model", "version", "path", "registered", "run", "tags"])
+    table(rows, ["model", "version", "path", "registered", "run", "tags"])
 
 
 @model.command("show")
@@ -138,10 +138,10 @@ def model_show(ctx: click.Context, ref: str, version: int | None, as_json: bool)
       mlws model show iris
       mlws model show iris:2 --json
     """
-    m = _get(_open(ctx), ref, version)
+    m = get_model(open_workspace(ctx), ref, version)
     data = {**m.serialize(), "files": m.get_file_names()}
     if as_json:
-        _json(data)
+        print_json(data)
         return
     click.echo(f"{m.id}  ({m.path})")
     for label, value in (
@@ -177,7 +177,7 @@ def model_download(
     Example:
       mlws model download iris:2 -o ./model
     """
-    path = _get(_open(ctx), ref, version).download(target, exist_ok=exist_ok)
+    path = get_model(open_workspace(ctx), ref, version).download(target, exist_ok=exist_ok)
     click.echo(path)
 
 
@@ -192,6 +192,12 @@ def model_delete(ctx: click.Context, ref: str, version: int | None) -> None:
     Example:
       mlws model delete iris:1
     """
-    m = _get(_open(ctx), ref, version)
+    m = get_model(open_workspace(ctx), ref, version)
     m.delete()
     click.echo(f"Deleted model {m.id}")
+
+
+# ``mlws model deploy`` makes a service; it lives with the other service commands.
+from .services import model_deploy  # noqa: E402
+
+model.add_command(model_deploy)

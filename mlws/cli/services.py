@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from . import CONTEXT, _Group, _json, _open, _stdin_text, _table, cli
-from .models import _get, model
+from .common import CONTEXT, open_workspace, print_json, stdin_text, table
 
 
 def _deploy_config(
@@ -24,7 +23,7 @@ def _deploy_config(
     return LocalWebservice.deploy_configuration(**kwargs)
 
 
-@model.command("deploy")
+@click.command("deploy", context_settings=CONTEXT)
 @click.argument("refs", nargs=-1, required=True, metavar="NAME[:VERSION]...")
 @click.option("-n", "--name", "service", required=True, help="The service's name.")
 @click.option("--entry-script", required=True, help="The scoring script (init() and run()).")
@@ -61,9 +60,10 @@ def model_deploy(
     """
     from ..models import Model
     from ..serving import InferenceConfig
+    from .models import get_model
 
-    ws = _open(ctx)
-    models = [_get(ws, r, None) for r in refs]
+    ws = open_workspace(ctx)
+    models = [get_model(ws, r, None) for r in refs]
     svc = Model.deploy(
         ws,
         service,
@@ -76,7 +76,7 @@ def model_deploy(
     click.echo(f"Service {svc.name} is Healthy: {svc.scoring_uri}")
 
 
-@cli.group(cls=_Group, context_settings=CONTEXT)
+@click.group(context_settings=CONTEXT)
 def service() -> None:
     """Inspect, call, update and delete deployed services."""
 
@@ -84,7 +84,7 @@ def service() -> None:
 def _svc(ctx: click.Context, name: str) -> Any:
     from ..serving import Webservice
 
-    return Webservice(_open(ctx), name)
+    return Webservice(open_workspace(ctx), name)
 
 
 @service.command("list")
@@ -99,9 +99,9 @@ def service_list(ctx: click.Context, as_json: bool) -> None:
     """
     from ..serving import Webservice
 
-    services = Webservice.list(_open(ctx))
+    services = Webservice.list(open_workspace(ctx))
     if as_json:
-        _json([s.serialize() for s in services])
+        print_json([s.serialize() for s in services])
         return
     rows = [
         [
@@ -113,7 +113,7 @@ def service_list(ctx: click.Context, as_json: bool) -> None:
         ]
         for s in services
     ]
-    _table(rows, ["service", "state", "scoring uri", "models", "replicas"])
+    table(rows, ["service", "state", "scoring uri", "models", "replicas"])
 
 
 @service.command("show")
@@ -129,7 +129,7 @@ def service_show(ctx: click.Context, name: str, as_json: bool) -> None:
     """
     data = _svc(ctx, name).serialize()
     if as_json:
-        _json(data)
+        print_json(data)
         return
     for k, v in data.items():
         if v is not None:
@@ -161,7 +161,7 @@ def service_run(ctx: click.Context, name: str, data: str | None) -> None:
     Example:
       mlws service run iris-svc '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
     """
-    body = data if data is not None else _stdin_text("the data to score")
+    body = data if data is not None else stdin_text("the data to score")
     click.echo(json.dumps(_svc(ctx, name).run(body)))
 
 
@@ -214,11 +214,12 @@ def service_update(
       mlws service update iris-svc --model iris:3
     """
     from ..serving import InferenceConfig, LocalWebservice
+    from .models import get_model
 
     svc = _svc(ctx, name)
     if not (refs or entry_script or replicas):
         raise click.UsageError("give --model, --entry-script or --replicas")
-    models = [_get(svc.workspace, r, None) for r in refs] or None
+    models = [get_model(svc.workspace, r, None) for r in refs] or None
     inference = InferenceConfig(entry_script, source_dir) if entry_script else None
     deployment = None
     if replicas:
@@ -269,7 +270,7 @@ def service_telemetry(ctx: click.Context, name: str, since: float | None, as_jso
 
     data = _svc(ctx, name).get_telemetry(time.time() - since if since else None)
     if as_json:
-        _json(data)
+        print_json(data)
         return
     lat = data["latencyMs"]
     click.echo(
