@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ComputeTargetException, MlwsError
 from . import ComputeConfiguration, ComputeTarget, register_type
-from .sshconn import Connection, Node, key_dir
+from .sshconn import Connection, Node, check_login_home, key_dir
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -129,21 +129,28 @@ class RemoteCompute(ComputeTarget):
         if not config.config.get("check", True):
             return
         key = config.secrets.get(KEY_SECRET)
+        homes: dict[str, str] = {}
         for node in nodes_of(config.config):
             conn = Connection(ws, name, config.config, node, key_text=key)
             try:
                 conn.open()
                 python = config.config["python"]
+                # The login's home comes in the same round trip: a relative work_dir is
+                # resolved against it once, here, and recorded (see Connection.work_dir).
                 r = conn.run(
-                    f"test -x {shlex.quote(python)} && {shlex.quote(python)} -c 'import sys; print(sys.version_info[:2] >= (3, 8))'"
+                    f"test -x {shlex.quote(python)} && {shlex.quote(python)} -c 'import sys; print(sys.version_info[:2] >= (3, 8))' && pwd"
                 )
-                if r.returncode != 0 or r.stdout.strip() != "True":
+                lines = r.stdout.split("\n")
+                if r.returncode != 0 or lines[0].strip() != "True":
                     raise ComputeTargetException(
                         f"host {node}: no Python 3.8+ at {python}; pass python_path= with the "
                         "absolute path of the host's python"
                     )
+                homes[str(node)] = check_login_home(node, lines[1] if len(lines) > 1 else "")
             finally:
                 conn.close()
+        if not config.config["workDir"].startswith("/"):
+            config.config["homes"] = homes
 
     def _release(self) -> None:
         # No run of this target is active (delete checks): its master connections can go.

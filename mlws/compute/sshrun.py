@@ -91,9 +91,10 @@ class _SshRun:
             )
         err_path = workdir / "logs" / "remote.log"
         self._t0 = time.monotonic()
-        self._note(err_path, f"run {self.run_id} on {self.node} ({self.remote_dir})")
+        self._note(err_path, f"run {self.run_id} on {self.node}")
         self.conn.open()
-        self._note(err_path, "connected")
+        self.remote_dir = f"{self.conn.work_dir()}/runs/{self.run_id}"
+        self._note(err_path, f"connected ({self.remote_dir})")
         # The agent starts (Python, imports: the slow part on a host) while the snapshot is
         # copied; it waits for its instructions, which are sent once the copy is complete.
         ssh_err = workdir / "logs" / "ssh.log"

@@ -1,0 +1,138 @@
+"""Faults of the ``ssh`` target, injected for real against real sshd (``tests/sshd.py``): a host
+whose login home is not where mlws was told, a dead host in a list, an environment build on the
+host, a killed agent.
+
+A third sshd here logs every session in with its own home (``ForceCommand`` sets ``HOME`` and
+changes there), so the default ``work_dir`` (``.mlws`` under the login's home) lands in a
+temporary folder, never in this machine's real home.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import SCRIPT_PRELUDE, kill_run_processes, wait_until
+from sshd import SshServer, _free_ports, _keygen
+
+from mlws import Experiment, ScriptRunConfig, Workspace
+from mlws.compute import ComputeTarget
+from mlws.compute.ssh import RemoteCompute
+from mlws.runs import Run
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def make_source(tmp_path: Path, body: str, name: str = "src") -> Path:
+    src = tmp_path / name
+    src.mkdir()
+    (src / "train.py").write_text(SCRIPT_PRELUDE + textwrap.dedent(body))
+    return src
+
+
+def submit(ws: Workspace, src: Path, *args: Any, target: str, **kwargs: Any) -> Run:
+    return Experiment(ws, "e").submit(
+        ScriptRunConfig(
+            source_directory=str(src),
+            script="train.py",
+            arguments=[str(a) for a in args],
+            compute_target=target,
+            **kwargs,
+        )
+    )
+
+
+def error_of(run: Run) -> dict[str, Any]:
+    return dict(run.get_details().get("error", {}).get("error", {}))
+
+
+def attach(
+    ws: Workspace, name: str, servers: list[SshServer], tmp_path: Path, **overrides: Any
+) -> RemoteCompute:
+    for s in servers:
+        s.start()  # an earlier test may have killed it
+    kwargs: dict[str, Any] = {
+        "hosts": [f"{s.address}:{s.port}" for s in servers],
+        "username": servers[0].username,
+        "private_key_file": servers[0].private_key_file,
+        "ssh_options": ["StrictHostKeyChecking=no", f"UserKnownHostsFile={tmp_path}/known_hosts"],
+    }
+    kwargs.update(overrides)
+    target = ComputeTarget.attach(ws, name, RemoteCompute.attach_configuration(**kwargs))
+    assert isinstance(target, RemoteCompute)
+    return target
+
+
+class HomedServer(SshServer):
+    """An sshd whose sessions run with ``home`` as their login home (HOME and the start folder)."""
+
+    home: Path
+
+    def _write_config(self) -> Path:
+        config = super()._write_config()
+        with open(config, "a") as f:
+            f.write(
+                f'ForceCommand export HOME={self.home}; cd "$HOME" && eval "$SSH_ORIGINAL_COMMAND"\n'
+            )
+        return config
+
+
+@pytest.fixture(scope="module")
+def homed(
+    ssh_servers: list[SshServer], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HomedServer]:
+    """A host whose login home is a temporary folder (mlws is shipped there once a module)."""
+    first = ssh_servers[0]
+    folder = tmp_path_factory.mktemp("sshd-homed")
+    _keygen(folder / "host")
+    shutil.copyfile(Path(first.private_key_file).with_suffix(".pub"), folder / "authorized_keys")
+    (folder / "authorized_keys").chmod(0o600)
+    taken = {s.port for s in ssh_servers}
+    port = next(p for p in _free_ports(len(taken) + 1) if p not in taken)
+    server = HomedServer("127.0.0.1", port, first.username, first.private_key_file, folder)
+    server.home = tmp_path_factory.mktemp("login-home")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill_all()
+
+
+@pytest.fixture(autouse=True)
+def kill_leftovers(ws: Workspace) -> Iterator[None]:
+    yield
+    kill_run_processes(ws)
+
+
+# -- 1. the default (relative) work_dir ----------------------------------------------------------------
+HELLO = """
+from mlws import Run
+run = Run.get_context()
+run.log("x", 1)
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/o.txt", "w") as f:
+    f.write("made on the host")
+print("hello from the host", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+# Resolved at attach (checked), or at the run's first connect (attached unchecked).
+@pytest.mark.parametrize(("work_dir", "check"), [(None, True), ("./.mlws", False)])
+def test_default_and_relative_work_dir_run_on_a_host_without_mlws(
+    ws: Workspace, homed: HomedServer, tmp_path: Path, work_dir: str | None, check: bool
+) -> None:
+    extra = {} if work_dir is None else {"work_dir": work_dir}
+    attach(ws, "bare", [homed], tmp_path, check=check, **extra)
+    run = submit(ws, make_source(tmp_path, HELLO), target="bare")
+    details = run.wait_for_completion(timeout=90, raise_on_error=False)
+    assert details["status"] == "Completed", error_of(run)
+    assert run.get_metrics() == {"x": 1}
+    assert "hello from the host" in "".join(run.iter_log())
+    # Everything went under the login's home, where a relative work_dir means.
+    where = homed.home / ".mlws"
+    assert any((where / "lib").glob("mlws-*/mlws/__init__.py")), sorted(homed.home.rglob("*"))[:20]
+    wait_until(lambda: not (where / "runs" / run.id).exists(), 15, "the remote run folder removal")
