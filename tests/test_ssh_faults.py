@@ -136,3 +136,40 @@ def test_default_and_relative_work_dir_run_on_a_host_without_mlws(
     where = homed.home / ".mlws"
     assert any((where / "lib").glob("mlws-*/mlws/__init__.py")), sorted(homed.home.rglob("*"))[:20]
     wait_until(lambda: not (where / "runs" / run.id).exists(), 15, "the remote run folder removal")
+
+
+# -- 2. a dead host in the list ------------------------------------------------------------------------
+def _closed_port() -> int:
+    return _free_ports(1)[0]  # nothing listens there: "Connection refused", like a dead sshd
+
+
+@pytest.mark.timeout(120)
+def test_a_dead_host_is_skipped_and_the_queue_runs_on_the_other(
+    ws: Workspace, ssh_servers: list[SshServer], homed: HomedServer, tmp_path: Path
+) -> None:
+    dead = ssh_servers[0]
+    lab = attach(ws, "pair", [dead, homed], tmp_path)
+    dead.kill_all()  # its sshd goes down after the target is attached
+    try:
+        src = make_source(tmp_path, HELLO)
+        runs = [submit(ws, src, target="pair") for _ in range(3)]
+        for run in runs:
+            details = run.wait_for_completion(timeout=90, raise_on_error=False)
+            assert details["status"] == "Completed", error_of(run)
+            assert run.get_properties()["mlws.node"] == lab.nodes()[1]
+    finally:
+        dead.start()
+
+
+@pytest.mark.timeout(60)
+def test_when_no_host_answers_the_run_fails_naming_them(
+    ws: Workspace, ssh_servers: list[SshServer], tmp_path: Path
+) -> None:
+    user = ssh_servers[0].username
+    hosts = [f"127.0.0.1:{_closed_port()}", f"127.0.0.1:{_closed_port()}"]
+    attach(ws, "gone", ssh_servers[:1], tmp_path, hosts=hosts, check=False, work_dir="/nowhere")
+    run = submit(ws, make_source(tmp_path, HELLO), target="gone")
+    details = run.wait_for_completion(timeout=40, raise_on_error=False)
+    assert details["status"] == "Failed"
+    message = error_of(run)["message"]
+    assert "no host of" in message and all(f"{user}@{h}" in message for h in hosts), message

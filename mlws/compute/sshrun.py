@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import MlwsError
+from ..errors import ComputeTargetException, MlwsError
 from . import replica
 from .ssh import nodes_of
 from .sshconn import Connection, Node, ssh_said
@@ -28,7 +28,10 @@ _LOCAL_LOGS = ("--exclude=/logs/remote.log", "--exclude=/logs/ssh.log")
 
 # -- a run on a node -------------------------------------------------------------------------------
 def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
-    """Run ``sup``'s run on a free node of an ``ssh`` target (waits ``Queued`` for one)."""
+    """Run ``sup``'s run on a free node of an ``ssh`` target (waits ``Queued`` for one).
+
+    A node that does not answer is skipped, and tried again after a backoff (recorded in the
+    workspace, so every run of the target skips it); the run fails only when no node answers."""
     from ..runs import set_status
     from .local import hold_slot
 
@@ -41,15 +44,72 @@ def execute(sup: _Supervisor, target: str, config: dict[str, Any]) -> None:
         return sup.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
 
     folder = sup.ws.path / "locks" / "compute" / target
-    with hold_slot(folder, lambda: slots, keep_waiting, may_start=sup.first_in_line) as name:
-        if name is None:
-            set_status(sup.ws, sup.run_id, "Canceled")
-            return
-        run = _SshRun(sup, target, config, by_slot[name])
+    health = _Health(folder)
+
+    def answering_slots() -> list[str]:
+        return [s for s in slots if not health.resting(by_slot[s])]
+
+    while True:
+        with hold_slot(folder, answering_slots, keep_waiting, may_start=sup.first_in_line) as name:
+            if name is None:
+                set_status(sup.ws, sup.run_id, "Canceled")
+                return
+            node = by_slot[name]
+            run = _SshRun(sup, target, config, node)
+            try:
+                try:
+                    run.conn.open()
+                except ComputeTargetException as e:
+                    health.failed(node, str(e))
+                    if all(health.resting(n) for n in nodes):
+                        raise ComputeTargetException(
+                            f"no host of compute target {target!r} answers: "
+                            + "; ".join(f"{n}: {health.error(n)}" for n in nodes)
+                        ) from None
+                    continue  # the slot goes back; another node's is taken
+                health.answered(node)
+                run.run()
+                return
+            finally:
+                run.conn.forget_key()
+
+
+class _Health:
+    """Which nodes of a target did not answer lately (a file per node beside the slot locks):
+    such a node rests ``2, 4, 8, ... 120`` s after each failed connection, then is tried again."""
+
+    FIRST_S = 2.0
+    MAX_S = 120.0
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, node: Node) -> Path:
+        return self.folder / f"down-{node.slug}.json"
+
+    def _read(self, node: Node) -> dict[str, Any]:
         try:
-            run.run()
-        finally:
-            run.conn.forget_key()
+            value = json.loads(self._path(node).read_text())
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def resting(self, node: Node) -> bool:
+        return float(self._read(node).get("retryAt", 0)) > time.time()
+
+    def error(self, node: Node) -> str:
+        return str(self._read(node).get("error", "no answer"))
+
+    def failed(self, node: Node, error: str) -> None:
+        from ..workspace import _write_atomic
+
+        failures = int(self._read(node).get("failures", 0)) + 1
+        rest = min(self.FIRST_S * 2 ** (failures - 1), self.MAX_S)
+        record = {"failures": failures, "retryAt": time.time() + rest, "error": error}
+        _write_atomic(self._path(node), json.dumps(record).encode(), 0o644)
+
+    def answered(self, node: Node) -> None:
+        self._path(node).unlink(missing_ok=True)
 
 
 class _SshRun:
