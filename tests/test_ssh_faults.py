@@ -9,7 +9,10 @@ temporary folder, never in this machine's real home.
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,16 +69,24 @@ def attach(
     return target
 
 
+#: Each call of the hosts' environment installer takes this much longer: a build on the host
+#: is then reliably slower than a short max_run_duration_seconds (and still quick: uv).
+SLOW_INSTALLER_S = 1.5
+
+
 class HomedServer(SshServer):
-    """An sshd whose sessions run with ``home`` as their login home (HOME and the start folder)."""
+    """An sshd whose sessions run with ``home`` as their login home (HOME and the start folder),
+    with ``bin`` first on PATH (a slow ``uv``)."""
 
     home: Path
+    bin: Path
 
     def _write_config(self) -> Path:
         config = super()._write_config()
         with open(config, "a") as f:
             f.write(
-                f'ForceCommand export HOME={self.home}; cd "$HOME" && eval "$SSH_ORIGINAL_COMMAND"\n'
+                f"ForceCommand export HOME={self.home} PATH={self.bin}:$PATH;"
+                ' cd "$HOME" && eval "$SSH_ORIGINAL_COMMAND"\n'
             )
         return config
 
@@ -94,6 +105,16 @@ def homed(
     port = next(p for p in _free_ports(len(taken) + 1) if p not in taken)
     server = HomedServer("127.0.0.1", port, first.username, first.private_key_file, folder)
     server.home = tmp_path_factory.mktemp("login-home")
+    server.bin = tmp_path_factory.mktemp("host-bin")
+    uv = Path(sys.executable).parent / "uv"
+    # The host reaches the package index as this machine does (its CA bundle, its proxy).
+    reach = "".join(
+        f"export {k}={shlex.quote(v)}\n"
+        for k, v in os.environ.items()
+        if k in ("SSL_CERT_FILE", "SSL_CERT_DIR") or k.lower().endswith("_proxy")
+    )
+    (server.bin / "uv").write_text(f'#!/bin/sh\n{reach}sleep {SLOW_INSTALLER_S}\nexec {uv} "$@"\n')
+    (server.bin / "uv").chmod(0o755)
     server.start()
     try:
         yield server
@@ -173,3 +194,57 @@ def test_when_no_host_answers_the_run_fails_naming_them(
     assert details["status"] == "Failed"
     message = error_of(run)["message"]
     assert "no host of" in message and all(f"{user}@{h}" in message for h in hosts), message
+
+
+# -- 3 and 5. an environment built on the host ---------------------------------------------------------
+def _managed(name: str, python_version: str | None = None) -> Any:
+    from mlws import Environment
+    from mlws.environments import CondaDependencies
+
+    env = Environment(name)
+    env.python.user_managed_dependencies = False
+    env.python.conda_dependencies = CondaDependencies.create(
+        pip_packages=["six"], python_version=python_version
+    )
+    return env
+
+
+@pytest.mark.timeout(180)
+def test_max_run_duration_is_the_scripts_not_the_hosts_environment_build(
+    ws: Workspace, homed: HomedServer, tmp_path: Path
+) -> None:
+    lab = attach(ws, "envs", [homed], tmp_path, cache_dir=str(tmp_path / "host-cache"))
+    src = make_source(tmp_path, "import six\nprint('six', six.__version__, flush=True)\n")
+    limit = 2
+    run = submit(
+        ws, src, target="envs", environment=_managed("six-env"), max_run_duration_seconds=limit
+    )
+    details = run.wait_for_completion(timeout=150, raise_on_error=False)
+    assert details["status"] == "Completed", error_of(run)
+    env_log = "".join(run.iter_log("logs/environment.log"))
+    # The build alone took longer than the limit: the fault was there to hit.
+    built = float(env_log.split("Environment built in ")[1].split()[0])
+    assert built > limit, env_log
+    # The build on the host is in the catalog, as local builds are.
+    rows = ws.catalog.query("SELECT * FROM environment_builds")
+    assert [(r["host"], r["tool"]) for r in rows] == [(lab.nodes()[0], "uv")], rows
+    assert rows[0]["path"].startswith(str(tmp_path / "host-cache"))
+    assert "six==" in rows[0]["freeze"]
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_build_on_the_host_brings_its_environment_log_home(
+    ws: Workspace, homed: HomedServer, tmp_path: Path
+) -> None:
+    attach(ws, "envs", [homed], tmp_path, cache_dir=str(tmp_path / "host-cache"))
+    src = make_source(tmp_path, "print('never runs')\n")
+    run = submit(ws, src, target="envs", environment=_managed("old", python_version="3.1"))
+    details = run.wait_for_completion(timeout=90, raise_on_error=False)
+    assert details["status"] == "Failed"
+    assert "python_version=3.1" in error_of(run)["message"], error_of(run)
+    assert "logs/environment.log" in run.get_file_names()
+    env_log = "".join(run.iter_log("logs/environment.log"))
+    assert "Environment 'old' on" in env_log and "python_version=3.1" in env_log, env_log
+    wait_until(
+        lambda: not (homed.home / ".mlws" / "runs" / run.id).exists(), 15, "the host's run folder"
+    )

@@ -7,13 +7,15 @@ is one, starts the script in its own process group and streams JSON lines on std
 
     {"t": "hello", "protocol": 1, "version": ..}  first, before the instructions are read
                                                 (with "missing": "..." when it cannot run)
+    {"t": "build", "row": {..}}                 this run built the environment (its catalog row)
     {"t": "interpreter", "path": ".."}          the environment is ready
     {"t": "started", "pid": 123, "host": "h"}   the script runs
     {"t": "log", "data": "..."}                 new driver-log text
     {"t": "changes", "changes": [...]}          replica changes (metrics, tags, child runs, ...)
     {"t": "secrets", "id": 1, "names": [..]}    the script asks for key-vault secrets
     {"t": "exit", "rc": 0}                      the script ended (rc < 0: killed by a signal)
-    {"t": "error", "message": "...", "trace": ".."}  the agent could not run the script
+    {"t": "error", "message": "...", "trace": ".."}  the agent could not run the script (the
+                                                run's folder stays until ``done``: logs come home)
 
 Lines on stdin: ``cancel`` (SIGTERM to the group, SIGKILL after the grace period), ``kill``,
 ``done`` (outputs are home: remove the run's folder), and ``{"id": 1, "values": {..}}`` /
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": mlws.__version__,
         "file": mlws.__file__,
     }
-    state = {"started": False}
+    state: dict[str, Any] = {"started": False}
     try:
         # Inside the try: if the session is gone already (canceled at once), the folder the
         # snapshot was copied into still goes.
@@ -202,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             out.send(t="error", message=f"{type(e).__name__}: {e}", trace=traceback.format_exc())
+            # The supervisor copies the logs home (a failed build's environment.log), then
+            # says "done"; only then does the folder go.
+            flags = state.get("flags")
+            while isinstance(flags, dict) and not (flags["done"] or flags["eof"]):
+                time.sleep(0.02)
             return 1
     finally:
         if not state["started"]:  # nothing of the script's to keep: leave no folder behind
@@ -215,7 +222,7 @@ def _remove_run_folder(run_dir: Path) -> None:
     remove_run_folder(run_dir)
 
 
-def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool]) -> int:
+def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) -> int:
     from ..keyvault import CHANNEL_ENV
     from ..lifecycle import process_start_time
     from ..runner import script_argv, script_env, start_script
@@ -228,6 +235,7 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool])
     run_id = spec["run"]["id"]
 
     flags = {"cancel": False, "kill": False, "done": False, "eof": False}
+    state["flags"] = flags  # type: ignore[assignment]
 
     answers: dict[int, queue.Queue[dict[str, Any]]] = {}
 
@@ -252,13 +260,22 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool])
     if d["environment"].get("managed"):
         from ..environments import Environment, resolve
 
+        env_def = Environment.from_dict(d["environment"])
         with open(run_dir / "logs" / "environment.log", "a") as log:
             log.write(f"Environment {d['environment']['name']!r} on {socket.gethostname()}\n")
             log.flush()
-            d["environment"]["interpreter"] = resolve(
-                Environment.from_dict(d["environment"]), ws, log=log
-            )
+            try:
+                d["environment"]["interpreter"] = resolve(env_def, ws, log=log)
+            except Exception as e:
+                log.write(f"Failed: {e}\n")  # the log comes home and says why
+                raise
             log.write(f"Ready: {d['environment']['interpreter']}\n")
+        # Built by this run (the replica is new): the catalog at home records it too.
+        build = ws.catalog.one(
+            "SELECT * FROM environment_builds WHERE spec_hash = ?", (env_def.spec_hash(),)
+        )
+        if build is not None:
+            out.send(t="build", row=dict(build))
         out.send(t="interpreter", path=d["environment"]["interpreter"])
         if flags["eof"] or flags["cancel"] or flags["kill"]:
             out.send(t="exit", rc=-int(signal.SIGTERM))

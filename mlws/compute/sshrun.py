@@ -122,6 +122,8 @@ class _SshRun:
         self.conn = Connection(sup.ws, target, config, node)
         self.remote_dir = f"{config['workDir']}/runs/{sup.run_id}"
         self.proc: subprocess.Popen[bytes] | None = None
+        #: What the agent said when it could not run the script (raised once its logs are home).
+        self.agent_error: MlwsError | None = None
         self._t0 = time.monotonic()
         me = sup.ws.catalog.one(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (sup.run_id,)
@@ -211,6 +213,13 @@ class _SshRun:
         except OSError:
             pass  # the session died at once: the reader sees the end and says so
         outcome, deferred = self._follow(events, workdir)
+        if self.agent_error is not None:
+            try:
+                self.conn.rsync(f":{self.remote_dir}/logs", str(workdir) + "/", options=_LOCAL_LOGS)
+            except MlwsError as e:
+                self._note(err_path, f"could not copy the logs home: {e}")
+            self._send("done")  # the agent removes the run's folder on the host
+            raise self.agent_error
         lost = outcome[1] is not None and outcome[1].get("code") == "ConnectionLost"
         if outcome[0] != "Canceled":
             set_status(ws, self.run_id, "Finalizing")
@@ -359,7 +368,9 @@ class _SshRun:
         assert self.proc is not None and self.proc.stdin is not None
         sup, ws = self.sup, self.ws
         limit = sup.definition.get("maxRunDurationSeconds")
-        started = time.monotonic()
+        # The limit is the script's, as on local: counted from its start, not from the agent's
+        # (which may build the environment on the host first).
+        started: float | None = None
         deferred: list[dict[str, Any]] = []
         canceled = timed_out = False
         log = open(workdir / "logs" / "driver.log", "a", encoding="utf-8")  # noqa: SIM115
@@ -390,20 +401,31 @@ class _SshRun:
                 elif kind == "interpreter":
                     set_status(ws, self.run_id, "Starting")
                 elif kind == "started":
+                    started = time.monotonic()
                     set_status(ws, self.run_id, "Running")
+                elif kind == "build":
+                    self._record_build(ev.get("row") or {})
                 elif kind == "secrets":
                     self._answer_secrets(ev)
                 elif kind == "error":
+                    # The agent keeps the run's folder until "done": its logs (a failed
+                    # environment build's) come home before the run fails with this.
                     err = MlwsError(f"on {self.node}: {ev.get('message')}")
                     err.remote_trace = ev.get("trace")  # type: ignore[attr-defined]
-                    raise err
+                    self.agent_error = err
+                    return ("Failed", None), deferred
                 elif kind == "exit":
                     rc = int(ev["rc"])
                     break
                 if not canceled and sup.status() == "CancelRequested":
                     canceled = True
                     self._send("cancel")
-                if limit and not timed_out and time.monotonic() - started > float(limit):
+                if (
+                    limit
+                    and started is not None
+                    and not timed_out
+                    and time.monotonic() - started > float(limit)
+                ):
                     timed_out = True
                     self._send("kill")
         finally:
@@ -424,6 +446,19 @@ class _SshRun:
         if requested == "Failed":
             return ("Failed", None), deferred
         return exit_outcome(rc, workdir / "logs" / "driver.log"), deferred
+
+    def _record_build(self, row: dict[str, Any]) -> None:
+        """An environment the agent built on the host goes into the catalog, as local builds
+        do; its ``host`` is the node (the path is on that node)."""
+        columns = ("spec_hash", "path", "python", "tool", "freeze", "seconds", "created")
+        if not row.get("spec_hash") or not row.get("path"):
+            return
+        with self.ws.catalog.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO environment_builds"
+                f" (host, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
+                (str(self.node), *(row.get(c) for c in columns)),
+            )
 
     def _answer_secrets(self, ev: dict[str, Any]) -> None:
         """The script asked for secrets: decrypt here, send only those values."""
