@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from helpers import SCRIPT_PRELUDE, kill_run_processes, wait_until
 from sshd import SshServer, _free_ports, _keygen
@@ -245,6 +246,44 @@ def test_a_failed_build_on_the_host_brings_its_environment_log_home(
     assert "logs/environment.log" in run.get_file_names()
     env_log = "".join(run.iter_log("logs/environment.log"))
     assert "Environment 'old' on" in env_log and "python_version=3.1" in env_log, env_log
+    wait_until(
+        lambda: not (homed.home / ".mlws" / "runs" / run.id).exists(), 15, "the host's run folder"
+    )
+
+
+# -- 4. the agent killed on the host -------------------------------------------------------------------
+KEEPER = """
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/partial.txt", "w") as f:
+    f.write("written before the agent died")
+print("waiting", flush=True)
+write_pid(sys.argv[2])
+wait_gate(sys.argv[1])
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_killed_agent_is_not_a_lost_host_and_its_outputs_come_home(
+    ws: Workspace, homed: HomedServer, tmp_path: Path
+) -> None:
+    attach(ws, "solo", [homed], tmp_path)
+    gate, pid_file = tmp_path / "gate", tmp_path / "script.pid"
+    run = submit(ws, make_source(tmp_path, KEEPER), gate, pid_file, target="solo")
+    script = psutil.Process(
+        int(wait_until(pid_file.exists, 60, "the script") and pid_file.read_text())
+    )
+    agent = script.parent()
+    assert agent is not None and "mlws.compute.agent" in " ".join(agent.cmdline())
+    wait_until(lambda: run.get_status() == "Running", 20, "Running")
+    agent.kill()
+    details = run.wait_for_completion(timeout=40, raise_on_error=False)
+    assert details["status"] == "Failed"
+    error = error_of(run)
+    assert error.get("code") == "AgentDied", error
+    assert "went away" not in error["message"] and "agent" in error["message"], error
+    wait_until(lambda: not script.is_running() or script.status() == psutil.STATUS_ZOMBIE, 10)
+    assert "outputs/partial.txt" in run.get_file_names()
+    assert "waiting" in "".join(run.iter_log())
     wait_until(
         lambda: not (homed.home / ".mlws" / "runs" / run.id).exists(), 15, "the host's run folder"
     )

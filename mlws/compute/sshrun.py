@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ..errors import ComputeTargetException, MlwsError
 from . import replica
 from .ssh import nodes_of
-from .sshconn import Connection, Node, ssh_said
+from .sshconn import Connection, Node, last_line, ssh_said
 
 if TYPE_CHECKING:
     from ..runner import _Supervisor
@@ -124,6 +124,7 @@ class _SshRun:
         self.proc: subprocess.Popen[bytes] | None = None
         #: What the agent said when it could not run the script (raised once its logs are home).
         self.agent_error: MlwsError | None = None
+        self._ssh_log_offset = 0
         self._t0 = time.monotonic()
         me = sup.ws.catalog.one(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (sup.run_id,)
@@ -321,6 +322,7 @@ class _SshRun:
             + f" exec {shlex.quote(python)} -u -m mlws.compute.agent ."
         )
         with open(err_path, "ab") as err:
+            self._ssh_log_offset = err.tell()
             self.proc = subprocess.Popen(
                 self.conn.ssh_command(remote),
                 stdin=subprocess.PIPE,
@@ -384,12 +386,26 @@ class _SshRun:
                     self.proc.wait()
                     if canceled or sup.status() == "CancelRequested":
                         return ("Canceled", None), deferred
+                    if self._host_answers():
+                        # The session ended but the host is there: the agent itself died (killed,
+                        # out of memory). Its run folder is intact, so what it has comes home.
+                        said = self._ssh_said_since(workdir / "logs" / "ssh.log")
+                        return (
+                            "Failed",
+                            {
+                                "code": "AgentDied",
+                                "message": f"the mlws agent on {self.node} ended before the script"
+                                f" did (ssh exit {self.proc.returncode}{': ' + said if said else ''});"
+                                " the host still answers, so the run's outputs and logs there are"
+                                " copied home",
+                            },
+                        ), deferred
                     return (
                         "Failed",
                         {
                             "code": "ConnectionLost",
                             "message": f"lost the connection to {self.node} while the run was running"
-                            f" (ssh exit {self.proc.returncode}: {ssh_said(workdir / 'logs' / 'ssh.log')})",
+                            f" (ssh exit {self.proc.returncode}: {self._ssh_said_since(workdir / 'logs' / 'ssh.log') or 'the host or its sshd went away'})",
                         },
                     ), deferred
                 kind = ev.get("t")
@@ -446,6 +462,26 @@ class _SshRun:
         if requested == "Failed":
             return ("Failed", None), deferred
         return exit_outcome(rc, workdir / "logs" / "driver.log"), deferred
+
+    def _host_answers(self) -> bool:
+        """Whether the host still runs commands (over a new master if the old one went)."""
+        try:
+            self.conn.open()
+            return self.conn.run("true", timeout=15).returncode == 0
+        except MlwsError:
+            return False
+
+    def _ssh_said_since(self, path: Path) -> str:
+        """What the ssh client wrote since the agent's session started ("" if nothing): earlier
+        lines (a first agent that could not import mlws) are not about this session."""
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._ssh_log_offset)
+                text = f.read()[-4096:]
+        except OSError:
+            return ""
+        line = last_line(text)
+        return "" if line == "no message" else line
 
     def _record_build(self, row: dict[str, Any]) -> None:
         """An environment the agent built on the host goes into the catalog, as local builds
