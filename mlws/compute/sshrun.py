@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from ..runner import _Supervisor
     from ..workspace import Workspace
 
+#: Waits before each new try of a failed copy of outputs and logs home (a backoff, 7.5 s in all).
+COPY_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 #: Logs written on this side of a run (mlws's notes, the ssh client's stderr): never copied over.
 _LOCAL_LOGS = ("--exclude=/logs/remote.log", "--exclude=/logs/ssh.log")
 
@@ -233,10 +235,9 @@ class _SshRun:
                 sources.append(f":{self.remote_dir}/.mlws-replica/blobs")
             try:
                 self._copy_home(sources, workdir)
-            except MlwsError:
-                try:  # once more, over a new connection if the master went away
-                    self.conn.open()
-                    self._copy_home(sources, workdir)
+            except MlwsError as first:
+                try:
+                    self._copy_home_again(sources, workdir, err_path, first)
                 except MlwsError as e:
                     copied = False
                     warnings.append(str(e))
@@ -281,6 +282,23 @@ class _SshRun:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+    def _copy_home_again(
+        self, sources: list[str], workdir: Path, err_path: Path, error: MlwsError
+    ) -> None:
+        """The copy home failed: try again after 0.5, 1, 2 and 4 s (a network that hiccups, a
+        host busy for a moment), each time over a new connection if the master went away.
+        :raises MlwsError: the last failure."""
+        for delay in COPY_RETRY_DELAYS_S:
+            self._note(err_path, f"copying home failed ({error}); again in {delay:g} s")
+            time.sleep(delay)
+            try:
+                self.conn.open()
+                self._copy_home(sources, workdir)
+                return
+            except MlwsError as e:
+                error = e
+        raise error
 
     def _copy_home(self, sources: list[str], workdir: Path) -> None:
         self.conn.rsync(*sources, str(workdir) + "/", options=_LOCAL_LOGS)
