@@ -287,3 +287,63 @@ def test_a_killed_agent_is_not_a_lost_host_and_its_outputs_come_home(
     wait_until(
         lambda: not (homed.home / ".mlws" / "runs" / run.id).exists(), 15, "the host's run folder"
     )
+
+
+# -- 6. a network stall --------------------------------------------------------------------------------
+HUNDRED = """
+from mlws import Run
+run = Run.get_context()
+for i in range(10):
+    run.log("i", i)
+write_pid(sys.argv[2])
+wait_gate(sys.argv[1])
+for i in range(10, 100):
+    run.log("i", i)
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/after.txt", "w") as f:
+    f.write("made during the stall")
+print("finished", flush=True)
+"""
+
+
+def _sessions(server: SshServer) -> list[psutil.Process]:
+    """The sshd processes serving the connections open now (not the listener)."""
+    assert server.proc is not None
+    children = psutil.Process(server.proc.pid).children(recursive=True)
+    return [p for p in children if p.name().startswith("sshd")]
+
+
+@pytest.mark.timeout(120)
+def test_a_network_stall_reconnects_and_fetches_what_the_host_has(
+    ws: Workspace, homed: HomedServer, tmp_path: Path
+) -> None:
+    # The client gives a silent connection up after ~2 s here (5 s x 3 by default).
+    alive = ["ServerAliveInterval=1", "ServerAliveCountMax=2"]
+    attach(ws, "solo", [homed], tmp_path, ssh_options=alive + ["StrictHostKeyChecking=no"])
+    gate, pid_file = tmp_path / "gate", tmp_path / "script.pid"
+    run = submit(ws, make_source(tmp_path, HUNDRED), gate, pid_file, target="solo")
+    script = psutil.Process(
+        int(wait_until(pid_file.exists, 60, "the script") and pid_file.read_text())
+    )
+    wait_until(lambda: len(run.get_metrics().get("i", [])) == 10, 20, "10 metrics home")
+    stalled = _sessions(homed)
+    assert stalled
+    try:
+        for p in stalled:  # every open connection stalls; new ones are answered
+            p.suspend()
+        gate.touch()
+        wait_until(lambda: not script.is_running() or script.status() == "zombie", 30, "the end")
+        details = run.wait_for_completion(timeout=60, raise_on_error=False)
+    finally:
+        for p in stalled:
+            try:
+                p.resume()
+            except psutil.NoSuchProcess:
+                pass
+    assert details["status"] == "Completed", error_of(run)
+    assert run.get_metrics()["i"] == list(range(100))
+    assert "outputs/after.txt" in run.get_file_names()
+    assert "finished" in "".join(run.iter_log())
+    wait_until(
+        lambda: not (homed.home / ".mlws" / "runs" / run.id).exists(), 15, "the host's run folder"
+    )

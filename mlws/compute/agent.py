@@ -24,6 +24,11 @@ script's ``get_secret`` asks through a pipe pair (``MLWS_SECRETS_FDS``), the age
 End of stdin means the supervisor or the connection is gone: the script's group is killed, so
 nothing runs on the host that nobody will collect; the run folder is kept (outputs may still be
 fetched) unless ``done`` came.
+
+``python -m mlws.compute.agent --recover RUN_DIR AFTER [kill]`` is how a supervisor whose session
+dropped (a network stall) follows the run from a new connection: one JSON line with the script's
+exit status once it ended (``.mlws-exit.json``, written the moment it ends), whether the agent
+still runs, and the replica's changes after id ``AFTER`` (``changes`` events carry ``upto``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 REPLICA = ".mlws-replica"
+#: Written in the run's folder when the script ends: its exit status, for ``--recover``.
+EXIT_FILE = ".mlws-exit.json"
 #: The agent's protocol with the supervising process; a host whose mlws speaks another one gets
 #: this mlws shipped.
 PROTOCOL = 1
@@ -74,8 +81,11 @@ class _Out:
     def send(self, **msg: Any) -> None:
         data = (json.dumps(msg, default=str) + "\n").encode()
         with self._lock:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+            try:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            except OSError:
+                pass  # the session is gone: stdin's end tells the agent, and the run's folder stays
 
 
 def _make_replica(run_dir: Path, spec: dict[str, Any]) -> Any:
@@ -165,11 +175,13 @@ def _pump(
         if not changes:
             break
         state["change_id"] = last
-        out.send(t="changes", changes=changes)
+        out.send(t="changes", changes=changes, upto=last)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) in (3, 4) and args[0] == "--recover":
+        return _recover(Path(args[1]).resolve(), int(args[2]), kill=args[3:] == ["kill"])
     if len(args) != 1:
         print("usage: python -m mlws.compute.agent RUN_DIR", file=sys.stderr)
         return 2
@@ -213,6 +225,52 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not state["started"]:  # nothing of the script's to keep: leave no folder behind
             _remove_run_folder(run_dir)
+
+
+def _recover(run_dir: Path, after: int, kill: bool = False) -> int:
+    """``--recover RUN_DIR AFTER [kill]``: what a supervisor whose session dropped (a network
+    stall) needs to finish the run from a new connection, as one JSON line: ``exit`` (the
+    script's exit status once it ended, and ``endedBy``), ``agent`` (whether the agent still
+    runs), the replica's changes after id ``after`` (``upto``: the last id), and ``folder``
+    (False when the run's folder is gone). ``kill``: end the script's group first (a cancel)."""
+    import sqlite3
+
+    from ..lifecycle import process_alive
+    from . import replica
+
+    info: dict[str, Any] = {"folder": run_dir.is_dir(), "exit": None, "agent": False}
+    info.update(upto=after, changes=[])
+    # The exit file first: once it is there, every change the script made is in the replica.
+    try:
+        info.update(json.loads((run_dir / EXIT_FILE).read_text()))
+    except (OSError, ValueError):
+        pass
+    db = run_dir / REPLICA / "mlws.db"
+    if db.is_file():
+        conn = sqlite3.connect(str(db), timeout=30)
+        try:
+            me = conn.execute(
+                "SELECT supervisor_pid, supervisor_start, pid, pid_start FROM runs"
+                " WHERE working_dir = ?",
+                (str(run_dir),),
+            ).fetchone()
+            if me is not None:
+                info["agent"] = process_alive(me[0], me[1])
+                if kill and me[2] and process_alive(me[2], me[3]):
+                    try:
+                        os.killpg(me[2], signal.SIGKILL)
+                    except OSError:
+                        pass
+            while True:
+                last, changes = replica.read_changes(conn, info["upto"])
+                if not changes:
+                    break
+                info["upto"] = last
+                info["changes"] += changes
+        finally:
+            conn.close()
+    sys.stdout.write(json.dumps(info, default=str) + "\n")
+    return 0
 
 
 def _remove_run_folder(run_dir: Path) -> None:
@@ -303,6 +361,17 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) 
     state["started"] = True
     for fd in secrets_fds:  # the script's ends
         os.close(fd)
+
+    def record_exit() -> None:
+        # At once, in its own thread: the main loop may be stuck writing to a stalled session,
+        # and a supervisor that reconnects (--recover) reads the outcome from this file.
+        rc = proc.wait()
+        ended_by = "the lost connection" if flags["eof"] else None
+        tmp = run_dir / f"{EXIT_FILE}.tmp"
+        tmp.write_text(json.dumps({"exit": rc, "endedBy": ended_by}))
+        os.replace(tmp, run_dir / EXIT_FILE)
+
+    threading.Thread(target=record_exit, name="mlws-agent-exit", daemon=True).start()
     with ws.catalog.write() as conn:
         conn.execute(
             "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 #: Waits before each new try of a failed copy of outputs and logs home (a backoff, 7.5 s in all).
 COPY_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+#: How long a run whose session ended waits for its host to answer again (reconnecting with a
+#: backoff) before it fails with ConnectionLost; every answer starts the window again.
+RECONNECT_S = 12.0
 #: Logs written on this side of a run (mlws's notes, the ssh client's stderr): never copied over.
 _LOCAL_LOGS = ("--exclude=/logs/remote.log", "--exclude=/logs/ssh.log")
 
@@ -127,6 +130,8 @@ class _SshRun:
         #: What the agent said when it could not run the script (raised once its logs are home).
         self.agent_error: MlwsError | None = None
         self._ssh_log_offset = 0
+        #: The last of the replica's changes applied here (a reconnect asks for those after it).
+        self._change_id = 0
         self._t0 = time.monotonic()
         me = sup.ws.catalog.one(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (sup.run_id,)
@@ -224,6 +229,10 @@ class _SshRun:
             self._send("done")  # the agent removes the run's folder on the host
             raise self.agent_error
         lost = outcome[1] is not None and outcome[1].get("code") == "ConnectionLost"
+        if lost:
+            recovered = self._recover(workdir, err_path, deferred)
+            if recovered is not None:
+                outcome, lost = recovered, False
         if outcome[0] != "Canceled":
             set_status(ws, self.run_id, "Finalizing")
         self._note(err_path, f"script ended: {outcome[0]}")
@@ -404,20 +413,6 @@ class _SshRun:
                     self.proc.wait()
                     if canceled or sup.status() == "CancelRequested":
                         return ("Canceled", None), deferred
-                    if self._host_answers():
-                        # The session ended but the host is there: the agent itself died (killed,
-                        # out of memory). Its run folder is intact, so what it has comes home.
-                        said = self._ssh_said_since(workdir / "logs" / "ssh.log")
-                        return (
-                            "Failed",
-                            {
-                                "code": "AgentDied",
-                                "message": f"the mlws agent on {self.node} ended before the script"
-                                f" did (ssh exit {self.proc.returncode}{': ' + said if said else ''});"
-                                " the host still answers, so the run's outputs and logs there are"
-                                " copied home",
-                            },
-                        ), deferred
                     return (
                         "Failed",
                         {
@@ -432,6 +427,7 @@ class _SshRun:
                     log.flush()
                 elif kind == "changes":
                     deferred += replica.apply_changes(self.home, ev["changes"])
+                    self._change_id = int(ev.get("upto") or self._change_id)
                 elif kind == "interpreter":
                     set_status(ws, self.run_id, "Starting")
                 elif kind == "started":
@@ -481,13 +477,73 @@ class _SshRun:
             return ("Failed", None), deferred
         return exit_outcome(rc, workdir / "logs" / "driver.log"), deferred
 
-    def _host_answers(self) -> bool:
-        """Whether the host still runs commands (over a new master if the old one went)."""
-        try:
-            self.conn.open()
-            return self.conn.run("true", timeout=15).returncode == 0
-        except MlwsError:
-            return False
+    def _recover(
+        self, workdir: Path, err_path: Path, deferred: list[dict[str, Any]]
+    ) -> tuple[str, dict[str, Any] | None] | None:
+        """The agent's session ended while the run ran (a network stall, a killed agent):
+        reconnect and follow the run from its folder on the host (``agent --recover``) until
+        the script's end, bringing its catalog changes home meanwhile. Returns the outcome, or
+        ``None`` when the host gave no answer for ``RECONNECT_S`` (or its folder is gone)."""
+        from ..runner import exit_outcome
+
+        self._note(err_path, "the agent's session ended; reconnecting")
+        command = (
+            f"PYTHONPATH={shlex.quote(self.conn.lib_path())} {shlex.quote(self.config['python'])}"
+            f" -m mlws.compute.agent --recover {shlex.quote(self.remote_dir)}"
+        )
+        deadline = time.monotonic() + RECONNECT_S
+        delay = 0.25
+        while time.monotonic() < deadline:
+            cancel = self.sup.status() == "CancelRequested"
+            try:
+                self.conn.open()
+                r = self.conn.run(f"{command} {self._change_id}{' kill' if cancel else ''}")
+                info = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
+            except (MlwsError, ValueError, IndexError):
+                info = None
+            if isinstance(info, dict):
+                if not info.get("folder"):
+                    return None
+                deadline = time.monotonic() + RECONNECT_S  # it answers: the window starts again
+                delay = 0.25
+                deferred += replica.apply_changes(self.home, info.get("changes") or [])
+                self._change_id = int(info.get("upto") or self._change_id)
+                if cancel:
+                    return ("Canceled", None)
+                if info.get("exit") is not None and not info.get("endedBy"):
+                    self._note(err_path, "reconnected: the script ended on the host")
+                    try:  # the log's last lines say why a script failed
+                        self.conn.rsync(
+                            f":{self.remote_dir}/logs", str(workdir) + "/", options=_LOCAL_LOGS
+                        )
+                    except MlwsError:
+                        pass
+                    return exit_outcome(int(info["exit"]), workdir / "logs" / "driver.log")
+                if info.get("exit") is not None or not info.get("agent"):
+                    # The agent is gone and the script with it (it ends the script when its
+                    # session ends, and a killed agent's script dies with it).
+                    self._note(err_path, "reconnected: the agent had ended")
+                    said = self._ssh_said_since(workdir / "logs" / "ssh.log")
+                    code = "ConnectionLost" if info.get("endedBy") else "AgentDied"
+                    why = (
+                        "the connection was lost and the agent ended the script"
+                        if info.get("endedBy")
+                        else "the mlws agent ended before the script did"
+                    )
+                    return (
+                        "Failed",
+                        {
+                            "code": code,
+                            "message": f"on {self.node}: {why}"
+                            f" (ssh exit {self.proc.returncode if self.proc else '?'}"
+                            f"{': ' + said if said else ''}); the host still answers, so the"
+                            " run's outputs and logs there are copied home",
+                        },
+                    )
+                # The script still runs on the host: follow it from here.
+            time.sleep(delay)
+            delay = min(delay * 2, 4.0)
+        return None
 
     def _ssh_said_since(self, path: Path) -> str:
         """What the ssh client wrote since the agent's session started ("" if nothing): earlier
