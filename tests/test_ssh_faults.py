@@ -347,3 +347,14 @@ def test_a_network_stall_reconnects_and_fetches_what_the_host_has(
     wait_until(
         lambda: not (homed.home / ".mlws" / "runs" / run.id).exists(), 15, "the host's run folder"
     )
+
+
+@pytest.mark.parametrize("value", [-1, "10", True, 1e9])
+def test_a_bad_reconnect_seconds_is_one_clear_error_and_records_nothing(
+    ws: Workspace, value: Any
+) -> None:
+    from mlws import ComputeTargetException
+
+    with pytest.raises(ComputeTargetException, match="reconnect_seconds must be a number"):
+        RemoteCompute.attach_configuration("127.0.0.1", reconnect_seconds=value, check=False)
+    assert [t.name for t in ComputeTarget.list(ws)] == ["local"]

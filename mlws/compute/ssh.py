@@ -64,6 +64,7 @@ class RemoteCompute(ComputeTarget):
         ssh_options: list[str] | None = None,
         check: bool = True,
         cache_dir: str | None = None,
+        reconnect_seconds: float = 30.0,
     ) -> ComputeConfiguration:
         """Describe hosts to attach (Azure v1 signature, plus mlws options).
 
@@ -79,6 +80,8 @@ class RemoteCompute(ComputeTarget):
         :param ssh_options: extra ``-o`` options, e.g. ``["UserKnownHostsFile=/path"]``.
         :param check: connect to every host before recording the target.
         :param cache_dir: where the hosts keep built environments (default ``~/.cache/mlws``).
+        :param reconnect_seconds: how long a run whose ssh session dropped (a network stall)
+            keeps trying to reach its host again before it fails with ``ConnectionLost``.
         :raises ComputeTargetException: bad arguments, unreadable key, password login.
         """
         if password is not None:
@@ -103,6 +106,14 @@ class RemoteCompute(ComputeTarget):
             )
         if cache_dir is not None:
             check_host_path(cache_dir, "cache_dir", absolute=True)
+        if (
+            isinstance(reconnect_seconds, bool)
+            or not isinstance(reconnect_seconds, (int, float))
+            or not 0 <= reconnect_seconds <= 86400
+        ):
+            raise ComputeTargetException(
+                f"reconnect_seconds must be a number of seconds from 0 to 86400, got {reconnect_seconds!r}"
+            )
         secrets = {}
         if private_key_file is not None:
             secrets[KEY_SECRET] = read_key(Path(private_key_file), private_key_passphrase)
@@ -117,6 +128,7 @@ class RemoteCompute(ComputeTarget):
                 "key": bool(secrets),
                 "check": check,
                 "cacheDir": cache_dir,
+                "reconnectS": float(reconnect_seconds),
             },
             secrets,
         )

@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 #: Waits before each new try of a failed copy of outputs and logs home (a backoff, 7.5 s in all).
 COPY_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 #: How long a run whose session ended waits for its host to answer again (reconnecting with a
-#: backoff) before it fails with ConnectionLost; every answer starts the window again.
-RECONNECT_S = 12.0
+#: backoff) before it fails with ConnectionLost, unless the target says (``reconnect_seconds``):
+#: a 30 s stall is noticed after ~15 s (ServerAlive 5 s x 3) and each try may wait 10 s
+#: (ConnectTimeout), so 30 s lets such a stall end; every answer starts the window again.
+RECONNECT_S = 30.0
 #: Logs written on this side of a run (mlws's notes, the ssh client's stderr): never copied over.
 _LOCAL_LOGS = ("--exclude=/logs/remote.log", "--exclude=/logs/ssh.log")
 
@@ -483,7 +485,7 @@ class _SshRun:
         """The agent's session ended while the run ran (a network stall, a killed agent):
         reconnect and follow the run from its folder on the host (``agent --recover``) until
         the script's end, bringing its catalog changes home meanwhile. Returns the outcome, or
-        ``None`` when the host gave no answer for ``RECONNECT_S`` (or its folder is gone)."""
+        ``None`` when the host gave no answer for ``reconnect_seconds`` (or its folder is gone)."""
         from ..runner import exit_outcome
 
         self._note(err_path, "the agent's session ended; reconnecting")
@@ -491,7 +493,8 @@ class _SshRun:
             f"PYTHONPATH={shlex.quote(self.conn.lib_path())} {shlex.quote(self.config['python'])}"
             f" -m mlws.compute.agent --recover {shlex.quote(self.remote_dir)}"
         )
-        deadline = time.monotonic() + RECONNECT_S
+        window = float(self.config.get("reconnectS", RECONNECT_S))
+        deadline = time.monotonic() + window
         delay = 0.25
         while time.monotonic() < deadline:
             cancel = self.sup.status() == "CancelRequested"
@@ -504,7 +507,7 @@ class _SshRun:
             if isinstance(info, dict):
                 if not info.get("folder"):
                     return None
-                deadline = time.monotonic() + RECONNECT_S  # it answers: the window starts again
+                deadline = time.monotonic() + window  # it answers: the window starts again
                 delay = 0.25
                 deferred += replica.apply_changes(self.home, info.get("changes") or [])
                 self._change_id = int(info.get("upto") or self._change_id)
