@@ -134,6 +134,7 @@ class _SshRun:
         self._ssh_log_offset = 0
         #: The last of the replica's changes applied here (a reconnect asks for those after it).
         self._change_id = 0
+        self._script_started: float | None = None
         self._t0 = time.monotonic()
         me = sup.ws.catalog.one(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (sup.run_id,)
@@ -433,7 +434,7 @@ class _SshRun:
                 elif kind == "interpreter":
                     set_status(ws, self.run_id, "Starting")
                 elif kind == "started":
-                    started = time.monotonic()
+                    started = self._script_started = time.monotonic()
                     set_status(ws, self.run_id, "Running")
                 elif kind == "build":
                     self._record_build(ev.get("row") or {})
@@ -496,11 +497,18 @@ class _SshRun:
         window = float(self.config.get("reconnectS", RECONNECT_S))
         deadline = time.monotonic() + window
         delay = 0.25
+        limit = self.sup.definition.get("maxRunDurationSeconds")
         while time.monotonic() < deadline:
             cancel = self.sup.status() == "CancelRequested"
+            # The script's time limit holds while it is followed from here too.
+            over = bool(
+                limit
+                and self._script_started is not None
+                and time.monotonic() - self._script_started > float(limit)
+            )
             try:
                 self.conn.open()
-                r = self.conn.run(f"{command} {self._change_id}{' kill' if cancel else ''}")
+                r = self.conn.run(f"{command} {self._change_id}{' kill' if cancel or over else ''}")
                 info = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
             except (MlwsError, ValueError, IndexError):
                 info = None
@@ -522,6 +530,15 @@ class _SshRun:
                     except MlwsError:
                         pass
                     return exit_outcome(int(info["exit"]), workdir / "logs" / "driver.log")
+                if over:
+                    return (
+                        "Failed",
+                        {
+                            "code": "RunTimeout",
+                            "message": f"the run exceeded max_run_duration_seconds={limit} and"
+                            " was killed",
+                        },
+                    )
                 if info.get("exit") is not None or not info.get("agent"):
                     # The agent is gone and the script with it (it ends the script when its
                     # session ends, and a killed agent's script dies with it).
