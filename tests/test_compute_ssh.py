@@ -428,7 +428,8 @@ def test_host_going_away_fails_the_run_and_leaves_nothing_running(
     ssh_server: SshServer,
     tmp_path: Path,
 ) -> None:
-    solo = attach("solo", servers=[ssh_server])
+    # A host that stays away is waited for reconnect_seconds (30 s by default) first.
+    solo = attach("solo", servers=[ssh_server], reconnect_seconds=2)
     gate, pid_file = tmp_path / "gate", tmp_path / "script.pid"
     src = make_source(tmp_path, BLOCKER)
     run = submit(ws, src, gate, pid_file, target="solo")

@@ -7,13 +7,15 @@ is one, starts the script in its own process group and streams JSON lines on std
 
     {"t": "hello", "protocol": 1, "version": ..}  first, before the instructions are read
                                                 (with "missing": "..." when it cannot run)
+    {"t": "build", "row": {..}}                 this run built the environment (its catalog row)
     {"t": "interpreter", "path": ".."}          the environment is ready
     {"t": "started", "pid": 123, "host": "h"}   the script runs
     {"t": "log", "data": "..."}                 new driver-log text
     {"t": "changes", "changes": [...]}          remote-catalog changes (metrics, tags, child runs, ...)
     {"t": "secrets", "id": 1, "names": [..]}    the script asks for key-vault secrets
     {"t": "exit", "rc": 0}                      the script ended (rc < 0: killed by a signal)
-    {"t": "error", "message": "...", "trace": ".."}  the agent could not run the script
+    {"t": "error", "message": "...", "trace": ".."}  the agent could not run the script (the
+                                                run's folder stays until ``done``: logs come home)
 
 Lines on stdin: ``cancel`` (SIGTERM to the group, SIGKILL after the grace period), ``kill``,
 ``done`` (outputs are home: remove the run's folder), and ``{"id": 1, "values": {..}}`` /
@@ -22,6 +24,11 @@ script's ``get_secret`` asks through a pipe pair (``MLWS_SECRETS_FDS``), the age
 End of stdin means the supervisor or the connection is gone: the script's group is killed, so
 nothing runs on the host that nobody will collect; the run folder is kept (outputs may still be
 fetched) unless ``done`` came.
+
+``python -m mlws.compute.agent --recover RUN_DIR AFTER [kill]`` is how a supervisor whose session
+dropped (a network stall) follows the run from a new connection: one JSON line with the script's
+exit status once it ended (``.mlws-exit.json``, written the moment it ends), whether the agent
+still runs, and the replica's changes after id ``AFTER`` (``changes`` events carry ``upto``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 REPLICA = ".mlws-replica"
+#: Written in the run's folder when the script ends: its exit status, for ``--recover``.
+EXIT_FILE = ".mlws-exit.json"
 #: The agent's protocol with the supervising process; a host whose mlws speaks another one gets
 #: this mlws shipped.
 PROTOCOL = 1
@@ -72,8 +81,11 @@ class _Out:
     def send(self, **msg: Any) -> None:
         data = (json.dumps(msg, default=str) + "\n").encode()
         with self._lock:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+            try:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            except OSError:
+                pass  # the session is gone: stdin's end tells the agent, and the run's folder stays
 
 
 def _make_replica(run_dir: Path, spec: dict[str, Any]) -> Any:
@@ -163,11 +175,13 @@ def _pump(
         if not changes:
             break
         state["change_id"] = last
-        out.send(t="changes", changes=changes)
+        out.send(t="changes", changes=changes, upto=last)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) in (3, 4) and args[0] == "--recover":
+        return _recover(Path(args[1]).resolve(), int(args[2]), kill=args[3:] == ["kill"])
     if len(args) != 1:
         print("usage: python -m mlws.compute.agent RUN_DIR", file=sys.stderr)
         return 2
@@ -182,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": mlws.__version__,
         "file": mlws.__file__,
     }
-    state = {"started": False}
+    state: dict[str, Any] = {"started": False}
     try:
         # Inside the try: if the session is gone already (canceled at once), the folder the
         # snapshot was copied into still goes.
@@ -202,10 +216,61 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             out.send(t="error", message=f"{type(e).__name__}: {e}", trace=traceback.format_exc())
+            # The supervisor copies the logs home (a failed build's environment.log), then
+            # says "done"; only then does the folder go.
+            flags = state.get("flags")
+            while isinstance(flags, dict) and not (flags["done"] or flags["eof"]):
+                time.sleep(0.02)
             return 1
     finally:
         if not state["started"]:  # nothing of the script's to keep: leave no folder behind
             _remove_run_folder(run_dir)
+
+
+def _recover(run_dir: Path, after: int, kill: bool = False) -> int:
+    """``--recover RUN_DIR AFTER [kill]``: what a supervisor whose session dropped (a network
+    stall) needs to finish the run from a new connection, as one JSON line: ``exit`` (the
+    script's exit status once it ended, and ``endedBy``), ``agent`` (whether the agent still
+    runs), the replica's changes after id ``after`` (``upto``: the last id), and ``folder``
+    (False when the run's folder is gone). ``kill``: end the script's group first (a cancel)."""
+    import sqlite3
+
+    from ..processes import process_alive
+    from . import remote_catalog
+
+    info: dict[str, Any] = {"folder": run_dir.is_dir(), "exit": None, "agent": False}
+    info.update(upto=after, changes=[])
+    # The exit file first: once it is there, every change the script made is in the replica.
+    try:
+        info.update(json.loads((run_dir / EXIT_FILE).read_text()))
+    except (OSError, ValueError):
+        pass
+    db = run_dir / REPLICA / "mlws.db"
+    if db.is_file():
+        conn = sqlite3.connect(str(db), timeout=30)
+        try:
+            me = conn.execute(
+                "SELECT supervisor_pid, supervisor_start, pid, pid_start FROM runs"
+                " WHERE working_dir = ?",
+                (str(run_dir),),
+            ).fetchone()
+            if me is not None:
+                info["agent"] = process_alive(me[0], me[1])
+                if kill and me[2] and process_alive(me[2], me[3]):
+                    try:
+                        os.killpg(me[2], signal.SIGKILL)
+                    except OSError:
+                        pass
+            while True:
+                last, changes = remote_catalog.read_changes(conn, info["upto"])
+                if not changes:
+                    break
+                info["upto"] = last
+                info["changes"] += changes
+        finally:
+            conn.close()
+    sys.stdout.write(json.dumps(info, default=str) + "\n")
+    return 0
 
 
 def _remove_run_folder(run_dir: Path) -> None:
@@ -215,7 +280,7 @@ def _remove_run_folder(run_dir: Path) -> None:
     remove_run_folder(run_dir)
 
 
-def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool]) -> int:
+def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) -> int:
     from ..keyvault import CHANNEL_ENV
     from ..processes import process_start_time
     from .script import script_argv, script_env, start_script
@@ -228,6 +293,7 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool])
     run_id = spec["run"]["id"]
 
     flags = {"cancel": False, "kill": False, "done": False, "eof": False}
+    state["flags"] = flags  # type: ignore[assignment]
 
     answers: dict[int, queue.Queue[dict[str, Any]]] = {}
 
@@ -252,13 +318,22 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool])
     if d["environment"].get("managed"):
         from ..environments import Environment, resolve
 
+        env_def = Environment.from_dict(d["environment"])
         with open(run_dir / "logs" / "environment.log", "a") as log:
             log.write(f"Environment {d['environment']['name']!r} on {socket.gethostname()}\n")
             log.flush()
-            d["environment"]["interpreter"] = resolve(
-                Environment.from_dict(d["environment"]), ws, log=log
-            )
+            try:
+                d["environment"]["interpreter"] = resolve(env_def, ws, log=log)
+            except Exception as e:
+                log.write(f"Failed: {e}\n")  # the log comes home and says why
+                raise
             log.write(f"Ready: {d['environment']['interpreter']}\n")
+        # Built by this run (the replica is new): the catalog at home records it too.
+        build = ws.catalog.one(
+            "SELECT * FROM environment_builds WHERE spec_hash = ?", (env_def.spec_hash(),)
+        )
+        if build is not None:
+            out.send(t="build", row=dict(build))
         out.send(t="interpreter", path=d["environment"]["interpreter"])
         if flags["eof"] or flags["cancel"] or flags["kill"]:
             out.send(t="exit", rc=-int(signal.SIGTERM))
@@ -286,6 +361,17 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool])
     state["started"] = True
     for fd in secrets_fds:  # the script's ends
         os.close(fd)
+
+    def record_exit() -> None:
+        # At once, in its own thread: the main loop may be stuck writing to a stalled session,
+        # and a supervisor that reconnects (--recover) reads the outcome from this file.
+        rc = proc.wait()
+        ended_by = "the lost connection" if flags["eof"] else None
+        tmp = run_dir / f"{EXIT_FILE}.tmp"
+        tmp.write_text(json.dumps({"exit": rc, "endedBy": ended_by}))
+        os.replace(tmp, run_dir / EXIT_FILE)
+
+    threading.Thread(target=record_exit, name="mlws-agent-exit", daemon=True).start()
     with ws.catalog.write() as conn:
         conn.execute(
             "UPDATE runs SET pid = ?, pid_start = ? WHERE id = ?",

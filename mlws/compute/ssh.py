@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ComputeTargetException
 from ..sshhost import check_host_path, parse_host, read_key
 from . import ComputeConfiguration, ComputeTarget, register_type
-from .sshconn import Connection, Node, key_dir
+from .sshconn import Connection, Node, check_login_home, key_dir
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -60,6 +60,7 @@ class RemoteCompute(ComputeTarget):
         ssh_options: list[str] | None = None,
         check: bool = True,
         cache_dir: str | None = None,
+        reconnect_seconds: float = 30.0,
     ) -> ComputeConfiguration:
         """Describe hosts to attach (Azure v1 signature, plus mlws options).
 
@@ -75,6 +76,8 @@ class RemoteCompute(ComputeTarget):
         :param ssh_options: extra ``-o`` options, e.g. ``["UserKnownHostsFile=/path"]``.
         :param check: connect to every host before recording the target.
         :param cache_dir: where the hosts keep built environments (default ``~/.cache/mlws``).
+        :param reconnect_seconds: how long a run whose ssh session dropped (a network stall)
+            keeps trying to reach its host again before it fails with ``ConnectionLost``.
         :raises ComputeTargetException: bad arguments, unreadable key, password login.
         """
         if password is not None:
@@ -99,6 +102,14 @@ class RemoteCompute(ComputeTarget):
             )
         if cache_dir is not None:
             check_host_path(cache_dir, "cache_dir", absolute=True)
+        if (
+            isinstance(reconnect_seconds, bool)
+            or not isinstance(reconnect_seconds, (int, float))
+            or not 0 <= reconnect_seconds <= 86400
+        ):
+            raise ComputeTargetException(
+                f"reconnect_seconds must be a number of seconds from 0 to 86400, got {reconnect_seconds!r}"
+            )
         secrets = {}
         if private_key_file is not None:
             secrets[KEY_SECRET] = read_key(Path(private_key_file), private_key_passphrase)
@@ -113,6 +124,7 @@ class RemoteCompute(ComputeTarget):
                 "key": bool(secrets),
                 "check": check,
                 "cacheDir": cache_dir,
+                "reconnectS": float(reconnect_seconds),
             },
             secrets,
         )
@@ -125,21 +137,28 @@ class RemoteCompute(ComputeTarget):
         if not config.config.get("check", True):
             return
         key = config.secrets.get(KEY_SECRET)
+        homes: dict[str, str] = {}
         for node in nodes_of(config.config):
             conn = Connection(ws, name, config.config, node, key_text=key)
             try:
                 conn.open()
                 python = config.config["python"]
+                # The login's home comes in the same round trip: a relative work_dir is
+                # resolved against it once, here, and recorded (see Connection.work_dir).
                 r = conn.run(
-                    f"test -x {shlex.quote(python)} && {shlex.quote(python)} -c 'import sys; print(sys.version_info[:2] >= (3, 8))'"
+                    f"test -x {shlex.quote(python)} && {shlex.quote(python)} -c 'import sys; print(sys.version_info[:2] >= (3, 8))' && pwd"
                 )
-                if r.returncode != 0 or r.stdout.strip() != "True":
+                lines = r.stdout.split("\n")
+                if r.returncode != 0 or lines[0].strip() != "True":
                     raise ComputeTargetException(
                         f"host {node}: no Python 3.8+ at {python}; pass python_path= with the "
                         "absolute path of the host's python"
                     )
+                homes[str(node)] = check_login_home(node, lines[1] if len(lines) > 1 else "")
             finally:
                 conn.close()
+        if not config.config["workDir"].startswith("/"):
+            config.config["homes"] = homes
 
     def _release(self) -> None:
         # No run of this target is active (delete checks): its master connections can go.

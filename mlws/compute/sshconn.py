@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 import shlex
 import subprocess
@@ -80,6 +81,7 @@ class Connection:
         self._key_text = key_text
         self._key_file: Path | None = None
         self._via_master = False
+        self._home: str | None = None
         # One master connection per (workspace, target, host): another target on the same
         # host (another key, another user) never rides on, or closes, this target's sessions.
         if key_text is None:
@@ -238,12 +240,28 @@ class Connection:
                 f"{self.node}: copying {' '.join(paths[:-1])} to {paths[-1]} failed: {last_line(r.stderr)}"
             )
 
+    def work_dir(self) -> str:
+        """The target's ``work_dir`` on this host as an absolute path. A relative one is under
+        the login's home: resolved once, at attach (recorded in the target's ``homes``), or at
+        the first use of a connection of a target attached with ``check=False``. Absolute,
+        because the agent runs in the run's folder, where a relative PYTHONPATH means nothing."""
+        work_dir = str(self.config["workDir"])
+        if work_dir.startswith("/"):
+            return work_dir
+        home = (self.config.get("homes") or {}).get(str(self.node)) or self._home
+        if home is None:
+            # pwd, not $HOME: relative paths (rsync's too) are relative to where sshd starts a
+            # session, the login's home folder.
+            home = check_login_home(self.node, self.check("pwd", "finding the login's home"))
+            self._home = home
+        return posixpath.normpath(f"{home}/{work_dir}")
+
     # -- mlws on the host --------------------------------------------------------------------
     def lib_path(self) -> str:
         """Where this very mlws lives on the host once shipped (version and source hash)."""
         from .. import __version__
 
-        return f"{self.config['workDir']}/lib/mlws-{__version__}-{_source_hash()}"
+        return f"{self.work_dir()}/lib/mlws-{__version__}-{_source_hash()}"
 
     def ensure_mlws(self, log: IO[str]) -> str:
         """Make ``mlws.compute.agent`` importable by the host's Python; returns the PYTHONPATH
@@ -398,6 +416,17 @@ def run_tool(
         raise ComputeTargetException(
             f"{node}: {what} got no answer within {timeout:.0f} s"
         ) from None
+
+
+def check_login_home(node: Node, text: str) -> str:
+    """The login's home folder as a host printed it (``pwd``). :raises ComputeTargetException:"""
+    home = text.strip()
+    if not home.startswith("/") or "\n" in home:
+        raise ComputeTargetException(
+            f"{node}: cannot tell the login's home folder (pwd said {text.strip()!r});"
+            " attach with an absolute work_dir="
+        )
+    return home
 
 
 def ssh_said(path: Path) -> str:

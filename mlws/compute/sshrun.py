@@ -13,22 +13,32 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import MlwsError
+from ..errors import ComputeTargetException, MlwsError
 from . import remote_catalog
 from .ssh import nodes_of
-from .sshconn import Connection, Node, ssh_said
+from .sshconn import Connection, Node, last_line, ssh_said
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
     from .supervisor import RunSupervisor
 
+#: Waits before each new try of a failed copy of outputs and logs home (a backoff, 7.5 s in all).
+COPY_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+#: How long a run whose session ended waits for its host to answer again (reconnecting with a
+#: backoff) before it fails with ConnectionLost, unless the target says (``reconnect_seconds``):
+#: a 30 s stall is noticed after ~15 s (ServerAlive 5 s x 3) and each try may wait 10 s
+#: (ConnectTimeout), so 30 s lets such a stall end; every answer starts the window again.
+RECONNECT_S = 30.0
 #: Logs written on this side of a run (mlws's notes, the ssh client's stderr): never copied over.
 _LOCAL_LOGS = ("--exclude=/logs/remote.log", "--exclude=/logs/ssh.log")
 
 
 # -- a run on a node -------------------------------------------------------------------------------
 def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
-    """Run ``sup``'s run on a free node of an ``ssh`` target (waits ``Queued`` for one)."""
+    """Run ``sup``'s run on a free node of an ``ssh`` target (waits ``Queued`` for one).
+
+    A node that does not answer is skipped, and tried again after a backoff (recorded in the
+    workspace, so every run of the target skips it); the run fails only when no node answers."""
     from ..runs import set_status
     from .local import hold_slot
 
@@ -41,15 +51,72 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
         return sup.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
 
     folder = sup.ws.path / "locks" / "compute" / target
-    with hold_slot(folder, lambda: slots, keep_waiting, may_start=sup.first_in_line) as name:
-        if name is None:
-            set_status(sup.ws, sup.run_id, "Canceled")
-            return
-        run = _SshRun(sup, target, config, by_slot[name])
+    health = _Health(folder)
+
+    def answering_slots() -> list[str]:
+        return [s for s in slots if not health.resting(by_slot[s])]
+
+    while True:
+        with hold_slot(folder, answering_slots, keep_waiting, may_start=sup.first_in_line) as name:
+            if name is None:
+                set_status(sup.ws, sup.run_id, "Canceled")
+                return
+            node = by_slot[name]
+            run = _SshRun(sup, target, config, node)
+            try:
+                try:
+                    run.conn.open()
+                except ComputeTargetException as e:
+                    health.failed(node, str(e))
+                    if all(health.resting(n) for n in nodes):
+                        raise ComputeTargetException(
+                            f"no host of compute target {target!r} answers: "
+                            + "; ".join(f"{n}: {health.error(n)}" for n in nodes)
+                        ) from None
+                    continue  # the slot goes back; another node's is taken
+                health.answered(node)
+                run.run()
+                return
+            finally:
+                run.conn.forget_key()
+
+
+class _Health:
+    """Which nodes of a target did not answer lately (a file per node beside the slot locks):
+    such a node rests ``2, 4, 8, ... 120`` s after each failed connection, then is tried again."""
+
+    FIRST_S = 2.0
+    MAX_S = 120.0
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, node: Node) -> Path:
+        return self.folder / f"down-{node.slug}.json"
+
+    def _read(self, node: Node) -> dict[str, Any]:
         try:
-            run.run()
-        finally:
-            run.conn.forget_key()
+            value = json.loads(self._path(node).read_text())
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def resting(self, node: Node) -> bool:
+        return float(self._read(node).get("retryAt", 0)) > time.time()
+
+    def error(self, node: Node) -> str:
+        return str(self._read(node).get("error", "no answer"))
+
+    def failed(self, node: Node, error: str) -> None:
+        from ..workspace import _write_atomic
+
+        failures = int(self._read(node).get("failures", 0)) + 1
+        rest = min(self.FIRST_S * 2 ** (failures - 1), self.MAX_S)
+        record = {"failures": failures, "retryAt": time.time() + rest, "error": error}
+        _write_atomic(self._path(node), json.dumps(record).encode(), 0o644)
+
+    def answered(self, node: Node) -> None:
+        self._path(node).unlink(missing_ok=True)
 
 
 class _SshRun:
@@ -62,6 +129,12 @@ class _SshRun:
         self.conn = Connection(sup.ws, target, config, node)
         self.remote_dir = f"{config['workDir']}/runs/{sup.run_id}"
         self.proc: subprocess.Popen[bytes] | None = None
+        #: What the agent said when it could not run the script (raised once its logs are home).
+        self.agent_error: MlwsError | None = None
+        self._ssh_log_offset = 0
+        #: The last of the replica's changes applied here (a reconnect asks for those after it).
+        self._change_id = 0
+        self._script_started: float | None = None
         self._t0 = time.monotonic()
         me = sup.ws.catalog.one(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (sup.run_id,)
@@ -91,9 +164,10 @@ class _SshRun:
             )
         err_path = workdir / "logs" / "remote.log"
         self._t0 = time.monotonic()
-        self._note(err_path, f"run {self.run_id} on {self.node} ({self.remote_dir})")
+        self._note(err_path, f"run {self.run_id} on {self.node}")
         self.conn.open()
-        self._note(err_path, "connected")
+        self.remote_dir = f"{self.conn.work_dir()}/runs/{self.run_id}"
+        self._note(err_path, f"connected ({self.remote_dir})")
         # The agent starts (Python, imports: the slow part on a host) while the snapshot is
         # copied; it waits for its instructions, which are sent once the copy is complete.
         ssh_err = workdir / "logs" / "ssh.log"
@@ -150,7 +224,18 @@ class _SshRun:
         except OSError:
             pass  # the session died at once: the reader sees the end and says so
         outcome, deferred = self._follow(events, workdir)
+        if self.agent_error is not None:
+            try:
+                self.conn.rsync(f":{self.remote_dir}/logs", str(workdir) + "/", options=_LOCAL_LOGS)
+            except MlwsError as e:
+                self._note(err_path, f"could not copy the logs home: {e}")
+            self._send("done")  # the agent removes the run's folder on the host
+            raise self.agent_error
         lost = outcome[1] is not None and outcome[1].get("code") == "ConnectionLost"
+        if lost:
+            recovered = self._recover(workdir, err_path, deferred)
+            if recovered is not None:
+                outcome, lost = recovered, False
         if outcome[0] != "Canceled":
             set_status(ws, self.run_id, "Finalizing")
         self._note(err_path, f"script ended: {outcome[0]}")
@@ -162,10 +247,9 @@ class _SshRun:
                 sources.append(f":{self.remote_dir}/.mlws-replica/blobs")
             try:
                 self._copy_home(sources, workdir)
-            except MlwsError:
-                try:  # once more, over a new connection if the master went away
-                    self.conn.open()
-                    self._copy_home(sources, workdir)
+            except MlwsError as first:
+                try:
+                    self._copy_home_again(sources, workdir, err_path, first)
                 except MlwsError as e:
                     copied = False
                     warnings.append(str(e))
@@ -211,6 +295,23 @@ class _SshRun:
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
+    def _copy_home_again(
+        self, sources: list[str], workdir: Path, err_path: Path, error: MlwsError
+    ) -> None:
+        """The copy home failed: try again after 0.5, 1, 2 and 4 s (a network that hiccups, a
+        host busy for a moment), each time over a new connection if the master went away.
+        :raises MlwsError: the last failure."""
+        for delay in COPY_RETRY_DELAYS_S:
+            self._note(err_path, f"copying home failed ({error}); again in {delay:g} s")
+            time.sleep(delay)
+            try:
+                self.conn.open()
+                self._copy_home(sources, workdir)
+                return
+            except MlwsError as e:
+                error = e
+        raise error
+
     def _copy_home(self, sources: list[str], workdir: Path) -> None:
         self.conn.rsync(*sources, str(workdir) + "/", options=_LOCAL_LOGS)
         if self.sup.definition.get("outputs"):
@@ -251,6 +352,7 @@ class _SshRun:
             + f" exec {shlex.quote(python)} -u -m mlws.compute.agent ."
         )
         with open(err_path, "ab") as err:
+            self._ssh_log_offset = err.tell()
             self.proc = subprocess.Popen(
                 self.conn.ssh_command(remote),
                 stdin=subprocess.PIPE,
@@ -298,7 +400,9 @@ class _SshRun:
         assert self.proc is not None and self.proc.stdin is not None
         sup, ws = self.sup, self.ws
         limit = sup.definition.get("maxRunDurationSeconds")
-        started = time.monotonic()
+        # The limit is the script's, as on local: counted from its start, not from the agent's
+        # (which may build the environment on the host first).
+        started: float | None = None
         deferred: list[dict[str, Any]] = []
         canceled = timed_out = False
         log = open(workdir / "logs" / "driver.log", "a", encoding="utf-8")  # noqa: SIM115
@@ -317,7 +421,7 @@ class _SshRun:
                         {
                             "code": "ConnectionLost",
                             "message": f"lost the connection to {self.node} while the run was running"
-                            f" (ssh exit {self.proc.returncode}: {ssh_said(workdir / 'logs' / 'ssh.log')})",
+                            f" (ssh exit {self.proc.returncode}: {self._ssh_said_since(workdir / 'logs' / 'ssh.log') or 'the host or its sshd went away'})",
                         },
                     ), deferred
                 kind = ev.get("t")
@@ -326,23 +430,35 @@ class _SshRun:
                     log.flush()
                 elif kind == "changes":
                     deferred += remote_catalog.apply_changes(self.home, ev["changes"])
+                    self._change_id = int(ev.get("upto") or self._change_id)
                 elif kind == "interpreter":
                     set_status(ws, self.run_id, "Starting")
                 elif kind == "started":
+                    started = self._script_started = time.monotonic()
                     set_status(ws, self.run_id, "Running")
+                elif kind == "build":
+                    self._record_build(ev.get("row") or {})
                 elif kind == "secrets":
                     self._answer_secrets(ev)
                 elif kind == "error":
+                    # The agent keeps the run's folder until "done": its logs (a failed
+                    # environment build's) come home before the run fails with this.
                     err = MlwsError(f"on {self.node}: {ev.get('message')}")
                     err.remote_trace = ev.get("trace")  # type: ignore[attr-defined]
-                    raise err
+                    self.agent_error = err
+                    return ("Failed", None), deferred
                 elif kind == "exit":
                     rc = int(ev["rc"])
                     break
                 if not canceled and sup.status() == "CancelRequested":
                     canceled = True
                     self._send("cancel")
-                if limit and not timed_out and time.monotonic() - started > float(limit):
+                if (
+                    limit
+                    and started is not None
+                    and not timed_out
+                    and time.monotonic() - started > float(limit)
+                ):
                     timed_out = True
                     self._send("kill")
         finally:
@@ -363,6 +479,116 @@ class _SshRun:
         if requested == "Failed":
             return ("Failed", None), deferred
         return exit_outcome(rc, workdir / "logs" / "driver.log"), deferred
+
+    def _recover(
+        self, workdir: Path, err_path: Path, deferred: list[dict[str, Any]]
+    ) -> tuple[str, dict[str, Any] | None] | None:
+        """The agent's session ended while the run ran (a network stall, a killed agent):
+        reconnect and follow the run from its folder on the host (``agent --recover``) until
+        the script's end, bringing its catalog changes home meanwhile. Returns the outcome, or
+        ``None`` when the host gave no answer for ``reconnect_seconds`` (or its folder is gone)."""
+        from .script import exit_outcome
+
+        self._note(err_path, "the agent's session ended; reconnecting")
+        command = (
+            f"PYTHONPATH={shlex.quote(self.conn.lib_path())} {shlex.quote(self.config['python'])}"
+            f" -m mlws.compute.agent --recover {shlex.quote(self.remote_dir)}"
+        )
+        window = float(self.config.get("reconnectS", RECONNECT_S))
+        deadline = time.monotonic() + window
+        delay = 0.25
+        limit = self.sup.definition.get("maxRunDurationSeconds")
+        while time.monotonic() < deadline:
+            cancel = self.sup.status() == "CancelRequested"
+            # The script's time limit holds while it is followed from here too.
+            over = bool(
+                limit
+                and self._script_started is not None
+                and time.monotonic() - self._script_started > float(limit)
+            )
+            try:
+                self.conn.open()
+                r = self.conn.run(f"{command} {self._change_id}{' kill' if cancel or over else ''}")
+                info = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
+            except (MlwsError, ValueError, IndexError):
+                info = None
+            if isinstance(info, dict):
+                if not info.get("folder"):
+                    return None
+                deadline = time.monotonic() + window  # it answers: the window starts again
+                delay = 0.25
+                deferred += remote_catalog.apply_changes(self.home, info.get("changes") or [])
+                self._change_id = int(info.get("upto") or self._change_id)
+                if cancel:
+                    return ("Canceled", None)
+                if info.get("exit") is not None and not info.get("endedBy"):
+                    self._note(err_path, "reconnected: the script ended on the host")
+                    try:  # the log's last lines say why a script failed
+                        self.conn.rsync(
+                            f":{self.remote_dir}/logs", str(workdir) + "/", options=_LOCAL_LOGS
+                        )
+                    except MlwsError:
+                        pass
+                    return exit_outcome(int(info["exit"]), workdir / "logs" / "driver.log")
+                if over:
+                    return (
+                        "Failed",
+                        {
+                            "code": "RunTimeout",
+                            "message": f"the run exceeded max_run_duration_seconds={limit} and"
+                            " was killed",
+                        },
+                    )
+                if info.get("exit") is not None or not info.get("agent"):
+                    # The agent is gone and the script with it (it ends the script when its
+                    # session ends, and a killed agent's script dies with it).
+                    self._note(err_path, "reconnected: the agent had ended")
+                    said = self._ssh_said_since(workdir / "logs" / "ssh.log")
+                    code = "ConnectionLost" if info.get("endedBy") else "AgentDied"
+                    why = (
+                        "the connection was lost and the agent ended the script"
+                        if info.get("endedBy")
+                        else "the mlws agent ended before the script did"
+                    )
+                    return (
+                        "Failed",
+                        {
+                            "code": code,
+                            "message": f"on {self.node}: {why}"
+                            f" (ssh exit {self.proc.returncode if self.proc else '?'}"
+                            f"{': ' + said if said else ''}); the host still answers, so the"
+                            " run's outputs and logs there are copied home",
+                        },
+                    )
+                # The script still runs on the host: follow it from here.
+            time.sleep(delay)
+            delay = min(delay * 2, 4.0)
+        return None
+
+    def _ssh_said_since(self, path: Path) -> str:
+        """What the ssh client wrote since the agent's session started ("" if nothing): earlier
+        lines (a first agent that could not import mlws) are not about this session."""
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._ssh_log_offset)
+                text = f.read()[-4096:]
+        except OSError:
+            return ""
+        line = last_line(text)
+        return "" if line == "no message" else line
+
+    def _record_build(self, row: dict[str, Any]) -> None:
+        """An environment the agent built on the host goes into the catalog, as local builds
+        do; its ``host`` is the node (the path is on that node)."""
+        columns = ("spec_hash", "path", "python", "tool", "freeze", "seconds", "created")
+        if not row.get("spec_hash") or not row.get("path"):
+            return
+        with self.ws.catalog.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO environment_builds"
+                f" (host, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
+                (str(self.node), *(row.get(c) for c in columns)),
+            )
 
     def _answer_secrets(self, ev: dict[str, Any]) -> None:
         """The script asked for secrets: decrypt here, send only those values."""
