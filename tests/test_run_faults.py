@@ -1,0 +1,106 @@
+"""Faults of run execution found by injecting them (issue 11, §2b): cancel of a fan-out parent,
+Dask retries, cancel during an environment build, daemonized children of a script."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import wait_until
+from test_compute_dask import dask_target, no_leftovers  # noqa: F401 - fixtures
+
+from mlws import Experiment, Workspace
+from mlws.compute.dask import AmlCompute
+from mlws.functions import run_parallel
+from mlws.lifecycle import TERMINAL
+
+N_CHILDREN = 50
+
+
+# -- 1. cancelling a run_parallel parent reaches every child ---------------------------------------
+def sleep_in_c(arg: tuple[str, int]) -> int:
+    """Says it started, then blocks in one long system call (a loky worker must interrupt it)."""
+    folder, i = arg
+    Path(folder, f"started-{i}").write_text(str(os.getpid()))
+    time.sleep(30)
+    return i
+
+
+def sleep_in_steps(arg: tuple[str, int]) -> int:
+    """Says it started, then works in short steps (a Dask task's thread is interrupted between
+    bytecodes, not inside a C call)."""
+    folder, i = arg
+    Path(folder, f"started-{i}").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+    return i
+
+
+def fan_out_then_cancel(
+    ws: Workspace, tmp_path: Path, func: Callable[[Any], Any], **kwargs: Any
+) -> tuple[Any, list[str]]:
+    """Start a fan-out of N_CHILDREN calls (2 at a time) in a thread, cancel its parent once two
+    calls are running, and return the parent once run_parallel has returned."""
+    started = tmp_path / "started"
+    started.mkdir()
+    result: dict[str, Any] = {}
+
+    def fan_out() -> None:
+        try:
+            result["parent"] = run_parallel(
+                Experiment(ws, "fan"),
+                func,
+                [(str(started), i) for i in range(N_CHILDREN)],
+                max_concurrent=2,
+                **kwargs,
+            )
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            result["error"] = e
+
+    thread = threading.Thread(target=fan_out, daemon=True)
+    thread.start()
+    wait_until(lambda: len(list(started.iterdir())) >= 2, 60, "two calls to start")
+    parent_id = ws.catalog.scalar(
+        "SELECT id FROM runs WHERE experiment = 'fan' AND parent_id IS NULL"
+    )
+    ws.get_run(parent_id).cancel()
+    thread.join(20)
+    assert not thread.is_alive(), "run_parallel went on after its parent was canceled"
+    assert "error" not in result, result
+    return result["parent"], sorted(p.name for p in started.iterdir())
+
+
+def assert_all_canceled(ws: Workspace, parent: Any, started: list[str]) -> None:
+    assert parent.get_status() == "Canceled"
+    statuses = [c.get_status() for c in parent.get_children()]
+    assert len(statuses) == N_CHILDREN
+    assert set(statuses) == {"Canceled"}, statuses
+    # The cancel came while two were running: the queued ones never started.
+    assert len(started) < N_CHILDREN // 2, started
+    rows = ws.catalog.query("SELECT status, end_time FROM runs WHERE parent_id = ?", (parent.id,))
+    assert all(r["status"] in TERMINAL and r["end_time"] for r in rows)
+
+
+@pytest.mark.timeout(90)
+def test_cancel_of_a_loky_fan_out_parent_stops_running_and_queued_children(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    parent, started = fan_out_then_cancel(ws, tmp_path, sleep_in_c)
+    assert_all_canceled(ws, parent, started)
+
+
+@pytest.mark.timeout(90)
+def test_cancel_of_a_dask_fan_out_parent_stops_running_and_queued_children(
+    ws: Workspace,
+    tmp_path: Path,
+    dask_target: Callable[..., AmlCompute],  # noqa: F811
+) -> None:
+    dask_target(min_nodes=2, max_nodes=2)
+    parent, started = fan_out_then_cancel(ws, tmp_path, sleep_in_steps, compute_target="cpu")
+    assert_all_canceled(ws, parent, started)
