@@ -473,7 +473,14 @@ class _Supervisor:
         self._tie_to_parent = tie_to_parent
         if self.status() in PROGRESS:
             self.kill_recorded_script()
-            self._note = "mlws: the worker running this run died; this is a second attempt\n"
+            # The dead attempt's log and metrics are kept apart; the retry starts clean.
+            from .attempts import set_aside
+
+            n = set_aside(self.ws, self.run_id, run_folder(self.ws, self.run_id))
+            self._note = (
+                "mlws: the worker running this run died; this is attempt"
+                f" {n + 1} (the dead attempt's log: logs/attempt-{n}/driver.log)\n"
+            )
             with self.ws.catalog.write() as conn:
                 conn.execute(
                     "INSERT OR IGNORE INTO run_properties VALUES (?, 'mlws.retried', 'worker died')",

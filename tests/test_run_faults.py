@@ -3,6 +3,7 @@ Dask retries, cancel during an environment build, daemonized children of a scrip
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -104,3 +105,66 @@ def test_cancel_of_a_dask_fan_out_parent_stops_running_and_queued_children(
     dask_target(min_nodes=2, max_nodes=2)
     parent, started = fan_out_then_cancel(ws, tmp_path, sleep_in_steps, compute_target="cpu")
     assert_all_canceled(ws, parent, started)
+
+
+# -- 2. a Dask retry starts clean and keeps the dead attempt's log ---------------------------------
+RETRIED = """
+from mlws import Run
+folder, ready, gate = sys.argv[1], sys.argv[2], sys.argv[3]
+n = claim_attempt(folder)
+print(f"attempt {n} starts", flush=True)
+run = Run.get_context()
+for i in range(10 if n == 1 else 150):
+    run.log("i", i)
+if n == 1:
+    run.flush()
+    write_pid(ready)
+    wait_gate(gate)  # never opened: the test kills this attempt's worker
+print(f"attempt {n} done")
+"""
+
+
+@pytest.mark.timeout(90)
+def test_dask_retry_starts_with_clean_metrics_and_keeps_both_logs(
+    ws: Workspace,
+    tmp_path: Path,
+    isolated_home: Path,
+    dask_target: Callable[..., AmlCompute],  # noqa: F811
+) -> None:
+    from test_compute_dask import (
+        cluster_pid,
+        kill_worker_of,
+        make_source,
+        pid_gone,
+        submit,
+        wait_pid,
+    )
+
+    dask_target()
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    ready = tmp_path / "ready"
+    run = submit(ws, make_source(tmp_path, RETRIED), attempts, ready, tmp_path / "gate")
+    first = wait_pid(ready, timeout=30)
+    kill_worker_of(first, cluster_pid(isolated_home, ws, "cpu"))
+    wait_until(lambda: pid_gone(first), 10, "the first attempt's script to die with its worker")
+
+    details = run.wait_for_completion(timeout=60, raise_on_error=False)
+    assert details["status"] == "Completed", (details, "".join(run.iter_log()))
+    # The metrics are the attempt that completed, not [0..9, 0..149].
+    assert run.get_metrics()["i"] == list(range(150))
+    names = run.get_file_names()
+    assert "logs/driver.log" in names and "logs/attempt-1/driver.log" in names, names
+    into = tmp_path / "down"
+    last = run.download_file("logs/driver.log", into / "last.log").read_text()
+    dead = run.download_file("logs/attempt-1/driver.log", into / "dead.log").read_text()
+    assert "attempt 2 done" in last and "attempt 1" not in last, last
+    assert "attempt 1 starts" in dead and "attempt 2" not in dead, dead
+    # Nothing of the dead attempt is lost: its metrics are kept beside its log.
+    kept = run.download_file("logs/attempt-1/metrics.json", into / "m.json").read_text()
+    assert json.loads(kept) == {"i": list(range(10))}
+    assert read_pid_ok(attempts / "attempt-2") and not (attempts / "attempt-3").exists()
+
+
+def read_pid_ok(path: Path) -> bool:
+    return path.exists() and path.read_text().strip().isdigit()
