@@ -19,10 +19,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import MlwsError, UserErrorException
+from .errors import EnvironmentBuildCanceled, MlwsError, UserErrorException
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -397,18 +398,67 @@ def _installer_env() -> dict[str, str]:
     }
 
 
-def _run_logged(argv: list[str], log: IO[str] | None) -> None:
+#: How often a build asks whether its run was canceled (one catalog read).
+STOP_POLL_S = 0.1
+
+
+def _run_logged(
+    argv: list[str], log: IO[str] | None, should_stop: Callable[[], bool] | None = None
+) -> None:
+    """Run one step of a build (uv/pip), its output to ``log``. The step leads its own process
+    group, so a cancel (``should_stop()`` turning true) kills it with every process it started
+    (pip's build backends, uv's workers) at once instead of waiting for it to end.
+
+    :raises EnvironmentBuildCanceled: ``should_stop()`` turned true.
+    :raises EnvironmentBuildError: the step failed."""
+    import signal
+    import tempfile
+
     if log is not None:
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=_installer_env())
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=_installer_env(),
+            start_new_session=True,
+        )
+        stopped = False
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=STOP_POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+        finally:
+            if proc.returncode is None:  # stopped, or this process is being torn down
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
     if log is not None:
-        log.write(proc.stdout + proc.stderr)
+        log.write(stdout + stderr)
+        if stopped:
+            log.write(f"Canceled: {Path(argv[0]).name} was stopped with its process group\n")
         log.flush()
+    if stopped:
+        raise EnvironmentBuildCanceled("the environment build was stopped: the run was canceled")
     if proc.returncode != 0:
         raise EnvironmentBuildError(
             f"building the environment failed ({Path(argv[0]).name} exited {proc.returncode}): "
-            + _error_summary(proc.stderr or proc.stdout)
+            + _error_summary(stderr or stdout)
         )
 
 
@@ -426,10 +476,16 @@ def resolve(
     workspace: Workspace | None = None,
     log: IO[str] | None = None,
     extra_packages: tuple[str, ...] = (),
+    should_stop: Callable[[], bool] | None = None,
 ) -> str:
     """The interpreter for ``env``: as is when user-managed; built once per machine when managed
     (later calls return at once, without running pip). ``extra_packages`` go into a managed
-    build too (a build of its own: e.g. ``SERVING_PACKAGES`` for a service's replicas)."""
+    build too (a build of its own: e.g. ``SERVING_PACKAGES`` for a service's replicas).
+
+    ``should_stop``: asked while a build runs; once true, the build is killed and removed.
+
+    :raises EnvironmentBuildCanceled: ``should_stop()`` turned true during the build.
+    :raises EnvironmentBuildError: the build failed (nothing of it is kept)."""
     if env is None:
         return sys.executable
     if not env.managed:
@@ -480,16 +536,17 @@ def resolve(
                 venv = [uv, "venv", "--quiet", "--python", base, str(target)]
                 if env.python.system_site_packages:
                     venv.insert(2, "--system-site-packages")
-                _run_logged(venv, log)
+                _run_logged(venv, log, should_stop)
                 _run_logged(
                     [uv, "pip", "install", "--python", str(python), *deps.pip_options, *packages],
                     log,
+                    should_stop,
                 )
             else:
                 venv = [base, "-m", "venv", str(target)]
                 if env.python.system_site_packages:
                     venv.insert(3, "--system-site-packages")
-                _run_logged(venv, log)
+                _run_logged(venv, log, should_stop)
                 _run_logged(
                     [
                         str(python),
@@ -501,6 +558,7 @@ def resolve(
                         *packages,
                     ],
                     log,
+                    should_stop,
                 )
             freeze = subprocess.run(
                 [uv, "pip", "freeze", "--python", str(python)]

@@ -127,3 +127,8 @@ class CatalogMissing(InvalidWorkspace):
 class ProcessNotOurs(MlwsError):
     """A process recorded in this workspace's catalog runs, but for another workspace folder
     (this one is a copy of it): mlws never signals it from here."""
+
+
+class EnvironmentBuildCanceled(MlwsError):
+    """A managed environment's build was stopped because its run was canceled; nothing of it
+    is kept."""

@@ -538,7 +538,14 @@ class _Supervisor:
             return
         workdir = self.prepare_workdir()
         if d["environment"].get("managed"):
-            d["environment"]["interpreter"] = self._prepare_environment(workdir)
+            from .errors import EnvironmentBuildCanceled
+
+            try:
+                d["environment"]["interpreter"] = self._prepare_environment(workdir)
+            except EnvironmentBuildCanceled:  # killed and removed: the run ends Canceled
+                self.collect(workdir)
+                self.finish(("Canceled", None))
+                return
         if not set_status(ws, self.run_id, "Starting", working_dir=str(workdir)):
             self.cancel_if_requested()
             return
@@ -646,11 +653,19 @@ class _Supervisor:
         with open(workdir / "logs" / "environment.log", "a") as log:
             log.write(f"Environment {spec['name']!r} (spec {spec['specHash']})\n")
             log.flush()
-            python = resolve(Environment.from_dict(spec), self.ws, log=log)
+            python = resolve(
+                Environment.from_dict(spec), self.ws, log=log, should_stop=self._cancel_asked
+            )
             log.write(f"Ready: {python}\n")
         self.definition["environment"]["interpreter"] = python
         self._save_definition()
         return python
+
+    def _cancel_asked(self) -> bool:
+        """The run was canceled (or ended elsewhere): work in progress for it should stop."""
+        from .lifecycle import TERMINAL
+
+        return self.status() in ("CancelRequested", *TERMINAL)
 
     def cancel_if_requested(self) -> None:
         from .runs import set_status

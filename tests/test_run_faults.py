@@ -168,3 +168,75 @@ def test_dask_retry_starts_with_clean_metrics_and_keeps_both_logs(
 
 def read_pid_ok(path: Path) -> bool:
     return path.exists() and path.read_text().strip().isdigit()
+
+
+# -- 3. cancel during an environment build ------------------------------------------------------------
+@pytest.fixture
+def silent_index() -> Any:
+    """A package index on 127.0.0.1 that accepts connections and never answers: a build that
+    asks it hangs in its installer (uv), as on a slow or stalled network. Yields its URL and a
+    count of connections taken."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/simple", held
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.timeout(90)
+def test_cancel_stops_an_environment_build_and_keeps_nothing_half_built(
+    ws: Workspace, tmp_path: Path, silent_index: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+
+    from mlws import CondaDependencies, Environment, ScriptRunConfig
+    from mlws.environments import envs_dir
+
+    url, held = silent_index
+    monkeypatch.setenv("UV_HTTP_TIMEOUT", "120")  # the build would hang far past the test
+    env = Environment("stalled")
+    env.python.user_managed_dependencies = False
+    env.python.conda_dependencies = CondaDependencies.create(
+        pip_packages=["mlws-test-never-served"], pip_indexurl=url
+    )
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "t.py").write_text("print('never runs')\n")
+    run = Experiment(ws, "envs").submit(ScriptRunConfig(src, "t.py", environment=env))
+    wait_until(lambda: held, 60, "the build to ask the package index")
+    installers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if url in " ".join(p.info["cmdline"] or []) and p.pid != os.getpid()
+    ]
+    assert installers, "no installer process asks the index"
+
+    run.cancel()
+    details = run.wait_for_completion(timeout=20, raise_on_error=False)
+    assert details["status"] == "Canceled", details
+    _, alive = psutil.wait_procs(installers, timeout=10)
+    assert not alive, f"the installer outlived the cancel: {alive}"
+    assert not (envs_dir() / env.spec_hash()).exists(), "a half-built environment was kept"
+    log = "".join(run.iter_log("logs/environment.log"))
+    assert "canceled" in log.lower(), log
+    assert "logs/driver.log" not in run.get_file_names(), "the script started"
