@@ -367,6 +367,9 @@ def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
         if row is None or row["status"] in TERMINAL:
             return
         kill_orphan(ws, row)
+        from .reaper import end_leftovers
+
+        end_leftovers(ws, run_id)  # what the script started outside its group, by its marker
         workdir = Path(row["working_dir"]) if row["working_dir"] else None
         # Only this workspace's own folder: a copy of the workspace has the same run ids and
         # recorded paths, and must never take (or delete) the original's files.
@@ -419,6 +422,7 @@ class _Supervisor:
         self.workdir: Path | None = None
         self._tie_to_parent = False
         self._note: str | None = None
+        self._subreaper = False  # orphans of the script are re-parented here (reaper.py)
         if not claim:
             return
         me = os.getpid()
@@ -451,6 +455,9 @@ class _Supervisor:
 
                 dask.execute(self, self.row["target"], config)
                 return
+            from .reaper import become_subreaper
+
+            self._subreaper = become_subreaper()
             with local.slot(self.ws, keep_waiting, may_start=self.first_in_line) as slot:
                 if slot is None:
                     set_status(self.ws, self.run_id, "Canceled")
@@ -496,6 +503,7 @@ class _Supervisor:
     def fail_with(self, e: BaseException) -> None:
 
         self._kill_group(signal.SIGKILL)
+        self._end_leftovers()
         if self.workdir is not None and self.workdir.exists():
             try:
                 self.collect(self.workdir)  # keep the logs that say what went wrong
@@ -574,6 +582,7 @@ class _Supervisor:
         set_status(ws, self.run_id, "Running")
         outcome = self._watch()
         self._kill_group(signal.SIGKILL)  # leftovers the script started and left behind
+        self._end_leftovers()
         if outcome[0] != "Canceled":
             set_status(ws, self.run_id, "Finalizing")
         outcome = self.publish_outputs(workdir, outcome)
@@ -726,6 +735,13 @@ class _Supervisor:
         if requested == "Failed":
             return "Failed", None  # the script called run.fail(); its error is recorded
         return exit_outcome(rc, self.workdir / "logs" / "driver.log" if self.workdir else None)
+
+    def _end_leftovers(self) -> None:
+        """Processes the script started outside its process group (reaper.py)."""
+        from .reaper import end_leftovers
+
+        if self.proc is not None:
+            end_leftovers(self.ws, self.run_id, below_me=self._subreaper)
 
     def _kill_group(self, sig: int) -> None:
         if self.proc is None:

@@ -240,3 +240,86 @@ def test_cancel_stops_an_environment_build_and_keeps_nothing_half_built(
     log = "".join(run.iter_log("logs/environment.log"))
     assert "canceled" in log.lower(), log
     assert "logs/driver.log" not in run.get_file_names(), "the script started"
+
+
+# -- 4. processes a script daemonized end with its run -----------------------------------------------
+DAEMONS = """
+import subprocess
+folder = sys.argv[1]
+sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+# Its own session (out of the script's process group), then orphaned when the script exits.
+a = subprocess.Popen(sleeper, start_new_session=True)
+write_pid(os.path.join(folder, "session"), a.pid)
+# The same with a scrubbed environment: nothing in it says which run started it.
+b = subprocess.Popen(sleeper, start_new_session=True, env={})
+write_pid(os.path.join(folder, "bare"), b.pid)
+if len(sys.argv) > 2:
+    write_pid(os.path.join(folder, "script"))
+    wait_gate(sys.argv[2])
+print("started two daemons")
+"""
+
+
+def daemon_run(ws: Workspace, tmp_path: Path, *args: Any) -> tuple[Any, Path]:
+    from helpers import SCRIPT_PRELUDE
+
+    from mlws import ScriptRunConfig
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "d.py").write_text(SCRIPT_PRELUDE + DAEMONS)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    config = ScriptRunConfig(src, "d.py", arguments=[str(pids), *map(str, args)])
+    return Experiment(ws, "daemons").submit(config), pids
+
+
+def alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def kill_left(*pids: int) -> None:
+    import signal
+
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(60)
+def test_daemons_a_script_started_end_with_its_run(ws: Workspace, tmp_path: Path) -> None:
+    run, pids = daemon_run(ws, tmp_path)
+    details = run.wait_for_completion(timeout=30, raise_on_error=False)
+    session, bare = (int((pids / n).read_text()) for n in ("session", "bare"))
+    try:
+        assert details["status"] == "Completed", details
+        assert not alive(session), "a daemon in its own session outlived the run"
+        assert not alive(bare), "a daemon with a scrubbed environment outlived the run"
+    finally:
+        kill_left(session, bare)
+
+
+@pytest.mark.timeout(60)
+def test_daemons_end_when_the_supervisor_is_killed(ws: Workspace, tmp_path: Path) -> None:
+    import signal
+
+    from helpers import wait_until as wait
+
+    run, pids = daemon_run(ws, tmp_path, tmp_path / "gate")
+    wait(lambda: (pids / "script").exists(), 30, "the script to start its daemons")
+    session, bare, script = (int((pids / n).read_text()) for n in ("session", "bare", "script"))
+    supervisor = ws.catalog.scalar("SELECT supervisor_pid FROM runs WHERE id = ?", (run.id,))
+    try:
+        os.kill(supervisor, signal.SIGKILL)
+        wait(lambda: not alive(supervisor), 10, "the supervisor to die")
+        # The next read reconciles the run: its script and what it started are ended.
+        assert run.get_status() == "Failed"
+        wait(lambda: not alive(script), 10, "the script to be killed")
+        wait(lambda: not alive(session), 10, "the session daemon to be killed")
+    finally:
+        kill_left(session, bare, script)
