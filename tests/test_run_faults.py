@@ -260,7 +260,9 @@ print("started two daemons")
 """
 
 
-def daemon_run(ws: Workspace, tmp_path: Path, *args: Any) -> tuple[Any, Path]:
+def daemon_run(
+    ws: Workspace, tmp_path: Path, *args: Any, target: str = "local"
+) -> tuple[Any, Path]:
     from helpers import SCRIPT_PRELUDE
 
     from mlws import ScriptRunConfig
@@ -270,7 +272,9 @@ def daemon_run(ws: Workspace, tmp_path: Path, *args: Any) -> tuple[Any, Path]:
     (src / "d.py").write_text(SCRIPT_PRELUDE + DAEMONS)
     pids = tmp_path / "pids"
     pids.mkdir()
-    config = ScriptRunConfig(src, "d.py", arguments=[str(pids), *map(str, args)])
+    config = ScriptRunConfig(
+        src, "d.py", arguments=[str(pids), *map(str, args)], compute_target=target
+    )
     return Experiment(ws, "daemons").submit(config), pids
 
 
