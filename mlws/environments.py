@@ -10,6 +10,7 @@ stand-in for v1's container registry; each build's ``pip freeze`` is recorded in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -471,6 +472,31 @@ def _error_summary(output: str, limit: int = 600) -> str:
     return (text[: limit - 3] + "...") if len(text) > limit else (text or "no output")
 
 
+@contextlib.contextmanager
+def _build_lock(target: Path, should_stop: Callable[[], bool] | None) -> Iterator[None]:
+    """The lock of one environment's build (held by whoever builds it; the others wait, up to
+    an hour). A canceled run stops waiting at once: it asks ``should_stop`` between tries."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(target) + ".lock")
+    deadline = time.monotonic() + 3600
+    while True:
+        try:
+            lock.acquire(timeout=STOP_POLL_S if should_stop is not None else 3600)
+            break
+        except Timeout:
+            if should_stop is not None and should_stop():
+                raise EnvironmentBuildCanceled(
+                    "stopped waiting for the environment build: the run was canceled"
+                ) from None
+            if time.monotonic() > deadline:
+                raise
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def resolve(
     env: Environment | None,
     workspace: Workspace | None = None,
@@ -517,10 +543,8 @@ def resolve(
     done = target / ".mlws-complete"
     if done.exists() and python.exists():
         return str(python)
-    from filelock import FileLock
-
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=3600):
+    with _build_lock(target, should_stop):
         if done.exists() and python.exists():  # another process built it while we waited
             if log is not None:
                 log.write(f"Environment {build_id} was built by another run; reusing it\n")

@@ -423,6 +423,7 @@ class _Supervisor:
         self._tie_to_parent = False
         self._note: str | None = None
         self._subreaper = False  # orphans of the script are re-parented here (reaper.py)
+        self._sweep_due = False
         if not claim:
             return
         me = os.getpid()
@@ -499,6 +500,10 @@ class _Supervisor:
             self.fail_with(e)
         finally:
             self._remove_workdir()
+            if self._sweep_due:
+                from .reaper import end_leftovers
+
+                end_leftovers(self.ws, self.run_id)
 
     def fail_with(self, e: BaseException) -> None:
 
@@ -737,11 +742,17 @@ class _Supervisor:
         return exit_outcome(rc, self.workdir / "logs" / "driver.log" if self.workdir else None)
 
     def _end_leftovers(self) -> None:
-        """Processes the script started outside its process group (reaper.py)."""
+        """Processes the script started outside its process group (reaper.py). Without the
+        sub-reaper (a Dask worker) the sweep by marker reads every process's environment: it
+        runs once the run has ended (``execute_guarded``), not before its outcome is seen."""
         from .reaper import end_leftovers
 
-        if self.proc is not None:
-            end_leftovers(self.ws, self.run_id, below_me=self._subreaper)
+        if self.proc is None:
+            return
+        if self._subreaper:
+            end_leftovers(self.ws, self.run_id, below_me=True)
+        else:
+            self._sweep_due = True
 
     def _kill_group(self, sig: int) -> None:
         if self.proc is None:

@@ -20,7 +20,7 @@ from mlws.compute.dask import AmlCompute
 from mlws.functions import run_parallel
 from mlws.lifecycle import TERMINAL
 
-N_CHILDREN = 50
+N_CHILDREN = 20
 
 
 # -- 1. cancelling a run_parallel parent reaches every child ---------------------------------------
@@ -327,3 +327,61 @@ def test_daemons_end_when_the_supervisor_is_killed(ws: Workspace, tmp_path: Path
         wait(lambda: not alive(session), 10, "the session daemon to be killed")
     finally:
         kill_left(session, bare, script)
+
+
+@pytest.mark.timeout(90)
+def test_daemons_of_a_dask_run_carrying_its_marker_end_with_it(
+    ws: Workspace,
+    tmp_path: Path,
+    dask_target: Callable[..., AmlCompute],  # noqa: F811
+) -> None:
+    from helpers import wait_until as wait
+
+    dask_target()
+    run, pids = daemon_run(ws, tmp_path, target="cpu")
+    details = run.wait_for_completion(timeout=60, raise_on_error=False)
+    session, bare = (int((pids / n).read_text()) for n in ("session", "bare"))
+    try:
+        assert details["status"] == "Completed", details
+        # The sweep runs once the outcome is recorded, before the task returns.
+        wait(lambda: not alive(session), 10, "the marked daemon to be killed")
+        # Documented limit: on a shared Dask worker there is no sub-reaper, so a daemon that
+        # scrubbed its environment is not found (it is killed here by the test).
+    finally:
+        kill_left(session, bare)
+
+
+def test_cancel_stops_waiting_for_another_runs_build(ws: Workspace, tmp_path: Path) -> None:
+    """A run whose environment another run is building waits on the build's lock: a cancel
+    ends that wait too (it waited up to an hour)."""
+    from filelock import FileLock
+
+    from mlws import CondaDependencies, Environment
+    from mlws.environments import envs_dir, resolve
+    from mlws.errors import EnvironmentBuildCanceled
+
+    env = Environment("busy")
+    env.python.user_managed_dependencies = False
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=["tabulate"])
+    envs_dir().mkdir(parents=True, exist_ok=True)
+    asked = []
+
+    def canceled_on_second_ask() -> bool:
+        asked.append(1)
+        return len(asked) >= 2
+
+    with FileLock(str(envs_dir() / env.spec_hash()) + ".lock"):  # "another run" builds it
+        done = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def wait_for_build() -> None:
+            try:
+                resolve(env, ws, should_stop=canceled_on_second_ask)
+            except BaseException as e:  # noqa: BLE001 - reported by the test
+                outcome["error"] = e
+            done.set()
+
+        threading.Thread(target=wait_for_build, daemon=True).start()
+        assert done.wait(20), "resolve() kept waiting for the lock after the cancel"
+    assert isinstance(outcome.get("error"), EnvironmentBuildCanceled), outcome
+    assert not (envs_dir() / env.spec_hash()).exists()

@@ -305,11 +305,12 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, bool])
 
     def end_leftovers() -> None:
         """Processes the script started outside its group: below this agent, or marked."""
-        from ..reaper import kill_descendants, kill_marked
+        from ..reaper import has_children, kill_descendants, kill_marked
 
-        if subreaper:
+        if not subreaper:
+            kill_marked(ws.path, run_id)
+        elif has_children():  # everything the script started is below this agent
             kill_descendants()
-        kill_marked(ws.path, run_id)
 
     pumped = {"log_offset": 0, "change_id": 0}
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
