@@ -22,7 +22,7 @@ import sysconfig
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,7 +209,7 @@ _CANCELING = ("CancelRequested", "Canceled")
 
 
 @contextlib.contextmanager
-def _cascade_cancel(ws: Any, parent_id: str) -> Any:
+def _cascade_cancel(ws: Any, parent_id: str) -> Iterator[None]:
     """While the fan-out runs: once its parent is canceled (from any process), cancel every
     child that has not ended. A queued child is Canceled at once (no worker will start it); a
     running one gets CancelRequested, which its worker turns into an interrupt of the call
@@ -260,7 +260,7 @@ CANCEL_SIGNAL = signal.SIGUSR2
 
 
 @contextlib.contextmanager
-def _interrupt_on_cancel(ws: Any, run_id: str) -> Any:
+def _interrupt_on_cancel(ws: Any, run_id: str) -> Iterator[None]:
     """Raise :class:`ChildRunCanceled` in this thread once ``run_id`` is canceled.
 
     In a process's main thread (loky workers, ``n_jobs=1``) a signal does it, which also breaks
