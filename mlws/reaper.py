@@ -13,8 +13,8 @@ outside it (``Popen(..., start_new_session=True)``, a daemon's double fork). Two
   (:func:`kill_marked`). A process that scrubbed its environment *and* outlived a killed
   supervisor is the one case neither net catches.
 
-Runs of their own that a script submitted (their supervisors, recorded in the catalog) are not
-the script's leftovers: they are left alone here and end with the run as before.
+What mlws itself starts detached on a script's behalf (a run's supervisor, a service, a local Dask
+cluster: :data:`DETACHED_MODULES`) is not a leftover: each has its own life and is left alone.
 """
 
 from __future__ import annotations
@@ -72,11 +72,34 @@ def descendants(
     todo = list(children.get(pid, []))
     while todo:
         p = todo.pop()
-        if p in skip:
+        if p in skip or mlws_detached(p):
             continue
         found.append(p)
         todo.extend(children.get(p, []))
     return found
+
+
+#: The processes mlws itself starts detached, each with a life of its own (a run's supervisor,
+#: a service, a local Dask cluster): a script that submits a run or deploys a service started
+#: them, but they are not its leftovers.
+DETACHED_MODULES = (
+    "mlws.runner",
+    "mlws.compute.supervisor",
+    "mlws.serving.supervisor",
+    "mlws.compute.dask",
+)
+
+
+def mlws_detached(pid: int) -> bool:
+    """Whether ``pid`` is one of mlws's own detached processes (``python -m <module>``)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    for i, a in enumerate(args[:-1]):
+        if a == b"-m":
+            return args[i + 1].decode(errors="replace") in DETACHED_MODULES
+    return False
 
 
 def has_children() -> bool:
@@ -147,7 +170,7 @@ def kill_marked(ws_path: str | os.PathLike[str], run_id: str, spare: Iterable[in
         if not entry.name.isdigit() or int(entry.name) in spared:
             continue
         env = _environ(int(entry.name)).split(b"\0")
-        if all(m in env for m in marks):
+        if all(m in env for m in marks) and not mlws_detached(int(entry.name)):
             hits.append(int(entry.name))
     return _kill(hits)
 
