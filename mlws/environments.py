@@ -10,6 +10,7 @@ stand-in for v1's container registry; each build's ``pip freeze`` is recorded in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,11 +20,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .dirs import user_cache_dir, write_atomic
-from .errors import EnvironmentBuildError, EnvironmentNotFound, UserErrorException
+from .errors import (
+    EnvironmentBuildCanceled,
+    EnvironmentBuildError,
+    EnvironmentNotFound,
+    UserErrorException,
+)
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -388,18 +395,67 @@ def _installer_env() -> dict[str, str]:
     }
 
 
-def _run_logged(argv: list[str], log: IO[str] | None) -> None:
+#: How often a build asks whether its run was canceled (one catalog read).
+STOP_POLL_S = 0.1
+
+
+def _run_logged(
+    argv: list[str], log: IO[str] | None, should_stop: Callable[[], bool] | None = None
+) -> None:
+    """Run one step of a build (uv/pip), its output to ``log``. The step leads its own process
+    group, so a cancel (``should_stop()`` turning true) kills it with every process it started
+    (pip's build backends, uv's workers) at once instead of waiting for it to end.
+
+    :raises EnvironmentBuildCanceled: ``should_stop()`` turned true.
+    :raises EnvironmentBuildError: the step failed."""
+    import signal
+    import tempfile
+
     if log is not None:
         log.write(f"$ {' '.join(argv)}\n")
         log.flush()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=_installer_env())
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=_installer_env(),
+            start_new_session=True,
+        )
+        stopped = False
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=STOP_POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+        finally:
+            if proc.returncode is None:  # stopped, or this process is being torn down
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
     if log is not None:
-        log.write(proc.stdout + proc.stderr)
+        log.write(stdout + stderr)
+        if stopped:
+            log.write(f"Canceled: {Path(argv[0]).name} was stopped with its process group\n")
         log.flush()
+    if stopped:
+        raise EnvironmentBuildCanceled("the environment build was stopped: the run was canceled")
     if proc.returncode != 0:
         raise EnvironmentBuildError(
             f"building the environment failed ({Path(argv[0]).name} exited {proc.returncode}): "
-            + _error_summary(proc.stderr or proc.stdout)
+            + _error_summary(stderr or stdout)
         )
 
 
@@ -412,15 +468,46 @@ def _error_summary(output: str, limit: int = 600) -> str:
     return (text[: limit - 3] + "...") if len(text) > limit else (text or "no output")
 
 
+@contextlib.contextmanager
+def _build_lock(target: Path, should_stop: Callable[[], bool] | None) -> Iterator[None]:
+    """The lock of one environment's build (held by whoever builds it; the others wait, up to
+    an hour). A canceled run stops waiting at once: it asks ``should_stop`` between tries."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(target) + ".lock")
+    deadline = time.monotonic() + 3600
+    while True:
+        try:
+            lock.acquire(timeout=STOP_POLL_S if should_stop is not None else 3600)
+            break
+        except Timeout:
+            if should_stop is not None and should_stop():
+                raise EnvironmentBuildCanceled(
+                    "stopped waiting for the environment build: the run was canceled"
+                ) from None
+            if time.monotonic() > deadline:
+                raise
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def resolve(
     env: Environment | None,
     workspace: Workspace | None = None,
     log: IO[str] | None = None,
     extra_packages: tuple[str, ...] = (),
+    should_stop: Callable[[], bool] | None = None,
 ) -> str:
     """The interpreter for ``env``: as is when user-managed; built once per machine when managed
     (later calls return at once, without running pip). ``extra_packages`` go into a managed
-    build too (a build of its own: e.g. ``SERVING_PACKAGES`` for a service's replicas)."""
+    build too (a build of its own: e.g. ``SERVING_PACKAGES`` for a service's replicas).
+
+    ``should_stop``: asked while a build runs; once true, the build is killed and removed.
+
+    :raises EnvironmentBuildCanceled: ``should_stop()`` turned true during the build.
+    :raises EnvironmentBuildError: the build failed (nothing of it is kept)."""
     if env is None:
         return sys.executable
     if not env.managed:
@@ -452,10 +539,8 @@ def resolve(
     done = target / ".mlws-complete"
     if done.exists() and python.exists():
         return str(python)
-    from filelock import FileLock
-
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=3600):
+    with _build_lock(target, should_stop):
         if done.exists() and python.exists():  # another process built it while we waited
             if log is not None:
                 log.write(f"Environment {build_id} was built by another run; reusing it\n")
@@ -471,16 +556,17 @@ def resolve(
                 venv = [uv, "venv", "--quiet", "--python", base, str(target)]
                 if env.python.system_site_packages:
                     venv.insert(2, "--system-site-packages")
-                _run_logged(venv, log)
+                _run_logged(venv, log, should_stop)
                 _run_logged(
                     [uv, "pip", "install", "--python", str(python), *deps.pip_options, *packages],
                     log,
+                    should_stop,
                 )
             else:
                 venv = [base, "-m", "venv", str(target)]
                 if env.python.system_site_packages:
                     venv.insert(3, "--system-site-packages")
-                _run_logged(venv, log)
+                _run_logged(venv, log, should_stop)
                 _run_logged(
                     [
                         str(python),
@@ -492,6 +578,7 @@ def resolve(
                         *packages,
                     ],
                     log,
+                    should_stop,
                 )
             freeze = subprocess.run(
                 [uv, "pip", "freeze", "--python", str(python)]

@@ -147,3 +147,8 @@ class EnvironmentBuildError(MlwsError):
 
 class EnvironmentNotFound(MlwsError):
     """No registered environment of that name (and version)."""
+
+
+class EnvironmentBuildCanceled(MlwsError):
+    """A managed environment's build was stopped because its run was canceled; nothing of it
+    is kept."""

@@ -12,15 +12,17 @@ file ``outputs/result.pkl`` (:func:`get_result`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import signal
 import socket
 import sys
 import sysconfig
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,13 +183,16 @@ def run_parallel(
         child_ids.append(row["id"])
     payload = _dumps(func)
     n_jobs = max_concurrent or os.cpu_count() or 1
-    if dask_config is not None:
-        statuses = _on_dask(ws, str(compute_target), dask_config, payload, child_ids, items, n_jobs)
-    else:
-        statuses = joblib.Parallel(n_jobs=n_jobs, backend=backend)(
-            joblib.delayed(_run_child)(str(ws.path), cid, payload, item)
-            for cid, item in zip(child_ids, items, strict=True)
-        )
+    with _cascade_cancel(ws, parent.id):
+        if dask_config is not None:
+            statuses = _on_dask(
+                ws, str(compute_target), dask_config, payload, child_ids, items, n_jobs
+            )
+        else:
+            statuses = joblib.Parallel(n_jobs=n_jobs, backend=backend)(
+                joblib.delayed(_run_child)(str(ws.path), cid, payload, item)
+                for cid, item in zip(child_ids, items, strict=True)
+            )
     failed = sum(1 for s in statuses if s != "Completed")
     if failed:
         parent.fail(
@@ -196,6 +201,118 @@ def run_parallel(
     else:
         parent.complete()
     return parent
+
+
+#: How often a fan-out (and each running call) looks for a cancel: the catalog read is ~50 us.
+CANCEL_POLL_S = 0.1
+_CANCELING = ("CancelRequested", "Canceled")
+
+
+@contextlib.contextmanager
+def _cascade_cancel(ws: Any, parent_id: str) -> Iterator[None]:
+    """While the fan-out runs: once its parent is canceled (from any process), cancel every
+    child that has not ended. A queued child is Canceled at once (no worker will start it); a
+    running one gets CancelRequested, which its worker turns into an interrupt of the call
+    (:func:`_interrupt_on_cancel`)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(CANCEL_POLL_S):
+            status = ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (parent_id,))
+            if status in _CANCELING:
+                cancel_children(ws, parent_id)
+                return
+
+    thread = threading.Thread(target=watch, name=f"mlws-cancel-{parent_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+    if ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (parent_id,)) in _CANCELING:
+        cancel_children(ws, parent_id)  # canceled in the moment the last child ended
+
+
+def cancel_children(ws: Any, parent_id: str) -> None:
+    """Cancel every child of ``parent_id`` that has not ended: queued ones are Canceled, ones a
+    worker runs are asked to stop (CancelRequested)."""
+    from .lifecycle import set_status
+
+    for r in ws.catalog.query(
+        "SELECT id, status FROM runs WHERE parent_id = ? AND status NOT IN"
+        " ('Completed', 'Failed', 'Canceled', 'CancelRequested')",
+        (parent_id,),
+    ):
+        if r["status"] in ("NotStarted", "Queued"):
+            set_status(ws, r["id"], "Canceled")
+        # A child that moved on since the query (or was queued a moment ago): asked to stop.
+        set_status(ws, r["id"], "CancelRequested")
+
+
+class ChildRunCanceled(BaseException):
+    """Raised inside a fan-out call whose child run was canceled. A ``BaseException``, like
+    ``KeyboardInterrupt``: the call's own ``except Exception`` must not swallow the cancel."""
+
+
+#: Interrupts a call in a worker's main thread, even inside a blocking system call.
+CANCEL_SIGNAL = signal.SIGUSR2
+
+
+@contextlib.contextmanager
+def _interrupt_on_cancel(ws: Any, run_id: str) -> Iterator[None]:
+    """Raise :class:`ChildRunCanceled` in this thread once ``run_id`` is canceled.
+
+    In a process's main thread (loky workers, ``n_jobs=1``) a signal does it, which also breaks
+    a blocking system call (a long ``sleep``, a socket read). In another thread (Dask's task
+    threads) only an asynchronous exception can: it is raised at the call's next Python
+    bytecode, so a call blocked inside C code stops when that returns."""
+    import ctypes
+
+    me = threading.current_thread()
+    in_main = me is threading.main_thread()
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        if state["fired"] and not state["done"]:
+            raise ChildRunCanceled()
+
+    previous = signal.signal(CANCEL_SIGNAL, on_signal) if in_main else None
+
+    def watch() -> None:
+        while True:
+            with lock:
+                if state["done"]:
+                    return
+            status = ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (run_id,))
+            with lock:
+                if state["done"]:
+                    return
+                if status in _CANCELING:
+                    state["fired"] = True
+                    if in_main:
+                        os.kill(os.getpid(), CANCEL_SIGNAL)
+                    else:
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                            ctypes.c_ulong(me.ident or 0), ctypes.py_object(ChildRunCanceled)
+                        )
+                    return
+            threading.Event().wait(CANCEL_POLL_S)
+
+    watcher = threading.Thread(target=watch, name=f"mlws-watch-{run_id}", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["done"] = True
+            if state["fired"] and not in_main:
+                # Not raised yet (the call ended first): it must not hit whatever runs next.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(me.ident or 0), None)
+        watcher.join()
+        if previous is not None:
+            signal.signal(CANCEL_SIGNAL, previous)
 
 
 def _on_dask(
@@ -290,7 +407,15 @@ def _run_child_locked(ws_path: str, run_id: str, payload: bytes, item: Any) -> s
     try:
         os.chdir(workdir)
         func = pickle.loads(payload)
-        result = func(item)
+        try:
+            with _interrupt_on_cancel(ws, run_id):
+                result = func(item)
+        except ChildRunCanceled:
+            # Canceled (by itself or through its parent): what it wrote so far is kept.
+            if os.path.isdir("outputs"):
+                run.upload_folder("outputs", "outputs")
+            run.cancel()  # flushes its metrics, then Canceled
+            return "Canceled"
         os.makedirs("outputs", exist_ok=True)
         Path(RESULT).write_bytes(_dumps(result))
         run.upload_folder("outputs", "outputs")

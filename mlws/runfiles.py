@@ -243,6 +243,7 @@ class RunFiles:
             self._copy_into(name, fd)
             if progress is not None:
                 progress(done, len(names))
+
         # All or nothing: a corrupted (or vanished) file leaves the target as it was.
         write_all(
             target,

@@ -419,6 +419,10 @@ def test_worker_killed_on_both_attempts_fails_with_worker_died(
     assert "worker" in error["message"] and "died" in error["message"], error
     assert run.get_properties().get("mlws.retried")
     assert not (attempts / "attempt-3").exists(), "Dask must give up after the second death"
+    # Both attempts' logs are kept: the first set aside by the retry, the second by the failure.
+    names = run.get_file_names()
+    assert {"logs/attempt-1/driver.log", "logs/driver.log"} <= set(names), names
+    assert "attempt 2" in "".join(run.iter_log())
     assert all(pid_gone(p) for p in pids)
 
     # The cluster survived both deaths and serves the next run.

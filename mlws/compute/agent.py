@@ -349,6 +349,10 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) 
     )
     env[CHANNEL_ENV] = f"{secrets_fds[0]},{secrets_fds[1]}"
     log_path = run_dir / "logs" / "driver.log"
+    from ..reaper import become_subreaper
+
+    # What the script leaves outside its process group is re-parented here (reaper.py).
+    subreaper = become_subreaper()
     # Killed with the agent even if the agent cannot kill it itself (SIGKILL of the agent).
     proc = start_script(
         script_argv(d, run_dir),
@@ -385,6 +389,15 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) 
         except OSError:
             pass
 
+    def end_leftovers() -> None:
+        """Processes the script started outside its group: below this agent, or marked."""
+        from ..reaper import has_children, kill_descendants, kill_marked
+
+        if not subreaper:
+            kill_marked(ws.path, run_id)
+        elif has_children():  # everything the script started is below this agent
+            kill_descendants()
+
     pumped = {"log_offset": 0, "change_id": 0}
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     grace = float(spec.get("cancelGraceS", 10))
@@ -401,6 +414,7 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) 
             # Nobody is listening any more: leave nothing running on the host.
             kill(signal.SIGKILL)
             proc.wait()
+            end_leftovers()
             return 1
         if flags["kill"]:
             kill(signal.SIGKILL)
@@ -411,6 +425,7 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) 
             kill(signal.SIGKILL)
         _pump(out, ws, log_path, pumped, decoder)
     kill(signal.SIGKILL)  # what the script started and left behind
+    end_leftovers()
     _pump(out, ws, log_path, pumped, decoder)
     ws.close()
     out.send(t="exit", rc=rc)

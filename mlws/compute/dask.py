@@ -391,9 +391,9 @@ def _keep_logs(sup: RunSupervisor) -> None:
     (the log says how far the script got), then remove the folder."""
     import shutil
 
-    from ..workspace import user_cache_dir
+    from .runfolder import run_folder
 
-    workdir = user_cache_dir() / "runs" / sup.run_id
+    workdir = run_folder(sup.ws, sup.run_id)
     if not workdir.is_dir():
         return
     try:

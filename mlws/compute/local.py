@@ -119,10 +119,12 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
     """The supervisor's entry point: hold one of this machine's slots (``Queued`` meanwhile, in
     submission order), then run the script here. A run canceled while queued ends ``Canceled``."""
     from ..lifecycle import set_status
+    from ..reaper import become_subreaper
 
     def keep_waiting() -> bool:
         return sup.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
 
+    sup.subreaper = become_subreaper()
     with slot(sup.ws, keep_waiting, may_start=sup.first_in_line) as index:
         if index is None:
             set_status(sup.ws, sup.run_id, "Canceled")
@@ -142,7 +144,15 @@ def execute_here(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
 
     if sup.status() in PROGRESS:
         sup.kill_recorded_script()
-        sup.note = "mlws: the worker running this run died; this is a second attempt\n"
+        # The dead attempt's log and metrics are kept apart; the retry starts clean.
+        from ..attempts import set_aside
+        from .runfolder import run_folder
+
+        n = set_aside(sup.ws, sup.run_id, run_folder(sup.ws, sup.run_id))
+        sup.note = (
+            "mlws: the worker running this run died; this is attempt"
+            f" {n + 1} (the dead attempt's log: logs/attempt-{n}/driver.log)\n"
+        )
         with sup.ws.catalog.write() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO run_properties VALUES (?, 'mlws.retried', 'worker died')",
@@ -154,6 +164,10 @@ def execute_here(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
         sup.fail_with(e)
     finally:
         sup.remove_workdir()
+        if sup.sweep_due:
+            from ..reaper import end_leftovers
+
+            end_leftovers(sup.ws, sup.run_id)
 
 
 def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
@@ -170,7 +184,14 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
         return
     workdir = sup.prepare_workdir()
     if d["environment"].get("managed"):
-        d["environment"]["interpreter"] = sup.prepare_environment(workdir)
+        from ..errors import EnvironmentBuildCanceled
+
+        try:
+            d["environment"]["interpreter"] = sup.prepare_environment(workdir)
+        except EnvironmentBuildCanceled:  # killed and removed: the run ends Canceled
+            sup.collect(workdir)
+            sup.finish(("Canceled", None))
+            return
     if not set_status(ws, sup.run_id, "Starting", working_dir=str(workdir)):
         sup.cancel_if_requested()
         return
@@ -199,6 +220,7 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
     set_status(ws, sup.run_id, "Running")
     outcome = watch(sup)
     sup.kill_script(signal.SIGKILL)  # leftovers the script started and left behind
+    sup.end_leftovers()
     if outcome[0] != "Canceled":
         set_status(ws, sup.run_id, "Finalizing")
     outcome = sup.publish_outputs(workdir, outcome)

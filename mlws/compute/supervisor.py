@@ -69,6 +69,9 @@ def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
         if row is None or row["status"] in TERMINAL:
             return
         kill_orphan(ws, row)
+        from ..reaper import end_leftovers
+
+        end_leftovers(ws, run_id)  # what the script started outside its group, by its marker
         workdir = Path(row["working_dir"]) if row["working_dir"] else None
         # Only this workspace's own folder: a copy of the workspace has the same run ids and
         # recorded paths, and must never take (or delete) the original's files.
@@ -123,6 +126,10 @@ class RunSupervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
         self.note: str | None = None
+        #: Orphans of the script are re-parented to this process (``reaper.py``; local runs).
+        self.subreaper = False
+        #: A sweep for the script's leftovers by their marker is due once the run has ended.
+        self.sweep_due = False
         if not claim:
             return
         me = os.getpid()
@@ -156,6 +163,7 @@ class RunSupervisor:
         """End the run ``Failed`` because mlws could not run it (``e``): the script is killed,
         the logs that say what went wrong are kept, open child runs end with it."""
         self.kill_script(signal.SIGKILL)
+        self.end_leftovers()
         if self.workdir is not None and self.workdir.exists():
             try:
                 self.collect(self.workdir)  # keep the logs that say what went wrong
@@ -264,11 +272,32 @@ class RunSupervisor:
         with open(workdir / "logs" / "environment.log", "a") as log:
             log.write(f"Environment {spec['name']!r} (spec {spec['specHash']})\n")
             log.flush()
-            python = resolve(Environment.from_dict(spec), self.ws, log=log)
+            python = resolve(
+                Environment.from_dict(spec), self.ws, log=log, should_stop=self.cancel_asked
+            )
             log.write(f"Ready: {python}\n")
         self.definition["environment"]["interpreter"] = python
         self.save_definition()
         return python
+
+    def cancel_asked(self) -> bool:
+        """The run was canceled (or ended elsewhere): work in progress for it should stop."""
+        from ..lifecycle import TERMINAL
+
+        return self.status() in ("CancelRequested", *TERMINAL)
+
+    def end_leftovers(self) -> None:
+        """Processes the script started outside its process group (``reaper.py``). Without the
+        sub-reaper (a Dask worker) the sweep by marker reads every process's environment: it
+        runs once the run has ended (``execute_here``), not before its outcome is seen."""
+        from ..reaper import end_leftovers
+
+        if self.proc is None:
+            return
+        if self.subreaper:
+            end_leftovers(self.ws, self.run_id, below_me=True)
+        else:
+            self.sweep_due = True
 
     def cancel_if_requested(self) -> None:
         """A step found the run no longer moving forward: a pending cancel becomes ``Canceled``."""
