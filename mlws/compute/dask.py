@@ -181,7 +181,9 @@ def scheduler_address(ws: Workspace, target: str, config: dict[str, Any]) -> str
         env.pop(ENV_KEY, None)
         with open(log_path, "ab") as log:
             # Not reaped by a thread: the loop below polls it.
-            proc = start_detached("mlws.compute.dask", str(ws.path), target, log=log, reap=False)
+            proc = start_detached(
+                "mlws.compute.dask", str(ws.path), target, env=env, log=log, reap=False
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             state = _read_state(ws, target)

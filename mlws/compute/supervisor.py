@@ -108,7 +108,7 @@ class RunSupervisor:
     :raises MlwsError: no such run.
 
     Attributes a target's ``execute`` uses: :attr:`ws`, :attr:`run_id`, :attr:`row` (the run's
-    catalog row when claimed), :attr:`definition` (the run definition, a dict),
+    catalog row as read at the start), :attr:`definition` (the run definition, a dict),
     :attr:`workdir` (its working folder, once made), :attr:`proc` (the process whose group
     :meth:`kill_script` signals) and :attr:`note` (a line to start the run's log with).
     """
