@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +40,8 @@ from .fileops import (  # noqa: F401 - hash_file: one hash, here and on ssh host
 )
 
 _CHUNK = 1 << 20
+#: Files up to this size are read whole and hashed before any temp file is made (in a batch).
+_SMALL = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -163,8 +166,6 @@ def wait_for_lock(
     """Take a lock with ``acquire(timeout=...)``: at once if it is free; else say ``waiting()``
     once on stderr (a silent ten-minute wait looks like a hang) and wait up to ``timeout``
     seconds (default :data:`GC_WAIT_S`), then raise :class:`LockTimeout` with ``timed_out()``."""
-    import sys
-
     from filelock import Timeout
 
     try:
@@ -188,6 +189,9 @@ class BlobStore:
         self._prefix = str(self._dir) + os.sep
         # digest -> temp file written inside batch(), installed when the batch ends
         self._pending: dict[str, str] | None = None
+        self._claims = threading.Lock()  # put_files' threads add to _pending
+        self._folders: set[str] = set()  # blob folders known to exist
+        self._strips: bool | None = None  # the umask read once per batch, not per blob
 
     def path(self, digest: str) -> Path:
         return Path(self._str_path(digest))
@@ -386,18 +390,35 @@ class BlobStore:
 
     # -- writing ----------------------------------------------------------------------------
     def _install(self, tmp: str, digest: str) -> None:
-        final = self.path(digest)
-        if final.exists():
+        """Rename a durable, read-only temp file to its blob's name (made by :meth:`_tempfile`)."""
+        final = self._str_path(digest)
+        if os.path.exists(final):
             os.unlink(tmp)
             return
-        os.chmod(tmp, 0o444)
         # os.replace is atomic: a reader sees either no blob or the whole blob.
         os.replace(tmp, final)
 
     def _tempfile(self, digest_hint: str | None = None) -> tuple[int, str]:
-        folder = self.path(digest_hint).parent if digest_hint else self._dir
-        self._mkdir(folder)
-        return tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        """A new temp file open for writing: in the blob's own folder when its hash is known
+        (the rename stays in one folder), else in the store's top folder. It is made read-only
+        (0444) from the start, as the blob will be, so installing it is a rename alone: one
+        metadata change less per blob (the fd is open for writing all the same)."""
+        folder = self._str_path(digest_hint).rpartition("/")[0] if digest_hint else str(self._dir)
+        if folder not in self._folders:  # a stat per blob saved: folders are never removed
+            self._mkdir(Path(folder))
+            self._folders.add(folder)
+        while True:
+            tmp = f"{folder}/.tmp-{os.urandom(8).hex()}"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+                break
+            except FileExistsError:  # pragma: no cover - 64 random bits
+                continue
+            except FileNotFoundError:  # the folder was removed by hand since
+                self._mkdir(Path(folder))
+        if self._strips if self._strips is not None else _umask_strips_read():
+            os.fchmod(fd, 0o444)
+        return fd, tmp
 
     def put_bytes(self, data: bytes) -> str:
         with self.shared():
@@ -405,19 +426,38 @@ class BlobStore:
 
     def _put_bytes(self, data: bytes) -> str:
         digest = hash_bytes(data)
-        if self._touch(digest):
-            return digest
+        if not self._touch(digest):
+            self._put_new(digest, data)
+        return digest
+
+    def _put_new(self, digest: str, data: bytes) -> bool:
+        """Write a blob that is not here (yet): at once, or in a batch as a temp file it
+        installs at its end; False when another thread of the batch wrote it first."""
         fd, tmp = self._tempfile(digest)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if self._pending is None:
+                    f.flush()
+                    os.fsync(f.fileno())
+            if self._pending is not None:
+                return self._claim(digest, tmp)  # made durable and installed at the batch's end
             self._install(tmp, digest)
         except BaseException:
             _unlink_quiet(tmp)
             raise
-        return digest
+        return True
+
+    def _claim(self, digest: str, tmp: str) -> bool:
+        """Add a written temp file to the batch; False (and the temp file removed) when
+        another thread of the batch claimed the same blob first."""
+        assert self._pending is not None
+        with self._claims:
+            if digest in self._pending:
+                _unlink_quiet(tmp)
+                return False
+            self._pending[digest] = tmp
+            return True
 
     def put_file(
         self, src: str | os.PathLike[str], known: str | None = None, size: int | None = None
@@ -432,7 +472,59 @@ class BlobStore:
         if known is not None and self.has(known):
             return known, os.stat(src).st_size if size is None else size, False
         with open(src, "rb") as fin:
+            if self._pending is not None:
+                # In a batch, a small file is read whole and hashed first: a blob already
+                # here costs no temp file at all, a new one goes straight to its folder.
+                data = fin.read(_SMALL + 1)
+                if len(data) <= _SMALL:
+                    digest = hash_bytes(data)
+                    with self.shared():
+                        if self._touch(digest):
+                            return digest, len(data), False
+                        return digest, len(data), self._put_new(digest, data)
+                return self.put_stream(_Prepend(data, fin))
             return self.put_stream(fin)
+
+    def put_files(
+        self, paths: list[str], known: list[str | None] | None = None
+    ) -> list[tuple[str, int, bool] | OSError]:
+        """Store many files (a folder's) in one batch: ``put_file`` of each, by a pool of
+        threads, so one file's hashing (hashlib lets go of the GIL) and one file's create,
+        which may wait on the filesystem's journal, overlap the others'. Returns, in order,
+        each file's ``(hash, size, stored_new_bytes)`` or the OSError reading it raised (the
+        caller decides: skip it, or stop and let the batch remove what it wrote).
+        ``known``: trusted hashes, as for :meth:`put_file`."""
+        hints = known if known is not None else [None] * len(paths)
+
+        def one(i: int) -> tuple[str, int, bool] | OSError:
+            try:
+                return self.put_file(paths[i], known=hints[i])
+            except OSError as e:
+                return e
+
+        with self.batch():
+            if len(paths) < 64:  # a pool costs more than it saves
+                return [one(i) for i in range(len(paths))]
+            from concurrent.futures import ThreadPoolExecutor
+
+            # The workers run under this thread's gc hold (the batch's): shared() is
+            # re-entrant per thread only, so they are given the hold explicitly.
+            key = f"{os.getpid()}:{self.root}"
+
+            def held(part: range) -> list[tuple[str, int, bool] | OSError]:
+                holds = _thread_holds()
+                holds[key] = holds.get(key, 0) + 1
+                try:
+                    return [one(i) for i in part]
+                finally:
+                    holds[key] -= 1
+
+            # Measured on 2 CPUs, 10,000 files of 10 kB: 8 threads keep the creates
+            # overlapped; more only add switching. Parts of 32 files: a future per file
+            # cost more than the hashing.
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                parts = pool.map(held, _parts(len(paths), 32))
+                return [got for part in parts for got in part]
 
     def put_stream(self, stream: IO[bytes]) -> tuple[str, int, bool]:
         """Store a binary stream; returns ``(hash, size, stored_new_bytes)``."""
@@ -455,8 +547,9 @@ class BlobStore:
                         os.unlink(tmp)
                         return digest, size, False
                     if self._pending is not None:
-                        self._pending[digest] = tmp  # fsynced and installed when the batch ends
-                        return digest, size, True
+                        fout.close()
+                        # fsynced and installed when the batch ends
+                        return digest, size, self._claim(digest, tmp)
                     fout.flush()
                     os.fsync(fout.fileno())
                     fout.close()
@@ -471,11 +564,11 @@ class BlobStore:
     def batch(self) -> Iterator[None]:
         """Store many blobs without waiting for the disk once per blob.
 
-        Inside, new blobs go to temp files; at the end they are fsynced together (from a thread
-        pool: fsync releases the GIL and the disk can merge the flushes), renamed into place,
-        and their folders fsynced. An error inside removes the temp files; a crash leaves only
-        temp files, which ``gc`` removes. Measured: 10,000 small files, 8.8 s of one-by-one
-        fsyncs became about a third of that.
+        Inside, new blobs go to temp files; at the end they are made durable together, then
+        renamed into place, then the renames made durable: a blob is never visible under its
+        name before its bytes are on disk. An error inside removes the temp files; a crash
+        leaves only temp files, which ``gc`` removes. Measured: 10,000 small files, 8.8 s of
+        one-by-one fsyncs became about a third of that.
         """
         if self._pending is not None:
             yield  # nested: the outer batch installs
@@ -483,7 +576,7 @@ class BlobStore:
         # One gc hold for the whole batch: its blobs are re-used (touched) as they come and
         # installed at the end, and one lock instead of one per file.
         with self.shared():
-            self._pending = {}
+            self._pending, self._strips = {}, _umask_strips_read()
             try:
                 yield
             except BaseException:
@@ -491,32 +584,25 @@ class BlobStore:
                     _unlink_quiet(tmp)
                 self._pending = None
                 raise
+            finally:
+                self._strips = None
             pending, self._pending = self._pending, None
             self._install_many(pending)
 
     def _install_many(self, pending: dict[str, str]) -> None:
         if not pending:
             return
-        from concurrent.futures import ThreadPoolExecutor
-
-        def sync(path: str) -> None:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
         try:
-            with ThreadPoolExecutor(max_workers=16) as pool:
-                list(pool.map(sync, pending.values()))
+            _durable(list(pending.values()), str(self._dir))
             folders = set()
             for digest, tmp in pending.items():
-                final = self.path(digest)
-                self._mkdir(final.parent)
+                final = self._str_path(digest)
+                folder = final.rpartition("/")[0]
+                if folder not in folders:
+                    self._mkdir(Path(folder))  # a streamed blob's temp file is not in it yet
+                    folders.add(folder)
                 self._install(tmp, digest)
-                folders.add(str(final.parent))
-            with ThreadPoolExecutor(max_workers=16) as pool:
-                list(pool.map(sync, folders))  # make the renames themselves durable
+            _durable(sorted(folders), str(self._dir))  # the renames themselves
         except BaseException:
             for tmp in pending.values():
                 _unlink_quiet(tmp)
@@ -551,17 +637,17 @@ class BlobStore:
         found.sort()
         bad = bad_names(str(src), [rel for rel, _st, _p in found], skip=lenient)
         entries = []
+        if lenient:
+            found = [f for f in found if name_problem(f[0]) is None]
         with self.batch():
-            for rel, st, path in found:
-                if lenient and name_problem(rel) is not None:
-                    continue
-                try:
-                    digest, size, _ = self.put_file(path)
-                except OSError as e:
+            stored = self.put_files([path for _rel, _st, path in found])
+            for (rel, st, path), got in zip(found, stored, strict=True):
+                if isinstance(got, OSError):
                     if unreadable is None:
-                        raise UserErrorException(f"cannot read {path}: {e.strerror}") from None
-                    unreadable.append(f"{rel} ({e.strerror})")
+                        raise UserErrorException(f"cannot read {path}: {got.strerror}") from None
+                    unreadable.append(f"{rel} ({got.strerror})")
                     continue
+                digest, size, _ = got
                 entries.append(
                     Entry(f"{prefix}/{rel}" if prefix else rel, digest, size, file_mode(st.st_mode))
                 )
@@ -911,3 +997,86 @@ def _unlink_quiet(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+class _Prepend:
+    """A binary stream: ``head`` (already read), then the rest of ``rest``."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self.head, self.rest = head, rest
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = self.head, b""
+            return out
+        return self.rest.read(n)
+
+
+def _umask_strips_read() -> bool:
+    """Whether the umask takes read bits off a new 0444 file (then the blob is chmodded)."""
+    return new_file_mode() & 0o444 != 0o444
+
+
+#: From this many files on, one syncfs of the store's filesystem replaces their fsyncs.
+SYNCFS_FROM = 256
+
+
+def _durable(paths: list[str], store: str) -> None:
+    """Make every file or folder of ``paths`` (all inside the folder ``store``) durable.
+
+    Many: one ``syncfs(2)`` of the store's filesystem (Linux): it writes back every dirty
+    page and commits the journal once, where each fsync waits for a journal commit and a
+    disk cache flush of its own (measured: 10,000 files of 10 kB, 16 threads of fsyncs
+    2-3 s, one syncfs 1.0-1.4 s, on a loaded machine). Its cost grows with what other
+    programs left unwritten on that filesystem, so a few files are fsynced one by one
+    instead. Since Linux 5.8 syncfs reports a failed write-back of any file, as fsync does.
+    Elsewhere, or if syncfs is missing: fsyncs from a pool of threads (fsync lets go of the
+    GIL, and the filesystem commits concurrent fsyncs together)."""
+    if len(paths) >= SYNCFS_FROM and _syncfs(store):
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sync(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sync_all(part: range) -> None:
+        for i in part:
+            sync(paths[i])
+
+    if len(paths) < 4:
+        sync_all(range(len(paths)))
+        return
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(sync_all, _parts(len(paths), 16)))
+
+
+def _syncfs(folder: str) -> bool:
+    """syncfs(2) of the filesystem holding ``folder``; False when this system has none.
+
+    :raises OSError: the write-back failed.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs of {folder}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    return True
+
+
+def _parts(n: int, size: int) -> list[range]:
+    """``range(n)`` cut into consecutive parts of ``size``: one thread pool task each."""
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
