@@ -1,15 +1,10 @@
-"""Content-addressed blob store and manifests.
+"""Content-addressed blob store.
 
 A blob is stored once under ``blobs/sha256/ab/<hex>`` by the sha256 of its bytes, written to a
-temp file in the same folder, fsynced, renamed into place and made read-only. Hashes carry their
+temp file in the same folder, made durable, renamed into place, read-only. Hashes carry their
 algorithm: ``sha256:<hex>``. One level of 256 folders, as git does: two levels (65,536 folders)
 cost a 4 KiB folder per blob until millions of blobs, 37 MB for 10,000 files in a benchmark.
-
-A **manifest** describes a tree of files. Its canonical form (a contract: its hash names it) is
-the JSON array of ``{"hash", "mode", "path", "size"}`` objects sorted by ``path``, serialised with
-sorted keys, ``(",", ":")`` separators and UTF-8, no trailing newline. ``path`` is relative,
-POSIX-style, without ``.``/``..`` components; ``mode`` is ``0o755`` for executables, else
-``0o644``. The manifest is itself stored as a blob.
+Manifests (trees of blobs) are :mod:`mlws.manifests`; writing trees out, :mod:`mlws.filetree`.
 """
 
 from __future__ import annotations
@@ -19,18 +14,16 @@ import functools
 import hashlib
 import json
 import os
-import re
-import shutil
 import stat
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import BlobCorrupted, BlobNotFound, LockTimeout, UnsafePath, UserErrorException
+from .durable import sync_paths
+from .errors import BlobCorrupted, BlobNotFound, LockTimeout, UserErrorException
 from .fileops import (  # noqa: F401 - hash_file: one hash, here and on ssh hosts
     ALGORITHM,
     gather,
@@ -38,119 +31,26 @@ from .fileops import (  # noqa: F401 - hash_file: one hash, here and on ssh host
     name_problem,
     skipped_warning,
 )
+from .filetree import (  # noqa: F401 - copy_file, plan_writes: imported from here too
+    copy_file,
+    new_file_mode,
+    plan_writes,
+    write_all,
+)
+from .manifests import (  # noqa: F401 - the manifest names other modules import from here
+    Entry,
+    bad_names,
+    canonical_manifest,
+    check_hash,
+    check_relpath,
+    file_mode,
+    hash_bytes,
+    parse_manifest,
+)
 
 _CHUNK = 1 << 20
 #: Files up to this size are read whole and hashed before any temp file is made (in a batch).
 _SMALL = 1 << 20
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One file of a manifest."""
-
-    path: str
-    hash: str
-    size: int
-    mode: int = 0o644
-
-    def as_dict(self) -> dict[str, object]:
-        return {"hash": self.hash, "mode": self.mode, "path": self.path, "size": self.size}
-
-
-def hash_bytes(data: bytes) -> str:
-    """The algorithm-tagged hash of ``data``: its blob's name."""
-    return f"{ALGORITHM}:{hashlib.sha256(data).hexdigest()}"
-
-
-def check_relpath(path: str) -> str:
-    """Return ``path`` if it is a safe relative POSIX path, else raise :class:`UnsafePath`."""
-    if not isinstance(path, str) or not path:
-        raise UnsafePath(f"manifest path must be a non-empty string, got {path!r}")
-    if "\x00" in path or "\\" in path:
-        raise UnsafePath(f"manifest path {path!r} contains a NUL or a backslash")
-    if not path.isascii():
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            raise UnsafePath(f"manifest path {ascii(path)} is not valid UTF-8") from None
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
-        raise UnsafePath(f"manifest path {path!r} is absolute; paths must be relative")
-    # Substring tests instead of splitting: this runs for every file of a 10,000-file dataset
-    # on every re-check.
-    framed = f"/{path}/"
-    if "//" in framed or "/./" in framed or "/../" in framed:
-        raise UnsafePath(f"manifest path {path!r} has an empty, '.' or '..' component")
-    return path
-
-
-_HASH = re.compile(r"sha256:[0-9a-f]{64}\Z")
-
-
-def check_hash(value: str) -> str:
-    if not isinstance(value, str) or _HASH.fullmatch(value) is None:
-        raise UnsafePath(f"not a valid blob hash: {value!r} (expected 'sha256:<64 hex>')")
-    return value
-
-
-#: A string JSON writes as it is, between quotes (no quote, backslash or control character).
-_PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f]*')
-
-
-def canonical_manifest(entries: Iterable[Entry], *, trusted: bool = False) -> bytes:
-    """The canonical bytes of a manifest. ``trusted`` skips re-validating entries that the
-    caller built itself from a folder walk and stored hashes (paths unique and safe)."""
-    items = sorted(entries, key=lambda e: e.path)
-    if trusted:
-        # The same bytes as the json.dumps below (a test checks), built directly: sorted keys
-        # are hash, mode, path, size; only the path needs escaping.
-        dumps, plain = json.dumps, _PLAIN.fullmatch
-
-        def text(path: str) -> str:
-            return f'"{path}"' if plain(path) else dumps(path, ensure_ascii=False)
-
-        body = ",".join(
-            f'{{"hash":"{e.hash}","mode":{e.mode},"path":{text(e.path)},"size":{e.size}}}'
-            for e in items
-        )
-        return f"[{body}]".encode()
-    if not trusted:
-        seen: set[str] = set()
-        for e in items:
-            check_relpath(e.path)
-            check_hash(e.hash)
-            if e.path in seen:
-                raise UnsafePath(f"manifest lists {e.path!r} twice")
-            seen.add(e.path)
-    return json.dumps(
-        [e.as_dict() for e in items], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
-
-
-def parse_manifest(data: bytes) -> list[Entry]:
-    """Parse and validate a manifest; raises :class:`UnsafePath` on any bad entry."""
-    try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UnsafePath(f"manifest is not valid JSON: {e}") from None
-    if not isinstance(raw, list):
-        raise UnsafePath("manifest must be a JSON array")
-    entries = []
-    for item in raw:
-        if not isinstance(item, dict) or set(item) != {"hash", "mode", "path", "size"}:
-            raise UnsafePath(f"manifest entry must have exactly hash, mode, path, size: {item!r}")
-        entries.append(
-            Entry(
-                check_relpath(item["path"]),
-                check_hash(item["hash"]),
-                int(item["size"]),
-                int(item["mode"]),
-            )
-        )
-    return entries
-
-
-def file_mode(st_mode: int) -> int:
-    return 0o755 if st_mode & stat.S_IXUSR else 0o644
 
 
 #: How long a snapshot waits for a gc, and a gc for snapshots in progress, in seconds.
@@ -593,7 +493,7 @@ class BlobStore:
         if not pending:
             return
         try:
-            _durable(list(pending.values()), str(self._dir))
+            sync_paths(list(pending.values()), str(self._dir))
             folders = set()
             for digest, tmp in pending.items():
                 final = self._str_path(digest)
@@ -602,7 +502,7 @@ class BlobStore:
                     self._mkdir(Path(folder))  # a streamed blob's temp file is not in it yet
                     folders.add(folder)
                 self._install(tmp, digest)
-            _durable(sorted(folders), str(self._dir))  # the renames themselves
+            sync_paths(sorted(folders), str(self._dir))  # the renames themselves
         except BaseException:
             for tmp in pending.values():
                 _unlink_quiet(tmp)
@@ -791,40 +691,6 @@ class BlobStore:
             return 0
 
 
-def write_all(root: Path, files: list[tuple[Path, Callable[[int], None], int]]) -> None:
-    """Write ``files`` under ``root`` whole or not at all: each ``(dest, fill, mode)`` is filled
-    by ``fill(fd)`` (which closes ``fd``) into a new temp file beside ``dest``, and all are
-    renamed into place only when every one is written. On any error nothing is left behind:
-    the temp files and the folders made for them are removed, and files already at the
-    destinations are untouched. A folder on the way that resolves outside ``root`` (a link
-    made since the caller checked) stops it."""
-    created: list[Path] = []
-    temps: list[tuple[str, Path]] = []
-    try:
-        _makedirs(root, created)
-        real_root = os.path.realpath(root)
-        for dest, fill, mode in files:
-            _makedirs(dest.parent, created)
-            real_parent = os.path.realpath(dest.parent)
-            if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
-                raise UnsafePath(f"{dest} would be written outside {root}")
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".mlws-tmp-")
-            temps.append((tmp, dest))
-            fill(fd)
-            os.chmod(tmp, mode)
-        for tmp, dest in temps:
-            os.replace(tmp, dest)  # over an old file or symlink (never through it)
-    except BaseException:
-        for tmp, _dest in temps:
-            _unlink_quiet(tmp)
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        raise
-
-
 #: Linux's ioctl that makes ``dst`` share ``src``'s extents copy-on-write (btrfs, xfs, ...).
 _FICLONE = 0x40049409
 
@@ -864,23 +730,6 @@ def _corrupted(digest: str, actual: str, what: str = "") -> BlobCorrupted:
     )
 
 
-def _makedirs(folder: Path, created: list[Path]) -> None:
-    """``mkdir -p``, remembering the folders made (removed again if materializing fails)."""
-    missing = []
-    p = folder
-    while not p.exists() and not p.is_symlink():
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir()
-            created.append(d)
-        except FileExistsError:
-            pass
-
-
 _holds = threading.local()
 
 
@@ -891,105 +740,6 @@ def _thread_holds() -> dict[str, int]:
     except AttributeError:
         _holds.by_root = {}
         return _holds.by_root  # type: ignore[no-any-return]
-
-
-def new_file_mode() -> int:
-    """The mode a new file gets here (0666 less the umask), read without changing the umask
-    (``os.umask`` sets it, a race with other threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o644
-
-
-def copy_file(src: str | os.PathLike[str], dst: Path) -> None:
-    """Copy a file out (downloads): whole or not at all, a temp file beside the target renamed
-    over it, so a reader never sees half a file (and a link at ``dst`` is replaced, not
-    written through). The temp file is new (O_EXCL): a link planted at a guessable name
-    cannot redirect the copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".mlws-tmp")
-    try:
-        os.fchmod(fd, new_file_mode())  # as a plain new file would be (mkstemp makes 0600)
-        with os.fdopen(fd, "wb") as fout, open(src, "rb") as fin:
-            shutil.copyfileobj(fin, fout, _CHUNK)
-        os.replace(tmp, dst)
-    except BaseException:
-        _unlink_quiet(tmp)
-        raise
-
-
-def plan_writes(
-    target: Path, names: Iterable[str], *, overwrite: bool, flag: str = "overwrite=True"
-) -> list[Path]:
-    """Where each relative ``name`` goes under ``target`` (downloads, restores), every one
-    checked before anything is written: a safe relative path; no symlink on the way that leads
-    out of ``target`` (``target`` itself may be one: the caller named it); not onto a folder or
-    under a file; and, unless ``overwrite``, nothing there yet (``flag``: the option to name).
-    A link at a file's own place is replaced by the file, never written through.
-
-    :raises UserErrorException: ``target`` is a file, or a file is in the way.
-    :raises UnsafePath: a name is unsafe or would be written outside ``target``.
-    """
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise UserErrorException(f"cannot write into {target}: it is a file, not a folder")
-    real_root = os.path.realpath(target)
-    checked: dict[str, None] = {}  # parent folders already checked
-    out = []
-    for name in names:
-        check_relpath(name)
-        dest = Path(target, *name.split("/"))
-        parent = str(dest.parent)
-        if parent not in checked:
-            # realpath resolves links in the part that exists: a link in target cannot carry
-            # the file, or the folders made for it, outside.
-            real = os.path.realpath(parent)
-            if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
-                raise UnsafePath(f"{name!r} would be written outside {target} (through a symlink)")
-            p = os.path.abspath(parent)  # a relative path would end in "" and never exist
-            while not os.path.lexists(p):
-                p = os.path.dirname(p)
-            if not os.path.isdir(p):
-                raise UserErrorException(f"cannot write {dest}: {p} is a file, not a folder")
-            checked[parent] = None
-        if os.path.isdir(dest) and not os.path.islink(dest):
-            raise UserErrorException(f"cannot write {dest}: a folder is there")
-        if not overwrite and os.path.lexists(dest):
-            raise UserErrorException(f"{dest} exists already; pass {flag} to replace it")
-        out.append(dest)
-    return out
-
-
-def bad_names(folder: str, names: Iterable[str], *, skip: bool = False) -> str | None:
-    """Check the names of files about to be stored from ``folder``: raises :class:`UnsafePath`
-    naming the first bad one and what to do, or with ``skip`` returns a warning naming them
-    (None when every name is fine)."""
-    bad = [(n, why) for n in names if (why := name_problem(n)) is not None]
-    if not bad:
-        return None
-    name, why = bad[0]
-    if not skip:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise UnsafePath(
-            f"{_show(os.path.join(folder, name))} {why}{more}, which mlws cannot store; rename it "
-            "(or, in a snapshot, list it in .amlignore)"
-        )
-    shown = ", ".join(_show(n) for n, _ in bad[:5])
-    return f"skipped {len(bad)} file(s) in {folder} whose names mlws cannot store: {shown}"
-
-
-def _show(name: str) -> str:
-    """A file name for a message: as it is (a backslash shown once, not escaped), or escaped
-    when it is not text."""
-    try:
-        name.encode("utf-8")
-        return f"'{name}'"
-    except UnicodeEncodeError:
-        return ascii(name)
 
 
 def _unlink_quiet(path: str) -> None:
@@ -1015,66 +765,6 @@ class _Prepend:
 def _umask_strips_read() -> bool:
     """Whether the umask takes read bits off a new 0444 file (then the blob is chmodded)."""
     return new_file_mode() & 0o444 != 0o444
-
-
-#: From this many files on, one syncfs of the store's filesystem replaces their fsyncs.
-SYNCFS_FROM = 256
-
-
-def _durable(paths: list[str], store: str) -> None:
-    """Make every file or folder of ``paths`` (all inside the folder ``store``) durable.
-
-    Many: one ``syncfs(2)`` of the store's filesystem (Linux): it writes back every dirty
-    page and commits the journal once, where each fsync waits for a journal commit and a
-    disk cache flush of its own (measured: 10,000 files of 10 kB, 16 threads of fsyncs
-    2-3 s, one syncfs 1.0-1.4 s, on a loaded machine). Its cost grows with what other
-    programs left unwritten on that filesystem, so a few files are fsynced one by one
-    instead. Since Linux 5.8 syncfs reports a failed write-back of any file, as fsync does.
-    Elsewhere, or if syncfs is missing: fsyncs from a pool of threads (fsync lets go of the
-    GIL, and the filesystem commits concurrent fsyncs together)."""
-    if len(paths) >= SYNCFS_FROM and _syncfs(store):
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    def sync(path: str) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def sync_all(part: range) -> None:
-        for i in part:
-            sync(paths[i])
-
-    if len(paths) < 4:
-        sync_all(range(len(paths)))
-        return
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(sync_all, _parts(len(paths), 16)))
-
-
-def _syncfs(folder: str) -> bool:
-    """syncfs(2) of the filesystem holding ``folder``; False when this system has none.
-
-    :raises OSError: the write-back failed.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return False
-    fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs of {folder}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
-    return True
 
 
 def _parts(n: int, size: int) -> list[range]:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 import mlws.blobs as blobs_mod
+import mlws.durable as durable
 from mlws.blobs import BlobStore
 
 
@@ -66,13 +67,13 @@ def test_no_blob_is_visible_before_the_batch_is_durable(store, tmp_path, monkeyp
     folders) after all of them."""
     paths = _files(tmp_path / "src", 300)
     calls = []
-    real = blobs_mod._durable
+    real = blobs_mod.sync_paths
 
     def spy(items, root):
         calls.append((len(items), len(list(store.iter_hashes()))))
         real(items, root)
 
-    monkeypatch.setattr(blobs_mod, "_durable", spy)
+    monkeypatch.setattr(blobs_mod, "sync_paths", spy)
     store.put_files(paths)
     assert calls[0] == (300, 0)  # every temp file made durable, no blob visible yet
     assert calls[1][1] == 300  # then the folders, after the renames
@@ -80,9 +81,9 @@ def test_no_blob_is_visible_before_the_batch_is_durable(store, tmp_path, monkeyp
 
 @pytest.mark.parametrize("syncfs", [True, False])
 def test_a_big_batch_syncs_the_filesystem_or_else_fsyncs(store, tmp_path, monkeypatch, syncfs):
-    paths = _files(tmp_path / "src", blobs_mod.SYNCFS_FROM + 10)
+    paths = _files(tmp_path / "src", durable.SYNCFS_FROM + 10)
     synced, fsynced = [], []
-    monkeypatch.setattr(blobs_mod, "_syncfs", lambda folder: synced.append(folder) or syncfs)
+    monkeypatch.setattr(durable, "syncfs", lambda folder: synced.append(folder) or syncfs)
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
     store.put_files(paths)
@@ -93,7 +94,7 @@ def test_a_big_batch_syncs_the_filesystem_or_else_fsyncs(store, tmp_path, monkey
 
 
 def test_syncfs_itself(tmp_path):
-    assert blobs_mod._syncfs(str(tmp_path)) is True  # Linux: the call works
+    assert durable.syncfs(str(tmp_path)) is True  # Linux: the call works
 
 
 def test_blobs_are_read_only_whatever_the_umask(store, tmp_path):
