@@ -8,6 +8,11 @@ import sys
 #: From this many files on, one syncfs of the store's filesystem replaces their fsyncs.
 SYNCFS_FROM = 256
 
+#: Local filesystems whose syncfs writes back and commits everything, as fsync would. Not
+#: FUSE (sshfs: without the server's support syncfs sends nothing, while fsync reaches the
+#: server's disk) nor NFS/CIFS: there the fsyncs stay.
+SYNCFS_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs"})
+
 
 def sync_paths(paths: list[str], store: str) -> None:
     """Make every file or folder of ``paths`` (all inside the folder ``store``) durable.
@@ -47,7 +52,7 @@ def syncfs(folder: str) -> bool:
 
     :raises OSError: the write-back failed.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or fs_type(folder) not in SYNCFS_TYPES:
         return False
     import ctypes
 
@@ -63,6 +68,23 @@ def syncfs(folder: str) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def fs_type(folder: str) -> str | None:
+    """The type of the filesystem holding ``folder`` (``ext4``, ``fuse.sshfs``...), from
+    /proc/self/mountinfo by device number; None when it cannot be told."""
+    try:
+        dev = os.stat(folder).st_dev
+        want = f"{os.major(dev)}:{os.minor(dev)}"
+        found = None
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 3 and fields[2] == want and " - " in line:
+                    found = line.split(" - ", 1)[1].split()[0]  # the last mount of it wins
+        return found
+    except (OSError, IndexError):
+        return None
 
 
 def _parts(n: int, size: int) -> list[range]:
