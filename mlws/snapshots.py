@@ -163,31 +163,46 @@ def take_snapshot(
             updates: list[tuple[str, int, int, int, str, str]] = []
             total = new_files = new_bytes = 0
             with blobs.batch():
-                for rel, st, abspath in files:
-                    key = f"{real_root}/{rel}"
-                    c = known.get(key)
-                    size = st.st_size
+                # Files the stat cache cannot vouch for are stored together, by put_files'
+                # threads; then the entries are made in the files' order.
+                todo: list[int] = []
+                hints: list[str | None] = []
+                cached: dict[int, str] = {}
+                for i, (rel, st, _abspath) in enumerate(files):
+                    c = known.get(f"{real_root}/{rel}")
                     if (
                         c is not None
-                        and c[0] == size
+                        and c[0] == st.st_size
                         and c[1] == st.st_mtime_ns
                         and c[2] == st.st_ino
                         and c[4] == seen_token
                     ):
                         # unchanged, and its blob seen since the last gc: nothing to read or stat
-                        digest, stored = c[3], False
+                        cached[i] = c[3]
+                        continue
+                    same = c is not None and c[:3] == (st.st_size, st.st_mtime_ns, st.st_ino)
+                    todo.append(i)
+                    hints.append(c[3] if same else None)
+                stored_files = blobs.put_files([files[i][2] for i in todo], known=hints)
+                got = dict(zip(todo, stored_files, strict=True))
+                for i, (rel, st, abspath) in enumerate(files):
+                    size = st.st_size
+                    if i in cached:
+                        digest, stored = cached[i], False
                     else:
-                        hint = (
-                            c[3]
-                            if c is not None and c[:3] == (size, st.st_mtime_ns, st.st_ino)
-                            else None
-                        )
-                        try:
-                            digest, size, stored = blobs.put_file(abspath, known=hint, size=size)
-                        except OSError as e:
-                            raise SnapshotError(f"cannot read {abspath}: {e.strerror}") from None
+                        result = got[i]
+                        if isinstance(result, OSError):
+                            raise SnapshotError(f"cannot read {abspath}: {result.strerror}")
+                        digest, size, stored = result
                         updates.append(
-                            (key, st.st_size, st.st_mtime_ns, st.st_ino, digest, seen_token)
+                            (
+                                f"{real_root}/{rel}",
+                                st.st_size,
+                                st.st_mtime_ns,
+                                st.st_ino,
+                                digest,
+                                seen_token,
+                            )
                         )
                     if stored:
                         new_files += 1
