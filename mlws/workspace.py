@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .blobs import BlobStore
 from .catalog import SCHEMA_VERSION, Catalog
-from .dirs import user_cache_dir as user_cache_dir  # re-exported (the execution wing's imports)
+from .dirs import user_cache_dir as user_cache_dir  # re-exported: older callers import it here
 from .dirs import user_config_dir, user_data_dir, write_atomic
 from .errors import InvalidWorkspace, RunNotFound, WorkspaceExists, WorkspaceNotFound
 
@@ -110,12 +110,6 @@ def find_workspace_path(path: str | os.PathLike[str] | None = None) -> tuple[Pat
     if cfg is not None:
         return _config_workspace_path(cfg), True
     return default_workspace_path(), True
-
-
-# Compatibility for callers in the execution wing (compute/sshconn.py, compute/dask.py) until
-# they import mlws.dirs.write_atomic themselves; the default mode stays 0644 for them.
-def _write_atomic(target: Path, data: bytes, mode: int = 0o644) -> None:
-    write_atomic(target, data, mode)
 
 
 class Workspace:

@@ -361,7 +361,7 @@ def test_copy_of_a_workspace_never_signals_the_originals_processes(
         cli_runner = CliRunner()
         line = one_error_line(cli_runner.invoke(cli, ["-w", str(copy), "run", "cancel", run.id]))
         assert str(ws.path) in line, line
-        from mlws.workspace import user_cache_dir
+        from mlws.dirs import user_cache_dir
 
         live = user_cache_dir() / "services" / ws.folder_key / "svc"
         assert live.is_dir()  # the original's replica folder (model and scoring code)

@@ -141,7 +141,7 @@ register_type("dask", AmlCompute, executor="mlws.compute.dask")
 
 # -- the local cluster ----------------------------------------------------------------------------
 def _state_file(ws: Workspace, target: str) -> Path:
-    from ..workspace import user_cache_dir
+    from ..dirs import user_cache_dir
 
     # Keyed by the workspace folder: a copy of the workspace (same id) must neither use nor
     # stop the original's cluster.
@@ -240,9 +240,10 @@ def serve(ws_path: str, target: str) -> int:
     import dask
     from distributed import LocalCluster
 
+    from ..dirs import write_atomic
     from ..lifecycle import ACTIVE
     from ..processes import process_start_time
-    from ..workspace import Workspace, _write_atomic
+    from ..workspace import Workspace
     from . import target_config
 
     ws = Workspace(ws_path)
@@ -268,7 +269,7 @@ def serve(ws_path: str, target: str) -> int:
     cluster.adapt(minimum=config.get("minNodes", 0), maximum=config.get("maxNodes", 4))
     me = os.getpid()
     state_file = _state_file(ws, target)
-    _write_atomic(
+    write_atomic(
         state_file,
         json.dumps(
             {"address": cluster.scheduler_address, "pid": me, "start": process_start_time(me)}

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def run_folder(ws: Workspace, run_id: str) -> Path:
     """Where a run of ``ws`` works on this machine: ``~/.cache/mlws/runs/<key>/<run id>``."""
-    from ..workspace import user_cache_dir
+    from ..dirs import user_cache_dir
 
     return user_cache_dir() / "runs" / ws.folder_key / run_id
 

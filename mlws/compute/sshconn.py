@@ -98,11 +98,11 @@ class Connection:
             text = self.ws.get_default_keyvault().get_secret(self.key_secret)
         if text is None:
             return None
-        from ..workspace import _write_atomic
+        from ..dirs import write_atomic
 
         # Per process, removed when the run (or check) is done (forget_key).
         path = key_dir() / f"{self.ws.id[:8]}-{self.target}-{os.getpid()}.key"
-        _write_atomic(path, text.encode(), 0o600)
+        write_atomic(path, text.encode(), 0o600)
         self._key_file = path
         return path
 

@@ -108,12 +108,12 @@ class _Health:
         return str(self._read(node).get("error", "no answer"))
 
     def failed(self, node: Node, error: str) -> None:
-        from ..workspace import _write_atomic
+        from ..dirs import write_atomic
 
         failures = int(self._read(node).get("failures", 0)) + 1
         rest = min(self.FIRST_S * 2 ** (failures - 1), self.MAX_S)
         record = {"failures": failures, "retryAt": time.time() + rest, "error": error}
-        _write_atomic(self._path(node), json.dumps(record).encode(), 0o644)
+        write_atomic(self._path(node), json.dumps(record).encode(), 0o644)
 
     def answered(self, node: Node) -> None:
         self._path(node).unlink(missing_ok=True)

@@ -281,7 +281,7 @@ def _start_supervisor(ws: Workspace, name: str) -> None:
 def _remove_state(ws: Workspace, name: str) -> None:
     import shutil
 
-    from ..workspace import user_cache_dir
+    from ..dirs import user_cache_dir
 
     shutil.rmtree(service_dir(ws, name), ignore_errors=True)
     # The folder of this workspace folder's service: a copy of the workspace (same id, same

@@ -145,8 +145,8 @@ class Supervisor:
         returns (source folder, AZUREML_MODEL_DIR)."""
         import shutil
 
+        from ..dirs import user_cache_dir
         from ..models import Model
-        from ..workspace import user_cache_dir
 
         gen = self.row["generation"]
         root = user_cache_dir() / "services" / self.ws.folder_key / self.name / f"g{gen}"
