@@ -24,11 +24,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart/driver.py
 
-# Two workers, a test file each at a time (most tests wait on subprocesses, sshd or Dask rather
-# than the CPU: measured 396 s against 520-650 s in one process on 2 cores); then, alone, the
-# tests that assert throughput or load (marked serial).
+# Three workers, a test file each at a time (most tests wait on subprocesses, sshd or Dask rather
+# than the CPU: on 2 cores 1,080 s of tests took 377 s with three workers, about 540 s with two);
+# then, alone, the tests that assert throughput or load (marked serial).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m "not serial" tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not serial" tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial tests
 
 bench: $(STAMP)
