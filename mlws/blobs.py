@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .dirs import write_atomic
+from .dirs import new_file_mode, write_atomic
 from .durable import sync_paths
 from .errors import BlobCorrupted, BlobNotFound, LockTimeout, UserErrorException
 from .fileops import (  # noqa: F401 - hash_file: one hash, here and on ssh hosts
@@ -34,7 +34,6 @@ from .fileops import (  # noqa: F401 - hash_file: one hash, here and on ssh host
 )
 from .filetree import (  # noqa: F401 - copy_file, plan_writes: imported from here too
     copy_file,
-    new_file_mode,
     plan_writes,
     write_all,
 )

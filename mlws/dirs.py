@@ -36,17 +36,22 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlws"
 
 
-def new_file_mode() -> int:
-    """The mode a plain new file gets here (0666 less the umask), read without changing the
-    umask (``os.umask`` sets it: a race with other threads)."""
+def current_umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` sets it: a race with other
+    threads, which would create files under the temporary value)."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
+                    return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
-    return 0o644
+    return 0o022
+
+
+def new_file_mode() -> int:
+    """The mode a plain new file gets here (0666 less the umask)."""
+    return 0o666 & ~current_umask()
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:

@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from .dirs import new_file_mode
 from .errors import UnsafePath, UserErrorException
 from .manifests import check_relpath
 
@@ -64,19 +65,6 @@ def _makedirs(folder: Path, created: list[Path]) -> None:
             created.append(d)
         except FileExistsError:
             pass
-
-
-def new_file_mode() -> int:
-    """The mode a new file gets here (0666 less the umask), read without changing the umask
-    (``os.umask`` sets it, a race with other threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o644
 
 
 def copy_file(src: str | os.PathLike[str], dst: Path) -> None:

@@ -204,3 +204,15 @@ def start_detached(
     if reap:
         threading.Thread(target=proc.wait, name=f"mlws-reap-{proc.pid}", daemon=True).start()
     return proc
+
+
+def reap_children() -> None:
+    """Collect the exit status of every child of this process that has ended (else they stay
+    zombies): a launcher's forked supervisors, a sub-reaper's adopted orphans."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

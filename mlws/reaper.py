@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .processes import reap_children
+
 if TYPE_CHECKING:
     from .workspace import Workspace
 
@@ -127,17 +129,6 @@ def _kill(pids: Iterable[int]) -> int:
     return n
 
 
-def _reap_children() -> None:
-    """Collect the exit status of orphans re-parented to this process (else zombies)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def kill_descendants(spare: Iterable[int] = ()) -> int:
     """SIGKILL every process below this one (the script has ended: what is left is leftovers),
     sparing ``spare`` and their subtrees; repeated until none is left, as one may fork while
@@ -149,8 +140,8 @@ def kill_descendants(spare: Iterable[int] = ()) -> int:
         if not found:
             break
         total += _kill(found)
-        _reap_children()
-    _reap_children()
+        reap_children()
+    reap_children()
     return total
 
 

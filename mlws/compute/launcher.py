@@ -118,7 +118,9 @@ def launch(
         path = socket_path(workspace, env)
     except OSError:
         return None
-    request = {"args": args, "env": env, "cwd": os.getcwd(), "umask": _umask()}
+    from ..dirs import current_umask
+
+    request = {"args": args, "env": env, "cwd": os.getcwd(), "umask": current_umask()}
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(5)
@@ -130,12 +132,6 @@ def launch(
         if warm_up:
             _start_launcher(workspace, path, env)
         return None
-
-
-def _umask() -> int:
-    old = os.umask(0)
-    os.umask(old)
-    return old
 
 
 def _read_line(s: socket.socket) -> bytes:
@@ -162,6 +158,8 @@ def _start_launcher(workspace: str | os.PathLike[str], path: Path, env: dict[str
 def serve(workspace: str, path: str) -> int:
     import importlib
 
+    from ..processes import reap_children
+
     for module in WARM:
         importlib.import_module(module)
     supervisor_main = importlib.import_module(SUPERVISOR).main
@@ -178,18 +176,17 @@ def serve(workspace: str, path: str) -> int:
     import psutil
 
     record = Path(path).with_suffix(".json")
-    record.write_text(
-        json.dumps(
-            {"pid": os.getpid(), "start": psutil.Process().create_time(), "workspace": workspace}
-        )
-    )
+    from ..dirs import write_atomic
+
+    info = {"pid": os.getpid(), "start": psutil.Process().create_time(), "workspace": workspace}
+    write_atomic(record, json.dumps(info), 0o600)
     import signal
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # through the finally below
     last = time.monotonic()
     try:
         while True:
-            _reap()
+            reap_children()
             ready, _, _ = select.select([sock], [], [], 1.0)
             if not ready:
                 if time.monotonic() - last > IDLE_S or not _still_serving(workspace, path, mine):
@@ -218,16 +215,6 @@ def _still_serving(workspace: str, path: str, mine: int) -> bool:
         return os.stat(path).st_ino == mine and os.path.exists(os.path.join(workspace, "mlws.json"))
     except OSError:
         return False
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def _serve_one(conn: socket.socket, listener: socket.socket, supervisor_main: Any) -> int:
