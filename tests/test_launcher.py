@@ -182,3 +182,35 @@ def test_the_socket_folder_must_be_private(tmp_path: Path, monkeypatch: pytest.M
         launcher.socket_folder()
     # ...and a submission then simply starts its supervisor itself.
     assert launcher.launch(tmp_path, ["x", "y"], dict(os.environ), warm_up=True) is None
+
+
+def test_a_request_handed_over_but_unanswered_never_starts_a_second_supervisor(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """A launcher that took the request may have forked the supervisor before it failed to
+    answer: the submitter must not start another one for the same run."""
+    import socket
+    import threading
+
+    env = dict(os.environ)
+    path = launcher.socket_path(ws.path, env)
+    path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    got = []
+
+    def take_and_hang_up() -> None:
+        conn, _ = server.accept()
+        got.append(conn.recv(65536))
+        conn.close()  # no answer
+
+    t = threading.Thread(target=take_and_hang_up)
+    t.start()
+    try:
+        assert launcher.launch(ws.path, ["x", "y"], env, warm_up=True) == 0
+        t.join(10)
+        assert got and b'"args": ["x", "y"]' in got[0]
+    finally:
+        server.close()
+        path.unlink(missing_ok=True)

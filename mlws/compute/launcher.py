@@ -110,8 +110,12 @@ def launch(
     workspace: str | os.PathLike[str], args: list[str], env: dict[str, str], warm_up: bool
 ) -> int | None:
     """Start ``SUPERVISOR``'s ``main(args)`` through this workspace's launcher; its pid, or
-    ``None`` when no launcher answered: the caller starts this supervisor itself, and, with
-    ``warm_up``, a launcher is started for the next submissions."""
+    ``None`` when no launcher took the request: the caller starts this supervisor itself, and,
+    with ``warm_up``, a launcher is started for the next submissions.
+
+    ``0``: the request was handed over but no answer came back. A supervisor may be running
+    (it records its own pid when it claims the run), so the caller must not start a second
+    one; if none started, the run is found never started and fails (``lifecycle.reconcile``)."""
     if not enabled():
         return None
     try:
@@ -121,14 +125,18 @@ def launch(
     from ..dirs import current_umask
 
     request = {"args": args, "env": env, "cwd": os.getcwd(), "umask": current_umask()}
+    handed_over = False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(5)
             s.connect(str(path))
             s.sendall(json.dumps(request).encode() + b"\n")
+            handed_over = True
             answer = json.loads(_read_line(s))
         return int(answer["pid"])
     except (OSError, ValueError, KeyError, TypeError):
+        if handed_over:
+            return 0  # never two supervisors for one run
         if warm_up:
             _start_launcher(workspace, path, env)
         return None
