@@ -298,7 +298,11 @@ def kill_left(*pids: int) -> None:
 @pytest.mark.timeout(60)
 def test_daemons_a_script_started_end_with_its_run(ws: Workspace, tmp_path: Path) -> None:
     run, pids = daemon_run(ws, tmp_path)
-    details = run.wait_for_completion(timeout=30, raise_on_error=False)
+    assert_daemons_ended(run.wait_for_completion(timeout=30, raise_on_error=False), pids)
+
+
+def assert_daemons_ended(details: dict, pids: Path) -> None:
+    """The run completed and neither daemon its script started (``daemon_run``) outlived it."""
     session, bare = (int((pids / n).read_text()) for n in ("session", "bare"))
     try:
         assert details["status"] == "Completed", details

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from sshd import attach_ssh_target
-from test_run_faults import alive, daemon_run, kill_left
+from test_run_faults import assert_daemons_ended, daemon_run
 
 from mlws import Workspace
 
@@ -17,11 +17,4 @@ def test_daemons_a_remote_script_started_end_with_its_run(
 ) -> None:  # noqa: ANN001 - the sshd fixture's server
     attach_ssh_target(ws, "lab", [ssh_server], tmp_path, python_path="/usr/bin/python3")
     run, pids = daemon_run(ws, tmp_path, target="lab")
-    details = run.wait_for_completion(timeout=90, raise_on_error=False)
-    session, bare = (int((pids / n).read_text()) for n in ("session", "bare"))
-    try:
-        assert details["status"] == "Completed", details
-        assert not alive(session), "a daemon in its own session outlived the run"
-        assert not alive(bare), "a daemon with a scrubbed environment outlived the run"
-    finally:
-        kill_left(session, bare)
+    assert_daemons_ended(run.wait_for_completion(timeout=90, raise_on_error=False), pids)
