@@ -381,21 +381,33 @@ class BlobStore:
             return self.put_stream(fin)
 
     def put_files(
-        self, paths: list[str], known: list[str | None] | None = None
+        self,
+        paths: list[str],
+        known: list[str | None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[tuple[str, int, bool] | OSError]:
         """Store many files (a folder's) in one batch: ``put_file`` of each, by a pool of
         threads, so one file's hashing (hashlib lets go of the GIL) and one file's create,
         which may wait on the filesystem's journal, overlap the others'. Returns, in order,
         each file's ``(hash, size, stored_new_bytes)`` or the OSError reading it raised (the
         caller decides: skip it, or stop and let the batch remove what it wrote).
-        ``known``: trusted hashes, as for :meth:`put_file`."""
+        ``known``: trusted hashes, as for :meth:`put_file`. ``progress(done, total)`` is
+        called as files are done, one call at a time (from the pool's threads)."""
         hints = known if known is not None else [None] * len(paths)
+        counted = threading.Lock()
+        done = 0
 
         def one(i: int) -> tuple[str, int, bool] | OSError:
+            nonlocal done
             try:
                 return self.put_file(paths[i], known=hints[i])
             except OSError as e:
                 return e
+            finally:
+                if progress is not None:
+                    with counted:
+                        done += 1
+                        progress(done, len(paths))
 
         with self.batch():
             if len(paths) < 64:  # a pool costs more than it saves

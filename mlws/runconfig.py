@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -225,7 +226,7 @@ class ScriptRunConfig:
     def _submit(
         self, experiment: Experiment, tags: dict[str, Any] | None = None, **kwargs: Any
     ) -> Run:
-        return submit_script(experiment, self, tags=tags)
+        return submit_script(experiment, self, tags=tags, progress=kwargs.get("progress"))
 
 
 def check_script_path(source_directory: str, script: str) -> Path:
@@ -271,9 +272,13 @@ def environment_definition(ws: Workspace, env: Any, on_this_machine: bool = True
 
 
 def submit_script(
-    experiment: Experiment, config: ScriptRunConfig, tags: dict[str, Any] | None = None
+    experiment: Experiment,
+    config: ScriptRunConfig,
+    tags: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``).
+    ``progress(done, total)``: the snapshot's files as they are read (see ``take_snapshot``).
 
     The run is driven by a detached supervising process (``python -m mlws.compute.supervisor``,
     see :mod:`mlws.compute.supervisor`) in a new session, so it survives the submitter.
@@ -300,7 +305,7 @@ def submit_script(
     arguments, inputs, outputs = encode_arguments(ws, rc.arguments)
     # An ssh host has its own interpreters: the environment is resolved there.
     env = environment_definition(ws, rc.environment, on_this_machine=target_type != "ssh")
-    snap = take_snapshot(ws.blobs, src)
+    snap = take_snapshot(ws.blobs, src, progress=progress)
     for w in snap.warnings:
         print(f"Warning: {w}", file=sys.stderr)
     definition = {

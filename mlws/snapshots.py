@@ -18,7 +18,7 @@ import os
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,9 +133,14 @@ def default_cache_path() -> Path:
 
 
 def take_snapshot(
-    blobs: BlobStore, source_dir: str | os.PathLike[str], cache_path: Path | None = None
+    blobs: BlobStore,
+    source_dir: str | os.PathLike[str],
+    cache_path: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Snapshot:
     """Capture ``source_dir`` into ``blobs``; returns the manifest hash and counts.
+    ``progress(done, total)`` is called as the files the stat cache cannot vouch for are read
+    (an unchanged tree reads none, and calls it never).
 
     :raises SnapshotError: the folder is missing or unreadable, or a file's name cannot be
         stored (a backslash, not UTF-8): nothing is stored then.
@@ -183,7 +188,9 @@ def take_snapshot(
                     same = c is not None and c[:3] == (st.st_size, st.st_mtime_ns, st.st_ino)
                     todo.append(i)
                     hints.append(c[3] if same else None)
-                stored_files = blobs.put_files([files[i][2] for i in todo], known=hints)
+                stored_files = blobs.put_files(
+                    [files[i][2] for i in todo], known=hints, progress=progress
+                )
                 got = dict(zip(todo, stored_files, strict=True))
                 for i, (rel, st, abspath) in enumerate(files):
                     size = st.st_size

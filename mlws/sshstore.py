@@ -3,7 +3,7 @@ compute target reaches its hosts).
 
 Design choices, and why:
 
-- **One connection per datastore**: ``compute.sshconn.Connection`` (the system OpenSSH client in
+- **One connection per datastore**: ``sshhost.Connection`` (the system OpenSSH client in
   BatchMode, one ControlMaster shared by every command, the key from the key vault written to a
   0600 file only until the master is logged in). Its sockets and key files go by ``ds_<name>``,
   a name no compute target can have, and the key by :func:`secret_name`.
@@ -52,7 +52,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .compute.sshconn import Connection, Node
+    from .sshhost import Connection, Node
     from .workspace import Workspace
 
 _PREFIX, _SUFFIX = "datastore-", "-private-key"
@@ -89,7 +89,7 @@ class SshDatastore(Datastore):
     # -- where it is ---------------------------------------------------------------------------
     @property
     def node(self) -> Node:
-        from .compute.sshconn import Node
+        from .sshhost import Node
 
         c = self.config
         return Node(c["host"], None if c.get("port") is None else int(c["port"]), c.get("user"))
@@ -132,7 +132,7 @@ class SshDatastore(Datastore):
 
     # -- talking to the host --------------------------------------------------------------------
     def _conn(self) -> Connection:
-        from .compute.sshconn import Connection
+        from .sshhost import Connection
 
         return Connection(
             self.workspace,
@@ -168,7 +168,7 @@ class SshDatastore(Datastore):
                 conn.forget_key()
 
     def _release(self) -> None:
-        from .compute.sshconn import key_dir
+        from .sshhost import key_dir
 
         self._conn().close()
         mine = re.compile(rf"{re.escape(self.workspace.id[:8])}-ds_{re.escape(self.name)}-\d+\.key")
@@ -473,7 +473,7 @@ def _ask(conn: Connection, python: str, op: str, args: dict[str, Any], timeout: 
     r = conn.run(
         f"{shlex.quote(python)} -I -", input=f"{_PROGRAM}\nmain({request!r})\n", timeout=timeout
     )
-    from .compute.sshconn import last_line
+    from .sshhost import last_line
 
     lines = r.stdout.strip().splitlines()
     try:
@@ -514,8 +514,7 @@ def register(
 ) -> Datastore:
     """``Datastore.register_ssh`` (see there): everything checked, then (``check``) the
     folder made usable on the host, and only then the datastore and its key recorded."""
-    from .compute.sshconn import Connection, Node
-    from .sshhost import check_host_path, parse_host, read_key
+    from .sshhost import Connection, Node, check_host_path, parse_host, read_key
 
     check_datastore_name(datastore_name)
     if datastore_name == DEFAULT:
@@ -558,6 +557,7 @@ def register(
             f"ds_{datastore_name}",
             config,
             Node(node["host"], node["port"], node["user"]),
+            key_secret=secret,
             key_text=key,
         )
         try:

@@ -165,3 +165,33 @@ def test_environment_build_spinner(ws_path: str) -> None:
     assert f"Environment 'plain' version 1: {sys.executable}" in shown
     piped = in_pipe("-w", ws_path, "environment", "build", "plain")
     assert piped.returncode == 0 and "Building" not in piped.stderr + piped.stdout
+
+
+def test_run_submit_bar_for_a_big_snapshot_only(tmp_path: Path, ws_path: str) -> None:
+    big, small = tmp_path / "big", tmp_path / "small"
+    for i in range(600):
+        write(big / f"d{i // 100}" / f"{i}.txt", f"{i}\n")
+    for folder in (big, small):
+        write(folder / "train.py", "print('ok')\n")
+    shown = in_terminal("-w", ws_path, "run", "submit", "train.py", "-d", str(big), "-e", "b")
+    assert "Snapshot" in shown and "100%" in shown and "Submitted run" in shown, shown
+    # Unchanged now: the stat cache vouches for every file, nothing is read, no bar.
+    again = in_terminal("-w", ws_path, "run", "submit", "train.py", "-d", str(big), "-e", "b")
+    assert "Snapshot" not in again and "Submitted run" in again, again
+    few = in_terminal("-w", ws_path, "run", "submit", "train.py", "-d", str(small), "-e", "b")
+    assert "Snapshot" not in few and "Submitted run" in few, few
+    write(big / "new.txt", "changed\n")
+    piped = in_pipe("-w", ws_path, "run", "submit", "train.py", "-d", str(big), "-e", "b")
+    assert piped.returncode == 0 and "Snapshot" not in piped.stderr, piped.stderr
+
+    seen: list[tuple[int, int]] = []
+    ws = mlws.Workspace(ws_path)
+    try:
+        from mlws.snapshots import take_snapshot
+
+        write(big / "d0" / "0.txt", "changed too\n")
+        snap = take_snapshot(ws.blobs, big, progress=lambda d, t: seen.append((d, t)))
+    finally:
+        ws.close()
+    assert snap.files == 602
+    assert seen and seen[-1] == (len(seen), len(seen)) and len(seen) < 602  # the changed files

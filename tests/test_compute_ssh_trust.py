@@ -34,10 +34,11 @@ from sshd import SshServer, attach_ssh_target, is_alive
 
 from mlws import ComputeTargetException, Experiment, ScriptRunConfig, Workspace
 from mlws.compute import ComputeTarget, remote_catalog
-from mlws.compute.ssh import RemoteCompute, nodes_of
-from mlws.compute.sshconn import Connection, key_dir
+from mlws.compute.shipping import ensure_mlws
+from mlws.compute.ssh import RemoteCompute, connection, nodes_of
 from mlws.keyvault import key_path
 from mlws.runs import Run
+from mlws.sshhost import Connection, key_dir
 
 SECRET_NAME = "db-password"
 SECRET_VALUE = "s3cret-value-for-trust-tests"
@@ -788,10 +789,10 @@ def _wrapped_python_target(
         ws, "held", [server], tmp_path, work_dir=str(work_dir), python_path=str(python)
     )
     assert isinstance(target, RemoteCompute)
-    conn = Connection(ws, "held", target.config, nodes_of(target.config)[0])
+    conn = connection(ws, "held", target.config, nodes_of(target.config)[0])
     try:
         conn.open()
-        conn.ensure_mlws(io.StringIO())
+        ensure_mlws(conn, io.StringIO())
     finally:
         conn.close()
     return target
@@ -889,7 +890,7 @@ def test_concurrent_opens_leave_one_master_and_close_ends_it(
     ws: Workspace, lab: RemoteCompute
 ) -> None:
     node = nodes_of(lab.config)[0]
-    conns = [Connection(ws, "lab", lab.config, node) for _ in range(4)]
+    conns = [connection(ws, "lab", lab.config, node) for _ in range(4)]
     control = conns[0]._control
     conns[0].close()  # no master to begin with
     wait_until(lambda: _masters(control) == [], 10, "no master before the test")

@@ -144,7 +144,7 @@ def test_register_keeps_the_key_in_the_key_vault_and_unregister_removes_exactly_
 ) -> None:
     from sshd import attach_ssh_target
 
-    from mlws.compute.sshconn import key_dir
+    from mlws.sshhost import key_dir
 
     kv = ws.get_default_keyvault()
     kv.set_secret("db-password", "s3cret")

@@ -10,6 +10,7 @@ temporary folder, never in this machine's real home.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -157,6 +158,9 @@ def test_default_and_relative_work_dir_run_on_a_host_without_mlws(
     # Everything went under the login's home, where a relative work_dir means.
     where = homed.home / ".mlws"
     assert any((where / "lib").glob("mlws-*/mlws/__init__.py")), sorted(homed.home.rglob("*"))[:20]
+    if work_dir is None:  # the first run shipped mlws, and its log says how much and how long
+        log = run.download_file("logs/remote.log", tmp_path / "remote.log").read_text()
+        assert re.search(r"shipped \d+ files, [\d.]+ MB in [\d.]+ s", log), log
     wait_until(lambda: not (where / "runs" / run.id).exists(), 15, "the remote run folder removal")
 
 

@@ -96,10 +96,13 @@ def on_terminal() -> bool:
 
 
 @contextlib.contextmanager
-def progress_bar(label: str, *, as_json: bool = False) -> Iterator[Progress | None]:
+def progress_bar(
+    label: str, *, as_json: bool = False, min_total: int = 0
+) -> Iterator[Progress | None]:
     """A ``progress`` callback drawing a bar on standard error while the block runs, or None
     (no bar) with ``--json`` or when not :func:`on_terminal`. The bar appears at the first call,
-    so work that turns out to be empty draws nothing, and ends its line when the block ends."""
+    so work that turns out to be empty draws nothing, and ends its line when the block ends.
+    ``min_total``: work of fewer items draws nothing (it is over before a bar could help)."""
     if as_json or not on_terminal():
         yield None
         return
@@ -107,6 +110,8 @@ def progress_bar(label: str, *, as_json: bool = False) -> Iterator[Progress | No
 
     def update(done: int, total: int) -> None:
         nonlocal bar
+        if total < min_total:
+            return
         if bar is None:
             bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
             bar.__enter__()

@@ -127,7 +127,9 @@ def run_submit(
     cfg.validate()
     check_experiment_name(exp_name)
     target_config(ws, target)
-    r = Experiment(ws, exp_name).submit(cfg, tags=tag_values or None)
+    # A bar only for a snapshot with many files to read: most submits read a few, or none.
+    with progress_bar("Snapshot", as_json=as_json or quiet, min_total=500) as progress:
+        r = Experiment(ws, exp_name).submit(cfg, tags=tag_values or None, progress=progress)
     if quiet:
         click.echo(r.id)
     elif as_json:

@@ -28,14 +28,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ComputeTargetException
-from ..sshhost import check_host_path, parse_host, read_key
-from . import ComputeConfiguration, ComputeTarget, register_type
-from .sshconn import Connection, Node, check_login_home, key_dir
+from ..sshhost import (
+    Connection,
+    Node,
+    check_host_path,
+    check_login_home,
+    key_dir,
+    parse_host,
+    read_key,
+)
+from . import ComputeConfiguration, ComputeTarget, register_type, secret_name
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
 KEY_SECRET = "private-key"
+
+
+def connection(
+    ws: Workspace, target: str, config: dict[str, Any], node: Node, key_text: str | None = None
+) -> Connection:
+    """A connection to one of target ``target``'s hosts, with the target's key from the key
+    vault (or ``key_text``, a key being checked at attach)."""
+    return Connection(
+        ws, target, config, node, key_secret=secret_name(target, KEY_SECRET), key_text=key_text
+    )
 
 
 class RemoteCompute(ComputeTarget):
@@ -139,7 +156,7 @@ class RemoteCompute(ComputeTarget):
         key = config.secrets.get(KEY_SECRET)
         homes: dict[str, str] = {}
         for node in nodes_of(config.config):
-            conn = Connection(ws, name, config.config, node, key_text=key)
+            conn = connection(ws, name, config.config, node, key_text=key)
             try:
                 conn.open()
                 python = config.config["python"]
@@ -163,7 +180,7 @@ class RemoteCompute(ComputeTarget):
     def _release(self) -> None:
         # No run of this target is active (delete checks): its master connections can go.
         for node in nodes_of(self.config):
-            Connection(self.workspace, self.name, self.config, node).close()
+            connection(self.workspace, self.name, self.config, node).close()
         mine = re.compile(rf"{re.escape(self.workspace.id[:8])}-{re.escape(self.name)}-\d+\.key")
         for leftover in key_dir().iterdir():
             if mine.fullmatch(leftover.name):  # not target "gpu-2"'s when deleting "gpu"

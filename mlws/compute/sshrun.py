@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import ComputeTargetException, MlwsError
+from ..sshhost import Node, last_line, ssh_said
 from . import remote_catalog
-from .ssh import nodes_of
-from .sshconn import Connection, Node, last_line, ssh_said
+from .shipping import ensure_mlws, lib_path
+from .ssh import connection, nodes_of
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -126,7 +127,7 @@ class _SshRun:
         self.run_id = sup.run_id
         self.config = config
         self.node = node
-        self.conn = Connection(sup.ws, target, config, node)
+        self.conn = connection(sup.ws, target, config, node)
         self.remote_dir = f"{config['workDir']}/runs/{sup.run_id}"
         self.proc: subprocess.Popen[bytes] | None = None
         #: What the agent said when it could not run the script (raised once its logs are home).
@@ -209,7 +210,7 @@ class _SshRun:
             lock.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(lock)), open(err_path, "a") as log:
                 log.write(f"{self.node}: {refusal}\n")
-                self.conn.ensure_mlws(log)
+                ensure_mlws(self.conn, log)
             events = self._start_agent(ssh_err)
             refusal = self._hello(events, ssh_err)
             if refusal is not None:
@@ -347,7 +348,7 @@ class _SshRun:
         cache = self.config.get("cacheDir")
         folder = shlex.quote(self.remote_dir)
         remote = (
-            f"mkdir -p {folder} && cd {folder} && PYTHONPATH={shlex.quote(self.conn.lib_path())}"
+            f"mkdir -p {folder} && cd {folder} && PYTHONPATH={shlex.quote(lib_path(self.conn))}"
             + (f" XDG_CACHE_HOME={shlex.quote(cache)}" if cache else "")
             + f" exec {shlex.quote(python)} -u -m mlws.compute.agent ."
         )
@@ -491,7 +492,7 @@ class _SshRun:
 
         self._note(err_path, "the agent's session ended; reconnecting")
         command = (
-            f"PYTHONPATH={shlex.quote(self.conn.lib_path())} {shlex.quote(self.config['python'])}"
+            f"PYTHONPATH={shlex.quote(lib_path(self.conn))} {shlex.quote(self.config['python'])}"
             f" -m mlws.compute.agent --recover {shlex.quote(self.remote_dir)}"
         )
         window = float(self.config.get("reconnectS", RECONNECT_S))
