@@ -105,8 +105,9 @@ class ComputeTarget:
 
     # -- v1 surface ------------------------------------------------------------------------
     def get_status(self) -> str:
-        """The target's provisioning state (v1's ``get_status()``): always ``Succeeded``, as a local
-        target is ready once recorded."""
+        """The target's provisioning state (v1's ``get_status()``): ``Succeeded``, as a target is
+        ready once recorded (kinds with a life of their own, such as a Dask cluster, override
+        this)."""
         return self.provisioning_state
 
     def wait_for_completion(self, show_output: bool = False, **_kw: Any) -> None:
