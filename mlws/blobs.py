@@ -94,6 +94,10 @@ class BlobStore:
         self._strips: bool | None = None  # the umask read once per batch, not per blob
 
     def path(self, digest: str) -> Path:
+        """Where the blob named ``digest`` lives (or would live); it may not exist.
+
+        :raises UnsafePath: ``digest`` is not a ``sha256:<64 hex>`` hash.
+        """
         return Path(self._str_path(digest))
 
     def _str_path(self, digest: str) -> str:
@@ -260,6 +264,8 @@ class BlobStore:
             return 0
 
     def has(self, digest: str) -> bool:
+        """Whether the blob is stored, counting one written in the current :meth:`batch`. It does
+        not mark the blob as used: before recording a reference to it, use :meth:`reuse`."""
         if self._pending is not None and digest in self._pending:
             return True
         return os.path.exists(self._str_path(digest))
@@ -316,6 +322,8 @@ class BlobStore:
         return fd, tmp
 
     def put_bytes(self, data: bytes) -> str:
+        """Store ``data`` as a blob (once: a blob already here is only marked as just used) and
+        return its hash. Waits while a gc runs (see :meth:`shared`)."""
         with self.shared():
             return self._put_bytes(data)
 
@@ -569,6 +577,8 @@ class BlobStore:
         return entries
 
     def put_manifest(self, entries: Iterable[Entry]) -> str:
+        """Store ``entries`` as a manifest blob in the canonical form (sorted, compact JSON;
+        :func:`canonical_manifest`) and return its hash."""
         return self.put_bytes(canonical_manifest(entries))
 
     # -- reading ----------------------------------------------------------------------------
@@ -589,6 +599,11 @@ class BlobStore:
         return data
 
     def read_manifest(self, digest: str) -> list[Entry]:
+        """The entries of the manifest blob ``digest``, every path and hash validated.
+
+        :raises BlobNotFound: it is missing. :raises BlobCorrupted: its bytes changed.
+        :raises UnsafePath: it is not a manifest or names an unsafe path.
+        """
         return parse_manifest(self.read_bytes(digest))
 
     def copy_out(self, digest: str, dst: str | os.PathLike[str]) -> None:
@@ -632,6 +647,7 @@ class BlobStore:
             raise _corrupted(digest, actual)
 
     def iter_hashes(self) -> Iterator[str]:
+        """Yield the hash of every stored blob, sorted, skipping temp files (for fsck and gc)."""
         if not self._dir.exists():
             return
         for d1 in sorted(self._dir.iterdir()):
@@ -642,6 +658,8 @@ class BlobStore:
                     yield f"{ALGORITHM}:{f.name}"
 
     def iter_temp_files(self) -> Iterator[Path]:
+        """Yield the temp files left in the store, e.g. by a writer that was killed (gc removes the
+        old ones)."""
         if self._dir.exists():
             yield from self._dir.rglob(".tmp-*")
 
@@ -689,6 +707,8 @@ class BlobStore:
         return len(planned)
 
     def remove(self, digest: str) -> int:
+        """Delete a blob and return the bytes freed (0 if it was already gone). Only gc calls this,
+        holding :meth:`exclusive`: removing a blob that a catalog row references loses data."""
         p = self.path(digest)
         try:
             size = p.stat().st_size

@@ -288,6 +288,8 @@ class Catalog:
 
     # -- schema ---------------------------------------------------------------------------
     def user_version(self) -> int:
+        """The catalog's schema version (SQLite's ``PRAGMA user_version``), which the migrations
+        bump."""
         return int(self._read(lambda c: c.execute("PRAGMA user_version").fetchone())[0])
 
     def migrate(self) -> None:
@@ -422,6 +424,9 @@ class Catalog:
             return None
 
     def mark_damaged(self, reason: str) -> None:
+        """Record next to the catalog that it was found damaged (``reason``), so that every later
+        open refuses with :class:`CatalogDamaged` until ``mlws fsck`` finds it sound. Best effort: a
+        folder that cannot be written keeps no mark."""
         try:
             self._damage_file().write_text(
                 f"{reason} (seen {time.strftime('%Y-%m-%d %H:%M:%S')})\n"
@@ -430,6 +435,7 @@ class Catalog:
             pass
 
     def clear_damage_mark(self) -> None:
+        """Remove the damage mark (fsck found the catalog sound, e.g. restored from a backup)."""
         try:
             self._damage_file().unlink()
         except OSError:
@@ -460,12 +466,19 @@ class Catalog:
                         raise self._translate(e) from None
 
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        """Run a read and return every row (``sqlite3.Row``, by name or index). A reader on a
+        network folder retries a read that met the writer mid-commit.
+
+        :raises CatalogDamaged: the file is damaged. :raises MlwsError: any other SQLite error.
+        """
         return self._read(lambda c: c.execute(sql, params).fetchall())
 
     def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
+        """Run a read and return its first row, or None (see :meth:`query`)."""
         return self._read(lambda c: c.execute(sql, params).fetchone())
 
     def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        """Run a read and return the first column of its first row, or None (see :meth:`query`)."""
         row = self.one(sql, params)
         return None if row is None else row[0]
 
@@ -494,6 +507,8 @@ class Catalog:
         return [r[0] for r in rows if r[0] != "ok"]
 
     def close(self) -> None:
+        """Close the connection; the file's SQLite header may be read directly again once no
+        connection of this process is open on it."""
         with self._tlock:
             try:
                 self.conn.close()

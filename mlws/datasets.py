@@ -43,6 +43,11 @@ def _refuse_existing(name: str, latest: int | None) -> None:
 
 
 def check_dataset_name(name: Any) -> str:
+    """Return ``name`` if it can name a dataset (1-255 letters, digits, ``-``, ``_`` or ``.``,
+    starting with a letter or digit).
+
+    :raises UserErrorException: anything else.
+    """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UserErrorException(
             f"invalid dataset name {name!r}: 1-255 letters, digits, '-', '_' or '.', starting with"
@@ -180,6 +185,7 @@ class Changes:
         return bool(self.added or self.removed or self.modified)
 
     def as_dict(self) -> dict[str, list[str]]:
+        """The changed paths as JSON-ready data (``mlws dataset diff --json``)."""
         return {"added": self.added, "removed": self.removed, "modified": self.modified}
 
 
@@ -221,10 +227,13 @@ class AbstractDataset:
 
     @property
     def id(self) -> str | None:
+        """``name:version`` once registered (the form ``mlws`` commands accept), else None."""
         return f"{self.name}:{self.version}" if self.name else None
 
     @property
     def definition(self) -> dict[str, Any]:
+        """What the dataset reads, as stored in the catalog: its ``type``, its ``sources`` and its
+        kind's own settings (e.g. column types)."""
         return {"type": self.kind, "sources": self._sources, **self._extra}
 
     def _derive(self, **extra: Any) -> AbstractDataset:
@@ -318,6 +327,11 @@ class AbstractDataset:
         )
 
     def has_changed(self) -> bool:
+        """Whether the data under this registered version differs from when it was registered
+        (re-hashes the files; :meth:`changes` says how).
+
+        :raises UserErrorException: the dataset is not registered.
+        """
         return bool(self.changes())
 
     # -- as a run's input --------------------------------------------------------------------
@@ -338,6 +352,9 @@ class AbstractDataset:
         return runs_of_dataset(self._ws(), self.name, self.version)
 
     def serialize(self) -> dict[str, Any]:
+        """The dataset as JSON-ready data (``mlws dataset show --json``): name, version,
+        description, tags, definition, fingerprint and file count, and the runs that used or
+        produced it."""
         return {
             "name": self.name,
             "version": self.version,

@@ -33,6 +33,10 @@ _NAME = re.compile(r"[A-Za-z0-9_]{1,255}")
 
 
 def check_datastore_name(name: Any) -> str:
+    """Return ``name`` if it can name a datastore (letters, digits and ``_``, as Azure ML allows).
+
+    :raises UserErrorException: anything else.
+    """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UserErrorException(
             f"invalid datastore name {name!r}: letters, digits and '_' only (as Azure ML)"
@@ -79,6 +83,10 @@ class DataReference:
 
     @property
     def local_path(self) -> Path:
+        """The path on this machine.
+
+        :raises UserErrorException: an ssh datastore, whose files are not on this machine.
+        """
         return (
             self.datastore.root / self.path_on_datastore
             if self.path_on_datastore
@@ -86,9 +94,12 @@ class DataReference:
         )
 
     def as_mount(self) -> DataReference:
+        """This path as a run input that the run reads in place."""
         return DataReference(self.datastore, self.path_on_datastore, "mount")
 
     def as_download(self) -> DataReference:
+        """This path as a run input copied into the run's folder first, so the script may change its
+        copy."""
         return DataReference(self.datastore, self.path_on_datastore, "download")
 
     def __str__(self) -> str:
@@ -169,14 +180,21 @@ class Datastore:
     # -- registry ----------------------------------------------------------------------------
     @staticmethod
     def get(workspace: Workspace, datastore_name: str) -> Datastore:
+        """The datastore registered as ``datastore_name`` (v1's ``Datastore.get``).
+
+        :raises DatastoreNotFound: no such datastore.
+        """
         return Datastore(workspace, datastore_name)
 
     @staticmethod
     def get_default(workspace: Workspace) -> Datastore:
+        """The workspace's default datastore (``workspaceblobstore`` unless another was set as
+        default)."""
         return Datastore(workspace)
 
     @staticmethod
     def list(workspace: Workspace) -> list[Datastore]:
+        """Every datastore registered in the workspace, by name."""
         rows = workspace.catalog.query("SELECT name FROM datastores ORDER BY name")
         return [Datastore(workspace, r[0]) for r in rows]
 
@@ -269,6 +287,11 @@ class Datastore:
         )
 
     def set_as_default(self) -> None:
+        """Make this the workspace's default datastore (one catalog write: the old default stops
+        being one in the same transaction).
+
+        :raises DatastoreNotFound: it was unregistered meanwhile; the default is unchanged.
+        """
         with self.workspace.catalog.write() as conn:
             # Only if it is still registered: else the workspace would be left with no default.
             cur = conn.execute(
@@ -306,6 +329,8 @@ class Datastore:
         """Free what the datastore holds on this machine once unregistered (kinds override)."""
 
     def serialize(self) -> dict[str, Any]:
+        """The datastore as JSON-ready data (``mlws datastore show --json``): name, type, root and
+        whether it is the default."""
         return {
             "name": self.name,
             "type": self.datastore_type,
@@ -317,6 +342,11 @@ class Datastore:
     def path(
         self, path: str | None = None, data_reference_name: str | None = None
     ) -> DataReference:
+        """A :class:`DataReference` to ``path`` on this datastore (its root when None), to pass as a
+        run argument. ``data_reference_name`` is accepted for v1 compatibility and ignored.
+
+        :raises UnsafePath: ``path`` is absolute or has a ``..`` component.
+        """
         return DataReference(self, path or "")
 
     def _target(self, target_path: str | None) -> Path:

@@ -46,6 +46,7 @@ class DataType:
 
     @staticmethod
     def to_string() -> DataType:
+        """Text, as read (v1's ``DataType.to_string()``); every value converts."""
         return DataType("string")
 
     @staticmethod
@@ -115,10 +116,16 @@ class DataType:
 
     # -- stored form -------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
+        """The form stored in a dataset's definition: ``{"type": kind, ...args}``, unset arguments
+        left out."""
         return {"type": self.kind, **{k: v for k, v in self.args.items() if v is not None}}
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> DataType:
+        """The type stored by :meth:`as_dict`.
+
+        :raises UserErrorException: an unknown ``type``.
+        """
         args = {k: v for k, v in data.items() if k != "type"}
         return DataType(data["type"], **args)
 
@@ -290,4 +297,6 @@ def out_of_pandas_range(col: Any) -> Any:
 
 
 def finer_unit(a: str, b: str) -> str:
+    """The finer of two timestamp units (``"s"``, ``"ms"``, ``"us"``, ``"ns"``): casting to it loses
+    no digit."""
     return a if _UNITS[a] <= _UNITS[b] else b

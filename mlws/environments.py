@@ -75,6 +75,11 @@ class CondaDependencies:
         pip_indexurl: str | None = None,
         **_azure_kwargs: Any,
     ) -> CondaDependencies:
+        """A package list from v1's arguments: pip and conda packages, a Python version, a pip index
+        URL (other Azure arguments are ignored).
+
+        :raises UserErrorException: a pip package that is not a requirement (e.g. an option).
+        """
         deps = cls()
         for p in pip_packages or []:
             deps.add_pip_package(p)
@@ -86,12 +91,19 @@ class CondaDependencies:
         return deps
 
     def add_pip_package(self, package: str) -> None:
+        """Add a pip requirement (once).
+
+        :raises UserErrorException: empty, or an option such as ``-e``: options go in
+        ``pip_options``.
+        """
         if not isinstance(package, str) or not package.strip() or package.strip().startswith("-"):
             raise UserErrorException(f"not a pip requirement: {package!r}")
         if package.strip() not in self.pip_packages:
             self.pip_packages.append(package.strip())
 
     def add_conda_package(self, package: str) -> None:
+        """Add a conda package (once). ``python=3.x`` sets :attr:`python_version` instead of adding
+        a package."""
         package = package.strip()
         m = re.match(r"^python\s*=+\s*([0-9.]+)", package)
         if m:
@@ -101,6 +113,8 @@ class CondaDependencies:
             self.conda_packages.append(package)
 
     def to_dict(self) -> dict[str, Any]:
+        """The form stored in an environment's definition (``pip``, ``conda``, ``python``,
+        ``pipOptions``)."""
         return {
             "pip": list(self.pip_packages),
             "conda": list(self.conda_packages),
@@ -110,6 +124,7 @@ class CondaDependencies:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CondaDependencies:
+        """The package list stored by :meth:`to_dict`; missing keys are empty."""
         deps = cls()
         deps.pip_packages = list(data.get("pip") or [])
         deps.conda_packages = list(data.get("conda") or [])
@@ -146,6 +161,8 @@ class CondaDependencies:
         return deps
 
     def serialize_to_string(self) -> str:
+        """The list as a conda environment YAML file (v1's ``serialize_to_string``), pip packages
+        and options under ``pip``."""
         import yaml
 
         deps: list[Any] = []
@@ -188,6 +205,8 @@ class Environment:
 
     @property
     def managed(self) -> bool:
+        """Whether mlws builds this environment (a virtualenv with its packages) rather than using
+        an existing Python as it is."""
         return not self.python.user_managed_dependencies
 
     # -- constructors -------------------------------------------------------------------------
@@ -227,6 +246,8 @@ class Environment:
 
     # -- (de)serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The environment as stored in the catalog and shown by ``mlws environment show --json``
+        (v1's field names)."""
         return {
             "name": self.name,
             "version": self.version,
@@ -241,6 +262,11 @@ class Environment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Environment:
+        """The environment stored by :meth:`to_dict`; missing fields take their defaults (a
+        user-managed Python, no packages).
+
+        :raises UserErrorException: the stored name is not a valid environment name.
+        """
         env = cls(data.get("name") or "unnamed")
         env.version = data.get("version")
         py = data.get("python") or {}
@@ -368,6 +394,8 @@ def as_environment(workspace: Workspace, env: Any) -> Environment:
 
 # -- building --------------------------------------------------------------------------------------
 def envs_dir() -> Path:
+    """The per-user folder where managed environments are built, one sub-folder per specification
+    hash (a cache: shared by every workspace of the user, safe to delete)."""
     return user_cache_dir() / "envs"
 
 

@@ -18,6 +18,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 
 
 def check_experiment_name(name: str) -> str:
+    """Return ``name`` if it can name an experiment (1-255 letters, digits, ``_`` or ``-``, starting
+    with a letter or digit).
+
+    :raises InvalidName: anything else.
+    """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidName(
             f"invalid experiment name {name!r}: use 1-255 letters, digits, '_' or '-', "
@@ -191,6 +196,8 @@ class Experiment:
     def list(
         cls, workspace: Workspace, experiment_name: str | None = None, **_kwargs: Any
     ) -> list[Experiment]:
+        """The workspace's experiments by name (v1's ``Experiment.list``); with ``experiment_name``,
+        only that one if it exists. Other v1 keyword arguments are ignored."""
         rows = workspace.catalog.query("SELECT name FROM experiments ORDER BY name")
         return [
             cls(workspace, r[0], _create=False) for r in rows if experiment_name in (None, r[0])

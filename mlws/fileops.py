@@ -278,12 +278,16 @@ def op_check(root: str) -> dict:
 
 
 def op_match(root: str, patterns: list) -> dict:
+    """Host operation: for each dataset path pattern, the ``[name, size, mtime_ns, inode]`` rows of
+    the files it matches under ``root`` (see :func:`match`), with ``root``'s real path."""
     real = _root(root)
     found = [_text([_stat_row(n, st) for n, (_p, st) in match(real, p).items()]) for p in patterns]
     return {"real": real, "found": found}
 
 
 def op_select(root: str, prefix: str) -> dict:
+    """Host operation: the ``[name, size, mtime_ns, inode]`` rows of the files a download of
+    ``prefix`` copies (see :func:`select`; no symlink followed), with ``root``'s real path."""
     real = _root(root)
     return {
         "real": real,

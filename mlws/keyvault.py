@@ -30,6 +30,11 @@ ENV_KEY = "MLWS_KEYVAULT_KEY"
 
 
 def check_secret_name(name: str) -> str:
+    """Return ``name`` if it can name a secret (1-127 letters, digits or ``-``, starting with a
+    letter or digit, as Azure Key Vault allows; mlws's own check entry is refused).
+
+    :raises UserErrorException: anything else.
+    """
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name == _SENTINEL:
         raise UserErrorException(
             f"invalid secret name {name!r}: use 1-127 letters, digits or '-', starting with a "
@@ -47,6 +52,9 @@ def is_credential(name: str) -> bool:
 
 
 def key_path(workspace_id: str) -> Path:
+    """Where this machine keeps the key of workspace ``workspace_id``: in the user's config folder,
+    never in the workspace, so that a copied or shared workspace folder does not carry the key to
+    its secrets."""
     return user_config_dir() / "keys" / workspace_id
 
 
@@ -159,6 +167,12 @@ class Keyvault:
         self.set_secrets({name: value})
 
     def set_secrets(self, secrets_batch: dict[str, str]) -> None:
+        """Store or replace several secrets in one transaction: all or none. Makes the workspace's
+        key on its first secret.
+
+        :raises UserErrorException: a bad name or a value that is not a string (nothing is stored).
+        :raises KeyvaultKeyError: the workspace has secrets but this machine lacks their key.
+        """
         for name, value in secrets_batch.items():
             check_secret_name(name)
             if not isinstance(value, str):

@@ -72,6 +72,8 @@ class Holder:
     released: bool = False
 
     def describe(self) -> str:
+        """The holder in words for error messages: machine, user, pid, since when and how long ago
+        it last wrote."""
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
         ago = (
             ""
@@ -239,6 +241,9 @@ class WriterLease:
         )
 
     def taken_over(self) -> bool:
+        """Whether another machine has taken the lease over from this holder (generation N+1
+        exists): from then on this machine must not write. False when this process holds no lease.
+        """
         gen = self.generation
         return gen is not None and os.path.exists(self._record(gen + 1))
 

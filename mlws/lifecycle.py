@@ -50,6 +50,8 @@ START_GRACE_S = 60.0
 
 
 def new_run_id(experiment: str) -> str:
+    """A new run id in v1's form, ``<experiment>_<unix time>_<8 hex>``; the random part keeps
+    runs submitted in the same second apart."""
     return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
 
 

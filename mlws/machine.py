@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Machine:
+    """Which computer a process runs on, and which boot of it (see the module docstring)."""
+
     hostname: str
     machine_id: str
     boot_id: str
@@ -26,16 +28,22 @@ class Machine:
         return f"{self.hostname}/{self.machine_id}"
 
     def same_machine(self, other: Machine) -> bool:
+        """Whether ``other`` is this computer, whichever boot."""
         return self.key == other.key
 
     def same_boot(self, other: Machine) -> bool:
+        """Whether ``other`` is this computer in this same boot: only then can a pid recorded there
+        name a live process here."""
         return self.key == other.key and self.boot_id == other.boot_id
 
     def as_dict(self) -> dict[str, str]:
+        """The JSON form, as recorded with runs and leases."""
         return {"hostname": self.hostname, "machine_id": self.machine_id, "boot_id": self.boot_id}
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> Machine:
+        """The machine recorded by :meth:`as_dict`; missing fields are empty strings (records from
+        older versions)."""
         return cls(
             str(d.get("hostname", "")), str(d.get("machine_id", "")), str(d.get("boot_id", ""))
         )
@@ -62,6 +70,8 @@ def this_machine() -> Machine:
 
 
 def process_user() -> str:
+    """The name of the user this process runs as, or the uid as text when it has no name (e.g. a
+    container's user missing from ``/etc/passwd``)."""
     try:
         import pwd
 

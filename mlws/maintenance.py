@@ -45,6 +45,9 @@ _MANIFEST_START = b'[{"hash":"sha256:'
 
 @dataclass
 class FsckReport:
+    """What :func:`fsck` found: catalog problems, blobs corrupted, blobs referenced but missing,
+    manifests that cannot be read, and how many temp files are left over."""
+
     catalog_problems: list[str] = field(default_factory=list)
     blobs_checked: int = 0
     corrupted: list[str] = field(default_factory=list)
@@ -54,9 +57,11 @@ class FsckReport:
 
     @property
     def ok(self) -> bool:
+        """True when nothing is wrong (left-over temp files are not a fault; gc removes them)."""
         return not (self.catalog_problems or self.corrupted or self.missing or self.bad_manifests)
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``mlws fsck --json``), with ``ok``."""
         return {
             "ok": self.ok,
             "catalog_problems": self.catalog_problems,
@@ -118,6 +123,9 @@ def fsck(ws: Workspace, progress: Callable[[int, int], None] | None = None) -> F
 
 @dataclass
 class GcReport:
+    """What :func:`gc` removed (or, with ``dry_run``, would remove): blobs and bytes, unreferenced
+    blobs kept as younger than the grace, and stale temp files."""
+
     removed: int = 0
     bytes_freed: int = 0
     kept_recent: int = 0
@@ -125,6 +133,7 @@ class GcReport:
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``mlws gc --json``)."""
         return dict(self.__dict__)
 
 

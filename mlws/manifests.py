@@ -32,6 +32,7 @@ class Entry:
     mode: int = 0o644
 
     def as_dict(self) -> dict[str, object]:
+        """The entry as it appears in a canonical manifest (keys sorted)."""
         return {"hash": self.hash, "mode": self.mode, "path": self.path, "size": self.size}
 
 
@@ -65,6 +66,11 @@ _HASH = re.compile(r"sha256:[0-9a-f]{64}\Z")
 
 
 def check_hash(value: str) -> str:
+    """Return ``value`` if it is an algorithm-tagged blob hash (``sha256:<64 lowercase hex>``).
+
+    :raises UnsafePath: anything else; a hash becomes a path in the blob store, so it is checked
+    before any use.
+    """
     if not isinstance(value, str) or _HASH.fullmatch(value) is None:
         raise UnsafePath(f"not a valid blob hash: {value!r} (expected 'sha256:<64 hex>')")
     return value
@@ -128,6 +134,8 @@ def parse_manifest(data: bytes) -> list[Entry]:
 
 
 def file_mode(st_mode: int) -> int:
+    """The mode a manifest records for a file: 0o755 if its owner may execute it, else 0o644
+    (nothing else of the mode is kept)."""
     return 0o755 if st_mode & stat.S_IXUSR else 0o644
 
 

@@ -77,6 +77,7 @@ def encode(value: Any) -> tuple[Any, str | None]:
 
 
 def decode(value: Any, data: str | None) -> Any:
+    """The logged value from its ``(value, data)`` columns: the inverse of :func:`encode`."""
     if data is not None:
         return json.loads(data)
     return value
@@ -95,6 +96,9 @@ class MetricWriter:
         _register(self)
 
     def add(self, name: str, kind: str, value: Any, step: int | None = None) -> None:
+        """Buffer one value of kind ``kind`` (``SCALAR``, ``LIST``, ``ROW``, ...) for metric
+        ``name``; ``step`` None takes the name's next step when written. Writes the buffer first if
+        it is full (see the module docstring)."""
         v, d = encode(value)
         item = (name, kind, v, d, time.time(), step)
         with self._lock:
@@ -102,6 +106,8 @@ class MetricWriter:
         self._bound()
 
     def add_scalar(self, name: str, value: Any, step: int | None = None) -> None:
+        """Buffer one scalar: :meth:`add` with ``SCALAR``, made cheap for the plain numbers and
+        strings of ``run.log`` in a training loop."""
         # The hot path of run.log: skip encode() for plain finite numbers and strings.
         t = type(value)
         if (t is float and math.isfinite(value)) or t is int or t is str:
@@ -125,6 +131,7 @@ class MetricWriter:
             self.flush()
 
     def pending(self) -> int:
+        """How many values are buffered and not written yet."""
         return len(self._buf)
 
     def flush(self) -> int:
@@ -198,6 +205,8 @@ def _register(writer: MetricWriter) -> None:
 
 
 def unregister(writer: MetricWriter) -> None:
+    """Stop flushing ``writer`` in the background; flush it first, as values still buffered are then
+    never written."""
     with _writers_lock:
         if writer in _writers:
             _writers.remove(writer)
@@ -220,6 +229,12 @@ def _flush_loop() -> None:
 
 
 def flush_all(quiet: bool = False) -> None:
+    """Write the buffered values of every writer in this process (before metrics are read back, from
+    the background flusher, and at exit).
+
+    With ``quiet`` (the flusher and exit), a failed write keeps its values for the next try instead
+    of raising, and a writer whose catalog was closed is dropped.
+    """
     with _writers_lock:
         writers = list(_writers)
     for w in writers:

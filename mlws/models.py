@@ -40,6 +40,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 
 def check_model_name(name: Any) -> str:
+    """Return ``name`` if it can name a model (1-255 letters, digits, ``-``, ``_`` or ``.``,
+    starting with a letter or digit).
+
+    :raises UserErrorException: anything else.
+    """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UserErrorException(
             f"invalid model name {name!r}: 1-255 letters, digits, '-', '_' or '.', starting with"
@@ -189,6 +194,8 @@ class Model:
 
     @property
     def framework(self) -> str | None:
+        """The framework given at registration (v1's ``model_framework``, e.g. ``ScikitLearn``), or
+        None."""
         return self.model_framework
 
     @property
@@ -224,6 +231,10 @@ class Model:
         return self.workspace.blobs.read_manifest(self._row["manifest"])
 
     def get_file_names(self) -> list[str]:
+        """The paths of the model's files, relative to the model.
+
+        :raises BlobNotFound: the model's manifest is missing. :raises BlobCorrupted: it changed.
+        """
         return [e.path for e in self._entries()]
 
     def download(
@@ -275,10 +286,19 @@ class Model:
         self._load(row)
 
     def add_tags(self, tags: dict[str, Any]) -> None:
+        """Add or replace tags (values kept as strings).
+
+        :raises UserErrorException: ``tags`` is not a dict, or has an empty key.
+        :raises ModelNotFound: the version was deleted.
+        """
         new = _str_dict(tags, "tags")
         self._update(lambda row: {"tags": json.dumps({**json.loads(row["tags"]), **new})})
 
     def remove_tags(self, tags: list[str] | str) -> None:
+        """Remove tags by key (one key or several); keys not set are ignored.
+
+        :raises ModelNotFound: the version was deleted.
+        """
         keys = {tags} if isinstance(tags, str) else set(tags)
         self._update(
             lambda row: {
@@ -352,6 +372,7 @@ class Model:
         return deploy(workspace, name, models, inference_config, deployment_config, overwrite)
 
     def serialize(self) -> dict[str, Any]:
+        """The model as JSON-ready data in v1's field names (``mlws model show --json``)."""
         return {
             "id": self.id,
             "name": self.name,

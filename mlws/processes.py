@@ -61,7 +61,8 @@ class HasPath(Protocol):
     """A workspace, as far as process ownership goes: its folder."""
 
     @property
-    def path(self) -> Path: ...
+    def path(self) -> Path:
+        """The workspace's folder."""
 
 
 #: ``python -m <module> <folder> ...``: the processes mlws starts for a workspace, and where

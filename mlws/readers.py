@@ -59,6 +59,8 @@ def arrow() -> Any:
 
 
 def unknown_columns(missing: list[str], columns: list[str], what: str) -> UserErrorException:
+    """The error for a step (``what``) that names columns the table does not have: names them and
+    lists the columns there are."""
     return UserErrorException(
         f"{what} names {', '.join(repr(m) for m in missing)}, which"
         f" {'is not a column' if len(missing) == 1 else 'are not columns'}; the columns are"
@@ -111,6 +113,14 @@ class TableReader:
 
     # -- the whole table ---------------------------------------------------------------------
     def read(self, files: list[tuple[str, str]]) -> pa.Table:
+        """Read the files into one table, in order, converting columns as asked.
+
+        A delimited column whose inferred types differ between files is read again as text in every
+        file, so the text is as written.
+
+        :raises UserErrorException: the files' columns cannot be combined, a conversion fails
+        (``on_error``), or ``set_column_types`` names a column that is not there.
+        """
         while True:
             self.first_names = None
             tables, got = [], 0

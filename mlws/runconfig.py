@@ -20,6 +20,9 @@ DEFAULT_MAX_RUN_DURATION_S = 2592000  # 30 days, as in v1
 
 
 class HistoryConfiguration:
+    """v1's ``HistoryConfiguration``: with ``output_collection`` False, the run's ``outputs`` folder
+    is not stored as run files when it ends (``logs`` always is)."""
+
     def __init__(self, output_collection: bool = True) -> None:
         self.output_collection = output_collection
 
@@ -51,6 +54,8 @@ class RunConfiguration:
 
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as saved (``save``) and recorded in a run's definition, in v1's field
+        names; an :class:`Environment` object is stored as its definition."""
         env = self.environment
         if env is not None and not isinstance(env, (str, dict)):
             env = env.to_dict() if hasattr(env, "to_dict") else {"name": getattr(env, "name", None)}
@@ -70,6 +75,10 @@ class RunConfiguration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfiguration:
+        """The configuration saved by :meth:`to_dict`; missing fields take their defaults.
+
+        :raises RunConfigError: ``data`` is not a mapping.
+        """
         if not isinstance(data, dict):
             raise RunConfigError("a run configuration must be a mapping")
         rc = cls(
@@ -192,22 +201,28 @@ class ScriptRunConfig:
 
     @property
     def script(self) -> str | None:
+        """The script to run, relative to ``source_directory`` (``run_config.script``)."""
         return self.run_config.script
 
     @property
     def arguments(self) -> list[Any]:
+        """The script's arguments (``run_config.arguments``), data inputs and outputs among them."""
         return self.run_config.arguments
 
     @property
     def command(self) -> list[str] | str | None:
+        """The command to run instead of a script (``run_config.command``), or None."""
         return self.run_config.command
 
     @property
     def compute_target(self) -> str:
+        """The name of the compute target (``run_config.target``; ``local`` by default)."""
         return self.run_config.target
 
     @property
     def environment(self) -> Any:
+        """The run's environment (``run_config.environment``): an :class:`Environment`, a name, or
+        None for the current Python."""
         return self.run_config.environment
 
     def validate(self) -> tuple[Path, str | None]:

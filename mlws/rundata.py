@@ -44,6 +44,11 @@ _MODES = ("direct", "mount", "download")
 
 
 def check_data_name(name: Any, what: str = "input") -> str:
+    """Return ``name`` if it can name a run input or output (``what``): letters, digits and ``_``,
+    not starting with a digit, as Azure ML allows.
+
+    :raises UserErrorException: anything else.
+    """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise UserErrorException(
             f"invalid {what} name {name!r}: letters, digits and '_', not starting with a digit"
@@ -252,6 +257,8 @@ def default_input_name(item: Any) -> str:
 
 
 def dataset_spec(ds: AbstractDataset) -> dict[str, Any]:
+    """How a run's definition records a dataset: its name and version if registered, its definition,
+    and its registered fingerprint."""
     return {
         "name": ds.name,
         "version": ds.version,
@@ -388,6 +395,8 @@ def _entry_path(rel: str, names: list[str]) -> str:
 
 
 def absolute_paths(definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The run's data paths (``{"inputs": {name: path}, "outputs": ...}``) made absolute under
+    ``run_dir``: what a script finds in ``MLWS_DATA_PATHS``."""
     paths = definition.get("dataPaths") or {}
     return {
         kind: {k: os.path.join(run_dir, v) for k, v in (paths.get(kind) or {}).items()}
@@ -553,6 +562,11 @@ class MountContext:
         self._started = False
 
     def start(self) -> None:
+        """Lay the dataset's files out under the mount point (a new temp folder if none was given)
+        and make them read-only; a second call does nothing.
+
+        :raises UserErrorException: the mount point given is not empty.
+        """
         import tempfile
 
         from . import readonly
@@ -574,6 +588,8 @@ class MountContext:
         self._started = True
 
     def stop(self) -> None:
+        """Take the files away: a mount point that was given is emptied and left, one made by
+        :meth:`start` is removed. Does nothing unless started."""
         from . import readonly
 
         if not self._started or self.mount_point is None:

@@ -127,6 +127,11 @@ class RunFiles:
         return {"name": name, "hash": digest, "size": size}
 
     def upload_files(self, names: list[str], paths: list[str], **_kwargs: Any) -> None:
+        """Store several files as run files: ``names[i]`` from ``paths[i]`` (see
+        :meth:`upload_file`).
+
+        :raises UserErrorException: the lists differ in length, or a path is not a file.
+        """
         if len(names) != len(paths):
             raise UserErrorException("upload_files: names and paths must have the same length")
         for n, p in zip(names, paths, strict=True):

@@ -84,14 +84,19 @@ class Run(RunFiles):
     # -- identity ---------------------------------------------------------------------------
     @property
     def number(self) -> int:
+        """The run's number within its experiment (1, 2, ...), as v1's ``run.number``."""
         return int(self._row["number"])
 
     @property
     def type(self) -> str:
+        """The run's type, as v1: ``azureml.scriptrun`` for a submitted script, ``interactive`` for
+        one started with ``start_logging``; a child run has its parent's."""
         return str(self._row["type"])
 
     @property
     def display_name(self) -> str:
+        """The run's display name (its id when none was given); setting it writes it to the catalog.
+        ``run.name`` is the same."""
         return self._row["display_name"] or self.id
 
     @display_name.setter
@@ -104,15 +109,21 @@ class Run(RunFiles):
 
     @property
     def description(self) -> str | None:
+        """The description given at submission, or None."""
         return self._row["description"]
 
     @property
     def parent(self) -> Run | None:
+        """The parent run of a child run, or None.
+
+        :raises RunNotFound: the parent was deleted.
+        """
         pid = self._row["parent_id"]
         return None if pid is None else self.workspace.get_run(pid)
 
     @property
     def status(self) -> str:
+        """The run's status now (see :meth:`get_status`)."""
         return self.get_status()
 
     def __repr__(self) -> str:
@@ -168,6 +179,12 @@ class Run(RunFiles):
 
     # -- status -----------------------------------------------------------------------------
     def get_status(self) -> str:
+        """The run's status now (``Queued``, ``Running``, ``Completed``, ``Failed``, ...), re-read
+        and reconciled with its supervising process: a run whose process is gone is ``Failed``, not
+        left ``Running``.
+
+        :raises RunNotFound: the run was deleted.
+        """
         return str(self._refresh()["status"])
 
     def get_details(self) -> dict[str, Any]:
@@ -219,11 +236,15 @@ class Run(RunFiles):
         return run_data(self, "output")
 
     def get_details_with_logs(self) -> dict[str, Any]:
+        """As :meth:`get_details`, with the text of each log file instead of its name (v1's
+        ``get_details_with_logs``)."""
         details = self.get_details()
         details["logFiles"] = {p: self._read_file_text(p) for p in details["logFiles"]}
         return details
 
     def start(self) -> None:
+        """Mark the run ``Running`` (v1's ``run.start()``, for runs made with ``start_logging``); a
+        run that has ended already is left as it is."""
         set_status(self.workspace, self.id, "Running")
         self._refresh()
 
@@ -355,6 +376,7 @@ class Run(RunFiles):
             )
 
     def remove_tags(self, tags: list[str] | str) -> None:
+        """Remove tags by key (one key or several); keys not set are ignored."""
         keys = [tags] if isinstance(tags, str) else list(tags)
         with self.workspace.catalog.write() as conn:
             conn.executemany(
@@ -362,6 +384,7 @@ class Run(RunFiles):
             )
 
     def get_tags(self) -> dict[str, str | None]:
+        """The run's tags, by key."""
         rows = self.workspace.catalog.query(
             "SELECT key, value FROM run_tags WHERE run_seq = ? ORDER BY key", (self.seq,)
         )
@@ -369,6 +392,7 @@ class Run(RunFiles):
 
     @property
     def tags(self) -> dict[str, str | None]:
+        """The run's tags, by key (as :meth:`get_tags`)."""
         return self.get_tags()
 
     def add_properties(self, properties: dict[str, Any]) -> None:
@@ -391,6 +415,7 @@ class Run(RunFiles):
             )
 
     def get_properties(self) -> dict[str, str | None]:
+        """The run's properties, by key."""
         rows = self.workspace.catalog.query(
             "SELECT key, value FROM run_properties WHERE run_seq = ? ORDER BY key", (self.seq,)
         )
@@ -398,6 +423,7 @@ class Run(RunFiles):
 
     @property
     def properties(self) -> dict[str, str | None]:
+        """The run's properties, by key (as :meth:`get_properties`)."""
         return self.get_properties()
 
     # -- secrets ----------------------------------------------------------------------------
@@ -406,6 +432,11 @@ class Run(RunFiles):
         return self.workspace.get_default_keyvault().get_secret(name)
 
     def get_secrets(self, secrets: list[str]) -> dict[str, str]:
+        """Several secrets from the workspace key vault (v1: ``run.get_secrets``); inside a
+        submitted run they are asked of its supervisor.
+
+        :raises SecretNotFound: one of them is not set.
+        """
         return self.workspace.get_default_keyvault().get_secrets(secrets)
 
     # -- metrics ----------------------------------------------------------------------------
@@ -420,12 +451,18 @@ class Run(RunFiles):
         self._metric_writer.add_scalar(name, value, step)
 
     def log_list(self, name: str, value: list[Any], description: str = "") -> None:
+        """Log a list of values under ``name`` (v1's ``log_list``); a list logged again under the
+        name extends it."""
         self._metric_writer.add(name, _metrics.LIST, list(value))
 
     def log_row(self, name: str, description: str | None = None, **kwargs: Any) -> None:
+        """Log one row of a table metric, its columns as keyword arguments; rows logged under one
+        name make the table (v1's ``log_row``)."""
         self._metric_writer.add(name, _metrics.ROW, dict(kwargs))
 
     def log_table(self, name: str, value: dict[str, list[Any]], description: str = "") -> None:
+        """Log a table metric, ``{column: [values]}`` (v1's ``log_table``); a table logged again
+        under the name adds its rows."""
         self._metric_writer.add(name, _metrics.TABLE, {k: list(v) for k, v in value.items()})
 
     def _log_json(self, kind: str, name: str, value: Any) -> None:
@@ -439,15 +476,33 @@ class Run(RunFiles):
         self._metric_writer.add(name, kind, value)
 
     def log_confusion_matrix(self, name: str, value: Any, description: str = "") -> None:
+        """Log a confusion matrix (a dict or its JSON text) as one metric (v1's
+        ``log_confusion_matrix``).
+
+        :raises UserErrorException: ``value`` is a string that is not JSON.
+        """
         self._log_json("confusion_matrix", name, value)
 
     def log_accuracy_table(self, name: str, value: Any, description: str = "") -> None:
+        """Log an accuracy table (a dict or its JSON text) as one metric (v1's
+        ``log_accuracy_table``).
+
+        :raises UserErrorException: ``value`` is a string that is not JSON.
+        """
         self._log_json("accuracy_table", name, value)
 
     def log_residuals(self, name: str, value: Any, description: str = "") -> None:
+        """Log residuals (a dict or its JSON text) as one metric (v1's ``log_residuals``).
+
+        :raises UserErrorException: ``value`` is a string that is not JSON.
+        """
         self._log_json("residuals", name, value)
 
     def log_predictions(self, name: str, value: Any, description: str = "") -> None:
+        """Log predictions (a dict or its JSON text) as one metric (v1's ``log_predictions``).
+
+        :raises UserErrorException: ``value`` is a string that is not JSON.
+        """
         self._log_json("predictions", name, value)
 
     def log_image(

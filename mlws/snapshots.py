@@ -100,6 +100,8 @@ class HashCache:
         self._lock = threading.Lock()
 
     def load(self, root: str) -> dict[str, tuple[int, int, int, str, str]]:
+        """The cached ``path -> (size, mtime_ns, inode, hash, seen)`` of every file under ``root``,
+        in one query."""
         prefix = root.rstrip("/") + "/"
         # A range scan on the primary key: every cached path under root, in one query.
         rows = self.conn.execute(
@@ -109,6 +111,8 @@ class HashCache:
         return {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
 
     def store(self, rows: list[tuple[str, int, int, int, str, str]]) -> None:
+        """Add or replace cache rows ``(path, size, mtime_ns, inode, hash, seen)`` in one
+        transaction."""
         if not rows:
             return
         with self._lock:
@@ -123,10 +127,13 @@ class HashCache:
                 raise
 
     def close(self) -> None:
+        """Close the cache's database."""
         self.conn.close()
 
 
 def default_cache_path() -> Path:
+    """The per-user, per-machine hash cache file (in the user's cache folder: safe to delete, it is
+    rebuilt by hashing)."""
     from .dirs import user_cache_dir
 
     return user_cache_dir() / "hashcache.db"

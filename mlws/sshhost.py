@@ -113,12 +113,15 @@ def read_key(
 # -- talking to one host ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Node:
+    """One ssh host: host name, port (None: as ``~/.ssh/config`` says) and user (None: likewise)."""
+
     host: str
     port: int | None  # None: whatever ~/.ssh/config says (22 by default)
     user: str | None
 
     @property
     def destination(self) -> str:
+        """``user@host``, or ``host`` when no user is set: what ssh is given."""
         return f"{self.user}@{self.host}" if self.user else self.host
 
     def __str__(self) -> str:
@@ -126,10 +129,16 @@ class Node:
 
     @property
     def slug(self) -> str:
+        """The node as a string safe in a file name (lock and socket names)."""
         return re.sub(r"[^A-Za-z0-9.-]", "_", str(self))
 
 
 def key_dir() -> Path:
+    """The user's private folder for ssh control sockets and decrypted keys (under ``/tmp``, short:
+    a socket path must fit in 108 bytes).
+
+    :raises MlwsError: the folder exists but is not private to this user.
+    """
     # Short and per user: a ControlPath socket must fit in 108 bytes (so /tmp, not a possibly
     # long TMPDIR), and keys must not be readable by others (0700 folder, 0600 files).
     base = Path("/tmp") if os.access("/tmp", os.W_OK) else Path(tempfile.gettempdir())
@@ -177,6 +186,12 @@ class Connection:
         self._control = f"{ident}-%C"
 
     def key_file(self) -> Path | None:
+        """The private key as a file for ``ssh -i`` (written 0600 on first use, from the key vault
+        or the key being checked), or None when the target has no key of its own.
+
+        :raises KeyvaultKeyError: the key is in the key vault and this machine lacks the workspace's
+        key.
+        """
         if self._key_file is not None:
             return self._key_file
         text = self._key_text
@@ -199,6 +214,9 @@ class Connection:
             self._key_file = None
 
     def options(self, with_key: bool = True) -> list[str]:
+        """The ssh options for this node: the user's own first (ssh keeps the first value of an
+        option), then mlws's defaults (batch mode, the control socket, timeouts, keep-alives), the
+        port and, unless the master connection is up, the key."""
         # ssh keeps the first value of an option: the user's options come before mlws's
         # defaults, so they can override them (but not BatchMode: mlws must never prompt).
         opts = ["-o", "BatchMode=yes"]
@@ -219,6 +237,8 @@ class Connection:
         return opts
 
     def ssh_command(self, remote: str) -> list[str]:
+        """The argv that runs ``remote`` (a shell command line) on the node, through the master
+        connection if it is up."""
         return [
             "ssh",
             *self.options(),
@@ -280,11 +300,20 @@ class Connection:
     def run(
         self, remote: str, input: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
+        """Run ``remote`` on the node, with ``input`` on its stdin; returns the completed process
+        (text output) whatever its exit status.
+
+        :raises ComputeTargetException: ssh cannot be started or takes over ``timeout`` seconds.
+        """
         return run_tool(
             self.ssh_command(remote), self.node, "a command", timeout=timeout, input=input
         )
 
     def check(self, remote: str, what: str, input: str | None = None) -> str:
+        """Run ``remote`` on the node and return its stdout.
+
+        :raises ComputeTargetException: it fails: ``what`` failed, with the last line of its stderr.
+        """
         r = self.run(remote, input=input)
         if r.returncode != 0:
             raise ComputeTargetException(f"{self.node}: {what} failed: {last_line(r.stderr)}")
@@ -399,6 +428,8 @@ def ssh_said(path: Path) -> str:
 
 
 def last_line(err: bytes | str) -> str:
+    """The last non-blank line of a tool's stderr (what ssh or rsync says went wrong), or ``no
+    message``."""
     text = err.decode("utf-8", "replace") if isinstance(err, bytes) else err
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else "no message"

@@ -89,6 +89,7 @@ class SshDatastore(Datastore):
     # -- where it is ---------------------------------------------------------------------------
     @property
     def node(self) -> Node:
+        """The host the datastore's folder is on."""
         from .sshhost import Node
 
         c = self.config
@@ -103,6 +104,10 @@ class SshDatastore(Datastore):
 
     @property
     def root(self) -> Path:
+        """Refused: the folder is on another machine, not a path here.
+
+        :raises UserErrorException: always; use ``upload()``, ``download()`` or a dataset over it.
+        """
         raise UserErrorException(
             f"datastore {self.name!r} is a folder on {self.node}, not on this machine: use"
             " upload(), download() or a dataset over it"

@@ -33,6 +33,9 @@ CONFIG_DIRS = (".mlws", ".azureml")
 
 
 def default_workspace_path() -> Path:
+    """The workspace used when none is given, ``MLWS_WORKSPACE`` is not set and no
+    ``.mlws/config.json`` is found above the current folder: ``default`` in the user's data folder
+    (created on first use)."""
     return user_data_dir() / "default"
 
 
@@ -51,6 +54,8 @@ def _named_workspaces_file() -> Path:
 
 
 def named_workspaces() -> dict[str, str]:
+    """The user's workspaces by name (``name -> folder``), as recorded when they were created; empty
+    if the list is missing or unreadable."""
     try:
         data = json.loads(_named_workspaces_file().read_text())
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
@@ -317,6 +322,8 @@ class Workspace:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
+        """Write the metrics still buffered for this workspace and close its catalog; a second call
+        does nothing. ``with Workspace(...)`` closes it on exit."""
         if not self._closed:
             self._closed = True
             from .metrics import close_catalog
@@ -336,6 +343,7 @@ class Workspace:
     # -- navigation --------------------------------------------------------------------------
     @property
     def experiments(self) -> dict[str, Experiment]:
+        """The workspace's experiments by name (v1: ``ws.experiments``)."""
         from .experiments import Experiment
 
         rows = self.catalog.query("SELECT name FROM experiments ORDER BY name")
@@ -349,6 +357,7 @@ class Workspace:
         return {d.name: d for d in Datastore.list(self)}
 
     def get_default_datastore(self) -> Any:
+        """The workspace's default datastore (v1: ``ws.get_default_datastore()``)."""
         from .datastores import Datastore
 
         return Datastore.get_default(self)
@@ -371,6 +380,9 @@ class Workspace:
         return Keyvault(self)
 
     def get_details(self) -> dict[str, Any]:
+        """Facts about the workspace as JSON-ready data (``mlws workspace show --json``): id, name,
+        folder, schema version, journal mode, counts, whether it is read-only here and which machine
+        writes it."""
         return {
             "id": self.id,
             "name": self.name,

@@ -105,6 +105,9 @@ class ComputeTarget:
 
     # -- v1 surface ------------------------------------------------------------------------
     def get_status(self) -> str:
+        """The target's provisioning state (v1's ``get_status()``): ``Succeeded``, as a target is
+        ready once recorded (kinds with a life of their own, such as a Dask cluster, override
+        this)."""
         return self.provisioning_state
 
     def wait_for_completion(self, show_output: bool = False, **_kw: Any) -> None:
@@ -114,6 +117,7 @@ class ComputeTarget:
             print(f"{self.name}: {self.provisioning_state}")
 
     def serialize(self) -> dict[str, Any]:
+        """The target as JSON-ready data: name, type and its recorded configuration."""
         return {"name": self.name, "type": self.type, "config": self.config}
 
     def nodes(self) -> list[str]:
@@ -141,6 +145,8 @@ class ComputeTarget:
 
     @staticmethod
     def list(workspace: Workspace) -> list[ComputeTarget]:
+        """Every compute target of the workspace, by name, each as its concrete class (v1's
+        ``ComputeTarget.list``)."""
         names = [
             r[0] for r in workspace.catalog.query("SELECT name FROM compute_targets ORDER BY name")
         ]

@@ -179,6 +179,9 @@ def _pump(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m mlws.compute.agent RUN_DIR`` (or ``--recover RUN_DIR AFTER [kill]``): run the
+    script of the run in ``RUN_DIR`` as the module docstring describes. Returns the process's
+    exit status: 2 for bad arguments, 1 when the run could not begin or the agent failed."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) in (3, 4) and args[0] == "--recover":
         return _recover(Path(args[1]).resolve(), int(args[2]), kill=args[3:] == ["kill"])

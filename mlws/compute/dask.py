@@ -112,12 +112,16 @@ class AmlCompute(ComputeTarget):
 
     @property
     def scheduler_address(self) -> str | None:
+        """The scheduler's address (``tcp://host:port``): the attached one, else that of the cluster
+        mlws started for this target, or None while none runs."""
         if self.config.get("scheduler"):
             return str(self.config["scheduler"])
         state = _read_state(self.workspace, self.name)
         return state["address"] if state else None
 
     def get_status(self) -> str:
+        """``Succeeded`` for an attached scheduler; for a cluster mlws starts, ``Running`` while it
+        runs, else ``Stopped``."""
         if self.config.get("scheduler"):
             return "Succeeded"
         return "Running" if _read_state(self.workspace, self.name) else "Stopped"
@@ -202,6 +206,8 @@ def scheduler_address(ws: Workspace, target: str, config: dict[str, Any]) -> str
 
 
 def stop_cluster(ws: Workspace, target: str) -> bool:
+    """Stop the local cluster mlws started for ``target`` (SIGTERM, then SIGKILL to its process
+    group after 20 s) and forget it. Returns False when none was running."""
     state = _read_state(ws, target)
     if not state:
         return False

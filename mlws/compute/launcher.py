@@ -102,6 +102,11 @@ def key(workspace: str | os.PathLike[str], env: dict[str, str]) -> str:
 
 
 def socket_path(workspace: str | os.PathLike[str], env: dict[str, str]) -> Path:
+    """The socket of the launcher for this workspace folder and environment (see :func:`key`), in
+    the user's private :func:`socket_folder`.
+
+    :raises OSError: that folder is not a private folder of this user.
+    """
     return socket_folder() / f"l-{key(workspace, env)}.sock"
 
 
@@ -164,6 +169,10 @@ def _start_launcher(workspace: str | os.PathLike[str], path: Path, env: dict[str
 
 # -- the launcher ----------------------------------------------------------------------------------
 def serve(workspace: str, path: str) -> int:
+    """Be the launcher (``python -m mlws.compute.launcher FOLDER SOCKET``): import the supervisor
+    once, listen on ``path`` and fork a supervisor for each request of this user, until idle for
+    :data:`IDLE_S`, the workspace folder is gone or another launcher took the socket over. Returns 0
+    (a forked child exits on its own)."""
     import importlib
 
     from ..processes import reap_children

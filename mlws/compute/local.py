@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 
 def max_concurrent_runs(ws: Workspace) -> int:
+    """How many runs the ``local`` target runs at once: as configured (:func:`configure`), else one
+    per CPU."""
     _, config = target_config(ws, "local")
     value = config.get("max_concurrent_runs")
     return int(value) if value else max(1, os.cpu_count() or 1)

@@ -122,11 +122,15 @@ class Home:
         self._columns: dict[str, set[str]] = {}
 
     def columns(self, conn: sqlite3.Connection, table: str) -> set[str]:
+        """The column names of home table ``table`` (read once): a host's change keeps only these,
+        so no name from the host reaches SQL."""
         if table not in self._columns:
             self._columns[table] = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         return self._columns[table]
 
     def warn(self, message: str) -> None:
+        """Note a change that was refused, for the run's log; only the first 100 are kept, so a
+        broken or hostile host cannot fill the supervisor's memory."""
         if len(self.warnings) < 100:
             self.warnings.append(message)
 

@@ -191,6 +191,7 @@ register_type("ssh", RemoteCompute, executor="mlws.compute.sshrun")
 
 
 def nodes_of(config: dict[str, Any]) -> list[Node]:
+    """The hosts of an ``ssh`` target's configuration, in order."""
     return [
         Node(n["host"], None if n.get("port") is None else int(n["port"]), n.get("user"))
         for n in config["nodes"]

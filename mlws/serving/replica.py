@@ -55,6 +55,8 @@ def _send_telemetry(rows: list[bytes]) -> None:
 
 
 class ScoringTimeout(Exception):
+    """Raised into ``run()`` by the SIGALRM of the scoring timeout: the request gets a 504."""
+
     pass
 
 
@@ -452,6 +454,10 @@ def _read_config() -> dict[str, Any]:
 
 
 def main() -> int:
+    """Run one replica (``python -m mlws.serving.replica``): read the configuration from stdin,
+    import the entry script and call its ``init()``, then serve on the inherited socket until
+    stopped. Returns the exit status: 1 when ``init()`` failed (reported to the supervisor), else 0.
+    """
     import socket
 
     import uvicorn

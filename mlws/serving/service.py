@@ -68,6 +68,10 @@ class DeployConfiguration:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Check every setting against its range (ports, replica counts, timeouts, sizes).
+
+        :raises UserErrorException: the first setting out of range, named with its value.
+        """
         if self.port is not None and not (isinstance(self.port, int) and 0 < self.port < 65536):
             raise UserErrorException(f"port must be 1-65535, got {self.port!r}")
         for label, v in (
@@ -113,6 +117,7 @@ class DeployConfiguration:
 
     @property
     def replica_count(self) -> int:
+        """How many replicas to start with: ``replicas``, else ``min_replicas``, else 1."""
         return self.replicas or self.min_replicas or 1
 
 
@@ -172,6 +177,11 @@ def _key_names(name: str) -> dict[str, str]:
 
 
 def current_keys(ws: Workspace, name: str, config: dict[str, Any]) -> list[str]:
+    """The service's current authentication keys (primary, secondary) from the key vault, for its
+    replicas; empty when authentication is off.
+
+    :raises KeyvaultKeyError: this machine lacks the workspace's key.
+    """
     if not config.get("authEnabled", True):
         return []
     values = ws.get_default_keyvault().get_secrets(list(_key_names(name).values()))
@@ -338,6 +348,8 @@ class Webservice:
 
     @property
     def state(self) -> str:
+        """The service's state now (``Transitioning``, ``Healthy``, ``Unhealthy``, ``Failed``, ...):
+        re-read, and ``Failed`` if its supervising process on this machine is gone."""
         return str(self._refresh()["state"])
 
     @property
@@ -347,10 +359,12 @@ class Webservice:
 
     @property
     def port(self) -> int | None:
+        """The port the service listens on, re-read; None until its supervisor has bound it."""
         return self._refresh()["port"]
 
     @property
     def scoring_uri(self) -> str | None:
+        """``http://host:port/score`` (v1's ``scoring_uri``), or None until the service has a port."""
         row = self._refresh()
         if not row["port"]:
             return None
@@ -360,22 +374,30 @@ class Webservice:
 
     @property
     def swagger_uri(self) -> str | None:
+        """``http://host:port/swagger.json``, the API description, or None until the service has a
+        port."""
         uri = self.scoring_uri
         return uri[: -len("/score")] + "/swagger.json" if uri else None
 
     @property
     def models(self) -> list[Model]:
+        """The model versions the service serves.
+
+        :raises ModelNotFound: one of them was deleted since.
+        """
         from ..models import Model
 
         return [Model(self.workspace, id=ref) for ref in json.loads(self._refresh()["models"])]
 
     @property
     def error(self) -> dict[str, Any] | None:
+        """Why the service failed (``{"message": ..., "trace": ...}``), or None."""
         err = self._refresh()["error"]
         return json.loads(err) if err else None
 
     @staticmethod
     def list(workspace: Workspace) -> list[Webservice]:
+        """Every service of the workspace, by name (v1's ``Webservice.list``)."""
         names = [r[0] for r in workspace.catalog.query("SELECT name FROM services ORDER BY name")]
         return [Webservice(workspace, n) for n in names]
 
@@ -577,6 +599,10 @@ class Webservice:
         return "\n".join(parts)
 
     def reload(self) -> None:
+        """Re-read the service's row (every property re-reads it anyway).
+
+        :raises WebserviceException: the service was deleted.
+        """
         self._refresh()
 
     def delete(self) -> None:
@@ -620,6 +646,7 @@ class Webservice:
         return summarize(rows)
 
     def serialize(self) -> dict[str, Any]:
+        """The service as JSON-ready data in v1's field names (``mlws service show --json``)."""
         row = self._refresh()
         return {
             "name": self.name,

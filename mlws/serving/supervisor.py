@@ -59,15 +59,19 @@ class TelemetryWriter(threading.Thread):
         self.stop = threading.Event()
 
     def add(self, rows: list[Any]) -> None:
+        """Queue telemetry rows from a replica (written by the next :meth:`flush`)."""
         with self.lock:
             self.rows.extend(rows)
 
     def run(self) -> None:
+        """The thread: flush every quarter second until ``stop`` is set."""
         background_priority()
         while not self.stop.wait(0.25):
             self.flush()
 
     def flush(self) -> None:
+        """Write the queued rows to ``service_requests`` in one transaction; malformed rows from a
+        replica are dropped."""
         with self.lock:
             rows, self.rows = self.rows, []
         if not rows:
@@ -82,6 +86,10 @@ class TelemetryWriter(threading.Thread):
 
 
 class Replica:
+    """One replica process as the supervisor sees it: its process, whether it said ``ready``, and a
+    thread that reads its stdout (telemetry to the writer, other events to the supervisor's queue,
+    ``gone`` at its end)."""
+
     def __init__(
         self,
         index: int,
@@ -113,6 +121,8 @@ class Replica:
         events.put((self, {"t": "gone"}))
 
     def send(self, **msg: Any) -> None:
+        """Send a command to the replica on its stdin; a replica that is gone is ignored (its
+        ``gone`` event follows)."""
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.write((json.dumps(msg) + "\n").encode())
@@ -122,6 +132,8 @@ class Replica:
 
 
 class Supervisor:
+    """The supervising process of one service (see the module docstring); :meth:`run` is its life."""
+
     def __init__(self, ws: Any, name: str) -> None:
         from . import service
 
@@ -228,6 +240,9 @@ class Supervisor:
 
     # -- running -------------------------------------------------------------------------------
     def run(self) -> None:
+        """Lay out the service, bind its port, start its replicas, then follow their events and the
+        catalog row (restarts, updates, keys, autoscaling) until stopped; stops every replica before
+        it returns."""
         # Earlier versions left a configuration file per replica here, keys in plain text.
         for stale in self.logs.parent.glob("replica-*.json"):
             stale.unlink(missing_ok=True)
@@ -458,6 +473,9 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m mlws.serving.supervisor WORKSPACE NAME``: supervise the service until SIGTERM or
+    ``Deleting``. Returns the exit status: 2 for bad arguments, 1 when the service failed (recorded
+    in its row), else 0."""
     import traceback
 
     from ..workspace import Workspace
