@@ -54,8 +54,14 @@ WARM = (
     "mlws.workspace",
     "mlws.keyvault",
     "mlws.compute.local",
+    "mlws.rundata",
+    "mlws.readonly",
+    "mlws.reaper",
     "psutil",
     "sqlite_utils",
+    # 50-100 ms of imports (filelock 4 builds dataclasses, and loads this lazily on first
+    # use): the blob store's gc lock, taken when a run's files are stored.
+    "filelock:ReadWriteLock",
 )
 
 
@@ -177,8 +183,11 @@ def serve(workspace: str, path: str) -> int:
 
     from ..processes import reap_children
 
-    for module in WARM:
-        importlib.import_module(module)
+    for name in WARM:
+        module, _, attr = name.partition(":")
+        imported = importlib.import_module(module)
+        if attr:
+            getattr(imported, attr)  # a package's lazy attribute (PEP 562 __getattr__)
     supervisor_main = importlib.import_module(SUPERVISOR).main
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # Bound under a temporary name, then renamed: a submitter never meets a socket that is not

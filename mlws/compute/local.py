@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -240,28 +239,27 @@ def watch(sup: RunSupervisor) -> tuple[str, dict[str, Any] | None]:
     started = time.monotonic()
     delay = 0.005
     cancel_at: float | None = None
-    while True:
-        try:
-            rc = sup.proc.wait(timeout=delay)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        delay = min(delay * 2, 0.25)
-        now = time.monotonic()
-        # A final status too: a Dask run canceled in the moment before its script started,
-        # or failed by its supervisor elsewhere, must not run on unsupervised.
-        if cancel_at is None and sup.status() in ("CancelRequested", *TERMINAL):
-            cancel_at = now
-            sup.kill_script(signal.SIGTERM)
-        if cancel_at is not None and now - cancel_at > script.CANCEL_GRACE_S:
-            sup.kill_script(signal.SIGKILL)
-        if limit and now - started > float(limit) and cancel_at is None:
-            sup.kill_script(signal.SIGKILL)
-            sup.proc.wait()
-            return "Failed", {
-                "code": "RunTimeout",
-                "message": f"the run exceeded max_run_duration_seconds={limit} and was killed",
-            }
+    with script.exit_watch(sup.proc) as ended:
+        while True:
+            rc = ended(delay)
+            if rc is not None:
+                break
+            delay = min(delay * 2, 0.25)
+            now = time.monotonic()
+            # A final status too: a Dask run canceled in the moment before its script started,
+            # or failed by its supervisor elsewhere, must not run on unsupervised.
+            if cancel_at is None and sup.status() in ("CancelRequested", *TERMINAL):
+                cancel_at = now
+                sup.kill_script(signal.SIGTERM)
+            if cancel_at is not None and now - cancel_at > script.CANCEL_GRACE_S:
+                sup.kill_script(signal.SIGKILL)
+            if limit and now - started > float(limit) and cancel_at is None:
+                sup.kill_script(signal.SIGKILL)
+                sup.proc.wait()
+                return "Failed", {
+                    "code": "RunTimeout",
+                    "message": f"the run exceeded max_run_duration_seconds={limit} and was killed",
+                }
     if cancel_at is not None or sup.status() == "CancelRequested":
         return "Canceled", None
     requested = sup.ws.catalog.scalar(
