@@ -13,9 +13,10 @@ import os
 import secrets
 import socket
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidName, RunNotFound, UserErrorException
+from .errors import InvalidName, MlwsError, RunNotFound, UserErrorException
 
 # Re-exported: the lifecycle's callers have always found them here.
 from .processes import (  # noqa: F401
@@ -213,8 +214,6 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
             owned = owned_process(ws, pid, start)
             # Not ours but dead by now (it exited while we asked): a death, not a copy.
             if not owned and not process_alive(pid, start):
-                from .compute.supervisor import abandon
-
                 reason = (
                     f"the supervising process (pid {row['supervisor_pid']}) of this run died without "
                     "recording an outcome (killed, or the machine restarted)"
@@ -338,3 +337,48 @@ def delete_run(ws: Workspace, run_id: str) -> list[str]:
             conn.execute(f"DELETE FROM {table} WHERE run_seq IN ({marks})", seqs)
         conn.execute(f"DELETE FROM runs WHERE seq IN ({marks})", seqs)
     return ids
+
+
+def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
+    """End a run whose supervisor is gone (or going): stop its orphaned script, keep what its
+    working folder holds (``logs/`` and ``outputs/``, as a failed run's supervisor would have:
+    they say what went wrong and how far it got; outputs are not published to datastores),
+    remove the folder, and mark the run ``Failed`` with ``error``.
+
+    Several processes may find the same dead supervisor at once: a lock per run in the
+    workspace's ``locks/`` makes exactly one of them do it; the others find the run ended.
+    The run is marked Failed last, so whoever sees it ended sees its files."""
+    from .locks import locked
+    from .runfolder import collect_run_files, remove_run_folder
+
+    with locked(ws.path / "locks" / "runs" / f"{run_id}.lock"):
+        row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row is None or row["status"] in TERMINAL:
+            return
+        kill_orphan(ws, row)
+        from .reaper import end_leftovers
+
+        end_leftovers(ws, run_id)  # what the script started outside its group, by its marker
+        workdir = Path(row["working_dir"]) if row["working_dir"] else None
+        # Only this workspace's own folder: a copy of the workspace has the same run ids and
+        # recorded paths, and must never take (or delete) the original's files.
+        if workdir is not None and workdir.parent.name == ws.folder_key and workdir.is_dir():
+            try:
+                if (workdir / "logs").is_dir():
+                    with open(workdir / "logs" / "driver.log", "a") as log:
+                        log.write(
+                            f"\nmlws: {error['message']}; the supervising process died, and "
+                            f"process {os.getpid()} stored this run's files\n"
+                        )
+                collect_run_files(ws, row["seq"], json.loads(row["definition"] or "{}"), workdir)
+            except (OSError, MlwsError) as e:
+                # Not removed, so nothing is lost; the reason says where the files are.
+                error = {
+                    **error,
+                    "message": f"{error['message']}; its working folder {workdir} could not be"
+                    f" stored ({e}) and was left in place",
+                }
+            else:
+                if not os.environ.get("MLWS_KEEP_WORKDIR"):
+                    remove_run_folder(workdir)
+        set_status(ws, run_id, "Failed", error=error)

@@ -153,7 +153,7 @@ def test_mounted_input_is_read_only_and_lineage_goes_both_ways(ws, src, store):
     # gc keeps what lineage references, fsck accepts it, the working folders are gone.
     gc(ws, grace_s=0)
     assert fsck(ws).ok
-    from mlws.compute.runfolder import run_folder
+    from mlws.runfolder import run_folder
 
     assert not run_folder(ws, run.id).exists() and run_folder(ws, run.id).is_relative_to(
         Path(os.environ["HOME"]) / ".cache" / "mlws" / "runs"
@@ -226,8 +226,8 @@ def test_changed_data_is_noted_in_the_log_and_lineage(ws, src, store):
 def test_fallback_without_mounts_copies_and_strips_write_bits(ws, tmp_path, store, monkeypatch):
     """Where no read-only mount can be made, a mounted input is a copy the script cannot
     change (for everyone but root): never links, whose mode bits would be the data's."""
-    from mlws.compute.runfolder import remove_run_folder
     from mlws.compute.script import start_script
+    from mlws.runfolder import remove_run_folder
 
     monkeypatch.setattr(readonly, "_available", False)
     ds = Dataset.File.from_files((store, "iris/**/*.csv"))

@@ -277,7 +277,7 @@ def _recover(run_dir: Path, after: int, kill: bool = False) -> int:
 
 
 def _remove_run_folder(run_dir: Path) -> None:
-    from .runfolder import remove_run_folder
+    from ..runfolder import remove_run_folder
 
     os.chdir(run_dir.parent)
     remove_run_folder(run_dir)

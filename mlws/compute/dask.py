@@ -400,7 +400,7 @@ def _keep_logs(sup: RunSupervisor) -> None:
     (the log says how far the script got), then remove the folder."""
     import shutil
 
-    from .runfolder import run_folder
+    from ..runfolder import run_folder
 
     workdir = run_folder(sup.ws, sup.run_id)
     if not workdir.is_dir():

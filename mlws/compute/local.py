@@ -147,7 +147,7 @@ def execute_here(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
         sup.kill_recorded_script()
         # The dead attempt's log and metrics are kept apart; the retry starts clean.
         from ..attempts import set_aside
-        from .runfolder import run_folder
+        from ..runfolder import run_folder
 
         n = set_aside(sup.ws, sup.run_id, run_folder(sup.ws, sup.run_id))
         sup.note = (

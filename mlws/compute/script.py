@@ -10,7 +10,7 @@ a Dask worker (``compute.dask``) or on an ``ssh`` host under the agent (``comput
 - ``exit_outcome``: the exit code as the run's outcome, with the log's last line on failure;
 - ``CANCEL_GRACE_S``: how long a canceled script has between SIGTERM and SIGKILL.
 
-The cleanup of the working folder is ``compute.runfolder``'s.
+The cleanup of the working folder is ``runfolder``'s.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ a new session), so the run survives its submitter. The protocol, in order:
 
 1. **Claim.** :class:`RunSupervisor` records its own pid and start time on the run and moves
    ``NotStarted`` to ``Queued``. From then on the run's status is reconciled against this process
-   (``lifecycle.reconcile``): if it dies, the next reader abandons the run (:func:`abandon`: the
+   (``lifecycle.reconcile``): if it dies, the next reader abandons the run (``lifecycle.abandon``: the
    orphaned script is killed, the working folder's logs and outputs are stored, the run is
    ``Failed``). ``SIGTERM``/``SIGHUP`` do the same at once.
 2. **Execute on the target.** :meth:`RunSupervisor.run` looks the target's type up in the compute
@@ -46,55 +46,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError
-from .runfolder import collect_run_files, remove_run_folder, run_folder
+from ..lifecycle import abandon
+from ..runfolder import collect_run_files, remove_run_folder, run_folder
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
-
-
-def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
-    """End a run whose supervisor is gone (or going): stop its orphaned script, keep what its
-    working folder holds (``logs/`` and ``outputs/``, as a failed run's supervisor would have:
-    they say what went wrong and how far it got; outputs are not published to datastores),
-    remove the folder, and mark the run ``Failed`` with ``error``.
-
-    Several processes may find the same dead supervisor at once: a lock per run in the
-    workspace's ``locks/`` makes exactly one of them do it; the others find the run ended.
-    The run is marked Failed last, so whoever sees it ended sees its files."""
-    from ..lifecycle import TERMINAL, kill_orphan, set_status
-    from ..locks import locked
-
-    with locked(ws.path / "locks" / "runs" / f"{run_id}.lock"):
-        row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
-        if row is None or row["status"] in TERMINAL:
-            return
-        kill_orphan(ws, row)
-        from ..reaper import end_leftovers
-
-        end_leftovers(ws, run_id)  # what the script started outside its group, by its marker
-        workdir = Path(row["working_dir"]) if row["working_dir"] else None
-        # Only this workspace's own folder: a copy of the workspace has the same run ids and
-        # recorded paths, and must never take (or delete) the original's files.
-        if workdir is not None and workdir.parent.name == ws.folder_key and workdir.is_dir():
-            try:
-                if (workdir / "logs").is_dir():
-                    with open(workdir / "logs" / "driver.log", "a") as log:
-                        log.write(
-                            f"\nmlws: {error['message']}; the supervising process died, and "
-                            f"process {os.getpid()} stored this run's files\n"
-                        )
-                collect_run_files(ws, row["seq"], json.loads(row["definition"] or "{}"), workdir)
-            except (OSError, MlwsError) as e:
-                # Not removed, so nothing is lost; the reason says where the files are.
-                error = {
-                    **error,
-                    "message": f"{error['message']}; its working folder {workdir} could not be"
-                    f" stored ({e}) and was left in place",
-                }
-            else:
-                if not os.environ.get("MLWS_KEEP_WORKDIR"):
-                    remove_run_folder(workdir)
-        set_status(ws, run_id, "Failed", error=error)
 
 
 # -- the supervising process ----------------------------------------------------------------------

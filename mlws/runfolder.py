@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..workspace import Workspace
+    from .workspace import Workspace
 
 
 def run_folder(ws: Workspace, run_id: str) -> Path:
     """Where a run of ``ws`` works on this machine: ``~/.cache/mlws/runs/<key>/<run id>``."""
-    from ..dirs import user_cache_dir
+    from .dirs import user_cache_dir
 
     return user_cache_dir() / "runs" / ws.folder_key / run_id
 
@@ -33,8 +33,8 @@ def collect_run_files(
 
     The run has ended: what cannot be stored (links out of the folder, names no manifest
     accepts, unreadable files) is skipped and said in the run's log, not refused."""
-    from ..errors import UserErrorException
-    from ..runs import add_run_files
+    from .errors import UserErrorException
+    from .runs import add_run_files
 
     entries = []
     with ws.blobs.batch():
@@ -69,8 +69,8 @@ def collect_run_files(
 
 def remove_run_folder(folder: Path) -> None:
     """Remove a run's working folder, read-only input copies included."""
-    from .. import readonly
-    from ..rundata import DATA_DIR
+    from . import readonly
+    from .rundata import DATA_DIR
 
     readonly.restore_write_bits(folder / DATA_DIR)
     shutil.rmtree(folder, ignore_errors=True)
