@@ -99,3 +99,11 @@ def test_no_module_of_the_wing_imports_a_private_name_of_another() -> None:
 def test_no_module_of_the_wing_is_over_800_lines() -> None:
     for path in WING:
         assert len(path.read_text().splitlines()) <= 800, path.name
+
+
+def test_run_status_and_run_folders_import_nothing_of_the_execution_wing() -> None:
+    """Reading a run's status reconciles it (and may abandon it): that must not pull the
+    compute package, its targets and their ssh plumbing into every reader's imports."""
+    for name in ("lifecycle.py", "runfolder.py", "runs.py", "reaper.py"):
+        for module, _ in _imports(PACKAGE / name):
+            assert not module.startswith("mlws.compute"), f"{name} imports {module}"
