@@ -92,7 +92,8 @@ class WriterLease:
     def __init__(self, locks_dir: Path, workspace_name: str = "") -> None:
         self.dir = Path(locks_dir) / "writer"
         self.workspace_name = workspace_name
-        self._lock = threading.Lock()
+        # Re-entrant: acquire() checks (and so beats) while it holds it.
+        self._lock = threading.RLock()
         self.generation: int | None = None  # the generation this process knows it holds
         self._last_beat = 0.0
         self._thread: threading.Thread | None = None
@@ -227,18 +228,22 @@ class WriterLease:
 
     def beat(self, force: bool = False) -> None:
         """Refresh the heartbeat (at most every ``HEARTBEAT_S / 2`` unless ``force``)."""
-        gen = self.generation
-        if gen is None:
-            return
-        now = time.time()
-        if not force and now - self._last_beat < HEARTBEAT_S / 2:
-            return
-        self._last_beat = now
-        _write_lease(
-            self._beat_file(gen),
-            json.dumps({"time": now, "pid": os.getpid()}).encode(),
-            exclusive=False,
-        )
+        # Under the lease's lock: a heartbeat thread that read the generation just before
+        # release() must not write its beat over the release (the lease would look held again,
+        # and the other machine refused, for up to STALE_S).
+        with self._lock:
+            gen = self.generation
+            if gen is None:
+                return
+            now = time.time()
+            if not force and now - self._last_beat < HEARTBEAT_S / 2:
+                return
+            self._last_beat = now
+            _write_lease(
+                self._beat_file(gen),
+                json.dumps({"time": now, "pid": os.getpid()}).encode(),
+                exclusive=False,
+            )
 
     def taken_over(self) -> bool:
         """Whether another machine has taken the lease over from this holder (generation N+1

@@ -88,7 +88,10 @@ def _env(home: Path, ws: Path, **extra: str) -> dict[str, str]:
         HOME=str(home),
         MLWS_WORKSPACE=str(ws),
         PYTHONPATH=str(ROOT),
-        MLWS_LEASE_STALE_S="10",
+        # Long enough that a loaded machine (load 11+ when the suite runs beside other work:
+        # a process takes seconds to start) never lets the lease lapse between this machine's
+        # processes; the takeover test sets its own 3 s.
+        MLWS_LEASE_STALE_S="30",
         MLWS_LEASE_HEARTBEAT_S="0.5",
         MLWS_LEASE_SETTLE_S="0.1",
     )
