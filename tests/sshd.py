@@ -36,7 +36,7 @@ def _missing_tools() -> list[str]:
     return missing
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """``count`` distinct ports free on 127.0.0.1 right now (all held open while choosing)."""
     socks = []
     try:
@@ -50,7 +50,8 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _keygen(path: Path) -> None:
+def keygen(path: Path) -> None:
+    """An unencrypted ed25519 key pair at ``path`` and ``path.pub``."""
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mlws-test", "-f", str(path)],
         check=True,
@@ -207,19 +208,19 @@ def ssh_servers(tmp_path_factory: pytest.TempPathFactory):
         )
     keys = tmp_path_factory.mktemp("sshd-client")
     client = keys / "client"
-    _keygen(client)
+    keygen(client)
     username = pwd.getpwuid(os.getuid()).pw_name
     servers: list[SshServer] = []
     try:
         for i in range(2):
             folder = tmp_path_factory.mktemp(f"sshd{i}")
-            _keygen(folder / "host")
+            keygen(folder / "host")
             authorized = folder / "authorized_keys"
             shutil.copyfile(keys / "client.pub", authorized)
             authorized.chmod(0o600)
             for attempt in range(3):  # a free port can be taken before sshd binds it
                 taken = {s.port for s in servers}
-                port = next(p for p in _free_ports(len(taken) + 1) if p not in taken)
+                port = next(p for p in free_ports(len(taken) + 1) if p not in taken)
                 server = SshServer("127.0.0.1", port, username, str(client), folder)
                 try:
                     server.start()

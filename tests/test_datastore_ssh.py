@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from helpers import driver_log as log
 from helpers import invoke, one_error_line, tree, write
-from sshd import SshServer, _free_ports, _keygen
+from sshd import SshServer, free_ports, keygen
 
 from mlws import Dataset, Datastore, Experiment, OutputFileDatasetConfig, ScriptRunConfig, Workspace
 from mlws.datastores import DataReference
@@ -280,10 +280,10 @@ def test_unreachable_host_wrong_key_or_unusable_folder_is_one_line_and_records_n
     ws: Workspace, ssh_server: SshServer, host: Path, tmp_path: Path
 ) -> None:
     stranger = tmp_path / "stranger"
-    _keygen(stranger)
+    keygen(stranger)
     write(tmp_path / "host" / "a-file", "not a folder")
     cases = [
-        ({"host": f"127.0.0.1:{_free_ports(1)[0]}"}, host, "Connection refused"),
+        ({"host": f"127.0.0.1:{free_ports(1)[0]}"}, host, "Connection refused"),
         ({"private_key_file": str(stranger)}, host, "Permission denied"),
         ({"python_path": "/nonexistent/python3"}, host, "python"),
         ({}, tmp_path / "host" / "a-file", "not a folder"),
@@ -296,7 +296,7 @@ def test_unreachable_host_wrong_key_or_unusable_folder_is_one_line_and_records_n
         assert list(ws.datastores) == ["workspaceblobstore"] and not secrets(ws)
     assert not host.exists()
     # Without the check it is recorded, and then each use fails in one line.
-    late = register(ws, ssh_server, host, host=f"127.0.0.1:{_free_ports(1)[0]}", check=False)
+    late = register(ws, ssh_server, host, host=f"127.0.0.1:{free_ports(1)[0]}", check=False)
     with pytest.raises(DatastoreUnavailable, match="datastore 'lab': cannot connect") as e:
         late.upload_files([write(tmp_path / "f", "f")])
     assert "\n" not in str(e.value)
@@ -702,7 +702,7 @@ def test_cli(ws: Workspace, ssh_server: SshServer, src: Path, host: Path, tmp_pa
     assert "relative" in line
     one_error_line(invoke("datastore", "register-ssh", "lab", "127.0.0.1", str(host)))  # taken
     line = one_error_line(
-        invoke("datastore", "register-ssh", "lab2", f"127.0.0.1:{_free_ports(1)[0]}", str(host),
+        invoke("datastore", "register-ssh", "lab2", f"127.0.0.1:{free_ports(1)[0]}", str(host),
                "--key", ssh_server.private_key_file, "-o", "StrictHostKeyChecking=no", "-o", known)
     )  # fmt: skip
     assert "Connection refused" in line

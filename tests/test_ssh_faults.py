@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 from helpers import SCRIPT_PRELUDE, kill_run_processes, wait_until
-from sshd import SshServer, _free_ports, _keygen
+from sshd import SshServer, free_ports, keygen
 
 from mlws import Experiment, ScriptRunConfig, Workspace
 from mlws.compute import ComputeTarget
@@ -100,11 +100,11 @@ def homed(
     """A host whose login home is a temporary folder (mlws is shipped there once a module)."""
     first = ssh_servers[0]
     folder = tmp_path_factory.mktemp("sshd-homed")
-    _keygen(folder / "host")
+    keygen(folder / "host")
     shutil.copyfile(Path(first.private_key_file).with_suffix(".pub"), folder / "authorized_keys")
     (folder / "authorized_keys").chmod(0o600)
     taken = {s.port for s in ssh_servers}
-    port = next(p for p in _free_ports(len(taken) + 1) if p not in taken)
+    port = next(p for p in free_ports(len(taken) + 1) if p not in taken)
     server = HomedServer("127.0.0.1", port, first.username, first.private_key_file, folder)
     server.home = tmp_path_factory.mktemp("login-home")
     server.bin = tmp_path_factory.mktemp("host-bin")
@@ -166,7 +166,7 @@ def test_default_and_relative_work_dir_run_on_a_host_without_mlws(
 
 # -- 2. a dead host in the list ------------------------------------------------------------------------
 def _closed_port() -> int:
-    return _free_ports(1)[0]  # nothing listens there: "Connection refused", like a dead sshd
+    return free_ports(1)[0]  # nothing listens there: "Connection refused", like a dead sshd
 
 
 @pytest.mark.timeout(120)
