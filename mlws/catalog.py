@@ -550,7 +550,10 @@ class Catalog:
             # SQLite's advice: run PRAGMA optimize as a connection closes. Only for a connection
             # that wrote (closing after reads stays a read), and a full, bounded ANALYZE after a
             # large change, since 3.40's optimize ignores tables that were only inserted into.
-            changes = self.conn.total_changes if self.writer else 0
+            try:
+                changes = self.conn.total_changes if self.writer else 0
+            except sqlite3.Error:
+                changes = 0  # closed already
             if changes:
                 self.optimize(full=changes >= BULK_CHANGES)
             try:

@@ -167,3 +167,27 @@ def test_the_launcher_warms_the_executors_of_the_target_types_in_use(tmp_path: P
         assert warmed() == "['mlws.compute.dask', 'distributed', 'mlws.compute.local'] True"
     finally:
         ws.close()
+
+
+def test_damaged_inline_files_fall_back_to_rsync(tmp_path: Path) -> None:
+    import time
+    from types import SimpleNamespace
+
+    from mlws.compute import sshrun
+
+    class Conn:
+        copied: list[tuple[str, ...]] = []
+
+        def rsync(self, *paths: str, options: tuple[str, ...] = ()) -> None:
+            self.copied.append(paths)
+
+    workdir = tmp_path / "run"
+    (workdir / "logs").mkdir(parents=True)
+    for damaged in ("!!!", base64.b64encode(b"\x1f\x8b not gzip").decode()):
+        run = sshrun._SshRun.__new__(sshrun._SshRun)
+        run._inline, run.conn, run._t0 = damaged, Conn(), time.monotonic()
+        run.sup = SimpleNamespace(definition={})
+        run._copy_home([":/host/outputs", ":/host/logs"], workdir)
+        assert run.conn.copied[-1] == (":/host/outputs", ":/host/logs", f"{workdir}/")
+        assert run._inline is None  # a retry goes by rsync too
+    assert "unusable" in (workdir / "logs" / "remote.log").read_text()

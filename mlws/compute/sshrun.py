@@ -338,7 +338,7 @@ class _SshRun:
         inline, self._inline = self._inline, None  # once: a retry goes by rsync
         try:
             unpacked = inline is not None and unpack_home(inline, workdir)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - the host's bytes: any flaw means rsync instead
             self._note(workdir / "logs" / "remote.log", f"files sent inline unusable ({e})")
             unpacked = False
         if not unpacked:
@@ -651,7 +651,8 @@ def unpack_home(data: str, workdir: Path) -> bool:
     blobs, ``logs/remote.log`` and ``logs/ssh.log`` left alone (written here). What the host sends
     is not trusted: only plain files and folders under those three, no absolute or ``..``
     paths, never through a link here; each file is written to a temporary name and renamed.
-    :raises ValueError: a member breaks these rules (nothing more is written; rsync follows)."""
+    :raises ValueError: a member breaks these rules (nothing more is written; rsync follows);
+        a damaged payload raises what tarfile, gzip or base64 raise."""
     import base64
     import io
     import posixpath
