@@ -506,10 +506,56 @@ class Catalog:
             return [f"the catalog cannot be read: {e}"]
         return [r[0] for r in rows if r[0] != "ok"]
 
+    # -- planner statistics --------------------------------------------------------------------
+    def optimize(self, *, full: bool = False) -> bool:
+        """Refresh SQLite's planner statistics (``sqlite_stat1``) if this connection may write now.
+
+        ``full=False`` is SQLite's ``PRAGMA optimize`` (it analyzes only the tables this
+        connection's queries used whose statistics are missing or 25× off: nearly free);
+        ``full=True`` runs a bounded ``ANALYZE`` of every table, for after a large change (SQLite
+        3.40's ``optimize`` never looks at a table this connection only inserted into).
+
+        Never takes the writer lease, never writes through a read-only connection, and waits at
+        most :data:`OPTIMIZE_BUSY_MS` for another writer (statistics can wait for the next
+        close). Returns whether statistics were refreshed; errors are swallowed: statistics are
+        an optimisation, and this runs while closing.
+        """
+        with self._tlock:
+            if not self.writer or self.readonly_reason is not None:
+                return False
+            if self.lease is not None and self.lease.generation is None:
+                return False  # a network folder's lease was released or lost: not ours to write
+            try:
+                self.conn.execute(f"PRAGMA busy_timeout={OPTIMIZE_BUSY_MS}")
+                with self.write() as conn:
+                    # Bounded work per index. Measured on 100,000 runs with their tags,
+                    # properties and metrics: ANALYZE 0.64-0.96 s unbounded, 6 ms at this limit;
+                    # either set of estimates makes the planner drive a tag filter from the
+                    # tag index (bench 3b-3d), which no statistics at all does not.
+                    conn.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
+                    conn.execute("ANALYZE" if full else "PRAGMA optimize")
+                return True
+            except (sqlite3.Error, MlwsError):
+                return False
+            finally:
+                try:
+                    self.conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+                except sqlite3.Error:
+                    pass
+
     def close(self) -> None:
         """Close the connection; the file's SQLite header may be read directly again once no
         connection of this process is open on it."""
         with self._tlock:
+            # SQLite's advice: run PRAGMA optimize as a connection closes. Only for a connection
+            # that wrote (closing after reads stays a read), and a full, bounded ANALYZE after a
+            # large change, since 3.40's optimize ignores tables that were only inserted into.
+            try:
+                changes = self.conn.total_changes if self.writer else 0
+            except sqlite3.Error:
+                changes = 0  # closed already
+            if changes:
+                self.optimize(full=changes >= BULK_CHANGES)
             try:
                 self.conn.close()
             except sqlite3.Error:
@@ -521,6 +567,13 @@ class Catalog:
                         del _open_files[key]
             self._keys = []
 
+
+#: Rows one connection must have changed for its close to re-analyze every table.
+BULK_CHANGES = 10_000
+#: ``PRAGMA analysis_limit`` for :meth:`Catalog.optimize` (rows SQLite samples per index).
+ANALYSIS_LIMIT = 1000
+#: How long closing waits for another writer before leaving the statistics for later.
+OPTIMIZE_BUSY_MS = 200
 
 #: How many connections this process has open per catalog file (dev, inode); see _check_file.
 _open_files: dict[tuple[int, int], int] = {}

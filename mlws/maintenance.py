@@ -232,6 +232,10 @@ def gc(
                         os.unlink(tmp)
             except FileNotFoundError:
                 pass
+    if not dry_run:
+        # gc is the workspace's maintenance: refresh the planner statistics too (bounded, and
+        # only while this process may write; see Catalog.optimize).
+        ws.catalog.optimize(full=True)
     return report
 
 

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from .supervisor import RunSupervisor
 
 START_TIMEOUT_S = 60.0
+#: What a process that forks supervisors imports ahead for this target type's runs
+#: (:func:`mlws.compute.warm_executors`): the Dask client, 0.5-1.5 s of imports here.
+WARM = ("distributed",)
 
 
 class AmlCompute(ComputeTarget):

@@ -210,10 +210,21 @@ def serve(workspace: str, path: str) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # through the finally below
     last = time.monotonic()
+    # The executors of the target types the workspace's runs use (Dask's client: 0.5-1.5 s of
+    # imports) are imported at the first idle moment after each request, not before listening:
+    # local runs need none of it. In this thread, between requests, so no fork ever happens in
+    # the middle of an import (a request that comes meanwhile waits for it, once per type).
+    warm_pending = True
     try:
         while True:
             reap_children()
-            ready, _, _ = select.select([sock], [], [], 1.0)
+            ready, _, _ = select.select([sock], [], [], 0.2 if warm_pending else 1.0)
+            if not ready and warm_pending:
+                from . import warm_executors
+
+                warm_executors(workspace)
+                warm_pending = False
+                continue
             if not ready:
                 if time.monotonic() - last > IDLE_S or not _still_serving(workspace, path, mine):
                     return 0
@@ -227,6 +238,7 @@ def serve(workspace: str, path: str) -> int:
                     continue
                 if pid == 0:  # the child, after its supervisor returned
                     os._exit(0)
+                warm_pending = True  # a run on a target type not warmed yet, maybe
     finally:
         try:
             if os.stat(path).st_ino == mine:
