@@ -24,11 +24,17 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 def python_path(existing: str | None) -> str:
     """``PYTHONPATH`` with mlws importable first (``existing`` after it, without duplicates),
-    so a supervisor, a run's script or a scoring replica sees this mlws."""
+    so a supervisor, a run's script or a scoring replica sees this mlws; and mlws's ``azureml``
+    layer last, so unchanged Azure ML v1 code imports. The layer's ``azureml/__init__.py``
+    steps aside when the interpreter has a real azureml-core (see :mod:`mlws.v1`): a
+    ``PYTHONPATH`` entry comes before site-packages, and no hook of ours runs before a run's
+    own script could append it after them."""
+    from .v1 import SHIM_DIR  # a ground-floor module too: it imports nothing of mlws
+
     parts = [PACKAGE_PARENT] + [
-        p for p in (existing or "").split(os.pathsep) if p and p != PACKAGE_PARENT
+        p for p in (existing or "").split(os.pathsep) if p and p not in (PACKAGE_PARENT, SHIM_DIR)
     ]
-    return os.pathsep.join(parts)
+    return os.pathsep.join([*parts, SHIM_DIR])
 
 
 def process_start_time(pid: int) -> float | None:
