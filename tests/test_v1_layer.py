@@ -281,6 +281,8 @@ def test_a_run_parallel_child_imports_azureml(ws):
 # -- a v1 driver script, end to end -------------------------------------------------------------
 DRIVER = """\
 import json
+import urllib.error
+import urllib.request
 from azureml.core import Environment, Experiment, ScriptRunConfig, Workspace
 from azureml.core.model import InferenceConfig, Model
 from azureml.core.webservice import LocalWebservice
@@ -298,13 +300,21 @@ deployment_config = LocalWebservice.deploy_configuration(port=PORT)
 service = Model.deploy(ws, "v1svc", [model], inference_config, deployment_config)
 service.wait_for_deployment(show_output=True)
 print("scored", json.dumps(service.run(json.dumps({"data": [1, 2, 3]}))))
+get = urllib.request.Request(
+    service.scoring_uri, headers={"Authorization": "Bearer " + service.get_keys()[0]}
+)
+try:
+    urllib.request.urlopen(get, timeout=10)
+except urllib.error.HTTPError as e:
+    print("GET", e.code, e.headers["X-Scorer"], e.read().decode())
 service.delete()
 """
 
 SCORE = """\
-import json, os
+import json
 from azureml.core.model import Model
 from azureml.contrib.services.aml_request import rawhttp
+from azureml.contrib.services.aml_response import AMLResponse
 
 weights = None
 
@@ -315,8 +325,12 @@ def init():
         weights = f.read()
 
 
-def run(raw_data):
-    return {"sum": sum(json.loads(raw_data)["data"]), "weights": weights}
+@rawhttp
+def run(request):
+    if request.method == "GET":
+        return AMLResponse("send POST", 418, {"X-Scorer": "v1"})
+    data = json.loads(request.get_data(as_text=True))["data"]
+    return AMLResponse({"sum": sum(data), "weights": weights}, 200, json_str=True)
 """
 
 
@@ -350,7 +364,9 @@ def test_unchanged_v1_driver_script_runs_end_to_end(tmp_path, isolated_home):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "workspace v1demo" in r.stdout
     assert ": Completed" in r.stdout
+    # the scoring script is @rawhttp: it got the request and answered AMLResponses
     assert 'scored {"sum": 6, "weights": "weights"}' in r.stdout
+    assert "GET 418 v1 send POST" in r.stdout
     from mlws.workspace import named_workspaces
 
     assert "v1demo" in named_workspaces()
