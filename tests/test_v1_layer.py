@@ -459,3 +459,21 @@ def test_enable_into_a_folder_that_cannot_be_written_is_one_line(tmp_path, monke
         " or run as the owner of this Python"
     )
     assert list(site.iterdir()) == []
+
+
+def test_run_details_shows_the_run_and_its_children_in_a_terminal(ws, capsys):
+    from mlws import Experiment
+    from mlws.v1.widgets import RunDetails
+
+    run = Experiment(ws, "v1-widget").start_logging()
+    run.log("loss", 0.5)
+    run.log("loss", 0.25)
+    child = run.child_run(name="trial")
+    child.log("acc", 0.75)
+    child.complete()
+    run.complete()
+    RunDetails(run).show()  # ended: one table, then it returns
+    out = capsys.readouterr().out.splitlines()
+    header, rows = out[0].split(), [ln.split() for ln in out[2:] if ln.strip()]
+    assert header == ["run", "status", "loss", "acc"]
+    assert rows == [[run.id, "Completed", "0.25"], [child.id, "Completed", "0.75"]]
