@@ -374,11 +374,13 @@ def test_unchanged_v1_driver_script_runs_end_to_end(tmp_path, isolated_home):
 
 # -- v1's Workspace forms ------------------------------------------------------------------------
 def test_v1_workspace_constructor_and_create_by_name(tmp_path, capsys):
-    from mlws.errors import WorkspaceNotFound
+    from mlws.errors import UserErrorException, WorkspaceNotFound
     from mlws.v1.workspace import V1Workspace as Workspace
 
     with pytest.raises(WorkspaceNotFound, match="no workspace named 'nope'"):
         Workspace("sub", "rg", "nope")
+    with pytest.raises(UserErrorException, match="needs a workspace_name"):
+        Workspace()
     created = Workspace.create(
         "v1ws", subscription_id="sub", resource_group="rg", location="westeurope"
     )

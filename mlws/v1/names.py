@@ -67,7 +67,9 @@ def lazy_exports(
             found = importlib.import_module(target)
             value = getattr(found, attr) if attr else found
         except (ModuleNotFoundError, AttributeError) as e:
-            gone = isinstance(e, AttributeError) or (e.name and target.startswith(e.name))
+            gone = isinstance(e, AttributeError) or (
+                e.name is not None and (target == e.name or target.startswith(e.name + "."))
+            )
             if not gone or unavailable is None:
                 raise
             raise not_here(name, unavailable) from None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import workspace as _ws
-from ..errors import WorkspaceNotFound
+from ..errors import UserErrorException, WorkspaceNotFound
 from .names import note_cloud_args
 
 
@@ -30,10 +30,10 @@ def folder_for_name(name: str) -> Path:
 
 def _is_v1_name(value: Any) -> bool:
     # A path (Path, "./ws", "~/ws", "/abs", "a/b") means mlws's own API; a bare word is v1's
-    # workspace name ("my-workspace").
+    # workspace name ("my-workspace"), even where a folder of that name happens to be.
     if not isinstance(value, str):
         return False
-    return not (os.sep in value or value.startswith((".", "~")) or Path(value).is_dir())
+    return not (os.sep in value or value.startswith((".", "~")))
 
 
 class V1Workspace(_ws.Workspace):
@@ -65,6 +65,11 @@ class V1Workspace(_ws.Workspace):
         _checking: bool = False,
     ) -> None:
         if workspace_name is None:
+            if subscription_id is None:
+                raise UserErrorException(
+                    "Workspace needs a workspace_name (v1: Workspace(subscription_id,"
+                    " resource_group, workspace_name)) or a folder (mlws: Workspace(path))"
+                )
             # mlws's own form, also how mlws's factories (create, from_config) open it
             super().__init__(subscription_id, _checking=_checking)
             return
