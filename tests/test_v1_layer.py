@@ -407,6 +407,16 @@ def test_v1_workspace_constructor_and_create_by_name(tmp_path, capsys):
 
 
 # -- mlws v1 enable | disable | status -------------------------------------------------------------
+def test_the_layer_folder_is_one_path():
+    from mlws.processes import V1_SHIM_DIR
+
+    assert V1_SHIM_DIR == SHIM_DIR and Path(SHIM_DIR, "azureml", "__init__.py").is_file()
+
+
+def test_tests_never_change_this_pythons_site_packages(tmp_path):
+    assert v1_install.status().site_packages == tmp_path / "site-packages"
+
+
 def test_enable_status_disable_in_a_site_packages_folder(tmp_path):
     site = tmp_path / "site-packages"
     site.mkdir()

@@ -41,9 +41,16 @@ class LayerStatus:
         return f"{state} in {self.site_packages}"
 
 
+#: Names the folder ``enable``/``disable``/``status`` act on instead of this interpreter's
+#: site-packages (documented in the README; the tests point it at a temp folder, so no test
+#: ever changes the interpreter that runs them).
+SITE_ENV = "MLWS_V1_SITE_PACKAGES"
+
+
 def site_packages() -> Path:
-    """The active interpreter's site-packages (``sysconfig``'s ``purelib``)."""
-    return Path(sysconfig.get_paths()["purelib"])
+    """The active interpreter's site-packages (``sysconfig``'s ``purelib``), or the folder
+    ``MLWS_V1_SITE_PACKAGES`` names."""
+    return Path(os.environ.get(SITE_ENV) or sysconfig.get_paths()["purelib"])
 
 
 def real_azureml_core(site: Path) -> Path | None:
