@@ -353,14 +353,24 @@ def test_unchanged_v1_driver_script_runs_end_to_end(tmp_path, isolated_home):
     )
     env = _shim_env()
     env.pop("MLWS_WORKSPACE")  # found through .azureml/config.json, as v1 does
-    r = subprocess.run(
-        [sys.executable, "driver.py"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    try:
+        r = subprocess.run(
+            [sys.executable, "driver.py"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:  # a driver that failed half-way must not leave its service running
+        from mlws.dirs import user_data_dir
+        from mlws.serving import Webservice
+        from mlws.workspace import Workspace
+
+        if (user_data_dir() / "workspaces" / "v1demo" / "mlws.json").is_file():
+            with Workspace(user_data_dir() / "workspaces" / "v1demo") as w:
+                for service in Webservice.list(w):
+                    service.delete()
     assert r.returncode == 0, r.stdout + r.stderr
     assert "workspace v1demo" in r.stdout
     assert ": Completed" in r.stdout
