@@ -152,3 +152,18 @@ class EnvironmentNotFound(MlwsError):
 class EnvironmentBuildCanceled(MlwsError):
     """A managed environment's build was stopped because its run was canceled; nothing of it
     is kept."""
+
+
+class V1LayerError(MlwsError):
+    """mlws's azureml layer cannot be turned on or off here (a real azureml-core is installed,
+    the site-packages folder is missing or not writable)."""
+
+
+# v1 exception names with no mlws counterpart (``azureml.exceptions``): never raised by mlws,
+# they exist so that v1 code's ``except`` clauses name something and catch nothing else.
+class AuthenticationException(MlwsError):
+    """v1's login failure; mlws has nothing to log in to."""
+
+
+class ServiceException(MlwsError):
+    """v1's error answer from an Azure service; mlws talks to none."""

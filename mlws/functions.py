@@ -399,6 +399,9 @@ def _run_child_locked(ws_path: str, run_id: str, payload: bytes, item: Any) -> s
         ws, run_id, "Running", pid=me, pid_start=process_start_time(me), host=socket.gethostname()
     ):
         return "Canceled"
+    from .v1 import add_to_sys_path
+
+    add_to_sys_path()  # v1 code in the call imports azureml (this worker is not a run's script)
     run = ws.get_run(run_id)
     previous = Run._context
     Run._context = run

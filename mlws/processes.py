@@ -21,14 +21,24 @@ from typing import IO, Any, Protocol
 #: imports this very mlws (an editable checkout, a shipped copy) and not another one.
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
+#: mlws's ``azureml`` layer: the folder holding the package ``azureml`` (``mlws.v1.SHIM_DIR``,
+#: the same path; spelled out here so that this module imports nothing of mlws).
+V1_SHIM_DIR = str(Path(__file__).resolve().parent / "v1" / "shim")
+
 
 def python_path(existing: str | None) -> str:
     """``PYTHONPATH`` with mlws importable first (``existing`` after it, without duplicates),
-    so a supervisor, a run's script or a scoring replica sees this mlws."""
+    so a supervisor, a run's script or a scoring replica sees this mlws; and mlws's ``azureml``
+    layer last, so unchanged Azure ML v1 code imports. The layer's ``azureml/__init__.py``
+    steps aside when the interpreter has a real azureml-core (see :mod:`mlws.v1`): a
+    ``PYTHONPATH`` entry comes before site-packages, and no hook of ours runs before a run's
+    own script could append it after them."""
     parts = [PACKAGE_PARENT] + [
-        p for p in (existing or "").split(os.pathsep) if p and p != PACKAGE_PARENT
+        p
+        for p in (existing or "").split(os.pathsep)
+        if p and p not in (PACKAGE_PARENT, V1_SHIM_DIR)
     ]
-    return os.pathsep.join(parts)
+    return os.pathsep.join([*parts, V1_SHIM_DIR])
 
 
 def process_start_time(pid: int) -> float | None:

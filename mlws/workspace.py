@@ -93,6 +93,11 @@ def _config_workspace_path(config_file: Path) -> Path:
             p = Path(os.path.expanduser(str(cfg[key])))
             return p if p.is_absolute() else (config_file.parent.parent / p)
     name = cfg.get("workspace_name")
+    scope = cfg.get("Scope")
+    if not name and isinstance(scope, str) and "/workspaces/" in scope:
+        # v1's write_config form: {"Scope": "/subscriptions/<s>/resourceGroups/<r>/providers/
+        # Microsoft.MachineLearningServices/workspaces/<name>"}
+        name = scope.rstrip("/").rsplit("/workspaces/", 1)[1]
     if name:
         known = named_workspaces()
         if name in known:

@@ -33,6 +33,8 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLWS_WORKSPACE", str(tmp_path / "ws"))
+    # `mlws v1 enable` (the CLI fuzz runs it too) must never change the venv running the tests
+    monkeypatch.setenv("MLWS_V1_SITE_PACKAGES", str(tmp_path / "site-packages"))
     monkeypatch.setenv("MLWS_CANCEL_GRACE_S", "2")
     # Warm launchers (compute/launcher.py) of the many short-lived test workspaces end soon.
     monkeypatch.setenv("MLWS_LAUNCHER_IDLE_S", "3")

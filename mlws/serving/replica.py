@@ -35,6 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..v1.scoring import RAWHTTP_MARK, AMLRequest
+
 # The protocol to the supervisor is the process's original stdout; main() points fd 1 at stderr,
 # so what the scoring script prints lands in the replica's log and never among the events.
 _OUT: Any = None
@@ -76,6 +78,9 @@ class App:
         # inference_schema's decorators: run() takes the body's fields as keyword arguments
         # (the decorators turn them into numpy arrays or DataFrames), as Azure's server does.
         self.by_fields = _schema_decorated(run)
+        # v1's @rawhttp (azureml.contrib.services): run(request) gets the whole request (GET
+        # too) and may answer an AMLResponse with its own status and headers.
+        self.raw = bool(getattr(run, RAWHTTP_MARK, False))
         self.keys = {k.encode() for k in config.get("keys") or []}
         self.auth = bool(config.get("authEnabled", True))
         self.max_body = int(config.get("maxRequestBytes", 5 * 1024 * 1024))
@@ -101,8 +106,9 @@ class App:
         ).decode("latin-1") or str(uuid.uuid4())
         body = b""
         data_in = data_out = None
+        extra: dict[str, str] = {}
         if path == "/score":
-            if method != "POST":
+            if method != "POST" and not (self.raw and method == "GET"):
                 status, payload = _error(405, "MethodNotAllowed", "use POST /score")
             elif self.auth and not self._authorized(headers.get(b"authorization")):
                 status, payload = _error(
@@ -118,6 +124,9 @@ class App:
                     status, payload = _error(
                         408, "RequestTimeout", "the body did not arrive whole; nothing was scored"
                     )
+                elif self.raw:
+                    query = scope.get("query_string", b"").decode("latin-1")
+                    status, payload, extra = self._score_raw(method, headers, body, query)
                 else:
                     status, payload = self._score(body)
                     if self.collect:
@@ -134,12 +143,17 @@ class App:
                 404, "NotFound", f"no {path}; POST /score, GET /, GET /swagger.json"
             )
         content_type = b"text/plain" if path == "/" and status == 200 else b"application/json"
+        given = {k.lower(): v for k, v in extra.items()}
+        content_type = given.pop("content-type", "").encode("latin-1") or content_type
+        for k in ("content-length", "x-ms-request-id", "x-ms-run-function-failed"):
+            given.pop(k, None)  # ours: the script's would contradict the body or the log
         out_headers = [
             (b"content-type", content_type),
             (b"content-length", str(len(payload)).encode()),
             (b"x-ms-request-id", request_id.encode("latin-1", "replace")),
             (b"x-ms-run-function-failed", b"True" if status == 500 else b"False"),
         ]
+        out_headers += [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in given.items()]
         if status == 401:
             out_headers.append((b"www-authenticate", b"Bearer"))
         if self.draining:  # uvicorn closes the connection after this response
@@ -190,6 +204,48 @@ class App:
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks), None
+
+    def _score_raw(
+        self, method: str, headers: dict[bytes, bytes], body: bytes, query: str
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """``run(request)`` of a ``@rawhttp`` script: its ``AMLResponse`` as sent, or any other
+        result as JSON."""
+        from urllib.parse import parse_qsl
+
+        request = AMLRequest(
+            method,
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()},
+            body,
+            dict(parse_qsl(query)),
+        )
+        signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
+        try:
+            result = self.run(request)
+        except ScoringTimeout:
+            return (
+                *_error(
+                    504,
+                    "ScoringTimeout",
+                    f"run() did not return within {self.timeout_s * 1000:.0f} ms",
+                ),
+                {},
+            )
+        except Exception as e:  # noqa: BLE001 - the scoring script's error, returned as JSON
+            print(traceback.format_exc(), file=sys.stderr, flush=True)
+            return (*_error(500, "ScoringError", f"run() raised {type(e).__name__}: {e}"), {})
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if hasattr(result, "status_code") and hasattr(result, "get_data"):  # an AMLResponse
+            return int(result.status_code), bytes(result.get_data()), dict(result.headers or {})
+        try:
+            return 200, json.dumps(result).encode(), {}
+        except (TypeError, ValueError) as e:
+            return (
+                *_error(
+                    500, "ScoringError", f"run() returned something not JSON-serializable: {e}"
+                ),
+                {},
+            )
 
     def _score(self, body: bytes) -> tuple[int, bytes]:
         try:

@@ -1,0 +1,37 @@
+"""Azure ML SDK v1 code on mlws: the ``azureml`` import layer and the switch that turns it on.
+
+Layout, and why:
+
+- ``mlws/v1/shim/`` is a plain folder (no ``__init__.py``) holding exactly one top-level
+  package, ``azureml``. That folder is the ``sys.path`` entry: adding it exposes the name
+  ``azureml`` and nothing else, and the package ships inside mlws (no second distribution to
+  install or keep in step).
+- The shim's modules only map v1 names onto mlws objects (``azureml.core.Run`` *is*
+  ``mlws.Run``), each imported on first use. The few v1 names mlws has no object for (cloud
+  authentication, ACI/AKS deployment settings, the widget, the scoring decorators) are small
+  classes in this package (``mlws.v1.cloud``, ``.widgets``, ``.scoring``, ``.workspace``),
+  where they are importable and tested as mlws code.
+- ``mlws.v1.install`` turns the layer on for the user's own interpreter (``mlws v1 enable``):
+  a ``.pth`` file that *appends* the shim folder, so a real azureml-core in site-packages is
+  found first. Inside runs mlws puts the folder at the end of ``PYTHONPATH``
+  (:func:`mlws.processes.python_path`) and the shim's ``azureml/__init__.py`` steps aside when
+  a real ``azureml.core`` is installed in that interpreter.
+
+A ground-floor module: it imports nothing of mlws.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+#: The folder to put on ``sys.path`` for ``import azureml`` to find the layer.
+SHIM_DIR = str(Path(__file__).resolve().parent / "shim")
+
+
+def add_to_sys_path() -> None:
+    """Make the layer importable in this process, after everything already on ``sys.path``
+    (so a real azureml-core wins): for calls mlws runs in a worker process it did not start
+    (joblib's loky workers, Dask workers), where ``PYTHONPATH`` is not ours to set."""
+    if SHIM_DIR not in sys.path:
+        sys.path.append(SHIM_DIR)

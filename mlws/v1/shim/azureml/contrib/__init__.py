@@ -1,0 +1,5 @@
+"""``azureml.contrib`` (v1)."""
+
+from mlws.v1.names import step_aside_for_real_sdk
+
+step_aside_for_real_sdk(__name__)

@@ -1,0 +1,1 @@
+"""``azureml.contrib.services`` (v1): what scoring scripts import."""

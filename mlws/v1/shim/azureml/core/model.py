@@ -1,0 +1,8 @@
+"""``azureml.core.model`` (v1): the model registry and ``InferenceConfig``."""
+
+from mlws.v1.names import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {"Model": "mlws.models:Model", "InferenceConfig": "mlws.serving.service:InferenceConfig"},
+)

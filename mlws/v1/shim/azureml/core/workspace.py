@@ -1,0 +1,8 @@
+"""``azureml.core.workspace`` (v1)."""
+
+from mlws.v1.names import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {"Workspace": "mlws.v1.workspace:V1Workspace"},
+)

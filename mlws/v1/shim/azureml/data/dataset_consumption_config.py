@@ -1,0 +1,8 @@
+"""``azureml.data.dataset_consumption_config`` (v1)."""
+
+from mlws.v1.names import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {"DatasetConsumptionConfig": "mlws.rundata:DatasetConsumptionConfig"},
+)

@@ -1,0 +1,20 @@
+"""``azureml.train.hyperdrive.parameter_expressions`` (v1)."""
+
+from mlws.v1.names import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "choice": "mlws.hyperdrive:choice",
+        "randint": "mlws.hyperdrive:randint",
+        "uniform": "mlws.hyperdrive:uniform",
+        "quniform": "mlws.hyperdrive:quniform",
+        "loguniform": "mlws.hyperdrive:loguniform",
+        "qloguniform": "mlws.hyperdrive:qloguniform",
+        "normal": "mlws.hyperdrive:normal",
+        "qnormal": "mlws.hyperdrive:qnormal",
+        "lognormal": "mlws.hyperdrive:lognormal",
+        "qlognormal": "mlws.hyperdrive:qlognormal",
+    },
+    unavailable="needs mlws's HyperDrive (mlws.hyperdrive), which this mlws does not have yet",
+)
