@@ -152,3 +152,9 @@ class EnvironmentNotFound(MlwsError):
 class EnvironmentBuildCanceled(MlwsError):
     """A managed environment's build was stopped because its run was canceled; nothing of it
     is kept."""
+
+
+class SweepConfigError(UserErrorException):
+    """A HyperDrive sweep that cannot run as configured: an unknown or malformed parameter
+    expression, a grid over a continuous range, a limit out of range, a policy the sampling does
+    not allow. Raised before anything is recorded."""

@@ -213,7 +213,10 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
             owned = owned_process(ws, pid, start)
             # Not ours but dead by now (it exited while we asked): a death, not a copy.
             if not owned and not process_alive(pid, start):
-                from .compute.supervisor import abandon
+                if row["type"] == "hyperdrive":  # a sweep: its controller died
+                    from .hyperdrive.controller import abandon
+                else:
+                    from .compute.supervisor import abandon
 
                 reason = (
                     f"the supervising process (pid {row['supervisor_pid']}) of this run died without "

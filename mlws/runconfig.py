@@ -291,9 +291,12 @@ def submit_script(
     config: ScriptRunConfig,
     tags: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    parent_id: str | None = None,
+    properties: dict[str, Any] | None = None,
 ) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``).
     ``progress(done, total)``: the snapshot's files as they are read (see ``take_snapshot``).
+    ``parent_id``/``properties``: a sweep's trial is a child run with its hyperparameters.
 
     The run is driven by a detached supervising process (``python -m mlws.compute.supervisor``,
     see :mod:`mlws.compute.supervisor`) in a new session, so it survives the submitter.
@@ -342,6 +345,7 @@ def submit_script(
         experiment.name,
         run_type=SCRIPT_RUN,
         status="NotStarted",
+        parent_id=parent_id,
         fields={
             "snapshot": snap.manifest,
             "definition": json.dumps(definition),
@@ -353,6 +357,7 @@ def submit_script(
             "azureml.runsource": "experiment",
             "ContentSnapshotId": snap.manifest,
             **git_properties(src),
+            **(properties or {}),
         },
     )
     run_id = row["id"]
