@@ -36,6 +36,7 @@ COMMANDS = {
     "run": "runs:run",
     "secret": "keyvault:secret",
     "service": "services:service",
+    "sweep": "sweeps:sweep",
     "workspace": "workspace:workspace",
 }
 

@@ -206,3 +206,46 @@ def from_json(data: dict[str, Any] | None) -> EarlyTerminationPolicy:
     props = dict(data.get("properties") or {})
     props.pop("exclude_finished_jobs", None)
     return _POLICIES[data["name"]](**props)
+
+
+_SHORT = {
+    "bandit": (BanditPolicy, {"slack": "slack_factor", "amount": "slack_amount"}),
+    "median": (MedianStoppingPolicy, {}),
+    "truncation": (TruncationSelectionPolicy, {"percent": "truncation_percentage"}),
+}
+_COMMON = {"interval": "evaluation_interval", "delay": "delay_evaluation"}
+
+
+def parse_policy(text: str | None) -> EarlyTerminationPolicy | None:
+    """The command line's ``--policy``: ``none``, ``bandit:slack=0.1,interval=1,delay=2``
+    (or ``amount=``), ``median:interval=1,delay=5``, ``truncation:percent=20,interval=1``.
+
+    :raises SweepConfigError: an unknown policy or setting, a value that is not a number.
+    """
+    if text is None or text.strip().lower() in ("", "none"):
+        return None
+    kind, _, rest = text.strip().partition(":")
+    if kind.lower() not in _SHORT:
+        raise SweepConfigError(
+            f"--policy {text!r}: unknown policy {kind!r}; use none, bandit, median or truncation"
+        )
+    cls, names = _SHORT[kind.lower()]
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        arg = {**_COMMON, **names}.get(key.strip())
+        if not eq or arg is None:
+            allowed = ", ".join([*names, *_COMMON])
+            raise SweepConfigError(f"--policy {text!r}: {kind} takes {allowed} (as key=value)")
+        try:
+            num = float(value)
+        except ValueError:
+            raise SweepConfigError(f"--policy {text!r}: {key} must be a number") from None
+        kwargs[arg] = (
+            int(num)
+            if arg in ("evaluation_interval", "delay_evaluation") and num.is_integer()
+            else num
+        )
+    if cls is TruncationSelectionPolicy and "truncation_percentage" not in kwargs:
+        raise SweepConfigError(f"--policy {text!r}: truncation needs percent=N")
+    return cls(**kwargs)

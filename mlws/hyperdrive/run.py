@@ -112,3 +112,21 @@ class HyperDriveRun(Run):
         if LOG_FILE in self._file_names():
             return {LOG_FILE: self._read_file_text(LOG_FILE)}
         return {}
+
+
+def trial_hyperparameters(ws: Any, runs: dict[int, str]) -> dict[str, dict[str, Any]]:
+    """``{run id: {name: value}}`` for those of ``runs`` (``{seq: id}``) that are sweep trials."""
+    out: dict[str, dict[str, Any]] = {}
+    seqs = list(runs)
+    for i in range(0, len(seqs), 500):  # SQLite's bound-parameter limit
+        chunk = seqs[i : i + 500]
+        for seq, value in ws.catalog.query(
+            "SELECT run_seq, value FROM run_properties WHERE key = 'hyperparameters'"
+            f" AND run_seq IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            try:
+                out[runs[seq]] = dict(json.loads(value))
+            except (TypeError, ValueError):
+                continue
+    return out

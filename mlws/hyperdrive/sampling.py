@@ -365,3 +365,33 @@ class Sampler:
             self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             self._study.tell(trial, value)
+
+
+def parse_expression(text: str) -> tuple[str, list[Any]]:
+    """``'lr=uniform(0.001, 0.1)'`` as ``('lr', ['uniform', [0.001, 0.1]])`` (the command
+    line's ``--param``); arguments are Python literals (numbers, quoted strings).
+
+    :raises SweepConfigError: not ``NAME=KIND(ARGS)``, an unknown kind, bad arguments.
+    """
+    import ast
+    import re
+
+    m = re.fullmatch(r"\s*([-\w.]+)\s*=\s*(\w+)\s*\((.*)\)\s*", text or "", re.S)
+    if not m:
+        raise SweepConfigError(
+            f"--param {text!r}: expected NAME=EXPRESSION(ARGS), e.g. 'lr=uniform(0.001,0.1)' or "
+            "'batch=choice(16,32)'"
+        )
+    name, kind, inner = m.groups()
+    if kind not in _ARITY:
+        raise SweepConfigError(
+            f"--param {text!r}: unknown parameter expression {kind!r}; use one of {_KNOWN}"
+        )
+    try:
+        args = ast.literal_eval(f"[{inner}]")
+    except (ValueError, SyntaxError):
+        raise SweepConfigError(
+            f"--param {text!r}: the arguments must be numbers or quoted strings"
+        ) from None
+    expr = globals()[kind](*args) if kind == "choice" else [kind, args]
+    return name, check_expression(name, expr)
