@@ -150,7 +150,9 @@ class SweepController:
     def say(self, msg: str) -> None:
         """One line of the sweep's log (stored as ``azureml-logs/hyperdrive.txt``)."""
         now = time.time()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+        stamp = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+        )
         self.log.write(f"{stamp} {msg}\n")
 
     def claim(self) -> None:
