@@ -146,6 +146,8 @@ class SweepController:
         self.index_of: dict[str, int] = {}
         self.ended: set[str] = set()
         self.judged: set[str] = set()
+        #: The primary metric values of the trials that have ended, by trial id.
+        self.final: dict[str, list[float]] = {}
 
     def say(self, msg: str) -> None:
         """One line of the sweep's log (stored as ``azureml-logs/hyperdrive.txt``)."""
@@ -211,12 +213,14 @@ class SweepController:
                 return "Canceled", None
             rows = self.trials()
             open_ids = {r["id"] for r in rows if r["status"] not in TERMINAL}
-            seqs = {r["seq"]: r["id"] for r in rows}
-            series = primary_series(self.ws, seqs, self.metric)
+            # Only the trials not seen ended yet are read again: an ended trial's values are final
+            # (its script flushed them before its status moved), so a long sweep's poll stays small.
+            seqs = {r["seq"]: r["id"] for r in rows if r["id"] not in self.ended}
+            series = {**self.final, **primary_series(self.ws, seqs, self.metric)}
             for r in rows:
                 if r["status"] in TERMINAL and r["id"] not in self.ended:
                     self.ended.add(r["id"])
-                    values = series[r["id"]]
+                    values = self.final[r["id"]] = series[r["id"]]
                     best = (max(values) if self.maximize else min(values)) if values else None
                     self.say(f"trial {r['id']} ended {r['status']} (best {self.metric}: {best})")
                     self.sampler.observe(self.index_of.get(r["id"], -1), best)
