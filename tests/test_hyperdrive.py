@@ -309,9 +309,14 @@ def test_sweep_outlives_its_submitter(ws, tmp_path):
         )
         run = ws.get_run(out.stdout.strip())
         assert run.get_status() not in TERMINAL  # the submitter is gone, the sweep is not
+        # Trials run the source as it was at submit (one snapshot), not as edited since.
+        script = src / "train.py"
+        script.write_text(script.read_text() + "\nrun.log('edited', 1)\n")
         gate.touch()
         run.wait_for_completion(timeout=60)
         assert [c.get_status() for c in run.get_children()] == ["Completed", "Completed"]
+        assert all("edited" not in c.get_metrics() for c in run.get_children())
+        assert {c._row["snapshot"] for c in run.get_children()} == {run._row["snapshot"]}
         assert run.get_children_sorted_by_primary_metric()[0]["best_primary_metric"] == 0.6
     finally:
         kill_run_processes(ws)

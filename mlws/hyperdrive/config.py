@@ -9,11 +9,13 @@ controller (:mod:`mlws.hyperdrive.controller`) that runs the trials.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
 import os
 import secrets
+import sys
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SweepConfigError
@@ -171,6 +173,7 @@ def submit_sweep(
     from ..keyvault import CHANNEL_ENV
     from ..processes import process_start_time, start_detached
     from ..runs import insert_run, key_values, set_status
+    from ..snapshots import take_snapshot
     from .run import HyperDriveRun
 
     ws = experiment.workspace
@@ -178,10 +181,15 @@ def submit_sweep(
     src, _ = config.run_config.validate()
     target_config(ws, config.run_config.run_config.target)
     sweep = config.to_dict()
+    # One snapshot for every trial, taken now: trials run the code as it was at submit, as v1's.
+    snap = take_snapshot(ws.blobs, src)
+    for w in snap.warnings:
+        print(f"Warning: {w}", file=sys.stderr)
     definition = {
         "hyperdrive": sweep,
         "runConfig": config.run_config.run_config.to_dict(),
         "sourceDirectory": str(src),
+        "snapshot": {k: v for k, v in dataclasses.asdict(snap).items() if k != "warnings"},
     }
     run_id = config.custom_run_id or f"HD_{secrets.token_hex(16)}"
     row = insert_run(
@@ -193,6 +201,7 @@ def submit_sweep(
         fields={
             "definition": json.dumps(definition),
             "target": config.run_config.run_config.target,
+            "snapshot": snap.manifest,
         },
         tags=tags,
         properties={

@@ -138,6 +138,7 @@ class SweepController:
         self.sweep = definition["hyperdrive"]
         self.run_config = definition["runConfig"]
         self.source_directory = definition["sourceDirectory"]
+        self.snapshot: dict[str, Any] | None = definition.get("snapshot")
         self.metric = self.sweep["primaryMetricName"]
         self.maximize = self.sweep["primaryMetricGoal"] == "MAXIMIZE"
         self.policy = policy_from_json(self.sweep["policy"])
@@ -173,6 +174,7 @@ class SweepController:
     def submit_trial(self, index: int, params: dict[str, Any]) -> str:
         """Submit one trial as a child run; returns its id."""
         from ..runconfig import RunConfiguration, ScriptRunConfig, submit_script
+        from ..snapshots import Snapshot
 
         rc = RunConfiguration.from_dict(self.run_config)
         rc.arguments = trial_arguments(rc.arguments, params)
@@ -183,6 +185,7 @@ class SweepController:
             self.run.experiment,
             cfg,
             parent_id=self.run_id,
+            snapshot=Snapshot(**self.snapshot) if self.snapshot else None,
             properties={
                 "hyperparameters": json.dumps(params),
                 "azureml.hyperdrive.index": str(index),
