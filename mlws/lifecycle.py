@@ -206,7 +206,9 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
     if row["status"] in TERMINAL or row["host"] != socket.gethostname():
         return row
     reason = None
-    supervised = (row["type"] == SCRIPT_RUN and row["parent_id"] is None) or row["supervisor_pid"]
+    # A sweep's parent (type hyperdrive) is supervised by its controller the same way.
+    top = row["type"] in (SCRIPT_RUN, "hyperdrive") and row["parent_id"] is None
+    supervised = top or row["supervisor_pid"]
     if supervised:
         if row["supervisor_pid"]:
             pid, start = row["supervisor_pid"], row["supervisor_start"]
