@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,dask,tabular]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dask,tabular,sweeps]'
 	@# The ssh compute target's tests start real sshd instances on 127.0.0.1; runs use rsync.
 	@# The shared-folder tests mount one folder twice with sshfs (FUSE) over such an sshd.
 	@command -v git >/dev/null && command -v rsync >/dev/null && test -x /usr/sbin/sshd && \

@@ -1155,6 +1155,102 @@ def case_tabular(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- 13. sweep overhead vs Optuna's own loop ---------------------------------------------------------
+#: A trial that does nothing but log its metric: a tracked run logs it with run.log; run bare
+#: (Optuna's subprocess), it prints it for the objective to read.
+SWEEP_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    x = float(sys.argv[sys.argv.index("--x") + 1])
+    value = -(x - 0.3) ** 2
+    if os.environ.get("MLWS_RUN_ID"):
+        from mlws import Run
+        Run.get_context().log("score", value)
+    else:
+        print(value)
+    """
+)
+
+
+def case_sweep(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """100 trials, 2 at a time: an mlws sweep (each trial a tracked child run) vs Optuna driving
+    the same script as subprocesses with ``n_jobs=2``; and the bare script's own time."""
+    import optuna
+
+    from mlws import Experiment, ScriptRunConfig
+    from mlws.hyperdrive import (
+        HyperDriveConfig,
+        PrimaryMetricGoal,
+        RandomParameterSampling,
+        uniform,
+    )
+
+    n, conc = int(params.get("trials", 100)), 2
+    src = work / "src-sweep"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "trial.py").write_text(SWEEP_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLWS_RUN_ID", "AZUREML_RUN_ID")}
+
+    def bare(x: float) -> float:
+        out = subprocess.run(
+            [sys.executable, str(src / "trial.py"), "--x", str(x)],
+            capture_output=True, text=True, check=True, env=env,
+        )  # fmt: skip
+        return float(out.stdout)
+
+    # The script alone, sequentially (python start-up + the script): what no driver can save.
+    script_s = []
+    for i in range(12):
+        t0 = time.perf_counter()
+        bare(i / 12)
+        script_s.append(time.perf_counter() - t0)
+    script = statistics.median(script_s[2:])
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    t0 = time.perf_counter()
+    study.optimize(lambda t: bare(t.suggest_float("x", 0, 1)), n_trials=n, n_jobs=conc)
+    optuna_wall = time.perf_counter() - t0
+    progress(f"optuna: {n} trials in {optuna_wall:.2f} s (best {study.best_value:.4f})")
+
+    ws = _ws(work / "ws-sweep")
+    cfg = HyperDriveConfig(
+        run_config=ScriptRunConfig(str(src), "trial.py"),
+        hyperparameter_sampling=RandomParameterSampling({"--x": uniform(0, 1)}, seed=1),
+        primary_metric_name="score",
+        primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+        max_total_runs=n,
+        max_concurrent_runs=conc,
+    )
+    t0 = time.perf_counter()
+    sweep = Experiment(ws, "bench-sweep").submit(cfg)
+    sweep.wait_for_completion(timeout=1800)
+    mlws_wall = time.perf_counter() - t0
+    children = sweep.get_children()
+    done = sum(1 for c in children if c.get_status() == "Completed")
+    if sweep.get_status() != "Completed" or done != n:
+        raise RuntimeError(f"sweep ended {sweep.get_status()} with {done}/{n} trials completed")
+    best = sweep.get_children_sorted_by_primary_metric(top=1)[0]["best_primary_metric"]
+    progress(
+        f"mlws: {n} trials in {mlws_wall:.2f} s (best {best:.4f}); bare script {script * 1e3:.0f} ms"
+    )
+    ws.close()
+    per = {"mlws": mlws_wall * conc / n, "optuna": optuna_wall * conc / n}
+    return {
+        "trials": n,
+        "concurrency": conc,
+        "script_s": script,
+        "mlws_wall_s": mlws_wall,
+        "optuna_wall_s": optuna_wall,
+        "mlws_per_trial_s": per["mlws"],
+        "optuna_per_trial_s": per["optuna"],
+        "mlws_overhead_s": per["mlws"] - script,
+        "optuna_overhead_s": per["optuna"] - script,
+        "ratio": per["mlws"] / per["optuna"],
+        "optuna": optuna.__version__,
+    }
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -1171,6 +1267,7 @@ CASES = {
     "serving": case_serving,
     "dataset": case_dataset,
     "tabular": case_tabular,
+    "sweep": case_sweep,
 }
 
 

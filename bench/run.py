@@ -746,6 +746,45 @@ def bench_tabular(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     ]
 
 
+def bench_sweep(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    # Both sides in one process (the mlws interpreter has Optuna through mlws[sweeps]).
+    m = r.run("mlws", "sweep", {"trials": 100})
+    ctx["sweep"] = m
+    na = "no equivalent"
+    theirs = _get(m, "optuna_per_trial_s")
+    return [
+        row(
+            "13a",
+            "sweep of 100 trials of a script that only logs its metric, 2 at a time: wall time ×"
+            " 2 ÷ 100 per trial, each a tracked child run (Optuna: the same script as subprocesses,"
+            " `n_jobs=2`)",
+            _get(m, "mlws_per_trial_s"),
+            na,
+            "s",
+            "low",
+            mlws_note=f"Optuna's loop: {fmt(theirs, 's')}" if theirs is not None else "",
+        ),
+        row(
+            "13b",
+            "that time per trial ÷ Optuna's own loop's",
+            _get(m, "ratio"),
+            na,
+            "×",
+            "low",
+            "≤ 1.5×",
+            lambda v: v <= 1.5,
+        ),
+        row(
+            "13c",
+            "time per trial beyond the bare script (python start-up + script, run alone)",
+            _get(m, "mlws_overhead_s"),
+            na,
+            "s",
+            "low",
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]] = {
     "1": ("metric logging throughput", bench_log),
     "2": ("creating 1,000 runs", bench_runs),
@@ -759,6 +798,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]]
     "10": ("serving a model over HTTP", bench_serving),
     "11": ("file dataset fingerprint", bench_dataset),
     "12": ("tabular dataset read vs pandas.read_csv", bench_tabular),
+    "13": ("HyperDrive sweep overhead vs Optuna's own loop", bench_sweep),
 }
 
 

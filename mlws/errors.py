@@ -167,3 +167,9 @@ class AuthenticationException(MlwsError):
 
 class ServiceException(MlwsError):
     """v1's error answer from an Azure service; mlws talks to none."""
+
+
+class SweepConfigError(UserErrorException):
+    """A HyperDrive sweep that cannot run as configured: an unknown or malformed parameter
+    expression, a grid over a continuous range, a limit out of range, a policy the sampling does
+    not allow. Raised before anything is recorded."""

@@ -106,6 +106,7 @@ def query_runs(
     ascending: bool = False,
     limit: int | None = None,
     columns: str = "list",
+    parent: str | None = None,
 ) -> list[Any]:
     """Run rows matching the filters, newest first or sorted by ``metric:<name>`` / a column.
 
@@ -113,7 +114,7 @@ def query_runs(
     shows a dead run as Running. Sorting by a metric reads ``metric_summary`` (one row per run
     and metric), never the metrics table. ``columns="list"`` returns :data:`LIST_COLUMNS`
     (what listings show; the width of the sorted rows dominates the cost at 100k runs),
-    ``"all"`` every column.
+    ``"all"`` every column. ``parent``: only the children of that run (a sweep's trials).
     """
     from .lifecycle import reconcile_active
 
@@ -122,7 +123,10 @@ def query_runs(
     if experiment is not None:
         where.insert(0, "r.experiment = ?")
         params.insert(0, experiment)
-    if not include_children:
+    if parent is not None:
+        where.append("r.parent_id = ?")
+        params.append(parent)
+    elif not include_children:
         where.append("r.parent_id IS NULL")
     join = ""
     direction = "ASC" if ascending else "DESC"

@@ -207,19 +207,25 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
     if row["status"] in TERMINAL or row["host"] != socket.gethostname():
         return row
     reason = None
-    supervised = (row["type"] == SCRIPT_RUN and row["parent_id"] is None) or row["supervisor_pid"]
+    # A sweep's parent (type hyperdrive) is supervised by its controller the same way.
+    top = row["type"] in (SCRIPT_RUN, "hyperdrive") and row["parent_id"] is None
+    supervised = top or row["supervisor_pid"]
     if supervised:
         if row["supervisor_pid"]:
             pid, start = row["supervisor_pid"], row["supervisor_start"]
             owned = owned_process(ws, pid, start)
             # Not ours but dead by now (it exited while we asked): a death, not a copy.
             if not owned and not process_alive(pid, start):
+                end = abandon
+                if row["type"] == "hyperdrive":  # a sweep: its controller died
+                    from .hyperdrive.controller import abandon as end
+
                 reason = (
                     f"the supervising process (pid {row['supervisor_pid']}) of this run died without "
                     "recording an outcome (killed, or the machine restarted)"
                 )
                 # Kills the orphaned script, keeps the working folder's logs, marks it Failed.
-                abandon(ws, row["id"], {"code": "ProcessDied", "message": reason})
+                end(ws, row["id"], {"code": "ProcessDied", "message": reason})
                 return ws.catalog.one("SELECT * FROM runs WHERE id = ?", (row["id"],)) or row
             if not owned:
                 # A copy of the workspace: nothing here runs this run, and the process that does

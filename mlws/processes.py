@@ -84,6 +84,7 @@ WORKSPACE_MODULES = {
     # is still supervised by one, and must still be recognised as this workspace's.
     "mlws.runner": "",
     "mlws.serving.supervisor": "",
+    "mlws.hyperdrive.controller": "",
     "mlws.compute.agent": ".mlws-replica",
     # A supervisor forked by the workspace's warm launcher keeps the launcher's command line.
     "mlws.compute.launcher": "",

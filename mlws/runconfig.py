@@ -291,9 +291,15 @@ def submit_script(
     config: ScriptRunConfig,
     tags: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    parent_id: str | None = None,
+    properties: dict[str, Any] | None = None,
+    snapshot: Any = None,
 ) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``).
     ``progress(done, total)``: the snapshot's files as they are read (see ``take_snapshot``).
+    ``parent_id``/``properties``: a sweep's trial is a child run with its hyperparameters;
+    ``snapshot``: a :class:`~mlws.snapshots.Snapshot` taken already (a sweep's, once for all
+    its trials) instead of a new one.
 
     The run is driven by a detached supervising process (``python -m mlws.compute.supervisor``,
     see :mod:`mlws.compute.supervisor`) in a new session, so it survives the submitter.
@@ -320,7 +326,7 @@ def submit_script(
     arguments, inputs, outputs = encode_arguments(ws, rc.arguments)
     # An ssh host has its own interpreters: the environment is resolved there.
     env = environment_definition(ws, rc.environment, on_this_machine=target_type != "ssh")
-    snap = take_snapshot(ws.blobs, src, progress=progress)
+    snap = snapshot if snapshot is not None else take_snapshot(ws.blobs, src, progress=progress)
     for w in snap.warnings:
         print(f"Warning: {w}", file=sys.stderr)
     definition = {
@@ -342,6 +348,7 @@ def submit_script(
         experiment.name,
         run_type=SCRIPT_RUN,
         status="NotStarted",
+        parent_id=parent_id,
         fields={
             "snapshot": snap.manifest,
             "definition": json.dumps(definition),
@@ -353,6 +360,7 @@ def submit_script(
             "azureml.runsource": "experiment",
             "ContentSnapshotId": snap.manifest,
             **git_properties(src),
+            **(properties or {}),
         },
     )
     run_id = row["id"]

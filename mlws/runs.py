@@ -79,6 +79,10 @@ class Run(RunFiles):
     def _from_row(cls, ws: Workspace, row: sqlite3.Row) -> Run:
         from .experiments import Experiment
 
+        if cls is Run and row["type"] == "hyperdrive":  # a sweep's parent: v1's HyperDriveRun
+            from .hyperdrive.run import HyperDriveRun
+
+            cls = HyperDriveRun
         return cls(Experiment(ws, row["experiment"], _create=False), row["id"], _row=row)
 
     # -- identity ---------------------------------------------------------------------------

@@ -107,3 +107,13 @@ def test_run_status_and_run_folders_import_nothing_of_the_execution_wing() -> No
     for name in ("lifecycle.py", "runfolder.py", "runs.py", "reaper.py"):
         for module, _ in _imports(PACKAGE / name):
             assert not module.startswith("mlws.compute"), f"{name} imports {module}"
+
+
+def test_no_module_of_the_package_imports_a_private_name_of_another() -> None:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for module, names in _imports(path):
+            for name in names:
+                if name.startswith("_") and not name.startswith("__"):
+                    found.append(f"{path.relative_to(PACKAGE)}: from {module} import {name}")
+    assert found == []

@@ -36,6 +36,7 @@ COMMANDS = {
     "run": "runs:run",
     "secret": "keyvault:secret",
     "service": "services:service",
+    "sweep": "sweeps:sweep",
     "v1": "v1:v1",
     "workspace": "workspace:workspace",
 }

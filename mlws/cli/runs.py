@@ -173,6 +173,11 @@ def _run_dict(row: Any, metrics: dict[str, Any]) -> dict[str, Any]:
 @click.option("--ascending", is_flag=True, help="Sort ascending (default: descending).")
 @click.option("--include-children", is_flag=True, help="List child runs too.")
 @click.option(
+    "--parent",
+    "parent_id",
+    help="Only the children of this run (a sweep's trials, with their hyperparameters).",
+)
+@click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=100,
@@ -190,6 +195,7 @@ def run_list(
     sort_by: str | None,
     ascending: bool,
     include_children: bool,
+    parent_id: str | None,
     limit: int,
     show_all: bool,
     as_json: bool,
@@ -200,6 +206,7 @@ def run_list(
     Example:
       mlws run list -e demo --sort-by metric:r2
       mlws run list --status Failed --json
+      mlws run list --parent HD_0123 --sort-by metric:accuracy
     """
     from ..experiments import check_experiment_name, query_runs
     from ..metrics import latest_scalars
@@ -217,6 +224,7 @@ def run_list(
         tags=tag_filter or None,
         status=status,
         include_children=include_children,
+        parent=parent_id,
         sort_by=sort_by,
         ascending=ascending,
         limit=None if show_all else limit + 1,
@@ -224,9 +232,23 @@ def run_list(
     truncated = not show_all and len(rows) > limit
     rows = rows if show_all else rows[:limit]
     summary = latest_scalars(ws.catalog, {r["seq"]: r["id"] for r in rows})
+    hps: dict[str, dict[str, Any]] = {}
+    if any(r["parent_id"] for r in rows):  # trials of a sweep show their hyperparameters
+        from ..hyperdrive.run import trial_hyperparameters
+
+        hps = trial_hyperparameters(ws, {r["seq"]: r["id"] for r in rows})
     if as_json:
-        print_json([_run_dict(r, summary[r["id"]]) for r in rows])
+        print_json(
+            [
+                {
+                    **_run_dict(r, summary[r["id"]]),
+                    **({"hyperparameters": hps[r["id"]]} if r["id"] in hps else {}),
+                }
+                for r in rows
+            ]
+        )
         return
+    hp_names = list(dict.fromkeys(n for h in hps.values() for n in h))
     names: list[str] = []
     if sort_by and sort_by.startswith("metric:"):
         names.append(sort_by[len("metric:") :])
@@ -243,10 +265,12 @@ def run_list(
             when(r["created"]),
             duration(r["start_time"], r["end_time"]),
         ]
+        + [hps.get(r["id"], {}).get(n, "") for n in hp_names]
         + [summary[r["id"]].get(n, "") for n in names]
         for r in rows
     ]
-    table(cells, ["run id", "experiment", "#", "status", "created", "duration", *names])
+    headers = ["run id", "experiment", "#", "status", "created", "duration"]
+    table(cells, headers + [n.lstrip("-") for n in hp_names] + names)
     if truncated:
         click.echo(f"(first {limit} runs shown; --limit N or --all for more)", err=True)
 

@@ -1,0 +1,238 @@
+"""``HyperDriveConfig`` (what to sweep, how far, how to judge) and ``PrimaryMetricGoal``.
+
+Everything is checked when the config is built and again at submit (the source folder, the
+compute target), so a bad sweep raises one :class:`~mlws.errors.SweepConfigError` line and
+records nothing. ``Experiment.submit(config)`` calls :meth:`HyperDriveConfig._submit`: it records
+the parent run (type ``hyperdrive``, its sweep in the run definition) and starts the detached
+controller (:mod:`mlws.hyperdrive.controller`) that runs the trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import os
+import secrets
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SweepConfigError
+from .policy import EarlyTerminationPolicy
+from .sampling import ParameterSampling
+
+if TYPE_CHECKING:
+    from ..experiments import Experiment
+    from .run import HyperDriveRun
+
+#: The parent run's type, as v1's ``HyperDriveRun.RUN_TYPE``.
+HYPERDRIVE = "hyperdrive"
+
+
+class PrimaryMetricGoal(enum.Enum):
+    """Whether a larger or a smaller primary metric is better."""
+
+    MAXIMIZE = "MAXIMIZE"
+    MINIMIZE = "MINIMIZE"
+
+    @staticmethod
+    def from_str(goal: str) -> PrimaryMetricGoal:
+        """``'maximize'``/``'minimize'`` (any case) as a goal.
+
+        :raises SweepConfigError: anything else."""
+        try:
+            return PrimaryMetricGoal(str(goal).upper())
+        except ValueError:
+            raise SweepConfigError(
+                f"primary metric goal is MAXIMIZE or MINIMIZE, got {goal!r}"
+            ) from None
+
+
+def _positive_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise SweepConfigError(f"{name} is a whole number >= 1, got {v!r}")
+    return v
+
+
+class HyperDriveConfig:
+    """A sweep: run ``run_config`` (a ``ScriptRunConfig``) with hyperparameters drawn by
+    ``hyperparameter_sampling`` as ``--name value`` arguments, at most ``max_total_runs`` trials,
+    ``max_concurrent_runs`` at a time, for at most ``max_duration_minutes``; ``policy`` cancels
+    trials whose ``primary_metric_name`` lags. v1's signature; ``estimator``, ``pipeline`` and
+    ``resume_from`` are not supported.
+
+    :raises SweepConfigError: any argument out of range or of the wrong kind.
+    """
+
+    def __init__(
+        self,
+        hyperparameter_sampling: Any,
+        primary_metric_name: str,
+        primary_metric_goal: Any,
+        max_total_runs: int,
+        max_concurrent_runs: int | None = None,
+        max_duration_minutes: float = 10080,
+        policy: Any = None,
+        estimator: Any = None,
+        run_config: Any = None,
+        resume_from: Any = None,
+        resume_child_runs: Any = None,
+        pipeline: Any = None,
+        debug_flag: Any = None,
+        custom_run_id: str | None = None,
+    ) -> None:
+        for name, v in (("estimator", estimator), ("pipeline", pipeline)):
+            if v is not None:
+                raise SweepConfigError(
+                    f"HyperDriveConfig({name}=...) is not supported; pass run_config=ScriptRunConfig(...)"
+                )
+        if resume_from is not None or resume_child_runs is not None:
+            raise SweepConfigError("resuming a sweep (resume_from) is not supported")
+        if run_config is None or not hasattr(run_config, "validate"):
+            raise SweepConfigError(
+                f"HyperDriveConfig needs run_config=ScriptRunConfig(...), got {type(run_config).__name__}"
+            )
+        if not isinstance(hyperparameter_sampling, ParameterSampling):
+            raise SweepConfigError(
+                "hyperparameter_sampling is a RandomParameterSampling, GridParameterSampling or "
+                f"BayesianParameterSampling, got {type(hyperparameter_sampling).__name__}"
+            )
+        if not isinstance(primary_metric_name, str) or not primary_metric_name.strip():
+            raise SweepConfigError(
+                f"primary_metric_name is the name of a metric the script logs, got {primary_metric_name!r}"
+            )
+        if not isinstance(primary_metric_goal, PrimaryMetricGoal):
+            primary_metric_goal = PrimaryMetricGoal.from_str(primary_metric_goal)
+        _positive_int("max_total_runs", max_total_runs)
+        if max_concurrent_runs is not None:
+            _positive_int("max_concurrent_runs", max_concurrent_runs)
+        if (
+            isinstance(max_duration_minutes, bool)
+            or not isinstance(max_duration_minutes, (int, float))
+            or not (max_duration_minutes > 0 and math.isfinite(max_duration_minutes))
+        ):
+            raise SweepConfigError(
+                f"max_duration_minutes is a number of minutes > 0, got {max_duration_minutes!r}"
+            )
+        if policy is not None and not isinstance(policy, EarlyTerminationPolicy):
+            raise SweepConfigError(
+                "policy is a BanditPolicy, MedianStoppingPolicy, TruncationSelectionPolicy or "
+                f"NoTerminationPolicy, got {type(policy).__name__}"
+            )
+        hyperparameter_sampling.check_policy(policy)
+        self.run_config = run_config
+        self.hyperparameter_sampling = hyperparameter_sampling
+        self.primary_metric_name = primary_metric_name
+        self.primary_metric_goal: PrimaryMetricGoal = primary_metric_goal
+        self.max_total_runs = max_total_runs
+        self.max_concurrent_runs = max_concurrent_runs
+        self.max_duration_minutes = max_duration_minutes
+        self.policy = policy
+        self.custom_run_id = custom_run_id
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sweep as recorded in the parent run's definition (``hyperdrive``): sampling,
+        policy, metric, goal and limits in v1's serialized forms."""
+        sampling = self.hyperparameter_sampling.to_json()
+        props = sampling["properties"]
+        seed = props.get("seed", props.get("rseed"))
+        return {
+            "sampling": sampling,
+            # Recorded even when drawn here, so the draws of a sweep can be told again.
+            "seed": seed if seed is not None else secrets.randbelow(2**31),
+            "policy": (
+                self.policy.to_json()
+                if self.policy is not None
+                else {"name": "Default", "properties": {}}
+            ),
+            "primaryMetricName": self.primary_metric_name,
+            "primaryMetricGoal": self.primary_metric_goal.value,
+            "maxTotalRuns": self.max_total_runs,
+            "maxConcurrentRuns": self.max_concurrent_runs or self.max_total_runs,
+            "maxDurationMinutes": self.max_duration_minutes,
+        }
+
+    def _submit(
+        self, experiment: Experiment, tags: dict[str, Any] | None = None, **kwargs: Any
+    ) -> HyperDriveRun:
+        return submit_sweep(experiment, self, tags=tags)
+
+
+def submit_sweep(
+    experiment: Experiment, config: HyperDriveConfig, tags: dict[str, Any] | None = None
+) -> HyperDriveRun:
+    """Record the sweep's parent run and start its controller; returns it at once.
+
+    :raises SweepConfigError: a parameter that the script's own arguments cannot take.
+    :raises RunConfigError: the source folder or script is missing (nothing is recorded).
+    :raises MlwsError: the controller could not be started (the run is Failed).
+    """
+    from ..compute import target_config
+    from ..errors import MlwsError
+    from ..keyvault import CHANNEL_ENV
+    from ..processes import process_start_time, start_detached
+    from ..runs import insert_run, key_values, set_status
+    from ..snapshots import take_snapshot
+    from .run import HyperDriveRun
+
+    ws = experiment.workspace
+    tags = key_values(tags, "tag")
+    src, _ = config.run_config.validate()
+    target_config(ws, config.run_config.run_config.target)
+    sweep = config.to_dict()
+    # One snapshot for every trial, taken now: trials run the code as it was at submit, as v1's.
+    snap = take_snapshot(ws.blobs, src)
+    for w in snap.warnings:
+        print(f"Warning: {w}", file=sys.stderr)
+    definition = {
+        "hyperdrive": sweep,
+        "runConfig": config.run_config.run_config.to_dict(),
+        "sourceDirectory": str(src),
+        "snapshot": {k: v for k, v in dataclasses.asdict(snap).items() if k != "warnings"},
+    }
+    run_id = config.custom_run_id or f"HD_{secrets.token_hex(16)}"
+    row = insert_run(
+        ws,
+        experiment.name,
+        run_type=HYPERDRIVE,
+        status="NotStarted",
+        run_id=run_id,
+        fields={
+            "definition": json.dumps(definition),
+            "target": config.run_config.run_config.target,
+            "snapshot": snap.manifest,
+        },
+        tags=tags,
+        properties={
+            "primary_metric_config": json.dumps(
+                {"name": sweep["primaryMetricName"], "goal": sweep["primaryMetricGoal"].lower()}
+            ),
+            "runTemplate": "HyperDrive",
+            "azureml.runsource": "hyperdrive",
+            "max_total_runs": str(sweep["maxTotalRuns"]),
+            "max_concurrent_runs": str(sweep["maxConcurrentRuns"]),
+        },
+    )
+    penv = dict(os.environ)
+    penv.pop(CHANNEL_ENV, None)
+    try:
+        proc = start_detached("mlws.hyperdrive.controller", str(ws.path), run_id, env=penv)
+    except OSError as e:
+        set_status(
+            ws,
+            run_id,
+            "Failed",
+            error={"code": "SystemError", "message": f"could not start the sweep: {e}"},
+        )
+        raise MlwsError(f"could not start the sweep's controller: {e}") from None
+    with ws.catalog.write() as conn:
+        # The controller may already have claimed the run: only fill in what is missing.
+        conn.execute(
+            "UPDATE runs SET supervisor_pid = coalesce(supervisor_pid, ?),"
+            " supervisor_start = coalesce(supervisor_start, ?),"
+            " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
+            (proc.pid, process_start_time(proc.pid), run_id),
+        )
+    row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+    return HyperDriveRun(experiment, run_id, _row=row)

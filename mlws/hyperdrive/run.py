@@ -1,0 +1,132 @@
+"""``HyperDriveRun``: the parent run of a sweep, with its trials ranked by the primary metric.
+
+``Experiment.submit(HyperDriveConfig(...))`` returns one, and so do ``ws.get_run(id)`` and
+``Run.get(ws, id)`` for a run of type ``hyperdrive``. A trial's hyperparameters are its
+property ``hyperparameters`` (JSON); its "best" value is the best of the primary metric values
+it logged (the largest when maximizing).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..runs import Run
+from .controller import cancel_trials
+
+
+class HyperDriveRun(Run):
+    """The parent run of a HyperDrive sweep (v1's ``HyperDriveRun``; ``RUN_TYPE`` ``hyperdrive``)."""
+
+    RUN_TYPE = "hyperdrive"
+
+    @property
+    def hyperdrive_config(self) -> dict[str, Any]:
+        """The sweep as recorded: sampling, seed, policy, metric, goal and limits."""
+        return dict(json.loads(self._row["definition"] or "{}").get("hyperdrive") or {})
+
+    def _goal(self) -> tuple[str, bool]:
+        cfg = self.hyperdrive_config
+        return cfg["primaryMetricName"], cfg["primaryMetricGoal"] == "MAXIMIZE"
+
+    def get_hyperparameters(self) -> dict[str, str]:
+        """``{trial run id: hyperparameters as a JSON string}``, as v1."""
+        rows = self.workspace.catalog.query(
+            "SELECT r.id, p.value FROM runs r JOIN run_properties p ON p.run_seq = r.seq"
+            " AND p.key = 'hyperparameters' WHERE r.parent_id = ? ORDER BY r.seq",
+            (self.id,),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def _ranked(self) -> list[dict[str, Any]]:
+        """Every trial with its hyperparameters, best primary metric value and status."""
+        from ..metrics import flush_all
+        from .controller import primary_series
+
+        flush_all()
+        metric, maximize = self._goal()
+        children = self.get_children()
+        series = primary_series(self.workspace, {c.seq: c.id for c in children}, metric)
+        hps = self.get_hyperparameters()
+        out = []
+        for c in children:
+            values = series[c.id]
+            best = (max(values) if maximize else min(values)) if values else None
+            out.append(
+                {
+                    "run_id": c.id,
+                    "hyperparameters": hps.get(c.id),
+                    "best_primary_metric": best,
+                    "status": c._row["status"],
+                    "run": c,
+                }
+            )
+        return out
+
+    def get_children_sorted_by_primary_metric(
+        self, top: int = 0, reverse: bool = False, discard_no_metric: bool = False
+    ) -> list[dict[str, Any]]:
+        """Trials best first (worst first with ``reverse``), as v1: each a dict with
+        ``run_id``, ``hyperparameters``, ``best_primary_metric`` and ``status``; trials that
+        logged no value come last (left out with ``discard_no_metric``); ``top`` > 0 keeps
+        that many."""
+        _, maximize = self._goal()
+        items = self._ranked()
+        scored = [i for i in items if i["best_primary_metric"] is not None]
+        scored.sort(key=lambda i: i["best_primary_metric"], reverse=maximize != reverse)
+        rest = [] if discard_no_metric else [i for i in items if i["best_primary_metric"] is None]
+        result = [{k: v for k, v in i.items() if k != "run"} for i in scored + rest]
+        return result[:top] if top and top > 0 else result
+
+    def get_best_run_by_primary_metric(
+        self,
+        include_failed: bool = True,
+        include_canceled: bool = True,
+        include_resume_from_runs: bool = True,
+    ) -> Run | None:
+        """The trial with the best primary metric value, or None when no trial logged one."""
+        _, maximize = self._goal()
+        items = [
+            i
+            for i in self._ranked()
+            if i["best_primary_metric"] is not None
+            and (include_failed or i["status"] != "Failed")
+            and (include_canceled or i["status"] != "Canceled")
+        ]
+        if not items:
+            return None
+        pick = max if maximize else min
+        return pick(items, key=lambda i: i["best_primary_metric"])["run"]
+
+    def cancel(self) -> None:
+        """Cancel the sweep: its controller cancels the open trials, then ends it ``Canceled``.
+        With no live controller the trials are canceled here."""
+        super().cancel()
+        if self._row["status"] in ("Canceled", "Failed", "Completed"):
+            cancel_trials(self.workspace, self.id)
+
+    def get_diagnostics(self) -> dict[str, Any]:
+        """The sweep's log (``azureml-logs/hyperdrive.txt``) once it has ended, by file name."""
+        from .controller import LOG_FILE
+
+        if LOG_FILE in self._file_names():
+            return {LOG_FILE: self._read_file_text(LOG_FILE)}
+        return {}
+
+
+def trial_hyperparameters(ws: Any, runs: dict[int, str]) -> dict[str, dict[str, Any]]:
+    """``{run id: {name: value}}`` for those of ``runs`` (``{seq: id}``) that are sweep trials."""
+    out: dict[str, dict[str, Any]] = {}
+    seqs = list(runs)
+    for i in range(0, len(seqs), 500):  # SQLite's bound-parameter limit
+        chunk = seqs[i : i + 500]
+        for seq, value in ws.catalog.query(
+            "SELECT run_seq, value FROM run_properties WHERE key = 'hyperparameters'"
+            f" AND run_seq IN ({','.join('?' * len(chunk))})",
+            chunk,
+        ):
+            try:
+                out[runs[seq]] = dict(json.loads(value))
+            except (TypeError, ValueError):
+                continue
+    return out

@@ -1,0 +1,380 @@
+"""HyperDrive sweeps (issue 12 §3): sampling and policies in-process, then real sweeps whose
+controller is a detached process: the acceptance sweep (20 trials, 4 at a time, BanditPolicy),
+a sweep that outlives its submitter, a controller killed with SIGKILL, a canceled sweep, and bad
+input that records nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from helpers import (
+    invoke,
+    kill_run_processes,
+    make_source,
+    one_error_line,
+    wait_status,
+    wait_until,
+    workspace_fingerprint,
+)
+
+from mlws import Experiment, ScriptRunConfig
+from mlws.errors import ActivityFailedException, SweepConfigError
+from mlws.hyperdrive import (
+    BanditPolicy,
+    BayesianParameterSampling,
+    GridParameterSampling,
+    HyperDriveConfig,
+    HyperDriveRun,
+    MedianStoppingPolicy,
+    NoTerminationPolicy,
+    PrimaryMetricGoal,
+    RandomParameterSampling,
+    TruncationSelectionPolicy,
+    choice,
+    loguniform,
+    normal,
+    qnormal,
+    quniform,
+    randint,
+    uniform,
+)
+from mlws.hyperdrive.controller import trial_arguments
+from mlws.hyperdrive.sampling import Sampler
+
+TERMINAL = ("Completed", "Failed", "Canceled")
+
+#: A trial: logs accuracy = x * epoch / EPOCHS once per epoch (x is its hyperparameter), so the
+#: best trial is the one with the largest x. ``--gate``: wait for that file before the first epoch.
+TRIAL = """
+import argparse
+from mlws import Run
+p = argparse.ArgumentParser()
+p.add_argument("--x", type=float, required=True)
+p.add_argument("--epochs", type=int, default=12)
+p.add_argument("--gate")
+a = p.parse_args()
+if a.gate:
+    wait_gate(a.gate)
+run = Run.get_context()
+for e in range(1, a.epochs + 1):
+    run.log("accuracy", a.x * e / a.epochs)
+    run.flush()
+    time.sleep(0.15)
+"""
+
+
+def _sweep(src, space, *, sampling=GridParameterSampling, arguments=(), **kw):
+    kw.setdefault("primary_metric_name", "accuracy")
+    kw.setdefault("primary_metric_goal", PrimaryMetricGoal.MAXIMIZE)
+    kw.setdefault("max_total_runs", 20)
+    kw.setdefault("max_concurrent_runs", 4)
+    return HyperDriveConfig(
+        run_config=ScriptRunConfig(str(src), "train.py", arguments=list(arguments)),
+        hyperparameter_sampling=sampling(space),
+        **kw,
+    )
+
+
+# -- sampling -------------------------------------------------------------------------------------
+def test_grid_enumerates_every_combination_exactly_once_in_order():
+    g = GridParameterSampling({"--a": choice(1, 2, 3), "b": choice("x", "y")})
+    assert g.size() == 6
+    s = Sampler(g.to_json(), seed=0, maximize=True)
+    got = []
+    while (p := s.suggest(len(got))) is not None:
+        got.append((p["--a"], p["b"]))
+    assert got == [(1, "x"), (1, "y"), (2, "x"), (2, "y"), (3, "x"), (3, "y")]
+
+
+def test_random_respects_bounds_and_q_steps_and_its_seed():
+    space = {
+        "u": uniform(0.5, 1.5),
+        "q": quniform(0, 10, 2.5),
+        "lu": loguniform(-3, 0),
+        "r": randint(4),
+        "c": choice([7, 8]),
+        "qn": qnormal(0, 1, 0.5),
+        "n": normal(10, 0.001),
+    }
+    js = RandomParameterSampling(space, seed=3).to_json()
+    assert js["name"] == "RANDOM" and js["parameter_space"]["c"] == ["choice", [[7, 8]]]
+    s = Sampler(js, 3, True)
+    draws = [s.suggest(i) for i in range(300)]
+    for d in draws:
+        assert 0.5 <= d["u"] <= 1.5
+        assert d["q"] in (0, 2.5, 5, 7.5, 10)
+        assert math.exp(-3) <= d["lu"] <= 1
+        assert d["r"] in range(4) and isinstance(d["r"], int)
+        assert d["c"] in (7, 8)
+        assert (d["qn"] / 0.5).is_integer()
+        assert abs(d["n"] - 10) < 0.01
+    assert {d["r"] for d in draws} == {0, 1, 2, 3}
+    again = Sampler(js, 3, True)
+    assert [again.suggest(i) for i in range(300)] == draws
+    other = Sampler(js, 4, True)
+    assert [other.suggest(i) for i in range(300)] != draws
+
+
+def test_bayesian_proposes_within_the_space_and_learns_from_results():
+    pytest.importorskip("optuna")
+    js = BayesianParameterSampling({"x": uniform(0, 1), "k": choice(1, 2)}).to_json()
+    s = Sampler(js, seed=1, maximize=True)
+    for i in range(12):
+        p = s.suggest(i)
+        assert 0 <= p["x"] <= 1 and p["k"] in (1, 2)
+        s.observe(i, p["x"])
+    assert s._study.best_value >= 0.5
+
+
+def test_bayesian_without_optuna_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(SweepConfigError, match=r"mlws\[sweeps\]"):
+        BayesianParameterSampling({"x": uniform(0, 1)})
+
+
+def test_trial_arguments_replace_the_scripts_own_values():
+    args = ["--x", "0.5", "--data", "d", "--lr=0.1", "--flag"]
+    assert trial_arguments(args, {"--x": 0.9, "lr": 0.2}) == [
+        "--data",
+        "d",
+        "--flag",
+        "--x",
+        "0.9",
+        "--lr",
+        "0.2",
+    ]
+
+
+# -- policies -------------------------------------------------------------------------------------
+def test_bandit_cancels_outside_the_slack_at_the_same_point():
+    p = BanditPolicy(slack_factor=0.1, evaluation_interval=1, delay_evaluation=1)
+    series = {"best": [0.5, 1.0, 1.0], "ok": [0.1, 0.95], "poor": [0.4, 0.8], "early": [0.01]}
+    running = {"ok", "poor", "early"}
+    assert set(p.to_cancel(series, running, maximize=True)) == {"poor"}  # early: delayed
+    amount = BanditPolicy(slack_amount=0.1)
+    low = {"best": [0.2], "ok": [0.25], "poor": [0.4]}
+    assert set(amount.to_cancel(low, {"ok", "poor"}, maximize=False)) == {"poor"}
+    every2 = BanditPolicy(slack_factor=0.1, evaluation_interval=2)
+    assert every2.to_cancel({"b": [1, 1, 1], "p": [0.1]}, {"p"}, True) == {}
+
+
+def test_median_and_truncation_policies():
+    med = MedianStoppingPolicy()
+    series = {"a": [0.9, 0.9], "b": [0.8, 0.8], "c": [0.1, 0.2]}
+    assert set(med.to_cancel(series, {"a", "b", "c"}, maximize=True)) == {"c"}
+    trunc = TruncationSelectionPolicy(truncation_percentage=50)
+    four = {"a": [4], "b": [3], "c": [2], "d": [1]}
+    assert set(trunc.to_cancel(four, set(four), maximize=True)) == {"c", "d"}
+    assert set(trunc.to_cancel(four, set(four), maximize=False)) == {"a", "b"}
+    assert NoTerminationPolicy().to_cancel(four, set(four), True) == {}
+    assert trunc.to_json()["properties"]["exclude_finished_jobs"] is False
+
+
+# -- bad input ------------------------------------------------------------------------------------
+def test_bad_input_is_one_line_and_records_nothing(ws, tmp_path):
+    src = make_source(tmp_path, TRIAL)
+    exp = Experiment(ws, "hd")  # created on first use: before the fingerprint
+    before = workspace_fingerprint(ws.path)
+    bad = [
+        lambda: GridParameterSampling({"x": uniform(0, 1)}),
+        lambda: RandomParameterSampling({"x": ["gaussian", [0, 1]]}),
+        lambda: RandomParameterSampling({"x": uniform(1, 0)}),
+        lambda: RandomParameterSampling({}),
+        lambda: _sweep(src, {"x": choice(1)}, max_concurrent_runs=0),
+        lambda: _sweep(src, {"x": choice(1)}, max_total_runs=0),
+        lambda: _sweep(src, {"x": choice(1)}, primary_metric_goal="larger"),
+        lambda: _sweep(src, {"x": choice(1)}, policy=BanditPolicy()),
+        lambda: _sweep(src, {"x": choice(1)}, max_duration_minutes=0),
+        lambda: TruncationSelectionPolicy(truncation_percentage=0),
+    ]
+    if _has_optuna():
+        bad += [
+            lambda: BayesianParameterSampling({"x": normal(0, 1)}),
+            lambda: _sweep(
+                src,
+                {"x": uniform(0, 1)},
+                sampling=BayesianParameterSampling,
+                policy=BanditPolicy(slack_factor=0.1),
+            ),
+        ]
+    for make in bad:
+        with pytest.raises(SweepConfigError) as e:
+            make()
+        assert "\n" not in str(e.value)
+    cfg = _sweep(src, {"x": choice(1)})
+    cfg.run_config.source_directory = str(tmp_path / "gone")
+    with pytest.raises(Exception, match="does not exist"):
+        exp.submit(cfg)
+    ws_path = str(ws.path)
+    for args in (
+        ["--param", "x=uniform(0,1)", "--sampling", "grid"],
+        ["--param", "x=nope(1)"],
+        ["--param", "x"],
+        ["--param", "x=uniform(0,1)", "--max-concurrent", "0"],
+        ["--param", "x=uniform(0,1)", "--policy", "bandit:slack=abc"],
+    ):
+        r = invoke("-w", ws_path, "sweep", "train.py", "-d", str(src), "--metric", "a", *args)
+        one_error_line(r)
+    assert workspace_fingerprint(ws.path) == before
+
+
+def _has_optuna() -> bool:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- real sweeps ----------------------------------------------------------------------------------
+def _max_in_flight(children) -> int:
+    spans = [(c._row["created"], c._row["end_time"]) for c in children]
+    return max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+
+
+def test_acceptance_sweep_cancels_poor_trials_and_finds_the_best(ws, tmp_path):
+    from mlws.compute import local
+
+    local.configure(ws, 4)
+    src = make_source(tmp_path, TRIAL)
+    # The best first: the later, poorer trials are judged against it at the same epoch.
+    xs = [1.0] + [round(0.05 * i, 2) for i in range(18, -1, -1)]
+    cfg = _sweep(
+        src,
+        {"--x": choice(xs)},
+        policy=BanditPolicy(slack_factor=0.1, evaluation_interval=1, delay_evaluation=1),
+    )
+    try:
+        run = Experiment(ws, "hd").submit(cfg)
+        assert isinstance(run, HyperDriveRun) and run.type == "hyperdrive"
+        run.wait_for_completion(timeout=120)
+        assert run.get_status() == "Completed"
+        assert isinstance(ws.get_run(run.id), HyperDriveRun)
+        children = run.get_children()
+        assert len(children) == 20
+        hps = run.get_hyperparameters()
+        assert sorted(json.loads(v)["--x"] for v in hps.values()) == sorted(xs)
+        best = run.get_best_run_by_primary_metric()
+        assert json.loads(best.get_properties()["hyperparameters"]) == {"--x": 1.0}
+        assert best.get_status() == "Completed" and best.get_metrics()["accuracy"][-1] == 1.0
+        canceled = [c for c in children if c.get_status() == "Canceled"]
+        assert len(canceled) >= 15
+        for c in canceled:  # stopped early, by the policy, with the reason recorded
+            assert len(c.get_metrics()["accuracy"]) < 12
+            assert "BanditPolicy" in c.get_properties()["azureml.earlyTermination"]
+        assert _max_in_flight(children) <= 4
+        ranked = run.get_children_sorted_by_primary_metric(top=3)
+        assert [r["run_id"] for r in ranked][0] == best.id and len(ranked) == 3
+        listed = invoke("-w", str(ws.path), "run", "list", "--parent", run.id, "--all")
+        assert listed.exit_code == 0
+        header = listed.output.splitlines()[0].split()
+        assert "x" in header and "accuracy" in header
+        as_json = json.loads(
+            invoke("-w", str(ws.path), "run", "list", "--parent", run.id, "--json").output
+        )
+        assert len(as_json) == 20 and all("--x" in r["hyperparameters"] for r in as_json)
+        diag = run.get_diagnostics()["azureml-logs/hyperdrive.txt"]
+        assert "sweep ended Completed" in diag
+    finally:
+        kill_run_processes(ws)
+
+
+def test_sweep_outlives_its_submitter(ws, tmp_path):
+    src = make_source(tmp_path, TRIAL)
+    gate = tmp_path / "gate"
+    driver = textwrap.dedent(
+        f"""
+        from mlws import Workspace, Experiment, ScriptRunConfig
+        from mlws.hyperdrive import HyperDriveConfig, GridParameterSampling, choice
+        ws = Workspace({str(ws.path)!r})
+        cfg = HyperDriveConfig(
+            run_config=ScriptRunConfig({str(src)!r}, "train.py",
+                                       arguments=["--epochs", "2", "--gate", {str(gate)!r}]),
+            hyperparameter_sampling=GridParameterSampling({{"--x": choice(0.3, 0.6)}}),
+            primary_metric_name="accuracy", primary_metric_goal="maximize",
+            max_total_runs=2, max_concurrent_runs=2)
+        print(Experiment(ws, "hd").submit(cfg).id)
+        """
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", driver], capture_output=True, text=True, timeout=60, check=True
+        )
+        run = ws.get_run(out.stdout.strip())
+        assert run.get_status() not in TERMINAL  # the submitter is gone, the sweep is not
+        # Trials run the source as it was at submit (one snapshot), not as edited since.
+        script = src / "train.py"
+        script.write_text(script.read_text() + "\nrun.log('edited', 1)\n")
+        gate.touch()
+        run.wait_for_completion(timeout=60)
+        assert [c.get_status() for c in run.get_children()] == ["Completed", "Completed"]
+        assert all("edited" not in c.get_metrics() for c in run.get_children())
+        assert {c._row["snapshot"] for c in run.get_children()} == {run._row["snapshot"]}
+        assert run.get_children_sorted_by_primary_metric()[0]["best_primary_metric"] == 0.6
+    finally:
+        kill_run_processes(ws)
+
+
+def _waiting_sweep(ws, src, gate):
+    """A sweep of trials that wait on a gate never opened, two at a time."""
+    cfg = _sweep(
+        src, {"--x": choice(0.1, 0.2, 0.3)}, arguments=["--gate", str(gate)], max_concurrent_runs=2
+    )
+    return Experiment(ws, "hd").submit(cfg)
+
+
+def _both_running(run) -> bool:
+    return [c.get_status() for c in run.get_children()] == ["Running", "Running"]
+
+
+def test_killed_controller_is_reconciled_and_a_canceled_sweep_cancels_its_trials(ws, tmp_path):
+    """Two sweeps at once (their trials' start-up is the slow part): the controller of one is
+    killed with SIGKILL, the other is canceled. Neither is left Running, nor are their trials."""
+    from mlws.compute import local
+
+    local.configure(ws, 4)
+    src = make_source(tmp_path, TRIAL)
+    try:
+        killed = _waiting_sweep(ws, src, tmp_path / "never")
+        canceled = _waiting_sweep(ws, src, tmp_path / "never")
+        wait_until(lambda: _both_running(killed) and _both_running(canceled), 30, "4 trials")
+        pid = ws.catalog.scalar("SELECT supervisor_pid FROM runs WHERE id = ?", (killed.id,))
+        os.kill(pid, signal.SIGKILL)
+        canceled.cancel()
+        wait_until(lambda: killed.get_status() == "Failed", 15, "the sweep to be reconciled")
+        msg = killed.get_details()["error"]["error"]["message"]
+        assert f"pid {pid}" in msg and "died" in msg
+        for c in killed.get_children():
+            assert wait_status(c, TERMINAL) == "Canceled"
+        assert len(killed.get_children()) == 2  # no trial started after the controller died
+        assert wait_status(canceled, TERMINAL, timeout=30) == "Canceled"
+        # The controller ends the sweep only once its trials have ended.
+        assert [c.get_status() for c in canceled.get_children()] == ["Canceled", "Canceled"]
+    finally:
+        kill_run_processes(ws)
+
+
+def test_cli_sweep_and_a_primary_metric_never_logged(ws, tmp_path):
+    src = make_source(tmp_path, TRIAL)
+    try:
+        r = invoke(
+            "-w", str(ws.path), "sweep", "train.py", "-d", str(src), "-e", "cli",
+            "--param", "x=choice(0.2)", "--metric", "loss", "--goal", "minimize",
+            "--sampling", "grid", "--max-runs", "3", "--wait", "--", "--epochs", "1",
+        )  # fmt: skip
+        assert r.exit_code == 1 and r.output.startswith("Submitted sweep HD_"), r.output
+        line = r.output.strip().splitlines()[-1]
+        assert line.startswith("Error: sweep HD_") and "ended Failed" in line
+        assert "without logging the primary metric 'loss'" in line and "accuracy" in line
+        sweep_id = ws.catalog.scalar("SELECT id FROM runs WHERE type = 'hyperdrive'")
+        with pytest.raises(ActivityFailedException, match="'loss'"):
+            ws.get_run(sweep_id).wait_for_completion()
+    finally:
+        kill_run_processes(ws)
