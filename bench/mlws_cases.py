@@ -606,14 +606,14 @@ def start_sshd(folder: Path) -> Any:
         )
     folder.mkdir(parents=True, exist_ok=True)
     client = folder / "client"
-    sshd._keygen(client)
-    sshd._keygen(folder / "host")
+    sshd.keygen(client)
+    sshd.keygen(folder / "host")
     authorized = folder / "authorized_keys"
     authorized.write_bytes((folder / "client.pub").read_bytes())
     authorized.chmod(0o600)
     username = pwd.getpwuid(os.getuid()).pw_name
     for attempt in range(3):  # a free port can be taken before sshd binds it
-        port = sshd._free_ports(1)[0]
+        port = sshd.free_ports(1)[0]
         server = sshd.SshServer("127.0.0.1", port, username, str(client), folder)
         try:
             server.start()

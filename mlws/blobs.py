@@ -301,10 +301,16 @@ class BlobStore:
 
     def _tempfile(self, digest_hint: str | None = None) -> tuple[int, str]:
         """A new temp file open for writing: in the blob's own folder when its hash is known
-        (the rename stays in one folder), else in the store's top folder. It is made read-only
-        (0444) from the start, as the blob will be, so installing it is a rename alone: one
-        metadata change less per blob (the fd is open for writing all the same)."""
-        folder = self._str_path(digest_hint).rpartition("/")[0] if digest_hint else str(self._dir)
+        (the rename stays in one folder), else -- and always inside a :meth:`batch` -- in the
+        store's top folder. It is made read-only (0444) from the start, as the blob will be, so
+        installing it is a rename alone: one metadata change less per blob (the fd is open for
+        writing all the same)."""
+        # A batch creates its temp files side by side: creating a file in one folder cost 320
+        # us here where spreading the creates over the blob folders cost 540 us (ext4 puts each
+        # folder's inodes elsewhere), and moving one into its folder at the end costs 12 us.
+        # On 10,000 files of 10 kB (bench 6e) that is 2 s of 5.8.
+        in_place = digest_hint is not None and self._pending is None
+        folder = self._str_path(digest_hint).rpartition("/")[0] if in_place else str(self._dir)
         if folder not in self._folders:  # a stat per blob saved: folders are never removed
             self._mkdir(Path(folder))
             self._folders.add(folder)
