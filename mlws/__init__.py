@@ -24,12 +24,15 @@ _EXPORTS = {
     "FunctionRunConfig": "functions",
     "MlwsError": "errors",
     "Model": "models",
+    "MpiConfiguration": "distributed",
     "OutputFileDatasetConfig": "rundata",
+    "PyTorchConfiguration": "distributed",
     "Run": "runs",
     "RunConfiguration": "runconfig",
     "RunNotFound": "errors",
     "ScriptRunConfig": "runconfig",
     "TabularDataset": "tabular",
+    "TensorflowConfiguration": "distributed",
     "UserErrorException": "errors",
     "Workspace": "workspace",
     "get_result": "functions",
@@ -50,12 +53,15 @@ __all__ = [
     "FunctionRunConfig",
     "MlwsError",
     "Model",
+    "MpiConfiguration",
     "OutputFileDatasetConfig",
+    "PyTorchConfiguration",
     "Run",
     "RunConfiguration",
     "RunNotFound",
     "ScriptRunConfig",
     "TabularDataset",
+    "TensorflowConfiguration",
     "UserErrorException",
     "Workspace",
     "get_result",
@@ -82,6 +88,7 @@ if TYPE_CHECKING:
     from .datasets import Dataset
     from .datastores import Datastore
     from .datatypes import DataType
+    from .distributed import MpiConfiguration, PyTorchConfiguration, TensorflowConfiguration
     from .environments import CondaDependencies, Environment
     from .errors import (
         ActivityFailedException,

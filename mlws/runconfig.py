@@ -51,6 +51,58 @@ class RunConfiguration:
         self.environment_variables: dict[str, str] = {}
         self.command = command
         self.history = HistoryConfiguration()
+        self._distributed: Any = None
+
+    @property
+    def distributed_job_config(self) -> Any:
+        """The distributed job (a :class:`~mlws.distributed.PyTorchConfiguration`,
+        ``MpiConfiguration`` or ``TensorflowConfiguration``), or None for one process. Setting
+        it sets :attr:`node_count`, :attr:`framework` and :attr:`communicator` as v1 does.
+
+        :raises RunConfigError: not one of those classes, or counts that make no job.
+        """
+        return self._distributed
+
+    @distributed_job_config.setter
+    def distributed_job_config(self, config: Any) -> None:
+        from .distributed import communicator, layout
+
+        if config is None:
+            self._distributed = None
+            self.node_count = 1
+            self.communicator = "None"
+            return
+        layout(config)  # refused before anything changes
+        self._distributed = config
+        self.node_count = int(config.node_count)
+        self.framework, self.communicator = communicator(config)
+
+    def distributed_layout(self) -> dict[str, Any] | None:
+        """The ranks to run (:func:`mlws.distributed.layout`), or None for one process.
+
+        :raises RunConfigError: bad counts, or a :attr:`node_count` above 1 that no
+            distributed configuration explains (or that differs from the configuration's).
+        """
+        from .distributed import layout
+
+        nodes = self.node_count
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+            raise RunConfigError(f"node_count must be a whole number >= 1, got {nodes!r}")
+        if self._distributed is None:
+            if nodes != 1:
+                raise RunConfigError(
+                    f"node_count={nodes} needs a distributed_job_config (PyTorchConfiguration,"
+                    " MpiConfiguration or TensorflowConfiguration) saying how to start the"
+                    " processes; set one, or node_count=1"
+                )
+            return None
+        spec = layout(self._distributed)
+        if nodes != self._distributed.node_count:
+            raise RunConfigError(
+                f"node_count={nodes} differs from the distributed_job_config's node_count="
+                f"{self._distributed.node_count}; set it on the configuration"
+            )
+        return spec
 
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +123,11 @@ class RunConfiguration:
             "environment": env,
             "environmentVariables": dict(self.environment_variables),
             "history": {"outputCollection": self.history.output_collection},
+            **(
+                {self._distributed.kind: self._distributed.to_dict()}
+                if self._distributed is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -89,7 +146,10 @@ class RunConfiguration:
         rc.target = data.get("target") or "local"
         rc.framework = data.get("framework") or "Python"
         rc.communicator = data.get("communicator") or "None"
+        from .distributed import from_sections
+
         rc.node_count = int(data.get("nodeCount") or 1)
+        rc._distributed = from_sections(data)
         rc.max_run_duration_seconds = data.get("maxRunDurationSeconds")
         rc.environment = data.get("environment")
         rc.environment_variables = dict(data.get("environmentVariables") or {})
@@ -169,15 +229,14 @@ class ScriptRunConfig:
         command: list[str] | str | None = None,
         **_azure_kwargs: Any,
     ) -> None:
-        if _azure_kwargs.get("distributed_job_config") is not None:
-            # Silently dropping it would run a multi-node job as one process.
-            kind = type(_azure_kwargs["distributed_job_config"]).__name__
-            raise RunConfigError(
-                f"distributed_job_config ({kind}) is not supported yet: the script would run as "
-                "one process, not as a distributed job; leave it out to run it as one process"
-            )
         self.source_directory = str(source_directory)
         self.run_config = run_config or RunConfiguration()
+        distributed = _azure_kwargs.get("distributed_job_config")
+        if distributed is not None:
+            # Checked first: a refused configuration leaves a given run_config unchanged.
+            from .distributed import layout
+
+            layout(distributed)
         if script is not None:
             self.run_config.script = script
         if arguments is not None:
@@ -194,10 +253,17 @@ class ScriptRunConfig:
             self.run_config.environment = environment
         if max_run_duration_seconds is not None:
             self.run_config.max_run_duration_seconds = max_run_duration_seconds
+        if distributed is not None:
+            self.run_config.distributed_job_config = distributed
         if self.script is None and self.command is None:
             raise RunConfigError("ScriptRunConfig needs a script or a command")
         if self.script is not None:
             check_script_path(self.source_directory, self.script)
+
+    @property
+    def distributed_job_config(self) -> Any:
+        """The distributed job (``run_config.distributed_job_config``), or None."""
+        return self.run_config.distributed_job_config
 
     @property
     def script(self) -> str | None:
@@ -322,6 +388,11 @@ def submit_script(
     rc = config.run_config
     tags = key_values(tags, "tag")  # checked before the snapshot stores anything
     target_type, _ = target_config(ws, rc.target)
+    distributed = rc.distributed_layout()
+    if distributed is not None:
+        from .compute import check_distributed
+
+        check_distributed(ws, rc.target, distributed)
     src, script = config.validate()
     arguments, inputs, outputs = encode_arguments(ws, rc.arguments)
     # An ssh host has its own interpreters: the environment is resolved there.
@@ -341,6 +412,7 @@ def submit_script(
         "environmentVariables": {str(k): str(v) for k, v in rc.environment_variables.items()},
         "maxRunDurationSeconds": rc.max_run_duration_seconds,
         "outputCollection": rc.history.output_collection,
+        "distributed": distributed,
         "snapshot": {"files": snap.files, "bytes": snap.bytes, "newBytes": snap.new_bytes},
     }
     row = insert_run(

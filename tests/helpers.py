@@ -220,3 +220,35 @@ def driver_log(run) -> str:  # noqa: ANN001 - a Run
     if "logs/driver.log" in run.get_file_names():
         return run._read_file_text("logs/driver.log")
     return json.dumps({"error": run.get_details().get("error"), "files": run.get_file_names()})
+
+
+def run_v1_driver(project: Path, workspace_name: str, timeout: float = 120):  # noqa: ANN201 - a CompletedProcess
+    """Run ``project/driver.py`` as a user runs a v1 driver: mlws's ``azureml`` layer on
+    ``PYTHONPATH`` and the workspace found through ``.azureml/config.json`` (written here, naming
+    ``workspace_name``), not through ``MLWS_WORKSPACE``."""
+    import json
+    import subprocess
+    import sys
+
+    from mlws.processes import python_path
+
+    (project / ".azureml").mkdir(parents=True, exist_ok=True)
+    (project / ".azureml" / "config.json").write_text(
+        json.dumps(
+            {
+                "subscription_id": "0000-sub",
+                "resource_group": "rg",
+                "workspace_name": workspace_name,
+            }
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": python_path(os.environ.get("PYTHONPATH"))}
+    env.pop("MLWS_WORKSPACE", None)
+    return subprocess.run(
+        [sys.executable, "driver.py"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

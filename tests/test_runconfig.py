@@ -81,14 +81,16 @@ def test_unknown_registered_environment_changes_nothing(ws, tmp_path):
     assert ws.catalog.scalar("SELECT count(*) FROM runs") == 0
 
 
-def test_distributed_job_config_is_refused_not_dropped(tmp_path):
-    """A v1 distributed job (PyTorchConfiguration, MpiConfiguration, ...) must not silently run
-    as one process (issue 11)."""
+def test_a_foreign_distributed_job_config_is_refused_not_dropped(tmp_path):
+    """A distributed job mlws cannot read must not silently run as one process (issue 11);
+    mlws's own classes are run as distributed jobs (tests/test_distributed.py)."""
     (tmp_path / "train.py").write_text("print(1)\n")
 
-    class PyTorchConfiguration:  # the v1 class's name is what the message shows
+    class PyTorchConfiguration:  # not mlws's (nor v1's): its counts cannot be trusted
         node_count = 2
 
-    with pytest.raises(RunConfigError, match="distributed_job_config .PyTorchConfiguration."):
+    with pytest.raises(
+        RunConfigError, match="must be a PyTorchConfiguration.*got .*test_runconfig"
+    ):
         ScriptRunConfig(str(tmp_path), "train.py", distributed_job_config=PyTorchConfiguration())
     assert ScriptRunConfig(str(tmp_path), "train.py", distributed_job_config=None).script

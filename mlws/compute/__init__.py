@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import ComputeTargetException, MlwsError
+from ..errors import ComputeTargetException, MlwsError, RunConfigError
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -69,6 +69,9 @@ class ComputeTarget:
     """
 
     _type: ClassVar[str] = ""
+    #: How many nodes one distributed run may span on targets of this type (``None``: any
+    #: number, all of them this machine); see :func:`check_distributed`.
+    max_nodes_per_run: ClassVar[int | None] = 1
 
     def __new__(cls, workspace: Workspace | None = None, name: str | None = None, **_kw: Any):
         if workspace is None or name is None:
@@ -199,11 +202,31 @@ class LocalCompute(ComputeTarget):
     """The built-in ``local`` target: subprocesses on this machine (see ``compute.local``)."""
 
     _type = "local"
+    # Every "node" of a distributed run is this machine: node_count=2 tries a two-node job here.
+    max_nodes_per_run = None
 
     def nodes(self) -> list[str]:
         import socket
 
         return [socket.gethostname()]
+
+
+def check_distributed(ws: Workspace, target: str, layout: dict[str, Any]) -> None:
+    """Refuse a distributed run (``layout``: :func:`mlws.distributed.layout`) that a target's
+    type cannot run: more nodes than it spreads one run over.
+
+    :raises RunConfigError: too many nodes for the target.
+    :raises ComputeTargetException: no such target.
+    """
+
+    kind, _ = target_config(ws, target)
+    limit = _CLASSES.get(kind, ComputeTarget).max_nodes_per_run
+    if limit is not None and layout["nodeCount"] > limit:
+        raise RunConfigError(
+            f"compute target {target!r} ({kind}) runs a distributed job's processes on at most"
+            f" {limit} node(s), not node_count={layout['nodeCount']}; use node_count={limit}"
+            " with more processes per node, or the local target"
+        )
 
 
 def secret_name(target: str, what: str) -> str:
@@ -340,6 +363,7 @@ __all__ = [
     "DaskCompute",
     "LocalCompute",
     "RemoteCompute",
+    "check_distributed",
     "executor",
     "register_type",
     "warm_executors",

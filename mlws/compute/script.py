@@ -4,7 +4,8 @@ a Dask worker (``compute.dask``) or on an ``ssh`` host under the agent (``comput
 
 - ``script_env``: the variables a script sees (Azure's ``AZUREML_*``, the workspace and run id,
   data paths, the environment's and the run's variables; never the key-vault key);
-- ``script_argv``: its command line (the ``command``, or interpreter, script and arguments);
+- ``script_argv``: its command line (the ``command``, or interpreter, script and arguments;
+  behind the rank launcher, ``compute.ranks``, for a distributed run);
 - ``start_script``: started in its own process group (cancel reaches all it starts), output
   appended to ``logs/driver.log``, mounted inputs read-only, optionally tied to its parent;
 - ``exit_outcome``: the exit code as the run's outcome, with the log's last line on failure;
@@ -69,17 +70,24 @@ def script_env(
 
 def script_argv(definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> list[str]:
     """The run's command line: its ``command``, or the interpreter, script and arguments (data
-    placeholders made paths inside ``run_dir``)."""
+    placeholders made paths inside ``run_dir``); for a distributed run, the rank launcher
+    (:mod:`mlws.compute.ranks`) running that command line once per rank."""
     from ..rundata import expand_argument
 
     cmd = definition.get("command")
     if cmd:
-        return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
-    return [
-        definition["environment"]["interpreter"],
-        definition["script"],
-        *(expand_argument(a, definition, run_dir) for a in definition["arguments"]),
-    ]
+        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
+    else:
+        argv = [
+            definition["environment"]["interpreter"],
+            definition["script"],
+            *(expand_argument(a, definition, run_dir) for a in definition["arguments"]),
+        ]
+    if definition.get("distributed"):
+        from .ranks import launcher_argv
+
+        return launcher_argv(definition["distributed"], argv)
+    return argv
 
 
 def start_script(

@@ -1,0 +1,349 @@
+"""Distributed runs (issue 12 section 4): ``PyTorchConfiguration``, ``MpiConfiguration`` and
+``TensorflowConfiguration`` as ``ScriptRunConfig(distributed_job_config=...)``; one process per
+rank started by ``mlws.compute.ranks`` with torchrun's variables; a failed rank fails the run and
+stops the others; every rank's log kept; bad layouts refused with nothing changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+
+import pytest
+from helpers import (
+    SCRIPT_PRELUDE,
+    make_source,
+    run_v1_driver,
+    submit,
+    wait_status,
+    wait_until,
+    workspace_fingerprint,
+)
+
+from mlws import (
+    Experiment,
+    MpiConfiguration,
+    PyTorchConfiguration,
+    RunConfiguration,
+    ScriptRunConfig,
+    TensorflowConfiguration,
+)
+from mlws.compute import ranks
+from mlws.errors import RunConfigError
+
+#: Ranks meet at MASTER_ADDR:MASTER_PORT over plain TCP (no torch): rank 0 listens, the others
+#: connect and send their rank; rank 0 logs the sum. Every rank logs its own "rank" metric.
+MEET = """
+import socket
+from mlws import Run
+
+run = Run.get_context()
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+print(f"rank {rank} of {world} local {os.environ['LOCAL_RANK']} node {os.environ['NODE_RANK']}", flush=True)
+run.log("rank", rank)
+if rank == 0:
+    srv = socket.create_server((addr, port))
+    total = 0
+    for _ in range(world - 1):
+        conn, _a = srv.accept()
+        with conn:
+            total += int(conn.recv(64).decode())
+    run.log("rank_sum", total)
+    os.makedirs("outputs", exist_ok=True)
+    with open("outputs/sum.txt", "w") as f:
+        f.write(str(total))
+else:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection((addr, port), timeout=5) as c:
+                c.sendall(str(rank).encode())
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+"""
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie is gone as far as running goes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+# -- configurations ------------------------------------------------------------------------------
+def test_v1_signatures_and_defaults():
+    pt = PyTorchConfiguration()
+    assert (pt.communication_backend, pt.process_count, pt.node_count) == ("Nccl", None, 1)
+    mpi = MpiConfiguration()
+    assert (mpi.process_count_per_node, mpi.node_count) == (1, 1)
+    tf = TensorflowConfiguration()
+    assert (tf.worker_count, tf.parameter_server_count) == (1, 1)
+    from mlws.distributed import layout
+
+    assert layout(PyTorchConfiguration(process_count=4, node_count=2))["perNode"] == 2
+    assert layout(PyTorchConfiguration(node_count=3))["worldSize"] == 3  # one per node
+    assert layout(MpiConfiguration(3, 2))["worldSize"] == 6
+    assert layout(TensorflowConfiguration(2, 1))["worldSize"] == 3
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: PyTorchConfiguration(node_count=0), "node_count must be a whole number >= 1"),
+        (lambda: PyTorchConfiguration(process_count=1, node_count=2), "less than node_count=2"),
+        (lambda: PyTorchConfiguration(process_count=3, node_count=2), "does not split evenly"),
+        (lambda: PyTorchConfiguration(communication_backend="tcp"), "communication_backend"),
+        (lambda: MpiConfiguration(process_count_per_node=0), "process_count_per_node"),
+        (lambda: MpiConfiguration(node_count="2"), "node_count must be"),
+        (lambda: TensorflowConfiguration(worker_count=0), "worker_count"),
+        (lambda: TensorflowConfiguration(parameter_server_count=-1), "parameter_server_count"),
+    ],
+)
+def test_bad_layouts_are_one_line_errors(make, message):
+    with pytest.raises(RunConfigError, match=message) as e:
+        make()
+    assert "\n" not in str(e.value)
+
+
+def test_run_configuration_round_trip(tmp_path):
+    for config in (
+        PyTorchConfiguration("Gloo", process_count=4, node_count=2),
+        MpiConfiguration(process_count_per_node=2, node_count=3),
+        TensorflowConfiguration(worker_count=2, parameter_server_count=0),
+    ):
+        src = ScriptRunConfig(str(tmp_path), "train.py", distributed_job_config=config)
+        rc = src.run_config
+        assert src.distributed_job_config is config
+        assert rc.node_count == config.node_count
+        saved = rc.save(tmp_path / f"{config.kind}.yml")
+        loaded = RunConfiguration.load(saved)
+        assert loaded.to_dict() == rc.to_dict()
+        assert type(loaded.distributed_job_config) is type(config)
+        assert loaded.distributed_layout() == rc.distributed_layout()
+    # v1's file carries all three sections: the communicator picks the one in use
+    v1 = tmp_path / "v1.runconfig"
+    v1.write_text(
+        "script: train.py\nframework: Python\ncommunicator: IntelMpi\nnodeCount: 2\n"
+        "tensorflow: {workerCount: 1, parameterServerCount: 1}\n"
+        "mpi: {processCountPerNode: 4, nodeCount: 2}\n"
+        "pytorch: {communicationBackend: nccl, processCount: null, nodeCount: 1}\n"
+    )
+    got = RunConfiguration.load(v1).distributed_job_config
+    assert isinstance(got, MpiConfiguration) and got.process_count_per_node == 4
+    plain = RunConfiguration.load(RunConfiguration().save(tmp_path / "plain.yml"))
+    assert plain.distributed_job_config is None and plain.distributed_layout() is None
+
+
+def test_bad_distributed_input_changes_nothing(ws, tmp_path):
+    src = make_source(tmp_path, "print('never')\n")
+    rc = RunConfiguration()
+    with pytest.raises(RunConfigError, match="must be a PyTorchConfiguration"):
+        ScriptRunConfig(str(src), "train.py", run_config=rc, distributed_job_config={"nodes": 2})
+    assert rc.distributed_job_config is None and rc.node_count == 1 and rc.script is None
+    exp = Experiment(ws, "exp")  # made before the fingerprint: the submits below add nothing
+    before = workspace_fingerprint(ws.path)
+    # node_count without a configuration saying how to start the processes
+    cfg = ScriptRunConfig(str(src), "train.py")
+    cfg.run_config.node_count = 2
+    with pytest.raises(RunConfigError, match="node_count=2 needs a distributed_job_config"):
+        Experiment(ws, "exp").submit(cfg)
+    # a configuration changed into a bad one after it was given
+    pt = PyTorchConfiguration(process_count=2)
+    cfg = ScriptRunConfig(str(src), "train.py", distributed_job_config=pt)
+    pt.process_count = 0
+    with pytest.raises(RunConfigError, match="process_count must be"):
+        exp.submit(cfg)
+    # node_count set apart from the configuration's
+    cfg = ScriptRunConfig(str(src), "train.py", distributed_job_config=MpiConfiguration())
+    cfg.run_config.node_count = 3
+    with pytest.raises(RunConfigError, match="differs from the distributed_job_config"):
+        exp.submit(cfg)
+    assert workspace_fingerprint(ws.path) == before
+
+
+def test_a_target_that_cannot_span_nodes_refuses_and_changes_nothing(ws, tmp_path):
+    from mlws.compute import AmlCompute, ComputeTarget
+
+    ComputeTarget.create(ws, "cpu", AmlCompute.provisioning_configuration(max_nodes=2))
+    src = make_source(tmp_path, "print('never')\n")
+    exp = Experiment(ws, "exp")
+    before = workspace_fingerprint(ws.path)
+    cfg = ScriptRunConfig(
+        str(src),
+        "train.py",
+        compute_target="cpu",
+        distributed_job_config=MpiConfiguration(node_count=2),
+    )
+    with pytest.raises(RunConfigError, match=r"'cpu' \(dask\) runs .* at most 1 node"):
+        exp.submit(cfg)
+    assert workspace_fingerprint(ws.path) == before
+
+
+# -- the rank environment -----------------------------------------------------------------------
+def test_rank_env_has_torchrun_mpi_and_tf_variables():
+    spec = {"kind": "mpi", "nodeCount": 2, "perNode": 2, "worldSize": 4}
+    env = ranks.rank_env(spec, 3, "10.0.0.1", 29500, [29500])
+    assert env["MASTER_ADDR"] == "10.0.0.1" and env["MASTER_PORT"] == "29500"
+    assert (env["RANK"], env["LOCAL_RANK"], env["NODE_RANK"], env["GROUP_RANK"]) == (
+        "3",
+        "1",
+        "1",
+        "1",
+    )
+    assert (env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"]) == ("4", "2")
+    assert env["OMPI_COMM_WORLD_RANK"] == "3" and env["OMPI_COMM_WORLD_SIZE"] == "4"
+    assert env["OMPI_COMM_WORLD_LOCAL_RANK"] == "1" and env["OMPI_COMM_WORLD_LOCAL_SIZE"] == "2"
+    tf = {"kind": "tensorflow", "nodeCount": 1, "perNode": 3, "worldSize": 3, "workers": 2}
+    cfg = json.loads(ranks.rank_env(tf, 2, "127.0.0.1", 1, [1, 2, 3])["TF_CONFIG"])
+    assert cfg["cluster"] == {"worker": ["127.0.0.1:1", "127.0.0.1:2"], "ps": ["127.0.0.1:3"]}
+    assert cfg["task"] == {"type": "ps", "index": 0}
+
+
+# -- runs on the local target --------------------------------------------------------------------
+def test_two_ranks_meet_over_tcp_and_rank0_logs_the_sum(ws, tmp_path):
+    src = make_source(tmp_path, MEET)
+    run = submit(ws, src, distributed_job_config=PyTorchConfiguration("Gloo", process_count=2))
+    assert wait_status(run, ("Completed", "Failed", "Canceled"), 60) == "Completed", (
+        run.get_details()
+    )
+    metrics = run.get_metrics()
+    assert metrics["rank_sum"] == 1
+    # every rank's metrics are kept on the one run, as in v1
+    assert sorted(metrics["rank"]) == [0, 1]
+    names = run.get_file_names()
+    assert "logs/std_log_process_0.txt" in names and "logs/std_log_process_1.txt" in names
+    assert "outputs/sum.txt" in names
+    assert "rank 1 of 2 local 1 node 0" in run._read_file_text("logs/std_log_process_1.txt")
+    driver = run._read_file_text("logs/driver.log")
+    assert "pytorch job, 2 rank(s)" in driver and "rank 0 of 2" in driver  # rank 0 followed
+    assert "rank 1 of 2" not in driver
+    definition = json.loads(
+        ws.catalog.scalar("SELECT definition FROM runs WHERE id = ?", (run.id,))
+    )
+    assert definition["distributed"]["worldSize"] == 2
+
+
+def test_two_nodes_of_two_on_local_make_four_ranks(ws, tmp_path):
+    src = make_source(tmp_path, MEET)
+    run = submit(ws, src, distributed_job_config=MpiConfiguration(2, node_count=2))
+    assert wait_status(run, ("Completed", "Failed", "Canceled"), 60) == "Completed", (
+        run.get_details()
+    )
+    assert run.get_metrics()["rank_sum"] == 1 + 2 + 3
+    assert "rank 3 of 4 local 1 node 1" in run._read_file_text("logs/std_log_process_3.txt")
+
+
+def test_a_rank_that_dies_fails_the_run_and_stops_the_others(ws, tmp_path):
+    src = make_source(
+        tmp_path,
+        """
+        rank = int(os.environ["RANK"])
+        write_pid(f"{sys.argv[1]}/rank{rank}.pid")
+        if rank == 1:
+            wait_gate(sys.argv[1] + "/die")
+            print("rank 1 gives up", flush=True)
+            sys.exit(3)
+        time.sleep(120)  # a rank blocked on its dead peer
+        """,
+    )
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    run = submit(ws, src, gates, distributed_job_config=PyTorchConfiguration(process_count=2))
+    pids = wait_until(
+        lambda: (
+            all((gates / f"rank{r}.pid").exists() for r in (0, 1))
+            and [int((gates / f"rank{r}.pid").read_text()) for r in (0, 1)]
+        ),
+        30,
+        "both ranks to start",
+    )
+    (gates / "die").touch()
+    assert wait_status(run, ("Failed", "Completed", "Canceled"), 30) == "Failed"
+    error = run.get_details()["error"]["error"]
+    assert "exited with code 3" in error["message"] and "rank 1" in error["message"], error
+    assert _pid_gone(pids[0]) and _pid_gone(pids[1])
+    assert "rank 1 gives up" in run._read_file_text("logs/std_log_process_1.txt")
+    assert "stopping the other ranks" in run._read_file_text("logs/driver.log")
+
+
+def test_cancel_stops_every_rank(ws, tmp_path):
+    src = make_source(
+        tmp_path,
+        """
+        write_pid(f"{sys.argv[1]}/rank{os.environ['RANK']}.pid")
+        time.sleep(120)
+        """,
+    )
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    run = submit(ws, src, gates, distributed_job_config=MpiConfiguration(process_count_per_node=3))
+    pids = wait_until(
+        lambda: (
+            all((gates / f"rank{r}.pid").exists() for r in range(3))
+            and [int((gates / f"rank{r}.pid").read_text()) for r in range(3)]
+        ),
+        30,
+        "three ranks to start",
+    )
+    run.cancel()
+    assert wait_status(run, ("Canceled", "Failed", "Completed"), 30) == "Canceled"
+    wait_until(lambda: all(_pid_gone(p) for p in pids), 10, "every rank to be gone")
+
+
+def test_tensorflow_workers_end_the_job_and_parameter_servers_are_stopped(ws, tmp_path):
+    src = make_source(
+        tmp_path,
+        """
+        cfg = json.loads(os.environ["TF_CONFIG"])
+        print(cfg["task"]["type"], cfg["task"]["index"], len(cfg["cluster"]["worker"]), flush=True)
+        if cfg["task"]["type"] == "ps":
+            write_pid("ps.up")
+            time.sleep(120)  # a parameter server serves until it is stopped
+        wait_gate("ps.up")  # the workers end once it serves (the folder is shared here)
+        """,
+        prelude=SCRIPT_PRELUDE + "import json\n",
+    )
+    run = submit(ws, src, distributed_job_config=TensorflowConfiguration(2, 1))
+    assert wait_status(run, ("Completed", "Failed", "Canceled"), 60) == "Completed", (
+        run.get_details()
+    )
+    assert run._read_file_text("logs/std_log_process_2.txt").startswith("ps 0 2")
+    assert run._read_file_text("logs/std_log_process_1.txt").startswith("worker 1 2")
+
+
+# -- the v1 import style, from a driver with the azureml layer -----------------------------------
+DRIVER = """
+from azureml.core import Workspace, Experiment, ScriptRunConfig
+from azureml.core.runconfig import PyTorchConfiguration, MpiConfiguration
+
+ws = Workspace.from_config()
+src = ScriptRunConfig(source_directory="src", script="train.py",
+                      distributed_job_config=PyTorchConfiguration(communication_backend="Gloo",
+                                                                  process_count=2))
+run = Experiment(ws, "dist").submit(src)
+run.wait_for_completion(show_output=False)
+print("STATUS", run.get_status(), "SUM", run.get_metrics().get("rank_sum"))
+"""
+
+
+def test_a_v1_driver_submits_a_pytorch_job(tmp_path):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "train.py").write_text(
+        "import os, time\n"
+        + textwrap.dedent(MEET).replace("from mlws import Run", "from azureml.core import Run")
+    )
+    (project / "driver.py").write_text(DRIVER)
+    r = run_v1_driver(project, "dist1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "STATUS Completed SUM 1" in r.stdout, r.stdout + r.stderr
