@@ -10,7 +10,6 @@ import os
 
 import torch
 import torch.distributed as dist
-
 from azureml.core import Run  # unchanged v1 code; `from mlws import Run` works the same
 
 dist.init_process_group("gloo")
