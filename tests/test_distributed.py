@@ -32,6 +32,7 @@ from mlws import (
     TensorflowConfiguration,
 )
 from mlws.compute import ranks
+from mlws.distributed import layout as ranks_layout
 from mlws.errors import RunConfigError
 
 #: Ranks meet at MASTER_ADDR:MASTER_PORT over plain TCP (no torch): rank 0 listens, the others
@@ -394,3 +395,44 @@ def test_the_torch_example_trains_on_two_gloo_ranks(tmp_path):
     error = float(r.stdout.split("weight_error=")[1].split()[0])
     assert error < 0.05, r.stdout
     assert "logs/std_log_process_0.txt, logs/std_log_process_1.txt" in r.stdout
+
+
+# -- on ssh and Dask targets -------------------------------------------------------------------
+def _meet_on(ws, tmp_path, target: str, config, expected_sum: int) -> None:  # noqa: ANN001
+    """Run MEET on ``target`` as ``config`` says; it must complete with every rank's log and
+    rank 0's sum and outputs home."""
+    from helpers import kill_run_processes
+
+    src = make_source(tmp_path, MEET)
+    try:
+        run = submit(ws, src, target=target, distributed_job_config=config)
+        status = wait_status(run, ("Completed", "Failed", "Canceled"), 90)
+        assert status == "Completed", run.get_details()
+        assert run.get_metrics()["rank_sum"] == expected_sum
+        names = set(run.get_file_names())
+        world = ranks_layout(config)["worldSize"]
+        assert {f"logs/std_log_process_{r}.txt" for r in range(world)} <= names
+        assert "outputs/sum.txt" in names
+    finally:
+        kill_run_processes(ws)
+
+
+@pytest.mark.timeout(120)
+def test_two_ranks_on_one_ssh_host(ws, tmp_path, ssh_servers):
+    from sshd import attach_ssh_target
+
+    ssh_servers[0].start()
+    attach_ssh_target(ws, "lab", ssh_servers[:1], tmp_path, python_path="/usr/bin/python3")
+    _meet_on(ws, tmp_path, "lab", PyTorchConfiguration(process_count=2), 1)
+
+
+@pytest.mark.timeout(120)
+def test_two_ranks_in_one_dask_task(ws, tmp_path):
+    pytest.importorskip("distributed")
+    from mlws.compute import AmlCompute, ComputeTarget
+
+    cpu = ComputeTarget.create(ws, "cpu", AmlCompute.provisioning_configuration(max_nodes=1))
+    try:
+        _meet_on(ws, tmp_path, "cpu", MpiConfiguration(process_count_per_node=2), 1)
+    finally:
+        cpu.stop()
