@@ -1,7 +1,8 @@
 """Distributed runs (issue 12 section 4): ``PyTorchConfiguration``, ``MpiConfiguration`` and
 ``TensorflowConfiguration`` as ``ScriptRunConfig(distributed_job_config=...)``; one process per
 rank started by ``mlws.compute.ranks`` with torchrun's variables; a failed rank fails the run and
-stops the others; every rank's log kept; bad layouts refused with nothing changed."""
+stops the others; every rank's log kept; the same on one and on two ssh hosts and in a Dask task;
+bad layouts refused with nothing changed."""
 
 from __future__ import annotations
 
@@ -175,22 +176,26 @@ def test_bad_distributed_input_changes_nothing(ws, tmp_path):
     assert workspace_fingerprint(ws.path) == before
 
 
-def test_a_target_that_cannot_span_nodes_refuses_and_changes_nothing(ws, tmp_path):
-    from mlws.compute import AmlCompute, ComputeTarget
-
-    ComputeTarget.create(ws, "cpu", AmlCompute.provisioning_configuration(max_nodes=2))
+def _refused_on(ws, tmp_path, target: str, config, match: str) -> None:  # noqa: ANN001
+    """Submitting ``config`` to ``target`` is one RunConfigError matching ``match``, and the
+    workspace is left as it was."""
     src = make_source(tmp_path, "print('never')\n")
     exp = Experiment(ws, "exp")
     before = workspace_fingerprint(ws.path)
     cfg = ScriptRunConfig(
-        str(src),
-        "train.py",
-        compute_target="cpu",
-        distributed_job_config=MpiConfiguration(node_count=2),
+        str(src), "train.py", compute_target=target, distributed_job_config=config
     )
-    with pytest.raises(RunConfigError, match=r"'cpu' \(dask\) runs .* at most 1 node"):
+    with pytest.raises(RunConfigError, match=match):
         exp.submit(cfg)
     assert workspace_fingerprint(ws.path) == before
+
+
+def test_a_target_that_cannot_span_nodes_refuses_and_changes_nothing(ws, tmp_path):
+    from mlws.compute import AmlCompute, ComputeTarget
+
+    ComputeTarget.create(ws, "cpu", AmlCompute.provisioning_configuration(max_nodes=2))
+    config = MpiConfiguration(node_count=2)
+    _refused_on(ws, tmp_path, "cpu", config, r"'cpu' \(dask\) runs .* at most 1 node")
 
 
 # -- the rank environment -----------------------------------------------------------------------
@@ -245,63 +250,74 @@ def test_two_nodes_of_two_on_local_make_four_ranks(ws, tmp_path):
     )
     assert run.get_metrics()["rank_sum"] == 1 + 2 + 3
     assert "rank 3 of 4 local 1 node 1" in run._read_file_text("logs/std_log_process_3.txt")
+    assert sorted(run.get_metrics()["rank"]) == [0, 1, 2, 3]
+
+
+#: Each rank publishes its pid; rank 1 fails once the test opens the gate "die", the others
+#: wait as ranks blocked on a dead peer do.
+DIES = """
+rank = int(os.environ["RANK"])
+write_pid(f"{sys.argv[1]}/rank{rank}.pid")
+if rank == 1:
+    wait_gate(sys.argv[1] + "/die")
+    print("rank 1 gives up", flush=True)
+    sys.exit(3)
+time.sleep(120)
+"""
+#: Each rank publishes its pid and waits to be stopped.
+SLEEPS = """
+write_pid(f"{sys.argv[1]}/rank{os.environ['RANK']}.pid")
+time.sleep(120)
+"""
+
+
+def _gated(tmp_path, body: str) -> tuple[Path, Path]:  # noqa: ANN001
+    """A source folder running ``body`` and the folder of its gates and pid files."""
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    return make_source(tmp_path, body), gates
+
+
+def _rank_pids(gates: Path, world: int, timeout: float = 60) -> list[int]:
+    """The pids the ranks published, once all ``world`` have."""
+    files = [gates / f"rank{r}.pid" for r in range(world)]
+    return wait_until(
+        lambda: all(f.exists() for f in files) and [int(f.read_text()) for f in files],
+        timeout,
+        f"{world} ranks to start",
+    )
+
+
+def _dies_and_fails(run, gates: Path) -> dict:  # noqa: ANN001
+    """Rank 1 gives up: the run must fail, every rank be gone, rank 1's log kept; the error."""
+    pids = _rank_pids(gates, 2)
+    (gates / "die").touch()
+    assert wait_status(run, ("Failed", "Completed", "Canceled"), 60) == "Failed"
+    wait_until(lambda: all(_pid_gone(p) for p in pids), 15, "every rank to be gone")
+    assert "rank 1 gives up" in run._read_file_text("logs/std_log_process_1.txt")
+    return run.get_details()["error"]["error"]
+
+
+def _canceled(run, gates: Path, world: int) -> None:  # noqa: ANN001
+    """Cancel once every rank runs: the run ends Canceled and every rank is gone."""
+    pids = _rank_pids(gates, world)
+    run.cancel()
+    assert wait_status(run, ("Canceled", "Failed", "Completed"), 60) == "Canceled"
+    wait_until(lambda: all(_pid_gone(p) for p in pids), 15, "every rank to be gone")
 
 
 def test_a_rank_that_dies_fails_the_run_and_stops_the_others(ws, tmp_path):
-    src = make_source(
-        tmp_path,
-        """
-        rank = int(os.environ["RANK"])
-        write_pid(f"{sys.argv[1]}/rank{rank}.pid")
-        if rank == 1:
-            wait_gate(sys.argv[1] + "/die")
-            print("rank 1 gives up", flush=True)
-            sys.exit(3)
-        time.sleep(120)  # a rank blocked on its dead peer
-        """,
-    )
-    gates = tmp_path / "gates"
-    gates.mkdir()
+    src, gates = _gated(tmp_path, DIES)
     run = submit(ws, src, gates, distributed_job_config=PyTorchConfiguration(process_count=2))
-    pids = wait_until(
-        lambda: (
-            all((gates / f"rank{r}.pid").exists() for r in (0, 1))
-            and [int((gates / f"rank{r}.pid").read_text()) for r in (0, 1)]
-        ),
-        30,
-        "both ranks to start",
-    )
-    (gates / "die").touch()
-    assert wait_status(run, ("Failed", "Completed", "Canceled"), 30) == "Failed"
-    error = run.get_details()["error"]["error"]
+    error = _dies_and_fails(run, gates)
     assert "exited with code 3" in error["message"] and "rank 1" in error["message"], error
-    assert _pid_gone(pids[0]) and _pid_gone(pids[1])
-    assert "rank 1 gives up" in run._read_file_text("logs/std_log_process_1.txt")
     assert "stopping the other ranks" in run._read_file_text("logs/driver.log")
 
 
 def test_cancel_stops_every_rank(ws, tmp_path):
-    src = make_source(
-        tmp_path,
-        """
-        write_pid(f"{sys.argv[1]}/rank{os.environ['RANK']}.pid")
-        time.sleep(120)
-        """,
-    )
-    gates = tmp_path / "gates"
-    gates.mkdir()
+    src, gates = _gated(tmp_path, SLEEPS)
     run = submit(ws, src, gates, distributed_job_config=MpiConfiguration(process_count_per_node=3))
-    pids = wait_until(
-        lambda: (
-            all((gates / f"rank{r}.pid").exists() for r in range(3))
-            and [int((gates / f"rank{r}.pid").read_text()) for r in range(3)]
-        ),
-        30,
-        "three ranks to start",
-    )
-    run.cancel()
-    assert wait_status(run, ("Canceled", "Failed", "Completed"), 30) == "Canceled"
-    wait_until(lambda: all(_pid_gone(p) for p in pids), 10, "every rank to be gone")
+    _canceled(run, gates, 3)
 
 
 def test_tensorflow_workers_end_the_job_and_parameter_servers_are_stopped(ws, tmp_path):
@@ -436,3 +452,51 @@ def test_two_ranks_in_one_dask_task(ws, tmp_path):
         _meet_on(ws, tmp_path, "cpu", MpiConfiguration(process_count_per_node=2), 1)
     finally:
         cpu.stop()
+
+
+@pytest.fixture
+def two_hosts(ws, tmp_path, ssh_servers):  # noqa: ANN001, ANN201
+    """The ssh target ``lab``: both test sshd as two hosts; what runs leave is killed after."""
+    from helpers import kill_run_processes
+    from sshd import attach_ssh_target
+
+    for server in ssh_servers:
+        server.start()
+    attach_ssh_target(ws, "lab", ssh_servers, tmp_path, python_path="/usr/bin/python3")
+    yield "lab"
+    kill_run_processes(ws)
+
+
+@pytest.mark.timeout(120)
+def test_two_ranks_on_two_ssh_hosts_meet_at_the_first(ws, tmp_path, two_hosts):
+    _meet_on(ws, tmp_path, two_hosts, PyTorchConfiguration(process_count=4, node_count=2), 6)
+    run = ws.get_run(ws.catalog.scalar("SELECT id FROM runs"))
+    assert "ranks 2-3 here" in run._read_file_text("logs/node_1.log")
+    assert "rank 3 of 4 local 1 node 1" in run._read_file_text("logs/std_log_process_3.txt")
+    # only the first host's ranks' metrics: each host numbers its metric steps on its own
+    assert sorted(run.get_metrics()["rank"]) == [0, 1]
+    # both hosts' run folders are removed once the logs are home
+    runs_there = tmp_path / "remote" / "runs"
+    wait_until(lambda: not any(runs_there.iterdir()), 10, "the hosts' run folders to go")
+
+
+@pytest.mark.timeout(120)
+def test_a_rank_that_dies_on_the_second_host_fails_the_run(ws, tmp_path, two_hosts):
+    src, gates = _gated(tmp_path, DIES)
+    config = MpiConfiguration(process_count_per_node=1, node_count=2)
+    run = submit(ws, src, gates, target=two_hosts, distributed_job_config=config)
+    error = _dies_and_fails(run, gates)
+    assert error["code"] == "NodeFailed", error
+    assert "node 1" in error["message"] and "rank 1 exited with code 3" in error["message"]
+
+
+@pytest.mark.timeout(120)
+def test_cancel_stops_the_ranks_on_both_ssh_hosts(ws, tmp_path, two_hosts):
+    src, gates = _gated(tmp_path, SLEEPS)
+    config = PyTorchConfiguration(process_count=2, node_count=2)
+    _canceled(submit(ws, src, gates, target=two_hosts, distributed_job_config=config), gates, 2)
+
+
+def test_more_nodes_than_the_ssh_target_has_hosts_is_refused(ws, tmp_path, two_hosts):
+    match = r"'lab' \(ssh\) runs .* at most 2 node\(s\), not node_count=3"
+    _refused_on(ws, tmp_path, two_hosts, MpiConfiguration(1, 3), match)

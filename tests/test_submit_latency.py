@@ -184,7 +184,7 @@ def test_damaged_inline_files_fall_back_to_rsync(tmp_path: Path) -> None:
     workdir = tmp_path / "run"
     (workdir / "logs").mkdir(parents=True)
     for damaged in ("!!!", base64.b64encode(b"\x1f\x8b not gzip").decode()):
-        run = sshrun._SshRun.__new__(sshrun._SshRun)
+        run = sshrun.SshRun.__new__(sshrun.SshRun)
         run._inline, run.conn, run._t0 = damaged, Conn(), time.monotonic()
         run.sup = SimpleNamespace(definition={})
         run._copy_home([":/host/outputs", ":/host/logs"], workdir)

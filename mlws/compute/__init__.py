@@ -70,8 +70,15 @@ class ComputeTarget:
 
     _type: ClassVar[str] = ""
     #: How many nodes one distributed run may span on targets of this type (``None``: any
-    #: number, all of them this machine); see :func:`check_distributed`.
+    #: number, all of them this machine); see :func:`check_distributed` and
+    #: :meth:`max_nodes`.
     max_nodes_per_run: ClassVar[int | None] = 1
+
+    @classmethod
+    def max_nodes(cls, config: dict[str, Any]) -> int | None:
+        """How many nodes one distributed run may span on a target of this type with the
+        recorded ``config`` (``None``: any number)."""
+        return cls.max_nodes_per_run
 
     def __new__(cls, workspace: Workspace | None = None, name: str | None = None, **_kw: Any):
         if workspace is None or name is None:
@@ -219,8 +226,8 @@ def check_distributed(ws: Workspace, target: str, layout: dict[str, Any]) -> Non
     :raises ComputeTargetException: no such target.
     """
 
-    kind, _ = target_config(ws, target)
-    limit = _CLASSES.get(kind, ComputeTarget).max_nodes_per_run
+    kind, config = target_config(ws, target)
+    limit = _CLASSES.get(kind, ComputeTarget).max_nodes(config)
     if limit is not None and layout["nodeCount"] > limit:
         raise RunConfigError(
             f"compute target {target!r} ({kind}) runs a distributed job's processes on at most"

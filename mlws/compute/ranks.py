@@ -18,6 +18,10 @@ launcher *is* the script: one process in its own process group, its output in
 
 The secret channel (``MLWS_SECRETS_FDS``) goes to rank 0 only: one pipe pair cannot tell whose
 answer is whose.
+
+On one machine the launcher starts every rank and picks ``MASTER_PORT``; on a node of a
+multi-host ``ssh`` run (``compute.sshnodes``) the layout names this node's ranks
+(``nodeRanks``) and where they meet (``masterAddr``, ``masterPort``).
 """
 
 from __future__ import annotations

@@ -60,6 +60,12 @@ class RemoteCompute(ComputeTarget):
 
     _type = "ssh"
 
+    @classmethod
+    def max_nodes(cls, config: dict[str, Any]) -> int | None:
+        """A distributed run spans up to every host of the target, one node each
+        (``compute.sshnodes``)."""
+        return len(config.get("nodes") or [])
+
     @staticmethod
     def attach_configuration(
         address: str | None = None,

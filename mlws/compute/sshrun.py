@@ -46,6 +46,11 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
     from ..runs import set_status
     from .local import hold_slot
 
+    if int((sup.definition.get("distributed") or {}).get("nodeCount", 1)) > 1:
+        from .sshnodes import execute_on_nodes
+
+        execute_on_nodes(sup, target, config)
+        return
     nodes = nodes_of(config)
     per_node = int(config.get("maxConcurrentRunsPerNode", 1))
     slots = [f"{n.slug}-{i}" for i in range(per_node) for n in nodes]
@@ -66,7 +71,7 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
                 set_status(sup.ws, sup.run_id, "Canceled")
                 return
             node = by_slot[name]
-            run = _SshRun(sup, target, config, node)
+            run = SshRun(sup, target, config, node)
             try:
                 try:
                     run.conn.open()
@@ -123,15 +128,36 @@ class _Health:
         self._path(node).unlink(missing_ok=True)
 
 
-class _SshRun:
-    def __init__(self, sup: RunSupervisor, target: str, config: dict[str, Any], node: Node) -> None:
+class SshRun:
+    """A run on one node of an ``ssh`` target, from this side: :meth:`run` takes it from
+    ``Preparing`` to its end (the agent started over ssh, the script followed, outputs and logs
+    copied home).
+
+    ``peers``: the other nodes of a distributed run (:class:`mlws.compute.sshnodes.Peers`),
+    started with this node's script and stopped with it. ``node_rank`` above 0: this session
+    serves such a peer (its own folder on the host; the supervisor's process stays this node's).
+    """
+
+    def __init__(
+        self,
+        sup: RunSupervisor,
+        target: str,
+        config: dict[str, Any],
+        node: Node,
+        peers: Any = None,
+        node_rank: int = 0,
+    ) -> None:
         self.sup = sup
         self.ws = sup.ws
         self.run_id = sup.run_id
         self.config = config
         self.node = node
+        self.peers = peers
+        self.node_rank = node_rank
+        #: The run's folder on the host (a peer's has its node rank: two "hosts" may be one).
+        self.folder_name = sup.run_id if node_rank == 0 else f"{sup.run_id}-node{node_rank}"
         self.conn = connection(sup.ws, target, config, node)
-        self.remote_dir = f"{config['workDir']}/runs/{sup.run_id}"
+        self.remote_dir = f"{config['workDir']}/runs/{self.folder_name}"
         self.proc: subprocess.Popen[bytes] | None = None
         #: What the agent said when it could not run the script (raised once its logs are home).
         self.agent_error: MlwsError | None = None
@@ -151,6 +177,8 @@ class _SshRun:
         )
 
     def run(self) -> None:
+        """Take the run from ``Preparing`` to its end on this node (see the class docstring);
+        the connection must be open."""
         from ..runs import set_status
         from . import remote_catalog
 
@@ -173,12 +201,12 @@ class _SshRun:
         self._t0 = time.monotonic()
         self._note(err_path, f"run {self.run_id} on {self.node}")
         self.conn.open()
-        self.remote_dir = f"{self.conn.work_dir()}/runs/{self.run_id}"
+        self.remote_dir = f"{self.conn.work_dir()}/runs/{self.folder_name}"
         self._note(err_path, f"connected ({self.remote_dir})")
         # The agent starts (Python, imports: the slow part on a host) while the snapshot is
         # copied; it waits for its instructions, which are sent once the copy is complete.
         ssh_err = workdir / "logs" / "ssh.log"
-        events = self._start_agent(ssh_err)
+        events = self.start_agent(ssh_err)
         from .agent import pack
 
         # A small working folder goes with the agent's instructions: no second session and
@@ -219,26 +247,13 @@ class _SshRun:
             import base64
 
             spec["snapshot"] = base64.b64encode(packed).decode("ascii")
-        # Optimistic: start the agent with the shipped copy's path; only when it answers that
-        # it cannot run (absent, another version, a missing dependency) is mlws shipped.
-        refusal = self._hello(events, ssh_err)
-        if refusal is not None:
-            from filelock import FileLock
-
-            # Runs of this workspace ship to a host one at a time (rsync --delete into one
-            # folder from two runs would break both).
-            lock = ws.path / "locks" / "compute" / self.conn.target / f"ship-{self.node.slug}.lock"
-            lock.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(lock)), open(err_path, "a") as log:
-                log.write(f"{self.node}: {refusal}\n")
-                ensure_mlws(self.conn, log)
-            events = self._start_agent(ssh_err)
-            refusal = self._hello(events, ssh_err)
-            if refusal is not None:
-                raise MlwsError(f"{self.node}: the mlws agent cannot run there: {refusal}")
+        events = self.agent_ready(events, err_path, ssh_err)
         self._note(err_path, "agent ready")
         if self._stop_if_canceled(workdir):
             return
+        if self.peers is not None:
+            # The other nodes start now, each with its own node rank, meeting at this node.
+            self.peers.start(self, workdir, spec)
         assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.write((json.dumps(spec, default=str) + "\n").encode())
@@ -251,13 +266,15 @@ class _SshRun:
                 self.conn.rsync(f":{self.remote_dir}/logs", str(workdir) + "/", options=_LOCAL_LOGS)
             except MlwsError as e:
                 self._note(err_path, f"could not copy the logs home: {e}")
-            self._send("done")  # the agent removes the run's folder on the host
+            self.send("done")  # the agent removes the run's folder on the host
             raise self.agent_error
         lost = outcome[1] is not None and outcome[1].get("code") == "ConnectionLost"
         if lost:
             recovered = self._recover(workdir, err_path, deferred)
             if recovered is not None:
                 outcome, lost = recovered, False
+        if self.peers is not None:
+            outcome = self.peers.finish(outcome)
         if outcome[0] != "Canceled":
             set_status(ws, self.run_id, "Finalizing")
         self._note(err_path, f"script ended: {outcome[0]}")
@@ -291,7 +308,7 @@ class _SshRun:
                 copied = True
             if copied:
                 self._note(err_path, "outputs and logs copied home")
-                self._send("done")  # the agent removes the run's folder on the host and exits
+                self.send("done")  # the agent removes the run's folder on the host and exits
                 if self.proc is not None and self.proc.poll() is not None:
                     # The agent's session dropped (the copy needed a new connection): "done"
                     # cannot reach it, so remove the folder ourselves.
@@ -316,6 +333,35 @@ class _SshRun:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+    def agent_ready(
+        self, events: queue.Queue[dict[str, Any] | None], err_path: Path, ssh_err: Path
+    ) -> queue.Queue[dict[str, Any] | None]:
+        """Wait for the agent started by :meth:`start_agent` to say it can run the run; when it
+        cannot (absent, another version, a missing dependency), ship mlws to the host and start
+        it again. Returns the events of the agent that can.
+
+        :raises MlwsError: the agent cannot run there even after mlws was shipped.
+        """
+        # Optimistic: start the agent with the shipped copy's path; only when it answers that
+        # it cannot run is mlws shipped.
+        refusal = self.hello(events, ssh_err)
+        if refusal is None:
+            return events
+        from filelock import FileLock
+
+        # Runs of this workspace ship to a host one at a time (rsync --delete into one folder
+        # from two runs would break both).
+        lock = self.ws.path / "locks" / "compute" / self.conn.target / f"ship-{self.node.slug}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock)), open(err_path, "a") as log:
+            log.write(f"{self.node}: {refusal}\n")
+            ensure_mlws(self.conn, log)
+        events = self.start_agent(ssh_err)
+        refusal = self.hello(events, ssh_err)
+        if refusal is not None:
+            raise MlwsError(f"{self.node}: the mlws agent cannot run there: {refusal}")
+        return events
 
     def _copy_home_again(
         self, sources: list[str], workdir: Path, err_path: Path, error: MlwsError
@@ -369,7 +415,9 @@ class _SshRun:
         with open(path, "a") as log:
             log.write(f"[{time.monotonic() - self._t0:7.3f} s] {what}\n")
 
-    def _start_agent(self, err_path: Path) -> queue.Queue[dict[str, Any] | None]:
+    def start_agent(self, err_path: Path) -> queue.Queue[dict[str, Any] | None]:
+        """Start ``python -m mlws.compute.agent`` in the run's folder on the host over ssh (the
+        ssh client's stderr to ``err_path``); returns the queue its JSON events arrive on."""
         from ..processes import die_with_parent
 
         python = self.config["python"]
@@ -393,13 +441,14 @@ class _SshRun:
         # No pid is recorded: the script's pid is on the host, and signalling the ssh client
         # would cut the session instead of cancelling gracefully. The client dies with this
         # process (PR_SET_PDEATHSIG), and the agent then kills the script on the host.
-        self.sup.proc = self.proc
+        if self.node_rank == 0:
+            self.sup.proc = self.proc
         events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         assert self.proc.stdout is not None
         threading.Thread(target=_read_events, args=(self.proc.stdout, events), daemon=True).start()
         return events
 
-    def _hello(self, events: queue.Queue[dict[str, Any] | None], err_path: Path) -> str | None:
+    def hello(self, events: queue.Queue[dict[str, Any] | None], err_path: Path) -> str | None:
         """Wait for the agent's first line; ``None`` when it can run this run, else why not."""
         from .. import __version__
         from .agent import PROTOCOL
@@ -433,14 +482,11 @@ class _SshRun:
         # (which may build the environment on the host first).
         started: float | None = None
         deferred: list[dict[str, Any]] = []
-        canceled = timed_out = False
+        canceled = timed_out = peer_failed = False
         log = open(workdir / "logs" / "driver.log", "a", encoding="utf-8")  # noqa: SIM115
         try:
             while True:
-                try:
-                    ev = events.get(timeout=0.25)
-                except queue.Empty:
-                    ev = {"t": "tick"}
+                ev = next_event(events)
                 if ev is None:
                     self.proc.wait()
                     if canceled or sup.status() == "CancelRequested":
@@ -467,7 +513,7 @@ class _SshRun:
                     self._note(workdir / "logs" / "remote.log", "script started")
                     set_status(ws, self.run_id, "Running")
                 elif kind == "build":
-                    self._record_build(ev.get("row") or {})
+                    self.record_build(ev.get("row") or {})
                 elif kind == "secrets":
                     self._answer_secrets(ev)
                 elif kind == "error":
@@ -484,7 +530,10 @@ class _SshRun:
                     break
                 if not canceled and sup.status() == "CancelRequested":
                     canceled = True
-                    self._send("cancel")
+                    self.send("cancel")
+                if self.peers is not None and not peer_failed and self.peers.failed():
+                    peer_failed = True  # its outcome is the run's (Peers.finish)
+                    self.send("kill")
                 if (
                     limit
                     and started is not None
@@ -492,7 +541,7 @@ class _SshRun:
                     and time.monotonic() - started > float(limit)
                 ):
                     timed_out = True
-                    self._send("kill")
+                    self.send("kill")
         finally:
             log.close()
         if canceled or sup.status() == "CancelRequested":
@@ -609,7 +658,7 @@ class _SshRun:
         line = last_line(text)
         return "" if line == "no message" else line
 
-    def _record_build(self, row: dict[str, Any]) -> None:
+    def record_build(self, row: dict[str, Any]) -> None:
         """An environment the agent built on the host goes into the catalog, as local builds
         do; its ``host`` is the node (the path is on that node)."""
         columns = ("spec_hash", "path", "python", "tool", "freeze", "seconds", "created")
@@ -634,15 +683,28 @@ class _SshRun:
             answer: dict[str, Any] = {"id": ev.get("id"), "values": values}
         except MlwsError as e:
             answer = {"id": ev.get("id"), "error": str(e)}
-        self._send(json.dumps(answer))
+        self.send(json.dumps(answer))
 
-    def _send(self, command: str) -> None:
+    def send(self, command: str) -> None:
+        """One line to the agent (``cancel``, ``kill``, ``done``, a secrets answer); nothing
+        when its session is gone."""
         assert self.proc is not None and self.proc.stdin is not None
         try:
             self.proc.stdin.write(f"{command}\n".encode())
             self.proc.stdin.flush()
         except (OSError, ValueError):
             pass  # the session is gone
+
+
+def next_event(
+    events: queue.Queue[dict[str, Any] | None], timeout: float = 0.25
+) -> dict[str, Any] | None:
+    """The agent's next event, ``{"t": "tick"}`` when none came within ``timeout`` seconds, or
+    ``None`` once its session has ended (the loops that follow an agent act on each tick)."""
+    try:
+        return events.get(timeout=timeout)
+    except queue.Empty:
+        return {"t": "tick"}
 
 
 def unpack_home(data: str, workdir: Path) -> bool:
