@@ -473,8 +473,8 @@ def test_two_ranks_on_two_ssh_hosts_meet_at_the_first(ws, tmp_path, two_hosts):
     run = ws.get_run(ws.catalog.scalar("SELECT id FROM runs"))
     assert "ranks 2-3 here" in run._read_file_text("logs/node_1.log")
     assert "rank 3 of 4 local 1 node 1" in run._read_file_text("logs/std_log_process_3.txt")
-    # only the first host's ranks' metrics: each host numbers its metric steps on its own
-    assert sorted(run.get_metrics()["rank"]) == [0, 1]
+    # every rank's metrics, those of the second host's ranks appended as they came home
+    assert sorted(run.get_metrics()["rank"]) == [0, 1, 2, 3]
     # both hosts' run folders are removed once the logs are home
     runs_there = tmp_path / "remote" / "runs"
     wait_until(lambda: not any(runs_there.iterdir()), 10, "the hosts' run folders to go")

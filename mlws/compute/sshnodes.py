@@ -9,12 +9,15 @@ same ssh path: ``SshRun.start_agent``/``agent_ready``), in its own folder on the
 node's rank launcher (:mod:`mlws.compute.ranks`) meets at node 0: ``MASTER_ADDR`` is node 0's
 host as the target names it, ``MASTER_PORT`` a port free there.
 
-What comes home from a peer: its ranks' logs (``logs/std_log_process_<rank>.txt``) and its
-launcher's output (``logs/node_<k>.log``). Its catalog changes (metrics the ranks there log) are
-not applied: each node's replica numbers metric steps on its own, so they would overwrite node
-0's; log from rank 0. A peer that fails (a rank there fails, its session is lost, its agent
-cannot run) stops node 0's script and the run fails naming that node; when node 0's script
-ends, the peers are stopped.
+What comes home from a peer: its ranks' logs (``logs/std_log_process_<rank>.txt``), its
+launcher's output (``logs/node_<k>.log``) and the metrics its ranks log on the run (each node's
+copy of the run numbers metric steps from 0, so node ``k``'s values are stored from step
+``k * STEP_OFFSET`` on: after node 0's, in their order). Nothing else of its catalog changes is
+applied (tags, child runs and uploaded files of ranks on other nodes are not kept: use rank 0
+for those). A peer that fails (a rank there fails, its session is lost, its agent cannot run)
+stops node 0's script and the run fails naming that node. When node 0's script completes, the
+run ends once the peers' ranks have ended too (as with torchrun); when it fails or is
+canceled, the peers are stopped.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import queue
 import shlex
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +39,10 @@ if TYPE_CHECKING:
     from .sshrun import SshRun
     from .supervisor import RunSupervisor
 
-#: Seconds a peer has to end and send its logs once node 0's script has ended.
+#: Metric values node ``k`` logs are stored at steps ``k * STEP_OFFSET`` and on (see
+#: :meth:`Peers._add_metrics`), so every node's values keep their order after node 0's.
+STEP_OFFSET = 1_000_000_000
+#: Seconds a peer has to end and send its logs once it is stopped.
 PEER_END_S = 60.0
 
 
@@ -108,6 +115,8 @@ class Peers:
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.sessions: list[SshRun] = []
+        #: When the peers started (the run's time limit counts from about then).
+        self.started = time.monotonic()
         #: The first peer failure: ``(node rank, node, message)``.
         self.failure: tuple[int, Any, str] | None = None
         self._lock = threading.Lock()
@@ -125,6 +134,7 @@ class Peers:
                 f"{primary.node}: could not find a free port for the ranks to meet at"
                 f" ({r.stderr.strip()[-200:] or 'no answer'})"
             ) from None
+        self.started = time.monotonic()
         layout = spec["definition"]["distributed"]
         layout.update(masterAddr=primary.node.host, masterPort=port, nodeRanks=[0])
         for k, node in enumerate(self.nodes, start=1):
@@ -146,9 +156,28 @@ class Peers:
     def finish(
         self, outcome: tuple[str, dict[str, Any] | None]
     ) -> tuple[str, dict[str, Any] | None]:
-        """Node 0's script has ended with ``outcome``: stop the peers, wait for their logs, and
-        return the run's outcome (a peer's failure, when one failed and the run was not
-        canceled)."""
+        """Node 0's script has ended with ``outcome``; returns the run's. When it completed, the
+        job is done once every rank is (as with torchrun): the peers run on to their own end
+        (a cancel, a peer's failure or the run's time limit stops them). Otherwise they are
+        stopped at once. A peer's failure is the run's, unless the run was canceled."""
+        if outcome[0] == "Completed":
+            limit = self.sup.definition.get("maxRunDurationSeconds")
+            deadline = self.started + float(limit) if limit else None
+            while self.failure is None and any(t.is_alive() for t in self.threads):
+                if self.sup.status() == "CancelRequested":
+                    outcome = ("Canceled", None)
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    outcome = (
+                        "Failed",
+                        {
+                            "code": "RunTimeout",
+                            "message": f"the run exceeded max_run_duration_seconds={limit}"
+                            " (ranks on other nodes still ran) and was killed",
+                        },
+                    )
+                    break
+                time.sleep(0.1)
         self.stop.set()
         for t in self.threads:
             t.join(PEER_END_S)
@@ -241,6 +270,8 @@ class Peers:
                 if kind == "log":
                     log.write(ev["data"])
                     log.flush()
+                elif kind == "changes":
+                    self._add_metrics(k, ev.get("changes") or [])
                 elif kind == "build":
                     session.record_build(ev.get("row") or {})
                 elif kind == "files":
@@ -255,6 +286,41 @@ class Peers:
                 if not stopped and (self.stop.is_set() or self.sup.status() == "CancelRequested"):
                     stopped = True
                     session.send("kill")
+
+    def _add_metrics(self, k: int, changes: list[Any]) -> None:
+        """The metrics peer ``k``'s ranks logged on the run, added to the run's at home at steps
+        ``k * STEP_OFFSET`` and on: each node's copy of the run numbers steps from 0, and node
+        0's values come home with their own numbers whenever they arrive, so a peer's must never
+        take those. Only new metric values of the run itself are taken from a peer; the host is
+        not trusted with anything else (tags, child runs, files)."""
+        from ..metrics import MetricWriter, decode, unregister
+
+        values = []
+        for c in changes:
+            if not isinstance(c, dict) or not isinstance(c.get("row"), dict):
+                continue
+            row = c["row"]
+            if c.get("table") != "metrics" or c.get("op") != "insert":
+                continue
+            if c.get("run_id") != self.sup.run_id or not isinstance(row.get("name"), str):
+                continue
+            step = row.get("step")
+            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < STEP_OFFSET:
+                continue
+            try:
+                value = decode(row.get("value"), row.get("data"))
+            except (TypeError, ValueError):
+                continue
+            values.append((row["name"], str(row.get("kind") or "scalar"), value, step))
+        if not values:
+            return
+        writer = MetricWriter(self.sup.ws.catalog, int(self.sup.row["seq"]))
+        try:
+            for name, kind, value, step in values:
+                writer.add(name, kind, value, step=k * STEP_OFFSET + step)
+            writer.flush()
+        finally:
+            unregister(writer)
 
     def _bring_logs(self, session: SshRun, files: str | None, logs: Path) -> None:
         """The peer's rank logs, into the run's ``logs/`` (never its ``driver.log``, which is
