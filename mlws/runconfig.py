@@ -70,7 +70,7 @@ class RunConfiguration:
         if config is None:
             self._distributed = None
             self.node_count = 1
-            self.communicator = "None"
+            self.framework, self.communicator = "Python", "None"
             return
         layout(config)  # refused before anything changes
         self._distributed = config

@@ -130,6 +130,7 @@ def test_run_configuration_round_trip(tmp_path):
         rc = src.run_config
         assert src.distributed_job_config is config
         assert rc.node_count == config.node_count
+        assert (rc.framework, rc.communicator) != ("Python", "None")
         saved = rc.save(tmp_path / f"{config.kind}.yml")
         loaded = RunConfiguration.load(saved)
         assert loaded.to_dict() == rc.to_dict()
@@ -145,6 +146,8 @@ def test_run_configuration_round_trip(tmp_path):
     )
     got = RunConfiguration.load(v1).distributed_job_config
     assert isinstance(got, MpiConfiguration) and got.process_count_per_node == 4
+    rc.distributed_job_config = None  # back to one process
+    assert (rc.node_count, rc.framework, rc.communicator) == (1, "Python", "None")
     plain = RunConfiguration.load(RunConfiguration().save(tmp_path / "plain.yml"))
     assert plain.distributed_job_config is None and plain.distributed_layout() is None
 
@@ -312,6 +315,19 @@ def test_a_rank_that_dies_fails_the_run_and_stops_the_others(ws, tmp_path):
     error = _dies_and_fails(run, gates)
     assert "exited with code 3" in error["message"] and "rank 1" in error["message"], error
     assert "stopping the other ranks" in run._read_file_text("logs/driver.log")
+
+
+def test_a_rank_killed_by_a_signal_fails_the_run(ws, tmp_path):
+    import signal
+
+    src, gates = _gated(tmp_path, SLEEPS)
+    run = submit(ws, src, gates, distributed_job_config=MpiConfiguration(process_count_per_node=2))
+    pids = _rank_pids(gates, 2)
+    os.kill(pids[1], signal.SIGKILL)
+    assert wait_status(run, ("Failed", "Completed", "Canceled"), 30) == "Failed"
+    wait_until(lambda: _pid_gone(pids[0]), 15, "rank 0 to be stopped")
+    error = run.get_details()["error"]["error"]
+    assert "rank 1 was killed by signal 9 (SIGKILL)" in error["message"], error
 
 
 def test_cancel_stops_every_rank(ws, tmp_path):
@@ -500,3 +516,13 @@ def test_cancel_stops_the_ranks_on_both_ssh_hosts(ws, tmp_path, two_hosts):
 def test_more_nodes_than_the_ssh_target_has_hosts_is_refused(ws, tmp_path, two_hosts):
     match = r"'lab' \(ssh\) runs .* at most 2 node\(s\), not node_count=3"
     _refused_on(ws, tmp_path, two_hosts, MpiConfiguration(1, 3), match)
+
+
+@pytest.mark.timeout(120)
+def test_two_multi_host_runs_take_turns_on_the_hosts(ws, tmp_path, two_hosts):
+    src = make_source(tmp_path, MEET)
+    config = PyTorchConfiguration(process_count=2, node_count=2)
+    runs = [submit(ws, src, target=two_hosts, distributed_job_config=config) for _ in range(2)]
+    for run in runs:
+        assert wait_status(run, ("Completed", "Failed", "Canceled"), 90) == "Completed"
+        assert run.get_metrics()["rank_sum"] == 1

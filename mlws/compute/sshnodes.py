@@ -1,6 +1,6 @@
 """A distributed run over several hosts of an ``ssh`` target (``node_count`` above 1).
 
-The run takes a slot on ``node_count`` distinct hosts (one such run assembles its hosts at a
+The run takes a slot on ``node_count`` distinct hosts (one such run gathers its hosts at a
 time: two that each held some hosts would wait for each other forever), then runs as usual on
 the first one, node 0 (:class:`mlws.compute.sshrun.SshRun`: statuses, outputs, the run's end).
 The other nodes are its :class:`Peers`: once node 0's agent is ready, each gets the same
@@ -71,21 +71,23 @@ def execute_on_nodes(sup: RunSupervisor, target: str, config: dict[str, Any]) ->
 
     folder = sup.ws.path / "locks" / "compute" / target
     with contextlib.ExitStack() as held:
-        gang = held.enter_context(
-            hold_slot(folder, lambda: ["multi-node"], keep_waiting, may_start=sup.first_in_line)
-        )
         chosen: list[Any] = []
-        while gang is not None and len(chosen) < need:
-            name = held.enter_context(
-                hold_slot(
-                    folder,
-                    lambda: [s for s, n in by_slot.items() if n not in chosen],
-                    keep_waiting,
+        # One multi-node run gathers its hosts at a time (two that each held some hosts would
+        # wait for each other forever); once it has them all, the next may gather.
+        with hold_slot(
+            folder, lambda: ["multi-node"], keep_waiting, may_start=sup.first_in_line
+        ) as gang:
+            while gang is not None and len(chosen) < need:
+                name = held.enter_context(
+                    hold_slot(
+                        folder,
+                        lambda: [s for s, n in by_slot.items() if n not in chosen],
+                        keep_waiting,
+                    )
                 )
-            )
-            if name is None:
-                break
-            chosen.append(by_slot[name])
+                if name is None:
+                    break
+                chosen.append(by_slot[name])
         if len(chosen) < need:  # canceled while waiting
             set_status(sup.ws, sup.run_id, "Canceled")
             return
