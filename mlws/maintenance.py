@@ -145,7 +145,7 @@ def _one_gc(ws: Workspace) -> Iterator[None]:
     """
     from filelock import FileLock
 
-    from .blobs import wait_for_lock
+    from .gclock import wait_for_lock
 
     lock = FileLock(str(ws.path / "locks" / "gc.lock"))
     wait_for_lock(
