@@ -220,3 +220,19 @@ def driver_log(run) -> str:  # noqa: ANN001 - a Run
     if "logs/driver.log" in run.get_file_names():
         return run._read_file_text("logs/driver.log")
     return json.dumps({"error": run.get_details().get("error"), "files": run.get_file_names()})
+
+
+#: An unchanged Azure ML v1 training script (issue 12): whatever the target, the run must find
+#: the ``azureml`` layer by itself. It prints where ``azureml`` came from.
+V1_TRAIN = """\
+import os
+import azureml
+from azureml.core import Run
+
+run = Run.get_context()
+run.log("accuracy", 0.91)
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/model.txt", "w") as f:
+    f.write("weights")
+print("azureml from", list(azureml.__path__))
+"""
