@@ -236,3 +236,31 @@ with open("outputs/model.txt", "w") as f:
     f.write("weights")
 print("azureml from", list(azureml.__path__))
 """
+
+
+def assert_a_sweep_runs_on(ws, tmp_path: Path, target: str) -> None:  # noqa: ANN001 - a Workspace
+    """A two-trial HyperDrive sweep on ``target``: both trials Completed there, the best found."""
+    from mlws import Experiment, ScriptRunConfig
+    from mlws.hyperdrive import GridParameterSampling, HyperDriveConfig, choice
+
+    src = tmp_path / "sweep"
+    src.mkdir()
+    (src / "train.py").write_text(
+        "import sys\nfrom mlws import Run\n"
+        "Run.get_context().log('acc', float(sys.argv[sys.argv.index('--x') + 1]))\n"
+    )
+    config = HyperDriveConfig(
+        run_config=ScriptRunConfig(str(src), "train.py", compute_target=target),
+        hyperparameter_sampling=GridParameterSampling({"--x": choice(0.2, 0.8)}),
+        primary_metric_name="acc",
+        primary_metric_goal="maximize",
+        max_total_runs=2,
+        max_concurrent_runs=2,
+    )
+    sweep = Experiment(ws, "sweep").submit(config)
+    assert sweep.wait_for_completion(timeout=90, raise_on_error=False)["status"] == "Completed"
+    trials = sweep.get_children()
+    assert sorted(t.get_status() for t in trials) == ["Completed", "Completed"]
+    assert {t.get_details()["target"] for t in trials} == {target}
+    best = sweep.get_best_run_by_primary_metric()
+    assert best is not None and best.get_metrics() == {"acc": 0.8}

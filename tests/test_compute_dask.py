@@ -23,6 +23,7 @@ import pytest
 from helpers import (
     SCRIPT_PRELUDE,
     V1_TRAIN,
+    assert_a_sweep_runs_on,
     kill_run_processes,
     processes_of_test,
     wait_until,
@@ -326,6 +327,14 @@ def test_an_unchanged_v1_training_script_completes_on_dask(
     assert outputs_of(run, tmp_path / "dl") == {"outputs/model.txt": "weights"}
     log = "".join(run.iter_log())
     assert "azureml from" in log and "v1/shim/azureml" in log, log
+
+
+def test_a_sweeps_trials_run_on_dask(
+    ws: Workspace, tmp_path: Path, dask_target: Callable[..., AmlCompute]
+) -> None:
+    """HyperDrive trials are script runs on the sweep's target: here, a Dask cluster."""
+    dask_target()
+    assert_a_sweep_runs_on(ws, tmp_path, "cpu")
 
 
 @pytest.mark.timeout(90)

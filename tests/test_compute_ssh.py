@@ -30,7 +30,13 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import SCRIPT_PRELUDE, V1_TRAIN, kill_run_processes, wait_until
+from helpers import (
+    SCRIPT_PRELUDE,
+    V1_TRAIN,
+    assert_a_sweep_runs_on,
+    kill_run_processes,
+    wait_until,
+)
 from sshd import SshServer
 
 from mlws import ComputeTargetException, Experiment, ScriptRunConfig, Workspace
@@ -263,6 +269,13 @@ def test_an_unchanged_v1_training_script_completes_on_ssh(
     assert _outputs(run, tmp_path / "dl")["outputs/model.txt"] == "weights"
     log = run.get_details_with_logs()["logFiles"]["logs/driver.log"]
     assert "azureml from" in log and "v1/shim/azureml" in log, log
+
+
+def test_a_sweeps_trials_run_on_ssh_hosts(
+    ws: Workspace, tmp_path: Path, lab: RemoteCompute
+) -> None:
+    """HyperDrive trials are script runs on the sweep's target: here, an ssh target's hosts."""
+    assert_a_sweep_runs_on(ws, tmp_path, "lab")
 
 
 # -- 2. two hosts, one run each ------------------------------------------------------------------------
