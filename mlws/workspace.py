@@ -361,6 +361,42 @@ class Workspace:
 
         return {d.name: d for d in Datastore.list(self)}
 
+    @property
+    def compute_targets(self) -> dict[str, Any]:
+        """Compute targets by name, each as its concrete class (v1: ``ws.compute_targets``)."""
+        from .compute import ComputeTarget
+
+        return {t.name: t for t in ComputeTarget.list(self)}
+
+    @property
+    def datasets(self) -> dict[str, Any]:
+        """Registered datasets by name, the latest version of each (v1: ``ws.datasets``)."""
+        from .datasets import Dataset
+
+        return Dataset.get_all(self)
+
+    @property
+    def environments(self) -> dict[str, Any]:
+        """Registered environments by name, the latest version of each (v1:
+        ``ws.environments``)."""
+        from .environments import Environment
+
+        return Environment.list(self)
+
+    @property
+    def models(self) -> dict[str, Any]:
+        """Registered models by name, the latest version of each (v1: ``ws.models``)."""
+        from .models import Model
+
+        return {m.name: m for m in Model.list(self, latest=True)}
+
+    @property
+    def webservices(self) -> dict[str, Any]:
+        """Deployed services by name (v1: ``ws.webservices``)."""
+        from .serving import Webservice
+
+        return {s.name: s for s in Webservice.list(self)}
+
     def get_default_datastore(self) -> Any:
         """The workspace's default datastore (v1: ``ws.get_default_datastore()``)."""
         from .datastores import Datastore

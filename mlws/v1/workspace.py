@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import workspace as _ws
 from ..errors import UserErrorException, WorkspaceNotFound
+from . import LOCAL_LOCATION, LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION
 from .names import note_cloud_args
 
 
@@ -45,9 +46,11 @@ class V1Workspace(_ws.Workspace):
     :raises WorkspaceNotFound: no workspace of that name on this machine.
     """
 
-    subscription_id: str = ""
-    resource_group: str = ""
-    location: str = "local"
+    #: As given to v1's constructor or ``create``; else the local scope (see :mod:`mlws.v1`),
+    #: the same a run's script reads from ``AZUREML_ARM_SUBSCRIPTION``/``_RESOURCEGROUP``.
+    subscription_id: str = LOCAL_SUBSCRIPTION
+    resource_group: str = LOCAL_RESOURCE_GROUP
+    location: str = LOCAL_LOCATION
 
     def __init__(
         self,
@@ -83,8 +86,8 @@ class V1Workspace(_ws.Workspace):
                 f" create it with Workspace.create({workspace_name!r}) or 'mlws workspace create {folder}'"
             )
         super().__init__(folder, _checking=_checking)
-        self.subscription_id = str(subscription_id or "")
-        self.resource_group = str(resource_group or "")
+        self.subscription_id = str(subscription_id or LOCAL_SUBSCRIPTION)
+        self.resource_group = str(resource_group or LOCAL_RESOURCE_GROUP)
 
     @classmethod
     def from_config(  # type: ignore[override]
@@ -160,8 +163,10 @@ class V1Workspace(_ws.Workspace):
         )
         ws = super().create(folder_for_name(name), name, exist_ok)
         assert isinstance(ws, V1Workspace)
-        ws.subscription_id = str(subscription_id or "")
-        ws.resource_group = str(resource_group or "")
+        ws.subscription_id = str(subscription_id or LOCAL_SUBSCRIPTION)
+        ws.resource_group = str(resource_group or LOCAL_RESOURCE_GROUP)
+        if location:
+            ws.location = str(location)
         if show_output:
             print(f"Workspace {name!r} at {ws.path}")
         return ws

@@ -1,0 +1,203 @@
+"""v1 semantics where mlws's own API differs (issue 12 section 2), through the ``azureml`` names:
+workspace properties, the variables and argument placeholders a run's script gets, environments
+that build their conda dependencies, conda packages without conda, services' key defaults and
+``reload()``, curated environments, Docker settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from helpers import driver_log, make_source
+
+from mlws.v1 import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION, add_to_sys_path
+
+
+@pytest.fixture(autouse=True)
+def azureml_importable() -> None:
+    """The layer on this process's path, as ``mlws v1 enable`` puts it (after everything)."""
+    add_to_sys_path()
+
+
+def _completed(run, timeout: float = 90) -> dict:  # noqa: ANN001 - a Run
+    details = run.wait_for_completion(raise_on_error=False, timeout=timeout)
+    assert details["status"] == "Completed", driver_log(run)
+    return details
+
+
+# -- 4: the workspace, the run, the environment's variables ----------------------------------------
+def test_workspace_dict_properties_map_names_to_objects(tmp_path):
+    from azureml.core import VERSION, Dataset, Environment, Experiment, Model, Workspace
+    from azureml.core.compute import ComputeTarget
+
+    assert isinstance(VERSION, str) and VERSION.startswith("1.")
+    ws = Workspace.create("semws", show_output=False)
+    with ws:
+        assert (ws.subscription_id, ws.resource_group, ws.location) == (
+            LOCAL_SUBSCRIPTION,
+            LOCAL_RESOURCE_GROUP,
+            "local",
+        )
+        assert Workspace.get("semws").path == ws.path
+        assert Workspace("sub-1", "rg-1", "semws").resource_group == "rg-1"
+        Experiment(ws, "exp-a")
+        env = Environment("env-a")
+        env.register(ws)
+        env.environment_variables["X"] = "2"
+        env.register(ws)  # a second version: the dict holds the latest
+        (tmp_path / "m.txt").write_text("weights")
+        Model.register(ws, str(tmp_path / "m.txt"), "model-a")
+        Model.register(ws, str(tmp_path / "m.txt"), "model-a")
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "a.csv").write_text("x\n1\n")
+        Dataset.File.from_files(str(tmp_path / "data")).register(ws, "data-a")
+
+        assert list(ws.experiments) == ["exp-a"]
+        assert ws.environments["env-a"].version == "2"
+        assert ws.models["model-a"].version == 2 and list(ws.models) == ["model-a"]
+        assert ws.datasets["data-a"].name == "data-a"
+        assert "workspaceblobstore" in ws.datastores
+        assert all(isinstance(t, ComputeTarget) for t in ws.compute_targets.values())
+        assert ComputeTarget.list(ws) == list(ws.compute_targets.values())
+        assert ws.webservices == {}
+
+
+ENV_SCRIPT = """\
+import json, os, sys
+from azureml.core import Run
+run = Run.get_context()
+keys = ["GREETING", "AZUREML_RUN_ID", "AZUREML_ARM_SUBSCRIPTION", "AZUREML_ARM_RESOURCEGROUP",
+        "AZUREML_ARM_WORKSPACE_NAME", "AZUREML_ARM_PROJECT_NAME", "AZUREML_SERVICE_ENDPOINT",
+        "AZUREML_RUN_TOKEN", "AZUREML_DATAREFERENCE_ref", "AML_PARAMETER_lr"]
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/seen.json", "w") as f:
+    json.dump({"env": {k: os.environ.get(k) for k in keys},
+               "pythonpath": os.environ["PYTHONPATH"].split(os.pathsep),
+               "argv": sys.argv[1:], "mine": __import__("mymod").VALUE}, f)
+"""
+
+
+def test_environment_variables_and_azureml_variables_reach_the_script(ws, tmp_path):
+    from azureml.core import Environment, Experiment, ScriptRunConfig
+
+    src = make_source(tmp_path, ENV_SCRIPT, prelude="")
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "mymod.py").write_text("VALUE = 'from the user PYTHONPATH'\n")
+    env = Environment("vars")
+    env.environment_variables = {"GREETING": "hello", "PYTHONPATH": str(lib)}
+    config = ScriptRunConfig(
+        str(src),
+        "train.py",
+        arguments=[
+            "--ref",
+            "$AZUREML_DATAREFERENCE_ref/x.csv",
+            "--lr=$AML_PARAMETER_lr",
+            "${AML_PARAMETER_lr}",
+            "$AML_PARAMETER_unknown",
+            "DatasetConsumptionConfig:none",
+        ],
+        environment=env,
+    )
+    config.run_config.environment_variables = {
+        "AML_PARAMETER_lr": "0.5",
+        "AZUREML_DATAREFERENCE_ref": "/data/ref",
+    }
+    run = Experiment(ws, "vars-exp").submit(config)
+    _completed(run)
+    seen = json.loads(run._read_file_text("outputs/seen.json"))
+    assert seen["env"] == {
+        "GREETING": "hello",
+        "AZUREML_RUN_ID": run.id,
+        "AZUREML_ARM_SUBSCRIPTION": LOCAL_SUBSCRIPTION,
+        "AZUREML_ARM_RESOURCEGROUP": LOCAL_RESOURCE_GROUP,
+        "AZUREML_ARM_WORKSPACE_NAME": ws.name,
+        "AZUREML_ARM_PROJECT_NAME": "vars-exp",
+        "AZUREML_SERVICE_ENDPOINT": "",
+        "AZUREML_RUN_TOKEN": "",
+        "AZUREML_DATAREFERENCE_ref": "/data/ref",
+        "AML_PARAMETER_lr": "0.5",
+    }
+    # the user's PYTHONPATH is kept, first; mlws's entries (mlws itself, the layer) follow
+    import mlws
+    from mlws.v1 import SHIM_DIR
+
+    assert seen["pythonpath"][0] == str(lib)
+    assert str(Path(mlws.__file__).parent.parent) in seen["pythonpath"]
+    assert seen["pythonpath"][-1] == SHIM_DIR
+    assert seen["mine"] == "from the user PYTHONPATH"
+    # v1's placeholders expanded as its runtime does; unknown ones left as they are
+    assert seen["argv"] == [
+        "--ref",
+        "/data/ref/x.csv",
+        "--lr=0.5",
+        "0.5",
+        "$AML_PARAMETER_unknown",
+        "DatasetConsumptionConfig:none",
+    ]
+    # get_status()/get_details() in the shapes v1 scripts read
+    assert run.get_status() == "Completed"
+    details = run.get_details()
+    assert details["runId"] == run.id and details["status"] == "Completed"
+    assert {"startTimeUtc", "endTimeUtc", "properties", "logFiles", "target"} <= set(details)
+
+
+DATA_SCRIPT = """\
+import json, os, sys
+os.makedirs("outputs", exist_ok=True)
+with open(sys.argv[1]) as f:
+    first = f.read()
+with open("outputs/seen.json", "w") as f:
+    json.dump({"first": first, "argv": sys.argv[1:],
+               "ref": os.environ["AZUREML_DATAREFERENCE_rows"]}, f)
+os.makedirs(sys.argv[3], exist_ok=True)
+"""
+
+
+def test_data_placeholders_expand_to_the_runs_input_paths(ws, tmp_path):
+    from azureml.core import Dataset, Experiment, ScriptRunConfig
+    from azureml.data import OutputFileDatasetConfig
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("x\n1\n")
+    (tmp_path / "data" / "b.csv").write_text("x\n2\n")
+    rows = Dataset.File.from_files(str(tmp_path / "data")).as_named_input("rows").as_download()
+    out = OutputFileDatasetConfig(name="result")
+    src = make_source(tmp_path, DATA_SCRIPT, prelude="")
+    config = ScriptRunConfig(
+        str(src),
+        "train.py",
+        # the objects once (so the run has them), v1's placeholder forms besides
+        arguments=["$AZUREML_DATAREFERENCE_rows/a.csv", rows, out, "DatasetOutputConfig:result"],
+    )
+    run = Experiment(ws, "data-exp").submit(config)
+    _completed(run)
+    seen = json.loads(run._read_file_text("outputs/seen.json"))
+    first, rows_path, out_path, out_again = seen["argv"]
+    assert seen["first"] == "x\n1\n"
+    assert first == os.path.join(rows_path, "a.csv") and seen["ref"] == rows_path
+    assert ".mlws-data" in rows_path and out_path == out_again and ".mlws-data" in out_path
+
+
+def test_expand_argument_leaves_unknown_names_and_plain_text_alone():
+    from mlws.rundata import expand_argument
+
+    definition = {
+        "inputs": [{"name": "a", "dataset": {"name": None}}],
+        "outputs": [],
+        "dataPaths": {"inputs": {"a": "in/a"}, "outputs": {}},
+        "environment": {"variables": {"AML_PARAMETER_p": "7"}},
+        "environmentVariables": {},
+    }
+    run_dir = "/r"
+    assert expand_argument("$AML_PARAMETER_p", definition, run_dir) == "7"
+    assert expand_argument("x$AML_PARAMETER_px", definition, run_dir) == "x$AML_PARAMETER_px"
+    assert expand_argument("DatasetConsumptionConfig:a", definition, run_dir) == "/r/in/a"
+    assert expand_argument("DatasetOutputConfig:a", definition, run_dir) == "DatasetOutputConfig:a"
+    assert expand_argument("prefix DatasetConsumptionConfig:a", definition, run_dir) == (
+        "prefix DatasetConsumptionConfig:a"
+    )
+    assert expand_argument("$AZUREML_DATAREFERENCE_a", definition, run_dir) == "/r/in/a"
+    assert expand_argument("$HOME", definition, run_dir) == "$HOME"
