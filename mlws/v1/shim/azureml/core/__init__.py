@@ -12,7 +12,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "Experiment": "mlws.experiments:Experiment",
         "Run": "mlws.runs:Run",
         "ScriptRun": "mlws.runs:Run",
-        "Environment": "mlws.environments:Environment",
+        "Environment": "mlws.v1.environment:V1Environment",
         "ScriptRunConfig": "mlws.runconfig:ScriptRunConfig",
         "RunConfiguration": "mlws.runconfig:RunConfiguration",
         "ComputeTarget": "mlws.compute:ComputeTarget",
