@@ -382,3 +382,66 @@ def test_an_environment_with_torch_is_built_with_pip_not_uv(monkeypatch):
         environments.resolve(env)
     # pip reads this machine's pip configuration (where the CPU build lies); uv would not
     assert calls[0][1:3] == ["-m", "venv"], calls
+
+
+# -- 5: services through the v1 names: v1's key defaults, reload() ---------------------------------
+def test_v1_deploy_configurations_keep_v1_key_defaults():
+    from azureml.core.webservice import AciWebservice, AksWebservice, LocalWebservice
+
+    from mlws.serving import LocalWebservice as MlwsLocalWebservice
+
+    assert LocalWebservice.deploy_configuration().auth_enabled is False
+    assert LocalWebservice.deploy_configuration(port=8890, auth_enabled=True).auth_enabled is True
+    assert AciWebservice.deploy_configuration().auth_enabled is False
+    assert AciWebservice.deploy_configuration(auth_enabled=True).auth_enabled is True
+    assert AksWebservice.deploy_configuration().auth_enabled is True
+    assert MlwsLocalWebservice.deploy_configuration().auth_enabled is True  # mlws's own: keys on
+    for config in (LocalWebservice.deploy_configuration(), AksWebservice.deploy_configuration()):
+        assert config.host == "127.0.0.1"
+
+
+V1_SCORE = """\
+import json
+
+def init():
+    pass
+
+def run(raw_data):
+    return {"answer": FACTOR * sum(json.loads(raw_data)["data"])}
+"""
+
+
+def test_v1_service_has_no_keys_and_reload_serves_the_changed_script(ws, tmp_path, model, services):
+    from azureml.core import Model, Webservice
+    from azureml.core.model import InferenceConfig
+    from azureml.core.webservice import LocalWebservice
+    from serving_helpers import call
+
+    from mlws.errors import WebserviceException
+
+    src = tmp_path / "score-src"
+    src.mkdir()
+    (src / "score.py").write_text(V1_SCORE.replace("FACTOR", "1"))
+    # no deployment configuration: v1 deploys to ACI, keys off
+    service = Model.deploy(
+        ws, "v1svc", [model], InferenceConfig(entry_script="score.py", source_directory=str(src))
+    )
+    service.wait_for_deployment(timeout_sec=60)
+    assert service.config["authEnabled"] is False and service.get_keys() == (None, None)
+    assert service._row["host"] == "127.0.0.1"
+    status, _, body = call(service.port, body={"data": [1, 2]})  # no Authorization header
+    assert (status, json.loads(body)) == (200, {"answer": 3})
+    assert isinstance(LocalWebservice(ws, "v1svc"), Webservice)
+
+    generation = service._row["generation"]
+    service.reload()  # nothing changed: nothing restarts
+    assert service._row["generation"] == generation
+    (src / "score.py").write_text(V1_SCORE.replace("FACTOR", "10"))
+    service.reload(wait=True)
+    assert service.run(json.dumps({"data": [1, 2]})) == {"answer": 30}
+    assert service._row["generation"] == generation + 1
+
+    (src / "score.py").unlink()
+    with pytest.raises(WebserviceException, match="entry script .*score.py is gone"):
+        service.reload()
+    assert service.run(json.dumps({"data": [1]})) == {"answer": 10}  # still serving

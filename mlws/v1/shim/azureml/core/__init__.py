@@ -18,7 +18,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "ComputeTarget": "mlws.compute:ComputeTarget",
         "Dataset": "mlws.datasets:Dataset",
         "Datastore": "mlws.datastores:Datastore",
-        "Model": "mlws.models:Model",
+        "Model": "mlws.v1.serving:V1Model",
         "Webservice": "mlws.serving.service:Webservice",
         "Keyvault": "mlws.keyvault:Keyvault",
     },
