@@ -445,3 +445,58 @@ def test_v1_service_has_no_keys_and_reload_serves_the_changed_script(ws, tmp_pat
     with pytest.raises(WebserviceException, match="entry script .*score.py is gone"):
         service.reload()
     assert service.run(json.dumps({"data": [1]})) == {"answer": 10}  # still serving
+
+
+# -- 3: Docker --------------------------------------------------------------------------------------
+def test_a_run_asking_for_docker_runs_without_it_with_a_note(ws, tmp_path, monkeypatch):
+    from azureml.core import Environment, Experiment, ScriptRunConfig
+    from azureml.core.environment import DEFAULT_CPU_IMAGE as ENV_IMAGE
+    from azureml.core.environment import DockerSection
+    from azureml.core.runconfig import DEFAULT_CPU_IMAGE, DEFAULT_GPU_IMAGE, DockerConfiguration
+
+    import mlws.runconfig
+
+    assert ENV_IMAGE == DEFAULT_CPU_IMAGE and DEFAULT_GPU_IMAGE.startswith("mcr.microsoft.com/")
+    # this machine has a docker client and no daemon; the test says so whatever the machine has
+    monkeypatch.setattr(
+        mlws.runconfig, "docker_unreachable", lambda: "no Docker daemon is reachable (test)"
+    )
+    src = make_source(tmp_path, "print('ran')\n", prelude="")
+    env = Environment("dockered")
+    assert isinstance(env.docker, DockerSection) and env.docker.enabled is False
+    env.docker.enabled = True
+    env.docker.base_image = DEFAULT_CPU_IMAGE
+    exp = Experiment(ws, "docker")
+    by_env = exp.submit(ScriptRunConfig(str(src), "train.py", environment=env))
+    by_config = exp.submit(
+        ScriptRunConfig(
+            str(src), "train.py", docker_runtime_config=DockerConfiguration(use_docker=True)
+        )
+    )
+    plain = exp.submit(ScriptRunConfig(str(src), "train.py"))
+    for run in (by_env, by_config, plain):
+        _completed(run)
+    assert driver_log(by_env).splitlines()[0] == (
+        f"Note: Docker was asked for (image {DEFAULT_CPU_IMAGE}), but no Docker daemon is"
+        " reachable (test): the script ran without Docker"
+    )
+    assert driver_log(by_config).splitlines()[0].startswith("Note: Docker was asked for, but")
+    assert "ran" in driver_log(by_config) and "Docker" not in driver_log(plain)
+
+
+def test_docker_configuration_round_trips_in_a_saved_run_configuration(tmp_path):
+    from azureml.core import RunConfiguration
+    from azureml.core.runconfig import DockerConfiguration
+
+    rc = RunConfiguration()
+    rc.docker = DockerConfiguration(use_docker=True, shm_size="2g")
+    back = RunConfiguration.load(rc.save(tmp_path / "docker.yml"))
+    assert back.docker.use_docker is True and back.docker.shm_size == "2g"
+    assert RunConfiguration().docker.use_docker is False
+
+
+def test_docker_unreachable_says_why(monkeypatch):
+    import mlws.runconfig
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert mlws.runconfig.docker_unreachable() == "there is no docker command on this machine"

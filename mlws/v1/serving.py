@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..workspace import Workspace
 
 
-class LocalWebservice(Webservice):
+class V1LocalWebservice(Webservice):
     """v1's ``LocalWebservice``: ``LocalWebservice(ws, name)`` is the deployed service;
     :meth:`deploy_configuration` has keys off unless ``auth_enabled=True``."""
 

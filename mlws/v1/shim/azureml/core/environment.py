@@ -9,5 +9,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "CondaDependencies": "mlws.environments:CondaDependencies",
         "PythonSection": "mlws.environments:PythonSection",
         "DockerSection": "mlws.v1.environment:DockerSection",
+        "DEFAULT_CPU_IMAGE": "mlws.v1.cloud:DEFAULT_CPU_IMAGE",
+        "DEFAULT_GPU_IMAGE": "mlws.v1.cloud:DEFAULT_GPU_IMAGE",
     },
 )

@@ -9,9 +9,9 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "CondaDependencies": "mlws.environments:CondaDependencies",
         "DEFAULT_CPU_IMAGE": "mlws.v1.cloud:DEFAULT_CPU_IMAGE",
         "DEFAULT_GPU_IMAGE": "mlws.v1.cloud:DEFAULT_GPU_IMAGE",
+        "DockerConfiguration": "mlws.runconfig:DockerConfiguration",
     },
     missing={
-        "DockerConfiguration": "not in mlws yet (issue 12 section 2: Docker and v1 environment semantics)",
         "MpiConfiguration": "not in mlws yet (issue 12 section 4: distributed training); run one process per run",
         "PyTorchConfiguration": "not in mlws yet (issue 12 section 4: distributed training); run one process per run",
         "TensorflowConfiguration": "not in mlws yet (issue 12 section 4: distributed training); run one process per run",
