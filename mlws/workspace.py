@@ -39,7 +39,9 @@ def default_workspace_path() -> Path:
     return user_data_dir() / "default"
 
 
-def _find_config_file(start: Path) -> Path | None:
+def find_config_file(start: Path) -> Path | None:
+    """The nearest ``.mlws/config.json`` or ``.azureml/config.json`` in ``start`` or a parent
+    (``.mlws`` first in each folder), or None."""
     start = start.resolve()
     for folder in (start, *start.parents):
         for d in CONFIG_DIRS:
@@ -116,7 +118,7 @@ def find_workspace_path(path: str | os.PathLike[str] | None = None) -> tuple[Pat
     env = os.environ.get("MLWS_WORKSPACE")
     if env:
         return Path(env), True
-    cfg = _find_config_file(Path.cwd())
+    cfg = find_config_file(Path.cwd())
     if cfg is not None:
         return _config_workspace_path(cfg), True
     return default_workspace_path(), True
@@ -280,7 +282,7 @@ class Workspace:
                 return cls._open_or_create(_config_workspace_path(p))
             if (p / IDENTITY_FILE).is_file():
                 return cls(p)
-            cfg = _find_config_file(p) if p.is_dir() else None
+            cfg = find_config_file(p) if p.is_dir() else None
             if cfg is None:
                 raise WorkspaceNotFound(
                     f"no workspace or .mlws/config.json at or above {p}; run 'mlws workspace create'"

@@ -500,3 +500,34 @@ def test_docker_unreachable_says_why(monkeypatch):
 
     monkeypatch.setenv("PATH", "/nonexistent")
     assert mlws.runconfig.docker_unreachable() == "there is no docker command on this machine"
+
+
+def test_from_config_reports_the_scope_of_the_config_file(tmp_path, monkeypatch):
+    from azureml.core import Workspace
+
+    Workspace.create("scoped", show_output=False).close()
+    project = tmp_path / "project"
+    (project / ".azureml").mkdir(parents=True)
+    cfg = project / ".azureml" / "config.json"
+    cfg.write_text(
+        json.dumps(
+            {"subscription_id": "sub-9", "resource_group": "rg-9", "workspace_name": "scoped"}
+        )
+    )
+    monkeypatch.delenv("MLWS_WORKSPACE")
+    monkeypatch.chdir(project)
+    with Workspace.from_config() as ws:
+        assert (ws.name, ws.subscription_id, ws.resource_group) == ("scoped", "sub-9", "rg-9")
+    cfg.write_text(
+        json.dumps(
+            {
+                "Id": None,
+                "Scope": "/subscriptions/sub-7/resourceGroups/rg-7/providers/"
+                "Microsoft.MachineLearningServices/workspaces/scoped",
+            }
+        )
+    )
+    with Workspace.from_config(str(cfg)) as ws:
+        assert (ws.subscription_id, ws.resource_group) == ("sub-7", "rg-7")
+    with Workspace.from_config(str(ws.path)) as ws:  # a workspace folder: no config, local scope
+        assert ws.subscription_id == LOCAL_SUBSCRIPTION
