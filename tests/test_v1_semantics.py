@@ -531,3 +531,24 @@ def test_from_config_reports_the_scope_of_the_config_file(tmp_path, monkeypatch)
         assert (ws.subscription_id, ws.resource_group) == ("sub-7", "rg-7")
     with Workspace.from_config(str(ws.path)) as ws:  # a workspace folder: no config, local scope
         assert ws.subscription_id == LOCAL_SUBSCRIPTION
+
+
+def test_command_runs_get_v1_placeholders_expanded(ws, tmp_path):
+    from azureml.core import Experiment, ScriptRunConfig
+
+    src = tmp_path / "cmd-src"
+    src.mkdir()
+    (src / "echo.py").write_text("import sys\nprint('args', *sys.argv[1:])\n")
+    exp = Experiment(ws, "cmd")
+    runs = []
+    for command in (
+        [sys.executable, "echo.py", "$AML_PARAMETER_n", "${AML_PARAMETER_n}x"],
+        f"{sys.executable} echo.py $AML_PARAMETER_n",  # the shell expands it from the env
+    ):
+        config = ScriptRunConfig(str(src), command=command)
+        config.run_config.environment_variables = {"AML_PARAMETER_n": "42"}
+        runs.append(exp.submit(config))
+    for run in runs:
+        _completed(run)
+    assert "args 42 42x" in driver_log(runs[0])
+    assert "args 42" in driver_log(runs[1])

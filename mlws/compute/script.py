@@ -98,7 +98,9 @@ def script_argv(definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> 
 
     cmd = definition.get("command")
     if cmd:
-        return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
+        if isinstance(cmd, str):  # the shell expands v1's $AZUREML_* from script_env
+            return ["/bin/sh", "-c", cmd]
+        return [expand_argument(c, definition, run_dir) for c in cmd]
     return [
         definition["environment"]["interpreter"],
         definition["script"],
