@@ -5,7 +5,8 @@ with the same Python packages in pip-installable CPU builds, registered in the w
 that name the first time it is asked for (a note says so) and built by the first run that uses
 it. GPU builds become CPU ones (runs here use the CPU); PyTorch is 2.13.0, the CPU build pip
 installs from this machine's disk, whatever version the name says (other versions pull a
-multi-GB CUDA build). Only names listed here resolve; others are not found, as in v1.
+multi-GB CUDA build; checked: the pytorch-1.10 name built in 60 s and ran ``torch 2.13.0+cpu``).
+Only names listed here resolve; others are not found, as in v1.
 """
 
 from __future__ import annotations
@@ -27,11 +28,22 @@ _TORCH = ("torch==2.13.0", "numpy", "pandas")
 CURATED: dict[str, tuple[str, ...]] = {
     "AzureML-sklearn-1.5": _SKLEARN_15,
     "AzureML-sklearn-1.5-ubuntu22.04-py39-cpu": _SKLEARN_15,
-    "AzureML-sklearn-1.0-ubuntu20.04-py38-cpu": ("scikit-learn==1.1.*", "numpy", "pandas", "scipy"),
+    # numpy<2: these were built against numpy 1's C API (checked: 1.1.3 with numpy 1.26 here)
+    "AzureML-sklearn-1.0-ubuntu20.04-py38-cpu": (
+        "scikit-learn==1.1.*",
+        "numpy<2",
+        "pandas",
+        "scipy",
+    ),
     "AzureML-pytorch-1.10-ubuntu18.04-py38-cuda11-gpu": _TORCH,
     "AzureML-pytorch-1.13-ubuntu20.04-py38-cuda11.7-gpu": _TORCH,
     "AzureML-ACPT-pytorch-1.13-py38-cuda11.7-gpu": _TORCH,
-    "AzureML-lightgbm-3.3-ubuntu20.04-py38-cpu": ("lightgbm==3.3.*", "scikit-learn", "pandas"),
+    "AzureML-lightgbm-3.3-ubuntu20.04-py38-cpu": (
+        "lightgbm==3.3.*",
+        "scikit-learn",
+        "numpy<2",
+        "pandas",
+    ),
     "AzureML-Tutorial": ("scikit-learn", "numpy", "pandas", "matplotlib"),
     "AzureML-Minimal": (),
 }
