@@ -480,7 +480,12 @@ def test_a_run_asking_for_docker_runs_without_it_with_a_note(ws, tmp_path, monke
         f"Note: Docker was asked for (image {DEFAULT_CPU_IMAGE}), but no Docker daemon is"
         " reachable (test): the script ran without Docker"
     )
-    assert driver_log(by_config).splitlines()[0].startswith("Note: Docker was asked for, but")
+    # ScriptRunConfig's own environment is v1's, with v1's default image
+    assert (
+        driver_log(by_config)
+        .splitlines()[0]
+        .startswith(f"Note: Docker was asked for (image {DEFAULT_CPU_IMAGE}), but")
+    )
     assert "ran" in driver_log(by_config) and "Docker" not in driver_log(plain)
 
 
@@ -552,3 +557,37 @@ def test_command_runs_get_v1_placeholders_expanded(ws, tmp_path):
         _completed(run)
     assert "args 42 42x" in driver_log(runs[0])
     assert "args 42" in driver_log(runs[1])
+
+
+def test_v1_run_configuration_holds_an_environment_to_change_in_place(
+    ws, tmp_path, shared_package_caches
+):
+    from azureml.core import Experiment, RunConfiguration, ScriptRunConfig
+    from azureml.core.conda_dependencies import CondaDependencies
+
+    from mlws.environments import envs_dir
+
+    src = make_source(
+        tmp_path,
+        "import sys\nfrom azureml.core import Run\nRun.get_context().log('py', sys.executable)\n",
+        prelude="",
+    )
+    exp = Experiment(ws, "v1-rc")
+    # the older notebooks' form: change the run configuration's environment in place
+    rc = RunConfiguration()
+    rc.environment.python.user_managed_dependencies = False
+    rc.environment.python.conda_dependencies = CondaDependencies.create(pip_packages=["six"])
+    built = exp.submit(ScriptRunConfig(str(src), "train.py", run_config=rc))
+    # a ScriptRunConfig's own run configuration declares nothing: the submitting Python
+    plain = ScriptRunConfig(str(src), "train.py")
+    assert plain.run_config.environment.python.user_managed_dependencies is False
+    bare = exp.submit(plain)
+    by_argument = RunConfiguration(
+        conda_dependencies=CondaDependencies.create(pip_packages=["six"])
+    )
+    assert by_argument.environment.managed
+    _completed(built, timeout=300)
+    _completed(bare)
+    assert built.get_metrics()["py"].startswith(str(envs_dir()))
+    assert bare.get_metrics()["py"] == sys.executable
+    assert bare.get_details()["runDefinition"]["environment"]["managed"] is False
