@@ -17,9 +17,12 @@ from mlws.v1 import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION, add_to_sys_path
 
 
 @pytest.fixture(autouse=True)
-def azureml_importable() -> None:
-    """The layer on this process's path, as ``mlws v1 enable`` puts it (after everything)."""
+def azureml_importable(monkeypatch) -> None:
+    """The layer on this process's path, as ``mlws v1 enable`` puts it (after everything);
+    the once-per-process notes start afresh and are forgotten after the test (another test
+    in this worker process counts its own)."""
     add_to_sys_path()
+    monkeypatch.setattr("mlws.v1.names._noted", set())
 
 
 def _completed(run, timeout: float = 90) -> dict:  # noqa: ANN001 - a Run
