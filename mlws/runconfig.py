@@ -27,6 +27,76 @@ class HistoryConfiguration:
         self.output_collection = output_collection
 
 
+class DockerConfiguration:
+    """v1's ``DockerConfiguration``: whether the run's script runs in a container. mlws runs
+    scripts on the target's Python; a run asking for Docker runs without it, with a note in
+    its ``logs/driver.log`` saying why (:func:`docker_note`)."""
+
+    def __init__(
+        self,
+        use_docker: bool = False,
+        shm_size: str | None = None,
+        shared_volumes: bool = True,
+        arguments: list[str] | None = None,
+    ) -> None:
+        self.use_docker = bool(use_docker)
+        self.shm_size = shm_size
+        self.shared_volumes = shared_volumes
+        self.arguments = list(arguments or [])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section in v1's field names (``useDocker``, ...)."""
+        return {
+            "useDocker": self.use_docker,
+            "shmSize": self.shm_size,
+            "sharedVolumes": self.shared_volumes,
+            "arguments": list(self.arguments),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> DockerConfiguration:
+        """The section stored by :meth:`to_dict`; missing fields take their defaults."""
+        data = data or {}
+        return cls(
+            bool(data.get("useDocker", False)),
+            data.get("shmSize"),
+            bool(data.get("sharedVolumes", True)),
+            data.get("arguments"),
+        )
+
+
+def docker_unreachable() -> str | None:
+    """Why no Docker daemon can be used from here (no ``docker`` command, or ``docker info``
+    fails), or None when one answers."""
+    import shutil
+    import subprocess
+
+    docker = shutil.which("docker")
+    if docker is None:
+        return "there is no docker command on this machine"
+    try:
+        r = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "docker info did not answer within 10 s"
+    if r.returncode != 0:
+        return "no Docker daemon is reachable (docker info failed)"
+    return None
+
+
+def docker_note(image: str | None) -> str:
+    """The line a run that asked for Docker gets in ``logs/driver.log``: it ran without it,
+    and why (no reachable daemon; or one answers, but mlws runs no script in a container)."""
+    why = docker_unreachable() or "mlws does not run scripts in containers"
+    shown = f" (image {image})" if image else ""
+    return f"Note: Docker was asked for{shown}, but {why}: the script ran without Docker"
+
+
 class RunConfiguration:
     """How to run a script: target, environment, arguments, limits. ``save``/``load`` as YAML,
     to ``.mlws/<name>.yml`` (loads ``.azureml/<name>.runconfig`` too, v1's place)."""
@@ -51,6 +121,7 @@ class RunConfiguration:
         self.environment_variables: dict[str, str] = {}
         self.command = command
         self.history = HistoryConfiguration()
+        self.docker = DockerConfiguration()
 
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +142,7 @@ class RunConfiguration:
             "environment": env,
             "environmentVariables": dict(self.environment_variables),
             "history": {"outputCollection": self.history.output_collection},
+            "docker": self.docker.to_dict(),
         }
 
     @classmethod
@@ -96,6 +168,7 @@ class RunConfiguration:
         rc.history = HistoryConfiguration(
             bool((data.get("history") or {}).get("outputCollection", True))
         )
+        rc.docker = DockerConfiguration.from_dict(data.get("docker"))
         return rc
 
     def save(
@@ -192,6 +265,8 @@ class ScriptRunConfig:
             )
         if environment is not None:
             self.run_config.environment = environment
+        if _azure_kwargs.get("docker_runtime_config") is not None:
+            self.run_config.docker = _azure_kwargs["docker_runtime_config"]
         if max_run_duration_seconds is not None:
             self.run_config.max_run_duration_seconds = max_run_duration_seconds
         if self.script is None and self.command is None:
@@ -343,6 +418,10 @@ def submit_script(
         "outputCollection": rc.history.output_collection,
         "snapshot": {"files": snap.files, "bytes": snap.bytes, "newBytes": snap.new_bytes},
     }
+    docker = env.get("docker") or {}
+    if getattr(rc.docker, "use_docker", False) or docker.get("enabled"):
+        # Written to the run's logs/driver.log where it runs (RunSupervisor.prepare_workdir).
+        definition["notes"] = [docker_note(docker.get("baseImage"))]
     row = insert_run(
         ws,
         experiment.name,

@@ -404,11 +404,58 @@ def absolute_paths(definition: dict[str, Any], run_dir: str | os.PathLike[str]) 
     }
 
 
+#: v1's argument placeholders, which its runtime expands on the compute (AZUREML_V1.md (c)):
+#: ``$AZUREML_DATAREFERENCE_<name>`` (a data reference's or pipeline data's path),
+#: ``$AML_PARAMETER_<name>`` (a pipeline parameter), and a whole argument
+#: ``DatasetConsumptionConfig:<name>`` / ``DatasetOutputConfig:<name>``.
+_V1_VARIABLE = re.compile(
+    r"\$\{((?:AZUREML_DATAREFERENCE|AML_PARAMETER)_\w+)\}|\$((?:AZUREML_DATAREFERENCE|AML_PARAMETER)_\w+)"
+)
+_V1_PLACEHOLDER = re.compile(r"^(DatasetConsumptionConfig|DatasetOutputConfig):([A-Za-z_]\w*)$")
+
+
+def v1_data_variables(
+    definition: dict[str, Any], run_dir: str | os.PathLike[str]
+) -> dict[str, str]:
+    """``AZUREML_DATAREFERENCE_<name>`` for each of the run's inputs and outputs that has a path
+    (what v1 scripts read from their environment), plus the run's own ``AML_PARAMETER_*`` and
+    ``AZUREML_DATAREFERENCE_*`` variables (set by whoever submitted it, e.g. a pipeline step)."""
+    paths = absolute_paths(definition, run_dir)
+    found = {
+        f"AZUREML_DATAREFERENCE_{name}": str(path)
+        for kind in ("inputs", "outputs")
+        for name, path in paths[kind].items()
+    }
+    given = {
+        **((definition.get("environment") or {}).get("variables") or {}),
+        **(definition.get("environmentVariables") or {}),
+    }
+    for k, v in given.items():
+        if k.startswith(("AML_PARAMETER_", "AZUREML_DATAREFERENCE_")):
+            found[k] = str(v)
+    return found
+
+
 def expand_argument(a: Any, definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> str:
     """One argument of the script's command line: data placeholders become paths (or, for a
-    direct input, the dataset's id)."""
+    direct input, the dataset's id), and v1's placeholders (``$AZUREML_DATAREFERENCE_x``,
+    ``$AML_PARAMETER_x``, ``DatasetConsumptionConfig:x``, ``DatasetOutputConfig:x``) are
+    expanded as v1's runtime does; one naming nothing the run has is left as it is."""
     if not isinstance(a, dict):
-        return str(a)
+        text = str(a)
+        if "AZUREML_DATAREFERENCE_" in text or "AML_PARAMETER_" in text:
+            values = v1_data_variables(definition, run_dir)
+            text = _V1_VARIABLE.sub(
+                lambda m: values.get(m.group(1) or m.group(2), m.group(0)), text
+            )
+        m = _V1_PLACEHOLDER.match(text)
+        if m is None:
+            return text
+        is_input = m.group(1) == "DatasetConsumptionConfig"
+        specs = definition.get("inputs" if is_input else "outputs") or []
+        if m.group(2) not in {spec["name"] for spec in specs}:
+            return text
+        a = {"mlwsInput" if is_input else "mlwsOutput": m.group(2)}
     paths = absolute_paths(definition, run_dir)
     if "mlwsInput" in a:
         name = a["mlwsInput"]

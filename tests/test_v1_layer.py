@@ -300,9 +300,7 @@ deployment_config = LocalWebservice.deploy_configuration(port=PORT)
 service = Model.deploy(ws, "v1svc", [model], inference_config, deployment_config)
 service.wait_for_deployment(show_output=True)
 print("scored", json.dumps(service.run(json.dumps({"data": [1, 2, 3]}))))
-get = urllib.request.Request(
-    service.scoring_uri, headers={"Authorization": "Bearer " + service.get_keys()[0]}
-)
+get = urllib.request.Request(service.scoring_uri)  # v1's local service has no keys
 try:
     urllib.request.urlopen(get, timeout=10)
 except urllib.error.HTTPError as e:
