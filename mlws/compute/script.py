@@ -48,7 +48,11 @@ def script_env(
     env.pop(PATHS_ENV, None)  # a script that submits runs must not hand its own paths on
     env.pop(ENV_KEY, None)  # a run asks for secrets through its channel, never with the key
     if definition.get("dataPaths"):
-        env[PATHS_ENV] = json.dumps(absolute_paths(definition, run_dir))
+        paths = absolute_paths(definition, run_dir)
+        env[PATHS_ENV] = json.dumps(paths)
+        # v1 hands a step its data folders as $AZUREML_DATAREFERENCE_<name> too.
+        for kind in ("inputs", "outputs"):
+            env.update({f"AZUREML_DATAREFERENCE_{k}": str(v) for k, v in paths[kind].items()})
     env.update(definition["environment"].get("variables") or {})
     env.update(definition.get("environmentVariables") or {})
     env.update(
