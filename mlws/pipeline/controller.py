@@ -184,10 +184,19 @@ class PipelineController(controllers.Controller):
         return DatasetConsumptionConfig(spec["name"], ds, spec["mode"], spec["pathOnCompute"])
 
     def variables(self, step: dict[str, Any]) -> dict[str, str]:
-        """``AML_PARAMETER_<name>`` for the step's ``params`` and the pipeline's parameters."""
+        """``AML_PARAMETER_<name>`` for the step's ``params`` and the pipeline parameters it
+        uses (in its arguments or its command), as v1. Only those: a parameter a step does not
+        use must not change its fingerprint."""
         from .data import env_name, substitute
 
-        out = {f"AML_PARAMETER_{env_name(k)}": str(v) for k, v in self.values.items()}
+        texts = [a for a in step["arguments"] if isinstance(a, str)]
+        texts += [str(step.get("command") or "")] + [
+            v for v in step["params"].values() if isinstance(v, str)
+        ]
+        used = {a["param"] for a in step["arguments"] if isinstance(a, dict) and "param" in a}
+        used |= {v["param"] for v in step["params"].values() if isinstance(v, dict)}
+        used |= {n for n in self.values if any(f"$AML_PARAMETER_{env_name(n)}" in t for t in texts)}
+        out = {f"AML_PARAMETER_{env_name(k)}": str(self.values[k]) for k in sorted(used)}
         for k, v in step["params"].items():
             value = self.values[v["param"]] if isinstance(v, dict) else substitute(v, self.values)
             out[f"AML_PARAMETER_{env_name(k)}"] = str(value)
