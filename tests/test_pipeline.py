@@ -137,7 +137,9 @@ def _fan_out(ws, tmp_path, src):
     compare = PythonScriptStep(
         "compare.py", name="compare", arguments=["--a", ma, "--b", mb], **common
     )
-    return Pipeline(ws, [compare], description="fan-out")
+    pipeline = Pipeline(ws, [compare], description="fan-out")
+    assert pipeline.steps == [prep, train_a, train_b, compare]  # the closure, upstream first
+    return pipeline
 
 
 def _types(run):
@@ -248,8 +250,10 @@ def _gated(ws, src, gate, *, keep_going=False, fail=True):
     end = PythonScriptStep("wait.py", name="end", arguments=[str(gate)], source_directory=str(src))
     end.run_after(bad)
     end.run_after(slow)
+    pipeline = Pipeline(ws, [end], default_source_directory=str(src))
+    assert pipeline.steps[0] is prep
     return Experiment(ws, "gated").submit(
-        Pipeline(ws, [end], default_source_directory=str(src)),
+        pipeline,
         continue_on_step_failure=keep_going,
         regenerate_outputs=True,
     )
@@ -331,7 +335,7 @@ def test_bad_pipelines_get_one_line_and_record_nothing(ws, tmp_path):
         return PythonScriptStep("prep.py", name=name, **kw)
 
     x, y = PipelineData("x"), PipelineData("y")
-    a = step("a", inputs=[y], outputs=[x])
+    step("a", inputs=[y], outputs=[x])  # found through x
     b = step("b", inputs=[x], outputs=[y])
     orphan = PipelineData("orphan")
     cases = [
