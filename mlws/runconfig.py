@@ -318,6 +318,7 @@ def submit_script(
     from .compute import target_config
     from .errors import MlwsError
     from .keyvault import CHANNEL_ENV
+    from .lifecycle import STEP_RUN
     from .processes import process_start_time, start_detached
     from .rundata import encode_arguments
     from .runs import SCRIPT_RUN, Run, insert_run, key_values, set_status
@@ -377,7 +378,8 @@ def submit_script(
     # A launcher is worth its start only to a workspace that gets submissions in a row: warm
     # one at the second submission within a minute (a lone `mlws run submit` starts none).
     recent = ws.catalog.scalar(
-        "SELECT COUNT(*) FROM runs WHERE type = ? AND created > ?", (SCRIPT_RUN, time.time() - 60)
+        "SELECT COUNT(*) FROM runs WHERE type IN (?, ?) AND created > ?",
+        (SCRIPT_RUN, STEP_RUN, time.time() - 60),
     )
     pid = launcher.launch(ws.path, [str(ws.path), run_id], penv, warm_up=recent >= 2)
     if pid == 0:  # handed over, unanswered: the supervisor (if any) records itself

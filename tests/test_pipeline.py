@@ -290,6 +290,32 @@ def test_a_failing_step_fails_the_pipeline_unless_independent_branches_may_finis
         kill_run_processes(ws)
 
 
+def test_a_step_that_cannot_start_fails_the_pipeline_with_the_reason(ws, tmp_path):
+    src = _source(tmp_path)
+    gate = tmp_path / "gate"
+    data = write(tmp_path / "late" / "x.txt", "x")
+    first = PythonScriptStep(
+        "wait.py", name="first", arguments=[str(gate)], source_directory=str(src)
+    )
+    second = PythonScriptStep(
+        "prep.py",
+        name="second",
+        inputs=[Dataset.File.from_files(str(data)).as_named_input("late")],
+        source_directory=str(src),
+    )
+    second.run_after(first)
+    try:
+        run = Experiment(ws, "late").submit(Pipeline(ws, [second]))
+        data.unlink()  # after submit (which checked it), before the step starts
+        gate.touch()
+        assert wait_status(run, TERMINAL, timeout=30) == "Failed"
+        msg = run.get_details()["error"]["error"]["message"]
+        assert "step 'second' Failed: it could not be started" in msg and "matches no file" in msg
+        assert [s.display_name for s in run.get_steps()] == ["first"]
+    finally:
+        kill_run_processes(ws)
+
+
 def test_a_killed_controller_is_reconciled_and_cancel_starts_no_more_steps(ws, tmp_path):
     from mlws.compute import local
 

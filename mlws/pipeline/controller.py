@@ -59,6 +59,8 @@ class PipelineController(controllers.Controller):
         self.fingerprints: dict[str, str] = {}
         self.producer = {out: s["name"] for s in spec["steps"] for out in s["outputs"]}
         self.failed: list[str] = []
+        #: step name -> why it failed, for steps that failed without a run.
+        self.reasons: dict[str, str] = {}
         self.stopping = False
 
     # -- the loop ----------------------------------------------------------------------------
@@ -126,33 +128,50 @@ class PipelineController(controllers.Controller):
             left = sorted(set(self.steps) - set(self.ended))
             return "Failed", {"code": "StepsNotRun", "message": f"steps never ran: {left}"}
         first = self.failed[0]
-        row = self.ws.catalog.one("SELECT error FROM runs WHERE id = ?", (self.started[first],))
-        why = json.loads((row and row["error"]) or "{}").get("message", "no reason recorded")
+        why = self.reasons.get(first)
+        if why is None:
+            row = self.ws.catalog.one("SELECT error FROM runs WHERE id = ?", (self.started[first],))
+            why = json.loads((row and row["error"]) or "{}").get("message", "no reason recorded")
         skipped = sorted(set(self.steps) - set(self.started))
         tail = f"; not run: {', '.join(skipped)}" if skipped else ""
+        run = f" ({self.started[first]})" if self.started[first] else ""
         return "Failed", {
             "code": "StepFailed",
-            "message": f"step {first!r} {self.ended[first]} ({self.started[first]}): {why}{tail}",
+            "message": f"step {first!r} {self.ended[first]}{run}: {why}{tail}",
         }
 
     # -- one step ----------------------------------------------------------------------------
     def start(self, name: str) -> None:
-        """Reuse the step, or submit it as a child run."""
+        """Reuse the step, or submit it as a child run. A step that cannot be started (its
+        dataset matches no file now, its environment cannot be resolved) has failed."""
+        from ..errors import MlwsError
+
         step = self.steps[name]
-        fp = self.fingerprint(step)
-        if step["allowReuse"] and not self.regenerate:
-            original = reuse.find_reusable(self.ws, fp)
+        try:
+            fp = self.fingerprint(step)
+            original = None
+            if step["allowReuse"] and not self.regenerate:
+                original = reuse.find_reusable(self.ws, fp)
             if original is not None:
                 rid = reuse.reuse(self.ws, self.run.experiment.name, self.run_id, name, original)
                 self.say(f"step {name!r} reused {original['id']} as {rid}")
                 self.started[name] = rid
                 self.ended[name] = "Completed"
-                self.completed(
-                    name, self.ws.catalog.scalar("SELECT seq FROM runs WHERE id = ?", (rid,))
-                )
+                seq = self.ws.catalog.scalar("SELECT seq FROM runs WHERE id = ?", (rid,))
+                self.completed(name, seq)
                 return
-        self.fingerprints[name] = fp
-        self.started[name] = self.submit(step)
+            self.fingerprints[name] = fp
+            self.started[name] = self.submit(step)
+        except MlwsError as e:
+            self.started[name] = ""
+            self.ended[name] = "Failed"
+            self.failed.append(name)
+            self.reasons[name] = f"it could not be started: {e}"
+            self.say(f"step {name!r} could not be started: {e}")
+            if not self.keep_going:
+                self.stopping = True
+                controllers.cancel_children(self.ws, self.run_id)
+            return
         self.say(f"step {name!r} submitted as {self.started[name]}")
 
     def argument(self, a: Any, step: dict[str, Any]) -> Any:
