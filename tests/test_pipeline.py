@@ -472,5 +472,11 @@ def test_a_v1_driver_builds_and_submits_a_pipeline_that_outlives_it(ws, tmp_path
         assert show.get_metrics()["words"] == 4
         assert "tag v1 param q from True" in show.get_job_log()
         assert json.loads(run.get_properties()["azureml.parameters"]) == {"tag": "v1"}
+        # gc keeps the manifest the step was given (its files are the producer's run files).
+        from mlws.maintenance import fsck, gc
+
+        given = json.loads(show._row["definition"])["inputs"][0]["manifest"]
+        gc(ws, grace_s=0)
+        assert ws.blobs.has(given) and fsck(ws).ok
     finally:
         kill_run_processes(ws)
