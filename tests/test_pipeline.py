@@ -374,6 +374,18 @@ def test_bad_pipelines_get_one_line_and_record_nothing(ws, tmp_path):
             "no parameter 'kk'; its parameters: k",
         ),
         (Pipeline(ws, [step("c"), step("c")]), {}, "two steps are named 'c'"),
+        (Pipeline(ws, [step("c", inputs=["raw.csv"])]), {}, "an input is PipelineData or a"),
+        (
+            Pipeline(
+                ws,
+                [
+                    step("c", arguments=[PipelineParameter("k", 1)]),
+                    step("d", arguments=[PipelineParameter("k", 2)]),
+                ],
+            ),
+            {},
+            "two PipelineParameters are named 'k' with different defaults (1, 2)",
+        ),
         (
             Pipeline(ws, [PythonScriptStep("nope.py", source_directory=str(src))]),
             {},

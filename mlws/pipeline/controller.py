@@ -57,7 +57,6 @@ class PipelineController(controllers.Controller):
         self.data: dict[str, str] = {}
         #: step name -> fingerprint, for the steps that were run (recorded when they complete).
         self.fingerprints: dict[str, str] = {}
-        self.producer = {out: s["name"] for s in spec["steps"] for out in s["outputs"]}
         self.failed: list[str] = []
         #: step name -> why it failed, for steps that failed without a run.
         self.reasons: dict[str, str] = {}

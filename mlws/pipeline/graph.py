@@ -100,8 +100,11 @@ class Pipeline:
         :raises PipelineValidationError: the first problem found, in one line.
         """
         from ..compute import target_config
+        from ..datasets import AbstractDataset
+        from ..datastores import DataReference
         from ..errors import ComputeTargetException
         from ..runconfig import ScriptRunConfig
+        from ..rundata import DatasetConsumptionConfig, OutputFileDatasetConfig
 
         steps = self.steps
         in_graph = set(map(id, steps))
@@ -119,12 +122,24 @@ class Pipeline:
                         f"two different PipelineData are named {d.name!r}; give each its own name"
                     )
             for a in [*s.arguments, *s.inputs]:
-                if type(a).__name__ in ("OutputFileDatasetConfig", "DataReference"):
+                if isinstance(a, (OutputFileDatasetConfig, DataReference)):
                     raise PipelineValidationError(
                         f"step {s.name!r}: {type(a).__name__} is not supported in a pipeline yet;"
                         " pass data between steps with PipelineData"
                     )
+            for a in s.inputs:
+                if not isinstance(a, (PipelineData, DatasetConsumptionConfig, AbstractDataset)):
+                    raise PipelineValidationError(
+                        f"step {s.name!r}: an input is PipelineData or a dataset, got {a!r}"
+                    )
         known = self.parameters()
+        for s in steps:
+            for p in s.parameters():
+                if p is not known[p.name] and p.default_value != known[p.name].default_value:
+                    raise PipelineValidationError(
+                        f"two PipelineParameters are named {p.name!r} with different defaults"
+                        f" ({known[p.name].default_value!r}, {p.default_value!r})"
+                    )
         unknown = sorted(set(pipeline_parameters or {}) - set(known))
         if unknown:
             raise PipelineValidationError(
