@@ -108,9 +108,16 @@ class PipelineRun(Run):
 
     RUN_TYPE = "azureml.PipelineRun"
 
+    def get_children(self, *args: Any, **kwargs: Any) -> list[StepRun]:  # type: ignore[override]
+        """The step runs (as ``Run.get_children``, each a :class:`StepRun`), oldest first."""
+        return [
+            StepRun(self.experiment, c.id, _row=c._row)
+            for c in super().get_children(*args, **kwargs)
+        ]
+
     def get_steps(self) -> list[StepRun]:
         """The step runs (run or reused), in the order they were started."""
-        return [StepRun(self.experiment, c.id, _row=c._row) for c in self.get_children()]
+        return self.get_children()
 
     def find_step_run(self, name: str) -> list[StepRun]:
         """The runs of the step named ``name`` (a list, as v1)."""
