@@ -261,6 +261,10 @@ class PipelineController(controllers.Controller):
         rc = RunConfiguration.from_dict(step["runConfig"])
         rc.arguments = [self.argument(a, step) for a in step["arguments"]]
         rc.environment_variables = {**rc.environment_variables, **self.variables(step)}
+        if step["outputs"] and not rc.history.output_collection:
+            # PipelineData lives in outputs/: without collection the next steps would get nothing.
+            self.say(f"step {step['name']!r}: outputs are collected (it writes PipelineData)")
+            rc.history.output_collection = True
         in_args = {
             a.get("data") or a.get("dataset") for a in step["arguments"] if isinstance(a, dict)
         }
