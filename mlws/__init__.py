@@ -25,6 +25,13 @@ _EXPORTS = {
     "MlwsError": "errors",
     "Model": "models",
     "OutputFileDatasetConfig": "rundata",
+    "Pipeline": "pipeline",
+    "PipelineData": "pipeline",
+    "PipelineParameter": "pipeline",
+    "PipelineRun": "pipeline",
+    "PythonScriptStep": "pipeline",
+    "CommandStep": "pipeline",
+    "StepRun": "pipeline",
     "Run": "runs",
     "RunConfiguration": "runconfig",
     "RunNotFound": "errors",
@@ -51,6 +58,13 @@ __all__ = [
     "MlwsError",
     "Model",
     "OutputFileDatasetConfig",
+    "Pipeline",
+    "PipelineData",
+    "PipelineParameter",
+    "PipelineRun",
+    "PythonScriptStep",
+    "CommandStep",
+    "StepRun",
     "Run",
     "RunConfiguration",
     "RunNotFound",
@@ -93,6 +107,15 @@ if TYPE_CHECKING:
     from .experiments import Experiment
     from .functions import FunctionRunConfig, get_result, run_parallel
     from .models import Model
+    from .pipeline import (
+        CommandStep,
+        Pipeline,
+        PipelineData,
+        PipelineParameter,
+        PipelineRun,
+        PythonScriptStep,
+        StepRun,
+    )
     from .runconfig import RunConfiguration, ScriptRunConfig
     from .rundata import DatasetConsumptionConfig, OutputFileDatasetConfig
     from .runs import Run

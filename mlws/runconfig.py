@@ -369,12 +369,17 @@ def submit_script(
     parent_id: str | None = None,
     properties: dict[str, Any] | None = None,
     snapshot: Any = None,
+    run_type: str | None = None,
+    display_name: str | None = None,
+    data: list[Any] | None = None,
 ) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``).
     ``progress(done, total)``: the snapshot's files as they are read (see ``take_snapshot``).
     ``parent_id``/``properties``: a sweep's trial is a child run with its hyperparameters;
     ``snapshot``: a :class:`~mlws.snapshots.Snapshot` taken already (a sweep's, once for all
-    its trials) instead of a new one.
+    its trials) instead of a new one. ``run_type``: the run's type (default
+    ``azureml.scriptrun``; a pipeline's step is ``azureml.StepRun``); ``data``: inputs and
+    outputs the script finds by name, not in its arguments (see ``rundata.encode_arguments``).
 
     The run is driven by a detached supervising process (``python -m mlws.compute.supervisor``,
     see :mod:`mlws.compute.supervisor`) in a new session, so it survives the submitter.
@@ -388,6 +393,7 @@ def submit_script(
     from .compute import target_config
     from .errors import MlwsError
     from .keyvault import CHANNEL_ENV
+    from .lifecycle import STEP_RUN
     from .processes import process_start_time, start_detached
     from .rundata import encode_arguments
     from .runs import SCRIPT_RUN, Run, insert_run, key_values, set_status
@@ -398,7 +404,7 @@ def submit_script(
     tags = key_values(tags, "tag")  # checked before the snapshot stores anything
     target_type, _ = target_config(ws, rc.target)
     src, script = config.validate()
-    arguments, inputs, outputs = encode_arguments(ws, rc.arguments)
+    arguments, inputs, outputs = encode_arguments(ws, rc.arguments, data or ())
     # An ssh host has its own interpreters: the environment is resolved there.
     env = environment_definition(ws, rc.environment, on_this_machine=target_type != "ssh")
     snap = snapshot if snapshot is not None else take_snapshot(ws.blobs, src, progress=progress)
@@ -425,9 +431,10 @@ def submit_script(
     row = insert_run(
         ws,
         experiment.name,
-        run_type=SCRIPT_RUN,
+        run_type=run_type or SCRIPT_RUN,
         status="NotStarted",
         parent_id=parent_id,
+        display_name=display_name,
         fields={
             "snapshot": snap.manifest,
             "definition": json.dumps(definition),
@@ -450,7 +457,8 @@ def submit_script(
     # A launcher is worth its start only to a workspace that gets submissions in a row: warm
     # one at the second submission within a minute (a lone `mlws run submit` starts none).
     recent = ws.catalog.scalar(
-        "SELECT COUNT(*) FROM runs WHERE type = ? AND created > ?", (SCRIPT_RUN, time.time() - 60)
+        "SELECT COUNT(*) FROM runs WHERE type IN (?, ?) AND created > ?",
+        (SCRIPT_RUN, STEP_RUN, time.time() - 60),
     )
     pid = launcher.launch(ws.path, [str(ws.path), run_id], penv, warm_up=recent >= 2)
     if pid == 0:  # handed over, unanswered: the supervisor (if any) records itself

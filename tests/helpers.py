@@ -264,3 +264,37 @@ def assert_a_sweep_runs_on(ws, tmp_path: Path, target: str) -> None:  # noqa: AN
     assert {t.get_details()["target"] for t in trials} == {target}
     best = sweep.get_best_run_by_primary_metric()
     assert best is not None and best.get_metrics() == {"acc": 0.8}
+
+
+def assert_a_pipeline_runs_on(ws, tmp_path: Path, target: str) -> None:  # noqa: ANN001 - a Workspace
+    """A two-step pipeline on ``target``: the first step writes PipelineData there, the second
+    reads it (a read-only copy) and logs what it found; both Completed on ``target``."""
+    from mlws import Experiment
+    from mlws.pipeline import Pipeline, PipelineData, PythonScriptStep
+
+    src = tmp_path / "pipe"
+    src.mkdir()
+    (src / "write.py").write_text(
+        "import os, sys\nos.makedirs(sys.argv[1], exist_ok=True)\n"
+        "open(os.path.join(sys.argv[1], 'n.txt'), 'w').write('7')\n"
+    )
+    (src / "read.py").write_text(
+        "import os, sys\nfrom mlws import Run\n"
+        "n = int(open(os.path.join(sys.argv[1], 'n.txt')).read())\n"
+        "Run.get_context().log('n', n)\n"
+        "Run.get_context().log('same', int(os.environ['AZUREML_DATAREFERENCE_d'] == sys.argv[1]))\n"
+    )
+    d = PipelineData("d")
+    write_step = PythonScriptStep(
+        "write.py", arguments=[d], outputs=[d], compute_target=target, source_directory=str(src)
+    )
+    read_step = PythonScriptStep(
+        "read.py", arguments=[d], inputs=[d], compute_target=target, source_directory=str(src)
+    )
+    assert Pipeline(ws, [read_step]).steps == [write_step, read_step]
+    run = Experiment(ws, "pipe").submit(Pipeline(ws, [read_step]), regenerate_outputs=True)
+    details = run.wait_for_completion(show_output=False, timeout_seconds=90, raise_on_error=False)
+    steps = run.get_steps()
+    assert details["status"] == "Completed", [s.get_details() for s in steps]
+    assert {s.get_details()["target"] for s in steps} == {target}
+    assert run.find_step_run("read.py")[0].get_metrics() == {"n": 7, "same": 1}

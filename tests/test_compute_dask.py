@@ -23,6 +23,7 @@ import pytest
 from helpers import (
     SCRIPT_PRELUDE,
     V1_TRAIN,
+    assert_a_pipeline_runs_on,
     assert_a_sweep_runs_on,
     kill_run_processes,
     processes_of_test,
@@ -335,6 +336,14 @@ def test_a_sweeps_trials_run_on_dask(
     """HyperDrive trials are script runs on the sweep's target: here, a Dask cluster."""
     dask_target()
     assert_a_sweep_runs_on(ws, tmp_path, "cpu")
+
+
+def test_a_pipelines_steps_run_on_dask(
+    ws: Workspace, tmp_path: Path, dask_target: Callable[..., AmlCompute]
+) -> None:
+    """Pipeline steps are script runs on their target, PipelineData passed between them."""
+    dask_target()
+    assert_a_pipeline_runs_on(ws, tmp_path, "cpu")
 
 
 @pytest.mark.timeout(90)

@@ -33,6 +33,7 @@ import pytest
 from helpers import (
     SCRIPT_PRELUDE,
     V1_TRAIN,
+    assert_a_pipeline_runs_on,
     assert_a_sweep_runs_on,
     kill_run_processes,
     wait_until,
@@ -276,6 +277,13 @@ def test_a_sweeps_trials_run_on_ssh_hosts(
 ) -> None:
     """HyperDrive trials are script runs on the sweep's target: here, an ssh target's hosts."""
     assert_a_sweep_runs_on(ws, tmp_path, "lab")
+
+
+def test_a_pipelines_steps_run_on_ssh_hosts(
+    ws: Workspace, tmp_path: Path, lab: RemoteCompute
+) -> None:
+    """Pipeline steps are script runs on their target, PipelineData passed between them."""
+    assert_a_pipeline_runs_on(ws, tmp_path, "lab")
 
 
 # -- 2. two hosts, one run each ------------------------------------------------------------------------

@@ -108,9 +108,9 @@ def test_missing_v1_names_raise_a_clear_import_error_never_attribute_error():
     code = textwrap.dedent(
         """
         import importlib
-        for mod, name in [("azureml.pipeline.core", "Pipeline"),
-                          ("azureml.pipeline.steps", "PythonScriptStep"),
-                          ("azureml.pipeline.core.graph", "PipelineParameter"),
+        for mod, name in [("azureml.pipeline.core", "PublishedPipeline"),
+                          ("azureml.pipeline.steps", "ParallelRunStep"),
+                          ("azureml.pipeline.core.schedule", "Schedule"),
                           ("azureml.core.runconfig", "PyTorchConfiguration"),
                           ("azureml.core.compute", "AksCompute")]:
             try:
@@ -124,7 +124,7 @@ def test_missing_v1_names_raise_a_clear_import_error_never_attribute_error():
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 5
-    assert "no pipelines yet" in lines[0] and "Experiment.submit" in lines[0]
+    assert "not in mlws yet" in lines[0] and "PythonScriptStep" in lines[0]
     assert "distributed training" in lines[3]
     assert "Kubernetes" in lines[4]
 
