@@ -25,13 +25,13 @@ _EXPORTS = {
     "MlwsError": "errors",
     "Model": "models",
     "OutputFileDatasetConfig": "rundata",
-    "Pipeline": "pipeline",
-    "PipelineData": "pipeline",
-    "PipelineParameter": "pipeline",
-    "PipelineRun": "pipeline",
-    "PythonScriptStep": "pipeline",
-    "CommandStep": "pipeline",
-    "StepRun": "pipeline",
+    "Pipeline": "pipelines",
+    "PipelineData": "pipelines",
+    "PipelineParameter": "pipelines",
+    "PipelineRun": "pipelines",
+    "PythonScriptStep": "pipelines",
+    "CommandStep": "pipelines",
+    "StepRun": "pipelines",
     "Run": "runs",
     "RunConfiguration": "runconfig",
     "RunNotFound": "errors",
@@ -107,7 +107,7 @@ if TYPE_CHECKING:
     from .experiments import Experiment
     from .functions import FunctionRunConfig, get_result, run_parallel
     from .models import Model
-    from .pipeline import (
+    from .pipelines import (
         CommandStep,
         Pipeline,
         PipelineData,

@@ -1,5 +1,5 @@
 """Controllers: the detached processes that drive a parent run's children to an end -- a
-HyperDrive sweep (:mod:`mlws.hyperdrive.controller`) and a pipeline (:mod:`mlws.pipeline.controller`).
+HyperDrive sweep (:mod:`mlws.hyperdrive.controller`) and a pipeline (:mod:`mlws.pipelines.controller`).
 
 The protocol, the same for both:
 

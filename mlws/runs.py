@@ -55,9 +55,9 @@ if TYPE_CHECKING:
 #: The class of a run by its type, where it is not ``Run`` (imported when such a run is read).
 RUN_CLASSES = {
     "hyperdrive": "mlws.hyperdrive.run:HyperDriveRun",
-    "azureml.PipelineRun": "mlws.pipeline.run:PipelineRun",
-    "azureml.StepRun": "mlws.pipeline.run:StepRun",
-    "azureml.ReusedStepRun": "mlws.pipeline.run:StepRun",
+    "azureml.PipelineRun": "mlws.pipelines.run:PipelineRun",
+    "azureml.StepRun": "mlws.pipelines.run:StepRun",
+    "azureml.ReusedStepRun": "mlws.pipelines.run:StepRun",
 }
 
 

@@ -270,7 +270,7 @@ def assert_a_pipeline_runs_on(ws, tmp_path: Path, target: str) -> None:  # noqa:
     """A two-step pipeline on ``target``: the first step writes PipelineData there, the second
     reads it (a read-only copy) and logs what it found; both Completed on ``target``."""
     from mlws import Experiment
-    from mlws.pipeline import Pipeline, PipelineData, PythonScriptStep
+    from mlws.pipelines import Pipeline, PipelineData, PythonScriptStep
 
     src = tmp_path / "pipe"
     src.mkdir()

@@ -25,7 +25,7 @@ from helpers import (
 
 from mlws import Dataset, Experiment
 from mlws.errors import ActivityFailedException, PipelineValidationError, UserErrorException
-from mlws.pipeline import (
+from mlws.pipelines import (
     CommandStep,
     Pipeline,
     PipelineData,

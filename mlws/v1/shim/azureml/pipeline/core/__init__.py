@@ -1,25 +1,25 @@
-"""``azureml.pipeline.core`` (v1): mlws's pipelines (``mlws.pipeline``)."""
+"""``azureml.pipeline.core`` (v1): mlws's pipelines (``mlws.pipelines``)."""
 
 from mlws.v1.names import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "Pipeline": "mlws.pipeline:Pipeline",
-        "PipelineData": "mlws.pipeline:PipelineData",
-        "PipelineParameter": "mlws.pipeline:PipelineParameter",
-        "PublishedPipeline": "mlws.pipeline:PublishedPipeline",
-        "PipelineEndpoint": "mlws.pipeline:PipelineEndpoint",
-        "PipelineRun": "mlws.pipeline:PipelineRun",
-        "StepRun": "mlws.pipeline:StepRun",
-        "Schedule": "mlws.pipeline:Schedule",
-        "ScheduleRecurrence": "mlws.pipeline:ScheduleRecurrence",
-        "StepSequence": "mlws.pipeline:StepSequence",
-        "TrainingOutput": "mlws.pipeline:TrainingOutput",
-        "PipelineDataset": "mlws.pipeline:PipelineDataset",
-        "PortDataReference": "mlws.pipeline:PortDataReference",
-        "OutputPortBinding": "mlws.pipeline:OutputPortBinding",
-        "InputPortBinding": "mlws.pipeline:InputPortBinding",
+        "Pipeline": "mlws.pipelines:Pipeline",
+        "PipelineData": "mlws.pipelines:PipelineData",
+        "PipelineParameter": "mlws.pipelines:PipelineParameter",
+        "PublishedPipeline": "mlws.pipelines:PublishedPipeline",
+        "PipelineEndpoint": "mlws.pipelines:PipelineEndpoint",
+        "PipelineRun": "mlws.pipelines:PipelineRun",
+        "StepRun": "mlws.pipelines:StepRun",
+        "Schedule": "mlws.pipelines:Schedule",
+        "ScheduleRecurrence": "mlws.pipelines:ScheduleRecurrence",
+        "StepSequence": "mlws.pipelines:StepSequence",
+        "TrainingOutput": "mlws.pipelines:TrainingOutput",
+        "PipelineDataset": "mlws.pipelines:PipelineDataset",
+        "PortDataReference": "mlws.pipelines:PortDataReference",
+        "OutputPortBinding": "mlws.pipelines:OutputPortBinding",
+        "InputPortBinding": "mlws.pipelines:InputPortBinding",
     },
     unavailable="not in mlws yet: its pipelines have Pipeline, PythonScriptStep, CommandStep, PipelineData, PipelineParameter, PipelineRun and StepRun; published pipelines, endpoints, schedules and ParallelRunStep come later (issue 13)",
 )

@@ -5,8 +5,8 @@ from mlws.v1.names import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "PipelineParameter": "mlws.pipeline:PipelineParameter",
-        "PipelineData": "mlws.pipeline:PipelineData",
+        "PipelineParameter": "mlws.pipelines:PipelineParameter",
+        "PipelineData": "mlws.pipelines:PipelineData",
     },
     unavailable="not in mlws yet: its pipelines have Pipeline, PythonScriptStep, CommandStep, PipelineData, PipelineParameter, PipelineRun and StepRun; published pipelines, endpoints, schedules and ParallelRunStep come later (issue 13)",
 )

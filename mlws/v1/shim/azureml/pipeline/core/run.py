@@ -5,7 +5,7 @@ from mlws.v1.names import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "PipelineRun": "mlws.pipeline:PipelineRun",
-        "StepRun": "mlws.pipeline:StepRun",
+        "PipelineRun": "mlws.pipelines:PipelineRun",
+        "StepRun": "mlws.pipelines:StepRun",
     },
 )

@@ -5,8 +5,8 @@ from mlws.v1.names import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "Schedule": "mlws.pipeline:Schedule",
-        "ScheduleRecurrence": "mlws.pipeline:ScheduleRecurrence",
+        "Schedule": "mlws.pipelines:Schedule",
+        "ScheduleRecurrence": "mlws.pipelines:ScheduleRecurrence",
     },
     unavailable="not in mlws yet: its pipelines have Pipeline, PythonScriptStep, CommandStep, PipelineData, PipelineParameter, PipelineRun and StepRun; published pipelines, endpoints, schedules and ParallelRunStep come later (issue 13)",
 )

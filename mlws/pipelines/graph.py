@@ -11,7 +11,7 @@ raises :class:`~mlws.errors.PipelineValidationError` (one line) and records noth
 continue_on_step_failure=...)`` validates, snapshots every step's source folder (each folder
 once: the steps run the code as it was at submit), records the pipeline run
 (``azureml.PipelineRun``, its graph in the run's definition) and starts its controller
-(:mod:`mlws.pipeline.controller`); it returns a :class:`~mlws.pipeline.run.PipelineRun` at once.
+(:mod:`mlws.pipelines.controller`); it returns a :class:`~mlws.pipelines.run.PipelineRun` at once.
 """
 
 from __future__ import annotations
@@ -386,6 +386,6 @@ def submit_pipeline(
             "azureml.pipelineComponent": "pipelinerun",
         },
     )
-    start_controller(experiment, row["id"], "mlws.pipeline.controller", "the pipeline")
+    start_controller(experiment, row["id"], "mlws.pipelines.controller", "the pipeline")
     row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (row["id"],))
     return PipelineRun(experiment, row["id"], _row=row)

@@ -1,5 +1,5 @@
 """The pipeline controller: the detached process that runs one pipeline's graph to its end
-(``python -m mlws.pipeline.controller <workspace> <run id>``; the protocol it shares with the
+(``python -m mlws.pipelines.controller <workspace> <run id>``; the protocol it shares with the
 sweep controller -- claim, reconcile on death, cancel -- is :mod:`mlws.controllers`).
 
 It reads the graph from the pipeline run's definition and loops:
@@ -298,7 +298,7 @@ class PipelineController(controllers.Controller):
 
 
 def main(argv: list[str]) -> int:
-    """``python -m mlws.pipeline.controller WORKSPACE RUN_ID``."""
+    """``python -m mlws.pipelines.controller WORKSPACE RUN_ID``."""
     return controllers.main(argv, PipelineController, "the pipeline")
 
 

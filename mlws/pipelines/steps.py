@@ -1,7 +1,7 @@
 """A pipeline's steps: ``PythonScriptStep`` (a script with arguments) and ``CommandStep`` (a
 command line), each run as a child run of the pipeline on its own compute target.
 
-A step's data: ``inputs`` are :class:`~mlws.pipeline.data.PipelineData` written by another
+A step's data: ``inputs`` are :class:`~mlws.pipelines.data.PipelineData` written by another
 step, or datasets (``ds.as_named_input("raw")``, ``.as_mount()``, ``.as_download()``);
 ``outputs`` are the ``PipelineData`` it writes. Either may also appear in ``arguments``, where
 the script gets a path (a ``PipelineData`` in the arguments that the step does not list among
