@@ -30,6 +30,7 @@ PYC := @$(BIN)/python -m compileall -q mlws >/dev/null
 demo: $(STAMP)
 	$(PYC)
 	$(BIN)/python examples/quickstart/driver.py
+	$(BIN)/python examples/pipeline/driver.py
 
 # Three workers, a test file each at a time (most tests wait on subprocesses, sshd or Dask rather
 # than the CPU: on 2 cores 1,080 s of tests took 377 s with three workers, about 540 s with two);

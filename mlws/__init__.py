@@ -26,6 +26,13 @@ _EXPORTS = {
     "Model": "models",
     "MpiConfiguration": "distributed",
     "OutputFileDatasetConfig": "rundata",
+    "Pipeline": "pipelines",
+    "PipelineData": "pipelines",
+    "PipelineParameter": "pipelines",
+    "PipelineRun": "pipelines",
+    "PythonScriptStep": "pipelines",
+    "CommandStep": "pipelines",
+    "StepRun": "pipelines",
     "PyTorchConfiguration": "distributed",
     "Run": "runs",
     "RunConfiguration": "runconfig",
@@ -55,6 +62,13 @@ __all__ = [
     "Model",
     "MpiConfiguration",
     "OutputFileDatasetConfig",
+    "Pipeline",
+    "PipelineData",
+    "PipelineParameter",
+    "PipelineRun",
+    "PythonScriptStep",
+    "CommandStep",
+    "StepRun",
     "PyTorchConfiguration",
     "Run",
     "RunConfiguration",
@@ -100,6 +114,15 @@ if TYPE_CHECKING:
     from .experiments import Experiment
     from .functions import FunctionRunConfig, get_result, run_parallel
     from .models import Model
+    from .pipelines import (
+        CommandStep,
+        Pipeline,
+        PipelineData,
+        PipelineParameter,
+        PipelineRun,
+        PythonScriptStep,
+        StepRun,
+    )
     from .runconfig import RunConfiguration, ScriptRunConfig
     from .rundata import DatasetConsumptionConfig, OutputFileDatasetConfig
     from .runs import Run

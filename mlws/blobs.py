@@ -12,19 +12,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import stat
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from .dirs import new_file_mode, write_atomic
+from .dirs import new_file_mode
 from .durable import sync_paths
-from .errors import BlobCorrupted, BlobNotFound, LockTimeout, UserErrorException
+from .errors import BlobCorrupted, BlobNotFound, UserErrorException
 from .fileops import (  # noqa: F401 - hash_file: one hash, here and on ssh hosts
     ALGORITHM,
     gather,
@@ -37,6 +35,7 @@ from .filetree import (  # noqa: F401 - copy_file, plan_writes: imported from he
     plan_writes,
     write_all,
 )
+from .gclock import GcGate
 from .manifests import (  # noqa: F401 - the manifest names other modules import from here
     Entry,
     bad_names,
@@ -53,38 +52,12 @@ _CHUNK = 1 << 20
 _SMALL = 1 << 20
 
 
-#: How long a snapshot waits for a gc, and a gc for snapshots in progress, in seconds.
-GC_WAIT_S = 600.0
-
-
-def wait_for_lock(
-    acquire: Callable[..., Any],
-    waiting: Callable[[], str],
-    timed_out: Callable[[], str],
-    timeout: float | None = None,
-) -> None:
-    """Take a lock with ``acquire(timeout=...)``: at once if it is free; else say ``waiting()``
-    once on stderr (a silent ten-minute wait looks like a hang) and wait up to ``timeout``
-    seconds (default :data:`GC_WAIT_S`), then raise :class:`LockTimeout` with ``timed_out()``."""
-    from filelock import Timeout
-
-    try:
-        acquire(timeout=0)
-        return
-    except Timeout:
-        pass
-    print(waiting(), file=sys.stderr, flush=True)
-    try:
-        acquire(timeout=GC_WAIT_S if timeout is None else timeout)
-    except Timeout:
-        raise LockTimeout(timed_out()) from None
-
-
 class BlobStore:
     """The blob folder of one workspace."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self.gate = GcGate(self.root)
         self._dir = self.root / ALGORITHM
         self._prefix = str(self._dir) + os.sep
         # digest -> temp file written inside batch(), installed when the batch ends
@@ -130,109 +103,18 @@ class BlobStore:
             except OSError:
                 pass
 
-    # -- coordination with gc ---------------------------------------------------------------------
-    def _rwlock(self) -> Any:
-        from filelock import ReadWriteLock
+    # -- coordination with gc (see mlws.gclock) ----------------------------------------------------
+    def shared(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the store against gc while storing or re-using blobs: :meth:`GcGate.shared`."""
+        return self.gate.shared()
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / ".gc.lock"
-        if not path.exists():
-            # Every user of a shared workspace takes this lock (it is an SQLite file, opened for
-            # writing; its journals get its mode): as writable as the blob folder, whoever's
-            # umask made it first. filelock itself would make it 0600, locking others out.
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-                try:
-                    os.fchmod(fd, stat.S_IMODE(os.stat(self.root).st_mode) & 0o666)
-                finally:
-                    os.close(fd)
-            except FileExistsError:
-                pass
-        # One instance per hold (not a per-path singleton), so threads wait on each other too.
-        return ReadWriteLock(str(path), timeout=600, is_singleton=False)
-
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        """Held by every writer while it stores or re-uses blobs (each ``put_*``, a whole
-        ``batch()``, a snapshot): gc (exclusive) waits for them, and they for gc.
-
-        Why this is enough: a blob re-used under this hold is touched (its mtime made now) or,
-        in a snapshot, named by a manifest written under it, so once the hold ends gc's grace
-        keeps it until the catalog row that references it is committed -- the same protection
-        a freshly written blob has. Without the hold, gc could see the blob old, the writer
-        touch and re-use it, and gc delete it (a re-registered model lost its file).
-
-        Re-entrant per thread: a nested hold (a put inside a batch inside a snapshot) only
-        counts, because a second read lock on the same file would queue behind a waiting gc
-        that itself waits for the outer hold.
-
-        :raises LockTimeout: a gc held the store for over :data:`GC_WAIT_S` seconds.
-        """
-        holds = _thread_holds()
-        key = f"{os.getpid()}:{self.root}"  # a forked child holds nothing of its parent's
-        if holds.get(key, 0) > 0:
-            holds[key] += 1
-            try:
-                yield
-            finally:
-                holds[key] -= 1
-            return
-        lock = self._rwlock()
-        wait_for_lock(
-            lock.acquire_read,
-            lambda: f"waiting for gc{self.gc_holder()}...",
-            lambda: (
-                f"gc{self.gc_holder()} has held the blob store of {self.root.parent} for"
-                f" over {GC_WAIT_S:.0f} s; try again when it has ended"
-            ),
-        )
-        try:
-            holds[key] = 1
-            try:
-                yield
-            finally:
-                holds.pop(key, None)
-                lock.release()
-        finally:
-            lock.close()
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Held by gc while it deletes blobs; bumps the gc generation first, and names its
-        process in ``.gc-owner`` for whoever waits (see :meth:`gc_holder`).
-
-        :raises LockTimeout: snapshots held the store for over :data:`GC_WAIT_S` seconds.
-        """
-        lock = self._rwlock()
-        wait_for_lock(
-            lock.acquire_write,
-            lambda: "gc: waiting for snapshots in progress...",
-            lambda: (
-                f"gc waited over {GC_WAIT_S:.0f} s for snapshots in progress in"
-                f" {self.root.parent}; try again when they have ended"
-            ),
-        )
-        owner = self.root / ".gc-owner"
-        try:
-            import socket
-
-            gen = self.gc_generation() + 1
-            write_atomic(self.root / "gc-generation", f"{gen}\n")
-            write_atomic(owner, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-            yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                owner.unlink()
-            lock.release()
-            lock.close()
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the store for gc's deletions: :meth:`GcGate.exclusive`."""
+        return self.gate.exclusive()
 
     def gc_holder(self) -> str:
         """`` (pid N on HOST)`` of the gc holding the store, or ``""`` when not known."""
-        try:
-            owner = json.loads((self.root / ".gc-owner").read_text())
-            return f" (pid {int(owner['pid'])} on {owner['host']})"
-        except (OSError, ValueError, TypeError, KeyError):
-            return ""
+        return self.gate.holder()
 
     def identity(self) -> str:
         """A random id of this store, made on first use: a store re-created at the same path
@@ -258,10 +140,7 @@ class BlobStore:
 
     def gc_generation(self) -> int:
         """How many times gc has run on this store; blobs seen present since are still there."""
-        try:
-            return int((self.root / "gc-generation").read_text())
-        except (FileNotFoundError, ValueError):
-            return 0
+        return self.gate.generation()
 
     def has(self, digest: str) -> bool:
         """Whether the blob is stored, counting one written in the current :meth:`batch`. It does
@@ -428,17 +307,9 @@ class BlobStore:
                 return [one(i) for i in range(len(paths))]
             from concurrent.futures import ThreadPoolExecutor
 
-            # The workers run under this thread's gc hold (the batch's): shared() is
-            # re-entrant per thread only, so they are given the hold explicitly.
-            key = f"{os.getpid()}:{self.root}"
-
             def held(part: range) -> list[tuple[str, int, bool] | OSError]:
-                holds = _thread_holds()
-                holds[key] = holds.get(key, 0) + 1
-                try:
+                with self.gate.lent():  # the workers run under this thread's (the batch's) hold
                     return [one(i) for i in part]
-                finally:
-                    holds[key] -= 1
 
             # Measured on 2 CPUs, 10,000 files of 10 kB: 8 threads keep the creates
             # overlapped; more only add switching. Parts of 32 files: a future per file
@@ -761,18 +632,6 @@ def _corrupted(digest: str, actual: str, what: str = "") -> BlobCorrupted:
         f"blob {digest}{what} is corrupted (its bytes hash to {actual}); nothing was handed"
         " out; run 'mlws fsck' and restore or re-create it"
     )
-
-
-_holds = threading.local()
-
-
-def _thread_holds() -> dict[str, int]:
-    """This thread's shared gc holds: store root -> depth."""
-    try:
-        return _holds.by_root  # type: ignore[no-any-return]
-    except AttributeError:
-        _holds.by_root = {}
-        return _holds.by_root  # type: ignore[no-any-return]
 
 
 def _unlink_quiet(path: str) -> None:

@@ -1,8 +1,8 @@
 """Environments: which Python a run uses, and which packages it needs.
 
 A *user-managed* environment (the default: fast and offline) uses an existing interpreter as it
-is. A *managed* one lists pip packages (directly, from a requirements file, or from the pip part
-of a conda specification) and is built once per machine into a virtualenv under
+is. A *managed* one lists pip packages (directly, from a requirements file, or from a conda
+specification, whose conda packages come from PyPI under the same name) and is built once per machine into a virtualenv under
 ``~/.cache/mlws/envs/<spec hash>`` — with uv when it is installed, else ``venv`` + pip — under a
 file lock, so two runs that need the same new environment build it once. The cache is the local
 stand-in for v1's container registry; each build's ``pip freeze`` is recorded in the catalog.
@@ -41,7 +41,7 @@ RUNTIME_PACKAGES = ("psutil", "cryptography")
 #: What a scoring service's replica needs on top (uvicorn with its fast loop and parser).
 SERVING_PACKAGES = ("uvicorn>=0.30", "uvloop", "httptools")
 #: Conda packages that mean "a Python with pip", which every virtualenv has.
-_IMPLICIT_CONDA = re.compile(r"^(python|pip|setuptools|wheel)([=<>!~ ].*)?$")
+IMPLICIT_CONDA = re.compile(r"^(python|pip|setuptools|wheel)([=<>!~ ].*)?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
@@ -185,6 +185,10 @@ class PythonSection:
         self.conda_dependencies: CondaDependencies = CondaDependencies()
         #: Managed environments see the base interpreter's packages only when asked.
         self.system_site_packages = False
+        #: True: a ``python_version`` this machine has no interpreter for fails the build.
+        #: False (v1's environments): it is built with this interpreter, with a note in the
+        #: build log, as v1 code pins a Python (``python=3.8``) that conda would have fetched.
+        self.exact_python_version = True
 
 
 class Environment:
@@ -237,8 +241,8 @@ class Environment:
 
     @classmethod
     def from_conda_specification(cls, name: str, file_path: str | os.PathLike[str]) -> Environment:
-        """A managed environment from a conda ``environment.yml``: its pip part is installed;
-        other conda packages need a conda on the machine (the build says so clearly)."""
+        """A managed environment from a conda ``environment.yml``: its pip part is installed,
+        and its conda packages from PyPI under the same name (see :func:`conda_as_pip`)."""
         env = cls(name)
         env.python.user_managed_dependencies = False
         env.python.conda_dependencies = CondaDependencies._from_conda_yaml(file_path)
@@ -256,6 +260,7 @@ class Environment:
                 "interpreterPath": self.python.interpreter_path,
                 "condaDependencies": self.python.conda_dependencies.to_dict(),
                 "systemSitePackages": self.python.system_site_packages,
+                "exactPythonVersion": self.python.exact_python_version,
             },
             "environmentVariables": dict(self.environment_variables),
         }
@@ -276,6 +281,7 @@ class Environment:
             py.get("condaDependencies") or {}
         )
         env.python.system_site_packages = bool(py.get("systemSitePackages", False))
+        env.python.exact_python_version = bool(py.get("exactPythonVersion", True))
         env.environment_variables = {
             str(k): str(v) for k, v in (data.get("environmentVariables") or {}).items()
         }
@@ -324,9 +330,9 @@ class Environment:
         self.version = str(version)
         return self
 
-    @staticmethod
+    @classmethod
     def get(
-        workspace: Workspace, name: str, version: str | int | None = None, label: Any = None
+        cls, workspace: Workspace, name: str, version: str | int | None = None, label: Any = None
     ) -> Environment:
         """A registered environment (the latest version when ``version`` is None).
 
@@ -350,7 +356,7 @@ class Environment:
             raise EnvironmentNotFound(
                 f"no environment {what} in workspace {workspace.name!r}; see 'mlws environment list'"
             )
-        env = Environment.from_dict(json.loads(row[1]))
+        env = cls.from_dict(json.loads(row[1]))
         env.version = str(row[0])
         return env
 
@@ -388,6 +394,8 @@ def as_environment(workspace: Workspace, env: Any) -> Environment:
     deps = getattr(python, "conda_dependencies", None)
     for p in getattr(deps, "pip_packages", None) or []:
         converted.python.conda_dependencies.add_pip_package(str(p))
+    for p in getattr(deps, "conda_packages", None) or []:
+        converted.python.conda_dependencies.add_conda_package(str(p))
     converted.environment_variables = dict(getattr(env, "environment_variables", None) or {})
     return converted
 
@@ -399,17 +407,81 @@ def envs_dir() -> Path:
     return user_cache_dir() / "envs"
 
 
-def _base_python(version: str | None) -> str:
-    if not version or sys.version.startswith(f"{version}.") or sys.version.split()[0] == version:
-        return sys.executable
+def _base_python(version: str | None, exact: bool = True) -> tuple[str, str | None]:
+    """``(interpreter to build with, note for the build log or None)`` for a pinned Python
+    version: this interpreter when it matches, else ``python<major.minor>`` from the PATH.
+
+    :raises EnvironmentBuildError: no such Python here and ``exact`` (else this interpreter,
+        with a note)."""
+    here = sys.version.split()[0]
+    if not version or here == version or here.startswith(f"{version}."):
+        return sys.executable, None
     major_minor = ".".join(version.split(".")[:2])
     found = shutil.which(f"python{major_minor}")
-    if found is None:
+    if found is not None:
+        return found, None
+    if exact:
         raise EnvironmentBuildError(
             f"python_version={version} asked for, but no python{major_minor} is on this machine's PATH "
-            f"(this one is {sys.version.split()[0]}); install it or drop python_version"
+            f"(this one is {here}); install it or drop python_version"
         )
-    return found
+    return sys.executable, (
+        f"Note: python={version} asked for; no python{major_minor} on this machine (no conda"
+        f" to fetch one), so the environment is built with Python {here}"
+    )
+
+
+#: Conda package names whose PyPI name differs (the same software under another name).
+CONDA_TO_PYPI = {
+    "pytorch": "torch",
+    "pytorch-cpu": "torch",
+    "py-xgboost": "xgboost",
+    "pytables": "tables",
+    "msgpack-python": "msgpack",
+    "python-graphviz": "graphviz",
+    "matplotlib-base": "matplotlib",
+    "py-opencv": "opencv-python",
+    "opencv": "opencv-python",
+    "tensorflow-mkl": "tensorflow",
+}
+#: Conda-only GPU runtimes: no PyPI package of that name, and runs here use the CPU.
+CONDA_GPU_ONLY = re.compile(r"^(cudatoolkit|cudnn|nccl|cuda(-[a-z-]+)?|magma-cuda\d+)$")
+_CONDA_SPEC = re.compile(r"^(?:[\w.-]+::)?([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)$")
+
+
+def conda_as_pip(spec: str) -> tuple[str | None, str]:
+    """One conda package spec as a pip requirement, and the line saying so for the build log:
+    ``numpy=1.26`` (conda: any 1.26.x) is ``numpy==1.26.*``, ``numpy 1.26``, ``numpy==1.26.4``
+    and ``numpy>=1.2,<2`` read the same way, a channel (``conda-forge::``) and a build string
+    (``=py311_0``) are dropped, a handful of renamed packages take their PyPI name
+    (:data:`CONDA_TO_PYPI`). A GPU runtime (:data:`CONDA_GPU_ONLY`) gives ``None``: skipped.
+
+    :raises EnvironmentBuildError: not a conda package spec at all."""
+    m = _CONDA_SPEC.match(spec.strip())
+    if m is None:
+        raise EnvironmentBuildError(f"not a conda package: {spec!r}")
+    name, rest = m.group(1), m.group(2).strip()
+    if CONDA_GPU_ONLY.match(name.lower()):
+        return (
+            None,
+            f"Note: conda package {spec} skipped: a GPU runtime conda alone has; runs here use the CPU",
+        )
+    pypi = CONDA_TO_PYPI.get(name.lower(), name)
+    if rest and rest[0] not in "=<>!~":
+        rest = "=" + rest.replace(" ", "=")  # "numpy 1.26" / "numpy 1.26 py311_0"
+    if rest.startswith("="):
+        exact = rest.startswith("==")
+        version = rest.lstrip("=").split("=")[0]
+        if not version:
+            requirement = pypi
+        elif exact or version.endswith("*"):
+            requirement = f"{pypi}=={version}"
+        else:  # conda's single '=' matches a prefix: 1.26 is any 1.26.x
+            requirement = f"{pypi}=={version}.*"
+    else:
+        requirement = pypi + rest.replace(" ", "")
+    renamed = " (its PyPI name)" if pypi != name else ""
+    return requirement, f"Note: conda package {spec} installed from PyPI as {requirement}{renamed}"
 
 
 def _installer_env() -> dict[str, str]:
@@ -548,17 +620,23 @@ def resolve(
             return path
         return sys.executable
     deps = env.python.conda_dependencies
-    extra_conda = [p for p in deps.conda_packages if not _IMPLICIT_CONDA.match(p)]
-    if extra_conda and shutil.which("conda") is None:
-        raise EnvironmentBuildError(
-            f"environment {env.name!r} needs conda packages ({', '.join(extra_conda)}) but there is no "
-            "conda on this machine; install conda, or move them to the pip section"
-        )
-    if extra_conda:
-        raise EnvironmentBuildError(
-            f"environment {env.name!r}: conda packages ({', '.join(extra_conda)}) are not supported yet; "
-            "move them to the pip section"
-        )
+    # Conda packages come from PyPI under the same name (mlws never runs conda: one installer,
+    # one kind of environment, offline-friendly); only what PyPI lacks fails, named.
+    from_conda: dict[str, str] = {}
+    notes = []
+    for spec in deps.conda_packages:
+        if IMPLICIT_CONDA.match(spec):
+            continue
+        requirement, note = conda_as_pip(spec)
+        notes.append(note)
+        if requirement is not None:
+            from_conda[requirement] = spec
+    base, python_note = _base_python(deps.python_version, env.python.exact_python_version)
+    if python_note:
+        notes.append(python_note)
+    if log is not None and notes:
+        log.write("".join(f"{n}\n" for n in notes))
+        log.flush()
     build_id = env.spec_hash()
     if extra_packages:
         build_id += "-" + hashlib.sha256("\0".join(extra_packages).encode()).hexdigest()[:8]
@@ -576,9 +654,16 @@ def resolve(
         if target.exists():
             shutil.rmtree(target)  # a build that died half-way
         started = time.time()
-        base = _base_python(deps.python_version)
-        uv = None if os.environ.get("MLWS_NO_UV") else (shutil.which("uv") or _venv_uv())
-        packages = [*deps.pip_packages, *RUNTIME_PACKAGES, *extra_packages]
+        packages = [*deps.pip_packages, *from_conda, *RUNTIME_PACKAGES, *extra_packages]
+        # pip for torch: pip honours this machine's pip configuration (find-links,
+        # constraints), where a CPU build may lie; uv reads none of it and fetches the default
+        # build, several GB of CUDA.
+        wants_torch = any(re.match(r"torch([=<>!~ \[;]|$)", p) for p in packages)
+        uv = (
+            None
+            if os.environ.get("MLWS_NO_UV") or wants_torch
+            else (shutil.which("uv") or _venv_uv())
+        )
         try:
             if uv:
                 venv = [uv, "venv", "--quiet", "--python", base, str(target)]
@@ -617,6 +702,16 @@ def resolve(
                 check=False,
                 env=_installer_env(),
             ).stdout
+        except EnvironmentBuildError as e:
+            shutil.rmtree(target, ignore_errors=True)
+            missing = _conda_culprits(str(e), from_conda)
+            if missing:
+                raise EnvironmentBuildError(
+                    f"environment {env.name!r}: conda package {', '.join(missing)} could not be"
+                    " installed from PyPI under that name, and mlws uses no conda; put its PyPI"
+                    f" name in the pip section, or drop it ({e})"
+                ) from None
+            raise
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -644,6 +739,18 @@ def resolve(
                 f"Environment built in {time.time() - started:.1f} s with {'uv' if uv else 'venv + pip'}\n"
             )
         return str(python)
+
+
+def _conda_culprits(message: str, from_conda: dict[str, str]) -> list[str]:
+    """The conda specs whose PyPI name the installer's error names (pip and uv both name a
+    requirement they cannot find)."""
+    text = message.lower().replace("_", "-")
+    out = []
+    for requirement, spec in from_conda.items():
+        name = re.split(r"[=<>!~ ;\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text):
+            out.append(spec)
+    return out
 
 
 def _venv_uv() -> str | None:

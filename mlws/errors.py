@@ -173,3 +173,9 @@ class SweepConfigError(UserErrorException):
     """A HyperDrive sweep that cannot run as configured: an unknown or malformed parameter
     expression, a grid over a continuous range, a limit out of range, a policy the sampling does
     not allow. Raised before anything is recorded."""
+
+
+class PipelineValidationError(UserErrorException):
+    """A pipeline that cannot run as defined: a cycle, an input no step produces, an unknown
+    compute target, a parameter the pipeline does not have, two steps of one name. Raised
+    before anything is recorded."""

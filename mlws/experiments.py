@@ -213,7 +213,7 @@ class Experiment:
         submit = getattr(config, "_submit", None)
         if submit is None:
             raise UserErrorException(
-                f"cannot submit a {type(config).__name__}; pass a ScriptRunConfig"
+                f"cannot submit a {type(config).__name__}; pass a ScriptRunConfig, a HyperDriveConfig or a Pipeline"
             )
         # Before the snapshot goes into the blob store: a read-only workspace (or a shared one
         # that another machine writes) refuses here, not half-way through.

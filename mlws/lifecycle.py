@@ -46,6 +46,17 @@ ACTIVE = (
 PROGRESS = ("Preparing", "Starting", "Running", "Finalizing")
 INTERACTIVE = "interactive"
 SCRIPT_RUN = "azureml.scriptrun"
+#: A pipeline's step run: a script run (started by its supervisor) that is a pipeline's child.
+STEP_RUN = "azureml.StepRun"
+#: A pipeline step that did not run: it stands for an earlier run of the same step (v1's type).
+REUSED_STEP_RUN = "azureml.ReusedStepRun"
+PIPELINE_RUN = "azureml.PipelineRun"
+HYPERDRIVE = "hyperdrive"
+#: Runs whose script's outcome is set by their supervising process, not by the script itself.
+SUBMITTED = (SCRIPT_RUN, STEP_RUN)
+#: Parent runs driven by a detached controller (``mlws.controllers``): a sweep, a pipeline. A
+#: dead controller is reconciled by :func:`mlws.controllers.abandon` (open children canceled).
+CONTROLLED = (HYPERDRIVE, PIPELINE_RUN)
 #: A submitted run with no supervising process for this long was never started.
 START_GRACE_S = 60.0
 
@@ -207,8 +218,8 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
     if row["status"] in TERMINAL or row["host"] != socket.gethostname():
         return row
     reason = None
-    # A sweep's parent (type hyperdrive) is supervised by its controller the same way.
-    top = row["type"] in (SCRIPT_RUN, "hyperdrive") and row["parent_id"] is None
+    # A sweep's or a pipeline's parent is supervised by its controller the same way.
+    top = row["type"] in (SCRIPT_RUN, *CONTROLLED) and row["parent_id"] is None
     supervised = top or row["supervisor_pid"]
     if supervised:
         if row["supervisor_pid"]:
@@ -217,8 +228,8 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
             # Not ours but dead by now (it exited while we asked): a death, not a copy.
             if not owned and not process_alive(pid, start):
                 end = abandon
-                if row["type"] == "hyperdrive":  # a sweep: its controller died
-                    from .hyperdrive.controller import abandon as end
+                if row["type"] in CONTROLLED:  # a sweep or a pipeline: its controller died
+                    from .controllers import abandon as end
 
                 reason = (
                     f"the supervising process (pid {row['supervisor_pid']}) of this run died without "
@@ -289,6 +300,7 @@ RUN_TABLES = (
     "metric_summary",
     "run_files",
     "run_datasets",
+    "step_fingerprints",
 )
 
 _TREE = (

@@ -25,6 +25,14 @@ BLOB_ROOTS: list[tuple[str, bool]] = [
     ("SELECT DISTINCT fingerprint FROM datasets", False),
     # So is the fingerprint of the data a run read or wrote.
     ("SELECT DISTINCT content FROM run_datasets WHERE content IS NOT NULL", False),
+    # What a pipeline step was given from an upstream step: a manifest of that step's run files.
+    (
+        "SELECT DISTINCT json_extract(i.value, '$.manifest') FROM runs r,"
+        " json_each(r.definition, '$.inputs') i WHERE r.type IN"
+        " ('azureml.StepRun', 'azureml.ReusedStepRun')"
+        " AND json_extract(i.value, '$.manifest') IS NOT NULL",
+        True,
+    ),
     # A service's scoring snapshot, whatever its state: a replica restarted or an update rolled
     # back lays it out again, and a row that still exists can still be updated or restarted.
     (
@@ -145,7 +153,7 @@ def _one_gc(ws: Workspace) -> Iterator[None]:
     """
     from filelock import FileLock
 
-    from .blobs import wait_for_lock
+    from .gclock import wait_for_lock
 
     lock = FileLock(str(ws.path / "locks" / "gc.lock"))
     wait_for_lock(

@@ -318,3 +318,20 @@ def m0009_model_versions(db: Any) -> None:
     db.execute(
         "INSERT INTO model_versions (name, last) SELECT name, max(version) FROM models GROUP BY name"
     )
+
+
+@migrations(name="0010_step_fingerprints")
+def m0010_step_fingerprints(db: Any) -> None:
+    # A pipeline step's fingerprint (its name, source snapshot, arguments, environment, target
+    # type and the content of every input) per step run that completed by running: a later step
+    # with the same fingerprint is reused instead of run. The index makes that lookup one query.
+    db.execute(
+        """CREATE TABLE step_fingerprints (
+            fingerprint TEXT NOT NULL,
+            run_seq INTEGER NOT NULL REFERENCES runs(seq),
+            step_name TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (run_seq)
+        )"""
+    )
+    db.execute("CREATE INDEX step_fingerprints_by_fingerprint ON step_fingerprints (fingerprint)")

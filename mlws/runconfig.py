@@ -27,6 +27,76 @@ class HistoryConfiguration:
         self.output_collection = output_collection
 
 
+class DockerConfiguration:
+    """v1's ``DockerConfiguration``: whether the run's script runs in a container. mlws runs
+    scripts on the target's Python; a run asking for Docker runs without it, with a note in
+    its ``logs/driver.log`` saying why (:func:`docker_note`)."""
+
+    def __init__(
+        self,
+        use_docker: bool = False,
+        shm_size: str | None = None,
+        shared_volumes: bool = True,
+        arguments: list[str] | None = None,
+    ) -> None:
+        self.use_docker = bool(use_docker)
+        self.shm_size = shm_size
+        self.shared_volumes = shared_volumes
+        self.arguments = list(arguments or [])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section in v1's field names (``useDocker``, ...)."""
+        return {
+            "useDocker": self.use_docker,
+            "shmSize": self.shm_size,
+            "sharedVolumes": self.shared_volumes,
+            "arguments": list(self.arguments),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> DockerConfiguration:
+        """The section stored by :meth:`to_dict`; missing fields take their defaults."""
+        data = data or {}
+        return cls(
+            bool(data.get("useDocker", False)),
+            data.get("shmSize"),
+            bool(data.get("sharedVolumes", True)),
+            data.get("arguments"),
+        )
+
+
+def docker_unreachable() -> str | None:
+    """Why no Docker daemon can be used from here (no ``docker`` command, or ``docker info``
+    fails), or None when one answers."""
+    import shutil
+    import subprocess
+
+    docker = shutil.which("docker")
+    if docker is None:
+        return "there is no docker command on this machine"
+    try:
+        r = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "docker info did not answer within 10 s"
+    if r.returncode != 0:
+        return "no Docker daemon is reachable (docker info failed)"
+    return None
+
+
+def docker_note(image: str | None) -> str:
+    """The line a run that asked for Docker gets in ``logs/driver.log``: it ran without it,
+    and why (no reachable daemon; or one answers, but mlws runs no script in a container)."""
+    why = docker_unreachable() or "mlws does not run scripts in containers"
+    shown = f" (image {image})" if image else ""
+    return f"Note: Docker was asked for{shown}, but {why}: the script ran without Docker"
+
+
 class RunConfiguration:
     """How to run a script: target, environment, arguments, limits. ``save``/``load`` as YAML,
     to ``.mlws/<name>.yml`` (loads ``.azureml/<name>.runconfig`` too, v1's place)."""
@@ -52,6 +122,7 @@ class RunConfiguration:
         self.command = command
         self.history = HistoryConfiguration()
         self._distributed: Any = None
+        self.docker = DockerConfiguration()
 
     @property
     def distributed_job_config(self) -> Any:
@@ -123,6 +194,7 @@ class RunConfiguration:
             "environment": env,
             "environmentVariables": dict(self.environment_variables),
             "history": {"outputCollection": self.history.output_collection},
+            "docker": self.docker.to_dict(),
             **(
                 {self._distributed.kind: self._distributed.to_dict()}
                 if self._distributed is not None
@@ -156,6 +228,7 @@ class RunConfiguration:
         rc.history = HistoryConfiguration(
             bool((data.get("history") or {}).get("outputCollection", True))
         )
+        rc.docker = DockerConfiguration.from_dict(data.get("docker"))
         return rc
 
     def save(
@@ -251,6 +324,8 @@ class ScriptRunConfig:
             )
         if environment is not None:
             self.run_config.environment = environment
+        if _azure_kwargs.get("docker_runtime_config") is not None:
+            self.run_config.docker = _azure_kwargs["docker_runtime_config"]
         if max_run_duration_seconds is not None:
             self.run_config.max_run_duration_seconds = max_run_duration_seconds
         if distributed is not None:
@@ -360,12 +435,17 @@ def submit_script(
     parent_id: str | None = None,
     properties: dict[str, Any] | None = None,
     snapshot: Any = None,
+    run_type: str | None = None,
+    display_name: str | None = None,
+    data: list[Any] | None = None,
 ) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``).
     ``progress(done, total)``: the snapshot's files as they are read (see ``take_snapshot``).
     ``parent_id``/``properties``: a sweep's trial is a child run with its hyperparameters;
     ``snapshot``: a :class:`~mlws.snapshots.Snapshot` taken already (a sweep's, once for all
-    its trials) instead of a new one.
+    its trials) instead of a new one. ``run_type``: the run's type (default
+    ``azureml.scriptrun``; a pipeline's step is ``azureml.StepRun``); ``data``: inputs and
+    outputs the script finds by name, not in its arguments (see ``rundata.encode_arguments``).
 
     The run is driven by a detached supervising process (``python -m mlws.compute.supervisor``,
     see :mod:`mlws.compute.supervisor`) in a new session, so it survives the submitter.
@@ -379,6 +459,7 @@ def submit_script(
     from .compute import target_config
     from .errors import MlwsError
     from .keyvault import CHANNEL_ENV
+    from .lifecycle import STEP_RUN
     from .processes import process_start_time, start_detached
     from .rundata import encode_arguments
     from .runs import SCRIPT_RUN, Run, insert_run, key_values, set_status
@@ -394,7 +475,7 @@ def submit_script(
 
         check_distributed(ws, rc.target, distributed)
     src, script = config.validate()
-    arguments, inputs, outputs = encode_arguments(ws, rc.arguments)
+    arguments, inputs, outputs = encode_arguments(ws, rc.arguments, data or ())
     # An ssh host has its own interpreters: the environment is resolved there.
     env = environment_definition(ws, rc.environment, on_this_machine=target_type != "ssh")
     snap = snapshot if snapshot is not None else take_snapshot(ws.blobs, src, progress=progress)
@@ -415,12 +496,17 @@ def submit_script(
         "distributed": distributed,
         "snapshot": {"files": snap.files, "bytes": snap.bytes, "newBytes": snap.new_bytes},
     }
+    docker = env.get("docker") or {}
+    if getattr(rc.docker, "use_docker", False) or docker.get("enabled"):
+        # Written to the run's logs/driver.log where it runs (RunSupervisor.prepare_workdir).
+        definition["notes"] = [docker_note(docker.get("baseImage"))]
     row = insert_run(
         ws,
         experiment.name,
-        run_type=SCRIPT_RUN,
+        run_type=run_type or SCRIPT_RUN,
         status="NotStarted",
         parent_id=parent_id,
+        display_name=display_name,
         fields={
             "snapshot": snap.manifest,
             "definition": json.dumps(definition),
@@ -443,7 +529,8 @@ def submit_script(
     # A launcher is worth its start only to a workspace that gets submissions in a row: warm
     # one at the second submission within a minute (a lone `mlws run submit` starts none).
     recent = ws.catalog.scalar(
-        "SELECT COUNT(*) FROM runs WHERE type = ? AND created > ?", (SCRIPT_RUN, time.time() - 60)
+        "SELECT COUNT(*) FROM runs WHERE type IN (?, ?) AND created > ?",
+        (SCRIPT_RUN, STEP_RUN, time.time() - 60),
     )
     pid = launcher.launch(ws.path, [str(ws.path), run_id], penv, warm_up=recent >= 2)
     if pid == 0:  # handed over, unanswered: the supervisor (if any) records itself

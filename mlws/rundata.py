@@ -177,6 +177,34 @@ class OutputFileDatasetConfig:
         return self._copy()
 
 
+class StoredInput:
+    """A run input whose files are in the blob store already, named by their manifest: a
+    pipeline step's upstream ``PipelineData``. The script gets a read-only folder of copies
+    (``.mlws-data/in/<name>``); put it in the arguments (or pass it to ``submit_script``'s
+    ``data``)."""
+
+    def __init__(self, name: str, manifest: str) -> None:
+        from .manifests import check_hash
+
+        self.name = check_data_name(name)
+        self.manifest = check_hash(manifest)
+
+    def __repr__(self) -> str:
+        return f"StoredInput(name={self.name!r}, manifest={self.manifest!r})"
+
+
+class RunFilesOutput:
+    """A folder a run writes that is kept as the run's own files, ``outputs/<name>/`` (stored
+    content-addressed when the run ends, as all of ``outputs``), not uploaded to a datastore:
+    a pipeline step's ``PipelineData`` output. The script gets the folder's path."""
+
+    def __init__(self, name: str) -> None:
+        self.name = check_data_name(name, "output")
+
+    def __repr__(self) -> str:
+        return f"RunFilesOutput(name={self.name!r})"
+
+
 def _destination_path(template: str, run_id: str, name: str) -> str:
     from .datastores import clean_path
 
@@ -185,65 +213,92 @@ def _destination_path(template: str, run_id: str, name: str) -> str:
 
 # -- at submit --------------------------------------------------------------------------------------
 def encode_arguments(
-    ws: Workspace, arguments: list[Any]
+    ws: Workspace, arguments: list[Any], extra: list[Any] | tuple[Any, ...] = ()
 ) -> tuple[list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """A run definition's arguments (placeholders for data), its inputs and its outputs.
+    ``extra``: inputs and outputs the script finds by name (``run.input_datasets``,
+    ``$AZUREML_DATAREFERENCE_<name>``) rather than in its arguments.
 
     :raises UserErrorException: two inputs or outputs of one name, a dataset that matches no
         file now, an unknown datastore.
     """
     from .datasets import AbstractDataset
-    from .datastores import DataReference, Datastore
+    from .datastores import DataReference
 
     args: list[Any] = []
     inputs: dict[str, dict[str, Any]] = {}
     outputs: dict[str, dict[str, Any]] = {}
     for a in arguments:
-        if isinstance(a, AbstractDataset):
-            a = a.as_named_input(default_input_name(a))
-        elif isinstance(a, DataReference):
-            from .datasets import Dataset
-
-            a = DatasetConsumptionConfig(
-                default_input_name(a),
-                Dataset.File.from_files(a, validate=False),
-                "download" if a.mode == "download" else "mount",
-            )
-        if isinstance(a, DatasetConsumptionConfig):
-            spec = {
-                "name": a.name,
-                "mode": a.mode,
-                "pathOnCompute": a.path_on_compute,
-                "dataset": dataset_spec(a.dataset),
-            }
-            if a.name in inputs and inputs[a.name] != spec:
-                raise UserErrorException(f"two different inputs are named {a.name!r}")
-            # Resolved now, so a dataset over nothing fails the submit, not the run.
-            _rebuild(ws, spec["dataset"])._files()
-            inputs[a.name] = spec
-            args.append({"mlwsInput": a.name})
-        elif isinstance(a, OutputFileDatasetConfig):
-            name = a.name or f"output_{len(outputs) + 1}"
-            store = a.destination[0] if a.destination else Datastore.get_default(ws)
-            Datastore(ws, store.name)  # still registered
-            spec = {
-                "name": name,
-                "datastore": store.name,
-                "path": a.destination[1] if a.destination else "dataset/{run-id}/{output-name}",
-                "source": a.source,
-                "overwrite": a._overwrite,
-                "register": a._register,
-            }
-            if name in outputs and outputs[name] != spec:
-                raise UserErrorException(f"two different outputs are named {name!r}")
-            outputs[name] = spec
-            args.append({"mlwsOutput": name})
-        else:
-            args.append(str(a))
+        args.append(_encode(ws, a, inputs, outputs))
+    data = (AbstractDataset, DataReference, DatasetConsumptionConfig, OutputFileDatasetConfig)
+    for a in extra:
+        if not isinstance(a, (*data, StoredInput, RunFilesOutput)):
+            raise UserErrorException(f"not a run input or output: {a!r}")
+        _encode(ws, a, inputs, outputs)  # named, not on the command line
     clash = set(inputs) & set(outputs)
     if clash:
         raise UserErrorException(f"{sorted(clash)[0]!r} names both an input and an output")
     return args, list(inputs.values()), list(outputs.values())
+
+
+def _encode(
+    ws: Workspace, a: Any, inputs: dict[str, dict[str, Any]], outputs: dict[str, dict[str, Any]]
+) -> Any:
+    """One argument as the definition records it; an input or output goes into ``inputs`` /
+    ``outputs`` (by name) and becomes a placeholder."""
+    from .datasets import AbstractDataset
+    from .datastores import DataReference, Datastore
+
+    if isinstance(a, AbstractDataset):
+        a = a.as_named_input(default_input_name(a))
+    elif isinstance(a, DataReference):
+        from .datasets import Dataset
+
+        a = DatasetConsumptionConfig(
+            default_input_name(a),
+            Dataset.File.from_files(a, validate=False),
+            "download" if a.mode == "download" else "mount",
+        )
+    if isinstance(a, StoredInput):
+        spec = {"name": a.name, "mode": "mount", "pathOnCompute": None, "manifest": a.manifest}
+        return _add(inputs, spec, "inputs", {"mlwsInput": a.name})
+    if isinstance(a, RunFilesOutput):
+        spec = {"name": a.name, "runFiles": True, "source": f"outputs/{a.name}"}
+        return _add(outputs, spec, "outputs", {"mlwsOutput": a.name})
+    if isinstance(a, DatasetConsumptionConfig):
+        spec = {
+            "name": a.name,
+            "mode": a.mode,
+            "pathOnCompute": a.path_on_compute,
+            "dataset": dataset_spec(a.dataset),
+        }
+        # Resolved now, so a dataset over nothing fails the submit, not the run.
+        rebuild_dataset(ws, spec["dataset"])._files()
+        return _add(inputs, spec, "inputs", {"mlwsInput": a.name})
+    if isinstance(a, OutputFileDatasetConfig):
+        name = a.name or f"output_{len(outputs) + 1}"
+        store = a.destination[0] if a.destination else Datastore.get_default(ws)
+        Datastore(ws, store.name)  # still registered
+        spec = {
+            "name": name,
+            "datastore": store.name,
+            "path": a.destination[1] if a.destination else "dataset/{run-id}/{output-name}",
+            "source": a.source,
+            "overwrite": a._overwrite,
+            "register": a._register,
+        }
+        return _add(outputs, spec, "outputs", {"mlwsOutput": name})
+    return str(a)
+
+
+def _add(
+    specs: dict[str, dict[str, Any]], spec: dict[str, Any], what: str, placeholder: dict[str, str]
+) -> dict[str, str]:
+    name = spec["name"]
+    if name in specs and specs[name] != spec:
+        raise UserErrorException(f"two different {what} are named {name!r}")
+    specs[name] = spec
+    return placeholder
 
 
 def default_input_name(item: Any) -> str:
@@ -267,8 +322,9 @@ def dataset_spec(ds: AbstractDataset) -> dict[str, Any]:
     }
 
 
-def _rebuild(ws: Workspace, spec: dict[str, Any]) -> AbstractDataset:
-    """The dataset a run's input names, as it was defined when the run was submitted."""
+def rebuild_dataset(ws: Workspace, spec: dict[str, Any]) -> AbstractDataset:
+    """The dataset a run's input names (its :func:`dataset_spec`), as it was defined when the
+    run was submitted."""
     from .datasets import from_definition
 
     ds = from_definition(ws, spec["definition"])
@@ -309,7 +365,14 @@ def prepare(
     read_only: list[str] = []
     rows = []
     for spec in inputs:
-        ds = _rebuild(ws, spec["dataset"])
+        if spec.get("manifest"):  # files in the blob store: copies, made read-only
+            rel = f"{DATA_DIR}/in/{spec['name']}"
+            _fresh_folder(workdir, workdir / rel)
+            ws.blobs.materialize(ws.blobs.read_manifest(spec["manifest"]), workdir / rel)
+            read_only.append(rel)
+            paths["inputs"][spec["name"]] = rel
+            continue
+        ds = rebuild_dataset(ws, spec["dataset"])
         files = ds._files()
         content = ws.blobs.put_bytes(canonical_manifest(fingerprint(files)))
         registered = spec["dataset"].get("fingerprint")
@@ -404,11 +467,58 @@ def absolute_paths(definition: dict[str, Any], run_dir: str | os.PathLike[str]) 
     }
 
 
+#: v1's argument placeholders, which its runtime expands on the compute (AZUREML_V1.md (c)):
+#: ``$AZUREML_DATAREFERENCE_<name>`` (a data reference's or pipeline data's path),
+#: ``$AML_PARAMETER_<name>`` (a pipeline parameter), and a whole argument
+#: ``DatasetConsumptionConfig:<name>`` / ``DatasetOutputConfig:<name>``.
+_V1_VARIABLE = re.compile(
+    r"\$\{((?:AZUREML_DATAREFERENCE|AML_PARAMETER)_\w+)\}|\$((?:AZUREML_DATAREFERENCE|AML_PARAMETER)_\w+)"
+)
+_V1_PLACEHOLDER = re.compile(r"^(DatasetConsumptionConfig|DatasetOutputConfig):([A-Za-z_]\w*)$")
+
+
+def v1_data_variables(
+    definition: dict[str, Any], run_dir: str | os.PathLike[str]
+) -> dict[str, str]:
+    """``AZUREML_DATAREFERENCE_<name>`` for each of the run's inputs and outputs that has a path
+    (what v1 scripts read from their environment), plus the run's own ``AML_PARAMETER_*`` and
+    ``AZUREML_DATAREFERENCE_*`` variables (set by whoever submitted it, e.g. a pipeline step)."""
+    paths = absolute_paths(definition, run_dir)
+    found = {
+        f"AZUREML_DATAREFERENCE_{name}": str(path)
+        for kind in ("inputs", "outputs")
+        for name, path in paths[kind].items()
+    }
+    given = {
+        **((definition.get("environment") or {}).get("variables") or {}),
+        **(definition.get("environmentVariables") or {}),
+    }
+    for k, v in given.items():
+        if k.startswith(("AML_PARAMETER_", "AZUREML_DATAREFERENCE_")):
+            found[k] = str(v)
+    return found
+
+
 def expand_argument(a: Any, definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> str:
     """One argument of the script's command line: data placeholders become paths (or, for a
-    direct input, the dataset's id)."""
+    direct input, the dataset's id), and v1's placeholders (``$AZUREML_DATAREFERENCE_x``,
+    ``$AML_PARAMETER_x``, ``DatasetConsumptionConfig:x``, ``DatasetOutputConfig:x``) are
+    expanded as v1's runtime does; one naming nothing the run has is left as it is."""
     if not isinstance(a, dict):
-        return str(a)
+        text = str(a)
+        if "AZUREML_DATAREFERENCE_" in text or "AML_PARAMETER_" in text:
+            values = v1_data_variables(definition, run_dir)
+            text = _V1_VARIABLE.sub(
+                lambda m: values.get(m.group(1) or m.group(2), m.group(0)), text
+            )
+        m = _V1_PLACEHOLDER.match(text)
+        if m is None:
+            return text
+        is_input = m.group(1) == "DatasetConsumptionConfig"
+        specs = definition.get("inputs" if is_input else "outputs") or []
+        if m.group(2) not in {spec["name"] for spec in specs}:
+            return text
+        a = {"mlwsInput" if is_input else "mlwsOutput": m.group(2)}
     paths = absolute_paths(definition, run_dir)
     if "mlwsInput" in a:
         name = a["mlwsInput"]
@@ -434,6 +544,8 @@ def publish(
 
     notes: list[str] = []
     for spec in definition.get("outputs") or []:
+        if spec.get("runFiles"):
+            continue  # stored with the run's outputs/ folder, nowhere else
         src = workdir / definition["dataPaths"]["outputs"][spec["name"]]
         store = Datastore(ws, spec["datastore"])
         dest = _destination_path(spec["path"], run_id, spec["name"])
@@ -471,15 +583,17 @@ def run_data(run: Any, direction: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if direction == "input":
         for spec in definition.get("inputs") or []:
-            if spec["name"] in paths and spec["mode"] != "direct":
+            if spec.get("manifest"):  # stored files: their folder in the run, else the manifest
+                out[spec["name"]] = paths.get(spec["name"], spec["manifest"])
+            elif spec["name"] in paths and spec["mode"] != "direct":
                 out[spec["name"]] = paths[spec["name"]]
             elif spec["name"] in paths:
                 # A direct input on a host: the dataset over the copy the host received.
                 d = dict(spec["dataset"])
                 d["definition"] = {**d["definition"], "sources": [{"local": paths[spec["name"]]}]}
-                out[spec["name"]] = _rebuild(ws, d)
+                out[spec["name"]] = rebuild_dataset(ws, d)
             else:
-                out[spec["name"]] = _rebuild(ws, spec["dataset"])
+                out[spec["name"]] = rebuild_dataset(ws, spec["dataset"])
         return out
     recorded = {
         r["name"]: r

@@ -29,6 +29,7 @@ from .lifecycle import (  # noqa: F401 - re-exported for callers of mlws.runs
     ACTIVE,
     INTERACTIVE,
     SCRIPT_RUN,
+    SUBMITTED,
     TERMINAL,
     foreign_process_message,
     insert_run,
@@ -49,6 +50,15 @@ if TYPE_CHECKING:
 
     from .experiments import Experiment
     from .workspace import Workspace
+
+
+#: The class of a run by its type, where it is not ``Run`` (imported when such a run is read).
+RUN_CLASSES = {
+    "hyperdrive": "mlws.hyperdrive.run:HyperDriveRun",
+    "azureml.PipelineRun": "mlws.pipelines.run:PipelineRun",
+    "azureml.StepRun": "mlws.pipelines.run:StepRun",
+    "azureml.ReusedStepRun": "mlws.pipelines.run:StepRun",
+}
 
 
 class Run(RunFiles):
@@ -79,10 +89,12 @@ class Run(RunFiles):
     def _from_row(cls, ws: Workspace, row: sqlite3.Row) -> Run:
         from .experiments import Experiment
 
-        if cls is Run and row["type"] == "hyperdrive":  # a sweep's parent: v1's HyperDriveRun
-            from .hyperdrive.run import HyperDriveRun
+        where = RUN_CLASSES.get(row["type"]) if cls is Run else None
+        if where is not None:  # a sweep's parent is v1's HyperDriveRun, a pipeline's PipelineRun
+            import importlib
 
-            cls = HyperDriveRun
+            module, _, name = where.partition(":")
+            cls = getattr(importlib.import_module(module), name)
         return cls(Experiment(ws, row["experiment"], _create=False), row["id"], _row=row)
 
     # -- identity ---------------------------------------------------------------------------
@@ -256,7 +268,7 @@ class Run(RunFiles):
         """Flush metrics and mark the run Completed. Inside a submitted run it only flushes:
         the supervising process sets the outcome once outputs are collected."""
         self._close_writer()
-        if self._in_context and self._row["type"] == SCRIPT_RUN:
+        if self._in_context and self._row["type"] in SUBMITTED:
             return
         if _set_status:
             set_status(self.workspace, self.id, "Completed")
@@ -271,7 +283,7 @@ class Run(RunFiles):
             "code": error_code or "UserError",
             "message": str(error_details or "the run called fail()"),
         }
-        if self._in_context and self._row["type"] == SCRIPT_RUN:
+        if self._in_context and self._row["type"] in SUBMITTED:
             with self.workspace.catalog.write() as conn:
                 conn.execute(
                     "UPDATE runs SET requested_status = 'Failed', error = ? WHERE id = ?",

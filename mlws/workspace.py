@@ -39,7 +39,9 @@ def default_workspace_path() -> Path:
     return user_data_dir() / "default"
 
 
-def _find_config_file(start: Path) -> Path | None:
+def find_config_file(start: Path) -> Path | None:
+    """The nearest ``.mlws/config.json`` or ``.azureml/config.json`` in ``start`` or a parent
+    (``.mlws`` first in each folder), or None."""
     start = start.resolve()
     for folder in (start, *start.parents):
         for d in CONFIG_DIRS:
@@ -116,7 +118,7 @@ def find_workspace_path(path: str | os.PathLike[str] | None = None) -> tuple[Pat
     env = os.environ.get("MLWS_WORKSPACE")
     if env:
         return Path(env), True
-    cfg = _find_config_file(Path.cwd())
+    cfg = find_config_file(Path.cwd())
     if cfg is not None:
         return _config_workspace_path(cfg), True
     return default_workspace_path(), True
@@ -280,7 +282,7 @@ class Workspace:
                 return cls._open_or_create(_config_workspace_path(p))
             if (p / IDENTITY_FILE).is_file():
                 return cls(p)
-            cfg = _find_config_file(p) if p.is_dir() else None
+            cfg = find_config_file(p) if p.is_dir() else None
             if cfg is None:
                 raise WorkspaceNotFound(
                     f"no workspace or .mlws/config.json at or above {p}; run 'mlws workspace create'"
@@ -360,6 +362,42 @@ class Workspace:
         from .datastores import Datastore
 
         return {d.name: d for d in Datastore.list(self)}
+
+    @property
+    def compute_targets(self) -> dict[str, Any]:
+        """Compute targets by name, each as its concrete class (v1: ``ws.compute_targets``)."""
+        from .compute import ComputeTarget
+
+        return {t.name: t for t in ComputeTarget.list(self)}
+
+    @property
+    def datasets(self) -> dict[str, Any]:
+        """Registered datasets by name, the latest version of each (v1: ``ws.datasets``)."""
+        from .datasets import Dataset
+
+        return Dataset.get_all(self)
+
+    @property
+    def environments(self) -> dict[str, Any]:
+        """Registered environments by name, the latest version of each (v1:
+        ``ws.environments``)."""
+        from .environments import Environment
+
+        return Environment.list(self)
+
+    @property
+    def models(self) -> dict[str, Any]:
+        """Registered models by name, the latest version of each (v1: ``ws.models``)."""
+        from .models import Model
+
+        return {m.name: m for m in Model.list(self, latest=True)}
+
+    @property
+    def webservices(self) -> dict[str, Any]:
+        """Deployed services by name (v1: ``ws.webservices``)."""
+        from .serving import Webservice
+
+        return {s.name: s for s in Webservice.list(self)}
 
     def get_default_datastore(self) -> Any:
         """The workspace's default datastore (v1: ``ws.get_default_datastore()``)."""

@@ -222,6 +222,84 @@ def driver_log(run) -> str:  # noqa: ANN001 - a Run
     return json.dumps({"error": run.get_details().get("error"), "files": run.get_file_names()})
 
 
+#: An unchanged Azure ML v1 training script (issue 12): whatever the target, the run must find
+#: the ``azureml`` layer by itself. It prints where ``azureml`` came from.
+V1_TRAIN = """\
+import os
+import azureml
+from azureml.core import Run
+
+run = Run.get_context()
+run.log("accuracy", 0.91)
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/model.txt", "w") as f:
+    f.write("weights")
+print("azureml from", list(azureml.__path__))
+"""
+
+
+def assert_a_sweep_runs_on(ws, tmp_path: Path, target: str) -> None:  # noqa: ANN001 - a Workspace
+    """A two-trial HyperDrive sweep on ``target``: both trials Completed there, the best found."""
+    from mlws import Experiment, ScriptRunConfig
+    from mlws.hyperdrive import GridParameterSampling, HyperDriveConfig, choice
+
+    src = tmp_path / "sweep"
+    src.mkdir()
+    (src / "train.py").write_text(
+        "import sys\nfrom mlws import Run\n"
+        "Run.get_context().log('acc', float(sys.argv[sys.argv.index('--x') + 1]))\n"
+    )
+    config = HyperDriveConfig(
+        run_config=ScriptRunConfig(str(src), "train.py", compute_target=target),
+        hyperparameter_sampling=GridParameterSampling({"--x": choice(0.2, 0.8)}),
+        primary_metric_name="acc",
+        primary_metric_goal="maximize",
+        max_total_runs=2,
+        max_concurrent_runs=2,
+    )
+    sweep = Experiment(ws, "sweep").submit(config)
+    assert sweep.wait_for_completion(timeout=90, raise_on_error=False)["status"] == "Completed"
+    trials = sweep.get_children()
+    assert sorted(t.get_status() for t in trials) == ["Completed", "Completed"]
+    assert {t.get_details()["target"] for t in trials} == {target}
+    best = sweep.get_best_run_by_primary_metric()
+    assert best is not None and best.get_metrics() == {"acc": 0.8}
+
+
+def assert_a_pipeline_runs_on(ws, tmp_path: Path, target: str) -> None:  # noqa: ANN001 - a Workspace
+    """A two-step pipeline on ``target``: the first step writes PipelineData there, the second
+    reads it (a read-only copy) and logs what it found; both Completed on ``target``."""
+    from mlws import Experiment
+    from mlws.pipelines import Pipeline, PipelineData, PythonScriptStep
+
+    src = tmp_path / "pipe"
+    src.mkdir()
+    (src / "write.py").write_text(
+        "import os, sys\nos.makedirs(sys.argv[1], exist_ok=True)\n"
+        "open(os.path.join(sys.argv[1], 'n.txt'), 'w').write('7')\n"
+    )
+    (src / "read.py").write_text(
+        "import os, sys\nfrom mlws import Run\n"
+        "n = int(open(os.path.join(sys.argv[1], 'n.txt')).read())\n"
+        "Run.get_context().log('n', n)\n"
+        "Run.get_context().log('same', int(os.environ['AZUREML_DATAREFERENCE_d'] == sys.argv[1]))\n"
+    )
+    d = PipelineData("d")
+    write_step = PythonScriptStep(
+        "write.py", arguments=[d], outputs=[d], compute_target=target, source_directory=str(src)
+    )
+    read_step = PythonScriptStep(
+        "read.py", arguments=[d], inputs=[d], compute_target=target, source_directory=str(src)
+    )
+    assert Pipeline(ws, [read_step]).steps == [write_step, read_step]
+    run = Experiment(ws, "pipe").submit(Pipeline(ws, [read_step]), regenerate_outputs=True)
+    details = run.wait_for_completion(show_output=False, timeout_seconds=90, raise_on_error=False)
+    steps = run.get_steps()
+    assert details["status"] == "Completed", [s.get_details() for s in steps]
+    assert {s.get_details()["target"] for s in steps} == {target}
+    assert run.find_step_run("read.py")[0].get_metrics() == {"n": 7, "same": 1}
+
+
 def run_v1_driver(project: Path, workspace_name: str, timeout: float = 120):  # noqa: ANN201 - a CompletedProcess
     """Run ``project/driver.py`` as a user runs a v1 driver: mlws's ``azureml`` layer on
     ``PYTHONPATH`` and the workspace found through ``.azureml/config.json`` (written here, naming

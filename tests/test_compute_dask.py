@@ -20,7 +20,15 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import SCRIPT_PRELUDE, kill_run_processes, processes_of_test, wait_until
+from helpers import (
+    SCRIPT_PRELUDE,
+    V1_TRAIN,
+    assert_a_pipeline_runs_on,
+    assert_a_sweep_runs_on,
+    kill_run_processes,
+    processes_of_test,
+    wait_until,
+)
 
 from mlws import Experiment, ScriptRunConfig, Workspace, get_result, run_parallel
 from mlws.compute import ComputeTarget
@@ -303,6 +311,39 @@ print("started", flush=True)
 wait_gate(gate)
 print("gate opened")
 """
+
+
+def test_an_unchanged_v1_training_script_completes_on_dask(
+    ws: Workspace, tmp_path: Path, dask_target: Callable[..., AmlCompute]
+) -> None:
+    """``from azureml.core import Run`` in a run on a Dask worker finds the layer by itself."""
+    dask_target()
+    src = tmp_path / "v1"
+    src.mkdir()
+    (src / "train.py").write_text(V1_TRAIN)
+    run = Experiment(ws, "v1").submit(ScriptRunConfig(str(src), "train.py", compute_target="cpu"))
+    details = run.wait_for_completion(timeout=60, raise_on_error=False)
+    assert details["status"] == "Completed", (details, "".join(run.iter_log()))
+    assert run.get_metrics() == {"accuracy": 0.91}
+    assert outputs_of(run, tmp_path / "dl") == {"outputs/model.txt": "weights"}
+    log = "".join(run.iter_log())
+    assert "azureml from" in log and "v1/shim/azureml" in log, log
+
+
+def test_a_sweeps_trials_run_on_dask(
+    ws: Workspace, tmp_path: Path, dask_target: Callable[..., AmlCompute]
+) -> None:
+    """HyperDrive trials are script runs on the sweep's target: here, a Dask cluster."""
+    dask_target()
+    assert_a_sweep_runs_on(ws, tmp_path, "cpu")
+
+
+def test_a_pipelines_steps_run_on_dask(
+    ws: Workspace, tmp_path: Path, dask_target: Callable[..., AmlCompute]
+) -> None:
+    """Pipeline steps are script runs on their target, PipelineData passed between them."""
+    dask_target()
+    assert_a_pipeline_runs_on(ws, tmp_path, "cpu")
 
 
 @pytest.mark.timeout(90)

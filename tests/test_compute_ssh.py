@@ -30,7 +30,14 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import SCRIPT_PRELUDE, kill_run_processes, wait_until
+from helpers import (
+    SCRIPT_PRELUDE,
+    V1_TRAIN,
+    assert_a_pipeline_runs_on,
+    assert_a_sweep_runs_on,
+    kill_run_processes,
+    wait_until,
+)
 from sshd import SshServer
 
 from mlws import ComputeTargetException, Experiment, ScriptRunConfig, Workspace
@@ -246,6 +253,37 @@ def test_happy_path_same_metrics_and_outputs_as_local(
     local_children = local.get_children()
     assert [c.get_metrics() for c in local_children] == [c.get_metrics() for c in children]
     assert "mlws.node" not in local.get_properties()
+
+
+def test_an_unchanged_v1_training_script_completes_on_ssh(
+    ws: Workspace, lab: RemoteCompute, tmp_path: Path
+) -> None:
+    """``from azureml.core import Run`` on a host: the layer is shipped with mlws and found by
+    the run's interpreter there (the host's /usr/bin/python3 has no azureml of its own)."""
+    src = tmp_path / "v1"
+    src.mkdir()
+    (src / "train.py").write_text(V1_TRAIN)
+    run = Experiment(ws, "v1").submit(ScriptRunConfig(str(src), "train.py", compute_target="lab"))
+    details = run.wait_for_completion(timeout=60, raise_on_error=False)
+    assert details["status"] == "Completed", details.get("error")
+    assert run.get_metrics() == {"accuracy": 0.91}
+    assert _outputs(run, tmp_path / "dl")["outputs/model.txt"] == "weights"
+    log = run.get_details_with_logs()["logFiles"]["logs/driver.log"]
+    assert "azureml from" in log and "v1/shim/azureml" in log, log
+
+
+def test_a_sweeps_trials_run_on_ssh_hosts(
+    ws: Workspace, tmp_path: Path, lab: RemoteCompute
+) -> None:
+    """HyperDrive trials are script runs on the sweep's target: here, an ssh target's hosts."""
+    assert_a_sweep_runs_on(ws, tmp_path, "lab")
+
+
+def test_a_pipelines_steps_run_on_ssh_hosts(
+    ws: Workspace, tmp_path: Path, lab: RemoteCompute
+) -> None:
+    """Pipeline steps are script runs on their target, PipelineData passed between them."""
+    assert_a_pipeline_runs_on(ws, tmp_path, "lab")
 
 
 # -- 2. two hosts, one run each ------------------------------------------------------------------------

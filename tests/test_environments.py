@@ -54,16 +54,20 @@ def test_from_requirements_and_conda_spec(tmp_path):
     assert env.managed and env.python.conda_dependencies.pip_packages == ["tabulate==0.9.0", "six"]
     spec = tmp_path / "env.yml"
     spec.write_text(
-        "name: x\ndependencies:\n  - python=3.11\n  - pip\n  - numpy\n  - pip:\n    - tabulate\n"
+        "name: x\ndependencies:\n  - python=3.11\n  - pip\n  - no-such-conda-pkg-mlws=1.0\n"
+        "  - pip:\n    - tabulate\n"
     )
     env = Environment.from_conda_specification("c", spec)
     deps = env.python.conda_dependencies
     assert (
         deps.pip_packages == ["tabulate"]
-        and deps.conda_packages == ["pip", "numpy"]
+        and deps.conda_packages == ["pip", "no-such-conda-pkg-mlws=1.0"]
         and deps.python_version == "3.11"
     )
-    with pytest.raises(EnvironmentBuildError, match="conda packages \\(numpy\\)"):
+    # conda packages come from PyPI under the same name; one PyPI lacks fails, named
+    with pytest.raises(
+        EnvironmentBuildError, match="conda package no-such-conda-pkg-mlws=1.0 could not be"
+    ):
         resolve(env)
     with pytest.raises(UserErrorException, match="cannot read"):
         Environment.from_pip_requirements("r", tmp_path / "missing.txt")

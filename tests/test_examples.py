@@ -44,3 +44,11 @@ def test_datasets_example_twice(tmp_path):
             "versicolor.csv",
             "virginica.csv",
         ]
+
+
+def test_pipeline_example_runs_reuses_and_registers(tmp_path):
+    out = run_example("examples/pipeline/driver.py", tmp_path / "ex-ws")
+    assert out.count("Completed  ran") == 7  # 4 steps, then 3 after a new alpha
+    assert "Submitted again unchanged: 4 of 4 steps reused" in out
+    assert "prep      Completed  reused" in out
+    assert "Latest model: diabetes-ridge:2" in out

@@ -274,10 +274,10 @@ def test_submit_waiting_for_gc_says_so_once_then_goes_on(ws, src, tmp_path):
 
 
 def test_gc_lock_timeouts_are_one_line(ws, src, tmp_path, monkeypatch):
-    import mlws.blobs
+    import mlws.gclock
     import mlws.maintenance
 
-    monkeypatch.setattr(mlws.blobs, "GC_WAIT_S", 0.2)
+    monkeypatch.setattr(mlws.gclock, "GC_WAIT_S", 0.2)
     monkeypatch.setattr(mlws.maintenance, "GC_LOCK_WAIT_S", 0.2)
     Experiment(ws, "demo")
     holder = _hold_gc(ws.path, tmp_path)

@@ -361,6 +361,31 @@ def test_killed_controller_is_reconciled_and_a_canceled_sweep_cancels_its_trials
         kill_run_processes(ws)
 
 
+def test_max_duration_cancels_the_open_trials_and_starts_no_more(ws, tmp_path):
+    """max_duration_minutes (0.05: 3 s) ends the sweep with its open trials Canceled and the
+    rest of the space never started, however long the trials would have run."""
+    import time
+
+    src = make_source(tmp_path, TRIAL)
+    cfg = _sweep(
+        src,
+        {"--x": choice(0.1, 0.2, 0.3)},
+        arguments=["--gate", str(tmp_path / "never")],
+        max_concurrent_runs=2,
+        max_duration_minutes=0.05,
+    )
+    started = time.monotonic()
+    sweep = Experiment(ws, "hd").submit(cfg)
+    try:
+        assert wait_status(sweep, TERMINAL, timeout=40) == "Completed"
+        assert time.monotonic() - started >= 3.0
+        assert [c.get_status() for c in sweep.get_children()] == ["Canceled", "Canceled"]
+        log = sweep.get_diagnostics()["azureml-logs/hyperdrive.txt"]
+        assert "max_duration_minutes reached" in log, log
+    finally:
+        kill_run_processes(ws)
+
+
 def test_cli_sweep_and_a_primary_metric_never_logged(ws, tmp_path):
     src = make_source(tmp_path, TRIAL)
     try:

@@ -2,10 +2,10 @@
 managed environment with torch==2.13.0, and print what rank 0 logged.
 
 torch==2.13.0 exactly: on this project's machines it is a CPU build that pip installs from the
-local disk; other versions (and uv, which does not look there) pull a multi-GB CUDA build.
+local disk (mlws builds environments that ask for torch with pip); other versions pull a multi-GB
+CUDA build.
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -19,8 +19,6 @@ from mlws import (
 )
 
 HERE = Path(__file__).resolve().parent
-# pip, not uv, builds the environment: pip finds the CPU wheel on this machine's disk.
-os.environ.setdefault("MLWS_NO_UV", "1")
 
 ws = Workspace.from_config()
 env = Environment("torch-cpu")

@@ -42,16 +42,42 @@ def script_env(
     experiment: str,
     run_dir: str | os.PathLike[str],
 ) -> dict[str, str]:
-    """The environment a run's script sees (locally, on an ``ssh`` host, on a Dask worker)."""
-    from ..rundata import PATHS_ENV, absolute_paths
+    """The environment a run's script sees (locally, on an ``ssh`` host, on a Dask worker):
+    this process's, the ``AZUREML_*`` variables v1 scripts read (scope, run, data paths), the
+    environment's and the run's own variables (``PYTHONPATH`` ahead of mlws's entries), then
+    the run's identity, which nothing overrides."""
+
+    from ..rundata import PATHS_ENV, absolute_paths, v1_data_variables
+    from ..v1 import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION
 
     env = dict(base)
     env.pop(PATHS_ENV, None)  # a script that submits runs must not hand its own paths on
     env.pop(ENV_KEY, None)  # a run asks for secrets through its channel, never with the key
     if definition.get("dataPaths"):
         env[PATHS_ENV] = json.dumps(absolute_paths(definition, run_dir))
-    env.update(definition["environment"].get("variables") or {})
-    env.update(definition.get("environmentVariables") or {})
+    # Azure's run variables first, so a run's own variables may set them (a v1 script that
+    # reads AZUREML_ARM_SUBSCRIPTION gets the subscription its author passes).
+    env.update(
+        {
+            "AZUREML_ARM_SUBSCRIPTION": LOCAL_SUBSCRIPTION,
+            "AZUREML_ARM_RESOURCEGROUP": LOCAL_RESOURCE_GROUP,
+            # v1's Run.get_context() needs these set; mlws needs no endpoint and no token
+            "AZUREML_SERVICE_ENDPOINT": "",
+            "AZUREML_RUN_TOKEN": "",
+        }
+    )
+    env.update(v1_data_variables(definition, run_dir))
+    own = {
+        **(definition["environment"].get("variables") or {}),
+        **(definition.get("environmentVariables") or {}),
+    }
+    env.update(own)
+    # The run's own PYTHONPATH is kept, ahead of mlws's entries (mlws, the inherited path,
+    # the azureml layer), so its modules win over same-named ones further down.
+    inherited = python_path(base.get("PYTHONPATH"))
+    env["PYTHONPATH"] = (
+        os.pathsep.join([own["PYTHONPATH"], inherited]) if own.get("PYTHONPATH") else inherited
+    )
     env.update(
         {
             "MLWS_WORKSPACE": str(ws_path),
@@ -60,9 +86,7 @@ def script_env(
             "AZUREML_ARM_WORKSPACE_NAME": ws_name,
             "AZUREML_ARM_PROJECT_NAME": experiment,
             "AZUREML_EXPERIMENT_NAME": experiment,
-            "AZUREML_RUN_TOKEN": "",
             "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": python_path(base.get("PYTHONPATH")),
         }
     )
     return env
@@ -76,7 +100,10 @@ def script_argv(definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> 
 
     cmd = definition.get("command")
     if cmd:
-        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else [str(c) for c in cmd]
+        if isinstance(cmd, str):  # the shell expands v1's $AZUREML_* from script_env
+            argv = ["/bin/sh", "-c", cmd]
+        else:
+            argv = [expand_argument(c, definition, run_dir) for c in cmd]
     else:
         argv = [
             definition["environment"]["interpreter"],

@@ -174,6 +174,7 @@ class RunSupervisor:
         (workdir / "outputs").mkdir(exist_ok=True)
         notes = [self.note.rstrip("\n")] if self.note else []
         d = self.definition
+        notes += d.get("notes") or []  # said at submit (e.g. Docker asked for, run without)
         if d.get("inputs") or d.get("outputs"):
             # Mounted inputs are hard links to the data only where the script can be given them
             # read-only; a host gets copies (rsync) and makes them read-only itself.

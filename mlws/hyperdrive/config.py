@@ -13,7 +13,6 @@ import dataclasses
 import enum
 import json
 import math
-import os
 import secrets
 import sys
 from typing import TYPE_CHECKING, Any
@@ -169,10 +168,8 @@ def submit_sweep(
     :raises MlwsError: the controller could not be started (the run is Failed).
     """
     from ..compute import target_config
-    from ..errors import MlwsError
-    from ..keyvault import CHANNEL_ENV
-    from ..processes import process_start_time, start_detached
-    from ..runs import insert_run, key_values, set_status
+    from ..controllers import start_controller
+    from ..runs import insert_run, key_values
     from ..snapshots import take_snapshot
     from .run import HyperDriveRun
 
@@ -214,25 +211,6 @@ def submit_sweep(
             "max_concurrent_runs": str(sweep["maxConcurrentRuns"]),
         },
     )
-    penv = dict(os.environ)
-    penv.pop(CHANNEL_ENV, None)
-    try:
-        proc = start_detached("mlws.hyperdrive.controller", str(ws.path), run_id, env=penv)
-    except OSError as e:
-        set_status(
-            ws,
-            run_id,
-            "Failed",
-            error={"code": "SystemError", "message": f"could not start the sweep: {e}"},
-        )
-        raise MlwsError(f"could not start the sweep's controller: {e}") from None
-    with ws.catalog.write() as conn:
-        # The controller may already have claimed the run: only fill in what is missing.
-        conn.execute(
-            "UPDATE runs SET supervisor_pid = coalesce(supervisor_pid, ?),"
-            " supervisor_start = coalesce(supervisor_start, ?),"
-            " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
-            (proc.pid, process_start_time(proc.pid), run_id),
-        )
+    start_controller(experiment, run_id, "mlws.hyperdrive.controller", "the sweep")
     row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
     return HyperDriveRun(experiment, run_id, _row=row)

@@ -23,28 +23,18 @@ sweep survives its submitter. The controller:
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
-import signal
 import sys
 import time
-import traceback
 from typing import TYPE_CHECKING, Any
 
+from .. import controllers
 from ..lifecycle import TERMINAL
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
-#: How often the controller asks SQLite whether another process changed the catalog
-#: (``PRAGMA data_version``, microseconds); it looks at its trials only then, or every
-#: ``LOOK_S`` at the latest (deadlines). A trial's end is seen within ~5 ms, not a 50 ms poll.
-POLL_S = 0.005
-LOOK_S = 0.5
-#: How long a canceled sweep waits for its trials to end before it ends anyway.
-CANCEL_WAIT_S = 30.0
 LOG_FILE = "azureml-logs/hyperdrive.txt"
 
 
@@ -92,50 +82,22 @@ def primary_series(ws: Workspace, seqs: dict[int, str], metric: str) -> dict[str
     return out
 
 
-def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
-    """End a sweep whose controller is gone: cancel its open trials and mark it ``Failed`` with
-    ``error``. A lock per run makes exactly one of several readers do it."""
-    from ..lifecycle import set_status
-    from ..locks import locked
-
-    with locked(ws.path / "locks" / "runs" / f"{run_id}.lock"):
-        row = ws.catalog.one("SELECT status FROM runs WHERE id = ?", (run_id,))
-        if row is None or row["status"] in TERMINAL:
-            return
-        cancel_trials(ws, run_id)
-        set_status(ws, run_id, "Failed", error=error)
+# The shared controller protocol (mlws.controllers); kept under the sweep's names too.
+abandon = controllers.abandon
+cancel_trials = controllers.cancel_children
 
 
-def cancel_trials(ws: Workspace, run_id: str) -> list[str]:
-    """Cancel every open trial of the sweep ``run_id``; returns their ids."""
-    from ..errors import MlwsError
-    from ..runs import Run
-
-    marks = ",".join("?" * len(TERMINAL))
-    rows = ws.catalog.query(
-        f"SELECT * FROM runs WHERE parent_id = ? AND status NOT IN ({marks})", (run_id, *TERMINAL)
-    )
-    ids = []
-    for r in rows:
-        try:
-            Run._from_row(ws, r).cancel()
-            ids.append(r["id"])
-        except MlwsError:
-            pass  # a trial run by another copy of the workspace: not ours to signal
-    return ids
-
-
-class SweepController:
+class SweepController(controllers.Controller):
     """Drives one sweep (see the module docstring for the protocol)."""
 
+    LOG_FILE = LOG_FILE
+    ERROR_CODE = "SweepControllerError"
+
     def __init__(self, ws: Workspace, run_id: str) -> None:
-        from ..runs import Run
         from .policy import from_json as policy_from_json
         from .sampling import Sampler
 
-        self.ws = ws
-        self.run_id = run_id
-        self.run = Run._from_row(ws, ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,)))
+        super().__init__(ws, run_id)
         definition = json.loads(self.run._row["definition"])
         self.sweep = definition["hyperdrive"]
         self.run_config = definition["runConfig"]
@@ -145,34 +107,11 @@ class SweepController:
         self.maximize = self.sweep["primaryMetricGoal"] == "MAXIMIZE"
         self.policy = policy_from_json(self.sweep["policy"])
         self.sampler = Sampler(self.sweep["sampling"], int(self.sweep["seed"]), self.maximize)
-        self.log = io.StringIO()
         self.index_of: dict[str, int] = {}
         self.ended: set[str] = set()
         self.judged: set[str] = set()
         #: The primary metric values of the trials that have ended, by trial id.
         self.final: dict[str, list[float]] = {}
-        self._version: Any = None
-
-    def say(self, msg: str) -> None:
-        """One line of the sweep's log (stored as ``azureml-logs/hyperdrive.txt``)."""
-        now = time.time()
-        stamp = (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
-        )
-        self.log.write(f"{stamp} {msg}\n")
-
-    def claim(self) -> None:
-        """Record this process as the sweep's supervising process and move it to Running."""
-        from ..lifecycle import set_status
-        from ..processes import process_start_time
-
-        pid = os.getpid()
-        with self.ws.catalog.write() as conn:
-            conn.execute(
-                "UPDATE runs SET supervisor_pid = ?, supervisor_start = ? WHERE id = ?",
-                (pid, process_start_time(pid), self.run_id),
-            )
-        set_status(self.ws, self.run_id, "Running")
 
     def submit_trial(self, index: int, params: dict[str, Any]) -> str:
         """Submit one trial as a child run; returns its id."""
@@ -200,10 +139,7 @@ class SweepController:
 
     def trials(self) -> list[Any]:
         """The sweep's trial rows (id, seq, status, error), oldest first."""
-        return self.ws.catalog.query(
-            "SELECT id, seq, status, error FROM runs WHERE parent_id = ? ORDER BY seq",
-            (self.run_id,),
-        )
+        return self.children()
 
     def drive(self) -> tuple[str, dict[str, Any] | None]:
         """Run the sweep; returns the parent's final status and error."""
@@ -254,16 +190,6 @@ class SweepController:
                 return self.outcome(rows)
             self.wait_for_change()
 
-    def wait_for_change(self) -> None:
-        """Return once another process has committed to the catalog, or after ``LOOK_S``."""
-        until = time.monotonic() + LOOK_S
-        while time.monotonic() < until:
-            version = self.ws.catalog.scalar("PRAGMA data_version")
-            if version != self._version:
-                self._version = version
-                return
-            time.sleep(POLL_S)
-
     def never_logged(self, row: Any) -> dict[str, Any]:
         """The error of a sweep whose trial completed without logging the primary metric."""
         from ..metrics import latest_scalars
@@ -290,50 +216,13 @@ class SweepController:
         return "Completed", None
 
     def finish_trials(self) -> None:
-        """Cancel the open trials and wait (bounded) for them to end, so whoever sees the sweep
-        ended sees its trials ended too."""
-        cancel_trials(self.ws, self.run_id)
-        until = time.monotonic() + CANCEL_WAIT_S
-        while time.monotonic() < until and any(r["status"] not in TERMINAL for r in self.trials()):
-            self.wait_for_change()
-
-    def store_log(self) -> None:
-        """Store the sweep's log as a run file (best effort: the outcome matters more)."""
-        try:
-            self.run.upload_file(LOG_FILE, io.BytesIO(self.log.getvalue().encode()))
-        except Exception:
-            pass
+        """Cancel the open trials and wait (bounded) for them to end."""
+        self.finish_children()
 
 
 def main(argv: list[str]) -> int:
     """``python -m mlws.hyperdrive.controller WORKSPACE RUN_ID``."""
-    from ..lifecycle import set_status
-    from ..workspace import Workspace
-
-    ws = Workspace(argv[0])
-    run_id = argv[1]
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        raise SystemExit(f"the sweep's controller got signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    ctl = None
-    try:
-        ctl = SweepController(ws, run_id)
-        ctl.claim()
-        status, error = ctl.drive()
-    except BaseException as e:  # noqa: BLE001 - any end of the controller ends the sweep
-        msg = str(e) if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"
-        if ctl is not None:
-            ctl.say(traceback.format_exc())
-        cancel_trials(ws, run_id)
-        status, error = "Failed", {"code": "SweepControllerError", "message": msg}
-    if ctl is not None:
-        ctl.say(f"sweep ended {status}")
-        ctl.store_log()
-    set_status(ws, run_id, status, error=error)
-    return 0
+    return controllers.main(argv, SweepController, "the sweep")
 
 
 if __name__ == "__main__":

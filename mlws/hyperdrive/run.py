@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..controllers import cancel_parent
 from ..runs import Run
-from .controller import cancel_trials
 
 
 class HyperDriveRun(Run):
@@ -102,8 +102,7 @@ class HyperDriveRun(Run):
         """Cancel the sweep: its controller cancels the open trials, then ends it ``Canceled``.
         With no live controller the trials are canceled here."""
         super().cancel()
-        if self._row["status"] in ("Canceled", "Failed", "Completed"):
-            cancel_trials(self.workspace, self.id)
+        cancel_parent(self)
 
     def get_diagnostics(self) -> dict[str, Any]:
         """The sweep's log (``azureml-logs/hyperdrive.txt``) once it has ended, by file name."""

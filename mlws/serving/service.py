@@ -237,6 +237,7 @@ def deploy(
     stored = {
         "snapshot": snap.manifest,
         "entryScript": Path(inference_config.entry_script).as_posix(),
+        "sourceDirectory": str(source.absolute()),  # where reload() reads the code again
         "environment": env.to_dict() if inference_config.environment is not None else None,
         "replicas": config.replica_count,
         "minReplicas": config.min_replicas or config.replica_count,
@@ -535,6 +536,7 @@ class Webservice:
                 print(f"Warning: {w}", file=sys.stderr)
             changes["snapshot"] = snap.manifest
             changes["entryScript"] = Path(inference_config.entry_script).as_posix()
+            changes["sourceDirectory"] = str(source.absolute())
             if inference_config.environment is not None:
                 from ..environments import as_environment
 
@@ -598,12 +600,34 @@ class Webservice:
             parts.append(f"==> {f.name} <==\n" + "\n".join(lines))
         return "\n".join(parts)
 
-    def reload(self) -> None:
-        """Re-read the service's row (every property re-reads it anyway).
+    def reload(self, wait: bool = False) -> None:
+        """Read the scoring code again from its source folder, as v1's local service does:
+        when the entry script or another file there changed since it was deployed, the
+        replicas are replaced by ones running the new code (a rolling update, as
+        :meth:`update`: no request is dropped; ``wait``: until it is applied). When nothing
+        changed, only the service's record is re-read.
 
-        :raises WebserviceException: the service was deleted.
+        :raises WebserviceException: the service was deleted, its source folder or entry
+            script is gone, or (``wait``) the new code failed to start (the old one serves).
         """
+        from ..snapshots import take_snapshot
+
         self._refresh()
+        source = self.config.get("sourceDirectory")
+        if source is None:  # deployed before services recorded their source folder
+            return
+        entry = self.config["entryScript"]
+        if not (Path(source) / entry).is_file():
+            raise WebserviceException(
+                f"service {self.name!r}: entry script {Path(source) / entry} is gone; deploy"
+                " it again from where its code is now"
+            )
+        if take_snapshot(self.workspace.blobs, Path(source)).manifest == self.config["snapshot"]:
+            return
+        self.update(
+            inference_config=InferenceConfig(entry_script=entry, source_directory=source),
+            wait=wait,
+        )
 
     def delete(self) -> None:
         """Stop the service (in-flight requests finish) and remove it, with its keys.

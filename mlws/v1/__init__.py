@@ -28,6 +28,13 @@ from pathlib import Path
 #: The folder to put on ``sys.path`` for ``import azureml`` to find the layer.
 SHIM_DIR = str(Path(__file__).resolve().parent / "shim")
 
+#: The Azure scope a local workspace reports where v1 code asks for one (``ws.subscription_id``,
+#: ``AZUREML_ARM_SUBSCRIPTION`` in a run) and none was given: the all-zero subscription id (a
+#: GUID, as code that parses one expects) and a resource group / location named ``local``.
+LOCAL_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+LOCAL_RESOURCE_GROUP = "local"
+LOCAL_LOCATION = "local"
+
 
 def add_to_sys_path() -> None:
     """Make the layer importable in this process, after everything already on ``sys.path``

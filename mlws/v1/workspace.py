@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import workspace as _ws
 from ..errors import UserErrorException, WorkspaceNotFound
+from . import LOCAL_LOCATION, LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION
 from .names import note_cloud_args
 
 
@@ -36,6 +37,37 @@ def _is_v1_name(value: Any) -> bool:
     return not (os.sep in value or value.startswith((".", "~")))
 
 
+def _config_scope(path: str | os.PathLike[str] | None) -> tuple[str, str] | None:
+    """``(subscription_id, resource_group)`` from the v1 config file ``from_config(path)``
+    reads (either of v1's forms), or None when it reads none or names no scope."""
+    import json
+
+    if path is None:
+        if os.environ.get("MLWS_WORKSPACE"):
+            return None  # the variable wins over any config file (mlws.workspace)
+        found = _ws.find_config_file(Path.cwd())
+    else:
+        p = Path(path).expanduser()
+        if (p / _ws.IDENTITY_FILE).is_file():
+            return None  # a workspace folder itself: no config file is read
+        found = p if p.is_file() else _ws.find_config_file(p) if p.is_dir() else None
+    try:
+        cfg = json.loads(found.read_text()) if found is not None else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    sub, rg = cfg.get("subscription_id"), cfg.get("resource_group")
+    scope = cfg.get("Scope")
+    if isinstance(scope, str) and not (sub and rg):
+        parts = scope.strip("/").split("/")
+        pairs = {parts[i].lower(): parts[i + 1] for i in range(0, len(parts) - 1, 2)}
+        sub, rg = pairs.get("subscriptions"), pairs.get("resourcegroups")
+    if not sub or not rg:
+        return None
+    return str(sub), str(rg)
+
+
 class V1Workspace(_ws.Workspace):
     """A workspace, opened v1's way: ``Workspace(subscription_id, resource_group,
     workspace_name, auth=None)`` opens the workspace named ``workspace_name`` (see the module
@@ -45,9 +77,11 @@ class V1Workspace(_ws.Workspace):
     :raises WorkspaceNotFound: no workspace of that name on this machine.
     """
 
-    subscription_id: str = ""
-    resource_group: str = ""
-    location: str = "local"
+    #: As given to v1's constructor or ``create``; else the local scope (see :mod:`mlws.v1`),
+    #: the same a run's script reads from ``AZUREML_ARM_SUBSCRIPTION``/``_RESOURCEGROUP``.
+    subscription_id: str = LOCAL_SUBSCRIPTION
+    resource_group: str = LOCAL_RESOURCE_GROUP
+    location: str = LOCAL_LOCATION
 
     def __init__(
         self,
@@ -83,8 +117,8 @@ class V1Workspace(_ws.Workspace):
                 f" create it with Workspace.create({workspace_name!r}) or 'mlws workspace create {folder}'"
             )
         super().__init__(folder, _checking=_checking)
-        self.subscription_id = str(subscription_id or "")
-        self.resource_group = str(resource_group or "")
+        self.subscription_id = str(subscription_id or LOCAL_SUBSCRIPTION)
+        self.resource_group = str(resource_group or LOCAL_RESOURCE_GROUP)
 
     @classmethod
     def from_config(  # type: ignore[override]
@@ -99,6 +133,10 @@ class V1Workspace(_ws.Workspace):
         note_cloud_args("Workspace.from_config", auth=auth)
         ws = super().from_config(path, _file_name)
         assert isinstance(ws, V1Workspace)
+        ws.subscription_id, ws.resource_group = _config_scope(path) or (
+            ws.subscription_id,
+            ws.resource_group,
+        )
         return ws
 
     @classmethod
@@ -160,8 +198,10 @@ class V1Workspace(_ws.Workspace):
         )
         ws = super().create(folder_for_name(name), name, exist_ok)
         assert isinstance(ws, V1Workspace)
-        ws.subscription_id = str(subscription_id or "")
-        ws.resource_group = str(resource_group or "")
+        ws.subscription_id = str(subscription_id or LOCAL_SUBSCRIPTION)
+        ws.resource_group = str(resource_group or LOCAL_RESOURCE_GROUP)
+        if location:
+            ws.location = str(location)
         if show_output:
             print(f"Workspace {name!r} at {ws.path}")
         return ws

@@ -4,5 +4,5 @@ from mlws.v1.names import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
-    {"Model": "mlws.models:Model", "InferenceConfig": "mlws.serving.service:InferenceConfig"},
+    {"Model": "mlws.v1.serving:V1Model", "InferenceConfig": "mlws.serving.service:InferenceConfig"},
 )

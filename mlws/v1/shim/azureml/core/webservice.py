@@ -6,7 +6,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "Webservice": "mlws.serving.service:Webservice",
-        "LocalWebservice": "mlws.serving.service:LocalWebservice",
+        "LocalWebservice": "mlws.v1.serving:V1LocalWebservice",
         "AciWebservice": "mlws.v1.cloud:AciWebservice",
         "AksWebservice": "mlws.v1.cloud:AksWebservice",
     },

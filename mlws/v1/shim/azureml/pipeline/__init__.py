@@ -1,4 +1,4 @@
-"""``azureml.pipeline`` (v1): re-exports mlws's pipelines (``mlws.pipelines``) once they exist."""
+"""``azureml.pipeline`` (v1): re-exports mlws's pipelines (``mlws.pipelines``)."""
 
 from mlws.v1.names import step_aside_for_real_sdk
 

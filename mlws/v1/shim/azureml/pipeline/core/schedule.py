@@ -8,5 +8,5 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "Schedule": "mlws.pipelines:Schedule",
         "ScheduleRecurrence": "mlws.pipelines:ScheduleRecurrence",
     },
-    unavailable="mlws has no pipelines yet (SPEC.md section 13, the pipeline issue); until then submit each step as its own run with Experiment.submit(ScriptRunConfig(...))",
+    unavailable="not in mlws yet: its pipelines have Pipeline, PythonScriptStep, CommandStep, PipelineData, PipelineParameter, PipelineRun and StepRun; published pipelines, endpoints, schedules and ParallelRunStep come later (issue 13)",
 )

@@ -1,4 +1,4 @@
-"""``azureml.pipeline.steps`` (v1): mlws's pipeline steps, when they exist."""
+"""``azureml.pipeline.steps`` (v1): mlws's pipeline steps (``mlws.pipelines``)."""
 
 from mlws.v1.names import lazy_exports
 
@@ -16,5 +16,5 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "MpiStep": "mlws.pipelines:MpiStep",
         "AutoMLStep": "mlws.pipelines:AutoMLStep",
     },
-    unavailable="mlws has no pipelines yet (SPEC.md section 13, the pipeline issue); until then submit each step as its own run with Experiment.submit(ScriptRunConfig(...))",
+    unavailable="not in mlws yet: its pipelines have Pipeline, PythonScriptStep, CommandStep, PipelineData, PipelineParameter, PipelineRun and StepRun; published pipelines, endpoints, schedules and ParallelRunStep come later (issue 13)",
 )

@@ -1,0 +1,242 @@
+"""Controllers: the detached processes that drive a parent run's children to an end -- a
+HyperDrive sweep (:mod:`mlws.hyperdrive.controller`) and a pipeline (:mod:`mlws.pipelines.controller`).
+
+The protocol, the same for both:
+
+1. **Start** (:func:`start_controller`, in the submitter): the parent run is recorded
+   ``NotStarted`` with everything the controller needs in its ``definition``; then
+   ``python -m <module> <workspace> <run id>`` is started detached (a new session), so it
+   survives its submitter, and recorded as the run's supervising process (``Queued``).
+2. **Claim** (:meth:`Controller.claim`): the controller records its own pid and start time and
+   moves the run to ``Running``. From then on the parent's status is reconciled against this
+   process (``lifecycle.reconcile``): if it dies (``kill -9``), the next reader calls
+   :func:`abandon`, which cancels the open children and ends the parent ``Failed`` with the
+   reason, so a parent is never left ``Running``. SIGTERM/SIGHUP do the same at once
+   (:func:`main`).
+3. **Drive** (the subclass's :meth:`Controller.drive`): children are submitted through the
+   public ``submit_script`` with ``parent_id``, and watched through the catalog
+   (:meth:`Controller.wait_for_change` wakes when another process commits).
+4. **End**: the outcome is set last, after the controller's log is stored as a run file, so
+   whoever sees the parent ended sees its log and its children ended.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from .lifecycle import TERMINAL
+
+if TYPE_CHECKING:
+    from .experiments import Experiment
+    from .workspace import Workspace
+
+#: How often a controller asks SQLite whether another process changed the catalog
+#: (``PRAGMA data_version``, microseconds); it looks at its children only then, or every
+#: ``LOOK_S`` at the latest (deadlines). A child's end is seen within ~5 ms, not a 50 ms poll.
+POLL_S = 0.005
+LOOK_S = 0.5
+#: How long a canceled parent waits for its children to end before it ends anyway.
+CANCEL_WAIT_S = 30.0
+
+
+def start_controller(experiment: Experiment, run_id: str, module: str, what: str) -> None:
+    """Start ``python -m module <workspace> <run id>`` detached for the recorded parent run
+    ``run_id`` and record it as the run's supervising process (``NotStarted`` becomes
+    ``Queued``, unless the controller has moved it on already). ``what`` names the parent in
+    messages ("the sweep", "the pipeline").
+
+    :raises MlwsError: the process could not be started (the run is then ``Failed``).
+    """
+    from .errors import MlwsError
+    from .keyvault import CHANNEL_ENV
+    from .lifecycle import set_status
+    from .processes import process_start_time, start_detached
+
+    ws = experiment.workspace
+    penv = dict(os.environ)
+    penv.pop(CHANNEL_ENV, None)  # submitted from a run: not its parent's pipes
+    try:
+        proc = start_detached(module, str(ws.path), run_id, env=penv)
+    except OSError as e:
+        set_status(
+            ws,
+            run_id,
+            "Failed",
+            error={"code": "SystemError", "message": f"could not start {what}: {e}"},
+        )
+        raise MlwsError(f"could not start the controller of {what}: {e}") from None
+    with ws.catalog.write() as conn:
+        # The controller may already have claimed the run: only fill in what is missing.
+        conn.execute(
+            "UPDATE runs SET supervisor_pid = coalesce(supervisor_pid, ?),"
+            " supervisor_start = coalesce(supervisor_start, ?),"
+            " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
+            (proc.pid, process_start_time(proc.pid), run_id),
+        )
+
+
+def cancel_children(ws: Workspace, run_id: str) -> list[str]:
+    """Cancel every open child of ``run_id``; returns their ids."""
+    from .errors import MlwsError
+    from .runs import Run
+
+    marks = ",".join("?" * len(TERMINAL))
+    rows = ws.catalog.query(
+        f"SELECT * FROM runs WHERE parent_id = ? AND status NOT IN ({marks})", (run_id, *TERMINAL)
+    )
+    ids = []
+    for r in rows:
+        try:
+            Run._from_row(ws, r).cancel()
+            ids.append(r["id"])
+        except MlwsError:
+            pass  # a child run by another copy of the workspace: not ours to signal
+    return ids
+
+
+def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
+    """End a parent whose controller is gone: cancel its open children and mark it ``Failed``
+    with ``error``. A lock per run makes exactly one of several readers do it."""
+    from .lifecycle import set_status
+    from .locks import locked
+
+    with locked(ws.path / "locks" / "runs" / f"{run_id}.lock"):
+        row = ws.catalog.one("SELECT status FROM runs WHERE id = ?", (run_id,))
+        if row is None or row["status"] in TERMINAL:
+            return
+        cancel_children(ws, run_id)
+        set_status(ws, run_id, "Failed", error=error)
+
+
+def cancel_parent(run: Any) -> None:
+    """``cancel()`` of a controlled parent run (``run`` has already asked for it): with no live
+    controller to do it, its open children are canceled here."""
+    if run._row["status"] in TERMINAL:
+        cancel_children(run.workspace, run.id)
+
+
+class Controller:
+    """What every controller does besides its own driving: claim the run, keep a log, wait for
+    the catalog to change, wind down its children. Subclasses set ``LOG_FILE`` and
+    ``ERROR_CODE`` and implement :meth:`drive`."""
+
+    #: The run file the controller's log is stored as.
+    LOG_FILE = "azureml-logs/controller.txt"
+    #: The error code of a parent whose controller failed.
+    ERROR_CODE = "ControllerError"
+
+    def __init__(self, ws: Workspace, run_id: str) -> None:
+        from .runs import Run
+
+        self.ws = ws
+        self.run_id = run_id
+        self.run = Run._from_row(ws, ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,)))
+        self.log = io.StringIO()
+        self._version: Any = None
+
+    def say(self, msg: str) -> None:
+        """One line of the controller's log (stored as ``LOG_FILE``)."""
+        now = time.time()
+        stamp = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+        )
+        self.log.write(f"{stamp} {msg}\n")
+
+    def claim(self) -> None:
+        """Record this process as the run's supervising process and move it to Running."""
+        from .lifecycle import set_status
+        from .processes import process_start_time
+
+        pid = os.getpid()
+        with self.ws.catalog.write() as conn:
+            conn.execute(
+                "UPDATE runs SET supervisor_pid = ?, supervisor_start = ? WHERE id = ?",
+                (pid, process_start_time(pid), self.run_id),
+            )
+        set_status(self.ws, self.run_id, "Running")
+
+    def status(self) -> str:
+        """The parent's status as recorded."""
+        return str(self.ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (self.run_id,)))
+
+    def canceled(self) -> bool:
+        """Whether the parent was asked to cancel (or ended under the controller)."""
+        status = self.status()
+        return status == "CancelRequested" or status in TERMINAL
+
+    def children(self) -> list[Any]:
+        """The parent's child rows (id, seq, status, error, display name), oldest first."""
+        return self.ws.catalog.query(
+            "SELECT id, seq, status, error, display_name FROM runs WHERE parent_id = ?"
+            " ORDER BY seq",
+            (self.run_id,),
+        )
+
+    def wait_for_change(self) -> None:
+        """Return once another process has committed to the catalog, or after ``LOOK_S``."""
+        until = time.monotonic() + LOOK_S
+        while time.monotonic() < until:
+            version = self.ws.catalog.scalar("PRAGMA data_version")
+            if version != self._version:
+                self._version = version
+                return
+            time.sleep(POLL_S)
+
+    def finish_children(self) -> None:
+        """Cancel the open children and wait (bounded) for them to end, so whoever sees the
+        parent ended sees its children ended too."""
+        cancel_children(self.ws, self.run_id)
+        until = time.monotonic() + CANCEL_WAIT_S
+        while time.monotonic() < until and any(
+            r["status"] not in TERMINAL for r in self.children()
+        ):
+            self.wait_for_change()
+
+    def drive(self) -> tuple[str, dict[str, Any] | None]:
+        """Drive the children to an end; returns the parent's final status and error."""
+        raise NotImplementedError
+
+    def store_log(self) -> None:
+        """Store the log as a run file (best effort: the outcome matters more)."""
+        try:
+            self.run.upload_file(self.LOG_FILE, io.BytesIO(self.log.getvalue().encode()))
+        except Exception:
+            pass
+
+
+def main(argv: list[str], controller: type[Controller], what: str) -> int:
+    """The body of ``python -m <controller module> WORKSPACE RUN_ID``: claim, drive, end.
+    Any end of the controller (an exception, SIGTERM, SIGHUP) ends the parent ``Failed`` with
+    its open children canceled."""
+    from .lifecycle import set_status
+    from .workspace import Workspace
+
+    ws = Workspace(argv[0])
+    run_id = argv[1]
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise SystemExit(f"{what}'s controller got signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    ctl = None
+    try:
+        ctl = controller(ws, run_id)
+        ctl.claim()
+        status, error = ctl.drive()
+    except BaseException as e:  # noqa: BLE001 - any end of the controller ends the parent
+        msg = str(e) if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"
+        if ctl is not None:
+            ctl.say(traceback.format_exc())
+        cancel_children(ws, run_id)
+        status, error = "Failed", {"code": controller.ERROR_CODE, "message": msg}
+    if ctl is not None:
+        ctl.say(f"{what} ended {status}")
+        ctl.store_log()
+    set_status(ws, run_id, status, error=error)
+    return 0

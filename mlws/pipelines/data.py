@@ -1,0 +1,116 @@
+"""What flows between a pipeline's steps: ``PipelineData`` (a folder one step writes and later
+steps read) and ``PipelineParameter`` (a value set when the pipeline is submitted).
+
+Where ``PipelineData`` lives: the producing step writes it under its own ``outputs/<name>/``
+(the script is given that folder's absolute path), so when the step ends its files are stored
+as the step run's files, content-addressed like every run output. A consuming step gets a
+read-only copy of them (``.mlws-data/in/<name>`` in its working folder, from the blobs: no
+datastore in between). In both steps the path is also ``$AZUREML_DATAREFERENCE_<name>``, as in
+v1, and ``str(data)`` is that variable's name, so ``f"--out={data}"``-style code keeps working
+when the argument is the object itself.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from ..rundata import check_data_name
+
+if TYPE_CHECKING:
+    from .steps import PipelineStep
+
+#: v1 turns a parameter's name into an environment variable name this way (``builder.py``).
+_NOT_WORD = re.compile(r"[~\W]")
+
+
+class PipelineData:
+    """A folder written by one step and read by the steps that take it as an input (v1's
+    ``PipelineData``). ``datastore``, ``output_mode`` and the like are accepted for v1 code
+    and do not change where the data lives (see the module docstring).
+
+    :raises UserErrorException: ``name`` is not letters, digits and ``_``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        datastore: Any = None,
+        output_name: str | None = None,
+        output_mode: str = "mount",
+        output_path_on_compute: str | None = None,
+        output_overwrite: bool | None = None,
+        data_type: str | None = None,
+        is_directory: bool | None = None,
+        pipeline_output_name: str | None = None,
+        training_output: Any = None,
+    ) -> None:
+        self.name = check_data_name(name, "PipelineData")
+        self.datastore = datastore
+        self.is_directory = True if is_directory is None else bool(is_directory)
+        #: The step that writes it; set when a step lists it among its ``outputs``.
+        self.producer: PipelineStep | None = None
+
+    def __repr__(self) -> str:
+        return f"PipelineData(name={self.name!r})"
+
+    def __str__(self) -> str:
+        return self.get_env_variable_name()
+
+    def get_env_variable_name(self) -> str:
+        """``$AZUREML_DATAREFERENCE_<name>``: where a step finds the folder."""
+        return f"$AZUREML_DATAREFERENCE_{self.name}"
+
+    def as_input(self, input_name: str | None = None) -> PipelineData:
+        """The data as a step's input (it always is a read-only folder here)."""
+        return self
+
+    def as_mount(self, input_name: str | None = None) -> PipelineData:
+        """The data as a step's input, read-only (as :meth:`as_input`)."""
+        return self
+
+    def as_download(
+        self,
+        input_name: str | None = None,
+        path_on_compute: str | None = None,
+        overwrite: Any = None,
+    ) -> PipelineData:
+        """The data as a step's input (a copy here whatever the mode, read-only)."""
+        return self
+
+
+class PipelineParameter:
+    """A value given when the pipeline is submitted (``pipeline_parameters={name: value}``),
+    else ``default_value``. In a step's ``arguments`` it becomes the value; in ``params`` the
+    variable ``$AML_PARAMETER_<name>`` (as v1). A string argument that mentions
+    ``$AML_PARAMETER_<name>`` gets the value in its place.
+
+    :raises UserErrorException: ``name`` is empty or not a string.
+    """
+
+    def __init__(self, name: str, default_value: Any) -> None:
+        from ..errors import UserErrorException
+
+        if not isinstance(name, str) or not name.strip():
+            raise UserErrorException(f"a PipelineParameter needs a name, got {name!r}")
+        self.name = name
+        self.default_value = default_value
+
+    def __repr__(self) -> str:
+        return f"PipelineParameter(name={self.name!r}, default_value={self.default_value!r})"
+
+    def __str__(self) -> str:
+        return f"$AML_PARAMETER_{env_name(self.name)}"
+
+
+def env_name(name: str) -> str:
+    """A parameter's name as v1 puts it in ``AML_PARAMETER_<name>``."""
+    return _NOT_WORD.sub("_", name)
+
+
+def substitute(text: str, values: dict[str, Any]) -> str:
+    """``text`` with every ``$AML_PARAMETER_<name>`` of a parameter in ``values`` replaced by
+    its value (longest names first, so ``$AML_PARAMETER_ab`` is not read as ``a``)."""
+    for name in sorted(values, key=len, reverse=True):
+        text = text.replace(f"$AML_PARAMETER_{env_name(name)}", str(values[name]))
+    return text

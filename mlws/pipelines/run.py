@@ -1,0 +1,181 @@
+"""``PipelineRun`` (a pipeline's parent run) and ``StepRun`` (one step's child run, run or
+reused), with ``PortDataReference`` for a step's ``PipelineData`` output.
+
+``Experiment.submit(pipeline)`` returns a ``PipelineRun``; ``ws.get_run(id)`` and
+``Run.get(ws, id)`` give one for a run of type ``azureml.PipelineRun``, and a ``StepRun``
+for a step's run (``azureml.StepRun``, or ``azureml.ReusedStepRun`` for a reused one).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..controllers import cancel_parent
+from ..errors import ActivityFailedException, UserErrorException
+from ..lifecycle import TERMINAL
+from ..runs import Run
+
+
+class StepRun(Run):
+    """The run of one pipeline step (v1's ``StepRun``). A reused step's run has the property
+    ``azureml.reusedrunid`` (the run it stands for) and that run's files and metrics."""
+
+    @property
+    def reused_run_id(self) -> str | None:
+        """The id of the step run this one reused, or None when the step ran."""
+        return self.get_properties().get("azureml.reusedrunid")
+
+    def get_output_data(self, name: str) -> PortDataReference:
+        """The ``PipelineData`` output ``name`` of this step.
+
+        :raises UserErrorException: the step has no output of that name.
+        """
+        import json
+
+        spec = json.loads(self._refresh()["definition"] or "{}")
+        names = [o["name"] for o in spec.get("outputs") or [] if o.get("runFiles")]
+        if name not in names:
+            raise UserErrorException(
+                f"step run {self.id} has no output {name!r}; its outputs: {', '.join(names) or 'none'}"
+            )
+        return PortDataReference(self, name)
+
+    get_output = get_output_data
+
+    def get_outputs(self) -> dict[str, PortDataReference]:
+        """Every ``PipelineData`` output of this step, by name."""
+        import json
+
+        spec = json.loads(self._refresh()["definition"] or "{}")
+        return {
+            o["name"]: PortDataReference(self, o["name"])
+            for o in spec.get("outputs") or []
+            if o.get("runFiles")
+        }
+
+    def get_job_log(self) -> str:
+        """The step's driver log (``logs/driver.log``), or "" when it has none."""
+        names = self._file_names()
+        return self._read_file_text("logs/driver.log") if "logs/driver.log" in names else ""
+
+    get_stdout_log = get_job_log
+
+
+class PortDataReference:
+    """A step's ``PipelineData`` output (v1's ``PortDataReference``): the step run's files
+    under ``outputs/<name>/``."""
+
+    def __init__(self, step_run: StepRun, name: str) -> None:
+        self.step_run = step_run
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"PortDataReference(run={self.step_run.id!r}, name={self.name!r})"
+
+    @property
+    def path_on_datastore(self) -> str:
+        """Where the files are among the step run's files: ``outputs/<name>``."""
+        return f"outputs/{self.name}"
+
+    @property
+    def datastore_name(self) -> str | None:
+        """None: the files are the step run's own, on no datastore."""
+        return None
+
+    def download(
+        self, local_path: str | Path, overwrite: bool | None = None, show_progress: Any = None
+    ) -> str:
+        """Copy the files into ``local_path/<name>``; returns that folder.
+
+        :raises UserErrorException: a file is there already (and not ``overwrite``).
+        """
+        dest = Path(local_path) / self.name
+        dest.mkdir(parents=True, exist_ok=True)
+        self.step_run.download_files(
+            prefix=self.path_on_datastore + "/",
+            output_directory=dest,
+            append_prefix=False,
+            overwrite=bool(overwrite),
+        )
+        return str(dest)
+
+
+class PipelineRun(Run):
+    """The parent run of a pipeline (v1's ``PipelineRun``): its children are the step runs."""
+
+    RUN_TYPE = "azureml.PipelineRun"
+
+    def get_children(self, *args: Any, **kwargs: Any) -> list[StepRun]:  # type: ignore[override]
+        """The step runs (as ``Run.get_children``, each a :class:`StepRun`), oldest first."""
+        return [
+            StepRun(self.experiment, c.id, _row=c._row)
+            for c in super().get_children(*args, **kwargs)
+        ]
+
+    def get_steps(self) -> list[StepRun]:
+        """The step runs (run or reused), in the order they were started."""
+        return self.get_children()
+
+    def find_step_run(self, name: str) -> list[StepRun]:
+        """The runs of the step named ``name`` (a list, as v1)."""
+        return [s for s in self.get_steps() if s._row["display_name"] == name]
+
+    def get_graph(self) -> dict[str, list[str]]:
+        """``{step name: [names of the steps it waits for]}``."""
+        import json
+
+        spec = json.loads(self._row["definition"] or "{}").get("pipeline") or {}
+        return {s["name"]: list(s["upstream"]) for s in spec.get("steps") or []}
+
+    def cancel(self) -> None:
+        """Cancel the pipeline: its controller cancels the running steps and starts no more,
+        then ends it ``Canceled``. With no live controller the steps are canceled here."""
+        super().cancel()
+        cancel_parent(self)
+
+    def wait_for_completion(
+        self,
+        show_output: bool = True,
+        timeout_seconds: float | None = None,
+        raise_on_error: bool = True,
+        timeout: float | None = None,
+        **_kwargs: Any,
+    ) -> dict[str, Any]:
+        """Block until the pipeline has ended; with ``show_output`` (v1's default), print each
+        step's status as it changes.
+
+        :raises ActivityFailedException: the pipeline Failed and ``raise_on_error``.
+        :raises TimeoutError: still running after ``timeout_seconds``.
+        """
+        limit = timeout_seconds if timeout_seconds is not None else timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        shown: dict[str, str] = {}
+        if show_output:
+            print(f"PipelineRunId: {self.id}")
+        delay = 0.005
+        while True:
+            status = self.get_status()
+            if show_output:
+                for s in self.get_children():
+                    state = s._row["status"]
+                    if shown.get(s.id) != state:
+                        shown[s.id] = state
+                        reused = " (reused)" if s.type == "azureml.ReusedStepRun" else ""
+                        print(f"StepRun({s.display_name}) {s.id}: {state}{reused}")
+                        sys.stdout.flush()
+            if status in TERMINAL:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"pipeline run {self.id} is still {status} after {limit} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+        details = self.get_details()
+        if show_output:
+            print(f"PipelineRun {self.id}: {details['status']}")
+        if raise_on_error and details["status"] == "Failed":
+            msg = details.get("error", {}).get("error", {}).get("message", "no reason recorded")
+            raise ActivityFailedException(f"pipeline run {self.id} failed: {msg}")
+        return details
