@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -383,50 +381,6 @@ def test_a_v1_driver_submits_a_pytorch_job(tmp_path):
     r = run_v1_driver(project, "dist1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "STATUS Completed SUM 1" in r.stdout, r.stdout + r.stderr
-
-
-# -- the torch example (slow: it builds an environment with torch) -------------------------------
-def _torch_wheel_on_disk() -> bool:
-    """torch 2.13.0's CPU wheel lies in a folder pip's configuration points at (find-links):
-    anywhere else, installing it would download a multi-GB CUDA build."""
-    r = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=60
-    )
-    folders = [
-        line.split("=", 1)[1].strip().strip("'\"")
-        for line in r.stdout.splitlines()
-        if "find-links" in line.split("=", 1)[0]
-    ]
-    folders += os.environ.get("PIP_FIND_LINKS", "").split()
-    return any(
-        any(Path(f.removeprefix("file://")).glob("torch-2.13.0*.whl"))
-        for line in folders
-        for f in line.split()
-    )
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_the_torch_example_trains_on_two_gloo_ranks(tmp_path):
-    if not _torch_wheel_on_disk():
-        pytest.skip(
-            "torch==2.13.0 (CPU) is not on this machine's disk where pip looks (find-links):"
-            " installing it would download a multi-GB CUDA build"
-        )
-    root = Path(__file__).resolve().parent.parent
-    r = subprocess.run(
-        [sys.executable, str(root / "examples" / "distributed" / "driver.py"), "-q"],
-        env={**os.environ, "MLWS_WORKSPACE": str(tmp_path / "ex-ws")},
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "Status: Completed" in r.stdout
-    assert "world_size=2 ranks_in_step=True" in r.stdout
-    error = float(r.stdout.split("weight_error=")[1].split()[0])
-    assert error < 0.05, r.stdout
-    assert "logs/std_log_process_0.txt, logs/std_log_process_1.txt" in r.stdout
 
 
 # -- on ssh and Dask targets -------------------------------------------------------------------
