@@ -1251,6 +1251,50 @@ def case_sweep(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+V1_IMPORT_SCRIPT = textwrap.dedent(
+    """\
+    import time
+    t0 = time.perf_counter()
+    import mlws
+    t1 = time.perf_counter()
+    import azureml.core
+    t2 = time.perf_counter()
+    run = mlws.Run.get_context()
+    run.log("mlws_s", t1 - t0)
+    run.log("azureml_s", t2 - t1)
+    run.log("layer", "mlws" if "/v1/shim/" in azureml.core.__file__ else azureml.core.__file__)
+    """
+)
+
+
+def case_v1_import(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``import azureml.core`` inside a run (the v1 layer found on the run's own path), timed in
+    the run's script after ``import mlws``: what the layer adds; median of ``runs`` runs."""
+    from mlws import Experiment, ScriptRunConfig
+
+    src = work / "src-v1import"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "train.py").write_text(V1_IMPORT_SCRIPT)
+    ws = _ws(work / "ws-v1import")
+    exp = Experiment(ws, "bench-v1import")
+    mlws_s, azureml_s = [], []
+    for _ in range(int(params.get("runs", 5))):
+        run = exp.submit(ScriptRunConfig(str(src), "train.py"))
+        run.wait_for_completion(timeout=120)
+        m = run.get_metrics()
+        if m.get("layer") != "mlws":
+            raise RuntimeError(f"azureml.core came from {m.get('layer')}, not mlws's layer")
+        mlws_s.append(m["mlws_s"])
+        azureml_s.append(m["azureml_s"])
+    ws.close()
+    return {
+        "mlws_s": statistics.median(mlws_s),
+        "azureml_s": statistics.median(azureml_s),
+        "all_azureml_s": azureml_s,
+        "all_mlws_s": mlws_s,
+    }
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -1268,6 +1312,7 @@ CASES = {
     "dataset": case_dataset,
     "tabular": case_tabular,
     "sweep": case_sweep,
+    "v1_import": case_v1_import,
 }
 
 

@@ -785,6 +785,30 @@ def bench_sweep(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     ]
 
 
+def bench_v1_import(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    m = r.run("mlws", "v1_import", {"runs": 5})
+    ctx["v1_import"] = m
+    na = "no equivalent"
+    return [
+        row(
+            "15a",
+            "`import azureml.core` inside a run, over `import mlws` before it in the same script"
+            " (the v1 layer; median of 5 runs)",
+            _get(m, "azureml_s"),
+            na,
+            "s",
+            "low",
+            "≤ 50 ms",
+            lambda v: v <= 0.050,
+            mlws_note=(
+                f"`import mlws` itself: {fmt(_get(m, 'mlws_s'), 's')}"
+                if _get(m, "mlws_s") is not None
+                else ""
+            ),
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]] = {
     "1": ("metric logging throughput", bench_log),
     "2": ("creating 1,000 runs", bench_runs),
@@ -799,6 +823,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]]
     "11": ("file dataset fingerprint", bench_dataset),
     "12": ("tabular dataset read vs pandas.read_csv", bench_tabular),
     "13": ("HyperDrive sweep overhead vs Optuna's own loop", bench_sweep),
+    "15": ("the azureml import layer inside a run", bench_v1_import),
 }
 
 
@@ -1047,6 +1072,13 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f" {', '.join(f'{k} {v}' for k, v in (g(m, 'dtypes') or {}).items()) or '—'}."
             f" pandas {versions.get('pandas', '—')}, pyarrow {versions.get('pyarrow', '—')}, on"
             f" {os.cpu_count()} CPUs."
+        )
+    if "v1_import" in ctx:
+        m = ctx["v1_import"]
+        out.append(
+            f"- **15.** In each run's script, `import azureml.core` after `import mlws`:"
+            f" {', '.join(n(x * 1e3, '.1f') for x in g(m, 'all_azureml_s') or [])} ms; `import mlws`"
+            f" before it: {', '.join(n(x * 1e3, '.1f') for x in g(m, 'all_mlws_s') or [])} ms."
         )
     return out
 
