@@ -23,6 +23,11 @@ _EXPORTS = {
     "PipelineRun": "run",
     "StepRun": "run",
     "PortDataReference": "run",
+    "PublishedPipeline": "published",
+    "PipelineEndpoint": "endpoints",
+    "PipelineVersion": "endpoints",
+    "Schedule": "schedules",
+    "ScheduleRecurrence": "schedules",
 }
 
 __all__ = sorted(_EXPORTS)
