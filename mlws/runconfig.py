@@ -403,7 +403,11 @@ def submit_script(
     rc = config.run_config
     tags = key_values(tags, "tag")  # checked before the snapshot stores anything
     target_type, _ = target_config(ws, rc.target)
-    src, script = config.validate()
+    if snapshot is None:
+        src, script = config.validate()
+    else:  # taken earlier (a published pipeline's step): the folder may have changed or gone
+        src = Path(config.source_directory).absolute()
+        script = config.script and check_script_path(str(src), config.script).as_posix()
     arguments, inputs, outputs = encode_arguments(ws, rc.arguments, data or ())
     # An ssh host has its own interpreters: the environment is resolved there.
     env = environment_definition(ws, rc.environment, on_this_machine=target_type != "ssh")

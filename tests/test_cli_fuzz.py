@@ -53,6 +53,7 @@ PER_PARAM = 5
 #: Commands not run, and why.
 SKIPPED = {
     "model deploy": "starts a long-lived service (supervisor and replica processes)",
+    "schedule run": "runs until stopped (tests/test_pipeline_publish.py stops it by SIGTERM)",
 }
 
 #: Extra arguments always given to a command, and why.

@@ -78,6 +78,11 @@ def pipeline_submit(
     check_experiment_name(exp_name)
     ws = open_workspace(ctx)
     target: Any = load_pipeline(ref, ws) if is_reference(ref) else PublishedPipeline.get(ws, ref)
+    # Checked before Experiment() creates the experiment: bad input changes nothing.
+    if isinstance(target, PublishedPipeline):
+        target.check(values or None)
+    else:
+        target.validate(values or None)
     run = Experiment(ws, exp_name).submit(
         target,
         pipeline_parameters=values or None,

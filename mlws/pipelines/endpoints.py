@@ -294,9 +294,33 @@ class PipelineEndpoint:
         """
         from ..experiments import Experiment
 
+        self.check(pipeline_parameters, pipeline_version)  # before the experiment is created
         return Experiment(self.workspace, experiment_name).submit(
             self, pipeline_parameters=pipeline_parameters, pipeline_version=pipeline_version
         )
+
+    def check(
+        self,
+        pipeline_parameters: dict[str, Any] | None = None,
+        pipeline_version: str | int | None = None,
+    ) -> PublishedPipeline:
+        """Check that version ``pipeline_version`` (None: the default) can be submitted with
+        ``pipeline_parameters`` now; returns its published pipeline.
+
+        :raises PipelineDisabled: the endpoint or the version's pipeline is disabled.
+        :raises PipelineNotFound: no such version.
+        :raises PipelineValidationError: a parameter the pipeline does not have.
+        """
+        self._refresh()
+        if self.status != ACTIVE:
+            raise PipelineDisabled(
+                f"pipeline endpoint {self.name!r} is disabled; enable it first"
+                f" (`mlws pipeline-endpoint enable {self.name}`)"
+            )
+        version = self.default_version if pipeline_version is None else pipeline_version
+        published = self.get_pipeline(version)
+        published.check(pipeline_parameters)
+        return published
 
     def _submit(
         self,
@@ -307,14 +331,8 @@ class PipelineEndpoint:
         properties: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> PipelineRun:
-        self._refresh()
-        if self.status != ACTIVE:
-            raise PipelineDisabled(
-                f"pipeline endpoint {self.name!r} is disabled; enable it first"
-                f" (PipelineEndpoint.get(ws, name={self.name!r}).enable())"
-            )
+        published = self.check(pipeline_parameters, pipeline_version)
         version = self.default_version if pipeline_version is None else pipeline_version
-        published = self.get_pipeline(version)
         return published._submit(
             experiment,
             tags=tags,

@@ -221,11 +221,27 @@ class PublishedPipeline:
         """
         from ..experiments import Experiment
 
+        self.check(pipeline_parameters)  # before Experiment() creates the experiment
         return Experiment(workspace, experiment_name).submit(
             self,
             pipeline_parameters=pipeline_parameters,
             continue_on_step_failure=continue_on_step_failure,
         )
+
+    def check(self, pipeline_parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Check that it can be submitted with ``pipeline_parameters`` now; returns the
+        parameter values its run would get.
+
+        :raises PipelineDisabled: it is disabled.
+        :raises PipelineValidationError: a parameter it does not have.
+        """
+        self._refresh()
+        if self.status != ACTIVE:
+            raise PipelineDisabled(
+                f"published pipeline {self.name!r} ({self.id}) is disabled; enable it first"
+                f" (`mlws pipeline enable {self.id}`)"
+            )
+        return resolve_parameters(self.graph, pipeline_parameters)
 
     def _submit(
         self,
@@ -241,14 +257,9 @@ class PublishedPipeline:
         from .graph import start_pipeline_run
 
         tags = key_values(tags, "tag")
-        self._refresh()
-        if self.status != ACTIVE:
-            raise PipelineDisabled(
-                f"published pipeline {self.name!r} ({self.id}) is disabled; enable it first"
-                f" (`mlws pipeline enable {self.id}`)"
-            )
+        values = self.check(pipeline_parameters)
         spec = self.graph
-        spec["parameters"] = resolve_parameters(spec, pipeline_parameters)
+        spec["parameters"] = values
         if continue_on_step_failure is None:
             continue_on_step_failure = bool(self.continue_on_step_failure)
         return start_pipeline_run(

@@ -743,9 +743,11 @@ class Scheduler:
             kwargs: dict[str, Any] = {}
             if cosf is not None and row["pipeline_id"] is not None:
                 kwargs["continue_on_step_failure"] = bool(cosf)
+            values = json.loads(row["pipeline_parameters"])
+            target.check(values)  # a disabled pipeline must not create the experiment
             run = Experiment(ws, row["experiment_name"]).submit(
                 target,
-                pipeline_parameters=json.loads(row["pipeline_parameters"]),
+                pipeline_parameters=values,
                 properties={"azureml.scheduleid": row["id"]},
                 **kwargs,
             )
