@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PipelineDisabled, PipelineNotFound, UserErrorException
-from .published import ACTIVE, DISABLED, PublishedPipeline, check_pipeline_name
+from .published import ACTIVE, PublishedPipeline, StoredItem, check_pipeline_name
 
 if TYPE_CHECKING:
     from ..experiments import Experiment
@@ -32,37 +32,15 @@ class PipelineVersion:
     pipeline_id: str
 
 
-class PipelineEndpoint:
+class PipelineEndpoint(StoredItem):
     """A pipeline endpoint (v1's ``PipelineEndpoint``): ``id``, ``name``, ``description``,
     ``status``, ``default_version``. Create one with :meth:`publish`, find one with
     :meth:`get` or :meth:`list`."""
 
-    def __init__(self, workspace: Workspace, _row: Any) -> None:
-        self.workspace = workspace
-        self._row = _row
+    TABLE = "pipeline_endpoints"
 
     def __repr__(self) -> str:
         return f"PipelineEndpoint(name={self.name!r}, default_version={self.default_version!r})"
-
-    @property
-    def id(self) -> str:
-        """The endpoint's id (a GUID)."""
-        return str(self._row["id"])
-
-    @property
-    def name(self) -> str:
-        """Its name (unique in the workspace)."""
-        return str(self._row["name"])
-
-    @property
-    def description(self) -> str | None:
-        """Its description."""
-        return self._row["description"]
-
-    @property
-    def status(self) -> str:
-        """``"Active"`` or ``"Disabled"``."""
-        return str(self._row["status"])
 
     @property
     def default_version(self) -> str:
@@ -154,9 +132,6 @@ class PipelineEndpoint:
         return [PipelineEndpoint(workspace, r) for r in rows]
 
     get_all = list
-
-    def _refresh(self) -> None:
-        self._row = PipelineEndpoint.get(self.workspace, id=self.id)._row
 
     # -- versions ----------------------------------------------------------------------------
     def list_versions(self) -> list[PipelineVersion]:
@@ -262,20 +237,6 @@ class PipelineEndpoint:
                 f"a pipeline endpoint's versions are 0, 1, 2, ...; got {str(version)[:40]!r}"
             )
         return int(text)
-
-    # -- state -------------------------------------------------------------------------------
-    def enable(self) -> None:
-        """Make it ``Active``."""
-        self._set_status(ACTIVE)
-
-    def disable(self) -> None:
-        """Make it ``Disabled``: submitting it is refused until it is enabled."""
-        self._set_status(DISABLED)
-
-    def _set_status(self, status: str) -> None:
-        with self.workspace.catalog.write() as conn:
-            conn.execute("UPDATE pipeline_endpoints SET status = ? WHERE id = ?", (status, self.id))
-        self._refresh()
 
     # -- submission --------------------------------------------------------------------------
     def submit(

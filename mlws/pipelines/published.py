@@ -70,14 +70,62 @@ def resolve_parameters(spec: dict[str, Any], given: dict[str, Any] | None) -> di
     return {**known, **{k: parameter_value(v) for k, v in (given or {}).items()}}
 
 
-class PublishedPipeline:
-    """A published pipeline (v1's ``PublishedPipeline``): ``id``, ``name``, ``description``,
-    ``version``, ``status`` (``"Active"`` or ``"Disabled"``), ``continue_on_step_failure``.
-    Get one with :meth:`get` or :meth:`list`, or from ``pipeline.publish(...)``."""
+class StoredItem:
+    """What a published pipeline, a pipeline endpoint and a schedule share: a row of the
+    catalog table ``TABLE`` with an ``id``, a ``name``, a ``description`` and a ``status``
+    (``"Active"`` or ``"Disabled"``), read when the object is made and after each change."""
+
+    TABLE = ""
 
     def __init__(self, workspace: Workspace, _row: Any) -> None:
         self.workspace = workspace
         self._row = _row
+
+    @property
+    def id(self) -> str:
+        """Its id (a GUID)."""
+        return str(self._row["id"])
+
+    @property
+    def name(self) -> str:
+        """Its name."""
+        return str(self._row["name"])
+
+    @property
+    def description(self) -> str | None:
+        """Its description."""
+        return self._row["description"]
+
+    @property
+    def status(self) -> str:
+        """``"Active"`` or ``"Disabled"`` (as stored when last read)."""
+        return str(self._row["status"])
+
+    def enable(self) -> None:
+        """Make it ``Active``."""
+        self._set_status(ACTIVE)
+
+    def disable(self) -> None:
+        """Make it ``Disabled``: it is refused (or, a schedule, left alone) until enabled."""
+        self._set_status(DISABLED)
+
+    def _set_status(self, status: str) -> None:
+        with self.workspace.catalog.write() as conn:
+            conn.execute(f"UPDATE {self.TABLE} SET status = ? WHERE id = ?", (status, self.id))
+        self._refresh()
+
+    def _refresh(self) -> None:
+        row = self.workspace.catalog.one(f"SELECT * FROM {self.TABLE} WHERE id = ?", (self.id,))
+        if row is not None:  # deleted meanwhile (nothing deletes them yet): keep what we had
+            self._row = row
+
+
+class PublishedPipeline(StoredItem):
+    """A published pipeline (v1's ``PublishedPipeline``): ``id``, ``name``, ``description``,
+    ``version``, ``status`` (``"Active"`` or ``"Disabled"``), ``continue_on_step_failure``.
+    Get one with :meth:`get` or :meth:`list`, or from ``pipeline.publish(...)``."""
+
+    TABLE = "published_pipelines"
 
     def __repr__(self) -> str:
         return f"PublishedPipeline(name={self.name!r}, id={self.id!r}, status={self.status!r})"
@@ -89,29 +137,9 @@ class PublishedPipeline:
         return hash(self.id)
 
     @property
-    def id(self) -> str:
-        """The published pipeline's id (a GUID)."""
-        return str(self._row["id"])
-
-    @property
-    def name(self) -> str:
-        """Its name (several published pipelines may share one)."""
-        return str(self._row["name"])
-
-    @property
-    def description(self) -> str | None:
-        """Its description."""
-        return self._row["description"]
-
-    @property
     def version(self) -> str | None:
         """The version given when it was published (free text, as v1)."""
         return self._row["version"]
-
-    @property
-    def status(self) -> str:
-        """``"Active"`` or ``"Disabled"`` (as stored when last read)."""
-        return str(self._row["status"])
 
     @property
     def continue_on_step_failure(self) -> bool | None:
@@ -181,26 +209,6 @@ class PublishedPipeline:
         return [PublishedPipeline(workspace, r) for r in rows]
 
     get_all = list
-
-    def _refresh(self) -> None:
-        self._row = PublishedPipeline.get(self.workspace, self.id)._row
-
-    # -- state -------------------------------------------------------------------------------
-    def enable(self) -> None:
-        """Make it ``Active``: it can be submitted again."""
-        self._set_status(ACTIVE)
-
-    def disable(self) -> None:
-        """Make it ``Disabled``: submitting it (directly, or through an endpoint or a schedule)
-        is refused until it is enabled."""
-        self._set_status(DISABLED)
-
-    def _set_status(self, status: str) -> None:
-        with self.workspace.catalog.write() as conn:
-            conn.execute(
-                "UPDATE published_pipelines SET status = ? WHERE id = ?", (status, self.id)
-            )
-        self._refresh()
 
     # -- submission --------------------------------------------------------------------------
     def submit(

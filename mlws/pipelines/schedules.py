@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError, ScheduleError, ScheduleNotFound
-from .published import ACTIVE, DISABLED, check_pipeline_name
+from .published import ACTIVE, DISABLED, StoredItem, check_pipeline_name
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -257,23 +257,17 @@ def _dt(epoch: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
 
 
-class Schedule:
+class Schedule(StoredItem):
     """A schedule (v1's ``Schedule``): ``id``, ``name``, ``description``, ``status``
     (``"Active"`` or ``"Disabled"``), ``pipeline_id`` or ``pipeline_endpoint_id``,
     ``experiment_name``, ``recurrence`` (None for a data-change schedule), ``datastore_name``,
     ``path_on_datastore``, ``polling_interval`` (minutes)."""
 
-    def __init__(self, workspace: Workspace, _row: Any) -> None:
-        self.workspace = workspace
-        self._row = _row
+    TABLE = "schedules"
 
     def __repr__(self) -> str:
         return f"Schedule(name={self.name!r}, id={self.id!r}, status={self.status!r})"
 
-    id = property(lambda self: str(self._row["id"]), doc="The schedule's id (a GUID).")
-    name = property(lambda self: str(self._row["name"]), doc="Its name.")
-    description = property(lambda self: self._row["description"], doc="Its description.")
-    status = property(lambda self: str(self._row["status"]), doc='"Active" or "Disabled".')
     pipeline_id = property(
         lambda self: self._row["pipeline_id"], doc="The published pipeline it submits, or None."
     )
@@ -460,9 +454,6 @@ class Schedule:
         return [Schedule(workspace, r) for r in rows]
 
     get_all = list
-
-    def _refresh(self) -> None:
-        self._row = Schedule.get(self.workspace, self.id)._row
 
     # -- changes -----------------------------------------------------------------------------
     def enable(self, wait_for_provisioning: bool = False, wait_timeout: int = 3600) -> None:
