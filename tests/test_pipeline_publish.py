@@ -425,6 +425,27 @@ def test_schedule_create_refuses_bad_input_and_records_nothing(ws, tmp_path):
         Schedule.create(ws, "x", pipeline_id="nope", experiment_name="e", recurrence=rec)
     assert workspace_fingerprint(ws.path) == before
 
+    s = Schedule.create(ws, "daily", pipeline_id=pp.id, experiment_name="e", recurrence=rec)
+    s.update(
+        recurrence=ScheduleRecurrence("Week", 1, week_days=["Friday"]),
+        pipeline_parameters={"word": "fri"},
+        description="fridays",
+    )
+    got = Schedule.get(ws, s.id)
+    assert got.recurrence.week_days == ["Friday"] and got.pipeline_parameters == {"word": "fri"}
+    assert got.description == "fridays"
+    before = workspace_fingerprint(ws.path)
+    for kwargs in (
+        dict(pipeline_parameters={"nope": 1}),
+        dict(status="Paused"),
+        dict(polling_interval=5),
+        dict(name=""),
+        dict(recurrence="weekly"),
+    ):
+        with pytest.raises(UserErrorException):
+            got.update(**kwargs)
+    assert workspace_fingerprint(ws.path) == before
+
 
 def test_schedule_run_process_fires_and_stops_on_sigterm(ws, tmp_path):
     pp = _pipeline(ws, _source(tmp_path)).publish("say")
@@ -483,7 +504,7 @@ def test_cli_pipeline_publish_endpoint_schedule(ws, tmp_path):
         *w,
         "pipeline",
         "submit",
-        "pl.py:build",
+        "pl:build",  # MODULE:OBJ, found from the current folder
         "-e",
         "cli",
         "--param",

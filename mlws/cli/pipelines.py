@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import CONTEXT, key_values, open_workspace, print_json, table, when
+from .common import CONTEXT, key_values, open_workspace, print_json, status_commands, table, when
 
 _PARAM = click.option(
     "--param",
@@ -192,38 +192,20 @@ def pipeline_show(ctx: click.Context, pipeline_id: str, as_json: bool) -> None:
     )
 
 
-def _set_status(ctx: click.Context, pipeline_id: str, enable: bool) -> None:
+def _published(ws: Any, pipeline_id: str) -> Any:
     from ..pipelines.published import PublishedPipeline
 
-    pp = PublishedPipeline.get(open_workspace(ctx), pipeline_id)
-    pp.enable() if enable else pp.disable()
-    click.echo(f"Published pipeline {pp.id} is {pp.status}")
+    return PublishedPipeline.get(ws, pipeline_id)
 
 
-@pipeline.command("enable")
-@click.argument("pipeline_id")
-@click.pass_context
-def pipeline_enable(ctx: click.Context, pipeline_id: str) -> None:
-    """Enable a published pipeline (it can be submitted again).
-
-    \b
-    Example:
-      mlws pipeline enable 0b6c7f0e-5d3a-4c1e-9f27-2a5e8d9c1b44
-    """
-    _set_status(ctx, pipeline_id, True)
-
-
-@pipeline.command("disable")
-@click.argument("pipeline_id")
-@click.pass_context
-def pipeline_disable(ctx: click.Context, pipeline_id: str) -> None:
-    """Disable a published pipeline: submitting it is refused until it is enabled.
-
-    \b
-    Example:
-      mlws pipeline disable 0b6c7f0e-5d3a-4c1e-9f27-2a5e8d9c1b44
-    """
-    _set_status(ctx, pipeline_id, False)
+status_commands(
+    pipeline,
+    "published pipeline",
+    "pipeline_id",
+    _published,
+    "0b6c7f0e-5d3a-4c1e-9f27-2a5e8d9c1b44",
+    "submitting it (directly, through an endpoint or a schedule) is refused until it is enabled",
+)
 
 
 # -- endpoints ---------------------------------------------------------------------------------
@@ -234,9 +216,7 @@ def pipeline_endpoint() -> None:
 
 
 def _endpoint(ctx: click.Context, name: str) -> Any:
-    from ..pipelines.endpoints import PipelineEndpoint
-
-    return PipelineEndpoint.get(open_workspace(ctx), name=name)
+    return _endpoint_by_name(open_workspace(ctx), name)
 
 
 @pipeline_endpoint.command("create")
@@ -380,33 +360,17 @@ def endpoint_submit(
     _announce(run, exp_name, quiet, as_json, wait)
 
 
-def _endpoint_status(ctx: click.Context, name: str, enable: bool) -> None:
-    ep = _endpoint(ctx, name)
-    ep.enable() if enable else ep.disable()
-    click.echo(f"Pipeline endpoint {ep.name!r} is {ep.status}")
+def _endpoint_by_name(ws: Any, name: str) -> Any:
+    from ..pipelines.endpoints import PipelineEndpoint
+
+    return PipelineEndpoint.get(ws, name=name)
 
 
-@pipeline_endpoint.command("enable")
-@click.argument("name")
-@click.pass_context
-def endpoint_enable(ctx: click.Context, name: str) -> None:
-    """Enable a pipeline endpoint.
-
-    \b
-    Example:
-      mlws pipeline-endpoint enable scoring
-    """
-    _endpoint_status(ctx, name, True)
-
-
-@pipeline_endpoint.command("disable")
-@click.argument("name")
-@click.pass_context
-def endpoint_disable(ctx: click.Context, name: str) -> None:
-    """Disable a pipeline endpoint: submitting it is refused until it is enabled.
-
-    \b
-    Example:
-      mlws pipeline-endpoint disable scoring
-    """
-    _endpoint_status(ctx, name, False)
+status_commands(
+    pipeline_endpoint,
+    "pipeline endpoint",
+    "name",
+    _endpoint_by_name,
+    "scoring",
+    "submitting it is refused until it is enabled",
+)

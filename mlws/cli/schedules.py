@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import CONTEXT, key_values, open_workspace, print_json, table, when
+from .common import CONTEXT, key_values, open_workspace, print_json, status_commands, table, when
 
 
 @click.group(context_settings=CONTEXT)
@@ -175,38 +175,20 @@ def schedule_show(ctx: click.Context, schedule_id: str, as_json: bool) -> None:
     table([[k, v] for k, v in d.items() if v not in (None, {}, "")], ["field", "value"])
 
 
-def _set_status(ctx: click.Context, schedule_id: str, enable: bool) -> None:
+def _schedule(ws: Any, schedule_id: str) -> Any:
     from ..pipelines.schedules import Schedule
 
-    s = Schedule.get(open_workspace(ctx), schedule_id)
-    s.enable() if enable else s.disable()
-    click.echo(f"Schedule {s.name!r} ({s.id}) is {s.status}")
+    return Schedule.get(ws, schedule_id)
 
 
-@schedule.command("enable")
-@click.argument("schedule_id")
-@click.pass_context
-def schedule_enable(ctx: click.Context, schedule_id: str) -> None:
-    """Enable a schedule (the scheduler fires it again).
-
-    \b
-    Example:
-      mlws schedule enable 3f2b1c0d-9e8f-4a7b-b6c5-d4e3f2a1b0c9
-    """
-    _set_status(ctx, schedule_id, True)
-
-
-@schedule.command("disable")
-@click.argument("schedule_id")
-@click.pass_context
-def schedule_disable(ctx: click.Context, schedule_id: str) -> None:
-    """Disable a schedule (the scheduler leaves it alone).
-
-    \b
-    Example:
-      mlws schedule disable 3f2b1c0d-9e8f-4a7b-b6c5-d4e3f2a1b0c9
-    """
-    _set_status(ctx, schedule_id, False)
+status_commands(
+    schedule,
+    "schedule",
+    "schedule_id",
+    _schedule,
+    "3f2b1c0d-9e8f-4a7b-b6c5-d4e3f2a1b0c9",
+    "the scheduler leaves it alone until it is enabled",
+)
 
 
 @schedule.command("run")
