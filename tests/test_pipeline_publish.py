@@ -29,6 +29,7 @@ from mlws.pipelines import (
     Pipeline,
     PipelineEndpoint,
     PipelineParameter,
+    PipelineRun,
     PublishedPipeline,
     PythonScriptStep,
     Schedule,
@@ -102,6 +103,8 @@ def test_published_pipeline_runs_its_frozen_snapshot(ws, tmp_path):
     assert pp2.id != pp.id and _said(pp2.submit(ws, "pub")) == "v2 hi"
 
     assert PublishedPipeline.get(ws, pp.id) == pp
+    assert [r.id for r in PipelineRun.get_pipeline_runs(ws, pp.id)] == [r.id for r in pp.get_runs()]
+    assert len(pp.get_runs()) == 2 and isinstance(pp.get_runs()[0], PipelineRun)
     assert {p.id for p in PublishedPipeline.list(ws)} == {pp.id, pp2.id}
     before = workspace_fingerprint(ws.path)
     with pytest.raises(PipelineValidationError, match="no parameter 'nope'"):
@@ -261,6 +264,16 @@ def test_endpoint_versions_default_and_submit(ws, tmp_path):
 def test_next_fire(rec, after, expected):
     r = ScheduleRecurrence(**rec)
     assert next_fire(r, after, anchor=_utc(2000, 1, 1)) == expected
+
+
+def test_next_fire_hourly_counts_elapsed_time_across_dst():
+    # Paris leaves summer time at 03:00 CEST on 2026-10-25 (01:00 UTC): hourly stays hourly.
+    r = ScheduleRecurrence("Hour", 1, start_time="2026-10-25T00:00", time_zone="Europe/Paris")
+    t, seen = _utc(2026, 10, 24, 23, 30), []
+    for _ in range(4):
+        t = next_fire(r, t, anchor=_utc(2000, 1, 1))
+        seen.append(t)
+    assert [b - a for a, b in zip(seen, seen[1:], strict=False)] == [dt.timedelta(hours=1)] * 3
 
 
 def test_next_fire_counts_from_creation_without_start_time():

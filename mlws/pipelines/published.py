@@ -236,6 +236,11 @@ class PublishedPipeline(StoredItem):
             continue_on_step_failure=continue_on_step_failure,
         )
 
+    def get_runs(self) -> list[PipelineRun]:
+        """Its pipeline runs, newest first (submitted directly, through an endpoint or by a
+        schedule)."""
+        return pipeline_runs(self.workspace, self.id)
+
     def check(self, pipeline_parameters: dict[str, Any] | None = None) -> dict[str, Any]:
         """Check that it can be submitted with ``pipeline_parameters`` now; returns the
         parameter values its run would get.
@@ -342,3 +347,13 @@ def publish_pipeline(
             ),
         )
     return PublishedPipeline.get(ws, pid)
+
+
+def pipeline_runs(ws: Workspace, pipeline_id: str) -> list[PipelineRun]:
+    """The pipeline runs of the published pipeline ``pipeline_id``, newest first."""
+    rows = ws.catalog.query(
+        "SELECT r.id FROM run_properties p JOIN runs r ON r.seq = p.run_seq"
+        " WHERE p.key = 'azureml.pipelineid' AND p.value = ? ORDER BY r.created DESC, r.seq DESC",
+        (str(pipeline_id),),
+    )
+    return [ws.get_run(r["id"]) for r in rows]  # azureml.PipelineRun rows: PipelineRun objects

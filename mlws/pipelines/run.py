@@ -108,6 +108,14 @@ class PipelineRun(Run):
 
     RUN_TYPE = "azureml.PipelineRun"
 
+    @staticmethod
+    def get_pipeline_runs(workspace: Any, pipeline_id: str) -> list[PipelineRun]:
+        """The runs of the published pipeline ``pipeline_id``, newest first (v1's
+        ``PipelineRun.get_pipeline_runs``)."""
+        from .published import pipeline_runs
+
+        return pipeline_runs(workspace, pipeline_id)
+
     def get_children(self, *args: Any, **kwargs: Any) -> list[StepRun]:  # type: ignore[override]
         """The step runs (as ``Run.get_children``, each a :class:`StepRun`), oldest first."""
         return [

@@ -223,6 +223,11 @@ def next_fire(rec: ScheduleRecurrence, after: dt.datetime, anchor: dt.datetime) 
             "Day": dt.timedelta(days=n),
             "Week": dt.timedelta(weeks=n),
         }[rec.frequency]
+        if rec.frequency in ("Minute", "Hour"):
+            # Elapsed time, not wall time: "every hour" must not skip or repeat one at DST.
+            t0 = (rec.start_time or anchor).astimezone(dt.timezone.utc)
+            t = after.astimezone(dt.timezone.utc)
+            return t0 if t < t0 else t0 + (math.floor((t - t0) / step) + 1) * step
         if a < start:
             return utc(start)
         k = math.floor((a - start) / step) + 1
@@ -742,7 +747,7 @@ class Scheduler:
                 properties={"azureml.scheduleid": row["id"]},
                 **kwargs,
             )
-        except MlwsError as e:
+        except (MlwsError, OSError) as e:  # the scheduler goes on with the other schedules
             self._record(row["id"], {**changes, "last_error": str(e)})
             self.log(f"schedule {row['name']!r} could not submit its pipeline: {e}")
             return f"error: {e}"
