@@ -462,10 +462,11 @@ def test_schedule_create_refuses_bad_input_and_records_nothing(ws, tmp_path):
 
 def test_schedule_run_process_fires_and_stops_on_sigterm(ws, tmp_path):
     pp = _pipeline(ws, _source(tmp_path)).publish("say")
+    ep = PipelineEndpoint.publish(ws, "talk", None, pp)
     s = Schedule.create(
         ws,
         "now",
-        pipeline_id=pp.id,
+        pipeline_endpoint_id="talk",  # a name works too; the endpoint's default version runs
         experiment_name="live",
         recurrence=ScheduleRecurrence("Hour", 1),  # no start time: fires at once
     )
@@ -487,7 +488,9 @@ def test_schedule_run_process_fires_and_stops_on_sigterm(ws, tmp_path):
             proc.wait()
     assert proc.returncode == 0, out
     assert "fired" in out and "Scheduler stopped" in out
-    assert _said(Schedule.get(ws, s.id).get_last_pipeline_run()) == "v1 hi"
+    assert Schedule.get(ws, s.id).pipeline_endpoint_id == ep.id
+    run = Schedule.get(ws, s.id).get_last_pipeline_run()
+    assert _said(run) == "v1 hi" and run.get_properties()["azureml.pipelineendpointid"] == ep.id
     assert (
         len(ws.catalog.query("SELECT id FROM runs WHERE experiment = 'live' AND parent_id IS NULL"))
         == 1
