@@ -357,6 +357,16 @@ def test_schedule_fires_missed_slots_once(ws, tmp_path):
     assert sched.tick() == []
     pp.enable()
     assert [x.id for x in Schedule.list(ws, pipeline_id=pp.id)] == [s.id]
+    # A recurrence this machine can no longer read (its zone left the tz database) is
+    # recorded as the schedule's error; the scheduler goes on.
+    rec = json.loads(ws.catalog.scalar("SELECT recurrence FROM schedules WHERE id = ?", (s.id,)))
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "UPDATE schedules SET recurrence = ? WHERE id = ?",
+            (json.dumps({**rec, "time_zone": "Nowhere/Gone"}), s.id),
+        )
+    assert sched.tick() == [] and sched.next_wake(clock.t) > 0
+    assert "unknown time_zone" in Schedule.get(ws, s.id).as_dict()["last_error"]
 
 
 def test_data_change_schedule_fires_on_change(ws, tmp_path):

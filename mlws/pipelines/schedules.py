@@ -554,12 +554,15 @@ class Schedule(StoredItem):
 
     def next_fire_time(self, now: float | None = None) -> float | None:
         """When the scheduler will next fire it (epoch seconds; a time in the past means at
-        once), or None for a data-change schedule."""
-        return due_time(self._row)
+        once), or None for a data-change schedule (or a recurrence it cannot read here)."""
+        try:
+            return due_time(self._row)
+        except MlwsError:
+            return None
 
     def as_dict(self) -> dict[str, Any]:
         """What ``mlws schedule show --json`` prints."""
-        rec = self.recurrence
+        rec = self._row["recurrence"]  # as stored: shown even where it cannot be read
         return {
             "id": self.id,
             "name": self.name,
@@ -568,7 +571,7 @@ class Schedule(StoredItem):
             "pipeline_id": self.pipeline_id,
             "pipeline_endpoint_id": self.pipeline_endpoint_id,
             "experiment_name": self.experiment_name,
-            "recurrence": None if rec is None else rec.to_dict(),
+            "recurrence": None if rec is None else json.loads(rec),
             "datastore": self.datastore_name,
             "path_on_datastore": self.path_on_datastore,
             "polling_interval": self.polling_interval,
@@ -702,7 +705,13 @@ class Scheduler:
             f"SELECT * FROM schedules WHERE status = '{ACTIVE}' ORDER BY created, rowid"
         ):
             if row["recurrence"] is not None:
-                due = due_time(row)
+                try:
+                    due = due_time(row)
+                except MlwsError as e:  # e.g. its time zone left this machine's tz database
+                    if row["last_error"] != str(e):
+                        self._record(row["id"], {"last_error": str(e)})
+                        self.log(f"schedule {row['name']!r}: {e}")
+                    continue
                 if due is not None and due <= now:
                     fired.append((row["id"], self.fire(row, now, {"last_fire": now})))
                 continue
@@ -770,7 +779,10 @@ class Scheduler:
             f"SELECT * FROM schedules WHERE status = '{ACTIVE}'"
         ):
             if row["recurrence"] is not None:
-                t = due_time(row)
+                try:
+                    t = due_time(row)
+                except MlwsError:
+                    continue  # tick() records why
             else:
                 t = (row["last_poll"] or 0) + float(row["polling_interval"] or 5) * 60
             if t is not None:
