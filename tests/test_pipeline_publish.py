@@ -35,7 +35,8 @@ from mlws.pipelines import (
     Schedule,
     ScheduleRecurrence,
 )
-from mlws.pipelines.schedules import Scheduler, next_fire
+from mlws.pipelines.scheduler import Scheduler
+from mlws.pipelines.schedules import next_fire
 
 SAY = """
 import argparse, os

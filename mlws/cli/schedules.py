@@ -205,7 +205,7 @@ def schedule_run(ctx: click.Context, once: bool) -> None:
     import signal
     import threading
 
-    from ..pipelines.schedules import Scheduler
+    from ..pipelines.scheduler import Scheduler
 
     ws = open_workspace(ctx)
     sched = Scheduler(ws, log=lambda line: click.echo(line))
