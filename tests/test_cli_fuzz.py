@@ -151,7 +151,33 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 run.log("acc", 0.5)
                 run.log_list("loss", [1.0, 0.5])
             key = ws.get_default_keyvault().export_key()
-    return {"root": root, "home": home, "run_id": script_run.id, "key": key, "data": data}
+            from mlws.pipelines import (
+                Pipeline,
+                PipelineEndpoint,
+                PythonScriptStep,
+                Schedule,
+                ScheduleRecurrence,
+            )
+
+            step = PythonScriptStep("train.py", name="s", source_directory=str(data))
+            published = Pipeline(ws, [step]).publish("p")
+            PipelineEndpoint.publish(ws, "ep", None, published)
+            sched = Schedule.create(
+                ws,
+                "sch",
+                pipeline_id=published.id,
+                experiment_name="demo",
+                recurrence=ScheduleRecurrence("Day", 1),
+            )
+    return {
+        "root": root,
+        "home": home,
+        "run_id": script_run.id,
+        "key": key,
+        "data": data,
+        "pipeline_id": published.id,
+        "schedule_id": sched.id,
+    }
 
 
 def _baseline(command: str, t: dict[str, Any]) -> dict[str, str]:
@@ -165,8 +191,14 @@ def _baseline(command: str, t: dict[str, Any]) -> dict[str, str]:
         "datastore": "workspaceblobstore",
         "compute": "local",
         "service": "svc",
+        "pipeline": t["pipeline_id"],
+        "pipeline-endpoint": "ep",
     }.get(group, "x")
+    extra = {"version": "0"} if group == "pipeline-endpoint" else {}
     return {
+        **extra,
+        "pipeline_id": t["pipeline_id"],
+        "schedule_id": t["schedule_id"],
         "name": name,
         "ref": name,
         "run_id": t["run_id"],
