@@ -61,6 +61,9 @@ ALWAYS: dict[str, list[str]] = {
     # Without it these connect to the (hostile) host over ssh: slow, and a network test.
     "compute attach": ["--no-check"],
     "datastore register-ssh": ["--no-check"],
+    # The template's endpoint and a valid recurrence, so that each hostile value meets a
+    # schedule that would otherwise be created (a value given later wins).
+    "schedule create": ["--endpoint", "ep", "--frequency", "Day"],
 }
 
 #: (command, parameter, value name) -> why it still fails. Each is in another area of the
