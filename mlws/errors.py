@@ -179,3 +179,21 @@ class PipelineValidationError(UserErrorException):
     """A pipeline that cannot run as defined: a cycle, an input no step produces, an unknown
     compute target, a parameter the pipeline does not have, two steps of one name. Raised
     before anything is recorded."""
+
+
+class PipelineNotFound(MlwsError):
+    """No published pipeline, pipeline endpoint or endpoint version of that id or name."""
+
+
+class PipelineDisabled(MlwsError):
+    """A published pipeline or pipeline endpoint that is disabled refuses to be submitted
+    (enable it first)."""
+
+
+class ScheduleError(UserErrorException):
+    """A schedule that cannot be created or updated as given: an invalid recurrence, no (or two)
+    pipelines to run, a datastore path that does not exist. Raised before anything is recorded."""
+
+
+class ScheduleNotFound(MlwsError):
+    """No schedule of that id."""

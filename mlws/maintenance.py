@@ -33,6 +33,12 @@ BLOB_ROOTS: list[tuple[str, bool]] = [
         " AND json_extract(i.value, '$.manifest') IS NOT NULL",
         True,
     ),
+    # A published pipeline's step snapshots: it is frozen, and may be submitted any time later.
+    (
+        "SELECT DISTINCT json_extract(s.value, '$.snapshot.manifest') FROM published_pipelines p,"
+        " json_each(p.definition, '$.steps') s",
+        True,
+    ),
     # A service's scoring snapshot, whatever its state: a replica restarted or an update rolled
     # back lays it out again, and a row that still exists can still be updated or restarted.
     (

@@ -335,3 +335,68 @@ def m0010_step_fingerprints(db: Any) -> None:
         )"""
     )
     db.execute("CREATE INDEX step_fingerprints_by_fingerprint ON step_fingerprints (fingerprint)")
+
+
+@migrations(name="0011_published_pipelines")
+def m0011_published_pipelines(db: Any) -> None:
+    # A published pipeline is frozen: its definition (steps with their source snapshots, the
+    # parameters' defaults) is stored whole, so later edits of the source folders change nothing.
+    db.execute(
+        """CREATE TABLE published_pipelines (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            description TEXT,
+            version TEXT,
+            status TEXT NOT NULL,
+            continue_on_step_failure INTEGER,
+            definition TEXT NOT NULL,
+            created REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE pipeline_endpoints (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            description TEXT,
+            status TEXT NOT NULL,
+            default_version TEXT NOT NULL,
+            created REAL NOT NULL
+        )"""
+    )
+    # Versions only count up ("0", "1", ...): the next one is max(version) + 1, and a version
+    # once given keeps its pipeline.
+    db.execute(
+        """CREATE TABLE pipeline_endpoint_versions (
+            endpoint_id TEXT NOT NULL REFERENCES pipeline_endpoints(id),
+            version INTEGER NOT NULL,
+            pipeline_id TEXT NOT NULL REFERENCES published_pipelines(id),
+            created REAL NOT NULL,
+            PRIMARY KEY (endpoint_id, version)
+        ) WITHOUT ROWID"""
+    )
+    # last_fire: when the schedule last fired (the scheduler's next firing is computed from
+    # it, so firings missed while no scheduler ran collapse into one); data_fingerprint: the
+    # content of a data-change schedule's datastore path when last looked at.
+    db.execute(
+        """CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            description TEXT,
+            status TEXT NOT NULL,
+            pipeline_id TEXT REFERENCES published_pipelines(id),
+            pipeline_endpoint_id TEXT REFERENCES pipeline_endpoints(id),
+            experiment_name TEXT NOT NULL,
+            recurrence TEXT,
+            pipeline_parameters TEXT NOT NULL DEFAULT '{}',
+            datastore TEXT,
+            path_on_datastore TEXT,
+            polling_interval REAL,
+            continue_on_step_failure INTEGER,
+            created REAL NOT NULL,
+            last_fire REAL,
+            last_poll REAL,
+            data_fingerprint TEXT,
+            last_run_id TEXT,
+            last_error TEXT
+        )"""
+    )

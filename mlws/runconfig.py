@@ -474,7 +474,11 @@ def submit_script(
         from .compute import check_distributed
 
         check_distributed(ws, rc.target, distributed)
-    src, script = config.validate()
+    if snapshot is None:
+        src, script = config.validate()
+    else:  # taken earlier (a published pipeline's step): the folder may have changed or gone
+        src = Path(config.source_directory).absolute()
+        script = config.script and check_script_path(str(src), config.script).as_posix()
     arguments, inputs, outputs = encode_arguments(ws, rc.arguments, data or ())
     # An ssh host has its own interpreters: the environment is resolved there.
     env = environment_definition(ws, rc.environment, on_this_machine=target_type != "ssh")

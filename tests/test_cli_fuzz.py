@@ -53,6 +53,7 @@ PER_PARAM = 5
 #: Commands not run, and why.
 SKIPPED = {
     "model deploy": "starts a long-lived service (supervisor and replica processes)",
+    "schedule run": "runs until stopped (tests/test_pipeline_publish.py stops it by SIGTERM)",
 }
 
 #: Extra arguments always given to a command, and why.
@@ -60,6 +61,9 @@ ALWAYS: dict[str, list[str]] = {
     # Without it these connect to the (hostile) host over ssh: slow, and a network test.
     "compute attach": ["--no-check"],
     "datastore register-ssh": ["--no-check"],
+    # The template's endpoint and a valid recurrence, so that each hostile value meets a
+    # schedule that would otherwise be created (a value given later wins).
+    "schedule create": ["--endpoint", "ep", "--frequency", "Day"],
 }
 
 #: (command, parameter, value name) -> why it still fails. Each is in another area of the
@@ -150,7 +154,33 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 run.log("acc", 0.5)
                 run.log_list("loss", [1.0, 0.5])
             key = ws.get_default_keyvault().export_key()
-    return {"root": root, "home": home, "run_id": script_run.id, "key": key, "data": data}
+            from mlws.pipelines import (
+                Pipeline,
+                PipelineEndpoint,
+                PythonScriptStep,
+                Schedule,
+                ScheduleRecurrence,
+            )
+
+            step = PythonScriptStep("train.py", name="s", source_directory=str(data))
+            published = Pipeline(ws, [step]).publish("p")
+            PipelineEndpoint.publish(ws, "ep", None, published)
+            sched = Schedule.create(
+                ws,
+                "sch",
+                pipeline_id=published.id,
+                experiment_name="demo",
+                recurrence=ScheduleRecurrence("Day", 1),
+            )
+    return {
+        "root": root,
+        "home": home,
+        "run_id": script_run.id,
+        "key": key,
+        "data": data,
+        "pipeline_id": published.id,
+        "schedule_id": sched.id,
+    }
 
 
 def _baseline(command: str, t: dict[str, Any]) -> dict[str, str]:
@@ -164,8 +194,14 @@ def _baseline(command: str, t: dict[str, Any]) -> dict[str, str]:
         "datastore": "workspaceblobstore",
         "compute": "local",
         "service": "svc",
+        "pipeline": t["pipeline_id"],
+        "pipeline-endpoint": "ep",
     }.get(group, "x")
+    extra = {"version": "0"} if group == "pipeline-endpoint" else {}
     return {
+        **extra,
+        "pipeline_id": t["pipeline_id"],
+        "schedule_id": t["schedule_id"],
         "name": name,
         "ref": name,
         "run_id": t["run_id"],

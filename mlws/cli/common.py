@@ -186,3 +186,30 @@ def spinner(label: str) -> Iterator[Any]:
         stop.set()
         thread.join()
         log.clear()
+
+
+def status_commands(
+    group: click.Group,
+    what: str,
+    argument: str,
+    find: Callable[[Any, str], Any],
+    example: str,
+    disabled_means: str,
+) -> None:
+    """Add ``enable ARGUMENT`` and ``disable ARGUMENT`` to GROUP for objects with ``enable()``,
+    ``disable()``, ``name``, ``id`` and ``status`` (published pipelines, endpoints, schedules).
+    FIND(workspace, value) gets the object; EXAMPLE is the value shown in the help;
+    DISABLED_MEANS says what disabling does."""
+    for verb in ("enable", "disable"):
+
+        def command(ctx: click.Context, verb: str = verb, **kw: str) -> None:
+            obj = find(open_workspace(ctx), kw[argument])
+            obj.enable() if verb == "enable" else obj.disable()
+            click.echo(f"{what.capitalize()} {obj.name!r} ({obj.id}) is {obj.status}")
+
+        says = "it is Active again" if verb == "enable" else disabled_means
+        text = (
+            f"{verb.capitalize()} the {what} {argument.upper()}: {says}.\n\n"
+            f"\b\nExample:\n  mlws {group.name} {verb} {example}"
+        )
+        group.command(verb, help=text)(click.argument(argument)(click.pass_context(command)))

@@ -292,18 +292,24 @@ def _argument_text(a: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (v1 get_details() shape).")
 @click.pass_context
 def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
-    """Show a run: status, times, definition, tags, properties, metrics, files.
+    """Show a run: status, times, definition, tags, properties, metrics, files; for a
+    pipeline run, its steps too (what each waits for, its state, the run it reused).
 
     \b
     Example:
       mlws run show demo_1764000000_ab12cd34
     """
+    from ..pipelines.run import PipelineRun
+
     ws = open_workspace(ctx)
     r = ws.get_run(run_id)
     d = r.get_details()
+    steps = r.step_summary() if isinstance(r, PipelineRun) else None
     if as_json:
         d["metrics"] = r.get_metrics()
         d["files"] = r.get_file_names()
+        if steps is not None:
+            d["steps"] = steps
         print_json(d)
         return
     rows = [
@@ -334,6 +340,21 @@ def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
     for f in r.get_file_names():
         rows.append(["file", f])
     table(rows, ["field", "value"])
+    if steps is not None:  # a pipeline: its graph, upstream first, with each step's fate
+        click.echo()
+        table(
+            [
+                [
+                    s["name"],
+                    ", ".join(s["upstream"]) or "-",
+                    s["status"],
+                    s["run_id"] or "-",
+                    s["reused_from"] or "",
+                ]
+                for s in steps
+            ],
+            ["step", "after", "status", "step run", "reused from"],
+        )
 
 
 @run.command("logs")

@@ -4,7 +4,10 @@ runs of one pipeline run by a detached controller, unchanged steps reused.
 One module per concept: :mod:`.data` (``PipelineData``, ``PipelineParameter``), :mod:`.steps`
 (``PythonScriptStep``, ``CommandStep``), :mod:`.graph` (``Pipeline``: closure, validation,
 submission), :mod:`.reuse` (step fingerprints), :mod:`.controller` (the detached process that
-runs the graph) and :mod:`.run` (``PipelineRun``, ``StepRun``). Names are imported on first use
+runs the graph) and :mod:`.run` (``PipelineRun``, ``StepRun``); :mod:`.published`
+(``PublishedPipeline``), :mod:`.endpoints` (``PipelineEndpoint``), :mod:`.schedules`
+(``Schedule``, ``ScheduleRecurrence``), :mod:`.scheduler` (the process that fires schedules)
+and :mod:`.loader` (``FILE.py:OBJ`` on the command line). Names are imported on first use
 (PEP 562), so importing the package costs nothing until a pipeline is built.
 """
 
@@ -23,6 +26,11 @@ _EXPORTS = {
     "PipelineRun": "run",
     "StepRun": "run",
     "PortDataReference": "run",
+    "PublishedPipeline": "published",
+    "PipelineEndpoint": "endpoints",
+    "PipelineVersion": "endpoints",
+    "Schedule": "schedules",
+    "ScheduleRecurrence": "schedules",
 }
 
 __all__ = sorted(_EXPORTS)

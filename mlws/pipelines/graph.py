@@ -29,6 +29,7 @@ from .steps import PipelineStep
 if TYPE_CHECKING:
     from ..experiments import Experiment
     from ..workspace import Workspace
+    from .published import PublishedPipeline
     from .run import PipelineRun
 
 
@@ -194,6 +195,22 @@ class Pipeline:
             regenerate_outputs=regenerate_outputs,
         )
 
+    def publish(
+        self,
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        continue_on_step_failure: bool | None = None,
+    ) -> PublishedPipeline:
+        """Freeze the pipeline as a :class:`~mlws.pipelines.published.PublishedPipeline`: its
+        definition and every step's source snapshot as they are now, stored in the catalog.
+
+        :raises PipelineValidationError: the pipeline is unsound (nothing is recorded).
+        """
+        from .published import publish_pipeline
+
+        return publish_pipeline(self, name, description, version, continue_on_step_failure)
+
     def _submit(
         self,
         experiment: Experiment,
@@ -334,19 +351,44 @@ def submit_pipeline(
         recorded).
     :raises MlwsError: the controller could not be started (the run is Failed).
     """
-    import json
+    from ..lifecycle import key_values
 
-    from ..controllers import start_controller
-    from ..lifecycle import PIPELINE_RUN, insert_run, key_values
-    from ..snapshots import take_snapshot
-    from .run import PipelineRun
-
-    ws = experiment.workspace
     tags = key_values(tags, "tag")
+    check_parameter_values(pipeline_parameters)
+    spec = freeze(pipeline, pipeline_parameters)
+    return start_pipeline_run(
+        experiment,
+        spec,
+        tags=tags,
+        continue_on_step_failure=continue_on_step_failure,
+        regenerate_outputs=regenerate_outputs,
+    )
+
+
+def check_parameter_values(pipeline_parameters: Any) -> None:
+    """:raises PipelineValidationError: ``pipeline_parameters`` is given and not a dict."""
     if pipeline_parameters is not None and not isinstance(pipeline_parameters, dict):
         raise PipelineValidationError(
             f"pipeline_parameters is a dict of name -> value, got {type(pipeline_parameters).__name__}"
         )
+
+
+def parameter_value(v: Any) -> Any:
+    """A parameter's value as a pipeline run's definition records it (numbers and booleans as
+    they are, anything else as text)."""
+    return v if isinstance(v, (int, float, bool)) else str(v)
+
+
+def freeze(pipeline: Pipeline, pipeline_parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validate the pipeline and snapshot every step's source folder (each folder once);
+    returns its definition: ``{"description", "parameters": {name: value}, "steps": [...]}``,
+    all a controller needs to run it, whatever happens to the folders later.
+
+    :raises PipelineValidationError: the pipeline or its parameters are unsound.
+    """
+    from ..snapshots import take_snapshot
+
+    ws = pipeline.workspace
     pipeline.validate(pipeline_parameters)
     steps = pipeline.steps
     values = {n: p.default_value for n, p in pipeline.parameters().items()}
@@ -359,15 +401,38 @@ def submit_pipeline(
             for w in snap.warnings:
                 print(f"Warning: {w}", file=sys.stderr)
             snapshots[src] = {k: v for k, v in dataclasses.asdict(snap).items() if k != "warnings"}
+    return {
+        "description": pipeline.description,
+        "parameters": {k: parameter_value(v) for k, v in values.items()},
+        "steps": [encode_step(pipeline, s, snapshots[pipeline.source_of(s)]) for s in steps],
+    }
+
+
+def start_pipeline_run(
+    experiment: Experiment,
+    spec: dict[str, Any],
+    tags: dict[str, Any] | None = None,
+    continue_on_step_failure: bool = False,
+    regenerate_outputs: bool = False,
+    properties: dict[str, Any] | None = None,
+) -> PipelineRun:
+    """Record a pipeline run of the definition ``spec`` (as :func:`freeze` returns it, its
+    parameters' values final) and start its controller; returns the run at once.
+
+    :raises MlwsError: the controller could not be started (the run is Failed).
+    """
+    import json
+
+    from ..controllers import start_controller
+    from ..lifecycle import PIPELINE_RUN, insert_run
+    from .run import PipelineRun
+
+    ws = experiment.workspace
     definition = {
         "pipeline": {
-            "description": pipeline.description,
-            "parameters": {
-                k: v if isinstance(v, (int, float, bool)) else str(v) for k, v in values.items()
-            },
+            **spec,
             "continueOnStepFailure": bool(continue_on_step_failure),
             "regenerateOutputs": bool(regenerate_outputs),
-            "steps": [encode_step(pipeline, s, snapshots[pipeline.source_of(s)]) for s in steps],
         }
     }
     row = insert_run(
@@ -375,15 +440,16 @@ def submit_pipeline(
         experiment.name,
         run_type=PIPELINE_RUN,
         status="NotStarted",
-        fields={"definition": json.dumps(definition), "description": pipeline.description},
+        fields={"definition": json.dumps(definition), "description": spec.get("description")},
         tags=tags,
         properties={
             "azureml.runsource": "azureml.PipelineRun",
             "runSource": "SDK",
             "runType": "SDK",
-            "azureml.parameters": json.dumps(definition["pipeline"]["parameters"]),
+            "azureml.parameters": json.dumps(spec["parameters"]),
             "azureml.continue_on_step_failure": str(bool(continue_on_step_failure)),
             "azureml.pipelineComponent": "pipelinerun",
+            **(properties or {}),
         },
     )
     start_controller(experiment, row["id"], "mlws.pipelines.controller", "the pipeline")

@@ -108,6 +108,14 @@ class PipelineRun(Run):
 
     RUN_TYPE = "azureml.PipelineRun"
 
+    @staticmethod
+    def get_pipeline_runs(workspace: Any, pipeline_id: str) -> list[PipelineRun]:
+        """The runs of the published pipeline ``pipeline_id``, newest first (v1's
+        ``PipelineRun.get_pipeline_runs``)."""
+        from .published import pipeline_runs
+
+        return pipeline_runs(workspace, pipeline_id)
+
     def get_children(self, *args: Any, **kwargs: Any) -> list[StepRun]:  # type: ignore[override]
         """The step runs (as ``Run.get_children``, each a :class:`StepRun`), oldest first."""
         return [
@@ -129,6 +137,30 @@ class PipelineRun(Run):
 
         spec = json.loads(self._row["definition"] or "{}").get("pipeline") or {}
         return {s["name"]: list(s["upstream"]) for s in spec.get("steps") or []}
+
+    def step_summary(self) -> list[dict[str, Any]]:
+        """One dict per step of the graph, upstream first: ``name``, ``upstream`` (the names
+        of the steps it waits for), ``status`` (``NotStarted`` when it has no run yet),
+        ``run_id`` and ``reused_from`` (the run it reused, or None)."""
+        import json
+
+        spec = json.loads(self._refresh()["definition"] or "{}").get("pipeline") or {}
+        runs: dict[str, StepRun] = {}
+        for c in self.get_children():
+            runs[c._row["display_name"]] = c  # a later run of a name (none today) wins
+        out = []
+        for s in spec.get("steps") or []:
+            r = runs.get(s["name"])
+            out.append(
+                {
+                    "name": s["name"],
+                    "upstream": list(s["upstream"]),
+                    "status": "NotStarted" if r is None else r._row["status"],
+                    "run_id": None if r is None else r.id,
+                    "reused_from": None if r is None else r.reused_run_id,
+                }
+            )
+        return out
 
     def cancel(self) -> None:
         """Cancel the pipeline: its controller cancels the running steps and starts no more,
