@@ -179,3 +179,10 @@ class PipelineValidationError(UserErrorException):
     """A pipeline that cannot run as defined: a cycle, an input no step produces, an unknown
     compute target, a parameter the pipeline does not have, two steps of one name. Raised
     before anything is recorded."""
+
+
+class ParallelRunConfigError(PipelineValidationError):
+    """A ``ParallelRunConfig`` or ``ParallelRunStep`` that cannot run as given: a missing entry
+    script, a bad ``mini_batch_size``, ``error_threshold`` or ``output_action``, an input that is
+    not a dataset, a compute target whose type has no ParallelRunStep workers. Raised before
+    anything is recorded."""

@@ -100,7 +100,13 @@ def script_argv(definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> 
     if cmd:
         if isinstance(cmd, str):  # the shell expands v1's $AZUREML_* from script_env
             return ["/bin/sh", "-c", cmd]
-        return [expand_argument(c, definition, run_dir) for c in cmd]
+        argv = [expand_argument(c, definition, run_dir) for c in cmd]
+        # As in v1's images, `python` in a command is the run's environment's interpreter
+        # (a pipeline's ParallelRunStep runs `python -m ...`).
+        interpreter = (definition.get("environment") or {}).get("interpreter")
+        if argv and argv[0] in ("python", "python3") and interpreter:
+            argv[0] = interpreter
+        return argv
     return [
         definition["environment"]["interpreter"],
         definition["script"],

@@ -23,6 +23,8 @@ _EXPORTS = {
     "PipelineRun": "run",
     "StepRun": "run",
     "PortDataReference": "run",
+    "ParallelRunConfig": "parallel",
+    "ParallelRunStep": "parallel",
 }
 
 __all__ = sorted(_EXPORTS)
