@@ -24,7 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import disk_usage, emit, make_dataset, median_ms, progress
+# The mlws of the checkout this file is in (a worktree's, not whichever one is installed): run.py
+# clears PYTHONPATH, and sys.path[0] is bench/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import disk_usage, emit, make_dataset, median_ms, progress  # noqa: E402
 
 N_LOG = 100_000
 METRIC_NAMES = [f"m{i}" for i in range(10)]
@@ -1443,6 +1447,98 @@ def case_pipeline_fanout(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+PRS_SCORE = textwrap.dedent(
+    """
+    def init():
+        pass
+
+    def run(mini_batch):
+        return (mini_batch["id"].astype(str) + " " + (mini_batch["x"] * 2.5).round(3).astype(str)).tolist()
+    """
+)
+
+
+def _prs_score(mini_batch: Any) -> list[str]:
+    return (
+        mini_batch["id"].astype(str) + " " + (mini_batch["x"] * 2.5).round(3).astype(str)
+    ).tolist()
+
+
+def case_prs_throughput(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """A ParallelRunStep over a 1,000,000-row CSV, 2 workers, mini-batches of 10,000 rows:
+    submit -> Completed, against ``joblib.Parallel(n_jobs=2)`` over the same mini-batches of
+    the same frame (``pandas.read_csv``, the same scoring function, the lines written in
+    order) in the same process."""
+    import joblib
+    import pandas as pd
+
+    from mlws import Dataset, Experiment
+    from mlws.pipelines import ParallelRunConfig, ParallelRunStep, Pipeline, PipelineData
+
+    rows, per = int(params.get("rows", 1_000_000)), 10_000
+    csv = work / "prs.csv"
+    with open(csv, "w") as f:
+        f.write("id,x\n")
+        f.writelines(f"{i},{(i * 7919) % 10007 / 7.0:.4f}\n" for i in range(rows))
+    src = work / "src-prs"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "score.py").write_text(PRS_SCORE)
+
+    def plain() -> float:
+        t = time.perf_counter()
+        df = pd.read_csv(csv)
+        batches = [df.iloc[a : a + per] for a in range(0, len(df), per)]
+        out = joblib.Parallel(n_jobs=2)(joblib.delayed(_prs_score)(b) for b in batches)
+        with open(work / "plain.txt", "w") as f:
+            for lines in out:
+                f.write("".join(f"{x}\n" for x in lines))
+        return time.perf_counter() - t
+
+    plain()  # warm-up: loky's workers, pandas' imports
+    plain_s = statistics.median([plain() for _ in range(3)])
+    ws = _ws(work / "ws-prs")
+    ds = Dataset.Tabular.from_delimited_files(str(csv))
+    exp = Experiment(ws, "bench-prs")
+    walls = []
+    for _ in range(3):
+        cfg = ParallelRunConfig(
+            entry_script="score.py",
+            source_directory=str(src),
+            mini_batch_size=per,
+            error_threshold=0,
+            process_count_per_node=2,
+        )
+        step = ParallelRunStep(
+            "score", cfg, inputs=[ds.as_named_input("table")], output=PipelineData("scores"),
+            allow_reuse=False,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        run = exp.submit(Pipeline(ws, [step]))
+        run.wait_for_completion(show_output=False)
+        walls.append(time.perf_counter() - t0)
+    (s,) = run.get_steps()
+    got = s._read_file_text("outputs/scores/parallel_run_step.txt")
+    if got != (work / "plain.txt").read_text():
+        raise RuntimeError("ParallelRunStep's output differs from the plain loop's")
+    result = s._read_file_text("logs/job_result.txt").splitlines()[0]
+    ws.close()
+    prs_s = statistics.median(walls)
+    progress(
+        f"ParallelRunStep {', '.join(f'{w:.2f}' for w in walls)} s ({result}); joblib loop"
+        f" {plain_s:.2f} s"
+    )
+    return {
+        "rows": rows,
+        "mini_batch": per,
+        "prs_s": prs_s,
+        "plain_s": plain_s,
+        "prs_rows_per_s": rows / prs_s,
+        "plain_rows_per_s": rows / plain_s,
+        "ratio": plain_s / prs_s,
+        "job_result": result,
+    }
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -1462,6 +1558,7 @@ CASES = {
     "sweep": case_sweep,
     "pipeline_noop": case_pipeline_noop,
     "pipeline_fanout": case_pipeline_fanout,
+    "prs_throughput": case_prs_throughput,
 }
 
 

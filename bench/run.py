@@ -360,6 +360,7 @@ def bench_startup(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             "low",
             "≤ 0.3 s",
             lambda v: v <= 0.3,
+            peer_note="DVC's `dvc repro`, not MLflow",
         ),
         row(
             "4b",

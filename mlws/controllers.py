@@ -52,12 +52,11 @@ def start_controller(experiment: Experiment, run_id: str, module: str, what: str
 
     :raises MlwsError: the process could not be started (the run is then ``Failed``).
     """
+    from .compute import launcher
     from .errors import MlwsError
     from .keyvault import CHANNEL_ENV
     from .lifecycle import set_status
     from .processes import process_start_time, start_detached
-
-    from .compute import launcher
 
     ws = experiment.workspace
     penv = dict(os.environ)

@@ -109,7 +109,7 @@ def test_missing_v1_names_raise_a_clear_import_error_never_attribute_error():
         """
         import importlib
         for mod, name in [("azureml.pipeline.core", "PublishedPipeline"),
-                          ("azureml.pipeline.steps", "ParallelRunStep"),
+                          ("azureml.pipeline.steps", "DatabricksStep"),
                           ("azureml.pipeline.core.schedule", "Schedule"),
                           ("azureml.core.runconfig", "PyTorchConfiguration"),
                           ("azureml.core.compute", "AksCompute")]:
