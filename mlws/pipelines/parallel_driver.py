@@ -44,6 +44,9 @@ DEFAULT_FILES = 10
 DEFAULT_BYTES = 1024 * 1024
 #: Seconds between two progress reports.
 PROGRESS_EVERY_S = 1.0
+#: Mini-batches sent to a worker ahead of its answers: the next one is waiting in its pipe
+#: when it finishes one, so it never idles while this process writes results.
+PREFETCH = 2
 
 
 class StepFailed(Exception):
@@ -59,8 +62,10 @@ class Worker:
         self.proc = proc
         self.conn = conn
         self.ready = False
-        #: ``(mini-batch index, monotonic start)`` while it works on one.
-        self.task: tuple[int, float] | None = None
+        #: The mini-batches sent to it, oldest (the one it works on) first.
+        self.tasks: collections.deque[int] = collections.deque()
+        #: When it began the oldest (monotonic).
+        self.since = 0.0
 
     @property
     def tag(self) -> str:
@@ -209,7 +214,16 @@ class Driver:
     # -- the loop ------------------------------------------------------------------------------
     def go(self) -> int:
         """Run every mini-batch; returns the exit code (0: within the thresholds)."""
-        self.load()
+        # The workers start (fork server, imports, init()) while the data is read here.
+        count = self.s["nodeCount"] * (self.s["processCountPerNode"] or os.cpu_count() or 1)
+        self.start_pool(count)
+        t0 = time.monotonic()
+        try:
+            self.load()
+        except BaseException:
+            self.stop_pool()
+            raise
+        self.say(f"input read in {time.monotonic() - t0:.2f} s")
         total = len(self.sizes)
         self.total = total
         self.tries = [0] * total
@@ -222,8 +236,6 @@ class Driver:
         self.run.log("mini_batches_total", total)
         try:
             if total:
-                count = self.s["nodeCount"] * (self.s["processCountPerNode"] or os.cpu_count() or 1)
-                self.start_pool(min(count, total))
                 self.loop()
         except StepFailed as e:
             self.finish(str(e))
@@ -238,14 +250,16 @@ class Driver:
         """Hand out mini-batches and take in answers until every one has ended."""
         timeout = self.s["runInvocationTimeout"]
         while self.done + self.failed < self.total:
-            now = time.monotonic()
             for w in self.workers:
-                if w.ready and w.task is None and self.todo:
+                while w.ready and len(w.tasks) < PREFETCH and self.todo:
                     index = self.todo.popleft()
                     self.tries[index] += 1
-                    w.task = (index, time.monotonic())
+                    if not w.tasks:
+                        w.since = time.monotonic()
+                    w.tasks.append(index)
                     w.conn.send((index, self.mini_batch(index)))
-            busy = [w.task[1] + timeout - now for w in self.workers if w.task is not None]
+            now = time.monotonic()
+            busy = [w.since + timeout - now for w in self.workers if w.tasks]
             waiting = max(0.0, min(busy)) if busy else None
             ready = set(wait([w.conn for w in self.workers], waiting))
             for w in list(self.workers):
@@ -253,10 +267,8 @@ class Driver:
                     self.answer(w)
             now = time.monotonic()
             for w in list(self.workers):
-                if w.task is not None and now - w.task[1] > timeout:
-                    index = w.task[0]
-                    w.task = None
-                    self.replace(w)
+                if w.tasks and now - w.since > timeout:
+                    index = self.drop(w)
                     self.failure(index, w, f"run() took longer than {timeout:g} s: worker killed")
             self.progress()
 
@@ -269,9 +281,7 @@ class Driver:
             code = w.proc.exitcode
             if not w.ready:
                 raise StepFailed(f"worker {w.tag} died while starting (exit code {code})") from None
-            index = w.task[0] if w.task else None
-            w.task = None
-            self.replace(w)
+            index = self.drop(w)
             if index is not None:
                 self.failure(index, w, f"the worker process died (exit code {code})")
             return
@@ -282,7 +292,8 @@ class Driver:
             raise StepFailed(f"init() of {self.s['entryScript']} failed in {w.tag}: {msg[1]}")
         elif kind == "ok":
             _, index, count, text, seconds = msg
-            w.task = None
+            w.tasks.popleft()
+            w.since = time.monotonic()
             self.done += 1
             self.results_count += count
             self.results[index] = text
@@ -290,8 +301,19 @@ class Driver:
             self.flush()
         else:
             _, index, text = msg
-            w.task = None
+            w.tasks.popleft()
+            w.since = time.monotonic()
             self.failure(index, w, text)
+
+    def drop(self, w: Worker) -> int | None:
+        """Replace worker ``w`` (hung or dead); returns the mini-batch it was working on. The
+        ones waiting in its pipe go back to the front of the queue, their try not counted."""
+        index = w.tasks.popleft() if w.tasks else None
+        for waiting in reversed(w.tasks):
+            self.tries[waiting] -= 1
+            self.todo.appendleft(waiting)
+        self.replace(w)
+        return index
 
     def failure(self, index: int, w: Worker, text: str) -> None:
         """A try of mini-batch ``index`` failed: try again, or count it against the
