@@ -360,7 +360,6 @@ def bench_startup(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             "low",
             "≤ 0.3 s",
             lambda v: v <= 0.3,
-            peer_note="DVC's `dvc repro`, not MLflow",
         ),
         row(
             "4b",
@@ -809,10 +808,15 @@ def bench_sweep(r: Runner, ctx: dict[str, Any]) -> list[Row]:
 def bench_pipeline(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     # DVC in its own venv, timed from the mlws case (its CLI, as a user runs it).
     dvc = ensure_dvc_venv()
+    dvc_version = (
+        subprocess.run([dvc, "--version"], capture_output=True, text=True).stdout.strip()
+        if dvc
+        else None
+    )
     m = r.run("mlws", "pipeline_noop", {"steps": 10, "dvc": dvc})
     f = r.run("mlws", "pipeline_fanout", {"steps": 20})
     p = r.run("mlws", "prs_throughput", {"rows": 1_000_000})
-    ctx["pipeline"] = (m, f, dvc, p)
+    ctx["pipeline"] = (m, f, dvc_version, p)
     na = "no equivalent"
     return [
         row(
@@ -825,6 +829,7 @@ def bench_pipeline(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             "low",
             "≤ 0.3 s",
             lambda v: v <= 0.3,
+            peer_note=f"DVC {dvc_version}'s `dvc repro`, not MLflow" if dvc else "",
         ),
         row(
             "14b",
@@ -1168,7 +1173,7 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f" {n(g(m, 'controller_start_s'), '.3f')} s, the controller's 10 reuses and end"
             f" (Running → Completed) {n(g(m, 'drive_s'), '.3f')} s; the rest is"
             f" `wait_for_completion`'s polling. First full run {n(g(m, 'first_s'), '.2f')} s."
-            f" DVC ({dvc or 'not installed'}): first `dvc repro` {n(g(m, 'dvc_first_s'), '.2f')} s,"
+            f" DVC {dvc or '(not installed)'}: first `dvc repro` {n(g(m, 'dvc_first_s'), '.2f')} s,"
             f" no-op {dwalls or '—'} ms. Fan-out: {n(g(f, 'wall_s'), '.2f')} s for"
             f" {g(f, 'steps') or '—'} steps on {g(f, 'slots') or '—'} slots; a step run's own time"
             f" {n((g(f, 'step_run_s') or 0) * 1e3, '.0f')} ms, the bare script"
