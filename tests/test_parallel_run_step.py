@@ -75,6 +75,7 @@ def test_a_100k_row_table_is_scored_on_two_workers_in_order_and_reused(ws, tmp_p
     run = exp.submit(Pipeline(ws, [step]))
     run.wait_for_completion(show_output=False, timeout_seconds=90)
     (s,) = run.get_steps()
+    assert s.get_properties()["StepType"] == "ParallelRunStep"
     out = s.get_output_data("scores").download(tmp_path / "dl")
     lines = Path(out, "parallel_run_step.txt").read_text().splitlines()
     assert lines == [f"{i} {(i % 97) * 2}" for i in range(100_000)]

@@ -295,10 +295,10 @@ class ParallelRunStep(PipelineStep):
         }
 
     def command_line(self) -> dict[str, Any]:
-        """``{"command": ["python", "-m", <driver>, <settings as JSON>]}``: ``python`` is the
-        step's environment's interpreter where the run starts."""
+        """``{"command": ["python", "-m", <driver>, <settings as JSON>], "stepType": ...}``:
+        ``python`` is the step's environment's interpreter where the run starts."""
         text = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"))
-        return {"command": ["python", "-m", DRIVER_MODULE, text]}
+        return {"command": ["python", "-m", DRIVER_MODULE, text], "stepType": "ParallelRunStep"}
 
     def check(self, source_directory: str, target_type: str) -> None:
         """The entry script is a file in the source folder; the target is one whose machine
