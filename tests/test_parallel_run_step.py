@@ -2,8 +2,9 @@
 workers, every row written in order (the acceptance point) and the step reused when nothing
 changed; files in mini-batches with the step's arguments and its output read by the next step;
 a mini-batch that raises or hangs is retried, one that keeps failing is counted, and the step
-fails only past ``error_threshold``; v1's iris-scoring entry script and driver unchanged through
-the azureml layer; bad configuration in one line, nothing recorded."""
+fails only past ``error_threshold``; ``init()`` failing fails the step in one line;
+``summary_only``; a canceled step leaves no worker; v1's iris-scoring entry script and driver
+unchanged through the azureml layer; bad configuration in one line, nothing recorded."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import write
+from helpers import wait_until, write
 
 from mlws import Dataset, Experiment
 from mlws.errors import ParallelRunConfigError, PipelineValidationError
@@ -421,3 +422,98 @@ def test_bad_steps_are_refused_before_anything_is_recorded(ws, tmp_path):
             exp.submit(Pipeline(ws, [step]))
         assert "\n" not in str(e.value)
     assert ws.catalog.scalar("SELECT COUNT(*) FROM runs") == 0
+
+
+STUCK = """
+import os, time
+from azureml_user.parallel_run import EntryScript
+
+def init():
+    global folder
+    folder = os.environ["PRS_MARKS"]
+    open(os.path.join(folder, f"worker-{os.getpid()}"), "w").close()
+    if os.environ.get("PRS_FAIL_INIT"):
+        raise ValueError("no model here")
+
+def run(mini_batch):
+    if os.environ.get("PRS_HANG"):
+        time.sleep(120)
+    out = os.path.join(EntryScript().output_dir, f"{os.getpid()}.txt")
+    with open(out, "a") as f:
+        f.write(f"{len(mini_batch)}\\n")
+    return mini_batch
+"""
+
+
+def _stuck_step(tmp_path: Path, name: str, **env: str) -> tuple[ParallelRunStep, Path]:
+    from mlws import Environment
+
+    src = write(tmp_path / name / "stuck.py", textwrap.dedent(STUCK)).parent
+    marks = tmp_path / name / "marks"
+    marks.mkdir()
+    files = Dataset.File.from_files(str(_table(tmp_path / "rows.csv", 10)))
+    environment = Environment(name)
+    environment.environment_variables = {"PRS_MARKS": str(marks), **env}
+    cfg = ParallelRunConfig(
+        environment=environment,
+        entry_script="stuck.py",
+        source_directory=str(src),
+        error_threshold=0,
+        output_action="summary_only",
+        process_count_per_node=2,
+        run_invocation_timeout=600,
+    )
+    return ParallelRunStep(name, cfg, inputs=[files], output=PipelineData(f"{name}_out")), marks
+
+
+def test_init_failure_summary_only_and_cancel_leave_no_worker(ws, tmp_path):
+    import psutil
+
+    exp = Experiment(ws, "prs-ends")
+    bad, _ = _stuck_step(tmp_path, "bad_init", PRS_FAIL_INIT="1")
+    summary, _ = _stuck_step(tmp_path, "summary")
+    hung, marks = _stuck_step(tmp_path, "hung", PRS_HANG="1")
+    runs = {s.name: exp.submit(Pipeline(ws, [s])) for s in (bad, summary, hung)}
+    # init() raising fails the step at once, in one line.
+    details = runs["bad_init"].wait_for_completion(
+        show_output=False, timeout_seconds=90, raise_on_error=False
+    )
+    assert details["status"] == "Failed"
+    (b,) = runs["bad_init"].get_steps()
+    message = b.get_details()["error"]["error"]["message"]
+    assert "init() of stuck.py failed in 0/process00" in message
+    assert "ValueError: no model here" in message and "\n" not in message
+    # summary_only: no append file; the script wrote into EntryScript().output_dir itself.
+    runs["summary"].wait_for_completion(show_output=False, timeout_seconds=90)
+    (s,) = runs["summary"].get_steps()
+    names = [n for n in s.get_file_names() if n.startswith("outputs/")]
+    assert names and all(n.startswith("outputs/summary_out/") for n in names)
+    assert not any(n.endswith("parallel_run_step.txt") for n in names)
+    assert sum(int(s._read_file_text(n)) for n in names) == 1  # one file of one mini-batch
+    # Canceling the pipeline mid mini-batch: the step ends Canceled and no worker is left.
+    workers = wait_until(lambda: len(list(marks.iterdir())) == 2 and list(marks.iterdir()), 60)
+    pids = [int(p.name.split("-")[1]) for p in workers]
+    runs["hung"].cancel()
+    details = runs["hung"].wait_for_completion(
+        show_output=False, timeout_seconds=60, raise_on_error=False
+    )
+    assert details["status"] == "Canceled"
+    assert [h.get_status() for h in runs["hung"].get_steps()] == ["Canceled"]
+    wait_until(lambda: not any(psutil.pid_exists(p) for p in pids), 30, "the workers to end")
+
+
+def test_a_command_starting_with_python_runs_the_environment_interpreter():
+    from mlws.compute.script import script_argv
+
+    d = {"command": ["python", "-m", "x", "DatasetConsumptionConfig:nope"],
+         "environment": {"interpreter": "/envs/a/bin/python"}}  # fmt: skip
+    assert script_argv(d, "/run") == [
+        "/envs/a/bin/python",
+        "-m",
+        "x",
+        "DatasetConsumptionConfig:nope",
+    ]
+    d["environment"] = {"interpreter": None}
+    assert script_argv(d, "/run")[0] == "python"
+    d["command"] = ["pythonic", "x"]
+    assert script_argv(d, "/run")[0] == "pythonic"
