@@ -99,15 +99,24 @@ def socket_folder() -> Path:
     return folder
 
 
+_STAMP: list[str] = []
+
+
 def _code_stamp() -> str:
-    """The mlws sources' newest modification time: an edited or upgraded mlws gets a new key."""
+    """The mlws sources' newest modification time: an edited or upgraded mlws gets a new key.
+    Computed once per process (a walk of ~150 files, ~7 ms: a pipeline's controller submits
+    many steps): this process runs the code it imported, so the launcher that matches it is
+    the one of the sources as they were then."""
+    if _STAMP:
+        return _STAMP[0]
     root = Path(__file__).resolve().parent.parent
     newest = 0
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
             if f.endswith(".py"):
                 newest = max(newest, os.stat(os.path.join(dirpath, f)).st_mtime_ns)
-    return f"{root}:{newest}"
+    _STAMP.append(f"{root}:{newest}")
+    return _STAMP[0]
 
 
 def key(workspace: str | os.PathLike[str], env: dict[str, str]) -> str:
