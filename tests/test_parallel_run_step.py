@@ -517,3 +517,39 @@ def test_a_command_starting_with_python_runs_the_environment_interpreter():
     assert script_argv(d, "/run")[0] == "python"
     d["command"] = ["pythonic", "x"]
     assert script_argv(d, "/run")[0] == "pythonic"
+
+
+MAKE = """
+import argparse, os
+p = argparse.ArgumentParser(); p.add_argument("--out"); a = p.parse_args()
+os.makedirs(a.out, exist_ok=True)
+for i in range(5):
+    open(os.path.join(a.out, f"f{i}.txt"), "w").write(str(i * i))
+"""
+
+READ = """
+import os
+def run(mini_batch):
+    return [f"{os.path.basename(p)} {open(p).read()} {len(mini_batch)}" for p in mini_batch]
+"""
+
+
+def test_pipeline_data_written_upstream_is_a_file_input(ws, tmp_path):
+    src = tmp_path / "src"
+    write(src / "make.py", textwrap.dedent(MAKE))
+    write(src / "read.py", textwrap.dedent(READ))
+    made = PipelineData("made")
+    PythonScriptStep(
+        "make.py", arguments=["--out", made], outputs=[made], source_directory=str(src)
+    )
+    cfg = ParallelRunConfig(
+        entry_script="read.py", source_directory=str(src), mini_batch_size=2, error_threshold=0,
+        process_count_per_node=1,
+    )  # fmt: skip
+    step = ParallelRunStep("read", cfg, inputs=[made])
+    run = Experiment(ws, "prs-data").submit(Pipeline(ws, [step]))
+    run.wait_for_completion(show_output=False, timeout_seconds=90)
+    (s,) = run.find_step_run("read")
+    # No output PipelineData: the file is the step run's own outputs/.
+    lines = s._read_file_text("outputs/parallel_run_step.txt").splitlines()
+    assert lines == ["f0.txt 0 2", "f1.txt 1 2", "f2.txt 4 2", "f3.txt 9 2", "f4.txt 16 1"]
