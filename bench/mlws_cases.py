@@ -24,7 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import disk_usage, emit, make_dataset, median_ms, progress
+# The mlws of the checkout this file is in (a worktree's, not whichever one is installed): run.py
+# clears PYTHONPATH, and sys.path[0] is bench/.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import disk_usage, emit, make_dataset, median_ms, progress  # noqa: E402
 
 N_LOG = 100_000
 METRIC_NAMES = [f"m{i}" for i in range(10)]
@@ -1251,6 +1255,290 @@ def case_sweep(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- 14. pipelines: a no-op re-run vs `dvc repro`, and a fan-out of 20 steps ------------------------
+PIPE_STEP = textwrap.dedent(
+    """
+    import os, sys
+    src, out = sys.argv[1], sys.argv[2]
+    os.makedirs(out, exist_ok=True)
+    n = sum(os.path.getsize(os.path.join(src, f)) for f in sorted(os.listdir(src)))
+    with open(os.path.join(out, "n.txt"), "w") as f:
+        f.write(str(n + 1))
+    """
+)
+
+
+def _linear_pipeline(ws: Any, src: Path, data: Path, length: int) -> Any:
+    """``length`` steps in a line: step 0 reads the file dataset ``data``, step i the
+    ``PipelineData`` of step i-1 (the same script each, as the DVC stages)."""
+    from mlws import Dataset
+    from mlws.pipelines import Pipeline, PipelineData, PythonScriptStep
+
+    prev: Any = Dataset.File.from_files(str(data / "*.txt")).as_named_input("raw").as_mount()
+    last = None
+    for i in range(length):
+        out = PipelineData(f"d{i}")
+        last = PythonScriptStep(
+            "step.py",
+            name=f"s{i}",
+            arguments=[prev, out],
+            outputs=[out],
+            source_directory=str(src),
+        )
+        prev = out
+    return Pipeline(ws, [last])
+
+
+def _dvc_project(folder: Path, data: Path, length: int) -> None:
+    """The same ``length`` stages as a ``dvc.yaml`` (no git: ``dvc init --no-scm``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "step.py").write_text(PIPE_STEP)
+    shutil.copytree(data, folder / "data")
+    lines = ["stages:"]
+    for i in range(length):
+        src = "data" if i == 0 else f"d{i - 1}"
+        lines += [
+            f"  s{i}:",
+            f"    cmd: {sys.executable} step.py {src} d{i}",
+            f"    deps: [step.py, {src}]",
+            f"    outs: [d{i}]",
+        ]
+    (folder / "dvc.yaml").write_text("\n".join(lines) + "\n")
+
+
+def case_pipeline_noop(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """A 10-step linear pipeline re-submitted unchanged (every step reused): submit ->
+    Completed, median of 5 after 2 warm-ups; against ``dvc repro`` of the same 10 stages."""
+    from mlws import Experiment
+
+    length, reps = int(params.get("steps", 10)), 7
+    src = work / "src-pipe"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "step.py").write_text(PIPE_STEP)
+    data = work / "data-pipe"
+    data.mkdir(exist_ok=True)
+    for i in range(5):
+        (data / f"{i}.txt").write_text("x" * (i + 1) * 100)
+    ws = _ws(work / "ws-pipe")
+    exp = Experiment(ws, "bench-pipe")
+    t0 = time.perf_counter()
+    first = exp.submit(_linear_pipeline(ws, src, data, length))
+    first.wait_for_completion(show_output=False)
+    first_s = time.perf_counter() - t0
+    walls, submits, starts, drives = [], [], [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        run = exp.submit(_linear_pipeline(ws, src, data, length))
+        t1 = time.perf_counter()
+        run.wait_for_completion(show_output=False)
+        walls.append(time.perf_counter() - t0)
+        submits.append(t1 - t0)
+        types = {s.type for s in run.get_steps()}
+        if types != {"azureml.ReusedStepRun"} or len(run.get_steps()) != length:
+            raise RuntimeError(f"expected {length} reused steps, got {types}")
+        row = ws.catalog.one(
+            "SELECT created, start_time, end_time FROM runs WHERE id = ?", (run.id,)
+        )
+        starts.append(row["start_time"] - row["created"])
+        drives.append(row["end_time"] - row["start_time"])
+    ws.close()
+    median = statistics.median(walls[2:])
+    progress(
+        f"mlws: first run {first_s:.2f} s; no-op re-runs {', '.join(f'{w:.3f}' for w in walls)} s"
+    )
+    dvc = params.get("dvc")
+    dvc_s = dvc_first = None
+    dvc_walls: list[float] = []
+    if dvc:
+        proj = work / "dvc-pipe"
+        _dvc_project(proj, data, length)
+        env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+        def dvc_run(*args: str) -> float:
+            t = time.perf_counter()
+            subprocess.run([dvc, *args], cwd=proj, env=env, check=True, capture_output=True)
+            return time.perf_counter() - t
+
+        dvc_run("init", "--no-scm", "-q")
+        dvc_first = dvc_run("repro")
+        dvc_walls = [dvc_run("repro") for _ in range(reps)]
+        dvc_s = statistics.median(dvc_walls[2:])
+        progress(
+            f"dvc: first repro {dvc_first:.2f} s; no-op {', '.join(f'{w:.3f}' for w in dvc_walls)} s"
+        )
+    return {
+        "steps": length,
+        "first_s": first_s,
+        "noop_s": median,
+        "noop_all_s": walls,
+        "submit_s": statistics.median(submits[2:]),
+        "controller_start_s": statistics.median(starts[2:]),
+        "drive_s": statistics.median(drives[2:]),
+        "dvc_first_s": dvc_first,
+        "dvc_noop_s": dvc_s,
+        "dvc_all_s": dvc_walls,
+        "ratio": (dvc_s / median) if dvc_s else None,
+    }
+
+
+def case_pipeline_fanout(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """20 independent trivial steps on ``local`` with 2 slots: steps/s, and the slot time per
+    step not spent running a step (the controller's and the run machinery's overhead)."""
+    from mlws import Experiment
+    from mlws.compute.local import configure
+    from mlws.pipelines import Pipeline, PythonScriptStep
+
+    n, slots = int(params.get("steps", 20)), 2
+    src = work / "src-fan"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "noop.py").write_text("print('ok')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLWS_RUN_ID", "AZUREML_RUN_ID")}
+    bare = []
+    for _ in range(7):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, str(src / "noop.py")], check=True, env=env,
+                       capture_output=True)  # fmt: skip
+        bare.append(time.perf_counter() - t)
+    bare_s = statistics.median(bare[2:])
+    ws = _ws(work / "ws-fan")
+    configure(ws, slots)
+    exp = Experiment(ws, "bench-fan")
+
+    def pipeline() -> Any:
+        steps = [
+            PythonScriptStep("noop.py", name=f"n{i}", source_directory=str(src), allow_reuse=False)
+            for i in range(n)
+        ]
+        return Pipeline(ws, steps)
+
+    # A warm-up pipeline (starts the workspace's launcher), then the timed ones.
+    exp.submit(pipeline()).wait_for_completion(show_output=False)
+    walls, own, overheads = [], [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        run = exp.submit(pipeline())
+        run.wait_for_completion(show_output=False)
+        wall = time.perf_counter() - t0
+        steps = run.get_steps()
+        if run.get_status() != "Completed" or len(steps) != n:
+            raise RuntimeError(f"fan-out ended {run.get_status()} with {len(steps)} steps")
+        rows = ws.catalog.query(
+            "SELECT start_time, end_time FROM runs WHERE parent_id = ?", (run.id,)
+        )
+        running = sum(r["end_time"] - r["start_time"] for r in rows)
+        walls.append(wall)
+        own.append(running / n)
+        overheads.append((wall * slots - running) / n)
+    ws.close()
+    i = walls.index(statistics.median(walls))
+    progress(
+        f"{n} steps, {slots} slots: {', '.join(f'{w:.2f}' for w in walls)} s; bare script"
+        f" {bare_s * 1e3:.0f} ms; a step's own run {own[i] * 1e3:.0f} ms"
+    )
+    return {
+        "steps": n,
+        "slots": slots,
+        "wall_s": walls[i],
+        "steps_per_s": n / walls[i],
+        "step_run_s": own[i],
+        "overhead_s": overheads[i],
+        "per_step_beyond_bare_s": walls[i] * slots / n - bare_s,
+        "bare_s": bare_s,
+    }
+
+
+PRS_SCORE = textwrap.dedent(
+    """
+    def init():
+        pass
+
+    def run(mini_batch):
+        return (mini_batch["id"].astype(str) + " " + (mini_batch["x"] * 2.5).round(3).astype(str)).tolist()
+    """
+)
+
+
+def _prs_score(mini_batch: Any) -> list[str]:
+    return (
+        mini_batch["id"].astype(str) + " " + (mini_batch["x"] * 2.5).round(3).astype(str)
+    ).tolist()
+
+
+def case_prs_throughput(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """A ParallelRunStep over a 1,000,000-row CSV, 2 workers, mini-batches of 10,000 rows:
+    submit -> Completed, against ``joblib.Parallel(n_jobs=2)`` over the same mini-batches of
+    the same frame (``pandas.read_csv``, the same scoring function, the lines written in
+    order) in the same process."""
+    import joblib
+    import pandas as pd
+
+    from mlws import Dataset, Experiment
+    from mlws.pipelines import ParallelRunConfig, ParallelRunStep, Pipeline, PipelineData
+
+    rows, per = int(params.get("rows", 1_000_000)), 10_000
+    csv = work / "prs.csv"
+    with open(csv, "w") as f:
+        f.write("id,x\n")
+        f.writelines(f"{i},{(i * 7919) % 10007 / 7.0:.4f}\n" for i in range(rows))
+    src = work / "src-prs"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "score.py").write_text(PRS_SCORE)
+
+    def plain() -> float:
+        t = time.perf_counter()
+        df = pd.read_csv(csv)
+        batches = [df.iloc[a : a + per] for a in range(0, len(df), per)]
+        out = joblib.Parallel(n_jobs=2)(joblib.delayed(_prs_score)(b) for b in batches)
+        with open(work / "plain.txt", "w") as f:
+            for lines in out:
+                f.write("".join(f"{x}\n" for x in lines))
+        return time.perf_counter() - t
+
+    plain()  # warm-up: loky's workers, pandas' imports
+    plain_s = statistics.median([plain() for _ in range(3)])
+    ws = _ws(work / "ws-prs")
+    ds = Dataset.Tabular.from_delimited_files(str(csv))
+    exp = Experiment(ws, "bench-prs")
+    walls = []
+    for _ in range(3):
+        cfg = ParallelRunConfig(
+            entry_script="score.py",
+            source_directory=str(src),
+            mini_batch_size=per,
+            error_threshold=0,
+            process_count_per_node=2,
+        )
+        step = ParallelRunStep(
+            "score", cfg, inputs=[ds.as_named_input("table")], output=PipelineData("scores"),
+            allow_reuse=False,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        run = exp.submit(Pipeline(ws, [step]))
+        run.wait_for_completion(show_output=False)
+        walls.append(time.perf_counter() - t0)
+    (s,) = run.get_steps()
+    got = s._read_file_text("outputs/scores/parallel_run_step.txt")
+    if got != (work / "plain.txt").read_text():
+        raise RuntimeError("ParallelRunStep's output differs from the plain loop's")
+    result = s._read_file_text("logs/job_result.txt").splitlines()[0]
+    ws.close()
+    prs_s = statistics.median(walls)
+    progress(
+        f"ParallelRunStep {', '.join(f'{w:.2f}' for w in walls)} s ({result}); joblib loop"
+        f" {plain_s:.2f} s"
+    )
+    return {
+        "rows": rows,
+        "mini_batch": per,
+        "prs_s": prs_s,
+        "plain_s": plain_s,
+        "prs_rows_per_s": rows / prs_s,
+        "plain_rows_per_s": rows / plain_s,
+        "ratio": plain_s / prs_s,
+        "job_result": result,
+    }
+
+
 V1_IMPORT_SCRIPT = textwrap.dedent(
     """\
     import time
@@ -1312,6 +1600,9 @@ CASES = {
     "dataset": case_dataset,
     "tabular": case_tabular,
     "sweep": case_sweep,
+    "pipeline_noop": case_pipeline_noop,
+    "pipeline_fanout": case_pipeline_fanout,
+    "prs_throughput": case_prs_throughput,
     "v1_import": case_v1_import,
 }
 

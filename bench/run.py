@@ -84,6 +84,26 @@ def ensure_mlflow_venv() -> str:
     return version
 
 
+DVC_VENV = BENCH / ".dvc-venv"
+DVC_BIN = DVC_VENV / "bin" / "dvc"
+
+
+def ensure_dvc_venv() -> str | None:
+    """``bench/.dvc-venv`` with DVC (the peer of benchmark 14a), made on first use; the path of
+    its ``dvc``, or None when it cannot be installed (the row then says so)."""
+    if not DVC_BIN.exists():
+        say(f"Creating {DVC_VENV.relative_to(ROOT)} and installing dvc (about a minute)...")
+        try:
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(DVC_VENV)], check=True)
+            py = str(DVC_VENV / "bin" / "python")
+            subprocess.run([py, "-m", "pip", "install", "--quiet", "dvc"], check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            say(f"  could not install dvc: {e}")
+            return None
+    r = subprocess.run([str(DVC_BIN), "--version"], capture_output=True, text=True)
+    return str(DVC_BIN) if r.returncode == 0 else None
+
+
 # -- running cases ---------------------------------------------------------------------------------
 def _clean_env() -> dict[str, str]:
     """The environment of every case: nothing of the user's home, workspace or tracking server."""
@@ -785,6 +805,97 @@ def bench_sweep(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     ]
 
 
+def bench_pipeline(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    # DVC in its own venv, timed from the mlws case (its CLI, as a user runs it).
+    dvc = ensure_dvc_venv()
+    dvc_version = (
+        subprocess.run([dvc, "--version"], capture_output=True, text=True).stdout.strip()
+        if dvc
+        else None
+    )
+    m = r.run("mlws", "pipeline_noop", {"steps": 10, "dvc": dvc})
+    f = r.run("mlws", "pipeline_fanout", {"steps": 20})
+    p = r.run("mlws", "prs_throughput", {"rows": 1_000_000})
+    ctx["pipeline"] = (m, f, dvc_version, p)
+    na = "no equivalent"
+    return [
+        row(
+            "14a",
+            "no-op re-run of a 10-step linear pipeline (every step reused): submit → Completed"
+            " (median of 5) vs `dvc repro` of the same 10 stages",
+            _get(m, "noop_s"),
+            _get(m, "dvc_noop_s") if dvc else "error: dvc not installed",
+            "s",
+            "low",
+            "≤ 0.3 s",
+            lambda v: v <= 0.3,
+            peer_note=f"DVC {dvc_version}'s `dvc repro`, not MLflow" if dvc else "",
+        ),
+        row(
+            "14b",
+            "`dvc repro` time ÷ that time (above 1: mlws is faster)",
+            _get(m, "ratio"),
+            na,
+            "×",
+            "high",
+            "≥ 3×",
+            lambda v: v >= 3,
+        ),
+        row(
+            "14c",
+            "fan-out: 20 independent trivial steps on `local` with 2 slots, submit → Completed",
+            _get(f, "steps_per_s"),
+            na,
+            "steps/s",
+            "high",
+        ),
+        row(
+            "14d",
+            "slot time per step not spent running a step (wall × 2 − Σ step runs' Running → ended)"
+            " ÷ 20: the controller's and the run machinery's overhead",
+            _get(f, "overhead_s"),
+            na,
+            "s",
+            "low",
+            "≤ 50 ms",
+            lambda v: v <= 0.05,
+        ),
+        row(
+            "14e",
+            "wall × 2 ÷ 20 per step beyond the bare script (python start-up + script, run alone)",
+            _get(f, "per_step_beyond_bare_s"),
+            na,
+            "s",
+            "low",
+        ),
+        row(
+            "14f",
+            "ParallelRunStep over a 1,000,000-row CSV, 2 workers, mini-batches of 10,000 rows:"
+            " rows/s, submit → Completed (median of 3), every mini-batch tracked",
+            _get(p, "prs_rows_per_s"),
+            na,
+            "rows/s",
+            "high",
+            mlws_note=(
+                f"`joblib.Parallel(n_jobs=2)` loop: {fmt(_get(p, 'plain_rows_per_s'), 'rows/s')}"
+                if isinstance(_get(p, "plain_rows_per_s"), (int, float))
+                else ""
+            ),
+        ),
+        row(
+            "14g",
+            "that rate ÷ the plain `joblib.Parallel` loop's over the same mini-batches (read_csv,"
+            " score, write in order), same run",
+            _get(p, "ratio"),
+            na,
+            "×",
+            "high",
+            "≥ 0.8×",
+            lambda v: v >= 0.8,
+        ),
+    ]
+
+
 def bench_v1_import(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     m = r.run("mlws", "v1_import", {"runs": 5})
     ctx["v1_import"] = m
@@ -823,6 +934,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]]
     "11": ("file dataset fingerprint", bench_dataset),
     "12": ("tabular dataset read vs pandas.read_csv", bench_tabular),
     "13": ("HyperDrive sweep overhead vs Optuna's own loop", bench_sweep),
+    "14": ("pipelines: no-op re-run vs dvc repro, fan-out overhead", bench_pipeline),
     "15": ("the azureml import layer inside a run", bench_v1_import),
 }
 
@@ -839,6 +951,8 @@ def fmt(v: Any, unit: str) -> str:
         return f"{v:,.1f} runs/s"
     if unit == "req/s":
         return f"{v:,.0f} req/s"
+    if unit == "rows/s":
+        return f"{v:,.0f} rows/s"
     if unit == "ms":
         return f"{v:.1f} ms" if v < 100 else f"{v:.0f} ms"
     if unit == "s":
@@ -1072,6 +1186,25 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f" {', '.join(f'{k} {v}' for k, v in (g(m, 'dtypes') or {}).items()) or '—'}."
             f" pandas {versions.get('pandas', '—')}, pyarrow {versions.get('pyarrow', '—')}, on"
             f" {os.cpu_count()} CPUs."
+        )
+    if "pipeline" in ctx:
+        m, f, dvc, p = ctx["pipeline"]
+        walls = ", ".join(f"{v * 1e3:.0f}" for v in (g(m, "noop_all_s") or []))
+        dwalls = ", ".join(f"{v * 1e3:.0f}" for v in (g(m, "dvc_all_s") or []))
+        out.append(
+            f"- **14.** No-op re-runs (ms, the first 2 not counted): mlws {walls or '—'}; of the"
+            f" median: `submit()` {n(g(m, 'submit_s'), '.3f')} s (validate, snapshot of the source"
+            f" folder, record), controller start (run created → Running)"
+            f" {n(g(m, 'controller_start_s'), '.3f')} s, the controller's 10 reuses and end"
+            f" (Running → Completed) {n(g(m, 'drive_s'), '.3f')} s; the rest is"
+            f" `wait_for_completion`'s polling. First full run {n(g(m, 'first_s'), '.2f')} s."
+            f" DVC {dvc or '(not installed)'}: first `dvc repro` {n(g(m, 'dvc_first_s'), '.2f')} s,"
+            f" no-op {dwalls or '—'} ms. Fan-out: {n(g(f, 'wall_s'), '.2f')} s for"
+            f" {g(f, 'steps') or '—'} steps on {g(f, 'slots') or '—'} slots; a step run's own time"
+            f" {n((g(f, 'step_run_s') or 0) * 1e3, '.0f')} ms, the bare script"
+            f" {n((g(f, 'bare_s') or 0) * 1e3, '.0f')} ms. ParallelRunStep:"
+            f" {n(g(p, 'prs_s'), '.2f')} s ({g(p, 'job_result') or '—'}), the joblib loop"
+            f" {n(g(p, 'plain_s'), '.2f')} s."
         )
     if "v1_import" in ctx:
         m = ctx["v1_import"]
@@ -1312,6 +1445,24 @@ def render_report(
         "  are compared, and the last two frames must be equal (`pandas.testing.assert_frame_equal`:",
         "  columns, dtypes, values). No MLflow figure: `mlflow.data` records a digest of a frame given",
         "  to a run; it has no registered tabular dataset to read.",
+        "- 14: 14a: ten `PythonScriptStep`s in a line, all running the same 6-line script (sum the",
+        "  sizes of the files in its input folder, write one number): step 0 reads a 5-file dataset",
+        "  (`as_mount()`), step i the `PipelineData` of step i-1. One full run, then the pipeline is",
+        "  built and submitted 7 more times unchanged (`exp.submit(pipeline)` +",
+        "  `wait_for_completion(show_output=False)`, every step must come back `azureml.ReusedStepRun`);",
+        "  median of the last 5. DVC: the same script as 10 stages of a `dvc.yaml` (`deps`: the script",
+        "  and the previous output, `outs`: its own), `dvc init --no-scm`, one `dvc repro`, then 7 more",
+        "  timed (`bench/.dvc-venv`'s `dvc` CLI run as a subprocess, `DVC_NO_ANALYTICS=1`), median of",
+        "  the last 5. 14c-14e: 20 `PythonScriptStep`s of a one-line `print`, no data between them,",
+        "  `allow_reuse=False`, on `local` set to 2 slots (`mlws.compute.local.configure`); one warm-up",
+        "  pipeline, then 3 timed, the median one reported. A step run's own time is its",
+        "  `start_time` (Running: slot held, script starting) → `end_time` from the catalog.",
+        "  14f/14g: a CSV of 1,000,000 rows (`id`, `x`), an entry script whose `run()` returns one",
+        "  string per row (`id` and `x * 2.5`), `ParallelRunStep` with `mini_batch_size=10000`,",
+        "  `process_count_per_node=2`, `allow_reuse=False`, submitted 3 times (median); the plain loop,",
+        "  in the case's process: `pandas.read_csv`, the same 100 slices, `joblib.Parallel(n_jobs=2)`",
+        "  over the same function, the lines written in order to one file (one warm-up, median of 3).",
+        "  The two output files must be equal.",
         "",
         "## Details",
         "",

@@ -52,6 +52,7 @@ def start_controller(experiment: Experiment, run_id: str, module: str, what: str
 
     :raises MlwsError: the process could not be started (the run is then ``Failed``).
     """
+    from .compute import launcher
     from .errors import MlwsError
     from .keyvault import CHANNEL_ENV
     from .lifecycle import set_status
@@ -60,8 +61,15 @@ def start_controller(experiment: Experiment, run_id: str, module: str, what: str
     ws = experiment.workspace
     penv = dict(os.environ)
     penv.pop(CHANNEL_ENV, None)  # submitted from a run: not its parent's pipes
+    # Forked from the workspace's warm launcher when one runs (a fresh interpreter and its
+    # imports are most of a reused pipeline's time); a parent submits children, so the launcher
+    # is worth warming for them.
+    pid = launcher.launch(ws.path, [str(ws.path), run_id], penv, warm_up=True, module=module)
+    if pid == 0:
+        return  # handed over, unanswered: the controller (if any) claims the run itself
     try:
-        proc = start_detached(module, str(ws.path), run_id, env=penv)
+        if pid is None:
+            pid = start_detached(module, str(ws.path), run_id, env=penv).pid
     except OSError as e:
         set_status(
             ws,
@@ -76,7 +84,7 @@ def start_controller(experiment: Experiment, run_id: str, module: str, what: str
             "UPDATE runs SET supervisor_pid = coalesce(supervisor_pid, ?),"
             " supervisor_start = coalesce(supervisor_start, ?),"
             " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
-            (proc.pid, process_start_time(proc.pid), run_id),
+            (pid, process_start_time(pid), run_id),
         )
 
 

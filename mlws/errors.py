@@ -197,3 +197,10 @@ class ScheduleError(UserErrorException):
 
 class ScheduleNotFound(MlwsError):
     """No schedule of that id."""
+
+
+class ParallelRunConfigError(PipelineValidationError):
+    """A ``ParallelRunConfig`` or ``ParallelRunStep`` that cannot run as given: a missing entry
+    script, a bad ``mini_batch_size``, ``error_threshold`` or ``output_action``, an input that is
+    not a dataset, a compute target whose type has no ParallelRunStep workers. Raised before
+    anything is recorded."""

@@ -110,7 +110,8 @@ def test_missing_v1_names_raise_a_clear_import_error_never_attribute_error():
         import importlib
         from azureml.pipeline.core import PublishedPipeline, PipelineEndpoint
         from azureml.pipeline.core.schedule import Schedule, ScheduleRecurrence
-        for mod, name in [("azureml.pipeline.steps", "ParallelRunStep"),
+        from azureml.pipeline.steps import ParallelRunStep, ParallelRunConfig
+        for mod, name in [("azureml.pipeline.steps", "DatabricksStep"),
                           ("azureml.core.compute", "DatabricksCompute"),
                           ("azureml.core.compute", "AksCompute")]:
             try:

@@ -41,6 +41,19 @@ from typing import Any
 IDLE_S = float(os.environ.get("MLWS_LAUNCHER_IDLE_S", "300"))
 #: The module whose ``main(argv)`` a launched child runs.
 SUPERVISOR = "mlws.compute.supervisor"
+#: Every module a request may name instead (``main(argv)`` each): the controllers of parent
+#: runs, whose fresh-interpreter start is most of a reused pipeline's submit-to-Completed.
+LAUNCHABLE = (SUPERVISOR, "mlws.pipelines.controller", "mlws.hyperdrive.controller")
+#: Imported at the launcher's first idle moment: what a pipeline's controller needs beyond a
+#: supervisor (a reused step is fingerprinted and recorded without starting anything).
+WARM_LATER = (
+    "mlws.pipelines.controller",
+    "mlws.pipelines.reuse",
+    "mlws.runconfig",
+    "mlws.environments",
+    "mlws.datasets",
+    "mlws.manifests",
+)
 #: Imported by the launcher before its first fork: what a supervisor of a local run needs.
 WARM = (
     "mlws.compute.supervisor",
@@ -86,15 +99,24 @@ def socket_folder() -> Path:
     return folder
 
 
+_STAMP: list[str] = []
+
+
 def _code_stamp() -> str:
-    """The mlws sources' newest modification time: an edited or upgraded mlws gets a new key."""
+    """The mlws sources' newest modification time: an edited or upgraded mlws gets a new key.
+    Computed once per process (a walk of ~150 files, ~7 ms: a pipeline's controller submits
+    many steps): this process runs the code it imported, so the launcher that matches it is
+    the one of the sources as they were then."""
+    if _STAMP:
+        return _STAMP[0]
     root = Path(__file__).resolve().parent.parent
     newest = 0
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
             if f.endswith(".py"):
                 newest = max(newest, os.stat(os.path.join(dirpath, f)).st_mtime_ns)
-    return f"{root}:{newest}"
+    _STAMP.append(f"{root}:{newest}")
+    return _STAMP[0]
 
 
 def key(workspace: str | os.PathLike[str], env: dict[str, str]) -> str:
@@ -118,11 +140,16 @@ def socket_path(workspace: str | os.PathLike[str], env: dict[str, str]) -> Path:
 
 # -- the submitter's side ---------------------------------------------------------------------------
 def launch(
-    workspace: str | os.PathLike[str], args: list[str], env: dict[str, str], warm_up: bool
+    workspace: str | os.PathLike[str],
+    args: list[str],
+    env: dict[str, str],
+    warm_up: bool,
+    module: str = SUPERVISOR,
 ) -> int | None:
-    """Start ``SUPERVISOR``'s ``main(args)`` through this workspace's launcher; its pid, or
-    ``None`` when no launcher took the request: the caller starts this supervisor itself, and,
-    with ``warm_up``, a launcher is started for the next submissions.
+    """Start ``module``'s ``main(args)`` (the supervisor, or one of :data:`LAUNCHABLE`) through
+    this workspace's launcher; its pid, or ``None`` when no launcher took the request: the
+    caller starts this process itself, and, with ``warm_up``, a launcher is started for the
+    next submissions.
 
     ``0``: the request was handed over but no answer came back. A supervisor may be running
     (it records its own pid when it claims the run), so the caller must not start a second
@@ -135,7 +162,13 @@ def launch(
         return None
     from ..dirs import current_umask
 
-    request = {"args": args, "env": env, "cwd": os.getcwd(), "umask": current_umask()}
+    request = {
+        "args": args,
+        "env": env,
+        "cwd": os.getcwd(),
+        "umask": current_umask(),
+        "module": module,
+    }
     handed_over = False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -223,6 +256,8 @@ def serve(workspace: str, path: str) -> int:
                 from . import warm_executors
 
                 warm_executors(workspace)
+                for name in WARM_LATER:
+                    importlib.import_module(name)
                 warm_pending = False
                 continue
             if not ready:
@@ -263,6 +298,9 @@ def _serve_one(conn: socket.socket, listener: socket.socket, supervisor_main: An
         return -1
     request = json.loads(_read_line(conn))
     args = [str(a) for a in request["args"]]
+    module = str(request.get("module") or SUPERVISOR)
+    if module not in LAUNCHABLE:
+        raise ValueError(f"not a module the launcher starts: {module}")
     env = {str(k): str(v) for k, v in request["env"].items()}
     pid = os.fork()
     if pid:
@@ -288,7 +326,11 @@ def _serve_one(conn: socket.socket, listener: socket.socket, supervisor_main: An
 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        sys.argv = [SUPERVISOR, *args]
+        sys.argv = [module, *args]
+        if module != SUPERVISOR:
+            import importlib
+
+            supervisor_main = importlib.import_module(module).main
         code = supervisor_main(args) or 0
     except BaseException:  # noqa: BLE001 - a child must never return into the launcher's loop
         code = 1

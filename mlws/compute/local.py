@@ -54,6 +54,10 @@ def configure(ws: Workspace, max_concurrent_runs: int) -> None:
         )
 
 
+#: How often the oldest queued run looks for a free slot (the others: ``poll_s``).
+FIRST_POLL_S = 0.005
+
+
 @contextlib.contextmanager
 def slot(
     ws: Workspace,
@@ -98,9 +102,14 @@ def hold_slot(
     again on every poll, so a changed limit applies at once); yields its name, or ``None`` once
     ``keep_waiting()`` is false. Shared by every target type that has slots."""
     folder.mkdir(parents=True, exist_ok=True)
+    first = False
     while True:
         # may_start keeps queued runs in submission order: only the oldest waiter takes a slot.
-        for name in names() if may_start() else []:
+        # Once the oldest, always the oldest (older waiters only leave): it is not asked again,
+        # and this one waiter looks at the locks every FIRST_POLL_S, so a freed slot is taken
+        # within milliseconds while the others keep the slow, costlier poll.
+        first = first or may_start()
+        for name in names() if first else []:
             fd = try_lock(folder / f"{name}.lock")
             if fd is None:
                 continue
@@ -112,7 +121,7 @@ def hold_slot(
         if not keep_waiting():
             yield None
             return
-        time.sleep(poll_s)
+        time.sleep(FIRST_POLL_S if first else poll_s)
 
 
 # -- running a script here ------------------------------------------------------------------------

@@ -104,6 +104,11 @@ def script_argv(definition: dict[str, Any], run_dir: str | os.PathLike[str]) -> 
             argv = ["/bin/sh", "-c", cmd]
         else:
             argv = [expand_argument(c, definition, run_dir) for c in cmd]
+            # As in v1's images, `python` in a command is the run's environment's interpreter
+            # (a pipeline's ParallelRunStep runs `python -m ...`).
+            interpreter = (definition.get("environment") or {}).get("interpreter")
+            if argv and argv[0] in ("python", "python3") and interpreter:
+                argv[0] = interpreter
     else:
         argv = [
             definition["environment"]["interpreter"],

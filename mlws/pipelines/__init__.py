@@ -31,6 +31,8 @@ _EXPORTS = {
     "PipelineVersion": "endpoints",
     "Schedule": "schedules",
     "ScheduleRecurrence": "schedules",
+    "ParallelRunConfig": "parallel",
+    "ParallelRunStep": "parallel",
 }
 
 __all__ = sorted(_EXPORTS)

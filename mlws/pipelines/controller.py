@@ -291,7 +291,8 @@ class PipelineController(controllers.Controller):
             data=data,
             properties={
                 "azureml.runsource": "azureml.StepRun",
-                "StepType": "CommandStep" if step.get("command") else "PythonScriptStep",
+                "StepType": step.get("stepType")
+                or ("CommandStep" if step.get("command") else "PythonScriptStep"),
             },
         )
         return run.id

@@ -149,11 +149,12 @@ class Pipeline:
             )
         for s in steps:
             try:
-                target_config(self.workspace, s.compute_target)
+                target_type, _ = target_config(self.workspace, s.compute_target)
             except ComputeTargetException as e:
                 raise PipelineValidationError(f"step {s.name!r}: {e}") from None
             src = self.source_of(s)
             try:
+                s.check(src, target_type)
                 cmd = s.command_line()
                 ScriptRunConfig(
                     src, cmd.get("script"), command=cmd.get("command"), run_config=None

@@ -101,6 +101,13 @@ class PipelineStep:
         """What runs: ``{"script": ...}`` or ``{"command": ...}``."""
         raise NotImplementedError
 
+    def check(self, source_directory: str, target_type: str) -> None:
+        """Checks of the step's own kind, made by ``Pipeline.validate`` with the step's source
+        folder and the type of its compute target (none for a plain step).
+
+        :raises MlwsError: the step cannot run there (one line).
+        """
+
 
 class PythonScriptStep(PipelineStep):
     """Run ``script_name`` (in ``source_directory``) with ``arguments`` (v1's

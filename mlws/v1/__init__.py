@@ -2,10 +2,10 @@
 
 Layout, and why:
 
-- ``mlws/v1/shim/`` is a plain folder (no ``__init__.py``) holding exactly one top-level
-  package, ``azureml``. That folder is the ``sys.path`` entry: adding it exposes the name
-  ``azureml`` and nothing else, and the package ships inside mlws (no second distribution to
-  install or keep in step).
+- ``mlws/v1/shim/`` is a plain folder (no ``__init__.py``) holding v1's top-level packages,
+  ``azureml`` and ``azureml_user`` (what a ParallelRunStep's entry script imports). That folder
+  is the ``sys.path`` entry: adding it exposes those names and nothing else, and the packages
+  ship inside mlws (no second distribution to install or keep in step).
 - The shim's modules only map v1 names onto mlws objects (``azureml.core.Run`` *is*
   ``mlws.Run``), each imported on first use. The few v1 names mlws has no object for (cloud
   authentication, ACI/AKS deployment settings, the widget, the scoring decorators) are small

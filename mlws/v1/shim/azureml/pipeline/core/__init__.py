@@ -21,5 +21,5 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "OutputPortBinding": "mlws.pipelines:OutputPortBinding",
         "InputPortBinding": "mlws.pipelines:InputPortBinding",
     },
-    unavailable="not in mlws yet: its pipelines have Pipeline, PythonScriptStep, CommandStep, PipelineData, PipelineParameter, PipelineRun, StepRun, PublishedPipeline, PipelineEndpoint and Schedule; ParallelRunStep comes later (issue 13)",
+    unavailable="not in mlws yet: its pipelines have Pipeline, PythonScriptStep, CommandStep, PipelineData, PipelineParameter, PipelineRun, StepRun, PublishedPipeline, PipelineEndpoint, Schedule and (in azureml.pipeline.steps) ParallelRunStep",
 )

@@ -8,5 +8,5 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "PipelineParameter": "mlws.pipelines:PipelineParameter",
         "PipelineData": "mlws.pipelines:PipelineData",
     },
-    unavailable="not in mlws yet: its pipelines have Pipeline, PythonScriptStep, CommandStep, PipelineData, PipelineParameter, PipelineRun, StepRun, PublishedPipeline, PipelineEndpoint and Schedule; ParallelRunStep comes later (issue 13)",
+    unavailable="not in mlws yet: its pipelines have Pipeline, PythonScriptStep, CommandStep, PipelineData, PipelineParameter, PipelineRun, StepRun, PublishedPipeline, PipelineEndpoint, Schedule and (in azureml.pipeline.steps) ParallelRunStep",
 )

@@ -16,5 +16,5 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "MpiStep": "mlws.pipelines:MpiStep",
         "AutoMLStep": "mlws.pipelines:AutoMLStep",
     },
-    unavailable="not in mlws yet: its pipelines have Pipeline, PythonScriptStep, CommandStep, PipelineData, PipelineParameter, PipelineRun, StepRun, PublishedPipeline, PipelineEndpoint and Schedule; ParallelRunStep comes later (issue 13)",
+    unavailable="not in mlws yet: its pipeline steps are PythonScriptStep, CommandStep and ParallelRunStep (with ParallelRunConfig)",
 )
