@@ -335,3 +335,18 @@ def m0010_step_fingerprints(db: Any) -> None:
         )"""
     )
     db.execute("CREATE INDEX step_fingerprints_by_fingerprint ON step_fingerprints (fingerprint)")
+
+
+@migrations(name="0013_server_tokens")
+def m0013_server_tokens(db: Any) -> None:
+    # The users of ``mlws serve``: one bearer token each, stored as the sha256 of the token
+    # (never the token itself), and the Azure built-in role it acts with.
+    db.execute(
+        """CREATE TABLE server_tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('reader', 'contributor', 'owner')),
+            hash TEXT NOT NULL UNIQUE,
+            created REAL NOT NULL,
+            created_by TEXT
+        )"""
+    )

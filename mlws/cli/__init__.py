@@ -35,6 +35,7 @@ COMMANDS = {
     "model": "models:model",
     "run": "runs:run",
     "secret": "keyvault:secret",
+    "serve": "serve:serve",
     "service": "services:service",
     "sweep": "sweeps:sweep",
     "v1": "v1:v1",
