@@ -159,7 +159,6 @@ class V1LayerError(MlwsError):
     the site-packages folder is missing or not writable)."""
 
 
-
 class Unauthorized(MlwsError):
     """A request to ``mlws serve`` with no token, an unknown one or a revoked one (HTTP 401)."""
 
@@ -179,6 +178,7 @@ class RequestTooLarge(UserErrorException):
 class ServerError(MlwsError):
     """``mlws serve`` cannot start or stop as asked: a non-loopback address without TLS or
     ``--insecure``, a missing certificate, a server already running, none to stop."""
+
 
 # v1 exception names with no mlws counterpart (``azureml.exceptions``): never raised by mlws,
 # they exist so that v1 code's ``except`` clauses name something and catch nothing else.

@@ -102,9 +102,7 @@ _STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
 
 def http_error(e: MlwsError) -> tuple[int, dict[str, Any]]:
     """The status and JSON body answering a library error."""
-    status, code = next(
-        ((s, c) for cls, s, c in _STATUS if isinstance(e, cls)), (400, "UserError")
-    )
+    status, code = next(((s, c) for cls, s, c in _STATUS if isinstance(e, cls)), (400, "UserError"))
     return status, error_body(code, str(e), type(e).__name__)
 
 
