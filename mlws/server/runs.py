@@ -238,11 +238,8 @@ def get_tags(call: Call) -> dict[str, Any]:
 
 def set_tags(call: Call) -> dict[str, Any]:
     """``PATCH /runs/{run_id}/tags``: set tags (values replaced)."""
-    tags = body_field(call.body, "tags", dict)
-    if tags is None:
-        raise UserErrorException('the body needs "tags": {"key": "value", ...}')
     run = _run(call)
-    run.set_tags(tags)
+    run.set_tags(_key_values(call, "tags"))
     return {"tags": run.get_tags()}
 
 
@@ -253,12 +250,16 @@ def get_properties(call: Call) -> dict[str, Any]:
 
 def add_properties(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/properties``: add properties (add-only: 409 on another value)."""
-    props = body_field(call.body, "properties", dict)
-    if props is None:
-        raise UserErrorException('the body needs "properties": {"key": "value", ...}')
     run = _run(call)
-    run.add_properties(props)
+    run.add_properties(_key_values(call, "properties"))
     return {"properties": run.get_properties()}
+
+
+def _key_values(call: Call, key: str) -> dict[str, Any]:
+    values = body_field(call.body, key, dict)
+    if values is None:
+        raise UserErrorException(f'the body needs "{key}": {{"key": "value", ...}}')
+    return values
 
 
 def _interactive(call: Call) -> Any:
