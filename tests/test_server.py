@@ -376,6 +376,52 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
         assert ws.get_run(rid).get_metrics() == {"m": 1}
 
 
+def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
+    import socket
+    from urllib.parse import urlparse
+
+    ws_path = tmp_path / "ws"
+    Workspace.create(ws_path).close()
+    tok = _token(ws_path, "u", "contributor")
+    server = start_server("-m", "mlws.server", str(ws_path), "--port", "0")
+    addr = urlparse(server.url)
+    data = b"x" * 200_000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    conn = socket.create_connection((addr.hostname, addr.port), timeout=20)
+    try:
+        conn.sendall(
+            f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data[:1000]
+        )
+        # A whole request on a second connection, answered: by then the loop has read the
+        # first one's headers (they came first), so that request is in flight, not idle.
+        assert server.api("GET", "/workspace", tok)[0] == 200
+        server.proc.send_signal(signal.SIGTERM)
+
+        def refused() -> bool:  # the listener is closed: the stop has begun
+            try:
+                socket.create_connection((addr.hostname, addr.port), timeout=1).close()
+                return False
+            except OSError:
+                return True
+
+        wait_until(refused, 10, "the server to stop listening")
+        assert server.proc.poll() is None  # still finishing the request in flight
+        conn.sendall(data[1000:])
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = conn.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    finally:
+        conn.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert server.stop() == 0, server.lines
+    with Workspace(ws_path) as ws:
+        assert ws.blobs.has(digest)
+
+
 def test_detach_then_stop(tmp_path: Path) -> None:
     ws_path = tmp_path / "ws"
     Workspace.create(ws_path).close()
