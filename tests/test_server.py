@@ -267,18 +267,25 @@ def test_runs_are_listed_in_pages_with_filters(served) -> None:  # noqa: ANN001
         if token is None:
             break
     assert pages == 3 and seen == made[::-1]
+    # Keyset paging: a run created between two pages neither shifts nor repeats a page.
+    status, first = server.api("GET", "/runs?experiment=paged&limit=4", tokens["reader"])
+    newer = server.api("POST", "/experiments/paged/runs", tok, {})[1]["runId"]
+    q = f"/runs?experiment=paged&limit=4&continuationToken={first['continuationToken']}"
+    status, second = server.api("GET", q, tokens["reader"])
+    assert [r["runId"] for r in first["value"] + second["value"]] == made[::-1]
+    made.append(newer)
     status, page = server.api("GET", "/runs?experiment=paged&order=asc&limit=2", tokens["reader"])
     assert [r["runId"] for r in page["value"]] == made[:2]
     status, page = server.api(
         "GET", "/runs?experiment=paged&tag=parity=1&limit=100", tokens["reader"]
     )
-    assert [r["runId"] for r in page["value"]] == made[1::2][::-1]
+    assert [r["runId"] for r in page["value"]] == made[:7][1::2][::-1]
     assert page["continuationToken"] is None
     server.api("POST", f"/runs/{made[0]}/complete", tok)
     status, page = server.api("GET", "/runs?experiment=paged&status=Completed", tokens["reader"])
     assert [r["runId"] for r in page["value"]] == [made[0]]
     status, exps = server.api("GET", "/experiments", tokens["reader"])
-    assert {"name": "paged", "runs": 7}.items() <= next(
+    assert {"name": "paged", "runs": 8}.items() <= next(
         e for e in exps["value"] if e["name"] == "paged"
     ).items()
 
@@ -344,6 +351,9 @@ def test_beyond_loopback_needs_tls_or_insecure(tmp_path: Path) -> None:
     assert "no such file" in one_error_line(
         invoke("-w", str(ws_path), "serve", "--certfile", "/nope.pem", "--keyfile", "/nope.key")
     )
+    from mlws.server.process import check_options
+
+    check_options("0.0.0.0", 8787, None, None, True)  # --insecure: the user's explicit choice
     direct = subprocess.run(
         [sys.executable, "-m", "mlws.server", str(ws_path), "--host", "0.0.0.0"],
         capture_output=True,
@@ -353,6 +363,66 @@ def test_beyond_loopback_needs_tls_or_insecure(tmp_path: Path) -> None:
     assert direct.returncode == 1 and direct.stderr.strip().startswith("Error: refusing to serve")
     assert len(direct.stderr.strip().splitlines()) == 1
     assert workspace_fingerprint(ws_path) == before
+
+
+def test_tls(tmp_path: Path) -> None:
+    import datetime
+    import ssl
+    import urllib.request
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ws_path = tmp_path / "ws"
+    Workspace.create(ws_path).close()
+    tok = _token(ws_path, "u", "reader")
+    server = start_server(
+        "-m",
+        "mlws.server",
+        str(ws_path),
+        "--host",
+        "localhost",
+        "--port",
+        "0",
+        "--certfile",
+        str(certfile),
+        "--keyfile",
+        str(keyfile),
+    )
+    try:
+        assert server.url.startswith("https://localhost:")
+        req = urllib.request.Request(server.url + "/api/v1/workspace")
+        req.add_header("Authorization", f"Bearer {tok}")
+        ctx = ssl.create_default_context(cafile=str(certfile))
+        with urllib.request.urlopen(req, context=ctx, timeout=20) as r:
+            assert json.loads(r.read())["user"]["name"] == "u"
+    finally:
+        assert server.stop() == 0, server.lines
 
 
 def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
