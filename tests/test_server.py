@@ -514,6 +514,11 @@ def test_detach_then_stop(tmp_path: Path) -> None:
         assert remote.api("GET", "/workspace", tok)[0] == 200
         again = invoke("-w", str(ws_path), "serve", "--port", "0", "--detach")
         assert "already serves this workspace" in one_error_line(again)
+        other = tmp_path / "other"
+        Workspace.create(other).close()
+        port = url.rsplit(":", 1)[1]
+        taken = invoke("-w", str(other), "serve", "--port", port, "--detach")
+        assert "cannot listen on 127.0.0.1:" in one_error_line(taken)
         stopped = invoke("-w", str(ws_path), "serve", "stop")
         assert stopped.exit_code == 0 and str(pid) in stopped.output
         wait_until(lambda: not _alive(pid), 10, "the detached server to end")

@@ -76,8 +76,6 @@ def state_file(ws: Workspace) -> Path:
 def running(ws: Workspace) -> dict[str, Any] | None:
     """The state of this workspace's live server (``pid``, ``start``, ``url``, ...), or None;
     a state file left by a server that died is removed."""
-    from ..processes import owned_process
-
     path = state_file(ws)
     try:
         state = json.loads(path.read_text())
@@ -85,8 +83,8 @@ def running(ws: Workspace) -> dict[str, Any] | None:
         return None
     if isinstance(state, dict) and _is_server(ws, state.get("pid"), state.get("start")):
         return state
-    if not owned_process(ws, state.get("pid") if isinstance(state, dict) else None, None):
-        path.unlink(missing_ok=True)
+    # A server that died without cleaning up (kill -9, a reboot), or a pid reused since.
+    path.unlink(missing_ok=True)
     return None
 
 
