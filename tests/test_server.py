@@ -514,6 +514,15 @@ def test_detach_then_stop(tmp_path: Path) -> None:
         assert remote.api("GET", "/workspace", tok)[0] == 200
         again = invoke("-w", str(ws_path), "serve", "--port", "0", "--detach")
         assert "already serves this workspace" in one_error_line(again)
+        # Even past the state-file check (another user's server has its state elsewhere):
+        direct = subprocess.run(
+            [sys.executable, "-m", "mlws.server", str(ws_path), "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "another-user-cache")},
+        )
+        assert direct.returncode == 1 and "lock locks/server.lock is held" in direct.stderr
         other = tmp_path / "other"
         Workspace.create(other).close()
         port = url.rsplit(":", 1)[1]

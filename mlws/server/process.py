@@ -193,6 +193,28 @@ def stop(ws: Workspace, timeout: float = STOP_TIMEOUT_S) -> dict[str, Any]:
     return state
 
 
+#: The lock a server holds for its whole life (its open file descriptor, never closed).
+_held: list[int] = []
+
+
+def _hold_server_lock(ws: Workspace) -> None:
+    """Take ``locks/server.lock`` of the workspace for this process's life: two servers of one
+    workspace (two users, or two starts racing past the state-file check) would each think
+    they own it. The kernel drops the lock when the process ends, however it ends."""
+    import fcntl
+
+    fd = os.open(ws.path / "locks" / "server.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ServerError(
+            "another server already serves this workspace (its lock locks/server.lock is held, "
+            "maybe by another user); stop that one first"
+        ) from None
+    _held.append(fd)
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -240,6 +262,7 @@ def serve(
                 f"a server already serves this workspace at {other['url']} (pid {other['pid']}); "
                 "stop it with 'mlws serve stop'"
             )
+        _hold_server_lock(ws)
         sock = _bind(host, port)
     except BaseException:
         ws.close()
