@@ -209,20 +209,11 @@ def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]
 def log_metrics(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/metrics``: a batch of values, written in one transaction after
     every value is checked (a bad one refuses the whole batch)."""
-    from ..metrics import SCALAR, MetricWriter, unregister
+    from ..metrics import write_values
 
     items = _metric_items(call.body)
     run = _run(call)
-    writer = MetricWriter(call.ws.catalog, run.seq)
-    try:
-        for name, kind, value, step in items:
-            if kind == SCALAR:
-                writer.add_scalar(name, value, step)
-            else:
-                writer.add(name, kind, value, step)
-        written = writer.flush()
-    finally:
-        unregister(writer)
+    written = write_values(call.ws.catalog, run.seq, items)
     return {"written": written}
 
 
