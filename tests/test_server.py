@@ -290,6 +290,35 @@ def test_runs_are_listed_in_pages_with_filters(served) -> None:  # noqa: ANN001
     ).items()
 
 
+def test_concurrent_clients_lose_nothing(served) -> None:  # noqa: ANN001
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, ws_path, tokens = served
+    tok = tokens["contributor"]
+
+    def client(c: int) -> list[str]:
+        ids = []
+        for _ in range(3):
+            status, run = server.api("POST", "/experiments/busy/runs", tok, {"tags": {"c": str(c)}})
+            assert status == 201, run
+            for b in range(4):
+                batch = [{"name": "m", "value": b * 250 + i} for i in range(250)]
+                status, ans = server.api(
+                    "POST", f"/runs/{run['runId']}/metrics", tok, {"metrics": batch}
+                )
+                assert (status, ans) == (200, {"written": 250})
+            ids.append(run["runId"])
+        return ids
+
+    with ThreadPoolExecutor(6) as pool:
+        ids = [rid for got in pool.map(client, range(6)) for rid in got]
+    with Workspace(ws_path) as ws:
+        numbers = sorted(ws.get_run(rid).number for rid in ids)
+        assert numbers == list(range(1, 19))
+        for rid in ids:
+            assert ws.get_run(rid).get_metrics()["m"] == list(range(1000))
+
+
 def test_models_and_blobs(served, tmp_path: Path) -> None:  # noqa: ANN001
     server, ws_path, tokens = served
     (tmp_path / "m.pkl").write_bytes(b"model bytes")
