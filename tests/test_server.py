@@ -346,6 +346,21 @@ def test_models_and_blobs(served, tmp_path: Path) -> None:  # noqa: ANN001
     assert server.api("GET", f"/blobs/{digest}", tokens["reader"]) == (200, data)
 
 
+def test_every_route_needs_a_token_and_answers_in_the_one_error_shape(served) -> None:  # noqa: ANN001
+    import re
+
+    from mlws.server.app import endpoints
+
+    server, ws_path, _tokens = served
+    before = workspace_fingerprint(ws_path)
+    for ep in endpoints():
+        path = re.sub(r"{(\w+)}", "x", ep.path)
+        status, body = server.api(ep.method, path, None, {} if ep.method != "GET" else None)
+        assert status == 401, (ep.method, ep.path, body)
+        assert set(body) == {"error"} and set(body["error"]) <= {"code", "message", "innerError"}
+    assert workspace_fingerprint(ws_path) == before
+
+
 def test_openapi_lists_every_route(served) -> None:  # noqa: ANN001
     server, _ws, _tokens = served
     status, doc = server.api("GET", "/openapi.json")  # no token needed

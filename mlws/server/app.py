@@ -78,6 +78,10 @@ def build_app(
     def handle(ep: Endpoint) -> Any:
         async def endpoint(request: Request) -> Response:
             try:
+                user = await run_in_threadpool(
+                    authenticate, ws, request.headers.get("authorization")
+                )
+                user.require(ep.role or "reader", f"{ep.method} {PREFIX}{ep.path}")
                 if ep.handler is None:
                     return _json(
                         error_body(
@@ -86,10 +90,6 @@ def build_app(
                         ),
                         501,
                     )
-                user = await run_in_threadpool(
-                    authenticate, ws, request.headers.get("authorization")
-                )
-                user.require(ep.role or "reader", f"{ep.method} {PREFIX}{ep.path}")
                 body: Any = None
                 if ep.method in ("POST", "PUT", "PATCH"):
                     raw = await _read_body(request, max_body)
