@@ -581,6 +581,25 @@ def test_detach_then_stop(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def test_after_kill_9_a_new_server_starts(tmp_path: Path) -> None:
+    ws_path = tmp_path / "ws"
+    Workspace.create(ws_path).close()
+    pids = []
+    try:
+        for _ in range(2):
+            started = invoke("-w", str(ws_path), "serve", "--port", "0", "--detach")
+            assert started.exit_code == 0, started.output
+            pids.append(int(started.output.rsplit("pid ", 1)[1].rstrip(")\n")))
+            os.kill(pids[-1], signal.SIGKILL)
+            wait_until(lambda: not _alive(pids[-1]), 10, "the killed server to end")
+        # Its state file is stale and its lock was released with it: nothing to stop.
+        assert "no server is running" in one_error_line(invoke("-w", str(ws_path), "serve", "stop"))
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_stop_never_signals_a_process_that_is_not_the_server(tmp_path: Path) -> None:
     ws_path = tmp_path / "ws"
     with Workspace.create(ws_path) as ws:
