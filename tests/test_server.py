@@ -236,7 +236,9 @@ def test_bad_requests_are_one_line_errors_and_change_nothing(served) -> None:  #
         ("PUT", "/blobs/..", None, b"x", 400),
         ("PUT", "/blobs/sha256:..%5Cmlws.db", None, b"x", 400),
         ("POST", "/blobs/missing", {"blobs": ["../../mlws.db"]}, None, 400),
-        ("PUT", f"/runs/{rid}/files", {"manifest": "sha256:" + "0" * 64}, None, 501),
+        ("PUT", f"/runs/{rid}/files", {"manifest": "sha256:" + "0" * 64}, None, 404),
+        ("PUT", f"/runs/{rid}/files", {"manifest": "../mlws.db"}, None, 400),
+        ("POST", "/models/m/versions", {"manifest": "sha256:" + "0" * 64}, None, 501),
     ]
     for method, path, body, raw, expected in cases:
         status, answer = server.api(method, path, tok, body, raw)
@@ -346,6 +348,55 @@ def test_models_and_blobs(served, tmp_path: Path) -> None:  # noqa: ANN001
     assert server.api("GET", f"/blobs/{digest}", tokens["reader"]) == (200, data)
 
 
+def test_run_files_go_manifest_first_and_only_missing_blobs_are_sent(served) -> None:  # noqa: ANN001
+    from mlws.manifests import Entry, canonical_manifest
+
+    server, ws_path, tokens = served
+    tok = tokens["contributor"]
+    rid = server.api("POST", "/experiments/files/runs", tok, {})[1]["runId"]
+    files = {"outputs/model.txt": b"weights", "outputs/notes.txt": b"notes " * 50}
+    entries = [
+        Entry(p, "sha256:" + hashlib.sha256(d).hexdigest(), len(d)) for p, d in files.items()
+    ]
+    manifest = canonical_manifest(entries)
+    mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    assert server.api("PUT", f"/blobs/{mdigest}", tok, raw=manifest)[0] == 200
+    before = workspace_fingerprint(ws_path)
+    # Blobs not sent yet: refused, nothing recorded.
+    status, body = server.api("PUT", f"/runs/{rid}/files", tok, {"manifest": mdigest})
+    assert status == 400 and "not stored" in body["error"]["message"]
+    assert workspace_fingerprint(ws_path) == before
+    status, ans = server.api(
+        "POST", "/blobs/missing", tok, {"blobs": [e.hash for e in entries] + [mdigest]}
+    )
+    assert sorted(ans["missing"]) == sorted(e.hash for e in entries)
+    for e, data in zip(entries, files.values(), strict=True):
+        assert server.api("PUT", f"/blobs/{e.hash}", tok, raw=data)[0] == 200
+    assert server.api("PUT", f"/runs/{rid}/files", tok, {"manifest": mdigest}) == (
+        200,
+        {"files": 2},
+    )
+    status, listed = server.api("GET", f"/runs/{rid}/files", tokens["reader"])
+    assert [(f["path"], f["size"]) for f in listed["value"]] == [
+        ("outputs/model.txt", 7),
+        ("outputs/notes.txt", 300),
+    ]
+    with Workspace(ws_path) as ws:
+        run = ws.get_run(rid)
+        assert run.get_file_names() == ["outputs/model.txt", "outputs/notes.txt"]
+        run.download_file("outputs/notes.txt", str(ws_path.parent / "notes.txt"))
+    assert (ws_path.parent / "notes.txt").read_bytes() == files["outputs/notes.txt"]
+    # A manifest whose stated size is not its blob's: refused.
+    bad = canonical_manifest([Entry("x.txt", entries[0].hash, 999)])
+    bdigest = "sha256:" + hashlib.sha256(bad).hexdigest()
+    server.api("PUT", f"/blobs/{bdigest}", tok, raw=bad)
+    status, body = server.api("PUT", f"/runs/{rid}/files", tok, {"manifest": bdigest})
+    assert status == 400 and "size 999" in body["error"]["message"]
+    # A blob that is not a manifest: refused.
+    status, body = server.api("PUT", f"/runs/{rid}/files", tok, {"manifest": entries[0].hash})
+    assert status == 400, body
+
+
 def test_every_route_needs_a_token_and_answers_in_the_one_error_shape(served) -> None:  # noqa: ANN001
     import re
 
@@ -371,7 +422,7 @@ def test_openapi_lists_every_route(served) -> None:  # noqa: ANN001
     for ep in endpoints():
         assert (ep.method, "/api/v1" + ep.path) in listed
     assert ("POST", "/api/v1/runs/{run_id}/metrics") in listed
-    assert doc["paths"]["/api/v1/runs/{run_id}/files"]["put"]["x-mlws-planned"] is True
+    assert doc["paths"]["/api/v1/models/{name}/versions"]["post"]["x-mlws-planned"] is True
     assert doc["paths"]["/api/v1/tokens"]["post"]["x-mlws-role"] == "owner"
 
 

@@ -7,13 +7,11 @@ records the manifest (a run's files, a model version: routes of those nouns).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from ..errors import BlobNotFound, UserErrorException
+from ..errors import BlobNotFound, MlwsError, UserErrorException
 from .api import Call, Endpoint, body_field
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 #: The most hashes one ``missing`` question may carry.
 MAX_ASK = 100_000
 
@@ -21,12 +19,39 @@ MAX_ASK = 100_000
 def check_digest(digest: Any) -> str:
     """``digest`` if it is ``sha256:`` and 64 lower-case hex digits.
 
-    :raises UserErrorException: anything else (a path trick included)."""
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+    :raises UnsafePath: anything else (a path trick included)."""
+    from ..manifests import check_hash
+
+    return check_hash(digest)
+
+
+def stored_manifest(ws: Any, digest: str) -> list[Any]:
+    """The entries of manifest blob ``digest``, once every blob it names is stored with the
+    size it states (each marked as just used, so gc spares it until the caller records it).
+
+    :raises BlobNotFound: the manifest is not stored. :raises UserErrorException: it is not a
+        manifest, names an unsafe path, or names a blob that is missing or of another size.
+    """
+    check_digest(digest)
+    try:
+        entries = ws.blobs.read_manifest(digest)
+    except MlwsError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise UserErrorException(f"blob {digest} is not a valid manifest: {e}") from None
+    missing = [e.hash for e in entries if not ws.blobs.reuse(e.hash)]
+    if missing:
         raise UserErrorException(
-            f"not a blob hash: {str(digest)[:80]!r} (expected sha256:<64 hex>)"
+            f"{len(missing)} blob(s) named by manifest {digest} are not stored (e.g. "
+            f"{missing[0]}); send them first (POST /api/v1/blobs/missing, PUT /api/v1/blobs/...)"
         )
-    return digest
+    for e in entries:
+        actual = ws.blobs.path(e.hash).stat().st_size
+        if actual != e.size:
+            raise UserErrorException(
+                f"manifest {digest} gives {e.path!r} size {e.size}, but its blob has {actual} bytes"
+            )
+    return entries
 
 
 def missing_blobs(call: Call) -> dict[str, Any]:

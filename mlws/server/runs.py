@@ -284,6 +284,31 @@ def fail_run(call: Call) -> dict[str, Any]:
     return run_details(run)
 
 
+def put_files(call: Call) -> dict[str, Any]:
+    """``PUT /runs/{run_id}/files``: the files of a stored manifest become the run's (same
+    paths replaced), once every blob it names is stored."""
+    from ..runfiles import add_run_files
+    from .blobs import stored_manifest
+
+    digest = body_field(call.body, "manifest", str)
+    if digest is None:
+        raise UserErrorException('the body needs "manifest": "sha256:..." (a stored manifest blob)')
+    run = _run(call)
+    entries = stored_manifest(call.ws, digest)
+    add_run_files(call.ws, run.seq, entries)
+    return {"files": len(entries)}
+
+
+def get_files(call: Call) -> dict[str, Any]:
+    """``GET /runs/{run_id}/files``: the run's stored files (not the live folders of a run
+    running on this machine)."""
+    run = _run(call)
+    rows = call.ws.catalog.query(
+        "SELECT path, blob, size FROM run_files WHERE run_seq = ? ORDER BY path", (run.seq,)
+    )
+    return {"value": [{"path": r[0], "blob": r[1], "size": r[2]} for r in rows]}
+
+
 _RID = "/runs/{run_id}"
 _KV = {"type": "object", "additionalProperties": {"type": "string", "nullable": True}}
 
@@ -408,13 +433,12 @@ ENDPOINTS = [
         },
         tag="runs",
     ),
-    # The next slice (a remote workspace backend) builds on these; designed here, not built yet.
     Endpoint(
         "PUT",
         _RID + "/files",
         "contributor",
-        "Record a run's files from a manifest whose blobs are stored (see /blobs/missing)",
-        None,
+        "Record files of a run from a stored manifest (its blobs sent first: see /blobs/missing)",
+        put_files,
         body={
             "type": "object",
             "required": ["manifest"],
@@ -423,6 +447,11 @@ ENDPOINTS = [
         tag="runs",
     ),
     Endpoint(
-        "GET", _RID + "/files", "reader", "A run's files (path, blob, size)", None, tag="runs"
+        "GET",
+        _RID + "/files",
+        "reader",
+        "A run's stored files (path, blob, size)",
+        get_files,
+        tag="runs",
     ),
 ]
