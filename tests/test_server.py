@@ -386,6 +386,36 @@ def test_run_files_go_manifest_first_and_only_missing_blobs_are_sent(served) -> 
         assert run.get_file_names() == ["outputs/model.txt", "outputs/notes.txt"]
         run.download_file("outputs/notes.txt", str(ws_path.parent / "notes.txt"))
     assert (ws_path.parent / "notes.txt").read_bytes() == files["outputs/notes.txt"]
+    # ... and registered as a model from the run, made by the token's user.
+    before = workspace_fingerprint(ws_path)
+    for bad in (
+        {"name": "m"},
+        {"name": "m", "path": "outputs/none"},
+        {"name": "bad name", "path": "outputs"},
+    ):
+        assert server.api("POST", f"/runs/{rid}/models", tok, bad)[0] == 400
+    assert (
+        server.api(
+            "POST", f"/runs/{rid}/models", tokens["reader"], {"name": "m", "path": "outputs"}
+        )[0]
+        == 403
+    )
+    assert workspace_fingerprint(ws_path) == before
+    status, model = server.api(
+        "POST",
+        f"/runs/{rid}/models",
+        tok,
+        {"name": "from-http", "path": "outputs", "tags": {"t": "1"}},
+    )
+    assert status == 201 and model["version"] == 1 and model["createdBy"] == "contributor"
+    with Workspace(ws_path) as ws:
+        from mlws import Model
+
+        local = Model(ws, "from-http")
+        assert local.run_id == rid and sorted(local.get_file_names()) == [
+            "outputs/model.txt",
+            "outputs/notes.txt",
+        ]
     # A manifest whose stated size is not its blob's: refused.
     bad = canonical_manifest([Entry("x.txt", entries[0].hash, 999)])
     bdigest = "sha256:" + hashlib.sha256(bad).hexdigest()

@@ -29,6 +29,44 @@ def get_model(call: Call) -> dict[str, Any]:
     return Model(call.ws, call.path["name"], version=int(version)).serialize()
 
 
+def register_from_run(call: Call) -> dict[str, Any]:
+    """``POST /runs/{run_id}/models``: a run's file or folder as the next version of a model
+    (v1's ``run.register_model``), made by the token's user."""
+    from ..models import register_from_run as register
+    from .api import body_field
+
+    body = call.body
+    name = body_field(body, "name", str)
+    path = body_field(body, "path", str)
+    if name is None or path is None:
+        raise UserErrorException(
+            'the body needs "name" (the model) and "path" (a run file or folder)'
+        )
+    unknown = set(body) - {
+        "name",
+        "path",
+        "tags",
+        "properties",
+        "description",
+        "framework",
+        "frameworkVersion",
+    }
+    if unknown:
+        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    model = register(
+        call.ws.get_run(call.path["run_id"]),
+        name,
+        path,
+        tags=body_field(body, "tags", dict),
+        properties=body_field(body, "properties", dict),
+        description=body_field(body, "description", str),
+        model_framework=body_field(body, "framework", str),
+        model_framework_version=body_field(body, "frameworkVersion", str),
+        created_by=call.user.name,
+    )
+    return model.serialize()
+
+
 ENDPOINTS = [
     Endpoint(
         "GET",
@@ -48,6 +86,28 @@ ENDPOINTS = [
         "reader",
         "One model version",
         get_model,
+        tag="models",
+    ),
+    Endpoint(
+        "POST",
+        "/runs/{run_id}/models",
+        "contributor",
+        "Register a run's file or folder as the next version of a model (run.register_model)",
+        register_from_run,
+        body={
+            "type": "object",
+            "required": ["name", "path"],
+            "properties": {
+                "name": {"type": "string"},
+                "path": {"type": "string"},
+                "tags": {"type": "object"},
+                "properties": {"type": "object"},
+                "description": {"type": "string"},
+                "framework": {"type": "string"},
+                "frameworkVersion": {"type": "string"},
+            },
+        },
+        status=201,
         tag="models",
     ),
     Endpoint(
