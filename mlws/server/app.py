@@ -58,10 +58,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def build_app(
-    ws: Workspace, *, max_body: int = DEFAULT_MAX_BODY, on_shutdown: Any = None
+    ws: Workspace,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    on_startup: Any = None,
+    on_shutdown: Any = None,
 ) -> Starlette:
-    """The app serving workspace ``ws`` (opened by the caller; ``on_shutdown`` is called when the
-    server stops, after the last request).
+    """The app serving workspace ``ws`` (opened by the caller): ``on_startup`` is called once
+    it starts, ``on_shutdown`` when the server stops, after the last request.
 
     :param max_body: the largest request body accepted, in bytes (larger: 413).
     """
@@ -145,6 +149,8 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if on_startup is not None:
+            on_startup()
         try:
             yield
         finally:

@@ -282,12 +282,22 @@ def serve(
     }
     path = state_file(ws)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(state, indent=2) + "\n", 0o600)
+    early: list[int] = []
+
+    def started() -> None:
+        # Runs once uvicorn handles SIGTERM/SIGINT itself: only now is the server announced
+        # (state file, the "Serving" line), so a stop sent as soon as it is seen is never lost.
+        if early:  # a signal came before uvicorn's handlers: stop right after starting
+            server.should_exit = True
+        write_atomic(path, json.dumps(state, indent=2) + "\n", 0o600)
+        print(f"Serving workspace {ws.name!r} at {url} (pid {os.getpid()})", flush=True)
 
     def shutdown() -> None:
         ws.close()
 
-    app = build_app(ws, max_body=max_body or DEFAULT_MAX_BODY, on_shutdown=shutdown)
+    app = build_app(
+        ws, max_body=max_body or DEFAULT_MAX_BODY, on_startup=started, on_shutdown=shutdown
+    )
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -299,9 +309,11 @@ def serve(
     )
     server = uvicorn.Server(config)
     # uvicorn stops gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler that
-    # was there before it: a no-op here, so the process ends with status 0 after cleaning up.
-    signal.signal(signal.SIGTERM, lambda _s, _f: None)
-    print(f"Serving workspace {ws.name!r} at {url} (pid {os.getpid()})", flush=True)
+    # was there before it: one that only notes it, so the process ends with status 0 after
+    # cleaning up (Python's own SIGINT handler would end a Ctrl-C'd server with a traceback),
+    # and a signal that comes before uvicorn's handlers are in place still stops it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _f: early.append(signum))
     try:
         server.run(sockets=[sock])
     finally:
