@@ -571,6 +571,15 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
         assert ws.get_run(rid).get_metrics() == {"m": 1}
 
 
+def test_ctrl_c_stops_it_without_a_traceback(tmp_path: Path) -> None:
+    ws_path = tmp_path / "ws"
+    Workspace.create(ws_path).close()
+    server = start_server("-m", "mlws.server", str(ws_path), "--port", "0")
+    server.proc.send_signal(signal.SIGINT)
+    out, _ = server.proc.communicate(timeout=20)
+    assert server.proc.returncode == 0 and out.strip() == "Stopped.", out
+
+
 def test_sigterm_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     import socket
     from urllib.parse import urlparse
