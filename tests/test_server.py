@@ -180,6 +180,7 @@ def test_bad_requests_are_one_line_errors_and_change_nothing(served) -> None:  #
         ("POST", f"/runs/{rid}/metrics", None, b"{not json", 400),
         ("POST", f"/runs/{rid}/metrics", None, b"[1, 2]", 400),
         ("POST", f"/runs/{rid}/metrics", None, b"\xff\xfe", 400),
+        ("POST", f"/runs/{rid}/metrics", None, b"[" * 20_000 + b"]" * 20_000, 400),
         (
             "POST",
             f"/runs/{rid}/metrics",

@@ -142,6 +142,8 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise UserErrorException("the request body is not UTF-8 text") from None
+    except RecursionError:
+        raise UserErrorException("the JSON body is nested too deeply") from None
     except ValueError as e:
         raise UserErrorException(
             f"malformed JSON body: {getattr(e, 'msg', e)} at line {getattr(e, 'lineno', '?')} "
