@@ -40,6 +40,10 @@ class RunNotFound(MlwsError):
     """No run with that id."""
 
 
+class RunExists(UserErrorException):
+    """A run id given for a new run is taken already."""
+
+
 class RunStateError(MlwsError):
     """The run is in a state that does not allow the operation (e.g. logging to a finished run)."""
 

@@ -221,7 +221,7 @@ def test_bad_requests_are_one_line_errors_and_change_nothing(served) -> None:  #
         ("POST", "/experiments/fresh/runs", {"tags": {"": "empty key"}}, None, 400),
         ("POST", "/experiments/fresh/runs", {"tags": ["not", "a", "dict"]}, None, 400),
         ("POST", "/experiments/fresh/runs", {"surprise": 1}, None, 400),
-        ("POST", "/experiments/fresh/runs", {"runId": rid}, None, 400),
+        ("POST", "/experiments/fresh/runs", {"runId": rid}, None, 409),
         ("POST", "/experiments/fresh/runs", {"runId": "../../etc"}, None, 400),
         ("PATCH", f"/runs/{rid}/tags", {"tags": "x"}, None, 400),
         ("GET", "/runs/nope_1", None, None, 404),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import RunStateError, UserErrorException
+from ..errors import RunExists, RunStateError, UserErrorException
 from .api import (
     Call,
     Endpoint,
@@ -149,7 +149,7 @@ def create_run(call: Call) -> dict[str, Any]:
     if unknown:
         raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
     if run_id is not None and call.ws.catalog.one("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
-        raise UserErrorException(f"a run with id {run_id!r} already exists; choose another runId")
+        raise RunExists(f"a run with id {run_id!r} already exists; choose another runId")
     exp = Experiment(call.ws, name)
     # No pid: the run belongs to the client, not to this server process, so the server's own
     # liveness says nothing about it (it ends with complete/fail).
