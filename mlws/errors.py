@@ -40,6 +40,10 @@ class RunNotFound(MlwsError):
     """No run with that id."""
 
 
+class RunExists(UserErrorException):
+    """A run id given for a new run is taken already."""
+
+
 class RunStateError(MlwsError):
     """The run is in a state that does not allow the operation (e.g. logging to a finished run)."""
 
@@ -157,6 +161,27 @@ class EnvironmentBuildCanceled(MlwsError):
 class V1LayerError(MlwsError):
     """mlws's azureml layer cannot be turned on or off here (a real azureml-core is installed,
     the site-packages folder is missing or not writable)."""
+
+
+class Unauthorized(MlwsError):
+    """A request to ``mlws serve`` with no token, an unknown one or a revoked one (HTTP 401)."""
+
+
+class Forbidden(MlwsError):
+    """A request whose token's role does not allow it, e.g. a reader writing (HTTP 403)."""
+
+
+class TokenNotFound(MlwsError):
+    """No server token (user) of that name."""
+
+
+class RequestTooLarge(UserErrorException):
+    """A request body larger than the server's configured limit (HTTP 413)."""
+
+
+class ServerError(MlwsError):
+    """``mlws serve`` cannot start or stop as asked: a non-loopback address without TLS or
+    ``--insecure``, a missing certificate, a server already running, none to stop."""
 
 
 # v1 exception names with no mlws counterpart (``azureml.exceptions``): never raised by mlws,

@@ -107,6 +107,7 @@ def query_runs(
     limit: int | None = None,
     columns: str = "list",
     parent: str | None = None,
+    after: tuple[float, int] | None = None,
 ) -> list[Any]:
     """Run rows matching the filters, newest first or sorted by ``metric:<name>`` / a column.
 
@@ -115,6 +116,8 @@ def query_runs(
     and metric), never the metrics table. ``columns="list"`` returns :data:`LIST_COLUMNS`
     (what listings show; the width of the sorted rows dominates the cost at 100k runs),
     ``"all"`` every column. ``parent``: only the children of that run (a sweep's trials).
+    ``after``: ``(created, seq)`` of the last run of the previous page, for paging by creation
+    time (keyset paging: a run created meanwhile never shifts or repeats a page).
     """
     from .lifecycle import reconcile_active
 
@@ -130,6 +133,11 @@ def query_runs(
         where.append("r.parent_id IS NULL")
     join = ""
     direction = "ASC" if ascending else "DESC"
+    if after is not None:
+        if sort_by not in (None, "", "created"):
+            raise UserErrorException("paging (after) works with runs sorted by creation time only")
+        where.append(f"(r.created, r.seq) {'>' if ascending else '<'} (?, ?)")
+        params += [float(after[0]), int(after[1])]
     if sort_by and sort_by.startswith("metric:"):
         metric = sort_by[len("metric:") :]
         if not metric:

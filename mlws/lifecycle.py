@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidName, MlwsError, RunNotFound, UserErrorException
+from .errors import InvalidName, MlwsError, RunExists, RunNotFound, UserErrorException
 
 # Re-exported: the lifecycle's callers have always found them here.
 from .processes import (  # noqa: F401
@@ -109,9 +109,7 @@ def insert_run(
         if run_id is None:
             run_id = new_run_id(experiment)
         if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
-            raise UserErrorException(
-                f"a run with id {run_id!r} already exists; choose another run_id"
-            )
+            raise RunExists(f"a run with id {run_id!r} already exists; choose another run_id")
         number = conn.execute(
             "SELECT coalesce(max(number), 0) + 1 FROM runs WHERE experiment = ?", (experiment,)
         ).fetchone()[0]

@@ -153,39 +153,59 @@ class MetricWriter:
             return len(batch)
 
     def _write(self, batch: list[tuple[str, str, Any, str | None, float, int | None]]) -> None:
-        run_seq = self.run_seq
-        with self.catalog.write() as conn:
-            next_step: dict[str, int] = {}
-            rows = []
-            summary: dict[str, list[Any]] = {}
-            for name, kind, v, d, t, step in batch:
-                if step is None:
-                    if name not in next_step:
-                        # Read inside the write transaction, so two processes logging to the
-                        # same run and name never hand out the same step.
-                        cur = conn.execute(
-                            "SELECT max(step) FROM metrics WHERE run_seq = ? AND name = ?",
-                            (run_seq, name),
-                        ).fetchone()[0]
-                        next_step[name] = -1 if cur is None else cur
-                    next_step[name] += 1
-                    step = next_step[name]
-                elif name in next_step:
-                    next_step[name] = max(next_step[name], step)
-                rows.append((run_seq, name, step, kind, v, d, t))
-                s = summary.get(name)
-                if s is None:
-                    summary[name] = [kind, v, 1]
-                else:
-                    s[0], s[1] = kind, v
-                    s[2] += 1
-            conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            conn.executemany(
-                "INSERT INTO metric_summary (run_seq, name, kind, last_value, count) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT(run_seq, name) DO UPDATE SET kind = excluded.kind,"
-                " last_value = excluded.last_value, count = count + excluded.count",
-                [(run_seq, name, s[0], s[1], s[2]) for name, s in summary.items()],
-            )
+        write_batch(self.catalog, self.run_seq, batch)
+
+
+def write_values(
+    catalog: Catalog, run_seq: int, values: list[tuple[str, str, Any, int | None]]
+) -> int:
+    """Write ``(name, kind, value, step)`` values of one run now, in one transaction, with no
+    buffer (``mlws serve``'s metric batches: acknowledged means written). Returns the count."""
+    now = time.time()
+    batch = [(name, kind, *encode(value), now, step) for name, kind, value, step in values]
+    if batch:
+        write_batch(catalog, run_seq, batch)
+    return len(batch)
+
+
+def write_batch(
+    catalog: Catalog, run_seq: int, batch: list[tuple[str, str, Any, str | None, float, int | None]]
+) -> None:
+    """Write encoded ``(name, kind, value, data, time, step)`` rows of one run in one
+    transaction, giving each value without a step its name's next step, and update the run's
+    ``metric_summary``."""
+    with catalog.write() as conn:
+        next_step: dict[str, int] = {}
+        rows = []
+        summary: dict[str, list[Any]] = {}
+        for name, kind, v, d, t, step in batch:
+            if step is None:
+                if name not in next_step:
+                    # Read inside the write transaction, so two processes logging to the
+                    # same run and name never hand out the same step.
+                    cur = conn.execute(
+                        "SELECT max(step) FROM metrics WHERE run_seq = ? AND name = ?",
+                        (run_seq, name),
+                    ).fetchone()[0]
+                    next_step[name] = -1 if cur is None else cur
+                next_step[name] += 1
+                step = next_step[name]
+            elif name in next_step:
+                next_step[name] = max(next_step[name], step)
+            rows.append((run_seq, name, step, kind, v, d, t))
+            s = summary.get(name)
+            if s is None:
+                summary[name] = [kind, v, 1]
+            else:
+                s[0], s[1] = kind, v
+                s[2] += 1
+        conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(
+            "INSERT INTO metric_summary (run_seq, name, kind, last_value, count) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(run_seq, name) DO UPDATE SET kind = excluded.kind,"
+            " last_value = excluded.last_value, count = count + excluded.count",
+            [(run_seq, name, s[0], s[1], s[2]) for name, s in summary.items()],
+        )
 
 
 # -- the per-process flusher ------------------------------------------------------------------

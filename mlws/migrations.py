@@ -400,3 +400,18 @@ def m0011_published_pipelines(db: Any) -> None:
             last_error TEXT
         )"""
     )
+
+
+@migrations(name="0012_server_tokens")
+def m0012_server_tokens(db: Any) -> None:
+    # The users of ``mlws serve``: one bearer token each, stored as the sha256 of the token
+    # (never the token itself), and the Azure built-in role it acts with.
+    db.execute(
+        """CREATE TABLE server_tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('reader', 'contributor', 'owner')),
+            hash TEXT NOT NULL UNIQUE,
+            created REAL NOT NULL,
+            created_by TEXT
+        )"""
+    )

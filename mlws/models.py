@@ -593,6 +593,7 @@ def _record(
     framework_version: str | None = None,
     run_id: str | None = None,
     experiment: str | None = None,
+    created_by: str | None = None,
 ) -> Model:
     from .lifecycle import current_user
 
@@ -620,7 +621,7 @@ def _record(
                 run_id,
                 experiment,
                 time.time(),
-                current_user(),
+                created_by or current_user(),
             ),
         )
         row = conn.execute(
@@ -659,9 +660,13 @@ def register_from_run(
     datasets: list[Any] | None = None,
     model_framework: str | None = None,
     model_framework_version: str | None = None,
+    *,
+    created_by: str | None = None,
 ) -> Model:
     """``run.register_model``: a run file or folder (stored, or live in a running run's
-    working folder) as the next version of ``model_name``, with the run as lineage."""
+    working folder) as the next version of ``model_name``, with the run as lineage.
+    ``created_by``: who registers it (default: this process's user; ``mlws serve`` gives
+    the token's)."""
     check_model_name(model_name)
     _check_metadata(tags, properties, datasets)
     rel = str(model_path).strip()
@@ -715,6 +720,7 @@ def register_from_run(
         framework_version=model_framework_version,
         run_id=run.id,
         experiment=run.experiment.name,
+        created_by=created_by,
     )
 
 

@@ -330,3 +330,86 @@ def run_v1_driver(project: Path, workspace_name: str, timeout: float = 120):  # 
         text=True,
         timeout=timeout,
     )
+
+
+# -- mlws serve --------------------------------------------------------------------------------
+class Server:
+    """A real ``mlws serve`` subprocess (see :func:`start_server`): its ``proc``, ``url`` and
+    the lines it printed so far."""
+
+    def __init__(self, proc, url: str, lines: list[str]) -> None:  # noqa: ANN001 - a Popen
+        self.proc = proc
+        self.url = url
+        self.lines = lines
+
+    def api(
+        self, method: str, path: str, token: str | None = None, body=None, raw: bytes | None = None
+    ):  # noqa: ANN001, ANN201 - JSON in, (status, JSON or bytes) out
+        """One request to ``/api/v1`` + ``path``; returns ``(status, parsed JSON)`` (bytes
+        for a non-JSON answer)."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(self.url + "/api/v1" + path, data=data, method=method)
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                status, payload, ctype = r.status, r.read(), r.headers.get("content-type", "")
+        except urllib.error.HTTPError as e:
+            status, payload, ctype = e.code, e.read(), e.headers.get("content-type", "")
+        return status, (json.loads(payload) if "json" in ctype else payload)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM by pid, then wait (SIGKILL if it does not end); returns the exit status."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.lines += [ln.rstrip("\n") for ln in self.proc.stdout]
+        return self.proc.returncode
+
+
+def start_server(*args: str, timeout: float = 20.0) -> Server:
+    """Start ``python ARGS`` (``-m mlws.server WS ...`` or ``-m mlws -w WS serve ...``, with
+    ``--port 0``) and wait for its ``Serving ... at URL`` line."""
+    import re
+    import select
+    import subprocess
+    import sys
+
+    from mlws.processes import python_path
+
+    env = {**os.environ, "PYTHONPATH": python_path(os.environ.get("PYTHONPATH"))}
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            lines.append(line.rstrip("\n"))
+            m = re.search(r" at (https?://\S+) \(pid", line)
+            if m:
+                return Server(proc, m.group(1), lines)
+        elif proc.poll() is not None:
+            break
+    proc.kill()
+    proc.wait(5)
+    raise AssertionError(f"the server did not start: {lines}")

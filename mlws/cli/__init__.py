@@ -38,6 +38,7 @@ COMMANDS = {
     "run": "runs:run",
     "schedule": "schedules:schedule",
     "secret": "keyvault:secret",
+    "serve": "serve:serve",
     "service": "services:service",
     "sweep": "sweeps:sweep",
     "v1": "v1:v1",

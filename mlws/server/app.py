@@ -1,0 +1,162 @@
+"""The ASGI app of ``mlws serve``: the endpoints of every noun, behind one gate.
+
+Every request goes the same way: the token is checked (401), then the role (403), then the body
+is read up to the size limit (413) and parsed (400), then the handler runs in a worker thread
+(the catalog's calls block). Any :class:`~mlws.errors.MlwsError` becomes the one error shape; a
+handler checks its whole input before it writes, so a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MlwsError, RequestTooLarge
+from . import blobs, models, runs, workspace
+from .api import PREFIX, Call, Endpoint, dumps, error_body, http_error, openapi, parse_json_body
+from .auth import authenticate
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from ..workspace import Workspace
+
+#: The default limit of a request body (``mlws serve --max-request-mb``).
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+
+log = logging.getLogger("mlws.server")
+
+
+def endpoints() -> list[Endpoint]:
+    """Every endpoint of the API, in the order the OpenAPI document lists them."""
+    return [*workspace.ENDPOINTS, *runs.ENDPOINTS, *models.ENDPOINTS, *blobs.ENDPOINTS]
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    from starlette.responses import Response
+
+    return Response(dumps(data), status_code=status, media_type="application/json")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise RequestTooLarge(
+            f"the request body is {int(length)} bytes; this server takes at most {limit}"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"the request body is over {limit} bytes, this server's limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(
+    ws: Workspace,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    on_startup: Any = None,
+    on_shutdown: Any = None,
+) -> Starlette:
+    """The app serving workspace ``ws`` (opened by the caller): ``on_startup`` is called once
+    it starts, ``on_shutdown`` when the server stops, after the last request.
+
+    :param max_body: the largest request body accepted, in bytes (larger: 413).
+    """
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Route
+
+    from .. import __version__
+
+    eps = endpoints()
+    document = openapi(eps, __version__)
+
+    def handle(ep: Endpoint) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                user = await run_in_threadpool(
+                    authenticate, ws, request.headers.get("authorization")
+                )
+                user.require(ep.role or "reader", f"{ep.method} {PREFIX}{ep.path}")
+                if ep.handler is None:
+                    return _json(
+                        error_body(
+                            "NotImplemented",
+                            f"{ep.method} {request.url.path} is designed, not built yet",
+                        ),
+                        501,
+                    )
+                body: Any = None
+                if ep.method in ("POST", "PUT", "PATCH"):
+                    raw = await _read_body(request, max_body)
+                    body = raw if ep.raw_body else parse_json_body(raw)
+                query: dict[str, list[str]] = {}
+                for k, v in request.query_params.multi_items():
+                    query.setdefault(k, []).append(v)
+                call = Call(ws, user, dict(request.path_params), query, body)
+                result = await run_in_threadpool(ep.handler, call)
+            except MlwsError as e:
+                status, err = http_error(e)
+                return _json(err, status)
+            except Exception as e:  # a bug: logged with its traceback, answered in the shape
+                log.exception("%s %s failed", request.method, request.url.path)
+                return _json(
+                    error_body("InternalServerError", f"internal error: {type(e).__name__}"), 500
+                )
+            if isinstance(result, bytes):
+                from starlette.responses import Response
+
+                return Response(
+                    result, status_code=ep.status, media_type="application/octet-stream"
+                )
+            return _json(result, ep.status)
+
+        return endpoint
+
+    async def openapi_json(_request: Request) -> Response:
+        return _json(document)
+
+    routes = [Route(PREFIX + "/openapi.json", openapi_json, methods=["GET"])]
+    by_path: dict[str, list[Endpoint]] = {}
+    for ep in eps:
+        by_path.setdefault(ep.path, []).append(ep)
+    for path, group in by_path.items():
+        for ep in group:
+            routes.append(Route(PREFIX + path, handle(ep), methods=[ep.method]))
+
+    async def http_error_handler(_request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        codes = {404: "NotFound", 405: "MethodNotAllowed"}
+        message = {
+            404: "no such route; see /api/v1/openapi.json",
+            405: "method not allowed on this route",
+        }
+        return _json(
+            error_body(
+                codes.get(status, "BadRequest"),
+                message.get(status, str(getattr(exc, "detail", ""))),
+            ),
+            status,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if on_startup is not None:
+            on_startup()
+        try:
+            yield
+        finally:
+            if on_shutdown is not None:
+                await run_in_threadpool(on_shutdown)
+
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error_handler}, lifespan=lifespan
+    )

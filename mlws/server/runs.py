@@ -1,0 +1,457 @@
+"""REST routes for experiments and runs: list, get, create (interactive), metrics, tags,
+properties, complete and fail. Each goes through the library's own functions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..errors import RunExists, RunStateError, UserErrorException
+from .api import (
+    Call,
+    Endpoint,
+    body_field,
+    decode_continuation,
+    encode_continuation,
+    query_int,
+    query_value,
+)
+
+#: The most runs one page holds.
+MAX_PAGE = 1000
+#: The most metric values one batch may carry (a body limit applies as well).
+MAX_BATCH = 100_000
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$")
+
+
+def run_summary(row: Any) -> dict[str, Any]:
+    """A run row as a listing shows it, in v1's field names."""
+    from ..lifecycle import iso_utc
+
+    return {
+        "runId": row["id"],
+        "experimentName": row["experiment"],
+        "parentRunId": row["parent_id"],
+        "number": row["number"],
+        "displayName": row["display_name"] or row["id"],
+        "runType": row["type"],
+        "status": row["status"],
+        "createdTimeUtc": iso_utc(row["created"]),
+        "startTimeUtc": iso_utc(row["start_time"]),
+        "endTimeUtc": iso_utc(row["end_time"]),
+        "target": row["target"],
+    }
+
+
+def run_details(run: Any) -> dict[str, Any]:
+    """A run's v1 details, plus ``createdBy`` as Azure's run records show it."""
+    details = run.get_details()
+    details["createdBy"] = {"userName": details.get("submittedBy")}
+    return details
+
+
+def _run(call: Call) -> Any:
+    return call.ws.get_run(call.path["run_id"])
+
+
+def list_experiments(call: Call) -> dict[str, Any]:
+    """``GET /experiments``."""
+    from ..experiments import experiment_summaries
+    from ..lifecycle import iso_utc
+
+    return {
+        "value": [
+            {
+                "name": r["name"],
+                "experimentId": r["id"],
+                "createdTimeUtc": iso_utc(r["created"]),
+                "runs": r["runs"],
+                "lastRunTimeUtc": iso_utc(r["last_run"]),
+            }
+            for r in experiment_summaries(call.ws)
+        ]
+    }
+
+
+def list_runs(call: Call) -> dict[str, Any]:
+    """``GET /runs``: filtered, newest first (``order=asc``: oldest first), one page at a time."""
+    from ..experiments import query_runs
+    from ..lifecycle import ACTIVE, TERMINAL
+
+    status = query_value(call, "status")
+    if status is not None and status not in (*ACTIVE, *TERMINAL):
+        raise UserErrorException(
+            f"unknown status {status!r}: use one of {', '.join((*ACTIVE, *TERMINAL))}"
+        )
+    order = query_value(call, "order", "desc")
+    if order not in ("asc", "desc"):
+        raise UserErrorException(f"order must be 'asc' or 'desc', got {order!r}")
+    tags: dict[str, str | None] = {}
+    for t in call.query.get("tag", []):
+        key, eq, value = t.partition("=")
+        if not key:
+            raise UserErrorException(f"a tag filter is 'key' or 'key=value', got {t!r}")
+        tags[key] = value if eq else None
+    limit = query_int(call, "limit", 100, 1, MAX_PAGE)
+    token = query_value(call, "continuationToken")
+    after = None
+    if token is not None:
+        created, seq = decode_continuation(token, 2)
+        if not isinstance(created, (int, float)) or not isinstance(seq, int):
+            raise UserErrorException(
+                "invalid continuation token: pass back the continuationToken of a page"
+            )
+        after = (float(created), seq)
+    rows = query_runs(
+        call.ws,
+        experiment=query_value(call, "experiment"),
+        tags=tags or None,
+        status=status,
+        include_children=query_value(call, "includeChildren", "false") == "true",
+        ascending=order == "asc",
+        limit=limit + 1,
+        after=after,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "value": [run_summary(r) for r in rows],
+        "continuationToken": (
+            encode_continuation([rows[-1]["created"], rows[-1]["seq"]]) if more else None
+        ),
+    }
+
+
+def get_run(call: Call) -> dict[str, Any]:
+    """``GET /runs/{run_id}``."""
+    return run_details(_run(call))
+
+
+def create_run(call: Call) -> dict[str, Any]:
+    """``POST /experiments/{experiment}/runs``: an interactive run, Running, recorded as made by
+    the token's user. Checked whole before anything (even the experiment) is created."""
+    from ..experiments import Experiment, check_experiment_name
+    from ..lifecycle import INTERACTIVE, insert_run, key_values
+    from ..runs import Run
+
+    name = check_experiment_name(call.path["experiment"])
+    body = call.body
+    tags = key_values(body_field(body, "tags", dict, {}), "tag")
+    properties = key_values(body_field(body, "properties", dict, {}), "property")
+    display_name = body_field(body, "displayName", str)
+    run_id = body_field(body, "runId", str)
+    if run_id is not None and not _RUN_ID.fullmatch(run_id):
+        raise UserErrorException(
+            f"invalid runId {run_id!r}: use 1-256 letters, digits, '_', '.' or '-'"
+        )
+    unknown = set(body) - {"tags", "properties", "displayName", "runId"}
+    if unknown:
+        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    if run_id is not None and call.ws.catalog.one("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
+        raise RunExists(f"a run with id {run_id!r} already exists; choose another runId")
+    exp = Experiment(call.ws, name)
+    # No pid: the run belongs to the client, not to this server process, so the server's own
+    # liveness says nothing about it (it ends with complete/fail).
+    row = insert_run(
+        call.ws,
+        name,
+        run_type=INTERACTIVE,
+        status="Running",
+        run_id=run_id,
+        display_name=display_name,
+        fields={"submitter_user": call.user.name},
+        tags=tags,
+        properties=properties,
+    )
+    return run_details(Run(exp, row["id"], _row=row))
+
+
+def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]]:
+    from ..metrics import JSON_KINDS, LIST, ROW, SCALAR, TABLE
+
+    items = body_field(body, "metrics", list)
+    if items is None:
+        raise UserErrorException('the body needs "metrics": [{"name", "value"[, "step", "kind"]}]')
+    if len(items) > MAX_BATCH:
+        raise UserErrorException(f"at most {MAX_BATCH} metric values per batch, got {len(items)}")
+    shapes: dict[str, type | tuple[type, ...]] = {
+        SCALAR: (int, float, str, bool, type(None)),
+        LIST: list,
+        ROW: dict,
+        TABLE: dict,
+        **{k: dict for k in JSON_KINDS},
+    }
+    out = []
+    for i, m in enumerate(items):
+        if not isinstance(m, dict):
+            raise UserErrorException(f"metrics[{i}] must be an object, got {type(m).__name__}")
+        name = m.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise UserErrorException(f"metrics[{i}].name must be a non-empty string")
+        kind = m.get("kind", SCALAR)
+        if kind not in shapes:
+            raise UserErrorException(
+                f"metrics[{i}].kind {kind!r} is not one of {', '.join(shapes)}"
+            )
+        value = m.get("value")
+        if not isinstance(value, shapes[kind]):
+            raise UserErrorException(
+                f"metrics[{i}].value does not fit kind {kind!r}: got {type(value).__name__}"
+            )
+        step = m.get("step")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise UserErrorException(f"metrics[{i}].step must be a whole number >= 0")
+        out.append((name, kind, value, step))
+    return out
+
+
+def log_metrics(call: Call) -> dict[str, Any]:
+    """``POST /runs/{run_id}/metrics``: a batch of values, written in one transaction after
+    every value is checked (a bad one refuses the whole batch)."""
+    from ..metrics import write_values
+
+    items = _metric_items(call.body)
+    run = _run(call)
+    written = write_values(call.ws.catalog, run.seq, items)
+    return {"written": written}
+
+
+def get_metrics(call: Call) -> dict[str, Any]:
+    """``GET /runs/{run_id}/metrics``: v1 shapes (``name=`` for one metric)."""
+    return {"metrics": _run(call).get_metrics(name=query_value(call, "name"))}
+
+
+def get_tags(call: Call) -> dict[str, Any]:
+    """``GET /runs/{run_id}/tags``."""
+    return {"tags": _run(call).get_tags()}
+
+
+def set_tags(call: Call) -> dict[str, Any]:
+    """``PATCH /runs/{run_id}/tags``: set tags (values replaced)."""
+    run = _run(call)
+    run.set_tags(_key_values(call, "tags"))
+    return {"tags": run.get_tags()}
+
+
+def get_properties(call: Call) -> dict[str, Any]:
+    """``GET /runs/{run_id}/properties``."""
+    return {"properties": _run(call).get_properties()}
+
+
+def add_properties(call: Call) -> dict[str, Any]:
+    """``POST /runs/{run_id}/properties``: add properties (add-only: 409 on another value)."""
+    run = _run(call)
+    run.add_properties(_key_values(call, "properties"))
+    return {"properties": run.get_properties()}
+
+
+def _key_values(call: Call, key: str) -> dict[str, Any]:
+    values = body_field(call.body, key, dict)
+    if values is None:
+        raise UserErrorException(f'the body needs "{key}": {{"key": "value", ...}}')
+    return values
+
+
+def _interactive(call: Call) -> Any:
+    from ..lifecycle import INTERACTIVE, TERMINAL
+
+    run = _run(call)
+    if run.type != INTERACTIVE:
+        raise RunStateError(
+            f"run {run.id} is a {run.type} run: its supervisor decides its outcome, not a client"
+        )
+    status = run.get_status()
+    if status in TERMINAL:
+        raise RunStateError(f"run {run.id} has ended already ({status}); its status cannot change")
+    return run
+
+
+def complete_run(call: Call) -> dict[str, Any]:
+    """``POST /runs/{run_id}/complete``: an interactive run ends Completed."""
+    run = _interactive(call)
+    run.complete()
+    return run_details(run)
+
+
+def fail_run(call: Call) -> dict[str, Any]:
+    """``POST /runs/{run_id}/fail``: an interactive run ends Failed with ``error``."""
+    err = body_field(call.body, "error", dict, {})
+    code = body_field(err, "code", str)
+    message = body_field(err, "message", str)
+    run = _interactive(call)
+    run.fail(message, code)
+    return run_details(run)
+
+
+def put_files(call: Call) -> dict[str, Any]:
+    """``PUT /runs/{run_id}/files``: the files of a stored manifest become the run's (same
+    paths replaced), once every blob it names is stored."""
+    from ..runfiles import add_run_files
+    from .blobs import stored_manifest
+
+    digest = body_field(call.body, "manifest", str)
+    if digest is None:
+        raise UserErrorException('the body needs "manifest": "sha256:..." (a stored manifest blob)')
+    run = _run(call)
+    entries = stored_manifest(call.ws, digest)
+    add_run_files(call.ws, run.seq, entries)
+    return {"files": len(entries)}
+
+
+def get_files(call: Call) -> dict[str, Any]:
+    """``GET /runs/{run_id}/files``: the run's stored files (not the live folders of a run
+    running on this machine)."""
+    run = _run(call)
+    rows = call.ws.catalog.query(
+        "SELECT path, blob, size FROM run_files WHERE run_seq = ? ORDER BY path", (run.seq,)
+    )
+    return {"value": [{"path": r[0], "blob": r[1], "size": r[2]} for r in rows]}
+
+
+_RID = "/runs/{run_id}"
+_KV = {"type": "object", "additionalProperties": {"type": "string", "nullable": True}}
+
+ENDPOINTS = [
+    Endpoint("GET", "/experiments", "reader", "List experiments", list_experiments, tag="runs"),
+    Endpoint(
+        "GET",
+        "/runs",
+        "reader",
+        "List runs (newest first), one page at a time",
+        list_runs,
+        query=(
+            ("experiment", "only this experiment's runs"),
+            ("status", "only runs in this status"),
+            ("tag", "key or key=value; repeat for several"),
+            ("includeChildren", "true: child runs too"),
+            ("order", "desc (default) or asc, by creation time"),
+            ("limit", f"runs per page, 1-{MAX_PAGE} (default 100)"),
+            ("continuationToken", "the previous page's continuationToken"),
+        ),
+        tag="runs",
+    ),
+    Endpoint(
+        "POST",
+        "/experiments/{experiment}/runs",
+        "contributor",
+        "Create an interactive run (Running), made by the token's user",
+        create_run,
+        body={
+            "type": "object",
+            "properties": {
+                "runId": {"type": "string"},
+                "displayName": {"type": "string"},
+                "tags": _KV,
+                "properties": _KV,
+            },
+        },
+        status=201,
+        tag="runs",
+    ),
+    Endpoint("GET", _RID, "reader", "A run's details", get_run, tag="runs"),
+    Endpoint(
+        "GET",
+        _RID + "/metrics",
+        "reader",
+        "A run's metrics",
+        get_metrics,
+        query=(("name", "one metric"),),
+        tag="runs",
+    ),
+    Endpoint(
+        "POST",
+        _RID + "/metrics",
+        "contributor",
+        "Log a batch of metric values (one transaction; all or nothing)",
+        log_metrics,
+        body={
+            "type": "object",
+            "required": ["metrics"],
+            "properties": {
+                "metrics": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "value"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "value": {},
+                            "step": {"type": "integer", "minimum": 0},
+                            "kind": {"type": "string", "default": "scalar"},
+                        },
+                    },
+                }
+            },
+        },
+        tag="runs",
+    ),
+    Endpoint("GET", _RID + "/tags", "reader", "A run's tags", get_tags, tag="runs"),
+    Endpoint(
+        "PATCH",
+        _RID + "/tags",
+        "contributor",
+        "Set tags",
+        set_tags,
+        body={"type": "object", "required": ["tags"], "properties": {"tags": _KV}},
+        tag="runs",
+    ),
+    Endpoint(
+        "GET", _RID + "/properties", "reader", "A run's properties", get_properties, tag="runs"
+    ),
+    Endpoint(
+        "POST",
+        _RID + "/properties",
+        "contributor",
+        "Add properties (add-only)",
+        add_properties,
+        body={"type": "object", "required": ["properties"], "properties": {"properties": _KV}},
+        tag="runs",
+    ),
+    Endpoint(
+        "POST",
+        _RID + "/complete",
+        "contributor",
+        "End an interactive run Completed",
+        complete_run,
+        tag="runs",
+    ),
+    Endpoint(
+        "POST",
+        _RID + "/fail",
+        "contributor",
+        "End an interactive run Failed",
+        fail_run,
+        body={
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
+        },
+        tag="runs",
+    ),
+    Endpoint(
+        "PUT",
+        _RID + "/files",
+        "contributor",
+        "Record files of a run from a stored manifest (its blobs sent first: see /blobs/missing)",
+        put_files,
+        body={
+            "type": "object",
+            "required": ["manifest"],
+            "properties": {"manifest": {"type": "string"}},
+        },
+        tag="runs",
+    ),
+    Endpoint(
+        "GET",
+        _RID + "/files",
+        "reader",
+        "A run's stored files (path, blob, size)",
+        get_files,
+        tag="runs",
+    ),
+]
