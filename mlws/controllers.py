@@ -100,7 +100,7 @@ def cancel_children(ws: Workspace, run_id: str) -> list[str]:
     ids = []
     for r in rows:
         try:
-            Run._from_row(ws, r).cancel()
+            Run.from_row(ws, r).cancel()
             ids.append(r["id"])
         except MlwsError:
             pass  # a child run by another copy of the workspace: not ours to signal
@@ -124,7 +124,7 @@ def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
 def cancel_parent(run: Any) -> None:
     """``cancel()`` of a controlled parent run (``run`` has already asked for it): with no live
     controller to do it, its open children are canceled here."""
-    if run._row["status"] in TERMINAL:
+    if run.get_status() in TERMINAL:
         cancel_children(run.workspace, run.id)
 
 
@@ -143,7 +143,7 @@ class Controller:
 
         self.ws = ws
         self.run_id = run_id
-        self.run = Run._from_row(ws, ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,)))
+        self.run = Run.from_row(ws, ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,)))
         self.log = io.StringIO()
         self._version: Any = None
 

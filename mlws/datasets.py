@@ -249,8 +249,9 @@ class AbstractDataset:
             ws = Workspace.from_config()
         return ws
 
-    def _files(self) -> dict[str, tuple[str, Any]]:
-        """Every file the definition names now (see ``resolve_sources``)."""
+    def current_files(self) -> dict[str, tuple[str, Any]]:
+        """Every file the definition names now, ``{relative path: (source, where)}`` (see
+        ``resolve_sources``): what a run, a pipeline step or a fingerprint reads."""
         return resolve_sources(self._ws(), self._sources)
 
     # -- registry ----------------------------------------------------------------------------
@@ -310,7 +311,7 @@ class AbstractDataset:
         if self._fingerprint is None:
             raise UserErrorException("only a registered dataset has a fingerprint to compare")
         try:
-            files = self._files()
+            files = self.current_files()
         except UserErrorException:
             files = {}  # nothing matches any more: everything was removed
         entries = fingerprint(files, progress)
@@ -378,7 +379,7 @@ class FileDataset(AbstractDataset):
 
     def to_path(self) -> list[str]:
         """The dataset's files, as paths inside it (v1 shape: a leading '/')."""
-        return ["/" + n for n in sorted(self._files())]
+        return ["/" + n for n in sorted(self.current_files())]
 
     def download(self, target_path: str | os.PathLike[str], overwrite: bool = False) -> list[str]:
         """Copy the files into ``target_path``; returns their paths there.
@@ -389,7 +390,7 @@ class FileDataset(AbstractDataset):
         from .datastores import is_inside
 
         target = Path(target_path).absolute()
-        files = self._files()
+        files = self.current_files()
         for name in files:  # every name checked before anything is fetched or written
             out = target / name
             if not is_inside(target, out):

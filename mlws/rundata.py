@@ -273,7 +273,7 @@ def _encode(
             "dataset": dataset_spec(a.dataset),
         }
         # Resolved now, so a dataset over nothing fails the submit, not the run.
-        rebuild_dataset(ws, spec["dataset"])._files()
+        rebuild_dataset(ws, spec["dataset"]).current_files()
         return _add(inputs, spec, "inputs", {"mlwsInput": a.name})
     if isinstance(a, OutputFileDatasetConfig):
         name = a.name or f"output_{len(outputs) + 1}"
@@ -373,7 +373,7 @@ def prepare(
             paths["inputs"][spec["name"]] = rel
             continue
         ds = rebuild_dataset(ws, spec["dataset"])
-        files = ds._files()
+        files = ds.current_files()
         content = ws.blobs.put_bytes(canonical_manifest(fingerprint(files)))
         registered = spec["dataset"].get("fingerprint")
         changed = bool(registered) and registered != content
@@ -689,7 +689,7 @@ class MountContext:
             return
         from .datasets import on_this_machine
 
-        files = on_this_machine(self.dataset._files())
+        files = on_this_machine(self.dataset.current_files())
         if self.mount_point is None:
             self.mount_point = tempfile.mkdtemp(prefix="mlws-mount-")
         root = Path(self.mount_point)

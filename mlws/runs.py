@@ -86,7 +86,9 @@ class Run(RunFiles):
         self._in_context = False
 
     @classmethod
-    def _from_row(cls, ws: Workspace, row: sqlite3.Row) -> Run:
+    def from_row(cls, ws: Workspace, row: sqlite3.Row) -> Run:
+        """The run of a ``runs`` catalog row (``SELECT * FROM runs ...``), as the class its type
+        names (a sweep's parent a ``HyperDriveRun``, a pipeline's a ``PipelineRun``, ...)."""
         from .experiments import Experiment
 
         where = RUN_CLASSES.get(row["type"]) if cls is Run else None

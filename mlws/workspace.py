@@ -414,7 +414,7 @@ class Workspace:
             raise RunNotFound(
                 f"no run with id {run_id!r} in workspace {self.name!r}; see 'mlws run list'"
             )
-        return Run._from_row(self, row)
+        return Run.from_row(self, row)
 
     def get_default_keyvault(self) -> Keyvault:
         """The workspace's key vault (secrets encrypted with a key kept outside the folder)."""

@@ -98,7 +98,7 @@ class SweepController(controllers.Controller):
         from .sampling import Sampler
 
         super().__init__(ws, run_id)
-        definition = json.loads(self.run._row["definition"])
+        definition = self.run.get_details()["runDefinition"]
         self.sweep = definition["hyperdrive"]
         self.run_config = definition["runConfig"]
         self.source_directory = definition["sourceDirectory"]

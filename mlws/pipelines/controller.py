@@ -44,7 +44,7 @@ class PipelineController(controllers.Controller):
 
     def __init__(self, ws: Workspace, run_id: str) -> None:
         super().__init__(ws, run_id)
-        spec = json.loads(self.run._row["definition"])["pipeline"]
+        spec = self.run.get_details()["runDefinition"]["pipeline"]
         self.steps: dict[str, dict[str, Any]] = {s["name"]: s for s in spec["steps"]}
         self.values: dict[str, Any] = spec["parameters"]
         self.keep_going = bool(spec["continueOnStepFailure"])

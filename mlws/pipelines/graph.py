@@ -163,7 +163,7 @@ class Pipeline:
                 raise PipelineValidationError(f"step {s.name!r}: {e}") from None
             for spec in dataset_inputs(s).values():
                 try:
-                    spec["_dataset"]._files()
+                    spec["_dataset"].current_files()
                 except MlwsError as e:
                     raise PipelineValidationError(
                         f"step {s.name!r}: input {spec['name']!r}: {e}"

@@ -117,7 +117,7 @@ class Driver:
                 ds = rebuild_dataset(self.ws, specs[name]["dataset"])
                 frames.append(ds.to_pandas_dataframe())
                 nbytes += sum(
-                    os.path.getsize(src) for src, _ in on_this_machine(ds._files()).values()
+                    os.path.getsize(src) for src, _ in on_this_machine(ds.current_files()).values()
                 )
             table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
             rows = len(table)
@@ -139,7 +139,7 @@ class Driver:
                 files += sorted(str(p) for p in Path(where).rglob("*") if p.is_file())
             else:  # a direct input: the files where they are
                 ds = rebuild_dataset(self.ws, specs[name]["dataset"])
-                found = on_this_machine(ds._files())
+                found = on_this_machine(ds.current_files())
                 files += [found[n][0] for n in sorted(found)]
         per = batch.get("count", DEFAULT_FILES)
         self.file_batches = [files[a : a + per] for a in range(0, len(files), per)]

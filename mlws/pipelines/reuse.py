@@ -124,4 +124,4 @@ def dataset_content(ds: Any) -> str:
     from ..datasets import fingerprint as file_hashes
     from ..manifests import canonical_manifest, hash_bytes
 
-    return hash_bytes(canonical_manifest(file_hashes(ds._files()), trusted=True))
+    return hash_bytes(canonical_manifest(file_hashes(ds.current_files()), trusted=True))
