@@ -240,9 +240,10 @@ def test_refusals_start_nothing(published) -> None:  # noqa: ANN001
             assert status == want, (target, body, answer)
             message = answer["error"]["message"]
             assert words in message and "\n" not in message, (target, body, message)
-        assert _curl(url, carol, {"ExperimentName": "rest", "ParameterAssignments": {"x": 1}})[
-            0
-        ] == 400
+        assert (
+            _curl(url, carol, {"ExperimentName": "rest", "ParameterAssignments": {"x": 1}})[0]
+            == 400
+        )
         assert workspace_fingerprint(ws_path) == before
         assert ws.catalog.scalar("SELECT count(*) FROM runs") == 0
         # Still fine for a good request: version 0 of the endpoint is active.
