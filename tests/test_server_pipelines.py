@@ -208,8 +208,18 @@ def test_refusals_start_nothing(published) -> None:  # noqa: ANN001
     off = PipelineEndpoint.publish(ws, "off", None, p2)
     off.disable()
     p2.disable()  # still version 1 of "scorer", its default
+    slashed = PipelineEndpoint.publish(ws, "team a/b", None, p1)
     server = _serve(ws_path)
     try:
+        # A name with a '/' is addressed by its id; the id works for any endpoint.
+        assert slashed.endpoint.endswith(f"/pipelineendpoints/{slashed.id}")
+        for target in (slashed.endpoint, endpoint.endpoint.replace("/scorer", f"/{endpoint.id}")):
+            req = urllib.request.Request(target)
+            req.add_header("Authorization", f"Bearer {tokens['reader']}")
+            with urllib.request.urlopen(req, timeout=20) as r:
+                assert json.loads(r.read())["id"] in (slashed.id, endpoint.id)
+        status, shown = server.api("GET", "/pipelineendpoints/team%20a%2Fb", tokens["reader"])
+        assert status == 405, shown  # seen decoded: /{name}/{version}, which only takes POST
         before = workspace_fingerprint(ws_path)
         good = {"ExperimentName": "rest", "ParameterAssignments": {"n": 2}}
         url = p1.endpoint

@@ -56,7 +56,7 @@ class PipelineEndpoint(StoredItem):
         from ..server.pipelines import endpoint_url
 
         base = served_url(self.workspace)
-        return None if base is None else endpoint_url(base, self.name)
+        return None if base is None else endpoint_url(base, self.name, self.id)
 
     @property
     def swaggerurl(self) -> str | None:

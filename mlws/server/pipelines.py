@@ -6,7 +6,8 @@ v1 submits a published pipeline with ``POST <published_pipeline.endpoint>`` and 
 a pipeline endpoint's default version the same way at its ``endpoint``, another version at
 ``<endpoint>/<version>`` (or ``?pipelineVersion=<v>``). mlws keeps v1's body and answer and puts
 the addresses under its own prefix: ``/api/v1/pipelines/{id}`` and
-``/api/v1/pipelineendpoints/{name}[/{version}]`` (what ``.endpoint`` gives).
+``/api/v1/pipelineendpoints/{name}[/{version}]`` (what ``.endpoint`` gives; ``{name}`` may
+also be the endpoint's id, which ``.endpoint`` uses for a name with a ``/``).
 
 A submission is checked whole (experiment name, fields, parameters, that the pipeline and the
 endpoint are active, that the version exists) before anything is created; the pipeline run is
@@ -45,9 +46,28 @@ def pipeline_url(base: str, pipeline_id: str) -> str:
     return f"{base}/api/v1/pipelines/{quote(pipeline_id, safe='')}"
 
 
-def endpoint_url(base: str, name: str) -> str:
-    """The REST address of pipeline endpoint ``name`` on the server at ``base``."""
-    return f"{base}/api/v1/pipelineendpoints/{quote(name, safe='')}"
+def endpoint_url(base: str, name: str, endpoint_id: str) -> str:
+    """The REST address of pipeline endpoint ``name`` on the server at ``base``: by name, or by
+    its id when the name has a ``/`` (the server sees the path decoded, so an escaped ``/``
+    would still split it)."""
+    key = endpoint_id if "/" in name else name
+    return f"{base}/api/v1/pipelineendpoints/{quote(key, safe='')}"
+
+
+def _find_endpoint(call: Call) -> Any:
+    """The endpoint the path names, by name or else by id.
+
+    :raises PipelineNotFound: neither (the message is the name's)."""
+    from ..errors import PipelineNotFound
+    from ..pipelines.endpoints import PipelineEndpoint
+
+    key = call.path["name"]
+    try:
+        return PipelineEndpoint.get(call.ws, name=key)
+    except PipelineNotFound:
+        if call.ws.catalog.one("SELECT 1 FROM pipeline_endpoints WHERE id = ?", (key,)) is None:
+            raise
+    return PipelineEndpoint.get(call.ws, id=key)
 
 
 def _submission(call: Call) -> tuple[str, dict[str, Any], str | None]:
@@ -105,10 +125,9 @@ def submit_published(call: Call) -> dict[str, Any]:
 
 def _submit_endpoint(call: Call, version: str | None) -> dict[str, Any]:
     from ..experiments import Experiment
-    from ..pipelines.endpoints import PipelineEndpoint
 
     experiment, params, source = _submission(call)
-    endpoint = PipelineEndpoint.get(call.ws, name=call.path["name"])
+    endpoint = _find_endpoint(call)
     published = endpoint.check(params, version)
     run = Experiment(call.ws, experiment).submit(
         endpoint,
@@ -171,10 +190,8 @@ def list_endpoints(call: Call) -> dict[str, Any]:
 
 
 def get_endpoint(call: Call) -> dict[str, Any]:
-    """``GET /pipelineendpoints/{name}``."""
-    from ..pipelines.endpoints import PipelineEndpoint
-
-    return _endpoint(PipelineEndpoint.get(call.ws, name=call.path["name"]))
+    """``GET /pipelineendpoints/{name}`` (a name or an id)."""
+    return _endpoint(_find_endpoint(call))
 
 
 _ALL = (("all", "true: disabled ones too"),)
