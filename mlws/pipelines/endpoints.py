@@ -4,7 +4,8 @@ An endpoint holds published pipelines as versions ``"0"``, ``"1"``, ... (each ad
 gets the next number; numbers only count up) and a default version, which is what
 ``submit`` runs unless told a version. Callers keep submitting to the endpoint's name while
 the pipeline behind it is replaced (``add_default``) or rolled back (``set_default_version``).
-A disabled endpoint refuses to be submitted.
+A disabled endpoint refuses to be submitted. While ``mlws serve`` serves the workspace,
+``endpoint`` is its REST address (``POST`` there submits, as v1).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PipelineDisabled, PipelineNotFound, UserErrorException
-from .published import ACTIVE, PublishedPipeline, StoredItem, check_pipeline_name
+from .published import ACTIVE, PublishedPipeline, StoredItem, check_pipeline_name, served_url
 
 if TYPE_CHECKING:
     from ..experiments import Experiment
@@ -48,9 +49,20 @@ class PipelineEndpoint(StoredItem):
         return str(self._row["default_version"])
 
     @property
-    def endpoint(self) -> None:
-        """v1's REST address: None, the workspace server does not serve pipelines yet."""
-        return None
+    def endpoint(self) -> str | None:
+        """v1's REST address: ``POST`` there (with a bearer token) submits the default version,
+        at ``<endpoint>/<version>`` another version, while ``mlws serve`` serves this
+        workspace (as this user); None when no server does."""
+        from ..server.pipelines import endpoint_url
+
+        base = served_url(self.workspace)
+        return None if base is None else endpoint_url(base, self.name, self.id)
+
+    @property
+    def swaggerurl(self) -> str | None:
+        """The OpenAPI document of the serving ``mlws serve`` (None when no server runs)."""
+        base = served_url(self.workspace)
+        return None if base is None else f"{base}/api/v1/openapi.json"
 
     @property
     def pipeline_version_list(self) -> list[PipelineVersion]:

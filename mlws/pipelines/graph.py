@@ -416,9 +416,12 @@ def start_pipeline_run(
     continue_on_step_failure: bool = False,
     regenerate_outputs: bool = False,
     properties: dict[str, Any] | None = None,
+    submitted_by: str | None = None,
 ) -> PipelineRun:
     """Record a pipeline run of the definition ``spec`` (as :func:`freeze` returns it, its
     parameters' values final) and start its controller; returns the run at once.
+    ``submitted_by``: the user recorded as its submitter (default: this process's user; the
+    workspace server gives the token's user).
 
     :raises MlwsError: the controller could not be started (the run is Failed).
     """
@@ -441,7 +444,11 @@ def start_pipeline_run(
         experiment.name,
         run_type=PIPELINE_RUN,
         status="NotStarted",
-        fields={"definition": json.dumps(definition), "description": spec.get("description")},
+        fields={
+            "definition": json.dumps(definition),
+            "description": spec.get("description"),
+            **({"submitter_user": submitted_by} if submitted_by else {}),
+        },
         tags=tags,
         properties={
             "azureml.runsource": "azureml.PipelineRun",

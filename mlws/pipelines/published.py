@@ -8,7 +8,8 @@ the pipeline has can be given. A disabled published pipeline refuses to be submi
 
 Its runs are ordinary pipeline runs (:class:`~mlws.pipelines.run.PipelineRun`) with the
 property ``azureml.pipelineid``; their steps are reused across runs as any pipeline's are.
-v1's ``endpoint`` (a REST address) is None until the workspace server serves pipelines.
+v1's ``endpoint`` is its REST address on the workspace's running ``mlws serve`` (None when
+no server runs).
 """
 
 from __future__ import annotations
@@ -153,9 +154,14 @@ class PublishedPipeline(StoredItem):
         return float(self._row["created"])
 
     @property
-    def endpoint(self) -> None:
-        """v1's REST address: None, the workspace server does not serve pipelines yet."""
-        return None
+    def endpoint(self) -> str | None:
+        """v1's REST address: where ``POST {"ExperimentName", "ParameterAssignments"}`` with a
+        bearer token submits it, while ``mlws serve`` serves this workspace (as this user);
+        None when no server does."""
+        from ..server.pipelines import pipeline_url
+
+        base = served_url(self.workspace)
+        return None if base is None else pipeline_url(base, self.id)
 
     @property
     def graph(self) -> dict[str, Any]:
@@ -264,6 +270,7 @@ class PublishedPipeline(StoredItem):
         continue_on_step_failure: bool | None = None,
         regenerate_outputs: bool = False,
         properties: dict[str, Any] | None = None,
+        submitted_by: str | None = None,
         **_kwargs: Any,
     ) -> PipelineRun:
         from ..lifecycle import key_values
@@ -282,6 +289,7 @@ class PublishedPipeline(StoredItem):
             continue_on_step_failure=continue_on_step_failure,
             regenerate_outputs=regenerate_outputs,
             properties={"azureml.pipelineid": self.id, **(properties or {})},
+            submitted_by=submitted_by,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -347,6 +355,15 @@ def publish_pipeline(
             ),
         )
     return PublishedPipeline.get(ws, pid)
+
+
+def served_url(ws: Workspace) -> str | None:
+    """The address (``http://host:port``) of the ``mlws serve`` serving ``ws``, read from the
+    server's state file (kept per user: another user's server is not seen), or None."""
+    from ..server.process import running
+
+    state = running(ws)
+    return None if state is None else str(state["url"])
 
 
 def pipeline_runs(ws: Workspace, pipeline_id: str) -> list[PipelineRun]:

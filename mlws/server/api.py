@@ -1,6 +1,7 @@
 """The REST API's contract: endpoints as data, the one error shape, request checks, OpenAPI.
 
-Each noun's module (:mod:`.workspace`, :mod:`.runs`, :mod:`.models`, :mod:`.blobs`) lists its
+Each noun's module (:mod:`.workspace`, :mod:`.runs`, :mod:`.models`, :mod:`.blobs`,
+:mod:`.pipelines`) lists its
 routes as :class:`Endpoint` values in ``ENDPOINTS``; :mod:`.app` turns them into the ASGI app
 and :func:`openapi` into ``/api/v1/openapi.json``, so the document cannot drift from the routes.
 A handler is a plain (blocking) function of a :class:`Call`; it runs in a worker thread.
@@ -28,6 +29,8 @@ from ..errors import (
     Forbidden,
     MlwsError,
     ModelNotFound,
+    PipelineDisabled,
+    PipelineNotFound,
     PropertyConflict,
     RequestTooLarge,
     RunExists,
@@ -91,12 +94,14 @@ _STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
     (PropertyConflict, 409, "Conflict"),
     (RunExists, 409, "Conflict"),
     (RunStateError, 409, "Conflict"),
+    (PipelineDisabled, 409, "Conflict"),
     (RunNotFound, 404, "NotFound"),
     (ExperimentNotFound, 404, "NotFound"),
     (ModelNotFound, 404, "NotFound"),
     (TokenNotFound, 404, "NotFound"),
     (BlobNotFound, 404, "NotFound"),
     (DatasetNotFound, 404, "NotFound"),
+    (PipelineNotFound, 404, "NotFound"),
     (WorkspaceReadOnly, 503, "ServiceUnavailable"),
     (UserErrorException, 400, "BadRequest"),
 )

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError, RequestTooLarge
-from . import blobs, models, runs, workspace
+from . import blobs, models, pipelines, runs, workspace
 from .api import PREFIX, Call, Endpoint, dumps, error_body, http_error, openapi, parse_json_body
 from .auth import authenticate
 
@@ -33,7 +33,13 @@ log = logging.getLogger("mlws.server")
 
 def endpoints() -> list[Endpoint]:
     """Every endpoint of the API, in the order the OpenAPI document lists them."""
-    return [*workspace.ENDPOINTS, *runs.ENDPOINTS, *models.ENDPOINTS, *blobs.ENDPOINTS]
+    return [
+        *workspace.ENDPOINTS,
+        *runs.ENDPOINTS,
+        *models.ENDPOINTS,
+        *blobs.ENDPOINTS,
+        *pipelines.ENDPOINTS,
+    ]
 
 
 def _json(data: Any, status: int = 200) -> Response:
