@@ -39,6 +39,7 @@ COMMANDS = {
     "schedule": "schedules:schedule",
     "secret": "keyvault:secret",
     "service": "services:service",
+    "studio": "studio:studio",
     "sweep": "sweeps:sweep",
     "v1": "v1:v1",
     "workspace": "workspace:workspace",
