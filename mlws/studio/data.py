@@ -356,7 +356,7 @@ def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
 
 def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
     """Runs side by side: every scalar series of each run (overlaid per metric name) and the
-    fields, tags and properties whose values differ between them.
+    fields, tags, properties and once-logged metrics whose values differ between them.
 
     :raises RunNotFound: one of the ids names no run.
     :raises UserErrorException: fewer than one or more than 20 ids.
@@ -380,8 +380,13 @@ def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
         }
         values.update({f"tag:{k}": v for k, v in run.get_tags().items()})
         values.update({f"property:{k}": v for k, v in run.get_properties().items()})
-        for name, _count in metric_counts(ws, run.seq).items():
-            charts.setdefault(name, {})[run.id] = scalar_series(ws, run.seq, name)
+        for name, count in metric_counts(ws, run.seq).items():
+            series = scalar_series(ws, run.seq, name)
+            if count == 1:
+                # A value logged once (a final accuracy) compares as a value, not a chart.
+                values[f"metric:{name}"] = series[0][1] if series else None
+            else:
+                charts.setdefault(name, {})[run.id] = series
         for k, v in values.items():
             fields.setdefault(k, {})[run.id] = v
     differing = {
