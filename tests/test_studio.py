@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import invoke, one_error_line
+from helpers import bulk_runs, invoke, one_error_line
 
 from mlws import Experiment
 from mlws.studio.data import PAGE_SIZE
@@ -125,27 +125,6 @@ def test_runs_table_pages_of_a_hundred(ws, studio):
     status, body, _ = get(studio.url + "/experiments/many?page=2")
     assert status == 200 and b'id="next"' in body and b'id="prev"' in body
     assert body.count(b'class="run"') == PAGE_SIZE
-
-
-def bulk_runs(ws, experiment: str, n: int, start: int = 1) -> None:
-    """``n`` finished runs with a metric each, written straight into the catalog (a 100k-run
-    experiment in a second, instead of minutes of real runs)."""
-    now = time.time()
-    rows = [
-        (f"{experiment}_bulk_{i}", experiment, f"{experiment}_bulk_{i}", i, now + i, now + i)
-        for i in range(start, start + n)
-    ]
-    with ws.catalog.write() as conn:
-        conn.executemany(
-            "INSERT INTO runs (id, experiment, root_id, number, type, status, created, start_time,"
-            " end_time) VALUES (?, ?, ?, ?, 'interactive', 'Completed', ?, ?, ?+1)",
-            [(*r, r[-1]) for r in rows],
-        )
-        conn.execute(
-            "INSERT INTO metric_summary (run_seq, name, kind, last_value, count)"
-            " SELECT seq, 'acc', 'scalar', number % 1000, 1 FROM runs WHERE experiment = ?",
-            (experiment,),
-        )
 
 
 def test_runs_table_is_fast_at_100k_runs(ws, studio):

@@ -235,7 +235,9 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
                 out.append(("log", {"text": text, "offset": offset}))
             fresh = await in_thread(data.metric_counts, ws, run.seq)
             for name, count in fresh.items():
-                if counts.get(name) == count:
+                # A value logged once is a scalar on the page, not a chart: it becomes one
+                # (all its points sent) when a second value arrives.
+                if counts.get(name) == count or (count == 1 and name not in steps):
                     continue
                 counts[name] = count
                 points = await in_thread(data.scalar_series, ws, run.seq, name, steps.get(name, -1))
