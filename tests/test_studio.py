@@ -370,6 +370,7 @@ def test_query_runs_offset_and_text_refuse_bad_input(ws):
 # -- the command ---------------------------------------------------------------------------------
 def test_mlws_studio_prints_its_url_and_ends_on_sigterm(ws, tmp_path):
     Experiment(ws, "exp-a").start_logging().complete()
+    running = Experiment(ws, "exp-a").start_logging()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlws", "studio", "-w", str(ws.path), "--port", "0"],
         stdout=subprocess.PIPE,
@@ -383,14 +384,21 @@ def test_mlws_studio_prints_its_url_and_ends_on_sigterm(ws, tmp_path):
         url = line.split()[2].rstrip("/")
         page = get_json(url + "/index.json")
         assert [e["name"] for e in page["experiments"]] == ["exp-a"]
+        # An open event stream (a browser on a running run's page) does not keep it alive.
+        stream = urllib.request.urlopen(f"{url}/runs/{running.id}/events", timeout=10)
+        assert stream.readline() == b"event: status\n"
+        t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down, then re-raises the signal: the usual death by SIGTERM, no traceback.
         assert proc.wait(10) in (0, -signal.SIGTERM)
+        assert time.monotonic() - t0 < 5
         assert "Traceback" not in proc.stderr.read()
+        stream.close()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        running.complete()
 
 
 def test_mlws_studio_on_a_busy_port_is_one_error(ws):

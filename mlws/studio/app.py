@@ -224,27 +224,14 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
         last_sent = time.monotonic()
         status = None
         while True:
-            now_status = await in_thread(run.get_status)
-            # Read after the status: once terminal, this read sees everything the run wrote.
-            text, offset = await in_thread(data.read_log, run, "logs/driver.log", offset)
-            out = []
-            if now_status != status:
-                status = now_status
-                out.append(("status", {"status": status, "terminal": status in TERMINAL}))
-            if text:
-                out.append(("log", {"text": text, "offset": offset}))
-            fresh = await in_thread(data.metric_counts, ws, run.seq)
-            for name, count in fresh.items():
-                # A value logged once is a scalar on the page, not a chart: it becomes one
-                # (all its points sent) when a second value arrives.
-                if counts.get(name) == count or (count == 1 and name not in steps):
-                    continue
-                counts[name] = count
-                points = await in_thread(data.scalar_series, ws, run.seq, name, steps.get(name, -1))
-                if points:
-                    steps[name] = points[-1][0]
-                    out.append(("metric", {"name": name, "points": points}))
+            try:
+                status, out = await in_thread(poll, run, status, offset, steps, counts)
+            except MlwsError as e:  # the run was deleted meanwhile
+                yield f"event: gone\ndata: {to_json({'error': str(e)})}\n\n"
+                return
             for kind, payload in out:
+                if kind == "log":
+                    offset = payload["offset"]
                 yield f"event: {kind}\ndata: {to_json(payload)}\n\n"
                 last_sent = time.monotonic()
             if status in TERMINAL:
@@ -256,6 +243,31 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
             if await request.is_disconnected():
                 return
             await asyncio.sleep(LIVE_POLL_S)
+
+    def poll(
+        run: Any, status: str | None, offset: int, steps: dict[str, int], counts: dict[str, int]
+    ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+        """What changed in ``run`` since the last poll (in a worker thread: it reads the
+        catalog and files); ``steps`` and ``counts`` are updated in place."""
+        now_status = run.get_status()
+        # Read after the status: once terminal, this read sees everything the run wrote.
+        text, offset = data.read_log(run, "logs/driver.log", offset)
+        out: list[tuple[str, dict[str, Any]]] = []
+        if now_status != status:
+            out.append(("status", {"status": now_status, "terminal": now_status in TERMINAL}))
+        if text:
+            out.append(("log", {"text": text, "offset": offset}))
+        for name, count in data.metric_counts(ws, run.seq).items():
+            # A value logged once is a scalar on the page, not a chart: it becomes one (all its
+            # points sent) when a second value arrives.
+            if counts.get(name) == count or (count == 1 and name not in steps):
+                continue
+            counts[name] = count
+            points = data.scalar_series(ws, run.seq, name, steps.get(name, -1))
+            if points:
+                steps[name] = points[-1][0]
+                out.append(("metric", {"name": name, "points": points}))
+        return now_status, out
 
     async def http_error(request: Request, exc: Any) -> Response:
         return error(request, exc.status_code, str(exc.detail))

@@ -110,6 +110,7 @@
         status.className = "status s-" + d.status.toLowerCase();
       });
       es.addEventListener("end", function () { ended = true; es.close(); });
+      es.addEventListener("gone", function () { ended = true; es.close(); });
       // The browser would reconnect with the first URL (and its old offsets): reopen with now's.
       es.onerror = function () {
         es.close();
