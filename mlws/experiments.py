@@ -119,7 +119,7 @@ def query_runs(
     ``"all"`` every column. ``parent``: only the children of that run (a sweep's trials).
     ``offset``: skip that many rows (a page of a listing); ``text``: only runs whose id or
     display name contains it. ``sort_by`` also takes ``duration``, ``display_name``,
-    ``target``, ``tag:<key>`` and ``property:<key>``.
+    ``target``, ``submitter_user``, ``tag:<key>`` and ``property:<key>``.
     """
     from .lifecycle import reconcile_active
 
@@ -159,12 +159,12 @@ def query_runs(
     elif sort_by in (None, "", "created", "start_time", "end_time", "number", "status", "id"):
         col = sort_by or "created"
         order = f"r.{col} {direction}, r.rowid {direction}" if col != "id" else f"r.id {direction}"
-    elif sort_by in ("display_name", "target"):
+    elif sort_by in ("display_name", "target", "submitter_user"):
         order = f"r.{sort_by} IS NULL, r.{sort_by} {direction}, r.created DESC"
     else:
         raise UserErrorException(
             f"cannot sort by {sort_by!r}: use created, start_time, end_time, duration, number, "
-            "status, id, display_name, target, metric:<name>, tag:<key> or property:<key>"
+            "status, id, display_name, target, submitter_user, metric:<name>, tag:<key> or property:<key>"
         )
     selected = "r.*" if columns == "all" else ", ".join(f"r.{c}" for c in LIST_COLUMNS)
     sql = f"SELECT {selected} FROM runs r" + join

@@ -105,6 +105,7 @@ def test_runs_table_filters_sorts_and_pages(ws, studio, tmp_path):
     assert {r["id"] for r in get_json(base + ".json?q=run-4")["runs"]} == {runs[4].id}
     # The user's % is a plain character, not a LIKE wildcard.
     assert get_json(base + ".json?q=%25")["runs"] == []
+    assert len(get_json(base + ".json?sort=submitter_user&asc=1")["runs"]) == 7
 
     status, body, _ = get(base + "?sort=metric:acc")
     assert status == 200 and body.count(b'class="run"') == 7
@@ -409,3 +410,27 @@ def test_mlws_studio_on_a_busy_port_is_one_error(ws):
         assert f"cannot listen on 127.0.0.1:{port}" in one_error_line(result)
     finally:
         sock.close()
+
+
+def test_every_studio_asset_ships_in_the_package():
+    """Templates and static files are package data (a wheel without them serves 500s), and
+    uPlot keeps its licence."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(__file__).resolve().parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["mlws"]
+    studio = root / "mlws" / "studio"
+    assets = [
+        p.relative_to(root / "mlws").as_posix()
+        for p in studio.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc")
+    ]
+    assert any(a.endswith("uplot/LICENSE") for a in assets)
+    for asset in assets:
+        assert any(fnmatch.fnmatch(asset, g) and asset.count("/") == g.count("/") for g in globs), (
+            asset
+        )

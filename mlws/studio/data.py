@@ -29,8 +29,6 @@ MAX_POINTS = 2000
 MAX_TABLE_ROWS = 1000
 #: Bytes of a log shown when a run page opens (the tail; the whole file is a download).
 LOG_TAIL = 256 * 1024
-#: Sort keys a runs table offers besides metric:/tag:/property:<name>.
-SORTS = ("created", "start_time", "end_time", "duration", "number", "status", "id", "display_name")
 
 
 def _seconds(start: float | None, end: float | None) -> float | None:
