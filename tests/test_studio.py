@@ -21,7 +21,7 @@ from helpers import bulk_runs, invoke, one_error_line
 from mlws import Experiment
 from mlws.studio.data import PAGE_SIZE
 from mlws.studio.downsample import lttb
-from mlws.studio.serve import StudioServer, bind
+from mlws.studio.serve import StudioServer, bind, is_loopback
 
 XSS = "<script>alert(1)</script>"
 
@@ -402,7 +402,7 @@ def test_mlws_studio_prints_its_url_and_ends_on_sigterm(ws, tmp_path):
         running.complete()
 
 
-def test_mlws_studio_on_a_busy_port_is_one_error(ws):
+def test_mlws_studio_bad_input_is_one_error(ws, tmp_path):
     sock = bind("127.0.0.1", 0)
     try:
         port = sock.getsockname()[1]
@@ -410,6 +410,20 @@ def test_mlws_studio_on_a_busy_port_is_one_error(ws):
         assert f"cannot listen on 127.0.0.1:{port}" in one_error_line(result)
     finally:
         sock.close()
+    for host in ("no-such-host.invalid", "../../etc/passwd", "203.0.113.7"):
+        result = invoke("studio", "-w", str(ws.path), "--host", host)
+        assert "cannot listen on" in one_error_line(result), host
+    # Beyond loopback the command warns (the studio has no sign-in).
+    for host, local in (("127.0.0.1", True), ("0.0.0.0", False)):
+        sock = bind(host, 0)
+        assert is_loopback(sock) is local
+        sock.close()
+    # "" would be every interface to socket.bind.
+    assert "needs an address" in one_error_line(invoke("studio", "--host", " "))
+    result = invoke("studio", "-w", str(tmp_path / "nope"))
+    assert "no workspace at" in one_error_line(result)
+    assert not (tmp_path / "nope").exists()
+    assert invoke("studio", "--port", "70000").exit_code == 2  # click's usage error
 
 
 def test_every_studio_asset_ships_in_the_package():

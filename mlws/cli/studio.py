@@ -23,13 +23,19 @@ def studio(
     Example:
       mlws studio --port 8765 --open
     """
-    from ..studio.serve import StudioServer
+    from ..studio.serve import StudioServer, is_loopback
 
     if workspace:
         root = ctx.find_root()
         root.obj = {**(root.obj or {}), "workspace": workspace}
     server = StudioServer(open_workspace(ctx), host=host, port=port)
     click.echo(f"mlws studio: {server.url}/  (Ctrl-C to stop)")
+    if not is_loopback(server.sock):
+        click.echo(
+            f"Warning: the studio has no sign-in; anyone who can reach {server.url} can read "
+            "this workspace's runs and files.",
+            err=True,
+        )
     if open_browser:
         import webbrowser
 

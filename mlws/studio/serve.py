@@ -20,6 +20,9 @@ def bind(host: str, port: int) -> socket.socket:
 
     :raises UserErrorException: the address cannot be bound (in use, not this machine's).
     """
+    if not host.strip():
+        # socket.bind reads "" as every interface: never what an empty --host meant.
+        raise UserErrorException("--host needs an address, e.g. 127.0.0.1")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -32,6 +35,13 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def is_loopback(sock: socket.socket) -> bool:
+    """Whether a bound socket answers this machine only."""
+    import ipaddress
+
+    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
 
 
 def url_of(sock: socket.socket) -> str:
