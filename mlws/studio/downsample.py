@@ -13,6 +13,8 @@ def lttb(points: list[list[Any]], threshold: int) -> list[list[Any]]:
     n = len(points)
     if threshold >= n or threshold < 3:
         return points
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
     out = [points[0]]
     every = (n - 2) / (threshold - 2)
     a = 0
@@ -22,19 +24,17 @@ def lttb(points: list[list[Any]], threshold: int) -> list[list[Any]]:
         end = min(int((i + 2) * every) + 1, n)
         if start >= end:
             start, end = n - 1, n
-        span = end - start
-        avg_x = sum(p[0] for p in points[start:end]) / span
-        avg_y = sum(p[1] for p in points[start:end]) / span
+        avg_x = sum(xs[start:end]) / (end - start)
+        avg_y = sum(ys[start:end]) / (end - start)
         lo = int(i * every) + 1
         hi = int((i + 1) * every) + 1
-        ax, ay = points[a]
-        best, best_area = lo, -1.0
-        for j in range(lo, hi):
-            x, y = points[j]
-            area = abs((ax - avg_x) * (y - ay) - (ax - x) * (avg_y - ay))
-            if area > best_area:
-                best, best_area = j, area
-        out.append(points[best])
-        a = best
+        ax, ay = xs[a], ys[a]
+        # Twice the triangle's area is |k1*y + k2*x + k0|: linear in the candidate point, so a
+        # comprehension (not a loop of Python statements) scores the bucket.
+        k1, k2 = ax - avg_x, avg_y - ay
+        k0 = -k1 * ay - k2 * ax
+        areas = [abs(k1 * y + k2 * x + k0) for x, y in zip(xs[lo:hi], ys[lo:hi])]
+        a = lo + areas.index(max(areas))
+        out.append(points[a])
     out.append(points[-1])
     return out
