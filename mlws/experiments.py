@@ -153,8 +153,10 @@ def query_runs(
         params.insert(0, key)
         order = f"ms.{value_col} IS NULL, ms.{value_col} {direction}, r.created DESC"
     elif sort_by == "duration":
-        # A run not yet ended lasts until now; one never started sorts last.
-        dur = "coalesce(r.end_time, unixepoch('subsec')) - r.start_time"
+        # A run not yet ended lasts until now; one never started sorts last. (julianday, not
+        # unixepoch('subsec'): SQLite before 3.42 reads that as NULL.)
+        now = "(julianday('now') - 2440587.5) * 86400.0"
+        dur = f"coalesce(r.end_time, {now}) - r.start_time"
         order = f"r.start_time IS NULL, {dur} {direction}, r.created DESC"
     elif sort_by in (None, "", "created", "start_time", "end_time", "number", "status", "id"):
         col = sort_by or "created"

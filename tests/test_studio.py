@@ -98,6 +98,9 @@ def test_runs_table_filters_sorts_and_pages(ws, studio, tmp_path):
     by_duration = get_json(base + ".json?sort=duration&asc=1")["runs"]
     ended = [r["duration"] for r in by_duration if r["id"] != live.id]
     assert len(ended) == 6 and ended == sorted(ended)
+    # A running run lasts until now: once it has run longer than any ended run, it is first.
+    time.sleep(max(ended) + 0.05)
+    assert get_json(base + ".json?sort=duration")["runs"][0]["id"] == live.id
 
     assert {r["id"] for r in get_json(base + ".json?status=Running")["runs"]} == {live.id}
     only = get_json(base + ".json?tag=lr=1,group=a")["runs"]
