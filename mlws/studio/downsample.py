@@ -33,7 +33,7 @@ def lttb(points: list[list[Any]], threshold: int) -> list[list[Any]]:
         # comprehension (not a loop of Python statements) scores the bucket.
         k1, k2 = ax - avg_x, avg_y - ay
         k0 = -k1 * ay - k2 * ax
-        areas = [abs(k1 * y + k2 * x + k0) for x, y in zip(xs[lo:hi], ys[lo:hi])]
+        areas = [abs(k1 * y + k2 * x + k0) for x, y in zip(xs[lo:hi], ys[lo:hi], strict=True)]
         a = lo + areas.index(max(areas))
         out.append(points[a])
     out.append(points[-1])
