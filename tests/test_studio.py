@@ -215,6 +215,26 @@ def test_run_page_summary_charts_tables_images_children_files(ws, studio, tmp_pa
     assert status == 200 and headers["content-type"] == "image/png"
 
 
+def test_run_page_lists_the_first_children_and_files(ws, studio, tmp_path, monkeypatch):
+    from mlws.studio import data
+
+    monkeypatch.setattr(data, "MAX_CHILDREN", 2)
+    monkeypatch.setattr(data, "MAX_FILES", 3)
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    run = Experiment(ws, "exp-a").start_logging()
+    kids = [run.child_run() for _ in range(3)]
+    run.upload_files([f"outputs/{i}.txt" for i in range(5)], [str(f)] * 5)
+    page = get_json(f"{studio.url}/runs/{run.id}.json")
+    assert [c["id"] for c in page["children"]] == [k.id for k in kids[:2]]
+    assert page["more_children"] and page["more_files"] == 2 and len(page["files"]) == 3
+    html = get(f"{studio.url}/runs/{run.id}")[1].decode()
+    assert 'id="more-children"' in html and "and 2 more files" in html
+    for k in kids:
+        k.complete()
+    run.complete()
+
+
 def test_file_download_refuses_path_tricks(ws, studio, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("do not serve")

@@ -27,6 +27,9 @@ PAGE_SIZE = 100
 MAX_POINTS = 2000
 #: Rows of a table metric shown on a run page.
 MAX_TABLE_ROWS = 1000
+#: Child runs and files listed on a run page (a sweep of 10,000 trials lists the first ones).
+MAX_CHILDREN = 500
+MAX_FILES = 2000
 #: Bytes of a log shown when a run page opens (the tail; the whole file is a download).
 LOG_TAIL = 256 * 1024
 
@@ -307,16 +310,20 @@ def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
     )
     props = details["properties"]
     git = {k: v for k, v in props.items() if k.startswith(("azureml.git", "mlflow.source.git"))}
+    from ..experiments import query_runs
+
+    kids = query_runs(ws, parent=run.id, sort_by="number", ascending=True, limit=MAX_CHILDREN + 1)
     children = [
         {
-            "id": c.id,
-            "display_name": c.display_name,
-            "status": c.status,
-            "type": c.type,
+            "id": c["id"],
+            "display_name": c["display_name"] or c["id"],
+            "status": c["status"],
+            "type": c["type"],
         }
-        for c in run.get_children()
+        for c in kids[:MAX_CHILDREN]
     ]
-    names = run.get_file_names()
+    all_names = run.get_file_names()
+    names = all_names[:MAX_FILES]
     log_name = "logs/driver.log" if "logs/driver.log" in names else None
     text, offset = log_tail(run) if log_name else ("", 0)
     return {
@@ -344,7 +351,9 @@ def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
         "metrics": run_metrics(ws, seq),
         "metric_counts": metric_counts(ws, seq),
         "children": children,
+        "more_children": len(kids) > MAX_CHILDREN,
         "files": names,
+        "more_files": len(all_names) - len(names),
         "file_tree": file_tree(names),
         "log": {"name": "logs/driver.log", "text": text, "offset": offset},
     }
