@@ -185,7 +185,7 @@ def query_runs(
         if limit is None:
             sql += " LIMIT -1"
         sql += " OFFSET ?"
-        params.append(offset)
+        params.append(min(offset, 2**63 - 1))
     return ws.catalog.query(sql, params)
 
 

@@ -105,6 +105,10 @@ def test_runs_table_filters_sorts_and_pages(ws, studio, tmp_path):
     assert {r["id"] for r in get_json(base + ".json?status=Running")["runs"]} == {live.id}
     only = get_json(base + ".json?tag=lr=1,group=a")["runs"]
     assert {r["id"] for r in only} == {runs[1].id}
+    assert get_json(base + ".json?tag=lr=1&tag=group=a")["runs"] == only
+    # The sort links keep every filter.
+    body = get(base + "?tag=lr=1&tag=group=a")[1].decode()
+    assert "tag=lr%3D1&amp;tag=group%3Da" in body
     assert {r["id"] for r in get_json(base + ".json?q=run-4")["runs"]} == {runs[4].id}
     # The user's % is a plain character, not a LIKE wildcard.
     assert get_json(base + ".json?q=%25")["runs"] == []
@@ -158,6 +162,8 @@ def test_runs_table_bad_input_is_one_error(ws, studio):
         assert status == code and text in json.loads(body)["error"], (query, body)
         status, body, _ = get(base + query)
         assert status == code and b"<h1>" in body
+    far = get_json(base + ".json?page=" + "9" * 30)
+    assert far["runs"] == [] and not far["has_next"]
     status, body, _ = get(studio.url + "/experiments/nope.json")
     assert status == 404 and "nope" in json.loads(body)["error"]
     assert get(studio.url + "/runs/nope")[0] == 404

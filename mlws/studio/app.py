@@ -163,8 +163,9 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
         )
 
         def link(**changes: Any) -> str:
-            params = {k: v for k, v in q.multi_items() if k not in changes and k != "_format"}
-            params.update({k: v for k, v in changes.items() if v not in (None, "")})
+            # Pairs, not a dict: repeated ?tag= filters all survive.
+            params = [(k, v) for k, v in q.multi_items() if k not in changes and k != "_format"]
+            params += [(k, v) for k, v in changes.items() if v not in (None, "")]
             path = f"{root_path}/experiments/{name}"
             return path + ("?" + urlencode(params) if params else "")
 
