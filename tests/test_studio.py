@@ -364,7 +364,10 @@ def test_live_events_bring_new_metrics_and_the_end(ws, studio):
     run.complete()
     events = read_events(url, "end", 10)
     assert ("status", {"status": "Completed", "terminal": True}) in events
-    assert get(f"{studio.url}/runs/{run.id}/events?state=nope")[0] == 400
+    for bad in ("nope", "[]", '{"offset": -1}', '{"steps": {"a": 1e300}}', '{"steps": [1]}'):
+        state = urllib.request.quote(bad)
+        assert get(f"{studio.url}/runs/{run.id}/events?state={state}")[0] == 400, bad
+    assert get(f"{studio.url}/runs/nope/events")[0] == 404
 
 
 # -- units ---------------------------------------------------------------------------------------

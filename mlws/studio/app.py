@@ -209,6 +209,8 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
             state = json.loads(request.query_params.get("state") or "{}")
             offset = int(state.get("offset", 0))
             steps = {str(k): int(v) for k, v in dict(state.get("steps", {})).items()}
+            if not 0 <= offset < 2**63 or not all(-1 <= v < 2**63 for v in steps.values()):
+                raise ValueError("out of range")
         except (ValueError, TypeError, AttributeError):
             raise HTTPException(400, "state is JSON: {offset: int, steps: {name: int}}") from None
         run = await guarded(request, ws.get_run, run_id)
