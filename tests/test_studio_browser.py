@@ -203,3 +203,32 @@ def test_a_running_runs_new_metric_and_log_line_appear_within_2s(ws, watched, tm
     done.touch()
     expect(page.locator("#status")).to_have_text("Completed", timeout=15000)
     assert wait_status(run, "Completed") == "Completed"
+
+
+def test_hostile_names_stay_text_in_the_browser(ws, watched):
+    hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+    exp = Experiment(ws, "exp-a")
+    runs = []
+    for i in range(2):
+        run = exp.start_logging(display_name=hostile)
+        run.tag(hostile, str(i))
+        run.log(hostile, 1.0)
+        run.log(hostile, 2.0 + i)
+        run.complete()
+        runs.append(run)
+    page = watched.page
+    page.on("dialog", lambda d: watched.problems.append(f"dialog: {d.message}") or d.dismiss())
+    for path in (
+        "/experiments/exp-a",
+        f"/runs/{runs[0].id}",
+        f"/compare?runs={runs[0].id},{runs[1].id}",
+    ):
+        watched.goto(path)
+        # Only the pages' own data blocks are scripts; no name became an element.
+        made = page.locator("main img, main script:not([type='application/json'])")
+        assert made.count() == 0, path
+    # The chart drew, with the name as its caption and legend label, as text.
+    expect(page.locator("figure.chart figcaption")).to_have_text(hostile)
+    assert page.locator("figure.chart canvas").count() == 1
+    assert page.locator("#differing th").all_inner_texts()[-1] == f"tag:{hostile}"
+    watched.shot("hostile")
