@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 		command -v sshfs >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends git rsync openssh-server openssh-client sshfs >/dev/null)
+	@# The studio's browser tests drive Debian's chromium with Playwright (no browser download).
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null)
 	touch $(STAMP)
 
 # mlws's compiled modules, as a wheel install has them: an editable install has none, and where

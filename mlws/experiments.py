@@ -108,6 +108,8 @@ def query_runs(
     columns: str = "list",
     parent: str | None = None,
     after: tuple[float, int] | None = None,
+    offset: int = 0,
+    text: str | None = None,
 ) -> list[Any]:
     """Run rows matching the filters, newest first or sorted by ``metric:<name>`` / a column.
 
@@ -118,6 +120,9 @@ def query_runs(
     ``"all"`` every column. ``parent``: only the children of that run (a sweep's trials).
     ``after``: ``(created, seq)`` of the last run of the previous page, for paging by creation
     time (keyset paging: a run created meanwhile never shifts or repeats a page).
+    ``offset``: skip that many rows (a page of a listing); ``text``: only runs whose id or
+    display name contains it. ``sort_by`` also takes ``duration``, ``display_name``,
+    ``target``, ``submitter_user``, ``tag:<key>`` and ``property:<key>``.
     """
     from .lifecycle import reconcile_active
 
@@ -131,6 +136,10 @@ def query_runs(
         params.append(parent)
     elif not include_children:
         where.append("r.parent_id IS NULL")
+    if text:
+        # instr, not LIKE: the user's % and _ are plain characters here.
+        where.append("(instr(r.id, ?) > 0 OR instr(coalesce(r.display_name, ''), ?) > 0)")
+        params += [text, text]
     join = ""
     direction = "ASC" if ascending else "DESC"
     if after is not None:
@@ -138,19 +147,34 @@ def query_runs(
             raise UserErrorException("paging (after) works with runs sorted by creation time only")
         where.append(f"(r.created, r.seq) {'>' if ascending else '<'} (?, ?)")
         params += [float(after[0]), int(after[1])]
-    if sort_by and sort_by.startswith("metric:"):
-        metric = sort_by[len("metric:") :]
-        if not metric:
-            raise UserErrorException("--sort-by metric: needs a metric name, e.g. metric:accuracy")
-        join = " LEFT JOIN metric_summary ms ON ms.run_seq = r.seq AND ms.name = ?"
-        params.insert(0, metric)
-        order = f"ms.last_value IS NULL, ms.last_value {direction}, r.created DESC"
+    by_key = {"metric:": ("metric_summary", "name", "last_value")}
+    by_key.update(
+        {"tag:": ("run_tags", "key", "value"), "property:": ("run_properties", "key", "value")}
+    )
+    prefix = next((p for p in by_key if sort_by and sort_by.startswith(p)), None)
+    if sort_by and prefix:
+        key = sort_by[len(prefix) :]
+        if not key:
+            raise UserErrorException(f"--sort-by {prefix} needs a name, e.g. {prefix}accuracy")
+        table, key_col, value_col = by_key[prefix]
+        join = f" LEFT JOIN {table} ms ON ms.run_seq = r.seq AND ms.{key_col} = ?"
+        params.insert(0, key)
+        order = f"ms.{value_col} IS NULL, ms.{value_col} {direction}, r.created DESC"
+    elif sort_by == "duration":
+        # A run not yet ended lasts until now; one never started sorts last. (julianday, not
+        # unixepoch('subsec'): SQLite before 3.42 reads that as NULL.)
+        now = "(julianday('now') - 2440587.5) * 86400.0"
+        dur = f"coalesce(r.end_time, {now}) - r.start_time"
+        order = f"r.start_time IS NULL, {dur} {direction}, r.created DESC"
     elif sort_by in (None, "", "created", "start_time", "end_time", "number", "status", "id"):
         col = sort_by or "created"
         order = f"r.{col} {direction}, r.rowid {direction}" if col != "id" else f"r.id {direction}"
+    elif sort_by in ("display_name", "target", "submitter_user"):
+        order = f"r.{sort_by} IS NULL, r.{sort_by} {direction}, r.created DESC"
     else:
         raise UserErrorException(
-            f"cannot sort by {sort_by!r}: use created, start_time, end_time, number, status, id or metric:<name>"
+            f"cannot sort by {sort_by!r}: use created, start_time, end_time, duration, number, "
+            "status, id, display_name, target, submitter_user, metric:<name>, tag:<key> or property:<key>"
         )
     selected = "r.*" if columns == "all" else ", ".join(f"r.{c}" for c in LIST_COLUMNS)
     sql = f"SELECT {selected} FROM runs r" + join
@@ -163,6 +187,13 @@ def query_runs(
         sql += " LIMIT ?"
         # SQLite integers are 64-bit; any larger limit means the same: every row.
         params.append(min(limit, 2**63 - 1))
+    if offset:
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise UserErrorException(f"offset is a whole number of runs >= 0, got {offset!r}")
+        if limit is None:
+            sql += " LIMIT -1"
+        sql += " OFFSET ?"
+        params.append(min(offset, 2**63 - 1))
     return ws.catalog.query(sql, params)
 
 

@@ -93,6 +93,23 @@ class RunFiles:
             "SELECT blob FROM run_files WHERE run_seq = ? AND path = ?", (self.seq, name)
         )
 
+    def file_source(self, name: str) -> Path:
+        """Where run file ``name`` can be read now: its stored blob, or (while the run runs on
+        this machine) the live file under ``logs/`` or ``outputs/``. For servers that stream a
+        file rather than copy it; the blob must not be written to.
+
+        :raises UnsafePath: ``name`` is absolute or has a ``..`` component.
+        :raises UserErrorException: the run has no file ``name``.
+        """
+        check_relpath(name)
+        blob = self._stored_blob(name)
+        if blob is not None:
+            return self.workspace.blobs.path(blob)
+        live = self._live_file(name)
+        if live is None:
+            raise self._no_file(name)
+        return live
+
     def _no_file(self, name: str) -> UserErrorException:
         return UserErrorException(f"run {self.id} has no file {name!r}; see run.get_file_names()")
 

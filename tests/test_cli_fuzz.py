@@ -54,6 +54,7 @@ PER_PARAM = 5
 SKIPPED = {
     "model deploy": "starts a long-lived service (supervisor and replica processes)",
     "schedule run": "runs until stopped (tests/test_pipeline_publish.py stops it by SIGTERM)",
+    "studio": "serves until stopped (tests/test_studio.py: SIGTERM, and its bad input)",
 }
 
 #: Extra arguments always given to a command, and why.

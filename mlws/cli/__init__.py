@@ -40,6 +40,7 @@ COMMANDS = {
     "secret": "keyvault:secret",
     "serve": "serve:serve",
     "service": "services:service",
+    "studio": "studio:studio",
     "sweep": "sweeps:sweep",
     "v1": "v1:v1",
     "workspace": "workspace:workspace",

@@ -1,0 +1,24 @@
+"""The studio: web pages over a workspace (experiments, runs tables, run pages with live metric
+charts and logs, run comparison), served by ``mlws studio`` and mountable by ``mlws serve``.
+
+Server-rendered Jinja2 pages whose URLs also answer JSON; charts drawn by a vendored uPlot
+(``static/uplot``, MIT, its licence kept); live runs over server-sent events; no asset comes
+from the internet. ``data`` computes what pages show, ``app`` serves it, ``downsample`` keeps
+long series to ~2,000 points.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = ["studio_app"]
+
+
+def studio_app(ws: Any, **kwargs: Any) -> Starlette:
+    """The studio's starlette application for workspace ``ws`` (see :func:`mlws.studio.app.studio_app`)."""
+    from .app import studio_app as build
+
+    return build(ws, **kwargs)

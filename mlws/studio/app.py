@@ -1,0 +1,291 @@
+"""The studio's starlette application: routes, rendering, file downloads and live events.
+
+Every page URL answers HTML, or JSON with ``?_format=json`` or a ``.json`` suffix (datasette's
+shape). Templates are autoescaped; data for charts travels in ``<script type="application/json">``
+blocks (Jinja's ``tojson`` escapes ``<``), and the Content-Security-Policy allows scripts from
+``/static`` only, so a metric or tag named ``<script>`` is text, never code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from ..errors import ExperimentNotFound, MlwsError, RunNotFound, UnsafePath
+from ..lifecycle import TERMINAL
+from . import data
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from ..workspace import Workspace
+
+HERE = Path(__file__).resolve().parent
+#: Seconds between polls of a live run (new metrics and log lines reach the page within ~2 s:
+#: the run's writer flushes every second, this adds at most half a second).
+LIVE_POLL_S = 0.4
+#: Seconds between keep-alive comments on an idle event stream.
+KEEPALIVE_S = 10.0
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with non-finite floats as None, so the JSON is JSON (a metric can be NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (str, int, type(None))):
+        return value
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    """Strict JSON of page data (NaN and infinities become null; unknown types their str)."""
+    return json.dumps(_clean(value), allow_nan=False)
+
+
+def _when(t: Any) -> str:
+    if t is None or t == "":
+        return ""
+    if isinstance(t, str):
+        return t.replace("T", " ").rstrip("Z")[:19]
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+def _duration(secs: Any) -> str:
+    if secs is None:
+        return ""
+    if secs < 60:
+        return f"{secs:.1f}s"
+    m, s = divmod(int(secs), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
+    """A starlette application serving the studio pages of ``ws`` (experiments, runs tables, run
+    pages with live charts and logs, compare). ``mlws studio`` serves it alone; ``mlws serve``
+    can mount it behind its own authentication. ``root_path``: the prefix it is mounted under
+    (links on the pages start with it)."""
+    import jinja2
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(when=_when, duration=_duration, cell=_cell)
+    env.globals["root"] = root_path
+    env.policies["json.dumps_function"] = lambda obj, **kw: to_json(obj)
+
+    def wants_json(request: Request) -> bool:
+        return request.query_params.get("_format") == "json" or request.url.path.endswith(".json")
+
+    def respond(request: Request, template: str, page: dict[str, Any], **extra: Any) -> Response:
+        if wants_json(request):
+            return Response(to_json(page), media_type="application/json")
+        html = env.get_template(template).render(page=page, **extra)
+        return HTMLResponse(html, headers={"Content-Security-Policy": CSP})
+
+    def error(request: Request, status: int, message: str) -> Response:
+        if wants_json(request):
+            return Response(to_json({"error": message}), status, media_type="application/json")
+        html = env.get_template("error.html").render(status=status, message=message)
+        return HTMLResponse(html, status, headers={"Content-Security-Policy": CSP})
+
+    async def in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+    async def guarded(request: Request, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn`` in a worker thread; a library error becomes a 404 or 400 page."""
+        try:
+            return await in_thread(fn, *args, **kwargs)
+        except (RunNotFound, ExperimentNotFound) as e:
+            raise HTTPException(404, str(e)) from None
+        except MlwsError as e:
+            raise HTTPException(400, str(e)) from None
+
+    async def experiments_page(request: Request) -> Response:
+        rows = await guarded(request, data.experiments, ws)
+        return respond(request, "experiments.html", {"experiments": rows})
+
+    async def runs_table(request: Request) -> Response:
+        q = request.query_params
+        name = request.path_params["name"]
+        try:
+            page_no = int(q.get("page", "1"))
+        except ValueError:
+            raise HTTPException(
+                400, f"page is a whole number >= 1, got {q.get('page')!r}"
+            ) from None
+        tag_args = [t for item in q.getlist("tag") for t in item.split(",") if t.strip()]
+        tags = await guarded(request, data.parse_tag_filter, [t.strip() for t in tag_args])
+        page = await guarded(
+            request,
+            data.runs_page,
+            ws,
+            name,
+            status=q.get("status") or None,
+            tags=tags,
+            text=q.get("q") or None,
+            sort=q.get("sort") or "created",
+            ascending=q.get("asc") == "1",
+            page=page_no,
+        )
+
+        def link(**changes: Any) -> str:
+            # Pairs, not a dict: repeated ?tag= filters all survive.
+            params = [(k, v) for k, v in q.multi_items() if k not in changes and k != "_format"]
+            params += [(k, v) for k, v in changes.items() if v not in (None, "")]
+            path = f"{root_path}/experiments/{name}"
+            return path + ("?" + urlencode(params) if params else "")
+
+        return respond(request, "runs.html", page, link=link, tag_text=",".join(tag_args))
+
+    async def run_page(request: Request) -> Response:
+        page = await guarded(request, data.run_page, ws, request.path_params["run_id"])
+        return respond(request, "run.html", page)
+
+    async def compare_page(request: Request) -> Response:
+        q = request.query_params
+        ids = [i.strip() for item in q.getlist("runs") for i in item.split(",")]
+        ids += [i.strip() for i in q.getlist("run")]
+        page = await guarded(request, data.compare, ws, ids)
+        return respond(request, "compare.html", page)
+
+    async def download(request: Request) -> Response:
+        run_id, name = request.path_params["run_id"], request.path_params["path"]
+
+        def source() -> Path:
+            return ws.get_run(run_id).file_source(name)
+
+        try:
+            path = await in_thread(source)
+        except UnsafePath as e:
+            raise HTTPException(400, str(e)) from None
+        except MlwsError as e:
+            raise HTTPException(404, str(e)) from None
+        inline = name.startswith("images/") and name.endswith(".png")
+        return FileResponse(
+            path,
+            media_type="image/png" if inline else "application/octet-stream",
+            filename=name.rsplit("/", 1)[-1],
+            content_disposition_type="inline" if inline else "attachment",
+            headers={"Content-Security-Policy": "default-src 'none'; sandbox"},
+        )
+
+    async def events(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        try:
+            state = json.loads(request.query_params.get("state") or "{}")
+            offset = int(state.get("offset", 0))
+            steps = {str(k): int(v) for k, v in dict(state.get("steps", {})).items()}
+            if not 0 <= offset < 2**63 or not all(-1 <= v < 2**63 for v in steps.values()):
+                raise ValueError("out of range")
+        except (ValueError, TypeError, AttributeError):
+            raise HTTPException(400, "state is JSON: {offset: int, steps: {name: int}}") from None
+        run = await guarded(request, ws.get_run, run_id)
+        return StreamingResponse(
+            live_events(request, run, offset, steps),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def live_events(request: Request, run: Any, offset: int, steps: dict[str, int]) -> Any:
+        """Server-sent events of a run: ``status``, ``log`` (new text), ``metric`` (new points of
+        a scalar series) until the run ends (then ``end``) or the page goes away."""
+        counts: dict[str, int] = {}
+        last_sent = time.monotonic()
+        status = None
+        while True:
+            try:
+                status, out = await in_thread(poll, run, status, offset, steps, counts)
+            except MlwsError as e:  # the run was deleted meanwhile
+                yield f"event: gone\ndata: {to_json({'error': str(e)})}\n\n"
+                return
+            for kind, payload in out:
+                if kind == "log":
+                    offset = payload["offset"]
+                yield f"event: {kind}\ndata: {to_json(payload)}\n\n"
+                last_sent = time.monotonic()
+            if status in TERMINAL:
+                yield "event: end\ndata: {}\n\n"
+                return
+            if time.monotonic() - last_sent > KEEPALIVE_S:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(LIVE_POLL_S)
+
+    def poll(
+        run: Any, status: str | None, offset: int, steps: dict[str, int], counts: dict[str, int]
+    ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+        """What changed in ``run`` since the last poll (in a worker thread: it reads the
+        catalog and files); ``steps`` and ``counts`` are updated in place."""
+        now_status = run.get_status()
+        # Read after the status: once terminal, this read sees everything the run wrote.
+        text, offset = data.read_log(run, "logs/driver.log", offset)
+        out: list[tuple[str, dict[str, Any]]] = []
+        if now_status != status:
+            out.append(("status", {"status": now_status, "terminal": now_status in TERMINAL}))
+        if text:
+            out.append(("log", {"text": text, "offset": offset}))
+        for name, count in data.metric_counts(ws, run.seq).items():
+            # A value logged once is a scalar on the page, not a chart: it becomes one (all its
+            # points sent) when a second value arrives.
+            if counts.get(name) == count or (count == 1 and name not in steps):
+                continue
+            counts[name] = count
+            points = data.scalar_series(ws, run.seq, name, steps.get(name, -1))
+            if points:
+                steps[name] = points[-1][0]
+                out.append(("metric", {"name": name, "points": points}))
+        return now_status, out
+
+    async def http_error(request: Request, exc: Any) -> Response:
+        return error(request, exc.status_code, str(exc.detail))
+
+    routes = [
+        Route("/", experiments_page),
+        Route("/index.json", experiments_page),
+        Route("/experiments/{name}.json", runs_table),
+        Route("/experiments/{name}", runs_table),
+        Route("/runs/{run_id}/files/{path:path}", download),
+        Route("/runs/{run_id}/events", events),
+        Route("/runs/{run_id}.json", run_page),
+        Route("/runs/{run_id}", run_page),
+        Route("/compare.json", compare_page),
+        Route("/compare", compare_page),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

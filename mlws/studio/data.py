@@ -1,0 +1,406 @@
+"""What the studio's pages show, as plain JSON-able dicts: the HTML templates render them and the
+same URL answers them as JSON (``?_format=json``). No starlette here, so the data is testable and
+reusable by ``mlws serve``.
+
+Listings read only the rows of the page asked for (100 runs) and the tags, properties and latest
+metrics of those rows, so a 100k-run experiment costs one sorted, limited query.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ExperimentNotFound, UserErrorException
+from ..lifecycle import TERMINAL
+from ..metrics import IMAGE, JSON_KINDS, LIST, ROW, SCALAR, TABLE, decode, shape
+from .downsample import lttb
+
+if TYPE_CHECKING:
+    from ..runs import Run
+    from ..workspace import Workspace
+
+#: Runs per page of a runs table.
+PAGE_SIZE = 100
+#: Points per chart series: longer series are downsampled (LTTB) on the server.
+MAX_POINTS = 2000
+#: Rows of a table metric shown on a run page.
+MAX_TABLE_ROWS = 1000
+#: Child runs and files listed on a run page (a sweep of 10,000 trials lists the first ones).
+MAX_CHILDREN = 500
+MAX_FILES = 2000
+#: Bytes of a log shown when a run page opens (the tail; the whole file is a download).
+LOG_TAIL = 256 * 1024
+
+
+def _seconds(start: float | None, end: float | None) -> float | None:
+    if start is None:
+        return None
+    return round((end or time.time()) - start, 3)
+
+
+def experiments(ws: Workspace) -> list[dict[str, Any]]:
+    """Every experiment with its top-level run count and last activity (its latest run's start)."""
+    from ..experiments import experiment_summaries
+
+    return [
+        {
+            "name": r["name"],
+            "id": r["id"],
+            "created": r["created"],
+            "runs": r["runs"],
+            "last_activity": r["last_run"],
+        }
+        for r in experiment_summaries(ws)
+    ]
+
+
+def parse_tag_filter(values: list[str]) -> dict[str, str | None]:
+    """``["k=v", "k2"]`` -> ``{"k": "v", "k2": None}`` (a bare key: runs having that tag).
+
+    :raises UserErrorException: an empty key.
+    """
+    out: dict[str, str | None] = {}
+    for item in values:
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        if not key:
+            raise UserErrorException(f"tag filter {item!r} needs a key: key=value or key")
+        out[key] = value if eq else None
+    return out
+
+
+def _by_seq(ws: Workspace, table: str, seqs: list[int]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {s: {} for s in seqs}
+    if not seqs:
+        return out
+    marks = ",".join("?" * len(seqs))
+    if table == "metric_summary":
+        sql = (
+            f"SELECT run_seq, name, last_value FROM metric_summary WHERE run_seq IN ({marks})"
+            " AND kind = 'scalar'"
+        )
+    else:
+        sql = f"SELECT run_seq, key, value FROM {table} WHERE run_seq IN ({marks})"
+    for r in ws.catalog.query(sql, seqs):
+        out[r[0]][r[1]] = r[2]
+    return out
+
+
+def runs_page(
+    ws: Workspace,
+    experiment: str,
+    *,
+    status: str | None = None,
+    tags: dict[str, str | None] | None = None,
+    text: str | None = None,
+    sort: str = "created",
+    ascending: bool = False,
+    page: int = 1,
+) -> dict[str, Any]:
+    """One page of an experiment's top-level runs, filtered and sorted on the server, with the
+    tag, property and metric columns of that page's runs.
+
+    :raises ExperimentNotFound: no such experiment.
+    :raises UserErrorException: a bad sort key or page number.
+    """
+    from ..experiments import query_runs
+
+    if ws.catalog.scalar("SELECT 1 FROM experiments WHERE name = ?", (experiment,)) is None:
+        raise ExperimentNotFound(f"no experiment {experiment!r}")
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise UserErrorException(f"page is a whole number >= 1, got {page!r}")
+    # One row more than a page says whether a next page exists without counting 100k rows.
+    rows = query_runs(
+        ws,
+        experiment=experiment,
+        tags=tags or None,
+        status=status or None,
+        text=text or None,
+        sort_by=sort or "created",
+        ascending=ascending,
+        limit=PAGE_SIZE + 1,
+        offset=(page - 1) * PAGE_SIZE,
+    )
+    has_next = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    seqs = [r["seq"] for r in rows]
+    tag_map = _by_seq(ws, "run_tags", seqs)
+    prop_map = _by_seq(ws, "run_properties", seqs)
+    metric_map = _by_seq(ws, "metric_summary", seqs)
+    users: dict[int, Any] = {}
+    if seqs:
+        marks = ",".join("?" * len(seqs))
+        users = dict(
+            ws.catalog.query(f"SELECT seq, submitter_user FROM runs WHERE seq IN ({marks})", seqs)
+        )
+    out_rows = [
+        {
+            "id": r["id"],
+            "number": r["number"],
+            "display_name": r["display_name"],
+            "status": r["status"],
+            "created": r["created"],
+            "start_time": r["start_time"],
+            "end_time": r["end_time"],
+            "duration": _seconds(r["start_time"], r["end_time"]),
+            "target": r["target"],
+            "user": users.get(r["seq"]),
+            "tags": tag_map[r["seq"]],
+            "properties": prop_map[r["seq"]],
+            "metrics": metric_map[r["seq"]],
+        }
+        for r in rows
+    ]
+
+    def keys(field: str) -> list[str]:
+        return sorted({k for row in out_rows for k in row[field]})
+
+    statuses = [r[0] for r in ws.catalog.query("SELECT DISTINCT status FROM runs ORDER BY status")]
+    return {
+        "experiment": experiment,
+        "filters": {"status": status or "", "tags": tags or {}, "text": text or ""},
+        "sort": sort or "created",
+        "ascending": ascending,
+        "page": page,
+        "page_size": PAGE_SIZE,
+        "has_next": has_next,
+        "statuses": statuses,
+        "columns": {
+            "tags": keys("tags"),
+            "properties": keys("properties"),
+            "metrics": keys("metrics"),
+        },
+        "runs": out_rows,
+    }
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    v = float(value)
+    return v if v == v and v not in (float("inf"), float("-inf")) else None
+
+
+def scalar_series(ws: Workspace, seq: int, name: str, after_step: int = -1) -> list[list[Any]]:
+    """``[[step, value], ...]`` of scalar metric ``name`` of run ``seq`` after ``after_step``,
+    downsampled to :data:`MAX_POINTS` (non-numbers dropped)."""
+    # Finite numbers are stored as themselves with no JSON (metrics.encode): SQLite picks them
+    # out, so a 1M-step series is not decoded row by row in Python.
+    rows = ws.catalog.query(
+        "SELECT step, value FROM metrics WHERE run_seq = ? AND name = ? AND step > ?"
+        " AND typeof(value) IN ('integer', 'real') ORDER BY step",
+        (seq, name, after_step),
+    )
+    return lttb([[r[0], r[1]] for r in rows], MAX_POINTS)
+
+
+def _values(ws: Workspace, seq: int, name: str) -> list[Any]:
+    return [
+        decode(r[0], r[1])
+        for r in ws.catalog.query(
+            "SELECT value, data FROM metrics WHERE run_seq = ? AND name = ? ORDER BY step",
+            (seq, name),
+        )
+    ]
+
+
+def _table(columns: dict[str, Any]) -> dict[str, Any]:
+    """A v1 column dict as ``{"columns": [...], "rows": [[...]], "truncated": bool}``."""
+    names = list(columns)
+    cols = [v if isinstance(v, list) else [v] for v in columns.values()]
+    n = max((len(c) for c in cols), default=0)
+    rows = [[c[i] if i < len(c) else None for c in cols] for i in range(min(n, MAX_TABLE_ROWS))]
+    return {"columns": names, "rows": rows, "truncated": n > MAX_TABLE_ROWS}
+
+
+def run_metrics(ws: Workspace, seq: int) -> dict[str, Any]:
+    """A run's metrics by what a page shows: ``charts`` (scalar series and lists, downsampled),
+    ``scalars`` (logged once), ``tables`` (rows and tables), ``images`` (run file paths) and
+    ``json`` (confusion matrices and the like)."""
+    out: dict[str, Any] = {"charts": {}, "scalars": {}, "tables": {}, "images": {}, "json": {}}
+    for name, kind, count in ws.catalog.query(
+        "SELECT name, kind, count FROM metric_summary WHERE run_seq = ? ORDER BY name",
+        (seq,),
+    ):
+        if kind == SCALAR and count == 1:
+            values = _values(ws, seq, name)
+            out["scalars"][name] = values[0] if values else None
+        elif kind == SCALAR:
+            out["charts"][name] = scalar_series(ws, seq, name)
+        elif kind == LIST:
+            values = shape(LIST, _values(ws, seq, name))
+            pts = [[i, v] for i, v in enumerate(map(_number, values)) if v is not None]
+            out["charts"][name] = lttb(pts, MAX_POINTS)
+        elif kind in (ROW, TABLE):
+            out["tables"][name] = _table(shape(kind, _values(ws, seq, name)))
+        elif kind == IMAGE:
+            out["images"][name] = [v for v in _values(ws, seq, name) if isinstance(v, str)]
+        elif kind in JSON_KINDS:
+            out["json"][name] = json.dumps(shape(kind, _values(ws, seq, name)), indent=1)[:100_000]
+    return out
+
+
+def metric_counts(ws: Workspace, seq: int) -> dict[str, int]:
+    """``{scalar metric name: number of values}`` of a run (what live updates compare against)."""
+    return {
+        r[0]: r[1]
+        for r in ws.catalog.query(
+            "SELECT name, count FROM metric_summary WHERE run_seq = ? AND kind = 'scalar'", (seq,)
+        )
+    }
+
+
+def file_tree(names: list[str]) -> dict[str, Any]:
+    """Run file paths as nested folders: ``{"dirs": {name: subtree}, "files": [(name, path)]}``."""
+    root: dict[str, Any] = {"dirs": {}, "files": []}
+    for path in names:
+        node = root
+        *folders, leaf = path.split("/")
+        for f in folders:
+            node = node["dirs"].setdefault(f, {"dirs": {}, "files": []})
+        node["files"].append([leaf, path])
+    return root
+
+
+def read_log(run: Run, name: str, offset: int, limit: int | None = None) -> tuple[str, int]:
+    """Text of run file ``name`` from byte ``offset`` (at most ``limit`` bytes) and the offset
+    after it; ``("", offset)`` while the file does not exist yet."""
+    from ..errors import MlwsError
+
+    try:
+        path = run.file_source(name)
+    except MlwsError:
+        return "", offset
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read() if limit is None else f.read(limit)
+    except OSError:
+        return "", offset
+    return data.decode("utf-8", errors="replace"), offset + len(data)
+
+
+def log_tail(run: Run, name: str = "logs/driver.log") -> tuple[str, int]:
+    """The last :data:`LOG_TAIL` bytes of a log and the offset of its end."""
+    from ..errors import MlwsError
+
+    try:
+        size = run.file_source(name).stat().st_size
+    except (MlwsError, OSError):
+        return "", 0
+    text, end = read_log(run, name, max(0, size - LOG_TAIL))
+    return text, end
+
+
+def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """Everything a run page shows.
+
+    :raises RunNotFound: no such run.
+    """
+    run = ws.get_run(run_id)
+    details = run.get_details()
+    seq = run.seq
+    row = ws.catalog.one(
+        "SELECT environment, submitter_user, submitter_host, host, start_time, end_time"
+        " FROM runs WHERE seq = ?",
+        (seq,),
+    )
+    props = details["properties"]
+    git = {k: v for k, v in props.items() if k.startswith(("azureml.git", "mlflow.source.git"))}
+    from ..experiments import query_runs
+
+    kids = query_runs(ws, parent=run.id, sort_by="number", ascending=True, limit=MAX_CHILDREN + 1)
+    children = [
+        {
+            "id": c["id"],
+            "display_name": c["display_name"] or c["id"],
+            "status": c["status"],
+            "type": c["type"],
+        }
+        for c in kids[:MAX_CHILDREN]
+    ]
+    all_names = run.get_file_names()
+    names = all_names[:MAX_FILES]
+    log_name = "logs/driver.log" if "logs/driver.log" in names else None
+    text, offset = log_tail(run) if log_name else ("", 0)
+    return {
+        "id": run.id,
+        "experiment": details["experimentName"],
+        "display_name": details["displayName"],
+        "number": details["number"],
+        "type": details["runType"],
+        "status": details["status"],
+        "terminal": details["status"] in TERMINAL,
+        "parent": details["parentRunId"],
+        "created": details["createdTimeUtc"],
+        "start": details["startTimeUtc"],
+        "end": details["endTimeUtc"],
+        "duration": _seconds(row["start_time"], row["end_time"]),
+        "target": details["target"],
+        "environment": row["environment"],
+        "submitter": row["submitter_user"],
+        "submitter_host": row["submitter_host"],
+        "host": row["host"],
+        "git": git,
+        "tags": details["tags"],
+        "properties": props,
+        "error": details.get("error"),
+        "metrics": run_metrics(ws, seq),
+        "metric_counts": metric_counts(ws, seq),
+        "children": children,
+        "more_children": len(kids) > MAX_CHILDREN,
+        "files": names,
+        "more_files": len(all_names) - len(names),
+        "file_tree": file_tree(names),
+        "log": {"name": "logs/driver.log", "text": text, "offset": offset},
+    }
+
+
+def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
+    """Runs side by side: every scalar series of each run (overlaid per metric name) and the
+    fields, tags, properties and once-logged metrics whose values differ between them.
+
+    :raises RunNotFound: one of the ids names no run.
+    :raises UserErrorException: fewer than one or more than 20 ids.
+    """
+    ids = list(dict.fromkeys(i for i in run_ids if i))
+    if not ids or len(ids) > 20:
+        raise UserErrorException("compare needs 1 to 20 run ids: ?runs=a,b,c")
+    runs = [ws.get_run(i) for i in ids]
+    charts: dict[str, dict[str, Any]] = {}
+    fields: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        r = ws.catalog.one(
+            "SELECT status, target, start_time, end_time, experiment FROM runs WHERE seq = ?",
+            (run.seq,),
+        )
+        values = {
+            "experiment": r["experiment"],
+            "status": r["status"],
+            "target": r["target"],
+            "duration": _seconds(r["start_time"], r["end_time"]),
+        }
+        values.update({f"tag:{k}": v for k, v in run.get_tags().items()})
+        values.update({f"property:{k}": v for k, v in run.get_properties().items()})
+        for name, count in metric_counts(ws, run.seq).items():
+            series = scalar_series(ws, run.seq, name)
+            if count == 1:
+                # A value logged once (a final accuracy) compares as a value, not a chart.
+                values[f"metric:{name}"] = series[0][1] if series else None
+            else:
+                charts.setdefault(name, {})[run.id] = series
+        for k, v in values.items():
+            fields.setdefault(k, {})[run.id] = v
+    differing = {
+        k: [per_run.get(i) for i in ids]
+        for k, per_run in sorted(fields.items())
+        if k != "duration" and (len(set(map(str, (per_run.get(i) for i in ids)))) > 1)
+    }
+    return {
+        "runs": [{"id": r.id, "display_name": r.display_name} for r in runs],
+        "differing": differing,
+        "charts": dict(sorted(charts.items())),
+    }

@@ -1,0 +1,137 @@
+// mlws studio: draws uPlot charts from the page's JSON blocks and keeps a running run's log and
+// metrics live over server-sent events. No inline scripts (the pages' CSP forbids them), no
+// innerHTML with data: every name and value reaches the DOM as text.
+(function () {
+  "use strict";
+  var root = document.body.getAttribute("data-root") || "";
+  var COLORS = ["#0b5cd5", "#d5420b", "#1a8f3a", "#8f1a86", "#b38f00", "#00838f", "#5d4037", "#455a64"];
+
+  function readJSON(id) {
+    var el = document.getElementById(id);
+    return el ? JSON.parse(el.textContent) : null;
+  }
+
+  function chartFor(name) {
+    var figs = document.querySelectorAll("figure.chart");
+    for (var i = 0; i < figs.length; i++) {
+      if (figs[i].getAttribute("data-name") === name) return figs[i];
+    }
+    return null;
+  }
+
+  // series: [{label, points: [[x, y], ...]}]; uPlot wants one shared x array, so series are
+  // joined on their steps (null where a run has no value at that step).
+  function toColumns(series) {
+    var xs = {};
+    series.forEach(function (s) { s.points.forEach(function (p) { xs[p[0]] = true; }); });
+    var x = Object.keys(xs).map(Number).sort(function (a, b) { return a - b; });
+    var index = {};
+    x.forEach(function (v, i) { index[v] = i; });
+    var cols = [x];
+    series.forEach(function (s) {
+      var ys = new Array(x.length).fill(null);
+      s.points.forEach(function (p) { ys[index[p[0]]] = p[1]; });
+      cols.push(ys);
+    });
+    return cols;
+  }
+
+  function draw(fig, series) {
+    var opts = {
+      width: 460, height: 240,
+      scales: { x: { time: false } },
+      series: [{ label: "step" }].concat(series.map(function (s, i) {
+        return { label: s.label, stroke: COLORS[i % COLORS.length], spanGaps: true, points: { show: false } };
+      })),
+    };
+    return new uPlot(opts, toColumns(series), fig);
+  }
+
+  var plots = {};  // metric name -> {plot, series}
+
+  function runPage() {
+    var charts = readJSON("charts-data");
+    if (!charts) return;
+    Object.keys(charts).forEach(function (name) {
+      var fig = chartFor(name);
+      var series = [{ label: name, points: charts[name] }];
+      plots[name] = { plot: draw(fig, series), series: series };
+    });
+    var live = readJSON("live-data");
+    if (live && !live.terminal) follow(live, charts);
+  }
+
+  function addPoints(name, points) {
+    var entry = plots[name];
+    if (!entry) {
+      var fig = document.createElement("figure");
+      fig.className = "chart";
+      fig.setAttribute("data-name", name);
+      var cap = document.createElement("figcaption");
+      cap.textContent = name;
+      fig.appendChild(cap);
+      document.getElementById("charts").appendChild(fig);
+      var series = [{ label: name, points: points }];
+      plots[name] = { plot: draw(fig, series), series: series };
+      return;
+    }
+    entry.series[0].points = entry.series[0].points.concat(points);
+    entry.plot.setData(toColumns(entry.series));
+  }
+
+  function follow(live, charts) {
+    var state = { offset: live.offset, steps: {} };
+    Object.keys(charts).forEach(function (name) {
+      var pts = charts[name];
+      if (pts.length) state.steps[name] = pts[pts.length - 1][0];
+    });
+    var log = document.getElementById("log");
+    var status = document.getElementById("status");
+    var ended = false;
+    function open() {
+      var url = root + "/runs/" + encodeURIComponent(live.run) + "/events?state=" +
+        encodeURIComponent(JSON.stringify(state));
+      var es = new EventSource(url);
+      es.addEventListener("log", function (e) {
+        var d = JSON.parse(e.data);
+        state.offset = d.offset;
+        var atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+        log.appendChild(document.createTextNode(d.text));
+        if (atEnd) log.scrollTop = log.scrollHeight;
+      });
+      es.addEventListener("metric", function (e) {
+        var d = JSON.parse(e.data);
+        if (d.points.length) state.steps[d.name] = d.points[d.points.length - 1][0];
+        addPoints(d.name, d.points);
+      });
+      es.addEventListener("status", function (e) {
+        var d = JSON.parse(e.data);
+        status.textContent = d.status;
+        status.className = "status s-" + d.status.toLowerCase();
+      });
+      es.addEventListener("end", function () { ended = true; es.close(); });
+      es.addEventListener("gone", function () { ended = true; es.close(); });
+      // The browser would reconnect with the first URL (and its old offsets): reopen with now's.
+      es.onerror = function () {
+        es.close();
+        if (!ended) setTimeout(open, 1000);
+      };
+    }
+    open();
+  }
+
+  function comparePage() {
+    var data = readJSON("compare-data");
+    if (!data) return;
+    Object.keys(data.charts).forEach(function (name) {
+      var per = data.charts[name];
+      var series = data.runs.filter(function (r) { return per[r.id]; }).map(function (r) {
+        return { label: r.display_name || r.id, points: per[r.id] };
+      });
+      draw(chartFor(name), series);
+    });
+  }
+
+  runPage();
+  comparePage();
+})();

@@ -1,0 +1,482 @@
+"""The studio's pages over a real uvicorn on 127.0.0.1: each page's HTML and JSON, filters, sorting
+and paging of the runs table, downsampled charts, escaping of hostile names, file downloads and
+their path tricks, live events of a running run, and the ``mlws studio`` command."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from helpers import bulk_runs, invoke, one_error_line
+
+from mlws import Experiment
+from mlws.studio.data import PAGE_SIZE
+from mlws.studio.downsample import lttb
+from mlws.studio.serve import StudioServer, bind, is_loopback
+
+XSS = "<script>alert(1)</script>"
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body and headers of a GET (an HTTP error is an answer, not an exception)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def get_json(url: str) -> dict:
+    status, body, headers = get(url)
+    assert status == 200, body[:500]
+    assert headers["content-type"].startswith("application/json")
+    return json.loads(body)
+
+
+@pytest.fixture
+def studio(ws):
+    with StudioServer(ws) as server:
+        yield server
+
+
+def finished_run(exp: Experiment, i: int, tmp_path: Path):
+    run = exp.start_logging(display_name=f"run-{i}")
+    run.tag("lr", str(i % 3))
+    run.tag("group", "a" if i % 2 else "b")
+    run.add_properties({"azureml.git.commit": f"c{i}"})
+    for step in range(5):
+        run.log("loss", 1.0 / (step + 1 + i))
+    run.log("acc", i / 10)
+    run.complete()
+    return run
+
+
+# -- pages and their JSON ------------------------------------------------------------------------
+def test_experiments_page_lists_counts_and_activity(ws, studio, tmp_path):
+    exp = Experiment(ws, "exp-a")
+    for i in range(3):
+        finished_run(exp, i, tmp_path)
+    page = get_json(studio.url + "/index.json")
+    assert [(e["name"], e["runs"]) for e in page["experiments"]] == [("exp-a", 3)]
+    assert page["experiments"][0]["last_activity"] > 0
+    assert get_json(studio.url + "/?_format=json") == page
+    status, body, headers = get(studio.url + "/")
+    assert status == 200 and b'href="/experiments/exp-a"' in body
+    assert "script-src 'self'" in headers["content-security-policy"]
+
+
+def test_runs_table_filters_sorts_and_pages(ws, studio, tmp_path):
+    exp = Experiment(ws, "exp-a")
+    runs = [finished_run(exp, i, tmp_path) for i in range(6)]
+    live = exp.start_logging(display_name="still-going")  # Running
+    base = studio.url + "/experiments/exp-a"
+    page = get_json(base + ".json")
+    assert len(page["runs"]) == 7 and page["has_next"] is False
+    assert page["columns"] == {
+        "tags": ["group", "lr"],
+        "properties": ["azureml.git.commit"],
+        "metrics": ["acc", "loss"],
+    }
+    assert page["runs"][0]["id"] == live.id  # newest first
+    row = next(r for r in page["runs"] if r["id"] == runs[2].id)
+    assert row["metrics"] == {"acc": 0.2, "loss": pytest.approx(1 / 7)}
+    assert row["tags"] == {"lr": "2", "group": "b"} and row["user"]
+
+    by_acc = get_json(base + ".json?sort=metric:acc&asc=1")
+    assert [r["id"] for r in by_acc["runs"]] == [r.id for r in runs] + [live.id]
+    by_tag = get_json(base + "?_format=json&sort=tag:lr")
+    assert [r["tags"].get("lr") for r in by_tag["runs"]][:2] == ["2", "2"]
+    by_duration = get_json(base + ".json?sort=duration&asc=1")["runs"]
+    ended = [r["duration"] for r in by_duration if r["id"] != live.id]
+    assert len(ended) == 6 and ended == sorted(ended)
+    # A running run lasts until now: once it has run longer than any ended run, it is first.
+    time.sleep(max(ended) + 0.05)
+    assert get_json(base + ".json?sort=duration")["runs"][0]["id"] == live.id
+
+    assert {r["id"] for r in get_json(base + ".json?status=Running")["runs"]} == {live.id}
+    only = get_json(base + ".json?tag=lr=1,group=a")["runs"]
+    assert {r["id"] for r in only} == {runs[1].id}
+    assert get_json(base + ".json?tag=lr=1&tag=group=a")["runs"] == only
+    # The sort links keep every filter.
+    body = get(base + "?tag=lr=1&tag=group=a")[1].decode()
+    assert "tag=lr%3D1&amp;tag=group%3Da" in body
+    assert {r["id"] for r in get_json(base + ".json?q=run-4")["runs"]} == {runs[4].id}
+    # The user's % is a plain character, not a LIKE wildcard.
+    assert get_json(base + ".json?q=%25")["runs"] == []
+    assert len(get_json(base + ".json?sort=submitter_user&asc=1")["runs"]) == 7
+
+    status, body, _ = get(base + "?sort=metric:acc")
+    assert status == 200 and body.count(b'class="run"') == 7
+    assert b'href="/runs/' + runs[0].id.encode() + b'"' in body
+    live.complete()
+
+
+def test_runs_table_pages_of_a_hundred(ws, studio):
+    exp = Experiment(ws, "many")
+    first = exp.start_logging()
+    first.complete()
+    bulk_runs(ws, "many", 2 * PAGE_SIZE + 10, start=2)
+    base = studio.url + "/experiments/many.json?sort=number&asc=1"
+    p1, p3 = get_json(base), get_json(base + "&page=3")
+    assert len(p1["runs"]) == PAGE_SIZE and p1["has_next"]
+    assert [r["number"] for r in p1["runs"]][:2] == [1, 2]
+    assert [r["number"] for r in p3["runs"]] == list(range(201, 212)) and not p3["has_next"]
+    status, body, _ = get(studio.url + "/experiments/many?page=2")
+    assert status == 200 and b'id="next"' in body and b'id="prev"' in body
+    assert body.count(b'class="run"') == PAGE_SIZE
+
+
+def test_runs_table_is_fast_at_100k_runs(ws, studio):
+    exp = Experiment(ws, "big")
+    exp.start_logging().complete()
+    bulk_runs(ws, "big", 100_000, start=2)
+    for query in ("", "?sort=metric:acc&asc=1", "?page=500", "?status=Completed&q=bulk_9999"):
+        t0 = time.monotonic()
+        status, body, _ = get(studio.url + "/experiments/big" + query)
+        took = time.monotonic() - t0
+        assert status == 200 and body.count(b'class="run"') <= PAGE_SIZE
+        # Generous for 2 busy cores; a full scan rendering every row takes far longer.
+        assert took < 3, (query, took)
+
+
+def test_runs_table_bad_input_is_one_error(ws, studio):
+    Experiment(ws, "exp-a").start_logging().complete()
+    base = studio.url + "/experiments/exp-a"
+    for query, code, text in [
+        ("?page=0", 400, "page"),
+        ("?page=x", 400, "page"),
+        ("?sort=bogus", 400, "cannot sort by"),
+        ("?sort=metric:", 400, "needs a name"),
+        ("?tag==v", 400, "needs a key"),
+    ]:
+        status, body, _ = get(base + ".json" + query)
+        assert status == code and text in json.loads(body)["error"], (query, body)
+        status, body, _ = get(base + query)
+        assert status == code and b"<h1>" in body
+    far = get_json(base + ".json?page=" + "9" * 30)
+    assert far["runs"] == [] and not far["has_next"]
+    status, body, _ = get(studio.url + "/experiments/nope.json")
+    assert status == 404 and "nope" in json.loads(body)["error"]
+    assert get(studio.url + "/runs/nope")[0] == 404
+    assert get(studio.url + "/compare?runs=nope")[0] == 404
+    assert get(studio.url + "/compare")[0] == 400
+
+
+def test_run_page_summary_charts_tables_images_children_files(ws, studio, tmp_path):
+    png = tmp_path / "p.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    run = Experiment(ws, "exp-a").start_logging(display_name="main")
+    run.tag("team", "vision")
+    run.add_properties({"azureml.git.branch": "main"})
+    for step in range(5000):
+        run.log("loss", math.sin(step / 100) + (5 if step == 1234 else 0))
+    run.log("lr", 0.01)
+    run.log("bad", float("nan"))
+    run.log_list("curve", [1, 2, 3])
+    run.log_row("per_class", cls="cat", f1=0.9)
+    run.log_row("per_class", cls="dog", f1=0.8)
+    run.log_image("sample", path=str(png))
+    run.upload_file("outputs/model/weights.bin", str(png))
+    child = run.child_run(name="child")
+    child.complete()
+    run.complete()
+
+    page = get_json(f"{studio.url}/runs/{run.id}.json")
+    assert page["status"] == "Completed" and page["display_name"] == "main"
+    assert page["submitter"] and page["git"] == {"azureml.git.branch": "main"}
+    loss = page["metrics"]["charts"]["loss"]
+    assert 1000 < len(loss) <= 2000 and loss[0][0] == 0 and loss[-1][0] == 4999
+    assert [1234, pytest.approx(5 + math.sin(12.34))] in loss  # the peak survives downsampling
+    assert page["metrics"]["charts"]["curve"] == [[0, 1], [1, 2], [2, 3]]
+    assert page["metrics"]["scalars"] == {"bad": None, "lr": 0.01}
+    assert page["metrics"]["tables"]["per_class"]["rows"] == [["cat", 0.9], ["dog", 0.8]]
+    assert page["metrics"]["images"] == {"sample": ["images/sample.png"]}
+    assert [c["id"] for c in page["children"]] == [child.id]
+    assert "outputs/model/weights.bin" in page["files"]
+    assert page["file_tree"]["dirs"]["outputs"]["dirs"]["model"]["files"] == [
+        ["weights.bin", "outputs/model/weights.bin"]
+    ]
+
+    status, body, _ = get(f"{studio.url}/runs/{run.id}")
+    html = body.decode()
+    assert status == 200
+    assert 'class="chart" data-name="loss"' in html
+    assert f'src="/runs/{run.id}/files/images/sample.png"' in html
+    assert f'href="/runs/{run.id}/files/outputs/model/weights.bin"' in html
+    assert f'href="/runs/{child.id}"' in html
+
+    status, data, headers = get(f"{studio.url}/runs/{run.id}/files/outputs/model/weights.bin")
+    assert status == 200 and data == png.read_bytes()
+    assert "attachment" in headers["content-disposition"]
+    status, data, headers = get(f"{studio.url}/runs/{run.id}/files/images/sample.png")
+    assert status == 200 and headers["content-type"] == "image/png"
+
+
+def test_run_page_lists_the_first_children_and_files(ws, studio, tmp_path, monkeypatch):
+    from mlws.studio import data
+
+    monkeypatch.setattr(data, "MAX_CHILDREN", 2)
+    monkeypatch.setattr(data, "MAX_FILES", 3)
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    run = Experiment(ws, "exp-a").start_logging()
+    kids = [run.child_run() for _ in range(3)]
+    run.upload_files([f"outputs/{i}.txt" for i in range(5)], [str(f)] * 5)
+    page = get_json(f"{studio.url}/runs/{run.id}.json")
+    assert [c["id"] for c in page["children"]] == [k.id for k in kids[:2]]
+    assert page["more_children"] and page["more_files"] == 2 and len(page["files"]) == 3
+    html = get(f"{studio.url}/runs/{run.id}")[1].decode()
+    assert 'id="more-children"' in html and "and 2 more files" in html
+    for k in kids:
+        k.complete()
+    run.complete()
+
+
+def test_file_download_refuses_path_tricks(ws, studio, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not serve")
+    run = Experiment(ws, "exp-a").start_logging()
+    run.upload_file("outputs/a.txt", str(secret))
+    run.complete()
+    files = f"{studio.url}/runs/{run.id}/files/"
+    for trick, codes in [
+        ("../../../../etc/passwd", (400, 404)),
+        ("%2e%2e/%2e%2e/etc/passwd", (400, 404)),
+        ("outputs/..%2F..%2Fsecret.txt", (400,)),
+        ("%2Fetc%2Fpasswd", (400,)),
+        ("outputs%5C..%5Ca.txt", (400,)),
+        ("outputs/a.txt%00.png", (400,)),
+        ("outputs/nope.txt", (404,)),
+        ("secret.txt", (404,)),
+    ]:
+        status, body, _ = get(files + trick)
+        assert status in codes, (trick, status, body[:200])
+        assert b"do not serve" not in body and b"root:" not in body
+    assert get(f"{studio.url}/runs/nope/files/outputs/a.txt")[0] == 404
+
+
+def test_hostile_names_render_as_text(ws, studio, tmp_path):
+    f = tmp_path / "x.txt"
+    f.write_text("x")
+    run = Experiment(ws, "exp-a").start_logging(display_name=XSS)
+    run.tag(XSS, XSS)
+    run.add_properties({XSS: XSS})
+    run.log(XSS, 1)
+    run.log(XSS, 2)
+    run.log("one", XSS)
+    run.log_row("rows", **{"c": XSS})
+    run.upload_file(f"outputs/{XSS}.txt", str(f))
+    run.complete()
+    other = Experiment(ws, "exp-a").start_logging()
+    other.tag(XSS, "different")
+    other.complete()
+    pages = [
+        "/",
+        "/experiments/exp-a",
+        f"/experiments/exp-a?sort=tag:{urllib.request.quote(XSS)}&q={urllib.request.quote(XSS)}",
+        f"/runs/{run.id}",
+        f"/compare?runs={run.id},{other.id}",
+    ]
+    for path in pages:
+        status, body, _ = get(studio.url + path)
+        html = body.decode()
+        assert status == 200, path
+        assert "alert(1)</script>" not in html.replace("<\\/script>", ""), path
+        assert "<script>alert" not in html, path
+    run_html = get(f"{studio.url}/runs/{run.id}")[1].decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in run_html
+    # The chart data block holds the name with < escaped, so it cannot end its <script>.
+    assert "\\u003cscript\\u003e" in run_html
+    # The file with that name downloads by its (quoted) path.
+    quoted = urllib.request.quote(f"outputs/{XSS}.txt")
+    assert get(f"{studio.url}/runs/{run.id}/files/{quoted}")[1] == b"x"
+
+
+def test_compare_overlays_metrics_and_shows_only_what_differs(ws, studio, tmp_path):
+    exp = Experiment(ws, "exp-a")
+    runs = [finished_run(exp, i, tmp_path) for i in range(3)]
+    ids = ",".join(r.id for r in runs)
+    page = get_json(f"{studio.url}/compare.json?runs={ids}")
+    assert [r["id"] for r in page["runs"]] == [r.id for r in runs]
+    assert set(page["charts"]) == {"loss"}  # acc was logged once per run: a value, not a series
+    assert set(page["charts"]["loss"]) == {r.id for r in runs}
+    assert set(page["differing"]) == {
+        "tag:lr",
+        "tag:group",
+        "property:azureml.git.commit",
+        "metric:acc",
+    }
+    assert page["differing"]["metric:acc"] == [0.0, 0.1, 0.2]
+    assert page["differing"]["tag:lr"] == ["0", "1", "2"]
+    # The runs table's checkboxes submit run=a&run=b.
+    same = get_json(f"{studio.url}/compare.json?run={runs[0].id}&run={runs[1].id}")
+    assert len(same["runs"]) == 2
+    status, body, _ = get(f"{studio.url}/compare?runs={ids}")
+    assert status == 200 and b'id="differing"' in body and b'data-name="loss"' in body
+
+
+# -- live ----------------------------------------------------------------------------------------
+def read_events(url: str, until: str, timeout: float) -> list[tuple[str, dict]]:
+    """Server-sent events from ``url`` until one of kind ``until`` (or fail after ``timeout``)."""
+    out: list[tuple[str, dict]] = []
+    deadline = time.monotonic() + timeout
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for raw in r:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                out.append((kind, json.loads(line[6:])))
+                if kind == until:
+                    return out
+            assert time.monotonic() < deadline, out
+    raise AssertionError(f"stream ended before {until!r}: {out}")
+
+
+def test_live_events_bring_new_metrics_and_the_end(ws, studio):
+    run = Experiment(ws, "exp-a").start_logging()
+    run.log("loss", 1.0)
+    run.log("loss", 0.5)
+    run.flush()
+    state = urllib.request.quote(json.dumps({"offset": 0, "steps": {"loss": 0}}))
+    url = f"{studio.url}/runs/{run.id}/events?state={state}"
+    events = read_events(url, "metric", 10)
+    assert events[0] == ("status", {"status": "Running", "terminal": False})
+    assert events[-1] == ("metric", {"name": "loss", "points": [[1, 0.5]]})
+
+    t0 = time.monotonic()
+    run.log("loss", 0.25)
+    run.flush()
+    state = urllib.request.quote(json.dumps({"offset": 0, "steps": {"loss": 1}}))
+    events = read_events(f"{studio.url}/runs/{run.id}/events?state={state}", "metric", 10)
+    assert events[-1][1]["points"] == [[2, 0.25]] and time.monotonic() - t0 < 2
+    run.complete()
+    events = read_events(url, "end", 10)
+    assert ("status", {"status": "Completed", "terminal": True}) in events
+    for bad in ("nope", "[]", '{"offset": -1}', '{"steps": {"a": 1e300}}', '{"steps": [1]}'):
+        state = urllib.request.quote(bad)
+        assert get(f"{studio.url}/runs/{run.id}/events?state={state}")[0] == 400, bad
+    assert get(f"{studio.url}/runs/nope/events")[0] == 404
+
+
+# -- units ---------------------------------------------------------------------------------------
+def test_lttb_keeps_ends_and_peaks():
+    pts = [[i, 0.0] for i in range(10_000)]
+    pts[7777][1] = 9.0
+    out = lttb(pts, 500)
+    assert len(out) == 500 and out[0] == [0, 0.0] and out[-1] == [9999, 0.0]
+    assert [7777, 9.0] in out
+    assert [x for x, _ in out] == sorted(x for x, _ in out)
+    assert lttb(pts[:10], 500) == pts[:10]
+
+
+def test_query_runs_offset_and_text_refuse_bad_input(ws):
+    from mlws.errors import UserErrorException
+    from mlws.experiments import query_runs
+
+    exp = Experiment(ws, "exp-a")
+    runs = [exp.start_logging(display_name=f"n{i}") for i in range(5)]
+    got = query_runs(ws, experiment="exp-a", sort_by="number", ascending=True, limit=2, offset=2)
+    assert [r["id"] for r in got] == [runs[2].id, runs[3].id]
+    assert len(query_runs(ws, experiment="exp-a", offset=4)) == 1
+    assert [r["id"] for r in query_runs(ws, text="n3")] == [runs[3].id]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(UserErrorException, match="offset"):
+            query_runs(ws, offset=bad)
+    with pytest.raises(UserErrorException, match="needs a name"):
+        query_runs(ws, sort_by="tag:")
+    for r in runs:
+        r.complete()
+
+
+# -- the command ---------------------------------------------------------------------------------
+def test_mlws_studio_prints_its_url_and_ends_on_sigterm(ws, tmp_path):
+    Experiment(ws, "exp-a").start_logging().complete()
+    running = Experiment(ws, "exp-a").start_logging()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlws", "studio", "-w", str(ws.path), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("mlws studio: http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split()[2].rstrip("/")
+        page = get_json(url + "/index.json")
+        assert [e["name"] for e in page["experiments"]] == ["exp-a"]
+        # An open event stream (a browser on a running run's page) does not keep it alive.
+        stream = urllib.request.urlopen(f"{url}/runs/{running.id}/events", timeout=10)
+        assert stream.readline() == b"event: status\n"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down, then re-raises the signal: the usual death by SIGTERM, no traceback.
+        assert proc.wait(10) in (0, -signal.SIGTERM)
+        assert time.monotonic() - t0 < 5
+        assert "Traceback" not in proc.stderr.read()
+        stream.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        running.complete()
+
+
+def test_mlws_studio_bad_input_is_one_error(ws, tmp_path):
+    sock = bind("127.0.0.1", 0)
+    try:
+        port = sock.getsockname()[1]
+        result = invoke("studio", "-w", str(ws.path), "--port", str(port))
+        assert f"cannot listen on 127.0.0.1:{port}" in one_error_line(result)
+    finally:
+        sock.close()
+    for host in ("no-such-host.invalid", "../../etc/passwd", "203.0.113.7"):
+        result = invoke("studio", "-w", str(ws.path), "--host", host)
+        assert "cannot listen on" in one_error_line(result), host
+    # Beyond loopback the command warns (the studio has no sign-in).
+    for host, local in (("127.0.0.1", True), ("0.0.0.0", False)):
+        sock = bind(host, 0)
+        assert is_loopback(sock) is local
+        sock.close()
+    # "" would be every interface to socket.bind.
+    assert "needs an address" in one_error_line(invoke("studio", "--host", " "))
+    result = invoke("studio", "-w", str(tmp_path / "nope"))
+    assert "no workspace at" in one_error_line(result)
+    assert not (tmp_path / "nope").exists()
+    assert invoke("studio", "--port", "70000").exit_code == 2  # click's usage error
+
+
+def test_every_studio_asset_ships_in_the_package():
+    """Templates and static files are package data (a wheel without them serves 500s), and
+    uPlot keeps its licence."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(__file__).resolve().parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["mlws"]
+    studio = root / "mlws" / "studio"
+    assets = [
+        p.relative_to(root / "mlws").as_posix()
+        for p in studio.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc")
+    ]
+    assert any(a.endswith("uplot/LICENSE") for a in assets)
+    for asset in assets:
+        assert any(fnmatch.fnmatch(asset, g) and asset.count("/") == g.count("/") for g in globs), (
+            asset
+        )

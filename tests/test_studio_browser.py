@@ -1,0 +1,234 @@
+"""The studio in headless Chromium (Debian's, driven by Playwright): the experiments page, the runs
+table (filter, sort, next page), a run page (its charts drawn, a file downloaded), compare of three
+runs, and a running run's new metric and log line appearing without a reload. Any console error,
+page error, failed request or HTTP error fails the test; screenshots go to the test's tmp_path."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from helpers import bulk_runs, make_source, submit, wait_status
+
+from mlws import Experiment
+from mlws.studio.serve import StudioServer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
+if not Path(CHROMIUM).exists():  # make install puts it in; say so rather than skip quietly
+    pytest.fail(f"no {CHROMIUM}: run make install (it installs Debian's chromium)")
+
+#: The flags TESTING.md asks for: without the background-networking ones chromium floods the
+#: closed network with refused connections.
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+class Watched:
+    """A page whose console errors, page errors, failed requests and HTTP errors are collected
+    (``problems``); the test asserts there are none."""
+
+    def __init__(self, browser, base: str, shots: Path) -> None:  # noqa: ANN001 - a Browser
+        self.context = browser.new_context(accept_downloads=True)
+        self.page = self.context.new_page()
+        self.base = base
+        self.shots = shots
+        self.problems: list[str] = []
+        self.downloads: set[str] = set()
+        p = self.page
+        p.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
+        p.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        p.on("requestfailed", self._failed)
+        p.on("response", lambda r: r.status >= 400 and self.problems.append(f"{r.status} {r.url}"))
+
+    def _failed(self, request) -> None:  # noqa: ANN001 - a Request
+        # A download ends its navigation (net::ERR_ABORTED) by design; the stream of a live
+        # run is cut when the page goes away.
+        if request.url in self.downloads or "/events?" in request.url:
+            return
+        self.problems.append(f"failed: {request.url} {request.failure}")
+
+    def goto(self, path: str) -> None:
+        self.page.goto(self.base + path)
+        self.page.wait_for_load_state("load")
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+    def close(self) -> None:
+        self.context.close()
+        assert self.problems == []
+
+
+@pytest.fixture
+def studio(ws):
+    with StudioServer(ws) as server:
+        yield server
+
+
+@pytest.fixture
+def watched(browser, studio, tmp_path):
+    w = Watched(browser, studio.url, tmp_path)
+    yield w
+    w.close()
+
+
+def rows(page) -> int:  # noqa: ANN001 - a Page
+    return page.locator("#runs tbody a.run").count()
+
+
+def test_experiments_runs_table_run_page_and_compare(ws, watched, tmp_path):
+    png = tmp_path / "img.png"
+    # A real 1x1 PNG, so the <img> loads without an error.
+    png.write_bytes(
+        bytes.fromhex(
+            "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+            "1f15c4890000000d49444154789c6360f8cf00000301010018dd8db40000000049454e44ae426082"
+        )
+    )
+    exp = Experiment(ws, "exp-a")
+    real = []
+    for i in range(3):
+        run = exp.start_logging(display_name=f"real-{i}")
+        run.tag("lr", str(i))
+        for step in range(30):
+            run.log("loss", 1.0 / (step + 1 + i))
+        run.log_image("sample", path=str(png))
+        run.upload_file("outputs/model.txt", str(png))
+        run.complete()
+        real.append(run)
+    bulk_runs(ws, "exp-a", 110, start=4)
+    page = watched.page
+
+    watched.goto("/")
+    watched.shot("experiments")
+    assert page.locator("#experiments tbody tr").count() == 1
+    page.click("text=exp-a")
+    page.wait_for_url("**/experiments/exp-a")
+    assert rows(page) == 100
+    watched.shot("runs")
+
+    page.click("#next")
+    page.wait_for_url("**page=2")
+    assert rows(page) == 13
+
+    page.fill("input[name=q]", "real-1")
+    page.click("#apply")
+    page.wait_for_url("**q=real-1**")
+    assert page.locator("#runs tbody a.run").all_inner_texts() == ["real-1"]
+
+    watched.goto("/experiments/exp-a")
+    page.click("#runs thead a:text-is('#')")  # sort by number, descending first
+    page.wait_for_url("**sort=number**")
+    assert page.locator("#runs tbody tr td.num").first.inner_text() == "113"
+    page.click("#runs thead a.sort:has-text('#')")  # again: ascending
+    page.wait_for_url("**asc=1**")
+    assert page.locator("#runs tbody a.run").first.inner_text() == "real-0"
+
+    # Compare the three real runs from the table's checkboxes.
+    for r in real:
+        page.check(f"input[value='{r.id}']")
+    page.click("#compare")
+    page.wait_for_url("**/compare?**")
+    page.wait_for_selector("figure.chart[data-name=loss] canvas")
+    assert page.locator("#differing tbody tr th").all_inner_texts() == ["tag:lr"]
+    assert page.locator(".u-legend .u-series").count() == 4  # step + one series per run
+    watched.shot("compare")
+
+    watched.goto(f"/runs/{real[0].id}")
+    page.wait_for_selector("figure.chart[data-name=loss] canvas")
+    image = page.locator("img.metric-image")
+    expect(image).to_have_js_property("complete", True)
+    assert image.evaluate("img => img.naturalWidth") == 1
+    watched.shot("run")
+    link = page.locator("a.file", has_text="model.txt")
+    watched.downloads.add(watched.base + link.get_attribute("href"))
+    with page.expect_download() as info:
+        link.click()
+    assert Path(info.value.path()).read_bytes() == png.read_bytes()
+
+
+def test_a_running_runs_new_metric_and_log_line_appear_within_2s(ws, watched, tmp_path):
+    gate, done = tmp_path / "gate", tmp_path / "done"
+    src = make_source(
+        tmp_path,
+        f"""
+        from mlws import Run
+        run = Run.get_context()
+        run.log("loss", 1.0)
+        run.flush()
+        print("before the gate", flush=True)
+        wait_gate({str(gate)!r})
+        run.log("loss", 0.5)
+        run.log("fresh", 3.0)
+        run.log("fresh", 4.0)
+        print("after the gate", flush=True)
+        wait_gate({str(done)!r})
+        """,
+    )
+    run = submit(ws, src, exp="live")
+    wait_status(run, "Running")
+    page = watched.page
+    watched.goto(f"/runs/{run.id}")
+    # Locator assertions, not wait_for_function: its polling evals a string, which the
+    # page's Content-Security-Policy (rightly) forbids.
+    expect(page.locator("#log")).to_contain_text("before the gate", timeout=15000)
+    assert page.locator("figure.chart").count() == 0  # loss has one value so far
+    gate.touch()
+    t0 = time.monotonic()
+    expect(page.locator("#log")).to_contain_text("after the gate", timeout=2000)
+    # loss's second value makes it a chart of two points; fresh arrives as a new chart.
+    page.wait_for_selector("figure.chart[data-name=loss] canvas", timeout=2000)
+    page.wait_for_selector("figure.chart[data-name=fresh] canvas", timeout=2000)
+    assert time.monotonic() - t0 < 2.5
+    watched.shot("live")
+    done.touch()
+    expect(page.locator("#status")).to_have_text("Completed", timeout=15000)
+    assert wait_status(run, "Completed") == "Completed"
+
+
+def test_hostile_names_stay_text_in_the_browser(ws, watched):
+    hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+    exp = Experiment(ws, "exp-a")
+    runs = []
+    for i in range(2):
+        run = exp.start_logging(display_name=hostile)
+        run.tag(hostile, str(i))
+        run.log(hostile, 1.0)
+        run.log(hostile, 2.0 + i)
+        run.complete()
+        runs.append(run)
+    page = watched.page
+    page.on("dialog", lambda d: watched.problems.append(f"dialog: {d.message}") or d.dismiss())
+    for path in (
+        "/experiments/exp-a",
+        f"/runs/{runs[0].id}",
+        f"/compare?runs={runs[0].id},{runs[1].id}",
+    ):
+        watched.goto(path)
+        # Only the pages' own data blocks are scripts; no name became an element.
+        made = page.locator("main img, main script:not([type='application/json'])")
+        assert made.count() == 0, path
+    # The chart drew, with the name as its caption and legend label, as text.
+    expect(page.locator("figure.chart figcaption")).to_have_text(hostile)
+    assert page.locator("figure.chart canvas").count() == 1
+    assert page.locator("#differing th").all_inner_texts()[-1] == f"tag:{hostile}"
+    watched.shot("hostile")
