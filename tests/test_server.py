@@ -27,16 +27,25 @@ def _token(ws_path: Path, name: str, role: str) -> str:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (server, ws path, tokens)
-    """One server for the module's API tests (with a 64 KB body limit), and a token per role."""
+    """One server for the module's API tests (with a 64 KB body limit), and a token per role.
+    It gets a HOME of its own, as each test does (conftest's is per test, set up after this):
+    the server's state file must not land in the real ~/.cache."""
     root = tmp_path_factory.mktemp("served")
     ws_path = root / "ws"
-    Workspace.create(ws_path, _remember_name=False).close()
-    tokens = {role: _token(ws_path, role, role) for role in ROLES}
-    server = start_server("-m", "mlws.server", str(ws_path), "--port", "0", "--max-body", "65536")
-    try:
-        yield server, ws_path, tokens
-    finally:
-        assert server.stop() == 0, server.lines
+    with pytest.MonkeyPatch.context() as mp:
+        (root / "home").mkdir()
+        mp.setenv("HOME", str(root / "home"))
+        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+            mp.delenv(var, raising=False)
+        Workspace.create(ws_path, _remember_name=False).close()
+        tokens = {role: _token(ws_path, role, role) for role in ROLES}
+        server = start_server(
+            "-m", "mlws.server", str(ws_path), "--port", "0", "--max-body", "65536"
+        )
+        try:
+            yield server, ws_path, tokens
+        finally:
+            assert server.stop() == 0, server.lines
 
 
 # -- tokens (CLI) ------------------------------------------------------------------------------
