@@ -53,10 +53,7 @@ def start_controller(experiment: Experiment, run_id: str, module: str, what: str
     :raises MlwsError: the process could not be started (the run is then ``Failed``).
     """
     from .compute import launcher
-    from .errors import MlwsError
     from .keyvault import CHANNEL_ENV
-    from .lifecycle import set_status
-    from .processes import process_start_time, start_detached
 
     ws = experiment.workspace
     penv = dict(os.environ)
@@ -64,28 +61,7 @@ def start_controller(experiment: Experiment, run_id: str, module: str, what: str
     # Forked from the workspace's warm launcher when one runs (a fresh interpreter and its
     # imports are most of a reused pipeline's time); a parent submits children, so the launcher
     # is worth warming for them.
-    pid = launcher.launch(ws.path, [str(ws.path), run_id], penv, warm_up=True, module=module)
-    if pid == 0:
-        return  # handed over, unanswered: the controller (if any) claims the run itself
-    try:
-        if pid is None:
-            pid = start_detached(module, str(ws.path), run_id, env=penv).pid
-    except OSError as e:
-        set_status(
-            ws,
-            run_id,
-            "Failed",
-            error={"code": "SystemError", "message": f"could not start {what}: {e}"},
-        )
-        raise MlwsError(f"could not start the controller of {what}: {e}") from None
-    with ws.catalog.write() as conn:
-        # The controller may already have claimed the run: only fill in what is missing.
-        conn.execute(
-            "UPDATE runs SET supervisor_pid = coalesce(supervisor_pid, ?),"
-            " supervisor_start = coalesce(supervisor_start, ?),"
-            " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
-            (pid, process_start_time(pid), run_id),
-        )
+    launcher.start_for_run(ws, run_id, module, penv, warm_up=True, what=what)
 
 
 def cancel_children(ws: Workspace, run_id: str) -> list[str]:

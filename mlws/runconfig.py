@@ -457,12 +457,10 @@ def submit_script(
     import sys
 
     from .compute import target_config
-    from .errors import MlwsError
     from .keyvault import CHANNEL_ENV
     from .lifecycle import STEP_RUN
-    from .processes import process_start_time, start_detached
     from .rundata import encode_arguments
-    from .runs import SCRIPT_RUN, Run, insert_run, key_values, set_status
+    from .runs import SCRIPT_RUN, Run, insert_run, key_values
     from .snapshots import git_properties, take_snapshot
 
     ws = experiment.workspace
@@ -536,36 +534,8 @@ def submit_script(
         "SELECT COUNT(*) FROM runs WHERE type IN (?, ?) AND created > ?",
         (SCRIPT_RUN, STEP_RUN, time.time() - 60),
     )
-    pid = launcher.launch(ws.path, [str(ws.path), run_id], penv, warm_up=recent >= 2)
-    if pid == 0:  # handed over, unanswered: the supervisor (if any) records itself
-        return Run(
-            experiment, run_id, _row=ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
-        )
-    if pid is not None:
-        with ws.catalog.write() as conn:
-            conn.execute(
-                "UPDATE runs SET supervisor_pid = ?, supervisor_start = ?,"
-                " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
-                (pid, process_start_time(pid), run_id),
-            )
-        row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
-        return Run(experiment, run_id, _row=row)
-    try:
-        proc = start_detached("mlws.compute.supervisor", str(ws.path), run_id, env=penv)
-    except OSError as e:
-        set_status(
-            ws,
-            run_id,
-            "Failed",
-            error={"code": "SystemError", "message": f"could not start the run: {e}"},
-        )
-        raise MlwsError(f"could not start the supervising process: {e}") from None
-    # The supervisor may already have moved on (Queued/Running): only fill in what is missing.
-    with ws.catalog.write() as conn:
-        conn.execute(
-            "UPDATE runs SET supervisor_pid = ?, supervisor_start = ?,"
-            " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
-            (proc.pid, process_start_time(proc.pid), run_id),
-        )
+    launcher.start_for_run(
+        ws, run_id, launcher.SUPERVISOR, penv, warm_up=recent >= 2, what="the run"
+    )
     row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
     return Run(experiment, run_id, _row=row)

@@ -589,3 +589,27 @@ def test_interactive_run_of_exited_process(ws: Workspace, completes: bool) -> No
         msg = error_message(run)
         assert "exited without completing" in msg, msg
         assert json.loads(row(ws, run.id)["error"])["code"] == "ProcessDied"
+
+
+def test_a_supervisor_that_cannot_start_fails_the_run_with_one_line(ws, tmp_path, monkeypatch):
+    """Neither a launcher nor a detached process: submit raises one MlwsError line and the run
+    is Failed with the reason, not left NotStarted (the same path starts sweep and pipeline
+    controllers: ``launcher.start_for_run``)."""
+    import mlws.processes
+    from mlws import Experiment, ScriptRunConfig
+    from mlws.errors import MlwsError
+
+    def refuse(*_a, **_k):
+        raise OSError("no more processes")
+
+    monkeypatch.setenv("MLWS_LAUNCHER", "0")
+    monkeypatch.setattr(mlws.processes, "start_detached", refuse)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.py").write_text("print('never runs')\n")
+    with pytest.raises(MlwsError, match="could not start the process supervising the run") as e:
+        Experiment(ws, "e").submit(ScriptRunConfig(str(src), "train.py"))
+    assert "\n" not in str(e.value)
+    (row,) = ws.catalog.query("SELECT status, error FROM runs")
+    assert row["status"] == "Failed"
+    assert "no more processes" in json.loads(row["error"])["message"]

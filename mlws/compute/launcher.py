@@ -186,6 +186,48 @@ def launch(
         return None
 
 
+def start_for_run(
+    ws: Any, run_id: str, module: str, env: dict[str, str], warm_up: bool, what: str
+) -> int:
+    """Start the process that supervises the recorded run ``run_id`` (``python -m module
+    <workspace> <run id>``: a script run's supervisor, a sweep's or a pipeline's controller):
+    forked by this workspace's launcher when one answers, else started detached; then record
+    it as the run's supervising process (``NotStarted`` becomes ``Queued``, unless the process
+    has moved the run on already). Returns its pid, or ``0`` when the launcher took the request
+    without answering (the process, if any, records itself; see :func:`launch`). ``what``
+    names the run in messages ("the run", "the sweep", ...).
+
+    :raises MlwsError: the process could not be started (the run is then ``Failed``).
+    """
+    from ..errors import MlwsError
+    from ..lifecycle import set_status
+    from ..processes import process_start_time, start_detached
+
+    pid = launch(ws.path, [str(ws.path), run_id], env, warm_up=warm_up, module=module)
+    if pid == 0:
+        return 0
+    if pid is None:
+        try:
+            pid = start_detached(module, str(ws.path), run_id, env=env).pid
+        except OSError as e:
+            set_status(
+                ws,
+                run_id,
+                "Failed",
+                error={"code": "SystemError", "message": f"could not start {what}: {e}"},
+            )
+            raise MlwsError(f"could not start the process supervising {what}: {e}") from None
+    with ws.catalog.write() as conn:
+        # The process may already have claimed the run: only fill in what is missing.
+        conn.execute(
+            "UPDATE runs SET supervisor_pid = coalesce(supervisor_pid, ?),"
+            " supervisor_start = coalesce(supervisor_start, ?),"
+            " status = CASE status WHEN 'NotStarted' THEN 'Queued' ELSE status END WHERE id = ?",
+            (pid, process_start_time(pid), run_id),
+        )
+    return pid
+
+
 def _read_line(s: socket.socket) -> bytes:
     data = b""
     while not data.endswith(b"\n"):
