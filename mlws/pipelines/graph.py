@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError, PipelineValidationError
-from .data import PipelineData, PipelineParameter
+from .data import OutputData, PipelineData, PipelineParameter
 from .steps import PipelineStep
 
 if TYPE_CHECKING:
@@ -102,10 +102,9 @@ class Pipeline:
         """
         from ..compute import target_config
         from ..datasets import AbstractDataset
-        from ..datastores import DataReference
         from ..errors import ComputeTargetException
         from ..runconfig import ScriptRunConfig
-        from ..rundata import DatasetConsumptionConfig, OutputFileDatasetConfig
+        from ..rundata import DatasetConsumptionConfig
 
         steps = self.steps
         in_graph = set(map(id, steps))
@@ -121,12 +120,6 @@ class Pipeline:
                 if names.setdefault(d.name, d) is not d:
                     raise PipelineValidationError(
                         f"two different PipelineData are named {d.name!r}; give each its own name"
-                    )
-            for a in [*s.arguments, *s.inputs]:
-                if isinstance(a, (OutputFileDatasetConfig, DataReference)):
-                    raise PipelineValidationError(
-                        f"step {s.name!r}: {type(a).__name__} is not supported in a pipeline yet;"
-                        " pass data between steps with PipelineData"
                     )
             for a in s.inputs:
                 if not isinstance(a, (PipelineData, DatasetConsumptionConfig, AbstractDataset)):
@@ -331,6 +324,12 @@ def encode_step(pipeline: Pipeline, step: PipelineStep, snapshot: dict[str, Any]
         "dataInputs": [d.name for d in step.data_inputs()],
         "datasets": [{k: v for k, v in d.items() if k != "_dataset"} for d in datasets.values()],
         "outputs": [d.name for d in step.outputs],
+        # Only when there are some: an older definition (and fingerprint) stays as it was.
+        **(
+            {"outputConfigs": {d.name: d.spec() for d in step.outputs if isinstance(d, OutputData)}}
+            if any(isinstance(d, OutputData) for d in step.outputs)
+            else {}
+        ),
         "params": {str(k): encode(v) for k, v in step.params.items()},
         "runConfig": rc.to_dict(),
         "allowReuse": step.allow_reuse,
