@@ -11,8 +11,8 @@ import textwrap
 import pytest
 from helpers import SCRIPT_PRELUDE, kill_run_processes, workspace_fingerprint, write
 
-from mlws import Dataset, Experiment, OutputFileDatasetConfig, ScriptRunConfig
-from mlws.errors import UserErrorException
+from mlws import Dataset, Datastore, Experiment, OutputFileDatasetConfig, ScriptRunConfig
+from mlws.errors import PipelineValidationError, UserErrorException
 from mlws.pipelines import Pipeline, PythonScriptStep
 
 PREP = """
@@ -168,4 +168,20 @@ def test_unsupported_data_uses_get_one_line_and_record_nothing(ws, tmp_path):
     PythonScriptStep("prep.py", name="a", outputs=[out], source_directory=str(src))
     with pytest.raises(UserErrorException, match="is an output of step 'a' already"):
         PythonScriptStep("prep.py", name="b", outputs=[out], source_directory=str(src))
+    # An unregistered destination, a datastore path with no file: refused at submit.
+    gone = Datastore.register_local(ws, "gone", tmp_path / "gone")
+    empty = ws.get_default_datastore().path("nothing_here")
+    gone.unregister()
+    before = workspace_fingerprint(ws.path)
+    cases = [
+        (OutputFileDatasetConfig("o", destination=(gone, "x/{run-id}")), "raw", "'gone'"),
+        (OutputFileDatasetConfig("o"), empty, "input"),
+    ]
+    for output, raw, expected in cases:
+        step = PythonScriptStep(
+            "prep.py", name="p", arguments=["--raw", raw, "--out", output], source_directory=src
+        )
+        with pytest.raises(PipelineValidationError) as e:
+            exp.submit(Pipeline(ws, [step]))
+        assert expected in str(e.value) and "\n" not in str(e.value)
     assert workspace_fingerprint(ws.path) == before

@@ -102,6 +102,7 @@ class Pipeline:
         """
         from ..compute import target_config
         from ..datasets import AbstractDataset
+        from ..datastores import Datastore
         from ..errors import ComputeTargetException
         from ..runconfig import ScriptRunConfig
         from ..rundata import DatasetConsumptionConfig
@@ -148,6 +149,9 @@ class Pipeline:
             src = self.source_of(s)
             try:
                 s.check(src, target_type)
+                for d in s.outputs:
+                    if isinstance(d, OutputData) and d.config.destination:
+                        Datastore(self.workspace, d.config.destination[0].name)  # registered
                 cmd = s.command_line()
                 ScriptRunConfig(
                     src, cmd.get("script"), command=cmd.get("command"), run_config=None
