@@ -307,7 +307,7 @@ def _encode(
         from .datasets import Dataset
 
         a = DatasetConsumptionConfig(
-            default_input_name(a),
+            a.data_reference_name or default_input_name(a),
             Dataset.File.from_files(a, validate=False),
             "download" if a.mode == "download" else "mount",
         )

@@ -12,6 +12,7 @@ import pytest
 from helpers import SCRIPT_PRELUDE, kill_run_processes, workspace_fingerprint, write
 
 from mlws import Dataset, Datastore, Experiment, OutputFileDatasetConfig, ScriptRunConfig
+from mlws.datastores import DataReference  # what azureml.data.data_reference gives
 from mlws.errors import PipelineValidationError, UserErrorException
 from mlws.pipelines import Pipeline, PythonScriptStep
 
@@ -22,7 +23,7 @@ a = p.parse_args()
 os.makedirs(a.out, exist_ok=True)
 words = sum(len(open(f).read().split()) for f in sorted(glob.glob(a.raw + "/*.txt")))
 open(os.path.join(a.out, "count.txt"), "w").write(str(words))
-print("prep wrote", a.out)
+assert os.environ["AZUREML_DATAREFERENCE_raw"] == a.raw  # the DataReference's name, as v1
 """
 
 USE = """
@@ -89,7 +90,7 @@ def test_an_output_file_dataset_config_flows_to_the_next_step_uploads_registers_
     exp = Experiment(ws, "ofd")
     try:
         # 1. The closure reaches prep through the output; use reads a read-only copy of it.
-        pipeline, prep, use = _pipeline(ws, src, store.path("raw"))
+        pipeline, prep, use = _pipeline(ws, src, store.path("raw", data_reference_name="raw"))
         assert pipeline.steps == [prep, use]
         first = exp.submit(pipeline)
         first.wait_for_completion(show_output=False, timeout_seconds=60)
@@ -106,7 +107,9 @@ def test_an_output_file_dataset_config_flows_to_the_next_step_uploads_registers_
         assert {k: v.id for k, v in p.output_datasets.items()} == {"counted": "word_counts:1"}
 
         # 2. Nothing changed: both steps are reused (and nothing is registered again).
-        second = exp.submit(_pipeline(ws, src, store.path("raw"), direct=True)[0])
+        second = exp.submit(
+            _pipeline(ws, src, store.path("raw", data_reference_name="raw"), direct=True)[0]
+        )
         second.wait_for_completion(show_output=False, timeout_seconds=30)
         assert set(_types(second).values()) == {"azureml.ReusedStepRun"}
         assert Dataset.get_by_name(ws, "word_counts").version == 1
@@ -115,7 +118,7 @@ def test_an_output_file_dataset_config_flows_to_the_next_step_uploads_registers_
         # input changed); the new output is the next version of the dataset.
         write(tmp_path / "raw" / "2.txt", "d e f g")
         store.upload(str(tmp_path / "raw"), "raw", overwrite=True, show_progress=False)
-        third = exp.submit(_pipeline(ws, src, store.path("raw"))[0])
+        third = exp.submit(_pipeline(ws, src, store.path("raw", data_reference_name="raw"))[0])
         third.wait_for_completion(show_output=False, timeout_seconds=60)
         assert _types(third) == {"prep": "azureml.StepRun", "use": "azureml.StepRun"}
         assert _seen(third, tmp_path)["n"] == 7
@@ -127,7 +130,11 @@ def test_an_output_file_dataset_config_flows_to_the_next_step_uploads_registers_
         prep2 = PythonScriptStep(
             "prep.py",
             name="prep",
-            arguments=["--raw", store.path("raw"), "--out", fourth_out],
+            arguments=[
+                "--raw",
+                DataReference(store, data_reference_name="raw", path_on_datastore="raw"),
+            ]
+            + ["--out", fourth_out],
             source_directory=str(src),
         )
         use2 = PythonScriptStep(
@@ -160,6 +167,8 @@ def test_unsupported_data_uses_get_one_line_and_record_nothing(ws, tmp_path):
         with pytest.raises(UserErrorException, match="not supported yet") as e:
             call()
         assert "\n" not in str(e.value)
+    with pytest.raises(UserErrorException, match="invalid data reference name 'raw-1'"):
+        ws.get_default_datastore().path("raw", data_reference_name="raw-1")
     # A single run cannot read an output as an input: no step writes it.
     with pytest.raises(UserErrorException, match="later pipeline step") as e:
         exp.submit(ScriptRunConfig(str(src), "use.py", arguments=["--data", out.as_input()]))
@@ -177,10 +186,11 @@ def test_unsupported_data_uses_get_one_line_and_record_nothing(ws, tmp_path):
         (OutputFileDatasetConfig("o", destination=(gone, "x/{run-id}")), "raw", "'gone'"),
         (OutputFileDatasetConfig("o"), empty, "input"),
     ]
+    raw_a, raw_b = (ws.get_default_datastore().path(p, data_reference_name="r") for p in "ab")
+    cases.append((OutputFileDatasetConfig("o"), raw_a, "two different inputs are named 'r'"))
     for output, raw, expected in cases:
-        step = PythonScriptStep(
-            "prep.py", name="p", arguments=["--raw", raw, "--out", output], source_directory=src
-        )
+        args = ["--raw", raw, "--out", output] + (["--x", raw_b] if raw is raw_a else [])
+        step = PythonScriptStep("prep.py", name="p", arguments=args, source_directory=src)
         with pytest.raises(PipelineValidationError) as e:
             exp.submit(Pipeline(ws, [step]))
         assert expected in str(e.value) and "\n" not in str(e.value)

@@ -145,9 +145,8 @@ def graph_item(item: Any, step: PipelineStep, where: str) -> Any:
         from ..rundata import DatasetConsumptionConfig, default_input_name
 
         mode = "download" if item.mode == "download" else "mount"
-        return DatasetConsumptionConfig(
-            default_input_name(item), Dataset.File.from_files(item, validate=False), mode
-        )
+        name = item.data_reference_name or default_input_name(item)
+        return DatasetConsumptionConfig(name, Dataset.File.from_files(item, validate=False), mode)
     return item
 
 

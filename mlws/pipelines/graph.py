@@ -272,7 +272,10 @@ def cycle_of(steps: list[PipelineStep]) -> str:
 
 def dataset_inputs(step: PipelineStep) -> dict[str, dict[str, Any]]:
     """The datasets a step reads, by input name: ``{"name", "mode", "pathOnCompute",
-    "dataset": dataset_spec, "inArguments", "_dataset": the dataset}``."""
+    "dataset": dataset_spec, "inArguments", "_dataset": the dataset}``.
+
+    :raises PipelineValidationError: two different inputs of one name.
+    """
     from ..datasets import AbstractDataset
     from ..rundata import DatasetConsumptionConfig, dataset_spec, default_input_name
 
@@ -283,17 +286,20 @@ def dataset_inputs(step: PipelineStep) -> dict[str, dict[str, Any]]:
                 a = a.as_named_input(default_input_name(a))
             if not isinstance(a, DatasetConsumptionConfig):
                 continue
-            spec = out.setdefault(
-                a.name,
-                {
-                    "name": a.name,
-                    "mode": a.mode,
-                    "pathOnCompute": a.path_on_compute,
-                    "dataset": dataset_spec(a.dataset),
-                    "inArguments": False,
-                    "_dataset": a.dataset,
-                },
-            )
+            new = {
+                "name": a.name,
+                "mode": a.mode,
+                "pathOnCompute": a.path_on_compute,
+                "dataset": dataset_spec(a.dataset),
+                "inArguments": False,
+                "_dataset": a.dataset,
+            }
+            spec = out.setdefault(a.name, new)
+            if spec is not new and any(spec[k] != new[k] for k in ("mode", "dataset")):
+                # One name, two data: the step could only be given one of them.
+                raise PipelineValidationError(
+                    f"step {step.name!r}: two different inputs are named {a.name!r}"
+                )
             spec["inArguments"] = spec["inArguments"] or where == "arguments"
     return out
 
