@@ -1,7 +1,8 @@
 """Pipelines with v1's other data classes (issue 13 §1): an ``OutputFileDatasetConfig`` written
 by one step and read by the next through ``.as_input()`` (or the object itself), uploaded to
 its destination and registered when the producing step completes; a ``DataReference`` read by
-a step, whose content feeds reuse; what is refused, in one line and recording nothing."""
+a step, whose content feeds reuse; the same from a v1 driver through the ``azureml`` layer; what
+is refused, in one line and recording nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import textwrap
 
 import pytest
-from helpers import SCRIPT_PRELUDE, kill_run_processes, workspace_fingerprint, write
+from helpers import SCRIPT_PRELUDE, kill_run_processes, run_driver, workspace_fingerprint, write
 
 from mlws import Dataset, Datastore, Experiment, OutputFileDatasetConfig, ScriptRunConfig
 from mlws.datastores import DataReference  # what azureml.data.data_reference gives
@@ -73,7 +74,7 @@ def _types(run):
 
 
 def _seen(run, tmp_path):
-    step = run.find_step_run("use")[0]
+    step = next(s for s in run.get_steps() if s.display_name in ("use", "use.py"))
     dest = tmp_path / "seen" / f"{step.id}.json"
     step.download_file("outputs/seen.json", str(dest))
     return json.loads(dest.read_text())
@@ -195,3 +196,46 @@ def test_unsupported_data_uses_get_one_line_and_record_nothing(ws, tmp_path):
             exp.submit(Pipeline(ws, [step]))
         assert expected in str(e.value) and "\n" not in str(e.value)
     assert workspace_fingerprint(ws.path) == before
+
+
+V1_DRIVER = """
+from azureml.core import Workspace, Experiment
+from azureml.data import OutputFileDatasetConfig
+from azureml.data.data_reference import DataReference
+from azureml.pipeline.core import Pipeline
+from azureml.pipeline.steps import PythonScriptStep
+
+ws = Workspace.from_config()
+store = ws.get_default_datastore()
+raw = DataReference(datastore=store, data_reference_name="raw", path_on_datastore="raw")
+out = OutputFileDatasetConfig(name="counted", destination=(store, "v1/{run-id}"))
+prep = PythonScriptStep(script_name="prep.py", source_directory="src", compute_target="local",
+                        arguments=["--raw", raw, "--out", out.register_on_complete("v1_counts")])
+use = PythonScriptStep(script_name="use.py", source_directory="src",
+                       arguments=["--data", out.as_input(name="counted")])
+run = Experiment(ws, "v1-ofd").submit(Pipeline(workspace=ws, steps=[use]))
+print(run.id)
+"""
+
+
+def test_a_v1_driver_passes_an_output_file_dataset_config_and_a_data_reference(ws, tmp_path):
+    project = tmp_path / "project"
+    for name, body in (("prep.py", PREP), ("use.py", USE)):
+        write(project / "src" / name, SCRIPT_PRELUDE + textwrap.dedent(body))
+    write(tmp_path / "raw" / "1.txt", "one two")
+    write(tmp_path / "raw" / "2.txt", "three")  # (a folder of one file would be given the file)
+    store = ws.get_default_datastore()
+    store.upload(str(tmp_path / "raw"), "raw", show_progress=False)
+    write(project / "driver.py", V1_DRIVER)
+    try:
+        r = run_driver(project, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        run = ws.get_run(r.stdout.strip().splitlines()[-1])
+        run.wait_for_completion(show_output=False, timeout_seconds=60)
+        assert run.get_status() == "Completed"
+        assert _seen(run, tmp_path)["n"] == 3
+        p = run.find_step_run("prep.py")[0]
+        assert (store.root / "v1" / p.id / "count.txt").read_text() == "3"
+        assert Dataset.get_by_name(ws, "v1_counts").to_path() == [f"/v1/{p.id}/count.txt"]
+    finally:
+        kill_run_processes(ws)
