@@ -72,7 +72,13 @@ def is_inside(root: Path, path: Path) -> bool:
 
 
 class DataReference:
-    """A path on a datastore (v1: ``datastore.path("folder")``); runs receive it as a real path."""
+    """A path on a datastore (v1: ``datastore.path("folder")``); runs receive it as a real path.
+    ``data_reference_name`` names it as a run's or step's input (v1's keyword: pass v1's
+    arguments by keyword, as the second positional one here is the path); v1's
+    ``path_on_compute`` and ``overwrite`` are accepted and change nothing.
+
+    :raises UserErrorException: ``data_reference_name`` is not letters, digits and ``_``.
+    """
 
     def __init__(
         self,
@@ -83,11 +89,11 @@ class DataReference:
         path_on_compute: str | None = None,
         overwrite: bool = False,
     ) -> None:
+        from .rundata import check_data_name
+
         self.datastore = datastore
         self.path_on_datastore = clean_path(path_on_datastore or "")
         self.mode = mode
-        from .rundata import check_data_name
-
         #: v1's name of the input: the script finds it as ``$AZUREML_DATAREFERENCE_<name>``
         #: (None: one derived from the path).
         self.data_reference_name = (
