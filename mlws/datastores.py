@@ -72,14 +72,35 @@ def is_inside(root: Path, path: Path) -> bool:
 
 
 class DataReference:
-    """A path on a datastore (v1: ``datastore.path("folder")``); runs receive it as a real path."""
+    """A path on a datastore (v1: ``datastore.path("folder")``); runs receive it as a real path.
+    ``data_reference_name`` names it as a run's or step's input (v1's keyword: pass v1's
+    arguments by keyword, as the second positional one here is the path); v1's
+    ``path_on_compute`` and ``overwrite`` are accepted and change nothing.
+
+    :raises UserErrorException: ``data_reference_name`` is not letters, digits and ``_``.
+    """
 
     def __init__(
-        self, datastore: Datastore, path_on_datastore: str = "", mode: str = "mount"
+        self,
+        datastore: Datastore,
+        path_on_datastore: str | None = "",
+        mode: str = "mount",
+        data_reference_name: str | None = None,
+        path_on_compute: str | None = None,
+        overwrite: bool = False,
     ) -> None:
+        from .rundata import check_data_name
+
         self.datastore = datastore
-        self.path_on_datastore = clean_path(path_on_datastore)
+        self.path_on_datastore = clean_path(path_on_datastore or "")
         self.mode = mode
+        #: v1's name of the input: the script finds it as ``$AZUREML_DATAREFERENCE_<name>``
+        #: (None: one derived from the path).
+        self.data_reference_name = (
+            None
+            if data_reference_name is None
+            else check_data_name(data_reference_name, "data reference")
+        )
 
     @property
     def local_path(self) -> Path:
@@ -95,12 +116,16 @@ class DataReference:
 
     def as_mount(self) -> DataReference:
         """This path as a run input that the run reads in place."""
-        return DataReference(self.datastore, self.path_on_datastore, "mount")
+        return DataReference(
+            self.datastore, self.path_on_datastore, "mount", self.data_reference_name
+        )
 
     def as_download(self) -> DataReference:
         """This path as a run input copied into the run's folder first, so the script may change its
         copy."""
-        return DataReference(self.datastore, self.path_on_datastore, "download")
+        return DataReference(
+            self.datastore, self.path_on_datastore, "download", self.data_reference_name
+        )
 
     def __str__(self) -> str:
         return self.datastore._where(self.path_on_datastore)
@@ -343,11 +368,13 @@ class Datastore:
         self, path: str | None = None, data_reference_name: str | None = None
     ) -> DataReference:
         """A :class:`DataReference` to ``path`` on this datastore (its root when None), to pass as a
-        run argument. ``data_reference_name`` is accepted for v1 compatibility and ignored.
+        run argument. ``data_reference_name`` names the input (``$AZUREML_DATAREFERENCE_<name>``
+        in the run), as v1; by default one is derived from the path.
 
         :raises UnsafePath: ``path`` is absolute or has a ``..`` component.
+        :raises UserErrorException: ``data_reference_name`` is not letters, digits and ``_``.
         """
-        return DataReference(self, path or "")
+        return DataReference(self, path or "", data_reference_name=data_reference_name)
 
     def _target(self, target_path: str | None) -> Path:
         rel = clean_path(target_path)

@@ -137,6 +137,9 @@ class OutputFileDatasetConfig:
         self.source = _relative(source, "source")
         self._register: dict[str, Any] | None = None
         self._overwrite = False
+        #: Shared by every copy of this output (``register_on_complete``, ``as_upload``...):
+        #: the pipeline keeps here the ``PipelineData`` that carries it between steps.
+        self.pipeline_link: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"OutputFileDatasetConfig(name={self.name!r}, destination={self.destination!r})"
@@ -175,6 +178,55 @@ class OutputFileDatasetConfig:
         """v1 writes through to the datastore; here the folder is uploaded when the run
         completes, which gives the same files at the destination."""
         return self._copy()
+
+    def as_input(self, name: str | None = None) -> OutputAsInput:
+        """This output as the input of a later pipeline step (a read-only copy of what the
+        producing step wrote). ``name`` is accepted for v1 code: the input keeps the output's
+        name (``$AZUREML_DATAREFERENCE_<output name>``)."""
+        return OutputAsInput(self)
+
+    def registration(self) -> dict[str, Any] | None:
+        """What :meth:`register_on_complete` asked for (``name``, ``description``, ``tags``),
+        or None."""
+        return self._register
+
+    def overwrites(self) -> bool:
+        """Whether the upload replaces files already at the destination (:meth:`as_upload`)."""
+        return self._overwrite
+
+    def read_delimited_files(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported yet: register the output as a File dataset and read it with
+        ``Dataset.Tabular.from_delimited_files`` over its files.
+
+        :raises UserErrorException: always.
+        """
+        raise UserErrorException(
+            "OutputFileDatasetConfig.read_delimited_files is not supported yet: register the"
+            " output (register_on_complete) and read its files with"
+            " Dataset.Tabular.from_delimited_files"
+        )
+
+    def read_parquet_files(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported yet (as :meth:`read_delimited_files`).
+
+        :raises UserErrorException: always.
+        """
+        raise UserErrorException(
+            "OutputFileDatasetConfig.read_parquet_files is not supported yet: register the"
+            " output (register_on_complete) and read its files with"
+            " Dataset.Tabular.from_parquet_files"
+        )
+
+
+class OutputAsInput:
+    """An ``OutputFileDatasetConfig`` read by a later pipeline step (what its ``as_input()``
+    returns); only a pipeline step can take it, as its producer is another step."""
+
+    def __init__(self, output: OutputFileDatasetConfig) -> None:
+        self.output = output
+
+    def __repr__(self) -> str:
+        return f"OutputAsInput({self.output!r})"
 
 
 class StoredInput:
@@ -232,7 +284,7 @@ def encode_arguments(
         args.append(_encode(ws, a, inputs, outputs))
     data = (AbstractDataset, DataReference, DatasetConsumptionConfig, OutputFileDatasetConfig)
     for a in extra:
-        if not isinstance(a, (*data, StoredInput, RunFilesOutput)):
+        if not isinstance(a, (*data, StoredInput, RunFilesOutput, OutputAsInput)):
             raise UserErrorException(f"not a run input or output: {a!r}")
         _encode(ws, a, inputs, outputs)  # named, not on the command line
     clash = set(inputs) & set(outputs)
@@ -255,9 +307,14 @@ def _encode(
         from .datasets import Dataset
 
         a = DatasetConsumptionConfig(
-            default_input_name(a),
+            a.data_reference_name or default_input_name(a),
             Dataset.File.from_files(a, validate=False),
             "download" if a.mode == "download" else "mount",
+        )
+    if isinstance(a, OutputAsInput):
+        raise UserErrorException(
+            f"{a.output!r}.as_input() is the input of a later pipeline step; a single run cannot"
+            " read an output it does not write"
         )
     if isinstance(a, StoredInput):
         spec = {"name": a.name, "mode": "mount", "pathOnCompute": None, "manifest": a.manifest}

@@ -305,10 +305,6 @@ def run_v1_driver(project: Path, workspace_name: str, timeout: float = 120):  # 
     ``PYTHONPATH`` and the workspace found through ``.azureml/config.json`` (written here, naming
     ``workspace_name``), not through ``MLWS_WORKSPACE``."""
     import json
-    import subprocess
-    import sys
-
-    from mlws.processes import python_path
 
     (project / ".azureml").mkdir(parents=True, exist_ok=True)
     (project / ".azureml" / "config.json").write_text(
@@ -320,8 +316,20 @@ def run_v1_driver(project: Path, workspace_name: str, timeout: float = 120):  # 
             }
         )
     )
+    return run_driver(project, timeout, keep_workspace=False)
+
+
+def run_driver(project: Path, timeout: float = 120, keep_workspace: bool = True):  # noqa: ANN201 - a CompletedProcess
+    """Run ``project/driver.py`` with mlws's ``azureml`` layer on ``PYTHONPATH``; the workspace
+    is ``MLWS_WORKSPACE`` as the test has it, unless not ``keep_workspace``."""
+    import subprocess
+    import sys
+
+    from mlws.processes import python_path
+
     env = {**os.environ, "PYTHONPATH": python_path(os.environ.get("PYTHONPATH"))}
-    env.pop("MLWS_WORKSPACE", None)
+    if not keep_workspace:
+        env.pop("MLWS_WORKSPACE", None)
     return subprocess.run(
         [sys.executable, "driver.py"],
         cwd=project,

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
 import pytest
 from helpers import (
     SCRIPT_PRELUDE,
     kill_run_processes,
+    run_driver,
     wait_status,
     wait_until,
     workspace_fingerprint,
@@ -34,7 +33,6 @@ from mlws.pipelines import (
     PythonScriptStep,
     StepRun,
 )
-from mlws.processes import python_path
 
 TERMINAL = ("Completed", "Failed", "Canceled")
 
@@ -466,16 +464,8 @@ def test_a_v1_driver_builds_and_submits_a_pipeline_that_outlives_it(ws, tmp_path
     write(tmp_path / "raw" / "1.txt", "one two three")
     write(tmp_path / "raw" / "2.txt", "four")
     write(project / "driver.py", V1_DRIVER.replace("RAW", repr(str(tmp_path / "raw"))))
-    env = {**os.environ, "PYTHONPATH": python_path(os.environ.get("PYTHONPATH"))}
     try:
-        r = subprocess.run(
-            [sys.executable, "driver.py"],
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        r = run_driver(project, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         run = ws.get_run(r.stdout.strip().splitlines()[-1])  # the driver has exited
         assert isinstance(run, PipelineRun)

@@ -188,11 +188,28 @@ class PipelineController(controllers.Controller):
         if "param" in a:
             return str(self.values[a["param"]])
         if "data" in a:
+            if a["data"] in (step.get("outputConfigs") or {}):
+                return self.output_config(a["data"], step["outputConfigs"][a["data"]])
             if a["data"] in step["outputs"]:
                 return RunFilesOutput(a["data"])
             return StoredInput(a["data"], self.data[a["data"]])
         spec = next(d for d in step["datasets"] if d["name"] == a["dataset"])
         return self.dataset(spec)
+
+    def output_config(self, name: str, spec: dict[str, Any]) -> Any:
+        """An ``OutputFileDatasetConfig`` output of a step: written under ``outputs/<name>/``
+        (so later steps read it from the run's files, as ``PipelineData``) and uploaded to its
+        destination -- and registered -- when the step completes, as by a single run."""
+        from ..datastores import Datastore
+        from ..rundata import OutputFileDatasetConfig
+
+        store = Datastore(self.ws, spec["datastore"]) if spec["datastore"] else None
+        out = OutputFileDatasetConfig(
+            name, destination=(store, spec["path"]) if store else None, source=f"outputs/{name}"
+        ).as_upload(spec["overwrite"])
+        if spec["register"]:
+            out = out.register_on_complete(**spec["register"])
+        return out
 
     def dataset(self, spec: dict[str, Any]) -> Any:
         """A dataset input as the run configuration takes it."""
@@ -249,6 +266,8 @@ class PipelineController(controllers.Controller):
                 "targetType": target_type,
                 "inputs": inputs,
                 "outputs": sorted(step["outputs"]),
+                # Only when there are some, so that older fingerprints still match.
+                **({"outputConfigs": step["outputConfigs"]} if step.get("outputConfigs") else {}),
             }
         )
 

@@ -8,6 +8,15 @@ read-only copy of them (``.mlws-data/in/<name>`` in its working folder, from the
 datastore in between). In both steps the path is also ``$AZUREML_DATAREFERENCE_<name>``, as in
 v1, and ``str(data)`` is that variable's name, so ``f"--out={data}"``-style code keeps working
 when the argument is the object itself.
+
+v1's other data classes are carried the same way. An ``OutputFileDatasetConfig`` a step
+writes (in its ``outputs``, or in its ``arguments`` when no earlier step writes it) is an
+:class:`OutputData`: a ``PipelineData`` that also remembers the output's destination and
+registration, so the producing step's run writes it under ``outputs/<name>/`` *and* uploads it
+to its datastore destination (and registers it) when it completes, as a single run would; a
+later step reads it through ``.as_input()`` (or the object itself) as a read-only copy. A
+``DataReference`` (``datastore.path("x")``) a step reads becomes a dataset over those files
+(see :func:`graph_item`), so its content is in the step's fingerprint.
 """
 
 from __future__ import annotations
@@ -77,6 +86,68 @@ class PipelineData:
     ) -> PipelineData:
         """The data as a step's input (a copy here whatever the mode, read-only)."""
         return self
+
+
+class OutputData(PipelineData):
+    """The ``PipelineData`` that carries an ``OutputFileDatasetConfig`` between steps;
+    ``config`` is the output as its producing step gave it (destination, registration)."""
+
+    def __init__(self, config: Any) -> None:
+        import secrets
+
+        # v1 names an unnamed output output_<8 hex>.
+        super().__init__(config.name or f"output_{secrets.token_hex(4)}")
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"OutputData(name={self.name!r})"
+
+    def spec(self) -> dict[str, Any]:
+        """Where the producing step uploads it and how it registers it, as the pipeline run's
+        definition records it (``datastore`` None: the workspace's default)."""
+        c = self.config
+        return {
+            "datastore": c.destination[0].name if c.destination else None,
+            "path": c.destination[1] if c.destination else "dataset/{run-id}/{output-name}",
+            "overwrite": c.overwrites(),
+            "register": c.registration(),
+        }
+
+
+def output_data(config: Any) -> OutputData:
+    """The one :class:`OutputData` of an ``OutputFileDatasetConfig`` (shared by its copies)."""
+    link = config.pipeline_link
+    if "data" not in link:
+        link["data"] = OutputData(config)
+    return link["data"]
+
+
+def graph_item(item: Any, step: PipelineStep, where: str) -> Any:
+    """A step's argument, input or output (``where``) with v1's data classes turned into what
+    the graph carries: an ``OutputFileDatasetConfig`` its :class:`OutputData` (an output of
+    ``step`` when it is in its ``outputs``, or in its ``arguments`` and no other step writes
+    it), its ``as_input()`` the same data as an input, a ``DataReference`` a dataset input
+    over its files. Anything else is returned as it is."""
+    from ..datastores import DataReference
+    from ..rundata import OutputAsInput, OutputFileDatasetConfig
+
+    if isinstance(item, OutputAsInput):
+        return output_data(item.output)
+    if isinstance(item, OutputFileDatasetConfig):
+        data = output_data(item)
+        if where == "outputs" or (where == "arguments" and data.producer in (None, step)):
+            data.config = item  # the producer's copy says where it goes and how it registers
+            if where == "arguments" and data not in step.outputs:
+                step.outputs.append(data)
+        return data
+    if isinstance(item, DataReference) and where != "outputs":
+        from ..datasets import Dataset
+        from ..rundata import DatasetConsumptionConfig, default_input_name
+
+        mode = "download" if item.mode == "download" else "mount"
+        name = item.data_reference_name or default_input_name(item)
+        return DatasetConsumptionConfig(name, Dataset.File.from_files(item, validate=False), mode)
+    return item
 
 
 class PipelineParameter:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError, PipelineValidationError
-from .data import PipelineData, PipelineParameter
+from .data import OutputData, PipelineData, PipelineParameter
 from .steps import PipelineStep
 
 if TYPE_CHECKING:
@@ -102,10 +102,10 @@ class Pipeline:
         """
         from ..compute import target_config
         from ..datasets import AbstractDataset
-        from ..datastores import DataReference
+        from ..datastores import Datastore
         from ..errors import ComputeTargetException
         from ..runconfig import ScriptRunConfig
-        from ..rundata import DatasetConsumptionConfig, OutputFileDatasetConfig
+        from ..rundata import DatasetConsumptionConfig
 
         steps = self.steps
         in_graph = set(map(id, steps))
@@ -121,12 +121,6 @@ class Pipeline:
                 if names.setdefault(d.name, d) is not d:
                     raise PipelineValidationError(
                         f"two different PipelineData are named {d.name!r}; give each its own name"
-                    )
-            for a in [*s.arguments, *s.inputs]:
-                if isinstance(a, (OutputFileDatasetConfig, DataReference)):
-                    raise PipelineValidationError(
-                        f"step {s.name!r}: {type(a).__name__} is not supported in a pipeline yet;"
-                        " pass data between steps with PipelineData"
                     )
             for a in s.inputs:
                 if not isinstance(a, (PipelineData, DatasetConsumptionConfig, AbstractDataset)):
@@ -155,6 +149,9 @@ class Pipeline:
             src = self.source_of(s)
             try:
                 s.check(src, target_type)
+                for d in s.outputs:
+                    if isinstance(d, OutputData) and d.config.destination:
+                        Datastore(self.workspace, d.config.destination[0].name)  # registered
                 cmd = s.command_line()
                 ScriptRunConfig(
                     src, cmd.get("script"), command=cmd.get("command"), run_config=None
@@ -275,7 +272,10 @@ def cycle_of(steps: list[PipelineStep]) -> str:
 
 def dataset_inputs(step: PipelineStep) -> dict[str, dict[str, Any]]:
     """The datasets a step reads, by input name: ``{"name", "mode", "pathOnCompute",
-    "dataset": dataset_spec, "inArguments", "_dataset": the dataset}``."""
+    "dataset": dataset_spec, "inArguments", "_dataset": the dataset}``.
+
+    :raises PipelineValidationError: two different inputs of one name.
+    """
     from ..datasets import AbstractDataset
     from ..rundata import DatasetConsumptionConfig, dataset_spec, default_input_name
 
@@ -286,17 +286,20 @@ def dataset_inputs(step: PipelineStep) -> dict[str, dict[str, Any]]:
                 a = a.as_named_input(default_input_name(a))
             if not isinstance(a, DatasetConsumptionConfig):
                 continue
-            spec = out.setdefault(
-                a.name,
-                {
-                    "name": a.name,
-                    "mode": a.mode,
-                    "pathOnCompute": a.path_on_compute,
-                    "dataset": dataset_spec(a.dataset),
-                    "inArguments": False,
-                    "_dataset": a.dataset,
-                },
-            )
+            new = {
+                "name": a.name,
+                "mode": a.mode,
+                "pathOnCompute": a.path_on_compute,
+                "dataset": dataset_spec(a.dataset),
+                "inArguments": False,
+                "_dataset": a.dataset,
+            }
+            spec = out.setdefault(a.name, new)
+            if spec is not new and any(spec[k] != new[k] for k in ("mode", "dataset")):
+                # One name, two data: the step could only be given one of them.
+                raise PipelineValidationError(
+                    f"step {step.name!r}: two different inputs are named {a.name!r}"
+                )
             spec["inArguments"] = spec["inArguments"] or where == "arguments"
     return out
 
@@ -331,6 +334,12 @@ def encode_step(pipeline: Pipeline, step: PipelineStep, snapshot: dict[str, Any]
         "dataInputs": [d.name for d in step.data_inputs()],
         "datasets": [{k: v for k, v in d.items() if k != "_dataset"} for d in datasets.values()],
         "outputs": [d.name for d in step.outputs],
+        # Only when there are some: an older definition (and fingerprint) stays as it was.
+        **(
+            {"outputConfigs": {d.name: d.spec() for d in step.outputs if isinstance(d, OutputData)}}
+            if any(isinstance(d, OutputData) for d in step.outputs)
+            else {}
+        ),
         "params": {str(k): encode(v) for k, v in step.params.items()},
         "runConfig": rc.to_dict(),
         "allowReuse": step.allow_reuse,

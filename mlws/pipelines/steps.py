@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from ..errors import UserErrorException
-from .data import PipelineData, PipelineParameter
+from .data import PipelineData, PipelineParameter, graph_item
 
 
 class PipelineStep:
@@ -29,7 +29,7 @@ class PipelineStep:
         compute_target: Any = None,
         runconfig: Any = None,
         inputs: list[Any] | None = None,
-        outputs: list[PipelineData] | None = None,
+        outputs: list[Any] | None = None,
         params: dict[str, Any] | None = None,
         source_directory: str | os.PathLike[str] | None = None,
         allow_reuse: bool = True,
@@ -37,9 +37,12 @@ class PipelineStep:
         if not isinstance(name, str) or not name.strip():
             raise UserErrorException(f"a pipeline step needs a name, got {name!r}")
         self.name = name
-        self.arguments: list[Any] = list(arguments or [])
-        self.inputs: list[Any] = list(inputs or [])
-        self.outputs: list[PipelineData] = list(outputs or [])
+        self.outputs: list[PipelineData] = []
+        self.outputs = [graph_item(o, self, "outputs") for o in outputs or []]
+        # After the outputs: an OutputFileDatasetConfig in the arguments that no earlier step
+        # writes joins them.
+        self.arguments: list[Any] = [graph_item(a, self, "arguments") for a in arguments or []]
+        self.inputs: list[Any] = [graph_item(a, self, "inputs") for a in inputs or []]
         self.params: dict[str, Any] = dict(params or {})
         self.source_directory = None if source_directory is None else str(source_directory)
         self.allow_reuse = bool(allow_reuse)
@@ -55,7 +58,8 @@ class PipelineStep:
         for out in self.outputs:
             if not isinstance(out, PipelineData):
                 raise UserErrorException(
-                    f"step {name!r}: outputs are PipelineData, got {type(out).__name__}"
+                    f"step {name!r}: outputs are PipelineData or OutputFileDatasetConfig, got"
+                    f" {type(out).__name__}"
                 )
             if out.producer is not None and out.producer is not self:
                 raise UserErrorException(
@@ -125,7 +129,7 @@ class PythonScriptStep(PipelineStep):
         runconfig: Any = None,
         runconfig_pipeline_params: Any = None,
         inputs: list[Any] | None = None,
-        outputs: list[PipelineData] | None = None,
+        outputs: list[Any] | None = None,
         params: dict[str, Any] | None = None,
         source_directory: str | os.PathLike[str] | None = None,
         allow_reuse: bool = True,
@@ -165,7 +169,7 @@ class CommandStep(PipelineStep):
         runconfig: Any = None,
         runconfig_pipeline_params: Any = None,
         inputs: list[Any] | None = None,
-        outputs: list[PipelineData] | None = None,
+        outputs: list[Any] | None = None,
         params: dict[str, Any] | None = None,
         source_directory: str | os.PathLike[str] | None = None,
         allow_reuse: bool = True,
