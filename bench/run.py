@@ -1593,6 +1593,8 @@ def merge_report(old: str, new: str, chosen: list[str], note: str) -> str:
             part = _merge_items(part, new_parts.get(name, []), keys)
         elif name in new_parts:
             part = new_parts[name]
+        if out and out[-1].strip():  # a section taken from ``new`` may have ended its report
+            out.append("")
         out += part
     return "\n".join(out) + "\n"
 
