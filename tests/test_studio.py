@@ -480,3 +480,130 @@ def test_every_studio_asset_ships_in_the_package():
         assert any(fnmatch.fnmatch(asset, g) and asset.count("/") == g.count("/") for g in globs), (
             asset
         )
+
+
+# -- registries: models, services, datasets, pipelines, compute ----------------------------------
+def test_models_pages_list_versions_run_link_and_services(ws, studio, tmp_path):
+    from mlws import Model
+
+    run = Experiment(ws, "exp-a").start_logging()
+    f = tmp_path / "m.pkl"
+    f.write_bytes(b"weights")
+    run.upload_file("outputs/m.pkl", str(f))
+    run.complete()
+    first = run.register_model("clf", "outputs/m.pkl", tags={"stage": "dev"})
+    Model.register(ws, str(f), "clf", properties={"auc": "0.9"}, model_framework="ScikitLearn")
+    # Names are restricted to letters, digits, -_. : hostile text comes in tags and descriptions.
+    Model.register(ws, str(f), "xss", tags={XSS: XSS}, description=XSS)
+    # A service row as serving records one (deploying a real one is test_serving's business).
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "INSERT INTO services (name, models, config, state, host, port, machine, created,"
+            " updated) VALUES ('svc', ?, '{}', 'Healthy', '127.0.0.1', 1, 'here', 0, 0)",
+            (json.dumps([first.id]),),
+        )
+    page = get_json(studio.url + "/models.json")
+    assert [(m["name"], m["latest"], m["versions"]) for m in page["models"]] == [
+        ("clf", 2, 2),
+        ("xss", 1, 1),
+    ]
+    clf = get_json(studio.url + "/models/clf.json")
+    v2, v1 = clf["versions"]
+    assert (v2["version"], v2["framework"], v2["properties"]) == (2, "ScikitLearn", {"auc": "0.9"})
+    assert v1["run_id"] == run.id and v1["tags"] == {"stage": "dev"} and v1["services"] == ["svc"]
+    assert v2["services"] == [] and v2["run_id"] is None
+    status, body, _ = get(studio.url + "/models/clf")
+    assert status == 200 and f'href="/runs/{run.id}"'.encode() in body
+    assert b'href="/services/svc"' in body and b'href="/models"' in body
+    status, body, _ = get(studio.url + "/models/xss")
+    assert status == 200 and XSS.encode() not in body and b"&lt;script&gt;" in body
+    status, body, _ = get(studio.url + "/models/nope")
+    assert status == 404 and b"no model" in body
+    assert get(studio.url + "/models.json?page=0")[0] == 400
+
+
+def test_services_pages_show_state_and_telemetry_never_keys(ws, studio):
+    config = {
+        "replicas": 2,
+        "authEnabled": True,
+        "primaryKey": "sekrit",
+        "scoringTimeoutMs": 60000,
+        "entryScript": XSS,
+    }
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "INSERT INTO services (name, models, config, state, host, port, machine, created,"
+            " updated) VALUES (?, '[\"clf:1\"]', ?, 'Healthy', '127.0.0.1', 5001, 'here', 0, 0)",
+            ("svc", json.dumps(config)),
+        )
+        for i, (status, ms) in enumerate([(200, 10.0), (200, 20.0), (500, 30.0), (200, 40.0)]):
+            conn.execute(
+                "INSERT INTO service_requests (service, time, path, status, latency_ms,"
+                " request_bytes, response_bytes) VALUES (?, ?, '/score', ?, ?, 1, 1)",
+                ("svc", 100.0 + i, status, ms),
+            )
+    listed = get_json(studio.url + "/services.json")["services"]
+    assert [(s["name"], s["state"], s["replicas"], s["scoring_uri"]) for s in listed] == [
+        ("svc", "Healthy", 2, "http://127.0.0.1:5001/score")
+    ]
+    url = studio.url + "/services/svc"
+    page = get_json(url + ".json")
+    t = page["telemetry"]
+    assert (t["requests"], t["errors"], t["mean_ms"], t["max_ms"]) == (4, 1, 25.0, 40.0)
+    assert (t["p50_ms"], t["p95_ms"], t["last"]) == (30.0, 40.0, 103.0)
+    assert page["config"]["scoringTimeoutMs"] == 60000 and "primaryKey" not in page["config"]
+    for u in (url, url + ".json", studio.url + "/services", studio.url + "/services.json"):
+        status, body, _ = get(u)
+        assert status == 200 and b"sekrit" not in body
+        assert u.endswith(".json") or XSS.encode() not in body
+    assert b"&lt;script&gt;" in get(url)[1]
+    assert get(studio.url + "/services/nope")[0] == 404
+
+
+def test_datasets_pages_versions_changes_and_escaped_preview(ws, studio, tmp_path):
+    from mlws import Dataset, Datastore
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "t.csv").write_text("name,x\n" + "".join(f"{XSS},{i}\n" for i in range(30)))
+    store = Datastore.register_local(ws, "mine", folder)
+    tab = Dataset.Tabular.from_delimited_files((store, "t.csv"))
+    tab.register(ws, "tab")
+    tab.register(ws, "tab", create_new_version=True)
+    Dataset.File.from_files((store, "t.csv")).register(ws, "files")
+    listed = get_json(studio.url + "/datasets.json")
+    assert [(d["name"], d["latest"], d["versions"], d["kind"]) for d in listed["datasets"]] == [
+        ("files", 1, 1, "file"),
+        ("tab", 2, 2, "tabular"),
+    ]
+    assert {s["name"] for s in listed["datastores"]} == {"mine", "workspaceblobstore"}
+    page = get_json(studio.url + "/datasets/tab.json")
+    assert [(v["version"], v["changed"]) for v in page["versions"]] == [(2, False), (1, False)]
+    assert page["preview"]["columns"] == ["name", "x"] and len(page["preview"]["rows"]) == 20
+    assert page["preview"]["rows"][3] == [XSS, 3]
+    status, body, _ = get(studio.url + "/datasets/tab")
+    assert status == 200 and XSS.encode() not in body and body.count(b"&lt;script&gt;") >= 20
+    (folder / "t.csv").write_text("name,x\nchanged,1\n")
+    page = get_json(studio.url + "/datasets/tab.json")
+    assert [v["changed"] for v in page["versions"]] == [True, True]
+    assert get_json(studio.url + "/datasets/files.json")["preview"] is None
+    status, body, _ = get(studio.url + "/datasets")
+    assert status == 200 and b'href="/datasets/tab"' in body and b"mine" in body
+    assert get(studio.url + "/datasets/nope.json")[0] == 404
+
+
+def test_compute_and_environments_list(ws, studio):
+    from mlws import Environment
+
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "INSERT INTO compute_targets (name, type, config, created) VALUES (?, 'ssh', ?, 0)",
+            (XSS, json.dumps({"host": "box", "password": "sekrit"})),
+        )
+    Environment("env-a").register(ws)
+    page = get_json(studio.url + "/compute.json")
+    targets = [(c["name"], c["config"]) for c in page["compute_targets"]]
+    assert targets == [(XSS, {"host": "box"}), ("local", {})]
+    assert len(page["environments"]) == 1
+    status, body, _ = get(studio.url + "/compute")
+    assert status == 200 and XSS.encode() not in body and b"sekrit" not in body

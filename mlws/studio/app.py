@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from ..errors import ExperimentNotFound, MlwsError, RunNotFound, UnsafePath
+from ..errors import (
+    DatasetNotFound,
+    ExperimentNotFound,
+    MlwsError,
+    ModelNotFound,
+    RunNotFound,
+    UnsafePath,
+    WebserviceException,
+)
 from ..lifecycle import TERMINAL
-from . import data
+from . import data, registry
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -129,7 +137,9 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
         """``fn`` in a worker thread; a library error becomes a 404 or 400 page."""
         try:
             return await in_thread(fn, *args, **kwargs)
-        except (RunNotFound, ExperimentNotFound) as e:
+        except (RunNotFound, ExperimentNotFound, ModelNotFound, DatasetNotFound) as e:
+            raise HTTPException(404, str(e)) from None
+        except WebserviceException as e:  # the only one a page read raises: no such service
             raise HTTPException(404, str(e)) from None
         except MlwsError as e:
             raise HTTPException(400, str(e)) from None
@@ -272,6 +282,30 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
                 out.append(("metric", {"name": name, "points": points}))
         return now_status, out
 
+    def listing(fn: Any, template: str) -> Any:
+        """A registry list page: ``?page=N`` of ``fn(ws, page=N)``."""
+
+        async def endpoint(request: Request) -> Response:
+            page = await guarded(request, fn, ws, page=request.query_params.get("page", "1"))
+            return respond(request, template, page)
+
+        return endpoint
+
+    def detail(fn: Any, template: str) -> Any:
+        """A registry item page: ``fn(ws, name)``."""
+
+        async def endpoint(request: Request) -> Response:
+            page = await guarded(request, fn, ws, request.path_params["name"])
+            return respond(request, template, page)
+
+        return endpoint
+
+    async def pipelines_page(request: Request) -> Response:
+        return respond(request, "pipelines.html", await guarded(request, registry.pipelines, ws))
+
+    async def compute_page(request: Request) -> Response:
+        return respond(request, "compute.html", await guarded(request, registry.compute, ws))
+
     async def http_error(request: Request, exc: Any) -> Response:
         return error(request, exc.status_code, str(exc.detail))
 
@@ -284,6 +318,24 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
         Route("/runs/{run_id}/events", events),
         Route("/runs/{run_id}.json", run_page),
         Route("/runs/{run_id}", run_page),
+        *[
+            route
+            for base, fn, item, template in (
+                ("models", registry.models, registry.model, "model"),
+                ("services", registry.services, registry.service, "service"),
+                ("datasets", registry.datasets, registry.dataset, "dataset"),
+            )
+            for route in (
+                Route(f"/{base}.json", listing(fn, f"{base}.html")),
+                Route(f"/{base}", listing(fn, f"{base}.html")),
+                Route(f"/{base}/{{name}}.json", detail(item, f"{template}.html")),
+                Route(f"/{base}/{{name}}", detail(item, f"{template}.html")),
+            )
+        ],
+        Route("/pipelines.json", pipelines_page),
+        Route("/pipelines", pipelines_page),
+        Route("/compute.json", compute_page),
+        Route("/compute", compute_page),
         Route("/compare.json", compare_page),
         Route("/compare", compare_page),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),

@@ -324,6 +324,8 @@ def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
     ]
     all_names = run.get_file_names()
     names = all_names[:MAX_FILES]
+    # A pipeline's parent run shows its steps: each step's state and the run it reused.
+    steps = run.step_summary() if hasattr(run, "step_summary") else None
     log_name = "logs/driver.log" if "logs/driver.log" in names else None
     text, offset = log_tail(run) if log_name else ("", 0)
     return {
@@ -350,6 +352,7 @@ def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
         "error": details.get("error"),
         "metrics": run_metrics(ws, seq),
         "metric_counts": metric_counts(ws, seq),
+        "steps": steps,
         "children": children,
         "more_children": len(kids) > MAX_CHILDREN,
         "files": names,

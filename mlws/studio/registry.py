@@ -1,0 +1,400 @@
+"""Page data of the workspace's registries as plain JSON-able dicts: models, services, datasets
+and datastores, compute targets and environments (the run pages are :mod:`.data`'s).
+
+Lists are read a page at a time (:data:`LIST_PAGE` rows, one more to say whether a next page
+exists), straight from the catalog. A service's keys live in the key vault and are never read
+here; any config entry whose name says it is a secret is dropped before it reaches a page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DatasetNotFound, ModelNotFound, UserErrorException, WebserviceException
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
+
+#: Rows per page of a registry list.
+LIST_PAGE = 100
+#: Versions shown on a model or dataset page (the newest).
+MAX_VERSIONS = 100
+#: Rows of a tabular dataset's preview.
+PREVIEW_ROWS = 20
+#: Config names never shown (a datastore or service config could carry a credential).
+SECRET = re.compile(r"key|secret|token|password|credential|sas", re.IGNORECASE)
+
+
+def check_page(page: Any) -> int:
+    """``page`` as a whole number >= 1.
+
+    :raises UserErrorException: anything else.
+    """
+    try:
+        number = int(page)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(page, bool) or number < 1 or number >= 2**31:
+        raise UserErrorException(f"page is a whole number >= 1, got {page!r}")
+    return number
+
+
+def _paged(ws: Workspace, sql: str, args: tuple[Any, ...], page: int) -> tuple[list[Any], bool]:
+    rows = ws.catalog.query(
+        f"{sql} LIMIT ? OFFSET ?", (*args, LIST_PAGE + 1, (page - 1) * LIST_PAGE)
+    )
+    return rows[:LIST_PAGE], len(rows) > LIST_PAGE
+
+
+def public(config: Any) -> Any:
+    """``config`` without the entries whose names look like secrets (at any depth)."""
+    if isinstance(config, dict):
+        return {k: public(v) for k, v in config.items() if not SECRET.search(str(k))}
+    if isinstance(config, list):
+        return [public(v) for v in config]
+    return config
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    try:
+        return json.loads(text) if text else default
+    except ValueError:
+        return default
+
+
+# -- models ---------------------------------------------------------------------------------------
+def models(ws: Workspace, page: int = 1) -> dict[str, Any]:
+    """One page of registered model names: latest version, number of versions, last registered."""
+    page = check_page(page)
+    rows, more = _paged(
+        ws,
+        "SELECT name, max(version) AS latest, count(*) AS versions, max(created) AS updated"
+        " FROM models GROUP BY name ORDER BY name",
+        (),
+        page,
+    )
+    return {
+        "page": page,
+        "has_next": more,
+        "models": [
+            {
+                "name": r["name"],
+                "latest": r["latest"],
+                "versions": r["versions"],
+                "updated": r["updated"],
+            }
+            for r in rows
+        ],
+    }
+
+
+def model(ws: Workspace, name: str) -> dict[str, Any]:
+    """A model's versions, newest first, each with its tags, properties, framework, the run it
+    came from, its datasets and the services deployed with it.
+
+    :raises ModelNotFound: no model of that name.
+    """
+    from ..models import services_using
+
+    rows = ws.catalog.query(
+        "SELECT * FROM models WHERE name = ? ORDER BY version DESC LIMIT ?",
+        (name, MAX_VERSIONS),
+    )
+    if not rows:
+        raise ModelNotFound(f"no model {name!r}")
+    versions = [
+        {
+            "version": r["version"],
+            "id": f"{r['name']}:{r['version']}",
+            "description": r["description"],
+            "framework": r["framework"],
+            "framework_version": r["framework_version"],
+            "tags": _loads(r["tags"], {}),
+            "properties": _loads(r["properties"], {}),
+            "datasets": _loads(r["datasets"], []),
+            "run_id": r["run_id"],
+            "experiment": r["experiment"],
+            "created": r["created"],
+            "created_by": r["created_by"],
+            "path": r["path"],
+            "services": services_using(ws, name, r["version"]),
+        }
+        for r in rows
+    ]
+    total = ws.catalog.scalar("SELECT count(*) FROM models WHERE name = ?", (name,))
+    return {"name": name, "versions": versions, "total_versions": total}
+
+
+# -- services -------------------------------------------------------------------------------------
+def _scoring_uri(row: Any) -> str | None:
+    if not row["port"]:
+        return None
+    host = row["host"]
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{row['port']}/score"
+
+
+def services(ws: Workspace, page: int = 1) -> dict[str, Any]:
+    """One page of deployed services: state, replicas, scoring URI and models."""
+    page = check_page(page)
+    rows, more = _paged(ws, "SELECT * FROM services ORDER BY name", (), page)
+    out = []
+    for r in rows:
+        config = _loads(r["config"], {})
+        out.append(
+            {
+                "name": r["name"],
+                "state": r["state"],
+                "replicas": config.get("replicas"),
+                "scoring_uri": _scoring_uri(r),
+                "models": _loads(r["models"], []),
+                "updated": r["updated"],
+            }
+        )
+    return {"page": page, "has_next": more, "services": out}
+
+
+def telemetry(ws: Workspace, name: str) -> dict[str, Any]:
+    """A summary of the service's recorded requests: count, errors (status >= 400), latency
+    (mean, p50, p95, max in ms) and the last request's time. Request bodies are not shown."""
+    row = ws.catalog.one(
+        "SELECT count(*) AS n, sum(status >= 400) AS errors, avg(latency_ms) AS mean,"
+        " max(latency_ms) AS worst, max(time) AS last FROM service_requests WHERE service = ?",
+        (name,),
+    )
+    out: dict[str, Any] = {
+        "requests": row["n"],
+        "errors": row["errors"] or 0,
+        "mean_ms": row["mean"],
+        "p50_ms": None,
+        "p95_ms": None,
+        "max_ms": row["worst"],
+        "last": row["last"],
+    }
+    for label, q in (("p50_ms", 0.5), ("p95_ms", 0.95)):
+        if row["n"]:
+            # The q-th latency by rank: one ordered, offset query (no table of latencies in Python).
+            out[label] = ws.catalog.scalar(
+                "SELECT latency_ms FROM service_requests WHERE service = ?"
+                " ORDER BY latency_ms LIMIT 1 OFFSET ?",
+                (name, min(row["n"] - 1, int(q * row["n"]))),
+            )
+    return out
+
+
+def service(ws: Workspace, name: str) -> dict[str, Any]:
+    """A service: state, scoring URI, models, its configuration (no keys) and request telemetry.
+
+    :raises WebserviceException: no service of that name.
+    """
+    r = ws.catalog.one("SELECT * FROM services WHERE name = ?", (name,))
+    if r is None:
+        raise WebserviceException(f"no service {name!r}")
+    config = public(_loads(r["config"], {}))
+    return {
+        "name": r["name"],
+        "state": r["state"],
+        "scoring_uri": _scoring_uri(r),
+        "models": _loads(r["models"], []),
+        "generation": r["generation"],
+        "applied_generation": r["applied_generation"],
+        "machine": r["machine"],
+        "error": _loads(r["error"], None) if r["error"] else None,
+        "created": r["created"],
+        "updated": r["updated"],
+        "config": {
+            k: v if isinstance(v, (str, int, float, bool, type(None))) else json.dumps(v)
+            for k, v in config.items()
+        },
+        "telemetry": telemetry(ws, name),
+    }
+
+
+# -- datasets and datastores ----------------------------------------------------------------------
+def datasets(ws: Workspace, page: int = 1) -> dict[str, Any]:
+    """One page of registered datasets (latest version, versions count, kind) and every
+    datastore (name, type, default)."""
+    page = check_page(page)
+    rows, more = _paged(
+        ws,
+        "SELECT d.name, d.version AS latest, d.definition, d.description, d.created,"
+        " (SELECT count(*) FROM datasets WHERE name = d.name) AS versions FROM datasets d"
+        " WHERE d.version = (SELECT max(version) FROM datasets WHERE name = d.name)"
+        " ORDER BY d.name",
+        (),
+        page,
+    )
+    stores = ws.catalog.query(
+        "SELECT name, type, config, is_default, created FROM datastores ORDER BY name"
+    )
+    return {
+        "page": page,
+        "has_next": more,
+        "datasets": [
+            {
+                "name": r["name"],
+                "latest": r["latest"],
+                "versions": r["versions"],
+                "kind": _loads(r["definition"], {}).get("type"),
+                "description": r["description"],
+                "created": r["created"],
+            }
+            for r in rows
+        ],
+        "datastores": [
+            {
+                "name": s["name"],
+                "type": s["type"],
+                "default": bool(s["is_default"]),
+                "config": public(_loads(s["config"], {})),
+                "created": s["created"],
+            }
+            for s in stores
+        ],
+    }
+
+
+def _preview(ds: Any) -> dict[str, Any] | None:
+    """The first :data:`PREVIEW_ROWS` rows of a tabular dataset as ``{"columns", "rows"}``, or
+    ``{"error": ...}`` when they cannot be read (a file gone, pandas missing)."""
+    from ..errors import MlwsError
+
+    try:
+        frame = ds.take(PREVIEW_ROWS).to_pandas_dataframe()
+    except (MlwsError, OSError, ValueError) as e:
+        return {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
+    rows = [[None if v != v else v for v in row] for row in frame.astype(object).values.tolist()]
+    return {"columns": [str(c) for c in frame.columns], "rows": rows}
+
+
+def dataset(ws: Workspace, name: str) -> dict[str, Any]:
+    """A dataset's versions, newest first (fingerprint, whether the data changed since each was
+    registered), and a preview of the latest version's first rows when it is tabular.
+
+    :raises DatasetNotFound: no dataset of that name.
+    """
+    from ..datasets import Dataset
+    from ..errors import MlwsError
+
+    rows = ws.catalog.query(
+        "SELECT version, fingerprint FROM datasets WHERE name = ? ORDER BY version DESC LIMIT ?",
+        (name, MAX_VERSIONS),
+    )
+    if not rows:
+        raise DatasetNotFound(f"no dataset {name!r}")
+    versions = []
+    for r in rows:
+        ds = Dataset.get_by_name(ws, name, r["version"])
+        try:
+            # Cheap when nothing moved: files are hashed again only when their size or mtime
+            # changed (the stat cache).
+            changed: bool | None = ds.has_changed()
+        except MlwsError:
+            changed = None  # a source that is not reachable from here
+        versions.append(
+            {
+                "version": ds.version,
+                "kind": ds.definition.get("type"),
+                "description": ds.description,
+                "tags": ds.tags,
+                "fingerprint": r["fingerprint"],
+                "changed": changed,
+                "created": ds.created_time,
+                "definition": json.dumps(ds.definition),
+            }
+        )
+    latest = Dataset.get_by_name(ws, name, rows[0]["version"])
+    preview = _preview(latest) if latest.definition.get("type") == "tabular" else None
+    return {"name": name, "versions": versions, "preview": preview}
+
+
+# -- compute and environments ---------------------------------------------------------------------
+def compute(ws: Workspace) -> dict[str, Any]:
+    """Every compute target (name, type, config without secrets) and every environment version."""
+    targets = [
+        {
+            "name": r["name"],
+            "type": r["type"],
+            "config": public(_loads(r["config"], {})),
+            "created": r["created"],
+        }
+        for r in ws.catalog.query("SELECT * FROM compute_targets ORDER BY name")
+    ]
+    envs = [
+        {
+            "name": r["name"],
+            "version": r["version"],
+            "spec_hash": r["spec_hash"],
+            "created": r["created"],
+        }
+        for r in ws.catalog.query(
+            "SELECT name, version, spec_hash, created FROM environments"
+            " ORDER BY name, version DESC LIMIT 1000"
+        )
+    ]
+    return {"compute_targets": targets, "environments": envs}
+
+
+# -- pipelines ------------------------------------------------------------------------------------
+def pipelines(ws: Workspace) -> dict[str, Any]:
+    """Published pipelines (with their number of steps), pipeline endpoints (default version and
+    its pipeline) and schedules (what they submit, recurrence or watched datastore path, the last
+    run and error), newest first, at most :data:`LIST_PAGE` of each."""
+    published = [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "description": r["description"],
+            "version": r["version"],
+            "status": r["status"],
+            "steps": len((_loads(r["definition"], {}).get("pipeline") or {}).get("steps") or []),
+            "created": r["created"],
+        }
+        for r in ws.catalog.query(
+            "SELECT * FROM published_pipelines ORDER BY created DESC LIMIT ?", (LIST_PAGE,)
+        )
+    ]
+    endpoints = [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "description": r["description"],
+            "status": r["status"],
+            "default_version": r["default_version"],
+            "default_pipeline": r["pipeline_id"],
+            "versions": r["versions"],
+            "created": r["created"],
+        }
+        for r in ws.catalog.query(
+            "SELECT e.*, v.pipeline_id,"
+            " (SELECT count(*) FROM pipeline_endpoint_versions WHERE endpoint_id = e.id) AS versions"
+            " FROM pipeline_endpoints e LEFT JOIN pipeline_endpoint_versions v"
+            " ON v.endpoint_id = e.id AND v.version = CAST(e.default_version AS INTEGER)"
+            " ORDER BY e.created DESC LIMIT ?",
+            (LIST_PAGE,),
+        )
+    ]
+    schedules = [
+        {
+            "id": r["id"],
+            "name": r["name"],
+            "status": r["status"],
+            "pipeline_id": r["pipeline_id"],
+            "pipeline_endpoint_id": r["pipeline_endpoint_id"],
+            "experiment": r["experiment_name"],
+            "recurrence": _loads(r["recurrence"], None),
+            "watches": (
+                f"{r['datastore']}:{r['path_on_datastore'] or ''}" if r["datastore"] else None
+            ),
+            "last_fire": r["last_fire"],
+            "last_run_id": r["last_run_id"],
+            "last_error": r["last_error"],
+            "created": r["created"],
+        }
+        for r in ws.catalog.query(
+            "SELECT * FROM schedules ORDER BY created DESC LIMIT ?", (LIST_PAGE,)
+        )
+    ]
+    return {"published": published, "endpoints": endpoints, "schedules": schedules}
