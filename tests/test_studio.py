@@ -607,3 +607,52 @@ def test_compute_and_environments_list(ws, studio):
     assert len(page["environments"]) == 1
     status, body, _ = get(studio.url + "/compute")
     assert status == 200 and XSS.encode() not in body and b"sekrit" not in body
+
+
+def test_pipeline_run_page_shows_steps_and_reuse_and_pipelines_list(ws, studio, tmp_path):
+    from mlws.pipelines import Pipeline, PipelineEndpoint, PythonScriptStep
+    from mlws.pipelines.schedules import Schedule, ScheduleRecurrence
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "hi.py").write_text("print('hi')\n")
+
+    def pipeline() -> Pipeline:
+        first = PythonScriptStep("hi.py", name="first", source_directory=str(src))
+        second = PythonScriptStep("hi.py", name=XSS, source_directory=str(src))
+        second.run_after(first)
+        return Pipeline(ws, [first, second])
+
+    exp = Experiment(ws, "pipe")
+    one = exp.submit(pipeline())
+    one.wait_for_completion(timeout_seconds=60)
+    two = exp.submit(pipeline())  # nothing changed: both steps are reused
+    two.wait_for_completion(timeout_seconds=60)
+    steps = get_json(studio.url + f"/runs/{two.id}.json")["steps"]
+    assert [(s["name"], s["status"], s["upstream"]) for s in steps] == [
+        ("first", "Completed", []),
+        (XSS, "Completed", ["first"]),
+    ]
+    originals = {s["name"]: s["run_id"] for s in one.step_summary()}
+    assert {s["name"]: s["reused_from"] for s in steps} == originals
+    status, body, _ = get(studio.url + f"/runs/{two.id}")
+    assert status == 200 and body.count(b'class="step"') == 2 and XSS.encode() not in body
+    assert f'class="reused" href="/runs/{originals["first"]}"'.encode() in body
+    assert get_json(studio.url + f"/runs/{one.id}.json")["steps"][0]["reused_from"] is None
+
+    published = pipeline().publish(name="pub", description=XSS)
+    endpoint = PipelineEndpoint.publish(ws, "ep", None, published)
+    Schedule.create(
+        ws,
+        "daily",
+        pipeline_id=published.id,
+        experiment_name="pipe",
+        recurrence=ScheduleRecurrence("Day", 1),
+    )
+    page = get_json(studio.url + "/pipelines.json")
+    assert [(p["name"], p["steps"]) for p in page["published"]] == [("pub", 2)]
+    assert [(e["name"], e["default_pipeline"]) for e in page["endpoints"]] == [("ep", published.id)]
+    assert endpoint.id == page["endpoints"][0]["id"]
+    assert [(s["name"], s["pipeline_id"]) for s in page["schedules"]] == [("daily", published.id)]
+    status, body, _ = get(studio.url + "/pipelines")
+    assert status == 200 and b'class="schedule"' in body and XSS.encode() not in body

@@ -232,3 +232,52 @@ def test_hostile_names_stay_text_in_the_browser(ws, watched):
     assert page.locator("figure.chart canvas").count() == 1
     assert page.locator("#differing th").all_inner_texts()[-1] == f"tag:{hostile}"
     watched.shot("hostile")
+
+
+def test_registry_pages_click_through(ws, watched, tmp_path):
+    from mlws import Dataset, Datastore, Model
+
+    run = Experiment(ws, "exp-a").start_logging(display_name="trainer")
+    f = tmp_path / "m.pkl"
+    f.write_bytes(b"weights")
+    run.upload_file("outputs/m.pkl", str(f))
+    run.complete()
+    model = run.register_model("clf", "outputs/m.pkl")
+    Model.register(ws, str(f), "clf")
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "INSERT INTO services (name, models, config, state, host, port, machine, created,"
+            " updated) VALUES ('svc', ?, '{\"replicas\": 1}', 'Healthy', '127.0.0.1', 1,"
+            " 'here', 0, 0)",
+            (f'["{model.id}"]',),
+        )
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "t.csv").write_text("a,b\n1,2\n3,4\n")
+    store = Datastore.register_local(ws, "mine", folder)
+    Dataset.Tabular.from_delimited_files((store, "t.csv")).register(ws, "tab")
+    page = watched.page
+
+    watched.goto("/")
+    page.click("header nav >> text=models")
+    page.wait_for_url("**/models")
+    page.click("#models >> text=clf")
+    page.wait_for_url("**/models/clf")
+    assert page.locator("section.version").count() == 2
+    page.click("#v1 a.service")
+    page.wait_for_url("**/services/svc")
+    assert page.locator("#telemetry").count() == 0  # no requests recorded
+    page.click("a.model")
+    page.wait_for_url("**/models/clf")
+    page.click("#v1 a.run")
+    page.wait_for_url(f"**/runs/{run.id}")
+    page.click("header nav >> text=datasets")
+    page.click("#datasets >> text=tab")
+    page.wait_for_url("**/datasets/tab")
+    assert page.locator("#preview tbody tr").count() == 2
+    assert page.locator("#versions td.changed").inner_text() == "unchanged"
+    watched.shot("dataset")
+    for name, table in (("pipelines", "h2"), ("compute", "#compute-targets")):
+        page.click(f"header nav >> text={name}")
+        page.wait_for_url(f"**/{name}")
+        assert page.locator(table).count() >= 1

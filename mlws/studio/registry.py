@@ -349,7 +349,7 @@ def pipelines(ws: Workspace) -> dict[str, Any]:
             "description": r["description"],
             "version": r["version"],
             "status": r["status"],
-            "steps": len((_loads(r["definition"], {}).get("pipeline") or {}).get("steps") or []),
+            "steps": len(_loads(r["definition"], {}).get("steps") or []),
             "created": r["created"],
         }
         for r in ws.catalog.query(
