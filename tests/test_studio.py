@@ -656,3 +656,22 @@ def test_pipeline_run_page_shows_steps_and_reuse_and_pipelines_list(ws, studio, 
     assert [(s["name"], s["pipeline_id"]) for s in page["schedules"]] == [("daily", published.id)]
     status, body, _ = get(studio.url + "/pipelines")
     assert status == 200 and b'class="schedule"' in body and XSS.encode() not in body
+
+
+def test_registry_lists_page_on_the_server(ws, studio):
+    from mlws.studio.registry import LIST_PAGE
+
+    with ws.catalog.write() as conn:
+        conn.executemany(
+            "INSERT INTO models (name, version, manifest, path, created) VALUES (?, 1, 'x', 'p', 0)",
+            [(f"m{i:04d}",) for i in range(LIST_PAGE + 5)],
+        )
+    p1, p2 = get_json(studio.url + "/models.json"), get_json(studio.url + "/models.json?page=2")
+    assert len(p1["models"]) == LIST_PAGE and p1["has_next"]
+    assert [m["name"] for m in p2["models"]] == [f"m{i:04d}" for i in range(100, 105)]
+    assert not p2["has_next"]
+    status, body, _ = get(studio.url + "/models?page=2")
+    assert status == 200 and b'id="prev"' in body and b'id="next"' not in body
+    for query in ("?page=x", "?page=-1", "?page=99999999999"):
+        status, body, _ = get(studio.url + "/services.json" + query)
+        assert status == 400 and b"page is a whole number" in body

@@ -94,7 +94,7 @@ def _cell(value: Any) -> str:
 
 def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
     """A starlette application serving the studio pages of ``ws`` (experiments, runs tables, run
-    pages with live charts and logs, compare). ``mlws studio`` serves it alone; ``mlws serve``
+    pages with live charts and logs, compare; models, services, datasets, pipelines, compute). ``mlws studio`` serves it alone; ``mlws serve``
     can mount it behind its own authentication. ``root_path``: the prefix it is mounted under
     (links on the pages start with it)."""
     import jinja2
