@@ -492,7 +492,18 @@ def test_models_pages_list_versions_run_link_and_services(ws, studio, tmp_path):
     run.upload_file("outputs/m.pkl", str(f))
     run.complete()
     first = run.register_model("clf", "outputs/m.pkl", tags={"stage": "dev"})
-    Model.register(ws, str(f), "clf", properties={"auc": "0.9"}, model_framework="ScikitLearn")
+    from mlws import Dataset
+
+    (tmp_path / "d.txt").write_text("x")
+    ds = Dataset.File.from_files(str(tmp_path / "d.txt")).register(ws, "train-data")
+    Model.register(
+        ws,
+        str(f),
+        "clf",
+        properties={"auc": "0.9"},
+        model_framework="ScikitLearn",
+        datasets=[("training", ds)],
+    )
     # Names are restricted to letters, digits, -_. : hostile text comes in tags and descriptions.
     Model.register(ws, str(f), "xss", tags={XSS: XSS}, description=XSS)
     # A service row as serving records one (deploying a real one is test_serving's business).
@@ -515,6 +526,7 @@ def test_models_pages_list_versions_run_link_and_services(ws, studio, tmp_path):
     status, body, _ = get(studio.url + "/models/clf")
     assert status == 200 and f'href="/runs/{run.id}"'.encode() in body
     assert b'href="/services/svc"' in body and b'href="/models"' in body
+    assert v2["datasets"][0]["name"] == "train-data" and b'href="/datasets/train-data"' in body
     status, body, _ = get(studio.url + "/models/xss")
     assert status == 200 and XSS.encode() not in body and b"&lt;script&gt;" in body
     status, body, _ = get(studio.url + "/models/nope")

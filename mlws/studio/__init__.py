@@ -3,8 +3,9 @@ charts and logs, run comparison), served by ``mlws studio`` and mountable by ``m
 
 Server-rendered Jinja2 pages whose URLs also answer JSON; charts drawn by a vendored uPlot
 (``static/uplot``, MIT, its licence kept); live runs over server-sent events; no asset comes
-from the internet. ``data`` computes what pages show, ``app`` serves it, ``downsample`` keeps
-long series to ~2,000 points.
+from the internet. ``data`` computes what run pages show, ``registry`` what the models, services, datasets,
+pipelines and compute pages show, ``app`` serves it, ``downsample`` keeps long series to
+~2,000 points.
 """
 
 from __future__ import annotations
