@@ -572,7 +572,7 @@ def test_services_pages_show_state_and_telemetry_never_keys(ws, studio):
     assert get(studio.url + "/services/nope")[0] == 404
 
 
-def test_datasets_pages_versions_changes_and_escaped_preview(ws, studio, tmp_path):
+def test_datasets_pages_versions_changes_and_escaped_preview(ws, studio, tmp_path, monkeypatch):
     from mlws import Dataset, Datastore
 
     folder = tmp_path / "data"
@@ -598,6 +598,10 @@ def test_datasets_pages_versions_changes_and_escaped_preview(ws, studio, tmp_pat
     (folder / "t.csv").write_text("name,x\nchanged,1\n")
     page = get_json(studio.url + "/datasets/tab.json")
     assert [v["changed"] for v in page["versions"]] == [True, True]
+    monkeypatch.setattr("mlws.studio.registry.MAX_CHANGE_CHECKS", 1)
+    page = get_json(studio.url + "/datasets/tab.json")
+    assert [v["changed"] for v in page["versions"]] == [True, "not checked"]
+    assert b"not checked" in get(studio.url + "/datasets/tab")[1]
     assert get_json(studio.url + "/datasets/files.json")["preview"] is None
     status, body, _ = get(studio.url + "/datasets")
     assert status == 200 and b'href="/datasets/tab"' in body and b"mine" in body

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 LIST_PAGE = 100
 #: Versions shown on a model or dataset page (the newest).
 MAX_VERSIONS = 100
+#: Versions of a dataset whose data is compared with its fingerprint when its page opens (the
+#: newest; each costs a stat of every file, and a hash of those whose size or time changed).
+MAX_CHANGE_CHECKS = 20
 #: Rows of a tabular dataset's preview.
 PREVIEW_ROWS = 20
 #: Config names never shown (a datastore or service config could carry a credential).
@@ -285,14 +288,16 @@ def dataset(ws: Workspace, name: str) -> dict[str, Any]:
     if not rows:
         raise DatasetNotFound(f"no dataset {name!r}")
     versions = []
-    for r in rows:
+    for i, r in enumerate(rows):
         ds = Dataset.get_by_name(ws, name, r["version"])
-        try:
-            # Cheap when nothing moved: files are hashed again only when their size or mtime
-            # changed (the stat cache).
-            changed: bool | None = ds.has_changed()
-        except MlwsError:
-            changed = None  # a source that is not reachable from here
+        changed: bool | None | str = "not checked"
+        if i < MAX_CHANGE_CHECKS:
+            try:
+                # Cheap when nothing moved: files are hashed again only when their size or
+                # mtime changed (the stat cache).
+                changed = ds.has_changed()
+            except MlwsError:
+                changed = None  # a source that is not reachable from here
         versions.append(
             {
                 "version": ds.version,
