@@ -203,3 +203,24 @@ def test_a_bad_lease_is_refused_in_one_line(ws_path: Path, bad: str) -> None:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 1 and len(lines) == 1 and "run lease" in lines[0], proc.stderr
     assert workspace_fingerprint(ws_path) == before
+
+
+def test_reads_change_nothing_and_a_heartbeat_only_the_lease(ws_path: Path) -> None:
+    tok, reader = _token(ws_path), _token(ws_path, "reader")
+    server = _serve(ws_path, "30")
+    try:
+        assert server.api("POST", "/experiments/quiet/runs", tok, {"runId": "q"})[0] == 201
+        seen = _row(ws_path, "q")["lease_seen"]
+        before = workspace_fingerprint(ws_path)
+        for path in ("/runs/q", "/runs/q/tags", "/runs/q/metrics", "/runs?experiment=quiet"):
+            assert server.api("GET", path, reader)[0] == 200, path
+        assert workspace_fingerprint(ws_path) == before
+        assert _row(ws_path, "q")["lease_seen"] == seen
+        # Heard from again once the renewal's short throttle has passed: only the lease moves.
+        wait_until(lambda: time.time() > seen + 1.1, 5, "past the renewal throttle")
+        status, beat = server.api("POST", "/runs/q/heartbeat", tok)
+        assert status == 200 and (beat["leaseSeconds"], beat["heartbeatSeconds"]) == (30, 7.5)
+        row = _row(ws_path, "q")
+        assert row["lease_seen"] > seen and (row["status"], row["error"]) == ("Running", None)
+    finally:
+        assert server.stop() == 0, server.lines
