@@ -415,3 +415,15 @@ def m0012_server_tokens(db: Any) -> None:
             created_by TEXT
         )"""
     )
+
+
+@migrations(name="0013_run_leases")
+def m0013_run_leases(db: Any) -> None:
+    # A run created over HTTP (``mlws serve``) is held by its client: ``lease_seen`` is when the
+    # server last heard from it (NULL for every other run). The partial index keeps the server's
+    # periodic "whose client is gone?" query cheap: it holds only open runs that have a lease.
+    db.execute("ALTER TABLE runs ADD COLUMN lease_seen REAL")
+    db.execute(
+        "CREATE INDEX runs_lease ON runs(lease_seen)"
+        " WHERE status NOT IN ('Completed', 'Failed', 'Canceled')"
+    )

@@ -462,6 +462,7 @@ def test_openapi_lists_every_route(served) -> None:  # noqa: ANN001
     for ep in endpoints():
         assert (ep.method, "/api/v1" + ep.path) in listed
     assert ("POST", "/api/v1/runs/{run_id}/metrics") in listed
+    assert ("POST", "/api/v1/runs/{run_id}/heartbeat") in listed
     assert doc["paths"]["/api/v1/models/{name}/versions"]["post"]["x-mlws-planned"] is True
     assert doc["paths"]["/api/v1/tokens"]["post"]["x-mlws-role"] == "owner"
 

@@ -18,6 +18,12 @@ from .common import CONTEXT, open_workspace, print_json, table
 @click.option(
     "--max-request-mb", default=64.0, show_default=True, type=float, help="Largest request body."
 )
+@click.option(
+    "--run-lease-s",
+    type=float,
+    help="Seconds a run created over HTTP lives without hearing from its client "
+    "(default: $MLWS_RUN_LEASE_S or 60; clients heartbeat every 10).",
+)
 @click.option("--detach", is_flag=True, help="Run in the background; stop with 'mlws serve stop'.")
 @click.pass_context
 def serve(
@@ -28,6 +34,7 @@ def serve(
     keyfile: str | None,
     insecure: bool,
     max_request_mb: float,
+    run_lease_s: float | None,
     detach: bool,
 ) -> None:
     """Serve the workspace over HTTP (REST API under /api/v1/) until stopped.
@@ -45,6 +52,7 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from ..server.leases import lease_seconds
     from ..server.process import (
         check_options,
         exec_server,
@@ -56,6 +64,7 @@ def serve(
     if max_request_mb <= 0:
         raise click.BadParameter("must be > 0", param_hint="--max-request-mb")
     check_options(host, port, certfile, keyfile, insecure)
+    lease_seconds(run_lease_s)  # a bad lease is refused here, not in the server's log
     ws = open_workspace(ctx)
     other = running(ws)
     if other is not None:
@@ -71,6 +80,7 @@ def serve(
         keyfile=keyfile,
         insecure=insecure,
         max_body=int(max_request_mb * 1024 * 1024),
+        run_lease_s=run_lease_s,
     )
     if detach:
         state = start_detached_server(ws, argv)

@@ -1,5 +1,5 @@
 """``python -m mlws.server WORKSPACE [--host H] [--port P] [--certfile F --keyfile F]
-[--insecure] [--max-body BYTES]``: the server process that ``mlws serve`` starts or becomes."""
+[--insecure] [--max-body BYTES] [--run-lease-s S]``: the server process that ``mlws serve`` starts or becomes."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keyfile")
     p.add_argument("--insecure", action="store_true")
     p.add_argument("--max-body", type=int)
+    p.add_argument("--run-lease-s", type=float)
     a = p.parse_args(argv)
     try:
         serve(
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             keyfile=a.keyfile,
             insecure=a.insecure,
             max_body=a.max_body,
+            run_lease_s=a.run_lease_s,
         )
     except MlwsError as e:
         print(f"Error: {e}", file=sys.stderr, flush=True)

@@ -55,13 +55,15 @@ PREFIX = "/api/v1"
 class Call:
     """One request, as a handler sees it: the workspace, the user, the path parameters, the
     query parameters (each a list of values) and the parsed JSON body (or the raw bytes of an
-    endpoint with ``raw_body``)."""
+    endpoint with ``raw_body``), and the server's run lease."""
 
     ws: Workspace
     user: User
     path: dict[str, str]
     query: dict[str, list[str]]
     body: Any = None
+    #: How long a run created over HTTP lives without hearing from its client (``--run-lease-s``).
+    run_lease_s: float = 60.0
 
 
 @dataclass(frozen=True)

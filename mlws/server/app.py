@@ -69,19 +69,26 @@ def build_app(
     max_body: int = DEFAULT_MAX_BODY,
     on_startup: Any = None,
     on_shutdown: Any = None,
+    run_lease_s: float | None = None,
 ) -> Starlette:
     """The app serving workspace ``ws`` (opened by the caller): ``on_startup`` is called once
     it starts, ``on_shutdown`` when the server stops, after the last request.
 
     :param max_body: the largest request body accepted, in bytes (larger: 413).
+    :param run_lease_s: how long a run created over HTTP lives without hearing from its client
+        (default: ``$MLWS_RUN_LEASE_S`` or 60 s); lapsed leases are swept while it serves.
     """
+    import asyncio
+
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
 
     from .. import __version__
+    from .leases import expire, lease_seconds, sweep_interval
 
+    lease = lease_seconds(run_lease_s)
     eps = endpoints()
     document = openapi(eps, __version__)
 
@@ -107,7 +114,7 @@ def build_app(
                 query: dict[str, list[str]] = {}
                 for k, v in request.query_params.multi_items():
                     query.setdefault(k, []).append(v)
-                call = Call(ws, user, dict(request.path_params), query, body)
+                call = Call(ws, user, dict(request.path_params), query, body, lease)
                 result = await run_in_threadpool(ep.handler, call)
             except MlwsError as e:
                 status, err = http_error(e)
@@ -153,13 +160,27 @@ def build_app(
             status,
         )
 
+    async def sweep_leases() -> None:
+        # Runs whose client is gone end Failed (ClientLost) even if nobody reads them; the first
+        # sweep, at start, catches leases that lapsed while the server was down.
+        while True:
+            try:
+                await run_in_threadpool(expire, ws, lease)
+            except Exception:  # a busy or read-only catalog: logged, tried again next time
+                log.exception("sweeping run leases failed")
+            await asyncio.sleep(sweep_interval(lease))
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(sweep_leases())
         if on_startup is not None:
             on_startup()
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             if on_shutdown is not None:
                 await run_in_threadpool(on_shutdown)
 

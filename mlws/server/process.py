@@ -111,6 +111,7 @@ def server_argv(
     keyfile: str | None,
     insecure: bool,
     max_body: int,
+    run_lease_s: float | None = None,
 ) -> list[str]:
     """The arguments of ``python -m mlws.server`` for these options."""
     argv = [
@@ -131,6 +132,8 @@ def server_argv(
         ]
     if insecure:
         argv.append("--insecure")
+    if run_lease_s is not None:
+        argv += ["--run-lease-s", repr(float(run_lease_s))]
     return argv
 
 
@@ -240,10 +243,13 @@ def serve(
     keyfile: str | None = None,
     insecure: bool = False,
     max_body: int | None = None,
+    run_lease_s: float | None = None,
 ) -> None:
     """Serve the workspace at ``ws_path`` until SIGTERM or Ctrl-C (this process's main loop).
 
     Prints ``Serving <workspace> at <url>`` once it listens (``--port 0``: the port chosen).
+    ``run_lease_s``: how long a run created over HTTP lives without hearing from its client
+    (see :mod:`.leases`).
 
     :raises ServerError: bad options, a server already running, the port taken.
     """
@@ -252,8 +258,10 @@ def serve(
     from ..processes import process_start_time
     from ..workspace import Workspace
     from .app import DEFAULT_MAX_BODY, build_app
+    from .leases import lease_seconds
 
     check_options(host, port, certfile, keyfile, insecure)
+    lease = lease_seconds(run_lease_s)
     ws = Workspace(ws_path)
     try:
         other = running(ws)
@@ -296,7 +304,11 @@ def serve(
         ws.close()
 
     app = build_app(
-        ws, max_body=max_body or DEFAULT_MAX_BODY, on_startup=started, on_shutdown=shutdown
+        ws,
+        max_body=max_body or DEFAULT_MAX_BODY,
+        on_startup=started,
+        on_shutdown=shutdown,
+        run_lease_s=lease,
     )
     config = uvicorn.Config(
         app,

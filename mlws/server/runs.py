@@ -4,6 +4,7 @@ properties, complete and fail. Each goes through the library's own functions."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from ..errors import RunExists, RunStateError, UserErrorException
@@ -52,7 +53,20 @@ def run_details(run: Any) -> dict[str, Any]:
 
 
 def _run(call: Call) -> Any:
+    # A read reconciles a run whose client is gone (see .leases) but never renews its lease.
+    from .leases import expire
+
+    expire(call.ws, call.run_lease_s, call.path["run_id"])
     return call.ws.get_run(call.path["run_id"])
+
+
+def _held(call: Call) -> Any:
+    # A write is the run's client speaking: its lease is renewed (409 if it lapsed already).
+    from .leases import hold
+
+    run = call.ws.get_run(call.path["run_id"])
+    hold(call.ws, run.id, call.run_lease_s)
+    return run
 
 
 def list_experiments(call: Call) -> dict[str, Any]:
@@ -152,7 +166,8 @@ def create_run(call: Call) -> dict[str, Any]:
         raise RunExists(f"a run with id {run_id!r} already exists; choose another runId")
     exp = Experiment(call.ws, name)
     # No pid: the run belongs to the client, not to this server process, so the server's own
-    # liveness says nothing about it (it ends with complete/fail).
+    # liveness says nothing about it (it ends with complete/fail). Its client holds it by a
+    # lease instead (see .leases): a client gone for the lease leaves it Failed, ClientLost.
     row = insert_run(
         call.ws,
         name,
@@ -160,7 +175,7 @@ def create_run(call: Call) -> dict[str, Any]:
         status="Running",
         run_id=run_id,
         display_name=display_name,
-        fields={"submitter_user": call.user.name},
+        fields={"submitter_user": call.user.name, "lease_seen": time.time()},
         tags=tags,
         properties=properties,
     )
@@ -212,7 +227,7 @@ def log_metrics(call: Call) -> dict[str, Any]:
     from ..metrics import write_values
 
     items = _metric_items(call.body)
-    run = _run(call)
+    run = _held(call)
     written = write_values(call.ws.catalog, run.seq, items)
     return {"written": written}
 
@@ -229,8 +244,9 @@ def get_tags(call: Call) -> dict[str, Any]:
 
 def set_tags(call: Call) -> dict[str, Any]:
     """``PATCH /runs/{run_id}/tags``: set tags (values replaced)."""
-    run = _run(call)
-    run.set_tags(_key_values(call, "tags"))
+    values = _key_values(call, "tags")  # checked before the lease is renewed
+    run = _held(call)
+    run.set_tags(values)
     return {"tags": run.get_tags()}
 
 
@@ -241,8 +257,9 @@ def get_properties(call: Call) -> dict[str, Any]:
 
 def add_properties(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/properties``: add properties (add-only: 409 on another value)."""
-    run = _run(call)
-    run.add_properties(_key_values(call, "properties"))
+    values = _key_values(call, "properties")  # checked before the lease is renewed
+    run = _held(call)
+    run.add_properties(values)
     return {"properties": run.get_properties()}
 
 
@@ -256,7 +273,7 @@ def _key_values(call: Call, key: str) -> dict[str, Any]:
 def _interactive(call: Call) -> Any:
     from ..lifecycle import INTERACTIVE, TERMINAL
 
-    run = _run(call)
+    run = _held(call)
     if run.type != INTERACTIVE:
         raise RunStateError(
             f"run {run.id} is a {run.type} run: its supervisor decides its outcome, not a client"
@@ -284,6 +301,22 @@ def fail_run(call: Call) -> dict[str, Any]:
     return run_details(run)
 
 
+def heartbeat(call: Call) -> dict[str, Any]:
+    """``POST /runs/{run_id}/heartbeat``: the run's client is alive (renews its lease); send one
+    every ``heartbeatSeconds`` when nothing else is sent. 409 once the run has ended."""
+    from .leases import HEARTBEAT_S
+
+    run = _interactive(call)
+    if call.ws.catalog.one("SELECT lease_seen FROM runs WHERE id = ?", (run.id,))[0] is None:
+        raise RunStateError(f"run {run.id} was not created over HTTP: it has no lease to renew")
+    return {
+        "runId": run.id,
+        "status": run.get_status(),
+        "leaseSeconds": call.run_lease_s,
+        "heartbeatSeconds": min(HEARTBEAT_S, call.run_lease_s / 4),
+    }
+
+
 def put_files(call: Call) -> dict[str, Any]:
     """``PUT /runs/{run_id}/files``: the files of a stored manifest become the run's (same
     paths replaced), once every blob it names is stored."""
@@ -293,8 +326,8 @@ def put_files(call: Call) -> dict[str, Any]:
     digest = body_field(call.body, "manifest", str)
     if digest is None:
         raise UserErrorException('the body needs "manifest": "sha256:..." (a stored manifest blob)')
-    run = _run(call)
     entries = stored_manifest(call.ws, digest)
+    run = _held(call)
     add_run_files(call.ws, run.seq, entries)
     return {"files": len(entries)}
 
@@ -431,6 +464,15 @@ ENDPOINTS = [
                 }
             },
         },
+        tag="runs",
+    ),
+    Endpoint(
+        "POST",
+        _RID + "/heartbeat",
+        "contributor",
+        "Renew the lease of an interactive run created over HTTP (send one every heartbeatSeconds"
+        " when nothing else is sent; a run not heard from for the lease ends Failed, ClientLost)",
+        heartbeat,
         tag="runs",
     ),
     Endpoint(
