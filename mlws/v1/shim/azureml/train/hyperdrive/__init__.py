@@ -2,6 +2,8 @@
 
 from mlws.v1.names import lazy_exports
 
+from .parameter_expressions import EXPRESSIONS
+
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
@@ -15,16 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "MedianStoppingPolicy": "mlws.hyperdrive:MedianStoppingPolicy",
         "TruncationSelectionPolicy": "mlws.hyperdrive:TruncationSelectionPolicy",
         "NoTerminationPolicy": "mlws.hyperdrive:NoTerminationPolicy",
-        "choice": "mlws.hyperdrive:choice",
-        "randint": "mlws.hyperdrive:randint",
-        "uniform": "mlws.hyperdrive:uniform",
-        "quniform": "mlws.hyperdrive:quniform",
-        "loguniform": "mlws.hyperdrive:loguniform",
-        "qloguniform": "mlws.hyperdrive:qloguniform",
-        "normal": "mlws.hyperdrive:normal",
-        "qnormal": "mlws.hyperdrive:qnormal",
-        "lognormal": "mlws.hyperdrive:lognormal",
-        "qlognormal": "mlws.hyperdrive:qlognormal",
+        **EXPRESSIONS,
     },
     unavailable="needs mlws's HyperDrive (mlws.hyperdrive), which this mlws does not have yet",
 )
