@@ -15,6 +15,7 @@ import json
 import math
 import secrets
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SweepConfigError
@@ -54,12 +55,41 @@ def _positive_int(name: str, v: Any) -> int:
     return v
 
 
+def _runs(name: str, value: Any, what: str) -> list[Any]:
+    """``value`` (one run or a list of runs, v1 takes both) as a list of runs."""
+    from ..runs import Run
+
+    runs = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+    for r in runs:
+        if not isinstance(r, Run):
+            raise SweepConfigError(f"{name} takes {what} or a list of them, got {type(r).__name__}")
+    return runs
+
+
+def _same_workspace(ws: Any, run: Any, name: str) -> Any:
+    """The catalog row of ``run`` in ``ws``. :raises SweepConfigError: it is not there."""
+    row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run.id,))
+    if row is None or Path(run.workspace.path).resolve() != Path(ws.path).resolve():
+        raise SweepConfigError(
+            f"{name}: run {run.id!r} is not in workspace {ws.name!r}, where this sweep runs"
+        )
+    return row
+
+
 class HyperDriveConfig:
     """A sweep: run ``run_config`` (a ``ScriptRunConfig``) with hyperparameters drawn by
     ``hyperparameter_sampling`` as ``--name value`` arguments, at most ``max_total_runs`` trials,
     ``max_concurrent_runs`` at a time, for at most ``max_duration_minutes``; ``policy`` cancels
-    trials whose ``primary_metric_name`` lags. v1's signature; ``estimator``, ``pipeline`` and
-    ``resume_from`` are not supported.
+    trials whose ``primary_metric_name`` lags. v1's signature; ``estimator`` and ``pipeline``
+    are not supported.
+
+    Warm start, as v1: ``resume_from`` (a ``HyperDriveRun`` or a list of them, sweeps of the
+    same primary metric) gives the sampler their finished trials, which it does not repeat
+    (Bayesian learns from them), and ``get_best_run_by_primary_metric`` considers them;
+    ``resume_child_runs`` (trials of earlier sweeps, ended) run again first, with their
+    hyperparameters and ``--resume-from <folder>``: a copy of what the earlier trial wrote to
+    ``./outputs`` (also ``$AZUREML_DATAREFERENCE_MODEL_LOCATION``), to continue from its
+    checkpoints. They count towards ``max_total_runs``.
 
     :raises SweepConfigError: any argument out of range or of the wrong kind.
     """
@@ -86,8 +116,6 @@ class HyperDriveConfig:
                 raise SweepConfigError(
                     f"HyperDriveConfig({name}=...) is not supported; pass run_config=ScriptRunConfig(...)"
                 )
-        if resume_from is not None or resume_child_runs is not None:
-            raise SweepConfigError("resuming a sweep (resume_from) is not supported")
         if run_config is None or not hasattr(run_config, "validate"):
             raise SweepConfigError(
                 f"HyperDriveConfig needs run_config=ScriptRunConfig(...), got {type(run_config).__name__}"
@@ -120,6 +148,13 @@ class HyperDriveConfig:
                 f"NoTerminationPolicy, got {type(policy).__name__}"
             )
         hyperparameter_sampling.check_policy(policy)
+        self.resume_from = _runs("resume_from", resume_from, "a HyperDriveRun")
+        self.resume_child_runs = _runs("resume_child_runs", resume_child_runs, "a trial's Run")
+        if len(self.resume_child_runs) > max_total_runs:
+            raise SweepConfigError(
+                f"resume_child_runs lists {len(self.resume_child_runs)} trials, more than "
+                f"max_total_runs={max_total_runs}; the resumed trials count towards it"
+            )
         self.run_config = run_config
         self.hyperparameter_sampling = hyperparameter_sampling
         self.primary_metric_name = primary_metric_name
@@ -150,7 +185,48 @@ class HyperDriveConfig:
             "maxTotalRuns": self.max_total_runs,
             "maxConcurrentRuns": self.max_concurrent_runs or self.max_total_runs,
             "maxDurationMinutes": self.max_duration_minutes,
+            # Only when set, so that sweeps recorded before warm start read the same.
+            **({"resumeFrom": [r.id for r in self.resume_from]} if self.resume_from else {}),
+            **(
+                {"resumeChildRuns": [r.id for r in self.resume_child_runs]}
+                if self.resume_child_runs
+                else {}
+            ),
         }
+
+    def check_resume(self, ws: Any) -> None:
+        """Check ``resume_from`` and ``resume_child_runs`` against the workspace the sweep is
+        submitted to.
+
+        :raises SweepConfigError: a run of another workspace, not a sweep (not a trial), a
+            sweep of another primary metric, a trial that has not ended.
+        """
+        from ..lifecycle import TERMINAL
+
+        for r in self.resume_from:
+            row = _same_workspace(ws, r, "resume_from")
+            if row["type"] != HYPERDRIVE:
+                raise SweepConfigError(
+                    f"resume_from takes HyperDrive sweeps; run {r.id!r} is of type {row['type']!r}"
+                )
+            earlier = json.loads(row["definition"] or "{}").get("hyperdrive") or {}
+            if earlier.get("primaryMetricName") != self.primary_metric_name:
+                raise SweepConfigError(
+                    f"resume_from: sweep {r.id!r} measured {earlier.get('primaryMetricName')!r}, "
+                    f"this sweep measures {self.primary_metric_name!r}; their results do not compare"
+                )
+        for r in self.resume_child_runs:
+            row = _same_workspace(ws, r, "resume_child_runs")
+            parent = ws.catalog.one("SELECT type FROM runs WHERE id = ?", (row["parent_id"],))
+            if parent is None or parent["type"] != HYPERDRIVE:
+                raise SweepConfigError(
+                    f"resume_child_runs takes trials of HyperDrive sweeps; run {r.id!r} is not one"
+                )
+            if row["status"] not in TERMINAL:
+                raise SweepConfigError(
+                    f"resume_child_runs: trial {r.id!r} is {row['status']}; a trial is resumed "
+                    "from what it stored when it ended (wait for it, or cancel it)"
+                )
 
     def _submit(
         self, experiment: Experiment, tags: dict[str, Any] | None = None, **kwargs: Any
@@ -175,6 +251,7 @@ def submit_sweep(
 
     ws = experiment.workspace
     tags = key_values(tags, "tag")
+    config.check_resume(ws)
     src, _ = config.run_config.validate()
     target_config(ws, config.run_config.run_config.target)
     sweep = config.to_dict()

@@ -15,7 +15,12 @@ sweep survives its submitter. The controller:
 3. **Watches** the trials' primary metric as they log it and cancels those the policy judges
    poor (each gets the property ``azureml.earlyTermination`` with the reason); stops launching
    at ``maxTotalRuns``, an exhausted grid, or ``maxDurationMinutes`` (then cancels what runs).
-4. **Ends** the sweep once no trial is open: ``Completed``; ``Failed`` when every trial failed
+4. **Records the best** on the parent as v1's service does: each time a trial ends with a
+   primary metric value better than every earlier one, a row of the table metric
+   ``best_child_by_primary_metric`` (``metric_name``, ``timestamp``, ``run_id``,
+   ``metric_value``, ``final``: False); when the sweep ends, the best once more with ``final``
+   True. ``HyperDriveRun.get_best_run_by_primary_metric`` reads it back.
+5. **Ends** the sweep once no trial is open: ``Completed``; ``Failed`` when every trial failed
    or the first trial to complete never logged the primary metric; ``Canceled`` when the parent
    was canceled (its trials are canceled first). Its log is stored as the run file
    ``azureml-logs/hyperdrive.txt``.
@@ -36,6 +41,25 @@ if TYPE_CHECKING:
     from ..workspace import Workspace
 
 LOG_FILE = "azureml-logs/hyperdrive.txt"
+#: The parent's table metric naming its best trial so far (v1's name and columns).
+BEST_CHILD = "best_child_by_primary_metric"
+#: The input name of a resumed trial's checkpoint folder (``$AZUREML_DATAREFERENCE_<name>``), v1's.
+RESUME_INPUT = "MODEL_LOCATION"
+
+
+def outputs_manifest(ws: Workspace, run_seq: int, folder: str = "outputs") -> str:
+    """The manifest (stored) of the run files a run kept under ``folder/``, paths relative to
+    it: what a later run gets as a read-only input folder."""
+    from ..manifests import Entry
+
+    prefix = f"{folder.strip('/')}/"
+    rows = ws.catalog.query(
+        "SELECT path, blob, size, mode FROM run_files WHERE run_seq = ? AND substr(path, 1, ?) = ?",
+        (run_seq, len(prefix), prefix),
+    )
+    return ws.blobs.put_manifest(
+        Entry(r["path"][len(prefix) :], r["blob"], r["size"], r["mode"]) for r in rows
+    )
 
 
 def strip_duplicate_arguments(arguments: list[str], names: set[str]) -> list[str]:
@@ -106,20 +130,68 @@ class SweepController(controllers.Controller):
         self.metric = self.sweep["primaryMetricName"]
         self.maximize = self.sweep["primaryMetricGoal"] == "MAXIMIZE"
         self.policy = policy_from_json(self.sweep["policy"])
-        self.sampler = Sampler(self.sweep["sampling"], int(self.sweep["seed"]), self.maximize)
+        self.sampler = Sampler(
+            self.sweep["sampling"], int(self.sweep["seed"]), self.maximize, self.prior_trials()
+        )
+        #: Trials of earlier sweeps to run again first (``resume_child_runs``), oldest first.
+        self.to_resume: list[str] = list(self.sweep.get("resumeChildRuns") or ())
         self.index_of: dict[str, int] = {}
         self.ended: set[str] = set()
         self.judged: set[str] = set()
         #: The primary metric values of the trials that have ended, by trial id.
         self.final: dict[str, list[float]] = {}
+        #: The best trial so far and its best primary metric value (``BEST_CHILD``'s last row).
+        self.best: tuple[str, float] | None = None
 
-    def submit_trial(self, index: int, params: dict[str, Any]) -> str:
-        """Submit one trial as a child run; returns its id."""
+    def prior_trials(self) -> list[tuple[dict[str, Any], float | None]]:
+        """The ended trials of the sweeps this one resumes (``resumeFrom``) and of the trials
+        it runs again: ``(hyperparameters, best primary metric or None)``."""
+        from .run import trial_hyperparameters
+
+        ids = list(self.sweep.get("resumeFrom") or ())
+        if not ids and not self.sweep.get("resumeChildRuns"):
+            return []
+        marks = ",".join("?" * len(TERMINAL))
+        rows = self.ws.catalog.query(
+            f"SELECT id, seq FROM runs WHERE (parent_id IN ({','.join('?' * len(ids))})"
+            f" OR id IN ({','.join('?' * len(self.sweep.get('resumeChildRuns') or ()))}))"
+            f" AND status IN ({marks})",
+            (*ids, *(self.sweep.get("resumeChildRuns") or ()), *TERMINAL),
+        )
+        seqs = {r["seq"]: r["id"] for r in rows}
+        params = trial_hyperparameters(self.ws, seqs)
+        series = primary_series(self.ws, seqs, self.metric)
+        pick = max if self.maximize else min
+        out = [(params[rid], pick(series[rid]) if series[rid] else None) for rid in params]
+        self.say(f"warm start: {len(out)} trial(s) of earlier sweeps")
+        return out
+
+    def resume_input(self, trial_id: str) -> tuple[dict[str, Any], Any]:
+        """The hyperparameters of an earlier trial and its ``./outputs`` as the input
+        ``MODEL_LOCATION`` of the trial that continues it (v1's resume-from checkpoint)."""
+        from ..rundata import StoredInput
+        from .run import trial_hyperparameters
+
+        seq = self.ws.catalog.scalar("SELECT seq FROM runs WHERE id = ?", (trial_id,))
+        params = trial_hyperparameters(self.ws, {seq: trial_id}).get(trial_id, {})
+        return params, StoredInput(RESUME_INPUT, outputs_manifest(self.ws, seq))
+
+    def submit_trial(
+        self, index: int, params: dict[str, Any], resume_from: str | None = None
+    ) -> str:
+        """Submit one trial as a child run; returns its id. ``resume_from``: the earlier trial
+        it continues (``params`` are ignored: it keeps the earlier trial's)."""
         from ..runconfig import RunConfiguration, ScriptRunConfig, submit_script
         from ..snapshots import Snapshot
 
         rc = RunConfiguration.from_dict(self.run_config)
-        rc.arguments = trial_arguments(rc.arguments, params)
+        extra: dict[str, str] = {}
+        tail: list[Any] = []
+        if resume_from is not None:
+            params, checkpoint = self.resume_input(resume_from)
+            tail = ["--resume-from", checkpoint]
+            extra["azureml.hyperdrive.resumedFrom"] = resume_from
+        rc.arguments = trial_arguments(rc.arguments, params) + tail
         cfg = ScriptRunConfig(
             source_directory=self.source_directory, run_config=rc, max_run_duration_seconds=None
         )
@@ -131,18 +203,52 @@ class SweepController(controllers.Controller):
             properties={
                 "hyperparameters": json.dumps(params),
                 "azureml.hyperdrive.index": str(index),
+                **extra,
             },
         )
         self.index_of[trial.id] = index
-        self.say(f"trial {index} {trial.id}: {json.dumps(params)}")
+        how = f" (resumes {resume_from})" if resume_from else ""
+        self.say(f"trial {index} {trial.id}: {json.dumps(params)}{how}")
         return trial.id
 
     def trials(self) -> list[Any]:
         """The sweep's trial rows (id, seq, status, error), oldest first."""
         return self.children()
 
+    def record_best(self, trial_id: str, value: float | None, final: bool = False) -> None:
+        """Log a ``BEST_CHILD`` row on the parent when ``value`` beats the best so far (ties
+        keep the earlier trial, as v1's ranking does); with ``final``, the best once more."""
+        import datetime
+
+        if not final:
+            if value is None or (
+                self.best is not None
+                and not (value > self.best[1] if self.maximize else value < self.best[1])
+            ):
+                return
+            self.best = (trial_id, value)
+        elif self.best is None:
+            return
+        self.run.log_row(
+            BEST_CHILD,
+            metric_name=self.metric,
+            timestamp=str(datetime.datetime.now(datetime.timezone.utc)),
+            run_id=self.best[0],
+            metric_value=self.best[1],
+            final=final,
+        )
+        self.run.flush()
+
     def drive(self) -> tuple[str, dict[str, Any] | None]:
-        """Run the sweep; returns the parent's final status and error."""
+        """Run the sweep; returns the parent's final status and error. The best trial is
+        recorded as final (``BEST_CHILD``) before the outcome, so whoever sees the sweep ended
+        sees it."""
+        status, error = self.drive_trials()
+        self.record_best("", None, final=True)
+        return status, error
+
+    def drive_trials(self) -> tuple[str, dict[str, Any] | None]:
+        """Launch, watch and judge trials until none is open and none may start."""
         sw = self.sweep
         max_total, max_conc = int(sw["maxTotalRuns"]), int(sw["maxConcurrentRuns"])
         deadline = time.monotonic() + float(sw["maxDurationMinutes"]) * 60
@@ -166,6 +272,7 @@ class SweepController(controllers.Controller):
                     best = (max(values) if self.maximize else min(values)) if values else None
                     self.say(f"trial {r['id']} ended {r['status']} (best {self.metric}: {best})")
                     self.sampler.observe(self.index_of.get(r["id"], -1), best)
+                    self.record_best(r["id"], best)
                     if r["status"] == "Completed" and not values:
                         return "Failed", self.never_logged(r)
             running = {r["id"] for r in rows if r["status"] == "Running"} - self.judged
@@ -180,6 +287,11 @@ class SweepController(controllers.Controller):
                 self.say("max_duration_minutes reached: canceling the open trials")
                 cancel_trials(self.ws, self.run_id)
             while not (stopping or exhausted) and launched < max_total and len(open_ids) < max_conc:
+                if self.to_resume:
+                    earlier = self.to_resume.pop(0)
+                    open_ids.add(self.submit_trial(launched, {}, resume_from=earlier))
+                    launched += 1
+                    continue
                 params = self.sampler.suggest(launched)
                 if params is None:
                     exhausted = True

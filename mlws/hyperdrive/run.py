@@ -84,19 +84,57 @@ class HyperDriveRun(Run):
         include_canceled: bool = True,
         include_resume_from_runs: bool = True,
     ) -> Run | None:
-        """The trial with the best primary metric value, or None when no trial logged one."""
+        """The trial with the best primary metric value, or None when no trial logged one.
+
+        As v1: the parent's table metric ``best_child_by_primary_metric`` (written by the
+        sweep's controller as trials end) answers first; when it has nothing to say (no row
+        yet, a sweep ended without its final row, a best trial whose status is excluded) every
+        trial is ranked instead. With ``include_resume_from_runs``, the best trials of the
+        sweeps this one resumed from (``resume_from``) compete too."""
+        best = self._best(include_failed, include_canceled)
+        if include_resume_from_runs:
+            for rid in self.hyperdrive_config.get("resumeFrom") or ():
+                earlier = self.workspace.get_run(rid)
+                if isinstance(earlier, HyperDriveRun):
+                    best = self._better(best, earlier._best(include_failed, include_canceled))
+        return best[0] if best is not None else None
+
+    def _better(
+        self, a: tuple[Run, float] | None, b: tuple[Run, float] | None
+    ) -> tuple[Run, float] | None:
+        """The better of two (trial, value) pairs; ``a`` on a tie."""
+        if a is None or b is None:
+            return a or b
         _, maximize = self._goal()
+        return b if (b[1] > a[1] if maximize else b[1] < a[1]) else a
+
+    def _best(self, include_failed: bool, include_canceled: bool) -> tuple[Run, float] | None:
+        """This sweep's best trial and its value: from ``best_child_by_primary_metric``, else
+        by ranking every trial."""
+        from ..lifecycle import TERMINAL
+        from .controller import BEST_CHILD
+
+        excluded = {
+            s for s, inc in (("Failed", include_failed), ("Canceled", include_canceled)) if not inc
+        }
+        table = self.get_metrics(BEST_CHILD).get(BEST_CHILD)
+        if table:
+            last = {k: (v[-1] if isinstance(v, list) else v) for k, v in table.items()}
+            final_or_open = last.get("final") or self.get_status() not in TERMINAL
+            if last.get("run_id") and last.get("metric_value") is not None and final_or_open:
+                child = self.workspace.get_run(last["run_id"])
+                if child.get_status() not in excluded:
+                    return child, float(last["metric_value"])
         items = [
             i
             for i in self._ranked()
-            if i["best_primary_metric"] is not None
-            and (include_failed or i["status"] != "Failed")
-            and (include_canceled or i["status"] != "Canceled")
+            if i["best_primary_metric"] is not None and i["status"] not in excluded
         ]
         if not items:
             return None
-        pick = max if maximize else min
-        return pick(items, key=lambda i: i["best_primary_metric"])["run"]
+        _, maximize = self._goal()
+        pick = (max if maximize else min)(items, key=lambda i: i["best_primary_metric"])
+        return pick["run"], pick["best_primary_metric"]
 
     def cancel(self) -> None:
         """Cancel the sweep: its controller cancels the open trials, then ends it ``Canceled``.

@@ -10,6 +10,10 @@ Grid enumerates the product of the choices in the order given; Random draws from
 ``random.Random(seed)`` (the seed is recorded on the sweep, so its draws can be told again);
 Bayesian asks Optuna's TPE sampler (the ``mlws[sweeps]`` extra) and tells it each finished
 trial's best primary metric value.
+
+A sweep that resumes earlier ones (``HyperDriveConfig(resume_from=...)``) gives its sampler
+their finished trials (``prior``): Grid skips the points done already, Random draws again
+rather than repeat one, Bayesian starts from a study that holds them.
 """
 
 from __future__ import annotations
@@ -307,20 +311,41 @@ def grid_values(space: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, combo, strict=True))
 
 
+#: How many times Random draws again before it takes the space as used up by earlier sweeps.
+REDRAWS = 200
+
+
+def point_key(params: dict[str, Any]) -> str:
+    """One hyperparameter set as a comparable key (names and values, canonical JSON)."""
+    import json
+
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
 class Sampler:
     """Draws the sweep's hyperparameter sets one at a time (in the controller).
 
     ``suggest()`` returns the next set or None when the space is exhausted (a grid);
     ``observe(index, value)`` tells the sampler a finished trial's primary metric (Bayesian
-    learns from it; the others ignore it)."""
+    learns from it; the others ignore it). ``prior``: the finished trials of the sweeps this
+    one resumes, ``(hyperparameters, best primary metric or None)``; those over other
+    parameter names than this space's are left out."""
 
-    def __init__(self, sampling: dict[str, Any], seed: int, maximize: bool) -> None:
+    def __init__(
+        self,
+        sampling: dict[str, Any],
+        seed: int,
+        maximize: bool,
+        prior: list[tuple[dict[str, Any], float | None]] | None = None,
+    ) -> None:
         self.name = sampling["name"]
         self.space: dict[str, list[Any]] = sampling["parameter_space"]
         self.rng = random.Random(seed)
         self._grid = grid_values(self.space) if self.name == "GRID" else None
         self._study: Any = None
         self._asked: dict[int, Any] = {}
+        self.prior = [(p, v) for p, v in prior or () if set(p) == set(self.space)]
+        self._done = {point_key(p) for p, _ in self.prior}
         if self.name == "BayesianOptimization":
             optuna = require_optuna()
             optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -328,16 +353,40 @@ class Sampler:
                 direction="maximize" if maximize else "minimize",
                 sampler=optuna.samplers.TPESampler(seed=seed),
             )
+            self._seed_study()
+
+    def _seed_study(self) -> None:
+        """Warm start: the earlier sweeps' trials that logged a value, as finished trials of
+        the study (a value outside this space's distributions is left out)."""
+        import optuna
+
+        dists = self._distributions()
+        for params, value in self.prior:
+            if value is None or not math.isfinite(value):
+                continue
+            try:
+                self._study.add_trial(
+                    optuna.trial.create_trial(params=params, distributions=dists, value=value)
+                )
+            except ValueError:
+                continue
 
     def suggest(self, index: int) -> dict[str, Any] | None:
         """The hyperparameters of trial ``index``, or None when there are no more."""
         if self._grid is not None:
-            return next(self._grid, None)
+            for point in self._grid:
+                if point_key(point) not in self._done:
+                    return point
+            return None
         if self._study is not None:
             return self._ask(index)
-        return {n: draw(e, self.rng) for n, e in self.space.items()}
+        for _ in range(REDRAWS if self._done else 1):
+            point = {n: draw(e, self.rng) for n, e in self.space.items()}
+            if point_key(point) not in self._done:
+                return point
+        return None  # the earlier sweeps drew every point this space has (as far as we tell)
 
-    def _ask(self, index: int) -> dict[str, Any]:
+    def _distributions(self) -> dict[str, Any]:
         from optuna.distributions import CategoricalDistribution, FloatDistribution
 
         dists: dict[str, Any] = {}
@@ -346,7 +395,10 @@ class Sampler:
                 dists[n] = CategoricalDistribution(args[0])
             else:
                 dists[n] = FloatDistribution(float(args[0]), float(args[1]))
-        trial = self._study.ask(dists)
+        return dists
+
+    def _ask(self, index: int) -> dict[str, Any]:
+        trial = self._study.ask(self._distributions())
         self._asked[index] = trial
         out = {}
         for n, (kind, args) in self.space.items():

@@ -106,16 +106,9 @@ def reuse(ws: Workspace, experiment: str, parent_id: str, step_name: str, origin
 def output_manifest(ws: Workspace, run_seq: int, name: str) -> str:
     """The manifest (stored) of what the step run ``run_seq`` wrote to ``PipelineData``
     ``name``: its run files under ``outputs/<name>/``, paths relative to that folder."""
-    from ..manifests import Entry
+    from ..hyperdrive.controller import outputs_manifest
 
-    prefix = f"outputs/{name}/"
-    rows = ws.catalog.query(
-        "SELECT path, blob, size, mode FROM run_files WHERE run_seq = ? AND substr(path, 1, ?) = ?",
-        (run_seq, len(prefix), prefix),
-    )
-    return ws.blobs.put_manifest(
-        Entry(r["path"][len(prefix) :], r["blob"], r["size"], r["mode"]) for r in rows
-    )
+    return outputs_manifest(ws, run_seq, f"outputs/{name}")
 
 
 def dataset_content(ds: Any) -> str:
