@@ -128,7 +128,11 @@ class DataReference:
         )
 
     def __str__(self) -> str:
-        return self.datastore._where(self.path_on_datastore)
+        """``$AZUREML_DATAREFERENCE_<name>``, as v1: the run input's variable, which a run that
+        takes this reference expands to its path (``local_path`` is the path here)."""
+        from .rundata import default_input_name
+
+        return f"$AZUREML_DATAREFERENCE_{self.data_reference_name or default_input_name(self)}"
 
     def __repr__(self) -> str:
         return f"DataReference(datastore={self.datastore.name!r}, path={self.path_on_datastore!r}, mode={self.mode!r})"

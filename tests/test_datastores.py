@@ -462,7 +462,9 @@ def test_path_data_reference(ws: Workspace) -> None:
     assert isinstance(ref, DataReference)
     assert ref.path_on_datastore == "a/b"
     assert ref.local_path == ds.root / "a" / "b"
-    assert str(ref) == str(ds.root / "a" / "b")
+    # v1's str(): the run input's variable, named after the reference (or derived from it)
+    assert str(ref).startswith("$AZUREML_DATAREFERENCE_input_") and str(ref) == str(ds.path("a/b"))
+    assert str(ds.path("a", data_reference_name="raw")) == "$AZUREML_DATAREFERENCE_raw"
     assert ref.mode == "mount"
     down = ref.as_download()
     assert down.mode == "download" and down.path_on_datastore == "a/b"

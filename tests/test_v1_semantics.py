@@ -449,6 +449,21 @@ def test_v1_service_has_no_keys_and_reload_serves_the_changed_script(ws, tmp_pat
         service.reload()
     assert service.run(json.dumps({"data": [1]})) == {"answer": 10}  # still serving
 
+    # v1's LocalWebservice has no keys: get_keys/regen_key/get_token raise as v1's do.
+    local = LocalWebservice(ws, "v1svc")
+    for call_it in (local.get_keys, lambda: local.regen_key("Primary"), local.get_token):
+        with pytest.raises(NotImplementedError, match="do not support auth keys"):
+            call_it()
+    (src / "score.py").write_text(V1_SCORE.replace("FACTOR", "2"))
+    ic = InferenceConfig(entry_script="score.py", source_directory=str(src))
+    config = LocalWebservice.deploy_configuration()
+    again = Model.deploy(ws, "v1svc", [model], ic, config, overwrite=True)
+    assert isinstance(again, LocalWebservice)
+    again.wait_for_deployment(timeout_sec=60)
+    with pytest.raises(NotImplementedError, match="do not support auth keys"):
+        again.get_keys()
+    assert again.run(json.dumps({"data": [1, 2]})) == {"answer": 6}
+
 
 # -- 3: Docker --------------------------------------------------------------------------------------
 def test_a_run_asking_for_docker_runs_without_it_with_a_note(ws, tmp_path, monkeypatch):
