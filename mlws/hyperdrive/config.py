@@ -244,10 +244,8 @@ def submit_sweep(
     :raises MlwsError: the controller could not be started (the run is Failed).
     """
     from ..compute import target_config
-    from ..controllers import start_controller
-    from ..runs import insert_run, key_values
+    from ..runs import key_values
     from ..snapshots import take_snapshot
-    from .run import HyperDriveRun
 
     ws = experiment.workspace
     tags = key_values(tags, "tag")
@@ -265,17 +263,47 @@ def submit_sweep(
         "sourceDirectory": str(src),
         "snapshot": {k: v for k, v in dataclasses.asdict(snap).items() if k != "warnings"},
     }
-    run_id = config.custom_run_id or f"HD_{secrets.token_hex(16)}"
-    row = insert_run(
+    return start_sweep(
+        experiment,
+        definition,
+        config.custom_run_id or f"HD_{secrets.token_hex(16)}",
+        tags=tags,
+    )
+
+
+def start_sweep(
+    experiment: Experiment,
+    definition: dict[str, Any],
+    run_id: str,
+    tags: dict[str, str] | None = None,
+    parent_id: str | None = None,
+    display_name: str | None = None,
+    properties: dict[str, str] | None = None,
+) -> HyperDriveRun:
+    """Record a sweep's parent run (``NotStarted``, its ``definition`` holding the sweep, the
+    trials' run configuration, source folder and snapshot) and start its controller; returns
+    it at once. ``parent_id``/``display_name``: a sweep that is a pipeline's step.
+
+    :raises MlwsError: the controller could not be started (the run is Failed).
+    """
+    from ..controllers import start_controller
+    from ..runs import insert_run
+    from .run import HyperDriveRun
+
+    ws = experiment.workspace
+    sweep = definition["hyperdrive"]
+    insert_run(
         ws,
         experiment.name,
         run_type=HYPERDRIVE,
         status="NotStarted",
         run_id=run_id,
+        parent_id=parent_id,
+        display_name=display_name,
         fields={
             "definition": json.dumps(definition),
-            "target": config.run_config.run_config.target,
-            "snapshot": snap.manifest,
+            "target": definition["runConfig"].get("target"),
+            "snapshot": definition["snapshot"]["manifest"],
         },
         tags=tags,
         properties={
@@ -286,6 +314,7 @@ def submit_sweep(
             "azureml.runsource": "hyperdrive",
             "max_total_runs": str(sweep["maxTotalRuns"]),
             "max_concurrent_runs": str(sweep["maxConcurrentRuns"]),
+            **(properties or {}),
         },
     )
     start_controller(experiment, run_id, "mlws.hyperdrive.controller", "the sweep")

@@ -127,6 +127,8 @@ class SweepController(controllers.Controller):
         self.run_config = definition["runConfig"]
         self.source_directory = definition["sourceDirectory"]
         self.snapshot: dict[str, Any] | None = definition.get("snapshot")
+        #: A pipeline's HyperDriveStep: the trials' arguments and data, the step's outputs.
+        self.step: dict[str, Any] | None = definition.get("step")
         self.metric = self.sweep["primaryMetricName"]
         self.maximize = self.sweep["primaryMetricGoal"] == "MAXIMIZE"
         self.policy = policy_from_json(self.sweep["policy"])
@@ -185,6 +187,12 @@ class SweepController(controllers.Controller):
         from ..snapshots import Snapshot
 
         rc = RunConfiguration.from_dict(self.run_config)
+        data = None
+        if self.step is not None:
+            from ..pipelines.hyperdrive_step import decode
+
+            rc.arguments = [decode(a) for a in self.step["arguments"]]
+            data = [decode(d) for d in self.step["data"]]
         extra: dict[str, str] = {}
         tail: list[Any] = []
         if resume_from is not None:
@@ -200,6 +208,7 @@ class SweepController(controllers.Controller):
             cfg,
             parent_id=self.run_id,
             snapshot=Snapshot(**self.snapshot) if self.snapshot else None,
+            data=data,
             properties={
                 "hyperparameters": json.dumps(params),
                 "azureml.hyperdrive.index": str(index),
@@ -245,6 +254,12 @@ class SweepController(controllers.Controller):
         sees it."""
         status, error = self.drive_trials()
         self.record_best("", None, final=True)
+        if self.step is not None and status == "Completed":
+            from ..pipelines.hyperdrive_step import publish_step_outputs
+
+            best = self.ws.get_run(self.best[0]) if self.best else None
+            for note in publish_step_outputs(self.run, best, self.step):
+                self.say(note)
         return status, error
 
     def drive_trials(self) -> tuple[str, dict[str, Any] | None]:

@@ -33,6 +33,8 @@ _EXPORTS = {
     "ScheduleRecurrence": "schedules",
     "ParallelRunConfig": "parallel",
     "ParallelRunStep": "parallel",
+    "HyperDriveStep": "hyperdrive_step",
+    "HyperDriveStepRun": "hyperdrive_step",
 }
 
 __all__ = sorted(_EXPORTS)

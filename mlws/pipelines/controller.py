@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import controllers
 from ..lifecycle import TERMINAL
-from . import reuse
+from . import hyperdrive_step, reuse
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -268,6 +268,7 @@ class PipelineController(controllers.Controller):
                 "outputs": sorted(step["outputs"]),
                 # Only when there are some, so that older fingerprints still match.
                 **({"outputConfigs": step["outputConfigs"]} if step.get("outputConfigs") else {}),
+                **hyperdrive_step.fingerprint_part(step),
             }
         )
 
@@ -300,6 +301,8 @@ class PipelineController(controllers.Controller):
             run_config=rc,
             max_run_duration_seconds=None,
         )
+        if step.get("stepType") == hyperdrive_step.STEP_TYPE:  # the step's run is a sweep
+            return hyperdrive_step.submit_step(self.run, step, cfg, data)
         run = submit_script(
             self.run.experiment,
             cfg,

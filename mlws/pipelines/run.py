@@ -117,9 +117,14 @@ class PipelineRun(Run):
         return pipeline_runs(workspace, pipeline_id)
 
     def get_children(self, *args: Any, **kwargs: Any) -> list[StepRun]:  # type: ignore[override]
-        """The step runs (as ``Run.get_children``, each a :class:`StepRun`), oldest first."""
+        """The step runs (as ``Run.get_children``, each a :class:`StepRun`; a
+        ``HyperDriveStep``'s a ``HyperDriveStepRun``), oldest first."""
+        from .hyperdrive_step import HyperDriveStepRun
+
         return [
-            StepRun(self.experiment, c.id, _row=c._row)
+            HyperDriveStepRun(c)
+            if c.type == "hyperdrive"
+            else StepRun(self.experiment, c.id, _row=c._row)
             for c in super().get_children(*args, **kwargs)
         ]
 

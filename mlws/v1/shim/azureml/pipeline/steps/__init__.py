@@ -8,6 +8,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "PythonScriptStep": "mlws.pipelines:PythonScriptStep",
         "CommandStep": "mlws.pipelines:CommandStep",
         "HyperDriveStep": "mlws.pipelines:HyperDriveStep",
+        "HyperDriveStepRun": "mlws.pipelines:HyperDriveStepRun",
         "ParallelRunStep": "mlws.pipelines:ParallelRunStep",
         "ParallelRunConfig": "mlws.pipelines:ParallelRunConfig",
         "EstimatorStep": "mlws.pipelines:EstimatorStep",
@@ -16,5 +17,5 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "MpiStep": "mlws.pipelines:MpiStep",
         "AutoMLStep": "mlws.pipelines:AutoMLStep",
     },
-    unavailable="not in mlws yet: its pipeline steps are PythonScriptStep, CommandStep and ParallelRunStep (with ParallelRunConfig)",
+    unavailable="not in mlws yet: its pipeline steps are PythonScriptStep, CommandStep, HyperDriveStep and ParallelRunStep (with ParallelRunConfig)",
 )
