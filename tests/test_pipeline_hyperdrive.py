@@ -143,3 +143,30 @@ def test_the_v1_names_give_the_step():
     from azureml.pipeline.steps import HyperDriveStepRun as V1StepRun
 
     assert V1Step is HyperDriveStep and V1StepRun is HyperDriveStepRun
+
+
+def test_a_sweep_step_whose_trials_all_fail_fails_the_pipeline(ws, tmp_path):
+    src = make_source(tmp_path, "raise SystemExit('bad trial')\n")
+    config = HyperDriveConfig(
+        run_config=ScriptRunConfig(str(src), "train.py"),
+        hyperparameter_sampling=GridParameterSampling({"--x": choice(1, 2)}),
+        primary_metric_name="accuracy",
+        primary_metric_goal="maximize",
+        max_total_runs=2,
+        max_concurrent_runs=2,
+    )
+    model = PipelineData("model")
+    step = HyperDriveStep("sweep", config, outputs=[model])
+    try:
+        run = Experiment(ws, "hdfail").submit(Pipeline(ws, steps=[step]))
+        details = run.wait_for_completion(
+            show_output=False, timeout_seconds=90, raise_on_error=False
+        )
+        assert details["status"] == "Failed"
+        msg = details["error"]["error"]["message"]
+        assert "'sweep'" in msg and "no trial of the sweep completed" in msg
+        sweep = run.find_step_run("sweep")[0]
+        assert sweep.get_status() == "Failed" and len(sweep.get_children()) == 2
+        assert sweep.get_best_run_by_primary_metric() is None
+    finally:
+        kill_run_processes(ws)
