@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from helpers import invoke, one_error_line, wait_until
-from serving_helpers import call, error_of, register
+from serving_helpers import call, error_of, register, write_source
 
 from mlws import Environment, Model, Workspace
 from mlws.errors import ExtraNotInstalled, WebserviceException
@@ -156,6 +156,10 @@ def test_an_mlflow_model_deploys_without_a_script_and_answers_both_payload_style
     assert call(port, body=split, key=key)[0] == 200
     assert call(port, body=split)[0] == 401  # keys on, as every mlws service
     assert call(port, "GET", "/")[2] == b"Healthy"
+    swagger = json.loads(call(port, "GET", "/swagger.json")[2])
+    post = swagger["paths"]["/score"]["post"]
+    assert "dataframe_split" in post["description"]
+    assert "sepal length (cm)" in post["x-mlflow-signature"]["inputs"]
     # every request is telemetry, the refused ones too (stored in batches: waited for)
     wait_until(
         lambda: svc.get_telemetry()["byStatus"].get("400", 0) >= len(bad) + 3,
@@ -193,6 +197,15 @@ def test_cli_deploys_an_mlflow_model_and_rolls_it_to_another_version(
     assert svc.config["pyfunc"] == {"model": "iris:2", "path": "bare"}
     status, _, data = call(svc.port, body={"inputs": ROWS})
     assert status == 200 and json.loads(data) == {"predictions": saved["expected"]}
+    # to a scoring script and back: update() switches between the two kinds of service
+    src = write_source(
+        tmp_path, "def init():\n    pass\n\ndef run(raw_data):\n    return 'script'\n"
+    )
+    svc.update(inference_config=InferenceConfig("score.py", str(src)))
+    assert svc.config["pyfunc"] is None and svc.run({"data": ROWS}) == "script"
+    svc.update(inference_config=InferenceConfig(entry_script=None))
+    assert svc.config["pyfunc"]["model"] == "iris:2" and svc.config["entryScript"] is None
+    assert svc.run({"data": ROWS}) == saved["expected"]
     r = invoke("service", "delete", "iris-cli")
     assert r.exit_code == 0, r.output
 

@@ -156,6 +156,19 @@ class PyfuncScorer:
         self.columns: list[str] | None = list(schema.input_names()) if named else None
         self._takes_params = "params" in inspect.signature(model.predict).parameters
 
+    def describe(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The service's swagger document ``doc`` with what this model takes: the payloads, and
+        its MLflow signature (``x-mlflow-signature``, MLflow's own JSON form) when it has one."""
+        post = doc["paths"]["/score"]["post"]
+        post["description"] = (
+            "the MLflow model's predictions: Azure ML's {\"data\": ...} answered with a list, or"
+            f' MLflow\'s {", ".join(MLFLOW_KEYS)} answered with {{"predictions": [...]}}'
+        )
+        signature = self.model.metadata.signature
+        if signature is not None:
+            post["x-mlflow-signature"] = signature.to_dict()
+        return doc
+
     def __call__(self, payload: Any) -> Any:
         """Score one decoded request body.
 

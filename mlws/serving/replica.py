@@ -556,18 +556,20 @@ def main() -> int:
             from .pyfunc import load_scorer
 
             run = load_scorer(config["pyfunc"])
+            swagger = run.describe(_swagger(config["service"], run))
             options = {"parsed_input": True, "label": "the model's predict()"}
         else:
             module = _load_entry(source / config["entryScript"])
             module.init()
             run = module.run
+            swagger = _swagger(config["service"], run)
     except BaseException as e:  # noqa: BLE001 - the deployment fails with the script's reason
         trace = traceback.format_exc()
         print(trace, file=sys.stderr, flush=True)  # in the replica's log too
         reason = str(e) if isinstance(e, MlwsError) else f"init() failed: {type(e).__name__}: {e}"
         _send(t="failed", error=reason, trace=trace)
         return 1
-    app = App(config, run, _swagger(config["service"], run), **options)
+    app = App(config, run, swagger, **options)
     signal.signal(signal.SIGALRM, _on_alarm)
     # uvicorn handles SIGTERM (a graceful stop) and afterwards re-raises it to the handler that
     # was there before: a no-op one here, so the last telemetry is still sent (see serve()).
