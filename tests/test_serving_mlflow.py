@@ -89,6 +89,14 @@ def test_register_records_the_framework_from_the_flavours(
     outer = tmp_path / "outputs"
     shutil.copytree(saved["path"], outer / "model")
     assert Model.register(ws, outer, "nested").model_framework == "ScikitLearn"
+    # from a run's files (what MLflow's log_model + register_model through mlws do)
+    from mlws import Experiment
+
+    run = Experiment(ws, "train").start_logging()
+    run.upload_folder("outputs/iris-mlflow", str(saved["path"]))
+    run.complete()
+    from_run = run.register_model("iris-run", "outputs/iris-mlflow")
+    assert from_run.model_framework == "ScikitLearn" and from_run.run_id == run.id
     # not an MLflow model, or an MLmodel that cannot be read: no framework, registered anyway
     assert register(ws, tmp_path, "plain", 2).model_framework is None
     broken = copy_model(saved, tmp_path)
