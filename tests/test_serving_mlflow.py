@@ -218,6 +218,66 @@ def test_cli_deploys_an_mlflow_model_and_rolls_it_to_another_version(
     assert r.exit_code == 0, r.output
 
 
+#: A pyfunc "model from code" that sleeps or raises on request: the 504 and 500 of a model.
+SLOW_MODEL = """\
+import time
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class Slow(PythonModel):
+    def predict(self, context, model_input, params=None):
+        x = model_input.iloc[0, 0]
+        if x == "sleep":
+            time.sleep(30)
+        if x == "raise":
+            raise RuntimeError("the model broke")
+        return [str(x)]
+
+
+mlflow.models.set_model(Slow())
+"""
+
+
+@pytest.mark.filterwarnings("ignore:.*Add type hints:UserWarning")  # MLflow's advice to models
+def test_a_model_that_raises_or_hangs_gets_500_or_504_and_the_service_goes_on(
+    ws: Workspace, tmp_path: Path, services: None
+) -> None:
+    import mlflow.pyfunc
+
+    code = tmp_path / "slow_model.py"
+    code.write_text(SLOW_MODEL)
+    folder = tmp_path / "slow"
+    mlflow.pyfunc.save_model(str(folder), python_model=str(code), pip_requirements=["mlflow"])
+    model = Model.register(ws, folder, "slow")
+    assert model.model_framework is None  # a pyfunc of its own: v1 has no name for it
+    svc = Model.deploy(
+        ws,
+        "slow-svc",
+        [model],
+        InferenceConfig(entry_script=None),
+        LocalWebservice.deploy_configuration(auth_enabled=False, scoring_timeout_ms=1000),
+    )
+    svc.wait_for_deployment(timeout_sec=90)
+
+    def score(x: str) -> tuple[int, Any]:
+        status, _, data = call(svc.port, body={"dataframe_records": [{"x": x}]})
+        return status, json.loads(data)
+
+    assert score("hi") == (200, {"predictions": ["hi"]})
+    status, doc = score("raise")
+    assert status == 500 and doc["error"] == {
+        "code": "ScoringError",
+        "message": "the model's predict() raised RuntimeError: the model broke",
+    }
+    status, doc = score("sleep")
+    assert status == 504 and doc["error"]["code"] == "ScoringTimeout", doc
+    assert "the model's predict() did not return within 1000 ms" in doc["error"]["message"]
+    assert score("again") == (200, {"predictions": ["again"]})
+    assert svc.run({"data": [{"x": "azure"}]}) == ["azure"]
+
+
 # -- refused deployments ---------------------------------------------------------------------------
 def test_missing_packages_fail_the_deployment_in_one_line(
     ws: Workspace,
