@@ -240,7 +240,6 @@ mlflow.models.set_model(Slow())
 """
 
 
-@pytest.mark.filterwarnings("ignore:.*Add type hints:UserWarning")  # MLflow's advice to models
 def test_a_model_that_raises_or_hangs_gets_500_or_504_and_the_service_goes_on(
     ws: Workspace, tmp_path: Path, services: None
 ) -> None:
