@@ -117,6 +117,52 @@ def wait_first_ok(
     raise TimeoutError(f"{url} did not answer 200 within {timeout_s:.0f} s (last: {last})")
 
 
+def sequential_latency(
+    url: str, headers: dict[str, str], body: bytes, calls: int = 200, warmup: int = 20
+) -> dict[str, Any]:
+    """One keep-alive client calling in turn (each call waits for the last answer): the latency a
+    caller sees without load. A Nagle / delayed-ACK stall (a response written in two segments)
+    shows here as ~40 ms per call; under wrk's pipelined load it hides. Was an assertion in
+    tests/test_serving.py (p50 < 5 ms); a timing belongs in the bench (issue 11)."""
+    import http.client
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+    headers = {**headers, "Content-Type": "application/json"}
+
+    def call() -> None:
+        conn.request("POST", parts.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"sequential call answered {resp.status}")
+
+    try:
+        for _ in range(warmup):
+            call()
+        times = []
+        for _ in range(calls):
+            t = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t) * 1000)
+    finally:
+        conn.close()
+    times.sort()
+    out = {
+        "calls": calls,
+        "p50_ms": times[len(times) // 2],
+        "p90_ms": times[len(times) * 9 // 10],
+        "max_ms": times[-1],
+    }
+    progress(
+        f"  one keep-alive client, {calls} calls in turn: p50 {out['p50_ms']:.2f} ms,"
+        f" p90 {out['p90_ms']:.2f} ms, max {out['max_ms']:.2f} ms"
+    )
+    return out
+
+
 def run_load(generator: str, python: str, *args: Any, **kw: Any) -> dict[str, Any]:
     """One load test with ``wrk`` or ``python`` (``bench/loadgen.py``); the same keys either way."""
     if generator == "wrk":

@@ -456,6 +456,42 @@ def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def case_serving_pyfunc(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``mlflow models serve`` (1 worker) on the MLflow model folder that mlws_cases'
+    ``serving_pyfunc`` saved and served: start -> first 200 (median of ``deploys`` after a cold
+    one), then one keep-alive client's latency with the same ``inputs`` payload."""
+    import os
+
+    import mlflow
+    from common import sequential_latency
+
+    folder = work / "mlflow-pyfunc"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"  # nothing in ./mlruns
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    log = work / "mlflow-serve-pyfunc.log"
+    uri = params["pyfunc_dir"]
+    timings, server = [], None
+    out: dict[str, Any] = {"mlflow": mlflow.__version__}
+    try:
+        for i in range(int(params.get("deploys", 3)) + 1):
+            if server is not None:
+                _stop(server["proc"])
+            server = _started(uri, 1, env, log)
+            timings.append(server["first_s"])
+            progress(f"start {'(cold)' if i == 0 else i}: first 200 after {timings[-1]:.2f} s")
+        assert server is not None
+        out["deploy_cold_s"] = timings[0]
+        out["deploy_first_s"] = statistics.median(timings[1:])
+        calls = int(params.get("calls", 500))
+        out["inputs"] = sequential_latency(server["url"], {}, server["body"], calls)
+    finally:
+        if server is not None:
+            _stop(server["proc"])
+    return out
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -464,6 +500,7 @@ CASES = {
     "submit": case_submit,
     "artifacts": case_artifacts,
     "serving": case_serving,
+    "serving_pyfunc": case_serving_pyfunc,
 }
 
 

@@ -28,7 +28,14 @@ from typing import Any
 # clears PYTHONPATH, and sys.path[0] is bench/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import disk_usage, emit, make_dataset, median_ms, progress  # noqa: E402
+from common import (  # noqa: E402
+    disk_usage,
+    emit,
+    make_dataset,
+    median_ms,
+    progress,
+    sequential_latency,
+)
 
 N_LOG = 100_000
 METRIC_NAMES = [f"m{i}" for i in range(10)]
@@ -837,49 +844,6 @@ def _load(
     return r
 
 
-def _sequential_latency(d: dict[str, Any], calls: int = 200, warmup: int = 20) -> dict[str, Any]:
-    """One keep-alive client calling in turn (each call waits for the last answer): the latency a
-    caller sees without load. A Nagle / delayed-ACK stall (a response written in two segments)
-    shows here as ~40 ms per call; under wrk's pipelined load it hides. Was an assertion in
-    tests/test_serving.py (p50 < 5 ms); a timing belongs in the bench (issue 11)."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    url = urlsplit(d["url"])
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=20)
-    headers = {**d["headers"], "Content-Type": "application/json"}
-
-    def call() -> None:
-        conn.request("POST", url.path, body=d["body"], headers=headers)
-        resp = conn.getresponse()
-        resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"sequential call answered {resp.status}")
-
-    try:
-        for _ in range(warmup):
-            call()
-        times = []
-        for _ in range(calls):
-            t = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - t) * 1000)
-    finally:
-        conn.close()
-    times.sort()
-    out = {
-        "calls": calls,
-        "p50_ms": times[len(times) // 2],
-        "p90_ms": times[len(times) * 9 // 10],
-        "max_ms": times[-1],
-    }
-    progress(
-        f"  one keep-alive client, {calls} calls in turn: p50 {out['p50_ms']:.2f} ms,"
-        f" p90 {out['p90_ms']:.2f} ms, max {out['max_ms']:.2f} ms"
-    )
-    return out
-
-
 def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures of several load rounds: the median of each, with every round kept."""
     keys = ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_req", "client_cpu_us_per_req")
@@ -980,7 +944,7 @@ def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         tel = main["service"].get_telemetry(since=since)
         out["r2"]["server_latency_ms"] = tel.get("latencyMs")
         out["r2_python"] = _load(python, main, [sup, *reps], generator="python", **load)
-        out["r2_sequential"] = _sequential_latency(main)
+        out["r2_sequential"] = sequential_latency(main["url"], main["headers"], main["body"])
         out["memory"] = {"supervisor": memory(sup), "replicas": [memory(p) for p in reps]}
         out["rss_per_replica"] = statistics.mean(m["rss"] for m in out["memory"]["replicas"])
         out["pss_per_replica"] = statistics.mean(m["pss"] for m in out["memory"]["replicas"])
@@ -1583,6 +1547,66 @@ def case_v1_import(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def case_serving_pyfunc(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The iris model of ``serving_model`` saved as an MLflow model (``mlflow.sklearn``, in
+    ``pyfunc_dir``: the MLflow side serves that very folder), registered and deployed with no
+    scoring script on 1 replica: deploy -> first 200 (median of ``deploys`` after a cold one),
+    then one keep-alive client's latency with MLflow's ``inputs`` payload and Azure's ``data``."""
+    import joblib
+    import mlflow.sklearn
+    import numpy as np
+    from common import IRIS_ROW, free_port, wait_first_ok
+    from mlflow.models import infer_signature
+
+    from mlws import Model
+    from mlws.serving import LocalWebservice
+
+    model = joblib.load(Path(params["model_dir"]) / "model.pkl")
+    folder = Path(params["pyfunc_dir"])
+    shutil.rmtree(folder, ignore_errors=True)
+    X = np.array([IRIS_ROW])
+    mlflow.sklearn.save_model(
+        model,
+        str(folder),
+        serialization_format="cloudpickle",  # MLflow's default (skops) is not installed
+        signature=infer_signature(X, model.predict(X)),
+    )
+    ws = _ws(work / "pyfunc-ws")
+    registered = Model.register(ws, folder, "iris-mlflow")
+    progress(f"saved with mlflow {mlflow.__version__}, registered as {registered.id}")
+    body = json.dumps({"inputs": [IRIS_ROW]}).encode()
+    calls = int(params.get("calls", 500))
+    timings, service = [], None
+    out: dict[str, Any] = {"mlflow": mlflow.__version__}
+    try:
+        for i in range(int(params.get("deploys", 3)) + 1):
+            if service is not None:
+                service.delete()
+            port = free_port()
+            t0 = time.perf_counter()
+            service = Model.deploy(
+                ws,
+                "bench-pyfunc",
+                [registered],
+                deployment_config=LocalWebservice.deploy_configuration(port=port, replicas=1),
+            )
+            headers = {"Authorization": f"Bearer {service.get_keys()[0]}"}
+            url = f"http://127.0.0.1:{port}/score"
+            _, t_first = wait_first_ok(url, body, headers, b'"predictions": [0]', timeout_s=120)
+            timings.append(t_first - t0)
+            progress(f"deploy {'(cold)' if i == 0 else i}: first 200 after {timings[-1]:.2f} s")
+        out["deploy_cold_s"] = timings[0]
+        out["deploy_first_s"] = statistics.median(timings[1:])
+        out["inputs"] = sequential_latency(url, headers, body, calls)
+        azure = json.dumps({"data": [IRIS_ROW]}).encode()
+        out["azure"] = sequential_latency(url, headers, azure, calls)
+    finally:
+        if service is not None:
+            service.delete()
+        ws.close()
+    return out
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -1597,6 +1621,7 @@ CASES = {
     "compute": case_compute,
     "serving_model": case_serving_model,
     "serving": case_serving,
+    "serving_pyfunc": case_serving_pyfunc,
     "dataset": case_dataset,
     "tabular": case_tabular,
     "sweep": case_sweep,

@@ -920,6 +920,45 @@ def bench_v1_import(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     ]
 
 
+def bench_serving_pyfunc(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    # The model of 10, saved once as an MLflow model by the mlws side; MLflow serves that folder.
+    params = {
+        "model_dir": str(r.work / "serving-model"),
+        "pyfunc_dir": str(r.work / "pyfunc-model"),
+        "deploys": 3,
+        "calls": 500,
+    }
+    model = r.run("mlws", "serving_model", params)
+    m = model if "error" in model else r.run("mlws", "serving_pyfunc", params)
+    f = m if "error" in m else r.run("mlflow", "serving_pyfunc", params)
+    ctx["serving_pyfunc"] = (m, f)
+    azure = _get(m, "azure", "p50_ms")
+    return [
+        row(
+            "16a",
+            "p50 latency, one keep-alive client calling in turn (500 calls), an MLflow pyfunc model"
+            ' (iris, `{"inputs": [[...]]}`): `Model.deploy` with no scoring script, 1 replica, vs'
+            " `mlflow models serve` 1 worker",
+            _get(m, "inputs", "p50_ms"),
+            _get(f, "inputs", "p50_ms"),
+            "ms",
+            "low",
+            mlws_note=f'{azure:.1f} ms with Azure\'s `{{"data": [[...]]}}`'
+            if isinstance(azure, (int, float))
+            else "",
+        ),
+        row(
+            "16b",
+            "deploy → first 200 of that model: `Model.deploy` (1 replica, loads the pyfunc) vs"
+            " starting `mlflow models serve` (median of 3)",
+            _get(m, "deploy_first_s"),
+            _get(f, "deploy_first_s"),
+            "s",
+            "low",
+        ),
+    ]
+
+
 BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]] = {
     "1": ("metric logging throughput", bench_log),
     "2": ("creating 1,000 runs", bench_runs),
@@ -936,6 +975,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]]
     "13": ("HyperDrive sweep overhead vs Optuna's own loop", bench_sweep),
     "14": ("pipelines: no-op re-run vs dvc repro, fan-out overhead", bench_pipeline),
     "15": ("the azureml import layer inside a run", bench_v1_import),
+    "16": ("serving an MLflow model without a scoring script", bench_serving_pyfunc),
 }
 
 
@@ -1094,6 +1134,15 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f"{n(g(m100, 'populate_s'), '.1f')} s, not through the API; then the workspace is reopened and "
             f"each query timed 6 times (median of the last 5). Every result is checked: row count, and "
             f"the order by `acc` descending."
+        )
+    if "serving_pyfunc" in ctx:
+        m, f = ctx["serving_pyfunc"]
+        out.append(
+            f"- **16.** The model was saved with MLflow {g(m, 'mlflow') or '—'} and served by MLflow"
+            f" {g(f, 'mlflow') or '—'}. Cold first deploy / start (not counted): mlws"
+            f" {n(g(m, 'deploy_cold_s'), '.2f')} s, MLflow {n(g(f, 'deploy_cold_s'), '.2f')} s."
+            f" p90 of 16a: mlws {n(g(m, 'inputs', 'p90_ms'), '.2f')} ms, MLflow"
+            f" {n(g(f, 'inputs', 'p90_ms'), '.2f')} ms."
         )
     if "submit" in ctx:
         m, _ = ctx["submit"]
@@ -1463,6 +1512,15 @@ def render_report(
         "  in the case's process: `pandas.read_csv`, the same 100 slices, `joblib.Parallel(n_jobs=2)`",
         "  over the same function, the lines written in order to one file (one warm-up, median of 3).",
         "  The two output files must be equal.",
+        "- 16: the model of 10, saved by the mlws side with `mlflow.sklearn.save_model(...,",
+        "  serialization_format='cloudpickle', signature=infer_signature(X, y))` (mlflow-skinny in",
+        "  `.venv`), registered with `Model.register` and deployed with `Model.deploy(ws, name,",
+        "  [model])` -- no scoring script: each replica loads it with `mlflow.pyfunc.load_model` --",
+        "  1 replica, keys on; MLflow serves the very same folder with `mlflow models serve -m <folder>",
+        "  --env-manager local -w 1` (its own venv, whose MLflow version may differ by a patch: the",
+        '  details name both). 16a: `{"inputs": [[...]]}` posted by one keep-alive',
+        "  `http.client` connection, each call waiting for the last answer, 20 untimed then 500",
+        "  timed; the prediction is checked on the first answers. 16b as 10d, with 1 replica / worker.",
         "",
         "## Details",
         "",

@@ -92,6 +92,11 @@ class WebserviceException(MlwsError):
     """A service cannot be deployed, found or used (v1's name)."""
 
 
+class ScoringInputError(UserErrorException):
+    """A scoring request whose payload a built-in scorer (an MLflow model's, see
+    :mod:`mlws.serving.pyfunc`) cannot score: the service answers 400 with the message."""
+
+
 class DatastoreNotFound(MlwsError):
     """No datastore of that name in the workspace."""
 

@@ -237,6 +237,16 @@ class Model:
         """
         return [e.path for e in self._entries()]
 
+    def read_file(self, path: str) -> bytes:
+        """The content of one of the model's files (``path`` as :meth:`get_file_names` gives it).
+
+        :raises UserErrorException: the model has no such file.
+        """
+        for e in self._entries():
+            if e.path == path:
+                return self.workspace.blobs.read_bytes(e.hash)
+        raise UserErrorException(f"model {self.id} has no file {path!r}")
+
     def download(
         self,
         target_dir: str | os.PathLike[str] = ".",
@@ -600,6 +610,8 @@ def _record(
     row_tags = json.dumps(_str_dict(tags, "tags"))
     row_props = json.dumps(_str_dict(properties, "properties"))
     refs = json.dumps(_dataset_refs(datasets))
+    if framework is None:
+        framework, framework_version = _mlflow_framework(ws, entries, framework_version)
     manifest = ws.blobs.put_manifest(entries)
     with ws.catalog.write() as conn:
         version = next_version(conn, name)
@@ -628,6 +640,29 @@ def _record(
             "SELECT * FROM models WHERE name = ? AND version = ?", (name, version)
         ).fetchone()
     return Model._from_row(ws, row)
+
+
+def _mlflow_framework(
+    ws: Workspace, entries: list[Entry], version: str | None
+) -> tuple[str | None, str | None]:
+    """An MLflow model's framework in v1's names, from its ``MLmodel`` flavours (e.g. sklearn:
+    ``ScikitLearn`` and the scikit-learn version it was saved with); nothing for other models,
+    or an ``MLmodel`` that cannot be read (registering never fails over it)."""
+    from . import mlmodel
+    from .errors import MlwsError
+
+    try:
+        folder = mlmodel.find(e.path for e in entries)
+        if folder is None:
+            return None, version
+        mlmodel_path = f"{folder}/MLmodel" if folder else "MLmodel"
+        entry = next(e for e in entries if e.path == mlmodel_path)
+        name, found = mlmodel.framework(mlmodel.parse(ws.blobs.read_bytes(entry.hash)))
+    except MlwsError:
+        return None, version
+    if name is None:
+        return None, version
+    return name, version or found
 
 
 def next_version(conn: sqlite3.Connection, name: str) -> int:

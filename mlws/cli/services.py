@@ -26,7 +26,10 @@ def _deploy_config(
 @click.command("deploy", context_settings=CONTEXT)
 @click.argument("refs", nargs=-1, required=True, metavar="NAME[:VERSION]...")
 @click.option("-n", "--name", "service", required=True, help="The service's name.")
-@click.option("--entry-script", required=True, help="The scoring script (init() and run()).")
+@click.option(
+    "--entry-script",
+    help="The scoring script (init() and run()); none for an MLflow model (served as it is).",
+)
 @click.option("-d", "--source-dir", default=".", show_default=True, help="Its folder.")
 @click.option("--environment", help="A registered environment to run it (default: this Python).")
 @click.option("--port", type=int, help="Port (default: a free one).")
@@ -40,7 +43,7 @@ def model_deploy(
     ctx: click.Context,
     refs: tuple[str, ...],
     service: str,
-    entry_script: str,
+    entry_script: str | None,
     source_dir: str,
     environment: str | None,
     port: int | None,
@@ -50,13 +53,16 @@ def model_deploy(
     no_auth: bool,
     overwrite: bool,
 ) -> None:
-    """Deploy models as a local HTTP scoring service and wait until it answers.
+    """Deploy models as a local HTTP scoring service and wait until it answers. Without
+    --entry-script the model is an MLflow model (an MLmodel with a python_function flavour),
+    answering Azure's {"data": ...} and MLflow's dataframe_split/inputs payloads.
 
     \b
     Example:
       mlws model deploy iris:2 -n iris-svc --entry-script score.py --replicas 2
       curl -H "Authorization: Bearer $(mlws service keys iris-svc -q)" \\
            -d '{"data": [[5.1, 3.5, 1.4, 0.2]]}' http://127.0.0.1:PORT/score
+      mlws model deploy iris-mlflow -n iris-mlflow-svc
     """
     from ..models import Model
     from ..serving import InferenceConfig
@@ -68,7 +74,7 @@ def model_deploy(
         ws,
         service,
         models,
-        InferenceConfig(entry_script, source_dir, environment),
+        InferenceConfig(entry_script, source_dir if entry_script else None, environment),
         _deploy_config(port, replicas, no_auth, host, timeout_ms),
         overwrite=overwrite,
     )

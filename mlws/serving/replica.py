@@ -2,7 +2,8 @@
 
 Started by the service's supervisor with the listening socket inherited (every replica accepts
 on the same port; the kernel spreads connections). It imports the entry script, calls
-``init()`` once, says ``ready`` on stdout, then serves Azure ML's scoring protocol on uvicorn
+``init()`` once (or, for an MLflow model deployed without a script, loads it once: see
+``pyfunc.py``), says ``ready`` on stdout, then serves Azure ML's scoring protocol on uvicorn
 (httptools + uvloop) with a plain ASGI app, since every microsecond on the request path shows
 in p99:
 
@@ -35,6 +36,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..errors import MlwsError, ScoringInputError
 from ..v1.scoring import RAWHTTP_MARK, AMLRequest
 
 # The protocol to the supervisor is the process's original stdout; main() points fd 1 at stderr,
@@ -56,8 +58,10 @@ def _send_telemetry(rows: list[bytes]) -> None:
     _OUT.flush()
 
 
-class ScoringTimeout(Exception):
-    """Raised into ``run()`` by the SIGALRM of the scoring timeout: the request gets a 504."""
+class ScoringTimeout(BaseException):
+    """Raised into ``run()`` by the SIGALRM of the scoring timeout: the request gets a 504.
+    A BaseException, as KeyboardInterrupt is: a scorer's ``except Exception`` must not turn
+    the timeout into an answer of its own."""
 
     pass
 
@@ -73,8 +77,20 @@ def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
 class App:
     """The ASGI app of one replica."""
 
-    def __init__(self, config: dict[str, Any], run: Any, swagger: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        run: Any,
+        swagger: dict[str, Any],
+        *,
+        parsed_input: bool = False,
+        label: str = "run()",
+    ) -> None:
         self.run = run
+        # A built-in scorer (an MLflow model's) takes the decoded JSON, not the text, and may
+        # refuse it with ScoringInputError (400); ``label`` names it in 500 messages.
+        self.parsed_input = parsed_input
+        self.label = label
         # inference_schema's decorators: run() takes the body's fields as keyword arguments
         # (the decorators turn them into numpy arrays or DataFrames), as Azure's server does.
         self.by_fields = _schema_decorated(run)
@@ -263,21 +279,28 @@ class App:
             return _error(400, "BadRequest", "expected a JSON object of run()'s parameters")
         signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
         try:
-            result = self.run(**parsed) if self.by_fields else self.run(text)
+            if self.by_fields:
+                result = self.run(**parsed)
+            else:
+                result = self.run(parsed if self.parsed_input else text)
         except ScoringTimeout:
             return _error(
-                504, "ScoringTimeout", f"run() did not return within {self.timeout_s * 1000:.0f} ms"
+                504,
+                "ScoringTimeout",
+                f"{self.label} did not return within {self.timeout_s * 1000:.0f} ms",
             )
+        except ScoringInputError as e:
+            return _error(400, "BadRequest", str(e))
         except Exception as e:  # noqa: BLE001 - the scoring script's error, returned as JSON
             print(traceback.format_exc(), file=sys.stderr, flush=True)
-            return _error(500, "ScoringError", f"run() raised {type(e).__name__}: {e}")
+            return _error(500, "ScoringError", f"{self.label} raised {type(e).__name__}: {e}")
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         try:
             return 200, json.dumps(result).encode()
         except (TypeError, ValueError) as e:
             return _error(
-                500, "ScoringError", f"run() returned something not JSON-serializable: {e}"
+                500, "ScoringError", f"{self.label} returned something not JSON-serializable: {e}"
             )
 
 
@@ -527,15 +550,26 @@ def main() -> int:
     source = Path(config["sourceDirectory"])
     os.chdir(source)
     sys.path.insert(0, str(source))
+    options: dict[str, Any] = {}
     try:
-        module = _load_entry(source / config["entryScript"])
-        module.init()
+        if config.get("pyfunc"):  # an MLflow model, no scoring script (serving.pyfunc)
+            from .pyfunc import load_scorer
+
+            run = load_scorer(config["pyfunc"])
+            swagger = run.describe(_swagger(config["service"], run))
+            options = {"parsed_input": True, "label": "the model's predict()"}
+        else:
+            module = _load_entry(source / config["entryScript"])
+            module.init()
+            run = module.run
+            swagger = _swagger(config["service"], run)
     except BaseException as e:  # noqa: BLE001 - the deployment fails with the script's reason
         trace = traceback.format_exc()
         print(trace, file=sys.stderr, flush=True)  # in the replica's log too
-        _send(t="failed", error=f"init() failed: {type(e).__name__}: {e}", trace=trace)
+        reason = str(e) if isinstance(e, MlwsError) else f"init() failed: {type(e).__name__}: {e}"
+        _send(t="failed", error=reason, trace=trace)
         return 1
-    app = App(config, module.run, _swagger(config["service"], module.run))
+    app = App(config, run, swagger, **options)
     signal.signal(signal.SIGALRM, _on_alarm)
     # uvicorn handles SIGTERM (a graceful stop) and afterwards re-raises it to the handler that
     # was there before: a no-op one here, so the last telemetry is still sent (see serve()).

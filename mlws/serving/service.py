@@ -36,17 +36,24 @@ def service_dir(ws: Workspace, name: str) -> Path:
 @dataclass
 class InferenceConfig:
     """How to score: ``entry_script`` (with ``init()`` and ``run(raw_data)``) in
-    ``source_directory``, run by ``environment`` (default: this interpreter)."""
+    ``source_directory``, run by ``environment`` (default: this interpreter). No
+    ``entry_script``: the model is an MLflow model, served as it is (:mod:`mlws.serving.pyfunc`).
+    """
 
-    entry_script: str
+    entry_script: str | None = None
     source_directory: str | None = None
     environment: Any = None
     runtime: str | None = None
     conda_file: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.entry_script or not isinstance(self.entry_script, str):
-            raise UserErrorException("InferenceConfig needs entry_script, e.g. 'score.py'")
+        if self.entry_script is not None and (
+            not self.entry_script or not isinstance(self.entry_script, str)
+        ):
+            raise UserErrorException(
+                "InferenceConfig's entry_script is a file name, e.g. 'score.py' (or None for"
+                f" an MLflow model), got {self.entry_script!r}"
+            )
 
 
 @dataclass
@@ -193,19 +200,19 @@ def deploy(
     workspace: Workspace,
     name: str,
     models: list[Model],
-    inference_config: InferenceConfig,
+    inference_config: InferenceConfig | None,
     deployment_config: DeployConfiguration | None = None,
     overwrite: bool = False,
 ) -> Webservice:
     """Start service ``name`` serving ``models`` with ``inference_config``; returns at once
-    (``wait_for_deployment()`` waits until it answers).
+    (``wait_for_deployment()`` waits until it answers). With no ``inference_config`` (or no
+    entry script in it), ``models`` is one MLflow model, served by MLflow's pyfunc.
 
     :raises WebserviceException: bad name, the name is taken (without ``overwrite``), a bad
-        entry script or model.
+        entry script or model, packages an MLflow model needs are missing here.
     """
     from ..environments import as_environment
     from ..models import Model
-    from ..snapshots import take_snapshot
 
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise WebserviceException(
@@ -214,15 +221,13 @@ def deploy(
         )
     config = deployment_config or LocalWebservice.deploy_configuration()
     config.validate()
+    inference_config = inference_config or InferenceConfig()
     if not isinstance(inference_config, InferenceConfig):
         raise WebserviceException("inference_config must be an InferenceConfig(entry_script=...)")
     models = list(models or [])
     if not models or not all(isinstance(m, Model) for m in models):
         raise WebserviceException("models must be a non-empty list of Model objects")
-    source = Path(inference_config.source_directory or ".")
-    entry = source / inference_config.entry_script
-    if not entry.is_file():
-        raise WebserviceException(f"entry script {entry} not found")
+    pyfunc = _check_code(inference_config, models, inference_config.environment)
     existing = workspace.catalog.one("SELECT state FROM services WHERE name = ?", (name,))
     if existing is not None:
         if not overwrite:
@@ -231,13 +236,8 @@ def deploy(
             )
         Webservice(workspace, name).delete()
     env = as_environment(workspace, inference_config.environment)
-    snap = take_snapshot(workspace.blobs, source)
-    for w in snap.warnings:
-        print(f"Warning: {w}", file=sys.stderr)
     stored = {
-        "snapshot": snap.manifest,
-        "entryScript": Path(inference_config.entry_script).as_posix(),
-        "sourceDirectory": str(source.absolute()),  # where reload() reads the code again
+        **_code(workspace, inference_config, pyfunc),
         "environment": env.to_dict() if inference_config.environment is not None else None,
         "replicas": config.replica_count,
         "minReplicas": config.min_replicas or config.replica_count,
@@ -273,6 +273,49 @@ def deploy(
         )
     _start_supervisor(workspace, name)
     return Webservice(workspace, name)
+
+
+def _check_code(
+    inference_config: InferenceConfig, models: list[Model], environment: Any
+) -> dict[str, str] | None:
+    """Check the scoring code before anything is stored: the entry script exists, or (none)
+    the models are one servable MLflow model, whose pyfunc settings are returned."""
+    if inference_config.entry_script is None:
+        from .pyfunc import plan
+
+        return plan(models, environment)
+    entry = Path(inference_config.source_directory or ".") / inference_config.entry_script
+    if not entry.is_file():
+        raise WebserviceException(f"entry script {entry} not found")
+    return None
+
+
+def _code(
+    ws: Workspace, inference_config: InferenceConfig, pyfunc: dict[str, str] | None
+) -> dict[str, Any]:
+    """The scoring code's part of a service's configuration: a snapshot of the source folder
+    (an empty one for an MLflow model given without a folder), the entry script, where
+    ``reload()`` reads the code again, and the MLflow model's settings (or None)."""
+    from ..snapshots import take_snapshot
+
+    entry, folder = inference_config.entry_script, inference_config.source_directory
+    if entry is None and folder is None:
+        return {
+            "snapshot": ws.blobs.put_manifest([]),
+            "entryScript": None,
+            "sourceDirectory": None,
+            "pyfunc": pyfunc,
+        }
+    source = Path(folder or ".")
+    snap = take_snapshot(ws.blobs, source)
+    for w in snap.warnings:
+        print(f"Warning: {w}", file=sys.stderr)
+    return {
+        "snapshot": snap.manifest,
+        "entryScript": None if entry is None else Path(entry).as_posix(),
+        "sourceDirectory": str(source.absolute()),
+        "pyfunc": pyfunc,
+    }
 
 
 def _start_supervisor(ws: Workspace, name: str) -> None:
@@ -517,7 +560,6 @@ class Webservice:
         :raises WebserviceException: the new version failed to start (the old one still serves).
         """
         from ..models import Model
-        from ..snapshots import take_snapshot
 
         changes: dict[str, Any] = {}
         refs = None
@@ -526,23 +568,19 @@ class Webservice:
                 raise WebserviceException("models must be a non-empty list of Model objects")
             refs = json.dumps([m.id for m in models])
         if inference_config is not None:
-            source = Path(inference_config.source_directory or ".")
-            if not (source / inference_config.entry_script).is_file():
-                raise WebserviceException(
-                    f"entry script {source / inference_config.entry_script} not found"
-                )
-            snap = take_snapshot(self.workspace.blobs, source)
-            for w in snap.warnings:
-                print(f"Warning: {w}", file=sys.stderr)
-            changes["snapshot"] = snap.manifest
-            changes["entryScript"] = Path(inference_config.entry_script).as_posix()
-            changes["sourceDirectory"] = str(source.absolute())
+            env = inference_config.environment or self.config.get("environment")
+            pyfunc = _check_code(inference_config, models or self.models, env)
+            changes.update(_code(self.workspace, inference_config, pyfunc))
             if inference_config.environment is not None:
                 from ..environments import as_environment
 
                 changes["environment"] = as_environment(
                     self.workspace, inference_config.environment
                 ).to_dict()
+        elif models is not None and self.config.get("pyfunc"):  # another MLflow model
+            changes["pyfunc"] = _check_code(
+                InferenceConfig(), models, self.config.get("environment")
+            )
         if deployment_config is not None:
             deployment_config.validate()
             row = self._refresh()
@@ -617,6 +655,8 @@ class Webservice:
         if source is None:  # deployed before services recorded their source folder
             return
         entry = self.config["entryScript"]
+        if entry is None:  # an MLflow model: no scoring code to read again
+            return
         if not (Path(source) / entry).is_file():
             raise WebserviceException(
                 f"service {self.name!r}: entry script {Path(source) / entry} is gone; deploy"

@@ -166,6 +166,7 @@ class Supervisor:
             shutil.rmtree(root)
         source = root / "source"
         self.ws.blobs.materialize(self.ws.blobs.read_manifest(self.config["snapshot"]), source)
+        source.mkdir(parents=True, exist_ok=True)  # an MLflow model's service may have no code
         models_root = root / "azureml-models"
         model_dirs = []
         for ref in json.loads(self.row["models"]):
@@ -436,6 +437,7 @@ class Supervisor:
         return {
             "sourceDirectory": str(self.source),
             "entryScript": self.config["entryScript"],
+            "pyfunc": self.config.get("pyfunc"),  # an MLflow model served without a script
             "authEnabled": self.config.get("authEnabled", True),
             "maxRequestBytes": self.config.get("maxRequestBytes", 5 * 1024 * 1024),
             "scoringTimeoutMs": self.config.get("scoringTimeoutMs", 60_000),
