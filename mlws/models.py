@@ -155,9 +155,7 @@ class Model:
         if version is not None:
             found = [m for m in found if m.version == int(version)]
         if not found:
-            known = workspace.catalog.query(
-                "SELECT version FROM models WHERE name = ? ORDER BY version", (name,)
-            )
+            known = [(m.version,) for m in sorted(Model.list(workspace, name=name), key=_version)]
             which = f"{name}:{version}" if version is not None else name
             hint = (
                 f"; versions: {', '.join(str(r[0]) for r in known)}"
@@ -227,6 +225,11 @@ class Model:
         return hash((str(self.workspace.path), self.id))
 
     # -- files -------------------------------------------------------------------------------
+    @property
+    def manifest(self) -> str:
+        """The hash of the manifest blob naming the model's files (``sha256:...``)."""
+        return str(self._row["manifest"])
+
     def _entries(self) -> list[Entry]:
         return self.workspace.blobs.read_manifest(self._row["manifest"])
 
@@ -426,7 +429,8 @@ class Model:
         # The name the user gave (a symlink keeps its own name, not its target's).
         top = Path(os.path.abspath(src)).name
         bad_names(str(src.parent), [top])
-        workspace.catalog.require_writer()  # before any blob is stored
+        if workspace.remote is None:
+            workspace.catalog.require_writer()  # before any blob is stored
         blobs = workspace.blobs
         if src.is_file():
             if child_paths:
@@ -506,7 +510,16 @@ class Model:
         sql = "SELECT * FROM models"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = workspace.catalog.query(sql + " ORDER BY name, version DESC", params)
+        if workspace.remote is not None:
+            from .remote.models import list_rows
+
+            rows: list[Any] = [
+                r
+                for r in list_rows(workspace, name)
+                if run_id in (None, r["run_id"]) and model_framework in (None, r["framework"])
+            ]
+        else:
+            rows = workspace.catalog.query(sql + " ORDER BY name, version DESC", params)
         out, seen = [], set()
         for r in rows:
             if not _filter(json.loads(r["tags"]), tags, "tags"):
@@ -555,6 +568,10 @@ class Model:
         )
 
 
+def _version(m: Model) -> int:
+    return m.version
+
+
 def _find_in(root: Path, name: str, version: int | None) -> Path | None:
     """A deployed or downloaded model: ``root/<name>/<version>/<path>`` (several models), or
     ``root`` itself when it is ``.../<name>/<version>`` (a single model's folder)."""
@@ -597,6 +614,12 @@ def _record(
 ) -> Model:
     from .lifecycle import current_user
 
+    if ws.remote is not None:
+        from .remote.models import register
+
+        meta = {"tags": tags, "properties": properties, "description": description}
+        meta.update(datasets=datasets, framework=framework, framework_version=framework_version)
+        return Model._from_row(ws, register(ws, name, entries, top, run_id=run_id, **meta))
     row_tags = json.dumps(_str_dict(tags, "tags"))
     row_props = json.dumps(_str_dict(properties, "properties"))
     refs = json.dumps(_dataset_refs(datasets))
@@ -628,6 +651,16 @@ def _record(
             "SELECT * FROM models WHERE name = ? AND version = ?", (name, version)
         ).fetchone()
     return Model._from_row(ws, row)
+
+
+def record_version(
+    ws: Workspace, name: str, entries: list[Entry], top: str, **metadata: Any
+) -> Model:
+    """Record ``entries`` (their blobs stored already) as the next version of model ``name``,
+    ``top`` the registered file or folder among them; ``metadata``: ``tags``, ``properties``,
+    ``description``, ``framework``, ``framework_version``, ``created_by`` (``mlws serve``'s
+    ``POST /models/{name}/versions``)."""
+    return _record(ws, name, entries, top, **metadata)
 
 
 def next_version(conn: sqlite3.Connection, name: str) -> int:
@@ -669,6 +702,21 @@ def register_from_run(
     the token's)."""
     check_model_name(model_name)
     _check_metadata(tags, properties, datasets)
+    if run.workspace.remote is not None:
+        from .remote.models import register_from_run as remote_register
+
+        row = remote_register(
+            run,
+            model_name,
+            model_path,
+            tags=tags,
+            properties=properties,
+            description=description,
+            datasets=datasets,
+            framework=model_framework,
+            framework_version=model_framework_version,
+        )
+        return Model._from_row(run.workspace, row)
     rel = str(model_path).strip()
     while rel.startswith("./"):
         rel = rel[2:]

@@ -10,12 +10,14 @@ public call that needed it, instead of an ``AttributeError`` deep inside.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import BlobCorrupted, NotAvailableRemotely, UserErrorException
@@ -209,6 +211,11 @@ class RemoteBlobs(_Unported):
         self.send({digest: data})
         return digest
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Nothing to group: each ``put_*`` sends at once (the local store's interface)."""
+        yield
+
     # -- reading -----------------------------------------------------------------------------
     def read_bytes(self, digest: str) -> bytes:
         """A blob's bytes from the server, checked against its hash.
@@ -256,6 +263,21 @@ class RemoteBlobs(_Unported):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def materialize(
+        self,
+        entries: Iterable[Entry],
+        target: str | os.PathLike[str],
+        *,
+        overwrite: bool = True,
+        flag: str = "overwrite=True",
+    ) -> int:
+        """Write the files of a manifest under ``target`` from the server's blobs: the local
+        store's own procedure (every path checked first, hashes checked, all or nothing) over
+        this backend's :meth:`copy_into`."""
+        from ..blobs import BlobStore
+
+        return BlobStore.materialize(self, entries, target, overwrite=overwrite, flag=flag)  # type: ignore[arg-type]
 
 
 def server_key(url: str) -> str:

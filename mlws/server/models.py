@@ -16,7 +16,13 @@ def list_models(call: Call) -> dict[str, Any]:
     if latest not in ("true", "false"):
         raise UserErrorException(f"latest must be 'true' or 'false', got {latest!r}")
     found = Model.list(call.ws, name=query_value(call, "name"), latest=latest == "true")
-    return {"value": [m.serialize() for m in found]}
+    return {"value": [answer(m) for m in found]}
+
+
+def answer(model: Any) -> dict[str, Any]:
+    """A model version as the API shows it: v1's fields, plus the hash of its manifest (a
+    client downloads the files it names from ``GET /blobs/...``)."""
+    return {**model.serialize(), "manifest": model.manifest}
 
 
 def get_model(call: Call) -> dict[str, Any]:
@@ -26,7 +32,7 @@ def get_model(call: Call) -> dict[str, Any]:
     version = call.path["version"]
     if not version.isdigit():
         raise UserErrorException(f"a model version is a whole number, got {version!r}")
-    return Model(call.ws, call.path["name"], version=int(version)).serialize()
+    return answer(Model(call.ws, call.path["name"], version=int(version)))
 
 
 def register_from_run(call: Call) -> dict[str, Any]:
@@ -64,7 +70,56 @@ def register_from_run(call: Call) -> dict[str, Any]:
         model_framework_version=body_field(body, "frameworkVersion", str),
         created_by=call.user.name,
     )
-    return model.serialize()
+    return answer(model)
+
+
+def register_version(call: Call) -> dict[str, Any]:
+    """``POST /models/{name}/versions``: the next version of a model from a stored manifest
+    (its blobs sent first: ``POST /blobs/missing``, ``PUT /blobs/...``), made by the token's
+    user. ``path``: the registered file or folder among the manifest's paths (default: their
+    common first folder, or the one file)."""
+    from ..models import check_model_name, record_version
+    from .api import body_field
+    from .blobs import stored_manifest
+
+    name = check_model_name(call.path["name"])
+    body = call.body
+    digest = body_field(body, "manifest", str)
+    if digest is None:
+        raise UserErrorException('the body needs "manifest": "sha256:..." (a stored manifest)')
+    unknown = set(body) - {
+        "manifest",
+        "path",
+        "tags",
+        "properties",
+        "description",
+        "framework",
+        "frameworkVersion",
+    }
+    if unknown:
+        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    entries = stored_manifest(call.ws, digest)
+    if not entries:
+        raise UserErrorException(f"manifest {digest} names no files: a model needs one")
+    tops = {e.path.split("/", 1)[0] for e in entries}
+    top = body_field(body, "path", str) or (tops.pop() if len(tops) == 1 else None)
+    if top is None or any(e.path != top and not e.path.startswith(top + "/") for e in entries):
+        raise UserErrorException(
+            '"path" must name the file or folder every file of the manifest is in'
+        )
+    model = record_version(
+        call.ws,
+        name,
+        entries,
+        top,
+        tags=body_field(body, "tags", dict),
+        properties=body_field(body, "properties", dict),
+        description=body_field(body, "description", str),
+        framework=body_field(body, "framework", str),
+        framework_version=body_field(body, "frameworkVersion", str),
+        created_by=call.user.name,
+    )
+    return answer(model)
 
 
 ENDPOINTS = [
@@ -115,11 +170,19 @@ ENDPOINTS = [
         "/models/{name}/versions",
         "contributor",
         "Register a model version from a manifest whose blobs are stored",
-        None,
+        register_version,
         body={
             "type": "object",
             "required": ["manifest"],
-            "properties": {"manifest": {"type": "string"}},
+            "properties": {
+                "manifest": {"type": "string"},
+                "path": {"type": "string"},
+                "tags": {"type": "object"},
+                "properties": {"type": "object"},
+                "description": {"type": "string"},
+                "framework": {"type": "string"},
+                "frameworkVersion": {"type": "string"},
+            },
         },
         status=201,
         tag="models",

@@ -1,0 +1,85 @@
+"""Registered models of a remote workspace: the storage calls of :class:`~mlws.models.Model`
+when ``ws.remote`` is set (``GET /models``, ``POST /models/{name}/versions``,
+``POST /runs/{id}/models``). A model's files are the server's blobs, named by its manifest."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from .runs import RemoteRow
+
+if TYPE_CHECKING:
+    from ..manifests import Entry
+    from ..runs import Run
+    from ..workspace import Workspace
+
+
+def row_of(d: dict[str, Any]) -> RemoteRow:
+    """A model version's row (as the catalog's ``models`` row) from the server's answer."""
+    return RemoteRow(
+        name=d["name"],
+        version=d["version"],
+        manifest=d.get("manifest"),
+        path=d.get("path"),
+        description=d.get("description"),
+        framework=d.get("framework"),
+        framework_version=d.get("frameworkVersion"),
+        tags=json.dumps(d.get("tags") or {}),
+        properties=json.dumps(d.get("properties") or {}),
+        datasets=json.dumps(d.get("datasets") or []),
+        run_id=d.get("runId"),
+        experiment=d.get("experimentName"),
+        created=d.get("createdTime"),
+        created_by=d.get("createdBy"),
+    )
+
+
+def list_rows(ws: Workspace, name: str | None = None) -> list[RemoteRow]:
+    """Model versions (of ``name``), newest version first within a name."""
+    query = {"name": name} if name is not None else None
+    return [row_of(m) for m in ws.remote.request("GET", "/models", query=query)["value"]]
+
+
+def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    keys = {
+        "tags": "tags",
+        "properties": "properties",
+        "description": "description",
+        "framework": "framework",
+        "framework_version": "frameworkVersion",
+    }
+    return {wire: meta[k] for k, wire in keys.items() if meta.get(k) is not None}
+
+
+def register(ws: Workspace, name: str, entries: list[Entry], top: str, **meta: Any) -> RemoteRow:
+    """The next version of model ``name`` from files whose blobs are sent here first (only
+    those the server lacks), then their manifest.
+
+    :raises UserErrorException: lineage (datasets, a run) cannot be given this way."""
+    from ..errors import UserErrorException
+
+    if meta.get("datasets") or meta.get("run_id"):
+        raise UserErrorException(
+            "a model registered from local files on a remote workspace takes no datasets or"
+            " run; register it from the run (run.register_model)"
+        )
+    digest = ws.blobs.put_manifest(entries)
+    body = {"manifest": digest, "path": top, **_metadata(meta)}
+    client = ws.remote
+    return row_of(client.request("POST", client.path("models", name, "versions"), body))
+
+
+def register_from_run(run: Run, name: str, path: str, **meta: Any) -> RemoteRow:
+    """``run.register_model`` on the server: the run's file or folder ``path`` as the next
+    version of ``name``, with the run as lineage."""
+    from ..errors import UserErrorException
+
+    if meta.get("datasets"):
+        raise UserErrorException(
+            "datasets= is not available with run.register_model on a remote workspace yet"
+        )
+    client = run.workspace.remote
+    run.flush()
+    body = {"name": name, "path": path, **_metadata(meta)}
+    return row_of(client.request("POST", client.path("runs", run.id, "models"), body))
