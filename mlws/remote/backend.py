@@ -15,9 +15,9 @@ import hashlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import BlobCorrupted, NotAvailableRemotely, UserErrorException
