@@ -135,7 +135,13 @@ def create_run(
         if run_id is not None:
             raise
         answer = client.request("GET", _run_path(client, rid))  # made by the first attempt
-    client.tracker.hold(rid)
+    tracker = client.tracker
+    beat = None
+    if not tracker.heartbeat_known:
+        # The server names the interval (a quarter of its lease, at most 10 s): asked once per
+        # client, with the first run, so a short lease is renewed in time from the start.
+        beat = client.request("POST", _run_path(client, rid, "heartbeat"))
+    tracker.hold(rid, beat.get("heartbeatSeconds") if isinstance(beat, dict) else None)
     return row_of(answer)
 
 

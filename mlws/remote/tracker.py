@@ -127,6 +127,8 @@ class Tracker:
         #: Runs this process created: run id -> when the server last heard of it.
         self.held: dict[str, float] = {}
         self.heartbeat_s = 10.0
+        #: Whether the server told this client its heartbeat interval yet.
+        self.heartbeat_known = False
         self.offline_since: float | None = None
         self._refused: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -162,7 +164,8 @@ class Tracker:
         with self._lock:
             self.held[run_id] = time.monotonic()
         if heartbeat_s:
-            self.heartbeat_s = heartbeat_s
+            self.heartbeat_s = float(heartbeat_s)
+            self.heartbeat_known = True
 
     def release(self, run_id: str) -> None:
         """Stop renewing ``run_id`` (it ended)."""
@@ -304,6 +307,7 @@ class Tracker:
             self._heard(run_id)
             if isinstance(answer, dict) and answer.get("heartbeatSeconds"):
                 self.heartbeat_s = float(answer["heartbeatSeconds"])
+                self.heartbeat_known = True
 
     def _loop(self) -> None:
         while not self._stop:
