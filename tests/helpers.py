@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -421,6 +422,41 @@ def start_server(*args: str, timeout: float = 20.0) -> Server:
     proc.kill()
     proc.wait(5)
     raise AssertionError(f"the server did not start: {lines}")
+
+
+@contextlib.contextmanager
+def served_workspace(root: Path, *server_args: str):  # noqa: ANN201 - (Server, ws path, tokens)
+    """A new workspace under ``root`` with a token per role, served by a real ``mlws serve``
+    (free port) with a HOME of its own under ``root`` (a module fixture's HOME is not the
+    per-test one), stopped (and checked to exit 0) at the end."""
+    import pytest
+
+    from mlws import Workspace
+
+    ws_path = root / "ws"
+    with pytest.MonkeyPatch.context() as mp:
+        (root / "home").mkdir()
+        mp.setenv("HOME", str(root / "home"))
+        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+            mp.delenv(var, raising=False)
+        Workspace.create(ws_path, _remember_name=False).close()
+        tokens = {role: server_token(ws_path, role, role) for role in ROLES}
+        server = start_server("-m", "mlws.server", str(ws_path), "--port", "0", *server_args)
+        try:
+            yield server, ws_path, tokens
+        finally:
+            assert server.stop() == 0, server.lines
+
+
+#: The roles of ``mlws serve``'s users.
+ROLES = ("reader", "contributor", "owner")
+
+
+def server_token(ws_path: Path, name: str, role: str) -> str:
+    """A new token of user ``name`` with ``role`` on the workspace at ``ws_path``."""
+    result = invoke("-w", str(ws_path), "serve", "token", "create", name, "--role", role)
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()[-1]
 
 
 def bulk_runs(ws, experiment: str, n: int, start: int = 1) -> None:  # noqa: ANN001 - a Workspace

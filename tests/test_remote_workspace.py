@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import invoke, one_error_line, start_server, wait_until, workspace_fingerprint
+from helpers import (
+    invoke,
+    one_error_line,
+    served_workspace,
+    server_token,
+    start_server,
+    wait_until,
+    workspace_fingerprint,
+)
 
 from mlws import Experiment, Model, Run, Workspace
 from mlws.errors import (
@@ -25,11 +33,7 @@ from mlws.errors import (
     Unauthorized,
 )
 
-
-def _token(ws_path: Path, name: str, role: str) -> str:
-    result = invoke("-w", str(ws_path), "serve", "token", "create", name, "--role", role)
-    assert result.exit_code == 0, result.output
-    return result.output.splitlines()[-1]
+_token = server_token
 
 
 def _serve(ws_path: Path, *args: str, port: int = 0):  # noqa: ANN202 - a helpers.Server
@@ -38,21 +42,9 @@ def _serve(ws_path: Path, *args: str, port: int = 0):  # noqa: ANN202 - a helper
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (server, ws path, tokens)
-    """One server for the module's tests, with a token per role; its HOME is its own."""
-    root = tmp_path_factory.mktemp("remote")
-    ws_path = root / "ws"
-    with pytest.MonkeyPatch.context() as mp:
-        (root / "home").mkdir()
-        mp.setenv("HOME", str(root / "home"))
-        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
-            mp.delenv(var, raising=False)
-        Workspace.create(ws_path, _remember_name=False).close()
-        tokens = {r: _token(ws_path, r, r) for r in ("reader", "contributor", "owner")}
-        server = _serve(ws_path)
-        try:
-            yield server, ws_path, tokens
-        finally:
-            assert server.stop() == 0, server.lines
+    """One server for the module's tests, with a token per role."""
+    with served_workspace(tmp_path_factory.mktemp("remote")) as served:
+        yield served
 
 
 @pytest.fixture

@@ -12,40 +12,26 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import invoke, one_error_line, start_server, wait_until, workspace_fingerprint
+from helpers import (
+    invoke,
+    one_error_line,
+    served_workspace,
+    server_token,
+    start_server,
+    wait_until,
+    workspace_fingerprint,
+)
 
 from mlws import Workspace
 
-ROLES = ("reader", "contributor", "owner")
-
-
-def _token(ws_path: Path, name: str, role: str) -> str:
-    result = invoke("-w", str(ws_path), "serve", "token", "create", name, "--role", role)
-    assert result.exit_code == 0, result.output
-    return result.output.splitlines()[-1]
+_token = server_token
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (server, ws path, tokens)
-    """One server for the module's API tests (with a 64 KB body limit), and a token per role.
-    It gets a HOME of its own, as each test does (conftest's is per test, set up after this):
-    the server's state file must not land in the real ~/.cache."""
-    root = tmp_path_factory.mktemp("served")
-    ws_path = root / "ws"
-    with pytest.MonkeyPatch.context() as mp:
-        (root / "home").mkdir()
-        mp.setenv("HOME", str(root / "home"))
-        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
-            mp.delenv(var, raising=False)
-        Workspace.create(ws_path, _remember_name=False).close()
-        tokens = {role: _token(ws_path, role, role) for role in ROLES}
-        server = start_server(
-            "-m", "mlws.server", str(ws_path), "--port", "0", "--max-body", "65536"
-        )
-        try:
-            yield server, ws_path, tokens
-        finally:
-            assert server.stop() == 0, server.lines
+    """One server for the module's API tests (with a 64 KB body limit), and a token per role."""
+    with served_workspace(tmp_path_factory.mktemp("served"), "--max-body", "65536") as served:
+        yield served
 
 
 # -- tokens (CLI) ------------------------------------------------------------------------------

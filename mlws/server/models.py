@@ -35,6 +35,27 @@ def get_model(call: Call) -> dict[str, Any]:
     return answer(Model(call.ws, call.path["name"], version=int(version)))
 
 
+#: The metadata fields a registering body may carry.
+METADATA = ("tags", "properties", "description", "framework", "frameworkVersion")
+
+
+def _metadata(body: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """The model metadata of a registering body, each field checked; a field neither in
+    ``fields`` nor metadata is refused."""
+    from .api import body_field
+
+    unknown = set(body) - {*fields, *METADATA}
+    if unknown:
+        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    return {
+        "tags": body_field(body, "tags", dict),
+        "properties": body_field(body, "properties", dict),
+        "description": body_field(body, "description", str),
+        "framework": body_field(body, "framework", str),
+        "framework_version": body_field(body, "frameworkVersion", str),
+    }
+
+
 def register_from_run(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/models``: a run's file or folder as the next version of a model
     (v1's ``run.register_model``), made by the token's user."""
@@ -48,26 +69,16 @@ def register_from_run(call: Call) -> dict[str, Any]:
         raise UserErrorException(
             'the body needs "name" (the model) and "path" (a run file or folder)'
         )
-    unknown = set(body) - {
-        "name",
-        "path",
-        "tags",
-        "properties",
-        "description",
-        "framework",
-        "frameworkVersion",
-    }
-    if unknown:
-        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    meta = _metadata(body, "name", "path")
     model = register(
         call.ws.get_run(call.path["run_id"]),
         name,
         path,
-        tags=body_field(body, "tags", dict),
-        properties=body_field(body, "properties", dict),
-        description=body_field(body, "description", str),
-        model_framework=body_field(body, "framework", str),
-        model_framework_version=body_field(body, "frameworkVersion", str),
+        tags=meta["tags"],
+        properties=meta["properties"],
+        description=meta["description"],
+        model_framework=meta["framework"],
+        model_framework_version=meta["framework_version"],
         created_by=call.user.name,
     )
     return answer(model)
@@ -87,17 +98,7 @@ def register_version(call: Call) -> dict[str, Any]:
     digest = body_field(body, "manifest", str)
     if digest is None:
         raise UserErrorException('the body needs "manifest": "sha256:..." (a stored manifest)')
-    unknown = set(body) - {
-        "manifest",
-        "path",
-        "tags",
-        "properties",
-        "description",
-        "framework",
-        "frameworkVersion",
-    }
-    if unknown:
-        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    meta = _metadata(body, "manifest", "path")
     entries = stored_manifest(call.ws, digest)
     if not entries:
         raise UserErrorException(f"manifest {digest} names no files: a model needs one")
@@ -107,20 +108,18 @@ def register_version(call: Call) -> dict[str, Any]:
         raise UserErrorException(
             '"path" must name the file or folder every file of the manifest is in'
         )
-    model = record_version(
-        call.ws,
-        name,
-        entries,
-        top,
-        tags=body_field(body, "tags", dict),
-        properties=body_field(body, "properties", dict),
-        description=body_field(body, "description", str),
-        framework=body_field(body, "framework", str),
-        framework_version=body_field(body, "frameworkVersion", str),
-        created_by=call.user.name,
-    )
+    model = record_version(call.ws, name, entries, top, **meta, created_by=call.user.name)
     return answer(model)
 
+
+#: The JSON schema of the metadata fields (:data:`METADATA`).
+_META_SCHEMA: dict[str, Any] = {
+    "tags": {"type": "object"},
+    "properties": {"type": "object"},
+    "description": {"type": "string"},
+    "framework": {"type": "string"},
+    "frameworkVersion": {"type": "string"},
+}
 
 ENDPOINTS = [
     Endpoint(
@@ -155,11 +154,7 @@ ENDPOINTS = [
             "properties": {
                 "name": {"type": "string"},
                 "path": {"type": "string"},
-                "tags": {"type": "object"},
-                "properties": {"type": "object"},
-                "description": {"type": "string"},
-                "framework": {"type": "string"},
-                "frameworkVersion": {"type": "string"},
+                **_META_SCHEMA,
             },
         },
         status=201,
@@ -177,11 +172,7 @@ ENDPOINTS = [
             "properties": {
                 "manifest": {"type": "string"},
                 "path": {"type": "string"},
-                "tags": {"type": "object"},
-                "properties": {"type": "object"},
-                "description": {"type": "string"},
-                "framework": {"type": "string"},
-                "frameworkVersion": {"type": "string"},
+                **_META_SCHEMA,
             },
         },
         status=201,
