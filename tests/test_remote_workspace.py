@@ -6,6 +6,7 @@ while the server is away delivered exactly once when it is back."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -94,6 +95,7 @@ def test_runs_end_to_end(served, remote) -> None:  # noqa: ANN001
         assert metrics["loss"] == [i / 2 for i in range(25_000)]
         assert metrics["lst"] == [1, 2, 3] and metrics["row"] == {"a": 1, "b": 2}
         assert metrics["tbl"] == {"x": [1, 2], "y": [3, 4]} and metrics["stepped"] == 7
+        assert math.isnan(metrics["nan"])  # the server's "NaN" string, read back as a float
         assert run.get_metrics(name="lst") == {"lst": [1, 2, 3]}
     assert run.get_status() == "Completed"
     details = run.get_details()
@@ -244,6 +246,8 @@ def test_cli_reads_a_remote_workspace(served, remote, tmp_path: Path) -> None:  
     out = _with_token(tok, "-w", server.url, "run", "list", "-e", "cli", "--json")
     listed = json.loads(out.output)
     assert [r["id"] for r in listed] == [run.id] and listed[0]["metrics"] == {"acc": 0.75}
+    status, page = server.api("GET", "/runs?experiment=cli&latestMetrics=true", tok)
+    assert status == 200 and page["value"][0]["latestMetrics"] == {"acc": 0.75}
     out = _with_token(tok, "-w", server.url, "run", "show", run.id)
     assert out.exit_code == 0 and "tag k" in out.output and "Completed" in out.output
     out = _with_token(tok, "-w", server.url, "run", "metrics", run.id, "--json")

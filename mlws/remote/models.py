@@ -67,7 +67,8 @@ def register(ws: Workspace, name: str, entries: list[Entry], top: str, **meta: A
     digest = ws.blobs.put_manifest(entries)
     body = {"manifest": digest, "path": top, **_metadata(meta)}
     client = ws.remote
-    return row_of(client.request("POST", client.path("models", name, "versions"), body))
+    answer = client.request("POST", client.path("models", name, "versions"), body, idempotent=False)
+    return row_of(answer)
 
 
 def register_from_run(run: Run, name: str, path: str, **meta: Any) -> RemoteRow:
@@ -82,4 +83,5 @@ def register_from_run(run: Run, name: str, path: str, **meta: Any) -> RemoteRow:
     client = run.workspace.remote
     run.flush()
     body = {"name": name, "path": path, **_metadata(meta)}
-    return row_of(client.request("POST", client.path("runs", run.id, "models"), body))
+    answer = client.request("POST", client.path("runs", run.id, "models"), body, idempotent=False)
+    return row_of(answer)

@@ -9,10 +9,11 @@ the same ``run._row[...]`` as a catalog row); its ``seq`` is its id, so function
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExperimentNotFound, UserErrorException
+from ..errors import ExperimentNotFound, RunStateError, UserErrorException
 
 if TYPE_CHECKING:
     from ..experiments import Experiment
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 #: Runs per page when listing (the server's largest page).
 PAGE = 1000
+#: ``(server, run id) -> (when, {metric: latest value})`` from the last listing that found it.
+_latest: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+#: ``server -> {experiment: id}``: experiments are never removed, so an id once seen stays.
+_experiment_ids: dict[str, dict[str, str]] = {}
 
 
 class RemoteRow(dict):  # type: ignore[type-arg]
@@ -101,9 +106,11 @@ def experiment_id(ws: Workspace, name: str, create: bool) -> str | None:
     it with its first run) and ``create``.
 
     :raises ExperimentNotFound: no such experiment and not ``create``."""
-    for e in experiments(ws):
-        if e["name"] == name:
-            return str(e["id"])
+    known = _experiment_ids.setdefault(ws.remote.url, {})
+    if name not in known:
+        known.update({e["name"]: str(e["id"]) for e in experiments(ws)})
+    if name in known:
+        return known[name]
     if not create:
         raise ExperimentNotFound(f"no experiment named {name!r} in workspace {ws.name!r}")
     return None
@@ -168,11 +175,14 @@ def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
     if f.get("include_children") or parent is not None:
         query.append(("includeChildren", "true"))
     query.append(("order", "asc" if f.get("ascending") else "desc"))
+    query.append(("latestMetrics", "true"))  # what a listing shows beside each run
     limit = f.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise UserErrorException(f"limit is a whole number of runs >= 0, got {limit!r}")
     rows: list[RemoteRow] = []
     token = None
+    if len(_latest) > 100_000:
+        _latest.clear()
     while limit is None or len(rows) < limit:
         page = ws.remote.request(
             "GET",
@@ -186,6 +196,8 @@ def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
             if f.get("run_type") is not None and row["type"] != f["run_type"]:
                 continue
             rows.append(row)
+            if "latestMetrics" in s:
+                _latest[(ws.remote.url, row["id"])] = (time.monotonic(), s["latestMetrics"])
         token = page.get("continuationToken")
         if not token:
             break
@@ -212,7 +224,17 @@ def finish(run: Run, outcome: str, error: dict[str, Any] | None = None) -> None:
     client = run.workspace.remote
     tracker = client.tracker
     body = {"error": error} if error else None
-    answer = send(run, "POST", outcome, body=body)
+    try:
+        answer = send(run, "POST", outcome, body=body)
+    except RunStateError:
+        # Ended already: by this very request, when its answer was lost and it was sent again
+        # (then the outcome is the one asked for), or by the server (a lapsed lease).
+        row = get_row(run.workspace, run.id)
+        tracker.release(run.id)
+        run._row = row
+        if row["status"] != ("Completed" if outcome == "complete" else "Failed"):
+            raise
+        return
     tracker.release(run.id)
     if answer is not None:
         run._row = row_of(answer)
@@ -229,18 +251,43 @@ def metrics(client: RemoteClient, runs: dict[Any, str], name: str | None) -> dic
     tracker = client.tracker
     for rid in runs.values():
         if rid in tracker.writers:
-            tracker.drain(rid)
+            tracker.pump(rid)  # read your writes (while the server answers)
         answer = client.request(
             "GET", _run_path(client, rid, "metrics"), query={"name": name} if name else None
         )
-        out[rid] = answer["metrics"]
+        out[rid] = decode_floats(answer["metrics"])
     return out
 
 
+#: How the server spells the floats JSON has no literal for.
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def decode_floats(value: Any) -> Any:
+    """``value`` with the server's ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` strings as the
+    floats they stand for (metric values logged as those strings read back as floats too)."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, list):
+        return [decode_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: decode_floats(v) for k, v in value.items()}
+    return value
+
+
 def latest_scalars(client: RemoteClient, runs: dict[Any, str]) -> dict[str, dict[str, Any]]:
-    """``{run_id: {metric: latest scalar}}`` (what run listings show)."""
+    """``{run_id: {metric: latest scalar}}`` (what run listings show): as the listing that
+    just found the runs gave them, else from each run's metrics."""
     out: dict[str, dict[str, Any]] = {}
-    for rid, values in metrics(client, runs, None).items():
+    now = time.monotonic()
+    rest = {}
+    for seq, rid in runs.items():
+        hit = _latest.get((client.url, rid))
+        if hit is not None and now - hit[0] < LISTING_TTL_S:
+            out[rid] = decode_floats(hit[1])
+        else:
+            rest[seq] = rid
+    for rid, values in metrics(client, rest, None).items():
         out[rid] = {
             k: (v[-1] if isinstance(v, list) and v else v)
             for k, v in sorted(values.items())
@@ -253,14 +300,13 @@ def latest_scalars(client: RemoteClient, runs: dict[Any, str]) -> dict[str, dict
 #: ``(server, run id) -> (when, {path: blob})``: a download of many files asks the server for the
 #: listing once, not once per file.
 _listings: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
-LISTING_TTL_S = 1.0
+#: How long a listing is used again (files of a run, latest metrics of listed runs).
+LISTING_TTL_S = 2.0
 
 
 def files(run: Run) -> dict[str, str]:
     """The run's stored files on the server: ``{path: blob}`` (a listing at most
     :data:`LISTING_TTL_S` old; an upload from this process is seen at once)."""
-    import time
-
     key = (run.workspace.remote.url, run.id)
     hit = _listings.get(key)
     if hit is not None and time.monotonic() - hit[0] < LISTING_TTL_S:

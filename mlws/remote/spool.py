@@ -106,6 +106,8 @@ class Spool:
                         write_atomic(marker, json.dumps({"url": self.url}) + "\n", 0o600)
                     have = self.entries()
                     self._next = int(have[-1].stem) + 1 if have else 1
+                # Made again if a delivery (mlws remote sync) removed it meanwhile.
+                self.dir.mkdir(parents=True, exist_ok=True)
                 target = self.dir / f"{self._next:012d}.json"
                 self._next += 1
                 write_atomic(target, data, 0o600)
