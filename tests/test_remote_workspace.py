@@ -15,6 +15,7 @@ import pytest
 from helpers import (
     invoke,
     one_error_line,
+    self_signed_cert,
     served_workspace,
     server_token,
     start_server,
@@ -30,6 +31,7 @@ from mlws.errors import (
     NotAvailableRemotely,
     PropertyConflict,
     RunNotFound,
+    ServerUnreachable,
     SpoolFull,
     Unauthorized,
 )
@@ -390,3 +392,28 @@ def test_leftovers_are_delivered_by_remote_sync_and_the_spool_is_bounded(
         assert invoke("remote", "sync").output.strip() == "0 run(s) delivered, 0 waiting"
     finally:
         server.stop()
+
+
+def test_https_with_a_self_signed_certificate(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    certfile, keyfile = self_signed_cert(tmp_path)
+    ws_path = tmp_path / "srv"
+    Workspace.create(ws_path, _remember_name=False).close()
+    monkeypatch.setenv("MLWS_TOKEN", _token(ws_path, "c", "contributor"))
+    server = start_server(
+        "-m", "mlws.server", str(ws_path), "--host", "localhost", "--port", "0",
+        "--certfile", str(certfile), "--keyfile", str(keyfile),
+    )  # fmt: skip
+    try:
+        assert server.url.startswith("https://localhost:")
+        with pytest.raises(ServerUnreachable, match="MLWS_CA_BUNDLE") as e:
+            Workspace(server.url)  # the system's CA store does not know it: one line, at once
+        assert "\n" not in str(e.value)
+        with Workspace(server.url, ca_file=str(certfile)) as ws:
+            with Experiment(ws, "tls").start_logging() as run:
+                run.log("a", 1)
+            assert run.get_metrics() == {"a": 1}
+        monkeypatch.setenv("MLWS_CA_BUNDLE", str(certfile))
+        with Workspace(server.url) as ws:
+            assert ws.get_run(run.id).get_status() == "Completed"
+    finally:
+        assert server.stop() == 0, server.lines

@@ -15,6 +15,7 @@ import pytest
 from helpers import (
     invoke,
     one_error_line,
+    self_signed_cert,
     served_workspace,
     server_token,
     start_server,
@@ -490,38 +491,10 @@ def test_beyond_loopback_needs_tls_or_insecure(tmp_path: Path) -> None:
 
 
 def test_tls(tmp_path: Path) -> None:
-    import datetime
     import ssl
     import urllib.request
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    certfile, keyfile = self_signed_cert(tmp_path)
     ws_path = tmp_path / "ws"
     Workspace.create(ws_path).close()
     tok = _token(ws_path, "u", "reader")

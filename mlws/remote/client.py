@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import threading
 import time
 from collections import Counter
@@ -198,8 +199,6 @@ class RemoteClient:
         if conn is None:
             if self._https:
                 if self._ssl is None:
-                    import ssl
-
                     self._ssl = ssl.create_default_context(cafile=self._ca_file)
                 conn = http.client.HTTPSConnection(
                     self._host, self._port, timeout=self.timeout, context=self._ssl
@@ -284,6 +283,12 @@ class RemoteClient:
                 ctype = resp.getheader("content-type", "")
                 if resp.getheader("connection", "").lower() == "close":
                     self._drop_connection()
+            except ssl.SSLCertVerificationError as e:
+                self._drop_connection()
+                raise ServerUnreachable(
+                    f"cannot verify the TLS certificate of {self.url} ({e.verify_message}); for a"
+                    f" self-signed server give its certificate: ca_file= or ${CA_ENV}"
+                ) from None
             except _GONE as e:
                 self._drop_connection()
                 last = f"{type(e).__name__}: {e}".rstrip(": ")
