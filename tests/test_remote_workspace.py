@@ -337,10 +337,17 @@ def test_writes_while_the_server_is_away_are_delivered_once(tmp_path: Path, monk
         assert server.stop() == 0
         log(20_000)
         run.tag("while", "away")
+        folder = tmp_path / "made-offline"
+        folder.mkdir()
+        for i in range(20):
+            (folder / f"{i}.txt").write_text(f"offline {i}")
+        run.upload_folder("outputs/offline", folder)
+        run.upload_file("note.txt", str(folder / "3.txt"))
         log(5000)
         run.flush()
         spool = ws.remote.tracker.spool(run.id)
-        assert len(spool) >= 3  # batches and the tag, in order, on disk
+        assert len(spool) >= 5  # batches, the tag and the uploads, in order, on disk
+        (folder / "3.txt").write_text("changed after the upload")  # the spool kept a copy
         server = _serve(ws_path, port=int(port))
         log(5000)
         run.complete()  # waits for the spool to drain
@@ -349,6 +356,10 @@ def test_writes_while_the_server_is_away_are_delivered_once(tmp_path: Path, monk
         assert run.get_metrics()["x"] == logged  # every value, once, in order
         assert run.get_tags() == {"while": "away"}
         assert _local_metric_count(ws_path, run.id) == len(logged)
+        assert len([n for n in run.get_file_names() if n.startswith("outputs/offline/")]) == 20
+        got = run.download_file("note.txt", tmp_path / "note.txt").read_text()
+        assert got == "offline 3"
+        assert not spool.dir.exists()  # delivered: nothing left behind
         ws.close()
     finally:
         server.stop()

@@ -319,11 +319,13 @@ def files(run: Run) -> dict[str, str]:
 
 
 def record_files(ws: Workspace, run_id: str, entries: list[Entry]) -> None:
-    """Record stored blobs as files of run ``run_id``: their manifest is sent (its blobs were
-    sent before), then the run's files route names it."""
+    """Record files (hashed and staged by ``ws.blobs``) as files of run ``run_id``: the blobs
+    the server lacks and their manifest are sent, then the run's files route names it — in
+    order with the run's other writes, and spooled (blobs too) while the server is away."""
     if not entries:
         return
-    digest = ws.blobs.put_manifest(entries)
+    digest, sources = ws.blobs.manifest_sources(entries)
     client = ws.remote
-    client.request("PUT", _run_path(client, run_id, "files"), {"manifest": digest})
+    path = _run_path(client, run_id, "files")
+    client.tracker.send(run_id, "PUT", path, {"manifest": digest}, blobs=sources)
     _listings.pop((client.url, run_id), None)

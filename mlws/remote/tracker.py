@@ -231,21 +231,34 @@ class Tracker:
             w.give_back(batch)  # kept in memory; the next log() says the spool is full
             raise
 
-    def send(self, run_id: str, method: str, path: str, body: Any = None) -> Any:
-        """An ordered write of ``run_id``: after the values logged before it. Returns the
-        server's answer, or None when the server is away and the write was spooled."""
+    def send(
+        self,
+        run_id: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        blobs: dict[str, str | bytes] | None = None,
+    ) -> Any:
+        """An ordered write of ``run_id``: after the values logged before it. ``blobs``
+        (``{hash: file path or bytes}``) are sent first, those the server lacks. Returns the
+        server's answer, or None when the server is away and the write was spooled (with a
+        copy of the blobs)."""
+        from .backend import send_blobs
+
         self.pump(run_id)
         spool = self.spool(run_id)
         with self._run_lock(run_id):
             if not spool.entries():
                 try:
+                    if blobs:
+                        send_blobs(self.client, blobs, retry_s=SEND_RETRY_S)
                     answer = self.client.request(method, path, body, retry_s=SEND_RETRY_S)
                 except ServerUnreachable:
                     self._went_offline()
                 else:
                     self._heard(run_id)
                     return answer
-            spool.append(method, path, body)
+            spool.append(method, path, body, blobs)
         return None
 
     def drain(self, run_id: str, timeout: float | None = None) -> bool:
