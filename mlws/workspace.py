@@ -374,11 +374,15 @@ class Workspace:
     def write_config(
         self, path: str | os.PathLike[str] = ".", file_name: str | None = None
     ) -> Path:
-        """Write ``<path>/.mlws/config.json`` naming this workspace, so scripts and the CLI run
-        from that folder find it."""
+        """Write ``<path>/.mlws/config.json`` naming this workspace (a remote one by its URL),
+        so scripts and the CLI run from that folder find it."""
         folder = Path(path) / ".mlws"
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / (file_name or "config.json")
+        if self.remote is not None:  # the server's URL; never a token (the file goes with code)
+            config = {"url": self.remote.url, "workspace_name": self.name}
+            write_atomic(target, json.dumps(config, indent=2) + "\n", 0o644)
+            return target
         write_atomic(
             target,
             (

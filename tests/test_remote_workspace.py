@@ -215,6 +215,10 @@ def test_config_json_url_with_mlws_token_and_never_a_token_from_the_project(
     with Workspace.from_config() as ws:
         assert ws.remote.url == server.url
         Experiment(ws, "fromcfg").start_logging().complete()
+        written = json.loads(ws.write_config(tmp_path / "other").read_text())
+        assert written == {"url": server.url, "workspace_name": "ws"}  # no token in it
+    with Workspace.from_config(tmp_path / "other") as ws:
+        assert ws.remote.url == server.url
     listed = invoke("experiment", "list", "--json", cwd=project)
     assert listed.exit_code == 0 and "fromcfg" in listed.output
     # MLWS_WORKSPACE naming the URL; the token from the per-user file (mlws login).

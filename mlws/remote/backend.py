@@ -34,27 +34,29 @@ UPLOAD_THREADS = 4
 
 
 def public_caller(default: str) -> str:
-    """The public mlws call (``Run.cancel``, ``Dataset.get_by_name``) that reached a storage
-    method not ported yet, for the one-line message; ``default`` when none is found."""
+    """The public mlws call the user made (``Run.cancel``, ``Dataset.get_by_name``) that
+    reached a storage method not ported yet, for the one-line message: the outermost public
+    function of the library (not the CLI's) on the stack; ``default`` when none is found."""
     frame = sys._getframe(2)
-    for _ in range(25):
+    found = default
+    for _ in range(60):
         if frame is None:
             break
         module = frame.f_globals.get("__name__", "")
         name = frame.f_code.co_name
         if (
             module.startswith("mlws.")
-            and not module.startswith("mlws.remote")
+            and not module.startswith(("mlws.remote", "mlws.cli"))
             and not name.startswith("_")
             and name != "<module>"
         ):
-            owner = frame.f_locals.get("self") or frame.f_locals.get("cls")
-            if owner is not None:
-                cls = owner if isinstance(owner, type) else type(owner)
-                return f"{cls.__name__}.{name}"
-            return f"{module.rsplit('.', 1)[-1]}.{name}"
+            qualname = getattr(frame.f_code, "co_qualname", name)  # Python 3.11+
+            if "." in qualname and "<" not in qualname:
+                found = str(qualname)  # Run.cancel, Datastore.list
+            else:
+                found = f"{module.rsplit('.', 1)[-1]}.{name}"
         frame = frame.f_back
-    return default
+    return found
 
 
 def not_available(operation: str, url: str) -> NotAvailableRemotely:
