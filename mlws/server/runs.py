@@ -23,7 +23,11 @@ MAX_PAGE = 1000
 #: The most metric values one batch may carry (a body limit applies as well).
 MAX_BATCH = 100_000
 
+#: The longest ``batchId`` of a metric batch.
+MAX_BATCH_ID = 64
+
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$")
+_BATCH_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_BATCH_ID}}}")
 
 
 def run_summary(row: Any) -> dict[str, Any]:
@@ -221,14 +225,32 @@ def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]
     return out
 
 
+def _batch_id(body: dict[str, Any]) -> str | None:
+    batch_id = body_field(body, "batchId", str)
+    if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
+        raise UserErrorException(
+            f"invalid batchId {batch_id[:80]!r}: use 1-{MAX_BATCH_ID} letters, digits, '_', '.',"
+            " ':' or '-' (a UUID fits)"
+        )
+    unknown = set(body) - {"metrics", "batchId"}
+    if unknown:
+        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    return batch_id
+
+
 def log_metrics(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/metrics``: a batch of values, written in one transaction after
-    every value is checked (a bad one refuses the whole batch)."""
+    every value is checked (a bad one refuses the whole batch). With ``batchId`` the batch is
+    applied at most once per run: sent again (a retry after a lost answer), it changes nothing
+    and answers ``{"written": 0, "duplicate": true}``."""
     from ..metrics import write_values
 
     items = _metric_items(call.body)
+    batch_id = _batch_id(call.body)
     run = _held(call)
-    written = write_values(call.ws.catalog, run.seq, items)
+    written = write_values(call.ws.catalog, run.seq, items, batch_id)
+    if written is None:
+        return {"written": 0, "duplicate": True}
     return {"written": written}
 
 
@@ -396,12 +418,19 @@ ENDPOINTS = [
         "POST",
         _RID + "/metrics",
         "contributor",
-        "Log a batch of metric values (one transaction; all or nothing)",
+        "Log a batch of metric values (one transaction; all or nothing; at most once per batchId)",
         log_metrics,
         body={
             "type": "object",
             "required": ["metrics"],
             "properties": {
+                "batchId": {
+                    "type": "string",
+                    "maxLength": MAX_BATCH_ID,
+                    "pattern": "^[A-Za-z0-9_.:-]+$",
+                    "description": "applied at most once per run: a batch sent again with the"
+                    " same id answers written 0, duplicate true, and changes nothing",
+                },
                 "metrics": {
                     "type": "array",
                     "items": {
@@ -414,7 +443,7 @@ ENDPOINTS = [
                             "kind": {"type": "string", "default": "scalar"},
                         },
                     },
-                }
+                },
             },
         },
         tag="runs",
