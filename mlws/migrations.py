@@ -429,8 +429,8 @@ def m0013_run_leases(db: Any) -> None:
     )
 
 
-@migrations(name="0014_metric_batches")
-def m0014_metric_batches(db: Any) -> None:
+@migrations(name="0014_request_ids")
+def m0014_request_ids(db: Any) -> None:
     # The ids of metric batches a client sent with a ``batchId`` (``mlws serve``), inserted in the
     # transaction that writes the batch's values: a batch re-sent after a lost answer (the server
     # killed between commit and reply, a client's retry) is recognised and not applied twice.
@@ -445,3 +445,14 @@ def m0014_metric_batches(db: Any) -> None:
         ) WITHOUT ROWID"""
     )
     db.execute("CREATE INDEX metric_batches_created ON metric_batches(created)")
+    # The same for model versions registered with a ``registrationId``: a registration re-sent
+    # after a lost answer gets the version made the first time, not a second one.
+    db.execute(
+        """CREATE TABLE model_registrations (
+            request_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX model_registrations_version ON model_registrations(name, version)")

@@ -248,7 +248,7 @@ def test_bad_requests_are_one_line_errors_and_change_nothing(served) -> None:  #
         ("POST", "/blobs/missing", {"blobs": ["../../mlws.db"]}, None, 400),
         ("PUT", f"/runs/{rid}/files", {"manifest": "sha256:" + "0" * 64}, None, 404),
         ("PUT", f"/runs/{rid}/files", {"manifest": "../mlws.db"}, None, 400),
-        ("POST", "/models/m/versions", {"manifest": "sha256:" + "0" * 64}, None, 501),
+        ("POST", "/models/m/versions", {"manifest": "sha256:" + "0" * 64}, None, 404),
     ]
     for method, path, body, raw, expected in cases:
         status, answer = server.api(method, path, tok, body, raw)
@@ -463,7 +463,13 @@ def test_openapi_lists_every_route(served) -> None:  # noqa: ANN001
         assert (ep.method, "/api/v1" + ep.path) in listed
     assert ("POST", "/api/v1/runs/{run_id}/metrics") in listed
     assert ("POST", "/api/v1/runs/{run_id}/heartbeat") in listed
-    assert doc["paths"]["/api/v1/models/{name}/versions"]["post"]["x-mlws-planned"] is True
+    upload = doc["paths"]["/api/v1/models/{name}/versions"]["post"]
+    assert "x-mlws-planned" not in upload and upload["x-mlws-role"] == "contributor"
+    schema = upload["requestBody"]["content"]["application/json"]["schema"]
+    assert {"manifest", "registrationId", "modelFramework"} <= set(schema["properties"])
+    metrics = doc["paths"]["/api/v1/runs/{run_id}/metrics"]["post"]
+    batch_id = metrics["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert batch_id["batchId"]["maxLength"] == 64
     assert doc["paths"]["/api/v1/tokens"]["post"]["x-mlws-role"] == "owner"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import RunExists, RunStateError, UserErrorException
 from .api import (
+    REQUEST_ID_SCHEMA,
     Call,
     Endpoint,
     body_field,
@@ -16,6 +17,7 @@ from .api import (
     encode_continuation,
     query_int,
     query_value,
+    request_id,
 )
 
 #: The most runs one page holds.
@@ -23,11 +25,7 @@ MAX_PAGE = 1000
 #: The most metric values one batch may carry (a body limit applies as well).
 MAX_BATCH = 100_000
 
-#: The longest ``batchId`` of a metric batch.
-MAX_BATCH_ID = 64
-
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$")
-_BATCH_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_BATCH_ID}}}")
 
 
 def run_summary(row: Any) -> dict[str, Any]:
@@ -226,12 +224,7 @@ def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]
 
 
 def _batch_id(body: dict[str, Any]) -> str | None:
-    batch_id = body_field(body, "batchId", str)
-    if batch_id is not None and not _BATCH_ID.fullmatch(batch_id):
-        raise UserErrorException(
-            f"invalid batchId {batch_id[:80]!r}: use 1-{MAX_BATCH_ID} letters, digits, '_', '.',"
-            " ':' or '-' (a UUID fits)"
-        )
+    batch_id = request_id(body, "batchId")
     unknown = set(body) - {"metrics", "batchId"}
     if unknown:
         raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
@@ -425,9 +418,7 @@ ENDPOINTS = [
             "required": ["metrics"],
             "properties": {
                 "batchId": {
-                    "type": "string",
-                    "maxLength": MAX_BATCH_ID,
-                    "pattern": "^[A-Za-z0-9_.:-]+$",
+                    **REQUEST_ID_SCHEMA,
                     "description": "applied at most once per run: a batch sent again with the"
                     " same id answers written 0, duplicate true, and changes nothing",
                 },
