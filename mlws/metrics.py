@@ -351,6 +351,11 @@ def _chunks(seqs: list[int], size: int = 500) -> Any:
 def latest_scalars(catalog: Catalog, runs: dict[int, str]) -> dict[str, dict[str, Any]]:
     """``{run_id: {metric: latest value}}`` of the scalar metrics of ``runs`` (``{seq: id}``),
     from ``metric_summary`` (one row per run and metric, never the metrics table)."""
+    remote = getattr(catalog, "remote", None)  # a remote workspace's catalog: ask its server
+    if remote is not None:
+        from .remote.runs import latest_scalars as remote_latest
+
+        return remote_latest(remote, runs)
     out: dict[str, dict[str, Any]] = {rid: {} for rid in runs.values()}
     for chunk, marks in _chunks(list(runs)):
         for r in catalog.query(
@@ -366,6 +371,11 @@ def read_metrics(
     catalog: Catalog, runs: dict[int, str], name: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """``{run_id: {metric name: v1-shaped value}}`` for ``runs`` (``{seq: run id}``)."""
+    remote = getattr(catalog, "remote", None)  # a remote workspace's catalog: ask its server
+    if remote is not None:
+        from .remote.runs import metrics
+
+        return metrics(remote, runs, name)
     out: dict[str, dict[str, Any]] = {rid: {} for rid in runs.values()}
     for chunk, marks in _chunks(list(runs)):
         sql = f"SELECT run_seq, name, kind, value, data FROM metrics WHERE run_seq IN ({marks})"

@@ -161,11 +161,18 @@ def create_run(call: Call) -> dict[str, Any]:
         raise UserErrorException(
             f"invalid runId {run_id!r}: use 1-256 letters, digits, '_', '.' or '-'"
         )
-    unknown = set(body) - {"tags", "properties", "displayName", "runId"}
+    parent_id = body_field(body, "parentId", str)
+    unknown = set(body) - {"tags", "properties", "displayName", "runId", "parentId"}
     if unknown:
         raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
     if run_id is not None and call.ws.catalog.one("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
         raise RunExists(f"a run with id {run_id!r} already exists; choose another runId")
+    if parent_id is not None:  # a child run (run.child_run): of a run of this experiment
+        parent = call.ws.catalog.one("SELECT experiment FROM runs WHERE id = ?", (parent_id,))
+        if parent is None or parent[0] != name:
+            from ..errors import RunNotFound
+
+            raise RunNotFound(f"no run {parent_id!r} in experiment {name!r} to be the parent")
     exp = Experiment(call.ws, name)
     # No pid: the run belongs to the client, not to this server process, so the server's own
     # liveness says nothing about it (it ends with complete/fail). Its client holds it by a
@@ -176,6 +183,7 @@ def create_run(call: Call) -> dict[str, Any]:
         run_type=INTERACTIVE,
         status="Running",
         run_id=run_id,
+        parent_id=parent_id,
         display_name=display_name,
         fields={"submitter_user": call.user.name, "lease_seen": time.time()},
         tags=tags,
@@ -185,7 +193,7 @@ def create_run(call: Call) -> dict[str, Any]:
 
 
 def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]]:
-    from ..metrics import JSON_KINDS, LIST, ROW, SCALAR, TABLE
+    from ..metrics import IMAGE, JSON_KINDS, LIST, ROW, SCALAR, TABLE
 
     items = body_field(body, "metrics", list)
     if items is None:
@@ -197,6 +205,7 @@ def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]
         LIST: list,
         ROW: dict,
         TABLE: dict,
+        IMAGE: str,  # the run file holding the image (run.log_image uploads it first)
         **{k: dict for k in JSON_KINDS},
     }
     out = []
@@ -389,6 +398,7 @@ ENDPOINTS = [
             "type": "object",
             "properties": {
                 "runId": {"type": "string"},
+                "parentId": {"type": "string", "description": "a child run of this run"},
                 "displayName": {"type": "string"},
                 "tags": _KV,
                 "properties": _KV,

@@ -1,0 +1,332 @@
+"""The background half of a remote workspace's client: batched metrics, heartbeats, the spool.
+
+``run.log`` only appends to the run's in-memory buffer (:class:`RemoteMetricWriter`, as the
+local :class:`~mlws.metrics.MetricWriter`). One daemon thread per client (:class:`Tracker`)
+sends each run's buffer as ``POST /runs/{id}/metrics`` batches (a ``batchId`` on each, so a
+re-sent batch can be recognised) every :data:`FLUSH_S` seconds or as soon as
+:data:`FLUSH_AT` values wait, and renews the lease of each run this process created
+(``POST /runs/{id}/heartbeat`` every ``heartbeatSeconds`` the server names, when nothing else
+was sent). Writes that must stay in order after the metrics logged before them (tags,
+properties, complete, fail) go through :meth:`Tracker.send`.
+
+When the server does not answer, batches and ordered writes go to the run's on-disk
+:class:`~mlws.remote.spool.Spool` instead, and everything after them too, so the server
+receives them in the order they were made, once it answers again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MlwsError, RunStateError, ServerUnreachable
+from .spool import Spool
+
+if TYPE_CHECKING:
+    from .client import RemoteClient
+
+#: The time bound: buffered values are sent at least this often.
+FLUSH_S = 0.25
+#: A buffer this full wakes the sender early.
+FLUSH_AT = 20_000
+#: Values per ``POST /runs/{id}/metrics``.
+BATCH = 20_000
+#: The memory bound: past this many unsent values, ``run.log`` sends (or spools) itself.
+MAX_PENDING = 200_000
+#: How long ``complete()`` waits for a run's spool to drain (``MLWS_SPOOL_WAIT_S``).
+WAIT_ENV = "MLWS_SPOOL_WAIT_S"
+DEFAULT_WAIT_S = 30.0
+#: How long one batch retries before it is spooled.
+SEND_RETRY_S = 1.0
+
+
+class RemoteMetricWriter:
+    """The metric buffer of one run of a remote workspace in this process (the interface of
+    :class:`mlws.metrics.MetricWriter`: ``add``, ``add_scalar``, ``flush``, ``pending``)."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self.catalog = None  # read by mlws.metrics' bookkeeping of local writers
+        self._buf: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def add(self, name: str, kind: str, value: Any, step: int | None = None) -> None:
+        """Buffer one value of kind ``kind`` for metric ``name``."""
+        from ..metrics import to_python
+
+        item: dict[str, Any] = {"name": name, "value": to_python(value), "kind": kind}
+        if step is not None:
+            item["step"] = step
+        self._append(item)
+
+    def add_scalar(self, name: str, value: Any, step: int | None = None) -> None:
+        """Buffer one scalar (the hot path of ``run.log``)."""
+        t = type(value)
+        if t is not float and t is not int and t is not str:
+            from ..metrics import to_python
+
+            value = to_python(value)
+        item = (
+            {"name": name, "value": value}
+            if step is None
+            else {
+                "name": name,
+                "value": value,
+                "step": step,
+            }
+        )
+        self._append(item)
+
+    def _append(self, item: dict[str, Any]) -> None:
+        self.tracker.check_open(self.run_id)
+        with self._lock:
+            self._buf.append(item)
+            n = len(self._buf)
+        if n >= FLUSH_AT:
+            self.tracker.wake()
+            if n >= MAX_PENDING:
+                self.tracker.pump(self.run_id)
+
+    def take(self, limit: int = BATCH) -> list[dict[str, Any]]:
+        """Up to ``limit`` buffered values, oldest first, removed from the buffer."""
+        with self._lock:
+            batch, self._buf = self._buf[:limit], self._buf[limit:]
+        return batch
+
+    def give_back(self, batch: list[dict[str, Any]]) -> None:
+        """Put ``batch`` (taken, not sent) back in front of the buffer."""
+        with self._lock:
+            self._buf[:0] = batch
+
+    def pending(self) -> int:
+        """How many values are buffered and not sent yet."""
+        return len(self._buf)
+
+    def flush(self) -> int:
+        """Send everything buffered now (to the spool if the server is away); returns the
+        number of values."""
+        n = self.pending()
+        self.tracker.pump(self.run_id)
+        return n
+
+
+class Tracker:
+    """The sender thread of one :class:`~mlws.remote.client.RemoteClient` (``client.tracker``)."""
+
+    def __init__(self, client: RemoteClient) -> None:
+        self.client = client
+        self.writers: dict[str, RemoteMetricWriter] = {}
+        self.spools: dict[str, Spool] = {}
+        self._run_locks: dict[str, threading.Lock] = {}
+        #: Runs this process created: run id -> when the server last heard of it.
+        self.held: dict[str, float] = {}
+        self.heartbeat_s = 10.0
+        self.offline_since: float | None = None
+        self._refused: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="mlws-remote", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def writer(self, run_id: str) -> RemoteMetricWriter:
+        """The metric buffer of ``run_id`` (one per run in this process)."""
+        with self._lock:
+            w = self.writers.get(run_id)
+            if w is None:
+                w = self.writers[run_id] = RemoteMetricWriter(self, run_id)
+            return w
+
+    def spool(self, run_id: str) -> Spool:
+        """The on-disk buffer of ``run_id``."""
+        with self._lock:
+            s = self.spools.get(run_id)
+            if s is None:
+                s = self.spools[run_id] = Spool(self.client.url, run_id)
+            return s
+
+    def _run_lock(self, run_id: str) -> threading.Lock:
+        with self._lock:
+            return self._run_locks.setdefault(run_id, threading.Lock())
+
+    def hold(self, run_id: str, heartbeat_s: float | None = None) -> None:
+        """Renew the lease of ``run_id`` from now on (a run this process created)."""
+        with self._lock:
+            self.held[run_id] = time.monotonic()
+        if heartbeat_s:
+            self.heartbeat_s = heartbeat_s
+
+    def release(self, run_id: str) -> None:
+        """Stop renewing ``run_id`` (it ended)."""
+        with self._lock:
+            self.held.pop(run_id, None)
+
+    def check_open(self, run_id: str) -> None:
+        """:raises MlwsError: the server refused this run's writes for good (its lease lapsed):
+        logging more would only pile up values nobody can store."""
+        why = self._refused.get(run_id)
+        if why is not None:
+            raise RunStateError(why)
+
+    def wake(self) -> None:
+        """Send now rather than at the next tick."""
+        self._wake.set()
+
+    # -- sending -----------------------------------------------------------------------------
+    def pump(self, run_id: str) -> bool:
+        """Send the run's spool (oldest first), then its buffer; what the server does not take
+        goes to the spool. True when nothing of the run is left to send."""
+        w = self.writers.get(run_id)
+        with self._run_lock(run_id):
+            spool = self.spool(run_id)
+            drained = spool.deliver(self.client) if spool.entries() else True
+            while w is not None and w.pending():
+                batch = w.take()
+                body = {"batchId": uuid.uuid4().hex, "metrics": batch}
+                path = self.client.path("runs", run_id, "metrics")
+                if not drained:
+                    self._spool(spool, w, batch, "POST", path, body)
+                    continue
+                try:
+                    self.client.request("POST", path, body, retry_s=SEND_RETRY_S)
+                except ServerUnreachable:
+                    drained = False
+                    self._went_offline()
+                    self._spool(spool, w, batch, "POST", path, body)
+                    continue
+                except RunStateError as e:
+                    self._refused[run_id] = str(e)
+                    raise
+                except BaseException:
+                    w.give_back(batch)
+                    raise
+                self._heard(run_id)
+            if drained and self.offline_since is not None:
+                self._back_online()
+            return drained and (w is None or not w.pending())
+
+    def _spool(
+        self,
+        spool: Spool,
+        w: RemoteMetricWriter,
+        batch: list[Any],
+        method: str,
+        path: str,
+        body: Any,
+    ) -> None:
+        try:
+            spool.append(method, path, body)
+        except MlwsError:
+            w.give_back(batch)  # kept in memory; the next log() says the spool is full
+            raise
+
+    def send(self, run_id: str, method: str, path: str, body: Any = None) -> Any:
+        """An ordered write of ``run_id``: after the values logged before it. Returns the
+        server's answer, or None when the server is away and the write was spooled."""
+        self.pump(run_id)
+        spool = self.spool(run_id)
+        with self._run_lock(run_id):
+            if not spool.entries():
+                try:
+                    answer = self.client.request(method, path, body, retry_s=SEND_RETRY_S)
+                except ServerUnreachable:
+                    self._went_offline()
+                else:
+                    self._heard(run_id)
+                    return answer
+            spool.append(method, path, body)
+        return None
+
+    def drain(self, run_id: str, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` (``MLWS_SPOOL_WAIT_S``) for everything of ``run_id`` to be
+        delivered; True when it was. Otherwise it stays spooled for a later process (or
+        ``mlws remote sync``), and a warning says so."""
+        if timeout is None:
+            try:
+                timeout = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S))
+            except ValueError:
+                timeout = DEFAULT_WAIT_S
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            if self.pump(run_id):
+                return True
+            if time.monotonic() > deadline:
+                left = len(self.spool(run_id))
+                print(
+                    f"Warning: the server {self.client.url} is away: {left} write(s) of run"
+                    f" {run_id} are kept in {self.spool(run_id).dir}; they are delivered when a"
+                    " process of this machine reaches the server again ('mlws remote sync')",
+                    file=sys.stderr,
+                )
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _heard(self, run_id: str) -> None:
+        if run_id in self.held:
+            self.held[run_id] = time.monotonic()
+
+    def _went_offline(self) -> None:
+        if self.offline_since is None:
+            self.offline_since = time.monotonic()
+            print(
+                f"Warning: the workspace server {self.client.url} does not answer; writes are"
+                " buffered on disk and delivered when it is back",
+                file=sys.stderr,
+            )
+
+    def _back_online(self) -> None:
+        self.offline_since = None
+
+    def _heartbeats(self) -> None:
+        now = time.monotonic()
+        for run_id, seen in list(self.held.items()):
+            if now - seen < self.heartbeat_s:
+                continue
+            try:
+                answer = self.client.request(
+                    "POST", self.client.path("runs", run_id, "heartbeat"), retry_s=0.2
+                )
+            except ServerUnreachable:
+                continue
+            except MlwsError:
+                self.release(run_id)  # ended, or lost: nothing to renew
+                continue
+            self._heard(run_id)
+            if isinstance(answer, dict) and answer.get("heartbeatSeconds"):
+                self.heartbeat_s = float(answer["heartbeatSeconds"])
+
+    def _loop(self) -> None:
+        while not self._stop:
+            self._wake.wait(FLUSH_S)
+            self._wake.clear()
+            for run_id in list(self.writers.keys() | self.spools.keys()):
+                w = self.writers.get(run_id)
+                if (w is None or not w.pending()) and not self.spool(run_id).entries():
+                    continue
+                try:
+                    self.pump(run_id)
+                except Exception:  # a refused batch: raised to the run's next log() instead
+                    pass
+            try:
+                self._heartbeats()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        """Send what is buffered (spooling what the server does not take) and stop."""
+        self._stop = True
+        for run_id in list(self.writers):
+            try:
+                self.pump(run_id)
+            except Exception:
+                pass
