@@ -15,16 +15,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from helpers import invoke, start_server, workspace_fingerprint
+from helpers import invoke, server_token, start_server, workspace_fingerprint
 
 from mlws import Workspace
 from mlws.metrics import prune_batch_ids
-
-
-def _token(ws_path: Path, role: str = "contributor") -> str:
-    result = invoke("-w", str(ws_path), "serve", "token", "create", role, "--role", role)
-    assert result.exit_code == 0, result.output
-    return result.output.splitlines()[-1]
 
 
 def _metric_state(ws_path: Path, run_id: str) -> tuple[list[dict], list[dict]]:
@@ -49,7 +43,7 @@ def _metric_state(ws_path: Path, run_id: str) -> tuple[list[dict], list[dict]]:
 def served(tmp_path: Path):  # noqa: ANN201 - (server, ws path, token)
     ws_path = tmp_path / "ws"
     Workspace.create(ws_path, _remember_name=False).close()
-    token = _token(ws_path)
+    token = server_token(ws_path, "contributor")
     server = start_server("-m", "mlws.server", str(ws_path), "--port", "0")
     try:
         yield server, ws_path, token
@@ -171,7 +165,7 @@ def test_a_batch_resent_after_kill_9_between_request_and_answer_is_applied_once(
 ) -> None:
     ws_path = tmp_path / "ws"
     Workspace.create(ws_path, _remember_name=False).close()
-    tok = _token(ws_path)
+    tok = server_token(ws_path, "contributor")
     server = start_server("-m", "mlws.server", str(ws_path), "--port", "0", "--run-lease-s", "600")
     rid = _new_run(server, tok)
     batches = [

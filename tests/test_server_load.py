@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import invoke, start_server, wait_until
+from helpers import invoke, server_token, start_server, wait_until
 
 from mlws import Workspace
 
@@ -35,12 +35,6 @@ VERSIONS_EACH = 10
 CLIENT = Path(__file__).with_name("server_load_client.py")
 #: How long the killed server stays down: past a request's own retry, within the run lease.
 OUTAGE_S = 3.0
-
-
-def _token(ws_path: Path) -> str:
-    result = invoke("-w", str(ws_path), "serve", "token", "create", "load", "--role", "contributor")
-    assert result.exit_code == 0, result.output
-    return result.output.splitlines()[-1]
 
 
 def _machine(root: Path, name: str) -> dict[str, str]:
@@ -152,7 +146,7 @@ def test_sixteen_clients_and_four_registrars_against_one_server_lose_nothing(
 ) -> None:
     ws_path = tmp_path / "ws"
     Workspace.create(ws_path, _remember_name=False).close()
-    token = _token(ws_path)
+    token = server_token(ws_path, "contributor")
     server = start_server("-m", "mlws.server", str(ws_path), "--port", "0")
     load = Load(tmp_path, server.url, token)
     try:
@@ -170,7 +164,7 @@ def test_kill_9_of_the_server_under_load_then_a_restart_loses_nothing(tmp_path: 
     lease = 8.0  # longer than the restart takes, short enough to see a dead client's run fail
     ws_path = tmp_path / "ws"
     Workspace.create(ws_path, _remember_name=False).close()
-    token = _token(ws_path)
+    token = server_token(ws_path, "contributor")
     args = ("-m", "mlws.server", str(ws_path), "--run-lease-s", str(lease))
     server = start_server(*args, "--port", "0")
     port = server.url.rsplit(":", 1)[1]

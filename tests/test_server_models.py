@@ -10,15 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import invoke, start_server, workspace_fingerprint
+from helpers import invoke, server_token, start_server, workspace_fingerprint
 
 from mlws import Model, Workspace
-
-
-def _token(ws_path: Path, role: str) -> str:
-    result = invoke("-w", str(ws_path), "serve", "token", "create", role, "--role", role)
-    assert result.exit_code == 0, result.output
-    return result.output.splitlines()[-1]
 
 
 def _digest(data: bytes) -> str:
@@ -29,7 +23,7 @@ def _digest(data: bytes) -> str:
 def served(tmp_path: Path):  # noqa: ANN201 - (server, ws path, tokens)
     ws_path = tmp_path / "ws"
     Workspace.create(ws_path, _remember_name=False).close()
-    tokens = {role: _token(ws_path, role) for role in ("reader", "contributor")}
+    tokens = {role: server_token(ws_path, role, role) for role in ("reader", "contributor")}
     server = start_server("-m", "mlws.server", str(ws_path), "--port", "0")
     try:
         yield server, ws_path, tokens
