@@ -52,6 +52,10 @@ class PropertyConflict(UserErrorException):
     """Properties are add-only: a key already set cannot take another value."""
 
 
+class RegistrationConflict(UserErrorException):
+    """A registration id already names a registration of something else."""
+
+
 class ActivityFailedException(MlwsError):
     """A run waited on ended ``Failed`` (v1 raises this from ``wait_for_completion``)."""
 

@@ -27,6 +27,7 @@ from .errors import (
     ModelInUse,
     ModelNotFound,
     PropertyConflict,
+    RegistrationConflict,
     UserErrorException,
 )
 
@@ -354,6 +355,10 @@ class Model:
             cur = conn.execute(
                 "DELETE FROM models WHERE name = ? AND version = ?", (self.name, self.version)
             )
+            conn.execute(  # a retried registration of a deleted version makes a new one
+                "DELETE FROM model_registrations WHERE name = ? AND version = ?",
+                (self.name, self.version),
+            )
         if cur.rowcount == 0:
             raise ModelNotFound(f"model {self.id} no longer exists")
 
@@ -471,7 +476,7 @@ class Model:
                     print(f"Warning: {w}", file=sys.stderr)
             if not entries:
                 raise UserErrorException(f"model folder {src} holds no files")
-        return _record(
+        return record_version(
             workspace,
             model_name,
             entries,
@@ -482,7 +487,7 @@ class Model:
             datasets=datasets,
             framework=model_framework,
             framework_version=model_framework_version,
-        )
+        )[0]
 
     @staticmethod
     def list(
@@ -596,7 +601,7 @@ def _find_in(root: Path, name: str, version: int | None) -> Path | None:
     return None
 
 
-def _record(
+def record_version(
     ws: Workspace,
     name: str,
     entries: list[Entry],
@@ -611,7 +616,19 @@ def _record(
     run_id: str | None = None,
     experiment: str | None = None,
     created_by: str | None = None,
-) -> Model:
+    request_id: str | None = None,
+) -> tuple[Model, bool]:
+    """Record stored files ``entries`` (under ``top``, the registered file or folder's name) as
+    the next version of model ``name``; returns it and whether it is new. Every registration
+    ends here (from disk, from a run, ``mlws serve``'s upload of a manifest).
+
+    ``request_id``: a registration sent again with it (a retry after a lost answer) returns the
+    version made the first time, and False, writing nothing.
+
+    :raises UserErrorException: bad tags, properties or datasets.
+    :raises UnsafePath: an unsafe path or one listed twice.
+    :raises RegistrationConflict: ``request_id`` registered another model.
+    """
     from .lifecycle import current_user
 
     if ws.remote is not None:
@@ -619,13 +636,36 @@ def _record(
 
         meta = {"tags": tags, "properties": properties, "description": description}
         meta.update(datasets=datasets, framework=framework, framework_version=framework_version)
-        return Model._from_row(ws, register(ws, name, entries, top, run_id=run_id, **meta))
+        row, new = register(ws, name, entries, run_id=run_id, request_id=request_id, **meta)
+        return Model._from_row(ws, row), new
     row_tags = json.dumps(_str_dict(tags, "tags"))
     row_props = json.dumps(_str_dict(properties, "properties"))
     refs = json.dumps(_dataset_refs(datasets))
     manifest = ws.blobs.put_manifest(entries)
     with ws.catalog.write() as conn:
+        if request_id is not None:
+            # Looked up inside the write transaction: two copies of one request never both
+            # find nothing.
+            done = conn.execute(
+                "SELECT name, version FROM model_registrations WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+            if done is not None and done[0] != name:
+                raise RegistrationConflict(
+                    f"registrationId {request_id!r} registered model {done[0]}:{done[1]}, not"
+                    f" {name!r}; use a new id for each registration"
+                )
+            if done is not None:
+                row = conn.execute(
+                    "SELECT * FROM models WHERE name = ? AND version = ?", tuple(done)
+                ).fetchone()
+                return Model._from_row(ws, row), False
         version = next_version(conn, name)
+        if request_id is not None:
+            conn.execute(
+                "INSERT INTO model_registrations VALUES (?, ?, ?, ?)",
+                (request_id, name, version, time.time()),
+            )
         conn.execute(
             "INSERT INTO models (name, version, manifest, path, description, framework,"
             " framework_version, tags, properties, datasets, run_id, experiment, created,"
@@ -650,17 +690,7 @@ def _record(
         row = conn.execute(
             "SELECT * FROM models WHERE name = ? AND version = ?", (name, version)
         ).fetchone()
-    return Model._from_row(ws, row)
-
-
-def record_version(
-    ws: Workspace, name: str, entries: list[Entry], top: str, **metadata: Any
-) -> Model:
-    """Record ``entries`` (their blobs stored already) as the next version of model ``name``,
-    ``top`` the registered file or folder among them; ``metadata``: ``tags``, ``properties``,
-    ``description``, ``framework``, ``framework_version``, ``created_by`` (``mlws serve``'s
-    ``POST /models/{name}/versions``)."""
-    return _record(ws, name, entries, top, **metadata)
+    return Model._from_row(ws, row), True
 
 
 def next_version(conn: sqlite3.Connection, name: str) -> int:
@@ -741,7 +771,7 @@ def register_from_run(
         for name in chosen:
             digest = run._stored_blob(name)
             if digest is not None:
-                if not blobs.reuse(digest):  # touched: gc spares it until _record commits
+                if not blobs.reuse(digest):  # touched: gc spares it until record_version commits
                     raise BlobNotFound(
                         f"blob {digest} of run {run.id}'s file {name!r} is missing; run 'mlws fsck'"
                     )
@@ -755,7 +785,7 @@ def register_from_run(
                 digest, size, _ = blobs.put_file(live)
                 mode = file_mode(live.stat().st_mode)
             entries.append(Entry(name[strip:], digest, size, mode))
-    return _record(
+    return record_version(
         run.workspace,
         model_name,
         entries,
@@ -769,7 +799,7 @@ def register_from_run(
         run_id=run.id,
         experiment=run.experiment.name,
         created_by=created_by,
-    )
+    )[0]
 
 
 def services_using(ws: Workspace, name: str, version: int) -> list[str]:

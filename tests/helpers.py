@@ -387,6 +387,13 @@ class Server:
         return self.proc.returncode
 
 
+def server_token(ws_path: Path, name: str, role: str = "contributor") -> str:
+    """A new token of user ``name`` with ``role`` on the workspace at ``ws_path`` (the CLI)."""
+    result = invoke("-w", str(ws_path), "serve", "token", "create", name, "--role", role)
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()[-1]
+
+
 def start_server(*args: str, timeout: float = 20.0) -> Server:
     """Start ``python ARGS`` (``-m mlws.server WS ...`` or ``-m mlws -w WS serve ...``, with
     ``--port 0``) and wait for its ``Serving ... at URL`` line."""
@@ -486,13 +493,6 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
 
 #: The roles of ``mlws serve``'s users.
 ROLES = ("reader", "contributor", "owner")
-
-
-def server_token(ws_path: Path, name: str, role: str) -> str:
-    """A new token of user ``name`` with ``role`` on the workspace at ``ws_path``."""
-    result = invoke("-w", str(ws_path), "serve", "token", "create", name, "--role", role)
-    assert result.exit_code == 0, result.output
-    return result.output.splitlines()[-1]
 
 
 def bulk_runs(ws, experiment: str, n: int, start: int = 1) -> None:  # noqa: ANN001 - a Workspace

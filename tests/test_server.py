@@ -452,7 +452,13 @@ def test_openapi_lists_every_route(served) -> None:  # noqa: ANN001
         assert (ep.method, "/api/v1" + ep.path) in listed
     assert ("POST", "/api/v1/runs/{run_id}/metrics") in listed
     assert ("POST", "/api/v1/runs/{run_id}/heartbeat") in listed
-    assert "x-mlws-planned" not in doc["paths"]["/api/v1/models/{name}/versions"]["post"]
+    upload = doc["paths"]["/api/v1/models/{name}/versions"]["post"]
+    assert "x-mlws-planned" not in upload and upload["x-mlws-role"] == "contributor"
+    schema = upload["requestBody"]["content"]["application/json"]["schema"]
+    assert {"manifest", "registrationId", "modelFramework"} <= set(schema["properties"])
+    metrics = doc["paths"]["/api/v1/runs/{run_id}/metrics"]["post"]
+    batch_id = metrics["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert batch_id["batchId"]["maxLength"] == 64
     assert doc["paths"]["/api/v1/tokens"]["post"]["x-mlws-role"] == "owner"
 
 

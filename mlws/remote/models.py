@@ -41,22 +41,32 @@ def list_rows(ws: Workspace, name: str | None = None) -> list[RemoteRow]:
     return [row_of(m) for m in ws.remote.request("GET", "/models", query=query)["value"]]
 
 
-def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
+def _metadata(meta: dict[str, Any], framework_keys: tuple[str, str]) -> dict[str, Any]:
     keys = {
         "tags": "tags",
         "properties": "properties",
         "description": "description",
-        "framework": "framework",
-        "framework_version": "frameworkVersion",
+        "framework": framework_keys[0],
+        "framework_version": framework_keys[1],
     }
     return {wire: meta[k] for k, wire in keys.items() if meta.get(k) is not None}
 
 
-def register(ws: Workspace, name: str, entries: list[Entry], top: str, **meta: Any) -> RemoteRow:
-    """The next version of model ``name`` from files whose blobs are sent here first (only
-    those the server lacks), then their manifest.
+def register(
+    ws: Workspace,
+    name: str,
+    entries: list[Entry],
+    request_id: str | None = None,
+    **meta: Any,
+) -> tuple[RemoteRow, bool]:
+    """The next version of model ``name`` from files staged by ``ws.blobs``: the blobs the
+    server lacks and the manifest are sent first, then ``POST /models/{name}/versions`` with a
+    ``registrationId`` (so a request sent again after a lost answer makes no second version).
+    Returns the version's row and whether it is new.
 
     :raises UserErrorException: lineage (datasets, a run) cannot be given this way."""
+    import uuid
+
     from ..errors import UserErrorException
 
     if meta.get("datasets") or meta.get("run_id"):
@@ -65,10 +75,14 @@ def register(ws: Workspace, name: str, entries: list[Entry], top: str, **meta: A
             " run; register it from the run (run.register_model)"
         )
     digest = ws.blobs.put_manifest(entries)
-    body = {"manifest": digest, "path": top, **_metadata(meta)}
+    body = {
+        "manifest": digest,
+        "registrationId": request_id or uuid.uuid4().hex,
+        **_metadata(meta, ("modelFramework", "modelFrameworkVersion")),
+    }
     client = ws.remote
-    answer = client.request("POST", client.path("models", name, "versions"), body, idempotent=False)
-    return row_of(answer)
+    answer = client.request("POST", client.path("models", name, "versions"), body)
+    return row_of(answer), not answer.get("duplicate")
 
 
 def register_from_run(run: Run, name: str, path: str, **meta: Any) -> RemoteRow:
@@ -82,6 +96,6 @@ def register_from_run(run: Run, name: str, path: str, **meta: Any) -> RemoteRow:
         )
     client = run.workspace.remote
     run.flush()
-    body = {"name": name, "path": path, **_metadata(meta)}
+    body = {"name": name, "path": path, **_metadata(meta, ("framework", "frameworkVersion"))}
     answer = client.request("POST", client.path("runs", run.id, "models"), body, idempotent=False)
     return row_of(answer)

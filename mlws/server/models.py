@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UserErrorException
-from .api import Call, Endpoint, query_value
+from .api import REQUEST_ID_SCHEMA, Call, Endpoint, query_value
 
 
 def list_models(call: Call) -> dict[str, Any]:
@@ -84,34 +84,6 @@ def register_from_run(call: Call) -> dict[str, Any]:
     return answer(model)
 
 
-def register_version(call: Call) -> dict[str, Any]:
-    """``POST /models/{name}/versions``: the next version of a model from a stored manifest
-    (its blobs sent first: ``POST /blobs/missing``, ``PUT /blobs/...``), made by the token's
-    user. ``path``: the registered file or folder among the manifest's paths (default: their
-    common first folder, or the one file)."""
-    from ..models import check_model_name, record_version
-    from .api import body_field
-    from .blobs import stored_manifest
-
-    name = check_model_name(call.path["name"])
-    body = call.body
-    digest = body_field(body, "manifest", str)
-    if digest is None:
-        raise UserErrorException('the body needs "manifest": "sha256:..." (a stored manifest)')
-    meta = _metadata(body, "manifest", "path")
-    entries = stored_manifest(call.ws, digest)
-    if not entries:
-        raise UserErrorException(f"manifest {digest} names no files: a model needs one")
-    tops = {e.path.split("/", 1)[0] for e in entries}
-    top = body_field(body, "path", str) or (tops.pop() if len(tops) == 1 else None)
-    if top is None or any(e.path != top and not e.path.startswith(top + "/") for e in entries):
-        raise UserErrorException(
-            '"path" must name the file or folder every file of the manifest is in'
-        )
-    model = record_version(call.ws, name, entries, top, **meta, created_by=call.user.name)
-    return answer(model)
-
-
 #: The JSON schema of the metadata fields (:data:`METADATA`).
 _META_SCHEMA: dict[str, Any] = {
     "tags": {"type": "object"},
@@ -120,6 +92,68 @@ _META_SCHEMA: dict[str, Any] = {
     "framework": {"type": "string"},
     "frameworkVersion": {"type": "string"},
 }
+
+_UPLOAD_FIELDS = {
+    "manifest",
+    "description",
+    "tags",
+    "properties",
+    "modelFramework",
+    "modelFrameworkVersion",
+    "registrationId",
+}
+
+
+def _top(entries: list[Any]) -> str:
+    """The registered file or folder a model version keeps (one file, or one folder's files)."""
+    tops = {e.path.split("/", 1)[0] for e in entries}
+    nested = sum("/" in e.path for e in entries)
+    if len(tops) != 1 or nested not in (0, len(entries)) or (not nested and len(entries) > 1):
+        raise UserErrorException(
+            f"a model version is one file or one folder: its {len(entries)} paths must be one"
+            f" file name or all under one folder, got {', '.join(sorted(tops)[:5])}"
+        )
+    return tops.pop()
+
+
+def register_version(call: Call) -> dict[str, Any]:
+    """``POST /models/{name}/versions``: files whose blobs were sent first (``/blobs/missing``,
+    ``PUT /blobs/...``) as the next version of a model, made by the token's user. With
+    ``registrationId``, sent again it answers the version made the first time (``duplicate``)."""
+    from ..models import check_model_name, record_version
+    from .api import body_field, request_id
+    from .blobs import manifest_entries
+
+    name = check_model_name(call.path["name"])
+    body = call.body
+    unknown = set(body) - _UPLOAD_FIELDS
+    if unknown:
+        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    if body.get("manifest") is None:
+        raise UserErrorException(
+            'the body needs "manifest": [{"path", "hash", "size"[, "mode"]}, ...] or a stored'
+            ' manifest\'s "sha256:..."'
+        )
+    reg_id = request_id(body, "registrationId")
+    fields = {
+        "tags": body_field(body, "tags", dict),
+        "properties": body_field(body, "properties", dict),
+        "description": body_field(body, "description", str),
+        "framework": body_field(body, "modelFramework", str),
+        "framework_version": body_field(body, "modelFrameworkVersion", str),
+    }
+    entries = manifest_entries(call.ws, body["manifest"])  # checked whole before any write
+    model, new = record_version(
+        call.ws,
+        name,
+        entries,
+        _top(entries),
+        **fields,
+        created_by=call.user.name,
+        request_id=reg_id,
+    )
+    return answer(model) if new else {**answer(model), "duplicate": True}
+
 
 ENDPOINTS = [
     Endpoint(
@@ -164,15 +198,41 @@ ENDPOINTS = [
         "POST",
         "/models/{name}/versions",
         "contributor",
-        "Register a model version from a manifest whose blobs are stored",
+        "Register the next version of a model from a manifest whose blobs were sent first"
+        " (one file or one folder; at most once per registrationId)",
         register_version,
         body={
             "type": "object",
             "required": ["manifest"],
             "properties": {
-                "manifest": {"type": "string"},
-                "path": {"type": "string"},
-                **_META_SCHEMA,
+                "manifest": {
+                    "oneOf": [
+                        {"type": "string", "description": "a stored manifest blob, sha256:..."},
+                        {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["path", "hash", "size"],
+                                "properties": {
+                                    "path": {"type": "string"},
+                                    "hash": {"type": "string"},
+                                    "size": {"type": "integer", "minimum": 0},
+                                    "mode": {"type": "integer", "enum": [420, 493]},
+                                },
+                            },
+                        },
+                    ]
+                },
+                "description": {"type": "string"},
+                "tags": {"type": "object"},
+                "properties": {"type": "object"},
+                "modelFramework": {"type": "string"},
+                "modelFrameworkVersion": {"type": "string"},
+                "registrationId": {
+                    **REQUEST_ID_SCHEMA,
+                    "description": "sent again, answers the version made the first time"
+                    " (duplicate: true) instead of a new one",
+                },
             },
         },
         status=201,

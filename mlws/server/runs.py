@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import RunExists, RunStateError, UserErrorException
 from .api import (
+    REQUEST_ID_SCHEMA,
     Call,
     Endpoint,
     body_field,
@@ -16,6 +17,7 @@ from .api import (
     encode_continuation,
     query_int,
     query_value,
+    request_id,
 )
 
 #: The most runs one page holds.
@@ -238,14 +240,27 @@ def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]
     return out
 
 
+def _batch_id(body: dict[str, Any]) -> str | None:
+    batch_id = request_id(body, "batchId")
+    unknown = set(body) - {"metrics", "batchId"}
+    if unknown:
+        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    return batch_id
+
+
 def log_metrics(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/metrics``: a batch of values, written in one transaction after
-    every value is checked (a bad one refuses the whole batch)."""
+    every value is checked (a bad one refuses the whole batch). With ``batchId`` the batch is
+    applied at most once per run: sent again (a retry after a lost answer), it changes nothing
+    and answers ``{"written": 0, "duplicate": true}``."""
     from ..metrics import write_values
 
     items = _metric_items(call.body)
+    batch_id = _batch_id(call.body)
     run = _held(call)
-    written = write_values(call.ws.catalog, run.seq, items)
+    written = write_values(call.ws.catalog, run.seq, items, batch_id)
+    if written is None:
+        return {"written": 0, "duplicate": True}
     return {"written": written}
 
 
@@ -415,12 +430,17 @@ ENDPOINTS = [
         "POST",
         _RID + "/metrics",
         "contributor",
-        "Log a batch of metric values (one transaction; all or nothing)",
+        "Log a batch of metric values (one transaction; all or nothing; at most once per batchId)",
         log_metrics,
         body={
             "type": "object",
             "required": ["metrics"],
             "properties": {
+                "batchId": {
+                    **REQUEST_ID_SCHEMA,
+                    "description": "applied at most once per run: a batch sent again with the"
+                    " same id answers written 0, duplicate true, and changes nothing",
+                },
                 "metrics": {
                     "type": "array",
                     "items": {
@@ -433,7 +453,7 @@ ENDPOINTS = [
                             "kind": {"type": "string", "default": "scalar"},
                         },
                     },
-                }
+                },
             },
         },
         tag="runs",
