@@ -234,10 +234,12 @@ def finish(run: Run, outcome: str, error: dict[str, Any] | None = None) -> None:
         run._row = row
         if row["status"] != ("Completed" if outcome == "complete" else "Failed"):
             raise
+        tracker.forget(run.id)
         return
     tracker.release(run.id)
     if answer is not None:
         run._row = row_of(answer)
+        tracker.forget(run.id)
         return
     tracker.drain(run.id)
     # Until the server has it, this process knows the outcome it asked for.

@@ -131,6 +131,8 @@ class Tracker:
         self.heartbeat_known = False
         self.offline_since: float | None = None
         self._refused: dict[str, str] = {}
+        #: Runs whose spool may hold requests (the sender looks only at these and at buffers).
+        self._spooled: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -170,6 +172,18 @@ class Tracker:
     def release(self, run_id: str) -> None:
         """Stop renewing ``run_id`` (it ended)."""
         with self._lock:
+            self.held.pop(run_id, None)
+
+    def forget(self, run_id: str) -> None:
+        """Drop what this process keeps of ``run_id`` once it ended and nothing of it waits to
+        be sent (a process that makes thousands of runs keeps no state per finished run)."""
+        with self._lock:
+            w = self.writers.get(run_id)
+            if run_id in self._spooled or (w is not None and w.pending()):
+                return
+            self.writers.pop(run_id, None)
+            self.spools.pop(run_id, None)
+            self._run_locks.pop(run_id, None)
             self.held.pop(run_id, None)
 
     def check_open(self, run_id: str) -> None:
@@ -212,8 +226,10 @@ class Tracker:
                     w.give_back(batch)
                     raise
                 self._heard(run_id)
-            if drained and self.offline_since is not None:
-                self._back_online()
+            if drained:
+                self._spooled.discard(run_id)
+                if self.offline_since is not None:
+                    self._back_online()
             return drained and (w is None or not w.pending())
 
     def _spool(
@@ -227,6 +243,7 @@ class Tracker:
     ) -> None:
         try:
             spool.append(method, path, body)
+            self._spooled.add(spool.run_id)
         except MlwsError:
             w.give_back(batch)  # kept in memory; the next log() says the spool is full
             raise
@@ -259,6 +276,7 @@ class Tracker:
                     self._heard(run_id)
                     return answer
             spool.append(method, path, body, blobs)
+            self._spooled.add(run_id)
         return None
 
     def drain(self, run_id: str, timeout: float | None = None) -> bool:
@@ -326,9 +344,9 @@ class Tracker:
         while not self._stop:
             self._wake.wait(FLUSH_S)
             self._wake.clear()
-            for run_id in list(self.writers.keys() | self.spools.keys()):
+            for run_id in list(self.writers.keys() | self._spooled):
                 w = self.writers.get(run_id)
-                if (w is None or not w.pending()) and not self.spool(run_id).entries():
+                if (w is None or not w.pending()) and run_id not in self._spooled:
                     continue
                 try:
                     self.pump(run_id)
