@@ -90,6 +90,9 @@ def test_runs_end_to_end(served, remote) -> None:  # noqa: ANN001
             run.add_properties({"p": "2"})
         child = run.child_run("kid")
         child.log("acc", 0.5)
+        grandchild = child.child_run()
+        grandchild.log("acc", 0.25)
+        grandchild.complete()
         child.complete()
         assert run.get_tags() == {"stage": "dev", "t1": "v1", "t2": None}
         assert run.get_properties() == {"p": "1"}
@@ -108,10 +111,20 @@ def test_runs_end_to_end(served, remote) -> None:  # noqa: ANN001
     assert again.get_metrics(name="stepped") == {"stepped": 7}
     assert remote.get_run(child.id).parent.id == run.id
     assert [c.id for c in run.get_children()] == [child.id]
+    assert [c.id for c in run.get_children(recursive=True)] == [child.id, grandchild.id]
+    assert run.get_metrics(name="acc", recursive=True) == {
+        run.id: {},
+        child.id: {"acc": 0.5},
+        grandchild.id: {"acc": 0.25},
+    }
     assert [r.id for r in exp.get_runs()] == [run.id]
     assert [r.id for r in exp.get_runs(tags={"stage": "dev"})] == [run.id]
     assert list(exp.get_runs(tags={"stage": "prod"})) == []
-    assert {r.id for r in exp.get_runs(include_children=True)} == {run.id, child.id}
+    assert {r.id for r in exp.get_runs(include_children=True)} == {
+        run.id,
+        child.id,
+        grandchild.id,
+    }
     assert "e2e" in [e.name for e in Experiment.list(remote)] and "e2e" in remote.experiments
     with pytest.raises(RunNotFound):
         remote.get_run("e2e_0_nothere")

@@ -204,6 +204,45 @@ def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
     return rows if limit is None else rows[:limit]
 
 
+def children(
+    run: Run,
+    recursive: bool,
+    tags: Any = None,
+    properties: Any = None,
+    run_type: str | None = None,
+    status: str | None = None,
+) -> list[RemoteRow]:
+    """The children of ``run`` (every descendant with ``recursive``), oldest first: one listing
+    of its experiment's runs, the tree walked here."""
+    ws = run.workspace
+    if not recursive:
+        return query_runs(
+            ws,
+            experiment=run.experiment.name,
+            parent=run.id,
+            tags=tags,
+            properties=properties,
+            run_type=run_type,
+            status=status,
+            ascending=True,
+        )
+    if tags or properties:
+        from .backend import not_available
+
+        raise not_available("get_children(recursive=True) with tags or properties", ws.remote.url)
+    rows = query_runs(ws, experiment=run.experiment.name, include_children=True, ascending=True)
+    below: dict[str, list[RemoteRow]] = {}
+    for r in rows:
+        below.setdefault(r["parent_id"], []).append(r)
+    found, todo = [], [run.id]
+    while todo:
+        for r in below.get(todo.pop(), []):
+            found.append(r)
+            todo.append(r["id"])
+    found.sort(key=lambda r: (r["created"] or 0, r["number"] or 0))
+    return [r for r in found if run_type in (None, r["type"]) and status in (None, r["status"])]
+
+
 # -- one run -----------------------------------------------------------------------------------
 def send(run: Run, method: str, *rest: str, body: Any = None) -> Any:
     """A write of ``run``, in order after the metrics it logged before (spooled while the
