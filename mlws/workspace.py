@@ -277,6 +277,14 @@ class Workspace:
         :raises WorkspaceExists: a workspace is there already and ``exist_ok`` is false.
         :raises InvalidWorkspace: ``path`` is a file.
         """
+        from .remote.client import is_url
+
+        if is_url(path):
+            raise InvalidWorkspace(
+                f"{path} is a server's address: a workspace is created where it is served"
+                " ('mlws workspace create' on the server's machine); open it with"
+                f" Workspace({str(path)!r})"
+            )
         if not os.fspath(path).strip():
             # Path("") is the current folder: an empty name must not make it a workspace.
             raise InvalidWorkspace("the workspace path is empty; give a folder such as ./ws")

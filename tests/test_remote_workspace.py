@@ -27,6 +27,7 @@ from mlws import Experiment, Model, Run, Workspace
 from mlws.errors import (
     ExperimentNotFound,
     Forbidden,
+    InvalidWorkspace,
     ModelNotFound,
     NotAvailableRemotely,
     PropertyConflict,
@@ -188,6 +189,8 @@ def test_operations_not_ported_say_so_in_one_line(served, remote) -> None:  # no
         remote.get_default_datastore()
     with pytest.raises(NotAvailableRemotely):
         run.remove_tags("x")
+    with pytest.raises(InvalidWorkspace, match="created where it is served"):
+        Workspace.create(server.url)
     run.complete()
     line = one_error_line(
         _with_token(tokens["contributor"], "-w", server.url, "run", "cancel", run.id)
