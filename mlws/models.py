@@ -156,7 +156,7 @@ class Model:
         if version is not None:
             found = [m for m in found if m.version == int(version)]
         if not found:
-            known = [(m.version,) for m in sorted(Model.list(workspace, name=name), key=_version)]
+            known = [(v,) for v in sorted(m.version for m in Model.list(workspace, name=name))]
             which = f"{name}:{version}" if version is not None else name
             hint = (
                 f"; versions: {', '.join(str(r[0]) for r in known)}"
@@ -518,11 +518,7 @@ class Model:
         if workspace.remote is not None:
             from .remote.models import list_rows
 
-            rows: list[Any] = [
-                r
-                for r in list_rows(workspace, name)
-                if run_id in (None, r["run_id"]) and model_framework in (None, r["framework"])
-            ]
+            rows: list[Any] = list_rows(workspace, name, run_id, model_framework)
         else:
             rows = workspace.catalog.query(sql + " ORDER BY name, version DESC", params)
         out, seen = [], set()
@@ -571,10 +567,6 @@ class Model:
         return model.download(
             Path("azureml-models") / model.name / str(model.version), exist_ok=True
         )
-
-
-def _version(m: Model) -> int:
-    return m.version
 
 
 def _find_in(root: Path, name: str, version: int | None) -> Path | None:
@@ -636,8 +628,7 @@ def record_version(
 
         meta = {"tags": tags, "properties": properties, "description": description}
         meta.update(datasets=datasets, framework=framework, framework_version=framework_version)
-        row, new = register(ws, name, entries, run_id=run_id, request_id=request_id, **meta)
-        return Model._from_row(ws, row), new
+        return register(ws, name, entries, run_id=run_id, request_id=request_id, **meta)
     row_tags = json.dumps(_str_dict(tags, "tags"))
     row_props = json.dumps(_str_dict(properties, "properties"))
     refs = json.dumps(_dataset_refs(datasets))
@@ -732,21 +723,13 @@ def register_from_run(
     the token's)."""
     check_model_name(model_name)
     _check_metadata(tags, properties, datasets)
-    if run.workspace.remote is not None:
-        from .remote.models import register_from_run as remote_register
+    if run.workspace.remote is not None:  # registered by the server, from its run's files
+        from .remote.models import register_from_run as remote
 
-        row = remote_register(
-            run,
-            model_name,
-            model_path,
-            tags=tags,
-            properties=properties,
-            description=description,
-            datasets=datasets,
-            framework=model_framework,
-            framework_version=model_framework_version,
-        )
-        return Model._from_row(run.workspace, row)
+        meta = {"tags": tags, "properties": properties, "description": description}
+        meta.update(datasets=datasets, framework=model_framework)
+        meta.update(framework_version=model_framework_version)
+        return remote(run, model_name, model_path, **meta)
     rel = str(model_path).strip()
     while rel.startswith("./"):
         rel = rel[2:]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from ..models import Model
 from .runs import RemoteRow
 
 if TYPE_CHECKING:
@@ -35,10 +36,19 @@ def row_of(d: dict[str, Any]) -> RemoteRow:
     )
 
 
-def list_rows(ws: Workspace, name: str | None = None) -> list[RemoteRow]:
-    """Model versions (of ``name``), newest version first within a name."""
+def list_rows(
+    ws: Workspace,
+    name: str | None = None,
+    run_id: str | None = None,
+    framework: str | None = None,
+) -> list[RemoteRow]:
+    """Model versions (of ``name``; made by run ``run_id``; of ``framework``), newest version
+    first within a name."""
     query = {"name": name} if name is not None else None
-    return [row_of(m) for m in ws.remote.request("GET", "/models", query=query)["value"]]
+    rows = [row_of(m) for m in ws.remote.request("GET", "/models", query=query)["value"]]
+    return [
+        r for r in rows if run_id in (None, r["run_id"]) and framework in (None, r["framework"])
+    ]
 
 
 def _metadata(meta: dict[str, Any], framework_keys: tuple[str, str]) -> dict[str, Any]:
@@ -58,11 +68,11 @@ def register(
     entries: list[Entry],
     request_id: str | None = None,
     **meta: Any,
-) -> tuple[RemoteRow, bool]:
+) -> tuple[Model, bool]:
     """The next version of model ``name`` from files staged by ``ws.blobs``: the blobs the
     server lacks and the manifest are sent first, then ``POST /models/{name}/versions`` with a
     ``registrationId`` (so a request sent again after a lost answer makes no second version).
-    Returns the version's row and whether it is new.
+    Returns the version and whether it is new.
 
     :raises UserErrorException: lineage (datasets, a run) cannot be given this way."""
     import uuid
@@ -82,10 +92,10 @@ def register(
     }
     client = ws.remote
     answer = client.request("POST", client.path("models", name, "versions"), body)
-    return row_of(answer), not answer.get("duplicate")
+    return Model._from_row(ws, row_of(answer)), not answer.get("duplicate")
 
 
-def register_from_run(run: Run, name: str, path: str, **meta: Any) -> RemoteRow:
+def register_from_run(run: Run, name: str, path: str, **meta: Any) -> Model:
     """``run.register_model`` on the server: the run's file or folder ``path`` as the next
     version of ``name``, with the run as lineage."""
     from ..errors import UserErrorException
@@ -98,4 +108,4 @@ def register_from_run(run: Run, name: str, path: str, **meta: Any) -> RemoteRow:
     run.flush()
     body = {"name": name, "path": path, **_metadata(meta, ("framework", "frameworkVersion"))}
     answer = client.request("POST", client.path("runs", run.id, "models"), body, idempotent=False)
-    return row_of(answer)
+    return Model._from_row(run.workspace, row_of(answer))
