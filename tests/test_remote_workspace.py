@@ -268,8 +268,24 @@ def test_cli_reads_a_remote_workspace(served, remote, tmp_path: Path) -> None:  
     out = _with_token(tok, "-w", server.url, "run", "list", "-e", "cli", "--json")
     listed = json.loads(out.output)
     assert [r["id"] for r in listed] == [run.id] and listed[0]["metrics"] == {"acc": 0.75}
+    low = Experiment(remote, "cli").start_logging()
+    low.log("acc", 0.1)
+    low.complete()
+    untracked = Experiment(remote, "cli").start_logging()  # no acc: listed last
+    untracked.complete()
+    out = _with_token(tok, "-w", server.url, "run", "list", "-e", "cli", "--json")
+    assert [r["id"] for r in json.loads(out.output)] == [untracked.id, low.id, run.id]
+    for args, expected in (
+        ((), [run.id, low.id, untracked.id]),
+        (("--ascending",), [low.id, run.id, untracked.id]),
+    ):
+        by = ("run", "list", "-e", "cli", "--sort-by", "metric:acc", "--json", *args)
+        out = _with_token(tok, "-w", server.url, *by)
+        assert [r["id"] for r in json.loads(out.output)] == expected, out.output
+    out = _with_token(tok, "-w", server.url, "run", "list", "--sort-by", "number", "--limit", "1")
+    assert out.exit_code == 0
     status, page = server.api("GET", "/runs?experiment=cli&latestMetrics=true", tok)
-    assert status == 200 and page["value"][0]["latestMetrics"] == {"acc": 0.75}
+    assert status == 200 and page["value"][-1]["latestMetrics"] == {"acc": 0.75}
     out = _with_token(tok, "-w", server.url, "run", "show", run.id)
     assert out.exit_code == 0 and "tag k" in out.output and "Completed" in out.output
     out = _with_token(tok, "-w", server.url, "run", "metrics", run.id, "--json")

@@ -154,11 +154,15 @@ def create_run(
 
 def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
     """:func:`mlws.experiments.query_runs` over ``GET /runs`` (filters the server has are sent;
-    run type and parent are applied here). Sorting is by creation time only."""
+    run type and parent are applied here). Sorted by the server by creation time; by
+    ``metric:<name>`` or a column of the listing (:data:`SORTABLE`) here, over every match."""
     from .backend import not_available
 
-    if f.get("sort_by") not in (None, "", "created"):
-        raise not_available(f"sorting runs by {f['sort_by']!r}", ws.remote.url)
+    sort_by = f.get("sort_by") or "created"
+    if sort_by != "created" and sort_by not in SORTABLE and not sort_by.startswith("metric:"):
+        raise not_available(f"sorting runs by {sort_by!r}", ws.remote.url)
+    if sort_by == "metric:":
+        raise UserErrorException("--sort-by metric: needs a name, e.g. metric:accuracy")
     for unported in ("properties", "text", "offset", "after"):
         if f.get(unported):
             raise not_available(f"filtering runs by {unported}", ws.remote.url)
@@ -183,7 +187,8 @@ def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
     token = None
     if len(_latest) > 100_000:
         _latest.clear()
-    while limit is None or len(rows) < limit:
+    everything = sort_by != "created"  # sorted here: every match is needed first
+    while limit is None or everything or len(rows) < limit:
         page = ws.remote.request(
             "GET",
             "/runs",
@@ -201,7 +206,36 @@ def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
         token = page.get("continuationToken")
         if not token:
             break
+    if everything:
+        rows = _sorted(ws, rows, sort_by, bool(f.get("ascending")))
     return rows if limit is None else rows[:limit]
+
+
+#: The columns a remote listing can be sorted by (besides creation time and ``metric:<name>``).
+SORTABLE = ("number", "status", "id", "start_time", "end_time", "display_name", "target")
+
+
+def _sorted(ws: Workspace, rows: list[RemoteRow], sort_by: str, ascending: bool) -> list[RemoteRow]:
+    """``rows`` by ``sort_by``, runs without a value last (as the local listing), newest first
+    among equals."""
+    rows = sorted(rows, key=lambda r: r["created"] or 0, reverse=True)
+    if sort_by.startswith("metric:"):
+        name = sort_by[len("metric:") :]
+        now = time.monotonic()
+
+        def value(r: RemoteRow) -> Any:
+            hit = _latest.get((ws.remote.url, r["id"]))
+            return (hit[1] if hit is not None and now - hit[0] < 60 else {}).get(name)
+    else:
+
+        def value(r: RemoteRow) -> Any:
+            return r[sort_by]
+
+    have = [r for r in rows if isinstance(value(r), (int, float, str))]
+    missing = [r for r in rows if not isinstance(value(r), (int, float, str))]
+    # Numbers before strings (as SQLite orders them), each in their own order.
+    have.sort(key=lambda r: (isinstance(value(r), str), value(r)), reverse=not ascending)
+    return have + missing
 
 
 def children(
