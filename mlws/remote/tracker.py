@@ -212,8 +212,10 @@ class Tracker:
                 if not drained:
                     self._spool(spool, w, batch, "POST", path, body)
                     continue
+                # Known to be away: one quick try, not a second of retries per batch.
+                retry = 0.0 if self.offline_since is not None else SEND_RETRY_S
                 try:
-                    self.client.request("POST", path, body, retry_s=SEND_RETRY_S)
+                    self.client.request("POST", path, body, retry_s=retry)
                 except ServerUnreachable:
                     drained = False
                     self._went_offline()
