@@ -35,6 +35,7 @@ from mlws.errors import (
     ServerUnreachable,
     SpoolFull,
     Unauthorized,
+    UserErrorException,
 )
 
 _token = server_token
@@ -103,6 +104,9 @@ def test_runs_end_to_end(served, remote) -> None:  # noqa: ANN001
         assert metrics["tbl"] == {"x": [1, 2], "y": [3, 4]} and metrics["stepped"] == 7
         assert math.isnan(metrics["nan"])  # the server's "NaN" string, read back as a float
         assert run.get_metrics(name="lst") == {"lst": [1, 2, 3]}
+        for name, step in (("", None), ("ok", -1), (7, None)):
+            with pytest.raises(UserErrorException):  # at log(), not in a batch later
+                run.log(name, 1, step=step)
     assert run.get_status() == "Completed"
     details = run.get_details()
     assert details["status"] == "Completed" and details["submittedBy"] == "contributor"

@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MlwsError, RunStateError, ServerUnreachable
+from ..errors import MlwsError, RunStateError, ServerUnreachable, UserErrorException
 from .spool import Spool
 
 if TYPE_CHECKING:
@@ -45,6 +45,17 @@ DEFAULT_WAIT_S = 30.0
 SEND_RETRY_S = 1.0
 
 
+def check_metric(name: Any, step: Any) -> None:
+    """:raises UserErrorException: ``name`` is not a non-empty string, or ``step`` not None or a
+    whole number >= 0 (what the server takes)."""
+    from ..errors import UserErrorException
+
+    if not isinstance(name, str) or not name.strip():
+        raise UserErrorException(f"a metric name is a non-empty string, got {name!r}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise UserErrorException(f"a metric step is a whole number >= 0, got {step!r}")
+
+
 class RemoteMetricWriter:
     """The metric buffer of one run of a remote workspace in this process (the interface of
     :class:`mlws.metrics.MetricWriter`: ``add``, ``add_scalar``, ``flush``, ``pending``)."""
@@ -57,16 +68,24 @@ class RemoteMetricWriter:
         self._lock = threading.Lock()
 
     def add(self, name: str, kind: str, value: Any, step: int | None = None) -> None:
-        """Buffer one value of kind ``kind`` for metric ``name``."""
+        """Buffer one value of kind ``kind`` for metric ``name``.
+
+        :raises UserErrorException: a name or step the server would refuse (checked here, so
+            one bad value never holds up the batch it would travel in)."""
         from ..metrics import to_python
 
+        check_metric(name, step)
         item: dict[str, Any] = {"name": name, "value": to_python(value), "kind": kind}
         if step is not None:
             item["step"] = step
         self._append(item)
 
     def add_scalar(self, name: str, value: Any, step: int | None = None) -> None:
-        """Buffer one scalar (the hot path of ``run.log``)."""
+        """Buffer one scalar (the hot path of ``run.log``).
+
+        :raises UserErrorException: a name or step the server would refuse."""
+        if type(name) is not str or not name.strip() or step is not None:
+            check_metric(name, step)
         t = type(value)
         if t is not float and t is not int and t is not str:
             from ..metrics import to_python
@@ -224,6 +243,15 @@ class Tracker:
                 except RunStateError as e:
                     self._refused[run_id] = str(e)
                     raise
+                except UserErrorException as e:
+                    # Refused as a whole (the checks at log() make this a server's own limit):
+                    # said, never retried forever in front of the values after it.
+                    print(
+                        f"Warning: the server {self.client.url} refused {len(batch)} metric"
+                        f" value(s) of run {run_id}, which are not stored: {e}",
+                        file=sys.stderr,
+                    )
+                    continue
                 except BaseException:
                     w.give_back(batch)
                     raise
