@@ -52,6 +52,10 @@ class PropertyConflict(UserErrorException):
     """Properties are add-only: a key already set cannot take another value."""
 
 
+class RegistrationConflict(UserErrorException):
+    """A registration id already names a registration of something else."""
+
+
 class ActivityFailedException(MlwsError):
     """A run waited on ended ``Failed`` (v1 raises this from ``wait_for_completion``)."""
 
@@ -234,3 +238,18 @@ class ParallelRunConfigError(PipelineValidationError):
     script, a bad ``mini_batch_size``, ``error_threshold`` or ``output_action``, an input that is
     not a dataset, a compute target whose type has no ParallelRunStep workers. Raised before
     anything is recorded."""
+
+
+class NotAvailableRemotely(MlwsError):
+    """An operation that is not ported to a remote workspace (``Workspace("https://...")``) yet;
+    it runs on the server's machine, against the workspace folder."""
+
+
+class ServerUnreachable(MlwsError):
+    """A remote workspace's server did not answer (connection refused, reset, timed out, 503)
+    within the client's retries."""
+
+
+class SpoolFull(MlwsError):
+    """The on-disk buffer of a remote workspace's client (writes made while its server was
+    away) reached its bound (``MLWS_SPOOL_MB``); nothing more is accepted until it drains."""

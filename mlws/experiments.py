@@ -31,8 +31,9 @@ def check_experiment_name(name: str) -> str:
     return name
 
 
-def _as_filter(value: Any) -> dict[str, str | None]:
-    """v1 accepts a key, a list of keys, or a dict (a None value meaning "has the key")."""
+def tag_filter(value: Any) -> dict[str, str | None]:
+    """A tag or property filter as ``{key: value or None}``: v1 accepts a key, a list of keys,
+    or a dict (a None value meaning "has the key")."""
     if value is None:
         return {}
     if isinstance(value, str):
@@ -50,7 +51,7 @@ def filter_clauses(
     params: list[Any] = []
     # "seq IN (subquery)" lets SQLite answer the filter from the (key, value) index alone,
     # instead of one correlated lookup per run.
-    for table, flt in (("run_tags", _as_filter(tags)), ("run_properties", _as_filter(properties))):
+    for table, flt in (("run_tags", tag_filter(tags)), ("run_properties", tag_filter(properties))):
         for k, v in flt.items():
             if v is None:
                 where.append(f"r.seq IN (SELECT run_seq FROM {table} WHERE key = ?)")
@@ -69,6 +70,10 @@ def filter_clauses(
 
 def experiment_summaries(ws: Workspace) -> list[Any]:
     """Every experiment with its number of top-level runs and the time of the latest."""
+    if ws.remote is not None:
+        from .remote.runs import experiments
+
+        return experiments(ws)
     return ws.catalog.query(
         "SELECT e.name, e.id, e.created, count(r.seq) AS runs, max(r.created) AS last_run"
         " FROM experiments e LEFT JOIN runs r ON r.experiment = e.name AND r.parent_id IS NULL"
@@ -126,6 +131,25 @@ def query_runs(
     """
     from .lifecycle import reconcile_active
 
+    if ws.remote is not None:
+        from .remote import runs as remote
+
+        return remote.query_runs(
+            ws,
+            experiment=experiment,
+            tags=tags,
+            properties=properties,
+            run_type=run_type,
+            status=status,
+            include_children=include_children,
+            sort_by=sort_by,
+            ascending=ascending,
+            limit=limit,
+            parent=parent,
+            after=after,
+            offset=offset,
+            text=text,
+        )
     reconcile_active(ws)
     where, params = filter_clauses(tags, properties, run_type, status)
     if experiment is not None:
@@ -208,6 +232,12 @@ class Experiment:
     ) -> None:
         self.workspace = workspace
         self.name = check_experiment_name(name)
+        if workspace.remote is not None:
+            from .remote.runs import experiment_id
+
+            # None until the server makes it, with its first run.
+            self.id: str | None = experiment_id(workspace, name, _create)  # type: ignore[no-redef]
+            return
         row = workspace.catalog.one("SELECT id FROM experiments WHERE name = ?", (name,))
         if row is None:
             if not _create:
@@ -241,9 +271,14 @@ class Experiment:
     ) -> list[Experiment]:
         """The workspace's experiments by name (v1's ``Experiment.list``); with ``experiment_name``,
         only that one if it exists. Other v1 keyword arguments are ignored."""
-        rows = workspace.catalog.query("SELECT name FROM experiments ORDER BY name")
+        if workspace.remote is not None:
+            rows = experiment_summaries(workspace)
+        else:
+            rows = workspace.catalog.query("SELECT name FROM experiments ORDER BY name")
         return [
-            cls(workspace, r[0], _create=False) for r in rows if experiment_name in (None, r[0])
+            cls(workspace, r["name"], _create=False)
+            for r in rows
+            if experiment_name in (None, r["name"])
         ]
 
     def submit(self, config: Any, tags: dict[str, Any] | None = None, **kwargs: Any) -> Run:
@@ -276,6 +311,17 @@ class Experiment:
         from .runs import INTERACTIVE, Run, insert_run, key_values, process_start_time
 
         tags = key_values(tags, "tag")  # checked before the snapshot stores anything
+        if self.workspace.remote is not None:
+            if snapshot_directory is not None:
+                from .remote.backend import not_available
+
+                raise not_available(
+                    "start_logging(snapshot_directory=...)", self.workspace.remote.url
+                )
+            from .remote.runs import create_run
+
+            row = create_run(self, tags=tags, display_name=display_name)
+            return Run(self, row["id"], _row=row)
         fields: dict[str, Any] = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid())}
         props: dict[str, Any] = {}
         if snapshot_directory is not None:

@@ -296,6 +296,7 @@ RUN_TABLES = (
     "run_properties",
     "metrics",
     "metric_summary",
+    "metric_batches",
     "run_files",
     "run_datasets",
     "step_fingerprints",

@@ -157,24 +157,41 @@ class MetricWriter:
 
 
 def write_values(
-    catalog: Catalog, run_seq: int, values: list[tuple[str, str, Any, int | None]]
-) -> int:
+    catalog: Catalog,
+    run_seq: int,
+    values: list[tuple[str, str, Any, int | None]],
+    batch_id: str | None = None,
+) -> int | None:
     """Write ``(name, kind, value, step)`` values of one run now, in one transaction, with no
-    buffer (``mlws serve``'s metric batches: acknowledged means written). Returns the count."""
+    buffer (``mlws serve``'s metric batches: acknowledged means written). Returns the count,
+    or None if ``batch_id`` was applied to this run already (then nothing is written)."""
     now = time.time()
     batch = [(name, kind, *encode(value), now, step) for name, kind, value, step in values]
-    if batch:
-        write_batch(catalog, run_seq, batch)
+    if batch or batch_id is not None:
+        if not write_batch(catalog, run_seq, batch, batch_id):
+            return None
     return len(batch)
 
 
 def write_batch(
-    catalog: Catalog, run_seq: int, batch: list[tuple[str, str, Any, str | None, float, int | None]]
-) -> None:
+    catalog: Catalog,
+    run_seq: int,
+    batch: list[tuple[str, str, Any, str | None, float, int | None]],
+    batch_id: str | None = None,
+) -> bool:
     """Write encoded ``(name, kind, value, data, time, step)`` rows of one run in one
     transaction, giving each value without a step its name's next step, and update the run's
-    ``metric_summary``."""
+    ``metric_summary``. With ``batch_id``: only if that id was not applied to the run before
+    (it is recorded in the same transaction, so a crash can never leave values written without
+    their id, or the reverse); returns False, writing nothing, if it was."""
     with catalog.write() as conn:
+        if batch_id is not None:
+            done = conn.execute(
+                "INSERT OR IGNORE INTO metric_batches (run_seq, batch_id, created) VALUES (?, ?, ?)",
+                (run_seq, batch_id, time.time()),
+            )
+            if done.rowcount == 0:
+                return False
         next_step: dict[str, int] = {}
         rows = []
         summary: dict[str, list[Any]] = {}
@@ -206,6 +223,19 @@ def write_batch(
             " last_value = excluded.last_value, count = count + excluded.count",
             [(run_seq, name, s[0], s[1], s[2]) for name, s in summary.items()],
         )
+    return True
+
+
+def prune_batch_ids(catalog: Catalog, older_than: float) -> int:
+    """Forget the batch ids recorded before ``older_than`` (a time) for runs that have ended
+    (a client re-sends a batch within seconds, never after its run ended); returns how many."""
+    with catalog.write() as conn:
+        # The index on created keeps this to the old ids; runs by primary key.
+        return conn.execute(
+            "DELETE FROM metric_batches WHERE created < ? AND run_seq IN (SELECT seq FROM runs"
+            " WHERE seq = metric_batches.run_seq AND status IN ('Completed', 'Failed', 'Canceled'))",
+            (older_than,),
+        ).rowcount
 
 
 # -- the per-process flusher ------------------------------------------------------------------
@@ -321,6 +351,11 @@ def _chunks(seqs: list[int], size: int = 500) -> Any:
 def latest_scalars(catalog: Catalog, runs: dict[int, str]) -> dict[str, dict[str, Any]]:
     """``{run_id: {metric: latest value}}`` of the scalar metrics of ``runs`` (``{seq: id}``),
     from ``metric_summary`` (one row per run and metric, never the metrics table)."""
+    remote = getattr(catalog, "remote", None)  # a remote workspace's catalog: ask its server
+    if remote is not None:
+        from .remote.runs import latest_scalars as remote_latest
+
+        return remote_latest(remote, runs)
     out: dict[str, dict[str, Any]] = {rid: {} for rid in runs.values()}
     for chunk, marks in _chunks(list(runs)):
         for r in catalog.query(
@@ -336,6 +371,11 @@ def read_metrics(
     catalog: Catalog, runs: dict[int, str], name: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """``{run_id: {metric name: v1-shaped value}}`` for ``runs`` (``{seq: run id}``)."""
+    remote = getattr(catalog, "remote", None)  # a remote workspace's catalog: ask its server
+    if remote is not None:
+        from .remote.runs import metrics
+
+        return metrics(remote, runs, name)
     out: dict[str, dict[str, Any]] = {rid: {} for rid in runs.values()}
     for chunk, marks in _chunks(list(runs)):
         sql = f"SELECT run_seq, name, kind, value, data FROM metrics WHERE run_seq IN ({marks})"

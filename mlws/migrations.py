@@ -427,3 +427,32 @@ def m0013_run_leases(db: Any) -> None:
         "CREATE INDEX runs_lease ON runs(lease_seen)"
         " WHERE status NOT IN ('Completed', 'Failed', 'Canceled')"
     )
+
+
+@migrations(name="0014_request_ids")
+def m0014_request_ids(db: Any) -> None:
+    # The ids of metric batches a client sent with a ``batchId`` (``mlws serve``), inserted in the
+    # transaction that writes the batch's values: a batch re-sent after a lost answer (the server
+    # killed between commit and reply, a client's retry) is recognised and not applied twice.
+    # The primary key answers "applied already?"; the index on ``created`` lets the server prune
+    # old ids of ended runs without reading the others.
+    db.execute(
+        """CREATE TABLE metric_batches (
+            run_seq INTEGER NOT NULL,
+            batch_id TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (run_seq, batch_id)
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX metric_batches_created ON metric_batches(created)")
+    # The same for model versions registered with a ``registrationId``: a registration re-sent
+    # after a lost answer gets the version made the first time, not a second one.
+    db.execute(
+        """CREATE TABLE model_registrations (
+            request_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX model_registrations_version ON model_registrations(name, version)")

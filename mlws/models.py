@@ -27,6 +27,7 @@ from .errors import (
     ModelInUse,
     ModelNotFound,
     PropertyConflict,
+    RegistrationConflict,
     UserErrorException,
 )
 
@@ -155,9 +156,7 @@ class Model:
         if version is not None:
             found = [m for m in found if m.version == int(version)]
         if not found:
-            known = workspace.catalog.query(
-                "SELECT version FROM models WHERE name = ? ORDER BY version", (name,)
-            )
+            known = [(v,) for v in sorted(m.version for m in Model.list(workspace, name=name))]
             which = f"{name}:{version}" if version is not None else name
             hint = (
                 f"; versions: {', '.join(str(r[0]) for r in known)}"
@@ -227,6 +226,11 @@ class Model:
         return hash((str(self.workspace.path), self.id))
 
     # -- files -------------------------------------------------------------------------------
+    @property
+    def manifest(self) -> str:
+        """The hash of the manifest blob naming the model's files (``sha256:...``)."""
+        return str(self._row["manifest"])
+
     def _entries(self) -> list[Entry]:
         return self.workspace.blobs.read_manifest(self._row["manifest"])
 
@@ -361,6 +365,10 @@ class Model:
             cur = conn.execute(
                 "DELETE FROM models WHERE name = ? AND version = ?", (self.name, self.version)
             )
+            conn.execute(  # a retried registration of a deleted version makes a new one
+                "DELETE FROM model_registrations WHERE name = ? AND version = ?",
+                (self.name, self.version),
+            )
         if cur.rowcount == 0:
             raise ModelNotFound(f"model {self.id} no longer exists")
 
@@ -436,7 +444,8 @@ class Model:
         # The name the user gave (a symlink keeps its own name, not its target's).
         top = Path(os.path.abspath(src)).name
         bad_names(str(src.parent), [top])
-        workspace.catalog.require_writer()  # before any blob is stored
+        if workspace.remote is None:
+            workspace.catalog.require_writer()  # before any blob is stored
         blobs = workspace.blobs
         if src.is_file():
             if child_paths:
@@ -477,7 +486,7 @@ class Model:
                     print(f"Warning: {w}", file=sys.stderr)
             if not entries:
                 raise UserErrorException(f"model folder {src} holds no files")
-        return _record(
+        return record_version(
             workspace,
             model_name,
             entries,
@@ -488,7 +497,7 @@ class Model:
             datasets=datasets,
             framework=model_framework,
             framework_version=model_framework_version,
-        )
+        )[0]
 
     @staticmethod
     def list(
@@ -516,7 +525,12 @@ class Model:
         sql = "SELECT * FROM models"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = workspace.catalog.query(sql + " ORDER BY name, version DESC", params)
+        if workspace.remote is not None:
+            from .remote.models import list_rows
+
+            rows: list[Any] = list_rows(workspace, name, run_id, model_framework)
+        else:
+            rows = workspace.catalog.query(sql + " ORDER BY name, version DESC", params)
         out, seen = [], set()
         for r in rows:
             if not _filter(json.loads(r["tags"]), tags, "tags"):
@@ -589,7 +603,7 @@ def _find_in(root: Path, name: str, version: int | None) -> Path | None:
     return None
 
 
-def _record(
+def record_version(
     ws: Workspace,
     name: str,
     entries: list[Entry],
@@ -604,9 +618,27 @@ def _record(
     run_id: str | None = None,
     experiment: str | None = None,
     created_by: str | None = None,
-) -> Model:
+    request_id: str | None = None,
+) -> tuple[Model, bool]:
+    """Record stored files ``entries`` (under ``top``, the registered file or folder's name) as
+    the next version of model ``name``; returns it and whether it is new. Every registration
+    ends here (from disk, from a run, ``mlws serve``'s upload of a manifest).
+
+    ``request_id``: a registration sent again with it (a retry after a lost answer) returns the
+    version made the first time, and False, writing nothing.
+
+    :raises UserErrorException: bad tags, properties or datasets.
+    :raises UnsafePath: an unsafe path or one listed twice.
+    :raises RegistrationConflict: ``request_id`` registered another model.
+    """
     from .lifecycle import current_user
 
+    if ws.remote is not None:
+        from .remote.models import register
+
+        meta = {"tags": tags, "properties": properties, "description": description}
+        meta.update(datasets=datasets, framework=framework, framework_version=framework_version)
+        return register(ws, name, entries, run_id=run_id, request_id=request_id, **meta)
     row_tags = json.dumps(_str_dict(tags, "tags"))
     row_props = json.dumps(_str_dict(properties, "properties"))
     refs = json.dumps(_dataset_refs(datasets))
@@ -614,7 +646,29 @@ def _record(
         framework, framework_version = _mlflow_framework(ws, entries, framework_version)
     manifest = ws.blobs.put_manifest(entries)
     with ws.catalog.write() as conn:
+        if request_id is not None:
+            # Looked up inside the write transaction: two copies of one request never both
+            # find nothing.
+            done = conn.execute(
+                "SELECT name, version FROM model_registrations WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+            if done is not None and done[0] != name:
+                raise RegistrationConflict(
+                    f"registrationId {request_id!r} registered model {done[0]}:{done[1]}, not"
+                    f" {name!r}; use a new id for each registration"
+                )
+            if done is not None:
+                row = conn.execute(
+                    "SELECT * FROM models WHERE name = ? AND version = ?", tuple(done)
+                ).fetchone()
+                return Model._from_row(ws, row), False
         version = next_version(conn, name)
+        if request_id is not None:
+            conn.execute(
+                "INSERT INTO model_registrations VALUES (?, ?, ?, ?)",
+                (request_id, name, version, time.time()),
+            )
         conn.execute(
             "INSERT INTO models (name, version, manifest, path, description, framework,"
             " framework_version, tags, properties, datasets, run_id, experiment, created,"
@@ -639,7 +693,7 @@ def _record(
         row = conn.execute(
             "SELECT * FROM models WHERE name = ? AND version = ?", (name, version)
         ).fetchone()
-    return Model._from_row(ws, row)
+    return Model._from_row(ws, row), True
 
 
 def _mlflow_framework(
@@ -704,6 +758,13 @@ def register_from_run(
     the token's)."""
     check_model_name(model_name)
     _check_metadata(tags, properties, datasets)
+    if run.workspace.remote is not None:  # registered by the server, from its run's files
+        from .remote.models import register_from_run as remote
+
+        meta = {"tags": tags, "properties": properties, "description": description}
+        meta.update(datasets=datasets, framework=model_framework)
+        meta.update(framework_version=model_framework_version)
+        return remote(run, model_name, model_path, **meta)
     rel = str(model_path).strip()
     while rel.startswith("./"):
         rel = rel[2:]
@@ -728,7 +789,7 @@ def register_from_run(
         for name in chosen:
             digest = run._stored_blob(name)
             if digest is not None:
-                if not blobs.reuse(digest):  # touched: gc spares it until _record commits
+                if not blobs.reuse(digest):  # touched: gc spares it until record_version commits
                     raise BlobNotFound(
                         f"blob {digest} of run {run.id}'s file {name!r} is missing; run 'mlws fsck'"
                     )
@@ -742,7 +803,7 @@ def register_from_run(
                 digest, size, _ = blobs.put_file(live)
                 mode = file_mode(live.stat().st_mode)
             entries.append(Entry(name[strip:], digest, size, mode))
-    return _record(
+    return record_version(
         run.workspace,
         model_name,
         entries,
@@ -756,7 +817,7 @@ def register_from_run(
         run_id=run.id,
         experiment=run.experiment.name,
         created_by=created_by,
-    )
+    )[0]
 
 
 def services_using(ws: Workspace, name: str, version: int) -> list[str]:

@@ -80,6 +80,10 @@ class RunFiles:
         return self._file_names()
 
     def _file_names(self) -> list[str]:
+        if self.workspace.remote is not None:
+            from .remote.runs import files
+
+            return sorted(files(self))  # type: ignore[arg-type]
         stored = {
             r[0]
             for r in self.workspace.catalog.query(
@@ -89,6 +93,10 @@ class RunFiles:
         return sorted(stored | set(self._live_files()))
 
     def _stored_blob(self, name: str) -> str | None:
+        if self.workspace.remote is not None:
+            from .remote.runs import files
+
+            return files(self).get(name)  # type: ignore[arg-type]
         return self.workspace.catalog.scalar(
             "SELECT blob FROM run_files WHERE run_seq = ? AND path = ?", (self.seq, name)
         )
@@ -359,7 +367,13 @@ class RunFiles:
 
 
 def add_run_files(ws: Workspace, run_seq: int, entries: list[Entry]) -> None:
-    """Record stored blobs as files of a run (replacing files of the same path)."""
+    """Record stored blobs as files of a run (replacing files of the same path). On a remote
+    workspace ``run_seq`` is the run's id (see :mod:`mlws.remote.runs`)."""
+    if ws.remote is not None:
+        from .remote.runs import record_files
+
+        record_files(ws, str(run_seq), entries)
+        return
     now = time.time()
     with ws.catalog.write() as conn:
         conn.executemany(

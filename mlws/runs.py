@@ -74,6 +74,10 @@ class Run(RunFiles):
         self.experiment = experiment
         self.workspace: Workspace = experiment.workspace
         self.id = run_id
+        if _row is None and self.workspace.remote is not None:
+            from .remote.runs import get_row
+
+            _row = get_row(self.workspace, run_id, experiment.name)
         if _row is None:
             _row = self.workspace.catalog.one(
                 "SELECT * FROM runs WHERE id = ? AND experiment = ?", (run_id, experiment.name)
@@ -158,6 +162,11 @@ class Run(RunFiles):
         return hash(self.id)
 
     def _refresh(self) -> sqlite3.Row:
+        if self.workspace.remote is not None:
+            from .remote.runs import get_row
+
+            self._row = get_row(self.workspace, self.id)  # type: ignore[assignment]
+            return self._row
         row = self.workspace.catalog.one("SELECT * FROM runs WHERE id = ?", (self.id,))
         if row is None:
             raise RunNotFound(f"run {self.id!r} no longer exists")
@@ -208,6 +217,8 @@ class Run(RunFiles):
     def get_details(self) -> dict[str, Any]:
         """v1-shaped details: runId, status, times, properties, runDefinition, logFiles, error."""
         row = self._refresh()
+        if self.workspace.remote is not None:
+            return dict(row["details"])  # the server's, made by this same method there
         details: dict[str, Any] = {
             "runId": self.id,
             "runUuid": self.id,
@@ -272,6 +283,10 @@ class Run(RunFiles):
         self._close_writer()
         if self._in_context and self._row["type"] in SUBMITTED:
             return
+        if self.workspace.remote is not None:
+            from .remote.runs import finish
+
+            return finish(self, "complete") if _set_status else None
         if _set_status:
             set_status(self.workspace, self.id, "Completed")
         self._refresh()
@@ -292,6 +307,10 @@ class Run(RunFiles):
                     (json.dumps(err), self.id),
                 )
             return
+        if self.workspace.remote is not None:
+            from .remote.runs import finish
+
+            return finish(self, "fail", err) if _set_status else None
         if _set_status:
             set_status(self.workspace, self.id, "Failed", error=err)
         self._refresh()
@@ -391,6 +410,11 @@ class Run(RunFiles):
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Set tags (replacing values). :raises InvalidName: a key is empty (nothing is set)."""
         values = key_values(tags, "tag")
+        if self.workspace.remote is not None:
+            from .remote.runs import send
+
+            send(self, "PATCH", "tags", body={"tags": values})
+            return
         with self.workspace.catalog.write() as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)",
@@ -407,6 +431,10 @@ class Run(RunFiles):
 
     def get_tags(self) -> dict[str, str | None]:
         """The run's tags, by key."""
+        if self.workspace.remote is not None:
+            from .remote.runs import read
+
+            return dict(read(self, "tags")["tags"])
         rows = self.workspace.catalog.query(
             "SELECT key, value FROM run_tags WHERE run_seq = ? ORDER BY key", (self.seq,)
         )
@@ -421,6 +449,11 @@ class Run(RunFiles):
         """Add properties. They are add-only: re-adding a key with the same value is a no-op, with
         another value raises :class:`PropertyConflict` and changes nothing."""
         new = key_values(properties, "property")
+        if self.workspace.remote is not None:
+            from .remote.runs import send
+
+            send(self, "POST", "properties", body={"properties": new})
+            return
         with self.workspace.catalog.write() as conn:
             for k, v in new.items():
                 old = conn.execute(
@@ -438,6 +471,10 @@ class Run(RunFiles):
 
     def get_properties(self) -> dict[str, str | None]:
         """The run's properties, by key."""
+        if self.workspace.remote is not None:
+            from .remote.runs import read
+
+            return dict(read(self, "properties")["properties"])
         rows = self.workspace.catalog.query(
             "SELECT key, value FROM run_properties WHERE run_seq = ? ORDER BY key", (self.seq,)
         )
@@ -464,6 +501,8 @@ class Run(RunFiles):
     # -- metrics ----------------------------------------------------------------------------
     @property
     def _metric_writer(self) -> _metrics.MetricWriter:
+        if self._writer is None and self.workspace.remote is not None:
+            self._writer = self.workspace.remote.tracker.writer(self.id)
         if self._writer is None:
             self._writer = _metrics.MetricWriter(self.workspace.catalog, self.seq)
         return self._writer
@@ -586,6 +625,11 @@ class Run(RunFiles):
         self, name: str | None = None, run_id: str | None = None, outputs: str | None = None
     ) -> Run:
         """Create and start a child run (Running), recorded against this process."""
+        if self.workspace.remote is not None:
+            from .remote.runs import create_run
+
+            row = create_run(self.experiment, display_name=name, parent_id=self.id, run_id=run_id)
+            return Run(self.experiment, row["id"], _row=row)
         row = insert_run(
             self.workspace,
             self.experiment.name,
@@ -630,6 +674,11 @@ class Run(RunFiles):
         """Children of this run (all descendants with ``recursive``), oldest first."""
         from .experiments import filter_clauses
 
+        if self.workspace.remote is not None:
+            from .remote.runs import children
+
+            found = children(self, recursive, tags, properties, type, status)
+            return [Run(self.experiment, r["id"], _row=r) for r in found]
         where, params = filter_clauses(
             tags=tags, properties=properties, run_type=type, status=status
         )

@@ -4,6 +4,10 @@ Finding it (:func:`find_workspace_path`, used by the CLI and :meth:`Workspace.fr
 ``--workspace/-w`` > ``MLWS_WORKSPACE`` > ``.mlws/config.json`` or ``.azureml/config.json`` in the
 current folder or a parent > the per-user default workspace ``~/.local/share/mlws/default``,
 created on first use.
+
+Each of them may name a server instead of a folder (``https://host:port``, or ``"url"`` in a
+config file): the workspace is then remote, the same classes over the server's storage (see
+:mod:`mlws.remote`).
 """
 
 from __future__ import annotations
@@ -83,13 +87,21 @@ def _remember(name: str, path: Path) -> None:
         write_atomic(target, json.dumps(names, indent=2, sort_keys=True), 0o644)
 
 
-def _config_workspace_path(config_file: Path) -> Path:
+def _config_workspace_path(config_file: Path) -> Path | str:
+    """The workspace a config file names: a folder, or a server's URL (``"url"``)."""
     try:
         cfg = json.loads(config_file.read_text())
     except (OSError, ValueError) as e:
         raise InvalidWorkspace(f"cannot read {config_file}: {e}") from None
     if not isinstance(cfg, dict):
         raise InvalidWorkspace(f"{config_file} must hold a JSON object")
+    url = cfg.get("url")
+    if url:
+        from .remote.client import is_url
+
+        if not is_url(url):
+            raise InvalidWorkspace(f"{config_file}: 'url' must be http(s)://host:port, got {url!r}")
+        return str(url)
     for key in ("workspace_path", "path"):
         if cfg.get(key):
             p = Path(os.path.expanduser(str(cfg[key])))
@@ -111,27 +123,54 @@ def _config_workspace_path(config_file: Path) -> Path:
     )
 
 
-def find_workspace_path(path: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
-    """Return ``(workspace path, create_if_missing)`` following the discovery order."""
+def find_workspace_path(
+    path: str | os.PathLike[str] | None = None,
+) -> tuple[Path | str, bool]:
+    """Return ``(workspace path or server URL, create_if_missing)`` following the discovery
+    order (a URL is never created)."""
+    from .remote.client import is_url
+
     if path is not None:
-        return Path(path), False
+        return (path, False) if is_url(path) else (Path(path), False)
     env = os.environ.get("MLWS_WORKSPACE")
     if env:
-        return Path(env), True
+        return (env, False) if is_url(env) else (Path(env), True)
     cfg = find_config_file(Path.cwd())
     if cfg is not None:
-        return _config_workspace_path(cfg), True
+        found = _config_workspace_path(cfg)
+        return found, not isinstance(found, str)
     return default_workspace_path(), True
 
 
 class Workspace:
     """A workspace directory. Open with ``Workspace(path)``; close with ``close()`` or ``with``.
 
+    ``Workspace("https://host:port", token=..., ca_file=...)`` opens a remote workspace: the
+    workspace served by ``mlws serve`` there. ``remote`` is then its client (None for a local
+    workspace); see :mod:`mlws.remote` for what works remotely.
+
     :raises WorkspaceNotFound: no workspace at ``path``.
     :raises InvalidWorkspace: ``path`` is a file, or its identity file is unreadable.
+    :raises Unauthorized: a server refused the token (or none was found).
+    :raises ServerUnreachable: a server did not answer.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, _checking: bool = False) -> None:
+    #: The client of a remote workspace's server; None for a workspace folder.
+    remote: Any = None
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        token: str | None = None,
+        ca_file: str | None = None,
+        _checking: bool = False,
+    ) -> None:
+        from .remote.client import is_url
+
+        if is_url(path):
+            self._open_remote(str(path), token, ca_file)
+            return
         self.path = Path(path).expanduser().absolute()
         if self.path.exists() and not self.path.is_dir():
             raise InvalidWorkspace(f"{self.path} is a file, not a workspace folder")
@@ -167,6 +206,25 @@ class Workspace:
             self.catalog.close()
             raise
         self.blobs = BlobStore(self.path / "blobs")
+        self._closed = False
+
+    def _open_remote(self, url: str, token: str | None, ca_file: str | None) -> None:
+        from .remote.backend import RemoteBlobs, RemoteCatalog, server_key
+        from .remote.client import RemoteClient
+
+        client = RemoteClient(url, token=token, ca_file=ca_file)
+        info = client.request("GET", "/workspace")
+        self.remote = client
+        self.url = client.url
+        self.id = str(info["id"])
+        self.name = str(info["name"])
+        self.created = float(info.get("created") or 0)
+        self.info: dict[str, Any] = info
+        # Per-user state of this server on this machine (the spool's neighbour), so code that
+        # keys local state by workspace folder keeps working.
+        self.path = user_cache_dir() / "remote" / server_key(client.url)
+        self.catalog: Any = RemoteCatalog(client)
+        self.blobs: Any = RemoteBlobs(client)
         self._closed = False
 
     @property
@@ -219,6 +277,14 @@ class Workspace:
         :raises WorkspaceExists: a workspace is there already and ``exist_ok`` is false.
         :raises InvalidWorkspace: ``path`` is a file.
         """
+        from .remote.client import is_url
+
+        if is_url(path):
+            raise InvalidWorkspace(
+                f"{path} is a server's address: a workspace is created where it is served"
+                " ('mlws workspace create' on the server's machine); open it with"
+                f" Workspace({str(path)!r})"
+            )
         if not os.fspath(path).strip():
             # Path("") is the current folder: an empty name must not make it a workspace.
             raise InvalidWorkspace("the workspace path is empty; give a folder such as ./ws")
@@ -276,6 +342,10 @@ class Workspace:
         ``path`` may be a workspace folder, a ``config.json`` file or a folder to search for one,
         as in Azure ML v1. With no path, the default workspace is created on first use.
         """
+        from .remote.client import is_url
+
+        if is_url(path):
+            return cls(str(path))
         if path is not None:
             p = Path(path).expanduser()
             if p.is_file() and p.name.endswith(".json"):
@@ -292,7 +362,9 @@ class Workspace:
         return cls._open_or_create(found) if create else cls(found)
 
     @classmethod
-    def _open_or_create(cls, path: Path) -> Workspace:
+    def _open_or_create(cls, path: Path | str) -> Workspace:
+        if isinstance(path, str):  # a server's URL (from a config file): opened, never created
+            return cls(path)
         if (path / IDENTITY_FILE).is_file():
             return cls(path)
         return cls.create(path, exist_ok=True)
@@ -310,11 +382,15 @@ class Workspace:
     def write_config(
         self, path: str | os.PathLike[str] = ".", file_name: str | None = None
     ) -> Path:
-        """Write ``<path>/.mlws/config.json`` naming this workspace, so scripts and the CLI run
-        from that folder find it."""
+        """Write ``<path>/.mlws/config.json`` naming this workspace (a remote one by its URL),
+        so scripts and the CLI run from that folder find it."""
         folder = Path(path) / ".mlws"
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / (file_name or "config.json")
+        if self.remote is not None:  # the server's URL; never a token (the file goes with code)
+            config = {"url": self.remote.url, "workspace_name": self.name}
+            write_atomic(target, json.dumps(config, indent=2) + "\n", 0o644)
+            return target
         write_atomic(
             target,
             (
@@ -333,6 +409,9 @@ class Workspace:
         does nothing. ``with Workspace(...)`` closes it on exit."""
         if not self._closed:
             self._closed = True
+            if self.remote is not None:
+                self.remote.close()
+                return
             from .metrics import close_catalog
 
             close_catalog(self.catalog)
@@ -345,6 +424,8 @@ class Workspace:
         self.close()
 
     def __repr__(self) -> str:
+        if self.remote is not None:
+            return f"Workspace(name={self.name!r}, url={self.remote.url!r})"
         return f"Workspace(name={self.name!r}, path={str(self.path)!r})"
 
     # -- navigation --------------------------------------------------------------------------
@@ -353,8 +434,7 @@ class Workspace:
         """The workspace's experiments by name (v1: ``ws.experiments``)."""
         from .experiments import Experiment
 
-        rows = self.catalog.query("SELECT name FROM experiments ORDER BY name")
-        return {r["name"]: Experiment(self, r["name"], _create=False) for r in rows}
+        return {e.name: e for e in Experiment.list(self)}
 
     @property
     def datastores(self) -> dict[str, Any]:
@@ -409,6 +489,10 @@ class Workspace:
         """The run with that id, in any experiment. :raises RunNotFound:"""
         from .runs import Run
 
+        if self.remote is not None:
+            from .remote.runs import get_row
+
+            return Run.from_row(self, get_row(self, run_id))
         row = self.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
         if row is None:
             raise RunNotFound(
@@ -426,6 +510,8 @@ class Workspace:
         """Facts about the workspace as JSON-ready data (``mlws workspace show --json``): id, name,
         folder, schema version, journal mode, counts, whether it is read-only here and which machine
         writes it."""
+        if self.remote is not None:  # the server's facts (never its folder), and the URL
+            return {**self.remote.request("GET", "/workspace"), "url": self.remote.url}
         return {
             "id": self.id,
             "name": self.name,

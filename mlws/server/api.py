@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from ..errors import (
     PipelineDisabled,
     PipelineNotFound,
     PropertyConflict,
+    RegistrationConflict,
     RequestTooLarge,
     RunExists,
     RunNotFound,
@@ -94,6 +96,7 @@ _STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
     (Forbidden, 403, "Forbidden"),
     (RequestTooLarge, 413, "PayloadTooLarge"),
     (PropertyConflict, 409, "Conflict"),
+    (RegistrationConflict, 409, "Conflict"),
     (RunExists, 409, "Conflict"),
     (RunStateError, 409, "Conflict"),
     (PipelineDisabled, 409, "Conflict"),
@@ -193,6 +196,28 @@ def _json_name(python: str) -> str:
         .replace("int", "an integer")
         .replace("float", "a number")
     )
+
+
+#: The longest client-chosen request id (``batchId``, ``registrationId``).
+MAX_REQUEST_ID = 64
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_REQUEST_ID}}}")
+
+
+def request_id(body: dict[str, Any], key: str) -> str | None:
+    """``body[key]``: a client-chosen id that makes a write happen at most once (absent: None).
+
+    :raises UserErrorException: not 1-64 letters, digits, ``_``, ``.``, ``:`` or ``-``."""
+    value = body_field(body, key, str)
+    if value is not None and not _REQUEST_ID.fullmatch(value):
+        raise UserErrorException(
+            f"invalid {key} {value[:80]!r}: use 1-{MAX_REQUEST_ID} letters, digits, '_', '.',"
+            " ':' or '-' (a UUID fits)"
+        )
+    return value
+
+
+#: The JSON schema of a request id in the OpenAPI document.
+REQUEST_ID_SCHEMA = {"type": "string", "maxLength": MAX_REQUEST_ID, "pattern": "^[A-Za-z0-9_.:-]+$"}
 
 
 def query_value(call: Call, name: str, default: str | None = None) -> str | None:

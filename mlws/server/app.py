@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 #: The default limit of a request body (``mlws serve --max-request-mb``).
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
+#: How long the id of a metric batch of an ended run is kept (a retry comes within seconds).
+BATCH_ID_KEEP_S = 24 * 3600.0
+#: How often the server forgets old batch ids.
+PRUNE_EVERY_S = 3600.0
+
 log = logging.getLogger("mlws.server")
 
 
@@ -79,6 +84,7 @@ def build_app(
         (default: ``$MLWS_RUN_LEASE_S`` or 60 s); lapsed leases are swept while it serves.
     """
     import asyncio
+    import time
 
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -86,6 +92,7 @@ def build_app(
     from starlette.routing import Route
 
     from .. import __version__
+    from ..metrics import prune_batch_ids
     from .leases import expire, lease_seconds, sweep_interval
 
     lease = lease_seconds(run_lease_s)
@@ -162,10 +169,17 @@ def build_app(
 
     async def sweep_leases() -> None:
         # Runs whose client is gone end Failed (ClientLost) even if nobody reads them; the first
-        # sweep, at start, catches leases that lapsed while the server was down.
+        # sweep, at start, catches leases that lapsed while the server was down. Metric batch
+        # ids of ended runs are forgotten after a day, checked once an hour.
+        pruned = 0.0
         while True:
             try:
                 await run_in_threadpool(expire, ws, lease)
+                if time.monotonic() - pruned > PRUNE_EVERY_S or not pruned:
+                    pruned = time.monotonic()
+                    await run_in_threadpool(
+                        prune_batch_ids, ws.catalog, time.time() - BATCH_ID_KEEP_S
+                    )
             except Exception:  # a busy or read-only catalog: logged, tried again next time
                 log.exception("sweeping run leases failed")
             await asyncio.sleep(sweep_interval(lease))

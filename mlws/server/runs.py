@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import RunExists, RunStateError, UserErrorException
 from .api import (
+    REQUEST_ID_SCHEMA,
     Call,
     Endpoint,
     body_field,
@@ -16,6 +17,7 @@ from .api import (
     encode_continuation,
     query_int,
     query_value,
+    request_id,
 )
 
 #: The most runs one page holds.
@@ -129,8 +131,16 @@ def list_runs(call: Call) -> dict[str, Any]:
     )
     more = len(rows) > limit
     rows = rows[:limit]
+    page = [run_summary(r) for r in rows]
+    if query_value(call, "latestMetrics", "false") == "true":
+        # What a listing shows beside each run, from metric_summary (never the metrics table).
+        from ..metrics import latest_scalars
+
+        latest = latest_scalars(call.ws.catalog, {r["seq"]: r["id"] for r in rows})
+        for summary in page:
+            summary["latestMetrics"] = latest[summary["runId"]]
     return {
-        "value": [run_summary(r) for r in rows],
+        "value": page,
         "continuationToken": (
             encode_continuation([rows[-1]["created"], rows[-1]["seq"]]) if more else None
         ),
@@ -159,11 +169,18 @@ def create_run(call: Call) -> dict[str, Any]:
         raise UserErrorException(
             f"invalid runId {run_id!r}: use 1-256 letters, digits, '_', '.' or '-'"
         )
-    unknown = set(body) - {"tags", "properties", "displayName", "runId"}
+    parent_id = body_field(body, "parentId", str)
+    unknown = set(body) - {"tags", "properties", "displayName", "runId", "parentId"}
     if unknown:
         raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
     if run_id is not None and call.ws.catalog.one("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
         raise RunExists(f"a run with id {run_id!r} already exists; choose another runId")
+    if parent_id is not None:  # a child run (run.child_run): of a run of this experiment
+        parent = call.ws.catalog.one("SELECT experiment FROM runs WHERE id = ?", (parent_id,))
+        if parent is None or parent[0] != name:
+            from ..errors import RunNotFound
+
+            raise RunNotFound(f"no run {parent_id!r} in experiment {name!r} to be the parent")
     exp = Experiment(call.ws, name)
     # No pid: the run belongs to the client, not to this server process, so the server's own
     # liveness says nothing about it (it ends with complete/fail). Its client holds it by a
@@ -174,6 +191,7 @@ def create_run(call: Call) -> dict[str, Any]:
         run_type=INTERACTIVE,
         status="Running",
         run_id=run_id,
+        parent_id=parent_id,
         display_name=display_name,
         fields={"submitter_user": call.user.name, "lease_seen": time.time()},
         tags=tags,
@@ -183,7 +201,7 @@ def create_run(call: Call) -> dict[str, Any]:
 
 
 def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]]:
-    from ..metrics import JSON_KINDS, LIST, ROW, SCALAR, TABLE
+    from ..metrics import IMAGE, JSON_KINDS, LIST, ROW, SCALAR, TABLE
 
     items = body_field(body, "metrics", list)
     if items is None:
@@ -195,6 +213,7 @@ def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]
         LIST: list,
         ROW: dict,
         TABLE: dict,
+        IMAGE: str,  # the run file holding the image (run.log_image uploads it first)
         **{k: dict for k in JSON_KINDS},
     }
     out = []
@@ -221,14 +240,27 @@ def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]
     return out
 
 
+def _batch_id(body: dict[str, Any]) -> str | None:
+    batch_id = request_id(body, "batchId")
+    unknown = set(body) - {"metrics", "batchId"}
+    if unknown:
+        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    return batch_id
+
+
 def log_metrics(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/metrics``: a batch of values, written in one transaction after
-    every value is checked (a bad one refuses the whole batch)."""
+    every value is checked (a bad one refuses the whole batch). With ``batchId`` the batch is
+    applied at most once per run: sent again (a retry after a lost answer), it changes nothing
+    and answers ``{"written": 0, "duplicate": true}``."""
     from ..metrics import write_values
 
     items = _metric_items(call.body)
+    batch_id = _batch_id(call.body)
     run = _held(call)
-    written = write_values(call.ws.catalog, run.seq, items)
+    written = write_values(call.ws.catalog, run.seq, items, batch_id)
+    if written is None:
+        return {"written": 0, "duplicate": True}
     return {"written": written}
 
 
@@ -361,6 +393,7 @@ ENDPOINTS = [
             ("order", "desc (default) or asc, by creation time"),
             ("limit", f"runs per page, 1-{MAX_PAGE} (default 100)"),
             ("continuationToken", "the previous page's continuationToken"),
+            ("latestMetrics", "true: each run's latest scalar metric values too"),
         ),
         tag="runs",
     ),
@@ -374,6 +407,7 @@ ENDPOINTS = [
             "type": "object",
             "properties": {
                 "runId": {"type": "string"},
+                "parentId": {"type": "string", "description": "a child run of this run"},
                 "displayName": {"type": "string"},
                 "tags": _KV,
                 "properties": _KV,
@@ -396,12 +430,17 @@ ENDPOINTS = [
         "POST",
         _RID + "/metrics",
         "contributor",
-        "Log a batch of metric values (one transaction; all or nothing)",
+        "Log a batch of metric values (one transaction; all or nothing; at most once per batchId)",
         log_metrics,
         body={
             "type": "object",
             "required": ["metrics"],
             "properties": {
+                "batchId": {
+                    **REQUEST_ID_SCHEMA,
+                    "description": "applied at most once per run: a batch sent again with the"
+                    " same id answers written 0, duplicate true, and changes nothing",
+                },
                 "metrics": {
                     "type": "array",
                     "items": {
@@ -414,7 +453,7 @@ ENDPOINTS = [
                             "kind": {"type": "string", "default": "scalar"},
                         },
                     },
-                }
+                },
             },
         },
         tag="runs",

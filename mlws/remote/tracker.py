@@ -1,0 +1,389 @@
+"""The background half of a remote workspace's client: batched metrics, heartbeats, the spool.
+
+``run.log`` only appends to the run's in-memory buffer (:class:`RemoteMetricWriter`, as the
+local :class:`~mlws.metrics.MetricWriter`). One daemon thread per client (:class:`Tracker`)
+sends each run's buffer as ``POST /runs/{id}/metrics`` batches (a ``batchId`` on each, so a
+re-sent batch can be recognised) every :data:`FLUSH_S` seconds or as soon as
+:data:`FLUSH_AT` values wait, and renews the lease of each run this process created
+(``POST /runs/{id}/heartbeat`` every ``heartbeatSeconds`` the server names, when nothing else
+was sent). Writes that must stay in order after the metrics logged before them (tags,
+properties, complete, fail) go through :meth:`Tracker.send`.
+
+When the server does not answer, batches and ordered writes go to the run's on-disk
+:class:`~mlws.remote.spool.Spool` instead, and everything after them too, so the server
+receives them in the order they were made, once it answers again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..errors import MlwsError, RunStateError, ServerUnreachable, UserErrorException
+from .spool import Spool
+
+if TYPE_CHECKING:
+    from .client import RemoteClient
+
+#: The time bound: buffered values are sent at least this often.
+FLUSH_S = 0.25
+#: A buffer this full wakes the sender early.
+FLUSH_AT = 20_000
+#: Values per ``POST /runs/{id}/metrics``.
+BATCH = 20_000
+#: The memory bound: past this many unsent values, ``run.log`` sends (or spools) itself.
+MAX_PENDING = 200_000
+#: How long ``complete()`` waits for a run's spool to drain (``MLWS_SPOOL_WAIT_S``).
+WAIT_ENV = "MLWS_SPOOL_WAIT_S"
+DEFAULT_WAIT_S = 30.0
+#: How long one batch retries before it is spooled.
+SEND_RETRY_S = 1.0
+
+
+def check_metric(name: Any, step: Any) -> None:
+    """:raises UserErrorException: ``name`` is not a non-empty string, or ``step`` not None or a
+    whole number >= 0 (what the server takes)."""
+    from ..errors import UserErrorException
+
+    if not isinstance(name, str) or not name.strip():
+        raise UserErrorException(f"a metric name is a non-empty string, got {name!r}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise UserErrorException(f"a metric step is a whole number >= 0, got {step!r}")
+
+
+class RemoteMetricWriter:
+    """The metric buffer of one run of a remote workspace in this process (the interface of
+    :class:`mlws.metrics.MetricWriter`: ``add``, ``add_scalar``, ``flush``, ``pending``)."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self.catalog = None  # read by mlws.metrics' bookkeeping of local writers
+        #: Why the server refuses this run's values for good (its lease lapsed), or None.
+        self.refused: str | None = None
+        self._buf: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._checked_name: str | None = None  # the name last checked (a loop logs one name)
+
+    def add(self, name: str, kind: str, value: Any, step: int | None = None) -> None:
+        """Buffer one value of kind ``kind`` for metric ``name``.
+
+        :raises UserErrorException: a name or step the server would refuse (checked here, so
+            one bad value never holds up the batch it would travel in)."""
+        from ..metrics import to_python
+
+        check_metric(name, step)
+        item: dict[str, Any] = {"name": name, "value": to_python(value), "kind": kind}
+        if step is not None:
+            item["step"] = step
+        self._append(item)
+
+    def add_scalar(self, name: str, value: Any, step: int | None = None) -> None:
+        """Buffer one scalar (the hot path of ``run.log``).
+
+        :raises UserErrorException: a name or step the server would refuse."""
+        if name is not self._checked_name or step is not None:
+            check_metric(name, step)
+            self._checked_name = name
+        t = type(value)
+        if t is not float and t is not int and t is not str:
+            from ..metrics import to_python
+
+            value = to_python(value)
+        if step is None:
+            self._append({"name": name, "value": value})
+        else:
+            self._append({"name": name, "value": value, "step": step})
+
+    def _append(self, item: dict[str, Any]) -> None:
+        if self.refused is not None:
+            raise RunStateError(self.refused)
+        with self._lock:
+            self._buf.append(item)
+            n = len(self._buf)
+        if n >= FLUSH_AT:
+            self.tracker.wake()
+            if n >= MAX_PENDING:
+                self.tracker.pump(self.run_id)
+
+    def take(self, limit: int = BATCH) -> list[dict[str, Any]]:
+        """Up to ``limit`` buffered values, oldest first, removed from the buffer."""
+        with self._lock:
+            batch, self._buf = self._buf[:limit], self._buf[limit:]
+        return batch
+
+    def give_back(self, batch: list[dict[str, Any]]) -> None:
+        """Put ``batch`` (taken, not sent) back in front of the buffer."""
+        with self._lock:
+            self._buf[:0] = batch
+
+    def pending(self) -> int:
+        """How many values are buffered and not sent yet."""
+        return len(self._buf)
+
+    def flush(self) -> int:
+        """Send everything buffered now (to the spool if the server is away); returns the
+        number of values."""
+        n = self.pending()
+        self.tracker.pump(self.run_id)
+        return n
+
+
+class Tracker:
+    """The sender thread of one :class:`~mlws.remote.client.RemoteClient` (``client.tracker``)."""
+
+    def __init__(self, client: RemoteClient) -> None:
+        self.client = client
+        self.writers: dict[str, RemoteMetricWriter] = {}
+        self.spools: dict[str, Spool] = {}
+        self._run_locks: dict[str, threading.Lock] = {}
+        #: Runs this process created: run id -> when the server last heard of it.
+        self.held: dict[str, float] = {}
+        self.heartbeat_s = 10.0
+        #: Whether the server told this client its heartbeat interval yet.
+        self.heartbeat_known = False
+        self.offline_since: float | None = None
+        #: Runs whose spool may hold requests (the sender looks only at these and at buffers).
+        self._spooled: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="mlws-remote", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def writer(self, run_id: str) -> RemoteMetricWriter:
+        """The metric buffer of ``run_id`` (one per run in this process)."""
+        with self._lock:
+            w = self.writers.get(run_id)
+            if w is None:
+                w = self.writers[run_id] = RemoteMetricWriter(self, run_id)
+            return w
+
+    def spool(self, run_id: str) -> Spool:
+        """The on-disk buffer of ``run_id``."""
+        with self._lock:
+            s = self.spools.get(run_id)
+            if s is None:
+                s = self.spools[run_id] = Spool(self.client.url, run_id)
+            return s
+
+    def _run_lock(self, run_id: str) -> threading.Lock:
+        with self._lock:
+            return self._run_locks.setdefault(run_id, threading.Lock())
+
+    def hold(self, run_id: str, heartbeat_s: float | None = None) -> None:
+        """Renew the lease of ``run_id`` from now on (a run this process created)."""
+        with self._lock:
+            self.held[run_id] = time.monotonic()
+        if heartbeat_s:
+            self.heartbeat_s = float(heartbeat_s)
+            self.heartbeat_known = True
+
+    def release(self, run_id: str) -> None:
+        """Stop renewing ``run_id`` (it ended)."""
+        with self._lock:
+            self.held.pop(run_id, None)
+
+    def forget(self, run_id: str) -> None:
+        """Drop what this process keeps of ``run_id`` once it ended and nothing of it waits to
+        be sent (a process that makes thousands of runs keeps no state per finished run)."""
+        with self._lock:
+            w = self.writers.get(run_id)
+            if run_id in self._spooled or (w is not None and w.pending()):
+                return
+            self.writers.pop(run_id, None)
+            self.spools.pop(run_id, None)
+            self._run_locks.pop(run_id, None)
+            self.held.pop(run_id, None)
+
+    def wake(self) -> None:
+        """Send now rather than at the next tick."""
+        if not self._wake.is_set():  # set() takes a lock: not once per value of a full buffer
+            self._wake.set()
+
+    # -- sending -----------------------------------------------------------------------------
+    def pump(self, run_id: str) -> bool:
+        """Send the run's spool (oldest first), then its buffer; what the server does not take
+        goes to the spool. True when nothing of the run is left to send."""
+        w = self.writers.get(run_id)
+        with self._run_lock(run_id):
+            spool = self.spool(run_id)
+            drained = spool.deliver(self.client) if spool.entries() else True
+            while w is not None and w.pending():
+                batch = w.take()
+                body = {"batchId": uuid.uuid4().hex, "metrics": batch}
+                path = self.client.path("runs", run_id, "metrics")
+                if not drained:
+                    self._spool(spool, w, batch, "POST", path, body)
+                    continue
+                # Known to be away: one quick try, not a second of retries per batch.
+                retry = 0.0 if self.offline_since is not None else SEND_RETRY_S
+                try:
+                    self.client.request("POST", path, body, retry_s=retry)
+                except ServerUnreachable:
+                    drained = False
+                    self._went_offline()
+                    self._spool(spool, w, batch, "POST", path, body)
+                    continue
+                except RunStateError as e:
+                    w.refused = str(e)  # logging more would pile up values nobody can store
+                    raise
+                except UserErrorException as e:
+                    # Refused as a whole (the checks at log() make this a server's own limit):
+                    # said, never retried forever in front of the values after it.
+                    print(
+                        f"Warning: the server {self.client.url} refused {len(batch)} metric"
+                        f" value(s) of run {run_id}, which are not stored: {e}",
+                        file=sys.stderr,
+                    )
+                    continue
+                except BaseException:
+                    w.give_back(batch)
+                    raise
+                self._heard(run_id)
+            if drained:
+                self._spooled.discard(run_id)
+                if self.offline_since is not None:
+                    self._back_online()
+            return drained and (w is None or not w.pending())
+
+    def _spool(
+        self,
+        spool: Spool,
+        w: RemoteMetricWriter,
+        batch: list[Any],
+        method: str,
+        path: str,
+        body: Any,
+    ) -> None:
+        try:
+            spool.append(method, path, body)
+            self._spooled.add(spool.run_id)
+        except MlwsError:
+            w.give_back(batch)  # kept in memory; the next log() says the spool is full
+            raise
+
+    def send(
+        self,
+        run_id: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        blobs: dict[str, str | bytes] | None = None,
+    ) -> Any:
+        """An ordered write of ``run_id``: after the values logged before it. ``blobs``
+        (``{hash: file path or bytes}``) are sent first, those the server lacks. Returns the
+        server's answer, or None when the server is away and the write was spooled (with a
+        copy of the blobs)."""
+        from .backend import send_blobs
+
+        self.pump(run_id)
+        spool = self.spool(run_id)
+        with self._run_lock(run_id):
+            if not spool.entries():
+                try:
+                    if blobs:
+                        send_blobs(self.client, blobs, retry_s=SEND_RETRY_S)
+                    answer = self.client.request(method, path, body, retry_s=SEND_RETRY_S)
+                except ServerUnreachable:
+                    self._went_offline()
+                else:
+                    self._heard(run_id)
+                    return answer
+            spool.append(method, path, body, blobs)
+            self._spooled.add(run_id)
+        return None
+
+    def drain(self, run_id: str, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` (``MLWS_SPOOL_WAIT_S``) for everything of ``run_id`` to be
+        delivered; True when it was. Otherwise it stays spooled for a later process (or
+        ``mlws remote sync``), and a warning says so."""
+        if timeout is None:
+            try:
+                timeout = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S))
+            except ValueError:
+                timeout = DEFAULT_WAIT_S
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            if self.pump(run_id):
+                return True
+            if time.monotonic() > deadline:
+                left = len(self.spool(run_id))
+                print(
+                    f"Warning: the server {self.client.url} is away: {left} write(s) of run"
+                    f" {run_id} are kept in {self.spool(run_id).dir}; they are delivered when a"
+                    " process of this machine reaches the server again ('mlws remote sync')",
+                    file=sys.stderr,
+                )
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _heard(self, run_id: str) -> None:
+        if run_id in self.held:
+            self.held[run_id] = time.monotonic()
+
+    def _went_offline(self) -> None:
+        if self.offline_since is None:
+            self.offline_since = time.monotonic()
+            print(
+                f"Warning: the workspace server {self.client.url} does not answer; writes are"
+                " buffered on disk and delivered when it is back",
+                file=sys.stderr,
+            )
+
+    def _back_online(self) -> None:
+        self.offline_since = None
+
+    def _heartbeats(self) -> None:
+        now = time.monotonic()
+        for run_id, seen in list(self.held.items()):
+            if now - seen < self.heartbeat_s:
+                continue
+            try:
+                answer = self.client.request(
+                    "POST", self.client.path("runs", run_id, "heartbeat"), retry_s=0.2
+                )
+            except ServerUnreachable:
+                continue
+            except MlwsError:
+                self.release(run_id)  # ended, or lost: nothing to renew
+                continue
+            self._heard(run_id)
+            if isinstance(answer, dict) and answer.get("heartbeatSeconds"):
+                self.heartbeat_s = float(answer["heartbeatSeconds"])
+                self.heartbeat_known = True
+
+    def _loop(self) -> None:
+        while not self._stop:
+            self._wake.wait(FLUSH_S)
+            self._wake.clear()
+            for run_id in list(self.writers.keys() | self._spooled):
+                w = self.writers.get(run_id)
+                if (w is None or not w.pending()) and run_id not in self._spooled:
+                    continue
+                try:
+                    self.pump(run_id)
+                except Exception:  # a refused batch: raised to the run's next log() instead
+                    pass
+            try:
+                self._heartbeats()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        """Send what is buffered (spooling what the server does not take) and stop."""
+        self._stop = True
+        for run_id in list(self.writers):
+            try:
+                self.pump(run_id)
+            except Exception:
+                pass

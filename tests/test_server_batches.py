@@ -1,0 +1,237 @@
+"""``mlws serve``: metric batches with a ``batchId`` are applied at most once per run — sent
+twice, sent from two threads at once, re-sent after the server was killed between the request
+and its answer. Real server subprocesses on free loopback ports, stopped by pid."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from helpers import invoke, server_token, start_server, workspace_fingerprint
+
+from mlws import Workspace
+from mlws.metrics import prune_batch_ids
+
+
+def _metric_state(ws_path: Path, run_id: str) -> tuple[list[dict], list[dict]]:
+    """The run's metric rows and metric_summary rows, read with plain sqlite3 (changes nothing)."""
+    conn = sqlite3.connect(f"file:{ws_path / 'mlws.db'}?mode=ro", uri=True)
+    conn.row_factory = lambda cur, row: {d[0]: v for d, v in zip(cur.description, row, strict=True)}
+    try:
+        seq = conn.execute("SELECT seq FROM runs WHERE id = ?", (run_id,)).fetchone()["seq"]
+        rows = conn.execute(
+            "SELECT name, step, kind, value, data FROM metrics WHERE run_seq = ? ORDER BY 1, 2",
+            (seq,),
+        ).fetchall()
+        summary = conn.execute(
+            "SELECT * FROM metric_summary WHERE run_seq = ? ORDER BY name", (seq,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return rows, summary
+
+
+@pytest.fixture
+def served(tmp_path: Path):  # noqa: ANN201 - (server, ws path, token)
+    ws_path = tmp_path / "ws"
+    Workspace.create(ws_path, _remember_name=False).close()
+    token = server_token(ws_path, "contributor")
+    server = start_server("-m", "mlws.server", str(ws_path), "--port", "0")
+    try:
+        yield server, ws_path, token
+    finally:
+        assert server.stop() == 0, server.lines
+
+
+def _new_run(server, token: str, experiment: str = "batches") -> str:  # noqa: ANN001
+    status, run = server.api("POST", f"/experiments/{experiment}/runs", token, {})
+    assert status == 201, run
+    return run["runId"]
+
+
+def test_the_same_batch_twice_is_applied_once(served) -> None:  # noqa: ANN001
+    server, ws_path, tok = served
+    rid = _new_run(server, tok)
+    batch = {"batchId": "b-1", "metrics": [{"name": "loss", "value": i / 10} for i in range(50)]}
+    assert server.api("POST", f"/runs/{rid}/metrics", tok, batch) == (200, {"written": 50})
+    after_first = _metric_state(ws_path, rid)
+    assert len(after_first[0]) == 50 and after_first[1][0]["count"] == 50
+    # Steps are given by the server: applying it again would have added steps 50..99.
+    assert server.api("POST", f"/runs/{rid}/metrics", tok, batch) == (
+        200,
+        {"written": 0, "duplicate": True},
+    )
+    assert _metric_state(ws_path, rid) == after_first
+    # Another id is another batch; the same id in another run is that run's own.
+    assert server.api("POST", f"/runs/{rid}/metrics", tok, {**batch, "batchId": "b-2"})[1] == {
+        "written": 50
+    }
+    other = _new_run(server, tok)
+    assert server.api("POST", f"/runs/{other}/metrics", tok, batch)[1] == {"written": 50}
+    # Without a batchId nothing is remembered (a batch is applied each time, as before).
+    plain = {"metrics": [{"name": "acc", "value": 1}]}
+    for _ in range(2):
+        assert server.api("POST", f"/runs/{rid}/metrics", tok, plain)[1] == {"written": 1}
+    with Workspace(ws_path) as ws:
+        got = ws.get_run(rid).get_metrics()
+    assert got["loss"] == [i / 10 for i in range(50)] * 2 and got["acc"] == [1, 1]
+
+
+def test_bad_batch_ids_are_refused_and_change_nothing(served) -> None:  # noqa: ANN001
+    server, ws_path, tok = served
+    rid = _new_run(server, tok)
+    one = [{"name": "m", "value": 1}]
+    before = workspace_fingerprint(ws_path)
+    for bad in ("x" * 65, "", "a b", "../x", "é", 7, ["b"], {"id": 1}):
+        status, answer = server.api(
+            "POST", f"/runs/{rid}/metrics", tok, {"batchId": bad, "metrics": one}
+        )
+        assert status == 400, (bad, answer)
+        assert "\n" not in answer["error"]["message"]
+        if isinstance(bad, str) and bad:
+            assert "batchId" in answer["error"]["message"]
+    status, answer = server.api(
+        "POST", f"/runs/{rid}/metrics", tok, {"batchid": "x", "metrics": one}
+    )
+    assert status == 400 and "unknown field" in answer["error"]["message"]
+    # A batch refused for a bad value records no id either: sent again, mended, it is applied.
+    status, _ = server.api(
+        "POST", f"/runs/{rid}/metrics", tok, {"batchId": "b", "metrics": [{"name": ""}]}
+    )
+    assert status == 400
+    assert workspace_fingerprint(ws_path) == before
+    assert server.api("POST", f"/runs/{rid}/metrics", tok, {"batchId": "x" * 64, "metrics": one})[
+        1
+    ] == {"written": 1}
+    assert server.api("POST", f"/runs/{rid}/metrics", tok, {"batchId": "b", "metrics": one})[1] == {
+        "written": 1
+    }
+
+
+def test_the_same_batch_from_two_threads_at_once_is_applied_once(served) -> None:  # noqa: ANN001
+    server, ws_path, tok = served
+    rid = _new_run(server, tok)
+    answers: list[tuple[int, dict]] = []
+    for round_ in range(10):
+        batch = {
+            "batchId": f"race-{round_}",
+            "metrics": [{"name": "m", "value": round_ * 1000 + i} for i in range(1000)],
+        }
+        gate = threading.Barrier(2)
+
+        def send(batch: dict = batch, gate: threading.Barrier = gate) -> None:
+            gate.wait(10)
+            answers.append(server.api("POST", f"/runs/{rid}/metrics", tok, batch))
+
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+            assert not t.is_alive()
+    assert sorted(json.dumps(a, sort_keys=True) for a in answers) == sorted(
+        [json.dumps((200, {"written": 1000}))] * 10
+        + [json.dumps((200, {"duplicate": True, "written": 0}))] * 10
+    )
+    rows, summary = _metric_state(ws_path, rid)
+    assert [r["value"] for r in rows] == list(range(10_000))
+    assert [r["step"] for r in rows] == list(range(10_000))
+    assert summary[0]["count"] == 10_000 and summary[0]["last_value"] == 9999
+
+
+def _send_without_answer(url: str, token: str, path: str, body: dict) -> http.client.HTTPConnection:
+    """Send a request and return before reading its answer (the connection stays open)."""
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
+    conn.request(
+        "POST",
+        "/api/v1" + path,
+        json.dumps(body).encode(),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    return conn
+
+
+def test_a_batch_resent_after_kill_9_between_request_and_answer_is_applied_once(
+    tmp_path: Path,
+) -> None:
+    ws_path = tmp_path / "ws"
+    Workspace.create(ws_path, _remember_name=False).close()
+    tok = server_token(ws_path, "contributor")
+    server = start_server("-m", "mlws.server", str(ws_path), "--port", "0", "--run-lease-s", "600")
+    rid = _new_run(server, tok)
+    batches = [
+        {
+            "batchId": f"k-{b}",
+            "metrics": [{"name": "m", "value": b * 2000 + i} for i in range(2000)],
+        }
+        for b in range(8)
+    ]
+    try:
+        # The server dies with requests in flight: some were committed, some not; no answer
+        # was read for any of them, so the client knows nothing of which.
+        conns = [_send_without_answer(server.url, tok, f"/runs/{rid}/metrics", b) for b in batches]
+        time.sleep(0.05 * (os.getpid() % 4))  # a varying moment, not a correctness wait
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        for c in conns:
+            c.close()
+        applied_before = _metric_state(ws_path, rid)[0]
+        assert len(applied_before) % 2000 == 0  # whole batches or nothing
+        server = start_server(
+            "-m", "mlws.server", str(ws_path), "--port", "0", "--run-lease-s", "600"
+        )
+        # The client re-sends every batch it holds no answer for.
+        answers = [server.api("POST", f"/runs/{rid}/metrics", tok, b) for b in batches]
+        assert all(status == 200 for status, _ in answers), answers
+        dup = sum(1 for _, a in answers if a.get("duplicate"))
+        assert dup == len(applied_before) // 2000
+        # ... and once more, as a client whose retry also lost its answer would.
+        assert all(
+            server.api("POST", f"/runs/{rid}/metrics", tok, b)[1]
+            == {"written": 0, "duplicate": True}
+            for b in batches
+        )
+    finally:
+        assert server.stop() == 0, server.lines
+    rows, summary = _metric_state(ws_path, rid)
+    assert sorted(r["value"] for r in rows) == list(range(16_000))
+    assert summary[0]["count"] == 16_000
+    result = invoke("-w", str(ws_path), "fsck")
+    assert result.exit_code == 0, result.output
+
+
+def test_batch_ids_of_ended_runs_are_pruned_and_go_with_their_run(tmp_path: Path) -> None:
+    from mlws import Experiment
+    from mlws.lifecycle import delete_run
+    from mlws.metrics import write_values
+
+    with Workspace.create(tmp_path / "ws") as ws:
+        exp = Experiment(ws, "p")
+        ended, open_ = exp.start_logging(), exp.start_logging()
+        for run in (ended, open_):
+            assert write_values(ws.catalog, run.seq, [("m", "scalar", 1, None)], "b1") == 1
+            assert write_values(ws.catalog, run.seq, [("m", "scalar", 1, None)], "b1") is None
+        ended.complete()
+
+        def ids() -> list[tuple]:
+            return [
+                tuple(r)
+                for r in ws.catalog.query("SELECT run_seq, batch_id FROM metric_batches ORDER BY 1")
+            ]
+
+        assert prune_batch_ids(ws.catalog, time.time() - 3600) == 0  # too recent
+        assert len(ids()) == 2
+        assert prune_batch_ids(ws.catalog, time.time() + 1) == 1  # the ended run's only
+        assert ids() == [(open_.seq, "b1")]
+        open_.complete()
+        delete_run(ws, open_.id)
+        assert ids() == []
