@@ -159,3 +159,26 @@ def _split(line: str) -> tuple[str | None, Any, bool]:
         return None, None, True
     applies = req.marker is None or req.marker.evaluate()
     return req.name, (req.specifier if str(req.specifier) else None), applies
+
+
+def framework_of_files(
+    files: dict[str, str], read_bytes: Callable[[str], bytes], version: str | None
+) -> tuple[str | None, str | None]:
+    """An MLflow model's framework in v1's names, from its ``MLmodel`` flavours (e.g. sklearn:
+    ``ScikitLearn`` and the scikit-learn version it was saved with), given the model's files
+    (``path -> blob hash``) and a reader of blobs; ``(None, version)`` for other models or an
+    ``MLmodel`` that cannot be read (registering never fails over it)."""
+    from .errors import MlwsError
+
+    try:
+        folder = find(files)
+        if folder is None:
+            return None, version
+        found_name, found = framework(
+            parse(read_bytes(files[f"{folder}/MLmodel" if folder else "MLmodel"]))
+        )
+    except (MlwsError, KeyError):
+        return None, version
+    if found_name is None:
+        return None, version
+    return found_name, version or found

@@ -553,54 +553,9 @@ class Model:
 
         :raises ModelNotFound: found nowhere.
         """
-        check_model_name(model_name)
-        model_dir = os.environ.get("AZUREML_MODEL_DIR")
-        roots = []
-        if model_dir:
-            roots.append(Path(model_dir))
-        roots.append(Path("azureml-models"))
-        for root in roots:
-            found = _find_in(root, model_name, version)
-            if found is not None:
-                return str(found)
-        ws = _workspace
-        if ws is None and os.environ.get("MLWS_RUN_ID"):
-            from .runs import Run
+        from .modelpath import model_path
 
-            ws = Run.get_context().workspace
-        if ws is None:
-            raise ModelNotFound(
-                f"model {model_name!r} is not under {' or '.join(str(r) for r in roots)};"
-                " pass _workspace= to download it"
-            )
-        model = Model(ws, model_name, version=version)
-        return model.download(
-            Path("azureml-models") / model.name / str(model.version), exist_ok=True
-        )
-
-
-def _find_in(root: Path, name: str, version: int | None) -> Path | None:
-    """A deployed or downloaded model: ``root/<name>/<version>/<path>`` (several models), or
-    ``root`` itself when it is ``.../<name>/<version>`` (a single model's folder)."""
-    candidates = []
-    if root.name.isdigit() and root.parent.name == name:
-        if version is None or int(root.name) == int(version):
-            candidates.append(root)
-    base = root / name
-    if base.is_dir():
-        versions = sorted((int(p.name) for p in base.iterdir() if p.name.isdigit()), reverse=True)
-        if version is not None:
-            versions = [v for v in versions if v == int(version)]
-        candidates += [base / str(v) for v in versions[:1]]
-    for folder in candidates:
-        items = (
-            [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
-        )
-        if len(items) == 1:
-            return items[0]
-        if items:
-            return folder
-    return None
+        return model_path(model_name, version, _workspace)
 
 
 def record_version(
@@ -643,7 +598,11 @@ def record_version(
     row_props = json.dumps(_str_dict(properties, "properties"))
     refs = json.dumps(_dataset_refs(datasets))
     if framework is None:
-        framework, framework_version = _mlflow_framework(ws, entries, framework_version)
+        from .mlmodel import framework_of_files
+
+        framework, framework_version = framework_of_files(
+            {e.path: e.hash for e in entries}, ws.blobs.read_bytes, framework_version
+        )
     manifest = ws.blobs.put_manifest(entries)
     with ws.catalog.write() as conn:
         if request_id is not None:
@@ -694,29 +653,6 @@ def record_version(
             "SELECT * FROM models WHERE name = ? AND version = ?", (name, version)
         ).fetchone()
     return Model._from_row(ws, row), True
-
-
-def _mlflow_framework(
-    ws: Workspace, entries: list[Entry], version: str | None
-) -> tuple[str | None, str | None]:
-    """An MLflow model's framework in v1's names, from its ``MLmodel`` flavours (e.g. sklearn:
-    ``ScikitLearn`` and the scikit-learn version it was saved with); nothing for other models,
-    or an ``MLmodel`` that cannot be read (registering never fails over it)."""
-    from . import mlmodel
-    from .errors import MlwsError
-
-    try:
-        folder = mlmodel.find(e.path for e in entries)
-        if folder is None:
-            return None, version
-        mlmodel_path = f"{folder}/MLmodel" if folder else "MLmodel"
-        entry = next(e for e in entries if e.path == mlmodel_path)
-        name, found = mlmodel.framework(mlmodel.parse(ws.blobs.read_bytes(entry.hash)))
-    except MlwsError:
-        return None, version
-    if name is None:
-        return None, version
-    return name, version or found
 
 
 def next_version(conn: sqlite3.Connection, name: str) -> int:
