@@ -83,9 +83,10 @@ def build_app(
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
-    from starlette.routing import Route
+    from starlette.routing import Mount, Route
 
     from .. import __version__
+    from ..studio.app import studio_app
     from .leases import expire, lease_seconds, sweep_interval
 
     lease = lease_seconds(run_lease_s)
@@ -137,13 +138,16 @@ def build_app(
     async def openapi_json(_request: Request) -> Response:
         return _json(document)
 
-    routes = [Route(PREFIX + "/openapi.json", openapi_json, methods=["GET"])]
+    api = [Route("/openapi.json", openapi_json, methods=["GET"])]
     by_path: dict[str, list[Endpoint]] = {}
     for ep in eps:
         by_path.setdefault(ep.path, []).append(ep)
     for path, group in by_path.items():
         for ep in group:
-            routes.append(Route(PREFIX + path, handle(ep), methods=[ep.method]))
+            api.append(Route(path, handle(ep), methods=[ep.method]))
+    # The API under /api/v1 (its misses answer 404/405 in its error shape), the studio's pages
+    # at / behind their own sign-in (a session cookie from a token; mlws.studio.signin).
+    routes = [Mount(PREFIX, routes=api), Mount("/", app=studio_app(ws, sign_in=True))]
 
     async def http_error_handler(_request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)

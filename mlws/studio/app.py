@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,18 @@ from ..errors import (
     WebserviceException,
 )
 from ..lifecycle import TERMINAL
-from . import data, registry
+from . import data, registry, tryit
+from .signin import (
+    COOKIE,
+    Sessions,
+    SignInGate,
+    check_csrf,
+    cookie_header,
+    read_body,
+    read_form,
+    safe_next,
+    same_origin,
+)
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -92,11 +104,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
+def studio_app(ws: Workspace, *, root_path: str = "", sign_in: bool = False) -> Starlette:
     """A starlette application serving the studio pages of ``ws`` (experiments, runs tables, run
-    pages with live charts and logs, compare; models, services, datasets, pipelines, compute). ``mlws studio`` serves it alone; ``mlws serve``
-    can mount it behind its own authentication. ``root_path``: the prefix it is mounted under
-    (links on the pages start with it)."""
+    pages with live charts and logs, compare; models, services, datasets, pipelines, compute).
+    ``mlws studio`` serves it alone, without sign-in, on loopback; ``mlws serve`` mounts it with
+    ``sign_in=True``: every page then needs a user signed in with a server token (see
+    :mod:`.signin`). ``root_path``: the prefix it is mounted under (links start with it)."""
     import jinja2
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -110,22 +123,40 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(when=_when, duration=_duration, cell=_cell)
-    env.globals["root"] = root_path
+    env.globals.update(root=root_path, user=None, csrf="", sign_in=sign_in)
+    sessions = Sessions(ws) if sign_in else None
+    # Without sign-in (``mlws studio``, loopback) a page's POSTs carry this process's token.
+    local_csrf = secrets.token_urlsafe(32)
+
+    def chrome(request: Request) -> dict[str, Any]:
+        """What every page's frame shows: who is signed in, the CSRF token of its forms."""
+        session = request.scope.get("mlws.session")
+        return {
+            "user": request.scope.get("mlws.user"),
+            "csrf": session.csrf if session is not None else local_csrf,
+        }
+
     env.policies["json.dumps_function"] = lambda obj, **kw: to_json(obj)
 
     def wants_json(request: Request) -> bool:
-        return request.query_params.get("_format") == "json" or request.url.path.endswith(".json")
+        return (
+            request.query_params.get("_format") == "json"
+            or request.url.path.endswith(".json")
+            or request.headers.get("accept") == "application/json"
+        )
 
     def respond(request: Request, template: str, page: dict[str, Any], **extra: Any) -> Response:
         if wants_json(request):
             return Response(to_json(page), media_type="application/json")
-        html = env.get_template(template).render(page=page, **extra)
+        html = env.get_template(template).render(page=page, **chrome(request), **extra)
         return HTMLResponse(html, headers={"Content-Security-Policy": CSP})
 
     def error(request: Request, status: int, message: str) -> Response:
         if wants_json(request):
             return Response(to_json({"error": message}), status, media_type="application/json")
-        html = env.get_template("error.html").render(status=status, message=message)
+        html = env.get_template("error.html").render(
+            status=status, message=message, **chrome(request)
+        )
         return HTMLResponse(html, status, headers={"Content-Security-Policy": CSP})
 
     async def in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -306,6 +337,77 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
     async def compute_page(request: Request) -> Response:
         return respond(request, "compute.html", await guarded(request, registry.compute, ws))
 
+    def check_post(request: Request, sent_csrf: str | None, role: str | None = None) -> None:
+        """A POST from a page: it came from this site with the page's CSRF token (or with a
+        bearer token, which no other site's page can send), by a user whose role is at least
+        ``role``. :raises HTTPException: 403 otherwise."""
+        if not same_origin(request):
+            raise HTTPException(403, "this form was posted from another site")
+        bearer = sign_in and request.headers.get("authorization")
+        if not bearer and not check_csrf(chrome(request)["csrf"], sent_csrf):
+            raise HTTPException(403, "the page is stale or not this studio's: reload it, try again")
+        user = request.scope.get("mlws.user")
+        if role is not None and user is not None and not user.may(role):
+            raise HTTPException(
+                403, f"user {user.name!r} has role {user.role!r}; this needs role {role!r}"
+            )
+
+    def signin_form(request: Request, status: int = 200, message: str = "") -> Response:
+        html = env.get_template("signin.html").render(
+            message=message,
+            next=safe_next(request.query_params.get("next"), root_path),
+            **chrome(request),
+        )
+        return HTMLResponse(html, status, headers={"Content-Security-Policy": CSP})
+
+    async def signin(request: Request) -> Response:
+        from starlette.responses import RedirectResponse
+
+        if sessions is None:  # ``mlws studio``: nobody signs in
+            return RedirectResponse(f"{root_path}/", 303)
+        if request.method == "GET":
+            if request.scope.get("mlws.user") is not None:
+                return RedirectResponse(safe_next(request.query_params.get("next"), root_path), 303)
+            return signin_form(request)
+        if not same_origin(request):
+            return signin_form(request, 403, "this form was posted from another site")
+        try:
+            form = await read_form(request)
+            session_id, _session, _user = await in_thread(sessions.sign_in, form.get("token", ""))
+        except MlwsError as e:
+            return signin_form(request, 401, str(e))
+        response = RedirectResponse(safe_next(form.get("next"), root_path), 303)
+        response.headers["set-cookie"] = cookie_header(
+            session_id, root_path, request.url.scheme == "https", int(sessions.lifetime)
+        )
+        return response
+
+    async def signout(request: Request) -> Response:
+        from starlette.responses import RedirectResponse
+
+        try:
+            form = await read_form(request)
+        except MlwsError as e:
+            raise HTTPException(400, str(e)) from None
+        check_post(request, form.get("csrf"))
+        response = RedirectResponse(f"{root_path}/signin" if sign_in else f"{root_path}/", 303)
+        if sessions is not None:
+            await in_thread(sessions.sign_out, request.cookies.get(COOKIE))
+            response.headers["set-cookie"] = cookie_header(
+                "", root_path, request.url.scheme == "https", 0
+            )
+        return response
+
+    async def try_it(request: Request) -> Response:
+        """POST /services/{name}/try: the body goes to the service (see :mod:`.tryit`)."""
+        check_post(request, request.headers.get("x-csrf-token"), role="contributor")
+        try:
+            body = await read_body(request, tryit.MAX_BODY)
+        except MlwsError as e:
+            raise HTTPException(413, str(e)) from None
+        result = await guarded(request, tryit.try_service, ws, request.path_params["name"], body)
+        return Response(to_json(result), media_type="application/json")
+
     async def http_error(request: Request, exc: Any) -> Response:
         return error(request, exc.status_code, str(exc.detail))
 
@@ -338,6 +440,18 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
         Route("/compute", compute_page),
         Route("/compare.json", compare_page),
         Route("/compare", compare_page),
+        Route("/services/{name}/try", try_it, methods=["POST"]),
+        Route("/signin", signin, methods=["GET", "POST"]),
+        Route("/signout", signout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    from starlette.middleware import Middleware
+
+    middleware = (
+        [Middleware(SignInGate, sessions=sessions, root_path=root_path)]
+        if sessions is not None
+        else []
+    )
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error}, middleware=middleware
+    )

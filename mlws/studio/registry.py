@@ -9,6 +9,7 @@ here; any config entry whose name says it is a secret is dropped before it reach
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -187,6 +188,53 @@ def telemetry(ws: Workspace, name: str) -> dict[str, Any]:
     return out
 
 
+#: Buckets of a service's telemetry charts, and the span they cover at most (the latest hour
+#: of requests; a service deployed later than that covers its life).
+TELEMETRY_BUCKETS = 60
+TELEMETRY_WINDOW_S = 3600.0
+#: Requests read for the charts at most (the newest): bounds the page at any request rate.
+TELEMETRY_ROWS = 200_000
+
+
+def telemetry_series(ws: Workspace, name: str, created: float = 0.0) -> dict[str, Any]:
+    """Time series of the service's requests since it was ``created``, in up to
+    :data:`TELEMETRY_BUCKETS` buckets over the last :data:`TELEMETRY_WINDOW_S` seconds up to
+    its latest request: ``t`` (bucket starts, unix seconds), ``rps`` (requests per second),
+    ``p50``/``p95`` (latency in ms, None where a bucket had no request), ``errors_4xx`` and
+    ``errors_5xx`` (per second), and ``bucket_s``."""
+    last = ws.catalog.scalar(
+        "SELECT max(time) FROM service_requests WHERE service = ? AND time >= ?", (name, created)
+    )
+    empty = {"t": [], "rps": [], "p50": [], "p95": [], "errors_4xx": [], "errors_5xx": []}
+    if last is None:
+        return {**empty, "bucket_s": None}
+    first = ws.catalog.scalar(
+        "SELECT min(time) FROM service_requests WHERE service = ? AND time >= ?",
+        (name, max(created, last - TELEMETRY_WINDOW_S)),
+    )
+    # Whole seconds, at least one per bucket; the last bucket holds the latest request.
+    width = max(1.0, math.ceil((last - first) / TELEMETRY_BUCKETS))
+    start = last - width * TELEMETRY_BUCKETS
+    rows = ws.catalog.query(
+        "SELECT time, status, latency_ms FROM service_requests WHERE service = ? AND time > ?"
+        " ORDER BY time DESC LIMIT ?",
+        (name, max(start, created - 1e-9), TELEMETRY_ROWS),
+    )
+    buckets: list[list[Any]] = [[] for _ in range(TELEMETRY_BUCKETS)]
+    for t, status, ms in rows:
+        buckets[min(TELEMETRY_BUCKETS - 1, int((t - start) // width))].append((status, ms))
+    out: dict[str, Any] = {**empty, "bucket_s": width}
+    for i, b in enumerate(buckets):
+        lat = sorted(ms for _, ms in b)
+        out["t"].append(round(start + i * width, 3))
+        out["rps"].append(round(len(b) / width, 3))
+        out["p50"].append(lat[int(0.5 * (len(lat) - 1))] if lat else None)
+        out["p95"].append(lat[int(round(0.95 * (len(lat) - 1)))] if lat else None)
+        out["errors_4xx"].append(round(sum(1 for s, _ in b if 400 <= s < 500) / width, 3))
+        out["errors_5xx"].append(round(sum(1 for s, _ in b if s >= 500) / width, 3))
+    return out
+
+
 def service(ws: Workspace, name: str) -> dict[str, Any]:
     """A service: state, scoring URI, models, its configuration (no keys) and request telemetry.
 
@@ -212,6 +260,15 @@ def service(ws: Workspace, name: str) -> dict[str, Any]:
             for k, v in config.items()
         },
         "telemetry": telemetry(ws, name),
+        "series": telemetry_series(ws, name, r["created"]),
+        "by_status": {
+            str(status): n
+            for status, n in ws.catalog.query(
+                "SELECT status, count(*) FROM service_requests WHERE service = ?"
+                " GROUP BY status ORDER BY status",
+                (name,),
+            )
+        },
     }
 
 
