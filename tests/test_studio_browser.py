@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import bulk_runs, make_source, submit, wait_status
+from helpers import bulk_runs, make_source, start_server, submit, wait_status, wait_until
 
 from mlws import Experiment
 from mlws.studio.serve import StudioServer
@@ -281,3 +281,44 @@ def test_registry_pages_click_through(ws, watched, tmp_path):
         page.click(f"header nav >> text={name}")
         page.wait_for_url(f"**/{name}")
         assert page.locator(table).count() >= 1
+
+
+def test_signs_in_under_mlws_serve_charts_a_service_and_tries_it(ws, browser, deploy, tmp_path):
+    from serving_helpers import call
+    from test_studio_signin import _token
+
+    svc = deploy()
+    key = svc.get_keys()[0]
+    for i in range(4):
+        assert call(svc.port, body={"data": [i]}, key=key)[0] == 200
+    wait_until(lambda: ws.catalog.scalar("SELECT count(*) FROM service_requests") == 4, 15)
+    token = _token(ws.path, "ann", "contributor")
+    server = start_server("-m", "mlws.server", str(ws.path), "--port", "0")
+    watched = Watched(browser, server.url, tmp_path)
+    try:
+        page = watched.page
+        watched.goto("/services/svc")  # not signed in: the sign-in page, coming back here after
+        page.wait_for_url("**/signin?next=**")
+        assert page.locator("header nav").count() == 0
+        watched.shot("signin")
+        page.fill("#token", token)
+        page.click("#signin")
+        page.wait_for_url("**/services/svc")
+        expect(page.locator("#who")).to_have_text("ann (contributor)")
+        page.wait_for_selector("figure[data-name=requests] canvas")
+        page.wait_for_selector("figure[data-name=latency] canvas")
+        assert page.locator("#by-status tbody tr").all_inner_texts() == ["200\t4"]
+        page.fill("#try-body", '{"data": [5, 6]}')
+        page.click("#try-send")
+        expect(page.locator("#try-status")).to_contain_text("status 200")
+        expect(page.locator("#try-result")).to_contain_text("12")
+        watched.shot("service")
+        # The cookie is HttpOnly: the page's scripts cannot read it.
+        assert page.evaluate("() => document.cookie") == ""
+        page.click("#signout")
+        page.wait_for_url("**/signin")
+        watched.goto("/experiments/x")
+        page.wait_for_url("**/signin?next=**")
+    finally:
+        watched.close()
+        assert server.stop() == 0, server.lines

@@ -14,6 +14,7 @@ import math
 import secrets
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -104,12 +105,20 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def studio_app(ws: Workspace, *, root_path: str = "", sign_in: bool = False) -> Starlette:
+def studio_app(
+    ws: Workspace,
+    *,
+    root_path: str = "",
+    sign_in: bool = False,
+    stopping: Callable[[], bool] | None = None,
+) -> Starlette:
     """A starlette application serving the studio pages of ``ws`` (experiments, runs tables, run
     pages with live charts and logs, compare; models, services, datasets, pipelines, compute).
     ``mlws studio`` serves it alone, without sign-in, on loopback; ``mlws serve`` mounts it with
     ``sign_in=True``: every page then needs a user signed in with a server token (see
-    :mod:`.signin`). ``root_path``: the prefix it is mounted under (links start with it)."""
+    :mod:`.signin`). ``root_path``: the prefix it is mounted under (links start with it).
+    ``stopping``: true once the server is shutting down (open event streams then end, rather
+    than being cancelled when the server's grace period runs out)."""
     import jinja2
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -284,7 +293,7 @@ def studio_app(ws: Workspace, *, root_path: str = "", sign_in: bool = False) -> 
             if time.monotonic() - last_sent > KEEPALIVE_S:
                 yield ": keep-alive\n\n"
                 last_sent = time.monotonic()
-            if await request.is_disconnected():
+            if await request.is_disconnected() or (stopping is not None and stopping()):
                 return
             await asyncio.sleep(LIVE_POLL_S)
 

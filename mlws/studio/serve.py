@@ -62,7 +62,8 @@ class StudioServer:
         #: Where the studio answers, e.g. ``http://127.0.0.1:8765``.
         self.url = url_of(self.sock)
         config = uvicorn.Config(
-            studio_app(ws),
+            # Open event streams end as soon as a shutdown begins (uvicorn sets should_exit).
+            studio_app(ws, stopping=lambda: self.server.should_exit),
             log_level="warning",
             # Open event streams end with their run; on shutdown they get this long.
             timeout_graceful_shutdown=2,
@@ -72,8 +73,22 @@ class StudioServer:
         self._thread: threading.Thread | None = None
 
     def serve_forever(self) -> None:
-        """Serve in this thread until SIGINT/SIGTERM (uvicorn's own handlers)."""
-        self.server.run(sockets=[self.sock])
+        """Serve in this thread until SIGINT/SIGTERM; either ends it cleanly (exit status 0)."""
+        import signal
+
+        # uvicorn shuts down on the signal, then re-raises it to the handler that was there
+        # before its own: this one only asks it to stop, so SIGTERM ends the command with 0
+        # (not -15) and Ctrl-C with no traceback, and a signal that comes before uvicorn's
+        # handlers are in place still stops it once it has started.
+        def stop(_signum: int, _frame: Any) -> None:
+            self.server.should_exit = True
+
+        old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
     def start(self, timeout: float = 10.0) -> StudioServer:
         """Serve on a background thread; return once it accepts connections.

@@ -138,7 +138,8 @@
       width: 460, height: 220,
       scales: { x: { time: true } },
       series: [{ label: "time" }].concat(series.map(function (s, i) {
-        return { label: s.label, stroke: COLORS[i % COLORS.length], spanGaps: false, points: { show: false } };
+        // Points shown: a quiet service has requests in few buckets (a lone point has no line).
+        return { label: s.label, stroke: COLORS[i % COLORS.length], spanGaps: false, points: { show: true, size: 4 } };
       })),
     };
     return new uPlot(opts, [t].concat(series.map(function (s) { return s.values; })), fig);
