@@ -625,19 +625,29 @@ def test_compute_and_environments_list(ws, studio):
     assert status == 200 and XSS.encode() not in body and b"sekrit" not in body
 
 
-def test_pipeline_run_page_shows_steps_and_reuse_and_pipelines_list(ws, studio, tmp_path):
-    from mlws.pipelines import Pipeline, PipelineEndpoint, PythonScriptStep
-    from mlws.pipelines.schedules import Schedule, ScheduleRecurrence
+def two_step_pipeline(ws, tmp_path: Path, **second):  # noqa: ANN001, ANN201 - a Pipeline out
+    """A factory of the same two-step pipeline: ``first``, then a step named :data:`XSS`
+    (``second``: more of its arguments); ``hi.py`` in ``tmp_path/src``."""
+    from mlws.pipelines import Pipeline, PythonScriptStep
 
     src = tmp_path / "src"
-    src.mkdir()
+    src.mkdir(exist_ok=True)
     (src / "hi.py").write_text("print('hi')\n")
 
     def pipeline() -> Pipeline:
         first = PythonScriptStep("hi.py", name="first", source_directory=str(src))
-        second = PythonScriptStep("hi.py", name=XSS, source_directory=str(src))
-        second.run_after(first)
-        return Pipeline(ws, [first, second])
+        last = PythonScriptStep("hi.py", name=XSS, source_directory=str(src), **second)
+        last.run_after(first)
+        return Pipeline(ws, [first, last])
+
+    return pipeline
+
+
+def test_pipeline_run_page_shows_steps_and_reuse_and_pipelines_list(ws, studio, tmp_path):
+    from mlws.pipelines import PipelineEndpoint
+    from mlws.pipelines.schedules import Schedule, ScheduleRecurrence
+
+    pipeline = two_step_pipeline(ws, tmp_path)
 
     exp = Experiment(ws, "pipe")
     one = exp.submit(pipeline())

@@ -322,3 +322,28 @@ def test_signs_in_under_mlws_serve_charts_a_service_and_tries_it(ws, browser, de
     finally:
         watched.close()
         assert server.stop() == 0, server.lines
+
+
+def test_sweep_view_draws_parallel_coordinates_and_marks_the_best(ws, watched, tmp_path):
+    from test_studio_pages import run_sweep
+
+    sweep = run_sweep(ws, tmp_path)
+    best = sweep.get_best_run_by_primary_metric()
+    page = watched.page
+    watched.goto(f"/runs/{sweep.id}")
+    page.wait_for_selector("#parcoords svg")
+    assert page.locator("#parcoords polyline.trial").count() == 3
+    best_line = page.locator("#parcoords polyline.best")
+    assert best_line.count() == 1 and best_line.get_attribute("data-run") == best.id
+    # Axes: each hyperparameter, then the metric; the hostile choice is an axis label's text.
+    labels = page.locator("#parcoords g.axis > text.label").all_text_contents()
+    assert labels == ["--note", "--x", "acc"]
+    ticks = page.locator("#parcoords g.axis > text:not(.label)").all_text_contents()
+    assert ticks == ["<script>alert…", "0.2", "0.8", "0.2", "0.8"]
+    assert page.locator("#trials tr.best").count() == 1
+    assert "best" in page.locator("#trials tr.best").inner_text()
+    made = page.locator("main script:not([type='application/json']), main img")
+    assert made.count() == 0
+    watched.shot("sweep")
+    page.click("#trials tr.best a")
+    page.wait_for_url(f"**/runs/{best.id}")

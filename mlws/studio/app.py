@@ -23,7 +23,9 @@ from ..errors import (
     ExperimentNotFound,
     MlwsError,
     ModelNotFound,
+    PipelineNotFound,
     RunNotFound,
+    ScheduleNotFound,
     UnsafePath,
     WebserviceException,
 )
@@ -177,7 +179,14 @@ def studio_app(
         """``fn`` in a worker thread; a library error becomes a 404 or 400 page."""
         try:
             return await in_thread(fn, *args, **kwargs)
-        except (RunNotFound, ExperimentNotFound, ModelNotFound, DatasetNotFound) as e:
+        except (
+            RunNotFound,
+            ExperimentNotFound,
+            ModelNotFound,
+            DatasetNotFound,
+            PipelineNotFound,
+            ScheduleNotFound,
+        ) as e:
             raise HTTPException(404, str(e)) from None
         except WebserviceException as e:  # the only one a page read raises: no such service
             raise HTTPException(404, str(e)) from None
@@ -441,6 +450,18 @@ def studio_app(
                 Route(f"/{base}", listing(fn, f"{base}.html")),
                 Route(f"/{base}/{{name}}.json", detail(item, f"{template}.html")),
                 Route(f"/{base}/{{name}}", detail(item, f"{template}.html")),
+            )
+        ],
+        *[
+            route
+            for base, fn, template in (
+                ("published", registry.published_pipeline, "published"),
+                ("endpoints", registry.pipeline_endpoint, "endpoint"),
+                ("schedules", registry.schedule, "schedule"),
+            )
+            for route in (
+                Route(f"/pipelines/{base}/{{name}}.json", detail(fn, f"{template}.html")),
+                Route(f"/pipelines/{base}/{{name}}", detail(fn, f"{template}.html")),
             )
         ],
         Route("/pipelines.json", pipelines_page),

@@ -16,6 +16,7 @@ from ..errors import ExperimentNotFound, UserErrorException
 from ..lifecycle import TERMINAL
 from ..metrics import IMAGE, JSON_KINDS, LIST, ROW, SCALAR, TABLE, decode, shape
 from .downsample import lttb
+from .sweeps import sweep_view
 
 if TYPE_CHECKING:
     from ..runs import Run
@@ -383,6 +384,7 @@ def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
         "metrics": run_metrics(ws, seq),
         "metric_counts": metric_counts(ws, seq),
         "steps": steps,
+        "sweep": sweep_view(ws, run),
         "children": children,
         "more_children": len(kids) > MAX_CHILDREN,
         "files": names,

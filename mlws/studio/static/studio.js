@@ -190,7 +190,14 @@
     });
   }
 
+  function sweepView() {
+    var data = readJSON("sweep-data");
+    var fig = document.getElementById("parcoords");
+    if (data && fig && window.mlwsParcoords) window.mlwsParcoords(fig, data);
+  }
+
   runPage();
+  sweepView();
   comparePage();
   servicePage();
 })();
