@@ -445,11 +445,13 @@ def test_mlws_studio_bad_input_is_one_error(ws, tmp_path):
     for host in ("no-such-host.invalid", "../../etc/passwd", "203.0.113.7"):
         result = invoke("studio", "-w", str(ws.path), "--host", host)
         assert "cannot listen on" in one_error_line(result), host
-    # Beyond loopback the command warns (the studio has no sign-in).
+    # Beyond loopback the command refuses (the studio has no sign-in; mlws serve has).
     for host, local in (("127.0.0.1", True), ("0.0.0.0", False)):
         sock = bind(host, 0)
         assert is_loopback(sock) is local
         sock.close()
+    line = one_error_line(invoke("studio", "-w", str(ws.path), "--host", "0.0.0.0"))
+    assert "no sign-in" in line and "mlws serve" in line
     # "" would be every interface to socket.bind.
     assert "needs an address" in one_error_line(invoke("studio", "--host", " "))
     result = invoke("studio", "-w", str(tmp_path / "nope"))

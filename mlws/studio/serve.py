@@ -51,7 +51,11 @@ def url_of(sock: socket.socket) -> str:
 
 
 class StudioServer:
-    """The studio of a workspace served by uvicorn on a socket bound at construction."""
+    """The studio of a workspace served by uvicorn on a socket bound at construction, without
+    sign-in, so on a loopback address only.
+
+    :raises UserErrorException: the address cannot be bound, or is not a loopback one.
+    """
 
     def __init__(self, ws: Workspace, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
@@ -59,6 +63,14 @@ class StudioServer:
         from .app import studio_app
 
         self.sock = bind(host, port)
+        if not is_loopback(self.sock):
+            # No sign-in here: anyone who could reach the port could read every run and file.
+            self.sock.close()
+            raise UserErrorException(
+                f"mlws studio has no sign-in, so it serves this machine only: use a loopback "
+                f"--host such as 127.0.0.1, not {host}; a team's studio is mlws serve "
+                "(its users sign in with their tokens)"
+            )
         #: Where the studio answers, e.g. ``http://127.0.0.1:8765``.
         self.url = url_of(self.sock)
         config = uvicorn.Config(
