@@ -1645,11 +1645,15 @@ def case_studio(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     progress(f"{rows:,} metric rows in {fill_s:.0f} s")
     ws.close()
 
+    # This checkout's mlws (run.py clears PYTHONPATH; the venv's editable install may be another).
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlws", "studio", "-w", str(path), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=path,
+        env=env,
     )
     try:
         line = proc.stdout.readline()
