@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -201,3 +202,87 @@ def test_cookie_and_redirect_helpers() -> None:
     assert safe_next("/runs/a?b=1", "") == "/runs/a?b=1"
     assert wants_json("/runs/x/events", "", "") and wants_json("/x", "", "application/json")
     assert not wants_json("/x", "", "text/html,application/json")
+
+
+def test_a_live_event_stream_ends_when_its_token_is_revoked(served) -> None:  # noqa: ANN001
+    server, ws_path, tokens = served
+    with Workspace(ws_path) as ws:
+        running = Experiment(ws, "exp-a").start_logging()
+        b = Browser(server.url)
+        assert b.sign_in(tokens["reader"])[0] == 303
+        conn = http.client.HTTPConnection(b.host, b.port, timeout=20)
+        try:
+            conn.request(
+                "GET", f"/runs/{running.id}/events", headers={"Cookie": f"{COOKIE}={b.cookie}"}
+            )
+            stream = conn.getresponse()
+            assert stream.status == 200
+            assert stream.readline() == b"event: status\n"
+            result = invoke("-w", str(ws_path), "serve", "token", "revoke", "reader")
+            assert result.exit_code == 0, result.output
+            t0 = time.monotonic()
+            events = []
+            while not events or events[-1] != b"event: signedout\n":
+                line = stream.readline()
+                assert line, f"the stream ended without saying why: {events}"
+                if line.startswith(b"event:"):
+                    events.append(line)
+            assert time.monotonic() - t0 < 5
+            assert stream.read().startswith(b"data: {}")
+        finally:
+            conn.close()
+            running.complete()
+
+
+def test_over_tls_the_cookie_is_secure(ws) -> None:  # noqa: ANN001
+    """The app in-process with an ``https`` request (what uvicorn gives it behind its TLS)."""
+    import asyncio
+
+    from mlws.server.auth import create_token
+    from mlws.studio.app import studio_app
+
+    token = create_token(ws, "tls", "reader")
+    app = studio_app(ws, sign_in=True)
+
+    async def post(body: bytes, origin: str) -> tuple[int, dict[str, str]]:
+        sent: list[dict] = []
+        chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict:
+            return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "https",
+            "path": "/signin",
+            "raw_path": b"/signin",
+            "root_path": "",
+            "query_string": b"",
+            "server": ("studio.example", 443),
+            "client": ("127.0.0.1", 50000),
+            "headers": [
+                (b"host", b"studio.example"),
+                (b"origin", origin.encode()),
+                (b"content-type", b"application/x-www-form-urlencoded"),
+            ],
+        }
+        await app(scope, receive, send)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
+
+    status, headers = asyncio.run(
+        post(urlencode({"token": token}).encode(), "https://studio.example")
+    )
+    assert status == 303
+    assert headers["set-cookie"].endswith("; Secure") and "HttpOnly" in headers["set-cookie"]
+    # The same form from the plain-HTTP origin of that host is another origin: refused.
+    status, headers = asyncio.run(
+        post(urlencode({"token": token}).encode(), "http://studio.example")
+    )
+    assert status == 403 and "set-cookie" not in headers

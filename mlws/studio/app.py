@@ -281,11 +281,18 @@ def studio_app(
 
     async def live_events(request: Request, run: Any, offset: int, steps: dict[str, int]) -> Any:
         """Server-sent events of a run: ``status``, ``log`` (new text), ``metric`` (new points of
-        a scalar series) until the run ends (then ``end``) or the page goes away."""
+        a scalar series) until the run ends (then ``end``) or the page goes away; under sign-in,
+        also when the session ends (signed out, its token revoked: ``signedout``)."""
         counts: dict[str, int] = {}
         last_sent = time.monotonic()
         status = None
+        cookie = request.cookies.get(COOKIE) if request.scope.get("mlws.session") else None
         while True:
+            if cookie is not None and sessions is not None:
+                # A stream lives as long as its run: the session is checked on every poll.
+                if await in_thread(sessions.lookup, cookie) is None:
+                    yield "event: signedout\ndata: {}\n\n"
+                    return
             try:
                 status, out = await in_thread(poll, run, status, offset, steps, counts)
             except MlwsError as e:  # the run was deleted meanwhile

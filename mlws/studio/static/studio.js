@@ -111,6 +111,8 @@
       });
       es.addEventListener("end", function () { ended = true; es.close(); });
       es.addEventListener("gone", function () { ended = true; es.close(); });
+      // Signed out (or the token revoked) while watching: the next page load shows the sign-in.
+      es.addEventListener("signedout", function () { ended = true; es.close(); });
       // The browser would reconnect with the first URL (and its old offsets): reopen with now's.
       es.onerror = function () {
         es.close();
