@@ -150,8 +150,9 @@ def test_sign_in_read_pages_and_sign_out(served) -> None:  # noqa: ANN001
     assert "Secure" not in flags  # plain HTTP on loopback; over TLS it is set (below)
     # The cookie is an opaque session id: the token is nowhere in it.
     assert b.cookie and tokens["reader"] not in b.cookie and len(b.cookie) >= 40
-    status, _, body = b.get("/experiments/exp-a")
+    status, headers, body = b.get("/experiments/exp-a")
     assert status == 200 and b"first" in body and b'id="who">reader (reader)' in body
+    assert headers["cache-control"] == "no-store"
     page = json.loads(b.get("/index.json")[2])
     assert [e["name"] for e in page["experiments"]] == ["exp-a"]
     # Signed in already: the sign-in page sends the user on.

@@ -156,11 +156,14 @@ def studio_app(
             or request.headers.get("accept") == "application/json"
         )
 
+    # Under sign-in a page is one user's: no shared or disk cache keeps it past sign-out.
+    private = {"Cache-Control": "no-store"} if sign_in else {}
+
     def respond(request: Request, template: str, page: dict[str, Any], **extra: Any) -> Response:
         if wants_json(request):
-            return Response(to_json(page), media_type="application/json")
+            return Response(to_json(page), media_type="application/json", headers=private)
         html = env.get_template(template).render(page=page, **chrome(request), **extra)
-        return HTMLResponse(html, headers={"Content-Security-Policy": CSP})
+        return HTMLResponse(html, headers={"Content-Security-Policy": CSP, **private})
 
     def error(request: Request, status: int, message: str) -> Response:
         if wants_json(request):
