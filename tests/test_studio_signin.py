@@ -287,3 +287,32 @@ def test_over_tls_the_cookie_is_secure(ws) -> None:  # noqa: ANN001
         post(urlencode({"token": token}).encode(), "http://studio.example")
     )
     assert status == 403 and "set-cookie" not in headers
+
+
+def test_mlws_serve_stops_at_once_with_a_studio_stream_open(tmp_path: Path) -> None:
+    import signal
+
+    ws_path = tmp_path / "ws"
+    with Workspace.create(ws_path) as ws:
+        running = Experiment(ws, "exp-a").start_logging()
+        token = _token(ws_path, "u", "reader")
+        server = start_server("-m", "mlws.server", str(ws_path), "--port", "0")
+        try:
+            b = Browser(server.url)
+            assert b.sign_in(token)[0] == 303
+            conn = http.client.HTTPConnection(b.host, b.port, timeout=20)
+            conn.request(
+                "GET", f"/runs/{running.id}/events", headers={"Cookie": f"{COOKIE}={b.cookie}"}
+            )
+            assert conn.getresponse().readline() == b"event: status\n"
+            t0 = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            out, _ = server.proc.communicate(timeout=40)
+            # Not held for the 30 s grace period, and no cancelled task's traceback.
+            assert server.proc.returncode == 0 and time.monotonic() - t0 < 5, out
+            assert "Traceback" not in out and out.strip().endswith("Stopped.")
+            conn.close()
+        finally:
+            if server.proc.poll() is None:
+                server.stop()
+            running.complete()

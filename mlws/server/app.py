@@ -70,6 +70,7 @@ def build_app(
     on_startup: Any = None,
     on_shutdown: Any = None,
     run_lease_s: float | None = None,
+    stopping: Any = None,
 ) -> Starlette:
     """The app serving workspace ``ws`` (opened by the caller): ``on_startup`` is called once
     it starts, ``on_shutdown`` when the server stops, after the last request.
@@ -77,6 +78,8 @@ def build_app(
     :param max_body: the largest request body accepted, in bytes (larger: 413).
     :param run_lease_s: how long a run created over HTTP lives without hearing from its client
         (default: ``$MLWS_RUN_LEASE_S`` or 60 s); lapsed leases are swept while it serves.
+    :param stopping: a callable, true once the server is shutting down: the studio's open
+        event streams then end at once instead of holding the stop for its grace period.
     """
     import asyncio
 
@@ -147,7 +150,10 @@ def build_app(
             api.append(Route(path, handle(ep), methods=[ep.method]))
     # The API under /api/v1 (its misses answer 404/405 in its error shape), the studio's pages
     # at / behind their own sign-in (a session cookie from a token; mlws.studio.signin).
-    routes = [Mount(PREFIX, routes=api), Mount("/", app=studio_app(ws, sign_in=True))]
+    routes = [
+        Mount(PREFIX, routes=api),
+        Mount("/", app=studio_app(ws, sign_in=True, stopping=stopping)),
+    ]
 
     async def http_error_handler(_request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
