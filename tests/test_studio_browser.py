@@ -315,6 +315,16 @@ def test_signs_in_under_mlws_serve_charts_a_service_and_tries_it(ws, browser, de
         watched.shot("service")
         # The cookie is HttpOnly: the page's scripts cannot read it.
         assert page.evaluate("() => document.cookie") == ""
+        # A link from another site arrives without the SameSite=Strict cookie: the sign-in
+        # page's own check finds the session and goes on to the link's page.
+        seen: list[str] = []
+        page.on("framenavigated", lambda frame: seen.append(frame.url))
+        page.goto(f'data:text/html,<a id="away" href="{server.url}/models">models</a>')
+        page.click("#away")
+        page.wait_for_url(f"{server.url}/models")
+        assert any("/signin?next=" in u for u in seen), seen  # it did arrive signed out
+        expect(page.locator("#who")).to_have_text("ann (contributor)")
+        watched.goto("/services/svc")
         page.click("#signout")
         page.wait_for_url("**/signin")
         watched.goto("/experiments/x")

@@ -112,6 +112,8 @@ def test_without_a_session_pages_redirect_to_signin_and_json_is_401(served) -> N
     assert status == 200 and b'name="token"' in body and b'value="/models"' in body
     assert "script-src 'self'" in headers["content-security-policy"]
     assert b.get("/static/studio.css")[0] == 200  # the sign-in page's own stylesheet
+    status, _, body = b.get("/signin/session.json")
+    assert status == 200 and json.loads(body) == {"signed_in": False}
     assert b.cookie is None
     # The API beside the studio keeps its shape: 401, 404 and 405 in its error JSON.
     status, _, body = b.get("/api/v1/workspace")
@@ -153,6 +155,7 @@ def test_sign_in_read_pages_and_sign_out(served) -> None:  # noqa: ANN001
     status, headers, body = b.get("/experiments/exp-a")
     assert status == 200 and b"first" in body and b'id="who">reader (reader)' in body
     assert headers["cache-control"] == "no-store"
+    assert json.loads(b.get("/signin/session.json")[2]) == {"signed_in": True}
     page = json.loads(b.get("/index.json")[2])
     assert [e["name"] for e in page["experiments"]] == ["exp-a"]
     # Signed in already: the sign-in page sends the user on.

@@ -410,6 +410,17 @@ def studio_app(
         )
         return response
 
+    async def session_probe(request: Request) -> Response:
+        """Whether this browser is signed in. The sign-in page asks: a link from another site
+        opens it without the ``SameSite=Strict`` cookie, but the page's own request sends it,
+        and a signed-in browser goes on to where the link pointed."""
+        user = request.scope.get("mlws.user")
+        return Response(
+            to_json({"signed_in": user is not None}),
+            media_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+
     async def signout(request: Request) -> Response:
         from starlette.responses import RedirectResponse
 
@@ -482,6 +493,7 @@ def studio_app(
         Route("/compare", compare_page),
         Route("/services/{name}/try", try_it, methods=["POST"]),
         Route("/signin", signin, methods=["GET", "POST"]),
+        Route("/signin/session.json", session_probe),
         Route("/signout", signout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

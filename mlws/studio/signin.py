@@ -43,7 +43,7 @@ SESSION_S = 12 * 3600
 MAX_SESSIONS = 10_000
 #: Paths (below the studio's root) that answer without a signed-in user: the sign-in page and
 #: the package's own static files (the sign-in page's stylesheet); ``/static/`` holds no data.
-OPEN_PATHS = ("/signin", "/static/")
+OPEN_PATHS = ("/signin", "/signin/session.json", "/static/")
 #: Largest form body the studio reads (a sign-in or sign-out form).
 MAX_FORM_BYTES = 16 * 1024
 

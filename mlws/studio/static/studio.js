@@ -198,6 +198,20 @@
     if (data && fig && window.mlwsParcoords) window.mlwsParcoords(fig, data);
   }
 
+  // The sign-in page, reached by a link from another site, was loaded without the session
+  // cookie (SameSite=Strict); this same-site request carries it: signed in, go on.
+  function signinPage() {
+    var form = document.getElementById("signin-form");
+    if (!form) return;
+    fetch(root + "/signin/session.json", { credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (d) {
+        if (d.signed_in) window.location.replace(form.querySelector("input[name=next]").value);
+      })
+      .catch(function () { /* stay on the sign-in page */ });
+  }
+
+  signinPage();
   runPage();
   sweepView();
   comparePage();
