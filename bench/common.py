@@ -400,3 +400,47 @@ def time_calls(fn: Any, n: int = 2000) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e6
+
+
+# -- benchmark 18: the studio vs MLflow's UI server ------------------------------------------------
+def time_http(
+    url: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    reps: int = 5,
+) -> dict[str, Any]:
+    """Time one request ``reps + 1`` times, each on a new connection (a browser's first load):
+    ``cold`` (the first: status, ``ttfb_ms`` when the status line and headers are in,
+    ``full_ms`` when the whole body is, ``bytes``), then the medians of the other ``reps``.
+
+    :raises RuntimeError: an answer that is not 200.
+    """
+    import http.client
+    import time
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    times = []
+    for _ in range(reps + 1):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+        try:
+            t0 = time.perf_counter()
+            conn.request(method, path, body, headers or {})
+            response = conn.getresponse()
+            t1 = time.perf_counter()
+            data = response.read()
+            t2 = time.perf_counter()
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise RuntimeError(f"{method} {url} answered {response.status}: {data[:300]!r}")
+        times.append({"ttfb_ms": (t1 - t0) * 1e3, "full_ms": (t2 - t0) * 1e3, "bytes": len(data)})
+    warm = times[1:]
+    return {
+        "cold": times[0],
+        "ttfb_ms": statistics.median(t["ttfb_ms"] for t in warm),
+        "full_ms": statistics.median(t["full_ms"] for t in warm),
+        "bytes": warm[-1]["bytes"],
+    }

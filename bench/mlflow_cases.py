@@ -492,6 +492,118 @@ def case_serving_pyfunc(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- 18. MLflow's UI server on the same kind of data ---------------------------------------------
+def case_studio(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``mlflow server`` (its UI's backend) over 1,000 runs made through the API, each with
+    acc/loss/f1 and a 90-step ``curve``, and one run with a ``long_steps``-step metric: the
+    calls its UI makes for the runs page (``runs/search``, first 100 by a metric) and a run's
+    chart (``metrics/get-history`` whole, and ``get-history-bulk-interval``, the sampled call
+    of its charts), timed as the mlws side's pages are."""
+    import os
+    import urllib.parse
+
+    from common import free_port, time_http
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    n = int(params.get("n", 1000))
+    per_run = int(params.get("steps_per_run", 90))
+    long_steps = int(params.get("long_steps", 100_000))
+    folder = work / "studio"
+    exp_id = _store(folder, "big")
+    client = MlflowClient()
+    rnd = random.Random(7)
+    t0 = time.perf_counter()
+    progress(f"{n:,} runs through the API (3 metrics + {per_run} steps of curve each)")
+    first_run = None
+    for i in range(n):
+        run = client.create_run(exp_id)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, rnd.random(), now, 0) for k in ("acc", "loss", "f1")]
+        metrics += [Metric("curve", 1.0 / (1 + s), now, s) for s in range(per_run)]
+        client.log_batch(run.info.run_id, metrics=metrics, tags=[])
+        client.set_terminated(run.info.run_id)
+        first_run = first_run or run.info.run_id
+        if i % 200 == 199:
+            progress(f"{i + 1} runs, {time.perf_counter() - t0:.0f} s")
+    progress(f"one run with a {long_steps:,}-step metric (log_batch, 1,000 a call)")
+    now = int(time.time() * 1000)
+    for a in range(0, long_steps, 1000):
+        client.log_batch(
+            first_run,
+            metrics=[
+                Metric("long", 1.0 / (1 + s * 0.001), now, s)
+                for s in range(a, min(a + 1000, long_steps))
+            ],
+        )
+    fill_s = time.perf_counter() - t0
+    progress(f"filled in {fill_s:.0f} s")
+
+    port = free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    argv = [str(Path(sys.executable).parent / "mlflow"), "server", "-h", "127.0.0.1"]
+    argv += ["-p", str(port), "-w", "1", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db"]
+    argv += ["--default-artifact-root", (folder / "artifacts").as_uri()]
+    with open(work / "mlflow-server.log", "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import http.client
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            finally:
+                conn.close()
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not start; see mlflow-server.log")
+            time.sleep(0.1)
+        search = json.dumps(
+            {
+                "experiment_ids": [exp_id],
+                "max_results": 100,
+                "order_by": ["metrics.`acc` DESC"],
+                "run_view_type": "ACTIVE_ONLY",
+            }
+        ).encode()
+        out: dict[str, Any] = {"runs": n, "long_steps": long_steps, "fill_s": fill_s}
+        out["search"] = time_http(
+            url + "/ajax-api/2.0/mlflow/runs/search",
+            "POST",
+            search,
+            {"Content-Type": "application/json"},
+        )
+        q = urllib.parse.urlencode({"run_id": first_run, "metric_key": "long"})
+        # Slow at this length (seconds a call): one cold call and the median of 2.
+        out["history"] = time_http(url + "/ajax-api/2.0/mlflow/metrics/get-history?" + q, reps=2)
+        q = urllib.parse.urlencode({"run_ids": first_run, "metric_key": "long", "max_results": 320})
+        out["bulk_interval"] = time_http(
+            url + "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval?" + q
+        )
+        out["ui_index"] = time_http(url + "/")
+        for key in ("search", "history", "bulk_interval", "ui_index"):
+            progress(
+                f"{key}: ttfb {out[key]['ttfb_ms']:.0f} ms, full {out[key]['full_ms']:.0f} ms,"
+                f" {out[key]['bytes']:,} bytes"
+            )
+    finally:
+        _stop(proc)
+    return out
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -501,6 +613,7 @@ CASES = {
     "artifacts": case_artifacts,
     "serving": case_serving,
     "serving_pyfunc": case_serving_pyfunc,
+    "studio": case_studio,
 }
 
 

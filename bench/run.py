@@ -935,7 +935,7 @@ def bench_serving_pyfunc(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     azure = _get(m, "azure", "p50_ms")
     return [
         row(
-            "16a",
+            "19a",
             "p50 latency, one keep-alive client calling in turn (500 calls), an MLflow pyfunc model"
             ' (iris, `{"inputs": [[...]]}`): `Model.deploy` with no scoring script, 1 replica, vs'
             " `mlflow models serve` 1 worker",
@@ -948,7 +948,7 @@ def bench_serving_pyfunc(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             else "",
         ),
         row(
-            "16b",
+            "19b",
             "deploy → first 200 of that model: `Model.deploy` (1 replica, loads the pyfunc) vs"
             " starting `mlflow models serve` (median of 3)",
             _get(m, "deploy_first_s"),
@@ -957,6 +957,75 @@ def bench_serving_pyfunc(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             "low",
         ),
     ]
+
+
+def bench_studio(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    m = r.run(
+        "mlws",
+        "studio",
+        {"n": 100_000, "steps_per_run": 90, "long_steps": 1_000_000, "mid_steps": 20_000},
+    )
+    f = r.run("mlflow", "studio", {"n": 1000, "steps_per_run": 90, "long_steps": 20_000})
+    ctx["studio"] = (m, f)
+    peer_at = "at 1,000 runs: `runs/search`"
+    return [
+        row(
+            "18a",
+            "runs page, first 100 of 100,000 runs sorted by a metric: whole HTML page (`mlws studio`)"
+            " vs MLflow UI's `runs/search` call (100 by a metric) at 1,000 runs⁵",
+            _get(m, "runs_html", "full_ms"),
+            _get(f, "search", "full_ms"),
+            "ms",
+            "low",
+            "≤ 300 ms",
+            lambda v: v <= 300,
+        ),
+        row(
+            "18b",
+            "same, time to first byte",
+            _get(m, "runs_html", "ttfb_ms"),
+            _get(f, "search", "ttfb_ms"),
+            "ms",
+            "low",
+            "≤ 300 ms",
+            lambda v: v <= 300,
+            peer_note=peer_at,
+        ),
+        row(
+            "18c",
+            "same runs page as JSON (`.json`), whole answer",
+            _get(m, "runs_json", "full_ms"),
+            _get(f, "search", "full_ms"),
+            "ms",
+            "low",
+        ),
+        row(
+            "18d",
+            "run page with a 1,000,000-step metric (chart downsampled on the server), whole page vs"
+            " MLflow's `metrics/get-history` of a 20,000-step metric⁵",
+            _get(m, "run_long_html", "full_ms"),
+            _get(f, "history", "full_ms"),
+            "ms",
+            "low",
+            "report",
+        ),
+        row(
+            "18e",
+            "run page with a 20,000-step metric vs MLflow's `get-history` of the same length",
+            _get(m, "run_mid_html", "full_ms"),
+            _get(f, "history", "full_ms"),
+            "ms",
+            "low",
+            "≤ 500 ms",
+            lambda v: v <= 500,
+            peer_note=_peer_bulk(f),
+        ),
+    ]
+
+
+def _peer_bulk(f: Any) -> str:
+    v = _get(f, "bulk_interval", "full_ms")
+    return f"its sampled chart call, 320 points: {v:,.0f} ms" if isinstance(v, (int, float)) else ""
 
 
 BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]] = {
@@ -975,7 +1044,8 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]]
     "13": ("HyperDrive sweep overhead vs Optuna's own loop", bench_sweep),
     "14": ("pipelines: no-op re-run vs dvc repro, fan-out overhead", bench_pipeline),
     "15": ("the azureml import layer inside a run", bench_v1_import),
-    "16": ("serving an MLflow model without a scoring script", bench_serving_pyfunc),
+    "19": ("serving an MLflow model without a scoring script", bench_serving_pyfunc),
+    "18": ("the studio's pages vs MLflow's UI server", bench_studio),
 }
 
 
@@ -1138,10 +1208,10 @@ def details(ctx: dict[str, Any]) -> list[str]:
     if "serving_pyfunc" in ctx:
         m, f = ctx["serving_pyfunc"]
         out.append(
-            f"- **16.** The model was saved with MLflow {g(m, 'mlflow') or '—'} and served by MLflow"
+            f"- **19.** The model was saved with MLflow {g(m, 'mlflow') or '—'} and served by MLflow"
             f" {g(f, 'mlflow') or '—'}. Cold first deploy / start (not counted): mlws"
             f" {n(g(m, 'deploy_cold_s'), '.2f')} s, MLflow {n(g(f, 'deploy_cold_s'), '.2f')} s."
-            f" p90 of 16a: mlws {n(g(m, 'inputs', 'p90_ms'), '.2f')} ms, MLflow"
+            f" p90 of 19a: mlws {n(g(m, 'inputs', 'p90_ms'), '.2f')} ms, MLflow"
             f" {n(g(f, 'inputs', 'p90_ms'), '.2f')} ms."
         )
     if "submit" in ctx:
@@ -1261,6 +1331,21 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f"- **15.** In each run's script, `import azureml.core` after `import mlws`:"
             f" {', '.join(n(x * 1e3, '.1f') for x in g(m, 'all_azureml_s') or [])} ms; `import mlws`"
             f" before it: {', '.join(n(x * 1e3, '.1f') for x in g(m, 'all_mlws_s') or [])} ms."
+        )
+    if "studio" in ctx:
+        m, f = ctx["studio"]
+        out.append(
+            f"- **18.** mlws: {n(g(m, 'metric_rows'), ',')} metric rows, filled in"
+            f" {n(g(m, 'fill_s'), '.0f')} s; cold (first) requests: runs page"
+            f" {n(g(m, 'runs_html', 'cold', 'full_ms'), '.0f')} ms, 1M-step run page"
+            f" {n(g(m, 'run_long_html', 'cold', 'full_ms'), '.0f')} ms; page sizes: runs"
+            f" {n(g(m, 'runs_html', 'bytes'), ',')} bytes, 1M-step run"
+            f" {n(g(m, 'run_long_html', 'bytes'), ',')} bytes; the 1M-step page as JSON"
+            f" {n(g(m, 'run_long_json', 'full_ms'), '.0f')} ms. `mlws studio` exited"
+            f" {g(m, 'exit_on_sigterm')} on SIGTERM. MLflow: filled in {n(g(f, 'fill_s'), '.0f')} s;"
+            f" cold `runs/search` {n(g(f, 'search', 'cold', 'full_ms'), '.0f')} ms; `get-history`"
+            f" answer {n(g(f, 'history', 'bytes'), ',')} bytes; its UI's HTML shell (`GET /`)"
+            f" {n(g(f, 'ui_index', 'full_ms'), '.0f')} ms before any of those calls."
         )
     return out
 
@@ -1398,6 +1483,10 @@ def render_report(
         "⁴ MLflow has no fan-out of callables: nested runs (`mlflow.start_run(nested=True)`) are made by hand",
         "inside the user's own process pool.",
         "",
+        "⁵ Scaled down for MLflow: filling its store through its API runs at ~5-10 runs/s and ~5,000",
+        "metric values/s here (benchmark 1b), so 100,000 runs and a 1,000,000-step series would take",
+        "hours; it gets 1,000 runs and a 20,000-step series, mlws 100,000 runs and ~10M metric rows.",
+        "",
         "## Machine",
         "",
         *machine_info(mlflow_ver, started, wall),
@@ -1512,15 +1601,28 @@ def render_report(
         "  in the case's process: `pandas.read_csv`, the same 100 slices, `joblib.Parallel(n_jobs=2)`",
         "  over the same function, the lines written in order to one file (one warm-up, median of 3).",
         "  The two output files must be equal.",
-        "- 16: the model of 10, saved by the mlws side with `mlflow.sklearn.save_model(...,",
+        "- 19: the model of 10, saved by the mlws side with `mlflow.sklearn.save_model(...,",
         "  serialization_format='cloudpickle', signature=infer_signature(X, y))` (mlflow-skinny in",
         "  `.venv`), registered with `Model.register` and deployed with `Model.deploy(ws, name,",
         "  [model])` -- no scoring script: each replica loads it with `mlflow.pyfunc.load_model` --",
         "  1 replica, keys on; MLflow serves the very same folder with `mlflow models serve -m <folder>",
         "  --env-manager local -w 1` (its own venv, whose MLflow version may differ by a patch: the",
-        '  details name both). 16a: `{"inputs": [[...]]}` posted by one keep-alive',
+        '  details name both). 19a: `{"inputs": [[...]]}` posted by one keep-alive',
         "  `http.client` connection, each call waiting for the last answer, 20 untimed then 500",
-        "  timed; the prediction is checked on the first answers. 16b as 10d, with 1 replica / worker.",
+        "  timed; the prediction is checked on the first answers. 19b as 10d, with 1 replica / worker.",
+        "- 18: mlws: a workspace of 100,000 runs written straight into the catalog (as 3b: 5",
+        "  properties, 3 tags, acc/loss/f1 each), a 90-step `curve` for every run and one run each with a",
+        "  1,000,000-step and a 20,000-step metric, generated by SQLite (~10.4M metric rows); then",
+        "  `mlws studio` (a subprocess) serves it. MLflow: 1,000 runs made with `MlflowClient`",
+        "  (`create_run`, one `log_batch` of acc/loss/f1 and the 90 `curve` steps, `set_terminated`)",
+        "  and one 20,000-step metric (`log_batch`, 1,000 a call) in a SQLite store, served by `mlflow",
+        "  server -w 1`; timed are the calls its UI makes: `POST /ajax-api/2.0/mlflow/runs/search`",
+        "  (`max_results` 100, `order_by` the metric) for the runs page and `GET .../metrics/get-history`",
+        "  for a chart (whole series; its charts also use `get-history-bulk-interval`, 320 points, in",
+        "  the notes). Each request on a new connection from a stdlib `http.client` client in the case's",
+        "  process: first byte = status line and headers in, whole = body read; one cold request, then",
+        "  the median of 5. The studio's pages are rendered whole before they are sent (first byte ≈",
+        "  whole); a browser's paint (uPlot drawing 2,000 points) is not in these figures.",
         "",
         "## Details",
         "",

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import bulk_runs, make_source, submit, wait_status
+from helpers import bulk_runs, make_source, start_server, submit, wait_status, wait_until
 
 from mlws import Experiment
 from mlws.studio.serve import StudioServer
@@ -281,3 +281,79 @@ def test_registry_pages_click_through(ws, watched, tmp_path):
         page.click(f"header nav >> text={name}")
         page.wait_for_url(f"**/{name}")
         assert page.locator(table).count() >= 1
+
+
+def test_signs_in_under_mlws_serve_charts_a_service_and_tries_it(ws, browser, deploy, tmp_path):
+    from serving_helpers import call
+    from test_studio_signin import _token
+
+    svc = deploy()
+    key = svc.get_keys()[0]
+    for i in range(4):
+        assert call(svc.port, body={"data": [i]}, key=key)[0] == 200
+    wait_until(lambda: ws.catalog.scalar("SELECT count(*) FROM service_requests") == 4, 15)
+    token = _token(ws.path, "ann", "contributor")
+    server = start_server("-m", "mlws.server", str(ws.path), "--port", "0")
+    watched = Watched(browser, server.url, tmp_path)
+    try:
+        page = watched.page
+        watched.goto("/services/svc")  # not signed in: the sign-in page, coming back here after
+        page.wait_for_url("**/signin?next=**")
+        assert page.locator("header nav").count() == 0
+        watched.shot("signin")
+        page.fill("#token", token)
+        page.click("#signin")
+        page.wait_for_url("**/services/svc")
+        expect(page.locator("#who")).to_have_text("ann (contributor)")
+        page.wait_for_selector("figure[data-name=requests] canvas")
+        page.wait_for_selector("figure[data-name=latency] canvas")
+        assert page.locator("#by-status tbody tr").all_inner_texts() == ["200\t4"]
+        page.fill("#try-body", '{"data": [5, 6]}')
+        page.click("#try-send")
+        expect(page.locator("#try-status")).to_contain_text("status 200")
+        expect(page.locator("#try-result")).to_contain_text("12")
+        watched.shot("service")
+        # The cookie is HttpOnly: the page's scripts cannot read it.
+        assert page.evaluate("() => document.cookie") == ""
+        # A link from another site arrives without the SameSite=Strict cookie: the sign-in
+        # page's own check finds the session and goes on to the link's page.
+        seen: list[str] = []
+        page.on("framenavigated", lambda frame: seen.append(frame.url))
+        page.goto(f'data:text/html,<a id="away" href="{server.url}/models">models</a>')
+        page.click("#away")
+        page.wait_for_url(f"{server.url}/models")
+        assert any("/signin?next=" in u for u in seen), seen  # it did arrive signed out
+        expect(page.locator("#who")).to_have_text("ann (contributor)")
+        watched.goto("/services/svc")
+        page.click("#signout")
+        page.wait_for_url("**/signin")
+        watched.goto("/experiments/x")
+        page.wait_for_url("**/signin?next=**")
+    finally:
+        watched.close()
+        assert server.stop() == 0, server.lines
+
+
+def test_sweep_view_draws_parallel_coordinates_and_marks_the_best(ws, watched, tmp_path):
+    from test_studio_pages import run_sweep
+
+    sweep = run_sweep(ws, tmp_path)
+    best = sweep.get_best_run_by_primary_metric()
+    page = watched.page
+    watched.goto(f"/runs/{sweep.id}")
+    page.wait_for_selector("#parcoords svg")
+    assert page.locator("#parcoords polyline.trial").count() == 3
+    best_line = page.locator("#parcoords polyline.best")
+    assert best_line.count() == 1 and best_line.get_attribute("data-run") == best.id
+    # Axes: each hyperparameter, then the metric; the hostile choice is an axis label's text.
+    labels = page.locator("#parcoords g.axis > text.label").all_text_contents()
+    assert labels == ["--note", "--x", "acc"]
+    ticks = page.locator("#parcoords g.axis > text:not(.label)").all_text_contents()
+    assert ticks == ["<script>alert…", "0.2", "0.8", "0.2", "0.8"]
+    assert page.locator("#trials tr.best").count() == 1
+    assert "best" in page.locator("#trials tr.best").inner_text()
+    made = page.locator("main script:not([type='application/json']), main img")
+    assert made.count() == 0
+    watched.shot("sweep")
+    page.click("#trials tr.best a")
+    page.wait_for_url(f"**/runs/{best.id}")

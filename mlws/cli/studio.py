@@ -16,26 +16,21 @@ from .common import CONTEXT, open_workspace
 def studio(
     ctx: click.Context, workspace: str | None, host: str, port: int, open_browser: bool
 ) -> None:
-    """Serve the studio (experiments, runs, run pages with live charts and logs, compare) and
-    print its URL; Ctrl-C or SIGTERM ends it.
+    """Serve the studio (experiments, runs, run pages with live charts and logs, compare) on
+    this machine (a loopback address: it has no sign-in) and print its URL; Ctrl-C or SIGTERM
+    ends it. A team's studio, with sign-in, is served by mlws serve.
 
     \b
     Example:
       mlws studio --port 8765 --open
     """
-    from ..studio.serve import StudioServer, is_loopback
+    from ..studio.serve import StudioServer
 
     if workspace:
         root = ctx.find_root()
         root.obj = {**(root.obj or {}), "workspace": workspace}
     server = StudioServer(open_workspace(ctx), host=host, port=port)
     click.echo(f"mlws studio: {server.url}/  (Ctrl-C to stop)")
-    if not is_loopback(server.sock):
-        click.echo(
-            f"Warning: the studio has no sign-in; anyone who can reach {server.url} can read "
-            "this workspace's runs and files.",
-            err=True,
-        )
     if open_browser:
         import webbrowser
 

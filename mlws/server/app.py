@@ -75,6 +75,7 @@ def build_app(
     on_startup: Any = None,
     on_shutdown: Any = None,
     run_lease_s: float | None = None,
+    stopping: Any = None,
 ) -> Starlette:
     """The app serving workspace ``ws`` (opened by the caller): ``on_startup`` is called once
     it starts, ``on_shutdown`` when the server stops, after the last request.
@@ -82,6 +83,8 @@ def build_app(
     :param max_body: the largest request body accepted, in bytes (larger: 413).
     :param run_lease_s: how long a run created over HTTP lives without hearing from its client
         (default: ``$MLWS_RUN_LEASE_S`` or 60 s); lapsed leases are swept while it serves.
+    :param stopping: a callable, true once the server is shutting down: the studio's open
+        event streams then end at once instead of holding the stop for its grace period.
     """
     import asyncio
     import time
@@ -89,10 +92,11 @@ def build_app(
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
-    from starlette.routing import Route
+    from starlette.routing import Mount, Route
 
     from .. import __version__
     from ..metrics import prune_batch_ids
+    from ..studio.app import studio_app
     from .leases import expire, lease_seconds, sweep_interval
 
     lease = lease_seconds(run_lease_s)
@@ -144,13 +148,19 @@ def build_app(
     async def openapi_json(_request: Request) -> Response:
         return _json(document)
 
-    routes = [Route(PREFIX + "/openapi.json", openapi_json, methods=["GET"])]
+    api = [Route("/openapi.json", openapi_json, methods=["GET"])]
     by_path: dict[str, list[Endpoint]] = {}
     for ep in eps:
         by_path.setdefault(ep.path, []).append(ep)
     for path, group in by_path.items():
         for ep in group:
-            routes.append(Route(PREFIX + path, handle(ep), methods=[ep.method]))
+            api.append(Route(path, handle(ep), methods=[ep.method]))
+    # The API under /api/v1 (its misses answer 404/405 in its error shape), the studio's pages
+    # at / behind their own sign-in (a session cookie from a token; mlws.studio.signin).
+    routes = [
+        Mount(PREFIX, routes=api),
+        Mount("/", app=studio_app(ws, sign_in=True, stopping=stopping)),
+    ]
 
     async def http_error_handler(_request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)

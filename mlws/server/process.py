@@ -309,6 +309,7 @@ def serve(
         on_startup=started,
         on_shutdown=shutdown,
         run_lease_s=lease,
+        stopping=lambda: server.should_exit,  # open studio event streams end when a stop begins
     )
     config = uvicorn.Config(
         app,

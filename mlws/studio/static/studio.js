@@ -111,6 +111,8 @@
       });
       es.addEventListener("end", function () { ended = true; es.close(); });
       es.addEventListener("gone", function () { ended = true; es.close(); });
+      // Signed out (or the token revoked) while watching: the next page load shows the sign-in.
+      es.addEventListener("signedout", function () { ended = true; es.close(); });
       // The browser would reconnect with the first URL (and its old offsets): reopen with now's.
       es.onerror = function () {
         es.close();
@@ -132,6 +134,86 @@
     });
   }
 
+  // Service page: requests/s with 4xx and 5xx errors/s, and latency p50/p95, over time.
+  function timeChart(fig, t, series) {
+    var opts = {
+      width: 460, height: 220,
+      scales: { x: { time: true } },
+      series: [{ label: "time" }].concat(series.map(function (s, i) {
+        // Points shown: a quiet service has requests in few buckets (a lone point has no line).
+        return { label: s.label, stroke: COLORS[i % COLORS.length], spanGaps: false, points: { show: true, size: 4 } };
+      })),
+    };
+    return new uPlot(opts, [t].concat(series.map(function (s) { return s.values; })), fig);
+  }
+
+  function servicePage() {
+    var tele = readJSON("telemetry-data");
+    if (tele && tele.t.length && chartFor("requests")) {
+      timeChart(chartFor("requests"), tele.t, [
+        { label: "requests/s", values: tele.rps },
+        { label: "4xx/s", values: tele.errors_4xx },
+        { label: "5xx/s", values: tele.errors_5xx },
+      ]);
+      timeChart(chartFor("latency"), tele.t, [
+        { label: "p50 ms", values: tele.p50 },
+        { label: "p95 ms", values: tele.p95 },
+      ]);
+    }
+    var form = document.getElementById("try");
+    if (!form) return;
+    var meta = document.querySelector("meta[name=csrf-token]");
+    var result = document.getElementById("try-result");
+    var said = document.getElementById("try-status");
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      said.textContent = "sending…";
+      result.textContent = "";
+      fetch(root + "/services/" + encodeURIComponent(form.getAttribute("data-service")) + "/try", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: {
+          "Content-Type": "application/json",
+          "Accept": "application/json",
+          "X-CSRF-Token": meta ? meta.getAttribute("content") : "",
+        },
+        body: document.getElementById("try-body").value,
+      }).then(function (r) {
+        return r.json().then(function (d) { return { ok: r.ok, d: d }; });
+      }).then(function (x) {
+        var d = x.d;
+        if (!x.ok) { said.textContent = "refused"; result.textContent = d.error; return; }
+        if (d.status === null) { said.textContent = "not sent"; result.textContent = d.error; return; }
+        said.textContent = "status " + d.status + " · " + d.ms + " ms" + (d.truncated ? " · cut" : "");
+        var text = d.body;
+        try { text = JSON.stringify(JSON.parse(d.body), null, 1); } catch (err) { /* not JSON: as is */ }
+        result.textContent = text;
+      }).catch(function (err) { said.textContent = "failed"; result.textContent = String(err); });
+    });
+  }
+
+  function sweepView() {
+    var data = readJSON("sweep-data");
+    var fig = document.getElementById("parcoords");
+    if (data && fig && window.mlwsParcoords) window.mlwsParcoords(fig, data);
+  }
+
+  // The sign-in page, reached by a link from another site, was loaded without the session
+  // cookie (SameSite=Strict); this same-site request carries it: signed in, go on.
+  function signinPage() {
+    var form = document.getElementById("signin-form");
+    if (!form) return;
+    fetch(root + "/signin/session.json", { credentials: "same-origin" })
+      .then(function (r) { return r.json(); })
+      .then(function (d) {
+        if (d.signed_in) window.location.replace(form.querySelector("input[name=next]").value);
+      })
+      .catch(function () { /* stay on the sign-in page */ });
+  }
+
+  signinPage();
   runPage();
+  sweepView();
   comparePage();
+  servicePage();
 })();
