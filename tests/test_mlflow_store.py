@@ -321,3 +321,64 @@ def test_runs_see_the_mlflow_variables_unless_their_config_sets_a_tracking_uri(w
     definition["environmentVariables"] = {"MLFLOW_TRACKING_URI": "http://elsewhere:5000"}
     env = script_env({"MLFLOW_RUN_ID": "stale"}, definition, ws.path, "w", "exp_1_ab", "exp", ".")
     assert env["MLFLOW_TRACKING_URI"] == "http://elsewhere:5000" and "MLFLOW_RUN_ID" not in env
+
+
+def test_a_stock_mlflow_client_records_through_mlws_serve(tmp_path, monkeypatch) -> None:
+    from helpers import invoke, start_server
+    from mlflow.entities import Metric, Param, RunTag
+
+    from mlws import Workspace
+
+    ws_path = tmp_path / "served"
+    Workspace.create(ws_path).close()
+
+    def token(name: str, role: str) -> str:
+        out = invoke("-w", str(ws_path), "serve", "token", "create", name, "--role", role)
+        assert out.exit_code == 0, out.output
+        return out.output.splitlines()[-1]
+
+    writer, reader = token("alice", "contributor"), token("bob", "reader")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    server = start_server("-m", "mlws.server", str(ws_path), "--port", "0")
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", writer)
+        client = mlflow.tracking.MlflowClient(server.url)
+        exp_id = client.create_experiment("remote")
+        assert client.get_experiment_by_name("remote").experiment_id == exp_id
+        assert client.get_experiment_by_name("nope") is None
+        rid = client.create_run(exp_id, run_name="over-http").info.run_id
+        client.log_param(rid, "lr", "0.1")
+        for step in range(3):
+            client.log_metric(rid, "acc", 0.5 + step / 10, step=step)
+        client.log_batch(
+            rid, [Metric("loss", 0.3, 1, 0)], [Param("depth", "4")], [RunTag("team", "a")]
+        )
+        client.set_terminated(rid)
+        got = client.get_run(rid)
+        assert got.info.status == "FINISHED" and got.info.run_name == "over-http"
+        assert got.data.params == {"lr": "0.1", "depth": "4"}
+        assert got.data.metrics == {"acc": 0.7, "loss": 0.3}
+        assert got.data.tags["team"] == "a"
+        assert [m.value for m in client.get_metric_history(rid, "acc")] == [0.5, 0.6, 0.7]
+        assert [r.info.run_id for r in client.search_runs([exp_id], "metrics.acc > 0.6")] == [rid]
+        with pytest.raises(mlflow.exceptions.MlflowException) as e:
+            client.get_experiment("12345")
+        assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+        with pytest.raises(mlflow.exceptions.MlflowException) as e:
+            client.log_param(rid, "lr", "0.2")
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", reader)
+        assert client.get_run(rid).data.params["lr"] == "0.1"  # a reader reads
+        with pytest.raises(mlflow.exceptions.MlflowException) as e:
+            client.set_tag(rid, "x", "y")
+        assert e.value.error_code == "PERMISSION_DENIED"
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "mlws_not-a-token")
+        with pytest.raises(mlflow.exceptions.MlflowException) as e:
+            client.get_run(rid)
+        assert e.value.error_code == "UNAUTHENTICATED"
+    finally:
+        assert server.stop() == 0, server.lines
+    with Workspace(ws_path) as ws:
+        run = ws.get_run(rid)
+        assert run.get_properties() == {"lr": "0.1", "depth": "4"}
+        assert run.get_metrics()["acc"] == [0.5, 0.6, 0.7] and run.get_status() == "Completed"

@@ -225,6 +225,13 @@ class MlwsTrackingStore(AbstractStore):
             elif (w := self._writers.get(seq)) is not None:
                 w.flush()
 
+    def flush(self, run_id: str | None = None) -> None:
+        """Write the metrics this store has buffered (of run ``run_id``, or of every run) now."""
+        if run_id is None:
+            self._flush()
+        else:
+            self._flush(self._target(run_id)["seq"])
+
     def get_run(self, run_id: str) -> Run:
         """The run of id ``run_id`` (an mlws run id).
 

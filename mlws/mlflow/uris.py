@@ -85,6 +85,13 @@ def open_workspace(path: Path | None) -> Workspace:
         return ws
 
 
+def adopt(ws: Workspace) -> None:
+    """Use the already open ``ws`` for its path in this process (``mlws serve``'s own), rather
+    than opening the workspace a second time."""
+    with _open_lock:
+        _open[str(ws.path)] = ws
+
+
 def tracking_uri(ws: Workspace) -> str:
     """The tracking URI of an open workspace (``mlws:///abs/path``)."""
     return f"{SCHEME}://{ws.path.as_posix()}"

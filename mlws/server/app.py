@@ -144,6 +144,10 @@ def build_app(
     for path, group in by_path.items():
         for ep in group:
             routes.append(Route(PREFIX + path, handle(ep), methods=[ep.method]))
+    from . import mlflow_api
+
+    if mlflow_api.available():  # MLflow's REST tracking API, with the mlws[mlflow] extra
+        routes += mlflow_api.routes(ws, authenticate)
 
     async def http_error_handler(_request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
