@@ -493,10 +493,7 @@ class MlwsTrackingStore(AbstractStore):
                 "Invalid value for request parameter max_results. It must be at most "
                 f"{SEARCH_MAX_RESULTS_THRESHOLD}, but got value {max_results}"
             )
-        try:
-            clauses = SearchUtils.parse_search_filter(filter_string)
-        except MlflowException:
-            raise
+        clauses = SearchUtils.parse_search_filter(filter_string)
         tags: dict[str, str] = {}
         props: dict[str, str] = {}
         for c in clauses:
