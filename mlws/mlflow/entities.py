@@ -96,7 +96,8 @@ def experiment_row(ws: Workspace, exp_id: str) -> sqlite3.Row:
     if str(exp_id) == DEFAULT_EXPERIMENT_ID:
         from ..experiments import Experiment as MlwsExperiment
 
-        MlwsExperiment(ws, DEFAULT_EXPERIMENT)
+        with uris.mlflow_errors():
+            MlwsExperiment(ws, DEFAULT_EXPERIMENT)
         row = ws.catalog.one("SELECT * FROM experiments WHERE name = ?", (DEFAULT_EXPERIMENT,))
     else:
         row = ws.catalog.one("SELECT * FROM experiments WHERE id = ?", (str(exp_id),))

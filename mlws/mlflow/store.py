@@ -17,6 +17,7 @@ runs, params, metrics and tags is :mod:`mlws.mlflow.entities`'. Choices:
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import threading
@@ -105,7 +106,10 @@ class MlwsTrackingStore(AbstractStore):
                 f"Invalid value {max_results!r} for parameter 'max_results': it must be an "
                 f"integer from 1 to {SEARCH_MAX_RESULTS_THRESHOLD}"
             )
-        entities.experiment_row(self.ws, entities.DEFAULT_EXPERIMENT_ID)  # MLflow always has it
+        # MLflow's stores always have experiment "0"; a workspace another machine writes
+        # cannot make it, and is listed without it.
+        with contextlib.suppress(MlflowException):
+            entities.experiment_row(self.ws, entities.DEFAULT_EXPERIMENT_ID)
         wanted = {
             ViewType.ACTIVE_ONLY: (0,),
             ViewType.DELETED_ONLY: (1,),
