@@ -278,6 +278,13 @@ def test_bad_input_gets_mlflow_error_codes_and_changes_nothing(ws, tmp_path) -> 
     good, bad = Metric("acc", 0.7, 1, 1), Metric("acc", "x", 1, 2)
     assert code(store.log_batch, rid, [good, bad], [], []) == "INVALID_PARAMETER_VALUE"
     assert code(client.log_param, rid, "lr", "0.2") == "INVALID_PARAMETER_VALUE"
+    # a new param with a tag that would re-parent the run: neither is written
+    from mlflow.entities import Param, RunTag
+
+    reparent = [RunTag("mlflow.parentRunId", "someone_else")]
+    assert (
+        code(store.log_batch, rid, [], [Param("new", "1")], reparent) == "INVALID_PARAMETER_VALUE"
+    )
     assert code(client.log_artifact, rid, str(artifact), "../escape") == "INVALID_PARAMETER_VALUE"
     assert code(client.log_artifact, rid, str(artifact), "a/../../b") == "INVALID_PARAMETER_VALUE"
     assert code(client.create_experiment, "bad") == "RESOURCE_ALREADY_EXISTS"

@@ -379,16 +379,21 @@ class MlwsTrackingStore(AbstractStore):
         for kind, items in (("param", params), ("tag", tags)):
             for item in items:
                 _check_key(kind, item.key)
+        for t in tags:
+            if t.key == entities.PARENT_TAG and (t.value or "") != (row["parent_id"] or ""):
+                raise _invalid(
+                    f"run {row['id']}'s parent is set when it is created "
+                    f"({row['parent_id'] or 'none'}); it cannot become {t.value!r}"
+                )
         new_params = self._new_params(seq, run_id, params)
         with mlflow_errors():
-            if new_params:
+            if new_params or tags:  # params and tags in one transaction: all or nothing
                 with self.ws.catalog.write() as conn:
                     conn.executemany(
                         "INSERT INTO run_properties VALUES (?, ?, ?)",
                         [(seq, k, v) for k, v in new_params.items()],
                     )
-            if tags:
-                self._set_tags(row, tags)
+                    self._set_tags(conn, row, tags)
             if metrics:
                 writer = self._writer(seq)
                 for m in metrics:
@@ -423,26 +428,15 @@ class MlwsTrackingStore(AbstractStore):
                 )
         return {k: v for k, v in wanted.items() if k not in have}
 
-    def _set_tags(self, row: sqlite3.Row, tags: list[RunTag]) -> None:
+    def _set_tags(self, conn: sqlite3.Connection, row: sqlite3.Row, tags: list[RunTag]) -> None:
         plain = []
         for t in tags:
             value = "" if t.value is None else str(t.value)
             if t.key == entities.RUN_NAME_TAG:
-                with self.ws.catalog.write() as conn:
-                    conn.execute(
-                        "UPDATE runs SET display_name = ? WHERE id = ?", (value, row["id"])
-                    )
-            elif t.key == entities.PARENT_TAG:
-                if value != (row["parent_id"] or ""):
-                    raise _invalid(
-                        f"run {row['id']}'s parent is set when it is created "
-                        f"({row['parent_id'] or 'none'}); it cannot become {value!r}"
-                    )
-            else:
+                conn.execute("UPDATE runs SET display_name = ? WHERE id = ?", (value, row["id"]))
+            elif t.key != entities.PARENT_TAG:  # checked by log_batch: it names the parent
                 plain.append((row["seq"], t.key, value))
-        if plain:
-            with self.ws.catalog.write() as conn:
-                conn.executemany("INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)", plain)
+        conn.executemany("INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)", plain)
 
     def _writer(self, seq: int) -> MetricWriter:
         with self._lock:
