@@ -389,3 +389,45 @@ def test_a_stock_mlflow_client_records_through_mlws_serve(tmp_path, monkeypatch)
         run = ws.get_run(rid)
         assert run.get_properties() == {"lr": "0.1", "depth": "4"}
         assert run.get_metrics()["acc"] == [0.5, 0.6, 0.7] and run.get_status() == "Completed"
+
+
+@pytest.mark.filterwarnings("ignore:.*deprecated since 2.9.0:FutureWarning")  # stages, on purpose
+def test_the_model_registry_is_mlws_models(ws, tmp_path) -> None:
+    import mlflow.sklearn
+    from sklearn.linear_model import LinearRegression
+
+    from mlws import Model
+
+    use(ws)
+    model = LinearRegression().fit([[0.0], [1.0]], [0.0, 2.0])
+    with mlflow.start_run() as r:
+        info = mlflow.sklearn.log_model(
+            model,
+            name="reg",
+            serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn"],
+            registered_model_name="line",
+        )
+    assert str(info.registered_model_version) == "1"
+    assert mlflow.get_run(r.info.run_id).outputs.model_outputs[0].model_id == info.model_id
+    client = mlflow.tracking.MlflowClient()
+    assert [v.version for v in client.get_latest_versions("line")] == ["1"]
+    assert client.get_registered_model("line").latest_versions[0].run_id == r.info.run_id
+    found = client.search_model_versions("name = 'line'")
+    assert [(v.name, v.version) for v in found] == [("line", "1")]
+    client.set_model_version_tag("line", "1", "stage", "test")
+    assert Model(ws, "line", version=1).tags == {"stage": "test"}
+    assert "reg/MLmodel" in Model(ws, "line").get_file_names()
+    loaded = mlflow.sklearn.load_model("models:/line/1")
+    assert loaded.predict([[2.0]])[0] == pytest.approx(4.0)
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        client.transition_model_version_stage("line", "1", "Production")
+    assert e.value.error_code == "NOT_IMPLEMENTED"
+    before = workspace_fingerprint(ws.path)
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        client.create_model_version("line", str(tmp_path), run_id=None)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        client.get_model_version("line", "7")
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    assert workspace_fingerprint(ws.path) == before
