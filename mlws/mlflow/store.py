@@ -543,7 +543,7 @@ class MlwsTrackingStore(AbstractStore):
 
     def create_logged_model(
         self,
-        experiment_id: str = entities.DEFAULT_EXPERIMENT_ID,
+        experiment_id: str = "0",  # MLflow's default experiment (entities.DEFAULT_EXPERIMENT_ID)
         name: str | None = None,
         source_run_id: str | None = None,
         tags: list[Any] | None = None,
