@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -443,4 +444,97 @@ def time_http(
         "ttfb_ms": statistics.median(t["ttfb_ms"] for t in warm),
         "full_ms": statistics.median(t["full_ms"] for t in warm),
         "bytes": warm[-1]["bytes"],
+    }
+
+
+# -- benchmark 16: the same MLflow calls on both sides ---------------------------------------------
+def mlflow_make_runs(client: Any, exp_id: str, n: int) -> float:
+    """``n`` finished runs in ``exp_id`` through MLflow's client (whatever store it points at):
+    one ``log_batch`` of 5 params, 3 metrics and 2 tags each (tag ``k=v`` on every tenth).
+    Returns the seconds taken."""
+    import random
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    rnd = random.Random(42)
+    t0 = time.perf_counter()
+    for i in range(n):
+        rid = client.create_run(exp_id).info.run_id
+        ts = int(time.time() * 1000)
+        client.log_batch(
+            rid,
+            metrics=[Metric(k, rnd.random(), ts, 0) for k in ("acc", "loss", "f1")],
+            params=[Param(f"p{j}", f"value{j}") for j in range(5)],
+            tags=[RunTag("k", "v" if i % 10 == 0 else "w"), RunTag("team", f"t{i % 7}")],
+        )
+        client.set_terminated(rid)
+        if (i + 1) % 250 == 0:
+            progress(f"{i + 1:,} runs, {time.perf_counter() - t0:.1f} s")
+    return time.perf_counter() - t0
+
+
+def mlflow_time_searches(mlflow: Any, exp_id: str, n: int) -> dict[str, float]:
+    """Median seconds of 11 ``mlflow.search_runs`` over the runs of :func:`mlflow_make_runs`:
+    all of them (``all_s``), and tag ``k=v`` sorted by ``metrics.acc`` (``filtered_s``)."""
+    import statistics
+
+    out = {}
+    client = mlflow.MlflowClient()
+    times = []
+    for _ in range(11):
+        t0 = time.perf_counter()
+        found = client.search_runs([exp_id], max_results=n)
+        times.append(time.perf_counter() - t0)
+    if len(found) != n:
+        raise RuntimeError(f"MlflowClient.search_runs: expected {n} runs, got {len(found)}")
+    out["client_all_s"] = statistics.median(times)
+    progress(f"MlflowClient.search_runs (all): median {out['client_all_s'] * 1e3:.1f} ms")
+    for key, kwargs, expect in (
+        ("all", {}, n),
+        ("filtered", {"filter_string": "tags.k = 'v'", "order_by": ["metrics.acc DESC"]}, n // 10),
+    ):
+        times = []
+        for _ in range(11):
+            t0 = time.perf_counter()
+            df = mlflow.search_runs(experiment_ids=[exp_id], **kwargs)
+            times.append(time.perf_counter() - t0)
+        if len(df) != expect:
+            raise RuntimeError(f"{key}: expected {expect} runs, got {len(df)}")
+        if key == "filtered" and list(df["metrics.acc"]) != sorted(df["metrics.acc"], reverse=True):
+            raise RuntimeError("search_runs did not sort by metrics.acc")
+        out[f"{key}_s"] = statistics.median(times)
+        progress(f"search_runs ({key}): median {out[f'{key}_s'] * 1e3:.1f} ms")
+    return out
+
+
+def mlflow_time_logging(mlflow: Any, calls: int) -> dict[str, float]:
+    """Seconds for ``calls`` ``mlflow.log_metric`` (``fluent_s``), then ``calls``
+    ``MlflowClient.log_metric`` on one client (``client_s``), in one run, each timed until a
+    ``get_run`` has read the run back (mlws writes metrics in batches; the read flushes them).
+    Checks that every value was stored."""
+    names = [f"m{i}" for i in range(10)]
+    with mlflow.start_run() as run:
+        rid = run.info.run_id
+        client = mlflow.MlflowClient()
+        mlflow.log_metric("warm-up", 0.0)
+        t0 = time.perf_counter()
+        for i in range(calls):
+            mlflow.log_metric(names[i % 10], i * 0.5, step=i // 10)
+        client.get_run(rid)
+        fluent = time.perf_counter() - t0
+        progress(f"mlflow.log_metric: {calls:,} calls in {fluent:.2f} s")
+        t0 = time.perf_counter()
+        for i in range(calls):
+            client.log_metric(rid, names[i % 10], i * 0.5, step=(calls + i) // 10)
+        client.get_run(rid)
+        direct = time.perf_counter() - t0
+        progress(f"MlflowClient.log_metric: {calls:,} calls in {direct:.2f} s")
+    stored = sum(len(client.get_metric_history(rid, m)) for m in names)
+    if stored != 2 * calls:
+        raise RuntimeError(f"expected {2 * calls} stored values, found {stored}")
+    return {
+        "fluent_s": fluent,
+        "fluent_rate": calls / fluent,
+        "client_s": direct,
+        "client_rate": calls / direct,
     }

@@ -20,7 +20,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import disk_usage, emit, median_ms, progress
+from common import (
+    disk_usage,
+    emit,
+    median_ms,
+    mlflow_make_runs,
+    mlflow_time_logging,
+    mlflow_time_searches,
+    progress,
+)
 
 METRIC_NAMES = [f"m{i}" for i in range(10)]
 
@@ -604,6 +612,31 @@ def case_studio(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- 16. the same MLflow calls against MLflow's SQLite store -------------------------------------
+def case_mlflow_log(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``mlflow.log_metric`` and ``MlflowClient.log_metric`` (bench 16a/b's peer)."""
+    import mlflow
+
+    _store(work / "mlflow-log16", "bench-mlflow-log")
+    mlflow.set_registry_uri(mlflow.get_tracking_uri())  # as on the mlws side
+    return mlflow_time_logging(mlflow, int(params.get("calls", 10_000)))
+
+
+def case_mlflow_search(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``mlflow.search_runs`` over ``n`` runs (bench 16b/c's peer; made as the mlws side makes
+    them: one ``log_batch`` of 5 params, 3 metrics and 2 tags per run)."""
+    import mlflow
+
+    exp_id = _store(work / "mlflow-search16", "bench-mlflow-search")
+    mlflow.set_registry_uri(mlflow.get_tracking_uri())  # as on the mlws side
+    n = int(params.get("n", 1000))
+    client = mlflow.MlflowClient()
+    made = mlflow_make_runs(client, exp_id, n)
+    progress(f"{n:,} runs made in {made:.2f} s")
+    out: dict[str, Any] = {"create_s": made, **mlflow_time_searches(mlflow, exp_id, n)}
+    return out
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -614,6 +647,8 @@ CASES = {
     "serving": case_serving,
     "serving_pyfunc": case_serving_pyfunc,
     "studio": case_studio,
+    "mlflow_log": case_mlflow_log,
+    "mlflow_search": case_mlflow_search,
 }
 
 

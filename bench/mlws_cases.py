@@ -33,6 +33,9 @@ from common import (  # noqa: E402
     emit,
     make_dataset,
     median_ms,
+    mlflow_make_runs,
+    mlflow_time_logging,
+    mlflow_time_searches,
     progress,
     sequential_latency,
 )
@@ -1707,6 +1710,65 @@ def case_studio(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- 16. MLflow code through the mlws plugin ------------------------------------------------------
+def _mlflow_on(ws: Any) -> Any:
+    """MLflow pointed at ``ws`` through the plugin. The plugin's entry points are made visible
+    from this checkout's ``pyproject.toml`` when the installed mlws predates them (an editable
+    install made before they were declared), as ``tests/test_mlflow_store.py`` does."""
+    import importlib.metadata
+
+    import tomllib
+
+    groups = importlib.metadata.entry_points()
+    if not any(ep.name == "mlws" for ep in groups.select(group="mlflow.tracking_store")):
+        root = Path(__file__).resolve().parent.parent
+        eps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
+        info = Path(tempfile.mkdtemp()) / "mlws_mlflow_plugin-0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: mlws-mlflow-plugin\nVersion: 0\n"
+        )
+        (info / "entry_points.txt").write_text(
+            "".join(
+                f"[{g}]\n" + "".join(f"{k} = {v}\n" for k, v in e.items()) + "\n"
+                for g, e in eps.items()
+                if g.startswith("mlflow.")
+            )
+        )
+        sys.path.insert(0, str(info.parent))
+    import mlflow
+
+    # Both URIs set, as inside runs (and on the peer's side of the benchmark).
+    mlflow.set_tracking_uri(ws.get_mlflow_tracking_uri())
+    mlflow.set_registry_uri(ws.get_mlflow_tracking_uri())
+    return mlflow
+
+
+def case_mlflow_log(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``mlflow.log_metric`` and ``MlflowClient.log_metric`` through the plugin."""
+    ws = _ws(work / "ws-mlflow-log")
+    mlflow = _mlflow_on(ws)
+    mlflow.set_experiment("bench-mlflow-log")
+    out = mlflow_time_logging(mlflow, int(params.get("calls", 10_000)))
+    ws.close()
+    return out
+
+
+def case_mlflow_search(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``mlflow.search_runs`` over ``n`` runs made through the plugin (5 params, 3 metrics, 2
+    tags each): all of them, and a tag filter sorted by a metric; medians of 11."""
+    ws = _ws(work / "ws-mlflow-search")
+    mlflow = _mlflow_on(ws)
+    n = int(params.get("n", 1000))
+    client = mlflow.MlflowClient()
+    exp_id = client.create_experiment("bench-mlflow-search")
+    made = mlflow_make_runs(client, exp_id, n)
+    progress(f"{n:,} runs made in {made:.2f} s")
+    out: dict[str, Any] = {"create_s": made, **mlflow_time_searches(mlflow, exp_id, n)}
+    ws.close()
+    return out
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
@@ -1730,6 +1792,8 @@ CASES = {
     "prs_throughput": case_prs_throughput,
     "v1_import": case_v1_import,
     "studio": case_studio,
+    "mlflow_log": case_mlflow_log,
+    "mlflow_search": case_mlflow_search,
 }
 
 

@@ -105,16 +105,20 @@ class MetricWriter:
             self._buf.append(item)
         self._bound()
 
-    def add_scalar(self, name: str, value: Any, step: int | None = None) -> None:
+    def add_scalar(
+        self, name: str, value: Any, step: int | None = None, timestamp: float | None = None
+    ) -> None:
         """Buffer one scalar: :meth:`add` with ``SCALAR``, made cheap for the plain numbers and
-        strings of ``run.log`` in a training loop."""
+        strings of ``run.log`` in a training loop. ``timestamp``: when it was logged (seconds
+        since the epoch; default now), for clients that send their own (MLflow's metrics)."""
         # The hot path of run.log: skip encode() for plain finite numbers and strings.
+        at = time.time() if timestamp is None else timestamp
         t = type(value)
         if (t is float and math.isfinite(value)) or t is int or t is str:
-            item = (name, SCALAR, value, None, time.time(), step)
+            item = (name, SCALAR, value, None, at, step)
         else:
             v, d = encode(value)
-            item = (name, SCALAR, v, d, time.time(), step)
+            item = (name, SCALAR, v, d, at, step)
         with self._lock:
             self._buf.append(item)
             n = len(self._buf)

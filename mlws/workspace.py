@@ -506,6 +506,12 @@ class Workspace:
 
         return Keyvault(self)
 
+    def get_mlflow_tracking_uri(self) -> str:
+        """The MLflow tracking URI of this workspace, ``mlws:///abs/path`` (v1's
+        ``ws.get_mlflow_tracking_uri()``): ``mlflow.set_tracking_uri(ws.get_mlflow_tracking_uri())``
+        makes MLflow code record here (needs the ``mlws[mlflow]`` extra)."""
+        return "mlws://" + self.path.as_posix()
+
     def get_details(self) -> dict[str, Any]:
         """Facts about the workspace as JSON-ready data (``mlws workspace show --json``): id, name,
         folder, schema version, journal mode, counts, whether it is read-only here and which machine

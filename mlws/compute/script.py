@@ -78,6 +78,24 @@ def script_env(
     env["PYTHONPATH"] = (
         os.pathsep.join([own["PYTHONPATH"], inherited]) if own.get("PYTHONPATH") else inherited
     )
+    # MLflow code in the script records into this run (as v1 set it up): the tracking URI of
+    # the workspace and the run as MLflow's active run, unless the run's own variables chose
+    # another tracking server. Only a local workspace path has an mlws:// URI.
+    # The submitter's own MLflow run and experiment (a driver inside a run) are not this run's.
+    for name in (
+        "MLFLOW_RUN_ID",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_EXPERIMENT_NAME",
+        "MLFLOW_REGISTRY_URI",
+    ):
+        if name not in own:
+            env.pop(name, None)
+    if "MLFLOW_TRACKING_URI" not in own and str(ws_path).startswith("/"):
+        env["MLFLOW_TRACKING_URI"] = "mlws://" + Path(ws_path).as_posix()
+        env.setdefault("MLFLOW_RUN_ID", run_id)
+        # The registry is the workspace's too; set, it also spares MLflow a failed `import
+        # pyspark` (about a millisecond) in every MlflowClient, i.e. every mlflow.log_metric.
+        env.setdefault("MLFLOW_REGISTRY_URI", env["MLFLOW_TRACKING_URI"])
     env.update(
         {
             "MLWS_WORKSPACE": str(ws_path),

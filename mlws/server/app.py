@@ -155,12 +155,16 @@ def build_app(
     for path, group in by_path.items():
         for ep in group:
             api.append(Route(path, handle(ep), methods=[ep.method]))
-    # The API under /api/v1 (its misses answer 404/405 in its error shape), the studio's pages
-    # at / behind their own sign-in (a session cookie from a token; mlws.studio.signin).
-    routes = [
-        Mount(PREFIX, routes=api),
-        Mount("/", app=studio_app(ws, sign_in=True, stopping=stopping)),
-    ]
+    from . import mlflow_api
+
+    # The API under /api/v1 (its misses answer 404/405 in its error shape); MLflow's REST
+    # tracking API at /api/2.0/mlflow (with the mlws[mlflow] extra); the studio's pages at /
+    # behind their own sign-in (a session cookie from a token; mlws.studio.signin). The
+    # studio's mount catches every other path, so it comes last.
+    routes: list[Any] = [Mount(PREFIX, routes=api)]
+    if mlflow_api.available():
+        routes += mlflow_api.routes(ws, authenticate)
+    routes.append(Mount("/", app=studio_app(ws, sign_in=True, stopping=stopping)))
 
     async def http_error_handler(_request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)

@@ -1,0 +1,255 @@
+"""MLflow's REST tracking API on ``mlws serve`` (``/api/2.0/mlflow/...``), so a stock MLflow
+client with ``MLFLOW_TRACKING_URI=http://host:port`` and ``MLFLOW_TRACKING_TOKEN=<an mlws token>``
+records into the served workspace.
+
+Each route parses MLflow's JSON, calls :class:`mlws.mlflow.store.MlwsTrackingStore` (the same
+store local MLflow code uses) and answers MLflow's JSON, errors in MLflow's shape
+(``{"error_code", "message"}`` with its HTTP status). Reads need a reader's token, writes a
+contributor's. Metrics are written before the request is answered (acknowledged = written, as
+the server's own metric route). Registered only when MLflow is installed (``mlws[mlflow]``).
+
+Not served (yet): artifacts (MLflow's ``mlflow-artifacts`` proxy; a client reaches a run's files
+through the workspace folder only), the model registry routes, traces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from ..workspace import Workspace
+
+PREFIX = "/api/2.0/mlflow"
+
+log = logging.getLogger("mlws.server")
+
+
+def _entity(e: Any) -> dict[str, Any]:
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    return json.loads(message_to_json(e.to_proto()))
+
+
+def _pairs(items: Any, cls: Any) -> list[Any]:
+    return [cls(i["key"], i.get("value", "")) for i in items or []]
+
+
+def _metrics(items: Any, run_id: str) -> list[Any]:
+    from mlflow.entities import Metric
+
+    return [
+        Metric(m["key"], m.get("value"), int(m.get("timestamp", 0)), int(m.get("step", 0)))
+        for m in items or []
+    ]
+
+
+def _view(value: Any) -> int:
+    from mlflow.entities import ViewType
+
+    if isinstance(value, str):
+        if value.isdigit():
+            return int(value)
+        try:
+            return ViewType.from_string(value.lower())
+        except Exception as e:  # MLflow raises a bare Exception for an unknown view type
+            raise ValueError(f"unknown view type {value!r}") from e
+    return int(value or ViewType.ACTIVE_ONLY)
+
+
+def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]]:
+    """``{(method, path): handler(request fields) -> response}`` over ``store``."""
+    from mlflow.entities import ExperimentTag, Param, RunTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    def get_by_name(q: dict[str, Any]) -> dict[str, Any]:
+        exp = store.get_experiment_by_name(q.get("experiment_name", ""))
+        if exp is None:
+            raise MlflowException(
+                f"Could not find experiment with name '{q.get('experiment_name')}'",
+                databricks_pb2.RESOURCE_DOES_NOT_EXIST,
+            )
+        return {"experiment": _entity(exp)}
+
+    def search_experiments(q: dict[str, Any]) -> dict[str, Any]:
+        page = store.search_experiments(
+            view_type=_view(q.get("view_type")),
+            max_results=int(q.get("max_results", 1000)),
+            filter_string=q.get("filter"),
+            order_by=q.get("order_by"),
+            page_token=q.get("page_token"),
+        )
+        return {"experiments": [_entity(e) for e in page], "next_page_token": page.token}
+
+    def create_run(q: dict[str, Any]) -> dict[str, Any]:
+        run = store.create_run(
+            q.get("experiment_id", "0"),
+            q.get("user_id"),
+            q.get("start_time"),
+            _pairs(q.get("tags"), RunTag),
+            q.get("run_name"),
+        )
+        return {"run": _entity(run)}
+
+    def update_run(q: dict[str, Any]) -> dict[str, Any]:
+        info = store.update_run_info(
+            q["run_id"], q.get("status"), q.get("end_time"), q.get("run_name")
+        )
+        return {"run_info": _entity(info)}
+
+    def log_batch(q: dict[str, Any]) -> dict[str, Any]:
+        rid = q.get("run_id") or q.get("run_uuid")
+        store.log_batch(
+            rid,
+            _metrics(q.get("metrics"), rid),
+            _pairs(q.get("params"), Param),
+            _pairs(q.get("tags"), RunTag),
+        )
+        store.flush(rid)
+        return {}
+
+    def one(kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def handler(q: dict[str, Any]) -> dict[str, Any]:
+            item = {k: q[k] for k in ("key", "value", "timestamp", "step") if k in q}
+            return log_batch({"run_id": q.get("run_id") or q.get("run_uuid"), kind: [item]})
+
+        return handler
+
+    def search_runs(q: dict[str, Any]) -> dict[str, Any]:
+        page = store.search_runs(
+            q.get("experiment_ids") or [],
+            q.get("filter"),
+            _view(q.get("run_view_type")),
+            int(q.get("max_results", 1000)),
+            q.get("order_by"),
+            q.get("page_token"),
+        )
+        return {"runs": [_entity(r) for r in page], "next_page_token": page.token}
+
+    def history(q: dict[str, Any]) -> dict[str, Any]:
+        page = store.get_metric_history(q.get("run_id") or q.get("run_uuid"), q["metric_key"])
+        return {"metrics": [_entity(m) for m in page], "next_page_token": page.token}
+
+    def experiment_tag(q: dict[str, Any]) -> dict[str, Any]:
+        store.set_experiment_tag(q["experiment_id"], ExperimentTag(q["key"], q.get("value")))
+        return {}
+
+    return {
+        ("GET", "/experiments/get-by-name"): get_by_name,
+        ("GET", "/experiments/get"): lambda q: {
+            "experiment": _entity(store.get_experiment(q.get("experiment_id")))
+        },
+        ("POST", "/experiments/create"): lambda q: {
+            "experiment_id": store.create_experiment(
+                q.get("name"), q.get("artifact_location"), _pairs(q.get("tags"), ExperimentTag)
+            )
+        },
+        ("POST", "/experiments/search"): search_experiments,
+        ("GET", "/experiments/search"): search_experiments,
+        ("POST", "/experiments/delete"): lambda q: (
+            store.delete_experiment(q["experiment_id"]) or {}
+        ),
+        ("POST", "/experiments/restore"): lambda q: (
+            store.restore_experiment(q["experiment_id"]) or {}
+        ),
+        ("POST", "/experiments/set-experiment-tag"): experiment_tag,
+        ("POST", "/runs/create"): create_run,
+        ("GET", "/runs/get"): lambda q: {
+            "run": _entity(store.get_run(q.get("run_id") or q.get("run_uuid")))
+        },
+        ("POST", "/runs/update"): update_run,
+        ("POST", "/runs/delete"): lambda q: store.delete_run(q["run_id"]) or {},
+        ("POST", "/runs/restore"): lambda q: store.restore_run(q["run_id"]) or {},
+        ("POST", "/runs/log-metric"): one("metrics"),
+        ("POST", "/runs/log-parameter"): one("params"),
+        ("POST", "/runs/set-tag"): one("tags"),
+        ("POST", "/runs/delete-tag"): lambda q: store.delete_tag(q["run_id"], q["key"]) or {},
+        ("POST", "/runs/log-batch"): log_batch,
+        ("POST", "/runs/log-inputs"): lambda q: store.log_inputs(q["run_id"]) or {},
+        ("POST", "/runs/search"): search_runs,
+        ("GET", "/metrics/get-history"): history,
+    }
+
+
+def _query(request: Request) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in request.query_params.multi_items():
+        if k in ("experiment_ids", "order_by"):
+            out.setdefault(k, []).append(v)
+        else:
+            out[k] = v
+    return out
+
+
+def routes(ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) -> list[Route]:
+    """The routes of MLflow's tracking API over workspace ``ws`` (already open), each checking
+    the request's token with ``authenticate`` (readers may read, contributors write)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from ..errors import Forbidden, MlwsError, Unauthorized
+    from ..mlflow import uris
+    from ..mlflow.store import MlwsTrackingStore
+
+    uris.adopt(ws)
+    store = MlwsTrackingStore(uris.tracking_uri(ws))
+
+    def answer(data: Any, status: int = 200) -> Response:
+        return Response(json.dumps(data), status_code=status, media_type="application/json")
+
+    def make(method: str, path: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+        role = "reader" if method == "GET" or path.endswith("/search") else "contributor"
+
+        def call(auth: str | None, q: dict[str, Any]) -> dict[str, Any]:
+            try:
+                authenticate(ws, auth).require(role, f"{method} {PREFIX}{path}")
+            except Unauthorized as e:
+                raise MlflowException(str(e), databricks_pb2.UNAUTHENTICATED) from e
+            except Forbidden as e:
+                raise MlflowException(str(e), databricks_pb2.PERMISSION_DENIED) from e
+            return handler(q)
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                if method == "GET":
+                    q = _query(request)
+                else:
+                    raw = await request.body()
+                    q = json.loads(raw) if raw.strip() else {}
+                    if not isinstance(q, dict):
+                        raise MlflowException.invalid_parameter_value("the body must be an object")
+                result = await run_in_threadpool(call, request.headers.get("authorization"), q)
+            except MlflowException as e:
+                return answer(json.loads(e.serialize_as_json()), e.get_http_status_code())
+            except MlwsError as e:
+                err = MlflowException(str(e), databricks_pb2.INVALID_PARAMETER_VALUE)
+                return answer(json.loads(err.serialize_as_json()), 400)
+            except (KeyError, ValueError, TypeError) as e:
+                err = MlflowException.invalid_parameter_value(f"malformed request: {e}")
+                return answer(json.loads(err.serialize_as_json()), 400)
+            except Exception as e:  # a bug: logged with its traceback, answered in MLflow's shape
+                log.exception("%s %s failed", method, request.url.path)
+                err = MlflowException(f"internal error: {type(e).__name__}")
+                return answer(json.loads(err.serialize_as_json()), 500)
+            return answer(result)
+
+        return Route(PREFIX + path, endpoint, methods=[method])
+
+    return [make(m, p, h) for (m, p), h in handlers(store).items()]
+
+
+def available() -> bool:
+    """Whether MLflow is installed here (the routes are served only then)."""
+    import importlib.util
+
+    return importlib.util.find_spec("mlflow") is not None
