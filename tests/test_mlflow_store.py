@@ -431,3 +431,36 @@ def test_the_model_registry_is_mlws_models(ws, tmp_path) -> None:
         client.get_model_version("line", "7")
     assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     assert workspace_fingerprint(ws.path) == before
+
+
+def test_a_logged_mlflow_model_deploys_and_answers_both_payload_styles(ws, services) -> None:
+    """Issue 16's third acceptance point across its two halves: a model logged and registered
+    through the plugin (``log_model(registered_model_name=)``) deploys with ``Model.deploy`` and
+    no scoring script, and answers Azure's and MLflow's payloads."""
+    import mlflow.sklearn
+    from serving_helpers import call
+    from sklearn.linear_model import LinearRegression
+
+    from mlws import Model
+
+    use(ws)
+    est = LinearRegression().fit([[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0])
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(
+            est,
+            name="line",
+            serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn"],
+            registered_model_name="line",
+        )
+    model = Model(ws, "line")
+    assert model.model_framework == "ScikitLearn"
+    svc = Model.deploy(ws, "line-svc", [model])
+    svc.wait_for_deployment(timeout_sec=90)
+    assert svc.run({"data": [[3.0], [4.0]]}) == pytest.approx([7.0, 9.0])
+    key = svc.get_keys()[0]
+    status, _, body = call(svc.port, body={"inputs": [[3.0]]}, key=key)
+    assert status == 200 and json.loads(body)["predictions"] == pytest.approx([7.0])
+    status, _, body = call(svc.port, body={"dataframe_records": [{"0": 4.0}]}, key=key)
+    assert status == 200, body
+    assert json.loads(body)["predictions"] == pytest.approx([9.0])
