@@ -22,6 +22,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -88,9 +89,15 @@ def _lines(result: Any, append: bool) -> tuple[int, str]:
     return len(result), "".join(f"{x}\n" for x in result)
 
 
-def serve(conn: Connection, settings: dict[str, Any]) -> None:
+def serve(
+    conn: Connection,
+    settings: dict[str, Any],
+    source: Callable[[int], Any] | None = None,
+) -> None:
     """The worker's life: set up logs and ``sys.argv``, import the entry script, ``init()``, then
-    answer mini-batches until the pipe closes. Messages sent: ``("ready", pid)``,
+    answer mini-batches until the pipe closes. A message is ``(index, mini_batch)``; with
+    ``source`` (a forked worker: the driver's data is in its memory) the mini-batch is
+    ``source(index)`` and the message carries ``None``. Messages sent: ``("ready", pid)``,
     ``("init-error", text)``, ``("ok", index, count, text, seconds)``, ``("error", index,
     text)``."""
     _SETTINGS.clear()
@@ -139,6 +146,8 @@ def serve(conn: Connection, settings: dict[str, Any]) -> None:
         if msg is None:
             break
         index, batch = msg
+        if batch is None and source is not None:
+            batch = source(index)
         t0 = time.perf_counter()
         try:
             count, text = _lines(run(batch), append)
