@@ -49,7 +49,9 @@ def test_a_wide_fan_out_keeps_at_most_slots_plus_one_open_and_runs_every_step(ws
     rows = ws.catalog.query(
         "SELECT start_time, end_time FROM runs WHERE parent_id = ? ORDER BY start_time", (run.id,)
     )
-    overlapping = sum(1 for a, b in zip(rows, rows[1:]) if b["start_time"] < a["end_time"])
+    overlapping = sum(
+        1 for a, b in zip(rows, rows[1:], strict=False) if b["start_time"] < a["end_time"]
+    )
     assert overlapping >= 3
 
 
