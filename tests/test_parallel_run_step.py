@@ -400,8 +400,6 @@ def test_bad_config_is_one_line(kwargs, match):
 
 
 def test_bad_steps_are_refused_before_anything_is_recorded(ws, tmp_path):
-    from mlws.compute import AmlCompute, ComputeTarget
-
     src = write(tmp_path / "src" / "score.py", "def run(b):\n    return b\n").parent
     table = Dataset.Tabular.from_delimited_files(str(_table(tmp_path / "t.csv", 3)))
     files = Dataset.File.from_files(str(tmp_path / "t.csv"))
@@ -419,17 +417,25 @@ def test_bad_steps_are_refused_before_anything_is_recorded(ws, tmp_path):
     missing = ParallelRunConfig(
         entry_script="nope.py", error_threshold=0, source_directory=str(src)
     )
-    ComputeTarget.create(ws, "cluster", AmlCompute.provisioning_configuration(min_nodes=0))
-    on_dask = ParallelRunConfig(
+    with ws.catalog.write() as conn:  # an ssh target (its hosts are never reached)
+        conn.execute(
+            "INSERT INTO compute_targets (name, type, config, created) VALUES"
+            " ('hosts', 'ssh', '{}', 0)"
+        )
+    on_ssh = ParallelRunConfig(
         entry_script="score.py",
         error_threshold=0,
         source_directory=str(src),
-        compute_target="cluster",
+        compute_target="hosts",
+    )
+    nowhere = ParallelRunConfig(
+        entry_script="score.py", error_threshold=0, source_directory=str(src), compute_target="x"
     )
     exp = Experiment(ws, "prs-bad")
     for step, match in [
         (ParallelRunStep("s", missing, inputs=[table]), "entry_script 'nope.py' not found"),
-        (ParallelRunStep("s", on_dask, inputs=[table]), "runs on a 'local' compute target"),
+        (ParallelRunStep("s", on_ssh, inputs=[table]), "on a 'local' or 'dask' compute target"),
+        (ParallelRunStep("s", nowhere, inputs=[table]), "no compute target named 'x'"),
     ]:
         with pytest.raises(PipelineValidationError, match=match) as e:
             exp.submit(Pipeline(ws, [step]))

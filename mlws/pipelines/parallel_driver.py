@@ -191,17 +191,7 @@ class Driver:
         from . import parallel_worker
 
         mine, theirs = self.ctx.Pipe()
-        settings = {
-            "node": node,
-            "process": number,
-            "logDir": str(self.logs / "user"),
-            "workingDir": self.cwd,
-            "outputDir": self.output_dir,
-            "entryScript": self.s["entryScript"],
-            "arguments": self.arguments,
-            "outputAction": self.s["outputAction"],
-            "loggingLevel": self.s["loggingLevel"],
-        }
+        settings = self.worker_settings(number, node)
         # A forked worker reads its mini-batches from this process's memory (copy-on-write).
         source = self.mini_batch if self.forking else None
         proc = self.ctx.Process(
@@ -212,6 +202,20 @@ class Driver:
         proc.start()
         theirs.close()
         return Worker(number, node, proc, mine)
+
+    def worker_settings(self, number: int, node: int) -> dict[str, Any]:
+        """What a worker is told (:func:`.parallel_worker.load_entry_script` reads it)."""
+        return {
+            "node": node,
+            "process": number,
+            "logDir": str(self.logs / "user"),
+            "workingDir": self.cwd,
+            "outputDir": self.output_dir,
+            "entryScript": self.s["entryScript"],
+            "arguments": self.arguments,
+            "outputAction": self.s["outputAction"],
+            "loggingLevel": self.s["loggingLevel"],
+        }
 
     def replace(self, w: Worker) -> Worker:
         """Kill ``w`` and start another in its place (its ``init()`` runs again)."""
@@ -239,9 +243,15 @@ class Driver:
     # -- the loop ------------------------------------------------------------------------------
     def go(self) -> int:
         """Run every mini-batch; returns the exit code (0: within the thresholds)."""
+        from ..compute import target_config
+
         count = self.s["nodeCount"] * (self.s["processCountPerNode"] or os.cpu_count() or 1)
+        target = self.s.get("workersTarget") or "local"
+        kind, config = target_config(self.ws, target)
         t0 = time.monotonic()
-        if self.forking:
+        if kind != "local":
+            self.load()  # the workers are elsewhere (parallel_dask)
+        elif self.forking:
             # Read first, then fork: the workers share the table and pandas with this process
             # (no import of pandas in a fork server, no mini-batch pickled).
             self.load()
@@ -268,7 +278,12 @@ class Driver:
         try:
             if total:
                 t0 = time.monotonic()
-                self.loop()
+                if kind == "dask":
+                    from . import parallel_dask
+
+                    parallel_dask.run(self, target, config)
+                else:
+                    self.loop()
                 self.say(f"mini-batches done in {time.monotonic() - t0:.2f} s")
         except StepFailed as e:
             self.finish(str(e))
