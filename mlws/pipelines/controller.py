@@ -231,7 +231,8 @@ class PipelineController(controllers.Controller):
                 return self.output_config(a["data"], step["outputConfigs"][a["data"]])
             if a["data"] in step["outputs"]:
                 return RunFilesOutput(a["data"])
-            return StoredInput(a["data"], self.data[a["data"]])
+            tabular = (step.get("tabularInputs") or {}).get(a["data"])
+            return StoredInput(a["data"], self.data[a["data"]], tabular)
         spec = next(d for d in step["datasets"] if d["name"] == a["dataset"])
         return self.dataset(spec)
 
@@ -307,6 +308,7 @@ class PipelineController(controllers.Controller):
                 "outputs": sorted(step["outputs"]),
                 # Only when there are some, so that older fingerprints still match.
                 **({"outputConfigs": step["outputConfigs"]} if step.get("outputConfigs") else {}),
+                **({"tabularInputs": step["tabularInputs"]} if step.get("tabularInputs") else {}),
             }
         )
 

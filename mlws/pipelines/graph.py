@@ -344,6 +344,7 @@ def encode_step(pipeline: Pipeline, step: PipelineStep, snapshot: dict[str, Any]
             if any(isinstance(d, OutputData) for d in step.outputs)
             else {}
         ),
+        **({"tabularInputs": step.tabular_inputs} if step.tabular_inputs else {}),
         "params": {str(k): encode(v) for k, v in step.params.items()},
         "runConfig": rc.to_dict(),
         "allowReuse": step.allow_reuse,

@@ -191,9 +191,12 @@ def _input_name(item: Any) -> tuple[str, str]:
     """``(name, kind)`` of a ParallelRunStep input: kind ``file``, ``tabular`` or ``data``."""
     from ..datasets import AbstractDataset
     from ..rundata import DatasetConsumptionConfig, default_input_name
+    from .data import OutputTabularDatasetConfig, output_data
 
     if isinstance(item, PipelineData):
         return item.name, "data"
+    if isinstance(item, OutputTabularDatasetConfig):  # an upstream output read as a table
+        return output_data(item.output).name, "tabular"
     if isinstance(item, AbstractDataset):
         return default_input_name(item), item.kind
     if isinstance(item, DatasetConsumptionConfig):

@@ -126,7 +126,12 @@ class Driver:
 
             frames, nbytes = [], 0
             for name in self.s["inputs"]:
-                ds = rebuild_dataset(self.ws, specs[name]["dataset"])
+                if specs[name].get("tabular"):  # an upstream step's output read as a table
+                    from .data import tabular_view
+
+                    ds = tabular_view(given[name], specs[name]["tabular"])
+                else:
+                    ds = rebuild_dataset(self.ws, specs[name]["dataset"])
                 frames.append(ds.to_pandas_dataframe())
                 nbytes += sum(
                     os.path.getsize(src) for src, _ in on_this_machine(ds.current_files()).values()

@@ -38,6 +38,8 @@ class PipelineStep:
             raise UserErrorException(f"a pipeline step needs a name, got {name!r}")
         self.name = name
         self.outputs: list[PipelineData] = []
+        #: PipelineData name -> how this step reads it as a table (``read_delimited_files()``).
+        self.tabular_inputs: dict[str, dict[str, Any]] = {}
         self.outputs = [graph_item(o, self, "outputs") for o in outputs or []]
         # After the outputs: an OutputFileDatasetConfig in the arguments that no earlier step
         # writes joins them.
