@@ -417,12 +417,12 @@ def test_bad_steps_are_refused_before_anything_is_recorded(ws, tmp_path):
     missing = ParallelRunConfig(
         entry_script="nope.py", error_threshold=0, source_directory=str(src)
     )
-    with ws.catalog.write() as conn:  # an ssh target (its hosts are never reached)
+    with ws.catalog.write() as conn:  # a type a newer mlws might record
         conn.execute(
             "INSERT INTO compute_targets (name, type, config, created) VALUES"
-            " ('hosts', 'ssh', '{}', 0)"
+            " ('hosts', 'k8s', '{}', 0)"
         )
-    on_ssh = ParallelRunConfig(
+    on_k8s = ParallelRunConfig(
         entry_script="score.py",
         error_threshold=0,
         source_directory=str(src),
@@ -434,7 +434,7 @@ def test_bad_steps_are_refused_before_anything_is_recorded(ws, tmp_path):
     exp = Experiment(ws, "prs-bad")
     for step, match in [
         (ParallelRunStep("s", missing, inputs=[table]), "entry_script 'nope.py' not found"),
-        (ParallelRunStep("s", on_ssh, inputs=[table]), "on a 'local' or 'dask' compute target"),
+        (ParallelRunStep("s", on_k8s, inputs=[table]), "'local', 'dask' or 'ssh' compute"),
         (ParallelRunStep("s", nowhere, inputs=[table]), "no compute target named 'x'"),
     ]:
         with pytest.raises(PipelineValidationError, match=match) as e:

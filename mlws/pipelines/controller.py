@@ -177,6 +177,7 @@ class PipelineController(controllers.Controller):
                 self.held[name] = fp
                 return
             self.fingerprints[name] = fp
+            self.open_ssh_workers(step)
             self.started[name] = self.submit(step)
         except MlwsError as e:
             self.started[name] = ""
@@ -189,6 +190,28 @@ class PipelineController(controllers.Controller):
                 controllers.cancel_children(self.ws, self.run_id)
             return
         self.say(f"step {name!r} submitted as {self.started[name]}")
+
+    def open_ssh_workers(self, step: dict[str, Any]) -> None:
+        """A ParallelRunStep with workers on an ``ssh`` target: open the target's shared
+        connections to the hosts it uses here, where the target's key may be read. The step's
+        driver is a run's script, which never gets a credential: its sessions ride on these
+        (an idle one closes after ssh's ``ControlPersist``, 120 s).
+
+        :raises MlwsError: a host cannot be reached (the step cannot start)."""
+        if step.get("stepType") != "ParallelRunStep":
+            return
+        from ..compute import target_config
+        from ..compute.ssh import connection, nodes_of
+
+        settings = json.loads(step["command"][-1])
+        target = settings.get("workersTarget")
+        if not target:
+            return
+        kind, config = target_config(self.ws, target)
+        if kind != "ssh":
+            return
+        for node in nodes_of(config)[: settings["nodeCount"]]:
+            connection(self.ws, target, config, node).open()
 
     def queue_full(self, name: str) -> bool:
         """Whether step ``name``'s target has as many of this pipeline's steps open as it may

@@ -31,7 +31,7 @@ from .steps import PipelineStep
 DRIVER_MODULE = "mlws.pipelines.parallel_driver"
 OUTPUT_ACTIONS = ("append_row", "summary_only")
 #: The compute target types a ParallelRunStep's workers run on.
-WORKER_TARGET_TYPES = ("local", "dask")
+WORKER_TARGET_TYPES = ("local", "dask", "ssh")
 DEFAULT_APPEND_FILE = "parallel_run_step.txt"
 #: v1's size units for a tabular ``mini_batch_size``.
 _UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
@@ -318,7 +318,7 @@ class ParallelRunStep(PipelineStep):
 
     def check(self, source_directory: str, target_type: str) -> None:
         """The entry script is a file in the source folder; the workers' target
-        (``target_type``: that of :attr:`workers_target`) is ``local`` or ``dask``.
+        (``target_type``: that of :attr:`workers_target`) is ``local``, ``dask`` or ``ssh``.
 
         :raises ParallelRunConfigError: either is not so.
         """
@@ -326,8 +326,8 @@ class ParallelRunStep(PipelineStep):
 
         if target_type not in WORKER_TARGET_TYPES:
             raise ParallelRunConfigError(
-                f"ParallelRunStep runs its workers on a 'local' or 'dask' compute target in"
-                f" mlws; {self.workers_target!r} is {target_type!r}"
+                f"ParallelRunStep runs its workers on a 'local', 'dask' or 'ssh' compute target"
+                f" in mlws; {self.workers_target!r} is {target_type!r}"
             )
         try:
             script = check_script_path(source_directory, self.parallel_run_config.entry_script)

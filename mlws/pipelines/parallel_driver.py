@@ -111,6 +111,10 @@ class Driver:
             and sys.platform.startswith("linux")
             and not os.environ.get(FORKSERVER_ENV)
         )
+        #: Starts a worker (``number``, ``node``); an ssh pool has its own.
+        self.spawner = self.spawn
+        #: Mini-batch ``index`` as it is sent to a worker (a forked one has it: None).
+        self.payload = lambda index: None if self.forking else self.mini_batch(index)
 
     # -- the data ------------------------------------------------------------------------------
     def load(self) -> None:
@@ -227,7 +231,7 @@ class Driver:
         w.proc.kill()
         w.proc.join()
         w.conn.close()
-        fresh = self.spawn(w.number, w.node)
+        fresh = self.spawner(w.number, w.node)
         self.workers[self.workers.index(w)] = fresh
         return fresh
 
@@ -254,7 +258,23 @@ class Driver:
         target = self.s.get("workersTarget") or "local"
         kind, config = target_config(self.ws, target)
         t0 = time.monotonic()
-        if kind != "local":
+        pool = None
+        if kind == "ssh":
+            from .parallel_ssh import SshPool
+
+            pool = SshPool(self, target, config)
+            self.load()
+            try:
+                pool.prepare()
+                self.spawner, self.payload = pool.spawn, pool.payload
+                per_node = self.s["processCountPerNode"] or os.cpu_count() or 1
+                for n in range(count):
+                    self.workers.append(pool.spawn(n, n // per_node))
+            except BaseException:
+                self.stop_pool()
+                pool.finish()
+                raise
+        elif kind != "local":
             self.load()  # the workers are elsewhere (parallel_dask)
         elif self.forking:
             # Read first, then fork: the workers share the table and pandas with this process
@@ -296,6 +316,8 @@ class Driver:
         finally:
             if self.workers:
                 self.stop_pool()
+            if pool is not None:
+                pool.finish()
         self.finish(None)
         return 0
 
@@ -310,7 +332,7 @@ class Driver:
                     if not w.tasks:
                         w.since = time.monotonic()
                     w.tasks.append(index)
-                    w.conn.send((index, None if self.forking else self.mini_batch(index)))
+                    w.conn.send((index, self.payload(index)))
             now = time.monotonic()
             busy = [w.since + timeout - now for w in self.workers if w.tasks]
             waiting = max(0.0, min(busy)) if busy else None
