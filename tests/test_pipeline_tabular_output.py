@@ -118,3 +118,56 @@ def test_a_step_reads_an_upstream_output_as_a_tabular_dataset(ws, tmp_path):
     assert kinds["prep"] == "azureml.ReusedStepRun" and kinds["pq"] == "azureml.ReusedStepRun"
     assert kinds["use"] == kinds["score"] == "azureml.StepRun"
     assert other.find_step_run("use")[0].get_metrics()["rows"] == 50
+
+
+NAMES = """
+from mlws import OutputFileDatasetConfig
+from mlws.pipelines import PythonScriptStep
+a, b = OutputFileDatasetConfig(), OutputFileDatasetConfig()
+prep = PythonScriptStep("prep.py", name="prep", arguments=["--out", a, "--more", b],
+                        source_directory=SRC)
+use = PythonScriptStep("use.py", name="use", arguments=[a.read_delimited_files()],
+                       source_directory=SRC)
+print(prep.outputs[0].name, prep.outputs[1].name)
+"""
+
+
+def test_unnamed_outputs_get_the_same_names_in_every_driver_process_and_are_reused(ws, tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    # The output has no name the script knows: it takes the one table it is given.
+    use = USE.replace('input_datasets["cleaned"]', "input_datasets.popitem()[1]")
+    use = use.replace('os.environ["AZUREML_DATAREFERENCE_cleaned"]', "folder")
+    for name, text in [("prep", PREP), ("use", use)]:
+        write(src / f"{name}.py", textwrap.dedent(text))
+    script = f"SRC = {str(src)!r}\n" + textwrap.dedent(NAMES)
+    names = [
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    assert names[0] == names[1] and len(set(names[0])) == 2
+    assert all(n.startswith("output_") and len(n) == len("output_") + 8 for n in names[0])
+
+    def pipeline():  # noqa: ANN202
+        out = OutputFileDatasetConfig()  # unnamed
+        prep = PythonScriptStep(
+            "prep.py", name="prep", arguments=["--out", out], source_directory=str(src)
+        )
+        table = out.read_delimited_files(path_glob="part-*.csv")
+        use = PythonScriptStep("use.py", name="use", arguments=[table], source_directory=str(src))
+        return Pipeline(ws, [prep, use]), out
+
+    exp = Experiment(ws, "unnamed")
+    first, out = pipeline()
+    run = exp.submit(first)
+    run.wait_for_completion(show_output=False, timeout_seconds=120)
+    assert run.find_step_run("use")[0].get_metrics()["rows"] == 120
+    again, out2 = pipeline()
+    assert out2.pipeline_link["data"].name == out.pipeline_link["data"].name
+    rerun = exp.submit(again)
+    rerun.wait_for_completion(show_output=False, timeout_seconds=120)
+    assert {s.type for s in rerun.get_steps()} == {"azureml.ReusedStepRun"}

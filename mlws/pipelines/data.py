@@ -92,11 +92,8 @@ class OutputData(PipelineData):
     """The ``PipelineData`` that carries an ``OutputFileDatasetConfig`` between steps;
     ``config`` is the output as its producing step gave it (destination, registration)."""
 
-    def __init__(self, config: Any) -> None:
-        import secrets
-
-        # v1 names an unnamed output output_<8 hex>.
-        super().__init__(config.name or f"output_{secrets.token_hex(4)}")
+    def __init__(self, config: Any, name: str) -> None:
+        super().__init__(name)
         self.config = config
 
     def __repr__(self) -> str:
@@ -237,11 +234,22 @@ def tabular_view(folder: str, reader: dict[str, Any]) -> Any:
     )
 
 
-def output_data(config: Any) -> OutputData:
-    """The one :class:`OutputData` of an ``OutputFileDatasetConfig`` (shared by its copies)."""
+def output_data(config: Any, step: PipelineStep) -> OutputData:
+    """The one :class:`OutputData` of an ``OutputFileDatasetConfig`` (shared by its copies),
+    made when ``step`` is the first to mention it. An unnamed one is named as v1 does,
+    ``output_<8 hex>``, but from the step's name and how many unnamed outputs it mentioned
+    before: the same pipeline built again (in another driver process too) gives the same
+    names, so its steps are reused."""
+    import hashlib
+
     link = config.pipeline_link
     if "data" not in link:
-        link["data"] = OutputData(config)
+        name = config.name
+        if name is None:
+            seen = step.unnamed_outputs
+            step.unnamed_outputs += 1
+            name = "output_" + hashlib.sha256(f"{step.name}\0{seen}".encode()).hexdigest()[:8]
+        link["data"] = OutputData(config, name)
     return link["data"]
 
 
@@ -255,13 +263,13 @@ def graph_item(item: Any, step: PipelineStep, where: str) -> Any:
     from ..rundata import OutputAsInput, OutputFileDatasetConfig
 
     if isinstance(item, OutputAsInput):
-        return output_data(item.output)
+        return output_data(item.output, step)
     if isinstance(item, OutputTabularDatasetConfig) and where != "outputs":
-        data = output_data(item.output)
+        data = output_data(item.output, step)
         step.tabular_inputs[data.name] = item.reader
         return data
     if isinstance(item, OutputFileDatasetConfig):
-        data = output_data(item)
+        data = output_data(item, step)
         if where == "outputs" or (where == "arguments" and data.producer in (None, step)):
             data.config = item  # the producer's copy says where it goes and how it registers
             if where == "arguments" and data not in step.outputs:

@@ -191,12 +191,13 @@ def _input_name(item: Any) -> tuple[str, str]:
     """``(name, kind)`` of a ParallelRunStep input: kind ``file``, ``tabular`` or ``data``."""
     from ..datasets import AbstractDataset
     from ..rundata import DatasetConsumptionConfig, default_input_name
-    from .data import OutputTabularDatasetConfig, output_data
+    from .data import OutputTabularDatasetConfig
 
     if isinstance(item, PipelineData):
         return item.name, "data"
     if isinstance(item, OutputTabularDatasetConfig):  # an upstream output read as a table
-        return output_data(item.output).name, "tabular"
+        # Its name is known once the step has taken it in (an unnamed output is named then).
+        return "", "tabular"
     if isinstance(item, AbstractDataset):
         return default_input_name(item), item.kind
     if isinstance(item, DatasetConsumptionConfig):
@@ -259,8 +260,6 @@ class ParallelRunStep(PipelineStep):
         for s in side:
             _input_name(s)
         self.parallel_run_config = cfg
-        self.input_names = [n for n, _ in named]
-        self.side_input_names = [_input_name(s)[0] for s in side]
         self.output = output
         rc = RunConfiguration()
         rc.environment = cfg.environment
@@ -285,6 +284,11 @@ class ParallelRunStep(PipelineStep):
             source_directory=cfg.source_directory,
             allow_reuse=allow_reuse,
         )
+        # As the graph carries them: an upstream output read as a table is its PipelineData.
+        self.input_names = [n or self.inputs[i].name for i, (n, _) in enumerate(named)]
+        self.side_input_names = [
+            _input_name(s)[0] or self.inputs[len(named) + j].name for j, s in enumerate(side)
+        ]
 
     def settings(self) -> dict[str, Any]:
         """What the driver is told (the JSON argument of its command line)."""
