@@ -107,6 +107,12 @@ def test_mini_batches_run_as_dask_tasks_in_order_with_failures_counted(ws, tmp_p
     assert all(",dask/" in r for r in report[1:])
     errors = [n for n in s.get_file_names() if n.startswith("logs/user/error/dask/")]
     assert errors and "a bad row" in s._read_file_text(errors[0])
+    # The cluster's worker processes serve other runs: none keeps the step run's variables.
+    from distributed import Client
+
+    with Client(cluster.scheduler_address, timeout=30, set_as_default=False) as client:
+        seen = client.run(lambda: {k: os.environ.get(k) for k in ("MLWS_RUN_ID", "AZUREML_RUN_ID")})
+    assert seen and all(v == {"MLWS_RUN_ID": None, "AZUREML_RUN_ID": None} for v in seen.values())
 
     # Past error_threshold (a bad mini-batch: 1000 items > 0) the step fails.
     step2, _ = _step(tmp_path, "bad", 6000, PRS_BAD_ROW="10")

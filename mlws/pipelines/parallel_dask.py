@@ -20,6 +20,7 @@ worker's own output. Dask cannot stop a running task: a ``run()`` past
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -27,6 +28,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,6 +40,27 @@ WAIT_S = 0.5
 #: (``key -> (module, logger, tag, init error)``); a new step's key replaces it.
 _LOADED: dict[str, tuple[Any, Any, str, str | None]] = {}
 _LOAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str], drop: bool = False) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (``drop``: with those keys removed) for the block,
+    then as it was: a Dask worker process serves other runs' tasks, a cluster this driver
+    starts must not carry the step's run's variables."""
+    saved = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if drop:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
 
 
 class Where:
@@ -74,10 +97,10 @@ def _entry(key: str, settings: dict[str, Any]) -> tuple[Any, Any, str, str | Non
                     pass
         _LOADED.clear()
         tag = _worker_tag()
-        # What the step's processes see: Run.get_context() in init() is the step's run.
-        os.environ.update(settings["environment"])
         try:
-            module, logger = parallel_worker.load_entry_script(settings, tag)
+            # What the step's processes see: Run.get_context() in init() is the step's run.
+            with _environment(settings["environment"]):
+                module, logger = parallel_worker.load_entry_script(settings, tag)
             entry = (module, logger, tag, None)
         except BaseException:  # noqa: BLE001 - init() failing fails the step, with its reason
             text = traceback.format_exc().strip()
@@ -96,7 +119,8 @@ def mini_batch_task(key: str, settings: dict[str, Any], index: int, batch: Any) 
         return ("init-error", index, error, tag)
     append = settings["outputAction"] == "append_row"
     try:
-        count, text, seconds = parallel_worker.run_mini_batch(module.run, batch, append)
+        with _environment(settings["environment"]):
+            count, text, seconds = parallel_worker.run_mini_batch(module.run, batch, append)
     except Exception:
         text = traceback.format_exc()
         logger.error("mini-batch %d failed:\n%s", index, text)
@@ -109,18 +133,25 @@ def run(driver: Driver, target: str, config: dict[str, Any]) -> None:
     from distributed import Client
 
     from ..compute.dask import scheduler_address
-    from ..keyvault import ENV_KEY
+    from ..keyvault import CHANNEL_ENV, ENV_KEY
+    from ..rundata import PATHS_ENV
     from .parallel_driver import StepFailed
 
-    address = scheduler_address(driver.ws, target, config)
-    driver.say(f"mini-batches go to the Dask cluster at {address}")
-    client = Client(address, timeout=30, set_as_default=False)
-    key = f"{driver.run.id}-{uuid.uuid4().hex[:8]}"
+    # The step run's own variables (what its script was given), for the entry script there.
+    own = ("MLWS_RUN_ID", "MLWS_WORKSPACE", PATHS_ENV)
     environment = {
         k: v
         for k, v in os.environ.items()
-        if k.startswith(("MLWS_", "AZUREML_", "AML_")) and k != ENV_KEY
+        if (k.startswith(("AZUREML_", "AML_")) or k in own) and k not in (ENV_KEY, CHANNEL_ENV)
     }
+    try:
+        with _environment(environment, drop=True):  # a cluster started here: not the run's
+            address = scheduler_address(driver.ws, target, config)
+        driver.say(f"mini-batches go to the Dask cluster at {address}")
+        client = Client(address, timeout=30, set_as_default=False)
+    except (OSError, TimeoutError) as e:
+        raise StepFailed(f"the Dask cluster of {target!r} cannot be reached: {e}") from None
+    key = f"{driver.run.id}-{uuid.uuid4().hex[:8]}"
     settings = {
         **driver.worker_settings(0, 0),
         "entryScript": os.path.join(driver.cwd, driver.s["entryScript"]),
