@@ -483,6 +483,8 @@ class Driver:
         if self.out is not None:
             self.out.close()
         self.report_file.close()
+        cpu = os.times()  # what this process took (imports, the read, hand-outs), not workers'
+        self.say(f"the driver's own CPU time: {cpu.user + cpu.system:.2f} s")
         self.progress(final=True)
         self.run.log("items_failed", self.failed_items)
         took = time.monotonic() - self.started_at
