@@ -195,27 +195,17 @@ class OutputFileDatasetConfig:
         return self._overwrite
 
     def read_delimited_files(self, *args: Any, **kwargs: Any) -> Any:
-        """Not supported yet: register the output as a File dataset and read it with
-        ``Dataset.Tabular.from_delimited_files`` over its files.
+        """This output as a table of CSV files for a later pipeline step (v1's
+        ``OutputTabularDatasetConfig``; the options: :func:`mlws.pipelines.data.read_delimited`)."""
+        from .pipelines.data import read_delimited
 
-        :raises UserErrorException: always.
-        """
-        raise UserErrorException(
-            "OutputFileDatasetConfig.read_delimited_files is not supported yet: register the"
-            " output (register_on_complete) and read its files with"
-            " Dataset.Tabular.from_delimited_files"
-        )
+        return read_delimited(self, *args, **kwargs)
 
     def read_parquet_files(self, *args: Any, **kwargs: Any) -> Any:
-        """Not supported yet (as :meth:`read_delimited_files`).
+        """As :meth:`read_delimited_files`, over Parquet files."""
+        from .pipelines.data import read_parquet
 
-        :raises UserErrorException: always.
-        """
-        raise UserErrorException(
-            "OutputFileDatasetConfig.read_parquet_files is not supported yet: register the"
-            " output (register_on_complete) and read its files with"
-            " Dataset.Tabular.from_parquet_files"
-        )
+        return read_parquet(self, *args, **kwargs)
 
 
 class OutputAsInput:
@@ -235,11 +225,13 @@ class StoredInput:
     (``.mlws-data/in/<name>``); put it in the arguments (or pass it to ``submit_script``'s
     ``data``)."""
 
-    def __init__(self, name: str, manifest: str) -> None:
+    def __init__(self, name: str, manifest: str, tabular: dict[str, Any] | None = None) -> None:
         from .manifests import check_hash
 
         self.name = check_data_name(name)
         self.manifest = check_hash(manifest)
+        #: How it is read as a table (``read_delimited_files()``); None: a folder.
+        self.tabular = tabular
 
     def __repr__(self) -> str:
         return f"StoredInput(name={self.name!r}, manifest={self.manifest!r})"
@@ -276,6 +268,7 @@ def encode_arguments(
     """
     from .datasets import AbstractDataset
     from .datastores import DataReference
+    from .pipelines.data import OutputTabularDatasetConfig as OutputTabular
 
     args: list[Any] = []
     inputs: dict[str, dict[str, Any]] = {}
@@ -284,7 +277,7 @@ def encode_arguments(
         args.append(_encode(ws, a, inputs, outputs))
     data = (AbstractDataset, DataReference, DatasetConsumptionConfig, OutputFileDatasetConfig)
     for a in extra:
-        if not isinstance(a, (*data, StoredInput, RunFilesOutput, OutputAsInput)):
+        if not isinstance(a, (*data, StoredInput, RunFilesOutput, OutputAsInput, OutputTabular)):
             raise UserErrorException(f"not a run input or output: {a!r}")
         _encode(ws, a, inputs, outputs)  # named, not on the command line
     clash = set(inputs) & set(outputs)
@@ -311,13 +304,17 @@ def _encode(
             Dataset.File.from_files(a, validate=False),
             "download" if a.mode == "download" else "mount",
         )
-    if isinstance(a, OutputAsInput):
+    from .pipelines.data import OutputTabularDatasetConfig
+
+    if isinstance(a, (OutputAsInput, OutputTabularDatasetConfig)):
         raise UserErrorException(
             f"{a.output!r}.as_input() is the input of a later pipeline step; a single run cannot"
             " read an output it does not write"
         )
     if isinstance(a, StoredInput):
         spec = {"name": a.name, "mode": "mount", "pathOnCompute": None, "manifest": a.manifest}
+        if a.tabular:
+            spec["tabular"] = a.tabular
         return _add(inputs, spec, "inputs", {"mlwsInput": a.name})
     if isinstance(a, RunFilesOutput):
         spec = {"name": a.name, "runFiles": True, "source": f"outputs/{a.name}"}
@@ -640,7 +637,11 @@ def run_data(run: Any, direction: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if direction == "input":
         for spec in definition.get("inputs") or []:
-            if spec.get("manifest"):  # stored files: their folder in the run, else the manifest
+            if spec.get("manifest") and spec.get("tabular") and spec["name"] in paths:
+                from .pipelines.data import tabular_view
+
+                out[spec["name"]] = tabular_view(paths[spec["name"]], spec["tabular"])
+            elif spec.get("manifest"):  # stored files: their folder in the run, else the manifest
                 out[spec["name"]] = paths.get(spec["name"], spec["manifest"])
             elif spec["name"] in paths and spec["mode"] != "direct":
                 out[spec["name"]] = paths[spec["name"]]

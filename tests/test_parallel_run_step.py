@@ -28,6 +28,7 @@ from mlws.pipelines import (
     PipelineData,
     PythonScriptStep,
 )
+from mlws.pipelines.parallel_driver import FORKSERVER_ENV
 from mlws.processes import python_path
 
 SCORE = """
@@ -59,7 +60,10 @@ def _report(step) -> list[dict[str, str]]:  # noqa: ANN001 - a StepRun
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_a_100k_row_table_is_scored_on_two_workers_in_order_and_reused(ws, tmp_path):
+@pytest.mark.parametrize("forkserver", [False, True], ids=["forked", "fork-server"])
+def test_a_100k_row_table_is_scored_on_two_workers_in_order_and_reused(ws, tmp_path, forkserver):
+    # Forked workers (Linux) take their mini-batches from the driver's memory; from a fork
+    # server (other platforms) they get them through their pipe: both give the same file.
     src = write(tmp_path / "src" / "score.py", textwrap.dedent(SCORE)).parent
     ds = Dataset.Tabular.from_delimited_files(str(_table(tmp_path / "data.csv", 100_000)))
     scores = PipelineData("scores")
@@ -70,6 +74,7 @@ def test_a_100k_row_table_is_scored_on_two_workers_in_order_and_reused(ws, tmp_p
         error_threshold=0,
         node_count=1,
         process_count_per_node=2,
+        environment_variables={FORKSERVER_ENV: "1"} if forkserver else None,
     )
     step = ParallelRunStep("score", cfg, inputs=[ds.as_named_input("table")], output=scores)
     exp = Experiment(ws, "prs")
@@ -93,6 +98,14 @@ def test_a_100k_row_table_is_scored_on_two_workers_in_order_and_reused(ws, tmp_p
     metrics = s.get_metrics()
     assert metrics["mini_batches_total"] == 20 and metrics["mini_batches_done"][-1] == 20
     assert "20 of 20 mini-batches succeeded" in s._read_file_text("logs/job_result.txt")
+    pids = {
+        line.split("|")[2]
+        for p in ("0/process000", "0/process001")
+        for line in s._read_file_text(f"logs/user/entry_script_log/{p}.log.txt").splitlines()
+    }
+    assert len(pids) == 2
+    how = "started by a fork server" if forkserver else "forked from the driver"
+    assert f"2 workers {how}" in s._read_file_text("logs/driver.log")
     assert "20 mini batches processed out of 20" in s._read_file_text(
         "logs/job_progress_overview.txt"
     )
@@ -387,8 +400,6 @@ def test_bad_config_is_one_line(kwargs, match):
 
 
 def test_bad_steps_are_refused_before_anything_is_recorded(ws, tmp_path):
-    from mlws.compute import AmlCompute, ComputeTarget
-
     src = write(tmp_path / "src" / "score.py", "def run(b):\n    return b\n").parent
     table = Dataset.Tabular.from_delimited_files(str(_table(tmp_path / "t.csv", 3)))
     files = Dataset.File.from_files(str(tmp_path / "t.csv"))
@@ -406,17 +417,25 @@ def test_bad_steps_are_refused_before_anything_is_recorded(ws, tmp_path):
     missing = ParallelRunConfig(
         entry_script="nope.py", error_threshold=0, source_directory=str(src)
     )
-    ComputeTarget.create(ws, "cluster", AmlCompute.provisioning_configuration(min_nodes=0))
-    on_dask = ParallelRunConfig(
+    with ws.catalog.write() as conn:  # a type a newer mlws might record
+        conn.execute(
+            "INSERT INTO compute_targets (name, type, config, created) VALUES"
+            " ('hosts', 'k8s', '{}', 0)"
+        )
+    on_k8s = ParallelRunConfig(
         entry_script="score.py",
         error_threshold=0,
         source_directory=str(src),
-        compute_target="cluster",
+        compute_target="hosts",
+    )
+    nowhere = ParallelRunConfig(
+        entry_script="score.py", error_threshold=0, source_directory=str(src), compute_target="x"
     )
     exp = Experiment(ws, "prs-bad")
     for step, match in [
         (ParallelRunStep("s", missing, inputs=[table]), "entry_script 'nope.py' not found"),
-        (ParallelRunStep("s", on_dask, inputs=[table]), "runs on a 'local' compute target"),
+        (ParallelRunStep("s", on_k8s, inputs=[table]), "'local', 'dask' or 'ssh' compute"),
+        (ParallelRunStep("s", nowhere, inputs=[table]), "no compute target named 'x'"),
     ]:
         with pytest.raises(PipelineValidationError, match=match) as e:
             exp.submit(Pipeline(ws, [step]))

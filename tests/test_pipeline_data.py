@@ -164,10 +164,18 @@ def test_unsupported_data_uses_get_one_line_and_record_nothing(ws, tmp_path):
     exp = Experiment(ws, "x")
     before = workspace_fingerprint(ws.path)
     out = OutputFileDatasetConfig("counted")
-    for call in (out.read_delimited_files, out.read_parquet_files):
-        with pytest.raises(UserErrorException, match="not supported yet") as e:
-            call()
+    for call, kwargs, match in [
+        (out.read_delimited_files, {"partition_format": "{x}/f.csv"}, "not supported"),
+        (out.read_parquet_files, {"set_column_types": {"a": "int"}}, "not supported"),
+        (out.read_delimited_files, {"separator": ";;"}, "separator is one character"),
+        (out.read_delimited_files, {"path_glob": "../*.csv"}, "path_glob is a pattern inside"),
+    ]:
+        with pytest.raises(UserErrorException, match=match) as e:
+            call(**kwargs)
         assert "\n" not in str(e.value)
+    # A single run cannot read an output as a table either.
+    with pytest.raises(UserErrorException, match="later pipeline step"):
+        exp.submit(ScriptRunConfig(str(src), "use.py", arguments=[out.read_delimited_files()]))
     with pytest.raises(UserErrorException, match="invalid data reference name 'raw-1'"):
         ws.get_default_datastore().path("raw", data_reference_name="raw-1")
     # A single run cannot read an output as an input: no step writes it.

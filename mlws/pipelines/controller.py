@@ -13,7 +13,10 @@ It reads the graph from the pipeline run's definition and loops:
    fingerprint matches an earlier completed step, ``allow_reuse`` and no
    ``regenerate_outputs``: recorded as completed at once, no process started) or submitted
    as a child run (``azureml.StepRun``) through ``submit_script`` on its own compute target,
-   which admits it when it has a free slot; so independent steps run at the same time.
+   which admits it when it has a free slot; so independent steps run at the same time. On a
+   ``local`` target no more than its slots plus :data:`QUEUE_AHEAD` steps are open at once:
+   the rest are held here rather than waiting ``Queued`` in supervisors of their own, whose
+   polling for a slot took CPU from the steps running on a small machine.
 3. **End** when no step is open and none can start: ``Completed`` when every step completed,
    else ``Failed`` naming the first failed step; ``Canceled`` when the pipeline was canceled
    (its open steps are canceled first). The controller's log is the run file
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
     from ..workspace import Workspace
 
 LOG_FILE = "azureml-logs/pipeline.txt"
+#: Steps submitted to a ``local`` target beyond its slots: queued there, ready to take a slot
+#: the moment one is freed (the oldest waiter looks every few milliseconds).
+QUEUE_AHEAD = 1
 
 
 class PipelineController(controllers.Controller):
@@ -61,6 +67,14 @@ class PipelineController(controllers.Controller):
         #: step name -> why it failed, for steps that failed without a run.
         self.reasons: dict[str, str] = {}
         self.stopping = False
+        #: step name -> fingerprint of a step held back (its target's queue was full).
+        self.held: dict[str, str] = {}
+        #: step name -> its compute target's name.
+        self.targets: dict[str, str] = {
+            n: s["runConfig"].get("target") or "local" for n, s in self.steps.items()
+        }
+        #: target name -> how many of this pipeline's steps may be open on it (None: no limit).
+        self.limits: dict[str, int | None] = {}
 
     # -- the loop ----------------------------------------------------------------------------
     def drive(self) -> tuple[str, dict[str, Any] | None]:
@@ -147,7 +161,7 @@ class PipelineController(controllers.Controller):
 
         step = self.steps[name]
         try:
-            fp = self.fingerprint(step)
+            fp = self.held.pop(name, None) or self.fingerprint(step)
             original = None
             if step["allowReuse"] and not self.regenerate:
                 original = reuse.find_reusable(self.ws, fp)
@@ -159,7 +173,11 @@ class PipelineController(controllers.Controller):
                 seq = self.ws.catalog.scalar("SELECT seq FROM runs WHERE id = ?", (rid,))
                 self.completed(name, seq)
                 return
+            if self.queue_full(name):
+                self.held[name] = fp
+                return
             self.fingerprints[name] = fp
+            self.open_ssh_workers(step)
             self.started[name] = self.submit(step)
         except MlwsError as e:
             self.started[name] = ""
@@ -172,6 +190,50 @@ class PipelineController(controllers.Controller):
                 controllers.cancel_children(self.ws, self.run_id)
             return
         self.say(f"step {name!r} submitted as {self.started[name]}")
+
+    def open_ssh_workers(self, step: dict[str, Any]) -> None:
+        """A ParallelRunStep with workers on an ``ssh`` target: open the target's shared
+        connections to the hosts it uses here, where the target's key may be read. The step's
+        driver is a run's script, which never gets a credential: its sessions ride on these
+        (an idle one closes after ssh's ``ControlPersist``, 120 s).
+
+        :raises MlwsError: a host cannot be reached (the step cannot start)."""
+        if step.get("stepType") != "ParallelRunStep":
+            return
+        from ..compute import target_config
+        from ..compute.ssh import connection, nodes_of
+
+        settings = json.loads(step["command"][-1])
+        target = settings.get("workersTarget")
+        if not target:
+            return
+        kind, config = target_config(self.ws, target)
+        if kind != "ssh":
+            return
+        for node in nodes_of(config)[: settings["nodeCount"]]:
+            connection(self.ws, target, config, node).open()
+
+    def queue_full(self, name: str) -> bool:
+        """Whether step ``name``'s target has as many of this pipeline's steps open as it may
+        (a ``local`` target: its slots plus :data:`QUEUE_AHEAD`; other types: no limit)."""
+        from ..compute import target_config
+
+        target = self.targets[name]
+        if target not in self.limits:
+            kind, _ = target_config(self.ws, target)
+            if kind == "local":
+                from ..compute.local import max_concurrent_runs
+
+                self.limits[target] = max_concurrent_runs(self.ws) + QUEUE_AHEAD
+            else:
+                self.limits[target] = None
+        limit = self.limits[target]
+        if limit is None:
+            return False
+        open_here = sum(
+            1 for n in self.started if n not in self.ended and self.targets.get(n) == target
+        )
+        return open_here >= limit
 
     def argument(self, a: Any, step: dict[str, Any]) -> Any:
         """One argument for ``submit_script``: data as an input or output object, a parameter
@@ -192,7 +254,8 @@ class PipelineController(controllers.Controller):
                 return self.output_config(a["data"], step["outputConfigs"][a["data"]])
             if a["data"] in step["outputs"]:
                 return RunFilesOutput(a["data"])
-            return StoredInput(a["data"], self.data[a["data"]])
+            tabular = (step.get("tabularInputs") or {}).get(a["data"])
+            return StoredInput(a["data"], self.data[a["data"]], tabular)
         spec = next(d for d in step["datasets"] if d["name"] == a["dataset"])
         return self.dataset(spec)
 
@@ -269,6 +332,7 @@ class PipelineController(controllers.Controller):
                 # Only when there are some, so that older fingerprints still match.
                 **({"outputConfigs": step["outputConfigs"]} if step.get("outputConfigs") else {}),
                 **hyperdrive_step.fingerprint_part(step),
+                **({"tabularInputs": step["tabularInputs"]} if step.get("tabularInputs") else {}),
             }
         )
 

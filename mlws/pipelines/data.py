@@ -92,11 +92,8 @@ class OutputData(PipelineData):
     """The ``PipelineData`` that carries an ``OutputFileDatasetConfig`` between steps;
     ``config`` is the output as its producing step gave it (destination, registration)."""
 
-    def __init__(self, config: Any) -> None:
-        import secrets
-
-        # v1 names an unnamed output output_<8 hex>.
-        super().__init__(config.name or f"output_{secrets.token_hex(4)}")
+    def __init__(self, config: Any, name: str) -> None:
+        super().__init__(name)
         self.config = config
 
     def __repr__(self) -> str:
@@ -114,11 +111,145 @@ class OutputData(PipelineData):
         }
 
 
-def output_data(config: Any) -> OutputData:
-    """The one :class:`OutputData` of an ``OutputFileDatasetConfig`` (shared by its copies)."""
+class OutputTabularDatasetConfig:
+    """An ``OutputFileDatasetConfig`` read as a table by a later step (what its
+    ``read_delimited_files()`` / ``read_parquet_files()`` return, as v1): given to a step
+    (its ``inputs``, its ``arguments`` or a ``ParallelRunStep``'s inputs) the step's
+    ``run.input_datasets[<output name>]`` is a ``TabularDataset`` over the files the producing
+    step wrote, and ``$AZUREML_DATAREFERENCE_<output name>`` their folder."""
+
+    def __init__(self, output: Any, reader: dict[str, Any]) -> None:
+        self.output = output
+        #: How the files are read (:func:`tabular_view`).
+        self.reader = reader
+
+    def __repr__(self) -> str:
+        return f"OutputTabularDatasetConfig({self.output!r}, {self.reader['format']})"
+
+    @property
+    def name(self) -> str | None:
+        """The output's name."""
+        return self.output.name
+
+    def as_input(self, name: str | None = None) -> OutputTabularDatasetConfig:
+        """The table as a step's input (``name`` accepted for v1 code; the input keeps the
+        output's name)."""
+        return self
+
+    def as_named_input(self, name: str) -> OutputTabularDatasetConfig:
+        """As :meth:`as_input`."""
+        return self
+
+    def as_mount(self) -> OutputTabularDatasetConfig:
+        """As :meth:`as_input` (the files are a read-only copy whatever the mode)."""
+        return self
+
+
+def read_delimited(
+    output: Any,
+    include_path: bool = False,
+    separator: str = ",",
+    header: bool = True,
+    partition_format: str | None = None,
+    path_glob: str | None = None,
+    set_column_types: Any = None,
+) -> OutputTabularDatasetConfig:
+    """``output.read_delimited_files()``: the consuming step's ``run.input_datasets[name]`` is a
+    ``TabularDataset`` over the CSV files the producing step wrote (``path_glob``: only those
+    matching it, inside the output folder).
+
+    :raises UserErrorException: ``partition_format`` or ``set_column_types`` (not supported),
+        a bad separator or glob.
+    """
+    options = {"include_path": include_path, "separator": separator, "header": header}
+    return tabular_output(
+        output, "delimited", options, partition_format, path_glob, set_column_types
+    )
+
+
+def read_parquet(
+    output: Any,
+    include_path: bool = False,
+    partition_format: str | None = None,
+    path_glob: str | None = None,
+    set_column_types: Any = None,
+) -> OutputTabularDatasetConfig:
+    """``output.read_parquet_files()``: as :func:`read_delimited`, over Parquet files."""
+    options = {"include_path": include_path}
+    return tabular_output(output, "parquet", options, partition_format, path_glob, set_column_types)
+
+
+def tabular_output(
+    output: Any,
+    kind: str,
+    options: dict[str, Any],
+    partition_format: str | None,
+    path_glob: str | None,
+    set_column_types: Any,
+) -> OutputTabularDatasetConfig:
+    """``output`` read as a table of ``kind`` (``delimited``, ``parquet``) files.
+
+    :raises UserErrorException: an option not supported, a bad separator or glob.
+    """
+    from ..errors import UserErrorException
+
+    if partition_format is not None or set_column_types is not None:
+        raise UserErrorException(
+            f"read_{kind}_files: partition_format and set_column_types are not supported for"
+            " a pipeline output; read the table and convert its columns in the step"
+        )
+    sep = options.get("separator", ",")
+    if not isinstance(sep, str) or len(sep) != 1 or sep in '"\r\n':
+        raise UserErrorException(f"separator is one character, e.g. ',' or '\\t'; got {sep!r}")
+    if path_glob is not None and (
+        not isinstance(path_glob, str) or path_glob.startswith("/") or ".." in path_glob.split("/")
+    ):
+        raise UserErrorException(
+            f"path_glob is a pattern inside the output folder, e.g. '*.csv'; got {path_glob!r}"
+        )
+    reader = {"format": kind, **{k: v for k, v in options.items()}, "pathGlob": path_glob}
+    reader["include_path"] = bool(reader.get("include_path"))
+    if "header" in reader:
+        reader["header"] = bool(reader["header"])
+    return OutputTabularDatasetConfig(output, reader)
+
+
+def tabular_view(folder: str, reader: dict[str, Any]) -> Any:
+    """The ``TabularDataset`` a step sees over an upstream output's files in ``folder``."""
+    import os
+
+    from ..datasets import Dataset
+
+    path = os.path.join(folder, reader["pathGlob"]) if reader.get("pathGlob") else folder
+    if reader["format"] == "parquet":
+        return Dataset.Tabular.from_parquet_files(
+            path, validate=False, include_path=reader["include_path"]
+        )
+    return Dataset.Tabular.from_delimited_files(
+        path,
+        validate=False,
+        include_path=reader["include_path"],
+        separator=reader["separator"],
+        header=reader["header"],
+    )
+
+
+def output_data(config: Any, step: PipelineStep) -> OutputData:
+    """The one :class:`OutputData` of an ``OutputFileDatasetConfig`` (shared by its copies),
+    made when ``step`` is the first to mention it. An unnamed one is named as v1 does,
+    ``output_<8 hex>``, but from the step's name and how many unnamed outputs it mentioned
+    before: the same pipeline built again (in another driver process too) gives the same
+    names, so its steps are reused."""
+    import hashlib
+
     link = config.pipeline_link
     if "data" not in link:
-        link["data"] = OutputData(config)
+        name = config.name
+        if name is None:
+            seen = step.unnamed_outputs
+            step.unnamed_outputs += 1
+            name = "output_" + hashlib.sha256(f"{step.name}\0{seen}".encode()).hexdigest()[:8]
+        link["data"] = OutputData(config, name)
     return link["data"]
 
 
@@ -132,9 +263,13 @@ def graph_item(item: Any, step: PipelineStep, where: str) -> Any:
     from ..rundata import OutputAsInput, OutputFileDatasetConfig
 
     if isinstance(item, OutputAsInput):
-        return output_data(item.output)
+        return output_data(item.output, step)
+    if isinstance(item, OutputTabularDatasetConfig) and where != "outputs":
+        data = output_data(item.output, step)
+        step.tabular_inputs[data.name] = item.reader
+        return data
     if isinstance(item, OutputFileDatasetConfig):
-        data = output_data(item)
+        data = output_data(item, step)
         if where == "outputs" or (where == "arguments" and data.producer in (None, step)):
             data.config = item  # the producer's copy says where it goes and how it registers
             if where == "arguments" and data not in step.outputs:

@@ -143,7 +143,11 @@ class Pipeline:
             )
         for s in steps:
             try:
-                target_type, _ = target_config(self.workspace, s.compute_target)
+                target_config(self.workspace, s.compute_target)
+                # A ParallelRunStep is checked against where its workers run.
+                target_type, _ = target_config(
+                    self.workspace, getattr(s, "workers_target", s.compute_target)
+                )
             except ComputeTargetException as e:
                 raise PipelineValidationError(f"step {s.name!r}: {e}") from None
             src = self.source_of(s)
@@ -340,6 +344,7 @@ def encode_step(pipeline: Pipeline, step: PipelineStep, snapshot: dict[str, Any]
             if any(isinstance(d, OutputData) for d in step.outputs)
             else {}
         ),
+        **({"tabularInputs": step.tabular_inputs} if step.tabular_inputs else {}),
         "params": {str(k): encode(v) for k, v in step.params.items()},
         "runConfig": rc.to_dict(),
         "allowReuse": step.allow_reuse,

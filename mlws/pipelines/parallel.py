@@ -30,6 +30,8 @@ from .steps import PipelineStep
 #: The module that runs in the step's run (its command is ``python -m`` this).
 DRIVER_MODULE = "mlws.pipelines.parallel_driver"
 OUTPUT_ACTIONS = ("append_row", "summary_only")
+#: The compute target types a ParallelRunStep's workers run on.
+WORKER_TARGET_TYPES = ("local", "dask", "ssh")
 DEFAULT_APPEND_FILE = "parallel_run_step.txt"
 #: v1's size units for a tabular ``mini_batch_size``.
 _UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
@@ -189,9 +191,13 @@ def _input_name(item: Any) -> tuple[str, str]:
     """``(name, kind)`` of a ParallelRunStep input: kind ``file``, ``tabular`` or ``data``."""
     from ..datasets import AbstractDataset
     from ..rundata import DatasetConsumptionConfig, default_input_name
+    from .data import OutputTabularDatasetConfig
 
     if isinstance(item, PipelineData):
         return item.name, "data"
+    if isinstance(item, OutputTabularDatasetConfig):  # an upstream output read as a table
+        # Its name is known once the step has taken it in (an unnamed output is named then).
+        return "", "tabular"
     if isinstance(item, AbstractDataset):
         return default_input_name(item), item.kind
     if isinstance(item, DatasetConsumptionConfig):
@@ -254,23 +260,35 @@ class ParallelRunStep(PipelineStep):
         for s in side:
             _input_name(s)
         self.parallel_run_config = cfg
-        self.input_names = [n for n, _ in named]
-        self.side_input_names = [_input_name(s)[0] for s in side]
         self.output = output
         rc = RunConfiguration()
         rc.environment = cfg.environment
         rc.environment_variables = dict(cfg.environment_variables)
         compute = cfg.compute_target
+        #: Where the workers run (``local``, or a ``dask`` target); the step's own run -- the
+        #: driver, which reads the input and writes the output -- runs on ``local``.
+        self.workers_target: str = (
+            "local"
+            if compute is None
+            else compute
+            if isinstance(compute, str)
+            else str(getattr(compute, "name", compute))
+        )
         super().__init__(
             name,
             arguments=arguments,
-            compute_target=compute if compute is not None else "local",
+            compute_target="local",
             runconfig=rc,
             inputs=[*inputs, *side],
             outputs=[output] if output is not None else [],
             source_directory=cfg.source_directory,
             allow_reuse=allow_reuse,
         )
+        # As the graph carries them: an upstream output read as a table is its PipelineData.
+        self.input_names = [n or self.inputs[i].name for i, (n, _) in enumerate(named)]
+        self.side_input_names = [
+            _input_name(s)[0] or self.inputs[len(named) + j].name for j, s in enumerate(side)
+        ]
 
     def settings(self) -> dict[str, Any]:
         """What the driver is told (the JSON argument of its command line)."""
@@ -292,6 +310,8 @@ class ParallelRunStep(PipelineStep):
             "runInvocationTimeout": cfg.run_invocation_timeout,
             "runMaxTry": cfg.run_max_try,
             "loggingLevel": cfg.logging_level,
+            # Only when not local: the fingerprints of earlier local steps stay as they were.
+            **({"workersTarget": self.workers_target} if self.workers_target != "local" else {}),
         }
 
     def command_line(self) -> dict[str, Any]:
@@ -301,17 +321,17 @@ class ParallelRunStep(PipelineStep):
         return {"command": ["python", "-m", DRIVER_MODULE, text], "stepType": "ParallelRunStep"}
 
     def check(self, source_directory: str, target_type: str) -> None:
-        """The entry script is a file in the source folder; the target is one whose machine
-        runs the workers (``local``).
+        """The entry script is a file in the source folder; the workers' target
+        (``target_type``: that of :attr:`workers_target`) is ``local``, ``dask`` or ``ssh``.
 
         :raises ParallelRunConfigError: either is not so.
         """
         from ..runconfig import check_script_path
 
-        if target_type != "local":
+        if target_type not in WORKER_TARGET_TYPES:
             raise ParallelRunConfigError(
-                f"ParallelRunStep runs on a 'local' compute target in mlws (its workers are"
-                f" processes of the step's machine); {self.compute_target!r} is {target_type!r}"
+                f"ParallelRunStep runs its workers on a 'local', 'dask' or 'ssh' compute target"
+                f" in mlws; {self.workers_target!r} is {target_type!r}"
             )
         try:
             script = check_script_path(source_directory, self.parallel_run_config.entry_script)

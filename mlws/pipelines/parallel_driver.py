@@ -5,10 +5,13 @@ as JSON). It runs in the step run's folder, as the run's script.
 1. **Mini-batches.** The inputs are read as the run got them (``MLWS_DATA_PATHS``; a direct
    dataset where it is): a Tabular dataset as one DataFrame cut into runs of rows, files (a
    File dataset, ``PipelineData``) as sorted paths cut into lists.
-2. **Workers.** ``node_count x process_count_per_node`` processes (:mod:`.parallel_worker`),
-   forked from a fork server that has imported the worker module (and pandas for tables), so
-   a worker starts in milliseconds and none inherits this process's threads. Each calls the
-   entry script's ``init()`` once, then gets one mini-batch at a time.
+2. **Workers.** ``node_count x process_count_per_node`` processes (:mod:`.parallel_worker`).
+   On Linux they are forked from this process once the input is read, so they share its
+   modules (pandas) and the data itself: a mini-batch is handed over as its number, nothing is
+   pickled, and no second interpreter imports pandas. Elsewhere they come from a fork server
+   that has imported the worker module (and pandas for tables) while the input is read, and
+   get each mini-batch through their pipe. Each calls the entry script's ``init()`` once, then
+   gets one mini-batch at a time.
 3. **Failures.** A mini-batch whose ``run`` raises, whose worker dies, or that outlives
    ``run_invocation_timeout`` (its worker is killed and replaced) is tried again, up to
    ``run_max_try`` tries; then its items count against ``error_threshold`` (and the mini-batch
@@ -47,6 +50,9 @@ PROGRESS_EVERY_S = 1.0
 #: Mini-batches sent to a worker ahead of its answers: the next one is waiting in its pipe
 #: when it finishes one, so it never idles while this process writes results.
 PREFETCH = 2
+#: Set (in the step's environment variables), workers come from a fork server even on Linux:
+#: the way other platforms run, kept testable here.
+FORKSERVER_ENV = "MLWS_PRS_FORKSERVER"
 
 
 class StepFailed(Exception):
@@ -99,6 +105,16 @@ class Driver:
         os.makedirs(self.output_dir, exist_ok=True)
         self.workers: list[Worker] = []
         self.started_at = time.monotonic()
+        #: Workers are forked from this process after the input is read (where fork exists).
+        self.forking = (
+            "fork" in multiprocessing.get_all_start_methods()
+            and sys.platform.startswith("linux")
+            and not os.environ.get(FORKSERVER_ENV)
+        )
+        #: Starts a worker (``number``, ``node``); an ssh pool has its own.
+        self.spawner = self.spawn
+        #: Mini-batch ``index`` as it is sent to a worker (a forked one has it: None).
+        self.payload = lambda index: None if self.forking else self.mini_batch(index)
 
     # -- the data ------------------------------------------------------------------------------
     def load(self) -> None:
@@ -114,7 +130,12 @@ class Driver:
 
             frames, nbytes = [], 0
             for name in self.s["inputs"]:
-                ds = rebuild_dataset(self.ws, specs[name]["dataset"])
+                if specs[name].get("tabular"):  # an upstream step's output read as a table
+                    from .data import tabular_view
+
+                    ds = tabular_view(given[name], specs[name]["tabular"])
+                else:
+                    ds = rebuild_dataset(self.ws, specs[name]["dataset"])
                 frames.append(ds.to_pandas_dataframe())
                 nbytes += sum(
                     os.path.getsize(src) for src, _ in on_this_machine(ds.current_files()).values()
@@ -155,22 +176,45 @@ class Driver:
 
     # -- the workers ---------------------------------------------------------------------------
     def start_pool(self, count: int) -> None:
-        """Start ``count`` workers through a fork server that has the worker module loaded."""
-        preload = ["mlws.pipelines.parallel_worker"]
-        if self.s["inputKind"] == "tabular":
-            preload.append("pandas")
-        self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(preload)
+        """Start ``count`` workers. Where ``fork`` exists (Linux) they are forked from this
+        process once the input is read: they inherit the imported modules (pandas) and the
+        table itself, so a mini-batch is sent as its number, not pickled. Elsewhere they come
+        from a fork server that has the worker module (and pandas for tables) loaded, and get
+        each mini-batch through their pipe."""
+        if self.forking:
+            self.ctx = multiprocessing.get_context("fork")
+        else:
+            preload = ["mlws.pipelines.parallel_worker"]
+            if self.s["inputKind"] == "tabular":
+                preload.append("pandas")
+            self.ctx = multiprocessing.get_context("forkserver")
+            self.ctx.set_forkserver_preload(preload)
         per_node = self.s["processCountPerNode"] or os.cpu_count() or 1
         for n in range(count):
             self.workers.append(self.spawn(n, n // per_node))
+        how = "forked from the driver" if self.forking else "started by a fork server"
+        self.say(f"{count} workers {how}")
 
     def spawn(self, number: int, node: int) -> Worker:
         """Start worker ``number`` (its ``init()`` runs before it says it is ready)."""
         from . import parallel_worker
 
         mine, theirs = self.ctx.Pipe()
-        settings = {
+        settings = self.worker_settings(number, node)
+        # A forked worker reads its mini-batches from this process's memory (copy-on-write).
+        source = self.mini_batch if self.forking else None
+        proc = self.ctx.Process(
+            target=parallel_worker.serve,
+            args=(theirs, settings, source),
+            name=f"prs-worker-{number}",
+        )
+        proc.start()
+        theirs.close()
+        return Worker(number, node, proc, mine)
+
+    def worker_settings(self, number: int, node: int) -> dict[str, Any]:
+        """What a worker is told (:func:`.parallel_worker.load_entry_script` reads it)."""
+        return {
             "node": node,
             "process": number,
             "logDir": str(self.logs / "user"),
@@ -181,19 +225,13 @@ class Driver:
             "outputAction": self.s["outputAction"],
             "loggingLevel": self.s["loggingLevel"],
         }
-        proc = self.ctx.Process(
-            target=parallel_worker.serve, args=(theirs, settings), name=f"prs-worker-{number}"
-        )
-        proc.start()
-        theirs.close()
-        return Worker(number, node, proc, mine)
 
     def replace(self, w: Worker) -> Worker:
         """Kill ``w`` and start another in its place (its ``init()`` runs again)."""
         w.proc.kill()
         w.proc.join()
         w.conn.close()
-        fresh = self.spawn(w.number, w.node)
+        fresh = self.spawner(w.number, w.node)
         self.workers[self.workers.index(w)] = fresh
         return fresh
 
@@ -214,16 +252,43 @@ class Driver:
     # -- the loop ------------------------------------------------------------------------------
     def go(self) -> int:
         """Run every mini-batch; returns the exit code (0: within the thresholds)."""
-        # The workers start (fork server, imports, init()) before the data is read here; on a
-        # machine of few cores, overlapping the two (a thread) measured no faster.
+        from ..compute import target_config
+
         count = self.s["nodeCount"] * (self.s["processCountPerNode"] or os.cpu_count() or 1)
-        self.start_pool(count)
+        target = self.s.get("workersTarget") or "local"
+        kind, config = target_config(self.ws, target)
         t0 = time.monotonic()
-        try:
+        pool = None
+        if kind == "ssh":
+            from .parallel_ssh import SshPool
+
+            pool = SshPool(self, target, config)
             self.load()
-        except BaseException:
-            self.stop_pool()
-            raise
+            try:
+                pool.prepare()
+                self.spawner, self.payload = pool.spawn, pool.payload
+                per_node = self.s["processCountPerNode"] or os.cpu_count() or 1
+                for n in range(count):
+                    self.workers.append(pool.spawn(n, n // per_node))
+            except BaseException:
+                self.stop_pool()
+                pool.finish()
+                raise
+        elif kind != "local":
+            self.load()  # the workers are elsewhere (parallel_dask)
+        elif self.forking:
+            # Read first, then fork: the workers share the table and pandas with this process
+            # (no import of pandas in a fork server, no mini-batch pickled).
+            self.load()
+            self.start_pool(count)
+        else:
+            # The fork server imports while the data is read here.
+            self.start_pool(count)
+            try:
+                self.load()
+            except BaseException:
+                self.stop_pool()
+                raise
         self.say(f"input read in {time.monotonic() - t0:.2f} s")
         total = len(self.sizes)
         self.total = total
@@ -238,7 +303,12 @@ class Driver:
         try:
             if total:
                 t0 = time.monotonic()
-                self.loop()
+                if kind == "dask":
+                    from . import parallel_dask
+
+                    parallel_dask.run(self, target, config)
+                else:
+                    self.loop()
                 self.say(f"mini-batches done in {time.monotonic() - t0:.2f} s")
         except StepFailed as e:
             self.finish(str(e))
@@ -246,6 +316,8 @@ class Driver:
         finally:
             if self.workers:
                 self.stop_pool()
+            if pool is not None:
+                pool.finish()
         self.finish(None)
         return 0
 
@@ -260,7 +332,7 @@ class Driver:
                     if not w.tasks:
                         w.since = time.monotonic()
                     w.tasks.append(index)
-                    w.conn.send((index, self.mini_batch(index)))
+                    w.conn.send((index, self.payload(index)))
             now = time.monotonic()
             busy = [w.since + timeout - now for w in self.workers if w.tasks]
             waiting = max(0.0, min(busy)) if busy else None
@@ -411,6 +483,8 @@ class Driver:
         if self.out is not None:
             self.out.close()
         self.report_file.close()
+        cpu = os.times()  # what this process took (imports, the read, hand-outs), not workers'
+        self.say(f"the driver's own CPU time: {cpu.user + cpu.system:.2f} s")
         self.progress(final=True)
         self.run.log("items_failed", self.failed_items)
         took = time.monotonic() - self.started_at

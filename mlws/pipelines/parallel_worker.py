@@ -22,6 +22,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -88,17 +89,13 @@ def _lines(result: Any, append: bool) -> tuple[int, str]:
     return len(result), "".join(f"{x}\n" for x in result)
 
 
-def serve(conn: Connection, settings: dict[str, Any]) -> None:
-    """The worker's life: set up logs and ``sys.argv``, import the entry script, ``init()``, then
-    answer mini-batches until the pipe closes. Messages sent: ``("ready", pid)``,
-    ``("init-error", text)``, ``("ok", index, count, text, seconds)``, ``("error", index,
-    text)``."""
+def load_entry_script(settings: dict[str, Any], tag: str) -> tuple[Any, logging.Logger]:
+    """Set up ``EntryScript`` (its settings, its logger writing to
+    ``logs/user/entry_script_log/<tag>.log.txt``) and ``sys.argv``, import the entry script
+    and call its ``init()``; returns the module and the logger. Raises what the script
+    raises."""
     _SETTINGS.clear()
     _SETTINGS.update(settings)
-    tag = f"{settings['node']}/process{settings['process']:03d}"
-    base = os.path.join(settings["logDir"], "stdout", tag)
-    _redirect(base + ".stdout.txt", 1)
-    _redirect(base + ".stderr.txt", 2)
     log_file = os.path.join(settings["logDir"], "entry_script_log", tag + ".log.txt")
     os.makedirs(os.path.dirname(log_file), exist_ok=True)
     handler = logging.FileHandler(log_file)
@@ -106,6 +103,8 @@ def serve(conn: Connection, settings: dict[str, Any]) -> None:
         logging.Formatter("%(asctime)s|%(levelname)s|%(process)d|%(name)s|%(message)s")
     )
     logger = logging.getLogger(LOGGER_NAME)
+    for old in logger.handlers:
+        old.close()
     logger.handlers[:] = [handler]
     logger.setLevel(settings["loggingLevel"])
     logger.propagate = False
@@ -114,16 +113,42 @@ def serve(conn: Connection, settings: dict[str, Any]) -> None:
     for folder in (os.path.dirname(script), settings["workingDir"]):
         if folder not in sys.path:
             sys.path.insert(0, folder)
+    name = os.path.splitext(os.path.basename(script))[0]
+    spec = importlib.util.spec_from_file_location(name, script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    if hasattr(module, "init"):
+        module.init()
+    return module, logger
+
+
+def run_mini_batch(run: Callable[[Any], Any], batch: Any, append: bool) -> tuple[int, str, float]:
+    """``run(batch)`` as ``(number of results, their text, seconds)``; raises what it raises."""
+    t0 = time.perf_counter()
+    count, text = _lines(run(batch), append)
+    return count, text, time.perf_counter() - t0
+
+
+def serve(
+    conn: Connection,
+    settings: dict[str, Any],
+    source: Callable[[int], Any] | None = None,
+) -> None:
+    """The worker's life: set up logs and ``sys.argv``, import the entry script, ``init()``, then
+    answer mini-batches until the pipe closes. A message is ``(index, mini_batch)``; with
+    ``source`` (a forked worker: the driver's data is in its memory) the mini-batch is
+    ``source(index)`` and the message carries ``None``. Messages sent: ``("ready", pid)``,
+    ``("init-error", text)``, ``("ok", index, count, text, seconds)``, ``("error", index,
+    text)``."""
+    tag = f"{settings['node']}/process{settings['process']:03d}"
+    base = os.path.join(settings["logDir"], "stdout", tag)
+    _redirect(base + ".stdout.txt", 1)
+    _redirect(base + ".stderr.txt", 2)
     append = settings["outputAction"] == "append_row"
     try:
-        name = os.path.splitext(os.path.basename(script))[0]
-        spec = importlib.util.spec_from_file_location(name, script)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        if hasattr(module, "init"):
-            module.init()
+        module, logger = load_entry_script(settings, tag)
         run = module.run
     except BaseException:
         text = traceback.format_exc()
@@ -139,15 +164,16 @@ def serve(conn: Connection, settings: dict[str, Any]) -> None:
         if msg is None:
             break
         index, batch = msg
-        t0 = time.perf_counter()
+        if batch is None and source is not None:
+            batch = source(index)
         try:
-            count, text = _lines(run(batch), append)
+            count, text, seconds = run_mini_batch(run, batch, append)
         except Exception:
             text = traceback.format_exc()
             logger.error("mini-batch %d failed:\n%s", index, text)
             conn.send(("error", index, text))
             continue
-        conn.send(("ok", index, count, text, time.perf_counter() - t0))
+        conn.send(("ok", index, count, text, seconds))
     shutdown = getattr(module, "shutdown", None)
     if callable(shutdown):
         shutdown()

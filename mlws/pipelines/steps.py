@@ -38,6 +38,10 @@ class PipelineStep:
             raise UserErrorException(f"a pipeline step needs a name, got {name!r}")
         self.name = name
         self.outputs: list[PipelineData] = []
+        #: PipelineData name -> how this step reads it as a table (``read_delimited_files()``).
+        self.tabular_inputs: dict[str, dict[str, Any]] = {}
+        #: Unnamed OutputFileDatasetConfigs this step named so far (:func:`.data.output_data`).
+        self.unnamed_outputs = 0
         self.outputs = [graph_item(o, self, "outputs") for o in outputs or []]
         # After the outputs: an OutputFileDatasetConfig in the arguments that no earlier step
         # writes joins them.

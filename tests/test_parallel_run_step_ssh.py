@@ -1,0 +1,128 @@
+"""ParallelRunStep on an ``ssh`` compute target (issue 13): two real sshd on 127.0.0.1 play two
+hosts; ``node_count=2 x process_count_per_node=1`` workers run there (over ssh: each sees
+``SSH_CONNECTION``), a Tabular dataset's rows come back in mini-batch order, a File dataset's
+files travel to the hosts, a mini-batch that raises is retried and counted against
+``error_threshold``, and the workers' logs come home. A node_count above the target's hosts
+fails the step in one line."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+from helpers import kill_run_processes, write
+from sshd import attach_ssh_target
+
+import mlws
+from mlws import Dataset, Experiment
+from mlws.pipelines import ParallelRunConfig, ParallelRunStep, Pipeline, PipelineData
+
+SCORE = """
+import os
+from azureml_user.parallel_run import EntryScript
+
+def init():
+    global log
+    log = EntryScript().logger
+    log.info("init over ssh: %s", bool(os.environ.get("SSH_CONNECTION")))
+
+def run(mini_batch):
+    if isinstance(mini_batch, list):  # files: their first line each
+        return [open(p).read().splitlines()[0] + " " + os.path.basename(p) for p in mini_batch]
+    if 777 in set(mini_batch.id):
+        raise RuntimeError("a bad row")
+    return [f"{r.id} {r.x + 7}" for r in mini_batch.itertuples()]
+"""
+
+
+def _host_python(tmp_path: Path) -> str:
+    """The hosts' Python: this one (it has pandas: a Tabular mini-batch is a DataFrame there),
+    with this checkout's mlws installed, as a host of this mlws version would have."""
+    here = Path(mlws.__file__).resolve().parent.parent
+    wrapper = write(
+        tmp_path / "host-python",
+        f'#!/bin/sh\nPYTHONPATH="$PYTHONPATH:{here}" exec {sys.executable} "$@"\n',
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def _cfg(src: Path, **kw) -> ParallelRunConfig:  # noqa: ANN003
+    given = {
+        "entry_script": "score.py",
+        "source_directory": str(src),
+        "error_threshold": 100,
+        "compute_target": "hosts",
+        "node_count": 2,
+        "process_count_per_node": 1,
+        "run_max_try": 2,
+        **kw,
+    }
+    return ParallelRunConfig(**given)
+
+
+def test_workers_on_two_ssh_hosts_score_a_table_and_files(ws, tmp_path, ssh_servers):
+    attach_ssh_target(ws, "hosts", ssh_servers, tmp_path, python_path=_host_python(tmp_path))
+    src = write(tmp_path / "src" / "score.py", textwrap.dedent(SCORE)).parent
+    csv = tmp_path / "t.csv"
+    with open(csv, "w") as f:
+        f.write("id,x\n")
+        f.writelines(f"{i},{i % 13}\n" for i in range(2000))
+    table = Dataset.Tabular.from_delimited_files(str(csv))
+    for i in range(5):
+        write(tmp_path / "files" / f"f{i}.txt", f"file-{i}\nmore\n")
+    files = Dataset.File.from_files(str(tmp_path / "files"))
+    exp = Experiment(ws, "prs-ssh")
+    try:
+        rows = ParallelRunStep(
+            "rows",
+            _cfg(src, mini_batch_size=100),
+            inputs=[table.as_named_input("t")],
+            output=PipelineData("rows_out"),
+        )
+        each = ParallelRunStep(
+            "each",
+            _cfg(src, mini_batch_size=2),
+            inputs=[files.as_named_input("f")],
+            output=PipelineData("each_out"),
+        )
+        run = exp.submit(Pipeline(ws, [rows, each]))
+        run.wait_for_completion(show_output=False, timeout_seconds=240, raise_on_error=False)
+        got = {s.display_name: s for s in run.get_steps()}
+        r = got["rows"]
+        assert run.get_status() == "Completed", [
+            s._read_file_text(n)[-1500:]
+            for s in got.values()
+            for n in s.get_file_names()
+            if n.startswith(("logs/user/ssh/", "logs/driver", "logs/job_result"))
+        ]
+        lines = r._read_file_text("outputs/rows_out/parallel_run_step.txt").splitlines()
+        # Mini-batch 7 (rows 700-799) raised on both tries: left out, its 100 rows counted.
+        assert lines == [f"{i} {i % 13 + 7}" for i in range(2000) if not 700 <= i < 800]
+        assert "19 of 20 mini-batches succeeded, 1 failed (100 items)" in r._read_file_text(
+            "logs/job_result.txt"
+        )
+        names = r.get_file_names()
+        for node in (0, 1):  # both hosts worked, over ssh, and their logs came home
+            log = r._read_file_text(f"logs/user/entry_script_log/{node}/process{node:03d}.log.txt")
+            assert "init over ssh: True" in log
+        assert any(n.startswith("logs/user/error/") for n in names)
+        e = got["each"]
+        text = e._read_file_text("outputs/each_out/parallel_run_step.txt").splitlines()
+        assert [t.split()[0] for t in text] == [f"file-{i}" for i in range(5)]
+        assert all(t.split()[1].endswith(f"f{i}.txt") for i, t in enumerate(text))
+    finally:
+        kill_run_processes(ws)
+
+
+def test_more_nodes_than_hosts_fails_in_one_line(ws, tmp_path, ssh_servers):
+    attach_ssh_target(ws, "hosts", ssh_servers[:1], tmp_path)
+    src = write(tmp_path / "src" / "score.py", textwrap.dedent(SCORE)).parent
+    table = Dataset.Tabular.from_delimited_files(str(write(tmp_path / "t.csv", "id,x\n1,2\n")))
+    step = ParallelRunStep("rows", _cfg(src), inputs=[table.as_named_input("t")])
+    run = Experiment(ws, "prs-ssh").submit(Pipeline(ws, [step]))
+    run.wait_for_completion(show_output=False, timeout_seconds=120, raise_on_error=False)
+    assert run.get_status() == "Failed"
+    msg = run.get_details()["error"]["error"]["message"]
+    assert "node_count=2 but the ssh target 'hosts' has 1 host(s)" in msg
