@@ -354,3 +354,68 @@ def time_calls(fn: Any, n: int = 2000) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e6
+
+
+# -- benchmark 17: concurrent clients of a tracking server ------------------------------------------
+def workers(
+    script: str, case: str, work: Path, params: dict[str, Any], n: int = 8
+) -> list[dict[str, Any]]:
+    """``n`` processes of ``case`` of ``script`` (a cases file, run by this interpreter),
+    released together once all are ready (see :func:`ready_then_wait`); their results."""
+    import subprocess
+    import time
+
+    go = work / f"go-{case}"
+    go.unlink(missing_ok=True)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, case, str(work), json.dumps({**params, "go": str(go)})],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(work.glob(f"ready-{case}-*"))) < n:
+            if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p in procs):
+                raise RuntimeError(f"{case} workers did not get ready")
+            time.sleep(0.01)
+        go.write_text("go")
+        out = []
+        for p in procs:
+            stdout, _ = p.communicate(timeout=600)
+            lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_MARK)]
+            if p.returncode != 0 or not lines:
+                raise RuntimeError(f"a {case} worker failed (exit {p.returncode})")
+            out.append(json.loads(lines[-1][len(RESULT_MARK) :]))
+        return out
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in work.glob(f"ready-{case}-*"):
+            f.unlink()
+
+
+def ready_then_wait(work: Path, case: str, go: str) -> None:
+    """A worker of :func:`workers` is ready (set up, connected): wait for the common start."""
+    import time
+
+    (work / f"ready-{case}-{os.getpid()}").write_text("")
+    while not os.path.exists(go):
+        time.sleep(0.001)
+
+
+def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Workers' ``{start, end, n[, latencies]}`` as one figure: values/s over the common wall
+    time, and p50/p99 of every request (ms)."""
+    wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+    out: dict[str, Any] = {"rate": sum(r["n"] for r in results) / wall, "wall_s": wall}
+    lat = sorted(x for r in results for x in r.get("latencies", []))
+    if lat:
+        out["p99_ms"] = lat[int(0.99 * (len(lat) - 1))] * 1e3
+        out["p50_ms"] = statistics.median(lat) * 1e3
+        out["requests"] = len(lat)
+    return out
