@@ -419,3 +419,27 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
         out["p50_ms"] = statistics.median(lat) * 1e3
         out["requests"] = len(lat)
     return out
+
+
+def first_metric_times(
+    script: str, work: Path, args: list[str], runs: int = 6, env: dict[str, str] | None = None
+) -> list[float]:
+    """Run ``script`` (which prints ``@@FIRST <seconds>`` once its first metric is stored,
+    counted from the ``time.time()`` it gets as its first argument) ``runs`` times in new
+    processes; the times."""
+    import subprocess
+    import time
+
+    path = work / "first_metric.py"
+    path.write_text(script)
+    out = []
+    for _ in range(runs):
+        r = subprocess.run(
+            [sys.executable, str(path), repr(time.time()), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        out.append(float(r.stdout.split("@@FIRST", 1)[1].split()[0]))
+    return out

@@ -527,7 +527,7 @@ client.set_terminated(run.info.run_id)
 def case_server(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Benchmark 17, MLflow side: ``mlflow server`` on 127.0.0.1, clients through
     ``MlflowClient`` over HTTP."""
-    from common import aggregate, workers
+    from common import aggregate, first_metric_times, workers
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
@@ -591,17 +591,7 @@ def case_server(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         out["runs_s"] = time.perf_counter() - t0
         progress(f"{runs:,} runs in {out['runs_s']:.2f} s")
         # 17e: a fresh process until its first metric is stored (median of 5).
-        script = work / "first_metric.py"
-        script.write_text(FIRST_METRIC)
-        firsts = []
-        for _ in range(6):
-            r = subprocess.run(
-                [sys.executable, str(script), repr(time.time()), url, exp_id],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            firsts.append(float(r.stdout.split("@@FIRST", 1)[1].split()[0]))
+        firsts = first_metric_times(FIRST_METRIC, work, [url, exp_id])
         out["first_s"] = statistics.median(firsts[1:])
         out["first_all_s"] = firsts
         progress(f"fresh process -> first stored metric: {out['first_s'] * 1e3:.0f} ms")

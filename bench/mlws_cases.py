@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     aggregate,
     disk_usage,
     emit,
+    first_metric_times,
     make_dataset,
     median_ms,
     progress,
@@ -1758,19 +1759,8 @@ def case_server(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         out["runs_s"] = time.perf_counter() - t0
         progress(f"{runs:,} runs in {out['runs_s']:.2f} s")
         # 17e: a fresh process until its first metric is stored (median of 5).
-        script = work / "first_metric.py"
-        script.write_text(FIRST_METRIC)
-        firsts = []
-        for _ in range(6):
-            r = subprocess.run(
-                [sys.executable, str(script), repr(time.time()), url, token],
-                capture_output=True,
-                text=True,
-                check=True,
-                env=_CHECKOUT_ENV,
-            )
-            firsts.append(float(r.stdout.split("@@FIRST", 1)[1].split()[0]))
-        out["first_s"] = statistics.median(firsts[1:])  # the first one warms the disk cache
+        firsts = first_metric_times(FIRST_METRIC, work, [url, token], env=_CHECKOUT_ENV)
+        out["first_s"] = statistics.median(firsts[1:])  # the first one warms the caches
         out["first_all_s"] = firsts
         progress(f"fresh process -> first stored metric: {out['first_s'] * 1e3:.0f} ms")
     finally:
