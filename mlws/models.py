@@ -156,9 +156,7 @@ class Model:
         if version is not None:
             found = [m for m in found if m.version == int(version)]
         if not found:
-            known = workspace.catalog.query(
-                "SELECT version FROM models WHERE name = ? ORDER BY version", (name,)
-            )
+            known = [(v,) for v in sorted(m.version for m in Model.list(workspace, name=name))]
             which = f"{name}:{version}" if version is not None else name
             hint = (
                 f"; versions: {', '.join(str(r[0]) for r in known)}"
@@ -228,6 +226,11 @@ class Model:
         return hash((str(self.workspace.path), self.id))
 
     # -- files -------------------------------------------------------------------------------
+    @property
+    def manifest(self) -> str:
+        """The hash of the manifest blob naming the model's files (``sha256:...``)."""
+        return str(self._row["manifest"])
+
     def _entries(self) -> list[Entry]:
         return self.workspace.blobs.read_manifest(self._row["manifest"])
 
@@ -431,7 +434,8 @@ class Model:
         # The name the user gave (a symlink keeps its own name, not its target's).
         top = Path(os.path.abspath(src)).name
         bad_names(str(src.parent), [top])
-        workspace.catalog.require_writer()  # before any blob is stored
+        if workspace.remote is None:
+            workspace.catalog.require_writer()  # before any blob is stored
         blobs = workspace.blobs
         if src.is_file():
             if child_paths:
@@ -511,7 +515,12 @@ class Model:
         sql = "SELECT * FROM models"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = workspace.catalog.query(sql + " ORDER BY name, version DESC", params)
+        if workspace.remote is not None:
+            from .remote.models import list_rows
+
+            rows: list[Any] = list_rows(workspace, name, run_id, model_framework)
+        else:
+            rows = workspace.catalog.query(sql + " ORDER BY name, version DESC", params)
         out, seen = [], set()
         for r in rows:
             if not _filter(json.loads(r["tags"]), tags, "tags"):
@@ -614,6 +623,12 @@ def record_version(
     """
     from .lifecycle import current_user
 
+    if ws.remote is not None:
+        from .remote.models import register
+
+        meta = {"tags": tags, "properties": properties, "description": description}
+        meta.update(datasets=datasets, framework=framework, framework_version=framework_version)
+        return register(ws, name, entries, run_id=run_id, request_id=request_id, **meta)
     row_tags = json.dumps(_str_dict(tags, "tags"))
     row_props = json.dumps(_str_dict(properties, "properties"))
     refs = json.dumps(_dataset_refs(datasets))
@@ -708,6 +723,13 @@ def register_from_run(
     the token's)."""
     check_model_name(model_name)
     _check_metadata(tags, properties, datasets)
+    if run.workspace.remote is not None:  # registered by the server, from its run's files
+        from .remote.models import register_from_run as remote
+
+        meta = {"tags": tags, "properties": properties, "description": description}
+        meta.update(datasets=datasets, framework=model_framework)
+        meta.update(framework_version=model_framework_version)
+        return remote(run, model_name, model_path, **meta)
     rel = str(model_path).strip()
     while rel.startswith("./"):
         rel = rel[2:]

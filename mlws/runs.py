@@ -672,19 +672,12 @@ class Run(RunFiles):
         _rehydrate_runs: bool = True,
     ) -> list[Run]:
         """Children of this run (all descendants with ``recursive``), oldest first."""
-        from .experiments import filter_clauses, query_runs
+        from .experiments import filter_clauses
 
-        if self.workspace.remote is not None and not recursive:
-            found = query_runs(
-                self.workspace,
-                experiment=self.experiment.name,
-                parent=self.id,
-                tags=tags,
-                properties=properties,
-                run_type=type,
-                status=status,
-                ascending=True,
-            )
+        if self.workspace.remote is not None:
+            from .remote.runs import children
+
+            found = children(self, recursive, tags, properties, type, status)
             return [Run(self.experiment, r["id"], _row=r) for r in found]
         where, params = filter_clauses(
             tags=tags, properties=properties, run_type=type, status=status

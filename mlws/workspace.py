@@ -277,6 +277,14 @@ class Workspace:
         :raises WorkspaceExists: a workspace is there already and ``exist_ok`` is false.
         :raises InvalidWorkspace: ``path`` is a file.
         """
+        from .remote.client import is_url
+
+        if is_url(path):
+            raise InvalidWorkspace(
+                f"{path} is a server's address: a workspace is created where it is served"
+                " ('mlws workspace create' on the server's machine); open it with"
+                f" Workspace({str(path)!r})"
+            )
         if not os.fspath(path).strip():
             # Path("") is the current folder: an empty name must not make it a workspace.
             raise InvalidWorkspace("the workspace path is empty; give a folder such as ./ws")
@@ -374,11 +382,15 @@ class Workspace:
     def write_config(
         self, path: str | os.PathLike[str] = ".", file_name: str | None = None
     ) -> Path:
-        """Write ``<path>/.mlws/config.json`` naming this workspace, so scripts and the CLI run
-        from that folder find it."""
+        """Write ``<path>/.mlws/config.json`` naming this workspace (a remote one by its URL),
+        so scripts and the CLI run from that folder find it."""
         folder = Path(path) / ".mlws"
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / (file_name or "config.json")
+        if self.remote is not None:  # the server's URL; never a token (the file goes with code)
+            config = {"url": self.remote.url, "workspace_name": self.name}
+            write_atomic(target, json.dumps(config, indent=2) + "\n", 0o644)
+            return target
         write_atomic(
             target,
             (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -428,6 +429,70 @@ def start_server(*args: str, timeout: float = 20.0) -> Server:
     proc.kill()
     proc.wait(5)
     raise AssertionError(f"the server did not start: {lines}")
+
+
+@contextlib.contextmanager
+def served_workspace(root: Path, *server_args: str):  # noqa: ANN201 - (Server, ws path, tokens)
+    """A new workspace under ``root`` with a token per role, served by a real ``mlws serve``
+    (free port) with a HOME of its own under ``root`` (a module fixture's HOME is not the
+    per-test one), stopped (and checked to exit 0) at the end."""
+    import pytest
+
+    from mlws import Workspace
+
+    ws_path = root / "ws"
+    with pytest.MonkeyPatch.context() as mp:
+        (root / "home").mkdir()
+        mp.setenv("HOME", str(root / "home"))
+        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+            mp.delenv(var, raising=False)
+        Workspace.create(ws_path, _remember_name=False).close()
+        tokens = {role: server_token(ws_path, role, role) for role in ROLES}
+        server = start_server("-m", "mlws.server", str(ws_path), "--port", "0", *server_args)
+        try:
+            yield server, ws_path, tokens
+        finally:
+            assert server.stop() == 0, server.lines
+
+
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """``(cert.pem, key.pem)`` in ``folder``: a self-signed certificate for ``localhost``, valid
+    for a day (a TLS server's, and its own CA bundle)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = folder / "cert.pem", folder / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certfile, keyfile
+
+
+#: The roles of ``mlws serve``'s users.
+ROLES = ("reader", "contributor", "owner")
 
 
 def bulk_runs(ws, experiment: str, n: int, start: int = 1) -> None:  # noqa: ANN001 - a Workspace

@@ -12,40 +12,27 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import invoke, one_error_line, start_server, wait_until, workspace_fingerprint
+from helpers import (
+    invoke,
+    one_error_line,
+    self_signed_cert,
+    served_workspace,
+    server_token,
+    start_server,
+    wait_until,
+    workspace_fingerprint,
+)
 
 from mlws import Workspace
 
-ROLES = ("reader", "contributor", "owner")
-
-
-def _token(ws_path: Path, name: str, role: str) -> str:
-    result = invoke("-w", str(ws_path), "serve", "token", "create", name, "--role", role)
-    assert result.exit_code == 0, result.output
-    return result.output.splitlines()[-1]
+_token = server_token
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (server, ws path, tokens)
-    """One server for the module's API tests (with a 64 KB body limit), and a token per role.
-    It gets a HOME of its own, as each test does (conftest's is per test, set up after this):
-    the server's state file must not land in the real ~/.cache."""
-    root = tmp_path_factory.mktemp("served")
-    ws_path = root / "ws"
-    with pytest.MonkeyPatch.context() as mp:
-        (root / "home").mkdir()
-        mp.setenv("HOME", str(root / "home"))
-        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
-            mp.delenv(var, raising=False)
-        Workspace.create(ws_path, _remember_name=False).close()
-        tokens = {role: _token(ws_path, role, role) for role in ROLES}
-        server = start_server(
-            "-m", "mlws.server", str(ws_path), "--port", "0", "--max-body", "65536"
-        )
-        try:
-            yield server, ws_path, tokens
-        finally:
-            assert server.stop() == 0, server.lines
+    """One server for the module's API tests (with a 64 KB body limit), and a token per role."""
+    with served_workspace(tmp_path_factory.mktemp("served"), "--max-body", "65536") as served:
+        yield served
 
 
 # -- tokens (CLI) ------------------------------------------------------------------------------
@@ -249,6 +236,8 @@ def test_bad_requests_are_one_line_errors_and_change_nothing(served) -> None:  #
         ("PUT", f"/runs/{rid}/files", {"manifest": "sha256:" + "0" * 64}, None, 404),
         ("PUT", f"/runs/{rid}/files", {"manifest": "../mlws.db"}, None, 400),
         ("POST", "/models/m/versions", {"manifest": "sha256:" + "0" * 64}, None, 404),
+        ("POST", "/models/m/versions", {"manifest": "../mlws.db"}, None, 400),
+        ("POST", "/models/bad%20name/versions", {"manifest": "sha256:" + "0" * 64}, None, 400),
     ]
     for method, path, body, raw, expected in cases:
         status, answer = server.api(method, path, tok, body, raw)
@@ -508,38 +497,10 @@ def test_beyond_loopback_needs_tls_or_insecure(tmp_path: Path) -> None:
 
 
 def test_tls(tmp_path: Path) -> None:
-    import datetime
     import ssl
     import urllib.request
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    certfile, keyfile = self_signed_cert(tmp_path)
     ws_path = tmp_path / "ws"
     Workspace.create(ws_path).close()
     tok = _token(ws_path, "u", "reader")

@@ -32,9 +32,11 @@ COMMANDS = {
     "experiment": "experiments:experiment",
     "fsck": "maintenance:fsck_cmd",
     "gc": "maintenance:gc_cmd",
+    "login": "remote:login",
     "model": "models:model",
     "pipeline": "pipelines:pipeline",
     "pipeline-endpoint": "pipelines:pipeline_endpoint",
+    "remote": "remote:remote",
     "run": "runs:run",
     "schedule": "schedules:schedule",
     "secret": "keyvault:secret",
@@ -95,7 +97,7 @@ def _os_error_line(e: OSError) -> str:
     "--workspace",
     type=click.Path(),
     envvar=None,
-    help="Workspace folder (default: discovered, see README).",
+    help="Workspace folder or server URL (default: discovered, see README).",
 )
 @click.pass_context
 def cli(ctx: click.Context, workspace: str | None) -> None:

@@ -10,10 +10,13 @@ public call that needed it, instead of an ``AttributeError`` deep inside.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
 import tempfile
+import threading
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -31,27 +34,29 @@ UPLOAD_THREADS = 4
 
 
 def public_caller(default: str) -> str:
-    """The public mlws call (``Run.cancel``, ``Dataset.get_by_name``) that reached a storage
-    method not ported yet, for the one-line message; ``default`` when none is found."""
+    """The public mlws call the user made (``Run.cancel``, ``Dataset.get_by_name``) that
+    reached a storage method not ported yet, for the one-line message: the outermost public
+    function of the library (not the CLI's) on the stack; ``default`` when none is found."""
     frame = sys._getframe(2)
-    for _ in range(25):
+    found = default
+    for _ in range(60):
         if frame is None:
             break
         module = frame.f_globals.get("__name__", "")
         name = frame.f_code.co_name
         if (
             module.startswith("mlws.")
-            and not module.startswith("mlws.remote")
+            and not module.startswith(("mlws.remote", "mlws.cli"))
             and not name.startswith("_")
             and name != "<module>"
         ):
-            owner = frame.f_locals.get("self") or frame.f_locals.get("cls")
-            if owner is not None:
-                cls = owner if isinstance(owner, type) else type(owner)
-                return f"{cls.__name__}.{name}"
-            return f"{module.rsplit('.', 1)[-1]}.{name}"
+            qualname = getattr(frame.f_code, "co_qualname", name)  # Python 3.11+
+            if "." in qualname and "<" not in qualname:
+                found = str(qualname)  # Run.cancel, Datastore.list
+            else:
+                found = f"{module.rsplit('.', 1)[-1]}.{name}"
         frame = frame.f_back
-    return default
+    return found
 
 
 def not_available(operation: str, url: str) -> NotAvailableRemotely:
@@ -99,65 +104,51 @@ class RemoteBlobs(_Unported):
 
     def __init__(self, remote: RemoteClient) -> None:
         self.remote = remote
+        self._staged: dict[str, str | bytes] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RemoteBlobs({self.remote.url!r})"
 
     # -- writing -----------------------------------------------------------------------------
-    def missing(self, digests: list[str]) -> list[str]:
-        """Which of ``digests`` the server does not have."""
-        out: list[str] = []
-        unique = list(dict.fromkeys(digests))
-        for i in range(0, len(unique), ASK_AT_ONCE):
-            answer = self.remote.request(
-                "POST", "/blobs/missing", {"blobs": unique[i : i + ASK_AT_ONCE]}
-            )
-            out += answer["missing"]
-        return out
+    # The put_* methods only hash and *stage* (``{hash: file path or bytes}``): what is sent,
+    # and when, is decided where the files are recorded (a run's files: in order with its
+    # other writes, spooled while the server is away; a model: with its manifest).
+    def _stage(self, digest: str, source: str | bytes) -> None:
+        with self._lock:
+            self._staged[digest] = source
+
+    def take_staged(self, digests: Iterable[str]) -> dict[str, str | bytes]:
+        """The staged sources of ``digests`` (those staged here), no longer staged."""
+        with self._lock:
+            return {d: self._staged.pop(d) for d in list(digests) if d in self._staged}
 
     def put_bytes(self, data: bytes) -> str:
-        """Send one blob (the server re-hashes it); returns its hash."""
+        """Send one blob if the server lacks it; returns its hash."""
         from ..manifests import hash_bytes
 
         digest = hash_bytes(data)
-        self.remote.request("PUT", self.remote.path("blobs", digest), raw=data)
+        send_blobs(self.remote, {digest: data})
         return digest
-
-    def send(self, sources: dict[str, str | bytes]) -> int:
-        """Send the blobs of ``sources`` (``{hash: file path or bytes}``) that the server lacks;
-        returns how many were sent."""
-        wanted = self.missing(list(sources))
-
-        def one(digest: str) -> None:
-            src = sources[digest]
-            data = src if isinstance(src, bytes) else Path(src).read_bytes()
-            self.remote.request("PUT", self.remote.path("blobs", digest), raw=data)
-
-        if len(wanted) <= 2:
-            for d in wanted:
-                one(d)
-        else:
-            with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="mlws-upload") as pool:
-                for _ in pool.map(one, wanted):
-                    pass
-        return len(wanted)
 
     def put_file(
         self, src: str | os.PathLike[str], known: str | None = None, size: int | None = None
     ) -> tuple[str, int, bool]:
-        """Send a file if the server lacks it; returns ``(hash, size, sent)``."""
+        """Hash a file and stage it; returns ``(hash, size, False)``."""
         from ..fileops import hash_file
 
         digest, n = hash_file(src)
-        return digest, n, self.send({digest: os.fspath(src)}) > 0
+        self._stage(digest, os.fspath(src))
+        return digest, n, False
 
     def put_stream(self, stream: IO[bytes]) -> tuple[str, int, bool]:
-        """Send a stream's bytes if the server lacks them; returns ``(hash, size, sent)``."""
+        """Stage a stream's bytes; returns ``(hash, size, False)``."""
         from ..manifests import hash_bytes
 
         data = stream.read()
         digest = hash_bytes(data)
-        return digest, len(data), self.send({digest: data}) > 0
+        self._stage(digest, data)
+        return digest, len(data), False
 
     def put_folder(
         self,
@@ -168,8 +159,8 @@ class RemoteBlobs(_Unported):
         skipped: list[str] | None = None,
         lenient: bool = False,
     ) -> list[Entry]:
-        """Hash every file under ``src`` (the local store's rules for links and names), send
-        only the blobs the server lacks; returns entries named ``<prefix>/<relative path>``.
+        """Hash every file under ``src`` (the local store's rules for links and names) and stage
+        it; returns entries named ``<prefix>/<relative path>``.
 
         :raises UnsafePath: a file's name cannot be stored, before anything is sent.
         """
@@ -182,17 +173,16 @@ class RemoteBlobs(_Unported):
             raise UserErrorException(f"cannot read {e.filename or src}: {e.strerror}") from None
         found.sort()
         bad = bad_names(str(src), [rel for rel, _st, _p in found], skip=lenient)
-        entries, sources = [], {}
+        entries = []
         for rel, st, path in found:
             try:
                 digest, size = hash_file(path)
             except OSError as e:
                 raise UserErrorException(f"cannot read {path}: {e.strerror}") from None
-            sources.setdefault(digest, path)
+            self._stage(digest, path)
             entries.append(
                 Entry(f"{prefix}/{rel}" if prefix else rel, digest, size, file_mode(st.st_mode))
             )
-        self.send(sources)
         if skipped is not None:
             if links:
                 skipped.append(skipped_warning(str(src), links))
@@ -200,14 +190,28 @@ class RemoteBlobs(_Unported):
                 skipped.append(bad)
         return entries
 
-    def put_manifest(self, entries: list[Entry]) -> str:
-        """Send ``entries`` as a canonical manifest blob; returns its hash."""
+    def manifest_sources(self, entries: list[Entry]) -> tuple[str, dict[str, str | bytes]]:
+        """``(hash, sources)`` of the canonical manifest of ``entries``: the staged blobs it
+        names and its own bytes, what the server needs before it records it."""
         from ..manifests import canonical_manifest, hash_bytes
 
         data = canonical_manifest(entries)
         digest = hash_bytes(data)
-        self.send({digest: data})
+        sources = self.take_staged(e.hash for e in entries)
+        sources[digest] = data
+        return digest, sources
+
+    def put_manifest(self, entries: list[Entry]) -> str:
+        """Send the staged blobs of ``entries`` that the server lacks, then their canonical
+        manifest; returns its hash."""
+        digest, sources = self.manifest_sources(entries)
+        send_blobs(self.remote, sources)
         return digest
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Nothing to group: each ``put_*`` sends at once (the local store's interface)."""
+        yield
 
     # -- reading -----------------------------------------------------------------------------
     def read_bytes(self, digest: str) -> bytes:
@@ -256,6 +260,47 @@ class RemoteBlobs(_Unported):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def materialize(
+        self,
+        entries: Iterable[Entry],
+        target: str | os.PathLike[str],
+        *,
+        overwrite: bool = True,
+        flag: str = "overwrite=True",
+    ) -> int:
+        """Write the files of a manifest under ``target`` from the server's blobs: the local
+        store's own procedure (every path checked first, hashes checked, all or nothing) over
+        this backend's :meth:`copy_into`."""
+        from ..blobs import BlobStore
+
+        return BlobStore.materialize(self, entries, target, overwrite=overwrite, flag=flag)  # type: ignore[arg-type]
+
+
+def send_blobs(
+    client: RemoteClient, sources: dict[str, str | bytes], retry_s: float | None = None
+) -> int:
+    """Send the blobs of ``sources`` (``{hash: file path or bytes}``) that the server lacks
+    (asked first, ``POST /blobs/missing``), a few at once; returns how many were sent."""
+    wanted: list[str] = []
+    unique = list(sources)
+    for i in range(0, len(unique), ASK_AT_ONCE):
+        ask = {"blobs": unique[i : i + ASK_AT_ONCE]}
+        wanted += client.request("POST", "/blobs/missing", ask, retry_s=retry_s)["missing"]
+
+    def one(digest: str) -> None:
+        src = sources[digest]
+        data = src if isinstance(src, bytes) else Path(src).read_bytes()
+        client.request("PUT", client.path("blobs", digest), raw=data, retry_s=retry_s)
+
+    if len(wanted) <= 2:
+        for d in wanted:
+            one(d)
+    else:
+        with ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="mlws-upload") as pool:
+            for _ in pool.map(one, wanted):
+                pass
+    return len(wanted)
 
 
 def server_key(url: str) -> str:

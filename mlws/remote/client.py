@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import threading
 import time
 from collections import Counter
@@ -198,8 +199,6 @@ class RemoteClient:
         if conn is None:
             if self._https:
                 if self._ssl is None:
-                    import ssl
-
                     self._ssl = ssl.create_default_context(cafile=self._ca_file)
                 conn = http.client.HTTPSConnection(
                     self._host, self._port, timeout=self.timeout, context=self._ssl
@@ -237,13 +236,16 @@ class RemoteClient:
         raw: bytes | None = None,
         query: dict[str, Any] | list[tuple[str, Any]] | None = None,
         retry_s: float | None = None,
+        idempotent: bool = True,
     ) -> Any:
         """One request to ``/api/v1`` + ``path``: JSON ``body`` (or ``raw`` bytes) in, parsed
         JSON (or bytes) out. A connection error or a 503 is retried with a capped backoff for
         ``retry_s`` seconds (default :attr:`retry_seconds`); a stale kept-alive connection is
-        replaced at once.
+        replaced at once. A request that is not ``idempotent`` (a second one would do it twice)
+        goes on a fresh connection and is retried only when it was never sent.
 
-        :raises ServerUnreachable: the server did not answer in time.
+        :raises ServerUnreachable: the server did not answer in time (not ``idempotent``: it
+            may have done what was asked; the message says so).
         :raises MlwsError: the server's error, as its class (see :func:`raise_for`).
         """
         target = self._base + path
@@ -264,10 +266,16 @@ class RemoteClient:
         budget = self.retry_seconds if retry_s is None else retry_s
         deadline = time.monotonic() + budget
         delay, attempt, last = 0.05, 0, ""
+        if not idempotent:
+            self._drop_connection()  # never a kept-alive one the server may have closed
         while True:
             attempt += 1
+            sent = False
             try:
                 conn = self._connection()
+                if conn.sock is None:
+                    conn.connect()  # a refusal here means nothing was sent: safe to retry
+                sent = True
                 conn.request(method, target, body=data, headers=headers)
                 resp = conn.getresponse()
                 payload = resp.read()
@@ -275,9 +283,20 @@ class RemoteClient:
                 ctype = resp.getheader("content-type", "")
                 if resp.getheader("connection", "").lower() == "close":
                     self._drop_connection()
+            except ssl.SSLCertVerificationError as e:
+                self._drop_connection()
+                raise ServerUnreachable(
+                    f"cannot verify the TLS certificate of {self.url} ({e.verify_message}); for a"
+                    f" self-signed server give its certificate: ca_file= or ${CA_ENV}"
+                ) from None
             except _GONE as e:
                 self._drop_connection()
                 last = f"{type(e).__name__}: {e}".rstrip(": ")
+                if sent and not idempotent:
+                    raise ServerUnreachable(
+                        f"the workspace server {self.url} did not answer {method} {path} ({last});"
+                        " it may or may not have done it: check before trying again"
+                    ) from None
                 status = 0
             if status and status != 503:
                 break

@@ -9,10 +9,11 @@ the same ``run._row[...]`` as a catalog row); its ``seq`` is its id, so function
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExperimentNotFound, UserErrorException
+from ..errors import ExperimentNotFound, RunStateError, UserErrorException
 
 if TYPE_CHECKING:
     from ..experiments import Experiment
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 #: Runs per page when listing (the server's largest page).
 PAGE = 1000
+#: ``(server, run id) -> (when, {metric: latest value})`` from the last listing that found it.
+_latest: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+#: ``server -> {experiment: id}``: experiments are never removed, so an id once seen stays.
+_experiment_ids: dict[str, dict[str, str]] = {}
 
 
 class RemoteRow(dict):  # type: ignore[type-arg]
@@ -101,9 +106,11 @@ def experiment_id(ws: Workspace, name: str, create: bool) -> str | None:
     it with its first run) and ``create``.
 
     :raises ExperimentNotFound: no such experiment and not ``create``."""
-    for e in experiments(ws):
-        if e["name"] == name:
-            return str(e["id"])
+    known = _experiment_ids.setdefault(ws.remote.url, {})
+    if name not in known:
+        known.update({e["name"]: str(e["id"]) for e in experiments(ws)})
+    if name in known:
+        return known[name]
     if not create:
         raise ExperimentNotFound(f"no experiment named {name!r} in workspace {ws.name!r}")
     return None
@@ -135,17 +142,27 @@ def create_run(
         if run_id is not None:
             raise
         answer = client.request("GET", _run_path(client, rid))  # made by the first attempt
-    client.tracker.hold(rid)
+    tracker = client.tracker
+    beat = None
+    if not tracker.heartbeat_known:
+        # The server names the interval (a quarter of its lease, at most 10 s): asked once per
+        # client, with the first run, so a short lease is renewed in time from the start.
+        beat = client.request("POST", _run_path(client, rid, "heartbeat"))
+    tracker.hold(rid, beat.get("heartbeatSeconds") if isinstance(beat, dict) else None)
     return row_of(answer)
 
 
 def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
     """:func:`mlws.experiments.query_runs` over ``GET /runs`` (filters the server has are sent;
-    run type and parent are applied here). Sorting is by creation time only."""
+    run type and parent are applied here). Sorted by the server by creation time; by
+    ``metric:<name>`` or a column of the listing (:data:`SORTABLE`) here, over every match."""
     from .backend import not_available
 
-    if f.get("sort_by") not in (None, "", "created"):
-        raise not_available(f"sorting runs by {f['sort_by']!r}", ws.remote.url)
+    sort_by = f.get("sort_by") or "created"
+    if sort_by != "created" and sort_by not in SORTABLE and not sort_by.startswith("metric:"):
+        raise not_available(f"sorting runs by {sort_by!r}", ws.remote.url)
+    if sort_by == "metric:":
+        raise UserErrorException("--sort-by metric: needs a name, e.g. metric:accuracy")
     for unported in ("properties", "text", "offset", "after"):
         if f.get(unported):
             raise not_available(f"filtering runs by {unported}", ws.remote.url)
@@ -162,12 +179,16 @@ def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
     if f.get("include_children") or parent is not None:
         query.append(("includeChildren", "true"))
     query.append(("order", "asc" if f.get("ascending") else "desc"))
+    query.append(("latestMetrics", "true"))  # what a listing shows beside each run
     limit = f.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise UserErrorException(f"limit is a whole number of runs >= 0, got {limit!r}")
     rows: list[RemoteRow] = []
     token = None
-    while limit is None or len(rows) < limit:
+    if len(_latest) > 100_000:
+        _latest.clear()
+    everything = sort_by != "created"  # sorted here: every match is needed first
+    while limit is None or everything or len(rows) < limit:
         page = ws.remote.request(
             "GET",
             "/runs",
@@ -180,10 +201,80 @@ def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
             if f.get("run_type") is not None and row["type"] != f["run_type"]:
                 continue
             rows.append(row)
+            if "latestMetrics" in s:
+                _latest[(ws.remote.url, row["id"])] = (time.monotonic(), s["latestMetrics"])
         token = page.get("continuationToken")
         if not token:
             break
+    if everything:
+        rows = _sorted(ws, rows, sort_by, bool(f.get("ascending")))
     return rows if limit is None else rows[:limit]
+
+
+#: The columns a remote listing can be sorted by (besides creation time and ``metric:<name>``).
+SORTABLE = ("number", "status", "id", "start_time", "end_time", "display_name", "target")
+
+
+def _sorted(ws: Workspace, rows: list[RemoteRow], sort_by: str, ascending: bool) -> list[RemoteRow]:
+    """``rows`` by ``sort_by``, runs without a value last (as the local listing), newest first
+    among equals."""
+    rows = sorted(rows, key=lambda r: r["created"] or 0, reverse=True)
+    if sort_by.startswith("metric:"):
+        name = sort_by[len("metric:") :]
+        now = time.monotonic()
+
+        def value(r: RemoteRow) -> Any:
+            hit = _latest.get((ws.remote.url, r["id"]))
+            return (hit[1] if hit is not None and now - hit[0] < 60 else {}).get(name)
+    else:
+
+        def value(r: RemoteRow) -> Any:
+            return r[sort_by]
+
+    have = [r for r in rows if isinstance(value(r), (int, float, str))]
+    missing = [r for r in rows if not isinstance(value(r), (int, float, str))]
+    # Numbers before strings (as SQLite orders them), each in their own order.
+    have.sort(key=lambda r: (isinstance(value(r), str), value(r)), reverse=not ascending)
+    return have + missing
+
+
+def children(
+    run: Run,
+    recursive: bool,
+    tags: Any = None,
+    properties: Any = None,
+    run_type: str | None = None,
+    status: str | None = None,
+) -> list[RemoteRow]:
+    """The children of ``run`` (every descendant with ``recursive``), oldest first: one listing
+    of its experiment's runs, the tree walked here."""
+    ws = run.workspace
+    if not recursive:
+        return query_runs(
+            ws,
+            experiment=run.experiment.name,
+            parent=run.id,
+            tags=tags,
+            properties=properties,
+            run_type=run_type,
+            status=status,
+            ascending=True,
+        )
+    if tags or properties:
+        from .backend import not_available
+
+        raise not_available("get_children(recursive=True) with tags or properties", ws.remote.url)
+    rows = query_runs(ws, experiment=run.experiment.name, include_children=True, ascending=True)
+    below: dict[str, list[RemoteRow]] = {}
+    for r in rows:
+        below.setdefault(r["parent_id"], []).append(r)
+    found, todo = [], [run.id]
+    while todo:
+        for r in below.get(todo.pop(), []):
+            found.append(r)
+            todo.append(r["id"])
+    found.sort(key=lambda r: (r["created"] or 0, r["number"] or 0))
+    return [r for r in found if run_type in (None, r["type"]) and status in (None, r["status"])]
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -206,10 +297,22 @@ def finish(run: Run, outcome: str, error: dict[str, Any] | None = None) -> None:
     client = run.workspace.remote
     tracker = client.tracker
     body = {"error": error} if error else None
-    answer = send(run, "POST", outcome, body=body)
+    try:
+        answer = send(run, "POST", outcome, body=body)
+    except RunStateError:
+        # Ended already: by this very request, when its answer was lost and it was sent again
+        # (then the outcome is the one asked for), or by the server (a lapsed lease).
+        row = get_row(run.workspace, run.id)
+        tracker.release(run.id)
+        run._row = row
+        if row["status"] != ("Completed" if outcome == "complete" else "Failed"):
+            raise
+        tracker.forget(run.id)
+        return
     tracker.release(run.id)
     if answer is not None:
         run._row = row_of(answer)
+        tracker.forget(run.id)
         return
     tracker.drain(run.id)
     # Until the server has it, this process knows the outcome it asked for.
@@ -223,18 +326,43 @@ def metrics(client: RemoteClient, runs: dict[Any, str], name: str | None) -> dic
     tracker = client.tracker
     for rid in runs.values():
         if rid in tracker.writers:
-            tracker.drain(rid)
+            tracker.pump(rid)  # read your writes (while the server answers)
         answer = client.request(
             "GET", _run_path(client, rid, "metrics"), query={"name": name} if name else None
         )
-        out[rid] = answer["metrics"]
+        out[rid] = decode_floats(answer["metrics"])
     return out
 
 
+#: How the server spells the floats JSON has no literal for.
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def decode_floats(value: Any) -> Any:
+    """``value`` with the server's ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` strings as the
+    floats they stand for (metric values logged as those strings read back as floats too)."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, list):
+        return [decode_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: decode_floats(v) for k, v in value.items()}
+    return value
+
+
 def latest_scalars(client: RemoteClient, runs: dict[Any, str]) -> dict[str, dict[str, Any]]:
-    """``{run_id: {metric: latest scalar}}`` (what run listings show)."""
+    """``{run_id: {metric: latest scalar}}`` (what run listings show): as the listing that
+    just found the runs gave them, else from each run's metrics."""
     out: dict[str, dict[str, Any]] = {}
-    for rid, values in metrics(client, runs, None).items():
+    now = time.monotonic()
+    rest = {}
+    for seq, rid in runs.items():
+        hit = _latest.get((client.url, rid))
+        if hit is not None and now - hit[0] < LISTING_TTL_S:
+            out[rid] = decode_floats(hit[1])
+        else:
+            rest[seq] = rid
+    for rid, values in metrics(client, rest, None).items():
         out[rid] = {
             k: (v[-1] if isinstance(v, list) and v else v)
             for k, v in sorted(values.items())
@@ -247,14 +375,13 @@ def latest_scalars(client: RemoteClient, runs: dict[Any, str]) -> dict[str, dict
 #: ``(server, run id) -> (when, {path: blob})``: a download of many files asks the server for the
 #: listing once, not once per file.
 _listings: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
-LISTING_TTL_S = 1.0
+#: How long a listing is used again (files of a run, latest metrics of listed runs).
+LISTING_TTL_S = 2.0
 
 
 def files(run: Run) -> dict[str, str]:
     """The run's stored files on the server: ``{path: blob}`` (a listing at most
     :data:`LISTING_TTL_S` old; an upload from this process is seen at once)."""
-    import time
-
     key = (run.workspace.remote.url, run.id)
     hit = _listings.get(key)
     if hit is not None and time.monotonic() - hit[0] < LISTING_TTL_S:
@@ -267,11 +394,13 @@ def files(run: Run) -> dict[str, str]:
 
 
 def record_files(ws: Workspace, run_id: str, entries: list[Entry]) -> None:
-    """Record stored blobs as files of run ``run_id``: their manifest is sent (its blobs were
-    sent before), then the run's files route names it."""
+    """Record files (hashed and staged by ``ws.blobs``) as files of run ``run_id``: the blobs
+    the server lacks and their manifest are sent, then the run's files route names it — in
+    order with the run's other writes, and spooled (blobs too) while the server is away."""
     if not entries:
         return
-    digest = ws.blobs.put_manifest(entries)
+    digest, sources = ws.blobs.manifest_sources(entries)
     client = ws.remote
-    client.request("PUT", _run_path(client, run_id, "files"), {"manifest": digest})
+    path = _run_path(client, run_id, "files")
+    client.tracker.send(run_id, "PUT", path, {"manifest": digest}, blobs=sources)
     _listings.pop((client.url, run_id), None)

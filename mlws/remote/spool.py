@@ -3,7 +3,8 @@ away, on disk, delivered in order when it answers again.
 
 Layout: ``user_cache_dir()/remote-spool/<server key>/`` holds ``server.json`` (the URL) and a
 folder per run, ``<run id>/<number>.json``, one request per file (method, path, JSON body),
-numbered in the order they were made. Metric batches carry a ``batchId``, so a batch sent
+numbered in the order they were made; the file contents an upload needs are copied into
+``<run id>/blobs/`` (named by hash) and sent, those the server lacks, before their request. Metric batches carry a ``batchId``, so a batch sent
 again after a crash between the server's answer and the file's removal can be recognised.
 Delivery holds a file lock per run folder, so the run's own process and ``mlws remote sync``
 never send one request twice at the same time. The whole spool is bounded (``MLWS_SPOOL_MB``,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -56,7 +58,7 @@ def spool_size() -> int:
     total = 0
     root = spool_root()
     if root.is_dir():
-        for p in root.rglob("*.json"):
+        for p in root.rglob("*"):
             try:
                 total += p.stat().st_size
             except OSError:
@@ -85,14 +87,22 @@ class Spool:
     def __len__(self) -> int:
         return len(self.entries())
 
-    def append(self, method: str, path: str, body: Any) -> Path:
-        """Keep one request for later.
+    def append(
+        self, method: str, path: str, body: Any, blobs: dict[str, str | bytes] | None = None
+    ) -> Path:
+        """Keep one request for later, with copies of the ``blobs`` it needs sent first
+        (``{hash: file path or bytes}``).
 
         :raises SpoolFull: the spool reached ``MLWS_SPOOL_MB`` (nothing is written)."""
-        data = json.dumps({"method": method, "path": path, "body": body}, default=str).encode()
+        request = {"method": method, "path": path, "body": body, "blobs": sorted(blobs or ())}
+        data = json.dumps(request, default=str).encode()
         with _size_lock:
             limit = spool_limit()
-            if spool_size() + len(data) > limit:
+            needed = len(data) + sum(
+                len(src) if isinstance(src, bytes) else os.stat(src).st_size
+                for src in (blobs or {}).values()
+            )
+            if spool_size() + needed > limit:
                 raise SpoolFull(
                     f"the offline buffer for {self.url} is full ({limit // (1024 * 1024)} MB in"
                     f" {spool_root()}): writes are refused until the server answers again (or"
@@ -106,10 +116,26 @@ class Spool:
                         write_atomic(marker, json.dumps({"url": self.url}) + "\n", 0o600)
                     have = self.entries()
                     self._next = int(have[-1].stem) + 1 if have else 1
+                # Made again if a delivery (mlws remote sync) removed it meanwhile.
+                self.dir.mkdir(parents=True, exist_ok=True)
+                for digest, src in (blobs or {}).items():
+                    self._keep_blob(digest, src)
                 target = self.dir / f"{self._next:012d}.json"
                 self._next += 1
                 write_atomic(target, data, 0o600)
         return target
+
+    def _blob_path(self, digest: str) -> Path:
+        from ..manifests import check_hash
+
+        return self.dir / "blobs" / check_hash(digest).replace(":", "-")
+
+    def _keep_blob(self, digest: str, src: str | bytes) -> None:
+        target = self._blob_path(digest)
+        if target.exists():
+            return
+        target.parent.mkdir(exist_ok=True)
+        write_atomic(target, src if isinstance(src, bytes) else Path(src).read_bytes(), 0o600)
 
     def deliver(self, client: RemoteClient, retry_s: float = 0.5) -> bool:
         """Send the spooled requests in order, each removed once the server acknowledged it;
@@ -128,6 +154,11 @@ class Spool:
                         self._reject(entry, "unreadable")
                         continue
                     try:
+                        blobs = {d: str(self._blob_path(d)) for d in req.get("blobs") or ()}
+                        if blobs:
+                            from .backend import send_blobs
+
+                            send_blobs(client, blobs, retry_s=retry_s)
                         client.request(req["method"], req["path"], req["body"], retry_s=retry_s)
                     except ServerUnreachable:
                         return False
@@ -138,6 +169,8 @@ class Spool:
         except Timeout:
             return False
         try:
+            if not self.entries():
+                shutil.rmtree(self.dir / "blobs", ignore_errors=True)
             self.dir.rmdir()
             self._next = None
         except OSError:

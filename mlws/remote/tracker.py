@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MlwsError, RunStateError, ServerUnreachable
+from ..errors import MlwsError, RunStateError, ServerUnreachable, UserErrorException
 from .spool import Spool
 
 if TYPE_CHECKING:
@@ -45,6 +45,17 @@ DEFAULT_WAIT_S = 30.0
 SEND_RETRY_S = 1.0
 
 
+def check_metric(name: Any, step: Any) -> None:
+    """:raises UserErrorException: ``name`` is not a non-empty string, or ``step`` not None or a
+    whole number >= 0 (what the server takes)."""
+    from ..errors import UserErrorException
+
+    if not isinstance(name, str) or not name.strip():
+        raise UserErrorException(f"a metric name is a non-empty string, got {name!r}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise UserErrorException(f"a metric step is a whole number >= 0, got {step!r}")
+
+
 class RemoteMetricWriter:
     """The metric buffer of one run of a remote workspace in this process (the interface of
     :class:`mlws.metrics.MetricWriter`: ``add``, ``add_scalar``, ``flush``, ``pending``)."""
@@ -57,16 +68,24 @@ class RemoteMetricWriter:
         self._lock = threading.Lock()
 
     def add(self, name: str, kind: str, value: Any, step: int | None = None) -> None:
-        """Buffer one value of kind ``kind`` for metric ``name``."""
+        """Buffer one value of kind ``kind`` for metric ``name``.
+
+        :raises UserErrorException: a name or step the server would refuse (checked here, so
+            one bad value never holds up the batch it would travel in)."""
         from ..metrics import to_python
 
+        check_metric(name, step)
         item: dict[str, Any] = {"name": name, "value": to_python(value), "kind": kind}
         if step is not None:
             item["step"] = step
         self._append(item)
 
     def add_scalar(self, name: str, value: Any, step: int | None = None) -> None:
-        """Buffer one scalar (the hot path of ``run.log``)."""
+        """Buffer one scalar (the hot path of ``run.log``).
+
+        :raises UserErrorException: a name or step the server would refuse."""
+        if type(name) is not str or not name.strip() or step is not None:
+            check_metric(name, step)
         t = type(value)
         if t is not float and t is not int and t is not str:
             from ..metrics import to_python
@@ -127,8 +146,12 @@ class Tracker:
         #: Runs this process created: run id -> when the server last heard of it.
         self.held: dict[str, float] = {}
         self.heartbeat_s = 10.0
+        #: Whether the server told this client its heartbeat interval yet.
+        self.heartbeat_known = False
         self.offline_since: float | None = None
         self._refused: dict[str, str] = {}
+        #: Runs whose spool may hold requests (the sender looks only at these and at buffers).
+        self._spooled: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -162,11 +185,24 @@ class Tracker:
         with self._lock:
             self.held[run_id] = time.monotonic()
         if heartbeat_s:
-            self.heartbeat_s = heartbeat_s
+            self.heartbeat_s = float(heartbeat_s)
+            self.heartbeat_known = True
 
     def release(self, run_id: str) -> None:
         """Stop renewing ``run_id`` (it ended)."""
         with self._lock:
+            self.held.pop(run_id, None)
+
+    def forget(self, run_id: str) -> None:
+        """Drop what this process keeps of ``run_id`` once it ended and nothing of it waits to
+        be sent (a process that makes thousands of runs keeps no state per finished run)."""
+        with self._lock:
+            w = self.writers.get(run_id)
+            if run_id in self._spooled or (w is not None and w.pending()):
+                return
+            self.writers.pop(run_id, None)
+            self.spools.pop(run_id, None)
+            self._run_locks.pop(run_id, None)
             self.held.pop(run_id, None)
 
     def check_open(self, run_id: str) -> None:
@@ -195,8 +231,10 @@ class Tracker:
                 if not drained:
                     self._spool(spool, w, batch, "POST", path, body)
                     continue
+                # Known to be away: one quick try, not a second of retries per batch.
+                retry = 0.0 if self.offline_since is not None else SEND_RETRY_S
                 try:
-                    self.client.request("POST", path, body, retry_s=SEND_RETRY_S)
+                    self.client.request("POST", path, body, retry_s=retry)
                 except ServerUnreachable:
                     drained = False
                     self._went_offline()
@@ -205,12 +243,23 @@ class Tracker:
                 except RunStateError as e:
                     self._refused[run_id] = str(e)
                     raise
+                except UserErrorException as e:
+                    # Refused as a whole (the checks at log() make this a server's own limit):
+                    # said, never retried forever in front of the values after it.
+                    print(
+                        f"Warning: the server {self.client.url} refused {len(batch)} metric"
+                        f" value(s) of run {run_id}, which are not stored: {e}",
+                        file=sys.stderr,
+                    )
+                    continue
                 except BaseException:
                     w.give_back(batch)
                     raise
                 self._heard(run_id)
-            if drained and self.offline_since is not None:
-                self._back_online()
+            if drained:
+                self._spooled.discard(run_id)
+                if self.offline_since is not None:
+                    self._back_online()
             return drained and (w is None or not w.pending())
 
     def _spool(
@@ -224,25 +273,40 @@ class Tracker:
     ) -> None:
         try:
             spool.append(method, path, body)
+            self._spooled.add(spool.run_id)
         except MlwsError:
             w.give_back(batch)  # kept in memory; the next log() says the spool is full
             raise
 
-    def send(self, run_id: str, method: str, path: str, body: Any = None) -> Any:
-        """An ordered write of ``run_id``: after the values logged before it. Returns the
-        server's answer, or None when the server is away and the write was spooled."""
+    def send(
+        self,
+        run_id: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        blobs: dict[str, str | bytes] | None = None,
+    ) -> Any:
+        """An ordered write of ``run_id``: after the values logged before it. ``blobs``
+        (``{hash: file path or bytes}``) are sent first, those the server lacks. Returns the
+        server's answer, or None when the server is away and the write was spooled (with a
+        copy of the blobs)."""
+        from .backend import send_blobs
+
         self.pump(run_id)
         spool = self.spool(run_id)
         with self._run_lock(run_id):
             if not spool.entries():
                 try:
+                    if blobs:
+                        send_blobs(self.client, blobs, retry_s=SEND_RETRY_S)
                     answer = self.client.request(method, path, body, retry_s=SEND_RETRY_S)
                 except ServerUnreachable:
                     self._went_offline()
                 else:
                     self._heard(run_id)
                     return answer
-            spool.append(method, path, body)
+            spool.append(method, path, body, blobs)
+            self._spooled.add(run_id)
         return None
 
     def drain(self, run_id: str, timeout: float | None = None) -> bool:
@@ -304,14 +368,15 @@ class Tracker:
             self._heard(run_id)
             if isinstance(answer, dict) and answer.get("heartbeatSeconds"):
                 self.heartbeat_s = float(answer["heartbeatSeconds"])
+                self.heartbeat_known = True
 
     def _loop(self) -> None:
         while not self._stop:
             self._wake.wait(FLUSH_S)
             self._wake.clear()
-            for run_id in list(self.writers.keys() | self.spools.keys()):
+            for run_id in list(self.writers.keys() | self._spooled):
                 w = self.writers.get(run_id)
-                if (w is None or not w.pending()) and not self.spool(run_id).entries():
+                if (w is None or not w.pending()) and run_id not in self._spooled:
                     continue
                 try:
                     self.pump(run_id)

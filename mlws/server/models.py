@@ -16,7 +16,13 @@ def list_models(call: Call) -> dict[str, Any]:
     if latest not in ("true", "false"):
         raise UserErrorException(f"latest must be 'true' or 'false', got {latest!r}")
     found = Model.list(call.ws, name=query_value(call, "name"), latest=latest == "true")
-    return {"value": [m.serialize() for m in found]}
+    return {"value": [answer(m) for m in found]}
+
+
+def answer(model: Any) -> dict[str, Any]:
+    """A model version as the API shows it: v1's fields, plus the hash of its manifest (a
+    client downloads the files it names from ``GET /blobs/...``)."""
+    return {**model.serialize(), "manifest": model.manifest}
 
 
 def get_model(call: Call) -> dict[str, Any]:
@@ -26,7 +32,28 @@ def get_model(call: Call) -> dict[str, Any]:
     version = call.path["version"]
     if not version.isdigit():
         raise UserErrorException(f"a model version is a whole number, got {version!r}")
-    return Model(call.ws, call.path["name"], version=int(version)).serialize()
+    return answer(Model(call.ws, call.path["name"], version=int(version)))
+
+
+#: The metadata fields a registering body may carry.
+METADATA = ("tags", "properties", "description", "framework", "frameworkVersion")
+
+
+def _metadata(body: dict[str, Any], *fields: str) -> dict[str, Any]:
+    """The model metadata of a registering body, each field checked; a field neither in
+    ``fields`` nor metadata is refused."""
+    from .api import body_field
+
+    unknown = set(body) - {*fields, *METADATA}
+    if unknown:
+        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    return {
+        "tags": body_field(body, "tags", dict),
+        "properties": body_field(body, "properties", dict),
+        "description": body_field(body, "description", str),
+        "framework": body_field(body, "framework", str),
+        "framework_version": body_field(body, "frameworkVersion", str),
+    }
 
 
 def register_from_run(call: Call) -> dict[str, Any]:
@@ -42,30 +69,29 @@ def register_from_run(call: Call) -> dict[str, Any]:
         raise UserErrorException(
             'the body needs "name" (the model) and "path" (a run file or folder)'
         )
-    unknown = set(body) - {
-        "name",
-        "path",
-        "tags",
-        "properties",
-        "description",
-        "framework",
-        "frameworkVersion",
-    }
-    if unknown:
-        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    meta = _metadata(body, "name", "path")
     model = register(
         call.ws.get_run(call.path["run_id"]),
         name,
         path,
-        tags=body_field(body, "tags", dict),
-        properties=body_field(body, "properties", dict),
-        description=body_field(body, "description", str),
-        model_framework=body_field(body, "framework", str),
-        model_framework_version=body_field(body, "frameworkVersion", str),
+        tags=meta["tags"],
+        properties=meta["properties"],
+        description=meta["description"],
+        model_framework=meta["framework"],
+        model_framework_version=meta["framework_version"],
         created_by=call.user.name,
     )
-    return model.serialize()
+    return answer(model)
 
+
+#: The JSON schema of the metadata fields (:data:`METADATA`).
+_META_SCHEMA: dict[str, Any] = {
+    "tags": {"type": "object"},
+    "properties": {"type": "object"},
+    "description": {"type": "string"},
+    "framework": {"type": "string"},
+    "frameworkVersion": {"type": "string"},
+}
 
 _UPLOAD_FIELDS = {
     "manifest",
@@ -126,7 +152,7 @@ def register_version(call: Call) -> dict[str, Any]:
         created_by=call.user.name,
         request_id=reg_id,
     )
-    return model.serialize() if new else {**model.serialize(), "duplicate": True}
+    return answer(model) if new else {**answer(model), "duplicate": True}
 
 
 ENDPOINTS = [
@@ -162,11 +188,7 @@ ENDPOINTS = [
             "properties": {
                 "name": {"type": "string"},
                 "path": {"type": "string"},
-                "tags": {"type": "object"},
-                "properties": {"type": "object"},
-                "description": {"type": "string"},
-                "framework": {"type": "string"},
-                "frameworkVersion": {"type": "string"},
+                **_META_SCHEMA,
             },
         },
         status=201,

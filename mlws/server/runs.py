@@ -131,8 +131,16 @@ def list_runs(call: Call) -> dict[str, Any]:
     )
     more = len(rows) > limit
     rows = rows[:limit]
+    page = [run_summary(r) for r in rows]
+    if query_value(call, "latestMetrics", "false") == "true":
+        # What a listing shows beside each run, from metric_summary (never the metrics table).
+        from ..metrics import latest_scalars
+
+        latest = latest_scalars(call.ws.catalog, {r["seq"]: r["id"] for r in rows})
+        for summary in page:
+            summary["latestMetrics"] = latest[summary["runId"]]
     return {
-        "value": [run_summary(r) for r in rows],
+        "value": page,
         "continuationToken": (
             encode_continuation([rows[-1]["created"], rows[-1]["seq"]]) if more else None
         ),
@@ -385,6 +393,7 @@ ENDPOINTS = [
             ("order", "desc (default) or asc, by creation time"),
             ("limit", f"runs per page, 1-{MAX_PAGE} (default 100)"),
             ("continuationToken", "the previous page's continuationToken"),
+            ("latestMetrics", "true: each run's latest scalar metric values too"),
         ),
         tag="runs",
     ),
