@@ -64,8 +64,11 @@ class RemoteMetricWriter:
         self.tracker = tracker
         self.run_id = run_id
         self.catalog = None  # read by mlws.metrics' bookkeeping of local writers
+        #: Why the server refuses this run's values for good (its lease lapsed), or None.
+        self.refused: str | None = None
         self._buf: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._checked_name: str | None = None  # the name last checked (a loop logs one name)
 
     def add(self, name: str, kind: str, value: Any, step: int | None = None) -> None:
         """Buffer one value of kind ``kind`` for metric ``name``.
@@ -84,26 +87,22 @@ class RemoteMetricWriter:
         """Buffer one scalar (the hot path of ``run.log``).
 
         :raises UserErrorException: a name or step the server would refuse."""
-        if type(name) is not str or not name.strip() or step is not None:
+        if name is not self._checked_name or step is not None:
             check_metric(name, step)
+            self._checked_name = name
         t = type(value)
         if t is not float and t is not int and t is not str:
             from ..metrics import to_python
 
             value = to_python(value)
-        item = (
-            {"name": name, "value": value}
-            if step is None
-            else {
-                "name": name,
-                "value": value,
-                "step": step,
-            }
-        )
-        self._append(item)
+        if step is None:
+            self._append({"name": name, "value": value})
+        else:
+            self._append({"name": name, "value": value, "step": step})
 
     def _append(self, item: dict[str, Any]) -> None:
-        self.tracker.check_open(self.run_id)
+        if self.refused is not None:
+            raise RunStateError(self.refused)
         with self._lock:
             self._buf.append(item)
             n = len(self._buf)
@@ -149,7 +148,6 @@ class Tracker:
         #: Whether the server told this client its heartbeat interval yet.
         self.heartbeat_known = False
         self.offline_since: float | None = None
-        self._refused: dict[str, str] = {}
         #: Runs whose spool may hold requests (the sender looks only at these and at buffers).
         self._spooled: set[str] = set()
         self._lock = threading.Lock()
@@ -205,16 +203,10 @@ class Tracker:
             self._run_locks.pop(run_id, None)
             self.held.pop(run_id, None)
 
-    def check_open(self, run_id: str) -> None:
-        """:raises MlwsError: the server refused this run's writes for good (its lease lapsed):
-        logging more would only pile up values nobody can store."""
-        why = self._refused.get(run_id)
-        if why is not None:
-            raise RunStateError(why)
-
     def wake(self) -> None:
         """Send now rather than at the next tick."""
-        self._wake.set()
+        if not self._wake.is_set():  # set() takes a lock: not once per value of a full buffer
+            self._wake.set()
 
     # -- sending -----------------------------------------------------------------------------
     def pump(self, run_id: str) -> bool:
@@ -241,7 +233,7 @@ class Tracker:
                     self._spool(spool, w, batch, "POST", path, body)
                     continue
                 except RunStateError as e:
-                    self._refused[run_id] = str(e)
+                    w.refused = str(e)  # logging more would pile up values nobody can store
                     raise
                 except UserErrorException as e:
                     # Refused as a whole (the checks at log() make this a server's own limit):
