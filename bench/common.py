@@ -403,6 +403,95 @@ def time_calls(fn: Any, n: int = 2000) -> float:
     return statistics.median(times) * 1e6
 
 
+# -- benchmark 17: concurrent clients of a tracking server ------------------------------------------
+def workers(
+    script: str, case: str, work: Path, params: dict[str, Any], n: int = 8
+) -> list[dict[str, Any]]:
+    """``n`` processes of ``case`` of ``script`` (a cases file, run by this interpreter),
+    released together once all are ready (see :func:`ready_then_wait`); their results."""
+    import subprocess
+    import time
+
+    go = work / f"go-{case}"
+    go.unlink(missing_ok=True)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, case, str(work), json.dumps({**params, "go": str(go)})],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(work.glob(f"ready-{case}-*"))) < n:
+            if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p in procs):
+                raise RuntimeError(f"{case} workers did not get ready")
+            time.sleep(0.01)
+        go.write_text("go")
+        out = []
+        for p in procs:
+            stdout, _ = p.communicate(timeout=600)
+            lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_MARK)]
+            if p.returncode != 0 or not lines:
+                raise RuntimeError(f"a {case} worker failed (exit {p.returncode})")
+            out.append(json.loads(lines[-1][len(RESULT_MARK) :]))
+        return out
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in work.glob(f"ready-{case}-*"):
+            f.unlink()
+
+
+def ready_then_wait(work: Path, case: str, go: str) -> None:
+    """A worker of :func:`workers` is ready (set up, connected): wait for the common start."""
+    import time
+
+    (work / f"ready-{case}-{os.getpid()}").write_text("")
+    while not os.path.exists(go):
+        time.sleep(0.001)
+
+
+def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Workers' ``{start, end, n[, latencies]}`` as one figure: values/s over the common wall
+    time, and p50/p99 of every request (ms)."""
+    wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+    out: dict[str, Any] = {"rate": sum(r["n"] for r in results) / wall, "wall_s": wall}
+    lat = sorted(x for r in results for x in r.get("latencies", []))
+    if lat:
+        out["p99_ms"] = lat[int(0.99 * (len(lat) - 1))] * 1e3
+        out["p50_ms"] = statistics.median(lat) * 1e3
+        out["requests"] = len(lat)
+    return out
+
+
+def first_metric_times(
+    script: str, work: Path, args: list[str], runs: int = 6, env: dict[str, str] | None = None
+) -> list[float]:
+    """Run ``script`` (which prints ``@@FIRST <seconds>`` once its first metric is stored,
+    counted from the ``time.time()`` it gets as its first argument) ``runs`` times in new
+    processes; the times."""
+    import subprocess
+    import time
+
+    path = work / "first_metric.py"
+    path.write_text(script)
+    out = []
+    for _ in range(runs):
+        r = subprocess.run(
+            [sys.executable, str(path), repr(time.time()), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        out.append(float(r.stdout.split("@@FIRST", 1)[1].split()[0]))
+    return out
+
+
 # -- benchmark 18: the studio vs MLflow's UI server ------------------------------------------------
 def time_http(
     url: str,

@@ -464,6 +464,176 @@ def case_serving(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- 17. the tracking server over HTTP (mlflow server) ---------------------------------------------
+def _start_tracking_server(work: Path) -> tuple[Any, str]:
+    """``mlflow server`` (its defaults: 4 uvicorn workers) with a SQLite store and proxied
+    artifacts under ``work``, on a free 127.0.0.1 port, answering /health; (process, URL)."""
+    import urllib.request
+
+    from common import free_port
+
+    folder = work / "mlflow-server"
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--backend-store-uri", f"sqlite:///{folder}/mlflow.db"]
+    argv += ["--artifacts-destination", str(folder / "artifacts")]
+    with open(folder / "server.log", "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited {proc.returncode}; see {folder}/server.log")
+        time.sleep(0.1)
+    _stop(proc)
+    raise RuntimeError("mlflow server did not answer /health within 120 s")
+
+
+def case_server_batch_worker(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """One of the 8 concurrent clients: ``log_batch`` of 1,000 metrics, each call timed."""
+    from common import ready_then_wait
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(tracking_uri=params["url"])
+    run_id = client.create_run(params["experiment_id"]).info.run_id
+    size, k = int(params["size"]), int(params["k"])
+    ts = int(time.time() * 1000)
+    batches = [
+        [Metric(METRIC_NAMES[i % 10], (b * size + i) * 0.5, ts, b * size + i) for i in range(size)]
+        for b in range(k)
+    ]
+    ready_then_wait(work, "server_batch_worker", params["go"])
+    lat = []
+    t0 = time.time()
+    for batch in batches:
+        s = time.perf_counter()
+        client.log_batch(run_id, metrics=batch)
+        lat.append(time.perf_counter() - s)
+    return {"start": t0, "end": time.time(), "n": size * k, "latencies": lat}
+
+
+FIRST_METRIC = """
+import sys, time
+t0 = float(sys.argv[1])
+from mlflow import MlflowClient
+client = MlflowClient(tracking_uri=sys.argv[2])
+run = client.create_run(sys.argv[3])
+client.log_metric(run.info.run_id, "m", 1.0)  # answered: stored
+print("@@FIRST", time.time() - t0, flush=True)
+client.set_terminated(run.info.run_id)
+"""
+
+
+def case_server(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark 17, MLflow side: ``mlflow server`` on 127.0.0.1, clients through
+    ``MlflowClient`` over HTTP."""
+    from common import aggregate, first_metric_times, workers
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    proc, url = _start_tracking_server(work)
+    out: dict[str, Any] = {}
+    try:
+        client = MlflowClient(tracking_uri=url)
+        exp_id = client.create_experiment("bench-server")
+        # 17a: one client, log_metric (calls/s) and log_batch of 1,000 (metrics/s).
+        run_id = client.create_run(exp_id).info.run_id
+        calls = int(params.get("calls", 2000))
+        t0 = time.perf_counter()
+        for i in range(calls):
+            client.log_metric(run_id, METRIC_NAMES[i % 10], i * 0.5, step=i // 10)
+        out["log_metric_rate"] = calls / (time.perf_counter() - t0)
+        ts = int(time.time() * 1000)
+        total = int(params.get("n_log", 100_000))
+        t0 = time.perf_counter()
+        for b in range(total // 1000):
+            client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(METRIC_NAMES[i % 10], i * 0.5, ts, b * 1000 + i) for i in range(1000)
+                ],
+            )
+        out["log_batch_rate"] = total / (time.perf_counter() - t0)
+        progress(
+            f"one client: log_metric {out['log_metric_rate']:,.0f}/s, log_batch"
+            f" {out['log_batch_rate']:,.0f} metrics/s"
+        )
+        # 17b/c: 8 concurrent client processes, log_batch of 1,000 each.
+        out["eight_batches"] = aggregate(
+            workers(
+                __file__,
+                "server_batch_worker",
+                work,
+                {
+                    "url": url,
+                    "experiment_id": exp_id,
+                    "size": 1000,
+                    "k": params.get("batches_each", 20),
+                },
+            )
+        )
+        progress(
+            f"8 clients, log_batch of 1,000: {out['eight_batches']['rate']:,.0f} metrics/s,"
+            f" p99 {out['eight_batches']['p99_ms']:.1f} ms"
+        )
+        # 17d: 1,000 runs x (5 params, 3 metrics, 2 tags): create_run with the tags, one
+        # log_batch with the rest, set_terminated (its fewest calls).
+        runs = int(params.get("runs", 1000))
+        t0 = time.perf_counter()
+        for i in range(runs):
+            rid = client.create_run(exp_id, tags={"a": str(i), "b": "x"}).info.run_id
+            client.log_batch(
+                rid,
+                metrics=[Metric(f"m{j}", i * j * 0.5, ts, 0) for j in range(3)],
+                params=[Param(f"p{j}", str(i * j)) for j in range(5)],
+            )
+            client.set_terminated(rid)
+        out["runs_s"] = time.perf_counter() - t0
+        progress(f"{runs:,} runs in {out['runs_s']:.2f} s")
+        # 17e: a fresh process until its first metric is stored (median of 5).
+        firsts = first_metric_times(FIRST_METRIC, work, [url, exp_id])
+        out["first_s"] = statistics.median(firsts[1:])
+        out["first_all_s"] = firsts
+        progress(f"fresh process -> first stored metric: {out['first_s'] * 1e3:.0f} ms")
+    finally:
+        _stop(proc)
+    return out
+
+
+def case_server_upload(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark 17, MLflow side: ``log_artifacts`` of 100 MB in 10,000 files through the
+    server (proxied artifacts), the first time and again (to a second run)."""
+    from common import make_dataset
+    from mlflow import MlflowClient
+
+    proc, url = _start_tracking_server(work)
+    out: dict[str, Any] = {}
+    try:
+        client = MlflowClient(tracking_uri=url)
+        exp_id = client.create_experiment("bench-upload")
+        # 17f/g: 100 MB in 10,000 files through the server (proxied artifacts), twice.
+        data = work / "upload-data"
+        files, size = make_dataset(data, files=params.get("files", 10_000), size=10_000)
+        for key in ("upload_first_s", "upload_again_s"):
+            rid = client.create_run(exp_id).info.run_id
+            t0 = time.perf_counter()
+            client.log_artifacts(rid, str(data), "data")
+            out[key] = time.perf_counter() - t0
+            progress(f"{key}: {files:,} files, {size / 1e6:.0f} MB in {out[key]:.2f} s")
+        out["upload_files"], out["upload_bytes"] = files, size
+    finally:
+        _stop(proc)
+    return out
+
+
 def case_serving_pyfunc(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     """``mlflow models serve`` (1 worker) on the MLflow model folder that mlws_cases'
     ``serving_pyfunc`` saved and served: start -> first 200 (median of ``deploys`` after a cold
@@ -645,6 +815,9 @@ CASES = {
     "submit": case_submit,
     "artifacts": case_artifacts,
     "serving": case_serving,
+    "server": case_server,
+    "server_upload": case_server_upload,
+    "server_batch_worker": case_server_batch_worker,
     "serving_pyfunc": case_serving_pyfunc,
     "studio": case_studio,
     "mlflow_log": case_mlflow_log,

@@ -29,15 +29,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import (  # noqa: E402
+    aggregate,
     disk_usage,
     emit,
+    first_metric_times,
     make_dataset,
     median_ms,
     mlflow_make_runs,
     mlflow_time_logging,
     mlflow_time_searches,
     progress,
+    ready_then_wait,
     sequential_latency,
+    workers,
 )
 
 N_LOG = 100_000
@@ -1550,6 +1554,210 @@ def case_v1_import(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- 17. the workspace server over HTTP (mlws serve) ----------------------------------------------
+#: The environment of the server and client processes: this checkout's mlws.
+_CHECKOUT_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+
+def _start_mlws_server(work: Path) -> tuple[Any, str, str]:
+    """A fresh workspace served by ``python -m mlws.server`` on a free port; (process, URL,
+    contributor token)."""
+    import re
+
+    from mlws import Workspace
+    from mlws.server.auth import create_token
+
+    ws_path = work / "server-ws"
+    shutil.rmtree(ws_path, ignore_errors=True)
+    with Workspace.create(ws_path, _remember_name=False) as ws:
+        token = create_token(ws, "bench", "contributor")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlws.server", str(ws_path), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_CHECKOUT_ENV,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        m = re.search(r" at (http://\S+) \(pid", line)
+        if m:
+            return proc, m.group(1), token
+    raise RuntimeError("the server did not start")
+
+
+def case_server_log_worker(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """One of the 8 concurrent clients: ``run.log`` x n then flush (the remote client's own
+    batching), timed from the common start."""
+    from mlws import Experiment, Workspace
+
+    ws = Workspace(params["url"], token=params["token"])
+    run = Experiment(ws, "bench-8").start_logging()
+    n = int(params["n"])
+    ready_then_wait(work, "server_log_worker", params["go"])
+    t0 = time.time()
+    for i in range(n):
+        run.log(METRIC_NAMES[i % 10], i * 0.5)
+    run.flush()
+    t1 = time.time()
+    run.complete()
+    return {"start": t0, "end": t1, "n": n}
+
+
+def case_server_batch_worker(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """One of the 8 concurrent clients sending 1,000-value batches (``POST .../metrics``, one
+    kept-alive connection, a batchId each), each request timed."""
+    import http.client
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(params["url"])
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    headers = {"Authorization": f"Bearer {params['token']}", "Content-Type": "application/json"}
+
+    def call(method: str, path: str, body: Any) -> Any:
+        conn.request(method, "/api/v1" + path, json.dumps(body).encode(), headers)
+        r = conn.getresponse()
+        data = r.read()
+        if r.status >= 300:
+            raise RuntimeError(f"{method} {path}: {r.status} {data[:200]!r}")
+        return json.loads(data)
+
+    run_id = call("POST", "/experiments/bench-8b/runs", {})["runId"]
+    size, k = int(params["size"]), int(params["k"])
+    bodies = [
+        json.dumps(
+            {
+                "batchId": f"{os.getpid()}-{b}",
+                "metrics": [
+                    {"name": METRIC_NAMES[i % 10], "value": (b * size + i) * 0.5}
+                    for i in range(size)
+                ],
+            }
+        ).encode()
+        for b in range(k)
+    ]
+    ready_then_wait(work, "server_batch_worker", params["go"])
+    lat = []
+    t0 = time.time()
+    for body in bodies:
+        s = time.perf_counter()
+        conn.request("POST", f"/api/v1/runs/{run_id}/metrics", body, headers)
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"batch refused: {r.status}")
+        lat.append(time.perf_counter() - s)
+    return {"start": t0, "end": time.time(), "n": size * k, "latencies": lat}
+
+
+FIRST_METRIC = """
+import sys, time
+t0 = float(sys.argv[1])
+from mlws import Experiment, Workspace
+ws = Workspace(sys.argv[2], token=sys.argv[3])
+run = Experiment(ws, "bench-first").start_logging()
+run.log("m", 1.0)
+run.flush()  # answered: stored
+print("@@FIRST", time.time() - t0, flush=True)
+run.complete()
+"""
+
+
+def case_server(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark 17, mlws side: one ``mlws serve`` on 127.0.0.1, clients through the public API
+    of a remote workspace (``Workspace(url, token=...)``)."""
+    from mlws import Experiment, Workspace
+
+    proc, url, token = _start_mlws_server(work)
+    out: dict[str, Any] = {}
+    try:
+        ws = Workspace(url, token=token)
+        # 17a: one client, run.log x 100,000, until the server has stored them.
+        n = int(params.get("n_log", N_LOG))
+        run = Experiment(ws, "bench-one").start_logging()
+        t0 = time.perf_counter()
+        for i in range(n):
+            run.log(METRIC_NAMES[i % 10], i * 0.5)
+        run.flush()
+        out["one_s"] = time.perf_counter() - t0
+        out["one_rate"] = n / out["one_s"]
+        run.complete()
+        stored = sum(len(v) for v in run.get_metrics().values())
+        if stored != n:
+            raise RuntimeError(f"expected {n} stored values, found {stored}")
+        progress(f"one client: {n:,} run.log in {out['one_s']:.2f} s -> {out['one_rate']:,.0f}/s")
+        # 17b/c: 8 concurrent client processes.
+        common = {"url": url, "token": token}
+        out["eight"] = aggregate(
+            workers(
+                __file__, "server_log_worker", work, {**common, "n": params.get("n_each", N_LOG)}
+            )
+        )
+        progress(f"8 clients, run.log: {out['eight']['rate']:,.0f} metrics/s")
+        out["eight_batches"] = aggregate(
+            workers(
+                __file__,
+                "server_batch_worker",
+                work,
+                {**common, "size": 1000, "k": params.get("batches_each", 20)},
+            )
+        )
+        progress(
+            f"8 clients, batches of 1,000: {out['eight_batches']['rate']:,.0f} metrics/s,"
+            f" p99 {out['eight_batches']['p99_ms']:.1f} ms"
+        )
+        # 17d: 1,000 runs x (5 properties, 3 metrics, 2 tags).
+        exp = Experiment(ws, "bench-runs")
+        runs = int(params.get("runs", 1000))
+        t0 = time.perf_counter()
+        for i in range(runs):
+            r = exp.start_logging()
+            r.add_properties({f"p{j}": str(i * j) for j in range(5)})
+            for j in range(3):
+                r.log(f"m{j}", i * j * 0.5)
+            r.set_tags({"a": str(i), "b": "x"})
+            r.complete()
+        out["runs_s"] = time.perf_counter() - t0
+        progress(f"{runs:,} runs in {out['runs_s']:.2f} s")
+        # 17e: a fresh process until its first metric is stored (median of 5).
+        firsts = first_metric_times(FIRST_METRIC, work, [url, token], env=_CHECKOUT_ENV)
+        out["first_s"] = statistics.median(firsts[1:])  # the first one warms the caches
+        out["first_all_s"] = firsts
+        progress(f"fresh process -> first stored metric: {out['first_s'] * 1e3:.0f} ms")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return out
+
+
+def case_server_upload(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark 17, mlws side: ``run.upload_folder`` of 100 MB in 10,000 files to a remote
+    workspace, the first time and unchanged (to a second run)."""
+    from mlws import Experiment, Workspace
+
+    proc, url, token = _start_mlws_server(work)
+    out: dict[str, Any] = {}
+    try:
+        ws = Workspace(url, token=token)
+        # 17f/g: 100 MB in 10,000 files, first time and unchanged.
+        data = work / "upload-data"
+        files, size = make_dataset(data, files=params.get("files", 10_000), size=10_000)
+        for key in ("upload_first_s", "upload_again_s"):
+            r = Experiment(ws, "bench-upload").start_logging()
+            t0 = time.perf_counter()
+            r.upload_folder("data", str(data))
+            out[key] = time.perf_counter() - t0
+            if len(r.get_file_names()) != files:
+                raise RuntimeError("not every file was recorded")
+            r.complete()
+            progress(f"{key}: {files:,} files, {size / 1e6:.0f} MB in {out[key]:.2f} s")
+        out["upload_files"], out["upload_bytes"] = files, size
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return out
+
+
 def case_serving_pyfunc(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     """The iris model of ``serving_model`` saved as an MLflow model (``mlflow.sklearn``, in
     ``pyfunc_dir``: the MLflow side serves that very folder), registered and deployed with no
@@ -1791,6 +1999,10 @@ CASES = {
     "pipeline_fanout": case_pipeline_fanout,
     "prs_throughput": case_prs_throughput,
     "v1_import": case_v1_import,
+    "server": case_server,
+    "server_upload": case_server_upload,
+    "server_log_worker": case_server_log_worker,
+    "server_batch_worker": case_server_batch_worker,
     "studio": case_studio,
     "mlflow_log": case_mlflow_log,
     "mlflow_search": case_mlflow_search,

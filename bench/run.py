@@ -920,6 +920,127 @@ def bench_v1_import(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     ]
 
 
+#: MLflow's side of 17d measures this many runs (about 0.2 s each over HTTP here) and the
+#: table shows its time scaled to 1,000; mlws does all 1,000.
+SERVER_PEER_RUNS = 200
+
+
+def bench_server(r: Runner, ctx: dict[str, Any]) -> list[Row]:
+    m = r.run("mlws", "server", {"n_log": 100_000, "n_each": 50_000, "batches_each": 20})
+    f = r.run(
+        "mlflow",
+        "server",
+        {"calls": 100, "n_log": 20_000, "batches_each": 20, "runs": SERVER_PEER_RUNS},
+    )
+    mu = r.run("mlws", "server_upload", {"files": 10_000})
+    fu = r.run("mlflow", "server_upload", {"files": 10_000})
+    ctx["server"] = (m, f, mu, fu)
+    best = max(
+        (v for v in (_get(f, "log_metric_rate"), _get(f, "log_batch_rate")) if _num(v)),
+        default=None,
+    )
+    eight_peer = _get(f, "eight_batches", "rate")
+    peer_runs = _get(f, "runs_s")
+    if _num(peer_runs):
+        peer_runs = peer_runs * 1000 / SERVER_PEER_RUNS
+
+    def times(peer: Any, k: float) -> Callable[[float], bool]:
+        def ok(v: float) -> bool:
+            if not _num(peer):
+                raise ValueError("no MLflow figure to compare with")
+            return v >= k * peer
+
+        return ok
+
+    return [
+        row(
+            "17a",
+            "metrics/s from one remote client: mlws `run.log` ×100,000 until flushed (stored) vs"
+            " MLflow `log_metric` over HTTP",
+            _get(m, "one_rate"),
+            _get(f, "log_metric_rate"),
+            "metrics/s",
+            "high",
+            "≥ 100,000/s",
+            lambda v: v >= 100_000,
+        ),
+        row(
+            "17b",
+            "same mlws figure vs MLflow `log_batch` (batches of 1,000) over HTTP",
+            _get(m, "one_rate"),
+            _get(f, "log_batch_rate"),
+            "metrics/s",
+            "high",
+            "≥ 20× MLflow's best",
+            times(best, 20),
+        ),
+        row(
+            "17c",
+            "8 concurrent client processes, aggregate: mlws `run.log` ×50,000 each vs MLflow"
+            " `log_batch` of 1,000 ×20 each",
+            _get(m, "eight", "rate"),
+            eight_peer,
+            "metrics/s",
+            "high",
+            "≥ 10× MLflow",
+            times(eight_peer, 10),
+        ),
+        row(
+            "17d",
+            "p99 per request, 8 concurrent clients each sending 20 batches of 1,000 metrics"
+            " (mlws `POST /runs/{id}/metrics`, MLflow `log_batch`)",
+            _get(m, "eight_batches", "p99_ms"),
+            _get(f, "eight_batches", "p99_ms"),
+            "ms",
+            "low",
+        ),
+        row(
+            "17e",
+            "1,000 runs × (5 properties, 3 metrics, 2 tags) from one remote client",
+            _get(m, "runs_s"),
+            peer_runs,
+            "s",
+            "low",
+            "≤ 3 s",
+            lambda v: v <= 3.0,
+            peer_note=f"{SERVER_PEER_RUNS} runs measured, scaled to 1,000",
+        ),
+        row(
+            "17f",
+            "fresh process → first stored metric on the remote workspace (median of 5)",
+            _get(m, "first_s"),
+            _get(f, "first_s"),
+            "s",
+            "low",
+            "≤ 0.3 s",
+            lambda v: v <= 0.3,
+        ),
+        row(
+            "17g",
+            "upload 100 MB in 10,000 files, first time: `run.upload_folder` vs MLflow"
+            " `log_artifacts` through the server",
+            _get(mu, "upload_first_s"),
+            _get(fu, "upload_first_s"),
+            "s",
+            "low",
+            "report",
+        ),
+        row(
+            "17h",
+            "the same folder again, unchanged (to a second run)",
+            _get(mu, "upload_again_s"),
+            _get(fu, "upload_again_s"),
+            "s",
+            "low",
+            "report",
+        ),
+    ]
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def bench_serving_pyfunc(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     # The model of 10, saved once as an MLflow model by the mlws side; MLflow serves that folder.
     params = {
@@ -1113,8 +1234,9 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Runner, dict[str, Any]], list[Row]]]]
     "14": ("pipelines: no-op re-run vs dvc repro, fan-out overhead", bench_pipeline),
     "15": ("the azureml import layer inside a run", bench_v1_import),
     "16": ("MLflow code through the mlws plugin vs MLflow's SQLite store", bench_mlflow),
-    "19": ("serving an MLflow model without a scoring script", bench_serving_pyfunc),
+    "17": ("the workspace server over HTTP vs mlflow server", bench_server),
     "18": ("the studio's pages vs MLflow's UI server", bench_studio),
+    "19": ("serving an MLflow model without a scoring script", bench_serving_pyfunc),
 }
 
 
@@ -1393,6 +1515,19 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f" {n((g(f, 'bare_s') or 0) * 1e3, '.0f')} ms. ParallelRunStep:"
             f" {n(g(p, 'prs_s'), '.2f')} s ({g(p, 'job_result') or '—'}), the joblib loop"
             f" {n(g(p, 'plain_s'), '.2f')} s."
+        )
+    if "server" in ctx:
+        m, f, mu, fu = ctx["server"]
+        out.append(
+            f"- **17.** mlws: one client {n(g(m, 'one_s'), '.2f')} s for 100,000 `run.log` +"
+            f" `flush`; 8 clients with `run.log` {n(g(m, 'eight', 'wall_s'), '.2f')} s, with raw"
+            f" batches {n(g(m, 'eight_batches', 'rate'), ',.0f')} metrics/s (p50"
+            f" {n(g(m, 'eight_batches', 'p50_ms'), '.1f')} ms); fresh process → first metric"
+            f" {', '.join(n(x * 1e3, '.0f') for x in g(m, 'first_all_s') or [])} ms. MLflow: 8"
+            f" clients' p50 {n(g(f, 'eight_batches', 'p50_ms'), '.1f')} ms;"
+            f" {SERVER_PEER_RUNS} runs in {n(g(f, 'runs_s'), '.2f')} s; fresh process → first"
+            f" metric {', '.join(n(x * 1e3, '.0f') for x in g(f, 'first_all_s') or [])} ms."
+            f" Uploads: {n(g(mu, 'upload_files'), ',')} files, {n((g(mu, 'upload_bytes') or 0) / 1e6, '.0f')} MB."
         )
     if "v1_import" in ctx:
         m = ctx["v1_import"]
@@ -1683,6 +1818,19 @@ def render_report(
         "  in the case's process: `pandas.read_csv`, the same 100 slices, `joblib.Parallel(n_jobs=2)`",
         "  over the same function, the lines written in order to one file (one warm-up, median of 3).",
         "  The two output files must be equal.",
+        "- 17: one `python -m mlws.server` process (a fresh workspace, a contributor token) vs `mlflow",
+        "  server --backend-store-uri sqlite:///... --artifacts-destination ...` (its default 4 workers), both",
+        "  on 127.0.0.1. mlws clients use the public API of a remote workspace (`Workspace(url, token=...)`,",
+        "  `Experiment(ws, ...).start_logging()`, `run.log`, `run.flush()`: answered means stored); MLflow's",
+        "  use `MlflowClient(tracking_uri=url)`. 17a/b in the case's process (MLflow: 100 timed `log_metric`",
+        "  calls, 20,000 metrics by `log_batch`). 17c/d: 8 client processes released together (a go file);",
+        "  aggregate = all values / (last end - first start); 17d times each request of batches of 1,000",
+        "  (mlws: `http.client`, one kept-alive connection, a `batchId` each). 17e: mlws `start_logging`,",
+        "  `add_properties` (5), `log` × 3, `set_tags` (2), `complete()`; MLflow `create_run(tags=2)`,",
+        "  `log_batch(metrics=3, params=5)`, `set_terminated`. 17f: the launcher passes `time.time()` to a",
+        "  new Python process, which prints the elapsed time once the server answered its first metric;",
+        "  6 runs, the first one dropped. 17g/h: 10,000 files × 10 kB of random bytes, uploaded to a run and",
+        "  then to a second run (mlws: only blobs the server lacks are sent).",
         "- 19: the model of 10, saved by the mlws side with `mlflow.sklearn.save_model(...,",
         "  serialization_format='cloudpickle', signature=infer_signature(X, y))` (mlflow-skinny in",
         "  `.venv`), registered with `Model.register` and deployed with `Model.deploy(ws, name,",

@@ -20,8 +20,6 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 
 
 def _say(**kv: object) -> None:
@@ -59,42 +57,20 @@ def lost(experiment: str) -> None:
     time.sleep(3600)  # killed by the test
 
 
-def _call(method: str, path: str, body: object = None, raw: bytes | None = None) -> dict:
-    """One request, retried while the server is away (connection refused or reset, 503)."""
-    url = os.environ["MLWS_WORKSPACE"] + "/api/v1" + path
-    data = raw if raw is not None else json.dumps(body).encode()
-    deadline = time.monotonic() + 60
-    while True:
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Authorization", "Bearer " + os.environ["MLWS_TOKEN"])
-        try:
-            with urllib.request.urlopen(req, timeout=20) as r:
-                return json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            if e.code != 503:
-                raise SystemExit(f"{method} {path}: {e.code} {e.read()[:300]!r}") from None
-        except OSError:  # refused, reset, closed mid-answer: the server is away
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{method} {path}: the server did not come back in 60 s")
-        time.sleep(0.1)
-
-
 def models(name: str, k: int, out: str) -> None:
-    import hashlib
+    from pathlib import Path
 
-    data = b"model weights " * 1000
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    if _call("POST", "/blobs/missing", {"blobs": [digest]})["missing"]:
-        _call("PUT", f"/blobs/{digest}", raw=data)
-    manifest = [{"path": "model/weights.bin", "hash": digest, "size": len(data)}]
+    from mlws import Model, Workspace
+
+    ws = Workspace(os.environ["MLWS_WORKSPACE"])
+    folder = Path(out).parent / f"model-{os.getpid()}" / "model"
+    folder.mkdir(parents=True)
+    (folder / "weights.bin").write_bytes(b"model weights " * 1000)
     with open(out, "a") as f:
-        for i in range(k):
-            reg = f"{os.getpid()}-{i}"
-            got = _call(
-                "POST", f"/models/{name}/versions", {"manifest": manifest, "registrationId": reg}
-            )
-            f.write(f"{reg} {got['version']}\n")
+        for _ in range(k):
+            # Retried with its registrationId while the server is away: one version per call.
+            model = Model.register(ws, str(folder), name)
+            f.write(f"{os.getpid()} {model.version}\n")
             f.flush()
 
 
