@@ -40,7 +40,7 @@ demo: $(STAMP)
 # then, alone, the tests that assert throughput or load (marked serial).
 test: $(STAMP)
 	$(PYC)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 4 --dist loadfile -m "not serial" tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not serial" tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial tests
 
 bench: $(STAMP)

@@ -87,7 +87,13 @@ def test_try_it_calls_the_service_with_its_key(ws, svc) -> None:  # noqa: ANN001
         # The scoring script's error is the service's answer, shown as such.
         status, answer = try_it(b, json.dumps({"raise": "boom"}), csrf)
         assert status == 200 and answer["status"] == 500 and "boom" in answer["body"]
-        before = ws.catalog.scalar("SELECT count(*) FROM service_requests")
+        # Telemetry is written in batches: the fixture's 7 requests and these 2, all stored.
+        wait_until(
+            lambda: ws.catalog.scalar("SELECT count(*) FROM service_requests") == 9,
+            15,
+            "the two tries in the telemetry",
+        )
+        before = 9
         # Refused before anything reaches the service: no token, a forged one, another site,
         # a body that is not JSON, one too large, a service that does not exist.
         assert try_it(b, "{}", None)[0] == 403
