@@ -464,6 +464,14 @@ def submit_script(
     from .snapshots import git_properties, take_snapshot
 
     ws = experiment.workspace
+    if ws.remote is not None:
+        if parent_id is not None or snapshot is not None or data or run_type or properties:
+            from .remote.backend import not_available
+
+            raise not_available("a sweep's, a pipeline's or a data run's submit", ws.remote.url)
+        from .remote.submit import submit
+
+        return submit(experiment, config, tags=tags, display_name=display_name)
     rc = config.run_config
     tags = key_values(tags, "tag")  # checked before the snapshot stores anything
     target_type, _ = target_config(ws, rc.target)
