@@ -222,10 +222,10 @@ def cancel(run: Run) -> None:
     from .backend import not_available
 
     row = run._refresh()
-    if row["status"] in TERMINAL:
-        return
     if row["type"] not in SUBMITTED:
         raise not_available("Run.cancel", run.workspace.remote.url)
+    if row["status"] in TERMINAL:
+        return
     try:
         record = json.loads(record_path(run.workspace.remote.url, run.id).read_text())
     except (OSError, ValueError):
