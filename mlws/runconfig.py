@@ -427,6 +427,36 @@ def environment_definition(ws: Workspace, env: Any, on_this_machine: bool = True
     return spec
 
 
+def run_definition(
+    config: ScriptRunConfig,
+    script: str | None,
+    arguments: list[Any],
+    src: Path,
+    env: dict[str, Any],
+    snap: Any,
+    inputs: Any = (),
+    outputs: Any = (),
+) -> dict[str, Any]:
+    """The run definition a submit records (without a distributed layout): what to run, with
+    what, and the snapshot's counts."""
+    rc = config.run_config
+    return {
+        "script": script,
+        "arguments": arguments,
+        "inputs": list(inputs),
+        "outputs": list(outputs),
+        "command": rc.command,
+        "target": rc.target,
+        "sourceDirectory": str(src),
+        "environment": env,
+        "environmentVariables": {str(k): str(v) for k, v in rc.environment_variables.items()},
+        "maxRunDurationSeconds": rc.max_run_duration_seconds,
+        "outputCollection": rc.history.output_collection,
+        "distributed": None,
+        "snapshot": {"files": snap.files, "bytes": snap.bytes, "newBytes": snap.new_bytes},
+    }
+
+
 def submit_script(
     experiment: Experiment,
     config: ScriptRunConfig,
@@ -491,21 +521,8 @@ def submit_script(
     snap = snapshot if snapshot is not None else take_snapshot(ws.blobs, src, progress=progress)
     for w in snap.warnings:
         print(f"Warning: {w}", file=sys.stderr)
-    definition = {
-        "script": script,
-        "arguments": arguments,
-        "inputs": inputs,
-        "outputs": outputs,
-        "command": rc.command,
-        "target": rc.target,
-        "sourceDirectory": str(src),
-        "environment": env,
-        "environmentVariables": {str(k): str(v) for k, v in rc.environment_variables.items()},
-        "maxRunDurationSeconds": rc.max_run_duration_seconds,
-        "outputCollection": rc.history.output_collection,
-        "distributed": distributed,
-        "snapshot": {"files": snap.files, "bytes": snap.bytes, "newBytes": snap.new_bytes},
-    }
+    definition = run_definition(config, script, arguments, src, env, snap, inputs, outputs)
+    definition["distributed"] = distributed
     docker = env.get("docker") or {}
     if getattr(rc.docker, "use_docker", False) or docker.get("enabled"):
         # Written to the run's logs/driver.log where it runs (RunSupervisor.prepare_workdir).

@@ -56,19 +56,14 @@ def remote_snapshot(ws: Workspace, source_dir: str | os.PathLike[str]) -> Snapsh
 
     :raises SnapshotError: the folder is unreadable or a name cannot be stored (nothing sent).
     """
-    from ..errors import SnapshotError, UnsafePath
+    from ..errors import SnapshotError
     from ..fileops import hash_file, skipped_warning
-    from ..manifests import Entry, bad_names, canonical_manifest, file_mode, hash_bytes
-    from ..snapshots import Snapshot, iter_files
+    from ..manifests import Entry, canonical_manifest, file_mode, hash_bytes
+    from ..snapshots import Snapshot, snapshot_files
     from .backend import send_blobs
 
     root = Path(source_dir).absolute()
-    links: list[str] = []
-    files = list(iter_files(root, links))
-    try:
-        bad_names(str(root), [rel for rel, _st, _p in files])
-    except UnsafePath as e:
-        raise SnapshotError(f"cannot snapshot {root}: {e}") from None
+    files, links = snapshot_files(root)
     entries = []
     for rel, st, path in files:
         try:
@@ -121,7 +116,7 @@ def submit(
     """
     from ..errors import RunExists
     from ..lifecycle import new_run_id
-    from ..runconfig import environment_definition
+    from ..runconfig import environment_definition, run_definition
     from ..runs import Run, key_values
     from ..snapshots import git_properties
     from .backend import not_available
@@ -145,21 +140,7 @@ def submit(
     snap = remote_snapshot(ws, src)
     for w in snap.warnings:
         print(f"Warning: {w}", file=sys.stderr)
-    definition = {
-        "script": script,
-        "arguments": arguments,
-        "inputs": [],
-        "outputs": [],
-        "command": rc.command,
-        "target": "local",
-        "sourceDirectory": str(src),
-        "environment": env,
-        "environmentVariables": {str(k): str(v) for k, v in rc.environment_variables.items()},
-        "maxRunDurationSeconds": rc.max_run_duration_seconds,
-        "outputCollection": rc.history.output_collection,
-        "distributed": None,
-        "snapshot": {"files": snap.files, "bytes": snap.bytes, "newBytes": snap.new_bytes},
-    }
+    definition = run_definition(config, script, arguments, src, env, snap)
     run_id = new_run_id(experiment.name)
     body: dict[str, Any] = {
         "runId": run_id,
