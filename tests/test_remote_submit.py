@@ -188,3 +188,32 @@ def test_quickstart_runs_unchanged_against_a_server(served, tmp_path: Path) -> N
             names = run.get_file_names()
             assert "outputs/model.pkl" in names and "logs/driver.log" in names
             assert run.get_details()["snapshotId"]
+
+
+def test_submission_route_checks_everything_first(served) -> None:  # noqa: ANN001
+    server, ws_path, tokens = served
+    c = tokens["contributor"]
+    good = {"runId": "route_1", "snapshotId": "sha256:" + "0" * 64, "definition": {}}
+    status, body = server.api("POST", "/experiments/route-x/submissions", c, good)
+    assert status == 404 and "sha256:" in body["error"]["message"]  # no such manifest
+    for bad, words in (
+        ({**good, "target": "gpu"}, "submitting machine"),
+        ({**good, "definition": []}, "definition"),
+        ({**good, "color": 1}, "unknown field"),
+        ({"definition": {}}, "snapshotId"),
+    ):
+        status, body = server.api("POST", "/experiments/route-x/submissions", c, bad)
+        assert status == 400 and words in body["error"]["message"], body
+    status, _ = server.api("POST", "/experiments/route-x/submissions", tokens["reader"], good)
+    assert status == 403
+    # Nothing was created: not the run, not the experiment.
+    status, body = server.api("GET", "/runs/route_1", c)
+    assert status == 404
+    status, body = server.api("GET", "/experiments", c)
+    assert "route-x" not in {e["name"] for e in body["value"]}
+    # A status move of an interactive run is refused (only submitted runs move so).
+    status, run = server.api("POST", "/experiments/route-x2/runs", c, {})
+    status, body = server.api("POST", f"/runs/{run['runId']}/status", c, {"status": "Queued"})
+    assert status == 409, body
+    status, body = server.api("POST", f"/runs/{run['runId']}/status", c, {"status": "Done"})
+    assert status == 400, body
