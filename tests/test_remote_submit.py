@@ -217,3 +217,18 @@ def test_submission_route_checks_everything_first(served) -> None:  # noqa: ANN0
     assert status == 409, body
     status, body = server.api("POST", f"/runs/{run['runId']}/status", c, {"status": "Done"})
     assert status == 400, body
+
+
+def test_cli_run_submit_waits_and_streams(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
+    from helpers import invoke
+
+    server, _ws_path, _tokens = served
+    src = _source(tmp_path / "src", TRAIN)
+    args = ["-w", server.url, "run", "submit", "-e", "cli", "-d", str(src), "train.py", "--wait"]
+    ok = invoke(*args, "--", "0.7")
+    assert ok.exit_code == 0, ok.output
+    assert "hello from the script" in ok.output and "Completed" in ok.output
+    bad = invoke(*args, "--", "0")
+    assert bad.exit_code == 1
+    errors = [ln for ln in bad.output.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1 and "bad accuracy" in errors[0], bad.output
