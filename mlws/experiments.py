@@ -291,7 +291,8 @@ class Experiment:
             )
         # Before the snapshot goes into the blob store: a read-only workspace (or a shared one
         # that another machine writes) refuses here, not half-way through.
-        self.workspace.catalog.require_writer()
+        if self.workspace.remote is None:  # a server refuses writes itself
+            self.workspace.catalog.require_writer()
         return submit(self, tags=tags, **kwargs)
 
     def start_logging(

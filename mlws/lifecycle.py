@@ -215,6 +215,10 @@ def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
     """Check a non-terminal run against its process; mark it Failed if that process is gone."""
     if row["status"] in TERMINAL or row["host"] != socket.gethostname():
         return row
+    if row["lease_seen"] is not None:
+        # Created over HTTP: its client holds it by a lease (mlws.server.leases), never by a
+        # process of this machine, even when the client runs here.
+        return row
     reason = None
     # A sweep's or a pipeline's parent is supervised by its controller the same way.
     top = row["type"] in (SCRIPT_RUN, *CONTROLLED) and row["parent_id"] is None

@@ -427,6 +427,36 @@ def environment_definition(ws: Workspace, env: Any, on_this_machine: bool = True
     return spec
 
 
+def run_definition(
+    config: ScriptRunConfig,
+    script: str | None,
+    arguments: list[Any],
+    src: Path,
+    env: dict[str, Any],
+    snap: Any,
+    inputs: Any = (),
+    outputs: Any = (),
+) -> dict[str, Any]:
+    """The run definition a submit records (without a distributed layout): what to run, with
+    what, and the snapshot's counts."""
+    rc = config.run_config
+    return {
+        "script": script,
+        "arguments": arguments,
+        "inputs": list(inputs),
+        "outputs": list(outputs),
+        "command": rc.command,
+        "target": rc.target,
+        "sourceDirectory": str(src),
+        "environment": env,
+        "environmentVariables": {str(k): str(v) for k, v in rc.environment_variables.items()},
+        "maxRunDurationSeconds": rc.max_run_duration_seconds,
+        "outputCollection": rc.history.output_collection,
+        "distributed": None,
+        "snapshot": {"files": snap.files, "bytes": snap.bytes, "newBytes": snap.new_bytes},
+    }
+
+
 def submit_script(
     experiment: Experiment,
     config: ScriptRunConfig,
@@ -464,6 +494,14 @@ def submit_script(
     from .snapshots import git_properties, take_snapshot
 
     ws = experiment.workspace
+    if ws.remote is not None:
+        if parent_id is not None or snapshot is not None or data or run_type or properties:
+            from .remote.backend import not_available
+
+            raise not_available("a sweep's, a pipeline's or a data run's submit", ws.remote.url)
+        from .remote.submit import submit
+
+        return submit(experiment, config, tags=tags, display_name=display_name)
     rc = config.run_config
     tags = key_values(tags, "tag")  # checked before the snapshot stores anything
     target_type, _ = target_config(ws, rc.target)
@@ -483,21 +521,8 @@ def submit_script(
     snap = snapshot if snapshot is not None else take_snapshot(ws.blobs, src, progress=progress)
     for w in snap.warnings:
         print(f"Warning: {w}", file=sys.stderr)
-    definition = {
-        "script": script,
-        "arguments": arguments,
-        "inputs": inputs,
-        "outputs": outputs,
-        "command": rc.command,
-        "target": rc.target,
-        "sourceDirectory": str(src),
-        "environment": env,
-        "environmentVariables": {str(k): str(v) for k, v in rc.environment_variables.items()},
-        "maxRunDurationSeconds": rc.max_run_duration_seconds,
-        "outputCollection": rc.history.output_collection,
-        "distributed": distributed,
-        "snapshot": {"files": snap.files, "bytes": snap.bytes, "newBytes": snap.new_bytes},
-    }
+    definition = run_definition(config, script, arguments, src, env, snap, inputs, outputs)
+    definition["distributed"] = distributed
     docker = env.get("docker") or {}
     if getattr(rc.docker, "use_docker", False) or docker.get("enabled"):
         # Written to the run's logs/driver.log where it runs (RunSupervisor.prepare_workdir).

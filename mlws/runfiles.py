@@ -92,11 +92,11 @@ class RunFiles:
         }
         return sorted(stored | set(self._live_files()))
 
-    def _stored_blob(self, name: str) -> str | None:
+    def _stored_blob(self, name: str, fresh: bool = False) -> str | None:
         if self.workspace.remote is not None:
             from .remote.runs import files
 
-            return files(self).get(name)  # type: ignore[arg-type]
+            return files(self, fresh).get(name)  # type: ignore[arg-type]
         return self.workspace.catalog.scalar(
             "SELECT blob FROM run_files WHERE run_seq = ? AND path = ?", (self.seq, name)
         )
@@ -319,6 +319,7 @@ class RunFiles:
         deadline = None if timeout is None else time.monotonic() + timeout
         offset = 0
         handle = None
+        seen = None
         delay = 0.02
         try:
             while True:
@@ -337,9 +338,20 @@ class RunFiles:
                         offset += len(data)
                         yield data.decode("utf-8", errors="replace")
                         delay = 0.02
+                elif follow and not terminal and self.workspace.remote is not None:
+                    # A run executing elsewhere: its log as uploaded so far, the new part.
+                    blob = self._stored_blob(name)
+                    if blob is not None and blob != seen:
+                        seen = blob
+                        data = self.workspace.blobs.read_bytes(blob)[offset:]
+                        offset += len(data)
+                        if data:
+                            yield data.decode("utf-8", errors="replace")
+                    delay = max(delay, 0.5)
                 if terminal:
                     if handle is None or offset == 0:
-                        blob = self._stored_blob(name)
+                        # Fresh: a remote run's last log upload may postdate a cached listing.
+                        blob = self._stored_blob(name, fresh=True)
                         # Asked of an ended run, a name it does not have is an error; followed
                         # (wait_for_completion(show_output=True)), a log never written is empty.
                         if blob is None and handle is None and not follow:

@@ -318,6 +318,12 @@ class Run(RunFiles):
     def cancel(self) -> None:
         """Cancel the run: a submitted run's process group gets SIGTERM, then SIGKILL after a
         grace period (by its supervising process); an interactive run is marked Canceled."""
+        if self.workspace.remote is not None:
+            from .remote.submit import cancel
+
+            cancel(self)
+            self._refresh()
+            return
         raw = self.workspace.catalog.one("SELECT * FROM runs WHERE id = ?", (self.id,))
         foreign = (
             raw is not None
@@ -394,6 +400,8 @@ class Run(RunFiles):
             time.sleep(delay)
             if now > fine_until:
                 delay = min(delay * 1.25, 0.05)
+            if self.workspace.remote is not None:
+                delay = 0.2  # a request to the server each time: not 500 a second
         details = self.get_details()
         if show_output:
             print(f"\nRun {self.id}: {details['status']}")

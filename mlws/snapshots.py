@@ -139,6 +139,25 @@ def default_cache_path() -> Path:
     return user_cache_dir() / "hashcache.db"
 
 
+def snapshot_files(root: Path) -> tuple[list[tuple[str, os.stat_result, str]], list[str]]:
+    """``(files, skipped links)`` of a snapshot of folder ``root``: :func:`iter_files`, every
+    name checked first.
+
+    :raises SnapshotError: the folder is missing or unreadable, or a name cannot be stored.
+    """
+    if not root.is_dir():
+        raise SnapshotError(f"source directory {root} does not exist or is not a folder")
+    links: list[str] = []
+    files = list(iter_files(root, links))
+    try:
+        # Every name checked before anything is stored or recorded: a name no manifest reader
+        # accepts would make the run fail, and then fsck and gc, for good.
+        bad_names(str(root), [rel for rel, _st, _p in files])
+    except UnsafePath as e:
+        raise SnapshotError(f"cannot snapshot {root}: {e}") from None
+    return files, links
+
+
 def take_snapshot(
     blobs: BlobStore,
     source_dir: str | os.PathLike[str],
@@ -153,17 +172,8 @@ def take_snapshot(
         stored (a backslash, not UTF-8): nothing is stored then.
     """
     root = Path(source_dir).absolute()
-    if not root.is_dir():
-        raise SnapshotError(f"source directory {root} does not exist or is not a folder")
     real_root = os.path.realpath(root)
-    links: list[str] = []
-    files = list(iter_files(root, links))
-    try:
-        # Every name checked before anything is stored or recorded: a name no manifest reader
-        # accepts would make the run fail, and then fsck and gc, for good.
-        bad_names(str(root), [rel for rel, _st, _p in files])
-    except UnsafePath as e:
-        raise SnapshotError(f"cannot snapshot {root}: {e}") from None
+    files, links = snapshot_files(root)
     cache = HashCache(cache_path or default_cache_path())
     # Shared hold on the blob store: gc (exclusive) cannot delete a blob this snapshot re-uses
     # until the manifest naming it exists, and the gc generation cannot change under us.

@@ -29,6 +29,8 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,31}$")
 
 def target_config(ws: Workspace, name: str) -> tuple[str, dict[str, Any]]:
     """``(type, config)`` of a compute target. :raises ComputeTargetException: no such target."""
+    if ws.remote is not None and name == "local":
+        return "local", {}  # a remote workspace's submit runs here (see mlws.remote.submit)
     row = ws.catalog.one("SELECT type, config FROM compute_targets WHERE name = ?", (name,))
     if row is None:
         known = [r[0] for r in ws.catalog.query("SELECT name FROM compute_targets ORDER BY name")]

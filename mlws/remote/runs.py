@@ -379,12 +379,12 @@ _listings: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
 LISTING_TTL_S = 2.0
 
 
-def files(run: Run) -> dict[str, str]:
+def files(run: Run, fresh: bool = False) -> dict[str, str]:
     """The run's stored files on the server: ``{path: blob}`` (a listing at most
-    :data:`LISTING_TTL_S` old; an upload from this process is seen at once)."""
+    :data:`LISTING_TTL_S` old unless ``fresh``; an upload from this process is seen at once)."""
     key = (run.workspace.remote.url, run.id)
     hit = _listings.get(key)
-    if hit is not None and time.monotonic() - hit[0] < LISTING_TTL_S:
+    if not fresh and hit is not None and time.monotonic() - hit[0] < LISTING_TTL_S:
         return hit[1]
     listing = {f["path"]: f["blob"] for f in read(run, "files")["value"]}
     if len(_listings) > 256:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError, RequestTooLarge
-from . import blobs, models, pipelines, runs, workspace
+from . import blobs, models, pipelines, runs, submitted, workspace
 from .api import PREFIX, Call, Endpoint, dumps, error_body, http_error, openapi, parse_json_body
 from .auth import authenticate
 
@@ -41,6 +41,7 @@ def endpoints() -> list[Endpoint]:
     return [
         *workspace.ENDPOINTS,
         *runs.ENDPOINTS,
+        *submitted.ENDPOINTS,
         *models.ENDPOINTS,
         *blobs.ENDPOINTS,
         *pipelines.ENDPOINTS,

@@ -152,12 +152,15 @@ def get_run(call: Call) -> dict[str, Any]:
     return run_details(_run(call))
 
 
-def create_run(call: Call) -> dict[str, Any]:
-    """``POST /experiments/{experiment}/runs``: an interactive run, Running, recorded as made by
-    the token's user. Checked whole before anything (even the experiment) is created."""
-    from ..experiments import Experiment, check_experiment_name
-    from ..lifecycle import INTERACTIVE, insert_run, key_values
-    from ..runs import Run
+def new_run_request(call: Call, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The checked fields of a request that creates a run (``experiment``, ``tags``,
+    ``properties``, ``displayName``, ``runId``, ``parentId``): nothing is created yet; a field
+    not in the common set or in ``extra`` is refused.
+
+    :raises UserErrorException: a field is invalid. :raises RunExists: the runId is taken.
+    :raises RunNotFound: the parent is not a run of the experiment."""
+    from ..experiments import check_experiment_name
+    from ..lifecycle import key_values
 
     name = check_experiment_name(call.path["experiment"])
     body = call.body
@@ -170,7 +173,7 @@ def create_run(call: Call) -> dict[str, Any]:
             f"invalid runId {run_id!r}: use 1-256 letters, digits, '_', '.' or '-'"
         )
     parent_id = body_field(body, "parentId", str)
-    unknown = set(body) - {"tags", "properties", "displayName", "runId", "parentId"}
+    unknown = set(body) - {"tags", "properties", "displayName", "runId", "parentId", *extra}
     if unknown:
         raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
     if run_id is not None and call.ws.catalog.one("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
@@ -181,6 +184,25 @@ def create_run(call: Call) -> dict[str, Any]:
             from ..errors import RunNotFound
 
             raise RunNotFound(f"no run {parent_id!r} in experiment {name!r} to be the parent")
+    return {
+        "experiment": name,
+        "tags": tags,
+        "properties": properties,
+        "display_name": display_name,
+        "run_id": run_id,
+        "parent_id": parent_id,
+    }
+
+
+def create_run(call: Call) -> dict[str, Any]:
+    """``POST /experiments/{experiment}/runs``: an interactive run, Running, recorded as made by
+    the token's user. Checked whole before anything (even the experiment) is created."""
+    from ..experiments import Experiment
+    from ..lifecycle import INTERACTIVE, insert_run
+    from ..runs import Run
+
+    req = new_run_request(call)
+    name = req["experiment"]
     exp = Experiment(call.ws, name)
     # No pid: the run belongs to the client, not to this server process, so the server's own
     # liveness says nothing about it (it ends with complete/fail). Its client holds it by a
@@ -190,12 +212,12 @@ def create_run(call: Call) -> dict[str, Any]:
         name,
         run_type=INTERACTIVE,
         status="Running",
-        run_id=run_id,
-        parent_id=parent_id,
-        display_name=display_name,
+        run_id=req["run_id"],
+        parent_id=req["parent_id"],
+        display_name=req["display_name"],
         fields={"submitter_user": call.user.name, "lease_seen": time.time()},
-        tags=tags,
-        properties=properties,
+        tags=req["tags"],
+        properties=req["properties"],
     )
     return run_details(Run(exp, row["id"], _row=row))
 
@@ -302,11 +324,16 @@ def _key_values(call: Call, key: str) -> dict[str, Any]:
     return values
 
 
-def _interactive(call: Call) -> Any:
+def open_held_run(call: Call) -> Any:
+    """The run of a write that ends or moves it: an interactive run, or one submitted over
+    HTTP, not ended yet (its lease renewed).
+
+    :raises RunStateError: a run its own supervisor on the server ends, or one ended already."""
     from ..lifecycle import INTERACTIVE, TERMINAL
 
     run = _held(call)
-    if run.type != INTERACTIVE:
+    # A run submitted over HTTP is driven by its client's supervisor: that client ends it too.
+    if run.type != INTERACTIVE and run._row["lease_seen"] is None:
         raise RunStateError(
             f"run {run.id} is a {run.type} run: its supervisor decides its outcome, not a client"
         )
@@ -318,7 +345,7 @@ def _interactive(call: Call) -> Any:
 
 def complete_run(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/complete``: an interactive run ends Completed."""
-    run = _interactive(call)
+    run = open_held_run(call)
     run.complete()
     return run_details(run)
 
@@ -328,7 +355,7 @@ def fail_run(call: Call) -> dict[str, Any]:
     err = body_field(call.body, "error", dict, {})
     code = body_field(err, "code", str)
     message = body_field(err, "message", str)
-    run = _interactive(call)
+    run = open_held_run(call)
     run.fail(message, code)
     return run_details(run)
 
@@ -338,7 +365,7 @@ def heartbeat(call: Call) -> dict[str, Any]:
     every ``heartbeatSeconds`` when nothing else is sent. 409 once the run has ended."""
     from .leases import HEARTBEAT_S
 
-    run = _interactive(call)
+    run = open_held_run(call)
     if call.ws.catalog.one("SELECT lease_seen FROM runs WHERE id = ?", (run.id,))[0] is None:
         raise RunStateError(f"run {run.id} was not created over HTTP: it has no lease to renew")
     return {

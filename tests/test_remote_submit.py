@@ -1,0 +1,234 @@
+"""Script runs submitted to a remote workspace: recorded on the server, executed on this machine
+by a detached supervisor that streams metrics, logs and outputs, ends them, and holds their lease.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from helpers import served_workspace, start_server, wait_until
+
+from mlws import Experiment, ScriptRunConfig, Workspace
+from mlws.errors import ActivityFailedException, NotAvailableRemotely, RunStateError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (server, ws path, tokens)
+    with served_workspace(tmp_path_factory.mktemp("submit")) as served:
+        yield served
+
+
+@pytest.fixture
+def remote(served, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201 - a Workspace
+    server, _ws_path, tokens = served
+    monkeypatch.setenv("MLWS_TOKEN", tokens["contributor"])
+    ws = Workspace(server.url)
+    yield ws
+    ws.close()
+
+
+def _source(folder: Path, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.py").write_text(body)
+    return folder
+
+
+TRAIN = """
+import os, sys
+from mlws import Run
+run = Run.get_context()
+run.log("mlws_file", __import__("mlws").__file__)
+run.log("acc", float(sys.argv[1]))
+run.tag("where", "remote")
+print("hello from the script", flush=True)
+os.makedirs("outputs", exist_ok=True)
+open("outputs/model.txt", "w").write("weights")
+if sys.argv[1] == "0":
+    raise SystemExit("bad accuracy")
+"""
+
+
+def test_submit_runs_here_and_lands_on_the_server(served, remote, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    src = _source(tmp_path / "src", TRAIN)
+    exp = Experiment(remote, "sub")
+    run = exp.submit(ScriptRunConfig(src, "train.py", arguments=[0.5]), tags={"a": "1"})
+    assert run.get_status() in ("NotStarted", "Queued", "Preparing", "Running", "Completed")
+    details = run.wait_for_completion(show_output=True)
+    assert details["status"] == "Completed", details
+    out = capsys.readouterr().out
+    assert "hello from the script" in out
+    metrics = run.get_metrics()
+    assert metrics["acc"] == 0.5
+    # The script imported mlws from this checkout (the supervisor put it first on PYTHONPATH).
+    assert metrics["mlws_file"].startswith(str(REPO))
+    assert run.get_tags() == {"a": "1", "where": "remote"}
+    names = run.get_file_names()
+    assert "outputs/model.txt" in names and "logs/driver.log" in names
+    assert "hello from the script" in run.get_details_with_logs()["logFiles"]["logs/driver.log"]
+    props = run.get_properties()
+    assert props["ContentSnapshotId"] == details["snapshotId"]
+    assert details["runDefinition"]["script"] == "train.py"
+    # A second submit of the same folder sends no file blob again: the server has them.
+    before = dict(remote.remote.counters)
+    run2 = exp.submit(ScriptRunConfig(src, "train.py", arguments=[0]))
+    assert remote.remote.counters["PUT blobs"] == before.get("PUT blobs", 0)
+    with pytest.raises(ActivityFailedException, match="bad accuracy"):
+        run2.wait_for_completion()
+    d2 = run2.get_details()
+    assert d2["status"] == "Failed"
+    assert d2["error"]["error"]["code"] == "UserError"
+    assert "outputs/model.txt" in run2.get_file_names()
+
+
+def test_unported_submits_are_one_line_errors_and_send_nothing(
+    served, remote, tmp_path: Path
+) -> None:  # noqa: ANN001
+    src = _source(tmp_path / "src", TRAIN)
+    exp = Experiment(remote, "sub-bad")
+    before = dict(remote.remote.counters)
+    with pytest.raises(NotAvailableRemotely, match="compute target 'gpu'"):
+        exp.submit(ScriptRunConfig(src, "train.py", compute_target="gpu"))
+    from mlws import Environment
+
+    env = Environment("managed")
+    env.python.user_managed_dependencies = False
+    with pytest.raises(NotAvailableRemotely, match="managed environment"):
+        exp.submit(ScriptRunConfig(src, "train.py", environment=env))
+    assert dict(remote.remote.counters) == before
+
+
+def test_cancel_stops_the_local_process(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
+    src = _source(
+        tmp_path / "src",
+        "import time\nprint('waiting', flush=True)\ntime.sleep(60)\n",
+    )
+    run = Experiment(remote, "sub-cancel").submit(ScriptRunConfig(src, "train.py"))
+    wait_until(lambda: run.get_status() == "Running", 20, "the run to start")
+    run.cancel()
+    wait_until(lambda: run.get_status() == "Canceled", 20, "the run to be canceled")
+    assert "logs/driver.log" in run.get_file_names()
+    # Interactive runs still cannot be canceled remotely; a finished run's cancel is a no-op.
+    run.cancel()
+
+
+def test_cancel_of_a_run_elsewhere_is_one_line(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
+    from mlws.remote.submit import record_path
+
+    src = _source(tmp_path / "src", "import time\ntime.sleep(60)\n")
+    run = Experiment(remote, "sub-else").submit(ScriptRunConfig(src, "train.py"))
+    wait_until(lambda: run.get_status() == "Running", 20, "the run to start")
+    record = record_path(remote.remote.url, run.id)
+    saved = record.read_text()
+    record.unlink()  # as on another machine: no supervisor of this one runs it
+    with pytest.raises(RunStateError, match="cancel it there"):
+        run.cancel()
+    record.write_text(saved)
+    run.cancel()
+    wait_until(lambda: run.get_status() == "Canceled", 20, "the run to be canceled")
+
+
+def test_killed_supervisor_fails_by_lease(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import json
+
+    from helpers import server_token
+
+    from mlws.remote.submit import record_path
+
+    ws_path = tmp_path / "srv"
+    Workspace.create(ws_path, _remember_name=False).close()
+    token = server_token(ws_path, "c", "contributor")
+    server = start_server("-m", "mlws.server", str(ws_path), "--port", "0", "--run-lease-s", "2")
+    try:
+        monkeypatch.setenv("MLWS_TOKEN", token)
+        pidfile = tmp_path / "script.pid"
+        src = _source(
+            tmp_path / "src",
+            f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n",
+        )
+        with Workspace(server.url) as ws:
+            run = Experiment(ws, "killed").submit(ScriptRunConfig(src, "train.py"))
+            wait_until(lambda: run.get_status() == "Running", 20, "the run to start")
+            pid = json.loads(record_path(ws.remote.url, run.id).read_text())["pid"]
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: run.get_status() == "Failed", 20, "the lease to lapse")
+            assert run.get_details()["error"]["error"]["code"] == "ClientLost"
+            # The orphaned script (its own process group): ended by its pid.
+            os.killpg(int(wait_until(pidfile.read_text, 5, "the script's pid")), signal.SIGKILL)
+    finally:
+        assert server.stop() == 0, server.lines
+
+
+def test_quickstart_runs_unchanged_against_a_server(served, tmp_path: Path) -> None:  # noqa: ANN001
+    """Issue 14's acceptance: examples/quickstart with MLWS_WORKSPACE = the server's URL.
+    (datasets and pipeline need datastores, deploy needs Model.deploy, distributed a managed
+    environment: not ported to remote workspaces; each stops with NotAvailableRemotely.)"""
+    import subprocess
+    import sys
+
+    server, ws_path, tokens = served
+    env = dict(os.environ, MLWS_WORKSPACE=server.url, MLWS_TOKEN=tokens["contributor"])
+    driver = REPO / "examples" / "quickstart" / "driver.py"
+    done = subprocess.run(
+        [sys.executable, str(driver)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    ids = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("Submitted ")]
+    assert len(ids) == 3
+    # On the server's side, from its own folder: the runs, their metrics, logs and outputs.
+    with Workspace(ws_path) as local:
+        for run_id in ids:
+            run = local.get_run(run_id)
+            assert run.get_status() == "Completed"
+            assert {"alpha", "r2", "rmse", "coef"} <= set(run.get_metrics())
+            names = run.get_file_names()
+            assert "outputs/model.pkl" in names and "logs/driver.log" in names
+            assert run.get_details()["snapshotId"]
+
+
+def test_submission_route_checks_everything_first(served) -> None:  # noqa: ANN001
+    server, ws_path, tokens = served
+    c = tokens["contributor"]
+    good = {"runId": "route_1", "snapshotId": "sha256:" + "0" * 64, "definition": {}}
+    status, body = server.api("POST", "/experiments/route-x/submissions", c, good)
+    assert status == 404 and "sha256:" in body["error"]["message"]  # no such manifest
+    for bad, words in (
+        ({**good, "target": "gpu"}, "submitting machine"),
+        ({**good, "definition": []}, "definition"),
+        ({**good, "color": 1}, "unknown field"),
+        ({"definition": {}}, "snapshotId"),
+    ):
+        status, body = server.api("POST", "/experiments/route-x/submissions", c, bad)
+        assert status == 400 and words in body["error"]["message"], body
+    status, _ = server.api("POST", "/experiments/route-x/submissions", tokens["reader"], good)
+    assert status == 403
+    # Nothing was created: not the run, not the experiment.
+    status, body = server.api("GET", "/runs/route_1", c)
+    assert status == 404
+    status, body = server.api("GET", "/experiments", c)
+    assert "route-x" not in {e["name"] for e in body["value"]}
+    # A status move of an interactive run is refused (only submitted runs move so).
+    status, run = server.api("POST", "/experiments/route-x2/runs", c, {})
+    status, body = server.api("POST", f"/runs/{run['runId']}/status", c, {"status": "Queued"})
+    assert status == 409, body
+    status, body = server.api("POST", f"/runs/{run['runId']}/status", c, {"status": "Done"})
+    assert status == 400, body
+
+
+def test_cli_run_submit_waits_and_streams(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
+    from helpers import invoke
+
+    server, _ws_path, _tokens = served
+    src = _source(tmp_path / "src", TRAIN)
+    args = ["-w", server.url, "run", "submit", "-e", "cli", "-d", str(src), "train.py", "--wait"]
+    ok = invoke(*args, "--", "0.7")
+    assert ok.exit_code == 0, ok.output
+    assert "hello from the script" in ok.output and "Completed" in ok.output
+    bad = invoke(*args, "--", "0")
+    assert bad.exit_code == 1
+    errors = [ln for ln in bad.output.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1 and "bad accuracy" in errors[0], bad.output
