@@ -12,7 +12,8 @@ HERE = Path(__file__).resolve().parent
 
 ws = Workspace.from_config()  # -w / MLWS_WORKSPACE / .mlws/config.json / the per-user default
 exp = Experiment(ws, "quickstart")
-print(f"Workspace {ws.name!r} at {ws.path}")
+where = ws.url if ws.remote is not None else ws.path  # a served workspace: its URL
+print(f"Workspace {ws.name!r} at {where}")
 
 runs = []
 for alpha in (0.01, 0.1, 1.0):
@@ -32,5 +33,5 @@ for row in rows:
     table.append([row["id"], row["status"], metrics["alpha"], metrics["r2"], metrics["rmse"]])
 print()
 print(tabulate(table, headers=["run id", "status", "alpha", "r2", "rmse"], floatfmt=".4f"))
-print(f"\nSee them with: mlws -w {ws.path} run list -e quickstart --sort-by metric:r2")
+print(f"\nSee them with: mlws -w {where} run list -e quickstart --sort-by metric:r2")
 ws.close()
