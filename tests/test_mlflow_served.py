@@ -20,7 +20,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (Server,
 
 
 @pytest.fixture(autouse=True)
-def mlflow_env(served, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def mlflow_env(served, plugin_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001, F811
     """MLflow pointed at the served workspace with a contributor's token, no retries (a refused
     request fails at once), and its own state clean afterwards."""
     server, _, tokens = served
@@ -126,3 +126,44 @@ def test_artifact_routes_refuse_dotdot_bad_paths_and_bad_tokens(served, tmp_path
     with Workspace(ws_path) as ws:
         assert sorted(ws.get_run(rid).get_file_names()) == before  # nothing changed
     assert call("PUT", f"/runs/{rid}/artifacts/ok.txt", writer, b"fine") == 200
+
+
+def test_mlws_http_uris_reach_the_server_with_mlws_own_token(
+    served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlws import Workspace
+    from mlws.mlflow.served import server_url
+
+    server, ws_path, tokens = served
+    uri = "mlws+" + server.url
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("MLWS_TOKEN", tokens["contributor"])
+    with Workspace(server.url) as remote:
+        assert remote.get_mlflow_tracking_uri() == uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("via-mlws-http")
+    src = tmp_path / "notes.txt"
+    src.write_text("over mlws+http\n")
+    with mlflow.start_run() as run:
+        mlflow.log_param("lr", "0.1")
+        mlflow.log_metric("acc", 0.9)
+        mlflow.log_artifact(str(src), artifact_path="docs")
+    rid = run.info.run_id
+    assert run.info.artifact_uri.startswith(uri + "/api/2.0/mlflow-artifacts/artifacts/runs/")
+    client = mlflow.MlflowClient()
+    assert [f.path for f in client.list_artifacts(rid, "docs")] == ["docs/notes.txt"]
+    got = client.download_artifacts(rid, "docs/notes.txt", str(tmp_path))
+    assert Path(got).read_text() == "over mlws+http\n"
+    with Workspace(ws_path) as ws:
+        r = ws.get_run(rid)
+        assert r.get_properties()["lr"] == "0.1" and r.get_metrics()["acc"] == 0.9
+        assert "docs/notes.txt" in r.get_file_names()
+    # No token anywhere (no MLWS_TOKEN, no tokens file in this HOME): refused, in MLflow's terms.
+    monkeypatch.delenv("MLWS_TOKEN")
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        mlflow.MlflowClient(uri).get_run(rid)
+    assert e.value.error_code == "UNAUTHENTICATED"
+    for bad in ("mlws+http://", "mlws+ftp://host:1", "http://host:1"):
+        with pytest.raises(mlflow.exceptions.MlflowException):
+            server_url(bad)
