@@ -167,3 +167,31 @@ def test_mlws_http_uris_reach_the_server_with_mlws_own_token(
     for bad in ("mlws+http://", "mlws+ftp://host:1", "http://host:1"):
         with pytest.raises(mlflow.exceptions.MlflowException):
             server_url(bad)
+
+
+def test_run_json_is_what_mlflows_protobuf_json_gives() -> None:
+    import json
+
+    from mlflow.entities import (
+        LoggedModelOutput,
+        Metric,
+        Param,
+        Run,
+        RunData,
+        RunInfo,
+        RunInputs,
+        RunOutputs,
+        RunTag,
+    )
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    from mlws.server.mlflow_api import run_json
+
+    def run(metrics: list, end: int | None, outputs: list) -> Run:
+        info = RunInfo("r1", "7", "u", "FINISHED", 1000, end, "ACTIVE", "uri", run_name="n")
+        data = RunData(metrics, [Param("p", "1")], [RunTag("t", "v")])
+        return Run(info, data, RunInputs([]), RunOutputs(outputs))
+
+    odd = [Metric("a", 0.5, 5, 2), Metric("b", float("nan"), 6, 0), Metric("c", float("inf"), 7, 1)]
+    for r in (run(odd, 2000, [LoggedModelOutput("m-1", 3)]), run([], None, [])):
+        assert run_json(r) == json.loads(message_to_json(r.to_proto()))
