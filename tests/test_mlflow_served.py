@@ -195,3 +195,32 @@ def test_run_json_is_what_mlflows_protobuf_json_gives() -> None:
     odd = [Metric("a", 0.5, 5, 2), Metric("b", float("nan"), 6, 0), Metric("c", float("inf"), 7, 1)]
     for r in (run(odd, 2000, [LoggedModelOutput("m-1", 3)]), run([], None, [])):
         assert run_json(r) == json.loads(message_to_json(r.to_proto()))
+
+
+def test_a_silent_mlflow_clients_run_ends_failed_client_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from mlws import Workspace
+
+    root = tmp_path / "leased"
+    root.mkdir()
+    with served_workspace(root, "--run-lease-s", "1") as (server, ws_path, tokens):
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["contributor"])
+        client = mlflow.MlflowClient(server.url)
+        rid = client.create_run("0").info.run_id
+        for step in range(3):  # writes renew the lease: alive after more than a lease
+            client.log_metric(rid, "loss", 1.0 / (step + 1), step=step)
+            time.sleep(0.5)
+        assert client.get_run(rid).info.status == "RUNNING"
+        deadline = time.monotonic() + 15
+        while client.get_run(rid).info.status == "RUNNING":
+            assert time.monotonic() < deadline, "the lapsed lease was not reconciled"
+            time.sleep(0.2)
+        assert client.get_run(rid).info.status == "FAILED"
+        with pytest.raises(mlflow.exceptions.MlflowException, match="ClientLost"):
+            client.log_metric(rid, "loss", 0.1, step=9)
+    with Workspace(ws_path) as ws:
+        run = ws.get_run(rid)
+        assert run.get_status() == "Failed" and run.get_metrics()["loss"] == [1.0, 0.5, 1 / 3]

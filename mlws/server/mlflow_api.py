@@ -355,10 +355,18 @@ def json_response(data: Any, status: int = 200, served: Callable[[str], str] | N
     )
 
 
-def routes(ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) -> list[Route]:
+def routes(
+    ws: Workspace,
+    authenticate: Callable[[Workspace, str | None], Any],
+    lease: float | None = None,
+) -> list[Route]:
     """The routes of MLflow's tracking API over workspace ``ws`` (already open), each checking
     the request's token with ``authenticate`` (readers may read, contributors write), and of
-    its artifact API (:mod:`mlws.server.mlflow_artifacts`)."""
+    its artifact API (:mod:`mlws.server.mlflow_artifacts`).
+
+    With ``lease`` (seconds), runs created here are held by their client as the server's own
+    HTTP runs are (:mod:`mlws.server.leases`): every write naming a run renews its lease, and a
+    client silent for the lease leaves its run ``Failed`` (``ClientLost``)."""
     from mlflow.exceptions import MlflowException
     from starlette.concurrency import run_in_threadpool
     from starlette.routing import Route
@@ -368,15 +376,22 @@ def routes(ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) 
     from . import mlflow_artifacts
 
     uris.adopt(ws)
-    store = MlwsTrackingStore(uris.tracking_uri(ws))
+    store = MlwsTrackingStore(uris.tracking_uri(ws), leased=lease is not None)
     served = mlflow_artifacts.served(ws)
 
     def make(method: str, path: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
         role = "reader" if method == "GET" or path.endswith("/search") else "contributor"
         action = f"{method} {PREFIX}{path}"
 
+        renews = lease is not None and role == "contributor"
+
         def call(auth: str | None, q: dict[str, Any]) -> dict[str, Any]:
             guard(ws, authenticate, auth, role, action)
+            rid = q.get("run_id") or q.get("run_uuid")
+            if renews and isinstance(rid, str):
+                from .leases import hold
+
+                hold(ws, rid, lease)  # a write is the run's client speaking
             return handler(q)
 
         async def endpoint(request: Request) -> Response:
