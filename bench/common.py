@@ -627,3 +627,51 @@ def mlflow_time_logging(mlflow: Any, calls: int) -> dict[str, float]:
         "client_s": direct,
         "client_rate": calls / direct,
     }
+
+
+def mlflow_rest_case(client: Any, runs: int = 200, search_n: int = 1000) -> dict[str, Any]:
+    """Benchmark 16f..: one stock ``MlflowClient`` over HTTP (whatever server its tracking URI
+    names): ``log_metric`` ×2,000, one ``log_batch`` of 10,000 metrics (the client splits it
+    into MLflow's requests of 1,000), ``runs`` runs made as :func:`mlflow_make_runs` makes
+    them, then ``MlflowClient.search_runs`` over ``search_n`` runs (median of 5). Each figure
+    is checked against what the server stored."""
+    import statistics
+
+    from mlflow.entities import Metric
+
+    out: dict[str, Any] = {}
+    exp_id = client.create_experiment("bench-mlflow-rest")
+    rid = client.create_run(exp_id).info.run_id
+    names = [f"m{i}" for i in range(10)]
+    client.log_metric(rid, "warm-up", 0.0)
+    t0 = time.perf_counter()
+    for i in range(2000):
+        client.log_metric(rid, names[i % 10], i * 0.5, step=i // 10)
+    out["log_metric_s"] = time.perf_counter() - t0
+    out["log_metric_rate"] = 2000 / out["log_metric_s"]
+    progress(f"log_metric x2,000: {out['log_metric_s']:.2f} s")
+    ts = int(time.time() * 1000)
+    batch = [Metric(names[i % 10], i * 0.25, ts, 1000 + i // 10) for i in range(10_000)]
+    t0 = time.perf_counter()
+    client.log_batch(rid, metrics=batch)
+    out["log_batch_s"] = time.perf_counter() - t0
+    progress(f"log_batch of 10,000: {out['log_batch_s']:.3f} s")
+    stored = sum(len(client.get_metric_history(rid, m)) for m in names)
+    if stored != 12_000:
+        raise RuntimeError(f"expected 12,000 stored values, found {stored}")
+    client.set_terminated(rid)
+    search_exp = client.create_experiment("bench-mlflow-rest-search")
+    out["runs_s"] = mlflow_make_runs(client, search_exp, runs)
+    out["runs"] = runs
+    progress(f"{runs} runs with params/tags: {out['runs_s']:.2f} s")
+    mlflow_make_runs(client, search_exp, search_n - runs)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        found = client.search_runs([search_exp], max_results=search_n)
+        times.append(time.perf_counter() - t0)
+    if len(found) != search_n:
+        raise RuntimeError(f"search_runs: expected {search_n} runs, got {len(found)}")
+    out["search_s"] = statistics.median(times)
+    progress(f"search_runs over {search_n:,}: median {out['search_s'] * 1e3:.0f} ms")
+    return out

@@ -807,10 +807,27 @@ def case_mlflow_search(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def case_mlflow_rest(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Bench 16f..'s peer: the same stock ``MlflowClient`` against ``mlflow server`` with its
+    SQLite store."""
+    import os
+
+    from common import mlflow_rest_case
+    from mlflow import MlflowClient
+
+    proc, url = _start_tracking_server(work)
+    os.environ["MLFLOW_TRACKING_URI"] = url
+    try:
+        return mlflow_rest_case(MlflowClient(), runs=int(params.get("runs", 200)))
+    finally:
+        _stop(proc)
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
     "query_1k": case_query_1k,
+    "mlflow_rest": case_mlflow_rest,
     "startup": case_startup,
     "submit": case_submit,
     "artifacts": case_artifacts,

@@ -36,6 +36,7 @@ from common import (  # noqa: E402
     make_dataset,
     median_ms,
     mlflow_make_runs,
+    mlflow_rest_case,
     mlflow_time_logging,
     mlflow_time_searches,
     progress,
@@ -1977,10 +1978,26 @@ def case_mlflow_search(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def case_mlflow_rest(work: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark 16f..: a stock ``MlflowClient`` over HTTP against ``mlws serve``'s MLflow API
+    (``MLFLOW_TRACKING_URI=http://…``, ``MLFLOW_TRACKING_TOKEN`` an mlws token)."""
+    from mlflow import MlflowClient
+
+    proc, url, token = _start_mlws_server(work)
+    os.environ["MLFLOW_TRACKING_URI"] = url
+    os.environ["MLFLOW_TRACKING_TOKEN"] = token
+    try:
+        return mlflow_rest_case(MlflowClient(), runs=int(params.get("runs", 200)))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 CASES = {
     "log": case_log,
     "runs": case_runs,
     "query_1k": case_query_1k,
+    "mlflow_rest": case_mlflow_rest,
     "query_100k": case_query_100k,
     "startup": case_startup,
     "submit": case_submit,

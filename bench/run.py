@@ -1080,11 +1080,69 @@ def bench_serving_pyfunc(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     ]
 
 
+def rest_rows(m: Any, f: Any) -> list[Row]:
+    """Bench 16f..: a stock ``MlflowClient`` over HTTP, ``mlws serve`` vs ``mlflow server``
+    (SQLite store); the issue's goal is ≥ 10×."""
+
+    def ten(key: str, better: str) -> Callable[[float], bool]:
+        peer = _get(f, key)
+        if not _num(peer):
+            return lambda v: False
+        return (lambda v: v >= 10 * peer) if better == "high" else (lambda v: 10 * v <= peer)
+
+    over = "a stock `MlflowClient` over HTTP: `mlws serve` vs `mlflow server` (SQLite)"
+    return [
+        row(
+            "16f",
+            f"`log_metric` ×2,000, one client; {over}",
+            _get(m, "log_metric_rate"),
+            _get(f, "log_metric_rate"),
+            "metrics/s",
+            "high",
+            "≥ 10× MLflow",
+            ten("log_metric_rate", "high"),
+        ),
+        row(
+            "16g",
+            f"`log_batch` of 10,000 metrics (MLflow's client sends 10 requests); {over}",
+            _get(m, "log_batch_s"),
+            _get(f, "log_batch_s"),
+            "s",
+            "low",
+            "≥ 10× MLflow",
+            ten("log_batch_s", "low"),
+        ),
+        row(
+            "16h",
+            f"200 runs, each `create_run` + `log_batch` (5 params, 3 metrics, 2 tags) +"
+            f" `set_terminated`; {over}",
+            _get(m, "runs_s"),
+            _get(f, "runs_s"),
+            "s",
+            "low",
+            "≥ 10× MLflow",
+            ten("runs_s", "low"),
+        ),
+        row(
+            "16i",
+            f"`search_runs` over 1,000 runs (median of 5); {over}",
+            _get(m, "search_s"),
+            _get(f, "search_s"),
+            "s",
+            "low",
+            "≥ 10× MLflow",
+            ten("search_s", "low"),
+        ),
+    ]
+
+
 def bench_mlflow(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     ml = r.run("mlws", "mlflow_log", {"calls": 10_000})
     fl = r.run("mlflow", "mlflow_log", {"calls": 10_000})
     ms_ = r.run("mlws", "mlflow_search", {"n": 1000})
     fs = r.run("mlflow", "mlflow_search", {"n": 1000})
+    mr = r.run("mlws", "mlflow_rest", {"runs": 200})
+    fr = r.run("mlflow", "mlflow_rest", {"runs": 200})
     ctx["mlflow_plugin"] = (ml, fl, ms_, fs)
 
     def times_better(peer: Any, better: str) -> Callable[[float], bool]:
@@ -1145,6 +1203,7 @@ def bench_mlflow(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             "≥ 20× MLflow",
             times_better(_get(fs, "filtered_s"), "low"),
         ),
+        *rest_rows(mr, fr),
     ]
 
 
@@ -1865,7 +1924,13 @@ def render_report(
         "  `mlflow.search_runs(experiment_ids=[id])` (16c, all 1,000 rows as a DataFrame),",
         "  `MlflowClient.search_runs([id], max_results=1000)` (16d) and `mlflow.search_runs` with",
         "  `filter_string=\"tags.k = 'v'\"`, `order_by=['metrics.acc DESC']` (16e, 100 rows); median",
-        "  of 11 calls each.",
+        "  of 11 calls each. 16f-16i: one stock `MlflowClient` (the `.venv`'s mlflow-skinny on the",
+        "  mlws side, the MLflow venv's on the other) with `MLFLOW_TRACKING_URI=http://127.0.0.1:port`",
+        "  against `python -m mlws.server` (`MLFLOW_TRACKING_TOKEN` a contributor token) vs `mlflow",
+        "  server --backend-store-uri sqlite:///...` (its defaults, proxied artifacts): 2,000",
+        "  `log_metric` (16f), one `log_batch` of 10,000 metrics (16g; the client splits it into",
+        "  requests of 1,000), 200 runs made as for 16c (16h), then 800 more and",
+        "  `search_runs([id], max_results=1000)` (16i, median of 5); stored values are checked.",
         "",
         "## Details",
         "",

@@ -509,7 +509,10 @@ class Workspace:
     def get_mlflow_tracking_uri(self) -> str:
         """The MLflow tracking URI of this workspace, ``mlws:///abs/path`` (v1's
         ``ws.get_mlflow_tracking_uri()``): ``mlflow.set_tracking_uri(ws.get_mlflow_tracking_uri())``
-        makes MLflow code record here (needs the ``mlws[mlflow]`` extra)."""
+        makes MLflow code record here (needs the ``mlws[mlflow]`` extra). A remote workspace's
+        is ``mlws+https://host:port`` (its server's MLflow API, with mlws's token for it)."""
+        if self.remote is not None:
+            return "mlws+" + self.remote.url
         return "mlws://" + self.path.as_posix()
 
     def get_details(self) -> dict[str, Any]:

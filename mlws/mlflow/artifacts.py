@@ -116,6 +116,32 @@ class MlwsArtifactRepository(ArtifactRepository):
         with mlflow_errors():
             run.download_file(name, local_path)
 
+    def put_bytes(self, path: str, data: bytes) -> None:
+        """Store ``data`` as the run file ``path`` (below the base path): what an upload over
+        ``mlws serve``'s artifact API becomes.
+
+        :raises MlflowException: INVALID_PARAMETER_VALUE for an empty path, ``..`` or an
+            absolute path (nothing is stored then).
+        """
+        name = self._name(path)
+        if not name or name == self.base:
+            raise MlflowException(
+                "an artifact upload needs a file path", databricks_pb2.INVALID_PARAMETER_VALUE
+            )
+        run = self._run()
+        with mlflow_errors():
+            digest = run.workspace.blobs.put_bytes(data)
+            add_run_files(run.workspace, run.seq, [Entry(name, digest, len(data))])
+
+    def read_bytes(self, path: str) -> bytes:
+        """The content of run file ``path`` (below the base path), checked against its hash."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="mlws-artifact-") as tmp:
+            target = os.path.join(tmp, "file")
+            self._download_file(path, target)
+            return Path(target).read_bytes()
+
     def delete_artifacts(self, artifact_path: str | None = None) -> None:
         """Refused: a run's files are kept (``mlws gc`` removes unreferenced blobs)."""
         raise MlflowException(

@@ -84,9 +84,14 @@ class MlwsTrackingStore(AbstractStore):
     """MLflow's tracking store over the mlws workspace of ``store_uri`` (``mlws:///abs/path``, or
     ``mlws:`` for the discovered workspace)."""
 
-    def __init__(self, store_uri: str | None = None, artifact_uri: str | None = None) -> None:
+    def __init__(
+        self, store_uri: str | None = None, artifact_uri: str | None = None, *, leased: bool = False
+    ) -> None:
         super().__init__()
         self.ws = uris.open_workspace(uris.workspace_path(store_uri or "mlws:"))
+        #: ``mlws serve``'s store: its runs belong to remote clients, held by a lease
+        #: (:mod:`mlws.server.leases`), not to this process.
+        self.leased = leased
         self._writers: dict[int, MetricWriter] = {}
         self._lock = threading.Lock()
 
@@ -273,12 +278,11 @@ class MlwsTrackingStore(AbstractStore):
         if parent is not None:
             self._row(parent)
         now = time.time() if start_time is None else start_time / 1000
-        fields: dict[str, Any] = {
-            "pid": os.getpid(),
-            "pid_start": process_start_time(os.getpid()),
-            "created": now,
-            "start_time": now,
-        }
+        fields: dict[str, Any] = {"created": now, "start_time": now}
+        if self.leased:
+            fields["lease_seen"] = time.time()
+        else:
+            fields.update(pid=os.getpid(), pid_start=process_start_time(os.getpid()))
         if user_id:
             fields["submitter_user"] = user_id
         with mlflow_errors():

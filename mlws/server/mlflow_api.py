@@ -8,8 +8,11 @@ store local MLflow code uses) and answers MLflow's JSON, errors in MLflow's shap
 contributor's. Metrics are written before the request is answered (acknowledged = written, as
 the server's own metric route). Registered only when MLflow is installed (``mlws[mlflow]``).
 
-Not served (yet): artifacts (MLflow's ``mlflow-artifacts`` proxy; a client reaches a run's files
-through the workspace folder only), the model registry routes, traces.
+Artifacts go through MLflow's artifact API on the same server (:mod:`mlws.server.mlflow_artifacts`):
+runs and logged models answered here carry ``mlflow-artifacts:/runs/<run id>/artifacts/...``
+URIs, which a client resolves to this server, as against ``mlflow server --serve-artifacts``.
+MLflow 3's logged-model routes used by ``log_model`` are served. Not served (yet): the model
+registry routes, traces.
 """
 
 from __future__ import annotations
@@ -35,6 +38,57 @@ def _entity(e: Any) -> dict[str, Any]:
     from mlflow.utils.proto_json_utils import message_to_json
 
     return json.loads(message_to_json(e.to_proto()))
+
+
+def _number(v: float) -> Any:
+    # Protobuf's JSON spells the non-finite doubles as strings (json.dumps would write NaN).
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "Infinity" if v > 0 else "-Infinity"
+    return v
+
+
+def run_json(run: Any) -> dict[str, Any]:
+    """A run as MLflow's JSON (what ``message_to_json(run.to_proto())`` gives, int64 as
+    numbers), built straight from the entity: through protobuf, a thousand runs of a
+    ``search_runs`` answer cost more than finding them."""
+    i, d = run.info, run.data
+    info: dict[str, Any] = {
+        "run_uuid": i.run_id,
+        "run_id": i.run_id,
+        "experiment_id": i.experiment_id,
+        "user_id": i.user_id,
+        "status": i.status,
+        "start_time": i.start_time,
+        "lifecycle_stage": i.lifecycle_stage,
+    }
+    if i.run_name is not None:
+        info["run_name"] = i.run_name
+    if i.end_time:
+        info["end_time"] = i.end_time
+    if i.artifact_uri:
+        info["artifact_uri"] = i.artifact_uri
+    data: dict[str, Any] = {}
+    metrics = [
+        {"key": m.key, "value": _number(m.value), "timestamp": m.timestamp, "step": m.step}
+        for m in d._metric_objs
+    ]
+    if metrics:
+        data["metrics"] = metrics
+    if d.params:
+        data["params"] = [{"key": k, "value": v} for k, v in d.params.items()]
+    if d.tags:
+        data["tags"] = [{"key": k, "value": v} for k, v in d.tags.items()]
+    out: dict[str, Any] = {"info": info, "data": data, "inputs": {}}
+    models = run.outputs.model_outputs if run.outputs else []
+    if models:
+        out["outputs"] = {
+            "model_outputs": [{"model_id": m.model_id, "step": m.step} for m in models]
+        }
+    else:
+        out["outputs"] = {}
+    return out
 
 
 def _pairs(items: Any, cls: Any) -> list[Any]:
@@ -96,7 +150,7 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
             _pairs(q.get("tags"), RunTag),
             q.get("run_name"),
         )
-        return {"run": _entity(run)}
+        return {"run": run_json(run)}
 
     def update_run(q: dict[str, Any]) -> dict[str, Any]:
         info = store.update_run_info(
@@ -131,11 +185,57 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
             q.get("order_by"),
             q.get("page_token"),
         )
-        return {"runs": [_entity(r) for r in page], "next_page_token": page.token}
+        return {"runs": [run_json(r) for r in page], "next_page_token": page.token}
 
     def history(q: dict[str, Any]) -> dict[str, Any]:
         page = store.get_metric_history(q.get("run_id") or q.get("run_uuid"), q["metric_key"])
         return {"metrics": [_entity(m) for m in page], "next_page_token": page.token}
+
+    def create_model(q: dict[str, Any]) -> dict[str, Any]:
+        from mlflow.entities import LoggedModelParameter, LoggedModelTag
+
+        model = store.create_logged_model(
+            q.get("experiment_id", "0"),
+            q.get("name"),
+            q.get("source_run_id"),
+            _pairs(q.get("tags"), LoggedModelTag),
+            _pairs(q.get("params"), LoggedModelParameter),
+            q.get("model_type"),
+        )
+        return {"model": _entity(model)}
+
+    def finalize_model(q: dict[str, Any]) -> dict[str, Any]:
+        from mlflow.entities import LoggedModelStatus
+        from mlflow.protos.service_pb2 import LoggedModelStatus as StatusProto
+
+        status = q.get("status", "LOGGED_MODEL_READY")
+        if isinstance(status, str) and status.startswith("LOGGED_MODEL_"):
+            status = LoggedModelStatus.from_proto(StatusProto.Value(status))
+        return {"model": _entity(store.finalize_logged_model(q["model_id"], status))}
+
+    def model_tags(q: dict[str, Any]) -> dict[str, Any]:
+        from mlflow.entities import LoggedModelTag
+
+        store.set_logged_model_tags(q["model_id"], _pairs(q.get("tags"), LoggedModelTag))
+        return {}
+
+    def outputs(q: dict[str, Any]) -> dict[str, Any]:
+        from mlflow.entities import LoggedModelOutput
+
+        models = [LoggedModelOutput(m["model_id"], int(m.get("step", 0))) for m in q["models"]]
+        store.log_outputs(q["run_id"], models)
+        return {}
+
+    def search_models(q: dict[str, Any]) -> dict[str, Any]:
+        page = store.search_logged_models(
+            q.get("experiment_ids") or [],
+            q.get("filter"),
+            None,
+            int(q["max_results"]) if q.get("max_results") else None,
+            q.get("order_by"),
+            q.get("page_token"),
+        )
+        return {"models": [_entity(m) for m in page], "next_page_token": page.token}
 
     def experiment_tag(q: dict[str, Any]) -> dict[str, Any]:
         store.set_experiment_tag(q["experiment_id"], ExperimentTag(q["key"], q.get("value")))
@@ -162,7 +262,7 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
         ("POST", "/experiments/set-experiment-tag"): experiment_tag,
         ("POST", "/runs/create"): create_run,
         ("GET", "/runs/get"): lambda q: {
-            "run": _entity(store.get_run(q.get("run_id") or q.get("run_uuid")))
+            "run": run_json(store.get_run(q.get("run_id") or q.get("run_uuid")))
         },
         ("POST", "/runs/update"): update_run,
         ("POST", "/runs/delete"): lambda q: store.delete_run(q["run_id"]) or {},
@@ -175,6 +275,17 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
         ("POST", "/runs/log-inputs"): lambda q: store.log_inputs(q["run_id"]) or {},
         ("POST", "/runs/search"): search_runs,
         ("GET", "/metrics/get-history"): history,
+        ("POST", "/runs/outputs"): outputs,
+        ("POST", "/logged-models"): create_model,
+        ("POST", "/logged-models/search"): search_models,
+        ("GET", "/logged-models/{model_id}"): lambda q: {
+            "model": _entity(store.get_logged_model(q["model_id"]))
+        },
+        ("PATCH", "/logged-models/{model_id}"): finalize_model,
+        ("PATCH", "/logged-models/{model_id}/tags"): model_tags,
+        ("DELETE", "/logged-models/{model_id}/tags/{tag_key}"): lambda q: (
+            store.delete_logged_model_tag(q["model_id"], q["tag_key"]) or {}
+        ),
     }
 
 
@@ -188,35 +299,99 @@ def _query(request: Request) -> dict[str, Any]:
     return out
 
 
-def routes(ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) -> list[Route]:
-    """The routes of MLflow's tracking API over workspace ``ws`` (already open), each checking
-    the request's token with ``authenticate`` (readers may read, contributors write)."""
+def guard(
+    ws: Workspace,
+    authenticate: Callable[[Workspace, str | None], Any],
+    authorization: str | None,
+    role: str,
+    action: str,
+) -> None:
+    """Check a request's token has ``role`` (as mlws's own routes do), in MLflow's terms.
+
+    :raises MlflowException: UNAUTHENTICATED (no or a bad token), PERMISSION_DENIED (a weaker
+        role).
+    """
     from mlflow.exceptions import MlflowException
     from mlflow.protos import databricks_pb2
-    from starlette.concurrency import run_in_threadpool
+
+    from ..errors import Forbidden, Unauthorized
+
+    try:
+        authenticate(ws, authorization).require(role, action)
+    except Unauthorized as e:
+        raise MlflowException(str(e), databricks_pb2.UNAUTHENTICATED) from e
+    except Forbidden as e:
+        raise MlflowException(str(e), databricks_pb2.PERMISSION_DENIED) from e
+
+
+def error_response(e: Exception, method: str, path: str) -> Response:
+    """An exception as MLflow's error answer: ``{"error_code", "message"}`` with its status (an
+    mlws error or malformed input: 400; anything else is a bug, logged, 500)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    from ..errors import MlwsError
+
+    if isinstance(e, MlflowException):
+        err, status = e, e.get_http_status_code()
+    elif isinstance(e, MlwsError):
+        err, status = MlflowException(str(e), databricks_pb2.INVALID_PARAMETER_VALUE), 400
+    elif isinstance(e, (KeyError, ValueError, TypeError)):
+        err, status = MlflowException.invalid_parameter_value(f"malformed request: {e}"), 400
+    else:  # a bug: logged with its traceback, answered in MLflow's shape
+        log.error("%s %s failed", method, path, exc_info=e)
+        err, status = MlflowException(f"internal error: {type(e).__name__}"), 500
+    return json_response(json.loads(err.serialize_as_json()), status)
+
+
+def json_response(data: Any, status: int = 200, served: Callable[[str], str] | None = None) -> Any:
+    """A JSON answer; ``served`` rewrites its text (the workspace's own artifact URIs as the
+    ``mlflow-artifacts:/`` URIs a remote client resolves to this server)."""
     from starlette.responses import Response
+
+    text = json.dumps(data)
+    return Response(
+        served(text) if served else text, status_code=status, media_type="application/json"
+    )
+
+
+def routes(
+    ws: Workspace,
+    authenticate: Callable[[Workspace, str | None], Any],
+    lease: float | None = None,
+) -> list[Route]:
+    """The routes of MLflow's tracking API over workspace ``ws`` (already open), each checking
+    the request's token with ``authenticate`` (readers may read, contributors write), and of
+    its artifact API (:mod:`mlws.server.mlflow_artifacts`).
+
+    With ``lease`` (seconds), runs created here are held by their client as the server's own
+    HTTP runs are (:mod:`mlws.server.leases`): every write naming a run renews its lease, and a
+    client silent for the lease leaves its run ``Failed`` (``ClientLost``)."""
+    from mlflow.exceptions import MlflowException
+    from starlette.concurrency import run_in_threadpool
     from starlette.routing import Route
 
-    from ..errors import Forbidden, MlwsError, Unauthorized
     from ..mlflow import uris
     from ..mlflow.store import MlwsTrackingStore
+    from . import mlflow_artifacts
 
     uris.adopt(ws)
-    store = MlwsTrackingStore(uris.tracking_uri(ws))
-
-    def answer(data: Any, status: int = 200) -> Response:
-        return Response(json.dumps(data), status_code=status, media_type="application/json")
+    store = MlwsTrackingStore(uris.tracking_uri(ws), leased=lease is not None)
+    served = mlflow_artifacts.served(ws)
 
     def make(method: str, path: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
         role = "reader" if method == "GET" or path.endswith("/search") else "contributor"
+        action = f"{method} {PREFIX}{path}"
+
+        renews = lease is not None and role == "contributor"
 
         def call(auth: str | None, q: dict[str, Any]) -> dict[str, Any]:
-            try:
-                authenticate(ws, auth).require(role, f"{method} {PREFIX}{path}")
-            except Unauthorized as e:
-                raise MlflowException(str(e), databricks_pb2.UNAUTHENTICATED) from e
-            except Forbidden as e:
-                raise MlflowException(str(e), databricks_pb2.PERMISSION_DENIED) from e
+            guard(ws, authenticate, auth, role, action)
+            rid = q.get("run_id") or q.get("run_uuid")
+            if renews and isinstance(rid, str):
+                from .leases import hold
+
+                hold(ws, rid, lease)  # a write is the run's client speaking
             return handler(q)
 
         async def endpoint(request: Request) -> Response:
@@ -228,24 +403,16 @@ def routes(ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) 
                     q = json.loads(raw) if raw.strip() else {}
                     if not isinstance(q, dict):
                         raise MlflowException.invalid_parameter_value("the body must be an object")
+                q.update(request.path_params)
                 result = await run_in_threadpool(call, request.headers.get("authorization"), q)
-            except MlflowException as e:
-                return answer(json.loads(e.serialize_as_json()), e.get_http_status_code())
-            except MlwsError as e:
-                err = MlflowException(str(e), databricks_pb2.INVALID_PARAMETER_VALUE)
-                return answer(json.loads(err.serialize_as_json()), 400)
-            except (KeyError, ValueError, TypeError) as e:
-                err = MlflowException.invalid_parameter_value(f"malformed request: {e}")
-                return answer(json.loads(err.serialize_as_json()), 400)
-            except Exception as e:  # a bug: logged with its traceback, answered in MLflow's shape
-                log.exception("%s %s failed", method, request.url.path)
-                err = MlflowException(f"internal error: {type(e).__name__}")
-                return answer(json.loads(err.serialize_as_json()), 500)
-            return answer(result)
+            except Exception as e:
+                return error_response(e, method, request.url.path)
+            return json_response(result, served=served)
 
         return Route(PREFIX + path, endpoint, methods=[method])
 
-    return [make(m, p, h) for (m, p), h in handlers(store).items()]
+    out = [make(m, p, h) for (m, p), h in handlers(store).items()]
+    return out + mlflow_artifacts.routes(ws, authenticate)
 
 
 def available() -> bool:
@@ -259,10 +426,15 @@ class LazyApp:
     """An ASGI app serving :func:`routes`, built on its first request: importing MLflow takes
     ~3 s of CPU, which every ``mlws serve`` start would otherwise pay, MLflow client or not."""
 
-    def __init__(self, ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        authenticate: Callable[[Workspace, str | None], Any],
+        lease: float | None = None,
+    ) -> None:
         import threading
 
-        self._ws, self._authenticate = ws, authenticate
+        self._args = (ws, authenticate, lease)
         self._router: Any = None
         self._lock = threading.Lock()
 
@@ -271,7 +443,7 @@ class LazyApp:
 
         with self._lock:
             if self._router is None:
-                self._router = Router(routes=routes(self._ws, self._authenticate))
+                self._router = Router(routes=routes(*self._args))
         return self._router
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -280,15 +452,25 @@ class LazyApp:
             from starlette.concurrency import run_in_threadpool
 
             router = await run_in_threadpool(self._build)
-        await router(scope, receive, send)
+        # The catch-all route's own parameter is not the API's: the inner routes match afresh.
+        await router({**scope, "path_params": {}}, receive, send)
 
 
-def lazy_route(ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) -> Route:
-    """One route taking every path under ``/api/2.0/mlflow`` to a :class:`LazyApp`."""
+def lazy_routes(
+    ws: Workspace,
+    authenticate: Callable[[Workspace, str | None], Any],
+    lease: float | None = None,
+) -> list[Route]:
+    """Routes taking every path of MLflow's tracking API (``/api/2.0/mlflow``) and of its
+    artifact API to one :class:`LazyApp` (the arguments as :func:`routes` takes them)."""
     from starlette.routing import Route
 
-    return Route(
-        PREFIX + "/{rest:path}",
-        LazyApp(ws, authenticate),
-        methods=["GET", "POST", "PATCH", "DELETE"],
-    )
+    from .mlflow_artifacts import ROOT
+
+    app = LazyApp(ws, authenticate, lease)
+    methods = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+    return [
+        Route(PREFIX + "/{rest:path}", app, methods=methods),
+        Route(ROOT, app, methods=methods),
+        Route(ROOT + "/{rest:path}", app, methods=methods),
+    ]

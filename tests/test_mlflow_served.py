@@ -1,0 +1,226 @@
+"""A stock MLflow client against ``mlws serve`` (issue 16 §3): artifacts through MLflow's
+artifact API (``mlflow-artifacts:/`` URIs resolved to the server), ``log_model`` with MLflow 3's
+logged-model routes, and the ``mlws+http://`` tracking URI of the plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import served_workspace
+
+mlflow = pytest.importorskip("mlflow")
+from test_mlflow_store import plugin_path  # noqa: E402,F401 - the plugin's entry points
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (Server, ws path, tokens)
+    with served_workspace(tmp_path_factory.mktemp("mlflow-served")) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def mlflow_env(served, plugin_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001, F811
+    """MLflow pointed at the served workspace with a contributor's token, no retries (a refused
+    request fails at once), and its own state clean afterwards."""
+    server, _, tokens = served
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLWS_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["contributor"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    mlflow.tracking.fluent._active_experiment_id = None
+
+
+def test_artifacts_and_log_model_go_through_the_server_into_the_runs_files(
+    served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from mlws import Workspace
+
+    server, ws_path, tokens = served
+    mlflow.set_tracking_uri(server.url)
+    mlflow.set_experiment("served-artifacts")
+    src = tmp_path / "notes.txt"
+    src.write_text("hello\n")
+    with mlflow.start_run() as run:
+        assert run.info.artifact_uri == f"mlflow-artifacts:/runs/{run.info.run_id}/artifacts"
+        mlflow.log_artifact(str(src))
+        mlflow.log_artifact(str(src), artifact_path="copies")
+        model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+        info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
+    rid = run.info.run_id
+    client = mlflow.MlflowClient()
+    top = {(f.path, f.is_dir) for f in client.list_artifacts(rid)}
+    assert {("notes.txt", False), ("copies", True), ("model", True)} <= top
+    inner = {f.path for f in client.list_artifacts(rid, "model")}
+    assert {"model/MLmodel", "model/model.pkl"} <= inner
+    sizes = {f.path: f.file_size for f in client.list_artifacts(rid, "copies")}
+    assert sizes == {"copies/notes.txt": 6}
+    got = mlflow.artifacts.download_artifacts(
+        run_id=rid, artifact_path="copies/notes.txt", dst_path=str(tmp_path / "dl")
+    )
+    assert Path(got).read_text() == "hello\n"
+    loaded = mlflow.pyfunc.load_model(f"runs:/{rid}/model")
+    assert list(loaded.predict([[0.0], [3.0]])) == [0, 1]
+    assert client.get_logged_model(info.model_id).source_run_id == rid
+    with Workspace(ws_path) as ws:
+        names = ws.get_run(rid).get_file_names()
+        assert {"notes.txt", "copies/notes.txt", "model/MLmodel", "model/model.pkl"} <= set(names)
+        blobs = {
+            r[0]
+            for r in ws.catalog.query(
+                "SELECT blob FROM run_files WHERE run_seq = (SELECT seq FROM runs WHERE id = ?)"
+                " AND path LIKE '%notes.txt'",
+                (rid,),
+            )
+        }
+        assert len(blobs) == 1  # the same content stored once
+
+    # A reader may list and download, not upload.
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["reader"])
+    assert client.list_artifacts(rid, "copies")
+    import requests
+
+    with pytest.raises(requests.HTTPError, match="PERMISSION_DENIED"):
+        client.log_artifact(rid, str(src), "more")
+
+
+def test_artifact_routes_refuse_dotdot_bad_paths_and_bad_tokens(served, tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from mlws import Workspace
+
+    server, ws_path, tokens = served
+    rid = mlflow.MlflowClient().create_run("0").info.run_id
+    with Workspace(ws_path) as ws:
+        before = sorted(ws.get_run(rid).get_file_names())
+    root = f"{server.url}/api/2.0/mlflow-artifacts/artifacts"
+
+    def call(method: str, path: str, token: str | None, data: bytes | None = None) -> int:
+        req = urllib.request.Request(root + path, data=data, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    writer = tokens["contributor"]
+    assert call("PUT", f"/runs/{rid}/artifacts/a%2F..%2F..%2Fx", writer, b"x") == 400
+    assert call("PUT", f"/runs/{rid}/artifacts/sub/%2E%2E/x", writer, b"x") == 400
+    assert call("PUT", f"/runs/{rid}/artifacts/", writer, b"x") in (400, 404, 405)
+    assert call("PUT", f"/elsewhere/{rid}/x", writer, b"x") == 400
+    assert call("PUT", "/runs/nope/artifacts/x", writer, b"x") == 404
+    assert call("PUT", f"/runs/{rid}/artifacts/x", None, b"x") == 401
+    assert call("PUT", f"/runs/{rid}/artifacts/x", tokens["reader"], b"x") == 403
+    assert call("DELETE", f"/runs/{rid}/artifacts/x", writer) == 400
+    assert call("GET", f"/runs/{rid}/artifacts/missing.txt", tokens["reader"]) in (400, 404)
+    with Workspace(ws_path) as ws:
+        assert sorted(ws.get_run(rid).get_file_names()) == before  # nothing changed
+    assert call("PUT", f"/runs/{rid}/artifacts/ok.txt", writer, b"fine") == 200
+
+
+def test_mlws_http_uris_reach_the_server_with_mlws_own_token(
+    served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlws import Workspace
+    from mlws.mlflow.served import server_url
+
+    server, ws_path, tokens = served
+    uri = "mlws+" + server.url
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("MLWS_TOKEN", tokens["contributor"])
+    with Workspace(server.url) as remote:
+        assert remote.get_mlflow_tracking_uri() == uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("via-mlws-http")
+    src = tmp_path / "notes.txt"
+    src.write_text("over mlws+http\n")
+    with mlflow.start_run() as run:
+        mlflow.log_param("lr", "0.1")
+        mlflow.log_metric("acc", 0.9)
+        mlflow.log_artifact(str(src), artifact_path="docs")
+    rid = run.info.run_id
+    assert run.info.artifact_uri.startswith(uri + "/api/2.0/mlflow-artifacts/artifacts/runs/")
+    client = mlflow.MlflowClient()
+    assert [f.path for f in client.list_artifacts(rid, "docs")] == ["docs/notes.txt"]
+    got = client.download_artifacts(rid, "docs/notes.txt", str(tmp_path))
+    assert Path(got).read_text() == "over mlws+http\n"
+    with Workspace(ws_path) as ws:
+        r = ws.get_run(rid)
+        assert r.get_properties()["lr"] == "0.1" and r.get_metrics()["acc"] == 0.9
+        assert "docs/notes.txt" in r.get_file_names()
+    # No token anywhere (no MLWS_TOKEN, no tokens file in this HOME): refused, in MLflow's terms.
+    monkeypatch.delenv("MLWS_TOKEN")
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        mlflow.MlflowClient(uri).get_run(rid)
+    assert e.value.error_code == "UNAUTHENTICATED"
+    for bad in ("mlws+http://", "mlws+ftp://host:1", "http://host:1"):
+        with pytest.raises(mlflow.exceptions.MlflowException):
+            server_url(bad)
+
+
+def test_run_json_is_what_mlflows_protobuf_json_gives() -> None:
+    import json
+
+    from mlflow.entities import (
+        LoggedModelOutput,
+        Metric,
+        Param,
+        Run,
+        RunData,
+        RunInfo,
+        RunInputs,
+        RunOutputs,
+        RunTag,
+    )
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    from mlws.server.mlflow_api import run_json
+
+    def run(metrics: list, end: int | None, outputs: list) -> Run:
+        info = RunInfo("r1", "7", "u", "FINISHED", 1000, end, "ACTIVE", "uri", run_name="n")
+        data = RunData(metrics, [Param("p", "1")], [RunTag("t", "v")])
+        return Run(info, data, RunInputs([]), RunOutputs(outputs))
+
+    odd = [Metric("a", 0.5, 5, 2), Metric("b", float("nan"), 6, 0), Metric("c", float("inf"), 7, 1)]
+    for r in (run(odd, 2000, [LoggedModelOutput("m-1", 3)]), run([], None, [])):
+        assert run_json(r) == json.loads(message_to_json(r.to_proto()))
+
+
+def test_a_silent_mlflow_clients_run_ends_failed_client_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from mlws import Workspace
+
+    root = tmp_path / "leased"
+    root.mkdir()
+    with served_workspace(root, "--run-lease-s", "1") as (server, ws_path, tokens):
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["contributor"])
+        client = mlflow.MlflowClient(server.url)
+        rid = client.create_run("0").info.run_id
+        for step in range(3):  # writes renew the lease: alive after more than a lease
+            client.log_metric(rid, "loss", 1.0 / (step + 1), step=step)
+            time.sleep(0.5)
+        assert client.get_run(rid).info.status == "RUNNING"
+        deadline = time.monotonic() + 15
+        while client.get_run(rid).info.status == "RUNNING":
+            assert time.monotonic() < deadline, "the lapsed lease was not reconciled"
+            time.sleep(0.2)
+        assert client.get_run(rid).info.status == "FAILED"
+        with pytest.raises(mlflow.exceptions.MlflowException, match="ClientLost"):
+            client.log_metric(rid, "loss", 0.1, step=9)
+    with Workspace(ws_path) as ws:
+        run = ws.get_run(rid)
+        assert run.get_status() == "Failed" and run.get_metrics()["loss"] == [1.0, 0.5, 1 / 3]
