@@ -703,3 +703,39 @@ def test_registry_lists_page_on_the_server(ws, studio):
     for query in ("?page=x", "?page=-1", "?page=99999999999"):
         status, body, _ = get(studio.url + "/services.json" + query)
         assert status == 400 and b"page is a whole number" in body
+
+
+def test_compare_takes_100_runs_with_downsampled_series(ws, studio):
+    from mlws.studio.data import COMPARE_POINTS, MAX_COMPARE
+
+    Experiment(ws, "many")
+    bulk_runs(ws, "many", MAX_COMPARE + 1)
+    with ws.catalog.write() as conn:
+        # 1,000 steps of 'loss' for each run (SQLite generates them).
+        conn.execute(
+            "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 999)"
+            " INSERT INTO metrics (run_seq, name, step, kind, value, data, time)"
+            " SELECT r.seq, 'loss', s.i, 'scalar', 1.0 / (1 + s.i) + r.number, NULL, 0"
+            " FROM runs r, s WHERE r.experiment = 'many' ORDER BY r.seq, s.i"
+        )
+        conn.execute(
+            "INSERT INTO metric_summary (run_seq, name, kind, last_value, count)"
+            " SELECT seq, 'loss', 'scalar', 0.0, 1000 FROM runs WHERE experiment = 'many'"
+        )
+    ids = [f"many_bulk_{i}" for i in range(1, MAX_COMPARE + 2)]
+    page = get_json(f"{studio.url}/compare.json?runs={','.join(ids[:MAX_COMPARE])}")
+    assert len(page["runs"]) == MAX_COMPARE
+    loss = page["charts"]["loss"]
+    assert len(loss) == MAX_COMPARE
+    # Each series keeps its share of the chart's points, first and last step included.
+    for series in loss.values():
+        assert len(series) == COMPARE_POINTS // MAX_COMPARE
+        assert series[0][0] == 0 and series[-1][0] == 999
+    # Two runs: nothing to share, the series come back whole.
+    two = get_json(f"{studio.url}/compare.json?runs={ids[0]},{ids[1]}")
+    assert [len(s) for s in two["charts"]["loss"].values()] == [1000, 1000]
+    status, body, _ = get(f"{studio.url}/compare?runs={','.join(ids[:MAX_COMPARE])}")
+    assert status == 200 and body.count(b"many_bulk_") >= MAX_COMPARE
+    # One too many: a one-line refusal.
+    status, body, _ = get(f"{studio.url}/compare.json?runs={','.join(ids)}")
+    assert status == 400 and f"1 to {MAX_COMPARE} run ids".encode() in body
