@@ -98,6 +98,10 @@ LIST_COLUMNS = (
 )
 
 
+#: The comparisons a metric filter of :func:`query_runs` may use.
+METRIC_OPS = (">=", "<=", "!=", ">", "<", "=")
+
+
 def query_runs(
     ws: Workspace,
     *,
@@ -115,6 +119,7 @@ def query_runs(
     after: tuple[float, int] | None = None,
     offset: int = 0,
     text: str | None = None,
+    metrics: list[tuple[str, str, Any]] | None = None,
 ) -> list[Any]:
     """Run rows matching the filters, newest first or sorted by ``metric:<name>`` / a column.
 
@@ -126,7 +131,8 @@ def query_runs(
     ``after``: ``(created, seq)`` of the last run of the previous page, for paging by creation
     time (keyset paging: a run created meanwhile never shifts or repeats a page).
     ``offset``: skip that many rows (a page of a listing); ``text``: only runs whose id or
-    display name contains it. ``sort_by`` also takes ``duration``, ``display_name``,
+    display name contains it. ``metrics``: ``[(name, op, value)]``, only runs whose last value
+    of metric ``name`` compares so (``op`` one of :data:`METRIC_OPS`). ``sort_by`` also takes ``duration``, ``display_name``,
     ``target``, ``submitter_user``, ``tag:<key>`` and ``property:<key>``.
     """
     from .lifecycle import reconcile_active
@@ -134,6 +140,8 @@ def query_runs(
     if ws.remote is not None:
         from .remote import runs as remote
 
+        if metrics:
+            raise UserErrorException("filtering runs by metric values works on local workspaces")
         return remote.query_runs(
             ws,
             experiment=experiment,
@@ -160,6 +168,14 @@ def query_runs(
         params.append(parent)
     elif not include_children:
         where.append("r.parent_id IS NULL")
+    for name, op, value in metrics or ():
+        if op not in METRIC_OPS:
+            raise UserErrorException(f"metric filter {op!r}: use one of {' '.join(METRIC_OPS)}")
+        # Answered from the (name, last_value) index of metric_summary.
+        where.append(
+            f"r.seq IN (SELECT run_seq FROM metric_summary WHERE name = ? AND last_value {op} ?)"
+        )
+        params += [name, value]
     if text:
         # instr, not LIKE: the user's % and _ are plain characters here.
         where.append("(instr(r.id, ?) > 0 OR instr(coalesce(r.display_name, ''), ?) > 0)")

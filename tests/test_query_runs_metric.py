@@ -91,3 +91,11 @@ def test_bad_page_is_refused(ws: Workspace) -> None:
     for kw in ({"limit": -1}, {"limit": True}, {"limit": 5, "offset": -2}):
         with pytest.raises(UserErrorException, match="whole number"):
             query_runs(ws, experiment="e", sort_by="metric:acc", **kw)
+
+
+def test_metric_filter(ws: Workspace) -> None:
+    hits = query_runs(ws, experiment="e", metrics=[("acc", ">=", 5)], sort_by="metric:acc")
+    assert [r["id"] for r in hits] == left_join(ws.path, False, False)[: len(hits)]
+    assert len(hits) == 6  # i % 7 in (5, 6) for i < 25: 5, 6, 12, 13, 19, 20
+    with pytest.raises(UserErrorException, match="metric filter"):
+        query_runs(ws, experiment="e", metrics=[("acc", "; DROP", 1)])

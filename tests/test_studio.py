@@ -739,3 +739,24 @@ def test_compare_takes_100_runs_with_downsampled_series(ws, studio):
     # One too many: a one-line refusal.
     status, body, _ = get(f"{studio.url}/compare.json?runs={','.join(ids)}")
     assert status == 400 and f"1 to {MAX_COMPARE} run ids".encode() in body
+
+
+def test_runs_table_filters_by_metric_ranges(ws, studio, tmp_path):
+    from mlws.studio.data import split_query
+
+    exp = Experiment(ws, "exp-m")
+    runs = [finished_run(exp, i, tmp_path) for i in range(5)]  # acc 0.0 .. 0.4
+    base = studio.url + "/experiments/exp-m.json?q="
+    ids = lambda q: {r["id"] for r in get_json(base + urllib.request.quote(q))["runs"]}  # noqa: E731
+    assert ids("metric:acc>=0.3") == {runs[3].id, runs[4].id}
+    assert ids("metric:acc>0.1 metric:acc<=0.2") == {runs[2].id}
+    assert ids("metric:acc!=0") == {r.id for r in runs[1:]}
+    assert ids("metric:nope>0") == set()
+    # With the id/name text and a metric sort together.
+    assert ids("run-4 metric:acc>=0.3") == {runs[4].id}
+    page = get_json(base + urllib.request.quote("metric:acc<0.25") + "&sort=metric:acc")
+    assert [r["id"] for r in page["runs"]] == [runs[2].id, runs[1].id, runs[0].id]
+    assert split_query("a metric:loss<=1e-3 b") == ("a b", [("loss", "<=", 0.001)])
+    for bad in ("metric:acc", "metric:>=1", "metric:acc>=x", "metric:acc=>1"):
+        status, body, _ = get(base + urllib.request.quote(bad))
+        assert status == 400 and b"metric filter" in body, (bad, body[:200])

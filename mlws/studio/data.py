@@ -90,6 +90,32 @@ def _by_seq(ws: Workspace, table: str, seqs: list[int]) -> dict[int, dict[str, A
     return out
 
 
+def split_query(q: str | None) -> tuple[str | None, list[tuple[str, str, float]]]:
+    """The runs table's search box: words ``metric:<name><op><number>`` (``metric:acc>=0.9``)
+    become metric filters, the rest is the id/name text.
+
+    :raises UserErrorException: a ``metric:`` word without a comparison or number.
+    """
+    import re
+
+    words, filters = [], []
+    for word in (q or "").split():
+        if not word.startswith("metric:"):
+            words.append(word)
+            continue
+        # The name is the shortest prefix before an operator; ">=" is tried before ">".
+        m = re.fullmatch(r"metric:([^<>=!]+)(>=|<=|!=|>|<|=)(.+)", word)
+        try:
+            if m is None:
+                raise ValueError(word)
+            filters.append((m[1], m[2], float(m[3])))
+        except ValueError:
+            raise UserErrorException(
+                f"metric filter {word!r}: write metric:<name><op><number>, e.g. metric:acc>=0.9"
+            ) from None
+    return (" ".join(words) or None), filters
+
+
 def runs_page(
     ws: Workspace,
     experiment: str,
@@ -102,7 +128,8 @@ def runs_page(
     page: int = 1,
 ) -> dict[str, Any]:
     """One page of an experiment's top-level runs, filtered and sorted on the server, with the
-    tag, property and metric columns of that page's runs.
+    tag, property and metric columns of that page's runs. ``text`` may hold metric filters
+    (``metric:acc>=0.9``, see :func:`split_query`).
 
     :raises ExperimentNotFound: no such experiment.
     :raises UserErrorException: a bad sort key or page number.
@@ -113,13 +140,15 @@ def runs_page(
         raise ExperimentNotFound(f"no experiment {experiment!r}")
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise UserErrorException(f"page is a whole number >= 1, got {page!r}")
+    words, metric_filters = split_query(text)
     # One row more than a page says whether a next page exists without counting 100k rows.
     rows = query_runs(
         ws,
         experiment=experiment,
         tags=tags or None,
         status=status or None,
-        text=text or None,
+        text=words,
+        metrics=metric_filters,
         sort_by=sort or "created",
         ascending=ascending,
         limit=PAGE_SIZE + 1,
