@@ -447,6 +447,15 @@ def studio_app(
         result = await guarded(request, tryit.try_service, ws, request.path_params["name"], body)
         return Response(to_json(result), media_type="application/json")
 
+    async def reveal_keys(request: Request) -> Response:
+        """POST /services/{name}/keys: the service's keys, for a contributor who asked (a
+        POST, CSRF-checked, so no other site's page and no plain link can get them)."""
+        check_post(request, request.headers.get("x-csrf-token"), role="contributor")
+        keys = await guarded(request, registry.service_keys, ws, request.path_params["name"])
+        return Response(
+            to_json(keys), media_type="application/json", headers={"Cache-Control": "no-store"}
+        )
+
     async def http_error(request: Request, exc: Any) -> Response:
         return error(request, exc.status_code, str(exc.detail))
 
@@ -492,6 +501,7 @@ def studio_app(
         Route("/compare.json", compare_page),
         Route("/compare", compare_page),
         Route("/services/{name}/try", try_it, methods=["POST"]),
+        Route("/services/{name}/keys", reveal_keys, methods=["POST"]),
         Route("/signin", signin, methods=["GET", "POST"]),
         Route("/signin/session.json", session_probe),
         Route("/signout", signout, methods=["POST"]),

@@ -266,6 +266,7 @@ def service(ws: Workspace, name: str) -> dict[str, Any]:
         "config": _flat(config),
         "telemetry": telemetry(ws, name),
         "series": telemetry_series(ws, name, r["created"]),
+        "logs": recent_logs(ws, name),
         "by_status": {
             str(status): n
             for status, n in ws.catalog.query(
@@ -275,6 +276,46 @@ def service(ws: Workspace, name: str) -> dict[str, Any]:
             )
         },
     }
+
+
+#: How much of the end of each of a service's log files its page shows.
+LOG_TAIL_BYTES = 16 * 1024
+
+
+def recent_logs(ws: Workspace, name: str) -> list[dict[str, str]]:
+    """The end of each log file of service ``name`` (supervisor, replicas): ``[{"name",
+    "text"}]``. Only the last :data:`LOG_TAIL_BYTES` are read (a busy service's log is large);
+    a partial first line is dropped."""
+    from ..serving.service import service_dir
+
+    logs = service_dir(ws, name) / "logs"
+    out = []
+    for f in sorted(logs.glob("*.log")) if logs.is_dir() else []:
+        try:
+            with f.open("rb") as fh:
+                size = fh.seek(0, 2)
+                fh.seek(max(0, size - LOG_TAIL_BYTES))
+                data = fh.read(LOG_TAIL_BYTES)
+        except OSError:
+            continue
+        if size > LOG_TAIL_BYTES:
+            data = data.partition(b"\n")[2]
+        out.append({"name": f.name, "text": data.decode("utf-8", "replace")})
+    return out
+
+
+def service_keys(ws: Workspace, name: str) -> dict[str, str | None]:
+    """``{"primaryKey", "secondaryKey"}`` of service ``name`` (None when its auth is off): what
+    the page shows when a contributor asks (never in a page's GET or its JSON).
+
+    :raises WebserviceException: no service of that name.
+    """
+    from ..serving import Webservice
+
+    if ws.catalog.scalar("SELECT 1 FROM services WHERE name = ?", (name,)) is None:
+        raise WebserviceException(f"no service {name!r}")
+    primary, secondary = Webservice(ws, name).get_keys()
+    return {"primaryKey": primary, "secondaryKey": secondary}
 
 
 # -- datasets and datastores ----------------------------------------------------------------------

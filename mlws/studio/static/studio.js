@@ -160,9 +160,24 @@
         { label: "p95 ms", values: tele.p95 },
       ]);
     }
+    var meta = document.querySelector("meta[name=csrf-token]");
+    var show = document.getElementById("keys-show");
+    if (show) {
+      // Keys come only from a POST with the page's CSRF token, never with the page itself.
+      show.addEventListener("click", function () {
+        var out = document.getElementById("keys");
+        fetch(root + "/services/" + encodeURIComponent(show.getAttribute("data-service")) + "/keys", {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Accept": "application/json", "X-CSRF-Token": meta ? meta.getAttribute("content") : "" },
+        }).then(function (r) { return r.json(); }).then(function (d) {
+          out.textContent = d.error ? d.error
+            : "primary:   " + (d.primaryKey || "(auth off)") + "\nsecondary: " + (d.secondaryKey || "(auth off)");
+        }).catch(function (err) { out.textContent = String(err); });
+      });
+    }
     var form = document.getElementById("try");
     if (!form) return;
-    var meta = document.querySelector("meta[name=csrf-token]");
     var result = document.getElementById("try-result");
     var said = document.getElementById("try-status");
     form.addEventListener("submit", function (e) {
