@@ -760,3 +760,43 @@ def test_runs_table_filters_by_metric_ranges(ws, studio, tmp_path):
     for bad in ("metric:acc", "metric:>=1", "metric:acc>=x", "metric:acc=>1"):
         status, body, _ = get(base + urllib.request.quote(bad))
         assert status == 400 and b"metric filter" in body, (bad, body[:200])
+
+
+def test_dataset_page_lists_the_runs_that_read_or_wrote_each_version(ws, studio, tmp_path):
+    from mlws import Dataset, Datastore
+    from mlws.studio.registry import RUNS_PER_VERSION
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    store = Datastore.register_local(ws, "dstore", folder)
+    files = Dataset.File.from_files((store, "a.txt"))
+    files.register(ws, "used")
+    files.register(ws, "used", create_new_version=True)
+    exp = Experiment(ws, "exp-d")
+    Experiment(ws, "bulk-d")
+    bulk_runs(ws, "bulk-d", RUNS_PER_VERSION + 5)
+    reader, writer = exp.start_logging(), exp.start_logging()
+    with ws.catalog.write() as conn:
+        rows = [(reader.seq, "input", "training", 1), (writer.seq, "output", "result", 1)]
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM runs WHERE experiment = 'bulk-d'")]
+        rows += [(s, "input", "many", 2) for s in seqs]
+        conn.executemany(
+            "INSERT INTO run_datasets (run_seq, direction, name, mode, dataset_name,"
+            " dataset_version, definition) VALUES (?, ?, ?, 'download', 'used', ?, '{}')",
+            rows,
+        )
+    page = get_json(studio.url + "/datasets/used.json")
+    by_version = {v["version"]: v["runs"] for v in page["versions"]}
+    assert by_version[1] == [  # newest first
+        {"id": writer.id, "status": "Running", "direction": "output", "input": "result"},
+        {"id": reader.id, "status": "Running", "direction": "input", "input": "training"},
+    ]
+    # The newest runs of a much-used version, and only so many.
+    n = RUNS_PER_VERSION + 5
+    assert [u["id"] for u in by_version[2]] == [
+        f"bulk-d_bulk_{i}" for i in range(n, n - RUNS_PER_VERSION, -1)
+    ]
+    status, body, _ = get(studio.url + "/datasets/used")
+    assert status == 200 and f'href="/runs/{reader.id}"'.encode() in body
+    assert b"wrote as result" in body

@@ -375,6 +375,33 @@ def _preview(ds: Any) -> dict[str, Any] | None:
     return {"columns": [str(c) for c in frame.columns], "rows": rows}
 
 
+#: Most runs listed per dataset version (the newest), as consumers or producers.
+RUNS_PER_VERSION = 20
+
+
+def dataset_runs(ws: Workspace, name: str, versions: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """``{version: [{"id", "status", "direction", "input"}]}``: the newest
+    :data:`RUNS_PER_VERSION` runs that consumed (``input``) or produced (``output``) each
+    listed version of dataset ``name`` (read on the ``(dataset_name, dataset_version)`` index)."""
+    if not versions:
+        return {}
+    marks = ",".join("?" * len(versions))
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in ws.catalog.query(
+        "SELECT * FROM (SELECT rd.dataset_version AS version, rd.direction, rd.name AS input,"
+        " r.id, r.status, row_number() OVER (PARTITION BY rd.dataset_version"
+        " ORDER BY r.created DESC, r.seq DESC) AS k"
+        " FROM run_datasets rd JOIN runs r ON r.seq = rd.run_seq"
+        f" WHERE rd.dataset_name = ? AND rd.dataset_version IN ({marks}))"
+        " WHERE k <= ? ORDER BY version DESC, k",
+        [name, *versions, RUNS_PER_VERSION],
+    ):
+        out.setdefault(r["version"], []).append(
+            {"id": r["id"], "status": r["status"], "direction": r["direction"], "input": r["input"]}
+        )
+    return out
+
+
 def dataset(ws: Workspace, name: str) -> dict[str, Any]:
     """A dataset's versions, newest first (fingerprint, whether the data changed since each was
     registered), and a preview of the latest version's first rows when it is tabular.
@@ -413,6 +440,9 @@ def dataset(ws: Workspace, name: str) -> dict[str, Any]:
                 "definition": json.dumps(ds.definition),
             }
         )
+    used = dataset_runs(ws, name, [v["version"] for v in versions])
+    for v in versions:
+        v["runs"] = used.get(v["version"], [])
     latest = Dataset.get_by_name(ws, name, rows[0]["version"])
     preview = _preview(latest) if latest.definition.get("type") == "tabular" else None
     return {"name": name, "versions": versions, "preview": preview}
