@@ -800,3 +800,34 @@ def test_dataset_page_lists_the_runs_that_read_or_wrote_each_version(ws, studio,
     status, body, _ = get(studio.url + "/datasets/used")
     assert status == 200 and f'href="/runs/{reader.id}"'.encode() in body
     assert b"wrote as result" in body
+
+
+def test_compute_page_shows_slots_in_use(ws, studio):
+    from mlws.compute.local import configure
+
+    configure(ws, 3)
+    Experiment(ws, "exp-c")
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "INSERT INTO compute_targets (name, type, config, created) VALUES ('box', 'ssh', ?, 0)",
+            (json.dumps({"nodes": ["a", "b"], "maxConcurrentRunsPerNode": 2}),),
+        )
+        rows = [
+            ("local", "azureml.scriptrun", "Running"),
+            ("local", "azureml.scriptrun", "Finalizing"),
+            ("local", "azureml.scriptrun", "Queued"),
+            ("local", "azureml.scriptrun", "Completed"),  # ended: no slot
+            ("local", "azureml.PipelineRun", "Running"),  # its steps hold the slots
+            ("local", "interactive", "Running"),  # start_logging: no slot
+            ("box", "azureml.StepRun", "Running"),
+        ]
+        conn.executemany(
+            "INSERT INTO runs (id, experiment, root_id, number, type, status, created, target)"
+            " VALUES (?, 'exp-c', ?, ?, ?, ?, 0, ?)",
+            [(f"c{i}", f"c{i}", i + 1, t, s, tgt) for i, (tgt, t, s) in enumerate(rows)],
+        )
+    page = get_json(studio.url + "/compute.json")
+    use = {c["name"]: (c["running"], c["queued"], c["slots"]) for c in page["compute_targets"]}
+    assert use == {"local": (2, 1, 3), "box": (1, 0, 4)}
+    status, body, _ = get(studio.url + "/compute")
+    assert status == 200 and b'<td class="num slots">2 / 3</td>' in body

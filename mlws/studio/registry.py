@@ -449,8 +449,46 @@ def dataset(ws: Workspace, name: str) -> dict[str, Any]:
 
 
 # -- compute and environments ---------------------------------------------------------------------
+def compute_use(ws: Workspace) -> dict[str, dict[str, int]]:
+    """``{target: {"running", "queued"}}``: a target's runs holding a slot (started, not yet
+    ended) and waiting for one (``Queued``/``NotStarted``), from the catalog (active runs are
+    as last recorded: a listing of runs reconciles them with their processes)."""
+    from ..lifecycle import ACTIVE
+
+    out: dict[str, dict[str, int]] = {}
+    marks = ",".join("?" * len(ACTIVE))
+    for r in ws.catalog.query(
+        # A pipeline or a sweep runs no script of its own: its steps and trials hold the slots.
+        # Interactive runs (start_logging) hold none either.
+        f"SELECT coalesce(target, 'local') AS target, status, count(*) AS n FROM runs"
+        f" WHERE status IN ({marks}) AND coalesce(type, '') NOT IN"
+        " ('azureml.PipelineRun', 'hyperdrive', 'interactive') GROUP BY 1, 2",
+        list(ACTIVE),
+    ):
+        use = out.setdefault(r["target"], {"running": 0, "queued": 0})
+        use["queued" if r["status"] in ("NotStarted", "Queued") else "running"] += r["n"]
+    return out
+
+
+def compute_slots(ws: Workspace, kind: str, config: dict[str, Any]) -> int | None:
+    """How many runs a target runs at once (``None``: not limited by slots): ``local`` as
+    configured or one per CPU, ``ssh`` runs per host times hosts, ``dask`` its most workers."""
+    if kind == "local":
+        from ..compute.local import max_concurrent_runs
+
+        return max_concurrent_runs(ws)
+    if kind == "ssh":
+        return int(config.get("maxConcurrentRunsPerNode", 1)) * max(
+            1, len(config.get("nodes") or [])
+        )
+    if kind == "dask" and config.get("maxNodes"):
+        return int(config["maxNodes"])
+    return None
+
+
 def compute(ws: Workspace) -> dict[str, Any]:
-    """Every compute target (name, type, config without secrets) and every environment version."""
+    """Every compute target (name, type, config without secrets, slots and their use: runs
+    running and queued) and every environment version."""
     targets = [
         {
             "name": r["name"],
@@ -460,6 +498,12 @@ def compute(ws: Workspace) -> dict[str, Any]:
         }
         for r in ws.catalog.query("SELECT * FROM compute_targets ORDER BY name")
     ]
+    if not any(t["name"] == "local" for t in targets):
+        targets.insert(0, {"name": "local", "type": "local", "config": {}, "created": None})
+    busy = compute_use(ws)
+    for t in targets:
+        t.update(busy.get(t["name"], {"running": 0, "queued": 0}))
+        t["slots"] = compute_slots(ws, t["type"], t["config"])
     envs = [
         {
             "name": r["name"],
