@@ -1872,6 +1872,13 @@ def case_studio(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     long_id, mid_id = [
         ws.catalog.scalar("SELECT id FROM runs WHERE seq = ?", (seqs[i],)) for i in (0, 1)
     ]
+    # The compare page's limit: 100 runs of the 90-step curve, overlaid.
+    compare_ids = [
+        r[0]
+        for r in ws.catalog.query(
+            "SELECT id FROM runs WHERE seq >= ? ORDER BY seq LIMIT 100", (seqs[2],)
+        )
+    ]
     progress(f"one run with a {long_steps:,}-step metric, one with {mid_steps:,}")
     _fill_series(ws, [seqs[0]], "long", long_steps)
     _fill_series(ws, [seqs[1]], "mid", mid_steps)
@@ -1902,6 +1909,7 @@ def case_studio(work: Path, params: dict[str, Any]) -> dict[str, Any]:
             "run_long_html": f"/runs/{long_id}",
             "run_long_json": f"/runs/{long_id}.json",
             "run_mid_html": f"/runs/{mid_id}",
+            "compare_100_html": "/compare?runs=" + ",".join(compare_ids),
         }
         for key, page in pages.items():
             out[key] = time_http(url + page)
