@@ -831,3 +831,25 @@ def test_compute_page_shows_slots_in_use(ws, studio):
     assert use == {"local": (2, 1, 3), "box": (1, 0, 4)}
     status, body, _ = get(studio.url + "/compute")
     assert status == 200 and b'<td class="num slots">2 / 3</td>' in body
+
+
+def test_runs_table_column_chooser_is_remembered_in_the_url(ws, studio, tmp_path):
+    exp = Experiment(ws, "exp-k")
+    finished_run(exp, 1, tmp_path)
+    base = studio.url + "/experiments/exp-k"
+    every = get_json(base + ".json")
+    assert every["shown"] is None and every["columns"] == every["all_columns"]
+    page = get_json(base + ".json?col=&col=tag:lr,metric:acc&sort=metric:acc")
+    assert page["columns"] == {"tags": ["lr"], "properties": [], "metrics": ["acc"]}
+    assert page["all_columns"]["metrics"] == ["acc", "loss"]
+    status, body, _ = get(base + "?col=&col=tag:lr&col=metric:acc")
+    assert status == 200 and b'class="metric"' in body and b'class="prop"' not in body
+    # The chooser lists every column, the chosen ones ticked; sort links keep the choice.
+    assert b'value="property:azureml.git.commit">' in body
+    assert b'value="metric:acc" checked>' in body and b'value="metric:loss">' in body
+    assert b"col=tag%3Alr" in body
+    # Every box unticked: no optional column (the form's empty col says so).
+    none = get_json(base + ".json?col=")
+    assert none["columns"] == {"tags": [], "properties": [], "metrics": []}
+    status, body, _ = get(base + ".json?col=nope")
+    assert status == 400 and b"column 'nope'" in body

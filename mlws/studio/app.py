@@ -222,6 +222,11 @@ def studio_app(
             sort=q.get("sort") or "created",
             ascending=q.get("asc") == "1",
             page=page_no,
+            # The chooser's form always sends ``col`` (an empty one at least): present means
+            # "these columns", absent (a plain link) means all of them.
+            shown=[c.strip() for i in q.getlist("col") for c in i.split(",") if c.strip()]
+            if "col" in q
+            else None,
         )
 
         def link(**changes: Any) -> str:

@@ -90,6 +90,10 @@ def _by_seq(ws: Workspace, table: str, seqs: list[int]) -> dict[int, dict[str, A
     return out
 
 
+#: The runs table's optional columns: ``<kind>:<key>`` -> the row field holding them.
+COLUMN_KINDS = {"tag": "tags", "property": "properties", "metric": "metrics"}
+
+
 def split_query(q: str | None) -> tuple[str | None, list[tuple[str, str, float]]]:
     """The runs table's search box: words ``metric:<name><op><number>`` (``metric:acc>=0.9``)
     become metric filters, the rest is the id/name text.
@@ -126,10 +130,13 @@ def runs_page(
     sort: str = "created",
     ascending: bool = False,
     page: int = 1,
+    shown: list[str] | None = None,
 ) -> dict[str, Any]:
     """One page of an experiment's top-level runs, filtered and sorted on the server, with the
     tag, property and metric columns of that page's runs. ``text`` may hold metric filters
-    (``metric:acc>=0.9``, see :func:`split_query`).
+    (``metric:acc>=0.9``, see :func:`split_query`). ``shown``: the tag, property and metric
+    columns to show (``tag:k``, ``property:k``, ``metric:k``; None: all of the page's);
+    ``all_columns`` lists every one the page could show (the column chooser).
 
     :raises ExperimentNotFound: no such experiment.
     :raises UserErrorException: a bad sort key or page number.
@@ -140,6 +147,11 @@ def runs_page(
         raise ExperimentNotFound(f"no experiment {experiment!r}")
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise UserErrorException(f"page is a whole number >= 1, got {page!r}")
+    for col in shown or ():
+        if col.partition(":")[0] not in COLUMN_KINDS or not col.partition(":")[2]:
+            raise UserErrorException(
+                f"column {col!r}: write tag:<key>, property:<key> or metric:<name>"
+            )
     words, metric_filters = split_query(text)
     # One row more than a page says whether a next page exists without counting 100k rows.
     rows = query_runs(
@@ -189,6 +201,13 @@ def runs_page(
         return sorted({k for row in out_rows for k in row[field]})
 
     statuses = [r[0] for r in ws.catalog.query("SELECT DISTINCT status FROM runs ORDER BY status")]
+    every = {field: keys(field) for field in COLUMN_KINDS.values()}
+    chosen = every
+    if shown is not None:
+        picked = set(shown)
+        chosen = {
+            f: [k for k in every[f] if f"{kind}:{k}" in picked] for kind, f in COLUMN_KINDS.items()
+        }
     return {
         "experiment": experiment,
         "filters": {"status": status or "", "tags": tags or {}, "text": text or ""},
@@ -198,11 +217,9 @@ def runs_page(
         "page_size": PAGE_SIZE,
         "has_next": has_next,
         "statuses": statuses,
-        "columns": {
-            "tags": keys("tags"),
-            "properties": keys("properties"),
-            "metrics": keys("metrics"),
-        },
+        "columns": chosen,
+        "all_columns": every,
+        "shown": shown,
         "runs": out_rows,
     }
 
