@@ -853,3 +853,23 @@ def test_runs_table_column_chooser_is_remembered_in_the_url(ws, studio, tmp_path
     assert none["columns"] == {"tags": [], "properties": [], "metrics": []}
     status, body, _ = get(base + ".json?col=nope")
     assert status == 400 and b"column 'nope'" in body
+
+
+def test_runs_table_polls_the_status_of_its_active_runs(ws, studio, tmp_path):
+    from mlws.studio.data import MAX_STATUS_IDS
+
+    exp = Experiment(ws, "exp-l")
+    done = finished_run(exp, 1, tmp_path)
+    live = exp.start_logging()
+    status, body, _ = get(studio.url + "/experiments/exp-l")
+    assert f'data-run="{live.id}"'.encode() in body and b'class="num duration"' in body
+    url = f"{studio.url}/runs/status.json?ids={live.id},{done.id},nope"
+    got = get_json(url)
+    assert set(got) == {live.id, done.id}
+    assert got[live.id]["status"] == "Running" and got[done.id]["status"] == "Completed"
+    live.complete()
+    assert get_json(url)[live.id]["status"] == "Completed"
+    assert get_json(studio.url + "/runs/status.json") == {}
+    many = ",".join(f"r{i}" for i in range(MAX_STATUS_IDS + 1))
+    status, body, _ = get(f"{studio.url}/runs/status.json?ids={many}")
+    assert status == 400 and b"at most" in body

@@ -242,6 +242,14 @@ def studio_app(
         page = await guarded(request, data.run_page, ws, request.path_params["run_id"])
         return respond(request, "run.html", page)
 
+    async def statuses(request: Request) -> Response:
+        """GET /runs/status.json?ids=a,b: the runs table's poll while some of its runs run."""
+        ids = [i.strip() for item in request.query_params.getlist("ids") for i in item.split(",")]
+        out = await guarded(request, data.run_statuses, ws, ids)
+        return Response(
+            to_json(out), media_type="application/json", headers={"Cache-Control": "no-store"}
+        )
+
     async def compare_page(request: Request) -> Response:
         q = request.query_params
         ids = [i.strip() for item in q.getlist("runs") for i in item.split(",")]
@@ -469,6 +477,7 @@ def studio_app(
         Route("/index.json", experiments_page),
         Route("/experiments/{name}.json", runs_table),
         Route("/experiments/{name}", runs_table),
+        Route("/runs/status.json", statuses),
         Route("/runs/{run_id}/files/{path:path}", download),
         Route("/runs/{run_id}/events", events),
         Route("/runs/{run_id}.json", run_page),

@@ -94,6 +94,34 @@ def _by_seq(ws: Workspace, table: str, seqs: list[int]) -> dict[int, dict[str, A
 COLUMN_KINDS = {"tag": "tags", "property": "properties", "metric": "metrics"}
 
 
+#: Most runs one status poll of the runs table asks about (a page).
+MAX_STATUS_IDS = 200
+
+
+def run_statuses(ws: Workspace, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``{id: {"status", "duration"}}`` of the listed runs (unknown ids left out): what the runs
+    table polls while some of its runs are active, instead of reloading its page.
+
+    :raises UserErrorException: more than :data:`MAX_STATUS_IDS` ids.
+    """
+    from ..lifecycle import reconcile_active
+
+    ids = list(dict.fromkeys(i for i in ids if i))
+    if len(ids) > MAX_STATUS_IDS:
+        raise UserErrorException(f"status of at most {MAX_STATUS_IDS} runs at once")
+    if not ids:
+        return {}
+    # A dead run must not poll as Running forever.
+    reconcile_active(ws)
+    marks = ",".join("?" * len(ids))
+    return {
+        r["id"]: {"status": r["status"], "duration": _seconds(r["start_time"], r["end_time"])}
+        for r in ws.catalog.query(
+            f"SELECT id, status, start_time, end_time FROM runs WHERE id IN ({marks})", ids
+        )
+    }
+
+
 def split_query(q: str | None) -> tuple[str | None, list[tuple[str, str, float]]]:
     """The runs table's search box: words ``metric:<name><op><number>`` (``metric:acc>=0.9``)
     become metric filters, the rest is the id/name text.

@@ -226,7 +226,50 @@
       .catch(function () { /* stay on the sign-in page */ });
   }
 
+  // The runs table: while some of its runs are active, their status (and duration) is polled
+  // from a small JSON URL every few seconds, without reloading the page.
+  function runsTable() {
+    var rows = document.querySelectorAll("#runs tr[data-run]");
+    if (!rows.length) return;
+    var ended = { Completed: 1, Failed: 1, Canceled: 1 };
+    function duration(secs) { // as the page's own (app._duration)
+      if (secs < 60) return secs.toFixed(1) + "s";
+      var m = Math.floor(secs / 60), s = Math.floor(secs) % 60, h = Math.floor(m / 60);
+      m = m % 60;
+      function two(n) { return (n < 10 ? "0" : "") + n; }
+      return h ? h + "h" + two(m) + "m" : m + "m" + two(s) + "s";
+    }
+    function active() {
+      var ids = [];
+      rows.forEach(function (tr) {
+        var s = tr.querySelector(".status");
+        if (s && !ended[s.textContent]) ids.push(tr.getAttribute("data-run"));
+      });
+      return ids;
+    }
+    function poll() {
+      var ids = active();
+      if (!ids.length) return;
+      fetch(root + "/runs/status.json?ids=" + ids.map(encodeURIComponent).join(","), {
+        credentials: "same-origin",
+      }).then(function (r) { return r.json(); }).then(function (d) {
+        rows.forEach(function (tr) {
+          var x = d[tr.getAttribute("data-run")];
+          if (!x) return;
+          var s = tr.querySelector(".status");
+          s.textContent = x.status;
+          s.className = "status s-" + x.status.toLowerCase();
+          var dur = tr.querySelector(".duration");
+          if (dur && x.duration !== null) dur.textContent = duration(x.duration);
+        });
+        setTimeout(poll, 3000);
+      }).catch(function () { setTimeout(poll, 10000); });
+    }
+    setTimeout(poll, 3000);
+  }
+
   signinPage();
+  runsTable();
   runPage();
   sweepView();
   comparePage();
