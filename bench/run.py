@@ -1220,6 +1220,17 @@ def bench_studio(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             lambda v: v <= 1000,
             peer_note="MLflow's UI compares in the browser: no server page to time",
         ),
+        row(
+            "18g",
+            "time from navigation to the chart of a 100,000-step metric drawn (run page, headless"
+            " chromium via Playwright)",
+            _get(m, "chart_paint", "ms"),
+            None,
+            "ms",
+            "low",
+            "≤ 500 ms",
+            lambda v: v <= 500,
+        ),
     ]
 
 
