@@ -1873,9 +1873,19 @@ def case_studio(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     long_id, mid_id = [
         ws.catalog.scalar("SELECT id FROM runs WHERE seq = ?", (seqs[i],)) for i in (0, 1)
     ]
+    # The compare page's limit: 100 runs of the 90-step curve, overlaid.
+    compare_ids = [
+        r[0]
+        for r in ws.catalog.query(
+            "SELECT id FROM runs WHERE seq >= ? ORDER BY seq LIMIT 100", (seqs[2],)
+        )
+    ]
     progress(f"one run with a {long_steps:,}-step metric, one with {mid_steps:,}")
     _fill_series(ws, [seqs[0]], "long", long_steps)
     _fill_series(ws, [seqs[1]], "mid", mid_steps)
+    paint_steps = int(params.get("paint_steps", 100_000))
+    _fill_series(ws, [seqs[-1]], "paint", paint_steps)
+    paint_id = ws.catalog.scalar("SELECT id FROM runs WHERE seq = ?", (seqs[-1],))
     rows = ws.catalog.scalar("SELECT count(*) FROM metrics")
     fill_s = time.perf_counter() - t0
     progress(f"{rows:,} metric rows in {fill_s:.0f} s")
@@ -1903,6 +1913,7 @@ def case_studio(work: Path, params: dict[str, Any]) -> dict[str, Any]:
             "run_long_html": f"/runs/{long_id}",
             "run_long_json": f"/runs/{long_id}.json",
             "run_mid_html": f"/runs/{mid_id}",
+            "compare_100_html": "/compare?runs=" + ",".join(compare_ids),
         }
         for key, page in pages.items():
             out[key] = time_http(url + page)
@@ -1910,6 +1921,9 @@ def case_studio(work: Path, params: dict[str, Any]) -> dict[str, Any]:
                 f"{key}: ttfb {out[key]['ttfb_ms']:.0f} ms, full {out[key]['full_ms']:.0f} ms,"
                 f" {out[key]['bytes']:,} bytes (cold {out[key]['cold']['full_ms']:.0f} ms)"
             )
+        out["paint_steps"] = paint_steps
+        out["chart_paint"] = _chart_paint(url + f"/runs/{paint_id}")
+        progress(f"chart of {paint_steps:,} steps drawn: {out['chart_paint']}")
         proc.send_signal(15)
         out["exit_on_sigterm"] = proc.wait(30)
     finally:
@@ -1917,6 +1931,33 @@ def case_studio(work: Path, params: dict[str, Any]) -> dict[str, Any]:
             proc.kill()
             proc.wait()
     return out
+
+
+def _chart_paint(url: str, rounds: int = 5) -> dict[str, Any]:
+    """Time from navigation to the run page's chart drawn (uPlot's canvas in the page), in
+    Debian's headless chromium driven by Playwright (as tests/test_studio_browser.py); the
+    median of ``rounds`` loads in new pages, and the first (cold) load."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as e:
+        return {"error": f"no playwright: {e}"}
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    times = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=flags)
+        try:
+            for _ in range(rounds + 1):
+                page = browser.new_page()
+                page.goto(url, wait_until="commit")
+                page.wait_for_selector("figure.chart .uplot canvas", state="attached")
+                # performance.now() counts from the navigation's start.
+                times.append(page.evaluate("performance.now()"))
+                page.close()
+        finally:
+            browser.close()
+    return {"ms": statistics.median(times[1:]), "cold_ms": times[0]}
 
 
 # -- 16. MLflow code through the mlws plugin ------------------------------------------------------

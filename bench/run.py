@@ -1268,6 +1268,28 @@ def bench_studio(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             lambda v: v <= 500,
             peer_note=_peer_bulk(f),
         ),
+        row(
+            "18f",
+            "compare page of 100 runs (a 90-step metric each, overlaid), whole HTML page",
+            _get(m, "compare_100_html", "full_ms"),
+            None,
+            "ms",
+            "low",
+            "≤ 1 s",
+            lambda v: v <= 1000,
+            peer_note="MLflow's UI compares in the browser: no server page to time",
+        ),
+        row(
+            "18g",
+            "time from navigation to the chart of a 100,000-step metric drawn (run page, headless"
+            " chromium via Playwright)",
+            _get(m, "chart_paint", "ms"),
+            None,
+            "ms",
+            "low",
+            "≤ 500 ms",
+            lambda v: v <= 500,
+        ),
     ]
 
 

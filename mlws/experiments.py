@@ -98,6 +98,10 @@ LIST_COLUMNS = (
 )
 
 
+#: The comparisons a metric filter of :func:`query_runs` may use.
+METRIC_OPS = (">=", "<=", "!=", ">", "<", "=")
+
+
 def query_runs(
     ws: Workspace,
     *,
@@ -115,6 +119,7 @@ def query_runs(
     after: tuple[float, int] | None = None,
     offset: int = 0,
     text: str | None = None,
+    metrics: list[tuple[str, str, Any]] | None = None,
 ) -> list[Any]:
     """Run rows matching the filters, newest first or sorted by ``metric:<name>`` / a column.
 
@@ -126,7 +131,8 @@ def query_runs(
     ``after``: ``(created, seq)`` of the last run of the previous page, for paging by creation
     time (keyset paging: a run created meanwhile never shifts or repeats a page).
     ``offset``: skip that many rows (a page of a listing); ``text``: only runs whose id or
-    display name contains it. ``sort_by`` also takes ``duration``, ``display_name``,
+    display name contains it. ``metrics``: ``[(name, op, value)]``, only runs whose last value
+    of metric ``name`` compares so (``op`` one of :data:`METRIC_OPS`). ``sort_by`` also takes ``duration``, ``display_name``,
     ``target``, ``submitter_user``, ``tag:<key>`` and ``property:<key>``.
     """
     from .lifecycle import reconcile_active
@@ -134,6 +140,8 @@ def query_runs(
     if ws.remote is not None:
         from .remote import runs as remote
 
+        if metrics:
+            raise UserErrorException("filtering runs by metric values works on local workspaces")
         return remote.query_runs(
             ws,
             experiment=experiment,
@@ -160,6 +168,14 @@ def query_runs(
         params.append(parent)
     elif not include_children:
         where.append("r.parent_id IS NULL")
+    for name, op, value in metrics or ():
+        if op not in METRIC_OPS:
+            raise UserErrorException(f"metric filter {op!r}: use one of {' '.join(METRIC_OPS)}")
+        # Answered from the (name, last_value) index of metric_summary.
+        where.append(
+            f"r.seq IN (SELECT run_seq FROM metric_summary WHERE name = ? AND last_value {op} ?)"
+        )
+        params += [name, value]
     if text:
         # instr, not LIKE: the user's % and _ are plain characters here.
         where.append("(instr(r.id, ?) > 0 OR instr(coalesce(r.display_name, ''), ?) > 0)")
@@ -201,24 +217,69 @@ def query_runs(
             "status, id, display_name, target, submitter_user, metric:<name>, tag:<key> or property:<key>"
         )
     selected = "r.*" if columns == "all" else ", ".join(f"r.{c}" for c in LIST_COLUMNS)
+    check_page(limit, offset)
+    if prefix == "metric:" and limit is not None:
+        return runs_by_metric(ws, selected, where, params[1:], params[0], direction, limit, offset)
     sql = f"SELECT {selected} FROM runs r" + join
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY " + order
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise UserErrorException(f"limit is a whole number of runs >= 0, got {limit!r}")
         sql += " LIMIT ?"
         # SQLite integers are 64-bit; any larger limit means the same: every row.
         params.append(min(limit, 2**63 - 1))
     if offset:
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise UserErrorException(f"offset is a whole number of runs >= 0, got {offset!r}")
         if limit is None:
             sql += " LIMIT -1"
         sql += " OFFSET ?"
         params.append(min(offset, 2**63 - 1))
     return ws.catalog.query(sql, params)
+
+
+def check_page(limit: Any, offset: Any) -> None:
+    """Raise :class:`UserErrorException` unless ``limit`` (or None) and ``offset`` are ints >= 0."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise UserErrorException(f"limit is a whole number of runs >= 0, got {limit!r}")
+    if offset and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
+        raise UserErrorException(f"offset is a whole number of runs >= 0, got {offset!r}")
+
+
+def runs_by_metric(
+    ws: Workspace,
+    selected: str,
+    where: list[str],
+    params: list[Any],
+    name: str,
+    direction: str,
+    limit: int,
+    offset: int,
+) -> list[Any]:
+    """One page of runs sorted by the last value of metric ``name`` (runs without it last).
+
+    The same rows, in the same order, as the LEFT JOIN sort in :func:`query_runs`, but read in
+    two steps so that a page costs its own size, not the experiment's: first the runs that
+    have a value, walking the ``(name, last_value)`` index in order and stopping at the page's
+    end (the one-query LEFT JOIN had to sort every run of the experiment: ~300 ms at 100k);
+    then, only if the page is not full yet, the runs without a value, newest first.
+    """
+    want = min(limit + offset, 2**63 - 1)
+    cond = "".join(f" AND {w}" for w in where)
+    rows = list(
+        ws.catalog.query(
+            f"SELECT {selected} FROM metric_summary ms JOIN runs r ON r.seq = ms.run_seq"
+            f" WHERE ms.name = ? AND ms.last_value IS NOT NULL{cond}"
+            f" ORDER BY ms.last_value {direction}, r.created DESC LIMIT ?",
+            [name, *params, want],
+        )
+    )
+    if len(rows) < want:
+        rows += ws.catalog.query(
+            f"SELECT {selected} FROM runs r WHERE NOT EXISTS (SELECT 1 FROM metric_summary ms"
+            " WHERE ms.run_seq = r.seq AND ms.name = ? AND ms.last_value IS NOT NULL)"
+            f"{cond} ORDER BY r.created DESC LIMIT ?",
+            [name, *params, want - len(rows)],
+        )
+    return rows[offset:]
 
 
 class Experiment:

@@ -703,3 +703,173 @@ def test_registry_lists_page_on_the_server(ws, studio):
     for query in ("?page=x", "?page=-1", "?page=99999999999"):
         status, body, _ = get(studio.url + "/services.json" + query)
         assert status == 400 and b"page is a whole number" in body
+
+
+def test_compare_takes_100_runs_with_downsampled_series(ws, studio):
+    from mlws.studio.data import COMPARE_POINTS, MAX_COMPARE
+
+    Experiment(ws, "many")
+    bulk_runs(ws, "many", MAX_COMPARE + 1)
+    with ws.catalog.write() as conn:
+        # 1,000 steps of 'loss' for each run (SQLite generates them).
+        conn.execute(
+            "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 999)"
+            " INSERT INTO metrics (run_seq, name, step, kind, value, data, time)"
+            " SELECT r.seq, 'loss', s.i, 'scalar', 1.0 / (1 + s.i) + r.number, NULL, 0"
+            " FROM runs r, s WHERE r.experiment = 'many' ORDER BY r.seq, s.i"
+        )
+        conn.execute(
+            "INSERT INTO metric_summary (run_seq, name, kind, last_value, count)"
+            " SELECT seq, 'loss', 'scalar', 0.0, 1000 FROM runs WHERE experiment = 'many'"
+        )
+    ids = [f"many_bulk_{i}" for i in range(1, MAX_COMPARE + 2)]
+    page = get_json(f"{studio.url}/compare.json?runs={','.join(ids[:MAX_COMPARE])}")
+    assert len(page["runs"]) == MAX_COMPARE
+    loss = page["charts"]["loss"]
+    assert len(loss) == MAX_COMPARE
+    # Each series keeps its share of the chart's points, first and last step included.
+    for series in loss.values():
+        assert len(series) == COMPARE_POINTS // MAX_COMPARE
+        assert series[0][0] == 0 and series[-1][0] == 999
+    # Two runs: nothing to share, the series come back whole.
+    two = get_json(f"{studio.url}/compare.json?runs={ids[0]},{ids[1]}")
+    assert [len(s) for s in two["charts"]["loss"].values()] == [1000, 1000]
+    status, body, _ = get(f"{studio.url}/compare?runs={','.join(ids[:MAX_COMPARE])}")
+    assert status == 200 and body.count(b"many_bulk_") >= MAX_COMPARE
+    # One too many: a one-line refusal.
+    status, body, _ = get(f"{studio.url}/compare.json?runs={','.join(ids)}")
+    assert status == 400 and f"1 to {MAX_COMPARE} run ids".encode() in body
+
+
+def test_runs_table_filters_by_metric_ranges(ws, studio, tmp_path):
+    from mlws.studio.data import split_query
+
+    exp = Experiment(ws, "exp-m")
+    runs = [finished_run(exp, i, tmp_path) for i in range(5)]  # acc 0.0 .. 0.4
+    base = studio.url + "/experiments/exp-m.json?q="
+    ids = lambda q: {r["id"] for r in get_json(base + urllib.request.quote(q))["runs"]}  # noqa: E731
+    assert ids("metric:acc>=0.3") == {runs[3].id, runs[4].id}
+    assert ids("metric:acc>0.1 metric:acc<=0.2") == {runs[2].id}
+    assert ids("metric:acc!=0") == {r.id for r in runs[1:]}
+    assert ids("metric:nope>0") == set()
+    # With the id/name text and a metric sort together.
+    assert ids("run-4 metric:acc>=0.3") == {runs[4].id}
+    page = get_json(base + urllib.request.quote("metric:acc<0.25") + "&sort=metric:acc")
+    assert [r["id"] for r in page["runs"]] == [runs[2].id, runs[1].id, runs[0].id]
+    assert split_query("a metric:loss<=1e-3 b") == ("a b", [("loss", "<=", 0.001)])
+    for bad in ("metric:acc", "metric:>=1", "metric:acc>=x", "metric:acc=>1"):
+        status, body, _ = get(base + urllib.request.quote(bad))
+        assert status == 400 and b"metric filter" in body, (bad, body[:200])
+
+
+def test_dataset_page_lists_the_runs_that_read_or_wrote_each_version(ws, studio, tmp_path):
+    from mlws import Dataset, Datastore
+    from mlws.studio.registry import RUNS_PER_VERSION
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    store = Datastore.register_local(ws, "dstore", folder)
+    files = Dataset.File.from_files((store, "a.txt"))
+    files.register(ws, "used")
+    files.register(ws, "used", create_new_version=True)
+    exp = Experiment(ws, "exp-d")
+    Experiment(ws, "bulk-d")
+    bulk_runs(ws, "bulk-d", RUNS_PER_VERSION + 5)
+    reader, writer = exp.start_logging(), exp.start_logging()
+    with ws.catalog.write() as conn:
+        rows = [(reader.seq, "input", "training", 1), (writer.seq, "output", "result", 1)]
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM runs WHERE experiment = 'bulk-d'")]
+        rows += [(s, "input", "many", 2) for s in seqs]
+        conn.executemany(
+            "INSERT INTO run_datasets (run_seq, direction, name, mode, dataset_name,"
+            " dataset_version, definition) VALUES (?, ?, ?, 'download', 'used', ?, '{}')",
+            rows,
+        )
+    page = get_json(studio.url + "/datasets/used.json")
+    by_version = {v["version"]: v["runs"] for v in page["versions"]}
+    assert by_version[1] == [  # newest first
+        {"id": writer.id, "status": "Running", "direction": "output", "input": "result"},
+        {"id": reader.id, "status": "Running", "direction": "input", "input": "training"},
+    ]
+    # The newest runs of a much-used version, and only so many.
+    n = RUNS_PER_VERSION + 5
+    assert [u["id"] for u in by_version[2]] == [
+        f"bulk-d_bulk_{i}" for i in range(n, n - RUNS_PER_VERSION, -1)
+    ]
+    status, body, _ = get(studio.url + "/datasets/used")
+    assert status == 200 and f'href="/runs/{reader.id}"'.encode() in body
+    assert b"wrote as result" in body
+
+
+def test_compute_page_shows_slots_in_use(ws, studio):
+    from mlws.compute.local import configure
+
+    configure(ws, 3)
+    Experiment(ws, "exp-c")
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "INSERT INTO compute_targets (name, type, config, created) VALUES ('box', 'ssh', ?, 0)",
+            (json.dumps({"nodes": ["a", "b"], "maxConcurrentRunsPerNode": 2}),),
+        )
+        rows = [
+            ("local", "azureml.scriptrun", "Running"),
+            ("local", "azureml.scriptrun", "Finalizing"),
+            ("local", "azureml.scriptrun", "Queued"),
+            ("local", "azureml.scriptrun", "Completed"),  # ended: no slot
+            ("local", "azureml.PipelineRun", "Running"),  # its steps hold the slots
+            ("local", "interactive", "Running"),  # start_logging: no slot
+            ("box", "azureml.StepRun", "Running"),
+        ]
+        conn.executemany(
+            "INSERT INTO runs (id, experiment, root_id, number, type, status, created, target)"
+            " VALUES (?, 'exp-c', ?, ?, ?, ?, 0, ?)",
+            [(f"c{i}", f"c{i}", i + 1, t, s, tgt) for i, (tgt, t, s) in enumerate(rows)],
+        )
+    page = get_json(studio.url + "/compute.json")
+    use = {c["name"]: (c["running"], c["queued"], c["slots"]) for c in page["compute_targets"]}
+    assert use == {"local": (2, 1, 3), "box": (1, 0, 4)}
+    status, body, _ = get(studio.url + "/compute")
+    assert status == 200 and b'<td class="num slots">2 / 3</td>' in body
+
+
+def test_runs_table_column_chooser_is_remembered_in_the_url(ws, studio, tmp_path):
+    exp = Experiment(ws, "exp-k")
+    finished_run(exp, 1, tmp_path)
+    base = studio.url + "/experiments/exp-k"
+    every = get_json(base + ".json")
+    assert every["shown"] is None and every["columns"] == every["all_columns"]
+    page = get_json(base + ".json?col=&col=tag:lr,metric:acc&sort=metric:acc")
+    assert page["columns"] == {"tags": ["lr"], "properties": [], "metrics": ["acc"]}
+    assert page["all_columns"]["metrics"] == ["acc", "loss"]
+    status, body, _ = get(base + "?col=&col=tag:lr&col=metric:acc")
+    assert status == 200 and b'class="metric"' in body and b'class="prop"' not in body
+    # The chooser lists every column, the chosen ones ticked; sort links keep the choice.
+    assert b'value="property:azureml.git.commit">' in body
+    assert b'value="metric:acc" checked>' in body and b'value="metric:loss">' in body
+    assert b"col=tag%3Alr" in body
+    # Every box unticked: no optional column (the form's empty col says so).
+    none = get_json(base + ".json?col=")
+    assert none["columns"] == {"tags": [], "properties": [], "metrics": []}
+    status, body, _ = get(base + ".json?col=nope")
+    assert status == 400 and b"column 'nope'" in body
+
+
+def test_runs_table_polls_the_status_of_its_active_runs(ws, studio, tmp_path):
+    from mlws.studio.data import MAX_STATUS_IDS
+
+    exp = Experiment(ws, "exp-l")
+    done = finished_run(exp, 1, tmp_path)
+    live = exp.start_logging()
+    status, body, _ = get(studio.url + "/experiments/exp-l")
+    assert f'data-run="{live.id}"'.encode() in body and b'class="num duration"' in body
+    url = f"{studio.url}/runs/status.json?ids={live.id},{done.id},nope"
+    got = get_json(url)
+    assert set(got) == {live.id, done.id}
+    assert got[live.id]["status"] == "Running" and got[done.id]["status"] == "Completed"
+    live.complete()
+    assert get_json(url)[live.id]["status"] == "Completed"
+    assert get_json(studio.url + "/runs/status.json") == {}
+    many = ",".join(f"r{i}" for i in range(MAX_STATUS_IDS + 1))
+    status, body, _ = get(f"{studio.url}/runs/status.json?ids={many}")
+    assert status == 400 and b"at most" in body

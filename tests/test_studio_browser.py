@@ -357,3 +357,32 @@ def test_sweep_view_draws_parallel_coordinates_and_marks_the_best(ws, watched, t
     watched.shot("sweep")
     page.click("#trials tr.best a")
     page.wait_for_url(f"**/runs/{best.id}")
+
+
+def test_chart_toggles_and_live_status_of_the_runs_table(ws, watched):
+    exp = Experiment(ws, "toggles")
+    run = exp.start_logging()
+    for step, v in enumerate([1.0, 10.0, -1.0, 100.0, 1000.0]):
+        run.log("loss", v, step=step)
+    page = watched.page
+    # The runs table: the running run's status turns Completed without a reload.
+    watched.goto("/experiments/toggles")
+    status = page.locator(f'tr[data-run="{run.id}"] .status')
+    expect(status).to_have_text("Running")
+    run.complete()
+    expect(status).to_have_text("Completed", timeout=15_000)
+    # Log scale and smoothing redraw each chart in place (one plot each, no error for the
+    # value <= 0 that a log scale cannot show).
+    watched.goto(f"/runs/{run.id}")
+    chart = page.locator('figure.chart[data-name="loss"]')
+    expect(chart.locator(".uplot")).to_have_count(1)
+    page.check("#log-scale")
+    page.locator("#smoothing").fill("0.6")
+    expect(page.locator("#smoothing-value")).to_have_text("0.60")
+    expect(chart.locator(".uplot")).to_have_count(1)
+    page.uncheck("#log-scale")
+    expect(chart.locator(".uplot")).to_have_count(1)
+    watched.goto(f"/compare?runs={run.id}")
+    page.check("#log-scale")
+    expect(page.locator('figure.chart[data-name="loss"] .uplot')).to_have_count(1)
+    watched.shot("toggles")

@@ -42,6 +42,14 @@ def try_it(b: Browser, body: str | bytes, csrf: str | None, origin: str | None =
     return status, json.loads(data)
 
 
+def reveal(b: Browser, csrf: str | None, origin: str = "same", name: str = "svc"):  # noqa: ANN201
+    headers = {"Accept": "application/json", "Origin": b.origin if origin == "same" else origin}
+    if csrf is not None:
+        headers["X-CSRF-Token"] = csrf
+    status, _, data = b.request("POST", f"/services/{name}/keys", b"", headers)
+    return status, json.loads(data)
+
+
 def test_service_page_charts_its_recorded_requests(ws, svc) -> None:  # noqa: ANN001
     with StudioServer(ws) as studio:
         b = Browser(studio.url)
@@ -61,6 +69,20 @@ def test_service_page_charts_its_recorded_requests(ws, svc) -> None:  # noqa: AN
         status, _, body = b.get("/services/svc")
         assert status == 200 and b'id="telemetry-data"' in body and b'data-name="latency"' in body
         assert b'id="try"' in body  # no sign-in on a local studio: the box is there
+        # Keys are asked for (a CSRF-checked POST), never in the page or its JSON; the end of
+        # the service's logs is.
+        primary, secondary = svc.get_keys()
+        assert b'id="keys-show"' in body and b"Recent logs" in body
+        assert primary.encode() not in body and secondary.encode() not in body
+        assert page["logs"] and all(log["name"].endswith(".log") for log in page["logs"])
+        assert primary not in json.dumps(page)
+        csrf = b.csrf("/services/svc")
+        assert reveal(b, csrf) == (200, {"primaryKey": primary, "secondaryKey": secondary})
+        assert reveal(b, None)[0] == 403
+        assert reveal(b, "forged")[0] == 403
+        assert reveal(b, csrf, origin="http://evil.example")[0] == 403
+        assert reveal(b, csrf, name="nope")[0] == 404
+        assert b.request("GET", "/services/svc/keys", b"", {})[0] in (404, 405)
 
 
 def test_telemetry_series_of_a_quiet_or_new_service(ws) -> None:  # noqa: ANN001
@@ -117,7 +139,10 @@ def test_under_serve_a_reader_cannot_try_a_contributor_can(ws, svc) -> None:  # 
         assert reader.sign_in(tokens["reader"])[0] == 303
         status, _, body = reader.get("/services/svc")
         assert status == 200 and b'id="try"' not in body and b'data-name="requests"' in body
+        assert b'id="keys-show"' not in body
         status, answer = try_it(reader, "{}", reader.csrf("/services/svc"))
+        assert status == 403 and "needs role 'contributor'" in answer["error"]
+        status, answer = reveal(reader, reader.csrf("/services/svc"))
         assert status == 403 and "needs role 'contributor'" in answer["error"]
         writer = Browser(server.url)
         assert writer.sign_in(tokens["contributor"])[0] == 303
@@ -126,6 +151,7 @@ def test_under_serve_a_reader_cannot_try_a_contributor_can(ws, svc) -> None:  # 
         assert try_it(writer, "{}", reader.csrf("/services/svc"))[0] == 403
         status, answer = try_it(writer, json.dumps({"data": [3]}), csrf)
         assert status == 200 and json.loads(answer["body"]) == {"result": [6]}
+        assert reveal(writer, csrf)[1]["primaryKey"] == svc.get_keys()[0]
         # Signed out: 401, not a redirect, for this JSON POST.
         assert try_it(Browser(server.url), "{}", csrf)[0] == 401
     finally:

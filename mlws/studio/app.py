@@ -222,6 +222,11 @@ def studio_app(
             sort=q.get("sort") or "created",
             ascending=q.get("asc") == "1",
             page=page_no,
+            # The chooser's form always sends ``col`` (an empty one at least): present means
+            # "these columns", absent (a plain link) means all of them.
+            shown=[c.strip() for i in q.getlist("col") for c in i.split(",") if c.strip()]
+            if "col" in q
+            else None,
         )
 
         def link(**changes: Any) -> str:
@@ -236,6 +241,14 @@ def studio_app(
     async def run_page(request: Request) -> Response:
         page = await guarded(request, data.run_page, ws, request.path_params["run_id"])
         return respond(request, "run.html", page)
+
+    async def statuses(request: Request) -> Response:
+        """GET /runs/status.json?ids=a,b: the runs table's poll while some of its runs run."""
+        ids = [i.strip() for item in request.query_params.getlist("ids") for i in item.split(",")]
+        out = await guarded(request, data.run_statuses, ws, ids)
+        return Response(
+            to_json(out), media_type="application/json", headers={"Cache-Control": "no-store"}
+        )
 
     async def compare_page(request: Request) -> Response:
         q = request.query_params
@@ -447,6 +460,15 @@ def studio_app(
         result = await guarded(request, tryit.try_service, ws, request.path_params["name"], body)
         return Response(to_json(result), media_type="application/json")
 
+    async def reveal_keys(request: Request) -> Response:
+        """POST /services/{name}/keys: the service's keys, for a contributor who asked (a
+        POST, CSRF-checked, so no other site's page and no plain link can get them)."""
+        check_post(request, request.headers.get("x-csrf-token"), role="contributor")
+        keys = await guarded(request, registry.service_keys, ws, request.path_params["name"])
+        return Response(
+            to_json(keys), media_type="application/json", headers={"Cache-Control": "no-store"}
+        )
+
     async def http_error(request: Request, exc: Any) -> Response:
         return error(request, exc.status_code, str(exc.detail))
 
@@ -455,6 +477,7 @@ def studio_app(
         Route("/index.json", experiments_page),
         Route("/experiments/{name}.json", runs_table),
         Route("/experiments/{name}", runs_table),
+        Route("/runs/status.json", statuses),
         Route("/runs/{run_id}/files/{path:path}", download),
         Route("/runs/{run_id}/events", events),
         Route("/runs/{run_id}.json", run_page),
@@ -492,6 +515,7 @@ def studio_app(
         Route("/compare.json", compare_page),
         Route("/compare", compare_page),
         Route("/services/{name}/try", try_it, methods=["POST"]),
+        Route("/services/{name}/keys", reveal_keys, methods=["POST"]),
         Route("/signin", signin, methods=["GET", "POST"]),
         Route("/signin/session.json", session_probe),
         Route("/signout", signout, methods=["POST"]),

@@ -90,6 +90,64 @@ def _by_seq(ws: Workspace, table: str, seqs: list[int]) -> dict[int, dict[str, A
     return out
 
 
+#: The runs table's optional columns: ``<kind>:<key>`` -> the row field holding them.
+COLUMN_KINDS = {"tag": "tags", "property": "properties", "metric": "metrics"}
+
+
+#: Most runs one status poll of the runs table asks about (a page).
+MAX_STATUS_IDS = 200
+
+
+def run_statuses(ws: Workspace, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``{id: {"status", "duration"}}`` of the listed runs (unknown ids left out): what the runs
+    table polls while some of its runs are active, instead of reloading its page.
+
+    :raises UserErrorException: more than :data:`MAX_STATUS_IDS` ids.
+    """
+    from ..lifecycle import reconcile_active
+
+    ids = list(dict.fromkeys(i for i in ids if i))
+    if len(ids) > MAX_STATUS_IDS:
+        raise UserErrorException(f"status of at most {MAX_STATUS_IDS} runs at once")
+    if not ids:
+        return {}
+    # A dead run must not poll as Running forever.
+    reconcile_active(ws)
+    marks = ",".join("?" * len(ids))
+    return {
+        r["id"]: {"status": r["status"], "duration": _seconds(r["start_time"], r["end_time"])}
+        for r in ws.catalog.query(
+            f"SELECT id, status, start_time, end_time FROM runs WHERE id IN ({marks})", ids
+        )
+    }
+
+
+def split_query(q: str | None) -> tuple[str | None, list[tuple[str, str, float]]]:
+    """The runs table's search box: words ``metric:<name><op><number>`` (``metric:acc>=0.9``)
+    become metric filters, the rest is the id/name text.
+
+    :raises UserErrorException: a ``metric:`` word without a comparison or number.
+    """
+    import re
+
+    words, filters = [], []
+    for word in (q or "").split():
+        if not word.startswith("metric:"):
+            words.append(word)
+            continue
+        # The name is the shortest prefix before an operator; ">=" is tried before ">".
+        m = re.fullmatch(r"metric:([^<>=!]+)(>=|<=|!=|>|<|=)(.+)", word)
+        try:
+            if m is None:
+                raise ValueError(word)
+            filters.append((m[1], m[2], float(m[3])))
+        except ValueError:
+            raise UserErrorException(
+                f"metric filter {word!r}: write metric:<name><op><number>, e.g. metric:acc>=0.9"
+            ) from None
+    return (" ".join(words) or None), filters
+
+
 def runs_page(
     ws: Workspace,
     experiment: str,
@@ -100,9 +158,13 @@ def runs_page(
     sort: str = "created",
     ascending: bool = False,
     page: int = 1,
+    shown: list[str] | None = None,
 ) -> dict[str, Any]:
     """One page of an experiment's top-level runs, filtered and sorted on the server, with the
-    tag, property and metric columns of that page's runs.
+    tag, property and metric columns of that page's runs. ``text`` may hold metric filters
+    (``metric:acc>=0.9``, see :func:`split_query`). ``shown``: the tag, property and metric
+    columns to show (``tag:k``, ``property:k``, ``metric:k``; None: all of the page's);
+    ``all_columns`` lists every one the page could show (the column chooser).
 
     :raises ExperimentNotFound: no such experiment.
     :raises UserErrorException: a bad sort key or page number.
@@ -113,13 +175,20 @@ def runs_page(
         raise ExperimentNotFound(f"no experiment {experiment!r}")
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise UserErrorException(f"page is a whole number >= 1, got {page!r}")
+    for col in shown or ():
+        if col.partition(":")[0] not in COLUMN_KINDS or not col.partition(":")[2]:
+            raise UserErrorException(
+                f"column {col!r}: write tag:<key>, property:<key> or metric:<name>"
+            )
+    words, metric_filters = split_query(text)
     # One row more than a page says whether a next page exists without counting 100k rows.
     rows = query_runs(
         ws,
         experiment=experiment,
         tags=tags or None,
         status=status or None,
-        text=text or None,
+        text=words,
+        metrics=metric_filters,
         sort_by=sort or "created",
         ascending=ascending,
         limit=PAGE_SIZE + 1,
@@ -160,6 +229,13 @@ def runs_page(
         return sorted({k for row in out_rows for k in row[field]})
 
     statuses = [r[0] for r in ws.catalog.query("SELECT DISTINCT status FROM runs ORDER BY status")]
+    every = {field: keys(field) for field in COLUMN_KINDS.values()}
+    chosen = every
+    if shown is not None:
+        picked = set(shown)
+        chosen = {
+            f: [k for k in every[f] if f"{kind}:{k}" in picked] for kind, f in COLUMN_KINDS.items()
+        }
     return {
         "experiment": experiment,
         "filters": {"status": status or "", "tags": tags or {}, "text": text or ""},
@@ -169,11 +245,9 @@ def runs_page(
         "page_size": PAGE_SIZE,
         "has_next": has_next,
         "statuses": statuses,
-        "columns": {
-            "tags": keys("tags"),
-            "properties": keys("properties"),
-            "metrics": keys("metrics"),
-        },
+        "columns": chosen,
+        "all_columns": every,
+        "shown": shown,
         "runs": out_rows,
     }
 
@@ -397,16 +471,27 @@ def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
     }
 
 
+#: Most runs one compare page shows side by side.
+MAX_COMPARE = 100
+#: Points of one compare chart, shared among its runs' series (each keeps at least the minimum).
+COMPARE_POINTS = 20_000
+MIN_COMPARE_POINTS = 200
+
+
 def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
     """Runs side by side: every scalar series of each run (overlaid per metric name) and the
     fields, tags, properties and once-logged metrics whose values differ between them.
 
+    Each series is downsampled to ``COMPARE_POINTS / len(ids)`` points (at least
+    ``MIN_COMPARE_POINTS``): a chart of 100 overlaid runs stays ~20,000 points, drawn quickly.
+
     :raises RunNotFound: one of the ids names no run.
-    :raises UserErrorException: fewer than one or more than 20 ids.
+    :raises UserErrorException: fewer than one or more than :data:`MAX_COMPARE` ids.
     """
     ids = list(dict.fromkeys(i for i in run_ids if i))
-    if not ids or len(ids) > 20:
-        raise UserErrorException("compare needs 1 to 20 run ids: ?runs=a,b,c")
+    if not ids or len(ids) > MAX_COMPARE:
+        raise UserErrorException(f"compare needs 1 to {MAX_COMPARE} run ids: ?runs=a,b,c")
+    per_series = max(MIN_COMPARE_POINTS, COMPARE_POINTS // len(ids))
     runs = [ws.get_run(i) for i in ids]
     charts: dict[str, dict[str, Any]] = {}
     fields: dict[str, dict[str, Any]] = {}
@@ -429,7 +514,7 @@ def compare(ws: Workspace, run_ids: list[str]) -> dict[str, Any]:
                 # A value logged once (a final accuracy) compares as a value, not a chart.
                 values[f"metric:{name}"] = series[0][1] if series else None
             else:
-                charts.setdefault(name, {})[run.id] = series
+                charts.setdefault(name, {})[run.id] = lttb(series, per_series)
         for k, v in values.items():
             fields.setdefault(k, {})[run.id] = v
     differing = {

@@ -266,6 +266,7 @@ def service(ws: Workspace, name: str) -> dict[str, Any]:
         "config": _flat(config),
         "telemetry": telemetry(ws, name),
         "series": telemetry_series(ws, name, r["created"]),
+        "logs": recent_logs(ws, name),
         "by_status": {
             str(status): n
             for status, n in ws.catalog.query(
@@ -275,6 +276,46 @@ def service(ws: Workspace, name: str) -> dict[str, Any]:
             )
         },
     }
+
+
+#: How much of the end of each of a service's log files its page shows.
+LOG_TAIL_BYTES = 16 * 1024
+
+
+def recent_logs(ws: Workspace, name: str) -> list[dict[str, str]]:
+    """The end of each log file of service ``name`` (supervisor, replicas): ``[{"name",
+    "text"}]``. Only the last :data:`LOG_TAIL_BYTES` are read (a busy service's log is large);
+    a partial first line is dropped."""
+    from ..serving.service import service_dir
+
+    logs = service_dir(ws, name) / "logs"
+    out = []
+    for f in sorted(logs.glob("*.log")) if logs.is_dir() else []:
+        try:
+            with f.open("rb") as fh:
+                size = fh.seek(0, 2)
+                fh.seek(max(0, size - LOG_TAIL_BYTES))
+                data = fh.read(LOG_TAIL_BYTES)
+        except OSError:
+            continue
+        if size > LOG_TAIL_BYTES:
+            data = data.partition(b"\n")[2]
+        out.append({"name": f.name, "text": data.decode("utf-8", "replace")})
+    return out
+
+
+def service_keys(ws: Workspace, name: str) -> dict[str, str | None]:
+    """``{"primaryKey", "secondaryKey"}`` of service ``name`` (None when its auth is off): what
+    the page shows when a contributor asks (never in a page's GET or its JSON).
+
+    :raises WebserviceException: no service of that name.
+    """
+    from ..serving import Webservice
+
+    if ws.catalog.scalar("SELECT 1 FROM services WHERE name = ?", (name,)) is None:
+        raise WebserviceException(f"no service {name!r}")
+    primary, secondary = Webservice(ws, name).get_keys()
+    return {"primaryKey": primary, "secondaryKey": secondary}
 
 
 # -- datasets and datastores ----------------------------------------------------------------------
@@ -334,6 +375,33 @@ def _preview(ds: Any) -> dict[str, Any] | None:
     return {"columns": [str(c) for c in frame.columns], "rows": rows}
 
 
+#: Most runs listed per dataset version (the newest), as consumers or producers.
+RUNS_PER_VERSION = 20
+
+
+def dataset_runs(ws: Workspace, name: str, versions: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """``{version: [{"id", "status", "direction", "input"}]}``: the newest
+    :data:`RUNS_PER_VERSION` runs that consumed (``input``) or produced (``output``) each
+    listed version of dataset ``name`` (read on the ``(dataset_name, dataset_version)`` index)."""
+    if not versions:
+        return {}
+    marks = ",".join("?" * len(versions))
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in ws.catalog.query(
+        "SELECT * FROM (SELECT rd.dataset_version AS version, rd.direction, rd.name AS input,"
+        " r.id, r.status, row_number() OVER (PARTITION BY rd.dataset_version"
+        " ORDER BY r.created DESC, r.seq DESC) AS k"
+        " FROM run_datasets rd JOIN runs r ON r.seq = rd.run_seq"
+        f" WHERE rd.dataset_name = ? AND rd.dataset_version IN ({marks}))"
+        " WHERE k <= ? ORDER BY version DESC, k",
+        [name, *versions, RUNS_PER_VERSION],
+    ):
+        out.setdefault(r["version"], []).append(
+            {"id": r["id"], "status": r["status"], "direction": r["direction"], "input": r["input"]}
+        )
+    return out
+
+
 def dataset(ws: Workspace, name: str) -> dict[str, Any]:
     """A dataset's versions, newest first (fingerprint, whether the data changed since each was
     registered), and a preview of the latest version's first rows when it is tabular.
@@ -372,14 +440,55 @@ def dataset(ws: Workspace, name: str) -> dict[str, Any]:
                 "definition": json.dumps(ds.definition),
             }
         )
+    used = dataset_runs(ws, name, [v["version"] for v in versions])
+    for v in versions:
+        v["runs"] = used.get(v["version"], [])
     latest = Dataset.get_by_name(ws, name, rows[0]["version"])
     preview = _preview(latest) if latest.definition.get("type") == "tabular" else None
     return {"name": name, "versions": versions, "preview": preview}
 
 
 # -- compute and environments ---------------------------------------------------------------------
+def compute_use(ws: Workspace) -> dict[str, dict[str, int]]:
+    """``{target: {"running", "queued"}}``: a target's runs holding a slot (started, not yet
+    ended) and waiting for one (``Queued``/``NotStarted``), from the catalog (active runs are
+    as last recorded: a listing of runs reconciles them with their processes)."""
+    from ..lifecycle import ACTIVE
+
+    out: dict[str, dict[str, int]] = {}
+    marks = ",".join("?" * len(ACTIVE))
+    for r in ws.catalog.query(
+        # A pipeline or a sweep runs no script of its own: its steps and trials hold the slots.
+        # Interactive runs (start_logging) hold none either.
+        f"SELECT coalesce(target, 'local') AS target, status, count(*) AS n FROM runs"
+        f" WHERE status IN ({marks}) AND coalesce(type, '') NOT IN"
+        " ('azureml.PipelineRun', 'hyperdrive', 'interactive') GROUP BY 1, 2",
+        list(ACTIVE),
+    ):
+        use = out.setdefault(r["target"], {"running": 0, "queued": 0})
+        use["queued" if r["status"] in ("NotStarted", "Queued") else "running"] += r["n"]
+    return out
+
+
+def compute_slots(ws: Workspace, kind: str, config: dict[str, Any]) -> int | None:
+    """How many runs a target runs at once (``None``: not limited by slots): ``local`` as
+    configured or one per CPU, ``ssh`` runs per host times hosts, ``dask`` its most workers."""
+    if kind == "local":
+        from ..compute.local import max_concurrent_runs
+
+        return max_concurrent_runs(ws)
+    if kind == "ssh":
+        return int(config.get("maxConcurrentRunsPerNode", 1)) * max(
+            1, len(config.get("nodes") or [])
+        )
+    if kind == "dask" and config.get("maxNodes"):
+        return int(config["maxNodes"])
+    return None
+
+
 def compute(ws: Workspace) -> dict[str, Any]:
-    """Every compute target (name, type, config without secrets) and every environment version."""
+    """Every compute target (name, type, config without secrets, slots and their use: runs
+    running and queued) and every environment version."""
     targets = [
         {
             "name": r["name"],
@@ -389,6 +498,12 @@ def compute(ws: Workspace) -> dict[str, Any]:
         }
         for r in ws.catalog.query("SELECT * FROM compute_targets ORDER BY name")
     ]
+    if not any(t["name"] == "local" for t in targets):
+        targets.insert(0, {"name": "local", "type": "local", "config": {}, "created": None})
+    busy = compute_use(ws)
+    for t in targets:
+        t.update(busy.get(t["name"], {"running": 0, "queued": 0}))
+        t["slots"] = compute_slots(ws, t["type"], t["config"])
     envs = [
         {
             "name": r["name"],

@@ -36,15 +36,66 @@
     return cols;
   }
 
+  // The charts' view toggles (run and compare pages): EMA smoothing weight, log y scale.
+  var view = { smooth: 0, log: false };
+  var drawn = [];  // {fig, series, plot}: every metric chart, redrawn when the view changes
+
+  // Smoothing as TensorBoard's: an exponential moving average, debiased at the start; a log
+  // scale cannot show values <= 0, so they become gaps.
+  function viewed(cols) {
+    return [cols[0]].concat(cols.slice(1).map(function (ys) {
+      var acc = 0, n = 0;
+      return ys.map(function (y) {
+        if (y === null) return null;
+        var v = y;
+        if (view.smooth > 0) {
+          acc = acc * view.smooth + (1 - view.smooth) * y;
+          n += 1;
+          v = acc / (1 - Math.pow(view.smooth, n));
+        }
+        return view.log && !(v > 0) ? null : v;
+      });
+    }));
+  }
+
+  function columns(series) { return viewed(toColumns(series)); }
+
   function draw(fig, series) {
+    var plot = makePlot(fig, series);
+    var entry = { fig: fig, series: series, plot: plot };
+    drawn.push(entry);
+    return entry;
+  }
+
+  function redrawAll() {
+    drawn.forEach(function (e) {
+      e.plot.destroy();
+      e.plot = makePlot(e.fig, e.series);
+    });
+  }
+
+  function chartControls() {
+    var log = document.getElementById("log-scale");
+    var smooth = document.getElementById("smoothing");
+    if (!log || !smooth) return;
+    var said = document.getElementById("smoothing-value");
+    log.addEventListener("change", function () { view.log = log.checked; redrawAll(); });
+    smooth.addEventListener("input", function () {
+      view.smooth = Math.min(0.999, Math.max(0, Number(smooth.value) || 0));
+      if (said) said.textContent = view.smooth.toFixed(2);
+      redrawAll();
+    });
+  }
+
+  function makePlot(fig, series) {
     var opts = {
       width: 460, height: 240,
-      scales: { x: { time: false } },
+      scales: { x: { time: false }, y: { distr: view.log ? 3 : 1 } },
       series: [{ label: "step" }].concat(series.map(function (s, i) {
         return { label: s.label, stroke: COLORS[i % COLORS.length], spanGaps: true, points: { show: false } };
       })),
     };
-    return new uPlot(opts, toColumns(series), fig);
+    return new uPlot(opts, columns(series), fig);
   }
 
   var plots = {};  // metric name -> {plot, series}
@@ -55,7 +106,7 @@
     Object.keys(charts).forEach(function (name) {
       var fig = chartFor(name);
       var series = [{ label: name, points: charts[name] }];
-      plots[name] = { plot: draw(fig, series), series: series };
+      plots[name] = draw(fig, series);
     });
     var live = readJSON("live-data");
     if (live && !live.terminal) follow(live, charts);
@@ -72,11 +123,11 @@
       fig.appendChild(cap);
       document.getElementById("charts").appendChild(fig);
       var series = [{ label: name, points: points }];
-      plots[name] = { plot: draw(fig, series), series: series };
+      plots[name] = draw(fig, series);
       return;
     }
     entry.series[0].points = entry.series[0].points.concat(points);
-    entry.plot.setData(toColumns(entry.series));
+    entry.plot.setData(columns(entry.series));
   }
 
   function follow(live, charts) {
@@ -160,9 +211,24 @@
         { label: "p95 ms", values: tele.p95 },
       ]);
     }
+    var meta = document.querySelector("meta[name=csrf-token]");
+    var show = document.getElementById("keys-show");
+    if (show) {
+      // Keys come only from a POST with the page's CSRF token, never with the page itself.
+      show.addEventListener("click", function () {
+        var out = document.getElementById("keys");
+        fetch(root + "/services/" + encodeURIComponent(show.getAttribute("data-service")) + "/keys", {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Accept": "application/json", "X-CSRF-Token": meta ? meta.getAttribute("content") : "" },
+        }).then(function (r) { return r.json(); }).then(function (d) {
+          out.textContent = d.error ? d.error
+            : "primary:   " + (d.primaryKey || "(auth off)") + "\nsecondary: " + (d.secondaryKey || "(auth off)");
+        }).catch(function (err) { out.textContent = String(err); });
+      });
+    }
     var form = document.getElementById("try");
     if (!form) return;
-    var meta = document.querySelector("meta[name=csrf-token]");
     var result = document.getElementById("try-result");
     var said = document.getElementById("try-status");
     form.addEventListener("submit", function (e) {
@@ -211,7 +277,51 @@
       .catch(function () { /* stay on the sign-in page */ });
   }
 
+  // The runs table: while some of its runs are active, their status (and duration) is polled
+  // from a small JSON URL every few seconds, without reloading the page.
+  function runsTable() {
+    var rows = document.querySelectorAll("#runs tr[data-run]");
+    if (!rows.length) return;
+    var ended = { Completed: 1, Failed: 1, Canceled: 1 };
+    function duration(secs) { // as the page's own (app._duration)
+      if (secs < 60) return secs.toFixed(1) + "s";
+      var m = Math.floor(secs / 60), s = Math.floor(secs) % 60, h = Math.floor(m / 60);
+      m = m % 60;
+      function two(n) { return (n < 10 ? "0" : "") + n; }
+      return h ? h + "h" + two(m) + "m" : m + "m" + two(s) + "s";
+    }
+    function active() {
+      var ids = [];
+      rows.forEach(function (tr) {
+        var s = tr.querySelector(".status");
+        if (s && !ended[s.textContent]) ids.push(tr.getAttribute("data-run"));
+      });
+      return ids;
+    }
+    function poll() {
+      var ids = active();
+      if (!ids.length) return;
+      fetch(root + "/runs/status.json?ids=" + ids.map(encodeURIComponent).join(","), {
+        credentials: "same-origin",
+      }).then(function (r) { return r.json(); }).then(function (d) {
+        rows.forEach(function (tr) {
+          var x = d[tr.getAttribute("data-run")];
+          if (!x) return;
+          var s = tr.querySelector(".status");
+          s.textContent = x.status;
+          s.className = "status s-" + x.status.toLowerCase();
+          var dur = tr.querySelector(".duration");
+          if (dur && x.duration !== null) dur.textContent = duration(x.duration);
+        });
+        setTimeout(poll, 3000);
+      }).catch(function () { setTimeout(poll, 10000); });
+    }
+    setTimeout(poll, 3000);
+  }
+
   signinPage();
+  chartControls();
+  runsTable();
   runPage();
   sweepView();
   comparePage();
