@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MlwsError, RequestTooLarge
+from ..errors import MlwsError
 from . import blobs, models, pipelines, runs, submitted, workspace
 from .api import PREFIX, Call, Endpoint, dumps, error_body, http_error, openapi, parse_json_body
 from .auth import authenticate
@@ -54,21 +54,6 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(dumps(data), status_code=status, media_type="application/json")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise RequestTooLarge(
-            f"the request body is {int(length)} bytes; this server takes at most {limit}"
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"the request body is over {limit} bytes, this server's limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def build_app(
     ws: Workspace,
     *,
@@ -98,6 +83,7 @@ def build_app(
     from .. import __version__
     from ..metrics import prune_batch_ids
     from ..studio.app import studio_app
+    from ..studio.signin import read_body
     from .leases import expire, lease_seconds, sweep_interval
 
     lease = lease_seconds(run_lease_s)
@@ -121,7 +107,7 @@ def build_app(
                     )
                 body: Any = None
                 if ep.method in ("POST", "PUT", "PATCH"):
-                    raw = await _read_body(request, max_body)
+                    raw = await read_body(request, max_body)
                     body = raw if ep.raw_body else parse_json_body(raw)
                 query: dict[str, list[str]] = {}
                 for k, v in request.query_params.multi_items():

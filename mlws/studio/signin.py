@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from ..errors import Unauthorized, UserErrorException
+from ..errors import Unauthorized
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -163,15 +163,23 @@ def check_csrf(expected: str, sent: str | None) -> bool:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """A request's body, read no further than ``limit`` bytes.
+    """A request's body, read no further than ``limit`` bytes (the server's API reads its
+    bodies with this too).
 
-    :raises UserErrorException: a body over ``limit`` bytes.
+    :raises RequestTooLarge: a body over ``limit`` bytes, by its Content-Length or as read.
     """
+    from ..errors import RequestTooLarge
+
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise RequestTooLarge(
+            f"the request body is {int(length)} bytes; this server takes at most {limit}"
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise UserErrorException(f"the request body is over {limit} bytes")
+            raise RequestTooLarge(f"the request body is over {limit} bytes, this server's limit")
         chunks.append(chunk)
     return b"".join(chunks)
 
