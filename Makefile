@@ -35,13 +35,13 @@ demo: $(STAMP)
 	$(BIN)/python examples/quickstart/driver.py
 	$(BIN)/python examples/pipeline/driver.py
 
-# Four workers, a test file each at a time (most tests wait on subprocesses, sshd or Dask rather
+# Six workers, a test file each at a time (most tests wait on subprocesses, sshd or Dask rather
 # than the CPU: on 2 cores 1,080 s of tests took 377 s with three workers, about 540 s with two;
-# at ~1,800 s of tests three workers kept the CPUs ~85% busy, so a fourth fills the waits);
+# at ~1,800 s of tests, four workers kept the 2 CPUs only ~70% busy over a whole fresh-clone run);
 # then, alone, the tests that assert throughput or load (marked serial).
 test: $(STAMP)
 	$(PYC)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 4 --dist loadfile -m "not serial" tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 6 --dist loadfile -m "not serial" tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial tests
 
 bench: $(STAMP)
