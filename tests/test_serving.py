@@ -409,6 +409,19 @@ def test_update_under_load_drops_no_request(deploy, ws: Workspace, tmp_path: Pat
 
 
 @pytest.mark.timeout(60)
+def test_once_update_returns_every_new_connection_reaches_the_new_version(
+    deploy, ws: Workspace, tmp_path: Path
+) -> None:
+    # update() returns once no old replica accepts: before, a fresh connection on the shared
+    # socket could still be answered by the version being replaced.
+    svc = deploy(replicas=2)
+    for factor in (3, 4):
+        svc.update(models=[register(ws, tmp_path, "m", factor)])
+        answers = [svc.run({"data": [1]}) for _ in range(20)]
+        assert answers == [{"result": [factor]}] * 20
+
+
+@pytest.mark.timeout(60)
 def test_update_to_failing_init_keeps_the_old_version(deploy, tmp_path: Path) -> None:
     svc = deploy()
     bad = write_source(tmp_path, FAILING_INIT)

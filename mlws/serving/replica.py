@@ -414,6 +414,9 @@ async def _drain(app: App, server: Any) -> None:
     app.draining = True
     for s in getattr(server, "servers", []):
         s.close()
+    # Told only now: the supervisor calls an update applied once no old replica accepts, so
+    # a request sent after update() returns is always answered by the new version.
+    _send(t="closed")
     deadline = time.monotonic() + 5.0
     while server.server_state.connections and time.monotonic() < deadline:
         await asyncio.sleep(0.02)

@@ -431,7 +431,23 @@ class Supervisor:
         self.replicas = new
         for r in old:
             r.send(drain=True)
+        self._await_closed(old)
         self._set(state="Healthy", error=None, applied=gen)
+
+    def _await_closed(self, old: list[Replica]) -> None:
+        """Wait (a few seconds at most) until every old replica has stopped accepting
+        connections, handling other events meanwhile: before that, a new connection on the
+        shared socket may still reach the old version."""
+        waiting = {id(r) for r in old if r.proc.poll() is None}
+        deadline = time.monotonic() + 5.0
+        while waiting and time.monotonic() < deadline:
+            try:
+                replica, msg = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if id(replica) in waiting and msg.get("t") in ("closed", "gone"):
+                waiting.discard(id(replica))
+            self._on_event(replica, msg)
 
     def _replica_settings(self) -> dict[str, Any]:
         return {
