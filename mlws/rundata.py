@@ -393,7 +393,7 @@ def rebuild_dataset(ws: Workspace, spec: dict[str, Any]) -> AbstractDataset:
 # -- where the run is prepared ------------------------------------------------------------------
 def prepare(
     ws: Workspace,
-    run_seq: int,
+    run_seq: int | str,
     definition: dict[str, Any],
     workdir: Path,
     links_ok: bool,
@@ -404,7 +404,7 @@ def prepare(
     inputs may be hard links to the data (the script will get them read-only); otherwise they
     are copies. ``remote``: the folder goes to another machine, so direct inputs are copied
     too (the data is not there). Returns notes for the run's log (data changed since it was
-    registered).
+    registered). ``run_seq``: the run's seq in the catalog (on a remote workspace, its id).
 
     :raises UserErrorException: an input matches no file any more.
     """
@@ -463,8 +463,24 @@ def prepare(
     return notes
 
 
-def _record(ws: Workspace, rows: list[tuple[int, str, str, str, Any, str | None, bool]]) -> None:
-    """Lineage rows: ``(run seq, direction, name in the run, mode, dataset, content, changed)``."""
+def _record(
+    ws: Workspace, rows: list[tuple[int | str, str, str, str, Any, str | None, bool]]
+) -> None:
+    """Lineage rows: ``(run seq, direction, name in the run, mode, dataset, content, changed)``;
+    on a remote workspace (where a run's seq is its id) the server records them."""
+    if ws.remote is not None:
+        from .remote.datasets import record_lineage
+
+        record_lineage(ws, rows)
+        return
+    record_lineage_rows(ws, rows)
+
+
+def record_lineage_rows(
+    ws: Workspace, rows: list[tuple[int, str, str, str, Any, str | None, bool]]
+) -> None:
+    """Write lineage rows (see ``_record``) into the catalog, replacing a run's rows of the same
+    direction and name."""
     with ws.catalog.write() as conn:
         conn.executemany(
             "INSERT OR REPLACE INTO run_datasets (run_seq, direction, name, mode,"

@@ -102,6 +102,47 @@ def test_unported_submits_are_one_line_errors_and_send_nothing(
     assert dict(remote.remote.counters) == before
 
 
+READ = """
+import sys
+from mlws import Run
+lines = open(sys.argv[1]).read().splitlines()
+Run.get_context().log("rows", len(lines) - 1)
+"""
+
+
+def test_dataset_inputs_are_fetched_here_and_their_lineage_is_on_the_server(
+    served, remote, tmp_path: Path
+) -> None:  # noqa: ANN001
+    from mlws import Dataset, OutputFileDatasetConfig
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "t.csv").write_text("a,b\n1,2\n3,4\n5,6\n")
+    store = remote.get_default_datastore()
+    store.upload(data, "sub-in", overwrite=True, show_progress=False)
+    ds = Dataset.File.from_files((store, "sub-in/t.csv")).register(
+        remote, "sub_in", create_new_version=True
+    )
+    src = _source(tmp_path / "src", READ)
+    (src / "train.py").rename(src / "read.py")
+    exp = Experiment(remote, "sub-data")
+    with pytest.raises(NotAvailableRemotely, match="OutputFileDatasetConfig"):
+        exp.submit(ScriptRunConfig(src, "read.py", arguments=[OutputFileDatasetConfig("o")]))
+    arg = ds.as_named_input("table").as_download()
+    run = exp.submit(ScriptRunConfig(src, "read.py", arguments=[arg]))
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed", details
+    assert run.get_metrics()["rows"] == 3
+    used = details["inputDatasets"]
+    assert [u["dataset"]["id"] for u in used] == [ds.id]
+    assert used[0]["consumptionDetails"] == {
+        "type": "RunInput",
+        "inputName": "table",
+        "mechanism": "Download",
+    }
+    assert [r["run"] for r in Dataset.get_by_name(remote, "sub_in", ds.version).runs()] == [run.id]
+
+
 def test_cancel_stops_the_local_process(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
     src = _source(
         tmp_path / "src",

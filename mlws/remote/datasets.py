@@ -89,3 +89,29 @@ def register(
     }
     path = ws.remote.path("datasets", name, "versions")
     return dataset_of(ws, ws.remote.request("POST", path, body))
+
+
+def record_lineage(
+    ws: Workspace, rows: list[tuple[Any, str, str, str, Any, str | None, bool]]
+) -> None:
+    """Send a run's lineage rows (``(run id, direction, name in the run, mode, dataset,
+    content, changed)``, as ``rundata`` makes them) to the server: ``POST /runs/{id}/datasets``.
+
+    :raises NotAvailableRemotely: an output (runs on a remote workspace take inputs only yet)."""
+    from .backend import not_available
+
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for run_id, direction, name, mode, ds, content, changed in rows:
+        if direction != "input":
+            raise not_available("a run output written to a datastore", ws.remote.url)
+        by_run.setdefault(str(run_id), []).append(
+            {
+                "name": name,
+                "mode": mode,
+                "dataset": {"name": ds.name, "version": ds.version, "definition": ds.definition},
+                "content": content,
+                "changed": bool(changed),
+            }
+        )
+    for run_id, inputs in by_run.items():
+        ws.remote.request("POST", ws.remote.path("runs", run_id, "datasets"), {"inputs": inputs})

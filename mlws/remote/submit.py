@@ -101,6 +101,25 @@ def plain_arguments(ws: Workspace, arguments: list[Any]) -> list[str]:
     return out
 
 
+def data_arguments(ws: Workspace, arguments: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """A script's arguments as the run definition records them, and its dataset inputs
+    (``as_named_input``, ``as_mount``, ``as_download``, a dataset or a datastore path): the
+    submitting machine prepares them, and its supervisor sends their lineage to the server.
+
+    :raises NotAvailableRemotely: an output (``OutputFileDatasetConfig``) or stored files."""
+    from ..rundata import encode_arguments
+    from .backend import not_available
+
+    if all(isinstance(a, (str, int, float)) for a in arguments):
+        return plain_arguments(ws, arguments), []
+    args, inputs, outputs = encode_arguments(ws, arguments)
+    if outputs:
+        raise not_available("a run output (OutputFileDatasetConfig)", ws.remote.url)
+    if any(spec.get("manifest") for spec in inputs):
+        raise not_available("stored files as a run input", ws.remote.url)
+    return args, inputs
+
+
 def submit(
     experiment: Experiment,
     config: ScriptRunConfig,
@@ -112,7 +131,7 @@ def submit(
 
     :raises RunConfigError: a bad configuration (nothing is sent).
     :raises NotAvailableRemotely: a target other than ``local``, a managed environment, data
-        inputs or outputs, a distributed job (nothing is sent).
+        outputs, a distributed job (nothing is sent).
     """
     from ..errors import RunExists
     from ..lifecycle import new_run_id
@@ -131,7 +150,7 @@ def submit(
     if rc.distributed_layout() is not None:
         raise not_available("a distributed job", client.url)
     src, script = config.validate()
-    arguments = plain_arguments(ws, rc.arguments)
+    arguments, inputs = data_arguments(ws, rc.arguments)
     from ..environments import as_environment
 
     if as_environment(ws, rc.environment).managed:
@@ -140,7 +159,7 @@ def submit(
     snap = remote_snapshot(ws, src)
     for w in snap.warnings:
         print(f"Warning: {w}", file=sys.stderr)
-    definition = run_definition(config, script, arguments, src, env, snap)
+    definition = run_definition(config, script, arguments, src, env, snap, inputs)
     run_id = new_run_id(experiment.name)
     body: dict[str, Any] = {
         "runId": run_id,

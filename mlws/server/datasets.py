@@ -270,9 +270,95 @@ def register_dataset(call: Call) -> dict[str, Any]:
     return answer(made) if new else {**answer(made), "duplicate": True}
 
 
+#: The most inputs one run records.
+MAX_INPUTS = 1000
+
+
+def _lineage_dataset(ws: Any, given: Any, i: int) -> Any:
+    """The dataset input ``i`` names: a registered version (which must exist), else an
+    unregistered definition (it may name paths of the submitting machine: only recorded)."""
+    from ..datasets import Dataset, from_definition
+
+    if not isinstance(given, dict):
+        raise UserErrorException(f"inputs[{i}].dataset must be {{name, version, definition}}")
+    if given.get("name") is not None:
+        version = given.get("version")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise UserErrorException(f"inputs[{i}].dataset.version must be a whole number")
+        return Dataset.get_by_name(ws, str(given["name"]), version)
+    definition = given.get("definition")
+    try:
+        if not isinstance(definition, dict) or not all(
+            isinstance(s, dict) for s in definition["sources"]
+        ):
+            raise TypeError
+        return from_definition(ws, definition)
+    except (KeyError, TypeError):
+        raise UserErrorException(
+            f"inputs[{i}].dataset.definition must be a dataset definition"
+        ) from None
+
+
+def record_inputs(call: Call) -> dict[str, Any]:
+    """``POST /runs/{run_id}/datasets``: the datasets a run read (its supervisor on the
+    submitting machine sends them once it has prepared them), as the run's input lineage."""
+    from ..rundata import check_data_name, record_lineage_rows
+    from .blobs import check_digest
+
+    body = call.body
+    _only(body, "inputs")
+    items = body_field(body, "inputs", list)
+    if not items or len(items) > MAX_INPUTS:
+        raise UserErrorException(f'the body needs "inputs": 1 to {MAX_INPUTS} inputs')
+    run = call.ws.get_run(call.path["run_id"])  # RunNotFound: 404
+    seq = call.ws.catalog.scalar("SELECT seq FROM runs WHERE id = ?", (run.id,))
+    rows = []
+    for i, item in enumerate(items):  # every input checked before anything is written
+        if not isinstance(item, dict) or not {"name", "mode", "dataset"} <= set(item) <= {
+            "name",
+            "mode",
+            "dataset",
+            "content",
+            "changed",
+        }:
+            raise UserErrorException(
+                f"inputs[{i}] must be {{name, mode, dataset[, content, changed]}}"
+            )
+        if item["mode"] not in ("mount", "download", "direct"):
+            raise UserErrorException(f"inputs[{i}].mode is mount, download or direct")
+        content = item.get("content")
+        changed = body_field(item, "changed", bool, False)
+        rows.append(
+            (
+                seq,
+                "input",
+                check_data_name(item["name"]),
+                item["mode"],
+                _lineage_dataset(call.ws, item["dataset"], i),
+                None if content is None else check_digest(content),
+                changed,
+            )
+        )
+    record_lineage_rows(call.ws, rows)
+    return {"runId": run.id, "inputs": len(rows)}
+
+
 _PATHS = {"type": "array", "items": {"type": "string"}}
 
 ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/runs/{run_id}/datasets",
+        "contributor",
+        "Record the datasets a run read (its input lineage)",
+        record_inputs,
+        body={
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {"inputs": {"type": "array", "items": {"type": "object"}}},
+        },
+        tag="data",
+    ),
     Endpoint("GET", "/datastores", "reader", "List datastores", list_datastores, tag="data"),
     Endpoint(
         "POST",
