@@ -669,13 +669,22 @@ def run_data(run: Any, direction: str) -> dict[str, Any]:
             else:
                 out[spec["name"]] = rebuild_dataset(ws, spec["dataset"])
         return out
-    recorded = {
-        r["name"]: r
-        for r in ws.catalog.query(
-            "SELECT * FROM run_datasets WHERE run_seq = ? AND direction = 'output'",
-            (run._refresh()["seq"],),
-        )
-    }
+    if ws.remote is not None:  # the server's lineage, from the run's details
+        recorded = {
+            o["outputDetails"]["outputName"]: {
+                "dataset_name": o["dataset"]["name"],
+                "dataset_version": o["dataset"]["version"],
+            }
+            for o in run._refresh()["details"].get("outputDatasets") or []
+        }
+    else:
+        recorded = {
+            r["name"]: r
+            for r in ws.catalog.query(
+                "SELECT * FROM run_datasets WHERE run_seq = ? AND direction = 'output'",
+                (run._refresh()["seq"],),
+            )
+        }
     for spec in definition.get("outputs") or []:
         name = spec["name"]
         if name in paths:
@@ -683,6 +692,11 @@ def run_data(run: Any, direction: str) -> dict[str, Any]:
         elif name in recorded and recorded[name]["dataset_name"]:
             r = recorded[name]
             out[name] = Dataset.get_by_name(ws, r["dataset_name"], r["dataset_version"])
+        elif name in recorded and ws.remote is not None:
+            from .datastores import Datastore
+
+            where = _destination_path(spec["path"], run.id, name)
+            out[name] = Dataset.File.from_files((Datastore(ws, spec["datastore"]), where), False)
         elif name in recorded:
             out[name] = from_definition(ws, json.loads(recorded[name]["definition"]))
     return out

@@ -446,7 +446,7 @@ def test_datasets_refuse_readers_and_path_tricks(served, remote) -> None:  # noq
         ("GET", base + "/files?prefix=../..", None),
         ("POST", base + "/upload", {"manifest": "sha256:" + "0" * 64, "targetPath": "../x"}),
         ("GET", "/datastores/..%2F..", None),
-        ("POST", "/runs/nope/datasets", {"inputs": [{"name": "x", "mode": "mount"}]}),
+        ("POST", "/runs/nope/datasets", {"data": [{"name": "x", "mode": "mount"}]}),
         (
             "POST",
             "/datasets/x/versions",

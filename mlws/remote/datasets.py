@@ -95,17 +95,12 @@ def record_lineage(
     ws: Workspace, rows: list[tuple[Any, str, str, str, Any, str | None, bool]]
 ) -> None:
     """Send a run's lineage rows (``(run id, direction, name in the run, mode, dataset,
-    content, changed)``, as ``rundata`` makes them) to the server: ``POST /runs/{id}/datasets``.
-
-    :raises NotAvailableRemotely: an output (runs on a remote workspace take inputs only yet)."""
-    from .backend import not_available
-
+    content, changed)``, as ``rundata`` makes them) to the server: ``POST /runs/{id}/datasets``."""
     by_run: dict[str, list[dict[str, Any]]] = {}
     for run_id, direction, name, mode, ds, content, changed in rows:
-        if direction != "input":
-            raise not_available("a run output written to a datastore", ws.remote.url)
         by_run.setdefault(str(run_id), []).append(
             {
+                "direction": direction,
                 "name": name,
                 "mode": mode,
                 "dataset": {"name": ds.name, "version": ds.version, "definition": ds.definition},
@@ -114,4 +109,4 @@ def record_lineage(
             }
         )
     for run_id, inputs in by_run.items():
-        ws.remote.request("POST", ws.remote.path("runs", run_id, "datasets"), {"inputs": inputs})
+        ws.remote.request("POST", ws.remote.path("runs", run_id, "datasets"), {"data": inputs})

@@ -227,10 +227,13 @@ class RemoteDatastore(Datastore):
                 pass
         return out
 
+    def _occupied(self, path: str) -> bool:
+        """Whether a file is at ``path`` or under it, on the server."""
+        client = self.workspace.remote
+        listed = client.request("GET", self._route("files"), query={"prefix": path})["files"]
+        return any(f["path"] == path or f["path"].startswith(path + "/") for f in listed)
+
     # -- not on a remote workspace yet -------------------------------------------------------
     def write_new(self, path: str, write: Callable[[Path], None]) -> Callable[[], None]:
-        """Run outputs to a remote workspace's datastore are not ported yet."""
-        raise not_available("an output written to a datastore", self.workspace.remote.url)
-
-    def _occupied(self, path: str) -> bool:
-        raise not_available("an output written to a datastore", self.workspace.remote.url)
+        """A tabular pipeline output written to a remote workspace's datastore: not ported."""
+        raise not_available("a tabular output written to a datastore", self.workspace.remote.url)

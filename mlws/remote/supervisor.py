@@ -107,7 +107,7 @@ def supervise(url: str, run_id: str) -> int:
         ws.blobs.materialize(ws.blobs.read_manifest(details["snapshotId"]), workdir)
         (workdir / "logs").mkdir(exist_ok=True)
         (workdir / "outputs").mkdir(exist_ok=True)
-        if definition.get("inputs"):
+        if definition.get("inputs") or definition.get("outputs"):
             from ..rundata import prepare
 
             # The datasets' files fetched from the server (hash checked) and copied in; their
@@ -148,6 +148,8 @@ def supervise(url: str, run_id: str) -> int:
         else:
             outcome, error = exit_outcome(rc, workdir / LOG)
         status(run, "Finalizing")
+        if outcome == "Completed" and definition.get("outputs"):
+            outcome, error = publish_outputs(ws, run_id, definition, workdir)
         if definition.get("outputCollection", True):
             upload_folder(run, workdir, "outputs")
         return 0
@@ -173,6 +175,28 @@ def supervise(url: str, run_id: str) -> int:
             client.close()
             shutil.rmtree(workdir, ignore_errors=True)
             record_path(client.url, run_id).unlink(missing_ok=True)
+
+
+def publish_outputs(
+    ws: Any, run_id: str, definition: dict[str, Any], workdir: Path
+) -> tuple[str, dict[str, Any] | None]:
+    """A completed run's output folders uploaded to their datastores on the server (and
+    registered, lineage recorded there), as a local run's supervisor does; a run whose outputs
+    cannot be delivered has failed."""
+    from .. import rundata
+    from ..errors import MlwsError
+
+    try:
+        notes = rundata.publish(ws, run_id, run_id, definition, workdir)  # type: ignore[arg-type]
+    except MlwsError as e:
+        return "Failed", {
+            "code": "OutputUploadFailed",
+            "message": f"the script completed, but its outputs could not be delivered: {e}",
+        }
+    if notes:
+        with open(workdir / LOG, "a") as log:
+            log.writelines(n + "\n" for n in notes)
+    return "Completed", None
 
 
 def _kill(proc: Any) -> None:

@@ -280,11 +280,11 @@ def _lineage_dataset(ws: Any, given: Any, i: int) -> Any:
     from ..datasets import Dataset, from_definition
 
     if not isinstance(given, dict):
-        raise UserErrorException(f"inputs[{i}].dataset must be {{name, version, definition}}")
+        raise UserErrorException(f"data[{i}].dataset must be {{name, version, definition}}")
     if given.get("name") is not None:
         version = given.get("version")
         if isinstance(version, bool) or not isinstance(version, int):
-            raise UserErrorException(f"inputs[{i}].dataset.version must be a whole number")
+            raise UserErrorException(f"data[{i}].dataset.version must be a whole number")
         return Dataset.get_by_name(ws, str(given["name"]), version)
     definition = given.get("definition")
     try:
@@ -295,52 +295,54 @@ def _lineage_dataset(ws: Any, given: Any, i: int) -> Any:
         return from_definition(ws, definition)
     except (KeyError, TypeError):
         raise UserErrorException(
-            f"inputs[{i}].dataset.definition must be a dataset definition"
+            f"data[{i}].dataset.definition must be a dataset definition"
         ) from None
 
 
-def record_inputs(call: Call) -> dict[str, Any]:
-    """``POST /runs/{run_id}/datasets``: the datasets a run read (its supervisor on the
-    submitting machine sends them once it has prepared them), as the run's input lineage."""
+#: The modes of a lineage row, by direction.
+_MODES = {"input": ("mount", "download", "direct"), "output": ("upload",)}
+
+
+def record_lineage(call: Call) -> dict[str, Any]:
+    """``POST /runs/{run_id}/datasets``: the datasets a run read and wrote, as its lineage
+    (its supervisor on the submitting machine sends the inputs once it has prepared them and
+    the outputs once they are uploaded)."""
     from ..rundata import check_data_name, record_lineage_rows
     from .blobs import check_digest
 
     body = call.body
-    _only(body, "inputs")
-    items = body_field(body, "inputs", list)
+    _only(body, "data")
+    items = body_field(body, "data", list)
     if not items or len(items) > MAX_INPUTS:
-        raise UserErrorException(f'the body needs "inputs": 1 to {MAX_INPUTS} inputs')
+        raise UserErrorException(f'the body needs "data": 1 to {MAX_INPUTS} inputs or outputs')
     run = call.ws.get_run(call.path["run_id"])  # RunNotFound: 404
     seq = call.ws.catalog.scalar("SELECT seq FROM runs WHERE id = ?", (run.id,))
+    fields = {"direction", "name", "mode", "dataset", "content", "changed"}
     rows = []
-    for i, item in enumerate(items):  # every input checked before anything is written
-        if not isinstance(item, dict) or not {"name", "mode", "dataset"} <= set(item) <= {
-            "name",
-            "mode",
-            "dataset",
-            "content",
-            "changed",
-        }:
+    for i, item in enumerate(items):  # every row checked before anything is written
+        if not isinstance(item, dict) or not fields - {"content", "changed"} <= set(item) <= fields:
             raise UserErrorException(
-                f"inputs[{i}] must be {{name, mode, dataset[, content, changed]}}"
+                f"data[{i}] must be {{direction, name, mode, dataset[, content, changed]}}"
             )
-        if item["mode"] not in ("mount", "download", "direct"):
-            raise UserErrorException(f"inputs[{i}].mode is mount, download or direct")
+        modes = _MODES.get(item["direction"])
+        if modes is None or item["mode"] not in modes:
+            raise UserErrorException(
+                f"data[{i}]: an input's mode is mount, download or direct; an output's upload"
+            )
         content = item.get("content")
-        changed = body_field(item, "changed", bool, False)
         rows.append(
             (
                 seq,
-                "input",
+                item["direction"],
                 check_data_name(item["name"]),
                 item["mode"],
                 _lineage_dataset(call.ws, item["dataset"], i),
                 None if content is None else check_digest(content),
-                changed,
+                body_field(item, "changed", bool, False),
             )
         )
     record_lineage_rows(call.ws, rows)
-    return {"runId": run.id, "inputs": len(rows)}
+    return {"runId": run.id, "recorded": len(rows)}
 
 
 _PATHS = {"type": "array", "items": {"type": "string"}}
@@ -350,12 +352,12 @@ ENDPOINTS = [
         "POST",
         "/runs/{run_id}/datasets",
         "contributor",
-        "Record the datasets a run read (its input lineage)",
-        record_inputs,
+        "Record the datasets a run read and wrote (its lineage)",
+        record_lineage,
         body={
             "type": "object",
-            "required": ["inputs"],
-            "properties": {"inputs": {"type": "array", "items": {"type": "object"}}},
+            "required": ["data"],
+            "properties": {"data": {"type": "array", "items": {"type": "object"}}},
         },
         tag="data",
     ),
