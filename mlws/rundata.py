@@ -455,7 +455,7 @@ def prepare(
         paths["outputs"][spec["name"]] = rel
     definition["dataPaths"] = paths
     definition["readOnly"] = read_only
-    _record(
+    record_lineage(
         ws,
         [(run_seq, "input", spec["name"], spec["mode"], ds, content, changed)
          for spec, ds, content, changed in rows],
@@ -463,24 +463,15 @@ def prepare(
     return notes
 
 
-def _record(
+def record_lineage(
     ws: Workspace, rows: list[tuple[int | str, str, str, str, Any, str | None, bool]]
 ) -> None:
     """Lineage rows: ``(run seq, direction, name in the run, mode, dataset, content, changed)``;
     on a remote workspace (where a run's seq is its id) the server records them."""
     if ws.remote is not None:
-        from .remote.datasets import record_lineage
+        from .remote.datasets import record_lineage as send
 
-        record_lineage(ws, rows)
-        return
-    record_lineage_rows(ws, rows)
-
-
-def record_lineage_rows(
-    ws: Workspace, rows: list[tuple[int, str, str, str, Any, str | None, bool]]
-) -> None:
-    """Write lineage rows (see ``_record``) into the catalog, replacing a run's rows of the same
-    direction and name."""
+        return send(ws, rows)
     with ws.catalog.write() as conn:
         conn.executemany(
             "INSERT OR REPLACE INTO run_datasets (run_seq, direction, name, mode,"
@@ -636,7 +627,9 @@ def publish(
                 ws, r["name"], description=r["description"], tags=r["tags"], create_new_version=True
             )
             notes.append(f"mlws: output {spec['name']!r} registered as dataset {ds.id}")
-        _record(ws, [(run_seq, "output", spec["name"], "upload", ds, ds._fingerprint, False)])
+        record_lineage(
+            ws, [(run_seq, "output", spec["name"], "upload", ds, ds._fingerprint, False)]
+        )
     return notes
 
 
@@ -670,21 +663,16 @@ def run_data(run: Any, direction: str) -> dict[str, Any]:
                 out[spec["name"]] = rebuild_dataset(ws, spec["dataset"])
         return out
     if ws.remote is not None:  # the server's lineage, from the run's details
-        recorded = {
-            o["outputDetails"]["outputName"]: {
-                "dataset_name": o["dataset"]["name"],
-                "dataset_version": o["dataset"]["version"],
-            }
-            for o in run._refresh()["details"].get("outputDatasets") or []
-        }
-    else:
-        recorded = {
-            r["name"]: r
-            for r in ws.catalog.query(
-                "SELECT * FROM run_datasets WHERE run_seq = ? AND direction = 'output'",
-                (run._refresh()["seq"],),
-            )
-        }
+        from .remote.datasets import output_datasets
+
+        return dict(paths) or output_datasets(run, definition.get("outputs") or [])
+    recorded = {
+        r["name"]: r
+        for r in ws.catalog.query(
+            "SELECT * FROM run_datasets WHERE run_seq = ? AND direction = 'output'",
+            (run._refresh()["seq"],),
+        )
+    }
     for spec in definition.get("outputs") or []:
         name = spec["name"]
         if name in paths:
@@ -692,11 +680,6 @@ def run_data(run: Any, direction: str) -> dict[str, Any]:
         elif name in recorded and recorded[name]["dataset_name"]:
             r = recorded[name]
             out[name] = Dataset.get_by_name(ws, r["dataset_name"], r["dataset_version"])
-        elif name in recorded and ws.remote is not None:
-            from .datastores import Datastore
-
-            where = _destination_path(spec["path"], run.id, name)
-            out[name] = Dataset.File.from_files((Datastore(ws, spec["datastore"]), where), False)
         elif name in recorded:
             out[name] = from_definition(ws, json.loads(recorded[name]["definition"]))
     return out

@@ -110,3 +110,26 @@ def record_lineage(
         )
     for run_id, inputs in by_run.items():
         ws.remote.request("POST", ws.remote.path("runs", run_id, "datasets"), {"data": inputs})
+
+
+def output_datasets(run: Any, outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``run.output_datasets`` of a run of a remote workspace, outside its script: each
+    uploaded output's registered version, else the dataset over where it was uploaded."""
+    from ..datasets import Dataset
+    from ..datastores import Datastore
+
+    ws = run.workspace
+    recorded = {
+        o["outputDetails"]["outputName"]: o["dataset"]
+        for o in run.get_details().get("outputDatasets") or []
+    }
+    out: dict[str, Any] = {}
+    for spec in outputs:
+        d = recorded.get(spec["name"])
+        if d is not None and d["name"]:
+            out[spec["name"]] = Dataset.get_by_name(ws, d["name"], d["version"])
+        elif d is not None:
+            where = spec["path"].replace("{run-id}", run.id).replace("{output-name}", spec["name"])
+            store = Datastore(ws, spec["datastore"])
+            out[spec["name"]] = Dataset.File.from_files((store, where), validate=False)
+    return out

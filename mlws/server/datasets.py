@@ -307,7 +307,7 @@ def record_lineage(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/datasets``: the datasets a run read and wrote, as its lineage
     (its supervisor on the submitting machine sends the inputs once it has prepared them and
     the outputs once they are uploaded)."""
-    from ..rundata import check_data_name, record_lineage_rows
+    from ..rundata import check_data_name, record_lineage
     from .blobs import check_digest
 
     body = call.body
@@ -341,7 +341,7 @@ def record_lineage(call: Call) -> dict[str, Any]:
                 body_field(item, "changed", bool, False),
             )
         )
-    record_lineage_rows(call.ws, rows)
+    record_lineage(call.ws, rows)
     return {"runId": run.id, "recorded": len(rows)}
 
 
