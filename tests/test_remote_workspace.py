@@ -411,6 +411,14 @@ def test_datastores_and_datasets(served, remote, tmp_path: Path) -> None:  # noq
     assert out.exit_code == 0 and "workspaceblobstore" in out.output
     out = _with_token(tokens["reader"], "-w", server.url, "dataset", "show", "csvs:1", "--json")
     assert out.exit_code == 0 and json.loads(out.output)["createdBy"] == "contributor"
+    tok = tokens["contributor"]
+    up = ("datastore", "upload", "workspaceblobstore", str(src / "f05.csv"), "-t", "cli")
+    assert _with_token(tok, "-w", server.url, *up).exit_code == 0
+    reg = ("dataset", "register", "cli_t", "cli/f05.csv", "--datastore", "workspaceblobstore")
+    out = _with_token(tok, "-w", server.url, *reg, "--tabular")
+    assert out.exit_code == 0, out.output
+    out = _with_token(tokens["reader"], "-w", server.url, "dataset", "head", "cli_t", "--json")
+    assert out.exit_code == 0 and json.loads(out.output) == [{"a": 5, "b": 10}], out.output
     # Registering a server folder is an owner's; a relative path is refused here.
     lab = tmp_path / "server-lab"
     with pytest.raises(Forbidden, match="owner"):
