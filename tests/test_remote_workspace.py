@@ -35,6 +35,7 @@ from mlws.errors import (
     ServerUnreachable,
     SpoolFull,
     Unauthorized,
+    UnsafePath,
     UserErrorException,
 )
 
@@ -437,6 +438,11 @@ def test_datastores_and_datasets(served, remote, tmp_path: Path) -> None:  # noq
 def test_datasets_refuse_readers_and_path_tricks(served, remote) -> None:  # noqa: ANN001
     server, ws_path, tokens = served
     remote.get_default_datastore().upload_files([__file__], target_path="t", overwrite=True)
+    outside = ws_path.parent / "secret.txt"
+    outside.write_text("not the datastore's")
+    link = ws_path / "datastores" / "workspaceblobstore" / "out"
+    if not link.is_symlink():
+        link.symlink_to(outside)  # a link on the datastore that leads out of it
     before = workspace_fingerprint(ws_path)
     with Workspace(server.url, token=tokens["reader"]) as reader:
         store = Datastore(reader, "workspaceblobstore")
@@ -454,6 +460,7 @@ def test_datasets_refuse_readers_and_path_tricks(served, remote) -> None:  # noq
         ("GET", base + "/files?prefix=../..", None),
         ("POST", base + "/upload", {"manifest": "sha256:" + "0" * 64, "targetPath": "../x"}),
         ("GET", "/datastores/..%2F..", None),
+        ("POST", base + "/fetch", {"paths": ["out"]}),
         ("POST", "/runs/nope/datasets", {"data": [{"name": "x", "mode": "mount"}]}),
         (
             "POST",
@@ -474,6 +481,10 @@ def test_datasets_refuse_readers_and_path_tricks(served, remote) -> None:  # noq
     for method, path, body in tricks:
         status, answer = server.api(method, path, tok, body)
         assert status in (400, 404) and "\n" not in answer["error"]["message"], (path, answer)
+    with pytest.raises(UnsafePath, match="outside"):  # the same files as "t": no new blob
+        remote.get_default_datastore().upload_files([__file__], target_path="out", overwrite=True)
+    status, answer = server.api("POST", base + "/match", tok, {"patterns": ["*"]})
+    assert status == 200 and "out" not in {f["path"] for f in answer["matches"][0]}
     assert workspace_fingerprint(ws_path) == before
 
 
