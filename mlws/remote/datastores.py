@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from ..workspace import Workspace
 
 
+#: The most files one ``POST .../fetch`` names (the server copies each into its blob store
+#: before it answers: a bounded request).
+FETCH_AT_ONCE = 5_000
+
+
 class RemoteStat(NamedTuple):
     """A file on a remote workspace's datastore, as the server listed it: its hash and size
     (what ``datasets.resolve_sources`` holds for it; ``store`` fetches it)."""
@@ -210,8 +215,11 @@ class RemoteDatastore(Datastore):
                 need[name] = local
         if not need:
             return out
-        answer = ws.remote.request("POST", self._route("fetch"), {"paths": sorted(need)})
-        now = {f["path"]: f["hash"] for f in answer["files"]}
+        names, now = sorted(need), {}
+        for i in range(0, len(names), FETCH_AT_ONCE):
+            body = {"paths": names[i : i + FETCH_AT_ONCE]}
+            answer = ws.remote.request("POST", self._route("fetch"), body)
+            now.update({f["path"]: f["hash"] for f in answer["files"]})
         changed = sorted(n for n in need if now.get(n) != group[n].hash)
         if changed:
             raise DatastoreUnavailable(
