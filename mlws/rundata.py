@@ -393,7 +393,7 @@ def rebuild_dataset(ws: Workspace, spec: dict[str, Any]) -> AbstractDataset:
 # -- where the run is prepared ------------------------------------------------------------------
 def prepare(
     ws: Workspace,
-    run_seq: int,
+    run_seq: int | str,
     definition: dict[str, Any],
     workdir: Path,
     links_ok: bool,
@@ -404,7 +404,7 @@ def prepare(
     inputs may be hard links to the data (the script will get them read-only); otherwise they
     are copies. ``remote``: the folder goes to another machine, so direct inputs are copied
     too (the data is not there). Returns notes for the run's log (data changed since it was
-    registered).
+    registered). ``run_seq``: the run's seq in the catalog (on a remote workspace, its id).
 
     :raises UserErrorException: an input matches no file any more.
     """
@@ -455,7 +455,7 @@ def prepare(
         paths["outputs"][spec["name"]] = rel
     definition["dataPaths"] = paths
     definition["readOnly"] = read_only
-    _record(
+    record_lineage(
         ws,
         [(run_seq, "input", spec["name"], spec["mode"], ds, content, changed)
          for spec, ds, content, changed in rows],
@@ -463,8 +463,15 @@ def prepare(
     return notes
 
 
-def _record(ws: Workspace, rows: list[tuple[int, str, str, str, Any, str | None, bool]]) -> None:
-    """Lineage rows: ``(run seq, direction, name in the run, mode, dataset, content, changed)``."""
+def record_lineage(
+    ws: Workspace, rows: list[tuple[int | str, str, str, str, Any, str | None, bool]]
+) -> None:
+    """Lineage rows: ``(run seq, direction, name in the run, mode, dataset, content, changed)``;
+    on a remote workspace (where a run's seq is its id) the server records them."""
+    if ws.remote is not None:
+        from .remote.datasets import record_lineage as send
+
+        return send(ws, rows)
     with ws.catalog.write() as conn:
         conn.executemany(
             "INSERT OR REPLACE INTO run_datasets (run_seq, direction, name, mode,"
@@ -620,7 +627,9 @@ def publish(
                 ws, r["name"], description=r["description"], tags=r["tags"], create_new_version=True
             )
             notes.append(f"mlws: output {spec['name']!r} registered as dataset {ds.id}")
-        _record(ws, [(run_seq, "output", spec["name"], "upload", ds, ds._fingerprint, False)])
+        record_lineage(
+            ws, [(run_seq, "output", spec["name"], "upload", ds, ds._fingerprint, False)]
+        )
     return notes
 
 
@@ -653,6 +662,10 @@ def run_data(run: Any, direction: str) -> dict[str, Any]:
             else:
                 out[spec["name"]] = rebuild_dataset(ws, spec["dataset"])
         return out
+    if ws.remote is not None:  # the server's lineage, from the run's details
+        from .remote.datasets import output_datasets
+
+        return dict(paths) or output_datasets(run, definition.get("outputs") or [])
     recorded = {
         r["name"]: r
         for r in ws.catalog.query(
