@@ -456,3 +456,10 @@ def m0014_request_ids(db: Any) -> None:
         ) WITHOUT ROWID"""
     )
     db.execute("CREATE INDEX model_registrations_version ON model_registrations(name, version)")
+
+
+@migrations(name="0016_environment_creators")
+def m0016_environment_creators(db: Any) -> None:
+    # Who registered each environment version (``createdBy``, as v1 shows it): the token's user
+    # on a served workspace; NULL for versions registered on the workspace's own machine.
+    db.execute("ALTER TABLE environments ADD COLUMN created_by TEXT")

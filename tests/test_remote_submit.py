@@ -93,13 +93,12 @@ def test_unported_submits_are_one_line_errors_and_send_nothing(
     before = dict(remote.remote.counters)
     with pytest.raises(NotAvailableRemotely, match="compute target 'gpu'"):
         exp.submit(ScriptRunConfig(src, "train.py", compute_target="gpu"))
-    from mlws import Environment
+    from mlws.errors import EnvironmentNotFound
 
-    env = Environment("managed")
-    env.python.user_managed_dependencies = False
-    with pytest.raises(NotAvailableRemotely, match="managed environment"):
-        exp.submit(ScriptRunConfig(src, "train.py", environment=env))
-    assert dict(remote.remote.counters) == before
+    with pytest.raises(EnvironmentNotFound, match="never-registered"):
+        exp.submit(ScriptRunConfig(src, "train.py", environment="never-registered"))
+    writes = {k: v for k, v in remote.remote.counters.items() if not k.startswith("GET")}
+    assert writes == {k: v for k, v in before.items() if not k.startswith("GET")}
 
 
 def test_cancel_stops_the_local_process(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
@@ -165,8 +164,8 @@ def test_killed_supervisor_fails_by_lease(tmp_path: Path, monkeypatch) -> None: 
 
 def test_quickstart_runs_unchanged_against_a_server(served, tmp_path: Path) -> None:  # noqa: ANN001
     """Issue 14's acceptance: examples/quickstart with MLWS_WORKSPACE = the server's URL.
-    (datasets and pipeline need datastores, deploy needs Model.deploy, distributed a managed
-    environment: not ported to remote workspaces; each stops with NotAvailableRemotely.)"""
+    (datasets and pipeline need datastores, deploy needs Model.deploy, distributed jobs
+    are not ported to remote workspaces; each stops with NotAvailableRemotely.)"""
     import subprocess
     import sys
 

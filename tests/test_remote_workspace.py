@@ -191,8 +191,6 @@ def test_operations_not_ported_say_so_in_one_line(served, remote) -> None:  # no
     )
     with pytest.raises(NotAvailableRemotely, match="not available on a remote workspace"):
         remote.get_default_datastore()
-    with pytest.raises(NotAvailableRemotely):
-        run.remove_tags("x")
     with pytest.raises(InvalidWorkspace, match="created where it is served"):
         Workspace.create(server.url)
     run.complete()

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError
-from . import blobs, models, pipelines, runs, submitted, workspace
+from . import blobs, environments, metadata, models, pipelines, runs, secrets, submitted, workspace
 from .api import PREFIX, Call, Endpoint, dumps, error_body, http_error, openapi, parse_json_body
 from .auth import authenticate
 
@@ -45,6 +45,9 @@ def endpoints() -> list[Endpoint]:
         *models.ENDPOINTS,
         *blobs.ENDPOINTS,
         *pipelines.ENDPOINTS,
+        *secrets.ENDPOINTS,
+        *environments.ENDPOINTS,
+        *metadata.ENDPOINTS,
     ]
 
 
