@@ -14,7 +14,18 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError
-from . import blobs, environments, metadata, models, pipelines, runs, secrets, submitted, workspace
+from . import (
+    blobs,
+    environments,
+    metadata,
+    models,
+    pipelines,
+    runs,
+    secrets,
+    services,
+    submitted,
+    workspace,
+)
 from .api import PREFIX, Call, Endpoint, dumps, error_body, http_error, openapi, parse_json_body
 from .auth import authenticate
 
@@ -48,6 +59,7 @@ def endpoints() -> list[Endpoint]:
         *secrets.ENDPOINTS,
         *environments.ENDPOINTS,
         *metadata.ENDPOINTS,
+        *services.ENDPOINTS,
     ]
 
 

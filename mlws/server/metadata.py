@@ -62,8 +62,17 @@ def update_model(call: Call) -> dict[str, Any]:
 
 
 def delete_model(call: Call) -> dict[str, Any]:
-    """``DELETE /models/{name}/versions/{version}`` (409 while a service uses it)."""
+    """``DELETE /models/{name}/versions/{version}`` (409 while a service uses it, one of the
+    server's or one deployed from a client)."""
+    from ..errors import ModelInUse
+    from .services import recorded_users
+
     model = _model(call)
+    users = recorded_users(call.ws, model.id)
+    if users:
+        raise ModelInUse(
+            f"model {model.id} is used by service(s) {', '.join(users)}; delete them first"
+        )
     model.delete()
     return {"deleted": model.id}
 
