@@ -164,8 +164,9 @@ def test_killed_supervisor_fails_by_lease(tmp_path: Path, monkeypatch) -> None: 
 
 def test_quickstart_runs_unchanged_against_a_server(served, tmp_path: Path) -> None:  # noqa: ANN001
     """Issue 14's acceptance: examples/quickstart with MLWS_WORKSPACE = the server's URL.
-    (datasets and pipeline need datastores, deploy needs Model.deploy, distributed jobs
-    are not ported to remote workspaces; each stops with NotAvailableRemotely.)"""
+    (datasets and pipeline need datastores, distributed a distributed job: not ported to
+    remote workspaces, each stops with NotAvailableRemotely; deploy runs, not run here: it
+    trains and serves two replicas, too slow for this suite.)"""
     import subprocess
     import sys
 

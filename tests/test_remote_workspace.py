@@ -655,6 +655,11 @@ def test_model_and_run_metadata_edits(served, as_role, tmp_path: Path) -> None: 
     status, answer = server.api("PATCH", f"/runs/{run.id}", tokens["owner"], {"displayName": " "})
     assert status == 400
     assert workspace_fingerprint(ws_path) == before
+    line = one_error_line(
+        _with_token(tokens["contributor"], "-w", server.url, "model", "delete", "meta:1")
+    )
+    assert "owner" in line
+    assert workspace_fingerprint(ws_path) == before
     run.complete()
     owner = as_role("owner")
     Model(owner, "meta").delete()
@@ -699,6 +704,8 @@ def test_a_service_deployed_from_a_client_runs_here_and_is_recorded_on_the_serve
         assert [s.name for s in listed] == ["svc-remote"]
         theirs = listed[0]
         assert (theirs.state, theirs.scoring_uri) == ("Healthy", svc.scoring_uri)
+        out = _with_token(tokens["reader"], "-w", server.url, "service", "list")
+        assert out.exit_code == 0 and re.search(r"svc-remote\s+Healthy\s+http", out.output)
         status, record = server.api("GET", "/services/svc-remote", tokens["reader"])
         assert record["createdBy"] == "contributor" and record["models"] == [model.id]
         with pytest.raises(Forbidden):
