@@ -586,6 +586,8 @@ from mlws import Run
 run = Run.get_context()
 run.log("team", os.environ.get("TEAM", "none"))
 run.log("secret", run.get_secret("db-password"))
+run.log("python", sys.executable)
+import tabulate  # only in the managed environment
 run.fail("the data was bad", "BadData")
 """
 
@@ -599,8 +601,12 @@ def test_submitted_run_uses_a_registered_environment_reads_secrets_and_fails(
     server, _ws_path, tokens = served
     monkeypatch.setenv("MLWS_TOKEN", tokens["contributor"])
     ws = as_role("contributor")
-    env = Environment("run-env")
-    env.python.interpreter_path = sys.executable
+    from mlws import CondaDependencies
+    from mlws.environments import envs_dir
+
+    env = Environment("run-env")  # managed: built on this machine by the run's supervisor
+    env.python.user_managed_dependencies = False
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=["tabulate"])
     env.environment_variables = {"TEAM": "green"}
     env.register(ws)
     ws.get_default_keyvault().set_secret("db-password", "s3cret")
@@ -613,7 +619,10 @@ def test_submitted_run_uses_a_registered_environment_reads_secrets_and_fails(
     assert details["status"] == "Failed", details
     assert details["error"]["error"]["code"] == "BadData"
     assert "the data was bad" in details["error"]["error"]["message"]
-    assert run.get_metrics() == {"team": "green", "secret": "s3cret"}
+    metrics = run.get_metrics()
+    assert (metrics["team"], metrics["secret"]) == ("green", "s3cret")
+    assert metrics["python"].startswith(str(envs_dir())) and metrics["python"] != sys.executable
+    assert "Ready:" in run.download_file("logs/environment.log", tmp_path / "e.log").read_text()
 
 
 def test_model_and_run_metadata_edits(served, as_role, tmp_path: Path) -> None:  # noqa: ANN001
