@@ -275,7 +275,7 @@ class Model:
         return str(target / self.path)
 
     # -- metadata ----------------------------------------------------------------------------
-    def _update(self, change: Any, remote: dict[str, Any]) -> None:
+    def _update(self, change: Any, remote: dict[str, Any] | None = None) -> None:
         """Read the row, let ``change(row)`` return the columns to set, write them: all in one
         transaction, so a change made meanwhile through another object is never lost. On a
         remote workspace the server makes the change ``remote`` describes, the same way.
@@ -285,7 +285,7 @@ class Model:
         if self.workspace.remote is not None:
             from .remote.models import update
 
-            return self._load(update(self, remote))
+            return self._load(update(self, remote))  # None: NotAvailableRemotely
         with self.workspace.catalog.write() as conn:
             where = (
                 "SELECT * FROM models WHERE name = ? AND version = ?",

@@ -39,10 +39,12 @@ def service_workspace(ws: Workspace) -> Workspace:
     """This machine's local workspace of the services it runs for server ``ws`` (made on first
     use; a cache of the models they serve, their keys, logs and telemetry)."""
     from ..dirs import user_cache_dir
-    from ..workspace import Workspace
+    from ..workspace import IDENTITY_FILE, Workspace
     from .backend import server_key
 
     path = user_cache_dir() / "remote-services" / server_key(ws.remote.url)
+    if (path / IDENTITY_FILE).exists():
+        return Workspace(path)
     return Workspace.create(path, "services", exist_ok=True, _remember_name=False)
 
 
@@ -166,14 +168,17 @@ class RemoteWebservice(Webservice):
     :raises WebserviceException: no such service on the server."""
 
     _live: Webservice | None = None
+    _shadow: Workspace | None = None
 
     def _refresh(self) -> dict[str, Any]:
         client = self.workspace.remote
         record = client.request("GET", client.path("services", self.name))
         self._live = None
         if record.get("where") == "client" and record.get("machine") == socket.gethostname():
+            if self._shadow is None:
+                self._shadow = service_workspace(self.workspace)
             try:
-                self._live = Webservice(service_workspace(self.workspace), self.name)
+                self._live = Webservice(self._shadow, self.name)
             except WebserviceException:  # not (or no longer) running here
                 self._live = None
         if self._live is not None:
@@ -216,8 +221,8 @@ class RemoteWebservice(Webservice):
         if self._live is None:
             where = self._row["machine"] or "another machine"
             raise NotAvailableRemotely(
-                f"{action} of service {self.name!r} needs the machine it runs on ({where});"
-                " run it there"
+                f"{action} of service {self.name!r} needs the machine it runs on ({where}), as"
+                f" the user who deployed it ({self._row['created_by']}); run it there"
             )
         return self._live
 
