@@ -544,6 +544,8 @@ def test_secrets_through_the_server_by_role(served, as_role, tmp_path: Path) -> 
     assert out.output.strip() == "v"
     line = one_error_line(_with_token(tokens["reader"], "-w", server.url, "secret", "get", "cli-s"))
     assert "403" not in line and "contributor" in line
+    line = one_error_line(_with_token(tokens["owner"], "-w", server.url, "secret", "export-key"))
+    assert "not available on a remote workspace" in line  # the key never leaves the server
 
 
 def test_environments_registered_on_the_server(served, as_role) -> None:  # noqa: ANN001
@@ -715,6 +717,8 @@ def test_a_service_deployed_from_a_client_runs_here_and_is_recorded_on_the_serve
         assert (theirs.state, theirs.scoring_uri) == ("Healthy", svc.scoring_uri)
         out = _with_token(tokens["reader"], "-w", server.url, "service", "list")
         assert out.exit_code == 0 and re.search(r"svc-remote\s+Healthy\s+http", out.output)
+        out = _with_token(tokens["reader"], "-w", server.url, "service", "show", "svc-remote")
+        assert out.exit_code == 0 and f"scoringUri: {svc.scoring_uri}" in out.output
         status, record = server.api("GET", "/services/svc-remote", tokens["reader"])
         assert record["createdBy"] == "contributor" and record["models"] == [model.id]
         with pytest.raises(Forbidden):
