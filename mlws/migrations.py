@@ -473,3 +473,26 @@ def m0015_dataset_registrations(db: Any) -> None:
             created REAL NOT NULL
         ) WITHOUT ROWID"""
     )
+
+
+@migrations(name="0016_remote_concepts")
+def m0016_remote_concepts(db: Any) -> None:
+    # Who registered each environment version (``createdBy``, as v1 shows it): the token's user
+    # on a served workspace; NULL for versions registered on the workspace's own machine.
+    db.execute("ALTER TABLE environments ADD COLUMN created_by TEXT")
+    # Services deployed from a client of ``mlws serve``: they run on the machine that called
+    # ``Model.deploy`` (its own ``services`` row lives there); the server keeps this record of
+    # them (what the team sees: name, models, scoring URI, last reported state).
+    db.execute(
+        """CREATE TABLE service_records (
+            name TEXT PRIMARY KEY,
+            models TEXT NOT NULL,
+            scoring_uri TEXT,
+            state TEXT NOT NULL,
+            machine TEXT NOT NULL,
+            error TEXT,
+            created REAL NOT NULL,
+            created_by TEXT,
+            updated REAL NOT NULL
+        )"""
+    )

@@ -123,6 +123,12 @@ class Run(RunFiles):
 
     @display_name.setter
     def display_name(self, value: str) -> None:
+        if self.workspace.remote is not None:
+            from .remote.runs import RemoteRow, row_of, send
+
+            answer = send(self, "PATCH", body={"displayName": value})  # None: spooled
+            self._row = row_of(answer) if answer else RemoteRow(self._row, display_name=value)
+            return
         with self.workspace.catalog.write() as conn:
             conn.execute("UPDATE runs SET display_name = ? WHERE id = ?", (value, self.id))
         self._refresh()
@@ -301,6 +307,10 @@ class Run(RunFiles):
             "message": str(error_details or "the run called fail()"),
         }
         if self._in_context and self._row["type"] in SUBMITTED:
+            if self.workspace.remote is not None:  # its supervisor, on this machine, ends it
+                from .remote.supervisor import request_failure
+
+                return request_failure(self, err)
             with self.workspace.catalog.write() as conn:
                 conn.execute(
                     "UPDATE runs SET requested_status = 'Failed', error = ? WHERE id = ?",
@@ -432,6 +442,12 @@ class Run(RunFiles):
     def remove_tags(self, tags: list[str] | str) -> None:
         """Remove tags by key (one key or several); keys not set are ignored."""
         keys = [tags] if isinstance(tags, str) else list(tags)
+        if self.workspace.remote is not None:
+            from .remote.runs import send
+
+            if keys:
+                send(self, "POST", "tags", "remove", body={"keys": keys})
+            return
         with self.workspace.catalog.write() as conn:
             conn.executemany(
                 "DELETE FROM run_tags WHERE run_seq = ? AND key = ?", [(self.seq, k) for k in keys]

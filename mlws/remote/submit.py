@@ -131,8 +131,9 @@ def submit(
     workspace; returns it at once (NotStarted, soon Queued and Running).
 
     :raises RunConfigError: a bad configuration (nothing is sent).
-    :raises NotAvailableRemotely: a target other than ``local``, a managed environment, a
-        distributed job (nothing is sent).
+    :raises NotAvailableRemotely: a target other than ``local``, a distributed job (nothing is
+        sent).
+    :raises EnvironmentNotFound: a registered environment's name the server does not know.
     """
     from ..errors import RunExists
     from ..lifecycle import new_run_id
@@ -152,10 +153,8 @@ def submit(
         raise not_available("a distributed job", client.url)
     src, script = config.validate()
     arguments, inputs, outputs = data_arguments(ws, rc.arguments)
-    from ..environments import as_environment
-
-    if as_environment(ws, rc.environment).managed:
-        raise not_available("a managed environment (pip or conda packages)", client.url)
+    # A registered name is read from the server; a managed environment is built (once per
+    # machine) by the supervisor here, while the run shows Preparing.
     env = environment_definition(ws, rc.environment)
     snap = remote_snapshot(ws, src)
     for w in snap.warnings:

@@ -79,6 +79,55 @@ def status(run: Run, value: str) -> None:
     send(run, "POST", "status", body={"status": value})
 
 
+#: In the script's environment: the file where ``run.fail()`` leaves the outcome it asks for
+#: (the supervisor, on the same machine, ends the run with it once the script exits).
+OUTCOME_ENV = "MLWS_REMOTE_OUTCOME"
+
+
+def request_failure(run: Run, error: dict[str, Any]) -> None:
+    """``run.fail()`` inside a submitted script of a remote workspace: the run ends Failed with
+    ``error`` once the script exits (as locally, its supervisor sets the outcome).
+
+    :raises MlwsError: the script was not started by a supervisor of this machine."""
+    import json
+
+    from ..dirs import write_atomic
+    from ..errors import MlwsError
+
+    target = os.environ.get(OUTCOME_ENV)
+    if not target:
+        raise MlwsError(
+            f"run {run.id}: fail() inside a submitted run needs its supervisor ({OUTCOME_ENV})"
+        )
+    write_atomic(Path(target), json.dumps({"status": "Failed", "error": error}), 0o600)
+
+
+def requested_failure(path: Path) -> dict[str, Any] | None:
+    """The error the script asked to fail with (``run.fail()``), or None."""
+    import json
+
+    try:
+        return dict(json.loads(path.read_text())["error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def build_environment(spec: dict[str, Any], workdir: Path, stop: threading.Event) -> str:
+    """Build (once per machine) or reuse the run's managed environment on this machine,
+    logging to ``logs/environment.log``; returns its interpreter.
+
+    :raises EnvironmentBuildError: the build failed. :raises EnvironmentBuildCanceled: the run
+        was canceled meanwhile."""
+    from ..environments import Environment, resolve
+
+    with open(workdir / "logs" / "environment.log", "a") as log:
+        log.write(f"Environment {spec['name']!r} (spec {spec.get('specHash')})\n")
+        log.flush()
+        python = resolve(Environment.from_dict(spec), None, log=log, should_stop=stop.is_set)
+        log.write(f"Ready: {python}\n")
+    return python
+
+
 def supervise(url: str, run_id: str) -> int:
     """Drive run ``run_id`` of server ``url`` to its end; returns the exit status."""
     from ..compute.script import exit_outcome, exit_watch, script_argv, script_env, start_script
@@ -117,9 +166,15 @@ def supervise(url: str, run_id: str) -> int:
         if stop.is_set():
             outcome = "Canceled"
             return 0
+        spec = definition["environment"]
+        if spec.get("managed") and not spec.get("interpreter"):
+            spec["interpreter"] = build_environment(spec, workdir, stop)
         env = script_env(
             dict(os.environ), definition, client.url, ws.name, run_id, run.experiment.name, workdir
         )
+        outcome_file = runs_dir(client.url) / f"{run_id}.outcome.json"
+        outcome_file.unlink(missing_ok=True)
+        env[OUTCOME_ENV] = str(outcome_file)
         status(run, "Running")
         proc = start_script(script_argv(definition, workdir), workdir, env)
         shipper = LogShipper(run, workdir)
@@ -147,6 +202,9 @@ def supervise(url: str, run_id: str) -> int:
             }
         else:
             outcome, error = exit_outcome(rc, workdir / LOG)
+            asked = requested_failure(outcome_file)
+            if asked is not None:  # the script called run.fail()
+                outcome, error = "Failed", asked
         status(run, "Finalizing")
         if outcome == "Completed" and definition.get("outputs"):
             outcome, error = publish_outputs(ws, run_id, definition, workdir)
@@ -155,6 +213,8 @@ def supervise(url: str, run_id: str) -> int:
         return 0
     except MlwsError as e:
         error = {"code": "SystemError", "message": str(e)}
+        if stop.is_set():  # canceled while its environment was being built
+            outcome = "Canceled"
         return 1
     except Exception as e:  # noqa: BLE001 - whatever happens, the run must end with the reason
         error = {"code": "SystemError", "message": f"{type(e).__name__}: {e}"}
@@ -175,6 +235,7 @@ def supervise(url: str, run_id: str) -> int:
             client.close()
             shutil.rmtree(workdir, ignore_errors=True)
             record_path(client.url, run_id).unlink(missing_ok=True)
+            (runs_dir(client.url) / f"{run_id}.outcome.json").unlink(missing_ok=True)
 
 
 def publish_outputs(

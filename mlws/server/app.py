@@ -14,7 +14,19 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError
-from . import blobs, datasets, models, pipelines, runs, submitted, workspace
+from . import (
+    blobs,
+    datasets,
+    environments,
+    metadata,
+    models,
+    pipelines,
+    runs,
+    secrets,
+    services,
+    submitted,
+    workspace,
+)
 from .api import PREFIX, Call, Endpoint, dumps, error_body, http_error, openapi, parse_json_body
 from .auth import authenticate
 
@@ -46,6 +58,10 @@ def endpoints() -> list[Endpoint]:
         *blobs.ENDPOINTS,
         *pipelines.ENDPOINTS,
         *datasets.ENDPOINTS,
+        *secrets.ENDPOINTS,
+        *environments.ENDPOINTS,
+        *metadata.ENDPOINTS,
+        *services.ENDPOINTS,
     ]
 
 
