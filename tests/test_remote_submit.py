@@ -181,12 +181,15 @@ def test_killed_supervisor_fails_by_lease(tmp_path: Path, monkeypatch) -> None: 
         with Workspace(server.url) as ws:
             run = Experiment(ws, "killed").submit(ScriptRunConfig(src, "train.py"))
             wait_until(lambda: run.get_status() == "Running", 20, "the run to start")
+            # The script runs (its pid written) before its supervisor is killed: on a loaded
+            # machine it may start well after the run shows Running.
+            script = wait_until(lambda: pidfile.exists() and pidfile.read_text(), 30, "its pid")
             pid = json.loads(record_path(ws.remote.url, run.id).read_text())["pid"]
             os.kill(pid, signal.SIGKILL)
             wait_until(lambda: run.get_status() == "Failed", 20, "the lease to lapse")
             assert run.get_details()["error"]["error"]["code"] == "ClientLost"
             # The orphaned script (its own process group): ended by its pid.
-            os.killpg(int(wait_until(pidfile.read_text, 5, "the script's pid")), signal.SIGKILL)
+            os.killpg(int(script), signal.SIGKILL)
     finally:
         assert server.stop() == 0, server.lines
 
