@@ -223,15 +223,24 @@ class StoredInput:
     """A run input whose files are in the blob store already, named by their manifest: a
     pipeline step's upstream ``PipelineData``. The script gets a read-only folder of copies
     (``.mlws-data/in/<name>``); put it in the arguments (or pass it to ``submit_script``'s
-    ``data``)."""
+    ``data``). ``file``: the data is that one file of the manifest, and the script gets its
+    path, not the folder's (a ``HyperDriveStep``'s ``metrics_output``, a JSON file in v1)."""
 
-    def __init__(self, name: str, manifest: str, tabular: dict[str, Any] | None = None) -> None:
-        from .manifests import check_hash
+    def __init__(
+        self,
+        name: str,
+        manifest: str,
+        tabular: dict[str, Any] | None = None,
+        file: str | None = None,
+    ) -> None:
+        from .manifests import check_hash, check_relpath
 
         self.name = check_data_name(name)
         self.manifest = check_hash(manifest)
         #: How it is read as a table (``read_delimited_files()``); None: a folder.
         self.tabular = tabular
+        #: The file the script is given (a path in the manifest); None: the folder.
+        self.file = None if file is None else check_relpath(file)
 
     def __repr__(self) -> str:
         return f"StoredInput(name={self.name!r}, manifest={self.manifest!r})"
@@ -315,6 +324,8 @@ def _encode(
         spec = {"name": a.name, "mode": "mount", "pathOnCompute": None, "manifest": a.manifest}
         if a.tabular:
             spec["tabular"] = a.tabular
+        if a.file:
+            spec["file"] = a.file
         return _add(inputs, spec, "inputs", {"mlwsInput": a.name})
     if isinstance(a, RunFilesOutput):
         spec = {"name": a.name, "runFiles": True, "source": f"outputs/{a.name}"}
@@ -424,7 +435,7 @@ def prepare(
             _fresh_folder(workdir, workdir / rel)
             ws.blobs.materialize(ws.blobs.read_manifest(spec["manifest"]), workdir / rel)
             read_only.append(rel)
-            paths["inputs"][spec["name"]] = rel
+            paths["inputs"][spec["name"]] = f"{rel}/{spec['file']}" if spec.get("file") else rel
             continue
         ds = rebuild_dataset(ws, spec["dataset"])
         files = ds.current_files()

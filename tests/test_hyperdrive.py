@@ -264,7 +264,13 @@ def test_acceptance_sweep_cancels_poor_trials_and_finds_the_best(ws, tmp_path):
         best = run.get_best_run_by_primary_metric()
         assert json.loads(best.get_properties()["hyperparameters"]) == {"--x": 1.0}
         assert best.get_status() == "Completed" and best.get_metrics()["accuracy"][-1] == 1.0
-        table = run.get_metrics()["best_child_by_primary_metric"]  # v1's parent metric
+        # v1's shapes: get_metrics() is every trial's metrics by trial id; the sweep's own
+        # table metric is the parent run's.
+        by_trial = run.get_metrics()
+        assert set(by_trial) == {c.id for c in children}
+        assert by_trial[best.id]["accuracy"][-1] == 1.0
+        assert run.get_metrics("accuracy")[best.id] == {"accuracy": by_trial[best.id]["accuracy"]}
+        table = run.get_metrics(recursive=True)[run.id]["best_child_by_primary_metric"]
         assert table["run_id"][-1] == best.id and table["final"][-1] is True
         assert table["metric_value"][-1] == 1.0 and table["final"].count(True) == 1
         canceled = [c for c in children if c.get_status() == "Canceled"]

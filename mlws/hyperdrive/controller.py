@@ -191,8 +191,8 @@ class SweepController(controllers.Controller):
         if self.step is not None:
             from ..pipelines.hyperdrive_step import decode
 
-            rc.arguments = [decode(a) for a in self.step["arguments"]]
-            data = [decode(d) for d in self.step["data"]]
+            rc.arguments = [decode(a, self.ws) for a in self.step["arguments"]]
+            data = [decode(d, self.ws) for d in self.step["data"]]
         extra: dict[str, str] = {}
         tail: list[Any] = []
         if resume_from is not None:
