@@ -130,43 +130,6 @@ def file_output(steps: Any, name: str) -> str | None:
     return None
 
 
-def _encode(a: Any) -> Any:
-    """A trial argument as JSON: data objects as small dicts, anything else as text."""
-    from ..rundata import DatasetConsumptionConfig, RunFilesOutput, StoredInput, dataset_spec
-
-    if isinstance(a, StoredInput):
-        return {"storedInput": a.name, "manifest": a.manifest, "tabular": a.tabular, "file": a.file}
-    if isinstance(a, RunFilesOutput):
-        return {"runFilesOutput": a.name}
-    if isinstance(a, DatasetConsumptionConfig):
-        return {
-            "datasetInput": a.name,
-            "mode": a.mode,
-            "pathOnCompute": a.path_on_compute,
-            "dataset": dataset_spec(a.dataset),
-        }
-    if isinstance(a, (str, int, float)):
-        return str(a)
-    raise SweepConfigError(
-        f"HyperDriveStep: its trials take PipelineData and datasets as inputs and outputs, not {a!r}"
-    )
-
-
-def decode(a: Any, ws: Any) -> Any:
-    """A trial argument as ``_encode`` wrote it, back as the object ``submit_script`` takes
-    (a dataset rebuilt in ``ws`` as it was defined when the pipeline was submitted)."""
-    from ..rundata import DatasetConsumptionConfig, RunFilesOutput, StoredInput, rebuild_dataset
-
-    if isinstance(a, dict) and "storedInput" in a:
-        return StoredInput(a["storedInput"], a["manifest"], a.get("tabular"), a.get("file"))
-    if isinstance(a, dict) and "runFilesOutput" in a:
-        return RunFilesOutput(a["runFilesOutput"])
-    if isinstance(a, dict) and "datasetInput" in a:
-        ds = rebuild_dataset(ws, a["dataset"])
-        return DatasetConsumptionConfig(a["datasetInput"], ds, a["mode"], a["pathOnCompute"])
-    return a
-
-
 def submit_step(
     pipeline_run: Run, step: dict[str, Any], config: ScriptRunConfig, data: list[Any]
 ) -> str:
@@ -181,11 +144,12 @@ def submit_step(
     import secrets
 
     from ..hyperdrive.config import start_sweep
+    from ..hyperdrive.controller import encode_argument
 
     rc = config.run_config
     metrics = step.get("metricsOutput")
-    args = [_encode(a) for a in rc.arguments]
-    trial_data = [_encode(d) for d in data if getattr(d, "name", None) != metrics]
+    args = [encode_argument(a) for a in rc.arguments]
+    trial_data = [encode_argument(d) for d in data if getattr(d, "name", None) != metrics]
     rc.arguments = []  # the trials' arguments are ``stepArguments``, data included
     definition = {
         "hyperdrive": step["hyperdrive"],
