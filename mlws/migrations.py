@@ -456,3 +456,20 @@ def m0014_request_ids(db: Any) -> None:
         ) WITHOUT ROWID"""
     )
     db.execute("CREATE INDEX model_registrations_version ON model_registrations(name, version)")
+
+
+@migrations(name="0015_dataset_registrations")
+def m0015_dataset_registrations(db: Any) -> None:
+    # Who registered each dataset version (v1's ``createdBy``: the token's user on a served
+    # workspace, the login elsewhere; NULL for versions made before), and the ids of dataset
+    # registrations sent with a ``registrationId`` (``mlws serve``): a registration re-sent
+    # after a lost answer gets the version made the first time, as model_registrations does.
+    db.execute("ALTER TABLE datasets ADD COLUMN created_by TEXT")
+    db.execute(
+        """CREATE TABLE dataset_registrations (
+            request_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )

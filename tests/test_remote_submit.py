@@ -102,6 +102,35 @@ def test_unported_submits_are_one_line_errors_and_send_nothing(
     assert dict(remote.remote.counters) == before
 
 
+def test_datasets_example_runs_unchanged_against_a_server(served, tmp_path: Path) -> None:  # noqa: ANN001
+    """examples/datasets with MLWS_WORKSPACE = the server's URL: an upload to the default
+    datastore, a tabular dataset registered and read here, a run with the dataset mounted and
+    an output registered on completion; the lineage both ways is on the server."""
+    import subprocess
+    import sys
+
+    from mlws import Dataset
+
+    server, ws_path, tokens = served
+    env = dict(os.environ, MLWS_WORKSPACE=server.url, MLWS_TOKEN=tokens["contributor"])
+    driver = REPO / "examples" / "datasets" / "driver.py"
+    done = subprocess.run(
+        [sys.executable, str(driver)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Dataset iris:1: 150 rows" in done.stdout
+    assert "counts.csv: {'setosa': '50', 'versicolor': '50', 'virginica': '50'}" in done.stdout
+    assert "The run read iris:1 (Mount)" in done.stdout
+    with Workspace(ws_path) as local:  # the server's own folder
+        iris = Dataset.get_by_name(local, "iris")
+        assert iris.created_by == "contributor" and [r["direction"] for r in iris.runs()] == [
+            "input"
+        ]
+        made = Dataset.get_by_name(local, "iris_by_species")
+        assert made.created_by == "contributor" and made.runs()[0]["direction"] == "output"
+        assert len(made.to_path()) == 4
+
+
 def test_cancel_stops_the_local_process(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
     src = _source(
         tmp_path / "src",
@@ -165,8 +194,8 @@ def test_killed_supervisor_fails_by_lease(tmp_path: Path, monkeypatch) -> None: 
 
 def test_quickstart_runs_unchanged_against_a_server(served, tmp_path: Path) -> None:  # noqa: ANN001
     """Issue 14's acceptance: examples/quickstart with MLWS_WORKSPACE = the server's URL.
-    (datasets and pipeline need datastores, deploy needs Model.deploy, distributed a managed
-    environment: not ported to remote workspaces; each stops with NotAvailableRemotely.)"""
+    (pipeline is not ported to remote workspaces, deploy needs Model.deploy, distributed a
+    managed environment; each stops with NotAvailableRemotely. datasets: the test above.)"""
     import subprocess
     import sys
 

@@ -23,7 +23,7 @@ from helpers import (
     workspace_fingerprint,
 )
 
-from mlws import Experiment, Model, Run, Workspace
+from mlws import Dataset, Datastore, Experiment, Model, Run, Workspace
 from mlws.errors import (
     ExperimentNotFound,
     Forbidden,
@@ -35,6 +35,7 @@ from mlws.errors import (
     ServerUnreachable,
     SpoolFull,
     Unauthorized,
+    UnsafePath,
     UserErrorException,
 )
 
@@ -211,7 +212,7 @@ def test_operations_not_ported_say_so_in_one_line(served, remote) -> None:  # no
         " server's machine"
     )
     with pytest.raises(NotAvailableRemotely, match="not available on a remote workspace"):
-        remote.get_default_datastore()
+        Datastore.register_ssh(remote, "far", "host", "/data")
     with pytest.raises(NotAvailableRemotely):
         run.remove_tags("x")
     with pytest.raises(InvalidWorkspace, match="created where it is served"):
@@ -374,6 +375,138 @@ def test_models_register_list_get_download(served, remote, tmp_path: Path) -> No
     assert from_run.run_id == run.id and from_run.version == 1
     assert from_run.run.id == run.id
     run.complete()
+
+
+# -- datastores and datasets -----------------------------------------------------------------------
+def test_datastores_and_datasets(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
+    server, ws_path, tokens = served
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for i in range(20):
+        (src / f"f{i:02d}.csv").write_text(f"a,b\n{i},{i * 2}\n")
+    (src / "sub" / "deep.txt").write_text("deep")
+    store = remote.get_default_datastore()
+    assert store.name == "workspaceblobstore" and store.is_default
+    assert set(remote.datastores) == {"workspaceblobstore"}
+    # Upload: content-addressed, only what the server lacks; written into the server's folder.
+    counters = remote.remote.counters
+    before = counters["PUT blobs"]
+    store.upload(src, "data", show_progress=False)
+    assert counters["PUT blobs"] - before == 21 + 1 and store.last_upload["copied"] == 21
+    on_server = ws_path / "datastores" / "workspaceblobstore" / "data"
+    assert (on_server / "sub" / "deep.txt").read_text() == "deep"
+    (src / "f00.csv").write_text("a,b\n100,200\n")
+    before = counters["PUT blobs"]
+    store.upload(src, "data", overwrite=True, show_progress=False)
+    assert counters["PUT blobs"] - before == 1 + 1  # the changed file, and the manifest
+    assert (on_server / "f00.csv").read_text() == "a,b\n100,200\n"
+    n = store.download(tmp_path / "dl", prefix="data/sub", show_progress=False)
+    assert n == 1 and (tmp_path / "dl" / "data" / "sub" / "deep.txt").read_text() == "deep"
+    # A file dataset and a tabular one over datastore paths, fingerprinted on the server.
+    files = Dataset.File.from_files((store, "data/*.csv"))
+    v1 = files.register(remote, "csvs", description="twenty", tags={"k": "v"})
+    assert (v1.version, v1.created_by, v1.tags) == (1, "contributor", {"k": "v"})
+    assert len(v1.to_path()) == 20 and "/data/f03.csv" in v1.to_path()
+    got = v1.download(tmp_path / "csvs")
+    assert len(got) == 20 and (tmp_path / "csvs" / "data" / "f03.csv").read_text() == "a,b\n3,6\n"
+    assert not v1.has_changed()
+    table = Dataset.Tabular.from_delimited_files((store, "data/f0[1-3].csv"))
+    tab = table.register(remote, "table")
+    assert tab.to_pandas_dataframe().to_dict("list") == {"a": [1, 2, 3], "b": [2, 4, 6]}
+    assert Dataset.get_by_name(remote, "table", 1).created_by == "contributor"
+    assert set(remote.datasets) >= {"csvs", "table"}
+    (on_server / "f03.csv").write_text("a,b\n3,7\n")  # the data changes on the server
+    assert Dataset.get_by_name(remote, "csvs").changes().modified == ["data/f03.csv"]
+    with pytest.raises(UserErrorException, match="exists"):
+        files.register(remote, "csvs")
+    with pytest.raises(UserErrorException, match="upload it first"):
+        Dataset.File.from_files(str(src), validate=False).register(remote, "local")
+    # A registration sent twice (its answer lost) makes one version.
+    from mlws.remote.datasets import register
+
+    again = [register(remote, files, "csvs", None, None, True, request_id="reg-1") for _ in "ab"]
+    assert again[0].version == again[1].version == 2 == Dataset.get_by_name(remote, "csvs").version
+    # The CLI over the same calls, a reader's token.
+    out = _with_token(tokens["reader"], "-w", server.url, "dataset", "list")
+    assert out.exit_code == 0 and "csvs" in out.output and "table" in out.output
+    out = _with_token(tokens["reader"], "-w", server.url, "datastore", "list")
+    assert out.exit_code == 0 and "workspaceblobstore" in out.output
+    out = _with_token(tokens["reader"], "-w", server.url, "dataset", "show", "csvs:1", "--json")
+    assert out.exit_code == 0 and json.loads(out.output)["createdBy"] == "contributor"
+    tok = tokens["contributor"]
+    up = ("datastore", "upload", "workspaceblobstore", str(src / "f05.csv"), "-t", "cli")
+    assert _with_token(tok, "-w", server.url, *up).exit_code == 0
+    reg = ("dataset", "register", "cli_t", "cli/f05.csv", "--datastore", "workspaceblobstore")
+    out = _with_token(tok, "-w", server.url, *reg, "--tabular")
+    assert out.exit_code == 0, out.output
+    out = _with_token(tokens["reader"], "-w", server.url, "dataset", "head", "cli_t", "--json")
+    assert out.exit_code == 0 and json.loads(out.output) == [{"a": 5, "b": 10}], out.output
+    # Registering a server folder is an owner's; a relative path is refused here.
+    lab = tmp_path / "server-lab"
+    with pytest.raises(Forbidden, match="owner"):
+        Datastore.register_local(remote, "lab", lab)
+    with pytest.raises(UserErrorException, match="absolute"):
+        Datastore.register_local(remote, "lab", "relative/lab")
+    with Workspace(server.url, token=tokens["owner"]) as owner:
+        with pytest.raises(UserErrorException, match="workspace's own folder"):
+            Datastore.register_local(owner, "inside", ws_path / "blobs")
+        made = Datastore.register_local(owner, "lab", lab)
+        assert made.root == lab and lab.is_dir() and made.datastore_type == "local"
+    Datastore.get(remote, "lab").upload_files([src / "f01.csv"], target_path="x")
+    assert (lab / "x" / "f01.csv").exists()
+
+
+def test_datasets_refuse_readers_and_path_tricks(served, remote) -> None:  # noqa: ANN001
+    server, ws_path, tokens = served
+    remote.get_default_datastore().upload_files([__file__], target_path="t", overwrite=True)
+    outside = ws_path.parent / "secret.txt"
+    outside.write_text("not the datastore's")
+    link = ws_path / "datastores" / "workspaceblobstore" / "out"
+    if not link.is_symlink():
+        link.symlink_to(outside)  # a link on the datastore that leads out of it
+    before = workspace_fingerprint(ws_path)
+    with Workspace(server.url, token=tokens["reader"]) as reader:
+        store = Datastore(reader, "workspaceblobstore")
+        with pytest.raises(Forbidden, match="contributor"):
+            store.upload_files([__file__], target_path="r")
+        with pytest.raises(Forbidden, match="contributor"):
+            Dataset.File.from_files((store, "t")).register(reader, "nope")
+    assert workspace_fingerprint(ws_path) == before
+    tok = tokens["contributor"]
+    base = "/datastores/workspaceblobstore"
+    tricks = [
+        ("POST", base + "/fetch", {"paths": ["../../mlws.db"]}),
+        ("POST", base + "/fetch", {"paths": ["/etc/passwd"]}),
+        ("POST", base + "/match", {"patterns": ["../*"]}),
+        ("GET", base + "/files?prefix=../..", None),
+        ("POST", base + "/upload", {"manifest": "sha256:" + "0" * 64, "targetPath": "../x"}),
+        ("GET", "/datastores/..%2F..", None),
+        ("POST", base + "/fetch", {"paths": ["out"]}),
+        ("POST", "/runs/nope/datasets", {"data": [{"name": "x", "mode": "mount"}]}),
+        (
+            "POST",
+            "/datasets/x/versions",
+            {"definition": {"type": "file", "sources": [{"local": "/etc"}]}},
+        ),
+        (
+            "POST",
+            "/datasets/x/versions",
+            {
+                "definition": {
+                    "type": "file",
+                    "sources": [{"datastore": "workspaceblobstore", "path": "../../"}],
+                }
+            },
+        ),  # fmt: skip
+    ]
+    for method, path, body in tricks:
+        status, answer = server.api(method, path, tok, body)
+        assert status in (400, 404) and "\n" not in answer["error"]["message"], (path, answer)
+    with pytest.raises(UnsafePath, match="outside"):  # the same files as "t": no new blob
+        remote.get_default_datastore().upload_files([__file__], target_path="out", overwrite=True)
+    status, answer = server.api("POST", base + "/match", tok, {"patterns": ["*"]})
+    assert status == 200 and "out" not in {f["path"] for f in answer["matches"][0]}
+    assert workspace_fingerprint(ws_path) == before
 
 
 # -- offline -------------------------------------------------------------------------------------

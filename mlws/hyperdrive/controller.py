@@ -132,7 +132,7 @@ def decode_argument(a: Any, ws: Workspace) -> Any:
     from ..rundata import DatasetConsumptionConfig, RunFilesOutput, StoredInput, rebuild_dataset
 
     if isinstance(a, dict) and "storedInput" in a:
-        return StoredInput(a["storedInput"], a["manifest"], a.get("tabular"), a.get("file"))
+        return StoredInput(a["storedInput"], a["manifest"], a.get("tabular"), a.get("file") or "")
     if isinstance(a, dict) and "runFilesOutput" in a:
         return RunFilesOutput(a["runFilesOutput"])
     if isinstance(a, dict) and "datasetInput" in a:

@@ -120,14 +120,14 @@ def fingerprint_part(step: dict[str, Any]) -> dict[str, Any]:
     return {"hyperdrive": {k: v for k, v in step["hyperdrive"].items() if k != "seed"}}
 
 
-def file_output(steps: Any, name: str) -> str | None:
+def file_output(steps: Any, name: str) -> str:
     """The file a later step is given for ``PipelineData`` ``name`` when ``name`` is the
-    ``metrics_output`` of one of ``steps`` (step dicts): :data:`METRICS_FILE`; else None (a
+    ``metrics_output`` of one of ``steps`` (step dicts): :data:`METRICS_FILE`; else "" (the
     folder)."""
     for step in steps:
         if step.get("stepType") == STEP_TYPE and step.get("metricsOutput") == name:
             return METRICS_FILE
-    return None
+    return ""
 
 
 def submit_step(

@@ -7,7 +7,8 @@ server through the remote client instead, and reuses what does not depend on whe
 is: :mod:`mlws.compute.script` (the script's environment, command line, process group, outcome).
 
 1. hold the run's lease (heartbeats from the client's tracker), ``Queued``, ``Preparing``;
-2. materialize the snapshot from the server into a working folder; ``Running``; start the
+2. materialize the snapshot from the server into a working folder, and the dataset inputs
+   (their files fetched from the server, their lineage sent to it); ``Running``; start the
    script with ``MLWS_WORKSPACE`` = the server's URL, so ``Run.get_context()`` in it is the
    server's run and ``run.log`` streams through the remote client;
 3. while it runs, upload ``logs/driver.log`` every :data:`LOG_EVERY_S` seconds when it changed
@@ -106,6 +107,13 @@ def supervise(url: str, run_id: str) -> int:
         ws.blobs.materialize(ws.blobs.read_manifest(details["snapshotId"]), workdir)
         (workdir / "logs").mkdir(exist_ok=True)
         (workdir / "outputs").mkdir(exist_ok=True)
+        if definition.get("inputs") or definition.get("outputs"):
+            from ..rundata import prepare
+
+            # The datasets' files fetched from the server (hash checked) and copied in; their
+            # lineage goes to the server (a remote run's seq is its id).
+            for note in prepare(ws, run_id, definition, workdir, links_ok=False, remote=True):
+                print(note, file=sys.stderr)
         if stop.is_set():
             outcome = "Canceled"
             return 0
@@ -140,6 +148,8 @@ def supervise(url: str, run_id: str) -> int:
         else:
             outcome, error = exit_outcome(rc, workdir / LOG)
         status(run, "Finalizing")
+        if outcome == "Completed" and definition.get("outputs"):
+            outcome, error = publish_outputs(ws, run_id, definition, workdir)
         if definition.get("outputCollection", True):
             upload_folder(run, workdir, "outputs")
         return 0
@@ -165,6 +175,28 @@ def supervise(url: str, run_id: str) -> int:
             client.close()
             shutil.rmtree(workdir, ignore_errors=True)
             record_path(client.url, run_id).unlink(missing_ok=True)
+
+
+def publish_outputs(
+    ws: Any, run_id: str, definition: dict[str, Any], workdir: Path
+) -> tuple[str, dict[str, Any] | None]:
+    """A completed run's output folders uploaded to their datastores on the server (and
+    registered, lineage recorded there), as a local run's supervisor does; a run whose outputs
+    cannot be delivered has failed."""
+    from .. import rundata
+    from ..errors import MlwsError
+
+    try:
+        notes = rundata.publish(ws, run_id, run_id, definition, workdir)  # type: ignore[arg-type]
+    except MlwsError as e:
+        return "Failed", {
+            "code": "OutputUploadFailed",
+            "message": f"the script completed, but its outputs could not be delivered: {e}",
+        }
+    if notes:
+        with open(workdir / LOG, "a") as log:
+            log.writelines(n + "\n" for n in notes)
+    return "Completed", None
 
 
 def _kill(proc: Any) -> None:

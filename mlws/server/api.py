@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (
     BlobNotFound,
     DatasetNotFound,
+    DatastoreNotFound,
     ExperimentNotFound,
     Forbidden,
     MlwsError,
@@ -106,6 +107,7 @@ _STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
     (TokenNotFound, 404, "NotFound"),
     (BlobNotFound, 404, "NotFound"),
     (DatasetNotFound, 404, "NotFound"),
+    (DatastoreNotFound, 404, "NotFound"),
     (PipelineNotFound, 404, "NotFound"),
     (WorkspaceReadOnly, 503, "ServiceUnavailable"),
     (UserErrorException, 400, "BadRequest"),

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError
-from . import blobs, models, pipelines, runs, submitted, workspace
+from . import blobs, datasets, models, pipelines, runs, submitted, workspace
 from .api import PREFIX, Call, Endpoint, dumps, error_body, http_error, openapi, parse_json_body
 from .auth import authenticate
 
@@ -45,6 +45,7 @@ def endpoints() -> list[Endpoint]:
         *models.ENDPOINTS,
         *blobs.ENDPOINTS,
         *pipelines.ENDPOINTS,
+        *datasets.ENDPOINTS,
     ]
 
 
@@ -84,7 +85,7 @@ def build_app(
     from ..metrics import prune_batch_ids
     from ..studio.app import studio_app
     from ..studio.signin import read_body
-    from .leases import expire, lease_seconds, sweep_interval
+    from .leases import expire, lease_seconds, start_grace, sweep_interval
 
     lease = lease_seconds(run_lease_s)
     eps = endpoints()
@@ -169,9 +170,10 @@ def build_app(
         )
 
     async def sweep_leases() -> None:
-        # Runs whose client is gone end Failed (ClientLost) even if nobody reads them; the first
-        # sweep, at start, catches leases that lapsed while the server was down. Metric batch
-        # ids of ended runs are forgotten after a day, checked once an hour.
+        # Runs whose client is gone end Failed (ClientLost) even if nobody reads them, once the
+        # server has been up for a whole lease (start_grace: a client is not lost for having
+        # waited out an outage). Metric batch ids of ended runs are forgotten after a day,
+        # checked once an hour.
         pruned = 0.0
         while True:
             try:
@@ -187,6 +189,7 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        start_grace(ws, lease)
         sweeper = asyncio.create_task(sweep_leases())
         if on_startup is not None:
             on_startup()
