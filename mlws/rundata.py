@@ -222,16 +222,19 @@ class OutputAsInput:
 class StoredInput:
     """A run input whose files are in the blob store already, named by their manifest: a
     pipeline step's upstream ``PipelineData``. The script gets a read-only folder of copies
-    (``.mlws-data/in/<name>``); put it in the arguments (or pass it to ``submit_script``'s
-    ``data``)."""
+    (``.mlws-data/in/<name>``), or with ``file`` that file of it (a v1 ``metrics_output``); put
+    it in the arguments (or pass it to ``submit_script``'s ``data``)."""
 
-    def __init__(self, name: str, manifest: str, tabular: dict[str, Any] | None = None) -> None:
-        from .manifests import check_hash
+    def __init__(
+        self, name: str, manifest: str, tabular: dict[str, Any] | None = None, file: str = ""
+    ) -> None:
+        from .manifests import check_hash, check_relpath
 
         self.name = check_data_name(name)
         self.manifest = check_hash(manifest)
         #: How it is read as a table (``read_delimited_files()``); None: a folder.
         self.tabular = tabular
+        self.file = check_relpath(file) if file else None
 
     def __repr__(self) -> str:
         return f"StoredInput(name={self.name!r}, manifest={self.manifest!r})"
@@ -313,8 +316,7 @@ def _encode(
         )
     if isinstance(a, StoredInput):
         spec = {"name": a.name, "mode": "mount", "pathOnCompute": None, "manifest": a.manifest}
-        if a.tabular:
-            spec["tabular"] = a.tabular
+        spec.update({k: v for k, v in (("tabular", a.tabular), ("file", a.file)) if v})
         return _add(inputs, spec, "inputs", {"mlwsInput": a.name})
     if isinstance(a, RunFilesOutput):
         spec = {"name": a.name, "runFiles": True, "source": f"outputs/{a.name}"}
@@ -424,7 +426,7 @@ def prepare(
             _fresh_folder(workdir, workdir / rel)
             ws.blobs.materialize(ws.blobs.read_manifest(spec["manifest"]), workdir / rel)
             read_only.append(rel)
-            paths["inputs"][spec["name"]] = rel
+            paths["inputs"][spec["name"]] = f"{rel}/{spec['file']}" if spec.get("file") else rel
             continue
         ds = rebuild_dataset(ws, spec["dataset"])
         files = ds.current_files()

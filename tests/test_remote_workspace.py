@@ -147,6 +147,27 @@ def test_runs_end_to_end(served, remote) -> None:  # noqa: ANN001
     assert failing.get_details()["error"]["error"]["code"] == "Boom"
 
 
+def test_a_sweeps_metrics_read_remotely_have_v1s_shapes(served, remote) -> None:  # noqa: ANN001
+    """A sweep's ``get_metrics()`` is its trials' (v1's HyperDriveRun); its own metrics (the
+    best-trial table) are ``Run.get_metrics(sweep)``, over the server as here."""
+    from mlws.hyperdrive import HyperDriveRun
+    from mlws.lifecycle import insert_run
+    from mlws.metrics import write_values
+
+    _server, ws_path, _tokens = served
+    with Workspace(ws_path) as ws:
+        Experiment(ws, "hd")  # created on first use
+        sweep = insert_run(ws, "hd", run_type="hyperdrive", status="Running")
+        trial = insert_run(ws, "hd", run_type="azureml.scriptrun", status="Completed",
+                           parent_id=sweep["id"])  # fmt: skip
+        write_values(ws.catalog, sweep["seq"], [("own", "scalar", 1, None)])
+        write_values(ws.catalog, trial["seq"], [("accuracy", "scalar", 0.5, None)])
+    there = remote.get_run(sweep["id"])
+    assert isinstance(there, HyperDriveRun)
+    assert there.get_metrics() == {trial["id"]: {"accuracy": 0.5}}
+    assert Run.get_metrics(there) == {"own": 1}
+
+
 def test_heartbeats_keep_a_quiet_run_alive(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     ws_path = tmp_path / "srv"
     Workspace.create(ws_path, _remember_name=False).close()

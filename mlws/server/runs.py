@@ -287,8 +287,11 @@ def log_metrics(call: Call) -> dict[str, Any]:
 
 
 def get_metrics(call: Call) -> dict[str, Any]:
-    """``GET /runs/{run_id}/metrics``: v1 shapes (``name=`` for one metric)."""
-    return {"metrics": _run(call).get_metrics(name=query_value(call, "name"))}
+    """``GET /runs/{run_id}/metrics``: the run's own metrics in v1 shapes (``name=`` for one
+    metric), a sweep's too (its ``HyperDriveRun.get_metrics()`` is its trials')."""
+    from ..runs import Run
+
+    return {"metrics": Run.get_metrics(_run(call), name=query_value(call, "name"))}
 
 
 def get_tags(call: Call) -> dict[str, Any]:
