@@ -275,8 +275,9 @@ def graph_item(item: Any, step: PipelineStep, where: str) -> Any:
             if where == "arguments" and data not in step.outputs:
                 step.outputs.append(data)
         return data
-    if where != "outputs" and data_path_parameter(item) is not None:
-        return DataPathInput(*data_path_parameter(item))  # type: ignore[misc]
+    data_path = data_path_parameter(item) if where != "outputs" else None
+    if data_path is not None:
+        return DataPathInput(*data_path)
     if isinstance(item, DataReference) and where != "outputs":
         from ..rundata import DatasetConsumptionConfig, default_input_name
 
