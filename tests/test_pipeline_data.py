@@ -245,6 +245,14 @@ def test_unsupported_data_uses_get_one_line_and_record_nothing(ws, tmp_path):
         )
         exp.submit(Pipeline(ws, [bad]), pipeline_parameters={"x": store.path("raw")})
     assert workspace_fingerprint(ws.path) == before
+    # Not given: the default path's files.
+    from mlws.pipelines.graph import freeze
+
+    spec = freeze(pipeline)
+    assert spec["parameters"] == {"raw": {"datastore": store.name, "path": "raw"}}
+    (prep,) = [s for s in spec["steps"] if s["name"] == "prep"]
+    (raw,) = prep["datasets"]
+    assert raw["dataPathParameter"] == "raw" and raw["mode"] == "download"
 
 
 V1_DRIVER = """

