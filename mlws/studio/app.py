@@ -263,13 +263,23 @@ def studio_app(
         def source() -> Path:
             return ws.get_run(run_id).file_source(name)
 
+        return await send_file(source, name, inline=name.startswith("images/"))
+
+    async def snapshot_download(request: Request) -> Response:
+        """GET /runs/{id}/snapshot/{path}: a file of the run's source snapshot."""
+        run_id, name = request.path_params["run_id"], request.path_params["path"]
+        return await send_file(lambda: data.snapshot_file(ws, run_id, name), name, inline=False)
+
+    async def send_file(source: Callable[[], Path], name: str, *, inline: bool) -> Response:
+        """The file ``source()`` finds, as a download (a PNG image ``inline``, for ``<img>``);
+        a bad path is a 400, a missing file a 404."""
         try:
             path = await in_thread(source)
         except UnsafePath as e:
             raise HTTPException(400, str(e)) from None
         except MlwsError as e:
             raise HTTPException(404, str(e)) from None
-        inline = name.startswith("images/") and name.endswith(".png")
+        inline = inline and name.endswith(".png")
         return FileResponse(
             path,
             media_type="image/png" if inline else "application/octet-stream",
@@ -479,6 +489,7 @@ def studio_app(
         Route("/experiments/{name}", runs_table),
         Route("/runs/status.json", statuses),
         Route("/runs/{run_id}/files/{path:path}", download),
+        Route("/runs/{run_id}/snapshot/{path:path}", snapshot_download),
         Route("/runs/{run_id}/events", events),
         Route("/runs/{run_id}.json", run_page),
         Route("/runs/{run_id}", run_page),

@@ -87,9 +87,15 @@
     });
   }
 
+  // A chart fills its box up to 460 px: in a narrow window it shrinks rather than widen the page.
+  function chartWidth(fig, most) {
+    var room = fig.parentNode ? fig.parentNode.clientWidth - 12 : most;
+    return Math.max(160, Math.min(most, room || most));
+  }
+
   function makePlot(fig, series) {
     var opts = {
-      width: 460, height: 240,
+      width: chartWidth(fig, 460), height: 240,
       scales: { x: { time: false }, y: { distr: view.log ? 3 : 1 } },
       series: [{ label: "step" }].concat(series.map(function (s, i) {
         return { label: s.label, stroke: COLORS[i % COLORS.length], spanGaps: true, points: { show: false } };
@@ -188,7 +194,7 @@
   // Service page: requests/s with 4xx and 5xx errors/s, and latency p50/p95, over time.
   function timeChart(fig, t, series) {
     var opts = {
-      width: 460, height: 220,
+      width: chartWidth(fig, 460), height: 220,
       scales: { x: { time: true } },
       series: [{ label: "time" }].concat(series.map(function (s, i) {
         // Points shown: a quiet service has requests in few buckets (a lone point has no line).
