@@ -114,10 +114,13 @@ def histogram(value: Any) -> dict[str, Any] | None:
             "y": round(HEIGHT - PAD - h, 2),
             "h": h,
             "label": label,
+            "mark": None,
         }
-        if averages is not None and c > 0:
-            bar["mark"] = {"cx": round((x(edges[i]) + x(edges[i + 1])) / 2, 2)}
-            bar["mark"]["cy"] = y_value(averages[i])
+        if averages is not None and c > 0:  # an empty bin has no mean prediction to mark
+            bar["mark"] = {
+                "cx": round((x(edges[i]) + x(edges[i + 1])) / 2, 2),
+                "cy": y_value(averages[i]),
+            }
         bars.append(bar)
     return {
         "width": WIDTH,

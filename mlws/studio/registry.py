@@ -525,7 +525,11 @@ def compute(ws: Workspace) -> dict[str, Any]:
             if e["spec_hash"] and b["id"].partition("-")[0] == e["spec_hash"].partition("-")[0]
         ]
         e["builds"] = len(mine)
-        e["state"] = "built" if mine else "not built here yet"
+        if not e["spec_hash"]:
+            # user_managed_dependencies: runs use that Python as it is; nothing is built.
+            e["state"] = "user-managed (never built)"
+        else:
+            e["state"] = "built" if mine else "not built yet"
         for b in mine:
             b["environments"].append(f"{e['name']}:{e['version']}")
     return {"compute_targets": targets, "environments": envs, "builds": builds}
