@@ -19,7 +19,7 @@ import pytest
 from helpers import bulk_runs, invoke, one_error_line
 
 from mlws import Experiment
-from mlws.studio.data import PAGE_SIZE
+from mlws.studio.data import MAX_POINTS, PAGE_SIZE
 from mlws.studio.downsample import lttb
 from mlws.studio.serve import StudioServer, bind, is_loopback
 
@@ -194,7 +194,7 @@ def test_run_page_summary_charts_tables_images_children_files(ws, studio, tmp_pa
     assert page["status"] == "Completed" and page["display_name"] == "main"
     assert page["submitter"] and page["git"] == {"azureml.git.branch": "main"}
     loss = page["metrics"]["charts"]["loss"]
-    assert 1000 < len(loss) <= 2000 and loss[0][0] == 0 and loss[-1][0] == 4999
+    assert MAX_POINTS // 2 < len(loss) <= MAX_POINTS and loss[0][0] == 0 and loss[-1][0] == 4999
     assert [1234, pytest.approx(5 + math.sin(12.34))] in loss  # the peak survives downsampling
     assert page["metrics"]["charts"]["curve"] == [[0, 1], [1, 2], [2, 3]]
     assert page["metrics"]["scalars"] == {"bad": None, "lr": 0.01}

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 
 #: Runs per page of a runs table.
 PAGE_SIZE = 100
-#: Points per chart series: longer series are downsampled (LTTB) on the server.
-MAX_POINTS = 2000
+#: Points per chart series: longer series are downsampled (LTTB) on the server. A chart is at
+#: most 460 px wide: 1,000 points are two per pixel column (its low and high), and half the
+#: SQL, JSON and drawing of 2,000 (bench 18g: the first paint of a 100k-step chart).
+MAX_POINTS = 1000
 #: Rows of a table metric shown on a run page.
 MAX_TABLE_ROWS = 1000
 #: Child runs and files listed on a run page (a sweep of 10,000 trials lists the first ones).
