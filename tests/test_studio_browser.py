@@ -368,6 +368,8 @@ def test_chart_toggles_and_live_status_of_the_runs_table(ws, watched):
     run = exp.start_logging()
     for step, v in enumerate([1.0, 10.0, -1.0, 100.0, 1000.0]):
         run.log("loss", v, step=step)
+        for i in range(7):  # charts past the first six are drawn when they come into sight
+            run.log(f"m{i}", v, step=step)
     page = watched.page
     # The runs table: the running run's status turns Completed without a reload.
     watched.goto("/experiments/toggles")
@@ -390,6 +392,14 @@ def test_chart_toggles_and_live_status_of_the_runs_table(ws, watched):
     page.check("#log-scale")
     expect(page.locator('figure.chart[data-name="loss"] .uplot')).to_have_count(1)
     watched.shot("toggles")
+    # In a small window the seventh chart waits below until scrolled to.
+    page.set_viewport_size({"width": 400, "height": 600})
+    watched.goto(f"/runs/{run.id}")
+    expect(page.locator('figure.chart[data-name="m4"] .uplot')).to_have_count(1)
+    last = page.locator('figure.chart[data-name="m6"]')
+    assert last.locator(".uplot").count() == 0
+    last.scroll_into_view_if_needed()
+    expect(last.locator(".uplot")).to_have_count(1)
 
 
 def focused(page) -> str:  # noqa: ANN001 - a Page

@@ -60,15 +60,30 @@
 
   function columns(series) { return viewed(toColumns(series)); }
 
+  // The first charts of a page are drawn at once; the rest (a run with 50 metrics, a compare
+  // of many) when they come near the window, so the first paint waits for what is seen.
+  var EAGER = 6;
+  var lazy = window.IntersectionObserver ? new IntersectionObserver(function (seen) {
+    seen.forEach(function (s) {
+      if (!s.isIntersecting) return;
+      lazy.unobserve(s.target);
+      drawn.forEach(function (e) {
+        if (e.fig === s.target && !e.plot) e.plot = makePlot(e.fig, e.series);
+      });
+    });
+  }, { rootMargin: "300px" }) : null;
+
   function draw(fig, series) {
-    var plot = makePlot(fig, series);
-    var entry = { fig: fig, series: series, plot: plot };
+    var entry = { fig: fig, series: series, plot: null };
+    if (lazy && drawn.length >= EAGER) lazy.observe(fig);
+    else entry.plot = makePlot(fig, series);
     drawn.push(entry);
     return entry;
   }
 
   function redrawAll() {
     drawn.forEach(function (e) {
+      if (!e.plot) return;  // not drawn yet: it draws with the view of when it comes into sight
       e.plot.destroy();
       e.plot = makePlot(e.fig, e.series);
     });
@@ -133,7 +148,7 @@
       return;
     }
     entry.series[0].points = entry.series[0].points.concat(points);
-    entry.plot.setData(columns(entry.series));
+    if (entry.plot) entry.plot.setData(columns(entry.series));
   }
 
   function follow(live, charts) {
