@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,13 @@ def test_experiments_page_lists_counts_and_activity(ws, studio, tmp_path):
     status, body, headers = get(studio.url + "/")
     assert status == 200 and b'href="/experiments/exp-a"' in body
     assert "script-src 'self'" in headers["content-security-policy"]
+    # One script request, named by its content (kept by the browser); the styles are inline.
+    (src,) = re.findall(rb'<script src="(/static/studio\.bundle\.js\?v=[0-9a-f]{12})">', body)
+    status, script, headers = get(studio.url + src.decode())
+    assert status == 200 and b"uPlot" in script and b"mlwsParcoords" in script
+    assert headers["content-type"].startswith("text/javascript")
+    assert "immutable" in headers["cache-control"]
+    assert b"<style>" in body and b'rel="stylesheet"' not in body
 
 
 def test_runs_table_filters_sorts_and_pages(ws, studio, tmp_path):
