@@ -287,8 +287,8 @@ def send(run: Run, method: str, *rest: str, body: Any = None) -> Any:
     and outcome are one request; a read of the run sends them first."""
     client = run.workspace.remote
     if method == "PATCH" and rest == ("tags",) and isinstance(body, dict):
+        # No wake: the sender's next tick (or the run's end) takes them, with its values.
         client.tracker.writer(run.id).set_tags(body["tags"])
-        client.tracker.wake()
         return None
     return client.tracker.send(run.id, method, _run_path(client, run.id, *rest), body)
 
