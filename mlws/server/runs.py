@@ -612,6 +612,7 @@ ENDPOINTS = [
         },
         status=201,
         tag="runs",
+        inline=True,
     ),
     Endpoint("GET", _RID, "reader", "A run's details", get_run, tag="runs"),
     Endpoint(
@@ -654,6 +655,7 @@ ENDPOINTS = [
             },
         },
         tag="runs",
+        inline=True,
     ),
     Endpoint("GET", _RID + "/tags", "reader", "A run's tags", get_tags, tag="runs"),
     Endpoint(
@@ -664,6 +666,7 @@ ENDPOINTS = [
         set_tags,
         body={"type": "object", "required": ["tags"], "properties": {"tags": _KV}},
         tag="runs",
+        inline=True,
     ),
     Endpoint(
         "GET", _RID + "/properties", "reader", "A run's properties", get_properties, tag="runs"
@@ -676,6 +679,7 @@ ENDPOINTS = [
         add_properties,
         body={"type": "object", "required": ["properties"], "properties": {"properties": _KV}},
         tag="runs",
+        inline=True,
     ),
     Endpoint(
         "POST",
@@ -684,6 +688,7 @@ ENDPOINTS = [
         "End an interactive run Completed",
         complete_run,
         tag="runs",
+        inline=True,
     ),
     Endpoint(
         "POST",
@@ -701,6 +706,7 @@ ENDPOINTS = [
             },
         },
         tag="runs",
+        inline=True,
     ),
     Endpoint(
         "POST",
@@ -710,6 +716,7 @@ ENDPOINTS = [
         " when nothing else is sent; a run not heard from for the lease ends Failed, ClientLost)",
         heartbeat,
         tag="runs",
+        inline=True,
     ),
     Endpoint(
         "PUT",
