@@ -67,8 +67,8 @@ def encode(value: Any) -> tuple[Any, str | None]:
     infinities, bools and structures go in ``data`` as JSON (SQLite would turn NaN into NULL)."""
     value = to_python(value)
     t = type(value)
-    if t is int or t is str:
-        return value, None
+    if t is str or (t is int and -(2**63) <= value < 2**63):
+        return value, None  # an int past SQLite's 64 bits goes in data, as JSON
     if t is float:
         if math.isfinite(value):
             return value, None
@@ -114,7 +114,11 @@ class MetricWriter:
         # The hot path of run.log: skip encode() for plain finite numbers and strings.
         at = time.time() if timestamp is None else timestamp
         t = type(value)
-        if (t is float and math.isfinite(value)) or t is int or t is str:
+        if (
+            (t is float and math.isfinite(value))
+            or t is str
+            or (t is int and -(2**63) <= value < 2**63)
+        ):
             item = (name, SCALAR, value, None, at, step)
         else:
             v, d = encode(value)

@@ -98,6 +98,7 @@ def build_app(
 
     lease = lease_seconds(run_lease_s)
     eps = endpoints()
+    in_threads = [0]  # API requests in a worker thread now (counted on the event loop)
     document = openapi(eps, __version__)
 
     def handle(ep: Endpoint) -> Any:
@@ -140,10 +141,17 @@ def build_app(
                 for k, v in request.query_params.multi_items():
                     query.setdefault(k, []).append(v)
                 call = Call(ws, user, dict(request.path_params), query, None, lease)
-                if ep.inline and not (isinstance(raw, bytes) and len(raw) > INLINE_BODY):
+                small = not (isinstance(raw, bytes) and len(raw) > INLINE_BODY)
+                if ep.inline and small and not in_threads[0]:
+                    # Nothing of the API in a worker thread (that may hold the catalog): the
+                    # loop does not wait for anyone's write here.
                     result = run(call, user, raw, authorization)
                 else:
-                    result = await run_in_threadpool(run, call, user, raw, authorization)
+                    in_threads[0] += 1
+                    try:
+                        result = await run_in_threadpool(run, call, user, raw, authorization)
+                    finally:
+                        in_threads[0] -= 1
                 if result is _NOT_BUILT:
                     return _json(
                         error_body(
