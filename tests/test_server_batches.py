@@ -255,7 +255,7 @@ def test_series_write_what_metrics_write_and_tags_and_the_end_ride_along(tmp_pat
             return log_metrics(Call(ws, User(), path, {}, body, 60.0))  # type: ignore[arg-type]
 
         ids = []
-        for n in range(2):
+        for _ in range(2):
             made = create_run(Call(ws, User(), {"experiment": "s"}, {}, {}, 60.0))  # type: ignore[arg-type]
             ids.append(made["runId"])
         values = [("a", None, 0.5, None), ("b", None, 1, None), ("a", None, float("inf"), None)]
