@@ -632,7 +632,8 @@ ENDPOINTS = [
         log_metrics,
         body={
             "type": "object",
-            "required": ["metrics"],
+            "description": "values as metrics (one object per value) or series (one per"
+            " metric); tags and outcome commit with them",
             "properties": {
                 "batchId": {
                     **REQUEST_ID_SCHEMA,
@@ -651,6 +652,34 @@ ENDPOINTS = [
                             "kind": {"type": "string", "default": "scalar"},
                         },
                     },
+                },
+                "series": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "values"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "values": {"type": "array", "items": {}},
+                            "steps": {
+                                "type": "array",
+                                "items": {"type": "integer", "minimum": 0, "nullable": True},
+                                "description": "one per value; null: the name's next step",
+                            },
+                            "kind": {"type": "string", "default": "scalar"},
+                        },
+                    },
+                },
+                "tags": {**_KV, "description": "set with the values"},
+                "outcome": {
+                    "type": "string",
+                    "enum": ["complete", "fail"],
+                    "description": "end the run with the values (the answer carries it as run)",
+                },
+                "error": {
+                    "type": "object",
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    "description": "with outcome fail",
                 },
             },
         },
