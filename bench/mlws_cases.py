@@ -1667,20 +1667,36 @@ run.complete()
 def case_server(work: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Benchmark 17, mlws side: one ``mlws serve`` on 127.0.0.1, clients through the public API
     of a remote workspace (``Workspace(url, token=...)``)."""
+    import psutil
+
     from mlws import Experiment, Workspace
 
     proc, url, token = _start_mlws_server(work)
     out: dict[str, Any] = {}
+    server, me = psutil.Process(proc.pid), psutil.Process()
+
+    def cpu() -> tuple[float, float]:
+        # CPU seconds (user + system) of the server and of this client: on a loaded machine
+        # these say what a figure costs when its wall time says mostly how busy the CPUs were.
+        a, b = server.cpu_times(), me.cpu_times()
+        return a.user + a.system, b.user + b.system
+
+    def cpu_since(c0: tuple[float, float]) -> dict[str, float]:
+        c1 = cpu()
+        return {"server": c1[0] - c0[0], "client": c1[1] - c0[1]}
+
     try:
         ws = Workspace(url, token=token)
         # 17a: one client, run.log x 100,000, until the server has stored them.
         n = int(params.get("n_log", N_LOG))
         run = Experiment(ws, "bench-one").start_logging()
+        c0 = cpu()
         t0 = time.perf_counter()
         for i in range(n):
             run.log(METRIC_NAMES[i % 10], i * 0.5)
         run.flush()
         out["one_s"] = time.perf_counter() - t0
+        out["one_cpu"] = cpu_since(c0)
         out["one_rate"] = n / out["one_s"]
         run.complete()
         stored = sum(len(v) for v in run.get_metrics().values())
@@ -1710,6 +1726,8 @@ def case_server(work: Path, params: dict[str, Any]) -> dict[str, Any]:
         # 17d: 1,000 runs x (5 properties, 3 metrics, 2 tags).
         exp = Experiment(ws, "bench-runs")
         runs = int(params.get("runs", 1000))
+        requests0 = sum(ws.remote.counters.values())
+        c0 = cpu()
         t0 = time.perf_counter()
         for i in range(runs):
             r = exp.start_logging()
@@ -1719,6 +1737,8 @@ def case_server(work: Path, params: dict[str, Any]) -> dict[str, Any]:
             r.set_tags({"a": str(i), "b": "x"})
             r.complete()
         out["runs_s"] = time.perf_counter() - t0
+        out["runs_cpu"] = cpu_since(c0)
+        out["runs_requests"] = sum(ws.remote.counters.values()) - requests0
         progress(f"{runs:,} runs in {out['runs_s']:.2f} s")
         # 17e: a fresh process until its first metric is stored (median of 5).
         firsts = first_metric_times(FIRST_METRIC, work, [url, token], env=_CHECKOUT_ENV)
