@@ -900,3 +900,55 @@ def test_a_service_deployed_from_a_client_runs_here_and_is_recorded_on_the_serve
     assert Webservice.list(ws) == []
     with pytest.raises(WebserviceException, match="no service"):
         Webservice(ws, "svc-remote")
+
+
+# -- fsck and gc on the server -------------------------------------------------------------------
+def test_fsck_and_gc_run_on_the_server_by_role(served, as_role) -> None:  # noqa: ANN001
+    import sqlite3
+
+    from mlws.maintenance import FsckReport, GcReport, fsck, gc
+
+    server, ws_path, tokens = served
+    orphan = as_role("contributor").blobs.put_bytes(b"nothing references this blob")
+    report = fsck(as_role("reader"))  # a read: any role
+    assert isinstance(report, FsckReport) and report.ok and report.blobs_checked > 0
+    out = _with_token(tokens["reader"], "-w", server.url, "fsck", "--json")
+    assert out.exit_code == 0 and json.loads(out.output)["ok"] is True
+    # A service record naming a model version the catalog lacks is damage fsck reports.
+    db = sqlite3.connect(ws_path / "mlws.db")
+    with db:
+        db.execute(
+            "INSERT INTO service_records (name, models, state, machine, created, updated)"
+            " VALUES ('ghost-svc', '[\"ghost:9\"]', 'Healthy', 'm', 0, 0)"
+        )
+    try:
+        report = fsck(as_role("reader"))
+        assert not report.ok
+        assert report.catalog_problems == ["service record 'ghost-svc': no model 'ghost:9'"]
+    finally:
+        with db:
+            db.execute("DELETE FROM service_records WHERE name = 'ghost-svc'")
+        db.close()
+    # gc: owners only; refused or bad input changes nothing.
+    before = workspace_fingerprint(ws_path)
+    with pytest.raises(Forbidden, match="owner"):
+        gc(as_role("contributor"), grace_s=0)
+    with pytest.raises(UserErrorException, match="grace"):
+        gc(as_role("owner"), grace_s=-1)
+    for body in ({"graceSeconds": -1}, {"nope": 1}, {"dryRun": "yes"}):
+        status, answer = server.api("POST", "/maintenance/gc", tokens["owner"], body)
+        assert status == 400, answer
+    status, _ = server.api("POST", "/maintenance/fsck", tokens["reader"], {"repair": True})
+    assert status == 400
+    line = one_error_line(_with_token(tokens["contributor"], "-w", server.url, "gc"))
+    assert "owner" in line
+    assert workspace_fingerprint(ws_path) == before
+    dry = gc(as_role("owner"), dry_run=True, grace_s=0)
+    assert isinstance(dry, GcReport) and dry.dry_run and dry.removed >= 1
+    with Workspace(ws_path) as local:
+        assert local.blobs.has(orphan)  # a dry run removes nothing
+    done = gc(as_role("owner"), grace_s=0)
+    assert done.removed == dry.removed and not done.dry_run
+    with Workspace(ws_path) as local:
+        assert not local.blobs.has(orphan)
+    assert fsck(as_role("owner")).ok

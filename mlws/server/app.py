@@ -18,6 +18,7 @@ from . import (
     blobs,
     datasets,
     environments,
+    maintenance,
     metadata,
     models,
     pipelines,
@@ -62,6 +63,7 @@ def endpoints() -> list[Endpoint]:
         *environments.ENDPOINTS,
         *metadata.ENDPOINTS,
         *services.ENDPOINTS,
+        *maintenance.ENDPOINTS,
     ]
 
 
