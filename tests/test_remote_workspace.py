@@ -952,3 +952,74 @@ def test_fsck_and_gc_run_on_the_server_by_role(served, as_role) -> None:  # noqa
     with Workspace(ws_path) as local:
         assert not local.blobs.has(orphan)
     assert fsck(as_role("owner")).ok
+
+
+# -- listings sorted and filtered by the server ----------------------------------------------------
+def test_run_listings_sorted_and_filtered_by_the_server(served, as_role) -> None:  # noqa: ANN001
+    from mlws.experiments import query_runs
+
+    server, ws_path, tokens = served
+    ws, owner = as_role("contributor"), as_role("owner")
+    exp = Experiment(ws, "sorting")
+    a = exp.start_logging(display_name="alpha", tags={"k": "2"})
+    b = exp.start_logging(display_name="beta", tags={"k": "1"})
+    c = Experiment(owner, "sorting").start_logging(display_name="gamma")
+    a.add_properties({"p": "b"})
+    b.add_properties({"p": "a"})
+    kid = a.child_run("kid")
+    kid.tag("deep", "yes")
+    grandkid = kid.child_run()
+    grandkid.set_tags({"deep": "yes"})
+    grandkid.add_properties({"level": "2"})
+    grandkid.complete()
+    kid.complete()
+    for r in (c, b, a):  # a lasts longest, c shortest
+        r.complete()
+
+    def listed(**f: object) -> list[str]:
+        return [r["id"] for r in query_runs(ws, experiment="sorting", **f)]
+
+    assert listed(sort_by="duration") == [a.id, b.id, c.id]
+    assert listed(sort_by="duration", ascending=True) == [c.id, b.id, a.id]
+    assert listed(sort_by="tag:k", ascending=True) == [b.id, a.id, c.id]  # no value: last
+    assert listed(sort_by="property:p") == [a.id, b.id, c.id]
+    assert listed(sort_by="submitter_user", ascending=True) == [b.id, a.id, c.id]
+    assert listed(properties={"p": "a"}) == [b.id] and listed(properties="p") == [b.id, a.id]
+    assert listed(text="amm") == [c.id] and listed(offset=1, limit=1) == [b.id]
+    assert listed(after=(0, b.id)) == [a.id] and listed(after=(0, b.id), ascending=True) == [c.id]
+    assert listed(include_children=True, run_type=kid.type, properties="level") == [grandkid.id]
+    # get_children(recursive=True) with tags or properties: the whole tree, filtered.
+    assert [r.id for r in a.get_children(recursive=True, tags={"deep": "yes"})] == [
+        kid.id,
+        grandkid.id,
+    ]
+    assert [r.id for r in a.get_children(recursive=True, properties="level")] == [grandkid.id]
+    # A page at a time in any order: the token carries the position.
+    seen, token = [], None
+    while True:
+        path = "/runs?experiment=sorting&sortBy=duration&limit=1"
+        status, page = server.api(
+            "GET", path + (f"&continuationToken={token}" if token else ""), tokens["reader"]
+        )
+        assert status == 200, page
+        seen += [s["runId"] for s in page["value"]]
+        token = page["continuationToken"]
+        if not token:
+            break
+    assert seen == [a.id, b.id, c.id]
+    # Bad input: one line (400), nothing changed.
+    before = workspace_fingerprint(ws_path)
+    for query in (
+        "sortBy=weight",
+        "sortBy=tag:",
+        "property==x",
+        "offset=-1",
+        "afterRun=nope",
+        "sortBy=duration&afterRun=" + a.id,
+        "sortBy=duration&continuationToken=" + "W10",
+    ):
+        status, answer = server.api("GET", f"/runs?{query}", tokens["reader"])
+        assert status == 400 and "\n" not in answer["error"]["message"], (query, answer)
+    with pytest.raises(UserErrorException, match="cannot sort by"):
+        listed(sort_by="weight")
+    assert workspace_fingerprint(ws_path) == before

@@ -153,89 +153,59 @@ def create_run(
 
 
 def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
-    """:func:`mlws.experiments.query_runs` over ``GET /runs`` (filters the server has are sent;
-    run type and parent are applied here). Sorted by the server by creation time; by
-    ``metric:<name>`` or a column of the listing (:data:`SORTABLE`) here, over every match."""
-    from .backend import not_available
+    """:func:`mlws.experiments.query_runs` over ``GET /runs``: every filter and order is the
+    server's (its own listing over its catalog), pages followed here up to ``limit``. ``after``
+    is ``(created, run id)``: the row of the last run of a previous page."""
+    from ..experiments import check_page, tag_filter
 
     sort_by = f.get("sort_by") or "created"
-    if sort_by != "created" and sort_by not in SORTABLE and not sort_by.startswith("metric:"):
-        raise not_available(f"sorting runs by {sort_by!r}", ws.remote.url)
     if sort_by == "metric:":
         raise UserErrorException("--sort-by metric: needs a name, e.g. metric:accuracy")
-    for unported in ("properties", "text", "offset", "after"):
-        if f.get(unported):
-            raise not_available(f"filtering runs by {unported}", ws.remote.url)
+    limit, offset = f.get("limit"), f.get("offset") or 0
+    check_page(limit, offset)
     query: list[tuple[str, Any]] = []
-    if f.get("experiment") is not None:
-        query.append(("experiment", f["experiment"]))
-    if f.get("status") is not None:
-        query.append(("status", f["status"]))
-    from ..experiments import tag_filter
-
-    for k, v in tag_filter(f.get("tags")).items():
-        query.append(("tag", k if v is None else f"{k}={v}"))
-    parent = f.get("parent")
-    if f.get("include_children") or parent is not None:
+    for key, param in (
+        ("experiment", "experiment"),
+        ("status", "status"),
+        ("run_type", "runType"),
+        ("parent", "parent"),
+        ("text", "text"),
+    ):
+        if f.get(key):
+            query.append((param, f[key]))
+    for name, value in (("tag", f.get("tags")), ("property", f.get("properties"))):
+        for k, v in tag_filter(value).items():
+            query.append((name, k if v is None else f"{k}={v}"))
+    if f.get("include_children"):
         query.append(("includeChildren", "true"))
+    if sort_by != "created":
+        query.append(("sortBy", sort_by))
+    # Where the listing starts: asked with the first page; the continuation token goes on.
+    first: list[tuple[str, Any]] = [("offset", offset)] if offset else []
+    if f.get("after") is not None:
+        first.append(("afterRun", f["after"][1]))
     query.append(("order", "asc" if f.get("ascending") else "desc"))
     query.append(("latestMetrics", "true"))  # what a listing shows beside each run
-    limit = f.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise UserErrorException(f"limit is a whole number of runs >= 0, got {limit!r}")
     rows: list[RemoteRow] = []
     token = None
     if len(_latest) > 100_000:
         _latest.clear()
-    everything = sort_by != "created"  # sorted here: every match is needed first
-    while limit is None or everything or len(rows) < limit:
+    while limit is None or len(rows) < limit:
+        size = PAGE if limit is None else max(1, min(PAGE, limit - len(rows)))
         page = ws.remote.request(
             "GET",
             "/runs",
-            query=[*query, ("limit", PAGE)] + ([("continuationToken", token)] if token else []),
+            query=[*query, ("limit", size), *([("continuationToken", token)] if token else first)],
         )
         for s in page["value"]:
             row = row_of(s)
-            if parent is not None and row["parent_id"] != parent:
-                continue
-            if f.get("run_type") is not None and row["type"] != f["run_type"]:
-                continue
             rows.append(row)
             if "latestMetrics" in s:
                 _latest[(ws.remote.url, row["id"])] = (time.monotonic(), s["latestMetrics"])
         token = page.get("continuationToken")
         if not token:
             break
-    if everything:
-        rows = _sorted(ws, rows, sort_by, bool(f.get("ascending")))
     return rows if limit is None else rows[:limit]
-
-
-#: The columns a remote listing can be sorted by (besides creation time and ``metric:<name>``).
-SORTABLE = ("number", "status", "id", "start_time", "end_time", "display_name", "target")
-
-
-def _sorted(ws: Workspace, rows: list[RemoteRow], sort_by: str, ascending: bool) -> list[RemoteRow]:
-    """``rows`` by ``sort_by``, runs without a value last (as the local listing), newest first
-    among equals."""
-    rows = sorted(rows, key=lambda r: r["created"] or 0, reverse=True)
-    if sort_by.startswith("metric:"):
-        name = sort_by[len("metric:") :]
-        now = time.monotonic()
-
-        def value(r: RemoteRow) -> Any:
-            hit = _latest.get((ws.remote.url, r["id"]))
-            return (hit[1] if hit is not None and now - hit[0] < 60 else {}).get(name)
-    else:
-
-        def value(r: RemoteRow) -> Any:
-            return r[sort_by]
-
-    have = [r for r in rows if isinstance(value(r), (int, float, str))]
-    missing = [r for r in rows if not isinstance(value(r), (int, float, str))]
-    # Numbers before strings (as SQLite orders them), each in their own order.
-    have.sort(key=lambda r: (isinstance(value(r), str), value(r)), reverse=not ascending)
-    return have + missing
 
 
 def children(
@@ -247,7 +217,8 @@ def children(
     status: str | None = None,
 ) -> list[RemoteRow]:
     """The children of ``run`` (every descendant with ``recursive``), oldest first: one listing
-    of its experiment's runs, the tree walked here."""
+    of its experiment's runs, the tree walked here (and, with tags or properties, one listing of
+    the runs that have them)."""
     ws = run.workspace
     if not recursive:
         return query_runs(
@@ -260,11 +231,16 @@ def children(
             status=status,
             ascending=True,
         )
-    if tags or properties:
-        from .backend import not_available
-
-        raise not_available("get_children(recursive=True) with tags or properties", ws.remote.url)
-    rows = query_runs(ws, experiment=run.experiment.name, include_children=True, ascending=True)
+    exp = run.experiment.name
+    rows = query_runs(ws, experiment=exp, include_children=True, ascending=True)
+    wanted = None
+    if tags or properties:  # the tree walked here, the tags and properties matched by the server
+        wanted = {
+            r["id"]
+            for r in query_runs(
+                ws, experiment=exp, include_children=True, tags=tags, properties=properties
+            )
+        }
     below: dict[str, list[RemoteRow]] = {}
     for r in rows:
         below.setdefault(r["parent_id"], []).append(r)
@@ -274,7 +250,13 @@ def children(
             found.append(r)
             todo.append(r["id"])
     found.sort(key=lambda r: (r["created"] or 0, r["number"] or 0))
-    return [r for r in found if run_type in (None, r["type"]) and status in (None, r["status"])]
+    return [
+        r
+        for r in found
+        if run_type in (None, r["type"])
+        and status in (None, r["status"])
+        and (wanted is None or r["id"] in wanted)
+    ]
 
 
 # -- one run -----------------------------------------------------------------------------------
