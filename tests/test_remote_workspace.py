@@ -209,23 +209,42 @@ def test_wrong_or_missing_token_and_readers_writing_are_one_line_errors(
 
 
 def test_operations_not_ported_say_so_in_one_line(served, remote) -> None:  # noqa: ANN001
-    server, _ws_path, tokens = served
-    run = Experiment(remote, "np").start_logging()
+    server, _ws_path, _tokens = served
     with pytest.raises(NotAvailableRemotely) as e:
-        run.cancel()
-    assert str(e.value) == (
-        f"Run.cancel is not available on a remote workspace yet ({server.url}); run it on the"
-        " server's machine"
-    )
-    with pytest.raises(NotAvailableRemotely, match="not available on a remote workspace"):
         Datastore.register_ssh(remote, "far", "host", "/data")
+    assert str(e.value) == (
+        f"Datastore.register_ssh is not available on a remote workspace yet ({server.url}); run"
+        " it on the server's machine"
+    )
     with pytest.raises(InvalidWorkspace, match="created where it is served"):
         Workspace.create(server.url)
+
+
+def test_cancel_an_interactive_run(served, as_role) -> None:  # noqa: ANN001
+    server, _ws_path, tokens = served
+    holder = as_role("contributor")
+    run = Experiment(holder, "cancels").start_logging()
+    run.log("before", 1)
+    # A reader cannot; bad input is one line; a submitted run is not the server's to cancel.
+    with pytest.raises(Forbidden, match="contributor"):
+        as_role("reader").get_run(run.id).cancel()
+    status, answer = server.api("POST", f"/runs/{run.id}/cancel", tokens["owner"], {"force": 1})
+    assert status == 400, answer
+    assert holder.get_run(run.id).get_status() == "Running"
+    # Another client cancels it: the holder sees Canceled on its next call, and ending it
+    # changes nothing (as a local run's), its values stored.
+    out = _with_token(tokens["contributor"], "-w", server.url, "run", "cancel", run.id)
+    assert out.exit_code == 0, out.output
+    assert run.get_status() == "Canceled"
     run.complete()
-    line = one_error_line(
-        _with_token(tokens["contributor"], "-w", server.url, "run", "cancel", run.id)
-    )
-    assert "not available on a remote workspace" in line
+    assert run.get_status() == "Canceled" and run.get_metrics() == {"before": 1}
+    # The holder cancels its own run: what it logged goes first.
+    own = Experiment(holder, "cancels").start_logging()
+    own.log("x", 2)
+    own.cancel()
+    assert own.get_status() == "Canceled" and own.get_metrics() == {"x": 2}
+    assert own.id not in holder.remote.tracker.held
+    own.cancel()  # ended: nothing to do
 
 
 def _with_token(token: str, *args: str, cwd: Path | None = None, input: str | None = None):  # noqa: ANN202, A002 - a Result

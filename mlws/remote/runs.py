@@ -287,7 +287,9 @@ def finish(run: Run, outcome: str, error: dict[str, Any] | None = None) -> None:
         row = get_row(run.workspace, run.id)
         tracker.release(run.id)
         run._row = row
-        if row["status"] != ("Completed" if outcome == "complete" else "Failed"):
+        # Canceled meanwhile (an interactive run another client canceled): terminal states
+        # never change, and ending it is a no-op, as on a local workspace.
+        if row["status"] not in ("Completed" if outcome == "complete" else "Failed", "Canceled"):
             raise
         tracker.forget(run.id)
         return

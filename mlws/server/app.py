@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import MlwsError
 from . import (
     blobs,
+    cancel,
     datasets,
     environments,
     maintenance,
@@ -64,6 +65,7 @@ def endpoints() -> list[Endpoint]:
         *metadata.ENDPOINTS,
         *services.ENDPOINTS,
         *maintenance.ENDPOINTS,
+        *cancel.ENDPOINTS,
     ]
 
 
