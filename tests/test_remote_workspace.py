@@ -1042,3 +1042,50 @@ def test_run_listings_sorted_and_filtered_by_the_server(served, as_role) -> None
     with pytest.raises(UserErrorException, match="cannot sort by"):
         listed(sort_by="weight")
     assert workspace_fingerprint(ws_path) == before
+
+
+def test_start_logging_with_a_snapshot_directory(served, as_role, tmp_path: Path) -> None:  # noqa: ANN001
+    from mlws.errors import SnapshotError
+    from mlws.rundownload import download_run
+
+    server, ws_path, tokens = served
+    ws = as_role("contributor")
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "train.py").write_text("print('a snapshot taken by start_logging')\n")
+    (src / "pkg" / "util.py").write_text("X = 1\n")
+    exp = Experiment(ws, "snapped")
+    with exp.start_logging(snapshot_directory=str(src)) as run:
+        snapshot = run.get_details()["snapshotId"]
+        assert snapshot and snapshot.startswith("sha256:")
+    done = download_run(ws.get_run(run.id), str(tmp_path / "back"), what="snapshot")
+    assert done.count == 2 and (tmp_path / "back" / "pkg" / "util.py").read_text() == "X = 1\n"
+    # The same folder again sends no blob: the server has them all.
+    before = ws.remote.counters["PUT blobs"]
+    assert before >= 3  # the two files and the manifest, the first time
+    again = exp.start_logging(snapshot_directory=str(src))
+    assert again.get_details()["snapshotId"] == snapshot
+    assert ws.remote.counters["PUT blobs"] == before
+    # Once only; another manifest, a missing one, bad input: one line, nothing changed.
+    path = f"/runs/{again.id}/snapshot"
+    status, _ = server.api("PUT", path, tokens["contributor"], {"snapshotId": snapshot})
+    assert status == 200  # the same again: nothing to do
+    before_fp = ws.get_run(again.id).get_details()
+    for body, code in (
+        ({"snapshotId": "sha256:" + "0" * 64}, 404),
+        ({"snapshotId": "nope"}, 400),
+        ({}, 400),
+        ({"snapshotId": snapshot, "extra": 1}, 400),
+    ):
+        status, answer = server.api("PUT", path, tokens["contributor"], body)
+        assert status == code, (body, answer)
+    status, _ = server.api("PUT", path, tokens["reader"], {"snapshotId": snapshot})
+    assert status == 403
+    assert ws.get_run(again.id).get_details()["snapshotId"] == before_fp["snapshotId"]
+    again.complete()
+    status, _ = server.api("PUT", path, tokens["contributor"], {"snapshotId": snapshot})
+    assert status == 409  # ended
+    runs_before = len(list(exp.get_runs()))
+    with pytest.raises(SnapshotError):
+        exp.start_logging(snapshot_directory=str(tmp_path / "absent"))
+    assert len(list(exp.get_runs())) == runs_before  # a bad folder makes no run

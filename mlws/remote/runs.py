@@ -8,12 +8,15 @@ the same ``run._row[...]`` as a catalog row); its ``seq`` is its id, so function
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExperimentNotFound, RunStateError, UserErrorException
+from ..errors import ExperimentNotFound, MlwsError, RunStateError, UserErrorException
 
 if TYPE_CHECKING:
     from ..experiments import Experiment
@@ -123,13 +126,27 @@ def create_run(
     display_name: str | None = None,
     parent_id: str | None = None,
     run_id: str | None = None,
+    snapshot_directory: str | os.PathLike[str] | None = None,
 ) -> RemoteRow:
     """Create an interactive run (Running) on the server, held by this process (heartbeats).
-    The id is made here, so a request retried after a lost answer cannot make two runs."""
+    The id is made here, so a request retried after a lost answer cannot make two runs. A
+    ``snapshot_directory`` is captured first (only the blobs the server lacks are sent, as a
+    submit's), then named the run's snapshot with its git properties.
+
+    :raises SnapshotError: the folder is unreadable or a name cannot be stored (no run made)."""
     from ..errors import RunExists
     from ..lifecycle import new_run_id
 
     client = exp.workspace.remote
+    snap = None
+    if snapshot_directory is not None:  # before the run exists: a bad folder makes none
+        from ..snapshots import git_properties
+        from .submit import remote_snapshot
+
+        snap = remote_snapshot(exp.workspace, snapshot_directory)
+        for w in snap.warnings:
+            print(f"Warning: {w}", file=sys.stderr)
+        git = git_properties(snapshot_directory)
     rid = run_id or new_run_id(exp.name)
     body: dict[str, Any] = {"runId": rid, "tags": tags or {}}
     if display_name is not None:
@@ -149,6 +166,16 @@ def create_run(
         # client, with the first run, so a short lease is renewed in time from the start.
         beat = client.request("POST", _run_path(client, rid, "heartbeat"))
     tracker.hold(rid, beat.get("heartbeatSeconds") if isinstance(beat, dict) else None)
+    if snap is not None:
+        body = {"snapshotId": snap.manifest, "properties": git}
+        try:
+            answer = client.request("PUT", _run_path(client, rid, "snapshot"), body)
+        except MlwsError as e:  # no run left Running without the snapshot it was asked for
+            error = {"code": "SnapshotError", "message": f"its snapshot was not recorded: {e}"}
+            with contextlib.suppress(MlwsError):
+                client.request("POST", _run_path(client, rid, "fail"), {"error": error})
+            tracker.release(rid)
+            raise
     return row_of(answer)
 
 

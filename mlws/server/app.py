@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import MlwsError
 from . import (
     blobs,
-    cancel,
     datasets,
     environments,
+    interactive,
     maintenance,
     metadata,
     models,
@@ -65,7 +65,7 @@ def endpoints() -> list[Endpoint]:
         *metadata.ENDPOINTS,
         *services.ENDPOINTS,
         *maintenance.ENDPOINTS,
-        *cancel.ENDPOINTS,
+        *interactive.ENDPOINTS,
     ]
 
 
