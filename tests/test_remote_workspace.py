@@ -816,6 +816,13 @@ def test_model_and_run_metadata_edits(served, as_role, tmp_path: Path) -> None: 
     assert fresh.description == "better" and model.description == "better"
     model.update(tags={"only": "this"})
     assert Model(ws, "meta").tags == {"only": "this"}
+    # v1's combined edit: one request, all or nothing.
+    model.update_tags_properties(add_tags={"n": 1}, remove_tags="only", add_properties={"q": "2"})
+    assert Model(ws, "meta").tags == {"n": "1"} and model.properties == {"p": "1", "q": "2"}
+    with pytest.raises(PropertyConflict):
+        model.update_tags_properties(add_tags={"lost": "1"}, add_properties={"p": "other"})
+    assert Model(ws, "meta").tags == {"n": "1"}
+    model.update(tags={"only": "this"})
     run = Experiment(ws, "meta").start_logging(tags={"x": "1", "y": "2"})
     run.remove_tags(["x", "absent"])
     run.display_name = "renamed"
@@ -833,7 +840,7 @@ def test_model_and_run_metadata_edits(served, as_role, tmp_path: Path) -> None: 
         with pytest.raises(Forbidden):
             call()
     path = "/models/meta/versions/1"
-    for body in ({"addTags": {"a": 1}, "removeTags": ["a"]}, {"nope": 1}, {}):
+    for body in ({"addTags": {"a": 1}, "description": "d"}, {"removeTags": [1]}, {"nope": 1}, {}):
         status, answer = server.api("PATCH", path, tokens["contributor"], body)
         assert status == 400, answer
     status, answer = server.api("PATCH", f"/runs/{run.id}", tokens["owner"], {"displayName": " "})
