@@ -110,9 +110,7 @@ def fsck(ws: Workspace, progress: Callable[[int, int], None] | None = None) -> F
     called after each blob is re-hashed (the long part). On a remote workspace the server
     checks its own catalog and blobs (``POST /maintenance/fsck``) and answers this report."""
     if ws.remote is not None:
-        from .remote.maintenance import remote_fsck
-
-        return remote_fsck(ws)
+        return ws.catalog.fsck()  # the server checks its own (RemoteCatalog.fsck)
     report = FsckReport()
     report.catalog_problems = ws.catalog.integrity_check()
     if report.catalog_problems:
@@ -221,9 +219,7 @@ def gc(
         # would look old and unreferenced. NaN compares false and would keep everything.
         raise UserErrorException(f"the gc grace is a number of seconds >= 0, got {grace_s!r}")
     if ws.remote is not None:
-        from .remote.maintenance import remote_gc
-
-        return remote_gc(ws, dry_run=dry_run, grace_s=grace_s)
+        return ws.catalog.gc(dry_run, grace_s)  # the server collects its own
     report = GcReport(dry_run=dry_run)
     # gc decides from the catalog which blobs are garbage: it must be this workspace's sound,
     # writable catalog (a lost, replaced or damaged one would make every blob look unused).

@@ -335,10 +335,7 @@ class Model:
         """v1's combined edit: add or replace ``add_tags``, then remove the ``remove_tags`` keys,
         and add ``add_properties`` (add-only) — one change: a property conflict changes nothing.
 
-        :raises UserErrorException: a dict is not a dict, or has an empty key.
-        :raises PropertyConflict: a property is set already to another value.
-        :raises ModelNotFound: the version was deleted.
-        """
+        :raises PropertyConflict: a property is set already to another value."""
         new_tags = _str_dict(add_tags, "tags")
         keys = {remove_tags} if isinstance(remove_tags, str) else set(remove_tags or ())
         new_props = _str_dict(add_properties, "properties")
@@ -359,14 +356,9 @@ class Model:
                 columns["properties"] = json.dumps({**current, **new_props})
             return columns
 
-        remote: dict[str, Any] = {}
-        if add_tags is not None:
-            remote["addTags"] = new_tags
-        if remove_tags is not None:
-            remote["removeTags"] = sorted(keys)
-        if add_properties is not None:
-            remote["addProperties"] = new_props
-        self._update(change, remote)
+        remote = {"addTags": new_tags, "removeTags": sorted(keys), "addProperties": new_props}
+        given = {"addTags": add_tags, "removeTags": remove_tags, "addProperties": add_properties}
+        self._update(change, {k: v for k, v in remote.items() if given[k] is not None})
 
     def update(
         self, tags: dict[str, Any] | None = None, description: str | None = None, **_kwargs: Any
