@@ -264,8 +264,10 @@ def test_cancel_an_interactive_run(served, as_role) -> None:  # noqa: ANN001
     out = _with_token(tokens["contributor"], "-w", server.url, "run", "cancel", run.id)
     assert out.exit_code == 0, out.output
     assert run.get_status() == "Canceled"
+    run.log("after", 2)  # stored still (v1 keeps a canceled run's values)
     run.complete()
-    assert run.get_status() == "Canceled" and run.get_metrics() == {"before": 1}
+    assert run.get_status() == "Canceled"
+    assert run.get_metrics() == {"before": 1, "after": 2}
     # The holder cancels its own run: what it logged goes first.
     own = Experiment(holder, "cancels").start_logging()
     own.log("x", 2)
