@@ -18,6 +18,8 @@ from . import (
     blobs,
     datasets,
     environments,
+    interactive,
+    maintenance,
     metadata,
     models,
     pipelines,
@@ -74,6 +76,8 @@ def endpoints() -> list[Endpoint]:
         *environments.ENDPOINTS,
         *metadata.ENDPOINTS,
         *services.ENDPOINTS,
+        *maintenance.ENDPOINTS,
+        *interactive.ENDPOINTS,
     ]
 
 

@@ -13,15 +13,11 @@ from .api import (
     Call,
     Endpoint,
     body_field,
-    decode_continuation,
-    encode_continuation,
-    query_int,
     query_value,
     request_id,
 )
+from .run_listing import LIST_QUERY, list_runs
 
-#: The most runs one page holds.
-MAX_PAGE = 1000
 #: The most metric values one batch may carry (a body limit applies as well).
 MAX_BATCH = 100_000
 
@@ -87,63 +83,6 @@ def list_experiments(call: Call) -> dict[str, Any]:
             }
             for r in experiment_summaries(call.ws)
         ]
-    }
-
-
-def list_runs(call: Call) -> dict[str, Any]:
-    """``GET /runs``: filtered, newest first (``order=asc``: oldest first), one page at a time."""
-    from ..experiments import query_runs
-    from ..lifecycle import ACTIVE, TERMINAL
-
-    status = query_value(call, "status")
-    if status is not None and status not in (*ACTIVE, *TERMINAL):
-        raise UserErrorException(
-            f"unknown status {status!r}: use one of {', '.join((*ACTIVE, *TERMINAL))}"
-        )
-    order = query_value(call, "order", "desc")
-    if order not in ("asc", "desc"):
-        raise UserErrorException(f"order must be 'asc' or 'desc', got {order!r}")
-    tags: dict[str, str | None] = {}
-    for t in call.query.get("tag", []):
-        key, eq, value = t.partition("=")
-        if not key:
-            raise UserErrorException(f"a tag filter is 'key' or 'key=value', got {t!r}")
-        tags[key] = value if eq else None
-    limit = query_int(call, "limit", 100, 1, MAX_PAGE)
-    token = query_value(call, "continuationToken")
-    after = None
-    if token is not None:
-        created, seq = decode_continuation(token, 2)
-        if not isinstance(created, (int, float)) or not isinstance(seq, int):
-            raise UserErrorException(
-                "invalid continuation token: pass back the continuationToken of a page"
-            )
-        after = (float(created), seq)
-    rows = query_runs(
-        call.ws,
-        experiment=query_value(call, "experiment"),
-        tags=tags or None,
-        status=status,
-        include_children=query_value(call, "includeChildren", "false") == "true",
-        ascending=order == "asc",
-        limit=limit + 1,
-        after=after,
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    page = [run_summary(r) for r in rows]
-    if query_value(call, "latestMetrics", "false") == "true":
-        # What a listing shows beside each run, from metric_summary (never the metrics table).
-        from ..metrics import latest_scalars
-
-        latest = latest_scalars(call.ws.catalog, {r["seq"]: r["id"] for r in rows})
-        for summary in page:
-            summary["latestMetrics"] = latest[summary["runId"]]
-    return {
-        "value": page,
-        "continuationToken": (
-            encode_continuation([rows[-1]["created"], rows[-1]["seq"]]) if more else None
-        ),
     }
 
 
@@ -585,16 +524,7 @@ ENDPOINTS = [
         "reader",
         "List runs (newest first), one page at a time",
         list_runs,
-        query=(
-            ("experiment", "only this experiment's runs"),
-            ("status", "only runs in this status"),
-            ("tag", "key or key=value; repeat for several"),
-            ("includeChildren", "true: child runs too"),
-            ("order", "desc (default) or asc, by creation time"),
-            ("limit", f"runs per page, 1-{MAX_PAGE} (default 100)"),
-            ("continuationToken", "the previous page's continuationToken"),
-            ("latestMetrics", "true: each run's latest scalar metric values too"),
-        ),
+        query=LIST_QUERY,
         tag="runs",
     ),
     Endpoint(
