@@ -168,7 +168,10 @@ def _run_dict(row: Any, metrics: dict[str, Any]) -> dict[str, Any]:
     "--tag", "tags", multiple=True, help="Only runs with tag key=value (or just key); repeatable."
 )
 @click.option(
-    "--sort-by", default=None, help="created (default), number, status, end_time, or metric:NAME."
+    "--sort-by",
+    default=None,
+    help="created (default), number, status, end_time, duration, id, display_name, target,"
+    " submitter_user, metric:NAME, tag:KEY or property:KEY.",
 )
 @click.option("--ascending", is_flag=True, help="Sort ascending (default: descending).")
 @click.option("--include-children", is_flag=True, help="List child runs too.")
