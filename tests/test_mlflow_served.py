@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import served_workspace
+from helpers import served_workspace, workspace_fingerprint
 
 mlflow = pytest.importorskip("mlflow")
 from test_mlflow_store import plugin_path  # noqa: E402,F401 - the plugin's entry points
@@ -169,6 +169,88 @@ def test_mlws_http_uris_reach_the_server_with_mlws_own_token(
             server_url(bad)
 
 
+def test_the_model_registry_through_the_server_and_mlws_http(
+    served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    from mlws import Model, Workspace
+
+    server, ws_path, tokens = served
+    mlflow.set_tracking_uri(server.url)
+    mlflow.set_experiment("served-registry")
+    est = LinearRegression().fit([[0.0], [1.0]], [1.0, 3.0])
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(
+            est,
+            name="model",
+            serialization_format="cloudpickle",
+            registered_model_name="line",
+            pip_requirements=["scikit-learn"],
+        )
+    rid = run.info.run_id
+    assert str(info.registered_model_version) == "1"
+    assert mlflow.register_model(f"runs:/{rid}/model", "line").version == "2"
+    client = mlflow.MlflowClient()
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        client.create_registered_model("line")
+    assert e.value.error_code == "RESOURCE_ALREADY_EXISTS"
+    assert client.get_model_version("line", "2").run_id == rid
+    assert [v.version for v in client.get_latest_versions("line")] == ["2"]
+    assert client.get_registered_model("line").latest_versions[0].version == "2"
+    assert sorted(v.version for v in client.search_model_versions("name = 'line'")) == ["1", "2"]
+    assert [m.name for m in client.search_registered_models()] == ["line"]
+    client.set_model_version_tag("line", "1", "k", "v")
+    client.update_model_version("line", "1", description="first")
+    with Workspace(ws_path) as ws:
+        m = Model(ws, "line", version=1)
+        assert (m.tags, m.description, m.created_by) == ({"k": "v"}, "first", "contributor")
+        assert "model/MLmodel" in m.get_file_names() and m.run_id == rid
+    loaded = mlflow.pyfunc.load_model("models:/line/1")
+    assert loaded.predict([[2.0]])[0] == pytest.approx(5.0)
+    before = workspace_fingerprint(ws_path)
+    for bad, code in (
+        (
+            lambda: client.transition_model_version_stage("line", "1", "Production"),
+            "NOT_IMPLEMENTED",
+        ),
+        (lambda: client.get_model_version("line", "9"), "RESOURCE_DOES_NOT_EXIST"),
+        (lambda: client.create_model_version("line", "s3://b/m", rid), "INVALID_PARAMETER_VALUE"),
+        (
+            lambda: client.create_model_version(
+                "line", f"mlflow-artifacts:/runs/{rid}/artifacts/../x", rid
+            ),
+            "INVALID_PARAMETER_VALUE",
+        ),
+    ):
+        with pytest.raises(mlflow.exceptions.MlflowException) as e:
+            bad()
+        assert e.value.error_code == code
+    assert workspace_fingerprint(ws_path) == before  # refused: nothing changed
+    # A reader reads the registry and registers nothing.
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["reader"])
+    assert client.get_model_version("line", "1").tags == {"k": "v"}
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        client.create_model_version("line", f"runs:/{rid}/model", rid)
+    assert e.value.error_code == "PERMISSION_DENIED"
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        client.delete_model_version("line", "2")
+    assert e.value.error_code == "PERMISSION_DENIED"
+    # Through an mlws+http URI, with mlws's own token: the registry and the files.
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+    monkeypatch.setenv("MLWS_TOKEN", tokens["contributor"])
+    mlflow.set_tracking_uri("mlws+" + server.url)
+    mlws_client = mlflow.MlflowClient()
+    assert mlws_client.get_model_version("line", "2").source
+    loaded = mlflow.pyfunc.load_model("models:/line/2")
+    assert loaded.predict([[0.0]])[0] == pytest.approx(1.0)
+    mlws_client.delete_model_version_tag("line", "1", "k")
+    mlws_client.delete_model_version("line", "2")
+    assert [v.version for v in mlws_client.search_model_versions("name = 'line'")] == ["1"]
+    with Workspace(ws_path) as ws:
+        assert Model(ws, "line", version=1).tags == {}
+
+
 def test_run_json_is_what_mlflows_protobuf_json_gives() -> None:
     import json
 
@@ -197,30 +279,48 @@ def test_run_json_is_what_mlflows_protobuf_json_gives() -> None:
         assert run_json(r) == json.loads(message_to_json(r.to_proto()))
 
 
-def test_a_silent_mlflow_clients_run_ends_failed_client_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_mlflow_runs_hold_a_longer_lease_than_the_servers_own(
+    served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """MLflow clients send no heartbeat: their runs outlive the server's lease (60 s) and fail
+    (ClientLost) only after MLflow's (24 h). Time is moved by setting back the lease's clock."""
+    import json
     import time
 
     from mlws import Workspace
+    from mlws.errors import ServerError
+    from mlws.server.leases import DEFAULT_MLFLOW_LEASE_S, MLFLOW_LEASE_ENV, mlflow_lease_seconds
 
-    root = tmp_path / "leased"
-    root.mkdir()
-    with served_workspace(root, "--run-lease-s", "1") as (server, ws_path, tokens):
-        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["contributor"])
-        client = mlflow.MlflowClient(server.url)
-        rid = client.create_run("0").info.run_id
-        for step in range(3):  # writes renew the lease: alive after more than a lease
-            client.log_metric(rid, "loss", 1.0 / (step + 1), step=step)
-            time.sleep(0.5)
-        assert client.get_run(rid).info.status == "RUNNING"
-        deadline = time.monotonic() + 15
-        while client.get_run(rid).info.status == "RUNNING":
-            assert time.monotonic() < deadline, "the lapsed lease was not reconciled"
-            time.sleep(0.2)
-        assert client.get_run(rid).info.status == "FAILED"
-        with pytest.raises(mlflow.exceptions.MlflowException, match="ClientLost"):
-            client.log_metric(rid, "loss", 0.1, step=9)
+    server, ws_path, _ = served
+    client = mlflow.MlflowClient(server.url)
+    rid = client.create_run("0").info.run_id
+    client.log_metric(rid, "loss", 1.0, step=0)
+
+    def silent_for(seconds: float) -> float:
+        with Workspace(ws_path) as ws, ws.catalog.write() as conn:
+            conn.execute("UPDATE runs SET lease_seen = lease_seen - ? WHERE id = ?", (seconds, rid))
+        with Workspace(ws_path) as ws:
+            return ws.catalog.one("SELECT lease_seen FROM runs WHERE id = ?", (rid,))[0]
+
+    seen = silent_for(2 * 3600)  # far past the server's lease, within MLflow's
+    assert client.get_run(rid).info.status == "RUNNING"
+    client.log_metric(rid, "loss", 0.5, step=1)  # a write renews the lease
+    seen = silent_for(0)
+    assert seen > time.time() - 60
+    silent_for(DEFAULT_MLFLOW_LEASE_S + 60)
+    assert client.get_run(rid).info.status == "FAILED"  # a read reconciles
+    with pytest.raises(mlflow.exceptions.MlflowException, match="ClientLost"):
+        client.log_metric(rid, "loss", 0.1, step=9)
     with Workspace(ws_path) as ws:
         run = ws.get_run(rid)
-        assert run.get_status() == "Failed" and run.get_metrics()["loss"] == [1.0, 0.5, 1 / 3]
+        assert run.get_status() == "Failed" and run.get_metrics()["loss"] == [1.0, 0.5]
+        error = json.loads(ws.catalog.one("SELECT error FROM runs WHERE id = ?", (rid,))[0])
+        assert error["code"] == "ClientLost" and "86400 s" in error["message"]
+    # The lease is configurable (never shorter than the server's); nonsense is one error.
+    assert mlflow_lease_seconds(60.0) == DEFAULT_MLFLOW_LEASE_S
+    monkeypatch.setenv(MLFLOW_LEASE_ENV, "3600")
+    assert mlflow_lease_seconds(60.0) == 3600.0
+    assert mlflow_lease_seconds(7200.0) == 7200.0
+    monkeypatch.setenv(MLFLOW_LEASE_ENV, "soon")
+    with pytest.raises(ServerError, match="positive number|number of seconds"):
+        mlflow_lease_seconds(60.0)

@@ -280,7 +280,10 @@ class MlwsTrackingStore(AbstractStore):
         now = time.time() if start_time is None else start_time / 1000
         fields: dict[str, Any] = {"created": now, "start_time": now}
         if self.leased:
-            fields["lease_seen"] = time.time()
+            from ..server.leases import MLFLOW_HOST
+
+            # Held by MLflow's (longer) lease: its client sends no heartbeat (see leases).
+            fields.update(lease_seen=time.time(), host=MLFLOW_HOST)
         else:
             fields.update(pid=os.getpid(), pid_start=process_start_time(os.getpid()))
         if user_id:

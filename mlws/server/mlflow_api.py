@@ -11,8 +11,8 @@ the server's own metric route). Registered only when MLflow is installed (``mlws
 Artifacts go through MLflow's artifact API on the same server (:mod:`mlws.server.mlflow_artifacts`):
 runs and logged models answered here carry ``mlflow-artifacts:/runs/<run id>/artifacts/...``
 URIs, which a client resolves to this server, as against ``mlflow server --serve-artifacts``.
-MLflow 3's logged-model routes used by ``log_model`` are served. Not served (yet): the model
-registry routes, traces.
+MLflow 3's logged-model routes used by ``log_model`` are served, and the model registry's
+(:mod:`mlws.server.mlflow_registry`). Not served: traces.
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
 def _query(request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in request.query_params.multi_items():
-        if k in ("experiment_ids", "order_by"):
+        if k in ("experiment_ids", "order_by", "stages"):
             out.setdefault(k, []).append(v)
         else:
             out[k] = v
@@ -305,8 +305,9 @@ def guard(
     authorization: str | None,
     role: str,
     action: str,
-) -> None:
-    """Check a request's token has ``role`` (as mlws's own routes do), in MLflow's terms.
+) -> Any:
+    """Check a request's token has ``role`` (as mlws's own routes do), in MLflow's terms;
+    returns its user.
 
     :raises MlflowException: UNAUTHENTICATED (no or a bad token), PERMISSION_DENIED (a weaker
         role).
@@ -317,11 +318,13 @@ def guard(
     from ..errors import Forbidden, Unauthorized
 
     try:
-        authenticate(ws, authorization).require(role, action)
+        user = authenticate(ws, authorization)
+        user.require(role, action)
     except Unauthorized as e:
         raise MlflowException(str(e), databricks_pb2.UNAUTHENTICATED) from e
     except Forbidden as e:
         raise MlflowException(str(e), databricks_pb2.PERMISSION_DENIED) from e
+    return user
 
 
 def error_response(e: Exception, method: str, path: str) -> Response:
@@ -364,34 +367,46 @@ def routes(
     the request's token with ``authenticate`` (readers may read, contributors write), and of
     its artifact API (:mod:`mlws.server.mlflow_artifacts`).
 
-    With ``lease`` (seconds), runs created here are held by their client as the server's own
-    HTTP runs are (:mod:`mlws.server.leases`): every write naming a run renews its lease, and a
-    client silent for the lease leaves its run ``Failed`` (``ClientLost``)."""
+    With ``lease`` (seconds, the server's), runs created here are held by their client as the
+    server's own HTTP runs are (:mod:`mlws.server.leases`), for the longer lease of MLflow's
+    clients (they send no heartbeat; ``MLWS_MLFLOW_RUN_LEASE_S``, 24 h by default): every write
+    naming a run renews its lease, every read reconciles it, and a client silent for the lease
+    leaves its run ``Failed`` (``ClientLost``).
+
+    The model registry's routes (:mod:`mlws.server.mlflow_registry`) map onto mlws's registry
+    through :class:`mlws.mlflow.registry.MlwsModelRegistryStore`."""
     from mlflow.exceptions import MlflowException
     from starlette.concurrency import run_in_threadpool
     from starlette.routing import Route
 
     from ..mlflow import uris
+    from ..mlflow.registry import MlwsModelRegistryStore
     from ..mlflow.store import MlwsTrackingStore
-    from . import mlflow_artifacts
+    from . import mlflow_artifacts, mlflow_registry
 
     uris.adopt(ws)
     store = MlwsTrackingStore(uris.tracking_uri(ws), leased=lease is not None)
+    registry = MlwsModelRegistryStore(uris.tracking_uri(ws))
     served = mlflow_artifacts.served(ws)
 
     def make(method: str, path: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
-        role = "reader" if method == "GET" or path.endswith("/search") else "contributor"
+        reads = method == "GET" or path.endswith("/search") or path in mlflow_registry.READS
+        role = "reader" if reads else "contributor"
         action = f"{method} {PREFIX}{path}"
-
-        renews = lease is not None and role == "contributor"
+        # A model registered from a run is no word from the run's client.
+        leased = lease is not None and not path.startswith(("/registered-", "/model-"))
 
         def call(auth: str | None, q: dict[str, Any]) -> dict[str, Any]:
-            guard(ws, authenticate, auth, role, action)
+            user = guard(ws, authenticate, auth, role, action)
+            q[mlflow_registry.USER_FIELD] = user.name
             rid = q.get("run_id") or q.get("run_uuid")
-            if renews and isinstance(rid, str):
-                from .leases import hold
+            if leased and isinstance(rid, str):
+                from .leases import expire, hold
 
-                hold(ws, rid, lease)  # a write is the run's client speaking
+                if reads:  # a read reconciles the run; it does not keep it alive
+                    expire(ws, lease, rid)
+                else:
+                    hold(ws, rid, lease)  # a write is the run's client speaking
             return handler(q)
 
         async def endpoint(request: Request) -> Response:
@@ -411,7 +426,8 @@ def routes(
 
         return Route(PREFIX + path, endpoint, methods=[method])
 
-    out = [make(m, p, h) for (m, p), h in handlers(store).items()]
+    table = {**handlers(store), **mlflow_registry.handlers(registry)}
+    out = [make(m, p, h) for (m, p), h in table.items()]
     return out + mlflow_artifacts.routes(ws, authenticate)
 
 
