@@ -4,6 +4,7 @@ logged-model routes, and the ``mlws+http://`` tracking URI of the plugin."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,14 @@ from helpers import served_workspace, workspace_fingerprint
 mlflow = pytest.importorskip("mlflow")
 from test_mlflow_store import plugin_path  # noqa: E402,F401 - the plugin's entry points
 
+LIMIT = 1024 * 1024
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (Server, ws path, tokens)
-    with served_workspace(tmp_path_factory.mktemp("mlflow-served")) as s:
+    # A 1 MiB request limit: every test's requests fit, and a 413 costs little to provoke.
+    root = tmp_path_factory.mktemp("mlflow-served")
+    with served_workspace(root, "--max-body", str(LIMIT)) as s:
         yield s
 
 
@@ -53,7 +58,12 @@ def test_artifacts_and_log_model_go_through_the_server_into_the_runs_files(
         mlflow.log_artifact(str(src))
         mlflow.log_artifact(str(src), artifact_path="copies")
         model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
-        info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn"],
+        )
     rid = run.info.run_id
     client = mlflow.MlflowClient()
     top = {(f.path, f.is_dir) for f in client.list_artifacts(rid)}
@@ -104,7 +114,10 @@ def test_artifact_routes_refuse_dotdot_bad_paths_and_bad_tokens(served, tmp_path
     root = f"{server.url}/api/2.0/mlflow-artifacts/artifacts"
 
     def call(method: str, path: str, token: str | None, data: bytes | None = None) -> int:
-        req = urllib.request.Request(root + path, data=data, method=method)
+        return call_url(method, root + path, token, data)
+
+    def call_url(method: str, url: str, token: str | None, data: bytes | None = None) -> int:
+        req = urllib.request.Request(url, data=data, method=method)
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
@@ -123,9 +136,33 @@ def test_artifact_routes_refuse_dotdot_bad_paths_and_bad_tokens(served, tmp_path
     assert call("PUT", f"/runs/{rid}/artifacts/x", tokens["reader"], b"x") == 403
     assert call("DELETE", f"/runs/{rid}/artifacts/x", writer) == 400
     assert call("GET", f"/runs/{rid}/artifacts/missing.txt", tokens["reader"]) in (400, 404)
+    # Past the server's request limit: a 413, stored nothing (by its length, or as streamed).
+    assert call("PUT", f"/runs/{rid}/artifacts/big.bin", writer, b"x" * (LIMIT + 1)) == 413
+
+    def chunks():  # noqa: ANN202 - no Content-Length: the limit is found while streaming
+        for _ in range(4):
+            yield b"y" * (LIMIT // 4)
+        yield b"!"  # one byte over: the server has read all of it when it answers
+
+    req = urllib.request.Request(
+        f"{root}/runs/{rid}/artifacts/big.bin", data=chunks(), method="PUT"
+    )
+    req.add_header("Authorization", f"Bearer {writer}")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 413 and b"REQUEST_LIMIT_EXCEEDED" in e.value.read()
+    api = f"{server.url}/api/2.0/mlflow/runs/log-batch"
+    big = json.dumps({"run_id": rid, "tags": [{"key": "t", "value": "z" * LIMIT}]})
+    assert call_url("POST", api, writer, big.encode()) == 413
     with Workspace(ws_path) as ws:
         assert sorted(ws.get_run(rid).get_file_names()) == before  # nothing changed
+        assert "t" not in ws.get_run(rid).get_tags()
     assert call("PUT", f"/runs/{rid}/artifacts/ok.txt", writer, b"fine") == 200
+    # Within the limit, a bigger upload goes through a temp file: stored whole.
+    blob = bytes(range(256)) * (LIMIT // 512)
+    assert call("PUT", f"/runs/{rid}/artifacts/half.bin", writer, blob) == 200
+    got = mlflow.MlflowClient().download_artifacts(rid, "half.bin", str(tmp_path))
+    assert Path(got).read_bytes() == blob
 
 
 def test_mlws_http_uris_reach_the_server_with_mlws_own_token(

@@ -333,8 +333,10 @@ def error_response(e: Exception, method: str, path: str) -> Response:
     from mlflow.exceptions import MlflowException
     from mlflow.protos import databricks_pb2
 
-    from ..errors import MlwsError
+    from ..errors import MlwsError, RequestTooLarge
 
+    if isinstance(e, RequestTooLarge):  # MLflow has no code that answers 413
+        return json_response({"error_code": "REQUEST_LIMIT_EXCEEDED", "message": str(e)}, 413)
     if isinstance(e, MlflowException):
         err, status = e, e.get_http_status_code()
     elif isinstance(e, MlwsError):
@@ -362,10 +364,12 @@ def routes(
     ws: Workspace,
     authenticate: Callable[[Workspace, str | None], Any],
     lease: float | None = None,
+    max_body: int | None = None,
 ) -> list[Route]:
     """The routes of MLflow's tracking API over workspace ``ws`` (already open), each checking
     the request's token with ``authenticate`` (readers may read, contributors write), and of
-    its artifact API (:mod:`mlws.server.mlflow_artifacts`).
+    its artifact API (:mod:`mlws.server.mlflow_artifacts`); request bodies over ``max_body``
+    bytes (the server's limit) are refused with a 413.
 
     With ``lease`` (seconds, the server's), runs created here are held by their client as the
     server's own HTTP runs are (:mod:`mlws.server.leases`), for the longer lease of MLflow's
@@ -382,8 +386,11 @@ def routes(
     from ..mlflow import uris
     from ..mlflow.registry import MlwsModelRegistryStore
     from ..mlflow.store import MlwsTrackingStore
+    from ..studio.signin import read_body
     from . import mlflow_artifacts, mlflow_registry
+    from .app import DEFAULT_MAX_BODY
 
+    limit = DEFAULT_MAX_BODY if max_body is None else max_body
     uris.adopt(ws)
     store = MlwsTrackingStore(uris.tracking_uri(ws), leased=lease is not None)
     registry = MlwsModelRegistryStore(uris.tracking_uri(ws))
@@ -414,7 +421,7 @@ def routes(
                 if method == "GET":
                     q = _query(request)
                 else:
-                    raw = await request.body()
+                    raw = await read_body(request, limit)
                     q = json.loads(raw) if raw.strip() else {}
                     if not isinstance(q, dict):
                         raise MlflowException.invalid_parameter_value("the body must be an object")
@@ -428,7 +435,7 @@ def routes(
 
     table = {**handlers(store), **mlflow_registry.handlers(registry)}
     out = [make(m, p, h) for (m, p), h in table.items()]
-    return out + mlflow_artifacts.routes(ws, authenticate)
+    return out + mlflow_artifacts.routes(ws, authenticate, limit)
 
 
 def available() -> bool:
@@ -447,10 +454,11 @@ class LazyApp:
         ws: Workspace,
         authenticate: Callable[[Workspace, str | None], Any],
         lease: float | None = None,
+        max_body: int | None = None,
     ) -> None:
         import threading
 
-        self._args = (ws, authenticate, lease)
+        self._args = (ws, authenticate, lease, max_body)
         self._router: Any = None
         self._lock = threading.Lock()
 
@@ -476,6 +484,7 @@ def lazy_routes(
     ws: Workspace,
     authenticate: Callable[[Workspace, str | None], Any],
     lease: float | None = None,
+    max_body: int | None = None,
 ) -> list[Route]:
     """Routes taking every path of MLflow's tracking API (``/api/2.0/mlflow``) and of its
     artifact API to one :class:`LazyApp` (the arguments as :func:`routes` takes them)."""
@@ -483,7 +492,7 @@ def lazy_routes(
 
     from .mlflow_artifacts import ROOT
 
-    app = LazyApp(ws, authenticate, lease)
+    app = LazyApp(ws, authenticate, lease, max_body)
     methods = ["GET", "POST", "PATCH", "PUT", "DELETE"]
     return [
         Route(PREFIX + "/{rest:path}", app, methods=methods),
