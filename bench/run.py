@@ -1133,6 +1133,28 @@ def rest_rows(m: Any, f: Any) -> list[Row]:
             "≥ 10× MLflow",
             ten("search_s", "low"),
         ),
+        row(
+            "16l",
+            "16g's 10 `log-batch` requests as JSON made beforehand, one keep-alive session: the"
+            " servers' share, without MLflow's client",
+            _get(m, "raw_log_batch_s"),
+            _get(f, "raw_log_batch_s"),
+            "s",
+            "low",
+            "≥ 10× MLflow",
+            ten("raw_log_batch_s", "low"),
+        ),
+        row(
+            "16m",
+            "16i's `runs/search` request, the answer received, not parsed (median of 5): the"
+            " servers' share, without MLflow's client",
+            _get(m, "raw_search_s"),
+            _get(f, "raw_search_s"),
+            "s",
+            "low",
+            "≥ 10× MLflow",
+            ten("raw_search_s", "low"),
+        ),
     ]
 
 
@@ -1202,6 +1224,27 @@ def bench_mlflow(r: Runner, ctx: dict[str, Any]) -> list[Row]:
             "low",
             "≥ 20× MLflow",
             times_better(_get(fs, "filtered_s"), "low"),
+        ),
+        row(
+            "16j",
+            "16c's search, the tracking store's `search_runs` timed alone (no MLflow client code,"
+            " no DataFrame)",
+            _get(ms_, "store_all_s"),
+            _get(fs, "store_all_s"),
+            "s",
+            "low",
+            "≥ 20× MLflow",
+            times_better(_get(fs, "store_all_s"), "low"),
+        ),
+        row(
+            "16k",
+            "16e's search, the tracking store's `search_runs` timed alone",
+            _get(ms_, "store_filtered_s"),
+            _get(fs, "store_filtered_s"),
+            "s",
+            "low",
+            "≥ 20× MLflow",
+            times_better(_get(fs, "store_filtered_s"), "low"),
         ),
         *rest_rows(mr, fr),
     ]

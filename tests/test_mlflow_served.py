@@ -136,33 +136,72 @@ def test_artifact_routes_refuse_dotdot_bad_paths_and_bad_tokens(served, tmp_path
     assert call("PUT", f"/runs/{rid}/artifacts/x", tokens["reader"], b"x") == 403
     assert call("DELETE", f"/runs/{rid}/artifacts/x", writer) == 400
     assert call("GET", f"/runs/{rid}/artifacts/missing.txt", tokens["reader"]) in (400, 404)
-    # Past the server's request limit: a 413, stored nothing (by its length, or as streamed).
-    assert call("PUT", f"/runs/{rid}/artifacts/big.bin", writer, b"x" * (LIMIT + 1)) == 413
-
-    def chunks():  # noqa: ANN202 - no Content-Length: the limit is found while streaming
-        for _ in range(4):
-            yield b"y" * (LIMIT // 4)
-        yield b"!"  # one byte over: the server has read all of it when it answers
-
-    req = urllib.request.Request(
-        f"{root}/runs/{rid}/artifacts/big.bin", data=chunks(), method="PUT"
+    # Past the server's request limit: a 413 on the length alone, the body never read.
+    assert (
+        over_limit(
+            server.url, f"/api/2.0/mlflow-artifacts/artifacts/runs/{rid}/artifacts/b", writer
+        )
+        == 413
     )
-    req.add_header("Authorization", f"Bearer {writer}")
-    with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(req, timeout=10)
-    assert e.value.code == 413 and b"REQUEST_LIMIT_EXCEEDED" in e.value.read()
-    api = f"{server.url}/api/2.0/mlflow/runs/log-batch"
-    big = json.dumps({"run_id": rid, "tags": [{"key": "t", "value": "z" * LIMIT}]})
-    assert call_url("POST", api, writer, big.encode()) == 413
+    assert over_limit(server.url, "/api/2.0/mlflow/runs/log-batch", writer, "POST") == 413
     with Workspace(ws_path) as ws:
         assert sorted(ws.get_run(rid).get_file_names()) == before  # nothing changed
-        assert "t" not in ws.get_run(rid).get_tags()
     assert call("PUT", f"/runs/{rid}/artifacts/ok.txt", writer, b"fine") == 200
     # Within the limit, a bigger upload goes through a temp file: stored whole.
     blob = bytes(range(256)) * (LIMIT // 512)
     assert call("PUT", f"/runs/{rid}/artifacts/half.bin", writer, blob) == 200
     got = mlflow.MlflowClient().download_artifacts(rid, "half.bin", str(tmp_path))
     assert Path(got).read_bytes() == blob
+
+
+def over_limit(url: str, path: str, token: str, method: str = "PUT") -> int:
+    """The status of a request announcing a body one byte over the limit, sending none of it
+    (a server that reads it first would wait: the test would fail on its timeout)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.putrequest(method, path)
+        conn.putheader("Authorization", f"Bearer {token}")
+        conn.putheader("Content-Length", str(LIMIT + 1))
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert b"REQUEST_LIMIT_EXCEEDED" in resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_an_upload_is_spooled_under_the_limit() -> None:
+    """Uploads are read in chunks into a temp file (memory up to SPOOL_BYTES), and one without
+    a Content-Length is refused as soon as it passes the limit."""
+    import asyncio
+
+    from mlws.errors import RequestTooLarge
+    from mlws.server.mlflow_artifacts import SPOOL_BYTES, spool
+
+    class Request:
+        def __init__(self, chunks: list[bytes], length: int | None = None) -> None:
+            self.headers = {} if length is None else {"content-length": str(length)}
+            self.chunks, self.read = chunks, 0
+
+        async def stream(self):  # noqa: ANN202 - the body as Starlette streams it
+            for c in self.chunks:
+                self.read += 1
+                yield c
+
+    big = [bytes([i]) * (SPOOL_BYTES // 2) for i in range(5)]
+    f = asyncio.run(spool(Request(big), 10 * SPOOL_BYTES))
+    with f:
+        assert f._rolled and f.read() == b"".join(big)  # on disk past SPOOL_BYTES, whole
+    req = Request(big)
+    with pytest.raises(RequestTooLarge):
+        asyncio.run(spool(req, SPOOL_BYTES))
+    assert req.read == 3  # stopped at the chunk that passed the limit
+    with pytest.raises(RequestTooLarge):
+        asyncio.run(spool(Request(big, SPOOL_BYTES + 1), SPOOL_BYTES))
 
 
 def test_mlws_http_uris_reach_the_server_with_mlws_own_token(
@@ -192,9 +231,11 @@ def test_mlws_http_uris_reach_the_server_with_mlws_own_token(
     assert [f.path for f in client.list_artifacts(rid, "docs")] == ["docs/notes.txt"]
     got = client.download_artifacts(rid, "docs/notes.txt", str(tmp_path))
     assert Path(got).read_text() == "over mlws+http\n"
+    mlflow.MlflowClient().log_metric(rid, "odd", float("nan"), step=1)  # sent as "NaN"
     with Workspace(ws_path) as ws:
         r = ws.get_run(rid)
         assert r.get_properties()["lr"] == "0.1" and r.get_metrics()["acc"] == 0.9
+        assert r.get_metrics()["odd"] != r.get_metrics()["odd"]  # NaN
         assert "docs/notes.txt" in r.get_file_names()
     # No token anywhere (no MLWS_TOKEN, no tokens file in this HOME): refused, in MLflow's terms.
     monkeypatch.delenv("MLWS_TOKEN")
@@ -289,7 +330,6 @@ def test_the_model_registry_through_the_server_and_mlws_http(
 
 
 def test_run_json_is_what_mlflows_protobuf_json_gives() -> None:
-    import json
 
     from mlflow.entities import (
         LoggedModelOutput,
@@ -321,7 +361,6 @@ def test_mlflow_runs_hold_a_longer_lease_than_the_servers_own(
 ) -> None:
     """MLflow clients send no heartbeat: their runs outlive the server's lease (60 s) and fail
     (ClientLost) only after MLflow's (24 h). Time is moved by setting back the lease's clock."""
-    import json
     import time
 
     from mlws import Workspace

@@ -95,13 +95,20 @@ def _pairs(items: Any, cls: Any) -> list[Any]:
     return [cls(i["key"], i.get("value", "")) for i in items or []]
 
 
+#: Protobuf's JSON spelling of the non-finite doubles (what :func:`_number` writes).
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
 def _metrics(items: Any, run_id: str) -> list[Any]:
     from mlflow.entities import Metric
 
-    return [
-        Metric(m["key"], m.get("value"), int(m.get("timestamp", 0)), int(m.get("step", 0)))
-        for m in items or []
-    ]
+    out = []
+    for m in items or []:
+        value = m.get("value")
+        if type(value) is str:
+            value = _NON_FINITE.get(value, value)  # anything else stays, refused as not a number
+        out.append(Metric(m["key"], value, int(m.get("timestamp", 0)), int(m.get("step", 0))))
+    return out
 
 
 def _view(value: Any) -> int:
