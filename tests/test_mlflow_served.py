@@ -360,37 +360,49 @@ def test_mlflow_runs_hold_a_longer_lease_than_the_servers_own(
     served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MLflow clients send no heartbeat: their runs outlive the server's lease (60 s) and fail
-    (ClientLost) only after MLflow's (24 h). Time is moved by setting back the lease's clock."""
+    (ClientLost) only after MLflow's (24 h). Time is moved by setting back the lease's clock;
+    the expiry is asked in this process too (the server fails no run in its first lease)."""
+    import json
     import time
 
     from mlws import Workspace
     from mlws.errors import ServerError
-    from mlws.server.leases import DEFAULT_MLFLOW_LEASE_S, MLFLOW_LEASE_ENV, mlflow_lease_seconds
+    from mlws.server.leases import (
+        DEFAULT_MLFLOW_LEASE_S,
+        MLFLOW_LEASE_ENV,
+        expire,
+        mlflow_lease_seconds,
+    )
 
     server, ws_path, _ = served
     client = mlflow.MlflowClient(server.url)
     rid = client.create_run("0").info.run_id
     client.log_metric(rid, "loss", 1.0, step=0)
 
-    def silent_for(seconds: float) -> float:
-        with Workspace(ws_path) as ws, ws.catalog.write() as conn:
-            conn.execute("UPDATE runs SET lease_seen = lease_seen - ? WHERE id = ?", (seconds, rid))
+    def silent_for(seconds: float) -> int:
+        """Set the lease back by ``seconds``; how many runs the server's 60 s lease then fails."""
         with Workspace(ws_path) as ws:
-            return ws.catalog.one("SELECT lease_seen FROM runs WHERE id = ?", (rid,))[0]
+            with ws.catalog.write() as conn:
+                conn.execute(
+                    "UPDATE runs SET lease_seen = lease_seen - ? WHERE id = ?", (seconds, rid)
+                )
+            return expire(ws, 60.0, rid)
 
-    seen = silent_for(2 * 3600)  # far past the server's lease, within MLflow's
+    assert silent_for(2 * 3600) == 0  # far past the server's lease, within MLflow's
     assert client.get_run(rid).info.status == "RUNNING"
     client.log_metric(rid, "loss", 0.5, step=1)  # a write renews the lease
-    seen = silent_for(0)
-    assert seen > time.time() - 60
-    silent_for(DEFAULT_MLFLOW_LEASE_S + 60)
-    assert client.get_run(rid).info.status == "FAILED"  # a read reconciles
+    with Workspace(ws_path) as ws:
+        assert ws.catalog.scalar("SELECT lease_seen FROM runs WHERE id = ?", (rid,)) > (
+            time.time() - 60
+        )
+    assert silent_for(DEFAULT_MLFLOW_LEASE_S + 60) == 1
+    assert client.get_run(rid).info.status == "FAILED"
     with pytest.raises(mlflow.exceptions.MlflowException, match="ClientLost"):
         client.log_metric(rid, "loss", 0.1, step=9)
     with Workspace(ws_path) as ws:
         run = ws.get_run(rid)
         assert run.get_status() == "Failed" and run.get_metrics()["loss"] == [1.0, 0.5]
-        error = json.loads(ws.catalog.one("SELECT error FROM runs WHERE id = ?", (rid,))[0])
+        error = json.loads(ws.catalog.scalar("SELECT error FROM runs WHERE id = ?", (rid,)))
         assert error["code"] == "ClientLost" and "86400 s" in error["message"]
     # The lease is configurable (never shorter than the server's); nonsense is one error.
     assert mlflow_lease_seconds(60.0) == DEFAULT_MLFLOW_LEASE_S

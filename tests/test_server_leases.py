@@ -158,29 +158,38 @@ def _swept(server, tok: str) -> bool:  # noqa: ANN001 - a helpers.Server
     return server.api("GET", f"/runs/{rid}", tok)[1]["status"] == "Failed"
 
 
-def test_a_restart_keeps_the_lease_and_reconciles_what_lapsed_meanwhile(ws_path: Path) -> None:
+def test_a_restart_gives_every_client_a_whole_lease_to_come_back(ws_path: Path) -> None:
     tok = _token(ws_path)
     server = _serve(ws_path, "3.0")
     try:
-        status, run = server.api("POST", "/experiments/restart/runs", tok, {"runId": "held"})
-        assert status == 201, run
+        for rid in ("alive", "dead"):
+            status, run = server.api("POST", "/experiments/restart/runs", tok, {"runId": rid})
+            assert status == 201, run
     finally:
         assert server.stop() == 0, server.lines
-    seen = _row(ws_path, "held")["lease_seen"]
-    assert seen is not None and _row(ws_path, "held")["status"] == "Running"
-    # The client dies while the server is down; the lease lapses with nobody serving.
-    wait_until(lambda: time.time() > seen + 3.5, 10, "the lease to lapse")
-    assert _row(ws_path, "held")["status"] == "Running"
+    seen = _row(ws_path, "dead")["lease_seen"]
+    assert seen is not None and _row(ws_path, "dead")["status"] == "Running"
+    # The server stays down longer than the lease: its clients could not reach it.
+    wait_until(lambda: time.time() > seen + 3.5, 10, "the outage to outlast the lease")
     server = _serve(ws_path, "3.0")
     try:
-        # The sweep at start (or this read) fails it, naming the time stored before the restart.
-        status, got = server.api("GET", "/runs/held", tok)
-        assert status == 200 and got["status"] == "Failed"
-        row = _row(ws_path, "held")
-        assert row["lease_seen"] == seen
-        error = json.loads(row["error"])
+        # Back: nobody is judged before the server has listened for a whole lease.
+        assert server.api("GET", "/runs/dead", tok)[1]["status"] == "Running"
+        assert server.api("POST", "/runs/alive/heartbeat", tok)[0] == 200
+
+        # The client that died meanwhile never comes back: failed one lease after the restart,
+        # naming the time it was last heard (before the outage); the live one goes on.
+        def dead_failed() -> bool:  # the live client heartbeats as it waits
+            assert server.api("POST", "/runs/alive/heartbeat", tok)[0] == 200
+            return server.api("GET", "/runs/dead", tok)[1]["status"] == "Failed"
+
+        wait_until(dead_failed, 10, "the dead client's run to be failed")
+        error = json.loads(_row(ws_path, "dead")["error"])
         assert error["code"] == "ClientLost" and iso_utc(seen) in error["message"]
-        assert server.api("POST", "/runs/held/heartbeat", tok)[0] == 409
+        assert _row(ws_path, "dead")["lease_seen"] == seen
+        assert server.api("POST", "/runs/dead/heartbeat", tok)[0] == 409
+        assert server.api("POST", "/runs/alive/heartbeat", tok)[0] == 200
+        assert server.api("GET", "/runs/alive", tok)[1]["status"] == "Running"
     finally:
         assert server.stop() == 0, server.lines
 

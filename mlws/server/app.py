@@ -84,7 +84,7 @@ def build_app(
     from ..metrics import prune_batch_ids
     from ..studio.app import studio_app
     from ..studio.signin import read_body
-    from .leases import expire, lease_seconds, sweep_interval
+    from .leases import expire, lease_seconds, start_grace, sweep_interval
 
     lease = lease_seconds(run_lease_s)
     eps = endpoints()
@@ -169,9 +169,10 @@ def build_app(
         )
 
     async def sweep_leases() -> None:
-        # Runs whose client is gone end Failed (ClientLost) even if nobody reads them; the first
-        # sweep, at start, catches leases that lapsed while the server was down. Metric batch
-        # ids of ended runs are forgotten after a day, checked once an hour.
+        # Runs whose client is gone end Failed (ClientLost) even if nobody reads them, once the
+        # server has been up for a whole lease (start_grace: a client is not lost for having
+        # waited out an outage). Metric batch ids of ended runs are forgotten after a day,
+        # checked once an hour.
         pruned = 0.0
         while True:
             try:
@@ -187,6 +188,7 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        start_grace(ws, lease)
         sweeper = asyncio.create_task(sweep_leases())
         if on_startup is not None:
             on_startup()

@@ -9,8 +9,11 @@ from for the lease (:data:`DEFAULT_LEASE_S`, ``--run-lease-s`` or ``MLWS_RUN_LEA
 ``Failed`` with error code ``ClientLost``. Reads do not renew (a colleague watching a run must
 not keep a dead client's run alive); they reconcile the run they read.
 
-Being in the catalog, leases survive a server restart: a run whose lease lapsed while the server
-was down is failed as soon as the server is back.
+Being in the catalog, leases survive a server restart. The lease counts only time the server was
+there to hear: for one lease after it starts (:func:`start_grace`) no run is failed, so a client
+that spooled its writes while the server was down (:mod:`mlws.remote.spool`) delivers them and
+goes on, however long the outage; a client that died meanwhile is failed one lease after the
+restart.
 
 Runs made through MLflow's REST API (:mod:`mlws.server.mlflow_api`) hold a much longer lease,
 :data:`DEFAULT_MLFLOW_LEASE_S` (``MLWS_MLFLOW_RUN_LEASE_S``): MLflow's clients send no heartbeat,
@@ -49,6 +52,9 @@ MLFLOW_LEASE_ENV = "MLWS_MLFLOW_RUN_LEASE_S"
 MLFLOW_HOST = "mlflow-client"
 
 _OPEN = "status NOT IN ('Completed', 'Failed', 'Canceled')"
+
+#: Workspace path -> until when (time.time()) no lease lapses: one lease from the server's start.
+_grace_until: dict[str, float] = {}
 
 
 def lease_seconds(value: float | None = None) -> float:
@@ -90,6 +96,12 @@ def renew(ws: Workspace, run_id: str) -> None:
         )
 
 
+def start_grace(ws: Workspace, lease: float) -> None:
+    """The server serving ``ws`` starts: no lease lapses before one whole lease from now, so
+    clients silent only because the server was away are heard before being judged."""
+    _grace_until[str(ws.path)] = time.time() + lease
+
+
 def _lost_message(seen: float, lease: float) -> str:
     from ..lifecycle import iso_utc
 
@@ -104,6 +116,8 @@ def expire(ws: Workspace, lease: float, run_id: str | None = None) -> int:
     returns how many. Ended runs are never touched; a lease renewed meanwhile wins. ``lease`` is
     the server's; runs made through MLflow's REST API hold :func:`mlflow_lease_seconds`."""
     now = time.time()
+    if now < _grace_until.get(str(ws.path), 0.0):
+        return 0
     where = f"lease_seen < ? AND {_OPEN}"
     params: tuple[Any, ...] = (now - lease,)
     if run_id is not None:
