@@ -293,6 +293,7 @@ def test_the_model_registry_through_the_server_and_mlws_http(
             "NOT_IMPLEMENTED",
         ),
         (lambda: client.get_model_version("line", "9"), "RESOURCE_DOES_NOT_EXIST"),
+        (lambda: client.set_registered_model_alias("line", "best", "1"), "NOT_IMPLEMENTED"),
         (lambda: client.create_model_version("line", "s3://b/m", rid), "INVALID_PARAMETER_VALUE"),
         (
             lambda: client.create_model_version(
@@ -311,9 +312,14 @@ def test_the_model_registry_through_the_server_and_mlws_http(
     with pytest.raises(mlflow.exceptions.MlflowException) as e:
         client.create_model_version("line", f"runs:/{rid}/model", rid)
     assert e.value.error_code == "PERMISSION_DENIED"
-    with pytest.raises(mlflow.exceptions.MlflowException) as e:
-        client.delete_model_version("line", "2")
-    assert e.value.error_code == "PERMISSION_DENIED"
+    for write in (
+        lambda: client.delete_model_version("line", "2"),
+        lambda: client.set_registered_model_alias("line", "best", "1"),
+        lambda: client.set_model_version_tag("line", "1", "k", "w"),
+    ):
+        with pytest.raises(mlflow.exceptions.MlflowException) as e:
+            write()
+        assert e.value.error_code == "PERMISSION_DENIED"
     # Through an mlws+http URI, with mlws's own token: the registry and the files.
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
     monkeypatch.setenv("MLWS_TOKEN", tokens["contributor"])

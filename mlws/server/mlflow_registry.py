@@ -17,18 +17,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-#: The routes that only read (``get-latest-versions`` is a POST that reads).
-READS = frozenset(
-    {
-        "/registered-models/get",
-        "/registered-models/search",
-        "/registered-models/get-latest-versions",
-        "/registered-models/alias",
-        "/model-versions/get",
-        "/model-versions/search",
-        "/model-versions/get-download-uri",
-    }
-)
+#: The POST routes that only read (a GET only reads anyway; an alias's POST and DELETE write).
+READS = frozenset({"/registered-models/get-latest-versions"})
 #: The request field that carries the token's user to the handlers (not one of MLflow's).
 USER_FIELD = "_mlws_user"
 
