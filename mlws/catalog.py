@@ -36,7 +36,7 @@ from .errors import (
 )
 
 #: The number of migrations in :mod:`mlws.migrations`; a test keeps them in step.
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 16
 
 BUSY_TIMEOUT_S = 30.0
 

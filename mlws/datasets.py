@@ -214,6 +214,8 @@ class AbstractDataset:
         self.tags: dict[str, str] = {}
         self._fingerprint: str | None = None
         self.created_time: float | None = None
+        #: Who registered this version (v1's ``createdBy``; a served workspace's token user).
+        self.created_by: str | None = None
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -270,36 +272,22 @@ class AbstractDataset:
 
         :raises UserErrorException: the name exists and ``create_new_version`` is false (as v1).
         """
-        check_dataset_name(name)
-        tag_values = {str(k): "" if v is None else str(v) for k, v in (tags or {}).items()}
-        if any(not k.strip() for k in tag_values):
-            raise InvalidName(f"dataset tag keys must not be empty, got {tags!r}")
-        latest_sql = "SELECT max(version) FROM datasets WHERE name = ?"
-        if not create_new_version:
-            # Checked before the manifest blob is stored too, so a refusal leaves no blob
-            # behind (and is quick); again in the transaction, for a concurrent register.
-            _refuse_existing(name, workspace.catalog.scalar(latest_sql, (name,)))
-        entries = fingerprint(resolve_sources(workspace, self._sources), progress)
-        manifest = workspace.blobs.put_bytes(canonical_manifest(entries))
-        with workspace.catalog.write() as conn:
-            latest = conn.execute(latest_sql, (name,)).fetchone()[0]
-            if not create_new_version:
-                _refuse_existing(name, latest)
-            version = (latest or 0) + 1
-            conn.execute(
-                "INSERT INTO datasets (name, version, definition, fingerprint, description, tags,"
-                " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    version,
-                    json.dumps(self.definition),
-                    manifest,
-                    description,
-                    json.dumps(tag_values),
-                    time.time(),
-                ),
-            )
-        return Dataset.get_by_name(workspace, name, version)
+        if workspace.remote is not None:  # the server fingerprints the data where it is
+            from .remote.datasets import register
+
+            return register(workspace, self, name, description, tags, create_new_version)
+        from .lifecycle import current_user
+
+        return record_version(
+            workspace,
+            self,
+            name,
+            description=description,
+            tags=tags,
+            create_new_version=create_new_version,
+            progress=progress,
+            created_by=current_user(),
+        )[0]
 
     def _entries(self) -> list[Entry]:
         assert self.workspace is not None and self._fingerprint is not None
@@ -350,7 +338,12 @@ class AbstractDataset:
 
         if self.name is None or self.version is None:
             return []
-        return runs_of_dataset(self._ws(), self.name, self.version)
+        ws = self._ws()
+        if ws.remote is not None:
+            from .remote.datasets import runs_of
+
+            return runs_of(ws, self.name, self.version)
+        return runs_of_dataset(ws, self.name, self.version)
 
     def serialize(self) -> dict[str, Any]:
         """The dataset as JSON-ready data (``mlws dataset show --json``): name, version,
@@ -365,6 +358,7 @@ class AbstractDataset:
             "fingerprint": self._fingerprint,
             "files": len(self._entries()) if self._fingerprint else None,
             "createdTime": self.created_time,
+            "createdBy": self.created_by,
             "runs": self.runs(),
         }
 
@@ -473,6 +467,10 @@ class Dataset:
         :raises UserErrorException: ``version`` is not a whole number (or "latest").
         """
         check_dataset_name(name)
+        if workspace.remote is not None and version == "latest":
+            from .remote.datasets import get
+
+            return get(workspace, name, "latest")
         if version == "latest":
             row = workspace.catalog.one(
                 "SELECT * FROM datasets WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
@@ -484,6 +482,10 @@ class Dataset:
                 raise UserErrorException(
                     f"a dataset version is a whole number or 'latest', got {version!r}"
                 ) from None
+            if workspace.remote is not None:
+                from .remote.datasets import get
+
+                return get(workspace, name, number)
             # SQLite integers are 64-bit: a larger number names no version (not an overflow).
             row = (
                 workspace.catalog.one(
@@ -503,6 +505,10 @@ class Dataset:
     @staticmethod
     def get_all(workspace: Workspace) -> dict[str, AbstractDataset]:
         """The latest version of every registered dataset, by name."""
+        if workspace.remote is not None:
+            from .remote.datasets import get_all
+
+            return get_all(workspace)
         rows = workspace.catalog.query(
             "SELECT * FROM datasets d WHERE version = (SELECT max(version) FROM datasets WHERE"
             " name = d.name) ORDER BY name"
@@ -522,7 +528,101 @@ def _from_row(ws: Workspace, row: Any) -> AbstractDataset:
     ds.name, ds.version = row["name"], row["version"]
     ds.description, ds.tags = row["description"], json.loads(row["tags"])
     ds._fingerprint, ds.created_time = row["fingerprint"], row["created"]
+    ds.created_by = row["created_by"]
     return ds
+
+
+def record_version(
+    ws: Workspace,
+    ds: AbstractDataset,
+    name: str,
+    *,
+    description: str | None = None,
+    tags: dict[str, Any] | None = None,
+    create_new_version: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    created_by: str | None = None,
+    request_id: str | None = None,
+) -> tuple[AbstractDataset, bool]:
+    """Record ``ds``'s definition and a fingerprint of its data now as the next version of
+    ``name`` (version 1 unless ``create_new_version``); returns it and whether it is new. Every
+    registration ends here (``register``, and ``mlws serve``'s for a remote client).
+
+    ``request_id``: a registration sent again with it (a retry after a lost answer) returns the
+    version made the first time, and False, writing nothing.
+
+    :raises UserErrorException: a bad name or tag, the name exists and ``create_new_version``
+        is false (as v1), or a path that matches no file.
+    :raises RegistrationConflict: ``request_id`` registered another dataset.
+    """
+    from .errors import RegistrationConflict
+
+    check_dataset_name(name)
+    tag_values = {str(k): "" if v is None else str(v) for k, v in (tags or {}).items()}
+    if any(not k.strip() for k in tag_values):
+        raise InvalidName(f"dataset tag keys must not be empty, got {tags!r}")
+
+    def done(conn: Any) -> tuple[AbstractDataset, bool] | None:
+        if request_id is None:
+            return None
+        # Looked up inside the write transaction: two copies of one request never both find
+        # nothing.
+        row = conn.execute(
+            "SELECT name, version FROM dataset_registrations WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        if row is not None and row[0] != name:
+            raise RegistrationConflict(
+                f"registrationId {request_id!r} registered dataset {row[0]}:{row[1]}, not"
+                f" {name!r}; use a new id for each registration"
+            )
+        if row is None:
+            return None
+        found = conn.execute(
+            "SELECT * FROM datasets WHERE name = ? AND version = ?", tuple(row)
+        ).fetchone()
+        return _from_row(ws, found), False
+
+    latest_sql = "SELECT max(version) FROM datasets WHERE name = ?"
+    if request_id is not None:
+        with ws.catalog.write() as conn:  # a retry answers at once, before any hashing
+            again = done(conn)
+        if again is not None:
+            return again
+    if not create_new_version:
+        # Checked before the manifest blob is stored too, so a refusal leaves no blob
+        # behind (and is quick); again in the transaction, for a concurrent register.
+        _refuse_existing(name, ws.catalog.scalar(latest_sql, (name,)))
+    entries = fingerprint(resolve_sources(ws, ds._sources), progress)
+    manifest = ws.blobs.put_bytes(canonical_manifest(entries))
+    now = time.time()
+    with ws.catalog.write() as conn:
+        again = done(conn)
+        if again is not None:
+            return again
+        latest = conn.execute(latest_sql, (name,)).fetchone()[0]
+        if not create_new_version:
+            _refuse_existing(name, latest)
+        version = (latest or 0) + 1
+        conn.execute(
+            "INSERT INTO datasets (name, version, definition, fingerprint, description, tags,"
+            " created, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                version,
+                json.dumps(ds.definition),
+                manifest,
+                description,
+                json.dumps(tag_values),
+                now,
+                created_by,
+            ),
+        )
+        if request_id is not None:
+            conn.execute(
+                "INSERT INTO dataset_registrations VALUES (?, ?, ?, ?)",
+                (request_id, name, version, now),
+            )
+    return Dataset.get_by_name(ws, name, version), True
 
 
 # At the bottom: tabular.py subclasses AbstractDataset (which puts "tabular" in _KINDS) and sets

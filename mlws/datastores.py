@@ -146,6 +146,10 @@ class Datastore:
 
     def __new__(cls, workspace: Workspace | None = None, name: str | None = None) -> Datastore:
         # As v1 (AzureBlobDatastore, ...): Datastore(ws, name) is of its kind's class.
+        if cls is Datastore and workspace is not None and workspace.remote is not None:
+            from .remote.datastores import RemoteDatastore  # the server's, whatever the kind
+
+            return super().__new__(RemoteDatastore)
         if cls is Datastore and workspace is not None:
             row = (
                 workspace.catalog.one("SELECT type FROM datastores WHERE is_default = 1")
@@ -224,6 +228,10 @@ class Datastore:
     @staticmethod
     def list(workspace: Workspace) -> list[Datastore]:
         """Every datastore registered in the workspace, by name."""
+        if workspace.remote is not None:
+            from .remote.datastores import list_datastores
+
+            return list_datastores(workspace)
         rows = workspace.catalog.query("SELECT name FROM datastores ORDER BY name")
         return [Datastore(workspace, r[0]) for r in rows]
 
@@ -236,10 +244,17 @@ class Datastore:
     ) -> Datastore:
         """Name a folder of this machine (created if missing) as a datastore.
 
+        On a remote workspace ``path`` is an absolute folder on the *server's* machine (the
+        server reads and writes it for everyone), and only an owner may register one.
+
         :raises UserErrorException: bad name, the name is taken (without ``overwrite``), the
             path is a file or the workspace's own datastores folder.
         """
         check_datastore_name(datastore_name)
+        if workspace.remote is not None:
+            from .remote.datastores import register_folder
+
+            return register_folder(workspace, datastore_name, path, overwrite)
         folder = Path(path).expanduser().absolute()
         if folder.exists() and not folder.is_dir():
             raise UserErrorException(f"{folder} is a file, not a folder")
@@ -298,6 +313,10 @@ class Datastore:
         :raises DatastoreUnavailable: the host cannot be reached, refuses the key, or its
             folder is not a writable folder (then nothing is recorded).
         """
+        if workspace.remote is not None:
+            from .remote.backend import not_available
+
+            raise not_available("Datastore.register_ssh", workspace.remote.url)
         from .sshstore import register
 
         return register(

@@ -9,14 +9,23 @@ rank with the environment ``torchrun`` sets (``MASTER_ADDR``, ``MASTER_PORT``, `
 ``TF_CONFIG`` for TensorFlow ones.
 
 Every rank runs as the same run: ``Run.get_context()`` is that run in each of them, so what any
-rank logs is kept on it (as in v1, where scripts log from rank 0 only when they want one copy).
+rank logs is kept on it (as in v1, where scripts log from rank 0 only when they want one copy),
+on whichever host it runs (:mod:`mlws.compute.sshnodes`). Each rank's output is kept as
+``logs/std_log_process_<rank>.txt`` and, under v1's per-process name,
+``azureml-logs/70_driver_log_<rank>.txt`` (:func:`v1_rank_logs`: the same stored file).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .errors import RunConfigError
+
+#: A rank's log among a run's files (``mlws.compute.ranks.RANK_LOG`` under ``logs/``) ...
+_RANK_LOG = re.compile(r"logs/std_log_process_(\d+)\.txt")
+#: ... and the name v1 gave each process's log (AZUREML_V1.md (c)).
+V1_RANK_LOG = "azureml-logs/70_driver_log_{rank}.txt"
 
 #: The ``communicator`` v1 records for each kind (``RunConfiguration.communicator``).
 MPI_COMMUNICATOR = "IntelMpi"
@@ -246,3 +255,16 @@ def from_sections(data: dict[str, Any]) -> DistributedConfig | None:
         worker_count=section.get("workerCount", 1),
         parameter_server_count=section.get("parameterServerCount", 1),
     )
+
+
+def v1_rank_logs(entries: list[Any]) -> list[Any]:
+    """For a distributed run's stored files (manifest entries): each rank's log again under
+    v1's name, :data:`V1_RANK_LOG` (the same blob: nothing is copied)."""
+    import dataclasses
+
+    out = []
+    for e in entries:
+        m = _RANK_LOG.fullmatch(e.path)
+        if m:
+            out.append(dataclasses.replace(e, path=V1_RANK_LOG.format(rank=int(m.group(1)))))
+    return out

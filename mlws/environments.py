@@ -302,9 +302,13 @@ class Environment:
         return hashlib.sha256(data).hexdigest()[:32]
 
     # -- registry -----------------------------------------------------------------------------
-    def register(self, workspace: Workspace) -> Environment:
+    def register(self, workspace: Workspace, created_by: str | None = None) -> Environment:
         """Register in the workspace: a new version when the definition changed, else the
-        existing version (as v1)."""
+        existing version (as v1). ``created_by``: who, on a served workspace."""
+        if workspace.remote is not None:
+            from .remote.environments import register
+
+            return register(self, workspace)
         body = self.to_dict()
         body["version"] = None
         text = json.dumps(body, sort_keys=True)
@@ -318,13 +322,15 @@ class Environment:
             else:
                 version = (last[0] + 1) if last is not None else 1
                 conn.execute(
-                    "INSERT INTO environments (name, version, spec, spec_hash, created) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO environments (name, version, spec, spec_hash, created, created_by)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
                     (
                         self.name,
                         version,
                         text,
                         self.spec_hash() if self.managed else None,
                         time.time(),
+                        created_by,
                     ),
                 )
         self.version = str(version)
@@ -341,6 +347,10 @@ class Environment:
         """
         if version is not None:
             version = _version_number(version)
+        if workspace.remote is not None:
+            from .remote.environments import get
+
+            return get(cls, workspace, name, version)
         if version is None:
             row = workspace.catalog.one(
                 "SELECT version, spec FROM environments WHERE name = ? ORDER BY version DESC LIMIT 1",
@@ -363,6 +373,10 @@ class Environment:
     @staticmethod
     def list(workspace: Workspace) -> dict[str, Environment]:
         """The latest version of every registered environment, by name (v1 returns a dict)."""
+        if workspace.remote is not None:
+            from .remote.environments import latest
+
+            return latest(workspace)
         rows = workspace.catalog.query(
             "SELECT name, max(version) AS version FROM environments GROUP BY name ORDER BY name"
         )

@@ -177,6 +177,10 @@ class Keyvault:
             check_secret_name(name)
             if not isinstance(value, str):
                 raise UserErrorException(f"secret {name!r}: the value must be a string")
+        if self.workspace.remote is not None:  # the server encrypts; its key never leaves it
+            from .remote.vault import set_secrets
+
+            return set_secrets(self.workspace, secrets_batch)
         fernet = self._cipher(create=True)
         now = time.time()
         rows = [(n, fernet.encrypt(v.encode()), now, now) for n, v in secrets_batch.items()]
@@ -197,6 +201,10 @@ class Keyvault:
         names = [check_secret_name(n) for n in secrets]
         if not names:
             return {}
+        if self.workspace.remote is not None:
+            from .remote.vault import get_secrets
+
+            return get_secrets(self.workspace, names)
         if os.environ.get(CHANNEL_ENV) and str(self.workspace.path) == os.environ.get(
             "MLWS_WORKSPACE"
         ):
@@ -226,6 +234,10 @@ class Keyvault:
 
     def list_secrets(self) -> list[dict[str, str]]:
         """Names only, as v1: ``[{"name": ...}, ...]``."""
+        if self.workspace.remote is not None:
+            from .remote.vault import list_secrets
+
+            return list_secrets(self.workspace)
         rows = self.workspace.catalog.query(
             "SELECT name FROM secrets WHERE name != ? ORDER BY name", (_SENTINEL,)
         )
@@ -234,6 +246,10 @@ class Keyvault:
     def delete_secret(self, name: str) -> None:
         """:raises SecretNotFound:"""
         check_secret_name(name)
+        if self.workspace.remote is not None:
+            from .remote.vault import delete_secret
+
+            return delete_secret(self.workspace, name)
         with self.workspace.catalog.write() as conn:
             cur = conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
         if cur.rowcount == 0:

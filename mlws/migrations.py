@@ -456,3 +456,43 @@ def m0014_request_ids(db: Any) -> None:
         ) WITHOUT ROWID"""
     )
     db.execute("CREATE INDEX model_registrations_version ON model_registrations(name, version)")
+
+
+@migrations(name="0015_dataset_registrations")
+def m0015_dataset_registrations(db: Any) -> None:
+    # Who registered each dataset version (v1's ``createdBy``: the token's user on a served
+    # workspace, the login elsewhere; NULL for versions made before), and the ids of dataset
+    # registrations sent with a ``registrationId`` (``mlws serve``): a registration re-sent
+    # after a lost answer gets the version made the first time, as model_registrations does.
+    db.execute("ALTER TABLE datasets ADD COLUMN created_by TEXT")
+    db.execute(
+        """CREATE TABLE dataset_registrations (
+            request_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            created REAL NOT NULL
+        ) WITHOUT ROWID"""
+    )
+
+
+@migrations(name="0016_remote_concepts")
+def m0016_remote_concepts(db: Any) -> None:
+    # Who registered each environment version (``createdBy``, as v1 shows it): the token's user
+    # on a served workspace; NULL for versions registered on the workspace's own machine.
+    db.execute("ALTER TABLE environments ADD COLUMN created_by TEXT")
+    # Services deployed from a client of ``mlws serve``: they run on the machine that called
+    # ``Model.deploy`` (its own ``services`` row lives there); the server keeps this record of
+    # them (what the team sees: name, models, scoring URI, last reported state).
+    db.execute(
+        """CREATE TABLE service_records (
+            name TEXT PRIMARY KEY,
+            models TEXT NOT NULL,
+            scoring_uri TEXT,
+            state TEXT NOT NULL,
+            machine TEXT NOT NULL,
+            error TEXT,
+            created REAL NOT NULL,
+            created_by TEXT,
+            updated REAL NOT NULL
+        )"""
+    )

@@ -275,12 +275,17 @@ class Model:
         return str(target / self.path)
 
     # -- metadata ----------------------------------------------------------------------------
-    def _update(self, change: Any) -> None:
+    def _update(self, change: Any, remote: dict[str, Any] | None = None) -> None:
         """Read the row, let ``change(row)`` return the columns to set, write them: all in one
-        transaction, so a change made meanwhile through another object is never lost.
+        transaction, so a change made meanwhile through another object is never lost. On a
+        remote workspace the server makes the change ``remote`` describes, the same way.
 
         :raises ModelNotFound: the version was deleted.
         """
+        if self.workspace.remote is not None:
+            from .remote.models import update
+
+            return self._load(update(self, remote))  # None: NotAvailableRemotely
         with self.workspace.catalog.write() as conn:
             where = (
                 "SELECT * FROM models WHERE name = ? AND version = ?",
@@ -306,7 +311,9 @@ class Model:
         :raises ModelNotFound: the version was deleted.
         """
         new = _str_dict(tags, "tags")
-        self._update(lambda row: {"tags": json.dumps({**json.loads(row["tags"]), **new})})
+        self._update(
+            lambda row: {"tags": json.dumps({**json.loads(row["tags"]), **new})}, {"addTags": new}
+        )
 
     def remove_tags(self, tags: list[str] | str) -> None:
         """Remove tags by key (one key or several); keys not set are ignored.
@@ -319,7 +326,8 @@ class Model:
                 "tags": json.dumps(
                     {k: v for k, v in json.loads(row["tags"]).items() if k not in keys}
                 )
-            }
+            },
+            {"removeTags": sorted(keys)},
         )
 
     def add_properties(self, properties: dict[str, Any]) -> None:
@@ -338,24 +346,29 @@ class Model:
                     )
             return {"properties": json.dumps({**current, **new})}
 
-        self._update(change)
+        self._update(change, {"addProperties": new})
 
     def update(
         self, tags: dict[str, Any] | None = None, description: str | None = None, **_kwargs: Any
     ) -> None:
         """Replace the tags and/or the description."""
-        columns: dict[str, Any] = {}
+        change: dict[str, Any] = {}
         if tags is not None:
-            columns["tags"] = json.dumps(_str_dict(tags, "tags"))
+            change["tags"] = _str_dict(tags, "tags")
         if description is not None:
-            columns["description"] = str(description)
-        self._update(lambda _row: columns)
+            change["description"] = str(description)
+        columns = {k: json.dumps(v) if k == "tags" else v for k, v in change.items()}
+        self._update(lambda _row: columns, change)
 
     def delete(self) -> None:
         """Delete this version (its files stay in the blob store until ``mlws gc``).
 
         :raises ModelInUse: a service that is not deleted uses it.
         """
+        if self.workspace.remote is not None:  # owners; the server checks the services
+            from .remote.models import delete
+
+            return delete(self)
         users = services_using(self.workspace, self.name, self.version)
         if users:
             raise ModelInUse(

@@ -222,16 +222,19 @@ class OutputAsInput:
 class StoredInput:
     """A run input whose files are in the blob store already, named by their manifest: a
     pipeline step's upstream ``PipelineData``. The script gets a read-only folder of copies
-    (``.mlws-data/in/<name>``); put it in the arguments (or pass it to ``submit_script``'s
-    ``data``)."""
+    (``.mlws-data/in/<name>``), or with ``file`` that file of it (a v1 ``metrics_output``); put
+    it in the arguments (or pass it to ``submit_script``'s ``data``)."""
 
-    def __init__(self, name: str, manifest: str, tabular: dict[str, Any] | None = None) -> None:
-        from .manifests import check_hash
+    def __init__(
+        self, name: str, manifest: str, tabular: dict[str, Any] | None = None, file: str = ""
+    ) -> None:
+        from .manifests import check_hash, check_relpath
 
         self.name = check_data_name(name)
         self.manifest = check_hash(manifest)
         #: How it is read as a table (``read_delimited_files()``); None: a folder.
         self.tabular = tabular
+        self.file = check_relpath(file) if file else None
 
     def __repr__(self) -> str:
         return f"StoredInput(name={self.name!r}, manifest={self.manifest!r})"
@@ -313,8 +316,7 @@ def _encode(
         )
     if isinstance(a, StoredInput):
         spec = {"name": a.name, "mode": "mount", "pathOnCompute": None, "manifest": a.manifest}
-        if a.tabular:
-            spec["tabular"] = a.tabular
+        spec.update({k: v for k, v in (("tabular", a.tabular), ("file", a.file)) if v})
         return _add(inputs, spec, "inputs", {"mlwsInput": a.name})
     if isinstance(a, RunFilesOutput):
         spec = {"name": a.name, "runFiles": True, "source": f"outputs/{a.name}"}
@@ -393,7 +395,7 @@ def rebuild_dataset(ws: Workspace, spec: dict[str, Any]) -> AbstractDataset:
 # -- where the run is prepared ------------------------------------------------------------------
 def prepare(
     ws: Workspace,
-    run_seq: int,
+    run_seq: int | str,
     definition: dict[str, Any],
     workdir: Path,
     links_ok: bool,
@@ -404,7 +406,7 @@ def prepare(
     inputs may be hard links to the data (the script will get them read-only); otherwise they
     are copies. ``remote``: the folder goes to another machine, so direct inputs are copied
     too (the data is not there). Returns notes for the run's log (data changed since it was
-    registered).
+    registered). ``run_seq``: the run's seq in the catalog (on a remote workspace, its id).
 
     :raises UserErrorException: an input matches no file any more.
     """
@@ -424,7 +426,7 @@ def prepare(
             _fresh_folder(workdir, workdir / rel)
             ws.blobs.materialize(ws.blobs.read_manifest(spec["manifest"]), workdir / rel)
             read_only.append(rel)
-            paths["inputs"][spec["name"]] = rel
+            paths["inputs"][spec["name"]] = f"{rel}/{spec['file']}" if spec.get("file") else rel
             continue
         ds = rebuild_dataset(ws, spec["dataset"])
         files = ds.current_files()
@@ -455,7 +457,7 @@ def prepare(
         paths["outputs"][spec["name"]] = rel
     definition["dataPaths"] = paths
     definition["readOnly"] = read_only
-    _record(
+    record_lineage(
         ws,
         [(run_seq, "input", spec["name"], spec["mode"], ds, content, changed)
          for spec, ds, content, changed in rows],
@@ -463,8 +465,15 @@ def prepare(
     return notes
 
 
-def _record(ws: Workspace, rows: list[tuple[int, str, str, str, Any, str | None, bool]]) -> None:
-    """Lineage rows: ``(run seq, direction, name in the run, mode, dataset, content, changed)``."""
+def record_lineage(
+    ws: Workspace, rows: list[tuple[int | str, str, str, str, Any, str | None, bool]]
+) -> None:
+    """Lineage rows: ``(run seq, direction, name in the run, mode, dataset, content, changed)``;
+    on a remote workspace (where a run's seq is its id) the server records them."""
+    if ws.remote is not None:
+        from .remote.datasets import record_lineage as send
+
+        return send(ws, rows)
     with ws.catalog.write() as conn:
         conn.executemany(
             "INSERT OR REPLACE INTO run_datasets (run_seq, direction, name, mode,"
@@ -620,7 +629,9 @@ def publish(
                 ws, r["name"], description=r["description"], tags=r["tags"], create_new_version=True
             )
             notes.append(f"mlws: output {spec['name']!r} registered as dataset {ds.id}")
-        _record(ws, [(run_seq, "output", spec["name"], "upload", ds, ds._fingerprint, False)])
+        record_lineage(
+            ws, [(run_seq, "output", spec["name"], "upload", ds, ds._fingerprint, False)]
+        )
     return notes
 
 
@@ -653,6 +664,10 @@ def run_data(run: Any, direction: str) -> dict[str, Any]:
             else:
                 out[spec["name"]] = rebuild_dataset(ws, spec["dataset"])
         return out
+    if ws.remote is not None:  # the server's lineage, from the run's details
+        from .remote.datasets import output_datasets
+
+        return dict(paths) or output_datasets(run, definition.get("outputs") or [])
     recorded = {
         r["name"]: r
         for r in ws.catalog.query(

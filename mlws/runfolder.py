@@ -64,6 +64,10 @@ def collect_run_files(
                     continue  # no log to tell: the files are skipped all the same
                 with os.fdopen(fd, "a") as log:
                     log.writelines(f"Warning: {w}\n" for w in skipped)
+    if definition.get("distributed"):  # every rank's log under v1's name too
+        from .distributed import v1_rank_logs
+
+        entries += v1_rank_logs(entries)
     add_run_files(ws, run_seq, entries)
 
 

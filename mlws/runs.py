@@ -123,6 +123,12 @@ class Run(RunFiles):
 
     @display_name.setter
     def display_name(self, value: str) -> None:
+        if self.workspace.remote is not None:
+            from .remote.runs import RemoteRow, row_of, send
+
+            answer = send(self, "PATCH", body={"displayName": value})  # None: spooled
+            self._row = row_of(answer) if answer else RemoteRow(self._row, display_name=value)
+            return
         with self.workspace.catalog.write() as conn:
             conn.execute("UPDATE runs SET display_name = ? WHERE id = ?", (value, self.id))
         self._refresh()
@@ -280,7 +286,7 @@ class Run(RunFiles):
     def complete(self, _set_status: bool = True) -> None:
         """Flush metrics and mark the run Completed. Inside a submitted run it only flushes:
         the supervising process sets the outcome once outputs are collected."""
-        self._close_writer()
+        self._close_writer(self._sends_own_end(_set_status))
         if self._in_context and self._row["type"] in SUBMITTED:
             return
         if self.workspace.remote is not None:
@@ -295,12 +301,16 @@ class Run(RunFiles):
         self, error_details: Any = None, error_code: str | None = None, _set_status: bool = True
     ) -> None:
         """Flush metrics and mark the run Failed, recording ``error_details``."""
-        self._close_writer()
+        self._close_writer(self._sends_own_end(_set_status))
         err = {
             "code": error_code or "UserError",
             "message": str(error_details or "the run called fail()"),
         }
         if self._in_context and self._row["type"] in SUBMITTED:
+            if self.workspace.remote is not None:  # its supervisor, on this machine, ends it
+                from .remote.supervisor import request_failure
+
+                return request_failure(self, err)
             with self.workspace.catalog.write() as conn:
                 conn.execute(
                     "UPDATE runs SET requested_status = 'Failed', error = ? WHERE id = ?",
@@ -432,6 +442,12 @@ class Run(RunFiles):
     def remove_tags(self, tags: list[str] | str) -> None:
         """Remove tags by key (one key or several); keys not set are ignored."""
         keys = [tags] if isinstance(tags, str) else list(tags)
+        if self.workspace.remote is not None:
+            from .remote.runs import send
+
+            if keys:
+                send(self, "POST", "tags", "remove", body={"keys": keys})
+            return
         with self.workspace.catalog.write() as conn:
             conn.executemany(
                 "DELETE FROM run_tags WHERE run_seq = ? AND key = ?", [(self.seq, k) for k in keys]
@@ -603,11 +619,21 @@ class Run(RunFiles):
         if self._writer is not None:
             self._writer.flush()
 
-    def _close_writer(self) -> None:
+    def _sends_own_end(self, set_status: bool) -> bool:
+        # A remote run that ends here: its last values travel with the outcome (one request).
+        return (
+            set_status
+            and self.workspace.remote is not None
+            and not (self._in_context and self._row["type"] in SUBMITTED)
+        )
+
+    def _close_writer(self, unsent: bool = False) -> None:
         """Flush and drop this run's metric buffer (a later log() opens a new one), so a process
-        that creates thousands of runs does not keep a writer per finished run."""
+        that creates thousands of runs does not keep a writer per finished run. ``unsent``: a
+        remote run's values are left to the request that ends it."""
         if self._writer is not None:
-            self._writer.flush()
+            if not unsent:
+                self._writer.flush()
             _metrics.unregister(self._writer)
             self._writer = None
 

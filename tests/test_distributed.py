@@ -383,13 +383,27 @@ def test_a_v1_driver_submits_a_pytorch_job(tmp_path):
     assert "STATUS Completed SUM 1" in r.stdout, r.stdout + r.stderr
 
 
+#: MEET, and every rank records on the run as v1 scripts do: a tag, an uploaded file, and
+#: (the last rank) a child run with a metric.
+RECORDS = """
+with open(f"note_{rank}.txt", "w") as f:
+    f.write(f"from rank {rank}")
+run.tag(f"rank_{rank}", "here")
+run.upload_file(f"uploads/rank_{rank}.txt", f"note_{rank}.txt")
+if rank == world - 1:
+    child = run.child_run(name=f"child_of_rank_{rank}")
+    child.log("x", rank)
+    child.complete()
+"""
+
+
 # -- on ssh and Dask targets -------------------------------------------------------------------
-def _meet_on(ws, tmp_path, target: str, config, expected_sum: int) -> None:  # noqa: ANN001
-    """Run MEET on ``target`` as ``config`` says; it must complete with every rank's log and
-    rank 0's sum and outputs home."""
+def _meet_on(ws, tmp_path, target: str, config, expected_sum: int, body: str = MEET) -> None:  # noqa: ANN001
+    """Run ``body`` (MEET) on ``target`` as ``config`` says; it must complete with every rank's
+    log (under v1's name too) and rank 0's sum and outputs home."""
     from helpers import kill_run_processes
 
-    src = make_source(tmp_path, MEET)
+    src = make_source(tmp_path, body)
     try:
         run = submit(ws, src, target=target, distributed_job_config=config)
         status = wait_status(run, ("Completed", "Failed", "Canceled"), 90)
@@ -398,6 +412,7 @@ def _meet_on(ws, tmp_path, target: str, config, expected_sum: int) -> None:  # n
         names = set(run.get_file_names())
         world = ranks_layout(config)["worldSize"]
         assert {f"logs/std_log_process_{r}.txt" for r in range(world)} <= names
+        assert {f"azureml-logs/70_driver_log_{r}.txt" for r in range(world)} <= names
         assert "outputs/sum.txt" in names
     finally:
         kill_run_processes(ws)
@@ -439,12 +454,28 @@ def two_hosts(ws, tmp_path, ssh_servers):  # noqa: ANN001, ANN201
 
 @pytest.mark.timeout(120)
 def test_two_ranks_on_two_ssh_hosts_meet_at_the_first(ws, tmp_path, two_hosts):
-    _meet_on(ws, tmp_path, two_hosts, PyTorchConfiguration(process_count=4, node_count=2), 6)
-    run = ws.get_run(ws.catalog.scalar("SELECT id FROM runs"))
+    config = PyTorchConfiguration(process_count=4, node_count=2)
+    _meet_on(ws, tmp_path, two_hosts, config, 6, MEET + RECORDS)
+    run = ws.get_run(ws.catalog.scalar("SELECT id FROM runs WHERE parent_id IS NULL"))
     assert "ranks 2-3 here" in run._read_file_text("logs/node_1.log")
     assert "rank 3 of 4 local 1 node 1" in run._read_file_text("logs/std_log_process_3.txt")
-    # every rank's metrics, those of the second host's ranks appended as they came home
+    log3 = run._read_file_text("azureml-logs/70_driver_log_3.txt")
+    assert log3 == run._read_file_text("logs/std_log_process_3.txt")
+    # v1: every rank's Run.get_context() is the one run, whichever host it is on. Metrics: every
+    # rank's values, numbered at home as they came (no host's own numbering leaks through).
     assert sorted(run.get_metrics()["rank"]) == [0, 1, 2, 3]
+    steps = [r[0] for r in ws.catalog.query(
+        "SELECT step FROM metrics WHERE run_seq = ? AND name = 'rank' ORDER BY step", (run.seq,)
+    )]  # fmt: skip
+    assert steps == [0, 1, 2, 3]
+    # ... tags, uploaded files and child runs of the second host's ranks too.
+    assert {f"rank_{r}" for r in range(4)} <= set(run.get_tags())
+    names = set(run.get_file_names())
+    assert {f"uploads/rank_{r}.txt" for r in range(4)} <= names
+    assert run._read_file_text("uploads/rank_3.txt") == "from rank 3"
+    (child,) = run.get_children()
+    assert child.display_name == "child_of_rank_3" and child.get_metrics() == {"x": 3}
+    assert child.get_status() == "Completed"
     # both hosts' run folders are removed once the logs are home
     runs_there = tmp_path / "remote" / "runs"
     wait_until(lambda: not any(runs_there.iterdir()), 10, "the hosts' run folders to go")

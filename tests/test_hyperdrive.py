@@ -24,7 +24,7 @@ from helpers import (
     workspace_fingerprint,
 )
 
-from mlws import Experiment, ScriptRunConfig
+from mlws import Dataset, Experiment, OutputFileDatasetConfig, ScriptRunConfig
 from mlws.errors import ActivityFailedException, SweepConfigError
 from mlws.hyperdrive import (
     BanditPolicy,
@@ -208,6 +208,11 @@ def test_bad_input_is_one_line_and_records_nothing(ws, tmp_path):
         with pytest.raises(SweepConfigError) as e:
             make()
         assert "\n" not in str(e.value)
+    # An output dataset as a trial argument: refused at submit (trials take input data only).
+    out = OutputFileDatasetConfig("out")
+    with pytest.raises(SweepConfigError, match="not OutputFileDatasetConfig") as e:
+        exp.submit(_sweep(src, {"x": choice(1)}, arguments=["--out", out]))
+    assert "\n" not in str(e.value)
     cfg = _sweep(src, {"x": choice(1)})
     cfg.run_config.source_directory = str(tmp_path / "gone")
     with pytest.raises(Exception, match="does not exist"):
@@ -264,7 +269,13 @@ def test_acceptance_sweep_cancels_poor_trials_and_finds_the_best(ws, tmp_path):
         best = run.get_best_run_by_primary_metric()
         assert json.loads(best.get_properties()["hyperparameters"]) == {"--x": 1.0}
         assert best.get_status() == "Completed" and best.get_metrics()["accuracy"][-1] == 1.0
-        table = run.get_metrics()["best_child_by_primary_metric"]  # v1's parent metric
+        # v1's shapes: get_metrics() is every trial's metrics by trial id; the sweep's own
+        # table metric is the parent run's.
+        by_trial = run.get_metrics()
+        assert set(by_trial) == {c.id for c in children}
+        assert by_trial[best.id]["accuracy"][-1] == 1.0
+        assert run.get_metrics("accuracy")[best.id] == {"accuracy": by_trial[best.id]["accuracy"]}
+        table = run.get_metrics(recursive=True)[run.id]["best_child_by_primary_metric"]
         assert table["run_id"][-1] == best.id and table["final"][-1] is True
         assert table["metric_value"][-1] == 1.0 and table["final"].count(True) == 1
         canceled = [c for c in children if c.get_status() == "Canceled"]
@@ -321,6 +332,38 @@ def test_sweep_outlives_its_submitter(ws, tmp_path):
         assert all("edited" not in c.get_metrics() for c in run.get_children())
         assert {c._row["snapshot"] for c in run.get_children()} == {run._row["snapshot"]}
         assert run.get_children_sorted_by_primary_metric()[0]["best_primary_metric"] == 0.6
+    finally:
+        kill_run_processes(ws)
+
+
+#: v1's MNIST sweep pattern: the data folder is a dataset argument, mounted for every trial.
+READS_DATA = """
+import argparse
+from mlws import Run
+p = argparse.ArgumentParser()
+p.add_argument("--data-folder"); p.add_argument("--x", type=float)
+a = p.parse_args()
+base = float(open(os.path.join(a.data_folder, "base.txt")).read())
+Run.get_context().log("accuracy", base + a.x)
+"""
+
+
+def test_trials_get_a_dataset_argument_as_data(ws, tmp_path):
+    src = make_source(tmp_path, READS_DATA)
+    data = tmp_path / "digits"
+    data.mkdir()
+    (data / "base.txt").write_text("10")
+    (data / "labels.txt").write_text("0 1")
+    ds = Dataset.File.from_files(str(data))
+    mount = ds.as_named_input("digits").as_mount()
+    cfg = _sweep(src, {"--x": choice(0.1, 0.2)}, arguments=["--data-folder", mount])
+    try:
+        run = Experiment(ws, "hd").submit(cfg)
+        run.wait_for_completion(timeout=60)
+        assert run.get_status() == "Completed"
+        assert sorted(m["accuracy"] for m in run.get_metrics().values()) == [10.1, 10.2]
+        for trial in run.get_children():
+            assert list(trial.input_datasets) == ["digits"]
     finally:
         kill_run_processes(ws)
 

@@ -10,7 +10,7 @@ import json
 import pytest
 from helpers import kill_run_processes, make_source, workspace_fingerprint
 
-from mlws import Experiment, ScriptRunConfig
+from mlws import Experiment, Run, ScriptRunConfig
 from mlws.errors import SweepConfigError
 from mlws.hyperdrive import (
     BayesianParameterSampling,
@@ -19,6 +19,7 @@ from mlws.hyperdrive import (
     HyperDriveRun,
     RandomParameterSampling,
     choice,
+    randint,
     uniform,
 )
 from mlws.hyperdrive.sampling import Sampler
@@ -70,12 +71,17 @@ def test_grid_skips_the_points_earlier_sweeps_ran():
 def test_random_does_not_repeat_an_earlier_point_and_stops_when_none_is_left():
     js = RandomParameterSampling({"x": choice(1, 2, 3)}, seed=5).to_json()
     s = Sampler(js, 5, True, [({"x": 1}, 0.1), ({"x": 3}, 0.2)])
-    assert {s.suggest(i)["x"] for i in range(20)} == {2}
+    assert [s.suggest(i) for i in range(3)] == [{"x": 2}, None, None]
     done = Sampler(js, 5, True, [({"x": v}, None) for v in (1, 2, 3)])
     assert done.suggest(0) is None
-    # Without earlier sweeps, draws are as before (repeats allowed within a sweep).
+    # Within one sweep too: never one point twice, and a used-up discrete space ends it.
     fresh = Sampler(js, 5, True)
-    assert len([fresh.suggest(i) for i in range(20)]) == 20
+    got = [fresh.suggest(i) for i in range(5)]
+    assert sorted(p["x"] for p in got[:3]) == [1, 2, 3] and got[3:] == [None, None]
+    pairs = RandomParameterSampling({"a": randint(3), "b": choice("u", "v")}, seed=1).to_json()
+    s2 = Sampler(pairs, 1, True)
+    keys = [tuple(p.values()) for p in iter(lambda: s2.suggest(0), None)]
+    assert len(keys) == 6 == len(set(keys))
 
 
 def test_bayesian_study_starts_from_the_earlier_trials():
@@ -156,7 +162,7 @@ def test_a_sweep_resumes_another_and_continues_a_trial_from_its_checkpoint(ws, t
         own = second.get_best_run_by_primary_metric(include_resume_from_runs=False)
         assert own.id == trials[2].id
         assert second.get_best_run_by_primary_metric().id == by_x[0.5].id
-        table = second.get_metrics()["best_child_by_primary_metric"]
+        table = Run.get_metrics(second)["best_child_by_primary_metric"]
         assert set(table) == {"metric_name", "timestamp", "run_id", "metric_value", "final"}
         # A new best as trials end (0.2, then 0.3; 0.1 is no better), then the final row.
         assert table["run_id"] == [trials[0].id, trials[2].id, trials[2].id]
@@ -174,7 +180,7 @@ def test_best_run_follows_the_table_and_its_status_filters(ws, tmp_path):
     try:
         run.wait_for_completion(timeout=90)
         best = run.get_best_run_by_primary_metric()
-        table = run.get_metrics()["best_child_by_primary_metric"]
+        table = Run.get_metrics(run)["best_child_by_primary_metric"]
         assert table["run_id"][-1] == best.id and table["final"][-1] is True
         assert json.loads(best.get_properties()["hyperparameters"]) == {"--x": 0.7}
         # A best trial whose status is excluded: every trial is ranked instead.

@@ -1,6 +1,7 @@
-"""``HyperDriveStep`` (issue 12, HyperDrive completeness): a two-step pipeline, prep ->
-sweep, on local; the step's run is the sweep, the best trial's outputs are the step's, the
-metrics output holds the sweep's metrics; an unchanged pipeline reuses both steps, a changed
+"""``HyperDriveStep`` (issue 12, HyperDrive completeness): a pipeline prep -> sweep -> compare,
+on local; the step's run is the sweep, its trials read a dataset besides the upstream data, the
+best trial's outputs are the step's, the metrics output is one JSON file (v1) that the next
+step opens; an unchanged pipeline reuses every step (each keeping its StepType), a changed
 sweep runs again; bad input is one line."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import pytest
 from helpers import SCRIPT_PRELUDE, kill_run_processes, make_source
 
-from mlws import Experiment, ScriptRunConfig
+from mlws import Dataset, Experiment, ScriptRunConfig
 from mlws.errors import SweepConfigError
 from mlws.hyperdrive import GridParameterSampling, HyperDriveConfig, HyperDriveRun, choice
 from mlws.pipelines import (
@@ -28,17 +29,32 @@ os.makedirs(a.out, exist_ok=True)
 open(os.path.join(a.out, "base.txt"), "w").write("10")
 """
 
-#: Logs accuracy = base (from prep) + x and writes x as its model.
+#: Logs accuracy = base (from prep) + bonus (a dataset, when given) + x; writes x as its model.
 TRAIN = """
 import argparse
 from mlws import Run
 p = argparse.ArgumentParser()
 p.add_argument("--data"); p.add_argument("--model"); p.add_argument("--x", type=float)
+p.add_argument("--bonus")
 a = p.parse_args()
 base = float(open(os.path.join(a.data, "base.txt")).read())
+if a.bonus:  # a dataset, mounted: a folder holding bonus.txt
+    base += float(open(os.path.join(a.bonus, "bonus.txt")).read())
 os.makedirs(a.model, exist_ok=True)
 open(os.path.join(a.model, "model.txt"), "w").write(str(a.x))
 Run.get_context().log("accuracy", base + a.x)
+"""
+
+
+#: A v1 script after the sweep: its metrics_output is one JSON file (v1), read as such.
+COMPARE = """
+import argparse, json
+from azureml.core import Run
+p = argparse.ArgumentParser(); p.add_argument("--metrics_data"); a = p.parse_args()
+metrics = json.load(open(a.metrics_data))
+assert os.environ["AZUREML_DATAREFERENCE_metrics"] == a.metrics_data
+Run.get_context().log("trials", len(metrics))
+Run.get_context().log("best", max(m["accuracy"] for m in metrics.values()))
 """
 
 
@@ -47,6 +63,11 @@ def _pipeline(ws, tmp_path, xs, name="src"):
     if not src.exists():
         src = make_source(tmp_path, TRAIN, name)
         (src / "prep.py").write_text(SCRIPT_PRELUDE + PREP)
+        (src / "compare.py").write_text(SCRIPT_PRELUDE + COMPARE)
+        (tmp_path / "bonus").mkdir()
+        (tmp_path / "bonus" / "bonus.txt").write_text("100")
+        (tmp_path / "bonus" / "README").write_text("a folder of two files, mounted as one")
+    bonus = Dataset.File.from_files(str(tmp_path / "bonus"))
     prepared = PipelineData("prepared")
     model = PipelineData("model")
     metrics = PipelineData("metrics")
@@ -68,21 +89,37 @@ def _pipeline(ws, tmp_path, xs, name="src"):
     sweep = HyperDriveStep(
         "sweep",
         config,
-        estimator_entry_script_arguments=["--data", prepared, "--model", model],
+        estimator_entry_script_arguments=[
+            "--data",
+            prepared,
+            "--model",
+            model,
+            "--bonus",
+            bonus.as_named_input("bonus").as_mount(),
+        ],
         inputs=[prepared],
         outputs=[model],
         metrics_output=metrics,
     )
-    return Pipeline(ws, steps=[prep, sweep])
+    compare = PythonScriptStep(
+        "compare.py",
+        name="compare",
+        arguments=["--metrics_data", metrics],
+        inputs=[metrics],
+        source_directory=str(src),
+    )
+    return Pipeline(ws, steps=[prep, sweep, compare])
 
 
-def test_a_sweep_step_after_prep_gives_the_best_trials_outputs_and_is_reused(ws, tmp_path):
+def test_a_sweep_step_after_prep_gives_the_best_trials_outputs_and_is_reused(
+    ws, tmp_path, monkeypatch
+):
     exp = Experiment(ws, "hdstep")
     try:
         run = exp.submit(_pipeline(ws, tmp_path, [0.1, 0.7, 0.4]))
         run.wait_for_completion(show_output=False, timeout_seconds=120)
         assert run.get_status() == "Completed"
-        assert [s._row["display_name"] for s in run.get_steps()] == ["prep", "sweep"]
+        assert [s._row["display_name"] for s in run.get_steps()] == ["prep", "sweep", "compare"]
         step = run.find_step_run("sweep")[0]
         # v1: the step's run is the sweep's parent; its trials are its children.
         assert isinstance(step, HyperDriveRun) and step.type == "hyperdrive"
@@ -92,27 +129,44 @@ def test_a_sweep_step_after_prep_gives_the_best_trials_outputs_and_is_reused(ws,
         hd = HyperDriveStepRun(step)
         best = hd.get_best_run_by_primary_metric()
         assert json.loads(best.get_properties()["hyperparameters"]) == {"--x": 0.7}
-        assert best.get_metrics()["accuracy"] == 10.7
+        # The trials read the dataset (bonus 100) besides the upstream PipelineData.
+        assert best.get_metrics()["accuracy"] == 110.7
         # The best trial's outputs are the step's.
         out = hd.get_output_data("model").download(tmp_path / "dl")
         assert open(f"{out}/model.txt").read() == "0.7"
-        metrics_dir = hd.get_output_data("metrics").download(tmp_path / "dl")
-        metrics = json.loads(open(f"{metrics_dir}/metrics.json").read())
-        assert list(metrics)[0] == step.id
-        table = metrics[step.id]["best_child_by_primary_metric"]
-        assert table["run_id"][-1] == best.id and table["final"][-1] is True
-        assert {t.id for t in trials} <= set(metrics)
+        # metrics_output: one JSON file, v1's HyperDriveRun.get_metrics() (trial id -> metrics).
+        # ... read as the v1 sample (parameter tuning with HyperDriveStep) reads it.
+        monkeypatch.chdir(tmp_path)
+        metrics_output = hd.get_output_data("metrics")
+        metrics_output.download(".", show_progress=True)
+        with open(metrics_output._path_on_datastore) as f:
+            metrics = json.loads(f.read())
+        assert metrics == json.loads(json.dumps(step.get_metrics()))
+        assert set(metrics) == {t.id for t in trials}
+        assert metrics[best.id]["accuracy"] == 110.7
+        # ... which the next (v1) step opened as a file.
+        assert run.find_step_run("compare")[0].get_metrics() == {"trials": 3, "best": 110.7}
 
-        # Unchanged: both steps reused. A changed sweep (another grid) runs again.
+        # Unchanged: every step reused, each keeping its kind. A changed sweep runs again.
         again = exp.submit(_pipeline(ws, tmp_path, [0.1, 0.7, 0.4]))
         again.wait_for_completion(show_output=False, timeout_seconds=60)
         assert {s.type for s in again.get_steps()} == {"azureml.ReusedStepRun"}
+        kinds = {s._row["display_name"]: s.get_properties()["StepType"] for s in again.get_steps()}
+        assert kinds == {
+            "prep": "PythonScriptStep",
+            "sweep": "HyperDriveStep",
+            "compare": "PythonScriptStep",
+        }
         changed = exp.submit(_pipeline(ws, tmp_path, [0.1, 0.9]))
         changed.wait_for_completion(show_output=False, timeout_seconds=120)
         kinds = {s._row["display_name"]: s.type for s in changed.get_steps()}
-        assert kinds == {"prep": "azureml.ReusedStepRun", "sweep": "hyperdrive"}
+        assert kinds == {
+            "prep": "azureml.ReusedStepRun",
+            "sweep": "hyperdrive",
+            "compare": "azureml.StepRun",
+        }
         best = changed.find_step_run("sweep")[0].get_best_run_by_primary_metric()
-        assert best.get_metrics()["accuracy"] == 10.9
+        assert best.get_metrics()["accuracy"] == 110.9
     finally:
         kill_run_processes(ws)
 

@@ -1,7 +1,10 @@
 """A remote workspace: ``Workspace("http://127.0.0.1:PORT")`` over a real ``mlws serve``
 subprocess (free loopback port, a HOME of its own, stopped by pid) — the same classes as a local
 workspace, errors in one line, uploads that send only what the server lacks, and writes made
-while the server is away delivered exactly once when it is back."""
+while the server is away delivered exactly once when it is back. Secrets (the key stays on the
+server; readers see no part of the vault, contributors no credential), environments, metadata
+edits and services (run where deployed, recorded on the server) by role, refusals changing
+nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import json
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +27,9 @@ from helpers import (
     workspace_fingerprint,
 )
 
-from mlws import Experiment, Model, Run, Workspace
+from mlws import Dataset, Datastore, Environment, Experiment, Model, Run, ScriptRunConfig, Workspace
 from mlws.errors import (
+    EnvironmentNotFound,
     ExperimentNotFound,
     Forbidden,
     InvalidWorkspace,
@@ -32,9 +37,11 @@ from mlws.errors import (
     NotAvailableRemotely,
     PropertyConflict,
     RunNotFound,
+    SecretNotFound,
     ServerUnreachable,
     SpoolFull,
     Unauthorized,
+    UnsafePath,
     UserErrorException,
 )
 
@@ -140,6 +147,55 @@ def test_runs_end_to_end(served, remote) -> None:  # noqa: ANN001
     assert failing.get_details()["error"]["error"]["code"] == "Boom"
 
 
+def test_a_sweeps_metrics_read_remotely_have_v1s_shapes(served, remote) -> None:  # noqa: ANN001
+    """A sweep's ``get_metrics()`` is its trials' (v1's HyperDriveRun); its own metrics (the
+    best-trial table) are ``Run.get_metrics(sweep)``, over the server as here."""
+    from mlws.hyperdrive import HyperDriveRun
+    from mlws.lifecycle import insert_run
+    from mlws.metrics import write_values
+
+    _server, ws_path, _tokens = served
+    with Workspace(ws_path) as ws:
+        Experiment(ws, "hd")  # created on first use
+        sweep = insert_run(ws, "hd", run_type="hyperdrive", status="Running")
+        trial = insert_run(ws, "hd", run_type="azureml.scriptrun", status="Completed",
+                           parent_id=sweep["id"])  # fmt: skip
+        write_values(ws.catalog, sweep["seq"], [("own", "scalar", 1, None)])
+        write_values(ws.catalog, trial["seq"], [("accuracy", "scalar", 0.5, None)])
+    there = remote.get_run(sweep["id"])
+    assert isinstance(there, HyperDriveRun)
+    assert there.get_metrics() == {trial["id"]: {"accuracy": 0.5}}
+    assert Run.get_metrics(there) == {"own": 1}
+
+
+def test_a_small_run_is_three_requests_and_reads_its_own_tags(served, remote) -> None:  # noqa: ANN001
+    """create, properties, then one request with the run's values, tags and end (bench 17e);
+    tags set and not sent yet are sent before a read or a listing shows them."""
+    counters = remote.remote.counters
+    exp = Experiment(remote, "small")
+    exp.start_logging().complete()  # the client's first run also asks for the heartbeat
+    before = sum(counters.values())
+    run = exp.start_logging()
+    run.add_properties({"p": "1"})
+    for j in range(3):
+        run.log(f"m{j}", j * 0.5)
+    run.set_tags({"a": "1", "b": "x"})
+    run.complete()
+    assert sum(counters.values()) - before == 3
+    assert run.get_status() == "Completed"
+    assert run.get_tags() == {"a": "1", "b": "x"} and run.get_properties() == {"p": "1"}
+    assert run.get_metrics() == {"m0": 0.0, "m1": 0.5, "m2": 1.0}
+    other = exp.start_logging()
+    other.tag("seen", "yes")
+    assert other.get_tags() == {"seen": "yes"}  # read your writes
+    other.tag("listed")
+    assert [r.id for r in exp.get_runs(tags={"listed": None})] == [other.id]
+    other.log("x", 1.0)
+    other.fail("it broke", "Boom")
+    assert other.get_details()["error"]["error"]["code"] == "Boom"
+    assert other.get_metrics() == {"x": 1.0} and other.get_status() == "Failed"
+
+
 def test_heartbeats_keep_a_quiet_run_alive(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     ws_path = tmp_path / "srv"
     Workspace.create(ws_path, _remember_name=False).close()
@@ -190,9 +246,7 @@ def test_operations_not_ported_say_so_in_one_line(served, remote) -> None:  # no
         " server's machine"
     )
     with pytest.raises(NotAvailableRemotely, match="not available on a remote workspace"):
-        remote.get_default_datastore()
-    with pytest.raises(NotAvailableRemotely):
-        run.remove_tags("x")
+        Datastore.register_ssh(remote, "far", "host", "/data")
     with pytest.raises(InvalidWorkspace, match="created where it is served"):
         Workspace.create(server.url)
     run.complete()
@@ -202,11 +256,11 @@ def test_operations_not_ported_say_so_in_one_line(served, remote) -> None:  # no
     assert "not available on a remote workspace" in line
 
 
-def _with_token(token: str, *args: str, cwd: Path | None = None):  # noqa: ANN202 - a Result
+def _with_token(token: str, *args: str, cwd: Path | None = None, input: str | None = None):  # noqa: ANN202, A002 - a Result
     old = os.environ.get("MLWS_TOKEN")
     os.environ["MLWS_TOKEN"] = token
     try:
-        return invoke(*args, cwd=cwd)
+        return invoke(*args, cwd=cwd, input=input)
     finally:
         if old is None:
             del os.environ["MLWS_TOKEN"]
@@ -355,6 +409,138 @@ def test_models_register_list_get_download(served, remote, tmp_path: Path) -> No
     run.complete()
 
 
+# -- datastores and datasets -----------------------------------------------------------------------
+def test_datastores_and_datasets(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
+    server, ws_path, tokens = served
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for i in range(20):
+        (src / f"f{i:02d}.csv").write_text(f"a,b\n{i},{i * 2}\n")
+    (src / "sub" / "deep.txt").write_text("deep")
+    store = remote.get_default_datastore()
+    assert store.name == "workspaceblobstore" and store.is_default
+    assert set(remote.datastores) == {"workspaceblobstore"}
+    # Upload: content-addressed, only what the server lacks; written into the server's folder.
+    counters = remote.remote.counters
+    before = counters["PUT blobs"]
+    store.upload(src, "data", show_progress=False)
+    assert counters["PUT blobs"] - before == 21 + 1 and store.last_upload["copied"] == 21
+    on_server = ws_path / "datastores" / "workspaceblobstore" / "data"
+    assert (on_server / "sub" / "deep.txt").read_text() == "deep"
+    (src / "f00.csv").write_text("a,b\n100,200\n")
+    before = counters["PUT blobs"]
+    store.upload(src, "data", overwrite=True, show_progress=False)
+    assert counters["PUT blobs"] - before == 1 + 1  # the changed file, and the manifest
+    assert (on_server / "f00.csv").read_text() == "a,b\n100,200\n"
+    n = store.download(tmp_path / "dl", prefix="data/sub", show_progress=False)
+    assert n == 1 and (tmp_path / "dl" / "data" / "sub" / "deep.txt").read_text() == "deep"
+    # A file dataset and a tabular one over datastore paths, fingerprinted on the server.
+    files = Dataset.File.from_files((store, "data/*.csv"))
+    v1 = files.register(remote, "csvs", description="twenty", tags={"k": "v"})
+    assert (v1.version, v1.created_by, v1.tags) == (1, "contributor", {"k": "v"})
+    assert len(v1.to_path()) == 20 and "/data/f03.csv" in v1.to_path()
+    got = v1.download(tmp_path / "csvs")
+    assert len(got) == 20 and (tmp_path / "csvs" / "data" / "f03.csv").read_text() == "a,b\n3,6\n"
+    assert not v1.has_changed()
+    table = Dataset.Tabular.from_delimited_files((store, "data/f0[1-3].csv"))
+    tab = table.register(remote, "table")
+    assert tab.to_pandas_dataframe().to_dict("list") == {"a": [1, 2, 3], "b": [2, 4, 6]}
+    assert Dataset.get_by_name(remote, "table", 1).created_by == "contributor"
+    assert set(remote.datasets) >= {"csvs", "table"}
+    (on_server / "f03.csv").write_text("a,b\n3,7\n")  # the data changes on the server
+    assert Dataset.get_by_name(remote, "csvs").changes().modified == ["data/f03.csv"]
+    with pytest.raises(UserErrorException, match="exists"):
+        files.register(remote, "csvs")
+    with pytest.raises(UserErrorException, match="upload it first"):
+        Dataset.File.from_files(str(src), validate=False).register(remote, "local")
+    # A registration sent twice (its answer lost) makes one version.
+    from mlws.remote.datasets import register
+
+    again = [register(remote, files, "csvs", None, None, True, request_id="reg-1") for _ in "ab"]
+    assert again[0].version == again[1].version == 2 == Dataset.get_by_name(remote, "csvs").version
+    # The CLI over the same calls, a reader's token.
+    out = _with_token(tokens["reader"], "-w", server.url, "dataset", "list")
+    assert out.exit_code == 0 and "csvs" in out.output and "table" in out.output
+    out = _with_token(tokens["reader"], "-w", server.url, "datastore", "list")
+    assert out.exit_code == 0 and "workspaceblobstore" in out.output
+    out = _with_token(tokens["reader"], "-w", server.url, "dataset", "show", "csvs:1", "--json")
+    assert out.exit_code == 0 and json.loads(out.output)["createdBy"] == "contributor"
+    tok = tokens["contributor"]
+    up = ("datastore", "upload", "workspaceblobstore", str(src / "f05.csv"), "-t", "cli")
+    assert _with_token(tok, "-w", server.url, *up).exit_code == 0
+    reg = ("dataset", "register", "cli_t", "cli/f05.csv", "--datastore", "workspaceblobstore")
+    out = _with_token(tok, "-w", server.url, *reg, "--tabular")
+    assert out.exit_code == 0, out.output
+    out = _with_token(tokens["reader"], "-w", server.url, "dataset", "head", "cli_t", "--json")
+    assert out.exit_code == 0 and json.loads(out.output) == [{"a": 5, "b": 10}], out.output
+    # Registering a server folder is an owner's; a relative path is refused here.
+    lab = tmp_path / "server-lab"
+    with pytest.raises(Forbidden, match="owner"):
+        Datastore.register_local(remote, "lab", lab)
+    with pytest.raises(UserErrorException, match="absolute"):
+        Datastore.register_local(remote, "lab", "relative/lab")
+    with Workspace(server.url, token=tokens["owner"]) as owner:
+        with pytest.raises(UserErrorException, match="workspace's own folder"):
+            Datastore.register_local(owner, "inside", ws_path / "blobs")
+        made = Datastore.register_local(owner, "lab", lab)
+        assert made.root == lab and lab.is_dir() and made.datastore_type == "local"
+    Datastore.get(remote, "lab").upload_files([src / "f01.csv"], target_path="x")
+    assert (lab / "x" / "f01.csv").exists()
+
+
+def test_datasets_refuse_readers_and_path_tricks(served, remote) -> None:  # noqa: ANN001
+    server, ws_path, tokens = served
+    remote.get_default_datastore().upload_files([__file__], target_path="t", overwrite=True)
+    outside = ws_path.parent / "secret.txt"
+    outside.write_text("not the datastore's")
+    link = ws_path / "datastores" / "workspaceblobstore" / "out"
+    if not link.is_symlink():
+        link.symlink_to(outside)  # a link on the datastore that leads out of it
+    before = workspace_fingerprint(ws_path)
+    with Workspace(server.url, token=tokens["reader"]) as reader:
+        store = Datastore(reader, "workspaceblobstore")
+        with pytest.raises(Forbidden, match="contributor"):
+            store.upload_files([__file__], target_path="r")
+        with pytest.raises(Forbidden, match="contributor"):
+            Dataset.File.from_files((store, "t")).register(reader, "nope")
+    assert workspace_fingerprint(ws_path) == before
+    tok = tokens["contributor"]
+    base = "/datastores/workspaceblobstore"
+    tricks = [
+        ("POST", base + "/fetch", {"paths": ["../../mlws.db"]}),
+        ("POST", base + "/fetch", {"paths": ["/etc/passwd"]}),
+        ("POST", base + "/match", {"patterns": ["../*"]}),
+        ("GET", base + "/files?prefix=../..", None),
+        ("POST", base + "/upload", {"manifest": "sha256:" + "0" * 64, "targetPath": "../x"}),
+        ("GET", "/datastores/..%2F..", None),
+        ("POST", base + "/fetch", {"paths": ["out"]}),
+        ("POST", "/runs/nope/datasets", {"data": [{"name": "x", "mode": "mount"}]}),
+        (
+            "POST",
+            "/datasets/x/versions",
+            {"definition": {"type": "file", "sources": [{"local": "/etc"}]}},
+        ),
+        (
+            "POST",
+            "/datasets/x/versions",
+            {
+                "definition": {
+                    "type": "file",
+                    "sources": [{"datastore": "workspaceblobstore", "path": "../../"}],
+                }
+            },
+        ),  # fmt: skip
+    ]
+    for method, path, body in tricks:
+        status, answer = server.api(method, path, tok, body)
+        assert status in (400, 404) and "\n" not in answer["error"]["message"], (path, answer)
+    with pytest.raises(UnsafePath, match="outside"):  # the same files as "t": no new blob
+        remote.get_default_datastore().upload_files([__file__], target_path="out", overwrite=True)
+    status, answer = server.api("POST", base + "/match", tok, {"patterns": ["*"]})
+    assert status == 200 and "out" not in {f["path"] for f in answer["matches"][0]}
+    assert workspace_fingerprint(ws_path) == before
+
+
 # -- offline -------------------------------------------------------------------------------------
 def test_writes_while_the_server_is_away_are_delivered_once(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     ws_path = tmp_path / "srv"
@@ -386,7 +572,8 @@ def test_writes_while_the_server_is_away_are_delivered_once(tmp_path: Path, monk
         log(5000)
         run.flush()
         spool = ws.remote.tracker.spool(run.id)
-        assert len(spool) >= 5  # batches, the tag and the uploads, in order, on disk
+        # Batches (the tag rides on one of them) and the uploads, in order, on disk.
+        assert len(spool) >= 4
         (folder / "3.txt").write_text("changed after the upload")  # the spool kept a copy
         server = _serve(ws_path, port=int(port))
         log(5000)
@@ -468,3 +655,277 @@ def test_https_with_a_self_signed_certificate(tmp_path: Path, monkeypatch) -> No
             assert ws.get_run(run.id).get_status() == "Completed"
     finally:
         assert server.stop() == 0, server.lines
+
+
+# -- secrets, environments, edits, services --------------------------------------------------------
+@pytest.fixture
+def as_role(served, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201 - role -> Workspace
+    """``as_role("reader")``: the served workspace opened with that role's token."""
+    server, _ws_path, tokens = served
+    monkeypatch.delenv("MLWS_TOKEN", raising=False)
+    opened: list[Workspace] = []
+
+    def open_as(role: str) -> Workspace:
+        opened.append(Workspace(server.url, token=tokens[role]))
+        return opened[-1]
+
+    yield open_as
+    for ws in opened:
+        ws.close()
+
+
+def test_secrets_through_the_server_by_role(served, as_role, tmp_path: Path) -> None:  # noqa: ANN001
+    server, ws_path, tokens = served
+    kv = as_role("contributor").get_default_keyvault()
+    kv.set_secret("db-password", "hunter2")
+    kv.set_secrets({"api-key": "k1", "other": "o"})
+    assert kv.get_secret("db-password") == "hunter2"
+    assert kv.get_secrets(["api-key", "other"]) == {"api-key": "k1", "other": "o"}
+    assert {"api-key", "db-password", "other"} <= {s["name"] for s in kv.list_secrets()}
+    # The key stays with the server: nothing on this machine (its HOME) holds it.
+    assert not list((Path(os.environ["HOME"]) / ".config" / "mlws").glob("keys/*"))
+    with Workspace(ws_path) as local:  # encrypted at rest in the server's catalog
+        stored = local.catalog.scalar("SELECT value FROM secrets WHERE name = 'db-password'")
+        assert b"hunter2" not in bytes(stored)
+    with pytest.raises(SecretNotFound):
+        kv.get_secret("nope")
+    with pytest.raises(UserErrorException, match="invalid secret name"):
+        kv.set_secret("bad name", "x")
+    # A contributor never reads or replaces a credential (the ssh key of a compute target).
+    owner_kv = as_role("owner").get_default_keyvault()
+    owner_kv.set_secret("compute-gpu1", "PRIVATE KEY")
+    with pytest.raises(Forbidden, match="owner"):
+        kv.get_secret("compute-gpu1")
+    with pytest.raises(Forbidden, match="owner"):
+        kv.set_secret("compute-gpu1", "mine now")
+    assert owner_kv.get_secret("compute-gpu1") == "PRIVATE KEY"
+    # A reader sees nothing of the vault; a contributor deletes nothing; nothing changes.
+    before = workspace_fingerprint(ws_path)
+    reader_kv = as_role("reader").get_default_keyvault()
+    for call in (
+        lambda: reader_kv.get_secret("db-password"),
+        reader_kv.list_secrets,
+        lambda: reader_kv.set_secret("db-password", "x"),
+        lambda: kv.delete_secret("db-password"),
+    ):
+        with pytest.raises(Forbidden):
+            call()
+    status, body = server.api("POST", "/secrets/values", tokens["reader"], {"names": ["other"]})
+    assert status == 403 and "k1" not in json.dumps(body)
+    status, body = server.api("PUT", "/secrets", tokens["contributor"], {"secrets": {"a": 1}})
+    assert status == 400 and "must be a string" in body["error"]["message"]
+    assert workspace_fingerprint(ws_path) == before
+    owner_kv.delete_secret("other")
+    with pytest.raises(SecretNotFound):
+        owner_kv.delete_secret("other")
+    # The CLI, with -w URL.
+    out = _with_token(
+        tokens["contributor"], "-w", server.url, "secret", "set", "cli-s", input="v\n"
+    )
+    assert out.exit_code == 0, out.output
+    out = _with_token(tokens["contributor"], "-w", server.url, "secret", "get", "cli-s")
+    assert out.output.strip() == "v"
+    line = one_error_line(_with_token(tokens["reader"], "-w", server.url, "secret", "get", "cli-s"))
+    assert "403" not in line and "contributor" in line
+    line = one_error_line(_with_token(tokens["owner"], "-w", server.url, "secret", "export-key"))
+    assert "not available on a remote workspace" in line  # the key never leaves the server
+
+
+def test_environments_registered_on_the_server(served, as_role) -> None:  # noqa: ANN001
+    server, ws_path, tokens = served
+    ws = as_role("contributor")
+    env = Environment("team-py")
+    env.python.interpreter_path = sys.executable
+    env.environment_variables = {"TEAM": "blue"}
+    assert env.register(ws).version == "1"
+    assert env.register(ws).version == "1"  # the same definition: the same version
+    env.environment_variables = {"TEAM": "red"}
+    assert env.register(ws).version == "2"
+    got = Environment.get(ws, "team-py")
+    assert (got.version, got.environment_variables) == ("2", {"TEAM": "red"})
+    assert Environment.get(ws, "team-py", version=1).environment_variables == {"TEAM": "blue"}
+    assert "team-py" in Environment.list(as_role("reader"))
+    status, page = server.api("GET", "/environments/team-py/versions", tokens["reader"])
+    assert status == 200 and [v["version"] for v in page["value"]] == ["2", "1"]
+    assert page["value"][0]["createdBy"] == "contributor"
+    with pytest.raises(EnvironmentNotFound):
+        Environment.get(ws, "team-py", version=9)
+    with pytest.raises(EnvironmentNotFound):
+        Environment.get(ws, "never")
+    before = workspace_fingerprint(ws_path)
+    with pytest.raises(Forbidden):
+        Environment("by-reader").register(as_role("reader"))
+    bad = {"python": {"condaDependencies": {"pip": [1]}}}
+    status, body = server.api("POST", "/environments/x/versions", tokens["contributor"], bad)
+    assert status == 400 and "list of strings" in body["error"]["message"]
+    status, body = server.api("POST", "/environments/bad%20name/versions", tokens["owner"], {})
+    assert status == 400 and "invalid environment name" in body["error"]["message"]
+    assert workspace_fingerprint(ws_path) == before
+    out = _with_token(tokens["reader"], "-w", server.url, "environment", "list")
+    assert out.exit_code == 0 and "team-py" in out.output
+
+
+SCRIPT = """
+import os, sys
+from mlws import Run
+run = Run.get_context()
+run.log("team", os.environ.get("TEAM", "none"))
+run.log("secret", run.get_secret("db-password"))
+run.log("python", sys.executable)
+import tabulate  # only in the managed environment
+run.fail("the data was bad", "BadData")
+"""
+
+
+def test_submitted_run_uses_a_registered_environment_reads_secrets_and_fails(
+    served,
+    as_role,
+    tmp_path: Path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    server, _ws_path, tokens = served
+    monkeypatch.setenv("MLWS_TOKEN", tokens["contributor"])
+    ws = as_role("contributor")
+    from mlws import CondaDependencies
+    from mlws.environments import envs_dir
+
+    env = Environment("run-env")  # managed: built on this machine by the run's supervisor
+    env.python.user_managed_dependencies = False
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=["tabulate"])
+    env.environment_variables = {"TEAM": "green"}
+    env.register(ws)
+    ws.get_default_keyvault().set_secret("db-password", "s3cret")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.py").write_text(SCRIPT)
+    config = ScriptRunConfig(src, "train.py", environment="run-env")
+    run = Experiment(ws, "renv").submit(config)
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed", details
+    assert details["error"]["error"]["code"] == "BadData"
+    assert "the data was bad" in details["error"]["error"]["message"]
+    metrics = run.get_metrics()
+    assert (metrics["team"], metrics["secret"]) == ("green", "s3cret")
+    assert metrics["python"].startswith(str(envs_dir())) and metrics["python"] != sys.executable
+    assert "Ready:" in run.download_file("logs/environment.log", tmp_path / "e.log").read_text()
+
+
+def test_model_and_run_metadata_edits(served, as_role, tmp_path: Path) -> None:  # noqa: ANN001
+    server, ws_path, tokens = served
+    ws = as_role("contributor")
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    model = Model.register(ws, tmp_path / "w.bin", "meta", tags={"a": "1", "b": "2"})
+    model.add_tags({"c": 3})
+    model.remove_tags("a")
+    model.add_properties({"p": "1"})
+    with pytest.raises(PropertyConflict):
+        model.add_properties({"p": "2"})
+    model.update(description="better")
+    fresh = Model(ws, "meta")
+    assert fresh.tags == {"b": "2", "c": "3"} and fresh.properties == {"p": "1"}
+    assert fresh.description == "better" and model.description == "better"
+    model.update(tags={"only": "this"})
+    assert Model(ws, "meta").tags == {"only": "this"}
+    run = Experiment(ws, "meta").start_logging(tags={"x": "1", "y": "2"})
+    run.remove_tags(["x", "absent"])
+    run.display_name = "renamed"
+    assert run.display_name == "renamed" and ws.get_run(run.id).display_name == "renamed"
+    assert run.get_tags() == {"y": "2"}
+    # A reader changes nothing; a contributor deletes nothing; bad input is one line.
+    before = workspace_fingerprint(ws_path)
+    reader = as_role("reader")
+    for call in (
+        lambda: Model(reader, "meta").add_tags({"r": "1"}),
+        lambda: reader.get_run(run.id).remove_tags("y"),
+        lambda: setattr(reader.get_run(run.id), "display_name", "mine"),
+        lambda: Model(ws, "meta").delete(),
+    ):
+        with pytest.raises(Forbidden):
+            call()
+    path = "/models/meta/versions/1"
+    for body in ({"addTags": {"a": 1}, "removeTags": ["a"]}, {"nope": 1}, {}):
+        status, answer = server.api("PATCH", path, tokens["contributor"], body)
+        assert status == 400, answer
+    status, answer = server.api("PATCH", f"/runs/{run.id}", tokens["owner"], {"displayName": " "})
+    assert status == 400
+    assert workspace_fingerprint(ws_path) == before
+    line = one_error_line(
+        _with_token(tokens["contributor"], "-w", server.url, "model", "delete", "meta:1")
+    )
+    assert "owner" in line
+    assert workspace_fingerprint(ws_path) == before
+    run.complete()
+    owner = as_role("owner")
+    Model(owner, "meta").delete()
+    with pytest.raises(ModelNotFound):
+        Model(owner, "meta", version=1)
+    out = _with_token(tokens["contributor"], "-w", server.url, "model", "list")
+    assert out.exit_code == 0 and "meta" not in out.output
+
+
+def test_a_service_deployed_from_a_client_runs_here_and_is_recorded_on_the_server(
+    served,
+    as_role,
+    tmp_path: Path,
+) -> None:  # noqa: ANN001
+    from helpers import processes_of_test, wait_until
+    from serving_helpers import SCORE, register, write_source
+
+    from mlws.errors import ModelInUse, NotAvailableRemotely, WebserviceException
+    from mlws.serving import InferenceConfig, LocalWebservice, Webservice
+
+    server, ws_path, tokens = served
+    ws = as_role("contributor")
+    model = register(ws, tmp_path, "m", 2)
+    config = InferenceConfig(
+        entry_script="score.py", source_directory=str(write_source(tmp_path, SCORE))
+    )
+    before = workspace_fingerprint(ws_path)
+    with pytest.raises(Forbidden):
+        Model.deploy(as_role("reader"), "svc-r", [model], config)
+    with pytest.raises(WebserviceException, match="invalid service name"):
+        Model.deploy(ws, "Bad_Name", [model], config)
+    assert workspace_fingerprint(ws_path) == before
+    assert not processes_of_test(Path(os.environ["HOME"]))  # nothing was started
+    svc = Model.deploy(ws, "svc-remote", [model], config, LocalWebservice.deploy_configuration())
+    try:
+        svc.wait_for_deployment(timeout_sec=60)
+        assert isinstance(svc, Webservice) and svc.state == "Healthy"
+        assert svc.run(json.dumps({"data": [1, 2.5]})) == {"result": [2, 5.0]}
+        assert [m.id for m in svc.models] == [model.id]
+        # The team sees it through the server: name, scoring URI, state, models.
+        listed = Webservice.list(as_role("reader"))
+        assert [s.name for s in listed] == ["svc-remote"]
+        theirs = listed[0]
+        assert (theirs.state, theirs.scoring_uri) == ("Healthy", svc.scoring_uri)
+        out = _with_token(tokens["reader"], "-w", server.url, "service", "list")
+        assert out.exit_code == 0 and re.search(r"svc-remote\s+Healthy\s+http", out.output)
+        out = _with_token(tokens["reader"], "-w", server.url, "service", "show", "svc-remote")
+        assert out.exit_code == 0 and f"scoringUri: {svc.scoring_uri}" in out.output
+        status, record = server.api("GET", "/services/svc-remote", tokens["reader"])
+        assert record["createdBy"] == "contributor" and record["models"] == [model.id]
+        with pytest.raises(Forbidden):
+            theirs.delete()
+        with pytest.raises(WebserviceException, match="exists"):
+            Model.deploy(ws, "svc-remote", [model], config)
+        with pytest.raises(ModelInUse):
+            Model(as_role("owner"), "m", version=model.version).delete()
+        status, body = server.api("PATCH", "/services/svc-remote", tokens["owner"], {"state": "Up"})
+        assert status == 400 and "state must be" in body["error"]["message"]
+        # A service recorded from another machine: its record is read here; what needs the
+        # live service says where it runs; its deployer removes the record.
+        far = {"name": "svc-far", "models": [model.id], "machine": "lab-gpu-7", "state": "Healthy"}
+        far["scoringUri"] = "http://lab-gpu-7:5001/score"
+        status, _ = server.api("POST", "/services", tokens["contributor"], far)
+        assert status == 201
+        remote_svc = Webservice(ws, "svc-far")
+        assert (remote_svc.state, remote_svc.scoring_uri) == ("Healthy", far["scoringUri"])
+        with pytest.raises(NotAvailableRemotely, match="lab-gpu-7"):
+            remote_svc.run({"data": [1]})
+        remote_svc.delete()
+    finally:
+        svc.delete()
+    wait_until(lambda: not processes_of_test(Path(os.environ["HOME"])), 20, "the service to stop")
+    assert Webservice.list(ws) == []
+    with pytest.raises(WebserviceException, match="no service"):
+        Webservice(ws, "svc-remote")

@@ -485,3 +485,24 @@ def test_run_details_shows_the_run_and_its_children_in_a_terminal(ws, capsys):
     header, rows = out[0].split(), [ln.split() for ln in out[2:] if ln.strip()]
     assert header == ["run", "status", "loss", "acc"]
     assert rows == [[run.id, "Completed", "0.25"], [child.id, "Completed", "0.75"]]
+
+
+def test_run_details_of_a_sweep_shows_its_own_metrics_on_its_row(ws):
+    """A sweep's get_metrics() is its trials' (v1); its row in RunDetails is its own."""
+    from mlws import Experiment
+    from mlws.lifecycle import insert_run
+    from mlws.metrics import write_values
+    from mlws.v1.widgets import snapshot
+
+    Experiment(ws, "v1-sweep")  # created on first use
+    sweep = insert_run(ws, "v1-sweep", run_type="hyperdrive", status="Running")
+    trial = insert_run(
+        ws, "v1-sweep", run_type="azureml.scriptrun", status="Completed", parent_id=sweep["id"]
+    )
+    write_values(ws.catalog, sweep["seq"], [("own", "scalar", 1, None)])
+    write_values(ws.catalog, trial["seq"], [("acc", "scalar", 0.5, None)])
+    rows = snapshot(ws.get_run(sweep["id"]))
+    assert rows == [
+        {"run": sweep["id"], "status": "Running", "own": 1},
+        {"run": trial["id"], "status": "Completed", "acc": 0.5},
+    ]

@@ -58,8 +58,10 @@ run.wait_for_completion(show_output=True)
 # 4. The output is on the datastore, registered, with lineage both ways.
 produced = run.output_datasets["by_species"]
 print(f"Output dataset {produced.id}: {produced.to_path()}")
-with open(store.root / "iris_by_species" / run.id / "counts.csv") as f:
-    print("counts.csv:", dict(csv.reader(f)))
+with tempfile.TemporaryDirectory() as tmp:  # the datastore may be on a workspace server
+    store.download(tmp, prefix=f"iris_by_species/{run.id}/counts.csv", show_progress=False)
+    with open(Path(tmp, "iris_by_species", run.id, "counts.csv")) as f:
+        print("counts.csv:", dict(csv.reader(f)))
 used = run.get_details()["inputDatasets"][0]
 print(f"The run read {used['dataset']['id']} ({used['consumptionDetails']['mechanism']})")
 print(f"Runs that used {latest.id}: {[r['run'] for r in latest.runs()]}")

@@ -18,7 +18,8 @@ def datastore() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a datastore of that name.")
 @click.pass_context
 def datastore_register(ctx: click.Context, name: str, path: str, overwrite: bool) -> None:
-    """Register a folder of this machine as datastore NAME.
+    """Register a folder of this machine as datastore NAME. On a served workspace (-w URL),
+    PATH is an absolute folder on the server's machine, and registering needs the owner role.
 
     \b
     Example:

@@ -300,13 +300,14 @@ def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
       mlws run show demo_1764000000_ab12cd34
     """
     from ..pipelines.run import PipelineRun
+    from ..runs import Run
 
     ws = open_workspace(ctx)
     r = ws.get_run(run_id)
     d = r.get_details()
     steps = r.step_summary() if isinstance(r, PipelineRun) else None
     if as_json:
-        d["metrics"] = r.get_metrics()
+        d["metrics"] = Run.get_metrics(r)  # its own: a sweep's get_metrics() is its trials'
         d["files"] = r.get_file_names()
         if steps is not None:
             d["steps"] = steps
@@ -334,7 +335,7 @@ def run_show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         rows.append([f"tag {k}", v])
     for k, v in d["properties"].items():
         rows.append([f"property {k}", v])
-    for k, v in r.get_metrics().items():
+    for k, v in Run.get_metrics(r).items():
         text = json.dumps(v, default=str)
         rows.append([f"metric {k}", text if len(text) < 80 else text[:77] + "..."])
     for f in r.get_file_names():
@@ -390,8 +391,10 @@ def run_metrics(ctx: click.Context, run_id: str, name: str | None, as_json: bool
     Example:
       mlws run metrics demo_1764000000_ab12cd34 --json
     """
+    from ..runs import Run
+
     ws = open_workspace(ctx)
-    m = ws.get_run(run_id).get_metrics(name=name)
+    m = Run.get_metrics(ws.get_run(run_id), name=name)  # its own, a sweep's too
     if as_json:
         print_json(m)
         return

@@ -9,12 +9,19 @@ same ssh path: ``SshRun.start_agent``/``agent_ready``), in its own folder on the
 node's rank launcher (:mod:`mlws.compute.ranks`) meets at node 0: ``MASTER_ADDR`` is node 0's
 host as the target names it, ``MASTER_PORT`` a port free there.
 
-What comes home from a peer: its ranks' logs (``logs/std_log_process_<rank>.txt``), its
-launcher's output (``logs/node_<k>.log``) and the metrics its ranks log on the run (each node's
-copy of the run numbers metric steps from 0, so node ``k``'s values are stored from step
-``k * STEP_OFFSET`` on: after node 0's, in their order). Nothing else of its catalog changes is
-applied (tags, child runs and uploaded files of ranks on other nodes are not kept: use rank 0
-for those). A peer that fails (a rank there fails, its session is lost, its agent cannot run)
+What comes home from a peer: its ranks' logs (``logs/std_log_process_<rank>.txt``, and as v1
+names them, ``azureml-logs/70_driver_log_<rank>.txt``), its launcher's output
+(``logs/node_<k>.log``) and what its ranks record on the run -- as in v1, where every rank's
+``Run.get_context()`` is the one run, wherever it runs: tags, properties, child runs and uploaded
+files (through the same checks as node 0's, :mod:`mlws.compute.remote_catalog`), and metric
+values. The run's ``./outputs`` are rank 0's (node 0's), as in v1.
+
+Metrics of a multi-host run: each node's copy of the run numbers its metric steps from 0, so
+neither node's numbers can be kept. Every node's values of the run's own metrics are stored at
+home as they arrive, each at its metric's next step (:func:`metrics_home`), with the time the
+rank logged it: a rank's values keep their order, and the ranks' interleave as they came, as
+ranks on one machine do (and as v1 appends them). A step a rank passed itself (``step=``) is not
+kept on a multi-host run. A peer that fails (a rank there fails, its session is lost, its agent cannot run)
 stops node 0's script and the run fails naming that node. When node 0's script completes, the
 run ends once the peers' ranks have ended too (as with torchrun); when it fails or is
 canceled, the peers are stopped.
@@ -39,11 +46,37 @@ if TYPE_CHECKING:
     from .sshrun import SshRun
     from .supervisor import RunSupervisor
 
-#: Metric values node ``k`` logs are stored at steps ``k * STEP_OFFSET`` and on (see
-#: :meth:`Peers._add_metrics`), so every node's values keep their order after node 0's.
-STEP_OFFSET = 1_000_000_000
 #: Seconds a peer has to end and send its logs once it is stopped.
 PEER_END_S = 60.0
+
+
+def metrics_home(sup: RunSupervisor, changes: list[Any]) -> list[Any]:
+    """Store the values of the run's own metrics among a node's catalog ``changes`` at home,
+    each at its metric's next step (see the module docstring); returns the other changes (the
+    run's ``metric_summary`` rows are dropped: storing the values keeps it)."""
+    from ..metrics import decode, write_batch
+
+    rest, batch = [], []
+    for c in changes:
+        mine = isinstance(c, dict) and c.get("run_id") == sup.run_id
+        if not mine or c.get("table") not in ("metrics", "metric_summary"):
+            rest.append(c)
+            continue
+        row = c.get("row")
+        if c["table"] != "metrics" or c.get("op") != "insert" or not isinstance(row, dict):
+            continue
+        if not isinstance(row.get("name"), str):
+            continue
+        try:
+            decode(row.get("value"), row.get("data"))  # the host's bytes: only sound values
+            at = float(row.get("time") or time.time())
+        except (TypeError, ValueError):
+            continue
+        kind = str(row.get("kind") or "scalar")
+        batch.append((row["name"], kind, row.get("value"), row.get("data"), at, None))
+    if batch:
+        write_batch(sup.ws.catalog, int(sup.row["seq"]), batch)
+    return rest
 
 
 def execute_on_nodes(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
@@ -121,6 +154,8 @@ class Peers:
         self.started = time.monotonic()
         #: The first peer failure: ``(node rank, node, message)``.
         self.failure: tuple[int, Any, str] | None = None
+        #: Each peer session's file changes waiting for their blobs, by ``id(session)``.
+        self.deferred: dict[int, list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
     def start(self, primary: SshRun, workdir: Path, spec: dict[str, Any]) -> None:
@@ -273,7 +308,7 @@ class Peers:
                     log.write(ev["data"])
                     log.flush()
                 elif kind == "changes":
-                    self._add_metrics(k, ev.get("changes") or [])
+                    self._apply(session, ev.get("changes") or [])
                 elif kind == "build":
                     session.record_build(ev.get("row") or {})
                 elif kind == "files":
@@ -289,55 +324,50 @@ class Peers:
                     stopped = True
                     session.send("kill")
 
-    def _add_metrics(self, k: int, changes: list[Any]) -> None:
-        """The metrics peer ``k``'s ranks logged on the run, added to the run's at home at steps
-        ``k * STEP_OFFSET`` and on: each node's copy of the run numbers steps from 0, and node
-        0's values come home with their own numbers whenever they arrive, so a peer's must never
-        take those. Only new metric values of the run itself are taken from a peer; the host is
-        not trusted with anything else (tags, child runs, files)."""
-        from ..metrics import MetricWriter, decode, unregister
+    def _apply(self, session: SshRun, changes: list[Any]) -> None:
+        """A peer's catalog changes, at home: the run's metric values (:func:`metrics_home`),
+        then the rest through the peer session's checks (``remote_catalog``), except changes to
+        the run's own row (its name, status and error are node 0's). Uploaded files wait for
+        their blobs (:meth:`_bring_logs`)."""
+        from .remote_catalog import apply_changes
 
-        values = []
-        for c in changes:
-            if not isinstance(c, dict) or not isinstance(c.get("row"), dict):
-                continue
-            row = c["row"]
-            if c.get("table") != "metrics" or c.get("op") != "insert":
-                continue
-            if c.get("run_id") != self.sup.run_id or not isinstance(row.get("name"), str):
-                continue
-            step = row.get("step")
-            if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < STEP_OFFSET:
-                continue
-            try:
-                value = decode(row.get("value"), row.get("data"))
-            except (TypeError, ValueError):
-                continue
-            values.append((row["name"], str(row.get("kind") or "scalar"), value, step))
-        if not values:
-            return
-        writer = MetricWriter(self.sup.ws.catalog, int(self.sup.row["seq"]))
-        try:
-            for name, kind, value, step in values:
-                writer.add(name, kind, value, step=k * STEP_OFFSET + step)
-            writer.flush()
-        finally:
-            unregister(writer)
+        rest = [
+            c
+            for c in metrics_home(self.sup, changes)
+            if not (
+                isinstance(c, dict)
+                and c.get("table") == "runs"
+                and c.get("run_id") == self.sup.run_id
+            )
+        ]
+        deferred = apply_changes(session.home, rest)
+        with self._lock:
+            self.deferred.setdefault(id(session), []).extend(deferred)
 
     def _bring_logs(self, session: SshRun, files: str | None, logs: Path) -> None:
         """The peer's rank logs, into the run's ``logs/`` (never its ``driver.log``, which is
-        node 0's)."""
+        node 0's), and the files its ranks uploaded to the run (their blobs come with them)."""
         import shutil
         import tempfile
 
+        from .agent import REPLICA
+        from .remote_catalog import apply_files
         from .sshrun import unpack_home
 
+        deferred = self.deferred.pop(id(session), [])
         with tempfile.TemporaryDirectory(dir=logs.parent) as tmp:
             got = False
             if files:
                 with contextlib.suppress(Exception):  # a damaged payload: rsync instead
                     got = unpack_home(files, Path(tmp))
             if not got:
-                session.conn.rsync(f":{session.remote_dir}/logs", tmp + "/")
+                blobs = [f":{session.remote_dir}/{REPLICA}/blobs"] if deferred else []
+                session.conn.rsync(f":{session.remote_dir}/logs", *blobs, tmp + "/")
             for f in sorted((Path(tmp) / "logs").glob("std_log_process_*.txt")):
                 shutil.copyfile(f, logs / f.name)
+            if deferred:
+                warnings = apply_files(session.home, deferred, Path(tmp) / "blobs")
+                warnings += session.home.warnings
+                if warnings:
+                    with open(logs / f"ssh_node_{session.node_rank}.log", "a") as log:
+                        log.writelines(f"Warning: {w}\n" for w in warnings)

@@ -380,6 +380,14 @@ class SshRun:
                 error = e
         raise error
 
+    def apply_changes(self, changes: list[Any]) -> list[dict[str, Any]]:
+        """Apply the replica's changes at home (a multi-host run's metrics as its peers')."""
+        if self.peers is not None:
+            from .sshnodes import metrics_home
+
+            changes = metrics_home(self.sup, changes)
+        return remote_catalog.apply_changes(self.home, changes)
+
     def _copy_home(self, sources: list[str], workdir: Path) -> None:
         inline, self._inline = self._inline, None  # once: a retry goes by rsync
         try:
@@ -472,7 +480,6 @@ class SshRun:
         self, events: queue.Queue[dict[str, Any] | None], workdir: Path
     ) -> tuple[tuple[str, dict[str, Any] | None], list[dict[str, Any]]]:
         from ..runs import set_status
-        from . import remote_catalog
         from .script import exit_outcome
 
         assert self.proc is not None and self.proc.stdin is not None
@@ -504,7 +511,7 @@ class SshRun:
                     log.write(ev["data"])
                     log.flush()
                 elif kind == "changes":
-                    deferred += remote_catalog.apply_changes(self.home, ev["changes"])
+                    deferred += self.apply_changes(ev["changes"])
                     self._change_id = int(ev.get("upto") or self._change_id)
                 elif kind == "interpreter":
                     set_status(ws, self.run_id, "Starting")
@@ -598,7 +605,7 @@ class SshRun:
                     return None
                 deadline = time.monotonic() + window  # it answers: the window starts again
                 delay = 0.25
-                deferred += remote_catalog.apply_changes(self.home, info.get("changes") or [])
+                deferred += self.apply_changes(info.get("changes") or [])
                 self._change_id = int(info.get("upto") or self._change_id)
                 if cancel:
                     return ("Canceled", None)

@@ -246,6 +246,7 @@ def submit_sweep(
     from ..compute import target_config
     from ..runs import key_values
     from ..snapshots import take_snapshot
+    from .controller import encode_argument
 
     ws = experiment.workspace
     tags = key_values(tags, "tag")
@@ -253,6 +254,14 @@ def submit_sweep(
     src, _ = config.run_config.validate()
     target_config(ws, config.run_config.run_config.target)
     sweep = config.to_dict()
+    arguments = config.run_config.run_config.arguments
+    # Datasets among the script's arguments: recorded as data (checked before anything is
+    # stored), so each trial gets the data, not its text.
+    data_args = (
+        [encode_argument(a) for a in arguments]
+        if any(not isinstance(a, (str, int, float)) for a in arguments)
+        else None
+    )
     # One snapshot for every trial, taken now: trials run the code as it was at submit, as v1's.
     snap = take_snapshot(ws.blobs, src)
     for w in snap.warnings:
@@ -263,6 +272,8 @@ def submit_sweep(
         "sourceDirectory": str(src),
         "snapshot": {k: v for k, v in dataclasses.asdict(snap).items() if k != "warnings"},
     }
+    if data_args is not None:
+        definition["arguments"] = data_args
     return start_sweep(
         experiment,
         definition,

@@ -90,6 +90,57 @@ def trial_arguments(arguments: list[str], params: dict[str, Any]) -> list[str]:
     return out
 
 
+def encode_argument(a: Any) -> Any:
+    """A trial's argument as the sweep's definition records it: data objects (a pipeline's
+    ``PipelineData`` in and out, a dataset input) as small dicts, anything else as text.
+
+    :raises SweepConfigError: a data object trials cannot take (an output dataset...)."""
+    from ..datasets import AbstractDataset
+    from ..errors import SweepConfigError
+    from ..rundata import (
+        DatasetConsumptionConfig,
+        RunFilesOutput,
+        StoredInput,
+        dataset_spec,
+        default_input_name,
+    )
+
+    if isinstance(a, AbstractDataset):  # as a run takes it: a direct input of its name
+        a = a.as_named_input(default_input_name(a))
+    if isinstance(a, StoredInput):
+        return {"storedInput": a.name, "manifest": a.manifest, "tabular": a.tabular, "file": a.file}
+    if isinstance(a, RunFilesOutput):
+        return {"runFilesOutput": a.name}
+    if isinstance(a, DatasetConsumptionConfig):
+        return {
+            "datasetInput": a.name,
+            "mode": a.mode,
+            "pathOnCompute": a.path_on_compute,
+            "dataset": dataset_spec(a.dataset),
+        }
+    if isinstance(a, (str, int, float)):
+        return str(a)
+    raise SweepConfigError(
+        f"a sweep's trials take datasets (as_named_input, as_mount, as_download) and a"
+        f" pipeline's PipelineData as data arguments, not {a!r}"
+    )
+
+
+def decode_argument(a: Any, ws: Workspace) -> Any:
+    """A trial argument as :func:`encode_argument` wrote it, back as the object
+    ``submit_script`` takes (a dataset rebuilt as it was defined when the sweep was submitted)."""
+    from ..rundata import DatasetConsumptionConfig, RunFilesOutput, StoredInput, rebuild_dataset
+
+    if isinstance(a, dict) and "storedInput" in a:
+        return StoredInput(a["storedInput"], a["manifest"], a.get("tabular"), a.get("file") or "")
+    if isinstance(a, dict) and "runFilesOutput" in a:
+        return RunFilesOutput(a["runFilesOutput"])
+    if isinstance(a, dict) and "datasetInput" in a:
+        ds = rebuild_dataset(ws, a["dataset"])
+        return DatasetConsumptionConfig(a["datasetInput"], ds, a["mode"], a["pathOnCompute"])
+    return a
+
+
 def primary_series(ws: Workspace, seqs: dict[int, str], metric: str) -> dict[str, list[float]]:
     """``{trial id: [primary metric values in logged order]}`` (numbers only)."""
     out: dict[str, list[float]] = {rid: [] for rid in seqs.values()}
@@ -129,6 +180,8 @@ class SweepController(controllers.Controller):
         self.snapshot: dict[str, Any] | None = definition.get("snapshot")
         #: A pipeline's HyperDriveStep: the trials' arguments and data, the step's outputs.
         self.step: dict[str, Any] | None = definition.get("step")
+        #: The script's arguments with data objects (:func:`encode_argument`), when it has some.
+        self.arguments: list[Any] | None = definition.get("arguments")
         self.metric = self.sweep["primaryMetricName"]
         self.maximize = self.sweep["primaryMetricGoal"] == "MAXIMIZE"
         self.policy = policy_from_json(self.sweep["policy"])
@@ -189,10 +242,10 @@ class SweepController(controllers.Controller):
         rc = RunConfiguration.from_dict(self.run_config)
         data = None
         if self.step is not None:
-            from ..pipelines.hyperdrive_step import decode
-
-            rc.arguments = [decode(a) for a in self.step["arguments"]]
-            data = [decode(d) for d in self.step["data"]]
+            rc.arguments = [decode_argument(a, self.ws) for a in self.step["arguments"]]
+            data = [decode_argument(d, self.ws) for d in self.step["data"]]
+        elif self.arguments is not None:  # the script's arguments hold datasets
+            rc.arguments = [decode_argument(a, self.ws) for a in self.arguments]
         extra: dict[str, str] = {}
         tail: list[Any] = []
         if resume_from is not None:

@@ -3,7 +3,9 @@
 ``Experiment.submit(HyperDriveConfig(...))`` returns one, and so do ``ws.get_run(id)`` and
 ``Run.get(ws, id)`` for a run of type ``hyperdrive``. A trial's hyperparameters are its
 property ``hyperparameters`` (JSON); its "best" value is the best of the primary metric values
-it logged (the largest when maximizing).
+it logged (the largest when maximizing). As in v1, ``get_metrics()`` gives the trials' metrics by
+trial id; the sweep's own (its ``best_child_by_primary_metric`` table) are
+``Run.get_metrics(hd_run)``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,25 @@ class HyperDriveRun(Run):
     def _goal(self) -> tuple[str, bool]:
         cfg = self.hyperdrive_config
         return cfg["primaryMetricName"], cfg["primaryMetricGoal"] == "MAXIMIZE"
+
+    def get_metrics(
+        self,
+        name: str | None = None,
+        recursive: bool = False,
+        run_type: str | None = None,
+        populate: bool = False,
+    ) -> dict[str, Any]:
+        """As v1's ``HyperDriveRun.get_metrics()``: the metrics of every trial, ``{trial run id:
+        its metrics}`` (only metric ``name`` with a name). The sweep's own metrics
+        (``best_child_by_primary_metric``) are ``Run.get_metrics(hd_run)``; with ``recursive``,
+        ``{run id: metrics}`` for the sweep and every run under it, as for any run."""
+        if recursive:
+            return super().get_metrics(name, True, run_type, populate)
+        from ..metrics import flush_all, read_metrics
+
+        flush_all()
+        trials = {c.seq: c.id for c in self.get_children()}
+        return read_metrics(self.workspace.catalog, trials, name) if trials else {}
 
     def get_hyperparameters(self) -> dict[str, str]:
         """``{trial run id: hyperparameters as a JSON string}``, as v1."""
@@ -117,7 +138,7 @@ class HyperDriveRun(Run):
         excluded = {
             s for s, inc in (("Failed", include_failed), ("Canceled", include_canceled)) if not inc
         }
-        table = self.get_metrics(BEST_CHILD).get(BEST_CHILD)
+        table = Run.get_metrics(self, BEST_CHILD).get(BEST_CHILD)
         if table:
             last = {k: (v[-1] if isinstance(v, list) else v) for k, v in table.items()}
             final_or_open = last.get("final") or self.get_status() not in TERMINAL

@@ -7,7 +7,10 @@ definition is plain JSON. Expressions are checked when a sampling is built: a ba
 
 The samplers that draw values (:func:`make_sampler`) run in the sweep's controller process:
 Grid enumerates the product of the choices in the order given; Random draws from
-``random.Random(seed)`` (the seed is recorded on the sweep, so its draws can be told again);
+``random.Random(seed)`` (the seed is recorded on the sweep, so its draws can be told again) and
+never proposes one point twice in a sweep: a repeat is drawn again, and a discrete space
+(``choice``/``randint`` only) that is used up ends the sweep as an exhausted grid does (with a
+continuous expression a repeat is improbable; after ``REDRAWS`` repeats in a row it stops too);
 Bayesian asks Optuna's TPE sampler (the ``mlws[sweeps]`` extra) and tells it each finished
 trial's best primary metric value.
 
@@ -311,8 +314,29 @@ def grid_values(space: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, combo, strict=True))
 
 
-#: How many times Random draws again before it takes the space as used up by earlier sweeps.
+#: How many times Random draws again after drawing a point seen already, before it lists what
+#: is left of a finite space (:func:`finite_points`).
 REDRAWS = 200
+#: The largest finite space :func:`finite_points` lists (beyond, a repeat after ``REDRAWS``
+#: draws means the space is as good as used up).
+MAX_LISTED = 100_000
+
+
+def finite_points(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every point of a space of ``choice`` and ``randint`` expressions only (in grid order),
+    or ``[]`` for a space with a continuous expression or over :data:`MAX_LISTED` points."""
+    values: list[list[Any]] = []
+    for kind, args in space.values():
+        if kind == "choice":
+            values.append(list(args[0]))
+        elif kind == "randint":
+            values.append(list(range(int(args[0]))) if int(args[0]) <= MAX_LISTED else [])
+        else:
+            return []
+    if not values or math.prod(len(v) for v in values) > MAX_LISTED:
+        return []
+    names = list(space)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
 
 
 def point_key(params: dict[str, Any]) -> str:
@@ -380,11 +404,27 @@ class Sampler:
             return None
         if self._study is not None:
             return self._ask(index)
-        for _ in range(REDRAWS if self._done else 1):
+        for _ in range(REDRAWS):
             point = {n: draw(e, self.rng) for n, e in self.space.items()}
-            if point_key(point) not in self._done:
+            if self._take(point):
                 return point
-        return None  # the earlier sweeps drew every point this space has (as far as we tell)
+        # Every draw was a point seen already: a finite space is nearly or wholly used up, so
+        # what is left of it is listed and one of those taken; none left ends the sweep.
+        left = [p for p in finite_points(self.space) if point_key(p) not in self._done]
+        if left:
+            point = self.rng.choice(left)
+            self._take(point)
+            return point
+        return None
+
+    def _take(self, point: dict[str, Any]) -> bool:
+        """Record ``point`` as proposed, unless it was proposed (or run by an earlier sweep)
+        already: Random never proposes one point twice."""
+        key = point_key(point)
+        if key in self._done:
+            return False
+        self._done.add(key)
+        return True
 
     def _distributions(self) -> dict[str, Any]:
         from optuna.distributions import CategoricalDistribution, FloatDistribution

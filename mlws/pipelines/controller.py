@@ -255,7 +255,8 @@ class PipelineController(controllers.Controller):
             if a["data"] in step["outputs"]:
                 return RunFilesOutput(a["data"])
             tabular = (step.get("tabularInputs") or {}).get(a["data"])
-            return StoredInput(a["data"], self.data[a["data"]], tabular)
+            file = hyperdrive_step.file_output(self.steps.values(), a["data"])
+            return StoredInput(a["data"], self.data[a["data"]], tabular, file)
         spec = next(d for d in step["datasets"] if d["name"] == a["dataset"])
         return self.dataset(spec)
 

@@ -8,13 +8,16 @@ pipeline run and named after the step, driven by the sweep controller
 (``get_best_run_by_primary_metric()``...), and :class:`HyperDriveStepRun` wraps a step run as
 v1's does.
 
-Data: every trial reads the step's inputs (upstream ``PipelineData``) and writes its outputs;
-when the sweep completes, the best trial's outputs become the step's outputs (the same stored
-files, no copy), which later steps read; ``metrics_output`` (a ``PipelineData``) gets
-``metrics.json``: the sweep's metrics by run id -- the parent's first (with
-``best_child_by_primary_metric``), then each trial's. Reuse: the step's fingerprint covers the
-sweep's configuration (sampling, policy, metric, limits; not a seed drawn at submit) besides
-what every step's covers.
+Data: every trial reads the step's inputs (upstream ``PipelineData``, and datasets as
+``as_named_input(...)``/``as_mount()``/``as_download()`` give them, as a ``PythonScriptStep``'s)
+and writes its outputs; when the sweep completes, the best trial's outputs become the step's
+outputs (the same stored files, no copy), which later steps read. ``metrics_output`` (a
+``PipelineData``) is, as in v1, one JSON **file**: every trial's metrics by trial run id (v1's
+``HyperDriveRun.get_metrics()``). A later step that takes it gets the file's path
+(``open(args.metrics_data)``, ``$AZUREML_DATAREFERENCE_<name>``); among the step run's files it
+is ``outputs/<name>/metrics.json``. Reuse: the step's fingerprint covers the sweep's
+configuration (sampling, policy, metric, limits; not a seed drawn at submit) besides what every
+step's covers.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ class HyperDriveStep(PipelineStep):
     ``ScriptRunConfig``) as a pipeline step. ``estimator_entry_script_arguments``: the
     script's arguments (``PipelineData`` among them become paths), instead of the
     ScriptRunConfig's own; ``inputs``/``outputs``: ``PipelineData`` every trial reads/writes
-    (the best trial's outputs are the step's); ``metrics_output``: a ``PipelineData`` that gets
-    the sweep's metrics as ``metrics.json``. ``version`` is accepted (v1) and ignored.
+    (the best trial's outputs are the step's), datasets too; ``metrics_output``: a
+    ``PipelineData`` that is one JSON file, every trial's metrics by trial id (a later step is
+    given the file's path). ``version`` is accepted (v1) and ignored.
 
     :raises SweepConfigError: not a ``HyperDriveConfig``, or a ``metrics_output`` that is not
         a ``PipelineData``.
@@ -116,30 +120,14 @@ def fingerprint_part(step: dict[str, Any]) -> dict[str, Any]:
     return {"hyperdrive": {k: v for k, v in step["hyperdrive"].items() if k != "seed"}}
 
 
-def _encode(a: Any) -> Any:
-    """A trial argument as JSON: data objects as small dicts, anything else as text."""
-    from ..rundata import RunFilesOutput, StoredInput
-
-    if isinstance(a, StoredInput):
-        return {"storedInput": a.name, "manifest": a.manifest}
-    if isinstance(a, RunFilesOutput):
-        return {"runFilesOutput": a.name}
-    if isinstance(a, (str, int, float)):
-        return str(a)
-    raise SweepConfigError(
-        f"HyperDriveStep: its trials take PipelineData inputs and outputs, not {a!r}"
-    )
-
-
-def decode(a: Any) -> Any:
-    """A trial argument as ``_encode`` wrote it, back as the object ``submit_script`` takes."""
-    from ..rundata import RunFilesOutput, StoredInput
-
-    if isinstance(a, dict) and "storedInput" in a:
-        return StoredInput(a["storedInput"], a["manifest"])
-    if isinstance(a, dict) and "runFilesOutput" in a:
-        return RunFilesOutput(a["runFilesOutput"])
-    return a
+def file_output(steps: Any, name: str) -> str:
+    """The file a later step is given for ``PipelineData`` ``name`` when ``name`` is the
+    ``metrics_output`` of one of ``steps`` (step dicts): :data:`METRICS_FILE`; else "" (the
+    folder)."""
+    for step in steps:
+        if step.get("stepType") == STEP_TYPE and step.get("metricsOutput") == name:
+            return METRICS_FILE
+    return ""
 
 
 def submit_step(
@@ -156,11 +144,12 @@ def submit_step(
     import secrets
 
     from ..hyperdrive.config import start_sweep
+    from ..hyperdrive.controller import encode_argument
 
     rc = config.run_config
     metrics = step.get("metricsOutput")
-    args = [_encode(a) for a in rc.arguments]
-    trial_data = [_encode(d) for d in data if getattr(d, "name", None) != metrics]
+    args = [encode_argument(a) for a in rc.arguments]
+    trial_data = [encode_argument(d) for d in data if getattr(d, "name", None) != metrics]
     rc.arguments = []  # the trials' arguments are ``stepArguments``, data included
     definition = {
         "hyperdrive": step["hyperdrive"],
@@ -189,8 +178,8 @@ def submit_step(
 
 def publish_step_outputs(parent: Run, best: Run | None, step: dict[str, Any]) -> list[str]:
     """At the end of a ``HyperDriveStep``'s sweep: the best trial's outputs become the step
-    run's (the same stored files under ``outputs/<name>/``), and ``metricsOutput`` gets
-    ``metrics.json``. Returns notes for the sweep's log."""
+    run's (the same stored files under ``outputs/<name>/``), and ``metricsOutput`` is the
+    file ``outputs/<name>/metrics.json``. Returns notes for the sweep's log."""
     import io
     import json
 
@@ -208,7 +197,8 @@ def publish_step_outputs(parent: Run, best: Run | None, step: dict[str, Any]) ->
                 )
         notes.append(f"the step's outputs are those of the best trial {best.id}")
     if step.get("metricsOutput"):
-        metrics = parent.get_metrics(recursive=True)
+        # v1's shape: HyperDriveRun.get_metrics(), every trial's metrics by trial id.
+        metrics = HyperDriveRun.get_metrics(parent)
         body = json.dumps(metrics, indent=1, default=str).encode()
         parent.upload_file(f"outputs/{step['metricsOutput']}/{METRICS_FILE}", io.BytesIO(body))
         notes.append(f"the sweep's metrics are {step['metricsOutput']}/{METRICS_FILE}")

@@ -59,6 +59,11 @@ def reuse(ws: Workspace, experiment: str, parent_id: str, step_name: str, origin
     ``original`` (a row), with its files and metrics; returns its id."""
     from ..lifecycle import REUSED_STEP_RUN, insert_run, set_status
 
+    # The original's kind (a HyperDriveStep's sweep, a ParallelRunStep...), not a fixed one.
+    step_type = ws.catalog.scalar(
+        "SELECT value FROM run_properties WHERE run_seq = ? AND key = 'StepType'",
+        (original["seq"],),
+    )
     row = insert_run(
         ws,
         experiment,
@@ -76,7 +81,7 @@ def reuse(ws: Workspace, experiment: str, parent_id: str, step_name: str, origin
             "azureml.reusedrunid": original["id"],
             "azureml.reusedpipelinerunid": original["parent_id"],
             "azureml.runsource": "azureml.StepRun",
-            "StepType": "PythonScriptStep",
+            "StepType": step_type or "PythonScriptStep",
         },
     )
     seq, src = row["seq"], original["seq"]

@@ -109,3 +109,26 @@ def register_from_run(run: Run, name: str, path: str, **meta: Any) -> Model:
     body = {"name": name, "path": path, **_metadata(meta, ("framework", "frameworkVersion"))}
     answer = client.request("POST", client.path("runs", run.id, "models"), body, idempotent=False)
     return Model._from_row(run.workspace, row_of(answer))
+
+
+def update(model: Model, change: dict[str, Any] | None) -> RemoteRow:
+    """Make ``change`` (``addTags``, ``removeTags``, ``addProperties``, or ``tags`` and/or
+    ``description``) to ``model`` on the server; returns its row as changed. An empty update
+    changes nothing and asks nothing.
+
+    :raises NotAvailableRemotely: ``change`` is None (a change with no remote form)."""
+    client = model.workspace.remote
+    if change is None:
+        from .backend import not_available, public_caller
+
+        raise not_available(public_caller("Model._update"), client.url)
+    path = client.path("models", model.name, "versions", str(model.version))
+    if not change:
+        return row_of(client.request("GET", path))
+    return row_of(client.request("PATCH", path, change))
+
+
+def delete(model: Model) -> None:
+    """Delete ``model``'s version on the server (owners; 409 while a service uses it)."""
+    client = model.workspace.remote
+    client.request("DELETE", client.path("models", model.name, "versions", str(model.version)))

@@ -79,6 +79,7 @@ def get_row(ws: Workspace, run_id: str, experiment: str | None = None) -> Remote
     :raises RunNotFound: no such run (in ``experiment``, when given)."""
     from ..errors import RunNotFound
 
+    _deliver_tags(ws.remote, run_id)  # read your writes: the details show the tags
     row = row_of(ws.remote.request("GET", _run_path(ws.remote, run_id)))
     if experiment is not None and row["experiment"] != experiment:
         raise RunNotFound(f"no run {run_id!r} in experiment {experiment!r}")
@@ -185,6 +186,7 @@ def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
         raise UserErrorException(f"limit is a whole number of runs >= 0, got {limit!r}")
     rows: list[RemoteRow] = []
     token = None
+    _deliver_tags(ws.remote)  # a listing filters and shows by tags this process set
     if len(_latest) > 100_000:
         _latest.clear()
     everything = sort_by != "created"  # sorted here: every match is needed first
@@ -280,14 +282,30 @@ def children(
 # -- one run -----------------------------------------------------------------------------------
 def send(run: Run, method: str, *rest: str, body: Any = None) -> Any:
     """A write of ``run``, in order after the metrics it logged before (spooled while the
-    server is away; then None is returned)."""
+    server is away; then None is returned). Tags (``PATCH tags``) wait for the run's next
+    metric batch or its end and travel with it (None is returned): a run's tags, last values
+    and outcome are one request; a read of the run sends them first."""
     client = run.workspace.remote
+    if method == "PATCH" and rest == ("tags",) and isinstance(body, dict):
+        # No wake: the sender's next tick (or the run's end) takes them, with its values.
+        client.tracker.writer(run.id).set_tags(body["tags"])
+        return None
     return client.tracker.send(run.id, method, _run_path(client, run.id, *rest), body)
+
+
+def _deliver_tags(client: RemoteClient, run_id: str | None = None) -> None:
+    """Send the tags this process set and has not sent yet (of ``run_id``, or of every run)
+    before a read that shows them."""
+    tracker = client.tracker
+    for rid, w in list(tracker.writers.items()):
+        if w.tags and run_id in (None, rid):
+            tracker.pump(rid)
 
 
 def read(run: Run, *rest: str, query: dict[str, Any] | None = None) -> Any:
     """A read of ``run`` (``GET /runs/{id}/...``)."""
     client = run.workspace.remote
+    _deliver_tags(client, run.id)
     return client.request("GET", _run_path(client, run.id, *rest), query=query)
 
 
@@ -296,9 +314,12 @@ def finish(run: Run, outcome: str, error: dict[str, Any] | None = None) -> None:
     server is away, wait up to the spool bound, then leave the rest for later."""
     client = run.workspace.remote
     tracker = client.tracker
-    body = {"error": error} if error else None
+    fields: dict[str, Any] = {"outcome": outcome}
+    if error:
+        fields["error"] = error
     try:
-        answer = send(run, "POST", outcome, body=body)
+        # The outcome travels with the run's last values and tags (one request).
+        answer = tracker.finish(run.id, fields)
     except RunStateError:
         # Ended already: by this very request, when its answer was lost and it was sent again
         # (then the outcome is the one asked for), or by the server (a lapsed lease).
@@ -311,8 +332,12 @@ def finish(run: Run, outcome: str, error: dict[str, Any] | None = None) -> None:
         return
     tracker.release(run.id)
     if answer is not None:
-        run._row = row_of(answer)
+        run._row = row_of(answer["run"])
         tracker.forget(run.id)
+        if run._row["status"] != ("Completed" if outcome == "complete" else "Failed"):
+            raise RunStateError(  # ended otherwise meanwhile; its answer was lost, then retried
+                f"run {run.id} has ended already ({run._row['status']}); its status cannot change"
+            )
         return
     tracker.drain(run.id)
     # Until the server has it, this process knows the outcome it asked for.

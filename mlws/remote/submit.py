@@ -101,6 +101,26 @@ def plain_arguments(ws: Workspace, arguments: list[Any]) -> list[str]:
     return out
 
 
+def data_arguments(
+    ws: Workspace, arguments: list[Any]
+) -> tuple[list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A script's arguments as the run definition records them, its dataset inputs
+    (``as_named_input``, ``as_mount``, ``as_download``, a dataset or a datastore path) and its
+    outputs (``OutputFileDatasetConfig``): the submitting machine prepares the inputs and
+    uploads the outputs to their datastores on the server; its supervisor sends the lineage.
+
+    :raises NotAvailableRemotely: stored files (a pipeline's) as an input."""
+    from ..rundata import encode_arguments
+    from .backend import not_available
+
+    if all(isinstance(a, (str, int, float)) for a in arguments):
+        return plain_arguments(ws, arguments), [], []
+    args, inputs, outputs = encode_arguments(ws, arguments)
+    if any(spec.get("manifest") for spec in inputs):
+        raise not_available("stored files as a run input", ws.remote.url)
+    return args, inputs, outputs
+
+
 def submit(
     experiment: Experiment,
     config: ScriptRunConfig,
@@ -111,8 +131,9 @@ def submit(
     workspace; returns it at once (NotStarted, soon Queued and Running).
 
     :raises RunConfigError: a bad configuration (nothing is sent).
-    :raises NotAvailableRemotely: a target other than ``local``, a managed environment, data
-        inputs or outputs, a distributed job (nothing is sent).
+    :raises NotAvailableRemotely: a target other than ``local``, a distributed job (nothing is
+        sent).
+    :raises EnvironmentNotFound: a registered environment's name the server does not know.
     """
     from ..errors import RunExists
     from ..lifecycle import new_run_id
@@ -131,16 +152,14 @@ def submit(
     if rc.distributed_layout() is not None:
         raise not_available("a distributed job", client.url)
     src, script = config.validate()
-    arguments = plain_arguments(ws, rc.arguments)
-    from ..environments import as_environment
-
-    if as_environment(ws, rc.environment).managed:
-        raise not_available("a managed environment (pip or conda packages)", client.url)
+    arguments, inputs, outputs = data_arguments(ws, rc.arguments)
+    # A registered name is read from the server; a managed environment is built (once per
+    # machine) by the supervisor here, while the run shows Preparing.
     env = environment_definition(ws, rc.environment)
     snap = remote_snapshot(ws, src)
     for w in snap.warnings:
         print(f"Warning: {w}", file=sys.stderr)
-    definition = run_definition(config, script, arguments, src, env, snap)
+    definition = run_definition(config, script, arguments, src, env, snap, inputs, outputs)
     run_id = new_run_id(experiment.name)
     body: dict[str, Any] = {
         "runId": run_id,

@@ -7,7 +7,8 @@ server through the remote client instead, and reuses what does not depend on whe
 is: :mod:`mlws.compute.script` (the script's environment, command line, process group, outcome).
 
 1. hold the run's lease (heartbeats from the client's tracker), ``Queued``, ``Preparing``;
-2. materialize the snapshot from the server into a working folder; ``Running``; start the
+2. materialize the snapshot from the server into a working folder, and the dataset inputs
+   (their files fetched from the server, their lineage sent to it); ``Running``; start the
    script with ``MLWS_WORKSPACE`` = the server's URL, so ``Run.get_context()`` in it is the
    server's run and ``run.log`` streams through the remote client;
 3. while it runs, upload ``logs/driver.log`` every :data:`LOG_EVERY_S` seconds when it changed
@@ -78,6 +79,55 @@ def status(run: Run, value: str) -> None:
     send(run, "POST", "status", body={"status": value})
 
 
+#: In the script's environment: the file where ``run.fail()`` leaves the outcome it asks for
+#: (the supervisor, on the same machine, ends the run with it once the script exits).
+OUTCOME_ENV = "MLWS_REMOTE_OUTCOME"
+
+
+def request_failure(run: Run, error: dict[str, Any]) -> None:
+    """``run.fail()`` inside a submitted script of a remote workspace: the run ends Failed with
+    ``error`` once the script exits (as locally, its supervisor sets the outcome).
+
+    :raises MlwsError: the script was not started by a supervisor of this machine."""
+    import json
+
+    from ..dirs import write_atomic
+    from ..errors import MlwsError
+
+    target = os.environ.get(OUTCOME_ENV)
+    if not target:
+        raise MlwsError(
+            f"run {run.id}: fail() inside a submitted run needs its supervisor ({OUTCOME_ENV})"
+        )
+    write_atomic(Path(target), json.dumps({"status": "Failed", "error": error}), 0o600)
+
+
+def requested_failure(path: Path) -> dict[str, Any] | None:
+    """The error the script asked to fail with (``run.fail()``), or None."""
+    import json
+
+    try:
+        return dict(json.loads(path.read_text())["error"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def build_environment(spec: dict[str, Any], workdir: Path, stop: threading.Event) -> str:
+    """Build (once per machine) or reuse the run's managed environment on this machine,
+    logging to ``logs/environment.log``; returns its interpreter.
+
+    :raises EnvironmentBuildError: the build failed. :raises EnvironmentBuildCanceled: the run
+        was canceled meanwhile."""
+    from ..environments import Environment, resolve
+
+    with open(workdir / "logs" / "environment.log", "a") as log:
+        log.write(f"Environment {spec['name']!r} (spec {spec.get('specHash')})\n")
+        log.flush()
+        python = resolve(Environment.from_dict(spec), None, log=log, should_stop=stop.is_set)
+        log.write(f"Ready: {python}\n")
+    return python
+
+
 def supervise(url: str, run_id: str) -> int:
     """Drive run ``run_id`` of server ``url`` to its end; returns the exit status."""
     from ..compute.script import exit_outcome, exit_watch, script_argv, script_env, start_script
@@ -106,12 +156,25 @@ def supervise(url: str, run_id: str) -> int:
         ws.blobs.materialize(ws.blobs.read_manifest(details["snapshotId"]), workdir)
         (workdir / "logs").mkdir(exist_ok=True)
         (workdir / "outputs").mkdir(exist_ok=True)
+        if definition.get("inputs") or definition.get("outputs"):
+            from ..rundata import prepare
+
+            # The datasets' files fetched from the server (hash checked) and copied in; their
+            # lineage goes to the server (a remote run's seq is its id).
+            for note in prepare(ws, run_id, definition, workdir, links_ok=False, remote=True):
+                print(note, file=sys.stderr)
         if stop.is_set():
             outcome = "Canceled"
             return 0
+        spec = definition["environment"]
+        if spec.get("managed") and not spec.get("interpreter"):
+            spec["interpreter"] = build_environment(spec, workdir, stop)
         env = script_env(
             dict(os.environ), definition, client.url, ws.name, run_id, run.experiment.name, workdir
         )
+        outcome_file = runs_dir(client.url) / f"{run_id}.outcome.json"
+        outcome_file.unlink(missing_ok=True)
+        env[OUTCOME_ENV] = str(outcome_file)
         status(run, "Running")
         proc = start_script(script_argv(definition, workdir), workdir, env)
         shipper = LogShipper(run, workdir)
@@ -139,12 +202,19 @@ def supervise(url: str, run_id: str) -> int:
             }
         else:
             outcome, error = exit_outcome(rc, workdir / LOG)
+            asked = requested_failure(outcome_file)
+            if asked is not None:  # the script called run.fail()
+                outcome, error = "Failed", asked
         status(run, "Finalizing")
+        if outcome == "Completed" and definition.get("outputs"):
+            outcome, error = publish_outputs(ws, run_id, definition, workdir)
         if definition.get("outputCollection", True):
             upload_folder(run, workdir, "outputs")
         return 0
     except MlwsError as e:
         error = {"code": "SystemError", "message": str(e)}
+        if stop.is_set():  # canceled while its environment was being built
+            outcome = "Canceled"
         return 1
     except Exception as e:  # noqa: BLE001 - whatever happens, the run must end with the reason
         error = {"code": "SystemError", "message": f"{type(e).__name__}: {e}"}
@@ -165,6 +235,29 @@ def supervise(url: str, run_id: str) -> int:
             client.close()
             shutil.rmtree(workdir, ignore_errors=True)
             record_path(client.url, run_id).unlink(missing_ok=True)
+            (runs_dir(client.url) / f"{run_id}.outcome.json").unlink(missing_ok=True)
+
+
+def publish_outputs(
+    ws: Any, run_id: str, definition: dict[str, Any], workdir: Path
+) -> tuple[str, dict[str, Any] | None]:
+    """A completed run's output folders uploaded to their datastores on the server (and
+    registered, lineage recorded there), as a local run's supervisor does; a run whose outputs
+    cannot be delivered has failed."""
+    from .. import rundata
+    from ..errors import MlwsError
+
+    try:
+        notes = rundata.publish(ws, run_id, run_id, definition, workdir)  # type: ignore[arg-type]
+    except MlwsError as e:
+        return "Failed", {
+            "code": "OutputUploadFailed",
+            "message": f"the script completed, but its outputs could not be delivered: {e}",
+        }
+    if notes:
+        with open(workdir / LOG, "a") as log:
+            log.writelines(n + "\n" for n in notes)
+    return "Completed", None
 
 
 def _kill(proc: Any) -> None:

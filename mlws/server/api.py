@@ -26,9 +26,12 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (
     BlobNotFound,
     DatasetNotFound,
+    DatastoreNotFound,
+    EnvironmentNotFound,
     ExperimentNotFound,
     Forbidden,
     MlwsError,
+    ModelInUse,
     ModelNotFound,
     PipelineDisabled,
     PipelineNotFound,
@@ -38,6 +41,7 @@ from ..errors import (
     RunExists,
     RunNotFound,
     RunStateError,
+    SecretNotFound,
     TokenNotFound,
     Unauthorized,
     UserErrorException,
@@ -86,6 +90,10 @@ class Endpoint:
     body: dict[str, Any] | None = None
     status: int = 200
     raw_body: bool = False
+    #: A short catalog write or read (a run's small writes): with a small body it runs on the
+    #: server's event loop, not in a worker thread — the hop there and back costs more than
+    #: the handler (the catalog serialises its work on one connection anyway).
+    inline: bool = False
     tag: str = field(default="")
 
 
@@ -100,13 +108,17 @@ _STATUS: tuple[tuple[type[BaseException], int, str], ...] = (
     (RunExists, 409, "Conflict"),
     (RunStateError, 409, "Conflict"),
     (PipelineDisabled, 409, "Conflict"),
+    (ModelInUse, 409, "Conflict"),
     (RunNotFound, 404, "NotFound"),
     (ExperimentNotFound, 404, "NotFound"),
     (ModelNotFound, 404, "NotFound"),
     (TokenNotFound, 404, "NotFound"),
     (BlobNotFound, 404, "NotFound"),
     (DatasetNotFound, 404, "NotFound"),
+    (DatastoreNotFound, 404, "NotFound"),
     (PipelineNotFound, 404, "NotFound"),
+    (SecretNotFound, 404, "NotFound"),
+    (EnvironmentNotFound, 404, "NotFound"),
     (WorkspaceReadOnly, 503, "ServiceUnavailable"),
     (UserErrorException, 400, "BadRequest"),
 )

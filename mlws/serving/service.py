@@ -196,6 +196,16 @@ def current_keys(ws: Workspace, name: str, config: dict[str, Any]) -> list[str]:
 
 
 # -- deploy ----------------------------------------------------------------------------------------
+def check_service_name(name: Any) -> str:
+    """Return ``name`` if it can name a service. :raises WebserviceException: otherwise."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise WebserviceException(
+            f"invalid service name {name!r}: 3-32 lowercase letters, digits or '-', starting"
+            " with a letter and not ending with '-' (as Azure ML does)"
+        )
+    return name
+
+
 def deploy(
     workspace: Workspace,
     name: str,
@@ -214,10 +224,12 @@ def deploy(
     from ..environments import as_environment
     from ..models import Model
 
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise WebserviceException(
-            f"invalid service name {name!r}: 3-32 lowercase letters, digits or '-', starting"
-            " with a letter and not ending with '-' (as Azure ML does)"
+    check_service_name(name)
+    if workspace.remote is not None:  # runs here, recorded on the server
+        from ..remote.services import deploy as remote_deploy
+
+        return remote_deploy(
+            workspace, name, models, inference_config, deployment_config, overwrite
         )
     config = deployment_config or LocalWebservice.deploy_configuration()
     config.validate()
@@ -350,6 +362,14 @@ class Webservice:
     :raises WebserviceException: no such service.
     """
 
+    def __new__(cls, workspace: Workspace, name: str) -> Webservice:
+        """A remote workspace's service is a :class:`~mlws.remote.services.RemoteWebservice`."""
+        if cls is Webservice and workspace.remote is not None:
+            from ..remote.services import RemoteWebservice
+
+            return super().__new__(RemoteWebservice)
+        return super().__new__(cls)
+
     def __init__(self, workspace: Workspace, name: str) -> None:
         self.workspace = workspace
         self.name = name
@@ -442,6 +462,10 @@ class Webservice:
     @staticmethod
     def list(workspace: Workspace) -> list[Webservice]:
         """Every service of the workspace, by name (v1's ``Webservice.list``)."""
+        if workspace.remote is not None:  # the server's record of each
+            from ..remote.services import service_names
+
+            return [Webservice(workspace, n) for n in service_names(workspace)]
         names = [r[0] for r in workspace.catalog.query("SELECT name FROM services ORDER BY name")]
         return [Webservice(workspace, n) for n in names]
 

@@ -24,9 +24,13 @@ def _latest(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def snapshot(run: Any) -> list[dict[str, Any]]:
     """One row per run (the run first, then its children): id, status and latest metrics."""
+    from ..runs import Run
+
     rows = []
     for r in [run, *run.get_children()]:
-        rows.append({"run": r.id, "status": r.get_status(), **_latest(r.get_metrics())})
+        # Each run's own metrics: a sweep's get_metrics() is its trials' (v1), not its own.
+        own = Run.get_metrics(r) if isinstance(r, Run) else r.get_metrics()
+        rows.append({"run": r.id, "status": r.get_status(), **_latest(own)})
     return rows
 
 
