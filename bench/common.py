@@ -578,6 +578,22 @@ def mlflow_time_searches(mlflow: Any, exp_id: str, n: int) -> dict[str, float]:
         raise RuntimeError(f"MlflowClient.search_runs: expected {n} runs, got {len(found)}")
     out["client_all_s"] = statistics.median(times)
     progress(f"MlflowClient.search_runs (all): median {out['client_all_s'] * 1e3:.1f} ms")
+    # The store's own search_runs, timed alone: what each side controls, without MLflow's
+    # client code (the DataFrame of mlflow.search_runs is the same code on both sides).
+    store = client._tracking_client.store
+    for key, args, expect in (
+        ("store_all", (None, 1, n, None, None), n),
+        ("store_filtered", ("tags.k = 'v'", 1, n, ["metrics.acc DESC"], None), n // 10),
+    ):
+        times = []
+        for _ in range(11):
+            t0 = time.perf_counter()
+            page = store.search_runs([exp_id], *args)
+            times.append(time.perf_counter() - t0)
+        if len(page) != expect:
+            raise RuntimeError(f"store {key}: expected {expect} runs, got {len(page)}")
+        out[f"{key}_s"] = statistics.median(times)
+        progress(f"the store's search_runs ({key}): median {out[f'{key}_s'] * 1e3:.1f} ms")
     for key, kwargs, expect in (
         ("all", {}, n),
         ("filtered", {"filter_string": "tags.k = 'v'", "order_by": ["metrics.acc DESC"]}, n // 10),
@@ -674,4 +690,62 @@ def mlflow_rest_case(client: Any, runs: int = 200, search_n: int = 1000) -> dict
         raise RuntimeError(f"search_runs: expected {search_n} runs, got {len(found)}")
     out["search_s"] = statistics.median(times)
     progress(f"search_runs over {search_n:,}: median {out['search_s'] * 1e3:.0f} ms")
+    out.update(_raw_rest(client, rid, search_exp, search_n))
+    return out
+
+
+def _raw_rest(client: Any, rid: str, search_exp: str, search_n: int) -> dict[str, float]:
+    """The server's share of 16g and 16i: the same requests MLflow's client sends, as JSON made
+    beforehand, over one keep-alive session, the answer read and not parsed (MLflow's client
+    turns every answer into protobuf messages, the same code against either server)."""
+    import json
+    import os
+    import statistics
+
+    import requests
+
+    url = os.environ["MLFLOW_TRACKING_URI"].rstrip("/") + "/api/2.0/mlflow"
+    session = requests.Session()
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        session.headers["Authorization"] = f"Bearer {token}"
+    ts = int(time.time() * 1000)
+    bodies = [
+        json.dumps(
+            {
+                "run_id": rid,
+                "metrics": [
+                    {
+                        "key": f"m{i % 10}",
+                        "value": i * 0.125,
+                        "timestamp": ts,
+                        "step": 3000 + i // 10,
+                    }
+                    for i in range(part * 1000, (part + 1) * 1000)
+                ],
+            }
+        )
+        for part in range(10)
+    ]
+    headers = {"Content-Type": "application/json"}
+    t0 = time.perf_counter()
+    for body in bodies:
+        r = session.post(url + "/runs/log-batch", data=body, headers=headers)
+        r.raise_for_status()
+    out = {"raw_log_batch_s": time.perf_counter() - t0}
+    stored = sum(len(client.get_metric_history(rid, f"m{i}")) for i in range(10))
+    if stored != 22_000:
+        raise RuntimeError(f"raw log-batch: expected 22,000 stored values, found {stored}")
+    progress(f"log-batch requests, 10,000 metrics, server only: {out['raw_log_batch_s']:.3f} s")
+    search = json.dumps({"experiment_ids": [search_exp], "max_results": search_n})
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        r = session.post(url + "/runs/search", data=search, headers=headers)
+        r.content  # noqa: B018 - the whole answer received
+        times.append(time.perf_counter() - t0)
+    if len(r.json()["runs"]) != search_n:
+        raise RuntimeError(f"raw runs/search: expected {search_n} runs")
+    out["raw_search_s"] = statistics.median(times)
+    progress(f"runs/search over {search_n:,}, server only: {out['raw_search_s'] * 1e3:.0f} ms")
     return out

@@ -4,18 +4,23 @@ logged-model routes, and the ``mlws+http://`` tracking URI of the plugin."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from helpers import served_workspace
+from helpers import served_workspace, workspace_fingerprint
 
 mlflow = pytest.importorskip("mlflow")
 from test_mlflow_store import plugin_path  # noqa: E402,F401 - the plugin's entry points
 
+LIMIT = 1024 * 1024
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (Server, ws path, tokens)
-    with served_workspace(tmp_path_factory.mktemp("mlflow-served")) as s:
+    # A 1 MiB request limit: every test's requests fit, and a 413 costs little to provoke.
+    root = tmp_path_factory.mktemp("mlflow-served")
+    with served_workspace(root, "--max-body", str(LIMIT)) as s:
         yield s
 
 
@@ -53,7 +58,12 @@ def test_artifacts_and_log_model_go_through_the_server_into_the_runs_files(
         mlflow.log_artifact(str(src))
         mlflow.log_artifact(str(src), artifact_path="copies")
         model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
-        info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn"],
+        )
     rid = run.info.run_id
     client = mlflow.MlflowClient()
     top = {(f.path, f.is_dir) for f in client.list_artifacts(rid)}
@@ -104,7 +114,10 @@ def test_artifact_routes_refuse_dotdot_bad_paths_and_bad_tokens(served, tmp_path
     root = f"{server.url}/api/2.0/mlflow-artifacts/artifacts"
 
     def call(method: str, path: str, token: str | None, data: bytes | None = None) -> int:
-        req = urllib.request.Request(root + path, data=data, method=method)
+        return call_url(method, root + path, token, data)
+
+    def call_url(method: str, url: str, token: str | None, data: bytes | None = None) -> int:
+        req = urllib.request.Request(url, data=data, method=method)
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         try:
@@ -123,9 +136,72 @@ def test_artifact_routes_refuse_dotdot_bad_paths_and_bad_tokens(served, tmp_path
     assert call("PUT", f"/runs/{rid}/artifacts/x", tokens["reader"], b"x") == 403
     assert call("DELETE", f"/runs/{rid}/artifacts/x", writer) == 400
     assert call("GET", f"/runs/{rid}/artifacts/missing.txt", tokens["reader"]) in (400, 404)
+    # Past the server's request limit: a 413 on the length alone, the body never read.
+    assert (
+        over_limit(
+            server.url, f"/api/2.0/mlflow-artifacts/artifacts/runs/{rid}/artifacts/b", writer
+        )
+        == 413
+    )
+    assert over_limit(server.url, "/api/2.0/mlflow/runs/log-batch", writer, "POST") == 413
     with Workspace(ws_path) as ws:
         assert sorted(ws.get_run(rid).get_file_names()) == before  # nothing changed
     assert call("PUT", f"/runs/{rid}/artifacts/ok.txt", writer, b"fine") == 200
+    # Within the limit, a bigger upload goes through a temp file: stored whole.
+    blob = bytes(range(256)) * (LIMIT // 512)
+    assert call("PUT", f"/runs/{rid}/artifacts/half.bin", writer, blob) == 200
+    got = mlflow.MlflowClient().download_artifacts(rid, "half.bin", str(tmp_path))
+    assert Path(got).read_bytes() == blob
+
+
+def over_limit(url: str, path: str, token: str, method: str = "PUT") -> int:
+    """The status of a request announcing a body one byte over the limit, sending none of it
+    (a server that reads it first would wait: the test would fail on its timeout)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.putrequest(method, path)
+        conn.putheader("Authorization", f"Bearer {token}")
+        conn.putheader("Content-Length", str(LIMIT + 1))
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert b"REQUEST_LIMIT_EXCEEDED" in resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def test_an_upload_is_spooled_under_the_limit() -> None:
+    """Uploads are read in chunks into a temp file (memory up to SPOOL_BYTES), and one without
+    a Content-Length is refused as soon as it passes the limit."""
+    import asyncio
+
+    from mlws.errors import RequestTooLarge
+    from mlws.server.mlflow_artifacts import SPOOL_BYTES, spool
+
+    class Request:
+        def __init__(self, chunks: list[bytes], length: int | None = None) -> None:
+            self.headers = {} if length is None else {"content-length": str(length)}
+            self.chunks, self.read = chunks, 0
+
+        async def stream(self):  # noqa: ANN202 - the body as Starlette streams it
+            for c in self.chunks:
+                self.read += 1
+                yield c
+
+    big = [bytes([i]) * (SPOOL_BYTES // 2) for i in range(5)]
+    f = asyncio.run(spool(Request(big), 10 * SPOOL_BYTES))
+    with f:
+        assert f._rolled and f.read() == b"".join(big)  # on disk past SPOOL_BYTES, whole
+    req = Request(big)
+    with pytest.raises(RequestTooLarge):
+        asyncio.run(spool(req, SPOOL_BYTES))
+    assert req.read == 3  # stopped at the chunk that passed the limit
+    with pytest.raises(RequestTooLarge):
+        asyncio.run(spool(Request(big, SPOOL_BYTES + 1), SPOOL_BYTES))
 
 
 def test_mlws_http_uris_reach_the_server_with_mlws_own_token(
@@ -155,9 +231,11 @@ def test_mlws_http_uris_reach_the_server_with_mlws_own_token(
     assert [f.path for f in client.list_artifacts(rid, "docs")] == ["docs/notes.txt"]
     got = client.download_artifacts(rid, "docs/notes.txt", str(tmp_path))
     assert Path(got).read_text() == "over mlws+http\n"
+    mlflow.MlflowClient().log_metric(rid, "odd", float("nan"), step=1)  # sent as "NaN"
     with Workspace(ws_path) as ws:
         r = ws.get_run(rid)
         assert r.get_properties()["lr"] == "0.1" and r.get_metrics()["acc"] == 0.9
+        assert r.get_metrics()["odd"] != r.get_metrics()["odd"]  # NaN
         assert "docs/notes.txt" in r.get_file_names()
     # No token anywhere (no MLWS_TOKEN, no tokens file in this HOME): refused, in MLflow's terms.
     monkeypatch.delenv("MLWS_TOKEN")
@@ -169,8 +247,95 @@ def test_mlws_http_uris_reach_the_server_with_mlws_own_token(
             server_url(bad)
 
 
+def test_the_model_registry_through_the_server_and_mlws_http(
+    served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    from mlws import Model, Workspace
+
+    server, ws_path, tokens = served
+    mlflow.set_tracking_uri(server.url)
+    mlflow.set_experiment("served-registry")
+    est = LinearRegression().fit([[0.0], [1.0]], [1.0, 3.0])
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(
+            est,
+            name="model",
+            serialization_format="cloudpickle",
+            registered_model_name="line",
+            pip_requirements=["scikit-learn"],
+        )
+    rid = run.info.run_id
+    assert str(info.registered_model_version) == "1"
+    assert mlflow.register_model(f"runs:/{rid}/model", "line").version == "2"
+    client = mlflow.MlflowClient()
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        client.create_registered_model("line")
+    assert e.value.error_code == "RESOURCE_ALREADY_EXISTS"
+    assert client.get_model_version("line", "2").run_id == rid
+    assert [v.version for v in client.get_latest_versions("line")] == ["2"]
+    assert client.get_registered_model("line").latest_versions[0].version == "2"
+    assert sorted(v.version for v in client.search_model_versions("name = 'line'")) == ["1", "2"]
+    assert [m.name for m in client.search_registered_models()] == ["line"]
+    client.set_model_version_tag("line", "1", "k", "v")
+    client.update_model_version("line", "1", description="first")
+    with Workspace(ws_path) as ws:
+        m = Model(ws, "line", version=1)
+        assert (m.tags, m.description, m.created_by) == ({"k": "v"}, "first", "contributor")
+        assert "model/MLmodel" in m.get_file_names() and m.run_id == rid
+    loaded = mlflow.pyfunc.load_model("models:/line/1")
+    assert loaded.predict([[2.0]])[0] == pytest.approx(5.0)
+    before = workspace_fingerprint(ws_path)
+    for bad, code in (
+        (
+            lambda: client.transition_model_version_stage("line", "1", "Production"),
+            "NOT_IMPLEMENTED",
+        ),
+        (lambda: client.get_model_version("line", "9"), "RESOURCE_DOES_NOT_EXIST"),
+        (lambda: client.set_registered_model_alias("line", "best", "1"), "NOT_IMPLEMENTED"),
+        (lambda: client.create_model_version("line", "s3://b/m", rid), "INVALID_PARAMETER_VALUE"),
+        (
+            lambda: client.create_model_version(
+                "line", f"mlflow-artifacts:/runs/{rid}/artifacts/../x", rid
+            ),
+            "INVALID_PARAMETER_VALUE",
+        ),
+    ):
+        with pytest.raises(mlflow.exceptions.MlflowException) as e:
+            bad()
+        assert e.value.error_code == code
+    assert workspace_fingerprint(ws_path) == before  # refused: nothing changed
+    # A reader reads the registry and registers nothing.
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["reader"])
+    assert client.get_model_version("line", "1").tags == {"k": "v"}
+    with pytest.raises(mlflow.exceptions.MlflowException) as e:
+        client.create_model_version("line", f"runs:/{rid}/model", rid)
+    assert e.value.error_code == "PERMISSION_DENIED"
+    for write in (
+        lambda: client.delete_model_version("line", "2"),
+        lambda: client.set_registered_model_alias("line", "best", "1"),
+        lambda: client.set_model_version_tag("line", "1", "k", "w"),
+    ):
+        with pytest.raises(mlflow.exceptions.MlflowException) as e:
+            write()
+        assert e.value.error_code == "PERMISSION_DENIED"
+    # Through an mlws+http URI, with mlws's own token: the registry and the files.
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+    monkeypatch.setenv("MLWS_TOKEN", tokens["contributor"])
+    mlflow.set_tracking_uri("mlws+" + server.url)
+    mlws_client = mlflow.MlflowClient()
+    assert mlws_client.get_model_version("line", "2").source
+    loaded = mlflow.pyfunc.load_model("models:/line/2")
+    assert loaded.predict([[0.0]])[0] == pytest.approx(1.0)
+    mlws_client.delete_model_version_tag("line", "1", "k")
+    mlws_client.delete_model_version("line", "2")
+    assert [v.version for v in mlws_client.search_model_versions("name = 'line'")] == ["1"]
+    with Workspace(ws_path) as ws:
+        assert Model(ws, "line", version=1).tags == {}
+
+
 def test_run_json_is_what_mlflows_protobuf_json_gives() -> None:
-    import json
 
     from mlflow.entities import (
         LoggedModelOutput,
@@ -197,30 +362,59 @@ def test_run_json_is_what_mlflows_protobuf_json_gives() -> None:
         assert run_json(r) == json.loads(message_to_json(r.to_proto()))
 
 
-def test_a_silent_mlflow_clients_run_ends_failed_client_lost(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_mlflow_runs_hold_a_longer_lease_than_the_servers_own(
+    served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """MLflow clients send no heartbeat: their runs outlive the server's lease (60 s) and fail
+    (ClientLost) only after MLflow's (24 h). Time is moved by setting back the lease's clock;
+    the expiry is asked in this process too (the server fails no run in its first lease)."""
+    import json
     import time
 
     from mlws import Workspace
+    from mlws.errors import ServerError
+    from mlws.server.leases import (
+        DEFAULT_MLFLOW_LEASE_S,
+        MLFLOW_LEASE_ENV,
+        expire,
+        mlflow_lease_seconds,
+    )
 
-    root = tmp_path / "leased"
-    root.mkdir()
-    with served_workspace(root, "--run-lease-s", "1") as (server, ws_path, tokens):
-        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["contributor"])
-        client = mlflow.MlflowClient(server.url)
-        rid = client.create_run("0").info.run_id
-        for step in range(3):  # writes renew the lease: alive after more than a lease
-            client.log_metric(rid, "loss", 1.0 / (step + 1), step=step)
-            time.sleep(0.5)
-        assert client.get_run(rid).info.status == "RUNNING"
-        deadline = time.monotonic() + 15
-        while client.get_run(rid).info.status == "RUNNING":
-            assert time.monotonic() < deadline, "the lapsed lease was not reconciled"
-            time.sleep(0.2)
-        assert client.get_run(rid).info.status == "FAILED"
-        with pytest.raises(mlflow.exceptions.MlflowException, match="ClientLost"):
-            client.log_metric(rid, "loss", 0.1, step=9)
+    server, ws_path, _ = served
+    client = mlflow.MlflowClient(server.url)
+    rid = client.create_run("0").info.run_id
+    client.log_metric(rid, "loss", 1.0, step=0)
+
+    def silent_for(seconds: float) -> int:
+        """Set the lease back by ``seconds``; how many runs the server's 60 s lease then fails."""
+        with Workspace(ws_path) as ws:
+            with ws.catalog.write() as conn:
+                conn.execute(
+                    "UPDATE runs SET lease_seen = lease_seen - ? WHERE id = ?", (seconds, rid)
+                )
+            return expire(ws, 60.0, rid)
+
+    assert silent_for(2 * 3600) == 0  # far past the server's lease, within MLflow's
+    assert client.get_run(rid).info.status == "RUNNING"
+    client.log_metric(rid, "loss", 0.5, step=1)  # a write renews the lease
+    with Workspace(ws_path) as ws:
+        assert ws.catalog.scalar("SELECT lease_seen FROM runs WHERE id = ?", (rid,)) > (
+            time.time() - 60
+        )
+    assert silent_for(DEFAULT_MLFLOW_LEASE_S + 60) == 1
+    assert client.get_run(rid).info.status == "FAILED"
+    with pytest.raises(mlflow.exceptions.MlflowException, match="ClientLost"):
+        client.log_metric(rid, "loss", 0.1, step=9)
     with Workspace(ws_path) as ws:
         run = ws.get_run(rid)
-        assert run.get_status() == "Failed" and run.get_metrics()["loss"] == [1.0, 0.5, 1 / 3]
+        assert run.get_status() == "Failed" and run.get_metrics()["loss"] == [1.0, 0.5]
+        error = json.loads(ws.catalog.scalar("SELECT error FROM runs WHERE id = ?", (rid,)))
+        assert error["code"] == "ClientLost" and "86400 s" in error["message"]
+    # The lease is configurable (never shorter than the server's); nonsense is one error.
+    assert mlflow_lease_seconds(60.0) == DEFAULT_MLFLOW_LEASE_S
+    monkeypatch.setenv(MLFLOW_LEASE_ENV, "3600")
+    assert mlflow_lease_seconds(60.0) == 3600.0
+    assert mlflow_lease_seconds(7200.0) == 7200.0
+    monkeypatch.setenv(MLFLOW_LEASE_ENV, "soon")
+    with pytest.raises(ServerError, match="positive number|number of seconds"):
+        mlflow_lease_seconds(60.0)

@@ -116,9 +116,9 @@ class MlwsArtifactRepository(ArtifactRepository):
         with mlflow_errors():
             run.download_file(name, local_path)
 
-    def put_bytes(self, path: str, data: bytes) -> None:
-        """Store ``data`` as the run file ``path`` (below the base path): what an upload over
-        ``mlws serve``'s artifact API becomes.
+    def put_stream(self, path: str, stream: Any) -> None:
+        """Store the binary ``stream`` as the run file ``path`` (below the base path): what an
+        upload over ``mlws serve``'s artifact API becomes (spooled to a temp file first).
 
         :raises MlflowException: INVALID_PARAMETER_VALUE for an empty path, ``..`` or an
             absolute path (nothing is stored then).
@@ -130,8 +130,8 @@ class MlwsArtifactRepository(ArtifactRepository):
             )
         run = self._run()
         with mlflow_errors():
-            digest = run.workspace.blobs.put_bytes(data)
-            add_run_files(run.workspace, run.seq, [Entry(name, digest, len(data))])
+            digest, size, _ = run.workspace.blobs.put_stream(stream)
+            add_run_files(run.workspace, run.seq, [Entry(name, digest, size)])
 
     def read_bytes(self, path: str) -> bytes:
         """The content of run file ``path`` (below the base path), checked against its hash."""

@@ -14,7 +14,7 @@ version does).
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from mlflow.entities.model_registry import (
     ModelVersion,
@@ -38,6 +38,31 @@ if TYPE_CHECKING:
 #: The model property that keeps the MLflow source URI a version was registered from.
 SOURCE_PROPERTY = "mlflow.source"
 MODEL_ID_PROPERTY = "mlflow.modelId"
+
+
+def served_run_path(source: str) -> tuple[str, str] | None:
+    """``(run id, path)`` of a run artifact URI as ``mlws serve`` hands them out
+    (``mlflow-artifacts:/runs/<id>/artifacts/<path>``, or the ``mlws+http(s)://`` form a client
+    of :mod:`mlws.mlflow.served` resolves it to); None for any other URI.
+
+    :raises MlflowException: INVALID_PARAMETER_VALUE for ``..`` or a malformed run path.
+    """
+    from .served import ARTIFACTS_ROOT, PREFIX, SERVED
+
+    if source.startswith(SERVED):
+        rest = source[len(SERVED) :]
+    elif source.startswith(PREFIX) and ARTIFACTS_ROOT in source:
+        rest = source.partition(ARTIFACTS_ROOT)[2]
+    else:
+        return None
+    parts = unquote(rest).strip("/").split("/", 3)
+    path = parts[3].strip("/") if len(parts) > 3 else ""
+    bad = any(p in (".", "..") for p in path.split("/"))
+    if len(parts) < 3 or parts[0] != "runs" or parts[2] != "artifacts" or bad:
+        raise MlflowException.invalid_parameter_value(
+            f"not a run's model folder: {source!r} (expected {SERVED}runs/<run id>/artifacts/<path>)"
+        )
+    return parts[1], path
 
 
 def _unsupported(what: str) -> MlflowException:
@@ -191,6 +216,9 @@ class MlwsModelRegistryStore(AbstractStore):
         if scheme == "runs":
             parts = urlparse(source).path.strip("/").split("/", 1)
             return parts[0], parts[1] if len(parts) > 1 else ""
+        served = served_run_path(source)
+        if served is not None:
+            return served
         if scheme == uris.SCHEME:
             ws_path, run_id, path = uris.parse_artifact_uri(source)
             if ws_path != self.ws.path:
@@ -213,8 +241,10 @@ class MlwsModelRegistryStore(AbstractStore):
         description: str | None = None,
         local_model_path: str | None = None,
         model_id: str | None = None,
+        created_by: str | None = None,
     ) -> ModelVersion:
-        """Register the run's model folder ``source`` as the next mlws version of ``name``.
+        """Register the run's model folder ``source`` as the next mlws version of ``name``
+        (``created_by``: who registers it; ``mlws serve`` gives the token's user).
 
         :raises MlflowException: INVALID_PARAMETER_VALUE (source, name), RESOURCE_DOES_NOT_EXIST.
         """
@@ -231,6 +261,7 @@ class MlwsModelRegistryStore(AbstractStore):
                 tags={t.key: t.value for t in tags or []},
                 properties=props,
                 description=description,
+                created_by=created_by,
             )
         return to_model_version(m)
 

@@ -54,6 +54,13 @@ def host_creds(url: str) -> MlflowHostCreds:
     return MlflowHostCreds(url, token=find_token(url))
 
 
+def resolve(url: str, uri: str) -> str:
+    """A server artifact URI as one this process resolves to server ``url`` (see the module)."""
+    if uri and uri.startswith(SERVED):
+        return f"{PREFIX}{url}{ARTIFACTS_ROOT}/{uri[len(SERVED) :].lstrip('/')}"
+    return uri
+
+
 class MlwsRestStore(RestStore):
     """MLflow's REST tracking store against the server of ``mlws+http(s)://host:port``."""
 
@@ -64,10 +71,7 @@ class MlwsRestStore(RestStore):
         super().__init__(lambda: host_creds(self.url))
 
     def _local(self, uri: str) -> str:
-        """A server artifact URI as one this process resolves to the server (see the module)."""
-        if uri and uri.startswith(SERVED):
-            return f"{PREFIX}{self.url}{ARTIFACTS_ROOT}/{uri[len(SERVED) :].lstrip('/')}"
-        return uri
+        return resolve(self.url, uri)
 
     def _runs(self, runs: Any) -> Any:
         for run in runs:
@@ -113,12 +117,15 @@ class MlwsRestStore(RestStore):
 
 class MlwsRegistryRestStore(RegistryRestStore):
     """MLflow's REST model registry store against the server of ``mlws+http(s)://host:port``
-    (MLflow asks for one with every client; ``mlws serve`` does not answer the registry's
-    routes yet, so registering through it fails with the server's 404)."""
+    (``mlws serve``'s registry routes, :mod:`mlws.server.mlflow_registry`)."""
 
     def __init__(self, store_uri: str, tracking_uri: str | None = None) -> None:
         self.url = server_url(store_uri)
         super().__init__(lambda: host_creds(self.url))
+
+    def get_model_version_download_uri(self, name: str, version: Any) -> str:
+        """Where the version's files are, resolved to the server."""
+        return resolve(self.url, super().get_model_version_download_uri(name, version))
 
 
 class MlwsHttpArtifactRepository(HttpArtifactRepository):

@@ -62,15 +62,18 @@ def check_metric(metric: Metric) -> None:
 
     :raises MlflowException: INVALID_PARAMETER_VALUE.
     """
-    if not isinstance(metric.key, str) or not metric.key.strip():
+    key, value, ts, step = metric.key, metric.value, metric.timestamp, metric.step
+    # The common case in four type checks: numbers.Number is an ABC, slow to ask.
+    if type(key) is str and key.strip() and type(value) is float and type(ts) is type(step) is int:
+        return
+    if not isinstance(key, str) or not key.strip():
         raise _invalid(f"a metric needs a name, got {metric.key!r}")
-    value = metric.value
     if isinstance(value, bool) or not isinstance(value, numbers.Number):
         raise _invalid(
             f"Got invalid value {value!r} for metric {metric.key!r} (timestamp="
             f"{metric.timestamp}). Please specify value as a valid double (64-bit floating point)"
         )
-    for what, v in (("timestamp", metric.timestamp), ("step", metric.step)):
+    for what, v in (("timestamp", ts), ("step", step)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise _invalid(f"metric {metric.key!r}: {what} must be an integer, got {v!r}")
 
@@ -280,7 +283,10 @@ class MlwsTrackingStore(AbstractStore):
         now = time.time() if start_time is None else start_time / 1000
         fields: dict[str, Any] = {"created": now, "start_time": now}
         if self.leased:
-            fields["lease_seen"] = time.time()
+            from ..server.leases import MLFLOW_HOST
+
+            # Held by MLflow's (longer) lease: its client sends no heartbeat (see leases).
+            fields.update(lease_seen=time.time(), host=MLFLOW_HOST)
         else:
             fields.update(pid=os.getpid(), pid_start=process_start_time(os.getpid()))
         if user_id:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
@@ -99,7 +99,13 @@ def tracking_uri(ws: Workspace) -> str:
 
 def run_artifact_uri(ws: Workspace, run_id: str) -> str:
     """The artifact URI of run ``run_id`` (its files)."""
-    return f"{tracking_uri(ws)}{MARK}runs/{run_id}/artifacts"
+    return run_artifact_uris(ws)(run_id)
+
+
+def run_artifact_uris(ws: Workspace) -> Callable[[str], str]:
+    """:func:`run_artifact_uri` of many runs of ``ws``: the workspace's part made once."""
+    root = f"{tracking_uri(ws)}{MARK}runs/"
+    return lambda run_id: f"{root}{run_id}/artifacts"
 
 
 def experiment_artifact_uri(ws: Workspace, experiment_id: str) -> str:

@@ -14,6 +14,14 @@ there to hear: for one lease after it starts (:func:`start_grace`) no run is fai
 that spooled its writes while the server was down (:mod:`mlws.remote.spool`) delivers them and
 goes on, however long the outage; a client that died meanwhile is failed one lease after the
 restart.
+
+Runs made through MLflow's REST API (:mod:`mlws.server.mlflow_api`) hold a much longer lease,
+:data:`DEFAULT_MLFLOW_LEASE_S` (``MLWS_MLFLOW_RUN_LEASE_S``): MLflow's clients send no heartbeat,
+and a training step may log nothing for an hour, so the server's lease would fail live runs. They
+are told apart by ``runs.host`` = :data:`MLFLOW_HOST` (the server does not know its client's
+machine); every write of the client renews the lease as for the server's own runs, and a client
+gone for longer than it still leaves its run ``Failed`` (``ClientLost``) rather than Running
+forever.
 """
 
 from __future__ import annotations
@@ -36,6 +44,12 @@ DEFAULT_LEASE_S = 60.0
 LEASE_ENV = "MLWS_RUN_LEASE_S"
 #: The error code of a run failed because its client went away.
 CLIENT_LOST = "ClientLost"
+#: How long a run made through MLflow's REST API lives without a write from its client.
+DEFAULT_MLFLOW_LEASE_S = 24 * 3600.0
+#: The environment variable that sets the MLflow runs' lease.
+MLFLOW_LEASE_ENV = "MLWS_MLFLOW_RUN_LEASE_S"
+#: ``runs.host`` of a run made through MLflow's REST API (held by the MLflow runs' lease).
+MLFLOW_HOST = "mlflow-client"
 
 _OPEN = "status NOT IN ('Completed', 'Failed', 'Canceled')"
 
@@ -56,6 +70,16 @@ def lease_seconds(value: float | None = None) -> float:
     if not lease > 0 or lease == float("inf"):
         raise ServerError(f"the run lease must be a positive number of seconds, got {raw!r}")
     return lease
+
+
+def mlflow_lease_seconds(lease: float) -> float:
+    """The lease of runs made through MLflow's REST API: ``$MLWS_MLFLOW_RUN_LEASE_S``, else
+    :data:`DEFAULT_MLFLOW_LEASE_S`; never shorter than the server's ``lease``.
+
+    :raises ServerError: not a positive number.
+    """
+    raw = os.environ.get(MLFLOW_LEASE_ENV)
+    return max(lease, lease_seconds(raw) if raw else DEFAULT_MLFLOW_LEASE_S)  # type: ignore[arg-type]
 
 
 def sweep_interval(lease: float) -> float:
@@ -89,21 +113,28 @@ def _lost_message(seen: float, lease: float) -> str:
 
 def expire(ws: Workspace, lease: float, run_id: str | None = None) -> int:
     """Fail (``ClientLost``) the open runs whose lease lapsed — every one, or just ``run_id``;
-    returns how many. Ended runs are never touched; a lease renewed meanwhile wins."""
+    returns how many. Ended runs are never touched; a lease renewed meanwhile wins. ``lease`` is
+    the server's; runs made through MLflow's REST API hold :func:`mlflow_lease_seconds`."""
     now = time.time()
     if now < _grace_until.get(str(ws.path), 0.0):
         return 0
-    cutoff = now - lease
     where = f"lease_seen < ? AND {_OPEN}"
-    params: tuple[Any, ...] = (cutoff,)
+    params: tuple[Any, ...] = (now - lease,)
     if run_id is not None:
         where += " AND id = ?"
         params += (run_id,)
     # The partial index runs_lease answers this without reading any other run.
-    rows = ws.catalog.query(f"SELECT id, lease_seen FROM runs WHERE {where}", params)
+    rows = ws.catalog.query(f"SELECT id, lease_seen, host FROM runs WHERE {where}", params)
     failed = 0
-    for rid, seen in rows:
-        error = {"code": CLIENT_LOST, "message": _lost_message(seen, lease)}
+    longer = None
+    for rid, seen, host in rows:
+        held = lease
+        if host == MLFLOW_HOST:
+            held = longer = longer or mlflow_lease_seconds(lease)
+        cutoff = now - held
+        if seen >= cutoff:
+            continue
+        error = {"code": CLIENT_LOST, "message": _lost_message(seen, held)}
         with ws.catalog.write() as conn:
             # Guarded again: a heartbeat between the query and now keeps the run alive.
             cur = conn.execute(

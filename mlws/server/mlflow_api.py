@@ -11,8 +11,8 @@ the server's own metric route). Registered only when MLflow is installed (``mlws
 Artifacts go through MLflow's artifact API on the same server (:mod:`mlws.server.mlflow_artifacts`):
 runs and logged models answered here carry ``mlflow-artifacts:/runs/<run id>/artifacts/...``
 URIs, which a client resolves to this server, as against ``mlflow server --serve-artifacts``.
-MLflow 3's logged-model routes used by ``log_model`` are served. Not served (yet): the model
-registry routes, traces.
+MLflow 3's logged-model routes used by ``log_model`` are served, and the model registry's
+(:mod:`mlws.server.mlflow_registry`). Not served: traces.
 """
 
 from __future__ import annotations
@@ -95,13 +95,20 @@ def _pairs(items: Any, cls: Any) -> list[Any]:
     return [cls(i["key"], i.get("value", "")) for i in items or []]
 
 
+#: Protobuf's JSON spelling of the non-finite doubles (what :func:`_number` writes).
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
 def _metrics(items: Any, run_id: str) -> list[Any]:
     from mlflow.entities import Metric
 
-    return [
-        Metric(m["key"], m.get("value"), int(m.get("timestamp", 0)), int(m.get("step", 0)))
-        for m in items or []
-    ]
+    out = []
+    for m in items or []:
+        value = m.get("value")
+        if type(value) is str:
+            value = _NON_FINITE.get(value, value)  # anything else stays, refused as not a number
+        out.append(Metric(m["key"], value, int(m.get("timestamp", 0)), int(m.get("step", 0))))
+    return out
 
 
 def _view(value: Any) -> int:
@@ -292,7 +299,7 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
 def _query(request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in request.query_params.multi_items():
-        if k in ("experiment_ids", "order_by"):
+        if k in ("experiment_ids", "order_by", "stages"):
             out.setdefault(k, []).append(v)
         else:
             out[k] = v
@@ -305,8 +312,9 @@ def guard(
     authorization: str | None,
     role: str,
     action: str,
-) -> None:
-    """Check a request's token has ``role`` (as mlws's own routes do), in MLflow's terms.
+) -> Any:
+    """Check a request's token has ``role`` (as mlws's own routes do), in MLflow's terms;
+    returns its user.
 
     :raises MlflowException: UNAUTHENTICATED (no or a bad token), PERMISSION_DENIED (a weaker
         role).
@@ -317,11 +325,13 @@ def guard(
     from ..errors import Forbidden, Unauthorized
 
     try:
-        authenticate(ws, authorization).require(role, action)
+        user = authenticate(ws, authorization)
+        user.require(role, action)
     except Unauthorized as e:
         raise MlflowException(str(e), databricks_pb2.UNAUTHENTICATED) from e
     except Forbidden as e:
         raise MlflowException(str(e), databricks_pb2.PERMISSION_DENIED) from e
+    return user
 
 
 def error_response(e: Exception, method: str, path: str) -> Response:
@@ -330,8 +340,10 @@ def error_response(e: Exception, method: str, path: str) -> Response:
     from mlflow.exceptions import MlflowException
     from mlflow.protos import databricks_pb2
 
-    from ..errors import MlwsError
+    from ..errors import MlwsError, RequestTooLarge
 
+    if isinstance(e, RequestTooLarge):  # MLflow has no code that answers 413
+        return json_response({"error_code": "REQUEST_LIMIT_EXCEEDED", "message": str(e)}, 413)
     if isinstance(e, MlflowException):
         err, status = e, e.get_http_status_code()
     elif isinstance(e, MlwsError):
@@ -359,39 +371,56 @@ def routes(
     ws: Workspace,
     authenticate: Callable[[Workspace, str | None], Any],
     lease: float | None = None,
+    max_body: int | None = None,
 ) -> list[Route]:
     """The routes of MLflow's tracking API over workspace ``ws`` (already open), each checking
     the request's token with ``authenticate`` (readers may read, contributors write), and of
-    its artifact API (:mod:`mlws.server.mlflow_artifacts`).
+    its artifact API (:mod:`mlws.server.mlflow_artifacts`); request bodies over ``max_body``
+    bytes (the server's limit) are refused with a 413.
 
-    With ``lease`` (seconds), runs created here are held by their client as the server's own
-    HTTP runs are (:mod:`mlws.server.leases`): every write naming a run renews its lease, and a
-    client silent for the lease leaves its run ``Failed`` (``ClientLost``)."""
+    With ``lease`` (seconds, the server's), runs created here are held by their client as the
+    server's own HTTP runs are (:mod:`mlws.server.leases`), for the longer lease of MLflow's
+    clients (they send no heartbeat; ``MLWS_MLFLOW_RUN_LEASE_S``, 24 h by default): every write
+    naming a run renews its lease, every read reconciles it, and a client silent for the lease
+    leaves its run ``Failed`` (``ClientLost``).
+
+    The model registry's routes (:mod:`mlws.server.mlflow_registry`) map onto mlws's registry
+    through :class:`mlws.mlflow.registry.MlwsModelRegistryStore`."""
     from mlflow.exceptions import MlflowException
     from starlette.concurrency import run_in_threadpool
     from starlette.routing import Route
 
     from ..mlflow import uris
+    from ..mlflow.registry import MlwsModelRegistryStore
     from ..mlflow.store import MlwsTrackingStore
-    from . import mlflow_artifacts
+    from ..studio.signin import read_body
+    from . import mlflow_artifacts, mlflow_registry
+    from .app import DEFAULT_MAX_BODY
 
+    limit = DEFAULT_MAX_BODY if max_body is None else max_body
     uris.adopt(ws)
     store = MlwsTrackingStore(uris.tracking_uri(ws), leased=lease is not None)
+    registry = MlwsModelRegistryStore(uris.tracking_uri(ws))
     served = mlflow_artifacts.served(ws)
 
     def make(method: str, path: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
-        role = "reader" if method == "GET" or path.endswith("/search") else "contributor"
+        reads = method == "GET" or path.endswith("/search") or path in mlflow_registry.READS
+        role = "reader" if reads else "contributor"
         action = f"{method} {PREFIX}{path}"
-
-        renews = lease is not None and role == "contributor"
+        # A model registered from a run is no word from the run's client.
+        leased = lease is not None and not path.startswith(("/registered-", "/model-"))
 
         def call(auth: str | None, q: dict[str, Any]) -> dict[str, Any]:
-            guard(ws, authenticate, auth, role, action)
+            user = guard(ws, authenticate, auth, role, action)
+            q[mlflow_registry.USER_FIELD] = user.name
             rid = q.get("run_id") or q.get("run_uuid")
-            if renews and isinstance(rid, str):
-                from .leases import hold
+            if leased and isinstance(rid, str):
+                from .leases import expire, hold
 
-                hold(ws, rid, lease)  # a write is the run's client speaking
+                if reads:  # a read reconciles the run; it does not keep it alive
+                    expire(ws, lease, rid)
+                else:
+                    hold(ws, rid, lease)  # a write is the run's client speaking
             return handler(q)
 
         async def endpoint(request: Request) -> Response:
@@ -399,7 +428,7 @@ def routes(
                 if method == "GET":
                     q = _query(request)
                 else:
-                    raw = await request.body()
+                    raw = await read_body(request, limit)
                     q = json.loads(raw) if raw.strip() else {}
                     if not isinstance(q, dict):
                         raise MlflowException.invalid_parameter_value("the body must be an object")
@@ -411,8 +440,9 @@ def routes(
 
         return Route(PREFIX + path, endpoint, methods=[method])
 
-    out = [make(m, p, h) for (m, p), h in handlers(store).items()]
-    return out + mlflow_artifacts.routes(ws, authenticate)
+    table = {**handlers(store), **mlflow_registry.handlers(registry)}
+    out = [make(m, p, h) for (m, p), h in table.items()]
+    return out + mlflow_artifacts.routes(ws, authenticate, limit)
 
 
 def available() -> bool:
@@ -431,10 +461,11 @@ class LazyApp:
         ws: Workspace,
         authenticate: Callable[[Workspace, str | None], Any],
         lease: float | None = None,
+        max_body: int | None = None,
     ) -> None:
         import threading
 
-        self._args = (ws, authenticate, lease)
+        self._args = (ws, authenticate, lease, max_body)
         self._router: Any = None
         self._lock = threading.Lock()
 
@@ -460,6 +491,7 @@ def lazy_routes(
     ws: Workspace,
     authenticate: Callable[[Workspace, str | None], Any],
     lease: float | None = None,
+    max_body: int | None = None,
 ) -> list[Route]:
     """Routes taking every path of MLflow's tracking API (``/api/2.0/mlflow``) and of its
     artifact API to one :class:`LazyApp` (the arguments as :func:`routes` takes them)."""
@@ -467,7 +499,7 @@ def lazy_routes(
 
     from .mlflow_artifacts import ROOT
 
-    app = LazyApp(ws, authenticate, lease)
+    app = LazyApp(ws, authenticate, lease, max_body)
     methods = ["GET", "POST", "PATCH", "PUT", "DELETE"]
     return [
         Route(PREFIX + "/{rest:path}", app, methods=methods),

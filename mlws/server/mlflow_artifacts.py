@@ -63,9 +63,52 @@ def split(path: str) -> tuple[str, str]:
     return parts[1], parts[3] if len(parts) > 3 else ""
 
 
-def routes(ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) -> list[Route]:
-    """List (``GET ROOT?path=``), download (``GET ROOT/<path>``), upload (``PUT ROOT/<path>``)
-    and the refused delete, over workspace ``ws`` (already open)."""
+#: Uploads up to this size are spooled in memory, larger ones in a temp file.
+SPOOL_BYTES = 1024 * 1024
+
+
+async def spool(request: Request, limit: int) -> Any:
+    """A request's body as a binary temp file (in memory up to :data:`SPOOL_BYTES`), read no
+    further than ``limit`` bytes: an upload of any size costs no more memory than that.
+
+    :raises RequestTooLarge: a body over ``limit`` bytes, by its Content-Length or as read.
+    """
+    import tempfile
+
+    from ..errors import RequestTooLarge
+
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise RequestTooLarge(
+            f"the upload is {int(length)} bytes; this server takes at most {limit} "
+            "(mlws serve --max-request-mb)"
+        )
+    out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, prefix="mlws-upload-")
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(
+                    f"the upload is over {limit} bytes, this server's limit "
+                    "(mlws serve --max-request-mb)"
+                )
+            out.write(chunk)  # page-cache writes of the server's chunks: not worth a thread hop
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return out
+
+
+def routes(
+    ws: Workspace,
+    authenticate: Callable[[Workspace, str | None], Any],
+    max_body: int | None = None,
+) -> list[Route]:
+    """List (``GET ROOT?path=``), download (``GET ROOT/<path>``), upload (``PUT ROOT/<path>``,
+    at most ``max_body`` bytes, the server's request limit: larger is a 413) and the refused
+    delete, over workspace ``ws`` (already open)."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos import databricks_pb2
     from starlette.concurrency import run_in_threadpool
@@ -74,7 +117,10 @@ def routes(ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) 
 
     from ..mlflow import uris
     from ..mlflow.artifacts import MlwsArtifactRepository
+    from .app import DEFAULT_MAX_BODY
     from .mlflow_api import error_response, guard, json_response
+
+    limit = DEFAULT_MAX_BODY if max_body is None else max_body
 
     def repo(run_id: str) -> MlwsArtifactRepository:
         return MlwsArtifactRepository(uris.run_artifact_uri(ws, run_id))
@@ -95,10 +141,13 @@ def routes(ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) 
         run_id, name = split(path)
         return repo(run_id).read_bytes(name)
 
-    def upload(auth: str | None, path: str, data: bytes) -> dict[str, Any]:
+    def check_upload(auth: str | None, path: str) -> tuple[str, str]:
         guard(ws, authenticate, auth, "contributor", f"PUT {ROOT}/...")
-        run_id, name = split(path)
-        repo(run_id).put_bytes(name, data)
+        return split(path)
+
+    def upload(run_id: str, name: str, body: Any) -> dict[str, Any]:
+        with body:
+            repo(run_id).put_stream(name, body)
         return {}
 
     async def list_endpoint(request: Request) -> Response:
@@ -117,8 +166,10 @@ def routes(ws: Workspace, authenticate: Callable[[Workspace, str | None], Any]) 
                 data = await run_in_threadpool(download, auth, path)
                 return Response(data, media_type="application/octet-stream")
             if request.method == "PUT":
-                body = await request.body()
-                return json_response(await run_in_threadpool(upload, auth, path, body))
+                # Checked before the body is read: a refused upload is not received.
+                run_id, name = await run_in_threadpool(check_upload, auth, path)
+                body = await spool(request, limit)
+                return json_response(await run_in_threadpool(upload, run_id, name, body))
             await run_in_threadpool(
                 guard, ws, authenticate, auth, "contributor", f"DELETE {ROOT}/..."
             )
