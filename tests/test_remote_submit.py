@@ -406,3 +406,12 @@ def test_pipeline_example_runs_unchanged_against_a_server(served, tmp_path: Path
         runs = list(Experiment(local, "pipeline-example").get_runs())
         assert len(runs) == 3 and {r.get_status() for r in runs} == {"Completed"}
         assert {r.get_details()["submittedBy"] for r in runs} == {"contributor"}
+    # The client's PipelineRun: its steps, and a step's output downloaded through the server.
+    server, _ws_path, tokens = served
+    with Workspace(server.url, token=tokens["reader"]) as remote:
+        last = remote.get_run(next(iter(Experiment(remote, "pipeline-example").get_runs())).id)
+        assert type(last).__name__ == "PipelineRun" and len(last.get_steps()) == 4
+        assert last.get_graph()["train"] == ["prep"]
+        (train,) = last.find_step_run("train")
+        folder = train.get_output_data("model").download(tmp_path)
+        assert (Path(folder) / "weights.npy").stat().st_size > 0
