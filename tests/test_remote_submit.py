@@ -415,3 +415,29 @@ def test_pipeline_example_runs_unchanged_against_a_server(served, tmp_path: Path
         (train,) = last.find_step_run("train")
         folder = train.get_output_data("model").download(tmp_path)
         assert (Path(folder) / "weights.npy").stat().st_size > 0
+
+
+def test_publish_from_a_client_and_submit_it(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
+    """pipeline.publish(...) from a client records it on the server (its snapshot frozen there);
+    get, list, endpoint, submit through its REST address; enable/disable stay on the server."""
+    from mlws import Pipeline, PipelineParameter, PythonScriptStep
+    from mlws.pipelines.published import PublishedPipeline
+
+    server, _ws_path, tokens = served
+    src = _source(tmp_path / "src", TRAIN)
+    step = PythonScriptStep(
+        "train.py", arguments=[PipelineParameter("acc", default_value=0.5)], source_directory=src
+    )
+    published = Pipeline(remote, [step]).publish("client-made", description="from a client")
+    (src / "train.py").write_text("raise SystemExit('changed after publishing')\n")
+    assert published.endpoint == f"{server.url}/api/v1/pipelines/{published.id}"
+    assert PublishedPipeline.get(remote, published.id).get_step_names() == ["train.py"]
+    assert published.id in {p.id for p in PublishedPipeline.list(remote)}
+    run = published.submit(remote, "published-remote", pipeline_parameters={"acc": 0.75})
+    assert run.wait_for_completion(show_output=False)["status"] == "Completed"
+    (step_run,) = run.get_steps()
+    assert step_run.get_metrics()["acc"] == 0.75
+    with pytest.raises(NotAvailableRemotely):
+        published.disable()
+    status, body = server.api("POST", "/pipelines", tokens["reader"], {"name": "x", "pipeline": {}})
+    assert status == 403, body

@@ -141,3 +141,68 @@ def cancel(run: Run) -> None:
     :raises RunStateError: a client's supervisor executes it (cancel it on that machine)."""
     client = run.workspace.remote
     client.request("POST", client.path("runs", run.id, "cancel"), {})
+
+
+# -- published pipelines ------------------------------------------------------------------------
+def _published(answer: dict[str, Any]) -> dict[str, Any]:
+    """A published pipeline's row (the catalog's columns) from the server's answer."""
+    import json
+
+    return {
+        "id": answer["id"],
+        "name": answer["name"],
+        "description": answer.get("description"),
+        "version": answer.get("version"),
+        "status": answer["status"],
+        "continue_on_step_failure": answer.get("continue_on_step_failure"),
+        "created": answer.get("created") or 0.0,
+        "definition": json.dumps(answer.get("graph") or {"parameters": {}, "steps": []}),
+    }
+
+
+def publish(
+    ws: Workspace,
+    spec: dict[str, Any],
+    name: str,
+    description: str | None,
+    version: str | None,
+    continue_on_step_failure: bool | None,
+) -> dict[str, Any]:
+    """Record the frozen ``spec`` (its snapshots on the server) as a published pipeline of the
+    server; returns its row."""
+    client = ws.remote
+    body: dict[str, Any] = {"name": name, "pipeline": spec}
+    for key, value in (
+        ("description", description),
+        ("version", version),
+        ("continueOnStepFailure", continue_on_step_failure),
+    ):
+        if value is not None:
+            body[key] = value
+    return _published(client.request("POST", client.path("pipelines"), body))
+
+
+def published_row(ws: Workspace, pipeline_id: str) -> dict[str, Any]:
+    """The row of the server's published pipeline ``pipeline_id``.
+
+    :raises PipelineNotFound: there is none."""
+    client = ws.remote
+    return _published(client.request("GET", client.path("pipelines", pipeline_id)))
+
+
+def published_rows(ws: Workspace, active_only: bool) -> list[dict[str, Any]]:
+    """The rows of the server's published pipelines, newest first."""
+    client = ws.remote
+    path = client.path("pipelines") + ("" if active_only else "?all=true")
+    return [_published(p) for p in client.request("GET", path)["value"]]
+
+
+def submit_published(
+    experiment: Experiment, pipeline_id: str, parameters: dict[str, Any] | None
+) -> Any:
+    """Run the server's published pipeline through its REST submit; returns the
+    :class:`~mlws.pipelines.run.PipelineRun`."""
+    client = experiment.workspace.remote
+    body = {"ExperimentName": experiment.name, "ParameterAssignments": parameters or {}}
+    answer = client.request("POST", client.path("pipelines", pipeline_id), body)
+    return experiment.workspace.get_run(answer["Id"])

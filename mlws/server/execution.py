@@ -12,7 +12,7 @@ so its supervisor or controller runs here, with this machine's keys, reusing ste
 this catalog, as a published pipeline's REST submit does (:mod:`.pipelines`). Its runs are
 recorded as made by the token's user.
 
-``POST /runs/{run_id}/cancel`` cancels a run this server executes (a run a client's supervisor
+``POST /pipelines`` publishes a pipeline a client froze the same way. ``POST /runs/{run_id}/cancel`` cancels a run this server executes (a run a client's supervisor
 holds by a lease executes on that machine: cancel it there).
 """
 
@@ -88,25 +88,40 @@ def _script(call: Call, req: dict[str, Any], definition: dict[str, Any]) -> Any:
     )
 
 
-def _pipeline(call: Call, req: dict[str, Any], definition: dict[str, Any]) -> Any:
-    from ..experiments import Experiment
-    from ..pipelines.graph import check_parameter_values, start_pipeline_run
+def checked_pipeline(ws: Any, spec: Any) -> dict[str, Any]:
+    """A client's frozen pipeline definition, checked: steps with names and upstream steps,
+    their targets this workspace's, their snapshots stored (counts read from the store).
 
-    spec = definition.get("pipeline")
+    :raises UserErrorException: a bad shape. :raises ComputeTargetException: no such target.
+    :raises BlobNotFound: a snapshot not sent."""
+    from ..pipelines.graph import check_parameter_values
+
     steps = spec.get("steps") if isinstance(spec, dict) else None
     if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
-        raise UserErrorException('a pipeline submission needs "pipeline": {"steps": [...]}')
+        raise UserErrorException('a pipeline needs "pipeline": {"steps": [...]}')
     check_parameter_values(spec.get("parameters"))
+    names = set()
     for s in steps:
         where = f"step {s.get('name')!r}"
         if not isinstance(s.get("name"), str) or not isinstance(s.get("upstream"), list):
             raise UserErrorException(f"{where} needs a name and its upstream steps")
-        _run_config(call.ws, s.get("runConfig"), where)
-        s["snapshot"] = _as_dict(_snapshot(call.ws, s.get("snapshot"), where))
+        if not set(s["upstream"]) <= names or s["name"] in names:
+            raise UserErrorException(f"{where}: steps come once each, upstream ones first")
+        names.add(s["name"])
+        _run_config(ws, s.get("runConfig"), where)
+        s["snapshot"] = _as_dict(_snapshot(ws, s.get("snapshot"), where))
+    return {**spec, "parameters": spec.get("parameters") or {}}
+
+
+def _pipeline(call: Call, req: dict[str, Any], definition: dict[str, Any]) -> Any:
+    from ..experiments import Experiment
+    from ..pipelines.graph import start_pipeline_run
+
+    spec = checked_pipeline(call.ws, definition.get("pipeline"))
     exp = Experiment(call.ws, req["experiment"])
     return start_pipeline_run(
         exp,
-        {**spec, "parameters": spec.get("parameters") or {}},
+        spec,
         tags=req["tags"],
         continue_on_step_failure=bool(definition.get("continueOnStepFailure")),
         regenerate_outputs=bool(definition.get("regenerateOutputs")),
@@ -168,6 +183,23 @@ def execute(call: Call) -> dict[str, Any]:
     return run_details(call.ws.get_run(run.id))
 
 
+def publish(call: Call) -> dict[str, Any]:
+    """``POST /pipelines``: publish a client's frozen pipeline (its snapshots sent first)."""
+    from ..pipelines.published import check_pipeline_name, record_published
+    from .pipelines import published_answer
+
+    body = call.body
+    unknown = set(body) - {"name", "description", "version", "continueOnStepFailure", "pipeline"}
+    if unknown:
+        raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
+    name = check_pipeline_name(body_field(body, "name", str))
+    description = body_field(body, "description", str)
+    version = body_field(body, "version", str)
+    cosf = body_field(body, "continueOnStepFailure", bool)
+    spec = checked_pipeline(call.ws, body.get("pipeline"))
+    return published_answer(record_published(call.ws, spec, name, description, version, cosf))
+
+
 def cancel_run(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/cancel``: cancel a run this server executes (its supervisor or
     controller stops it); a run a client's supervisor holds is refused (cancel it there)."""
@@ -211,6 +243,26 @@ ENDPOINTS = [
         },
         status=201,
         tag="runs",
+    ),
+    Endpoint(
+        "POST",
+        "/pipelines",
+        "contributor",
+        "Publish a pipeline a client froze (its step snapshots sent first)",
+        publish,
+        body={
+            "type": "object",
+            "required": ["name", "pipeline"],
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "version": {"type": "string"},
+                "continueOnStepFailure": {"type": "boolean"},
+                "pipeline": {"type": "object", "description": "the frozen definition"},
+            },
+        },
+        status=201,
+        tag="pipelines",
     ),
     Endpoint(
         "POST",
