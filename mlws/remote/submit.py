@@ -225,13 +225,13 @@ def cancel(run: Run) -> None:
     from .execute import cancel as cancel_on_server
 
     row = run._refresh()
+    if row["type"] not in (*SUBMITTED, PIPELINE_RUN, HYPERDRIVE):
+        raise not_available("Run.cancel", run.workspace.remote.url)
     if row["status"] in TERMINAL:
         return
     if row["type"] in (PIPELINE_RUN, HYPERDRIVE):  # their controller runs on the server
         cancel_on_server(run)
         return
-    if row["type"] not in SUBMITTED:
-        raise not_available("Run.cancel", run.workspace.remote.url)
     try:
         record = json.loads(record_path(run.workspace.remote.url, run.id).read_text())
     except (OSError, ValueError):
