@@ -322,6 +322,7 @@ def test_server_executes_targets_distributed_jobs_and_sweeps(
     assert run.wait_for_completion(show_output=True)["status"] == "Completed"
     assert "hello from the script" in capsys.readouterr().out
     assert run.get_metrics()["acc"] == 0.25
+    assert run.get_metrics()["mlws_file"].startswith(str(REPO))  # the server's runs: this checkout
     details = run.get_details()
     assert details["target"] == "cpu" and details["submittedBy"] == "contributor", details
     assert "outputs/model.txt" in run.get_file_names()
