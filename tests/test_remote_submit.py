@@ -273,6 +273,11 @@ def test_cli_run_submit_waits_and_streams(served, remote, tmp_path: Path) -> Non
     assert bad.exit_code == 1
     errors = [ln for ln in bad.output.splitlines() if ln.startswith("Error: ")]
     assert len(errors) == 1 and "bad accuracy" in errors[0], bad.output
+    # A target the server does not have: its one-line refusal, nothing submitted.
+    gpu = invoke(
+        "-w", server.url, "run", "submit", "-e", "cli", "-t", "gpu", "-d", str(src), "train.py"
+    )
+    assert gpu.exit_code == 1 and "no compute target named 'gpu'" in gpu.output, gpu.output
 
 
 # -- submissions the server executes (mlws.remote.execute, mlws.server.execution) ---------------
@@ -336,6 +341,8 @@ def test_server_executes_targets_distributed_jobs_and_sweeps(
     assert len(sweep.get_children()) == 1
     best = sweep.get_best_run_by_primary_metric()
     assert best is not None and best.get_metrics()["acc"] == 0.75
+    (ranked,) = sweep.get_children_sorted_by_primary_metric()
+    assert ranked["best_primary_metric"] == 0.75 and ranked["hyperparameters"] == '{"x": 0.75}'
     # Cancel: the server stops what it runs.
     slow = _source(tmp_path / "slow", "import time\nprint('waiting', flush=True)\ntime.sleep(60)\n")
     held = exp.submit(ScriptRunConfig(slow, "train.py", compute_target="cpu"))
