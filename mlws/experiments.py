@@ -374,15 +374,11 @@ class Experiment:
 
         tags = key_values(tags, "tag")  # checked before the snapshot stores anything
         if self.workspace.remote is not None:
-            if snapshot_directory is not None:
-                from .remote.backend import not_available
-
-                raise not_available(
-                    "start_logging(snapshot_directory=...)", self.workspace.remote.url
-                )
             from .remote.runs import create_run
 
-            row = create_run(self, tags=tags, display_name=display_name)
+            row = create_run(
+                self, tags=tags, display_name=display_name, snapshot_directory=snapshot_directory
+            )
             return Run(self, row["id"], _row=row)
         fields: dict[str, Any] = {"pid": os.getpid(), "pid_start": process_start_time(os.getpid())}
         props: dict[str, Any] = {}

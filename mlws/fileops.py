@@ -172,7 +172,18 @@ def match(root: str | None, pattern: str) -> dict[str, tuple[str, os.stat_result
     without a root, a matched file or folder keeps its own name."""
     if root is not None:
         pattern = os.path.join(glob.escape(root), pattern) if pattern else glob.escape(root)
-    out = {}
+    out: dict[str, tuple[str, os.stat_result]] = {}
+    # ``d/**`` matches d itself, its folders and its files: without a root each match names
+    # its files from its own parent, so one file came back under several names. A file is
+    # named once, by the first (sorted: the outermost) match that reaches it.
+    seen: set[str] = set()
+
+    def add(name: str, path: str, st: os.stat_result) -> None:
+        # ``path`` is real already: a realpath, or a file walk() reached without a link.
+        if path not in seen:
+            seen.add(path)
+            out[name] = (path, st)
+
     for m in sorted(glob.glob(pattern, recursive=True)):
         real = os.path.realpath(m)
         if root is not None and not inside(root, real):
@@ -184,10 +195,10 @@ def match(root: str | None, pattern: str) -> dict[str, tuple[str, os.stat_result
         except OSError:
             continue
         if stat.S_ISREG(st.st_mode):
-            out[prefix] = (real, st)
+            add(prefix, real, st)
         elif stat.S_ISDIR(st.st_mode):
             for rel, fst, path in walk(real):
-                out[f"{prefix}/{rel}" if prefix != "." else rel] = (path, fst)
+                add(f"{prefix}/{rel}" if prefix != "." else rel, path, fst)
     return out
 
 

@@ -107,7 +107,10 @@ def _referenced(ws: Workspace, report: FsckReport | None = None) -> Iterator[tup
 def fsck(ws: Workspace, progress: Callable[[int, int], None] | None = None) -> FsckReport:
     """Check the catalog (SQLite integrity), re-hash every blob, and check that every manifest
     parses, holds only safe paths, and names blobs that exist. ``progress(done, total)`` is
-    called after each blob is re-hashed (the long part)."""
+    called after each blob is re-hashed (the long part). On a remote workspace the server
+    checks its own catalog and blobs (``POST /maintenance/fsck``) and answers this report."""
+    if ws.remote is not None:
+        return ws.catalog.fsck()  # the server checks its own (RemoteCatalog.fsck)
     report = FsckReport()
     report.catalog_problems = ws.catalog.integrity_check()
     if report.catalog_problems:
@@ -129,10 +132,31 @@ def fsck(ws: Workspace, progress: Callable[[int, int], None] | None = None) -> F
             seen.add(digest)
             if not ws.blobs.has(digest):
                 report.missing.append(digest)
+        report.catalog_problems += service_record_problems(ws)
     except MlwsError as e:  # a damaged catalog: report it, whatever else could not be read
         report.catalog_problems.append(str(e))
     report.temp_files = sum(1 for _ in ws.blobs.iter_temp_files())
     return report
+
+
+def service_record_problems(ws: Workspace) -> list[str]:
+    """What is wrong with the records of services deployed from clients (``service_records``):
+    a ``models`` column that is not a JSON list, or that names a model version the catalog no
+    longer has (the server refuses to delete a version a record names, so either is damage)."""
+    problems = [
+        f"service record {name!r}: its models are not a JSON list"
+        for (name,) in ws.catalog.query(
+            "SELECT name FROM service_records WHERE NOT json_valid(models)"
+            " OR json_type(models) != 'array'"
+        )
+    ]
+    rows = ws.catalog.query(
+        "SELECT s.name, m.value FROM service_records s, json_each(s.models) m"
+        " WHERE json_valid(s.models) AND json_type(s.models) = 'array' AND NOT EXISTS"
+        " (SELECT 1 FROM models WHERE name || ':' || version = m.value)"
+    )
+    problems += [f"service record {name!r}: no model {model!r}" for name, model in rows]
+    return problems
 
 
 @dataclass
@@ -186,13 +210,16 @@ def gc(
     """Remove blobs no catalog row or manifest references (and stale temp files), keeping any
     younger than ``grace_s``. Refuses to run when a manifest cannot be read, since its blobs
     would look unreferenced. ``progress(done, total)`` is called as old unreferenced blobs are
-    removed."""
+    removed. On a remote workspace the server collects its own store (owners;
+    ``POST /maintenance/gc``), the grace checked here first."""
     if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)):
         raise UserErrorException(f"grace_s is a number of seconds, got {grace_s!r}")
     if not math.isfinite(grace_s) or grace_s < 0:
         # A negative grace puts the cutoff in the future: blobs a submit is writing right now
         # would look old and unreferenced. NaN compares false and would keep everything.
         raise UserErrorException(f"the gc grace is a number of seconds >= 0, got {grace_s!r}")
+    if ws.remote is not None:
+        return ws.catalog.gc(dry_run, grace_s)  # the server collects its own
     report = GcReport(dry_run=dry_run)
     # gc decides from the catalog which blobs are garbage: it must be this workspace's sound,
     # writable catalog (a lost, replaced or damaged one would make every blob look unused).

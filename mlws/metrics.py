@@ -67,8 +67,8 @@ def encode(value: Any) -> tuple[Any, str | None]:
     infinities, bools and structures go in ``data`` as JSON (SQLite would turn NaN into NULL)."""
     value = to_python(value)
     t = type(value)
-    if t is int or t is str:
-        return value, None
+    if t is str or (t is int and -(2**63) <= value < 2**63):
+        return value, None  # an int past SQLite's 64 bits goes in data, as JSON
     if t is float:
         if math.isfinite(value):
             return value, None
@@ -114,7 +114,11 @@ class MetricWriter:
         # The hot path of run.log: skip encode() for plain finite numbers and strings.
         at = time.time() if timestamp is None else timestamp
         t = type(value)
-        if (t is float and math.isfinite(value)) or t is int or t is str:
+        if (
+            (t is float and math.isfinite(value))
+            or t is str
+            or (t is int and -(2**63) <= value < 2**63)
+        ):
             item = (name, SCALAR, value, None, at, step)
         else:
             v, d = encode(value)
@@ -189,45 +193,128 @@ def write_batch(
     (it is recorded in the same transaction, so a crash can never leave values written without
     their id, or the reverse); returns False, writing nothing, if it was."""
     with catalog.write() as conn:
-        if batch_id is not None:
-            done = conn.execute(
-                "INSERT OR IGNORE INTO metric_batches (run_seq, batch_id, created) VALUES (?, ?, ?)",
-                (run_seq, batch_id, time.time()),
-            )
-            if done.rowcount == 0:
-                return False
-        next_step: dict[str, int] = {}
-        rows = []
-        summary: dict[str, list[Any]] = {}
-        for name, kind, v, d, t, step in batch:
-            if step is None:
-                if name not in next_step:
-                    # Read inside the write transaction, so two processes logging to the
-                    # same run and name never hand out the same step.
-                    cur = conn.execute(
-                        "SELECT max(step) FROM metrics WHERE run_seq = ? AND name = ?",
-                        (run_seq, name),
-                    ).fetchone()[0]
-                    next_step[name] = -1 if cur is None else cur
-                next_step[name] += 1
-                step = next_step[name]
-            elif name in next_step:
-                next_step[name] = max(next_step[name], step)
-            rows.append((run_seq, name, step, kind, v, d, t))
-            s = summary.get(name)
-            if s is None:
-                summary[name] = [kind, v, 1]
-            else:
-                s[0], s[1] = kind, v
-                s[2] += 1
-        conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.executemany(
-            "INSERT INTO metric_summary (run_seq, name, kind, last_value, count) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT(run_seq, name) DO UPDATE SET kind = excluded.kind,"
-            " last_value = excluded.last_value, count = count + excluded.count",
-            [(run_seq, name, s[0], s[1], s[2]) for name, s in summary.items()],
-        )
+        return write_rows(conn, run_seq, batch, batch_id)
+
+
+def write_rows(
+    conn: Any,
+    run_seq: int,
+    batch: list[tuple[str, str, Any, str | None, float, int | None]],
+    batch_id: str | None = None,
+) -> bool:
+    """:func:`write_batch` inside a write transaction the caller holds (``conn``), so other
+    changes of the same request commit with the values or not at all."""
+    if not claim_batch(conn, run_seq, batch_id):
+        return False
+    next_step: dict[str, int] = {}
+    rows = []
+    summary: dict[str, list[Any]] = {}
+    for name, kind, v, d, t, step in batch:
+        if step is None:
+            if name not in next_step:
+                next_step[name] = _max_step(conn, run_seq, name)
+            next_step[name] += 1
+            step = next_step[name]
+        elif name in next_step:
+            next_step[name] = max(next_step[name], step)
+        rows.append((run_seq, name, step, kind, v, d, t))
+        s = summary.get(name)
+        if s is None:
+            summary[name] = [kind, v, 1]
+        else:
+            s[0], s[1] = kind, v
+            s[2] += 1
+    conn.executemany(_INSERT_METRIC, rows)
+    _summarise(conn, run_seq, summary)
     return True
+
+
+#: One metric value (a retried value at the same step replaces it).
+_INSERT_METRIC = "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
+def claim_batch(conn: Any, run_seq: int, batch_id: str | None) -> bool:
+    """Record ``batch_id`` as applied to the run, inside the caller's write transaction;
+    False if it was already (the batch must then change nothing). True without an id."""
+    if batch_id is None:
+        return True
+    done = conn.execute(
+        "INSERT OR IGNORE INTO metric_batches (run_seq, batch_id, created) VALUES (?, ?, ?)",
+        (run_seq, batch_id, time.time()),
+    )
+    return bool(done.rowcount)
+
+
+def _max_step(conn: Any, run_seq: int, name: str) -> int:
+    # Read inside the write transaction, so two processes logging to the same run and name
+    # never hand out the same step; -1 when the name has no value yet.
+    cur = conn.execute(
+        "SELECT max(step) FROM metrics WHERE run_seq = ? AND name = ?", (run_seq, name)
+    ).fetchone()[0]
+    return -1 if cur is None else int(cur)
+
+
+def _summarise(conn: Any, run_seq: int, summary: dict[str, list[Any]]) -> None:
+    conn.executemany(
+        "INSERT INTO metric_summary (run_seq, name, kind, last_value, count) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT(run_seq, name) DO UPDATE SET kind = excluded.kind,"
+        " last_value = excluded.last_value, count = count + excluded.count",
+        [(run_seq, name, s[0], s[1], s[2]) for name, s in summary.items()],
+    )
+
+
+#: A series of one metric's values as :func:`write_series` takes it: ``(name, kind, values,
+#: datas, steps)`` — ``values`` and ``datas`` the encoded columns (:func:`encode`), ``steps``
+#: None when every value takes its name's next step, else one step (or None) per value.
+Series = tuple[str, str, list[Any], list[str | None], list[int | None] | None]
+
+
+def write_series(
+    conn: Any, run_seq: int, series: list[Series], at: float, batch_id: str | None = None
+) -> int | None:
+    """Write series of encoded values of one run (logged at ``at``) inside the caller's write
+    transaction: the same rows, steps and summary as :func:`write_rows` would for the values
+    one by one in series order, with no per-value work for a series without explicit steps
+    (``mlws serve``'s metric batches). Returns the count, or None if ``batch_id`` was applied
+    to the run already (nothing is written)."""
+    from itertools import repeat
+
+    if any(steps is not None and any(s is not None for s in steps) for *_, steps in series):
+        # Explicit steps interleave with the next-step rule: the value-by-value path.
+        batch = [
+            (name, kind, v, d, at, step)
+            for name, kind, values, datas, steps in series
+            for v, d, step in zip(values, datas, steps or repeat(None), strict=False)
+        ]
+        return len(batch) if write_rows(conn, run_seq, batch, batch_id) else None
+    if not claim_batch(conn, run_seq, batch_id):
+        return None
+    next_step: dict[str, int] = {}
+    summary: dict[str, list[Any]] = {}
+    written = 0
+    for name, kind, values, datas, _ in series:
+        n = len(values)
+        if not n:
+            continue
+        first = next_step[name] + 1 if name in next_step else _max_step(conn, run_seq, name) + 1
+        next_step[name] = first + n - 1
+        conn.executemany(
+            _INSERT_METRIC,
+            zip(
+                repeat(run_seq, n),
+                repeat(name),
+                range(first, first + n),
+                repeat(kind),
+                values,
+                datas,
+                repeat(at),
+            ),
+        )
+        s = summary.get(name)
+        summary[name] = [kind, values[-1], n + (s[2] if s else 0)]
+        written += n
+    _summarise(conn, run_seq, summary)
+    return written
 
 
 def prune_batch_ids(catalog: Catalog, older_than: float) -> int:

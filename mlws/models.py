@@ -275,7 +275,7 @@ class Model:
         return str(target / self.path)
 
     # -- metadata ----------------------------------------------------------------------------
-    def _update(self, change: Any, remote: dict[str, Any] | None = None) -> None:
+    def _update(self, change: Any, remote: dict[str, Any]) -> None:
         """Read the row, let ``change(row)`` return the columns to set, write them: all in one
         transaction, so a change made meanwhile through another object is never lost. On a
         remote workspace the server makes the change ``remote`` describes, the same way.
@@ -285,7 +285,7 @@ class Model:
         if self.workspace.remote is not None:
             from .remote.models import update
 
-            return self._load(update(self, remote))  # None: NotAvailableRemotely
+            return self._load(update(self, remote))
         with self.workspace.catalog.write() as conn:
             where = (
                 "SELECT * FROM models WHERE name = ? AND version = ?",
@@ -310,43 +310,55 @@ class Model:
         :raises UserErrorException: ``tags`` is not a dict, or has an empty key.
         :raises ModelNotFound: the version was deleted.
         """
-        new = _str_dict(tags, "tags")
-        self._update(
-            lambda row: {"tags": json.dumps({**json.loads(row["tags"]), **new})}, {"addTags": new}
-        )
+        self.update_tags_properties(add_tags=tags)
 
     def remove_tags(self, tags: list[str] | str) -> None:
         """Remove tags by key (one key or several); keys not set are ignored.
 
         :raises ModelNotFound: the version was deleted.
         """
-        keys = {tags} if isinstance(tags, str) else set(tags)
-        self._update(
-            lambda row: {
-                "tags": json.dumps(
-                    {k: v for k, v in json.loads(row["tags"]).items() if k not in keys}
-                )
-            },
-            {"removeTags": sorted(keys)},
-        )
+        self.update_tags_properties(remove_tags=tags)
 
     def add_properties(self, properties: dict[str, Any]) -> None:
         """Add properties; like a run's, they are add-only.
 
         :raises PropertyConflict: a key is set already to another value.
         """
-        new = _str_dict(properties, "properties")
+        self.update_tags_properties(add_properties=properties)
+
+    def update_tags_properties(
+        self,
+        add_tags: dict[str, Any] | None = None,
+        remove_tags: list[str] | str | None = None,
+        add_properties: dict[str, Any] | None = None,
+    ) -> None:
+        """v1's combined edit: add or replace ``add_tags``, then remove the ``remove_tags`` keys,
+        and add ``add_properties`` (add-only) — one change: a property conflict changes nothing.
+
+        :raises PropertyConflict: a property is set already to another value."""
+        new_tags = _str_dict(add_tags, "tags")
+        keys = {remove_tags} if isinstance(remove_tags, str) else set(remove_tags or ())
+        new_props = _str_dict(add_properties, "properties")
 
         def change(row: Any) -> dict[str, Any]:
-            current = json.loads(row["properties"])
-            for k, v in new.items():
-                if k in current and current[k] != v:
-                    raise PropertyConflict(
-                        f"model property {k!r} is {current[k]!r} already; properties are add-only"
-                    )
-            return {"properties": json.dumps({**current, **new})}
+            columns: dict[str, Any] = {}
+            if add_tags is not None or remove_tags is not None:
+                tags = {**json.loads(row["tags"]), **new_tags}
+                columns["tags"] = json.dumps({k: v for k, v in tags.items() if k not in keys})
+            if add_properties is not None:
+                current = json.loads(row["properties"])
+                for k, v in new_props.items():
+                    if k in current and current[k] != v:
+                        raise PropertyConflict(
+                            f"model property {k!r} is {current[k]!r} already; properties are"
+                            " add-only"
+                        )
+                columns["properties"] = json.dumps({**current, **new_props})
+            return columns
 
-        self._update(change, {"addProperties": new})
+        remote = {"addTags": new_tags, "removeTags": sorted(keys), "addProperties": new_props}
+        given = {"addTags": add_tags, "removeTags": remove_tags, "addProperties": add_properties}
+        self._update(change, {k: v for k, v in remote.items() if given[k] is not None})
 
     def update(
         self, tags: dict[str, Any] | None = None, description: str | None = None, **_kwargs: Any

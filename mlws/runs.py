@@ -286,7 +286,7 @@ class Run(RunFiles):
     def complete(self, _set_status: bool = True) -> None:
         """Flush metrics and mark the run Completed. Inside a submitted run it only flushes:
         the supervising process sets the outcome once outputs are collected."""
-        self._close_writer()
+        self._close_writer(self._sends_own_end(_set_status))
         if self._in_context and self._row["type"] in SUBMITTED:
             return
         if self.workspace.remote is not None:
@@ -301,7 +301,7 @@ class Run(RunFiles):
         self, error_details: Any = None, error_code: str | None = None, _set_status: bool = True
     ) -> None:
         """Flush metrics and mark the run Failed, recording ``error_details``."""
-        self._close_writer()
+        self._close_writer(self._sends_own_end(_set_status))
         err = {
             "code": error_code or "UserError",
             "message": str(error_details or "the run called fail()"),
@@ -619,11 +619,21 @@ class Run(RunFiles):
         if self._writer is not None:
             self._writer.flush()
 
-    def _close_writer(self) -> None:
+    def _sends_own_end(self, set_status: bool) -> bool:
+        # A remote run that ends here: its last values travel with the outcome (one request).
+        return (
+            set_status
+            and self.workspace.remote is not None
+            and not (self._in_context and self._row["type"] in SUBMITTED)
+        )
+
+    def _close_writer(self, unsent: bool = False) -> None:
         """Flush and drop this run's metric buffer (a later log() opens a new one), so a process
-        that creates thousands of runs does not keep a writer per finished run."""
+        that creates thousands of runs does not keep a writer per finished run. ``unsent``: a
+        remote run's values are left to the request that ends it."""
         if self._writer is not None:
-            self._writer.flush()
+            if not unsent:
+                self._writer.flush()
             _metrics.unregister(self._writer)
             self._writer = None
 

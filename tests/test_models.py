@@ -346,6 +346,15 @@ def test_tags_properties_and_description(ws: Workspace, tmp_path: Path) -> None:
         m.add_properties({"other": "z", "auc": "0.8"})
     assert Model(ws, "m").properties == {"auc": "0.9", "n": "1"}  # nothing of it was added
     assert m.properties == {"auc": "0.9", "n": "1"}
+    # v1's combined edit: tags added then removed, properties added, in one change.
+    m.update_tags_properties(
+        add_tags={"k": 1, "x": "z"}, remove_tags=["x"], add_properties={"e": 2}
+    )
+    fresh = Model(ws, "m")
+    assert fresh.tags == {"k": "1"} and fresh.properties == {"auc": "0.9", "n": "1", "e": "2"}
+    with pytest.raises(PropertyConflict):
+        m.update_tags_properties(add_tags={"lost": "1"}, add_properties={"e": "3"})
+    assert Model(ws, "m").tags == {"k": "1"}  # the tag went with the refused property
 
 
 def test_add_properties_stays_add_only_through_a_stale_object(

@@ -364,7 +364,10 @@ def test_v1_iris_scoring_runs_unchanged(ws, tmp_path):
         timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    rows = (project / "iris_results" / "inferences" / "parallel_run_step.txt").read_text()
+    # Found as the v1 sample finds it (os.walk): under azureml/<step run id>/inferences/.
+    (result,) = (project / "iris_results").rglob("parallel_run_step.txt")
+    assert result.parent.parent.parent.name == "azureml"
+    rows = result.read_text()
     rows = rows.splitlines()
     assert len(rows) == 150
     want = LogisticRegression(max_iter=500).fit(x, y).predict(np.round(x, 3))

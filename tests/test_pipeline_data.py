@@ -15,7 +15,7 @@ from helpers import SCRIPT_PRELUDE, kill_run_processes, run_driver, workspace_fi
 from mlws import Dataset, Datastore, Experiment, OutputFileDatasetConfig, ScriptRunConfig
 from mlws.datastores import DataReference  # what azureml.data.data_reference gives
 from mlws.errors import PipelineValidationError, UserErrorException
-from mlws.pipelines import Pipeline, PythonScriptStep
+from mlws.pipelines import Pipeline, PipelineParameter, PythonScriptStep
 
 PREP = """
 import argparse, glob
@@ -155,8 +155,29 @@ def test_an_output_file_dataset_config_flows_to_the_next_step_uploads_registers_
         assert Dataset.get_by_name(ws, "other_counts").to_path() == [
             f"/dataset/{p4.id}/counted/count.txt"
         ]
+
+        # 5. The datastore path as a DataPath pipeline parameter, given at submission.
+        write(tmp_path / "raw2" / "1.txt", "x y")
+        write(tmp_path / "raw2" / "2.txt", "z")
+        store.upload(str(tmp_path / "raw2"), "raw2", show_progress=False)
+        fifth = exp.submit(
+            _data_path_pipeline(ws, src, store)[0], pipeline_parameters={"raw": store.path("raw2")}
+        )
+        fifth.wait_for_completion(show_output=False, timeout_seconds=60)
+        assert _seen(fifth, tmp_path)["n"] == 3
+        assert json.loads(fifth.get_properties()["azureml.parameters"]) == {
+            "raw": {"datastore": store.name, "path": "raw2"}
+        }
     finally:
         kill_run_processes(ws)
+
+
+def _data_path_pipeline(ws, src, store):
+    """prep reading the files a DataPath parameter ``raw`` names (default: ``raw``) -> use."""
+    from mlws.v1.data import DataPathComputeBinding
+
+    raw = PipelineParameter("raw", default_value=DataReference(store, "raw"))
+    return _pipeline(ws, src, (raw, DataPathComputeBinding(mode="download")))
 
 
 def test_unsupported_data_uses_get_one_line_and_record_nothing(ws, tmp_path):
@@ -203,7 +224,35 @@ def test_unsupported_data_uses_get_one_line_and_record_nothing(ws, tmp_path):
         with pytest.raises(PipelineValidationError) as e:
             exp.submit(Pipeline(ws, [step]))
         assert expected in str(e.value) and "\n" not in str(e.value)
+    # A DataPath parameter given no DataPath, a datastore or a path that is not there.
+    store = ws.get_default_datastore()
+    write(tmp_path / "raw" / "1.txt", "a")
+    store.upload(str(tmp_path / "raw"), "raw", show_progress=False)
+    pipeline = _data_path_pipeline(ws, src, store)[0]
+    before = workspace_fingerprint(ws.path)
+    for value, expected in [
+        ("raw", "'raw' takes a DataPath"),
+        (DataReference(gone, "x"), "no datastore named 'gone'"),
+        (store.path("nothing_here"), "'nothing_here') matches no file"),
+        ({"DataStoreName": store.name}, "'raw' takes a DataPath"),
+    ]:
+        with pytest.raises(PipelineValidationError) as e:
+            exp.submit(pipeline, pipeline_parameters={"raw": value})
+        assert expected in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(PipelineValidationError, match="'x' takes a value, not a DataPath"):
+        bad = PythonScriptStep(
+            "prep.py", name="q", arguments=[PipelineParameter("x", 1)], source_directory=src
+        )
+        exp.submit(Pipeline(ws, [bad]), pipeline_parameters={"x": store.path("raw")})
     assert workspace_fingerprint(ws.path) == before
+    # Not given: the default path's files.
+    from mlws.pipelines.graph import freeze
+
+    spec = freeze(pipeline)
+    assert spec["parameters"] == {"raw": {"datastore": store.name, "path": "raw"}}
+    (prep,) = [s for s in spec["steps"] if s["name"] == "prep"]
+    (raw,) = prep["datasets"]
+    assert raw["dataPathParameter"] == "raw" and raw["mode"] == "download"
 
 
 V1_DRIVER = """

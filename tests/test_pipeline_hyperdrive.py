@@ -111,7 +111,9 @@ def _pipeline(ws, tmp_path, xs, name="src"):
     return Pipeline(ws, steps=[prep, sweep, compare])
 
 
-def test_a_sweep_step_after_prep_gives_the_best_trials_outputs_and_is_reused(ws, tmp_path):
+def test_a_sweep_step_after_prep_gives_the_best_trials_outputs_and_is_reused(
+    ws, tmp_path, monkeypatch
+):
     exp = Experiment(ws, "hdstep")
     try:
         run = exp.submit(_pipeline(ws, tmp_path, [0.1, 0.7, 0.4]))
@@ -133,8 +135,12 @@ def test_a_sweep_step_after_prep_gives_the_best_trials_outputs_and_is_reused(ws,
         out = hd.get_output_data("model").download(tmp_path / "dl")
         assert open(f"{out}/model.txt").read() == "0.7"
         # metrics_output: one JSON file, v1's HyperDriveRun.get_metrics() (trial id -> metrics).
-        metrics_dir = hd.get_output_data("metrics").download(tmp_path / "dl")
-        metrics = json.loads(open(f"{metrics_dir}/metrics.json").read())
+        # ... read as the v1 sample (parameter tuning with HyperDriveStep) reads it.
+        monkeypatch.chdir(tmp_path)
+        metrics_output = hd.get_output_data("metrics")
+        metrics_output.download(".", show_progress=True)
+        with open(metrics_output._path_on_datastore) as f:
+            metrics = json.loads(f.read())
         assert metrics == json.loads(json.dumps(step.get_metrics()))
         assert set(metrics) == {t.id for t in trials}
         assert metrics[best.id]["accuracy"] == 110.7

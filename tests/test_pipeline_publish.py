@@ -400,6 +400,42 @@ def test_data_change_schedule_fires_on_change(ws, tmp_path):
     clock.t += 61
     assert len(sched.tick()) == 1
 
+    # data_path_parameter_name: the pipeline's DataPath parameter gets the watched path.
+    from mlws.datastores import DataReference as DataPath
+    from mlws.v1.data import DataPathComputeBinding
+
+    data = PipelineParameter("data", DataPath(Datastore.get(ws, "workspaceblobstore"), "incoming"))
+    step = PythonScriptStep(
+        "say.py",
+        name="say",
+        arguments=["--word", (data, DataPathComputeBinding())],
+        source_directory=str(_source(tmp_path)),
+    )
+    on_data = Pipeline(ws, [step]).publish("on-data")
+    watch = {"datastore": "workspaceblobstore", "path_on_datastore": "incoming"}
+    s2 = Schedule.create(
+        ws, "dp", pipeline_id=on_data.id, experiment_name="data", data_path_parameter_name="data",
+        **watch,
+    )  # fmt: skip
+    assert s2.pipeline_parameters == {
+        "data": {"datastore": "workspaceblobstore", "path": "incoming"}
+    }
+    before = workspace_fingerprint(ws.path)
+    daily = ScheduleRecurrence(frequency="Day", interval=1)
+    for kwargs, words in [
+        ({"recurrence": daily, "data_path_parameter_name": "data"}, "needs a datastore"),
+        ({**watch, "pipeline_parameters": {"data": "incoming"}}, "'data' takes a DataPath"),
+        ({**watch, "data_path_parameter_name": "nope"}, "no parameter 'nope'"),
+    ]:
+        with pytest.raises(ScheduleError, match=words):
+            Schedule.create(ws, "bad", pipeline_id=on_data.id, experiment_name="d", **kwargs)
+    with pytest.raises(ScheduleError, match="takes a value, not a DataPath"):
+        Schedule.create(
+            ws, "bad", pipeline_id=pp.id, experiment_name="d", data_path_parameter_name="word",
+            **watch,
+        )  # fmt: skip
+    assert workspace_fingerprint(ws.path) == before
+
 
 def test_schedule_create_refuses_bad_input_and_records_nothing(ws, tmp_path):
     pp = _pipeline(ws, _source(tmp_path)).publish("say")

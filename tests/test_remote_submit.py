@@ -179,7 +179,9 @@ def test_killed_supervisor_fails_by_lease(tmp_path: Path, monkeypatch) -> None: 
     ws_path = tmp_path / "srv"
     Workspace.create(ws_path, _remember_name=False).close()
     token = server_token(ws_path, "c", "contributor")
-    server = start_server("-m", "mlws.server", str(ws_path), "--port", "0", "--run-lease-s", "2")
+    # 5 s: the detached supervisor must send its first heartbeat within the lease, and on a
+    # loaded machine its interpreter alone can take a couple of seconds to start.
+    server = start_server("-m", "mlws.server", str(ws_path), "--port", "0", "--run-lease-s", "5")
     try:
         monkeypatch.setenv("MLWS_TOKEN", token)
         pidfile = tmp_path / "script.pid"

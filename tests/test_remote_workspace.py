@@ -168,6 +168,34 @@ def test_a_sweeps_metrics_read_remotely_have_v1s_shapes(served, remote) -> None:
     assert Run.get_metrics(there) == {"own": 1}
 
 
+def test_a_small_run_is_three_requests_and_reads_its_own_tags(served, remote) -> None:  # noqa: ANN001
+    """create, properties, then one request with the run's values, tags and end (bench 17e);
+    tags set and not sent yet are sent before a read or a listing shows them."""
+    counters = remote.remote.counters
+    exp = Experiment(remote, "small")
+    exp.start_logging().complete()  # the client's first run also asks for the heartbeat
+    before = sum(counters.values())
+    run = exp.start_logging()
+    run.add_properties({"p": "1"})
+    for j in range(3):
+        run.log(f"m{j}", j * 0.5)
+    run.set_tags({"a": "1", "b": "x"})
+    run.complete()
+    assert sum(counters.values()) - before == 3
+    assert run.get_status() == "Completed"
+    assert run.get_tags() == {"a": "1", "b": "x"} and run.get_properties() == {"p": "1"}
+    assert run.get_metrics() == {"m0": 0.0, "m1": 0.5, "m2": 1.0}
+    other = exp.start_logging()
+    other.tag("seen", "yes")
+    assert other.get_tags() == {"seen": "yes"}  # read your writes
+    other.tag("listed")
+    assert [r.id for r in exp.get_runs(tags={"listed": None})] == [other.id]
+    other.log("x", 1.0)
+    other.fail("it broke", "Boom")
+    assert other.get_details()["error"]["error"]["code"] == "Boom"
+    assert other.get_metrics() == {"x": 1.0} and other.get_status() == "Failed"
+
+
 def test_heartbeats_keep_a_quiet_run_alive(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     ws_path = tmp_path / "srv"
     Workspace.create(ws_path, _remember_name=False).close()
@@ -209,23 +237,44 @@ def test_wrong_or_missing_token_and_readers_writing_are_one_line_errors(
 
 
 def test_operations_not_ported_say_so_in_one_line(served, remote) -> None:  # noqa: ANN001
-    server, _ws_path, tokens = served
-    run = Experiment(remote, "np").start_logging()
+    server, _ws_path, _tokens = served
     with pytest.raises(NotAvailableRemotely) as e:
-        run.cancel()
-    assert str(e.value) == (
-        f"Run.cancel is not available on a remote workspace yet ({server.url}); run it on the"
-        " server's machine"
-    )
-    with pytest.raises(NotAvailableRemotely, match="not available on a remote workspace"):
         Datastore.register_ssh(remote, "far", "host", "/data")
+    assert str(e.value) == (
+        f"Datastore.register_ssh is not available on a remote workspace yet ({server.url}); run"
+        " it on the server's machine"
+    )
     with pytest.raises(InvalidWorkspace, match="created where it is served"):
         Workspace.create(server.url)
+
+
+def test_cancel_an_interactive_run(served, as_role) -> None:  # noqa: ANN001
+    server, _ws_path, tokens = served
+    holder = as_role("contributor")
+    run = Experiment(holder, "cancels").start_logging()
+    run.log("before", 1)
+    # A reader cannot; bad input is one line; a submitted run is not the server's to cancel.
+    with pytest.raises(Forbidden, match="contributor"):
+        as_role("reader").get_run(run.id).cancel()
+    status, answer = server.api("POST", f"/runs/{run.id}/cancel", tokens["owner"], {"force": 1})
+    assert status == 400, answer
+    assert holder.get_run(run.id).get_status() == "Running"
+    # Another client cancels it: the holder sees Canceled on its next call, and ending it
+    # changes nothing (as a local run's), its values stored.
+    out = _with_token(tokens["contributor"], "-w", server.url, "run", "cancel", run.id)
+    assert out.exit_code == 0, out.output
+    assert run.get_status() == "Canceled"
+    run.log("after", 2)  # stored still (v1 keeps a canceled run's values)
     run.complete()
-    line = one_error_line(
-        _with_token(tokens["contributor"], "-w", server.url, "run", "cancel", run.id)
-    )
-    assert "not available on a remote workspace" in line
+    assert run.get_status() == "Canceled"
+    assert run.get_metrics() == {"before": 1, "after": 2}
+    # The holder cancels its own run: what it logged goes first.
+    own = Experiment(holder, "cancels").start_logging()
+    own.log("x", 2)
+    own.cancel()
+    assert own.get_status() == "Canceled" and own.get_metrics() == {"x": 2}
+    assert own.id not in holder.remote.tracker.held
+    own.cancel()  # ended: nothing to do
 
 
 def _with_token(token: str, *args: str, cwd: Path | None = None, input: str | None = None):  # noqa: ANN202, A002 - a Result
@@ -544,7 +593,8 @@ def test_writes_while_the_server_is_away_are_delivered_once(tmp_path: Path, monk
         log(5000)
         run.flush()
         spool = ws.remote.tracker.spool(run.id)
-        assert len(spool) >= 5  # batches, the tag and the uploads, in order, on disk
+        # Batches (the tag rides on one of them) and the uploads, in order, on disk.
+        assert len(spool) >= 4
         (folder / "3.txt").write_text("changed after the upload")  # the spool kept a copy
         server = _serve(ws_path, port=int(port))
         log(5000)
@@ -797,6 +847,13 @@ def test_model_and_run_metadata_edits(served, as_role, tmp_path: Path) -> None: 
     assert fresh.description == "better" and model.description == "better"
     model.update(tags={"only": "this"})
     assert Model(ws, "meta").tags == {"only": "this"}
+    # v1's combined edit: one request, all or nothing.
+    model.update_tags_properties(add_tags={"n": 1}, remove_tags="only", add_properties={"q": "2"})
+    assert Model(ws, "meta").tags == {"n": "1"} and model.properties == {"p": "1", "q": "2"}
+    with pytest.raises(PropertyConflict):
+        model.update_tags_properties(add_tags={"lost": "1"}, add_properties={"p": "other"})
+    assert Model(ws, "meta").tags == {"n": "1"}
+    model.update(tags={"only": "this"})
     run = Experiment(ws, "meta").start_logging(tags={"x": "1", "y": "2"})
     run.remove_tags(["x", "absent"])
     run.display_name = "renamed"
@@ -814,7 +871,7 @@ def test_model_and_run_metadata_edits(served, as_role, tmp_path: Path) -> None: 
         with pytest.raises(Forbidden):
             call()
     path = "/models/meta/versions/1"
-    for body in ({"addTags": {"a": 1}, "removeTags": ["a"]}, {"nope": 1}, {}):
+    for body in ({"addTags": {"a": 1}, "description": "d"}, {"removeTags": [1]}, {"nope": 1}, {}):
         status, answer = server.api("PATCH", path, tokens["contributor"], body)
         assert status == 400, answer
     status, answer = server.api("PATCH", f"/runs/{run.id}", tokens["owner"], {"displayName": " "})
@@ -900,3 +957,173 @@ def test_a_service_deployed_from_a_client_runs_here_and_is_recorded_on_the_serve
     assert Webservice.list(ws) == []
     with pytest.raises(WebserviceException, match="no service"):
         Webservice(ws, "svc-remote")
+
+
+# -- fsck and gc on the server -------------------------------------------------------------------
+def test_fsck_and_gc_run_on_the_server_by_role(served, as_role) -> None:  # noqa: ANN001
+    import sqlite3
+
+    from mlws.maintenance import FsckReport, GcReport, fsck, gc
+
+    server, ws_path, tokens = served
+    orphan = as_role("contributor").blobs.put_bytes(b"nothing references this blob")
+    report = fsck(as_role("reader"))  # a read: any role
+    assert isinstance(report, FsckReport) and report.ok and report.blobs_checked > 0
+    out = _with_token(tokens["reader"], "-w", server.url, "fsck", "--json")
+    assert out.exit_code == 0 and json.loads(out.output)["ok"] is True
+    # A service record naming a model version the catalog lacks is damage fsck reports.
+    db = sqlite3.connect(ws_path / "mlws.db")
+    with db:
+        db.execute(
+            "INSERT INTO service_records (name, models, state, machine, created, updated)"
+            " VALUES ('ghost-svc', '[\"ghost:9\"]', 'Healthy', 'm', 0, 0)"
+        )
+    try:
+        report = fsck(as_role("reader"))
+        assert not report.ok
+        assert report.catalog_problems == ["service record 'ghost-svc': no model 'ghost:9'"]
+    finally:
+        with db:
+            db.execute("DELETE FROM service_records WHERE name = 'ghost-svc'")
+        db.close()
+    # gc: owners only; refused or bad input changes nothing.
+    before = workspace_fingerprint(ws_path)
+    with pytest.raises(Forbidden, match="owner"):
+        gc(as_role("contributor"), grace_s=0)
+    with pytest.raises(UserErrorException, match="grace"):
+        gc(as_role("owner"), grace_s=-1)
+    for body in ({"graceSeconds": -1}, {"nope": 1}, {"dryRun": "yes"}):
+        status, answer = server.api("POST", "/maintenance/gc", tokens["owner"], body)
+        assert status == 400, answer
+    status, _ = server.api("POST", "/maintenance/fsck", tokens["reader"], {"repair": True})
+    assert status == 400
+    line = one_error_line(_with_token(tokens["contributor"], "-w", server.url, "gc"))
+    assert "owner" in line
+    assert workspace_fingerprint(ws_path) == before
+    dry = gc(as_role("owner"), dry_run=True, grace_s=0)
+    assert isinstance(dry, GcReport) and dry.dry_run and dry.removed >= 1
+    with Workspace(ws_path) as local:
+        assert local.blobs.has(orphan)  # a dry run removes nothing
+    done = gc(as_role("owner"), grace_s=0)
+    assert done.removed == dry.removed and not done.dry_run
+    with Workspace(ws_path) as local:
+        assert not local.blobs.has(orphan)
+    assert fsck(as_role("owner")).ok
+
+
+# -- listings sorted and filtered by the server ----------------------------------------------------
+def test_run_listings_sorted_and_filtered_by_the_server(served, as_role) -> None:  # noqa: ANN001
+    from mlws.experiments import query_runs
+
+    server, ws_path, tokens = served
+    ws, owner = as_role("contributor"), as_role("owner")
+    exp = Experiment(ws, "sorting")
+    a = exp.start_logging(display_name="alpha", tags={"k": "2"})
+    b = exp.start_logging(display_name="beta", tags={"k": "1"})
+    c = Experiment(owner, "sorting").start_logging(display_name="gamma")
+    a.add_properties({"p": "b"})
+    b.add_properties({"p": "a"})
+    kid = a.child_run("kid")
+    kid.tag("deep", "yes")
+    grandkid = kid.child_run()
+    grandkid.set_tags({"deep": "yes"})
+    grandkid.add_properties({"level": "2"})
+    grandkid.complete()
+    kid.complete()
+    for r in (c, b, a):  # a lasts longest, c shortest
+        r.complete()
+
+    def listed(**f: object) -> list[str]:
+        return [r["id"] for r in query_runs(ws, experiment="sorting", **f)]
+
+    assert listed(sort_by="duration") == [a.id, b.id, c.id]
+    assert listed(sort_by="duration", ascending=True) == [c.id, b.id, a.id]
+    assert listed(sort_by="tag:k", ascending=True) == [b.id, a.id, c.id]  # no value: last
+    assert listed(sort_by="property:p") == [a.id, b.id, c.id]
+    assert listed(sort_by="submitter_user", ascending=True) == [b.id, a.id, c.id]
+    assert listed(properties={"p": "a"}) == [b.id] and listed(properties="p") == [b.id, a.id]
+    assert listed(text="amm") == [c.id] and listed(offset=1, limit=1) == [b.id]
+    assert listed(after=(0, b.id)) == [a.id] and listed(after=(0, b.id), ascending=True) == [c.id]
+    assert listed(include_children=True, run_type=kid.type, properties="level") == [grandkid.id]
+    # get_children(recursive=True) with tags or properties: the whole tree, filtered.
+    assert [r.id for r in a.get_children(recursive=True, tags={"deep": "yes"})] == [
+        kid.id,
+        grandkid.id,
+    ]
+    assert [r.id for r in a.get_children(recursive=True, properties="level")] == [grandkid.id]
+    # A page at a time in any order: the token carries the position.
+    seen, token = [], None
+    while True:
+        path = "/runs?experiment=sorting&sortBy=duration&limit=1"
+        status, page = server.api(
+            "GET", path + (f"&continuationToken={token}" if token else ""), tokens["reader"]
+        )
+        assert status == 200, page
+        seen += [s["runId"] for s in page["value"]]
+        token = page["continuationToken"]
+        if not token:
+            break
+    assert seen == [a.id, b.id, c.id]
+    # Bad input: one line (400), nothing changed.
+    before = workspace_fingerprint(ws_path)
+    for query in (
+        "sortBy=weight",
+        "sortBy=tag:",
+        "property==x",
+        "offset=-1",
+        "afterRun=nope",
+        "sortBy=duration&afterRun=" + a.id,
+        "sortBy=duration&continuationToken=" + "W10",
+    ):
+        status, answer = server.api("GET", f"/runs?{query}", tokens["reader"])
+        assert status == 400 and "\n" not in answer["error"]["message"], (query, answer)
+    with pytest.raises(UserErrorException, match="cannot sort by"):
+        listed(sort_by="weight")
+    assert workspace_fingerprint(ws_path) == before
+
+
+def test_start_logging_with_a_snapshot_directory(served, as_role, tmp_path: Path) -> None:  # noqa: ANN001
+    from mlws.errors import SnapshotError
+    from mlws.rundownload import download_run
+
+    server, ws_path, tokens = served
+    ws = as_role("contributor")
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "train.py").write_text("print('a snapshot taken by start_logging')\n")
+    (src / "pkg" / "util.py").write_text("X = 1\n")
+    exp = Experiment(ws, "snapped")
+    with exp.start_logging(snapshot_directory=str(src)) as run:
+        snapshot = run.get_details()["snapshotId"]
+        assert snapshot and snapshot.startswith("sha256:")
+    done = download_run(ws.get_run(run.id), str(tmp_path / "back"), what="snapshot")
+    assert done.count == 2 and (tmp_path / "back" / "pkg" / "util.py").read_text() == "X = 1\n"
+    # The same folder again sends no blob: the server has them all.
+    before = ws.remote.counters["PUT blobs"]
+    assert before >= 3  # the two files and the manifest, the first time
+    again = exp.start_logging(snapshot_directory=str(src))
+    assert again.get_details()["snapshotId"] == snapshot
+    assert ws.remote.counters["PUT blobs"] == before
+    # Once only; another manifest, a missing one, bad input: one line, nothing changed.
+    path = f"/runs/{again.id}/snapshot"
+    status, _ = server.api("PUT", path, tokens["contributor"], {"snapshotId": snapshot})
+    assert status == 200  # the same again: nothing to do
+    before_fp = ws.get_run(again.id).get_details()
+    for body, code in (
+        ({"snapshotId": "sha256:" + "0" * 64}, 404),
+        ({"snapshotId": "nope"}, 400),
+        ({}, 400),
+        ({"snapshotId": snapshot, "extra": 1}, 400),
+    ):
+        status, answer = server.api("PUT", path, tokens["contributor"], body)
+        assert status == code, (body, answer)
+    status, _ = server.api("PUT", path, tokens["reader"], {"snapshotId": snapshot})
+    assert status == 403
+    assert ws.get_run(again.id).get_details()["snapshotId"] == before_fp["snapshotId"]
+    again.complete()
+    status, _ = server.api("PUT", path, tokens["contributor"], {"snapshotId": snapshot})
+    assert status == 409  # ended
+    runs_before = len(list(exp.get_runs()))
+    with pytest.raises(SnapshotError):
+        exp.start_logging(snapshot_directory=str(tmp_path / "absent"))
+    assert len(list(exp.get_runs())) == runs_before  # a bad folder makes no run

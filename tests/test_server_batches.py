@@ -235,3 +235,76 @@ def test_batch_ids_of_ended_runs_are_pruned_and_go_with_their_run(tmp_path: Path
         open_.complete()
         delete_run(ws, open_.id)
         assert ids() == []
+
+
+def test_series_write_what_metrics_write_and_tags_and_the_end_ride_along(tmp_path: Path) -> None:
+    """The compact ``series`` form stores the same rows, steps and summary as one object per
+    value; tags and the outcome commit with the values; a bad batch changes nothing. The
+    handler is called in-process (no server start)."""
+    from mlws.errors import RunStateError, UserErrorException
+    from mlws.server.api import Call
+    from mlws.server.runs import create_run, log_metrics
+
+    class User:
+        name = "u"
+
+    ws_path = tmp_path / "ws"
+    with Workspace.create(ws_path, _remember_name=False) as ws:
+
+        def call(path: dict, body: dict) -> dict:
+            return log_metrics(Call(ws, User(), path, {}, body, 60.0))  # type: ignore[arg-type]
+
+        ids = []
+        for _ in range(2):
+            made = create_run(Call(ws, User(), {"experiment": "s"}, {}, {}, 60.0))  # type: ignore[arg-type]
+            ids.append(made["runId"])
+        values = [("a", None, 0.5, None), ("b", None, 1, None), ("a", None, float("inf"), None)]
+        values += [("a", "list", [1, 2], None), ("a", None, 2.5, 9), ("a", None, "x", None)]
+        values += [("b", None, None, None), ("b", None, True, None), ("c", None, 2**70, None)]
+        per_value = [
+            {"name": n, "value": v, **({"kind": k} if k else {}), **({"step": s} if s else {})}
+            for n, k, v, s in values
+        ]
+        from mlws.remote.tracker import wire_series
+
+        assert call({"run_id": ids[0]}, {"metrics": per_value}) == {"written": len(values)}
+        assert call({"run_id": ids[1]}, {"series": wire_series(values)}) == {"written": len(values)}
+        first, second = (_metric_state(ws_path, r) for r in ids)
+        assert first[0] == second[0] and len(first[0]) == len(values)
+        assert [{**s, "run_seq": 0} for s in first[1]] == [{**s, "run_seq": 0} for s in second[1]]
+        # Bad input: one line, nothing stored, the run not ended.
+        before = _metric_state(ws_path, ids[1])
+        for body in (
+            {"series": [{"name": "", "values": [1]}]},
+            {"series": [{"name": "a", "values": 1}]},
+            {"series": [{"name": "a", "values": [1], "steps": [-1]}]},
+            {"series": [{"name": "a", "values": [1], "extra": 1}]},
+            {"series": [{"name": "a", "kind": "list", "values": [1]}]},
+            {"series": [], "metrics": []},
+            {"series": [{"name": "a", "values": [1]}], "outcome": "done"},
+            {"series": [{"name": "a", "values": [1]}], "tags": {"": "v"}},
+        ):
+            with pytest.raises(UserErrorException):
+                call({"run_id": ids[1]}, {**body, "outcome": body.get("outcome", "complete")})
+        assert _metric_state(ws_path, ids[1]) == before
+        assert ws.get_run(ids[1]).get_status() == "Running"
+        # Values, tags and the end in one request; sent again (its answer lost): applied once.
+        last = {
+            "batchId": "last",
+            "series": [{"name": "a", "values": [7.0]}],
+            "tags": {"t": "1"},
+            "outcome": "fail",
+            "error": {"code": "Boom", "message": "it broke"},
+        }
+        answer = call({"run_id": ids[1]}, last)
+        assert answer["written"] == 1 and answer["run"]["status"] == "Failed"
+        assert answer["run"]["error"]["error"] == {"code": "Boom", "message": "it broke"}
+        again = call({"run_id": ids[1]}, last)
+        assert again["duplicate"] is True and again["run"]["status"] == "Failed"
+        run = ws.get_run(ids[1])
+        assert run.get_tags() == {"t": "1"} and run.get_metrics()["a"][-1] == 7.0
+        assert len(_metric_state(ws_path, ids[1])[0]) == len(values) + 1
+        # A new outcome for an ended run is refused whole: its values are not written either.
+        with pytest.raises(RunStateError, match="ended already"):
+            call({"run_id": ids[1]}, {**last, "batchId": "other", "outcome": "fail"})
+        assert len(_metric_state(ws_path, ids[1])[0]) == len(values) + 1

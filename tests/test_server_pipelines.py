@@ -36,6 +36,46 @@ def _token(ws_path: Path, name: str, role: str) -> str:
     return result.output.splitlines()[-1]
 
 
+#: Logs the sum of the numbers in the files under the folder it is given.
+DATA_SCRIPT = """\
+import os, sys
+from mlws import Run
+where = sys.argv[1]  # a folder, or the file itself when the DataPath names one
+paths = [os.path.join(d, f) for d, _, fs in os.walk(where) for f in fs] or [where]
+total = sum(int(open(p).read()) for p in paths)
+Run.get_context().log("total", total)
+"""
+
+
+def _publish_data_path(ws: Workspace, src: Path):  # noqa: ANN202 - a PublishedPipeline
+    """A one-step pipeline over the files a DataPath parameter ``data`` names (default:
+    ``dp/a`` of the default datastore, 1 + 2; ``dp/b`` holds 10 + 20 + 30)."""
+    from mlws.datastores import DataReference as DataPath
+    from mlws.pipelines import Pipeline, PipelineParameter, PythonScriptStep
+    from mlws.v1.data import DataPathComputeBinding
+
+    store = ws.get_default_datastore()
+    for sub, values in (("a", [1, 2]), ("b", [10, 20, 30])):
+        for i, v in enumerate(values):
+            (src / "dp" / sub).mkdir(parents=True, exist_ok=True)
+            (src / "dp" / sub / f"{i}.txt").write_text(str(v))
+    store.upload(str(src / "dp"), "dp", show_progress=False)
+    data = (
+        PipelineParameter("data", default_value=DataPath(store, "dp/a")),
+        DataPathComputeBinding(),
+    )
+    step = PythonScriptStep(
+        "data.py",
+        name="sum",
+        arguments=[data],
+        inputs=[data],
+        source_directory=str(src),
+        compute_target="local",
+        allow_reuse=False,
+    )
+    return Pipeline(ws, [step]).publish("summer")
+
+
 def _publish(ws: Workspace, src: Path, factor: int, version: str):  # noqa: ANN202 - a PublishedPipeline
     """A one-step pipeline logging ``n * factor`` (after ``gate`` exists, unless it is "-")."""
     from mlws.pipelines import Pipeline, PipelineParameter, PythonScriptStep
@@ -102,6 +142,7 @@ def published(tmp_path: Path):  # noqa: ANN201 - (ws, ws path, p1, p2, endpoint,
     src = tmp_path / "src"
     src.mkdir()
     (src / "step.py").write_text(SCRIPT)
+    (src / "data.py").write_text(DATA_SCRIPT)
     p1 = _publish(ws, src, 2, "1.0")
     p2 = _publish(ws, src, 10, "2.0")
     endpoint = PipelineEndpoint.publish(ws, "scorer", "scores", p1)
@@ -183,8 +224,32 @@ def test_submit_by_curl_and_python_with_versions(published) -> None:  # noqa: AN
         assert [e["name"] for e in listed["value"]] == ["scorer"]
         status, spec = server.api("GET", "/openapi.json", None)
         assert "post" in spec["paths"]["/api/v1/pipelineendpoints/{name}/{version}"]
+
+        # A DataPath parameter given by REST (v1's DataPathAssignments).
+        from mlws.datastores import DataReference as DataPath
+
+        summer = _publish_data_path(ws, Path(ws_path).parent / "src")
+        status, answer = _curl(
+            summer.endpoint,
+            carol,
+            {
+                "ExperimentName": "rest",
+                "DataPathAssignments": {
+                    "data": {"DataStoreName": "workspaceblobstore", "RelativePath": "dp/b"}
+                },
+            },
+        )
+        assert status == 200, answer
+        by_data_path = answer["Id"]
+        # From Python (what a run of it would get; the run itself is as above).
+        store = ws.get_default_datastore()
+        one = {"datastore": "workspaceblobstore", "path": "dp/b/0.txt"}
+        assert summer.check({"data": DataPath(store, "dp/b/0.txt")}) == {"data": one}
+        assert summer.check() == {"data": {"datastore": "workspaceblobstore", "path": "dp/a"}}
     finally:
         assert server.stop() == 0, server.lines
+    assert _finished(ws, by_data_path)["status"] == "Completed"
+    assert ws.get_run(by_data_path).get_steps()[0].get_metrics() == {"total": 60.0}
     expected = {by_default: 50.0, direct: 6.0, version0: 2.0, by_query: 8.0}
     for run_id, value in expected.items():
         details = _finished(ws, run_id)
@@ -209,6 +274,13 @@ def test_refusals_start_nothing(published) -> None:  # noqa: ANN001
     off.disable()
     p2.disable()  # still version 1 of "scorer", its default
     slashed = PipelineEndpoint.publish(ws, "team a/b", None, p1)
+    summer = _publish_data_path(ws, Path(ws_path).parent / "src")
+    path = {"DataStoreName": "workspaceblobstore", "RelativePath": "dp/b"}
+
+    def at(store: str, where: object) -> dict:
+        place = {"DataStoreName": store, "RelativePath": where}
+        return {"ExperimentName": "rest", "DataPathAssignments": {"data": place}}
+
     server = _serve(ws_path)
     try:
         # A name with a '/' is addressed by its id; the id works for any endpoint.
@@ -235,7 +307,19 @@ def test_refusals_start_nothing(published) -> None:  # noqa: ANN001
             (url, {"ExperimentName": "bad name!"}, 400, "invalid experiment name"),
             (url, {"ExperimentName": "rest", "ParameterAssignments": [1]}, 400, "object"),
             (url, {"ExperimentName": "rest", "ParameterAssignments": {"n": {}}}, 400, "n"),
-            (url, {**good, "DataPathAssignments": {}}, 400, "DataPathAssignments"),
+            (url, {**good, "Nope": {}}, 400, "unknown field(s) Nope"),
+            (url, {**good, "DataPathAssignments": {"n": path}}, 400, "both"),
+            (url, {"ExperimentName": "rest", "DataPathAssignments": {"n": path}}, 400, "not a"),
+            (summer.endpoint, {**at("nostore", "dp/b")}, 400, "no datastore named 'nostore'"),
+            (summer.endpoint, {**at("workspaceblobstore", "dp/c")}, 400, "matches no file"),
+            (summer.endpoint, {**at("workspaceblobstore", "../x")}, 400, "data"),
+            (summer.endpoint, {**at("workspaceblobstore", 1)}, 400, "RelativePath"),
+            (
+                summer.endpoint,
+                {"ExperimentName": "r", "ParameterAssignments": {"data": "dp/b"}},
+                400,
+                "takes a DataPath",
+            ),
             (url.rsplit("/", 1)[0] + "/no-such-id", good, 404, "no published pipeline"),
             (p2.endpoint, good, 409, "disabled"),
             (endpoint.endpoint, good, 409, "disabled"),  # its default is the disabled p2

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from helpers import bulk_runs, invoke, one_error_line
 
 from mlws import Experiment
-from mlws.studio.data import PAGE_SIZE
+from mlws.studio.data import MAX_POINTS, PAGE_SIZE
 from mlws.studio.downsample import lttb
 from mlws.studio.serve import StudioServer, bind, is_loopback
 
@@ -72,6 +73,13 @@ def test_experiments_page_lists_counts_and_activity(ws, studio, tmp_path):
     status, body, headers = get(studio.url + "/")
     assert status == 200 and b'href="/experiments/exp-a"' in body
     assert "script-src 'self'" in headers["content-security-policy"]
+    # One script request, named by its content (kept by the browser); the styles are inline.
+    (src,) = re.findall(rb'<script src="(/static/studio\.bundle\.js\?v=[0-9a-f]{12})">', body)
+    status, script, headers = get(studio.url + src.decode())
+    assert status == 200 and b"uPlot" in script and b"mlwsParcoords" in script
+    assert headers["content-type"].startswith("text/javascript")
+    assert "immutable" in headers["cache-control"]
+    assert b"<style>" in body and b'rel="stylesheet"' not in body
 
 
 def test_runs_table_filters_sorts_and_pages(ws, studio, tmp_path):
@@ -194,7 +202,7 @@ def test_run_page_summary_charts_tables_images_children_files(ws, studio, tmp_pa
     assert page["status"] == "Completed" and page["display_name"] == "main"
     assert page["submitter"] and page["git"] == {"azureml.git.branch": "main"}
     loss = page["metrics"]["charts"]["loss"]
-    assert 1000 < len(loss) <= 2000 and loss[0][0] == 0 and loss[-1][0] == 4999
+    assert MAX_POINTS // 2 < len(loss) <= MAX_POINTS and loss[0][0] == 0 and loss[-1][0] == 4999
     assert [1234, pytest.approx(5 + math.sin(12.34))] in loss  # the peak survives downsampling
     assert page["metrics"]["charts"]["curve"] == [[0, 1], [1, 2], [2, 3]]
     assert page["metrics"]["scalars"] == {"bad": None, "lr": 0.01}

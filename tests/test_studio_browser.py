@@ -214,6 +214,7 @@ def test_hostile_names_stay_text_in_the_browser(ws, watched):
         run.tag(hostile, str(i))
         run.log(hostile, 1.0)
         run.log(hostile, 2.0 + i)
+        run.log_confusion_matrix("cm", {"class_labels": [hostile, "b"], "matrix": [[1, 0], [0, 1]]})
         run.complete()
         runs.append(run)
     page = watched.page
@@ -232,6 +233,9 @@ def test_hostile_names_stay_text_in_the_browser(ws, watched):
     assert page.locator("figure.chart canvas").count() == 1
     assert page.locator("#differing th").all_inner_texts()[-1] == f"tag:{hostile}"
     watched.shot("hostile")
+    # A confusion matrix's class label is a header cell's text.
+    watched.goto(f"/runs/{runs[0].id}")
+    expect(page.locator("table.confusion tbody th").first).to_have_text(hostile)
 
 
 def test_registry_pages_click_through(ws, watched, tmp_path):
@@ -364,6 +368,8 @@ def test_chart_toggles_and_live_status_of_the_runs_table(ws, watched):
     run = exp.start_logging()
     for step, v in enumerate([1.0, 10.0, -1.0, 100.0, 1000.0]):
         run.log("loss", v, step=step)
+        for i in range(7):  # charts past the first six are drawn when they come into sight
+            run.log(f"m{i}", v, step=step)
     page = watched.page
     # The runs table: the running run's status turns Completed without a reload.
     watched.goto("/experiments/toggles")
@@ -386,3 +392,65 @@ def test_chart_toggles_and_live_status_of_the_runs_table(ws, watched):
     page.check("#log-scale")
     expect(page.locator('figure.chart[data-name="loss"] .uplot')).to_have_count(1)
     watched.shot("toggles")
+    # In a small window the seventh chart waits below until scrolled to.
+    page.set_viewport_size({"width": 400, "height": 600})
+    watched.goto(f"/runs/{run.id}")
+    expect(page.locator('figure.chart[data-name="m4"] .uplot')).to_have_count(1)
+    last = page.locator('figure.chart[data-name="m6"]')
+    assert last.locator(".uplot").count() == 0
+    last.scroll_into_view_if_needed()
+    expect(last.locator(".uplot")).to_have_count(1)
+
+
+def focused(page) -> str:  # noqa: ANN001 - a Page
+    """What has the keyboard focus: ``tag.class[name]``."""
+    return page.evaluate(
+        "() => { const e = document.activeElement;"
+        " return e.tagName.toLowerCase() + '.' + (e.className || '') + '[' + (e.name || '') + ']'; }"
+    )
+
+
+def test_keyboard_narrow_window_kinds_and_snapshot(ws, watched, tmp_path):
+    from test_studio_pages import kinds_run
+
+    run = kinds_run(ws, tmp_path)
+    page = watched.page
+    watched.goto("/experiments/kinds")
+    # Tab from the top: the filter, then a sort header, then a run link, each showing focus.
+    seen = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        seen.append(focused(page))
+        if seen[-1].startswith("a.run"):
+            break
+    first = {
+        kind: next(i for i, f in enumerate(seen) if f.startswith(kind))
+        for kind in ("input.[q]", "a.sort", "a.run")
+    }
+    assert first["input.[q]"] < first["a.sort"] < first["a.run"], seen
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), outline
+    page.keyboard.press("Enter")  # the run link, opened from the keyboard
+    page.wait_for_url(f"**/runs/{run.id}")
+    # The run page: the confusion matrix a grid of counts, the histograms bars.
+    assert page.locator("table.confusion tbody td").all_inner_texts() == ["5", "1", "2", "10"]
+    assert page.locator("figure.histogram rect.bar").count() == 4
+    # The snapshot is a tree of its own: open the folder by keyboard, download a file.
+    summary = page.locator("#snapshot summary", has_text="pkg/")
+    summary.focus()
+    page.keyboard.press("Enter")
+    link = page.locator("#snapshot a.file", has_text="<img")
+    expect(link).to_be_visible()
+    watched.downloads.add(watched.base + link.get_attribute("href"))
+    with page.expect_download() as info:
+        link.click()
+    assert Path(info.value.path()).read_bytes() == b"x = 1\n"
+    # At 400 px wide no page is wider than the window: wide tables scroll in their own box.
+    page.set_viewport_size({"width": 400, "height": 800})
+    for path in ("/experiments/kinds", f"/runs/{run.id}", "/compute", "/"):
+        watched.goto(path)
+        widths = page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], (path, widths)
+        watched.shot("narrow" + path.replace("/", "_"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,163 @@ def test_long_series_are_reduced_in_sql_keeping_ends_and_extremes(ws):
         )
     assert scalar_series(ws, run.seq, "short") == lttb(short, MAX_POINTS)
     assert json.dumps(points)  # plain JSON numbers
+
+
+# -- v1 metric kinds, snapshot tree, datasets, environment builds ---------------------------------
+#: A name no HTML may take as markup (a file or folder name cannot hold the "/" of XSS's end tag).
+IMG = "<img src=x onerror=alert(1)>"
+
+
+def kinds_run(ws, tmp_path: Path):  # noqa: ANN001, ANN201 - a Workspace in, a Run out
+    """A run with a confusion matrix (one class label hostile), residuals, predictions, an
+    accuracy table, a confusion matrix that is not v1's shape, and a snapshot with a nested
+    folder and a hostile file name."""
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "train.py").write_text("print('hi')\n")
+    (src / "pkg" / f"{IMG}.py").write_text("x = 1\n")
+    run = Experiment(ws, "kinds").start_logging(display_name="kinds", snapshot_directory=str(src))
+    data = {"class_labels": ["cat", XSS], "matrix": [[5, 1], [2, 10]]}
+    run.log_confusion_matrix("cm", {"schema_type": "confusion_matrix", "data": data})
+    run.log_residuals("res", json.dumps({"data": {"bin_edges": [-1, 0, 1], "bin_counts": [3, 6]}}))
+    predictions = {"bin_averages": [0.3, 0.7], "bin_errors": [0.1, 0.1], "bin_counts": [4, 0]}
+    run.log_predictions("pred", {"data": {**predictions, "bin_edges": [0, 0.5, 1]}})
+    run.log_accuracy_table("acc_table", {"data": {"probability_tables": []}})
+    run.log_confusion_matrix("odd", {"data": {"class_labels": ["a"], "matrix": [[1, 2]]}})
+    run.complete()
+    return run
+
+
+def test_run_page_draws_v1_kinds_and_browses_its_snapshot(ws, studio, tmp_path):
+    run = kinds_run(ws, tmp_path)
+    page = get_json(f"{studio.url}/runs/{run.id}.json")
+    kinds = page["metrics"]["kinds"]
+    assert sorted(kinds) == ["cm", "pred", "res"]
+    cm = kinds["cm"]
+    assert cm["kind"] == "confusion_matrix" and cm["labels"] == ["cat", XSS]
+    assert [[c["count"] for c in row] for row in cm["rows"]] == [[5, 1], [2, 10]]
+    assert cm["rows"][1][1]["shade"] == 1.0 and cm["rows"][0][1]["shade"] == 0.1
+    res = kinds["res"]
+    assert res["kind"] == "histogram" and not res["predictions"]
+    assert [b["h"] for b in res["bars"]] == [72.0, 144.0]  # counts 3 and 6 in 144 units
+    pred = kinds["pred"]
+    assert pred["predictions"] and pred["bars"][0]["mark"] and pred["bars"][1]["mark"] is None
+    assert "mean prediction 0.3 ± 0.1" in pred["bars"][0]["label"]
+    # Kinds without a drawing (an accuracy table) and values without v1's shape: their JSON.
+    assert sorted(page["metrics"]["json"]) == ["acc_table", "odd"]
+    snap = page["snapshot"]
+    assert snap["files"] == 2 and snap["tree"]["files"] == [["train.py", "train.py"]]
+    assert snap["tree"]["dirs"]["pkg"]["files"] == [[f"{IMG}.py", f"pkg/{IMG}.py"]]
+
+    status, body, _ = get(f"{studio.url}/runs/{run.id}")
+    html = body.decode()
+    assert status == 200 and "<script>alert" not in html and "<img src=x" not in html
+    assert html.count('<td class="num cm') == 4 and '<td class="num cm dark"' in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;</th>" in html  # a label, as text
+    assert html.count('<rect class="bar"') == 4 and html.count('<circle class="mean"') == 1
+    assert f'href="/runs/{run.id}/snapshot/train.py"' in html
+    assert "&lt;img src=x onerror=alert(1)&gt;.py</a>" in html
+
+    snapshot = f"{studio.url}/runs/{run.id}/snapshot/"
+    status, data, headers = get(snapshot + "train.py")
+    assert (
+        status == 200
+        and data == b"print('hi')\n"
+        and "attachment" in headers["content-disposition"]
+    )
+    quoted = urllib.parse.quote(f"pkg/{IMG}.py")
+    assert get(snapshot + quoted)[:2] == (200, b"x = 1\n")
+    for trick, code in [("nope.py", 404), ("..%2Ftrain.py", 400), ("%2Fetc%2Fpasswd", 400)]:
+        assert get(snapshot + trick)[0] == code, trick
+    assert get(f"{studio.url}/runs/nope/snapshot/train.py")[0] == 404
+    # A run without a snapshot says so; its snapshot URLs are 404s.
+    bare = Experiment(ws, "kinds").start_logging(snapshot_directory=None)
+    bare.complete()
+    assert get_json(f"{studio.url}/runs/{bare.id}.json")["snapshot"] is None
+    assert b"none taken" in get(f"{studio.url}/runs/{bare.id}")[1]
+    assert get(f"{studio.url}/runs/{bare.id}/snapshot/train.py")[0] == 404
+
+
+def test_kinds_without_v1_shape_are_not_drawn():
+    from mlws.studio.kinds import MAX_CLASSES, confusion_matrix, histogram, view
+
+    for bad in [
+        None,
+        [],
+        {"data": {"class_labels": [], "matrix": []}},
+        {"data": {"class_labels": ["a", "b"], "matrix": [[1, 2]]}},
+        {"data": {"class_labels": ["a"], "matrix": [["1"]]}},
+        {"data": {"class_labels": ["a"], "matrix": [[float("nan")]]}},
+        {"data": {"class_labels": ["a"] * (MAX_CLASSES + 1), "matrix": [[0] * 101] * 101}},
+    ]:
+        assert confusion_matrix(bad) is None, bad
+    for bad in [
+        {"data": {"bin_edges": [0, 1], "bin_counts": [1, 2]}},  # one edge short
+        {"data": {"bin_edges": [1, 0], "bin_counts": [1]}},  # edges not increasing
+        {"data": {"bin_edges": [0, 1], "bin_counts": [-1]}},
+        {"data": {"bin_edges": [0, 1], "bin_counts": [True]}},
+        {"data": {"bin_edges": [0, 1], "bin_counts": []}},
+        {"data": {"bin_counts": [1]}},
+    ]:
+        assert histogram(bad) is None, bad
+    assert view("accuracy_table", {"data": {}}) is None
+    # All-zero counts draw flat bars (no division by zero); one edge span of zero too.
+    flat = histogram({"bin_edges": [2, 2], "bin_counts": [0]})
+    assert flat is not None and flat["bars"][0]["h"] == 0
+    zero = confusion_matrix({"class_labels": ["a"], "matrix": [[0]]})
+    assert zero is not None and zero["rows"] == [[{"count": 0, "shade": 0.0}]]
+
+
+def test_run_page_links_its_datasets_and_the_compute_page_lists_builds(ws, studio, tmp_path):
+    import time
+
+    from mlws import Dataset, Datastore, Environment
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    store = Datastore.register_local(ws, "dstore", folder)
+    Dataset.File.from_files((store, "a.txt")).register(ws, "d.v1")
+    run = Experiment(ws, "exp-d").start_logging(snapshot_directory=None)
+    with ws.catalog.write() as conn:
+        conn.executemany(
+            "INSERT INTO run_datasets (run_seq, direction, name, mode, dataset_name,"
+            " dataset_version, definition, changed) VALUES (?, ?, ?, 'mount', ?, ?, '{}', ?)",
+            [(run.seq, "input", XSS, "d.v1", 1, 1), (run.seq, "output", "out", None, None, 0)],
+        )
+    run.complete()
+    used = get_json(f"{studio.url}/runs/{run.id}.json")["datasets"]
+    assert [(d["direction"], d["name"], d["dataset"], d["version"]) for d in used] == [
+        ("input", XSS, "d.v1", 1),
+        ("output", "out", None, None),
+    ]
+    html = get(f"{studio.url}/runs/{run.id}")[1].decode()
+    link = 'href="/datasets/d.v1#v1"'
+    assert link in html and "not registered" in html and "had changed" in html
+    assert "<script>alert" not in html
+    # The link's other end: the version's row, by its anchor, lists this run.
+    dataset_html = get(f"{studio.url}/datasets/d.v1")[1].decode()
+    assert '<tr class="version" id="v1">' in dataset_html
+    assert f'href="/runs/{run.id}"' in dataset_html
+
+    env = Environment("env-b")
+    env.python.user_managed_dependencies = False  # mlws builds it
+    env.register(ws)
+    Environment("as-is").register(ws)
+    spec = ws.catalog.scalar("SELECT spec_hash FROM environments WHERE name = 'env-b'")
+    with ws.catalog.write() as conn:
+        conn.executemany(
+            "INSERT INTO environment_builds (spec_hash, host, path, python, tool, freeze,"
+            " seconds, created) VALUES (?, 'box', '/x', '3.11', 'uv', ?, 2.5, ?)",
+            [(spec, "a==1\nb==2\n", time.time()), ("f" * 32, XSS, time.time() - 5)],
+        )
+    page = get_json(studio.url + "/compute.json")
+    states = {e["name"]: (e["state"], e["builds"]) for e in page["environments"]}
+    assert states == {"env-b": ("built", 1), "as-is": ("user-managed (never built)", 0)}
+    assert [(b["environments"], b["packages"], b["tool"]) for b in page["builds"]] == [
+        (["env-b:1"], 2, "uv"),
+        ([], 1, "uv"),
+    ]
+    status, body, _ = get(studio.url + "/compute")
+    assert status == 200 and body.count(b'class="env-build"') == 2 and b"(unregistered)" in body
+    assert b"2.5s" in body

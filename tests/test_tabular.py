@@ -259,6 +259,20 @@ def test_types_that_differ_between_files(tmp_path):
     assert df["v"].dtype == "float64" and df["v"].tolist() == [1, 2, 2.5, 3]
 
 
+def test_a_folder_glob_reads_each_file_once(ws, store, tmp_path):
+    """``folder/**`` matches the folder, its sub-folders and its files: each file is read once
+    (it came back once per match reaching it), locally and on a datastore."""
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "x.csv").write_text("a\n1\n")
+    (tmp_path / "d" / "sub" / "y.csv").write_text("a\n2\n")
+    local = Dataset.Tabular.from_delimited_files(str(tmp_path / "d" / "**"))
+    assert sorted(local.to_pandas_dataframe()["a"]) == [1, 2]
+    on_store = Dataset.Tabular.from_delimited_files((store, "people/**"))
+    assert sorted(on_store.to_pandas_dataframe()["id"]) == [1, 2, 3, 4, 5]
+    files = Dataset.File.from_files(str(tmp_path / "d" / "**"))
+    assert sorted(files.to_path()) == ["/d/sub/y.csv", "/d/x.csv"]
+
+
 def test_take_reads_only_the_rows_it_needs(tmp_path):
     (tmp_path / "1.csv").write_text("a\n" + "\n".join(map(str, range(10))) + "\n")
     (tmp_path / "2.csv").write_bytes(b"a\n\xff\xfe broken \x00\n")

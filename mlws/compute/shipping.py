@@ -5,7 +5,6 @@ its dependencies' installed files) is shipped to ``<work_dir>/lib/mlws-<version>
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shlex
@@ -29,18 +28,27 @@ def lib_path(conn: Connection) -> str:
 def ensure_mlws(conn: Connection, log: IO[str]) -> str:
     """Make ``mlws.compute.agent`` importable by the host's Python; returns the PYTHONPATH
     to use there (the shipped copy, which wins over any other mlws on the host)."""
+    import inspect
+
     from .. import __version__
 
     python = conn.config["python"]
     lib = lib_path(conn)
+    # Another mlws of the same version on the host (an install, a checkout) may be another
+    # development commit: it is used only when its files hash as this one's do. The shipped
+    # copy is not hashed again: its folder's name carries the hash.
     probe = (
         "import sys, json, sysconfig\n"
+        "from pathlib import Path\n"
+        f"{inspect.getsource(package_hash)}\n"
         "r = {'py': list(sys.version_info[:2]), 'platform': sysconfig.get_platform()}\n"
         "try:\n"
         "    import mlws, mlws.compute.agent\n"
         "    mlws.compute.agent.check()\n"
         "    r['mlws'] = mlws.__version__; r['file'] = mlws.__file__\n"
         "    r['protocol'] = mlws.compute.agent.PROTOCOL\n"
+        f"    if not mlws.__file__.startswith({lib + '/'!r}):\n"
+        "        r['hash'] = package_hash(Path(mlws.__file__).resolve().parent)\n"
         "except Exception as e:\n"
         "    r['error'] = f'{type(e).__name__}: {e}'\n"
         "print(json.dumps(r))\n"
@@ -59,15 +67,16 @@ def ensure_mlws(conn: Connection, log: IO[str]) -> str:
     from .agent import PROTOCOL
 
     info = ask()
-    if info.get("mlws") == __version__ and info.get("protocol") == PROTOCOL:
+    same = info.get("hash", _source_hash()) == _source_hash()
+    if info.get("mlws") == __version__ and info.get("protocol") == PROTOCOL and same:
         where = info.get("file", "")
-        if f"/lib/mlws-{__version__}-" not in where:
+        if not where.startswith(lib + "/"):
             log.write(f"{conn.node}: using mlws {__version__} installed there ({where})\n")
         return lib
-    log.write(
-        f"{conn.node}: shipping mlws {__version__} to {lib}"
-        f" ({info.get('error') or 'mlws ' + str(info.get('mlws'))} there)\n"
-    )
+    there = info.get("error") or f"mlws {info.get('mlws')}"
+    if "error" not in info and not same:
+        there += f" of other source files, at {info.get('file')}"
+    log.write(f"{conn.node}: shipping mlws {__version__} to {lib} ({there} there)\n")
     # The supervisor that ships has no terminal: its progress is these lines of the run's log.
     started = time.monotonic()
     conn.rsync(
@@ -115,16 +124,25 @@ def _amount(files: list[Path]) -> str:
 _SOURCE_HASH: str | None = None
 
 
+def package_hash(folder: Path) -> str:
+    """A hash of a package folder's source files (names and contents, ``__pycache__`` left
+    out). The probe runs this very function's source on the host, so the same files give the
+    same hash on both sides."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+            h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _source_hash() -> str:
     """A hash of this mlws's source files: a changed checkout ships again."""
     global _SOURCE_HASH
     if _SOURCE_HASH is None:
-        h = hashlib.sha256()
-        for p in sorted(_PACKAGE_DIR.rglob("*")):
-            if p.is_file() and "__pycache__" not in p.parts:
-                h.update(p.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0")
-                h.update(p.read_bytes())
-        _SOURCE_HASH = h.hexdigest()[:12]
+        _SOURCE_HASH = package_hash(_PACKAGE_DIR)
     return _SOURCE_HASH
 
 

@@ -275,13 +275,15 @@ def graph_item(item: Any, step: PipelineStep, where: str) -> Any:
             if where == "arguments" and data not in step.outputs:
                 step.outputs.append(data)
         return data
+    data_path = data_path_parameter(item) if where != "outputs" else None
+    if data_path is not None:
+        return DataPathInput(*data_path)
     if isinstance(item, DataReference) and where != "outputs":
-        from ..datasets import Dataset
         from ..rundata import DatasetConsumptionConfig, default_input_name
 
         mode = "download" if item.mode == "download" else "mount"
         name = item.data_reference_name or default_input_name(item)
-        return DatasetConsumptionConfig(name, Dataset.File.from_files(item, validate=False), mode)
+        return DatasetConsumptionConfig(name, _data_path_dataset(item), mode)
     return item
 
 
@@ -320,3 +322,142 @@ def substitute(text: str, values: dict[str, Any]) -> str:
     for name in sorted(values, key=len, reverse=True):
         text = text.replace(f"$AML_PARAMETER_{env_name(name)}", str(values[name]))
     return text
+
+
+# -- DataPath parameters ---------------------------------------------------------------------------
+def data_path_parameter(item: Any) -> tuple[PipelineParameter, Any] | None:
+    """``(parameter, binding)`` when ``item`` is a step input of v1's DataPath form, a
+    ``(PipelineParameter(default_value=DataPath(...)), DataPathComputeBinding(...))`` pair or
+    such a parameter alone (mounted); else None."""
+    from ..datastores import DataReference
+
+    if isinstance(item, PipelineParameter) and isinstance(item.default_value, DataReference):
+        return item, None
+    if (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], PipelineParameter)
+        and isinstance(item[0].default_value, DataReference)
+        and hasattr(item[1], "mode")
+    ):
+        return item[0], item[1]
+    return None
+
+
+def _data_path_dataset(ref: Any) -> Any:
+    """A file dataset over ``ref`` (a ``DataReference`` or ``(datastore, path)``) that looks
+    for its files in the datastore's workspace (an unregistered dataset otherwise asks
+    ``Workspace.from_config()``)."""
+    from ..datasets import Dataset
+
+    ds = Dataset.File.from_files(ref, validate=False)
+    store = ref.datastore if hasattr(ref, "datastore") else ref[0]
+    ds.workspace = ds.workspace or store.workspace
+    return ds
+
+
+class DataPathInput:
+    """A step's input whose files a DataPath pipeline parameter names: the parameter's
+    default path, or the ``DataPath`` given for it at submission (``pipeline_parameters=
+    {name: DataPath(...)}``, REST ``DataPathAssignments``). The step gets it as a dataset
+    input named after the parameter (mounted, or downloaded as its binding says), so its files'
+    content is in the step's fingerprint."""
+
+    def __init__(self, parameter: PipelineParameter, binding: Any = None) -> None:
+        from ..rundata import DatasetConsumptionConfig
+
+        mode = "download" if getattr(binding, "mode", "mount") == "download" else "mount"
+        self.parameter = parameter
+        self.config = DatasetConsumptionConfig(
+            parameter.name,
+            _data_path_dataset(parameter.default_value),
+            mode,
+            getattr(binding, "path_on_compute", None),
+        )
+
+    @property
+    def name(self) -> str:
+        """The input's (and the parameter's) name."""
+        return self.config.name
+
+    def __repr__(self) -> str:
+        return f"DataPathInput({self.parameter!r}, mode={self.config.mode!r})"
+
+    def __str__(self) -> str:
+        return f"$AZUREML_DATAREFERENCE_{self.name}"
+
+
+def data_path_value(value: Any) -> dict[str, str] | None:
+    """A DataPath parameter's value as a definition records it, ``{"datastore", "path"}``, from
+    a ``DataPath`` / ``DataReference``, that dict, or v1's REST form ``{"DataStoreName",
+    "RelativePath"}``; None when ``value`` is none of them."""
+    from ..datastores import DataReference
+
+    if isinstance(value, DataReference):
+        return {"datastore": value.datastore.name, "path": value.path_on_datastore}
+    if isinstance(value, dict):
+        for store, path in (("datastore", "path"), ("DataStoreName", "RelativePath")):
+            if set(value) == {store, path}:
+                if not all(isinstance(value[k], str) for k in (store, path)):
+                    return None
+                return {"datastore": value[store], "path": value[path]}
+    return None
+
+
+def check_value_kinds(defaults: dict[str, Any], given: dict[str, Any] | None) -> None:
+    """A DataPath parameter (its recorded default a ``{"datastore", "path"}``) is given a
+    DataPath, and no other parameter is.
+
+    :raises PipelineValidationError: one is not (its name, what it needs)."""
+    from ..errors import PipelineValidationError
+
+    for name, value in (given or {}).items():
+        if name not in defaults:
+            continue  # an unknown name has its own error
+        wants = data_path_value(defaults[name]) is not None
+        if wants != (data_path_value(value) is not None):
+            need = "a DataPath(datastore, path)" if wants else "a value, not a DataPath"
+            raise PipelineValidationError(f"parameter {name!r} takes {need}, got {value!r}")
+
+
+def data_path_datasets(ws: Any, values: dict[str, Any], names: Any) -> dict[str, Any]:
+    """``{name: dataset spec}`` of the files each DataPath parameter in ``names`` names now,
+    by its value in ``values`` (as a definition records them).
+
+    :raises PipelineValidationError: a value that is not a DataPath, an unknown datastore, or a
+        path that matches no file.
+    """
+    from ..datastores import Datastore, clean_path
+    from ..errors import MlwsError, PipelineValidationError
+    from ..rundata import dataset_spec
+
+    out: dict[str, Any] = {}
+    for name in names:
+        if name in out:
+            continue
+        value = data_path_value(values.get(name))
+        if value is None:
+            raise PipelineValidationError(
+                f"parameter {name!r} is a DataPath: give DataPath(datastore, path) (REST:"
+                f" DataPathAssignments {{DataStoreName, RelativePath}}), got {values.get(name)!r}"
+            )
+        try:
+            ds = _data_path_dataset((Datastore(ws, value["datastore"]), clean_path(value["path"])))
+            ds.current_files()  # :raises: the path matches no file
+        except MlwsError as e:
+            raise PipelineValidationError(f"parameter {name!r}: {e}") from None
+        out[name] = dataset_spec(ds)
+    return out
+
+
+def bind_data_paths(ws: Any, spec: dict[str, Any]) -> None:
+    """Point every DataPath input of the definition ``spec`` at the files its parameter's value
+    names now (in place).
+
+    :raises PipelineValidationError: as :func:`data_path_datasets` (nothing is recorded or
+        started).
+    """
+    inputs = [d for s in spec["steps"] for d in s.get("datasets") or [] if "dataPathParameter" in d]
+    found = data_path_datasets(ws, spec["parameters"], [d["dataPathParameter"] for d in inputs])
+    for d in inputs:
+        d["dataset"] = found[d["dataPathParameter"]]

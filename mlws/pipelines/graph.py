@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MlwsError, PipelineValidationError
-from .data import OutputData, PipelineData, PipelineParameter
+from .data import (
+    DataPathInput,
+    OutputData,
+    PipelineData,
+    PipelineParameter,
+    bind_data_paths,
+    check_value_kinds,
+    data_path_datasets,
+    data_path_value,
+)
 from .steps import PipelineStep
 
 if TYPE_CHECKING:
@@ -123,7 +132,9 @@ class Pipeline:
                         f"two different PipelineData are named {d.name!r}; give each its own name"
                     )
             for a in s.inputs:
-                if not isinstance(a, (PipelineData, DatasetConsumptionConfig, AbstractDataset)):
+                if not isinstance(
+                    a, (PipelineData, DatasetConsumptionConfig, AbstractDataset, DataPathInput)
+                ):
                     raise PipelineValidationError(
                         f"step {s.name!r}: an input is PipelineData or a dataset, got {a!r}"
                     )
@@ -163,6 +174,8 @@ class Pipeline:
             except MlwsError as e:
                 raise PipelineValidationError(f"step {s.name!r}: {e}") from None
             for spec in dataset_inputs(s).values():
+                if "dataPathParameter" in spec:
+                    continue  # its files are those of the value it is given (freeze)
                 try:
                     spec["_dataset"].current_files()
                 except MlwsError as e:
@@ -286,6 +299,9 @@ def dataset_inputs(step: PipelineStep) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for where, items in (("arguments", step.arguments), ("inputs", step.inputs)):
         for a in items:
+            param = a.parameter.name if isinstance(a, DataPathInput) else None
+            if isinstance(a, DataPathInput):
+                a = a.config
             if isinstance(a, AbstractDataset):
                 a = a.as_named_input(default_input_name(a))
             if not isinstance(a, DatasetConsumptionConfig):
@@ -297,6 +313,8 @@ def dataset_inputs(step: PipelineStep) -> dict[str, dict[str, Any]]:
                 "dataset": dataset_spec(a.dataset),
                 "inArguments": False,
                 "_dataset": a.dataset,
+                # Its files are those the parameter's value names (bind_data_paths).
+                **({"dataPathParameter": param} if param else {}),
             }
             spec = out.setdefault(a.name, new)
             if spec is not new and any(spec[k] != new[k] for k in ("mode", "dataset")):
@@ -321,7 +339,7 @@ def encode_step(pipeline: Pipeline, step: PipelineStep, snapshot: dict[str, Any]
             return {"param": a.name}
         if isinstance(a, AbstractDataset):
             return {"dataset": default_input_name(a)}
-        if isinstance(a, DatasetConsumptionConfig):
+        if isinstance(a, (DatasetConsumptionConfig, DataPathInput)):
             return {"dataset": a.name}
         return str(a)
 
@@ -394,7 +412,10 @@ def check_parameter_values(pipeline_parameters: Any) -> None:
 
 def parameter_value(v: Any) -> Any:
     """A parameter's value as a pipeline run's definition records it (numbers and booleans as
-    they are, anything else as text)."""
+    they are, a ``DataPath`` as ``{"datastore", "path"}``, anything else as text)."""
+    path = data_path_value(v)
+    if path is not None:
+        return path
     return v if isinstance(v, (int, float, bool)) else str(v)
 
 
@@ -410,8 +431,13 @@ def freeze(pipeline: Pipeline, pipeline_parameters: dict[str, Any] | None = None
     ws = pipeline.workspace
     pipeline.validate(pipeline_parameters)
     steps = pipeline.steps
+    defaults = {n: parameter_value(p.default_value) for n, p in pipeline.parameters().items()}
+    check_value_kinds(defaults, pipeline_parameters)
     values = {n: p.default_value for n, p in pipeline.parameters().items()}
     values.update(pipeline_parameters or {})
+    recorded = {k: parameter_value(v) for k, v in values.items()}
+    # Before anything is stored: a DataPath whose datastore or files are not there.
+    data_path_datasets(ws, recorded, [n for n, v in defaults.items() if data_path_value(v)])
     snapshots: dict[str, dict[str, Any]] = {}
     for s in steps:
         src = pipeline.source_of(s)
@@ -426,7 +452,7 @@ def freeze(pipeline: Pipeline, pipeline_parameters: dict[str, Any] | None = None
             snapshots[src] = {k: v for k, v in dataclasses.asdict(snap).items() if k != "warnings"}
     return {
         "description": pipeline.description,
-        "parameters": {k: parameter_value(v) for k, v in values.items()},
+        "parameters": recorded,
         "steps": [encode_step(pipeline, s, snapshots[pipeline.source_of(s)]) for s in steps],
     }
 
@@ -454,6 +480,7 @@ def start_pipeline_run(
     from .run import PipelineRun
 
     ws = experiment.workspace
+    bind_data_paths(ws, spec)
     definition = {
         "pipeline": {
             **spec,

@@ -137,9 +137,11 @@ class Driver:
                 else:
                     ds = rebuild_dataset(self.ws, specs[name]["dataset"])
                 frames.append(ds.to_pandas_dataframe())
-                nbytes += sum(
-                    os.path.getsize(src) for src, _ in on_this_machine(ds.current_files()).values()
-                )
+                if "count" not in batch:  # mini-batches by size: the files' bytes per row
+                    nbytes += sum(
+                        os.path.getsize(src)
+                        for src, _ in on_this_machine(ds.current_files()).values()
+                    )
             table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
             rows = len(table)
             if "count" in batch:
@@ -183,6 +185,12 @@ class Driver:
         each mini-batch through their pipe."""
         if self.forking:
             self.ctx = multiprocessing.get_context("fork")
+            # What is alive now (modules, the table) lives on in every worker: out of the
+            # collector's sight, a worker's collections do not write to (and so copy) each of
+            # those objects' pages shared with this process.
+            import gc
+
+            gc.freeze()
         else:
             preload = ["mlws.pipelines.parallel_worker"]
             if self.s["inputKind"] == "tabular":

@@ -51,13 +51,20 @@ def check_pipeline_name(name: Any, what: str = "published pipeline") -> str:
     return name
 
 
-def resolve_parameters(spec: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
+def resolve_parameters(
+    spec: dict[str, Any], given: dict[str, Any] | None, ws: Workspace | None = None
+) -> dict[str, Any]:
     """The parameter values of a run of the frozen definition ``spec``: its defaults, with
-    ``given`` in their place.
+    ``given`` in their place. With ``ws``, the files of every DataPath value are looked for
+    now.
 
-    :raises PipelineValidationError: ``given`` is not a dict, or names a parameter the
-        pipeline does not have.
+    :raises PipelineValidationError: ``given`` is not a dict, names a parameter the
+        pipeline does not have, gives a DataPath parameter something else (or another one a
+        DataPath), or (``ws``) a DataPath whose datastore or files are not there.
     """
+    import copy
+
+    from .data import bind_data_paths, check_value_kinds
     from .graph import check_parameter_values, parameter_value
 
     check_parameter_values(given)
@@ -68,7 +75,11 @@ def resolve_parameters(spec: dict[str, Any], given: dict[str, Any] | None) -> di
             f"the pipeline has no parameter {unknown[0]!r}; its parameters: "
             f"{', '.join(sorted(known)) or 'none'}"
         )
-    return {**known, **{k: parameter_value(v) for k, v in (given or {}).items()}}
+    check_value_kinds(known, given)
+    values = {**known, **{k: parameter_value(v) for k, v in (given or {}).items()}}
+    if ws is not None:
+        bind_data_paths(ws, {**copy.deepcopy(spec), "parameters": values})
+    return values
 
 
 class StoredItem:
@@ -278,7 +289,7 @@ class PublishedPipeline(StoredItem):
                 f"published pipeline {self.name!r} ({self.id}) is disabled; enable it first"
                 f" (`mlws pipeline enable {self.id}`)"
             )
-        return resolve_parameters(self.graph, pipeline_parameters)
+        return resolve_parameters(self.graph, pipeline_parameters, self.workspace)
 
     def _submit(
         self,

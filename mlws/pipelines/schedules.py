@@ -348,6 +348,12 @@ class Schedule(StoredItem):
         spec = _target_spec(workspace, pipeline_id, pipeline_endpoint_id)
         from .published import resolve_parameters
 
+        pipeline_parameters = _with_watched_path(
+            pipeline_parameters,
+            data_path_parameter_name,
+            None if recurrence is not None else datastore,
+            path_on_datastore,
+        )
         try:
             resolve_parameters(spec, pipeline_parameters)
         except MlwsError as e:
@@ -389,7 +395,7 @@ class Schedule(StoredItem):
                     else _endpoint_id(workspace, pipeline_endpoint_id),
                     experiment_name,
                     None if recurrence is None else json.dumps(recurrence.to_dict()),
-                    json.dumps(pipeline_parameters or {}, default=str),
+                    _stored(pipeline_parameters),
                     ds_name,
                     path_on_datastore,
                     interval,
@@ -504,13 +510,21 @@ class Schedule(StoredItem):
                     "only a time schedule's recurrence can be changed, to a ScheduleRecurrence"
                 )
             sets["recurrence"] = json.dumps(recurrence.to_dict())
+        if data_path_parameter_name is not None:
+            watched = self._row["recurrence"] is None
+            pipeline_parameters = _with_watched_path(
+                self.pipeline_parameters if pipeline_parameters is None else pipeline_parameters,
+                data_path_parameter_name,
+                (datastore or self.datastore_name) if watched else None,
+                path_on_datastore if path_on_datastore is not None else self.path_on_datastore,
+            )
         if pipeline_parameters is not None:
             spec = _target_spec(self.workspace, self.pipeline_id, self.pipeline_endpoint_id)
             try:
                 resolve_parameters(spec, pipeline_parameters)
             except MlwsError as e:
                 raise ScheduleError(str(e)) from None
-            sets["pipeline_parameters"] = json.dumps(pipeline_parameters, default=str)
+            sets["pipeline_parameters"] = _stored(pipeline_parameters)
         if continue_on_step_failure is not None:
             sets["continue_on_step_failure"] = int(bool(continue_on_step_failure))
         if polling_interval is not None:
@@ -580,6 +594,33 @@ class Schedule(StoredItem):
             "last_run_id": self.last_run_id,
             "last_error": self._row["last_error"],
         }
+
+
+def _with_watched_path(
+    values: dict[str, Any] | None, parameter: str | None, datastore: Any, path: str | None
+) -> dict[str, Any] | None:
+    """``values`` with the DataPath parameter ``parameter`` (v1's ``data_path_parameter_name``)
+    set to the path a data-change schedule watches, ``datastore``'s ``path``: each firing runs
+    the pipeline on the files that changed.
+
+    :raises ScheduleError: a parameter name without a watched path (a time schedule)."""
+    if parameter is None:
+        return values
+    if not isinstance(parameter, str) or datastore is None:
+        raise ScheduleError(
+            "data_path_parameter_name names the DataPath parameter that gets the watched path:"
+            " it needs a datastore (and path_on_datastore) to watch"
+        )
+    watched = {"datastore": getattr(datastore, "name", datastore), "path": path or ""}
+    return {**(values or {}), parameter: watched}
+
+
+def _stored(values: dict[str, Any] | None) -> str:
+    """Parameter values as the schedule's row keeps them (a DataPath as ``{"datastore",
+    "path"}``, as a pipeline run's definition records it)."""
+    from .graph import parameter_value
+
+    return json.dumps({k: parameter_value(v) for k, v in (values or {}).items()})
 
 
 def _polling(value: Any) -> float:

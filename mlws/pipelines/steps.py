@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from ..errors import UserErrorException
-from .data import PipelineData, PipelineParameter, graph_item
+from .data import DataPathInput, PipelineData, PipelineParameter, graph_item
 
 
 class PipelineStep:
@@ -100,10 +100,14 @@ class PipelineStep:
         return out + [s for s in self._after if s not in out]
 
     def parameters(self) -> list[PipelineParameter]:
-        """The pipeline parameters this step uses (in ``arguments`` and ``params``)."""
-        return [
-            p for p in [*self.arguments, *self.params.values()] if isinstance(p, PipelineParameter)
+        """The pipeline parameters this step uses (in ``arguments`` and ``params``, and the
+        DataPath parameters of its inputs)."""
+        items = [*self.arguments, *self.params.values()]
+        found = [p for p in items if isinstance(p, PipelineParameter)]
+        found += [
+            p.parameter for p in [*self.arguments, *self.inputs] if isinstance(p, DataPathInput)
         ]
+        return found
 
     def command_line(self) -> dict[str, Any]:
         """What runs: ``{"script": ...}`` or ``{"command": ...}``."""

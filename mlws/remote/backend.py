@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ..errors import BlobCorrupted, NotAvailableRemotely, UserErrorException
 
 if TYPE_CHECKING:
+    from ..maintenance import FsckReport, GcReport
     from ..manifests import Entry
     from .client import RemoteClient
 
@@ -90,6 +91,24 @@ class RemoteCatalog(_Unported):
 
     def close(self) -> None:
         """Nothing to close (the client's connections close with the workspace)."""
+
+    # fsck and gc are the server's, over its own catalog and blob store; mlws.maintenance
+    # (storage, which imports nothing above it) reaches them through these two methods.
+    def fsck(self) -> FsckReport:
+        """The server's :func:`mlws.maintenance.fsck` of its workspace (any role; within the
+        client's request timeout: a store that takes longer is checked on its machine)."""
+        from ..maintenance import FsckReport
+
+        answer = self.remote.request("POST", "/maintenance/fsck", {})
+        answer.pop("ok", None)  # a property of the report
+        return FsckReport(**answer)
+
+    def gc(self, dry_run: bool, grace_s: float) -> GcReport:
+        """The server's :func:`mlws.maintenance.gc` of its blob store (owners)."""
+        from ..maintenance import GcReport
+
+        body = {"dryRun": bool(dry_run), "graceSeconds": grace_s}
+        return GcReport(**self.remote.request("POST", "/maintenance/gc", body))
 
     def __repr__(self) -> str:
         return f"RemoteCatalog({self.remote.url!r})"

@@ -200,11 +200,11 @@ class RemoteClient:
             if self._https:
                 if self._ssl is None:
                     self._ssl = ssl.create_default_context(cafile=self._ca_file)
-                conn = http.client.HTTPSConnection(
+                conn = OneWriteHTTPSConnection(
                     self._host, self._port, timeout=self.timeout, context=self._ssl
                 )
             else:
-                conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+                conn = OneWriteHTTPConnection(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
         return conn
 
@@ -329,3 +329,27 @@ class RemoteClient:
 
                     self._tracker = Tracker(self)
         return self._tracker
+
+
+class _OneWrite:
+    """A request's head and body in one ``send``: sent apart, the head alone wakes the server,
+    which on a busy machine costs a scheduling round before the body follows (measured: about
+    half of a small request's client time under load)."""
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and not encode_chunked:
+            buffer = self._buffer  # type: ignore[attr-defined]
+            buffer.extend((b"", b""))
+            head = b"\r\n".join(buffer)
+            del buffer[:]
+            self.send(head + message_body)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class OneWriteHTTPConnection(_OneWrite, http.client.HTTPConnection):
+    """:class:`http.client.HTTPConnection` that sends a request's head and body together."""
+
+
+class OneWriteHTTPSConnection(_OneWrite, http.client.HTTPSConnection):
+    """:class:`http.client.HTTPSConnection` that sends a request's head and body together."""

@@ -111,17 +111,11 @@ def register_from_run(run: Run, name: str, path: str, **meta: Any) -> Model:
     return Model._from_row(run.workspace, row_of(answer))
 
 
-def update(model: Model, change: dict[str, Any] | None) -> RemoteRow:
-    """Make ``change`` (``addTags``, ``removeTags``, ``addProperties``, or ``tags`` and/or
-    ``description``) to ``model`` on the server; returns its row as changed. An empty update
-    changes nothing and asks nothing.
-
-    :raises NotAvailableRemotely: ``change`` is None (a change with no remote form)."""
+def update(model: Model, change: dict[str, Any]) -> RemoteRow:
+    """Make ``change`` (any of ``addTags``, ``removeTags``, ``addProperties`` at once, or
+    ``tags`` and/or ``description``) to ``model`` on the server, in one request; returns its row
+    as changed. An empty update changes nothing and asks nothing."""
     client = model.workspace.remote
-    if change is None:
-        from .backend import not_available, public_caller
-
-        raise not_available(public_caller("Model._update"), client.url)
     path = client.path("models", model.name, "versions", str(model.version))
     if not change:
         return row_of(client.request("GET", path))

@@ -8,12 +8,15 @@ the same ``run._row[...]`` as a catalog row); its ``seq`` is its id, so function
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ExperimentNotFound, RunStateError, UserErrorException
+from ..errors import ExperimentNotFound, MlwsError, RunStateError, UserErrorException
 
 if TYPE_CHECKING:
     from ..experiments import Experiment
@@ -79,6 +82,7 @@ def get_row(ws: Workspace, run_id: str, experiment: str | None = None) -> Remote
     :raises RunNotFound: no such run (in ``experiment``, when given)."""
     from ..errors import RunNotFound
 
+    _deliver_tags(ws.remote, run_id)  # read your writes: the details show the tags
     row = row_of(ws.remote.request("GET", _run_path(ws.remote, run_id)))
     if experiment is not None and row["experiment"] != experiment:
         raise RunNotFound(f"no run {run_id!r} in experiment {experiment!r}")
@@ -123,13 +127,27 @@ def create_run(
     display_name: str | None = None,
     parent_id: str | None = None,
     run_id: str | None = None,
+    snapshot_directory: str | os.PathLike[str] | None = None,
 ) -> RemoteRow:
     """Create an interactive run (Running) on the server, held by this process (heartbeats).
-    The id is made here, so a request retried after a lost answer cannot make two runs."""
+    The id is made here, so a request retried after a lost answer cannot make two runs. A
+    ``snapshot_directory`` is captured first (only the blobs the server lacks are sent, as a
+    submit's), then named the run's snapshot with its git properties.
+
+    :raises SnapshotError: the folder is unreadable or a name cannot be stored (no run made)."""
     from ..errors import RunExists
     from ..lifecycle import new_run_id
 
     client = exp.workspace.remote
+    snap = None
+    if snapshot_directory is not None:  # before the run exists: a bad folder makes none
+        from ..snapshots import git_properties
+        from .submit import remote_snapshot
+
+        snap = remote_snapshot(exp.workspace, snapshot_directory)
+        for w in snap.warnings:
+            print(f"Warning: {w}", file=sys.stderr)
+        git = git_properties(snapshot_directory)
     rid = run_id or new_run_id(exp.name)
     body: dict[str, Any] = {"runId": rid, "tags": tags or {}}
     if display_name is not None:
@@ -149,93 +167,74 @@ def create_run(
         # client, with the first run, so a short lease is renewed in time from the start.
         beat = client.request("POST", _run_path(client, rid, "heartbeat"))
     tracker.hold(rid, beat.get("heartbeatSeconds") if isinstance(beat, dict) else None)
+    if snap is not None:
+        body = {"snapshotId": snap.manifest, "properties": git}
+        try:
+            answer = client.request("PUT", _run_path(client, rid, "snapshot"), body)
+        except MlwsError as e:  # no run left Running without the snapshot it was asked for
+            error = {"code": "SnapshotError", "message": f"its snapshot was not recorded: {e}"}
+            with contextlib.suppress(MlwsError):
+                client.request("POST", _run_path(client, rid, "fail"), {"error": error})
+            tracker.release(rid)
+            raise
     return row_of(answer)
 
 
 def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
-    """:func:`mlws.experiments.query_runs` over ``GET /runs`` (filters the server has are sent;
-    run type and parent are applied here). Sorted by the server by creation time; by
-    ``metric:<name>`` or a column of the listing (:data:`SORTABLE`) here, over every match."""
-    from .backend import not_available
+    """:func:`mlws.experiments.query_runs` over ``GET /runs``: every filter and order is the
+    server's (its own listing over its catalog), pages followed here up to ``limit``. ``after``
+    is ``(created, run id)``: the row of the last run of a previous page."""
+    from ..experiments import check_page, tag_filter
 
     sort_by = f.get("sort_by") or "created"
-    if sort_by != "created" and sort_by not in SORTABLE and not sort_by.startswith("metric:"):
-        raise not_available(f"sorting runs by {sort_by!r}", ws.remote.url)
     if sort_by == "metric:":
         raise UserErrorException("--sort-by metric: needs a name, e.g. metric:accuracy")
-    for unported in ("properties", "text", "offset", "after"):
-        if f.get(unported):
-            raise not_available(f"filtering runs by {unported}", ws.remote.url)
+    limit, offset = f.get("limit"), f.get("offset") or 0
+    check_page(limit, offset)
     query: list[tuple[str, Any]] = []
-    if f.get("experiment") is not None:
-        query.append(("experiment", f["experiment"]))
-    if f.get("status") is not None:
-        query.append(("status", f["status"]))
-    from ..experiments import tag_filter
-
-    for k, v in tag_filter(f.get("tags")).items():
-        query.append(("tag", k if v is None else f"{k}={v}"))
-    parent = f.get("parent")
-    if f.get("include_children") or parent is not None:
+    for key, param in (
+        ("experiment", "experiment"),
+        ("status", "status"),
+        ("run_type", "runType"),
+        ("parent", "parent"),
+        ("text", "text"),
+    ):
+        if f.get(key):
+            query.append((param, f[key]))
+    for name, value in (("tag", f.get("tags")), ("property", f.get("properties"))):
+        for k, v in tag_filter(value).items():
+            query.append((name, k if v is None else f"{k}={v}"))
+    if f.get("include_children"):
         query.append(("includeChildren", "true"))
+    if sort_by != "created":
+        query.append(("sortBy", sort_by))
+    # Where the listing starts: asked with the first page; the continuation token goes on.
+    first: list[tuple[str, Any]] = [("offset", offset)] if offset else []
+    if f.get("after") is not None:
+        first.append(("afterRun", f["after"][1]))
     query.append(("order", "asc" if f.get("ascending") else "desc"))
     query.append(("latestMetrics", "true"))  # what a listing shows beside each run
-    limit = f.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise UserErrorException(f"limit is a whole number of runs >= 0, got {limit!r}")
     rows: list[RemoteRow] = []
     token = None
+    _deliver_tags(ws.remote)  # a listing filters and shows by tags this process set
     if len(_latest) > 100_000:
         _latest.clear()
-    everything = sort_by != "created"  # sorted here: every match is needed first
-    while limit is None or everything or len(rows) < limit:
+    while limit is None or len(rows) < limit:
+        size = PAGE if limit is None else max(1, min(PAGE, limit - len(rows)))
         page = ws.remote.request(
             "GET",
             "/runs",
-            query=[*query, ("limit", PAGE)] + ([("continuationToken", token)] if token else []),
+            query=[*query, ("limit", size), *([("continuationToken", token)] if token else first)],
         )
         for s in page["value"]:
             row = row_of(s)
-            if parent is not None and row["parent_id"] != parent:
-                continue
-            if f.get("run_type") is not None and row["type"] != f["run_type"]:
-                continue
             rows.append(row)
             if "latestMetrics" in s:
                 _latest[(ws.remote.url, row["id"])] = (time.monotonic(), s["latestMetrics"])
         token = page.get("continuationToken")
         if not token:
             break
-    if everything:
-        rows = _sorted(ws, rows, sort_by, bool(f.get("ascending")))
     return rows if limit is None else rows[:limit]
-
-
-#: The columns a remote listing can be sorted by (besides creation time and ``metric:<name>``).
-SORTABLE = ("number", "status", "id", "start_time", "end_time", "display_name", "target")
-
-
-def _sorted(ws: Workspace, rows: list[RemoteRow], sort_by: str, ascending: bool) -> list[RemoteRow]:
-    """``rows`` by ``sort_by``, runs without a value last (as the local listing), newest first
-    among equals."""
-    rows = sorted(rows, key=lambda r: r["created"] or 0, reverse=True)
-    if sort_by.startswith("metric:"):
-        name = sort_by[len("metric:") :]
-        now = time.monotonic()
-
-        def value(r: RemoteRow) -> Any:
-            hit = _latest.get((ws.remote.url, r["id"]))
-            return (hit[1] if hit is not None and now - hit[0] < 60 else {}).get(name)
-    else:
-
-        def value(r: RemoteRow) -> Any:
-            return r[sort_by]
-
-    have = [r for r in rows if isinstance(value(r), (int, float, str))]
-    missing = [r for r in rows if not isinstance(value(r), (int, float, str))]
-    # Numbers before strings (as SQLite orders them), each in their own order.
-    have.sort(key=lambda r: (isinstance(value(r), str), value(r)), reverse=not ascending)
-    return have + missing
 
 
 def children(
@@ -247,7 +246,8 @@ def children(
     status: str | None = None,
 ) -> list[RemoteRow]:
     """The children of ``run`` (every descendant with ``recursive``), oldest first: one listing
-    of its experiment's runs, the tree walked here."""
+    of its experiment's runs, the tree walked here (and, with tags or properties, one listing of
+    the runs that have them)."""
     ws = run.workspace
     if not recursive:
         return query_runs(
@@ -260,11 +260,16 @@ def children(
             status=status,
             ascending=True,
         )
-    if tags or properties:
-        from .backend import not_available
-
-        raise not_available("get_children(recursive=True) with tags or properties", ws.remote.url)
-    rows = query_runs(ws, experiment=run.experiment.name, include_children=True, ascending=True)
+    exp = run.experiment.name
+    rows = query_runs(ws, experiment=exp, include_children=True, ascending=True)
+    wanted = None
+    if tags or properties:  # the tree walked here, the tags and properties matched by the server
+        wanted = {
+            r["id"]
+            for r in query_runs(
+                ws, experiment=exp, include_children=True, tags=tags, properties=properties
+            )
+        }
     below: dict[str, list[RemoteRow]] = {}
     for r in rows:
         below.setdefault(r["parent_id"], []).append(r)
@@ -274,20 +279,42 @@ def children(
             found.append(r)
             todo.append(r["id"])
     found.sort(key=lambda r: (r["created"] or 0, r["number"] or 0))
-    return [r for r in found if run_type in (None, r["type"]) and status in (None, r["status"])]
+    return [
+        r
+        for r in found
+        if run_type in (None, r["type"])
+        and status in (None, r["status"])
+        and (wanted is None or r["id"] in wanted)
+    ]
 
 
 # -- one run -----------------------------------------------------------------------------------
 def send(run: Run, method: str, *rest: str, body: Any = None) -> Any:
     """A write of ``run``, in order after the metrics it logged before (spooled while the
-    server is away; then None is returned)."""
+    server is away; then None is returned). Tags (``PATCH tags``) wait for the run's next
+    metric batch or its end and travel with it (None is returned): a run's tags, last values
+    and outcome are one request; a read of the run sends them first."""
     client = run.workspace.remote
+    if method == "PATCH" and rest == ("tags",) and isinstance(body, dict):
+        # No wake: the sender's next tick (or the run's end) takes them, with its values.
+        client.tracker.writer(run.id).set_tags(body["tags"])
+        return None
     return client.tracker.send(run.id, method, _run_path(client, run.id, *rest), body)
+
+
+def _deliver_tags(client: RemoteClient, run_id: str | None = None) -> None:
+    """Send the tags this process set and has not sent yet (of ``run_id``, or of every run)
+    before a read that shows them."""
+    tracker = client.tracker
+    for rid, w in list(tracker.writers.items()):
+        if w.tags and run_id in (None, rid):
+            tracker.pump(rid)
 
 
 def read(run: Run, *rest: str, query: dict[str, Any] | None = None) -> Any:
     """A read of ``run`` (``GET /runs/{id}/...``)."""
     client = run.workspace.remote
+    _deliver_tags(client, run.id)
     return client.request("GET", _run_path(client, run.id, *rest), query=query)
 
 
@@ -296,23 +323,32 @@ def finish(run: Run, outcome: str, error: dict[str, Any] | None = None) -> None:
     server is away, wait up to the spool bound, then leave the rest for later."""
     client = run.workspace.remote
     tracker = client.tracker
-    body = {"error": error} if error else None
+    fields: dict[str, Any] = {"outcome": outcome}
+    if error:
+        fields["error"] = error
     try:
-        answer = send(run, "POST", outcome, body=body)
+        # The outcome travels with the run's last values and tags (one request).
+        answer = tracker.finish(run.id, fields)
     except RunStateError:
         # Ended already: by this very request, when its answer was lost and it was sent again
         # (then the outcome is the one asked for), or by the server (a lapsed lease).
         row = get_row(run.workspace, run.id)
         tracker.release(run.id)
         run._row = row
-        if row["status"] != ("Completed" if outcome == "complete" else "Failed"):
+        # Canceled meanwhile (an interactive run another client canceled): terminal states
+        # never change, and ending it is a no-op, as on a local workspace.
+        if row["status"] not in ("Completed" if outcome == "complete" else "Failed", "Canceled"):
             raise
         tracker.forget(run.id)
         return
     tracker.release(run.id)
     if answer is not None:
-        run._row = row_of(answer)
+        run._row = row_of(answer["run"])
         tracker.forget(run.id)
+        if run._row["status"] != ("Completed" if outcome == "complete" else "Failed"):
+            raise RunStateError(  # ended otherwise meanwhile; its answer was lost, then retried
+                f"run {run.id} has ended already ({run._row['status']}); its status cannot change"
+            )
         return
     tracker.drain(run.id)
     # Until the server has it, this process knows the outcome it asked for.

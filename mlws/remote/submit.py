@@ -211,22 +211,28 @@ def start_supervisor(ws: Workspace, run_id: str) -> int:
 
 def cancel(run: Run) -> None:
     """Cancel a run of a remote workspace: a submitted run whose supervisor runs on this machine
-    is stopped (SIGTERM: it kills the script, uploads its logs, ends it Canceled).
+    is stopped (SIGTERM: it kills the script, uploads its logs, ends it Canceled); an interactive
+    run is marked Canceled by the server, after what this process logged to it (its holder, in
+    this process or another, sees the status on its next call; v1's semantics).
 
     Any other (a run, pipeline or sweep the server executes) is canceled by the server.
 
-    :raises RunStateError: the run executes on another machine (cancel it there).
-    :raises NotAvailableRemotely: an interactive run (end it with complete or fail)."""
+    :raises RunStateError: the run executes on another machine (cancel it there)."""
     import signal
 
     from ..lifecycle import HYPERDRIVE, PIPELINE_RUN, SUBMITTED, TERMINAL
     from ..processes import process_alive
-    from .backend import not_available
     from .execute import cancel as cancel_on_server
 
     row = run._refresh()
     if row["type"] not in (*SUBMITTED, PIPELINE_RUN, HYPERDRIVE):
-        raise not_available("Run.cancel", run.workspace.remote.url)
+        if row["status"] not in TERMINAL:
+            from .runs import send
+
+            run._close_writer()  # its values go first, in order, as a local cancel flushes
+            send(run, "POST", "cancel", body={})
+            run.workspace.remote.tracker.release(run.id)  # no more heartbeats from here
+        return
     if row["status"] in TERMINAL:
         return
     if row["type"] in (PIPELINE_RUN, HYPERDRIVE):  # their controller runs on the server

@@ -66,7 +66,10 @@ class RemoteMetricWriter:
         self.catalog = None  # read by mlws.metrics' bookkeeping of local writers
         #: Why the server refuses this run's values for good (its lease lapsed), or None.
         self.refused: str | None = None
-        self._buf: list[dict[str, Any]] = []
+        #: ``(name, kind or None for a scalar, value, step)``, oldest first.
+        self._buf: list[tuple[str, str | None, Any, int | None]] = []
+        #: Tags set and not sent yet: they travel with the run's next batch (see Tracker.pump).
+        self.tags: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._checked_name: str | None = None  # the name last checked (a loop logs one name)
 
@@ -78,10 +81,7 @@ class RemoteMetricWriter:
         from ..metrics import to_python
 
         check_metric(name, step)
-        item: dict[str, Any] = {"name": name, "value": to_python(value), "kind": kind}
-        if step is not None:
-            item["step"] = step
-        self._append(item)
+        self._append((name, kind, to_python(value), step))
 
     def add_scalar(self, name: str, value: Any, step: int | None = None) -> None:
         """Buffer one scalar (the hot path of ``run.log``).
@@ -95,12 +95,9 @@ class RemoteMetricWriter:
             from ..metrics import to_python
 
             value = to_python(value)
-        if step is None:
-            self._append({"name": name, "value": value})
-        else:
-            self._append({"name": name, "value": value, "step": step})
+        self._append((name, None, value, step))
 
-    def _append(self, item: dict[str, Any]) -> None:
+    def _append(self, item: tuple[str, str | None, Any, int | None]) -> None:
         if self.refused is not None:
             raise RunStateError(self.refused)
         with self._lock:
@@ -111,20 +108,44 @@ class RemoteMetricWriter:
             if n >= MAX_PENDING:
                 self.tracker.pump(self.run_id)
 
-    def take(self, limit: int = BATCH) -> list[dict[str, Any]]:
+    def take(self, limit: int = BATCH) -> list[tuple[str, str | None, Any, int | None]]:
         """Up to ``limit`` buffered values, oldest first, removed from the buffer."""
         with self._lock:
-            batch, self._buf = self._buf[:limit], self._buf[limit:]
+            if len(self._buf) <= limit:
+                batch, self._buf = self._buf, []
+            else:
+                batch, self._buf = self._buf[:limit], self._buf[limit:]
         return batch
 
-    def give_back(self, batch: list[dict[str, Any]]) -> None:
-        """Put ``batch`` (taken, not sent) back in front of the buffer."""
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Tags to send with the run's next batch (later values of a key win)."""
+        with self._lock:
+            self.tags.update(tags)
+
+    def take_tags(self) -> dict[str, Any]:
+        """The tags waiting to be sent, removed."""
+        with self._lock:
+            tags, self.tags = self.tags, {}
+        return tags
+
+    def give_back(
+        self,
+        batch: list[tuple[str, str | None, Any, int | None]],
+        tags: dict[str, Any] | None = None,
+    ) -> None:
+        """Put ``batch`` and ``tags`` (taken, not sent) back in front of what waits."""
         with self._lock:
             self._buf[:0] = batch
+            if tags:
+                self.tags = {**tags, **self.tags}  # set since: newer
 
     def pending(self) -> int:
         """How many values are buffered and not sent yet."""
         return len(self._buf)
+
+    def waiting(self) -> bool:
+        """Whether values or tags wait to be sent."""
+        return bool(self._buf or self.tags)
 
     def flush(self) -> int:
         """Send everything buffered now (to the spool if the server is away); returns the
@@ -132,6 +153,30 @@ class RemoteMetricWriter:
         n = self.pending()
         self.tracker.pump(self.run_id)
         return n
+
+
+def wire_series(
+    batch: list[tuple[str, str | None, Any, int | None]],
+) -> list[dict[str, Any]]:
+    """Buffered values as the compact ``series`` of ``POST /runs/{id}/metrics``: one object
+    per metric (a new one where its kind changes), its values in the order logged; ``steps``
+    only where a value named its step."""
+    out: list[dict[str, Any]] = []
+    current: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    for name, kind, value, step in batch:
+        c = current.get(name)
+        if c is None or c[0] != kind:
+            d: dict[str, Any] = {"name": name, "values": []}
+            if kind is not None:
+                d["kind"] = kind
+            c = current[name] = (kind, d)
+            out.append(d)
+        d = c[1]
+        d["values"].append(value)
+        if step is not None or "steps" in d:
+            steps = d.setdefault("steps", [None] * (len(d["values"]) - 1))
+            steps.append(step)
+    return out
 
 
 class Tracker:
@@ -196,7 +241,7 @@ class Tracker:
         be sent (a process that makes thousands of runs keeps no state per finished run)."""
         with self._lock:
             w = self.writers.get(run_id)
-            if run_id in self._spooled or (w is not None and w.pending()):
+            if run_id in self._spooled or (w is not None and w.waiting()):
                 return
             self.writers.pop(run_id, None)
             self.spools.pop(run_id, None)
@@ -210,32 +255,62 @@ class Tracker:
 
     # -- sending -----------------------------------------------------------------------------
     def pump(self, run_id: str) -> bool:
-        """Send the run's spool (oldest first), then its buffer; what the server does not take
-        goes to the spool. True when nothing of the run is left to send."""
+        """Send the run's spool (oldest first), then its buffer and tags; what the server does
+        not take goes to the spool. True when nothing of the run is left to send."""
+        return self._pump(run_id)[0]
+
+    def finish(self, run_id: str, outcome: dict[str, Any]) -> Any:
+        """End ``run_id`` (``outcome``: the ``outcome`` and ``error`` fields of a batch) with its
+        last values and tags, in one request after everything before it. Returns the server's
+        answer, or None when the server is away and it was spooled."""
+        return self._pump(run_id, outcome)[1]
+
+    def _pump(self, run_id: str, final: dict[str, Any] | None = None) -> tuple[bool, Any]:
         w = self.writers.get(run_id)
+        answer = None
         with self._run_lock(run_id):
             spool = self.spool(run_id)
             drained = spool.deliver(self.client) if spool.entries() else True
-            while w is not None and w.pending():
-                batch = w.take()
-                body = {"batchId": uuid.uuid4().hex, "metrics": batch}
+            while (w is not None and w.waiting()) or final is not None:
+                batch = w.take() if w is not None else []
+                body: dict[str, Any] = {"batchId": uuid.uuid4().hex}
+                if batch:
+                    body["series"] = wire_series(batch)
+                last = w is None or not w.pending()
+                # Tags and the outcome ride on the last batch: one request, not three.
+                tags = w.take_tags() if w is not None and last else {}
+                if tags:
+                    body["tags"] = tags
+                ending = last and final is not None
+                if ending:
+                    body.update(final)
+                    final = None
                 path = self.client.path("runs", run_id, "metrics")
                 if not drained:
-                    self._spool(spool, w, batch, "POST", path, body)
+                    self._spool(spool, w, batch, tags, "POST", path, body)
                     continue
                 # Known to be away: one quick try, not a second of retries per batch.
                 retry = 0.0 if self.offline_since is not None else SEND_RETRY_S
                 try:
-                    self.client.request("POST", path, body, retry_s=retry)
+                    got = self.client.request("POST", path, body, retry_s=retry)
                 except ServerUnreachable:
                     drained = False
                     self._went_offline()
-                    self._spool(spool, w, batch, "POST", path, body)
+                    self._spool(spool, w, batch, tags, "POST", path, body)
                     continue
                 except RunStateError as e:
-                    w.refused = str(e)  # logging more would pile up values nobody can store
+                    if ending and (batch or tags):
+                        # The run cannot end (ended already): its values and tags are still
+                        # stored, as they were when they travelled apart from the outcome.
+                        for k in ("outcome", "error"):
+                            body.pop(k, None)
+                        self.client.request("POST", path, body, retry_s=retry)
+                    elif w is not None:
+                        w.refused = str(e)  # logging more would pile up values nobody stores
                     raise
                 except UserErrorException as e:
+                    if ending:
+                        raise
                     # Refused as a whole (the checks at log() make this a server's own limit):
                     # said, never retried forever in front of the values after it.
                     print(
@@ -245,20 +320,24 @@ class Tracker:
                     )
                     continue
                 except BaseException:
-                    w.give_back(batch)
+                    if w is not None:
+                        w.give_back(batch, tags)
                     raise
                 self._heard(run_id)
+                if ending:
+                    answer = got
             if drained:
                 self._spooled.discard(run_id)
                 if self.offline_since is not None:
                     self._back_online()
-            return drained and (w is None or not w.pending())
+            return drained and (w is None or not w.waiting()), answer
 
     def _spool(
         self,
         spool: Spool,
-        w: RemoteMetricWriter,
+        w: RemoteMetricWriter | None,
         batch: list[Any],
+        tags: dict[str, Any],
         method: str,
         path: str,
         body: Any,
@@ -267,7 +346,8 @@ class Tracker:
             spool.append(method, path, body)
             self._spooled.add(spool.run_id)
         except MlwsError:
-            w.give_back(batch)  # kept in memory; the next log() says the spool is full
+            if w is not None:  # kept in memory; the next log() says the spool is full
+                w.give_back(batch, tags)
             raise
 
     def send(
@@ -368,7 +448,7 @@ class Tracker:
             self._wake.clear()
             for run_id in list(self.writers.keys() | self._spooled):
                 w = self.writers.get(run_id)
-                if (w is None or not w.pending()) and run_id not in self._spooled:
+                if (w is None or not w.waiting()) and run_id not in self._spooled:
                     continue
                 try:
                     self.pump(run_id)

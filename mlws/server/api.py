@@ -90,6 +90,10 @@ class Endpoint:
     body: dict[str, Any] | None = None
     status: int = 200
     raw_body: bool = False
+    #: A short catalog write or read (a run's small writes): with a small body it runs on the
+    #: server's event loop, not in a worker thread — the hop there and back costs more than
+    #: the handler (the catalog serialises its work on one connection anyway).
+    inline: bool = False
     tag: str = field(default="")
 
 

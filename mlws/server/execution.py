@@ -12,8 +12,10 @@ so its supervisor or controller runs here, with this machine's keys, reusing ste
 this catalog, as a published pipeline's REST submit does (:mod:`.pipelines`). Its runs are
 recorded as made by the token's user.
 
-``POST /pipelines`` publishes a pipeline a client froze the same way. ``POST /runs/{run_id}/cancel`` cancels a run this server executes (a run a client's supervisor
-holds by a lease executes on that machine: cancel it there).
+``POST /pipelines`` publishes a pipeline a client froze the same way. ``POST
+/runs/{run_id}/cancel`` (:mod:`.interactive`) cancels a run this server executes through
+:func:`cancel_executed` (a run a client's supervisor holds by a lease executes on that machine:
+cancel it there).
 """
 
 from __future__ import annotations
@@ -200,26 +202,20 @@ def publish(call: Call) -> dict[str, Any]:
     return published_answer(record_published(call.ws, spec, name, description, version, cosf))
 
 
-def cancel_run(call: Call) -> dict[str, Any]:
-    """``POST /runs/{run_id}/cancel``: cancel a run this server executes (its supervisor or
-    controller stops it); a run a client's supervisor holds is refused (cancel it there)."""
-    from ..errors import RunNotFound
+def cancel_executed(call: Call, run: Any) -> dict[str, Any]:
+    """The cancel (``POST /runs/{run_id}/cancel``, :mod:`.interactive`) of a run that is not
+    interactive: one this server executes is canceled here (its supervisor or controller stops
+    it); one a client's supervisor holds by a lease is refused (cancel it on that machine)."""
     from .runs import run_details
 
-    if call.body:
-        raise UserErrorException("cancel takes no body")
-    run_id = call.path["run_id"]
-    row = call.ws.catalog.one("SELECT lease_seen, host FROM runs WHERE id = ?", (run_id,))
-    if row is None:
-        raise RunNotFound(f"no run {run_id!r}")
-    if row["lease_seen"] is not None:
+    row = call.ws.catalog.one("SELECT lease_seen, host FROM runs WHERE id = ?", (run.id,))
+    if row is not None and row["lease_seen"] is not None:
         raise RunStateError(
-            f"cannot cancel run {run_id}: it executes on {row['host'] or 'another machine'},"
+            f"cannot cancel run {run.id}: it executes on {row['host'] or 'another machine'},"
             " not on the server; cancel it there"
         )
-    run = call.ws.get_run(run_id)
     run.cancel()
-    return run_details(call.ws.get_run(run_id))
+    return run_details(call.ws.get_run(run.id))
 
 
 ENDPOINTS = [
@@ -263,13 +259,5 @@ ENDPOINTS = [
         },
         status=201,
         tag="pipelines",
-    ),
-    Endpoint(
-        "POST",
-        "/runs/{run_id}/cancel",
-        "contributor",
-        "Cancel a run the server executes",
-        cancel_run,
-        tag="runs",
     ),
 ]

@@ -116,15 +116,43 @@ def expire(ws: Workspace, lease: float, run_id: str | None = None) -> int:
 
 
 def hold(ws: Workspace, run_id: str, lease: float) -> None:
-    """A write to ``run_id`` from its client: reconcile the run, then renew its lease.
+    """A write to ``run_id`` from its client: reconcile the run, then renew its lease (a run
+    that does not exist is left to the caller).
 
     :raises RunStateError: its lease lapsed (the run was failed as ``ClientLost``): the client
         must start a new run.
     """
-    expire(ws, lease, run_id)
-    row = ws.catalog.one("SELECT status, error, lease_seen FROM runs WHERE id = ?", (run_id,))
-    if row is None or row["lease_seen"] is None:
+    from ..errors import RunNotFound
+
+    try:
+        hold_run(ws, run_id, lease)
+    except RunNotFound:
         return
+
+
+def hold_run(ws: Workspace, run_id: str, lease: float) -> Any:
+    """:func:`hold` that answers the run's row (``seq``, ``id``, ``type``, ``status``,
+    ``error``, ``lease_seen``, ``experiment``): one read while the lease is current, which is
+    what a client logging many batches, or making many small runs, meets every time.
+
+    :raises RunNotFound: no such run. :raises RunStateError: its lease lapsed (``ClientLost``).
+    """
+    from ..errors import RunNotFound
+    from ..lifecycle import TERMINAL
+
+    sql = "SELECT seq, id, type, status, error, lease_seen, experiment FROM runs WHERE id = ?"
+    row = ws.catalog.one(sql, (run_id,))
+    if row is None:
+        raise RunNotFound(
+            f"no run with id {run_id!r} in workspace {ws.name!r}; see 'mlws run list'"
+        )
+    seen = row["lease_seen"]
+    if seen is None:
+        return row
+    now = time.time()
+    if seen < now - lease and row["status"] not in TERMINAL:
+        expire(ws, lease, run_id)  # lapsed: reconciled before the write is refused
+        row = ws.catalog.one(sql, (run_id,))
     if row["status"] == "Failed" and row["error"]:
         error = json.loads(row["error"])
         if isinstance(error, dict) and error.get("code") == CLIENT_LOST:
@@ -132,5 +160,6 @@ def hold(ws: Workspace, run_id: str, lease: float) -> None:
                 f"run {run_id} was failed ({CLIENT_LOST}): {error.get('message')}; start a new run"
             )
     # A client logging many batches a second needs no write transaction for each of them.
-    if time.time() - row["lease_seen"] > min(1.0, lease / 10):
+    if now - row["lease_seen"] > min(1.0, lease / 10):
         renew(ws, run_id)
+    return row

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import UserErrorException
 from .api import Call, Endpoint, body_field
 
-#: One change per request (the library's methods): ``{field: (method, kind)}``.
+#: The edits ``model.update_tags_properties`` makes together: ``{field: (argument, kind)}``.
 MODEL_CHANGES = {
     "addTags": ("add_tags", dict),
     "removeTags": ("remove_tags", list),
@@ -35,25 +35,29 @@ def _one_change(body: dict[str, Any], allowed: set[str]) -> None:
 
 
 def update_model(call: Call) -> dict[str, Any]:
-    """``PATCH /models/{name}/versions/{version}``: one of ``addTags``, ``removeTags``,
-    ``addProperties`` (add-only: 409 on another value), or ``tags`` and/or ``description``
-    (replaced, as ``model.update``)."""
+    """``PATCH /models/{name}/versions/{version}``: any of ``addTags``, ``removeTags`` and
+    ``addProperties`` (add-only: 409 on another value), made together as
+    ``model.update_tags_properties``; or ``tags`` and/or ``description`` (replaced, as
+    ``model.update``)."""
     from .models import answer
 
     body = call.body
     _one_change(body, {*MODEL_CHANGES, "tags", "description"})
     changes = [k for k in body if k in MODEL_CHANGES]
-    if len(changes) > 1 or (changes and set(body) & {"tags", "description"}):
+    if changes and set(body) & {"tags", "description"}:
         raise UserErrorException(
-            "one change per request: addTags, removeTags, addProperties or an update"
+            "one change per request: addTags, removeTags and addProperties, or an update"
         )
     model = _model(call)
     if changes:
-        method, kind = MODEL_CHANGES[changes[0]]
-        value = body_field(body, changes[0], kind)
-        if kind is list and any(not isinstance(v, str) for v in value):
-            raise UserErrorException(f"'{changes[0]}' must be a list of strings")
-        getattr(model, method)(value)
+        arguments = {}
+        for key in changes:
+            argument, kind = MODEL_CHANGES[key]
+            value = body_field(body, key, kind)
+            if kind is list and value is not None and any(not isinstance(v, str) for v in value):
+                raise UserErrorException(f"'{key}' must be a list of strings")
+            arguments[argument] = value
+        model.update_tags_properties(**arguments)
     else:
         model.update(
             tags=body_field(body, "tags", dict), description=body_field(body, "description", str)
@@ -113,7 +117,7 @@ ENDPOINTS = [
         "PATCH",
         "/models/{name}/versions/{version}",
         "contributor",
-        "Change a model version's tags, properties (add-only) or description",
+        "Change a model version's tags and properties (add-only) together, or its description",
         update_model,
         body={
             "type": "object",

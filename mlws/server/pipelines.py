@@ -24,8 +24,9 @@ from ..errors import UserErrorException
 from .api import Call, Endpoint, body_field, query_value
 
 #: The body fields a submission takes: v1's names. ``RunSource`` is accepted (v1's sample
-#: sends ``"SDK"``) and recorded as the run's ``runSource`` property.
-_FIELDS = ("ExperimentName", "ParameterAssignments", "RunSource")
+#: sends ``"SDK"``) and recorded as the run's ``runSource`` property; ``DataPathAssignments``
+#: gives DataPath parameters ``{"DataStoreName", "RelativePath"}``.
+_FIELDS = ("ExperimentName", "ParameterAssignments", "DataPathAssignments", "RunSource")
 
 _SUBMIT_BODY: dict[str, Any] = {
     "type": "object",
@@ -35,6 +36,17 @@ _SUBMIT_BODY: dict[str, Any] = {
         "ParameterAssignments": {
             "type": "object",
             "additionalProperties": {"type": ["string", "number", "boolean"]},
+        },
+        "DataPathAssignments": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["DataStoreName", "RelativePath"],
+                "properties": {
+                    "DataStoreName": {"type": "string"},
+                    "RelativePath": {"type": "string"},
+                },
+            },
         },
         "RunSource": {"type": "string"},
     },
@@ -93,6 +105,21 @@ def _submission(call: Call) -> tuple[str, dict[str, Any], str | None]:
             raise UserErrorException(
                 f"ParameterAssignments[{key!r}] must be a string, a number or a boolean"
             )
+    for key, value in body_field(body, "DataPathAssignments", dict, {}).items():
+        if key in params:
+            raise UserErrorException(
+                f"{key!r} is in both ParameterAssignments and DataPathAssignments; give it once"
+            )
+        if not (
+            isinstance(value, dict)
+            and set(value) == {"DataStoreName", "RelativePath"}
+            and all(isinstance(v, str) for v in value.values())
+        ):
+            raise UserErrorException(
+                f"DataPathAssignments[{key!r}] must be"
+                ' {"DataStoreName": <datastore>, "RelativePath": <path on it>}'
+            )
+        params[key] = value  # the pipeline checks the datastore and the files
     source = body_field(body, "RunSource", str)
     return name, params, source
 

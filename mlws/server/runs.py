@@ -13,15 +13,11 @@ from .api import (
     Call,
     Endpoint,
     body_field,
-    decode_continuation,
-    encode_continuation,
-    query_int,
     query_value,
     request_id,
 )
+from .run_listing import LIST_QUERY, list_runs
 
-#: The most runs one page holds.
-MAX_PAGE = 1000
 #: The most metric values one batch may carry (a body limit applies as well).
 MAX_BATCH = 100_000
 
@@ -87,63 +83,6 @@ def list_experiments(call: Call) -> dict[str, Any]:
             }
             for r in experiment_summaries(call.ws)
         ]
-    }
-
-
-def list_runs(call: Call) -> dict[str, Any]:
-    """``GET /runs``: filtered, newest first (``order=asc``: oldest first), one page at a time."""
-    from ..experiments import query_runs
-    from ..lifecycle import ACTIVE, TERMINAL
-
-    status = query_value(call, "status")
-    if status is not None and status not in (*ACTIVE, *TERMINAL):
-        raise UserErrorException(
-            f"unknown status {status!r}: use one of {', '.join((*ACTIVE, *TERMINAL))}"
-        )
-    order = query_value(call, "order", "desc")
-    if order not in ("asc", "desc"):
-        raise UserErrorException(f"order must be 'asc' or 'desc', got {order!r}")
-    tags: dict[str, str | None] = {}
-    for t in call.query.get("tag", []):
-        key, eq, value = t.partition("=")
-        if not key:
-            raise UserErrorException(f"a tag filter is 'key' or 'key=value', got {t!r}")
-        tags[key] = value if eq else None
-    limit = query_int(call, "limit", 100, 1, MAX_PAGE)
-    token = query_value(call, "continuationToken")
-    after = None
-    if token is not None:
-        created, seq = decode_continuation(token, 2)
-        if not isinstance(created, (int, float)) or not isinstance(seq, int):
-            raise UserErrorException(
-                "invalid continuation token: pass back the continuationToken of a page"
-            )
-        after = (float(created), seq)
-    rows = query_runs(
-        call.ws,
-        experiment=query_value(call, "experiment"),
-        tags=tags or None,
-        status=status,
-        include_children=query_value(call, "includeChildren", "false") == "true",
-        ascending=order == "asc",
-        limit=limit + 1,
-        after=after,
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    page = [run_summary(r) for r in rows]
-    if query_value(call, "latestMetrics", "false") == "true":
-        # What a listing shows beside each run, from metric_summary (never the metrics table).
-        from ..metrics import latest_scalars
-
-        latest = latest_scalars(call.ws.catalog, {r["seq"]: r["id"] for r in rows})
-        for summary in page:
-            summary["latestMetrics"] = latest[summary["runId"]]
-    return {
-        "value": page,
-        "continuationToken": (
-            encode_continuation([rows[-1]["created"], rows[-1]["seq"]]) if more else None
-        ),
     }
 
 
@@ -222,15 +161,11 @@ def create_run(call: Call) -> dict[str, Any]:
     return run_details(Run(exp, row["id"], _row=row))
 
 
-def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]]:
+def _shapes() -> dict[str, type | tuple[type, ...]]:
+    """What a value of each metric kind must be."""
     from ..metrics import IMAGE, JSON_KINDS, LIST, ROW, SCALAR, TABLE
 
-    items = body_field(body, "metrics", list)
-    if items is None:
-        raise UserErrorException('the body needs "metrics": [{"name", "value"[, "step", "kind"]}]')
-    if len(items) > MAX_BATCH:
-        raise UserErrorException(f"at most {MAX_BATCH} metric values per batch, got {len(items)}")
-    shapes: dict[str, type | tuple[type, ...]] = {
+    return {
         SCALAR: (int, float, str, bool, type(None)),
         LIST: list,
         ROW: dict,
@@ -238,18 +173,36 @@ def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]
         IMAGE: str,  # the run file holding the image (run.log_image uploads it first)
         **{k: dict for k in JSON_KINDS},
     }
+
+
+def _name_kind(m: dict[str, Any], where: str, shapes: dict[str, Any]) -> tuple[str, str]:
+    """The checked ``name`` and ``kind`` (default scalar) of a value or series ``m``."""
+    from ..metrics import SCALAR
+
+    name = m.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise UserErrorException(f"{where}.name must be a non-empty string")
+    kind = m.get("kind", SCALAR)
+    if kind not in shapes:
+        raise UserErrorException(f"{where}.kind {kind!r} is not one of {', '.join(shapes)}")
+    return name, kind
+
+
+def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]]:
+
+    items = body_field(body, "metrics", list)
+    if items is None:
+        raise UserErrorException(
+            'the body needs "metrics": [{"name", "value"[, "step", "kind"]}] or "series"'
+        )
+    if len(items) > MAX_BATCH:
+        raise UserErrorException(f"at most {MAX_BATCH} metric values per batch, got {len(items)}")
+    shapes = _shapes()
     out = []
     for i, m in enumerate(items):
         if not isinstance(m, dict):
             raise UserErrorException(f"metrics[{i}] must be an object, got {type(m).__name__}")
-        name = m.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise UserErrorException(f"metrics[{i}].name must be a non-empty string")
-        kind = m.get("kind", SCALAR)
-        if kind not in shapes:
-            raise UserErrorException(
-                f"metrics[{i}].kind {kind!r} is not one of {', '.join(shapes)}"
-            )
+        name, kind = _name_kind(m, f"metrics[{i}]", shapes)
         value = m.get("value")
         if not isinstance(value, shapes[kind]):
             raise UserErrorException(
@@ -262,28 +215,184 @@ def _metric_items(body: dict[str, Any]) -> list[tuple[str, str, Any, int | None]
     return out
 
 
+#: The fields of a metric batch besides its values.
+_BATCH_FIELDS = {"metrics", "series", "batchId", "tags", "outcome", "error"}
+_SERIES_FIELDS = {"name", "kind", "values", "steps"}
+
+
 def _batch_id(body: dict[str, Any]) -> str | None:
     batch_id = request_id(body, "batchId")
-    unknown = set(body) - {"metrics", "batchId"}
+    unknown = set(body) - _BATCH_FIELDS
     if unknown:
         raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
     return batch_id
+
+
+def _series(body: dict[str, Any]) -> list[Any]:
+    """The checked, encoded ``series`` of a batch (see :data:`mlws.metrics.Series`): per
+    value only a type check, and none at all for a series of finite floats."""
+    from ..metrics import SCALAR, encode
+
+    items = body_field(body, "series", list)
+    if items is None:
+        raise UserErrorException('"series" must be [{"name", "values"[, "kind", "steps"]}]')
+    shapes = _shapes()
+    out = []
+    total = 0
+    for i, m in enumerate(items):
+        if not isinstance(m, dict) or not set(m) <= _SERIES_FIELDS:
+            raise UserErrorException(
+                f"series[{i}] must be an object of {', '.join(sorted(_SERIES_FIELDS))}"
+            )
+        name, kind = _name_kind(m, f"series[{i}]", shapes)
+        values = m.get("values")
+        if not isinstance(values, list):
+            raise UserErrorException(f"series[{i}].values must be an array")
+        total += len(values)
+        if total > MAX_BATCH:
+            raise UserErrorException(f"at most {MAX_BATCH} metric values per batch, got more")
+        steps = m.get("steps")
+        if steps is not None:
+            if not isinstance(steps, list) or len(steps) != len(values):
+                raise UserErrorException(f"series[{i}].steps must be an array as long as values")
+            for step in steps:
+                if step is not None and (
+                    isinstance(step, bool) or not isinstance(step, int) or step < 0
+                ):
+                    raise UserErrorException(f"series[{i}].steps must be whole numbers >= 0")
+        if kind == SCALAR and _finite_numbers(values):
+            out.append((name, kind, values, [None] * len(values), steps))
+            continue
+        shape = shapes[kind]
+        for value in values:
+            if not isinstance(value, shape):
+                raise UserErrorException(
+                    f"series[{i}] has a value that does not fit kind {kind!r}:"
+                    f" {type(value).__name__}"
+                )
+        encoded = [encode(v) for v in values]
+        out.append((name, kind, [e[0] for e in encoded], [e[1] for e in encoded], steps))
+    return out
+
+
+def _finite_numbers(values: list[Any]) -> bool:
+    """Whether every value is a finite float or an int that SQLite stores as itself (the
+    common batch), checked at C speed."""
+    import math
+
+    kinds = set(map(type, values))
+    if not kinds <= {float, int}:
+        return False
+    try:
+        return all(map(math.isfinite, values)) and (
+            int not in kinds or all(-(2**63) <= v < 2**63 for v in values if type(v) is int)
+        )
+    except OverflowError:  # an int too large for a float: the value-by-value path says it
+        return False
+
+
+def _outcome(body: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    """``(status, error)`` a batch ends its run with (``outcome``: complete or fail)."""
+    outcome = body_field(body, "outcome", str)
+    if outcome is None:
+        if body.get("error") is not None:
+            raise UserErrorException('"error" goes with "outcome": "fail"')
+        return None, None
+    if outcome not in ("complete", "fail"):
+        raise UserErrorException(f"outcome must be 'complete' or 'fail', got {outcome!r}")
+    if outcome == "complete":
+        if body.get("error") is not None:
+            raise UserErrorException('"error" goes with "outcome": "fail"')
+        return "Completed", None
+    err = body_field(body, "error", dict, {})
+    code = body_field(err, "code", str)
+    message = body_field(err, "message", str)
+    return "Failed", {"code": code or "UserError", "message": message or "the run called fail()"}
 
 
 def log_metrics(call: Call) -> dict[str, Any]:
     """``POST /runs/{run_id}/metrics``: a batch of values, written in one transaction after
     every value is checked (a bad one refuses the whole batch). With ``batchId`` the batch is
     applied at most once per run: sent again (a retry after a lost answer), it changes nothing
-    and answers ``{"written": 0, "duplicate": true}``."""
-    from ..metrics import write_values
+    and answers ``{"written": 0, "duplicate": true}``.
 
-    items = _metric_items(call.body)
-    batch_id = _batch_id(call.body)
-    run = _held(call)
-    written = write_values(call.ws.catalog, run.seq, items, batch_id)
-    if written is None:
-        return {"written": 0, "duplicate": True}
-    return {"written": written}
+    Values come as ``metrics`` (one object per value) or ``series`` (one object per metric:
+    ``name``, ``values``, optional ``kind`` and ``steps``; the compact form). ``tags`` (set)
+    and ``outcome`` (``complete`` or ``fail`` with ``error``: the run ends) travel in the same
+    transaction, so a run's last values, tags and end cost one request; with an outcome the
+    answer carries the run (``run``)."""
+    from ..lifecycle import INTERACTIVE, TERMINAL, key_values
+    from ..metrics import encode, write_rows, write_series
+    from .leases import hold_run
+
+    body = call.body
+    batch_id = _batch_id(body)
+    if "series" in body and "metrics" in body:
+        raise UserErrorException('send values as "metrics" or as "series", not both')
+    series = _series(body) if "series" in body else None
+    only_ends = series is None and "metrics" not in body and ({"tags", "outcome"} & set(body))
+    items = [] if series is not None or only_ends else _metric_items(body)
+    tags = key_values(body_field(body, "tags", dict, {}), "tag")
+    status, error = _outcome(body)
+    row = hold_run(call.ws, call.path["run_id"], call.run_lease_s)
+    run_id = row["id"]
+    if status is not None:
+        if row["type"] != INTERACTIVE and row["lease_seen"] is None:
+            raise RunStateError(
+                f"run {run_id} is a {row['type']} run: its supervisor decides its outcome,"
+                " not a client"
+            )
+        if row["status"] in TERMINAL and not _applied(call, row["seq"], batch_id):
+            raise RunStateError(
+                f"run {run_id} has ended already ({row['status']}); its status cannot change"
+            )
+    now = time.time()
+    with call.ws.catalog.write() as conn:
+        if series is not None:
+            written = write_series(conn, row["seq"], series, now, batch_id)
+        else:
+            batch = [(n, k, *encode(v), now, step) for n, k, v, step in items]
+            written = len(batch) if write_rows(conn, row["seq"], batch, batch_id) else None
+        if written is not None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)",
+                [(row["seq"], k, v) for k, v in tags.items()],
+            )
+            if status is not None:
+                import json
+
+                conn.execute(
+                    "UPDATE runs SET status = ?, end_time = ?, error = coalesce(?, error)"
+                    " WHERE id = ? AND status NOT IN ('Completed', 'Failed', 'Canceled')",
+                    (status, now, json.dumps(error) if error else None, run_id),
+                )
+    answer: dict[str, Any] = (
+        {"written": 0, "duplicate": True} if written is None else {"written": written}
+    )
+    if status is not None:
+        answer["run"] = _ended(call, run_id)
+    return answer
+
+
+def _applied(call: Call, seq: int, batch_id: str | None) -> bool:
+    """Whether ``batch_id`` was applied to run ``seq`` already (a retried last batch)."""
+    return batch_id is not None and bool(
+        call.ws.catalog.one(
+            "SELECT 1 FROM metric_batches WHERE run_seq = ? AND batch_id = ?", (seq, batch_id)
+        )
+    )
+
+
+def _ended(call: Call, run_id: str) -> dict[str, Any]:
+    """A run just ended, as the listing shows it plus its error (what its client keeps)."""
+    import json
+
+    row = call.ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+    summary = run_summary(row)
+    if row["error"]:
+        summary["error"] = {"error": json.loads(row["error"])}
+    summary["createdBy"] = {"userName": row["submitter_user"]}
+    return summary
 
 
 def get_metrics(call: Call) -> dict[str, Any]:
@@ -415,16 +524,7 @@ ENDPOINTS = [
         "reader",
         "List runs (newest first), one page at a time",
         list_runs,
-        query=(
-            ("experiment", "only this experiment's runs"),
-            ("status", "only runs in this status"),
-            ("tag", "key or key=value; repeat for several"),
-            ("includeChildren", "true: child runs too"),
-            ("order", "desc (default) or asc, by creation time"),
-            ("limit", f"runs per page, 1-{MAX_PAGE} (default 100)"),
-            ("continuationToken", "the previous page's continuationToken"),
-            ("latestMetrics", "true: each run's latest scalar metric values too"),
-        ),
+        query=LIST_QUERY,
         tag="runs",
     ),
     Endpoint(
@@ -445,6 +545,7 @@ ENDPOINTS = [
         },
         status=201,
         tag="runs",
+        inline=True,
     ),
     Endpoint("GET", _RID, "reader", "A run's details", get_run, tag="runs"),
     Endpoint(
@@ -464,7 +565,8 @@ ENDPOINTS = [
         log_metrics,
         body={
             "type": "object",
-            "required": ["metrics"],
+            "description": "values as metrics (one object per value) or series (one per"
+            " metric); tags and outcome commit with them",
             "properties": {
                 "batchId": {
                     **REQUEST_ID_SCHEMA,
@@ -484,9 +586,38 @@ ENDPOINTS = [
                         },
                     },
                 },
+                "series": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "values"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "values": {"type": "array", "items": {}},
+                            "steps": {
+                                "type": "array",
+                                "items": {"type": "integer", "minimum": 0, "nullable": True},
+                                "description": "one per value; null: the name's next step",
+                            },
+                            "kind": {"type": "string", "default": "scalar"},
+                        },
+                    },
+                },
+                "tags": {**_KV, "description": "set with the values"},
+                "outcome": {
+                    "type": "string",
+                    "enum": ["complete", "fail"],
+                    "description": "end the run with the values (the answer carries it as run)",
+                },
+                "error": {
+                    "type": "object",
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    "description": "with outcome fail",
+                },
             },
         },
         tag="runs",
+        inline=True,
     ),
     Endpoint("GET", _RID + "/tags", "reader", "A run's tags", get_tags, tag="runs"),
     Endpoint(
@@ -497,6 +628,7 @@ ENDPOINTS = [
         set_tags,
         body={"type": "object", "required": ["tags"], "properties": {"tags": _KV}},
         tag="runs",
+        inline=True,
     ),
     Endpoint(
         "GET", _RID + "/properties", "reader", "A run's properties", get_properties, tag="runs"
@@ -509,6 +641,7 @@ ENDPOINTS = [
         add_properties,
         body={"type": "object", "required": ["properties"], "properties": {"properties": _KV}},
         tag="runs",
+        inline=True,
     ),
     Endpoint(
         "POST",
@@ -517,6 +650,7 @@ ENDPOINTS = [
         "End an interactive run Completed",
         complete_run,
         tag="runs",
+        inline=True,
     ),
     Endpoint(
         "POST",
@@ -534,6 +668,7 @@ ENDPOINTS = [
             },
         },
         tag="runs",
+        inline=True,
     ),
     Endpoint(
         "POST",
@@ -543,6 +678,7 @@ ENDPOINTS = [
         " when nothing else is sent; a run not heard from for the lease ends Failed, ClientLost)",
         heartbeat,
         tag="runs",
+        inline=True,
     ),
     Endpoint(
         "PUT",

@@ -107,6 +107,25 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+#: The scripts every page runs, in this order (one request: see :func:`_bundle`).
+SCRIPTS = ("uplot/uPlot.iife.min.js", "parcoords.js", "studio.js")
+#: The stylesheets inlined into every page.
+STYLES = ("uplot/uPlot.min.css", "studio.css")
+
+
+def _bundle() -> tuple[bytes, str]:
+    """The page scripts joined into one file, and a short hash of it (the URL's version)."""
+    import hashlib
+
+    body = b"\n;\n".join((HERE / "static" / name).read_bytes() for name in SCRIPTS)
+    return body, hashlib.sha256(body).hexdigest()[:12]
+
+
+def _inline_css() -> str:
+    """The page stylesheets as one text for a ``<style>`` element."""
+    return "\n".join((HERE / "static" / name).read_text() for name in STYLES)
+
+
 def studio_app(
     ws: Workspace,
     *,
@@ -122,6 +141,7 @@ def studio_app(
     ``stopping``: true once the server is shutting down (open event streams then end, rather
     than being cancelled when the server's grace period runs out)."""
     import jinja2
+    import markupsafe
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.responses import FileResponse, HTMLResponse, Response, StreamingResponse
@@ -134,7 +154,17 @@ def studio_app(
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(when=_when, duration=_duration, cell=_cell)
-    env.globals.update(root=root_path, user=None, csrf="", sign_in=sign_in)
+    bundle, bundle_tag = _bundle()
+    env.globals.update(
+        root=root_path,
+        user=None,
+        csrf="",
+        sign_in=sign_in,
+        # Inlined: a page paints without waiting for a stylesheet request (the CSP allows
+        # inline styles; the CSS is the package's own, never data).
+        inline_css=markupsafe.Markup(_inline_css()),
+        bundle_url=f"{root_path}/static/studio.bundle.js?v={bundle_tag}",
+    )
     sessions = Sessions(ws) if sign_in else None
     # Without sign-in (``mlws studio``, loopback) a page's POSTs carry this process's token.
     local_csrf = secrets.token_urlsafe(32)
@@ -263,13 +293,23 @@ def studio_app(
         def source() -> Path:
             return ws.get_run(run_id).file_source(name)
 
+        return await send_file(source, name, inline=name.startswith("images/"))
+
+    async def snapshot_download(request: Request) -> Response:
+        """GET /runs/{id}/snapshot/{path}: a file of the run's source snapshot."""
+        run_id, name = request.path_params["run_id"], request.path_params["path"]
+        return await send_file(lambda: data.snapshot_file(ws, run_id, name), name, inline=False)
+
+    async def send_file(source: Callable[[], Path], name: str, *, inline: bool) -> Response:
+        """The file ``source()`` finds, as a download (a PNG image ``inline``, for ``<img>``);
+        a bad path is a 400, a missing file a 404."""
         try:
             path = await in_thread(source)
         except UnsafePath as e:
             raise HTTPException(400, str(e)) from None
         except MlwsError as e:
             raise HTTPException(404, str(e)) from None
-        inline = name.startswith("images/") and name.endswith(".png")
+        inline = inline and name.endswith(".png")
         return FileResponse(
             path,
             media_type="image/png" if inline else "application/octet-stream",
@@ -469,6 +509,15 @@ def studio_app(
             to_json(keys), media_type="application/json", headers={"Cache-Control": "no-store"}
         )
 
+    async def script_bundle(request: Request) -> Response:
+        """The pages' one script: uPlot, the parallel coordinates and the studio's own, in one
+        request (its URL names its content, so a browser keeps it)."""
+        return Response(
+            bundle,
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400, immutable"},
+        )
+
     async def http_error(request: Request, exc: Any) -> Response:
         return error(request, exc.status_code, str(exc.detail))
 
@@ -479,6 +528,7 @@ def studio_app(
         Route("/experiments/{name}", runs_table),
         Route("/runs/status.json", statuses),
         Route("/runs/{run_id}/files/{path:path}", download),
+        Route("/runs/{run_id}/snapshot/{path:path}", snapshot_download),
         Route("/runs/{run_id}/events", events),
         Route("/runs/{run_id}.json", run_page),
         Route("/runs/{run_id}", run_page),
@@ -519,6 +569,7 @@ def studio_app(
         Route("/signin", signin, methods=["GET", "POST"]),
         Route("/signin/session.json", session_probe),
         Route("/signout", signout, methods=["POST"]),
+        Route("/static/studio.bundle.js", script_bundle),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     from starlette.middleware import Middleware

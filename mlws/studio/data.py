@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExperimentNotFound, UserErrorException
 from ..lifecycle import TERMINAL
 from ..metrics import IMAGE, JSON_KINDS, LIST, ROW, SCALAR, TABLE, decode, shape
 from .downsample import lttb
+from .kinds import view
 from .sweeps import sweep_view
 
 if TYPE_CHECKING:
@@ -24,8 +26,10 @@ if TYPE_CHECKING:
 
 #: Runs per page of a runs table.
 PAGE_SIZE = 100
-#: Points per chart series: longer series are downsampled (LTTB) on the server.
-MAX_POINTS = 2000
+#: Points per chart series: longer series are downsampled (LTTB) on the server. A chart is at
+#: most 460 px wide: 1,000 points are two per pixel column (its low and high), and half the
+#: SQL, JSON and drawing of 2,000 (bench 18g: the first paint of a 100k-step chart).
+MAX_POINTS = 1000
 #: Rows of a table metric shown on a run page.
 MAX_TABLE_ROWS = 1000
 #: Child runs and files listed on a run page (a sweep of 10,000 trials lists the first ones).
@@ -287,8 +291,9 @@ def scalar_series(ws: Workspace, seq: int, name: str, after_step: int = -1) -> l
     # A long series: each step bucket gives the points of its lowest and highest value (SQLite
     # gives a bare column the row of the min()/max() beside it), so peaks and dips survive.
     # A range query per bucket (one pass over the series, on the primary key) measured 0.6-0.9 s
-    # at 1M steps against 1.4 s for one GROUP BY (a sort) and 5.4 s reading every row; 1,000
-    # buckets rather than 2,000 halve the per-query cost that dominates at 100k steps (0.16 s).
+    # at 1M steps against 1.4 s for one GROUP BY (a sort) and 5.4 s reading every row; fewer
+    # buckets cut the per-query cost that dominates at 100k steps (1,000 buckets: 0.16 s; 500,
+    # since MAX_POINTS is 1,000: ~0.08-0.12 s on a loaded 2-CPU machine).
     width = (hi - lo) // SQL_BUCKETS + 1
     points: list[list[Any]] = []
     for i in range(SQL_BUCKETS):
@@ -327,8 +332,16 @@ def _table(columns: dict[str, Any]) -> dict[str, Any]:
 def run_metrics(ws: Workspace, seq: int) -> dict[str, Any]:
     """A run's metrics by what a page shows: ``charts`` (scalar series and lists, downsampled),
     ``scalars`` (logged once), ``tables`` (rows and tables), ``images`` (run file paths) and
-    ``json`` (confusion matrices and the like)."""
-    out: dict[str, Any] = {"charts": {}, "scalars": {}, "tables": {}, "images": {}, "json": {}}
+    ``kinds`` (confusion matrices as grids, residuals and predictions as histograms: see
+    :func:`.kinds.view`) and ``json`` (accuracy tables, and values without v1's shape)."""
+    out: dict[str, Any] = {
+        "charts": {},
+        "scalars": {},
+        "tables": {},
+        "images": {},
+        "kinds": {},
+        "json": {},
+    }
     for name, kind, count in ws.catalog.query(
         "SELECT name, kind, count FROM metric_summary WHERE run_seq = ? ORDER BY name",
         (seq,),
@@ -347,7 +360,12 @@ def run_metrics(ws: Workspace, seq: int) -> dict[str, Any]:
         elif kind == IMAGE:
             out["images"][name] = [v for v in _values(ws, seq, name) if isinstance(v, str)]
         elif kind in JSON_KINDS:
-            out["json"][name] = json.dumps(shape(kind, _values(ws, seq, name)), indent=1)[:100_000]
+            value = shape(kind, _values(ws, seq, name))
+            drawn = view(kind, value)
+            if drawn is not None:
+                out["kinds"][name] = drawn
+            else:
+                out["json"][name] = json.dumps(value, indent=1)[:100_000]
     return out
 
 
@@ -371,6 +389,55 @@ def file_tree(names: list[str]) -> dict[str, Any]:
             node = node["dirs"].setdefault(f, {"dirs": {}, "files": []})
         node["files"].append([leaf, path])
     return root
+
+
+def snapshot_names(ws: Workspace, seq: int) -> list[str] | None:
+    """The file paths of run ``seq``'s source snapshot, sorted (None: it took none)."""
+    digest = ws.catalog.scalar("SELECT snapshot FROM runs WHERE seq = ?", (seq,))
+    if not digest:
+        return None
+    return sorted(e.path for e in ws.blobs.read_manifest(digest))
+
+
+def snapshot_file(ws: Workspace, run_id: str, name: str) -> Path:
+    """Where file ``name`` of run ``run_id``'s snapshot is stored (its blob; not to be written).
+
+    :raises RunNotFound: no such run.
+    :raises UnsafePath: ``name`` is absolute or has a ``..`` component.
+    :raises UserErrorException: the run has no snapshot, or none with that file.
+    """
+    from ..manifests import check_relpath
+
+    check_relpath(name)
+    run = ws.get_run(run_id)
+    digest = ws.catalog.scalar("SELECT snapshot FROM runs WHERE seq = ?", (run.seq,))
+    if not digest:
+        raise UserErrorException(f"run {run.id} has no snapshot")
+    for entry in ws.blobs.read_manifest(digest):
+        if entry.path == name:
+            return ws.blobs.path(entry.hash)
+    raise UserErrorException(f"the snapshot of run {run.id} has no file {name!r}")
+
+
+def run_datasets(ws: Workspace, seq: int) -> list[dict[str, Any]]:
+    """The datasets run ``seq`` read (``direction`` input) and wrote (output): each with the
+    name it had in the run, its mode, and the registered dataset and version it was (None for
+    an unregistered one), inputs first."""
+    return [
+        {
+            "direction": r["direction"],
+            "name": r["name"],
+            "mode": r["mode"],
+            "dataset": r["dataset_name"],
+            "version": r["dataset_version"],
+            "changed": bool(r["changed"]),
+        }
+        for r in ws.catalog.query(
+            "SELECT direction, name, mode, dataset_name, dataset_version, changed"
+            " FROM run_datasets WHERE run_seq = ? ORDER BY direction, name",
+            (seq,),
+        )
+    ]
 
 
 def read_log(run: Run, name: str, offset: int, limit: int | None = None) -> tuple[str, int]:
@@ -401,6 +468,24 @@ def log_tail(run: Run, name: str = "logs/driver.log") -> tuple[str, int]:
         return "", 0
     text, end = read_log(run, name, max(0, size - LOG_TAIL))
     return text, end
+
+
+def _snapshot_view(ws: Workspace, seq: int) -> dict[str, Any] | None:
+    """The run page's snapshot: its tree (the first :data:`MAX_FILES` files) and how many more."""
+    from ..errors import MlwsError
+
+    try:
+        names = snapshot_names(ws, seq)
+    except MlwsError as e:  # its manifest blob is gone or damaged: say so, show the rest
+        return {"error": str(e), "tree": file_tree([]), "files": 0, "more": 0}
+    if names is None:
+        return None
+    return {
+        "error": None,
+        "tree": file_tree(names[:MAX_FILES]),
+        "files": len(names),
+        "more": max(0, len(names) - MAX_FILES),
+    }
 
 
 def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
@@ -467,6 +552,8 @@ def run_page(ws: Workspace, run_id: str) -> dict[str, Any]:
         "files": names,
         "more_files": len(all_names) - len(names),
         "file_tree": file_tree(names),
+        "snapshot": _snapshot_view(ws, seq),
+        "datasets": run_datasets(ws, seq),
         "log": {"name": "logs/driver.log", "text": text, "offset": offset},
     }
 

@@ -516,7 +516,50 @@ def compute(ws: Workspace) -> dict[str, Any]:
             " ORDER BY name, version DESC LIMIT 1000"
         )
     ]
-    return {"compute_targets": targets, "environments": envs}
+    builds = environment_builds(ws)
+    for e in envs:
+        # A build's id is the spec hash, "-<hash of extra packages>" after it for a service's.
+        mine = [
+            b
+            for b in builds
+            if e["spec_hash"] and b["id"].partition("-")[0] == e["spec_hash"].partition("-")[0]
+        ]
+        e["builds"] = len(mine)
+        if not e["spec_hash"]:
+            # user_managed_dependencies: runs use that Python as it is; nothing is built.
+            e["state"] = "user-managed (never built)"
+        else:
+            e["state"] = "built" if mine else "not built yet"
+        for b in mine:
+            b["environments"].append(f"{e['name']}:{e['version']}")
+    return {"compute_targets": targets, "environments": envs, "builds": builds}
+
+
+#: Most environment builds the compute page lists (the newest).
+MAX_BUILDS = 200
+
+
+def environment_builds(ws: Workspace) -> list[dict[str, Any]]:
+    """The environments built on the machines of this workspace, newest first: build id (the
+    spec hash), host, tool (uv or pip), Python, seconds it took, when, and how many packages its
+    ``pip freeze`` recorded; ``environments`` is filled in by :func:`compute`."""
+    return [
+        {
+            "id": r["spec_hash"],
+            "host": r["host"],
+            "tool": r["tool"],
+            "python": r["python"],
+            "seconds": r["seconds"],
+            "created": r["created"],
+            "packages": len([line for line in (r["freeze"] or "").splitlines() if line.strip()]),
+            "environments": [],
+        }
+        for r in ws.catalog.query(
+            "SELECT spec_hash, host, tool, python, freeze, seconds, created"
+            " FROM environment_builds ORDER BY created DESC LIMIT ?",
+            (MAX_BUILDS,),
+        )
+    ]
 
 
 # -- pipelines ------------------------------------------------------------------------------------
