@@ -5,6 +5,7 @@ by a detached supervisor that streams metrics, logs and outputs, ends them, and 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -326,6 +327,8 @@ def test_server_executes_targets_distributed_jobs_and_sweeps(
             max_total_runs=1,
         )
     )
+    for folder in ("src", "ranks", "trial"):  # the server runs its snapshots, not the folders
+        shutil.rmtree(tmp_path / folder)
     assert run.wait_for_completion(show_output=True)["status"] == "Completed"
     assert "hello from the script" in capsys.readouterr().out
     assert run.get_metrics()["acc"] == 0.25
