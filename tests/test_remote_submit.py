@@ -288,19 +288,29 @@ def test_cli_run_submit_waits_and_streams(served, remote, tmp_path: Path) -> Non
 RANKS = SCRIPT_PRELUDE + MEET
 
 
+@pytest.fixture
+def cpu_target(served):  # noqa: ANN001, ANN201 - None
+    """An AmlCompute target 'cpu' on the server's side (as its admin would register it); its
+    local cluster is stopped at the end (it would idle on for half an hour)."""
+    from mlws.compute import AmlCompute, ComputeTarget
+    from mlws.compute.dask import stop_cluster
+
+    _server, ws_path, _tokens = served
+    with Workspace(ws_path) as local:
+        ComputeTarget.create(local, "cpu", AmlCompute.provisioning_configuration(max_nodes=2))
+    yield
+    with Workspace(ws_path) as local:
+        stop_cluster(local, "cpu")
+
+
 def test_server_executes_targets_distributed_jobs_and_sweeps(
-    served, remote, tmp_path: Path, capsys
+    served, remote, cpu_target, tmp_path: Path, capsys
 ) -> None:  # noqa: ANN001
     """A target registered on the server, a distributed job (target local = the server's
     machine) and a sweep: executed by the server, followed, canceled from the client."""
     from mlws import PyTorchConfiguration
-    from mlws.compute import AmlCompute, ComputeTarget
     from mlws.hyperdrive import GridParameterSampling, HyperDriveConfig, PrimaryMetricGoal, choice
 
-    _server, ws_path, _tokens = served
-    with Workspace(ws_path) as local:  # registered on the server's side, as its admin would
-        if "cpu" not in local.compute_targets:
-            ComputeTarget.create(local, "cpu", AmlCompute.provisioning_configuration(max_nodes=2))
     exp = Experiment(remote, "on-server")
     src = _source(tmp_path / "src", TRAIN)
     run = exp.submit(ScriptRunConfig(src, "train.py", arguments=[0.25], compute_target="cpu"))
