@@ -299,8 +299,11 @@ def cpu_target(served):  # noqa: ANN001, ANN201 - None
     with Workspace(ws_path) as local:
         ComputeTarget.create(local, "cpu", AmlCompute.provisioning_configuration(max_nodes=2))
     yield
-    with Workspace(ws_path) as local:
-        stop_cluster(local, "cpu")
+    with pytest.MonkeyPatch.context() as mp, Workspace(ws_path) as local:
+        mp.setenv("HOME", str(ws_path.parent / "home"))  # the server's: its cluster's state
+        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+            mp.delenv(var, raising=False)
+        assert stop_cluster(local, "cpu")
 
 
 def test_server_executes_targets_distributed_jobs_and_sweeps(
