@@ -99,8 +99,9 @@ def abandon(ws: Workspace, run_id: str, error: dict[str, Any]) -> None:
 
 def cancel_parent(run: Any) -> None:
     """``cancel()`` of a controlled parent run (``run`` has already asked for it): with no live
-    controller to do it, its open children are canceled here."""
-    if run.get_status() in TERMINAL:
+    controller to do it, its open children are canceled here. On a remote workspace the
+    server, which runs the controller, has done it."""
+    if run.workspace.remote is None and run.get_status() in TERMINAL:
         cancel_children(run.workspace, run.id)
 
 

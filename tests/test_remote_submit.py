@@ -5,11 +5,13 @@ by a detached supervisor that streams metrics, logs and outputs, ends them, and 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
-from helpers import served_workspace, start_server, wait_until
+from helpers import SCRIPT_PRELUDE, served_workspace, start_server, wait_until
+from test_distributed import MEET
 
 from mlws import Experiment, ScriptRunConfig, Workspace
 from mlws.errors import ActivityFailedException, NotAvailableRemotely, RunStateError
@@ -36,6 +38,21 @@ def _source(folder: Path, body: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "train.py").write_text(body)
     return folder
+
+
+def _run_example(served, name: str):  # noqa: ANN001, ANN202 - a CompletedProcess
+    """Run examples/<name>/driver.py with MLWS_WORKSPACE = the server's URL; checks it exits 0."""
+    import subprocess
+    import sys
+
+    server, _ws_path, tokens = served
+    env = dict(os.environ, MLWS_WORKSPACE=server.url, MLWS_TOKEN=tokens["contributor"])
+    driver = REPO / "examples" / name / "driver.py"
+    done = subprocess.run(
+        [sys.executable, str(driver)], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
 
 
 TRAIN = """
@@ -91,8 +108,8 @@ def test_unported_submits_are_one_line_errors_and_send_nothing(
     src = _source(tmp_path / "src", TRAIN)
     exp = Experiment(remote, "sub-bad")
     before = dict(remote.remote.counters)
-    with pytest.raises(NotAvailableRemotely, match="compute target 'gpu'"):
-        exp.submit(ScriptRunConfig(src, "train.py", compute_target="gpu"))
+    with pytest.raises(NotAvailableRemotely, match="among a submitted run's arguments"):
+        exp.submit(ScriptRunConfig(src, "train.py", arguments=[object()], compute_target="gpu"))
     from mlws.errors import EnvironmentNotFound
 
     with pytest.raises(EnvironmentNotFound, match="never-registered"):
@@ -105,18 +122,11 @@ def test_datasets_example_runs_unchanged_against_a_server(served, tmp_path: Path
     """examples/datasets with MLWS_WORKSPACE = the server's URL: an upload to the default
     datastore, a tabular dataset registered and read here, a run with the dataset mounted and
     an output registered on completion; the lineage both ways is on the server."""
-    import subprocess
-    import sys
 
     from mlws import Dataset
 
-    server, ws_path, tokens = served
-    env = dict(os.environ, MLWS_WORKSPACE=server.url, MLWS_TOKEN=tokens["contributor"])
-    driver = REPO / "examples" / "datasets" / "driver.py"
-    done = subprocess.run(
-        [sys.executable, str(driver)], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    _server, ws_path, _tokens = served
+    done = _run_example(served, "datasets")
     assert "Dataset iris:1: 150 rows" in done.stdout
     assert "counts.csv: {'setosa': '50', 'versicolor': '50', 'virginica': '50'}" in done.stdout
     assert "The run read iris:1 (Mount)" in done.stdout
@@ -198,9 +208,9 @@ def test_killed_supervisor_fails_by_lease(tmp_path: Path, monkeypatch) -> None: 
 
 def test_quickstart_runs_unchanged_against_a_server(served, tmp_path: Path) -> None:  # noqa: ANN001
     """Issue 14's acceptance: examples/quickstart with MLWS_WORKSPACE = the server's URL.
-    (pipeline is not ported to remote workspaces, distributed needs a distributed job; each
-    stops with NotAvailableRemotely. datasets: the test above; deploy runs too, not run here:
-    it trains and serves two replicas, too slow for this suite.)"""
+    (pipeline: the test below; distributed needs torch, its path is tested with plain-Python
+    ranks below; datasets: the test above; deploy runs too, not run here: it trains and serves
+    two replicas, too slow for this suite.)"""
     import subprocess
     import sys
 
@@ -266,3 +276,204 @@ def test_cli_run_submit_waits_and_streams(served, remote, tmp_path: Path) -> Non
     assert bad.exit_code == 1
     errors = [ln for ln in bad.output.splitlines() if ln.startswith("Error: ")]
     assert len(errors) == 1 and "bad accuracy" in errors[0], bad.output
+    # A target the server does not have: its one-line refusal, nothing submitted.
+    gpu = invoke(
+        "-w", server.url, "run", "submit", "-e", "cli", "-t", "gpu", "-d", str(src), "train.py"
+    )
+    assert gpu.exit_code == 1 and "no compute target named 'gpu'" in gpu.output, gpu.output
+
+
+# -- submissions the server executes (mlws.remote.execute, mlws.server.execution) ---------------
+#: Ranks meet at MASTER_ADDR:MASTER_PORT over plain TCP (no torch): rank 0 logs the sum.
+RANKS = SCRIPT_PRELUDE + MEET
+
+
+@pytest.fixture
+def cpu_target(served):  # noqa: ANN001, ANN201 - None
+    """An AmlCompute target 'cpu' on the server's side (as its admin would register it); its
+    local cluster is stopped at the end (it would idle on for half an hour)."""
+    from mlws.compute import AmlCompute, ComputeTarget
+    from mlws.compute.dask import stop_cluster
+
+    _server, ws_path, _tokens = served
+    with Workspace(ws_path) as local:
+        ComputeTarget.create(local, "cpu", AmlCompute.provisioning_configuration(max_nodes=2))
+    yield
+    with pytest.MonkeyPatch.context() as mp, Workspace(ws_path) as local:
+        mp.setenv("HOME", str(ws_path.parent / "home"))  # the server's: its cluster's state
+        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+            mp.delenv(var, raising=False)
+        assert stop_cluster(local, "cpu")
+
+
+def test_server_executes_targets_distributed_jobs_and_sweeps(
+    served, remote, cpu_target, tmp_path: Path, capsys
+) -> None:  # noqa: ANN001
+    """A target registered on the server, a distributed job (target local = the server's
+    machine) and a sweep: executed by the server, followed, canceled from the client."""
+    from mlws import PyTorchConfiguration
+    from mlws.hyperdrive import GridParameterSampling, HyperDriveConfig, PrimaryMetricGoal, choice
+
+    exp = Experiment(remote, "on-server")
+    src = _source(tmp_path / "src", TRAIN)
+    run = exp.submit(ScriptRunConfig(src, "train.py", arguments=[0.25], compute_target="cpu"))
+    ranks = exp.submit(
+        ScriptRunConfig(
+            _source(tmp_path / "ranks", RANKS),
+            "train.py",
+            distributed_job_config=PyTorchConfiguration(process_count=2),
+        )
+    )
+    sweep = exp.submit(
+        HyperDriveConfig(
+            run_config=ScriptRunConfig(
+                _source(
+                    tmp_path / "trial",
+                    "import sys\n" + TRAIN.replace("sys.argv[1]", "sys.argv[-1]"),
+                ),
+                "train.py",
+                compute_target="cpu",
+            ),
+            hyperparameter_sampling=GridParameterSampling({"x": choice(0.75)}),
+            primary_metric_name="acc",
+            primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+            max_total_runs=1,
+        )
+    )
+    for folder in ("src", "ranks", "trial"):  # the server runs its snapshots, not the folders
+        shutil.rmtree(tmp_path / folder)
+    assert run.wait_for_completion(show_output=True)["status"] == "Completed"
+    assert "hello from the script" in capsys.readouterr().out
+    assert run.get_metrics()["acc"] == 0.25
+    assert run.get_metrics()["mlws_file"].startswith(str(REPO))  # the server's runs: this checkout
+    details = run.get_details()
+    assert details["target"] == "cpu" and details["submittedBy"] == "contributor", details
+    assert "outputs/model.txt" in run.get_file_names()
+    assert not list(
+        (Path(os.environ["HOME"]) / ".cache").rglob(f"{run.id}.json")
+    )  # no supervisor here
+    assert ranks.wait_for_completion(raise_on_error=False)["status"] == "Completed"
+    assert ranks.get_metrics()["rank_sum"] == 1
+    sweep.wait_for_completion(show_output=False)
+    assert sweep.get_status() == "Completed"
+    assert len(sweep.get_children()) == 1
+    best = sweep.get_best_run_by_primary_metric()
+    assert best is not None and best.get_metrics()["acc"] == 0.75
+    (ranked,) = sweep.get_children_sorted_by_primary_metric()
+    assert ranked["best_primary_metric"] == 0.75 and ranked["hyperparameters"] == '{"x": 0.75}'
+    # Cancel: the server stops what it runs.
+    slow = _source(tmp_path / "slow", "import time\nprint('waiting', flush=True)\ntime.sleep(60)\n")
+    held = exp.submit(ScriptRunConfig(slow, "train.py", compute_target="cpu"))
+    wait_until(lambda: held.get_status() == "Running", 20, "the run to start")
+    held.cancel()
+    wait_until(lambda: held.get_status() == "Canceled", 20, "the run to be canceled")
+
+
+def test_server_submissions_are_checked_first(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
+    """A target the server does not have, a reader's token, a bad body: one-line errors, and
+    nothing is created (no run, no experiment)."""
+    from mlws.errors import ComputeTargetException, Forbidden
+
+    server, _ws_path, tokens = served
+    src = _source(tmp_path / "src", TRAIN)
+    with pytest.raises(ComputeTargetException, match="no compute target named 'gpu'"):
+        Experiment(remote, "never-made").submit(
+            ScriptRunConfig(src, "train.py", compute_target="gpu")
+        )
+    reader = Workspace(server.url, token=tokens["reader"])
+    try:
+        with pytest.raises(Forbidden):
+            Experiment(reader, "never-made").submit(
+                ScriptRunConfig(src, "train.py", compute_target="cpu")
+            )
+    finally:
+        reader.close()
+    c = tokens["contributor"]
+    path = "/experiments/never-made/executions"
+    for bad, words in (
+        ({"kind": "shell", "definition": {}}, "kind must be"),
+        ({"kind": "script", "definition": {"runConfig": []}}, "runConfig"),
+        ({"kind": "pipeline", "definition": {"pipeline": {"steps": []}}}, "steps"),
+        ({"kind": "sweep", "definition": {"hyperdrive": {}}}, "sampling"),
+        ({"kind": "script", "definition": {}, "color": 1}, "unknown field"),
+    ):
+        status, body = server.api("POST", path, c, bad)
+        assert status == 400 and words in body["error"]["message"], body
+    script = {"runConfig": {"script": "train.py"}, "sourceDirectory": "/x"}
+    status, body = server.api(
+        "POST",
+        path,
+        c,
+        {
+            "kind": "script",
+            "definition": {**script, "snapshot": {"manifest": "sha256:" + "0" * 64}},
+        },
+    )
+    assert status == 404, body
+    status, body = server.api("GET", "/experiments", c)
+    assert "never-made" not in {e["name"] for e in body["value"]}
+    status, body = server.api("POST", "/runs/no-such-run/cancel", c, {})
+    assert status == 404, body
+
+
+def test_pipeline_example_runs_unchanged_against_a_server(served, tmp_path: Path) -> None:  # noqa: ANN001
+    """examples/pipeline with MLWS_WORKSPACE = the server's URL: the server's controller runs
+    the steps, reuses them against its catalog, and registers the model there."""
+
+    from mlws import Model
+
+    _server, ws_path, _tokens = served
+    done = _run_example(served, "pipeline")
+    assert "Submitted again unchanged: 4 of 4 steps reused" in done.stdout
+    assert "Latest model: diabetes-ridge:2" in done.stdout
+    with Workspace(ws_path) as local:
+        assert Model(local, "diabetes-ridge").version == 2
+        runs = list(Experiment(local, "pipeline-example").get_runs())
+        assert len(runs) == 3 and {r.get_status() for r in runs} == {"Completed"}
+        assert {r.get_details()["submittedBy"] for r in runs} == {"contributor"}
+    # The client's PipelineRun: its steps, and a step's output downloaded through the server.
+    server, _ws_path, tokens = served
+    with Workspace(server.url, token=tokens["reader"]) as remote:
+        last = remote.get_run(next(iter(Experiment(remote, "pipeline-example").get_runs())).id)
+        assert type(last).__name__ == "PipelineRun" and len(last.get_steps()) == 4
+        assert last.get_graph()["train"] == ["prep"]
+        (train,) = last.find_step_run("train")
+        folder = train.get_output_data("model").download(tmp_path)
+        assert (Path(folder) / "weights.npy").stat().st_size > 0
+
+
+def test_publish_from_a_client_and_submit_it(served, remote, tmp_path: Path) -> None:  # noqa: ANN001
+    """pipeline.publish(...) from a client records it on the server (its snapshot frozen there);
+    get, list, endpoint, submit through its REST address; enable/disable stay on the server."""
+    from mlws import Pipeline, PipelineParameter, PythonScriptStep
+    from mlws.pipelines.published import PublishedPipeline
+
+    server, _ws_path, tokens = served
+    src = _source(tmp_path / "src", TRAIN)
+    step = PythonScriptStep(
+        "train.py", arguments=[PipelineParameter("acc", default_value=0.5)], source_directory=src
+    )
+    published = Pipeline(remote, [step]).publish("client-made", description="from a client")
+    (src / "train.py").write_text("raise SystemExit('changed after publishing')\n")
+    assert published.endpoint == f"{server.url}/api/v1/pipelines/{published.id}"
+    assert PublishedPipeline.get(remote, published.id).get_step_names() == ["train.py"]
+    assert published.id in {p.id for p in PublishedPipeline.list(remote)}
+    run = published.submit(remote, "published-remote", pipeline_parameters={"acc": 0.75})
+    assert run.wait_for_completion(show_output=False)["status"] == "Completed"
+    (step_run,) = run.get_steps()
+    assert step_run.get_metrics()["acc"] == 0.75
+    with pytest.raises(NotAvailableRemotely):
+        published.disable()
+    # A pipeline run's cancel from the client: the server's controller stops its steps.
+    slow = _source(tmp_path / "slow", "import time\ntime.sleep(60)\n")
+    held = Experiment(remote, "published-remote").submit(
+        Pipeline(remote, [PythonScriptStep("train.py", source_directory=slow)])
+    )
+    wait_until(
+        lambda: [s.get_status() for s in held.get_steps()] == ["Running"], 30, "the step to run"
+    )
+    held.cancel()
+    wait_until(lambda: held.get_status() == "Canceled", 30, "the pipeline to be canceled")
+    assert [s.get_status() for s in held.get_steps()] == ["Canceled"]
+    status, body = server.api("POST", "/pipelines", tokens["reader"], {"name": "x", "pipeline": {}})
+    assert status == 403, body

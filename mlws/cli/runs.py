@@ -126,7 +126,8 @@ def run_submit(
     # Check everything before the experiment is created: bad input changes nothing.
     cfg.validate()
     check_experiment_name(exp_name)
-    target_config(ws, target)
+    if ws.remote is None:  # a remote workspace's server checks its own targets
+        target_config(ws, target)
     # A bar only for a snapshot with many files to read: most submits read a few, or none.
     with progress_bar("Snapshot", as_json=as_json or quiet, min_total=500) as progress:
         r = Experiment(ws, exp_name).submit(cfg, tags=tag_values or None, progress=progress)

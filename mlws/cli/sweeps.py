@@ -135,7 +135,8 @@ def sweep(
     ws = open_workspace(ctx)
     cfg.run_config.validate()
     check_experiment_name(exp_name)
-    target_config(ws, target)
+    if ws.remote is None:  # a remote workspace's server checks its own targets
+        target_config(ws, target)
     r = Experiment(ws, exp_name).submit(cfg, tags=tag_values or None)
     if quiet:
         click.echo(r.id)

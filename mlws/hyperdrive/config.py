@@ -250,9 +250,19 @@ def submit_sweep(
 
     ws = experiment.workspace
     tags = key_values(tags, "tag")
+    if ws.remote is not None and (
+        config.resume_from
+        or config.resume_child_runs
+        or any(not isinstance(a, (str, int, float)) for a in config.run_config.run_config.arguments)
+    ):
+        from ..remote.backend import not_available
+
+        raise not_available("a warm-started sweep, or one with data arguments", ws.remote.url)
     config.check_resume(ws)
     src, _ = config.run_config.validate()
-    target_config(ws, config.run_config.run_config.target)
+    remote = ws.remote is not None  # the server checks the target, and runs the sweep
+    if not remote:
+        target_config(ws, config.run_config.run_config.target)
     sweep = config.to_dict()
     arguments = config.run_config.run_config.arguments
     # Datasets among the script's arguments: recorded as data (checked before anything is
@@ -263,17 +273,28 @@ def submit_sweep(
         else None
     )
     # One snapshot for every trial, taken now: trials run the code as it was at submit, as v1's.
-    snap = take_snapshot(ws.blobs, src)
-    for w in snap.warnings:
-        print(f"Warning: {w}", file=sys.stderr)
+    if remote:
+        from ..remote.execute import snapshot_spec
+
+        snapshot = snapshot_spec(ws, src)
+    else:
+        snap = take_snapshot(ws.blobs, src)
+        for w in snap.warnings:
+            print(f"Warning: {w}", file=sys.stderr)
+        snapshot = {k: v for k, v in dataclasses.asdict(snap).items() if k != "warnings"}
     definition = {
         "hyperdrive": sweep,
         "runConfig": config.run_config.run_config.to_dict(),
         "sourceDirectory": str(src),
-        "snapshot": {k: v for k, v in dataclasses.asdict(snap).items() if k != "warnings"},
+        "snapshot": snapshot,
     }
     if data_args is not None:
         definition["arguments"] = data_args
+    if remote:
+        from ..remote.execute import start_sweep as start_remote
+
+        run_id = config.custom_run_id or f"HD_{secrets.token_hex(16)}"
+        return start_remote(experiment, definition, run_id, tags)  # type: ignore[no-any-return]
     return start_sweep(
         experiment,
         definition,

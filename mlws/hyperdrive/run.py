@@ -52,6 +52,9 @@ class HyperDriveRun(Run):
 
     def get_hyperparameters(self) -> dict[str, str]:
         """``{trial run id: hyperparameters as a JSON string}``, as v1."""
+        if self.workspace.remote is not None:  # each trial's property, through the server
+            found = ((c.id, c.get_properties().get("hyperparameters")) for c in self.get_children())
+            return {rid: v for rid, v in found if v is not None}
         rows = self.workspace.catalog.query(
             "SELECT r.id, p.value FROM runs r JOIN run_properties p ON p.run_seq = r.seq"
             " AND p.key = 'hyperparameters' WHERE r.parent_id = ? ORDER BY r.seq",
@@ -67,7 +70,10 @@ class HyperDriveRun(Run):
         flush_all()
         metric, maximize = self._goal()
         children = self.get_children()
-        series = primary_series(self.workspace, {c.seq: c.id for c in children}, metric)
+        if self.workspace.remote is not None:  # each trial's metric, through the server
+            series = {c.id: numbers(c.get_metrics(name=metric).get(metric)) for c in children}
+        else:
+            series = primary_series(self.workspace, {c.seq: c.id for c in children}, metric)
         hps = self.get_hyperparameters()
         out = []
         for c in children:
@@ -188,3 +194,15 @@ def trial_hyperparameters(ws: Any, runs: dict[int, str]) -> dict[str, dict[str, 
             except (TypeError, ValueError):
                 continue
     return out
+
+
+def numbers(value: Any) -> list[float]:
+    """A metric's value (one, a list, or None) as its finite numbers, in logged order."""
+    import math
+
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    return [
+        float(v)
+        for v in values
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]

@@ -389,6 +389,10 @@ def submit_pipeline(
     tags = key_values(tags, "tag")
     check_parameter_values(pipeline_parameters)
     spec = freeze(pipeline, pipeline_parameters)
+    if experiment.workspace.remote is not None:  # the server's controller runs it
+        from ..remote.execute import submit_pipeline as submit_remote
+
+        return submit_remote(experiment, spec, tags, continue_on_step_failure, regenerate_outputs)
     return start_pipeline_run(
         experiment,
         spec,
@@ -437,7 +441,11 @@ def freeze(pipeline: Pipeline, pipeline_parameters: dict[str, Any] | None = None
     snapshots: dict[str, dict[str, Any]] = {}
     for s in steps:
         src = pipeline.source_of(s)
-        if src not in snapshots:
+        if src not in snapshots and ws.remote is not None:  # sent to the server, which runs it
+            from ..remote.execute import snapshot_spec
+
+            snapshots[src] = snapshot_spec(ws, src)
+        elif src not in snapshots:
             snap = take_snapshot(ws.blobs, src)
             for w in snap.warnings:
                 print(f"Warning: {w}", file=sys.stderr)

@@ -122,11 +122,20 @@ class StoredItem:
         self._set_status(DISABLED)
 
     def _set_status(self, status: str) -> None:
+        if self.workspace.remote is not None:
+            from ..remote.backend import not_available
+
+            raise not_available(f"{type(self).__name__}.enable/disable", self.workspace.remote.url)
         with self.workspace.catalog.write() as conn:
             conn.execute(f"UPDATE {self.TABLE} SET status = ? WHERE id = ?", (status, self.id))
         self._refresh()
 
     def _refresh(self) -> None:
+        if self.workspace.remote is not None:
+            from ..remote.execute import published_row
+
+            self._row = published_row(self.workspace, self.id)
+            return
         row = self.workspace.catalog.one(f"SELECT * FROM {self.TABLE} WHERE id = ?", (self.id,))
         if row is not None:  # deleted meanwhile (nothing deletes them yet): keep what we had
             self._row = row
@@ -171,7 +180,8 @@ class PublishedPipeline(StoredItem):
         None when no server does."""
         from ..server.pipelines import pipeline_url
 
-        base = served_url(self.workspace)
+        remote = self.workspace.remote
+        base = remote.url if remote is not None else served_url(self.workspace)
         return None if base is None else pipeline_url(base, self.id)
 
     @property
@@ -206,6 +216,10 @@ class PublishedPipeline(StoredItem):
 
         :raises PipelineNotFound: there is none.
         """
+        if workspace.remote is not None:
+            from ..remote.execute import published_row
+
+            return PublishedPipeline(workspace, published_row(workspace, str(id)))
         row = workspace.catalog.one("SELECT * FROM published_pipelines WHERE id = ?", (str(id),))
         if row is None:
             raise PipelineNotFound(
@@ -219,6 +233,10 @@ class PublishedPipeline(StoredItem):
     ) -> list[PublishedPipeline]:
         """The published pipelines, newest first; only the active ones unless ``active_only``
         is False."""
+        if workspace.remote is not None:
+            from ..remote.execute import published_rows
+
+            return [PublishedPipeline(workspace, r) for r in published_rows(workspace, active_only)]
         sql = "SELECT * FROM published_pipelines"
         if active_only:
             sql += f" WHERE status = '{ACTIVE}'"
@@ -288,6 +306,18 @@ class PublishedPipeline(StoredItem):
         from .graph import start_pipeline_run
 
         tags = key_values(tags, "tag")
+        if experiment.workspace.remote is not None:  # v1's REST submit, run by the server
+            from ..remote.execute import submit_published
+
+            if tags or continue_on_step_failure is not None or regenerate_outputs or properties:
+                from ..remote.backend import not_available
+
+                raise not_available(
+                    "tags, continue_on_step_failure or regenerate_outputs on a published"
+                    " pipeline's submit",
+                    experiment.workspace.remote.url,
+                )
+            return submit_published(experiment, self.id, pipeline_parameters)  # type: ignore[no-any-return]
         values = self.check(pipeline_parameters)
         spec = self.graph
         spec["parameters"] = values
@@ -344,10 +374,29 @@ def publish_pipeline(
         if v is not None and not isinstance(v, str):
             raise UserErrorException(f"a published pipeline's {what} is text, got {v!r}")
     ws = pipeline.workspace
-    ws.catalog.require_writer()
-    spec = freeze(pipeline)
+    if ws.remote is None:
+        ws.catalog.require_writer()
+    spec = freeze(pipeline)  # on a remote workspace: the snapshots sent to the server
     if description is not None:
         spec["description"] = description
+    if ws.remote is not None:
+        from ..remote.execute import publish
+
+        return PublishedPipeline(
+            ws, publish(ws, spec, name, description, version, continue_on_step_failure)
+        )
+    return record_published(ws, spec, name, description, version, continue_on_step_failure)
+
+
+def record_published(
+    ws: Workspace,
+    spec: dict[str, Any],
+    name: str,
+    description: str | None,
+    version: str | None,
+    continue_on_step_failure: bool | None,
+) -> PublishedPipeline:
+    """Record the frozen definition ``spec`` as a new published pipeline (the names checked)."""
     pid = str(uuid.uuid4())
     cosf = None if continue_on_step_failure is None else int(bool(continue_on_step_failure))
     with ws.catalog.write() as conn:

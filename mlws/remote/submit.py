@@ -7,7 +7,8 @@
    only the blobs the server lacks sent, then the manifest);
 2. the run is created on the server (``POST /experiments/{name}/submissions``: NotStarted, with
    its snapshot and run definition, held by a lease);
-3. a detached supervisor on this machine (:mod:`mlws.remote.supervisor`) drives it: statuses,
+3. a detached supervisor on this machine (for a ``local`` target; any other target, and a
+   distributed job, is executed by the server: :mod:`mlws.remote.execute`) (:mod:`mlws.remote.supervisor`) drives it: statuses,
    the script with ``MLWS_WORKSPACE`` = the server's URL (the token in the environment, never on
    a command line), its log and outputs uploaded, heartbeats, the outcome.
 
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RunStateError, UserErrorException
+from ..errors import UserErrorException
 
 if TYPE_CHECKING:
     from ..experiments import Experiment
@@ -131,8 +132,8 @@ def submit(
     workspace; returns it at once (NotStarted, soon Queued and Running).
 
     :raises RunConfigError: a bad configuration (nothing is sent).
-    :raises NotAvailableRemotely: a target other than ``local``, a distributed job (nothing is
-        sent).
+    A target other than ``local``, or a distributed job, is executed by the server instead
+    (:mod:`mlws.remote.execute`).
     :raises EnvironmentNotFound: a registered environment's name the server does not know.
     """
     from ..errors import RunExists
@@ -140,17 +141,16 @@ def submit(
     from ..runconfig import environment_definition, run_definition
     from ..runs import Run, key_values
     from ..snapshots import git_properties
-    from .backend import not_available
     from .runs import row_of
 
     ws = experiment.workspace
     client = ws.remote
     rc = config.run_config
     tags = key_values(tags, "tag")
-    if rc.target != "local":
-        raise not_available(f"compute target {rc.target!r} (only 'local')", client.url)
-    if rc.distributed_layout() is not None:
-        raise not_available("a distributed job", client.url)
+    if rc.target != "local" or rc.distributed_layout() is not None:
+        from .execute import submit_script
+
+        return submit_script(experiment, config, tags=tags, display_name=display_name)
     src, script = config.validate()
     arguments, inputs, outputs = data_arguments(ws, rc.arguments)
     # A registered name is read from the server; a managed environment is built (once per
@@ -215,14 +215,17 @@ def cancel(run: Run) -> None:
     run is marked Canceled by the server, after what this process logged to it (its holder, in
     this process or another, sees the status on its next call; v1's semantics).
 
+    Any other (a run, pipeline or sweep the server executes) is canceled by the server.
+
     :raises RunStateError: the run executes on another machine (cancel it there)."""
     import signal
 
-    from ..lifecycle import SUBMITTED, TERMINAL
+    from ..lifecycle import HYPERDRIVE, PIPELINE_RUN, SUBMITTED, TERMINAL
     from ..processes import process_alive
+    from .execute import cancel as cancel_on_server
 
     row = run._refresh()
-    if row["type"] not in SUBMITTED:
+    if row["type"] not in (*SUBMITTED, PIPELINE_RUN, HYPERDRIVE):
         if row["status"] not in TERMINAL:
             from .runs import send
 
@@ -232,16 +235,18 @@ def cancel(run: Run) -> None:
         return
     if row["status"] in TERMINAL:
         return
+    if row["type"] in (PIPELINE_RUN, HYPERDRIVE):  # their controller runs on the server
+        cancel_on_server(run)
+        return
     try:
         record = json.loads(record_path(run.workspace.remote.url, run.id).read_text())
     except (OSError, ValueError):
         record = None
     if record is None or not process_alive(record.get("pid"), record.get("start")):
-        host = (row["details"] or {}).get("host") or "another machine"
-        raise RunStateError(
-            f"cannot cancel run {run.id}: it executes on {host}, not under a supervisor of this"
-            " machine; cancel it there"
-        )
+        # The server cancels what it executes; a run another machine's supervisor holds is
+        # refused there (RunStateError: cancel it on that machine).
+        cancel_on_server(run)
+        return
     try:
         os.kill(int(record["pid"]), signal.SIGTERM)
     except OSError as e:

@@ -58,11 +58,10 @@ def cancel_run(call: Call) -> dict[str, Any]:
         raise UserErrorException("a cancel takes no options: send an empty body")
     expire(call.ws, call.run_lease_s, call.path["run_id"])  # a lapsed lease: Failed already
     run = call.ws.get_run(call.path["run_id"])
-    if run.type != INTERACTIVE:
-        raise RunStateError(
-            f"run {run.id} is a {run.type} run: cancel it where it executes (its supervisor's"
-            " machine)"
-        )
+    if run.type != INTERACTIVE:  # a run, pipeline or sweep this server executes, or not
+        from .execution import cancel_executed
+
+        return cancel_executed(call, run)
     run.cancel()
     return run_details(run)
 

@@ -186,8 +186,13 @@ def _active_only(call: Call) -> bool:
     return value == "false"
 
 
-def _pipeline(published: Any) -> dict[str, Any]:
-    return {**published.as_dict(), "endpoint": published.endpoint}
+def published_answer(published: Any) -> dict[str, Any]:
+    """A published pipeline as the routes answer it: ``as_dict()``, its ``endpoint`` and its
+    frozen ``graph`` (what a remote client's ``PublishedPipeline`` reads)."""
+    return {**published.as_dict(), "endpoint": published.endpoint, "graph": published.graph}
+
+
+_pipeline = published_answer
 
 
 def list_published(call: Call) -> dict[str, Any]:
