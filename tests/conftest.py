@@ -24,6 +24,7 @@ pytest_plugins = ["sshd", "serving_helpers"]
 #: while the other workers sit idle (the one torch test, 97 s, used to be dealt last). A stale
 #: list only costs balance, never a result.
 SLOWEST_FIRST = [
+    "test_remote_submit.py",  # the pipeline, datasets and quickstart examples against a server
     "test_datastore_ssh.py",
     "test_compute_dask.py",
     "test_shared_folder.py",
