@@ -332,3 +332,21 @@ def test_run_page_links_its_datasets_and_the_compute_page_lists_builds(ws, studi
     status, body, _ = get(studio.url + "/compute")
     assert status == 200 and body.count(b'class="env-build"') == 2 and b"(unregistered)" in body
     assert b"2.5s" in body
+
+
+def test_services_deployed_from_clients_are_listed_as_text(ws, studio):
+    import time
+
+    with ws.catalog.write() as conn:
+        conn.execute(
+            "INSERT INTO service_records (name, models, scoring_uri, state, machine, error,"
+            " created, created_by, updated) VALUES (?, ?, ?, 'Healthy', ?, NULL, ?, ?, ?)",
+            ("far-svc", json.dumps([XSS + ":1"]), "http://10.0.0.5:5001/score", XSS,
+             time.time(), "alice", time.time()),
+        )  # fmt: skip
+    listed = get_json(studio.url + "/services.json")
+    assert [s["name"] for s in listed["recorded"]] == ["far-svc"]
+    status, body, _ = get(studio.url + "/services")
+    assert status == 200 and b'id="recorded-services"' in body
+    assert b"http://10.0.0.5:5001/score" in body and b"alice" in body
+    assert XSS.encode() not in body  # a machine or model name is text, never markup

@@ -165,7 +165,21 @@ def services(ws: Workspace, page: int = 1) -> dict[str, Any]:
                 "updated": r["updated"],
             }
         )
-    return {"page": page, "has_next": more, "services": out}
+    # Services deployed from clients of ``mlws serve`` run on those machines: the server keeps
+    # only their records (last reported state, where they run, who deployed them).
+    recorded = [
+        {
+            "name": r["name"],
+            "state": r["state"],
+            "machine": r["machine"],
+            "scoring_uri": r["scoring_uri"],
+            "models": _loads(r["models"], []),
+            "created_by": r["created_by"],
+            "updated": r["updated"],
+        }
+        for r in ws.catalog.query("SELECT * FROM service_records ORDER BY name")
+    ]
+    return {"page": page, "has_next": more, "services": out, "recorded": recorded}
 
 
 def telemetry(ws: Workspace, name: str) -> dict[str, Any]:
