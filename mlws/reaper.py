@@ -94,7 +94,13 @@ DETACHED_MODULES = (
 
 
 def mlws_detached(pid: int) -> bool:
-    """Whether ``pid`` is one of mlws's own detached processes (``python -m <module>``)."""
+    """Whether ``pid`` is one of mlws's own detached processes (``python -m <module>``); not a
+    script forked from its supervisor, which keeps the supervisor's command line
+    (``compute.warmstart``), nor what it forked."""
+    from .compute.warmstart import is_warm_script
+
+    if is_warm_script(pid):
+        return False
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
