@@ -49,10 +49,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..reaper import WARM_SCRIPT_NAME
+
 #: Modules whose ``main(argv)`` may run in a child forked from a warm supervisor.
 WARM_STARTABLE = ("mlws.pipelines.parallel_driver",)
 #: The process name of a warm-started script and of everything it forks.
-COMM = b"mlws-script"
+COMM = WARM_SCRIPT_NAME
 #: Variables of the run's environment allowed to differ from the supervisor's (set per run).
 PER_RUN = frozenset(
     {
@@ -371,14 +373,6 @@ def _imported(module: str) -> bool:
     """``module`` and its ``WARM`` modules are imported in this process."""
     found = sys.modules.get(module)
     return found is not None and all(m in sys.modules for m in getattr(found, "WARM", ()))
-
-
-def is_warm_script(pid: int) -> bool:
-    """Whether ``pid`` is a warm-started script or a process it forked (by its name)."""
-    try:
-        return Path(f"/proc/{pid}/comm").read_bytes().strip() == COMM
-    except OSError:
-        return False
 
 
 def warm_modules(workspace: str | os.PathLike[str]) -> list[str]:
