@@ -93,8 +93,20 @@ DETACHED_MODULES = (
 )
 
 
+#: The process name (``/proc/<pid>/comm``) of a script forked warm (``compute.warmstart``) and
+#: of what it forks: their command line is their supervisor's.
+WARM_SCRIPT_NAME = b"mlws-script"
+
+
 def mlws_detached(pid: int) -> bool:
-    """Whether ``pid`` is one of mlws's own detached processes (``python -m <module>``)."""
+    """Whether ``pid`` is one of mlws's own detached processes (``python -m <module>``); not a
+    script forked from its supervisor, which keeps the supervisor's command line
+    (``compute.warmstart``), nor what it forked."""
+    try:
+        if Path(f"/proc/{pid}/comm").read_bytes().strip() == WARM_SCRIPT_NAME:
+            return False
+    except OSError:
+        pass
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:

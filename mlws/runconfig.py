@@ -468,6 +468,7 @@ def submit_script(
     run_type: str | None = None,
     display_name: str | None = None,
     data: list[Any] | None = None,
+    wait_for_start: bool = True,
 ) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``).
     ``progress(done, total)``: the snapshot's files as they are read (see ``take_snapshot``).
@@ -476,6 +477,8 @@ def submit_script(
     its trials) instead of a new one. ``run_type``: the run's type (default
     ``azureml.scriptrun``; a pipeline's step is ``azureml.StepRun``); ``data``: inputs and
     outputs the script finds by name, not in its arguments (see ``rundata.encode_arguments``).
+    ``wait_for_start=False``: a request handed to the workspace's launcher is not waited for
+    (the run may still be ``NotStarted``; its supervisor records itself when it claims it).
 
     The run is driven by a detached supervising process (``python -m mlws.compute.supervisor``,
     see :mod:`mlws.compute.supervisor`) in a new session, so it survives the submitter.
@@ -560,7 +563,13 @@ def submit_script(
         (SCRIPT_RUN, STEP_RUN, time.time() - 60),
     )
     launcher.start_for_run(
-        ws, run_id, launcher.SUPERVISOR, penv, warm_up=recent >= 2, what="the run"
+        ws,
+        run_id,
+        launcher.SUPERVISOR,
+        penv,
+        warm_up=recent >= 2,
+        what="the run",
+        wait=wait_for_start,
     )
     row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,))
     return Run(experiment, run_id, _row=row)

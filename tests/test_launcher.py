@@ -88,6 +88,25 @@ def test_the_second_submission_warms_a_launcher_and_later_ones_are_forked_by_it(
     assert launched_by_launcher(sup.cmdline()) and sup.ppid() == warm.pid
     run.wait_for_completion(timeout=60)
     assert json.loads(run._read_file_text("outputs/seen.json"))["var"] == "given at submit"
+    # A pipeline's controller does not wait for the launcher's answer: the run may still be
+    # NotStarted when it returns; its supervisor (the launcher's child) records itself.
+    from mlws.runconfig import submit_script
+
+    run = submit_script(
+        Experiment(ws, "e"), ScriptRunConfig(str(src), "t.py"), wait_for_start=False
+    )
+    pid = wait_until(
+        lambda: ws.catalog.scalar("SELECT supervisor_pid FROM runs WHERE id = ?", (run.id,)), 30
+    )
+    assert psutil.Process(pid).ppid() == warm.pid
+    assert run.wait_for_completion(timeout=60)["status"] == "Completed"
+    # A request the launcher refuses, not waited for: handed over (0), nothing hangs, and the
+    # launcher goes on serving.
+    env = dict(os.environ)
+    assert launcher.launch(ws.path, ["x"], env, warm_up=False, module="json.tool", wait=False) == 0
+    assert launcher.launch(ws.path, ["x"], env, warm_up=False, module="json.tool") == 0
+    status, _, _ = submit(ws, src)
+    assert status == "Completed"
 
 
 def test_a_launched_supervisor_is_this_folders_and_survives_its_submitter(

@@ -145,6 +145,7 @@ def launch(
     env: dict[str, str],
     warm_up: bool,
     module: str = SUPERVISOR,
+    wait: bool = True,
 ) -> int | None:
     """Start ``module``'s ``main(args)`` (the supervisor, or one of :data:`LAUNCHABLE`) through
     this workspace's launcher; its pid, or ``None`` when no launcher took the request: the
@@ -153,7 +154,10 @@ def launch(
 
     ``0``: the request was handed over but no answer came back. A supervisor may be running
     (it records its own pid when it claims the run), so the caller must not start a second
-    one; if none started, the run is found never started and fails (``lifecycle.reconcile``)."""
+    one; if none started, the run is found never started and fails (``lifecycle.reconcile``).
+    With ``wait=False`` that is the answer whenever a launcher accepted the connection: the
+    request is handed over and not waited for (the launcher's fork and reply, tens of ms on a
+    loaded machine, are off the caller's path)."""
     if not enabled():
         return None
     try:
@@ -168,6 +172,7 @@ def launch(
         "cwd": os.getcwd(),
         "umask": current_umask(),
         "module": module,
+        "reply": wait,
     }
     handed_over = False
     try:
@@ -176,6 +181,8 @@ def launch(
             s.connect(str(path))
             s.sendall(json.dumps(request).encode() + b"\n")
             handed_over = True
+            if not wait:
+                return 0
             answer = json.loads(_read_line(s))
         return int(answer["pid"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -186,8 +193,29 @@ def launch(
         return None
 
 
+def poke(workspace: str | os.PathLike[str], env: dict[str, str]) -> None:
+    """Ask this workspace's launcher (if one listens) to import what its recent runs need at
+    its next idle moment (``warm_executors``, ``compute.warmstart.warm_modules``), starting
+    nothing: a supervisor started cold for a run a warm one would have served faster."""
+    if not enabled():
+        return
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            s.connect(str(socket_path(workspace, env)))
+            s.sendall(json.dumps({"warm": True}).encode() + b"\n")
+    except OSError:
+        pass
+
+
 def start_for_run(
-    ws: Any, run_id: str, module: str, env: dict[str, str], warm_up: bool, what: str
+    ws: Any,
+    run_id: str,
+    module: str,
+    env: dict[str, str],
+    warm_up: bool,
+    what: str,
+    wait: bool = True,
 ) -> int:
     """Start the process that supervises the recorded run ``run_id`` (``python -m module
     <workspace> <run id>``: a script run's supervisor, a sweep's or a pipeline's controller):
@@ -195,7 +223,8 @@ def start_for_run(
     it as the run's supervising process (``NotStarted`` becomes ``Queued``, unless the process
     has moved the run on already). Returns its pid, or ``0`` when the launcher took the request
     without answering (the process, if any, records itself; see :func:`launch`). ``what``
-    names the run in messages ("the run", "the sweep", ...).
+    names the run in messages ("the run", "the sweep", ...); ``wait=False``: a launcher's
+    answer is not waited for (see :func:`launch`; the result is then ``0``).
 
     :raises MlwsError: the process could not be started (the run is then ``Failed``).
     """
@@ -203,7 +232,7 @@ def start_for_run(
     from ..lifecycle import set_status
     from ..processes import process_start_time, start_detached
 
-    pid = launch(ws.path, [str(ws.path), run_id], env, warm_up=warm_up, module=module)
+    pid = launch(ws.path, [str(ws.path), run_id], env, warm_up=warm_up, module=module, wait=wait)
     if pid == 0:
         return 0
     if pid is None:
@@ -300,6 +329,11 @@ def serve(workspace: str, path: str) -> int:
                 warm_executors(workspace)
                 for name in WARM_LATER:
                     importlib.import_module(name)
+                from .warmstart import warm_modules
+
+                # A workspace running ParallelRunSteps: their drivers are forked from the
+                # supervisors this forks, with pandas imported (compute.warmstart).
+                warm_modules(workspace)
                 warm_pending = False
                 continue
             if not ready:
@@ -339,6 +373,8 @@ def _serve_one(conn: socket.socket, listener: socket.socket, supervisor_main: An
     if uid != os.getuid():
         return -1
     request = json.loads(_read_line(conn))
+    if request.get("warm"):
+        return -1  # see poke(): the loop warms at its next idle moment
     args = [str(a) for a in request["args"]]
     module = str(request.get("module") or SUPERVISOR)
     if module not in LAUNCHABLE:
@@ -346,7 +382,8 @@ def _serve_one(conn: socket.socket, listener: socket.socket, supervisor_main: An
     env = {str(k): str(v) for k, v in request["env"].items()}
     pid = os.fork()
     if pid:
-        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        if request.get("reply", True):  # else the requester has gone on already
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
         return pid
     # The child: a supervisor as if started by the requester, in its own session.
     code = 1

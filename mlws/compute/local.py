@@ -218,6 +218,7 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
             tie_to_parent,
             pass_fds=channel,
             read_only=d.get("readOnly"),
+            warm=not d.get("distributed"),
         )
     finally:
         for fd in channel:  # the script's ends

@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import MlwsError
 from ..keyvault import ENV_KEY
 from ..processes import die_with_parent, python_path
+from . import warmstart
 
 #: Seconds a canceled script has to end after SIGTERM before its process group is killed.
 CANCEL_GRACE_S = float(os.environ.get("MLWS_CANCEL_GRACE_S", "10"))
@@ -147,10 +148,12 @@ def start_script(
     tie_to_parent: bool = False,
     pass_fds: tuple[int, ...] = (),
     read_only: list[str] | None = None,
+    warm: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start a run's script in its own process group (so cancel reaches everything it
     starts), its output appended to ``logs/driver.log``. ``read_only``: folders of
-    ``workdir`` (mounted inputs) the script must not change."""
+    ``workdir`` (mounted inputs) the script must not change. ``warm``: mlws's own run
+    programs may be forked from this process (``compute.warmstart``; local runs)."""
     from .. import readonly
 
     preexec = die_with_parent if tie_to_parent else None
@@ -166,6 +169,14 @@ def start_script(
         else:
             for f in folders:  # copies (see rundata.prepare): no longer writable
                 readonly.strip_write_bits(f)
+    module = warmstart.warm_module(argv, env) if warm and not read_only else None
+    if module is not None:
+        try:
+            forked: Any = warmstart.fork(module, argv, workdir, env, tie_to_parent, pass_fds)
+            return forked  # a ForkedScript: the part of Popen a supervisor uses
+        except OSError:
+            pass  # its warm child is gone: start it fresh
+    warmstart.dismiss()
     with open(workdir / "logs" / "driver.log", "ab") as log:
         try:
             return subprocess.Popen(

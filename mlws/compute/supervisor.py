@@ -328,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print("usage: python -m mlws.compute.supervisor WORKSPACE RUN_ID", file=sys.stderr)
         return 2
+    from .warmstart import dismiss, start_zygote
+
+    start_zygote()  # before the catalog is open (see compute.warmstart)
     ws = Workspace(args[0])
     sup = RunSupervisor(ws, args[1])
 
@@ -347,7 +350,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
-    sup.run()
+    try:
+        sup.run()
+    finally:
+        dismiss()
     ws.close()
     return 0
 

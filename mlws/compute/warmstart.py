@@ -1,0 +1,413 @@
+"""Warm starts of mlws's own run programs: a local run whose command is ``python -m <module>``
+for a module of :data:`WARM_STARTABLE` (a ``ParallelRunStep``'s driver) runs in a child of its
+supervisor that has the module and what it needs imported, instead of a fresh interpreter.
+
+How: the workspace's warm launcher imports those modules (:func:`warm_modules`, at an idle
+moment, once the workspace has run such a step), so the supervisors it forks have them. Such a
+supervisor forks, before it opens its catalog (a process with SQLite open must not fork a child
+that uses SQLite: the library's locks and ``-shm`` mapping are per process), one child that
+waits on a socket (:func:`start_zygote`). When the run's command is warm-startable the
+supervisor hands it the command, environment and file descriptors (:func:`fork`) and it
+becomes the script; otherwise it is told to exit (:func:`dismiss`). It is the supervisor's
+child, so the exit status, pidfd wake-up and sub-reaper work as for a started script.
+
+Why: a fresh driver spends ~0.45 s on its interpreter, ``mlws.runs`` and the run context and
+~0.6 s importing pandas and pyarrow before it reads a row (bench row 14g). This is mlws's own
+code, not a user's script: the user's entry script is still imported fresh inside the driver's
+workers, as before.
+
+What the child keeps of a started script (``compute.script.start_script``): its own session
+and process group (cancel and the time limit kill the group), the run's working folder as cwd,
+``sys.argv`` as ``python -m`` sets it, the run's environment (``os.environ`` replaced), stdin
+from ``/dev/null``, stdout and stderr appended to ``logs/driver.log``, only the file
+descriptors it is given (at their numbers), signal dispositions of a fresh interpreter,
+``atexit`` handlers and non-daemon threads run at its end, the exit code (or signal) as the
+run's outcome, its pid and start time recorded by the supervisor. It is named ``mlws-script``
+(``/proc/<pid>/comm``, inherited by what it forks) because its command line is its
+supervisor's: mlws's sweeps of leftovers must not take it for a detached mlws process
+(``reaper.mlws_detached``). ``/proc/<pid>/environ`` shows the supervisor's environment, not the
+run's: the sweep by environment marker (used only without a sub-reaper) does not see it.
+
+The script starts fresh as before when: ``MLWS_WARM_START=0``; there is no ``fork``; the
+supervisor was not forked warm (no waiting child); the command's interpreter is not this
+process's; the run has read-only mounted inputs; or the run's environment differs from the
+supervisor's in a setting read at interpreter start or at mlws's import (``PYTHON*`` and
+``MLWS_*`` variables beyond the run's identity, data paths and secret channel, and
+``PYTHONPATH`` beyond mlws's own entries).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..reaper import WARM_SCRIPT_NAME
+
+#: Modules whose ``main(argv)`` may run in a child forked from a warm supervisor.
+WARM_STARTABLE = ("mlws.pipelines.parallel_driver",)
+#: The process name of a warm-started script and of everything it forks.
+COMM = WARM_SCRIPT_NAME
+#: Variables of the run's environment allowed to differ from the supervisor's (set per run).
+PER_RUN = frozenset(
+    {
+        "MLWS_WORKSPACE",
+        "MLWS_RUN_ID",
+        "MLWS_DATA_PATHS",
+        "MLWS_SECRETS_FDS",
+        "MLWS_KEYVAULT_KEY",  # never given to a script: popped from its environment
+        "PYTHONUNBUFFERED",  # the child writes through, as with it set
+        "PYTHONPATH",  # compared on its own (see warm_module)
+    }
+)
+#: How far back a workspace's runs make its launcher import a warm-startable module.
+RECENT_S = 24 * 3600.0
+
+
+_STARTED_WARM: list[bool] = []
+
+
+def started_warm() -> bool:
+    """Whether this process is a script forked by :func:`fork` (for its log's first line)."""
+    return bool(_STARTED_WARM)
+
+
+def enabled() -> bool:
+    """Warm starts are used unless ``MLWS_WARM_START=0`` (or there is no ``fork``)."""
+    return os.environ.get("MLWS_WARM_START", "1") != "0" and hasattr(os, "fork")
+
+
+def warm_module(argv: list[str], env: dict[str, str]) -> str | None:
+    """The module of :data:`WARM_STARTABLE` that ``argv`` runs (``<python> -m <module> ...``)
+    when it can be forked from this process with ``env`` (see the module docstring); else None."""
+    if not enabled() or len(argv) < 3 or argv[1] != "-m" or argv[2] not in WARM_STARTABLE:
+        return None
+    if not _ZYGOTE and env.get("MLWS_WORKSPACE"):
+        from .launcher import poke
+
+        poke(env["MLWS_WORKSPACE"], dict(os.environ))  # so that the next one starts warm
+    if os.path.abspath(argv[0]) != os.path.abspath(sys.executable):
+        return None
+    if not _ZYGOTE or not _imported(argv[2]):
+        return None
+    from ..processes import python_path
+
+    if env.get("PYTHONPATH", "") != python_path(os.environ.get("PYTHONPATH")):
+        return None
+    for name in set(env) | set(os.environ):
+        if name.startswith(("PYTHON", "MLWS_")) and name not in PER_RUN:
+            if env.get(name) != os.environ.get(name):
+                return None
+    return argv[2]
+
+
+class ForkedScript:
+    """The part of ``subprocess.Popen`` a supervisor uses, for a script forked by :func:`fork`:
+    ``pid``, ``args``, ``returncode``, ``poll()``, ``wait(timeout)``, ``send_signal``,
+    ``terminate()``, ``kill()``."""
+
+    def __init__(self, pid: int, args: list[str]) -> None:
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+        self.stdin = self.stdout = self.stderr = None
+
+    def poll(self) -> int | None:
+        """Its exit code (negative: the signal that ended it) once it has ended, else None."""
+        return self._reap(os.WNOHANG)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for its end; its exit code.
+
+        :raises subprocess.TimeoutExpired: it still runs after ``timeout`` seconds."""
+        if timeout is None:
+            rc = self._reap(0)
+            assert rc is not None
+            return rc
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            rc = self.poll()
+            if rc is not None:
+                return rc
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(min(delay, left))  # Popen.wait's own back-off, without a pidfd
+            delay = min(delay * 2, 0.05)
+
+    def send_signal(self, sig: int) -> None:
+        """Signal it, unless it has ended and been collected."""
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        """SIGTERM."""
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL."""
+        self.send_signal(signal.SIGKILL)
+
+    def _reap(self, flags: int) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:  # collected elsewhere (a reaper's waitpid(-1)): unknown end
+            self.returncode = 255
+            return self.returncode
+        if pid == 0:
+            return None
+        self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+_ZYGOTE: list[tuple[int, socket.socket]] = []
+
+
+def start_zygote() -> int | None:
+    """For a supervisor, before it opens its catalog: when this process has a module of
+    :data:`WARM_STARTABLE` warm, fork a child that waits to become that run's script
+    (:func:`fork`); its pid. A process with SQLite open cannot fork a child that uses SQLite
+    (the library's locks and ``-shm`` mapping are per process), so the child is made now, from
+    the launcher's state. It exits when this process closes its end (:func:`dismiss`, or at
+    exit). None when nothing is warm (or no fork)."""
+    if _ZYGOTE or not enabled() or not any(_imported(m) for m in WARM_STARTABLE):
+        return None
+    mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pid = os.fork()
+    except OSError:
+        mine.close()
+        its.close()
+        return None
+    if pid:
+        its.close()
+        _ZYGOTE.append((pid, mine))
+        return pid
+    code = 1
+    try:
+        mine.close()
+        request, fds = _receive(its)
+        its.close()
+        if request is None:
+            code = 0  # not needed: the run's script is not warm-startable
+        else:
+            _child(request, fds)  # never returns
+    except BaseException:  # noqa: BLE001 - the child must never return into the supervisor
+        code = 1
+    os._exit(code)
+
+
+def dismiss() -> None:
+    """End the waiting child of :func:`start_zygote`, unused (it exits on its own)."""
+    while _ZYGOTE:
+        _ZYGOTE.pop()[1].close()
+
+
+def fork(
+    module: str,
+    argv: list[str],
+    workdir: Path,
+    env: dict[str, str],
+    tie_to_parent: bool = False,
+    pass_fds: tuple[int, ...] = (),
+) -> ForkedScript:
+    """Make the waiting child of :func:`start_zygote` run ``python -m module argv[3:]``
+    (``argv`` as :func:`warm_module` accepted it) as ``compute.script.start_script`` would
+    start it (see the module docstring): it gets the request and the file descriptors
+    ``pass_fds``, at the same numbers.
+
+    :raises OSError: there is no waiting child, or it is gone (start the script fresh).
+    """
+    if not _ZYGOTE:
+        raise OSError("no warm child waiting")
+    pid, sock = _ZYGOTE.pop()
+    request = {
+        "module": module,
+        "argv": argv,
+        "workdir": str(workdir),
+        "env": env,
+        "tie": tie_to_parent,
+        "fds": list(pass_fds),
+    }
+    try:
+        data = json.dumps(request).encode() + b"\n"
+        socket.send_fds(sock, [data[:4096]], list(pass_fds))
+        if len(data) > 4096:
+            sock.sendall(data[4096:])
+    finally:
+        sock.close()
+    return ForkedScript(pid, argv)
+
+
+def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 16)
+    while data and not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    if not data.endswith(b"\n"):
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return json.loads(data), fds
+
+
+def _child(request: dict[str, Any], got: list[int]) -> None:
+    code = 1
+    try:
+        module, argv = request["module"], request["argv"]
+        workdir, env = Path(request["workdir"]), request["env"]
+        os.setsid()
+        _name(COMM)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as a fresh interpreter has it
+        if request["tie"]:
+            from ..processes import die_with_parent
+
+            die_with_parent()
+        log = os.open(workdir / "logs" / "driver.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        # The descriptors it was given, at the numbers its environment names (via high ones).
+        wanted = [int(f) for f in request["fds"]]
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in got]
+        keep = {0, 1, 2, *high}
+        for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
+            if fd not in keep:
+                try:
+                    os.close(fd)  # what Popen's close_fds does
+                except OSError:
+                    pass
+        for fd, target in zip(high, wanted, strict=True):
+            os.dup2(fd, target, inheritable=True)
+            os.close(fd)
+        os.chdir(workdir)
+        os.environ.clear()
+        os.environ.update(env)
+        import atexit
+        import io
+        import threading
+
+        atexit._clear()  # the supervisor's handlers are not the script's
+        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+        sys.stderr = io.TextIOWrapper(
+            io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace"
+        )
+        from ..processes import python_path
+
+        # sys.path as `python -m` has it: the working folder, PYTHONPATH, then the rest.
+        mine = [p for p in python_path(os.environ.get("PYTHONPATH")).split(os.pathsep) if p]
+        rest = [p for p in sys.path[1:] if p not in mine]
+        sys.path[:] = [str(workdir), *mine, *rest]
+        import importlib
+
+        _STARTED_WARM.append(True)
+        target = importlib.import_module(module)
+        sys.argv = [str(getattr(target, "__file__", module)), *argv[3:]]
+        try:
+            code = target.main(argv[3:]) or 0
+        except SystemExit as e:
+            code = _exit_code(e.code)
+        except KeyboardInterrupt:
+            code = 128 + signal.SIGINT
+        try:
+            threading._shutdown()  # type: ignore[attr-defined]  # non-daemon threads, as at exit
+        except Exception:  # noqa: BLE001
+            pass
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001 - the child must never return into the supervisor
+        try:
+            import traceback
+
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:  # noqa: BLE001
+                pass
+        os._exit(code)
+
+
+def _exit_code(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value & 0xFF
+    print(value, file=sys.stderr)
+    return 1
+
+
+def _name(name: bytes) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(15, name, 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+def _imported(module: str) -> bool:
+    """``module`` and its ``WARM`` modules are imported in this process."""
+    found = sys.modules.get(module)
+    return found is not None and all(m in sys.modules for m in getattr(found, "WARM", ()))
+
+
+def warm_modules(workspace: str | os.PathLike[str]) -> list[str]:
+    """For a process that forks supervisors (the launcher): the modules of
+    :data:`WARM_STARTABLE` that runs of ``workspace`` created in the last :data:`RECENT_S`
+    ran, with their ``WARM`` modules, to import now (best effort: none when the workspace
+    cannot be read)."""
+    from ..errors import MlwsError
+    from ..workspace import Workspace
+
+    wanted: list[str] = []
+    try:
+        with Workspace(workspace) as ws:
+            for module in WARM_STARTABLE:
+                if _imported(module):
+                    continue
+                # The newest runs only: this runs at a launcher's idle moments.
+                hit = ws.catalog.scalar(
+                    "SELECT 1 FROM (SELECT created, definition FROM runs ORDER BY seq DESC"
+                    " LIMIT 200) WHERE created > ? AND definition LIKE ? LIMIT 1",
+                    (time.time() - RECENT_S, f'%"{module}"%'),
+                )
+                if hit:
+                    wanted.append(module)
+    except (MlwsError, OSError):
+        return []
+    import importlib
+
+    out: list[str] = []
+    for module in wanted:
+        try:
+            imported = importlib.import_module(module)
+            for name in getattr(imported, "WARM", ()):
+                importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a module that cannot be imported stays cold
+            continue
+        out.append(module)
+    return out
