@@ -31,6 +31,8 @@ pytest.importorskip("sklearn")
 mlflow_sklearn = pytest.importorskip("mlflow.sklearn")
 
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+#: The saved models' requirements (what inference would find).
+REQUIREMENTS = ["scikit-learn", "cloudpickle", "pandas"]
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
 
@@ -52,10 +54,14 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         str(with_signature),
         serialization_format="cloudpickle",  # skops, MLflow's default, is not installed here
         signature=infer_signature(X, est.predict(X)),
+        # Named, not inferred: MLflow's inference imports the model in a subprocess (seconds).
+        pip_requirements=REQUIREMENTS,
     )
     bare_est = LogisticRegression(max_iter=500).fit(X.to_numpy(), y)
     bare = root / "bare"
-    mlflow_sklearn.save_model(bare_est, str(bare), serialization_format="cloudpickle")
+    mlflow_sklearn.save_model(
+        bare_est, str(bare), serialization_format="cloudpickle", pip_requirements=REQUIREMENTS
+    )
     expected = est.predict(pd.DataFrame(ROWS, columns=COLUMNS)).tolist()
     return {"path": with_signature, "bare": bare, "estimator": est, "expected": expected}
 
