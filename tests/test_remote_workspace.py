@@ -859,6 +859,8 @@ def test_model_and_run_metadata_edits(served, as_role, tmp_path: Path) -> None: 
     run.display_name = "renamed"
     assert run.display_name == "renamed" and ws.get_run(run.id).display_name == "renamed"
     assert run.get_tags() == {"y": "2"}
+    # Ended first: a running run's heartbeats renew its lease, which the fingerprint sees.
+    run.complete()
     # A reader changes nothing; a contributor deletes nothing; bad input is one line.
     before = workspace_fingerprint(ws_path)
     reader = as_role("reader")
