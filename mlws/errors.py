@@ -137,6 +137,10 @@ class CatalogMissing(InvalidWorkspace):
     """``mlws.json`` is there but ``mlws.db`` is missing or empty: the catalog was lost."""
 
 
+class CatalogBusy(MlwsError):
+    """A read on a network folder kept meeting another machine's commits half-way."""
+
+
 class ProcessNotOurs(MlwsError):
     """A process recorded in this workspace's catalog runs, but for another workspace folder
     (this one is a copy of it): mlws never signals it from here."""

@@ -458,6 +458,30 @@ def latest_scalars(catalog: Catalog, runs: dict[int, str]) -> dict[str, dict[str
     return out
 
 
+def _consistent_rows(catalog: Catalog, sql: str, params: list[Any], seqs: set[int]) -> list[Any]:
+    """The rows of a read of runs ``seqs`` (first column: run_seq). A reader on a network folder
+    can meet another machine's commit half-way without an error from SQLite, and be handed
+    rows of other runs: such a read is made again, and one still torn after a few seconds is
+    a one-line error rather than wrong values.
+
+    :raises CatalogBusy: the reads kept coming back torn."""
+    import time
+
+    from .errors import CatalogBusy
+
+    deadline = time.monotonic() + 5.0
+    while True:
+        rows = catalog.query(sql, params)
+        if all(r[0] in seqs for r in rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise CatalogBusy(
+                "the catalog kept changing under this read (another machine writing to this"
+                " network folder); try again"
+            )
+        time.sleep(0.05)
+
+
 def read_metrics(
     catalog: Catalog, runs: dict[int, str], name: str | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -476,7 +500,7 @@ def read_metrics(
             params.append(name)
         sql += " ORDER BY run_seq, name, step"
         groups: dict[tuple[int, str], tuple[str, list[Any]]] = {}
-        for r in catalog.query(sql, params):
+        for r in _consistent_rows(catalog, sql, params, set(chunk)):
             key = (r[0], r[1])
             g = groups.get(key)
             if g is None:
