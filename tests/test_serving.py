@@ -448,7 +448,10 @@ def test_replica_dying_after_a_failed_update_is_replaced_by_the_old_version(
     victim.kill()
 
     def settled() -> bool:  # replaced (Healthy with a new replica), or the service failed
-        state, pids = svc.state, [c.pid for c in children(svc)]
+        # The replicas first, then the state: read the other way round, a state from before
+        # the supervisor noticed the kill could pair with the replacement it then started.
+        pids = [c.pid for c in children(svc)]
+        state = svc.state
         return state == "Failed" or (state == "Healthy" and pids and victim.pid not in pids)
 
     wait_until(settled, 10, "a replacement replica (or the service failing)")
