@@ -3,8 +3,8 @@
 A *user-managed* environment (the default: fast and offline) uses an existing interpreter as it
 is. A *managed* one lists pip packages (directly, from a requirements file, or from a conda
 specification, whose conda packages come from PyPI under the same name) and is built once per machine into a virtualenv under
-``~/.cache/mlws/envs/<spec hash>`` — with uv when it is installed, else ``venv`` + pip — under a
-file lock, so two runs that need the same new environment build it once. The cache is the local
+``~/.cache/mlws/envs/<spec hash>`` — with uv when it is installed (given pip's configured
+find-links), else ``venv`` + pip — under a file lock, so two runs that need the same new environment build it once. The cache is the local
 stand-in for v1's container registry; each build's ``pip freeze`` is recorded in the catalog.
 """
 
@@ -509,6 +509,25 @@ def _installer_env() -> dict[str, str]:
     }
 
 
+def _pip_find_links() -> list[str]:
+    """pip's configured find-links as uv options: uv reads no pip configuration, and a machine's
+    local wheels (e.g. torch's CPU build, where the index has the multi-GB CUDA one) lie there."""
+    try:
+        listed = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"],
+            capture_output=True, text=True, timeout=30, check=False, env=_installer_env(),
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []  # no pip here: nothing configured to honour
+    links = [
+        link
+        for line in listed.splitlines()
+        if line.partition("=")[0].endswith(".find-links")
+        for link in line.partition("=")[2].strip().strip("'\"").split()
+    ]
+    return [f"--find-links={link}" for link in dict.fromkeys(links)]
+
+
 #: How often a build asks whether its run was canceled (one catalog read).
 STOP_POLL_S = 0.1
 
@@ -669,23 +688,16 @@ def resolve(
             shutil.rmtree(target)  # a build that died half-way
         started = time.time()
         packages = [*deps.pip_packages, *from_conda, *RUNTIME_PACKAGES, *extra_packages]
-        # pip for torch: pip honours this machine's pip configuration (find-links,
-        # constraints), where a CPU build may lie; uv reads none of it and fetches the default
-        # build, several GB of CUDA.
-        wants_torch = any(re.match(r"torch([=<>!~ \[;]|$)", p) for p in packages)
-        uv = (
-            None
-            if os.environ.get("MLWS_NO_UV") or wants_torch
-            else (shutil.which("uv") or _venv_uv())
-        )
+        uv = None if os.environ.get("MLWS_NO_UV") else (shutil.which("uv") or _venv_uv())
         try:
             if uv:
                 venv = [uv, "venv", "--quiet", "--python", base, str(target)]
                 if env.python.system_site_packages:
                     venv.insert(2, "--system-site-packages")
                 _run_logged(venv, log, should_stop)
+                install = [uv, "pip", "install", "--python", str(python), *_pip_find_links()]
                 _run_logged(
-                    [uv, "pip", "install", "--python", str(python), *deps.pip_options, *packages],
+                    [*install, *deps.pip_options, *packages],
                     log,
                     should_stop,
                 )

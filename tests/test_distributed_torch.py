@@ -1,7 +1,6 @@
 """The torch example (``examples/distributed/``): real ``torch.distributed`` (gloo, CPU) on two
-ranks, in a managed environment with ``torch==2.13.0``. A file of its own: building that
-environment takes about a minute, and ``make test`` hands out whole files to its workers, so it
-runs beside the rest rather than after ``test_distributed.py``'s other tests."""
+ranks, in a managed environment with ``torch==2.13.0`` (built with uv from the CPU wheel in pip's
+find-links folder)."""
 
 from __future__ import annotations
 

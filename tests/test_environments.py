@@ -175,3 +175,39 @@ def test_cli_environment_commands(ws, tmp_path):
     res = r.invoke(cli, ["environment", "show", "missing"])
     assert res.exit_code == 1 and res.output.startswith("Error: no environment missing")
     assert os.path.isdir(envs_dir())
+
+
+def _wheel(folder: Path, name: str, version: str) -> None:
+    """A minimal pure-Python wheel of ``name`` (one module printing its version)."""
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": f"VERSION = {version!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+
+
+def test_uv_builds_find_pips_find_links(tmp_path, monkeypatch):
+    # A package no index has, only a wheel in the folder pip's configuration names (as torch's
+    # CPU build on this project's machines): uv, which reads no pip configuration, is given it.
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "mlws_wheel_only_here", "1.2.3")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    env = managed(name="links", packages=("mlws_wheel_only_here==1.2.3",))
+    log = tmp_path / "build.log"
+    with open(log, "w") as f:
+        python = resolve(env, log=f)
+    assert f"--find-links={wheels}" in log.read_text() and "with uv" in log.read_text()
+    out = subprocess.run(
+        [python, "-c", "import mlws_wheel_only_here as m; print(m.VERSION)"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip() == "1.2.3", out.stderr

@@ -1,9 +1,9 @@
 """Train examples/distributed/train.py on 2 ranks with torch.distributed (gloo, CPU), in a
 managed environment with torch==2.13.0, and print what rank 0 logged.
 
-torch==2.13.0 exactly: on this project's machines it is a CPU build that pip installs from the
-local disk (mlws builds environments that ask for torch with pip); other versions pull a multi-GB
-CUDA build.
+torch==2.13.0 exactly: on this project's machines it is a CPU build on the local disk, in the
+folder pip's configuration names as find-links (mlws's builds look there too); other versions
+pull a multi-GB CUDA build.
 """
 
 import sys
