@@ -12,6 +12,19 @@ import pytest
 # A hung test dies with a traceback of every thread instead of silently eating CI time.
 faulthandler.enable()
 
+# pytest keeps each test module's assertion-rewritten code in tests/__pycache__, but not where
+# PYTHONDONTWRITEBYTECODE is set (as on this project's machines): then every collection (each
+# xdist worker's and the serial pass's) rewrote 28,000 lines again, ~10 s of CPU each. Writing
+# is allowed while the test modules are collected, in this process only (subprocesses that tests
+# start still see the variable), and restored once collection ends.
+_DONT_WRITE_BYTECODE = sys.dont_write_bytecode
+sys.dont_write_bytecode = False
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    sys.dont_write_bytecode = _DONT_WRITE_BYTECODE
+
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Real sshd servers for the ssh target (tests/sshd.py); real scoring services (serving_helpers.py).

@@ -12,6 +12,27 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+def lazy_import(name: str):  # noqa: ANN201 - a module
+    """The top-level module ``name``, loaded on its first attribute use: every xdist worker
+    collects every test file, and MLflow's import alone is ~2 s of CPU. The calling test module
+    is skipped where ``name`` is not installed."""
+    import importlib.util
+    import sys
+
+    import pytest
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        pytest.skip(f"{name} is not installed", allow_module_level=True)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def wait_until(cond: Callable[[], T], timeout: float = 15.0, what: str = "") -> T:
     """Poll ``cond`` until it returns something truthy (returned) or fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import served_workspace, workspace_fingerprint
+from helpers import lazy_import, served_workspace, workspace_fingerprint
 
-mlflow = pytest.importorskip("mlflow")
+mlflow = lazy_import("mlflow")
 from test_mlflow_store import plugin_path  # noqa: E402,F401 - the plugin's entry points
 
 LIMIT = 1024 * 1024

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from helpers import make_source, submit, wait_status, workspace_fingerprint
+from helpers import lazy_import, make_source, submit, wait_status, workspace_fingerprint
 
-mlflow = pytest.importorskip("mlflow")
+mlflow = lazy_import("mlflow")
 
 ROOT = Path(__file__).resolve().parent.parent
 

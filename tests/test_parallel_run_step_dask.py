@@ -6,6 +6,7 @@ cluster is stopped at teardown and no process of the test is left."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import textwrap
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ from mlws.compute import ComputeTarget
 from mlws.compute.dask import AmlCompute
 from mlws.pipelines import ParallelRunConfig, ParallelRunStep, Pipeline, PipelineData
 
-pytest.importorskip("distributed")
+if importlib.util.find_spec("distributed") is None:  # not imported here: ~1 s in every worker
+    pytest.skip("needs dask.distributed", allow_module_level=True)
 
 SCORE = """
 import os

@@ -12,6 +12,7 @@ takes seconds); each service is a real supervisor with real replicas, deleted by
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -27,8 +28,12 @@ from mlws import Environment, Model, Workspace
 from mlws.errors import ExtraNotInstalled, WebserviceException
 from mlws.serving import InferenceConfig, LocalWebservice, Webservice
 
-pytest.importorskip("sklearn")
-mlflow_sklearn = pytest.importorskip("mlflow.sklearn")
+# Imported by the fixture that needs them (MLflow and scikit-learn take seconds to import, and
+# every xdist worker collects this file).
+pytestmark = pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("sklearn", "mlflow")),
+    reason="needs scikit-learn and MLflow",
+)
 
 COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 #: The saved models' requirements (what inference would find).
@@ -40,6 +45,7 @@ ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """An iris classifier saved as an MLflow model with a signature (``with_signature``), one
     without (``bare``), and the estimator to compare with."""
+    import mlflow.sklearn as mlflow_sklearn
     import pandas as pd
     from mlflow.models import infer_signature
     from sklearn.datasets import load_iris
