@@ -124,6 +124,10 @@ def test_runs_table_filters_sorts_and_pages(ws, studio, tmp_path):
 
     status, body, _ = get(base + "?sort=metric:acc")
     assert status == 200 and body.count(b'class="run"') == 7
+    # Screen readers hear which column sorts, and which way (the sorted header alone says so).
+    assert body.count(b"aria-sort=") == 1
+    assert b'<th class="metric" aria-sort="descending">' in body
+    assert b'aria-sort="ascending"' in get(base + "?sort=status&asc=1")[1]
     assert b'href="/runs/' + runs[0].id.encode() + b'"' in body
     live.complete()
 
