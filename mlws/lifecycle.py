@@ -59,6 +59,10 @@ SUBMITTED = (SCRIPT_RUN, STEP_RUN)
 CONTROLLED = (HYPERDRIVE, PIPELINE_RUN)
 #: A submitted run with no supervising process for this long was never started.
 START_GRACE_S = 60.0
+#: The user a process acts for, when it is not the OS user it runs as: a run's script gets its
+#: run's submitter here (on a served workspace the token's user, not the server's OS user), so
+#: what it records (models, datasets, child runs) names who submitted it.
+USER_ENV = "MLWS_USER"
 
 
 def new_run_id(experiment: str) -> str:
@@ -96,13 +100,17 @@ def insert_run(
     now = time.time()
     with ws.catalog.write() as conn:
         root_id = None
+        submitter = None
         if parent_id is not None:
             parent = conn.execute(
-                "SELECT root_id, child_count FROM runs WHERE id = ?", (parent_id,)
+                "SELECT root_id, child_count, submitter_user FROM runs WHERE id = ?", (parent_id,)
             ).fetchone()
             if parent is None:
                 raise RunNotFound(f"no run with id {parent_id!r}")
             root_id = parent[0]
+            # A child (a pipeline's step, a sweep's trial) is submitted by whoever submitted its
+            # parent, not by the process (a controller of the server) that makes it.
+            submitter = parent[2]
             if run_id is None:
                 run_id = f"{parent_id}_{parent[1]}"
             conn.execute("UPDATE runs SET child_count = child_count + 1 WHERE id = ?", (parent_id,))
@@ -124,7 +132,7 @@ def insert_run(
             "status": status,
             "created": now,
             "start_time": now if status == "Running" else None,
-            "submitter_user": current_user(),
+            "submitter_user": submitter or current_user(),
             "submitter_host": socket.gethostname(),
             "host": socket.gethostname(),
         }
@@ -144,7 +152,11 @@ def insert_run(
 
 
 def current_user() -> str:
-    """The user name this process runs as (the uid when it has none), recorded as submitter."""
+    """The user this process acts for, recorded as submitter and ``createdBy``: ``MLWS_USER``
+    (a run's script: its run's submitter) if set, else the OS user it runs as (the uid when it
+    has none)."""
+    if os.environ.get(USER_ENV):
+        return os.environ[USER_ENV]
     try:
         import getpass
 

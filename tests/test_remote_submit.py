@@ -4,6 +4,7 @@ by a detached supervisor that streams metrics, logs and outputs, ends them, and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -288,6 +289,19 @@ def test_cli_run_submit_waits_and_streams(served, remote, tmp_path: Path) -> Non
 RANKS = SCRIPT_PRELUDE + MEET
 
 
+@contextlib.contextmanager
+def as_server_admin(served):  # noqa: ANN001, ANN201 - a Workspace
+    """The server's workspace opened from its own folder with the server's HOME (its key
+    vault's key, its clusters' state), as its admin on that machine would."""
+    _server, ws_path, _tokens = served
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(ws_path.parent / "home"))
+        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+            mp.delenv(var, raising=False)
+        with Workspace(ws_path) as local:
+            yield local
+
+
 @pytest.fixture
 def cpu_target(served):  # noqa: ANN001, ANN201 - None
     """An AmlCompute target 'cpu' on the server's side (as its admin would register it); its
@@ -295,15 +309,42 @@ def cpu_target(served):  # noqa: ANN001, ANN201 - None
     from mlws.compute import AmlCompute, ComputeTarget
     from mlws.compute.dask import stop_cluster
 
-    _server, ws_path, _tokens = served
-    with Workspace(ws_path) as local:
+    with as_server_admin(served) as local:
         ComputeTarget.create(local, "cpu", AmlCompute.provisioning_configuration(max_nodes=2))
     yield
-    with pytest.MonkeyPatch.context() as mp, Workspace(ws_path) as local:
-        mp.setenv("HOME", str(ws_path.parent / "home"))  # the server's: its cluster's state
-        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
-            mp.delenv(var, raising=False)
+    with as_server_admin(served) as local:
         assert stop_cluster(local, "cpu")
+
+
+@pytest.fixture(scope="module")
+def server_targets(served, ssh_servers, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201 - None
+    """The server's own ``ssh`` target "lab" (a real sshd on 127.0.0.1) and Dask target "pool"
+    (a scheduler this test module starts, one worker process), attached by its admin."""
+    from distributed import LocalCluster
+    from sshd import attach_ssh_target
+
+    from mlws.compute import ComputeTarget, DaskCompute
+
+    folder = tmp_path_factory.mktemp("server-targets")
+    with as_server_admin(served) as local, pytest.MonkeyPatch.context() as mp:
+        # The worker imports this checkout's mlws and keeps its caches in the server's HOME.
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+        cluster = LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        try:
+            ssh_servers[0].start()
+            attach_ssh_target(local, "lab", ssh_servers[:1], folder)
+            ComputeTarget.attach(
+                local, "pool", DaskCompute.attach_configuration(cluster.scheduler_address)
+            )
+        except BaseException:
+            cluster.close()
+            raise
+    try:
+        yield
+    finally:
+        cluster.close()
 
 
 def test_server_executes_targets_distributed_jobs_and_sweeps(
@@ -477,3 +518,43 @@ def test_publish_from_a_client_and_submit_it(served, remote, tmp_path: Path) -> 
     assert [s.get_status() for s in held.get_steps()] == ["Canceled"]
     status, body = server.api("POST", "/pipelines", tokens["reader"], {"name": "x", "pipeline": {}})
     assert status == 403, body
+
+
+#: TRAIN, then a model registered from the script (argv[2] names it): its createdBy is the
+#: submitting token's user, not the OS user the server runs scripts as.
+TARGET_TRAIN = (
+    TRAIN
+    + """
+from mlws import Model
+Model.register(run.experiment.workspace, "outputs/model.txt", "srvexec-" + sys.argv[2])
+"""
+)
+
+
+def test_server_executes_on_its_ssh_and_dask_targets(
+    served, remote, server_targets, tmp_path: Path, capsys
+) -> None:  # noqa: ANN001
+    """A client's submits to the server's ssh host and Dask scheduler: executed there, the
+    run's metrics, streamed log, outputs and the model its script registers visible from the
+    client, all made by the token's user."""
+    from mlws import Model
+
+    src = _source(tmp_path / "src", TARGET_TRAIN)
+    exp = Experiment(remote, "on-ssh-and-dask")
+    runs = {
+        t: exp.submit(ScriptRunConfig(src, "train.py", arguments=[0.5, t], compute_target=t))
+        for t in ("lab", "pool")
+    }
+    shutil.rmtree(src)  # the server runs its snapshot, not the folder
+    for target, run in runs.items():
+        details = run.wait_for_completion(show_output=True, raise_on_error=False)
+        assert details["status"] == "Completed", (target, details, run.get_file_names())
+        assert "hello from the script" in capsys.readouterr().out, target
+        assert run.get_metrics()["acc"] == 0.5 and run.get_tags()["where"] == "remote"
+        assert details["target"] == target and details["submittedBy"] == "contributor"
+        names = run.get_file_names()
+        assert "outputs/model.txt" in names and "logs/driver.log" in names, (target, names)
+        log = run.get_details_with_logs()["logFiles"]["logs/driver.log"]
+        assert "hello from the script" in log
+        model = Model(remote, f"srvexec-{target}")
+        assert model.created_by == "contributor", (target, model.created_by)
