@@ -8,11 +8,14 @@ update is conditional on the run not being terminal yet.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import secrets
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +66,8 @@ START_GRACE_S = 60.0
 #: run's submitter here (on a served workspace the token's user, not the server's OS user), so
 #: what it records (models, datasets, child runs) names who submitted it.
 USER_ENV = "MLWS_USER"
+#: Set by :func:`acting_for`: per thread, as a Dask worker runs several runs' tasks at once.
+_ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("mlws_user", default=None)
 
 
 def new_run_id(experiment: str) -> str:
@@ -151,12 +156,24 @@ def insert_run(
         return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
 
 
+@contextlib.contextmanager
+def acting_for(user: str | None) -> Iterator[None]:
+    """Inside the block, what this thread records names ``user`` (None: no change): a run's
+    supervisor delivering its outputs registers them as the run's submitter's."""
+    token = _ACTING_FOR.set(user or _ACTING_FOR.get())
+    try:
+        yield
+    finally:
+        _ACTING_FOR.reset(token)
+
+
 def current_user() -> str:
-    """The user this process acts for, recorded as submitter and ``createdBy``: ``MLWS_USER``
-    (a run's script: its run's submitter) if set, else the OS user it runs as (the uid when it
-    has none)."""
-    if os.environ.get(USER_ENV):
-        return os.environ[USER_ENV]
+    """The user this process acts for, recorded as submitter and ``createdBy``: the one of an
+    enclosing :func:`acting_for`, else ``MLWS_USER`` (a run's script: its run's submitter) if
+    set, else the OS user it runs as (the uid when it has none)."""
+    acting = _ACTING_FOR.get() or os.environ.get(USER_ENV)
+    if acting:
+        return acting
     try:
         import getpass
 
