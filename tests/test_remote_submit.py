@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -350,7 +351,13 @@ def server_targets(served, ssh_servers, tmp_path_factory: pytest.TempPathFactory
         )
         try:
             ssh_servers[0].start()
-            attach_ssh_target(local, "lab", ssh_servers[:1], folder)
+            # The host's Python has this mlws installed (shipping it is test_compute_ssh's).
+            python = folder / "python"
+            python.write_text(
+                f'#!/bin/sh\nPYTHONPATH={REPO}:"$PYTHONPATH" exec {sys.executable} "$@"\n'
+            )
+            python.chmod(0o755)
+            attach_ssh_target(local, "lab", ssh_servers[:1], folder, python_path=str(python))
             ComputeTarget.attach(
                 local, "pool", DaskCompute.attach_configuration(cluster.scheduler_address)
             )
