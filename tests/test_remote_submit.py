@@ -488,6 +488,8 @@ def test_server_submissions_are_checked_first(served, remote, tmp_path: Path) ->
         ({**data, "inputs": [local]}, 400, "a served workspace's datasets read datastore paths"),
         ({**data, "inputs": [unknown]}, 404, "no-such-dataset"),
         ({**data, "arguments": [{"mlwsInput": "e"}], "inputs": [local]}, 400, "neither text"),
+        ({**data, "arguments": [{"mlwsInput": ["d"]}], "inputs": [local]}, 400, "neither text"),
+        ({**data, "inputs": [local, local]}, 400, "a name each, once"),
         ({**data, "arguments": [{"mlwsOutput": "o"}], "outputs": [output]}, 404, "no_such_store"),
     ):
         status, body = server.api("POST", path, c, {"kind": "script", "definition": definition})

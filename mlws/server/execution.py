@@ -143,19 +143,20 @@ def data_arguments(ws: Any, definition: dict[str, Any], where: str) -> list[Any]
     args, inputs, outputs = (definition.get(k) or [] for k in ("arguments", "inputs", "outputs"))
     if not all(isinstance(x, list) for x in (args, inputs, outputs)):
         raise UserErrorException(f"{where}: arguments, inputs and outputs are lists")
-    found = {
-        **{("mlwsInput", s.get("name")): s for s in inputs if isinstance(s, dict)},
-        **{("mlwsOutput", s.get("name")): s for s in outputs if isinstance(s, dict)},
-    }
-    if len(found) != len(inputs) + len(outputs):
-        raise UserErrorException(f"{where}: inputs and outputs have a name each, once")
+    found: dict[tuple[str, str], Any] = {}
+    for kind, specs in (("mlwsInput", inputs), ("mlwsOutput", outputs)):
+        for spec in specs:
+            name = spec.get("name") if isinstance(spec, dict) else None
+            if not isinstance(name, str) or (kind, name) in found:
+                raise UserErrorException(f"{where}: inputs and outputs have a name each, once")
+            found[(kind, name)] = spec
     out: list[Any] = []
     for a in args:
         if isinstance(a, (str, int, float)) and not isinstance(a, bool):
             out.append(str(a))
             continue
-        key = next(iter(a.items()), None) if isinstance(a, dict) and len(a) == 1 else None
-        if key not in found:
+        key = next(iter(a.items())) if isinstance(a, dict) and len(a) == 1 else None
+        if key is None or not isinstance(key[1], str) or key not in found:
             raise UserErrorException(
                 f"{where}: argument {a!r} is neither text nor an input or output of the run"
             )
