@@ -607,6 +607,8 @@ def test_server_executes_on_its_ssh_and_dask_targets(
         assert details["target"] == target and details["submittedBy"] == "contributor"
         names = run.get_file_names()
         assert "outputs/model.txt" in names and "logs/driver.log" in names, (target, names)
+        got = run.download_file("outputs/model.txt", tmp_path / target / "model.txt")
+        assert Path(got).read_text() == "weights"
         log = run.get_details_with_logs()["logFiles"]["logs/driver.log"]
         assert "hello from the script" in log
         model = Model(remote, f"srvexec-{target}")
