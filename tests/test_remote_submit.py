@@ -643,7 +643,8 @@ def test_server_executed_runs_and_sweeps_take_data(
 ) -> None:  # noqa: ANN001
     """A registered dataset mounted, a DataPath downloaded and an output registered on
     completion, in a run the server executes on its Dask target, and a sweep over the
-    dataset: the server resolves the data against its catalog and records the lineage."""
+    dataset on its ssh host: the server resolves the data against its catalog and records
+    the lineage."""
     from mlws import Dataset, OutputFileDatasetConfig
     from mlws.hyperdrive import GridParameterSampling, HyperDriveConfig, PrimaryMetricGoal, choice
 
@@ -676,7 +677,7 @@ def test_server_executed_runs_and_sweeps_take_data(
                 _source(tmp_path / "trial", TRIAL),
                 "train.py",
                 arguments=[ds.as_named_input("data").as_download()],
-                compute_target="pool",
+                compute_target="lab",
             ),
             hyperparameter_sampling=GridParameterSampling({"x": choice(0.5)}),
             primary_metric_name="acc",
