@@ -8,11 +8,14 @@ update is conditional on the run not being terminal yet.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import secrets
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +62,12 @@ SUBMITTED = (SCRIPT_RUN, STEP_RUN)
 CONTROLLED = (HYPERDRIVE, PIPELINE_RUN)
 #: A submitted run with no supervising process for this long was never started.
 START_GRACE_S = 60.0
+#: The user a process acts for, when it is not the OS user it runs as: a run's script gets its
+#: run's submitter here (on a served workspace the token's user, not the server's OS user), so
+#: what it records (models, datasets, child runs) names who submitted it.
+USER_ENV = "MLWS_USER"
+#: Set by :func:`acting_for`: per thread, as a Dask worker runs several runs' tasks at once.
+_ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("mlws_user", default=None)
 
 
 def new_run_id(experiment: str) -> str:
@@ -96,13 +105,17 @@ def insert_run(
     now = time.time()
     with ws.catalog.write() as conn:
         root_id = None
+        submitter = None
         if parent_id is not None:
             parent = conn.execute(
-                "SELECT root_id, child_count FROM runs WHERE id = ?", (parent_id,)
+                "SELECT root_id, child_count, submitter_user FROM runs WHERE id = ?", (parent_id,)
             ).fetchone()
             if parent is None:
                 raise RunNotFound(f"no run with id {parent_id!r}")
             root_id = parent[0]
+            # A child (a pipeline's step, a sweep's trial) is submitted by whoever submitted its
+            # parent, not by the process (a controller of the server) that makes it.
+            submitter = parent[2]
             if run_id is None:
                 run_id = f"{parent_id}_{parent[1]}"
             conn.execute("UPDATE runs SET child_count = child_count + 1 WHERE id = ?", (parent_id,))
@@ -124,7 +137,7 @@ def insert_run(
             "status": status,
             "created": now,
             "start_time": now if status == "Running" else None,
-            "submitter_user": current_user(),
+            "submitter_user": submitter or current_user(),
             "submitter_host": socket.gethostname(),
             "host": socket.gethostname(),
         }
@@ -143,8 +156,24 @@ def insert_run(
         return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
 
 
+@contextlib.contextmanager
+def acting_for(user: str | None) -> Iterator[None]:
+    """Inside the block, what this thread records names ``user`` (None: no change): a run's
+    supervisor delivering its outputs registers them as the run's submitter's."""
+    token = _ACTING_FOR.set(user or _ACTING_FOR.get())
+    try:
+        yield
+    finally:
+        _ACTING_FOR.reset(token)
+
+
 def current_user() -> str:
-    """The user name this process runs as (the uid when it has none), recorded as submitter."""
+    """The user this process acts for, recorded as submitter and ``createdBy``: the one of an
+    enclosing :func:`acting_for`, else ``MLWS_USER`` (a run's script: its run's submitter) if
+    set, else the OS user it runs as (the uid when it has none)."""
+    acting = _ACTING_FOR.get() or os.environ.get(USER_ENV)
+    if acting:
+        return acting
     try:
         import getpass
 

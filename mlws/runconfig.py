@@ -469,6 +469,7 @@ def submit_script(
     display_name: str | None = None,
     data: list[Any] | None = None,
     wait_for_start: bool = True,
+    submitted_by: str | None = None,
 ) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``).
     ``progress(done, total)``: the snapshot's files as they are read (see ``take_snapshot``).
@@ -479,6 +480,8 @@ def submit_script(
     outputs the script finds by name, not in its arguments (see ``rundata.encode_arguments``).
     ``wait_for_start=False``: a request handed to the workspace's launcher is not waited for
     (the run may still be ``NotStarted``; its supervisor records itself when it claims it).
+    ``submitted_by``: the user recorded as its submitter (default: this process's; the
+    workspace server gives the token's user, whom the script's records then name too).
 
     The run is driven by a detached supervising process (``python -m mlws.compute.supervisor``,
     see :mod:`mlws.compute.supervisor`) in a new session, so it survives the submitter.
@@ -542,6 +545,7 @@ def submit_script(
             "definition": json.dumps(definition),
             "target": rc.target,
             "environment": env["name"] if env["name"] != "default" else None,
+            **({"submitter_user": submitted_by} if submitted_by else {}),
         },
         tags=tags,
         properties={

@@ -4,9 +4,11 @@ by a detached supervisor that streams metrics, logs and outputs, ends them, and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,11 +107,27 @@ def test_submit_runs_here_and_lands_on_the_server(served, remote, tmp_path: Path
 def test_unported_submits_are_one_line_errors_and_send_nothing(
     served, remote, tmp_path: Path
 ) -> None:  # noqa: ANN001
+    from mlws import Dataset
+    from mlws.errors import UserErrorException
+    from mlws.hyperdrive import GridParameterSampling, HyperDriveConfig, PrimaryMetricGoal, choice
+
     src = _source(tmp_path / "src", TRAIN)
     exp = Experiment(remote, "sub-bad")
     before = dict(remote.remote.counters)
-    with pytest.raises(NotAvailableRemotely, match="among a submitted run's arguments"):
-        exp.submit(ScriptRunConfig(src, "train.py", arguments=[object()], compute_target="gpu"))
+    # Data of this machine, for a run or a sweep the server executes: it cannot read it.
+    here = Dataset.File.from_files(str(src)).as_named_input("here").as_mount()
+    with pytest.raises(UserErrorException, match="is a path of this machine: upload it first"):
+        exp.submit(ScriptRunConfig(src, "train.py", arguments=[here], compute_target="gpu"))
+    with pytest.raises(UserErrorException, match="is a path of this machine: upload it first"):
+        exp.submit(
+            HyperDriveConfig(
+                run_config=ScriptRunConfig(src, "train.py", arguments=[here]),
+                hyperparameter_sampling=GridParameterSampling({"x": choice(1)}),
+                primary_metric_name="acc",
+                primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+                max_total_runs=1,
+            )
+        )
     from mlws.errors import EnvironmentNotFound
 
     with pytest.raises(EnvironmentNotFound, match="never-registered"):
@@ -288,6 +306,19 @@ def test_cli_run_submit_waits_and_streams(served, remote, tmp_path: Path) -> Non
 RANKS = SCRIPT_PRELUDE + MEET
 
 
+@contextlib.contextmanager
+def as_server_admin(served):  # noqa: ANN001, ANN201 - a Workspace
+    """The server's workspace opened from its own folder with the server's HOME (its key
+    vault's key, its clusters' state), as its admin on that machine would."""
+    _server, ws_path, _tokens = served
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(ws_path.parent / "home"))
+        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+            mp.delenv(var, raising=False)
+        with Workspace(ws_path) as local:
+            yield local
+
+
 @pytest.fixture
 def cpu_target(served):  # noqa: ANN001, ANN201 - None
     """An AmlCompute target 'cpu' on the server's side (as its admin would register it); its
@@ -295,15 +326,48 @@ def cpu_target(served):  # noqa: ANN001, ANN201 - None
     from mlws.compute import AmlCompute, ComputeTarget
     from mlws.compute.dask import stop_cluster
 
-    _server, ws_path, _tokens = served
-    with Workspace(ws_path) as local:
+    with as_server_admin(served) as local:
         ComputeTarget.create(local, "cpu", AmlCompute.provisioning_configuration(max_nodes=2))
     yield
-    with pytest.MonkeyPatch.context() as mp, Workspace(ws_path) as local:
-        mp.setenv("HOME", str(ws_path.parent / "home"))  # the server's: its cluster's state
-        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
-            mp.delenv(var, raising=False)
+    with as_server_admin(served) as local:
         assert stop_cluster(local, "cpu")
+
+
+@pytest.fixture(scope="module")
+def server_targets(served, ssh_servers, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201 - None
+    """The server's own ``ssh`` target "lab" (a real sshd on 127.0.0.1) and Dask target "pool"
+    (a scheduler this test module starts, one worker process), attached by its admin."""
+    from distributed import LocalCluster
+    from sshd import attach_ssh_target
+
+    from mlws.compute import ComputeTarget, DaskCompute
+
+    folder = tmp_path_factory.mktemp("server-targets")
+    with as_server_admin(served) as local, pytest.MonkeyPatch.context() as mp:
+        # The worker imports this checkout's mlws and keeps its caches in the server's HOME.
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+        cluster = LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        try:
+            ssh_servers[0].start()
+            # The host's Python has this mlws installed (shipping it is test_compute_ssh's).
+            python = folder / "python"
+            python.write_text(
+                f'#!/bin/sh\nPYTHONPATH={REPO}:"$PYTHONPATH" exec {sys.executable} "$@"\n'
+            )
+            python.chmod(0o755)
+            attach_ssh_target(local, "lab", ssh_servers[:1], folder, python_path=str(python))
+            ComputeTarget.attach(
+                local, "pool", DaskCompute.attach_configuration(cluster.scheduler_address)
+            )
+        except BaseException:
+            cluster.close()
+            raise
+    try:
+        yield
+    finally:
+        cluster.close()
 
 
 def test_server_executes_targets_distributed_jobs_and_sweeps(
@@ -410,6 +474,31 @@ def test_server_submissions_are_checked_first(served, remote, tmp_path: Path) ->
         },
     )
     assert status == 404, body
+    # Data the server cannot take: checked before anything is made.
+    snapshot = {"manifest": remote.blobs.put_manifest([])}
+    local = {
+        "name": "d",
+        "mode": "mount",
+        "dataset": {"definition": {"type": "file", "sources": [{"local": "/etc"}]}},
+    }
+    unknown = {**local, "dataset": {"name": "no-such-dataset", "version": 1}}
+    output = {"name": "o", "datastore": "no_such_store", "path": "x/{run-id}"}
+    data = {**script, "snapshot": snapshot, "arguments": [{"mlwsInput": "d"}]}
+    for definition, want, words in (
+        ({**data, "inputs": [local]}, 400, "a served workspace's datasets read datastore paths"),
+        ({**data, "inputs": [unknown]}, 404, "no-such-dataset"),
+        ({**data, "arguments": [{"mlwsInput": "e"}], "inputs": [local]}, 400, "neither text"),
+        ({**data, "arguments": [{"mlwsInput": ["d"]}], "inputs": [local]}, 400, "neither text"),
+        ({**data, "inputs": [local, local]}, 400, "a name each, once"),
+        ({**data, "arguments": [{"mlwsOutput": "o"}], "outputs": [output]}, 404, "no_such_store"),
+    ):
+        status, body = server.api("POST", path, c, {"kind": "script", "definition": definition})
+        assert status == want and words in body["error"]["message"], body
+    step = {"name": "s", "upstream": [], "runConfig": {}, "snapshot": snapshot, "datasets": [local]}
+    status, body = server.api(
+        "POST", path, c, {"kind": "pipeline", "definition": {"pipeline": {"steps": [step]}}}
+    )
+    assert status == 400 and "datastore paths" in body["error"]["message"], body
     status, body = server.api("GET", "/experiments", c)
     assert "never-made" not in {e["name"] for e in body["value"]}
     status, body = server.api("POST", "/runs/no-such-run/cancel", c, {})
@@ -431,6 +520,11 @@ def test_pipeline_example_runs_unchanged_against_a_server(served, tmp_path: Path
         runs = list(Experiment(local, "pipeline-example").get_runs())
         assert len(runs) == 3 and {r.get_status() for r in runs} == {"Completed"}
         assert {r.get_details()["submittedBy"] for r in runs} == {"contributor"}
+        # Its steps too, and the model its register step made: the token's user, not the OS
+        # user the server runs the steps as.
+        steps = [s for r in runs for s in r.get_children()]
+        assert {s.get_details()["submittedBy"] for s in steps} == {"contributor"}
+        assert {m.created_by for m in Model.list(local, "diabetes-ridge")} == {"contributor"}
     # The client's PipelineRun: its steps, and a step's output downloaded through the server.
     server, _ws_path, tokens = served
     with Workspace(server.url, token=tokens["reader"]) as remote:
@@ -477,3 +571,132 @@ def test_publish_from_a_client_and_submit_it(served, remote, tmp_path: Path) -> 
     assert [s.get_status() for s in held.get_steps()] == ["Canceled"]
     status, body = server.api("POST", "/pipelines", tokens["reader"], {"name": "x", "pipeline": {}})
     assert status == 403, body
+
+
+#: TRAIN, then a model registered from the script (argv[2] names it): its createdBy is the
+#: submitting token's user, not the OS user the server runs scripts as.
+TARGET_TRAIN = (
+    TRAIN
+    + """
+from mlws import Model
+Model.register(run.experiment.workspace, "outputs/model.txt", "srvexec-" + sys.argv[2])
+"""
+)
+
+
+def test_server_executes_on_its_ssh_and_dask_targets(
+    served, remote, server_targets, tmp_path: Path, capsys
+) -> None:  # noqa: ANN001
+    """A client's submits to the server's ssh host and Dask scheduler: executed there, the
+    run's metrics, streamed log, outputs and the model its script registers visible from the
+    client, all made by the token's user."""
+    from mlws import Model
+
+    src = _source(tmp_path / "src", TARGET_TRAIN)
+    exp = Experiment(remote, "on-ssh-and-dask")
+    runs = {
+        t: exp.submit(ScriptRunConfig(src, "train.py", arguments=[0.5, t], compute_target=t))
+        for t in ("lab", "pool")
+    }
+    shutil.rmtree(src)  # the server runs its snapshot, not the folder
+    for target, run in runs.items():
+        details = run.wait_for_completion(show_output=True, raise_on_error=False)
+        assert details["status"] == "Completed", (target, details, run.get_file_names())
+        assert "hello from the script" in capsys.readouterr().out, target
+        assert run.get_metrics()["acc"] == 0.5 and run.get_tags()["where"] == "remote"
+        assert details["target"] == target and details["submittedBy"] == "contributor"
+        names = run.get_file_names()
+        assert "outputs/model.txt" in names and "logs/driver.log" in names, (target, names)
+        got = run.download_file("outputs/model.txt", tmp_path / target / "model.txt")
+        assert Path(got).read_text() == "weights"
+        log = run.get_details_with_logs()["logFiles"]["logs/driver.log"]
+        assert "hello from the script" in log
+        model = Model(remote, f"srvexec-{target}")
+        assert model.created_by == "contributor", (target, model.created_by)
+
+
+#: Reads a mounted dataset (argv[1]) and a downloaded DataPath (argv[2]), writes their file
+#: count to the output folder (argv[3]) and logs it.
+DATA_TRAIN = """
+import os, sys
+from mlws import Run
+run = Run.get_context()
+mounted, copied, out = sys.argv[1], sys.argv[2], sys.argv[3]
+run.log("mounted", len(os.listdir(mounted)))
+run.log("copied", len(os.listdir(copied)))
+run.log("acc", float(sys.argv[-1]) if len(sys.argv) > 4 else 0.0)
+open(os.path.join(out, "n.txt"), "w").write(str(len(os.listdir(mounted))))
+"""
+
+#: A sweep's trial: the dataset downloaded (argv[1]), the hyperparameter last.
+TRIAL = """
+import os, sys
+from mlws import Run
+run = Run.get_context()
+run.log("files", len(os.listdir(sys.argv[1])))
+run.log("acc", float(sys.argv[-1]))
+"""
+
+
+def test_server_executed_runs_and_sweeps_take_data(
+    served, remote, server_targets, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """A registered dataset mounted, a DataPath downloaded and an output registered on
+    completion, in a run the server executes on its Dask target, and a sweep over the
+    dataset on its ssh host: the server resolves the data against its catalog and records
+    the lineage."""
+    from mlws import Dataset, OutputFileDatasetConfig
+    from mlws.hyperdrive import GridParameterSampling, HyperDriveConfig, PrimaryMetricGoal, choice
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a.csv", "b.csv"):
+        (data / name).write_text("x\n1\n")
+    store = remote.get_default_datastore()
+    store.upload(str(data), target_path="srvexec/data", overwrite=True, show_progress=False)
+    ds = Dataset.File.from_files((store, "srvexec/data")).register(
+        remote, "srvexec-data", create_new_version=True
+    )
+    out = OutputFileDatasetConfig("counts").register_on_complete("srvexec-counts")
+    exp = Experiment(remote, "on-server-data")
+    run = exp.submit(
+        ScriptRunConfig(
+            _source(tmp_path / "src", DATA_TRAIN),
+            "train.py",
+            arguments=[
+                ds.as_named_input("data").as_mount(),
+                store.path("srvexec/data").as_download(),
+                out,
+            ],
+            compute_target="pool",
+        )
+    )
+    sweep = exp.submit(
+        HyperDriveConfig(
+            run_config=ScriptRunConfig(
+                _source(tmp_path / "trial", TRIAL),
+                "train.py",
+                arguments=[ds.as_named_input("data").as_download()],
+                compute_target="lab",
+            ),
+            hyperparameter_sampling=GridParameterSampling({"x": choice(0.5)}),
+            primary_metric_name="acc",
+            primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+            max_total_runs=1,
+        )
+    )
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Completed", (details, run.get_details_with_logs()["logFiles"])
+    assert run.get_metrics()["mounted"] == 2 and run.get_metrics()["copied"] == 2
+    (used,) = [d for d in details["inputDatasets"] if d["dataset"]["name"]]
+    assert used["dataset"]["id"] == ds.id and used["consumptionDetails"]["mechanism"] == "Mount"
+    made = run.output_datasets["counts"]
+    assert made.name == "srvexec-counts" and made.created_by == "contributor"
+    sweep.wait_for_completion(show_output=False)
+    (trial,) = sweep.get_children()
+    assert trial.get_metrics() == {"files": 2, "acc": 0.5}
+    assert trial.get_details()["submittedBy"] == "contributor"
+    with as_server_admin(served) as local:  # the lineage, on the server
+        by = {r["run"]: r["direction"] for r in Dataset.get_by_name(local, ds.name).runs()}
+        assert by[run.id] == "input" and by[trial.id] == "input"
+        assert [r["run"] for r in Dataset.get_by_name(local, "srvexec-counts").runs()] == [run.id]

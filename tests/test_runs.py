@@ -254,3 +254,22 @@ def test_finished_runs_release_their_metric_buffers(tmp_path):
     assert len(metrics._writers) == before
     with Workspace(tmp_path / "leak") as again:
         assert again.get_run(open_run.id).get_metrics() == {"m": 2}
+
+
+def test_the_user_recorded_is_mlws_user_and_a_child_is_its_parents(ws, monkeypatch):
+    """``MLWS_USER`` (a run's script: its run's submitter) names who records; ``acting_for``
+    overrides it in one thread's block; a child run is submitted by its parent's submitter,
+    whoever makes it."""
+    from mlws.lifecycle import acting_for, current_user
+
+    monkeypatch.setenv("MLWS_USER", "alice")
+    with acting_for("bob"):
+        assert current_user() == "bob"
+    assert current_user() == "alice"
+    parent = Experiment(ws, "who").start_logging()
+    monkeypatch.delenv("MLWS_USER")
+    assert current_user() != "alice"
+    child = parent.child_run()
+    assert child.get_details()["submittedBy"] == parent.get_details()["submittedBy"] == "alice"
+    child.complete()
+    parent.complete()

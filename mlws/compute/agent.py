@@ -414,6 +414,7 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) 
         run_id,
         spec["run"]["experiment"],
         run_dir,
+        user=spec["run"].get("submitter_user"),
     )
     env[CHANNEL_ENV] = f"{secrets_fds[0]},{secrets_fds[1]}"
     log_path = run_dir / "logs" / "driver.log"

@@ -206,7 +206,14 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
         sup.cancel_if_requested()
         return
     env = script.script_env(
-        dict(os.environ), d, ws.path, ws.name, sup.run_id, sup.row["experiment"], workdir
+        dict(os.environ),
+        d,
+        ws.path,
+        ws.name,
+        sup.run_id,
+        sup.row["experiment"],
+        workdir,
+        user=sup.row["submitter_user"],
     )
     channel = serve_run_channel(ws)  # run.get_secret() asks here; never a credential
     env[CHANNEL_ENV] = f"{channel[0]},{channel[1]}"

@@ -42,11 +42,13 @@ def script_env(
     run_id: str,
     experiment: str,
     run_dir: str | os.PathLike[str],
+    user: str | None = None,
 ) -> dict[str, str]:
     """The environment a run's script sees (locally, on an ``ssh`` host, on a Dask worker):
     this process's, the ``AZUREML_*`` variables v1 scripts read (scope, run, data paths), the
     environment's and the run's own variables (``PYTHONPATH`` ahead of mlws's entries), then
-    the run's identity, which nothing overrides."""
+    the run's identity, which nothing overrides. ``user``: the run's submitter, whom what the
+    script records names (``MLWS_USER``, :func:`mlws.lifecycle.current_user`)."""
 
     from ..rundata import PATHS_ENV, absolute_paths, v1_data_variables
     from ..v1 import LOCAL_RESOURCE_GROUP, LOCAL_SUBSCRIPTION
@@ -108,6 +110,10 @@ def script_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if user:
+        from ..lifecycle import USER_ENV
+
+        env[USER_ENV] = user
     return env
 
 

@@ -205,11 +205,17 @@ class RunSupervisor:
         """A completed run's output folders go to their datastores (and are registered); a run
         whose outputs cannot be delivered has failed."""
         from .. import rundata
+        from ..lifecycle import acting_for
 
         if outcome[0] != "Completed" or not self.definition.get("outputs"):
             return outcome
         try:
-            notes = rundata.publish(self.ws, self.run_id, self.row["seq"], self.definition, workdir)
+            # Registered as the submitter's, as what the script registers (a served workspace
+            # runs its clients' runs as its own OS user).
+            with acting_for(self.row["submitter_user"]):
+                notes = rundata.publish(
+                    self.ws, self.run_id, self.row["seq"], self.definition, workdir
+                )
         except MlwsError as e:
             return "Failed", {
                 "code": "OutputUploadFailed",

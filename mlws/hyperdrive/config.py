@@ -250,14 +250,10 @@ def submit_sweep(
 
     ws = experiment.workspace
     tags = key_values(tags, "tag")
-    if ws.remote is not None and (
-        config.resume_from
-        or config.resume_child_runs
-        or any(not isinstance(a, (str, int, float)) for a in config.run_config.run_config.arguments)
-    ):
+    if ws.remote is not None and (config.resume_from or config.resume_child_runs):
         from ..remote.backend import not_available
 
-        raise not_available("a warm-started sweep, or one with data arguments", ws.remote.url)
+        raise not_available("a warm-started sweep", ws.remote.url)
     config.check_resume(ws)
     src, _ = config.run_config.validate()
     remote = ws.remote is not None  # the server checks the target, and runs the sweep
@@ -274,8 +270,11 @@ def submit_sweep(
     )
     # One snapshot for every trial, taken now: trials run the code as it was at submit, as v1's.
     if remote:
-        from ..remote.execute import snapshot_spec
+        from ..remote.execute import server_datasets, snapshot_spec
 
+        server_datasets(
+            ws, [a["dataset"] for a in data_args or () if isinstance(a, dict) and "dataset" in a]
+        )
         snapshot = snapshot_spec(ws, src)
     else:
         snap = take_snapshot(ws.blobs, src)
@@ -311,10 +310,13 @@ def start_sweep(
     parent_id: str | None = None,
     display_name: str | None = None,
     properties: dict[str, str] | None = None,
+    submitted_by: str | None = None,
 ) -> HyperDriveRun:
     """Record a sweep's parent run (``NotStarted``, its ``definition`` holding the sweep, the
     trials' run configuration, source folder and snapshot) and start its controller; returns
-    it at once. ``parent_id``/``display_name``: a sweep that is a pipeline's step.
+    it at once. ``parent_id``/``display_name``: a sweep that is a pipeline's step;
+    ``submitted_by``: the user recorded as its submitter (and its trials'; default: this
+    process's).
 
     :raises MlwsError: the controller could not be started (the run is Failed).
     """
@@ -336,6 +338,7 @@ def start_sweep(
             "definition": json.dumps(definition),
             "target": definition["runConfig"].get("target"),
             "snapshot": definition["snapshot"]["manifest"],
+            **({"submitter_user": submitted_by} if submitted_by else {}),
         },
         tags=tags,
         properties={

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UserErrorException
+
 if TYPE_CHECKING:
     from ..experiments import Experiment
     from ..runconfig import ScriptRunConfig
@@ -40,6 +42,21 @@ def snapshot_spec(ws: Workspace, src: Any) -> dict[str, Any]:
         "new_files": snap.new_files,
         "new_bytes": snap.new_bytes,
     }
+
+
+def server_datasets(ws: Workspace, specs: list[dict[str, Any]]) -> None:
+    """Check that the server can read every dataset of ``specs`` (as a run definition records
+    them): registered ones, or ones over its datastores' paths.
+
+    :raises UserErrorException: one reads paths of this machine (upload them first)."""
+    for spec in specs:
+        local = [s["local"] for s in spec["definition"]["sources"] if "local" in s]
+        if spec.get("name") is None and local:
+            raise UserErrorException(
+                f"a run the server executes reads datastore paths; {local[0]!r} is a path of"
+                " this machine: upload it first (Datastore.upload) and use (datastore, 'path'),"
+                " or submit to target 'local'"
+            )
 
 
 def post(
@@ -80,19 +97,23 @@ def submit_script(
     """A script run the server executes (on its compute target ``config``'s, or distributed);
     returns it at once.
 
+    Datasets and outputs among the arguments go as a local run definition records them (the
+    server resolves the datasets against its catalog and records the lineage).
+
     :raises RunConfigError: a bad configuration (nothing is sent).
-    :raises NotAvailableRemotely: a dataset or output among the arguments (nothing is sent).
+    :raises UserErrorException: a dataset over paths of this machine (nothing is sent).
     """
     from ..runconfig import RunConfiguration
     from ..runs import Run, key_values
-    from .submit import plain_arguments
+    from .submit import data_arguments
 
     ws = experiment.workspace
     rc = config.run_config
     tags = key_values(tags, "tag")
     rc.distributed_layout()  # a bad layout is refused before anything is sent
     src, _script = config.validate()
-    plain_arguments(ws, rc.arguments)
+    arguments, inputs, outputs = data_arguments(ws, rc.arguments)
+    server_datasets(ws, [spec["dataset"] for spec in inputs])
     data = rc.to_dict()
     RunConfiguration.from_dict(data)  # what the server will read back
     definition = {
@@ -100,6 +121,8 @@ def submit_script(
         "sourceDirectory": str(src),
         "snapshot": snapshot_spec(ws, src),
     }
+    if inputs or outputs:
+        definition.update(arguments=arguments, inputs=inputs, outputs=outputs)
     row = post(experiment, "script", definition, tags, display_name)
     return Run(experiment, row["id"], _row=row)
 

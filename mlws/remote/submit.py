@@ -85,37 +85,22 @@ def remote_snapshot(ws: Workspace, source_dir: str | os.PathLike[str]) -> Snapsh
     return Snapshot(manifest, len(entries), total, sent, 0, warnings)
 
 
-def plain_arguments(ws: Workspace, arguments: list[Any]) -> list[str]:
-    """A script's arguments as strings; data inputs and outputs are not ported yet.
-
-    :raises NotAvailableRemotely: an argument is a dataset, a datastore path or an output."""
-    from .backend import not_available
-
-    out = []
-    for a in arguments:
-        if isinstance(a, bool) or not isinstance(a, (str, int, float)):
-            if not isinstance(a, bool):
-                raise not_available(
-                    f"a {type(a).__name__} among a submitted run's arguments", ws.remote.url
-                )
-        out.append(str(a))
-    return out
-
-
 def data_arguments(
     ws: Workspace, arguments: list[Any]
 ) -> tuple[list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """A script's arguments as the run definition records them, its dataset inputs
     (``as_named_input``, ``as_mount``, ``as_download``, a dataset or a datastore path) and its
-    outputs (``OutputFileDatasetConfig``): the submitting machine prepares the inputs and
-    uploads the outputs to their datastores on the server; its supervisor sends the lineage.
+    outputs (``OutputFileDatasetConfig``). For a ``local`` run, the submitting machine prepares
+    the inputs and uploads the outputs to their datastores on the server, and its supervisor
+    sends the lineage; a run the server executes gets them resolved there
+    (:mod:`mlws.remote.execute`).
 
     :raises NotAvailableRemotely: stored files (a pipeline's) as an input."""
     from ..rundata import encode_arguments
     from .backend import not_available
 
     if all(isinstance(a, (str, int, float)) for a in arguments):
-        return plain_arguments(ws, arguments), [], []
+        return [str(a) for a in arguments], [], []
     args, inputs, outputs = encode_arguments(ws, arguments)
     if any(spec.get("manifest") for spec in inputs):
         raise not_available("stored files as a run input", ws.remote.url)

@@ -170,7 +170,14 @@ def supervise(url: str, run_id: str) -> int:
         if spec.get("managed") and not spec.get("interpreter"):
             spec["interpreter"] = build_environment(spec, workdir, stop)
         env = script_env(
-            dict(os.environ), definition, client.url, ws.name, run_id, run.experiment.name, workdir
+            dict(os.environ),
+            definition,
+            client.url,
+            ws.name,
+            run_id,
+            run.experiment.name,
+            workdir,
+            user=details.get("submittedBy"),
         )
         outcome_file = runs_dir(client.url) / f"{run_id}.outcome.json"
         outcome_file.unlink(missing_ok=True)

@@ -274,18 +274,33 @@ def register_dataset(call: Call) -> dict[str, Any]:
 MAX_INPUTS = 1000
 
 
+def registered_version(ws: Any, given: Any, where: str) -> Any:
+    """The registered dataset version a client's ``given`` (``{name, version, definition}``)
+    names, read from this catalog; None when it names none (an unregistered definition).
+    ``where``: what the error messages call ``given``.
+
+    :raises UserErrorException: not such a dict, a version that is not a whole number.
+    :raises DatasetNotFound: no such version here."""
+    from ..datasets import Dataset
+
+    if not isinstance(given, dict):
+        raise UserErrorException(f"{where} must be {{name, version, definition}}")
+    if given.get("name") is None:
+        return None
+    version = given.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UserErrorException(f"{where}.version must be a whole number")
+    return Dataset.get_by_name(ws, str(given["name"]), version)
+
+
 def _lineage_dataset(ws: Any, given: Any, i: int) -> Any:
     """The dataset input ``i`` names: a registered version (which must exist), else an
     unregistered definition (it may name paths of the submitting machine: only recorded)."""
-    from ..datasets import Dataset, from_definition
+    from ..datasets import from_definition
 
-    if not isinstance(given, dict):
-        raise UserErrorException(f"data[{i}].dataset must be {{name, version, definition}}")
-    if given.get("name") is not None:
-        version = given.get("version")
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise UserErrorException(f"data[{i}].dataset.version must be a whole number")
-        return Dataset.get_by_name(ws, str(given["name"]), version)
+    registered = registered_version(ws, given, f"data[{i}].dataset")
+    if registered is not None:
+        return registered
     definition = given.get("definition")
     try:
         if not isinstance(definition, dict) or not all(

@@ -74,11 +74,128 @@ def _run_config(ws: Any, data: Any, where: str) -> Any:
     return rc
 
 
+def checked_dataset(ws: Any, spec: Any, where: str) -> Any:
+    """The dataset a client's run input names, as THIS workspace has it: a registered version
+    read from its catalog (not the client's copy of its definition), else an unregistered
+    definition over this server's datastore paths (never a folder of this machine).
+
+    :raises UserErrorException: a bad shape, a path outside the datastores.
+    :raises DatasetNotFound: no such registered version."""
+    from .datasets import check_definition, registered_version
+
+    registered = registered_version(ws, spec, f"{where}: its dataset")
+    if registered is not None:
+        return registered
+    try:
+        return check_definition(ws, spec.get("definition"))
+    except UserErrorException as e:
+        raise type(e)(f"{where}: {e}") from None
+
+
+def _input(ws: Any, spec: Any, where: str) -> Any:
+    """A client's dataset input (``{"name", "mode", "pathOnCompute", "dataset"}``, as a run
+    definition records it) as the object a local submit takes."""
+    from ..rundata import DatasetConsumptionConfig
+
+    if not isinstance(spec, dict) or not isinstance(spec.get("mode"), str):
+        raise UserErrorException(f"{where}: an input is {{name, mode, pathOnCompute, dataset}}")
+    ds = checked_dataset(ws, spec.get("dataset"), f"{where}, input {spec.get('name')!r}")
+    return DatasetConsumptionConfig(spec.get("name"), ds, spec["mode"], spec.get("pathOnCompute"))
+
+
+def _output(ws: Any, spec: Any, where: str) -> Any:
+    """A client's output (``{"name", "datastore", "path", "source", "overwrite",
+    "register"}``, as a run definition records it) as an ``OutputFileDatasetConfig`` of this
+    workspace (its datastore one of this server's)."""
+    from ..datastores import Datastore, check_datastore_name
+    from ..rundata import OutputFileDatasetConfig
+
+    reg = spec.get("register") if isinstance(spec, dict) else None
+    if (
+        not isinstance(spec, dict)
+        or spec.get("runFiles")
+        or not all(isinstance(spec.get(k), str) for k in ("name", "datastore", "path"))
+        or not (reg is None or (isinstance(reg, dict) and isinstance(reg.get("name"), str)))
+        or not isinstance(spec.get("source") or "", str)
+    ):
+        raise UserErrorException(
+            f"{where}: an output is {{name, datastore, path, source, overwrite, register}}"
+        )
+    store = Datastore(ws, check_datastore_name(spec["datastore"]))
+    out = OutputFileDatasetConfig(spec["name"], (store, spec["path"]), spec.get("source"))
+    if reg is not None:
+        tags = reg.get("tags") or {}
+        if not isinstance(tags, dict) or not isinstance(reg.get("description") or "", str):
+            raise UserErrorException(f"{where}: register is {{name, description, tags}}")
+        out = out.register_on_complete(reg["name"], reg.get("description"), tags)
+    return out.as_upload(overwrite=bool(spec.get("overwrite")))
+
+
+def data_arguments(ws: Any, definition: dict[str, Any], where: str) -> list[Any]:
+    """The script's arguments of a client's submission whose definition carries data (its
+    ``arguments`` with ``{"mlwsInput"|"mlwsOutput": name}`` placeholders, its ``inputs`` and
+    ``outputs``, as a local run definition records them), as the objects a local submit takes:
+    datasets resolved against this workspace's catalog, outputs on its datastores.
+
+    :raises UserErrorException: a bad shape, a placeholder naming nothing, a dataset over
+        paths outside this server's datastores. :raises DatasetNotFound: a version unknown
+        here. :raises DatastoreNotFound: a datastore unknown here."""
+    args, inputs, outputs = (definition.get(k) or [] for k in ("arguments", "inputs", "outputs"))
+    if not all(isinstance(x, list) for x in (args, inputs, outputs)):
+        raise UserErrorException(f"{where}: arguments, inputs and outputs are lists")
+    found: dict[tuple[str, str], Any] = {}
+    for kind, specs in (("mlwsInput", inputs), ("mlwsOutput", outputs)):
+        for spec in specs:
+            name = spec.get("name") if isinstance(spec, dict) else None
+            if not isinstance(name, str) or (kind, name) in found:
+                raise UserErrorException(f"{where}: inputs and outputs have a name each, once")
+            found[(kind, name)] = spec
+    out: list[Any] = []
+    for a in args:
+        if isinstance(a, (str, int, float)) and not isinstance(a, bool):
+            out.append(str(a))
+            continue
+        key = next(iter(a.items())) if isinstance(a, dict) and len(a) == 1 else None
+        if key is None or not isinstance(key[1], str) or key not in found:
+            raise UserErrorException(
+                f"{where}: argument {a!r} is neither text nor an input or output of the run"
+            )
+        read = _input if key[0] == "mlwsInput" else _output
+        out.append(read(ws, found[key], where))
+    return out
+
+
+def sweep_arguments(ws: Any, items: Any) -> list[Any]:
+    """A sweep's trial arguments as its client encoded them (text, and dataset inputs:
+    :func:`mlws.hyperdrive.controller.encode_argument`), each dataset replaced by this
+    workspace's (:func:`checked_dataset`); a trial takes no other data, as locally.
+
+    :raises UserErrorException: anything else among them."""
+    from ..hyperdrive.controller import encode_argument
+
+    if not isinstance(items, list):
+        raise UserErrorException('a sweep submission\'s "arguments" is a list')
+    out = []
+    for a in items:
+        if isinstance(a, dict) and "datasetInput" in a:
+            spec = {**a, "name": a["datasetInput"]}
+            out.append(encode_argument(_input(ws, spec, "a sweep submission")))
+        elif isinstance(a, str):
+            out.append(a)
+        else:
+            raise UserErrorException(
+                f"a sweep submission: argument {a!r} is neither text nor a dataset input"
+            )
+    return out
+
+
 def _script(call: Call, req: dict[str, Any], definition: dict[str, Any]) -> Any:
     from ..experiments import Experiment
     from ..runconfig import ScriptRunConfig, submit_script
 
     rc = _run_config(call.ws, definition.get("runConfig"), "a script submission")
+    if any(k in definition for k in ("arguments", "inputs", "outputs")):
+        rc.arguments = data_arguments(call.ws, definition, "a script submission")
     snap = _snapshot(call.ws, definition.get("snapshot"), "a script submission")
     src = definition.get("sourceDirectory")
     if not isinstance(src, str) or not src:
@@ -86,7 +203,12 @@ def _script(call: Call, req: dict[str, Any], definition: dict[str, Any]) -> Any:
     config = ScriptRunConfig(src, run_config=rc, max_run_duration_seconds=None)
     exp = Experiment(call.ws, req["experiment"])
     return submit_script(
-        exp, config, tags=req["tags"], snapshot=snap, display_name=req["display_name"]
+        exp,
+        config,
+        tags=req["tags"],
+        snapshot=snap,
+        display_name=req["display_name"],
+        submitted_by=call.user.name,
     )
 
 
@@ -97,6 +219,7 @@ def checked_pipeline(ws: Any, spec: Any) -> dict[str, Any]:
     :raises UserErrorException: a bad shape. :raises ComputeTargetException: no such target.
     :raises BlobNotFound: a snapshot not sent."""
     from ..pipelines.graph import check_parameter_values
+    from ..rundata import dataset_spec
 
     steps = spec.get("steps") if isinstance(spec, dict) else None
     if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
@@ -111,6 +234,11 @@ def checked_pipeline(ws: Any, spec: Any) -> dict[str, Any]:
             raise UserErrorException(f"{where}: steps come once each, upstream ones first")
         names.add(s["name"])
         _run_config(ws, s.get("runConfig"), where)
+        datasets = s.get("datasets") or []
+        if not isinstance(datasets, list):
+            raise UserErrorException(f"{where}: datasets is a list")
+        for d in datasets:  # the server's own datasets, never a folder of this machine
+            d["dataset"] = dataset_spec(_input(ws, d, where).dataset)
         s["snapshot"] = _as_dict(_snapshot(ws, s.get("snapshot"), where))
     return {**spec, "parameters": spec.get("parameters") or {}}
 
@@ -148,11 +276,17 @@ def _sweep(call: Call, req: dict[str, Any], definition: dict[str, Any]) -> Any:
     if sweep.get("resumeFrom") or sweep.get("resumeChildRuns"):
         raise UserErrorException("a sweep resumed from earlier runs is submitted on the server")
     _run_config(call.ws, definition.get("runConfig"), "a sweep submission")
+    if "arguments" in definition:
+        definition["arguments"] = sweep_arguments(call.ws, definition["arguments"])
     snap = _snapshot(call.ws, definition.get("snapshot"), "a sweep submission")
     definition["snapshot"] = _as_dict(snap)
     exp = Experiment(call.ws, req["experiment"])
     return start_sweep(
-        exp, definition, req["run_id"] or f"HD_{secrets.token_hex(16)}", tags=req["tags"]
+        exp,
+        definition,
+        req["run_id"] or f"HD_{secrets.token_hex(16)}",
+        tags=req["tags"],
+        submitted_by=call.user.name,
     )
 
 
@@ -176,12 +310,9 @@ def execute(call: Call) -> dict[str, Any]:
         raise UserErrorException(f"a {kind} submission takes no parentId or runId")
     if req["properties"]:
         raise UserErrorException("a submission executed by the server takes no properties")
+    # Each records the token's user as its submitter when it creates the run, so its script
+    # (and a pipeline's steps, a sweep's trials) act for that user from the start.
     run = {"script": _script, "pipeline": _pipeline, "sweep": _sweep}[kind](call, req, definition)
-    if kind != "pipeline":  # start_pipeline_run records its submitter itself
-        with call.ws.catalog.write() as conn:
-            conn.execute(
-                "UPDATE runs SET submitter_user = ? WHERE id = ?", (call.user.name, run.id)
-            )
     return run_details(call.ws.get_run(run.id))
 
 
