@@ -89,3 +89,43 @@ def test_the_hosts_own_mlws_is_used_only_when_its_source_is_this_one(
     log = io.StringIO()
     shipping.ensure_mlws(conn, log)  # type: ignore[arg-type]
     assert len(conn.shipped) == 1 and log.getvalue() == ""
+
+
+def _hello(site: Path, tmp_path: Path) -> dict[str, Any]:
+    """The first line of an agent run from ``site``'s mlws (stdin closed: it ends after it,
+    removing its run folder)."""
+    import json
+    import os
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    r = subprocess.run(
+        [sys.executable, "-m", "mlws.compute.agent", str(run_dir)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=run_dir,
+    )
+    return json.loads(r.stdout.splitlines()[0])
+
+
+def test_the_agent_says_which_source_it_runs_unless_it_is_a_shipped_copy(
+    tmp_path: Path, site: Path
+) -> None:
+    # The agent started optimistically may find the host's own mlws of this version (the
+    # shipped copy is not there yet): its hello carries that copy's hash, which the supervisor
+    # compares with its own before giving it the run.
+    hello = _hello(site, tmp_path)
+    assert hello["t"] == "hello" and hello["file"].startswith(str(site))
+    assert hello["hash"] == shipping.source_hash()
+    (site / "mlws" / "compute" / "shipping.py").write_text(
+        (PACKAGE / "compute" / "shipping.py").read_text() + "\n# another commit\n"
+    )
+    assert _hello(site, tmp_path)["hash"] != shipping.source_hash()
+    # A shipped copy's folder is named by its hash: not hashed again.
+    shipped = tmp_path / f"mlws-{mlws.__version__}-{shipping.source_hash()}"
+    shutil.copytree(PACKAGE, shipped / "mlws", ignore=shutil.ignore_patterns("__pycache__"))
+    assert "hash" not in _hello(shipped, tmp_path)

@@ -245,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         "version": mlws.__version__,
         "file": mlws.__file__,
     }
+    package = Path(mlws.__file__).resolve().parent
+    if not package.parent.name.startswith(f"mlws-{mlws.__version__}-"):
+        # Not a shipped copy (whose folder is named by its hash): another checkout or install of
+        # this version may hold other code, so say which (~20 ms); the supervisor ships on a
+        # mismatch, as its own check before shipping does.
+        from .shipping import package_hash
+
+        hello["hash"] = package_hash(package)
     state: dict[str, Any] = {"started": False}
     try:
         # Inside the try: if the session is gone already (canceled at once), the folder the

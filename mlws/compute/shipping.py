@@ -22,7 +22,7 @@ def lib_path(conn: Connection) -> str:
     """Where this very mlws lives on the host once shipped (version and source hash)."""
     from .. import __version__
 
-    return f"{conn.work_dir()}/lib/mlws-{__version__}-{_source_hash()}"
+    return f"{conn.work_dir()}/lib/mlws-{__version__}-{source_hash()}"
 
 
 def ensure_mlws(conn: Connection, log: IO[str]) -> str:
@@ -67,7 +67,7 @@ def ensure_mlws(conn: Connection, log: IO[str]) -> str:
     from .agent import PROTOCOL
 
     info = ask()
-    same = info.get("hash", _source_hash()) == _source_hash()
+    same = info.get("hash", source_hash()) == source_hash()
     if info.get("mlws") == __version__ and info.get("protocol") == PROTOCOL and same:
         where = info.get("file", "")
         if not where.startswith(lib + "/"):
@@ -138,7 +138,7 @@ def package_hash(folder: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def _source_hash() -> str:
+def source_hash() -> str:
     """A hash of this mlws's source files: a changed checkout ships again."""
     global _SOURCE_HASH
     if _SOURCE_HASH is None:

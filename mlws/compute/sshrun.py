@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ..errors import ComputeTargetException, MlwsError
 from ..sshhost import Node, last_line, ssh_said
 from . import remote_catalog
-from .shipping import ensure_mlws, lib_path
+from .shipping import ensure_mlws, lib_path, source_hash
 from .ssh import connection, nodes_of
 
 if TYPE_CHECKING:
@@ -470,9 +470,17 @@ class SshRun:
             self.proc.kill()
             self.proc.wait()
             return f"no mlws agent answered ({ssh_said(err_path)})"
-        if ev.get("missing") or ev.get("protocol") != PROTOCOL or ev.get("version") != __version__:
+        other = ev.get("hash", source_hash()) != source_hash()
+        if (
+            ev.get("missing")
+            or ev.get("protocol") != PROTOCOL
+            or ev.get("version") != __version__
+            or other
+        ):
             self.proc.kill()  # an agent of another version waits for instructions: end it
             self.proc.wait()
+            if other:
+                return f"mlws {__version__} of other source files there ({ev.get('file')})"
             return ev.get("missing") or f"mlws {ev.get('version')} there, not {__version__}"
         return None
 
