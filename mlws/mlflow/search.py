@@ -182,9 +182,12 @@ def _chunks(seqs: list[int]) -> Any:
         yield chunk, ",".join("?" * len(chunk))
 
 
-def read_records(ws: Workspace, rows: list[Any]) -> list[RunRecord]:
+def read_records(
+    ws: Workspace, rows: list[Any], exp_ids: dict[str, str] | None = None
+) -> list[RunRecord]:
     """Records of ``rows`` (tuples of :data:`_COLUMNS`): their tags, params and latest
-    metrics read in one query each (per :data:`_CHUNK` runs)."""
+    metrics read in one query each (per :data:`_CHUNK` runs). ``exp_ids``: the MLflow id of
+    each mlws experiment the runs are in (read from the catalog if not given)."""
     if not rows:
         return []
     seqs = [r[0] for r in rows]
@@ -217,10 +220,11 @@ def read_records(ws: Workspace, rows: list[Any]) -> list[RunRecord]:
             tv = type(v)
             if tv is float or tv is int or (isinstance(v, (int, float)) and tv is not bool):
                 metrics[seq].append((name, float(v), int(t * 1000), int(step)))
-    exp_ids = {
-        name: entities.experiment_id(name, eid)
-        for name, eid in ws.catalog.query("SELECT name, id FROM experiments")
-    }
+    if exp_ids is None:
+        exp_ids = {
+            name: entities.experiment_id(name, eid)
+            for name, eid in ws.catalog.query("SELECT name, id FROM experiments")
+        }
     artifact_uri = uris.run_artifact_uris(ws)
     to_status = entities.TO_MLFLOW
     active = LifecycleStage.ACTIVE
@@ -258,14 +262,14 @@ def read_records(ws: Workspace, rows: list[Any]) -> list[RunRecord]:
 
 def search(
     ws: Workspace,
-    experiments: list[str],
+    experiments: dict[str, str],
     filter_string: str | None,
     max_results: int,
     order_by: list[str] | None,
     page_token: Any,
 ) -> tuple[list[RunRecord], Any]:
     """``(records of the page, next page token or None)``: the runs (children included) of
-    the mlws experiments named ``experiments`` matching MLflow filter ``filter_string``, in
+    the mlws experiments ``experiments`` (``{name: MLflow id}``) matching MLflow filter ``filter_string``, in
     ``order_by``'s order (see the module docstring).
 
     :raises MlflowException: INVALID_PARAMETER_VALUE (a filter, order or token MLflow refuses).
@@ -296,10 +300,10 @@ def search(
             f"{query} ORDER BY {_START_MS} DESC, r.id LIMIT ? OFFSET ?",
             [*args, max_results + 1, start],
         )
-        records = read_records(ws, rows[:max_results])
+        records = read_records(ws, rows[:max_results], experiments)
         more = len(rows) > max_results
         return records, SearchUtils.create_page_token(start + max_results) if more else None
-    records = read_records(ws, ws.catalog.query(query, args))
+    records = read_records(ws, ws.catalog.query(query, args), experiments)
     if rest:
         records = _match(records, rest, filter_string)
     records.sort(key=lambda rec: (-rec.info[4], rec.info[0]))

@@ -524,16 +524,12 @@ class MlwsTrackingStore(AbstractStore):
         if run_view_type == ViewType.DELETED_ONLY:
             return [], None  # deleted mlws runs are gone
         self._flush()
-        names = [entities.experiment_row(self.ws, e)["name"] for e in experiment_ids]
+        exps = {}
+        for e in experiment_ids:
+            row = entities.experiment_row(self.ws, e)
+            exps[row["name"]] = entities.experiment_id(row["name"], row["id"])
         with mlflow_errors(), search.gc_paused():
-            return search.search(
-                self.ws,
-                list(dict.fromkeys(names)),
-                filter_string,
-                max_results,
-                order_by,
-                page_token,
-            )
+            return search.search(self.ws, exps, filter_string, max_results, order_by, page_token)
 
     # -- inputs, outputs, logged models -----------------------------------------------------------
     def log_inputs(
