@@ -4,6 +4,7 @@ over the same runs; ``mlws serve``'s JSON of a record is that of its entity."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Any:
         if i != N - 1:
             store.update_run_info(rid, "FAILED" if i % 6 == 1 else "FINISHED", None, None)
         ids.append(rid)
+    from mlflow.entities import LoggedModelOutput
+
+    model = store.create_logged_model(exp, "m", ids[3])
+    store.log_outputs(ids[3], [LoggedModelOutput(model.model_id, 2)])
     child = store.create_run(exp, None, 4_000, [RunTag("mlflow.parentRunId", ids[0])], "kid")
     store.update_run_info(child.info.run_id, "FINISHED", None, None)
     store.create_run(other, None, 4_000, [RunTag("k", "v")], "elsewhere")
@@ -165,17 +170,21 @@ def test_served_json_of_a_record_is_its_runs_json(made: Any) -> None:
     import gc
 
     from mlws.mlflow.search import to_run
-    from mlws.server.mlflow_api import record_json, run_json
+    from mlws.server.mlflow_api import record_json, records_text, run_json
 
     _, store, exp, _ = made
     records, _ = store.search_records([exp], "", 1, 1000, None, None)
     assert gc.isenabled()
     for rec in records:
         assert record_json(rec) == run_json(to_run(rec))
+    text = records_text(records)
+    assert json.loads(text) == [record_json(r) for r in records]
+    assert text == json.dumps([record_json(r) for r in records], separators=(",", ":"))
     nan = next(r for r in records if any(m[0] == "acc" and m[1] != m[1] for m in r.metrics))
     assert {"key": "acc", "value": "NaN", "timestamp": 1, "step": 0} in record_json(nan)["data"][
         "metrics"
     ]
+    assert sum(1 for r in records if r.outputs) == 1  # a logged model's output is answered too
 
 
 def test_an_experiment_without_runs_answers_an_empty_page(tmp_path: Path) -> None:
