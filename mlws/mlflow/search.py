@@ -66,6 +66,8 @@ _START_MS = (
 )
 #: Tags MLflow shows that are run fields in mlws (not rows of run_tags).
 _SYSTEM_TAGS = (entities.RUN_NAME_TAG, entities.PARENT_TAG, entities.USER_TAG)
+#: Tags MLflow shows from the run's fields whatever run_tags holds.
+_FIELD_TAGS = frozenset((entities.RUN_NAME_TAG, entities.PARENT_TAG))
 #: Run seqs per ``IN (...)`` list (twice in a query): under SQLite's limit of variables, 32,766
 #: since SQLite 3.32, 999 before.
 _CHUNK = 900 if sqlite3.sqlite_version_info >= (3, 32) else 450
@@ -194,6 +196,8 @@ def read_records(
     tags: dict[int, dict[str, str]] = {s: {} for s in seqs}
     params: dict[int, dict[str, str]] = {s: {} for s in seqs}
     metrics: dict[int, list[tuple[str, float, int, int]]] = {s: [] for s in seqs}
+    outputs: dict[int, list[tuple[str, int]]] = {}
+    model_tag = entities.LOGGED_MODEL_TAG
     conn_query = ws.catalog.query
     for chunk, marks in _chunks(seqs):
         latest = (
@@ -204,6 +208,13 @@ def read_records(
         for seq, key, value in conn_query(
             f"SELECT run_seq, key, value FROM run_tags WHERE run_seq IN ({marks})", chunk
         ):
+            if key in _FIELD_TAGS:  # shown from the run's fields below
+                continue
+            if key.startswith(model_tag):
+                step = json.loads(value or "{}").get("output_step")
+                if step is not None:
+                    outputs.setdefault(seq, []).append((key[len(model_tag) :], int(step)))
+                continue
             tags[seq][key] = "" if value is None else value
         for seq, key, value in conn_query(
             f"SELECT run_seq, key, value FROM run_properties WHERE run_seq IN ({marks})", chunk
@@ -216,9 +227,11 @@ def read_records(
             " (SELECT max(step) FROM metrics x WHERE x.run_seq = s.run_seq AND x.name = s.name)",
             chunk + chunk,
         ):
+            if data is None and type(value) is float:  # the common case in one test
+                metrics[seq].append((name, value, int(t * 1000), step))
+                continue
             v = value if data is None else decode(value, data)
-            tv = type(v)
-            if tv is float or tv is int or (isinstance(v, (int, float)) and tv is not bool):
+            if isinstance(v, (int, float)) and type(v) is not bool:
                 metrics[seq].append((name, float(v), int(t * 1000), int(step)))
     if exp_ids is None:
         exp_ids = {
@@ -233,13 +246,6 @@ def read_records(
         user = user or ""
         name = display or run_id
         run_tags = tags[seq]
-        outputs: list[tuple[str, int]] = []
-        for k in [k for k in run_tags if k.startswith(entities.LOGGED_MODEL_TAG)]:
-            step = json.loads(run_tags.pop(k) or "{}").get("output_step")
-            if step is not None:
-                outputs.append((k[len(entities.LOGGED_MODEL_TAG) :], int(step)))
-        run_tags.pop(entities.RUN_NAME_TAG, None)
-        run_tags.pop(entities.PARENT_TAG, None)
         run_tags[entities.RUN_NAME_TAG] = name
         if parent:
             run_tags[entities.PARENT_TAG] = parent
@@ -256,7 +262,7 @@ def read_records(
             artifact_uri(run_id),
             name,
         )
-        out.append(RunRecord(seq, info, run_tags, params[seq], metrics[seq], outputs))
+        out.append(RunRecord(seq, info, run_tags, params[seq], metrics[seq], outputs.get(seq, [])))
     return out
 
 
