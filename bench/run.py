@@ -1689,13 +1689,12 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f" the 1,000 runs (not timed): mlws"
             f" {n(g(ms_, 'create_s'), '.2f')} s, MLflow {n(g(fs, 'create_s'), '.2f')} s."
             " `mlflow.search_runs` (16c, 16e) turns the runs into a pandas DataFrame in MLflow's"
-            " client code, the same on both sides (a `pandas.to_datetime` per row and column:"
-            " about 1.2 s of the 1,000-row call when profiled on the mlws side): the ratio at"
+            " client code, the same on both sides (a `pandas.to_datetime` per row and column):"
+            " the ratio at"
             " the DataFrame level is bounded by MLflow's client code, not by the store, so 16j"
             " and 16k time the two stores' `search_runs` alone for the same searches. Over HTTP"
             " (16f-16i) MLflow's client turns every request and answer into protobuf messages,"
-            " the same code against either server (about 0.4 s of CPU for a 1,000-run"
-            " `search_runs` answer when profiled), which bounds those ratios likewise; 16l and 16m"
+            " the same code against either server, which bounds those ratios likewise; 16l and 16m"
             " send the same requests as JSON made beforehand and read the answers unparsed."
             + _mlflow_bounds(ms_, fs, *ctx.get("mlflow_rest", (None, None)), g, n)
         )
@@ -1714,11 +1713,14 @@ def _mlflow_bounds(ms_: Any, fs: Any, mr: Any, fr: Any, g: Any, n: Any) -> str:
         return f"{peer / floor:.1f}×" if ok else "n/a"
 
     cpu = g(mr, "log_metric_client_cpu_s")
+    # MLflow's own side has the function only in some versions (3.17 builds it inline).
+    peer = g(fs, "dataframe_all_s")
+    peer = f" (MLflow's side: {ms(peer)} ms)" if isinstance(peer, (int, float)) else ""
     return (
         " The bounds, measured: MLflow's DataFrame building alone (`_runs_to_pandas`, the same"
         f" code on either side) takes {ms(g(ms_, 'dataframe_all_s'))} ms of 16c's"
-        f" {ms(g(ms_, 'all_s'))} ms on the mlws side (MLflow's side:"
-        f" {ms(g(fs, 'dataframe_all_s'))} ms), and {ms(g(ms_, 'dataframe_filtered_s'))} ms of"
+        f" {ms(g(ms_, 'all_s'))} ms on the mlws side{peer}, and"
+        f" {ms(g(ms_, 'dataframe_filtered_s'))} ms of"
         f" 16e's {ms(g(ms_, 'filtered_s'))} ms: with a store taking no time 16c could be at most"
         f" {most(g(fs, 'all_s'), g(ms_, 'dataframe_all_s'))} and 16e at most"
         f" {most(g(fs, 'filtered_s'), g(ms_, 'dataframe_filtered_s'))}. Over HTTP the stock"
