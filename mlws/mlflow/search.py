@@ -275,8 +275,8 @@ def search(
     page_token: Any,
 ) -> tuple[list[RunRecord], Any]:
     """``(records of the page, next page token or None)``: the runs (children included) of
-    the mlws experiments ``experiments`` (``{name: MLflow id}``) matching MLflow filter ``filter_string``, in
-    ``order_by``'s order (see the module docstring).
+    the mlws experiments ``experiments`` (``{name: MLflow id}``) matching MLflow filter
+    ``filter_string``, in ``order_by``'s order (see the module docstring).
 
     :raises MlflowException: INVALID_PARAMETER_VALUE (a filter, order or token MLflow refuses).
     """
