@@ -1166,6 +1166,7 @@ def bench_mlflow(r: Runner, ctx: dict[str, Any]) -> list[Row]:
     mr = r.run("mlws", "mlflow_rest", {"runs": 200})
     fr = r.run("mlflow", "mlflow_rest", {"runs": 200})
     ctx["mlflow_plugin"] = (ml, fl, ms_, fs)
+    ctx["mlflow_rest"] = (mr, fr)
 
     def times_better(peer: Any, better: str) -> Callable[[float], bool]:
         """The target is a ratio to the peer's figure of the same run (≥ 20×)."""
@@ -1688,16 +1689,49 @@ def details(ctx: dict[str, Any]) -> list[str]:
             f" the 1,000 runs (not timed): mlws"
             f" {n(g(ms_, 'create_s'), '.2f')} s, MLflow {n(g(fs, 'create_s'), '.2f')} s."
             " `mlflow.search_runs` (16c, 16e) turns the runs into a pandas DataFrame in MLflow's"
-            " client code, the same on both sides (a `pandas.to_datetime` per row and column:"
-            " about 1.2 s of the 1,000-row call when profiled on the mlws side): the ratio at"
+            " client code, the same on both sides (a `pandas.to_datetime` per row and column):"
+            " the ratio at"
             " the DataFrame level is bounded by MLflow's client code, not by the store, so 16j"
             " and 16k time the two stores' `search_runs` alone for the same searches. Over HTTP"
             " (16f-16i) MLflow's client turns every request and answer into protobuf messages,"
-            " the same code against either server (about 0.4 s of CPU for a 1,000-run"
-            " `search_runs` answer when profiled), which bounds those ratios likewise; 16l and 16m"
+            " the same code against either server, which bounds those ratios likewise; 16l and 16m"
             " send the same requests as JSON made beforehand and read the answers unparsed."
+            + _mlflow_bounds(ms_, fs, *ctx.get("mlflow_rest", (None, None)), g, n)
         )
     return out
+
+
+def _mlflow_bounds(ms_: Any, fs: Any, mr: Any, fr: Any, g: Any, n: Any) -> str:
+    """Bench 16's bounds: MLflow's own client code, timed alone on the mlws side, and the
+    most each end-to-end ratio could be with a server or store taking no time at all."""
+
+    def ms(v: Any) -> str:
+        return n(v * 1e3 if isinstance(v, (int, float)) else v, ".1f")
+
+    def most(peer: Any, floor: Any) -> str:
+        ok = isinstance(peer, (int, float)) and isinstance(floor, (int, float)) and floor > 0
+        return f"{peer / floor:.1f}×" if ok else "n/a"
+
+    cpu = g(mr, "log_metric_client_cpu_s")
+    # MLflow's own side has the function only in some versions (3.17 builds it inline).
+    peer = g(fs, "dataframe_all_s")
+    peer = f" (MLflow's side: {ms(peer)} ms)" if isinstance(peer, (int, float)) else ""
+    return (
+        " The bounds, measured: MLflow's DataFrame building alone (`_runs_to_pandas`, the same"
+        f" code on either side) takes {ms(g(ms_, 'dataframe_all_s'))} ms of 16c's"
+        f" {ms(g(ms_, 'all_s'))} ms on the mlws side{peer}, and"
+        f" {ms(g(ms_, 'dataframe_filtered_s'))} ms of"
+        f" 16e's {ms(g(ms_, 'filtered_s'))} ms: with a store taking no time 16c could be at most"
+        f" {most(g(fs, 'all_s'), g(ms_, 'dataframe_all_s'))} and 16e at most"
+        f" {most(g(fs, 'filtered_s'), g(ms_, 'dataframe_filtered_s'))}. Over HTTP the stock"
+        " client's own CPU (its protobuf messages, `requests`), timed in the client process:"
+        f" {ms(cpu / 2000 if isinstance(cpu, (int, float)) else cpu)} ms per `log_metric` (16f"
+        f" at most {most(g(fr, 'log_metric_s'), cpu)} with a server taking no time),"
+        f" {ms(g(mr, 'log_batch_client_cpu_s'))} ms for 16g's `log_batch` (at most"
+        f" {most(g(fr, 'log_batch_s'), g(mr, 'log_batch_client_cpu_s'))}),"
+        f" {ms(g(mr, 'search_client_cpu_s'))} ms per 1,000-run `search_runs` (16i at most"
+        f" {most(g(fr, 'search_s'), g(mr, 'search_client_cpu_s'))})."
+    )
 
 
 def _serving_details(results: tuple[Any, Any, Any], n: Callable[[Any, str], str]) -> str:

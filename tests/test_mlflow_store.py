@@ -368,6 +368,12 @@ def test_a_stock_mlflow_client_records_through_mlws_serve(tmp_path, monkeypatch)
         assert got.data.tags["team"] == "a"
         assert [m.value for m in client.get_metric_history(rid, "acc")] == [0.5, 0.6, 0.7]
         assert [r.info.run_id for r in client.search_runs([exp_id], "metrics.acc > 0.6")] == [rid]
+        # Pages over HTTP: the token comes back as text and leads to the next page.
+        other = client.create_run(exp_id, run_name="second").info.run_id
+        first = client.search_runs([exp_id], max_results=1)
+        rest = client.search_runs([exp_id], max_results=1, page_token=first.token)
+        assert [r.info.run_id for r in [*first, *rest]] == [other, rid] and rest.token is None
+        client.set_terminated(other)
         with pytest.raises(mlflow.exceptions.MlflowException) as e:
             client.get_experiment("12345")
         assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"

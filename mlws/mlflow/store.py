@@ -33,7 +33,7 @@ from mlflow.store.tracking.abstract_store import AbstractStore
 from mlflow.utils.search_utils import SearchExperimentsUtils, SearchUtils
 
 from ..experiments import Experiment as MlwsExperiment
-from ..experiments import check_experiment_name, query_runs
+from ..experiments import check_experiment_name
 from ..lifecycle import (
     INTERACTIVE,
     SUBMITTED,
@@ -44,7 +44,7 @@ from ..lifecycle import (
     set_status,
 )
 from ..metrics import MetricWriter, flush_all
-from . import entities, logged_models, uris
+from . import entities, logged_models, search, uris
 from .uris import mlflow_errors
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ class MlwsTrackingStore(AbstractStore):
         """
         row = self._row(run_id)
         self._flush(row["seq"])
-        return entities.to_runs(self.ws, [row])[0]
+        return search.to_runs(self.ws, [row])[0]
 
     def create_run(
         self,
@@ -302,7 +302,7 @@ class MlwsTrackingStore(AbstractStore):
                 fields=fields,
                 tags=values,
             )
-        return entities.to_runs(self.ws, [row])[0]
+        return search.to_runs(self.ws, [row])[0]
 
     def update_run_info(
         self, run_id: str, run_status: Any, end_time: int | None, run_name: str | None
@@ -493,46 +493,43 @@ class MlwsTrackingStore(AbstractStore):
         order_by: list[str] | None,
         page_token: str | None,
     ) -> tuple[list[Run], str | None]:
-        """Runs of the experiments (children included) matching MLflow's filter grammar. Tag
-        and param equalities go down to SQL (mlws's own run query); the rest of the filter,
-        the order and the paging are MLflow's own (``SearchUtils``) over the rows found."""
+        """Runs of the experiments (children included) matching MLflow's filter grammar, in
+        its order and pages (:func:`mlws.mlflow.search.search`)."""
+        records, token = self.search_records(
+            experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
+        )
+        with search.gc_paused():
+            return [search.to_run(r) for r in records], token
+
+    def search_records(
+        self,
+        experiment_ids: list[str],
+        filter_string: str | None,
+        run_view_type: int,
+        max_results: int,
+        order_by: list[str] | None,
+        page_token: Any,
+    ) -> tuple[list[search.RunRecord], Any]:
+        """:meth:`search_runs`' page as plain records (``mlws serve`` answers them as JSON
+        without making MLflow's entities).
+
+        :raises MlflowException: INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST.
+        """
         if max_results > SEARCH_MAX_RESULTS_THRESHOLD:
             raise _invalid(
                 "Invalid value for request parameter max_results. It must be at most "
                 f"{SEARCH_MAX_RESULTS_THRESHOLD}, but got value {max_results}"
             )
-        clauses = SearchUtils.parse_search_filter(filter_string)
-        tags: dict[str, str] = {}
-        props: dict[str, str] = {}
-        for c in clauses:
-            if c["comparator"] == "=" and isinstance(c["value"], str):
-                if c["type"] == "tag" and c["key"] not in (
-                    entities.RUN_NAME_TAG,
-                    entities.PARENT_TAG,
-                    entities.USER_TAG,
-                ):
-                    tags[c["key"]] = c["value"]
-                elif c["type"] == "parameter":
-                    props[c["key"]] = c["value"]
+        search.parse_filter(filter_string)  # a bad filter is refused whatever the view
         if run_view_type == ViewType.DELETED_ONLY:
             return [], None  # deleted mlws runs are gone
         self._flush()
-        rows: list[Any] = []
-        with mlflow_errors():
-            for eid in experiment_ids:
-                exp = entities.experiment_row(self.ws, eid)
-                rows += query_runs(
-                    self.ws,
-                    experiment=exp["name"],
-                    tags=tags or None,
-                    properties=props or None,
-                    include_children=True,
-                    columns="all",
-                )
-        runs = entities.to_runs(self.ws, rows)
-        runs = SearchUtils.filter(runs, filter_string)
-        runs = SearchUtils.sort(runs, order_by)
-        return SearchUtils.paginate(runs, page_token, max_results)
+        exps = {}
+        for e in experiment_ids:
+            row = entities.experiment_row(self.ws, e)
+            exps[row["name"]] = entities.experiment_id(row["name"], row["id"])
+        with mlflow_errors(), search.gc_paused():
+            return search.search(self.ws, exps, filter_string, max_results, order_by, page_token)
 
     # -- inputs, outputs, logged models -----------------------------------------------------------
     def log_inputs(

@@ -42,52 +42,137 @@ def _entity(e: Any) -> dict[str, Any]:
 
 def _number(v: float) -> Any:
     # Protobuf's JSON spells the non-finite doubles as strings (json.dumps would write NaN).
+    if v - v == 0:  # finite: the common case in one test
+        return v
     if v != v:
         return "NaN"
-    if v in (float("inf"), float("-inf")):
-        return "Infinity" if v > 0 else "-Infinity"
-    return v
+    return "Infinity" if v > 0 else "-Infinity"
 
 
 def run_json(run: Any) -> dict[str, Any]:
     """A run as MLflow's JSON (what ``message_to_json(run.to_proto())`` gives, int64 as
     numbers), built straight from the entity: through protobuf, a thousand runs of a
     ``search_runs`` answer cost more than finding them."""
+    from ..mlflow.search import INFO_KEYS
+
     i, d = run.info, run.data
-    info: dict[str, Any] = {
-        "run_uuid": i.run_id,
-        "run_id": i.run_id,
-        "experiment_id": i.experiment_id,
-        "user_id": i.user_id,
-        "status": i.status,
-        "start_time": i.start_time,
-        "lifecycle_stage": i.lifecycle_stage,
-    }
-    if i.run_name is not None:
-        info["run_name"] = i.run_name
-    if i.end_time:
-        info["end_time"] = i.end_time
-    if i.artifact_uri:
-        info["artifact_uri"] = i.artifact_uri
-    data: dict[str, Any] = {}
-    metrics = [
-        {"key": m.key, "value": _number(m.value), "timestamp": m.timestamp, "step": m.step}
-        for m in d._metric_objs
-    ]
-    if metrics:
-        data["metrics"] = metrics
-    if d.params:
-        data["params"] = [{"key": k, "value": v} for k, v in d.params.items()]
-    if d.tags:
-        data["tags"] = [{"key": k, "value": v} for k, v in d.tags.items()]
-    out: dict[str, Any] = {"info": info, "data": data, "inputs": {}}
     models = run.outputs.model_outputs if run.outputs else []
-    if models:
-        out["outputs"] = {
-            "model_outputs": [{"model_id": m.model_id, "step": m.step} for m in models]
-        }
-    else:
-        out["outputs"] = {}
+    return _run_dict(
+        tuple(getattr(i, k) for k in INFO_KEYS),
+        [(m.key, m.value, m.timestamp, m.step) for m in d._metric_objs],
+        d.params,
+        d.tags,
+        [(m.model_id, m.step) for m in models],
+    )
+
+
+def record_json(rec: Any) -> dict[str, Any]:
+    """A :class:`mlws.mlflow.search.RunRecord` as MLflow's JSON (as :func:`run_json` writes
+    the run it stands for), with no entity made."""
+    return _run_dict(rec.info, rec.metrics, rec.params, rec.tags, rec.outputs)
+
+
+class RawJson(str):
+    """An answer already written as JSON text: :func:`json_response` sends it as it is."""
+
+
+def records_text(records: list[Any]) -> str:
+    """``[record_json(r) for r in records]`` as compact JSON text, written straight from the
+    records: for a thousand runs, building the dicts and encoding them cost as much as finding
+    the runs. Strings go through the stdlib's own escaping (``json.dumps``'s), numbers through
+    ``repr`` as ``json.dumps`` writes them."""
+    from json.encoder import encode_basestring_ascii as q
+
+    out = []
+    for rec in records:
+        run_id, exp, user, status, start, end, stage, artifact_uri, name = rec.info
+        rid = q(run_id)
+        # One list of pieces joined once: cheaper than growing strings.
+        parts = [
+            '{"info":{"run_uuid":',
+            rid,
+            ',"run_id":',
+            rid,
+            ',"experiment_id":',
+            q(exp),
+            ',"user_id":',
+            q(user),
+            ',"status":',
+            q(status),
+            ',"start_time":',
+            str(start),
+            ',"lifecycle_stage":',
+            q(stage),
+        ]
+        if name is not None:
+            parts += (',"run_name":', q(name))
+        if end:
+            parts += (',"end_time":', str(end))
+        if artifact_uri:
+            parts += (',"artifact_uri":', q(artifact_uri))
+        data = []
+        if rec.metrics:
+            items = [
+                f'{{"key":{q(k)},"value":{_number_text(v)},"timestamp":{t:d},"step":{s:d}}}'
+                for k, v, t, s in rec.metrics
+            ]
+            data.append(f'"metrics":[{",".join(items)}]')
+        if rec.params:
+            items = [f'{{"key":{q(k)},"value":{q(v)}}}' for k, v in rec.params.items()]
+            data.append(f'"params":[{",".join(items)}]')
+        if rec.tags:
+            items = [f'{{"key":{q(k)},"value":{q(v)}}}' for k, v in rec.tags.items()]
+            data.append(f'"tags":[{",".join(items)}]')
+        parts += ('},"data":{', ",".join(data), '},"inputs":{},"outputs":{')
+        if rec.outputs:
+            items = [f'{{"model_id":{q(m)},"step":{s:d}}}' for m, s in rec.outputs]
+            parts.append(f'"model_outputs":[{",".join(items)}]')
+        parts.append("}}")
+        out.append("".join(parts))
+    return f"[{','.join(out)}]"
+
+
+def _number_text(v: float) -> str:
+    if v - v == 0:
+        return float.__repr__(v)
+    return f'"{_number(v)}"'
+
+
+def _run_dict(
+    info_fields: tuple[Any, ...],
+    metrics: list[tuple[str, float, int, int]],
+    params: dict[str, str],
+    tags: dict[str, str],
+    outputs: list[tuple[str, int]],
+) -> dict[str, Any]:
+    run_id, exp_id, user, status, start, end, stage, artifact_uri, name = info_fields
+    info: dict[str, Any] = {
+        "run_uuid": run_id,
+        "run_id": run_id,
+        "experiment_id": exp_id,
+        "user_id": user,
+        "status": status,
+        "start_time": start,
+        "lifecycle_stage": stage,
+    }
+    if name is not None:
+        info["run_name"] = name
+    if end:
+        info["end_time"] = end
+    if artifact_uri:
+        info["artifact_uri"] = artifact_uri
+    data: dict[str, Any] = {}
+    if metrics:
+        data["metrics"] = [
+            {"key": k, "value": _number(v), "timestamp": t, "step": s} for k, v, t, s in metrics
+        ]
+    if params:
+        data["params"] = [{"key": k, "value": v} for k, v in params.items()]
+    if tags:
+        data["tags"] = [{"key": k, "value": v} for k, v in tags.items()]
+    out: dict[str, Any] = {"info": info, "data": data, "inputs": {}, "outputs": {}}
+    if outputs:
+        out["outputs"] = {"model_outputs": [{"model_id": m, "step": s} for m, s in outputs]}
     return out
 
 
@@ -125,7 +210,8 @@ def _view(value: Any) -> int:
 
 
 def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]]:
-    """``{(method, path): handler(request fields) -> response}`` over ``store``."""
+    """``{(method, path): handler(request fields) -> response}`` over ``store`` (a response is
+    a dict, or :class:`RawJson` text)."""
     from mlflow.entities import ExperimentTag, Param, RunTag
     from mlflow.exceptions import MlflowException
     from mlflow.protos import databricks_pb2
@@ -183,16 +269,23 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
 
         return handler
 
-    def search_runs(q: dict[str, Any]) -> dict[str, Any]:
-        page = store.search_runs(
-            q.get("experiment_ids") or [],
-            q.get("filter"),
-            _view(q.get("run_view_type")),
-            int(q.get("max_results", 1000)),
-            q.get("order_by"),
-            q.get("page_token"),
-        )
-        return {"runs": [run_json(r) for r in page], "next_page_token": page.token}
+    def search_runs(q: dict[str, Any]) -> Any:
+        from ..mlflow.search import gc_paused
+
+        # Records straight to JSON: no MLflow entity is made for an answer.
+        with gc_paused():
+            page, token = store.search_records(
+                q.get("experiment_ids") or [],
+                q.get("filter"),
+                _view(q.get("run_view_type")),
+                int(q.get("max_results", 1000)),
+                q.get("order_by"),
+                q.get("page_token"),
+            )
+            runs = records_text(page)
+        if isinstance(token, bytes):  # MLflow's stores hand out bytes; JSON needs text
+            token = token.decode()
+        return RawJson(f'{{"runs":{runs},"next_page_token":{json.dumps(token)}}}')
 
     def history(q: dict[str, Any]) -> dict[str, Any]:
         page = store.get_metric_history(q.get("run_id") or q.get("run_uuid"), q["metric_key"])
@@ -361,7 +454,7 @@ def json_response(data: Any, status: int = 200, served: Callable[[str], str] | N
     ``mlflow-artifacts:/`` URIs a remote client resolves to this server)."""
     from starlette.responses import Response
 
-    text = json.dumps(data)
+    text = data if isinstance(data, RawJson) else json.dumps(data, separators=(",", ":"))
     return Response(
         served(text) if served else text, status_code=status, media_type="application/json"
     )

@@ -1,0 +1,403 @@
+"""MLflow's ``search_runs`` over the catalog: the filter in SQL where it maps exactly, the runs of
+the page read in one query per kind of data, as plain records.
+
+A :class:`RunRecord` is what MLflow's ``Run`` shows (its info fields, its tags as MLflow sees
+them, params, latest metrics, logged-model outputs) without the entity objects: the store turns
+records into ``Run`` objects (:func:`to_run`), ``mlws serve`` turns them into MLflow's JSON
+without any (:mod:`mlws.server.mlflow_api`). The rules are MLflow's own, clause by clause:
+
+- a filter clause SQL answers exactly (a param or a plain tag compared with ``=``/``!=``, or
+  ``IS [NOT] NULL``; ``run_id`` and ``run_name`` compared with ``=``/``!=``/``IN``/``NOT IN``) is
+  a condition of the runs query; every other clause (metrics, ``LIKE``, statuses, times, MLflow's
+  system tags) is MLflow's own matching (``SearchUtils``) on the runs the query found;
+- the order is MLflow's (start time descending, then run id; each ``order_by`` a stable sort
+  with missing values last), computed on the records; with no ``order_by`` and every clause in
+  SQL, the query itself orders and pages, so only the page's runs are read;
+- page tokens are MLflow's offsets (``SearchUtils.create_page_token``).
+
+Parsing a filter or an ``order_by`` (``sqlparse``) costs more than finding a hundred runs: the
+parsed forms are cached by their text.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from mlflow.entities import LifecycleStage, Metric, Run, RunInfo, RunInputs, RunOutputs
+from mlflow.entities.logged_model_output import LoggedModelOutput
+from mlflow.utils.search_utils import SearchUtils
+
+from ..metrics import decode
+from . import entities, uris
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
+
+#: RunInfo's fields, in the order of :attr:`RunRecord.info`.
+INFO_KEYS = (
+    "run_id",
+    "experiment_id",
+    "user_id",
+    "status",
+    "start_time",
+    "end_time",
+    "lifecycle_stage",
+    "artifact_uri",
+    "run_name",
+)
+_INFO_INDEX = {k: i for i, k in enumerate(INFO_KEYS)}
+#: The runs columns a record needs.
+_COLUMNS = (
+    "r.seq, r.id, r.experiment, r.display_name, r.submitter_user, r.parent_id, r.status,"
+    " r.start_time, r.created, r.end_time"
+)
+#: MLflow's start time of a run, in SQL as :func:`entities.ms` computes it in Python
+#: (``int((start or created) * 1000)``: both truncate the same double).
+_START_MS = (
+    "CAST((CASE WHEN r.start_time IS NULL OR r.start_time = 0 THEN r.created"
+    " ELSE r.start_time END) * 1000 AS INTEGER)"
+)
+#: Tags MLflow shows that are run fields in mlws (not rows of run_tags).
+_SYSTEM_TAGS = (entities.RUN_NAME_TAG, entities.PARENT_TAG, entities.USER_TAG)
+#: Tags MLflow shows from the run's fields whatever run_tags holds.
+_FIELD_TAGS = frozenset((entities.RUN_NAME_TAG, entities.PARENT_TAG))
+#: Run seqs per ``IN (...)`` list (twice in a query): under SQLite's limit of variables, 32,766
+#: since SQLite 3.32, 999 before.
+_CHUNK = 900 if sqlite3.sqlite_version_info >= (3, 32) else 450
+
+
+class RunRecord:
+    """One run as MLflow shows it, in plain values: ``info`` (RunInfo's fields in
+    :data:`INFO_KEYS` order), ``tags`` (MLflow's, system tags included), ``params``,
+    ``metrics`` (``[(key, value, timestamp ms, step)]``, the latest value of each), ``outputs``
+    (``[(logged model id, step)]``)."""
+
+    __slots__ = ("info", "metrics", "outputs", "params", "seq", "tags")
+
+    def __init__(
+        self,
+        seq: int,
+        info: tuple[Any, ...],
+        tags: dict[str, str],
+        params: dict[str, str],
+        metrics: list[tuple[str, float, int, int]],
+        outputs: list[tuple[str, int]],
+    ) -> None:
+        self.seq = seq
+        self.info = info
+        self.tags = tags
+        self.params = params
+        self.metrics = metrics
+        self.outputs = outputs
+
+
+@lru_cache(maxsize=256)
+def parse_filter(filter_string: str | None) -> tuple[dict[str, Any], ...]:
+    """MLflow's parsed filter (``SearchUtils.parse_search_filter``), cached by its text. The
+    clauses are shared: never change them.
+
+    :raises MlflowException: INVALID_PARAMETER_VALUE, a filter MLflow refuses.
+    """
+    return tuple(SearchUtils.parse_search_filter(filter_string))
+
+
+@lru_cache(maxsize=256)
+def parse_order(clause: str) -> tuple[str, str, bool]:
+    """``(type, key, ascending)`` of one ``order_by`` clause by MLflow's rules, cached.
+
+    :raises MlflowException: INVALID_PARAMETER_VALUE.
+    """
+    kind, key, ascending = SearchUtils.parse_order_by_for_search_runs(clause)
+    return kind, SearchUtils.translate_key_alias(key), ascending
+
+
+def _sql_clause(c: dict[str, Any]) -> tuple[str, list[Any]] | None:
+    """The SQL condition on ``runs r`` of clause ``c`` when it means exactly what MLflow's
+    matching does, else None."""
+    kind, key, op, value = c["type"], c["key"], c["comparator"].upper(), c["value"]
+    if kind in ("tag", "parameter"):
+        if kind == "tag" and (key in _SYSTEM_TAGS or key.startswith(entities.LOGGED_MODEL_TAG)):
+            return None
+        table = "run_tags" if kind == "tag" else "run_properties"
+        has = f"r.seq IN (SELECT run_seq FROM {table} WHERE key = ?"
+        if op == "IS NULL":
+            return f"NOT {has})", [key]
+        if op == "IS NOT NULL":
+            return f"{has})", [key]
+        if not isinstance(value, str):
+            return None
+        # A NULL value is MLflow's "" (entities); a non-empty value can use the index as is.
+        if op == "=":
+            if value:
+                return f"{has} AND value = ?)", [key, value]
+            return f"{has} AND coalesce(value, '') = '')", [key]
+        if op == "!=":
+            return f"{has} AND coalesce(value, '') != ?)", [key, value]
+        return None
+    if kind == "attribute":
+        key = SearchUtils.translate_key_alias(key)
+        column = {
+            "run_id": "r.id",
+            "run_name": "(CASE WHEN coalesce(r.display_name, '') = '' THEN r.id"
+            " ELSE r.display_name END)",
+        }.get(key)
+        if column is None:
+            return None
+        if op in ("=", "!=") and isinstance(value, str):
+            return f"{column} {op} ?", [value]
+        if op in ("IN", "NOT IN") and isinstance(value, (tuple, list)):
+            if not value:
+                return None
+            if not all(isinstance(v, str) for v in value):
+                return None
+            return f"{column} {op} ({','.join('?' * len(value))})", list(value)
+    return None
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector held off while a page of runs is built: a thousand
+    runs are some 15,000 new objects, and every 700 of them started a collection (a full one,
+    of every object of the process, every few searches), a third to a half of a search's time.
+    Nothing built here is a cycle, so nothing waits that a collection would free; the collector
+    runs again at the end (left off if the process had turned it off itself)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _chunks(seqs: list[int]) -> Any:
+    for i in range(0, len(seqs), _CHUNK):
+        chunk = seqs[i : i + _CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
+
+
+def read_records(
+    ws: Workspace, rows: list[Any], exp_ids: dict[str, str] | None = None
+) -> list[RunRecord]:
+    """Records of ``rows`` (tuples of :data:`_COLUMNS`): their tags, params and latest
+    metrics read in one query each (per :data:`_CHUNK` runs). ``exp_ids``: the MLflow id of
+    each mlws experiment the runs are in (read from the catalog if not given)."""
+    if not rows:
+        return []
+    seqs = [r[0] for r in rows]
+    tags: dict[int, dict[str, str]] = {s: {} for s in seqs}
+    params: dict[int, dict[str, str]] = {s: {} for s in seqs}
+    metrics: dict[int, list[tuple[str, float, int, int]]] = {s: [] for s in seqs}
+    outputs: dict[int, list[tuple[str, int]]] = {}
+    model_tag = entities.LOGGED_MODEL_TAG
+    conn_query = ws.catalog.query
+    for chunk, marks in _chunks(seqs):
+        latest = (
+            "SELECT m.run_seq, m.name, m.step, m.value, m.data, m.time FROM metric_summary s"
+            " JOIN metrics m ON m.run_seq = s.run_seq AND m.name = s.name"
+            f" WHERE s.run_seq IN ({marks}) AND s.kind = 'scalar' AND"
+        )
+        for seq, key, value in conn_query(
+            f"SELECT run_seq, key, value FROM run_tags WHERE run_seq IN ({marks})", chunk
+        ):
+            if key in _FIELD_TAGS:  # shown from the run's fields below
+                continue
+            if key.startswith(model_tag):
+                step = json.loads(value or "{}").get("output_step")
+                if step is not None:
+                    outputs.setdefault(seq, []).append((key[len(model_tag) :], int(step)))
+                continue
+            tags[seq][key] = "" if value is None else value
+        for seq, key, value in conn_query(
+            f"SELECT run_seq, key, value FROM run_properties WHERE run_seq IN ({marks})", chunk
+        ):
+            params[seq][key] = "" if value is None else value
+        # The value at each name's highest step: a name logged once is its one row; else
+        # max(step) on the (run, name, step) key is one index probe, never a scan of the series.
+        for seq, name, step, value, data, t in conn_query(
+            f"{latest} s.count = 1 UNION ALL {latest} s.count > 1 AND m.step ="
+            " (SELECT max(step) FROM metrics x WHERE x.run_seq = s.run_seq AND x.name = s.name)",
+            chunk + chunk,
+        ):
+            if data is None and type(value) is float:  # the common case in one test
+                metrics[seq].append((name, value, int(t * 1000), step))
+                continue
+            v = value if data is None else decode(value, data)
+            if isinstance(v, (int, float)) and type(v) is not bool:
+                metrics[seq].append((name, float(v), int(t * 1000), int(step)))
+    if exp_ids is None:
+        exp_ids = {
+            name: entities.experiment_id(name, eid)
+            for name, eid in ws.catalog.query("SELECT name, id FROM experiments")
+        }
+    artifact_uri = uris.run_artifact_uris(ws)
+    to_status = entities.TO_MLFLOW
+    active = LifecycleStage.ACTIVE
+    out = []
+    for seq, run_id, exp, display, user, parent, status, start, created, end in rows:
+        user = user or ""
+        name = display or run_id
+        run_tags = tags[seq]
+        run_tags[entities.RUN_NAME_TAG] = name
+        if parent:
+            run_tags[entities.PARENT_TAG] = parent
+        if user and entities.USER_TAG not in run_tags:
+            run_tags[entities.USER_TAG] = user
+        info = (
+            run_id,
+            exp_ids.get(exp, ""),
+            user,
+            to_status.get(status, "RUNNING"),
+            int((start or created) * 1000),
+            None if end is None else int(end * 1000),
+            active,
+            artifact_uri(run_id),
+            name,
+        )
+        out.append(RunRecord(seq, info, run_tags, params[seq], metrics[seq], outputs.get(seq, [])))
+    return out
+
+
+def search(
+    ws: Workspace,
+    experiments: dict[str, str],
+    filter_string: str | None,
+    max_results: int,
+    order_by: list[str] | None,
+    page_token: Any,
+) -> tuple[list[RunRecord], Any]:
+    """``(records of the page, next page token or None)``: the runs (children included) of
+    the mlws experiments ``experiments`` (``{name: MLflow id}``) matching MLflow filter
+    ``filter_string``, in ``order_by``'s order (see the module docstring).
+
+    :raises MlflowException: INVALID_PARAMETER_VALUE (a filter, order or token MLflow refuses).
+    """
+    from ..lifecycle import reconcile_active
+
+    clauses = parse_filter(filter_string)
+    orders = [parse_order(o) for o in order_by or ()]
+    start = SearchUtils.parse_start_offset_from_page_token(page_token)
+    if not experiments:
+        return [], None
+    reconcile_active(ws)  # a dead process's run is not shown Running
+    where = [f"r.experiment IN ({','.join('?' * len(experiments))})"]
+    args: list[Any] = list(experiments)
+    rest = []
+    for c in clauses:
+        sql = _sql_clause(c)
+        if sql is None:
+            rest.append(c)
+        else:
+            where.append(sql[0])
+            args += sql[1]
+    query = f"SELECT {_COLUMNS} FROM runs r WHERE {' AND '.join(where)}"
+    sortable = all(k != "attribute" or key in _INFO_INDEX for k, key, _ in orders)
+    if not rest and not orders:
+        # The whole search in SQL: one more row than the page says whether another follows.
+        rows = ws.catalog.query(
+            f"{query} ORDER BY {_START_MS} DESC, r.id LIMIT ? OFFSET ?",
+            [*args, max_results + 1, start],
+        )
+        records = read_records(ws, rows[:max_results], experiments)
+        more = len(rows) > max_results
+        return records, SearchUtils.create_page_token(start + max_results) if more else None
+    records = read_records(ws, ws.catalog.query(query, args), experiments)
+    if rest:
+        records = _match(records, rest, filter_string)
+    records.sort(key=lambda rec: (-rec.info[4], rec.info[0]))
+    if sortable:
+        for kind, key, ascending in reversed(orders):
+            records.sort(key=_sort_key(kind, key, ascending), reverse=not ascending)
+    else:  # an attribute a record does not hold: MLflow's sort of the entities
+        runs = SearchUtils.sort([to_run(rec) for rec in records], order_by)
+        by_id = {rec.info[0]: rec for rec in records}
+        records = [by_id[r.info.run_id] for r in runs]
+    page = records[start : start + max_results]
+    more = start + max_results < len(records)
+    return page, SearchUtils.create_page_token(start + max_results) if more else None
+
+
+def _match(
+    records: list[RunRecord], clauses: list[dict[str, Any]], filter_string: str | None
+) -> list[RunRecord]:
+    """The records whose runs match every clause by MLflow's own matching of one clause (its
+    whole filter again, should that classmethod ever be gone)."""
+    match = getattr(SearchUtils, "_does_run_match_clause", None)
+    if match is None:
+        runs = SearchUtils.filter([to_run(rec) for rec in records], filter_string)
+        kept = {r.info.run_id for r in runs}
+        return [rec for rec in records if rec.info[0] in kept]
+    return [rec for rec in records if all(match(run, c) for run in (to_run(rec),) for c in clauses)]
+
+
+def _sort_key(kind: str, key: str, ascending: bool) -> Any:
+    """MLflow's sort key of one ``order_by`` (``SearchUtils._get_value_for_sort``) on records:
+    missing values last, NaN after every number."""
+    fill = math.inf if ascending else -math.inf
+
+    def value(rec: RunRecord) -> Any:
+        if kind == "metric":
+            return next((m[1] for m in reversed(rec.metrics) if m[0] == key), None)
+        if kind == "parameter":
+            return rec.params.get(key)
+        if kind == "tag":
+            return rec.tags.get(key)
+        return rec.info[_INFO_INDEX[key]]
+
+    def sort_key(rec: RunRecord) -> tuple[bool, Any]:
+        v = value(rec)
+        missing = v is None or (isinstance(v, float) and math.isnan(v))
+        if v is None:
+            v = fill
+        elif missing:
+            v = -fill
+        return (missing, v) if ascending else (not missing, v)
+
+    return sort_key
+
+
+def _fast_layout() -> bool:
+    """Whether MLflow's ``RunInfo`` keeps exactly its constructor's fields as ``_<field>``
+    attributes in :data:`INFO_KEYS` order (checked once against the installed MLflow; else
+    :func:`to_run` calls its constructor)."""
+    try:
+        made = RunInfo(**dict(zip(INFO_KEYS, "abcdefghi", strict=True)))
+        return list(vars(made).items()) == [
+            ("_" + k, v) for k, v in zip(INFO_KEYS, "abcdefghi", strict=True)
+        ]
+    except Exception:  # another MLflow: its constructor it is
+        return False
+
+
+_FAST_INFO = _fast_layout()
+_INFO_ATTRS = tuple("_" + k for k in INFO_KEYS)
+_new = object.__new__
+
+
+def to_run(rec: RunRecord) -> Run:
+    """The record as MLflow's ``Run``; it takes the record's tag and param dicts (a record
+    is made for one answer)."""
+    if _FAST_INFO:
+        info = _new(RunInfo)
+        info.__dict__.update(zip(_INFO_ATTRS, rec.info, strict=True))
+    else:
+        info = RunInfo(**dict(zip(INFO_KEYS, rec.info, strict=True)))
+    metrics = [Metric(k, v, t, s) for k, v, t, s in rec.metrics]
+    values = {m[0]: m[1] for m in rec.metrics}
+    data = entities.run_data(metrics, rec.params, rec.tags, values)
+    outputs = [LoggedModelOutput(m, s) for m, s in rec.outputs]
+    return Run(info, data, RunInputs(dataset_inputs=[]), RunOutputs(model_outputs=outputs))
+
+
+def to_runs(ws: Workspace, rows: list[Any]) -> list[Run]:
+    """``runs`` rows (``sqlite3.Row`` with every column) as MLflow runs."""
+    names = [c.split(".")[1] for c in _COLUMNS.split(", ")]
+    return [to_run(rec) for rec in read_records(ws, [tuple(r[k] for k in names) for r in rows])]

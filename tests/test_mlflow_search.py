@@ -1,0 +1,202 @@
+"""``search_runs`` of the mlws tracking store (``mlws.mlflow.search``): what SQL answers, what
+MLflow's own matching answers, and the order and pages, are those of MLflow's ``SearchUtils``
+over the same runs; ``mlws serve``'s JSON of a record is that of its entity."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.utils.search_utils import SearchUtils  # noqa: E402
+
+N = 14
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A store over a workspace of :data:`N` runs (and a child) whose tags, params, metrics,
+    names, statuses and start times cover what filters and orders compare: empty values,
+    missing keys, NaN, ties of start time, a series whose latest value is not its last."""
+    from mlws import Workspace
+    from mlws.mlflow import uris
+    from mlws.mlflow.store import MlwsTrackingStore
+
+    ws = Workspace.create(tmp_path_factory.mktemp("search") / "ws")
+    store = MlwsTrackingStore(uris.tracking_uri(ws))
+    exp = store.create_experiment("grammar")
+    other = store.create_experiment("other")
+    ids = []
+    for i in range(N):
+        tags = [RunTag("k", "v" if i % 3 == 0 else "w"), RunTag("team", f"t{i % 2}")]
+        if i % 4 == 0:
+            tags.append(RunTag("e", ""))
+        name = f"named-{i}" if i % 2 else None
+        run = store.create_run(
+            exp, "someone" if i % 5 == 0 else None, 5_000 + 1000 * (i // 2), tags, name
+        )
+        rid = run.info.run_id
+        params = [Param("p", str(i % 5))] + ([Param("q", "x")] if i % 2 == 0 else [])
+        metrics = [Metric("loss", 1.0 / (i + 1), 1, 0), Metric("loss", 2.0 + i, 2, 1)]
+        if i == 5:
+            metrics.append(Metric("acc", math.nan, 1, 0))
+        elif i != 6:
+            metrics.append(Metric("acc", (i * 7 % 10) / 10, 1, 0))
+        if i == 7:  # the latest value is the highest step's, logged first
+            metrics += [Metric("f1", 0.9, 1, 5), Metric("f1", 0.1, 2, 3)]
+        store.log_batch(rid, metrics, params, [])
+        if i != N - 1:
+            store.update_run_info(rid, "FAILED" if i % 6 == 1 else "FINISHED", None, None)
+        ids.append(rid)
+    from mlflow.entities import LoggedModelOutput
+
+    model = store.create_logged_model(exp, "m", ids[3])
+    store.log_outputs(ids[3], [LoggedModelOutput(model.model_id, 2)])
+    child = store.create_run(exp, None, 4_000, [RunTag("mlflow.parentRunId", ids[0])], "kid")
+    store.update_run_info(child.info.run_id, "FINISHED", None, None)
+    store.create_run(other, None, 4_000, [RunTag("k", "v")], "elsewhere")
+    store.flush()
+    yield ws, store, exp, ids + [child.info.run_id]
+    ws.close()
+
+
+def _reference(ws: Any, flt: str, order: list[str] | None, n: int, token: Any) -> Any:
+    """MLflow's own filter, order and paging over every run of the experiment's entities."""
+    from mlws.mlflow.search import to_runs
+
+    runs = to_runs(ws, ws.catalog.query("SELECT * FROM runs WHERE experiment = 'grammar'"))
+    runs = SearchUtils.sort(SearchUtils.filter(runs, flt), order)
+    return SearchUtils.paginate(runs, token, n)
+
+
+FILTERS = [
+    "",
+    "tags.k = 'v'",
+    "tags.k != 'v'",
+    "tags.e = ''",
+    "tags.e != ''",
+    "tags.e IS NULL",
+    "tags.e IS NOT NULL",
+    "params.q IS NULL",
+    "params.p = '1'",
+    "params.p != '1' and tags.team = 't0'",
+    "metrics.acc > 0.3",
+    "metrics.acc <= 0.5 and tags.k = 'w'",
+    "metrics.f1 = 0.9",
+    "attributes.run_name = 'named-3'",
+    "run_name != 'named-3' and tags.k = 'v'",
+    "tags.mlflow.runName LIKE 'named%'",
+    "tags.`mlflow.parentRunId` IS NOT NULL",
+    "tags.`mlflow.user` = 'someone'",
+    "attributes.status = 'FAILED'",
+    "params.p LIKE '1%'",
+    "tags.k ILIKE 'V'",
+    "attributes.start_time > 7000",
+]
+ORDERS = [
+    None,
+    ["metrics.acc DESC"],
+    ["metrics.acc ASC"],
+    ["params.p ASC", "metrics.loss DESC"],
+    ["tags.e DESC"],
+    ["params.q"],
+    ["attributes.run_name ASC"],
+    ["start_time ASC"],
+    ["attributes.status DESC", "attributes.end_time"],
+]
+
+
+def test_every_filter_and_order_answers_as_mlflows_own_search(made: Any) -> None:
+    ws, store, exp, ids = made
+    filters = FILTERS + [f"attributes.run_id = '{ids[2]}'", f"run_id IN ('{ids[1]}', '{ids[4]}')"]
+    filters.append(f"attributes.run_id NOT IN ('{ids[1]}') and tags.k = 'v'")
+    for flt in filters:
+        for order in ORDERS:
+            want, _ = _reference(ws, flt, order, 1000, None)
+            got = store.search_runs([exp], flt, 1, 1000, order)
+            assert [r.info.run_id for r in got] == [r.info.run_id for r in want], (flt, order)
+            assert got.token is None
+    assert len(store.search_runs([exp], "", 1, 1000)) == N + 1  # the child too, not "other"'s
+    got = store.search_runs([exp], "tags.k = 'v'", 1, 1000)[0]
+    want = _reference(ws, "tags.k = 'v'", None, 1, None)[0][0]
+    assert got.to_dictionary() == want.to_dictionary()
+
+
+@pytest.mark.parametrize(
+    ("flt", "order"), [("", None), ("tags.k = 'w'", None), ("", ["metrics.acc DESC"])]
+)
+def test_pages_are_mlflows_pages(made: Any, flt: str, order: list[str] | None) -> None:
+    """Paged in SQL (no order, every clause in SQL) or over the records: MLflow's pages and
+    tokens either way."""
+    ws, store, exp, _ = made
+    token, seen = None, []
+    while True:
+        want, want_token = _reference(ws, flt, order, 4, token)
+        page = store.search_runs([exp], flt, 1, 4, order, token)
+        assert [r.info.run_id for r in page] == [r.info.run_id for r in want]
+        assert page.token == want_token
+        seen += [r.info.run_id for r in page]
+        if page.token is None:
+            break
+        token = page.token
+    assert len(seen) == len(set(seen)) == len(_reference(ws, flt, None, 1000, None)[0])
+
+
+def test_bad_searches_are_mlflows_errors(made: Any) -> None:
+    _, store, exp, _ = made
+    for args in (
+        ("metrics.acc >>> 1", None),
+        ("tags.k = 'v'", ["metrics.acc SIDEWAYS"]),
+        ("nonsense.k = 'v'", None),
+    ):
+        with pytest.raises(MlflowException) as bad:
+            store.search_runs([exp], args[0], 1, 10, args[1])
+        assert bad.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException) as bad:
+        store.search_runs(["no-such-experiment"], "", 1, 10)
+    assert bad.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_served_json_of_a_record_is_its_runs_json(made: Any) -> None:
+    """``mlws serve`` answers records as JSON without entities: the same JSON as the entity's
+    (NaN spelt as protobuf does), and the cyclic GC is back on after a search."""
+    import gc
+
+    from mlws.mlflow.search import to_run
+    from mlws.server.mlflow_api import record_json, records_text, run_json
+
+    _, store, exp, _ = made
+    records, _ = store.search_records([exp], "", 1, 1000, None, None)
+    assert gc.isenabled()
+    for rec in records:
+        assert record_json(rec) == run_json(to_run(rec))
+    text = records_text(records)
+    assert json.loads(text) == [record_json(r) for r in records]
+    assert text == json.dumps([record_json(r) for r in records], separators=(",", ":"))
+    nan = next(r for r in records if any(m[0] == "acc" and m[1] != m[1] for m in r.metrics))
+    assert {"key": "acc", "value": "NaN", "timestamp": 1, "step": 0} in record_json(nan)["data"][
+        "metrics"
+    ]
+    assert sum(1 for r in records if r.outputs) == 1  # a logged model's output is answered too
+
+
+def test_an_experiment_without_runs_answers_an_empty_page(tmp_path: Path) -> None:
+    """A workspace without runs, or an experiment without any, answers an empty page."""
+    from mlws import Workspace
+    from mlws.mlflow import uris
+    from mlws.mlflow.store import MlwsTrackingStore
+
+    ws = Workspace.create(tmp_path / "ws")
+    store = MlwsTrackingStore(uris.tracking_uri(ws))
+    exp = store.create_experiment("empty")
+    page = store.search_runs([exp], "tags.k = 'v'", 1, 10, ["metrics.acc DESC"])
+    assert list(page) == [] and page.token is None
+    assert list(store.search_runs([], "", 1, 10)) == []
+    ws.close()
