@@ -97,8 +97,6 @@ def _config_workspace_path(config_file: Path) -> Path | str:
         raise InvalidWorkspace(f"{config_file} must hold a JSON object")
     url = cfg.get("url")
     if url:
-        from .remote.client import is_url
-
         if not is_url(url):
             raise InvalidWorkspace(f"{config_file}: 'url' must be http(s)://host:port, got {url!r}")
         return str(url)
@@ -123,13 +121,22 @@ def _config_workspace_path(config_file: Path) -> Path | str:
     )
 
 
+def is_url(value: object) -> bool:
+    """Whether ``value`` names a remote workspace (``http(s)://``). A folder path is answered
+    without importing the remote client (http.client, email, ssl: ~20 ms of every run's
+    ``Run.get_context()``, most of a sweep trial's import time beyond mlws's own)."""
+    if not (isinstance(value, str) and "://" in value):
+        return False
+    from .remote.client import is_url as names_server
+
+    return names_server(value)
+
+
 def find_workspace_path(
     path: str | os.PathLike[str] | None = None,
 ) -> tuple[Path | str, bool]:
     """Return ``(workspace path or server URL, create_if_missing)`` following the discovery
     order (a URL is never created)."""
-    from .remote.client import is_url
-
     if path is not None:
         return (path, False) if is_url(path) else (Path(path), False)
     env = os.environ.get("MLWS_WORKSPACE")
@@ -166,8 +173,6 @@ class Workspace:
         ca_file: str | None = None,
         _checking: bool = False,
     ) -> None:
-        from .remote.client import is_url
-
         if is_url(path):
             self._open_remote(str(path), token, ca_file)
             return
@@ -277,8 +282,6 @@ class Workspace:
         :raises WorkspaceExists: a workspace is there already and ``exist_ok`` is false.
         :raises InvalidWorkspace: ``path`` is a file.
         """
-        from .remote.client import is_url
-
         if is_url(path):
             raise InvalidWorkspace(
                 f"{path} is a server's address: a workspace is created where it is served"
@@ -342,8 +345,6 @@ class Workspace:
         ``path`` may be a workspace folder, a ``config.json`` file or a folder to search for one,
         as in Azure ML v1. With no path, the default workspace is created on first use.
         """
-        from .remote.client import is_url
-
         if is_url(path):
             return cls(str(path))
         if path is not None:

@@ -133,6 +133,24 @@ def test_bayesian_proposes_within_the_space_and_learns_from_results():
     assert s._study.best_value >= 0.5
 
 
+def test_bayesian_never_runs_a_point_twice_and_ends_when_the_space_is_used_up():
+    """TPE proposes repeats in a small finite space (8 asks gave 3 distinct points here); v1 runs a point
+    once: a repeat is asked again, the last free points are listed, then the sweep ends."""
+    pytest.importorskip("optuna")
+    js = BayesianParameterSampling({"k": choice(1, 2, 3), "q": quniform(0, 1, 0.5)}).to_json()
+    s = Sampler(js, seed=1, maximize=True)
+    got = []
+    for i in range(9):
+        p = s.suggest(i)
+        if p is None:
+            break
+        got.append((p["k"], p["q"]))
+        if i % 2:  # some trials still open when the next is asked
+            s.observe(i, p["k"] + p["q"])
+    assert len(got) == 9 == len(set(got))  # 3 x {0, 0.5, 1}: every point once
+    assert s.suggest(9) is None
+
+
 def test_bayesian_without_optuna_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)
     with pytest.raises(SweepConfigError, match=r"mlws\[sweeps\]"):
