@@ -284,6 +284,16 @@ def test_acceptance_sweep_cancels_poor_trials_and_finds_the_best(ws, tmp_path):
         assert len(children) == 20
         hps = run.get_hyperparameters()
         assert sorted(json.loads(v)["--x"] for v in hps.values()) == sorted(xs)
+        # The parent's tags as v1's service writes them: each trial's hyperparameters under
+        # _aml_system_<trial id> (what v1's get_hyperparameters reads), the configuration.
+        tags = run.get_tags()
+        assert {c.id: tags[f"_aml_system_{c.id}"] for c in children} == hps
+        assert json.loads(tags["_aml_system_generator_config"]) == cfg.to_dict()["sampling"]
+        assert json.loads(tags["primary_metric_config"]) == {"name": "accuracy", "goal": "maximize"}
+        assert json.loads(tags["_aml_system_policy_config"])["name"] == "Bandit"
+        assert tags["_aml_system_max_concurrent_jobs"] == "4" and tags["max_total_jobs"] == "20"
+        assert tags["_aml_system_all_jobs_generated"] == "true"
+        assert tags["cancellation_requested"] == "false"
         best = run.get_best_run_by_primary_metric()
         assert json.loads(best.get_properties()["hyperparameters"]) == {"--x": 1.0}
         assert best.get_status() == "Completed" and best.get_metrics()["accuracy"][-1] == 1.0

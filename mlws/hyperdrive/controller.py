@@ -45,6 +45,10 @@ LOG_FILE = "azureml-logs/hyperdrive.txt"
 BEST_CHILD = "best_child_by_primary_metric"
 #: The input name of a resumed trial's checkpoint folder (``$AZUREML_DATAREFERENCE_<name>``), v1's.
 RESUME_INPUT = "MODEL_LOCATION"
+#: The prefix of the tags v1's service writes on a sweep's parent: its configuration
+#: (``_aml_system_generator_config``...) and each trial's hyperparameters
+#: (``_aml_system_<trial id>``, a JSON object).
+SYSTEM_TAG = "_aml_system_"
 
 
 def outputs_manifest(ws: Workspace, run_seq: int, folder: str = "outputs") -> str:
@@ -269,6 +273,9 @@ class SweepController(controllers.Controller):
             },
         )
         self.index_of[trial.id] = index
+        # v1's service records every trial's hyperparameters on the parent too, as a tag
+        # named after the trial: what v1's get_hyperparameters() reads.
+        self.run.set_tags({f"{SYSTEM_TAG}{trial.id}": json.dumps(params)})
         how = f" (resumes {resume_from})" if resume_from else ""
         self.say(f"trial {index} {trial.id}: {json.dumps(params)}{how}")
         return trial.id
@@ -301,11 +308,36 @@ class SweepController(controllers.Controller):
         )
         self.run.flush()
 
+    def config_tags(self, **extra: Any) -> None:
+        """Tag the parent with the sweep's configuration as v1's service does (each key twice:
+        with the ``_aml_system_`` prefix and without), plus ``extra`` (e.g.
+        ``all_jobs_generated``)."""
+        sw = self.sweep
+        values = {
+            "generator_config": json.dumps(sw["sampling"]),
+            "primary_metric_config": json.dumps(
+                {"name": self.metric, "goal": sw["primaryMetricGoal"].lower()}
+            ),
+            "policy_config": json.dumps(sw["policy"]),
+            "max_total_jobs": str(sw["maxTotalRuns"]),
+            "max_concurrent_jobs": str(sw["maxConcurrentRuns"]),
+            "max_duration_minutes": str(sw["maxDurationMinutes"]),
+            "resume_child_runs": json.dumps(sw.get("resumeChildRuns") or None),
+            "all_jobs_generated": "false",
+            "cancellation_requested": "false",
+        }
+        values.update(
+            {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in extra.items()}
+        )
+        self.run.set_tags({**values, **{SYSTEM_TAG + k: v for k, v in values.items()}})
+
     def drive(self) -> tuple[str, dict[str, Any] | None]:
         """Run the sweep; returns the parent's final status and error. The best trial is
         recorded as final (``BEST_CHILD``) before the outcome, so whoever sees the sweep ended
         sees it."""
+        self.config_tags()
         status, error = self.drive_trials()
+        self.config_tags(all_jobs_generated=True, cancellation_requested=status == "Canceled")
         self.record_best("", None, final=True)
         if self.step is not None and status == "Completed":
             from ..pipelines.hyperdrive_step import publish_step_outputs
