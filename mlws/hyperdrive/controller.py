@@ -49,6 +49,9 @@ RESUME_INPUT = "MODEL_LOCATION"
 #: (``_aml_system_generator_config``...) and each trial's hyperparameters
 #: (``_aml_system_<trial id>``, a JSON object).
 SYSTEM_TAG = "_aml_system_"
+#: Trials submitted beyond ``max_concurrent_runs`` on a ``local`` target: each waits until
+#: fewer than ``max_concurrent_runs`` older trials are open.
+QUEUE_AHEAD = 1
 
 
 def outputs_manifest(ws: Workspace, run_seq: int, folder: str = "outputs") -> str:
@@ -180,6 +183,8 @@ class SweepController(controllers.Controller):
         definition = self.run.get_details()["runDefinition"]
         self.sweep = definition["hyperdrive"]
         self.run_config = definition["runConfig"]
+        #: Set by sweeps whose trials wait for older ones (``compute.local.wait_for_siblings``).
+        self.childlimit = int(definition.get("childLimit") or 0)
         self.source_directory = definition["sourceDirectory"]
         self.snapshot: dict[str, Any] | None = definition.get("snapshot")
         #: A pipeline's HyperDriveStep: the trials' arguments and data, the step's outputs.
@@ -338,6 +343,7 @@ class SweepController(controllers.Controller):
         self.config_tags()
         status, error = self.drive_trials()
         self.config_tags(all_jobs_generated=True, cancellation_requested=status == "Canceled")
+
         self.record_best("", None, final=True)
         if self.step is not None and status == "Completed":
             from ..pipelines.hyperdrive_step import publish_step_outputs
@@ -352,6 +358,10 @@ class SweepController(controllers.Controller):
         sw = self.sweep
         max_total, max_conc = int(sw["maxTotalRuns"]), int(sw["maxConcurrentRuns"])
         deadline = time.monotonic() + float(sw["maxDurationMinutes"]) * 60
+        # Trials open at once: max_concurrent_runs, plus one ahead on a local target, which
+        # waits there for an older trial's end (compute.local.wait_for_siblings) and so starts
+        # within milliseconds of it, not after this loop has seen it, sampled and submitted.
+        open_limit = max_conc + self.queue_ahead()
         launched, exhausted, stopping = 0, False, False
         while True:
             status = self.ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (self.run_id,))
@@ -386,7 +396,9 @@ class SweepController(controllers.Controller):
                 stopping = True
                 self.say("max_duration_minutes reached: canceling the open trials")
                 cancel_trials(self.ws, self.run_id)
-            while not (stopping or exhausted) and launched < max_total and len(open_ids) < max_conc:
+            while (
+                not (stopping or exhausted) and launched < max_total and len(open_ids) < open_limit
+            ):
                 if self.to_resume:
                     earlier = self.to_resume.pop(0)
                     open_ids.add(self.submit_trial(launched, {}, resume_from=earlier))
@@ -401,6 +413,21 @@ class SweepController(controllers.Controller):
             if not open_ids and (stopping or exhausted or launched >= max_total):
                 return self.outcome(rows)
             self.wait_for_change()
+
+    def queue_ahead(self) -> int:
+        """How many trials to submit beyond ``maxConcurrentRuns``: :data:`QUEUE_AHEAD` when
+        they run on a ``local`` target and wait there for older trials to end (a sweep
+        recorded with its ``childLimit``: ``RunSupervisor.waits_for_sibling``), else none."""
+        from ..compute import target_config
+        from ..errors import MlwsError
+
+        if not self.childlimit:
+            return 0
+        try:
+            kind, _ = target_config(self.ws, self.run_config.get("target") or "local")
+        except MlwsError:
+            return 0  # the trials fail on it and say why
+        return QUEUE_AHEAD if kind == "local" else 0
 
     def never_logged(self, row: Any) -> dict[str, Any]:
         """The error of a sweep whose trial completed without logging the primary metric."""
