@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import time
 from pathlib import Path
@@ -64,7 +63,9 @@ START_GRACE_S = 60.0
 def new_run_id(experiment: str) -> str:
     """A new run id in v1's form, ``<experiment>_<unix time>_<8 hex>``; the random part keeps
     runs submitted in the same second apart."""
-    return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+    # os.urandom, not secrets: ``secrets`` pulls in hmac, random and base64 on every run's
+    # Run.get_context() (lifecycle is on its import path); the same 8 hex digits.
+    return f"{experiment}_{int(time.time())}_{os.urandom(4).hex()}"
 
 
 def iso_utc(t: float | None) -> str | None:

@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -316,6 +315,8 @@ class Workspace:
                 )
         finally:
             catalog.close()
+        import uuid  # here: its import (platform...) is no cost of every run's get_context
+
         info = {
             "id": str(uuid.uuid4()),
             "name": name or p.name,

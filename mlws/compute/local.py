@@ -137,6 +137,9 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
     sup.subreaper = become_subreaper()
     # A sweep's trial waits first for an older sibling's end (the controller submits one trial
     # ahead, so it starts the moment one ends), then for a slot of this machine.
+    if sup.waits_for_sibling():
+        # The working folder is made while the older trials run, not after one ends.
+        sup.prepare_workdir()
     waited = wait_for_siblings(sup, keep_waiting)
     with slot(sup.ws, keep_waiting, may_start=sup.first_in_line) as index:
         if not waited or index is None:
@@ -207,7 +210,8 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
     if not set_status(ws, sup.run_id, "Preparing"):
         sup.cancel_if_requested()
         return
-    workdir = sup.prepare_workdir()
+    # Made already by a trial that waited for an older one (execute).
+    workdir = sup.workdir if sup.workdir is not None else sup.prepare_workdir()
     if d["environment"].get("managed"):
         from ..errors import EnvironmentBuildCanceled
 
