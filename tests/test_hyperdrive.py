@@ -446,6 +446,33 @@ def test_killed_controller_is_reconciled_and_a_canceled_sweep_cancels_its_trials
         kill_run_processes(ws)
 
 
+def test_a_trial_whose_supervisor_died_unseen_fails_and_the_sweep_goes_on(ws, tmp_path):
+    """Nobody reads the dead trial: the controller itself finds its supervising process gone
+    (it never recorded an outcome), so the sweep ends instead of waiting for it for ever."""
+    src = make_source(tmp_path, TRIAL)
+    gate = tmp_path / "gate"
+    sweep = _waiting_sweep(ws, src, gate)
+    try:
+        rows = lambda: ws.catalog.query(  # noqa: E731 - raw rows: a read would reconcile them
+            "SELECT * FROM runs WHERE parent_id = ? ORDER BY seq", (sweep.id,)
+        )
+        wait_until(lambda: [r["status"] for r in rows()][:2] == ["Running"] * 2, 30, "2 trials")
+        first = rows()[0]
+        os.kill(first["supervisor_pid"], signal.SIGKILL)
+        gate.write_text("open")
+        assert wait_status(sweep, TERMINAL, timeout=30) == "Completed"
+        by_id = {c.id: c for c in sweep.get_children()}
+        assert by_id[first["id"]].get_status() == "Failed"
+        assert "died" in by_id[first["id"]].get_details()["error"]["error"]["message"]
+        assert sorted(c.get_status() for c in by_id.values()) == [
+            "Completed",
+            "Completed",
+            "Failed",
+        ]
+    finally:
+        kill_run_processes(ws)
+
+
 def test_max_duration_cancels_the_open_trials_and_starts_no_more(ws, tmp_path):
     """max_duration_minutes (0.05: 3 s) ends the sweep with its open trials Canceled and the
     rest of the space never started, however long the trials would have run."""

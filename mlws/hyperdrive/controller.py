@@ -49,6 +49,8 @@ RESUME_INPUT = "MODEL_LOCATION"
 #: (``_aml_system_generator_config``...) and each trial's hyperparameters
 #: (``_aml_system_<trial id>``, a JSON object).
 SYSTEM_TAG = "_aml_system_"
+#: How often the controller checks that its open trials' supervising processes live.
+RECONCILE_S = 2.0
 #: Trials submitted beyond ``max_concurrent_runs`` on a ``local`` target: each waits until
 #: fewer than ``max_concurrent_runs`` older trials are open.
 QUEUE_AHEAD = 1
@@ -200,6 +202,8 @@ class SweepController(controllers.Controller):
         #: Trials of earlier sweeps to run again first (``resume_child_runs``), oldest first.
         self.to_resume: list[str] = list(self.sweep.get("resumeChildRuns") or ())
         self.index_of: dict[str, int] = {}
+        #: When the open trials were last reconciled (:meth:`trials`).
+        self.reconciled = 0.0
         self.ended: set[str] = set()
         self.judged: set[str] = set()
         #: The primary metric values of the trials that have ended, by trial id.
@@ -286,7 +290,21 @@ class SweepController(controllers.Controller):
         return trial.id
 
     def trials(self) -> list[Any]:
-        """The sweep's trial rows (id, seq, status, error), oldest first."""
+        """The sweep's trial rows (id, seq, status, error), oldest first. Open trials are
+        reconciled with their processes every :data:`RECONCILE_S`: a trial whose supervising
+        process died unseen (it never recorded an outcome) ends ``Failed`` saying so, instead
+        of holding the sweep open for ever."""
+        now = time.monotonic()
+        if now - self.reconciled >= RECONCILE_S:
+            from ..lifecycle import reconcile
+
+            self.reconciled = now
+            marks = ",".join("?" * len(TERMINAL))
+            for row in self.ws.catalog.query(
+                f"SELECT * FROM runs WHERE parent_id = ? AND status NOT IN ({marks})",
+                (self.run_id, *TERMINAL),
+            ):
+                reconcile(self.ws, row)
         return self.children()
 
     def record_best(self, trial_id: str, value: float | None, final: bool = False) -> None:
