@@ -53,6 +53,10 @@ class HyperDriveRun(Run):
     def _reused_sweep(self) -> HyperDriveRun | None:
         """The sweep a reused ``HyperDriveStep``'s run stands for (its trials are that sweep's
         children), or None for a sweep that ran."""
+        from ..lifecycle import REUSED_STEP_RUN
+
+        if self._row["type"] != REUSED_STEP_RUN:  # a sweep that ran: no property to read
+            return None
         original = self.get_properties().get("azureml.reusedrunid")
         if not original:
             return None
