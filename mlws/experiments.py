@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -305,6 +304,8 @@ class Experiment:
                 raise ExperimentNotFound(
                     f"no experiment named {name!r} in workspace {workspace.name!r}"
                 )
+            import uuid  # here: not a cost of every run's Run.get_context()
+
             with workspace.catalog.write() as conn:
                 conn.execute(
                     "INSERT OR IGNORE INTO experiments (name, id, created) VALUES (?, ?, ?)",

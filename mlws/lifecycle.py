@@ -12,7 +12,6 @@ import contextlib
 import contextvars
 import json
 import os
-import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -73,7 +72,9 @@ _ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("mlws_u
 def new_run_id(experiment: str) -> str:
     """A new run id in v1's form, ``<experiment>_<unix time>_<8 hex>``; the random part keeps
     runs submitted in the same second apart."""
-    return f"{experiment}_{int(time.time())}_{secrets.token_hex(4)}"
+    # os.urandom, not secrets: ``secrets`` pulls in hmac, random and base64 on every run's
+    # Run.get_context() (lifecycle is on its import path); the same 8 hex digits.
+    return f"{experiment}_{int(time.time())}_{os.urandom(4).hex()}"
 
 
 def iso_utc(t: float | None) -> str | None:

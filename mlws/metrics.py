@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import json
 import math
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,14 @@ JSON_KINDS = ("confusion_matrix", "accuracy_table", "residuals", "predictions")
 
 #: The time bound: the background flush runs at least this often.
 FLUSH_INTERVAL_S = 1.0
+#: Set on the nodes of a multi-host ``ssh`` run: steps not passed by the script are numbered
+#: from this value (:data:`NODE_AUTO_STEP`) there, so the run's home tells a step a rank passed
+#: itself (below it: kept) from the node's own numbering (renumbered at home).
+STEP_BASE_ENV = "MLWS_METRIC_STEP_BASE"
+#: Where a node numbers the steps it gives (2**48: no script passes such a step).
+NODE_AUTO_STEP = 1 << 48
+#: Where this process numbers the steps it gives (0 except on a node of a multi-host run).
+AUTO_STEP_FROM = int(os.environ.get(STEP_BASE_ENV) or 0)
 #: The count bound: at most this many values of a run are unwritten in a process at any time.
 #: 10,000 values are one transaction of ~0.1 s here, so a crash loses at most that much work
 #: (a 1,000,000-value buffer took 2.6 s to write, and a crash lost all of it).
@@ -247,11 +256,12 @@ def claim_batch(conn: Any, run_seq: int, batch_id: str | None) -> bool:
 
 def _max_step(conn: Any, run_seq: int, name: str) -> int:
     # Read inside the write transaction, so two processes logging to the same run and name
-    # never hand out the same step; -1 when the name has no value yet.
+    # never hand out the same step; -1 when the name has no value yet (AUTO_STEP_FROM - 1 on
+    # a node of a multi-host run).
     cur = conn.execute(
         "SELECT max(step) FROM metrics WHERE run_seq = ? AND name = ?", (run_seq, name)
     ).fetchone()[0]
-    return -1 if cur is None else int(cur)
+    return max(AUTO_STEP_FROM - 1, -1 if cur is None else int(cur))
 
 
 def _summarise(conn: Any, run_seq: int, summary: dict[str, list[Any]]) -> None:

@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,8 +96,6 @@ def _config_workspace_path(config_file: Path) -> Path | str:
         raise InvalidWorkspace(f"{config_file} must hold a JSON object")
     url = cfg.get("url")
     if url:
-        from .remote.client import is_url
-
         if not is_url(url):
             raise InvalidWorkspace(f"{config_file}: 'url' must be http(s)://host:port, got {url!r}")
         return str(url)
@@ -123,13 +120,22 @@ def _config_workspace_path(config_file: Path) -> Path | str:
     )
 
 
+def is_url(value: object) -> bool:
+    """Whether ``value`` names a remote workspace (``http(s)://``). A folder path is answered
+    without importing the remote client (http.client, email, ssl: ~20 ms of every run's
+    ``Run.get_context()``, most of a sweep trial's import time beyond mlws's own)."""
+    if not (isinstance(value, str) and "://" in value):
+        return False
+    from .remote.client import is_url as names_server
+
+    return names_server(value)
+
+
 def find_workspace_path(
     path: str | os.PathLike[str] | None = None,
 ) -> tuple[Path | str, bool]:
     """Return ``(workspace path or server URL, create_if_missing)`` following the discovery
     order (a URL is never created)."""
-    from .remote.client import is_url
-
     if path is not None:
         return (path, False) if is_url(path) else (Path(path), False)
     env = os.environ.get("MLWS_WORKSPACE")
@@ -166,8 +172,6 @@ class Workspace:
         ca_file: str | None = None,
         _checking: bool = False,
     ) -> None:
-        from .remote.client import is_url
-
         if is_url(path):
             self._open_remote(str(path), token, ca_file)
             return
@@ -277,8 +281,6 @@ class Workspace:
         :raises WorkspaceExists: a workspace is there already and ``exist_ok`` is false.
         :raises InvalidWorkspace: ``path`` is a file.
         """
-        from .remote.client import is_url
-
         if is_url(path):
             raise InvalidWorkspace(
                 f"{path} is a server's address: a workspace is created where it is served"
@@ -313,6 +315,8 @@ class Workspace:
                 )
         finally:
             catalog.close()
+        import uuid  # here: its import (platform...) is no cost of every run's get_context
+
         info = {
             "id": str(uuid.uuid4()),
             "name": name or p.name,
@@ -342,8 +346,6 @@ class Workspace:
         ``path`` may be a workspace folder, a ``config.json`` file or a folder to search for one,
         as in Azure ML v1. With no path, the default workspace is created on first use.
         """
-        from .remote.client import is_url
-
         if is_url(path):
             return cls(str(path))
         if path is not None:

@@ -389,6 +389,7 @@ RECORDS = """
 with open(f"note_{rank}.txt", "w") as f:
     f.write(f"from rank {rank}")
 run.tag(f"rank_{rank}", "here")
+run.log("at_step", rank, step=10 + rank)  # a step the rank passes itself is kept
 run.upload_file(f"uploads/rank_{rank}.txt", f"note_{rank}.txt")
 if rank == world - 1:
     child = run.child_run(name=f"child_of_rank_{rank}")
@@ -452,6 +453,46 @@ def two_hosts(ws, tmp_path, ssh_servers):  # noqa: ANN001, ANN201
     kill_run_processes(ws)
 
 
+def test_a_multi_host_runs_metrics_keep_a_step_a_rank_passed(ws, monkeypatch):
+    """A node numbers the steps it gives from NODE_AUTO_STEP; at home those are numbered
+    again and a step the rank passed itself (step=) is kept."""
+    from types import SimpleNamespace
+
+    from mlws import Experiment, metrics
+    from mlws.compute.sshnodes import metrics_home
+
+    node = Experiment(ws, "node").start_logging()
+    monkeypatch.setattr(metrics, "AUTO_STEP_FROM", metrics.NODE_AUTO_STEP)
+    node.log("loss", 0.5)
+    node.log("loss", 0.4, step=7)
+    node.log("loss", 0.3)
+    node.flush()
+    monkeypatch.setattr(metrics, "AUTO_STEP_FROM", 0)
+    on_node = ws.catalog.query(
+        "SELECT step, value, time FROM metrics WHERE run_seq = ? ORDER BY time", (node.seq,)
+    )
+    base = metrics.NODE_AUTO_STEP
+    assert [r[0] for r in on_node] == [base, 7, base + 1]
+    home = Experiment(ws, "home").start_logging()
+    home.log("loss", 1.0)  # rank 0's first value, step 0
+    home.flush()
+    row = lambda r: {"name": "loss", "kind": "scalar", "value": r[1], "step": r[0], "time": r[2]}  # noqa: E731
+    changes = [
+        {"table": "metrics", "op": "insert", "run_id": home.id, "row": row(r)} for r in on_node
+    ]
+    sup = SimpleNamespace(ws=ws, run_id=home.id, row={"seq": home.seq})
+    assert metrics_home(sup, changes + [{"table": "run_tags", "run_id": home.id}]) == [
+        {"table": "run_tags", "run_id": home.id}
+    ]
+    got = ws.catalog.query(
+        "SELECT step, value FROM metrics WHERE run_seq = ? ORDER BY step", (home.seq,)
+    )
+    # As on one machine: a value without a step after step 7 comes at 8.
+    assert sorted(tuple(r) for r in got) == [(0, 1.0), (1, 0.5), (7, 0.4), (8, 0.3)]
+    home.complete()
+    node.complete()
+
+
 @pytest.mark.timeout(120)
 def test_two_ranks_on_two_ssh_hosts_meet_at_the_first(ws, tmp_path, two_hosts):
     config = PyTorchConfiguration(process_count=4, node_count=2)
@@ -468,6 +509,11 @@ def test_two_ranks_on_two_ssh_hosts_meet_at_the_first(ws, tmp_path, two_hosts):
         "SELECT step FROM metrics WHERE run_seq = ? AND name = 'rank' ORDER BY step", (run.seq,)
     )]  # fmt: skip
     assert steps == [0, 1, 2, 3]
+    at = ws.catalog.query(
+        "SELECT step, value FROM metrics WHERE run_seq = ? AND name = 'at_step' ORDER BY step",
+        (run.seq,),
+    )
+    assert [tuple(r) for r in at] == [(10 + r, r) for r in range(4)]
     # ... tags, uploaded files and child runs of the second host's ranks too.
     assert {f"rank_{r}" for r in range(4)} <= set(run.get_tags())
     names = set(run.get_file_names())

@@ -133,6 +133,24 @@ def test_bayesian_proposes_within_the_space_and_learns_from_results():
     assert s._study.best_value >= 0.5
 
 
+def test_bayesian_never_runs_a_point_twice_and_ends_when_the_space_is_used_up():
+    """TPE proposes repeats in a small finite space (8 asks gave 3 distinct points here); v1 runs a point
+    once: a repeat is asked again, the last free points are listed, then the sweep ends."""
+    pytest.importorskip("optuna")
+    js = BayesianParameterSampling({"k": choice(1, 2, 3), "q": quniform(0, 1, 0.5)}).to_json()
+    s = Sampler(js, seed=1, maximize=True)
+    got = []
+    for i in range(9):
+        p = s.suggest(i)
+        if p is None:
+            break
+        got.append((p["k"], p["q"]))
+        if i % 2:  # some trials still open when the next is asked
+            s.observe(i, p["k"] + p["q"])
+    assert len(got) == 9 == len(set(got))  # 3 x {0, 0.5, 1}: every point once
+    assert s.suggest(9) is None
+
+
 def test_bayesian_without_optuna_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)
     with pytest.raises(SweepConfigError, match=r"mlws\[sweeps\]"):
@@ -239,8 +257,10 @@ def _has_optuna() -> bool:
 
 
 # -- real sweeps ----------------------------------------------------------------------------------
-def _max_in_flight(children) -> int:
-    spans = [(c._row["created"], c._row["end_time"]) for c in children]
+def _max_in_flight(children, since: str = "start_time") -> int:
+    """How many trials ran at once at most (from Running to their end; ``since="created"``:
+    were open at once, the one submitted ahead of its turn included)."""
+    spans = [(c._row[since], c._row["end_time"]) for c in children if c._row[since]]
     return max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
 
 
@@ -266,6 +286,16 @@ def test_acceptance_sweep_cancels_poor_trials_and_finds_the_best(ws, tmp_path):
         assert len(children) == 20
         hps = run.get_hyperparameters()
         assert sorted(json.loads(v)["--x"] for v in hps.values()) == sorted(xs)
+        # The parent's tags as v1's service writes them: each trial's hyperparameters under
+        # _aml_system_<trial id> (what v1's get_hyperparameters reads), the configuration.
+        tags = run.get_tags()
+        assert {c.id: tags[f"_aml_system_{c.id}"] for c in children} == hps
+        assert json.loads(tags["_aml_system_generator_config"]) == cfg.to_dict()["sampling"]
+        assert json.loads(tags["primary_metric_config"]) == {"name": "accuracy", "goal": "maximize"}
+        assert json.loads(tags["_aml_system_policy_config"])["name"] == "Bandit"
+        assert tags["_aml_system_max_concurrent_jobs"] == "4" and tags["max_total_jobs"] == "20"
+        assert tags["_aml_system_all_jobs_generated"] == "true"
+        assert tags["cancellation_requested"] == "false"
         best = run.get_best_run_by_primary_metric()
         assert json.loads(best.get_properties()["hyperparameters"]) == {"--x": 1.0}
         assert best.get_status() == "Completed" and best.get_metrics()["accuracy"][-1] == 1.0
@@ -284,6 +314,8 @@ def test_acceptance_sweep_cancels_poor_trials_and_finds_the_best(ws, tmp_path):
             assert len(c.get_metrics()["accuracy"]) < 12
             assert "BanditPolicy" in c.get_properties()["azureml.earlyTermination"]
         assert _max_in_flight(children) <= 4
+        # ... while one more was submitted ahead, waiting to start the moment one ended.
+        assert _max_in_flight(children, "created") == 5
         ranked = run.get_children_sorted_by_primary_metric(top=3)
         assert [r["run_id"] for r in ranked][0] == best.id and len(ranked) == 3
         listed = invoke("-w", str(ws.path), "run", "list", "--parent", run.id, "--all")
@@ -377,7 +409,13 @@ def _waiting_sweep(ws, src, gate):
 
 
 def _both_running(run) -> bool:
-    return [c.get_status() for c in run.get_children()] == ["Running", "Running"]
+    # The third trial, submitted ahead, waits for a place of its sweep: it never starts.
+    return [c.get_status() for c in run.get_children()][:2] == ["Running", "Running"]
+
+
+def _never_started_beyond_two(run) -> None:
+    later = run.get_children()[2:]
+    assert len(later) <= 1 and all(c._row["start_time"] is None for c in later)
 
 
 def test_killed_controller_is_reconciled_and_a_canceled_sweep_cancels_its_trials(ws, tmp_path):
@@ -399,10 +437,38 @@ def test_killed_controller_is_reconciled_and_a_canceled_sweep_cancels_its_trials
         assert f"pid {pid}" in msg and "died" in msg
         for c in killed.get_children():
             assert wait_status(c, TERMINAL) == "Canceled"
-        assert len(killed.get_children()) == 2  # no trial started after the controller died
+        _never_started_beyond_two(killed)  # no trial started after the controller died
         assert wait_status(canceled, TERMINAL, timeout=30) == "Canceled"
         # The controller ends the sweep only once its trials have ended.
-        assert [c.get_status() for c in canceled.get_children()] == ["Canceled", "Canceled"]
+        assert {c.get_status() for c in canceled.get_children()} == {"Canceled"}
+        _never_started_beyond_two(canceled)
+    finally:
+        kill_run_processes(ws)
+
+
+def test_a_trial_whose_supervisor_died_unseen_fails_and_the_sweep_goes_on(ws, tmp_path):
+    """Nobody reads the dead trial: the controller itself finds its supervising process gone
+    (it never recorded an outcome), so the sweep ends instead of waiting for it for ever."""
+    src = make_source(tmp_path, TRIAL)
+    gate = tmp_path / "gate"
+    sweep = _waiting_sweep(ws, src, gate)
+    try:
+        rows = lambda: ws.catalog.query(  # noqa: E731 - raw rows: a read would reconcile them
+            "SELECT * FROM runs WHERE parent_id = ? ORDER BY seq", (sweep.id,)
+        )
+        wait_until(lambda: [r["status"] for r in rows()][:2] == ["Running"] * 2, 30, "2 trials")
+        first = rows()[0]
+        os.kill(first["supervisor_pid"], signal.SIGKILL)
+        gate.write_text("open")
+        assert wait_status(sweep, TERMINAL, timeout=30) == "Completed"
+        by_id = {c.id: c for c in sweep.get_children()}
+        assert by_id[first["id"]].get_status() == "Failed"
+        assert "died" in by_id[first["id"]].get_details()["error"]["error"]["message"]
+        assert sorted(c.get_status() for c in by_id.values()) == [
+            "Completed",
+            "Completed",
+            "Failed",
+        ]
     finally:
         kill_run_processes(ws)
 
@@ -425,7 +491,8 @@ def test_max_duration_cancels_the_open_trials_and_starts_no_more(ws, tmp_path):
     try:
         assert wait_status(sweep, TERMINAL, timeout=40) == "Completed"
         assert time.monotonic() - started >= 3.0
-        assert [c.get_status() for c in sweep.get_children()] == ["Canceled", "Canceled"]
+        assert {c.get_status() for c in sweep.get_children()} == {"Canceled"}
+        _never_started_beyond_two(sweep)
         log = sweep.get_diagnostics()["azureml-logs/hyperdrive.txt"]
         assert "max_duration_minutes reached" in log, log
     finally:

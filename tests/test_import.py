@@ -6,10 +6,8 @@ import sys
 HEAVY = ("joblib", "numpy", "pandas", "pyarrow", "starlette", "sqlite_utils", "dask", "yaml")
 
 
-def _loaded(code: str) -> list[str]:
-    probe = (
-        f"{code}\nimport sys\nprint('LOADED:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
-    )
+def _loaded(code: str, modules: tuple[str, ...] = HEAVY) -> list[str]:
+    probe = f"{code}\nimport sys\nprint('LOADED:' + ','.join(m for m in {modules!r} if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
@@ -40,6 +38,10 @@ def test_opening_a_workspace_and_logging_is_light(tmp_path):
         "run = mlws.Experiment(ws, 'e').start_logging()\nrun.log('m', 1)\nrun.complete()"
     )
     assert _loaded(code_open_only) == []
+    # What every run's Run.get_context() pays (a sweep's trial, bench 13): a folder path never
+    # imports the remote client (http.client, email, ssl), nor secrets/hmac or uuid/platform.
+    light = ("mlws.remote.client", "http.client", "ssl", "secrets", "uuid", "platform")
+    assert _loaded(code_open_only, light) == []
 
 
 def test_python_dash_m_mlws_is_the_cli(tmp_path):

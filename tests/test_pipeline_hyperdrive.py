@@ -157,6 +157,14 @@ def test_a_sweep_step_after_prep_gives_the_best_trials_outputs_and_is_reused(
             "sweep": "HyperDriveStep",
             "compare": "PythonScriptStep",
         }
+        # The reused sweep step lists the trials it reused (v1 shows the original's), and
+        # ranks them as the original does.
+        reused = HyperDriveStepRun(again.find_step_run("sweep")[0])
+        assert [t.id for t in reused.get_children()] == [t.id for t in trials]
+        assert reused.get_hyperparameters() == hd.get_hyperparameters()
+        assert reused.get_best_run_by_primary_metric().id == best.id
+        assert reused.get_children_sorted_by_primary_metric(top=1)[0]["run_id"] == best.id
+        assert set(reused.get_metrics()) == {t.id for t in trials}
         changed = exp.submit(_pipeline(ws, tmp_path, [0.1, 0.9]))
         changed.wait_for_completion(show_output=False, timeout_seconds=120)
         kinds = {s._row["display_name"]: s.type for s in changed.get_steps()}

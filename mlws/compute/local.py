@@ -135,11 +135,29 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
         return sup.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
 
     sup.subreaper = become_subreaper()
+    # A sweep's trial waits first for an older sibling's end (the controller submits one trial
+    # ahead, so it starts the moment one ends), then for a slot of this machine.
+    if sup.waits_for_sibling():
+        # The working folder is made while the older trials run, not after one ends.
+        sup.prepare_workdir()
+    waited = wait_for_siblings(sup, keep_waiting)
     with slot(sup.ws, keep_waiting, may_start=sup.first_in_line) as index:
-        if index is None:
+        if not waited or index is None:
             set_status(sup.ws, sup.run_id, "Canceled")
             return
         run_script(sup)
+
+
+def wait_for_siblings(sup: RunSupervisor, keep_waiting: Callable[[], bool]) -> bool:
+    """Wait (``Queued``) while the run must let older siblings end first
+    (``sup.waits_for_sibling()``: its parent's ``childLimit``); False once ``keep_waiting()``
+    is false. Such a run is not in line for the slots meanwhile (``first_in_line``)."""
+    # One trial at most waits here (the controller's one ahead): it looks every few ms.
+    while sup.waits_for_sibling():
+        if not keep_waiting():
+            return False
+        time.sleep(FIRST_POLL_S)
+    return True
 
 
 def execute_here(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
@@ -192,7 +210,8 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
     if not set_status(ws, sup.run_id, "Preparing"):
         sup.cancel_if_requested()
         return
-    workdir = sup.prepare_workdir()
+    # Made already by a trial that waited for an older one (execute).
+    workdir = sup.workdir if sup.workdir is not None else sup.prepare_workdir()
     if d["environment"].get("managed"):
         from ..errors import EnvironmentBuildCanceled
 

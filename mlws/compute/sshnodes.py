@@ -20,8 +20,9 @@ Metrics of a multi-host run: each node's copy of the run numbers its metric step
 neither node's numbers can be kept. Every node's values of the run's own metrics are stored at
 home as they arrive, each at its metric's next step (:func:`metrics_home`), with the time the
 rank logged it: a rank's values keep their order, and the ranks' interleave as they came, as
-ranks on one machine do (and as v1 appends them). A step a rank passed itself (``step=``) is not
-kept on a multi-host run. A peer that fails (a rank there fails, its session is lost, its agent cannot run)
+ranks on one machine do (and as v1 appends them). A step a rank passed itself (``step=``) is
+kept: the nodes number the steps they give from ``metrics.NODE_AUTO_STEP``, so home tells the
+two apart. A peer that fails (a rank there fails, its session is lost, its agent cannot run)
 stops node 0's script and the run fails naming that node. When node 0's script completes, the
 run ends once the peers' ranks have ended too (as with torchrun); when it fails or is
 canceled, the peers are stopped.
@@ -54,7 +55,7 @@ def metrics_home(sup: RunSupervisor, changes: list[Any]) -> list[Any]:
     """Store the values of the run's own metrics among a node's catalog ``changes`` at home,
     each at its metric's next step (see the module docstring); returns the other changes (the
     run's ``metric_summary`` rows are dropped: storing the values keeps it)."""
-    from ..metrics import decode, write_batch
+    from ..metrics import NODE_AUTO_STEP, decode, write_batch
 
     rest, batch = [], []
     for c in changes:
@@ -73,7 +74,13 @@ def metrics_home(sup: RunSupervisor, changes: list[Any]) -> list[Any]:
         except (TypeError, ValueError):
             continue
         kind = str(row.get("kind") or "scalar")
-        batch.append((row["name"], kind, row.get("value"), row.get("data"), at, None))
+        # A step the rank passed itself is kept; the node's own numbering is not (see
+        # metrics.NODE_AUTO_STEP).
+        step = row.get("step")
+        mine_step = isinstance(step, int) and 0 <= step < NODE_AUTO_STEP
+        batch.append(
+            (row["name"], kind, row.get("value"), row.get("data"), at, step if mine_step else None)
+        )
     if batch:
         write_batch(sup.ws.catalog, int(sup.row["seq"]), batch)
     return rest
@@ -174,6 +181,15 @@ class Peers:
         self.started = time.monotonic()
         layout = spec["definition"]["distributed"]
         layout.update(masterAddr=primary.node.host, masterPort=port, nodeRanks=[0])
+        # Every node numbers the steps it gives far above any a script passes, so a rank's
+        # own step= is told apart at home (metrics_home) and kept.
+        from ..metrics import NODE_AUTO_STEP, STEP_BASE_ENV
+
+        d = spec["definition"] = dict(spec["definition"])  # the nodes', not the run's record
+        d["environmentVariables"] = {
+            **(d.get("environmentVariables") or {}),
+            STEP_BASE_ENV: str(NODE_AUTO_STEP),
+        }
         for k, node in enumerate(self.nodes, start=1):
             mine = copy.deepcopy(spec)
             mine["definition"]["distributed"]["nodeRanks"] = [k]

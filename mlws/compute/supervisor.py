@@ -86,6 +86,8 @@ class RunSupervisor:
         self.subreaper = False
         #: A sweep for the script's leftovers by their marker is due once the run has ended.
         self.sweep_due = False
+        #: Parents' ``childLimit`` by id (:meth:`sibling_limit`).
+        self._limits: dict[str, int] = {}
         if not claim:
             return
         me = os.getpid()
@@ -270,19 +272,56 @@ class RunSupervisor:
             set_status(self.ws, self.run_id, "Canceled")
 
     def first_in_line(self) -> bool:
-        """No older run of this workspace is queued for this machine's local slots."""
+        """No older run of this workspace is queued for this machine's local slots (a run
+        waiting for a sibling's end, :meth:`waits_for_sibling`, is not in line for them)."""
         import socket
 
         from ..processes import owned_process
 
         older = self.ws.catalog.query(
-            "SELECT supervisor_pid, supervisor_start FROM runs WHERE status = 'Queued'"
-            " AND target = ? AND host = ? AND seq < ?",
+            "SELECT supervisor_pid, supervisor_start, parent_id, seq FROM runs"
+            " WHERE status = 'Queued' AND target = ? AND host = ? AND seq < ?",
             (self.row["target"], socket.gethostname(), self.row["seq"]),
         )
         # Only this folder's waiters: a copy of the workspace carries the original's queued
         # rows, whose (live) supervisors wait for the original's slots, not ours.
-        return not any(owned_process(self.ws, r[0], r[1]) for r in older)
+        return not any(
+            owned_process(self.ws, r[0], r[1]) and not self.waits_for_sibling(r[2], r[3])
+            for r in older
+        )
+
+    def sibling_limit(self, parent_id: str | None) -> int:
+        """How many children of ``parent_id`` may be under way at once: its definition's
+        ``childLimit`` (a sweep's ``max_concurrent_runs``); 0 for no limit."""
+        if not parent_id:
+            return 0
+        if parent_id not in self._limits:
+            text = self.ws.catalog.scalar("SELECT definition FROM runs WHERE id = ?", (parent_id,))
+            try:
+                self._limits[parent_id] = int(json.loads(text or "{}").get("childLimit") or 0)
+            except (TypeError, ValueError, AttributeError):
+                self._limits[parent_id] = 0
+        return self._limits[parent_id]
+
+    def waits_for_sibling(self, parent_id: str | None = None, seq: int | None = None) -> bool:
+        """Whether this run (the child ``seq`` of ``parent_id``) must wait for an older sibling
+        to end: the parent's :meth:`sibling_limit` older children are still open. Only the
+        oldest open children may go on, so no more than the limit run at once, in submission
+        order, and none waits for a younger one (a sweep's controller submits a trial ahead,
+        which starts the moment a sibling ends)."""
+        from ..lifecycle import TERMINAL
+
+        if seq is None:
+            parent_id, seq = self.row["parent_id"], self.row["seq"]
+        limit = self.sibling_limit(parent_id)
+        if not limit:
+            return False
+        older_open = self.ws.catalog.scalar(
+            "SELECT COUNT(*) FROM runs WHERE parent_id = ? AND seq < ?"
+            f" AND status NOT IN ({','.join('?' * len(TERMINAL))})",
+            (parent_id, seq, *TERMINAL),
+        )
+        return int(older_open or 0) >= limit
 
     def kill_script(self, sig: int) -> None:
         """Send ``sig`` to the process group of :attr:`proc` (the script, or the ``ssh`` session

@@ -326,6 +326,9 @@ def start_sweep(
 
     ws = experiment.workspace
     sweep = definition["hyperdrive"]
+    # How many trials may run at once, read by each trial's supervisor (``compute.local``): the
+    # controller submits one trial ahead, which waits for a sibling's end, not for the controller.
+    definition["childLimit"] = int(sweep["maxConcurrentRuns"])
     insert_run(
         ws,
         experiment.name,

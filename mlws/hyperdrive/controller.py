@@ -45,6 +45,15 @@ LOG_FILE = "azureml-logs/hyperdrive.txt"
 BEST_CHILD = "best_child_by_primary_metric"
 #: The input name of a resumed trial's checkpoint folder (``$AZUREML_DATAREFERENCE_<name>``), v1's.
 RESUME_INPUT = "MODEL_LOCATION"
+#: The prefix of the tags v1's service writes on a sweep's parent: its configuration
+#: (``_aml_system_generator_config``...) and each trial's hyperparameters
+#: (``_aml_system_<trial id>``, a JSON object).
+SYSTEM_TAG = "_aml_system_"
+#: How often the controller checks that its open trials' supervising processes live.
+RECONCILE_S = 2.0
+#: Trials submitted beyond ``max_concurrent_runs`` on a ``local`` target: each waits until
+#: fewer than ``max_concurrent_runs`` older trials are open.
+QUEUE_AHEAD = 1
 
 
 def outputs_manifest(ws: Workspace, run_seq: int, folder: str = "outputs") -> str:
@@ -176,6 +185,8 @@ class SweepController(controllers.Controller):
         definition = self.run.get_details()["runDefinition"]
         self.sweep = definition["hyperdrive"]
         self.run_config = definition["runConfig"]
+        #: Set by sweeps whose trials wait for older ones (``compute.local.wait_for_siblings``).
+        self.childlimit = int(definition.get("childLimit") or 0)
         self.source_directory = definition["sourceDirectory"]
         self.snapshot: dict[str, Any] | None = definition.get("snapshot")
         #: A pipeline's HyperDriveStep: the trials' arguments and data, the step's outputs.
@@ -191,6 +202,8 @@ class SweepController(controllers.Controller):
         #: Trials of earlier sweeps to run again first (``resume_child_runs``), oldest first.
         self.to_resume: list[str] = list(self.sweep.get("resumeChildRuns") or ())
         self.index_of: dict[str, int] = {}
+        #: When the open trials were last reconciled (:meth:`trials`).
+        self.reconciled = 0.0
         self.ended: set[str] = set()
         self.judged: set[str] = set()
         #: The primary metric values of the trials that have ended, by trial id.
@@ -269,12 +282,29 @@ class SweepController(controllers.Controller):
             },
         )
         self.index_of[trial.id] = index
+        # v1's service records every trial's hyperparameters on the parent too, as a tag
+        # named after the trial: what v1's get_hyperparameters() reads.
+        self.run.set_tags({f"{SYSTEM_TAG}{trial.id}": json.dumps(params)})
         how = f" (resumes {resume_from})" if resume_from else ""
         self.say(f"trial {index} {trial.id}: {json.dumps(params)}{how}")
         return trial.id
 
     def trials(self) -> list[Any]:
-        """The sweep's trial rows (id, seq, status, error), oldest first."""
+        """The sweep's trial rows (id, seq, status, error), oldest first. Open trials are
+        reconciled with their processes every :data:`RECONCILE_S`: a trial whose supervising
+        process died unseen (it never recorded an outcome) ends ``Failed`` saying so, instead
+        of holding the sweep open for ever."""
+        now = time.monotonic()
+        if now - self.reconciled >= RECONCILE_S:
+            from ..lifecycle import reconcile
+
+            self.reconciled = now
+            marks = ",".join("?" * len(TERMINAL))
+            for row in self.ws.catalog.query(
+                f"SELECT * FROM runs WHERE parent_id = ? AND status NOT IN ({marks})",
+                (self.run_id, *TERMINAL),
+            ):
+                reconcile(self.ws, row)
         return self.children()
 
     def record_best(self, trial_id: str, value: float | None, final: bool = False) -> None:
@@ -301,11 +331,37 @@ class SweepController(controllers.Controller):
         )
         self.run.flush()
 
+    def config_tags(self, **extra: Any) -> None:
+        """Tag the parent with the sweep's configuration as v1's service does (each key twice:
+        with the ``_aml_system_`` prefix and without), plus ``extra`` (e.g.
+        ``all_jobs_generated``)."""
+        sw = self.sweep
+        values = {
+            "generator_config": json.dumps(sw["sampling"]),
+            "primary_metric_config": json.dumps(
+                {"name": self.metric, "goal": sw["primaryMetricGoal"].lower()}
+            ),
+            "policy_config": json.dumps(sw["policy"]),
+            "max_total_jobs": str(sw["maxTotalRuns"]),
+            "max_concurrent_jobs": str(sw["maxConcurrentRuns"]),
+            "max_duration_minutes": str(sw["maxDurationMinutes"]),
+            "resume_child_runs": json.dumps(sw.get("resumeChildRuns") or None),
+            "all_jobs_generated": "false",
+            "cancellation_requested": "false",
+        }
+        values.update(
+            {k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in extra.items()}
+        )
+        self.run.set_tags({**values, **{SYSTEM_TAG + k: v for k, v in values.items()}})
+
     def drive(self) -> tuple[str, dict[str, Any] | None]:
         """Run the sweep; returns the parent's final status and error. The best trial is
         recorded as final (``BEST_CHILD``) before the outcome, so whoever sees the sweep ended
         sees it."""
+        self.config_tags()
         status, error = self.drive_trials()
+        self.config_tags(all_jobs_generated=True, cancellation_requested=status == "Canceled")
+
         self.record_best("", None, final=True)
         if self.step is not None and status == "Completed":
             from ..pipelines.hyperdrive_step import publish_step_outputs
@@ -320,6 +376,10 @@ class SweepController(controllers.Controller):
         sw = self.sweep
         max_total, max_conc = int(sw["maxTotalRuns"]), int(sw["maxConcurrentRuns"])
         deadline = time.monotonic() + float(sw["maxDurationMinutes"]) * 60
+        # Trials open at once: max_concurrent_runs, plus one ahead on a local target, which
+        # waits there for an older trial's end (compute.local.wait_for_siblings) and so starts
+        # within milliseconds of it, not after this loop has seen it, sampled and submitted.
+        open_limit = max_conc + self.queue_ahead()
         launched, exhausted, stopping = 0, False, False
         while True:
             status = self.ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (self.run_id,))
@@ -354,7 +414,9 @@ class SweepController(controllers.Controller):
                 stopping = True
                 self.say("max_duration_minutes reached: canceling the open trials")
                 cancel_trials(self.ws, self.run_id)
-            while not (stopping or exhausted) and launched < max_total and len(open_ids) < max_conc:
+            while (
+                not (stopping or exhausted) and launched < max_total and len(open_ids) < open_limit
+            ):
                 if self.to_resume:
                     earlier = self.to_resume.pop(0)
                     open_ids.add(self.submit_trial(launched, {}, resume_from=earlier))
@@ -369,6 +431,21 @@ class SweepController(controllers.Controller):
             if not open_ids and (stopping or exhausted or launched >= max_total):
                 return self.outcome(rows)
             self.wait_for_change()
+
+    def queue_ahead(self) -> int:
+        """How many trials to submit beyond ``maxConcurrentRuns``: :data:`QUEUE_AHEAD` when
+        they run on a ``local`` target and wait there for older trials to end (a sweep
+        recorded with its ``childLimit``: ``RunSupervisor.waits_for_sibling``), else none."""
+        from ..compute import target_config
+        from ..errors import MlwsError
+
+        if not self.childlimit:
+            return 0
+        try:
+            kind, _ = target_config(self.ws, self.run_config.get("target") or "local")
+        except MlwsError:
+            return 0  # the trials fail on it and say why
+        return QUEUE_AHEAD if kind == "local" else 0
 
     def never_logged(self, row: Any) -> dict[str, Any]:
         """The error of a sweep whose trial completed without logging the primary metric."""

@@ -50,8 +50,42 @@ class HyperDriveRun(Run):
         trials = {c.seq: c.id for c in self.get_children()}
         return read_metrics(self.workspace.catalog, trials, name) if trials else {}
 
+    def _reused_sweep(self) -> HyperDriveRun | None:
+        """The sweep a reused ``HyperDriveStep``'s run stands for (its trials are that sweep's
+        children), or None for a sweep that ran."""
+        from ..lifecycle import REUSED_STEP_RUN
+
+        if self._row["type"] != REUSED_STEP_RUN:  # a sweep that ran: no property to read
+            return None
+        original = self.get_properties().get("azureml.reusedrunid")
+        if not original:
+            return None
+        run = self.workspace.get_run(original)
+        return run if isinstance(run, HyperDriveRun) else None
+
+    def get_children(
+        self,
+        recursive: bool = False,
+        tags: Any = None,
+        properties: Any = None,
+        type: str | None = None,
+        status: str | None = None,
+        _rehydrate_runs: bool = True,
+    ) -> list[Run]:
+        """The sweep's trials (all descendants with ``recursive``), oldest first, filtered as
+        ``Run.get_children``. A reused ``HyperDriveStep``'s run lists the trials of the sweep
+        it reused (it ran none of its own), so its ranking and best trial are that sweep's."""
+        original = self._reused_sweep()
+        if original is not None:
+            return original.get_children(recursive, tags, properties, type, status)
+        return super().get_children(recursive, tags, properties, type, status, _rehydrate_runs)
+
     def get_hyperparameters(self) -> dict[str, str]:
-        """``{trial run id: hyperparameters as a JSON string}``, as v1."""
+        """``{trial run id: hyperparameters as a JSON string}``, as v1 (a reused
+        ``HyperDriveStep``'s run: those of the sweep it reused)."""
+        original = self._reused_sweep()
+        if original is not None:
+            return original.get_hyperparameters()
         if self.workspace.remote is not None:  # each trial's property, through the server
             found = ((c.id, c.get_properties().get("hyperparameters")) for c in self.get_children())
             return {rid: v for rid, v in found if v is not None}

@@ -320,6 +320,10 @@ REDRAWS = 200
 #: The largest finite space :func:`finite_points` lists (beyond, a repeat after ``REDRAWS``
 #: draws means the space is as good as used up).
 MAX_LISTED = 100_000
+#: Bayesian: how many repeated points in a row TPE may propose before the points of a finite
+#: space not run yet are listed (each ask costs milliseconds; a repeat told back as such makes
+#: TPE move away from it, so a few asks are enough unless the space is nearly used up).
+BAYES_REASKS = 20
 
 
 def finite_points(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -370,6 +374,10 @@ class Sampler:
         self._asked: dict[int, Any] = {}
         self.prior = [(p, v) for p, v in prior or () if set(p) == set(self.space)]
         self._done = {point_key(p) for p, _ in self.prior}
+        #: Bayesian: the primary metric value of each point run so far, by :func:`point_key`.
+        self._values: dict[str, float] = {
+            point_key(p): v for p, v in self.prior if v is not None and math.isfinite(v)
+        }
         if self.name == "BayesianOptimization":
             optuna = require_optuna()
             optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -437,9 +445,37 @@ class Sampler:
                 dists[n] = FloatDistribution(float(args[0]), float(args[1]))
         return dists
 
-    def _ask(self, index: int) -> dict[str, Any]:
-        trial = self._study.ask(self._distributions())
-        self._asked[index] = trial
+    def _ask(self, index: int) -> dict[str, Any] | None:
+        """TPE's next point, never one proposed (or run by a resumed sweep) before: v1 runs a
+        point once. A repeat is told back to the study -- with its value when that point has
+        one, else as failed -- and TPE asked again; after :data:`BAYES_REASKS` repeats the
+        points of a finite space not run yet are listed and one of them enqueued (none left:
+        None, the sweep ends)."""
+        import optuna
+
+        dists = self._distributions()
+        for _ in range(BAYES_REASKS):
+            trial = self._study.ask(dists)
+            point = self._point(trial)
+            if self._take(point):
+                self._asked[index] = trial
+                return point
+            value = self._values.get(point_key(point))
+            if value is None:
+                self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                self._study.tell(trial, value)
+        left = [p for p in finite_points(self.space) if point_key(p) not in self._done]
+        if not left:
+            return None
+        point = self.rng.choice(left)
+        self._study.enqueue_trial(point)
+        self._asked[index] = self._study.ask(dists)
+        self._take(point)
+        return point
+
+    def _point(self, trial: Any) -> dict[str, Any]:
+        """The hyperparameters of an asked Optuna trial (``quniform`` values quantized)."""
         out = {}
         for n, (kind, args) in self.space.items():
             v = trial.params[n]
@@ -456,6 +492,7 @@ class Sampler:
         if value is None or not math.isfinite(value):
             self._study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
+            self._values[point_key(self._point(trial))] = value
             self._study.tell(trial, value)
 
 
