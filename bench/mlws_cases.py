@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-# The mlws of the checkout this file is in (a worktree's, not whichever one is installed): run.py
-# clears PYTHONPATH, and sys.path[0] is bench/.
+# The mlws of the checkout this file is in (a worktree's, not whichever one is installed); run.py
+# also sets PYTHONPATH to it, for the processes a case starts.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import (  # noqa: E402

@@ -140,6 +140,9 @@ class Runner:
         if side == "mlws":
             # Any workspace discovery lands here, never in the real home.
             env["MLWS_WORKSPACE"] = str(self.work / "mlws" / "default-ws")
+            # This checkout's mlws, not the venv's editable install, which may be another
+            # checkout's (a worktree's bench timed main's code); runs inherit it.
+            env["PYTHONPATH"] = str(BENCH.parent)
             # The editable install has no compiled .pyc; let Python write them under .work, as a
             # normal install would have them (the timed start-ups follow a warm-up run).
             env["PYTHONPYCACHEPREFIX"] = str(self.work / "pycache")
