@@ -74,6 +74,19 @@ def use(ws) -> None:  # noqa: ANN001 - a Workspace
     mlflow.set_tracking_uri(ws.get_mlflow_tracking_uri())
 
 
+def test_the_plugin_imported_before_mlflow_still_registers_its_schemes() -> None:
+    # A program (or mlws serve) that imports a module of mlws.mlflow first: MLflow, imported by
+    # it, loads the plugin's entry points while that module is half-imported.
+    code = (
+        "import mlws.mlflow.store\n"
+        "from mlflow.tracking._tracking_service.utils import _tracking_store_registry as r\n"
+        "print(sorted(r._registry))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "'mlws'" in out.stdout and "Failure attempting" not in out.stderr, out.stderr
+
+
 def test_the_tracking_uri_names_the_workspace_and_opens_its_store(ws) -> None:
     from mlws.mlflow.store import MlwsTrackingStore
     from mlws.v1.workspace import V1Workspace

@@ -14,3 +14,9 @@ without MLflow pays nothing for it.
 - :mod:`mlws.mlflow.artifacts`: ``MlwsArtifactRepository`` (a run's files);
 - :mod:`mlws.mlflow.registry`: ``MlwsModelRegistryStore`` (mlws model versions).
 """
+
+# MLflow first, whichever module of this package is imported first: importing MLflow loads the
+# plugins its entry points name, this package's among them, and a module of it half-way through
+# importing MLflow itself would be found partial there ("Failure attempting to register store
+# for scheme mlws"), leaving the mlws: scheme unregistered in that process.
+import mlflow  # noqa: E402, F401
