@@ -12,37 +12,52 @@ import textwrap
 from pathlib import Path
 
 from helpers import kill_run_processes, write
-from sshd import attach_ssh_target
+from sshd import attach_ssh_target, reconfigured
 
 import mlws
 from mlws import Dataset, Experiment
 from mlws.pipelines import ParallelRunConfig, ParallelRunStep, Pipeline, PipelineData
 
 SCORE = """
-import os
+import os, time
+from azureml.core import Run
 from azureml_user.parallel_run import EntryScript
 
 def init():
     global log
     log = EntryScript().logger
     log.info("init over ssh: %s", bool(os.environ.get("SSH_CONNECTION")))
+    run = Run.get_context()  # the step run, as on local: what it records comes home
+    run.log("inits", 1)
+    run.tag("seen_on_host", "yes")
+    with open("note.txt", "w") as f:
+        f.write("from a host")
+    run.upload_file("host/note.txt", "note.txt")
 
 def run(mini_batch):
     if isinstance(mini_batch, list):  # files: their first line each
+        if any(p.endswith("slow.txt") for p in mini_batch):
+            time.sleep(4)  # longer than the idle cut of the test's sshd, sending nothing
         return [open(p).read().splitlines()[0] + " " + os.path.basename(p) for p in mini_batch]
     if 777 in set(mini_batch.id):
         raise RuntimeError("a bad row")
+    Run.get_context().log("rows", len(mini_batch))
     return [f"{r.id} {r.x + 7}" for r in mini_batch.itertuples()]
 """
 
 
-def _host_python(tmp_path: Path) -> str:
+def _host_python(tmp_path: Path, without: str = "") -> str:
     """The hosts' Python: this one (it has pandas: a Tabular mini-batch is a DataFrame there),
-    with this checkout's mlws installed, as a host of this mlws version would have."""
+    with this checkout's mlws installed, as a host of this mlws version would have;
+    ``without``: a module it cannot import."""
     here = Path(mlws.__file__).resolve().parent.parent
+    path = str(here)
+    if without:  # a package of that name whose import fails, ahead of the real one
+        write(tmp_path / "hide" / without / "__init__.py", f"raise ImportError({without!r})\n")
+        path = f"{tmp_path / 'hide'}:{here}"
     wrapper = write(
         tmp_path / "host-python",
-        f'#!/bin/sh\nPYTHONPATH="$PYTHONPATH:{here}" exec {sys.executable} "$@"\n',
+        f'#!/bin/sh\nPYTHONPATH="{path}:$PYTHONPATH" exec {sys.executable} "$@"\n',
     )
     wrapper.chmod(0o755)
     return str(wrapper)
@@ -108,6 +123,11 @@ def test_workers_on_two_ssh_hosts_score_a_table_and_files(ws, tmp_path, ssh_serv
             log = r._read_file_text(f"logs/user/entry_script_log/{node}/process{node:03d}.log.txt")
             assert "init over ssh: True" in log
         assert any(n.startswith("logs/user/error/") for n in names)
+        # Run.get_context() on the hosts was the step run: its records came home to it.
+        metrics = r.get_metrics()
+        assert metrics["inits"] == [1, 1] and sorted(metrics["rows"]) == [100] * 19
+        assert r.get_tags()["seen_on_host"] == "yes"
+        assert r._read_file_text("host/note.txt") == "from a host"
         e = got["each"]
         text = e._read_file_text("outputs/each_out/parallel_run_step.txt").splitlines()
         assert [t.split()[0] for t in text] == [f"file-{i}" for i in range(5)]
@@ -126,3 +146,50 @@ def test_more_nodes_than_hosts_fails_in_one_line(ws, tmp_path, ssh_servers):
     assert run.get_status() == "Failed"
     msg = run.get_details()["error"]["error"]["message"]
     assert "node_count=2 but the ssh target 'hosts' has 1 host(s)" in msg
+
+
+def test_a_host_without_pandas_fails_the_step_before_any_mini_batch(ws, tmp_path, ssh_servers):
+    python = _host_python(tmp_path, without="pandas")
+    attach_ssh_target(ws, "hosts", ssh_servers[:1], tmp_path, python_path=python)
+    src = write(tmp_path / "src" / "score.py", textwrap.dedent(SCORE)).parent
+    table = Dataset.Tabular.from_delimited_files(str(write(tmp_path / "t.csv", "id,x\n1,2\n")))
+    step = ParallelRunStep("rows", _cfg(src, node_count=1), inputs=[table.as_named_input("t")])
+    run = Experiment(ws, "prs-ssh").submit(Pipeline(ws, [step]))
+    run.wait_for_completion(show_output=False, timeout_seconds=120, raise_on_error=False)
+    assert run.get_status() == "Failed"
+    msg = run.get_details()["error"]["error"]["message"]
+    host = f"{ssh_servers[0].username}@127.0.0.1:{ssh_servers[0].port}"
+    assert f"ssh host {host}: {python} cannot import 'pandas'," in msg, msg
+    (r,) = run.get_steps()
+    assert "0 of 1 mini-batches succeeded" in r._read_file_text("logs/job_result.txt")
+    assert "inits" not in r.get_metrics()  # init() never ran
+
+
+def test_a_long_mini_batch_outlives_the_hosts_idle_cut(ws, tmp_path, ssh_servers):
+    # This sshd ends a session after ~3 s without traffic on it (ssh keepalives are not
+    # traffic on a session); the worker's heartbeats are.
+    with reconfigured(ssh_servers[1], "ChannelTimeout session:command=3"):
+        attach_ssh_target(
+            ws, "hosts", ssh_servers[1:], tmp_path, python_path=_host_python(tmp_path)
+        )
+        src = write(tmp_path / "src" / "score.py", textwrap.dedent(SCORE)).parent
+        write(tmp_path / "files" / "a.txt", "quick\n")
+        write(tmp_path / "files" / "slow.txt", "slow\n")
+        files = Dataset.File.from_files(str(tmp_path / "files"))
+        step = ParallelRunStep(
+            "each",
+            _cfg(src, node_count=1, mini_batch_size=1, run_max_try=1),
+            inputs=[files.as_named_input("f")],
+            output=PipelineData("each_out"),
+        )
+        try:
+            run = Experiment(ws, "prs-ssh").submit(Pipeline(ws, [step]))
+            run.wait_for_completion(show_output=False, timeout_seconds=120, raise_on_error=False)
+            (r,) = run.get_steps()
+            assert run.get_status() == "Completed", r._read_file_text("logs/job_result.txt")
+            out = r._read_file_text("outputs/each_out/parallel_run_step.txt").splitlines()
+            assert [t.split()[0] for t in out] == ["quick", "slow"]
+            report = r._read_file_text("logs/sys/job_report/processed_mini-batches.csv")
+            assert report.count(",Succeeded,") == 2 and ",1,Succeeded," in report
+        finally:
+            kill_run_processes(ws)

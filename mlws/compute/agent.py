@@ -98,44 +98,6 @@ class _Out:
                 pass  # the session is gone: stdin's end tells the agent, and the run's folder stays
 
 
-def _make_replica(run_dir: Path, spec: dict[str, Any]) -> Any:
-    from ..workspace import Workspace
-    from . import remote_catalog
-
-    ws = Workspace.create(run_dir / REPLICA, name=spec["workspaceName"], _remember_name=False)
-    me = os.getpid()
-    from ..processes import process_start_time
-
-    with ws.catalog.write() as conn:
-        exp = spec["experiment"]
-        conn.execute(
-            f"INSERT OR IGNORE INTO experiments ({', '.join(exp)}) VALUES ({','.join('?' * len(exp))})",
-            list(exp.values()),
-        )
-        rows = [*spec["ancestors"], spec["run"]]
-        for row in rows:
-            row = dict(row)
-            if row["id"] == spec["run"]["id"]:
-                row.update(
-                    status="Running",
-                    host=socket.gethostname(),
-                    supervisor_pid=me,
-                    supervisor_start=process_start_time(me),
-                    pid=None,
-                    pid_start=None,
-                    working_dir=str(run_dir),
-                )
-            conn.execute(
-                f"INSERT INTO runs ({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
-                list(row.values()),
-            )
-        for table in ("run_tags", "run_properties"):
-            for r in spec.get(table, []):
-                conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", r)
-        remote_catalog.install_capture(conn)
-    return ws
-
-
 def _serve_secrets(out: _Out, answers: dict[int, queue.Queue[dict[str, Any]]]) -> tuple[int, int]:
     """The script's way to the key vault at home: a pipe pair (its ends are returned, to pass to
     the script). Each request goes home as a ``secrets`` event and waits for its answer."""
@@ -356,7 +318,9 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) 
     os.chdir(run_dir)
     (run_dir / "logs").mkdir(exist_ok=True)
     (run_dir / "outputs").mkdir(exist_ok=True)
-    ws = _make_replica(run_dir, spec)
+    from .remote_catalog import make_replica
+
+    ws = make_replica(run_dir / REPLICA, spec, run_dir)
     d = spec["definition"]
     run_id = spec["run"]["id"]
 
