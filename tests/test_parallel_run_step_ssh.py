@@ -15,18 +15,21 @@ from helpers import kill_run_processes, write
 from sshd import attach_ssh_target, reconfigured
 
 import mlws
-from mlws import Dataset, Experiment
+from mlws import Dataset, Experiment, Model
 from mlws.pipelines import ParallelRunConfig, ParallelRunStep, Pipeline, PipelineData
 
 SCORE = """
-import os, time
-from azureml.core import Run
+import os, sys, time
+from azureml.core import Model, Run
 from azureml_user.parallel_run import EntryScript
 
 def init():
     global log
     log = EntryScript().logger
     log.info("init over ssh: %s", bool(os.environ.get("SSH_CONNECTION")))
+    if "--model" in sys.argv:  # as v1's iris sample finds its model
+        with open(Model.get_model_path(sys.argv[sys.argv.index("--model") + 1])) as f:
+            log.info("the model says %s", f.read())
     run = Run.get_context()  # the step run, as on local: what it records comes home
     run.log("inits", 1)
     run.tag("seen_on_host", "yes")
@@ -90,11 +93,14 @@ def test_workers_on_two_ssh_hosts_score_a_table_and_files(ws, tmp_path, ssh_serv
     files = Dataset.File.from_files(str(tmp_path / "files"))
     exp = Experiment(ws, "prs-ssh")
     try:
+        model = write(tmp_path / "m.txt", "hello from home")
+        Model.register(ws, str(model), "m")
         rows = ParallelRunStep(
             "rows",
             _cfg(src, mini_batch_size=100),
             inputs=[table.as_named_input("t")],
             output=PipelineData("rows_out"),
+            arguments=["--model", "m"],
         )
         each = ParallelRunStep(
             "each",
@@ -122,6 +128,7 @@ def test_workers_on_two_ssh_hosts_score_a_table_and_files(ws, tmp_path, ssh_serv
         for node in (0, 1):  # both hosts worked, over ssh, and their logs came home
             log = r._read_file_text(f"logs/user/entry_script_log/{node}/process{node:03d}.log.txt")
             assert "init over ssh: True" in log
+            assert "the model says hello from home" in log
         assert any(n.startswith("logs/user/error/") for n in names)
         # Run.get_context() on the hosts was the step run: its records came home to it.
         metrics = r.get_metrics()

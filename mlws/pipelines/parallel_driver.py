@@ -398,6 +398,9 @@ class Driver:
             return
         if kind == "host-error":  # a worker's host cannot take this step's mini-batches
             raise StepFailed(msg[1])
+        if kind == "model?":  # a worker on a host asks for a registered model
+            self.pool.send_model(w, msg[1], msg[2])
+            return
         if kind == "ready":
             w.ready = True
             if all(x.ready for x in self.workers):

@@ -190,6 +190,8 @@ class SshPool:
         self.ready: dict[int, tuple[str, str]] = {}  # node -> (folder there, PYTHONPATH)
         #: What the workers' remote catalogs changed that waits for its blobs (files, models).
         self.deferred: list[dict[str, Any]] = []
+        #: (node, model name, version) of the models copied to the hosts.
+        self.models_sent: set[tuple[int, str, int]] = set()
 
     def prepare(self) -> None:
         """Connect to each host, make mlws importable there, copy the step's folder."""
@@ -299,6 +301,35 @@ class SshPool:
         ]
         self.deferred += apply_changes(self.home, rest)
 
+    def send_model(self, w: Worker, name: str, version: int | None) -> None:
+        """Worker ``w`` asks for a registered model (``Model.get_model_path`` in its script):
+        put it under ``azureml-models/<name>/<version>`` of its folder on its host (once per
+        host), and answer ``("model", None)``, or ``("model", why not)``."""
+        import tempfile
+
+        from ..errors import MlwsError
+        from ..models import Model
+
+        d = self.driver
+        folder, _ = self.ready[w.node]
+        try:
+            model = Model(d.ws, str(name), version=version)
+            key = (w.node, model.name, model.version)
+            if key not in self.models_sent:
+                with tempfile.TemporaryDirectory(dir=d.logs.parent) as tmp:
+                    model.download(Path(tmp) / model.name / str(model.version))
+                    self.conns[w.node].rsync(
+                        f"{tmp}/",
+                        f":{folder}/azureml-models/",
+                        make_dest=f"{folder}/azureml-models",
+                    )
+                self.models_sent.add(key)
+                d.say(f"model {model.name}:{model.version} sent to node {w.node}")
+            answer = None
+        except MlwsError as e:
+            answer = str(e)
+        w.conn.send(("model", answer))
+
     def stop(self) -> None:
         """Tell every worker to end (it calls ``shutdown()``), take in what they recorded
         meanwhile, then end their sessions (:meth:`.Driver.stop_pool`)."""
@@ -384,6 +415,22 @@ class _HostLink(FramedPipe):
         self.folder = folder
         self.replica: Workspace | None = None
         self.change_id = 0
+        #: What the driver sent while this worker waited for an answer (mini-batches ahead).
+        self.pending: list[Any] = []
+
+    def fetch_model(self, name: str, version: int | None) -> None:
+        """Ask the driver for a registered model (:data:`mlws.modelpath.fetcher`): it is
+        under ``azureml-models/`` here when this returns. :raises ModelNotFound:"""
+        from ..errors import ModelNotFound
+
+        self.send(("model?", name, version))
+        while True:
+            msg = FramedPipe.recv(self)
+            if isinstance(msg, tuple) and msg[:1] == ("model",):
+                if msg[1]:
+                    raise ModelNotFound(msg[1])
+                return
+            self.pending.append(msg)
 
     def send(self, obj: Any) -> None:
         self.send_changes()
@@ -416,9 +463,13 @@ class _HostLink(FramedPipe):
         self.replica = make_replica(path, settings["context"], Path(self.folder))
         os.environ.update(settings["variables"])
         os.environ["MLWS_WORKSPACE"] = str(path)
+        from .. import modelpath
+
+        # The run's models are in the workspace at home, not in this remote catalog.
+        modelpath.fetcher = self.fetch_model
 
     def recv(self) -> Any:
-        msg = super().recv()
+        msg = self.pending.pop(0) if self.pending else super().recv()
         if msg is None or not isinstance(msg[1], list) or not msg[1]:
             return msg  # the end, a DataFrame, no files
         index, files = msg
