@@ -352,8 +352,8 @@ class SshPool:
         d.stop_pool()
 
     def finish(self) -> None:
-        """Copy each host's worker logs and written output home (and the blobs of files the
-        workers uploaded to the run); close the connections."""
+        """Copy each host's worker logs and written output home, with the blobs of files the
+        workers uploaded to the run; remove the step's folder there."""
         import tempfile
 
         d = self.driver
@@ -362,15 +362,16 @@ class SshPool:
                 folder, _ = self.ready.get(k, (None, None))
                 if folder is None:
                     continue
-                copies = [("logs/user", d.logs / "user"), ("outputs/prs", d.output_dir)]
-                if self.deferred:
-                    copies.append((REPLICAS, Path(tmp) / str(k)))
-                for there, here in copies:
-                    try:
-                        os.makedirs(here, exist_ok=True)
-                        conn.rsync(f":{folder}/{there}/", f"{here}/")
-                    except Exception as e:  # noqa: BLE001 - the step's outcome matters more
-                        d.say(f"node {k}: {there} not copied home: {e}")
+                got = Path(tmp) / str(k)
+                got.mkdir()
+                there = ["logs/user", "outputs/prs", *([REPLICAS] if self.deferred else [])]
+                try:
+                    # One rsync (a round trip each otherwise): into got/user, got/prs, ...
+                    conn.rsync(*(f":{folder}/{t}" for t in there), f"{got}/")
+                except Exception as e:  # noqa: BLE001 - the step's outcome matters more
+                    d.say(f"node {k}: not all of {', '.join(there)} came home: {e}")
+                _move_into(got / "user", d.logs / "user")
+                _move_into(got / "prs", Path(d.output_dir))
                 conn.run(f"rm -rf {shlex.quote(folder)}", timeout=60)
             if self.deferred:
                 self.files_home(Path(tmp))
@@ -381,14 +382,22 @@ class SshPool:
         from ..compute.remote_catalog import apply_files
 
         merged = tmp / "blobs"
-        for blobs in tmp.glob("*/*/blobs"):
-            for src in blobs.rglob("*"):
-                if src.is_file():
-                    dest = merged / src.relative_to(blobs)
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(src, dest)
+        for blobs in tmp.glob(f"*/{REPLICAS}/*/blobs"):
+            _move_into(blobs, merged)
         for warning in apply_files(self.home, self.deferred, merged) + self.home.warnings:
             self.driver.say(f"Warning: {warning}")
+
+
+def _move_into(src: Path, dest: Path) -> None:
+    """Move the files of folder ``src`` (plain files and folders: rsync brought nothing else
+    home) into folder ``dest``, replacing same-named ones."""
+    import shutil
+
+    for p in sorted(src.rglob("*")):
+        if p.is_file():
+            out = dest / p.relative_to(src)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(p, out)
 
 
 # -- on the host ---------------------------------------------------------------------------------
