@@ -155,48 +155,47 @@ def test_more_nodes_than_hosts_fails_in_one_line(ws, tmp_path, ssh_servers):
     assert "node_count=2 but the ssh target 'hosts' has 1 host(s)" in msg
 
 
-def test_a_host_without_pandas_fails_the_step_before_any_mini_batch(ws, tmp_path, ssh_servers):
-    python = _host_python(tmp_path, without="pandas")
-    attach_ssh_target(ws, "hosts", ssh_servers[:1], tmp_path, python_path=python)
+def test_a_host_without_pandas_fails_its_step_early_a_long_mini_batch_outlives_an_idle_cut(
+    ws, tmp_path, ssh_servers
+):
+    """Two steps of one pipeline (one submission, lean): the first's host lacks pandas, the
+    second's sshd ends a session after ~3 s without traffic on it (ssh keepalives are not
+    traffic on a session; the worker's heartbeats are) and a mini-batch works for 4 s."""
+    lacking = _host_python(tmp_path / "lacking", without="pandas")
+    attach_ssh_target(ws, "lacking", ssh_servers[:1], tmp_path / "lacking", python_path=lacking)
     src = write(tmp_path / "src" / "score.py", textwrap.dedent(SCORE)).parent
     table = Dataset.Tabular.from_delimited_files(str(write(tmp_path / "t.csv", "id,x\n1,2\n")))
-    step = ParallelRunStep("rows", _cfg(src, node_count=1), inputs=[table.as_named_input("t")])
-    run = Experiment(ws, "prs-ssh").submit(Pipeline(ws, [step]))
-    run.wait_for_completion(show_output=False, timeout_seconds=120, raise_on_error=False)
-    assert run.get_status() == "Failed"
-    msg = run.get_details()["error"]["error"]["message"]
-    host = f"{ssh_servers[0].username}@127.0.0.1:{ssh_servers[0].port}"
-    assert f"ssh host {host}: {python} cannot import 'pandas'," in msg, msg
-    (r,) = run.get_steps()
-    assert "0 of 1 mini-batches succeeded" in r._read_file_text("logs/job_result.txt")
-    assert "inits" not in r.get_metrics()  # init() never ran
-
-
-def test_a_long_mini_batch_outlives_the_hosts_idle_cut(ws, tmp_path, ssh_servers):
-    # This sshd ends a session after ~3 s without traffic on it (ssh keepalives are not
-    # traffic on a session); the worker's heartbeats are.
+    write(tmp_path / "files" / "a.txt", "quick\n")
+    write(tmp_path / "files" / "slow.txt", "slow\n")
+    files = Dataset.File.from_files(str(tmp_path / "files"))
     with reconfigured(ssh_servers[1], "ChannelTimeout session:command=3"):
-        attach_ssh_target(
-            ws, "hosts", ssh_servers[1:], tmp_path, python_path=_host_python(tmp_path)
+        attach_ssh_target(ws, "idle", ssh_servers[1:], tmp_path, python_path=_host_python(tmp_path))
+        rows = ParallelRunStep(
+            "rows",
+            _cfg(src, node_count=1, compute_target="lacking"),
+            inputs=[table.as_named_input("t")],
         )
-        src = write(tmp_path / "src" / "score.py", textwrap.dedent(SCORE)).parent
-        write(tmp_path / "files" / "a.txt", "quick\n")
-        write(tmp_path / "files" / "slow.txt", "slow\n")
-        files = Dataset.File.from_files(str(tmp_path / "files"))
-        step = ParallelRunStep(
+        each = ParallelRunStep(
             "each",
-            _cfg(src, node_count=1, mini_batch_size=1, run_max_try=1),
+            _cfg(src, node_count=1, mini_batch_size=1, run_max_try=1, compute_target="idle"),
             inputs=[files.as_named_input("f")],
             output=PipelineData("each_out"),
         )
         try:
-            run = Experiment(ws, "prs-ssh").submit(Pipeline(ws, [step]))
+            run = Experiment(ws, "prs-ssh").submit(
+                Pipeline(ws, [rows, each]), continue_on_step_failure=True
+            )
             run.wait_for_completion(show_output=False, timeout_seconds=120, raise_on_error=False)
-            (r,) = run.get_steps()
-            assert run.get_status() == "Completed", r._read_file_text("logs/job_result.txt")
-            out = r._read_file_text("outputs/each_out/parallel_run_step.txt").splitlines()
-            assert [t.split()[0] for t in out] == ["quick", "slow"]
-            report = r._read_file_text("logs/sys/job_report/processed_mini-batches.csv")
-            assert report.count(",Succeeded,") == 2 and ",1,Succeeded," in report
+            got = {s.display_name: s for s in run.get_steps()}
         finally:
             kill_run_processes(ws)
+    r, e = got["rows"], got["each"]
+    assert r.get_status() == "Failed"
+    msg = r.get_details()["error"]["error"]["message"]
+    host = f"{ssh_servers[0].username}@127.0.0.1:{ssh_servers[0].port}"
+    assert f"ssh host {host}: {lacking} cannot import 'pandas'," in msg, msg
+    assert "0 of 1 mini-batches succeeded" in r._read_file_text("logs/job_result.txt")
+    assert "inits" not in r.get_metrics()  # init() never ran
+    assert e.get_status() == "Completed", e._read_file_text("logs/job_result.txt")
+    out = e._read_file_text("outputs/each_out/parallel_run_step.txt").splitlines()
+    assert [t.split()[0] for t in out] == ["quick", "slow"]

@@ -22,7 +22,9 @@ catalog of the step run (:func:`mlws.compute.remote_catalog.make_replica`, as an
 agent does) and points ``Run.get_context()`` at it; what the script records there (metrics,
 tags, child runs, uploaded files) is sent home ahead of the worker's next message and applied
 to the step run (metric values each at their metric's next step, as several hosts' are).
-Arguments naming files of this machine mean nothing there.
+``Model.get_model_path(name)`` there asks the driver for the model (the remote catalog has
+none): it is copied to that host once, under the step folder's ``azureml-models/``, where v1's
+scoring scripts find it. Arguments naming files of this machine mean nothing there.
 
 Two things a host must not do to a worker:
 
@@ -372,7 +374,10 @@ class SshPool:
                     d.say(f"node {k}: not all of {', '.join(there)} came home: {e}")
                 _move_into(got / "user", d.logs / "user")
                 _move_into(got / "prs", Path(d.output_dir))
-                conn.run(f"rm -rf {shlex.quote(folder)}", timeout=60)
+            # Removed once everything came home: hosts may share the folder (an NFS home).
+            for k, conn in enumerate(self.conns):
+                if k in self.ready:
+                    conn.run(f"rm -rf {shlex.quote(self.ready[k][0])}", timeout=60)
             if self.deferred:
                 self.files_home(Path(tmp))
 
