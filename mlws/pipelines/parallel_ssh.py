@@ -315,6 +315,8 @@ class SshPool:
         d = self.driver
         folder, _ = self.ready[w.node]
         try:
+            # From a host: a checked name (Model's own check), a whole-number version.
+            version = None if version is None else int(version)
             model = Model(d.ws, str(name), version=version)
             key = (w.node, model.name, model.version)
             if key not in self.models_sent:
@@ -328,7 +330,7 @@ class SshPool:
                 self.models_sent.add(key)
                 d.say(f"model {model.name}:{model.version} sent to node {w.node}")
             answer = None
-        except MlwsError as e:
+        except (MlwsError, TypeError, ValueError) as e:
             answer = str(e)
         w.conn.send(("model", answer))
 
