@@ -199,3 +199,13 @@ def test_a_host_without_pandas_fails_its_step_early_a_long_mini_batch_outlives_a
     assert e.get_status() == "Completed", e._read_file_text("logs/job_result.txt")
     out = e._read_file_text("outputs/each_out/parallel_run_step.txt").splitlines()
     assert [t.split()[0] for t in out] == ["quick", "slow"]
+
+
+def test_what_a_host_needs_for_a_mini_batch():
+    import pandas as pd
+
+    from mlws.pipelines.parallel_ssh import needed_modules
+
+    frame = pd.DataFrame({"id": [1, 2], "name": ["a", "b"]})
+    assert {"pandas", "numpy"} <= set(needed_modules(frame.iloc[:1]))
+    assert needed_modules(["/data/a.txt", "/data/b.txt"]) == []  # files: nothing

@@ -65,8 +65,10 @@ REPLICAS = ".mlws-replica"
 #: docstring): well under any idle cut seen in practice (minutes), a few bytes a second.
 HEARTBEAT_S = 1.0
 _BEAT = pickle.dumps(("beat",), protocol=pickle.HIGHEST_PROTOCOL)
-#: Seconds the workers have to send what they recorded once told to stop.
-DRAIN_S = 30.0
+#: Seconds the workers have to send what they recorded (``shutdown()``'s too) and end once
+#: told to stop; then their sessions are killed (a worker still in a long ``run()`` of a
+#: failed step is not waited for).
+DRAIN_S = 10.0
 #: The run's variables a worker on a host gets from the driver (paths of this machine, such
 #: as ``AZUREML_DATAREFERENCE_*``, mean nothing there).
 _RUN_VARIABLES = (
