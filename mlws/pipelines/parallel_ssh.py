@@ -36,7 +36,7 @@ Two things a host must not do to a worker:
   ``ServerAliveInterval`` keeps the *connection* alive but is no traffic on a channel
   (measured: a session idle for 3 s is cut under ``ChannelTimeout session:command=3``
   whatever the keepalives); so a worker sends a heartbeat frame after
-  :data:`HEARTBEAT_S` seconds of silence, which the driver drops.
+  :data:`mlws.sshhost.SESSION_HEARTBEAT_S` seconds of silence, which the driver drops.
 """
 
 from __future__ import annotations
@@ -61,9 +61,6 @@ if TYPE_CHECKING:
 _HEADER = struct.Struct("!Q")
 #: Where a worker on a host keeps the step run's remote catalog (``<process>-<pid>``).
 REPLICAS = ".mlws-replica"
-#: Seconds of silence after which a worker on a host sends a heartbeat (see the module
-#: docstring): well under any idle cut seen in practice (minutes), a few bytes a second.
-HEARTBEAT_S = 1.0
 _BEAT = pickle.dumps(("beat",), protocol=pickle.HIGHEST_PROTOCOL)
 #: Seconds the workers have to send what they recorded (``shutdown()``'s too) and end once
 #: told to stop; then their sessions are killed (a worker still in a long ``run()`` of a
@@ -429,7 +426,9 @@ class _HostLink(FramedPipe):
     run's remote catalog recorded goes ahead of each message."""
 
     def __init__(self, read_fd: int, write_file: Any, folder: str) -> None:
-        super().__init__(read_fd, write_file, heartbeat=HEARTBEAT_S)
+        from ..sshhost import SESSION_HEARTBEAT_S
+
+        super().__init__(read_fd, write_file, heartbeat=SESSION_HEARTBEAT_S)
         self.folder = folder
         self.replica: Workspace | None = None
         self.change_id = 0
