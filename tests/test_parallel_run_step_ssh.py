@@ -16,7 +16,13 @@ from sshd import attach_ssh_target, reconfigured
 
 import mlws
 from mlws import Dataset, Experiment, Model
-from mlws.pipelines import ParallelRunConfig, ParallelRunStep, Pipeline, PipelineData
+from mlws.pipelines import (
+    ParallelRunConfig,
+    ParallelRunStep,
+    Pipeline,
+    PipelineData,
+    PythonScriptStep,
+)
 
 SCORE = """
 import os, sys, time
@@ -40,13 +46,15 @@ def init():
 def run(mini_batch):
     if isinstance(mini_batch, list):  # files: their first line each
         if any(p.endswith("slow.txt") for p in mini_batch):
-            time.sleep(5)  # longer than the idle cut of the test's sshd, sending nothing
+            time.sleep(7)  # longer than the idle cut of the test's sshd, sending nothing
         return [open(p).read().splitlines()[0] + " " + os.path.basename(p) for p in mini_batch]
     if 777 in set(mini_batch.id):
         raise RuntimeError("a bad row")
     Run.get_context().log("rows", len(mini_batch))
     return [f"{r.id} {r.x + 7}" for r in mini_batch.itertuples()]
 """
+
+QUIET = "import time\ntime.sleep(7)  # silent: no output, no metric\nprint('still here')\n"
 
 
 def _host_python(tmp_path: Path, without: str = "") -> str:
@@ -81,10 +89,11 @@ def _cfg(src: Path, **kw) -> ParallelRunConfig:  # noqa: ANN003
 
 
 def test_workers_on_two_ssh_hosts_score_a_table_and_files(ws, tmp_path, ssh_servers):
-    """One pipeline (lean: one submission) of three steps on ssh hosts whose sshd ends a
-    session after ~4 s without traffic on it (ssh keepalives are not traffic on a session; the
-    workers' heartbeats are): a table and files scored on both hosts, a mini-batch that works
-    for 5 s, and a step on a host whose Python lacks pandas."""
+    """One pipeline (lean: one submission) of four steps on ssh hosts whose sshd ends a
+    session after ~6 s without traffic on it (ssh keepalives are not traffic on a session; the
+    workers' and agents' heartbeats are): a table and files scored on both hosts, a mini-batch
+    that works for 7 s, a step on a host whose Python lacks pandas, and a plain script step
+    (an ssh run) silent for 7 s."""
     src = write(tmp_path / "src" / "score.py", textwrap.dedent(SCORE)).parent
     csv = tmp_path / "t.csv"
     with open(csv, "w") as f:
@@ -93,15 +102,16 @@ def test_workers_on_two_ssh_hosts_score_a_table_and_files(ws, tmp_path, ssh_serv
     table = Dataset.Tabular.from_delimited_files(str(csv))
     for i in range(5):
         write(tmp_path / "files" / f"f{i}.txt", f"file-{i}\nmore\n")
-    write(tmp_path / "files" / "slow.txt", "slow\n")  # run() sleeps 5 s on it
+    write(tmp_path / "files" / "slow.txt", "slow\n")  # run() sleeps 7 s on it
     files = Dataset.File.from_files(str(tmp_path / "files"))
     model = write(tmp_path / "m.txt", "hello from home")
     Model.register(ws, str(model), "m")
     lacking = _host_python(tmp_path / "lacking", without="pandas")
-    # 4: a session is cut after 3.1-3.9 s of silence here (3: 2.4-2.9 s). With 3, one run in
-    # eight failed on a loaded machine: likely a silent session of mlws's own (its check of
-    # the host's Python, ~1-2 s under load) cut too; the heartbeats are what is tested here.
-    cut = "ChannelTimeout session:command=4"
+    # 6: a session is cut after ~5-6 s of silence here (4: 3.1-3.9 s, 3: 2.4-2.9 s). With 3
+    # and 4, about one run in six failed a step on a loaded machine with cold bytecode: a
+    # silent moment of mlws's own sessions (a Python starting there, the check of the host's
+    # Python) cut too, we think; the heartbeats through a long silence are what is tested.
+    cut = "ChannelTimeout session:command=6"
     with reconfigured(ssh_servers[0], cut), reconfigured(ssh_servers[1], cut):
         attach_ssh_target(ws, "hosts", ssh_servers, tmp_path, python_path=_host_python(tmp_path))
         attach_ssh_target(ws, "lacking", ssh_servers[:1], tmp_path / "lacking", python_path=lacking)
@@ -118,6 +128,12 @@ def test_workers_on_two_ssh_hosts_score_a_table_and_files(ws, tmp_path, ssh_serv
             inputs=[files.as_named_input("f")],
             output=PipelineData("each_out"),
         )
+        quiet = PythonScriptStep(
+            "quiet.py",
+            name="quiet",
+            source_directory=str(write(tmp_path / "q" / "quiet.py", QUIET).parent),
+            compute_target="hosts",
+        )
         no_pandas = ParallelRunStep(
             "no_pandas",
             _cfg(src, node_count=1, compute_target="lacking"),
@@ -125,19 +141,21 @@ def test_workers_on_two_ssh_hosts_score_a_table_and_files(ws, tmp_path, ssh_serv
         )
         try:
             run = Experiment(ws, "prs-ssh").submit(
-                Pipeline(ws, [rows, each, no_pandas]), continue_on_step_failure=True
+                Pipeline(ws, [rows, each, quiet, no_pandas]), continue_on_step_failure=True
             )
             run.wait_for_completion(show_output=False, timeout_seconds=240, raise_on_error=False)
             got = {s.display_name: s for s in run.get_steps()}
         finally:
             kill_run_processes(ws)
     r, e, n = got["rows"], got["each"], got["no_pandas"]
-    assert (r.get_status(), e.get_status()) == ("Completed", "Completed"), [
-        s._read_file_text(n)[-1500:]
-        for s in (r, e)
-        for n in s.get_file_names()
-        if n.startswith(("logs/user/ssh/", "logs/driver", "logs/job_result"))
-    ]
+    # An ssh run silent for longer than the idle cut kept its session (the agent's heartbeats).
+    assert got["quiet"].get_status() == "Completed", got["quiet"].get_details().get("error")
+    for s in (r, e):
+        assert s.get_status() == "Completed", "\n".join(
+            f"{n}: {s._read_file_text(n)[-800:]}"
+            for n in s.get_file_names()
+            if n.startswith(("logs/user/ssh/", "logs/driver", "logs/job_result"))
+        )
     lines = r._read_file_text("outputs/rows_out/parallel_run_step.txt").splitlines()
     # Mini-batch 7 (rows 700-799) raised on both tries: left out, its 100 rows counted.
     assert lines == [f"{i} {i % 13 + 7}" for i in range(2000) if not 700 <= i < 800]
