@@ -425,16 +425,11 @@ class _FileFactory:
 
         :raises UserErrorException: a path that matches nothing (with ``validate``).
         """
-        ds = FileDataset(sources_of(None, path))
+        # The datastores' workspace, validated or not: without it the files would be looked
+        # for in Workspace.from_config()'s datastore of that name (another workspace's).
+        ds = FileDataset(sources_of(None, path), workspace_of(path))
         if validate:
-            from .workspace import Workspace
-
-            ws = None
-            for src in ds._sources:
-                if "datastore" in src:
-                    ws = ws or workspace_of(path)
-            resolve_sources(ws or Workspace.from_config(), ds._sources)
-            ds.workspace = ws
+            resolve_sources(ds._ws(), ds._sources)
         return ds
 
 

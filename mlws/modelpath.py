@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 from .errors import ModelNotFound
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .workspace import Workspace
+
+#: Set in a process whose workspace is not where its models are (a ParallelRunStep worker on
+#: an ssh host): ``fetcher(name, version)`` puts the model under ``./azureml-models/<name>/
+#: <version>`` (or raises ModelNotFound); tried when the model is not there yet.
+fetcher: Callable[[str, int | None], None] | None = None
 
 
 def model_path(
@@ -35,6 +42,11 @@ def model_path(
     roots.append(Path("azureml-models"))
     for root in roots:
         found = _find_in(root, model_name, version)
+        if found is not None:
+            return str(found)
+    if fetcher is not None and workspace is None:
+        fetcher(model_name, version)
+        found = _find_in(Path("azureml-models"), model_name, version)
         if found is not None:
             return str(found)
     ws = workspace

@@ -30,6 +30,12 @@ _HOST = re.compile(
     r"(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:]+\])(?::(?P<port>\d+))?"
 )
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
+#: Seconds of silence after which the remote end of a long session (an ssh run's agent, a
+#: ParallelRunStep worker) writes a heartbeat. sshd's ``ChannelTimeout`` and firewalls end a
+#: session with no traffic on it, and ``ServerAliveInterval`` keeps the connection alive but is
+#: no traffic on a session: measured on a real sshd with ``ChannelTimeout session:command=4``,
+#: a silent session ended after 3.1-3.9 s whatever the keep-alives. A few bytes a second.
+SESSION_HEARTBEAT_S = 1.0
 
 
 def parse_host(

@@ -13,6 +13,7 @@ away.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -86,6 +87,8 @@ class SshServer:
     private_key_file: str
     folder: Path
     proc: subprocess.Popen | None = None
+    #: Lines added to its sshd_config (see :func:`reconfigured`).
+    extra: tuple[str, ...] = ()
 
     @property
     def target(self) -> str:
@@ -135,6 +138,7 @@ class SshServer:
                     "LogLevel ERROR",
                     # Skips the default post-quantum kex: ~0.1 s less per connection here.
                     "KexAlgorithms curve25519-sha256,curve25519-sha256@libssh.org",
+                    *self.extra,
                     "",
                 ]
             )
@@ -233,6 +237,21 @@ def ssh_servers(tmp_path_factory: pytest.TempPathFactory):
     finally:
         for server in servers:
             server.kill_all()
+
+
+@contextlib.contextmanager
+def reconfigured(server: SshServer, *lines: str):  # noqa: ANN201
+    """``server`` restarted with ``lines`` added to its sshd_config (every connection to it
+    drops), and restarted as it was afterwards."""
+    server.kill_all()
+    server.extra = lines
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill_all()
+        server.extra = ()
+        server.start()
 
 
 @pytest.fixture

@@ -369,21 +369,12 @@ def test_a_child_run_with_the_id_of_another_run_leaves_that_run_alone(
 def _replica_for(ws: Workspace, run: Run, folder: Path) -> Workspace:
     """The replica workspace the agent makes on the host for ``run`` (its changes are captured)."""
     from mlws.compute import agent
-    from mlws.compute.sshrun import _ancestors
+    from mlws.compute.remote_catalog import make_replica, run_spec
 
     row = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run.id,))
-    spec = {
-        "workspaceName": ws.name,
-        "run": dict(row),
-        "ancestors": _ancestors(ws, row),
-        "experiment": dict(
-            ws.catalog.one("SELECT * FROM experiments WHERE name = ?", (row["experiment"],))
-        ),
-        "run_tags": [],
-        "run_properties": [],
-    }
+    spec = {**run_spec(ws, row), "run_tags": [], "run_properties": []}
     folder.mkdir()
-    return agent._make_replica(folder, spec)
+    return make_replica(folder / agent.REPLICA, spec, folder)
 
 
 def _dead_pid() -> int:

@@ -115,3 +115,21 @@ def test_cli(ws, store, tmp_path):
     one_error_line(invoke("dataset", "register", "x", "a", "--datastore", "nostore"))
     one_error_line(invoke("dataset", "show", "nope"))
     assert count(ws) == before
+
+
+def test_unvalidated_datastore_paths_read_their_own_workspace(ws, store, tmp_path):
+    from mlws import Workspace
+
+    other = Workspace.create(tmp_path / "other")  # not the configured one (that is ws)
+    try:
+        (tmp_path / "o" / "iris").mkdir(parents=True)
+        (tmp_path / "o" / "iris" / "z.csv").write_text("z,9\n")
+        there = other.get_default_datastore()
+        assert there.name == store.name  # same datastore name, another workspace's files
+        there.upload(tmp_path / "o", show_progress=False)
+        for validate in (False, True):
+            ds = Dataset.File.from_files((there, "iris/*.csv"), validate=validate)
+            assert ds.workspace is not None and ds.workspace.path == other.path
+            assert ds.to_path() == ["/iris/z.csv"]
+    finally:
+        other.close()

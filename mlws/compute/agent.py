@@ -17,6 +17,8 @@ is one, starts the script in its own process group and streams JSON lines on std
                                                 replica's blobs as a tar, when small
                                                 (:data:`INLINE_MAX_BYTES`): no rsync home then
     {"t": "exit", "rc": 0}                      the script ended (rc < 0: killed by a signal)
+    {"t": "beat"}                               after a second of silence, from "hello" on
+                                                (keeps the session: ``sshhost.SESSION_HEARTBEAT_S``)
     {"t": "error", "message": "...", "trace": ".."}  the agent could not run the script (the
                                                 run's folder stays until ``done``: logs come home)
 
@@ -87,53 +89,30 @@ def check() -> None:
 class _Out:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._last = time.monotonic()
 
     def send(self, **msg: Any) -> None:
         data = (json.dumps(msg, default=str) + "\n").encode()
         with self._lock:
+            self._last = time.monotonic()
             try:
                 sys.stdout.buffer.write(data)
                 sys.stdout.buffer.flush()
             except OSError:
                 pass  # the session is gone: stdin's end tells the agent, and the run's folder stays
 
+    def keep_alive(self, every: float) -> None:
+        """From now on, send ``{"t": "beat"}`` after ``every`` seconds of silence (a silent
+        script, an environment build, the wait for "done"), so a host's sshd or a firewall
+        that ends idle sessions does not end this one; the supervisor drops beats."""
 
-def _make_replica(run_dir: Path, spec: dict[str, Any]) -> Any:
-    from ..workspace import Workspace
-    from . import remote_catalog
+        def beat() -> None:
+            while True:
+                time.sleep(max(0.05, self._last + every - time.monotonic()))
+                if time.monotonic() - self._last >= every:
+                    self.send(t="beat")
 
-    ws = Workspace.create(run_dir / REPLICA, name=spec["workspaceName"], _remember_name=False)
-    me = os.getpid()
-    from ..processes import process_start_time
-
-    with ws.catalog.write() as conn:
-        exp = spec["experiment"]
-        conn.execute(
-            f"INSERT OR IGNORE INTO experiments ({', '.join(exp)}) VALUES ({','.join('?' * len(exp))})",
-            list(exp.values()),
-        )
-        rows = [*spec["ancestors"], spec["run"]]
-        for row in rows:
-            row = dict(row)
-            if row["id"] == spec["run"]["id"]:
-                row.update(
-                    status="Running",
-                    host=socket.gethostname(),
-                    supervisor_pid=me,
-                    supervisor_start=process_start_time(me),
-                    pid=None,
-                    pid_start=None,
-                    working_dir=str(run_dir),
-                )
-            conn.execute(
-                f"INSERT INTO runs ({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
-                list(row.values()),
-            )
-        for table in ("run_tags", "run_properties"):
-            for r in spec.get(table, []):
-                conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", r)
-        remote_catalog.install_capture(conn)
-    return ws
+        threading.Thread(target=beat, name="mlws-agent-beat", daemon=True).start()
 
 
 def _serve_secrets(out: _Out, answers: dict[int, queue.Queue[dict[str, Any]]]) -> tuple[int, int]:
@@ -263,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             out.send(t="hello", missing=f"{type(e).__name__}: {e}", **hello)
             return 0
         out.send(t="hello", **hello)
+        from ..sshhost import SESSION_HEARTBEAT_S
+
+        out.keep_alive(SESSION_HEARTBEAT_S)  # after "hello": the supervisor reads it first
         line = sys.stdin.readline()
         if not line:
             return 1  # the supervisor went away (or canceled) before the run began
@@ -364,7 +346,9 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) 
     os.chdir(run_dir)
     (run_dir / "logs").mkdir(exist_ok=True)
     (run_dir / "outputs").mkdir(exist_ok=True)
-    ws = _make_replica(run_dir, spec)
+    from .remote_catalog import make_replica
+
+    ws = make_replica(run_dir / REPLICA, spec, run_dir)
     d = spec["definition"]
     run_id = spec["run"]["id"]
 

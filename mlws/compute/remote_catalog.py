@@ -60,7 +60,75 @@ _LOCAL_ONLY = (
 )
 
 
+def run_spec(ws: Workspace, row: Any) -> dict[str, Any]:
+    """What a remote catalog of run ``row`` is made from (:func:`make_replica`): the
+    workspace's name, the run's row, its ancestors' rows (oldest first), its experiment's row,
+    its tags and properties."""
+    ancestors: list[dict[str, Any]] = []
+    parent = row["parent_id"]
+    while parent:
+        r = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (parent,))
+        if r is None:
+            break
+        ancestors.insert(0, dict(r))
+        parent = r["parent_id"]
+    exp = ws.catalog.one("SELECT * FROM experiments WHERE name = ?", (row["experiment"],))
+    return {
+        "workspaceName": ws.name,
+        "run": dict(row),
+        "ancestors": ancestors,
+        "experiment": dict(exp),
+        **{
+            table: [
+                list(r)
+                for r in ws.catalog.query(f"SELECT * FROM {table} WHERE run_seq = ?", (row["seq"],))
+            ]
+            for table in ("run_tags", "run_properties")
+        },
+    }
+
+
 # -- the remote half ------------------------------------------------------------------------------
+def make_replica(path: Path, spec: dict[str, Any], working_dir: Path) -> Workspace:
+    """Create the remote catalog ``path`` (a new workspace) from ``spec`` (:func:`run_spec`):
+    the run ``Running``, held by this process, in ``working_dir``; its changes captured."""
+    import os
+
+    from ..processes import process_start_time
+    from ..workspace import Workspace
+
+    ws = Workspace.create(path, name=spec["workspaceName"], _remember_name=False)
+    me = os.getpid()
+    with ws.catalog.write() as conn:
+        exp = spec["experiment"]
+        conn.execute(
+            f"INSERT OR IGNORE INTO experiments ({', '.join(exp)}) VALUES ({','.join('?' * len(exp))})",
+            list(exp.values()),
+        )
+        rows = [*spec["ancestors"], spec["run"]]
+        for row in rows:
+            row = dict(row)
+            if row["id"] == spec["run"]["id"]:
+                row.update(
+                    status="Running",
+                    host=socket.gethostname(),
+                    supervisor_pid=me,
+                    supervisor_start=process_start_time(me),
+                    pid=None,
+                    pid_start=None,
+                    working_dir=str(working_dir),
+                )
+            conn.execute(
+                f"INSERT INTO runs ({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
+                list(row.values()),
+            )
+        for table in ("run_tags", "run_properties"):
+            for r in spec.get(table, []):
+                conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", r)
+        install_capture(conn)
+    return ws
+
+
 def install_capture(conn: sqlite3.Connection) -> None:
     """Create ``_changes`` and the triggers that fill it (in the remote catalog)."""
     conn.execute(
@@ -100,6 +168,50 @@ def read_changes(
 
 
 # -- the home half --------------------------------------------------------------------------------
+def metrics_home(
+    ws: Workspace, run_id: str, run_seq: int, changes: list[Any], own_steps: bool = False
+) -> list[Any]:
+    """Store the values of run ``run_id``'s own metrics among a remote catalog's ``changes``
+    at home, each at its metric's next step, with the time it was logged there; returns the
+    other changes (the run's ``metric_summary`` rows are dropped: storing the values keeps
+    it). For a run several remote catalogs record into at once (the hosts of a multi-host
+    run, the workers of a ParallelRunStep), each numbering its steps from 0: their values
+    interleave as they came, as processes on one machine do.
+
+    ``own_steps``: the remote processes number the steps they give from
+    ``metrics.NODE_AUTO_STEP`` (a multi-host run's nodes), so a step below it was passed by the
+    script itself and is kept."""
+    import time
+
+    from ..metrics import NODE_AUTO_STEP, decode, write_batch
+
+    rest, batch = [], []
+    for c in changes:
+        mine = isinstance(c, dict) and c.get("run_id") == run_id
+        if not mine or c.get("table") not in ("metrics", "metric_summary"):
+            rest.append(c)
+            continue
+        row = c.get("row")
+        if c["table"] != "metrics" or c.get("op") != "insert" or not isinstance(row, dict):
+            continue
+        if not isinstance(row.get("name"), str):
+            continue
+        try:
+            decode(row.get("value"), row.get("data"))  # the host's bytes: only sound values
+            at = float(row.get("time") or time.time())
+        except (TypeError, ValueError):
+            continue
+        kind = str(row.get("kind") or "scalar")
+        step = row.get("step")
+        kept = own_steps and isinstance(step, int) and 0 <= step < NODE_AUTO_STEP
+        batch.append(
+            (row["name"], kind, row.get("value"), row.get("data"), at, step if kept else None)
+        )
+    if batch:
+        write_batch(ws.catalog, int(run_seq), batch)
+    return rest
+
+
 class Home:
     """What a run's remote catalog may change at home, and what it has changed.
 

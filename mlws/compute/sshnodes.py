@@ -18,7 +18,7 @@ values. The run's ``./outputs`` are rank 0's (node 0's), as in v1.
 
 Metrics of a multi-host run: each node's copy of the run numbers its metric steps from 0, so
 neither node's numbers can be kept. Every node's values of the run's own metrics are stored at
-home as they arrive, each at its metric's next step (:func:`metrics_home`), with the time the
+home as they arrive, each at its metric's next step (:func:`.remote_catalog.metrics_home`), with the time the
 rank logged it: a rank's values keep their order, and the ranks' interleave as they came, as
 ranks on one machine do (and as v1 appends them). A step a rank passed itself (``step=``) is
 kept: the nodes number the steps they give from ``metrics.NODE_AUTO_STEP``, so home tells the
@@ -49,41 +49,6 @@ if TYPE_CHECKING:
 
 #: Seconds a peer has to end and send its logs once it is stopped.
 PEER_END_S = 60.0
-
-
-def metrics_home(sup: RunSupervisor, changes: list[Any]) -> list[Any]:
-    """Store the values of the run's own metrics among a node's catalog ``changes`` at home,
-    each at its metric's next step (see the module docstring); returns the other changes (the
-    run's ``metric_summary`` rows are dropped: storing the values keeps it)."""
-    from ..metrics import NODE_AUTO_STEP, decode, write_batch
-
-    rest, batch = [], []
-    for c in changes:
-        mine = isinstance(c, dict) and c.get("run_id") == sup.run_id
-        if not mine or c.get("table") not in ("metrics", "metric_summary"):
-            rest.append(c)
-            continue
-        row = c.get("row")
-        if c["table"] != "metrics" or c.get("op") != "insert" or not isinstance(row, dict):
-            continue
-        if not isinstance(row.get("name"), str):
-            continue
-        try:
-            decode(row.get("value"), row.get("data"))  # the host's bytes: only sound values
-            at = float(row.get("time") or time.time())
-        except (TypeError, ValueError):
-            continue
-        kind = str(row.get("kind") or "scalar")
-        # A step the rank passed itself is kept; the node's own numbering is not (see
-        # metrics.NODE_AUTO_STEP).
-        step = row.get("step")
-        mine_step = isinstance(step, int) and 0 <= step < NODE_AUTO_STEP
-        batch.append(
-            (row["name"], kind, row.get("value"), row.get("data"), at, step if mine_step else None)
-        )
-    if batch:
-        write_batch(sup.ws.catalog, int(sup.row["seq"]), batch)
-    return rest
 
 
 def execute_on_nodes(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
@@ -345,11 +310,13 @@ class Peers:
         then the rest through the peer session's checks (``remote_catalog``), except changes to
         the run's own row (its name, status and error are node 0's). Uploaded files wait for
         their blobs (:meth:`_bring_logs`)."""
-        from .remote_catalog import apply_changes
+        from .remote_catalog import apply_changes, metrics_home
 
         rest = [
             c
-            for c in metrics_home(self.sup, changes)
+            for c in metrics_home(
+                self.sup.ws, self.sup.run_id, self.sup.row["seq"], changes, own_steps=True
+            )
             if not (
                 isinstance(c, dict)
                 and c.get("table") == "runs"

@@ -20,7 +20,6 @@ from .shipping import ensure_mlws, lib_path, source_hash
 from .ssh import connection, nodes_of
 
 if TYPE_CHECKING:
-    from ..workspace import Workspace
     from .supervisor import RunSupervisor
 
 #: What a process that forks supervisors imports ahead for ssh runs
@@ -233,12 +232,7 @@ class SshRun:
             use = explicit if explicit and explicit != "python" else self.config["python"]
             d["environment"]["interpreter"] = use
         spec = {
-            "workspaceName": ws.name,
-            "run": dict(sup.row),
-            "ancestors": _ancestors(ws, sup.row),
-            "experiment": dict(ws.catalog.one("SELECT * FROM experiments WHERE name = ?", (sup.row["experiment"],))),
-            "run_tags": [list(r) for r in ws.catalog.query("SELECT * FROM run_tags WHERE run_seq = ?", (sup.row["seq"],))],
-            "run_properties": [list(r) for r in ws.catalog.query("SELECT * FROM run_properties WHERE run_seq = ?", (sup.row["seq"],))],
+            **remote_catalog.run_spec(ws, sup.row),
             "definition": d,
             "cancelGraceS": _cancel_grace(),
             "keep": bool(os.environ.get("MLWS_KEEP_WORKDIR")),
@@ -383,9 +377,9 @@ class SshRun:
     def apply_changes(self, changes: list[Any]) -> list[dict[str, Any]]:
         """Apply the replica's changes at home (a multi-host run's metrics as its peers')."""
         if self.peers is not None:
-            from .sshnodes import metrics_home
-
-            changes = metrics_home(self.sup, changes)
+            changes = remote_catalog.metrics_home(
+                self.ws, self.run_id, self.sup.row["seq"], changes, own_steps=True
+            )
         return remote_catalog.apply_changes(self.home, changes)
 
     def _copy_home(self, sources: list[str], workdir: Path) -> None:
@@ -781,18 +775,6 @@ def _read_events(stream: IO[bytes], events: queue.Queue[dict[str, Any] | None]) 
         if isinstance(ev, dict):
             events.put(ev)
     events.put(None)
-
-
-def _ancestors(ws: Workspace, row: Any) -> list[dict[str, Any]]:
-    out = []
-    parent = row["parent_id"]
-    while parent:
-        r = ws.catalog.one("SELECT * FROM runs WHERE id = ?", (parent,))
-        if r is None:
-            break
-        out.insert(0, dict(r))
-        parent = r["parent_id"]
-    return out
 
 
 def _cancel_grace() -> float:

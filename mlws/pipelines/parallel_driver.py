@@ -130,6 +130,8 @@ class Driver:
         )
         #: Starts a worker (``number``, ``node``); an ssh pool has its own.
         self.spawner = self.spawn
+        #: The workers' hosts when they are on an ``ssh`` target (``parallel_ssh.SshPool``).
+        self.pool: Any = None
         #: Mini-batch ``index`` as it is sent to a worker (a forked one has it: None).
         self.payload = lambda index: None if self.forking else self.mini_batch(index)
 
@@ -287,7 +289,7 @@ class Driver:
         if kind == "ssh":
             from .parallel_ssh import SshPool
 
-            pool = SshPool(self, target, config)
+            pool = self.pool = SshPool(self, target, config)
             self.load()
             try:
                 pool.prepare()
@@ -296,7 +298,7 @@ class Driver:
                 for n in range(count):
                     self.workers.append(pool.spawn(n, n // per_node))
             except BaseException:
-                self.stop_pool()
+                pool.stop()
                 pool.finish()
                 raise
         elif kind != "local":
@@ -333,16 +335,19 @@ class Driver:
 
                     parallel_dask.run(self, target, config)
                 else:
+                    if pool is not None:  # every host serves before the first mini-batch
+                        pool.await_ready()
                     self.loop()
                 self.say(f"mini-batches done in {time.monotonic() - t0:.2f} s")
         except StepFailed as e:
             self.finish(str(e))
             raise
         finally:
-            if self.workers:
-                self.stop_pool()
             if pool is not None:
+                pool.stop()
                 pool.finish()
+            elif self.workers:
+                self.stop_pool()
         self.finish(None)
         return 0
 
@@ -386,6 +391,16 @@ class Driver:
                 self.failure(index, w, f"the worker process died (exit code {code})")
             return
         kind = msg[0]
+        if kind == "beat":  # a worker on a host keeping its idle session open
+            return
+        if kind == "changes":  # what a worker on a host recorded in the run there
+            self.pool.apply(msg[1])
+            return
+        if kind == "host-error":  # a worker's host cannot take this step's mini-batches
+            raise StepFailed(msg[1])
+        if kind == "model?":  # a worker on a host asks for a registered model
+            self.pool.send_model(w, msg[1], msg[2])
+            return
         if kind == "ready":
             w.ready = True
             if all(x.ready for x in self.workers):
