@@ -456,10 +456,8 @@ def two_hosts(ws, tmp_path, ssh_servers):  # noqa: ANN001, ANN201
 def test_a_multi_host_runs_metrics_keep_a_step_a_rank_passed(ws, monkeypatch):
     """A node numbers the steps it gives from NODE_AUTO_STEP; at home those are numbered
     again and a step the rank passed itself (step=) is kept."""
-    from types import SimpleNamespace
-
     from mlws import Experiment, metrics
-    from mlws.compute.sshnodes import metrics_home
+    from mlws.compute.remote_catalog import metrics_home
 
     node = Experiment(ws, "node").start_logging()
     monkeypatch.setattr(metrics, "AUTO_STEP_FROM", metrics.NODE_AUTO_STEP)
@@ -480,10 +478,8 @@ def test_a_multi_host_runs_metrics_keep_a_step_a_rank_passed(ws, monkeypatch):
     changes = [
         {"table": "metrics", "op": "insert", "run_id": home.id, "row": row(r)} for r in on_node
     ]
-    sup = SimpleNamespace(ws=ws, run_id=home.id, row={"seq": home.seq})
-    assert metrics_home(sup, changes + [{"table": "run_tags", "run_id": home.id}]) == [
-        {"table": "run_tags", "run_id": home.id}
-    ]
+    others = [{"table": "run_tags", "run_id": home.id}]
+    assert metrics_home(ws, home.id, home.seq, changes + others, own_steps=True) == others
     got = ws.catalog.query(
         "SELECT step, value FROM metrics WHERE run_seq = ? ORDER BY step", (home.seq,)
     )
