@@ -47,7 +47,6 @@ SLOWEST_FIRST = [
     "test_serving_mlflow.py",
     "test_mlflow_served.py",
     "test_cli_fuzz.py",
-    "test_distributed_torch.py",
     "test_compute_ssh_trust.py",
     "test_examples.py",
     "test_parallel_run_step.py",
