@@ -43,6 +43,8 @@ WAIT_ENV = "MLWS_SPOOL_WAIT_S"
 DEFAULT_WAIT_S = 30.0
 #: How long one batch retries before it is spooled.
 SEND_RETRY_S = 1.0
+#: Runs per ``POST /runs/batch`` (the server takes up to 1,000).
+CREATE_RUNS = 500
 
 
 def check_metric(name: Any, step: Any) -> None:
@@ -70,6 +72,13 @@ class RemoteMetricWriter:
         self._buf: list[tuple[str, str | None, Any, int | None]] = []
         #: Tags set and not sent yet: they travel with the run's next batch (see Tracker.pump).
         self.tags: dict[str, Any] = {}
+        #: The run's creation while the server has not been sent it (see Tracker.defer_create):
+        #: the fields of its item in ``POST /runs/batch``; None once sent (or never deferred).
+        self.create: dict[str, Any] | None = None
+        #: The end (``outcome``, ``error``) of a run that ended before its creation was sent.
+        self.outcome: dict[str, Any] | None = None
+        #: When (``time.monotonic()``) a deferred run started and ended: sent as ages.
+        self.started = self.ended = 0.0
         self._lock = threading.Lock()
         self._checked_name: str | None = None  # the name last checked (a loop logs one name)
 
@@ -144,8 +153,8 @@ class RemoteMetricWriter:
         return len(self._buf)
 
     def waiting(self) -> bool:
-        """Whether values or tags wait to be sent."""
-        return bool(self._buf or self.tags)
+        """Whether values, tags, its creation or its end wait to be sent."""
+        return bool(self._buf or self.tags or self.create is not None or self.outcome)
 
     def flush(self) -> int:
         """Send everything buffered now (to the spool if the server is away); returns the
@@ -196,6 +205,12 @@ class Tracker:
         #: Runs whose spool may hold requests (the sender looks only at these and at buffers).
         self._spooled: set[str] = set()
         self._lock = threading.Lock()
+        #: Held while deferred creations are taken and sent (see :meth:`send_creates`).
+        self._create_lock = threading.Lock()
+        #: Runs whose deferred creation the server refused: run id -> its error.
+        self.refusals: dict[str, MlwsError] = {}
+        #: Refusals no caller was told of yet (the next start_logging raises the first).
+        self._unreported: dict[str, MlwsError] = {}
         self._wake = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="mlws-remote", daemon=True)
@@ -253,6 +268,144 @@ class Tracker:
         if not self._wake.is_set():  # set() takes a lock: not once per value of a full buffer
             self._wake.set()
 
+    # -- runs created with their first send -----------------------------------------------------
+    def defer_create(self, run_id: str, fields: dict[str, Any]) -> None:
+        """Create ``run_id`` (``fields``: its item of ``POST /runs/batch``) with the next send
+        of this client rather than now: the sender's next tick (:data:`FLUSH_S`), a flush, a
+        read or another write of the run, or the process's exit; its properties, values, tags
+        and (when it ended already) its end travel with it."""
+        w = self.writer(run_id)
+        w.started = time.monotonic()
+        w.create = fields
+
+    def update_deferred(self, run_id: str, change: Any) -> bool:
+        """Apply ``change`` (a function of the creation's fields) to the creation of ``run_id``
+        while it is not sent yet; False (nothing applied) once it was."""
+        w = self.writers.get(run_id)
+        if w is None or w.create is None:
+            return False
+        with self._create_lock:  # not while the sender takes it
+            if w.create is None:
+                return False
+            change(w.create)
+            return True
+
+    def end_deferred(self, run_id: str, outcome: dict[str, Any]) -> bool:
+        """End ``run_id`` with its creation when that is not sent yet (one item of the next
+        ``POST /runs/batch``, no request now); False once it was."""
+        w = self.writers.get(run_id)
+        if w is None or w.create is None:
+            return False
+        with self._create_lock:
+            if w.create is None:
+                return False
+            w.ended = time.monotonic()
+            w.outcome = outcome
+            return True
+
+    def raise_refused(self, run_id: str | None = None) -> None:
+        """Raise the server's refusal of the deferred creation of ``run_id`` (None: of any run
+        not reported yet), once.
+
+        :raises MlwsError: that refusal (the server's own error and message)."""
+        with self._lock:
+            if run_id is None:
+                if not self._unreported:
+                    return
+                run_id = next(iter(self._unreported))
+            e = self.refusals.get(run_id)
+            self._unreported.pop(run_id, None)
+        if e is not None:
+            raise e
+
+    def send_creates(self) -> None:
+        """Send every deferred creation, :data:`CREATE_RUNS` runs per ``POST /runs/batch``
+        (spooled, each run on its own, while the server is away). A refusal is kept for the
+        runs it names (:meth:`raise_refused`): their values are not stored."""
+        with self._create_lock:
+            while True:
+                items, total = [], 0
+                for w in list(self.writers.values()):
+                    if w.create is None:
+                        continue
+                    if len(items) >= CREATE_RUNS or (items and total >= BATCH):
+                        break
+                    batch = w.take(BATCH)
+                    total += len(batch)
+                    item = dict(w.create)
+                    tags = w.take_tags()
+                    if tags:
+                        item["tags"] = {**item.get("tags", {}), **tags}
+                    if batch:
+                        item["series"] = wire_series(batch)
+                    now = time.monotonic()
+                    item["startedSecondsAgo"] = round(now - w.started, 6)
+                    ends = w.outcome is not None and not w.pending()
+                    if ends:
+                        item.update(w.outcome or {})
+                        item["endedSecondsAgo"] = round(now - w.ended, 6)
+                    items.append((w, item, batch, tags, ends))
+                if not items:
+                    return
+                self._send_created(items)
+
+    def flush_all(self) -> None:
+        """Send everything this process holds for the server now: runs not created yet (with
+        their values, tags and ends), then every run's buffer; spooled while it is away.
+
+        :raises MlwsError: the server refused a run's creation (the first not reported yet)."""
+        self.send_creates()
+        for run_id in list(self.writers.keys() | self._spooled):
+            w = self.writers.get(run_id)
+            if run_id in self._spooled or (w is not None and w.waiting()):
+                self.pump(run_id)
+        self.raise_refused()
+
+    def _send_created(self, items: list[Any]) -> None:
+        body = {"batchId": uuid.uuid4().hex, "runs": [it[1] for it in items]}
+        path = self.client.path("runs", "batch")
+        retry = 0.0 if self.offline_since is not None else SEND_RETRY_S
+        try:
+            self.client.request("POST", path, body, retry_s=retry)
+        except ServerUnreachable:
+            self._went_offline()
+            for w, item, batch, tags, ends in items:  # each run's spool starts with its creation
+                self._spool(
+                    self.spool(w.run_id),
+                    w,
+                    batch,
+                    tags,
+                    "POST",
+                    path,
+                    {"batchId": uuid.uuid4().hex, "runs": [item]},
+                )
+                self._created(w, ends)
+            return
+        except MlwsError as e:
+            with self._lock:
+                for w, *_ in items:
+                    self.refusals[w.run_id] = e
+                    self._unreported[w.run_id] = e
+                    w.refused = f"run {w.run_id} was not created by the server: {e}"
+                    w.create = w.outcome = None
+                    w.take()  # its values have no run to go to
+            return
+        except BaseException:
+            for w, _, batch, tags, _ in items:
+                w.give_back(batch, tags)
+            raise
+        for w, _, _, _, ends in items:
+            self._created(w, ends)
+            if ends:
+                self.forget(w.run_id)
+            else:
+                self.hold(w.run_id)
+
+    def _created(self, w: RemoteMetricWriter, ends: bool) -> None:
+        w.create = None
+        if ends:
+            w.outcome = None
+
     # -- sending -----------------------------------------------------------------------------
     def pump(self, run_id: str) -> bool:
         """Send the run's spool (oldest first), then its buffer and tags; what the server does
@@ -267,6 +420,13 @@ class Tracker:
 
     def _pump(self, run_id: str, final: dict[str, Any] | None = None) -> tuple[bool, Any]:
         w = self.writers.get(run_id)
+        if w is not None and w.create is not None:
+            self.send_creates()  # this run's creation first, with the others waiting
+        self.raise_refused(run_id)
+        deferred_end = w is not None and w.outcome is not None and final is None
+        if deferred_end:
+            # Ended before it was created; its values outgrew the request that created it.
+            final, w.outcome = w.outcome, None  # type: ignore[union-attr]
         answer = None
         with self._run_lock(run_id):
             spool = self.spool(run_id)
@@ -330,6 +490,8 @@ class Tracker:
                 self._spooled.discard(run_id)
                 if self.offline_since is not None:
                     self._back_online()
+            if deferred_end:
+                self.release(run_id)
             return drained and (w is None or not w.waiting()), answer
 
     def _spool(
@@ -446,6 +608,10 @@ class Tracker:
         while not self._stop:
             self._wake.wait(FLUSH_S)
             self._wake.clear()
+            try:
+                self.send_creates()
+            except Exception:  # kept for its runs (raise_refused); the rest is sent below
+                pass
             for run_id in list(self.writers.keys() | self._spooled):
                 w = self.writers.get(run_id)
                 if (w is None or not w.waiting()) and run_id not in self._spooled:
@@ -462,6 +628,16 @@ class Tracker:
     def close(self) -> None:
         """Send what is buffered (spooling what the server does not take) and stop."""
         self._stop = True
+        try:
+            self.send_creates()
+        except Exception:
+            pass
+        for run_id in self._unreported:
+            print(
+                f"Warning: the server {self.client.url} refused to create run {run_id}, which"
+                f" is not stored: {self.refusals[run_id]}",
+                file=sys.stderr,
+            )
         for run_id in list(self.writers):
             try:
                 self.pump(run_id)
