@@ -37,6 +37,7 @@ from mlws.errors import (
     NotAvailableRemotely,
     PropertyConflict,
     RunNotFound,
+    RunStateError,
     SecretNotFound,
     ServerUnreachable,
     SpoolFull,
@@ -168,32 +169,100 @@ def test_a_sweeps_metrics_read_remotely_have_v1s_shapes(served, remote) -> None:
     assert Run.get_metrics(there) == {"own": 1}
 
 
-def test_a_small_run_is_three_requests_and_reads_its_own_tags(served, remote) -> None:  # noqa: ANN001
-    """create, properties, then one request with the run's values, tags and end (bench 17e);
-    tags set and not sent yet are sent before a read or a listing shows them."""
+def test_small_runs_travel_whole_and_read_their_own_writes(served, remote, monkeypatch) -> None:  # noqa: ANN001
+    """After a client's first run, a run is created with the client's next send: many small
+    runs (properties, values, tags, end) are one ``POST /runs/batch`` (bench 17e). Another
+    client finds them once the creating one flushed; a read of the run sends it first."""
+    from mlws.experiments import query_runs
+
+    monkeypatch.setattr("mlws.remote.tracker.FLUSH_S", 60.0)  # no tick: sends are the test's
     counters = remote.remote.counters
     exp = Experiment(remote, "small")
-    exp.start_logging().complete()  # the client's first run also asks for the heartbeat
+    exp.start_logging().complete()  # the client's first run is created at once (heartbeat)
+    other_client = Workspace(served[0].url, token=served[2]["reader"])
     before = sum(counters.values())
-    run = exp.start_logging()
-    run.add_properties({"p": "1"})
-    for j in range(3):
-        run.log(f"m{j}", j * 0.5)
-    run.set_tags({"a": "1", "b": "x"})
-    run.complete()
-    assert sum(counters.values()) - before == 3
-    assert run.get_status() == "Completed"
-    assert run.get_tags() == {"a": "1", "b": "x"} and run.get_properties() == {"p": "1"}
-    assert run.get_metrics() == {"m0": 0.0, "m1": 0.5, "m2": 1.0}
+    runs = []
+    for i in range(5):
+        run = exp.start_logging(tags={"i": str(i)})
+        run.add_properties({"p": "1"})
+        run.add_properties({"p": "1", "q": str(i)})  # add-only, checked here: same value is fine
+        with pytest.raises(PropertyConflict, match="already '1'"):
+            run.add_properties({"p": "2", "r": "x"})  # nothing of it added
+        for j in range(3):
+            run.log(f"m{j}", j * 0.5)
+        run.set_tags({"a": "1", "b": "x"})
+        run.complete()
+        runs.append(run)
+    assert sum(counters.values()) == before  # nothing sent yet
+    with pytest.raises(RunNotFound):
+        Run(Experiment(other_client, "small"), runs[0].id)
+    remote.remote.flush()
+    assert sum(counters.values()) - before == 1
+    for i, run in enumerate(runs):
+        there = Run(Experiment(other_client, "small"), run.id)
+        assert there.get_status() == "Completed"
+        assert there.get_tags() == {"i": str(i), "a": "1", "b": "x"}
+        assert there.get_properties() == {"p": "1", "q": str(i)}
+        assert there.get_metrics() == {"m0": 0.0, "m1": 0.5, "m2": 1.0}
+    numbers = [r.number for r in runs]  # given by the server, read from it
+    assert numbers == sorted(numbers) and len(set(numbers)) == 5
+    # Times as the client saw them: created in the order started, ended after starting.
+    details = [Run(Experiment(other_client, "small"), r.id).get_details() for r in runs]
+    starts = [d["startTimeUtc"] for d in details]
+    assert starts == sorted(starts) and all(d["endTimeUtc"] >= d["startTimeUtc"] for d in details)
+    other_client.close()
+    # A read of a run not sent yet sends it first (read your writes).
     other = exp.start_logging()
     other.tag("seen", "yes")
-    assert other.get_tags() == {"seen": "yes"}  # read your writes
+    assert other.get_tags() == {"seen": "yes"}
     other.tag("listed")
     assert [r.id for r in exp.get_runs(tags={"listed": None})] == [other.id]
     other.log("x", 1.0)
     other.fail("it broke", "Boom")
     assert other.get_details()["error"]["error"]["code"] == "Boom"
     assert other.get_metrics() == {"x": 1.0} and other.get_status() == "Failed"
+    # Ended before it was sent: its end travels with its creation; a listing sends it first.
+    quick = exp.start_logging(display_name="quick")
+    quick.fail("at once", "Quick")
+    (row,) = [r for r in query_runs(remote, experiment="small") if r["id"] == quick.id]
+    assert row["status"] == "Failed" and row["display_name"] == "quick"
+
+
+def test_a_refused_deferred_run_is_said_in_one_line(served, tmp_path: Path) -> None:  # noqa: ANN001
+    """A run created with the next send that the server refuses (here: its token was revoked
+    meanwhile): ``complete()`` returned already, so the refusal is raised by the client's next
+    flush or ``start_logging``, and by every read or log of the run; nothing is stored."""
+    from mlws.server.auth import revoke_token
+
+    server, ws_path, tokens = served
+    token = _token(ws_path, "soon-revoked", "contributor")
+    ws = Workspace(server.url, token=token)
+    try:
+        exp = Experiment(ws, "refused")
+        exp.start_logging().complete()  # the first run: created at once, the token is good
+        with Workspace(ws_path) as local:
+            revoke_token(local, "soon-revoked")
+        run = exp.start_logging()
+        run.log("m", 1.0)
+        run.complete()  # queued with its creation: no request, no error yet
+        with pytest.raises(Unauthorized) as e:
+            ws.remote.flush()
+        assert "\n" not in str(e.value)
+        with pytest.raises(Unauthorized):  # the run's own calls keep saying it
+            run.get_status()
+        with pytest.raises(RunStateError, match="was not created"):
+            run.log("m", 2.0)
+        second = exp.start_logging()
+        second.complete()
+        ws.remote.tracker.send_creates()  # what the sender's tick does
+        with pytest.raises(Unauthorized):  # said at the next start_logging
+            exp.start_logging()
+        with Workspace(ws_path) as local:
+            assert not local.catalog.one(
+                "SELECT 1 FROM runs WHERE id IN (?, ?)", (run.id, second.id)
+            )
+    finally:
+        ws.close()
 
 
 def test_heartbeats_keep_a_quiet_run_alive(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
@@ -352,6 +421,7 @@ def test_cli_reads_a_remote_workspace(served, remote, tmp_path: Path) -> None:  
     low.complete()
     untracked = Experiment(remote, "cli").start_logging()  # no acc: listed last
     untracked.complete()
+    remote.remote.flush()  # created with this client's next send: now, for the CLI's reads
     out = _with_token(tok, "-w", server.url, "run", "list", "-e", "cli", "--json")
     assert [r["id"] for r in json.loads(out.output)] == [untracked.id, low.id, run.id]
     for args, expected in (
