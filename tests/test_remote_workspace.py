@@ -662,6 +662,15 @@ def test_writes_while_the_server_is_away_are_delivered_once(tmp_path: Path, monk
         run.upload_file("note.txt", str(folder / "3.txt"))
         log(5000)
         run.flush()
+        # Runs started while it is away: each run's spool starts with its creation.
+        late = run.experiment.start_logging()
+        late.add_properties({"p": "1"})
+        late.log("y", 1.0)
+        late.flush()
+        late.log("y", 2.0)
+        quick = run.experiment.start_logging()
+        quick.log("z", 3.0)
+        quick.complete()  # no wait: its creation and end travel together, later
         spool = ws.remote.tracker.spool(run.id)
         # Batches (the tag rides on one of them) and the uploads, in order, on disk.
         assert len(spool) >= 4
@@ -678,6 +687,11 @@ def test_writes_while_the_server_is_away_are_delivered_once(tmp_path: Path, monk
         got = run.download_file("note.txt", tmp_path / "note.txt").read_text()
         assert got == "offline 3"
         assert not spool.dir.exists()  # delivered: nothing left behind
+        late.complete()
+        ws.remote.flush()
+        assert late.get_metrics() == {"y": [1.0, 2.0]} and late.get_status() == "Completed"
+        assert late.get_properties() == {"p": "1"}
+        assert quick.get_metrics() == {"z": 3.0} and quick.get_status() == "Completed"
         ws.close()
     finally:
         server.stop()
