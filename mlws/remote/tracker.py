@@ -80,7 +80,7 @@ class RemoteMetricWriter:
         #: When (``time.monotonic()``) a deferred run started and ended: sent as ages.
         self.started = self.ended = 0.0
         self._lock = threading.Lock()
-        self._checked_name: str | None = None  # the name last checked (a loop logs one name)
+        self._checked: set[str] = set()  # names checked already
 
     def add(self, name: str, kind: str, value: Any, step: int | None = None) -> None:
         """Buffer one value of kind ``kind`` for metric ``name``.
@@ -96,9 +96,11 @@ class RemoteMetricWriter:
         """Buffer one scalar (the hot path of ``run.log``).
 
         :raises UserErrorException: a name or step the server would refuse."""
-        if name is not self._checked_name or step is not None:
+        # A loop logs a few names over and over: each is checked once (a set lookup after).
+        if step is not None or type(name) is not str or name not in self._checked:
             check_metric(name, step)
-            self._checked_name = name
+            if len(self._checked) < 10_000:
+                self._checked.add(name)
         t = type(value)
         if t is not float and t is not int and t is not str:
             from ..metrics import to_python
