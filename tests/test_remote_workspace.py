@@ -221,6 +221,12 @@ def test_small_runs_travel_whole_and_read_their_own_writes(served, remote, monke
     other.fail("it broke", "Boom")
     assert other.get_details()["error"]["error"]["code"] == "Boom"
     assert other.get_metrics() == {"x": 1.0} and other.get_status() == "Failed"
+    # A child of a run not sent yet: the parent is sent first.
+    parent = exp.start_logging()
+    kid = parent.child_run("kid")
+    assert [c.id for c in parent.get_children()] == [kid.id]
+    kid.complete()
+    parent.complete()
     # Ended before it was sent: its end travels with its creation; a listing sends it first.
     quick = exp.start_logging(display_name="quick")
     quick.fail("at once", "Quick")

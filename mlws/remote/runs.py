@@ -82,7 +82,7 @@ def get_row(ws: Workspace, run_id: str, experiment: str | None = None) -> Remote
     :raises RunNotFound: no such run (in ``experiment``, when given)."""
     from ..errors import RunNotFound
 
-    _deliver_tags(ws.remote, run_id)  # read your writes: the details show the tags
+    deliver_pending(ws.remote, run_id)  # read your writes: the details show the tags
     row = row_of(ws.remote.request("GET", _run_path(ws.remote, run_id)))
     if experiment is not None and row["experiment"] != experiment:
         raise RunNotFound(f"no run {run_id!r} in experiment {experiment!r}")
@@ -148,6 +148,8 @@ def create_run(
         and tracker.heartbeat_known
     ):
         return _deferred_run(exp, tags, display_name)
+    if parent_id is not None:
+        deliver_pending(client, parent_id)  # a parent started here and not sent yet: now
     snap = None
     if snapshot_directory is not None:  # before the run exists: a bad folder makes none
         from ..snapshots import git_properties
@@ -277,7 +279,7 @@ def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
     query.append(("latestMetrics", "true"))  # what a listing shows beside each run
     rows: list[RemoteRow] = []
     token = None
-    _deliver_tags(ws.remote)  # a listing filters and shows by tags this process set
+    deliver_pending(ws.remote)  # a listing filters and shows by tags this process set
     if len(_latest) > 100_000:
         _latest.clear()
     while limit is None or len(rows) < limit:
@@ -363,9 +365,12 @@ def send(run: Run, method: str, *rest: str, body: Any = None) -> Any:
     return client.tracker.send(run.id, method, _run_path(client, run.id, *rest), body)
 
 
-def _deliver_tags(client: RemoteClient, run_id: str | None = None) -> None:
-    """Send the tags this process set and has not sent yet (of ``run_id``, or of every run)
-    before a read that shows them."""
+def deliver_pending(client: RemoteClient, run_id: str | None = None) -> None:
+    """Send what this process holds of ``run_id`` (or of every run) that a request about the
+    run needs on the server first: its creation when it was deferred (see ``create_run``), tags
+    set and not sent yet.
+
+    :raises MlwsError: the server refused the run's deferred creation."""
     tracker = client.tracker
     for rid, w in list(tracker.writers.items()):
         if (w.tags or w.create is not None or rid in tracker.refusals) and run_id in (None, rid):
@@ -375,7 +380,7 @@ def _deliver_tags(client: RemoteClient, run_id: str | None = None) -> None:
 def read(run: Run, *rest: str, query: dict[str, Any] | None = None) -> Any:
     """A read of ``run`` (``GET /runs/{id}/...``)."""
     client = run.workspace.remote
-    _deliver_tags(client, run.id)
+    deliver_pending(client, run.id)
     return client.request("GET", _run_path(client, run.id, *rest), query=query)
 
 
