@@ -79,6 +79,8 @@ class RemoteMetricWriter:
         self.outcome: dict[str, Any] | None = None
         #: When (``time.monotonic()``) a deferred run started and ended: sent as ages.
         self.started = self.ended = 0.0
+        #: Set while the request that creates the run is on its way (answered: set, then None).
+        self.in_flight: threading.Event | None = None
         self._lock = threading.Lock()
         self._checked: set[str] = set()  # names checked already
 
@@ -207,8 +209,10 @@ class Tracker:
         #: Runs whose spool may hold requests (the sender looks only at these and at buffers).
         self._spooled: set[str] = set()
         self._lock = threading.Lock()
-        #: Held while deferred creations are taken and sent (see :meth:`send_creates`).
+        #: Held while deferred creations are taken or changed (see :meth:`send_creates`).
         self._create_lock = threading.Lock()
+        #: Held while deferred creations are sent (one ``POST /runs/batch`` at a time).
+        self._send_lock = threading.Lock()
         #: Runs whose deferred creation the server refused: run id -> its error.
         self.refusals: dict[str, MlwsError] = {}
         #: Refusals no caller was told of yet (the next start_logging raises the first).
@@ -282,28 +286,30 @@ class Tracker:
 
     def update_deferred(self, run_id: str, change: Any) -> bool:
         """Apply ``change`` (a function of the creation's fields) to the creation of ``run_id``
-        while it is not sent yet; False (nothing applied) once it was."""
+        while it is not sent yet; False (nothing applied) once it was, after the request that
+        carries it was answered (a write after it then goes after it)."""
         w = self.writers.get(run_id)
-        if w is None or w.create is None:
+        if w is None:
             return False
         with self._create_lock:  # not while the sender takes it
-            if w.create is None:
-                return False
-            change(w.create)
-            return True
+            if w.create is not None:
+                change(w.create)
+                return True
+            sending = w.in_flight
+        if sending is not None:
+            sending.wait()
+        return False
 
     def end_deferred(self, run_id: str, outcome: dict[str, Any]) -> bool:
         """End ``run_id`` with its creation when that is not sent yet (one item of the next
         ``POST /runs/batch``, no request now); False once it was."""
-        w = self.writers.get(run_id)
-        if w is None or w.create is None:
-            return False
-        with self._create_lock:
-            if w.create is None:
-                return False
+
+        def end(_: dict[str, Any]) -> None:
+            w = self.writers[run_id]
             w.ended = time.monotonic()
             w.outcome = outcome
-            return True
+
+        return self.update_deferred(run_id, end)
 
     def raise_refused(self, run_id: str | None = None) -> None:
         """Raise the server's refusal of the deferred creation of ``run_id`` (None: of any run
@@ -323,33 +329,55 @@ class Tracker:
     def send_creates(self) -> None:
         """Send every deferred creation, :data:`CREATE_RUNS` runs per ``POST /runs/batch``
         (spooled, each run on its own, while the server is away). A refusal is kept for the
-        runs it names (:meth:`raise_refused`): their values are not stored."""
-        with self._create_lock:
+        runs it names (:meth:`raise_refused`): their values are not stored.
+
+        The runs of a request are taken from their buffers first; while it is answered, runs
+        started meanwhile are made and written without waiting for it (only a write to a run
+        in that request waits: measured, holding every run while 500 were sent stalled the
+        logging loop for each request, and 1,000 small runs took 4.6 s instead of ~1 s)."""
+        with self._send_lock:
             while True:
-                items, total = [], 0
-                for w in list(self.writers.values()):
-                    if w.create is None:
-                        continue
-                    if len(items) >= CREATE_RUNS or (items and total >= BATCH):
-                        break
-                    batch = w.take(BATCH)
-                    total += len(batch)
-                    item = dict(w.create)
-                    tags = w.take_tags()
-                    if tags:
-                        item["tags"] = {**item.get("tags", {}), **tags}
-                    if batch:
-                        item["series"] = wire_series(batch)
-                    now = time.monotonic()
-                    item["startedSecondsAgo"] = round(now - w.started, 6)
-                    ends = w.outcome is not None and not w.pending()
-                    if ends:
-                        item.update(w.outcome or {})
-                        item["endedSecondsAgo"] = round(now - w.ended, 6)
-                    items.append((w, item, batch, tags, ends))
-                if not items:
-                    return
-                self._send_created(items)
+                with self._create_lock:
+                    items = self._take_creates()
+                    if not items:
+                        return
+                    sending = threading.Event()
+                    for it in items:
+                        it[0].in_flight = sending
+                try:
+                    self._send_created(items)
+                finally:
+                    for it in items:
+                        it[0].in_flight = None
+                    sending.set()
+
+    def _take_creates(self) -> list[Any]:
+        # Under _create_lock: the next request's runs, each removed from its buffer.
+        items: list[Any] = []
+        total = 0
+        for w in list(self.writers.values()):
+            if w.create is None:
+                continue
+            if len(items) >= CREATE_RUNS or (items and total >= BATCH):
+                break
+            batch = w.take(BATCH)
+            total += len(batch)
+            fields, w.create = w.create, None
+            item = dict(fields)
+            tags = w.take_tags()
+            if tags:
+                item["tags"] = {**item.get("tags", {}), **tags}
+            if batch:
+                item["series"] = wire_series(batch)
+            now = time.monotonic()
+            item["startedSecondsAgo"] = round(now - w.started, 6)
+            outcome = None
+            if w.outcome is not None and not w.pending():
+                outcome, w.outcome = w.outcome, None
+                item.update(outcome)
+                item["endedSecondsAgo"] = round(now - w.ended, 6)
+            items.append((w, item, batch, tags, fields, outcome))
+        return items
 
     def flush_all(self) -> None:
         """Send everything this process holds for the server now: runs not created yet (with
@@ -371,17 +399,16 @@ class Tracker:
             self.client.request("POST", path, body, retry_s=retry)
         except ServerUnreachable:
             self._went_offline()
-            for w, item, batch, tags, ends in items:  # each run's spool starts with its creation
-                self._spool(
-                    self.spool(w.run_id),
-                    w,
-                    batch,
-                    tags,
-                    "POST",
-                    path,
-                    {"batchId": uuid.uuid4().hex, "runs": [item]},
-                )
-                self._created(w, ends)
+            for n, (w, item, batch, tags, _, outcome) in enumerate(items):
+                try:  # each run's spool starts with its creation
+                    one = {"batchId": uuid.uuid4().hex, "runs": [item]}
+                    self._spool(self.spool(w.run_id), w, batch, tags, "POST", path, one)
+                except BaseException:  # the spool is full: this run's values were given back
+                    self._restore(items[n : n + 1], values=False)
+                    self._restore(items[n + 1 :])
+                    raise
+                if outcome is None:
+                    self.hold(w.run_id)  # heartbeats once the spool delivered it
             return
         except MlwsError as e:
             with self._lock:
@@ -389,24 +416,28 @@ class Tracker:
                     self.refusals[w.run_id] = e
                     self._unreported[w.run_id] = e
                     w.refused = f"run {w.run_id} was not created by the server: {e}"
-                    w.create = w.outcome = None
+                    w.outcome = None
                     w.take()  # its values have no run to go to
             return
         except BaseException:
-            for w, _, batch, tags, _ in items:
-                w.give_back(batch, tags)
+            self._restore(items)
             raise
-        for w, _, _, _, ends in items:
-            self._created(w, ends)
-            if ends:
+        for w, *_, outcome in items:
+            if outcome is not None:
                 self.forget(w.run_id)
             else:
                 self.hold(w.run_id)
 
-    def _created(self, w: RemoteMetricWriter, ends: bool) -> None:
-        w.create = None
-        if ends:
-            w.outcome = None
+    def _restore(self, items: list[Any], values: bool = True) -> None:
+        """Put runs taken for a request that was neither sent nor spooled back as they were
+        (``values``: their values and tags too)."""
+        with self._create_lock:
+            for w, _, batch, tags, fields, outcome in items:
+                if values:
+                    w.give_back(batch, tags)
+                w.create = fields
+                if outcome is not None:
+                    w.outcome = outcome
 
     # -- sending -----------------------------------------------------------------------------
     def pump(self, run_id: str) -> bool:
@@ -422,8 +453,12 @@ class Tracker:
 
     def _pump(self, run_id: str, final: dict[str, Any] | None = None) -> tuple[bool, Any]:
         w = self.writers.get(run_id)
-        if w is not None and w.create is not None:
-            self.send_creates()  # this run's creation first, with the others waiting
+        if w is not None:
+            if w.create is not None:
+                self.send_creates()  # this run's creation first, with the others waiting
+            sending = w.in_flight
+            if sending is not None:  # its creation is being sent: its values go after it
+                sending.wait()
         self.raise_refused(run_id)
         deferred_end = w is not None and w.outcome is not None and final is None
         if deferred_end:
