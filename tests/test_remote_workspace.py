@@ -1219,3 +1219,62 @@ def test_start_logging_with_a_snapshot_directory(served, as_role, tmp_path: Path
     with pytest.raises(SnapshotError):
         exp.start_logging(snapshot_directory=str(tmp_path / "absent"))
     assert len(list(exp.get_runs())) == runs_before  # a bad folder makes no run
+
+
+def test_runs_started_while_a_batch_is_sent_do_not_wait_for_it(monkeypatch) -> None:  # noqa: ANN001
+    """Only a write to a run inside the ``POST /runs/batch`` on its way waits for its answer
+    (and then goes after it); runs started meanwhile are made and changed at once."""
+    import threading
+
+    from mlws.remote.tracker import Tracker
+
+    monkeypatch.setattr("mlws.remote.tracker.FLUSH_S", 60.0)  # sends are the test's own
+
+    class Server:  # a client whose batch request blocks until released
+        url = "http://127.0.0.1:9"
+
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, str, object]] = []
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def path(self, *segments: str) -> str:
+            return "/" + "/".join(segments)
+
+        def request(self, method: str, path: str, body=None, **_: object) -> object:  # noqa: ANN001
+            self.sent.append((method, path, body))
+            if path == "/runs/batch":
+                self.entered.set()
+                assert self.release.wait(10)
+                return {"created": len(body["runs"])}
+            return {}
+
+    server = Server()
+    tracker = Tracker(server)  # type: ignore[arg-type]
+    tracker.heartbeat_known = True
+    tracker.defer_create("r1", {"experiment": "e", "runId": "r1"})
+    sender = threading.Thread(target=tracker.send_creates)
+    sender.start()
+    assert server.entered.wait(10)  # r1's creation is on its way, unanswered
+    tracker.defer_create("r2", {"experiment": "e", "runId": "r2"})
+    quick: list[bool] = []
+    other = threading.Thread(
+        target=lambda: quick.append(
+            tracker.update_deferred("r2", lambda f: f.update(properties={"p": "1"}))
+        )
+    )
+    other.start()
+    other.join(10)
+    assert quick == [True] and not server.release.is_set()  # done while r1's is unanswered
+    late: list[bool] = []
+    writer = threading.Thread(target=lambda: late.append(tracker.update_deferred("r1", dict.clear)))
+    writer.start()
+    server.release.set()
+    sender.join(10)
+    writer.join(10)
+    assert late == [False]  # r1 was sent: its write goes to the server, after its creation
+    tracker.send_creates()
+    (first, second) = [b for m, p, b in server.sent if p == "/runs/batch"]
+    assert [r["runId"] for r in first["runs"]] == ["r1"]
+    assert second["runs"][0]["runId"] == "r2" and second["runs"][0]["properties"] == {"p": "1"}
+    assert set(tracker.held) == {"r1", "r2"}  # left running: heartbeats keep their lease
+    tracker.close()
