@@ -1278,3 +1278,41 @@ def test_runs_started_while_a_batch_is_sent_do_not_wait_for_it(monkeypatch) -> N
     assert second["runs"][0]["runId"] == "r2" and second["runs"][0]["properties"] == {"p": "1"}
     assert set(tracker.held) == {"r1", "r2"}  # left running: heartbeats keep their lease
     tracker.close()
+
+
+def test_a_process_that_exits_delivers_its_unsent_runs(served, remote) -> None:  # noqa: ANN001
+    """A run ended just before its process exits (created with the next send) reaches the
+    server at exit; a process killed before its send leaves no trace of it."""
+    import subprocess
+
+    server, _ws_path, tokens = served
+    script = (
+        "import os, sys\n"
+        "import mlws.remote.tracker\n"
+        "from mlws import Experiment, Workspace\n"
+        "mlws.remote.tracker.FLUSH_S = 3600.0\n"  # no tick: only the exit (or nothing) sends
+        "ws = Workspace(sys.argv[1], token=sys.argv[2])\n"
+        "exp = Experiment(ws, 'exits')\n"
+        "exp.start_logging().complete()\n"  # the first: created at once
+        "run = exp.start_logging()\n"
+        "run.log('m', 1.0)\n"
+        "run.complete()\n"
+        "print(run.id, flush=True)\n"
+        "if sys.argv[3] == 'kill':\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    ids = {}
+    for how in ("exit", "kill"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, server.url, tokens["contributor"], how],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        ids[how] = done.stdout.split()[0]
+    run = Run(Experiment(remote, "exits"), ids["exit"])
+    assert run.get_status() == "Completed" and run.get_metrics() == {"m": 1.0}
+    with pytest.raises(RunNotFound):
+        Run(Experiment(remote, "exits"), ids["kill"])

@@ -9,6 +9,10 @@ re-sent batch can be recognised) every :data:`FLUSH_S` seconds or as soon as
 was sent). Writes that must stay in order after the metrics logged before them (tags,
 properties, complete, fail) go through :meth:`Tracker.send`.
 
+Runs started after the client's first are created with the next send (:meth:`Tracker.defer_create`):
+each travels whole — creation, properties, values, tags, end — with the other runs started
+meanwhile, in one ``POST /runs/batch`` (:meth:`Tracker.send_creates`).
+
 When the server does not answer, batches and ordered writes go to the run's on-disk
 :class:`~mlws.remote.spool.Spool` instead, and everything after them too, so the server
 receives them in the order they were made, once it answers again.
