@@ -1736,10 +1736,18 @@ def case_server(work: Path, params: dict[str, Any]) -> dict[str, Any]:
                 r.log(f"m{j}", i * j * 0.5)
             r.set_tags({"a": str(i), "b": "x"})
             r.complete()
+        # Until the server has them all: runs after a client's first travel whole with its
+        # next send (the sender's tick), so the loop alone would not say when they are stored.
+        ws.remote.flush()
         out["runs_s"] = time.perf_counter() - t0
         out["runs_cpu"] = cpu_since(c0)
         out["runs_requests"] = sum(ws.remote.counters.values()) - requests0
-        progress(f"{runs:,} runs in {out['runs_s']:.2f} s")
+        from mlws.experiments import query_runs
+
+        done = [r for r in query_runs(ws, experiment="bench-runs") if r["status"] == "Completed"]
+        if len(done) != runs:
+            raise RuntimeError(f"expected {runs} Completed runs, found {len(done)}")
+        progress(f"{runs:,} runs in {out['runs_s']:.2f} s ({out['runs_requests']} requests)")
         # 17e: a fresh process until its first metric is stored (median of 5).
         firsts = first_metric_times(FIRST_METRIC, work, [url, token], env=_CHECKOUT_ENV)
         out["first_s"] = statistics.median(firsts[1:])  # the first one warms the caches

@@ -16,6 +16,15 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 
 
+def insert_experiment(conn: Any, name: str) -> None:
+    """Create experiment ``name`` (a checked name) inside the caller's write transaction,
+    unless it exists."""
+    conn.execute(
+        "INSERT OR IGNORE INTO experiments (name, id, created) VALUES (?, ?, ?)",
+        (name, str(uuid.uuid4()), time.time()),
+    )
+
+
 def check_experiment_name(name: str) -> str:
     """Return ``name`` if it can name an experiment (1-255 letters, digits, ``_`` or ``-``, starting
     with a letter or digit).
@@ -307,10 +316,7 @@ class Experiment:
             import uuid  # here: not a cost of every run's Run.get_context()
 
             with workspace.catalog.write() as conn:
-                conn.execute(
-                    "INSERT OR IGNORE INTO experiments (name, id, created) VALUES (?, ?, ?)",
-                    (name, str(uuid.uuid4()), time.time()),
-                )
+                insert_experiment(conn, name)
             row = workspace.catalog.one("SELECT id FROM experiments WHERE name = ?", (name,))
         self.id: str = row["id"]  # type: ignore[index]
 

@@ -103,58 +103,91 @@ def insert_run(
     """
     tag_values = key_values(tags, "tag")
     property_values = key_values(properties, "property")
-    now = time.time()
     with ws.catalog.write() as conn:
-        root_id = None
-        submitter = None
-        if parent_id is not None:
-            parent = conn.execute(
-                "SELECT root_id, child_count, submitter_user FROM runs WHERE id = ?", (parent_id,)
-            ).fetchone()
-            if parent is None:
-                raise RunNotFound(f"no run with id {parent_id!r}")
-            root_id = parent[0]
-            # A child (a pipeline's step, a sweep's trial) is submitted by whoever submitted its
-            # parent, not by the process (a controller of the server) that makes it.
-            submitter = parent[2]
-            if run_id is None:
-                run_id = f"{parent_id}_{parent[1]}"
-            conn.execute("UPDATE runs SET child_count = child_count + 1 WHERE id = ?", (parent_id,))
+        return insert_run_row(
+            conn,
+            experiment,
+            run_type=run_type,
+            status=status,
+            parent_id=parent_id,
+            run_id=run_id,
+            display_name=display_name,
+            fields=fields,
+            tags=tag_values,
+            properties=property_values,
+        )
+
+
+def insert_run_row(
+    conn: sqlite3.Connection,
+    experiment: str,
+    *,
+    run_type: str,
+    status: str,
+    parent_id: str | None = None,
+    run_id: str | None = None,
+    display_name: str | None = None,
+    fields: dict[str, Any] | None = None,
+    tags: dict[str, str | None] | None = None,
+    properties: dict[str, str | None] | None = None,
+) -> sqlite3.Row:
+    """:func:`insert_run` inside the caller's write transaction (``mlws serve`` creates many
+    runs in one), with ``tags`` and ``properties`` checked already (:func:`key_values`).
+
+    :raises RunNotFound: no run ``parent_id``. :raises RunExists: the run id is taken."""
+    tag_values = tags or {}
+    property_values = properties or {}
+    now = time.time()
+    root_id = None
+    submitter = None
+    if parent_id is not None:
+        parent = conn.execute(
+            "SELECT root_id, child_count, submitter_user FROM runs WHERE id = ?", (parent_id,)
+        ).fetchone()
+        if parent is None:
+            raise RunNotFound(f"no run with id {parent_id!r}")
+        root_id = parent[0]
+        # A child (a pipeline's step, a sweep's trial) is submitted by whoever submitted its
+        # parent, not by the process (a controller of the server) that makes it.
+        submitter = parent[2]
         if run_id is None:
-            run_id = new_run_id(experiment)
-        if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
-            raise RunExists(f"a run with id {run_id!r} already exists; choose another run_id")
-        number = conn.execute(
-            "SELECT coalesce(max(number), 0) + 1 FROM runs WHERE experiment = ?", (experiment,)
-        ).fetchone()[0]
-        row = {
-            "id": run_id,
-            "experiment": experiment,
-            "parent_id": parent_id,
-            "root_id": root_id or run_id,
-            "number": number,
-            "display_name": display_name,
-            "type": run_type,
-            "status": status,
-            "created": now,
-            "start_time": now if status == "Running" else None,
-            "submitter_user": submitter or current_user(),
-            "submitter_host": socket.gethostname(),
-            "host": socket.gethostname(),
-        }
-        row.update(fields or {})
-        cols = ",".join(row)
-        seq = conn.execute(
-            f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(row))})", list(row.values())
-        ).lastrowid
-        conn.executemany(
-            "INSERT INTO run_tags VALUES (?, ?, ?)", [(seq, k, v) for k, v in tag_values.items()]
-        )
-        conn.executemany(
-            "INSERT INTO run_properties VALUES (?, ?, ?)",
-            [(seq, k, v) for k, v in property_values.items()],
-        )
-        return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            run_id = f"{parent_id}_{parent[1]}"
+        conn.execute("UPDATE runs SET child_count = child_count + 1 WHERE id = ?", (parent_id,))
+    if run_id is None:
+        run_id = new_run_id(experiment)
+    if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+        raise RunExists(f"a run with id {run_id!r} already exists; choose another run_id")
+    number = conn.execute(
+        "SELECT coalesce(max(number), 0) + 1 FROM runs WHERE experiment = ?", (experiment,)
+    ).fetchone()[0]
+    row = {
+        "id": run_id,
+        "experiment": experiment,
+        "parent_id": parent_id,
+        "root_id": root_id or run_id,
+        "number": number,
+        "display_name": display_name,
+        "type": run_type,
+        "status": status,
+        "created": now,
+        "start_time": now if status == "Running" else None,
+        "submitter_user": submitter or current_user(),
+        "submitter_host": socket.gethostname(),
+        "host": socket.gethostname(),
+    }
+    row.update(fields or {})
+    cols = ",".join(row)
+    seq = conn.execute(
+        f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(row))})", list(row.values())
+    ).lastrowid
+    conn.executemany(
+        "INSERT INTO run_tags VALUES (?, ?, ?)", [(seq, k, v) for k, v in tag_values.items()]
+    )
+    conn.executemany(
+        "INSERT INTO run_properties VALUES (?, ?, ?)",
+        [(seq, k, v) for k, v in property_values.items()],
+    )
+    return conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
 
 
 @contextlib.contextmanager

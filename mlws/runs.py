@@ -107,6 +107,8 @@ class Run(RunFiles):
     @property
     def number(self) -> int:
         """The run's number within its experiment (1, 2, ...), as v1's ``run.number``."""
+        if self._row["number"] is None and self.workspace.remote is not None:
+            self._refresh()  # a run the server has not numbered yet (created with its next send)
         return int(self._row["number"])
 
     @property
@@ -474,9 +476,9 @@ class Run(RunFiles):
         another value raises :class:`PropertyConflict` and changes nothing."""
         new = key_values(properties, "property")
         if self.workspace.remote is not None:
-            from .remote.runs import send
+            from .remote.runs import add_properties
 
-            send(self, "POST", "properties", body={"properties": new})
+            add_properties(self, new)
             return
         with self.workspace.catalog.write() as conn:
             for k, v in new.items():

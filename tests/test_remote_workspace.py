@@ -37,6 +37,7 @@ from mlws.errors import (
     NotAvailableRemotely,
     PropertyConflict,
     RunNotFound,
+    RunStateError,
     SecretNotFound,
     ServerUnreachable,
     SpoolFull,
@@ -168,32 +169,106 @@ def test_a_sweeps_metrics_read_remotely_have_v1s_shapes(served, remote) -> None:
     assert Run.get_metrics(there) == {"own": 1}
 
 
-def test_a_small_run_is_three_requests_and_reads_its_own_tags(served, remote) -> None:  # noqa: ANN001
-    """create, properties, then one request with the run's values, tags and end (bench 17e);
-    tags set and not sent yet are sent before a read or a listing shows them."""
+def test_small_runs_travel_whole_and_read_their_own_writes(served, remote, monkeypatch) -> None:  # noqa: ANN001
+    """After a client's first run, a run is created with the client's next send: many small
+    runs (properties, values, tags, end) are one ``POST /runs/batch`` (bench 17e). Another
+    client finds them once the creating one flushed; a read of the run sends it first."""
+    from mlws.experiments import query_runs
+
+    monkeypatch.setattr("mlws.remote.tracker.FLUSH_S", 60.0)  # no tick: sends are the test's
     counters = remote.remote.counters
     exp = Experiment(remote, "small")
-    exp.start_logging().complete()  # the client's first run also asks for the heartbeat
+    exp.start_logging().complete()  # the client's first run is created at once (heartbeat)
+    other_client = Workspace(served[0].url, token=served[2]["reader"])
     before = sum(counters.values())
-    run = exp.start_logging()
-    run.add_properties({"p": "1"})
-    for j in range(3):
-        run.log(f"m{j}", j * 0.5)
-    run.set_tags({"a": "1", "b": "x"})
-    run.complete()
-    assert sum(counters.values()) - before == 3
-    assert run.get_status() == "Completed"
-    assert run.get_tags() == {"a": "1", "b": "x"} and run.get_properties() == {"p": "1"}
-    assert run.get_metrics() == {"m0": 0.0, "m1": 0.5, "m2": 1.0}
+    runs = []
+    for i in range(5):
+        run = exp.start_logging(tags={"i": str(i)})
+        run.add_properties({"p": "1"})
+        run.add_properties({"p": "1", "q": str(i)})  # add-only, checked here: same value is fine
+        with pytest.raises(PropertyConflict, match="already '1'"):
+            run.add_properties({"p": "2", "r": "x"})  # nothing of it added
+        for j in range(3):
+            run.log(f"m{j}", j * 0.5)
+        run.set_tags({"a": "1", "b": "x"})
+        run.complete()
+        runs.append(run)
+    assert sum(counters.values()) == before  # nothing sent yet
+    with pytest.raises(RunNotFound):
+        Run(Experiment(other_client, "small"), runs[0].id)
+    remote.remote.flush()
+    assert sum(counters.values()) - before == 1
+    for i, run in enumerate(runs):
+        there = Run(Experiment(other_client, "small"), run.id)
+        assert there.get_status() == "Completed"
+        assert there.get_tags() == {"i": str(i), "a": "1", "b": "x"}
+        assert there.get_properties() == {"p": "1", "q": str(i)}
+        assert there.get_metrics() == {"m0": 0.0, "m1": 0.5, "m2": 1.0}
+    numbers = [r.number for r in runs]  # given by the server, read from it
+    assert numbers == sorted(numbers) and len(set(numbers)) == 5
+    # Times as the client saw them: created in the order started, ended after starting.
+    details = [Run(Experiment(other_client, "small"), r.id).get_details() for r in runs]
+    starts = [d["startTimeUtc"] for d in details]
+    assert starts == sorted(starts) and all(d["endTimeUtc"] >= d["startTimeUtc"] for d in details)
+    other_client.close()
+    # A read of a run not sent yet sends it first (read your writes).
     other = exp.start_logging()
     other.tag("seen", "yes")
-    assert other.get_tags() == {"seen": "yes"}  # read your writes
+    assert other.get_tags() == {"seen": "yes"}
     other.tag("listed")
     assert [r.id for r in exp.get_runs(tags={"listed": None})] == [other.id]
     other.log("x", 1.0)
     other.fail("it broke", "Boom")
     assert other.get_details()["error"]["error"]["code"] == "Boom"
     assert other.get_metrics() == {"x": 1.0} and other.get_status() == "Failed"
+    # A child of a run not sent yet: the parent is sent first.
+    parent = exp.start_logging()
+    kid = parent.child_run("kid")
+    assert [c.id for c in parent.get_children()] == [kid.id]
+    kid.complete()
+    parent.complete()
+    # Ended before it was sent: its end travels with its creation; a listing sends it first.
+    quick = exp.start_logging(display_name="quick")
+    quick.fail("at once", "Quick")
+    (row,) = [r for r in query_runs(remote, experiment="small") if r["id"] == quick.id]
+    assert row["status"] == "Failed" and row["display_name"] == "quick"
+
+
+def test_a_refused_deferred_run_is_said_in_one_line(served, tmp_path: Path) -> None:  # noqa: ANN001
+    """A run created with the next send that the server refuses (here: its token was revoked
+    meanwhile): ``complete()`` returned already, so the refusal is raised by the client's next
+    flush or ``start_logging``, and by every read or log of the run; nothing is stored."""
+    from mlws.server.auth import revoke_token
+
+    server, ws_path, tokens = served
+    token = _token(ws_path, "soon-revoked", "contributor")
+    ws = Workspace(server.url, token=token)
+    try:
+        exp = Experiment(ws, "refused")
+        exp.start_logging().complete()  # the first run: created at once, the token is good
+        with Workspace(ws_path) as local:
+            revoke_token(local, "soon-revoked")
+        run = exp.start_logging()
+        run.log("m", 1.0)
+        run.complete()  # queued with its creation: no request, no error yet
+        with pytest.raises(Unauthorized) as e:
+            ws.remote.flush()
+        assert "\n" not in str(e.value)
+        with pytest.raises(Unauthorized):  # the run's own calls keep saying it
+            run.get_status()
+        with pytest.raises(RunStateError, match="was not created"):
+            run.log("m", 2.0)
+        second = exp.start_logging()
+        second.complete()
+        ws.remote.tracker.send_creates()  # what the sender's tick does
+        with pytest.raises(Unauthorized):  # said at the next start_logging
+            exp.start_logging()
+        with Workspace(ws_path) as local:
+            assert not local.catalog.one(
+                "SELECT 1 FROM runs WHERE id IN (?, ?)", (run.id, second.id)
+            )
+    finally:
+        ws.close()
 
 
 def test_heartbeats_keep_a_quiet_run_alive(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
@@ -352,6 +427,7 @@ def test_cli_reads_a_remote_workspace(served, remote, tmp_path: Path) -> None:  
     low.complete()
     untracked = Experiment(remote, "cli").start_logging()  # no acc: listed last
     untracked.complete()
+    remote.remote.flush()  # created with this client's next send: now, for the CLI's reads
     out = _with_token(tok, "-w", server.url, "run", "list", "-e", "cli", "--json")
     assert [r["id"] for r in json.loads(out.output)] == [untracked.id, low.id, run.id]
     for args, expected in (
@@ -592,6 +668,15 @@ def test_writes_while_the_server_is_away_are_delivered_once(tmp_path: Path, monk
         run.upload_file("note.txt", str(folder / "3.txt"))
         log(5000)
         run.flush()
+        # Runs started while it is away: each run's spool starts with its creation.
+        late = run.experiment.start_logging()
+        late.add_properties({"p": "1"})
+        late.log("y", 1.0)
+        late.flush()
+        late.log("y", 2.0)
+        quick = run.experiment.start_logging()
+        quick.log("z", 3.0)
+        quick.complete()  # no wait: its creation and end travel together, later
         spool = ws.remote.tracker.spool(run.id)
         # Batches (the tag rides on one of them) and the uploads, in order, on disk.
         assert len(spool) >= 4
@@ -608,6 +693,11 @@ def test_writes_while_the_server_is_away_are_delivered_once(tmp_path: Path, monk
         got = run.download_file("note.txt", tmp_path / "note.txt").read_text()
         assert got == "offline 3"
         assert not spool.dir.exists()  # delivered: nothing left behind
+        late.complete()
+        ws.remote.flush()
+        assert late.get_metrics() == {"y": [1.0, 2.0]} and late.get_status() == "Completed"
+        assert late.get_properties() == {"p": "1"}
+        assert quick.get_metrics() == {"z": 3.0} and quick.get_status() == "Completed"
         ws.close()
     finally:
         server.stop()
@@ -1129,3 +1219,100 @@ def test_start_logging_with_a_snapshot_directory(served, as_role, tmp_path: Path
     with pytest.raises(SnapshotError):
         exp.start_logging(snapshot_directory=str(tmp_path / "absent"))
     assert len(list(exp.get_runs())) == runs_before  # a bad folder makes no run
+
+
+def test_runs_started_while_a_batch_is_sent_do_not_wait_for_it(monkeypatch) -> None:  # noqa: ANN001
+    """Only a write to a run inside the ``POST /runs/batch`` on its way waits for its answer
+    (and then goes after it); runs started meanwhile are made and changed at once."""
+    import threading
+
+    from mlws.remote.tracker import Tracker
+
+    monkeypatch.setattr("mlws.remote.tracker.FLUSH_S", 60.0)  # sends are the test's own
+
+    class Server:  # a client whose batch request blocks until released
+        url = "http://127.0.0.1:9"
+
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, str, object]] = []
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def path(self, *segments: str) -> str:
+            return "/" + "/".join(segments)
+
+        def request(self, method: str, path: str, body=None, **_: object) -> object:  # noqa: ANN001
+            self.sent.append((method, path, body))
+            if path == "/runs/batch":
+                self.entered.set()
+                assert self.release.wait(10)
+                return {"created": len(body["runs"])}
+            return {}
+
+    server = Server()
+    tracker = Tracker(server)  # type: ignore[arg-type]
+    tracker.heartbeat_known = True
+    tracker.defer_create("r1", {"experiment": "e", "runId": "r1"})
+    sender = threading.Thread(target=tracker.send_creates)
+    sender.start()
+    assert server.entered.wait(10)  # r1's creation is on its way, unanswered
+    tracker.defer_create("r2", {"experiment": "e", "runId": "r2"})
+    quick: list[bool] = []
+    other = threading.Thread(
+        target=lambda: quick.append(
+            tracker.update_deferred("r2", lambda f: f.update(properties={"p": "1"}))
+        )
+    )
+    other.start()
+    other.join(10)
+    assert quick == [True] and not server.release.is_set()  # done while r1's is unanswered
+    late: list[bool] = []
+    writer = threading.Thread(target=lambda: late.append(tracker.update_deferred("r1", dict.clear)))
+    writer.start()
+    server.release.set()
+    sender.join(10)
+    writer.join(10)
+    assert late == [False]  # r1 was sent: its write goes to the server, after its creation
+    tracker.send_creates()
+    (first, second) = [b for m, p, b in server.sent if p == "/runs/batch"]
+    assert [r["runId"] for r in first["runs"]] == ["r1"]
+    assert second["runs"][0]["runId"] == "r2" and second["runs"][0]["properties"] == {"p": "1"}
+    assert set(tracker.held) == {"r1", "r2"}  # left running: heartbeats keep their lease
+    tracker.close()
+
+
+def test_a_process_that_exits_delivers_its_unsent_runs(served, remote) -> None:  # noqa: ANN001
+    """A run ended just before its process exits (created with the next send) reaches the
+    server at exit; a process killed before its send leaves no trace of it."""
+    import subprocess
+
+    server, _ws_path, tokens = served
+    script = (
+        "import os, sys\n"
+        "import mlws.remote.tracker\n"
+        "from mlws import Experiment, Workspace\n"
+        "mlws.remote.tracker.FLUSH_S = 3600.0\n"  # no tick: only the exit (or nothing) sends
+        "ws = Workspace(sys.argv[1], token=sys.argv[2])\n"
+        "exp = Experiment(ws, 'exits')\n"
+        "exp.start_logging().complete()\n"  # the first: created at once
+        "run = exp.start_logging()\n"
+        "run.log('m', 1.0)\n"
+        "run.complete()\n"
+        "print(run.id, flush=True)\n"
+        "if sys.argv[3] == 'kill':\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    ids = {}
+    for how in ("exit", "kill"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, server.url, tokens["contributor"], how],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        ids[how] = done.stdout.split()[0]
+    run = Run(Experiment(remote, "exits"), ids["exit"])
+    assert run.get_status() == "Completed" and run.get_metrics() == {"m": 1.0}
+    with pytest.raises(RunNotFound):
+        Run(Experiment(remote, "exits"), ids["kill"])

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -308,3 +309,72 @@ def test_series_write_what_metrics_write_and_tags_and_the_end_ride_along(tmp_pat
         with pytest.raises(RunStateError, match="ended already"):
             call({"run_id": ids[1]}, {**last, "batchId": "other", "outcome": "fail"})
         assert len(_metric_state(ws_path, ids[1])[0]) == len(values) + 1
+
+
+def test_whole_runs_in_one_batch_are_all_or_nothing_and_applied_once(served) -> None:  # noqa: ANN001
+    """``POST /runs/batch`` (what a client that starts many small runs sends): every run is
+    checked before any is written; a request cut off as its client died writes nothing."""
+    server, ws_path, tok = served
+    runs = [
+        {
+            "experiment": "whole",
+            "runId": "w1",
+            "properties": {"p": "1"},
+            "tags": {"t": "x"},
+            "series": [{"name": "m", "values": [0.5, 1.5]}],
+            "outcome": "complete",
+            "startedSecondsAgo": 2.0,
+            "endedSecondsAgo": 0.5,
+        },
+        {"experiment": "whole", "runId": "w2"},
+    ]
+    reader = server_token(ws_path, "r", "reader")
+    before = workspace_fingerprint(ws_path)
+    bad_value = {"experiment": "whole", "runId": "w3", "series": [{"name": "m", "values": [{}]}]}
+    for bad in (
+        [*runs, bad_value],  # the last run is refused: the ones before are not written either
+        [*runs, {"experiment": "no/slash", "runId": "w3"}],
+        [*runs, {"experiment": "whole"}],  # the client names its runs
+        [*runs, runs[1]],
+        [{**runs[0], "endedSecondsAgo": 3.0}],  # ended before it started
+        [{**runs[0], "startedSecondsAgo": "1"}],
+        [{**runs[0], "outcome": "maybe"}],
+        [{**runs[0], "parentId": "w2"}],
+    ):
+        status, answer = server.api("POST", "/runs/batch", tok, {"runs": bad})
+        assert status == 400, (bad, answer)
+        assert "\n" not in answer["error"]["message"]
+    assert server.api("POST", "/runs/batch", tok, {"runs": []})[0] == 400
+    status, answer = server.api("POST", "/runs/batch", reader, {"runs": runs})
+    assert status == 403, (answer, server.lines)
+    # A client killed while sending its batch: half a body, then the connection closes.
+    full = json.dumps({"runs": runs}).encode()
+    u = urlparse(server.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.putrequest("POST", "/api/v1/runs/batch")
+    conn.putheader("Authorization", f"Bearer {tok}")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(len(full)))
+    conn.endheaders(full[: len(full) // 2])
+    conn.close()
+    assert server.api("GET", "/runs/w1", tok)[0] == 404
+    assert workspace_fingerprint(ws_path) == before
+
+    body = {"batchId": "once", "runs": runs}
+    assert server.api("POST", "/runs/batch", tok, body) == (201, {"created": 2})
+    assert server.api("POST", "/runs/batch", tok, body) == (201, {"created": 0, "duplicate": True})
+    status, w1 = server.api("GET", "/runs/w1", tok)
+    assert status == 200 and w1["status"] == "Completed" and w1["createdBy"]["userName"]
+    assert w1["properties"]["p"] == "1" and w1["tags"] == {"t": "x"}
+    assert server.api("GET", "/runs/w1/metrics", tok)[1]["metrics"] == {"m": [0.5, 1.5]}
+    # The times the client measured: started 2 s and ended 0.5 s before the request.
+    start, end = (
+        datetime.fromisoformat(w1[k].replace("Z", "+00:00")) for k in ("startTimeUtc", "endTimeUtc")
+    )
+    assert abs((end - start).total_seconds() - 1.5) < 0.01
+    assert server.api("GET", "/runs/w2", tok)[1]["status"] == "Running"
+    # A taken id refuses the batch (409), nothing of it written.
+    again = [{"experiment": "whole", "runId": "w4"}, {"experiment": "whole", "runId": "w2"}]
+    status, answer = server.api("POST", "/runs/batch", tok, {"runs": again})
+    assert status == 409 and "already exists" in answer["error"]["message"]
+    assert server.api("GET", "/runs/w4", tok)[0] == 404

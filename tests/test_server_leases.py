@@ -59,6 +59,13 @@ def test_a_client_that_stops_is_lost_one_that_heartbeats_or_writes_is_kept(ws_pa
             status, run = server.api("POST", "/experiments/lease/runs", tok, {"runId": name})
             assert status == 201, run
             ids[name] = run["runId"]
+        # Created whole in one batch: the one left Running is held by the same lease.
+        runs = [
+            {"experiment": "lease", "runId": "batched"},
+            {"experiment": "lease", "runId": "batched-done", "outcome": "complete"},
+        ]
+        status, answer = server.api("POST", "/runs/batch", tok, {"runs": runs})
+        assert status == 201 and answer == {"created": 2}, answer
         created = time.time()
         status, beat = server.api("POST", "/runs/beats/heartbeat", tok)
         assert status == 200 and beat["status"] == "Running"
@@ -76,6 +83,9 @@ def test_a_client_that_stops_is_lost_one_that_heartbeats_or_writes_is_kept(ws_pa
             return speak() and _row(ws_path, "gone")["status"] == "Failed"
 
         wait_until(gone_failed, 10, "the silent client's run to be failed")
+        wait_until(lambda: _row(ws_path, "batched")["status"] == "Failed", 5, "'batched' failed")
+        assert json.loads(_row(ws_path, "batched")["error"])["code"] == "ClientLost"
+        assert _row(ws_path, "batched-done")["status"] == "Completed"
         row = _row(ws_path, "gone")
         error = json.loads(row["error"])
         assert error["code"] == "ClientLost"

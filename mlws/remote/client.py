@@ -222,6 +222,15 @@ class RemoteClient:
             tracker.close()
         self._drop_connection()
 
+    def flush(self) -> None:
+        """Send now what this process holds for the server: runs started and not created there
+        yet, buffered values and tags (``run.flush()`` does it for one run). Afterwards another
+        process finds them (``Run(experiment, run_id)``).
+
+        :raises MlwsError: the server refused to create a run this process started."""
+        if self._tracker is not None:
+            self._tracker.flush_all()
+
     # -- requests ----------------------------------------------------------------------------
     def path(self, *segments: str) -> str:
         """An API path from segments, each quoted (``path("runs", run_id, "tags")``)."""

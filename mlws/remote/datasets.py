@@ -108,7 +108,10 @@ def record_lineage(
                 "changed": bool(changed),
             }
         )
+    from .runs import deliver_pending
+
     for run_id, inputs in by_run.items():
+        deliver_pending(ws.remote, run_id)  # a run not sent yet (created with its next send)
         ws.remote.request("POST", ws.remote.path("runs", run_id, "datasets"), {"data": inputs})
 
 

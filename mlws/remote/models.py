@@ -104,8 +104,11 @@ def register_from_run(run: Run, name: str, path: str, **meta: Any) -> Model:
         raise UserErrorException(
             "datasets= is not available with run.register_model on a remote workspace yet"
         )
+    from .runs import deliver_pending
+
     client = run.workspace.remote
     run.flush()
+    deliver_pending(client, run.id)  # a run not sent yet (created with its next send): now
     body = {"name": name, "path": path, **_metadata(meta, ("framework", "frameworkVersion"))}
     answer = client.request("POST", client.path("runs", run.id, "models"), body, idempotent=False)
     return Model._from_row(run.workspace, row_of(answer))

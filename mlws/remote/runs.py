@@ -82,7 +82,7 @@ def get_row(ws: Workspace, run_id: str, experiment: str | None = None) -> Remote
     :raises RunNotFound: no such run (in ``experiment``, when given)."""
     from ..errors import RunNotFound
 
-    _deliver_tags(ws.remote, run_id)  # read your writes: the details show the tags
+    deliver_pending(ws.remote, run_id)  # read your writes: the details show the tags
     row = row_of(ws.remote.request("GET", _run_path(ws.remote, run_id)))
     if experiment is not None and row["experiment"] != experiment:
         raise RunNotFound(f"no run {run_id!r} in experiment {experiment!r}")
@@ -139,6 +139,17 @@ def create_run(
     from ..lifecycle import new_run_id
 
     client = exp.workspace.remote
+    tracker = client.tracker
+    tracker.raise_refused()  # a run this process started before was refused: say it now
+    if (
+        run_id is None
+        and parent_id is None
+        and snapshot_directory is None
+        and tracker.heartbeat_known
+    ):
+        return _deferred_run(exp, tags, display_name)
+    if parent_id is not None:
+        deliver_pending(client, parent_id)  # a parent started here and not sent yet: now
     snap = None
     if snapshot_directory is not None:  # before the run exists: a bad folder makes none
         from ..snapshots import git_properties
@@ -160,7 +171,6 @@ def create_run(
         if run_id is not None:
             raise
         answer = client.request("GET", _run_path(client, rid))  # made by the first attempt
-    tracker = client.tracker
     beat = None
     if not tracker.heartbeat_known:
         # The server names the interval (a quarter of its lease, at most 10 s): asked once per
@@ -178,6 +188,59 @@ def create_run(
             tracker.release(rid)
             raise
     return row_of(answer)
+
+
+def _deferred_run(exp: Experiment, tags: dict[str, Any] | None, name: str | None) -> RemoteRow:
+    """A run whose creation travels with its first send (see ``Tracker.defer_create``): made
+    here, known to the server at the client's next send. The first run of a client is created
+    at once instead (that asks the lease's heartbeat interval and checks the token's role)."""
+    from ..experiments import check_experiment_name
+    from ..lifecycle import INTERACTIVE, new_run_id
+
+    check_experiment_name(exp.name)  # the server's own check, made before the run exists
+    rid = new_run_id(exp.name)
+    fields: dict[str, Any] = {"experiment": exp.name, "runId": rid}
+    if tags:
+        fields["tags"] = dict(tags)
+    if name is not None:
+        fields["displayName"] = name
+    exp.workspace.remote.tracker.defer_create(rid, fields)
+    now = time.time()
+    # The server gives the number (and the rest of the details) once it has the run.
+    return RemoteRow(
+        seq=rid,
+        id=rid,
+        experiment=exp.name,
+        root_id=rid,
+        display_name=name,
+        type=INTERACTIVE,
+        status="Running",
+        created=now,
+        start_time=now,
+    )
+
+
+def add_properties(run: Run, properties: dict[str, str | None]) -> None:
+    """Add ``properties`` to ``run``: to its creation while that is not sent yet (checked
+    here: this process is the only writer of a run the server does not know yet), else
+    ``POST /runs/{id}/properties``.
+
+    :raises PropertyConflict: a key has another value already (nothing is added)."""
+
+    def merge(fields: dict[str, Any]) -> None:
+        from ..errors import PropertyConflict
+
+        old = fields.get("properties") or {}
+        for k, v in properties.items():
+            if k in old and old[k] != v:
+                raise PropertyConflict(
+                    f"property {k!r} of run {run.id} is already {old[k]!r}; properties are"
+                    " add-only, use a tag for values that change"
+                )
+        fields["properties"] = {**old, **properties}
+
+    if not run.workspace.remote.tracker.update_deferred(run.id, merge):
+        send(run, "POST", "properties", body={"properties": properties})
 
 
 def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
@@ -216,7 +279,7 @@ def query_runs(ws: Workspace, **f: Any) -> list[RemoteRow]:
     query.append(("latestMetrics", "true"))  # what a listing shows beside each run
     rows: list[RemoteRow] = []
     token = None
-    _deliver_tags(ws.remote)  # a listing filters and shows by tags this process set
+    deliver_pending(ws.remote)  # a listing filters and shows by tags this process set
     if len(_latest) > 100_000:
         _latest.clear()
     while limit is None or len(rows) < limit:
@@ -302,19 +365,22 @@ def send(run: Run, method: str, *rest: str, body: Any = None) -> Any:
     return client.tracker.send(run.id, method, _run_path(client, run.id, *rest), body)
 
 
-def _deliver_tags(client: RemoteClient, run_id: str | None = None) -> None:
-    """Send the tags this process set and has not sent yet (of ``run_id``, or of every run)
-    before a read that shows them."""
+def deliver_pending(client: RemoteClient, run_id: str | None = None) -> None:
+    """Send what this process holds of ``run_id`` (or of every run) that a request about the
+    run needs on the server first: its creation when it was deferred (see ``create_run``), tags
+    set and not sent yet.
+
+    :raises MlwsError: the server refused the run's deferred creation."""
     tracker = client.tracker
     for rid, w in list(tracker.writers.items()):
-        if w.tags and run_id in (None, rid):
-            tracker.pump(rid)
+        if (w.tags or w.create is not None or rid in tracker.refusals) and run_id in (None, rid):
+            tracker.pump(rid)  # a run not created yet: now, before a read looks for it
 
 
 def read(run: Run, *rest: str, query: dict[str, Any] | None = None) -> Any:
     """A read of ``run`` (``GET /runs/{id}/...``)."""
     client = run.workspace.remote
-    _deliver_tags(client, run.id)
+    deliver_pending(client, run.id)
     return client.request("GET", _run_path(client, run.id, *rest), query=query)
 
 
@@ -326,6 +392,14 @@ def finish(run: Run, outcome: str, error: dict[str, Any] | None = None) -> None:
     fields: dict[str, Any] = {"outcome": outcome}
     if error:
         fields["error"] = error
+    if tracker.end_deferred(run.id, fields):
+        # Not created yet: it travels whole (creation to end) with the client's next send.
+        run._row = RemoteRow(
+            run._row,
+            status="Completed" if outcome == "complete" else "Failed",
+            end_time=time.time(),
+        )
+        return
     try:
         # The outcome travels with the run's last values and tags (one request).
         answer = tracker.finish(run.id, fields)

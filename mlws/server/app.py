@@ -24,6 +24,7 @@ from . import (
     metadata,
     models,
     pipelines,
+    run_batches,
     runs,
     secrets,
     services,
@@ -68,6 +69,7 @@ def endpoints() -> list[Endpoint]:
     return [
         *workspace.ENDPOINTS,
         *runs.ENDPOINTS,
+        *run_batches.ENDPOINTS,
         *submitted.ENDPOINTS,
         *execution.ENDPOINTS,
         *models.ENDPOINTS,

@@ -98,11 +98,23 @@ def new_run_request(call: Call, extra: tuple[str, ...] = ()) -> dict[str, Any]:
 
     :raises UserErrorException: a field is invalid. :raises RunExists: the runId is taken.
     :raises RunNotFound: the parent is not a run of the experiment."""
+    return check_new_run(call.ws, call.path["experiment"], call.body, extra)
+
+
+def check_new_run(
+    ws: Any, experiment: Any, body: dict[str, Any], extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """:func:`new_run_request` of experiment ``experiment`` and fields ``body`` (a run of a
+    ``POST /runs/batch`` too).
+
+    :raises UserErrorException: a field is invalid. :raises RunExists: the runId is taken.
+    :raises RunNotFound: the parent is not a run of the experiment."""
     from ..experiments import check_experiment_name
     from ..lifecycle import key_values
 
-    name = check_experiment_name(call.path["experiment"])
-    body = call.body
+    if not isinstance(experiment, str):
+        raise UserErrorException(f"an experiment name is a string, got {experiment!r}")
+    name = check_experiment_name(experiment)
     tags = key_values(body_field(body, "tags", dict, {}), "tag")
     properties = key_values(body_field(body, "properties", dict, {}), "property")
     display_name = body_field(body, "displayName", str)
@@ -115,10 +127,10 @@ def new_run_request(call: Call, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     unknown = set(body) - {"tags", "properties", "displayName", "runId", "parentId", *extra}
     if unknown:
         raise UserErrorException(f"unknown field(s) {', '.join(sorted(unknown))} in the body")
-    if run_id is not None and call.ws.catalog.one("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
+    if run_id is not None and ws.catalog.one("SELECT 1 FROM runs WHERE id = ?", (run_id,)):
         raise RunExists(f"a run with id {run_id!r} already exists; choose another runId")
     if parent_id is not None:  # a child run (run.child_run): of a run of this experiment
-        parent = call.ws.catalog.one("SELECT experiment FROM runs WHERE id = ?", (parent_id,))
+        parent = ws.catalog.one("SELECT experiment FROM runs WHERE id = ?", (parent_id,))
         if parent is None or parent[0] != name:
             from ..errors import RunNotFound
 
@@ -228,7 +240,7 @@ def _batch_id(body: dict[str, Any]) -> str | None:
     return batch_id
 
 
-def _series(body: dict[str, Any]) -> list[Any]:
+def checked_series(body: dict[str, Any]) -> list[Any]:
     """The checked, encoded ``series`` of a batch (see :data:`mlws.metrics.Series`): per
     value only a type check, and none at all for a series of finite floats."""
     from ..metrics import SCALAR, encode
@@ -291,7 +303,7 @@ def _finite_numbers(values: list[Any]) -> bool:
         return False
 
 
-def _outcome(body: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+def checked_outcome(body: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
     """``(status, error)`` a batch ends its run with (``outcome``: complete or fail)."""
     outcome = body_field(body, "outcome", str)
     if outcome is None:
@@ -329,11 +341,11 @@ def log_metrics(call: Call) -> dict[str, Any]:
     batch_id = _batch_id(body)
     if "series" in body and "metrics" in body:
         raise UserErrorException('send values as "metrics" or as "series", not both')
-    series = _series(body) if "series" in body else None
+    series = checked_series(body) if "series" in body else None
     only_ends = series is None and "metrics" not in body and ({"tags", "outcome"} & set(body))
     items = [] if series is not None or only_ends else _metric_items(body)
     tags = key_values(body_field(body, "tags", dict, {}), "tag")
-    status, error = _outcome(body)
+    status, error = checked_outcome(body)
     row = hold_run(call.ws, call.path["run_id"], call.run_lease_s)
     run_id = row["id"]
     if status is not None:
