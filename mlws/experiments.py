@@ -19,6 +19,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 def insert_experiment(conn: Any, name: str) -> None:
     """Create experiment ``name`` (a checked name) inside the caller's write transaction,
     unless it exists."""
+    import uuid  # here: not a cost of every run's Run.get_context()
+
     conn.execute(
         "INSERT OR IGNORE INTO experiments (name, id, created) VALUES (?, ?, ?)",
         (name, str(uuid.uuid4()), time.time()),
@@ -313,8 +315,6 @@ class Experiment:
                 raise ExperimentNotFound(
                     f"no experiment named {name!r} in workspace {workspace.name!r}"
                 )
-            import uuid  # here: not a cost of every run's Run.get_context()
-
             with workspace.catalog.write() as conn:
                 insert_experiment(conn, name)
             row = workspace.catalog.one("SELECT id FROM experiments WHERE name = ?", (name,))
