@@ -51,8 +51,11 @@ def model_path(
         found = _find_in(Path("azureml-models"), model_name, version)
         if found is not None:
             return str(found)
-    if workspace is None and os.environ.get("MLWS_MODELS_FROM_HOME"):
-        # A script on an ssh host: its run's catalog there has no models; home sends them.
+    if os.environ.get("MLWS_MODELS_FROM_HOME") and (
+        workspace is None or str(workspace.path) == os.environ.get("MLWS_WORKSPACE")
+    ):
+        # A script on an ssh host: its run's catalog there (the workspace it has: v1 scripts
+        # pass run.experiment.workspace) has no models; home sends them.
         from .compute.hostmodels import ask_home
 
         found = _find_in(Path(ask_home(model_name, version)), model_name, version)

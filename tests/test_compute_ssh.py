@@ -394,7 +394,8 @@ os.makedirs("outputs", exist_ok=True)
 with open("outputs/secret-check.txt", "w") as f:
     f.write("match" if hashlib.sha256(value.encode()).hexdigest() == sys.argv[2] else "mismatch")
 # v1: the registered models are at home; they are sent to the host when asked for.
-got = [Model.get_model_path(*ask) for ask in (("weights",), ("weights", 1), ("twin",))]
+got = [Model.get_model_path(*ask) for ask in (("weights",), ("weights", 1))]
+got.append(Model.get_model_path("twin", _workspace=run.experiment.workspace))  # the replica
 got.append(Model.get_model_path("weights", version=1))  # there now: nothing asked
 try:
     Model.get_model_path("nope")
