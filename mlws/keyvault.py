@@ -307,14 +307,19 @@ def serve_run_channel(workspace: Workspace) -> tuple[int, int]:
     return req_w, resp_r
 
 
-def _ask_home(names: list[str]) -> dict[str, str]:
+def ask_channel(request: dict[str, Any]) -> dict[str, Any]:
+    """Send one request down this run's channel (``CHANNEL_ENV``) and return the answer: the
+    secrets of ``{"names": [..]}``, or on an ssh host a registered model (``{"model": ..}``,
+    :mod:`mlws.compute.hostmodels`). One request at a time per process.
+
+    :raises KeyvaultKeyError: no channel here, or nobody answers."""
     try:
         w, r = (int(x) for x in os.environ[CHANNEL_ENV].split(","))
-    except ValueError:
+    except (KeyError, ValueError):
         raise KeyvaultKeyError(f"{CHANNEL_ENV} is malformed") from None
     with _channel_lock:
         try:
-            os.write(w, (json.dumps({"names": names}) + "\n").encode())
+            os.write(w, (json.dumps(request) + "\n").encode())
             data = b""
             while not data.endswith(b"\n"):
                 chunk = os.read(r, 65536)
@@ -330,6 +335,13 @@ def _ask_home(names: list[str]) -> dict[str, str]:
         answer = json.loads(data)
     except ValueError:
         raise KeyvaultKeyError("the key vault did not answer (the run is ending?)") from None
+    if not isinstance(answer, dict):
+        raise KeyvaultKeyError("the key vault did not answer (the run is ending?)")
+    return answer
+
+
+def _ask_home(names: list[str]) -> dict[str, str]:
+    answer = ask_channel({"names": names})
     if "error" in answer:
         raise SecretNotFound(answer["error"])
     return {n: answer["values"][n] for n in names}

@@ -2,7 +2,9 @@
 ``Model.get_model_path``.
 
 Inside a deployment the files are under ``AZUREML_MODEL_DIR``; elsewhere under
-``./azureml-models/<name>/<version>``, downloaded there from the workspace when missing.
+``./azureml-models/<name>/<version>``, downloaded there from the workspace when missing. In a
+run on an ``ssh`` host the workspace is at home: the run's supervising process sends the
+model's files there (:mod:`mlws.compute.hostmodels`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def model_path(
     if fetcher is not None and workspace is None:
         fetcher(model_name, version)
         found = _find_in(Path("azureml-models"), model_name, version)
+        if found is not None:
+            return str(found)
+    if os.environ.get("MLWS_MODELS_FROM_HOME") and (
+        workspace is None or str(workspace.path) == os.environ.get("MLWS_WORKSPACE")
+    ):
+        # A script on an ssh host: its run's catalog there (the workspace it has: v1 scripts
+        # pass run.experiment.workspace) has no models; home sends them.
+        from .compute.hostmodels import ask_home
+
+        found = _find_in(Path(ask_home(model_name, version)), model_name, version)
         if found is not None:
             return str(found)
     ws = workspace

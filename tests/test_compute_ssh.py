@@ -40,9 +40,10 @@ from helpers import (
 )
 from sshd import SshServer
 
-from mlws import ComputeTargetException, Experiment, ScriptRunConfig, Workspace
+from mlws import ComputeTargetException, Experiment, Model, ScriptRunConfig, Workspace
 from mlws.compute import ComputeTarget
 from mlws.compute.ssh import RemoteCompute
+from mlws.errors import ModelNotFound
 from mlws.maintenance import fsck
 from mlws.runs import Run
 
@@ -386,12 +387,22 @@ def test_metrics_and_log_are_live_while_the_remote_script_runs(
 # -- 4. secrets ----------------------------------------------------------------------------------------
 SECRET_SCRIPT = """
 import hashlib
-from mlws import Run
+from mlws import Model, Run
 run = Run.get_context()
 value = run.get_secret(sys.argv[1])
 os.makedirs("outputs", exist_ok=True)
 with open("outputs/secret-check.txt", "w") as f:
     f.write("match" if hashlib.sha256(value.encode()).hexdigest() == sys.argv[2] else "mismatch")
+# v1: the registered models are at home; they are sent to the host when asked for.
+got = [Model.get_model_path(*ask) for ask in (("weights",), ("weights", 1))]
+got.append(Model.get_model_path("twin", _workspace=run.experiment.workspace))  # the replica
+got.append(Model.get_model_path("weights", version=1))  # there now: nothing asked
+try:
+    Model.get_model_path("nope")
+except Exception as e:
+    got.append(f"{type(e).__name__}: {e}")
+with open("outputs/models.txt", "w") as f:
+    f.write("|".join([open(p).read() for p in got[:4]] + [os.path.basename(got[1]), got[4]]))
 """
 
 
@@ -415,11 +426,25 @@ def test_secret_reaches_the_remote_script_and_is_stored_nowhere_in_clear(
     ws.get_default_keyvault().set_secret(SECRET_NAME, SECRET_VALUE)
     digest = hashlib.sha256(SECRET_VALUE.encode()).hexdigest()
     src = make_source(tmp_path, SECRET_SCRIPT)
+    files = tmp_path / "models"
+    files.mkdir()
+    models = []
+    for name, text in (("weights", "w-v1"), ("weights", "w-v2"), ("twin", "w-v1")):
+        (files / "model.pkl").write_text(text)
+        models.append(Model.register(ws, str(files / "model.pkl"), name))
+    with pytest.raises(ModelNotFound) as unknown:
+        Model(ws, "nope")
     run = submit(ws, src, SECRET_NAME, digest)
     details = run.wait_for_completion(timeout=60, raise_on_error=False)
     assert details["status"] == "Completed", details.get("error")
     out = run.download_file("outputs/secret-check.txt", tmp_path / "dl")
     assert out.read_text() == "match"
+    # Model.get_model_path on the host: each version asked for, the unknown one as locally.
+    got = run.download_file("outputs/models.txt", tmp_path / "dl").read_text().split("|")
+    assert got == ["w-v2", "w-v1", "w-v1", "w-v1", "model.pkl", f"ModelNotFound: {unknown.value}"]
+    # On the host once per content: "twin" has weights:1's files, so it reuses their copy.
+    held = {p.name for p in (work_dir / "models").iterdir()}
+    assert held == {m.manifest.split(":")[1] for m in models}, held
     wait_until(
         lambda: not remote_run_dir(work_dir, run).exists(), 15, "the remote run folder removal"
     )

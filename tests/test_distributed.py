@@ -397,6 +397,14 @@ if rank == world - 1:
     child.complete()
 """
 
+#: Each host's first rank reads a registered model (sent from home: the host has no models).
+MODELS = """
+from mlws import Model
+if os.environ["LOCAL_RANK"] == "0":
+    with open(Model.get_model_path("weights")) as f:
+        run.tag(f"model_{rank}", f.read())
+"""
+
 
 # -- on ssh and Dask targets -------------------------------------------------------------------
 def _meet_on(ws, tmp_path, target: str, config, expected_sum: int, body: str = MEET) -> None:  # noqa: ANN001
@@ -491,8 +499,12 @@ def test_a_multi_host_runs_metrics_keep_a_step_a_rank_passed(ws, monkeypatch):
 
 @pytest.mark.timeout(120)
 def test_two_ranks_on_two_ssh_hosts_meet_at_the_first(ws, tmp_path, two_hosts):
+    from mlws import Model
+
     config = PyTorchConfiguration(process_count=4, node_count=2)
-    _meet_on(ws, tmp_path, two_hosts, config, 6, MEET + RECORDS)
+    (tmp_path / "model.pkl").write_text("weights v1")
+    Model.register(ws, str(tmp_path / "model.pkl"), "weights")
+    _meet_on(ws, tmp_path, two_hosts, config, 6, MEET + RECORDS + MODELS)
     run = ws.get_run(ws.catalog.scalar("SELECT id FROM runs WHERE parent_id IS NULL"))
     assert "ranks 2-3 here" in run._read_file_text("logs/node_1.log")
     assert "rank 3 of 4 local 1 node 1" in run._read_file_text("logs/std_log_process_3.txt")
@@ -512,6 +524,10 @@ def test_two_ranks_on_two_ssh_hosts_meet_at_the_first(ws, tmp_path, two_hosts):
     assert [tuple(r) for r in at] == [(10 + r, r) for r in range(4)]
     # ... tags, uploaded files and child runs of the second host's ranks too.
     assert {f"rank_{r}" for r in range(4)} <= set(run.get_tags())
+    assert {t: run.get_tags().get(t) for t in ("model_0", "model_2")} == {
+        "model_0": "weights v1",
+        "model_2": "weights v1",
+    }
     names = set(run.get_file_names())
     assert {f"uploads/rank_{r}.txt" for r in range(4)} <= names
     assert run._read_file_text("uploads/rank_3.txt") == "from rank 3"

@@ -13,6 +13,8 @@ is one, starts the script in its own process group and streams JSON lines on std
     {"t": "log", "data": "..."}                 new driver-log text
     {"t": "changes", "changes": [...]}          remote-catalog changes (metrics, tags, child runs, ...)
     {"t": "secrets", "id": 1, "names": [..]}    the script asks for key-vault secrets
+    {"t": "model", "id": 1, "name": .., "version": .., "have": [..]}  the script asks for a
+                                                registered model (``hostmodels``)
     {"t": "files", "tar": "<base64>"}           just before "exit": outputs/, logs/ and the
                                                 replica's blobs as a tar, when small
                                                 (:data:`INLINE_MAX_BYTES`): no rsync home then
@@ -115,9 +117,14 @@ class _Out:
         threading.Thread(target=beat, name="mlws-agent-beat", daemon=True).start()
 
 
-def _serve_secrets(out: _Out, answers: dict[int, queue.Queue[dict[str, Any]]]) -> tuple[int, int]:
+def _serve_secrets(
+    out: _Out, answers: dict[int, queue.Queue[dict[str, Any]]], run_dir: Path
+) -> tuple[int, int]:
     """The script's way to the key vault at home: a pipe pair (its ends are returned, to pass to
-    the script). Each request goes home as a ``secrets`` event and waits for its answer."""
+    the script). Each request goes home as a ``secrets`` event and waits for its answer; a
+    request for a registered model goes as a ``model`` event (:mod:`.hostmodels`)."""
+    from . import hostmodels
+
     req_r, req_w = os.pipe()
     resp_r, resp_w = os.pipe()
 
@@ -128,13 +135,25 @@ def _serve_secrets(out: _Out, answers: dict[int, queue.Queue[dict[str, Any]]]) -
                 n += 1
                 answers[n] = queue.Queue()
                 try:
-                    names = [str(x) for x in json.loads(line)["names"]]
-                except (ValueError, KeyError, TypeError):
-                    names = []
-                out.send(t="secrets", id=n, names=names)
+                    request = json.loads(line)
+                except ValueError:
+                    request = {}
+                model = request.get("model") if isinstance(request, dict) else None
+                if model is not None:
+                    have = hostmodels.held(run_dir)
+                    version = request.get("version")
+                    out.send(t="model", id=n, name=model, version=version, have=have)
+                else:
+                    try:
+                        names = [str(x) for x in request["names"]]
+                    except (KeyError, TypeError):
+                        names = []
+                    out.send(t="secrets", id=n, names=names)
                 msg = answers[n].get()
                 answers.pop(n, None)
                 msg.pop("id", None)
+                if model is not None:
+                    msg = hostmodels.place(run_dir, msg)
                 responses.write((json.dumps(msg) + "\n").encode())
                 responses.flush()
 
@@ -338,6 +357,7 @@ def _remove_run_folder(run_dir: Path) -> None:
 def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) -> int:
     from ..keyvault import CHANNEL_ENV
     from ..processes import process_start_time
+    from . import hostmodels
     from .script import script_argv, script_env, start_script
 
     if spec.get("snapshot"):
@@ -373,7 +393,7 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) 
             q.put({"error": "the run's supervising process is gone"})
 
     threading.Thread(target=read_commands, name="mlws-agent-stdin", daemon=True).start()
-    secrets_fds = _serve_secrets(out, answers)
+    secrets_fds = _serve_secrets(out, answers, run_dir)
 
     if d["environment"].get("managed"):
         from ..environments import Environment, resolve
@@ -409,6 +429,7 @@ def _run(out: _Out, run_dir: Path, spec: dict[str, Any], state: dict[str, Any]) 
         user=spec["run"].get("submitter_user"),
     )
     env[CHANNEL_ENV] = f"{secrets_fds[0]},{secrets_fds[1]}"
+    env[hostmodels.ENV] = "1"  # its models are at home: the script asks down the channel
     log_path = run_dir / "logs" / "driver.log"
     from ..reaper import become_subreaper
 

@@ -16,8 +16,9 @@ launcher *is* the script: one process in its own process group, its output in
 - on SIGTERM (a cancel) passes it to every rank's group and ends when they have;
 - for TensorFlow, ends once every worker has ended: parameter servers serve until stopped.
 
-The secret channel (``MLWS_SECRETS_FDS``) goes to rank 0 only: one pipe pair cannot tell whose
-answer is whose.
+The run's channel home (``MLWS_SECRETS_FDS``: secrets, and on an ssh host registered models)
+goes to the first rank on each host only (rank 0 on one machine): one pipe pair cannot tell
+whose answer is whose.
 
 On one machine the launcher starts every rank and picks ``MASTER_PORT``; on a node of a
 multi-host ``ssh`` run (``compute.sshnodes``) the layout names this node's ranks
@@ -155,7 +156,7 @@ class _Ranks:
         for rank in self.ranks:
             env = {**base, **rank_env(spec, rank, addr, port, ports)}
             pass_fds: tuple[int, ...] = ()
-            if rank == 0 and fds:
+            if rank == self.ranks[0] and fds:  # each host's first rank: rank 0 on one host
                 env["MLWS_SECRETS_FDS"] = channel or ""
                 pass_fds = fds
             with open(logs / RANK_LOG.format(rank=rank), "ab") as out:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ComputeTargetException, MlwsError
+from . import hostmodels
 from .ssh import nodes_of
 
 if TYPE_CHECKING:
@@ -292,6 +293,11 @@ class Peers:
                     self._apply(session, ev.get("changes") or [])
                 elif kind == "build":
                     session.record_build(ev.get("row") or {})
+                elif kind == "secrets":  # its first rank has the run's channel too
+                    session.answer_secrets(ev)
+                elif kind == "model":  # a script there asks for a registered model
+                    reply = hostmodels.answer(self.sup.ws, session.conn, session.remote_dir, ev)
+                    session.send(json.dumps(reply))
                 elif kind == "files":
                     files = ev.get("tar")
                 elif kind == "error":

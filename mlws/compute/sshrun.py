@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import ComputeTargetException, MlwsError
 from ..sshhost import Node, last_line, ssh_said
-from . import remote_catalog
+from . import hostmodels, remote_catalog
 from .shipping import ensure_mlws, lib_path, source_hash
 from .ssh import connection, nodes_of
 
@@ -524,7 +524,9 @@ class SshRun:
                 elif kind == "build":
                     self.record_build(ev.get("row") or {})
                 elif kind == "secrets":
-                    self._answer_secrets(ev)
+                    self.answer_secrets(ev)
+                elif kind == "model":  # the script's Model.get_model_path (hostmodels)
+                    self.send(json.dumps(hostmodels.answer(ws, self.conn, self.remote_dir, ev)))
                 elif kind == "error":
                     # The agent keeps the run's folder until "done": its logs (a failed
                     # environment build's) come home before the run fails with this.
@@ -680,7 +682,7 @@ class SshRun:
                 (str(self.node), *(row.get(c) for c in columns)),
             )
 
-    def _answer_secrets(self, ev: dict[str, Any]) -> None:
+    def answer_secrets(self, ev: dict[str, Any]) -> None:
         """The script asked for secrets: decrypt here, send only those values."""
         try:
             names = [str(n) for n in ev.get("names") or []]
