@@ -368,7 +368,7 @@ def test_curated_minimal_environment_runs_on_the_submitting_python(ws, tmp_path)
     assert run.get_metrics()["py"] == sys.executable
 
 
-def test_an_environment_with_torch_is_built_with_pip_not_uv(monkeypatch):
+def test_an_environment_with_torch_is_built_by_uv_from_pips_find_links(monkeypatch, tmp_path):
     import mlws.environments as environments
     from mlws.v1.environment import V1Environment
 
@@ -376,15 +376,17 @@ def test_an_environment_with_torch_is_built_with_pip_not_uv(monkeypatch):
 
     def record(argv, log, should_stop=None):  # noqa: ANN001 - _run_logged's signature
         calls.append(argv)
-        raise environments.EnvironmentBuildError("stopped by the test")
+        if "install" in argv:
+            raise environments.EnvironmentBuildError("stopped by the test")
 
     monkeypatch.setattr(environments, "_run_logged", record)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
     env = V1Environment("t")
     env.python.conda_dependencies.add_pip_package("torch==2.13.0")
     with pytest.raises(environments.EnvironmentBuildError, match="stopped by the test"):
         environments.resolve(env)
-    # pip reads this machine's pip configuration (where the CPU build lies); uv would not
-    assert calls[0][1:3] == ["-m", "venv"], calls
+    # uv reads no pip configuration: it is given the folders where a CPU build may lie
+    assert calls[0][1] == "venv" and f"--find-links={tmp_path}" in calls[1], calls
 
 
 # -- 5: services through the v1 names: v1's key defaults, reload() ---------------------------------

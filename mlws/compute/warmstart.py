@@ -63,6 +63,7 @@ PER_RUN = frozenset(
         "MLWS_DATA_PATHS",
         "MLWS_SECRETS_FDS",
         "MLWS_KEYVAULT_KEY",  # never given to a script: popped from its environment
+        "MLWS_USER",  # the run's submitter (lifecycle.USER_ENV), read when used
         "PYTHONUNBUFFERED",  # the child writes through, as with it set
         "PYTHONPATH",  # compared on its own (see warm_module)
     }
