@@ -171,9 +171,9 @@ def match(root: str | None, pattern: str) -> dict[str, tuple[str, os.stat_result
     absolute local pattern. A matched folder gives every file under it. Names are relative to
     ``root`` (by the real path: a match through a link inside is named by where it leads);
     without a root, a matched file or folder keeps its own name."""
-    if root is not None:
-        import glob
+    import glob
 
+    if root is not None:
         pattern = os.path.join(glob.escape(root), pattern) if pattern else glob.escape(root)
     out: dict[str, tuple[str, os.stat_result]] = {}
     # ``d/**`` matches d itself, its folders and its files: without a root each match names

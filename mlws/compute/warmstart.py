@@ -64,6 +64,7 @@ PER_RUN = frozenset(
         "MLWS_SECRETS_FDS",
         "MLWS_KEYVAULT_KEY",  # never given to a script: popped from its environment
         "PYTHONUNBUFFERED",  # the child writes through, as with it set
+        "MLWS_FS_KINDS",  # catalog.FS_KINDS_ENV: answers keyed by host, device and folder
         "PYTHONPATH",  # compared on its own (see warm_module)
     }
 )
