@@ -65,7 +65,10 @@ def is_network_filesystem(path: str | os.PathLike[str]) -> bool:
     forced = os.environ.get("MLWS_NETWORK_FS")
     if forced is not None and forced != "":
         return forced not in ("0", "false", "no")
-    real = os.path.realpath(path)
+    return _mounted_on_network(os.path.realpath(path))
+
+
+def _mounted_on_network(real: str) -> bool:
     best, best_type = "", ""
     try:
         with open("/proc/mounts", encoding="utf-8") as f:
@@ -103,13 +106,13 @@ def network_folder(path: str | os.PathLike[str]) -> bool:
     except OSError:
         dev = None
     if (forced is not None and forced != "") or dev is None:
-        return is_network_filesystem(real)
+        return is_network_filesystem(real)  # the override, or a folder not there (yet)
     key = (real, dev)
     known = _fs_kinds.get(key)
     if known is None:
         known = _inherited_kind(real, dev)
     if known is None:
-        known = is_network_filesystem(real)
+        known = _mounted_on_network(real)
     _fs_kinds[key] = known
     return known
 

@@ -146,8 +146,8 @@ def test_network_answer_is_asked_once_and_handed_to_runs(tmp_path, monkeypatch):
     folder = os.path.realpath(tmp_path)
     dev = os.stat(folder).st_dev
     scans = []
-    real_scan = catalog.is_network_filesystem
-    monkeypatch.setattr(catalog, "is_network_filesystem", lambda p: scans.append(p) or real_scan(p))
+    real_scan = catalog._mounted_on_network
+    monkeypatch.setattr(catalog, "_mounted_on_network", lambda p: scans.append(p) or real_scan(p))
 
     def fresh(kinds):
         monkeypatch.setattr(catalog, "_fs_kinds", {})
