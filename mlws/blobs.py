@@ -9,12 +9,12 @@ Manifests (trees of blobs) are :mod:`mlws.manifests`; writing trees out, :mod:`m
 
 from __future__ import annotations
 
+# hashlib, tempfile: imported where used. Every run's ``from mlws import Run`` loads this
+# module and needs none of them (issue 12).
 import contextlib
 import functools
-import hashlib
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -127,6 +127,8 @@ class BlobStore:
         import uuid
 
         self.root.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
         with os.fdopen(fd, "w") as f:
             f.write(uuid.uuid4().hex)
@@ -324,6 +326,8 @@ class BlobStore:
         # hold covers only re-using or installing the blob, so a long upload never holds gc up
         # (a temp file is young: gc leaves it alone).
         fd, tmp = self._tempfile()
+        import hashlib
+
         h = hashlib.sha256()
         size = 0
         try:
@@ -491,6 +495,8 @@ class BlobStore:
         """
         dst = Path(dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.mlws-tmp-")
         try:
             _copy_verified(self._str_path(digest), fd, digest)
@@ -610,6 +616,8 @@ def _copy_verified(src: str, fd: int, digest: str, name: str | None = None) -> N
         except FileNotFoundError:
             raise BlobNotFound(f"blob {digest}{what} is missing; run 'mlws fsck'") from None
         with fin:
+            import hashlib
+
             h = hashlib.sha256()
             try:
                 import fcntl

@@ -18,6 +18,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import stat
@@ -34,6 +35,7 @@ from .errors import (
     MlwsError,
     WorkspaceReadOnly,
 )
+from .processes import hostname
 
 #: The number of migrations in :mod:`mlws.migrations`; a test keeps them in step.
 SCHEMA_VERSION = 16
@@ -63,7 +65,10 @@ def is_network_filesystem(path: str | os.PathLike[str]) -> bool:
     forced = os.environ.get("MLWS_NETWORK_FS")
     if forced is not None and forced != "":
         return forced not in ("0", "false", "no")
-    real = os.path.realpath(path)
+    return _mounted_on_network(os.path.realpath(path))
+
+
+def _mounted_on_network(real: str) -> bool:
     best, best_type = "", ""
     try:
         with open("/proc/mounts", encoding="utf-8") as f:
@@ -79,6 +84,61 @@ def is_network_filesystem(path: str | os.PathLike[str]) -> bool:
     except OSError:
         return False
     return best_type in NETWORK_FS_TYPES or best_type.startswith("fuse")
+
+
+#: The answers of :func:`network_folder` a process hands to the runs it starts (JSON
+#: ``[[host, st_dev, folder, network], ...]``), so a run's script does not scan the mount table
+#: again (~8 ms with many mounts, issue 12). Keyed by host, device and real path: an answer is
+#: used only for the same folder on the same filesystem of the same machine, never for a folder
+#: that another machine mounts at the same path.
+FS_KINDS_ENV = "MLWS_FS_KINDS"
+
+_fs_kinds: dict[tuple[str, int], bool] = {}
+
+
+def network_folder(path: str | os.PathLike[str]) -> bool:
+    """:func:`is_network_filesystem`, asked once per folder and process (or taken from the
+    process that started this one, :data:`FS_KINDS_ENV`)."""
+    forced = os.environ.get("MLWS_NETWORK_FS")
+    real = os.path.realpath(path)
+    try:
+        dev = os.stat(real).st_dev
+    except OSError:
+        dev = None
+    if (forced is not None and forced != "") or dev is None:
+        return is_network_filesystem(real)  # the override, or a folder not there (yet)
+    key = (real, dev)
+    known = _fs_kinds.get(key)
+    if known is None:
+        known = _inherited_kind(real, dev)
+    if known is None:
+        known = _mounted_on_network(real)
+    _fs_kinds[key] = known
+    return known
+
+
+def _inherited_kind(real: str, dev: int) -> bool | None:
+    raw = os.environ.get(FS_KINDS_ENV)
+    if not raw:
+        return None
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        return None
+    mine = [hostname(), dev, real]
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, list) and len(item) == 4 and item[:3] == mine:
+            return bool(item[3])
+    return None
+
+
+def known_filesystems() -> str | None:
+    """This process's answers of :func:`network_folder`, as :data:`FS_KINDS_ENV` holds them;
+    None before it has any."""
+    if not _fs_kinds:
+        return None
+    host = hostname()
+    return json.dumps([[host, dev, real, net] for (real, dev), net in _fs_kinds.items()])
 
 
 class Catalog:
@@ -110,7 +170,7 @@ class Catalog:
     ) -> None:
         self.path = Path(path)
         self.name = name
-        self.network = is_network_filesystem(self.path.parent)
+        self.network = network_folder(self.path.parent)
         self._lock_path = lock_path
         self._tlock = threading.RLock()
         self._filelock: Any = None

@@ -14,9 +14,10 @@ Per-user folders follow the XDG base directories, read from the environment on e
 
 from __future__ import annotations
 
+# tempfile: imported where used. Every run's ``from mlws import Run`` loads this
+# module and needs none of them (issue 12).
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def replacing(path: str | os.PathLike[str], mode: int | None = None) -> Iterator
     copy); when the block ends without an error it is fsynced and renamed over ``path`` and the
     folder fsynced; on an error it is removed and ``path`` is untouched."""
     target = Path(path)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         try:
@@ -120,6 +123,8 @@ def write_atomic(
     target = Path(path)
     if isinstance(data, str):
         data = data.encode()
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -260,11 +260,9 @@ def from_sections(data: dict[str, Any]) -> DistributedConfig | None:
 def v1_rank_logs(entries: list[Any]) -> list[Any]:
     """For a distributed run's stored files (manifest entries): each rank's log again under
     v1's name, :data:`V1_RANK_LOG` (the same blob: nothing is copied)."""
-    import dataclasses
-
     out = []
     for e in entries:
         m = _RANK_LOG.fullmatch(e.path)
         if m:
-            out.append(dataclasses.replace(e, path=V1_RANK_LOG.format(rank=int(m.group(1)))))
+            out.append(e.replace(path=V1_RANK_LOG.format(rank=int(m.group(1)))))
     return out

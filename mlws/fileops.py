@@ -13,13 +13,12 @@ for the symlinks in it.
 
 from __future__ import annotations
 
-import glob
-import hashlib
+# glob, hashlib, tempfile: imported where used. Every run's ``from mlws import Run`` loads this
+# module and needs none of them (issue 12).
 import json
 import os
 import stat
 import sys
-import tempfile
 from typing import Any
 
 ALGORITHM = "sha256"
@@ -33,6 +32,8 @@ def hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:
 
 
 def _digest(f: Any) -> tuple[str, int]:
+    import hashlib
+
     h = hashlib.sha256()
     size = 0
     while True:
@@ -170,6 +171,8 @@ def match(root: str | None, pattern: str) -> dict[str, tuple[str, os.stat_result
     absolute local pattern. A matched folder gives every file under it. Names are relative to
     ``root`` (by the real path: a match through a link inside is named by where it leads);
     without a root, a matched file or folder keeps its own name."""
+    import glob
+
     if root is not None:
         pattern = os.path.join(glob.escape(root), pattern) if pattern else glob.escape(root)
     out: dict[str, tuple[str, os.stat_result]] = {}
@@ -282,6 +285,8 @@ def op_check(root: str) -> dict:
     except FileExistsError:
         raise OSError(f"{root} exists on the host and is not a folder") from None
     real = _root(root)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=real, prefix=".mlws-check-")
     os.close(fd)
     os.unlink(tmp)

@@ -3,9 +3,9 @@ every destination checked before anything is written, and whole or not at all.""
 
 from __future__ import annotations
 
+# shutil, tempfile: imported where used. Every run's ``from mlws import Run`` loads this
+# module and needs none of them (issue 12).
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -33,6 +33,8 @@ def write_all(root: Path, files: list[tuple[Path, Callable[[int], None], int]]) 
             real_parent = os.path.realpath(dest.parent)
             if real_parent != real_root and not real_parent.startswith(real_root + os.sep):
                 raise UnsafePath(f"{dest} would be written outside {root}")
+            import tempfile
+
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".mlws-tmp-")
             temps.append((tmp, dest))
             fill(fd)
@@ -73,10 +75,14 @@ def copy_file(src: str | os.PathLike[str], dst: Path) -> None:
     written through). The temp file is new (O_EXCL): a link planted at a guessable name
     cannot redirect the copy."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".mlws-tmp")
     try:
         os.fchmod(fd, new_file_mode())  # as a plain new file would be (mkstemp makes 0600)
         with os.fdopen(fd, "wb") as fout, open(src, "rb") as fin:
+            import shutil
+
             shutil.copyfileobj(fin, fout, _CHUNK)
         os.replace(tmp, dst)
     except BaseException:

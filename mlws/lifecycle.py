@@ -12,7 +12,6 @@ import contextlib
 import contextvars
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from .errors import InvalidName, MlwsError, RunExists, RunNotFound, UserErrorExc
 # Re-exported: the lifecycle's callers have always found them here.
 from .processes import (  # noqa: F401
     foreign_process_message,
+    hostname,
     owned_process,
     process_alive,
     process_start_time,
@@ -172,8 +172,8 @@ def insert_run_row(
         "created": now,
         "start_time": now if status == "Running" else None,
         "submitter_user": submitter or current_user(),
-        "submitter_host": socket.gethostname(),
-        "host": socket.gethostname(),
+        "submitter_host": hostname(),
+        "host": hostname(),
     }
     row.update(fields or {})
     cols = ",".join(row)
@@ -276,7 +276,7 @@ def set_status(
 
 def reconcile(ws: Workspace, row: sqlite3.Row) -> sqlite3.Row:
     """Check a non-terminal run against its process; mark it Failed if that process is gone."""
-    if row["status"] in TERMINAL or row["host"] != socket.gethostname():
+    if row["status"] in TERMINAL or row["host"] != hostname():
         return row
     if row["lease_seen"] is not None:
         # Created over HTTP: its client holds it by a lease (mlws.server.leases), never by a
@@ -348,7 +348,7 @@ def reconcile_active(ws: Workspace) -> int:
     marks = ",".join("?" * len(ACTIVE))
     rows = ws.catalog.query(
         f"SELECT * FROM runs WHERE status IN ({marks}) AND host = ?",
-        (*ACTIVE, socket.gethostname()),
+        (*ACTIVE, hostname()),
     )
     changed = 0
     for row in rows:

@@ -10,26 +10,76 @@ algorithm: ``sha256:<hex>``.
 
 from __future__ import annotations
 
-import hashlib
+# hashlib: imported where used. Every run's ``from mlws import Run`` loads this
+# module and needs none of them (issue 12).
 import json
 import os
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from .errors import UnsafePath
 from .fileops import ALGORITHM, name_problem
 
 
-@dataclass(frozen=True)
 class Entry:
-    """One file of a manifest."""
+    """One file of a manifest (immutable; equal and hashed by its four fields).
+
+    Written out rather than a frozen dataclass: ``dataclasses`` imports ``inspect`` (~7 ms),
+    and this module is on the path of every run's ``from mlws import Run``.
+    """
+
+    __slots__ = ("path", "hash", "size", "mode")
 
     path: str
     hash: str
     size: int
-    mode: int = 0o644
+    mode: int
+
+    def __init__(self, path: str, hash: str, size: int, mode: int = 0o644) -> None:
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "hash", hash)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "mode", mode)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _key(self) -> tuple[str, str, int, int]:
+        return (self.path, self.hash, self.size, self.mode)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Entry(path={self.path!r}, hash={self.hash!r}, size={self.size!r}, mode={self.mode!r})"
+        )
+
+    def __reduce__(self) -> tuple[type[Entry], tuple[str, str, int, int]]:
+        return (Entry, self._key())
+
+    def replace(self, **changes: object) -> Entry:
+        """A copy with some fields changed (as ``dataclasses.replace``)."""
+        fields: dict[str, object] = {
+            "path": self.path,
+            "hash": self.hash,
+            "size": self.size,
+            "mode": self.mode,
+        }
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"Entry has no field {sorted(unknown)[0]!r}")
+        fields.update(changes)
+        return Entry(**fields)  # type: ignore[arg-type]
 
     def as_dict(self) -> dict[str, object]:
         """The entry as it appears in a canonical manifest (keys sorted)."""
@@ -38,6 +88,8 @@ class Entry:
 
 def hash_bytes(data: bytes) -> str:
     """The algorithm-tagged hash of ``data``: its blob's name."""
+    import hashlib
+
     return f"{ALGORITHM}:{hashlib.sha256(data).hexdigest()}"
 
 

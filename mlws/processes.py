@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import subprocess
 
 #: The folder holding the ``mlws`` package: first on a child Python's path, so the child
 #: imports this very mlws (an editable checkout, a shipped copy) and not another one.
@@ -159,9 +161,18 @@ def foreign_process_message(ws: HasPath, what: str, pid: int) -> str:
     )
 
 
+def hostname() -> str:
+    """This machine's name, as ``socket.gethostname()`` (which is ``uname``'s node name on
+    POSIX) without importing :mod:`socket` (~4 ms) on every run's path (issue 12)."""
+    uname = getattr(os, "uname", None)
+    if uname is not None:
+        return str(uname().nodename)
+    import socket
+
+    return socket.gethostname()
+
+
 def _load_prctl() -> Any:
-    # Looked up once, here: a child between fork and exec must not import or dlopen anything
-    # (in a multi-threaded parent that can deadlock on a lock held by another thread).
     try:
         import ctypes
 
@@ -170,16 +181,30 @@ def _load_prctl() -> Any:
         return None
 
 
-_PRCTL = _load_prctl()
+_PRCTL: Any = None
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
+def _die_with_parent() -> None:
     """``preexec_fn``: the child is killed when its parent dies (Linux PR_SET_PDEATHSIG), so a
     script never outlives the Dask worker, ssh agent or supervisor that owns it, nor a scoring
     replica its service supervisor."""
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def __getattr__(name: str) -> Any:
+    # ``die_with_parent`` is handed out here, which looks up prctl (ctypes, ~2-4 ms) on that
+    # first ``from mlws.processes import die_with_parent`` rather than when every run's script
+    # imports this module. It is still looked up in the parent, before any fork: a child between
+    # fork and exec must not import or dlopen anything (in a multi-threaded parent that can
+    # deadlock on a lock held by another thread).
+    global _PRCTL
+    if name == "die_with_parent":
+        if _PRCTL is None:
+            _PRCTL = _load_prctl()
+        return _die_with_parent
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def start_detached(
@@ -202,6 +227,8 @@ def start_detached(
 
     :raises OSError: the process could not be started.
     """
+    import subprocess
+
     child_env = dict(os.environ if env is None else env)
     child_env["PYTHONPATH"] = python_path(child_env.get("PYTHONPATH"))
     out: Any = subprocess.DEVNULL if log is None else log

@@ -8,10 +8,10 @@ because the files of a run are their own concept; use it through ``Run``.
 
 from __future__ import annotations
 
+# shutil: imported where used. Every run's ``from mlws import Run`` loads this
+# module and needs none of them (issue 12).
 import functools
 import os
-import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .blobs import Entry, check_relpath, copy_file, file_mode, plan_writes, write_all
 from .errors import UserErrorException
 from .lifecycle import TERMINAL
+from .processes import hostname
 
 if TYPE_CHECKING:
     import sqlite3
@@ -45,7 +46,7 @@ class RunFiles:
     def _live_dir(self) -> Path | None:
         row = self._row
         wd = row["working_dir"]
-        if wd and row["status"] not in TERMINAL and row["host"] == socket.gethostname():
+        if wd and row["status"] not in TERMINAL and row["host"] == hostname():
             p = Path(wd)
             return p if p.is_dir() else None
         return None
@@ -200,6 +201,8 @@ class RunFiles:
                 f"run {self.id} has no file {name!r}; see run.get_file_names()"
             )
         with os.fdopen(fd, "wb") as fout, open(live, "rb") as fin:
+            import shutil
+
             shutil.copyfileobj(fin, fout, 1 << 20)
 
     def _copy_out(self, name: str, out: Path) -> None:

@@ -10,7 +10,6 @@ import atexit
 import io
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from .lifecycle import (  # noqa: F401 - re-exported for callers of mlws.runs
     SUBMITTED,
     TERMINAL,
     foreign_process_message,
+    hostname,
     insert_run,
     iso_utc,
     key_values,
@@ -340,7 +340,7 @@ class Run(RunFiles):
         foreign = (
             raw is not None
             and raw["status"] not in TERMINAL
-            and raw["host"] == socket.gethostname()
+            and raw["host"] == hostname()
             and process_alive(raw["supervisor_pid"], raw["supervisor_start"])
             and not owned_process(self.workspace, raw["supervisor_pid"], raw["supervisor_start"])
         )
@@ -356,7 +356,7 @@ class Run(RunFiles):
             return
         if row["supervisor_pid"]:
             set_status(self.workspace, self.id, "CancelRequested")
-            if row["host"] == socket.gethostname() and owned_process(
+            if row["host"] == hostname() and owned_process(
                 self.workspace, row["pid"], row["pid_start"]
             ):
                 import signal

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from .catalog import SCHEMA_VERSION, Catalog
 from .dirs import user_cache_dir as user_cache_dir  # re-exported: older callers import it here
 from .dirs import user_config_dir, user_data_dir, write_atomic
 from .errors import InvalidWorkspace, RunNotFound, WorkspaceExists, WorkspaceNotFound
+from .processes import hostname
 
 if TYPE_CHECKING:
     from .experiments import Experiment
@@ -533,7 +533,7 @@ class Workspace:
             "networkFilesystem": self.catalog.network,
             "experiments": self.catalog.scalar("SELECT count(*) FROM experiments"),
             "runs": self.catalog.scalar("SELECT count(*) FROM runs"),
-            "host": socket.gethostname(),
+            "host": hostname(),
             "readOnly": self.catalog.readonly_reason,
             "writingMachine": self.writing_machine(),
         }

@@ -169,3 +169,21 @@ def test_trusted_manifest_bytes_equal_the_checked_ones(store):
     entries = [Entry('we"ird/päth\t/ü.txt', d, 1, 0o755), Entry("a", d, 1)]
     assert canonical_manifest(entries, trusted=True) == canonical_manifest(entries)
     assert canonical_manifest([], trusted=True) == canonical_manifest([]) == b"[]"
+
+
+def test_an_entry_is_an_immutable_value():
+    """``Entry`` is a plain class, not a dataclass (issue 12: dataclasses imports inspect on
+    every run's path); it keeps a frozen dataclass's behaviour."""
+    import copy
+    import pickle
+
+    e = Entry("a.txt", "sha256:" + "0" * 64, 3)
+    assert e == Entry(path="a.txt", hash="sha256:" + "0" * 64, size=3, mode=0o644)
+    assert hash(e) == hash(copy.copy(e)) and pickle.loads(pickle.dumps(e)) == e
+    assert e.replace(path="b.txt") == Entry("b.txt", e.hash, 3) and e.path == "a.txt"
+    assert e != ("a.txt", e.hash, 3, 0o644) and len({e, Entry("a.txt", e.hash, 3)}) == 1
+    with pytest.raises(AttributeError):
+        e.size = 4  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        e.replace(nope=1)
+    assert "Entry(path='a.txt'" in repr(e)

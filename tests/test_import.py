@@ -1,5 +1,6 @@
 """Startup stays cheap: importing mlws or asking for help loads no heavy module."""
 
+import os
 import subprocess
 import sys
 
@@ -61,3 +62,60 @@ def test_python_dash_m_mlws_is_the_cli(tmp_path):
         timeout=60,
     )
     assert bad.returncode == 1 and bad.stderr.startswith("Error: "), bad.stderr
+
+
+#: What a run's ``from mlws import Run; Run.get_context(); run.log(...)`` no longer loads
+#: (issue 12: every HyperDrive trial pays it): dataclasses pulls in inspect (~7 ms), prctl's
+#: ctypes, tempfile (random, shutil), hashlib (OpenSSL), socket, subprocess, glob.
+RUN_PATH_UNUSED = (
+    "dataclasses",
+    "inspect",
+    "ctypes",
+    "tempfile",
+    "shutil",
+    "hashlib",
+    "socket",
+    "subprocess",
+    "glob",
+    "mlws.remote.client",
+    "sqlite_utils",
+    "numpy",
+)
+
+
+def test_a_submitted_runs_get_context_is_light(tmp_path):
+    import json
+
+    import mlws
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "probe.py").write_text(
+        "import json, os, sys\n"
+        "from mlws import Run\n"
+        "run = Run.get_context()\n"
+        "run.log('m', 1)\n"
+        f"loaded = [m for m in {RUN_PATH_UNUSED!r} if m in sys.modules]\n"
+        "from mlws import catalog\n"
+        "print('PROBE ' + json.dumps({'loaded': loaded, 'kinds': os.environ.get("
+        "catalog.FS_KINDS_ENV), 'mine': [list(k) for k in catalog._fs_kinds]}))\n"
+    )
+    ws = mlws.Workspace.create(str(tmp_path / "ws"))
+    try:
+        run = mlws.Experiment(ws, "e").submit(mlws.ScriptRunConfig(str(src), "probe.py"))
+        run.wait_for_completion(raise_on_error=True)
+        assert run.get_metrics() == {"m": 1}
+        out = tmp_path / "logs"
+        run.download_files(prefix="logs", output_directory=str(out))
+        text = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
+        line = [ln for ln in text.splitlines() if ln.startswith("PROBE ")][-1]
+        probe = json.loads(line[len("PROBE ") :])
+    finally:
+        ws.close()
+    assert probe["loaded"] == [], probe
+    # The workspace folder's network answer came from the supervisor (no mount-table scan),
+    # keyed by this host, the folder's device and real path.
+    kinds = json.loads(probe["kinds"])
+    folder = os.path.realpath(tmp_path / "ws")
+    assert [folder, False] in [[k[2], k[3]] for k in kinds]
+    assert [folder, os.stat(folder).st_dev] in probe["mine"]

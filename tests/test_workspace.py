@@ -134,3 +134,37 @@ def test_every_list_filter_has_an_index(ws):
     )
     assert any("INDEX" in r[3] for r in plan)
     assert os.path.exists(ws.path / "datastores" / "workspaceblobstore")
+
+
+def test_network_answer_is_asked_once_and_handed_to_runs(tmp_path, monkeypatch):
+    """A run's script takes its workspace folder's network answer from the process that
+    started it (issue 12: no mount-table scan per run), only for the same host, device and
+    folder; the ``MLWS_NETWORK_FS`` override still wins."""
+    from mlws import catalog
+    from mlws.processes import hostname
+
+    folder = os.path.realpath(tmp_path)
+    dev = os.stat(folder).st_dev
+    scans = []
+    real_scan = catalog._mounted_on_network
+    monkeypatch.setattr(catalog, "_mounted_on_network", lambda p: scans.append(p) or real_scan(p))
+
+    def fresh(kinds):
+        monkeypatch.setattr(catalog, "_fs_kinds", {})
+        monkeypatch.setenv(catalog.FS_KINDS_ENV, json.dumps(kinds))
+
+    fresh([[hostname(), dev, folder, True]])  # claimed network: believed without a scan
+    assert catalog.network_folder(tmp_path) is True and scans == []
+    assert catalog.network_folder(tmp_path) is True and scans == []  # asked once
+    assert json.loads(catalog.known_filesystems()) == [[hostname(), dev, folder, True]]
+    for other in ([["elsewhere", dev, folder, True]], [[hostname(), dev + 1, folder, True]]):
+        fresh(other)  # another machine's (or filesystem's) answer is not this folder's
+        assert catalog.network_folder(tmp_path) is False and scans == [folder]
+        scans.clear()
+    fresh("not a list")
+    assert catalog.network_folder(tmp_path) is False and scans == [folder]
+    monkeypatch.setenv(catalog.FS_KINDS_ENV, "{broken")
+    monkeypatch.setattr(catalog, "_fs_kinds", {})
+    assert catalog.network_folder(tmp_path) is False
+    monkeypatch.setenv("MLWS_NETWORK_FS", "1")
+    assert catalog.network_folder(tmp_path) is True

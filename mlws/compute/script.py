@@ -99,6 +99,11 @@ def script_env(
         # The registry is the workspace's too; set, it also spares MLflow a failed `import
         # pyspark` (about a millisecond) in every MlflowClient, i.e. every mlflow.log_metric.
         env.setdefault("MLFLOW_REGISTRY_URI", env["MLFLOW_TRACKING_URI"])
+    from ..catalog import FS_KINDS_ENV, known_filesystems
+
+    kinds = known_filesystems()
+    if kinds is not None:  # the script need not scan the mount table again
+        env[FS_KINDS_ENV] = kinds
     env.update(
         {
             "MLWS_WORKSPACE": str(ws_path),

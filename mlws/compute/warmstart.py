@@ -65,6 +65,7 @@ PER_RUN = frozenset(
         "MLWS_KEYVAULT_KEY",  # never given to a script: popped from its environment
         "MLWS_USER",  # the run's submitter (lifecycle.USER_ENV), read when used
         "PYTHONUNBUFFERED",  # the child writes through, as with it set
+        "MLWS_FS_KINDS",  # catalog.FS_KINDS_ENV: answers keyed by host, device and folder
         "PYTHONPATH",  # compared on its own (see warm_module)
     }
 )
