@@ -1,6 +1,8 @@
 """The torch example (``examples/distributed/``): real ``torch.distributed`` (gloo, CPU) on two
 ranks, in a managed environment with ``torch==2.13.0`` (built with uv from the CPU wheel in pip's
-find-links folder)."""
+find-links folder), run unchanged against ``mlws serve`` (issue 14: the examples with
+``MLWS_WORKSPACE`` = the server's URL): the server builds the environment and runs the ranks
+with the same local machinery a local submit ends in."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import served_workspace
+
+from mlws import Experiment, Workspace
 
 
 # -- the torch example (slow: it builds an environment with torch) -------------------------------
@@ -34,21 +39,29 @@ def _torch_wheel_on_disk() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_the_torch_example_trains_on_two_gloo_ranks(tmp_path):
+def test_the_torch_example_trains_on_two_gloo_ranks_on_a_server(tmp_path):
     if not _torch_wheel_on_disk():
         pytest.skip(
             "torch==2.13.0 (CPU) is not on this machine's disk where pip looks (find-links):"
             " installing it would download a multi-GB CUDA build"
         )
     root = Path(__file__).resolve().parent.parent
-    r = subprocess.run(
-        [sys.executable, str(root / "examples" / "distributed" / "driver.py"), "-q"],
-        env={**os.environ, "MLWS_WORKSPACE": str(tmp_path / "ex-ws")},
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+    (tmp_path / "served").mkdir()
+    with served_workspace(tmp_path / "served") as (server, ws_path, tokens):
+        r = subprocess.run(
+            [sys.executable, str(root / "examples" / "distributed" / "driver.py"), "-q"],
+            env={**os.environ, "MLWS_WORKSPACE": server.url, "MLWS_TOKEN": tokens["contributor"]},
+            capture_output=True,
+            text=True,
+            timeout=280,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        with Workspace(ws_path) as ws:  # the server's own record of the run
+            (run,) = Experiment(ws, "distributed").get_runs()
+            assert (
+                run.get_status() == "Completed"
+                and run.get_details()["submittedBy"] == "contributor"
+            )
     assert "Status: Completed" in r.stdout
     assert "world_size=2 ranks_in_step=True" in r.stdout
     error = float(r.stdout.split("weight_error=")[1].split()[0])

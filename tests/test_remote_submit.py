@@ -15,7 +15,7 @@ import pytest
 from helpers import SCRIPT_PRELUDE, served_workspace, start_server, wait_until
 from test_distributed import MEET
 
-from mlws import Experiment, ScriptRunConfig, Workspace
+from mlws import Experiment, Model, ScriptRunConfig, Workspace
 from mlws.errors import ActivityFailedException, NotAvailableRemotely, RunStateError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,9 +226,8 @@ def test_killed_supervisor_fails_by_lease(tmp_path: Path, monkeypatch) -> None: 
 
 def test_quickstart_runs_unchanged_against_a_server(served, tmp_path: Path) -> None:  # noqa: ANN001
     """Issue 14's acceptance: examples/quickstart with MLWS_WORKSPACE = the server's URL.
-    (pipeline: the test below; distributed needs torch, its path is tested with plain-Python
-    ranks below; datasets: the test above; deploy runs too, not run here: it trains and serves
-    two replicas, too slow for this suite.)"""
+    (pipeline, datasets and deploy: the tests around; distributed, which needs torch:
+    tests/test_distributed_torch.py.)"""
     import subprocess
     import sys
 
@@ -250,6 +249,19 @@ def test_quickstart_runs_unchanged_against_a_server(served, tmp_path: Path) -> N
             names = run.get_file_names()
             assert "outputs/model.pkl" in names and "logs/driver.log" in names
             assert run.get_details()["snapshotId"]
+
+
+def test_deploy_example_runs_unchanged_against_a_server(served) -> None:  # noqa: ANN001
+    """examples/deploy with MLWS_WORKSPACE = the server's URL: the run trains on this machine,
+    the model is registered on the server, the service runs here (two replicas, scored by
+    ``service.run`` and a plain POST with its key) and its record on the server goes with it."""
+    _server, ws_path, _tokens = served
+    out = _run_example(served, "deploy").stdout
+    assert "service.run: [0]" in out and "/score: [0]" in out and "Service iris-svc deleted" in out
+    with Workspace(ws_path) as ws:
+        versions = [m.version for m in Model.list(ws, name="iris")]
+        assert versions and Model(ws, "iris").created_by == "contributor"
+        assert not ws.catalog.query("SELECT 1 FROM service_records WHERE name = 'iris-svc'")
 
 
 def test_submission_route_checks_everything_first(served) -> None:  # noqa: ANN001
