@@ -70,8 +70,11 @@ def cancel_children(ws: Workspace, run_id: str) -> list[str]:
     from .runs import Run
 
     marks = ",".join("?" * len(TERMINAL))
+    # Youngest first: a child waiting for its older siblings' end (a sweep's trial submitted
+    # ahead) is canceled before they end, so it never takes their place.
     rows = ws.catalog.query(
-        f"SELECT * FROM runs WHERE parent_id = ? AND status NOT IN ({marks})", (run_id, *TERMINAL)
+        f"SELECT * FROM runs WHERE parent_id = ? AND status NOT IN ({marks}) ORDER BY seq DESC",
+        (run_id, *TERMINAL),
     )
     ids = []
     for r in rows:

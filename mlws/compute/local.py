@@ -153,10 +153,20 @@ def wait_for_siblings(sup: RunSupervisor, keep_waiting: Callable[[], bool]) -> b
     (``sup.waits_for_sibling()``: its parent's ``childLimit``); False once ``keep_waiting()``
     is false. Such a run is not in line for the slots meanwhile (``first_in_line``)."""
     # One trial at most waits here (the controller's one ahead): it looks every few ms.
+    waited = False
     while sup.waits_for_sibling():
+        waited = True
         if not keep_waiting():
             return False
         time.sleep(FIRST_POLL_S)
+    if waited:
+        # The siblings may have ended because the sweep did (canceled, or its controller died
+        # and was reconciled): a trial submitted ahead then never starts.
+        parent = sup.ws.catalog.scalar(
+            "SELECT status FROM runs WHERE id = ?", (sup.row["parent_id"],)
+        )
+        if parent in ("CancelRequested", "Canceled", "Failed", "Completed"):
+            return False
     return True
 
 
