@@ -33,6 +33,15 @@ def _tags(items: Any, cls: Any) -> list[Any]:
     return [cls(i["key"], i.get("value", "")) for i in items or []]
 
 
+def _paged(key: str, page: Any) -> dict[str, Any]:
+    """A page of MLflow entities as MLflow's answer: the list under ``key``, and the token of
+    the next page when there is one."""
+    out: dict[str, Any] = {key: [_entity(e) for e in page]}
+    if page.token:
+        out["next_page_token"] = page.token
+    return out
+
+
 def _max(q: dict[str, Any], default: int) -> int:
     return int(q.get("max_results") or default)
 
@@ -57,10 +66,7 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
         page = store.search_registered_models(
             q.get("filter"), _max(q, 100), _order(q), q.get("page_token")
         )
-        out: dict[str, Any] = {"registered_models": [_entity(m) for m in page]}
-        if page.token:
-            out["next_page_token"] = page.token
-        return out
+        return _paged("registered_models", page)
 
     def latest(q: dict[str, Any]) -> dict[str, Any]:
         stages = q.get("stages")
@@ -85,10 +91,7 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
         page = store.search_model_versions(
             q.get("filter"), _max(q, 10000), _order(q), q.get("page_token")
         )
-        out: dict[str, Any] = {"model_versions": [_entity(v) for v in page]}
-        if page.token:
-            out["next_page_token"] = page.token
-        return out
+        return _paged("model_versions", page)
 
     def version_tag(q: dict[str, Any]) -> dict[str, Any]:
         store.set_model_version_tag(
