@@ -1112,6 +1112,9 @@ def test_run_listings_sorted_and_filtered_by_the_server(served, as_role) -> None
     exp = Experiment(ws, "sorting")
     a = exp.start_logging(display_name="alpha", tags={"k": "2"})
     b = exp.start_logging(display_name="beta", tags={"k": "1"})
+    # b is sent with the client's next send and numbered then: sent now, so that it is numbered
+    # before c, which another client creates at once (the default order is by number).
+    ws.remote.flush()
     c = Experiment(owner, "sorting").start_logging(display_name="gamma")
     a.add_properties({"p": "b"})
     b.add_properties({"p": "a"})
