@@ -135,7 +135,9 @@ class MetricWriter:
         with self._lock:
             self._buf.append(item)
             n = len(self._buf)
-        if n >= FLUSH_AT:  # one comparison on the hot path; the rest only when it is due
+        # Cheap on the hot path; the rest only when due. The second test counts the values a
+        # flush in progress holds: without it, up to FLUSH_AT more than the bound went unwritten.
+        if n >= FLUSH_AT or n + self._in_flight >= MAX_PENDING:
             self._bound()
 
     def _bound(self) -> None:
