@@ -71,7 +71,8 @@ WARM = (
     "mlws.readonly",
     "mlws.reaper",
     "psutil",
-    "sqlite_utils",
+    # Not sqlite_utils: the catalog needs it only to migrate, and it imports numpy and pandas
+    # when installed (~0.6 s), whose state a script forked warm must not inherit.
     # 50-100 ms of imports (filelock 4 builds dataclasses, and loads this lazily on first
     # use): the blob store's gc lock, taken when a run's files are stored.
     "filelock:ReadWriteLock",

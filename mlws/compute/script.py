@@ -163,8 +163,9 @@ def start_script(
 ) -> subprocess.Popen[bytes]:
     """Start a run's script in its own process group (so cancel reaches everything it
     starts), its output appended to ``logs/driver.log``. ``read_only``: folders of
-    ``workdir`` (mounted inputs) the script must not change. ``warm``: mlws's own run
-    programs may be forked from this process (``compute.warmstart``; local runs)."""
+    ``workdir`` (mounted inputs) the script must not change. ``warm``: the script (or one of
+    mlws's own run programs) may be forked from this process (``compute.warmstart``; local
+    runs)."""
     from .. import readonly
 
     preexec = die_with_parent if tie_to_parent else None
@@ -181,9 +182,12 @@ def start_script(
             for f in folders:  # copies (see rundata.prepare): no longer writable
                 readonly.strip_write_bits(f)
     module = warmstart.warm_module(argv, env) if warm and not read_only else None
-    if module is not None:
+    path = warmstart.warm_script(argv, env, workdir) if warm and not read_only else None
+    if module is not None or path is not None:
         try:
-            forked: Any = warmstart.fork(module, argv, workdir, env, tie_to_parent, pass_fds)
+            forked: Any = warmstart.fork(
+                module, argv, workdir, env, tie_to_parent, pass_fds, script=path
+            )
             return forked  # a ForkedScript: the part of Popen a supervisor uses
         except OSError:
             pass  # its warm child is gone: start it fresh

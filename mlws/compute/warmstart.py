@@ -97,17 +97,86 @@ def warm_module(argv: list[str], env: dict[str, str]) -> str | None:
         poke(env["MLWS_WORKSPACE"], dict(os.environ))  # so that the next one starts warm
     if os.path.abspath(argv[0]) != os.path.abspath(sys.executable):
         return None
-    if not _ZYGOTE or not _imported(argv[2]):
+    if not _ZYGOTE or not _imported(argv[2]) or not _same_start(env):
         return None
+    return argv[2]
+
+
+def warm_script(argv: list[str], env: dict[str, str], workdir: Path) -> str | None:
+    """The script that ``argv`` runs (``<python> <script>.py ...``, no interpreter options)
+    when it can be forked from this process with ``env`` (see the module docstring); else
+    None. Besides :func:`warm_module`'s conditions: this process has imported no third-party
+    module beyond :data:`NEUTRAL` (a library whose state or settings come from its import,
+    such as numpy's random state, must be imported by the script itself), and no module of
+    the script's folder has the name of a module imported here (in a fresh interpreter the
+    script's own would win)."""
+    if not enabled() or len(argv) < 2 or not argv[1].endswith(".py") or argv[1][:1] == "-":
+        return None
+    if os.path.abspath(argv[0]) != os.path.abspath(sys.executable):
+        return None
+    if not _ZYGOTE or not _same_start(env) or _foreign_modules():
+        return None
+    script = os.path.realpath(os.path.join(workdir, argv[1]))
+    try:
+        names = os.listdir(os.path.dirname(script))
+    except OSError:
+        return None
+    if not os.path.isfile(script):
+        return None
+    folder = os.path.dirname(script)
+    for name in names:
+        stem, _, ext = name.partition(".")
+        if stem in sys.modules and stem != "__main__" and _importable(folder, name, ext):
+            return None  # e.g. the script's own `logging.py` (or package `logging/`)
+    return script
+
+
+#: Third-party modules a warm-started script may find imported already: nothing they hold
+#: depends on the run (mlws's own, the launcher's process and lock helpers).
+NEUTRAL = frozenset({"mlws", "psutil", "filelock", "_distutils_hack", "azureml"})
+
+
+def _importable(folder: str, name: str, ext: str) -> bool:
+    """Whether ``name`` in ``folder`` is what ``import <stem>`` finds there: a module (source,
+    bytecode or extension) or a regular package (a namespace package yields to any other)."""
+    if ext:
+        return ext in ("py", "pyc") or ext.endswith("so")
+    return os.path.isfile(os.path.join(folder, name, "__init__.py"))
+
+
+def _foreign_modules() -> list[str]:
+    """Third-party top-level modules imported in this process beyond :data:`NEUTRAL`."""
+    import sysconfig
+
+    stdlib = (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"])
+    out = set()
+    for name, module in list(sys.modules.items()):
+        top = name.partition(".")[0]
+        if top in NEUTRAL or top.startswith("__") or top in out:
+            continue
+        path = getattr(module, "__file__", None)
+        if path and not path.startswith(stdlib):
+            out.add(top)
+        elif path and "-packages" in path:
+            out.add(top)
+    return sorted(out)
+
+
+def _same_start(env: dict[str, str]) -> bool:
+    """``env`` agrees with this process's environment in every setting read at interpreter
+    start or at mlws's import (``PYTHON*``, ``MLWS_*`` beyond :data:`PER_RUN`, ``PYTHONPATH``
+    beyond mlws's entries) and in the locale and time zone."""
     from ..processes import python_path
 
     if env.get("PYTHONPATH", "") != python_path(os.environ.get("PYTHONPATH")):
-        return None
+        return False
     for name in set(env) | set(os.environ):
-        if name.startswith(("PYTHON", "MLWS_")) and name not in PER_RUN:
+        if (
+            name.startswith(("PYTHON", "MLWS_", "LC_")) or name in ("LANG", "LANGUAGE", "TZ")
+        ) and name not in PER_RUN:
             if env.get(name) != os.environ.get(name):
-                return None
-    return argv[2]
+                return False
+    return True
 
 
 class ForkedScript:
@@ -185,7 +254,7 @@ def start_zygote() -> int | None:
     (the library's locks and ``-shm`` mapping are per process), so the child is made now, from
     the launcher's state. It exits when this process closes its end (:func:`dismiss`, or at
     exit). None when nothing is warm (or no fork)."""
-    if _ZYGOTE or not enabled() or not any(_imported(m) for m in WARM_STARTABLE):
+    if _ZYGOTE or not enabled():
         return None
     mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -219,17 +288,19 @@ def dismiss() -> None:
 
 
 def fork(
-    module: str,
+    module: str | None,
     argv: list[str],
     workdir: Path,
     env: dict[str, str],
     tie_to_parent: bool = False,
     pass_fds: tuple[int, ...] = (),
+    script: str | None = None,
 ) -> ForkedScript:
     """Make the waiting child of :func:`start_zygote` run ``python -m module argv[3:]``
-    (``argv`` as :func:`warm_module` accepted it) as ``compute.script.start_script`` would
-    start it (see the module docstring): it gets the request and the file descriptors
-    ``pass_fds``, at the same numbers.
+    (``argv`` as :func:`warm_module` accepted it), or with ``script`` (from
+    :func:`warm_script`) ``python argv[1:]``, as ``compute.script.start_script`` would start
+    it (see the module docstring): it gets the request and the file descriptors ``pass_fds``,
+    at the same numbers.
 
     :raises OSError: there is no waiting child, or it is gone (start the script fresh).
     """
@@ -238,6 +309,7 @@ def fork(
     pid, sock = _ZYGOTE.pop()
     request = {
         "module": module,
+        "script": script,
         "argv": argv,
         "workdir": str(workdir),
         "env": env,
@@ -308,34 +380,58 @@ def _child(request: dict[str, Any], got: list[int]) -> None:
         import io
         import threading
 
-        atexit._clear()  # the supervisor's handlers are not the script's
-        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
-        sys.stderr = io.TextIOWrapper(
+        script = request.get("script")
+        if script is None:
+            atexit._clear()  # the supervisor's handlers are not the script's
+        # A script keeps the handlers the launcher's imports registered (mlws's metrics flush,
+        # logging's shutdown, filelock's release): those the same imports register in a fresh
+        # interpreter. Neither the launcher nor a supervisor registers one of its own before
+        # this child is forked (the first thing a supervisor does).
+        sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+            io.FileIO(1, "w", closefd=False), write_through=True
+        )
+        sys.stderr = sys.__stderr__ = io.TextIOWrapper(
             io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace"
         )
         from ..processes import python_path
 
-        # sys.path as `python -m` has it: the working folder, PYTHONPATH, then the rest.
+        # sys.path as `python -m` (or `python script.py`) has it: the working folder (the
+        # script's own), PYTHONPATH, then the rest.
         mine = [p for p in python_path(os.environ.get("PYTHONPATH")).split(os.pathsep) if p]
         rest = [p for p in sys.path[1:] if p not in mine]
-        sys.path[:] = [str(workdir), *mine, *rest]
         import importlib
 
         _STARTED_WARM.append(True)
-        target = importlib.import_module(module)
-        sys.argv = [str(getattr(target, "__file__", module)), *argv[3:]]
-        try:
-            code = target.main(argv[3:]) or 0
-        except SystemExit as e:
-            code = _exit_code(e.code)
-        except KeyboardInterrupt:
-            code = 128 + signal.SIGINT
+        interrupted = False
+        if script is not None:
+            sys.path[:] = [os.path.dirname(script), *mine, *rest]
+            sys.argv = list(argv[1:])
+            importlib.invalidate_caches()
+            before = set(sys.modules)
+            code, interrupted = _run_script(os.path.abspath(argv[1]))
+        else:
+            sys.path[:] = [str(workdir), *mine, *rest]
+            target = importlib.import_module(module)
+            sys.argv = [str(getattr(target, "__file__", module)), *argv[3:]]
+            try:
+                code = target.main(argv[3:]) or 0
+            except SystemExit as e:
+                code = _exit_code(e.code)
+            except KeyboardInterrupt:
+                code = 128 + signal.SIGINT
         try:
             threading._shutdown()  # type: ignore[attr-defined]  # non-daemon threads, as at exit
         except Exception:  # noqa: BLE001
             pass
         atexit._run_exitfuncs()
+        if script is not None:
+            _finalize(before, os.path.dirname(script))
+            if interrupted:  # as a fresh interpreter ends on an uncaught KeyboardInterrupt
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
     except BaseException:  # noqa: BLE001 - the child must never return into the supervisor
         try:
             import traceback
@@ -351,6 +447,58 @@ def _child(request: dict[str, Any], got: list[int]) -> None:
             except BaseException:  # noqa: BLE001
                 pass
         os._exit(code)
+
+
+def _run_script(path: str) -> tuple[int, bool]:
+    """Run the script at ``path`` as ``__main__``, as ``python path`` would: its exit code,
+    and whether it ended on an uncaught ``KeyboardInterrupt``. An uncaught exception goes to
+    ``sys.excepthook`` from the script's own frame on (nothing of this module's)."""
+    import builtins
+    import importlib.machinery
+    import io
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__cached__ = None
+    main.__builtins__ = builtins
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    main.__spec__ = None
+    sys.modules["__main__"] = main
+    try:
+        with io.open_code(path) as f:
+            code = compile(f.read(), path, "exec", dont_inherit=True)
+        exec(code, main.__dict__)
+    except SystemExit as e:
+        return _exit_code(e.code), False
+    except BaseException as e:  # noqa: BLE001 - reported as the interpreter would
+        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        sys.excepthook(type(e), e.with_traceback(tb), tb)
+        return 1, isinstance(e, KeyboardInterrupt)
+    return 0, False
+
+
+def _finalize(before: set[str], folder: str) -> None:
+    """What an interpreter's exit does to what the script made, in part: the globals of its
+    ``__main__`` and of its own modules (those in its ``folder``, imported since ``before``)
+    are cleared and the garbage collected, so a file it left open is flushed and closed.
+    Third-party modules it imported are left alone (their teardown is theirs to get wrong)."""
+    import gc
+
+    try:
+        mains = [sys.modules.get("__main__")]
+        own = [
+            m
+            for name, m in list(sys.modules.items())
+            if name not in before
+            and str(getattr(m, "__file__", None) or "").startswith(folder + os.sep)
+        ]
+        for m in [*mains, *reversed(own)]:
+            if m is not None:
+                m.__dict__.clear()
+        gc.collect()
+    except BaseException:  # noqa: BLE001 - as "Exception ignored" at a real exit
+        pass
 
 
 def _exit_code(value: Any) -> int:
