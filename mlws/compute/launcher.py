@@ -60,6 +60,7 @@ WARM = (
     "mlws.compute.script",
     "mlws.processes",
     "mlws.runs",
+    "mlws.experiments",  # a run's Run.get_context() (a script forked warm: compute.warmstart)
     "mlws.lifecycle",
     "mlws.catalog",
     "mlws.blobs",
