@@ -111,6 +111,10 @@ class RunSupervisor:
         target = self.row["target"] or "local"
         try:
             kind, config = target_config(self.ws, target)
+            if kind != "local":
+                from .warmstart import dismiss
+
+                dismiss()  # only a local run's script is forked from here
             executor(kind)(self, target, config)
         except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
             self.fail_with(e)

@@ -1,39 +1,50 @@
-"""Warm starts of mlws's own run programs: a local run whose command is ``python -m <module>``
-for a module of :data:`WARM_STARTABLE` (a ``ParallelRunStep``'s driver) runs in a child of its
-supervisor that has the module and what it needs imported, instead of a fresh interpreter.
+"""Warm starts: a local run's script (``python <script>.py ...``) or one of mlws's own run
+programs (``python -m <module>`` for a module of :data:`WARM_STARTABLE`: a
+``ParallelRunStep``'s driver) runs in a child forked from its supervisor, which has mlws
+imported, instead of a fresh interpreter.
 
-How: the workspace's warm launcher imports those modules (:func:`warm_modules`, at an idle
-moment, once the workspace has run such a step), so the supervisors it forks have them. Such a
-supervisor forks, before it opens its catalog (a process with SQLite open must not fork a child
-that uses SQLite: the library's locks and ``-shm`` mapping are per process), one child that
-waits on a socket (:func:`start_zygote`). When the run's command is warm-startable the
-supervisor hands it the command, environment and file descriptors (:func:`fork`) and it
-becomes the script; otherwise it is told to exit (:func:`dismiss`). It is the supervisor's
-child, so the exit status, pidfd wake-up and sub-reaper work as for a started script.
+How: a supervisor forks, first thing, before it opens its catalog (a process with SQLite open
+must not fork a child that uses SQLite: the library's locks and ``-shm`` mapping are per
+process), one child that waits on a socket (:func:`start_zygote`). When the run's command can
+be forked (:func:`warm_script`, :func:`warm_module`) the supervisor hands it the command,
+environment and file descriptors (:func:`fork`) and it becomes the script; otherwise it is told
+to exit (:func:`dismiss`). It is the supervisor's child, so the exit status, pidfd wake-up and
+sub-reaper work as for a started script. For the driver, the workspace's warm launcher imports
+its modules (pandas, pyarrow: :func:`warm_modules`, at an idle moment, once the workspace has
+run such a step), so the supervisors it forks have them.
 
-Why: a fresh driver spends ~0.45 s on its interpreter, ``mlws.runs`` and the run context and
-~0.6 s importing pandas and pyarrow before it reads a row (bench row 14g). This is mlws's own
-code, not a user's script: the user's entry script is still imported fresh inside the driver's
-workers, as before.
+Why: a sweep's trial or a short run spends most of its time on the machinery around a tiny
+script: a fresh interpreter, ``import mlws`` and the interpreter's exit are ~50 ms of CPU of a
+trial's ~90 (bench row 13); a fresh ParallelRunStep driver spends ~0.45 s on its interpreter
+and the run context and ~0.6 s importing pandas and pyarrow before it reads a row (row 14g).
 
 What the child keeps of a started script (``compute.script.start_script``): its own session
 and process group (cancel and the time limit kill the group), the run's working folder as cwd,
-``sys.argv`` as ``python -m`` sets it, the run's environment (``os.environ`` replaced), stdin
-from ``/dev/null``, stdout and stderr appended to ``logs/driver.log``, only the file
-descriptors it is given (at their numbers), signal dispositions of a fresh interpreter,
-``atexit`` handlers and non-daemon threads run at its end, the exit code (or signal) as the
-run's outcome, its pid and start time recorded by the supervisor. It is named ``mlws-script``
-(``/proc/<pid>/comm``, inherited by what it forks) because its command line is its
-supervisor's: mlws's sweeps of leftovers must not take it for a detached mlws process
-(``reaper.mlws_detached``). ``/proc/<pid>/environ`` shows the supervisor's environment, not the
-run's: the sweep by environment marker (used only without a sub-reaper) does not see it.
+``sys.argv``, ``sys.path[0]``, ``__main__`` (``__file__``, ``__spec__ = None``) as ``python``
+sets them, the run's environment (``os.environ`` replaced), stdin from ``/dev/null``, stdout
+and stderr appended to ``logs/driver.log``, only the file descriptors it is given (at their
+numbers), signal dispositions of a fresh interpreter, a reseeded ``random``, an uncaught
+exception reported by ``sys.excepthook`` from the script's own frame on, non-daemon threads
+joined and ``atexit`` handlers run at its end, the globals of its ``__main__`` and its own
+modules cleared then (a file left open is flushed), the exit code (or ``SIGINT`` for an
+uncaught ``KeyboardInterrupt``) as the run's outcome, its pid and start time recorded by the
+supervisor. It is named ``mlws-script`` (``/proc/<pid>/comm``, inherited by what it forks)
+because its command line is its supervisor's: mlws's sweeps of leftovers must not take it for
+a detached mlws process (``reaper.mlws_detached``). ``/proc/<pid>/environ`` shows the
+supervisor's environment, not the run's: the sweep by environment marker (used only without a
+sub-reaper) does not see it. What differs, by design: the modules mlws imported are imported
+already (the standard library's and mlws's own, never a third-party library whose state comes
+from its import: see :data:`NEUTRAL`), and every script forked from one launcher has its
+string hash seed (``PYTHONHASHSEED``).
 
 The script starts fresh as before when: ``MLWS_WARM_START=0``; there is no ``fork``; the
-supervisor was not forked warm (no waiting child); the command's interpreter is not this
-process's; the run has read-only mounted inputs; or the run's environment differs from the
-supervisor's in a setting read at interpreter start or at mlws's import (``PYTHON*`` and
-``MLWS_*`` variables beyond the run's identity, data paths and secret channel, and
-``PYTHONPATH`` beyond mlws's own entries).
+command's interpreter is not this process's or has options (``python -u``, ``-m`` of another
+module, a shell command); the run is distributed or has read-only mounted inputs; this process
+has a third-party module beyond :data:`NEUTRAL` imported (a launcher that warmed Dask's client
+or pandas); the script's folder has a module named as one imported here (``json.py``); or the
+run's environment differs from the supervisor's in a setting read at interpreter start or at
+mlws's import (``PYTHON*`` and ``MLWS_*`` variables beyond the run's identity, data paths and
+secret channel, ``PYTHONPATH`` beyond mlws's entries, the locale's ``LANG``/``LC_*``, ``TZ``).
 """
 
 from __future__ import annotations
