@@ -88,6 +88,9 @@ class RunSupervisor:
         self.sweep_due = False
         #: Parents' ``childLimit`` by id (:meth:`sibling_limit`).
         self._limits: dict[str, int] = {}
+        #: The script's command line, environment and secret channel, made while the run
+        #: waited for an older sibling (``compute.local``): ``(argv, env, channel)``.
+        self.prestart: tuple[list[str], dict[str, str], tuple[int, int]] | None = None
         if not claim:
             return
         me = os.getpid()
