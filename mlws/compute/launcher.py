@@ -413,8 +413,12 @@ def _serve_one(conn: socket.socket, listener: socket.socket, supervisor_main: An
 
             supervisor_main = importlib.import_module(module).main
         code = supervisor_main(args) or 0
-    except BaseException:  # noqa: BLE001 - a child must never return into the launcher's loop
+    except BaseException as e:  # noqa: BLE001 - a child must never return into the launcher's loop
         code = 1
+        if module == SUPERVISOR and len(args) == 2 and not isinstance(e, SystemExit):
+            from .supervisor import failed_to_start
+
+            failed_to_start(args[0], args[1], e)
     finally:
         os._exit(code)
 
