@@ -45,7 +45,7 @@ from mlws.hyperdrive import (
     randint,
     uniform,
 )
-from mlws.hyperdrive.controller import trial_arguments
+from mlws.hyperdrive.controller import QUEUE_AHEAD, trial_arguments
 from mlws.hyperdrive.sampling import Sampler
 
 TERMINAL = ("Completed", "Failed", "Canceled")
@@ -314,8 +314,8 @@ def test_acceptance_sweep_cancels_poor_trials_and_finds_the_best(ws, tmp_path):
             assert len(c.get_metrics()["accuracy"]) < 12
             assert "BanditPolicy" in c.get_properties()["azureml.earlyTermination"]
         assert _max_in_flight(children) <= 4
-        # ... while one more was submitted ahead, waiting to start the moment one ended.
-        assert _max_in_flight(children, "created") == 5
+        # ... while more were submitted ahead, waiting to start the moment one ended.
+        assert _max_in_flight(children, "created") == 4 + QUEUE_AHEAD
         ranked = run.get_children_sorted_by_primary_metric(top=3)
         assert [r["run_id"] for r in ranked][0] == best.id and len(ranked) == 3
         listed = invoke("-w", str(ws.path), "run", "list", "--parent", run.id, "--all")

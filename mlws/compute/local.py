@@ -142,7 +142,7 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
         # the older trials run, not after one ends.
         workdir = sup.prepare_workdir()
         if not sup.definition["environment"].get("managed"):
-            sup.prestart = _script_setup(sup, workdir)
+            _prestart(sup, workdir)
     try:
         waited = wait_for_siblings(sup, keep_waiting)
         with slot(sup.ws, keep_waiting, may_start=sup.first_in_line) as index:
@@ -293,6 +293,17 @@ def _script_setup(
     channel = serve_run_channel(sup.ws)
     env[CHANNEL_ENV] = f"{channel[0]},{channel[1]}"
     return script.script_argv(d, workdir), env, channel
+
+
+def _prestart(sup: RunSupervisor, workdir: Path) -> None:
+    """For a run that waits for an older sibling: its script's setup (:func:`_script_setup`)
+    now, and the script made ready to start forked (``script.prepare_script``), so that once
+    it may go it starts within a millisecond or two."""
+    d = sup.definition
+    sup.prestart = _script_setup(sup, workdir)
+    if not d.get("distributed") and not d.get("readOnly"):
+        argv, env, channel = sup.prestart
+        script.prepare_script(argv, workdir, env, pass_fds=channel)
 
 
 def watch(sup: RunSupervisor) -> tuple[str, dict[str, Any] | None]:

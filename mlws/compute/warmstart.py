@@ -283,20 +283,29 @@ def start_zygote() -> int | None:
     try:
         mine.close()
         request, fds = _receive(its)
-        its.close()
         if request is None:
             code = 0  # not needed: the run's script is not warm-startable
         else:
-            _child(request, fds)  # never returns
+            # Kept above the descriptors the script is given, for the word to start (go()).
+            go = fcntl.fcntl(its.fileno(), fcntl.F_DUPFD, 1000)
+            its.close()
+            _child(request, fds, go)  # never returns
     except BaseException:  # noqa: BLE001 - the child must never return into the supervisor
         code = 1
     os._exit(code)
 
 
 def dismiss() -> None:
-    """End the waiting child of :func:`start_zygote`, unused (it exits on its own)."""
+    """End the waiting child of :func:`start_zygote`, unused, or the one :func:`prepare`
+    made ready, never started (they exit on their own, running nothing)."""
     while _ZYGOTE:
         _ZYGOTE.pop()[1].close()
+    while _PREPARED:
+        _PREPARED.pop()[1].close()
+
+
+#: The child :func:`prepare` made ready: ``(pid, socket, argv)``, started by :func:`go`.
+_PREPARED: list[tuple[int, socket.socket, list[str]]] = []
 
 
 def fork(
@@ -308,11 +317,49 @@ def fork(
     pass_fds: tuple[int, ...] = (),
     script: str | None = None,
 ) -> ForkedScript:
-    """Make the waiting child of :func:`start_zygote` run ``python -m module argv[3:]``
-    (``argv`` as :func:`warm_module` accepted it), or with ``script`` (from
+    """:func:`prepare`, then :func:`go`.
+
+    :raises OSError: there is no waiting child, or it is gone (start the script fresh).
+    """
+    prepare(module, argv, workdir, env, tie_to_parent, pass_fds, script)
+    return go()
+
+
+def prepared() -> bool:
+    """Whether a child made ready by :func:`prepare` waits for :func:`go`."""
+    return bool(_PREPARED)
+
+
+def go() -> ForkedScript:
+    """Start the script of the child :func:`prepare` made ready.
+
+    :raises OSError: nothing was prepared, or the child is gone (start the script fresh)."""
+    if not _PREPARED:
+        raise OSError("no warm child prepared")
+    pid, sock, argv = _PREPARED.pop()
+    try:
+        sock.sendall(b"g")
+    finally:
+        sock.close()
+    return ForkedScript(pid, argv)
+
+
+def prepare(
+    module: str | None,
+    argv: list[str],
+    workdir: Path,
+    env: dict[str, str],
+    tie_to_parent: bool = False,
+    pass_fds: tuple[int, ...] = (),
+    script: str | None = None,
+) -> None:
+    """Make the waiting child of :func:`start_zygote` ready to run ``python -m module
+    argv[3:]`` (``argv`` as :func:`warm_module` accepted it), or with ``script`` (from
     :func:`warm_script`) ``python argv[1:]``, as ``compute.script.start_script`` would start
     it (see the module docstring): it gets the request and the file descriptors ``pass_fds``,
-    at the same numbers.
+    at the same numbers, sets itself up (working folder, environment, descriptors, the script
+    compiled) and waits for :func:`go`. A run that waits for an older sibling is prepared
+    meanwhile (``compute.local``), so it starts the moment it may.
 
     :raises OSError: there is no waiting child, or it is gone (start the script fresh).
     """
@@ -333,9 +380,10 @@ def fork(
         socket.send_fds(sock, [data[:4096]], list(pass_fds))
         if len(data) > 4096:
             sock.sendall(data[4096:])
-    finally:
+    except OSError:
         sock.close()
-    return ForkedScript(pid, argv)
+        raise
+    _PREPARED.append((pid, sock, argv))
 
 
 def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
@@ -352,7 +400,7 @@ def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     return json.loads(data), fds
 
 
-def _child(request: dict[str, Any], got: list[int]) -> None:
+def _child(request: dict[str, Any], got: list[int], go: int) -> None:
     code = 1
     try:
         module, argv = request["module"], request["argv"]
@@ -375,7 +423,7 @@ def _child(request: dict[str, Any], got: list[int]) -> None:
         # The descriptors it was given, at the numbers its environment names (via high ones).
         wanted = [int(f) for f in request["fds"]]
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in got]
-        keep = {0, 1, 2, *high}
+        keep = {0, 1, 2, go, *high}
         for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
             if fd not in keep:
                 try:
@@ -426,9 +474,12 @@ def _child(request: dict[str, Any], got: list[int]) -> None:
             # What the launcher made stays out of the script's collections (and its pages
             # unwritten): a collection at the end then costs what the script made, not ~20 ms.
             gc.freeze()
-            code, interrupted = _run_script(os.path.abspath(argv[1]))
+            main, compiled = _compile_script(os.path.abspath(argv[1]))
+            _wait_for_go(go)
+            code, interrupted = _run_script(main, compiled)
         else:
             sys.path[:] = [str(workdir), *mine, *rest]
+            _wait_for_go(go)
             target = importlib.import_module(module)
             sys.argv = [str(getattr(target, "__file__", module)), *argv[3:]]
             try:
@@ -466,10 +517,22 @@ def _child(request: dict[str, Any], got: list[int]) -> None:
         os._exit(code)
 
 
-def _run_script(path: str) -> tuple[int, bool]:
-    """Run the script at ``path`` as ``__main__``, as ``python path`` would: its exit code,
-    and whether it ended on an uncaught ``KeyboardInterrupt``. An uncaught exception goes to
-    ``sys.excepthook`` from the script's own frame on (nothing of this module's)."""
+def _wait_for_go(go: int) -> None:
+    """Block until the supervisor says start (:func:`go`); exit, running nothing, if it
+    closed its end instead (the run was canceled, or is started otherwise)."""
+    try:
+        word = os.read(go, 1)
+    except OSError:
+        word = b""
+    os.close(go)
+    if word != b"g":
+        os._exit(0)
+
+
+def _compile_script(path: str) -> tuple[Any, Any]:
+    """The script at ``path`` as ``python path`` makes it: its ``__main__`` module, set in
+    ``sys.modules``, and its code; or the error compiling raised (a ``SyntaxError``, an
+    unreadable file), reported when the script is run."""
     import builtins
     import importlib.machinery
     import io
@@ -484,7 +547,18 @@ def _run_script(path: str) -> tuple[int, bool]:
     sys.modules["__main__"] = main
     try:
         with io.open_code(path) as f:
-            code = compile(f.read(), path, "exec", dont_inherit=True)
+            return main, compile(f.read(), path, "exec", dont_inherit=True)
+    except Exception as e:  # noqa: BLE001 - the script's error, reported as it runs
+        return main, e
+
+
+def _run_script(main: Any, code: Any) -> tuple[int, bool]:
+    """Run the script compiled by :func:`_compile_script` as ``python path`` would: its exit
+    code, and whether it ended on an uncaught ``KeyboardInterrupt``. An uncaught exception
+    goes to ``sys.excepthook`` from the script's own frame on (nothing of this module's)."""
+    try:
+        if isinstance(code, BaseException):
+            raise code.with_traceback(None)
         exec(code, main.__dict__)
     except SystemExit as e:
         return _exit_code(e.code), False
