@@ -282,14 +282,14 @@ def start_zygote() -> int | None:
     code = 1
     try:
         mine.close()
-        request, fds = _receive(its)
+        request, fds, early = _receive(its)
         if request is None:
             code = 0  # not needed: the run's script is not warm-startable
         else:
             # Kept above the descriptors the script is given, for the word to start (go()).
             go = fcntl.fcntl(its.fileno(), fcntl.F_DUPFD, 1000)
             its.close()
-            _child(request, fds, go)  # never returns
+            _child(request, fds, go, early)  # never returns
     except BaseException:  # noqa: BLE001 - the child must never return into the supervisor
         code = 1
     os._exit(code)
@@ -386,21 +386,25 @@ def prepare(
     _PREPARED.append((pid, sock, argv))
 
 
-def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int], bytes]:
+    """The request (one JSON line) and its descriptors, and what came after the line: the
+    word to start may come in the same read (:func:`fork` sends both at once). None when the
+    supervisor closed its end before a whole request came (not needed)."""
     data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 16)
-    while data and not data.endswith(b"\n"):
+    while data and b"\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
-    if not data.endswith(b"\n"):
+    line, newline, rest = data.partition(b"\n")
+    if not newline:
         for fd in fds:
             os.close(fd)
-        return None, []
-    return json.loads(data), fds
+        return None, [], b""
+    return json.loads(line), fds, rest
 
 
-def _child(request: dict[str, Any], got: list[int], go: int) -> None:
+def _child(request: dict[str, Any], got: list[int], go: int, early: bytes = b"") -> None:
     code = 1
     try:
         module, argv = request["module"], request["argv"]
@@ -475,11 +479,11 @@ def _child(request: dict[str, Any], got: list[int], go: int) -> None:
             # unwritten): a collection at the end then costs what the script made, not ~20 ms.
             gc.freeze()
             main, compiled = _compile_script(os.path.abspath(argv[1]))
-            _wait_for_go(go)
+            _wait_for_go(go, early)
             code, interrupted = _run_script(main, compiled)
         else:
             sys.path[:] = [str(workdir), *mine, *rest]
-            _wait_for_go(go)
+            _wait_for_go(go, early)
             target = importlib.import_module(module)
             sys.argv = [str(getattr(target, "__file__", module)), *argv[3:]]
             try:
@@ -517,11 +521,13 @@ def _child(request: dict[str, Any], got: list[int], go: int) -> None:
         os._exit(code)
 
 
-def _wait_for_go(go: int) -> None:
-    """Block until the supervisor says start (:func:`go`); exit, running nothing, if it
-    closed its end instead (the run was canceled, or is started otherwise)."""
+def _wait_for_go(go: int, early: bytes) -> None:
+    """Block until the supervisor says start (:func:`go`; ``early``: the word came with the
+    request); exit, running nothing, if it closed its end instead (the run was canceled, or
+    is started otherwise)."""
+    word = early[:1]
     try:
-        word = os.read(go, 1)
+        word = word or os.read(go, 1)
     except OSError:
         word = b""
     os.close(go)
