@@ -7,7 +7,7 @@ How: a supervisor forks, first thing, before it opens its catalog (a process wit
 must not fork a child that uses SQLite: the library's locks and ``-shm`` mapping are per
 process), one child that waits on a socket (:func:`start_zygote`). When the run's command can
 be forked (:func:`warm_script`, :func:`warm_module`) the supervisor hands it the command,
-environment and file descriptors (:func:`fork`) and it becomes the script; otherwise it is told
+environment and file descriptors (:func:`prepare`, :func:`go`) and it becomes the script; otherwise it is told
 to exit (:func:`dismiss`). It is the supervisor's child, so the exit status, pidfd wake-up and
 sub-reaper work as for a started script. For the driver, the workspace's warm launcher imports
 its modules (pandas, pyarrow: :func:`warm_modules`, at an idle moment, once the workspace has
@@ -88,7 +88,7 @@ _STARTED_WARM: list[bool] = []
 
 
 def started_warm() -> bool:
-    """Whether this process is a script forked by :func:`fork` (for its log's first line)."""
+    """Whether this process is a script forked by :func:`go` (for its log's first line)."""
     return bool(_STARTED_WARM)
 
 
@@ -192,7 +192,7 @@ def _same_start(env: dict[str, str]) -> bool:
 
 
 class ForkedScript:
-    """The part of ``subprocess.Popen`` a supervisor uses, for a script forked by :func:`fork`:
+    """The part of ``subprocess.Popen`` a supervisor uses, for a script forked by :func:`go`:
     ``pid``, ``args``, ``returncode``, ``poll()``, ``wait(timeout)``, ``send_signal``,
     ``terminate()``, ``kill()``."""
 
@@ -260,12 +260,11 @@ _ZYGOTE: list[tuple[int, socket.socket]] = []
 
 
 def start_zygote() -> int | None:
-    """For a supervisor, before it opens its catalog: when this process has a module of
-    :data:`WARM_STARTABLE` warm, fork a child that waits to become that run's script
-    (:func:`fork`); its pid. A process with SQLite open cannot fork a child that uses SQLite
-    (the library's locks and ``-shm`` mapping are per process), so the child is made now, from
-    the launcher's state. It exits when this process closes its end (:func:`dismiss`, or at
-    exit). None when nothing is warm (or no fork)."""
+    """For a supervisor, before it opens its catalog: fork a child that waits to become the
+    run's script (:func:`prepare`, :func:`go`); its pid. A process with SQLite open cannot
+    fork a child that uses SQLite (the library's locks and ``-shm`` mapping are per process),
+    so the child is made now, from the launcher's state. It exits when this process closes its
+    end (:func:`dismiss`, or at exit). None when warm starts are off (or there is no fork)."""
     if _ZYGOTE or not enabled():
         return None
     mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -306,23 +305,6 @@ def dismiss() -> None:
 
 #: The child :func:`prepare` made ready: ``(pid, socket, argv)``, started by :func:`go`.
 _PREPARED: list[tuple[int, socket.socket, list[str]]] = []
-
-
-def fork(
-    module: str | None,
-    argv: list[str],
-    workdir: Path,
-    env: dict[str, str],
-    tie_to_parent: bool = False,
-    pass_fds: tuple[int, ...] = (),
-    script: str | None = None,
-) -> ForkedScript:
-    """:func:`prepare`, then :func:`go`.
-
-    :raises OSError: there is no waiting child, or it is gone (start the script fresh).
-    """
-    prepare(module, argv, workdir, env, tie_to_parent, pass_fds, script)
-    return go()
 
 
 def prepared() -> bool:
@@ -388,7 +370,7 @@ def prepare(
 
 def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int], bytes]:
     """The request (one JSON line) and its descriptors, and what came after the line: the
-    word to start may come in the same read (:func:`fork` sends both at once). None when the
+    word to start may come in the same read (``compute.script.start_script`` sends both at once). None when the
     supervisor closed its end before a whole request came (not needed)."""
     data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 16)
     while data and b"\n" not in data:
