@@ -219,22 +219,32 @@ class Catalog:
             raise CatalogDamaged(f"the catalog {self.path} is not a file; restore mlws.db")
         if st.st_size == 0:
             raise CatalogMissing(_missing_message(self.path, empty=True))
-        # Closing any descriptor of the file drops every POSIX lock this process holds on it,
-        # including those of an open SQLite connection (SQLite's documented way to corrupt a
-        # database): read the header ourselves only while this process has no connection to it.
         key = (st.st_dev, st.st_ino)
-        with _open_lock:
-            problem = (
-                None
-                if _open_files.get(key)
-                # A network client's cached size may lag the file another machine grows.
-                else _header_problem(self.path, None if self.network else st.st_size)
-            )
+        problem = self._header_problem(key, None if self.network else st.st_size)
+        # Another process's checkpoint grows the file and rewrites its header: the size and
+        # the header read a moment apart may disagree for that moment. Damage stays.
+        for delay in (0.005, 0.02, 0.1) if problem is not None else ():
+            time.sleep(delay)
+            try:
+                size = None if self.network else os.stat(self.path).st_size
+            except OSError:
+                break
+            problem = self._header_problem(key, size)
+            if problem is None:
+                break
         if problem is not None:
             raise CatalogDamaged(
                 f"the catalog {self.path} is damaged ({problem}); restore mlws.db from a "
                 "backup ('mlws fsck' reports what else is affected)"
             )
+
+    def _header_problem(self, key: tuple[int, int], size: int | None) -> str | None:
+        # Closing any descriptor of the file drops every POSIX lock this process holds on it,
+        # including those of an open SQLite connection (SQLite's documented way to corrupt a
+        # database): read the header ourselves only while this process has no connection to it.
+        # A network client's cached size may lag the file another machine grows (size None).
+        with _open_lock:
+            return None if _open_files.get(key) else _header_problem(self.path, size)
 
     def _connect(self, uri: str | None) -> sqlite3.Connection:
         # isolation_level=None: the driver never opens transactions behind our back, so the only

@@ -250,3 +250,32 @@ def test_creating_a_workspace_never_leaves_an_identity_without_its_catalog(tmp_p
     with pytest.raises(CatalogDamaged):
         (tmp_path / "w" / "mlws.db").write_bytes(b"garbage" * 200)
         Workspace(tmp_path / "w")
+
+
+def test_a_header_and_size_read_mid_checkpoint_are_read_again_not_called_damage(
+    tmp_path: Path, monkeypatch
+):
+    # Another process's checkpoint grows the file and rewrites its header: a size and header
+    # read a moment apart disagree for that moment. A supervisor met this at its start and
+    # failed its run (found in a 60-trial sweep); real damage stays and is still refused.
+    from mlws import Workspace, catalog
+    from mlws.errors import CatalogDamaged
+
+    Workspace.create(tmp_path / "ws").close()
+    real = catalog._header_problem
+    calls = []
+
+    def mid_checkpoint(path, size):  # noqa: ANN001, ANN202 - as catalog._header_problem
+        calls.append(size)
+        return (
+            "it is truncated: 1 bytes where its header says 2"
+            if len(calls) == 1
+            else real(path, size)
+        )
+
+    monkeypatch.setattr(catalog, "_header_problem", mid_checkpoint)
+    Workspace(tmp_path / "ws").close()
+    assert len(calls) == 2
+    monkeypatch.setattr(catalog, "_header_problem", lambda path, size: "it is truncated")
+    with pytest.raises(CatalogDamaged, match="it is truncated"):
+        Workspace(tmp_path / "ws")

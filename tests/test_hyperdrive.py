@@ -45,7 +45,7 @@ from mlws.hyperdrive import (
     randint,
     uniform,
 )
-from mlws.hyperdrive.controller import trial_arguments
+from mlws.hyperdrive.controller import QUEUE_AHEAD, trial_arguments
 from mlws.hyperdrive.sampling import Sampler
 
 TERMINAL = ("Completed", "Failed", "Canceled")
@@ -314,8 +314,8 @@ def test_acceptance_sweep_cancels_poor_trials_and_finds_the_best(ws, tmp_path):
             assert len(c.get_metrics()["accuracy"]) < 12
             assert "BanditPolicy" in c.get_properties()["azureml.earlyTermination"]
         assert _max_in_flight(children) <= 4
-        # ... while one more was submitted ahead, waiting to start the moment one ended.
-        assert _max_in_flight(children, "created") == 5
+        # ... while more were submitted ahead, waiting to start the moment one ended.
+        assert _max_in_flight(children, "created") == 4 + QUEUE_AHEAD
         ranked = run.get_children_sorted_by_primary_metric(top=3)
         assert [r["run_id"] for r in ranked][0] == best.id and len(ranked) == 3
         listed = invoke("-w", str(ws.path), "run", "list", "--parent", run.id, "--all")
@@ -376,11 +376,15 @@ p = argparse.ArgumentParser()
 p.add_argument("--data-folder"); p.add_argument("--x", type=float)
 a = p.parse_args()
 base = float(open(os.path.join(a.data_folder, "base.txt")).read())
+base += len(Run.get_context().get_secret("pad"))  # the run's secret channel
 Run.get_context().log("accuracy", base + a.x)
 """
 
 
-def test_trials_get_a_dataset_argument_as_data(ws, tmp_path):
+def test_trials_get_a_dataset_argument_as_data_and_secrets(ws, tmp_path):
+    # One at a time: the second trial's data, environment and secret channel are made while
+    # it waits for the first (compute.local's prestart).
+    ws.get_default_keyvault().set_secret("pad", "xyz")
     src = make_source(tmp_path, READS_DATA)
     data = tmp_path / "digits"
     data.mkdir()
@@ -388,12 +392,17 @@ def test_trials_get_a_dataset_argument_as_data(ws, tmp_path):
     (data / "labels.txt").write_text("0 1")
     ds = Dataset.File.from_files(str(data))
     mount = ds.as_named_input("digits").as_mount()
-    cfg = _sweep(src, {"--x": choice(0.1, 0.2)}, arguments=["--data-folder", mount])
+    cfg = _sweep(
+        src,
+        {"--x": choice(0.1, 0.2)},
+        arguments=["--data-folder", mount],
+        max_concurrent_runs=1,
+    )
     try:
         run = Experiment(ws, "hd").submit(cfg)
         run.wait_for_completion(timeout=60)
         assert run.get_status() == "Completed"
-        assert sorted(m["accuracy"] for m in run.get_metrics().values()) == [10.1, 10.2]
+        assert sorted(m["accuracy"] for m in run.get_metrics().values()) == [13.1, 13.2]
         for trial in run.get_children():
             assert list(trial.input_datasets) == ["digits"]
     finally:

@@ -233,3 +233,24 @@ def test_a_request_handed_over_but_unanswered_never_starts_a_second_supervisor(
     finally:
         server.close()
         path.unlink(missing_ok=True)
+
+
+def test_a_supervisor_that_cannot_take_its_run_up_ends_it_failed_with_the_reason(ws, monkeypatch):
+    import sqlite3
+
+    from mlws import Experiment
+    from mlws.compute import supervisor, warmstart
+
+    run = Experiment(ws, "x").start_logging()
+
+    def refuse(self, ws, run_id, claim=True):  # noqa: ANN001, ANN202 - RunSupervisor's own
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(warmstart, "start_zygote", lambda: None)  # no fork of pytest
+    monkeypatch.setattr(supervisor.RunSupervisor, "__init__", refuse)
+    assert supervisor.main([str(ws.path), run.id]) == 1
+    details = ws.get_run(run.id).get_details()
+    assert details["status"] == "Failed"
+    assert details["error"]["error"]["message"] == (
+        "the run's supervising process failed to start: sqlite3.OperationalError: database is locked"
+    )

@@ -123,3 +123,102 @@ def test_the_warm_path_only_for_the_driver_this_interpreter_and_the_same_setting
     monkeypatch.setitem(sys.modules, "pyarrow", object())
     monkeypatch.setattr(warmstart, "_ZYGOTE", [])  # a supervisor started cold: no child
     assert warmstart.warm_module(argv, warm_env) is None
+
+
+# -- a run's own script, forked warm --------------------------------------------------------------
+FACTS = """
+import atexit, json, logging, os, pickle, random, sys, threading
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+def later():
+    with open("outputs/thread.txt", "w") as f:
+        f.write("joined")
+
+logging.basicConfig(level=logging.INFO, format="log: %(message)s")
+logging.info("configured")
+print(json.dumps({
+    "comm": open("/proc/self/comm").read().strip(),
+    "name": __name__, "file": __file__, "argv": sys.argv, "path0": sys.path[0],
+    "random": random.random(), "env": os.environ.get("FROM_RUN"),
+    "pickled": pickle.loads(pickle.dumps(Point(3))).x, "numpy": "numpy" in sys.modules,
+}))
+from mlws import Run
+Run.get_context().log("m", 1.0)  # flushed at exit
+left_open = open("outputs/left_open.txt", "w")
+left_open.write("written at exit")
+atexit.register(lambda: open("outputs/atexit.txt", "w").close())
+threading.Thread(target=later).start()
+if sys.argv[1] == "raise":
+    raise ValueError("boom")
+if sys.argv[1] == "interrupt":
+    raise KeyboardInterrupt
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def test_a_local_script_is_forked_warm_and_acts_as_in_a_fresh_interpreter(ws, tmp_path):
+    from mlws import Environment, ScriptRunConfig
+
+    src = write(tmp_path / "src" / "facts.py", textwrap.dedent(FACTS)).parent
+    mine = write(tmp_path / "mine" / "facts.py", "import json\nprint(json.MARK)\n").parent
+    write(mine / "json.py", "MARK = 'the script folder json'\n")  # shadows a warm module
+    env = Environment("vars")
+    # BIG: the request to the forked child spans reads (the word to start came glued to its
+    # last one, and the script was never run: the run "Completed" all the same).
+    env.environment_variables = {"FROM_RUN": "yes", "BIG": "x" * 6000}
+    exp = Experiment(ws, "facts")
+    runs = [
+        exp.submit(ScriptRunConfig(str(src), "facts.py", arguments=[a], environment=env))
+        for a in ("0", "0", "3", "raise", "interrupt")
+    ]
+    shadowed = exp.submit(ScriptRunConfig(str(mine), "facts.py"))
+    for r in [*runs, shadowed]:
+        r.wait_for_completion(raise_on_error=False, timeout=60)
+    facts = [json.loads(r._read_file_text("logs/driver.log").splitlines()[-1]) for r in runs[:2]]
+    for run, f in zip(runs[:2], facts, strict=True):
+        assert run.get_status() == "Completed"
+        assert f["comm"] == warmstart.COMM.decode()  # forked, not a fresh interpreter
+        assert f["name"] == "__main__" and f["argv"] == ["facts.py", "0"] and f["env"] == "yes"
+        assert os.path.isabs(f["file"]) and f["path0"] == os.path.dirname(f["file"])
+        assert f["pickled"] == 3 and f["numpy"] is False
+        assert "log: configured" in run._read_file_text("logs/driver.log")
+        assert run.get_metrics() == {"m": 1.0}
+        assert run._read_file_text("outputs/left_open.txt") == "written at exit"
+        assert run._read_file_text("outputs/thread.txt") == "joined"
+        assert "outputs/atexit.txt" in run.get_file_names()
+    assert facts[0]["random"] != facts[1]["random"]  # reseeded in every fork
+    errors = [r.get_details()["error"]["error"]["message"] for r in runs[2:]]
+    assert errors[0].startswith("the script exited with code 3: ")
+    assert errors[1].endswith(": ValueError: boom")
+    log = runs[3]._read_file_text("logs/driver.log")
+    assert 'facts.py", line' in log and "warmstart" not in log  # the script's frames only
+    assert errors[2] == "the script was killed by signal 2 (SIGINT)"
+    assert shadowed.get_status() == "Completed"
+    assert shadowed._read_file_text("logs/driver.log").strip() == "the script folder json"
+
+
+def test_the_warm_path_for_a_script_only_where_a_fresh_interpreter_would_act_the_same(
+    warm_env, monkeypatch, tmp_path
+):
+    write(tmp_path / "t.py", "")
+    monkeypatch.setattr(warmstart, "_foreign_modules", lambda: [])
+    argv = [sys.executable, "t.py", "--x", "1"]
+    assert warmstart.warm_script(argv, warm_env, tmp_path) == str(tmp_path.resolve() / "t.py")
+    assert warmstart.warm_script(["/other/python", "t.py"], warm_env, tmp_path) is None
+    assert warmstart.warm_script([sys.executable, "-u", "t.py"], warm_env, tmp_path) is None
+    assert warmstart.warm_script([sys.executable, "gone.py"], warm_env, tmp_path) is None
+    for name in ("PYTHONHASHSEED", "LANG", "TZ", "MLWS_WARM_START"):
+        assert warmstart.warm_script(argv, dict(warm_env, **{name: "x"}), tmp_path) is None
+    write(tmp_path / "signal" / "__init__.py", "")  # a package named as a warm module
+    assert warmstart.warm_script(argv, warm_env, tmp_path) is None
+    (tmp_path / "signal" / "__init__.py").unlink()  # a namespace folder shadows nothing
+    assert warmstart.warm_script(argv, warm_env, tmp_path) is not None
+    monkeypatch.setattr(warmstart, "_foreign_modules", lambda: ["numpy"])
+    assert warmstart.warm_script(argv, warm_env, tmp_path) is None
+    monkeypatch.undo()
+    # This process (pytest) has third-party modules; mlws, psutil and the stdlib do not count.
+    found = warmstart._foreign_modules()
+    assert "pytest" in found and not {"mlws", "psutil", "os", "_xxsubinterpreters"} & set(found)

@@ -60,6 +60,7 @@ WARM = (
     "mlws.compute.script",
     "mlws.processes",
     "mlws.runs",
+    "mlws.experiments",  # a run's Run.get_context() (a script forked warm: compute.warmstart)
     "mlws.lifecycle",
     "mlws.catalog",
     "mlws.blobs",
@@ -71,7 +72,8 @@ WARM = (
     "mlws.readonly",
     "mlws.reaper",
     "psutil",
-    "sqlite_utils",
+    # Not sqlite_utils: the catalog needs it only to migrate, and it imports numpy and pandas
+    # when installed (~0.6 s), whose state a script forked warm must not inherit.
     # 50-100 ms of imports (filelock 4 builds dataclasses, and loads this lazily on first
     # use): the blob store's gc lock, taken when a run's files are stored.
     "filelock:ReadWriteLock",
@@ -411,8 +413,12 @@ def _serve_one(conn: socket.socket, listener: socket.socket, supervisor_main: An
 
             supervisor_main = importlib.import_module(module).main
         code = supervisor_main(args) or 0
-    except BaseException:  # noqa: BLE001 - a child must never return into the launcher's loop
+    except BaseException as e:  # noqa: BLE001 - a child must never return into the launcher's loop
         code = 1
+        if module == SUPERVISOR and len(args) == 2 and not isinstance(e, SystemExit):
+            from .supervisor import failed_to_start
+
+            failed_to_start(args[0], args[1], e)
     finally:
         os._exit(code)
 

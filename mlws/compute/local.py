@@ -138,14 +138,22 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
     # A sweep's trial waits first for an older sibling's end (the controller submits one trial
     # ahead, so it starts the moment one ends), then for a slot of this machine.
     if sup.waits_for_sibling():
-        # The working folder is made while the older trials run, not after one ends.
-        sup.prepare_workdir()
-    waited = wait_for_siblings(sup, keep_waiting)
-    with slot(sup.ws, keep_waiting, may_start=sup.first_in_line) as index:
-        if not waited or index is None:
-            set_status(sup.ws, sup.run_id, "Canceled")
-            return
-        run_script(sup)
+        # The working folder, the script's environment and its secret channel are made while
+        # the older trials run, not after one ends.
+        workdir = sup.prepare_workdir()
+        if not sup.definition["environment"].get("managed"):
+            _prestart(sup, workdir)
+    try:
+        waited = wait_for_siblings(sup, keep_waiting)
+        with slot(sup.ws, keep_waiting, may_start=sup.first_in_line) as index:
+            if not waited or index is None:
+                set_status(sup.ws, sup.run_id, "Canceled")
+                return
+            run_script(sup)
+    finally:
+        if sup.prestart is not None:  # never started: the script's ends of the channel
+            for fd in sup.prestart[2]:
+                os.close(fd)
 
 
 def wait_for_siblings(sup: RunSupervisor, keep_waiting: Callable[[], bool]) -> bool:
@@ -212,7 +220,6 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
     """Preparing, Starting, Running, Finalizing on this machine: the working folder and
     environment, the script (as ``compute.script`` starts it, with the run's secret channel),
     :func:`watch`, then publish, collect and finish through the supervisor."""
-    from ..keyvault import CHANNEL_ENV, serve_run_channel
     from ..lifecycle import set_status
     from ..processes import process_start_time
 
@@ -234,21 +241,11 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
     if not set_status(ws, sup.run_id, "Starting", working_dir=str(workdir)):
         sup.cancel_if_requested()
         return
-    env = script.script_env(
-        dict(os.environ),
-        d,
-        ws.path,
-        ws.name,
-        sup.run_id,
-        sup.row["experiment"],
-        workdir,
-        user=sup.row["submitter_user"],
-    )
-    channel = serve_run_channel(ws)  # run.get_secret() asks here; never a credential
-    env[CHANNEL_ENV] = f"{channel[0]},{channel[1]}"
+    argv, env, channel = sup.prestart or _script_setup(sup, workdir)
+    sup.prestart = None
     try:
         sup.proc = script.start_script(
-            script.script_argv(d, workdir),
+            argv,
             workdir,
             env,
             tie_to_parent,
@@ -273,6 +270,40 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
     outcome = sup.publish_outputs(workdir, outcome)
     sup.collect(workdir)
     sup.finish(outcome)
+
+
+def _script_setup(
+    sup: RunSupervisor, workdir: Path
+) -> tuple[list[str], dict[str, str], tuple[int, int]]:
+    """The script's command line, its environment, and the script's ends of its secret
+    channel (served from a thread of this process; run.get_secret() asks there)."""
+    from ..keyvault import CHANNEL_ENV, serve_run_channel
+
+    d = sup.definition
+    env = script.script_env(
+        dict(os.environ),
+        d,
+        sup.ws.path,
+        sup.ws.name,
+        sup.run_id,
+        sup.row["experiment"],
+        workdir,
+        user=sup.row["submitter_user"],
+    )
+    channel = serve_run_channel(sup.ws)
+    env[CHANNEL_ENV] = f"{channel[0]},{channel[1]}"
+    return script.script_argv(d, workdir), env, channel
+
+
+def _prestart(sup: RunSupervisor, workdir: Path) -> None:
+    """For a run that waits for an older sibling: its script's setup (:func:`_script_setup`)
+    now, and the script made ready to start forked (``script.prepare_script``), so that once
+    it may go it starts within a millisecond or two."""
+    d = sup.definition
+    sup.prestart = _script_setup(sup, workdir)
+    if not d.get("distributed") and not d.get("readOnly"):
+        argv, env, channel = sup.prestart
+        script.prepare_script(argv, workdir, env, pass_fds=channel)
 
 
 def watch(sup: RunSupervisor) -> tuple[str, dict[str, Any] | None]:

@@ -163,8 +163,9 @@ def start_script(
 ) -> subprocess.Popen[bytes]:
     """Start a run's script in its own process group (so cancel reaches everything it
     starts), its output appended to ``logs/driver.log``. ``read_only``: folders of
-    ``workdir`` (mounted inputs) the script must not change. ``warm``: mlws's own run
-    programs may be forked from this process (``compute.warmstart``; local runs)."""
+    ``workdir`` (mounted inputs) the script must not change. ``warm``: the script (or one of
+    mlws's own run programs) may be forked from this process (``compute.warmstart``; local
+    runs)."""
     from .. import readonly
 
     preexec = die_with_parent if tie_to_parent else None
@@ -180,10 +181,13 @@ def start_script(
         else:
             for f in folders:  # copies (see rundata.prepare): no longer writable
                 readonly.strip_write_bits(f)
-    module = warmstart.warm_module(argv, env) if warm and not read_only else None
-    if module is not None:
+    if (
+        warm
+        and not read_only
+        and (warmstart.prepared() or prepare_script(argv, workdir, env, tie_to_parent, pass_fds))
+    ):
         try:
-            forked: Any = warmstart.fork(module, argv, workdir, env, tie_to_parent, pass_fds)
+            forked: Any = warmstart.go()
             return forked  # a ForkedScript: the part of Popen a supervisor uses
         except OSError:
             pass  # its warm child is gone: start it fresh
@@ -203,6 +207,26 @@ def start_script(
             )
         except OSError as e:
             raise MlwsError(f"cannot start {argv[0]}: {e.strerror}") from None
+
+
+def prepare_script(
+    argv: list[str],
+    workdir: Path,
+    env: dict[str, str],
+    tie_to_parent: bool = False,
+    pass_fds: tuple[int, ...] = (),
+) -> bool:
+    """Make the script ready to start forked from this process (``compute.warmstart``) when
+    it can be; :func:`start_script` with ``warm`` then starts it at once. Whether it was."""
+    module = warmstart.warm_module(argv, env)
+    path = None if module is not None else warmstart.warm_script(argv, env, workdir)
+    if module is None and path is None:
+        return False
+    try:
+        warmstart.prepare(module, argv, workdir, env, tie_to_parent, pass_fds, script=path)
+    except OSError:
+        return False  # its warm child is gone: start it fresh
+    return True
 
 
 @contextlib.contextmanager

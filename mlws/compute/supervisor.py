@@ -88,6 +88,9 @@ class RunSupervisor:
         self.sweep_due = False
         #: Parents' ``childLimit`` by id (:meth:`sibling_limit`).
         self._limits: dict[str, int] = {}
+        #: The script's command line, environment and secret channel, made while the run
+        #: waited for an older sibling (``compute.local``): ``(argv, env, channel)``.
+        self.prestart: tuple[list[str], dict[str, str], tuple[int, int]] | None = None
         if not claim:
             return
         me = os.getpid()
@@ -111,6 +114,10 @@ class RunSupervisor:
         target = self.row["target"] or "local"
         try:
             kind, config = target_config(self.ws, target)
+            if kind != "local":
+                from .warmstart import dismiss
+
+                dismiss()  # only a local run's script is forked from here
             executor(kind)(self, target, config)
         except Exception as e:  # noqa: BLE001 - any failure must end the run, with its reason
             self.fail_with(e)
@@ -365,6 +372,26 @@ class RunSupervisor:
         set_status(self.ws, self.run_id, status, error=error)
 
 
+def failed_to_start(workspace: str, run_id: str, e: BaseException) -> None:
+    """A supervisor that could not take its run up (the workspace could not be opened, the run
+    not claimed) ends it ``Failed`` with the reason, if the catalog can be written at all: its
+    output goes nowhere (a detached process), and a run left ``Queued`` would only be found
+    dead later, with no cause given. Best effort: nothing is raised."""
+    import traceback
+
+    from ..lifecycle import abandon
+
+    reason = traceback.format_exception_only(type(e), e)[-1].strip()
+    try:
+        from ..workspace import Workspace
+
+        with Workspace(workspace) as ws:
+            message = f"the run's supervising process failed to start: {reason}"
+            abandon(ws, run_id, {"code": "SupervisorFailed", "message": message})
+    except BaseException:  # noqa: BLE001, S110 - nowhere left to report to
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m mlws.compute.supervisor WORKSPACE RUN_ID``: supervise the run to its end."""
     from ..workspace import Workspace
@@ -376,8 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     from .warmstart import dismiss, start_zygote
 
     start_zygote()  # before the catalog is open (see compute.warmstart)
-    ws = Workspace(args[0])
-    sup = RunSupervisor(ws, args[1])
+    try:
+        ws = Workspace(args[0])
+        sup = RunSupervisor(ws, args[1])
+    except Exception as e:  # noqa: BLE001 - the run must not wait Queued for no one, unexplained
+        dismiss()
+        failed_to_start(args[0], args[1], e)
+        return 1
 
     def on_term(signum: int, _frame: Any) -> None:
         # Stopped from outside (shutdown, kill): take the script down too, keep its logs and

@@ -1,39 +1,50 @@
-"""Warm starts of mlws's own run programs: a local run whose command is ``python -m <module>``
-for a module of :data:`WARM_STARTABLE` (a ``ParallelRunStep``'s driver) runs in a child of its
-supervisor that has the module and what it needs imported, instead of a fresh interpreter.
+"""Warm starts: a local run's script (``python <script>.py ...``) or one of mlws's own run
+programs (``python -m <module>`` for a module of :data:`WARM_STARTABLE`: a
+``ParallelRunStep``'s driver) runs in a child forked from its supervisor, which has mlws
+imported, instead of a fresh interpreter.
 
-How: the workspace's warm launcher imports those modules (:func:`warm_modules`, at an idle
-moment, once the workspace has run such a step), so the supervisors it forks have them. Such a
-supervisor forks, before it opens its catalog (a process with SQLite open must not fork a child
-that uses SQLite: the library's locks and ``-shm`` mapping are per process), one child that
-waits on a socket (:func:`start_zygote`). When the run's command is warm-startable the
-supervisor hands it the command, environment and file descriptors (:func:`fork`) and it
-becomes the script; otherwise it is told to exit (:func:`dismiss`). It is the supervisor's
-child, so the exit status, pidfd wake-up and sub-reaper work as for a started script.
+How: a supervisor forks, first thing, before it opens its catalog (a process with SQLite open
+must not fork a child that uses SQLite: the library's locks and ``-shm`` mapping are per
+process), one child that waits on a socket (:func:`start_zygote`). When the run's command can
+be forked (:func:`warm_script`, :func:`warm_module`) the supervisor hands it the command,
+environment and file descriptors (:func:`prepare`, :func:`go`) and it becomes the script; otherwise it is told
+to exit (:func:`dismiss`). It is the supervisor's child, so the exit status, pidfd wake-up and
+sub-reaper work as for a started script. For the driver, the workspace's warm launcher imports
+its modules (pandas, pyarrow: :func:`warm_modules`, at an idle moment, once the workspace has
+run such a step), so the supervisors it forks have them.
 
-Why: a fresh driver spends ~0.45 s on its interpreter, ``mlws.runs`` and the run context and
-~0.6 s importing pandas and pyarrow before it reads a row (bench row 14g). This is mlws's own
-code, not a user's script: the user's entry script is still imported fresh inside the driver's
-workers, as before.
+Why: a sweep's trial or a short run spends most of its time on the machinery around a tiny
+script: a fresh interpreter, ``import mlws`` and the interpreter's exit are ~50 ms of CPU of a
+trial's ~90 (bench row 13); a fresh ParallelRunStep driver spends ~0.45 s on its interpreter
+and the run context and ~0.6 s importing pandas and pyarrow before it reads a row (row 14g).
 
 What the child keeps of a started script (``compute.script.start_script``): its own session
 and process group (cancel and the time limit kill the group), the run's working folder as cwd,
-``sys.argv`` as ``python -m`` sets it, the run's environment (``os.environ`` replaced), stdin
-from ``/dev/null``, stdout and stderr appended to ``logs/driver.log``, only the file
-descriptors it is given (at their numbers), signal dispositions of a fresh interpreter,
-``atexit`` handlers and non-daemon threads run at its end, the exit code (or signal) as the
-run's outcome, its pid and start time recorded by the supervisor. It is named ``mlws-script``
-(``/proc/<pid>/comm``, inherited by what it forks) because its command line is its
-supervisor's: mlws's sweeps of leftovers must not take it for a detached mlws process
-(``reaper.mlws_detached``). ``/proc/<pid>/environ`` shows the supervisor's environment, not the
-run's: the sweep by environment marker (used only without a sub-reaper) does not see it.
+``sys.argv``, ``sys.path[0]``, ``__main__`` (``__file__``, ``__spec__ = None``) as ``python``
+sets them, the run's environment (``os.environ`` replaced), stdin from ``/dev/null``, stdout
+and stderr appended to ``logs/driver.log``, only the file descriptors it is given (at their
+numbers), signal dispositions of a fresh interpreter, a reseeded ``random``, an uncaught
+exception reported by ``sys.excepthook`` from the script's own frame on, non-daemon threads
+joined and ``atexit`` handlers run at its end, the globals of its ``__main__`` and its own
+modules cleared then (a file left open is flushed), the exit code (or ``SIGINT`` for an
+uncaught ``KeyboardInterrupt``) as the run's outcome, its pid and start time recorded by the
+supervisor. It is named ``mlws-script`` (``/proc/<pid>/comm``, inherited by what it forks)
+because its command line is its supervisor's: mlws's sweeps of leftovers must not take it for
+a detached mlws process (``reaper.mlws_detached``). ``/proc/<pid>/environ`` shows the
+supervisor's environment, not the run's: the sweep by environment marker (used only without a
+sub-reaper) does not see it. What differs, by design: the modules mlws imported are imported
+already (the standard library's and mlws's own, never a third-party library whose state comes
+from its import: see :data:`NEUTRAL`), and every script forked from one launcher has its
+string hash seed (``PYTHONHASHSEED``).
 
 The script starts fresh as before when: ``MLWS_WARM_START=0``; there is no ``fork``; the
-supervisor was not forked warm (no waiting child); the command's interpreter is not this
-process's; the run has read-only mounted inputs; or the run's environment differs from the
-supervisor's in a setting read at interpreter start or at mlws's import (``PYTHON*`` and
-``MLWS_*`` variables beyond the run's identity, data paths and secret channel, and
-``PYTHONPATH`` beyond mlws's own entries).
+command's interpreter is not this process's or has options (``python -u``, ``-m`` of another
+module, a shell command); the run is distributed or has read-only mounted inputs; this process
+has a third-party module beyond :data:`NEUTRAL` imported (a launcher that warmed Dask's client
+or pandas); the script's folder has a module named as one imported here (``json.py``); or the
+run's environment differs from the supervisor's in a setting read at interpreter start or at
+mlws's import (``PYTHON*`` and ``MLWS_*`` variables beyond the run's identity, data paths and
+secret channel, ``PYTHONPATH`` beyond mlws's entries, the locale's ``LANG``/``LC_*``, ``TZ``).
 """
 
 from __future__ import annotations
@@ -77,7 +88,7 @@ _STARTED_WARM: list[bool] = []
 
 
 def started_warm() -> bool:
-    """Whether this process is a script forked by :func:`fork` (for its log's first line)."""
+    """Whether this process is a script forked by :func:`go` (for its log's first line)."""
     return bool(_STARTED_WARM)
 
 
@@ -97,21 +108,91 @@ def warm_module(argv: list[str], env: dict[str, str]) -> str | None:
         poke(env["MLWS_WORKSPACE"], dict(os.environ))  # so that the next one starts warm
     if os.path.abspath(argv[0]) != os.path.abspath(sys.executable):
         return None
-    if not _ZYGOTE or not _imported(argv[2]):
+    if not _ZYGOTE or not _imported(argv[2]) or not _same_start(env):
         return None
-    from ..processes import python_path
-
-    if env.get("PYTHONPATH", "") != python_path(os.environ.get("PYTHONPATH")):
-        return None
-    for name in set(env) | set(os.environ):
-        if name.startswith(("PYTHON", "MLWS_")) and name not in PER_RUN:
-            if env.get(name) != os.environ.get(name):
-                return None
     return argv[2]
 
 
+def warm_script(argv: list[str], env: dict[str, str], workdir: Path) -> str | None:
+    """The script that ``argv`` runs (``<python> <script>.py ...``, no interpreter options)
+    when it can be forked from this process with ``env`` (see the module docstring); else
+    None. Besides :func:`warm_module`'s conditions: this process has imported no third-party
+    module beyond :data:`NEUTRAL` (a library whose state or settings come from its import,
+    such as numpy's random state, must be imported by the script itself), and no module of
+    the script's folder has the name of a module imported here (in a fresh interpreter the
+    script's own would win)."""
+    if not enabled() or len(argv) < 2 or not argv[1].endswith(".py") or argv[1][:1] == "-":
+        return None
+    if os.path.abspath(argv[0]) != os.path.abspath(sys.executable):
+        return None
+    if not _ZYGOTE or not _same_start(env) or _foreign_modules():
+        return None
+    script = os.path.realpath(os.path.join(workdir, argv[1]))
+    try:
+        names = os.listdir(os.path.dirname(script))
+    except OSError:
+        return None
+    if not os.path.isfile(script):
+        return None
+    folder = os.path.dirname(script)
+    for name in names:
+        stem, _, ext = name.partition(".")
+        if stem in sys.modules and stem != "__main__" and _importable(folder, name, ext):
+            return None  # e.g. the script's own `logging.py` (or package `logging/`)
+    return script
+
+
+#: Third-party modules a warm-started script may find imported already: nothing they hold
+#: depends on the run (mlws's own, the launcher's process and lock helpers).
+NEUTRAL = frozenset({"mlws", "psutil", "filelock", "_distutils_hack", "azureml"})
+
+
+def _importable(folder: str, name: str, ext: str) -> bool:
+    """Whether ``name`` in ``folder`` is what ``import <stem>`` finds there: a module (source,
+    bytecode or extension) or a regular package (a namespace package yields to any other)."""
+    if ext:
+        return ext in ("py", "pyc") or ext.endswith("so")
+    return os.path.isfile(os.path.join(folder, name, "__init__.py"))
+
+
+def _foreign_modules() -> list[str]:
+    """Third-party top-level modules imported in this process beyond :data:`NEUTRAL`."""
+    home = os.path.dirname(os.__file__) + os.sep  # the standard library's folder
+    out = set()
+    # Built-in and frozen modules have no file; neither do namespace packages (their modules
+    # with files count).
+    for name, module in list(sys.modules.items()):
+        top = name.partition(".")[0]
+        path = getattr(module, "__file__", None)
+        if not path or top in NEUTRAL or top[:2] == "__" or top in out:
+            continue
+        if top in sys.stdlib_module_names:
+            continue
+        if path.startswith(home) and "-packages" not in path[len(home) :]:
+            continue  # a private one of the standard library's (_xxsubinterpreters)
+        out.add(top)
+    return sorted(out)
+
+
+def _same_start(env: dict[str, str]) -> bool:
+    """``env`` agrees with this process's environment in every setting read at interpreter
+    start or at mlws's import (``PYTHON*``, ``MLWS_*`` beyond :data:`PER_RUN`, ``PYTHONPATH``
+    beyond mlws's entries) and in the locale and time zone."""
+    from ..processes import python_path
+
+    if env.get("PYTHONPATH", "") != python_path(os.environ.get("PYTHONPATH")):
+        return False
+    for name in set(env) | set(os.environ):
+        if (
+            name.startswith(("PYTHON", "MLWS_", "LC_")) or name in ("LANG", "LANGUAGE", "TZ")
+        ) and name not in PER_RUN:
+            if env.get(name) != os.environ.get(name):
+                return False
+    return True
+
+
 class ForkedScript:
-    """The part of ``subprocess.Popen`` a supervisor uses, for a script forked by :func:`fork`:
+    """The part of ``subprocess.Popen`` a supervisor uses, for a script forked by :func:`go`:
     ``pid``, ``args``, ``returncode``, ``poll()``, ``wait(timeout)``, ``send_signal``,
     ``terminate()``, ``kill()``."""
 
@@ -179,13 +260,12 @@ _ZYGOTE: list[tuple[int, socket.socket]] = []
 
 
 def start_zygote() -> int | None:
-    """For a supervisor, before it opens its catalog: when this process has a module of
-    :data:`WARM_STARTABLE` warm, fork a child that waits to become that run's script
-    (:func:`fork`); its pid. A process with SQLite open cannot fork a child that uses SQLite
-    (the library's locks and ``-shm`` mapping are per process), so the child is made now, from
-    the launcher's state. It exits when this process closes its end (:func:`dismiss`, or at
-    exit). None when nothing is warm (or no fork)."""
-    if _ZYGOTE or not enabled() or not any(_imported(m) for m in WARM_STARTABLE):
+    """For a supervisor, before it opens its catalog: fork a child that waits to become the
+    run's script (:func:`prepare`, :func:`go`); its pid. A process with SQLite open cannot
+    fork a child that uses SQLite (the library's locks and ``-shm`` mapping are per process),
+    so the child is made now, from the launcher's state. It exits when this process closes its
+    end (:func:`dismiss`, or at exit). None when warm starts are off (or there is no fork)."""
+    if _ZYGOTE or not enabled():
         return None
     mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -201,35 +281,67 @@ def start_zygote() -> int | None:
     code = 1
     try:
         mine.close()
-        request, fds = _receive(its)
-        its.close()
+        request, fds, early = _receive(its)
         if request is None:
             code = 0  # not needed: the run's script is not warm-startable
         else:
-            _child(request, fds)  # never returns
+            # Kept above the descriptors the script is given, for the word to start (go()).
+            go = fcntl.fcntl(its.fileno(), fcntl.F_DUPFD, 1000)
+            its.close()
+            _child(request, fds, go, early)  # never returns
     except BaseException:  # noqa: BLE001 - the child must never return into the supervisor
         code = 1
     os._exit(code)
 
 
 def dismiss() -> None:
-    """End the waiting child of :func:`start_zygote`, unused (it exits on its own)."""
+    """End the waiting child of :func:`start_zygote`, unused, or the one :func:`prepare`
+    made ready, never started (they exit on their own, running nothing)."""
     while _ZYGOTE:
         _ZYGOTE.pop()[1].close()
+    while _PREPARED:
+        _PREPARED.pop()[1].close()
 
 
-def fork(
-    module: str,
+#: The child :func:`prepare` made ready: ``(pid, socket, argv)``, started by :func:`go`.
+_PREPARED: list[tuple[int, socket.socket, list[str]]] = []
+
+
+def prepared() -> bool:
+    """Whether a child made ready by :func:`prepare` waits for :func:`go`."""
+    return bool(_PREPARED)
+
+
+def go() -> ForkedScript:
+    """Start the script of the child :func:`prepare` made ready.
+
+    :raises OSError: nothing was prepared, or the child is gone (start the script fresh)."""
+    if not _PREPARED:
+        raise OSError("no warm child prepared")
+    pid, sock, argv = _PREPARED.pop()
+    try:
+        sock.sendall(b"g")
+    finally:
+        sock.close()
+    return ForkedScript(pid, argv)
+
+
+def prepare(
+    module: str | None,
     argv: list[str],
     workdir: Path,
     env: dict[str, str],
     tie_to_parent: bool = False,
     pass_fds: tuple[int, ...] = (),
-) -> ForkedScript:
-    """Make the waiting child of :func:`start_zygote` run ``python -m module argv[3:]``
-    (``argv`` as :func:`warm_module` accepted it) as ``compute.script.start_script`` would
-    start it (see the module docstring): it gets the request and the file descriptors
-    ``pass_fds``, at the same numbers.
+    script: str | None = None,
+) -> None:
+    """Make the waiting child of :func:`start_zygote` ready to run ``python -m module
+    argv[3:]`` (``argv`` as :func:`warm_module` accepted it), or with ``script`` (from
+    :func:`warm_script`) ``python argv[1:]``, as ``compute.script.start_script`` would start
+    it (see the module docstring): it gets the request and the file descriptors ``pass_fds``,
+    at the same numbers, sets itself up (working folder, environment, descriptors, the script
+    compiled) and waits for :func:`go`. A run that waits for an older sibling is prepared
+    meanwhile (``compute.local``), so it starts the moment it may.
 
     :raises OSError: there is no waiting child, or it is gone (start the script fresh).
     """
@@ -238,6 +350,7 @@ def fork(
     pid, sock = _ZYGOTE.pop()
     request = {
         "module": module,
+        "script": script,
         "argv": argv,
         "workdir": str(workdir),
         "env": env,
@@ -249,26 +362,31 @@ def fork(
         socket.send_fds(sock, [data[:4096]], list(pass_fds))
         if len(data) > 4096:
             sock.sendall(data[4096:])
-    finally:
+    except OSError:
         sock.close()
-    return ForkedScript(pid, argv)
+        raise
+    _PREPARED.append((pid, sock, argv))
 
 
-def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int], bytes]:
+    """The request (one JSON line) and its descriptors, and what came after the line: the
+    word to start may come in the same read (``compute.script.start_script`` sends both at once). None when the
+    supervisor closed its end before a whole request came (not needed)."""
     data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 16)
-    while data and not data.endswith(b"\n"):
+    while data and b"\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
-    if not data.endswith(b"\n"):
+    line, newline, rest = data.partition(b"\n")
+    if not newline:
         for fd in fds:
             os.close(fd)
-        return None, []
-    return json.loads(data), fds
+        return None, [], b""
+    return json.loads(line), fds, rest
 
 
-def _child(request: dict[str, Any], got: list[int]) -> None:
+def _child(request: dict[str, Any], got: list[int], go: int, early: bytes = b"") -> None:
     code = 1
     try:
         module, argv = request["module"], request["argv"]
@@ -291,7 +409,7 @@ def _child(request: dict[str, Any], got: list[int]) -> None:
         # The descriptors it was given, at the numbers its environment names (via high ones).
         wanted = [int(f) for f in request["fds"]]
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in got]
-        keep = {0, 1, 2, *high}
+        keep = {0, 1, 2, go, *high}
         for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
             if fd not in keep:
                 try:
@@ -308,34 +426,66 @@ def _child(request: dict[str, Any], got: list[int]) -> None:
         import io
         import threading
 
-        atexit._clear()  # the supervisor's handlers are not the script's
-        sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
-        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
-        sys.stderr = io.TextIOWrapper(
+        script = request.get("script")
+        if script is None:
+            atexit._clear()  # the supervisor's handlers are not the script's
+        # A script keeps the handlers the launcher's imports registered (mlws's metrics flush,
+        # logging's shutdown, filelock's release): those the same imports register in a fresh
+        # interpreter. Neither the launcher nor a supervisor registers one of its own before
+        # this child is forked (the first thing a supervisor does).
+        sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+        sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+            io.FileIO(1, "w", closefd=False), write_through=True
+        )
+        sys.stderr = sys.__stderr__ = io.TextIOWrapper(
             io.FileIO(2, "w", closefd=False), write_through=True, errors="backslashreplace"
         )
         from ..processes import python_path
 
-        # sys.path as `python -m` has it: the working folder, PYTHONPATH, then the rest.
+        # sys.path as `python -m` (or `python script.py`) has it: the working folder (the
+        # script's own), PYTHONPATH, then the rest.
         mine = [p for p in python_path(os.environ.get("PYTHONPATH")).split(os.pathsep) if p]
         rest = [p for p in sys.path[1:] if p not in mine]
-        sys.path[:] = [str(workdir), *mine, *rest]
         import importlib
 
         _STARTED_WARM.append(True)
-        target = importlib.import_module(module)
-        sys.argv = [str(getattr(target, "__file__", module)), *argv[3:]]
-        try:
-            code = target.main(argv[3:]) or 0
-        except SystemExit as e:
-            code = _exit_code(e.code)
-        except KeyboardInterrupt:
-            code = 128 + signal.SIGINT
+        interrupted = False
+        if script is not None:
+            sys.path[:] = [os.path.dirname(script), *mine, *rest]
+            sys.argv = list(argv[1:])
+            importlib.invalidate_caches()
+            before = set(sys.modules)
+            import gc
+
+            # What the launcher made stays out of the script's collections (and its pages
+            # unwritten): a collection at the end then costs what the script made, not ~20 ms.
+            gc.freeze()
+            main, compiled = _compile_script(os.path.abspath(argv[1]))
+            _wait_for_go(go, early)
+            code, interrupted = _run_script(main, compiled)
+        else:
+            sys.path[:] = [str(workdir), *mine, *rest]
+            _wait_for_go(go, early)
+            target = importlib.import_module(module)
+            sys.argv = [str(getattr(target, "__file__", module)), *argv[3:]]
+            try:
+                code = target.main(argv[3:]) or 0
+            except SystemExit as e:
+                code = _exit_code(e.code)
+            except KeyboardInterrupt:
+                code = 128 + signal.SIGINT
         try:
             threading._shutdown()  # type: ignore[attr-defined]  # non-daemon threads, as at exit
         except Exception:  # noqa: BLE001
             pass
         atexit._run_exitfuncs()
+        if script is not None:
+            _finalize(before, os.path.dirname(script))
+            if interrupted:  # as a fresh interpreter ends on an uncaught KeyboardInterrupt
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
     except BaseException:  # noqa: BLE001 - the child must never return into the supervisor
         try:
             import traceback
@@ -351,6 +501,83 @@ def _child(request: dict[str, Any], got: list[int]) -> None:
             except BaseException:  # noqa: BLE001
                 pass
         os._exit(code)
+
+
+def _wait_for_go(go: int, early: bytes) -> None:
+    """Block until the supervisor says start (:func:`go`; ``early``: the word came with the
+    request); exit, running nothing, if it closed its end instead (the run was canceled, or
+    is started otherwise)."""
+    word = early[:1]
+    try:
+        word = word or os.read(go, 1)
+    except OSError:
+        word = b""
+    os.close(go)
+    if word != b"g":
+        os._exit(0)
+
+
+def _compile_script(path: str) -> tuple[Any, Any]:
+    """The script at ``path`` as ``python path`` makes it: its ``__main__`` module, set in
+    ``sys.modules``, and its code; or the error compiling raised (a ``SyntaxError``, an
+    unreadable file), reported when the script is run."""
+    import builtins
+    import importlib.machinery
+    import io
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__cached__ = None
+    main.__builtins__ = builtins
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    main.__spec__ = None
+    sys.modules["__main__"] = main
+    try:
+        with io.open_code(path) as f:
+            return main, compile(f.read(), path, "exec", dont_inherit=True)
+    except Exception as e:  # noqa: BLE001 - the script's error, reported as it runs
+        return main, e
+
+
+def _run_script(main: Any, code: Any) -> tuple[int, bool]:
+    """Run the script compiled by :func:`_compile_script` as ``python path`` would: its exit
+    code, and whether it ended on an uncaught ``KeyboardInterrupt``. An uncaught exception
+    goes to ``sys.excepthook`` from the script's own frame on (nothing of this module's)."""
+    try:
+        if isinstance(code, BaseException):
+            raise code.with_traceback(None)
+        exec(code, main.__dict__)
+    except SystemExit as e:
+        return _exit_code(e.code), False
+    except BaseException as e:  # noqa: BLE001 - reported as the interpreter would
+        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        sys.excepthook(type(e), e.with_traceback(tb), tb)
+        return 1, isinstance(e, KeyboardInterrupt)
+    return 0, False
+
+
+def _finalize(before: set[str], folder: str) -> None:
+    """What an interpreter's exit does to what the script made, in part: the globals of its
+    ``__main__`` and of its own modules (those in its ``folder``, imported since ``before``)
+    are cleared and the garbage collected, so a file it left open is flushed and closed.
+    Third-party modules it imported are left alone (their teardown is theirs to get wrong)."""
+    import gc
+
+    try:
+        mains = [sys.modules.get("__main__")]
+        own = [
+            m
+            for name, m in list(sys.modules.items())
+            if name not in before
+            and str(getattr(m, "__file__", None) or "").startswith(folder + os.sep)
+        ]
+        for m in [*mains, *reversed(own)]:
+            if m is not None:
+                m.__dict__.clear()
+        gc.collect()
+    except BaseException:  # noqa: BLE001 - as "Exception ignored" at a real exit
+        pass
 
 
 def _exit_code(value: Any) -> int:

@@ -52,8 +52,10 @@ SYSTEM_TAG = "_aml_system_"
 #: How often the controller checks that its open trials' supervising processes live.
 RECONCILE_S = 2.0
 #: Trials submitted beyond ``max_concurrent_runs`` on a ``local`` target: each waits until
-#: fewer than ``max_concurrent_runs`` older trials are open.
-QUEUE_AHEAD = 1
+#: fewer than ``max_concurrent_runs`` older trials are open, its script made ready to start
+#: meanwhile (``compute.local``). Two: on a busy machine one ahead was often not ready yet
+#: when a slot freed (a trial of a short script lasts about as long as submitting one).
+QUEUE_AHEAD = 2
 
 
 def outputs_manifest(ws: Workspace, run_seq: int, folder: str = "outputs") -> str:
