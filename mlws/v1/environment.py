@@ -114,9 +114,10 @@ class V1Environment(Environment):
         try:
             env = super().get(workspace, name, version, label)
         except EnvironmentNotFound:
-            if curated_environment(workspace, name, version) is None:
+            curated = curated_environment(workspace, name, version)
+            if curated is None:
                 raise
-            env = super().get(workspace, name)
+            env = super().get(workspace, curated.name)
         assert isinstance(env, V1Environment)
         return env
 

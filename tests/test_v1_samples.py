@@ -1,0 +1,95 @@
+"""Patterns of the public v1 samples that mlws missed, each run as the sample has it through the
+``azureml`` names: short excerpts of the samples' driver cells, from
+Azure/MachineLearningNotebooks at commit f1aff553 (2025-03-14); the path of each sample is
+above its test. The whole list of samples tried, with their outcome, is in the README's v1
+section."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import driver_log
+
+from mlws.v1 import add_to_sys_path
+
+
+@pytest.fixture(autouse=True)
+def azureml_importable(monkeypatch) -> None:  # noqa: ANN001
+    """The layer on this process's path, as ``mlws v1 enable`` puts it; notes start afresh."""
+    add_to_sys_path()
+    monkeypatch.setattr("mlws.v1.names._noted", set())
+
+
+# how-to-use-azureml/training/using-environments/using-environments.ipynb (cells 10-18, with
+# example.py as the script) and how-to-use-azureml/training/train-on-amlcompute/
+# train-on-amlcompute.ipynb (cell 26: the target set on the run configuration as an object).
+EXAMPLE_PY = 'import os\n\nprint(os.environ.get("MESSAGE"))\n'
+
+
+def test_get_environment_and_a_target_object_on_the_run_configuration(ws, tmp_path) -> None:  # noqa: ANN001
+    from azureml.core import Environment, Experiment, ScriptRunConfig
+    from azureml.core.compute import ComputeTarget
+
+    from mlws.errors import UserErrorException
+
+    (tmp_path / "example.py").write_text(EXAMPLE_PY)
+    myenv = Environment(name="myenv")
+    myenv.environment_variables["MESSAGE"] = "hello"
+    myexp = Experiment(workspace=ws, name="environment-example")
+    src = ScriptRunConfig(source_directory=str(tmp_path), script="example.py", environment=myenv)
+    src.run_config.target = ComputeTarget(workspace=ws, name="local")
+    assert src.run_config.target == "local"
+    run = myexp.submit(config=src)
+    details = run.wait_for_completion(raise_on_error=False, timeout=60)
+    assert details["status"] == "Completed", driver_log(run)
+    assert "hello" in driver_log(run)
+    env = run.get_environment()
+    assert (type(env), env.name, env.environment_variables["MESSAGE"]) == (
+        Environment,
+        "myenv",
+        "hello",
+    )
+    assert env.docker.enabled is False
+    with myexp.start_logging() as interactive:
+        with pytest.raises(UserErrorException, match="not submitted with an environment"):
+            interactive.get_environment()
+
+
+# how-to-use-azureml/training/train-on-amlcompute/train-on-amlcompute.ipynb (cells 11, 17,
+# 30-32); no run: the cluster is never started.
+def test_amlcompute_sizes_status_nodes_and_update(ws) -> None:  # noqa: ANN001
+    from azureml.core.compute import AmlCompute, ComputeTarget
+    from azureml.core.compute_target import ComputeTargetException
+
+    sizes = AmlCompute.supported_vmsizes(workspace=ws)
+    assert [set(s) for s in sizes] == [{"name", "vCPUs", "gpus", "memoryGB", "maxResourceVolumeMB"}]
+    compute_config = AmlCompute.provisioning_configuration(vm_size="STANDARD_D2_V2", max_nodes=4)
+    cpu_cluster = ComputeTarget.create(ws, "cpu-cluster", compute_config)
+    status = cpu_cluster.get_status()
+    assert status == "Stopped"
+    details = status.serialize()
+    assert details["currentNodeCount"] == 0 and details["scaleSettings"]["maxNodeCount"] == 4
+    json.dumps(details)
+    assert cpu_cluster.list_nodes() == []
+    cpu_cluster.update(idle_seconds_before_scaledown=300)
+    again = ComputeTarget(workspace=ws, name="cpu-cluster")
+    assert (
+        again.get_status().serialize()["scaleSettings"]["nodeIdleTimeBeforeScaleDown"] == "PT300S"
+    )
+    with pytest.raises(ComputeTargetException, match="min_nodes"):
+        cpu_cluster.update(min_nodes=5)  # above max_nodes: nothing changes
+    assert ComputeTarget(workspace=ws, name="cpu-cluster").config == again.config
+    assert ComputeTarget(workspace=ws, name="local").get_status().serialize() == {
+        "provisioningState": "Succeeded"
+    }
+
+
+# how-to-use-azureml/ml-frameworks/scikit-learn/train-hyperparameter-tune-deploy-with-sklearn/
+# train-hyperparameter-tune-deploy-with-sklearn.ipynb (cell 29): a curated name in lower case.
+def test_curated_environment_names_match_whatever_their_case(ws) -> None:  # noqa: ANN001
+    from azureml.core import Environment
+
+    sklearn_env = Environment.get(ws, name="azureml-sklearn-1.5")
+    assert sklearn_env.name == "AzureML-sklearn-1.5"
+    assert Environment.get(ws, name="AzureML-sklearn-1.5").version == sklearn_env.version
