@@ -51,7 +51,7 @@ def test_get_environment_and_a_target_object_on_the_run_configuration(ws, tmp_pa
         "hello",
     )
     assert env.docker.enabled is False
-    with myexp.start_logging() as interactive:
+    with myexp.start_logging(snapshot_directory=None) as interactive:
         with pytest.raises(UserErrorException, match="not submitted with an environment"):
             interactive.get_environment()
 
@@ -93,3 +93,27 @@ def test_curated_environment_names_match_whatever_their_case(ws) -> None:  # noq
     sklearn_env = Environment.get(ws, name="azureml-sklearn-1.5")
     assert sklearn_env.name == "AzureML-sklearn-1.5"
     assert Environment.get(ws, name="AzureML-sklearn-1.5").version == sklearn_env.version
+
+
+# The same notebook, cells 45-48: RunDetails(hyperdrive_run).show() in a terminal; a sweep logs
+# best_child_by_primary_metric, a table metric, on its own row.
+def test_run_details_shows_a_table_metrics_last_row_cut_to_a_cell(
+    ws, capsys, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    from azureml.core import Experiment
+    from azureml.widgets import RunDetails
+
+    from mlws.v1.widgets import CELL_CHARS
+
+    monkeypatch.chdir(tmp_path)  # start_logging takes a snapshot of the current folder
+    with Experiment(ws, "sweep-like").start_logging() as run:
+        for i in (3, 7):
+            run.log_row("best_child_by_primary_metric", run_id=f"HD_1_{i}", metric_value=i / 10)
+    assert RunDetails(run).get_widget_data()[0]["best_child_by_primary_metric"] == {
+        "run_id": "HD_1_7",
+        "metric_value": 0.7,
+    }
+    RunDetails(run).show()
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) < len(run.id) + 2 * CELL_CHARS, lines
+    assert lines[2].rstrip().endswith("…"), lines
