@@ -664,6 +664,10 @@ def resolve(
         notes.append(note)
         if requirement is not None:
             from_conda[requirement] = spec
+    from .v1 import without_sdk
+
+    pip, sdk = without_sdk(deps.pip_packages)  # mlws's azureml layer stands in for these
+    notes += [f"{r}: not installed, mlws's azureml layer stands in for it" for r in sdk]
     base, python_note = _base_python(deps.python_version, env.python.exact_python_version)
     if python_note:
         notes.append(python_note)
@@ -687,7 +691,7 @@ def resolve(
         if target.exists():
             shutil.rmtree(target)  # a build that died half-way
         started = time.time()
-        packages = [*deps.pip_packages, *from_conda, *RUNTIME_PACKAGES, *extra_packages]
+        packages = [*pip, *from_conda, *RUNTIME_PACKAGES, *extra_packages]
         uv = None if os.environ.get("MLWS_NO_UV") else (shutil.which("uv") or _venv_uv())
         try:
             if uv:

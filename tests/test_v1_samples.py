@@ -117,3 +117,69 @@ def test_run_details_shows_a_table_metrics_last_row_cut_to_a_cell(
     lines = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in lines) < len(run.id) + 2 * CELL_CHARS, lines
     assert lines[2].rstrip().endswith("…"), lines
+
+
+# how-to-use-azureml/work-with-data/datasets-tutorial/scriptrun-with-data-input-output/
+# how-to-use-scriptrun.ipynb (cells 11-21, on local): an environment listing the SDK itself.
+DUMMY_TRAIN = """\
+import sys
+import os
+
+mounted_input_path = sys.argv[1]
+mounted_output_path = sys.argv[2]
+with open(mounted_input_path, 'r') as f:
+    content = f.read()
+    with open(os.path.join(mounted_output_path, 'output.csv'), 'w') as fw:
+        fw.write(content)
+"""
+
+
+def test_an_environment_listing_the_sdk_runs_with_the_layer(ws, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from azureml.core import Dataset, Environment, Experiment, ScriptRunConfig
+    from azureml.core.conda_dependencies import CondaDependencies
+    from azureml.data import OutputFileDatasetConfig
+
+    from mlws.v1 import without_sdk
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "script_run").mkdir()
+    (tmp_path / "script_run" / "dummy_train.py").write_text(DUMMY_TRAIN)
+    (tmp_path / "iris.csv").write_text("a,b\n1,2\n")
+    def_blob_store = ws.get_default_datastore()
+    def_blob_store.upload_files(files=["iris.csv"], target_path="script-run/", overwrite=True)
+    input_data = (
+        Dataset.File.from_files(def_blob_store.path("script-run/iris.csv"))
+        .as_named_input("input")
+        .as_mount()
+    )
+    output = OutputFileDatasetConfig(destination=(def_blob_store, "sample/outputdataset"))
+    myenv = Environment("myenv")
+    myenv.docker.enabled = True
+    myenv.python.conda_dependencies = CondaDependencies.create(pip_packages=["azureml-sdk>=1.12.0"])
+    src = ScriptRunConfig(
+        source_directory="script_run",
+        script="dummy_train.py",
+        arguments=[input_data, output],
+        environment=myenv,
+    )
+    run = Experiment(ws, "ScriptRun_sample").submit(config=src)
+    details = run.wait_for_completion(raise_on_error=False, timeout=60)
+    assert details["status"] == "Completed", driver_log(run)
+    # Nothing to build: the SDK is what the layer stands in for (the submitting Python runs it).
+    assert "logs/environment.log" not in run.get_file_names()
+    def_blob_store.download("got", prefix="sample/outputdataset")
+    assert (
+        tmp_path / "got" / "sample" / "outputdataset" / "output.csv"
+    ).read_text() == "a,b\n1,2\n"
+    keep, sdk = without_sdk(
+        [
+            "azureml-defaults",
+            "azureml-dataset-runtime[pandas,fuse]",
+            "azureml-core==1.48",
+            "azureml-opendatasets",
+            "scikit-learn",
+            "azureml-sdk >=1.12",
+        ]
+    )
+    assert keep == ["azureml-opendatasets", "scikit-learn"]
+    assert len(sdk) == 4

@@ -22,6 +22,7 @@ A ground-floor module: it imports nothing of mlws.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -42,3 +43,23 @@ def add_to_sys_path() -> None:
     (joblib's loky workers, Dask workers), where ``PYTHONPATH`` is not ours to set."""
     if SHIM_DIR not in sys.path:
         sys.path.append(SHIM_DIR)
+
+
+#: The SDK's own distributions, for which the layer stands in: an environment that lists one
+#: (v1 samples add ``azureml-defaults`` or ``azureml-sdk`` to nearly every environment) is built
+#: without it. Installed, the real azureml-core would win over the layer in the run (as it
+#: must, where a user installed it on purpose) and send the run's metrics to a cloud
+#: workspace that is not there. Others (``azureml-opendatasets``, AutoML, interpret) are
+#: installed as listed.
+SDK_PACKAGES = re.compile(
+    r"^azureml-(sdk|core|defaults|dataset-runtime|dataprep|telemetry|train|train-core|"
+    r"pipeline|pipeline-core|pipeline-steps|widgets|mlflow|inference-server-http)"
+    r"(\[[^\]]*\])?\s*([=<>!~;].*)?$",
+    re.IGNORECASE,
+)
+
+
+def without_sdk(requirements: list[str]) -> tuple[list[str], list[str]]:
+    """``requirements`` split into those to install and the SDK's own (:data:`SDK_PACKAGES`)."""
+    keep = [r for r in requirements if not SDK_PACKAGES.match(r.strip())]
+    return keep, [r for r in requirements if SDK_PACKAGES.match(r.strip())]

@@ -55,11 +55,14 @@ class DockerSection:
 
 
 def declares_packages(env: Environment) -> bool:
-    """Whether ``env`` names any package to install (pip, or conda beyond Python and pip)."""
+    """Whether ``env`` names any package to install (pip beyond the SDK's own, which the layer
+    stands in for, or conda beyond Python and pip)."""
     from ..environments import IMPLICIT_CONDA
+    from . import without_sdk
 
     deps = env.python.conda_dependencies
-    return bool(deps.pip_packages) or any(not IMPLICIT_CONDA.match(p) for p in deps.conda_packages)
+    pip, _sdk = without_sdk(deps.pip_packages)
+    return bool(pip) or any(not IMPLICIT_CONDA.match(p) for p in deps.conda_packages)
 
 
 class V1Environment(Environment):
