@@ -183,3 +183,31 @@ def test_an_environment_listing_the_sdk_runs_with_the_layer(ws, tmp_path, monkey
     )
     assert keep == ["azureml-opendatasets", "scikit-learn"]
     assert len(sdk) == 4
+
+
+# tutorials/create-first-ml-experiment/tutorial-1st-experiment-sdk-train.ipynb (cell 15):
+# models saved into ./outputs right after start_logging().
+def test_v1_start_logging_makes_the_outputs_folder(ws, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from azureml.core import Experiment
+
+    import mlws
+
+    monkeypatch.chdir(tmp_path)
+    mlws.Experiment(ws, "mlws-own").start_logging().complete()
+    assert not (tmp_path / "outputs").exists()  # mlws's own API leaves the folder alone
+    experiment = Experiment(workspace=ws, name="diabetes-experiment")
+    for alpha in (0.1, 0.2):
+        run = experiment.start_logging()
+        run.log("alpha_value", alpha)
+        filename = "outputs/" + f"model_alpha_{alpha}.pkl"
+        with open(filename, "wb") as f:
+            f.write(b"model")
+        run.upload_file(name=f"model_alpha_{alpha}.pkl", path_or_stream=filename)
+        run.complete()
+    assert sorted(r.get_file_names()[0] for r in experiment.get_runs()) == [
+        "model_alpha_0.1.pkl",
+        "model_alpha_0.2.pkl",
+    ]
+    monkeypatch.chdir(tmp_path / "outputs")
+    experiment.start_logging(outputs=False).complete()
+    assert not (tmp_path / "outputs" / "outputs").exists()
