@@ -51,7 +51,7 @@ def test_get_environment_and_a_target_object_on_the_run_configuration(ws, tmp_pa
         "hello",
     )
     assert env.docker.enabled is False
-    with myexp.start_logging(snapshot_directory=None) as interactive:
+    with myexp.start_logging(outputs=False) as interactive:
         with pytest.raises(UserErrorException, match="not submitted with an environment"):
             interactive.get_environment()
 
