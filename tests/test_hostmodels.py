@@ -153,3 +153,15 @@ def test_a_manifest_that_is_not_the_models_is_refused() -> None:
 def test_elsewhere_home_is_not_asked(ws, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.delenv(hostmodels.ENV, raising=False)
     assert hostmodels.home_rows(ws, "weights") == []
+
+
+def test_a_listing_without_the_channel_is_one_line(ws, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from mlws.errors import ModelNotFound
+
+    monkeypatch.setenv(hostmodels.ENV, "1")
+    monkeypatch.setenv("MLWS_WORKSPACE", str(ws.path))
+    monkeypatch.delenv("MLWS_SECRETS_FDS", raising=False)
+    with pytest.raises(ModelNotFound, match="the workspace's models are not on this host"):
+        Model.list(ws)
+    with pytest.raises(ModelNotFound, match="model 'weights' is not on this host"):
+        Model(ws, "weights")

@@ -141,22 +141,22 @@ def place(run_dir: Path, msg: dict[str, Any]) -> dict[str, Any]:
         return {"error": f"the model could not be put on this host: {type(e).__name__}: {e}"}
 
 
-def _ask(request: dict[str, Any], name: str) -> dict[str, Any]:
-    """Send ``request`` home down the run's channel; its answer, or ModelNotFound."""
+def _ask(request: dict[str, Any], name: str | None) -> dict[str, Any]:
+    """Send ``request`` home down the run's channel (for model ``name``; None: any); its
+    answer, or ModelNotFound."""
     from ..errors import KeyvaultKeyError, ModelNotFound
     from ..keyvault import CHANNEL_ENV, ask_channel
 
+    what = f"model {name!r} is" if name else "the workspace's models are"
     if not os.environ.get(CHANNEL_ENV):
         raise ModelNotFound(
-            f"model {name!r} is not on this host; only the run's first process on a host can"
-            " have it sent (call Model.get_model_path there first)"
+            f"{what} not on this host; only the run's first process on a host can ask for"
+            " them (call Model.get_model_path or Model(ws, name) there first)"
         )
     try:
         reply = ask_channel(request)
     except KeyvaultKeyError as e:
-        raise ModelNotFound(
-            f"model {name!r} is not on this host and home cannot be asked here: {e}"
-        ) from None
+        raise ModelNotFound(f"{what} not on this host and home cannot be asked here: {e}") from None
     if reply.get("error"):
         raise ModelNotFound(str(reply["error"]))
     return reply
@@ -192,7 +192,7 @@ def home_rows(
         return []
     from ..remote.models import row_of
 
-    reply = _ask({"model": name or "", "list": True}, name or "*")
+    reply = _ask({"model": name or "", "list": True}, name)
     rows = []
     for d in reply.get("models") or []:
         row = HomeRow(row_of(d))
