@@ -183,6 +183,12 @@ def test_an_environment_listing_the_sdk_runs_with_the_layer(ws, tmp_path, monkey
     )
     assert keep == ["azureml-opendatasets", "scikit-learn"]
     assert len(sdk) == 4
+    # azureml-mlflow is how v1 environments get MLflow: it brings mlflow-skinny
+    assert without_sdk(["azureml-mlflow", "numpy"]) == (
+        ["numpy", "mlflow-skinny"],
+        ["azureml-mlflow"],
+    )
+    assert without_sdk(["azureml-mlflow", "mlflow==2.9"])[0] == ["mlflow==2.9"]
 
 
 # tutorials/create-first-ml-experiment/tutorial-1st-experiment-sdk-train.ipynb (cell 15):

@@ -60,6 +60,12 @@ SDK_PACKAGES = re.compile(
 
 
 def without_sdk(requirements: list[str]) -> tuple[list[str], list[str]]:
-    """``requirements`` split into those to install and the SDK's own (:data:`SDK_PACKAGES`)."""
+    """``requirements`` split into those to install and the SDK's own (:data:`SDK_PACKAGES`).
+    ``azureml-mlflow`` is also how v1 environments get MLflow itself (its dependency): it
+    becomes ``mlflow-skinny``, whose tracking mlws serves in runs."""
     keep = [r for r in requirements if not SDK_PACKAGES.match(r.strip())]
-    return keep, [r for r in requirements if SDK_PACKAGES.match(r.strip())]
+    sdk = [r for r in requirements if SDK_PACKAGES.match(r.strip())]
+    if any(r.strip().lower().startswith("azureml-mlflow") for r in sdk):
+        if not any(re.match(r"mlflow(-skinny)?\b", r.strip(), re.IGNORECASE) for r in keep):
+            keep.append("mlflow-skinny")
+    return keep, sdk
