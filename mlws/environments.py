@@ -675,6 +675,8 @@ def resolve(
         log.write("".join(f"{n}\n" for n in notes))
         log.flush()
     build_id = env.spec_hash()
+    if sdk:  # built without the SDK: not what an older mlws built (with it) for this spec
+        build_id += "-v1-" + hashlib.sha256("\0".join(pip).encode()).hexdigest()[:8]
     if extra_packages:
         build_id += "-" + hashlib.sha256("\0".join(extra_packages).encode()).hexdigest()[:8]
     target = envs_dir() / build_id

@@ -183,12 +183,12 @@ def test_an_environment_listing_the_sdk_runs_with_the_layer(ws, tmp_path, monkey
     )
     assert keep == ["azureml-opendatasets", "scikit-learn"]
     assert len(sdk) == 4
-    # azureml-mlflow is how v1 environments get MLflow: it brings mlflow-skinny
+    # azureml-mlflow is how v1 environments get MLflow (mlflow-skinny); the plugin needs filelock
     assert without_sdk(["azureml-mlflow", "numpy"]) == (
-        ["numpy", "mlflow-skinny"],
+        ["numpy", "mlflow-skinny", "filelock"],
         ["azureml-mlflow"],
     )
-    assert without_sdk(["azureml-mlflow", "mlflow==2.9"])[0] == ["mlflow==2.9"]
+    assert without_sdk(["azureml-mlflow", "mlflow==2.9"])[0] == ["mlflow==2.9", "filelock"]
 
 
 # tutorials/create-first-ml-experiment/tutorial-1st-experiment-sdk-train.ipynb (cell 15):
@@ -217,3 +217,44 @@ def test_v1_start_logging_makes_the_outputs_folder(ws, tmp_path, monkeypatch) ->
     monkeypatch.chdir(tmp_path / "outputs")
     experiment.start_logging(outputs=False).complete()
     assert not (tmp_path / "outputs" / "outputs").exists()
+
+
+# how-to-use-azureml/track-and-monitor-experiments/using-mlflow/train-remote/train-remote.ipynb:
+# MLflow in a run whose environment was built (mlws is not installed there, only importable).
+def test_mlws_mlflow_plugin_is_found_in_an_interpreter_without_mlws_installed() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tomllib
+
+    from mlws.processes import python_path
+
+    root = Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
+    groups = [g for g in declared if g.startswith("mlflow.")]
+    # The base interpreter has neither mlws's distribution nor MLflow: a built environment.
+    probe = (
+        "import importlib.metadata as m, json, sys; json.dump({g: sorted((e.name, e.value) for e"
+        " in m.entry_points(group=g)) for g in sys.argv[1:]}, sys.stdout)"
+    )
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    found = subprocess.run(
+        [str(base), "-c", probe, *groups],
+        env={"PYTHONPATH": python_path(None), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    got = json.loads(found.stdout)
+    assert got == {g: sorted([k, v] for k, v in declared[g].items()) for g in groups}
+    # ... and the wheel carries it (package data, as the layer's modules are).
+    import fnmatch
+
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["mlws"]
+    for f in (root / "mlws" / "v1" / "shim").glob("*.dist-info/*"):
+        name = f.relative_to(root / "mlws").as_posix()
+        assert any(fnmatch.fnmatch(name, g) for g in globs), name

@@ -62,10 +62,13 @@ SDK_PACKAGES = re.compile(
 def without_sdk(requirements: list[str]) -> tuple[list[str], list[str]]:
     """``requirements`` split into those to install and the SDK's own (:data:`SDK_PACKAGES`).
     ``azureml-mlflow`` is also how v1 environments get MLflow itself (its dependency): it
-    becomes ``mlflow-skinny``, whose tracking mlws serves in runs."""
+    becomes ``mlflow-skinny``, whose tracking mlws serves in runs, and ``filelock``, which
+    mlws's MLflow plugin needs there to store artifacts (checked: the using-mlflow/train-remote
+    sample's ``log_model`` failed without it)."""
     keep = [r for r in requirements if not SDK_PACKAGES.match(r.strip())]
     sdk = [r for r in requirements if SDK_PACKAGES.match(r.strip())]
     if any(r.strip().lower().startswith("azureml-mlflow") for r in sdk):
         if not any(re.match(r"mlflow(-skinny)?\b", r.strip(), re.IGNORECASE) for r in keep):
             keep.append("mlflow-skinny")
+        keep.append("filelock")
     return keep, sdk
