@@ -432,7 +432,9 @@ def _base_python(version: str | None, exact: bool = True) -> tuple[str, str | No
         return sys.executable, None
     major_minor = ".".join(version.split(".")[:2])
     found = shutil.which(f"python{major_minor}")
-    if found is not None:
+    # A pyenv shim of a version not installed is on the PATH but only prints an error (v1's
+    # train-with-datasets sample pins python=3.6.2: uv failed on /root/.pyenv/shims/python3.6).
+    if found is not None and subprocess.run([found, "-c", ""], capture_output=True).returncode == 0:
         return found, None
     if exact:
         raise EnvironmentBuildError(

@@ -181,7 +181,8 @@ def test_an_environment_listing_the_sdk_runs_with_the_layer(ws, tmp_path, monkey
             "azureml-sdk >=1.12",
         ]
     )
-    assert keep == ["azureml-opendatasets", "scikit-learn"]
+    # ... with what they brought that the run needs (here the dataset runtime's readers)
+    assert keep == ["azureml-opendatasets", "scikit-learn", "pandas", "pyarrow"]
     assert len(sdk) == 4
     # azureml-mlflow is how v1 environments get MLflow (mlflow-skinny); the plugin needs filelock
     assert without_sdk(["azureml-mlflow", "numpy"]) == (
@@ -189,6 +190,7 @@ def test_an_environment_listing_the_sdk_runs_with_the_layer(ws, tmp_path, monkey
         ["azureml-mlflow"],
     )
     assert without_sdk(["azureml-mlflow", "mlflow==2.9"])[0] == ["mlflow==2.9", "filelock"]
+    assert without_sdk(["pandas==2.2", "azureml-defaults"])[0] == ["pandas==2.2", "pyarrow"]
 
 
 # tutorials/create-first-ml-experiment/tutorial-1st-experiment-sdk-train.ipynb (cell 15):

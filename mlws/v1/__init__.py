@@ -59,16 +59,31 @@ SDK_PACKAGES = re.compile(
 )
 
 
+#: What some of the SDK's packages brought that v1 scripts use, and mlws's counterpart needs
+#: in the run: MLflow itself (``azureml-mlflow``'s dependency; mlws's MLflow plugin stores
+#: artifacts under a ``filelock``: the using-mlflow/train-remote sample's ``log_model`` failed
+#: without it) and the dataset runtime (``dataset.to_pandas_dataframe()`` in the run: mlws's
+#: tabular datasets read with pandas and pyarrow; the train-with-datasets sample failed
+#: without them).
+SDK_BRINGS: dict[str, tuple[str, ...]] = {
+    "mlflow": ("mlflow-skinny", "filelock"),
+    "dataset-runtime": ("pandas", "pyarrow"),
+    "dataprep": ("pandas", "pyarrow"),
+    "defaults": ("pandas", "pyarrow"),
+    "sdk": ("pandas", "pyarrow"),
+}
+
+
 def without_sdk(requirements: list[str]) -> tuple[list[str], list[str]]:
-    """``requirements`` split into those to install and the SDK's own (:data:`SDK_PACKAGES`).
-    ``azureml-mlflow`` is also how v1 environments get MLflow itself (its dependency): it
-    becomes ``mlflow-skinny``, whose tracking mlws serves in runs, and ``filelock``, which
-    mlws's MLflow plugin needs there to store artifacts (checked: the using-mlflow/train-remote
-    sample's ``log_model`` failed without it)."""
+    """``requirements`` split into those to install and the SDK's own (:data:`SDK_PACKAGES`);
+    the first also holds what the SDK's brought that the run needs (:data:`SDK_BRINGS`),
+    where not listed already."""
     keep = [r for r in requirements if not SDK_PACKAGES.match(r.strip())]
     sdk = [r for r in requirements if SDK_PACKAGES.match(r.strip())]
-    if any(r.strip().lower().startswith("azureml-mlflow") for r in sdk):
-        if not any(re.match(r"mlflow(-skinny)?\b", r.strip(), re.IGNORECASE) for r in keep):
-            keep.append("mlflow-skinny")
-        keep.append("filelock")
+    listed = {re.split(r"[\[=<>!~; ]", r.strip(), maxsplit=1)[0].lower() for r in keep}
+    for r in sdk:
+        for package in SDK_BRINGS.get(SDK_PACKAGES.match(r.strip()).group(1).lower(), ()):
+            if package not in listed and not (package == "mlflow-skinny" and "mlflow" in listed):
+                keep.append(package)
+                listed.add(package)
     return keep, sdk

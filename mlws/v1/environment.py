@@ -61,8 +61,9 @@ def declares_packages(env: Environment) -> bool:
     from . import without_sdk
 
     deps = env.python.conda_dependencies
-    pip, _sdk = without_sdk(deps.pip_packages)
-    return bool(pip) or any(not IMPLICIT_CONDA.match(p) for p in deps.conda_packages)
+    _with_sdk, sdk = without_sdk(deps.pip_packages)
+    own = [p for p in deps.pip_packages if p not in sdk]  # not what the SDK brought
+    return bool(own) or any(not IMPLICIT_CONDA.match(p) for p in deps.conda_packages)
 
 
 class V1Environment(Environment):
