@@ -260,3 +260,20 @@ def test_mlws_mlflow_plugin_is_found_in_an_interpreter_without_mlws_installed() 
     for f in (root / "mlws" / "v1" / "shim").glob("*.dist-info/*"):
         name = f.relative_to(root / "mlws").as_posix()
         assert any(fnmatch.fnmatch(name, g) for g in globs), name
+
+
+# how-to-use-azureml/work-with-data/datasets-tutorial/train-with-datasets (cell 19): its conda
+# file pins python=3.6.2, and a pyenv machine has a python3.6 shim on the PATH that cannot run.
+def test_a_pinned_python_whose_shim_cannot_run_is_noted_not_used(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import os
+    import sys
+
+    from mlws.environments import _base_python
+
+    shim = tmp_path / "python3.6"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.6: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    python, note = _base_python("3.6.2", exact=False)
+    assert python == sys.executable
+    assert note is not None and "python=3.6.2 asked for" in note
