@@ -432,7 +432,9 @@ def _base_python(version: str | None, exact: bool = True) -> tuple[str, str | No
         return sys.executable, None
     major_minor = ".".join(version.split(".")[:2])
     found = shutil.which(f"python{major_minor}")
-    if found is not None:
+    # A pyenv shim of a version not installed is on the PATH but only prints an error (v1's
+    # train-with-datasets sample pins python=3.6.2: uv failed on /root/.pyenv/shims/python3.6).
+    if found is not None and subprocess.run([found, "-c", ""], capture_output=True).returncode == 0:
         return found, None
     if exact:
         raise EnvironmentBuildError(
@@ -664,6 +666,10 @@ def resolve(
         notes.append(note)
         if requirement is not None:
             from_conda[requirement] = spec
+    from .v1 import without_sdk
+
+    pip, sdk = without_sdk(deps.pip_packages)  # mlws's azureml layer stands in for these
+    notes += [f"{r}: not installed, mlws's azureml layer stands in for it" for r in sdk]
     base, python_note = _base_python(deps.python_version, env.python.exact_python_version)
     if python_note:
         notes.append(python_note)
@@ -671,6 +677,8 @@ def resolve(
         log.write("".join(f"{n}\n" for n in notes))
         log.flush()
     build_id = env.spec_hash()
+    if sdk:  # built without the SDK: not what an older mlws built (with it) for this spec
+        build_id += "-v1-" + hashlib.sha256("\0".join(pip).encode()).hexdigest()[:8]
     if extra_packages:
         build_id += "-" + hashlib.sha256("\0".join(extra_packages).encode()).hexdigest()[:8]
     target = envs_dir() / build_id
@@ -687,7 +695,7 @@ def resolve(
         if target.exists():
             shutil.rmtree(target)  # a build that died half-way
         started = time.time()
-        packages = [*deps.pip_packages, *from_conda, *RUNTIME_PACKAGES, *extra_packages]
+        packages = [*pip, *from_conda, *RUNTIME_PACKAGES, *extra_packages]
         uv = None if os.environ.get("MLWS_NO_UV") else (shutil.which("uv") or _venv_uv())
         try:
             if uv:

@@ -175,6 +175,7 @@ class Model:
 
     def _load(self, row: sqlite3.Row) -> None:
         self._row = row
+        self._blobs = getattr(row, "blobs", None) or self.workspace.blobs  # hostmodels.HomeRow
         self.name: str = row["name"]
         self.version: int = row["version"]
         self.id = f"{self.name}:{self.version}"
@@ -232,7 +233,7 @@ class Model:
         return str(self._row["manifest"])
 
     def _entries(self) -> list[Entry]:
-        return self.workspace.blobs.read_manifest(self._row["manifest"])
+        return self._blobs.read_manifest(self._row["manifest"])
 
     def get_file_names(self) -> list[str]:
         """The paths of the model's files, relative to the model.
@@ -248,7 +249,7 @@ class Model:
         """
         for e in self._entries():
             if e.path == path:
-                return self.workspace.blobs.read_bytes(e.hash)
+                return self._blobs.read_bytes(e.hash)
         raise UserErrorException(f"model {self.id} has no file {path!r}")
 
     def download(
@@ -269,7 +270,7 @@ class Model:
             raise UserErrorException(f"cannot download into {target}: it is a file, not a folder")
         # Every path checked before any folder is made: exist_ok replaces files, but never
         # writes (or makes folders) through a link out of target.
-        self.workspace.blobs.materialize(
+        self._blobs.materialize(
             self._entries(), target, overwrite=exist_ok, flag="exist_ok=True (--exist-ok)"
         )
         return str(target / self.path)
@@ -554,8 +555,11 @@ class Model:
             from .remote.models import list_rows
 
             rows: list[Any] = list_rows(workspace, name, run_id, model_framework)
-        else:
+        else:  # a run's catalog on an ssh host has none of the workspace's: home has them
+            from .compute.hostmodels import home_rows
+
             rows = workspace.catalog.query(sql + " ORDER BY name, version DESC", params)
+            rows = rows or home_rows(workspace, name, run_id, model_framework)
         out, seen = [], set()
         for r in rows:
             if not _filter(json.loads(r["tags"]), tags, "tags"):

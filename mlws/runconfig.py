@@ -112,7 +112,7 @@ class RunConfiguration:
     ) -> None:
         self.script = script
         self.arguments: list[Any] = list(arguments or [])
-        self.target: str = "local"
+        self.target = "local"
         self.framework = framework
         self.communicator = communicator
         self.node_count = 1
@@ -123,6 +123,16 @@ class RunConfiguration:
         self.history = HistoryConfiguration()
         self._distributed: Any = None
         self.docker = DockerConfiguration()
+
+    @property
+    def target(self) -> str:
+        """The compute target's name (``local`` by default). v1 code also sets a target object
+        (``src.run_config.target = cpu_cluster``): its name is kept."""
+        return self._target
+
+    @target.setter
+    def target(self, value: Any) -> None:
+        self._target = value if isinstance(value, str) else getattr(value, "name", str(value))
 
     @property
     def distributed_job_config(self) -> Any:
@@ -317,11 +327,7 @@ class ScriptRunConfig:
         if command is not None:
             self.run_config.command = command
         if compute_target is not None:
-            self.run_config.target = (
-                compute_target
-                if isinstance(compute_target, str)
-                else getattr(compute_target, "name", str(compute_target))
-            )
+            self.run_config.target = compute_target
         if environment is not None:
             self.run_config.environment = environment
         if _azure_kwargs.get("docker_runtime_config") is not None:

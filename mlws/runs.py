@@ -42,6 +42,7 @@ from .lifecycle import (  # noqa: F401 - re-exported for callers of mlws.runs
     reconcile,
     set_status,
 )
+from .rundefinition import RunDefinition
 from .runfiles import RunFiles
 from .runfiles import add_run_files as add_run_files  # re-exported: the supervisor records files
 
@@ -61,7 +62,7 @@ RUN_CLASSES = {
 }
 
 
-class Run(RunFiles):
+class Run(RunFiles, RunDefinition):
     """A run of an experiment. Get one from ``exp.submit``, ``exp.start_logging``,
     ``Run.get_context()``, ``ws.get_run(id)`` or ``Run(experiment, run_id)``.
     """

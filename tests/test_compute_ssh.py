@@ -403,6 +403,24 @@ except Exception as e:
     got.append(f"{type(e).__name__}: {e}")
 with open("outputs/models.txt", "w") as f:
     f.write("|".join([open(p).read() for p in got[:4]] + [os.path.basename(got[1]), got[4]]))
+# v1's Model(ws, name[, version]) and .download(): the record from home, the host's copy's files.
+ws = run.experiment.workspace
+latest, first = Model(ws, "weights"), Model(ws, "weights", version=1)
+seen = [latest.id, first.id, ",".join(latest.get_file_names())]
+seen.append(open(first.download("dl")).read())
+try:
+    latest.download("dl")  # v1: a file there already and not exist_ok
+except Exception as e:
+    seen.append(type(e).__name__)
+seen.append(open(latest.download("dl", exist_ok=True)).read())
+seen.append(latest.read_file("model.pkl").decode())
+seen.append(",".join(m.id for m in Model.list(ws, name="weights")))
+try:
+    Model(ws, "nope")
+except Exception as e:
+    seen.append(f"{type(e).__name__}: {e}")
+with open("outputs/model-objects.txt", "w") as f:
+    f.write("|".join(seen))
 """
 
 
@@ -442,6 +460,19 @@ def test_secret_reaches_the_remote_script_and_is_stored_nowhere_in_clear(
     # Model.get_model_path on the host: each version asked for, the unknown one as locally.
     got = run.download_file("outputs/models.txt", tmp_path / "dl").read_text().split("|")
     assert got == ["w-v2", "w-v1", "w-v1", "w-v1", "model.pkl", f"ModelNotFound: {unknown.value}"]
+    # Model(ws, name[, version]) and download() on the host: home's records, exist_ok as locally.
+    seen = run.download_file("outputs/model-objects.txt", tmp_path / "dl").read_text().split("|")
+    assert seen == [
+        "weights:2",
+        "weights:1",
+        "model.pkl",
+        "w-v1",
+        "UserErrorException",
+        "w-v2",
+        "w-v2",
+        "weights:2,weights:1",
+        f"ModelNotFound: {unknown.value}",
+    ], seen
     # On the host once per content: "twin" has weights:1's files, so it reuses their copy.
     held = {p.name for p in (work_dir / "models").iterdir()}
     assert held == {m.manifest.split(":")[1] for m in models}, held

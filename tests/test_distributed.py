@@ -397,12 +397,15 @@ if rank == world - 1:
     child.complete()
 """
 
-#: Each host's first rank reads a registered model (sent from home: the host has no models).
+#: Each host's first rank reads a registered model (sent from home: the host has no models),
+#: by path and as v1's Model object downloaded (its record from home too).
 MODELS = """
 from mlws import Model
 if os.environ["LOCAL_RANK"] == "0":
     with open(Model.get_model_path("weights")) as f:
         run.tag(f"model_{rank}", f.read())
+    with open(Model(run.experiment.workspace, "weights", version=1).download(f"dl_{rank}")) as f:
+        run.tag(f"object_{rank}", f.read())
 """
 
 
@@ -524,10 +527,8 @@ def test_two_ranks_on_two_ssh_hosts_meet_at_the_first(ws, tmp_path, two_hosts):
     assert [tuple(r) for r in at] == [(10 + r, r) for r in range(4)]
     # ... tags, uploaded files and child runs of the second host's ranks too.
     assert {f"rank_{r}" for r in range(4)} <= set(run.get_tags())
-    assert {t: run.get_tags().get(t) for t in ("model_0", "model_2")} == {
-        "model_0": "weights v1",
-        "model_2": "weights v1",
-    }
+    tags = ("model_0", "model_2", "object_0", "object_2")
+    assert {t: run.get_tags().get(t) for t in tags} == dict.fromkeys(tags, "weights v1")
     names = set(run.get_file_names())
     assert {f"uploads/rank_{r}.txt" for r in range(4)} <= names
     assert run._read_file_text("uploads/rank_3.txt") == "from rank 3"

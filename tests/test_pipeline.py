@@ -284,6 +284,13 @@ def test_a_failing_step_fails_the_pipeline_unless_independent_branches_may_finis
         assert prep.get_properties()["StepType"] == "CommandStep"
         d = prep.get_output_data("d").download(tmp_path / "d")
         assert open(os.path.join(d, "x")).read() == "cmd\n"
+        # v1's data-dependency sample (intro-to-pipelines, cell 37): a StepRunOutput's
+        # reference, its datastore and path printed as strings
+        ref = prep.get_outputs()["d"].get_port_data_reference()
+        assert (ref.datastore_name, ref.path_on_datastore) == (
+            "workspaceblobstore",
+            f"azureml/{prep.id}/d",
+        )
     finally:
         kill_run_processes(ws)
 

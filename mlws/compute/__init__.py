@@ -27,6 +27,23 @@ if TYPE_CHECKING:
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,31}$")
 
 
+class TargetStatus(str):
+    """A compute target's status (v1's ``get_status()``): the state string itself (v1 code
+    compares it: ``get_status() != "Succeeded"``), whose ``serialize()`` gives v1's details
+    (``provisioningState``, and node counts for a cluster)."""
+
+    details: dict[str, Any]
+
+    def __new__(cls, state: str, details: dict[str, Any]) -> TargetStatus:
+        status = super().__new__(cls, state)
+        status.details = details
+        return status
+
+    def serialize(self) -> dict[str, Any]:
+        """The status details as JSON-ready data, in v1's field names."""
+        return dict(self.details)
+
+
 def target_config(ws: Workspace, name: str) -> tuple[str, dict[str, Any]]:
     """``(type, config)`` of a compute target. :raises ComputeTargetException: no such target."""
     if ws.remote is not None and name == "local":
@@ -120,8 +137,8 @@ class ComputeTarget:
     def get_status(self) -> str:
         """The target's provisioning state (v1's ``get_status()``): ``Succeeded``, as a target is
         ready once recorded (kinds with a life of their own, such as a Dask cluster, override
-        this)."""
-        return self.provisioning_state
+        this). A :class:`TargetStatus`: ``.serialize()`` gives v1's details."""
+        return TargetStatus(self.provisioning_state, {"provisioningState": self.provisioning_state})
 
     def wait_for_completion(self, show_output: bool = False, **_kw: Any) -> None:
         """Nothing to wait for: local targets are ready when recorded (a Dask cluster starts

@@ -142,7 +142,8 @@ def _serve_secrets(
                 if model is not None:
                     have = hostmodels.held(run_dir)
                     version = request.get("version")
-                    out.send(t="model", id=n, name=model, version=version, have=have)
+                    listing = bool(request.get("list"))  # records only (hostmodels.home_rows)
+                    out.send(t="model", id=n, name=model, version=version, have=have, list=listing)
                 else:
                     try:
                         names = [str(x) for x in request["names"]]

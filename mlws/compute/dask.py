@@ -124,10 +124,111 @@ class AmlCompute(ComputeTarget):
 
     def get_status(self) -> str:
         """``Succeeded`` for an attached scheduler; for a cluster mlws starts, ``Running`` while it
-        runs, else ``Stopped``."""
+        runs, else ``Stopped``. ``.serialize()`` gives v1's details: node counts (workers) and
+        scale settings."""
+        from . import TargetStatus
+
         if self.config.get("scheduler"):
-            return "Succeeded"
-        return "Running" if _read_state(self.workspace, self.name) else "Stopped"
+            state = "Succeeded"
+        else:
+            state = "Running" if _read_state(self.workspace, self.name) else "Stopped"
+        nodes = self.list_nodes() if state != "Stopped" else []
+        running = sum(n["nodeState"] == "running" for n in nodes)
+        details: dict[str, Any] = {
+            "provisioningState": "Succeeded",
+            "allocationState": "Steady",
+            "currentNodeCount": len(nodes),
+            "targetNodeCount": len(nodes),
+            "nodeStateCounts": {
+                "idleNodeCount": len(nodes) - running,
+                "runningNodeCount": running,
+                "preparingNodeCount": 0,
+                "unusableNodeCount": 0,
+                "leavingNodeCount": 0,
+                "preemptedNodeCount": 0,
+            },
+        }
+        if not self.config.get("scheduler"):
+            details["scaleSettings"] = {
+                "minNodeCount": self.config.get("minNodes", 0),
+                "maxNodeCount": self.config.get("maxNodes", 4),
+                "nodeIdleTimeBeforeScaleDown": f"PT{self.config.get('idleSecondsBeforeScaledown', 1800)}S",
+            }
+        return TargetStatus(state, details)
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """v1's nodes of the cluster: its Dask workers (none while no cluster runs), each with
+        ``nodeId`` (the worker's address), ``privateIpAddress``, ``port`` and ``nodeState``
+        (``running`` while it runs a task, else ``idle``)."""
+        info = cluster_info(self.workspace, self.name, self.config) or {}
+        out = []
+        for address in info.get("workers", []):
+            host, _, port = str(address).split("://")[-1].rpartition(":")
+            busy = (info.get("executing") or {}).get(address, 0)
+            out.append(
+                {
+                    "nodeId": str(address),
+                    "privateIpAddress": host,
+                    "publicIpAddress": None,
+                    "port": int(port) if port.isdigit() else None,
+                    "nodeState": "running" if busy else "idle",
+                }
+            )
+        return out
+
+    def update(
+        self,
+        min_nodes: int | None = None,
+        max_nodes: int | None = None,
+        idle_seconds_before_scaledown: int | None = None,
+    ) -> None:
+        """Change the node range or the idle time (v1) of a cluster mlws starts; a cluster
+        running now keeps its settings until it stops (it starts again with the new ones).
+
+        :raises ComputeTargetException: an attached scheduler (it has its own), or invalid
+            values (nothing is changed).
+        """
+        if self.config.get("scheduler"):
+            raise ComputeTargetException(
+                f"compute target {self.name!r} is an attached Dask scheduler: scale it where it"
+                " runs"
+            )
+        current = self.config
+        new = AmlCompute.provisioning_configuration(
+            min_nodes=current.get("minNodes", 0) if min_nodes is None else min_nodes,
+            max_nodes=current.get("maxNodes", 4) if max_nodes is None else max_nodes,
+            idle_seconds_before_scaledown=current.get("idleSecondsBeforeScaledown", 1800)
+            if idle_seconds_before_scaledown is None
+            else idle_seconds_before_scaledown,
+            threads_per_worker=current.get("threadsPerWorker", 1),
+            memory_limit=current.get("memoryLimit", "auto"),
+        ).config
+        config = {**current, **new}
+        with self.workspace.catalog.write() as conn:
+            conn.execute(
+                "UPDATE compute_targets SET config = ? WHERE name = ?",
+                (json.dumps(config), self.name),
+            )
+        self.config = config
+
+    @staticmethod
+    def supported_vmsizes(
+        workspace: Workspace, location: str | None = None
+    ) -> list[dict[str, Any]]:
+        """v1's VM sizes a cluster can have: here one, this machine (a local cluster's workers
+        share it), in v1's fields (``name``, ``vCPUs``, ``gpus``, ``memoryGB``,
+        ``maxResourceVolumeMB``)."""
+        import psutil
+
+        return [
+            {
+                "name": "local",
+                "vCPUs": os.cpu_count() or 1,
+                "gpus": 0,
+                "memoryGB": round(psutil.virtual_memory().total / 2**30, 1),
+                "maxResourceVolumeMB": psutil.disk_usage(str(workspace.path)).total // 2**20,
+            }
+        ]
 
     def stop(self) -> bool:
         """Stop this machine's local cluster of the target (it starts again on the next run).
@@ -238,10 +339,11 @@ def cluster_info(ws: Workspace, target: str, config: dict[str, Any]) -> dict[str
 
     try:
         with Client(address, timeout=5, set_as_default=False) as client:
-            workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+            info = client.scheduler_info(n_workers=-1)["workers"]
     except (OSError, TimeoutError):
         return None
-    return {"address": address, "workers": workers}
+    executing = {w: (i.get("metrics") or {}).get("executing", 0) for w, i in info.items()}
+    return {"address": address, "workers": sorted(info), "executing": executing}
 
 
 def serve(ws_path: str, target: str) -> int:

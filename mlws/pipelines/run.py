@@ -82,6 +82,12 @@ class PortDataReference:
     def __repr__(self) -> str:
         return f"PortDataReference(run={self.step_run.id!r}, name={self.name!r})"
 
+    def get_port_data_reference(self) -> PortDataReference:
+        """Itself: v1's ``step.get_outputs()`` gives ``StepRunOutput`` objects whose
+        ``get_port_data_reference()`` v1 code calls (the data-dependency sample); here the
+        output is that reference already."""
+        return self
+
     @property
     def path_on_datastore(self) -> str:
         """Where v1 kept the output on the workspace's datastore, ``azureml/<step run
@@ -93,9 +99,12 @@ class PortDataReference:
     _path_on_datastore = path_on_datastore
 
     @property
-    def datastore_name(self) -> str | None:
-        """None: the files are the step run's own, on no datastore."""
-        return None
+    def datastore_name(self) -> str:
+        """The workspace's default datastore, where v1 kept the output (as
+        :attr:`path_on_datastore` is v1's path there). The files are the step run's own:
+        :meth:`download` copies them; v1 code prints both (the data-dependency sample joins
+        them into strings, which a None broke)."""
+        return str(self.step_run.workspace.get_default_datastore().name)
 
     def download(
         self, local_path: str | Path, overwrite: bool | None = None, show_progress: Any = None

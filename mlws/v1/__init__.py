@@ -22,6 +22,7 @@ A ground-floor module: it imports nothing of mlws.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -42,3 +43,47 @@ def add_to_sys_path() -> None:
     (joblib's loky workers, Dask workers), where ``PYTHONPATH`` is not ours to set."""
     if SHIM_DIR not in sys.path:
         sys.path.append(SHIM_DIR)
+
+
+#: The SDK's own distributions, for which the layer stands in: an environment that lists one
+#: (v1 samples add ``azureml-defaults`` or ``azureml-sdk`` to nearly every environment) is built
+#: without it. Installed, the real azureml-core would win over the layer in the run (as it
+#: must, where a user installed it on purpose) and send the run's metrics to a cloud
+#: workspace that is not there. Others (``azureml-opendatasets``, AutoML, interpret) are
+#: installed as listed.
+SDK_PACKAGES = re.compile(
+    r"^azureml-(sdk|core|defaults|dataset-runtime|dataprep|telemetry|train|train-core|"
+    r"pipeline|pipeline-core|pipeline-steps|widgets|mlflow|inference-server-http)"
+    r"(\[[^\]]*\])?\s*([=<>!~;].*)?$",
+    re.IGNORECASE,
+)
+
+
+#: What some of the SDK's packages brought that v1 scripts use, and mlws's counterpart needs
+#: in the run: MLflow itself (``azureml-mlflow``'s dependency; mlws's MLflow plugin stores
+#: artifacts under a ``filelock``: the using-mlflow/train-remote sample's ``log_model`` failed
+#: without it) and the dataset runtime (``dataset.to_pandas_dataframe()`` in the run: mlws's
+#: tabular datasets read with pandas and pyarrow; the train-with-datasets sample failed
+#: without them).
+SDK_BRINGS: dict[str, tuple[str, ...]] = {
+    "mlflow": ("mlflow-skinny", "filelock"),
+    "dataset-runtime": ("pandas", "pyarrow"),
+    "dataprep": ("pandas", "pyarrow"),
+    "defaults": ("pandas", "pyarrow"),
+    "sdk": ("pandas", "pyarrow"),
+}
+
+
+def without_sdk(requirements: list[str]) -> tuple[list[str], list[str]]:
+    """``requirements`` split into those to install and the SDK's own (:data:`SDK_PACKAGES`);
+    the first also holds what the SDK's brought that the run needs (:data:`SDK_BRINGS`),
+    where not listed already."""
+    keep = [r for r in requirements if not SDK_PACKAGES.match(r.strip())]
+    sdk = [r for r in requirements if SDK_PACKAGES.match(r.strip())]
+    listed = {re.split(r"[\[=<>!~; ]", r.strip(), maxsplit=1)[0].lower() for r in keep}
+    for r in sdk:
+        for package in SDK_BRINGS.get(SDK_PACKAGES.match(r.strip()).group(1).lower(), ()):
+            if package not in listed and not (package == "mlflow-skinny" and "mlflow" in listed):
+                keep.append(package)
+                listed.add(package)
+    return keep, sdk

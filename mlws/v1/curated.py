@@ -63,7 +63,9 @@ def curated_environment(
 ) -> Environment | None:
     """Register the local equivalent of v1's curated environment ``name`` in ``workspace``
     and return it, or None when ``name`` is not one mlws knows. Any ``version`` gives it:
-    the local equivalent has one version."""
+    the local equivalent has one version. Names match whatever their case (v1's own samples
+    ask for ``azureml-sklearn-1.5``); the environment has the curated spelling."""
+    name = next((c for c in CURATED if c.lower() == str(name).lower()), name)
     requirements = CURATED.get(name)
     if requirements is None:
         return None

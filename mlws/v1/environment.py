@@ -55,11 +55,15 @@ class DockerSection:
 
 
 def declares_packages(env: Environment) -> bool:
-    """Whether ``env`` names any package to install (pip, or conda beyond Python and pip)."""
+    """Whether ``env`` names any package to install (pip beyond the SDK's own, which the layer
+    stands in for, or conda beyond Python and pip)."""
     from ..environments import IMPLICIT_CONDA
+    from . import without_sdk
 
     deps = env.python.conda_dependencies
-    return bool(deps.pip_packages) or any(not IMPLICIT_CONDA.match(p) for p in deps.conda_packages)
+    _with_sdk, sdk = without_sdk(deps.pip_packages)
+    own = [p for p in deps.pip_packages if p not in sdk]  # not what the SDK brought
+    return bool(own) or any(not IMPLICIT_CONDA.match(p) for p in deps.conda_packages)
 
 
 class V1Environment(Environment):
@@ -114,9 +118,10 @@ class V1Environment(Environment):
         try:
             env = super().get(workspace, name, version, label)
         except EnvironmentNotFound:
-            if curated_environment(workspace, name, version) is None:
+            curated = curated_environment(workspace, name, version)
+            if curated is None:
                 raise
-            env = super().get(workspace, name)
+            env = super().get(workspace, curated.name)
         assert isinstance(env, V1Environment)
         return env
 

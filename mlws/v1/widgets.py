@@ -17,9 +17,32 @@ from ..lifecycle import TERMINAL
 REFRESH_S = 1.0
 
 
+#: Characters of one cell in the terminal view; a longer value is cut there (a table metric's
+#: row, such as a sweep's best_child_by_primary_metric, would widen every line past a screen).
+CELL_CHARS = 40
+
+
+def _last(value: Any) -> Any:
+    """v1's get_metrics gives a list for a metric logged several times, and a table metric as
+    columns of lists: show the last value, or the table's last row."""
+    if isinstance(value, list) and value:
+        return value[-1]
+    if isinstance(value, dict) and value and all(isinstance(c, list) for c in value.values()):
+        return {k: c[-1] if c else None for k, c in value.items()}
+    return value
+
+
 def _latest(metrics: dict[str, Any]) -> dict[str, Any]:
-    # v1's get_metrics gives a list for a metric logged several times: show the last value
-    return {k: (v[-1] if isinstance(v, list) and v else v) for k, v in metrics.items()}
+    return {k: _last(v) for k, v in metrics.items()}
+
+
+def _cell(value: Any) -> Any:
+    text = value if isinstance(value, (int, float)) else str(value)
+    return (
+        text
+        if not isinstance(text, str) or len(text) <= CELL_CHARS
+        else text[: CELL_CHARS - 1] + "…"
+    )
 
 
 def snapshot(run: Any) -> list[dict[str, Any]]:
@@ -37,7 +60,11 @@ def snapshot(run: Any) -> list[dict[str, Any]]:
 def _text(rows: list[dict[str, Any]]) -> str:
     from tabulate import tabulate
 
-    return tabulate(rows, headers="keys", floatfmt=".4g")
+    return tabulate(
+        [{k: v if k == "run" else _cell(v) for k, v in r.items()} for r in rows],
+        headers="keys",
+        floatfmt=".4g",
+    )
 
 
 def _html(rows: list[dict[str, Any]]) -> str:

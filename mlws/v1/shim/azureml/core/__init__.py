@@ -9,7 +9,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "Workspace": "mlws.v1.workspace:V1Workspace",
-        "Experiment": "mlws.experiments:Experiment",
+        "Experiment": "mlws.v1.experiment:V1Experiment",
         "Run": "mlws.runs:Run",
         "ScriptRun": "mlws.runs:Run",
         "Environment": "mlws.v1.environment:V1Environment",
