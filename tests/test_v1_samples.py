@@ -230,7 +230,7 @@ def test_mlws_mlflow_plugin_is_found_in_an_interpreter_without_mlws_installed() 
 
     import tomllib
 
-    from mlws.processes import python_path
+    from mlws.processes import V1_SHIM_DIR
 
     root = Path(__file__).resolve().parent.parent
     declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]
@@ -243,14 +243,20 @@ def test_mlws_mlflow_plugin_is_found_in_an_interpreter_without_mlws_installed() 
     base = Path(sys.base_prefix) / "bin" / "python3"
     found = subprocess.run(
         [str(base), "-c", probe, *groups],
-        env={"PYTHONPATH": python_path(None), "PATH": "/usr/bin:/bin"},
+        # The layer's folder only: a checkout installed editable also has an mlws.egg-info
+        # beside the package, which would answer for the layer's own dist-info.
+        env={"PYTHONPATH": V1_SHIM_DIR, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
     )
-    got = json.loads(found.stdout)
-    assert got == {g: sorted([k, v] for k, v in declared[g].items()) for g in groups}
+    # A checkout installed editable has its own mlws.egg-info beside the package (on that
+    # PYTHONPATH too): the same entry points found twice are the same plugin.
+    got = {
+        g: sorted({tuple(e) for e in entries}) for g, entries in json.loads(found.stdout).items()
+    }
+    assert got == {g: sorted(declared[g].items()) for g in groups}
     # ... and the wheel carries it (package data, as the layer's modules are).
     import fnmatch
 
