@@ -143,9 +143,14 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
         workdir = sup.prepare_workdir()
         if not sup.definition["environment"].get("managed"):
             _prestart(sup, workdir)
+    # A sweep's trials, once past their sibling wait, look for a slot as often as the first in
+    # line does: two may be let go by the same sibling's end, and the younger one, not first in
+    # line for a moment, slept the slow poll (0.1 s) after the older took its slot. They are
+    # few (the sweep's max_concurrent_runs and its trials ahead).
+    poll_s = FIRST_POLL_S if sup.sibling_limit(sup.row["parent_id"]) else 0.1
     try:
         waited = wait_for_siblings(sup, keep_waiting)
-        with slot(sup.ws, keep_waiting, may_start=sup.first_in_line) as index:
+        with slot(sup.ws, keep_waiting, poll_s=poll_s, may_start=sup.first_in_line) as index:
             if not waited or index is None:
                 set_status(sup.ws, sup.run_id, "Canceled")
                 return
