@@ -303,6 +303,7 @@ def dismiss() -> None:
         _PREPARED.pop()[1].close()
 
 
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
 #: The child :func:`prepare` made ready: ``(pid, socket, argv)``, started by :func:`go`.
 _PREPARED: list[tuple[int, socket.socket, list[str]]] = []
 
@@ -347,6 +348,9 @@ def prepare(
     """
     if not _ZYGOTE:
         raise OSError("no warm child waiting")
+    # The log exists from now on, as when the supervisor opens it for a fresh interpreter: a
+    # script killed before the child got this far still leaves a (empty) log to store.
+    os.close(os.open(workdir / "logs" / "driver.log", _LOG_FLAGS, 0o666))
     pid, sock = _ZYGOTE.pop()
     request = {
         "module": module,
@@ -362,6 +366,10 @@ def prepare(
         socket.send_fds(sock, [data[:4096]], list(pass_fds))
         if len(data) > 4096:
             sock.sendall(data[4096:])
+        # Ready: its own session and process group from now on, so a cancel right after go()
+        # reaches it (os.killpg), as it reaches a script Popen started in a new session.
+        if sock.recv(1) != b"r":
+            raise OSError("the warm child is gone")
     except OSError:
         sock.close()
         raise
@@ -401,7 +409,7 @@ def _child(request: dict[str, Any], got: list[int], go: int, early: bytes = b"")
             from ..processes import die_with_parent
 
             die_with_parent()
-        log = os.open(workdir / "logs" / "driver.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        log = os.open(workdir / "logs" / "driver.log", _LOG_FLAGS, 0o666)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log, 1)
@@ -461,10 +469,12 @@ def _child(request: dict[str, Any], got: list[int], go: int, early: bytes = b"")
             # unwritten): a collection at the end then costs what the script made, not ~20 ms.
             gc.freeze()
             main, compiled = _compile_script(os.path.abspath(argv[1]))
+            os.write(go, b"r")
             _wait_for_go(go, early)
             code, interrupted = _run_script(main, compiled)
         else:
             sys.path[:] = [str(workdir), *mine, *rest]
+            os.write(go, b"r")
             _wait_for_go(go, early)
             target = importlib.import_module(module)
             sys.argv = [str(getattr(target, "__file__", module)), *argv[3:]]
