@@ -143,8 +143,9 @@ def warm_script(argv: list[str], env: dict[str, str], workdir: Path) -> str | No
 
 
 #: Third-party modules a warm-started script may find imported already: nothing they hold
-#: depends on the run (mlws's own, the launcher's process and lock helpers).
-NEUTRAL = frozenset({"mlws", "psutil", "filelock", "_distutils_hack", "azureml"})
+#: depends on the run (mlws's own, the launcher's process and lock helpers; setuptools'
+#: import hook).
+NEUTRAL = frozenset({"mlws", "psutil", "filelock", "_distutils_hack"})
 
 
 def _importable(folder: str, name: str, ext: str) -> bool:
