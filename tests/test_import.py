@@ -102,7 +102,13 @@ def test_a_submitted_runs_get_context_is_light(tmp_path):
     )
     ws = mlws.Workspace.create(str(tmp_path / "ws"))
     try:
-        run = mlws.Experiment(ws, "e").submit(mlws.ScriptRunConfig(str(src), "probe.py"))
+        # A fresh interpreter, as a first run or one not forked warm has (compute.warmstart):
+        # a script forked from its supervisor finds what the supervisor imported.
+        env = mlws.Environment("fresh")
+        env.environment_variables = {"MLWS_WARM_START": "0"}
+        run = mlws.Experiment(ws, "e").submit(
+            mlws.ScriptRunConfig(str(src), "probe.py", environment=env)
+        )
         run.wait_for_completion(raise_on_error=True)
         assert run.get_metrics() == {"m": 1}
         out = tmp_path / "logs"
