@@ -335,6 +335,14 @@ def search(
             args += sql[1]
     condition = " AND ".join(where)
     sortable = all(k != "attribute" or key in _INFO_INDEX for k, key, _ in orders)
+    if not rest and not orders and start == 0:
+        (total,) = ws.catalog.one(f"SELECT count(*) FROM runs r WHERE {condition}", args)
+        if total <= max_results:
+            # One page holds every run: sorted here, not by SQL (a sort of computed start
+            # times in a temporary b-tree, a fifth of the page's query).
+            records = read_page(ws, condition, args, exp_ids=experiments)
+            records.sort(key=lambda rec: (-rec.info[4], rec.info[0]))
+            return records, None
     if not rest and not orders:
         # The whole search in SQL: one more run than the page says whether another follows.
         records = read_page(
