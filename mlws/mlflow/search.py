@@ -271,22 +271,43 @@ def read_page(
 
 def _latest_metrics(ws: Workspace, seqs: list[int]) -> dict[int, list[tuple[str, float, int, int]]]:
     """``{run seq: [(name, value, timestamp ms, step)]}``: the value at each scalar metric's
-    highest step, of the runs ``seqs``."""
+    highest step, of the runs ``seqs``.
+
+    A run whose every metric was logged once (``metric_summary.count``: most runs a search
+    lists, a value per name) is read by scanning its rows on the metrics key; a run with a
+    series, by one index probe per name for its highest step, never a scan of the series.
+    Joining the summary for every run cost a third more than the scan."""
     metrics: dict[int, list[tuple[str, float, int, int]]] = {}
     query = ws.catalog.query
     for chunk, marks in _chunks(seqs):
-        latest = (
-            "SELECT m.run_seq, m.name, m.step, m.value, m.data, m.time FROM metric_summary s"
-            " JOIN metrics m ON m.run_seq = s.run_seq AND m.name = s.name"
-            f" WHERE s.run_seq IN ({marks}) AND s.kind = 'scalar' AND"
-        )
-        # The value at each name's highest step: a name logged once is its one row; else
-        # max(step) on the (run, name, step) key is one index probe, never a scan of the series.
-        for seq, name, step, value, data, t in query(
-            f"{latest} s.count = 1 UNION ALL {latest} s.count > 1 AND m.step ="
-            " (SELECT max(step) FROM metrics x WHERE x.run_seq = s.run_seq AND x.name = s.name)",
-            chunk + chunk,
-        ):
+        series = {
+            r[0]
+            for r in query(
+                f"SELECT DISTINCT run_seq FROM metric_summary WHERE run_seq IN ({marks})"
+                " AND count > 1",
+                chunk,
+            )
+        }
+        rows: list[Any] = []
+        single = [s for s in chunk if s not in series] if series else chunk
+        if single:
+            rows += query(
+                "SELECT run_seq, name, step, value, data, time FROM metrics WHERE run_seq IN"
+                f" ({','.join('?' * len(single))}) AND kind = 'scalar'"
+                " ORDER BY run_seq, name, step",
+                single,
+            )
+        if series:
+            rows += query(
+                "SELECT m.run_seq, m.name, m.step, m.value, m.data, m.time FROM metric_summary s"
+                " JOIN metrics m ON m.run_seq = s.run_seq AND m.name = s.name"
+                f" WHERE s.run_seq IN ({','.join('?' * len(series))}) AND s.kind = 'scalar'"
+                " AND m.step = (SELECT max(step) FROM metrics x"
+                " WHERE x.run_seq = s.run_seq AND x.name = s.name)",
+                list(series),
+            )
+        last: tuple[int, str] | None = None
+        for seq, name, step, value, data, t in rows:
             if data is None and type(value) is float:  # the common case in one test
                 item = (name, value, int(t * 1000), step)
             else:
@@ -295,9 +316,13 @@ def _latest_metrics(ws: Workspace, seqs: list[int]) -> dict[int, list[tuple[str,
                     continue
                 item = (name, float(v), int(t * 1000), int(step))
             if seq in metrics:
-                metrics[seq].append(item)
+                if last == (seq, name):  # a summary that undercounts: the higher step wins
+                    metrics[seq][-1] = item
+                else:
+                    metrics[seq].append(item)
             else:
                 metrics[seq] = [item]
+            last = (seq, name)
     return metrics
 
 
