@@ -555,6 +555,7 @@ def routes(
     :data:`INLINE_WRITES` run on the event loop only while it is 0)."""
     from mlflow.exceptions import MlflowException
     from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
     from starlette.routing import Route
 
     from ..mlflow import uris
@@ -616,6 +617,8 @@ def routes(
                         result = await run_in_threadpool(call, auth, q)
                     finally:
                         in_threads[0] -= 1
+            except ClientDisconnect:  # the client left mid-body: nobody to answer
+                return
             except Exception as e:
                 await error_response(e, method, scope["path"])(scope, receive, send)
                 return
