@@ -63,9 +63,9 @@ _START_MS = (
 _SYSTEM_TAGS = (entities.RUN_NAME_TAG, entities.PARENT_TAG, entities.USER_TAG)
 #: Tags MLflow shows from the run's fields whatever run_tags holds.
 _FIELD_TAGS = (entities.RUN_NAME_TAG, entities.PARENT_TAG)
-#: Run seqs per ``IN (...)`` list (twice in a query): under SQLite's limit of variables, 32,766
-#: since SQLite 3.32, 999 before.
-_CHUNK = 900 if sqlite3.sqlite_version_info >= (3, 32) else 450
+#: Run seqs per ``IN (...)`` list: under SQLite's limit of variables, 32,766 since SQLite 3.32,
+#: 999 before (a page of MLflow's default 1,000 runs is one list).
+_CHUNK = 10_000 if sqlite3.sqlite_version_info >= (3, 32) else 900
 
 
 class RunRecord:
@@ -214,8 +214,8 @@ def read_page(
 ) -> list[RunRecord]:
     """Records of the runs ``SELECT ... FROM runs r WHERE <where> <tail>`` finds (``tail``: an
     ``ORDER BY``/``LIMIT`` with ``tail_args``), in that order: the runs, their tags and params
-    in one JSON document (:data:`_PAGE_DOC`), their latest metrics in one query per
-    :data:`_CHUNK` runs. ``exp_ids``: the MLflow id of each mlws experiment the runs are in
+    in one JSON document (:data:`_PAGE_DOC`), their latest metrics as rows
+    (:func:`_latest_metrics`). ``exp_ids``: the MLflow id of each mlws experiment the runs are in
     (read from the catalog if not given)."""
     runs = f"SELECT {_RUN_FIELDS} FROM runs r WHERE {where} {tail}"
     doc = ws.catalog.query(
