@@ -52,6 +52,10 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Any:
         if i == 7:  # the latest value is the highest step's, logged first
             metrics += [Metric("f1", 0.9, 1, 5), Metric("f1", 0.1, 2, 3)]
         store.log_batch(rid, metrics, params, [])
+        if i == 1:  # text SQLite writes into JSON: quotes, escapes, non-ASCII, a NULL value
+            store.set_tag(rid, RunTag('weird "k"', 'a\\b\n\t"c" é ☃ \x01 </x>'))
+            store.log_param(rid, Param("json", '{"a": [1, 2]}'))
+            ws.get_run(rid).tag("nothing", None)
         if i != N - 1:
             store.update_run_info(rid, "FAILED" if i % 6 == 1 else "FINISHED", None, None)
         ids.append(rid)
@@ -147,6 +151,76 @@ def test_pages_are_mlflows_pages(made: Any, flt: str, order: list[str] | None) -
             break
         token = page.token
     assert len(seen) == len(set(seen)) == len(_reference(ws, flt, None, 1000, None)[0])
+
+
+def test_searched_runs_are_the_entities_mlflows_constructors_make(made: Any) -> None:
+    """Every run of a search (one page of all runs, read without a sort in SQL, and pages
+    sorted by SQL) equals the ``Run`` built with MLflow's own constructors from what the
+    catalog holds, read row by row (no JSON): info, tags, params, latest metrics, outputs."""
+    from mlflow.entities import LifecycleStage, Run, RunData, RunInfo, RunInputs, RunOutputs
+
+    from mlws.mlflow import entities, uris
+
+    ws, store, exp, ids = made
+    q = ws.catalog.query
+    statuses = entities.TO_MLFLOW
+
+    def expected(rid: str) -> Run:
+        row = q("SELECT * FROM runs WHERE id = ?", (rid,))[0]
+        tags = {
+            k: v or ""
+            for k, v in q("SELECT key, value FROM run_tags WHERE run_seq = ?", (row["seq"],))
+            if k not in (entities.RUN_NAME_TAG, entities.PARENT_TAG)
+            and not k.startswith(entities.LOGGED_MODEL_TAG)
+        }
+        tags[entities.RUN_NAME_TAG] = row["display_name"] or rid
+        if row["parent_id"]:
+            tags[entities.PARENT_TAG] = row["parent_id"]
+        if row["submitter_user"]:
+            tags.setdefault(entities.USER_TAG, row["submitter_user"])
+        params = [
+            Param(k, v or "")
+            for k, v in q("SELECT key, value FROM run_properties WHERE run_seq = ?", (row["seq"],))
+        ]
+        names = [
+            r[0] for r in q("SELECT name FROM metric_summary WHERE run_seq = ?", (row["seq"],))
+        ]
+        metrics = [max(store.get_metric_history(rid, n), key=lambda m: m.step) for n in names]
+        metrics = [Metric(m.key, m.value, m.timestamp, m.step) for m in metrics]
+        info = RunInfo(
+            run_id=rid,
+            experiment_id=exp,
+            user_id=row["submitter_user"] or "",
+            status=statuses[row["status"]],
+            start_time=int((row["start_time"] or row["created"]) * 1000),
+            end_time=None if row["end_time"] is None else int(row["end_time"] * 1000),
+            lifecycle_stage=LifecycleStage.ACTIVE,
+            artifact_uri=uris.run_artifact_uri(ws, rid),
+            run_name=row["display_name"] or rid,
+        )
+        data = RunData(metrics, params, [RunTag(k, v) for k, v in tags.items()])
+        outputs = store.get_run(rid).outputs
+        return Run(info, data, RunInputs(dataset_inputs=[]), outputs or RunOutputs([]))
+
+    def same(got: Run, want: Run) -> None:
+        assert vars(got.info) == vars(want.info)
+        assert got.data.tags == want.data.tags and got.data.params == want.data.params
+        assert got.data.metrics == want.data.metrics
+        key = lambda m: m.key  # noqa: E731
+        assert sorted(got.data._metric_objs, key=key) == sorted(want.data._metric_objs, key=key)
+        assert got.inputs == want.inputs and got.outputs == want.outputs
+
+    every = store.search_runs([exp], "", 1, 1000)
+    assert {r.info.run_id for r in every} == set(ids)
+    for run in every:
+        same(run, expected(run.info.run_id))
+    paged = store.search_runs([exp], "", 1, 5)  # sorted and paged by SQL
+    assert [r.info.run_id for r in paged] == [r.info.run_id for r in every][:5]
+    for run in paged:
+        same(run, expected(run.info.run_id))
+    weird = store.get_run(ids[1]).data
+    assert weird.tags['weird "k"'] == 'a\\b\n\t"c" é ☃ \x01 </x>'
+    assert weird.tags["nothing"] == "" and weird.params["json"] == '{"a": [1, 2]}'
 
 
 def test_bad_searches_are_mlflows_errors(made: Any) -> None:

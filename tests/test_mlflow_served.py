@@ -418,3 +418,52 @@ def test_mlflow_runs_hold_a_longer_lease_than_the_servers_own(
     monkeypatch.setenv(MLFLOW_LEASE_ENV, "soon")
     with pytest.raises(ServerError, match="positive number|number of seconds"):
         mlflow_lease_seconds(60.0)
+
+
+def test_mlflow_routes_read_bodies_and_queries_as_starlette_did(served) -> None:
+    """The MLflow routes are plain ASGI apps (no Starlette ``Request``): a chunked body, a
+    body that is not an object, GET's repeated fields, a wrong method, a one-metric write."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    server, _, tokens = served
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("asgi-bodies")
+    rid = client.create_run(exp).info.run_id
+    parts = urlsplit(server.url)
+    api = "/api/2.0/mlflow"
+
+    def call(method: str, path: str, chunks: list[bytes] | None = None) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        try:
+            conn.putrequest(method, api + path)
+            conn.putheader("Authorization", f"Bearer {tokens['contributor']}")
+            if chunks is not None:
+                conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            for c in chunks or []:  # one ASGI message per chunk: more_body until the last
+                conn.send(b"%x\r\n%s\r\n" % (len(c), c))
+            if chunks is not None:
+                conn.send(b"0\r\n\r\n")
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"{}")
+        finally:
+            conn.close()
+
+    body = json.dumps({"run_id": rid, "key": "acc", "value": 0.5, "timestamp": 7, "step": 3})
+    half = len(body) // 2
+    assert call("POST", "/runs/log-metric", [body[:half].encode(), body[half:].encode()]) == (
+        200,
+        {},
+    )
+    status, err = call("POST", "/runs/log-metric", [b"[1, 2]"])
+    assert status == 400 and err["error_code"] == "INVALID_PARAMETER_VALUE"
+    status, err = call("POST", "/runs/log-metric", [b"{not json"])
+    assert status == 400 and err["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert call("GET", "/runs/log-metric")[0] == 405
+    status, got = call("GET", f"/metrics/get-history?run_id={rid}&metric_key=acc&unused=")
+    assert status == 200 and [(m["key"], m["value"], m["step"]) for m in got["metrics"]] == [
+        ("acc", 0.5, 3)
+    ]
+    [metric] = client.get_run(rid).data._metric_objs
+    assert (metric.key, metric.value, metric.timestamp, metric.step) == ("acc", 0.5, 7, 3)

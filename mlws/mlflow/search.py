@@ -53,11 +53,6 @@ INFO_KEYS = (
     "run_name",
 )
 _INFO_INDEX = {k: i for i, k in enumerate(INFO_KEYS)}
-#: The runs columns a record needs.
-_COLUMNS = (
-    "r.seq, r.id, r.experiment, r.display_name, r.submitter_user, r.parent_id, r.status,"
-    " r.start_time, r.created, r.end_time"
-)
 #: MLflow's start time of a run, in SQL as :func:`entities.ms` computes it in Python
 #: (``int((start or created) * 1000)``: both truncate the same double).
 _START_MS = (
@@ -67,10 +62,10 @@ _START_MS = (
 #: Tags MLflow shows that are run fields in mlws (not rows of run_tags).
 _SYSTEM_TAGS = (entities.RUN_NAME_TAG, entities.PARENT_TAG, entities.USER_TAG)
 #: Tags MLflow shows from the run's fields whatever run_tags holds.
-_FIELD_TAGS = frozenset((entities.RUN_NAME_TAG, entities.PARENT_TAG))
-#: Run seqs per ``IN (...)`` list (twice in a query): under SQLite's limit of variables, 32,766
-#: since SQLite 3.32, 999 before.
-_CHUNK = 900 if sqlite3.sqlite_version_info >= (3, 32) else 450
+_FIELD_TAGS = (entities.RUN_NAME_TAG, entities.PARENT_TAG)
+#: Run seqs per ``IN (...)`` list: under SQLite's limit of variables, 32,766 since SQLite 3.32,
+#: 999 before (a page of MLflow's default 1,000 runs is one list).
+_CHUNK = 10_000 if sqlite3.sqlite_version_info >= (3, 32) else 900
 
 
 class RunRecord:
@@ -184,55 +179,55 @@ def _chunks(seqs: list[int]) -> Any:
         yield chunk, ",".join("?" * len(chunk))
 
 
-def read_records(
-    ws: Workspace, rows: list[Any], exp_ids: dict[str, str] | None = None
+#: A page of runs as one JSON document SQLite writes: per run its fields (:data:`_RUN_FIELDS`),
+#: its MLflow tags, params and logged-model tags as JSON objects. Strings and integers are exact
+#: in SQLite's JSON and one ``json.loads`` builds the dicts in C: reading 7 tag and param rows
+#: per run as tuples and filling dicts in Python cost twice as much. Metric values never go
+#: through it: SQLite writes a double in JSON with 15 digits, which loses bits.
+_PAGE_DOC = (
+    "SELECT json_group_array(json_array(p.seq, p.id, p.experiment, p.display_name,"
+    " p.submitter_user, p.parent_id, p.status, p.start_ms, p.end_ms,"
+    " (SELECT json_group_object(key, coalesce(value, '')) FROM run_tags t"
+    "  WHERE t.run_seq = p.seq AND t.key NOT IN (?, ?) AND NOT (t.key >= ? AND t.key < ?)),"
+    " (SELECT json_group_object(key, coalesce(value, '')) FROM run_properties q"
+    "  WHERE q.run_seq = p.seq),"
+    " (SELECT json_group_object(key, coalesce(value, '')) FROM run_tags o"
+    "  WHERE o.run_seq = p.seq AND o.key >= ? AND o.key < ?))) FROM ({runs}) p"
+)
+#: The runs columns of a page, in SQL: MLflow's start and end times already in milliseconds.
+_RUN_FIELDS = (
+    "r.seq, r.id, r.experiment, r.display_name, r.submitter_user, r.parent_id, r.status,"
+    f" {_START_MS} AS start_ms, CAST(r.end_time * 1000 AS INTEGER) AS end_ms"
+)
+#: The key range of the logged-model tags (``mlflow.loggedModel.`` then any text: ``/`` is the
+#: character after ``.``), so the run_tags primary key finds them.
+_MODEL_RANGE = (entities.LOGGED_MODEL_TAG, entities.LOGGED_MODEL_TAG[:-1] + "/")
+
+
+def read_page(
+    ws: Workspace,
+    where: str,
+    args: list[Any],
+    tail: str = "",
+    tail_args: tuple[Any, ...] = (),
+    exp_ids: dict[str, str] | None = None,
 ) -> list[RunRecord]:
-    """Records of ``rows`` (tuples of :data:`_COLUMNS`): their tags, params and latest
-    metrics read in one query each (per :data:`_CHUNK` runs). ``exp_ids``: the MLflow id of
-    each mlws experiment the runs are in (read from the catalog if not given)."""
-    if not rows:
+    """Records of the runs ``SELECT ... FROM runs r WHERE <where> <tail>`` finds (``tail``: an
+    ``ORDER BY``/``LIMIT`` with ``tail_args``), in that order: the runs, their tags and params
+    in one JSON document (:data:`_PAGE_DOC`), their latest metrics as rows
+    (:func:`_latest_metrics`). ``exp_ids``: the MLflow id of each mlws experiment the runs are in
+    (read from the catalog if not given)."""
+    runs = f"SELECT {_RUN_FIELDS} FROM runs r WHERE {where} {tail}"
+    doc = ws.catalog.query(
+        _PAGE_DOC.format(runs=runs),
+        [*_FIELD_TAGS, *_MODEL_RANGE, *_MODEL_RANGE] + list(args) + list(tail_args),
+    )[0][0]
+    page = json.loads(doc)
+    if not page:
         return []
-    seqs = [r[0] for r in rows]
-    tags: dict[int, dict[str, str]] = {s: {} for s in seqs}
-    params: dict[int, dict[str, str]] = {s: {} for s in seqs}
-    metrics: dict[int, list[tuple[str, float, int, int]]] = {s: [] for s in seqs}
-    outputs: dict[int, list[tuple[str, int]]] = {}
-    model_tag = entities.LOGGED_MODEL_TAG
-    conn_query = ws.catalog.query
-    for chunk, marks in _chunks(seqs):
-        latest = (
-            "SELECT m.run_seq, m.name, m.step, m.value, m.data, m.time FROM metric_summary s"
-            " JOIN metrics m ON m.run_seq = s.run_seq AND m.name = s.name"
-            f" WHERE s.run_seq IN ({marks}) AND s.kind = 'scalar' AND"
-        )
-        for seq, key, value in conn_query(
-            f"SELECT run_seq, key, value FROM run_tags WHERE run_seq IN ({marks})", chunk
-        ):
-            if key in _FIELD_TAGS:  # shown from the run's fields below
-                continue
-            if key.startswith(model_tag):
-                step = json.loads(value or "{}").get("output_step")
-                if step is not None:
-                    outputs.setdefault(seq, []).append((key[len(model_tag) :], int(step)))
-                continue
-            tags[seq][key] = "" if value is None else value
-        for seq, key, value in conn_query(
-            f"SELECT run_seq, key, value FROM run_properties WHERE run_seq IN ({marks})", chunk
-        ):
-            params[seq][key] = "" if value is None else value
-        # The value at each name's highest step: a name logged once is its one row; else
-        # max(step) on the (run, name, step) key is one index probe, never a scan of the series.
-        for seq, name, step, value, data, t in conn_query(
-            f"{latest} s.count = 1 UNION ALL {latest} s.count > 1 AND m.step ="
-            " (SELECT max(step) FROM metrics x WHERE x.run_seq = s.run_seq AND x.name = s.name)",
-            chunk + chunk,
-        ):
-            if data is None and type(value) is float:  # the common case in one test
-                metrics[seq].append((name, value, int(t * 1000), step))
-                continue
-            v = value if data is None else decode(value, data)
-            if isinstance(v, (int, float)) and type(v) is not bool:
-                metrics[seq].append((name, float(v), int(t * 1000), int(step)))
+    if tail:  # SQL's order, kept whatever order the aggregate took the rows in
+        page.sort(key=lambda p: (-p[7], p[1]))
+    metrics = _latest_metrics(ws, [p[0] for p in page])
     if exp_ids is None:
         exp_ids = {
             name: entities.experiment_id(name, eid)
@@ -241,29 +236,94 @@ def read_records(
     artifact_uri = uris.run_artifact_uris(ws)
     to_status = entities.TO_MLFLOW
     active = LifecycleStage.ACTIVE
+    name_tag, parent_tag, user_tag = entities.RUN_NAME_TAG, entities.PARENT_TAG, entities.USER_TAG
+    cut = len(entities.LOGGED_MODEL_TAG)
     out = []
-    for seq, run_id, exp, display, user, parent, status, start, created, end in rows:
+    for seq, run_id, exp, display, user, parent, status, start, end, tags, params, models in page:
         user = user or ""
         name = display or run_id
-        run_tags = tags[seq]
-        run_tags[entities.RUN_NAME_TAG] = name
+        tags[name_tag] = name
         if parent:
-            run_tags[entities.PARENT_TAG] = parent
-        if user and entities.USER_TAG not in run_tags:
-            run_tags[entities.USER_TAG] = user
+            tags[parent_tag] = parent
+        if user and user_tag not in tags:
+            tags[user_tag] = user
+        outputs = []
+        if models:
+            outputs = [
+                (k[cut:], int(step))
+                for k, v in models.items()
+                if (step := json.loads(v or "{}").get("output_step")) is not None
+            ]
         info = (
             run_id,
             exp_ids.get(exp, ""),
             user,
             to_status.get(status, "RUNNING"),
-            int((start or created) * 1000),
-            None if end is None else int(end * 1000),
+            start,
+            end,
             active,
             artifact_uri(run_id),
             name,
         )
-        out.append(RunRecord(seq, info, run_tags, params[seq], metrics[seq], outputs.get(seq, [])))
+        out.append(RunRecord(seq, info, tags, params, metrics.get(seq, []), outputs))
     return out
+
+
+def _latest_metrics(ws: Workspace, seqs: list[int]) -> dict[int, list[tuple[str, float, int, int]]]:
+    """``{run seq: [(name, value, timestamp ms, step)]}``: the value at each scalar metric's
+    highest step, of the runs ``seqs``.
+
+    A run whose every metric was logged once (``metric_summary.count``: most runs a search
+    lists, a value per name) is read by scanning its rows on the metrics key; a run with a
+    series, by one index probe per name for its highest step, never a scan of the series.
+    Joining the summary for every run cost a third more than the scan."""
+    metrics: dict[int, list[tuple[str, float, int, int]]] = {}
+    query = ws.catalog.query
+    for chunk, marks in _chunks(seqs):
+        series = {
+            r[0]
+            for r in query(
+                f"SELECT DISTINCT run_seq FROM metric_summary WHERE run_seq IN ({marks})"
+                " AND count > 1",
+                chunk,
+            )
+        }
+        rows: list[Any] = []
+        single = [s for s in chunk if s not in series] if series else chunk
+        if single:
+            rows += query(
+                "SELECT run_seq, name, step, value, data, time FROM metrics WHERE run_seq IN"
+                f" ({','.join('?' * len(single))}) AND kind = 'scalar'"
+                " ORDER BY run_seq, name, step",
+                single,
+            )
+        if series:
+            rows += query(
+                "SELECT m.run_seq, m.name, m.step, m.value, m.data, m.time FROM metric_summary s"
+                " JOIN metrics m ON m.run_seq = s.run_seq AND m.name = s.name"
+                f" WHERE s.run_seq IN ({','.join('?' * len(series))}) AND s.kind = 'scalar'"
+                " AND m.step = (SELECT max(step) FROM metrics x"
+                " WHERE x.run_seq = s.run_seq AND x.name = s.name)",
+                list(series),
+            )
+        last: tuple[int, str] | None = None
+        for seq, name, step, value, data, t in rows:
+            if data is None and type(value) is float:  # the common case in one test
+                item = (name, value, int(t * 1000), step)
+            else:
+                v = value if data is None else decode(value, data)
+                if not isinstance(v, (int, float)) or type(v) is bool:
+                    continue
+                item = (name, float(v), int(t * 1000), int(step))
+            if seq in metrics:
+                if last == (seq, name):  # a summary that undercounts: the higher step wins
+                    metrics[seq][-1] = item
+                else:
+                    metrics[seq].append(item)
+            else:
+                metrics[seq] = [item]
+            last = (seq, name)
+    return metrics
 
 
 def search(
@@ -298,18 +358,34 @@ def search(
         else:
             where.append(sql[0])
             args += sql[1]
-    query = f"SELECT {_COLUMNS} FROM runs r WHERE {' AND '.join(where)}"
+    condition = " AND ".join(where)
     sortable = all(k != "attribute" or key in _INFO_INDEX for k, key, _ in orders)
-    if not rest and not orders:
-        # The whole search in SQL: one more row than the page says whether another follows.
-        rows = ws.catalog.query(
-            f"{query} ORDER BY {_START_MS} DESC, r.id LIMIT ? OFFSET ?",
-            [*args, max_results + 1, start],
+    if not rest and not orders and start == 0:
+        # Counted no further than one past the page: a big experiment costs no full count.
+        (total,) = ws.catalog.one(
+            f"SELECT count(*) FROM (SELECT 1 FROM runs r WHERE {condition} LIMIT ?)",
+            [*args, max_results + 1],
         )
-        records = read_records(ws, rows[:max_results], experiments)
-        more = len(rows) > max_results
-        return records, SearchUtils.create_page_token(start + max_results) if more else None
-    records = read_records(ws, ws.catalog.query(query, args), experiments)
+        if total <= max_results:
+            # One page holds every run: sorted here, not by SQL (a sort of computed start
+            # times in a temporary b-tree, a fifth of the page's query).
+            records = read_page(ws, condition, args, exp_ids=experiments)
+            records.sort(key=lambda rec: (-rec.info[4], rec.info[0]))
+            return records, None
+    if not rest and not orders:
+        # The whole search in SQL: one more run than the page says whether another follows.
+        records = read_page(
+            ws,
+            condition,
+            args,
+            f"ORDER BY {_START_MS} DESC, r.id LIMIT ? OFFSET ?",
+            (max_results + 1, start),
+            experiments,
+        )
+        more = len(records) > max_results
+        token = SearchUtils.create_page_token(start + max_results) if more else None
+        return records[:max_results], token
+    records = read_page(ws, condition, args, exp_ids=experiments)
     if rest:
         records = _match(records, rest, filter_string)
     records.sort(key=lambda rec: (-rec.info[4], rec.info[0]))
@@ -398,6 +474,8 @@ def to_run(rec: RunRecord) -> Run:
 
 
 def to_runs(ws: Workspace, rows: list[Any]) -> list[Run]:
-    """``runs`` rows (``sqlite3.Row`` with every column) as MLflow runs."""
-    names = [c.split(".")[1] for c in _COLUMNS.split(", ")]
-    return [to_run(rec) for rec in read_records(ws, [tuple(r[k] for k in names) for r in rows])]
+    """``runs`` rows (``sqlite3.Row`` with column ``seq``) as MLflow runs, in their order."""
+    by_seq: dict[int, RunRecord] = {}
+    for chunk, marks in _chunks([r["seq"] for r in rows]):
+        by_seq.update((rec.seq, rec) for rec in read_page(ws, f"r.seq IN ({marks})", chunk))
+    return [to_run(by_seq[r["seq"]]) for r in rows]

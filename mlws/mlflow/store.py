@@ -374,11 +374,18 @@ class MlwsTrackingStore(AbstractStore):
             conn.execute("DELETE FROM run_tags WHERE run_seq = ? AND key = ?", (row["seq"], key))
 
     def log_batch(
-        self, run_id: str, metrics: list[Metric], params: list[Param], tags: list[RunTag]
+        self,
+        run_id: str,
+        metrics: list[Metric],
+        params: list[Param],
+        tags: list[RunTag],
+        *,
+        flush: bool = False,
     ) -> None:
         """Log metrics, params and tags of one run. Everything is checked before anything is
         written: a bad metric value, an empty key, or a param already logged with another
-        value changes nothing.
+        value changes nothing. ``flush``: the metrics are written before this returns (as
+        :meth:`flush` of the run, without looking the run up again).
 
         :raises MlflowException: INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST.
         """
@@ -409,6 +416,8 @@ class MlwsTrackingStore(AbstractStore):
                 for m in metrics:
                     v = float(m.value)
                     writer.add_scalar(m.key, v, int(m.step), m.timestamp / 1000)
+                if flush:
+                    writer.flush()
 
     def _new_params(self, seq: int, run_id: str, params: list[Param]) -> dict[str, str]:
         """The params not logged yet; the same value again is fine, another one is refused (as

@@ -223,7 +223,7 @@ def build_app(
     # studio's mount catches every other path, so it comes last.
     routes: list[Any] = [Mount(PREFIX, routes=api)]
     if mlflow_api.available():
-        routes += mlflow_api.lazy_routes(ws, authenticate, lease, max_body)
+        routes += mlflow_api.lazy_routes(ws, authenticate, lease, max_body, in_threads)
     routes.append(Mount("/", app=studio_app(ws, sign_in=True, stopping=stopping)))
 
     async def http_error_handler(_request: Request, exc: Exception) -> Response:
