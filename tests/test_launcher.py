@@ -254,3 +254,19 @@ def test_a_supervisor_that_cannot_take_its_run_up_ends_it_failed_with_the_reason
     assert details["error"]["error"]["message"] == (
         "the run's supervising process failed to start: sqlite3.OperationalError: database is locked"
     )
+
+
+def test_a_process_mlws_started_finds_the_launcher_its_starter_started(tmp_path, monkeypatch):
+    # A sweep's controller runs with PYTHONPATH as processes.start_detached sets it; the
+    # submitter that started it (and its launcher) has its own: both name the same launcher.
+    from mlws.compute import launcher
+    from mlws.processes import python_path
+
+    for mine in ({}, {"PYTHONPATH": "/src"}):
+        theirs = dict(mine, PYTHONPATH=python_path(mine.get("PYTHONPATH")))
+        assert launcher.key(tmp_path, mine) == launcher.key(tmp_path, theirs)
+    assert launcher.key(tmp_path, {"MLWS_X": "1"}) != launcher.key(tmp_path, {})
+    # None listening: the wait ends at its timeout, or at once with launchers turned off.
+    assert launcher.wait_ready(tmp_path, {}, 0.05) is False
+    monkeypatch.setenv("MLWS_LAUNCHER", "0")
+    assert launcher.wait_ready(tmp_path, {}, 60) is False

@@ -124,7 +124,12 @@ def _code_stamp() -> str:
 def key(workspace: str | os.PathLike[str], env: dict[str, str]) -> str:
     """What a launcher is for: the workspace folder, this interpreter, mlws's code and every
     setting a supervisor reads from its environment at import time."""
-    settings = sorted((k, v) for k, v in env.items() if k.startswith("MLWS_") or k == "PYTHONPATH")
+    from ..processes import python_path
+
+    settings = sorted((k, v) for k, v in env.items() if k.startswith("MLWS_"))
+    # As every process mlws starts has it (processes.start_detached): a sweep's controller
+    # and the submitter that started it then find the same launcher.
+    settings.append(("PYTHONPATH", python_path(env.get("PYTHONPATH"))))
     raw = json.dumps(
         [os.path.realpath(workspace), sys.executable, _code_stamp(), settings, os.getuid()]
     )
@@ -193,6 +198,26 @@ def launch(
         if warm_up:
             _start_launcher(workspace, path, env)
         return None
+
+
+def wait_ready(workspace: str | os.PathLike[str], env: dict[str, str], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for this workspace's launcher to listen (its socket is
+    put in place only then); whether one does. For a process about to submit many runs in a
+    row (a sweep's controller started cold, which started a launcher): forked by it, each
+    starts in milliseconds; started directly meanwhile, each would pay a fresh interpreter,
+    and the first trials of a sweep, all at once on a busy machine, ~0.7 s each."""
+    if not enabled():
+        return False
+    try:
+        path = socket_path(workspace, env)
+    except OSError:
+        return False
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def poke(workspace: str | os.PathLike[str], env: dict[str, str]) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ RESUME_INPUT = "MODEL_LOCATION"
 SYSTEM_TAG = "_aml_system_"
 #: How often the controller checks that its open trials' supervising processes live.
 RECONCILE_S = 2.0
+#: How long a sweep's controller waits for the workspace's launcher before its first local
+#: trial (the controller started cold has just started one; compute.launcher.wait_ready).
+LAUNCHER_WAIT_S = 2.0
 #: Trials submitted beyond ``max_concurrent_runs`` on a ``local`` target: each waits until
 #: fewer than ``max_concurrent_runs`` older trials are open, its script made ready to start
 #: meanwhile (``compute.local``). Two: on a busy machine one ahead was often not ready yet
@@ -382,6 +386,12 @@ class SweepController(controllers.Controller):
         # waits there for an older trial's end (compute.local.wait_for_siblings) and so starts
         # within milliseconds of it, not after this loop has seen it, sampled and submitted.
         open_limit = max_conc + self.queue_ahead()
+        if open_limit > max_conc:  # local trials: forked by the launcher, not started cold
+            from ..compute import launcher
+            from ..keyvault import CHANNEL_ENV
+
+            env = {k: v for k, v in os.environ.items() if k != CHANNEL_ENV}
+            launcher.wait_ready(self.ws.path, env, LAUNCHER_WAIT_S)
         launched, exhausted, stopping = 0, False, False
         while True:
             status = self.ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (self.run_id,))
