@@ -69,7 +69,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -83,6 +85,11 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLWS_WORKSPACE", str(tmp_path / "ws"))
+    # uv's and pip's download caches live under HOME: shared by the session's tests instead, or
+    # every managed environment a test builds unpacks its wheels again.
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("UV_CACHE_DIR", str(base / "uv-cache"))
+    monkeypatch.setenv("PIP_CACHE_DIR", str(base / "pip-cache"))
     # `mlws v1 enable` (the CLI fuzz runs it too) must never change the venv running the tests
     monkeypatch.setenv("MLWS_V1_SITE_PACKAGES", str(tmp_path / "site-packages"))
     monkeypatch.setenv("MLWS_CANCEL_GRACE_S", "2")
