@@ -71,7 +71,8 @@ WARM = (
     "mlws.readonly",
     "mlws.reaper",
     "psutil",
-    "sqlite_utils",
+    # Not sqlite_utils: only a schema migration uses it (catalog.py), and it imports numpy,
+    # pandas and pyarrow where installed (~0.5 s of CPU per launcher started, ten times the rest).
     # 50-100 ms of imports (filelock 4 builds dataclasses, and loads this lazily on first
     # use): the blob store's gc lock, taken when a run's files are stored.
     "filelock:ReadWriteLock",
