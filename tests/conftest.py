@@ -31,35 +31,35 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["sshd", "serving_helpers"]
 
 
-#: The slowest test files, slowest first (wall seconds in a six-worker run on 2 cores, measured
-#: 2026-12-05: 200 down to 45 s). `make test` hands out whole files in collection order
-#: (``--dist loadfile --no-loadscope-reorder``): one of these started last would run on alone
-#: while the other workers sit idle (the one torch test, 97 s, used to be dealt last). A stale
-#: list only costs balance, never a result.
+#: The slowest test files, slowest first (test-seconds in a six-worker run on 2 cores, measured
+#: 2026-12-05 12:31 UTC, branch h-suite: 169 down to 34 s). `make test` hands out whole files in
+#: collection order (``--dist loadfile --no-loadscope-reorder``): one of these started last would
+#: run on alone while the other workers sit idle (the one torch test, 97 s, used to be dealt
+#: last). A stale list only costs balance, never a result.
 SLOWEST_FIRST = [
-    "test_remote_submit.py",  # the pipeline, datasets and quickstart examples against a server
     "test_datastore_ssh.py",
     "test_compute_dask.py",
-    "test_shared_folder.py",
+    "test_remote_submit.py",  # the pipeline, datasets and quickstart examples against a server
     "test_compute_ssh.py",
     "test_serving.py",
-    "test_distributed.py",
-    "test_serving_mlflow.py",
-    "test_mlflow_served.py",
-    "test_cli_fuzz.py",
-    "test_compute_ssh_trust.py",
-    "test_examples.py",
-    "test_parallel_run_step.py",
-    "test_studio_browser.py",
     "test_mlflow_store.py",
-    "test_ssh_faults.py",
-    "test_rundata.py",
-    "test_pipeline.py",
+    "test_shared_folder.py",
+    "test_cli_fuzz.py",
+    "test_serving_mlflow.py",
+    "test_compute_ssh_trust.py",
     "test_remote_workspace.py",
-    "test_hardening_runs.py",
-    "test_studio.py",
-    "test_compute_callables.py",
-    "test_runner.py",
+    "test_distributed.py",
+    "test_examples.py",
+    "test_ssh_faults.py",
+    "test_studio_browser.py",
+    "test_rundata.py",
+    "test_parallel_run_step.py",
+    "test_mlflow_served.py",
+    "test_parallel_run_step_dask.py",
+    "test_environments.py",
+    "test_run_faults.py",
+    "test_distributed_torch.py",
+    "test_hardening_keys.py",
 ]
 
 
@@ -69,7 +69,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -83,6 +85,11 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLWS_WORKSPACE", str(tmp_path / "ws"))
+    # uv's and pip's download caches live under HOME: shared by the session's tests instead, or
+    # every managed environment a test builds unpacks its wheels again.
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("UV_CACHE_DIR", str(base / "uv-cache"))
+    monkeypatch.setenv("PIP_CACHE_DIR", str(base / "pip-cache"))
     # `mlws v1 enable` (the CLI fuzz runs it too) must never change the venv running the tests
     monkeypatch.setenv("MLWS_V1_SITE_PACKAGES", str(tmp_path / "site-packages"))
     monkeypatch.setenv("MLWS_CANCEL_GRACE_S", "2")

@@ -15,14 +15,6 @@ from mlws.environments import EnvironmentBuildError, EnvironmentNotFound, envs_d
 from mlws.errors import UserErrorException
 
 
-@pytest.fixture(autouse=True)
-def shared_package_caches(tmp_path_factory, monkeypatch):
-    # Each test has its own HOME; share uv's and pip's download caches between them.
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("UV_CACHE_DIR", str(base / "uv-cache"))
-    monkeypatch.setenv("PIP_CACHE_DIR", str(base / "pip-cache"))
-
-
 def managed(name="tab", packages=("tabulate",)):
     env = Environment(name)
     env.python.user_managed_dependencies = False

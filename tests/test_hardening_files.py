@@ -172,6 +172,8 @@ def test_run_delete_recovers_fsck_and_gc(ws: Workspace, tmp_path: Path) -> None:
 def test_run_delete_refuses_an_active_run_and_changes_nothing(ws: Workspace) -> None:
     run = Experiment(ws, "e").start_logging()  # Running, owned by this live process
     run.log("acc", 1)
+    # Stored now: a background flush later in the test would otherwise count as a change.
+    run.flush()
     before = counts(ws)
     with pytest.raises(RunStateError, match="Running.*cancel"):
         run.delete()

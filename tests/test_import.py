@@ -25,6 +25,18 @@ def test_cli_help_is_light():
     assert _loaded(code) == []
 
 
+def test_a_warm_launchers_imports_are_light():
+    """What a launcher imports before forking supervisors: no heavy module (sqlite_utils alone
+    was ~0.5 s of CPU in every launcher, which a workspace's runs start again and again)."""
+    code = (
+        "import importlib\nfrom mlws.compute.launcher import WARM, WARM_LATER\n"
+        "for name in WARM + WARM_LATER:\n"
+        "    module, _, attr = name.partition(':')\n"
+        "    getattr(importlib.import_module(module), attr or '__name__')"
+    )
+    assert _loaded(code) == []
+
+
 def test_opening_a_workspace_and_logging_is_light(tmp_path):
     code = (
         f"import mlws\nws = mlws.Workspace.create({str(tmp_path / 'w')!r})\nws.close()\n"

@@ -909,13 +909,12 @@ def run(raw_data):
 
 @pytest.mark.timeout(300)
 def test_a_managed_environment_gets_what_replicas_need(
-    ws: Workspace, tmp_path: Path, model: Model, services: None, tmp_path_factory, monkeypatch
+    ws: Workspace, tmp_path: Path, model: Model, services: None
 ) -> None:
     """A service in a managed environment: the build has the scoring script's packages and what
     a replica needs (uvicorn), which the script's author never lists."""
     from mlws import CondaDependencies, Environment
 
-    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "uv-cache"))
     env = Environment("serve-env")
     env.python.user_managed_dependencies = False
     env.python.conda_dependencies = CondaDependencies.create(pip_packages=["six"])

@@ -3,15 +3,16 @@
 import json
 import sys
 
-import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import one_error_line
+from helpers import lazy_import, one_error_line
 
 from mlws import Dataset, DataType, TabularDataset
 from mlws.cli import cli
 from mlws.errors import ExtraNotInstalled, UserErrorException
 from mlws.tabular import PromoteHeadersBehavior
+
+pd = lazy_import("pandas")  # on first use: not in every xdist worker's collection (~0.6 s)
 
 CSV = """\
 id,score,name,ok,when,note

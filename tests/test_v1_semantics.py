@@ -208,14 +208,6 @@ def test_expand_argument_leaves_unknown_names_and_plain_text_alone():
 
 
 # -- 1, 2: v1 environments build their conda dependencies; conda packages come from PyPI --------
-@pytest.fixture
-def shared_package_caches(tmp_path_factory, monkeypatch):
-    """Each test has its own HOME; uv's and pip's download caches are shared between them."""
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("UV_CACHE_DIR", str(base / "uv-cache"))
-    monkeypatch.setenv("PIP_CACHE_DIR", str(base / "pip-cache"))
-
-
 PKG_SCRIPT = """\
 import sys
 from azureml.core import Run
@@ -224,7 +216,7 @@ Run.get_context().log("python", sys.executable)
 """
 
 
-def test_v1_environment_builds_its_conda_dependencies(ws, tmp_path, shared_package_caches):
+def test_v1_environment_builds_its_conda_dependencies(ws, tmp_path):
     from azureml.core import Environment, Experiment, ScriptRunConfig
     from azureml.core.conda_dependencies import CondaDependencies
 
@@ -283,7 +275,7 @@ def test_registered_v1_environment_comes_back_with_v1_defaults(ws):
     assert list(Environment.list(ws)) == ["reg"]
 
 
-def test_a_conda_package_pypi_lacks_fails_the_run_naming_it(ws, tmp_path, shared_package_caches):
+def test_a_conda_package_pypi_lacks_fails_the_run_naming_it(ws, tmp_path):
     from azureml.core import Environment, Experiment, ScriptRunConfig
 
     env = Environment("v1-missing")
@@ -579,9 +571,7 @@ def test_command_runs_get_v1_placeholders_expanded(ws, tmp_path):
     assert "args 42" in driver_log(runs[1])
 
 
-def test_v1_run_configuration_holds_an_environment_to_change_in_place(
-    ws, tmp_path, shared_package_caches
-):
+def test_v1_run_configuration_holds_an_environment_to_change_in_place(ws, tmp_path):
     from azureml.core import Experiment, RunConfiguration, ScriptRunConfig
     from azureml.core.conda_dependencies import CondaDependencies
 

@@ -72,8 +72,9 @@ WARM = (
     "mlws.readonly",
     "mlws.reaper",
     "psutil",
-    # Not sqlite_utils: the catalog needs it only to migrate, and it imports numpy and pandas
-    # when installed (~0.6 s), whose state a script forked warm must not inherit.
+    # Not sqlite_utils: only a schema migration uses it (catalog.py), and it imports numpy,
+    # pandas and pyarrow where installed (~0.5 s of CPU per launcher started, ten times the
+    # rest), whose state a script forked warm must not inherit (compute.warmstart).
     # 50-100 ms of imports (filelock 4 builds dataclasses, and loads this lazily on first
     # use): the blob store's gc lock, taken when a run's files are stored.
     "filelock:ReadWriteLock",
