@@ -158,7 +158,17 @@ def test_searched_runs_are_the_entities_mlflows_constructors_make(made: Any) -> 
     """Every run of a search (one page of all runs, read without a sort in SQL, and pages
     sorted by SQL) equals the ``Run`` built with MLflow's own constructors from what the
     catalog holds, read row by row (no JSON): info, tags, params, latest metrics, outputs."""
-    from mlflow.entities import LifecycleStage, Run, RunData, RunInfo, RunInputs, RunOutputs
+    from mlflow.entities import (
+        LifecycleStage,
+        Metric,
+        Param,
+        Run,
+        RunData,
+        RunInfo,
+        RunInputs,
+        RunOutputs,
+        RunTag,
+    )
 
     from mlws.mlflow import entities, uris
 
