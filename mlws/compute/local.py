@@ -64,9 +64,11 @@ def slot(
     keep_waiting: Callable[[], bool],
     poll_s: float = 0.1,
     may_start: Callable[[], bool] = lambda: True,
+    on_first: Callable[[], None] = lambda: None,
 ) -> Iterator[int | None]:
     """Hold one of the target's slots; yields its index, or ``None`` if ``keep_waiting()``
-    returned false (e.g. the run was canceled while queued)."""
+    returned false (e.g. the run was canceled while queued). ``on_first``: see
+    :func:`hold_slot`."""
     folder = ws.path / "locks" / "slots" / machine_id()
     with hold_slot(
         folder,
@@ -74,6 +76,7 @@ def slot(
         keep_waiting,
         poll_s,
         may_start,
+        on_first,
     ) as name:
         yield None if name is None else int(name.rsplit("-", 1)[1])
 
@@ -97,12 +100,16 @@ def hold_slot(
     keep_waiting: Callable[[], bool],
     poll_s: float = 0.1,
     may_start: Callable[[], bool] = lambda: True,
+    on_first: Callable[[], None] = lambda: None,
 ) -> Iterator[str | None]:
     """Hold the first free one of the lock files ``folder/<name>.lock`` (``names()`` is asked
     again on every poll, so a changed limit applies at once); yields its name, or ``None`` once
-    ``keep_waiting()`` is false. Shared by every target type that has slots."""
+    ``keep_waiting()`` is false. ``on_first()`` is called once, when this waiter is the next to
+    take a slot and none is free yet: what it does (a run's start made ready) is off the path
+    from a slot's release to the next run's start. Shared by every target type that has
+    slots."""
     folder.mkdir(parents=True, exist_ok=True)
-    first = False
+    first = readied = False
     while True:
         # may_start keeps queued runs in submission order: only the oldest waiter takes a slot.
         # Once the oldest, always the oldest (older waiters only leave): it is not asked again,
@@ -121,6 +128,10 @@ def hold_slot(
         if not keep_waiting():
             yield None
             return
+        if first and not readied:
+            readied = True
+            on_first()
+            continue  # it took a while: a slot may be free now
         time.sleep(FIRST_POLL_S if first else poll_s)
 
 
@@ -135,14 +146,19 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
         return sup.status() not in ("CancelRequested", "Canceled", "Failed", "Completed")
 
     sup.subreaper = become_subreaper()
+
     # A sweep's trial waits first for an older sibling's end (the controller submits one trial
     # ahead, so it starts the moment one ends), then for a slot of this machine.
+    def ready_ahead() -> None:
+        # The working folder, the script's environment and its secret channel, made while
+        # older runs hold what this one waits for, not after one ends.
+        if sup.workdir is None:
+            workdir = sup.prepare_workdir()
+            if not sup.definition["environment"].get("managed"):
+                _prestart(sup, workdir)
+
     if sup.waits_for_sibling():
-        # The working folder, the script's environment and its secret channel are made while
-        # the older trials run, not after one ends.
-        workdir = sup.prepare_workdir()
-        if not sup.definition["environment"].get("managed"):
-            _prestart(sup, workdir)
+        ready_ahead()
     # A sweep's trials, once past their sibling wait, look for a slot as often as the first in
     # line does: two may be let go by the same sibling's end, and the younger one, not first in
     # line for a moment, slept the slow poll (0.1 s) after the older took its slot. They are
@@ -150,7 +166,9 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
     poll_s = FIRST_POLL_S if sup.sibling_limit(sup.row["parent_id"]) else 0.1
     try:
         waited = wait_for_siblings(sup, keep_waiting)
-        with slot(sup.ws, keep_waiting, poll_s=poll_s, may_start=sup.first_in_line) as index:
+        with slot(
+            sup.ws, keep_waiting, poll_s=poll_s, may_start=sup.first_in_line, on_first=ready_ahead
+        ) as index:
             if not waited or index is None:
                 set_status(sup.ws, sup.run_id, "Canceled")
                 return
