@@ -37,6 +37,8 @@ run.wait_for_completion(show_output="-q" not in sys.argv, raise_on_error=False)
 metrics = run.get_metrics()
 status = run.get_status()
 print(f"Status: {status}")
+if status != "Completed":
+    print("Error:", (run.get_details().get("error") or {}).get("error", {}).get("message"))
 print(f"world_size={metrics.get('world_size')} ranks_in_step={metrics.get('ranks_in_step')}")
 print(f"final loss={metrics['loss'][-1] if metrics.get('loss') else None}")
 print(f"weight_error={metrics.get('weight_error')}")
