@@ -53,11 +53,9 @@ def start_controller(experiment: Experiment, run_id: str, module: str, what: str
     :raises MlwsError: the process could not be started (the run is then ``Failed``).
     """
     from .compute import launcher
-    from .keyvault import CHANNEL_ENV
 
     ws = experiment.workspace
-    penv = dict(os.environ)
-    penv.pop(CHANNEL_ENV, None)  # submitted from a run: not its parent's pipes
+    penv = launcher.submitter_env()
     # Forked from the workspace's warm launcher when one runs (a fresh interpreter and its
     # imports are most of a reused pipeline's time); a parent submits children, so the launcher
     # is worth warming for them.

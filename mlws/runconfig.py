@@ -499,7 +499,6 @@ def submit_script(
     import sys
 
     from .compute import target_config
-    from .keyvault import CHANNEL_ENV
     from .lifecycle import STEP_RUN
     from .rundata import encode_arguments
     from .runs import SCRIPT_RUN, Run, insert_run, key_values
@@ -562,9 +561,9 @@ def submit_script(
         },
     )
     run_id = row["id"]
-    penv = dict(os.environ)
-    penv.pop(CHANNEL_ENV, None)  # a run submitted from a run: not its parent's pipes
     from .compute import launcher
+
+    penv = launcher.submitter_env()
 
     # A launcher is worth its start only to a workspace that gets submissions in a row: warm
     # one at the second submission within a minute (a lone `mlws run submit` starts none).

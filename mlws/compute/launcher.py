@@ -201,6 +201,14 @@ def launch(
         return None
 
 
+def submitter_env() -> dict[str, str]:
+    """This process's environment as a run (or controller) it starts gets it: without this
+    process's own run channel (a run submitted from a run must not hold its parent's pipes)."""
+    from ..keyvault import CHANNEL_ENV
+
+    return {k: v for k, v in os.environ.items() if k != CHANNEL_ENV}
+
+
 def wait_ready(workspace: str | os.PathLike[str], env: dict[str, str], timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for this workspace's launcher to listen (its socket is
     put in place only then); whether one does. For a process about to submit many runs in a

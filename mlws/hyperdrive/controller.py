@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -388,10 +387,8 @@ class SweepController(controllers.Controller):
         open_limit = max_conc + self.queue_ahead()
         if open_limit > max_conc:  # local trials: forked by the launcher, not started cold
             from ..compute import launcher
-            from ..keyvault import CHANNEL_ENV
 
-            env = {k: v for k, v in os.environ.items() if k != CHANNEL_ENV}
-            launcher.wait_ready(self.ws.path, env, LAUNCHER_WAIT_S)
+            launcher.wait_ready(self.ws.path, launcher.submitter_env(), LAUNCHER_WAIT_S)
         launched, exhausted, stopping = 0, False, False
         while True:
             status = self.ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (self.run_id,))

@@ -171,14 +171,14 @@ def start_supervisor(ws: Workspace, run_id: str) -> int:
 
     :raises MlwsError: it could not be started (the run is failed on the server then)."""
     from ..errors import MlwsError
-    from ..keyvault import CHANNEL_ENV
     from ..processes import process_start_time, start_detached
 
     client = ws.remote
     folder = runs_dir(client.url)
     folder.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.pop(CHANNEL_ENV, None)  # a run submitted from a run: not its parent's pipes
+    from ..compute.launcher import submitter_env
+
+    env = submitter_env()
     # The token reaches the supervisor (and the script) in its environment, never in argv,
     # where any user of the machine could read it.
     env["MLWS_TOKEN"] = client.token or ""
