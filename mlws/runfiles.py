@@ -56,12 +56,17 @@ class RunFiles:
         out: dict[str, Path] = {}
         if wd is None:
             return out
-        for sub in ("logs", "outputs"):
-            base = wd / sub
-            if base.is_dir():
-                for p in base.rglob("*"):
-                    if p.is_file():
-                        out[p.relative_to(wd).as_posix()] = p
+        try:
+            for sub in ("logs", "outputs"):
+                base = wd / sub
+                if base.is_dir():
+                    for p in base.rglob("*"):
+                        if p.is_file():
+                            out[p.relative_to(wd).as_posix()] = p
+        except FileNotFoundError:
+            # The run ended while this walked: its supervisor stored these files, then removed
+            # the folder (a cancel from `mlws serve` met it: a 500 for the client).
+            return {}
         return out
 
     def _live_file(self, name: str) -> Path | None:
@@ -85,13 +90,16 @@ class RunFiles:
             from .remote.runs import files
 
             return sorted(files(self))  # type: ignore[arg-type]
+        # The live folder first: a run that ends meanwhile has its files stored before its
+        # folder goes, so the stored ones read after it include them.
+        live = self._live_files()
         stored = {
             r[0]
             for r in self.workspace.catalog.query(
                 "SELECT path FROM run_files WHERE run_seq = ?", (self.seq,)
             )
         }
-        return sorted(stored | set(self._live_files()))
+        return sorted(stored | set(live))
 
     def _stored_blob(self, name: str, fresh: bool = False) -> str | None:
         if self.workspace.remote is not None:

@@ -254,6 +254,28 @@ def test_script_killed_by_sigkill_fails_with_signal(ws: Workspace, tmp_path: Pat
     assert "logs/driver.log" in run.get_file_names()
 
 
+def test_file_names_of_a_run_whose_folder_goes_while_they_are_listed(
+    ws: Workspace, tmp_path: Path, monkeypatch
+) -> None:
+    # The supervisor stores a run's files, then removes its folder: a listing walking that
+    # folder meanwhile (a cancel's details on `mlws serve`) raised FileNotFoundError, a 500.
+    gate = tmp_path / "gate"
+    src = make_source(tmp_path, "print('live', flush=True)\nwait_gate(sys.argv[1])\n")
+    run = submit(ws, src, gate)
+    wait_status(run, "Running")
+    wait_until(lambda: "logs/driver.log" in run.get_file_names(), 10, "the live log")
+
+    def gone(self, pattern):  # noqa: ANN001, ANN202 - Path.rglob's
+        raise FileNotFoundError(2, "No such file or directory", str(self))
+
+    monkeypatch.setattr(Path, "rglob", gone)
+    assert run.get_file_names() == []  # nothing stored yet; no error
+    monkeypatch.undo()
+    gate.write_text("")
+    assert run.wait_for_completion(raise_on_error=False, timeout=30)["status"] == "Completed"
+    assert "logs/driver.log" in run.get_file_names()
+
+
 # -- 5. the supervisor is killed -----------------------------------------------------------------------
 def test_supervisor_killed_fails_run_on_next_read_and_kills_orphan(
     ws: Workspace, tmp_path: Path
