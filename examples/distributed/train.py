@@ -47,4 +47,7 @@ if rank == 0:
     run.log("weight_error", (w.T - true_w).abs().max().item())
     os.makedirs("outputs", exist_ok=True)
     torch.save(model.module.state_dict(), "outputs/model.pt")
+# Every rank ends together: a rank that tears gloo down while another still works in it can
+# abort (SIGABRT) when its peer's connection closes (seen under load: rank 1, after training).
+dist.barrier()
 dist.destroy_process_group()
