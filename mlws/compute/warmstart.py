@@ -436,12 +436,12 @@ def _child(request: dict[str, Any], got: list[int], go: int, early: bytes = b"")
         import threading
 
         script = request.get("script")
-        if script is None:
-            atexit._clear()  # the supervisor's handlers are not the script's
-        # A script keeps the handlers the launcher's imports registered (mlws's metrics flush,
-        # logging's shutdown, filelock's release): those the same imports register in a fresh
-        # interpreter. Neither the launcher nor a supervisor registers one of its own before
-        # this child is forked (the first thing a supervisor does).
+        # The atexit handlers here are the ones the launcher's imports registered (mlws's metrics
+        # flush, logging's shutdown, filelock's release): those the same imports register in a
+        # fresh interpreter, and what a run's last metrics need. Neither the launcher nor a
+        # supervisor registers one of its own before this child is forked (the first thing a
+        # supervisor does). They were cleared for the ParallelRunStep driver: its last metrics,
+        # logged after the flusher's last pass, were lost (mini_batches_total, in CI).
         sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
         sys.stdout = sys.__stdout__ = io.TextIOWrapper(
             io.FileIO(1, "w", closefd=False), write_through=True
