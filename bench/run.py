@@ -2073,6 +2073,10 @@ def render_report(
         "",
         "The first run creates `bench/.mlflow-venv` (`pip install mlflow scikit-learn`, about a minute).",
         "",
+        "Notes by hand survive `--merge`: a paragraph under a benchmark's item in the sections above",
+        "(after a blank line, indented two spaces: the item's first paragraph is the generated one),",
+        "and sections of your own (`## ...`, dated) anywhere but this one.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -2108,11 +2112,18 @@ def _merge_table(old: list[str], new: list[str], chosen: set[str]) -> list[str]:
 
 def _items(lines: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
     """A section's lines as (lines before its bullets, the bullets with their continuation
-    lines, the lines after them)."""
+    lines, the lines after them). A blank line followed by an indented line or another bullet
+    does not end the bullets: the paragraph is the current bullet's (hand-written, see
+    :func:`_split_item`), the bullet the next one."""
     head: list[str] = []
     items: list[list[str]] = []
     tail: list[str] = []
-    for ln in lines:
+    for i, ln in enumerate(lines):
+        if not tail and items and not ln.strip():
+            following = next((x for x in lines[i + 1 :] if x.strip()), "")
+            if following.startswith(("  ", "- ")):
+                items[-1].append(ln)
+                continue
         if tail or (items and not ln.strip()):
             tail.append(ln)
         elif ln.startswith("- "):
@@ -2121,12 +2132,26 @@ def _items(lines: list[str]) -> tuple[list[str], list[list[str]], list[str]]:
             items[-1].append(ln)
         else:
             head.append(ln)
+    for it in items:  # a blank line between two bullets belongs to neither one's text
+        while len(it) > 1 and not it[-1].strip():
+            it.pop()
     return head, items, tail
+
+
+def _split_item(item: list[str]) -> tuple[list[str], list[str]]:
+    """A bullet as (its generated lines, its hand-written lines). What this script writes is
+    the bullet's first paragraph (no blank line in it); a paragraph a person adds under it,
+    after a blank line and indented, is theirs: ``--merge`` replaces the first and keeps the
+    second."""
+    cut = next((i for i, ln in enumerate(item) if not ln.strip()), len(item))
+    return item[:cut], item[cut:]
 
 
 def _merge_items(old: list[str], new: list[str], chosen: set[str]) -> list[str]:
     """The old section with the bullets of ``chosen`` benchmarks (``- 9:``, ``- **9.**``)
-    replaced by the new section's; bullets of no benchmark stay first, as they were."""
+    replaced by the new section's generated text, each old bullet's hand-written paragraphs
+    kept under it; bullets of no benchmark stay first, as they were. A chosen benchmark the
+    new report says nothing of keeps its old bullet."""
 
     def key(item: list[str]) -> str | None:
         m = _ITEM_KEY.match(item[0])
@@ -2134,8 +2159,25 @@ def _merge_items(old: list[str], new: list[str], chosen: set[str]) -> list[str]:
 
     head, old_items, tail = _items(old)
     _, new_items, _ = _items(new)
-    keyed = [it for it in old_items if key(it) is not None and key(it) not in chosen]
-    keyed += [it for it in new_items if key(it) in chosen]
+    fresh: dict[str, list[list[str]]] = {}
+    for it in new_items:
+        k = key(it)
+        if k in chosen:
+            fresh.setdefault(k, []).append(_split_item(it)[0])  # type: ignore[arg-type]
+    keyed: list[list[str]] = []
+    last: dict[str, list[str]] = {}  # a replaced benchmark's last new bullet
+    for it in old_items:
+        k = key(it)
+        if k is None:
+            continue
+        if k in fresh:
+            keyed += fresh[k]
+            last[k] = fresh.pop(k)[-1]
+        if k in last:  # its hand-written paragraphs go under the new bullet
+            last[k] += _split_item(it)[1]
+        else:
+            keyed.append(it)
+    keyed += [it for items in fresh.values() for it in items]  # new in this report
     keyed.sort(key=lambda it: int(key(it)))  # type: ignore[arg-type]
     plain = [it for it in old_items if key(it) is None]
     return head + [ln for it in plain + keyed for ln in it] + tail
