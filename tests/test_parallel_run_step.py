@@ -29,6 +29,7 @@ from mlws.pipelines import (
     PythonScriptStep,
 )
 from mlws.pipelines.parallel_driver import FORKSERVER_ENV
+from mlws.pipelines.parallel_worker import run_mini_batch
 from mlws.processes import python_path
 
 SCORE = """
@@ -44,6 +45,9 @@ def init():
 def run(mini_batch):
     log.info("mini-batch of %d rows", len(mini_batch))
     return [f"{r.id} {r.x * 2}" for r in mini_batch.itertuples()]
+
+def shutdown():
+    log.info("shutdown in %d", os.getpid())
 """
 
 
@@ -95,6 +99,9 @@ def test_a_100k_row_table_is_scored_on_two_workers_in_order_and_reused(ws, tmp_p
         log = s._read_file_text(f"logs/user/entry_script_log/{p}.log.txt")
         assert log.count("|init in ") == 1
         assert f"from {os.path.dirname(__import__('mlws').__file__)}" in log
+        # shutdown() ran to its end before the step ended (the workers are told to stop as
+        # the last mini-batch ends, and waited for after the driver's report).
+        assert log.count("|shutdown in ") == 1
     metrics = s.get_metrics()
     assert metrics["mini_batches_total"] == 20 and metrics["mini_batches_done"][-1] == 20
     assert "20 of 20 mini-batches succeeded" in s._read_file_text("logs/job_result.txt")
@@ -113,6 +120,25 @@ def test_a_100k_row_table_is_scored_on_two_workers_in_order_and_reused(ws, tmp_p
     again = exp.submit(Pipeline(ws, [step]))
     again.wait_for_completion(show_output=False, timeout_seconds=60)
     assert [x.type for x in again.get_steps()] == ["azureml.ReusedStepRun"]
+
+
+def test_a_mini_batch_s_results_are_its_lines_whatever_their_type():
+    # Strings only take a faster path (one join); anything else is formatted one by one: the
+    # same text either way.
+    class Loud(str):
+        def __format__(self, spec: str) -> str:
+            return "LOUD"
+
+    def lines(result):  # noqa: ANN001, ANN202 - what run() returned
+        return run_mini_batch(lambda batch: result, None, True)[:2]
+
+    assert lines(["a b", "c"]) == (2, "a b\nc\n")
+    assert lines([1, "x", 2.5]) == (3, "1\nx\n2.5\n")
+    assert lines(["a", Loud("b")]) == (2, "a\nLOUD\n")
+    assert lines(("a", "b")) == (2, "a\nb\n")
+    assert lines([]) == (0, "")
+    with pytest.raises(TypeError, match="returned str"):
+        lines("not a list")
 
 
 FILES = """

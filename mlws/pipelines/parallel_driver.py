@@ -89,6 +89,8 @@ class Worker:
         self.tasks: collections.deque[int] = collections.deque()
         #: When it began the oldest (monotonic).
         self.since = 0.0
+        #: Told to stop (``None`` sent).
+        self.released = False
 
     @property
     def tag(self) -> str:
@@ -210,6 +212,13 @@ class Driver:
             import gc
 
             gc.freeze()
+            # Arrow keeps the memory it freed after the read (mimalloc/jemalloc pages, dirty):
+            # a worker's first allocations would reuse those pages, each write a copy-on-write
+            # fault (~19,000 of them per step: ~75 MB copied). Handed back to the system, they
+            # come to a worker as fresh zero pages instead.
+            arrow = sys.modules.get("pyarrow")
+            if arrow is not None:
+                arrow.default_memory_pool().release_unused()
         else:
             preload = ["mlws.pipelines.parallel_worker"]
             if self.s["inputKind"] == "tabular":
@@ -262,13 +271,20 @@ class Driver:
         self.workers[self.workers.index(w)] = fresh
         return fresh
 
+    def release_workers(self) -> None:
+        """Tell every worker to stop (it calls ``shutdown()`` and exits); :meth:`stop_pool`
+        waits for them."""
+        for w in self.workers:
+            if not w.released:
+                w.released = True
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+
     def stop_pool(self) -> None:
         """Close every worker's pipe (it calls ``shutdown()`` and exits); kill stragglers."""
-        for w in self.workers:
-            try:
-                w.conn.send(None)
-            except OSError:
-                pass
+        self.release_workers()
         deadline = time.monotonic() + 5
         for w in self.workers:
             w.proc.join(max(0.0, deadline - time.monotonic()))
@@ -285,6 +301,7 @@ class Driver:
         target = self.s.get("workersTarget") or "local"
         kind, config = target_config(self.ws, target)
         t0 = time.monotonic()
+        self.say(f"reading the input ({kind} workers)")
         pool = None
         if kind == "ssh":
             from .parallel_ssh import SshPool
@@ -339,6 +356,11 @@ class Driver:
                         pool.await_ready()
                     self.loop()
                 self.say(f"mini-batches done in {time.monotonic() - t0:.2f} s")
+            if pool is None:
+                # Told to stop now, the workers run their shutdown() and exit while this
+                # process writes its report (their exits took 10-20 ms).
+                self.release_workers()
+                self.finish(None)
         except StepFailed as e:
             self.finish(str(e))
             raise
@@ -348,7 +370,8 @@ class Driver:
                 pool.finish()
             elif self.workers:
                 self.stop_pool()
-        self.finish(None)
+        if pool is not None:
+            self.finish(None)
         return 0
 
     def loop(self) -> None:
@@ -537,15 +560,22 @@ class Driver:
 
     def say(self, text: str) -> None:
         """A line of the run's driver log."""
-        print(f"ParallelRunStep: {text}", flush=True)
+        say(text)
+
+
+def say(text: str) -> None:
+    """A line of the driver log, with the time of day to the millisecond (a step's phases take
+    tenths of a second: the times show where it went)."""
+    now = time.time()
+    stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+    print(f"{stamp} ParallelRunStep: {text}", flush=True)
 
 
 def main(argv: list[str]) -> int:
     """``python -m mlws.pipelines.parallel_driver SETTINGS``; the exit code of the step."""
     from ..compute.warmstart import started_warm
 
-    if started_warm():
-        print("ParallelRunStep: started warm (forked from its supervisor)", flush=True)
+    say("started warm (forked from its supervisor)" if started_warm() else "started")
     try:
         return Driver(json.loads(argv[0])).go()
     except (StepFailed, MlwsError) as e:
