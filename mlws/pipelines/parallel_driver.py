@@ -291,6 +291,11 @@ class Driver:
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join()
+        if self.forking:  # they were this process's children (a fork server's otherwise)
+            import resource
+
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self.say(f"the workers' CPU time: {ru.ru_utime + ru.ru_stime:.2f} s")
 
     # -- the loop ------------------------------------------------------------------------------
     def go(self) -> int:
