@@ -108,7 +108,13 @@ class Driver:
         self.s = settings
         self.run = Run.get_context()
         self.ws = self.run.experiment.workspace
-        self.definition = self.run.get_details()["runDefinition"]
+        if self.ws.remote is None:
+            # The definition alone: get_details() also lists the run's files, its properties,
+            # tags and lineage (~18 ms of the step's start at load 6, for nothing used here).
+            row = self.ws.catalog.scalar("SELECT definition FROM runs WHERE id = ?", (self.run.id,))
+            self.definition = json.loads(row) if row else {}
+        else:
+            self.definition = self.run.get_details()["runDefinition"]
         self.paths: dict[str, dict[str, str]] = json.loads(os.environ.get(PATHS_ENV) or "{}")
         self.definition["dataPaths"] = self.paths  # absolute paths already
         self.cwd = os.getcwd()
