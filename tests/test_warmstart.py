@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -204,7 +205,7 @@ def test_the_warm_path_for_a_script_only_where_a_fresh_interpreter_would_act_the
     warm_env, monkeypatch, tmp_path
 ):
     write(tmp_path / "t.py", "")
-    monkeypatch.setattr(warmstart, "_foreign_modules", lambda: [])
+    monkeypatch.setattr(warmstart, "foreign_modules", lambda: [])
     argv = [sys.executable, "t.py", "--x", "1"]
     assert warmstart.warm_script(argv, warm_env, tmp_path) == str(tmp_path.resolve() / "t.py")
     assert warmstart.warm_script(["/other/python", "t.py"], warm_env, tmp_path) is None
@@ -216,9 +217,17 @@ def test_the_warm_path_for_a_script_only_where_a_fresh_interpreter_would_act_the
     assert warmstart.warm_script(argv, warm_env, tmp_path) is None
     (tmp_path / "signal" / "__init__.py").unlink()  # a namespace folder shadows nothing
     assert warmstart.warm_script(argv, warm_env, tmp_path) is not None
-    monkeypatch.setattr(warmstart, "_foreign_modules", lambda: ["numpy"])
+    monkeypatch.setattr(warmstart, "foreign_modules", lambda: ["numpy"])
     assert warmstart.warm_script(argv, warm_env, tmp_path) is None
     monkeypatch.undo()
     # This process (pytest) has third-party modules; mlws, psutil and the stdlib do not count.
-    found = warmstart._foreign_modules()
+    found = warmstart.foreign_modules()
     assert "pytest" in found and not {"mlws", "psutil", "os", "_xxsubinterpreters"} & set(found)
+    # What it found of a module is kept by name and module object: one replaced under the same
+    # name (a module re-imported from elsewhere) is looked at again.
+    fake = types.ModuleType("zz_mlws_probe")
+    fake.__file__ = str(tmp_path / "site-packages" / "zz_mlws_probe.py")
+    monkeypatch.setitem(sys.modules, "zz_mlws_probe", fake)
+    assert "zz_mlws_probe" in warmstart.foreign_modules()
+    monkeypatch.setitem(sys.modules, "zz_mlws_probe", types.ModuleType("zz_mlws_probe"))
+    assert "zz_mlws_probe" not in warmstart.foreign_modules()  # no file: built in
