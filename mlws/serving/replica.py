@@ -551,8 +551,15 @@ def main() -> int:
     config = _read_config()
     fd = int(config["fd"])
     source = Path(config["sourceDirectory"])
+    if config.get("modelDir"):
+        os.environ["AZUREML_MODEL_DIR"] = config["modelDir"]
+    # ``-m`` put the folder it started in first on sys.path (the service's folder, the
+    # supervisor's choice): the scoring code's folder takes its place.
+    if sys.path and sys.path[0] == os.getcwd():
+        sys.path[0] = str(source)
+    else:
+        sys.path.insert(0, str(source))
     os.chdir(source)
-    sys.path.insert(0, str(source))
     options: dict[str, Any] = {}
     try:
         if config.get("pyfunc"):  # an MLflow model, no scoring script (serving.pyfunc)

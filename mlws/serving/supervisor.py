@@ -223,20 +223,21 @@ class Supervisor:
         return sock
 
     def _start_replica(self, index: int) -> Replica:
-        from ..processes import die_with_parent, python_path
+        replica = self._spawn(index)
+        self._configure(replica)
+        return replica
 
-        cfg = {
-            **self.replica_config,
-            "replica": index,
-            "keys": self.service.current_keys(self.ws, self.name, self.config),
-        }
+    def _spawn(self, index: int) -> Replica:
+        """Start replica ``index``'s interpreter; it imports what it needs, then waits for its
+        configuration (:meth:`_configure`), so it can start before the files it serves are
+        laid out."""
         from ..keyvault import CHANNEL_ENV, ENV_KEY
+        from ..processes import die_with_parent, python_path
 
         env = dict(os.environ)
         # The scoring script gets no key vault key: the supervisor hands the replica its keys.
         env.pop(ENV_KEY, None)
         env.pop(CHANNEL_ENV, None)
-        env["AZUREML_MODEL_DIR"] = str(self.model_dir)
         env["PYTHONPATH"] = python_path(env.get("PYTHONPATH"))
         env["PYTHONUNBUFFERED"] = "1"
         log = open(self.logs / f"replica-{index}.log", "ab")  # noqa: SIM115
@@ -249,17 +250,28 @@ class Supervisor:
             stderr=log,
             pass_fds=(self.sock.fileno(),),
             env=env,
-            cwd=str(self.source),
+            # The service's folder: the source folder may not be laid out yet; the replica
+            # moves to it (and sets AZUREML_MODEL_DIR) when its configuration comes.
+            cwd=str(self.logs.parent),
             preexec_fn=die_with_parent,
         )
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write((json.dumps(cfg) + "\n").encode())
-            proc.stdin.flush()
-        except OSError:
-            pass  # it died at once: its reader reports it gone and it is replaced
         log.close()
         return Replica(index, proc, self.events, self.telemetry)
+
+    def _configure(self, replica: Replica) -> None:
+        """Send a started replica its configuration (the current layout and keys)."""
+        cfg = {
+            **self.replica_config,
+            "modelDir": str(self.model_dir),
+            "replica": replica.index,
+            "keys": self.service.current_keys(self.ws, self.name, self.config),
+        }
+        try:
+            assert replica.proc.stdin is not None
+            replica.proc.stdin.write((json.dumps(cfg) + "\n").encode())
+            replica.proc.stdin.flush()
+        except OSError:
+            pass  # it died at once: its reader reports it gone and it is replaced
 
     def _interpreter(self) -> str:
         """The replicas' Python: the environment's, a managed one built with what a replica
@@ -277,9 +289,12 @@ class Supervisor:
         # Earlier versions left a configuration file per replica here, keys in plain text.
         for stale in self.logs.parent.glob("replica-*.json"):
             stale.unlink(missing_ok=True)
-        self.source, self.model_dir = self._layout()
         self.python = self._interpreter()
         self.sock = self._bind()
+        count = int(self.config.get("replicas", 1))
+        # The first replica's interpreter starts and imports while the files are laid out.
+        self.replicas[0] = self._spawn(0)
+        self.source, self.model_dir = self._layout()
         port = self.sock.getsockname()[1]
         self.replica_config = {
             "fd": self.sock.fileno(),
@@ -288,12 +303,11 @@ class Supervisor:
         }
         self._set(port=port)
         self.telemetry.start()
-        count = int(self.config.get("replicas", 1))
+        self._configure(self.replicas[0])
         if one_first(count):
-            self.replicas[0] = self._start_replica(0)
             self.pending = list(range(1, count))
         else:
-            for i in range(count):
+            for i in range(1, count):
                 self.replicas[i] = self._start_replica(i)
         last_check = last_scale_check = time.monotonic()
         while not self.stopping:
