@@ -18,7 +18,7 @@ from mlws.serving.supervisor import ONE_FIRST_ENV, one_first
 #: init() records its pid, then waits until the file ``go-<n>`` exists, n = the order in
 #: which the replicas reached init() (0 = the first); ``fail-<n>`` makes it raise instead.
 GATED = """\
-import json, os, time
+import json, os, sys, time
 
 gates = {gates!r}
 
@@ -42,7 +42,7 @@ def init():
     raise RuntimeError("the test never opened the gate")
 
 def run(raw_data):
-    return {{"pid": os.getpid()}}
+    return {{"pid": os.getpid(), "path0": sys.path[0], "cwd": os.getcwd()}}
 """
 
 
@@ -81,8 +81,11 @@ def test_the_first_replica_answers_before_the_second_starts_and_both_serve(
     wait_until(lambda: svc.port is not None, 10, "the port")
     key = svc.get_keys()[0]
     status, _, data = call(svc.port, body={"data": [1]}, key=key)
-    first_pid = json.loads(data)["pid"]
+    answer = json.loads(data)
+    first_pid = answer["pid"]
     assert (status, str(first_pid)) == (200, (gates / "init-0").read_text())
+    # Started in the service's folder, it serves from the laid-out code: first on sys.path.
+    assert answer["path0"] == answer["cwd"] and Path(answer["cwd"]).name == "source"
     # It answered; the second one starts now and holds the service in Transitioning.
     wait_until(lambda: (gates / "init-1").exists(), 30, "the second replica's init()")
     assert svc.state == "Transitioning"
