@@ -1,5 +1,5 @@
-"""How a service's replicas start (``serving.supervisor.one_first``): on a machine with no CPU to
-spare, the first replica starts alone and answers; the others start once it is ready, and the
+"""How a service's replicas start (``serving.supervisor.one_first``): on busy CPUs the first
+replica starts alone and answers; the others start once it is ready, and the
 service is Healthy only when they are ready too. Scripts hold ``init()`` on files the test
 creates, so every step is a condition waited on, never a sleep."""
 
@@ -46,20 +46,24 @@ def run(raw_data):
 """
 
 
-def test_one_first_by_cpus_and_by_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_first_by_idle_cpus_and_by_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ONE_FIRST_ENV, raising=False)
     monkeypatch.setattr(supervisor.os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(supervisor.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
     assert one_first(1) is False  # nothing to wait for
-    assert one_first(2) is True  # 2 CPUs, 2 replicas: they would share the CPUs
+    assert one_first(2) is False  # 1.8 idle CPUs: two replicas run side by side
     assert one_first(3) is True
+    monkeypatch.setattr(supervisor.os, "getloadavg", lambda: (1.0, 0.0, 0.0))
+    assert one_first(2) is True  # one idle CPU for two replicas
     monkeypatch.setattr(supervisor.os, "sched_getaffinity", lambda _pid: set(range(8)))
-    assert one_first(2) is False
-    assert one_first(8) is True
+    monkeypatch.setattr(supervisor.os, "getloadavg", lambda: (3.0, 0.0, 0.0))
+    assert one_first(4) is False
+    assert one_first(7) is True
     monkeypatch.setenv(ONE_FIRST_ENV, "1")
     assert one_first(2) is True
     assert one_first(1) is False
     monkeypatch.setenv(ONE_FIRST_ENV, "0")
-    monkeypatch.setattr(supervisor.os, "sched_getaffinity", lambda _pid: {0})
+    monkeypatch.setattr(supervisor.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
     assert one_first(4) is False
     monkeypatch.setenv(ONE_FIRST_ENV, "yes")  # not 0/1: the CPUs decide
     assert one_first(4) is True
