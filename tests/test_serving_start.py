@@ -99,6 +99,12 @@ def test_the_first_replica_answers_before_the_second_starts_and_both_serve(
     assert svc.state == "Healthy"
     second_pid = int((gates / "init-1").read_text())
     assert {p.pid for p in children(svc)} == {first_pid, second_pid}
+    # No WebSocket in the scoring protocol: an upgrade request is answered as plain HTTP,
+    # and leaves nothing in the replica's log.
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
+    status, _, data = call(svc.port, "GET", "/", headers=upgrade)
+    assert (status, data) == (200, b"Healthy")
+    assert "upgrade" not in svc.get_logs().lower()
 
 
 @pytest.mark.timeout(60)
