@@ -52,7 +52,7 @@ def background_priority() -> None:
 
 
 #: ``1``: the first replica starts alone, the others once it is ready; ``0``: all at once;
-#: unset: :func:`one_first` decides by the number of CPUs.
+#: unset (or anything else): :func:`one_first` decides by how busy the CPUs are.
 ONE_FIRST_ENV = "MLWS_SERVING_ONE_FIRST"
 
 
