@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import json
 import math
+import operator
 import os
 import threading
 import time
@@ -217,6 +218,9 @@ def write_rows(
     changes of the same request commit with the values or not at all."""
     if not claim_batch(conn, run_seq, batch_id):
         return False
+    if all(item[5] is None for item in batch):
+        _append_rows(conn, run_seq, batch)
+        return True
     next_step: dict[str, int] = {}
     rows = []
     summary: dict[str, list[Any]] = {}
@@ -235,16 +239,79 @@ def write_rows(
         else:
             s[0], s[1] = kind, v
             s[2] += 1
-    conn.executemany(_INSERT_METRIC, rows)
+    insert_metric_rows(conn, "INSERT OR REPLACE", rows)
     _summarise(conn, run_seq, summary)
     return True
 
 
-#: One metric value (a retried value at the same step replaces it).
-_INSERT_METRIC = "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)"
+def _append_rows(
+    conn: Any, run_seq: int, batch: list[tuple[str, str, Any, str | None, float, int | None]]
+) -> None:
+    """:func:`write_rows` for a batch whose every value takes its name's next step (``run.log``
+    with no step): the same rows and summary, grouped by name in C (a stable sort keeps each
+    name's order, so its steps follow the logging order) rather than value by value."""
+    from itertools import groupby, repeat
+
+    rows: list[tuple[Any, ...]] = []
+    summary: dict[str, list[Any]] = {}
+    for name, group in groupby(sorted(batch, key=_NAME), _NAME):
+        items = list(group)
+        n = len(items)
+        first = _max_step(conn, run_seq, name) + 1
+        rows += zip(
+            repeat(run_seq, n),
+            repeat(name, n),
+            range(first, first + n),
+            *(map(get, items) for get in _KIND_VALUE_DATA_TIME),
+            strict=True,
+        )
+        summary[name] = [items[-1][1], items[-1][2], n]
+    # Past each name's last step (read in this transaction): no row can conflict, no REPLACE
+    # (its conflict check cost ~12% of a 20,000-value series' inserts, measured).
+    insert_metric_rows(conn, "INSERT", rows)
+    _summarise(conn, run_seq, summary)
+
+
+_NAME = operator.itemgetter(0)
+_KIND_VALUE_DATA_TIME = [operator.itemgetter(i) for i in (1, 2, 3, 4)]
 #: Rows past the name's last step (read in the same transaction) cannot conflict: no REPLACE
 #: (its conflict check cost ~12% of a 20,000-value series' inserts, measured).
 _APPEND_METRIC = "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)"
+#: Rows per multi-row INSERT at most (7 bound parameters a row: 7,168, within SQLite's 32,766).
+ROWS_PER_INSERT = 1024
+_insert_sql: dict[tuple[str, int], str] = {}
+
+
+def insert_metric_rows(conn: Any, verb: str, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``metrics`` rows (``verb``: ``INSERT`` or ``INSERT OR REPLACE``) in order, as
+    multi-row ``INSERT ... VALUES (...), (...)`` statements of a power of two rows each (a few
+    statement texts, all in the connection's statement cache).
+
+    Why not ``executemany``: it steps SQLite once per row, and the sqlite3 module lets go of
+    the GIL around every step, so a background flush took the GIL back after each row, waiting
+    up to the 5 ms switch interval while the logging thread ran; one statement per 1,024 rows
+    inserts them with the GIL released throughout, and cost ~40% less CPU (measured, 100,000
+    rows). Rows go in in order, so a later row at the same step replaces an earlier one, as
+    with ``executemany``."""
+    from itertools import chain
+
+    most = ROWS_PER_INSERT
+    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+; SQLite before 3.32 allowed 999
+    limit = getlimit(9) if getlimit is not None else 999  # 9: SQLITE_LIMIT_VARIABLE_NUMBER
+    while most * 7 > limit:
+        most //= 2
+    i, n = 0, len(rows)
+    while i < n:
+        k = most
+        while k > n - i:
+            k //= 2
+        sql = _insert_sql.get((verb, k))
+        if sql is None:
+            sql = _insert_sql[(verb, k)] = f"{verb} INTO metrics VALUES " + ",".join(
+                ["(?, ?, ?, ?, ?, ?, ?)"] * k
+            )
+        conn.execute(sql, list(chain.from_iterable(rows[i : i + k])))
+        i += k
 
 
 def claim_batch(conn: Any, run_seq: int, batch_id: str | None) -> bool:

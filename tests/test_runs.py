@@ -238,6 +238,51 @@ def test_flush_happens_in_background(ws):
     other.close()
 
 
+def test_batched_metric_inserts_keep_order_steps_and_special_values(ws, monkeypatch):
+    """Metric rows go in as multi-row INSERTs of a power of two rows (here at most 4, so 23
+    values take several statements of 4, 2 and 1 rows): each name keeps its logging order and
+    steps, NaN and infinities survive, a later value at an explicit step replaces the earlier
+    one, and the summary holds the last value and the count."""
+    from mlws import metrics
+
+    monkeypatch.setattr(metrics, "ROWS_PER_INSERT", 4)
+    run = Experiment(ws, "batched").start_logging()
+    expect: dict[str, list] = {"a": [], "b": [], "c": []}
+    for i in range(23):
+        name = "abc"[i % 3]
+        value = float("nan") if i == 7 else float("inf") if i == 8 else i * 0.5
+        run.log(name, value)
+        expect[name].append(value)
+    run.log("c", "text")
+    expect["c"].append("text")
+    run.flush()  # every value takes its name's next step: the grouped path
+    run.log("a", 99.0, step=2)  # replaces the third value of a
+    run.log("a", 100.0)  # after a's last step
+    run.flush()  # an explicit step: the value-by-value path, INSERT OR REPLACE
+    expect["a"][2] = 99.0
+    expect["a"].append(100.0)
+    got = run.get_metrics()
+    assert set(got) == set(expect)
+    for name, values in expect.items():
+        assert [repr(v) for v in got[name]] == [repr(v) for v in values], name
+    steps = ws.catalog.query(
+        "SELECT name, group_concat(step) FROM (SELECT name, step FROM metrics WHERE run_seq = ?"
+        " ORDER BY name, step) GROUP BY name",
+        (run.seq,),
+    )
+    assert {r[0]: r[1] for r in steps} == {
+        name: ",".join(str(i) for i in range(len(v))) for name, v in expect.items()
+    }
+    summary = {
+        r[0]: (r[1], r[2])
+        for r in ws.catalog.query(
+            "SELECT name, last_value, count FROM metric_summary WHERE run_seq = ?", (run.seq,)
+        )
+    }
+    assert summary == {"a": (100.0, 10), "b": (11.0, 8), "c": ("text", 8)}
+    run.complete()
+
+
 def test_finished_runs_release_their_metric_buffers(tmp_path):
     from mlws import Workspace, metrics
 
