@@ -99,3 +99,28 @@ def test_metric_filter(ws: Workspace) -> None:
     assert len(hits) == 6  # i % 7 in (5, 6) for i < 25: 5, 6, 12, 13, 19, 20
     with pytest.raises(UserErrorException, match="metric filter"):
         query_runs(ws, experiment="e", metrics=[("acc", "; DROP", 1)])
+
+
+def test_the_gc_is_held_off_while_rows_are_built_and_left_as_the_process_had_it(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``query_runs`` builds its rows with the cyclic GC off, and leaves it as it found it."""
+    import gc
+
+    seen: list[bool] = []
+    query = ws.catalog.query
+
+    def spy(sql: str, params: object = ()) -> list:
+        seen.append(gc.isenabled())
+        return query(sql, params)
+
+    monkeypatch.setattr(ws.catalog, "query", spy)
+    assert gc.isenabled()
+    rows = query_runs(ws, experiment="e", sort_by="metric:acc")
+    assert len(rows) == N and seen[-1] is False and gc.isenabled()
+    gc.disable()
+    try:
+        query_runs(ws, experiment="e")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -283,6 +283,30 @@ def test_batched_metric_inserts_keep_order_steps_and_special_values(ws, monkeypa
     run.complete()
 
 
+def test_batched_metric_inserts_stay_within_sqlites_parameter_limit():
+    """With a parameter limit of 20 (an old SQLite allowed 999), statements carry at most 2 rows
+    of 7 values, in order: 5 rows are statements of 2, 2 and 1 rows."""
+    from mlws import metrics
+
+    class Conn:
+        def __init__(self) -> None:
+            self.calls: list[tuple[int, list]] = []
+
+        def getlimit(self, category: int) -> int:
+            assert category == 9  # SQLITE_LIMIT_VARIABLE_NUMBER
+            return 20
+
+        def execute(self, sql: str, params: list) -> None:
+            assert sql.startswith("INSERT INTO metrics VALUES ")
+            self.calls.append((sql.count("("), params))
+
+    conn = Conn()
+    rows = [(1, "m", i, "scalar", i * 0.5, None, 0.0) for i in range(5)]
+    metrics.insert_metric_rows(conn, "INSERT", rows)
+    assert [n for n, _ in conn.calls] == [2, 2, 1]
+    assert [v for _, params in conn.calls for v in params] == [v for r in rows for v in r]
+
+
 def test_finished_runs_release_their_metric_buffers(tmp_path):
     from mlws import Workspace, metrics
 
