@@ -307,6 +307,69 @@ def test_batched_metric_inserts_stay_within_sqlites_parameter_limit():
     assert [v for _, params in conn.calls for v in params] == [v for r in rows for v in r]
 
 
+def test_values_logged_while_a_flush_writes_stay_behind_its_batch(ws, monkeypatch):
+    """The buffer has no lock: a flush takes values off its front while logging appends. A value
+    logged during a write goes after that write's batch, and a failed write puts its batch back
+    ahead of it; none is lost or written twice."""
+    from mlws import metrics
+
+    run = Experiment(ws, "during").start_logging()
+    writer = run._metric_writer
+    metrics.unregister(writer)  # no background flush in between: the order below is exact
+    real_write, batches = writer._write, []
+
+    def write(batch):
+        batches.append([v[2] for v in batch])
+        run.log("m", 100.0 + len(batches))  # logged while this batch is being written
+        if len(batches) == 1:
+            raise OSError("disk full, once")
+        real_write(batch)
+
+    monkeypatch.setattr(writer, "_write", write)
+    for i in range(3):
+        run.log("m", float(i))
+    with pytest.raises(OSError):
+        writer.flush()
+    assert writer.pending() == 4 and writer._in_flight == 0
+    assert writer.flush() == 4
+    assert batches == [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0, 101.0]] and writer.pending() == 1
+    monkeypatch.setattr(writer, "_write", real_write)
+    assert writer.flush() == 1
+    assert run.get_metrics() == {"m": [0.0, 1.0, 2.0, 101.0, 102.0]}
+
+
+def test_values_logged_from_threads_while_flushes_run_are_each_written_once_in_order(ws):
+    """Four threads log 5,000 values each into one run while a fifth flushes all along: every
+    value is written once, each thread's series in its order."""
+    import threading
+
+    run = Experiment(ws, "threads").start_logging()
+    writer = run._metric_writer
+    done = threading.Event()
+
+    def log(name):
+        for i in range(5000):
+            run.log(name, float(i))
+
+    def flush_all_along():
+        while not done.is_set():
+            writer.flush()
+
+    flusher = threading.Thread(target=flush_all_along)
+    flusher.start()
+    loggers = [threading.Thread(target=log, args=(f"t{k}",)) for k in range(4)]
+    for t in loggers:
+        t.start()
+    for t in loggers:
+        t.join()
+    done.set()
+    flusher.join()
+    run.flush()
+    assert writer.pending() == 0 and writer._in_flight == 0
+    assert run.get_metrics() == {f"t{k}": [float(i) for i in range(5000)] for k in range(4)}
+    run.complete()
+
+
 def test_finished_runs_release_their_metric_buffers(tmp_path):
     from mlws import Workspace, metrics
 
