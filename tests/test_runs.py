@@ -257,9 +257,10 @@ def test_batched_metric_inserts_keep_order_steps_and_special_values(ws, monkeypa
     expect["c"].append("text")
     run.flush()  # every value takes its name's next step: the grouped path
     run.log("a", 99.0, step=2)  # replaces the third value of a
+    run.log("a", 98.0, step=2)  # and replaces that, in the same statement
     run.log("a", 100.0)  # after a's last step
     run.flush()  # an explicit step: the value-by-value path, INSERT OR REPLACE
-    expect["a"][2] = 99.0
+    expect["a"][2] = 98.0
     expect["a"].append(100.0)
     got = run.get_metrics()
     assert set(got) == set(expect)
@@ -279,7 +280,7 @@ def test_batched_metric_inserts_keep_order_steps_and_special_values(ws, monkeypa
             "SELECT name, last_value, count FROM metric_summary WHERE run_seq = ?", (run.seq,)
         )
     }
-    assert summary == {"a": (100.0, 10), "b": (11.0, 8), "c": ("text", 8)}
+    assert summary == {"a": (100.0, 11), "b": (11.0, 8), "c": ("text", 8)}
     run.complete()
 
 
