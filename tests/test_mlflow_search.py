@@ -274,6 +274,74 @@ def test_served_json_of_a_record_is_its_runs_json(made: Any) -> None:
     assert sum(1 for r in records if r.outputs) == 1  # a logged model's output is answered too
 
 
+def test_records_of_a_workspace_without_logged_models_skip_their_probe(
+    made: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page read for a workspace without logged models (no probe of every run's tags for
+    them) gives the same records as the full read, for every run without a logged model."""
+    from mlws.mlflow import search
+
+    ws, store, exp, ids = made
+    assert search.has_logged_models(ws)
+    full = {r.info[0]: r for r in store.search_records([exp], "", 1, 1000, None, None)[0]}
+    monkeypatch.setattr(search, "has_logged_models", lambda ws: False)
+    plain = {r.info[0]: r for r in store.search_records([exp], "", 1, 1000, None, None)[0]}
+    assert full.keys() == plain.keys() == set(ids)
+    for rid, rec in full.items():
+        other = plain[rid]
+        if rec.outputs:  # the run with a logged model: the probe is what hides its tag
+            assert not other.outputs and any(
+                k.startswith("mlflow.loggedModel.") for k in other.tags
+            )
+            continue
+        assert (rec.info, rec.tags, rec.params, rec.metrics) == (
+            other.info,
+            other.tags,
+            other.params,
+            other.metrics,
+        )
+
+
+def test_latest_metrics_are_the_logged_doubles_bit_for_bit(made: Any) -> None:
+    """Latest metric values come back exactly as logged (never through SQLite's text or JSON,
+    whose printf loses bits of some doubles): extremes, subnormals, infinities, NaN, an
+    integer-valued double, a value SQLite's 15 digits cannot hold, and a series whose latest
+    step was logged first; timestamps are the logged milliseconds."""
+    import struct
+
+    from mlflow.entities import Metric
+
+    ws, store, _, _ = made
+    exp = store.create_experiment("doubles")
+    values = {
+        "max": 1.7976931348623157e308,
+        "big": -1.1364298245299323e229,  # SQLite's printf('%!.17g') answers ...321e+229
+        "tiny": 5e-324,
+        "small": 2.2250738585072014e-308,
+        "third": 1 / 3,
+        "sum": 0.1 + 0.2,
+        "int": 9007199254740992.0,
+        "inf": math.inf,
+        "-inf": -math.inf,
+        "nan": math.nan,
+    }
+    rid = store.create_run(exp, None, 1_000, [], "doubles").info.run_id
+    ts = 1_796_479_972_771
+    metrics = [Metric(k, v, ts + i, i) for i, (k, v) in enumerate(values.items())]
+    metrics += [Metric("series", 0.7, ts, 9), Metric("series", 0.1, ts, 2)]
+    store.log_batch(rid, metrics, [], [])
+    store.flush()
+    (run,) = store.search_runs([exp], "", 1, 10)
+    bits = lambda v: struct.pack("<d", v)  # noqa: E731
+    got = run.data.metrics
+    assert {k: bits(v) for k, v in got.items()} == {
+        **{k: bits(v) for k, v in values.items()},
+        "series": bits(0.7),
+    }
+    objs = {m.key: (m.timestamp, m.step) for m in run.data._metric_objs}
+    assert objs == {**{k: (ts + i, i) for i, k in enumerate(values)}, "series": (ts, 9)}
+
+
 def test_an_experiment_without_runs_answers_an_empty_page(tmp_path: Path) -> None:
     """A workspace without runs, or an experiment without any, answers an empty page."""
     from mlws import Workspace

@@ -184,16 +184,21 @@ def _chunks(seqs: list[int]) -> Any:
 #: in SQLite's JSON and one ``json.loads`` builds the dicts in C: reading 7 tag and param rows
 #: per run as tuples and filling dicts in Python cost twice as much. Metric values never go
 #: through it: SQLite writes a double in JSON with 15 digits, which loses bits.
-_PAGE_DOC = (
+_DOC_HEAD = (
     "SELECT json_group_array(json_array(p.seq, p.id, p.experiment, p.display_name,"
     " p.submitter_user, p.parent_id, p.status, p.start_ms, p.end_ms,"
     " (SELECT json_group_object(key, coalesce(value, '')) FROM run_tags t"
-    "  WHERE t.run_seq = p.seq AND t.key NOT IN (?, ?) AND NOT (t.key >= ? AND t.key < ?)),"
+    "  WHERE t.run_seq = p.seq AND t.key NOT IN (?, ?){cut}),"
     " (SELECT json_group_object(key, coalesce(value, '')) FROM run_properties q"
     "  WHERE q.run_seq = p.seq),"
+)
+_PAGE_DOC = _DOC_HEAD.format(cut=" AND NOT (t.key >= ? AND t.key < ?)") + (
     " (SELECT json_group_object(key, coalesce(value, '')) FROM run_tags o"
     "  WHERE o.run_seq = p.seq AND o.key >= ? AND o.key < ?))) FROM ({runs}) p"
 )
+#: :data:`_PAGE_DOC` for a workspace with no logged-model tag at all (most): the probe of every
+#: run's tags for them was an eighth of the document's time.
+_PAGE_DOC_NO_MODELS = _DOC_HEAD.format(cut="") + " NULL)) FROM ({runs}) p"
 #: The runs columns of a page, in SQL: MLflow's start and end times already in milliseconds.
 _RUN_FIELDS = (
     "r.seq, r.id, r.experiment, r.display_name, r.submitter_user, r.parent_id, r.status,"
@@ -202,6 +207,15 @@ _RUN_FIELDS = (
 #: The key range of the logged-model tags (``mlflow.loggedModel.`` then any text: ``/`` is the
 #: character after ``.``), so the run_tags primary key finds them.
 _MODEL_RANGE = (entities.LOGGED_MODEL_TAG, entities.LOGGED_MODEL_TAG[:-1] + "/")
+
+
+def has_logged_models(ws: Workspace) -> bool:
+    """Whether any run of ``ws`` has a logged-model tag: one probe of the run_tags (key, value)
+    index, which spares a workspace without MLflow 3 logged models (most) a probe of every
+    run's tags for them."""
+    return bool(
+        ws.catalog.rows("SELECT 1 FROM run_tags WHERE key >= ? AND key < ? LIMIT 1", _MODEL_RANGE)
+    )
 
 
 def read_page(
@@ -218,10 +232,11 @@ def read_page(
     (:func:`_latest_metrics`). ``exp_ids``: the MLflow id of each mlws experiment the runs are in
     (read from the catalog if not given)."""
     runs = f"SELECT {_RUN_FIELDS} FROM runs r WHERE {where} {tail}"
-    doc = ws.catalog.query(
-        _PAGE_DOC.format(runs=runs),
-        [*_FIELD_TAGS, *_MODEL_RANGE, *_MODEL_RANGE] + list(args) + list(tail_args),
-    )[0][0]
+    if has_logged_models(ws):
+        sql, head = _PAGE_DOC, [*_FIELD_TAGS, *_MODEL_RANGE, *_MODEL_RANGE]
+    else:
+        sql, head = _PAGE_DOC_NO_MODELS, list(_FIELD_TAGS)
+    doc = ws.catalog.rows(sql.format(runs=runs), head + list(args) + list(tail_args))[0][0]
     page = json.loads(doc)
     if not page:
         return []
@@ -276,13 +291,17 @@ def _latest_metrics(ws: Workspace, seqs: list[int]) -> dict[int, list[tuple[str,
     A run whose every metric was logged once (``metric_summary.count``: most runs a search
     lists, a value per name) is read by scanning its rows on the metrics key; a run with a
     series, by one index probe per name for its highest step, never a scan of the series.
-    Joining the summary for every run cost a third more than the scan."""
+    Joining the summary for every run cost a third more than the scan. The rows come as plain
+    tuples with the timestamp already in milliseconds (SQL's ``CAST`` truncates the same double
+    as Python's ``int``): ``sqlite3.Row`` objects and the conversion in Python were a third of
+    the time. Metric values never go through SQLite's text or JSON: a double is written there
+    with 15 or 17 digits by SQLite's own printf, which does not round-trip every double."""
     metrics: dict[int, list[tuple[str, float, int, int]]] = {}
-    query = ws.catalog.query
+    rows_of = ws.catalog.rows
     for chunk, marks in _chunks(seqs):
         series = {
             r[0]
-            for r in query(
+            for r in rows_of(
                 f"SELECT DISTINCT run_seq FROM metric_summary WHERE run_seq IN ({marks})"
                 " AND count > 1",
                 chunk,
@@ -291,38 +310,40 @@ def _latest_metrics(ws: Workspace, seqs: list[int]) -> dict[int, list[tuple[str,
         rows: list[Any] = []
         single = [s for s in chunk if s not in series] if series else chunk
         if single:
-            rows += query(
-                "SELECT run_seq, name, step, value, data, time FROM metrics WHERE run_seq IN"
-                f" ({','.join('?' * len(single))}) AND kind = 'scalar'"
-                " ORDER BY run_seq, name, step",
+            rows += rows_of(
+                "SELECT run_seq, name, value, CAST(time * 1000 AS INTEGER), step, data"
+                f" FROM metrics WHERE run_seq IN ({','.join('?' * len(single))})"
+                " AND kind = 'scalar' ORDER BY run_seq, name, step",
                 single,
             )
         if series:
-            rows += query(
-                "SELECT m.run_seq, m.name, m.step, m.value, m.data, m.time FROM metric_summary s"
-                " JOIN metrics m ON m.run_seq = s.run_seq AND m.name = s.name"
+            rows += rows_of(
+                "SELECT m.run_seq, m.name, m.value, CAST(m.time * 1000 AS INTEGER), m.step, m.data"
+                " FROM metric_summary s JOIN metrics m ON m.run_seq = s.run_seq AND m.name = s.name"
                 f" WHERE s.run_seq IN ({','.join('?' * len(series))}) AND s.kind = 'scalar'"
                 " AND m.step = (SELECT max(step) FROM metrics x"
-                " WHERE x.run_seq = s.run_seq AND x.name = s.name)",
+                " WHERE x.run_seq = s.run_seq AND x.name = s.name)"
+                " ORDER BY s.run_seq, s.name",
                 list(series),
             )
-        last: tuple[int, str] | None = None
-        for seq, name, step, value, data, t in rows:
+        last_seq, last_name = None, None
+        items: list[tuple[str, float, int, int]] = []
+        for seq, name, value, t, step, data in rows:
             if data is None and type(value) is float:  # the common case in one test
-                item = (name, value, int(t * 1000), step)
+                item = (name, value, t, step)
             else:
                 v = value if data is None else decode(value, data)
                 if not isinstance(v, (int, float)) or type(v) is bool:
                     continue
-                item = (name, float(v), int(t * 1000), int(step))
-            if seq in metrics:
-                if last == (seq, name):  # a summary that undercounts: the higher step wins
-                    metrics[seq][-1] = item
-                else:
-                    metrics[seq].append(item)
+                item = (name, float(v), t, int(step))
+            if seq != last_seq:
+                items = metrics.setdefault(seq, [])
+                last_seq, last_name = seq, None
+            if name == last_name:  # a summary that undercounts: the higher step wins
+                items[-1] = item
             else:
-                metrics[seq] = [item]
-            last = (seq, name)
+                items.append(item)
+                last_name = name
     return metrics
 
 
@@ -440,36 +461,56 @@ def _sort_key(kind: str, key: str, ascending: bool) -> Any:
     return sort_key
 
 
+def _fast_info(info: tuple[Any, ...]) -> RunInfo:
+    """MLflow's ``RunInfo`` of a record's ``info`` made as its constructor leaves it, without
+    calling it: its ``__dict__`` written at once (half the time of filling it from a zip)."""
+    run_id, exp_id, user, status, start, end, stage, artifact_uri, name = info
+    made = _new(RunInfo)
+    made.__dict__ = {
+        "_run_id": run_id,
+        "_experiment_id": exp_id,
+        "_user_id": user,
+        "_status": status,
+        "_start_time": start,
+        "_end_time": end,
+        "_lifecycle_stage": stage,
+        "_artifact_uri": artifact_uri,
+        "_run_name": name,
+    }
+    return made
+
+
 def _fast_layout() -> bool:
     """Whether MLflow's ``RunInfo`` keeps exactly its constructor's fields as ``_<field>``
-    attributes in :data:`INFO_KEYS` order (checked once against the installed MLflow; else
-    :func:`to_run` calls its constructor)."""
+    attributes in :data:`INFO_KEYS` order, as :func:`_fast_info` writes them (checked once
+    against the installed MLflow; else :func:`to_run` calls its constructor)."""
     try:
-        made = RunInfo(**dict(zip(INFO_KEYS, "abcdefghi", strict=True)))
-        return list(vars(made).items()) == [
-            ("_" + k, v) for k, v in zip(INFO_KEYS, "abcdefghi", strict=True)
-        ]
+        values = tuple("abcdefghi")
+        made = RunInfo(**dict(zip(INFO_KEYS, values, strict=True)))
+        expected = [("_" + k, v) for k, v in zip(INFO_KEYS, values, strict=True)]
+        return list(vars(made).items()) == expected == list(vars(_fast_info(values)).items())
     except Exception:  # another MLflow: its constructor it is
         return False
 
 
-_FAST_INFO = _fast_layout()
-_INFO_ATTRS = tuple("_" + k for k in INFO_KEYS)
 _new = object.__new__
+_FAST_INFO = _fast_layout()
 
 
 def to_run(rec: RunRecord) -> Run:
     """The record as MLflow's ``Run``; it takes the record's tag and param dicts (a record
     is made for one answer)."""
     if _FAST_INFO:
-        info = _new(RunInfo)
-        info.__dict__.update(zip(_INFO_ATTRS, rec.info, strict=True))
+        info = _fast_info(rec.info)
     else:
         info = RunInfo(**dict(zip(INFO_KEYS, rec.info, strict=True)))
-    metrics = [Metric(k, v, t, s) for k, v, t, s in rec.metrics]
-    values = {m[0]: m[1] for m in rec.metrics}
+    metrics = []
+    values = {}
+    for k, v, t, s in rec.metrics:
+        metrics.append(Metric(k, v, t, s))
+        values[k] = v
     data = entities.run_data(metrics, rec.params, rec.tags, values)
-    outputs = [LoggedModelOutput(m, s) for m, s in rec.outputs]
+    outputs = [LoggedModelOutput(m, s) for m, s in rec.outputs] if rec.outputs else []
     return Run(info, data, RunInputs(dataset_inputs=[]), RunOutputs(model_outputs=outputs))
 
 
