@@ -342,6 +342,22 @@ def test_latest_metrics_are_the_logged_doubles_bit_for_bit(made: Any) -> None:
     assert objs == {**{k: (ts + i, i) for i, k in enumerate(values)}, "series": (ts, 9)}
 
 
+def test_ending_a_run_answers_the_info_a_search_shows(made: Any) -> None:
+    """``update_run_info`` answers the run's info without reading the whole run: the same
+    fields as the run read back (names, users, children, the default experiment, a run just
+    ended, a rename)."""
+    ws, store, exp, ids = made
+    rid = store.create_run("0", "me", 2_000, [], None).info.run_id
+    for run_id, status, name in [(i, "FINISHED", None) for i in ids[:6]] + [
+        (rid, "KILLED", "renamed"),
+        (ids[-1], "FINISHED", None),
+    ]:
+        info = store.update_run_info(run_id, status, None, name)
+        assert vars(info) == vars(store.get_run(run_id).info)
+    ended = store.get_run(rid).info
+    assert (ended.status, ended.run_name, ended.experiment_id) == ("KILLED", "renamed", "0")
+
+
 def test_an_experiment_without_runs_answers_an_empty_page(tmp_path: Path) -> None:
     """A workspace without runs, or an experiment without any, answers an empty page."""
     from mlws import Workspace

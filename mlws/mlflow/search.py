@@ -514,6 +514,27 @@ def to_run(rec: RunRecord) -> Run:
     return Run(info, data, RunInputs(dataset_inputs=[]), RunOutputs(model_outputs=outputs))
 
 
+def run_info(ws: Workspace, row: Any) -> RunInfo:
+    """MLflow's ``RunInfo`` of a ``runs`` row (``sqlite3.Row``), as a search shows it, without
+    reading the run's tags, params and metrics (``update_run_info`` answers only this)."""
+    exp = ws.catalog.one("SELECT id FROM experiments WHERE name = ?", (row["experiment"],))
+    started = row["start_time"] or row["created"]
+    info = (
+        row["id"],
+        entities.experiment_id(row["experiment"], exp["id"] if exp else ""),
+        row["submitter_user"] or "",
+        entities.TO_MLFLOW.get(row["status"], "RUNNING"),
+        int(started * 1000),
+        entities.ms(row["end_time"]),
+        LifecycleStage.ACTIVE,
+        uris.run_artifact_uris(ws)(row["id"]),
+        row["display_name"] or row["id"],
+    )
+    if _FAST_INFO:
+        return _fast_info(info)
+    return RunInfo(**dict(zip(INFO_KEYS, info, strict=True)))
+
+
 def to_runs(ws: Workspace, rows: list[Any]) -> list[Run]:
     """``runs`` rows (``sqlite3.Row`` with column ``seq``) as MLflow runs, in their order."""
     by_seq: dict[int, RunRecord] = {}

@@ -322,7 +322,10 @@ class MlwsTrackingStore(AbstractStore):
             supervised = row["type"] in SUBMITTED or row["supervisor_pid"] is not None
             if status and not supervised and row["status"] not in TERMINAL:
                 set_status(self.ws, row["id"], status)
-        return self.get_run(run_id).info
+        # The info alone, not the whole run read again: a client ends every run with this.
+        # Its buffered metrics are written first, as reading the run did.
+        self._flush(row["seq"])
+        return search.run_info(self.ws, self._row(run_id))
 
     def delete_run(self, run_id: str) -> None:
         """Delete an ended run for good (mlws has no soft delete).
