@@ -358,6 +358,38 @@ def test_ending_a_run_answers_the_info_a_search_shows(made: Any) -> None:
     assert (ended.status, ended.run_name, ended.experiment_id) == ("KILLED", "renamed", "0")
 
 
+def test_a_created_run_is_the_run_read_back(made: Any) -> None:
+    """``create_run`` answers the run without reading it back: the same entity as the run
+    read back, whatever tags, names, users, parents and experiments it was made with."""
+    from mlflow.entities import RunTag
+
+    ws, store, exp, ids = made
+    cases = [
+        ("0", None, None, [], None),
+        (exp, "someone", 3_000, [RunTag("z", "1"), RunTag("a", ""), RunTag("é", "x")], "n"),
+        (exp, None, None, [RunTag("mlflow.runName", "tagged"), RunTag("mlflow.user", "t")], None),
+        (
+            exp,
+            "u",
+            0,
+            [RunTag("mlflow.parentRunId", ids[2]), RunTag("mlflow.loggedModel.m", "{}")],
+            "",
+        ),
+    ]
+    for exp_id, user, start, tags, name in cases:
+        made_run = store.create_run(exp_id, user, start, tags, name)
+        read = store.get_run(made_run.info.run_id)
+        assert vars(made_run.info) == vars(read.info)
+        assert list(made_run.data.tags.items()) == list(read.data.tags.items())
+        assert (
+            (made_run.data.params, made_run.data.metrics)
+            == ({}, {})
+            == (read.data.params, read.data.metrics)
+        )
+        assert made_run.inputs == read.inputs and made_run.outputs == read.outputs
+        store.update_run_info(made_run.info.run_id, "FINISHED", None, None)
+
+
 def test_an_experiment_without_runs_answers_an_empty_page(tmp_path: Path) -> None:
     """A workspace without runs, or an experiment without any, answers an empty page."""
     from mlws import Workspace

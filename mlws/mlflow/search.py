@@ -514,14 +514,13 @@ def to_run(rec: RunRecord) -> Run:
     return Run(info, data, RunInputs(dataset_inputs=[]), RunOutputs(model_outputs=outputs))
 
 
-def run_info(ws: Workspace, row: Any) -> RunInfo:
-    """MLflow's ``RunInfo`` of a ``runs`` row (``sqlite3.Row``), as a search shows it, without
-    reading the run's tags, params and metrics (``update_run_info`` answers only this)."""
-    exp = ws.catalog.one("SELECT id FROM experiments WHERE name = ?", (row["experiment"],))
+def _info_fields(ws: Workspace, row: Any, exp_id: str) -> tuple[Any, ...]:
+    """A record's ``info`` (:data:`INFO_KEYS`) of a ``runs`` row in MLflow experiment
+    ``exp_id``, computed as the page query computes it (:data:`_START_MS`)."""
     started = row["start_time"] or row["created"]
-    info = (
+    return (
         row["id"],
-        entities.experiment_id(row["experiment"], exp["id"] if exp else ""),
+        exp_id,
         row["submitter_user"] or "",
         entities.TO_MLFLOW.get(row["status"], "RUNNING"),
         int(started * 1000),
@@ -530,9 +529,36 @@ def run_info(ws: Workspace, row: Any) -> RunInfo:
         uris.run_artifact_uris(ws)(row["id"]),
         row["display_name"] or row["id"],
     )
+
+
+def run_info(ws: Workspace, row: Any) -> RunInfo:
+    """MLflow's ``RunInfo`` of a ``runs`` row (``sqlite3.Row``), as a search shows it, without
+    reading the run's tags, params and metrics (``update_run_info`` answers only this)."""
+    exp = ws.catalog.one("SELECT id FROM experiments WHERE name = ?", (row["experiment"],))
+    exp_id = entities.experiment_id(row["experiment"], exp["id"] if exp else "")
+    info = _info_fields(ws, row, exp_id)
     if _FAST_INFO:
         return _fast_info(info)
     return RunInfo(**dict(zip(INFO_KEYS, info, strict=True)))
+
+
+def created_run(ws: Workspace, row: Any, exp_id: str, tags: dict[str, str | None]) -> Run:
+    """The ``Run`` a search shows of the run of ``row`` just created in MLflow experiment
+    ``exp_id`` with ``tags`` (as stored), built without reading it back: it has no params,
+    metrics or logged models yet, and its MLflow tags are the stored ones (logged-model tags
+    hidden, in key order as the catalog keeps them) with the system tags of its fields."""
+    info = _info_fields(ws, row, exp_id)
+    shown = {
+        k: v or ""
+        for k, v in sorted(tags.items())
+        if k not in _FIELD_TAGS and not k.startswith(entities.LOGGED_MODEL_TAG)
+    }
+    shown[entities.RUN_NAME_TAG] = info[8]
+    if row["parent_id"]:
+        shown[entities.PARENT_TAG] = row["parent_id"]
+    if info[2]:
+        shown.setdefault(entities.USER_TAG, info[2])
+    return to_run(RunRecord(row["seq"], info, shown, {}, [], []))
 
 
 def to_runs(ws: Workspace, rows: list[Any]) -> list[Run]:

@@ -39,6 +39,7 @@ from ..lifecycle import (
     SUBMITTED,
     TERMINAL,
     insert_run,
+    key_values,
     process_start_time,
     reconcile,
     set_status,
@@ -302,7 +303,11 @@ class MlwsTrackingStore(AbstractStore):
                 fields=fields,
                 tags=values,
             )
-        return search.to_runs(self.ws, [row])[0]
+            stored = key_values(values, "tag")
+        # Built from what was written, not read back: every client's first call of a run.
+        return search.created_run(
+            self.ws, row, entities.experiment_id(exp["name"], exp["id"]), stored
+        )
 
     def update_run_info(
         self, run_id: str, run_status: Any, end_time: int | None, run_name: str | None
