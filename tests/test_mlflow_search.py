@@ -390,6 +390,23 @@ def test_a_created_run_is_the_run_read_back(made: Any) -> None:
         store.update_run_info(made_run.info.run_id, "FINISHED", None, None)
 
 
+def test_catalog_rows_are_plain_tuples_and_leave_query_its_rows(made: Any) -> None:
+    """``Catalog.rows`` (the search's reads of many rows) gives tuples; ``query`` on the same
+    connection still gives ``sqlite3.Row``; bad SQL is an MlwsError."""
+    import sqlite3
+
+    from mlws.errors import MlwsError
+
+    ws = made[0]
+    sql = "SELECT id, experiment FROM runs ORDER BY seq LIMIT 2"
+    rows = ws.catalog.rows(sql)
+    assert [type(r) for r in rows] == [tuple, tuple]
+    assert [tuple(r) for r in ws.catalog.query(sql)] == rows
+    assert isinstance(ws.catalog.query(sql)[0], sqlite3.Row)
+    with pytest.raises(MlwsError):
+        ws.catalog.rows("SELECT nothing FROM nowhere")
+
+
 def test_an_experiment_without_runs_answers_an_empty_page(tmp_path: Path) -> None:
     """A workspace without runs, or an experiment without any, answers an empty page."""
     from mlws import Workspace
