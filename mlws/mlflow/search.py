@@ -28,6 +28,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import LifecycleStage, Metric, Run, RunInfo, RunInputs, RunOutputs
@@ -209,6 +210,10 @@ _RUN_FIELDS = (
 _MODEL_RANGE = (entities.LOGGED_MODEL_TAG, entities.LOGGED_MODEL_TAG[:-1] + "/")
 
 
+#: The run id and start time (ms) of a run in the page document.
+_BY_ID, _BY_START = itemgetter(1), itemgetter(7)
+
+
 def has_logged_models(ws: Workspace) -> bool:
     """Whether any run of ``ws`` has a logged-model tag: one probe of the run_tags (key, value)
     index, which spares a workspace without MLflow 3 logged models (most) a probe of every
@@ -227,7 +232,8 @@ def read_page(
     exp_ids: dict[str, str] | None = None,
 ) -> list[RunRecord]:
     """Records of the runs ``SELECT ... FROM runs r WHERE <where> <tail>`` finds (``tail``: an
-    ``ORDER BY``/``LIMIT`` with ``tail_args``), in that order: the runs, their tags and params
+    ``ORDER BY``/``LIMIT`` with ``tail_args``), in MLflow's default order (start time
+    descending, then run id; a ``tail`` pages in that order too): the runs, their tags and params
     in one JSON document (:data:`_PAGE_DOC`), their latest metrics as rows
     (:func:`_latest_metrics`). ``exp_ids``: the MLflow id of each mlws experiment the runs are in
     (read from the catalog if not given)."""
@@ -240,8 +246,11 @@ def read_page(
     page = json.loads(doc)
     if not page:
         return []
-    if tail:  # SQL's order, kept whatever order the aggregate took the rows in
-        page.sort(key=lambda p: (-p[7], p[1]))
+    # MLflow's order whatever order the aggregate took the rows in, sorted here, not by SQL (a
+    # sort of computed start times in a temporary b-tree was a fifth of the page's query): two
+    # stable sorts on C-level keys, a third of the time of one on a Python key.
+    page.sort(key=_BY_ID)
+    page.sort(key=_BY_START, reverse=True)
     metrics = _latest_metrics(ws, [p[0] for p in page])
     if exp_ids is None:
         exp_ids = {
@@ -387,12 +396,8 @@ def search(
             f"SELECT count(*) FROM (SELECT 1 FROM runs r WHERE {condition} LIMIT ?)",
             [*args, max_results + 1],
         )
-        if total <= max_results:
-            # One page holds every run: sorted here, not by SQL (a sort of computed start
-            # times in a temporary b-tree, a fifth of the page's query).
-            records = read_page(ws, condition, args, exp_ids=experiments)
-            records.sort(key=lambda rec: (-rec.info[4], rec.info[0]))
-            return records, None
+        if total <= max_results:  # one page holds every run, in read_page's order
+            return read_page(ws, condition, args, exp_ids=experiments), None
     if not rest and not orders:
         # The whole search in SQL: one more run than the page says whether another follows.
         records = read_page(
@@ -409,7 +414,6 @@ def search(
     records = read_page(ws, condition, args, exp_ids=experiments)
     if rest:
         records = _match(records, rest, filter_string)
-    records.sort(key=lambda rec: (-rec.info[4], rec.info[0]))
     if sortable:
         for kind, key, ascending in reversed(orders):
             records.sort(key=_sort_key(kind, key, ascending), reverse=not ascending)
