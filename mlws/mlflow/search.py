@@ -465,49 +465,33 @@ def _sort_key(kind: str, key: str, ascending: bool) -> Any:
     return sort_key
 
 
-def _fast_info(info: tuple[Any, ...]) -> RunInfo:
-    """MLflow's ``RunInfo`` of a record's ``info`` made as its constructor leaves it, without
-    calling it: its ``__dict__`` written at once (half the time of filling it from a zip)."""
-    run_id, exp_id, user, status, start, end, stage, artifact_uri, name = info
-    made = _new(RunInfo)
-    made.__dict__ = {
-        "_run_id": run_id,
-        "_experiment_id": exp_id,
-        "_user_id": user,
-        "_status": status,
-        "_start_time": start,
-        "_end_time": end,
-        "_lifecycle_stage": stage,
-        "_artifact_uri": artifact_uri,
-        "_run_name": name,
-    }
-    return made
-
-
-def _fast_layout() -> bool:
-    """Whether MLflow's ``RunInfo`` keeps exactly its constructor's fields as ``_<field>``
-    attributes in :data:`INFO_KEYS` order, as :func:`_fast_info` writes them (checked once
-    against the installed MLflow; else :func:`to_run` calls its constructor)."""
+def _positional_info() -> bool:
+    """Whether MLflow's ``RunInfo`` takes its fields positionally in :data:`INFO_KEYS` order
+    and keeps what its keywords would (checked once against the installed MLflow; else
+    :func:`to_run` names them). Positionally, its constructor is the cheapest way to make one
+    (0.24 µs: Python 3.11 keeps such attributes without a dict), cheaper than writing its
+    ``__dict__`` (0.6 µs) or passing keywords (1.2 µs)."""
     try:
         values = tuple("abcdefghi")
-        made = RunInfo(**dict(zip(INFO_KEYS, values, strict=True)))
-        expected = [("_" + k, v) for k, v in zip(INFO_KEYS, values, strict=True)]
-        return list(vars(made).items()) == expected == list(vars(_fast_info(values)).items())
-    except Exception:  # another MLflow: its constructor it is
+        named = RunInfo(**dict(zip(INFO_KEYS, values, strict=True)))
+        return vars(RunInfo(*values)) == vars(named) and list(vars(named).values()) == list(values)
+    except Exception:  # another MLflow: keywords it is
         return False
 
 
-_new = object.__new__
-_FAST_INFO = _fast_layout()
+_POSITIONAL_INFO = _positional_info()
+
+
+def _info(info: tuple[Any, ...]) -> RunInfo:
+    if _POSITIONAL_INFO:
+        return RunInfo(*info)
+    return RunInfo(**dict(zip(INFO_KEYS, info, strict=True)))
 
 
 def to_run(rec: RunRecord) -> Run:
     """The record as MLflow's ``Run``; it takes the record's tag and param dicts (a record
     is made for one answer)."""
-    if _FAST_INFO:
-        info = _fast_info(rec.info)
-    else:
-        info = RunInfo(**dict(zip(INFO_KEYS, rec.info, strict=True)))
+    info = RunInfo(*rec.info) if _POSITIONAL_INFO else _info(rec.info)
     metrics = []
     values = {}
     for k, v, t, s in rec.metrics:
@@ -540,10 +524,7 @@ def run_info(ws: Workspace, row: Any) -> RunInfo:
     reading the run's tags, params and metrics (``update_run_info`` answers only this)."""
     exp = ws.catalog.one("SELECT id FROM experiments WHERE name = ?", (row["experiment"],))
     exp_id = entities.experiment_id(row["experiment"], exp["id"] if exp else "")
-    info = _info_fields(ws, row, exp_id)
-    if _FAST_INFO:
-        return _fast_info(info)
-    return RunInfo(**dict(zip(INFO_KEYS, info, strict=True)))
+    return _info(_info_fields(ws, row, exp_id))
 
 
 def created_run(ws: Workspace, row: Any, exp_id: str, tags: dict[str, str | None]) -> Run:
