@@ -543,6 +543,17 @@ class Catalog:
         """
         return self._read(lambda c: c.execute(sql, params).fetchall())
 
+    def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """:meth:`query` with every row a plain tuple: for reads of thousands of rows, where
+        making each a ``sqlite3.Row`` costs a fifth of the fetch."""
+
+        def fetch(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            cursor = c.cursor()
+            cursor.row_factory = None
+            return cursor.execute(sql, params).fetchall()
+
+        return self._read(fetch)
+
     def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Row | None:
         """Run a read and return its first row, or None (see :meth:`query`)."""
         return self._read(lambda c: c.execute(sql, params).fetchone())

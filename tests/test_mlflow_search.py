@@ -274,6 +274,139 @@ def test_served_json_of_a_record_is_its_runs_json(made: Any) -> None:
     assert sum(1 for r in records if r.outputs) == 1  # a logged model's output is answered too
 
 
+def test_records_of_a_workspace_without_logged_models_skip_their_probe(
+    made: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page read for a workspace without logged models (no probe of every run's tags for
+    them) gives the same records as the full read, for every run without a logged model."""
+    from mlws.mlflow import search
+
+    ws, store, exp, ids = made
+    assert search.has_logged_models(ws)
+    full = {r.info[0]: r for r in store.search_records([exp], "", 1, 1000, None, None)[0]}
+    monkeypatch.setattr(search, "has_logged_models", lambda ws: False)
+    plain = {r.info[0]: r for r in store.search_records([exp], "", 1, 1000, None, None)[0]}
+    assert full.keys() == plain.keys() == set(ids)
+    for rid, rec in full.items():
+        other = plain[rid]
+        if rec.outputs:  # the run with a logged model: the probe is what hides its tag
+            assert not other.outputs and any(
+                k.startswith("mlflow.loggedModel.") for k in other.tags
+            )
+            continue
+        assert (rec.info, rec.tags, rec.params, rec.metrics) == (
+            other.info,
+            other.tags,
+            other.params,
+            other.metrics,
+        )
+
+
+def test_latest_metrics_are_the_logged_doubles_bit_for_bit(made: Any) -> None:
+    """Latest metric values come back exactly as logged (never through SQLite's text or JSON,
+    whose printf loses bits of some doubles): extremes, subnormals, infinities, NaN, an
+    integer-valued double, a value SQLite's 15 digits cannot hold, and a series whose latest
+    step was logged first; timestamps are the logged milliseconds."""
+    import struct
+
+    from mlflow.entities import Metric
+
+    ws, store, _, _ = made
+    exp = store.create_experiment("doubles")
+    values = {
+        "max": 1.7976931348623157e308,
+        "big": -1.1364298245299323e229,  # SQLite's printf('%!.17g') answers ...321e+229
+        "tiny": 5e-324,
+        "small": 2.2250738585072014e-308,
+        "third": 1 / 3,
+        "sum": 0.1 + 0.2,
+        "int": 9007199254740992.0,
+        "inf": math.inf,
+        "-inf": -math.inf,
+        "nan": math.nan,
+    }
+    rid = store.create_run(exp, None, 1_000, [], "doubles").info.run_id
+    ts = 1_796_479_972_771
+    metrics = [Metric(k, v, ts + i, i) for i, (k, v) in enumerate(values.items())]
+    metrics += [Metric("series", 0.7, ts, 9), Metric("series", 0.1, ts, 2)]
+    store.log_batch(rid, metrics, [], [])
+    store.flush()
+    (run,) = store.search_runs([exp], "", 1, 10)
+    bits = lambda v: struct.pack("<d", v)  # noqa: E731
+    got = run.data.metrics
+    assert {k: bits(v) for k, v in got.items()} == {
+        **{k: bits(v) for k, v in values.items()},
+        "series": bits(0.7),
+    }
+    objs = {m.key: (m.timestamp, m.step) for m in run.data._metric_objs}
+    assert objs == {**{k: (ts + i, i) for i, k in enumerate(values)}, "series": (ts, 9)}
+
+
+def test_ending_a_run_answers_the_info_a_search_shows(made: Any) -> None:
+    """``update_run_info`` answers the run's info without reading the whole run: the same
+    fields as the run read back (names, users, children, the default experiment, a run just
+    ended, a rename)."""
+    ws, store, exp, ids = made
+    rid = store.create_run("0", "me", 2_000, [], None).info.run_id
+    for run_id, status, name in [(i, "FINISHED", None) for i in ids[:6]] + [
+        (rid, "KILLED", "renamed"),
+        (ids[-1], "FINISHED", None),
+    ]:
+        info = store.update_run_info(run_id, status, None, name)
+        assert vars(info) == vars(store.get_run(run_id).info)
+    ended = store.get_run(rid).info
+    assert (ended.status, ended.run_name, ended.experiment_id) == ("KILLED", "renamed", "0")
+
+
+def test_a_created_run_is_the_run_read_back(made: Any) -> None:
+    """``create_run`` answers the run without reading it back: the same entity as the run
+    read back, whatever tags, names, users, parents and experiments it was made with."""
+    from mlflow.entities import RunTag
+
+    ws, store, exp, ids = made
+    cases = [
+        ("0", None, None, [], None),
+        (exp, "someone", 3_000, [RunTag("z", "1"), RunTag("a", ""), RunTag("é", "x")], "n"),
+        (exp, None, None, [RunTag("mlflow.runName", "tagged"), RunTag("mlflow.user", "t")], None),
+        (
+            exp,
+            "u",
+            0,
+            [RunTag("mlflow.parentRunId", ids[2]), RunTag("mlflow.loggedModel.m", "{}")],
+            "",
+        ),
+    ]
+    for exp_id, user, start, tags, name in cases:
+        made_run = store.create_run(exp_id, user, start, tags, name)
+        read = store.get_run(made_run.info.run_id)
+        assert vars(made_run.info) == vars(read.info)
+        assert list(made_run.data.tags.items()) == list(read.data.tags.items())
+        assert (
+            (made_run.data.params, made_run.data.metrics)
+            == ({}, {})
+            == (read.data.params, read.data.metrics)
+        )
+        assert made_run.inputs == read.inputs and made_run.outputs == read.outputs
+        store.update_run_info(made_run.info.run_id, "FINISHED", None, None)
+
+
+def test_catalog_rows_are_plain_tuples_and_leave_query_its_rows(made: Any) -> None:
+    """``Catalog.rows`` (the search's reads of many rows) gives tuples; ``query`` on the same
+    connection still gives ``sqlite3.Row``; bad SQL is an MlwsError."""
+    import sqlite3
+
+    from mlws.errors import MlwsError
+
+    ws = made[0]
+    sql = "SELECT id, experiment FROM runs ORDER BY seq LIMIT 2"
+    rows = ws.catalog.rows(sql)
+    assert [type(r) for r in rows] == [tuple, tuple]
+    assert [tuple(r) for r in ws.catalog.query(sql)] == rows
+    assert isinstance(ws.catalog.query(sql)[0], sqlite3.Row)
+    with pytest.raises(MlwsError):
+        ws.catalog.rows("SELECT nothing FROM nowhere")
+
+
 def test_an_experiment_without_runs_answers_an_empty_page(tmp_path: Path) -> None:
     """A workspace without runs, or an experiment without any, answers an empty page."""
     from mlws import Workspace

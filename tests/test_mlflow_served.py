@@ -350,7 +350,7 @@ def test_run_json_is_what_mlflows_protobuf_json_gives() -> None:
     )
     from mlflow.utils.proto_json_utils import message_to_json
 
-    from mlws.server.mlflow_api import run_json
+    from mlws.server.mlflow_api import info_json, run_json
 
     def run(metrics: list, end: int | None, outputs: list) -> Run:
         info = RunInfo("r1", "7", "u", "FINISHED", 1000, end, "ACTIVE", "uri", run_name="n")
@@ -360,6 +360,7 @@ def test_run_json_is_what_mlflows_protobuf_json_gives() -> None:
     odd = [Metric("a", 0.5, 5, 2), Metric("b", float("nan"), 6, 0), Metric("c", float("inf"), 7, 1)]
     for r in (run(odd, 2000, [LoggedModelOutput("m-1", 3)]), run([], None, [])):
         assert run_json(r) == json.loads(message_to_json(r.to_proto()))
+        assert info_json(r.info) == json.loads(message_to_json(r.info.to_proto()))
 
 
 def test_mlflow_runs_hold_a_longer_lease_than_the_servers_own(

@@ -28,6 +28,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import LifecycleStage, Metric, Run, RunInfo, RunInputs, RunOutputs
@@ -184,16 +185,21 @@ def _chunks(seqs: list[int]) -> Any:
 #: in SQLite's JSON and one ``json.loads`` builds the dicts in C: reading 7 tag and param rows
 #: per run as tuples and filling dicts in Python cost twice as much. Metric values never go
 #: through it: SQLite writes a double in JSON with 15 digits, which loses bits.
-_PAGE_DOC = (
+_DOC_HEAD = (
     "SELECT json_group_array(json_array(p.seq, p.id, p.experiment, p.display_name,"
     " p.submitter_user, p.parent_id, p.status, p.start_ms, p.end_ms,"
     " (SELECT json_group_object(key, coalesce(value, '')) FROM run_tags t"
-    "  WHERE t.run_seq = p.seq AND t.key NOT IN (?, ?) AND NOT (t.key >= ? AND t.key < ?)),"
+    "  WHERE t.run_seq = p.seq AND t.key NOT IN (?, ?){cut}),"
     " (SELECT json_group_object(key, coalesce(value, '')) FROM run_properties q"
     "  WHERE q.run_seq = p.seq),"
+)
+_PAGE_DOC = _DOC_HEAD.format(cut=" AND NOT (t.key >= ? AND t.key < ?)") + (
     " (SELECT json_group_object(key, coalesce(value, '')) FROM run_tags o"
     "  WHERE o.run_seq = p.seq AND o.key >= ? AND o.key < ?))) FROM ({runs}) p"
 )
+#: :data:`_PAGE_DOC` for a workspace with no logged-model tag at all (most): the probe of every
+#: run's tags for them was an eighth of the document's time.
+_PAGE_DOC_NO_MODELS = _DOC_HEAD.format(cut="") + " NULL)) FROM ({runs}) p"
 #: The runs columns of a page, in SQL: MLflow's start and end times already in milliseconds.
 _RUN_FIELDS = (
     "r.seq, r.id, r.experiment, r.display_name, r.submitter_user, r.parent_id, r.status,"
@@ -202,6 +208,19 @@ _RUN_FIELDS = (
 #: The key range of the logged-model tags (``mlflow.loggedModel.`` then any text: ``/`` is the
 #: character after ``.``), so the run_tags primary key finds them.
 _MODEL_RANGE = (entities.LOGGED_MODEL_TAG, entities.LOGGED_MODEL_TAG[:-1] + "/")
+
+
+#: The run id and start time (ms) of a run in the page document.
+_BY_ID, _BY_START = itemgetter(1), itemgetter(7)
+
+
+def has_logged_models(ws: Workspace) -> bool:
+    """Whether any run of ``ws`` has a logged-model tag: one probe of the run_tags (key, value)
+    index, which spares a workspace without MLflow 3 logged models (most) a probe of every
+    run's tags for them."""
+    return bool(
+        ws.catalog.rows("SELECT 1 FROM run_tags WHERE key >= ? AND key < ? LIMIT 1", _MODEL_RANGE)
+    )
 
 
 def read_page(
@@ -213,20 +232,25 @@ def read_page(
     exp_ids: dict[str, str] | None = None,
 ) -> list[RunRecord]:
     """Records of the runs ``SELECT ... FROM runs r WHERE <where> <tail>`` finds (``tail``: an
-    ``ORDER BY``/``LIMIT`` with ``tail_args``), in that order: the runs, their tags and params
+    ``ORDER BY``/``LIMIT`` with ``tail_args``), in MLflow's default order (start time
+    descending, then run id; a ``tail`` pages in that order too): the runs, their tags and params
     in one JSON document (:data:`_PAGE_DOC`), their latest metrics as rows
     (:func:`_latest_metrics`). ``exp_ids``: the MLflow id of each mlws experiment the runs are in
     (read from the catalog if not given)."""
     runs = f"SELECT {_RUN_FIELDS} FROM runs r WHERE {where} {tail}"
-    doc = ws.catalog.query(
-        _PAGE_DOC.format(runs=runs),
-        [*_FIELD_TAGS, *_MODEL_RANGE, *_MODEL_RANGE] + list(args) + list(tail_args),
-    )[0][0]
+    if has_logged_models(ws):
+        sql, head = _PAGE_DOC, [*_FIELD_TAGS, *_MODEL_RANGE, *_MODEL_RANGE]
+    else:
+        sql, head = _PAGE_DOC_NO_MODELS, list(_FIELD_TAGS)
+    doc = ws.catalog.rows(sql.format(runs=runs), head + list(args) + list(tail_args))[0][0]
     page = json.loads(doc)
     if not page:
         return []
-    if tail:  # SQL's order, kept whatever order the aggregate took the rows in
-        page.sort(key=lambda p: (-p[7], p[1]))
+    # MLflow's order whatever order the aggregate took the rows in, sorted here, not by SQL (a
+    # sort of computed start times in a temporary b-tree was a fifth of the page's query): two
+    # stable sorts on C-level keys, a third of the time of one on a Python key.
+    page.sort(key=_BY_ID)
+    page.sort(key=_BY_START, reverse=True)
     metrics = _latest_metrics(ws, [p[0] for p in page])
     if exp_ids is None:
         exp_ids = {
@@ -276,13 +300,17 @@ def _latest_metrics(ws: Workspace, seqs: list[int]) -> dict[int, list[tuple[str,
     A run whose every metric was logged once (``metric_summary.count``: most runs a search
     lists, a value per name) is read by scanning its rows on the metrics key; a run with a
     series, by one index probe per name for its highest step, never a scan of the series.
-    Joining the summary for every run cost a third more than the scan."""
+    Joining the summary for every run cost a third more than the scan. The rows come as plain
+    tuples with the timestamp already in milliseconds (SQL's ``CAST`` truncates the same double
+    as Python's ``int``): ``sqlite3.Row`` objects and the conversion in Python were a third of
+    the time. Metric values never go through SQLite's text or JSON: a double is written there
+    with 15 or 17 digits by SQLite's own printf, which does not round-trip every double."""
     metrics: dict[int, list[tuple[str, float, int, int]]] = {}
-    query = ws.catalog.query
+    rows_of = ws.catalog.rows
     for chunk, marks in _chunks(seqs):
         series = {
             r[0]
-            for r in query(
+            for r in rows_of(
                 f"SELECT DISTINCT run_seq FROM metric_summary WHERE run_seq IN ({marks})"
                 " AND count > 1",
                 chunk,
@@ -291,38 +319,40 @@ def _latest_metrics(ws: Workspace, seqs: list[int]) -> dict[int, list[tuple[str,
         rows: list[Any] = []
         single = [s for s in chunk if s not in series] if series else chunk
         if single:
-            rows += query(
-                "SELECT run_seq, name, step, value, data, time FROM metrics WHERE run_seq IN"
-                f" ({','.join('?' * len(single))}) AND kind = 'scalar'"
-                " ORDER BY run_seq, name, step",
+            rows += rows_of(
+                "SELECT run_seq, name, value, CAST(time * 1000 AS INTEGER), step, data"
+                f" FROM metrics WHERE run_seq IN ({','.join('?' * len(single))})"
+                " AND kind = 'scalar' ORDER BY run_seq, name, step",
                 single,
             )
         if series:
-            rows += query(
-                "SELECT m.run_seq, m.name, m.step, m.value, m.data, m.time FROM metric_summary s"
-                " JOIN metrics m ON m.run_seq = s.run_seq AND m.name = s.name"
+            rows += rows_of(
+                "SELECT m.run_seq, m.name, m.value, CAST(m.time * 1000 AS INTEGER), m.step, m.data"
+                " FROM metric_summary s JOIN metrics m ON m.run_seq = s.run_seq AND m.name = s.name"
                 f" WHERE s.run_seq IN ({','.join('?' * len(series))}) AND s.kind = 'scalar'"
                 " AND m.step = (SELECT max(step) FROM metrics x"
-                " WHERE x.run_seq = s.run_seq AND x.name = s.name)",
+                " WHERE x.run_seq = s.run_seq AND x.name = s.name)"
+                " ORDER BY s.run_seq, s.name",
                 list(series),
             )
-        last: tuple[int, str] | None = None
-        for seq, name, step, value, data, t in rows:
+        last_seq, last_name = None, None
+        items: list[tuple[str, float, int, int]] = []
+        for seq, name, value, t, step, data in rows:
             if data is None and type(value) is float:  # the common case in one test
-                item = (name, value, int(t * 1000), step)
+                item = (name, value, t, step)
             else:
                 v = value if data is None else decode(value, data)
                 if not isinstance(v, (int, float)) or type(v) is bool:
                     continue
-                item = (name, float(v), int(t * 1000), int(step))
-            if seq in metrics:
-                if last == (seq, name):  # a summary that undercounts: the higher step wins
-                    metrics[seq][-1] = item
-                else:
-                    metrics[seq].append(item)
+                item = (name, float(v), t, int(step))
+            if seq != last_seq:
+                items = metrics.setdefault(seq, [])
+                last_seq, last_name = seq, None
+            if name == last_name:  # a summary that undercounts: the higher step wins
+                items[-1] = item
             else:
-                metrics[seq] = [item]
-            last = (seq, name)
+                items.append(item)
+                last_name = name
     return metrics
 
 
@@ -366,12 +396,8 @@ def search(
             f"SELECT count(*) FROM (SELECT 1 FROM runs r WHERE {condition} LIMIT ?)",
             [*args, max_results + 1],
         )
-        if total <= max_results:
-            # One page holds every run: sorted here, not by SQL (a sort of computed start
-            # times in a temporary b-tree, a fifth of the page's query).
-            records = read_page(ws, condition, args, exp_ids=experiments)
-            records.sort(key=lambda rec: (-rec.info[4], rec.info[0]))
-            return records, None
+        if total <= max_results:  # one page holds every run, in read_page's order
+            return read_page(ws, condition, args, exp_ids=experiments), None
     if not rest and not orders:
         # The whole search in SQL: one more run than the page says whether another follows.
         records = read_page(
@@ -388,7 +414,6 @@ def search(
     records = read_page(ws, condition, args, exp_ids=experiments)
     if rest:
         records = _match(records, rest, filter_string)
-    records.sort(key=lambda rec: (-rec.info[4], rec.info[0]))
     if sortable:
         for kind, key, ascending in reversed(orders):
             records.sort(key=_sort_key(kind, key, ascending), reverse=not ascending)
@@ -440,37 +465,85 @@ def _sort_key(kind: str, key: str, ascending: bool) -> Any:
     return sort_key
 
 
-def _fast_layout() -> bool:
-    """Whether MLflow's ``RunInfo`` keeps exactly its constructor's fields as ``_<field>``
-    attributes in :data:`INFO_KEYS` order (checked once against the installed MLflow; else
-    :func:`to_run` calls its constructor)."""
+def _positional_info() -> bool:
+    """Whether MLflow's ``RunInfo`` takes its fields positionally in :data:`INFO_KEYS` order
+    and keeps what its keywords would (checked once against the installed MLflow; else
+    :func:`to_run` names them). Positionally, its constructor is the cheapest way to make one
+    (0.24 µs: Python 3.11 keeps such attributes without a dict), cheaper than writing its
+    ``__dict__`` (0.6 µs) or passing keywords (1.2 µs)."""
     try:
-        made = RunInfo(**dict(zip(INFO_KEYS, "abcdefghi", strict=True)))
-        return list(vars(made).items()) == [
-            ("_" + k, v) for k, v in zip(INFO_KEYS, "abcdefghi", strict=True)
-        ]
-    except Exception:  # another MLflow: its constructor it is
+        values = tuple("abcdefghi")
+        named = RunInfo(**dict(zip(INFO_KEYS, values, strict=True)))
+        return vars(RunInfo(*values)) == vars(named) and list(vars(named).values()) == list(values)
+    except Exception:  # another MLflow: keywords it is
         return False
 
 
-_FAST_INFO = _fast_layout()
-_INFO_ATTRS = tuple("_" + k for k in INFO_KEYS)
-_new = object.__new__
+_POSITIONAL_INFO = _positional_info()
+
+
+def _info(info: tuple[Any, ...]) -> RunInfo:
+    if _POSITIONAL_INFO:
+        return RunInfo(*info)
+    return RunInfo(**dict(zip(INFO_KEYS, info, strict=True)))
 
 
 def to_run(rec: RunRecord) -> Run:
     """The record as MLflow's ``Run``; it takes the record's tag and param dicts (a record
     is made for one answer)."""
-    if _FAST_INFO:
-        info = _new(RunInfo)
-        info.__dict__.update(zip(_INFO_ATTRS, rec.info, strict=True))
-    else:
-        info = RunInfo(**dict(zip(INFO_KEYS, rec.info, strict=True)))
-    metrics = [Metric(k, v, t, s) for k, v, t, s in rec.metrics]
-    values = {m[0]: m[1] for m in rec.metrics}
+    info = RunInfo(*rec.info) if _POSITIONAL_INFO else _info(rec.info)
+    metrics = []
+    values = {}
+    for k, v, t, s in rec.metrics:
+        metrics.append(Metric(k, v, t, s))
+        values[k] = v
     data = entities.run_data(metrics, rec.params, rec.tags, values)
-    outputs = [LoggedModelOutput(m, s) for m, s in rec.outputs]
+    outputs = [LoggedModelOutput(m, s) for m, s in rec.outputs] if rec.outputs else []
     return Run(info, data, RunInputs(dataset_inputs=[]), RunOutputs(model_outputs=outputs))
+
+
+def _info_fields(ws: Workspace, row: Any, exp_id: str) -> tuple[Any, ...]:
+    """A record's ``info`` (:data:`INFO_KEYS`) of a ``runs`` row in MLflow experiment
+    ``exp_id``, computed as the page query computes it (:data:`_START_MS`)."""
+    started = row["start_time"] or row["created"]
+    return (
+        row["id"],
+        exp_id,
+        row["submitter_user"] or "",
+        entities.TO_MLFLOW.get(row["status"], "RUNNING"),
+        int(started * 1000),
+        entities.ms(row["end_time"]),
+        LifecycleStage.ACTIVE,
+        uris.run_artifact_uris(ws)(row["id"]),
+        row["display_name"] or row["id"],
+    )
+
+
+def run_info(ws: Workspace, row: Any) -> RunInfo:
+    """MLflow's ``RunInfo`` of a ``runs`` row (``sqlite3.Row``), as a search shows it, without
+    reading the run's tags, params and metrics (``update_run_info`` answers only this)."""
+    exp = ws.catalog.one("SELECT id FROM experiments WHERE name = ?", (row["experiment"],))
+    exp_id = entities.experiment_id(row["experiment"], exp["id"] if exp else "")
+    return _info(_info_fields(ws, row, exp_id))
+
+
+def created_run(ws: Workspace, row: Any, exp_id: str, tags: dict[str, str | None]) -> Run:
+    """The ``Run`` a search shows of the run of ``row`` just created in MLflow experiment
+    ``exp_id`` with ``tags`` (as stored), built without reading it back: it has no params,
+    metrics or logged models yet, and its MLflow tags are the stored ones (logged-model tags
+    hidden, in key order as the catalog keeps them) with the system tags of its fields."""
+    info = _info_fields(ws, row, exp_id)
+    shown = {
+        k: v or ""
+        for k, v in sorted(tags.items())
+        if k not in _FIELD_TAGS and not k.startswith(entities.LOGGED_MODEL_TAG)
+    }
+    shown[entities.RUN_NAME_TAG] = info[8]
+    if row["parent_id"]:
+        shown[entities.PARENT_TAG] = row["parent_id"]
+    if info[2]:
+        shown.setdefault(entities.USER_TAG, info[2])
+    return to_run(RunRecord(row["seq"], info, shown, {}, [], []))
 
 
 def to_runs(ws: Workspace, rows: list[Any]) -> list[Run]:

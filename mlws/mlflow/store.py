@@ -39,6 +39,7 @@ from ..lifecycle import (
     SUBMITTED,
     TERMINAL,
     insert_run,
+    key_values,
     process_start_time,
     reconcile,
     set_status,
@@ -302,7 +303,11 @@ class MlwsTrackingStore(AbstractStore):
                 fields=fields,
                 tags=values,
             )
-        return search.to_runs(self.ws, [row])[0]
+            stored = key_values(values, "tag")
+        # Built from what was written, not read back: every client's first call of a run.
+        return search.created_run(
+            self.ws, row, entities.experiment_id(exp["name"], exp["id"]), stored
+        )
 
     def update_run_info(
         self, run_id: str, run_status: Any, end_time: int | None, run_name: str | None
@@ -322,7 +327,10 @@ class MlwsTrackingStore(AbstractStore):
             supervised = row["type"] in SUBMITTED or row["supervisor_pid"] is not None
             if status and not supervised and row["status"] not in TERMINAL:
                 set_status(self.ws, row["id"], status)
-        return self.get_run(run_id).info
+        # The info alone, not the whole run read again: a client ends every run with this.
+        # Its buffered metrics are written first, as reading the run did.
+        self._flush(row["seq"])
+        return search.run_info(self.ws, self._row(run_id))
 
     def delete_run(self, run_id: str) -> None:
         """Delete an ended run for good (mlws has no soft delete).

@@ -137,13 +137,15 @@ def _number_text(v: float) -> str:
     return f'"{_number(v)}"'
 
 
-def _run_dict(
-    info_fields: tuple[Any, ...],
-    metrics: list[tuple[str, float, int, int]],
-    params: dict[str, str],
-    tags: dict[str, str],
-    outputs: list[tuple[str, int]],
-) -> dict[str, Any]:
+def info_json(info: Any) -> dict[str, Any]:
+    """MLflow's ``RunInfo`` as its protobuf JSON (what ``message_to_json(info.to_proto())``
+    gives), without protobuf: ``runs/update`` answers it for every run a client ends."""
+    from ..mlflow.search import INFO_KEYS
+
+    return _info_dict(tuple(getattr(info, k) for k in INFO_KEYS))
+
+
+def _info_dict(info_fields: tuple[Any, ...]) -> dict[str, Any]:
     run_id, exp_id, user, status, start, end, stage, artifact_uri, name = info_fields
     info: dict[str, Any] = {
         "run_uuid": run_id,
@@ -160,6 +162,17 @@ def _run_dict(
         info["end_time"] = end
     if artifact_uri:
         info["artifact_uri"] = artifact_uri
+    return info
+
+
+def _run_dict(
+    info_fields: tuple[Any, ...],
+    metrics: list[tuple[str, float, int, int]],
+    params: dict[str, str],
+    tags: dict[str, str],
+    outputs: list[tuple[str, int]],
+) -> dict[str, Any]:
+    info = _info_dict(info_fields)
     data: dict[str, Any] = {}
     if metrics:
         data["metrics"] = [
@@ -248,7 +261,7 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
         info = store.update_run_info(
             q["run_id"], q.get("status"), q.get("end_time"), q.get("run_name")
         )
-        return {"run_info": _entity(info)}
+        return {"run_info": info_json(info)}
 
     def log_batch(q: dict[str, Any]) -> dict[str, Any]:
         rid = q.get("run_id") or q.get("run_uuid")
@@ -495,9 +508,21 @@ def json_response(data: Any, status: int = 200, served: Callable[[str], str] | N
 #: them): handled on the event loop, as the server's own inline endpoints (:mod:`.app`), when
 #: their body is small and no API request is in a worker thread. A worker-thread hop costs a
 #: loaded machine more than such a write (two thread wake-ups and a GIL hand-over each way).
+#: Creating and ending a run are such writes too (a run's first and last request: with a
+#: ``log-batch`` between them, two of its three requests).
 INLINE_WRITES = frozenset(
-    ("/runs/log-metric", "/runs/log-parameter", "/runs/set-tag", "/runs/log-batch")
+    (
+        "/runs/log-metric",
+        "/runs/log-parameter",
+        "/runs/set-tag",
+        "/runs/log-batch",
+        "/runs/create",
+        "/runs/update",
+    )
 )
+#: The small reads answered on the event loop likewise: ``MlflowClient.set_terminated`` reads
+#: the run back (to print its link) after every ``runs/update``.
+INLINE_READS = frozenset(("/runs/get",))
 
 
 class AsgiEndpoint:
@@ -552,7 +577,7 @@ def routes(
     through :class:`mlws.mlflow.registry.MlwsModelRegistryStore`.
 
     ``busy``: the server's count of API requests in a worker thread (shared with :mod:`.app`;
-    :data:`INLINE_WRITES` run on the event loop only while it is 0)."""
+    :data:`INLINE_WRITES` and :data:`INLINE_READS` run on the event loop only while it is 0)."""
     from mlflow.exceptions import MlflowException
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import ClientDisconnect
@@ -591,7 +616,9 @@ def routes(
                     hold(ws, rid, lease)  # a write is the run's client speaking
             return handler(q)
 
-        inline = method == "POST" and path in INLINE_WRITES
+        inline = (method == "POST" and path in INLINE_WRITES) or (
+            method == "GET" and path in INLINE_READS
+        )
 
         async def endpoint(scope: Any, receive: Any, send: Any) -> None:
             # A plain ASGI app, not a Starlette endpoint: no Request object, no response
