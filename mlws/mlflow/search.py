@@ -21,12 +21,9 @@ parsed forms are cached by their text.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -155,23 +152,6 @@ def _sql_clause(c: dict[str, Any]) -> tuple[str, list[Any]] | None:
                 return None
             return f"{column} {op} ({','.join('?' * len(value))})", list(value)
     return None
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector held off while a page of runs is built: a thousand
-    runs are some 15,000 new objects, and every 700 of them started a collection (a full one,
-    of every object of the process, every few searches), a third to a half of a search's time.
-    Nothing built here is a cycle, so nothing waits that a collection would free; the collector
-    runs again at the end (left off if the process had turned it off itself)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _chunks(seqs: list[int]) -> Any:

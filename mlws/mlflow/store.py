@@ -32,6 +32,7 @@ from mlflow.store.tracking import SEARCH_MAX_RESULTS_DEFAULT, SEARCH_MAX_RESULTS
 from mlflow.store.tracking.abstract_store import AbstractStore
 from mlflow.utils.search_utils import SearchExperimentsUtils, SearchUtils
 
+from ..catalog import gc_paused
 from ..experiments import Experiment as MlwsExperiment
 from ..experiments import check_experiment_name
 from ..lifecycle import (
@@ -515,7 +516,7 @@ class MlwsTrackingStore(AbstractStore):
         records, token = self.search_records(
             experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
         )
-        with search.gc_paused():
+        with gc_paused():
             return [search.to_run(r) for r in records], token
 
     def search_records(
@@ -545,7 +546,7 @@ class MlwsTrackingStore(AbstractStore):
         for e in experiment_ids:
             row = entities.experiment_row(self.ws, e)
             exps[row["name"]] = entities.experiment_id(row["name"], row["id"])
-        with mlflow_errors(), search.gc_paused():
+        with mlflow_errors(), gc_paused():
             return search.search(self.ws, exps, filter_string, max_results, order_by, page_token)
 
     # -- inputs, outputs, logged models -----------------------------------------------------------

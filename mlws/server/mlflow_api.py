@@ -282,7 +282,7 @@ def handlers(store: Any) -> dict[tuple[str, str], Callable[[dict[str, Any]], dic
         return handler
 
     def search_runs(q: dict[str, Any]) -> Any:
-        from ..mlflow.search import gc_paused
+        from ..catalog import gc_paused
 
         # Records straight to JSON: no MLflow entity is made for an answer.
         with gc_paused():
