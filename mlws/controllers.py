@@ -165,13 +165,7 @@ class Controller:
 
     def wait_for_change(self) -> None:
         """Return once another process has committed to the catalog, or after ``LOOK_S``."""
-        until = time.monotonic() + LOOK_S
-        while time.monotonic() < until:
-            version = self.ws.catalog.scalar("PRAGMA data_version")
-            if version != self._version:
-                self._version = version
-                return
-            time.sleep(POLL_S)
+        self._version = self.ws.catalog.wait_for_commit(self._version, LOOK_S, POLL_S)
 
     def finish_children(self) -> None:
         """Cancel the open children and wait (bounded) for them to end, so whoever sees the

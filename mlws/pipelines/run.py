@@ -247,13 +247,7 @@ class PipelineRun(Run):
             if catalog is None:
                 time.sleep(0.2)  # a request to the server each time: not 500 a second
                 continue
-            look_at = time.monotonic() + delay
-            while True:
-                time.sleep(min(delay, 0.005))
-                if time.monotonic() >= look_at:
-                    break
-                if catalog.scalar("PRAGMA data_version") != version:
-                    break
+            catalog.wait_for_commit(version, delay)
             if time.monotonic() > fine_until:
                 delay = min(delay * 1.25, 0.02)
         details = self.get_details()
