@@ -88,6 +88,7 @@ WORKSPACE_MODULES = {
     "mlws.serving.supervisor": "",
     "mlws.hyperdrive.controller": "",
     "mlws.pipelines.controller": "",
+    "mlws.compute.trials": "",
     "mlws.server": "",
     "mlws.compute.agent": ".mlws-replica",
     # A supervisor forked by the workspace's warm launcher keeps the launcher's command line.

@@ -90,6 +90,7 @@ DETACHED_MODULES = (
     "mlws.serving.supervisor",
     "mlws.compute.dask",
     "mlws.compute.launcher",  # and the supervisors it forks, which keep its command line
+    "mlws.compute.trials",  # a sweep's trial worker (and its zygote server)
 )
 
 
@@ -117,17 +118,28 @@ def mlws_detached(pid: int) -> bool:
     return False
 
 
-def has_children() -> bool:
-    """Whether this process has a child left (reaping those that have exited). One system
-    call, where a walk of ``/proc`` costs 50-90 ms on a loaded sandbox: after the script has
-    ended, a sub-reaper with no child has no descendant at all, the usual case."""
+def has_children(spare: Iterable[int] = ()) -> bool:
+    """Whether this process has a child left (reaping those that have exited), other than
+    ``spare`` (a trial worker's zygote server, ``compute.trials``). One system call, where a
+    walk of ``/proc`` costs 50-90 ms on a loaded sandbox: after the script has ended, a
+    sub-reaper with no child has no descendant at all, the usual case."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return False
         if pid == 0:
-            return True
+            break
+    spared = set(spare)
+    if not spared:
+        return True
+    children: set[int] = set()
+    try:  # each thread's children (an orphan is adopted by any live thread of the reaper)
+        for task in os.scandir("/proc/self/task"):
+            children.update(int(c) for c in Path(task.path, "children").read_text().split())
+    except OSError:
+        return True  # no such file (a kernel without it): assume some
+    return bool(children - spared)
 
 
 def _kill(pids: Iterable[int]) -> int:
@@ -195,14 +207,17 @@ def recorded_supervisors(ws: Workspace) -> list[int]:
     ]
 
 
-def end_leftovers(ws: Workspace, run_id: str, below_me: bool = False) -> int:
+def end_leftovers(
+    ws: Workspace, run_id: str, below_me: bool = False, keep: Iterable[int] = ()
+) -> int:
     """The script of ``run_id`` has ended (or its supervisor is gone): kill what it left
     running. ``below_me`` (this process is the run's sub-reaper supervisor and the script has
     been waited for): every process below this one, which is everything the script started;
-    else the processes carrying the run's marker. Returns how many were killed."""
-    if below_me and not has_children():
+    else the processes carrying the run's marker. ``keep``: children of this process that are
+    not the script's (a trial worker's zygote server). Returns how many were killed."""
+    if below_me and not has_children(keep):
         return 0
-    spare = [p for p in recorded_supervisors(ws) if p != os.getpid()]
+    spare = [p for p in recorded_supervisors(ws) if p != os.getpid()] + list(keep)
     if below_me:
         return kill_descendants(spare)
     # Other runs' supervisors and their scripts are spared: a supervisor started from this

@@ -476,6 +476,7 @@ def submit_script(
     data: list[Any] | None = None,
     wait_for_start: bool = True,
     submitted_by: str | None = None,
+    start: bool = True,
 ) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``).
     ``progress(done, total)``: the snapshot's files as they are read (see ``take_snapshot``).
@@ -488,6 +489,8 @@ def submit_script(
     (the run may still be ``NotStarted``; its supervisor records itself when it claims it).
     ``submitted_by``: the user recorded as its submitter (default: this process's; the
     workspace server gives the token's user, whom the script's records then name too).
+    ``start=False``: recorded only (``NotStarted``), for a process that claims it later (a
+    sweep's trial workers, ``compute.trials``).
 
     The run is driven by a detached supervising process (``python -m mlws.compute.supervisor``,
     see :mod:`mlws.compute.supervisor`) in a new session, so it survives the submitter.
@@ -561,6 +564,8 @@ def submit_script(
         },
     )
     run_id = row["id"]
+    if not start:
+        return Run(experiment, run_id, _row=row)
     from .compute import launcher
 
     penv = launcher.submitter_env()

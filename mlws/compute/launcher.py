@@ -43,7 +43,12 @@ IDLE_S = float(os.environ.get("MLWS_LAUNCHER_IDLE_S", "300"))
 SUPERVISOR = "mlws.compute.supervisor"
 #: Every module a request may name instead (``main(argv)`` each): the controllers of parent
 #: runs, whose fresh-interpreter start is most of a reused pipeline's submit-to-Completed.
-LAUNCHABLE = (SUPERVISOR, "mlws.pipelines.controller", "mlws.hyperdrive.controller")
+LAUNCHABLE = (
+    SUPERVISOR,
+    "mlws.pipelines.controller",
+    "mlws.hyperdrive.controller",
+    "mlws.compute.trials",  # a local sweep's trial workers
+)
 #: Imported at the launcher's first idle moment: what a pipeline's controller needs beyond a
 #: supervisor (a reused step is fingerprinted and recorded without starting anything).
 WARM_LATER = (

@@ -267,7 +267,12 @@ class RunSupervisor:
         if self.proc is None:
             return
         if self.subreaper:
-            end_leftovers(self.ws, self.run_id, below_me=True)
+            from .warmstart import server_pid
+
+            server = server_pid()  # a trial worker's: its child, not the script's leftover
+            end_leftovers(
+                self.ws, self.run_id, below_me=True, keep=() if server is None else [server]
+            )
         else:
             self.sweep_due = True
 

@@ -54,11 +54,12 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..reaper import WARM_SCRIPT_NAME
 
@@ -279,9 +280,14 @@ def start_zygote() -> int | None:
     run's script (:func:`prepare`, :func:`go`); its pid. A process with SQLite open cannot
     fork a child that uses SQLite (the library's locks and ``-shm`` mapping are per process),
     so the child is made now, from the launcher's state. It exits when this process closes its
-    end (:func:`dismiss`, or at exit). None when warm starts are off (or there is no fork)."""
+    end (:func:`dismiss`, or at exit). None when warm starts are off (or there is no fork).
+
+    In a process that started a zygote server (:func:`start_server`: a trial worker, which
+    has its catalog open), the server makes the child, at any time."""
     if _ZYGOTE or not enabled():
         return None
+    if _SERVER:
+        return _served_zygote()
     mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         pid = os.fork()
@@ -293,9 +299,14 @@ def start_zygote() -> int | None:
         its.close()
         _ZYGOTE.append((pid, mine))
         return pid
+    mine.close()
+    _be_zygote(its)
+
+
+def _be_zygote(its: socket.socket) -> NoReturn:
+    """The waiting child: the request, then the script (or exit, if it is not needed)."""
     code = 1
     try:
-        mine.close()
         request, fds, early = _receive(its)
         if request is None:
             code = 0  # not needed: the run's script is not warm-startable
@@ -307,6 +318,127 @@ def start_zygote() -> int | None:
     except BaseException:  # noqa: BLE001 - the child must never return into the supervisor
         code = 1
     os._exit(code)
+
+
+#: The zygote server of this process (:func:`start_server`): ``(pid, control socket)``.
+_SERVER: list[tuple[int, socket.socket]] = []
+
+
+def start_server() -> int | None:
+    """For a long-lived supervisor of many runs in turn (``compute.trials``), before it opens
+    its catalog and after it became a sub-reaper: fork a child that stays idle and, for each
+    :func:`start_zygote`, forks the waiting child a script is forked from; its pid.
+
+    Why: a supervisor that forked each script itself would share its pages with that child
+    again at every fork, and pay a copy-on-write fault on each page it then writes (~2,000 per
+    run); the idle server writes nothing, so the supervisor's pages stay its own. Each waiting
+    child is forked through a short-lived middle process that exits at once, so the script is
+    adopted by the sub-reaper (this process) and is its child, as :class:`ForkedScript` and
+    the leftover sweep expect. None when warm starts are off (or there is no fork)."""
+    if _SERVER or not enabled():
+        return None
+    mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pid = os.fork()
+    except OSError:
+        mine.close()
+        its.close()
+        return None
+    if pid:
+        its.close()
+        mine.settimeout(10)
+        _SERVER.append((pid, mine))
+        return pid
+    code = 0
+    try:
+        mine.close()
+        _serve_zygotes(its)
+    except BaseException:  # noqa: BLE001 - the child must never return into the supervisor
+        code = 1
+    os._exit(code)
+
+
+def server_pid() -> int | None:
+    """The pid of this process's zygote server (:func:`start_server`), if it has one."""
+    return _SERVER[0][0] if _SERVER else None
+
+
+def stop_server() -> None:
+    """End the zygote server (it exits when its control socket closes), and any waiting child."""
+    dismiss()
+    while _SERVER:
+        pid, sock = _SERVER.pop()
+        sock.close()
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _served_zygote() -> int | None:
+    pid, control = _SERVER[0]
+    mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        socket.send_fds(control, [b"z"], [its.fileno()])
+        data = b""
+        while len(data) < 4:
+            chunk = control.recv(4 - len(data))
+            if not chunk:
+                raise OSError("the zygote server is gone")
+            data += chunk
+        child = struct.unpack("i", data)[0]
+    except OSError:
+        mine.close()
+        stop_server()  # its scripts start fresh from now on
+        return None
+    finally:
+        its.close()
+    if child <= 0:
+        mine.close()
+        return None
+    _ZYGOTE.append((child, mine))
+    return child
+
+
+def _serve_zygotes(control: socket.socket) -> None:
+    """The zygote server's loop: for each socket it is sent, a waiting child (through a middle
+    process, see :func:`start_server`), whose pid goes back once the middle one is reaped (its
+    adoption by the sub-reaper is done by then)."""
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(control, 1, 1)
+        except OSError:
+            return
+        if not msg:
+            return  # the supervisor closed its end: it ended
+        if not fds:
+            continue
+        r, w = os.pipe()
+        try:
+            middle = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+            os.close(fds[0])
+            control.sendall(struct.pack("i", 0))
+            continue
+        if middle == 0:
+            try:
+                os.close(r)
+                control.close()
+                child = os.fork()
+                if child == 0:
+                    os.close(w)
+                    _be_zygote(socket.socket(fileno=fds[0]))
+                os.write(w, struct.pack("i", child))
+            finally:
+                os._exit(0)
+        os.close(w)
+        os.close(fds[0])
+        with os.fdopen(r, "rb") as answer:
+            data = answer.read(4)
+        os.waitpid(middle, 0)
+        control.sendall(data if len(data) == 4 else struct.pack("i", 0))
 
 
 def dismiss() -> None:

@@ -215,6 +215,11 @@ class SweepController(controllers.Controller):
         self.final: dict[str, list[float]] = {}
         #: The best trial so far and its best primary metric value (``BEST_CHILD``'s last row).
         self.best: tuple[str, float] | None = None
+        #: Local trials are run by trial workers (``compute.trials``), not a supervisor each.
+        self.use_workers = False
+        #: The trial workers started, ``(pid, start time)``, and when they were last counted.
+        self.workers: list[tuple[int, float | None]] = []
+        self.workers_checked = 0.0
 
     def prior_trials(self) -> list[tuple[dict[str, Any], float | None]]:
         """The ended trials of the sweeps this one resumes (``resumeFrom``) and of the trials
@@ -280,6 +285,7 @@ class SweepController(controllers.Controller):
             parent_id=self.run_id,
             snapshot=Snapshot(**self.snapshot) if self.snapshot else None,
             data=data,
+            start=not self.use_workers,
             properties={
                 "hyperparameters": json.dumps(params),
                 "azureml.hyperdrive.index": str(index),
@@ -386,9 +392,10 @@ class SweepController(controllers.Controller):
         # within milliseconds of it, not after this loop has seen it, sampled and submitted.
         open_limit = max_conc + self.queue_ahead()
         if open_limit > max_conc:  # local trials: forked by the launcher, not started cold
-            from ..compute import launcher
+            from ..compute import launcher, trials
 
             launcher.wait_ready(self.ws.path, launcher.submitter_env(), LAUNCHER_WAIT_S)
+            self.use_workers = trials.enabled()
         launched, exhausted, stopping = 0, False, False
         while True:
             status = self.ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (self.run_id,))
@@ -398,6 +405,7 @@ class SweepController(controllers.Controller):
                 return "Canceled", None
             rows = self.trials()
             open_ids = {r["id"] for r in rows if r["status"] not in TERMINAL}
+            prior = set(open_ids)
             # Only the trials not seen ended yet are read again: an ended trial's values are final
             # (its script flushed them before its status moved), so a long sweep's poll stays small.
             seqs = {r["seq"]: r["id"] for r in rows if r["id"] not in self.ended}
@@ -437,9 +445,43 @@ class SweepController(controllers.Controller):
                     break
                 open_ids.add(self.submit_trial(launched, params))
                 launched += 1
+            if self.use_workers:
+                self.keep_workers(min(open_limit, len(open_ids)), len(open_ids) > len(prior))
             if not open_ids and (stopping or exhausted or launched >= max_total):
                 return self.outcome(rows)
             self.wait_for_change()
+
+    def keep_workers(self, wanted: int, submitted: bool) -> None:
+        """Keep ``wanted`` trial workers alive (``compute.trials``): counted after trials were
+        submitted and every :data:`RECONCILE_S` (a killed worker's trial is failed by
+        :meth:`trials`; another worker takes the next). Where none can be started, each trial
+        waiting for one gets its own supervisor, as without workers."""
+        from ..compute import launcher, trials
+        from ..processes import process_alive
+
+        now = time.monotonic()
+        if not submitted and now - self.workers_checked < RECONCILE_S:
+            return
+        self.workers_checked = now
+        self.workers = [w for w in self.workers if process_alive(*w)]
+        env = launcher.submitter_env()
+        while len(self.workers) < wanted:
+            try:
+                self.workers.append(trials.start_worker(self.ws, self.run_id, env))
+            except OSError as e:
+                self.say(
+                    f"could not start a trial worker ({e}): a supervisor per trial from now on"
+                )
+                self.use_workers = False
+                for row in self.ws.catalog.query(
+                    "SELECT id FROM runs WHERE parent_id = ? AND status = 'NotStarted'"
+                    " AND supervisor_pid IS NULL",
+                    (self.run_id,),
+                ):
+                    launcher.start_for_run(
+                        self.ws, row[0], launcher.SUPERVISOR, env, warm_up=False, what="the trial"
+                    )
+                return
 
     def queue_ahead(self) -> int:
         """How many trials to submit beyond ``maxConcurrentRuns``: :data:`QUEUE_AHEAD` when
