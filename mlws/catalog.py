@@ -637,9 +637,9 @@ class Catalog:
                 except sqlite3.Error:
                     pass
 
-    def close(self) -> None:
+    def close(self, optimize: bool = True) -> None:
         """Close the connection; the file's SQLite header may be read directly again once no
-        connection of this process is open on it."""
+        connection of this process is open on it. ``optimize``: see :meth:`optimize`."""
         with self._tlock:
             # SQLite's advice: run PRAGMA optimize as a connection closes. Only for a connection
             # that wrote (closing after reads stays a read), and a full, bounded ANALYZE after a
@@ -648,7 +648,7 @@ class Catalog:
                 changes = self.conn.total_changes if self.writer else 0
             except sqlite3.Error:
                 changes = 0  # closed already
-            if changes:
+            if changes and optimize:
                 self.optimize(full=changes >= BULK_CHANGES)
             try:
                 self.conn.close()

@@ -406,9 +406,11 @@ class Workspace:
         return target
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def close(self) -> None:
+    def close(self, optimize: bool = True) -> None:
         """Write the metrics still buffered for this workspace and close its catalog; a second call
-        does nothing. ``with Workspace(...)`` closes it on exit."""
+        does nothing. ``with Workspace(...)`` closes it on exit. ``optimize=False``: no refresh
+        of the planner's statistics on the way (a process that outlives what it reported, such
+        as a sweep's trial worker, must not write after the sweep has ended)."""
         if not self._closed:
             self._closed = True
             if self.remote is not None:
@@ -417,7 +419,7 @@ class Workspace:
             from .metrics import close_catalog
 
             close_catalog(self.catalog)
-            self.catalog.close()
+            self.catalog.close(optimize=optimize)
 
     def __enter__(self) -> Workspace:
         return self

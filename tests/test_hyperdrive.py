@@ -368,6 +368,50 @@ def test_sweep_outlives_its_submitter(ws, tmp_path):
         kill_run_processes(ws)
 
 
+#: A trial that says whether it was forked warm, and leaves a process behind in its own session.
+LEAVES_A_PROCESS = """
+import argparse, subprocess
+from mlws import Run
+from mlws.compute.warmstart import started_warm
+p = argparse.ArgumentParser()
+p.add_argument("--x", type=float, required=True)
+a = p.parse_args()
+left = subprocess.Popen(["sleep", "60"], start_new_session=True)
+run = Run.get_context()
+run.log("accuracy", a.x)
+run.log("warm", int(started_warm()))
+run.log("left_pid", left.pid)
+"""
+
+
+def test_local_trials_are_run_in_turn_by_a_few_warm_workers(ws, tmp_path):
+    """A local sweep's trials are claimed in turn by a few trial workers (compute.trials), not a
+    supervisor each: every trial is still a full run, its script forked warm, what it left
+    running killed at its end; the workers leave once the sweep has ended."""
+    from mlws.processes import process_alive
+
+    src = make_source(tmp_path, LEAVES_A_PROCESS)
+    cfg = _sweep(src, {"--x": choice(*range(1, 9))}, max_total_runs=8, max_concurrent_runs=2)
+    try:
+        run = Experiment(ws, "hd").submit(cfg)
+        assert wait_status(run, TERMINAL, timeout=60) == "Completed"
+        trials = run.get_children()
+        assert [t.get_status() for t in trials] == ["Completed"] * 8
+        metrics = [t.get_metrics() for t in trials]
+        assert [m["warm"] for m in metrics] == [1] * 8
+        rows = ws.catalog.query(
+            "SELECT supervisor_pid, supervisor_start FROM runs WHERE parent_id = ?", (run.id,)
+        )
+        workers = {(r[0], r[1]) for r in rows}
+        assert 1 <= len(workers) <= 2 + QUEUE_AHEAD  # at most one per trial open at once
+        wait_until(lambda: not any(process_alive(*w) for w in workers), 10, "the workers to leave")
+        for m in metrics:  # each trial's leftover, killed at its end
+            assert not process_alive(int(m["left_pid"]), None)
+        assert run.get_children_sorted_by_primary_metric()[0]["best_primary_metric"] == 8
+    finally:
+        kill_run_processes(ws)
+
+
 #: v1's MNIST sweep pattern: the data folder is a dataset argument, mounted for every trial.
 READS_DATA = """
 import argparse

@@ -53,6 +53,7 @@ LAUNCHABLE = (
 #: supervisor (a reused step is fingerprinted and recorded without starting anything).
 WARM_LATER = (
     "mlws.pipelines.controller",
+    "mlws.compute.trials",  # a local sweep's trial workers
     "mlws.pipelines.reuse",
     "mlws.runconfig",
     "mlws.environments",

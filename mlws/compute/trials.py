@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(ws, args[1])
     finally:
         warmstart.stop_server()
-    ws.close()
+    ws.close(optimize=False)  # the sweep has ended: nothing may change after it
     return 0
 
 
