@@ -47,16 +47,19 @@ def enabled() -> bool:
 
 
 def claim_next(ws: Workspace, parent_id: str) -> str | None:
-    """Claim the oldest trial of ``parent_id`` nobody supervises yet: this process is
-    recorded as its supervising process (``Queued``). Its id, or None when there is none."""
+    """Claim the oldest trial of ``parent_id`` nobody supervises yet, while the sweep runs:
+    this process is recorded as its supervising process (``Queued``). Its id, or None when
+    there is none (or the sweep is no longer ``Running``: canceled, or failed because its
+    controller died, it starts no trial)."""
     from ..processes import process_start_time
 
     me = os.getpid()
     with ws.catalog.write() as conn:
         row = conn.execute(
             "SELECT id FROM runs WHERE parent_id = ? AND status = 'NotStarted'"
-            " AND supervisor_pid IS NULL ORDER BY seq LIMIT 1",
-            (parent_id,),
+            " AND supervisor_pid IS NULL"
+            " AND (SELECT status FROM runs WHERE id = ?) = 'Running' ORDER BY seq LIMIT 1",
+            (parent_id, parent_id),
         ).fetchone()
         if row is None:
             return None
