@@ -359,6 +359,10 @@ class Tracker:
         # Under _create_lock: the next request's runs, each removed from its buffer.
         items: list[Any] = []
         total = 0
+        # One clock reading for the whole batch: the server dates each run "now minus its
+        # age", and ages taken as the loop went on shifted later runs earlier (two runs
+        # created 2 ms apart came back in the wrong order on a loaded machine).
+        now = time.monotonic()
         for w in list(self.writers.values()):
             if w.create is None:
                 continue
@@ -373,7 +377,6 @@ class Tracker:
                 item["tags"] = {**item.get("tags", {}), **tags}
             if batch:
                 item["series"] = wire_series(batch)
-            now = time.monotonic()
             item["startedSecondsAgo"] = round(now - w.started, 6)
             outcome = None
             if w.outcome is not None and not w.pending():
