@@ -11,7 +11,9 @@ sweep survives its submitter. The controller:
    with the reason, so a sweep is never left ``Running``. SIGTERM/SIGHUP do the same at once.
 2. **Runs trials**: draws hyperparameters (:class:`~mlws.hyperdrive.sampling.Sampler`) and
    submits each set as a child run through the public ``submit_script`` (any compute target),
-   the script's arguments followed by ``--name value``; keeps ``maxConcurrentRuns`` open.
+   the script's arguments followed by ``--name value``; keeps ``maxConcurrentRuns`` open. On a
+   ``local`` target the trials are recorded unstarted and run by trial workers
+   (:mod:`mlws.compute.trials`), one per trial open at once, which this process keeps alive.
 3. **Watches** the trials' primary metric as they log it and cancels those the policy judges
    poor (each gets the property ``azureml.earlyTermination`` with the reason); stops launching
    at ``maxTotalRuns``, an exhausted grid, or ``maxDurationMinutes`` (then cancels what runs).
