@@ -398,6 +398,8 @@ class SweepController(controllers.Controller):
 
             launcher.wait_ready(self.ws.path, launcher.submitter_env(), LAUNCHER_WAIT_S)
             self.use_workers = trials.enabled()
+            if self.use_workers:  # one opens the workspace while the first trials are recorded
+                self.keep_workers(1, True)
         launched, exhausted, stopping = 0, False, False
         while True:
             status = self.ws.catalog.scalar("SELECT status FROM runs WHERE id = ?", (self.run_id,))
