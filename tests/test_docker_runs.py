@@ -1,0 +1,278 @@
+"""Runs asking for Docker run in a container when a daemon answers (mlws/compute/docker.py).
+
+The daemon is podman's Docker-compatible service, started here on a socket of its own with its
+own storage under a temp folder; the image is made locally (no registry is reachable): busybox
+for /bin/sh and this machine's Python interpreter, imported as ``mlws-test-py:1``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+from helpers import V1_TRAIN, driver_log, make_source, wait_status, wait_until
+
+IMAGE = "mlws-test-py:1"
+
+
+@pytest.fixture(autouse=True)
+def azureml_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``azureml`` layer on this process's path, as ``mlws v1 enable`` puts it."""
+    from mlws.v1 import add_to_sys_path
+
+    add_to_sys_path()
+    monkeypatch.setattr("mlws.v1.names._noted", set())
+
+
+needs_podman = pytest.mark.skipif(
+    not (shutil.which("podman") and shutil.which("docker") and shutil.which("busybox")),
+    reason="needs podman, the docker client and busybox (make install puts them in)",
+)
+
+# v1's training script, plus where it ran and a secret read through the run's channel.
+V1_SCRIPT = (
+    V1_TRAIN
+    + 'print("in container:", os.path.exists("/run/.containerenv") or os.path.exists("/.dockerenv"))\n'
+    + 'print("secret:", run.get_secret("greeting"))\n'
+)
+
+
+def _image_tar(path: Path) -> None:
+    """A minimal root filesystem: busybox as /bin/sh, this interpreter (its standard library
+    without tests and GUI modules, its stripped libpython) and the shared libraries they load."""
+    stdlib = Path(sysconfig.get_path("stdlib"))
+    skip = {"site-packages", "test", "idlelib", "tkinter", "ensurepip", "turtledemo", "lib2to3"}
+    exe = os.path.realpath(sys.executable)
+    libpython = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("INSTSONAME")
+    compiled: list[str] = [exe, str(libpython)]
+
+    def keep(ti: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        rel = Path("/" + ti.name).relative_to(stdlib).parts
+        if rel and (rel[0] in skip or rel[0].startswith("config-") or "_tkinter" in rel[-1]):
+            return None
+        if ".opt-" in ti.name:  # optimized bytecode no run uses
+            return None
+        if ti.name.endswith(".so"):
+            compiled.append("/" + ti.name)
+        return ti
+
+    def link(tf: tarfile.TarFile, name: str, target: str) -> None:
+        ti = tarfile.TarInfo(name)
+        ti.type, ti.linkname = tarfile.SYMTYPE, target
+        tf.addfile(ti)
+
+    with tarfile.open(path, "w") as tf, tempfile.TemporaryDirectory() as tmp:
+        for d, mode in (("bin", 0o755), ("tmp", 0o1777)):
+            ti = tarfile.TarInfo(d)
+            ti.type, ti.mode = tarfile.DIRTYPE, mode
+            tf.addfile(ti)
+        tf.add(os.path.realpath(shutil.which("busybox") or ""), "bin/busybox")
+        for tool in ("sh", "sleep", "cat"):
+            link(tf, f"bin/{tool}", "busybox")
+        tf.add(exe, exe.lstrip("/"))
+        link(tf, "bin/python3", exe)  # no `python`: the fallback to python3 is taken
+        stripped = Path(tmp) / "libpython"
+        shutil.copy(libpython, stripped)
+        subprocess.run(["strip", "--strip-unneeded", str(stripped)], check=False)
+        tf.add(stripped, str(libpython).lstrip("/"))
+        tf.add(stdlib, str(stdlib).lstrip("/"), filter=keep)
+        libs: set[str] = set()
+        for f in compiled:
+            out = subprocess.run(["ldd", f], capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                p = line.split("=>")[-1].split("(")[0].strip()
+                if p.startswith("/") and p != str(libpython):
+                    libs.add(p)
+        for p in sorted(libs):
+            tf.add(os.path.realpath(p), p.lstrip("/"))
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory):
+    """podman's Docker API on a socket of its own (storage, runtime state under a temp folder),
+    the test image imported; yields the ``DOCKER_HOST`` value. Stopped by its pid."""
+    base = tmp_path_factory.mktemp("podman")
+    (base / "containers.conf").write_text(
+        '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n'
+        'netns = "host"\n'
+        f'[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\ntmp_dir = "{base}/libpod"\n'
+        'events_logger = "none"\n'
+    )
+    (base / "storage.conf").write_text(
+        f'[storage]\ndriver = "vfs"\nrunroot = "{base}/run"\ngraphroot = "{base}/graph"\n'
+    )
+    env = {
+        **os.environ,
+        "CONTAINERS_CONF": str(base / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(base / "storage.conf"),
+    }
+    _image_tar(base / "rootfs.tar")
+    subprocess.run(
+        ["podman", "import", str(base / "rootfs.tar"), IMAGE],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (base / "rootfs.tar").unlink()
+    sock = base / "podman.sock"
+    host = f"unix://{sock}"
+    with open(base / "service.log", "wb") as log:
+        service = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", host],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+
+        def answers() -> bool:
+            assert service.poll() is None, (base / "service.log").read_text()
+            r = subprocess.run(
+                ["docker", "info", "--format", "{{.ServerVersion}}"],
+                env={**env, "DOCKER_HOST": host},
+                capture_output=True,
+            )
+            return r.returncode == 0
+
+        wait_until(answers, timeout=30, what="podman's service to answer")
+        yield host
+    finally:
+        # Whatever a failed test left running goes first: its mounts live under `base`.
+        subprocess.run(
+            ["podman", "rm", "--all", "--force", "--time", "0"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def docker_host(daemon: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DOCKER_HOST", daemon)
+    return daemon
+
+
+def _v1_env(enabled: bool, image: str = IMAGE):  # noqa: ANN202 - a v1 Environment
+    from azureml.core import Environment
+
+    env = Environment("dockered")
+    env.docker.enabled = enabled
+    env.docker.base_image = image
+    return env
+
+
+def _containers(name: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "--all", "--filter", f"name={name}", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [n for n in out.split() if n == name]
+
+
+@needs_podman
+def test_v1_runs_asking_for_docker_run_in_a_container(ws, tmp_path, docker_host):
+    from azureml.core import Experiment, ScriptRunConfig
+    from azureml.core.runconfig import DockerConfiguration
+
+    ws.get_default_keyvault().set_secret("greeting", "hello")
+    src = make_source(tmp_path, V1_SCRIPT, prelude="")
+    exp = Experiment(ws, "docker")
+    by_env = exp.submit(ScriptRunConfig(str(src), "train.py", environment=_v1_env(True)))
+    by_config = exp.submit(
+        ScriptRunConfig(
+            str(src),
+            "train.py",
+            environment=_v1_env(False),
+            docker_runtime_config=DockerConfiguration(use_docker=True, shm_size="64m"),
+        )
+    )
+    for run in (by_env, by_config):
+        details = run.wait_for_completion(raise_on_error=False, timeout=90)
+        log = driver_log(run)
+        assert details["status"] == "Completed", log
+        assert log.splitlines()[0] == (
+            f"Note: the script runs in Docker, in container mlws-{run.id} of {IMAGE}"
+        )
+        assert "in container: True" in log and "secret: hello" in log
+        assert run.get_metrics() == {"accuracy": 0.91}
+        assert run._read_file_text("outputs/model.txt") == "weights"
+        assert _containers(f"mlws-{run.id}") == []  # --rm
+    # what the script wrote into the workspace (the catalog, its journal) is the caller's
+    owners = {p.stat().st_uid for p in ws.path.rglob("*")}
+    assert owners == {os.getuid()}
+
+
+@needs_podman
+def test_a_missing_image_fails_the_run_with_dockers_reason(ws, tmp_path, docker_host):
+    from azureml.core import Experiment, ScriptRunConfig
+
+    src = make_source(tmp_path, V1_SCRIPT, prelude="")
+    run = Experiment(ws, "docker").submit(
+        ScriptRunConfig(str(src), "train.py", environment=_v1_env(True, "mlws-no-such-image:0"))
+    )
+    details = run.wait_for_completion(raise_on_error=False, timeout=90)
+    assert details["status"] == "Failed"
+    message = details["error"]["error"]["message"]
+    assert message.startswith("docker could not run the script: ") and "\n" not in message
+    assert "mlws-no-such-image" in message
+    assert run.get_metrics() == {} and "outputs/model.txt" not in run.get_file_names()
+
+
+@needs_podman
+def test_canceling_a_docker_run_removes_its_container(ws, tmp_path, docker_host):
+    from azureml.core import Experiment, ScriptRunConfig
+
+    # The script ignores SIGTERM: the grace's SIGKILL reaches only the docker client, and the
+    # container, which outlives it, must go by name.
+    src = make_source(
+        tmp_path,
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(300)\n",
+        prelude="",
+    )
+    run = Experiment(ws, "docker").submit(
+        ScriptRunConfig(str(src), "train.py", environment=_v1_env(True))
+    )
+    name = f"mlws-{run.id}"
+    wait_status(run, "Running", timeout=60)
+    wait_until(lambda: _containers(name), timeout=30, what="the run's container")
+    run.cancel()
+    assert wait_status(run, ("Canceled", "Failed", "Completed"), timeout=60) == "Canceled"
+    assert _containers(name) == []
+
+
+def test_a_distributed_run_asking_for_docker_is_refused_at_submit(ws, tmp_path):
+    from azureml.core import Experiment, ScriptRunConfig
+    from azureml.core.runconfig import DockerConfiguration, PyTorchConfiguration
+
+    from mlws.errors import RunConfigError
+
+    src = make_source(tmp_path, "print('x')\n", prelude="")
+    before = ws.catalog.scalar("SELECT COUNT(*) FROM runs")
+    with pytest.raises(RunConfigError, match="no distributed run in Docker"):
+        Experiment(ws, "docker").submit(
+            ScriptRunConfig(
+                str(src),
+                "train.py",
+                distributed_job_config=PyTorchConfiguration(process_count=2),
+                docker_runtime_config=DockerConfiguration(use_docker=True),
+            )
+        )
+    assert ws.catalog.scalar("SELECT COUNT(*) FROM runs") == before
