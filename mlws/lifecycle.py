@@ -341,6 +341,11 @@ def kill_orphan(ws: Workspace, row: sqlite3.Row) -> None:
             os.killpg(row["pid"], signal.SIGKILL)
         except OSError:
             pass
+    if row["pid"] and (json.loads(row["definition"] or "{}")).get("docker"):
+        # A script in Docker outlives its docker client: its container goes by name.
+        from .compute.docker import container_name, remove_container
+
+        remove_container(container_name(row["id"]), ws.path)
 
 
 def reconcile_active(ws: Workspace) -> int:

@@ -237,8 +237,12 @@ def test_a_missing_image_fails_the_run_with_dockers_reason(ws, tmp_path, docker_
 
 
 @needs_podman
-def test_canceling_a_docker_run_removes_its_container(ws, tmp_path, docker_host):
+def test_a_canceled_docker_run_and_one_whose_supervisor_died_leave_no_container(
+    ws, tmp_path, docker_host
+):
     from azureml.core import Experiment, ScriptRunConfig
+
+    from mlws.processes import process_alive
 
     # The script ignores SIGTERM: the grace's SIGKILL reaches only the docker client, and the
     # container, which outlives it, must go by name.
@@ -247,15 +251,24 @@ def test_canceling_a_docker_run_removes_its_container(ws, tmp_path, docker_host)
         "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(300)\n",
         prelude="",
     )
-    run = Experiment(ws, "docker").submit(
-        ScriptRunConfig(str(src), "train.py", environment=_v1_env(True))
+    exp = Experiment(ws, "docker")
+    config = ScriptRunConfig(str(src), "train.py", environment=_v1_env(True))
+    canceled, orphaned = exp.submit(config), exp.submit(config)
+    for run in (canceled, orphaned):
+        wait_status(run, "Running", timeout=60)
+        name = f"mlws-{run.id}"
+        wait_until(lambda name=name: _containers(name), timeout=30, what="the container")
+    canceled.cancel()
+    supervisor, start = ws.catalog.one(
+        "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (orphaned.id,)
     )
-    name = f"mlws-{run.id}"
-    wait_status(run, "Running", timeout=60)
-    wait_until(lambda: _containers(name), timeout=30, what="the run's container")
-    run.cancel()
-    assert wait_status(run, ("Canceled", "Failed", "Completed"), timeout=60) == "Canceled"
-    assert _containers(name) == []
+    os.kill(supervisor, signal.SIGKILL)
+    wait_until(lambda: not process_alive(supervisor, start), 10, "the supervisor to die")
+    # The next read reconciles the run: its container goes with it.
+    assert orphaned.get_status() == "Failed"
+    assert _containers(f"mlws-{orphaned.id}") == []
+    assert wait_status(canceled, ("Canceled", "Failed", "Completed"), timeout=60) == "Canceled"
+    assert _containers(f"mlws-{canceled.id}") == []
 
 
 def test_a_distributed_run_asking_for_docker_is_refused_at_submit(ws, tmp_path):

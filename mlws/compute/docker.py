@@ -37,6 +37,9 @@ from ..errors import DockerError
 #: The folder of the run's working folder holding its secret channel's FIFOs (mode 0700).
 CHANNEL_FOLDER = ".mlws-channel"
 
+#: The label naming the workspace folder whose run a container is.
+WORKSPACE_LABEL = "mlws.workspace"
+
 #: Seconds ``docker info`` has to answer before the daemon counts as unreachable.
 PROBE_TIMEOUT_S = 10.0
 
@@ -132,13 +135,33 @@ def container_name(run_id: str) -> str:
     return "mlws-" + re.sub(r"[^a-zA-Z0-9_.-]", "_", run_id)
 
 
-def remove_container(name: str) -> None:
-    """Kill and remove the container ``name`` if it exists (best effort: no daemon, no such
-    container and a slow daemon are all ignored)."""
+def remove_container(name: str, workspace: str | os.PathLike[str] | None = None) -> None:
+    """Kill and remove the container ``name`` if it exists; with ``workspace``, only if that
+    workspace folder's run made it (its label: a copy of a workspace has the same run ids).
+    Best effort: no daemon, no such container and a slow daemon are all ignored."""
     docker = shutil.which("docker")
     if docker is None:
         return
     try:
+        if workspace is not None:
+            found = subprocess.run(
+                [
+                    docker,
+                    "ps",
+                    "--all",
+                    "--quiet",
+                    "--filter",
+                    f"name=^{name}$",
+                    "--filter",
+                    f"label={WORKSPACE_LABEL}={workspace}",
+                ],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.split()
+            if not found:
+                return
         subprocess.run(
             [docker, "rm", "--force", name],
             stdin=subprocess.DEVNULL,
@@ -246,6 +269,8 @@ def wrap(
         "--init",  # PID 1 forwards a cancel's SIGTERM to the script and reaps what it leaves
         "--name",
         container_name(run_id),
+        "--label",
+        f"{WORKSPACE_LABEL}={workspace}",
         "--network",
         "host",
         "--user",
