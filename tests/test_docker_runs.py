@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -41,57 +40,56 @@ V1_SCRIPT = (
     V1_TRAIN
     + 'print("in container:", os.path.exists("/run/.containerenv") or os.path.exists("/.dockerenv"))\n'
     + 'print("secret:", run.get_secret("greeting"))\n'
+    + 'print("built by:", os.environ.get("BUILT_BY"))\n'
 )
 
 
 def _image_tar(path: Path) -> None:
     """A minimal root filesystem: busybox as /bin/sh, this interpreter (its standard library
-    without tests and GUI modules, its stripped libpython) and the shared libraries they load."""
+    without tests, GUI and packaging modules, compiled code stripped) and the shared libraries
+    they load. Small, because the daemon copies it for every container (vfs storage)."""
     stdlib = Path(sysconfig.get_path("stdlib"))
-    skip = {"site-packages", "test", "idlelib", "tkinter", "ensurepip", "turtledemo", "lib2to3"}
-    exe = os.path.realpath(sys.executable)
+    skip = {
+        *("site-packages", "test", "tests", "idlelib", "tkinter", "ensurepip", "turtledemo"),
+        *("lib2to3", "distutils", "unittest", "pydoc_data", "__phello__"),
+    }
+    exe = Path(os.path.realpath(sys.executable))
     libpython = Path(sysconfig.get_config_var("LIBDIR")) / sysconfig.get_config_var("INSTSONAME")
-    compiled: list[str] = [exe, str(libpython)]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
 
-    def keep(ti: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        rel = Path("/" + ti.name).relative_to(stdlib).parts
-        if rel and (rel[0] in skip or rel[0].startswith("config-") or "_tkinter" in rel[-1]):
-            return None
-        if ".opt-" in ti.name:  # optimized bytecode no run uses
-            return None
-        if ti.name.endswith(".so"):
-            compiled.append("/" + ti.name)
-        return ti
+        def inside(p: Path | str) -> Path:
+            return root / str(p).lstrip("/")
 
-    def link(tf: tarfile.TarFile, name: str, target: str) -> None:
-        ti = tarfile.TarInfo(name)
-        ti.type, ti.linkname = tarfile.SYMTYPE, target
-        tf.addfile(ti)
+        def unused(folder: str, names: list[str]) -> set[str]:
+            return {
+                n
+                for n in names
+                if n in skip or n.startswith("config-") or ".opt-" in n or "_tkinter" in n
+            }
 
-    with tarfile.open(path, "w") as tf, tempfile.TemporaryDirectory() as tmp:
-        for d, mode in (("bin", 0o755), ("tmp", 0o1777)):
-            ti = tarfile.TarInfo(d)
-            ti.type, ti.mode = tarfile.DIRTYPE, mode
-            tf.addfile(ti)
-        tf.add(os.path.realpath(shutil.which("busybox") or ""), "bin/busybox")
+        shutil.copytree(stdlib, inside(stdlib), ignore=unused, symlinks=True)
+        for f in (exe, libpython):
+            inside(f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, inside(f))
+        compiled = [inside(libpython), *inside(stdlib).glob("lib-dynload/*.so")]
+        # the libraries they load, as ldd finds them here
+        out = subprocess.run(["ldd", str(exe), *map(str, compiled)], capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            if not line.startswith("\t"):
+                continue  # a file's name, ahead of what it loads
+            lib = line.split("=>")[-1].split("(")[0].strip()
+            if lib.startswith("/") and not inside(lib).exists():
+                inside(lib).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(os.path.realpath(lib), inside(lib))
+        subprocess.run(["strip", "--strip-unneeded", *map(str, compiled)], check=False)
+        (root / "bin").mkdir()
+        (root / "tmp").mkdir(mode=0o1777)
+        shutil.copy(os.path.realpath(shutil.which("busybox") or ""), root / "bin" / "busybox")
         for tool in ("sh", "sleep", "cat"):
-            link(tf, f"bin/{tool}", "busybox")
-        tf.add(exe, exe.lstrip("/"))
-        link(tf, "bin/python3", exe)  # no `python`: the fallback to python3 is taken
-        stripped = Path(tmp) / "libpython"
-        shutil.copy(libpython, stripped)
-        subprocess.run(["strip", "--strip-unneeded", str(stripped)], check=False)
-        tf.add(stripped, str(libpython).lstrip("/"))
-        tf.add(stdlib, str(stdlib).lstrip("/"), filter=keep)
-        libs: set[str] = set()
-        for f in compiled:
-            out = subprocess.run(["ldd", f], capture_output=True, text=True).stdout
-            for line in out.splitlines():
-                p = line.split("=>")[-1].split("(")[0].strip()
-                if p.startswith("/") and p != str(libpython):
-                    libs.add(p)
-        for p in sorted(libs):
-            tf.add(os.path.realpath(p), p.lstrip("/"))
+            (root / "bin" / tool).symlink_to("busybox")
+        (root / "bin" / "python3").symlink_to(exe)  # no `python`: the fallback is taken
+        subprocess.run(["tar", "-C", str(root), "-cf", str(path), "."], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -168,12 +166,15 @@ def docker_host(daemon: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return daemon
 
 
-def _v1_env(enabled: bool, image: str = IMAGE):  # noqa: ANN202 - a v1 Environment
+def _v1_env(  # noqa: ANN202 - a v1 Environment
+    enabled: bool, image: str | None = IMAGE, dockerfile: str | None = None
+):
     from azureml.core import Environment
 
     env = Environment("dockered")
     env.docker.enabled = enabled
     env.docker.base_image = image
+    env.docker.base_dockerfile = dockerfile
     return env
 
 
@@ -200,18 +201,20 @@ def test_v1_runs_asking_for_docker_run_in_a_container(ws, tmp_path, docker_host)
         ScriptRunConfig(
             str(src),
             "train.py",
-            environment=_v1_env(False),
+            # the image is built from a Dockerfile on the test image
+            environment=_v1_env(False, None, f"FROM {IMAGE}\nENV BUILT_BY=dockerfile\n"),
             docker_runtime_config=DockerConfiguration(use_docker=True, shm_size="64m"),
         )
     )
-    for run in (by_env, by_config):
+    for run, image in ((by_env, IMAGE), (by_config, "the image built from base_dockerfile")):
         details = run.wait_for_completion(raise_on_error=False, timeout=90)
         log = driver_log(run)
         assert details["status"] == "Completed", log
         assert log.splitlines()[0] == (
-            f"Note: the script runs in Docker, in container mlws-{run.id} of {IMAGE}"
+            f"Note: the script runs in Docker, in container mlws-{run.id} of {image}"
         )
         assert "in container: True" in log and "secret: hello" in log
+        assert ("built by: dockerfile" in log) == (run is by_config)
         assert run.get_metrics() == {"accuracy": 0.91}
         assert run._read_file_text("outputs/model.txt") == "weights"
         assert _containers(f"mlws-{run.id}") == []  # --rm
@@ -225,24 +228,39 @@ def test_a_missing_image_fails_the_run_with_dockers_reason(ws, tmp_path, docker_
     from azureml.core import Experiment, ScriptRunConfig
 
     src = make_source(tmp_path, V1_SCRIPT, prelude="")
-    run = Experiment(ws, "docker").submit(
+    exp = Experiment(ws, "docker")
+    missing = exp.submit(
         ScriptRunConfig(str(src), "train.py", environment=_v1_env(True, "mlws-no-such-image:0"))
     )
-    details = run.wait_for_completion(raise_on_error=False, timeout=90)
-    assert details["status"] == "Failed"
-    message = details["error"]["error"]["message"]
-    assert message.startswith("docker could not run the script: ") and "\n" not in message
-    assert "mlws-no-such-image" in message
-    assert run.get_metrics() == {} and "outputs/model.txt" not in run.get_file_names()
+    unbuilt = exp.submit(
+        ScriptRunConfig(
+            str(src), "train.py", environment=_v1_env(True, None, "FROM mlws-no-such-base:0\n")
+        )
+    )
+    for run, start, name in (
+        (missing, "docker could not run the script: ", "mlws-no-such-image"),
+        (
+            unbuilt,
+            "mlws could not run the script: docker build of the environment's",
+            "mlws-no-such-base",
+        ),
+    ):
+        details = run.wait_for_completion(raise_on_error=False, timeout=90)
+        assert details["status"] == "Failed"
+        message = details["error"]["error"]["message"]
+        assert message.startswith(start) and "\n" not in message and name in message, message
+        assert run.get_metrics() == {} and "outputs/model.txt" not in run.get_file_names()
 
 
 @needs_podman
 def test_a_canceled_docker_run_and_one_whose_supervisor_died_leave_no_container(
-    ws, tmp_path, docker_host
+    ws, tmp_path, docker_host, monkeypatch
 ):
     from azureml.core import Experiment, ScriptRunConfig
 
     from mlws.processes import process_alive
+
+    monkeypatch.setenv("MLWS_CANCEL_GRACE_S", "0.5")
 
     # The script ignores SIGTERM: the grace's SIGKILL reaches only the docker client, and the
     # container, which outlives it, must go by name.
