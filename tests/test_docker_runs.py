@@ -40,6 +40,9 @@ V1_SCRIPT = (
     V1_TRAIN
     + 'print("in container:", os.path.exists("/run/.containerenv") or os.path.exists("/.dockerenv"))\n'
     + 'print("secret:", run.get_secret("greeting"))\n'
+    + 'child = run.child_run("child")\n'  # records its pid: the host's, checked here
+    + 'child.log("y", 2)\n'
+    + "child.complete()\n"
     + 'print("built by:", os.environ.get("BUILT_BY"))\n'
 )
 
@@ -73,8 +76,16 @@ def _image_tar(path: Path) -> None:
             inside(f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(f, inside(f))
         compiled = [inside(libpython), *inside(stdlib).glob("lib-dynload/*.so")]
-        # the libraries they load, as ldd finds them here
-        out = subprocess.run(["ldd", str(exe), *map(str, compiled)], capture_output=True, text=True)
+        # the libraries they load, as ldd finds them here; and those of the compiled packages
+        # mlws mounts (psutil's), as any real image has them
+        from mlws.compute.docker import dependency_mounts
+
+        mounted = [so for p in dependency_mounts()[0] for so in Path(p).rglob("*.abi3.so")]
+        out = subprocess.run(
+            ["ldd", str(exe), *map(str, compiled), *map(str, mounted)],
+            capture_output=True,
+            text=True,
+        )
         for line in out.stdout.splitlines():
             if not line.startswith("\t"):
                 continue  # a file's name, ahead of what it loads
@@ -82,7 +93,8 @@ def _image_tar(path: Path) -> None:
             if lib.startswith("/") and not inside(lib).exists():
                 inside(lib).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(os.path.realpath(lib), inside(lib))
-        subprocess.run(["strip", "--strip-unneeded", *map(str, compiled)], check=False)
+        if shutil.which("strip"):  # binutils: without it the image is only larger
+            subprocess.run(["strip", "--strip-unneeded", *map(str, compiled)], check=False)
         (root / "bin").mkdir()
         (root / "tmp").mkdir(mode=0o1777)
         shutil.copy(os.path.realpath(shutil.which("busybox") or ""), root / "bin" / "busybox")
@@ -101,7 +113,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
         '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n'
         'netns = "host"\n'
         f'[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\ntmp_dir = "{base}/libpod"\n'
-        'events_logger = "none"\n'
+        f'events_logger = "file"\nevents_logfile_path = "{base}/events.log"\n'
     )
     (base / "storage.conf").write_text(
         f'[storage]\ndriver = "vfs"\nrunroot = "{base}/run"\ngraphroot = "{base}/graph"\n'
@@ -216,6 +228,8 @@ def test_v1_runs_asking_for_docker_run_in_a_container(ws, tmp_path, docker_host)
         assert "in container: True" in log and "secret: hello" in log
         assert ("built by: dockerfile" in log) == (run is by_config)
         assert run.get_metrics() == {"accuracy": 0.91}
+        (child,) = run.get_children()
+        assert child.get_status() == "Completed" and child.get_metrics() == {"y": 2}
         assert run._read_file_text("outputs/model.txt") == "weights"
         assert _containers(f"mlws-{run.id}") == []  # --rm
     # what the script wrote into the workspace (the catalog, its journal) is the caller's
@@ -237,7 +251,15 @@ def test_a_missing_image_fails_the_run_with_dockers_reason(ws, tmp_path, docker_
             str(src), "train.py", environment=_v1_env(True, None, "FROM mlws-no-such-base:0\n")
         )
     )
+    failing = exp.submit(
+        ScriptRunConfig(
+            str(make_source(tmp_path, "raise ValueError('boom')\n", "bad", prelude="")),
+            "train.py",
+            environment=_v1_env(True),
+        )
+    )
     for run, start, name in (
+        (failing, "the script exited with code 1: ", "ValueError: boom"),
         (missing, "docker could not run the script: ", "mlws-no-such-image"),
         (
             unbuilt,

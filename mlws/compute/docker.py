@@ -11,8 +11,9 @@ and a note in ``logs/driver.log`` says why (:func:`note`).
 The container (``mlws-<run id>``) sees the host's network, runs as the caller's uid:gid, and has
 bind-mounted at their own paths: the run's working folder (its working directory), the
 workspace folder (a script writes metrics straight into the catalog, as everywhere else), and,
-read-only, mlws's package folder and the pure-Python packages mlws needs at run time
-(:func:`dependency_mounts`), which are on its ``PYTHONPATH``. Variables are passed by name
+read-only, mlws's package folder and the packages mlws needs at run time that any CPython 3
+loads (:func:`dependency_mounts`), which are on its ``PYTHONPATH``. It shares the host's pid
+namespace, so a pid the script records (a child run's) is one this machine's mlws can check. Variables are passed by name
 (``-e NAME``): their values come from the docker client's own environment, never its command line.
 Inside, the script runs on the image's ``python`` (v1's images: the environment's interpreter),
 else ``python3``.
@@ -173,10 +174,10 @@ def remove_container(name: str, workspace: str | os.PathLike[str] | None = None)
         pass
 
 
-def image_for(asked: dict[str, Any], log: Any) -> str:
+def image_for(asked: dict[str, Any], log_file: Path) -> str:
     """The image to run: ``asked["image"]``, or for a ``dockerfile`` the image built from it
-    (tagged ``mlws-env:<content hash>``; built once per daemon, ``log``: a binary file the
-    build's output goes to).
+    (tagged ``mlws-env:<content hash>``; built once per daemon, its output appended to
+    ``log_file``).
 
     :raises DockerError: the build failed (the reason is docker's last line)."""
     dockerfile = asked.get("dockerfile")
@@ -193,15 +194,15 @@ def image_for(asked: dict[str, Any], log: Any) -> str:
     )
     if known.returncode == 0:
         return tag
-    log.write(f"mlws: building image {tag} from the environment's base_dockerfile\n".encode())
-    log.flush()
     built = subprocess.run(
         [docker, "build", "--tag", tag, "-"],
         input=dockerfile.encode(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    log.write(built.stdout)
+    with open(log_file, "ab") as log:
+        log.write(f"mlws: built image {tag} from the environment's base_dockerfile\n".encode())
+        log.write(built.stdout)
     if built.returncode != 0:
         lines = [ln for ln in built.stdout.decode("utf-8", "replace").splitlines() if ln.strip()]
         raise DockerError(
@@ -213,10 +214,10 @@ def image_for(asked: dict[str, Any], log: Any) -> str:
 
 @functools.lru_cache(maxsize=1)
 def dependency_mounts() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(paths, folders)``: the pure-Python packages mlws needs at run time (its declared
-    dependencies and theirs, only those without compiled code, which another interpreter may not
-    load), each to be mounted read-only at its own path, and the site folders holding them, to
-    put on ``PYTHONPATH``. Only those packages are mounted, so nothing else of this machine's
+    """``(paths, folders)``: the packages mlws needs at run time (its declared dependencies and
+    theirs) that any CPython 3 can load (pure Python, or compiled for the stable ABI), each to be
+    mounted read-only at its own path, and the site folders holding them, to put on
+    ``PYTHONPATH``. Only those packages are mounted, so nothing else of this machine's
     site-packages hides the image's own."""
     from .shipping import runtime_distributions
 
@@ -225,7 +226,10 @@ def dependency_mounts() -> tuple[tuple[str, ...], tuple[str, ...]]:
     for dist in runtime_distributions():
         name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
         files = dist.files or []
-        if name in _NOT_MOUNTED or any(str(f).endswith((".so", ".pyd")) for f in files):
+        # Code compiled for one Python version may not load in the image's: only packages
+        # without it, or whose compiled code is for any CPython 3 (abi3: psutil, cryptography).
+        compiled = [f for f in files if str(f).endswith((".so", ".pyd"))]
+        if name in _NOT_MOUNTED or any(".abi3." not in f.name for f in compiled):
             continue
         for f in files:
             top = f.parts[0] if f.parts else ""
@@ -265,8 +269,13 @@ def wrap(
     cmd = [
         shutil.which("docker") or "docker",
         "run",
-        "--rm",
-        "--init",  # PID 1 forwards a cancel's SIGTERM to the script and reaps what it leaves
+        # No --rm: podman's Docker API then answers exit code 0 whatever the script's (4.3);
+        # the supervisor removes the container once the script has ended (kill_script).
+        # The host's pids: the pid a script records (a child run's) means what it does here,
+        # and the script is no PID 1, which ignores a cancel's SIGTERM (the docker client
+        # passes it on).
+        "--pid",
+        "host",
         "--name",
         container_name(run_id),
         "--label",
@@ -306,7 +315,7 @@ def wrap(
     cmd += [*asked.get("arguments", []), image]
     if interpreter and argv and argv[0] == interpreter:
         # v1's images: `python` is the environment's interpreter; a bare image may only have
-        # python3. `exec`: the script is the process --init signals.
+        # python3. `exec`: the script is the process the docker client signals.
         cmd += [
             "/bin/sh",
             "-c",

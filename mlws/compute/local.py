@@ -332,8 +332,7 @@ def _script_setup(
     if sup.docker is not None:
         from . import docker
 
-        with open(workdir / "logs" / "environment.log", "ab") as log:
-            image = docker.image_for(sup.docker, log)
+        image = docker.image_for(sup.docker, workdir / "logs" / "environment.log")
         env[CHANNEL_ENV] = serve_run_channel_at(sup.ws, workdir / docker.CHANNEL_FOLDER)
         argv, env = docker.wrap(
             script.script_argv(d, workdir),
