@@ -343,7 +343,7 @@ def kill_orphan(ws: Workspace, row: sqlite3.Row) -> None:
             pass
     if row["pid"] and (json.loads(row["definition"] or "{}")).get("docker"):
         # A script in Docker outlives its docker client: its container goes by name.
-        from .compute.docker import container_name, remove_container
+        from .reaper import container_name, remove_container
 
         remove_container(container_name(row["id"]), ws.path)
 

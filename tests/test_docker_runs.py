@@ -105,15 +105,20 @@ def _image_tar(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory):
+def daemon():  # noqa: ANN201 - a generator fixture
     """podman's Docker API on a socket of its own (storage, runtime state under a temp folder),
     the test image imported; yields the ``DOCKER_HOST`` value. Stopped by its pid."""
-    base = tmp_path_factory.mktemp("podman")
+    # A short folder: under pytest's deeper ones (an xdist worker's) conmon's paths grew too
+    # long, and podman never saw a container exit (docker run hung).
+    base = Path(tempfile.mkdtemp(prefix="mlws-pm-", dir="/tmp"))
     (base / "containers.conf").write_text(
         '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n'
         'netns = "host"\n'
         f'[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\ntmp_dir = "{base}/libpod"\n'
         f'events_logger = "file"\nevents_logfile_path = "{base}/events.log"\n'
+        # file locks live in tmp_dir: shm ones (/dev/shm/libpod_lock) are shared with every
+        # other podman on the machine, whose containers then take the same lock numbers
+        'lock_type = "file"\n'
     )
     (base / "storage.conf").write_text(
         f'[storage]\ndriver = "vfs"\nrunroot = "{base}/run"\ngraphroot = "{base}/graph"\n'

@@ -34,12 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DockerError
+from ..reaper import WORKSPACE_LABEL, container_name
 
 #: The folder of the run's working folder holding its secret channel's FIFOs (mode 0700).
 CHANNEL_FOLDER = ".mlws-channel"
-
-#: The label naming the workspace folder whose run a container is.
-WORKSPACE_LABEL = "mlws.workspace"
 
 #: Seconds ``docker info`` has to answer before the daemon counts as unreachable.
 PROBE_TIMEOUT_S = 10.0
@@ -128,50 +126,6 @@ def note(image: str | None, why: str) -> str:
     """The line a run that asked for Docker and ran without it gets in ``logs/driver.log``."""
     shown = f" (image {image})" if image else ""
     return f"Note: Docker was asked for{shown}, but {why}: the script ran without Docker"
-
-
-def container_name(run_id: str) -> str:
-    """The run's container: ``mlws-<run id>`` (characters Docker refuses in a name become
-    ``_``), so a cancel, or whoever reconciles a dead supervisor, finds it by name."""
-    return "mlws-" + re.sub(r"[^a-zA-Z0-9_.-]", "_", run_id)
-
-
-def remove_container(name: str, workspace: str | os.PathLike[str] | None = None) -> None:
-    """Kill and remove the container ``name`` if it exists; with ``workspace``, only if that
-    workspace folder's run made it (its label: a copy of a workspace has the same run ids).
-    Best effort: no daemon, no such container and a slow daemon are all ignored."""
-    docker = shutil.which("docker")
-    if docker is None:
-        return
-    try:
-        if workspace is not None:
-            found = subprocess.run(
-                [
-                    docker,
-                    "ps",
-                    "--all",
-                    "--quiet",
-                    "--filter",
-                    f"name=^{name}$",
-                    "--filter",
-                    f"label={WORKSPACE_LABEL}={workspace}",
-                ],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=30,
-            ).stdout.split()
-            if not found:
-                return
-        subprocess.run(
-            [docker, "rm", "--force", name],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        pass
 
 
 def image_for(asked: dict[str, Any], log_file: Path) -> str:

@@ -362,7 +362,7 @@ class RunSupervisor:
             pass
         if self.docker is not None and sig == signal.SIGKILL:
             # The container outlives a killed docker client: it goes by name.
-            from .docker import container_name, remove_container
+            from ..reaper import container_name, remove_container
 
             remove_container(container_name(self.run_id))
 
