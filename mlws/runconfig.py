@@ -30,7 +30,7 @@ class HistoryConfiguration:
 class DockerConfiguration:
     """v1's ``DockerConfiguration``: whether the run's script runs in a container. It does
     where a Docker daemon answers (:mod:`mlws.compute.docker`); elsewhere it runs without,
-    with a note in its ``logs/driver.log`` saying why (:func:`docker_note`)."""
+    with a note in its ``logs/driver.log`` saying why."""
 
     def __init__(
         self,
@@ -71,14 +71,6 @@ def docker_unreachable() -> str | None:
     from .compute.docker import unreachable
 
     return unreachable()
-
-
-def docker_note(image: str | None) -> str:
-    """The line a run that asked for Docker gets in ``logs/driver.log`` when it runs without
-    it: no daemon is reachable here (:func:`mlws.compute.docker.note`)."""
-    from .compute.docker import note
-
-    return note(image, docker_unreachable() or "a Docker daemon answered")
 
 
 class RunConfiguration:

@@ -13,13 +13,15 @@ bind-mounted at their own paths: the run's working folder (its working directory
 workspace folder (a script writes metrics straight into the catalog, as everywhere else), and,
 read-only, mlws's package folder and the packages mlws needs at run time that any CPython 3
 loads (:func:`dependency_mounts`), which are on its ``PYTHONPATH``. It shares the host's pid
-namespace, so a pid the script records (a child run's) is one this machine's mlws can check. Variables are passed by name
-(``-e NAME``): their values come from the docker client's own environment, never its command line.
-Inside, the script runs on the image's ``python`` (v1's images: the environment's interpreter),
-else ``python3``.
+namespace, so a pid the script records (a child run's) is one this machine's mlws can check.
+Variables are passed by name (``-e NAME``): their values come from the docker client's own
+environment, never its command line. Inside, the script runs on the image's ``python`` (v1's
+images: the environment's interpreter), else ``python3``.
 
 The run's secret channel crosses into the container as named FIFOs in a private folder of the
-working folder (``keyvault.serve_run_channel_at``).
+working folder (``keyvault.serve_run_channel_at``). The container is removed by name once the
+script has ended, and when a run is canceled, times out or loses its supervisor
+(``reaper.remove_container``). A distributed run asking for Docker is refused at submit.
 """
 
 from __future__ import annotations
@@ -81,9 +83,11 @@ def request(run_docker: dict[str, Any] | None, env_docker: dict[str, Any] | None
         return None
     from ..v1.cloud import DEFAULT_CPU_IMAGE
 
+    dockerfile = env_docker.get("baseDockerfile")
     return {
-        "image": env_docker.get("baseImage") or DEFAULT_CPU_IMAGE,
-        "dockerfile": env_docker.get("baseDockerfile"),
+        # v1: a Dockerfile instead of an image; neither, its default image
+        "image": env_docker.get("baseImage") or (None if dockerfile else DEFAULT_CPU_IMAGE),
+        "dockerfile": dockerfile,
         "shmSize": run_docker.get("shmSize") or env_docker.get("shmSize"),
         "arguments": [
             str(a)
