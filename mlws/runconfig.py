@@ -397,8 +397,13 @@ def environment_definition(ws: Workspace, env: Any, on_this_machine: bool = True
     from .environments import as_environment, resolve
     from .errors import MlwsError
 
+    given = env
     env = as_environment(ws, env)
     spec = env.to_dict()
+    if isinstance(given, dict) and given.get("docker") and "docker" not in spec:
+        # A v1 environment stored as a dict (a sweep's trials, a saved run configuration)
+        # keeps its Docker section, which mlws's own Environment has no field for.
+        spec["docker"] = given["docker"]
     try:
         spec["interpreter"] = None if env.managed or not on_this_machine else resolve(env)
     except MlwsError as e:

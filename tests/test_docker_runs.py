@@ -334,3 +334,23 @@ def test_a_distributed_run_asking_for_docker_is_refused_at_submit(ws, tmp_path):
             )
         )
     assert ws.catalog.scalar("SELECT COUNT(*) FROM runs") == before
+
+
+def test_a_v1_environment_stored_as_a_dict_keeps_asking_for_docker(ws):
+    """A sweep's trials and a saved run configuration hold the environment as a dict."""
+    from azureml.core import RunConfiguration
+
+    from mlws.compute.docker import request
+    from mlws.runconfig import environment_definition
+
+    rc = RunConfiguration()
+    rc.environment = _v1_env(True)
+    again = RunConfiguration.from_dict(rc.to_dict())
+    env = environment_definition(ws, again.environment)
+    assert request(again.docker.to_dict(), env.get("docker")) == {
+        "image": IMAGE,
+        "dockerfile": None,
+        "shmSize": None,
+        "arguments": [],
+    }
+    assert request(again.docker.to_dict(), environment_definition(ws, None).get("docker")) is None
