@@ -40,6 +40,8 @@ V1_SCRIPT = (
     V1_TRAIN
     + 'print("in container:", os.path.exists("/run/.containerenv") or os.path.exists("/.dockerenv"))\n'
     + 'print("secret:", run.get_secret("greeting"))\n'
+    # reads (reconciles) its own run: its supervisor, a host process, must count as alive
+    + 'print("status:", run.get_status())\n'
     + 'child = run.child_run("child")\n'  # records its pid: the host's, checked here
     + 'child.log("y", 2)\n'
     + "child.complete()\n"
@@ -231,6 +233,7 @@ def test_v1_runs_asking_for_docker_run_in_a_container(ws, tmp_path, docker_host)
             f"Note: the script runs in Docker, in container mlws-{run.id} of {image}"
         )
         assert "in container: True" in log and "secret: hello" in log
+        assert "status: Running" in log
         assert ("built by: dockerfile" in log) == (run is by_config)
         assert run.get_metrics() == {"accuracy": 0.91}
         (child,) = run.get_children()
