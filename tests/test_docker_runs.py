@@ -46,6 +46,9 @@ V1_SCRIPT = (
     + 'child.log("y", 2)\n'
     + "child.complete()\n"
     + 'print("built by:", os.environ.get("BUILT_BY"))\n'
+    # how MLflow, where the image has it, finds mlws's store for the run's mlws:// URI
+    + "from importlib.metadata import entry_points\n"
+    + 'print("stores:", [e.name for e in entry_points(group="mlflow.tracking_store")])\n'
 )
 
 
@@ -233,7 +236,7 @@ def test_v1_runs_asking_for_docker_run_in_a_container(ws, tmp_path, docker_host)
             f"Note: the script runs in Docker, in container mlws-{run.id} of {image}"
         )
         assert "in container: True" in log and "secret: hello" in log
-        assert "status: Running" in log
+        assert "status: Running" in log and "stores: ['mlws'," in log
         assert ("built by: dockerfile" in log) == (run is by_config)
         assert run.get_metrics() == {"accuracy": 0.91}
         (child,) = run.get_children()

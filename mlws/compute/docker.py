@@ -197,6 +197,22 @@ def dependency_mounts() -> tuple[tuple[str, ...], tuple[str, ...]]:
             if full.exists():
                 paths.add(str(full))
                 folders.add(str(full.parent))
+    # mlws's own metadata: its entry points are how MLflow (if the image has it) finds mlws's
+    # tracking store for the run's mlws:// URI.
+    from importlib import metadata
+
+    try:
+        own = metadata.distribution("mlws")
+        info = next(
+            Path(str(own.locate_file(f.parts[0])))
+            for f in own.files or []
+            if f.parts[0].endswith(".dist-info")
+        )
+    except (metadata.PackageNotFoundError, StopIteration):
+        info = None
+    if info is not None and info.is_dir():
+        paths.add(str(info))
+        folders.add(str(info.parent))
     return tuple(sorted(paths)), tuple(sorted(folders))
 
 
