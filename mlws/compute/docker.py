@@ -304,7 +304,8 @@ def wrap(
 
 def failure_line(log_file: Path) -> str | None:
     """Docker's own reason in a run's log when ``docker run`` itself failed (exit code 125:
-    a missing image, a bad option): its last ``docker:``/``Error`` line, else None."""
+    a missing image, a bad option): the docker client's last ``docker: ...`` line, else None
+    (a script that exited 125 itself)."""
     try:
         with open(log_file, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -314,6 +315,6 @@ def failure_line(log_file: Path) -> str | None:
         return None
     for line in reversed(lines):
         s = line.strip()
-        if s.startswith(("docker:", "Error")):
+        if s.startswith("docker: "):
             return s
     return None

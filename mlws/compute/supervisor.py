@@ -219,7 +219,10 @@ class RunSupervisor:
             "the image built from base_dockerfile" if asked.get("dockerfile") else asked["image"]
         )
         name = docker.container_name(self.run_id)
-        return f"Note: the script runs in Docker, in container {name} of {image}"
+        note = f"Note: the script runs in Docker, in container {name} of {image}"
+        if self.definition["environment"].get("managed"):
+            note += " (the environment's packages are not installed: the image has what it has)"
+        return note
 
     def save_definition(self) -> None:
         """Record :attr:`definition` as changed here (data paths, the built interpreter)."""
