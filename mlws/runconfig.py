@@ -400,10 +400,22 @@ def environment_definition(ws: Workspace, env: Any, on_this_machine: bool = True
     given = env
     env = as_environment(ws, env)
     spec = env.to_dict()
-    if isinstance(given, dict) and given.get("docker") and "docker" not in spec:
-        # A v1 environment stored as a dict (a sweep's trials, a saved run configuration)
-        # keeps its Docker section, which mlws's own Environment has no field for.
-        spec["docker"] = given["docker"]
+    if "docker" not in spec:
+        # A v1 environment stored as a dict (a sweep's trials, a saved run configuration) or
+        # registered and named keeps its Docker section, which mlws's own Environment lacks.
+        stored = given
+        if isinstance(given, str) and env.version is not None and ws.remote is None:
+            import json
+
+            stored = json.loads(
+                ws.catalog.scalar(
+                    "SELECT spec FROM environments WHERE name = ? AND version = ?",
+                    (env.name, int(env.version)),
+                )
+                or "{}"
+            )
+        if isinstance(stored, dict) and stored.get("docker"):
+            spec["docker"] = stored["docker"]
     try:
         spec["interpreter"] = None if env.managed or not on_this_machine else resolve(env)
     except MlwsError as e:

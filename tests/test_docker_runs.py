@@ -360,3 +360,7 @@ def test_a_v1_environment_stored_as_a_dict_keeps_asking_for_docker(ws):
         "arguments": [],
     }
     assert request(again.docker.to_dict(), environment_definition(ws, None).get("docker")) is None
+    # registered, and named by the run configuration
+    _v1_env(True).register(ws)
+    named = environment_definition(ws, "dockered")
+    assert request(None, named.get("docker"))["image"] == IMAGE
