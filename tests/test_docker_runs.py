@@ -6,6 +6,7 @@ for /bin/sh and this machine's Python interpreter, imported as ``mlws-test-py:1`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -179,7 +180,25 @@ def daemon():  # noqa: ANN201 - a generator fixture
         except subprocess.TimeoutExpired:
             service.kill()
             service.wait()
+        _end_leftovers(base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _end_leftovers(base: Path) -> None:
+    """What podman itself left of this service's containers (a conmon, its runtime child, a
+    container's /dev/shm mount under ``base``): nothing of a test outlives it."""
+    import psutil
+
+    for p in psutil.process_iter(["cmdline"]):
+        if str(base) in " ".join(p.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                for child in p.children(recursive=True):
+                    child.kill()
+                p.kill()
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f if str(base) in line]
+    for m in sorted(mounts, reverse=True):
+        subprocess.run(["umount", m], capture_output=True)
 
 
 @pytest.fixture
@@ -292,6 +311,7 @@ def test_a_canceled_docker_run_and_one_whose_supervisor_died_leave_no_container(
     from azureml.core import Experiment, ScriptRunConfig
 
     from mlws.processes import process_alive
+    from mlws.runfolder import run_folder
 
     monkeypatch.setenv("MLWS_CANCEL_GRACE_S", "0.5")
 
@@ -299,16 +319,21 @@ def test_a_canceled_docker_run_and_one_whose_supervisor_died_leave_no_container(
     # container, which outlives it, must go by name.
     src = make_source(
         tmp_path,
-        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(300)\n",
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('started', flush=True)\ntime.sleep(300)\n",
         prelude="",
     )
     exp = Experiment(ws, "docker")
     config = ScriptRunConfig(str(src), "train.py", environment=_v1_env(True))
     canceled, orphaned = exp.submit(config), exp.submit(config)
     for run in (canceled, orphaned):
-        wait_status(run, "Running", timeout=60)
-        name = f"mlws-{run.id}"
-        wait_until(lambda name=name: _containers(name), timeout=30, what="the container")
+        log = run_folder(ws, run.id) / "logs" / "driver.log"
+        wait_until(
+            lambda log=log: log.is_file() and "started" in log.read_text(),
+            timeout=60,
+            what="the script to start in its container",
+        )
+        assert _containers(f"mlws-{run.id}")
     canceled.cancel()
     supervisor, start = ws.catalog.one(
         "SELECT supervisor_pid, supervisor_start FROM runs WHERE id = ?", (orphaned.id,)

@@ -359,15 +359,16 @@ class RunSupervisor:
         of the agent running it), if one was started."""
         if self.proc is None:
             return
+        if self.docker is not None and sig == signal.SIGKILL:
+            # The container outlives a killed docker client: it goes by name, first (a client
+            # killed while it starts the container can leave podman's start half done).
+            from ..reaper import container_name, remove_container
+
+            remove_container(container_name(self.run_id))
         try:
             os.killpg(self.proc.pid, sig)
         except OSError:
             pass
-        if self.docker is not None and sig == signal.SIGKILL:
-            # The container outlives a killed docker client: it goes by name.
-            from ..reaper import container_name, remove_container
-
-            remove_container(container_name(self.run_id))
 
     def collect(self, workdir: Path) -> None:
         """Store ``outputs/`` and ``logs/`` of the working folder as run files."""
