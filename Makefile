@@ -26,6 +26,11 @@ $(STAMP): pyproject.toml
 	@# The studio's browser tests drive Debian's chromium with Playwright (no browser download).
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends chromium >/dev/null)
+	@# Runs asking for Docker run in containers of podman's Docker-compatible service in the
+	@# tests (tests/test_docker_runs.py: an image of busybox and this Python, no registry).
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v busybox >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends podman runc busybox-static >/dev/null)
 	touch $(STAMP)
 
 # mlws's compiled modules, as a wheel install has them: an editable install has none, and where

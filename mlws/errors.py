@@ -257,3 +257,8 @@ class ServerUnreachable(MlwsError):
 class SpoolFull(MlwsError):
     """The on-disk buffer of a remote workspace's client (writes made while its server was
     away) reached its bound (``MLWS_SPOOL_MB``); nothing more is accepted until it drains."""
+
+
+class DockerError(MlwsError):
+    """A run asked for Docker and the container could not be made: building the environment's
+    ``base_dockerfile`` failed (docker's last line says why)."""

@@ -287,24 +287,86 @@ def serve_run_channel(workspace: Workspace) -> tuple[int, int]:
 
     def serve() -> None:
         with os.fdopen(req_r, "rb") as requests, os.fdopen(resp_w, "wb") as responses:
-            for line in requests:
-                try:
-                    names = json.loads(line)["names"]
-                    if not isinstance(names, list):
-                        raise TypeError
-                    answer: dict[str, Any] = {"values": secrets_for_run(workspace, names)}
-                except MlwsError as e:
-                    answer = {"error": str(e)}
-                except (ValueError, KeyError, TypeError):
-                    answer = {"error": "malformed request"}
-                try:
-                    responses.write((json.dumps(answer) + "\n").encode())
-                    responses.flush()
-                except OSError:
-                    return
+            _answer(workspace, requests, responses)
 
     threading.Thread(target=serve, name="mlws-run-secrets", daemon=True).start()
     return req_w, resp_r
+
+
+#: ``CHANNEL_ENV`` names a folder of FIFOs (``fifo:<folder>``) where fds cannot be passed (a
+#: script in a container): ``request`` and ``answer`` in it.
+FIFO_PREFIX = "fifo:"
+
+
+def serve_run_channel_at(workspace: Workspace, folder: Path) -> str:
+    """As :func:`serve_run_channel`, through two named FIFOs made in ``folder`` (created
+    private, 0700: only this user may ask) for a script that cannot inherit fds (one in a
+    container, which sees ``folder`` at the same path); returns the ``CHANNEL_ENV`` value.
+    One asking process is served at a time, in turn; the thread lives as long as this
+    process."""
+    folder.mkdir(mode=0o700)
+    os.chmod(folder, 0o700)
+    req, resp = folder / "request", folder / "answer"
+    os.mkfifo(req, 0o600)
+    os.mkfifo(resp, 0o600)
+
+    def serve() -> None:
+        while True:
+            try:
+                # Opening blocks until a script opens its ends (ask_channel, in that order).
+                requests = open(req, "rb")
+                responses = open(resp, "wb")
+            except OSError:
+                return  # the working folder is gone
+            with requests, responses:
+                _answer(workspace, requests, responses)
+
+    threading.Thread(target=serve, name="mlws-run-secrets", daemon=True).start()
+    return FIFO_PREFIX + str(folder)
+
+
+def _answer(workspace: Workspace, requests: Any, responses: Any) -> None:
+    """Answer each request line until the asking side closes its end."""
+    for line in requests:
+        try:
+            names = json.loads(line)["names"]
+            if not isinstance(names, list):
+                raise TypeError
+            answer: dict[str, Any] = {"values": secrets_for_run(workspace, names)}
+        except MlwsError as e:
+            answer = {"error": str(e)}
+        except (ValueError, KeyError, TypeError):
+            answer = {"error": "malformed request"}
+        try:
+            responses.write((json.dumps(answer) + "\n").encode())
+            responses.flush()
+        except OSError:
+            return
+
+
+_fifo_ends: tuple[int, int] | None = None
+
+
+def _channel_fds() -> tuple[int, int]:
+    value = os.environ.get(CHANNEL_ENV, "")
+    if value.startswith(FIFO_PREFIX):
+        global _fifo_ends
+        if _fifo_ends is None:
+            folder = Path(value[len(FIFO_PREFIX) :])
+            try:  # the serving side opens request first, then answer: the same order here
+                w = os.open(folder / "request", os.O_WRONLY)
+                r = os.open(folder / "answer", os.O_RDONLY)
+            except OSError as e:
+                raise KeyvaultKeyError(
+                    f"cannot reach the key vault from this process ({e.strerror})"
+                ) from None
+            _fifo_ends = (w, r)
+        return _fifo_ends
+    try:
+        w, r = (int(x) for x in value.split(","))
+    except ValueError:
+        raise KeyvaultKeyError(f"{CHANNEL_ENV} is malformed") from None
+    return w, r
 
 
 def ask_channel(request: dict[str, Any]) -> dict[str, Any]:
@@ -313,11 +375,8 @@ def ask_channel(request: dict[str, Any]) -> dict[str, Any]:
     :mod:`mlws.compute.hostmodels`). One request at a time per process.
 
     :raises KeyvaultKeyError: no channel here, or nobody answers."""
-    try:
-        w, r = (int(x) for x in os.environ[CHANNEL_ENV].split(","))
-    except (KeyError, ValueError):
-        raise KeyvaultKeyError(f"{CHANNEL_ENV} is malformed") from None
     with _channel_lock:
+        w, r = _channel_fds()
         try:
             os.write(w, (json.dumps(request) + "\n").encode())
             data = b""

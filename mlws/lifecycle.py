@@ -334,6 +334,12 @@ def _root_supervised(ws: Workspace, row: sqlite3.Row) -> bool:
 def kill_orphan(ws: Workspace, row: sqlite3.Row) -> None:
     """The supervisor is gone but its script may still run: stop it, nobody would collect it
     (unless it is another workspace's: see :func:`owned_process`)."""
+    if row["pid"] and (json.loads(row["definition"] or "{}")).get("docker"):
+        # A script in Docker outlives its docker client: its container goes by name (first,
+        # as RunSupervisor.kill_script does).
+        from .reaper import container_name, remove_container
+
+        remove_container(container_name(row["id"]), ws.path)
     if owned_process(ws, row["pid"], row["pid_start"]):
         import signal
 

@@ -120,8 +120,12 @@ def process_workspace(pid: int) -> str | None:
             i = args.index("-m")
             if args[i + 1 : i + 2] and args[i + 1] in WORKSPACE_MODULES and len(args) > i + 2:
                 sub = WORKSPACE_MODULES[args[i + 1]]
-                # A relative folder is the process's own cwd's, not ours.
-                folder = os.path.join(p.cwd(), args[i + 2])
+                # A relative folder is the process's own cwd's, not ours. An absolute one needs
+                # no cwd, which a script in a container may not read (root there lacks the
+                # capabilities of the supervisor it checks: psutil's AccessDenied).
+                folder = args[i + 2]
+                if not os.path.isabs(folder):
+                    folder = os.path.join(p.cwd(), folder)
                 return os.path.join(folder, sub) if sub else folder
         return p.environ().get("MLWS_WORKSPACE") or None
     except (psutil.Error, OSError):

@@ -13,6 +13,10 @@ outside it (``Popen(..., start_new_session=True)``, a daemon's double fork). Two
   (:func:`kill_marked`). A process that scrubbed its environment *and* outlived a killed
   supervisor is the one case neither net catches.
 
+- **Container.** A script run in Docker (``compute.docker``) is a container named after its run
+  (:func:`container_name`), which outlives its killed docker client: it is removed by name
+  (:func:`remove_container`).
+
 What mlws itself starts detached on a script's behalf (a run's supervisor, a service, a local Dask
 cluster: :data:`DETACHED_MODULES`) is not a leftover: each has its own life and is left alone.
 """
@@ -20,6 +24,7 @@ cluster: :data:`DETACHED_MODULES`) is not a leftover: each has its own life and 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,6 +36,9 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 _PR_SET_CHILD_SUBREAPER = 36
+
+#: The label of a run's container naming the workspace folder whose run it is.
+WORKSPACE_LABEL = "mlws.workspace"
 
 
 def become_subreaper() -> bool:
@@ -225,3 +233,50 @@ def end_leftovers(
     parents = _parents()
     spare_all = spare + [d for s in spare for d in descendants(s, parents=parents)]
     return kill_marked(ws.path, run_id, spare_all)
+
+
+def container_name(run_id: str) -> str:
+    """The run's container: ``mlws-<run id>`` (characters Docker refuses in a name become
+    ``_``), so a cancel, or whoever reconciles a dead supervisor, finds it by name."""
+    return "mlws-" + re.sub(r"[^a-zA-Z0-9_.-]", "_", run_id)
+
+
+def remove_container(name: str, workspace: str | os.PathLike[str] | None = None) -> None:
+    """Kill and remove the container ``name`` if it exists; with ``workspace``, only if that
+    workspace folder's run made it (its label: a copy of a workspace has the same run ids).
+    Best effort: no daemon, no such container and a slow daemon are all ignored."""
+    import shutil
+    import subprocess
+
+    docker = shutil.which("docker")
+    if docker is None:
+        return
+    try:
+        if workspace is not None:
+            found = subprocess.run(
+                [
+                    docker,
+                    "ps",
+                    "--all",
+                    "--quiet",
+                    "--filter",
+                    f"name=^{name}$",
+                    "--filter",
+                    f"label={WORKSPACE_LABEL}={workspace}",
+                ],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.split()
+            if not found:
+                return
+        subprocess.run(
+            [docker, "rm", "--force", name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        pass

@@ -28,9 +28,9 @@ class HistoryConfiguration:
 
 
 class DockerConfiguration:
-    """v1's ``DockerConfiguration``: whether the run's script runs in a container. mlws runs
-    scripts on the target's Python; a run asking for Docker runs without it, with a note in
-    its ``logs/driver.log`` saying why (:func:`docker_note`)."""
+    """v1's ``DockerConfiguration``: whether the run's script runs in a container. It does
+    where a Docker daemon answers (:mod:`mlws.compute.docker`); elsewhere it runs without,
+    with a note in its ``logs/driver.log`` saying why."""
 
     def __init__(
         self,
@@ -67,34 +67,10 @@ class DockerConfiguration:
 
 def docker_unreachable() -> str | None:
     """Why no Docker daemon can be used from here (no ``docker`` command, or ``docker info``
-    fails), or None when one answers."""
-    import shutil
-    import subprocess
+    fails), or None when one answers (:func:`mlws.compute.docker.unreachable`)."""
+    from .compute.docker import unreachable
 
-    docker = shutil.which("docker")
-    if docker is None:
-        return "there is no docker command on this machine"
-    try:
-        r = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "docker info did not answer within 10 s"
-    if r.returncode != 0:
-        return "no Docker daemon is reachable (docker info failed)"
-    return None
-
-
-def docker_note(image: str | None) -> str:
-    """The line a run that asked for Docker gets in ``logs/driver.log``: it ran without it,
-    and why (no reachable daemon; or one answers, but mlws runs no script in a container)."""
-    why = docker_unreachable() or "mlws does not run scripts in containers"
-    shown = f" (image {image})" if image else ""
-    return f"Note: Docker was asked for{shown}, but {why}: the script ran without Docker"
+    return unreachable()
 
 
 class RunConfiguration:
@@ -421,8 +397,25 @@ def environment_definition(ws: Workspace, env: Any, on_this_machine: bool = True
     from .environments import as_environment, resolve
     from .errors import MlwsError
 
+    given = env
     env = as_environment(ws, env)
     spec = env.to_dict()
+    if "docker" not in spec:
+        # A v1 environment stored as a dict (a sweep's trials, a saved run configuration) or
+        # registered and named keeps its Docker section, which mlws's own Environment lacks.
+        stored = given
+        if isinstance(given, str) and env.version is not None and ws.remote is None:
+            import json
+
+            stored = json.loads(
+                ws.catalog.scalar(
+                    "SELECT spec FROM environments WHERE name = ? AND version = ?",
+                    (env.name, int(env.version)),
+                )
+                or "{}"
+            )
+        if isinstance(stored, dict) and stored.get("docker"):
+            spec["docker"] = stored["docker"]
     try:
         spec["interpreter"] = None if env.managed or not on_this_machine else resolve(env)
     except MlwsError as e:
@@ -532,15 +525,22 @@ def submit_script(
     arguments, inputs, outputs = encode_arguments(ws, rc.arguments, data or ())
     # An ssh host has its own interpreters: the environment is resolved there.
     env = environment_definition(ws, rc.environment, on_this_machine=target_type != "ssh")
+    from .compute.docker import request
+
+    # Where the run executes, its supervisor runs the script in Docker if a daemon answers
+    # there, else without, with a note (RunSupervisor.decide_docker).
+    docker = request(rc.docker.to_dict(), env.get("docker"))
+    if docker is not None and distributed is not None:
+        raise RunConfigError(
+            "mlws runs no distributed run in Docker: set DockerConfiguration(use_docker=False)"
+            " and env.docker.enabled = False, or run one process (no distributed_job_config)"
+        )
     snap = snapshot if snapshot is not None else take_snapshot(ws.blobs, src, progress=progress)
     for w in snap.warnings:
         print(f"Warning: {w}", file=sys.stderr)
     definition = run_definition(config, script, arguments, src, env, snap, inputs, outputs)
     definition["distributed"] = distributed
-    docker = env.get("docker") or {}
-    if getattr(rc.docker, "use_docker", False) or docker.get("enabled"):
-        # Written to the run's logs/driver.log where it runs (RunSupervisor.prepare_workdir).
-        definition["notes"] = [docker_note(docker.get("baseImage"))]
+    definition["docker"] = docker
     row = insert_run(
         ws,
         experiment.name,

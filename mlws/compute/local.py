@@ -252,7 +252,10 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
         return
     # Made already by a trial that waited for an older one (execute).
     workdir = sup.workdir if sup.workdir is not None else sup.prepare_workdir()
-    if d["environment"].get("managed"):
+    if sup.docker is not None:
+        # The image is the environment: its `python` runs the script (see compute.docker).
+        d["environment"]["interpreter"] = d["environment"].get("interpreter") or "python"
+    elif d["environment"].get("managed"):
         from ..errors import EnvironmentBuildCanceled
 
         try:
@@ -273,8 +276,9 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
             env,
             tie_to_parent,
             pass_fds=channel,
-            read_only=d.get("readOnly"),
-            warm=not d.get("distributed"),
+            # In a container, mounted inputs are read-only volumes (compute.docker.wrap).
+            read_only=None if sup.docker is not None else d.get("readOnly"),
+            warm=not d.get("distributed") and sup.docker is None,
         )
     finally:
         for fd in channel:  # the script's ends
@@ -287,6 +291,17 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
     set_status(ws, sup.run_id, "Running")
     outcome = watch(sup)
     sup.kill_script(signal.SIGKILL)  # leftovers the script started and left behind
+    if sup.docker is not None and outcome[0] == "Failed" and sup.proc.returncode == 125:
+        from .docker import failure_line
+
+        # docker run itself failed (no such image, a bad option): its own reason, not the
+        # usage hint it prints last.
+        line = failure_line(workdir / "logs" / "driver.log")
+        if line:
+            outcome = (
+                "Failed",
+                {"code": "UserError", "message": f"docker could not run the script: {line}"},
+            )
     sup.end_leftovers()
     if outcome[0] != "Canceled":
         set_status(ws, sup.run_id, "Finalizing")
@@ -297,10 +312,11 @@ def run_script(sup: RunSupervisor, tie_to_parent: bool = False) -> None:
 
 def _script_setup(
     sup: RunSupervisor, workdir: Path
-) -> tuple[list[str], dict[str, str], tuple[int, int]]:
+) -> tuple[list[str], dict[str, str], tuple[int, ...]]:
     """The script's command line, its environment, and the script's ends of its secret
-    channel (served from a thread of this process; run.get_secret() asks there)."""
-    from ..keyvault import CHANNEL_ENV, serve_run_channel
+    channel (served from a thread of this process; run.get_secret() asks there). In Docker
+    (``sup.docker``): ``docker run`` of them, the channel a pair of FIFOs (no fds to pass)."""
+    from ..keyvault import CHANNEL_ENV, serve_run_channel, serve_run_channel_at
 
     d = sup.definition
     env = script.script_env(
@@ -313,6 +329,24 @@ def _script_setup(
         workdir,
         user=sup.row["submitter_user"],
     )
+    if sup.docker is not None:
+        from . import docker
+
+        image = docker.image_for(sup.docker, workdir / "logs" / "environment.log")
+        env[CHANNEL_ENV] = serve_run_channel_at(sup.ws, workdir / docker.CHANNEL_FOLDER)
+        argv, env = docker.wrap(
+            script.script_argv(d, workdir),
+            env,
+            sup.docker,
+            image,
+            sup.run_id,
+            workdir,
+            sup.ws.path,
+            dict(os.environ),
+            read_only=d.get("readOnly"),
+            interpreter=d["environment"].get("interpreter"),
+        )
+        return argv, env, ()
     channel = serve_run_channel(sup.ws)
     env[CHANNEL_ENV] = f"{channel[0]},{channel[1]}"
     return script.script_argv(d, workdir), env, channel
@@ -324,7 +358,7 @@ def _prestart(sup: RunSupervisor, workdir: Path) -> None:
     it may go it starts within a millisecond or two."""
     d = sup.definition
     sup.prestart = _script_setup(sup, workdir)
-    if not d.get("distributed") and not d.get("readOnly"):
+    if not d.get("distributed") and not d.get("readOnly") and sup.docker is None:
         argv, env, channel = sup.prestart
         script.prepare_script(argv, workdir, env, pass_fds=channel)
 

@@ -156,11 +156,12 @@ def _requirements() -> str:
     return " ".join(shlex.quote(r.split(";")[0].strip()) for r in reqs if "extra ==" not in r)
 
 
-def _dependency_files() -> dict[str, list[str]]:
-    """The installed files of mlws's runtime dependencies (recursively), by site folder."""
+def runtime_distributions() -> list[Any]:
+    """The installed distributions (``importlib.metadata``) of mlws's runtime dependencies,
+    recursively (not its extras'), mlws's own excluded."""
     from importlib import metadata
 
-    out: dict[str, list[str]] = {}
+    found = []
     seen: set[str] = set()
     todo = ["mlws"]
     while todo:
@@ -178,8 +179,15 @@ def _dependency_files() -> dict[str, list[str]]:
                 m = re.match(r"[A-Za-z0-9._-]+", req)
                 if m:
                     todo.append(m.group())
-        if key == "mlws":
-            continue  # shipped from its source folder
+        if key != "mlws":  # shipped from its source folder
+            found.append(dist)
+    return found
+
+
+def _dependency_files() -> dict[str, list[str]]:
+    """The installed files of mlws's runtime dependencies (recursively), by site folder."""
+    out: dict[str, list[str]] = {}
+    for dist in runtime_distributions():
         base = str(dist.locate_file(""))
         for f in dist.files or []:
             if f.parts and f.parts[0] != ".." and "__pycache__" not in f.parts:

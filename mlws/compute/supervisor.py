@@ -90,7 +90,10 @@ class RunSupervisor:
         self._limits: dict[str, int] = {}
         #: The script's command line, environment and secret channel, made while the run
         #: waited for an older sibling (``compute.local``): ``(argv, env, channel)``.
-        self.prestart: tuple[list[str], dict[str, str], tuple[int, int]] | None = None
+        self.prestart: tuple[list[str], dict[str, str], tuple[int, ...]] | None = None
+        #: What the run asked of Docker when a daemon answers here, so its script runs in a
+        #: container (``compute.docker``); set by :meth:`prepare_workdir`.
+        self.docker: dict[str, Any] | None = None
         if not claim:
             return
         me = os.getpid()
@@ -183,7 +186,9 @@ class RunSupervisor:
         (workdir / "outputs").mkdir(exist_ok=True)
         notes = [self.note.rstrip("\n")] if self.note else []
         d = self.definition
-        notes += d.get("notes") or []  # said at submit (e.g. Docker asked for, run without)
+        notes += d.get("notes") or []  # said at submit
+        if d.get("docker"):
+            notes.append(self.decide_docker(remote))
         if d.get("inputs") or d.get("outputs"):
             # Mounted inputs are hard links to the data only where the script can be given them
             # read-only; a host gets copies (rsync) and makes them read-only itself.
@@ -199,6 +204,25 @@ class RunSupervisor:
         if notes:
             (workdir / "logs" / "driver.log").write_text("".join(n + "\n" for n in notes))
         return workdir
+
+    def decide_docker(self, remote: bool = False) -> str:
+        """For a run that asked for Docker: run its script in a container (:attr:`docker`) when
+        a daemon answers here, else without; the line its log starts with, saying which."""
+        from . import docker
+
+        asked = self.definition["docker"]
+        why = "mlws runs no container on an ssh host" if remote else docker.unreachable()
+        if why is not None:
+            return docker.note(asked.get("image"), why)
+        self.docker = asked
+        image = (
+            "the image built from base_dockerfile" if asked.get("dockerfile") else asked["image"]
+        )
+        name = docker.container_name(self.run_id)
+        note = f"Note: the script runs in Docker, in container {name} of {image}"
+        if self.definition["environment"].get("managed"):
+            note += " (the environment's packages are not installed: the image has what it has)"
+        return note
 
     def save_definition(self) -> None:
         """Record :attr:`definition` as changed here (data paths, the built interpreter)."""
@@ -340,6 +364,12 @@ class RunSupervisor:
         of the agent running it), if one was started."""
         if self.proc is None:
             return
+        if self.docker is not None and sig == signal.SIGKILL:
+            # The container outlives a killed docker client: it goes by name, first (a client
+            # killed while it starts the container can leave podman's start half done).
+            from ..reaper import container_name, remove_container
+
+            remove_container(container_name(self.run_id))
         try:
             os.killpg(self.proc.pid, sig)
         except OSError:

@@ -14,7 +14,8 @@ from typing import Any
 
 from .names import note_cloud_args, note_once
 
-#: v1's default base images (``azureml.core.runconfig``); mlws runs without Docker.
+#: v1's default base images (``azureml.core.runconfig``): a run asking for Docker without naming
+#: an image gets the CPU one (``mlws.compute.docker``).
 DEFAULT_CPU_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
 DEFAULT_GPU_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class DockerSection:
     """``env.docker`` (v1): whether and from which image a run's container is built. Runs
     ask for Docker with ``enabled = True`` (or ``DockerConfiguration(use_docker=True)``);
-    see :mod:`mlws.v1.docker` for what mlws does with it."""
+    see :mod:`mlws.compute.docker` for what mlws does with it."""
 
     def __init__(self) -> None:
         from .cloud import DEFAULT_CPU_IMAGE
