@@ -124,6 +124,18 @@ class Controller:
         self.run = Run.from_row(ws, ws.catalog.one("SELECT * FROM runs WHERE id = ?", (run_id,)))
         self.log = io.StringIO()
         self._version: Any = None
+        self._git: dict[str, dict[str, str]] = {}
+
+    def git_facts(self, source_directory: str) -> dict[str, str]:
+        """The git facts of a source folder (``snapshots.git_properties``) its children's runs
+        record, read once per folder: three git processes for each trial or step (a
+        ``git status`` of the whole repository among them) were most of a trial's CPU in a
+        repository; the children run one snapshot taken at submission anyway."""
+        if source_directory not in self._git:
+            from .snapshots import git_properties
+
+            self._git[source_directory] = git_properties(source_directory)
+        return self._git[source_directory]
 
     def say(self, msg: str) -> None:
         """One line of the controller's log (stored as ``LOG_FILE``)."""

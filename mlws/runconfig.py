@@ -470,6 +470,7 @@ def submit_script(
     wait_for_start: bool = True,
     submitted_by: str | None = None,
     start: bool = True,
+    git: dict[str, str] | None = None,
 ) -> Run:
     """Snapshot, record and start a script run; returns it at once (status ``Queued``).
     ``progress(done, total)``: the snapshot's files as they are read (see ``take_snapshot``).
@@ -484,6 +485,8 @@ def submit_script(
     workspace server gives the token's user, whom the script's records then name too).
     ``start=False``: recorded only (``NotStarted``), for a process that claims it later (a
     sweep's trial workers, ``compute.trials``).
+    ``git``: the source folder's git facts (``snapshots.git_properties``) when the caller has
+    them already (a controller, once for all its children: ``Controller.git_facts``).
 
     The run is driven by a detached supervising process (``python -m mlws.compute.supervisor``,
     see :mod:`mlws.compute.supervisor`) in a new session, so it survives the submitter.
@@ -559,7 +562,7 @@ def submit_script(
         properties={
             "azureml.runsource": "experiment",
             "ContentSnapshotId": snap.manifest,
-            **git_properties(src),
+            **(git_properties(src) if git is None else git),
             **(properties or {}),
         },
     )

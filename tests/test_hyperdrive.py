@@ -391,6 +391,11 @@ def test_local_trials_are_run_in_turn_by_a_few_warm_workers(ws, tmp_path):
     from mlws.processes import process_alive
 
     src = make_source(tmp_path, LEAVES_A_PROCESS)
+    # In a git repository: each trial records its facts, read once by the controller.
+    git = ["git", "-C", str(src), "-c", "user.email=t@e", "-c", "user.name=t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "trial"]):
+        subprocess.run(git + args, check=True, capture_output=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout
     cfg = _sweep(src, {"--x": choice(*range(1, 9))}, max_total_runs=8, max_concurrent_runs=2)
     try:
         run = Experiment(ws, "hd").submit(cfg)
@@ -399,6 +404,7 @@ def test_local_trials_are_run_in_turn_by_a_few_warm_workers(ws, tmp_path):
         assert [t.get_status() for t in trials] == ["Completed"] * 8
         metrics = [t.get_metrics() for t in trials]
         assert [m["warm"] for m in metrics] == [1] * 8
+        assert {t.get_properties()["azureml.git.commit"] for t in trials} == {head.strip()}
         rows = ws.catalog.query(
             "SELECT supervisor_pid, supervisor_start FROM runs WHERE parent_id = ?", (run.id,)
         )

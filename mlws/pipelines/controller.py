@@ -376,6 +376,7 @@ class PipelineController(controllers.Controller):
             run_type=STEP_RUN,
             display_name=step["name"],
             data=data,
+            git=self.git_facts(step["sourceDirectory"]),
             # Not blocked on the launcher's fork and answer (~37 ms a step on a loaded machine):
             # the step's supervisor records its pid when it claims the run.
             wait_for_start=False,
