@@ -635,3 +635,28 @@ def test_a_supervisor_that_cannot_start_fails_the_run_with_one_line(ws, tmp_path
     (row,) = ws.catalog.query("SELECT status, error FROM runs")
     assert row["status"] == "Failed"
     assert "no more processes" in json.loads(row["error"])["message"]
+
+
+def test_a_waiter_fewer_than_the_slots_behind_the_first_looks_as_often_as_the_first(
+    tmp_path, monkeypatch
+):
+    """Two slots freed together: the second in line must not sleep the slow poll (it took its
+    slot ~0.1 s late). Waiters with at least as many ahead as there are slots keep it."""
+    naps: list[float] = []
+    ahead = iter([3, 2, 1, 0])  # what the waiter finds ahead of it at each look
+
+    def nap(s: float) -> None:
+        naps.append(s)
+        if len(naps) == 3:  # the slots free up once it is first
+            for fd in held:
+                os.close(fd)
+
+    held = [local.try_lock(tmp_path / f"{n}.lock") for n in ("a", "b")]
+    monkeypatch.setattr(local.time, "sleep", nap)
+    with local.hold_slot(
+        tmp_path, lambda: ["a", "b"], lambda: True, poll_s=0.1, ahead=lambda n: next(ahead)
+    ) as name:
+        assert name == "a"
+    # 3 and 2 ahead (not fewer than the 2 slots): the slow poll; 1 ahead: as often as the first;
+    # then first, every slot still held: the first's poll until one frees.
+    assert naps == [0.1, 0.1, local.FIRST_POLL_S]

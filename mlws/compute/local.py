@@ -65,9 +65,10 @@ def slot(
     poll_s: float = 0.1,
     may_start: Callable[[], bool] = lambda: True,
     on_first: Callable[[], None] = lambda: None,
+    ahead: Callable[[int], int] | None = None,
 ) -> Iterator[int | None]:
     """Hold one of the target's slots; yields its index, or ``None`` if ``keep_waiting()``
-    returned false (e.g. the run was canceled while queued). ``on_first``: see
+    returned false (e.g. the run was canceled while queued). ``on_first``, ``ahead``: see
     :func:`hold_slot`."""
     folder = ws.path / "locks" / "slots" / machine_id()
     with hold_slot(
@@ -77,6 +78,7 @@ def slot(
         poll_s,
         may_start,
         on_first,
+        ahead,
     ) as name:
         yield None if name is None else int(name.rsplit("-", 1)[1])
 
@@ -101,22 +103,31 @@ def hold_slot(
     poll_s: float = 0.1,
     may_start: Callable[[], bool] = lambda: True,
     on_first: Callable[[], None] = lambda: None,
+    ahead: Callable[[int], int] | None = None,
 ) -> Iterator[str | None]:
     """Hold the first free one of the lock files ``folder/<name>.lock`` (``names()`` is asked
     again on every poll, so a changed limit applies at once); yields its name, or ``None`` once
     ``keep_waiting()`` is false. ``on_first()`` is called once, when this waiter is the next to
     take a slot and none is free yet: what it does (a run's start made ready) is off the path
-    from a slot's release to the next run's start. Shared by every target type that has
-    slots."""
+    from a slot's release to the next run's start. ``ahead(n)``, instead of ``may_start``:
+    how many older waiters are in line, counted up to ``n`` (the slots); this waiter is first
+    at 0, and looks as often as the first while fewer than the slots are ahead (two slots
+    freed together: the second in line, asleep on the slow poll, took its slot up to ``poll_s``
+    late). Shared by every target type that has slots."""
     folder.mkdir(parents=True, exist_ok=True)
-    first = readied = False
+    first = readied = near = False
     while True:
         # may_start keeps queued runs in submission order: only the oldest waiter takes a slot.
         # Once the oldest, always the oldest (older waiters only leave): it is not asked again,
         # and this one waiter looks at the locks every FIRST_POLL_S, so a freed slot is taken
         # within milliseconds while the others keep the slow, costlier poll.
-        first = first or may_start()
-        for name in names() if first else []:
+        slots = names()
+        if not first and ahead is not None:
+            n = ahead(len(slots))
+            first, near = n == 0, n < len(slots)
+        else:
+            first = first or may_start()
+        for name in slots if first else []:
             fd = try_lock(folder / f"{name}.lock")
             if fd is None:
                 continue
@@ -132,7 +143,7 @@ def hold_slot(
             readied = True
             on_first()
             continue  # it took a while: a slot may be free now
-        time.sleep(FIRST_POLL_S if first else poll_s)
+        time.sleep(FIRST_POLL_S if first or near else poll_s)
 
 
 # -- running a script here ------------------------------------------------------------------------
@@ -167,7 +178,7 @@ def execute(sup: RunSupervisor, target: str, config: dict[str, Any]) -> None:
     try:
         waited = wait_for_siblings(sup, keep_waiting)
         with slot(
-            sup.ws, keep_waiting, poll_s=poll_s, may_start=sup.first_in_line, on_first=ready_ahead
+            sup.ws, keep_waiting, poll_s=poll_s, on_first=ready_ahead, ahead=sup.ahead_in_line
         ) as index:
             if not waited or index is None:
                 set_status(sup.ws, sup.run_id, "Canceled")

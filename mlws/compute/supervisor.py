@@ -88,6 +88,8 @@ class RunSupervisor:
         self.sweep_due = False
         #: Parents' ``childLimit`` by id (:meth:`sibling_limit`).
         self._limits: dict[str, int] = {}
+        #: Waiters' supervising processes found this workspace's (:meth:`ahead_in_line`).
+        self._owned: set[tuple[int, float]] = set()
         #: The script's command line, environment and secret channel, made while the run
         #: waited for an older sibling (``compute.local``): ``(argv, env, channel)``.
         self.prestart: tuple[list[str], dict[str, str], tuple[int, ...]] | None = None
@@ -310,21 +312,37 @@ class RunSupervisor:
     def first_in_line(self) -> bool:
         """No older run of this workspace is queued for this machine's local slots (a run
         waiting for a sibling's end, :meth:`waits_for_sibling`, is not in line for them)."""
+        return self.ahead_in_line(1) == 0
+
+    def ahead_in_line(self, limit: int) -> int:
+        """How many older runs of this workspace are queued for this machine's local slots
+        (as :meth:`first_in_line`), counted up to ``limit``."""
         import socket
 
-        from ..processes import owned_process
+        from ..processes import owned_process, process_alive
 
         older = self.ws.catalog.query(
             "SELECT supervisor_pid, supervisor_start, parent_id, seq FROM runs"
             " WHERE status = 'Queued' AND target = ? AND host = ? AND seq < ?",
             (self.row["target"], socket.gethostname(), self.row["seq"]),
         )
-        # Only this folder's waiters: a copy of the workspace carries the original's queued
-        # rows, whose (live) supervisors wait for the original's slots, not ours.
-        return not any(
-            owned_process(self.ws, r[0], r[1]) and not self.waits_for_sibling(r[2], r[3])
-            for r in older
-        )
+        n = 0
+        for r in older:
+            if n >= limit:
+                break
+            # Only this folder's waiters: a copy of the workspace carries the original's queued
+            # rows, whose (live) supervisors wait for the original's slots, not ours. A process
+            # found ours stays ours while it lives (its command line is fixed): asked once.
+            key = (r[0], r[1])
+            if key in self._owned:
+                ours = process_alive(r[0], r[1])
+            else:
+                ours = owned_process(self.ws, r[0], r[1])
+                if ours:
+                    self._owned.add(key)
+            if ours and not self.waits_for_sibling(r[2], r[3]):
+                n += 1
+        return n
 
     def sibling_limit(self, parent_id: str | None) -> int:
         """How many children of ``parent_id`` may be under way at once: its definition's
