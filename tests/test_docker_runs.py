@@ -389,3 +389,35 @@ def test_a_v1_environment_stored_as_a_dict_keeps_asking_for_docker(ws):
     _v1_env(True).register(ws)
     named = environment_definition(ws, "dockered")
     assert request(None, named.get("docker"))["image"] == IMAGE
+
+
+@needs_podman
+def test_a_run_on_a_dask_target_asking_for_docker_runs_in_a_container(ws, tmp_path, docker_host):
+    """Where the run executes decides: a Dask worker (of this machine) finds the daemon too."""
+    pytest.importorskip("distributed")
+    from azureml.core import Experiment, ScriptRunConfig
+
+    from mlws.compute import ComputeTarget
+    from mlws.compute.dask import AmlCompute
+
+    target = ComputeTarget.create(
+        ws, "cpu", AmlCompute.provisioning_configuration(min_nodes=1, max_nodes=1)
+    )
+    try:
+        src = make_source(
+            tmp_path,
+            V1_TRAIN + 'print("in container:", os.path.exists("/run/.containerenv"))\n',
+            prelude="",
+        )
+        run = Experiment(ws, "docker").submit(
+            ScriptRunConfig(str(src), "train.py", compute_target="cpu", environment=_v1_env(True))
+        )
+        details = run.wait_for_completion(raise_on_error=False, timeout=120)
+        log = driver_log(run)
+        assert details["status"] == "Completed", log
+        assert f"Note: the script runs in Docker, in container mlws-{run.id} of {IMAGE}" in log
+        assert "in container: True" in log
+        assert run.get_metrics() == {"accuracy": 0.91}
+        assert _containers(f"mlws-{run.id}") == []
+    finally:
+        target.stop()
