@@ -57,6 +57,7 @@ SLOWEST_FIRST = [
     "test_mlflow_served.py",
     "test_parallel_run_step_dask.py",
     "test_environments.py",
+    "test_docker_runs.py",  # podman's service, its image, a Dask cluster
     "test_run_faults.py",
     "test_distributed_torch.py",
     "test_hardening_keys.py",
