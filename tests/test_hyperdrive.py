@@ -575,3 +575,12 @@ def test_cli_sweep_and_a_primary_metric_never_logged(ws, tmp_path):
             ws.get_run(sweep_id).wait_for_completion()
     finally:
         kill_run_processes(ws)
+
+
+def test_a_trial_worker_given_bad_arguments_says_so_in_one_line(tmp_path):
+    for args, code in (([], 2), ([str(tmp_path / "nothing-here"), "HD_x"], 1)):
+        out = subprocess.run(
+            [sys.executable, "-m", "mlws.compute.trials", *args], capture_output=True, text=True
+        )
+        assert out.returncode == code and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "nothing-here").exists()  # nothing made

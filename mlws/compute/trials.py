@@ -171,9 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     # exits) are adopted by this process; then the server, before the catalog is open.
     if become_subreaper():
         warmstart.start_server()
+    from ..errors import MlwsError
+
     try:
         ws = Workspace(args[0])
         serve(ws, args[1])
+    except MlwsError as e:  # no such workspace: nothing of it to supervise
+        print(f"mlws: {e}", file=sys.stderr)
+        return 1
     finally:
         warmstart.stop_server()
     ws.close(optimize=False)  # the sweep has ended: nothing may change after it

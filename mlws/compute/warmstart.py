@@ -288,6 +288,16 @@ def start_zygote() -> int | None:
         return None
     if _SERVER:
         return _served_zygote()
+    child = _fork_child(_be_zygote)
+    if child is None:
+        return None
+    _ZYGOTE.append(child)
+    return child[0]
+
+
+def _fork_child(body: Any) -> tuple[int, socket.socket] | None:
+    """Fork a child joined to this process by a socket pair: it runs ``body(its end)`` and
+    exits, never returning here; here ``(its pid, our end)``, or None when it cannot fork."""
     mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         pid = os.fork()
@@ -297,10 +307,14 @@ def start_zygote() -> int | None:
         return None
     if pid:
         its.close()
-        _ZYGOTE.append((pid, mine))
-        return pid
-    mine.close()
-    _be_zygote(its)
+        return pid, mine
+    code = 0
+    try:
+        mine.close()
+        body(its)
+    except BaseException:  # noqa: BLE001 - the child must never return into its parent's code
+        code = 1
+    os._exit(code)
 
 
 def _be_zygote(its: socket.socket) -> NoReturn:
@@ -337,25 +351,12 @@ def start_server() -> int | None:
     the leftover sweep expect. None when warm starts are off (or there is no fork)."""
     if _SERVER or not enabled():
         return None
-    mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        pid = os.fork()
-    except OSError:
-        mine.close()
-        its.close()
+    server = _fork_child(_serve_zygotes)
+    if server is None:
         return None
-    if pid:
-        its.close()
-        mine.settimeout(10)
-        _SERVER.append((pid, mine))
-        return pid
-    code = 0
-    try:
-        mine.close()
-        _serve_zygotes(its)
-    except BaseException:  # noqa: BLE001 - the child must never return into the supervisor
-        code = 1
-    os._exit(code)
+    server[1].settimeout(10)
+    _SERVER.append(server)
+    return server[0]
 
 
 def server_pid() -> int | None:
